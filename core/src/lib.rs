@@ -1,0 +1,28 @@
+//! btcore-core: the `#![no_std]`, sans-IO heart of btcore.
+//!
+//! Nothing in this crate opens a socket or a file, reads a clock or spawns a thread:
+//! bytes come in as arguments and results go out into caller-provided buffers.
+//!
+//! Layers, bottom up:
+//! - [`ids`]: validated identifiers (info-hash, peer id, piece index) and the one
+//!   [`ids::Geometry`] type that knows piece and block lengths.
+//! - [`hash`]: a small SHA-1 trait so that a host can plug in a faster implementation.
+//! - [`bencode`]: a `nom`-based decoder into a flat token table (no allocator), keeping
+//!   the raw byte span of every value, and an encoder into any `embedded_io::Write`.
+//! - [`metainfo`]: the view of a `.torrent` file over a decoded document: fields, piece
+//!   hashes in place, files with offsets, sanitized paths.
+//! - [`magnet`]: BEP 9 magnet URIs, bounded and allocation-free.
+//! - [`wire`]: the BEP 3 / 6 / 10 peer wire protocol: handshake, messages, framing.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod bencode;
+pub mod hash;
+pub mod ids;
+pub mod magnet;
+pub mod metainfo;
+pub mod wire;

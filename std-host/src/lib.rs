@@ -1,0 +1,1 @@
+//! btcore std host
