@@ -289,11 +289,19 @@ mod tests {
     #[test]
     fn block_validation() {
         let g = Geometry::new(40_000, 32_768).expect("geometry");
-        let ok = BlockRef { piece: PieceIndex(1), offset: 0, len: 7_232 };
+        let ok = BlockRef {
+            piece: PieceIndex(1),
+            offset: 0,
+            len: 7_232,
+        };
         assert!(g.is_valid_block(&ok, BLOCK_LEN));
         let past = BlockRef { len: 7_233, ..ok };
         assert!(!g.is_valid_block(&past, BLOCK_LEN));
-        let wrap = BlockRef { piece: PieceIndex(0), offset: u32::MAX, len: 2 };
+        let wrap = BlockRef {
+            piece: PieceIndex(0),
+            offset: u32::MAX,
+            len: 2,
+        };
         assert!(!g.is_valid_block(&wrap, BLOCK_LEN));
     }
 

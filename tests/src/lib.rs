@@ -1,1 +1,102 @@
 //! Helpers shared by the cross-crate tests in `tests/tests/`.
+
+use std::path::PathBuf;
+
+/// The conformance corpus copied into the repository (`tests/data/conformance`).
+pub fn conformance_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/conformance")
+}
+
+/// One row of `MANIFEST.tsv`.
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    /// Path relative to the corpus folder.
+    pub path: String,
+    /// `true` when the torrent must load.
+    pub expect_ok: bool,
+    /// libtorrent's error code name for rows expected to fail.
+    pub libtorrent_error: String,
+    /// Lowercase hex v1 info-hash (empty for v2-only).
+    pub v1_info_hash: String,
+    /// libtorrent's (sanitized) name.
+    pub name: String,
+    /// Total size, pad files included.
+    pub total_size: u64,
+    /// Piece length.
+    pub piece_length: u64,
+    /// Number of pieces.
+    pub num_pieces: u64,
+    /// Number of files, pad files included.
+    pub num_files: u64,
+    /// A v2-only torrent.
+    pub is_v2_only: bool,
+    /// Why the row expects what it expects.
+    pub notes: String,
+}
+
+/// Reads `MANIFEST.tsv`.
+pub fn manifest() -> Vec<ManifestRow> {
+    let text = std::fs::read_to_string(conformance_dir().join("MANIFEST.tsv"))
+        .expect("MANIFEST.tsv is in the repository");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("column {name}"))
+    };
+    let (c_path, c_exp, c_err, c_hash, c_name) = (
+        col("path"),
+        col("expected"),
+        col("libtorrent_error"),
+        col("v1_info_hash"),
+        col("name"),
+    );
+    let (c_size, c_plen, c_np, c_nf, c_v2, c_notes) = (
+        col("total_size"),
+        col("piece_length"),
+        col("num_pieces"),
+        col("num_files"),
+        col("is_v2_only"),
+        col("notes"),
+    );
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let num = |i: usize| f[i].parse::<u64>().unwrap_or(0);
+            ManifestRow {
+                path: unescape(f[c_path]),
+                expect_ok: f[c_exp] == "ok",
+                libtorrent_error: f[c_err].to_string(),
+                v1_info_hash: f[c_hash].to_string(),
+                name: unescape(f[c_name]),
+                total_size: num(c_size),
+                piece_length: num(c_plen),
+                num_pieces: num(c_np),
+                num_files: num(c_nf),
+                is_v2_only: f[c_v2] == "true",
+                notes: f[c_notes].to_string(),
+            }
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('t') => out.push('\t'),
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

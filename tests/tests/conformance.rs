@@ -1,0 +1,193 @@
+//! The conformance corpus: every torrent meets its expected verdict, accepted torrents
+//! agree with libtorrent on the figures, every path stays inside the download directory,
+//! and every torrent that comes with its content verifies piece by piece.
+
+use btcore_core::bencode::ErrorKind as DecodeErrorKind;
+use btcore_core::hash::{Sha1, SmolSha1};
+use btcore_core::ids::PieceIndex;
+use btcore_core::metainfo::{ErrorKind, Limits, Metainfo};
+use btcore_tests::{conformance_dir, manifest};
+use std::collections::HashSet;
+
+/// Rows where btcore refuses what libtorrent 2.0.8 accepts, on purpose.
+const DEVIATIONS: &[(&str, &str)] = &[(
+    "torrents/transmission/dup-pieces-key.torrent",
+    "a duplicate key in a dictionary lets two parsers see two torrents behind one \
+     info-hash: btcore refuses duplicates everywhere (as malformed/duplicate_key_* \
+     require), and Transmission refuses this torrent too",
+)];
+
+#[test]
+fn every_manifest_row_meets_its_verdict() {
+    let rows = manifest();
+    assert!(rows.len() >= 200, "manifest has {} rows", rows.len());
+    let mut failures = Vec::new();
+    let (mut accepted, mut rejected, mut v2_only) = (0, 0, 0);
+    for row in &rows {
+        let bytes = std::fs::read(conformance_dir().join(&row.path)).expect("corpus file");
+        let mut tokens = Vec::new();
+        let parsed = Metainfo::parse_vec(&bytes, &mut tokens, &Limits::default())
+            .and_then(|m| m.layout().map(|l| (m, l)));
+        if DEVIATIONS.iter().any(|(p, _)| *p == row.path) {
+            match parsed {
+                Err(e) if e.kind == ErrorKind::Bencode(DecodeErrorKind::DuplicateKey) => {
+                    rejected += 1;
+                }
+                other => failures.push(format!(
+                    "{}: a listed deviation must be refused as a duplicate key, got {:?}",
+                    row.path,
+                    other.map(|_| ())
+                )),
+            }
+            continue;
+        }
+        match (row.expect_ok, row.is_v2_only, parsed) {
+            (true, true, Err(e)) if e.kind == ErrorKind::V2Only => v2_only += 1,
+            (true, true, other) => failures.push(format!(
+                "{}: v2-only must be refused as V2Only, got {:?}",
+                row.path,
+                other.map(|_| ())
+            )),
+            (true, false, Err(e)) => {
+                failures.push(format!("{}: expected ok, got error {e}", row.path))
+            }
+            (true, false, Ok((m, layout))) => {
+                accepted += 1;
+                let got = (
+                    m.info_hash().to_string(),
+                    m.total_size(),
+                    u64::from(m.piece_length()),
+                    u64::from(m.num_pieces()),
+                    u64::from(m.num_files()),
+                );
+                let want = (
+                    row.v1_info_hash.clone(),
+                    row.total_size,
+                    row.piece_length,
+                    row.num_pieces,
+                    row.num_files,
+                );
+                if got != want {
+                    failures.push(format!("{}: got {got:?}, libtorrent {want:?}", row.path));
+                }
+                // Where sanitizing does not touch the name, it matches libtorrent's.
+                let raw = String::from_utf8_lossy(m.name());
+                if raw.len() <= 200
+                    && raw
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || " -_.()".contains(c))
+                    && raw != row.name
+                {
+                    failures.push(format!("{}: name {raw:?} vs {:?}", row.path, row.name));
+                }
+                if let Err(e) = check_paths(&layout) {
+                    failures.push(format!("{}: {e}", row.path));
+                }
+            }
+            (false, _, Ok(_)) => failures.push(format!(
+                "{}: expected error ({}), but it loaded; notes: {}",
+                row.path, row.libtorrent_error, row.notes
+            )),
+            (false, _, Err(_)) => rejected += 1,
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    println!("accepted {accepted}, rejected {rejected}, v2-only refused {v2_only}");
+    assert_eq!(accepted + rejected + v2_only, rows.len());
+}
+
+/// Every path is relative, made of ordinary elements, and unique without case.
+fn check_paths(layout: &[btcore_core::metainfo::FileSpec]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    let mut dirs = HashSet::new();
+    for f in layout.iter().filter(|f| !f.attr.pad) {
+        let p = &f.path;
+        if p.is_empty() || p.starts_with('/') || p.contains('\\') || p.contains('\0') {
+            return Err(format!("unsafe path {p:?}"));
+        }
+        if p.split('/')
+            .any(|e| e.is_empty() || e == "." || e == ".." || e.contains(':'))
+        {
+            return Err(format!("unsafe element in {p:?}"));
+        }
+        let lc = p.to_ascii_lowercase();
+        if !seen.insert(lc.clone()) {
+            return Err(format!("two files on {p:?}"));
+        }
+        let mut acc = String::new();
+        for e in lc
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|x| x.1)
+            .unwrap_or(&[])
+        {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(e);
+            dirs.insert(acc.clone());
+        }
+    }
+    if let Some(clash) = seen.iter().find(|p| dirs.contains(*p)) {
+        return Err(format!("a file takes a directory's path: {clash:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn with_content_pairs_verify_piece_by_piece() {
+    let base = conformance_dir().join("with-content");
+    let mut checked = 0;
+    let mut dirs: Vec<_> = std::fs::read_dir(&base)
+        .expect("with-content")
+        .flatten()
+        .collect();
+    dirs.sort_by_key(|d| d.file_name());
+    for d in dirs {
+        let name = d.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(d.path().join(format!("{name}.torrent"))).expect("torrent");
+        let mut tokens = Vec::new();
+        let m = match Metainfo::parse_vec(&bytes, &mut tokens, &Limits::default()) {
+            Err(e) if e.kind == ErrorKind::V2Only => continue,
+            other => other.expect("with-content torrents load"),
+        };
+        let content = read_content(&m, &d.path());
+        assert_eq!(content.len() as u64, m.total_size(), "{name}");
+        let g = m.geometry();
+        for i in 0..m.num_pieces() {
+            let p = PieceIndex(i);
+            let start = g.piece_offset(p) as usize;
+            let data = &content[start..start + g.piece_size(p) as usize];
+            let want = m.piece_hash(p).expect("hash");
+            assert_eq!(&SmolSha1::digest(data), want, "{name} piece {i}");
+            // The same piece with one byte flipped must fail.
+            let mut bad = data.to_vec();
+            bad[data.len() / 2] ^= 0x01;
+            assert_ne!(&SmolSha1::digest(&bad), want, "{name} piece {i} corrupted");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 7, "seven v1 and hybrid pairs verify");
+}
+
+/// The torrent's content in one buffer, pad files as zeros.
+fn read_content(m: &Metainfo<'_>, save_path: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.total_size() as usize);
+    for f in m.layout().expect("layout") {
+        if f.attr.pad {
+            out.resize(out.len() + f.length as usize, 0);
+        } else {
+            let data = std::fs::read(save_path.join(&f.path))
+                .unwrap_or_else(|e| panic!("{}: {e}", f.path));
+            assert_eq!(data.len() as u64, f.length, "{}", f.path);
+            out.extend_from_slice(&data);
+        }
+    }
+    out
+}
