@@ -13,6 +13,8 @@
 //!   hashes in place, files with offsets, sanitized paths.
 //! - [`magnet`]: BEP 9 magnet URIs, bounded and allocation-free.
 //! - [`wire`]: the BEP 3 / 6 / 10 peer wire protocol: handshake, messages, framing.
+//! - [`picker`]: which block to request next: availability, rarest-first, endgame.
+//! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs and BEP 12 tiers.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,4 +27,6 @@ pub mod hash;
 pub mod ids;
 pub mod magnet;
 pub mod metainfo;
+pub mod picker;
+pub mod tracker;
 pub mod wire;

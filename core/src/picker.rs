@@ -1,0 +1,1 @@
+//! The piece picker (in progress).

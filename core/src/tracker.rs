@@ -1,0 +1,1 @@
+//! Tracker codecs (in progress).
