@@ -1,0 +1,112 @@
+//! The `btcore` command as a user runs it: `info --json` agrees with libtorrent on every
+//! torrent of the conformance corpus, and every bad input is one clear line, never a panic.
+
+use btcore_tests::{conformance_dir, manifest};
+use std::process::{Command, Output};
+
+fn btcore(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_btcore"))
+        .args(args)
+        .output()
+        .expect("btcore runs")
+}
+
+#[test]
+fn info_json_agrees_with_libtorrent_on_the_whole_corpus() {
+    let mut problems = Vec::new();
+    let mut agreed = 0;
+    for row in manifest() {
+        let path = conformance_dir().join(&row.path);
+        let out = btcore(&["info", "--json", path.to_str().expect("utf-8 path")]);
+        let code = out.status.code();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if code == Some(101) || stderr.contains("panicked") {
+            problems.push(format!("{}: panic: {stderr}", row.path));
+            continue;
+        }
+        if row.expect_ok && !row.is_v2_only && out.status.success() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("one JSON object");
+            let got = (
+                v["info_hash"].as_str().unwrap_or_default().to_string(),
+                v["total_size"].as_u64(),
+                v["piece_length"].as_u64(),
+                v["num_pieces"].as_u64(),
+                v["files"].as_array().map(|f| f.len() as u64),
+            );
+            let want = (
+                row.v1_info_hash.clone(),
+                Some(row.total_size),
+                Some(row.piece_length),
+                Some(row.num_pieces),
+                Some(row.num_files),
+            );
+            if got == want {
+                agreed += 1;
+            } else {
+                problems.push(format!("{}: {got:?} vs libtorrent {want:?}", row.path));
+            }
+        } else if out.status.success() && !row.expect_ok {
+            problems.push(format!("{}: accepted, libtorrent expects error", row.path));
+        } else if !out.status.success() {
+            // A refusal is exit code 3 and exactly one line naming the byte offset.
+            let lines: Vec<&str> = stderr.lines().collect();
+            let clean = code == Some(3)
+                && lines.len() == 1
+                && lines[0].starts_with("btcore: ")
+                && lines[0].contains(" at byte ");
+            if !clean {
+                problems.push(format!("{}: unclear refusal {code:?}: {stderr}", row.path));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(agreed >= 90, "only {agreed} torrents compared");
+}
+
+#[test]
+fn text_output_names_the_essentials() {
+    let path = conformance_dir().join("with-content/numbers/numbers.torrent");
+    let out = btcore(&["info", path.to_str().expect("utf-8 path")]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Hash: 89d97c2261a21b040cf11caa661a3ba7233bb7e6",
+        "Piece Count: 1",
+        "numbers/3.txt (3 B)",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
+    }
+}
+
+#[test]
+fn unreadable_and_oversized_files_are_io_errors() {
+    let out = btcore(&["info", "/nonexistent/x.torrent"]);
+    assert_eq!(out.status.code(), Some(4));
+    let dir = std::env::temp_dir().join(format!("btcore-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let big = dir.join("big.torrent");
+    let f = std::fs::File::create(&big).expect("create");
+    f.set_len(btcore_host::MAX_TORRENT_FILE + 1)
+        .expect("sparse");
+    let out = btcore(&["info", big.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn magnet_json() {
+    let uri = "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=a%20b&tr=udp%3A%2F%2Ft%3A80&tr=http%3A%2F%2Fu%2Fannounce";
+    let out = btcore(&["magnet", "--json", uri]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["info_hash"], "c12fe1c06bba254a9dc9f519b335aa7c1367a88a");
+    assert_eq!(v["name"], "a b");
+    assert_eq!(
+        v["trackers"],
+        serde_json::json!(["udp://t:80", "http://u/announce"])
+    );
+    let bad = btcore(&["magnet", "--json", "magnet:?xt=urn:btih:123"]);
+    assert_eq!(bad.status.code(), Some(3));
+}
