@@ -7,7 +7,7 @@ use btcore_core::magnet::Magnet;
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_host::{info, read_torrent_file};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// btcore: an embeddable BitTorrent engine.
@@ -46,7 +46,7 @@ fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn info_cmd(file: &PathBuf, json: bool) -> ExitCode {
+fn info_cmd(file: &Path, json: bool) -> ExitCode {
     let shown = file.display();
     let bytes = match read_torrent_file(file) {
         Ok(b) => b,
