@@ -23,10 +23,19 @@
 extern crate alloc;
 
 pub mod bencode;
+#[cfg(feature = "alloc")]
+pub mod bitfield;
+pub mod choker;
 pub mod hash;
 pub mod ids;
 pub mod magnet;
 pub mod metainfo;
+#[cfg(feature = "alloc")]
+pub mod peer;
 pub mod picker;
+pub mod rng;
+#[cfg(feature = "alloc")]
+pub mod session;
+pub mod time;
 pub mod tracker;
 pub mod wire;

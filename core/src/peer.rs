@@ -1,0 +1,923 @@
+//! One peer connection's protocol state (BEP 3, with BEP 6 fast and BEP 10 extension
+//! messages): the handshake, choke and interest on both sides, what the peer has, the
+//! pipeline of our requests with a depth that follows the peer's rate, the peer's
+//! requests to us, keep-alives and timeouts. It chooses no piece (the picker does) and
+//! touches no socket: bytes come in through [`PeerConn::handle_recv`], and what to send
+//! goes out through [`PeerConn::poll_transmit`] into a caller buffer.
+//!
+//! ```text
+//!  outgoing: new_outgoing ──(our handshake queued)──► AwaitHandshake
+//!  incoming: new_incoming ──────────────────────────► AwaitHandshake
+//!  AwaitHandshake ──(theirs read; incoming: accept())──► Established
+//!  Established ──(messages)──► Established;  any error ──► the host closes the socket
+//! ```
+//!
+//! Poll order for a host: after `handle_recv` or `handle_timeout`, drain
+//! [`PeerConn::poll_event`], then call [`PeerConn::poll_transmit`] until it returns 0.
+//! Every misbehaviour is a [`PeerError`] that says whether the peer is at fault.
+
+use crate::bitfield::Bitfield;
+use crate::ids::{BlockRef, Geometry, InfoHash, PeerId, PieceIndex, BLOCK_LEN};
+use crate::time::{Duration, Instant, Rate};
+use crate::wire::{self, Handshake, Message, Reserved, Status};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Per-connection limits and timers. [`PeerConfig::low_memory`] is the small profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Wire message caps (the receive buffer never holds more than one largest frame).
+    pub wire: wire::Limits,
+    /// Fewest requests kept in flight to an unchoking peer.
+    pub min_queue: u32,
+    /// Most requests kept in flight to one peer.
+    pub max_queue: u32,
+    /// Seconds of the peer's rate kept in flight (libtorrent's `request_queue_time`).
+    pub queue_secs: u32,
+    /// A request unanswered this long is given up (and may go to another peer).
+    pub request_timeout: Duration,
+    /// No block for this long while requests are out: the peer is snubbing us.
+    pub snub_timeout: Duration,
+    /// Send a keep-alive after this long without sending anything.
+    pub keepalive_interval: Duration,
+    /// Close after this long without receiving anything.
+    pub idle_timeout: Duration,
+    /// Close when the handshake has not arrived after this long.
+    pub handshake_timeout: Duration,
+    /// Most requests from the peer queued for upload.
+    pub max_peer_requests: usize,
+    /// Most bytes queued to send before the connection stops taking more.
+    pub max_send_buffer: usize,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            wire: wire::Limits::default(),
+            min_queue: 4,
+            max_queue: 250,
+            queue_secs: 3,
+            request_timeout: Duration::from_secs(30),
+            snub_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(90),
+            idle_timeout: Duration::from_secs(180),
+            handshake_timeout: Duration::from_secs(20),
+            max_peer_requests: 250,
+            max_send_buffer: 512 * 1024,
+        }
+    }
+}
+
+impl PeerConfig {
+    /// The profile for small devices: shorter queues, smaller buffers.
+    pub fn low_memory() -> Self {
+        Self {
+            wire: wire::Limits {
+                max_extended_len: 64 * 1024,
+                max_block_len: BLOCK_LEN,
+                ..wire::Limits::default()
+            },
+            max_queue: 32,
+            max_peer_requests: 32,
+            max_send_buffer: 64 * 1024,
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a connection must close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// A malformed frame.
+    Wire(wire::WireError),
+    /// The handshake names another torrent.
+    InfoHashMismatch,
+    /// We connected to ourselves.
+    SelfConnection,
+    /// A bitfield of the wrong length or with spare bits set, or sent twice or late.
+    BadBitfield,
+    /// A piece index beyond the torrent.
+    BadPiece(u32),
+    /// A block we did not request, or of the wrong length.
+    UnrequestedBlock(BlockRef),
+    /// A request beyond the piece or of a bad length.
+    BadRequest(BlockRef),
+    /// A BEP 6 message from a peer that did not announce the fast extension.
+    FastNotNegotiated,
+    /// A message before the handshake completed, or a second handshake.
+    ProtocolOrder,
+    /// The peer sent nothing for too long.
+    Idle,
+    /// No handshake in time.
+    HandshakeTimeout,
+}
+
+impl PeerError {
+    /// Whether the peer broke the protocol (a host may ban it), as opposed to a
+    /// timeout or a mismatch that says nothing of its honesty.
+    pub const fn is_peer_fault(&self) -> bool {
+        !matches!(
+            self,
+            Self::Idle | Self::HandshakeTimeout | Self::InfoHashMismatch | Self::SelfConnection
+        )
+    }
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Wire(e) => write!(f, "{e}"),
+            Self::InfoHashMismatch => f.write_str("handshake for another torrent"),
+            Self::SelfConnection => f.write_str("connected to ourselves"),
+            Self::BadBitfield => f.write_str("bad bitfield"),
+            Self::BadPiece(i) => write!(f, "piece index {i} out of range"),
+            Self::UnrequestedBlock(b) => {
+                write!(f, "unrequested block {}:{}+{}", b.piece.0, b.offset, b.len)
+            }
+            Self::BadRequest(b) => write!(f, "bad request {}:{}+{}", b.piece.0, b.offset, b.len),
+            Self::FastNotNegotiated => f.write_str("fast extension message without negotiation"),
+            Self::ProtocolOrder => f.write_str("message out of order"),
+            Self::Idle => f.write_str("peer silent too long"),
+            Self::HandshakeTimeout => f.write_str("no handshake in time"),
+        }
+    }
+}
+
+impl From<wire::WireError> for PeerError {
+    fn from(e: wire::WireError) -> Self {
+        Self::Wire(e)
+    }
+}
+
+/// What the connection learned; drained with [`PeerConn::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// The peer's handshake arrived. For an incoming connection, answer with
+    /// [`PeerConn::accept`] (or close).
+    Handshake {
+        /// The torrent the peer asks for.
+        info_hash: InfoHash,
+        /// The peer's id.
+        peer_id: PeerId,
+        /// The peer's reserved bits.
+        reserved: Reserved,
+    },
+    /// The peer's pieces changed: a bitfield, have all/none, or (with
+    /// [`PeerEvent::Have`]) one piece. Read them with [`PeerConn::has`].
+    HaveSet,
+    /// The peer has one more piece.
+    Have(PieceIndex),
+    /// The peer choked us (requests not allowed-fast are gone, see `RequestLost`).
+    Choked,
+    /// The peer unchoked us.
+    Unchoked,
+    /// The peer became interested or not.
+    Interest(bool),
+    /// A block we requested arrived.
+    Block {
+        /// Which block.
+        block: BlockRef,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// A request of ours will not be answered (rejected, dropped by a choke, timed out).
+    RequestLost(BlockRef),
+    /// The peer may serve this piece even while choking us (BEP 6).
+    AllowedFast(PieceIndex),
+    /// The peer suggests this piece (BEP 6).
+    Suggest(PieceIndex),
+    /// The peer has requests waiting for upload: see [`PeerConn::next_peer_request`].
+    PeerRequest,
+    /// A BEP 10 extension message.
+    Extended {
+        /// Our local id for the extension (0: the extension handshake).
+        id: u8,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// The peer's DHT port (BEP 5).
+    DhtPort(u16),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitHandshake,
+    AwaitAccept,
+    Established,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    block: BlockRef,
+    sent: Instant,
+}
+
+/// One peer connection. See the module docs for the poll order.
+#[derive(Debug)]
+pub struct PeerConn {
+    config: PeerConfig,
+    state: State,
+    info_hash: Option<InfoHash>,
+    our_id: PeerId,
+    our_reserved: Reserved,
+    their_id: Option<PeerId>,
+    their_reserved: Reserved,
+    geometry: Option<Geometry>,
+    /// Before the geometry is known (magnet links) the raw bitfield waits here.
+    pending_bitfield: Option<Vec<u8>>,
+    pending_have_all: Option<bool>,
+    pending_haves: Vec<u32>,
+    has: Bitfield,
+    got_bitfield: bool,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    allowed_fast: Vec<PieceIndex>,
+    outstanding: Vec<Outstanding>,
+    peer_requests: VecDeque<BlockRef>,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    tx_pos: usize,
+    events: VecDeque<PeerEvent>,
+    created: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    last_block: Instant,
+    down: Rate,
+    up: Rate,
+    their_reqq: Option<u32>,
+}
+
+impl PeerConn {
+    fn new(config: PeerConfig, now: Instant, our_id: PeerId, our_reserved: Reserved) -> Self {
+        Self {
+            config,
+            state: State::AwaitHandshake,
+            info_hash: None,
+            our_id,
+            our_reserved,
+            their_id: None,
+            their_reserved: Reserved::NONE,
+            geometry: None,
+            pending_bitfield: None,
+            pending_have_all: None,
+            pending_haves: Vec::new(),
+            has: Bitfield::default(),
+            got_bitfield: false,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            allowed_fast: Vec::new(),
+            outstanding: Vec::new(),
+            peer_requests: VecDeque::new(),
+            rx: Vec::new(),
+            tx: Vec::new(),
+            tx_pos: 0,
+            events: VecDeque::new(),
+            created: now,
+            last_recv: now,
+            last_send: now,
+            last_block: now,
+            down: Rate::default(),
+            up: Rate::default(),
+            their_reqq: None,
+        }
+    }
+
+    /// A connection we opened to a peer for `info_hash`; our handshake is queued.
+    pub fn new_outgoing(
+        config: PeerConfig,
+        now: Instant,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        our_reserved: Reserved,
+    ) -> Self {
+        let mut c = Self::new(config, now, our_id, our_reserved);
+        c.info_hash = Some(info_hash);
+        c.queue_handshake(info_hash);
+        c
+    }
+
+    /// A connection a peer opened to us; its handshake tells which torrent it wants.
+    pub fn new_incoming(
+        config: PeerConfig,
+        now: Instant,
+        our_id: PeerId,
+        our_reserved: Reserved,
+    ) -> Self {
+        Self::new(config, now, our_id, our_reserved)
+    }
+
+    fn queue_handshake(&mut self, info_hash: InfoHash) {
+        let hs = Handshake {
+            reserved: self.our_reserved,
+            info_hash,
+            peer_id: self.our_id,
+        };
+        let mut buf = [0u8; wire::HANDSHAKE_LEN];
+        if let Ok(n) = hs.encode(&mut buf) {
+            self.tx.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Answers an incoming peer's handshake for a torrent we serve, and reads whatever
+    /// the peer sent after its handshake.
+    pub fn accept(&mut self, now: Instant, info_hash: InfoHash) -> Result<(), PeerError> {
+        if self.state != State::AwaitAccept {
+            return Err(PeerError::ProtocolOrder);
+        }
+        self.info_hash = Some(info_hash);
+        self.queue_handshake(info_hash);
+        self.state = State::Established;
+        let mut pos = 0;
+        let result = self.parse_rx(now, &mut pos);
+        self.rx.drain(..pos);
+        result
+    }
+
+    /// Sets the torrent's geometry (at once for a torrent file, after the metadata for
+    /// a magnet link) and checks what the peer said it has so far.
+    pub fn set_geometry(&mut self, g: Geometry) -> Result<(), PeerError> {
+        self.geometry = Some(g);
+        let n = g.num_pieces();
+        self.has = Bitfield::new(n);
+        if let Some(bits) = self.pending_bitfield.take() {
+            self.has = Bitfield::from_wire(&bits, n).ok_or(PeerError::BadBitfield)?;
+        }
+        if self.pending_have_all == Some(true) {
+            self.has = Bitfield::full(n);
+        }
+        for i in core::mem::take(&mut self.pending_haves) {
+            if i >= n {
+                return Err(PeerError::BadPiece(i));
+            }
+            self.has.set(i);
+        }
+        Ok(())
+    }
+
+    // ---- getters ----
+
+    /// Whether the handshake is complete both ways.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+    /// The peer's id, once its handshake arrived.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        self.their_id
+    }
+    /// The peer's reserved bits.
+    pub fn peer_reserved(&self) -> Reserved {
+        self.their_reserved
+    }
+    /// Whether both sides speak BEP 6.
+    pub fn fast(&self) -> bool {
+        self.our_reserved.fast() && self.their_reserved.fast()
+    }
+    /// Whether both sides speak BEP 10.
+    pub fn extensions(&self) -> bool {
+        self.our_reserved.extension_protocol() && self.their_reserved.extension_protocol()
+    }
+    /// Whether the peer has `piece`.
+    pub fn has(&self, piece: PieceIndex) -> bool {
+        self.has.get(piece.0)
+    }
+    /// The peer's pieces (empty until the geometry is known).
+    pub fn bitfield(&self) -> &Bitfield {
+        &self.has
+    }
+    /// Whether the peer has every piece.
+    pub fn is_seed(&self) -> bool {
+        !self.has.is_empty() && self.has.is_full()
+    }
+    /// Whether we choke the peer.
+    pub fn am_choking(&self) -> bool {
+        self.am_choking
+    }
+    /// Whether we are interested in the peer.
+    pub fn am_interested(&self) -> bool {
+        self.am_interested
+    }
+    /// Whether the peer chokes us.
+    pub fn peer_choking(&self) -> bool {
+        self.peer_choking
+    }
+    /// Whether the peer is interested in us.
+    pub fn peer_interested(&self) -> bool {
+        self.peer_interested
+    }
+    /// Pieces the peer lets us fetch while choked (BEP 6).
+    pub fn allowed_fast(&self) -> &[PieceIndex] {
+        &self.allowed_fast
+    }
+    /// Download rate from the peer, bytes/s.
+    pub fn download_rate(&self) -> u64 {
+        self.down.get()
+    }
+    /// Upload rate to the peer, bytes/s.
+    pub fn upload_rate(&self) -> u64 {
+        self.up.get()
+    }
+    /// Payload bytes received and sent.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.down.total(), self.up.total())
+    }
+    /// When the connection was made.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+    /// Whether requests are out and no block came for the snub timeout.
+    pub fn is_snubbing(&self, now: Instant) -> bool {
+        !self.outstanding.is_empty() && now.since(self.last_block) >= self.config.snub_timeout
+    }
+    /// Our requests in flight.
+    pub fn outstanding(&self) -> impl Iterator<Item = BlockRef> + '_ {
+        self.outstanding.iter().map(|o| o.block)
+    }
+    /// How many more requests to send now: the pipeline depth follows the peer's rate
+    /// (`queue_secs` of it), within `min_queue..=max_queue` and the peer's own `reqq`.
+    pub fn request_slots(&self, now: Instant) -> usize {
+        if self.state != State::Established {
+            return 0;
+        }
+        let depth = if self.is_snubbing(now) {
+            1
+        } else {
+            let by_rate =
+                self.down.get() * u64::from(self.config.queue_secs) / u64::from(BLOCK_LEN);
+            let mut d = by_rate.clamp(
+                u64::from(self.config.min_queue),
+                u64::from(self.config.max_queue),
+            );
+            if let Some(q) = self.their_reqq {
+                d = d.min(u64::from(q.max(1)));
+            }
+            d
+        };
+        (depth as usize).saturating_sub(self.outstanding.len())
+    }
+    /// Whether we may request blocks of `piece` now (unchoked, or allowed-fast).
+    pub fn can_request(&self, piece: PieceIndex) -> bool {
+        self.has(piece)
+            && (!self.peer_choking || (self.fast() && self.allowed_fast.contains(&piece)))
+    }
+    /// Bytes queued to send.
+    pub fn send_queued(&self) -> usize {
+        self.tx.len() - self.tx_pos
+    }
+    /// Room left in the send buffer.
+    pub fn send_space(&self) -> usize {
+        self.config
+            .max_send_buffer
+            .saturating_sub(self.send_queued())
+    }
+
+    // ---- input ----
+
+    /// Takes bytes read from the socket.
+    pub fn handle_recv(&mut self, now: Instant, data: &[u8]) -> Result<(), PeerError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.last_recv = now;
+        self.rx.extend_from_slice(data);
+        let mut pos = 0;
+        let result = self.parse_rx(now, &mut pos);
+        self.rx.drain(..pos);
+        result
+    }
+
+    fn parse_rx(&mut self, now: Instant, pos: &mut usize) -> Result<(), PeerError> {
+        if self.state == State::AwaitHandshake {
+            match Handshake::parse(&self.rx)? {
+                Status::Partial { .. } => return Ok(()),
+                Status::Complete((hs, n)) => {
+                    *pos = n;
+                    self.on_handshake(hs)?;
+                }
+            }
+        }
+        if self.state == State::AwaitAccept {
+            // Bytes after the handshake wait for accept().
+            return Ok(());
+        }
+        let limits = self.config.wire;
+        loop {
+            let rest = &self.rx[*pos..];
+            match wire::decode(rest, &limits)? {
+                Status::Partial { .. } => return Ok(()),
+                Status::Complete((msg, n)) => {
+                    let owned = OwnedMsg::from(&msg);
+                    *pos += n;
+                    self.on_message(now, owned)?;
+                }
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, hs: Handshake) -> Result<(), PeerError> {
+        if hs.peer_id == self.our_id {
+            return Err(PeerError::SelfConnection);
+        }
+        if let Some(ih) = self.info_hash {
+            if ih != hs.info_hash {
+                return Err(PeerError::InfoHashMismatch);
+            }
+            self.state = State::Established;
+        } else {
+            self.state = State::AwaitAccept;
+        }
+        self.their_id = Some(hs.peer_id);
+        self.their_reserved = hs.reserved;
+        self.events.push_back(PeerEvent::Handshake {
+            info_hash: hs.info_hash,
+            peer_id: hs.peer_id,
+            reserved: hs.reserved,
+        });
+        Ok(())
+    }
+
+    fn check_piece(&self, i: PieceIndex) -> Result<(), PeerError> {
+        match self.geometry {
+            Some(g) if i.0 >= g.num_pieces() => Err(PeerError::BadPiece(i.0)),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: OwnedMsg) -> Result<(), PeerError> {
+        // Only one bitfield / have all / have none, and before any `have`.
+        let first = !self.got_bitfield;
+        if matches!(
+            msg,
+            OwnedMsg::Bitfield(_) | OwnedMsg::HaveAll | OwnedMsg::HaveNone | OwnedMsg::Have(_)
+        ) {
+            self.got_bitfield = true;
+        }
+        match msg {
+            OwnedMsg::KeepAlive => {}
+            OwnedMsg::Choke => {
+                self.peer_choking = true;
+                self.events.push_back(PeerEvent::Choked);
+                if !self.fast() {
+                    // Without BEP 6 a choke silently drops every request.
+                    for o in core::mem::take(&mut self.outstanding) {
+                        self.events.push_back(PeerEvent::RequestLost(o.block));
+                    }
+                }
+            }
+            OwnedMsg::Unchoke => {
+                self.peer_choking = false;
+                self.last_block = now;
+                self.events.push_back(PeerEvent::Unchoked);
+            }
+            OwnedMsg::Interested(yes) => {
+                self.peer_interested = yes;
+                self.events.push_back(PeerEvent::Interest(yes));
+            }
+            OwnedMsg::Have(i) => {
+                self.check_piece(i)?;
+                if self.geometry.is_some() {
+                    if self.has.set(i.0) {
+                        self.events.push_back(PeerEvent::Have(i));
+                    }
+                } else if self.pending_haves.len() < self.config.wire.max_pieces as usize {
+                    self.pending_haves.push(i.0);
+                }
+            }
+            OwnedMsg::Bitfield(bits) => {
+                if !first {
+                    return Err(PeerError::BadBitfield);
+                }
+                match self.geometry {
+                    Some(g) => {
+                        self.has = Bitfield::from_wire(&bits, g.num_pieces())
+                            .ok_or(PeerError::BadBitfield)?;
+                        self.events.push_back(PeerEvent::HaveSet);
+                    }
+                    None => self.pending_bitfield = Some(bits),
+                }
+            }
+            OwnedMsg::HaveAll | OwnedMsg::HaveNone => {
+                if !self.fast() {
+                    return Err(PeerError::FastNotNegotiated);
+                }
+                if !first {
+                    return Err(PeerError::BadBitfield);
+                }
+                let all = matches!(msg, OwnedMsg::HaveAll);
+                match self.geometry {
+                    Some(g) => {
+                        self.has = if all {
+                            Bitfield::full(g.num_pieces())
+                        } else {
+                            Bitfield::new(g.num_pieces())
+                        };
+                        self.events.push_back(PeerEvent::HaveSet);
+                    }
+                    None => self.pending_have_all = Some(all),
+                }
+            }
+            OwnedMsg::Request(b) => {
+                let valid = self
+                    .geometry
+                    .is_some_and(|g| g.is_valid_block(&b, self.config.wire.max_block_len));
+                if !valid {
+                    return Err(PeerError::BadRequest(b));
+                }
+                let allowed = !self.am_choking;
+                if !allowed || self.peer_requests.len() >= self.config.max_peer_requests {
+                    if self.fast() {
+                        self.send(&Message::Reject(b));
+                    }
+                } else if !self.peer_requests.contains(&b) {
+                    self.peer_requests.push_back(b);
+                    self.events.push_back(PeerEvent::PeerRequest);
+                }
+            }
+            OwnedMsg::Cancel(b) => {
+                if let Some(i) = self.peer_requests.iter().position(|r| *r == b) {
+                    self.peer_requests.remove(i);
+                    if self.fast() {
+                        self.send(&Message::Reject(b));
+                    }
+                }
+            }
+            OwnedMsg::Piece(b, data) => {
+                let Some(i) = self.outstanding.iter().position(|o| o.block == b) else {
+                    // A block we cancelled may still arrive: accept it quietly when it is
+                    // a valid block; anything else is the peer's fault.
+                    let valid = self
+                        .geometry
+                        .is_some_and(|g| g.is_valid_block(&b, BLOCK_LEN));
+                    if valid {
+                        self.down.add(now, data.len() as u64);
+                        return Ok(());
+                    }
+                    return Err(PeerError::UnrequestedBlock(b));
+                };
+                self.outstanding.swap_remove(i);
+                self.down.add(now, data.len() as u64);
+                self.last_block = now;
+                self.events.push_back(PeerEvent::Block { block: b, data });
+            }
+            OwnedMsg::Reject(b) => {
+                if !self.fast() {
+                    return Err(PeerError::FastNotNegotiated);
+                }
+                if let Some(i) = self.outstanding.iter().position(|o| o.block == b) {
+                    self.outstanding.swap_remove(i);
+                    self.events.push_back(PeerEvent::RequestLost(b));
+                }
+            }
+            OwnedMsg::AllowedFast(i) => {
+                if !self.fast() {
+                    return Err(PeerError::FastNotNegotiated);
+                }
+                self.check_piece(i)?;
+                if self.allowed_fast.len() < 64 && !self.allowed_fast.contains(&i) {
+                    self.allowed_fast.push(i);
+                    self.events.push_back(PeerEvent::AllowedFast(i));
+                }
+            }
+            OwnedMsg::Suggest(i) => {
+                if !self.fast() {
+                    return Err(PeerError::FastNotNegotiated);
+                }
+                self.check_piece(i)?;
+                self.events.push_back(PeerEvent::Suggest(i));
+            }
+            OwnedMsg::Extended(id, payload) => {
+                self.events.push_back(PeerEvent::Extended { id, payload });
+            }
+            OwnedMsg::Port(p) => self.events.push_back(PeerEvent::DhtPort(p)),
+        }
+        Ok(())
+    }
+
+    /// Checks timers: keep-alive, idle and handshake timeouts, request timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PeerError> {
+        if self.state != State::Established
+            && now.since(self.created) >= self.config.handshake_timeout
+        {
+            return Err(PeerError::HandshakeTimeout);
+        }
+        if now.since(self.last_recv) >= self.config.idle_timeout {
+            return Err(PeerError::Idle);
+        }
+        if self.state == State::Established
+            && now.since(self.last_send) >= self.config.keepalive_interval
+        {
+            self.send(&Message::KeepAlive);
+        }
+        let timeout = self.config.request_timeout;
+        let mut i = 0;
+        while i < self.outstanding.len() {
+            if now.since(self.outstanding[i].sent) >= timeout {
+                let o = self.outstanding.swap_remove(i);
+                self.events.push_back(PeerEvent::RequestLost(o.block));
+            } else {
+                i += 1;
+            }
+        }
+        self.down.tick(now);
+        self.up.tick(now);
+        Ok(())
+    }
+
+    /// When [`PeerConn::handle_timeout`] next has something to do.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.last_recv + self.config.idle_timeout;
+        if self.state != State::Established {
+            t = t.min(self.created + self.config.handshake_timeout);
+        } else {
+            t = t.min(self.last_send + self.config.keepalive_interval);
+        }
+        if let Some(o) = self.outstanding.iter().map(|o| o.sent).min() {
+            t = t.min(o + self.config.request_timeout);
+        }
+        t
+    }
+
+    // ---- output ----
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Copies queued bytes into `out`; returns how many (0: nothing to send).
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        let pending = &self.tx[self.tx_pos..];
+        let n = pending.len().min(out.len());
+        out[..n].copy_from_slice(&pending[..n]);
+        self.tx_pos += n;
+        if self.tx_pos == self.tx.len() {
+            self.tx.clear();
+            self.tx_pos = 0;
+        } else if self.tx_pos > 64 * 1024 {
+            self.tx.drain(..self.tx_pos);
+            self.tx_pos = 0;
+        }
+        if n > 0 {
+            self.last_send = now;
+        }
+        n
+    }
+
+    fn send(&mut self, m: &Message<'_>) {
+        let len = m.encoded_len();
+        let start = self.tx.len();
+        self.tx.resize(start + len, 0);
+        match m.encode(&mut self.tx[start..]) {
+            Ok(n) => self.tx.truncate(start + n),
+            Err(_) => self.tx.truncate(start),
+        }
+    }
+
+    // ---- commands ----
+
+    /// Sends what we have: a bitfield, or with BEP 6 `have all` / `have none`.
+    pub fn send_have_set(&mut self, ours: &Bitfield) {
+        if self.fast() && ours.is_full() {
+            self.send(&Message::HaveAll);
+        } else if self.fast() && ours.count() == 0 {
+            self.send(&Message::HaveNone);
+        } else if ours.count() > 0 {
+            self.send(&Message::Bitfield(ours.as_bytes()));
+        }
+    }
+    /// Announces a newly verified piece.
+    pub fn send_have(&mut self, piece: PieceIndex) {
+        self.send(&Message::Have(piece));
+    }
+    /// Says whether we want something the peer has.
+    pub fn set_interested(&mut self, yes: bool) {
+        if self.am_interested != yes {
+            self.am_interested = yes;
+            self.send(&if yes {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            });
+        }
+    }
+    /// Chokes or unchokes the peer. Choking drops its queued requests (BEP 6: rejected).
+    pub fn set_choking(&mut self, choke: bool) {
+        if self.am_choking == choke {
+            return;
+        }
+        self.am_choking = choke;
+        if choke {
+            self.send(&Message::Choke);
+            for b in core::mem::take(&mut self.peer_requests) {
+                if self.fast() {
+                    self.send(&Message::Reject(b));
+                }
+            }
+        } else {
+            self.send(&Message::Unchoke);
+        }
+    }
+    /// Requests a block (the caller checked [`PeerConn::can_request`]).
+    pub fn request(&mut self, now: Instant, block: BlockRef) {
+        self.outstanding.push(Outstanding { block, sent: now });
+        self.send(&Message::Request(block));
+    }
+    /// Cancels a request (endgame: another peer delivered the block).
+    pub fn cancel(&mut self, block: BlockRef) {
+        if let Some(i) = self.outstanding.iter().position(|o| o.block == block) {
+            self.outstanding.swap_remove(i);
+            self.send(&Message::Cancel(block));
+        }
+    }
+    /// The next request of the peer to serve, if it still wants it.
+    pub fn next_peer_request(&mut self) -> Option<BlockRef> {
+        self.peer_requests.pop_front()
+    }
+    /// Requests of the peer waiting to be served.
+    pub fn peer_requests_queued(&self) -> usize {
+        self.peer_requests.len()
+    }
+    /// Sends a block the peer requested (read by the host).
+    pub fn send_block(&mut self, now: Instant, block: BlockRef, data: &[u8]) {
+        let mut hdr = [0u8; wire::PIECE_HEADER_LEN];
+        if data.len() != block.len as usize || wire::encode_piece_header(&block, &mut hdr).is_err()
+        {
+            return;
+        }
+        self.tx.extend_from_slice(&hdr);
+        self.tx.extend_from_slice(data);
+        self.up.add(now, data.len() as u64);
+    }
+    /// Sends a BEP 10 extension message with the peer's id for it.
+    pub fn send_extended(&mut self, id: u8, payload: &[u8]) {
+        self.send(&Message::Extended { id, payload });
+    }
+    /// Records the peer's `reqq` from its extension handshake.
+    pub fn set_peer_reqq(&mut self, reqq: Option<u32>) {
+        self.their_reqq = reqq;
+    }
+}
+
+/// A decoded message that owns its payload (the receive buffer is reused).
+enum OwnedMsg {
+    KeepAlive,
+    Choke,
+    Unchoke,
+    Interested(bool),
+    Have(PieceIndex),
+    Bitfield(Vec<u8>),
+    Request(BlockRef),
+    Piece(BlockRef, Vec<u8>),
+    Cancel(BlockRef),
+    Port(u16),
+    Suggest(PieceIndex),
+    HaveAll,
+    HaveNone,
+    Reject(BlockRef),
+    AllowedFast(PieceIndex),
+    Extended(u8, Vec<u8>),
+}
+
+impl From<&Message<'_>> for OwnedMsg {
+    fn from(m: &Message<'_>) -> Self {
+        match *m {
+            Message::KeepAlive => Self::KeepAlive,
+            Message::Choke => Self::Choke,
+            Message::Unchoke => Self::Unchoke,
+            Message::Interested => Self::Interested(true),
+            Message::NotInterested => Self::Interested(false),
+            Message::Have(i) => Self::Have(i),
+            Message::Bitfield(b) => Self::Bitfield(b.to_vec()),
+            Message::Request(b) => Self::Request(b),
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => Self::Piece(
+                BlockRef {
+                    piece,
+                    offset,
+                    len: data.len() as u32,
+                },
+                data.to_vec(),
+            ),
+            Message::Cancel(b) => Self::Cancel(b),
+            Message::Port(p) => Self::Port(p),
+            Message::Suggest(i) => Self::Suggest(i),
+            Message::HaveAll => Self::HaveAll,
+            Message::HaveNone => Self::HaveNone,
+            Message::Reject(b) => Self::Reject(b),
+            Message::AllowedFast(i) => Self::AllowedFast(i),
+            Message::Extended { id, payload } => Self::Extended(id, payload.to_vec()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+extern crate std;
+
+use super::*;
+use std::vec;
+
+const T0: Instant = Instant::from_millis(1_000);
+
+fn ih() -> InfoHash {
+    InfoHash([7; 20])
+}
+
+fn geometry() -> Geometry {
+    // 3 pieces of 32 KiB, the last 10 bytes long.
+    Geometry::new(2 * 32_768 + 10, 32_768).expect("geometry")
+}
+
+fn fast() -> Reserved {
+    Reserved::NONE.with_fast(true).with_extension_protocol(true)
+}
+
+/// Moves every queued byte from `a` to `b`, returning b's result.
+fn pump(now: Instant, a: &mut PeerConn, b: &mut PeerConn) -> Result<(), PeerError> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = a.poll_transmit(now, &mut buf);
+        if n == 0 {
+            return Ok(());
+        }
+        b.handle_recv(now, &buf[..n])?;
+    }
+}
+
+fn events(c: &mut PeerConn) -> std::vec::Vec<PeerEvent> {
+    core::iter::from_fn(|| c.poll_event()).collect()
+}
+
+/// An outgoing and an accepted incoming connection, handshakes done, geometry set.
+fn pair(ra: Reserved, rb: Reserved) -> (PeerConn, PeerConn) {
+    let mut a = PeerConn::new_outgoing(PeerConfig::default(), T0, ih(), PeerId([1; 20]), ra);
+    let mut b = PeerConn::new_incoming(PeerConfig::default(), T0, PeerId([2; 20]), rb);
+    pump(T0, &mut a, &mut b).expect("handshake a->b");
+    match events(&mut b).as_slice() {
+        [PeerEvent::Handshake {
+            info_hash, peer_id, ..
+        }] => {
+            assert_eq!((*info_hash, *peer_id), (ih(), PeerId([1; 20])));
+        }
+        other => panic!("{other:?}"),
+    }
+    b.accept(T0, ih()).expect("accept");
+    pump(T0, &mut b, &mut a).expect("handshake b->a");
+    assert!(matches!(
+        events(&mut a).as_slice(),
+        [PeerEvent::Handshake { .. }]
+    ));
+    a.set_geometry(geometry()).expect("geometry");
+    b.set_geometry(geometry()).expect("geometry");
+    assert!(a.is_established() && b.is_established());
+    (a, b)
+}
+
+#[test]
+fn scripted_download_of_one_block() {
+    let (mut a, mut b) = pair(fast(), fast());
+    assert!(a.fast() && a.extensions());
+    b.send_have_set(&Bitfield::full(3));
+    pump(T0, &mut b, &mut a).expect("have all");
+    assert_eq!(events(&mut a), [PeerEvent::HaveSet]);
+    assert!(a.is_seed() && a.has(PieceIndex(2)));
+
+    a.set_interested(true);
+    pump(T0, &mut a, &mut b).expect("interested");
+    assert_eq!(events(&mut b), [PeerEvent::Interest(true)]);
+    b.set_choking(false);
+    pump(T0, &mut b, &mut a).expect("unchoke");
+    assert_eq!(events(&mut a), [PeerEvent::Unchoked]);
+
+    let block = geometry().block(PieceIndex(2), 0).expect("block");
+    assert_eq!(block.len, 10);
+    assert!(a.can_request(PieceIndex(2)));
+    assert_eq!(a.request_slots(T0), 4);
+    a.request(T0, block);
+    assert_eq!(a.request_slots(T0), 3);
+    pump(T0, &mut a, &mut b).expect("request");
+    assert_eq!(events(&mut b), [PeerEvent::PeerRequest]);
+    let req = b.next_peer_request().expect("queued");
+    assert_eq!(req, block);
+    b.send_block(T0, req, &[9; 10]);
+    pump(T0, &mut b, &mut a).expect("piece");
+    assert_eq!(
+        events(&mut a),
+        [PeerEvent::Block {
+            block,
+            data: vec![9; 10]
+        }]
+    );
+    assert_eq!(a.totals(), (10, 0));
+    assert_eq!(b.totals(), (0, 10));
+}
+
+#[test]
+fn misbehaviour_is_the_peers_fault() {
+    // An unrequested block of a bad length.
+    let (mut a, mut b) = pair(fast(), fast());
+    b.send_block(
+        T0,
+        BlockRef {
+            piece: PieceIndex(0),
+            offset: 0,
+            len: 5,
+        },
+        &[1; 5],
+    );
+    let mut buf = [0u8; 64];
+    let n = b.poll_transmit(T0, &mut buf);
+    let mut bogus = buf[..n].to_vec();
+    bogus[9..13].copy_from_slice(&32_770u32.to_be_bytes()); // offset past the piece
+    let e = a.handle_recv(T0, &bogus).expect_err("unrequested");
+    assert!(matches!(e, PeerError::UnrequestedBlock(_)) && e.is_peer_fault());
+
+    // A bitfield with a spare bit set.
+    let (mut a, _) = pair(fast(), fast());
+    let e = a
+        .handle_recv(T0, &[0, 0, 0, 2, 5, 0b1111_0000])
+        .expect_err("spare bit");
+    assert_eq!(e, PeerError::BadBitfield);
+
+    // A have beyond the torrent.
+    let (mut a, _) = pair(fast(), fast());
+    let e = a
+        .handle_recv(T0, &[0, 0, 0, 5, 4, 0, 0, 0, 3])
+        .expect_err("have 3");
+    assert_eq!(e, PeerError::BadPiece(3));
+
+    // Fast messages without the fast extension.
+    let (mut a, _) = pair(Reserved::NONE, Reserved::NONE);
+    assert_eq!(
+        a.handle_recv(T0, &[0, 0, 0, 1, 0x0e]),
+        Err(PeerError::FastNotNegotiated)
+    );
+
+    // A request beyond the piece.
+    let (_, mut b) = pair(fast(), fast());
+    let mut req = [0u8; 17];
+    Message::Request(BlockRef {
+        piece: PieceIndex(2),
+        offset: 0,
+        len: 11,
+    })
+    .encode(&mut req)
+    .expect("encode");
+    assert!(matches!(
+        b.handle_recv(T0, &req),
+        Err(PeerError::BadRequest(_))
+    ));
+
+    // Garbage framing.
+    let (mut a, _) = pair(fast(), fast());
+    assert!(matches!(
+        a.handle_recv(T0, &[0xff, 0xff, 0xff, 0xff, 7]),
+        Err(PeerError::Wire(_))
+    ));
+}
+
+#[test]
+fn wrong_torrent_and_self_connection() {
+    let mut a = PeerConn::new_outgoing(PeerConfig::default(), T0, ih(), PeerId([1; 20]), fast());
+    let mut b = PeerConn::new_outgoing(
+        PeerConfig::default(),
+        T0,
+        InfoHash([8; 20]),
+        PeerId([2; 20]),
+        fast(),
+    );
+    assert_eq!(pump(T0, &mut b, &mut a), Err(PeerError::InfoHashMismatch));
+    let mut a = PeerConn::new_outgoing(PeerConfig::default(), T0, ih(), PeerId([1; 20]), fast());
+    let mut me = PeerConn::new_outgoing(PeerConfig::default(), T0, ih(), PeerId([1; 20]), fast());
+    assert_eq!(pump(T0, &mut me, &mut a), Err(PeerError::SelfConnection));
+}
+
+#[test]
+fn choke_drops_requests_without_fast_and_rejects_with_it() {
+    for reserved in [Reserved::NONE, fast()] {
+        let (mut a, mut b) = pair(reserved, reserved);
+        b.send_have_set(&Bitfield::full(3));
+        b.set_choking(false);
+        pump(T0, &mut b, &mut a).expect("unchoke");
+        let blk = geometry().block(PieceIndex(0), 1).expect("block");
+        a.request(T0, blk);
+        pump(T0, &mut a, &mut b).expect("request");
+        let _ = events(&mut a);
+        b.set_choking(true);
+        pump(T0, &mut b, &mut a).expect("choke");
+        assert_eq!(
+            events(&mut a),
+            [PeerEvent::Choked, PeerEvent::RequestLost(blk)]
+        );
+        assert_eq!(a.outstanding().count(), 0);
+        assert_eq!(b.peer_requests_queued(), 0);
+    }
+}
+
+#[test]
+fn timers_keepalive_idle_and_request_timeout() {
+    let (mut a, mut b) = pair(fast(), fast());
+    b.send_have_set(&Bitfield::full(3));
+    b.set_choking(false);
+    pump(T0, &mut b, &mut a).expect("unchoke");
+    let _ = events(&mut a);
+    let blk = geometry().block(PieceIndex(1), 0).expect("block");
+    a.request(T0, blk);
+    let mut sink = [0u8; 256];
+    while a.poll_transmit(T0, &mut sink) > 0 {}
+    assert_eq!(a.poll_timeout(), T0 + Duration::from_secs(30));
+    let t30 = T0 + Duration::from_secs(30);
+    a.handle_timeout(t30).expect("alive");
+    assert_eq!(events(&mut a), [PeerEvent::RequestLost(blk)]);
+    // Nothing sent for 90 s: a keep-alive goes out.
+    let t90 = T0 + Duration::from_secs(90);
+    a.handle_timeout(t90).expect("alive");
+    assert_eq!(a.poll_transmit(t90, &mut sink), 4);
+    assert_eq!(&sink[..4], &[0, 0, 0, 0]);
+    // Nothing received for 180 s: idle.
+    assert_eq!(
+        a.handle_timeout(T0 + Duration::from_secs(180)),
+        Err(PeerError::Idle)
+    );
+    // An incoming connection with no handshake in 20 s.
+    let mut c = PeerConn::new_incoming(PeerConfig::default(), T0, PeerId([3; 20]), fast());
+    assert_eq!(
+        c.handle_timeout(T0 + Duration::from_secs(20)),
+        Err(PeerError::HandshakeTimeout)
+    );
+}
+
+#[test]
+fn pipeline_depth_follows_the_rate_and_snubbing() {
+    let (mut a, mut b) = pair(fast(), fast());
+    b.send_have_set(&Bitfield::full(3));
+    b.set_choking(false);
+    pump(T0, &mut b, &mut a).expect("unchoke");
+    // 1 MB/s for a few seconds: depth = 3 s * 1 MB/s / 16 KiB = 183.
+    for s in 0..8u64 {
+        let now = T0 + Duration::from_secs(s);
+        let blk = geometry().block(PieceIndex(0), 0).expect("block");
+        for _ in 0..61 {
+            a.request(now, blk);
+            b.send_block(now, blk, &[0; 16_384]);
+        }
+        pump(now, &mut a, &mut b).expect("requests");
+        while b.next_peer_request().is_some() {}
+        pump(now, &mut b, &mut a).expect("blocks");
+    }
+    let now = T0 + Duration::from_secs(8);
+    a.handle_timeout(now).expect("alive");
+    let slots = a.request_slots(now);
+    assert!((150..=190).contains(&slots), "{slots}");
+    // Requests out and no block for 60 s: snubbed, depth 1.
+    let blk = geometry().block(PieceIndex(1), 0).expect("block");
+    a.request(now, blk);
+    let later = now + Duration::from_secs(61);
+    assert!(a.is_snubbing(later));
+    assert_eq!(a.request_slots(later), 0);
+}
+
+#[test]
+fn messages_split_at_every_byte_arrive_whole() {
+    let (mut a, mut b) = pair(fast(), fast());
+    b.send_have_set(&Bitfield::from_wire(&[0b1010_0000], 3).expect("bits"));
+    b.set_choking(false);
+    b.send_have(PieceIndex(1));
+    b.send_extended(3, b"d1:ai1ee");
+    let mut bytes = std::vec::Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = b.poll_transmit(T0, &mut buf);
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    for cut in 0..=bytes.len() {
+        let (mut a2, _) = pair(fast(), fast());
+        a2.handle_recv(T0, &bytes[..cut]).expect("first part");
+        a2.handle_recv(T0, &bytes[cut..]).expect("second part");
+        assert_eq!(
+            events(&mut a2),
+            [
+                PeerEvent::HaveSet,
+                PeerEvent::Unchoked,
+                PeerEvent::Have(PieceIndex(1)),
+                PeerEvent::Extended {
+                    id: 3,
+                    payload: b"d1:ai1ee".to_vec()
+                },
+            ],
+            "cut at {cut}"
+        );
+    }
+    a.handle_recv(T0, &bytes).expect("whole");
+    assert_eq!(a.bitfield().count(), 3);
+}

@@ -1,0 +1,956 @@
+//! The torrent session: many torrents, their peers, the picker and the choker, driven
+//! by a host that owns the sockets, the disk and the clock.
+//!
+//! The session never does I/O. It asks for work with [`Action`]s and takes the results
+//! back through `handle_*` calls:
+//!
+//! | the session asks | the host answers with |
+//! |---|---|
+//! | [`Action::Connect`] | [`Session::handle_connected`] or [`Session::handle_connect_failed`] |
+//! | [`Action::Send`] | [`Session::poll_transmit`] until it returns 0 |
+//! | [`Action::Close`] | closing the socket (the session has forgotten the connection) |
+//! | [`Action::Write`] | [`Session::handle_write_done`] |
+//! | [`Action::Read`] | [`Session::handle_read_done`] |
+//! | [`Action::Verify`] | [`Session::handle_verified`] (the host hashes: SHA-1 is heavy) |
+//! | [`Action::Announce`] | [`Session::handle_peers`] with what trackers (or DHT, PEX) found |
+//!
+//! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
+//! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
+//!
+//! # Poll order
+//!
+//! After any `handle_*` call: drain [`Session::poll_action`], then
+//! [`Session::poll_event`]; sleep until [`Session::poll_timeout`] or I/O, and call
+//! [`Session::handle_timeout`] when it is due. Every call takes `now`.
+//!
+//! # Flow of a block
+//!
+//! picker pick → `request` to the peer → `Block` arrives → [`Action::Write`] (bytes in
+//! flight to disk are capped: when full, no new requests go out) → write done → when
+//! every block of the piece is written, [`Action::Verify`] → verified: `have` to every
+//! peer; failed: the blocks go back to the picker and the peers that sent them get a
+//! strike (a peer that alone sent a bad piece, or reaches the strike limit, is banned).
+
+mod torrent;
+
+pub use torrent::{TorrentState, TorrentStatus};
+
+use crate::bitfield::Bitfield;
+use crate::choker::ChokerConfig;
+use crate::ids::{BlockRef, InfoHash, PeerId, PieceIndex};
+use crate::metainfo::{self, Metainfo};
+use crate::peer::{PeerConfig, PeerConn, PeerError};
+use crate::picker::PickerConfig;
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use crate::wire::Reserved;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use torrent::Torrent;
+
+/// Identifies a torrent in a session.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TorrentId(pub u32);
+
+/// Identifies a connection (never reused within a session).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct ConnId(pub u32);
+
+/// Session configuration. [`SessionConfig::low_memory`] is the small-device profile.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Our peer id (the host makes it, e.g. `-BC0001-` and 12 random bytes).
+    pub peer_id: PeerId,
+    /// Our listen port (sent in the extension handshake).
+    pub listen_port: u16,
+    /// Per-connection limits and timers.
+    pub peer: PeerConfig,
+    /// Picker settings.
+    pub picker: PickerConfig,
+    /// Choker settings.
+    pub choker: ChokerConfig,
+    /// Most connections per torrent.
+    pub max_peers_per_torrent: usize,
+    /// Most outgoing connection attempts in flight per torrent.
+    pub max_connecting: usize,
+    /// Most bytes handed to the host for writing and not yet written, per session.
+    pub max_disk_bytes_in_flight: usize,
+    /// Most disk reads for uploads in flight per peer.
+    pub max_reads_per_peer: usize,
+    /// A peer that sent blocks of this many failed pieces is banned.
+    pub ban_strikes: u32,
+    /// Ask trackers for more peers when fewer than this are connected.
+    pub peer_low_watermark: usize,
+    /// Wait this long before dialing an address again after a failure.
+    pub reconnect_backoff: Duration,
+    /// Keep at most this many known peer addresses per torrent.
+    pub max_known_peers: usize,
+}
+
+impl SessionConfig {
+    /// Defaults for a desktop or NAS.
+    pub fn new(peer_id: PeerId) -> Self {
+        Self {
+            peer_id,
+            listen_port: 6881,
+            peer: PeerConfig::default(),
+            picker: PickerConfig::default(),
+            choker: ChokerConfig::default(),
+            max_peers_per_torrent: 50,
+            max_connecting: 8,
+            max_disk_bytes_in_flight: 16 << 20,
+            max_reads_per_peer: 8,
+            ban_strikes: 2,
+            peer_low_watermark: 10,
+            reconnect_backoff: Duration::from_secs(30),
+            max_known_peers: 500,
+        }
+    }
+
+    /// The profile for small devices (router, microcontroller with alloc).
+    pub fn low_memory(peer_id: PeerId) -> Self {
+        Self {
+            peer: PeerConfig::low_memory(),
+            picker: PickerConfig::default().with_max_partials(16),
+            max_peers_per_torrent: 20,
+            max_disk_bytes_in_flight: 1 << 20,
+            max_reads_per_peer: 2,
+            max_known_peers: 100,
+            ..Self::new(peer_id)
+        }
+    }
+}
+
+/// A disk error reported by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskError {
+    /// The disk is full.
+    NoSpace,
+    /// Any other I/O error.
+    Io,
+}
+
+/// Why a torrent could not be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddError {
+    /// The torrent file is invalid.
+    Metainfo(metainfo::MetainfoError),
+    /// The same info-hash is already in the session.
+    Duplicate(TorrentId),
+    /// A resume bitfield of the wrong length.
+    BadResume,
+}
+
+impl core::fmt::Display for AddError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Metainfo(e) => write!(f, "{e}"),
+            Self::Duplicate(_) => f.write_str("torrent already added"),
+            Self::BadResume => f.write_str("resume data does not fit the torrent"),
+        }
+    }
+}
+
+/// Tracker events (BEP 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnnounceEvent {
+    /// The first announce.
+    Started,
+    /// The download finished.
+    Completed,
+    /// The torrent stops.
+    Stopped,
+}
+
+/// Work the session asks of the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Open a TCP connection to `addr` for `torrent`, known from now on as `conn`.
+    Connect {
+        /// The connection's id.
+        conn: ConnId,
+        /// The torrent.
+        torrent: TorrentId,
+        /// Where to.
+        addr: SocketAddr,
+    },
+    /// `conn` has bytes to send: call [`Session::poll_transmit`].
+    Send(ConnId),
+    /// Close `conn`; the session has forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why, when the peer is at fault or timed out.
+        error: Option<PeerError>,
+    },
+    /// Write a received block.
+    Write {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The block.
+        block: BlockRef,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// Read a block to upload to `conn`.
+    Read {
+        /// The torrent.
+        torrent: TorrentId,
+        /// Who asked for it.
+        conn: ConnId,
+        /// The block.
+        block: BlockRef,
+    },
+    /// Hash a piece on disk and compare it with `expected`.
+    Verify {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The piece.
+        piece: PieceIndex,
+        /// Its SHA-1 from the torrent.
+        expected: [u8; 20],
+    },
+    /// Announce to the torrent's trackers.
+    Announce {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The event, if any.
+        event: Option<AnnounceEvent>,
+        /// Payload bytes sent so far.
+        uploaded: u64,
+        /// Payload bytes received so far.
+        downloaded: u64,
+        /// Bytes still missing.
+        left: u64,
+    },
+}
+
+/// What happened, for the application (a bounded queue it drains).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A piece passed its hash check.
+    PieceVerified(TorrentId, PieceIndex),
+    /// A piece failed its hash check and will be downloaded again.
+    HashFailed(TorrentId, PieceIndex),
+    /// Every piece is verified: the torrent seeds from now on.
+    TorrentFinished(TorrentId),
+    /// A peer connection completed its handshake.
+    PeerConnected(TorrentId, SocketAddr),
+    /// A peer was banned for bad data.
+    PeerBanned(TorrentId, SocketAddr),
+    /// A disk error stopped the torrent.
+    DiskFailed(TorrentId, DiskError),
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) torrent: Option<TorrentId>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) outgoing: bool,
+    pub(crate) connected: bool,
+    pub(crate) peer: PeerConn,
+    pub(crate) reads_in_flight: usize,
+    pub(crate) send_flagged: bool,
+    /// Counted in the picker's availability.
+    pub(crate) counted: bool,
+}
+
+/// The torrent session. See the module docs for the flow and the poll order.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    rng: Rng,
+    next_conn: u32,
+    next_torrent: u32,
+    torrents: BTreeMap<TorrentId, Torrent>,
+    conns: BTreeMap<ConnId, Conn>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    disk_in_flight: usize,
+    next_tick: Instant,
+}
+
+/// Events kept before the oldest are dropped (the application drains them).
+const MAX_EVENTS: usize = 4096;
+
+impl Session {
+    /// A session; `seed` feeds the random generator (tie-breaks, optimistic unchoke).
+    pub fn new(config: SessionConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: Rng::new(seed),
+            next_conn: 1,
+            next_torrent: 1,
+            torrents: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            disk_in_flight: 0,
+            next_tick: Instant::ZERO,
+        }
+    }
+
+    fn reserved() -> Reserved {
+        Reserved::NONE.with_fast(true).with_extension_protocol(true)
+    }
+
+    /// Adds a torrent from its file. `have` is resume data: pieces the host already
+    /// verified (a bitfield); `None` means nothing yet (the host rechecks first if it
+    /// has data on disk).
+    pub fn add_torrent(
+        &mut self,
+        now: Instant,
+        torrent_file: &[u8],
+        have: Option<&Bitfield>,
+    ) -> Result<TorrentId, AddError> {
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(torrent_file, &mut tokens, &metainfo::Limits::default())
+            .map_err(AddError::Metainfo)?;
+        if let Some((&id, _)) = self
+            .torrents
+            .iter()
+            .find(|(_, t)| t.info_hash == m.info_hash())
+        {
+            return Err(AddError::Duplicate(id));
+        }
+        let id = TorrentId(self.next_torrent);
+        let t = Torrent::new(id, &m, have, &self.config).ok_or(AddError::BadResume)?;
+        self.next_torrent += 1;
+        self.torrents.insert(id, t);
+        if let Some(t) = self.torrents.get_mut(&id) {
+            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+        }
+        Ok(id)
+    }
+
+    /// Stops a torrent: closes its connections and announces `stopped`.
+    pub fn remove_torrent(&mut self, now: Instant, id: TorrentId) {
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for c in conns {
+            self.close(c, None);
+        }
+        if let Some(mut t) = self.torrents.remove(&id) {
+            t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
+        }
+    }
+
+    /// Peer addresses for a torrent, from a tracker, the DHT, PEX or the user.
+    pub fn handle_peers(&mut self, now: Instant, id: TorrentId, peers: &[SocketAddr]) {
+        if let Some(t) = self.torrents.get_mut(&id) {
+            for &a in peers {
+                t.add_known_peer(a, self.config.max_known_peers);
+            }
+        }
+        self.connect_more(now);
+    }
+
+    // ---- connections ----
+
+    /// A peer connected to us from `addr`; returns the id to use for it.
+    pub fn handle_incoming(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let peer =
+            PeerConn::new_incoming(self.config.peer, now, self.config.peer_id, Self::reserved());
+        self.conns.insert(
+            id,
+            Conn {
+                torrent: None,
+                addr,
+                outgoing: false,
+                connected: true,
+                peer,
+                reads_in_flight: 0,
+                send_flagged: false,
+                counted: false,
+            },
+        );
+        id
+    }
+
+    /// An outgoing connection asked with [`Action::Connect`] is open.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.connected = true;
+            c.peer = PeerConn::new_outgoing(
+                self.config.peer,
+                now,
+                self.torrents
+                    .get(&c.torrent.unwrap_or(TorrentId(0)))
+                    .map(|t| t.info_hash)
+                    .unwrap_or_default(),
+                self.config.peer_id,
+                Self::reserved(),
+            );
+            self.flag_send(conn);
+        }
+    }
+
+    /// An outgoing connection could not be made.
+    pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(t) = c.torrent.and_then(|t| self.torrents.get_mut(&t)) {
+                t.connect_failed(now, c.addr);
+            }
+        }
+    }
+
+    /// The socket of `conn` closed.
+    pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
+        self.forget(conn);
+        self.connect_more(now);
+    }
+
+    /// Bytes read from `conn`.
+    pub fn handle_recv(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let r = c.peer.handle_recv(now, data);
+        self.process_peer(now, conn);
+        if let Err(e) = r {
+            self.close(conn, Some(e));
+        }
+        self.flush_sends();
+    }
+
+    /// Copies bytes to send on `conn` into `out`; returns how many (0: none).
+    pub fn poll_transmit(&mut self, now: Instant, conn: ConnId, out: &mut [u8]) -> usize {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return 0;
+        };
+        let n = c.peer.poll_transmit(now, out);
+        if n == 0 {
+            c.send_flagged = false;
+        }
+        // Room in the send buffer may let queued uploads go out.
+        if n > 0 && c.peer.peer_requests_queued() > 0 {
+            self.serve_uploads(conn);
+        }
+        n
+    }
+
+    // ---- disk ----
+
+    /// A block asked with [`Action::Write`] is written (or failed).
+    pub fn handle_write_done(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        block: BlockRef,
+        result: Result<(), DiskError>,
+    ) {
+        self.disk_in_flight = self.disk_in_flight.saturating_sub(block.len as usize);
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        match result {
+            Ok(()) => t.write_done(block, &mut self.actions),
+            Err(e) => {
+                t.state = TorrentState::Error;
+                self.events.push_back(Event::DiskFailed(id, e));
+            }
+        }
+        self.fill_all_requests(now);
+        self.flush_sends();
+    }
+
+    /// A block asked with [`Action::Read`] was read.
+    pub fn handle_read_done(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        conn: ConnId,
+        block: BlockRef,
+        result: Result<&[u8], DiskError>,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.reads_in_flight = c.reads_in_flight.saturating_sub(1);
+            match result {
+                Ok(data) if c.torrent == Some(id) && !c.peer.am_choking() => {
+                    c.peer.send_block(now, block, data);
+                    if let Some(t) = self.torrents.get_mut(&id) {
+                        t.uploaded += u64::from(block.len);
+                    }
+                    self.flag_send(conn);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if let Some(t) = self.torrents.get_mut(&id) {
+                        t.state = TorrentState::Error;
+                    }
+                    self.push_event(Event::DiskFailed(id, e));
+                }
+            }
+            self.serve_uploads(conn);
+        }
+        self.flush_sends();
+    }
+
+    /// A piece asked with [`Action::Verify`] was hashed.
+    pub fn handle_verified(&mut self, now: Instant, id: TorrentId, piece: PieceIndex, ok: bool) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        if ok {
+            if t.piece_verified(piece) {
+                self.push_event(Event::PieceVerified(id, piece));
+                let conns: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.torrent == Some(id) && c.peer.is_established())
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in conns {
+                    if let Some(c) = self.conns.get_mut(&k) {
+                        c.peer.send_have(piece);
+                    }
+                    self.update_interest(k);
+                    self.flag_send(k);
+                }
+                let finished = self.torrents.get(&id).is_some_and(|t| t.is_complete());
+                if finished {
+                    if let Some(t) = self.torrents.get_mut(&id) {
+                        t.state = TorrentState::Seeding;
+                        t.announce(now, Some(AnnounceEvent::Completed), &mut self.actions);
+                    }
+                    self.push_event(Event::TorrentFinished(id));
+                    // Two seeds have nothing to say to each other.
+                    let seeds: Vec<ConnId> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.torrent == Some(id) && c.peer.is_seed())
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in seeds {
+                        self.close(k, None);
+                    }
+                }
+            }
+        } else {
+            let strikes = t.piece_failed(piece, self.config.ban_strikes);
+            self.push_event(Event::HashFailed(id, piece));
+            for key in strikes {
+                let conn = ConnId(key);
+                if let Some(c) = self.conns.get(&conn) {
+                    let addr = c.addr;
+                    let peer_id = c.peer.peer_id();
+                    if let Some(t) = self.torrents.get_mut(&id) {
+                        t.ban(addr, peer_id);
+                    }
+                    self.push_event(Event::PeerBanned(id, addr));
+                    self.close(conn, None);
+                }
+            }
+        }
+        self.fill_all_requests(now);
+        self.flush_sends();
+    }
+
+    // ---- time ----
+
+    /// When [`Session::handle_timeout`] next has work (at most a second away while
+    /// anything is active).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.torrents.is_empty() && self.conns.is_empty() {
+            None
+        } else {
+            Some(self.next_tick)
+        }
+    }
+
+    /// Runs timers: peer timeouts and keep-alives, the choker, re-announces, dialing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + Duration::from_secs(1);
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for k in ids {
+            let Some(c) = self.conns.get_mut(&k) else {
+                continue;
+            };
+            if !c.connected {
+                continue;
+            }
+            let r = c.peer.handle_timeout(now);
+            self.process_peer(now, k);
+            if let Err(e) = r {
+                self.close(k, Some(e));
+            }
+        }
+        let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
+        for id in tids {
+            self.run_choker(now, id);
+            if let Some(t) = self.torrents.get_mut(&id) {
+                let connected = self
+                    .conns
+                    .values()
+                    .filter(|c| c.torrent == Some(id))
+                    .count();
+                t.maybe_reannounce(
+                    now,
+                    connected,
+                    self.config.peer_low_watermark,
+                    &mut self.actions,
+                );
+            }
+        }
+        self.connect_more(now);
+        self.fill_all_requests(now);
+        self.flush_sends();
+    }
+
+    // ---- output ----
+
+    /// The next piece of work for the host.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- queries ----
+
+    /// A torrent's status.
+    pub fn torrent_status(&self, id: TorrentId, now: Instant) -> Option<TorrentStatus> {
+        let t = self.torrents.get(&id)?;
+        let mut s = t.status();
+        for c in self.conns.values().filter(|c| c.torrent == Some(id)) {
+            if c.peer.is_established() {
+                s.peers += 1;
+                s.download_rate += c.peer.download_rate();
+                s.upload_rate += c.peer.upload_rate();
+                if c.peer.is_seed() {
+                    s.seeds += 1;
+                }
+            } else {
+                s.connecting += 1;
+            }
+        }
+        let _ = now;
+        Some(s)
+    }
+
+    /// The torrents in the session.
+    pub fn torrents(&self) -> impl Iterator<Item = TorrentId> + '_ {
+        self.torrents.keys().copied()
+    }
+
+    /// The peers of a torrent: address, rates and flags.
+    pub fn peers(&self, id: TorrentId) -> Vec<PeerStatus> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id))
+            .map(|(k, c)| PeerStatus {
+                conn: *k,
+                addr: c.addr,
+                peer_id: c.peer.peer_id(),
+                established: c.peer.is_established(),
+                outgoing: c.outgoing,
+                download_rate: c.peer.download_rate(),
+                upload_rate: c.peer.upload_rate(),
+                downloaded: c.peer.totals().0,
+                uploaded: c.peer.totals().1,
+                pieces: c.peer.bitfield().count(),
+                am_choking: c.peer.am_choking(),
+                am_interested: c.peer.am_interested(),
+                peer_choking: c.peer.peer_choking(),
+                peer_interested: c.peer.peer_interested(),
+            })
+            .collect()
+    }
+
+    /// The verified pieces of a torrent (the host saves them as resume data).
+    pub fn have(&self, id: TorrentId) -> Option<&Bitfield> {
+        self.torrents.get(&id).map(|t| &t.have)
+    }
+
+    // ---- internals ----
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    fn flag_send(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.send_flagged && c.connected && c.peer.send_queued() > 0 {
+                c.send_flagged = true;
+                self.actions.push_back(Action::Send(conn));
+            }
+        }
+    }
+
+    fn flush_sends(&mut self) {
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.send_flagged && c.connected && c.peer.send_queued() > 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ids {
+            self.flag_send(k);
+        }
+    }
+
+    /// Removes a connection and everything that refers to it.
+    fn forget(&mut self, conn: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&conn)?;
+        if let Some(t) = c.torrent.and_then(|t| self.torrents.get_mut(&t)) {
+            t.peer_gone(conn.0, &c);
+        }
+        Some(c)
+    }
+
+    fn close(&mut self, conn: ConnId, error: Option<PeerError>) {
+        if self.forget(conn).is_some() {
+            self.actions.push_back(Action::Close { conn, error });
+        }
+    }
+
+    /// Handles everything a connection reported.
+    fn process_peer(&mut self, now: Instant, conn: ConnId) {
+        while let Some(ev) = self.conns.get_mut(&conn).and_then(|c| c.peer.poll_event()) {
+            if let Err(e) = torrent::on_peer_event(self, now, conn, ev) {
+                self.close(conn, e);
+                return;
+            }
+        }
+        self.fill_requests(now, conn);
+        self.serve_uploads(conn);
+        self.flag_send(conn);
+    }
+
+    fn update_interest(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(t) = c.torrent.and_then(|t| self.torrents.get(&t)) else {
+            return;
+        };
+        let want = t.wants_from(c.peer.bitfield());
+        c.peer.set_interested(want);
+    }
+
+    fn fill_all_requests(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for k in ids {
+            self.fill_requests(now, k);
+        }
+    }
+
+    /// Keeps the request pipeline of `conn` full, within the disk cap.
+    fn fill_requests(&mut self, now: Instant, conn: ConnId) {
+        if self.disk_in_flight >= self.config.max_disk_bytes_in_flight {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(t) = c.torrent.and_then(|t| self.torrents.get_mut(&t)) else {
+            return;
+        };
+        torrent::fill_requests(t, c, now, conn, &mut self.rng);
+        self.flag_send(conn);
+    }
+
+    /// Turns the peer's queued requests into disk reads.
+    fn serve_uploads(&mut self, conn: ConnId) {
+        let max_reads = self.config.max_reads_per_peer;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(tid) = c.torrent else { return };
+        let Some(t) = self.torrents.get(&tid) else {
+            return;
+        };
+        while c.reads_in_flight < max_reads
+            && c.peer.send_space() >= (c.reads_in_flight + 1) * crate::ids::BLOCK_LEN as usize
+        {
+            let Some(block) = c.peer.next_peer_request() else {
+                break;
+            };
+            if !t.have.get(block.piece.0) {
+                continue;
+            }
+            c.reads_in_flight += 1;
+            self.actions.push_back(Action::Read {
+                torrent: tid,
+                conn,
+                block,
+            });
+        }
+    }
+
+    fn run_choker(&mut self, now: Instant, id: TorrentId) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id) && c.peer.is_established())
+            .map(|(k, _)| *k)
+            .collect();
+        let changes = torrent::choke_round(t, &self.conns, &conns, now, &mut self.rng);
+        for (k, unchoke) in changes {
+            if let Some(c) = self.conns.get_mut(&k) {
+                c.peer.set_choking(!unchoke);
+            }
+            self.flag_send(k);
+        }
+    }
+
+    /// Dials known peers while torrents have room.
+    fn connect_more(&mut self, now: Instant) {
+        let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
+        for id in tids {
+            let (connected, connecting) = self
+                .conns
+                .values()
+                .filter(|c| c.torrent == Some(id))
+                .fold(
+                    (0, 0),
+                    |(a, b), c| if c.connected { (a + 1, b) } else { (a, b + 1) },
+                );
+            let Some(t) = self.torrents.get_mut(&id) else {
+                continue;
+            };
+            if t.state == TorrentState::Error {
+                continue;
+            }
+            let mut room = self
+                .config
+                .max_peers_per_torrent
+                .saturating_sub(connected + connecting)
+                .min(self.config.max_connecting.saturating_sub(connecting));
+            while room > 0 {
+                let busy: Vec<SocketAddr> = self
+                    .conns
+                    .values()
+                    .filter(|c| c.torrent == Some(id))
+                    .map(|c| c.addr)
+                    .collect();
+                let Some(addr) = t.next_peer_to_dial(now, &busy, self.config.reconnect_backoff)
+                else {
+                    break;
+                };
+                let conn = ConnId(self.next_conn);
+                self.next_conn += 1;
+                let peer = PeerConn::new_outgoing(
+                    self.config.peer,
+                    now,
+                    t.info_hash,
+                    self.config.peer_id,
+                    Self::reserved(),
+                );
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        torrent: Some(id),
+                        addr,
+                        outgoing: true,
+                        connected: false,
+                        peer,
+                        reads_in_flight: 0,
+                        send_flagged: false,
+                        counted: false,
+                    },
+                );
+                self.actions.push_back(Action::Connect {
+                    conn,
+                    torrent: id,
+                    addr,
+                });
+                room -= 1;
+            }
+        }
+    }
+
+    pub(crate) fn disk_in_flight_add(&mut self, n: usize) {
+        self.disk_in_flight += n;
+    }
+
+    pub(crate) fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+}
+
+/// One peer of a torrent, for display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The connection.
+    pub conn: ConnId,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The peer's id, after the handshake.
+    pub peer_id: Option<PeerId>,
+    /// Handshake complete.
+    pub established: bool,
+    /// We dialed it.
+    pub outgoing: bool,
+    /// Bytes/s from the peer.
+    pub download_rate: u64,
+    /// Bytes/s to the peer.
+    pub upload_rate: u64,
+    /// Payload bytes from the peer.
+    pub downloaded: u64,
+    /// Payload bytes to the peer.
+    pub uploaded: u64,
+    /// Pieces the peer has.
+    pub pieces: u32,
+    /// We choke it.
+    pub am_choking: bool,
+    /// We want its pieces.
+    pub am_interested: bool,
+    /// It chokes us.
+    pub peer_choking: bool,
+    /// It wants our pieces.
+    pub peer_interested: bool,
+}
+
+/// A [`InfoHash`] is what incoming handshakes are matched on.
+impl Session {
+    pub(crate) fn torrent_by_hash(&self, ih: &InfoHash) -> Option<TorrentId> {
+        self.torrents
+            .iter()
+            .find(|(_, t)| t.info_hash == *ih)
+            .map(|(k, _)| *k)
+    }
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(&id)
+    }
+    pub(crate) fn split(
+        &mut self,
+        conn: ConnId,
+    ) -> Option<(&mut Conn, &mut Torrent, &mut VecDeque<Action>)> {
+        let c = self.conns.get_mut(&conn)?;
+        let t = self.torrents.get_mut(&c.torrent?)?;
+        Some((c, t, &mut self.actions))
+    }
+    pub(crate) fn push_event_pub(&mut self, e: Event) {
+        self.push_event(e);
+    }
+    pub(crate) fn update_interest_pub(&mut self, conn: ConnId) {
+        self.update_interest(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,0 @@
-//! Tracker codecs (in progress).
