@@ -13,6 +13,7 @@
 //!   hashes in place, files with offsets, sanitized paths.
 //! - [`magnet`]: BEP 9 magnet URIs, bounded and allocation-free.
 //! - [`wire`]: the BEP 3 / 6 / 10 peer wire protocol: handshake, messages, framing.
+//! - [`ext`]: BEP 10 extension handshake and BEP 9 metadata exchange.
 //! - [`picker`]: which block to request next: availability, rarest-first, endgame.
 //! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs and BEP 12 tiers.
 #![no_std]
@@ -26,6 +27,7 @@ pub mod bencode;
 #[cfg(feature = "alloc")]
 pub mod bitfield;
 pub mod choker;
+pub mod ext;
 pub mod hash;
 pub mod ids;
 pub mod magnet;

@@ -100,3 +100,5 @@ fn unescape(s: &str) -> String {
     }
     out
 }
+
+pub mod sim;
