@@ -142,6 +142,8 @@ pub enum AddError {
     Duplicate(TorrentId),
     /// A resume bitfield of the wrong length.
     BadResume,
+    /// The magnet link is invalid.
+    Magnet(crate::magnet::MagnetError),
 }
 
 impl core::fmt::Display for AddError {
@@ -150,6 +152,7 @@ impl core::fmt::Display for AddError {
             Self::Metainfo(e) => write!(f, "{e}"),
             Self::Duplicate(_) => f.write_str("torrent already added"),
             Self::BadResume => f.write_str("resume data does not fit the torrent"),
+            Self::Magnet(e) => write!(f, "{e}"),
         }
     }
 }
@@ -245,6 +248,9 @@ pub enum Event {
     PeerBanned(TorrentId, SocketAddr),
     /// A disk error stopped the torrent.
     DiskFailed(TorrentId, DiskError),
+    /// A magnet link's info dictionary arrived and checked out: the torrent downloads
+    /// from now on. The host reads it with [`Session::info_bytes`].
+    MetadataReceived(TorrentId),
 }
 
 #[derive(Debug)]
@@ -258,6 +264,8 @@ pub(crate) struct Conn {
     pub(crate) send_flagged: bool,
     /// Counted in the picker's availability.
     pub(crate) counted: bool,
+    /// The peer's id for `ut_metadata` (BEP 9), from its extension handshake.
+    pub(crate) their_ut_metadata: Option<u8>,
 }
 
 /// The torrent session. See the module docs for the flow and the poll order.
@@ -328,6 +336,81 @@ impl Session {
         Ok(id)
     }
 
+    /// Adds a torrent from a magnet link (BEP 9): the info dictionary is fetched from
+    /// peers that support `ut_metadata`; the link's `x.pe` peers are dialed.
+    pub fn add_magnet(&mut self, now: Instant, uri: &[u8]) -> Result<TorrentId, AddError> {
+        let m = crate::magnet::Magnet::parse(uri).map_err(AddError::Magnet)?;
+        let ih = m.info_hash();
+        if let Some((&id, _)) = self.torrents.iter().find(|(_, t)| t.info_hash == ih) {
+            return Err(AddError::Duplicate(id));
+        }
+        let id = TorrentId(self.next_torrent);
+        self.next_torrent += 1;
+        let mut t = Torrent::new_magnet(id, ih, &self.config);
+        for p in m.peers() {
+            t.add_known_peer(p, self.config.max_known_peers);
+        }
+        t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+        self.torrents.insert(id, t);
+        self.connect_more(now);
+        Ok(id)
+    }
+
+    /// The raw info dictionary of a torrent, once known (what a host saves as the
+    /// `.torrent` of a magnet link).
+    pub fn info_bytes(&self, id: TorrentId) -> Option<&[u8]> {
+        self.torrents
+            .get(&id)?
+            .meta
+            .as_ref()
+            .map(|m| m.info.as_slice())
+    }
+
+    pub(crate) fn metadata_complete(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        info: &[u8],
+        config: &SessionConfig,
+    ) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        if !t.metadata_received(info, config) {
+            return;
+        }
+        self.push_event(Event::MetadataReceived(id));
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id) && c.peer.is_established())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in conns {
+            let ok = match self.split(k) {
+                Some((c, t, _)) => match t.meta.as_ref() {
+                    Some(m) => {
+                        let ok = c.peer.set_geometry(m.geometry);
+                        ok.is_ok()
+                    }
+                    None => false,
+                },
+                None => false,
+            };
+            if ok {
+                torrent::count_availability(self, k);
+                self.fill_requests(now, k);
+            } else {
+                self.close(k, Some(PeerError::BadBitfield));
+            }
+        }
+        self.flush_sends();
+    }
+
+    pub(crate) fn close_pub(&mut self, conn: ConnId) {
+        self.close(conn, None);
+    }
+
     /// Stops a torrent: closes its connections and announces `stopped`.
     pub fn remove_torrent(&mut self, now: Instant, id: TorrentId) {
         let conns: Vec<ConnId> = self
@@ -373,6 +456,7 @@ impl Session {
                 reads_in_flight: 0,
                 send_flagged: false,
                 counted: false,
+                their_ut_metadata: None,
             },
         );
         id
@@ -589,6 +673,20 @@ impl Session {
                 self.close(k, Some(e));
             }
         }
+        let fetching: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.their_ut_metadata.is_some()
+                    && c.torrent
+                        .and_then(|t| self.torrents.get(&t))
+                        .is_some_and(|t| t.fetch.is_some())
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in fetching {
+            torrent::request_metadata(self, now, k);
+        }
         let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for id in tids {
             self.run_choker(now, id);
@@ -676,7 +774,7 @@ impl Session {
 
     /// The verified pieces of a torrent (the host saves them as resume data).
     pub fn have(&self, id: TorrentId) -> Option<&Bitfield> {
-        self.torrents.get(&id).map(|t| &t.have)
+        self.torrents.get(&id)?.meta.as_ref().map(|m| &m.have)
     }
 
     // ---- internals ----
@@ -786,7 +884,7 @@ impl Session {
             let Some(block) = c.peer.next_peer_request() else {
                 break;
             };
-            if !t.have.get(block.piece.0) {
+            if !t.meta.as_ref().is_some_and(|m| m.have.get(block.piece.0)) {
                 continue;
             }
             c.reads_in_flight += 1;
@@ -871,6 +969,7 @@ impl Session {
                         reads_in_flight: 0,
                         send_flagged: false,
                         counted: false,
+                        their_ut_metadata: None,
                     },
                 );
                 self.actions.push_back(Action::Connect {

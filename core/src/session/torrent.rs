@@ -4,6 +4,10 @@
 use super::{Action, AnnounceEvent, Conn, ConnId, Event, Session, SessionConfig, TorrentId};
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
+use crate::ext::{
+    metadata_piece, write_ext_handshake, Done, ExtConfig, ExtHandshake, MetadataAssembler,
+    MetadataMsg, OurExtensions, EXT_HANDSHAKE_ID, METADATA_PIECE_LEN,
+};
 use crate::ids::{BlockRef, Geometry, InfoHash, PeerId, PieceIndex};
 use crate::metainfo::Metainfo;
 use crate::peer::{PeerError, PeerEvent};
@@ -18,6 +22,8 @@ use core::net::SocketAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TorrentState {
+    /// Fetching the info dictionary from peers (a magnet link).
+    FetchingMetadata,
     /// Fetching pieces.
     Downloading,
     /// Every piece verified; serving others.
@@ -67,15 +73,66 @@ struct KnownPeer {
     failures: u32,
 }
 
+/// What a torrent has once its info dictionary is known.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub(crate) have: Bitfield,
+    pub(crate) geometry: Geometry,
+    hashes: Vec<u8>,
+    pub(crate) picker: Picker<'static>,
+    /// The raw info dictionary, served to others with `ut_metadata`.
+    pub(crate) info: Vec<u8>,
+}
+
+impl Meta {
+    fn new(m: &Metainfo<'_>, have: Option<&Bitfield>, config: &SessionConfig) -> Option<Self> {
+        let geometry = m.geometry();
+        let n = geometry.num_pieces();
+        let mut picker_config = config.picker;
+        picker_config.max_partials = picker_config
+            .max_partials
+            .max(config.max_peers_per_torrent * 2);
+        let mut picker = Picker::new_alloc(geometry, picker_config).ok()?;
+        let have = match have {
+            Some(h) if h.len() != n => return None,
+            Some(h) => h.clone(),
+            None => Bitfield::new(n),
+        };
+        for i in have.iter_set() {
+            picker.we_have(PieceIndex(i)).ok()?;
+        }
+        let mut hashes = Vec::with_capacity(n as usize * 20);
+        for i in 0..n {
+            hashes.extend_from_slice(m.piece_hash(PieceIndex(i))?);
+        }
+        Some(Self {
+            have,
+            geometry,
+            hashes,
+            picker,
+            info: m.info_bytes().to_vec(),
+        })
+    }
+
+    fn bytes_have(&self) -> u64 {
+        self.have
+            .iter_set()
+            .map(|i| u64::from(self.geometry.piece_size(PieceIndex(i))))
+            .sum()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Torrent {
     pub(crate) id: TorrentId,
     pub(crate) info_hash: InfoHash,
     pub(crate) state: TorrentState,
-    pub(crate) have: Bitfield,
-    geometry: Geometry,
-    hashes: Vec<u8>,
-    picker: Picker<'static>,
+    /// Everything that needs the info dictionary; `None` while a magnet link's
+    /// metadata is being fetched.
+    pub(crate) meta: Option<Meta>,
+    /// The metadata download of a magnet link.
+    pub(crate) fetch: Option<MetadataAssembler>,
+    pub(crate) private: bool,
     choker: Choker,
     known: BTreeMap<SocketAddr, KnownPeer>,
     banned_addrs: BTreeSet<SocketAddr>,
@@ -96,38 +153,28 @@ impl Torrent {
         have: Option<&Bitfield>,
         config: &SessionConfig,
     ) -> Option<Self> {
-        let geometry = m.geometry();
-        let n = geometry.num_pieces();
-        let mut picker_config = config.picker;
-        picker_config.max_partials = picker_config
-            .max_partials
-            .max(config.max_peers_per_torrent * 2);
-        let mut picker = Picker::new_alloc(geometry, picker_config).ok()?;
-        let have = match have {
-            Some(h) if h.len() != n => return None,
-            Some(h) => h.clone(),
-            None => Bitfield::new(n),
-        };
-        for i in have.iter_set() {
-            picker.we_have(PieceIndex(i)).ok()?;
-        }
-        let mut hashes = Vec::with_capacity(n as usize * 20);
-        for i in 0..n {
-            hashes.extend_from_slice(m.piece_hash(PieceIndex(i))?);
-        }
-        let state = if have.is_full() {
+        let meta = Meta::new(m, have, config)?;
+        let mut t = Self::new_magnet(id, m.info_hash(), config);
+        t.private = m.is_private();
+        t.state = if meta.have.is_full() {
             TorrentState::Seeding
         } else {
             TorrentState::Downloading
         };
-        Some(Self {
+        t.meta = Some(meta);
+        Some(t)
+    }
+
+    /// A torrent known only by its info-hash (a magnet link): it fetches the info
+    /// dictionary from peers first.
+    pub(crate) fn new_magnet(id: TorrentId, info_hash: InfoHash, config: &SessionConfig) -> Self {
+        Self {
             id,
-            info_hash: m.info_hash(),
-            state,
-            have,
-            geometry,
-            hashes,
-            picker,
+            info_hash,
+            state: TorrentState::FetchingMetadata,
+            meta: None,
+            fetch: None,
+            private: false,
             choker: Choker::new(config.choker),
             known: BTreeMap::new(),
             banned_addrs: BTreeSet::new(),
@@ -138,26 +185,54 @@ impl Torrent {
             hash_failures: 0,
             last_announce: None,
             announce_interval: Duration::from_secs(1800),
-        })
+        }
+    }
+
+    /// The info dictionary arrived (magnet link): becomes a normal torrent.
+    pub(crate) fn metadata_received(&mut self, info: &[u8], config: &SessionConfig) -> bool {
+        let mut file = Vec::with_capacity(info.len() + 8);
+        file.extend_from_slice(b"d4:info");
+        file.extend_from_slice(info);
+        file.push(b'e');
+        let mut tokens = Vec::new();
+        let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &crate::metainfo::Limits::default())
+        else {
+            return false;
+        };
+        if m.info_hash() != self.info_hash {
+            return false;
+        }
+        let Some(meta) = Meta::new(&m, None, config) else {
+            return false;
+        };
+        self.private = m.is_private();
+        self.meta = Some(meta);
+        self.fetch = None;
+        self.state = TorrentState::Downloading;
+        true
     }
 
     pub(crate) fn is_complete(&self) -> bool {
-        self.have.is_full()
+        self.meta.as_ref().is_some_and(|m| m.have.is_full())
     }
 
     pub(crate) fn status(&self) -> TorrentStatus {
-        let bytes_have = self
-            .have
-            .iter_set()
-            .map(|i| u64::from(self.geometry.piece_size(PieceIndex(i))))
-            .sum();
+        let (pieces_have, num_pieces, bytes_have, total_size) = match &self.meta {
+            Some(m) => (
+                m.have.count(),
+                m.geometry.num_pieces(),
+                m.bytes_have(),
+                m.geometry.total_len(),
+            ),
+            None => (0, 0, 0, 0),
+        };
         TorrentStatus {
             info_hash: self.info_hash,
             state: self.state,
-            pieces_have: self.have.count(),
-            num_pieces: self.geometry.num_pieces(),
+            pieces_have,
+            num_pieces,
             bytes_have,
-            total_size: self.geometry.total_len(),
+            total_size,
             peers: 0,
             seeds: 0,
             connecting: 0,
@@ -171,12 +246,12 @@ impl Torrent {
     }
 
     fn left(&self) -> u64 {
-        self.geometry.total_len()
-            - self
-                .have
-                .iter_set()
-                .map(|i| u64::from(self.geometry.piece_size(PieceIndex(i))))
-                .sum::<u64>()
+        match &self.meta {
+            Some(m) => m.geometry.total_len() - m.bytes_have(),
+            // Unknown until the metadata arrives; trackers want a non-zero value for
+            // a peer that still downloads.
+            None => 1,
+        }
     }
 
     pub(crate) fn announce(
@@ -277,30 +352,39 @@ impl Torrent {
 
     /// Whether `theirs` holds a piece we lack.
     pub(crate) fn wants_from(&self, theirs: &Bitfield) -> bool {
+        let Some(m) = self.meta.as_ref() else {
+            return false;
+        };
         if self.state != TorrentState::Downloading {
             return false;
         }
         theirs
             .as_bytes()
             .iter()
-            .zip(self.have.as_bytes())
+            .zip(m.have.as_bytes())
             .any(|(t, h)| t & !h != 0)
     }
 
     pub(crate) fn peer_gone(&mut self, key: u32, c: &Conn) {
-        self.picker.abort_peer(PeerKey(key));
-        if c.counted {
-            let _ = self.picker.peer_lost_bitfield(c.peer.bitfield().as_bytes());
+        if let Some(m) = self.meta.as_mut() {
+            m.picker.abort_peer(PeerKey(key));
+            if c.counted {
+                let _ = m.picker.peer_lost_bitfield(c.peer.bitfield().as_bytes());
+            }
+        }
+        if let Some(f) = self.fetch.as_mut() {
+            f.forget_peer(key);
         }
         self.choker.peer_gone(key);
     }
 
     pub(crate) fn write_done(&mut self, block: BlockRef, out: &mut VecDeque<Action>) {
-        if let Ok(true) = self.picker.mark_written(&block) {
-            if !self.have.get(block.piece.0) {
+        let Some(m) = self.meta.as_mut() else { return };
+        if let Ok(true) = m.picker.mark_written(&block) {
+            if !m.have.get(block.piece.0) {
                 let i = block.piece.get() * 20;
                 let mut expected = [0u8; 20];
-                expected.copy_from_slice(&self.hashes[i..i + 20]);
+                expected.copy_from_slice(&m.hashes[i..i + 20]);
                 out.push_back(Action::Verify {
                     torrent: self.id,
                     piece: block.piece,
@@ -312,11 +396,14 @@ impl Torrent {
 
     /// Returns whether the piece is newly ours.
     pub(crate) fn piece_verified(&mut self, piece: PieceIndex) -> bool {
-        if self.have.get(piece.0) || piece.0 >= self.geometry.num_pieces() {
+        let Some(m) = self.meta.as_mut() else {
+            return false;
+        };
+        if m.have.get(piece.0) || piece.0 >= m.geometry.num_pieces() {
             return false;
         }
-        let _ = self.picker.piece_verified(piece);
-        self.have.set(piece.0);
+        let _ = m.picker.piece_verified(piece);
+        m.have.set(piece.0);
         true
     }
 
@@ -324,7 +411,10 @@ impl Torrent {
     /// who reached the strike limit.
     pub(crate) fn piece_failed(&mut self, piece: PieceIndex, limit: u32) -> Vec<u32> {
         self.hash_failures += 1;
-        let Ok(peers) = self.picker.piece_failed(piece) else {
+        let Some(m) = self.meta.as_mut() else {
+            return Vec::new();
+        };
+        let Ok(peers) = m.picker.piece_failed(piece) else {
             return Vec::new();
         };
         let sole = peers.len() == 1 && !peers.truncated();
@@ -339,6 +429,10 @@ impl Torrent {
         ban
     }
 }
+
+/// Our local id for `ut_metadata` messages.
+pub(crate) const OUR_UT_METADATA: u8 = 2;
+const CLIENT: &[u8] = b"btcore 0.1.0";
 
 /// Handles one event of one connection.
 pub(super) fn on_peer_event(
@@ -356,8 +450,7 @@ pub(super) fn on_peer_event(
                 None => {
                     let t = s.torrent_by_hash(&info_hash).ok_or(None)?;
                     let max = s.config().max_peers_per_torrent;
-                    let count = s.peers(t).len();
-                    if count >= max {
+                    if s.peers(t).len() >= max {
                         return Err(None);
                     }
                     let c = s.conn_mut(conn).ok_or(None)?;
@@ -366,12 +459,35 @@ pub(super) fn on_peer_event(
                     t
                 }
             };
+            let listen_port = s.config().listen_port;
+            let reqq = s.config().peer.max_queue;
             let (c, t, _) = s.split(conn).ok_or(None)?;
             if t.is_banned(&c.addr, Some(peer_id)) {
                 return Err(None);
             }
-            c.peer.set_geometry(t.geometry).map_err(Some)?;
-            c.peer.send_have_set(&t.have);
+            if c.peer.extensions() {
+                let ours = OurExtensions {
+                    // BEP 27: a private torrent's metadata is not handed out.
+                    ut_metadata: (!t.private).then_some(OUR_UT_METADATA),
+                    ut_pex: None,
+                    metadata_size: t.meta.as_ref().map(|m| m.info.len() as u32),
+                    listen_port: Some(listen_port),
+                    client: CLIENT,
+                    reqq: Some(reqq),
+                    yourip: Some(c.addr.ip()),
+                };
+                let mut buf = [0u8; 256];
+                if let Ok(n) = write_ext_handshake(&mut buf, &ours) {
+                    c.peer.send_extended(EXT_HANDSHAKE_ID, &buf[..n]);
+                }
+            }
+            match t.meta.as_ref() {
+                Some(m) => {
+                    c.peer.set_geometry(m.geometry).map_err(Some)?;
+                    c.peer.send_have_set(&m.have);
+                }
+                None => c.peer.send_have_set(&Bitfield::new(0)),
+            }
             let addr = c.addr;
             s.push_event_pub(Event::PeerConnected(tid, addr));
             // The peer's have-set may have arrived with the handshake.
@@ -380,33 +496,35 @@ pub(super) fn on_peer_event(
         PeerEvent::HaveSet => count_availability(s, conn),
         PeerEvent::Have(piece) => {
             if let Some((c, t, _)) = s.split(conn) {
-                if c.counted {
-                    let _ = t.picker.peer_has(piece);
+                if let (true, Some(m)) = (c.counted, t.meta.as_mut()) {
+                    let _ = m.picker.peer_has(piece);
                 }
             }
             s.update_interest_pub(conn);
         }
         PeerEvent::Choked => {
             if let Some((c, t, _)) = s.split(conn) {
-                if !c.peer.fast() {
-                    t.picker.abort_peer(PeerKey(conn.0));
+                if let (false, Some(m)) = (c.peer.fast(), t.meta.as_mut()) {
+                    m.picker.abort_peer(PeerKey(conn.0));
                 }
             }
         }
         PeerEvent::RequestLost(block) => {
-            if let Some((_, t, _)) = s.split(conn) {
-                let _ = t.picker.abort_request(&block, PeerKey(conn.0));
+            if let Some(m) = s.split(conn).and_then(|(_, t, _)| t.meta.as_mut()) {
+                let _ = m.picker.abort_request(&block, PeerKey(conn.0));
             }
         }
         PeerEvent::Block { block, data } => {
-            let Some((c, t, actions)) = s.split(conn) else {
+            let Some((_, t, actions)) = s.split(conn) else {
                 return Ok(());
             };
-            let r = t.picker.mark_received(&block, PeerKey(conn.0));
-            let Ok(r) = r else { return Ok(()) };
+            let Some(m) = t.meta.as_mut() else {
+                return Ok(());
+            };
+            let Ok(r) = m.picker.mark_received(&block, PeerKey(conn.0)) else {
+                return Ok(());
+            };
             t.downloaded += data.len() as u64;
-            let cancels: Vec<PeerKey> = r.cancel.as_slice().to_vec();
-            let _ = c;
             if !r.duplicate {
                 let len = data.len();
                 actions.push_back(Action::Write {
@@ -416,34 +534,149 @@ pub(super) fn on_peer_event(
                 });
                 s.disk_in_flight_add(len);
             }
-            for p in cancels {
+            for p in r.cancel.as_slice() {
                 if let Some(other) = s.conn_mut(ConnId(p.0)) {
                     other.peer.cancel(block);
                 }
             }
         }
+        PeerEvent::Extended { id, payload } => on_extended(s, now, conn, id, &payload)?,
         PeerEvent::Unchoked
         | PeerEvent::Interest(_)
         | PeerEvent::AllowedFast(_)
         | PeerEvent::Suggest(_)
         | PeerEvent::PeerRequest
-        | PeerEvent::Extended { .. }
         | PeerEvent::DhtPort(_) => {}
     }
     Ok(())
 }
 
-/// Adds the peer's pieces to the picker's availability (once) and updates interest.
-fn count_availability(s: &mut Session, conn: ConnId) {
-    if let Some((c, t, _)) = s.split(conn) {
-        if c.peer.is_established() && c.peer.bitfield().len() == t.geometry.num_pieces() {
-            if c.counted {
-                // A fresh have-set replaces what was counted.
-                return;
+/// BEP 10 extension messages: the handshake and BEP 9 `ut_metadata`.
+fn on_extended(
+    s: &mut Session,
+    now: Instant,
+    conn: ConnId,
+    id: u8,
+    payload: &[u8],
+) -> Result<(), Option<PeerError>> {
+    let ext_config = ExtConfig::default();
+    let Some((c, t, _)) = s.split(conn) else {
+        return Ok(());
+    };
+    if id == EXT_HANDSHAKE_ID {
+        // A malformed handshake only means no extensions with this peer.
+        let Ok(hs) = ExtHandshake::parse(payload, &ext_config) else {
+            return Ok(());
+        };
+        c.their_ut_metadata = hs.ut_metadata_id();
+        c.peer.set_peer_reqq(hs.reqq);
+        if let (None, None, Some(size)) = (&t.meta, &t.fetch, hs.metadata_size) {
+            if c.their_ut_metadata.is_some() {
+                t.fetch = MetadataAssembler::new(t.info_hash, size, &ext_config).ok();
             }
-            if t.picker
-                .peer_has_bitfield(c.peer.bitfield().as_bytes())
-                .is_ok()
+        }
+        request_metadata(s, now, conn);
+        return Ok(());
+    }
+    if id != OUR_UT_METADATA {
+        return Ok(());
+    }
+    let msg = match MetadataMsg::parse(payload) {
+        Ok(m) => m,
+        Err(e) if e.is_peer_fault() => return Err(None),
+        Err(_) => return Ok(()),
+    };
+    let Some(their_id) = c.their_ut_metadata else {
+        return Ok(());
+    };
+    match msg {
+        MetadataMsg::Request { piece } => {
+            let mut buf = alloc::vec![0u8; 64 + METADATA_PIECE_LEN as usize];
+            let reply = match t.meta.as_ref().filter(|_| !t.private) {
+                Some(m) => match metadata_piece(&m.info, piece) {
+                    Some(data) => MetadataMsg::Data {
+                        piece,
+                        total_size: m.info.len() as u32,
+                        data,
+                    },
+                    None => MetadataMsg::Reject { piece },
+                },
+                None => MetadataMsg::Reject { piece },
+            };
+            if let Ok(n) = reply.write(&mut buf) {
+                c.peer.send_extended(their_id, &buf[..n]);
+            }
+        }
+        MetadataMsg::Reject { piece } => {
+            if let Some(f) = t.fetch.as_mut() {
+                f.reject(piece, conn.0);
+            }
+        }
+        MetadataMsg::Data {
+            piece,
+            total_size,
+            data,
+        } => {
+            let Some(f) = t.fetch.as_mut() else {
+                return Ok(());
+            };
+            if total_size != f.total_size() {
+                return Err(None);
+            }
+            match f.add_piece(piece, data, conn.0) {
+                Ok(Some(Done::Complete(info))) => {
+                    let config = s.config().clone();
+                    let tid = s.split(conn).map(|(_, t, _)| t.id);
+                    if let Some(tid) = tid {
+                        s.metadata_complete(now, tid, &info, &config);
+                    }
+                    return Ok(());
+                }
+                Ok(Some(Done::HashMismatch { contributors })) => {
+                    for k in contributors {
+                        s.close_pub(ConnId(k));
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) if e.is_peer_fault() => return Err(None),
+                Err(_) => {}
+            }
+            request_metadata(s, now, conn);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps up to two metadata requests in flight to a peer that has `ut_metadata`.
+pub(super) fn request_metadata(s: &mut Session, now: Instant, conn: ConnId) {
+    let Some((c, t, _)) = s.split(conn) else {
+        return;
+    };
+    let (Some(f), Some(their_id)) = (t.fetch.as_mut(), c.their_ut_metadata) else {
+        return;
+    };
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        let Some(piece) = f.next_request(conn.0, now.as_millis()) else {
+            break;
+        };
+        if let Ok(n) = (MetadataMsg::Request { piece }).write(&mut buf) {
+            c.peer.send_extended(their_id, &buf[..n]);
+        }
+    }
+}
+
+/// Adds the peer's pieces to the picker's availability (once) and updates interest.
+pub(super) fn count_availability(s: &mut Session, conn: ConnId) {
+    if let Some((c, t, _)) = s.split(conn) {
+        if let Some(m) = t.meta.as_mut() {
+            if !c.counted
+                && c.peer.is_established()
+                && c.peer.bitfield().len() == m.geometry.num_pieces()
+                && m.picker
+                    .peer_has_bitfield(c.peer.bitfield().as_bytes())
+                    .is_ok()
             {
                 c.counted = true;
             }
@@ -460,6 +693,7 @@ pub(super) fn fill_requests(
     conn: ConnId,
     rng: &mut Rng,
 ) {
+    let Some(m) = t.meta.as_mut() else { return };
     if t.state != TorrentState::Downloading || !c.peer.is_established() || !c.counted {
         return;
     }
@@ -480,7 +714,7 @@ pub(super) fn fill_requests(
         offset: 0,
         len: 0,
     }; 64];
-    let n = t.picker.pick(
+    let n = m.picker.pick(
         c.peer.bitfield().as_bytes(),
         PeerKey(conn.0),
         hint,
@@ -492,7 +726,7 @@ pub(super) fn fill_requests(
         if c.peer.can_request(b.piece) {
             c.peer.request(now, *b);
         } else {
-            let _ = t.picker.abort_request(b, PeerKey(conn.0));
+            let _ = m.picker.abort_request(b, PeerKey(conn.0));
         }
     }
 }
