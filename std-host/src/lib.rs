@@ -4,8 +4,15 @@
 //! and a faster SHA-1 for verification; the event loop, transports, storage and
 //! tracker clients land here as the engine grows (see `ARCHITECTURE.md`).
 
+pub mod client;
+pub mod create;
+pub mod disk;
+pub mod display;
 pub mod hash;
 pub mod info;
+pub mod resume;
+pub mod storage;
+pub mod tracker;
 
 use std::path::Path;
 

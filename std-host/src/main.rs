@@ -1,11 +1,15 @@
 //! The `btcore` command.
 //!
 //! Exit codes: 0 success; 2 bad command line; 3 the input (torrent file or magnet link)
-//! is invalid; 4 a file could not be read.
+//! is invalid; 4 a file or socket error (unreadable file, port in use, disk full);
+//! 5 stopped (Ctrl-C) or timed out before the downloads completed.
 
 use btcore_core::magnet::Magnet;
 use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_host::display::Mode;
 use btcore_host::{info, read_torrent_file};
+
+mod run;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +32,62 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Download torrents (files or magnet links), showing progress; keeps seeding
+    /// with --seed.
+    Download {
+        /// .torrent files or magnet links.
+        #[arg(required = true)]
+        torrents: Vec<String>,
+        #[command(flatten)]
+        net: NetArgs,
+        /// Keep seeding after the downloads complete (until Ctrl-C).
+        #[arg(long)]
+        seed: bool,
+    },
+    /// Seed a torrent whose data is in DIR (checked first).
+    Seed {
+        /// The .torrent file.
+        torrent: PathBuf,
+        /// The directory holding the data (the torrent's name inside it).
+        dir: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Create a .torrent from a file or folder.
+    Create {
+        /// The file or folder.
+        path: PathBuf,
+        /// Tracker URL (repeat for several; each its own tier).
+        #[arg(short = 't', long = "tracker")]
+        trackers: Vec<String>,
+        /// Web seed URL (BEP 19; repeatable).
+        #[arg(short = 'w', long = "web-seed")]
+        web_seeds: Vec<String>,
+        /// Where to write the .torrent.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Mark the torrent private (BEP 27).
+        #[arg(long)]
+        private: bool,
+        /// Piece length in KiB (a power of two; default: automatic).
+        #[arg(long)]
+        piece_kib: Option<u32>,
+        /// A comment.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// A seeder and leechers on 127.0.0.1 in one process, with a generated payload:
+    /// watch btcore work with no torrent at hand.
+    Demo {
+        /// Number of leechers.
+        #[arg(long, default_value_t = 4)]
+        leechers: usize,
+        /// Payload size in MiB.
+        #[arg(long, default_value_t = 64)]
+        size_mib: u64,
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
     /// Parse a magnet link (BEP 9) and show what it names.
     Magnet {
         /// The magnet URI (quote it in the shell).
@@ -36,6 +96,59 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Network and progress options shared by `download` and `seed`.
+#[derive(clap::Args, Debug, Clone)]
+struct NetArgs {
+    /// Where to save (download) — default: the current directory.
+    #[arg(short = 'o', long = "output", default_value = ".")]
+    output: PathBuf,
+    /// Listen port (0: any free port).
+    #[arg(short = 'p', long, default_value_t = 6881)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Add a peer by hand (repeatable).
+    #[arg(long = "peer")]
+    peers: Vec<std::net::SocketAddr>,
+    /// Most connections per torrent.
+    #[arg(long, default_value_t = 50)]
+    max_peers: usize,
+    /// Download limit in KiB/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    download_limit: u64,
+    /// Upload limit in KiB/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    upload_limit: u64,
+    /// The small-memory profile (routers, small NAS boxes).
+    #[arg(long)]
+    low_memory: bool,
+    /// Do not contact trackers.
+    #[arg(long)]
+    no_trackers: bool,
+    /// Where resume files go (default: OUTPUT/.btcore).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+    /// Print one JSON status line per torrent per second (same as --progress json).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ProgressArg {
+    Auto,
+    Live,
+    Plain,
+    Json,
+    None,
 }
 
 const EXIT_INVALID: u8 = 3;
@@ -101,9 +214,68 @@ fn magnet_cmd(uri: &str, json: bool) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Info { file, json } => info_cmd(file, *json),
-        Command::Magnet { uri, json } => magnet_cmd(uri, *json),
+    match cli.command {
+        Command::Info { file, json } => info_cmd(&file, json),
+        Command::Magnet { uri, json } => magnet_cmd(&uri, json),
+        Command::Download {
+            torrents,
+            net,
+            seed,
+        } => run::download(&torrents, &net_opts(&net), seed),
+        Command::Seed { torrent, dir, net } => {
+            let mut o = net_opts(&net);
+            o.save_dir = dir;
+            run::seed(&torrent, &o)
+        }
+        Command::Create {
+            path,
+            trackers,
+            web_seeds,
+            output,
+            private,
+            piece_kib,
+            comment,
+        } => run::create(
+            &path, trackers, web_seeds, &output, private, piece_kib, comment,
+        ),
+        Command::Demo {
+            leechers,
+            size_mib,
+            progress,
+        } => run::demo(leechers, size_mib, mode_of(progress, false)),
+    }
+}
+
+fn mode_of(p: ProgressArg, json: bool) -> Option<Mode> {
+    use std::io::IsTerminal;
+    if json {
+        return Some(Mode::Json);
+    }
+    match p {
+        ProgressArg::Auto if std::io::stdout().is_terminal() => Some(Mode::Live),
+        ProgressArg::Auto | ProgressArg::Plain => Some(Mode::Plain),
+        ProgressArg::Live => Some(Mode::Live),
+        ProgressArg::Json => Some(Mode::Json),
+        ProgressArg::None => None,
+    }
+}
+
+fn net_opts(n: &NetArgs) -> run::Opts {
+    run::Opts {
+        save_dir: n.output.clone(),
+        listen: std::net::SocketAddr::new(n.bind, n.port),
+        peers: n.peers.clone(),
+        max_peers: n.max_peers,
+        download_limit: n.download_limit * 1024,
+        upload_limit: n.upload_limit * 1024,
+        low_memory: n.low_memory,
+        trackers: !n.no_trackers,
+        state_dir: n.state_dir.clone(),
+        timeout: n.timeout.map(std::time::Duration::from_secs),
+        mode: mode_of(n.progress, n.json),
     }
 }

@@ -7,16 +7,28 @@
 //! simulator carries the session's actions out: it delivers bytes over links after
 //! latency plus serialization time, writes and reads storage, hashes pieces, and plays
 //! a tracker that hands every node the addresses of the others.
+//!
+//! A node's uplink is one FIFO queue of at most [`LinkSpec::send_buffer`] bytes (the
+//! socket buffers): while it is full the simulator stops calling
+//! [`Session::poll_transmit`] for the node's connections and comes back when the queue
+//! has drained to half, as a host does on a writable socket. The session therefore
+//! sees back-pressure, and its send buffers and upload rates are those of a real link.
+//!
+//! The simulator also checks the session against the ground truth (the content):
+//! every verified piece must hold the right bytes, no write may change a verified
+//! piece, and the hash the session asks to check must be the torrent's.
 
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::{Sha1, SmolSha1};
 use btcore_core::ids::PeerId;
 use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
 use btcore_core::session::{Action, ConnId, Event, Session, SessionConfig, TorrentId};
 use btcore_core::time::{Duration, Instant};
+use btcore_core::wire::HANDSHAKE_LEN;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// How a node behaves.
@@ -24,11 +36,14 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 pub enum Behaviour {
     /// An honest btcore session.
     Honest,
-    /// Serves blocks with flipped bytes.
+    /// Serves blocks with flipped bytes (give it the content: `seed = true`).
     Corrupt,
-    /// Answers with garbage frames after the handshake.
+    /// Sends a genuine handshake, then only random bytes: everything its session
+    /// sends after the handshake is replaced by random bytes of the same length, and
+    /// every chunk it receives after its handshake is answered with 64 random bytes.
     Garbage,
-    /// Completes handshakes, claims every piece, never answers a request.
+    /// Completes handshakes, claims every piece (whatever `seed` says), never answers a
+    /// request: the reads its session asks for are dropped.
     Silent,
 }
 
@@ -39,6 +54,8 @@ pub struct LinkSpec {
     pub up_bps: u64,
     /// One-way latency.
     pub latency: Duration,
+    /// Most bytes waiting on the uplink (socket buffers) before the node's sends block.
+    pub send_buffer: u64,
 }
 
 impl Default for LinkSpec {
@@ -46,6 +63,7 @@ impl Default for LinkSpec {
         Self {
             up_bps: 1_000_000,
             latency: Duration::from_millis(20),
+            send_buffer: 64 * 1024,
         }
     }
 }
@@ -65,18 +83,40 @@ pub struct Node {
     pub storage: Vec<u8>,
     /// Its torrent (None for hostile nodes that have no session torrent).
     pub torrent: Option<TorrentId>,
+    /// When it joined.
+    pub joined_at: Instant,
+    /// When its first received block was written, if one was.
+    pub first_block_at: Option<Instant>,
     /// When it finished, if it did.
     pub finished_at: Option<Instant>,
     /// Whether it is still running.
     pub alive: bool,
     /// Payload bytes it uploaded to other nodes (block messages).
     pub uploaded: u64,
-    /// Pieces verified (events), to check no corrupt piece is ever verified.
+    /// Pieces verified (events), in order.
     pub verified: Vec<u32>,
     /// Peers it banned.
     pub banned: Vec<SocketAddr>,
-    /// Upload link busy until.
-    busy_until: Instant,
+    /// Pieces that failed their hash check (events).
+    pub hash_failures: u32,
+    /// Ground-truth violations: a piece reported verified (or hashed `ok`) whose
+    /// storage does not hold the content, a verify against a hash that is not the
+    /// torrent's, a write that changed a verified piece. Must stay empty.
+    pub violations: Vec<String>,
+    /// Connections it closed: the peer's address and the reason it gave.
+    pub closed: Vec<(SocketAddr, Option<PeerError>)>,
+    /// Payload bytes other nodes read from storage to send to it, by sender address.
+    pub received_from: BTreeMap<SocketAddr, u64>,
+    /// Uplink busy until (microseconds of simulated time).
+    busy_until_us: u64,
+    /// Connections that stopped sending because the uplink queue was full.
+    blocked: BTreeSet<ConnId>,
+    /// A writable event is scheduled.
+    wake_pending: bool,
+    /// Bytes sent per connection (the garbage node keeps its handshake genuine).
+    sent: BTreeMap<ConnId, u64>,
+    /// Pieces verified so far (for the write check).
+    have: BTreeSet<u32>,
 }
 
 #[derive(Debug)]
@@ -95,15 +135,37 @@ enum Ev {
         conn: ConnId,
         ok: bool,
     },
+    Writable {
+        node: usize,
+    },
+}
+
+/// A connection on which a [`Behaviour::Garbage`] node sent noise to another node.
+#[derive(Clone, Copy, Debug)]
+pub struct GarbageLink {
+    /// The node at the other end.
+    pub node: usize,
+    /// When the first noise was sent.
+    pub first_junk: Instant,
+    /// When the connection closed, and whether the receiving node closed it.
+    pub closed: Option<(Instant, bool)>,
+    /// The reason the receiving node gave.
+    pub error: Option<PeerError>,
 }
 
 /// The simulation.
 #[allow(missing_debug_implementations)]
 pub struct Sim {
+    /// Every connection a garbage node sent noise on.
+    pub garbage_links: Vec<GarbageLink>,
+    /// (receiving node, its conn) → index in `garbage_links`, while open.
+    junk_open: BTreeMap<(usize, ConnId), usize>,
     /// The nodes.
     pub nodes: Vec<Node>,
     /// The simulated clock.
     pub now: Instant,
+    /// The most connections open at once (both ends established as a link).
+    pub peak_links: usize,
     torrent_file: Vec<u8>,
     content: Vec<u8>,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
@@ -114,6 +176,7 @@ pub struct Sim {
     rng: Rng,
     piece_len: u32,
     hashes: Vec<[u8; 20]>,
+    scratch: Vec<u8>,
 }
 
 impl Sim {
@@ -127,6 +190,9 @@ impl Sim {
         Self {
             nodes: Vec::new(),
             now: Instant::from_millis(1),
+            peak_links: 0,
+            garbage_links: Vec::new(),
+            junk_open: BTreeMap::new(),
             torrent_file,
             content,
             queue: BinaryHeap::new(),
@@ -136,6 +202,7 @@ impl Sim {
             rng: Rng::new(seed),
             piece_len,
             hashes,
+            scratch: vec![0u8; 64 * 1024],
         }
     }
 
@@ -144,7 +211,8 @@ impl Sim {
         &self.torrent_file
     }
 
-    /// Adds a node; `seed` says whether it starts with the whole content.
+    /// Adds a node, at any time (a node added mid-run announces and finds the others
+    /// through the tracker); `seed` says whether it starts with the whole content.
     pub fn add_node(
         &mut self,
         seed: bool,
@@ -160,7 +228,8 @@ impl Sim {
         config(&mut cfg);
         let mut session = Session::new(cfg, self.rng.next_u64());
         let n = self.hashes.len() as u32;
-        let have = if seed {
+        let claims_all = seed || behaviour == Behaviour::Silent;
+        let have = if claims_all {
             Bitfield::full(n)
         } else {
             Bitfield::new(n)
@@ -184,12 +253,26 @@ impl Sim {
             link,
             storage,
             torrent,
-            finished_at: if seed { Some(self.now) } else { None },
+            joined_at: self.now,
+            first_block_at: None,
+            finished_at: if claims_all { Some(self.now) } else { None },
             alive: true,
             uploaded: 0,
             verified: Vec::new(),
             banned: Vec::new(),
-            busy_until: self.now,
+            hash_failures: 0,
+            violations: Vec::new(),
+            closed: Vec::new(),
+            received_from: BTreeMap::new(),
+            busy_until_us: self.now.as_millis() * 1000,
+            blocked: BTreeSet::new(),
+            wake_pending: false,
+            sent: BTreeMap::new(),
+            have: if seed {
+                (0..n).collect()
+            } else {
+                BTreeSet::new()
+            },
         });
         i
     }
@@ -213,6 +296,7 @@ impl Sim {
         for (k, (other, oc)) in ends {
             self.links.remove(&k);
             self.links.remove(&(other, oc));
+            self.junk_closed((other, oc), false, None);
             let at = self.now + self.nodes[i].link.latency;
             self.schedule(
                 at,
@@ -224,12 +308,59 @@ impl Sim {
         }
     }
 
+    fn junk_closed(&mut self, end: (usize, ConnId), by_receiver: bool, error: Option<PeerError>) {
+        if let Some(k) = self.junk_open.remove(&end) {
+            let g = &mut self.garbage_links[k];
+            g.closed = Some((self.now, by_receiver));
+            g.error = error;
+        }
+    }
+
+    /// Cuts every connection of node `i` (a network blip): both ends see the close.
+    pub fn cut_links(&mut self, i: usize) {
+        let ends: Vec<_> = self
+            .links
+            .iter()
+            .filter(|((n, _), _)| *n == i)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for ((_, c), (other, oc)) in ends {
+            self.links.remove(&(i, c));
+            self.links.remove(&(other, oc));
+            self.junk_closed((other, oc), false, None);
+            self.junk_closed((i, c), false, None);
+            let at = self.now + self.nodes[i].link.latency;
+            self.schedule(
+                at,
+                Ev::Closed {
+                    to: other,
+                    conn: oc,
+                },
+            );
+            self.schedule(at, Ev::Closed { to: i, conn: c });
+        }
+    }
+
+    /// Connections open now (each counted once).
+    pub fn open_links(&self) -> usize {
+        self.links.len() / 2
+    }
+
+    /// Open connections between nodes `a` and `b`.
+    pub fn links_between(&self, a: usize, b: usize) -> usize {
+        self.links
+            .iter()
+            .filter(|((n, _), (m, _))| *n == a && *m == b)
+            .count()
+    }
+
     /// Runs until `done` holds or `limit` of simulated time has passed; returns
     /// whether `done` held.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.now + limit;
         loop {
             self.drain_all();
+            self.peak_links = self.peak_links.max(self.open_links());
             if done(self) {
                 return true;
             }
@@ -252,6 +383,7 @@ impl Sim {
                 },
             };
             if next > end {
+                self.now = end;
                 return false;
             }
             self.now = self.now.max(next);
@@ -273,6 +405,12 @@ impl Sim {
         }
     }
 
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(d, |s| s.now >= end);
+    }
+
     fn apply(&mut self, ev: Ev) {
         let now = self.now;
         match ev {
@@ -281,14 +419,16 @@ impl Sim {
                     return;
                 }
                 match self.nodes[to].behaviour {
-                    Behaviour::Honest | Behaviour::Corrupt => {
+                    Behaviour::Honest | Behaviour::Corrupt | Behaviour::Silent => {
                         self.nodes[to].session.handle_recv(now, conn, &data)
                     }
-                    Behaviour::Garbage | Behaviour::Silent => self.hostile_recv(to, conn, &data),
+                    Behaviour::Garbage => self.garbage_recv(to, conn, &data),
                 }
             }
             Ev::Closed { to, conn } => {
                 if self.nodes[to].alive {
+                    self.nodes[to].blocked.remove(&conn);
+                    self.nodes[to].sent.remove(&conn);
                     self.nodes[to].session.handle_disconnected(now, conn);
                 }
             }
@@ -296,43 +436,117 @@ impl Sim {
                 if !self.nodes[node].alive {
                     return;
                 }
-                if ok {
+                if ok && self.links.contains_key(&(node, conn)) {
                     self.nodes[node].session.handle_connected(now, conn);
                 } else {
                     self.nodes[node].session.handle_connect_failed(now, conn);
                 }
             }
+            Ev::Writable { node } => {
+                self.nodes[node].wake_pending = false;
+                if !self.nodes[node].alive {
+                    return;
+                }
+                let blocked = std::mem::take(&mut self.nodes[node].blocked);
+                for conn in blocked {
+                    self.pump(node, conn);
+                }
+            }
         }
     }
 
-    /// Hostile nodes run a real session for the handshake, then misbehave.
-    fn hostile_recv(&mut self, to: usize, conn: ConnId, data: &[u8]) {
+    /// The garbage node's session reads normally (it must answer the handshake);
+    /// once its own handshake is out it answers everything with random bytes.
+    fn garbage_recv(&mut self, to: usize, conn: ConnId, data: &[u8]) {
         let now = self.now;
-        let behaviour = self.nodes[to].behaviour;
-        let node = &mut self.nodes[to];
-        node.session.handle_recv(now, conn, data);
-        if behaviour == Behaviour::Garbage {
+        self.nodes[to].session.handle_recv(now, conn, data);
+        let handshake_out = self.nodes[to]
+            .sent
+            .get(&conn)
+            .is_some_and(|&n| n >= HANDSHAKE_LEN as u64);
+        if handshake_out {
             let junk: Vec<u8> = (0..64).map(|_| self.rng.next_u32() as u8).collect();
             self.send_bytes(to, conn, junk);
         }
     }
 
-    fn send_bytes(&mut self, from: usize, conn: ConnId, data: Vec<u8>) {
+    /// Bytes waiting on node `i`'s uplink.
+    fn backlog(&self, i: usize) -> u64 {
+        let n = &self.nodes[i];
+        let now_us = self.now.as_millis() * 1000;
+        n.busy_until_us.saturating_sub(now_us) * n.link.up_bps / 1_000_000
+    }
+
+    /// Moves bytes of `conn` from the session to the uplink while it has room.
+    fn pump(&mut self, i: usize, conn: ConnId) {
+        let now = self.now;
+        let cap = self.nodes[i].link.send_buffer.max(1);
+        loop {
+            let room = cap.saturating_sub(self.backlog(i)) as usize;
+            // Like a socket, wake the writer only for a worthwhile amount of room.
+            if room < (cap as usize / 4).clamp(1, 16 * 1024) {
+                self.nodes[i].blocked.insert(conn);
+                self.wake_when_drained(i);
+                return;
+            }
+            let mut buf = std::mem::take(&mut self.scratch);
+            let want = room.min(buf.len());
+            let n = self.nodes[i]
+                .session
+                .poll_transmit(now, conn, &mut buf[..want]);
+            let data = buf[..n].to_vec();
+            self.scratch = buf;
+            if n == 0 {
+                return;
+            }
+            self.send_bytes(i, conn, data);
+        }
+    }
+
+    /// Schedules a writable event when node `i`'s uplink has drained to half.
+    fn wake_when_drained(&mut self, i: usize) {
+        if self.nodes[i].wake_pending {
+            return;
+        }
+        self.nodes[i].wake_pending = true;
+        let n = &self.nodes[i];
+        let half_us = n.link.send_buffer / 2 * 1_000_000 / n.link.up_bps.max(1);
+        let at_us = n.busy_until_us.saturating_sub(half_us);
+        let at = Instant::from_millis(at_us.div_ceil(1000).max(self.now.as_millis() + 1));
+        self.schedule(at, Ev::Writable { node: i });
+    }
+
+    fn send_bytes(&mut self, from: usize, conn: ConnId, mut data: Vec<u8>) {
         let Some(&(to, oc)) = self.links.get(&(from, conn)) else {
             return;
         };
+        let sent = self.nodes[from].sent.entry(conn).or_insert(0);
+        let before = *sent;
+        *sent += data.len() as u64;
+        if self.nodes[from].behaviour == Behaviour::Garbage {
+            // Everything after the handshake is noise.
+            let keep = (HANDSHAKE_LEN as u64).saturating_sub(before) as usize;
+            for b in data.iter_mut().skip(keep) {
+                *b = self.rng.next_u32() as u8;
+            }
+            if keep < data.len() && !self.junk_open.contains_key(&(to, oc)) {
+                self.junk_open.insert((to, oc), self.garbage_links.len());
+                self.garbage_links.push(GarbageLink {
+                    node: to,
+                    first_junk: self.now,
+                    closed: None,
+                    error: None,
+                });
+            }
+        }
         let link = self.nodes[from].link;
-        let start = self.nodes[from].busy_until.max(self.now);
-        let ser = Duration::from_millis(data.len() as u64 * 1000 / link.up_bps.max(1));
-        let done = start + ser;
-        self.nodes[from].busy_until = done;
+        let now_us = self.now.as_millis() * 1000;
+        let start = self.nodes[from].busy_until_us.max(now_us);
+        let done = start + (data.len() as u64 * 1_000_000).div_ceil(link.up_bps.max(1));
+        self.nodes[from].busy_until_us = done;
         self.schedule(
-            done + link.latency,
-            Ev::Deliver {
-                to: oc_node(to),
-                conn: oc,
-                data,
-            },
+            Instant::from_millis(done.div_ceil(1000)) + link.latency,
+            Ev::Deliver { to, conn: oc, data },
         );
     }
 
@@ -349,20 +563,45 @@ impl Sim {
                     self.do_action(i, a);
                 }
                 while let Some(e) = self.nodes[i].session.poll_event() {
-                    let now = self.now;
-                    let n = &mut self.nodes[i];
-                    match e {
-                        Event::TorrentFinished(_) => n.finished_at = Some(now),
-                        Event::PieceVerified(_, p) => n.verified.push(p.0),
-                        Event::PeerBanned(_, a) => n.banned.push(a),
-                        _ => {}
-                    }
+                    self.on_event(i, e);
                 }
             }
             if !any {
                 return;
             }
         }
+    }
+
+    fn on_event(&mut self, i: usize, e: Event) {
+        let now = self.now;
+        match e {
+            Event::TorrentFinished(_) => self.nodes[i].finished_at = Some(now),
+            Event::PieceVerified(_, p) => {
+                if !self.piece_correct(i, p.0) {
+                    let msg = format!("piece {} reported verified with wrong data", p.0);
+                    self.nodes[i].violations.push(msg);
+                }
+                let n = &mut self.nodes[i];
+                n.verified.push(p.0);
+                n.have.insert(p.0);
+            }
+            Event::PeerBanned(_, a) => self.nodes[i].banned.push(a),
+            Event::HashFailed(..) => self.nodes[i].hash_failures += 1,
+            _ => {}
+        }
+    }
+
+    fn piece_range(&self, piece: u32) -> std::ops::Range<usize> {
+        let start = piece as usize * self.piece_len as usize;
+        let end = (start + self.piece_len as usize).min(self.content.len());
+        start..end
+    }
+
+    /// Whether node `i`'s storage holds piece `piece` exactly as the content.
+    fn piece_correct(&self, i: usize, piece: u32) -> bool {
+        (piece as usize) < self.hashes.len()
+            && self.nodes[i].storage[self.piece_range(piece)]
+                == self.content[self.piece_range(piece)]
     }
 
     fn do_action(&mut self, i: usize, a: Action) {
@@ -396,20 +635,16 @@ impl Sim {
                     ),
                 }
             }
-            Action::Send(conn) => {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = self.nodes[i].session.poll_transmit(now, conn, &mut buf);
-                    if n == 0 {
-                        break;
-                    }
-                    let data = buf[..n].to_vec();
-                    self.send_bytes(i, conn, data);
-                }
-            }
-            Action::Close { conn, .. } => {
+            Action::Send(conn) => self.pump(i, conn),
+            Action::Close { conn, error } => {
+                self.nodes[i].blocked.remove(&conn);
+                self.nodes[i].sent.remove(&conn);
                 if let Some((j, oc)) = self.links.remove(&(i, conn)) {
                     self.links.remove(&(j, oc));
+                    self.junk_closed((i, conn), true, error);
+                    self.junk_closed((j, oc), false, None);
+                    let peer = self.nodes[j].addr;
+                    self.nodes[i].closed.push((peer, error));
                     let at = now + self.nodes[i].link.latency;
                     self.schedule(at, Ev::Closed { to: j, conn: oc });
                 }
@@ -421,7 +656,15 @@ impl Sim {
             } => {
                 let off = block.piece.0 as usize * self.piece_len as usize + block.offset as usize;
                 let n = &mut self.nodes[i];
-                n.storage[off..off + data.len()].copy_from_slice(&data);
+                n.first_block_at.get_or_insert(now);
+                let old = &mut n.storage[off..off + data.len()];
+                if n.have.contains(&block.piece.0) && *old != *data {
+                    n.violations.push(format!(
+                        "write into verified piece {} changed its bytes",
+                        block.piece.0
+                    ));
+                }
+                old.copy_from_slice(&data);
                 n.session.handle_write_done(now, torrent, block, Ok(()));
             }
             Action::Read {
@@ -429,15 +672,17 @@ impl Sim {
                 conn,
                 block,
             } => {
-                let off = block.piece.0 as usize * self.piece_len as usize + block.offset as usize;
-                let corrupt = self.nodes[i].behaviour == Behaviour::Corrupt;
-                let silent = self.nodes[i].behaviour == Behaviour::Silent;
-                if silent {
+                if self.nodes[i].behaviour == Behaviour::Silent {
                     return;
                 }
+                let off = block.piece.0 as usize * self.piece_len as usize + block.offset as usize;
                 let mut data = self.nodes[i].storage[off..off + block.len as usize].to_vec();
-                if corrupt {
+                if self.nodes[i].behaviour == Behaviour::Corrupt {
                     data[0] ^= 0xff;
+                }
+                if let Some(&(j, _)) = self.links.get(&(i, conn)) {
+                    let from = self.nodes[i].addr;
+                    *self.nodes[j].received_from.entry(from).or_insert(0) += data.len() as u64;
                 }
                 let n = &mut self.nodes[i];
                 n.uploaded += data.len() as u64;
@@ -449,9 +694,18 @@ impl Sim {
                 piece,
                 expected,
             } => {
-                let start = piece.0 as usize * self.piece_len as usize;
-                let end = (start + self.piece_len as usize).min(self.content.len());
-                let ok = SmolSha1::digest(&self.nodes[i].storage[start..end]) == expected;
+                let range = self.piece_range(piece.0);
+                let ok = SmolSha1::digest(&self.nodes[i].storage[range]) == expected;
+                if self.hashes.get(piece.0 as usize) != Some(&expected) {
+                    self.nodes[i]
+                        .violations
+                        .push(format!("verify of piece {} against a wrong hash", piece.0));
+                }
+                if ok && !self.piece_correct(i, piece.0) {
+                    self.nodes[i]
+                        .violations
+                        .push(format!("piece {} hashed ok with wrong data", piece.0));
+                }
                 self.nodes[i]
                     .session
                     .handle_verified(now, torrent, piece, ok);
@@ -476,14 +730,26 @@ impl Sim {
         self.nodes[i].storage == self.content
     }
 
+    /// The pieces node `i` reported verified whose storage does not hash to the
+    /// torrent's piece hash (must be empty).
+    pub fn wrongly_verified(&self, i: usize) -> Vec<u32> {
+        self.nodes[i]
+            .verified
+            .iter()
+            .copied()
+            .filter(|&p| {
+                self.hashes.get(p as usize)
+                    != Some(&SmolSha1::digest(
+                        &self.nodes[i].storage[self.piece_range(p)],
+                    ))
+            })
+            .collect()
+    }
+
     /// The piece hashes of the torrent.
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.hashes
     }
-}
-
-fn oc_node(n: usize) -> usize {
-    n
 }
 
 /// A single-file `.torrent` for `content`.

@@ -1,7 +1,36 @@
 //! The deterministic swarm simulation: btcore sessions against each other in memory.
 
-use btcore_core::time::Duration;
+use btcore_core::peer::PeerConn;
+use btcore_core::session::SessionConfig;
+use btcore_core::time::{Duration, Instant};
 use btcore_tests::sim::{content, Behaviour, LinkSpec, Sim};
+
+const PIECE: u32 = 16_384;
+
+fn secs(t: Instant) -> f64 {
+    t.as_millis() as f64 / 1000.0
+}
+
+fn link(up_bps: u64) -> LinkSpec {
+    LinkSpec {
+        up_bps,
+        ..LinkSpec::default()
+    }
+}
+
+/// Checks every node against the ground truth: no violation recorded while running,
+/// and every piece it reported verified hashes to the torrent's hash in its storage.
+fn assert_ground_truth(sim: &Sim) {
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert!(n.violations.is_empty(), "node {i}: {:?}", n.violations);
+        let bad = sim.wrongly_verified(i);
+        assert!(bad.is_empty(), "node {i} verified bad pieces {bad:?}");
+    }
+}
+
+fn all_finished(sim: &Sim, nodes: &[usize]) -> bool {
+    nodes.iter().all(|&l| sim.nodes[l].finished_at.is_some())
+}
 
 #[test]
 fn one_seed_one_leecher() {
@@ -13,21 +42,14 @@ fn one_seed_one_leecher() {
     });
     assert!(ok, "leecher did not finish by {:?}", sim.now);
     assert!(sim.has_correct_data(l));
+    assert_ground_truth(&sim);
 }
 
 #[test]
 fn one_seed_fifty_leechers() {
     let pieces = 200;
-    let mut sim = Sim::new(content(pieces * 16_384 - 7, 2), 16_384, 11);
-    let seed = sim.add_node(
-        true,
-        Behaviour::Honest,
-        LinkSpec {
-            up_bps: 2_000_000,
-            ..LinkSpec::default()
-        },
-        |_| {},
-    );
+    let mut sim = Sim::new(content(pieces * 16_384 - 7, 2), PIECE, 11);
+    let seed = sim.add_node(true, Behaviour::Honest, link(2_000_000), |_| {});
     let leechers: Vec<usize> = (0..50)
         .map(|_| {
             sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |c| {
@@ -35,9 +57,7 @@ fn one_seed_fifty_leechers() {
             })
         })
         .collect();
-    let ok = sim.run_until(Duration::from_secs(3600), |s| {
-        leechers.iter().all(|&l| s.nodes[l].finished_at.is_some())
-    });
+    let ok = sim.run_until(Duration::from_secs(3600), |s| all_finished(s, &leechers));
     let done = leechers
         .iter()
         .filter(|&&l| sim.nodes[l].finished_at.is_some())
@@ -46,6 +66,7 @@ fn one_seed_fifty_leechers() {
     for &l in &leechers {
         assert!(sim.has_correct_data(l), "leecher {l} data");
     }
+    assert_ground_truth(&sim);
     let from_seed = sim.nodes[seed].uploaded;
     let from_leechers: u64 = leechers.iter().map(|&l| sim.nodes[l].uploaded).sum();
     let share = from_leechers as f64 / (from_seed + from_leechers) as f64;
@@ -55,9 +76,367 @@ fn one_seed_fifty_leechers() {
         .max()
         .expect("finished");
     println!(
-        "50 leechers, {pieces} pieces: all done at {:.1} s simulated; leechers served {:.0}% of the bytes",
-        last.as_millis() as f64 / 1000.0,
-        share * 100.0
+        "50 leechers, {pieces} pieces: all done at {:.1} s simulated; leechers served {:.0}% of the bytes; peak {} connections",
+        secs(last),
+        share * 100.0,
+        sim.peak_links
     );
+    // State per peer connection: the struct plus its heap buffers at their caps.
+    let cfg = SessionConfig::new(btcore_core::ids::PeerId([0; 20]));
+    let low = SessionConfig::low_memory(btcore_core::ids::PeerId([0; 20]));
+    for (name, c) in [("default", &cfg), ("low_memory", &low)] {
+        let conn = core::mem::size_of::<PeerConn>();
+        let send = c.peer.max_send_buffer;
+        let recv = c.peer.wire.max_frame_len() as usize;
+        // Our requests in flight (block ref + time: 20 bytes) and the peer's queued
+        // requests (block ref: 12 bytes), at their caps; the peer's bitfield.
+        let outstanding = c.peer.max_queue as usize * 20;
+        let peer_reqs = c.peer.max_peer_requests * 12;
+        let bitfield = pieces.div_ceil(8);
+        println!(
+            "per-peer state ({name}): PeerConn {conn} B + send buffer ≤ {send} B + receive buffer ≤ {recv} B (one frame) + requests ≤ {outstanding}+{peer_reqs} B + bitfield {bitfield} B = ≤ {} B",
+            conn + send + recv + outstanding + peer_reqs + bitfield
+        );
+    }
     assert!(share > 0.5, "leechers served only {:.0}%", share * 100.0);
+}
+
+/// Scenario 1: honest seeds and leechers with a corrupt seed, a garbage node and a
+/// silent seed among them.
+#[test]
+fn hostile_peers() {
+    let pieces = 100;
+    let mut sim = Sim::new(content(pieces * PIECE as usize - 300, 3), PIECE, 21);
+    let seeds = [
+        sim.add_node(true, Behaviour::Honest, link(1_000_000), |_| {}),
+        sim.add_node(true, Behaviour::Honest, link(1_000_000), |_| {}),
+    ];
+    let corrupt = sim.add_node(true, Behaviour::Corrupt, link(2_000_000), |_| {});
+    let garbage = sim.add_node(false, Behaviour::Garbage, link(1_000_000), |_| {});
+    let silent = sim.add_node(true, Behaviour::Silent, link(1_000_000), |_| {});
+    let leechers: Vec<usize> = (0..10)
+        .map(|_| sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {}))
+        .collect();
+    let ok = sim.run_until(Duration::from_secs(900), |s| all_finished(s, &leechers));
+    let done = leechers
+        .iter()
+        .filter(|&&l| sim.nodes[l].finished_at.is_some())
+        .count();
+    assert!(ok, "{done}/10 finished by {:?}", sim.now);
+    for &l in &leechers {
+        assert!(sim.has_correct_data(l), "leecher {l} data");
+    }
+    assert_ground_truth(&sim);
+
+    let corrupt_addr = sim.nodes[corrupt].addr;
+    let received: Vec<usize> = leechers
+        .iter()
+        .copied()
+        .filter(|&l| sim.nodes[l].received_from.contains_key(&corrupt_addr))
+        .collect();
+    let banned_it: Vec<usize> = leechers
+        .iter()
+        .copied()
+        .filter(|&l| sim.nodes[l].banned.contains(&corrupt_addr))
+        .collect();
+    let failures: u32 = leechers.iter().map(|&l| sim.nodes[l].hash_failures).sum();
+    let last = leechers
+        .iter()
+        .filter_map(|&l| sim.nodes[l].finished_at)
+        .max()
+        .expect("finished");
+    println!(
+        "hostile: 10 leechers done by {:.1} s; {failures} hash failures; corrupt seed sent data to {} leechers, banned by {} ({:?})",
+        secs(last),
+        received.len(),
+        banned_it.len(),
+        banned_it
+    );
+    for &l in &leechers {
+        let n = &sim.nodes[l];
+        println!(
+            "  leecher {l}: done {:.1} s, {} B from the corrupt seed, {} hash failures, banned {:?}",
+            secs(n.finished_at.expect("finished")),
+            n.received_from.get(&corrupt_addr).copied().unwrap_or(0),
+            n.hash_failures,
+            n.banned
+        );
+    }
+    assert!(!banned_it.is_empty(), "nobody banned the corrupt seed");
+    // Every leecher that failed `ban_strikes` (2) pieces with its blocks banned it.
+    for &l in &received {
+        if sim.nodes[l].hash_failures >= 2 {
+            assert!(
+                banned_it.contains(&l),
+                "leecher {l} failed 2 pieces, no ban"
+            );
+        }
+    }
+    // No honest node was banned by anyone.
+    let honest: Vec<_> = seeds
+        .iter()
+        .chain(&leechers)
+        .map(|&i| sim.nodes[i].addr)
+        .collect();
+    for (i, n) in sim.nodes.iter().enumerate() {
+        for a in &n.banned {
+            assert!(!honest.contains(a), "node {i} banned honest peer {a}");
+        }
+    }
+
+    // The garbage node: every connection it sent noise on was closed by the other
+    // end, with a protocol error, soon after the noise arrived.
+    let g = &sim.garbage_links;
+    assert!(!g.is_empty(), "the garbage node never got to send noise");
+    let mut worst = 0;
+    for l in g {
+        match l.closed {
+            Some((at, by_receiver)) => {
+                assert!(by_receiver, "garbage link to {} closed by garbage", l.node);
+                let e = l.error.expect("closed with a reason");
+                assert!(e.is_peer_fault(), "closed with {e:?}");
+                worst = worst.max(at.since(l.first_junk).as_millis());
+            }
+            None => assert!(
+                sim.now.since(l.first_junk) < Duration::from_secs(1),
+                "garbage link to node {} still open",
+                l.node
+            ),
+        }
+    }
+    assert!(worst < 1000, "a garbage link stayed open {worst} ms");
+    assert_eq!(sim.nodes[garbage].verified.len(), 0);
+    let kinds: std::collections::BTreeSet<String> = g
+        .iter()
+        .filter_map(|l| l.error.map(|e| format!("{e:?}")))
+        .map(|e| e.split([' ', '(']).take(2).collect::<Vec<_>>().join("("))
+        .collect();
+    println!(
+        "  garbage node: {} connections got noise, all closed by the other end within {worst} ms ({kinds:?})",
+        g.len()
+    );
+    // The silent seed served nothing; nobody finished waiting for it.
+    assert_eq!(sim.nodes[silent].uploaded, 0);
+    let silent_addr = sim.nodes[silent].addr;
+    assert!(leechers
+        .iter()
+        .all(|&l| !sim.nodes[l].received_from.contains_key(&silent_addr)));
+}
+
+/// Runs one fast seed (and a very slow one when `slow`) and a leecher; returns when
+/// the leecher got its first block, when it finished, and the bytes each seed sent.
+fn endgame_run(slow: bool) -> (Instant, Instant, u64, u64) {
+    let pieces = 200;
+    let mut sim = Sim::new(content(pieces * PIECE as usize, 4), PIECE, 31);
+    let fast = sim.add_node(true, Behaviour::Honest, link(5_000_000), |_| {});
+    let slow_node = slow.then(|| sim.add_node(true, Behaviour::Honest, link(2_000), |_| {}));
+    let l = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let ok = sim.run_until(Duration::from_secs(600), |s| {
+        s.nodes[l].finished_at.is_some()
+    });
+    assert!(ok, "leecher did not finish (slow = {slow})");
+    assert!(sim.has_correct_data(l));
+    assert_ground_truth(&sim);
+    let slow_up = slow_node.map_or(0, |s| sim.nodes[s].uploaded);
+    (
+        sim.nodes[l].first_block_at.expect("got blocks"),
+        sim.nodes[l].finished_at.expect("finished"),
+        sim.nodes[fast].uploaded,
+        slow_up,
+    )
+}
+
+/// Scenario 2: a very slow seed must not hold the last pieces hostage.
+#[test]
+fn slow_peer_does_not_hold_the_endgame() {
+    let (start_a, end_a, _, _) = endgame_run(false);
+    let (start_s, end_s, fast_up, slow_up) = endgame_run(true);
+    // Measured from the first block: both runs first wait for the seeds' choker round
+    // (see `new_peer_is_unchoked_promptly`), which says nothing about the endgame.
+    let alone = end_a.since(start_a).as_millis();
+    let with_slow = end_s.since(start_s).as_millis();
+    println!(
+        "endgame: 3.2 MB; fast seed (5 MB/s) alone: first block {:.2} s, done {:.2} s ({alone} ms of transfer); with a 2 KB/s seed too: first block {:.2} s, done {:.2} s ({with_slow} ms); fast seed sent {} KiB, slow seed {} KiB",
+        secs(start_a),
+        secs(end_a),
+        secs(start_s),
+        secs(end_s),
+        fast_up / 1024,
+        slow_up / 1024
+    );
+    // One 16 KiB block at 2 KB/s takes 8 s and a request times out after 30 s: waiting
+    // for either blows both bounds (the transfer alone takes about a second).
+    assert!(
+        with_slow < 2 * alone,
+        "the slow seed held the download: {with_slow} ms vs {alone} ms alone"
+    );
+    assert!(
+        with_slow < alone + 4_000,
+        "the slow seed held the download: {with_slow} ms vs {alone} ms alone"
+    );
+}
+
+/// A seed with free upload slots should unchoke a newly interested peer at once, not
+/// at its next choker round.
+#[test]
+
+fn new_peer_is_unchoked_promptly() {
+    let mut sim = Sim::new(content(20 * PIECE as usize, 8), PIECE, 61);
+    sim.add_node(true, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let a = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    sim.run_for(Duration::from_secs(3));
+    // One more joins between rounds.
+    let b = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    assert!(sim.run_until(Duration::from_secs(60), |s| {
+        s.nodes[a].finished_at.is_some() && s.nodes[b].finished_at.is_some()
+    }));
+    for l in [a, b] {
+        let n = &sim.nodes[l];
+        let wait = n.first_block_at.expect("blocks").since(n.joined_at);
+        assert!(
+            wait < Duration::from_secs(1),
+            "node {l} joined at {:.1} s, first block at {:.1} s",
+            secs(n.joined_at),
+            secs(n.first_block_at.expect("blocks"))
+        );
+    }
+}
+
+/// Per-node results of a run, for the determinism check.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    finished: Vec<Option<u64>>,
+    uploaded: Vec<u64>,
+    verified: Vec<Vec<u32>>,
+    now: u64,
+}
+
+fn swarm_outcome(seed: u64) -> Outcome {
+    let mut sim = Sim::new(content(80 * PIECE as usize - 1000, 5), PIECE, seed);
+    sim.add_node(true, Behaviour::Honest, link(1_000_000), |_| {});
+    let leechers: Vec<usize> = (0..10)
+        .map(|i| sim.add_node(false, Behaviour::Honest, link(300_000 + i * 50_000), |_| {}))
+        .collect();
+    assert!(sim.run_until(Duration::from_secs(600), |s| all_finished(s, &leechers)));
+    assert_ground_truth(&sim);
+    Outcome {
+        finished: sim
+            .nodes
+            .iter()
+            .map(|n| n.finished_at.map(|t| t.as_millis()))
+            .collect(),
+        uploaded: sim.nodes.iter().map(|n| n.uploaded).collect(),
+        verified: sim.nodes.iter().map(|n| n.verified.clone()).collect(),
+        now: sim.now.as_millis(),
+    }
+}
+
+/// Scenario 3: the same seed gives the same run; another seed another run.
+#[test]
+fn deterministic() {
+    let a = swarm_outcome(41);
+    let b = swarm_outcome(41);
+    assert_eq!(a, b, "same seed, different runs");
+    let c = swarm_outcome(42);
+    assert_ne!(a.finished, c.finished, "completion times ignore the seed");
+    assert_ne!(a.verified, c.verified, "piece order ignores the seed");
+    println!(
+        "determinism: seed 41 twice identical (done at {} ms); seed 42 done at {} ms",
+        a.now, c.now
+    );
+}
+
+/// Scenario 4: leechers leave mid-way, new ones join late, connections drop.
+#[test]
+fn churn() {
+    let pieces = 150;
+    let mut sim = Sim::new(content(pieces * PIECE as usize - 5000, 6), PIECE, 51);
+    let seed = sim.add_node(true, Behaviour::Honest, link(600_000), |_| {});
+    let mut leechers: Vec<usize> = (0..12)
+        .map(|_| sim.add_node(false, Behaviour::Honest, link(400_000), |_| {}))
+        .collect();
+    let mut killed = Vec::new();
+    let mut late = Vec::new();
+
+    sim.run_for(Duration::from_secs(14));
+    // Three leave with part of the data.
+    for &l in &leechers[..3] {
+        sim.kill(l);
+        killed.push(l);
+    }
+    // The network drops every connection of two others.
+    sim.cut_links(leechers[3]);
+    sim.cut_links(leechers[4]);
+    sim.run_for(Duration::from_secs(2));
+    // Five join late.
+    for _ in 0..5 {
+        let n = sim.add_node(false, Behaviour::Honest, link(400_000), |_| {});
+        late.push(n);
+        leechers.push(n);
+    }
+    sim.run_for(Duration::from_secs(5));
+    // Two more leave (one of the newcomers) and the seed's connections drop.
+    for l in [leechers[5], late[0]] {
+        sim.kill(l);
+        killed.push(l);
+    }
+    sim.cut_links(seed);
+    sim.run_for(Duration::from_secs(2));
+    for _ in 0..3 {
+        let n = sim.add_node(false, Behaviour::Honest, link(400_000), |_| {});
+        late.push(n);
+        leechers.push(n);
+    }
+    let survivors: Vec<usize> = leechers
+        .iter()
+        .copied()
+        .filter(|l| !killed.contains(l))
+        .collect();
+    let ok = sim.run_until(Duration::from_secs(900), |s| all_finished(s, &survivors));
+    let pending: Vec<usize> = survivors
+        .iter()
+        .copied()
+        .filter(|&l| sim.nodes[l].finished_at.is_none())
+        .collect();
+    assert!(ok, "unfinished at {:?}: {pending:?}", sim.now);
+    for &l in &survivors {
+        assert!(sim.has_correct_data(l), "leecher {l} data");
+    }
+    assert_ground_truth(&sim);
+    let killed_progress: Vec<usize> = killed
+        .iter()
+        .map(|&k| sim.nodes[k].verified.len())
+        .collect();
+    let late_done: Vec<String> = late
+        .iter()
+        .filter(|l| !killed.contains(l))
+        .map(|&l| {
+            let n = &sim.nodes[l];
+            format!(
+                "{:.1}→{:.1}",
+                secs(n.joined_at),
+                secs(n.finished_at.expect("finished"))
+            )
+        })
+        .collect();
+    for &l in &survivors {
+        let n = &sim.nodes[l];
+        println!(
+            "  node {l}: joined {:.1} s, first block {:.1} s, done {:.1} s",
+            secs(n.joined_at),
+            secs(n.first_block_at.expect("blocks")),
+            secs(n.finished_at.expect("finished"))
+        );
+    }
+    println!(
+        "churn: {} survivors all done by {:.1} s; killed leechers had {killed_progress:?} of {pieces} pieces; late joiners (join→done s): {late_done:?}",
+        survivors.len(),
+        secs(
+            survivors
+                .iter()
+                .filter_map(|&l| sim.nodes[l].finished_at)
+                .max()
+                .expect("finished")
+        )
+    );
 }

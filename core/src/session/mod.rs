@@ -407,6 +407,25 @@ impl Session {
         self.flush_sends();
     }
 
+    /// Unchokes `conn` when its torrent has a free upload slot.
+    pub(crate) fn unchoke_if_room(&mut self, conn: ConnId) {
+        let Some(tid) = self.conns.get(&conn).and_then(|c| c.torrent) else {
+            return;
+        };
+        let slots = self.config.choker.upload_slots;
+        let unchoked = self
+            .conns
+            .values()
+            .filter(|c| c.torrent == Some(tid) && c.peer.is_established() && !c.peer.am_choking())
+            .count();
+        if slots == 0 || unchoked < slots {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.peer.set_choking(false);
+            }
+            self.flag_send(conn);
+        }
+    }
+
     pub(crate) fn close_pub(&mut self, conn: ConnId) {
         self.close(conn, None);
     }

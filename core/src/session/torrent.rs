@@ -541,8 +541,11 @@ pub(super) fn on_peer_event(
             }
         }
         PeerEvent::Extended { id, payload } => on_extended(s, now, conn, id, &payload)?,
+        // A peer that becomes interested gets a free upload slot at once rather than
+        // at the next choker round (libtorrent does the same).
+        PeerEvent::Interest(true) => s.unchoke_if_room(conn),
         PeerEvent::Unchoked
-        | PeerEvent::Interest(_)
+        | PeerEvent::Interest(false)
         | PeerEvent::AllowedFast(_)
         | PeerEvent::Suggest(_)
         | PeerEvent::PeerRequest

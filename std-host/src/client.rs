@@ -1,0 +1,972 @@
+//! The std host's event loop: one `mio` poll drives every peer connection of every
+//! torrent; disk and hashing run on [`crate::disk::DiskPool`]; trackers on
+//! [`crate::tracker::TrackerClient`]'s threads. The loop wakes on socket readiness, on
+//! a waker from the workers, or when the session's `poll_timeout` is due.
+//!
+//! ```text
+//!  loop {
+//!      poll(sockets, waker, timeout = session.poll_timeout())
+//!      accept / read → session.handle_incoming / handle_recv
+//!      connect done  → session.handle_connected / handle_connect_failed
+//!      disk done     → session.handle_write_done / handle_read_done / handle_verified
+//!      tracker done  → session.handle_peers
+//!      session.handle_timeout(now) when due
+//!      drain session.poll_action(): Connect, Send, Close, Write, Read, Verify, Announce
+//!      drain session.poll_event(): progress, resume saving, completion
+//!  }
+//! ```
+//!
+//! Ownership: the loop owns the sockets and the [`Session`]; each torrent's
+//! [`Storage`] is shared (`Arc`) with the disk workers, who only do positioned reads
+//! and writes. Nothing else holds a lock.
+
+use crate::disk::{DiskDone, DiskJob, DiskPool};
+use crate::resume::{self, ResumeData, ResumeWriter};
+use crate::storage::{Storage, StorageConfig};
+use crate::tracker::{AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
+use btcore_core::bitfield::Bitfield;
+use btcore_core::ids::{InfoHash, PeerId};
+use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::session::{
+    Action, AnnounceEvent, ConnId, Event, Session, SessionConfig, TorrentId, TorrentState,
+    TorrentStatus,
+};
+use btcore_core::time::Instant;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 16;
+
+/// How the client runs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Where torrents' files go.
+    pub save_dir: PathBuf,
+    /// Where resume files go (None: no resume data).
+    pub state_dir: Option<PathBuf>,
+    /// The small-device profile.
+    pub low_memory: bool,
+    /// Most connections per torrent.
+    pub max_peers: usize,
+    /// Disk worker threads.
+    pub disk_threads: usize,
+    /// Whether to ask trackers for peers.
+    pub use_trackers: bool,
+    /// Seed for the engine's random choices (0: from the clock).
+    pub seed: u64,
+    /// Download rate limit in bytes/s (0: none).
+    pub download_limit: u64,
+    /// Upload rate limit in bytes/s (0: none).
+    pub upload_limit: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6881),
+            save_dir: PathBuf::from("."),
+            state_dir: None,
+            low_memory: false,
+            max_peers: 50,
+            disk_threads: 2,
+            use_trackers: true,
+            seed: 0,
+            download_limit: 0,
+            upload_limit: 0,
+        }
+    }
+}
+
+/// Why the client or a torrent could not start.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A socket or file error.
+    Io(io::Error),
+    /// The torrent or magnet link was refused.
+    Add(btcore_core::session::AddError),
+    /// The torrent's files could not be set up.
+    Storage(crate::storage::StorageError),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Add(e) => write!(f, "{e}"),
+            Self::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+struct Sock {
+    stream: TcpStream,
+    connecting: bool,
+    /// Bytes taken from the session and not yet written.
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+struct HostTorrent {
+    name: String,
+    storage: Option<Arc<Storage>>,
+    trackers: Vec<Vec<String>>,
+    resume: ResumeWriter,
+    save_dir: PathBuf,
+}
+
+/// A torrent as shown to a person.
+#[derive(Clone, Debug)]
+pub struct TorrentView {
+    /// Session id.
+    pub id: TorrentId,
+    /// Display name.
+    pub name: String,
+    /// Engine status.
+    pub status: TorrentStatus,
+}
+
+/// The std client: a session, its sockets, disk workers and trackers.
+pub struct Client {
+    opts: ClientOptions,
+    session: Session,
+    poll: Poll,
+    waker: Arc<Waker>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    socks: HashMap<ConnId, Sock>,
+    disk: DiskPool,
+    trackers: Option<(TrackerClient, Receiver<AnnounceResult>)>,
+    torrents: HashMap<TorrentId, HostTorrent>,
+    epoch: std::time::Instant,
+    peer_id: PeerId,
+    stop: Arc<AtomicBool>,
+    events_out: Vec<Event>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.local_addr)
+    }
+}
+
+fn token(c: ConnId) -> Token {
+    Token(c.0 as usize + FIRST_CONN)
+}
+
+fn conn_of(t: Token) -> ConnId {
+    ConnId((t.0 - FIRST_CONN) as u32)
+}
+
+fn make_peer_id(seed: u64) -> PeerId {
+    let mut id = [0u8; 20];
+    id[..8].copy_from_slice(b"-BC0010-");
+    let mut r = btcore_core::rng::Rng::new(seed);
+    for b in &mut id[8..] {
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[r.below(36) as usize];
+    }
+    PeerId(id)
+}
+
+impl Client {
+    /// Binds the listen socket and starts the workers.
+    pub fn new(opts: ClientOptions) -> Result<Self, ClientError> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listener = TcpListener::bind(opts.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let local_addr = listener.local_addr()?;
+        let seed = if opts.seed != 0 {
+            opts.seed
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id())
+        };
+        let peer_id = make_peer_id(seed);
+        let mut config = if opts.low_memory {
+            SessionConfig::low_memory(peer_id)
+        } else {
+            SessionConfig::new(peer_id)
+        };
+        config.listen_port = local_addr.port();
+        config.max_peers_per_torrent = opts.max_peers;
+        let session = Session::new(config, seed);
+        let w = waker.clone();
+        let disk = DiskPool::new(
+            opts.disk_threads,
+            Arc::new(move || {
+                let _ = w.wake();
+            }),
+        );
+        let trackers = if opts.use_trackers {
+            let w = waker.clone();
+            Some(TrackerClient::spawn(
+                TrackerConfig {
+                    rng_seed: seed,
+                    ..TrackerConfig::default()
+                },
+                Box::new(move || {
+                    let _ = w.wake();
+                }),
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            opts,
+            session,
+            poll,
+            waker,
+            listener,
+            local_addr,
+            socks: HashMap::new(),
+            disk,
+            trackers,
+            torrents: HashMap::new(),
+            epoch: std::time::Instant::now(),
+            peer_id,
+            stop: Arc::new(AtomicBool::new(false)),
+            events_out: Vec::new(),
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
+
+    /// The address peers reach us at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A flag that stops [`Client::run_until`] (set it from a signal handler).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64 + 1)
+    }
+
+    /// Adds a `.torrent` file, saving into `save_dir` (the client's by default). Resume
+    /// data is trusted after its pieces are checked; without it, existing files are
+    /// rechecked.
+    pub fn add_torrent_file(
+        &mut self,
+        torrent_file: &[u8],
+        save_dir: Option<&Path>,
+    ) -> Result<TorrentId, ClientError> {
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(torrent_file, &mut tokens, &Limits::default())
+            .map_err(|e| ClientError::Add(btcore_core::session::AddError::Metainfo(e)))?;
+        let save_dir = save_dir.unwrap_or(&self.opts.save_dir).to_path_buf();
+        let storage = Arc::new(
+            Storage::new(
+                &save_dir,
+                m.layout()
+                    .map_err(|e| ClientError::Add(btcore_core::session::AddError::Metainfo(e)))?,
+                m.geometry(),
+                StorageConfig::default(),
+            )
+            .map_err(ClientError::Storage)?,
+        );
+        let have = self.initial_have(&m, &storage);
+        let now = self.now();
+        let id = self
+            .session
+            .add_torrent(now, torrent_file, Some(&have))
+            .map_err(ClientError::Add)?;
+        let trackers = tiers_of(&m);
+        self.torrents.insert(
+            id,
+            HostTorrent {
+                name: String::from_utf8_lossy(m.name()).into_owned(),
+                storage: Some(storage),
+                trackers,
+                resume: ResumeWriter::default(),
+                save_dir,
+            },
+        );
+        self.pump();
+        Ok(id)
+    }
+
+    /// Adds a magnet link.
+    pub fn add_magnet(
+        &mut self,
+        uri: &str,
+        save_dir: Option<&Path>,
+    ) -> Result<TorrentId, ClientError> {
+        let m = btcore_core::magnet::Magnet::parse_str(uri)
+            .map_err(|e| ClientError::Add(btcore_core::session::AddError::Magnet(e)))?;
+        let trackers: Vec<Vec<String>> = m
+            .trackers()
+            .iter()
+            .map(|t| {
+                let bytes: Vec<u8> = btcore_core::magnet::percent_decode(t)
+                    .map_while(Result::ok)
+                    .collect();
+                vec![String::from_utf8_lossy(&bytes).into_owned()]
+            })
+            .collect();
+        let name = m.info_hash().to_string();
+        let now = self.now();
+        let id = self
+            .session
+            .add_magnet(now, uri.as_bytes())
+            .map_err(ClientError::Add)?;
+        self.torrents.insert(
+            id,
+            HostTorrent {
+                name,
+                storage: None,
+                trackers,
+                resume: ResumeWriter::default(),
+                save_dir: save_dir.unwrap_or(&self.opts.save_dir).to_path_buf(),
+            },
+        );
+        self.pump();
+        Ok(id)
+    }
+
+    /// What pieces are already on disk: the resume file's pieces that still verify,
+    /// or without resume data a full recheck of whatever files exist.
+    fn initial_have(&self, m: &Metainfo<'_>, storage: &Storage) -> Bitfield {
+        let n = m.num_pieces();
+        let resume = self
+            .opts
+            .state_dir
+            .as_deref()
+            .and_then(|d| resume::load(d, &m.info_hash()).ok().flatten())
+            .filter(|r| r.num_pieces() == n);
+        let hash = |i: u32| {
+            m.piece_hash(btcore_core::ids::PieceIndex(i))
+                .copied()
+                .unwrap_or_default()
+        };
+        match resume {
+            Some(r) => {
+                let claimed: Vec<u32> = r.have().iter_set().collect();
+                let mut have = Bitfield::new(n);
+                for i in storage.check_pieces(&claimed, hash) {
+                    have.set(i);
+                }
+                have
+            }
+            None => storage.recheck(hash),
+        }
+    }
+
+    /// Adds a peer by hand.
+    pub fn add_peer(&mut self, id: TorrentId, addr: SocketAddr) {
+        let now = self.now();
+        self.session.handle_peers(now, id, &[addr]);
+        self.pump();
+    }
+
+    /// The torrents with their status.
+    pub fn torrents(&self) -> Vec<TorrentView> {
+        let now = self.now();
+        let mut v: Vec<TorrentView> = self
+            .session
+            .torrents()
+            .filter_map(|id| {
+                let status = self.session.torrent_status(id, now)?;
+                let name = self
+                    .torrents
+                    .get(&id)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default();
+                Some(TorrentView { id, name, status })
+            })
+            .collect();
+        v.sort_by_key(|t| t.id);
+        v
+    }
+
+    /// Per-peer status of a torrent.
+    pub fn peers(&self, id: TorrentId) -> Vec<btcore_core::session::PeerStatus> {
+        self.session.peers(id)
+    }
+
+    /// Events since the last call (piece verified, finished, banned, ...).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events_out)
+    }
+
+    /// Runs the loop until `done` says so, the stop flag is set, or `limit` passes.
+    /// Returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Option<Duration>,
+        mut done: impl FnMut(&mut Client) -> bool,
+    ) -> io::Result<bool> {
+        let start = std::time::Instant::now();
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            if self.stop.load(Ordering::Relaxed) || limit.is_some_and(|l| start.elapsed() >= l) {
+                return Ok(false);
+            }
+            self.run_once(Duration::from_millis(250))?;
+        }
+    }
+
+    /// One turn of the loop: waits for readiness at most `max_wait`.
+    pub fn run_once(&mut self, max_wait: Duration) -> io::Result<()> {
+        let now = self.now();
+        let wait = self
+            .session
+            .poll_timeout()
+            .map_or(max_wait, |t| {
+                Duration::from_millis(t.as_millis().saturating_sub(now.as_millis()))
+            })
+            .min(max_wait);
+        let mut events = Events::with_capacity(256);
+        match self.poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept_all(),
+                WAKER => {}
+                t => {
+                    let conn = conn_of(t);
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        self.on_writable(conn);
+                    }
+                    if ev.is_readable() || ev.is_read_closed() {
+                        self.read_conn(conn);
+                    }
+                }
+            }
+        }
+        self.collect_workers();
+        let now = self.now();
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
+        self.pump();
+        self.save_resume_if_due(false);
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let now = self.now();
+                    let conn = self.session.handle_incoming(now, addr);
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            &mut stream,
+                            token(conn),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .is_ok()
+                    {
+                        self.socks.insert(
+                            conn,
+                            Sock {
+                                stream,
+                                connecting: false,
+                                out: Vec::new(),
+                                out_pos: 0,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_writable(&mut self, conn: ConnId) {
+        let now = self.now();
+        let Some(s) = self.socks.get_mut(&conn) else {
+            return;
+        };
+        if s.connecting {
+            let failed = matches!(s.stream.take_error(), Ok(Some(_)) | Err(_))
+                || s.stream.peer_addr().is_err();
+            if failed {
+                self.drop_sock(conn);
+                self.session.handle_connect_failed(now, conn);
+                return;
+            }
+            s.connecting = false;
+            let _ = s.stream.set_nodelay(true);
+            self.session.handle_connected(now, conn);
+        }
+        self.flush(conn);
+    }
+
+    fn read_conn(&mut self, conn: ConnId) {
+        loop {
+            let Some(s) = self.socks.get_mut(&conn) else {
+                return;
+            };
+            if s.connecting {
+                return;
+            }
+            match s.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    self.drop_sock(conn);
+                    let now = self.now();
+                    self.session.handle_disconnected(now, conn);
+                    return;
+                }
+                Ok(n) => {
+                    let now = self.now();
+                    self.session.handle_recv(now, conn, &self.buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_sock(conn);
+                    let now = self.now();
+                    self.session.handle_disconnected(now, conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the session has for `conn` until the socket would block.
+    fn flush(&mut self, conn: ConnId) {
+        let now = self.now();
+        loop {
+            let Some(s) = self.socks.get_mut(&conn) else {
+                return;
+            };
+            if s.connecting {
+                return;
+            }
+            if s.out_pos == s.out.len() {
+                s.out.clear();
+                s.out_pos = 0;
+                let n = self.session.poll_transmit(now, conn, &mut self.buf);
+                if n == 0 {
+                    return;
+                }
+                s.out.extend_from_slice(&self.buf[..n]);
+            }
+            match s.stream.write(&s.out[s.out_pos..]) {
+                Ok(0) => return,
+                Ok(n) => s.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_sock(conn);
+                    self.session.handle_disconnected(now, conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_sock(&mut self, conn: ConnId) {
+        if let Some(mut s) = self.socks.remove(&conn) {
+            let _ = self.poll.registry().deregister(&mut s.stream);
+        }
+    }
+
+    fn collect_workers(&mut self) {
+        while let Some(done) = self.disk.try_done() {
+            let now = self.now();
+            match done {
+                DiskDone::Write {
+                    torrent,
+                    block,
+                    result,
+                } => self.session.handle_write_done(now, torrent, block, result),
+                DiskDone::Read {
+                    torrent,
+                    conn,
+                    block,
+                    result,
+                } => self.session.handle_read_done(
+                    now,
+                    torrent,
+                    conn,
+                    block,
+                    result.as_deref().map_err(|e| *e),
+                ),
+                DiskDone::Verify { torrent, piece, ok } => {
+                    self.session.handle_verified(now, torrent, piece, ok)
+                }
+            }
+        }
+        let results: Vec<AnnounceResult> = match &self.trackers {
+            Some((_, rx)) => rx.try_iter().collect(),
+            None => Vec::new(),
+        };
+        for r in results {
+            let now = self.now();
+            for (url, e) in &r.errors {
+                log::warn!("tracker {url}: {e}");
+            }
+            self.session.handle_peers(now, TorrentId(r.key), &r.peers);
+        }
+    }
+
+    /// Carries out the session's actions and collects its events.
+    fn pump(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some(a) = self.session.poll_action() {
+                any = true;
+                self.do_action(a);
+            }
+            while let Some(e) = self.session.poll_event() {
+                any = true;
+                self.on_event(e);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn do_action(&mut self, a: Action) {
+        let now = self.now();
+        match a {
+            Action::Connect { conn, addr, .. } => match TcpStream::connect(addr) {
+                Ok(mut stream) => {
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            &mut stream,
+                            token(conn),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .is_ok()
+                    {
+                        self.socks.insert(
+                            conn,
+                            Sock {
+                                stream,
+                                connecting: true,
+                                out: Vec::new(),
+                                out_pos: 0,
+                            },
+                        );
+                    } else {
+                        self.session.handle_connect_failed(now, conn);
+                    }
+                }
+                Err(_) => self.session.handle_connect_failed(now, conn),
+            },
+            Action::Send(conn) => self.flush(conn),
+            Action::Close { conn, error } => {
+                if let Some(e) = error {
+                    log::debug!("closing {conn:?}: {e}");
+                }
+                if let Some(s) = self.socks.get_mut(&conn) {
+                    // Best effort: what is queued goes out before the close.
+                    let _ = s.stream.write(&s.out[s.out_pos..]);
+                }
+                self.drop_sock(conn);
+            }
+            Action::Write {
+                torrent,
+                block,
+                data,
+            } => match self.storage(torrent) {
+                Some(storage) => self.disk.submit(DiskJob::Write {
+                    torrent,
+                    storage,
+                    block,
+                    data,
+                }),
+                None => self.session.handle_write_done(
+                    now,
+                    torrent,
+                    block,
+                    Err(btcore_core::session::DiskError::Io),
+                ),
+            },
+            Action::Read {
+                torrent,
+                conn,
+                block,
+            } => {
+                if let Some(storage) = self.storage(torrent) {
+                    self.disk.submit(DiskJob::Read {
+                        torrent,
+                        storage,
+                        conn,
+                        block,
+                    });
+                }
+            }
+            Action::Verify {
+                torrent,
+                piece,
+                expected,
+            } => {
+                if let Some(storage) = self.storage(torrent) {
+                    self.disk.submit(DiskJob::Verify {
+                        torrent,
+                        storage,
+                        piece,
+                        expected,
+                    });
+                }
+            }
+            Action::Announce {
+                torrent,
+                event,
+                uploaded,
+                downloaded,
+                left,
+            } => self.announce(torrent, event, uploaded, downloaded, left),
+            _ => {}
+        }
+    }
+
+    fn storage(&self, id: TorrentId) -> Option<Arc<Storage>> {
+        self.torrents.get(&id)?.storage.clone()
+    }
+
+    fn announce(
+        &mut self,
+        id: TorrentId,
+        event: Option<AnnounceEvent>,
+        uploaded: u64,
+        downloaded: u64,
+        left: u64,
+    ) {
+        let Some((client, _)) = &self.trackers else {
+            return;
+        };
+        let Some(t) = self.torrents.get(&id) else {
+            return;
+        };
+        if t.trackers.is_empty() {
+            return;
+        }
+        let Some(status) = self.session.torrent_status(id, self.now()) else {
+            return;
+        };
+        client.announce(AnnounceJob {
+            key: id.0,
+            tiers: t.trackers.clone(),
+            info_hash: status.info_hash,
+            peer_id: self.peer_id,
+            port: self.local_addr.port(),
+            uploaded,
+            downloaded,
+            left,
+            event: event.map(|e| match e {
+                AnnounceEvent::Started => btcore_core::tracker::Event::Started,
+                AnnounceEvent::Completed => btcore_core::tracker::Event::Completed,
+                AnnounceEvent::Stopped => btcore_core::tracker::Event::Stopped,
+            }),
+            numwant: Some(50),
+        });
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match &e {
+            Event::PieceVerified(id, _) | Event::TorrentFinished(id) => {
+                if let Some(t) = self.torrents.get_mut(id) {
+                    t.resume.mark_dirty(std::time::Instant::now());
+                }
+            }
+            Event::MetadataReceived(id) => self.metadata_received(*id),
+            _ => {}
+        }
+        if self.events_out.len() < 10_000 {
+            self.events_out.push(e);
+        }
+    }
+
+    fn metadata_received(&mut self, id: TorrentId) {
+        let Some(info) = self.session.info_bytes(id).map(<[u8]>::to_vec) else {
+            return;
+        };
+        let mut file = b"d4:info".to_vec();
+        file.extend_from_slice(&info);
+        file.push(b'e');
+        let mut tokens = Vec::new();
+        let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &Limits::default()) else {
+            return;
+        };
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        t.name = String::from_utf8_lossy(m.name()).into_owned();
+        if let Ok(layout) = m.layout() {
+            if let Ok(s) = Storage::new(&t.save_dir, layout, m.geometry(), StorageConfig::default())
+            {
+                t.storage = Some(Arc::new(s));
+            }
+        }
+    }
+
+    /// Writes resume files that changed (coalesced), or all of them when `force`.
+    fn save_resume_if_due(&mut self, force: bool) {
+        let Some(dir) = self.opts.state_dir.clone() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let ids: Vec<TorrentId> = self.torrents.keys().copied().collect();
+        for id in ids {
+            let due = self
+                .torrents
+                .get(&id)
+                .is_some_and(|t| t.resume.is_dirty() && (force || t.resume.should_flush(now)));
+            if !due {
+                continue;
+            }
+            let Some(have) = self.session.have(id).cloned() else {
+                continue;
+            };
+            let Some(status) = self.session.torrent_status(id, self.now()) else {
+                continue;
+            };
+            let info = self.session.info_bytes(id).map(<[u8]>::to_vec);
+            let Some(t) = self.torrents.get_mut(&id) else {
+                continue;
+            };
+            t.resume.flushed(now);
+            let data = ResumeData::new(
+                status.info_hash,
+                &have,
+                t.save_dir.to_string_lossy().as_bytes(),
+                status.uploaded,
+                status.downloaded,
+                info,
+            );
+            let storage = t.storage.clone();
+            let dir = dir.clone();
+            let job = move || {
+                // Data first, then the claim that it is there.
+                if let Some(s) = storage {
+                    let _ = s.sync();
+                }
+                if let Err(e) = resume::save_atomic(&dir, &data) {
+                    log::warn!("saving resume data: {e}");
+                }
+            };
+            if force {
+                job();
+            } else {
+                self.disk.submit(DiskJob::Task(Box::new(job)));
+            }
+        }
+    }
+
+    /// Stops cleanly: announces `stopped`, closes peers, writes resume data.
+    pub fn shutdown(&mut self) {
+        let now = self.now();
+        let ids: Vec<TorrentId> = self.session.torrents().collect();
+        for id in &ids {
+            if let Some(t) = self.torrents.get_mut(id) {
+                t.resume.mark_dirty(std::time::Instant::now());
+            }
+        }
+        // Let queued writes land before the final resume save.
+        for d in self.disk.shutdown() {
+            let now = self.now();
+            match d {
+                DiskDone::Write {
+                    torrent,
+                    block,
+                    result,
+                } => self.session.handle_write_done(now, torrent, block, result),
+                DiskDone::Verify { torrent, piece, ok } => {
+                    self.session.handle_verified(now, torrent, piece, ok)
+                }
+                DiskDone::Read { .. } => {}
+            }
+        }
+        while self.session.poll_event().is_some() {}
+        self.save_resume_if_due(true);
+        for id in ids {
+            self.session.remove_torrent(now, id);
+        }
+        while let Some(a) = self.session.poll_action() {
+            if let Action::Announce {
+                torrent,
+                event,
+                uploaded,
+                downloaded,
+                left,
+            } = a
+            {
+                self.announce(torrent, event, uploaded, downloaded, left);
+            }
+        }
+        if let Some((client, _)) = self.trackers.take() {
+            client.shutdown(Duration::from_secs(3));
+        }
+        let conns: Vec<ConnId> = self.socks.keys().copied().collect();
+        for c in conns {
+            self.drop_sock(c);
+        }
+        let _ = self.waker.wake();
+    }
+
+    /// Whether every torrent is seeding.
+    pub fn all_complete(&self) -> bool {
+        self.torrents()
+            .iter()
+            .all(|t| t.status.state == TorrentState::Seeding)
+    }
+
+    /// The info-hash of a torrent.
+    pub fn info_hash(&self, id: TorrentId) -> Option<InfoHash> {
+        self.session
+            .torrent_status(id, self.now())
+            .map(|s| s.info_hash)
+    }
+}
+
+/// The tracker tiers of a torrent (`announce-list`, else `announce`).
+pub fn tiers_of(m: &Metainfo<'_>) -> Vec<Vec<String>> {
+    let tiers: Vec<Vec<String>> = m
+        .announce_tiers()
+        .map(|t| {
+            t.map(|u| String::from_utf8_lossy(u).into_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t: &Vec<String>| !t.is_empty())
+        .collect();
+    if !tiers.is_empty() {
+        return tiers;
+    }
+    m.announce()
+        .map(|a| vec![vec![String::from_utf8_lossy(a).into_owned()]])
+        .unwrap_or_default()
+}

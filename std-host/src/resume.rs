@@ -1,0 +1,600 @@
+//! Resume data: one small bencoded file per torrent in a state directory, named
+//! `<info-hash hex>.resume`, so a restart needs no full recheck (and, for a magnet
+//! link, no metadata fetch).
+//!
+//! The file is a dictionary with sorted keys:
+//!
+//! | key             | value                                                     |
+//! |-----------------|-----------------------------------------------------------|
+//! | `btcore-resume` | format version, `1`                                       |
+//! | `downloaded`    | payload bytes downloaded (integer)                        |
+//! | `info`          | optional: the raw bencoded info dictionary, as a string   |
+//! | `info-hash`     | the 20-byte v1 info-hash                                  |
+//! | `num-pieces`    | number of pieces the bitfield covers (0 before metadata)  |
+//! | `pieces`        | the have-bitfield in wire layout                          |
+//! | `save-path`     | the save directory, as bytes                              |
+//! | `uploaded`      | payload bytes uploaded (integer)                          |
+//!
+//! [`ResumeData::decode`] is strict: a wrong version, a bitfield of the wrong length
+//! (or with spare bits set), an info-hash that is not 20 bytes, an `info` whose SHA-1
+//! is not the info-hash, negative counters or trailing bytes are errors. Unknown keys
+//! are ignored. No input makes it panic.
+//!
+//! [`save_atomic`] writes `<name>.tmp`, `fsync`s it, renames it over the old file and
+//! `fsync`s the directory, so a crash at any moment leaves the old file or the new one,
+//! never a torn one. [`ResumeWriter`] decides when to save: on change, coalesced to at
+//! most one save per [`ResumeWriter::min_gap`] — never on a timer while nothing changed.
+//! Save resume data only after [`Storage::flush`](crate::storage::Storage::flush), so it
+//! never claims pieces the disk could lose.
+
+use crate::hash::FastSha1;
+use btcore_core::bencode::{self, Encoder, Limits};
+use btcore_core::bitfield::Bitfield;
+use btcore_core::hash::Sha1;
+use btcore_core::ids::InfoHash;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The format version written and the only one read.
+pub const RESUME_VERSION: i64 = 1;
+
+/// The largest resume file [`load`] reads (the info dictionary dominates it).
+pub const MAX_RESUME_FILE: u64 = crate::MAX_TORRENT_FILE + (1 << 20);
+
+/// What a torrent needs to resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeData {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Pieces verified on disk; its length is the number of pieces (0 for a magnet
+    /// link whose metadata has not arrived).
+    pub pieces: Bitfield,
+    /// The save directory, as bytes (see [`ResumeData::save_dir`]).
+    pub save_path: Vec<u8>,
+    /// Payload bytes uploaded, all sessions together.
+    pub uploaded: u64,
+    /// Payload bytes downloaded, all sessions together.
+    pub downloaded: u64,
+    /// The raw bencoded info dictionary, when kept (for magnet links).
+    pub info: Option<Vec<u8>>,
+}
+
+/// Why resume data could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// Not valid bencode (or trailing bytes after it).
+    Bencode(bencode::DecodeError),
+    /// The root is not a dictionary.
+    NotADict,
+    /// A required key is absent or of the wrong type.
+    Missing(&'static str),
+    /// A version other than [`RESUME_VERSION`].
+    Version(i64),
+    /// A value out of range: the key named.
+    Invalid(&'static str),
+    /// The bitfield's length does not match `num-pieces` or has spare bits set.
+    Bitfield,
+    /// The `info` dictionary's SHA-1 is not the info-hash.
+    InfoHashMismatch,
+}
+
+impl fmt::Display for ResumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bencode(e) => write!(f, "resume data: {e}"),
+            Self::NotADict => f.write_str("resume data: not a dictionary"),
+            Self::Missing(k) => write!(f, "resume data: {k:?} missing or of the wrong type"),
+            Self::Version(v) => write!(f, "resume data: unsupported version {v}"),
+            Self::Invalid(k) => write!(f, "resume data: {k:?} out of range"),
+            Self::Bitfield => f.write_str("resume data: bitfield does not match num-pieces"),
+            Self::InfoHashMismatch => f.write_str("resume data: info does not hash to info-hash"),
+        }
+    }
+}
+
+impl std::error::Error for ResumeError {}
+
+/// A path as bytes: exact on Unix, UTF-8 (lossy) elsewhere.
+pub fn path_bytes(p: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        p.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        p.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+fn bytes_path(b: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(b))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl ResumeData {
+    /// Resume data of a torrent (`have` is cloned).
+    pub fn new(
+        info_hash: InfoHash,
+        have: &Bitfield,
+        save_path: &[u8],
+        uploaded: u64,
+        downloaded: u64,
+        info: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            info_hash,
+            pieces: have.clone(),
+            save_path: save_path.to_vec(),
+            uploaded,
+            downloaded,
+            info,
+        }
+    }
+
+    /// The pieces verified on disk.
+    pub fn have(&self) -> &Bitfield {
+        &self.pieces
+    }
+
+    /// Number of pieces the bitfield covers.
+    pub fn num_pieces(&self) -> u32 {
+        self.pieces.len()
+    }
+
+    /// The save directory as a path (exact on Unix).
+    pub fn save_dir(&self) -> PathBuf {
+        bytes_path(&self.save_path)
+    }
+
+    /// The file name: `<info-hash hex>.resume`.
+    pub fn file_name(info_hash: &InfoHash) -> String {
+        format!("{info_hash}.resume")
+    }
+
+    /// Canonical bencode (sorted keys). Counters above `i64::MAX` are clamped.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            160 + self.pieces.as_bytes().len() + self.info.as_ref().map_or(0, Vec::len),
+        );
+        let mut e = Encoder::new(&mut out);
+        // Writing into a Vec cannot fail.
+        let res: Result<(), core::convert::Infallible> = (|| {
+            e.dict()?;
+            e.key_int(b"btcore-resume", RESUME_VERSION)?;
+            e.key_int(b"downloaded", clamp(self.downloaded))?;
+            if let Some(info) = &self.info {
+                e.key_bytes(b"info", info)?;
+            }
+            e.key_bytes(b"info-hash", self.info_hash.as_bytes())?;
+            e.key_int(b"num-pieces", i64::from(self.pieces.len()))?;
+            e.key_bytes(b"pieces", self.pieces.as_bytes())?;
+            e.key_bytes(b"save-path", &self.save_path)?;
+            e.key_int(b"uploaded", clamp(self.uploaded))?;
+            e.end()
+        })();
+        match res {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+        out
+    }
+
+    /// Decodes and checks resume data. See the [module docs](self) for what is refused.
+    pub fn decode(buf: &[u8]) -> Result<ResumeData, ResumeError> {
+        let limits = Limits {
+            max_depth: 4,
+            max_tokens: 4096,
+            max_string_len: MAX_RESUME_FILE as usize,
+            allow_trailing: false,
+            ..Limits::default()
+        };
+        let mut tokens = Vec::new();
+        let doc = bencode::decode_vec(buf, &mut tokens, &limits).map_err(ResumeError::Bencode)?;
+        let d = doc.root().as_dict().ok_or(ResumeError::NotADict)?;
+
+        let int = |k: &'static str| d.get_int(k.as_bytes()).ok_or(ResumeError::Missing(k));
+        let bytes = |k: &'static str| d.get_bytes(k.as_bytes()).ok_or(ResumeError::Missing(k));
+        let counter = |k: &'static str| {
+            int(k).and_then(|n| u64::try_from(n).map_err(|_| ResumeError::Invalid(k)))
+        };
+
+        let version = int("btcore-resume")?;
+        if version != RESUME_VERSION {
+            return Err(ResumeError::Version(version));
+        }
+        let info_hash = <[u8; 20]>::try_from(bytes("info-hash")?)
+            .map(InfoHash)
+            .map_err(|_| ResumeError::Invalid("info-hash"))?;
+        let num_pieces =
+            u32::try_from(int("num-pieces")?).map_err(|_| ResumeError::Invalid("num-pieces"))?;
+        let pieces =
+            Bitfield::from_wire(bytes("pieces")?, num_pieces).ok_or(ResumeError::Bitfield)?;
+        let save_path = bytes("save-path")?.to_vec();
+        let uploaded = counter("uploaded")?;
+        let downloaded = counter("downloaded")?;
+        let info = match d.get(b"info") {
+            None => None,
+            Some(v) => {
+                let raw = v.as_bytes().ok_or(ResumeError::Missing("info"))?;
+                if FastSha1::digest(raw) != info_hash.0 {
+                    return Err(ResumeError::InfoHashMismatch);
+                }
+                Some(raw.to_vec())
+            }
+        };
+        Ok(ResumeData {
+            info_hash,
+            pieces,
+            save_path,
+            uploaded,
+            downloaded,
+            info,
+        })
+    }
+}
+
+/// Writes `data` to `dir/<info-hash hex>.resume` atomically: a temporary file in the
+/// same directory, `fsync`, `rename` over the old file, `fsync` of the directory.
+/// Creates `dir` if needed. One writer per torrent at a time (the temporary name is
+/// fixed).
+pub fn save_atomic(dir: &Path, data: &ResumeData) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let name = ResumeData::file_name(&data.info_hash);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let bytes = data.encode();
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Reads `dir/<info-hash hex>.resume`: `Ok(None)` when there is none; an
+/// [`io::ErrorKind::InvalidData`] error when it is corrupt, too large or belongs to
+/// another torrent.
+pub fn load(dir: &Path, info_hash: &InfoHash) -> io::Result<Option<ResumeData>> {
+    let path = dir.join(ResumeData::file_name(info_hash));
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_RESUME_FILE + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_RESUME_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: larger than {MAX_RESUME_FILE} bytes", path.display()),
+        ));
+    }
+    let data = ResumeData::decode(&buf).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    if data.info_hash != *info_hash {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: holds info-hash {}", path.display(), data.info_hash),
+        ));
+    }
+    Ok(Some(data))
+}
+
+/// When to save resume data: on change, at most once per `min_gap`.
+///
+/// Call [`mark_dirty`](Self::mark_dirty) on every change worth saving (a piece
+/// verified, a file priority changed, metadata received), poll
+/// [`should_flush`](Self::should_flush) from the event loop (or sleep until
+/// [`next_flush_at`](Self::next_flush_at)), and call [`flushed`](Self::flushed) right
+/// after taking the snapshot that was saved. The first change after a quiet period is
+/// saved at once; a burst of changes then costs one more save `min_gap` later.
+#[derive(Clone, Debug)]
+pub struct ResumeWriter {
+    min_gap: Duration,
+    dirty: bool,
+    last_flush: Option<Instant>,
+}
+
+impl Default for ResumeWriter {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(2))
+    }
+}
+
+impl ResumeWriter {
+    /// A writer allowing one save per `min_gap`, clean, never saved.
+    pub fn new(min_gap: Duration) -> Self {
+        Self {
+            min_gap,
+            dirty: false,
+            last_flush: None,
+        }
+    }
+
+    /// The shortest time between two saves.
+    pub fn min_gap(&self) -> Duration {
+        self.min_gap
+    }
+
+    /// Whether a change awaits saving.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Records a change.
+    pub fn mark_dirty(&mut self, _now: Instant) {
+        self.dirty = true;
+    }
+
+    /// When the pending change may be saved: `None` when nothing changed, `now` or
+    /// earlier when it may be saved at once.
+    pub fn next_flush_at(&self, now: Instant) -> Option<Instant> {
+        self.dirty.then(|| {
+            self.last_flush
+                .and_then(|t| t.checked_add(self.min_gap))
+                .unwrap_or(now)
+        })
+    }
+
+    /// Whether to save now: something changed and `min_gap` has passed since the last
+    /// save.
+    pub fn should_flush(&self, now: Instant) -> bool {
+        self.dirty
+            && self
+                .last_flush
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.min_gap)
+    }
+
+    /// Records a save made at `now` of everything marked so far.
+    pub fn flushed(&mut self, now: Instant) {
+        self.dirty = false;
+        self.last_flush = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: u32, info: bool) -> ResumeData {
+        let info_bytes =
+            b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+        let info_hash = if info {
+            InfoHash(FastSha1::digest(info_bytes))
+        } else {
+            InfoHash([7; 20])
+        };
+        let mut pieces = Bitfield::new(n);
+        for i in (0..n).filter(|i| i % 3 == 0) {
+            pieces.set(i);
+        }
+        ResumeData {
+            info_hash,
+            pieces,
+            save_path: path_bytes(Path::new("/srv/down loads/ü")),
+            uploaded: 1 << 40,
+            downloaded: 12345,
+            info: info.then(|| info_bytes.to_vec()),
+        }
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("btcore-resume-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn round_trip() {
+        for (n, info) in [(0, false), (1, true), (8, false), (13, true), (1000, false)] {
+            let r = sample(n, info);
+            let enc = r.encode();
+            assert_eq!(ResumeData::decode(&enc), Ok(r.clone()));
+            // Canonical: re-encoding gives the same bytes.
+            assert_eq!(ResumeData::decode(&enc).map(|d| d.encode()), Ok(enc));
+        }
+        let enc = sample(3, false).encode();
+        assert!(enc.starts_with(b"d13:btcore-resumei1e10:downloadedi12345e9:info-hash20:"));
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let good = sample(13, true).encode();
+        assert!(ResumeData::decode(b"").is_err());
+        assert!(ResumeData::decode(b"garbage").is_err());
+        assert_eq!(ResumeData::decode(b"le"), Err(ResumeError::NotADict));
+        for cut in 0..good.len() {
+            assert!(ResumeData::decode(&good[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(b'x');
+        assert!(ResumeData::decode(&trailing).is_err());
+
+        let swap = |from: &[u8], to: &[u8]| -> Vec<u8> {
+            let s = sample(13, false).encode();
+            let at = s
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("pattern present");
+            [&s[..at], to, &s[at + from.len()..]].concat()
+        };
+        assert_eq!(
+            ResumeData::decode(&swap(b"btcore-resumei1e", b"btcore-resumei2e")),
+            Err(ResumeError::Version(2))
+        );
+        assert_eq!(
+            ResumeData::decode(&swap(b"num-piecesi13e", b"num-piecesi17e")),
+            Err(ResumeError::Bitfield)
+        );
+        assert_eq!(
+            ResumeData::decode(&swap(b"num-piecesi13e", b"num-piecesi-1e")),
+            Err(ResumeError::Invalid("num-pieces"))
+        );
+        assert_eq!(
+            ResumeData::decode(&swap(b"num-piecesi13e", b"num-piecesi12e")),
+            Err(ResumeError::Bitfield),
+            "spare bit set"
+        );
+        assert_eq!(
+            ResumeData::decode(&swap(b"downloadedi12345e", b"downloadedi-5e")),
+            Err(ResumeError::Invalid("downloaded"))
+        );
+        let mut short = Vec::new();
+        let mut e = Encoder::new(&mut short);
+        let _ = (|| {
+            e.dict()?;
+            e.key_int(b"btcore-resume", 1)?;
+            e.key_int(b"downloaded", 0)?;
+            e.key_bytes(b"info-hash", &[1; 19])?;
+            e.key_int(b"num-pieces", 0)?;
+            e.key_bytes(b"pieces", b"")?;
+            e.key_bytes(b"save-path", b"/x")?;
+            e.key_int(b"uploaded", 0)?;
+            e.end()
+        })();
+        assert_eq!(
+            ResumeData::decode(&short),
+            Err(ResumeError::Invalid("info-hash"))
+        );
+        assert_eq!(
+            ResumeData::decode(&swap(b"8:uploaded", b"8:uploadex")),
+            Err(ResumeError::Missing("uploaded"))
+        );
+        // An info dictionary that does not hash to the info-hash.
+        let mut r = sample(13, true);
+        r.info = Some(b"de".to_vec());
+        assert_eq!(
+            ResumeData::decode(&r.encode()),
+            Err(ResumeError::InfoHashMismatch)
+        );
+    }
+
+    #[test]
+    fn never_panics_on_mutations() {
+        // A small deterministic fuzz: flip, insert and delete bytes of valid data.
+        let seeds = [sample(13, true).encode(), sample(9, false).encode()];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut v = seeds[(next() % 2) as usize].clone();
+            for _ in 0..=(next() % 4) {
+                let i = (next() % v.len() as u64) as usize;
+                match next() % 3 {
+                    0 => v[i] = next() as u8,
+                    1 => v.insert(i, b"0123456789ie:dl-"[(next() % 16) as usize]),
+                    _ => {
+                        v.remove(i);
+                    }
+                }
+                if v.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(d) = ResumeData::decode(&v) {
+                // Whatever decodes re-encodes to something that decodes the same.
+                assert_eq!(ResumeData::decode(&d.encode()), Ok(d));
+            }
+        }
+    }
+
+    #[test]
+    fn save_replaces_atomically() {
+        let dir = tmpdir("save");
+        let mut r = sample(13, true);
+        assert!(load(&dir, &r.info_hash).expect("load").is_none());
+        save_atomic(&dir, &r).expect("save");
+        assert_eq!(load(&dir, &r.info_hash).expect("load"), Some(r.clone()));
+        r.pieces.set(1);
+        r.uploaded += 1;
+        save_atomic(&dir, &r).expect("save again");
+        assert_eq!(load(&dir, &r.info_hash).expect("load"), Some(r.clone()));
+        let names: Vec<String> = fs::read_dir(&dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![ResumeData::file_name(&r.info_hash)]);
+
+        // Corrupt or foreign files are errors, not panics or silent defaults.
+        let path = dir.join(ResumeData::file_name(&r.info_hash));
+        fs::write(&path, b"d13:btcore-resumei1ee").expect("write");
+        let e = load(&dir, &r.info_hash).expect_err("corrupt");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let other = sample(5, false);
+        fs::write(&path, other.encode()).expect("write");
+        let e = load(&dir, &r.info_hash).expect_err("foreign");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn writer_coalesces() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = ResumeWriter::default();
+        assert!(!w.should_flush(at(0)), "nothing changed");
+        assert_eq!(w.next_flush_at(at(0)), None);
+        assert!(!w.should_flush(at(60_000)), "no timer while clean");
+
+        // First change after a quiet period: saved at once.
+        w.mark_dirty(at(100));
+        assert!(w.should_flush(at(100)));
+        w.flushed(at(100));
+
+        // A burst within 2 s: one save, 2 s after the previous one.
+        let mut saves = 0;
+        for ms in (200..2_000).step_by(150) {
+            w.mark_dirty(at(ms));
+            if w.should_flush(at(ms)) {
+                saves += 1;
+                w.flushed(at(ms));
+            }
+        }
+        assert_eq!(saves, 0);
+        assert_eq!(w.next_flush_at(at(2_000)), Some(at(2_100)));
+        assert!(!w.should_flush(at(2_099)));
+        assert!(w.should_flush(at(2_100)));
+        w.flushed(at(2_100));
+        assert!(!w.should_flush(at(10_000)), "clean again");
+    }
+}

@@ -1,0 +1,351 @@
+//! The long-running commands: download, seed, create, demo.
+
+use btcore_core::session::{Event, TorrentState};
+use btcore_host::client::{Client, ClientOptions, TorrentView};
+use btcore_host::display::{self, Mode};
+use btcore_host::read_torrent_file;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const EXIT_INVALID: u8 = 3;
+const EXIT_IO: u8 = 4;
+const EXIT_STOPPED: u8 = 5;
+
+/// Options of `download` and `seed`.
+pub struct Opts {
+    pub save_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    pub max_peers: usize,
+    pub download_limit: u64,
+    pub upload_limit: u64,
+    pub low_memory: bool,
+    pub trackers: bool,
+    pub state_dir: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    pub mode: Option<Mode>,
+}
+
+fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
+    eprintln!("btcore: {msg}");
+    ExitCode::from(code)
+}
+
+fn client(o: &Opts) -> Result<Client, ExitCode> {
+    if let Err(e) = std::fs::create_dir_all(&o.save_dir) {
+        return Err(fail(EXIT_IO, format_args!("{}: {e}", o.save_dir.display())));
+    }
+    let state_dir = o
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| o.save_dir.join(".btcore"));
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        return Err(fail(EXIT_IO, format_args!("{}: {e}", state_dir.display())));
+    }
+    let c = Client::new(ClientOptions {
+        listen: o.listen,
+        save_dir: o.save_dir.clone(),
+        state_dir: Some(state_dir),
+        low_memory: o.low_memory,
+        max_peers: o.max_peers,
+        use_trackers: o.trackers,
+        download_limit: o.download_limit,
+        upload_limit: o.upload_limit,
+        ..ClientOptions::default()
+    })
+    .map_err(|e| fail(EXIT_IO, format_args!("listening on {}: {e}", o.listen)))?;
+    let stop = c.stop_flag();
+    let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
+    Ok(c)
+}
+
+/// Shows progress once a second until `done`, a stop or the timeout.
+fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool) -> bool {
+    let start = Instant::now();
+    let mut last_print = Instant::now() - Duration::from_secs(2);
+    let mut lines = 0;
+    let mut out = std::io::stdout();
+    loop {
+        let views = c.torrents();
+        for e in c.take_events() {
+            match e {
+                Event::TorrentFinished(id) => log::info!("torrent {id:?} complete"),
+                Event::PeerBanned(_, a) => log::warn!("banned {a} for bad data"),
+                Event::DiskFailed(_, e) => log::error!("disk error: {e:?}"),
+                _ => {}
+            }
+        }
+        let finished = done(&views);
+        if let Some(mode) = o.mode {
+            if finished || last_print.elapsed() >= Duration::from_secs(1) {
+                let _ = out.write_all(display::render(&views, mode, lines).as_bytes());
+                let _ = out.flush();
+                lines = views.len();
+                last_print = Instant::now();
+            }
+        }
+        if finished {
+            return true;
+        }
+        if c.stop_flag().load(Ordering::Relaxed) || o.timeout.is_some_and(|t| start.elapsed() >= t)
+        {
+            return false;
+        }
+        if let Err(e) = c.run_once(Duration::from_millis(200)) {
+            log::error!("event loop: {e}");
+            return false;
+        }
+    }
+}
+
+pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
+    let mut c = match client(o) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for t in torrents {
+        let added = if t.starts_with("magnet:") {
+            c.add_magnet(t, None)
+        } else {
+            match read_torrent_file(Path::new(t)) {
+                Ok(bytes) => c.add_torrent_file(&bytes, None),
+                Err(e) => return fail(EXIT_IO, format_args!("{t}: {e}")),
+            }
+        };
+        match added {
+            Ok(id) => {
+                for p in &o.peers {
+                    c.add_peer(id, *p);
+                }
+            }
+            Err(btcore_host::client::ClientError::Io(e)) => {
+                return fail(EXIT_IO, format_args!("{t}: {e}"))
+            }
+            Err(btcore_host::client::ClientError::Storage(e)) => {
+                return fail(EXIT_IO, format_args!("{t}: {e}"))
+            }
+            Err(e) => return fail(EXIT_INVALID, format_args!("{t}: {e}")),
+        }
+    }
+    let complete = watch(&mut c, o, |v| {
+        !keep_seeding && v.iter().all(|t| t.status.state == TorrentState::Seeding)
+    });
+    let errors = c
+        .torrents()
+        .iter()
+        .any(|t| t.status.state == TorrentState::Error);
+    c.shutdown();
+    if errors {
+        return fail(EXIT_IO, format_args!("a torrent stopped on a disk error"));
+    }
+    if complete || (keep_seeding && c.all_complete()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_STOPPED)
+    }
+}
+
+pub fn seed(torrent: &Path, o: &Opts) -> ExitCode {
+    let bytes = match read_torrent_file(torrent) {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_IO, format_args!("{}: {e}", torrent.display())),
+    };
+    let mut c = match client(o) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let id = match c.add_torrent_file(&bytes, None) {
+        Ok(id) => id,
+        Err(e) => return fail(EXIT_INVALID, format_args!("{}: {e}", torrent.display())),
+    };
+    for p in &o.peers {
+        c.add_peer(id, *p);
+    }
+    let incomplete = c
+        .torrents()
+        .iter()
+        .any(|t| t.status.state != TorrentState::Seeding);
+    if incomplete {
+        log::warn!(
+            "the data in {} is incomplete: seeding what verifies, downloading the rest",
+            o.save_dir.display()
+        );
+    }
+    watch(&mut c, o, |_| false);
+    c.shutdown();
+    ExitCode::SUCCESS
+}
+
+pub fn create(
+    path: &Path,
+    trackers: Vec<String>,
+    web_seeds: Vec<String>,
+    output: &Path,
+    private: bool,
+    piece_kib: Option<u32>,
+    comment: Option<String>,
+) -> ExitCode {
+    use btcore_host::create::{create_torrent, CreateOptions};
+    let opts = CreateOptions {
+        trackers: trackers.into_iter().map(|t| vec![t]).collect(),
+        web_seeds,
+        private,
+        piece_length: piece_kib.map(|k| k * 1024),
+        comment,
+        ..CreateOptions::default()
+    };
+    match create_torrent(path, &opts) {
+        Ok(bytes) => {
+            if let Err(e) = std::fs::write(output, &bytes) {
+                return fail(EXIT_IO, format_args!("{}: {e}", output.display()));
+            }
+            let mut tokens = Vec::new();
+            if let Ok(m) = btcore_core::metainfo::Metainfo::parse_vec(
+                &bytes,
+                &mut tokens,
+                &btcore_core::metainfo::Limits::default(),
+            ) {
+                println!("{}", output.display());
+                println!("{}", btcore_host::info::magnet_of(&m));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_IO, format_args!("{}: {e}", path.display())),
+    }
+}
+
+/// Deterministic demo content.
+fn payload(len: usize) -> Vec<u8> {
+    let mut r = btcore_core::rng::Rng::new(0x5eed);
+    let mut v = vec![0u8; len];
+    for chunk in v.chunks_mut(8) {
+        let x = r.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&x[..chunk.len()]);
+    }
+    v
+}
+
+pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
+    let base = std::env::temp_dir().join(format!("btcore-demo-{}", std::process::id()));
+    let seed_dir = base.join("seed");
+    if let Err(e) = std::fs::create_dir_all(&seed_dir) {
+        return fail(EXIT_IO, format_args!("{}: {e}", seed_dir.display()));
+    }
+    let data = payload((size_mib * 1024 * 1024) as usize);
+    let file = seed_dir.join("demo.bin");
+    if let Err(e) = std::fs::write(&file, &data) {
+        return fail(EXIT_IO, format_args!("{}: {e}", file.display()));
+    }
+    let opts = btcore_host::create::CreateOptions {
+        creation_date: Some(0),
+        ..Default::default()
+    };
+    let torrent = match btcore_host::create::create_torrent(&file, &opts) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_IO, format_args!("{e}")),
+    };
+    println!(
+        "btcore demo: 1 seeder and {leechers} leechers on 127.0.0.1, {size_mib} MiB payload, in {}",
+        base.display()
+    );
+    let local = |dir: PathBuf| ClientOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        save_dir: dir,
+        state_dir: None,
+        use_trackers: false,
+        disk_threads: 2,
+        ..ClientOptions::default()
+    };
+    let mut seeder = match Client::new(local(seed_dir.clone())) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_IO, format_args!("{e}")),
+    };
+    if let Err(e) = seeder.add_torrent_file(&torrent, None) {
+        return fail(EXIT_IO, format_args!("seeder: {e}"));
+    }
+    let mut clients = vec![seeder];
+    for i in 0..leechers {
+        let dir = base.join(format!("leecher-{}", i + 1));
+        let mut c = match Client::new(local(dir)) {
+            Ok(c) => c,
+            Err(e) => return fail(EXIT_IO, format_args!("{e}")),
+        };
+        if let Err(e) = c.add_torrent_file(&torrent, None) {
+            return fail(EXIT_IO, format_args!("leecher: {e}"));
+        }
+        clients.push(c);
+    }
+    // Everyone knows the seeder and the leechers before them (a tracker's job).
+    let addrs: Vec<SocketAddr> = clients.iter().map(Client::local_addr).collect();
+    for (i, c) in clients.iter_mut().enumerate().skip(1) {
+        let id = c.torrents()[0].id;
+        for a in &addrs[..i] {
+            c.add_peer(id, *a);
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let _ = ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed));
+    let start = Instant::now();
+    let mut last = Instant::now() - Duration::from_secs(2);
+    let mut lines = 0;
+    let done = loop {
+        for c in clients.iter_mut() {
+            let _ = c.run_once(Duration::from_millis(1));
+        }
+        let views: Vec<TorrentView> = clients
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| {
+                let mut v = c.torrents().remove(0);
+                v.name = format!("leecher {i}");
+                v
+            })
+            .collect();
+        let all = views
+            .iter()
+            .all(|v| v.status.state == TorrentState::Seeding);
+        if let Some(m) = mode {
+            if all || last.elapsed() >= Duration::from_millis(500) {
+                print!("{}", display::render(&views, m, lines));
+                let _ = std::io::stdout().flush();
+                lines = views.len();
+                last = Instant::now();
+            }
+        }
+        if all {
+            break true;
+        }
+        if stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(600) {
+            break false;
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    for c in clients.iter_mut() {
+        c.shutdown();
+    }
+    let mut verified = 0;
+    for i in 1..=leechers {
+        let got =
+            std::fs::read(base.join(format!("leecher-{i}")).join("demo.bin")).unwrap_or_default();
+        if got == data {
+            verified += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    if done && verified == leechers {
+        println!(
+            "all {leechers} leechers complete in {secs:.1} s ({:.0} MB/s each on average); data verified byte for byte",
+            size_mib as f64 * 1.048_576 / secs
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("btcore: demo incomplete: {verified}/{leechers} leechers have the data");
+        ExitCode::from(EXIT_STOPPED)
+    }
+}

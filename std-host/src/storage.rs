@@ -1,0 +1,789 @@
+//! File storage: maps a torrent's byte space onto the files under a save directory.
+//!
+//! A [`Storage`] is built from [`Metainfo::layout`](btcore_core::metainfo::Metainfo::layout)
+//! and the torrent's [`Geometry`]. Reads and writes name a byte offset in the torrent's
+//! content and are split across file boundaries; each piece of I/O is a positioned
+//! `pread`/`pwrite`, so worker threads share one `Storage` (it is `Sync`) and never seek.
+//! The only lock guards the cache of open file handles and is never held during I/O.
+//!
+//! # What lands on disk
+//!
+//! - Regular files are created on demand, with their parent directories, on the first
+//!   write that touches them. They are sparse: nothing is ever pre-filled, and a file
+//!   grows only as far as its highest written byte.
+//! - Pad files (BEP 47 `p`) are never created or written: writes into them are dropped
+//!   and reads of them return zeros.
+//! - Symbolic-link files (BEP 47 `l`) are not created as symlinks: the storage treats
+//!   them as empty files that are never written (their length is zero anyway; should one
+//!   claim bytes, they behave like pad bytes).
+//! - Zero-length files are created (empty) by [`Storage::ensure_files`].
+//! - Skipped files ([`Storage::set_skipped`]) are not created by `ensure_files`. The
+//!   session never requests a piece lying only in skipped files, but a piece straddling
+//!   a wanted and a skipped file is written whole: the skipped file is then created,
+//!   sparse, holding just the bytes of that boundary piece (libtorrent keeps such bytes
+//!   in a separate "part file" instead; this storage does not).
+//!
+//! # Path safety
+//!
+//! Every path is checked again here, whatever the metainfo parser did: it must be
+//! relative, `/`-separated, with no empty, `.` or `..` component and no NUL byte, and is
+//! joined under the save directory. No component below the save directory may be an
+//! existing symbolic link (checked with `symlink_metadata`, never following links): a
+//! link there could lead a write out of the save directory, so such a file is refused
+//! with [`StorageErrorKind::UnsafePath`]. The check runs in [`Storage::new`] and again
+//! every time a file is opened. It narrows but cannot close the window against a local
+//! attacker who swaps a directory for a link between the check and the `open`.
+//!
+//! # Durability
+//!
+//! Writes go to the page cache. Call [`Storage::sync`] (which `fsync`s every file
+//! written since the last flush, open or already closed) before saving resume data that
+//! claims the written pieces.
+
+use crate::hash::FastSha1;
+use btcore_core::bitfield::Bitfield;
+use btcore_core::hash::Sha1;
+use btcore_core::ids::{BlockRef, Geometry, PieceIndex};
+use btcore_core::metainfo::FileSpec;
+use btcore_core::session::DiskError;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes hashed at a time by [`Storage::hash_piece`] (the only buffer it allocates).
+pub const HASH_CHUNK: usize = 256 * 1024;
+
+/// Tunables of a [`Storage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Most file handles kept open at once (least recently used closed first).
+    /// Default 64; values below 1 count as 1.
+    pub max_open_files: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { max_open_files: 64 }
+    }
+}
+
+/// What went wrong in a [`StorageError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The disk (or the quota) is full (`ENOSPC`).
+    NoSpace,
+    /// Any other I/O error.
+    Io(io::ErrorKind),
+    /// The data is not there: the file does not exist or is shorter than the range read.
+    Missing,
+    /// A path that could lead outside the save directory, or that names something
+    /// other than a regular file; the text says why.
+    UnsafePath(String),
+    /// The file list does not describe the geometry (offsets not contiguous, total
+    /// length mismatch, duplicate paths, indices out of order); the text says why.
+    BadLayout(String),
+    /// A range or piece outside the torrent, or a buffer of the wrong length.
+    OutOfRange,
+}
+
+/// A storage failure, with the file it concerns when there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageError {
+    /// The cause.
+    pub kind: StorageErrorKind,
+    /// The file (under the save directory) the error concerns, if any.
+    pub path: Option<PathBuf>,
+}
+
+impl StorageError {
+    fn new(kind: StorageErrorKind, path: Option<&Path>) -> Self {
+        Self {
+            kind,
+            path: path.map(Path::to_path_buf),
+        }
+    }
+
+    fn io(e: &io::Error, path: &Path) -> Self {
+        Self::new(io_kind(e), Some(path))
+    }
+
+    fn range() -> Self {
+        Self::new(StorageErrorKind::OutOfRange, None)
+    }
+
+    fn layout(msg: impl Into<String>) -> Self {
+        Self::new(StorageErrorKind::BadLayout(msg.into()), None)
+    }
+
+    /// Whether the data is simply not there yet ([`StorageErrorKind::Missing`]).
+    pub fn is_missing(&self) -> bool {
+        self.kind == StorageErrorKind::Missing
+    }
+
+    /// The core's view of this error, for `Session::disk_write_done` and friends.
+    pub fn to_core(&self) -> DiskError {
+        match self.kind {
+            StorageErrorKind::NoSpace => DiskError::NoSpace,
+            _ => DiskError::Io,
+        }
+    }
+}
+
+impl fmt::Display for StorageErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSpace => f.write_str("no space left on device"),
+            Self::Io(k) => write!(f, "I/O error: {k}"),
+            Self::Missing => f.write_str("data not present on disk"),
+            Self::UnsafePath(why) => write!(f, "unsafe path: {why}"),
+            Self::BadLayout(why) => write!(f, "bad file layout: {why}"),
+            Self::OutOfRange => f.write_str("range outside the torrent"),
+        }
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "{}: {}", p.display(), self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Maps an I/O error, recognising a full disk.
+fn io_kind(e: &io::Error) -> StorageErrorKind {
+    #[cfg(unix)]
+    const ENOSPC: i32 = 28;
+    #[cfg(unix)]
+    let raw_full = e.raw_os_error() == Some(ENOSPC);
+    #[cfg(not(unix))]
+    let raw_full = false;
+    if raw_full || e.kind() == io::ErrorKind::StorageFull {
+        StorageErrorKind::NoSpace
+    } else {
+        StorageErrorKind::Io(e.kind())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Regular,
+    Pad,
+    Symlink,
+}
+
+#[derive(Debug)]
+struct Entry {
+    spec: FileSpec,
+    kind: Kind,
+    /// Validated components of `spec.path` (empty for pad files).
+    parts: Vec<String>,
+    /// `save_dir` joined with `parts`.
+    abs: PathBuf,
+    skipped: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Handle {
+    file: Arc<File>,
+    writable: bool,
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    open: HashMap<usize, Handle>,
+    tick: u64,
+    /// Files written since the last [`Storage::sync`].
+    dirty: HashSet<usize>,
+}
+
+/// A torrent's files under a save directory. See the [module docs](self).
+#[derive(Debug)]
+pub struct Storage {
+    root: PathBuf,
+    files: Vec<Entry>,
+    /// Indices of files that cover bytes (length > 0), in offset order.
+    spans: Vec<usize>,
+    geometry: Geometry,
+    max_open: usize,
+    cache: Mutex<Cache>,
+}
+
+/// Checks one torrent path and splits it into components.
+fn checked_parts(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    if path.contains('\0') {
+        return Err(format!("{path:?} contains a NUL byte"));
+    }
+    if path.starts_with('/') {
+        return Err(format!("{path:?} is absolute"));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!("{path:?} has an empty, '.' or '..' component"));
+        }
+        #[cfg(windows)]
+        if part.contains(['\\', ':']) {
+            return Err(format!("{path:?} has a separator or drive in a component"));
+        }
+        let mut comps = Path::new(part).components();
+        if !matches!(
+            (comps.next(), comps.next()),
+            (Some(Component::Normal(_)), None)
+        ) {
+            return Err(format!("{path:?} has a component that is not a plain name"));
+        }
+        parts.push(part.to_owned());
+    }
+    Ok(parts)
+}
+
+/// Walks the existing components of `root/parts...` without following links: refuses a
+/// symbolic link anywhere below `root`, a non-directory where a directory is needed and
+/// a final component that exists but is not a regular file.
+fn check_existing(root: &Path, parts: &[String]) -> Result<(), StorageError> {
+    let mut cur = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        cur.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(StorageError::new(
+                    StorageErrorKind::UnsafePath(format!("{} is a symbolic link", cur.display())),
+                    Some(&cur),
+                ));
+            }
+            Ok(m) if !last && !m.is_dir() => {
+                return Err(StorageError::new(
+                    StorageErrorKind::Io(io::ErrorKind::NotADirectory),
+                    Some(&cur),
+                ));
+            }
+            Ok(m) if last && m.is_dir() => {
+                return Err(StorageError::new(
+                    StorageErrorKind::Io(io::ErrorKind::IsADirectory),
+                    Some(&cur),
+                ));
+            }
+            Ok(m) if last && !m.is_file() => {
+                return Err(StorageError::new(
+                    StorageErrorKind::UnsafePath(format!(
+                        "{} is not a regular file",
+                        cur.display()
+                    )),
+                    Some(&cur),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::io(&e, &cur)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_read(buf, off) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_all_at(f: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_write(buf, off) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Storage {
+    /// A storage for `files` (as [`Metainfo::layout`] returns them: `files[i].index == i`,
+    /// contiguous offsets summing to `geometry.total_len()`) under `save_dir`.
+    ///
+    /// Nothing is created here; every path is validated and existing components are
+    /// checked for symbolic links.
+    ///
+    /// [`Metainfo::layout`]: btcore_core::metainfo::Metainfo::layout
+    pub fn new(
+        save_dir: &Path,
+        files: Vec<FileSpec>,
+        geometry: Geometry,
+        config: StorageConfig,
+    ) -> Result<Storage, StorageError> {
+        let mut entries = Vec::with_capacity(files.len());
+        let mut spans = Vec::new();
+        let mut seen = HashSet::new();
+        let mut expected = 0u64;
+        for (i, spec) in files.into_iter().enumerate() {
+            if spec.index as usize != i {
+                return Err(StorageError::layout(format!(
+                    "file {i} carries index {}",
+                    spec.index
+                )));
+            }
+            if spec.offset != expected {
+                return Err(StorageError::layout(format!(
+                    "file {i} starts at {} instead of {expected}",
+                    spec.offset
+                )));
+            }
+            expected = expected
+                .checked_add(spec.length)
+                .ok_or_else(|| StorageError::layout("total length overflows"))?;
+            let kind = if spec.attr.pad {
+                Kind::Pad
+            } else if spec.attr.symlink {
+                Kind::Symlink
+            } else {
+                Kind::Regular
+            };
+            let (parts, abs) = if kind == Kind::Pad {
+                (Vec::new(), PathBuf::new())
+            } else {
+                let parts = checked_parts(&spec.path)
+                    .map_err(|why| StorageError::new(StorageErrorKind::UnsafePath(why), None))?;
+                let mut abs = save_dir.to_path_buf();
+                abs.extend(&parts);
+                if !seen.insert(parts.join("/")) {
+                    return Err(StorageError::layout(format!(
+                        "path {:?} appears twice",
+                        spec.path
+                    )));
+                }
+                if kind == Kind::Regular {
+                    check_existing(save_dir, &parts)?;
+                }
+                (parts, abs)
+            };
+            if spec.length > 0 {
+                spans.push(i);
+            }
+            entries.push(Entry {
+                spec,
+                kind,
+                parts,
+                abs,
+                skipped: AtomicBool::new(false),
+            });
+        }
+        if expected != geometry.total_len() {
+            return Err(StorageError::layout(format!(
+                "files total {expected} bytes, the geometry {}",
+                geometry.total_len()
+            )));
+        }
+        Ok(Storage {
+            root: save_dir.to_path_buf(),
+            files: entries,
+            spans,
+            geometry,
+            max_open: config.max_open_files.max(1),
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// The save directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The files, in torrent order.
+    pub fn files(&self) -> impl Iterator<Item = &FileSpec> + '_ {
+        self.files.iter().map(|e| &e.spec)
+    }
+
+    /// Where file `index` lives on disk; `None` for pad files and out-of-range indices.
+    pub fn file_path(&self, index: u32) -> Option<&Path> {
+        self.files
+            .get(index as usize)
+            .filter(|e| e.kind != Kind::Pad)
+            .map(|e| e.abs.as_path())
+    }
+
+    /// Marks a file skipped (not wanted) or wanted again. A skipped file is not created
+    /// by [`Storage::ensure_files`]; see the module docs for boundary pieces.
+    /// Out-of-range indices are ignored.
+    pub fn set_skipped(&self, index: u32, skipped: bool) {
+        if let Some(e) = self.files.get(index as usize) {
+            e.skipped.store(skipped, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether file `index` is skipped.
+    pub fn is_skipped(&self, index: u32) -> bool {
+        self.files
+            .get(index as usize)
+            .is_some_and(|e| e.skipped.load(Ordering::Relaxed))
+    }
+
+    /// Creates every wanted zero-length regular file (empty) and its directories.
+    /// Files with data are created by the writes themselves.
+    pub fn ensure_files(&self) -> Result<(), StorageError> {
+        for (k, e) in self.files.iter().enumerate() {
+            if e.kind == Kind::Regular && e.spec.length == 0 && !e.skipped.load(Ordering::Relaxed) {
+                self.open(k, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Offset in the torrent and length of a piece (length 0 past the last piece).
+    pub fn piece_range(&self, piece: u32) -> (u64, u32) {
+        let p = PieceIndex(piece);
+        (self.geometry.piece_offset(p), self.geometry.piece_size(p))
+    }
+
+    fn checked_piece(&self, piece: u32) -> Result<(u64, u32), StorageError> {
+        if piece >= self.geometry.num_pieces() {
+            return Err(StorageError::range());
+        }
+        Ok(self.piece_range(piece))
+    }
+
+    /// Calls `f(file, offset in file, part of the buffer)` for each file the range
+    /// `offset .. offset + len` touches, in order.
+    fn each_segment(
+        &self,
+        offset: u64,
+        len: usize,
+        mut f: impl FnMut(usize, u64, std::ops::Range<usize>) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.geometry.total_len())
+            .ok_or_else(StorageError::range)?;
+        let mut i = self.spans.partition_point(|&k| {
+            let s = &self.files[k].spec;
+            s.offset + s.length <= offset
+        });
+        let mut pos = offset;
+        while pos < end {
+            let k = *self
+                .spans
+                .get(i)
+                .ok_or_else(|| StorageError::layout("range past the last file"))?;
+            let s = &self.files[k].spec;
+            let n = (s.offset + s.length).min(end) - pos;
+            let lo = (pos - offset) as usize;
+            f(k, pos - s.offset, lo..lo + n as usize)?;
+            pos += n;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        // The cache is consistent after every statement; a panic elsewhere cannot break it.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens file `k` (not cached). `write` creates it and its directories.
+    fn open(&self, k: usize, write: bool) -> Result<File, StorageError> {
+        let e = &self.files[k];
+        check_existing(&self.root, &e.parts)?;
+        let res = if write {
+            if let Some(parent) = e.abs.parent() {
+                fs::create_dir_all(parent).map_err(|err| StorageError::io(&err, parent))?;
+            }
+            let mut o = OpenOptions::new();
+            o.read(true).write(true).create(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(if e.spec.attr.executable { 0o777 } else { 0o666 });
+            }
+            o.open(&e.abs)
+        } else {
+            File::open(&e.abs)
+        };
+        res.map_err(|err| {
+            if err.kind() == io::ErrorKind::NotFound && !write {
+                StorageError::new(StorageErrorKind::Missing, Some(&e.abs))
+            } else {
+                StorageError::io(&err, &e.abs)
+            }
+        })
+    }
+
+    /// A cached handle of file `k`, opening it on a miss (outside the lock).
+    fn handle(&self, k: usize, write: bool) -> Result<Arc<File>, StorageError> {
+        let usable = |h: &Handle| h.writable || !write;
+        {
+            let mut c = self.lock();
+            c.tick += 1;
+            let tick = c.tick;
+            if let Some(h) = c.open.get_mut(&k).filter(|h| usable(h)) {
+                h.used = tick;
+                return Ok(Arc::clone(&h.file));
+            }
+        }
+        let file = Arc::new(self.open(k, write)?);
+        let mut c = self.lock();
+        c.tick += 1;
+        let tick = c.tick;
+        if let Some(h) = c.open.get_mut(&k).filter(|h| usable(h)) {
+            // Another thread opened it meanwhile: share its handle, drop ours.
+            h.used = tick;
+            return Ok(Arc::clone(&h.file));
+        }
+        while c.open.len() >= self.max_open && !c.open.contains_key(&k) {
+            let lru = c.open.iter().min_by_key(|(_, h)| h.used).map(|(&i, _)| i);
+            match lru {
+                // Closed once the I/O in flight on it (holding its own Arc) ends.
+                Some(i) => c.open.remove(&i),
+                None => break,
+            };
+        }
+        c.open.insert(
+            k,
+            Handle {
+                file: Arc::clone(&file),
+                writable: write,
+                used: tick,
+            },
+        );
+        Ok(file)
+    }
+
+    /// Writes `data` at `offset` in the torrent, across file boundaries. Bytes falling in
+    /// pad (or symlink) files are dropped.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.each_segment(offset, data.len(), |k, file_off, range| {
+            if self.files[k].kind != Kind::Regular {
+                return Ok(());
+            }
+            let f = self.handle(k, true)?;
+            self.lock().dirty.insert(k);
+            write_all_at(&f, &data[range], file_off)
+                .map_err(|e| StorageError::io(&e, &self.files[k].abs))
+        })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` in the torrent. Pad bytes read as zeros; a
+    /// file that does not exist or is too short is [`StorageErrorKind::Missing`].
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.each_segment(offset, buf.len(), |k, file_off, range| {
+            let e = &self.files[k];
+            if e.kind != Kind::Regular {
+                buf[range].fill(0);
+                return Ok(());
+            }
+            let f = self.handle(k, false)?;
+            read_exact_at(&f, &mut buf[range], file_off).map_err(|err| {
+                if err.kind() == io::ErrorKind::UnexpectedEof {
+                    StorageError::new(StorageErrorKind::Missing, Some(&e.abs))
+                } else {
+                    StorageError::io(&err, &e.abs)
+                }
+            })
+        })
+    }
+
+    fn block_offset(&self, block: &BlockRef, len: usize) -> Result<u64, StorageError> {
+        let (off, size) = self.checked_piece(block.piece.0)?;
+        if len != block.len as usize
+            || u64::from(block.offset) + u64::from(block.len) > u64::from(size)
+        {
+            return Err(StorageError::range());
+        }
+        Ok(off + u64::from(block.offset))
+    }
+
+    /// Writes one block (`data.len()` must equal `block.len`).
+    pub fn write_block(&self, block: &BlockRef, data: &[u8]) -> Result<(), StorageError> {
+        let off = self.block_offset(block, data.len())?;
+        self.write(off, data)
+    }
+
+    /// Reads one block (`buf.len()` must equal `block.len`).
+    pub fn read_block(&self, block: &BlockRef, buf: &mut [u8]) -> Result<(), StorageError> {
+        let off = self.block_offset(block, buf.len())?;
+        self.read(off, buf)
+    }
+
+    /// Reads a whole piece into the start of `buf` (which must be at least the piece
+    /// long) and returns the piece's length.
+    pub fn read_piece(&self, piece: u32, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let (off, len) = self.checked_piece(piece)?;
+        let buf = buf
+            .get_mut(..len as usize)
+            .ok_or_else(StorageError::range)?;
+        self.read(off, buf)?;
+        Ok(len as usize)
+    }
+
+    /// SHA-1 of a piece as stored, read in [`HASH_CHUNK`] pieces.
+    pub fn hash_piece(&self, piece: u32) -> Result<[u8; 20], StorageError> {
+        let (off, len) = self.checked_piece(piece)?;
+        let len = len as usize;
+        let mut buf = vec![0u8; len.min(HASH_CHUNK)];
+        let mut h = FastSha1::default();
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(HASH_CHUNK);
+            self.read(off + pos as u64, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            pos += n;
+        }
+        Ok(h.finish())
+    }
+
+    /// Bytes present of each regular file (0 when absent); `u64::MAX` for the others.
+    fn present_lengths(&self) -> Vec<u64> {
+        self.files
+            .iter()
+            .map(|e| match e.kind {
+                Kind::Regular => fs::symlink_metadata(&e.abs)
+                    .ok()
+                    .filter(fs::Metadata::is_file)
+                    .map_or(0, |m| m.len()),
+                Kind::Pad | Kind::Symlink => u64::MAX,
+            })
+            .collect()
+    }
+
+    fn verifies(&self, piece: u32, present: &[u64], hashes: &impl Fn(u32) -> [u8; 20]) -> bool {
+        let Ok((off, len)) = self.checked_piece(piece) else {
+            return false;
+        };
+        let there = self
+            .each_segment(off, len as usize, |k, file_off, range| {
+                let end = file_off + range.len() as u64;
+                if present[k] >= end {
+                    Ok(())
+                } else {
+                    Err(StorageError::new(StorageErrorKind::Missing, None))
+                }
+            })
+            .is_ok();
+        there && self.hash_piece(piece).is_ok_and(|h| h == hashes(piece))
+    }
+
+    /// Hashes every piece whose data is all on disk and returns those matching
+    /// `hashes(piece)`. Pieces with missing data, or whose read fails, are absent.
+    pub fn recheck(&self, hashes: impl Fn(u32) -> [u8; 20]) -> Bitfield {
+        let n = self.geometry.num_pieces();
+        let present = self.present_lengths();
+        let mut have = Bitfield::new(n);
+        for piece in 0..n {
+            if self.verifies(piece, &present, &hashes) {
+                have.set(piece);
+            }
+        }
+        have
+    }
+
+    /// The pieces among `pieces` whose data is on disk and matches `hashes(piece)`,
+    /// in the order given.
+    pub fn check_pieces(&self, pieces: &[u32], hashes: impl Fn(u32) -> [u8; 20]) -> Vec<u32> {
+        let present = self.present_lengths();
+        pieces
+            .iter()
+            .copied()
+            .filter(|&p| self.verifies(p, &present, &hashes))
+            .collect()
+    }
+
+    /// `fsync`s every file written since the last flush (reopening those whose handle
+    /// was closed meanwhile). Files that fail stay due for the next flush.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let dirty: Vec<usize> = std::mem::take(&mut self.lock().dirty).into_iter().collect();
+        for (i, &k) in dirty.iter().enumerate() {
+            let res = self.handle(k, false).and_then(|f| {
+                f.sync_data()
+                    .map_err(|e| StorageError::io(&e, &self.files[k].abs))
+            });
+            if let Err(e) = res {
+                self.lock().dirty.extend(&dirty[i..]);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every cached handle (I/O in flight keeps its own until it ends). Data not
+    /// yet flushed stays due for the next [`Storage::sync`].
+    pub fn close_all(&self) {
+        self.lock().open.clear();
+    }
+
+    /// Number of handles currently cached.
+    pub fn open_files(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_maps_to_no_space() {
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        assert_eq!(io_kind(&full), StorageErrorKind::NoSpace);
+        #[cfg(unix)]
+        assert_eq!(
+            io_kind(&io::Error::from_raw_os_error(28)),
+            StorageErrorKind::NoSpace
+        );
+        let other = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            io_kind(&other),
+            StorageErrorKind::Io(io::ErrorKind::PermissionDenied)
+        );
+        let e = StorageError::io(&full, Path::new("x"));
+        assert_eq!(e.to_core(), DiskError::NoSpace);
+        assert_eq!(e.to_string(), "x: no space left on device");
+        assert_eq!(
+            StorageError::new(StorageErrorKind::Missing, None).to_core(),
+            DiskError::Io
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! File storage: byte mapping across files, pad files, path safety, the open-file cap,
+//! hashing and rechecking, and files larger than 4 GiB.
+
+use btcore_core::hash::sha1;
+use btcore_core::ids::Geometry;
+use btcore_core::metainfo::{FileAttr, FileSpec};
+use btcore_host::storage::{Storage, StorageConfig, StorageErrorKind};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const PIECE: u32 = 16_384;
+
+/// A fresh scratch directory for one test (removed by `Scratch::drop`).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("btcore-storage-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("scratch dir");
+        Self(d)
+    }
+    fn save(&self) -> PathBuf {
+        self.0.join("save")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spec(index: u32, path: &str, offset: u64, length: u64, pad: bool) -> FileSpec {
+    FileSpec {
+        index,
+        path: path.into(),
+        offset,
+        length,
+        attr: FileAttr {
+            pad,
+            ..FileAttr::default()
+        },
+        symlink_target: None,
+    }
+}
+
+/// Files of 0, 1, 16383, 16384, 16385 bytes, a pad file up to the next piece boundary,
+/// then 40000 bytes: 105,536 bytes in 7 pieces of 16 KiB.
+fn layout() -> (Vec<FileSpec>, Geometry) {
+    let sizes: [(&str, u64, bool); 7] = [
+        ("t/empty", 0, false),
+        ("t/one", 1, false),
+        ("t/sub/c", 16_383, false),
+        ("t/sub/d", 16_384, false),
+        ("t/e", 16_385, false),
+        ("", 16_383, true),
+        ("t/deep/er/f", 40_000, false),
+    ];
+    let mut off = 0;
+    let files = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, len, pad))| {
+            let s = spec(i as u32, p, off, len, pad);
+            off += len;
+            s
+        })
+        .collect();
+    assert_eq!(off, 105_536);
+    (files, Geometry::new(off, PIECE).expect("geometry"))
+}
+
+/// The torrent's content: pseudo-random bytes, zeros in pad files.
+fn content(files: &[FileSpec], total: u64) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..total)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for f in files.iter().filter(|f| f.attr.pad) {
+        v[f.offset as usize..(f.offset + f.length) as usize].fill(0);
+    }
+    v
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+fn write_piece(s: &Storage, data: &[u8], piece: u32) {
+    let (off, len) = s.piece_range(piece);
+    s.write(off, &data[off as usize..off as usize + len as usize])
+        .expect("write piece");
+}
+
+fn piece_hashes(g: &Geometry, data: &[u8]) -> Vec<[u8; 20]> {
+    (0..g.num_pieces())
+        .map(|p| {
+            let off = (p * PIECE) as usize;
+            let end = (off + PIECE as usize).min(data.len());
+            sha1(&data[off..end])
+        })
+        .collect()
+}
+
+/// Every path under `dir`, relative, `/`-separated, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let rel = p
+                .strip_prefix(dir)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            if p.is_dir() {
+                stack.push(p);
+                out.push(format!("{rel}/"));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn writes_and_reads_across_file_boundaries() {
+    let dir = Scratch::new("boundaries");
+    let (files, g) = layout();
+    let data = content(&files, g.total_len());
+    let s = Storage::new(&dir.save(), files.clone(), g, StorageConfig::default()).expect("storage");
+
+    let mut order: Vec<u32> = (0..g.num_pieces()).collect();
+    Rng(0x1234_5678_9abc_def1).shuffle(&mut order);
+    for &p in &order {
+        write_piece(&s, &data, p);
+    }
+
+    // The whole torrent, then ranges straddling every boundary.
+    let mut all = vec![1u8; data.len()];
+    s.read(0, &mut all).expect("read all");
+    assert!(all == data, "content differs");
+    let mut rng = Rng(42);
+    for f in &files {
+        for (start, len) in [
+            (f.offset.saturating_sub(3), 7u64),
+            (f.offset, 1),
+            (f.offset.saturating_sub(1), 2),
+        ] {
+            let len = len.min(g.total_len() - start);
+            let mut buf = vec![0xaa; len as usize];
+            s.read(start, &mut buf).expect("read across");
+            assert_eq!(buf, data[start as usize..(start + len) as usize]);
+        }
+    }
+    for _ in 0..200 {
+        let start = rng.next() % g.total_len();
+        let len = 1 + rng.next() % (g.total_len() - start).min(50_000);
+        let mut buf = vec![0; len as usize];
+        s.read(start, &mut buf).expect("random read");
+        assert_eq!(buf, data[start as usize..(start + len) as usize]);
+    }
+
+    // Pad bytes read as zeros, even when garbage was written there.
+    let pad = &files[5];
+    s.write(pad.offset, &vec![0xff; pad.length as usize])
+        .expect("write into pad");
+    let mut buf = vec![0xee; pad.length as usize];
+    s.read(pad.offset, &mut buf).expect("read pad");
+    assert!(buf.iter().all(|&b| b == 0));
+
+    // Reads and writes past the end are refused.
+    let mut one = [0u8; 1];
+    assert_eq!(
+        s.read(g.total_len(), &mut one).map_err(|e| e.kind),
+        Err(StorageErrorKind::OutOfRange)
+    );
+    assert_eq!(
+        s.write(g.total_len() - 1, &[0, 0]).map_err(|e| e.kind),
+        Err(StorageErrorKind::OutOfRange)
+    );
+
+    // On disk: every data file at its full length, no pad file, the empty file only
+    // after ensure_files.
+    let save = dir.save();
+    assert_eq!(
+        tree(&save),
+        [
+            "t/",
+            "t/deep/",
+            "t/deep/er/",
+            "t/deep/er/f",
+            "t/e",
+            "t/one",
+            "t/sub/",
+            "t/sub/c",
+            "t/sub/d"
+        ]
+    );
+    for f in files.iter().filter(|f| !f.attr.pad && f.length > 0) {
+        let len = fs::metadata(save.join(&f.path)).expect("file").len();
+        assert_eq!(len, f.length, "{}", f.path);
+    }
+    s.ensure_files().expect("ensure_files");
+    assert_eq!(
+        fs::metadata(save.join("t/empty"))
+            .expect("empty file")
+            .len(),
+        0
+    );
+    assert_eq!(tree(&save).len(), 10);
+
+    // Hashes agree with a direct SHA-1 of the content; recheck finds everything.
+    let hashes = piece_hashes(&g, &data);
+    for p in 0..g.num_pieces() {
+        assert_eq!(
+            s.hash_piece(p).expect("hash"),
+            hashes[p as usize],
+            "piece {p}"
+        );
+        let mut buf = vec![0; PIECE as usize];
+        let n = s.read_piece(p, &mut buf).expect("read_piece");
+        assert_eq!(sha1(&buf[..n]), hashes[p as usize]);
+    }
+    assert!(s.recheck(|p| hashes[p as usize]).is_full());
+    assert!(s.hash_piece(g.num_pieces()).is_err());
+    s.sync().expect("sync");
+}
+
+#[test]
+fn recheck_finds_exactly_the_written_pieces() {
+    let dir = Scratch::new("recheck");
+    let (files, g) = layout();
+    let data = content(&files, g.total_len());
+    let hashes = piece_hashes(&g, &data);
+    let s = Storage::new(&dir.save(), files, g, StorageConfig::default()).expect("storage");
+
+    // Nothing on disk: nothing verifies, reads say "missing".
+    assert_eq!(s.recheck(|p| hashes[p as usize]).count(), 0);
+    let mut buf = vec![0; 10];
+    assert!(s.read(0, &mut buf).expect_err("missing").is_missing());
+    assert!(s.hash_piece(0).expect_err("missing").is_missing());
+
+    for p in [1, 4, 6] {
+        write_piece(&s, &data, p);
+    }
+    let have = s.recheck(|p| hashes[p as usize]);
+    assert_eq!(have.iter_set().collect::<Vec<_>>(), [1, 4, 6]);
+    assert_eq!(
+        s.check_pieces(&[0, 1, 2, 3, 4, 5, 6, 99], |p| hashes[p as usize]),
+        [1, 4, 6]
+    );
+    // Piece 5 lies in a file that exists (written through piece 4 and 6) but was never
+    // written there: a hole of zeros, which does not verify.
+    assert!(s.hash_piece(5).is_ok());
+
+    // A corrupted byte drops the piece.
+    s.write(
+        u64::from(PIECE) * 4 + 100,
+        &[data[4 * PIECE as usize + 100] ^ 1],
+    )
+    .expect("corrupt");
+    let have = s.recheck(|p| hashes[p as usize]);
+    assert_eq!(have.iter_set().collect::<Vec<_>>(), [1, 6]);
+
+    // After a close, a fresh storage on the same directory sees the same.
+    s.close_all();
+    let (files, g) = layout();
+    let again = Storage::new(&dir.save(), files, g, StorageConfig::default()).expect("storage");
+    assert_eq!(again.recheck(|p| hashes[p as usize]), have);
+}
+
+#[test]
+fn open_file_cap_of_two_with_six_files() {
+    let dir = Scratch::new("cap");
+    let (files, g) = layout();
+    let data = content(&files, g.total_len());
+    let hashes = piece_hashes(&g, &data);
+    let s =
+        Storage::new(&dir.save(), files, g, StorageConfig { max_open_files: 2 }).expect("storage");
+
+    // Several threads at once, each piece touching up to three files.
+    std::thread::scope(|sc| {
+        for t in 0..4u32 {
+            let (s, data) = (&s, &data);
+            sc.spawn(move || {
+                for p in (0..g.num_pieces()).filter(|p| p % 4 == t) {
+                    write_piece(s, data, p);
+                    assert!(s.open_files() <= 2);
+                }
+            });
+        }
+    });
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            let (s, hashes) = (&s, &hashes);
+            sc.spawn(move || {
+                for p in 0..g.num_pieces() {
+                    assert_eq!(s.hash_piece(p).expect("hash"), hashes[p as usize]);
+                }
+            });
+        }
+    });
+    assert!(s.open_files() <= 2);
+    let mut all = vec![0; data.len()];
+    s.read(0, &mut all).expect("read");
+    assert!(all == data);
+    s.sync().expect("sync after handles were closed");
+}
+
+#[test]
+fn unsafe_paths_are_refused() {
+    let dir = Scratch::new("paths");
+    let g = Geometry::new(10, PIECE).expect("geometry");
+    for bad in [
+        "t/../x", "../x", "/etc/x", "t//x", "t/./x", ".", "t/", "", "a\0b",
+    ] {
+        let err = Storage::new(
+            &dir.save(),
+            vec![spec(0, bad, 0, 10, false)],
+            g,
+            StorageConfig::default(),
+        )
+        .expect_err(bad);
+        assert!(
+            matches!(err.kind, StorageErrorKind::UnsafePath(_)),
+            "{bad:?}: {err}"
+        );
+    }
+    assert!(!dir.save().exists());
+
+    // Layouts that do not add up.
+    let gap = vec![spec(0, "a", 0, 4, false), spec(1, "b", 5, 5, false)];
+    let short = vec![spec(0, "a", 0, 9, false)];
+    let dup = vec![spec(0, "a", 0, 5, false), spec(1, "a", 5, 5, false)];
+    let index = vec![spec(1, "a", 0, 10, false)];
+    for files in [gap, short, dup, index] {
+        let err =
+            Storage::new(&dir.save(), files, g, StorageConfig::default()).expect_err("bad layout");
+        assert!(matches!(err.kind, StorageErrorKind::BadLayout(_)), "{err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinked_parent_is_refused() {
+    let dir = Scratch::new("symlink");
+    let save = dir.save();
+    let elsewhere = dir.0.join("elsewhere");
+    fs::create_dir_all(&save).expect("save");
+    fs::create_dir_all(&elsewhere).expect("elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, save.join("link")).expect("symlink");
+    let g = Geometry::new(10, PIECE).expect("geometry");
+
+    let err = Storage::new(
+        &save,
+        vec![spec(0, "link/file.bin", 0, 10, false)],
+        g,
+        StorageConfig::default(),
+    )
+    .expect_err("symlinked parent");
+    assert!(matches!(err.kind, StorageErrorKind::UnsafePath(_)), "{err}");
+
+    // The file itself a link to a file outside.
+    fs::write(elsewhere.join("target"), b"x").expect("target");
+    std::os::unix::fs::symlink(elsewhere.join("target"), save.join("direct")).expect("symlink");
+    let err = Storage::new(
+        &save,
+        vec![spec(0, "direct", 0, 10, false)],
+        g,
+        StorageConfig::default(),
+    )
+    .expect_err("symlinked file");
+    assert!(matches!(err.kind, StorageErrorKind::UnsafePath(_)), "{err}");
+
+    // A link that appears after the storage was made is caught when the file is opened.
+    let s = Storage::new(
+        &save,
+        vec![spec(0, "late/file.bin", 0, 10, false)],
+        g,
+        StorageConfig::default(),
+    )
+    .expect("no link yet");
+    std::os::unix::fs::symlink(&elsewhere, save.join("late")).expect("symlink");
+    let err = s.write(0, &[7; 10]).expect_err("late link");
+    assert!(matches!(err.kind, StorageErrorKind::UnsafePath(_)), "{err}");
+
+    // Nothing was written outside the save directory.
+    assert_eq!(tree(&elsewhere), ["target"]);
+    assert_eq!(fs::read(elsewhere.join("target")).expect("target"), b"x");
+}
+
+#[test]
+fn skipped_and_symlink_files_are_not_created() {
+    let dir = Scratch::new("skipped");
+    let mut link = spec(2, "t/link", 1, 0, false);
+    link.attr.symlink = true;
+    link.symlink_target = Some("t/a".into());
+    let files = vec![
+        spec(0, "t/empty-wanted", 0, 0, false),
+        spec(1, "t/a", 0, 1, false),
+        link,
+        spec(3, "t/empty-skipped", 1, 0, false),
+        spec(4, "t/b", 1, 9, false),
+    ];
+    let g = Geometry::new(10, 4).expect("geometry");
+    let s = Storage::new(&dir.save(), files, g, StorageConfig::default()).expect("storage");
+    s.set_skipped(3, true);
+    s.set_skipped(4, true);
+    assert!(s.is_skipped(4));
+    s.ensure_files().expect("ensure");
+    assert_eq!(tree(&dir.save()), ["t/", "t/empty-wanted"]);
+    // A boundary piece (bytes 0..4) creates the skipped file b, sparse, for its part.
+    s.write(0, b"abcd").expect("write");
+    assert_eq!(fs::read(dir.save().join("t/b")).expect("b"), b"bcd");
+    assert_eq!(tree(&dir.save()), ["t/", "t/a", "t/b", "t/empty-wanted"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn file_larger_than_four_gib() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let dir = Scratch::new("big");
+    let total = (5u64 << 30) + 5;
+
+    // Probe: does this filesystem keep a 5 GiB hole sparse?
+    let probe = dir.0.join("probe");
+    let sparse = fs::File::create(&probe)
+        .and_then(|f| f.write_all_at(b"x", total - 1).map(|()| f))
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.blocks() * 512 < (64 << 20));
+    let _ = fs::remove_file(&probe);
+    if !sparse {
+        eprintln!("skipping file_larger_than_four_gib: the filesystem has no sparse files");
+        return;
+    }
+
+    let g = Geometry::new(total, 1 << 22).expect("geometry");
+    let last = g.num_pieces() - 1;
+    let s = Storage::new(
+        &dir.save(),
+        vec![spec(0, "big.bin", 0, total, false)],
+        g,
+        StorageConfig::default(),
+    )
+    .expect("storage");
+    assert_eq!(s.piece_range(last), (5 << 30, 5));
+    s.write(5 << 30, b"HELLO").expect("write past 4 GiB");
+
+    let mut buf = [0u8; 5];
+    s.read(5 << 30, &mut buf).expect("read back");
+    assert_eq!(&buf, b"HELLO");
+    assert_eq!(s.hash_piece(last).expect("hash"), sha1(b"HELLO"));
+
+    // At the right place in the file, and nowhere else (a 4 GiB wrap would put it at 1 GiB).
+    let path = dir.save().join("big.bin");
+    let f = fs::File::open(&path).expect("open");
+    assert_eq!(f.metadata().expect("meta").len(), total);
+    let mut raw = [0u8; 5];
+    f.read_exact_at(&mut raw, 5 << 30).expect("raw read");
+    assert_eq!(&raw, b"HELLO");
+    f.read_exact_at(&mut raw, 1 << 30).expect("raw read low");
+    assert_eq!(raw, [0; 5]);
+
+    let have = s.check_pieces(
+        &[0, last],
+        |p| {
+            if p == last {
+                sha1(b"HELLO")
+            } else {
+                [0; 20]
+            }
+        },
+    );
+    assert_eq!(have, [last]);
+}

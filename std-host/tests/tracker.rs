@@ -1,0 +1,844 @@
+//! The tracker client against stub trackers (HTTP and UDP) on 127.0.0.1, and against
+//! a real `opentracker` when one is installed. Every wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use btcore_core::ids::{InfoHash, PeerId};
+use btcore_core::tracker::Event;
+use btcore_host::tracker::{
+    AnnounceJob, AnnounceResult, ScrapeStats, TrackerClient, TrackerConfig, UNSUPPORTED_SCHEME,
+};
+
+/// How long a stub lives at most.
+const STUB_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a test waits for one result.
+const RESULT_WAIT: Duration = Duration::from_secs(20);
+
+const HASH: [u8; 20] = [
+    0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf1, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x12,
+    0x34, 0x56, 0x78, 0x9a,
+];
+const PEER: &[u8; 20] = b"-BT0001-ab c~.\x00\xff1234";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Byte-wise percent-encoding, unreserved characters kept, `%XX` uppercase.
+fn pct(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+fn compact(peers: &[([u8; 4], u16)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ip, port) in peers {
+        out.extend_from_slice(ip);
+        out.extend_from_slice(&port.to_be_bytes());
+    }
+    out
+}
+
+fn two_peers() -> Vec<SocketAddr> {
+    vec![
+        "127.0.0.1:6881".parse().expect("addr"),
+        "127.0.0.2:51413".parse().expect("addr"),
+    ]
+}
+
+fn compact_two_peers() -> Vec<u8> {
+    compact(&[([127, 0, 0, 1], 6881), ([127, 0, 0, 2], 51413)])
+}
+
+fn ok_body() -> Vec<u8> {
+    let peers = compact_two_peers();
+    let mut body = format!(
+        "d8:completei5e10:incompletei3e8:intervali1800e12:min intervali60e5:peers{}:",
+        peers.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(&peers);
+    body.push(b'e');
+    body
+}
+
+fn failure_body(text: &str) -> Vec<u8> {
+    format!("d14:failure reason{}:{text}e", text.len()).into_bytes()
+}
+
+// ---------------------------------------------------------------- HTTP stub
+
+type Reply = dyn Fn(&str) -> Vec<u8> + Send + Sync;
+
+/// An HTTP tracker on 127.0.0.1 answering every request with `reply(target)`.
+struct HttpStub {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for HttpStub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl HttpStub {
+    fn new(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reply: Arc<Reply> = Arc::new(reply);
+        {
+            let (hits, targets, stop) = (hits.clone(), targets.clone(), stop.clone());
+            thread::spawn(move || {
+                let end = Instant::now() + STUB_LIFETIME;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            // Recorded before the answer is written, so that the test
+                            // sees it as soon as the client has the answer.
+                            let _ = serve_http(stream, &*reply, &|target| {
+                                lock(&targets).push(target.to_string());
+                                hits.fetch_add(1, Ordering::SeqCst);
+                            });
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}/announce"),
+            hits,
+            targets,
+            stop,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn last_target(&self) -> String {
+        lock(&self.targets).last().cloned().unwrap_or_default()
+    }
+}
+
+/// Reads one request, hands its target to `record`, answers it.
+fn serve_http(mut stream: TcpStream, reply: &Reply, record: &dyn Fn(&str)) -> Option<()> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 65_536 {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(buf.get(..n)?);
+    }
+    let text = String::from_utf8_lossy(&req);
+    let line = text.lines().next()?;
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next()?, parts.next()?.to_string());
+    if method != "GET" {
+        return None;
+    }
+    record(&target);
+    let body = reply(&target);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(&body).ok()?;
+    stream.flush().ok()
+}
+
+// ---------------------------------------------------------------- UDP stub
+
+const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+const CONN_ID: u64 = 0x1122_3344_5566_7788;
+
+#[derive(Clone, Copy)]
+enum UdpMode {
+    Peers,
+    Error(&'static str),
+}
+
+/// A BEP 15 tracker on 127.0.0.1.
+struct UdpStub {
+    url: String,
+    connects: Arc<AtomicUsize>,
+    announces: Arc<AtomicUsize>,
+    last_announce: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for UdpStub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn be_u32(d: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&d[at..at + 4]);
+    u32::from_be_bytes(b)
+}
+
+fn be_u64(d: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
+impl UdpStub {
+    fn new(mode: UdpMode) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let port = sock.local_addr().expect("addr").port();
+        let connects = Arc::new(AtomicUsize::new(0));
+        let announces = Arc::new(AtomicUsize::new(0));
+        let last_announce = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (connects, announces, last, stop) = (
+                connects.clone(),
+                announces.clone(),
+                last_announce.clone(),
+                stop.clone(),
+            );
+            thread::spawn(move || {
+                let end = Instant::now() + STUB_LIFETIME;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let d = &buf[..n];
+                    if n < 16 {
+                        continue;
+                    }
+                    let (first, action, txid) = (be_u64(d, 0), be_u32(d, 8), be_u32(d, 12));
+                    let mut out = Vec::new();
+                    match action {
+                        0 if n == 16 && first == PROTOCOL_ID => {
+                            connects.fetch_add(1, Ordering::SeqCst);
+                            out.extend_from_slice(&0u32.to_be_bytes());
+                            out.extend_from_slice(&txid.to_be_bytes());
+                            out.extend_from_slice(&CONN_ID.to_be_bytes());
+                        }
+                        1 if n == 98 && first == CONN_ID => {
+                            announces.fetch_add(1, Ordering::SeqCst);
+                            *lock(&last) = d.to_vec();
+                            match mode {
+                                UdpMode::Peers => {
+                                    out.extend_from_slice(&1u32.to_be_bytes());
+                                    out.extend_from_slice(&txid.to_be_bytes());
+                                    out.extend_from_slice(&900u32.to_be_bytes());
+                                    out.extend_from_slice(&3u32.to_be_bytes()); // leechers
+                                    out.extend_from_slice(&5u32.to_be_bytes()); // seeders
+                                    out.extend_from_slice(&compact_two_peers());
+                                }
+                                UdpMode::Error(text) => {
+                                    out.extend_from_slice(&3u32.to_be_bytes());
+                                    out.extend_from_slice(&txid.to_be_bytes());
+                                    out.extend_from_slice(text.as_bytes());
+                                }
+                            }
+                        }
+                        2 if (n - 16) % 20 == 0 && first == CONN_ID => {
+                            out.extend_from_slice(&2u32.to_be_bytes());
+                            out.extend_from_slice(&txid.to_be_bytes());
+                            for i in 0..(n - 16) / 20 {
+                                let i = i as u32;
+                                for v in [10 + i, 100 + i, 20 + i] {
+                                    out.extend_from_slice(&v.to_be_bytes());
+                                }
+                            }
+                        }
+                        _ => continue,
+                    }
+                    let _ = sock.send_to(&out, from);
+                }
+            });
+        }
+        Self {
+            url: format!("udp://127.0.0.1:{port}/announce"),
+            connects,
+            announces,
+            last_announce,
+            stop,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+struct Client {
+    client: TrackerClient,
+    rx: Receiver<AnnounceResult>,
+    notified: Arc<AtomicUsize>,
+}
+
+fn client(timeout: Duration) -> Client {
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = notified.clone();
+    let config = TrackerConfig {
+        timeout,
+        max_parallel: 2,
+        rng_seed: 7,
+        ..TrackerConfig::default()
+    };
+    let (client, rx) = TrackerClient::spawn(
+        config,
+        Box::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    Client {
+        client,
+        rx,
+        notified,
+    }
+}
+
+impl Client {
+    fn announce(&self, key: u32, tiers: &[&[&str]], port: u16, event: Option<Event>) {
+        self.client.announce(job(key, tiers, PEER, port, event));
+    }
+
+    fn result(&self) -> AnnounceResult {
+        self.rx.recv_timeout(RESULT_WAIT).expect("announce result")
+    }
+}
+
+fn job(
+    key: u32,
+    tiers: &[&[&str]],
+    peer: &[u8; 20],
+    port: u16,
+    event: Option<Event>,
+) -> AnnounceJob {
+    AnnounceJob {
+        key,
+        tiers: tiers
+            .iter()
+            .map(|t| t.iter().map(|s| s.to_string()).collect())
+            .collect(),
+        info_hash: InfoHash(HASH),
+        peer_id: PeerId(*peer),
+        port,
+        uploaded: 10,
+        downloaded: 20,
+        left: 30,
+        event,
+        numwant: Some(50),
+    }
+}
+
+/// A TCP port on 127.0.0.1 nobody listens on.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn http_announce_returns_compact_peers() {
+    let stub = HttpStub::new(|_| ok_body());
+    let c = client(Duration::from_secs(5));
+    c.announce(1, &[&[&stub.url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.key, 1);
+    assert_eq!(r.errors, Vec::<(String, String)>::new());
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.peers, two_peers());
+    assert_eq!(r.interval, Some(1800));
+    assert_eq!(r.min_interval, Some(60));
+    assert_eq!((r.complete, r.incomplete), (Some(5), Some(3)));
+    // `notify` runs right after the result is sent.
+    let end = Instant::now() + Duration::from_secs(5);
+    while c.notified.load(Ordering::SeqCst) == 0 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.notified.load(Ordering::SeqCst), 1);
+
+    let target = stub.last_target();
+    let query = target.split_once('?').map(|(_, q)| q).expect("query");
+    let params: Vec<&str> = query.split('&').collect();
+    for expected in [
+        format!("info_hash={}", pct(&HASH)),
+        format!("peer_id={}", pct(PEER)),
+        "port=6881".into(),
+        "uploaded=10".into(),
+        "downloaded=20".into(),
+        "left=30".into(),
+        "compact=1".into(),
+        "event=started".into(),
+        "numwant=50".into(),
+    ] {
+        assert!(params.contains(&expected.as_str()), "{expected} in {query}");
+    }
+    assert_eq!(
+        format!("info_hash={}", pct(&HASH)),
+        "info_hash=%124Vx%9A%BC%DE%F1%23Eg%89%AB%CD%EF%124Vx%9A"
+    );
+    let key = params
+        .iter()
+        .find_map(|p| p.strip_prefix("key="))
+        .expect("key");
+    assert_eq!(key.len(), 8);
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    c.client.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn http_dict_peers_and_warning() {
+    let stub = HttpStub::new(|_| {
+        b"d8:intervali900e15:warning message4:slow5:peersl\
+          d2:ip9:127.0.0.37:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti7000ee\
+          d2:ip3:::14:porti7001eee\
+          6:peers618:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x1b\x5ae"
+            .to_vec()
+    });
+    let c = client(Duration::from_secs(5));
+    c.announce(2, &[&[&stub.url]], 6881, None);
+    let r = c.result();
+    assert_eq!(r.errors, Vec::<(String, String)>::new());
+    let want: Vec<SocketAddr> = ["127.0.0.3:7000", "[::1]:7001", "[::2]:7002"]
+        .iter()
+        .map(|s| s.parse().expect("addr"))
+        .collect();
+    assert_eq!(r.peers, want);
+    assert_eq!(r.warning.as_deref(), Some("slow"));
+    assert_eq!(r.interval, Some(900));
+    assert!(!stub.last_target().contains("event="));
+}
+
+#[test]
+fn failure_reason_falls_back_within_the_tier_and_promotes() {
+    // Both fail at first, which reveals the shuffled order; then only the first fails.
+    let a_ok = Arc::new(AtomicBool::new(false));
+    let b_ok = Arc::new(AtomicBool::new(false));
+    let a = {
+        let ok = a_ok.clone();
+        HttpStub::new(move |_| {
+            if ok.load(Ordering::SeqCst) {
+                ok_body()
+            } else {
+                failure_body("not registered at A")
+            }
+        })
+    };
+    let b = {
+        let ok = b_ok.clone();
+        HttpStub::new(move |_| {
+            if ok.load(Ordering::SeqCst) {
+                ok_body()
+            } else {
+                failure_body("not registered at B")
+            }
+        })
+    };
+    let c = client(Duration::from_secs(5));
+    let tiers: &[&[&str]] = &[&[&a.url, &b.url]];
+
+    c.announce(3, tiers, 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.tracker, None);
+    assert_eq!(r.errors.len(), 2);
+    assert!(r.peers.is_empty());
+    let (first, second) = (r.errors[0].0.clone(), r.errors[1].0.clone());
+    let text_of = |url: &str| {
+        if url == a.url {
+            "not registered at A"
+        } else {
+            "not registered at B"
+        }
+    };
+    assert_eq!(r.errors[0].1, text_of(&first));
+    assert_eq!(r.errors[1].1, text_of(&second));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+
+    // The second of the tier answers after the first fails.
+    let (second_ok, second_stub, first_stub, first_ok) = if second == a.url {
+        (&a_ok, &a, &b, &b_ok)
+    } else {
+        (&b_ok, &b, &a, &a_ok)
+    };
+    second_ok.store(true, Ordering::SeqCst);
+    c.announce(3, tiers, 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(second.as_str()));
+    assert_eq!(r.errors, vec![(first.clone(), text_of(&first).to_string())]);
+    assert_eq!(r.peers, two_peers());
+    assert_eq!((first_stub.hits(), second_stub.hits()), (2, 2));
+
+    // Promoted: now tried first, the other one is not asked at all.
+    first_ok.store(true, Ordering::SeqCst);
+    c.announce(3, tiers, 6881, None);
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(second.as_str()));
+    assert!(r.errors.is_empty());
+    assert_eq!((first_stub.hits(), second_stub.hits()), (2, 3));
+}
+
+#[test]
+fn tiers_are_tried_in_order_and_never_promoted_across_tiers() {
+    let a = HttpStub::new(|_| failure_body("tier one says no"));
+    let b = HttpStub::new(|_| ok_body());
+    let c = client(Duration::from_secs(5));
+    let tiers: &[&[&str]] = &[&[&a.url], &[&b.url]];
+    for round in 1..=2 {
+        c.announce(4, tiers, 6881, None);
+        let r = c.result();
+        assert_eq!(r.tracker.as_deref(), Some(b.url.as_str()));
+        assert_eq!(
+            r.errors,
+            vec![(a.url.clone(), "tier one says no".to_string())]
+        );
+        assert_eq!((a.hits(), b.hits()), (round, round));
+    }
+}
+
+#[test]
+fn unreachable_trackers_fail_within_the_timeout() {
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!(
+        "udp://127.0.0.1:{}/announce",
+        silent.local_addr().expect("addr").port()
+    );
+    let http_url = format!("http://127.0.0.1:{}/announce", closed_port());
+    let c = client(Duration::from_secs(2));
+
+    let start = Instant::now();
+    c.announce(5, &[&[&http_url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.tracker, None);
+    assert_eq!(r.errors.len(), 1);
+    assert_eq!(r.errors[0].0, http_url);
+    assert!(!r.errors[0].1.is_empty());
+
+    let start = Instant::now();
+    c.announce(6, &[&[&silent_url]], 6881, Some(Event::Started));
+    let r = c.result();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert_eq!(r.errors.len(), 1);
+    assert!(r.errors[0].1.contains("timed out"), "{:?}", r.errors);
+}
+
+#[test]
+fn unsupported_schemes_are_errors() {
+    let stub = HttpStub::new(|_| ok_body());
+    let c = client(Duration::from_secs(5));
+    c.announce(
+        7,
+        &[&["wss://tracker.example/announce"], &[&stub.url]],
+        6881,
+        None,
+    );
+    let r = c.result();
+    assert_eq!(
+        r.errors,
+        vec![(
+            "wss://tracker.example/announce".to_string(),
+            UNSUPPORTED_SCHEME.to_string()
+        )]
+    );
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(
+        c.client.scrape("wss://x/announce", vec![InfoHash(HASH)]),
+        Err(UNSUPPORTED_SCHEME.to_string())
+    );
+}
+
+#[test]
+fn udp_announce_connect_cache_and_scrape() {
+    let stub = UdpStub::new(UdpMode::Peers);
+    let c = client(Duration::from_secs(5));
+    c.announce(8, &[&[&stub.url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.errors, Vec::<(String, String)>::new());
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.peers, two_peers());
+    assert_eq!(r.interval, Some(900));
+    assert_eq!((r.complete, r.incomplete), (Some(5), Some(3)));
+
+    let d = lock(&stub.last_announce).clone();
+    assert_eq!(d.len(), 98);
+    assert_eq!(&d[16..36], &HASH);
+    assert_eq!(&d[36..56], PEER);
+    assert_eq!(be_u64(&d, 56), 20); // downloaded
+    assert_eq!(be_u64(&d, 64), 30); // left
+    assert_eq!(be_u64(&d, 72), 10); // uploaded
+    assert_eq!(be_u32(&d, 80), 2); // started
+    assert_eq!(be_u32(&d, 92), 50); // num_want
+    assert_eq!(&d[96..98], &6881u16.to_be_bytes());
+
+    // The connection id is reused within its minute.
+    c.announce(8, &[&[&stub.url]], 6881, None);
+    let r = c.result();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
+    assert_eq!(stub.announces.load(Ordering::SeqCst), 2);
+    assert_eq!(be_u32(&lock(&stub.last_announce), 80), 0);
+
+    let other = InfoHash([7; 20]);
+    let stats = c
+        .client
+        .scrape(&stub.url, vec![InfoHash(HASH), other])
+        .expect("scrape");
+    assert_eq!(
+        stats,
+        vec![
+            (
+                InfoHash(HASH),
+                ScrapeStats {
+                    complete: 10,
+                    downloaded: 100,
+                    incomplete: 20
+                }
+            ),
+            (
+                other,
+                ScrapeStats {
+                    complete: 11,
+                    downloaded: 101,
+                    incomplete: 21
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn udp_error_packet_is_reported() {
+    let stub = UdpStub::new(UdpMode::Error("torrent banned"));
+    let c = client(Duration::from_secs(5));
+    c.announce(9, &[&[&stub.url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.tracker, None);
+    assert_eq!(
+        r.errors,
+        vec![(stub.url.clone(), "torrent banned".to_string())]
+    );
+    assert!(r.peers.is_empty());
+}
+
+#[test]
+fn http_scrape() {
+    let stub = HttpStub::new(|target| {
+        if !target.starts_with("/scrape?") {
+            return failure_body("wrong path");
+        }
+        let mut body = b"d5:filesd20:".to_vec();
+        body.extend_from_slice(&HASH);
+        body.extend_from_slice(b"d8:completei4e10:downloadedi40e10:incompletei2ee");
+        body.extend_from_slice(b"20:bbbbbbbbbbbbbbbbbbbbd8:completei1eeee");
+        body
+    });
+    let c = client(Duration::from_secs(5));
+    let stats = c
+        .client
+        .scrape(&stub.url, vec![InfoHash(HASH)])
+        .expect("scrape");
+    assert_eq!(
+        stats,
+        vec![(
+            InfoHash(HASH),
+            ScrapeStats {
+                complete: 4,
+                downloaded: 40,
+                incomplete: 2
+            }
+        )]
+    );
+    assert_eq!(
+        stub.last_target(),
+        format!("/scrape?info_hash={}", pct(&HASH))
+    );
+    assert!(c
+        .client
+        .scrape("http://127.0.0.1:1/track", vec![InfoHash(HASH)])
+        .is_err());
+}
+
+#[test]
+fn shutdown_sends_stopped_to_the_tracker_that_answered() {
+    let failing = HttpStub::new(|_| failure_body("no"));
+    let stub = HttpStub::new(|_| ok_body());
+    let c = client(Duration::from_secs(5));
+    let tiers: &[&[&str]] = &[&[&failing.url], &[&stub.url]];
+    c.announce(10, tiers, 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    // Queued work other than `stopped` is dropped at shutdown; `stopped` goes only to
+    // the tracker that answered.
+    c.announce(10, tiers, 6881, Some(Event::Stopped));
+    let Client { client, rx, .. } = c;
+    let start = Instant::now();
+    client.shutdown(Duration::from_secs(3));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let r = rx.recv_timeout(RESULT_WAIT).expect("stopped result");
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!((failing.hits(), stub.hits()), (1, 2));
+    assert!(stub.last_target().contains("event=stopped"));
+}
+
+// ---------------------------------------------------------------- opentracker
+
+struct Opentracker {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Opentracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = t.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+fn start_opentracker(bin: &str, hash: &InfoHash) -> (Opentracker, u16) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "btcore-opentracker-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // opentracker may drop privileges: let anyone read the whitelist.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let whitelist = dir.join("whitelist.txt");
+    let hex = String::from_utf8(hash.to_hex().to_vec()).expect("hex");
+    std::fs::write(&whitelist, format!("{hex}\n")).expect("whitelist");
+    let conf = dir.join("opentracker.conf");
+    std::fs::write(&conf, format!("access.whitelist {}\n", whitelist.display())).expect("conf");
+    let port = free_port();
+    let child = std::process::Command::new(bin)
+        .arg("-f")
+        .arg(&conf)
+        .args(["-d", "/", "-i", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-P", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start opentracker");
+    let ot = Opentracker { child, dir };
+    let end = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "opentracker did not start on {port}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    (ot, port)
+}
+
+#[test]
+fn opentracker_http_and_udp() {
+    let Some(bin) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("opentracker"))
+            .find(|p| p.is_file())
+    }) else {
+        println!("skipped: opentracker is not installed (apt-get install opentracker)");
+        return;
+    };
+    let (_ot, port) = start_opentracker(&bin.to_string_lossy(), &InfoHash(HASH));
+    let http = format!("http://127.0.0.1:{port}/announce");
+    let udp = format!("udp://127.0.0.1:{port}/announce");
+    let c = client(Duration::from_secs(5));
+    let peer_a: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+    let peer_b: SocketAddr = "127.0.0.1:40002".parse().expect("addr");
+
+    // The whitelist may be read a moment after the port opens: retry a few times.
+    let mut r = AnnounceResult::default();
+    for _ in 0..50 {
+        c.client.announce(job(
+            11,
+            &[&[&http]],
+            b"-BT0001-aaaaaaaaaaaa",
+            40001,
+            Some(Event::Started),
+        ));
+        r = c.result();
+        if r.tracker.is_some() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(r.tracker.as_deref(), Some(http.as_str()), "{:?}", r.errors);
+
+    c.client.announce(job(
+        12,
+        &[&[&udp]],
+        b"-BT0001-bbbbbbbbbbbb",
+        40002,
+        Some(Event::Started),
+    ));
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(udp.as_str()), "{:?}", r.errors);
+    assert!(r.peers.contains(&peer_a), "{:?}", r.peers);
+
+    c.client
+        .announce(job(11, &[&[&http]], b"-BT0001-aaaaaaaaaaaa", 40001, None));
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(http.as_str()), "{:?}", r.errors);
+    assert!(r.peers.contains(&peer_b), "{:?}", r.peers);
+
+    let stats = c
+        .client
+        .scrape(&udp, vec![InfoHash(HASH)])
+        .expect("udp scrape");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].1.incomplete, 2);
+    let stats = c
+        .client
+        .scrape(&http, vec![InfoHash(HASH)])
+        .expect("http scrape");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].1.incomplete, 2);
+}
