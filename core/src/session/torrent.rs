@@ -318,9 +318,11 @@ impl Torrent {
         busy: &[SocketAddr],
         backoff: Duration,
     ) -> Option<SocketAddr> {
-        if self.state == TorrentState::Seeding {
+        if self.state == TorrentState::Error {
             return None;
         }
+        // A seed dials too: a peer behind a firewall (or a client that will not dial
+        // loopback addresses) reaches us only that way; seeds are dropped once known.
         let pick = self
             .known
             .iter()
@@ -493,7 +495,16 @@ pub(super) fn on_peer_event(
             // The peer's have-set may have arrived with the handshake.
             count_availability(s, conn);
         }
-        PeerEvent::HaveSet => count_availability(s, conn),
+        PeerEvent::HaveSet => {
+            count_availability(s, conn);
+            // Two seeds have nothing to say to each other.
+            let both_seeds = s
+                .split(conn)
+                .is_some_and(|(c, t, _)| t.is_complete() && c.peer.is_seed());
+            if both_seeds {
+                return Err(None);
+            }
+        }
         PeerEvent::Have(piece) => {
             if let Some((c, t, _)) = s.split(conn) {
                 if let (true, Some(m)) = (c.counted, t.meta.as_mut()) {
