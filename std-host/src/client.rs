@@ -118,6 +118,40 @@ impl From<io::Error> for ClientError {
     }
 }
 
+/// A token bucket: `rate` bytes per second, at most one second of burst.
+#[derive(Debug)]
+struct Bucket {
+    rate: u64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            tokens: rate as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+    /// Bytes that may move now (`usize::MAX` when unlimited).
+    fn available(&mut self) -> usize {
+        if self.rate == 0 {
+            return usize::MAX;
+        }
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate as f64).min(self.rate as f64);
+        self.tokens.max(0.0) as usize
+    }
+    fn take(&mut self, n: usize) {
+        if self.rate != 0 {
+            self.tokens -= n as f64;
+        }
+    }
+}
+
 struct Sock {
     stream: TcpStream,
     connecting: bool,
@@ -162,6 +196,11 @@ pub struct Client {
     stop: Arc<AtomicBool>,
     events_out: Vec<Event>,
     buf: Vec<u8>,
+    down: Bucket,
+    up: Bucket,
+    /// Connections left readable or writable because a rate limit ran out.
+    throttled_read: Vec<ConnId>,
+    throttled_write: Vec<ConnId>,
 }
 
 impl std::fmt::Debug for Client {
@@ -236,7 +275,6 @@ impl Client {
             None
         };
         Ok(Self {
-            opts,
             session,
             poll,
             waker,
@@ -251,6 +289,11 @@ impl Client {
             stop: Arc::new(AtomicBool::new(false)),
             events_out: Vec::new(),
             buf: vec![0u8; 256 * 1024],
+            down: Bucket::new(opts.download_limit),
+            up: Bucket::new(opts.upload_limit),
+            throttled_read: Vec::new(),
+            throttled_write: Vec::new(),
+            opts,
         })
     }
 
@@ -443,6 +486,12 @@ impl Client {
                 Duration::from_millis(t.as_millis().saturating_sub(now.as_millis()))
             })
             .min(max_wait);
+        let throttled = !self.throttled_read.is_empty() || !self.throttled_write.is_empty();
+        let wait = if throttled {
+            wait.min(Duration::from_millis(20))
+        } else {
+            wait
+        };
         let mut events = Events::with_capacity(256);
         match self.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
@@ -463,6 +512,12 @@ impl Client {
                     }
                 }
             }
+        }
+        for conn in std::mem::take(&mut self.throttled_write) {
+            self.flush(conn);
+        }
+        for conn in std::mem::take(&mut self.throttled_read) {
+            self.read_conn(conn);
         }
         self.collect_workers();
         let now = self.now();
@@ -537,7 +592,14 @@ impl Client {
             if s.connecting {
                 return;
             }
-            match s.stream.read(&mut self.buf) {
+            let allowed = self.down.available().min(self.buf.len());
+            if allowed == 0 {
+                if !self.throttled_read.contains(&conn) {
+                    self.throttled_read.push(conn);
+                }
+                return;
+            }
+            match s.stream.read(&mut self.buf[..allowed]) {
                 Ok(0) => {
                     self.drop_sock(conn);
                     let now = self.now();
@@ -545,6 +607,7 @@ impl Client {
                     return;
                 }
                 Ok(n) => {
+                    self.down.take(n);
                     let now = self.now();
                     self.session.handle_recv(now, conn, &self.buf[..n]);
                 }
@@ -579,9 +642,19 @@ impl Client {
                 }
                 s.out.extend_from_slice(&self.buf[..n]);
             }
-            match s.stream.write(&s.out[s.out_pos..]) {
+            let allowed = self.up.available().min(s.out.len() - s.out_pos);
+            if allowed == 0 {
+                if !self.throttled_write.contains(&conn) {
+                    self.throttled_write.push(conn);
+                }
+                return;
+            }
+            match s.stream.write(&s.out[s.out_pos..s.out_pos + allowed]) {
                 Ok(0) => return,
-                Ok(n) => s.out_pos += n,
+                Ok(n) => {
+                    self.up.take(n);
+                    s.out_pos += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
