@@ -14,6 +14,7 @@
 //! - [`magnet`]: BEP 9 magnet URIs, bounded and allocation-free.
 //! - [`wire`]: the BEP 3 / 6 / 10 peer wire protocol: handshake, messages, framing.
 //! - [`ext`]: BEP 10 extension handshake and BEP 9 metadata exchange.
+//! - [`pex`]: BEP 11 peer exchange messages.
 //! - [`picker`]: which block to request next: availability, rarest-first, endgame.
 //! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs and BEP 12 tiers.
 #![no_std]
@@ -34,6 +35,7 @@ pub mod magnet;
 pub mod metainfo;
 #[cfg(feature = "alloc")]
 pub mod peer;
+pub mod pex;
 pub mod picker;
 pub mod rng;
 #[cfg(feature = "alloc")]

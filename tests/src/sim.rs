@@ -166,6 +166,8 @@ pub struct Sim {
     pub now: Instant,
     /// The most connections open at once (both ends established as a link).
     pub peak_links: usize,
+    /// Whether a tracker answers announces (off: peers come by hand, PEX or DHT).
+    pub tracker: bool,
     torrent_file: Vec<u8>,
     content: Vec<u8>,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
@@ -191,6 +193,7 @@ impl Sim {
             nodes: Vec::new(),
             now: Instant::from_millis(1),
             peak_links: 0,
+            tracker: true,
             garbage_links: Vec::new(),
             junk_open: BTreeMap::new(),
             torrent_file,
@@ -710,7 +713,7 @@ impl Sim {
                     .session
                     .handle_verified(now, torrent, piece, ok);
             }
-            Action::Announce { torrent, .. } => {
+            Action::Announce { torrent, .. } if self.tracker => {
                 // The tracker: every other live node's address.
                 let peers: Vec<SocketAddr> = self
                     .nodes

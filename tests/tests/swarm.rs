@@ -440,3 +440,44 @@ fn churn() {
         )
     );
 }
+
+/// BEP 11: three peers where only one knows the others; the two others learn of each
+/// other through peer exchange and connect.
+#[test]
+fn pex_introduces_peers() {
+    let mut sim = Sim::new(content(60 * 16_384, 9), 16_384, 5);
+    sim.tracker = false;
+    // A slow hub, so the download lasts past the first PEX message.
+    let slow = LinkSpec {
+        up_bps: 100_000,
+        ..LinkSpec::default()
+    };
+    let hub = sim.add_node(true, Behaviour::Honest, slow, |_| {});
+    let b = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let c = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let hub_addr = sim.nodes[hub].addr;
+    let now = sim.now;
+    for i in [b, c] {
+        let t = sim.nodes[i].torrent.expect("torrent");
+        sim.nodes[i].session.handle_peers(now, t, &[hub_addr]);
+    }
+    let met = sim.run_until(Duration::from_secs(30), |s| s.links_between(b, c) > 0);
+    assert!(met, "b and c never met");
+    let ok = sim.run_until(Duration::from_secs(300), |s| {
+        s.nodes[b].finished_at.is_some() && s.nodes[c].finished_at.is_some()
+    });
+    assert!(ok && sim.has_correct_data(b) && sim.has_correct_data(c));
+    let c_addr = sim.nodes[c].addr;
+    let b_addr = sim.nodes[b].addr;
+    let exchanged = sim.nodes[b]
+        .received_from
+        .get(&c_addr)
+        .copied()
+        .unwrap_or(0)
+        + sim.nodes[c]
+            .received_from
+            .get(&b_addr)
+            .copied()
+            .unwrap_or(0);
+    assert!(exchanged > 0, "b and c connected but exchanged no data");
+}

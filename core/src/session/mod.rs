@@ -266,6 +266,28 @@ pub(crate) struct Conn {
     pub(crate) counted: bool,
     /// The peer's id for `ut_metadata` (BEP 9), from its extension handshake.
     pub(crate) their_ut_metadata: Option<u8>,
+    /// The peer's id for `ut_pex` (BEP 11).
+    pub(crate) their_ut_pex: Option<u8>,
+    /// The peer's listen port (`p` in its extension handshake).
+    pub(crate) listen_port: Option<u16>,
+    /// What our PEX messages told this peer is in the swarm.
+    pub(crate) pex_sent: Vec<SocketAddr>,
+    /// When we last sent it a PEX message.
+    pub(crate) last_pex: Option<Instant>,
+}
+
+impl Conn {
+    /// The address other peers can dial this peer at: where we dialed it, or its
+    /// advertised listen port for an incoming connection.
+    pub(crate) fn dialable(&self) -> Option<SocketAddr> {
+        if self.outgoing {
+            Some(self.addr)
+        } else {
+            self.listen_port
+                .filter(|p| *p != 0)
+                .map(|p| SocketAddr::new(self.addr.ip(), p))
+        }
+    }
 }
 
 /// The torrent session. See the module docs for the flow and the poll order.
@@ -407,6 +429,66 @@ impl Session {
         self.flush_sends();
     }
 
+    /// BEP 11: tells each peer that speaks `ut_pex` which peers joined and left since
+    /// the last message, at most once a minute (the first one two seconds after the
+    /// handshake), never for private torrents.
+    fn send_pex(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.their_ut_pex.is_some() && c.peer.is_established())
+            .filter(|(_, c)| match c.last_pex {
+                None => now.since(c.peer.created()) >= Duration::from_secs(2),
+                Some(t) => now.since(t) >= Duration::from_secs(60),
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            let Some(c) = self.conns.get(&k) else {
+                continue;
+            };
+            let Some(tid) = c.torrent else { continue };
+            if self.torrents.get(&tid).is_none_or(|t| t.private) {
+                continue;
+            }
+            let swarm: Vec<SocketAddr> = self
+                .conns
+                .iter()
+                .filter(|(o, oc)| **o != k && oc.torrent == Some(tid) && oc.peer.is_established())
+                .filter_map(|(_, oc)| oc.dialable())
+                .collect();
+            let Some(c) = self.conns.get_mut(&k) else {
+                continue;
+            };
+            let added: Vec<SocketAddr> = swarm
+                .iter()
+                .filter(|a| !c.pex_sent.contains(a))
+                .take(crate::pex::MAX_PEERS_PER_MESSAGE)
+                .copied()
+                .collect();
+            let dropped: Vec<SocketAddr> = c
+                .pex_sent
+                .iter()
+                .filter(|a| !swarm.contains(a))
+                .take(crate::pex::MAX_PEERS_PER_MESSAGE)
+                .copied()
+                .collect();
+            c.last_pex = Some(now);
+            if added.is_empty() && dropped.is_empty() {
+                continue;
+            }
+            c.pex_sent.retain(|a| !dropped.contains(a));
+            c.pex_sent.extend_from_slice(&added);
+            let mut payload = Vec::new();
+            if crate::pex::write_pex(&mut payload, &added, &dropped).is_ok() {
+                if let Some(id) = c.their_ut_pex {
+                    c.peer.send_extended(id, &payload);
+                }
+            }
+            self.flag_send(k);
+        }
+    }
+
     /// Unchokes `conn` when its torrent has a free upload slot.
     pub(crate) fn unchoke_if_room(&mut self, conn: ConnId) {
         let Some(tid) = self.conns.get(&conn).and_then(|c| c.torrent) else {
@@ -476,6 +558,10 @@ impl Session {
                 send_flagged: false,
                 counted: false,
                 their_ut_metadata: None,
+                their_ut_pex: None,
+                listen_port: None,
+                pex_sent: Vec::new(),
+                last_pex: None,
             },
         );
         id
@@ -706,6 +792,7 @@ impl Session {
         for k in fetching {
             torrent::request_metadata(self, now, k);
         }
+        self.send_pex(now);
         let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for id in tids {
             self.run_choker(now, id);
@@ -989,6 +1076,10 @@ impl Session {
                         send_flagged: false,
                         counted: false,
                         their_ut_metadata: None,
+                        their_ut_pex: None,
+                        listen_port: None,
+                        pex_sent: Vec::new(),
+                        last_pex: None,
                     },
                 );
                 self.actions.push_back(Action::Connect {

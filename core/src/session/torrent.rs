@@ -434,6 +434,8 @@ impl Torrent {
 
 /// Our local id for `ut_metadata` messages.
 pub(crate) const OUR_UT_METADATA: u8 = 2;
+/// Our local id for `ut_pex` messages.
+pub(crate) const OUR_UT_PEX: u8 = 1;
 const CLIENT: &[u8] = b"btcore 0.1.0";
 
 /// Handles one event of one connection.
@@ -471,7 +473,7 @@ pub(super) fn on_peer_event(
                 let ours = OurExtensions {
                     // BEP 27: a private torrent's metadata is not handed out.
                     ut_metadata: (!t.private).then_some(OUR_UT_METADATA),
-                    ut_pex: None,
+                    ut_pex: (!t.private).then_some(OUR_UT_PEX),
                     metadata_size: t.meta.as_ref().map(|m| m.info.len() as u32),
                     listen_port: Some(listen_port),
                     client: CLIENT,
@@ -583,6 +585,8 @@ fn on_extended(
             return Ok(());
         };
         c.their_ut_metadata = hs.ut_metadata_id();
+        c.their_ut_pex = hs.ut_pex_id().filter(|_| !t.private);
+        c.listen_port = hs.listen_port;
         c.peer.set_peer_reqq(hs.reqq);
         if let (None, None, Some(size)) = (&t.meta, &t.fetch, hs.metadata_size) {
             if c.their_ut_metadata.is_some() {
@@ -590,6 +594,21 @@ fn on_extended(
             }
         }
         request_metadata(s, now, conn);
+        return Ok(());
+    }
+    if id == OUR_UT_PEX {
+        // BEP 11: peers from PEX are candidates like any other, never for a private
+        // torrent; a malformed message is ignored.
+        if !t.private {
+            if let Ok(m) = crate::pex::PexMessage::parse(payload) {
+                let cap = s.config().max_known_peers;
+                if let Some((_, t, _)) = s.split(conn) {
+                    for a in m.added() {
+                        t.add_known_peer(a, cap);
+                    }
+                }
+            }
+        }
         return Ok(());
     }
     if id != OUR_UT_METADATA {
