@@ -12,6 +12,25 @@ export CARGO_TERM_COLOR=never
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Debian packages the tests use: real clients and a tracker for interop tests,
+# network namespaces, C compilers with sanitizers, valgrind.
+PKGS="transmission-cli aria2 opentracker python3-libtorrent iproute2 util-linux valgrind gcc g++ make pkg-config"
+step "Debian packages"
+missing=""
+for p in $PKGS; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+        echo "missing packages (not root, cannot install):$missing"
+    fi
+fi
+
 step "toolchain"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
@@ -42,4 +61,15 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
 fi
 
 step "tests"
-cargo nextest run --workspace --locked --no-fail-fast
+# Build first (the network may be needed for crates), then run every test in a private
+# network namespace with only loopback up, so nothing can leave the machine; the
+# interop tests must find their real clients (BTCORE_INTEROP=1).
+cargo nextest run --workspace --locked --no-run
+export BTCORE_INTEROP=1
+if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+    echo "running the tests in a private network namespace"
+    exec unshare -n -- bash -c 'ip link set lo up && exec cargo nextest run --workspace --locked --offline --no-fail-fast'
+else
+    echo "no network namespace available: running the tests on the host's loopback"
+    exec cargo nextest run --workspace --locked --offline --no-fail-fast
+fi
