@@ -24,10 +24,15 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+/// The first 8 bytes of btcore's peer ids (Azureus style: `-`, client code `BQ`,
+/// version 0.1.0.0, `-`), so other clients can tell btcore from others.
+pub const PEER_ID_PREFIX: &[u8; 8] = b"-BQ0100-";
+
 pub mod bencode;
 #[cfg(feature = "alloc")]
 pub mod bitfield;
 pub mod choker;
+pub mod dht;
 pub mod ext;
 pub mod hash;
 pub mod ids;

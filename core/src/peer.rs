@@ -590,16 +590,24 @@ impl PeerConn {
                 }
             }
             OwnedMsg::Bitfield(bits) => {
-                if !first {
-                    return Err(PeerError::BadBitfield);
-                }
-                match self.geometry {
-                    Some(g) => {
+                match (self.geometry, first) {
+                    (Some(g), true) => {
                         self.has = Bitfield::from_wire(&bits, g.num_pieces())
                             .ok_or(PeerError::BadBitfield)?;
                         self.events.push_back(PeerEvent::HaveSet);
                     }
-                    None => self.pending_bitfield = Some(bits),
+                    // A late bitfield (aria2 sends one instead of many `have`s): taken as
+                    // a batch of `have`s; a peer never loses pieces (BEP 3).
+                    (Some(g), false) => {
+                        let late = Bitfield::from_wire(&bits, g.num_pieces())
+                            .ok_or(PeerError::BadBitfield)?;
+                        for i in late.iter_set() {
+                            if self.has.set(i) {
+                                self.events.push_back(PeerEvent::Have(PieceIndex(i)));
+                            }
+                        }
+                    }
+                    (None, _) => self.pending_bitfield = Some(bits),
                 }
             }
             OwnedMsg::HaveAll | OwnedMsg::HaveNone => {

@@ -1,3 +1,770 @@
-//! libbtcore: the C ABI of btcore. The session and sans-IO APIs land here; for now it
-//! exports the version, so the library builds and links from C.
+//! libbtcore: the C ABI of btcore.
+//!
+//! Two APIs share one set of conventions (those of rustls-ffi):
+//!
+//! - the **session API** (`btcore_session_*`): the std host runs sockets, files, disk
+//!   and hashing threads; the application adds torrents, reads status and drains events;
+//! - the **sans-IO API** (`btcore_sansio_*`): the application owns sockets, storage and
+//!   the clock; the library only decides. No thread, file or socket is touched.
+//!
+//! Conventions: every symbol starts with `btcore_`; opaque handles come from `_new` and
+//! go back through `_free`; every fallible function returns a [`btcore_result`]
+//! (numbered from 7000, never mistaken for errno); out-parameters are written only on
+//! success; every buffer comes with its length; callbacks take `void *userdata` first;
+//! every pointer is checked for NULL; no panic crosses the boundary.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
+
+mod create;
+mod sansio;
+mod session;
+
+pub use create::*;
+pub use sansio::*;
+pub use session::*;
+
+use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
+use std::collections::VecDeque;
+use std::ffi::{c_char, CStr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+/// Major version of libbtcore (same as `btcore_version()`).
+pub const BTCORE_VERSION_MAJOR: u32 = 0;
+/// Minor version of libbtcore.
+pub const BTCORE_VERSION_MINOR: u32 = 1;
+/// Patch version of libbtcore.
+pub const BTCORE_VERSION_PATCH: u32 = 0;
+
+/// The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
+/// they are never mistaken for an errno value. `btcore_result_name()` and
+/// `btcore_result_message()` describe a code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum btcore_result {
+    /// Success.
+    BTCORE_OK = 0,
+    /// A required pointer argument was NULL.
+    BTCORE_NULL_PARAMETER = 7001,
+    /// An argument is out of range or malformed (bad address, bad UTF-8, bad status).
+    BTCORE_INVALID_PARAMETER = 7002,
+    /// The caller's buffer is too small; where a function has an `out_len`, it receives
+    /// the size needed (the one exception to "out-parameters only on success").
+    BTCORE_BUFFER_TOO_SMALL = 7003,
+    /// A bug in libbtcore: a panic was caught at the boundary. The handle should be freed.
+    BTCORE_PANIC = 7004,
+    /// The handle is of another type or was already freed (when detectable).
+    BTCORE_WRONG_HANDLE = 7005,
+    /// No torrent, action or connection with that id.
+    BTCORE_NOT_FOUND = 7006,
+    /// The operation is not supported by this version.
+    BTCORE_NOT_IMPLEMENTED = 7007,
+    /// Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
+    BTCORE_WRONG_STATE = 7008,
+    /// A file or socket error.
+    BTCORE_IO = 7009,
+    /// The `.torrent` data is invalid (or larger than 64 MiB).
+    BTCORE_INVALID_TORRENT = 7010,
+    /// The magnet link is invalid.
+    BTCORE_INVALID_MAGNET = 7011,
+    /// A torrent with the same info-hash is already in the session.
+    BTCORE_DUPLICATE_TORRENT = 7012,
+    /// The torrent's files could not be set up in the download directory.
+    BTCORE_STORAGE = 7013,
+    /// The disk is full.
+    BTCORE_DISK_FULL = 7014,
+    /// A torrent could not be created (nothing to share, bad name, bad piece length).
+    BTCORE_CREATE_FAILED = 7015,
+    /// A peer broke the protocol (sent bad data); its connection was closed.
+    BTCORE_PEER_PROTOCOL = 7016,
+    /// A peer timed out or was of no use; its connection was closed.
+    BTCORE_PEER_TIMEOUT = 7017,
+}
+
+use btcore_result::*;
+
+impl btcore_result {
+    fn name(self) -> &'static CStr {
+        match self {
+            BTCORE_OK => c"BTCORE_OK",
+            BTCORE_NULL_PARAMETER => c"BTCORE_NULL_PARAMETER",
+            BTCORE_INVALID_PARAMETER => c"BTCORE_INVALID_PARAMETER",
+            BTCORE_BUFFER_TOO_SMALL => c"BTCORE_BUFFER_TOO_SMALL",
+            BTCORE_PANIC => c"BTCORE_PANIC",
+            BTCORE_WRONG_HANDLE => c"BTCORE_WRONG_HANDLE",
+            BTCORE_NOT_FOUND => c"BTCORE_NOT_FOUND",
+            BTCORE_NOT_IMPLEMENTED => c"BTCORE_NOT_IMPLEMENTED",
+            BTCORE_WRONG_STATE => c"BTCORE_WRONG_STATE",
+            BTCORE_IO => c"BTCORE_IO",
+            BTCORE_INVALID_TORRENT => c"BTCORE_INVALID_TORRENT",
+            BTCORE_INVALID_MAGNET => c"BTCORE_INVALID_MAGNET",
+            BTCORE_DUPLICATE_TORRENT => c"BTCORE_DUPLICATE_TORRENT",
+            BTCORE_STORAGE => c"BTCORE_STORAGE",
+            BTCORE_DISK_FULL => c"BTCORE_DISK_FULL",
+            BTCORE_CREATE_FAILED => c"BTCORE_CREATE_FAILED",
+            BTCORE_PEER_PROTOCOL => c"BTCORE_PEER_PROTOCOL",
+            BTCORE_PEER_TIMEOUT => c"BTCORE_PEER_TIMEOUT",
+        }
+    }
+
+    fn message(self) -> &'static CStr {
+        match self {
+            BTCORE_OK => c"success",
+            BTCORE_NULL_PARAMETER => c"a required pointer argument was NULL",
+            BTCORE_INVALID_PARAMETER => c"an argument is out of range or malformed",
+            BTCORE_BUFFER_TOO_SMALL => c"the buffer is too small",
+            BTCORE_PANIC => c"internal error (a panic was caught); free the handle",
+            BTCORE_WRONG_HANDLE => c"the handle is of another type or was freed",
+            BTCORE_NOT_FOUND => c"no torrent, action or connection with that id",
+            BTCORE_NOT_IMPLEMENTED => c"not supported by this version of libbtcore",
+            BTCORE_WRONG_STATE => c"not allowed in the current state",
+            BTCORE_IO => c"a file or socket error",
+            BTCORE_INVALID_TORRENT => c"the torrent data is invalid",
+            BTCORE_INVALID_MAGNET => c"the magnet link is invalid",
+            BTCORE_DUPLICATE_TORRENT => c"the torrent is already in the session",
+            BTCORE_STORAGE => c"the torrent's files could not be set up",
+            BTCORE_DISK_FULL => c"the disk is full",
+            BTCORE_CREATE_FAILED => c"the torrent could not be created",
+            BTCORE_PEER_PROTOCOL => c"the peer broke the protocol",
+            BTCORE_PEER_TIMEOUT => c"the peer timed out",
+        }
+    }
+
+    fn from_u32(code: u32) -> Option<Self> {
+        const ALL: [btcore_result; 18] = [
+            BTCORE_OK,
+            BTCORE_NULL_PARAMETER,
+            BTCORE_INVALID_PARAMETER,
+            BTCORE_BUFFER_TOO_SMALL,
+            BTCORE_PANIC,
+            BTCORE_WRONG_HANDLE,
+            BTCORE_NOT_FOUND,
+            BTCORE_NOT_IMPLEMENTED,
+            BTCORE_WRONG_STATE,
+            BTCORE_IO,
+            BTCORE_INVALID_TORRENT,
+            BTCORE_INVALID_MAGNET,
+            BTCORE_DUPLICATE_TORRENT,
+            BTCORE_STORAGE,
+            BTCORE_DISK_FULL,
+            BTCORE_CREATE_FAILED,
+            BTCORE_PEER_PROTOCOL,
+            BTCORE_PEER_TIMEOUT,
+        ];
+        ALL.into_iter().find(|r| *r as u32 == code)
+    }
+}
+
+/// The name of a result code (`"BTCORE_IO"`), or `"BTCORE_UNKNOWN"`: a static string,
+/// never NULL, never to be freed. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_result_name(code: u32) -> *const c_char {
+    catch_unwind(|| btcore_result::from_u32(code).map_or(c"BTCORE_UNKNOWN", |r| r.name()))
+        .unwrap_or(c"BTCORE_UNKNOWN")
+        .as_ptr()
+}
+
+/// A one-line English description of a result code: a static string, never NULL,
+/// never to be freed. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_result_message(code: u32) -> *const c_char {
+    catch_unwind(|| btcore_result::from_u32(code).map_or(c"unknown result code", |r| r.message()))
+        .unwrap_or(c"unknown result code")
+        .as_ptr()
+}
+
+/// The library's version, `"MAJOR.MINOR.PATCH"`: a static string. Compare with the
+/// `BTCORE_VERSION_*` macros to detect a header/library mismatch. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_version() -> *const c_char {
+    const V: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"0.0.0",
+        };
+    V.as_ptr()
+}
+
+/// SHA-1 of `len` bytes at `data` into `out`, which must hold 20 bytes: what a sans-IO host needs to
+/// answer a `BTCORE_ACTION_VERIFY` without a crypto library of its own. `data` may be
+/// NULL when `len` is 0. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_sha1(data: *const u8, len: usize, out: *mut u8) -> btcore_result {
+    guard(|| {
+        let data = unsafe { bytes(data, len) }?;
+        let out = non_null(out)?;
+        let d = btcore_core::hash::sha1(data);
+        unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), out, d.len()) };
+        Ok(())
+    })
+}
+
+// ---- shared C types ----
+
+/// No address (the `family` of an unset `btcore_addr`).
+pub const BTCORE_ADDR_NONE: u16 = 0;
+/// An IPv4 address: `ip[0..4]`, network order.
+pub const BTCORE_ADDR_IPV4: u16 = 4;
+/// An IPv6 address: `ip[0..16]`, network order.
+pub const BTCORE_ADDR_IPV6: u16 = 6;
+
+/// A peer address, IPv4 or IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct btcore_addr {
+    /// `BTCORE_ADDR_IPV4`, `BTCORE_ADDR_IPV6` or `BTCORE_ADDR_NONE`.
+    pub family: u16,
+    /// The port, host byte order.
+    pub port: u16,
+    /// The address bytes, network order (IPv4 uses the first 4).
+    pub ip: [u8; 16],
+}
+
+impl btcore_addr {
+    pub(crate) fn from_socket(a: SocketAddr) -> Self {
+        let mut ip = [0u8; 16];
+        let family = match a.ip() {
+            IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                BTCORE_ADDR_IPV4
+            }
+            IpAddr::V6(v6) => {
+                ip = v6.octets();
+                BTCORE_ADDR_IPV6
+            }
+        };
+        Self {
+            family,
+            port: a.port(),
+            ip,
+        }
+    }
+
+    pub(crate) fn to_socket(self) -> Option<SocketAddr> {
+        match self.family {
+            BTCORE_ADDR_IPV4 => Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(
+                    self.ip[0], self.ip[1], self.ip[2], self.ip[3],
+                )),
+                self.port,
+            )),
+            BTCORE_ADDR_IPV6 => Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(self.ip)),
+                self.port,
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Where a torrent stands.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum btcore_torrent_state {
+    /// Fetching the info dictionary from peers (a magnet link).
+    BTCORE_STATE_FETCHING_METADATA = 1,
+    /// Fetching pieces.
+    BTCORE_STATE_DOWNLOADING = 2,
+    /// Every piece verified; serving others.
+    BTCORE_STATE_SEEDING = 3,
+    /// Stopped by an error (see `btcore_torrent_status.error`).
+    BTCORE_STATE_ERROR = 4,
+    /// Paused (not reached by this version: pausing is not implemented).
+    BTCORE_STATE_PAUSED = 5,
+}
+
+/// A torrent's status, filled by `btcore_session_torrent_status()` or
+/// `btcore_sansio_torrent_status()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct btcore_torrent_status {
+    /// The torrent's id in its session.
+    pub id: u32,
+    /// Its state.
+    pub state: btcore_torrent_state,
+    /// The info-hash (SHA-1 of the info dictionary).
+    pub info_hash: [u8; 20],
+    /// Progress in millionths (0 to 1000000) of the verified bytes.
+    pub progress_ppm: u32,
+    /// Verified pieces.
+    pub pieces_have: u32,
+    /// All pieces (0 until a magnet link's metadata arrives).
+    pub num_pieces: u32,
+    /// Verified bytes.
+    pub bytes_have: u64,
+    /// Total bytes (0 until a magnet link's metadata arrives).
+    pub total_size: u64,
+    /// Download rate in bytes/s.
+    pub download_rate: u64,
+    /// Upload rate in bytes/s.
+    pub upload_rate: u64,
+    /// Payload bytes received in all.
+    pub downloaded: u64,
+    /// Payload bytes sent in all.
+    pub uploaded: u64,
+    /// Estimated seconds to completion: 0 when complete, -1 when unknown (no rate).
+    pub eta_seconds: i64,
+    /// Connected peers (handshake done).
+    pub peers: u32,
+    /// Of which seeds.
+    pub seeds: u32,
+    /// Connections being set up.
+    pub connecting: u32,
+    /// Pieces that failed their hash check.
+    pub hash_failures: u32,
+    /// Peers banned for bad data.
+    pub banned: u32,
+    /// The error that stopped the torrent (`BTCORE_DISK_FULL`, `BTCORE_IO`), or
+    /// `BTCORE_OK`.
+    pub error: btcore_result,
+}
+
+pub(crate) fn torrent_status(
+    id: u32,
+    s: &TorrentStatus,
+    error: btcore_result,
+) -> btcore_torrent_status {
+    let state = match s.state {
+        TorrentState::FetchingMetadata => btcore_torrent_state::BTCORE_STATE_FETCHING_METADATA,
+        TorrentState::Downloading => btcore_torrent_state::BTCORE_STATE_DOWNLOADING,
+        TorrentState::Seeding => btcore_torrent_state::BTCORE_STATE_SEEDING,
+        _ => btcore_torrent_state::BTCORE_STATE_ERROR,
+    };
+    let progress_ppm = if s.state == TorrentState::Seeding {
+        1_000_000
+    } else if s.total_size == 0 {
+        0
+    } else {
+        (u128::from(s.bytes_have) * 1_000_000 / u128::from(s.total_size)) as u32
+    };
+    let left = s.total_size.saturating_sub(s.bytes_have);
+    let eta_seconds = if s.state == TorrentState::Seeding {
+        0
+    } else if s.download_rate == 0 || s.total_size == 0 {
+        -1
+    } else {
+        left.div_ceil(s.download_rate).min(i64::MAX as u64) as i64
+    };
+    let error = if error == BTCORE_OK && state == btcore_torrent_state::BTCORE_STATE_ERROR {
+        BTCORE_IO
+    } else {
+        error
+    };
+    btcore_torrent_status {
+        id,
+        state,
+        info_hash: *s.info_hash.as_bytes(),
+        progress_ppm,
+        pieces_have: s.pieces_have,
+        num_pieces: s.num_pieces,
+        bytes_have: s.bytes_have,
+        total_size: s.total_size,
+        download_rate: s.download_rate,
+        upload_rate: s.upload_rate,
+        downloaded: s.downloaded,
+        uploaded: s.uploaded,
+        eta_seconds,
+        peers: s.peers,
+        seeds: s.seeds,
+        connecting: s.connecting,
+        hash_failures: s.hash_failures,
+        banned: s.banned,
+        error,
+    }
+}
+
+/// `btcore_peer_status.flags`: the handshake is complete.
+pub const BTCORE_PEER_ESTABLISHED: u32 = 1;
+/// `btcore_peer_status.flags`: we dialed the peer (else it connected to us).
+pub const BTCORE_PEER_OUTGOING: u32 = 2;
+/// `btcore_peer_status.flags`: we choke the peer.
+pub const BTCORE_PEER_AM_CHOKING: u32 = 4;
+/// `btcore_peer_status.flags`: we want the peer's pieces.
+pub const BTCORE_PEER_AM_INTERESTED: u32 = 8;
+/// `btcore_peer_status.flags`: the peer chokes us.
+pub const BTCORE_PEER_PEER_CHOKING: u32 = 16;
+/// `btcore_peer_status.flags`: the peer wants our pieces.
+pub const BTCORE_PEER_PEER_INTERESTED: u32 = 32;
+/// `btcore_peer_status.flags`: `peer_id` is valid (the handshake told it).
+pub const BTCORE_PEER_HAS_PEER_ID: u32 = 64;
+
+/// One peer of a torrent, filled by `btcore_session_peers()` or `btcore_sansio_peers()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct btcore_peer_status {
+    /// The connection id.
+    pub conn: u32,
+    /// A set of `BTCORE_PEER_*` bits.
+    pub flags: u32,
+    /// The peer's address.
+    pub addr: btcore_addr,
+    /// The peer's id (valid when `flags & BTCORE_PEER_HAS_PEER_ID`).
+    pub peer_id: [u8; 20],
+    /// The client, from the peer id (`"LT2080"` for `-LT2080-...`), NUL-terminated;
+    /// empty when unknown.
+    pub client: [c_char; 16],
+    /// Bytes/s from the peer.
+    pub download_rate: u64,
+    /// Bytes/s to the peer.
+    pub upload_rate: u64,
+    /// Payload bytes from the peer.
+    pub downloaded: u64,
+    /// Payload bytes to the peer.
+    pub uploaded: u64,
+    /// Pieces the peer has.
+    pub pieces: u32,
+}
+
+pub(crate) fn peer_status(p: &PeerStatus) -> btcore_peer_status {
+    let mut flags = 0u32;
+    for (on, f) in [
+        (p.established, BTCORE_PEER_ESTABLISHED),
+        (p.outgoing, BTCORE_PEER_OUTGOING),
+        (p.am_choking, BTCORE_PEER_AM_CHOKING),
+        (p.am_interested, BTCORE_PEER_AM_INTERESTED),
+        (p.peer_choking, BTCORE_PEER_PEER_CHOKING),
+        (p.peer_interested, BTCORE_PEER_PEER_INTERESTED),
+        (p.peer_id.is_some(), BTCORE_PEER_HAS_PEER_ID),
+    ] {
+        if on {
+            flags |= f;
+        }
+    }
+    let mut client = [0 as c_char; 16];
+    let mut peer_id = [0u8; 20];
+    if let Some(id) = p.peer_id {
+        peer_id = id.0;
+        let name: &[u8] = if id.0[0] == b'-' && id.0[7] == b'-' {
+            &id.0[1..7]
+        } else {
+            let n =
+                id.0.iter()
+                    .take(8)
+                    .take_while(|b| b.is_ascii_graphic())
+                    .count();
+            &id.0[..n]
+        };
+        for (d, s) in client.iter_mut().zip(name.iter().take(15)) {
+            *d = if s.is_ascii_graphic() {
+                *s as c_char
+            } else {
+                b'?' as c_char
+            };
+        }
+    }
+    btcore_peer_status {
+        conn: p.conn.0,
+        flags,
+        addr: btcore_addr::from_socket(p.addr),
+        peer_id,
+        client,
+        download_rate: p.download_rate,
+        upload_rate: p.upload_rate,
+        downloaded: p.downloaded,
+        uploaded: p.uploaded,
+        pieces: p.pieces,
+    }
+}
+
+/// What an event reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum btcore_event_kind {
+    /// A torrent was added (`torrent`).
+    BTCORE_EVENT_TORRENT_ADDED = 1,
+    /// A magnet link's metadata arrived and checked out: the torrent downloads now.
+    BTCORE_EVENT_METADATA_RECEIVED = 2,
+    /// A piece (`piece`) passed its hash check and is on disk.
+    BTCORE_EVENT_PIECE_FINISHED = 3,
+    /// A piece (`piece`) failed its hash check and will be downloaded again.
+    BTCORE_EVENT_HASH_FAILED = 4,
+    /// Every piece is verified: the torrent seeds from now on.
+    BTCORE_EVENT_TORRENT_FINISHED = 5,
+    /// A peer (`peer`) completed its handshake.
+    BTCORE_EVENT_PEER_CONNECTED = 6,
+    /// A peer (`peer`) was banned for sending bad data.
+    BTCORE_EVENT_PEER_BANNED = 7,
+    /// A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+    BTCORE_EVENT_FILE_ERROR = 8,
+    /// A tracker failed (reserved: not emitted by this version).
+    BTCORE_EVENT_TRACKER_ERROR = 9,
+    /// A torrent was removed.
+    BTCORE_EVENT_TORRENT_REMOVED = 10,
+    /// The queue was full and `count` older events were dropped (drain more often).
+    BTCORE_EVENT_DROPPED = 11,
+}
+
+/// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
+/// (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct btcore_event {
+    /// What happened.
+    pub kind: btcore_event_kind,
+    /// The torrent's id.
+    pub torrent: u32,
+    /// The piece, for `PIECE_FINISHED` and `HASH_FAILED`.
+    pub piece: u32,
+    /// The error, for `FILE_ERROR` and `TRACKER_ERROR`.
+    pub error: btcore_result,
+    /// The peer, for `PEER_CONNECTED` and `PEER_BANNED`.
+    pub peer: btcore_addr,
+    /// The number of dropped events, for `BTCORE_EVENT_DROPPED`.
+    pub count: u64,
+}
+
+impl btcore_event {
+    pub(crate) fn new(kind: btcore_event_kind, torrent: u32) -> Self {
+        Self {
+            kind,
+            torrent,
+            piece: 0,
+            error: BTCORE_OK,
+            peer: btcore_addr::default(),
+            count: 0,
+        }
+    }
+}
+
+pub(crate) fn disk_error(e: DiskError) -> btcore_result {
+    match e {
+        DiskError::NoSpace => BTCORE_DISK_FULL,
+        _ => BTCORE_IO,
+    }
+}
+
+pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
+    use btcore_event_kind::*;
+    Some(match e {
+        Event::PieceVerified(t, p) => btcore_event {
+            piece: p.0,
+            ..btcore_event::new(BTCORE_EVENT_PIECE_FINISHED, t.0)
+        },
+        Event::HashFailed(t, p) => btcore_event {
+            piece: p.0,
+            ..btcore_event::new(BTCORE_EVENT_HASH_FAILED, t.0)
+        },
+        Event::TorrentFinished(t) => btcore_event::new(BTCORE_EVENT_TORRENT_FINISHED, t.0),
+        Event::PeerConnected(t, a) => btcore_event {
+            peer: btcore_addr::from_socket(*a),
+            ..btcore_event::new(BTCORE_EVENT_PEER_CONNECTED, t.0)
+        },
+        Event::PeerBanned(t, a) => btcore_event {
+            peer: btcore_addr::from_socket(*a),
+            ..btcore_event::new(BTCORE_EVENT_PEER_BANNED, t.0)
+        },
+        Event::DiskFailed(t, d) => btcore_event {
+            error: disk_error(*d),
+            ..btcore_event::new(BTCORE_EVENT_FILE_ERROR, t.0)
+        },
+        Event::MetadataReceived(t) => btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, t.0),
+        _ => return None,
+    })
+}
+
+/// A bounded event queue: the oldest events go first when it is full, and the count of
+/// dropped events is reported with a `BTCORE_EVENT_DROPPED` before the rest.
+#[derive(Debug, Default)]
+pub(crate) struct EventQueue {
+    q: VecDeque<btcore_event>,
+    dropped: u64,
+}
+
+/// cbindgen:ignore
+const MAX_QUEUED_EVENTS: usize = 4096;
+
+impl EventQueue {
+    /// Queues an event; returns whether the queue was empty before.
+    pub(crate) fn push(&mut self, e: btcore_event) -> bool {
+        let was_empty = self.is_empty();
+        if self.q.len() >= MAX_QUEUED_EVENTS {
+            self.q.pop_front();
+            self.dropped += 1;
+        }
+        self.q.push_back(e);
+        was_empty
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.q.is_empty() && self.dropped == 0
+    }
+
+    pub(crate) fn drain_into(&mut self, out: &mut [btcore_event]) -> usize {
+        let mut n = 0;
+        if self.dropped > 0 && !out.is_empty() {
+            out[0] = btcore_event {
+                count: self.dropped,
+                ..btcore_event::new(btcore_event_kind::BTCORE_EVENT_DROPPED, 0)
+            };
+            self.dropped = 0;
+            n = 1;
+        }
+        while n < out.len() {
+            let Some(e) = self.q.pop_front() else { break };
+            out[n] = e;
+            n += 1;
+        }
+        n
+    }
+}
+
+// ---- boundary helpers ----
+
+/// Runs `f` behind the panic boundary.
+pub(crate) fn guard(f: impl FnOnce() -> Result<(), btcore_result>) -> btcore_result {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => BTCORE_OK,
+        Ok(Err(e)) => e,
+        Err(_) => BTCORE_PANIC,
+    }
+}
+
+/// Checks an out-pointer.
+pub(crate) fn non_null<T>(p: *mut T) -> Result<*mut T, btcore_result> {
+    if p.is_null() {
+        Err(BTCORE_NULL_PARAMETER)
+    } else {
+        Ok(p)
+    }
+}
+
+/// A byte slice from a pointer and a length (NULL allowed when `len` is 0).
+///
+/// # Safety
+/// `p` must point to `len` readable bytes when not NULL.
+pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize) -> Result<&'a [u8], btcore_result> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    if len > isize::MAX as usize {
+        return Err(BTCORE_INVALID_PARAMETER);
+    }
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A mutable slice of `T` from a caller buffer (NULL allowed when `cap` is 0).
+///
+/// # Safety
+/// `p` must point to `cap` writable `T`s when not NULL.
+pub(crate) unsafe fn out_slice<'a, T>(p: *mut T, cap: usize) -> Result<&'a mut [T], btcore_result> {
+    if cap == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    if cap
+        .checked_mul(std::mem::size_of::<T>().max(1))
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(BTCORE_INVALID_PARAMETER);
+    }
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, cap) })
+}
+
+/// A NUL-terminated string (required).
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string.
+pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Result<&'a CStr, btcore_result> {
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    Ok(unsafe { CStr::from_ptr(p) })
+}
+
+/// A path from a NUL-terminated string (bytes, not necessarily UTF-8); NULL gives None.
+///
+/// # Safety
+/// As [`cstr`].
+pub(crate) unsafe fn opt_path(p: *const c_char) -> Result<Option<PathBuf>, btcore_result> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let s = unsafe { CStr::from_ptr(p) };
+    if s.is_empty() {
+        return Err(BTCORE_INVALID_PARAMETER);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+            s.to_bytes(),
+        ))))
+    }
+    #[cfg(not(unix))]
+    {
+        s.to_str()
+            .map(|s| Some(PathBuf::from(s)))
+            .map_err(|_| BTCORE_INVALID_PARAMETER)
+    }
+}
+
+/// Copies `src` into a caller buffer, with the size needed in `out_len` even when the
+/// buffer is too small.
+///
+/// # Safety
+/// `buf` must point to `cap` writable bytes when not NULL; `out_len` is checked.
+pub(crate) unsafe fn copy_out(
+    src: &[u8],
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<(), btcore_result> {
+    let out_len = non_null(out_len)?;
+    let dst = unsafe { out_slice(buf, cap) }?;
+    if dst.len() < src.len() {
+        unsafe { out_len.write(src.len()) };
+        return Err(BTCORE_BUFFER_TOO_SMALL);
+    }
+    dst[..src.len()].copy_from_slice(src);
+    unsafe { out_len.write(src.len()) };
+    Ok(())
+}
+
+/// cbindgen:ignore
+/// A handle tag: every handle starts with one, so a handle of another type (or, often,
+/// one already freed) is refused with `BTCORE_WRONG_HANDLE` instead of misread.
+pub(crate) const MAGIC_SESSION: u64 = 0x6274_636f_7265_5331; // "btcoreS1"
+/// cbindgen:ignore
+pub(crate) const MAGIC_SANSIO: u64 = 0x6274_636f_7265_4931; // "btcoreI1"
+/// cbindgen:ignore
+pub(crate) const MAGIC_FREED: u64 = 0x6274_636f_7265_4446; // "btcoreDF"
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_macros_match_the_crate() {
+        assert_eq!(
+            BTCORE_VERSION_MAJOR.to_string(),
+            env!("CARGO_PKG_VERSION_MAJOR")
+        );
+        assert_eq!(
+            BTCORE_VERSION_MINOR.to_string(),
+            env!("CARGO_PKG_VERSION_MINOR")
+        );
+        assert_eq!(
+            BTCORE_VERSION_PATCH.to_string(),
+            env!("CARGO_PKG_VERSION_PATCH")
+        );
+        let v = unsafe { CStr::from_ptr(btcore_version()) };
+        assert_eq!(v.to_str().ok(), Some(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn every_code_has_a_name() {
+        for c in [0u32, 7001, 7017] {
+            let n = unsafe { CStr::from_ptr(btcore_result_name(c)) };
+            assert!(n.to_bytes().starts_with(b"BTCORE_"));
+            assert_ne!(n.to_bytes(), b"BTCORE_UNKNOWN");
+        }
+        let n = unsafe { CStr::from_ptr(btcore_result_name(5)) };
+        assert_eq!(n.to_bytes(), b"BTCORE_UNKNOWN");
+    }
+}

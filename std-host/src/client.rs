@@ -219,7 +219,7 @@ fn conn_of(t: Token) -> ConnId {
 
 fn make_peer_id(seed: u64) -> PeerId {
     let mut id = [0u8; 20];
-    id[..8].copy_from_slice(b"-BC0010-");
+    id[..8].copy_from_slice(btcore_core::PEER_ID_PREFIX);
     let mut r = btcore_core::rng::Rng::new(seed);
     for b in &mut id[8..] {
         *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[r.below(36) as usize];
@@ -333,6 +333,8 @@ impl Client {
             )
             .map_err(ClientError::Storage)?,
         );
+        // Empty files have no piece to write them: create them now.
+        storage.ensure_files().map_err(ClientError::Storage)?;
         let have = self.initial_have(&m, &storage);
         let now = self.now();
         let id = self

@@ -13,6 +13,7 @@ pub mod info;
 pub mod resume;
 pub mod storage;
 pub mod tracker;
+pub mod tracker_server;
 
 use std::path::Path;
 

@@ -69,13 +69,16 @@ fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool)
     let mut last_print = Instant::now() - Duration::from_secs(2);
     let mut lines = 0;
     let mut out = std::io::stdout();
+    let mut reported = std::collections::HashSet::new();
     loop {
         let views = c.torrents();
         for e in c.take_events() {
             match e {
                 Event::TorrentFinished(id) => log::info!("torrent {id:?} complete"),
                 Event::PeerBanned(_, a) => log::warn!("banned {a} for bad data"),
-                Event::DiskFailed(_, e) => log::error!("disk error: {e:?}"),
+                Event::DiskFailed(id, e) if reported.insert(id) => {
+                    log::error!("{}: disk error: {}", name_of(&views, id), disk_error_text(e));
+                }
                 _ => {}
             }
         }
@@ -99,6 +102,20 @@ fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool)
             log::error!("event loop: {e}");
             return false;
         }
+    }
+}
+
+fn name_of(views: &[TorrentView], id: btcore_core::session::TorrentId) -> String {
+    views
+        .iter()
+        .find(|v| v.id == id)
+        .map_or_else(|| format!("{id:?}"), |v| v.name.clone())
+}
+
+fn disk_error_text(e: btcore_core::session::DiskError) -> &'static str {
+    match e {
+        btcore_core::session::DiskError::NoSpace => "no space left on device",
+        _ => "input/output error",
     }
 }
 
@@ -131,8 +148,13 @@ pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
             Err(e) => return fail(EXIT_INVALID, format_args!("{t}: {e}")),
         }
     }
+    // Done when every torrent is complete, or stopped by a disk error (then exit 4).
     let complete = watch(&mut c, o, |v| {
-        !keep_seeding && v.iter().all(|t| t.status.state == TorrentState::Seeding)
+        let settled = v
+            .iter()
+            .all(|t| matches!(t.status.state, TorrentState::Seeding | TorrentState::Error));
+        let failed = v.iter().any(|t| t.status.state == TorrentState::Error);
+        (settled && (!keep_seeding || failed)) || v.iter().all(|t| t.status.state == TorrentState::Error)
     });
     let errors = c
         .torrents()
@@ -140,7 +162,10 @@ pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
         .any(|t| t.status.state == TorrentState::Error);
     c.shutdown();
     if errors {
-        return fail(EXIT_IO, format_args!("a torrent stopped on a disk error"));
+        return fail(
+            EXIT_IO,
+            format_args!("a torrent stopped on a disk error in {}", o.save_dir.display()),
+        );
     }
     if complete || (keep_seeding && c.all_complete()) {
         ExitCode::SUCCESS

@@ -225,7 +225,7 @@ impl Sim {
     ) -> usize {
         let i = self.nodes.len();
         let mut id = [0u8; 20];
-        id[..8].copy_from_slice(b"-BC0001-");
+        id[..8].copy_from_slice(btcore_core::PEER_ID_PREFIX);
         id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
         let mut cfg = SessionConfig::new(PeerId(id));
         config(&mut cfg);

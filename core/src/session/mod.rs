@@ -60,7 +60,7 @@ pub struct ConnId(pub u32);
 /// Session configuration. [`SessionConfig::low_memory`] is the small-device profile.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// Our peer id (the host makes it, e.g. `-BC0001-` and 12 random bytes).
+    /// Our peer id (the host makes it, [`crate::PEER_ID_PREFIX`] and 12 random bytes).
     pub peer_id: PeerId,
     /// Our listen port (sent in the extension handshake).
     pub listen_port: u16,

@@ -26,6 +26,8 @@
 //! [`ScrapeStats`], [`Failure`] and the error type [`TrackerError`].
 
 pub mod http;
+#[cfg(feature = "alloc")]
+pub mod server;
 pub mod tiers;
 pub mod udp;
 

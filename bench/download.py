@@ -1,0 +1,312 @@
+#!/usr/bin/python3
+"""Download benchmark: btcore beside libtorrent, Transmission and aria2, in one run.
+
+Every leecher downloads the same payload on 127.0.0.1 from the same seeder; for each
+the script prints MB/s, CPU seconds (user+sys) and peak memory: the largest resident
+set (VmHWM) and the largest anonymous resident set (RssAnon, sampled every 20 ms),
+which is the figure to compare (libtorrent and Transmission map the payload, so whole
+RSS counts file pages). Then btcore seeds for each of them, and a swarm case runs one
+seeder and eight leechers.
+
+Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's python3):
+    /usr/bin/python3 bench/download.py [--size-mib 1024] [--only btcore,libtorrent,...]
+"""
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def lt_session(port):
+    import libtorrent as lt
+    return lt.session({
+        "listen_interfaces": "127.0.0.1:%d" % port,
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+        "enable_natpmp": False, "allow_multiple_connections_per_ip": True,
+        "alert_mask": 0, "unchoke_slots_limit": 32,
+    })
+
+
+def role_lt(args):
+    """Run as a libtorrent seeder or leecher (a separate process, measured alone)."""
+    import libtorrent as lt
+    ses = lt_session(args.port)
+    ti = lt.torrent_info(args.torrent)
+    h = ses.add_torrent({"ti": ti, "save_path": args.dir})
+    for p in args.peer or []:
+        host, port = p.rsplit(":", 1)
+        h.connect_peer((host, int(port)))
+    if args.role == "lt-seed":
+        h.force_recheck()
+        while True:
+            time.sleep(1)
+    deadline = time.time() + args.timeout
+    while time.time() < deadline:
+        st = h.status()
+        if st.is_seeding:
+            return 0
+        if int(time.time()) % 2 == 0:
+            for p in args.peer or []:
+                host, port = p.rsplit(":", 1)
+                h.connect_peer((host, int(port)))
+        time.sleep(0.02)
+    return 1
+
+
+class Proc:
+    """A child process whose CPU and memory are watched until it ends or is stopped."""
+
+    def __init__(self, cmd, cwd=None, log=None):
+        self.out = open(log, "wb") if log else subprocess.DEVNULL
+        self.p = subprocess.Popen(cmd, cwd=cwd, stdout=self.out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        self.peak_anon = 0
+        self.peak_rss = 0
+        self.cpu = 0.0
+        self.start = time.time()
+
+    def sample(self):
+        try:
+            with open("/proc/%d/status" % self.p.pid) as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        self.peak_anon = max(self.peak_anon, int(line.split()[1]) * 1024)
+                    elif line.startswith("VmHWM:"):
+                        self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
+            with open("/proc/%d/stat" % self.p.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+                self.cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self):
+        if self.alive():
+            self.sample()
+            try:
+                os.killpg(self.p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.p.wait()
+        if self.out is not subprocess.DEVNULL:
+            self.out.close()
+
+
+def sha1_file(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 22)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work):
+    port = free_port()
+    peer = "127.0.0.1:%d" % seeder_port
+    marker = os.path.join(work, "done-%s-%d" % (kind, port))
+    if kind == "btcore":
+        cmd = [btcore, "download", torrent, "-o", out_dir, "--peer", peer, "--port", str(port),
+               "--bind", "127.0.0.1", "--no-trackers", "--progress", "none"]
+    elif kind == "libtorrent":
+        cmd = [sys.executable, __file__, "--role", "lt-leech", "--torrent", torrent, "--dir", out_dir,
+               "--port", str(port), "--peer", peer, "--timeout", str(timeout)]
+    elif kind == "aria2":
+        cmd = ["aria2c", "--dir", out_dir, "--listen-port", str(port), "--seed-time=0",
+               "--enable-dht=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+               "--bt-require-crypto=false", "--file-allocation=none", "--quiet=true",
+               "--summary-interval=0", "--console-log-level=error", torrent]
+    elif kind == "transmission":
+        script = os.path.join(work, "fin-%d.sh" % port)
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\ntouch '%s'\n" % marker)
+        os.chmod(script, 0o755)
+        home = os.path.join(work, "tr-home-%d" % port)
+        os.makedirs(home, exist_ok=True)
+        cmd = ["transmission-cli", "-w", out_dir, "-p", str(port), "-f", script, "-D", "-U", "-M", "-et",
+               "-g", home, torrent]
+    else:
+        raise SystemExit("unknown client " + kind)
+    os.makedirs(out_dir, exist_ok=True)
+    return Proc(cmd, log=os.path.join(work, "%s-%d.log" % (kind, port))), marker, port
+
+
+def measure(procs_markers, size, deadline_s, seeder, dial=None):
+    """Waits for every leecher; returns [(mbps, cpu, peak_anon, peak_rss, ok)]."""
+    results = [None] * len(procs_markers)
+    start = time.time()
+    while time.time() - start < deadline_s and any(r is None for r in results):
+        for i, (p, marker, _) in enumerate(procs_markers):
+            if results[i] is not None:
+                continue
+            p.sample()
+            done = (not p.alive() and p.p.returncode == 0) or os.path.exists(marker)
+            if done:
+                wall = time.time() - p.start
+                p.stop()
+                results[i] = (size / 1e6 / wall, p.cpu, p.peak_anon, p.peak_rss, True, wall)
+            elif not p.alive():
+                results[i] = (0, p.cpu, p.peak_anon, p.peak_rss, False, 0)
+        if dial:
+            dial()
+        time.sleep(0.02)
+    for i, (p, _, _) in enumerate(procs_markers):
+        if results[i] is None:
+            p.stop()
+            results[i] = (0, p.cpu, p.peak_anon, p.peak_rss, False, 0)
+    return results
+
+
+def row(label, r):
+    mbps, cpu, anon, rss, ok, wall = r
+    if not ok:
+        return "%-34s %10s %9s %12s %12s" % (label, "FAILED", "%.2f" % cpu, "-", "-")
+    return "%-34s %10.1f %9.2f %12.1f %12.1f" % (label, mbps, cpu, anon / 2**20, rss / 2**20)
+
+
+HEADER = "%-34s %10s %9s %12s %12s" % ("leecher", "MB/s", "CPU s", "anon RSS MiB", "peak RSS MiB")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--role")
+    ap.add_argument("--torrent")
+    ap.add_argument("--dir")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--peer", action="append")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--only", default="btcore,libtorrent,transmission,aria2")
+    ap.add_argument("--swarm", type=int, default=8)
+    ap.add_argument("--btcore", default=os.path.join(ROOT, "target", "release", "btcore"))
+    args = ap.parse_args()
+    if args.role:
+        sys.exit(role_lt(args))
+    clients = args.only.split(",")
+    if not os.path.exists(args.btcore):
+        subprocess.check_call(["cargo", "build", "--release", "-p", "btcore-host"], cwd=ROOT)
+    work = tempfile.mkdtemp(prefix="btcore-bench-")
+    try:
+        seed_dir = os.path.join(work, "seed")
+        os.makedirs(seed_dir)
+        payload = os.path.join(seed_dir, "payload.bin")
+        size = args.size_mib * 2**20
+        with open(payload, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 1 << 24)
+                f.write(os.urandom(n))
+                left -= n
+        digest = sha1_file(payload)
+        torrent = os.path.join(work, "payload.torrent")
+        subprocess.check_call([args.btcore, "create", payload, "-o", torrent], stdout=subprocess.DEVNULL)
+        print("payload %d MiB, %s clients on 127.0.0.1; machine: %d cores" % (args.size_mib, len(clients), os.cpu_count()))
+
+        def run_case(title, seeder_cmd, seeder_port, kinds, dial_seeder=None):
+            print("\n" + title)
+            print(HEADER)
+            for kind in kinds:
+                seeder = Proc(seeder_cmd(seeder_port), log=os.path.join(work, "seeder-%d.log" % seeder_port))
+                time.sleep(1.5)
+                out = os.path.join(work, "leech-%s-%d" % (kind, seeder_port))
+                pm = leech(kind, torrent, "payload.bin", out, seeder_port, args.btcore, args.timeout, work)
+                dial = (lambda: dial_seeder(pm[2])) if dial_seeder else None
+                r = measure([pm], size, args.timeout, seeder, dial)[0]
+                seeder.stop()
+                got = os.path.join(out, "payload.bin")
+                ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
+                r = r[:4] + (ok,) + r[5:]
+                print(row(kind, r), flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+                seeder_port = free_port()
+
+        lt_seed = lambda port: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
+                                "--dir", seed_dir, "--port", str(port)]
+        run_case("leechers downloading from a libtorrent seeder", lt_seed, free_port(), clients)
+
+        # btcore as the seeder. Transmission does not dial 127.x peers it is told of,
+        # so btcore dials every leecher (`--peer`), which all of them accept.
+        def bt_seed(port):
+            return [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind", "127.0.0.1",
+                    "--no-trackers", "--progress", "none"]
+        others = [c for c in clients if c != "btcore"] + (["btcore"] if "btcore" in clients else [])
+        print("\nleechers downloading from a btcore seeder")
+        print(HEADER)
+        for kind in others:
+            sp = free_port()
+            out = os.path.join(work, "leech2-%s" % kind)
+            pm = leech(kind, torrent, "payload.bin", out, sp, args.btcore, args.timeout, work)
+            time.sleep(1.0)
+            seeder = Proc([args.btcore, "seed", torrent, seed_dir, "--port", str(sp), "--bind", "127.0.0.1",
+                           "--no-trackers", "--progress", "none", "--peer", "127.0.0.1:%d" % pm[2]])
+            # The clock starts when the seeder does (the leecher waited for it).
+            pm[0].start = time.time()
+            r = measure([pm], size, args.timeout, seeder)[0]
+            seeder.stop()
+            got = os.path.join(out, "payload.bin")
+            ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
+            print(row(kind, r[:4] + (ok,) + r[5:]), flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+
+        # Swarm: one btcore seeder and N leechers of one kind who all know each other.
+        for kind in [c for c in ("btcore", "libtorrent") if c in clients]:
+            print("\nswarm: 1 btcore seeder, %d %s leechers (all know each other)" % (args.swarm, kind))
+            sp = free_port()
+            ports = [free_port() for _ in range(args.swarm)]
+            seeder = Proc([args.btcore, "seed", torrent, seed_dir, "--port", str(sp), "--bind", "127.0.0.1",
+                           "--no-trackers", "--progress", "none"])
+            time.sleep(1.0)
+            pms = []
+            for i, port in enumerate(ports):
+                out = os.path.join(work, "swarm-%s-%d" % (kind, i))
+                os.makedirs(out, exist_ok=True)
+                peers = ["127.0.0.1:%d" % sp] + ["127.0.0.1:%d" % q for q in ports[:i]]
+                if kind == "btcore":
+                    cmd = [args.btcore, "download", torrent, "-o", out, "--port", str(port), "--bind",
+                           "127.0.0.1", "--no-trackers", "--progress", "none"]
+                    for p in peers:
+                        cmd += ["--peer", p]
+                else:
+                    cmd = [sys.executable, __file__, "--role", "lt-leech", "--torrent", torrent, "--dir", out,
+                           "--port", str(port), "--timeout", str(args.timeout)]
+                    for p in peers:
+                        cmd += ["--peer", p]
+                pms.append((Proc(cmd), os.path.join(work, "never"), port))
+            t0 = time.time()
+            rs = measure(pms, size, args.timeout, seeder)
+            seeder.stop()
+            total = time.time() - t0
+            ok = sum(1 for r in rs if r[4])
+            walls = sorted(r[5] for r in rs if r[4])
+            cpu = sum(r[1] for r in rs)
+            print("%d/%d complete; last at %.1f s; median %.1f s; %.0f MB/s aggregate; CPU %.1f s in all; max anon RSS %.1f MiB"
+                  % (ok, len(rs), total, walls[len(walls) // 2] if walls else 0,
+                     size * ok / 1e6 / total, cpu, max(r[2] for r in rs) / 2**20), flush=True)
+            for i in range(args.swarm):
+                shutil.rmtree(os.path.join(work, "swarm-%s-%d" % (kind, i)), ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

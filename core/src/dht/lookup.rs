@@ -1,0 +1,265 @@
+//! Iterative lookups (BEP 5 "find_node" / "get_peers"): a candidate list sorted by
+//! XOR distance to the target, at most `alpha` queries in flight, finished when the
+//! `k` closest candidates that did not fail have all answered.
+//!
+//! ```text
+//! candidate:  Fresh --query--> Waiting --reply--> Replied (token kept)
+//!                                  \---timeout/error--> Failed
+//! ```
+//!
+//! The list holds at most `4 * k` candidates: farther ones are dropped, so a flood
+//! of far-away nodes in responses cannot grow it.
+
+use super::krpc::{NodeId, NodeInfo, MAX_TOKEN_LEN};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+/// What a lookup is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LookupKind {
+    /// `find_node`: the closest nodes to the target (bootstrap, refresh, host's own).
+    FindNode,
+    /// `get_peers`: peers for an info-hash.
+    GetPeers,
+    /// `get_peers`, then `announce_peer` to the closest nodes that gave a token.
+    Announce {
+        /// Our port (ignored by receivers when `implied_port`).
+        port: u16,
+        /// Ask receivers to use our datagrams' source port.
+        implied_port: bool,
+    },
+}
+
+/// A lookup's handle.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct LookupId(pub u64);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Fresh,
+    Waiting,
+    Replied,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    info: NodeInfo,
+    dist: [u8; 20],
+    state: State,
+    token: heapless::Vec<u8, MAX_TOKEN_LEN>,
+}
+
+/// One iterative lookup.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    /// Handle.
+    pub id: LookupId,
+    /// The id or info-hash looked up.
+    pub target: NodeId,
+    /// What for.
+    pub kind: LookupKind,
+    k: usize,
+    alpha: usize,
+    cands: Vec<Candidate>,
+    /// Queries in flight, candidates and seeds (bootstrap addresses) alike.
+    pub(crate) inflight: usize,
+    /// Queries sent.
+    pub(crate) queried: usize,
+    /// Peers reported so far.
+    pub(crate) peers: usize,
+}
+
+impl Lookup {
+    /// A lookup for `target`.
+    pub fn new(id: LookupId, target: NodeId, kind: LookupKind, k: usize, alpha: usize) -> Self {
+        Self {
+            id,
+            target,
+            kind,
+            k: k.max(1),
+            alpha: alpha.max(1),
+            cands: Vec::new(),
+            inflight: 0,
+            queried: 0,
+            peers: 0,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.k * 4
+    }
+
+    /// Adds a candidate (ignored if already known by id or address, or too far).
+    pub fn add(&mut self, info: NodeInfo) {
+        if self
+            .cands
+            .iter()
+            .any(|c| c.info.id == info.id || c.info.addr == info.addr)
+        {
+            return;
+        }
+        let dist = info.id.distance(&self.target);
+        let pos = self.cands.partition_point(|c| c.dist < dist);
+        if pos >= self.cap() {
+            return;
+        }
+        self.cands.insert(
+            pos,
+            Candidate {
+                info,
+                dist,
+                state: State::Fresh,
+                token: heapless::Vec::new(),
+            },
+        );
+        while self.cands.len() > self.cap() {
+            // Drop the farthest candidate not waiting for an answer.
+            match self.cands.iter().rposition(|c| c.state != State::Waiting) {
+                Some(i) => {
+                    self.cands.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The next candidate to query, marked waiting, if a slot is free and one of the
+    /// `k` closest live candidates has not been asked.
+    pub fn next_query(&mut self) -> Option<NodeInfo> {
+        if self.inflight >= self.alpha {
+            return None;
+        }
+        let k = self.k;
+        let c = self
+            .cands
+            .iter_mut()
+            .filter(|c| c.state != State::Failed)
+            .take(k)
+            .find(|c| c.state == State::Fresh)?;
+        c.state = State::Waiting;
+        self.inflight += 1;
+        self.queried += 1;
+        Some(c.info)
+    }
+
+    /// Counts a query sent to a seed address (no candidate behind it).
+    pub fn seed_sent(&mut self) {
+        self.inflight += 1;
+        self.queried += 1;
+    }
+
+    fn find(&mut self, addr: &SocketAddr) -> Option<&mut Candidate> {
+        self.cands.iter_mut().find(|c| c.info.addr == *addr)
+    }
+
+    /// A reply from `from` (with a write token for `get_peers`).
+    pub fn replied(&mut self, from: NodeInfo, token: Option<&[u8]>, was_seed: bool) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if was_seed {
+            self.add(from);
+        }
+        if let Some(c) = self.find(&from.addr) {
+            if c.info.id == from.id {
+                c.state = State::Replied;
+                if let Some(t) = token {
+                    c.token = heapless::Vec::from_slice(t).unwrap_or_default();
+                }
+            } else {
+                c.state = State::Failed;
+            }
+        }
+    }
+
+    /// A query to `addr` timed out or got an error.
+    pub fn failed(&mut self, addr: &SocketAddr) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if let Some(c) = self.find(addr) {
+            c.state = State::Failed;
+        }
+    }
+
+    /// Whether the lookup is over: nothing in flight and nothing left to ask among
+    /// the `k` closest live candidates.
+    pub fn is_done(&self) -> bool {
+        self.inflight == 0
+            && self
+                .cands
+                .iter()
+                .filter(|c| c.state != State::Failed)
+                .take(self.k)
+                .all(|c| c.state == State::Replied)
+    }
+
+    /// The `k` closest nodes that answered, closest first.
+    pub fn closest(&self) -> Vec<NodeInfo> {
+        self.cands
+            .iter()
+            .filter(|c| c.state == State::Replied)
+            .take(self.k)
+            .map(|c| c.info)
+            .collect()
+    }
+
+    /// The `k` closest nodes that answered with a write token, with the token.
+    pub fn announce_targets(&self) -> Vec<(NodeInfo, heapless::Vec<u8, MAX_TOKEN_LEN>)> {
+        self.cands
+            .iter()
+            .filter(|c| c.state == State::Replied && !c.token.is_empty())
+            .take(self.k)
+            .map(|c| (c.info, c.token.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, SocketAddrV4};
+
+    fn node(first: u8) -> NodeInfo {
+        let mut id = [0u8; 20];
+        id[0] = first;
+        NodeInfo {
+            id: NodeId(id),
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, first), 1)),
+        }
+    }
+
+    #[test]
+    fn alpha_bound_and_termination() {
+        let mut l = Lookup::new(LookupId(1), NodeId([0; 20]), LookupKind::GetPeers, 2, 3);
+        for i in [9u8, 5, 7, 3] {
+            l.add(node(i));
+        }
+        l.add(node(3));
+        // Only the two closest (3, 5) are asked while they are alive.
+        assert_eq!(l.next_query(), Some(node(3)));
+        assert_eq!(l.next_query(), Some(node(5)));
+        assert_eq!(l.next_query(), None);
+        assert!(!l.is_done());
+        l.failed(&node(5).addr);
+        assert_eq!(l.next_query(), Some(node(7)));
+        l.replied(node(3), Some(b"tok"), false);
+        // A closer node learned late is asked too.
+        l.add(node(1));
+        assert_eq!(l.next_query(), Some(node(1)));
+        assert_eq!(l.next_query(), None, "k closest live are 1 and 3");
+        l.replied(node(1), None, false);
+        assert!(!l.is_done(), "7 still in flight");
+        l.failed(&node(7).addr);
+        assert!(l.is_done());
+        assert_eq!(l.closest(), [node(1), node(3)]);
+        assert_eq!(l.announce_targets().len(), 1);
+    }
+
+    #[test]
+    fn bounded_candidates() {
+        let mut l = Lookup::new(LookupId(1), NodeId([0; 20]), LookupKind::FindNode, 2, 3);
+        for i in 1..=50u8 {
+            l.add(node(i));
+        }
+        assert_eq!(l.cands.len(), 8);
+        assert_eq!(l.cands[0].info, node(1));
+    }
+}

@@ -1,0 +1,46 @@
+//! The Mainline DHT (BEP 5, with BEP 32 `nodes6`/`want`), sans-IO.
+//!
+//! - [`krpc`]: the KRPC codec (no allocator).
+//! - [`table`]: the k-bucket routing table.
+//! - [`lookup`]: iterative `find_node` / `get_peers` lookups.
+//! - [`store`]: announced peers and write tokens.
+//! - [`Dht`]: the state machine tying them together.
+//!
+//! # Driving a [`Dht`]
+//!
+//! The host owns one UDP socket per address family and a clock:
+//!
+//! 1. every datagram received: [`Dht::handle_datagram`]`(now, from, bytes)`;
+//! 2. then, and after every command or timeout: drain [`Dht::poll_transmit`] into the
+//!    socket until it returns `None` (the buffer must hold [`krpc::MAX_DATAGRAM`]);
+//! 3. drain [`Dht::poll_event`] (peers found, lookups finished);
+//! 4. sleep until [`Dht::poll_timeout`] or the next datagram; when the deadline is
+//!    reached call [`Dht::handle_timeout`]`(now)` and go back to 2.
+//!
+//! Every method that changes state takes `now`; nothing reads a clock or draws
+//! randomness other than the host's seed.
+//!
+//! Work per datagram is bounded: the parse uses a fixed token table, an answer
+//! needs one scan of the routing table (at most 160 × k nodes), queries beyond a
+//! per-address rate are dropped unanswered, and responses are only accepted for
+//! transactions in flight, from the address they were sent to.
+
+pub mod krpc;
+#[cfg(feature = "alloc")]
+pub mod lookup;
+#[cfg(feature = "alloc")]
+mod node;
+#[cfg(feature = "alloc")]
+pub mod store;
+#[cfg(feature = "alloc")]
+pub mod table;
+
+pub use krpc::{NodeId, NodeInfo};
+#[cfg(feature = "alloc")]
+pub use lookup::{LookupId, LookupKind};
+#[cfg(feature = "alloc")]
+pub use node::{Dht, DhtConfig, DhtEvent, DhtStats};
+#[cfg(feature = "alloc")]
+pub use store::StoreLimits;
+#[cfg(feature = "alloc")]
+pub use table::TableConfig;

@@ -1,0 +1,770 @@
+//! The [`Dht`] state machine; see the [module docs](super) for the poll order.
+
+use crate::bencode::Token;
+use crate::ids::InfoHash;
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::krpc::{
+    self, Body, CompactNodes, ErrorMsg, Message, Method, Query, Response, Values, Want,
+};
+use super::krpc::{NodeId, NodeInfo};
+use super::lookup::{Lookup, LookupId, LookupKind};
+use super::store::{PeerStore, StoreLimits, Tokens};
+use super::table::{self, Contact, Insert, RoutingTable, TableConfig};
+
+/// Settings of a [`Dht`]; [`DhtConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct DhtConfig {
+    /// Our node id (from the host's randomness).
+    pub id: NodeId,
+    /// Key for write tokens (from the host's randomness; never sent).
+    pub token_key: [u8; 20],
+    /// Addresses asked first when the routing table is empty.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Routing table settings (k = 8).
+    pub table: TableConfig,
+    /// Queries in flight per lookup (BEP 5 practice: 3).
+    pub alpha: usize,
+    /// How long a query waits for its answer. Default 2 s.
+    pub query_timeout: Duration,
+    /// Lookups running at once; more are refused. Default 32.
+    pub max_lookups: usize,
+    /// Queries in flight over all. Default 256.
+    pub max_outstanding: usize,
+    /// Datagrams queued for sending; more are dropped. Default 512.
+    pub max_transmit_queue: usize,
+    /// Events queued for the host; more are dropped. Default 1024.
+    pub max_events: usize,
+    /// Queries answered per source address per second. Default 20.
+    pub max_queries_per_ip_per_sec: u32,
+    /// Peers in one `get_peers` answer. Default 32.
+    pub max_values_per_response: usize,
+    /// Announce storage limits.
+    pub store: StoreLimits,
+    /// How often maintenance runs (bucket refresh, pings, expiry). Default 5 s.
+    pub maintenance_interval: Duration,
+    /// A bucket unchanged this long is refreshed (BEP 5: 15 minutes).
+    pub refresh_after: Duration,
+}
+
+impl DhtConfig {
+    /// Defaults around an id and a token key, both from the host's randomness.
+    pub fn new(id: [u8; 20], token_key: [u8; 20]) -> Self {
+        Self {
+            id: NodeId(id),
+            token_key,
+            bootstrap: Vec::new(),
+            table: TableConfig::default(),
+            alpha: 3,
+            query_timeout: Duration::from_secs(2),
+            max_lookups: 32,
+            max_outstanding: 256,
+            max_transmit_queue: 512,
+            max_events: 1024,
+            max_queries_per_ip_per_sec: 20,
+            max_values_per_response: 32,
+            store: StoreLimits::default(),
+            maintenance_interval: Duration::from_secs(5),
+            refresh_after: table::GOOD_FOR,
+        }
+    }
+}
+
+/// What a [`Dht`] reports to the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DhtEvent {
+    /// Peers found by a `get_peers` or announce lookup (may come several times).
+    Peers {
+        /// The lookup.
+        lookup: LookupId,
+        /// The torrent.
+        info_hash: InfoHash,
+        /// Peers from one response (not deduplicated across responses).
+        peers: Vec<SocketAddr>,
+    },
+    /// A lookup finished.
+    LookupDone {
+        /// The lookup.
+        lookup: LookupId,
+        /// What was looked up.
+        target: NodeId,
+        /// What for.
+        kind: LookupKind,
+        /// The closest nodes that answered, closest first (at most k).
+        closest: Vec<NodeInfo>,
+        /// Peers reported (with repeats).
+        peers: usize,
+        /// `announce_peer` queries sent.
+        announced: usize,
+    },
+}
+
+/// Counters for a `btcore dht` display.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Nodes in the routing table.
+    pub nodes: usize,
+    /// Of which good.
+    pub good_nodes: usize,
+    /// Replacement cache entries.
+    pub replacements: usize,
+    /// Buckets.
+    pub buckets: usize,
+    /// Lookups running.
+    pub lookups_running: usize,
+    /// Lookups finished.
+    pub lookups_done: u64,
+    /// Queries sent.
+    pub queries_sent: u64,
+    /// Queries received (answered or not).
+    pub queries_received: u64,
+    /// Responses matched to a query of ours.
+    pub responses_received: u64,
+    /// Queries that timed out.
+    pub timeouts: u64,
+    /// Datagrams refused (malformed, unsolicited, rate-limited, wrong sender).
+    pub dropped: u64,
+    /// Peers stored for others.
+    pub stored_peers: usize,
+    /// Announces refused for a bad token.
+    pub bad_tokens: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Purpose {
+    /// A lookup's query; `seed` when sent to an address without a known id.
+    Lookup { lookup: LookupId, seed: bool },
+    /// A liveness check.
+    Ping,
+    /// An `announce_peer`.
+    Announce,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    tid: u16,
+    addr: SocketAddr,
+    id: Option<NodeId>,
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RateEntry {
+    ip: core::net::IpAddr,
+    window: u64,
+    count: u32,
+}
+
+const RATE_SLOTS: usize = 64;
+
+/// The DHT node state machine. See the [module docs](super) for the poll order.
+#[derive(Debug)]
+pub struct Dht {
+    cfg: DhtConfig,
+    rng: Rng,
+    table: RoutingTable,
+    lookups: Vec<Lookup>,
+    outstanding: Vec<Outstanding>,
+    next_tid: u16,
+    next_lookup: u64,
+    transmit: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<DhtEvent>,
+    store: PeerStore,
+    tokens: Tokens,
+    rate: heapless::Vec<RateEntry, RATE_SLOTS>,
+    next_maintenance: Instant,
+    stats: DhtStats,
+}
+
+impl Dht {
+    /// A node with an empty routing table; call [`Dht::bootstrap`] or
+    /// [`Dht::load_nodes`] next.
+    pub fn new(cfg: DhtConfig, now: Instant, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let next_tid = rng.next_u32() as u16;
+        Self {
+            table: RoutingTable::new(cfg.id, cfg.table, now),
+            store: PeerStore::new(cfg.store),
+            tokens: Tokens::new(cfg.token_key, now),
+            rng,
+            lookups: Vec::new(),
+            outstanding: Vec::new(),
+            next_tid,
+            next_lookup: 1,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            rate: heapless::Vec::new(),
+            next_maintenance: now + cfg.maintenance_interval,
+            stats: DhtStats::default(),
+            cfg,
+        }
+    }
+
+    // ---- getters ----
+
+    /// Our node id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    /// Counters and table figures.
+    pub fn stats(&self, now: Instant) -> DhtStats {
+        DhtStats {
+            nodes: self.table.len(),
+            good_nodes: self.table.good_count(now),
+            replacements: self.table.replacement_count(),
+            buckets: self.table.bucket_count(),
+            lookups_running: self.lookups.len(),
+            stored_peers: self.store.len(),
+            ..self.stats
+        }
+    }
+    /// The routing table (read-only).
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+    /// Nodes worth saving for the next start: every non-bad node of the table.
+    pub fn save_nodes(&self, now: Instant) -> Vec<NodeInfo> {
+        self.table.closest(&self.cfg.id, usize::MAX, now, None)
+    }
+    /// Compact form of [`Dht::save_nodes`]: 26 bytes per IPv4 node, 38 per IPv6.
+    pub fn save_nodes_compact(&self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut b = [0u8; krpc::NODE6_LEN];
+        for n in self.save_nodes(now) {
+            if let Some(len) = n.write_compact(&mut b) {
+                out.extend_from_slice(&b[..len]);
+            }
+        }
+        out
+    }
+
+    // ---- commands ----
+
+    /// Adds saved nodes as lookup seeds: they are pinged and enter the table when
+    /// they answer.
+    pub fn load_nodes(&mut self, now: Instant, nodes: &[NodeInfo]) {
+        for n in nodes.iter().take(self.cfg.table.k * 160) {
+            if n.id != self.cfg.id {
+                self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
+            }
+        }
+    }
+
+    /// Looks up our own id from the bootstrap nodes and the table, which fills the
+    /// table (BEP 5 "Bootstrapping").
+    pub fn bootstrap(&mut self, now: Instant) -> Option<LookupId> {
+        let id = self.cfg.id;
+        let lid = self.start_lookup(now, id, LookupKind::FindNode)?;
+        let seeds = self.cfg.bootstrap.clone();
+        for addr in seeds {
+            let purpose = Purpose::Lookup {
+                lookup: lid,
+                seed: true,
+            };
+            if self.send_query(now, addr, None, Method::FindNode { target: id }, purpose) {
+                if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lid) {
+                    l.seed_sent();
+                }
+            }
+        }
+        self.drive(now);
+        Some(lid)
+    }
+
+    /// Finds the nodes closest to `target`. `None` when too many lookups run.
+    pub fn find_node(&mut self, now: Instant, target: NodeId) -> Option<LookupId> {
+        let lid = self.start_lookup(now, target, LookupKind::FindNode)?;
+        self.drive(now);
+        Some(lid)
+    }
+
+    /// Finds peers for `info_hash`: [`DhtEvent::Peers`] as they come, then
+    /// [`DhtEvent::LookupDone`].
+    pub fn get_peers(&mut self, now: Instant, info_hash: InfoHash) -> Option<LookupId> {
+        let lid = self.start_lookup(now, info_hash.into(), LookupKind::GetPeers)?;
+        self.drive(now);
+        Some(lid)
+    }
+
+    /// A `get_peers` lookup, then `announce_peer` to the closest nodes that gave a
+    /// token (BEP 5). `implied_port` asks them to use our UDP source port.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        port: u16,
+        implied_port: bool,
+    ) -> Option<LookupId> {
+        let kind = LookupKind::Announce { port, implied_port };
+        let lid = self.start_lookup(now, info_hash.into(), kind)?;
+        self.drive(now);
+        Some(lid)
+    }
+
+    fn start_lookup(&mut self, now: Instant, target: NodeId, kind: LookupKind) -> Option<LookupId> {
+        if self.lookups.len() >= self.cfg.max_lookups {
+            return None;
+        }
+        let lid = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        let k = self.cfg.table.k;
+        let mut l = Lookup::new(lid, target, kind, k, self.cfg.alpha);
+        for n in self.table.closest(&target, k * 2, now, None) {
+            l.add(n);
+        }
+        self.lookups.push(l);
+        Some(lid)
+    }
+
+    // ---- input ----
+
+    /// A datagram from `from`. Malformed, unsolicited or abusive datagrams are
+    /// dropped (and counted); nothing from the network can panic or grow memory
+    /// beyond the configured caps.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
+        let Ok(msg) = krpc::parse(bytes, &mut tokens) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        match msg.body {
+            Body::Query(q) => self.on_query(now, from, msg.tid, &q),
+            Body::Response(r) => self.on_response(now, from, msg.tid, &r),
+            Body::Error(e) => self.on_error(now, from, msg.tid, &e),
+        }
+        self.drive(now);
+    }
+
+    fn rate_ok(&mut self, now: Instant, from: &SocketAddr) -> bool {
+        let window = now.as_millis() / 1000;
+        let ip = from.ip();
+        if let Some(e) = self.rate.iter_mut().find(|e| e.ip == ip) {
+            if e.window != window {
+                e.window = window;
+                e.count = 0;
+            }
+            e.count += 1;
+            return e.count <= self.cfg.max_queries_per_ip_per_sec;
+        }
+        let entry = RateEntry {
+            ip,
+            window,
+            count: 1,
+        };
+        if self.rate.push(entry).is_err() {
+            // Replace the entry of the oldest window (bounded table, best effort).
+            if let Some(old) = self.rate.iter_mut().min_by_key(|e| e.window) {
+                *old = entry;
+            }
+        }
+        true
+    }
+
+    fn on_query(&mut self, now: Instant, from: SocketAddr, tid: &[u8], q: &Query<'_>) {
+        self.stats.queries_received += 1;
+        if !self.rate_ok(now, &from) || from.port() == 0 {
+            self.stats.dropped += 1;
+            return;
+        }
+        if !q.read_only {
+            let info = NodeInfo {
+                id: q.id,
+                addr: from,
+            };
+            if let Insert::Full { ping: Some(p) } =
+                self.table.heard_from(info, now, Contact::Queried)
+            {
+                self.ping(now, p);
+            }
+        }
+        let own = self.cfg.id;
+        let want = if q.want.n4 || q.want.n6 {
+            q.want
+        } else {
+            Want {
+                n4: from.is_ipv4(),
+                n6: from.is_ipv6(),
+            }
+        };
+        let mut n4 = [0u8; krpc::NODE4_LEN * 8];
+        let mut n6 = [0u8; krpc::NODE6_LEN * 8];
+        let mut resp = Response {
+            id: own,
+            nodes: CompactNodes::default(),
+            nodes6: CompactNodes::default(),
+            values: Values::None,
+            token: None,
+        };
+        let token;
+        let peers;
+        let (len4, len6);
+        match q.method {
+            Method::Ping => {}
+            Method::FindNode { target: t } | Method::GetPeers { info_hash: t } => {
+                len4 = self.fill_nodes(now, &t, false, want.n4, &mut n4);
+                len6 = self.fill_nodes(now, &t, true, want.n6, &mut n6);
+                resp.nodes = CompactNodes::v4(&n4[..len4]).unwrap_or_default();
+                resp.nodes6 = CompactNodes::v6(&n6[..len6]).unwrap_or_default();
+                if matches!(q.method, Method::GetPeers { .. }) {
+                    token = self.tokens.issue(from.ip());
+                    resp.token = Some(&token);
+                    let max = self.cfg.max_values_per_response;
+                    peers = self.store.get(&t, now, max, from.is_ipv6());
+                    if !peers.is_empty() {
+                        resp.values = Values::Addrs(&peers);
+                    }
+                }
+            }
+            Method::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token: tok,
+            } => {
+                if !self.tokens.check(from.ip(), tok) {
+                    self.stats.bad_tokens += 1;
+                    self.send_error(from, tid, krpc::code::PROTOCOL, b"bad token");
+                    return;
+                }
+                let port = if implied_port { from.port() } else { port };
+                let peer = SocketAddr::new(from.ip(), port);
+                if port == 0 || !self.store.announce(info_hash, peer, now) {
+                    self.send_error(from, tid, krpc::code::SERVER, b"not stored");
+                    return;
+                }
+            }
+            Method::Unknown(_) => {
+                self.send_error(from, tid, krpc::code::METHOD_UNKNOWN, b"method unknown");
+                return;
+            }
+        }
+        let msg = Message {
+            tid,
+            version: Some(krpc::VERSION),
+            ip: Some(from),
+            body: Body::Response(resp),
+        };
+        self.queue(from, &msg);
+    }
+
+    fn fill_nodes(
+        &self,
+        now: Instant,
+        target: &NodeId,
+        v6: bool,
+        want: bool,
+        out: &mut [u8],
+    ) -> usize {
+        if !want {
+            return 0;
+        }
+        let mut len = 0;
+        for n in self
+            .table
+            .closest(target, self.cfg.table.k.min(8), now, Some(v6))
+        {
+            len += n.write_compact(&mut out[len..]).unwrap_or(0);
+        }
+        len
+    }
+
+    fn take_outstanding(&mut self, from: SocketAddr, tid: &[u8]) -> Option<Outstanding> {
+        let tid: [u8; 2] = tid.try_into().ok()?;
+        let tid = u16::from_be_bytes(tid);
+        let i = self
+            .outstanding
+            .iter()
+            .position(|o| o.tid == tid && o.addr == from)?;
+        Some(self.outstanding.swap_remove(i))
+    }
+
+    fn on_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: &Response<'_>) {
+        let Some(o) = self.take_outstanding(from, tid) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if o.id.is_some_and(|id| id != r.id) || r.id == self.cfg.id {
+            // Someone else answers at that address: treat as a failure.
+            self.query_failed(now, o);
+            return;
+        }
+        self.stats.responses_received += 1;
+        let info = NodeInfo {
+            id: r.id,
+            addr: from,
+        };
+        if let Insert::Full { ping: Some(p) } = self.table.heard_from(info, now, Contact::Replied) {
+            self.ping(now, p);
+        }
+        let Purpose::Lookup { lookup, seed } = o.purpose else {
+            return;
+        };
+        let own = self.cfg.id;
+        let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) else {
+            return;
+        };
+        for n in r.nodes.iter().chain(r.nodes6.iter()) {
+            if n.id != own && n.addr.port() != 0 && !n.addr.ip().is_unspecified() {
+                l.add(n);
+            }
+        }
+        let token = match l.kind {
+            LookupKind::FindNode => None,
+            _ => r.token,
+        };
+        l.replied(info, token, seed);
+        if l.kind != LookupKind::FindNode && !r.values.is_empty() {
+            let peers: Vec<SocketAddr> = r
+                .values
+                .iter()
+                .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+                .collect();
+            if !peers.is_empty() {
+                l.peers += peers.len();
+                let ev = DhtEvent::Peers {
+                    lookup,
+                    info_hash: InfoHash(l.target.0),
+                    peers,
+                };
+                self.push_event(ev);
+            }
+        }
+    }
+
+    fn on_error(&mut self, now: Instant, from: SocketAddr, tid: &[u8], _e: &ErrorMsg<'_>) {
+        let Some(o) = self.take_outstanding(from, tid) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        self.stats.responses_received += 1;
+        // It is alive, but this query failed.
+        if let Purpose::Lookup { lookup, .. } = o.purpose {
+            if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
+                l.failed(&from);
+            }
+        }
+        let _ = now;
+    }
+
+    fn query_failed(&mut self, now: Instant, o: Outstanding) {
+        if let Some(id) = o.id {
+            self.table.failed(&id, now);
+        }
+        if let Purpose::Lookup { lookup, .. } = o.purpose {
+            if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
+                l.failed(&o.addr);
+            }
+        }
+    }
+
+    // ---- timers ----
+
+    /// When [`Dht::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let q = self.outstanding.iter().map(|o| o.deadline).min();
+        Some(q.map_or(self.next_maintenance, |q| q.min(self.next_maintenance)))
+    }
+
+    /// Expires queries and runs maintenance when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.outstanding.len() {
+            if self.outstanding[i].deadline <= now {
+                let o = self.outstanding.swap_remove(i);
+                self.stats.timeouts += 1;
+                self.query_failed(now, o);
+            } else {
+                i += 1;
+            }
+        }
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + self.cfg.maintenance_interval;
+            self.maintain(now);
+        }
+        self.drive(now);
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        self.tokens.tick(now);
+        self.store.expire(now);
+        if self.table.is_empty() && self.lookups.is_empty() && !self.cfg.bootstrap.is_empty() {
+            let _ = self.bootstrap(now);
+            return;
+        }
+        if self.lookups.len() < self.cfg.max_lookups / 2 {
+            let stale = self.cfg.refresh_after;
+            if let Some(target) = self.table.refresh_target(now, stale, &mut self.rng) {
+                let _ = self.start_lookup(now, target, LookupKind::FindNode);
+            }
+        }
+        for n in self.table.to_ping(now, Duration::from_secs(5 * 60), 4) {
+            self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
+        }
+    }
+
+    // ---- output ----
+
+    /// The next datagram to send: written into `buf` (which should hold
+    /// [`krpc::MAX_DATAGRAM`] bytes), returns the destination and length. A datagram
+    /// too large for `buf` is dropped.
+    #[must_use]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        loop {
+            let (to, bytes) = self.transmit.pop_front()?;
+            if let Some(out) = buf.get_mut(..bytes.len()) {
+                out.copy_from_slice(&bytes);
+                return Some((to, bytes.len()));
+            }
+        }
+    }
+
+    /// The next event for the host.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, ev: DhtEvent) {
+        if self.events.len() < self.cfg.max_events {
+            self.events.push_back(ev);
+        }
+    }
+
+    fn queue(&mut self, to: SocketAddr, msg: &Message<'_>) -> bool {
+        if self.transmit.len() >= self.cfg.max_transmit_queue {
+            return false;
+        }
+        let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        match msg.encode(&mut buf) {
+            Ok(n) => {
+                self.transmit.push_back((to, buf[..n].to_vec()));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn send_error(&mut self, to: SocketAddr, tid: &[u8], code: i64, text: &[u8]) {
+        let msg = Message {
+            tid,
+            version: Some(krpc::VERSION),
+            ip: None,
+            body: Body::Error(ErrorMsg {
+                code,
+                message: text,
+            }),
+        };
+        self.queue(to, &msg);
+    }
+
+    fn ping(&mut self, now: Instant, n: NodeInfo) {
+        self.table.pinged(&n.id, now);
+        self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
+    }
+
+    fn send_query(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        id: Option<NodeId>,
+        method: Method<'_>,
+        purpose: Purpose,
+    ) -> bool {
+        if self.outstanding.len() >= self.cfg.max_outstanding {
+            return false;
+        }
+        let mut tid = self.next_tid;
+        while self.outstanding.iter().any(|o| o.tid == tid) {
+            tid = tid.wrapping_add(1);
+        }
+        self.next_tid = tid.wrapping_add(1);
+        let tid_bytes = tid.to_be_bytes();
+        let msg = Message {
+            tid: &tid_bytes,
+            version: Some(krpc::VERSION),
+            ip: None,
+            body: Body::Query(Query {
+                id: self.cfg.id,
+                method,
+                want: Want::default(),
+                read_only: false,
+            }),
+        };
+        if !self.queue(to, &msg) {
+            return false;
+        }
+        self.stats.queries_sent += 1;
+        self.outstanding.push(Outstanding {
+            tid,
+            addr: to,
+            id,
+            deadline: now + self.cfg.query_timeout,
+            purpose,
+        });
+        true
+    }
+
+    /// Sends what lookups can send and finishes those that are done.
+    fn drive(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.lookups.len() {
+            loop {
+                let l = &mut self.lookups[i];
+                if self.outstanding.len() >= self.cfg.max_outstanding {
+                    break;
+                }
+                let Some(n) = l.next_query() else { break };
+                let (lookup, target, kind) = (l.id, l.target, l.kind);
+                let method = match kind {
+                    LookupKind::FindNode => Method::FindNode { target },
+                    _ => Method::GetPeers { info_hash: target },
+                };
+                let purpose = Purpose::Lookup {
+                    lookup,
+                    seed: false,
+                };
+                if !self.send_query(now, n.addr, Some(n.id), method, purpose) {
+                    self.lookups[i].failed(&n.addr);
+                }
+            }
+            if self.lookups[i].is_done() {
+                let l = self.lookups.swap_remove(i);
+                self.finish(now, l);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self, now: Instant, l: Lookup) {
+        self.stats.lookups_done += 1;
+        let mut announced = 0;
+        if let LookupKind::Announce { port, implied_port } = l.kind {
+            for (n, token) in l.announce_targets() {
+                let method = Method::AnnouncePeer {
+                    info_hash: l.target,
+                    port,
+                    implied_port,
+                    token: &token,
+                };
+                if self.send_query(now, n.addr, Some(n.id), method, Purpose::Announce) {
+                    announced += 1;
+                }
+            }
+        }
+        self.push_event(DhtEvent::LookupDone {
+            lookup: l.id,
+            target: l.target,
+            kind: l.kind,
+            closest: l.closest(),
+            peers: l.peers,
+            announced,
+        });
+    }
+}

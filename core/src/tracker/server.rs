@@ -1,0 +1,2097 @@
+//! A BitTorrent tracker, server side: swarms, HTTP and UDP request handling, state
+//! snapshots and peer sync between trackers. Sans-IO: no sockets, no clock, no
+//! randomness of its own (`now` and an [`Rng`] come from the host, and so does the
+//! secret behind the UDP connection ids).
+//!
+//! # What a host does
+//!
+//! ```text
+//!   HTTP GET /announce?..  --> Tracker::handle_http_announce(now, query, remote, rng, out)
+//!   HTTP GET /scrape?..    --> Tracker::handle_http_scrape(query, out)
+//!   UDP datagram           --> Tracker::handle_udp(now, packet, from, rng, out) -> reply?
+//!   HTTP POST /sync        --> Tracker::apply_sync(now, body, key)
+//!   timer                  --> Tracker::handle_timeout(now) at Tracker::poll_timeout()
+//!   then, in this order    --> Tracker::drain_sync(..) (forward to peer trackers),
+//!                              Tracker::is_dirty() / encode_state(..) / mark_saved()
+//! ```
+//!
+//! # Swarms and peers
+//!
+//! A swarm is keyed by info-hash; a peer inside it by its address (IP and port, as
+//! opentracker does; the peer id is kept for non-compact replies). Seeds (`left == 0`)
+//! and leechers live in two vectors so that a seed's reply is drawn from leechers only
+//! (BEP 3 leaves this to the tracker; seeds cannot use each other) and a random sample
+//! needs no rejection of ineligible entries. A peer that does not announce again within
+//! [`ServerConfig::peer_timeout`] (default twice the interval) is dropped by the sweep.
+//!
+//! Memory is bounded by [`ServerConfig::max_swarms`], [`ServerConfig::max_peers_per_swarm`]
+//! and [`ServerConfig::max_peers`]. A new swarm beyond the cap is refused
+//! ([`ServerError::TooManySwarms`]); a new peer in a full swarm either replaces the peer
+//! that announced least recently ([`FullSwarm::ReplaceOldest`], the default: a live swarm
+//! keeps turning over) or is refused ([`FullSwarm::Refuse`]).
+//!
+//! # UDP connection ids (BEP 15)
+//!
+//! The connection id is a keyed cookie: the first 8 bytes of
+//! `sha1(secret || ip (16 bytes, v4 mapped) || port || bucket)` where `bucket` is
+//! `now / cookie_bucket`. An id of the current or the previous bucket is accepted, so
+//! it lives between one and two buckets (default 60 s each, covering BEP 15's minute)
+//! and the tracker keeps no per-client state. Packets with a wrong id, unknown actions,
+//! or too short are dropped without a reply (no reflection off forged sources).
+//!
+//! # Persistence
+//!
+//! [`Tracker::encode_state`] writes the allow list and every swarm's `downloaded`
+//! counter as bencode; peers are not saved, they come back as they re-announce.
+//! [`Tracker::is_dirty`] tells whether anything saved has changed since
+//! [`Tracker::mark_saved`]; the host writes on change, coalesced.
+//!
+//! # Sync between trackers
+//!
+//! With [`ServerConfig::sync`] on, every local announce queues a [`SyncEntry`]
+//! (info-hash, address, seed or not, seconds to live; a `stopped` gives 0 seconds, a
+//! removal). The host drains them with [`Tracker::drain_sync`], encodes batches with
+//! [`encode_sync`] and sends them to its peer trackers, which [`Tracker::apply_sync`].
+//! Peers learnt through sync are not forwarded again, so trackers syncing both ways do
+//! not loop. [`Tracker::local_sync_entries`] lists every local peer for a full resync
+//! when a peer tracker comes back.
+//!
+//! A batch is `d3:mac20:<sha1(key || payload)>7:payload<n>:<payload>e`. The MAC proves
+//! that the sender knows the shared key and that the payload was not altered
+//! (integrity, not secrecy: the payload is readable by anyone on the path, and
+//! `sha1(key || m)` is not a real HMAC, so do not reuse the key elsewhere). Replaying an
+//! old batch only refreshes peers for their time to live.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use super::udp::{Action, ANNOUNCE_LEN, MAX_SCRAPE_HASHES, PROTOCOL_ID};
+use super::{Event, ScrapeStats, COMPACT_V4_LEN, COMPACT_V6_LEN};
+use crate::bencode::{self, Encoder, Limits};
+use crate::hash::sha1;
+use crate::ids::{InfoHash, PeerId};
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+
+/// Default announce interval (30 minutes, as most public trackers).
+pub const DEFAULT_INTERVAL_SECS: u32 = 1800;
+/// Default `numwant` when the client sends none.
+pub const DEFAULT_NUMWANT: u32 = 50;
+/// Most peers in one reply whatever `numwant` says.
+pub const MAX_NUMWANT: u32 = 200;
+/// Most info-hashes in one HTTP scrape (the UDP limit is BEP 15's 74).
+pub const MAX_HTTP_SCRAPE: usize = 256;
+
+/// Who may announce.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Any info-hash.
+    Open,
+    /// Only info-hashes registered with [`Tracker::register`].
+    AllowList,
+}
+
+/// What happens when a new peer announces to a full swarm.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FullSwarm {
+    /// Drop the peer that announced least recently.
+    ReplaceOldest,
+    /// Refuse the newcomer ([`ServerError::SwarmFull`]).
+    Refuse,
+}
+
+/// Tracker policy and limits. The defaults suit a public tracker on a small machine.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Open or allow-list. Default open.
+    pub mode: Mode,
+    /// `interval` sent to clients. Default [`DEFAULT_INTERVAL_SECS`].
+    pub interval_secs: u32,
+    /// `min interval` sent to HTTP clients. Default 60 s.
+    pub min_interval_secs: u32,
+    /// A peer silent for this long is dropped. Default twice the interval.
+    pub peer_timeout: Duration,
+    /// Peers returned when the client asks for none. Default [`DEFAULT_NUMWANT`].
+    pub default_numwant: u32,
+    /// Most peers returned. Default [`MAX_NUMWANT`].
+    pub max_numwant: u32,
+    /// Most swarms. Default 100,000.
+    pub max_swarms: usize,
+    /// Most peers in one swarm. Default 20,000.
+    pub max_peers_per_swarm: usize,
+    /// Most peers in all. Default 2,000,000 (about 250 MB).
+    pub max_peers: usize,
+    /// Policy at the swarm cap. Default [`FullSwarm::ReplaceOldest`].
+    pub full_swarm: FullSwarm,
+    /// Whether the HTTP `ip` parameter (and the UDP `ip` field) is believed. Default
+    /// no: anyone could otherwise point a swarm at a third party.
+    pub accept_ip_param: bool,
+    /// Width of a UDP connection-id time bucket. Default 60 s.
+    pub cookie_bucket: Duration,
+    /// Whether local announces are queued for peer trackers. Default no.
+    pub sync: bool,
+    /// Most sync entries waiting to be drained; beyond it new ones are dropped.
+    /// Default 100,000.
+    pub max_sync_queue: usize,
+    /// Most entries accepted in one sync batch. Default 50,000.
+    pub max_sync_batch: usize,
+    /// How often [`Tracker::handle_timeout`] sweeps expired peers. Default 10 s.
+    pub sweep_every: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Open,
+            interval_secs: DEFAULT_INTERVAL_SECS,
+            min_interval_secs: 60,
+            peer_timeout: Duration::from_secs(2 * DEFAULT_INTERVAL_SECS as u64),
+            default_numwant: DEFAULT_NUMWANT,
+            max_numwant: MAX_NUMWANT,
+            max_swarms: 100_000,
+            max_peers_per_swarm: 20_000,
+            max_peers: 2_000_000,
+            full_swarm: FullSwarm::ReplaceOldest,
+            accept_ip_param: false,
+            cookie_bucket: Duration::from_secs(60),
+            sync: false,
+            max_sync_queue: 100_000,
+            max_sync_batch: 50_000,
+            sweep_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a request was refused. Each maps to a `failure reason` (HTTP) or the text of
+/// an error packet (UDP) through [`ServerError::as_str`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// No `info_hash`.
+    MissingInfoHash,
+    /// An `info_hash` that is not 20 bytes once percent-decoded.
+    BadInfoHash,
+    /// No `peer_id`.
+    MissingPeerId,
+    /// A `peer_id` that is not 20 bytes.
+    BadPeerId,
+    /// No `port`.
+    MissingPort,
+    /// A port that is not a number in 1..=65535.
+    BadPort,
+    /// No `left`.
+    MissingLeft,
+    /// `uploaded`, `downloaded`, `left`, `numwant` or `compact` is not a number.
+    BadNumber,
+    /// An unknown `event`.
+    BadEvent,
+    /// A malformed `%XX` escape or a query parameter that is too long.
+    BadEncoding,
+    /// A scrape without info-hashes (full scrapes are not served).
+    NoScrapeHashes,
+    /// More info-hashes than one scrape may carry.
+    TooManyHashes,
+    /// Allow-list mode and the info-hash is not registered.
+    NotRegistered,
+    /// The swarm cap is reached.
+    TooManySwarms,
+    /// The swarm is full and the policy is to refuse.
+    SwarmFull,
+    /// The total peer cap is reached.
+    TrackerFull,
+}
+
+/// Who is at fault for a [`ServerError`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fault {
+    /// The request was malformed.
+    Client,
+    /// The tracker's policy refuses it.
+    Policy,
+    /// A capacity limit was reached: retrying later may work.
+    Capacity,
+}
+
+impl ServerError {
+    /// The `failure reason` text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingInfoHash => "missing info_hash",
+            Self::BadInfoHash => "invalid info_hash",
+            Self::MissingPeerId => "missing peer_id",
+            Self::BadPeerId => "invalid peer_id",
+            Self::MissingPort => "missing port",
+            Self::BadPort => "invalid port",
+            Self::MissingLeft => "missing left",
+            Self::BadNumber => "invalid numeric parameter",
+            Self::BadEvent => "invalid event",
+            Self::BadEncoding => "malformed query string",
+            Self::NoScrapeHashes => "full scrape not supported",
+            Self::TooManyHashes => "too many info_hash values",
+            Self::NotRegistered => "torrent not registered",
+            Self::TooManySwarms => "tracker is tracking too many torrents",
+            Self::SwarmFull => "swarm is full",
+            Self::TrackerFull => "tracker is full",
+        }
+    }
+
+    /// Who is at fault.
+    pub const fn fault(self) -> Fault {
+        match self {
+            Self::NotRegistered => Fault::Policy,
+            Self::TooManySwarms | Self::SwarmFull | Self::TrackerFull => Fault::Capacity,
+            _ => Fault::Client,
+        }
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::error::Error for ServerError {}
+
+/// One announce as the tracker sees it, from either transport.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Announce {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The client's peer id.
+    pub peer_id: PeerId,
+    /// The client's listening port.
+    pub port: u16,
+    /// Bytes uploaded.
+    pub uploaded: u64,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+    /// Bytes missing; 0 makes the peer a seed.
+    pub left: u64,
+    /// `None` for a regular announce.
+    pub event: Option<Event>,
+    /// Peers wanted (`None`: the default).
+    pub numwant: Option<u32>,
+    /// Compact reply wanted (HTTP; UDP always is).
+    pub compact: bool,
+    /// The `ip` the client claims (used only with [`ServerConfig::accept_ip_param`]).
+    pub ip: Option<IpAddr>,
+    /// The client's key.
+    pub key: Option<u32>,
+}
+
+/// The outcome of an announce.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct AnnounceReply {
+    /// Seconds until the next announce.
+    pub interval_secs: u32,
+    /// Seeds in the swarm.
+    pub complete: u32,
+    /// Leechers in the swarm.
+    pub incomplete: u32,
+    /// Completed downloads seen.
+    pub downloaded: u32,
+    /// The chosen peers (address and peer id), at most the capped `numwant`.
+    pub peers: Vec<(SocketAddr, PeerId)>,
+}
+
+/// One announce forwarded between trackers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SyncEntry {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The peer.
+    pub addr: SocketAddr,
+    /// Whether it is a seed (`left == 0`).
+    pub seed: bool,
+    /// Seconds it stays listed; 0 removes it.
+    pub ttl_secs: u32,
+}
+
+/// Why a snapshot or a sync batch was rejected.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Not valid bencode.
+    Bencode(bencode::DecodeError),
+    /// Valid bencode, wrong shape (missing or mistyped fields).
+    Malformed,
+    /// The MAC does not match the key (a sync batch).
+    BadMac,
+    /// More entries than allowed.
+    TooLarge,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bencode(e) => write!(f, "state: {e}"),
+            Self::Malformed => f.write_str("state: malformed"),
+            Self::BadMac => f.write_str("sync: bad MAC"),
+            Self::TooLarge => f.write_str("state: too many entries"),
+        }
+    }
+}
+
+impl core::error::Error for StateError {}
+
+impl From<bencode::DecodeError> for StateError {
+    fn from(e: bencode::DecodeError) -> Self {
+        Self::Bencode(e)
+    }
+}
+
+// ---------------------------------------------------------------- swarms
+
+#[derive(Clone, Debug)]
+struct Peer {
+    addr: SocketAddr,
+    peer_id: PeerId,
+    last_seen: Instant,
+    expires: Instant,
+    /// Learnt from a peer tracker (not forwarded again).
+    remote: bool,
+}
+
+/// Where a peer lives in its swarm: `(seed, index)`.
+type Slot = (bool, u32);
+
+#[derive(Clone, Debug, Default)]
+struct Swarm {
+    seeds: Vec<Peer>,
+    leechers: Vec<Peer>,
+    index: BTreeMap<SocketAddr, Slot>,
+    downloaded: u32,
+}
+
+impl Swarm {
+    fn len(&self) -> usize {
+        self.seeds.len() + self.leechers.len()
+    }
+
+    fn list(&mut self, seed: bool) -> &mut Vec<Peer> {
+        if seed {
+            &mut self.seeds
+        } else {
+            &mut self.leechers
+        }
+    }
+
+    fn get(&self, slot: Slot) -> Option<&Peer> {
+        let v = if slot.0 { &self.seeds } else { &self.leechers };
+        v.get(slot.1 as usize)
+    }
+
+    /// Removes the peer at `slot`, fixing the index of the one moved into its place.
+    fn remove_slot(&mut self, slot: Slot) -> Option<Peer> {
+        let (seed, i) = (slot.0, slot.1 as usize);
+        let list = self.list(seed);
+        if i >= list.len() {
+            return None;
+        }
+        let p = list.swap_remove(i);
+        let moved = list.get(i).map(|m| m.addr);
+        self.index.remove(&p.addr);
+        if let Some(addr) = moved {
+            self.index.insert(addr, (seed, i as u32));
+        }
+        Some(p)
+    }
+
+    fn remove(&mut self, addr: &SocketAddr) -> Option<Peer> {
+        let slot = *self.index.get(addr)?;
+        self.remove_slot(slot)
+    }
+
+    fn insert(&mut self, p: Peer, seed: bool) {
+        let addr = p.addr;
+        let list = self.list(seed);
+        list.push(p);
+        let i = (list.len() - 1) as u32;
+        self.index.insert(addr, (seed, i));
+    }
+
+    /// The slot of the peer that announced least recently.
+    fn oldest(&self) -> Option<Slot> {
+        let s = self
+            .seeds
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.last_seen, (true, i as u32)));
+        let l = self
+            .leechers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.last_seen, (false, i as u32)));
+        s.chain(l).min_by_key(|(t, _)| *t).map(|(_, slot)| slot)
+    }
+
+    /// Drops expired peers; returns how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        for seed in [true, false] {
+            let mut i = 0;
+            while i < self.list(seed).len() {
+                if self.list(seed)[i].expires <= now {
+                    self.remove_slot((seed, i as u32));
+                    n += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn stats(&self) -> ScrapeStats {
+        ScrapeStats {
+            complete: self.seeds.len() as u32,
+            downloaded: self.downloaded,
+            incomplete: self.leechers.len() as u32,
+        }
+    }
+}
+
+/// Counters of what the tracker did, for statistics pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Counters {
+    /// Announces answered.
+    pub announces: u64,
+    /// Scrapes answered.
+    pub scrapes: u64,
+    /// Requests refused with a failure.
+    pub failures: u64,
+    /// UDP datagrams dropped without reply.
+    pub dropped: u64,
+    /// Sync entries dropped because the queue was full.
+    pub sync_dropped: u64,
+    /// Peers removed by expiry.
+    pub expired: u64,
+}
+
+/// The tracker: swarms, the allow list and the sync queue.
+///
+/// Methods: getters (`stats`, `swarm_count`, ...), `handle_*` for requests,
+/// commands (`register`, `announce`, `mark_saved`) and `poll_timeout` / `drain_sync`
+/// for output. See the module docs for the order a host calls them in.
+#[derive(Debug)]
+pub struct Tracker {
+    config: ServerConfig,
+    secret: [u8; 32],
+    swarms: BTreeMap<InfoHash, Swarm>,
+    allow: BTreeSet<InfoHash>,
+    peers: usize,
+    dirty: bool,
+    sync_queue: Vec<SyncEntry>,
+    next_sweep: Option<Instant>,
+    counters: Counters,
+}
+
+impl Tracker {
+    /// A tracker with no swarms; `secret` keys the UDP connection ids (the host draws it
+    /// from the OS at start: ids do not survive a restart, clients reconnect).
+    pub fn new(config: ServerConfig, secret: [u8; 32]) -> Self {
+        Self {
+            config,
+            secret,
+            swarms: BTreeMap::new(),
+            allow: BTreeSet::new(),
+            peers: 0,
+            dirty: false,
+            sync_queue: Vec::new(),
+            next_sweep: None,
+            counters: Counters::default(),
+        }
+    }
+
+    // ------------------------------------------------------------ getters
+
+    /// The configuration.
+    pub const fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Swarms tracked.
+    pub fn swarm_count(&self) -> usize {
+        self.swarms.len()
+    }
+
+    /// Peers tracked in all swarms.
+    pub const fn peer_count(&self) -> usize {
+        self.peers
+    }
+
+    /// What the tracker did so far.
+    pub const fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Counts of one swarm (`None` if unknown).
+    pub fn stats(&self, info_hash: &InfoHash) -> Option<ScrapeStats> {
+        self.swarms.get(info_hash).map(Swarm::stats)
+    }
+
+    /// Every known swarm and registered info-hash with its counts, in info-hash order.
+    pub fn all_stats(&self) -> impl Iterator<Item = (InfoHash, ScrapeStats)> + '_ {
+        let unseen = self
+            .allow
+            .iter()
+            .filter(|h| !self.swarms.contains_key(h))
+            .map(|h| (*h, ScrapeStats::default()));
+        self.swarms
+            .iter()
+            .map(|(h, s)| (*h, s.stats()))
+            .chain(unseen)
+    }
+
+    /// Whether `info_hash` is on the allow list.
+    pub fn is_registered(&self, info_hash: &InfoHash) -> bool {
+        self.allow.contains(info_hash)
+    }
+
+    /// Whether saved state (allow list, downloaded counters) changed since the last
+    /// [`Tracker::mark_saved`].
+    pub const fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// When [`Tracker::handle_timeout`] wants to run next.
+    pub const fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Sync entries waiting to be drained.
+    pub fn sync_pending(&self) -> usize {
+        self.sync_queue.len()
+    }
+
+    // ------------------------------------------------------------ commands
+
+    /// Adds `info_hash` to the allow list; `false` if it was there.
+    pub fn register(&mut self, info_hash: InfoHash) -> bool {
+        let new = self.allow.insert(info_hash);
+        self.dirty |= new;
+        new
+    }
+
+    /// Removes `info_hash` from the allow list (and its swarm, in allow-list mode).
+    pub fn unregister(&mut self, info_hash: &InfoHash) -> bool {
+        let was = self.allow.remove(info_hash);
+        if was && self.config.mode == Mode::AllowList {
+            if let Some(s) = self.swarms.remove(info_hash) {
+                self.peers -= s.len();
+            }
+        }
+        self.dirty |= was;
+        was
+    }
+
+    /// Records that the state was saved.
+    pub fn mark_saved(&mut self) {
+        self.dirty = false;
+    }
+
+    /// Moves up to `max` queued sync entries into `out`, oldest first.
+    pub fn drain_sync(&mut self, out: &mut Vec<SyncEntry>, max: usize) {
+        let n = max.min(self.sync_queue.len());
+        out.extend(self.sync_queue.drain(..n));
+    }
+
+    /// Every locally announced peer with its remaining time to live, for a full resync
+    /// of a peer tracker.
+    pub fn local_sync_entries(&self, now: Instant, out: &mut Vec<SyncEntry>) {
+        for (h, s) in &self.swarms {
+            for (seed, list) in [(true, &s.seeds), (false, &s.leechers)] {
+                for p in list.iter().filter(|p| !p.remote && p.expires > now) {
+                    out.push(SyncEntry {
+                        info_hash: *h,
+                        addr: p.addr,
+                        seed,
+                        ttl_secs: ttl_secs(p.expires.since(now)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sweeps expired peers when due; drops swarms left empty that hold nothing worth
+    /// keeping (no completed downloads, not registered).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sweep = Some(now + self.config.sweep_every);
+        let mut removed = 0;
+        let allow = &self.allow;
+        self.swarms.retain(|h, s| {
+            removed += s.expire(now);
+            s.len() > 0 || s.downloaded > 0 || allow.contains(h)
+        });
+        self.peers -= removed;
+        self.counters.expired += removed as u64;
+    }
+
+    /// Applies one announce from `source` (the address the request came from).
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        req: &Announce,
+        source: IpAddr,
+        rng: &mut Rng,
+    ) -> Result<AnnounceReply, ServerError> {
+        let r = self.announce_inner(now, req, source, rng);
+        match r {
+            Ok(_) => self.counters.announces += 1,
+            Err(_) => self.counters.failures += 1,
+        }
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.sweep_every);
+        }
+        r
+    }
+
+    fn announce_inner(
+        &mut self,
+        now: Instant,
+        req: &Announce,
+        source: IpAddr,
+        rng: &mut Rng,
+    ) -> Result<AnnounceReply, ServerError> {
+        if self.config.mode == Mode::AllowList && !self.allow.contains(&req.info_hash) {
+            return Err(ServerError::NotRegistered);
+        }
+        if req.port == 0 {
+            return Err(ServerError::BadPort);
+        }
+        let ip = match req.ip {
+            Some(ip) if self.config.accept_ip_param => ip,
+            _ => source,
+        };
+        let addr = SocketAddr::new(ip.to_canonical(), req.port);
+        let interval_secs = self.config.interval_secs;
+        let seed = req.left == 0;
+
+        if req.event == Some(Event::Stopped) {
+            let mut reply = AnnounceReply {
+                interval_secs,
+                ..AnnounceReply::default()
+            };
+            if let Some(s) = self.swarms.get_mut(&req.info_hash) {
+                if s.remove(&addr).is_some() {
+                    self.peers -= 1;
+                }
+                let st = s.stats();
+                (reply.complete, reply.incomplete, reply.downloaded) =
+                    (st.complete, st.incomplete, st.downloaded);
+            }
+            self.queue_sync(req.info_hash, addr, seed, 0);
+            return Ok(reply);
+        }
+
+        if !self.swarms.contains_key(&req.info_hash) {
+            if self.swarms.len() >= self.config.max_swarms {
+                return Err(ServerError::TooManySwarms);
+            }
+            if self.peers >= self.config.max_peers {
+                return Err(ServerError::TrackerFull);
+            }
+            self.swarms.insert(req.info_hash, Swarm::default());
+        }
+        let Some(swarm) = self.swarms.get_mut(&req.info_hash) else {
+            return Err(ServerError::TooManySwarms);
+        };
+        let expires = now + self.config.peer_timeout;
+        let peer = Peer {
+            addr,
+            peer_id: req.peer_id,
+            last_seen: now,
+            expires,
+            remote: false,
+        };
+        let mut completed = req.event == Some(Event::Completed);
+        match swarm.index.get(&addr).copied() {
+            Some(slot) => {
+                if slot.0 {
+                    // Already a seed: a repeated `completed` is not a new download.
+                    completed = false;
+                }
+                if slot.0 == seed {
+                    if let Some(p) = swarm.list(seed).get_mut(slot.1 as usize) {
+                        *p = peer;
+                    }
+                } else {
+                    swarm.remove_slot(slot);
+                    swarm.insert(peer, seed);
+                }
+            }
+            None => {
+                if swarm.len() >= self.config.max_peers_per_swarm {
+                    match self.config.full_swarm {
+                        FullSwarm::Refuse => return Err(ServerError::SwarmFull),
+                        FullSwarm::ReplaceOldest => {
+                            if let Some(old) = swarm.oldest() {
+                                swarm.remove_slot(old);
+                                self.peers -= 1;
+                            }
+                        }
+                    }
+                }
+                if self.peers >= self.config.max_peers {
+                    return Err(ServerError::TrackerFull);
+                }
+                swarm.insert(peer, seed);
+                self.peers += 1;
+            }
+        }
+        if completed && seed {
+            swarm.downloaded = swarm.downloaded.saturating_add(1);
+            self.dirty = true;
+        }
+
+        let want = req
+            .numwant
+            .unwrap_or(self.config.default_numwant)
+            .min(self.config.max_numwant) as usize;
+        let peers = select(swarm, &addr, seed, want, rng);
+        let st = swarm.stats();
+        let ttl = ttl_secs(self.config.peer_timeout);
+        self.queue_sync(req.info_hash, addr, seed, ttl);
+        Ok(AnnounceReply {
+            interval_secs,
+            complete: st.complete,
+            incomplete: st.incomplete,
+            downloaded: st.downloaded,
+            peers,
+        })
+    }
+
+    fn queue_sync(&mut self, info_hash: InfoHash, addr: SocketAddr, seed: bool, ttl_secs: u32) {
+        if !self.config.sync {
+            return;
+        }
+        if self.sync_queue.len() >= self.config.max_sync_queue {
+            self.counters.sync_dropped += 1;
+            return;
+        }
+        self.sync_queue.push(SyncEntry {
+            info_hash,
+            addr,
+            seed,
+            ttl_secs,
+        });
+    }
+
+    /// Counts for a scrape of `hashes` (unknown ones are all zero).
+    pub fn scrape(&mut self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, ScrapeStats)>) {
+        self.counters.scrapes += 1;
+        for h in hashes {
+            out.push((*h, self.stats(h).unwrap_or_default()));
+        }
+    }
+
+    // ------------------------------------------------------------ HTTP
+
+    /// Parses the query of `GET /announce?...`, announces, and writes the bencoded
+    /// reply (or a `failure reason`) into `out`. Returns the error, if any.
+    pub fn handle_http_announce(
+        &mut self,
+        now: Instant,
+        query: &[u8],
+        remote: SocketAddr,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> Option<ServerError> {
+        let req = match parse_announce_query(query) {
+            Ok(req) => req,
+            Err(e) => {
+                self.counters.failures += 1;
+                encode_failure(e.as_str().as_bytes(), out);
+                return Some(e);
+            }
+        };
+        match self.announce(now, &req, remote.ip(), rng) {
+            Ok(reply) => {
+                encode_announce_reply(&reply, req.compact, self.config.min_interval_secs, out);
+                None
+            }
+            Err(e) => {
+                encode_failure(e.as_str().as_bytes(), out);
+                Some(e)
+            }
+        }
+    }
+
+    /// Parses the query of `GET /scrape?...` and writes the bencoded `files` dictionary
+    /// (or a `failure reason`) into `out`.
+    pub fn handle_http_scrape(&mut self, query: &[u8], out: &mut Vec<u8>) -> Option<ServerError> {
+        let mut hashes = Vec::new();
+        match parse_scrape_query(query, &mut hashes) {
+            Ok(()) => {
+                let mut stats = Vec::with_capacity(hashes.len());
+                self.scrape(&hashes, &mut stats);
+                encode_scrape_reply(&stats, out);
+                None
+            }
+            Err(e) => {
+                self.counters.failures += 1;
+                encode_failure(e.as_str().as_bytes(), out);
+                Some(e)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ UDP
+
+    /// The connection id for `from` in the bucket of `now`.
+    pub fn connection_id(&self, now: Instant, from: SocketAddr) -> u64 {
+        self.cookie(from, self.bucket(now))
+    }
+
+    /// Whether `id` is a connection id given to `from` in this bucket or the last one.
+    pub fn check_connection_id(&self, now: Instant, from: SocketAddr, id: u64) -> bool {
+        let b = self.bucket(now);
+        self.cookie(from, b) == id || (b > 0 && self.cookie(from, b - 1) == id)
+    }
+
+    fn bucket(&self, now: Instant) -> u64 {
+        now.as_millis() / self.config.cookie_bucket.as_millis().max(1)
+    }
+
+    fn cookie(&self, from: SocketAddr, bucket: u64) -> u64 {
+        let mut m = [0u8; 32 + 16 + 2 + 8];
+        m[..32].copy_from_slice(&self.secret);
+        let ip = match from.ip().to_canonical() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        m[32..48].copy_from_slice(&ip.octets());
+        m[48..50].copy_from_slice(&from.port().to_be_bytes());
+        m[50..58].copy_from_slice(&bucket.to_be_bytes());
+        let d = sha1(&m);
+        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+
+    /// Handles one BEP 15 datagram from `from`; writes the reply into `out` (cleared
+    /// first) and returns `true` if there is one to send. Garbage, short packets and
+    /// packets with a wrong connection id get no reply.
+    pub fn handle_udp(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        from: SocketAddr,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        let reply = self.udp_inner(now, packet, from, rng, out);
+        if !reply {
+            self.counters.dropped += 1;
+            out.clear();
+        }
+        reply
+    }
+
+    fn udp_inner(
+        &mut self,
+        now: Instant,
+        p: &[u8],
+        from: SocketAddr,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let (Some(conn), Some(action), Some(txid)) = (be_u64(p, 0), be_u32(p, 8), be_u32(p, 12))
+        else {
+            return false;
+        };
+        match Action::from_code(action) {
+            Some(Action::Connect) => {
+                if conn != PROTOCOL_ID {
+                    return false;
+                }
+                out.extend_from_slice(&Action::Connect.code().to_be_bytes());
+                out.extend_from_slice(&txid.to_be_bytes());
+                out.extend_from_slice(&self.connection_id(now, from).to_be_bytes());
+                true
+            }
+            Some(Action::Announce) => {
+                if p.len() < ANNOUNCE_LEN || !self.check_connection_id(now, from, conn) {
+                    return false;
+                }
+                let req = match parse_udp_announce(p) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.counters.failures += 1;
+                        encode_udp_error(txid, e.as_str().as_bytes(), out);
+                        return true;
+                    }
+                };
+                match self.announce(now, &req, from.ip(), rng) {
+                    Ok(reply) => {
+                        let v6 = from.ip().to_canonical().is_ipv6();
+                        out.extend_from_slice(&Action::Announce.code().to_be_bytes());
+                        out.extend_from_slice(&txid.to_be_bytes());
+                        out.extend_from_slice(&reply.interval_secs.to_be_bytes());
+                        out.extend_from_slice(&reply.incomplete.to_be_bytes());
+                        out.extend_from_slice(&reply.complete.to_be_bytes());
+                        for (a, _) in &reply.peers {
+                            match (a, v6) {
+                                (SocketAddr::V4(a), false) => push_v4(a, out),
+                                (SocketAddr::V6(a), true) => push_v6(a, out),
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) => encode_udp_error(txid, e.as_str().as_bytes(), out),
+                }
+                true
+            }
+            Some(Action::Scrape) => {
+                if !self.check_connection_id(now, from, conn) {
+                    return false;
+                }
+                let body = &p[16..];
+                let n = body.len() / 20;
+                if n == 0 || body.len() % 20 != 0 {
+                    return false;
+                }
+                if n > MAX_SCRAPE_HASHES {
+                    self.counters.failures += 1;
+                    encode_udp_error(txid, ServerError::TooManyHashes.as_str().as_bytes(), out);
+                    return true;
+                }
+                self.counters.scrapes += 1;
+                out.extend_from_slice(&Action::Scrape.code().to_be_bytes());
+                out.extend_from_slice(&txid.to_be_bytes());
+                for h in body.chunks_exact(20) {
+                    let mut ih = [0u8; 20];
+                    ih.copy_from_slice(h);
+                    let st = self.stats(&InfoHash(ih)).unwrap_or_default();
+                    out.extend_from_slice(&st.complete.to_be_bytes());
+                    out.extend_from_slice(&st.downloaded.to_be_bytes());
+                    out.extend_from_slice(&st.incomplete.to_be_bytes());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    // ------------------------------------------------------------ state
+
+    /// Writes the allow list and the `downloaded` counters:
+    /// `d5:allowl<hash>...e9:downloadedd<hash>i<n>e...e7:versioni1ee`.
+    pub fn encode_state(&self, out: &mut Vec<u8>) {
+        let mut e = Encoder::new(out);
+        let _ = e.dict();
+        let _ = e.bytes(b"allow");
+        let _ = e.list();
+        for h in &self.allow {
+            let _ = e.bytes(&h.0);
+        }
+        let _ = e.end();
+        let _ = e.bytes(b"downloaded");
+        let _ = e.dict();
+        for (h, s) in self.swarms.iter().filter(|(_, s)| s.downloaded > 0) {
+            let _ = e.key_int(&h.0, i64::from(s.downloaded));
+        }
+        let _ = e.end();
+        let _ = e.key_int(b"version", 1);
+        let _ = e.end();
+    }
+
+    /// Restores what [`Tracker::encode_state`] wrote (merged into the current state;
+    /// caps on swarms apply). Leaves the tracker clean.
+    pub fn restore_state(&mut self, data: &[u8]) -> Result<(), StateError> {
+        let limits = Limits {
+            max_depth: 4,
+            max_tokens: 3 * (self.config.max_swarms as u32).saturating_mul(2) + 16,
+            max_string_len: 64,
+            allow_trailing: false,
+            ..Limits::default()
+        };
+        let mut tokens = Vec::new();
+        let doc = bencode::decode_vec(data, &mut tokens, &limits)?;
+        let root = doc.root().as_dict().ok_or(StateError::Malformed)?;
+        if root.get_int(b"version") != Some(1) {
+            return Err(StateError::Malformed);
+        }
+        let allow = root.get_list(b"allow").ok_or(StateError::Malformed)?;
+        let downloaded = root.get_dict(b"downloaded").ok_or(StateError::Malformed)?;
+        for v in allow.iter() {
+            let h = v.as_bytes().and_then(hash20).ok_or(StateError::Malformed)?;
+            self.allow.insert(h);
+        }
+        for (k, v) in downloaded.iter() {
+            let h = hash20(k).ok_or(StateError::Malformed)?;
+            let n = v.as_int().ok_or(StateError::Malformed)?;
+            let n = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+            if let Some(s) = self.swarms.get_mut(&h) {
+                s.downloaded = s.downloaded.max(n);
+            } else if self.swarms.len() < self.config.max_swarms {
+                self.swarms.insert(
+                    h,
+                    Swarm {
+                        downloaded: n,
+                        ..Swarm::default()
+                    },
+                );
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ sync
+
+    /// Verifies and applies a batch from a peer tracker (see [`encode_sync`]); returns
+    /// how many entries were applied. Entries for unregistered torrents (allow-list
+    /// mode) or beyond the caps are skipped.
+    pub fn apply_sync(
+        &mut self,
+        now: Instant,
+        msg: &[u8],
+        key: &[u8],
+    ) -> Result<usize, StateError> {
+        let limits = Limits {
+            max_depth: 4,
+            max_tokens: (self.config.max_sync_batch as u32).saturating_mul(9) + 16,
+            max_string_len: 64 << 20,
+            allow_trailing: false,
+            ..Limits::default()
+        };
+        let mut tokens = Vec::new();
+        let doc = bencode::decode_vec(msg, &mut tokens, &limits)?;
+        let root = doc.root().as_dict().ok_or(StateError::Malformed)?;
+        let mac = root.get_bytes(b"mac").ok_or(StateError::Malformed)?;
+        let payload = root.get_bytes(b"payload").ok_or(StateError::Malformed)?;
+        if !ct_eq(mac, &sync_mac(key, payload)) {
+            return Err(StateError::BadMac);
+        }
+        let mut entries = Vec::new();
+        decode_sync_payload(payload, self.config.max_sync_batch, &mut entries)?;
+        let mut applied = 0;
+        for e in &entries {
+            if self.apply_entry(now, e) {
+                applied += 1;
+            }
+        }
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.sweep_every);
+        }
+        Ok(applied)
+    }
+
+    fn apply_entry(&mut self, now: Instant, e: &SyncEntry) -> bool {
+        if self.config.mode == Mode::AllowList && !self.allow.contains(&e.info_hash) {
+            return false;
+        }
+        let addr = SocketAddr::new(e.addr.ip().to_canonical(), e.addr.port());
+        if e.ttl_secs == 0 {
+            if let Some(s) = self.swarms.get_mut(&e.info_hash) {
+                if s.remove(&addr).is_some() {
+                    self.peers -= 1;
+                    return true;
+                }
+            }
+            return false;
+        }
+        if !self.swarms.contains_key(&e.info_hash) {
+            if self.swarms.len() >= self.config.max_swarms {
+                return false;
+            }
+            self.swarms.insert(e.info_hash, Swarm::default());
+        }
+        let Some(s) = self.swarms.get_mut(&e.info_hash) else {
+            return false;
+        };
+        // A remote entry never lives longer than a local peer would.
+        let ttl = Duration::from_secs(u64::from(e.ttl_secs)).min(self.config.peer_timeout);
+        let expires = now + ttl;
+        let mut peer = Peer {
+            addr,
+            peer_id: PeerId::default(),
+            last_seen: now,
+            expires,
+            remote: true,
+        };
+        if let Some(slot) = s.index.get(&addr).copied() {
+            if let Some(old) = s.get(slot) {
+                // A peer that also announces here stays local and keeps its id.
+                peer.remote = old.remote;
+                peer.peer_id = old.peer_id;
+                peer.expires = old.expires.max(expires);
+            }
+            s.remove_slot(slot);
+            s.insert(peer, e.seed);
+            return true;
+        }
+        if s.len() >= self.config.max_peers_per_swarm || self.peers >= self.config.max_peers {
+            return false;
+        }
+        s.insert(peer, e.seed);
+        self.peers += 1;
+        true
+    }
+}
+
+fn ttl_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
+fn hash20(b: &[u8]) -> Option<InfoHash> {
+    <[u8; 20]>::try_from(b).ok().map(InfoHash)
+}
+
+/// Picks up to `want` peers at random for the peer at `me`: seeds get leechers only,
+/// leechers get both. Floyd's sampling over the combined index space: `want` draws, no
+/// allocation beyond the result, uniform without replacement.
+fn select(
+    s: &Swarm,
+    me: &SocketAddr,
+    me_seed: bool,
+    want: usize,
+    rng: &mut Rng,
+) -> Vec<(SocketAddr, PeerId)> {
+    let pool_len = s.leechers.len() + if me_seed { 0 } else { s.seeds.len() };
+    let at = |i: usize| -> &Peer {
+        if i < s.leechers.len() {
+            &s.leechers[i]
+        } else {
+            &s.seeds[i - s.leechers.len()]
+        }
+    };
+    // The requester is in the pool (a leecher in `leechers`, a seed in `seeds` only
+    // when leechers get seeds): sample one more and drop it.
+    let mine = s.index.get(me).and_then(|&(seed, i)| {
+        let i = i as usize;
+        match (seed, me_seed) {
+            (false, _) => Some(i),
+            (true, false) => Some(s.leechers.len() + i),
+            (true, true) => None,
+        }
+    });
+    let others = pool_len - usize::from(mine.is_some());
+    let mut out = Vec::with_capacity(want.min(others));
+    if others <= want {
+        for i in (0..pool_len).filter(|i| Some(*i) != mine) {
+            let p = at(i);
+            out.push((p.addr, p.peer_id));
+        }
+        return out;
+    }
+    // Floyd: for j in n-k..n, pick t in 0..=j; take t unless taken, else take j.
+    // Sampling over `others` indices and skipping `mine` by mapping i >= mine to i + 1.
+    let n = others;
+    let mut picked: Vec<usize> = Vec::with_capacity(want);
+    for j in (n - want)..n {
+        let t = rng.below(j as u64 + 1) as usize;
+        let v = if picked.contains(&t) { j } else { t };
+        picked.push(v);
+    }
+    for i in picked {
+        let i = match mine {
+            Some(m) if i >= m => i + 1,
+            _ => i,
+        };
+        let p = at(i);
+        out.push((p.addr, p.peer_id));
+    }
+    out
+}
+
+// ---------------------------------------------------------------- parsing
+
+/// Decodes a percent-encoded query value into `out`; `None` on a bad escape or when
+/// it does not fit. `+` is kept as is (clients escape it; BEP 3 values are bytes).
+fn pct_decode<'o>(v: &[u8], out: &'o mut [u8]) -> Option<&'o [u8]> {
+    let mut n = 0;
+    let mut i = 0;
+    while i < v.len() {
+        let b = if v[i] == b'%' {
+            let h = hex_val(*v.get(i + 1)?)?;
+            let l = hex_val(*v.get(i + 2)?)?;
+            i += 3;
+            (h << 4) | l
+        } else {
+            i += 1;
+            v[i - 1]
+        };
+        *out.get_mut(n)? = b;
+        n += 1;
+    }
+    Some(&out[..n])
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The `key=value` pairs of a query string (values still percent-encoded).
+pub fn query_pairs(q: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    q.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| {
+        match p.iter().position(|&b| b == b'=') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (p, &p[p.len()..]),
+        }
+    })
+}
+
+/// Decodes a 20-byte value (info-hash or peer id): percent-encoded raw bytes, or 40 hex
+/// digits.
+pub fn decode_id20(v: &[u8]) -> Option<[u8; 20]> {
+    let mut buf = [0u8; 40];
+    let d = pct_decode(v, &mut buf)?;
+    match d.len() {
+        20 => <[u8; 20]>::try_from(d).ok(),
+        40 => crate::ids::hex_decode::<20>(d),
+        _ => None,
+    }
+}
+
+fn pct_str<'o>(v: &[u8], out: &'o mut [u8; 64]) -> Result<&'o str, ServerError> {
+    let d = pct_decode(v, out).ok_or(ServerError::BadEncoding)?;
+    core::str::from_utf8(d).map_err(|_| ServerError::BadEncoding)
+}
+
+fn num<T: core::str::FromStr>(v: &[u8]) -> Result<T, ServerError> {
+    let mut buf = [0u8; 64];
+    pct_str(v, &mut buf)?
+        .parse()
+        .map_err(|_| ServerError::BadNumber)
+}
+
+/// Parses an announce query string (the part after `?`).
+pub fn parse_announce_query(q: &[u8]) -> Result<Announce, ServerError> {
+    let mut info_hash = None;
+    let mut peer_id = None;
+    let mut port = None;
+    let mut left = None;
+    let mut a = Announce {
+        info_hash: InfoHash::default(),
+        peer_id: PeerId::default(),
+        port: 0,
+        uploaded: 0,
+        downloaded: 0,
+        left: 0,
+        event: None,
+        numwant: None,
+        compact: true,
+        ip: None,
+        key: None,
+    };
+    for (k, v) in query_pairs(q) {
+        match k {
+            b"info_hash" => {
+                let mut buf = [0u8; 20];
+                let d = pct_decode(v, &mut buf).ok_or(ServerError::BadInfoHash)?;
+                info_hash = Some(hash20(d).ok_or(ServerError::BadInfoHash)?);
+            }
+            b"peer_id" => {
+                let mut buf = [0u8; 20];
+                let d = pct_decode(v, &mut buf).ok_or(ServerError::BadPeerId)?;
+                let id = <[u8; 20]>::try_from(d).map_err(|_| ServerError::BadPeerId)?;
+                peer_id = Some(PeerId(id));
+            }
+            b"port" => {
+                let p: u32 = num(v).map_err(|_| ServerError::BadPort)?;
+                port = Some(u16::try_from(p).map_err(|_| ServerError::BadPort)?);
+            }
+            b"uploaded" => a.uploaded = num(v)?,
+            b"downloaded" => a.downloaded = num(v)?,
+            b"left" => left = Some(num::<u64>(v)?),
+            b"event" => {
+                a.event = match v {
+                    b"started" => Some(Event::Started),
+                    b"completed" => Some(Event::Completed),
+                    b"stopped" => Some(Event::Stopped),
+                    b"" | b"empty" | b"paused" => None,
+                    _ => return Err(ServerError::BadEvent),
+                }
+            }
+            b"numwant" => {
+                let n: i64 = num(v)?;
+                a.numwant = (n >= 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
+            }
+            b"compact" => a.compact = num::<u8>(v)? != 0,
+            b"ip" => {
+                let mut buf = [0u8; 64];
+                a.ip = pct_str(v, &mut buf).ok().and_then(|s| s.parse().ok());
+            }
+            b"key" => {
+                let mut buf = [0u8; 64];
+                a.key = pct_str(v, &mut buf)
+                    .ok()
+                    .and_then(|s| u32::from_str_radix(s, 16).ok());
+            }
+            _ => {}
+        }
+    }
+    a.info_hash = info_hash.ok_or(ServerError::MissingInfoHash)?;
+    a.peer_id = peer_id.ok_or(ServerError::MissingPeerId)?;
+    a.port = port.ok_or(ServerError::MissingPort)?;
+    a.left = left.ok_or(ServerError::MissingLeft)?;
+    Ok(a)
+}
+
+/// Parses a scrape query: every `info_hash` into `out` (deduplicated, at most
+/// [`MAX_HTTP_SCRAPE`]).
+pub fn parse_scrape_query(q: &[u8], out: &mut Vec<InfoHash>) -> Result<(), ServerError> {
+    for (k, v) in query_pairs(q) {
+        if k == b"info_hash" {
+            let mut buf = [0u8; 20];
+            let d = pct_decode(v, &mut buf).ok_or(ServerError::BadInfoHash)?;
+            let h = hash20(d).ok_or(ServerError::BadInfoHash)?;
+            if !out.contains(&h) {
+                if out.len() >= MAX_HTTP_SCRAPE {
+                    return Err(ServerError::TooManyHashes);
+                }
+                out.push(h);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ServerError::NoScrapeHashes);
+    }
+    Ok(())
+}
+
+fn parse_udp_announce(p: &[u8]) -> Result<Announce, ServerError> {
+    let mut ih = [0u8; 20];
+    ih.copy_from_slice(&p[16..36]);
+    let mut pid = [0u8; 20];
+    pid.copy_from_slice(&p[36..56]);
+    let event = match be_u32(p, 80).unwrap_or(0) {
+        0 => None,
+        1 => Some(Event::Completed),
+        2 => Some(Event::Started),
+        3 => Some(Event::Stopped),
+        _ => return Err(ServerError::BadEvent),
+    };
+    let ip = be_u32(p, 84).unwrap_or(0);
+    let numwant = be_u32(p, 92).unwrap_or(u32::MAX) as i32;
+    Ok(Announce {
+        info_hash: InfoHash(ih),
+        peer_id: PeerId(pid),
+        downloaded: be_u64(p, 56).unwrap_or(0),
+        left: be_u64(p, 64).unwrap_or(0),
+        uploaded: be_u64(p, 72).unwrap_or(0),
+        event,
+        ip: (ip != 0).then(|| IpAddr::V4(Ipv4Addr::from(ip))),
+        key: be_u32(p, 88),
+        numwant: u32::try_from(numwant).ok(),
+        port: p
+            .get(96..98)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .unwrap_or(0),
+        compact: true,
+    })
+}
+
+fn be_u32(p: &[u8], at: usize) -> Option<u32> {
+    p.get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn be_u64(p: &[u8], at: usize) -> Option<u64> {
+    let b = p.get(at..at + 8)?;
+    Some(u64::from_be_bytes([
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+    ]))
+}
+
+// ---------------------------------------------------------------- encoding
+
+fn push_v4(a: &SocketAddrV4, out: &mut Vec<u8>) {
+    out.extend_from_slice(&a.ip().octets());
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+fn push_v6(a: &SocketAddrV6, out: &mut Vec<u8>) {
+    out.extend_from_slice(&a.ip().octets());
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+/// Writes `d14:failure reason<n>:<text>e`.
+pub fn encode_failure(reason: &[u8], out: &mut Vec<u8>) {
+    let mut e = Encoder::new(out);
+    let _ = e.dict();
+    let _ = e.key_bytes(b"failure reason", reason);
+    let _ = e.end();
+}
+
+/// Writes a BEP 15 error packet (action 3).
+pub fn encode_udp_error(txid: u32, reason: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&Action::Error.code().to_be_bytes());
+    out.extend_from_slice(&txid.to_be_bytes());
+    out.extend_from_slice(reason);
+}
+
+/// Writes the bencoded announce reply: `complete`, `downloaded`, `incomplete`,
+/// `interval`, `min interval` and either compact `peers` (BEP 23) and `peers6` (BEP 7)
+/// or a list of `ip`/`peer id`/`port` dictionaries.
+pub fn encode_announce_reply(
+    r: &AnnounceReply,
+    compact: bool,
+    min_interval_secs: u32,
+    out: &mut Vec<u8>,
+) {
+    let mut v4 = Vec::with_capacity(r.peers.len() * COMPACT_V4_LEN);
+    let mut v6 = Vec::new();
+    if compact {
+        for (a, _) in &r.peers {
+            match a {
+                SocketAddr::V4(a) => push_v4(a, &mut v4),
+                SocketAddr::V6(a) => {
+                    v6.reserve(COMPACT_V6_LEN);
+                    push_v6(a, &mut v6);
+                }
+            }
+        }
+    }
+    let mut e = Encoder::new(out);
+    let _ = e.dict();
+    let _ = e.key_int(b"complete", i64::from(r.complete));
+    let _ = e.key_int(b"downloaded", i64::from(r.downloaded));
+    let _ = e.key_int(b"incomplete", i64::from(r.incomplete));
+    let _ = e.key_int(b"interval", i64::from(r.interval_secs));
+    let _ = e.key_int(
+        b"min interval",
+        i64::from(min_interval_secs.min(r.interval_secs)),
+    );
+    if compact {
+        let _ = e.key_bytes(b"peers", &v4);
+        if !v6.is_empty() {
+            let _ = e.key_bytes(b"peers6", &v6);
+        }
+    } else {
+        let _ = e.bytes(b"peers");
+        let _ = e.list();
+        for (a, id) in &r.peers {
+            let mut ip = heapless::String::<48>::new();
+            let _ = fmt::Write::write_fmt(&mut ip, format_args!("{}", a.ip()));
+            let _ = e.dict();
+            let _ = e.key_bytes(b"ip", ip.as_bytes());
+            let _ = e.key_bytes(b"peer id", &id.0);
+            let _ = e.key_int(b"port", i64::from(a.port()));
+            let _ = e.end();
+        }
+        let _ = e.end();
+    }
+    let _ = e.end();
+}
+
+/// Writes `d5:filesd<hash>d8:completei..e10:downloadedi..e10:incompletei..eeee`, hashes
+/// sorted as bencode requires.
+pub fn encode_scrape_reply(stats: &[(InfoHash, ScrapeStats)], out: &mut Vec<u8>) {
+    let sorted: BTreeMap<InfoHash, ScrapeStats> = stats.iter().copied().collect();
+    let mut e = Encoder::new(out);
+    let _ = e.dict();
+    let _ = e.bytes(b"files");
+    let _ = e.dict();
+    for (h, s) in &sorted {
+        let _ = e.bytes(&h.0);
+        let _ = e.dict();
+        let _ = e.key_int(b"complete", i64::from(s.complete));
+        let _ = e.key_int(b"downloaded", i64::from(s.downloaded));
+        let _ = e.key_int(b"incomplete", i64::from(s.incomplete));
+        let _ = e.end();
+    }
+    let _ = e.end();
+    let _ = e.end();
+}
+
+// ---------------------------------------------------------------- sync codec
+
+/// `sha1(key || payload)`: integrity between trackers sharing `key`, not secrecy.
+pub fn sync_mac(key: &[u8], payload: &[u8]) -> [u8; 20] {
+    use crate::hash::Sha1 as _;
+    let mut h = crate::hash::SmolSha1::default();
+    h.update(key);
+    h.update(payload);
+    h.finish()
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes a sync batch: `d3:mac20:..7:payload<n>:<payload>e` with the payload
+/// `d1:eld1:a<6 or 18 bytes>1:h20:<hash>1:si0|1e1:ti<ttl>ee...ee`.
+pub fn encode_sync(entries: &[SyncEntry], key: &[u8], out: &mut Vec<u8>) {
+    let mut payload = Vec::with_capacity(entries.len() * 56 + 8);
+    {
+        let mut e = Encoder::new(&mut payload);
+        let _ = e.dict();
+        let _ = e.bytes(b"e");
+        let _ = e.list();
+        for s in entries {
+            let mut a = Vec::with_capacity(COMPACT_V6_LEN);
+            match s.addr {
+                SocketAddr::V4(v4) => push_v4(&v4, &mut a),
+                SocketAddr::V6(v6) => push_v6(&v6, &mut a),
+            }
+            let _ = e.dict();
+            let _ = e.key_bytes(b"a", &a);
+            let _ = e.key_bytes(b"h", &s.info_hash.0);
+            let _ = e.key_int(b"s", i64::from(s.seed));
+            let _ = e.key_int(b"t", i64::from(s.ttl_secs));
+            let _ = e.end();
+        }
+        let _ = e.end();
+        let _ = e.end();
+    }
+    let mac = sync_mac(key, &payload);
+    let mut e = Encoder::new(out);
+    let _ = e.dict();
+    let _ = e.key_bytes(b"mac", &mac);
+    let _ = e.key_bytes(b"payload", &payload);
+    let _ = e.end();
+}
+
+fn decode_sync_payload(
+    payload: &[u8],
+    max: usize,
+    out: &mut Vec<SyncEntry>,
+) -> Result<(), StateError> {
+    let limits = Limits {
+        max_depth: 4,
+        max_tokens: (max as u32).saturating_mul(9) + 8,
+        max_string_len: 64,
+        allow_trailing: false,
+        ..Limits::default()
+    };
+    let mut tokens = Vec::new();
+    let doc = bencode::decode_vec(payload, &mut tokens, &limits)?;
+    let root = doc.root().as_dict().ok_or(StateError::Malformed)?;
+    let list = root.get_list(b"e").ok_or(StateError::Malformed)?;
+    if list.len() > max {
+        return Err(StateError::TooLarge);
+    }
+    for v in list.iter() {
+        let d = v.as_dict().ok_or(StateError::Malformed)?;
+        let a = d.get_bytes(b"a").ok_or(StateError::Malformed)?;
+        let addr = match a.len() {
+            COMPACT_V4_LEN => SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+                u16::from_be_bytes([a[4], a[5]]),
+            )),
+            COMPACT_V6_LEN => {
+                let mut ip = [0u8; 16];
+                ip.copy_from_slice(&a[..16]);
+                SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(ip),
+                    u16::from_be_bytes([a[16], a[17]]),
+                    0,
+                    0,
+                ))
+            }
+            _ => return Err(StateError::Malformed),
+        };
+        if addr.port() == 0 {
+            return Err(StateError::Malformed);
+        }
+        let h = d
+            .get_bytes(b"h")
+            .and_then(hash20)
+            .ok_or(StateError::Malformed)?;
+        let seed = d.get_int(b"s").ok_or(StateError::Malformed)? != 0;
+        let t = d.get_int(b"t").ok_or(StateError::Malformed)?;
+        out.push(SyncEntry {
+            info_hash: h,
+            addr,
+            seed,
+            ttl_secs: u32::try_from(t.max(0)).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::tracker::http::{parse_announce_response, parse_scrape_response};
+    use crate::tracker::udp::{
+        encode_announce, encode_connect, encode_scrape, parse_response, UdpResponse,
+    };
+    use crate::tracker::AnnounceRequest;
+    use alloc::vec;
+    use std::collections::HashSet;
+
+    const H: InfoHash = InfoHash([0x11; 20]);
+    const SECRET: [u8; 32] = [7; 32];
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn ann(port: u16, left: u64, event: Option<Event>) -> Announce {
+        let mut id = [b'p'; 20];
+        id[..2].copy_from_slice(&port.to_be_bytes());
+        Announce {
+            info_hash: H,
+            peer_id: PeerId(id),
+            port,
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event,
+            numwant: None,
+            compact: true,
+            ip: None,
+            key: None,
+        }
+    }
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+
+    fn ports(r: &AnnounceReply) -> Vec<u16> {
+        let mut v: Vec<u16> = r.peers.iter().map(|(a, _)| a.port()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn two_peers_see_each_other_and_seeds_skip_seeds() {
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut rng = Rng::new(1);
+        let r = tr.announce(t(0), &ann(1, 10, Some(Event::Started)), LO, &mut rng);
+        assert_eq!(r.expect("a").peers, vec![]);
+        let r = tr
+            .announce(t(1), &ann(2, 10, Some(Event::Started)), LO, &mut rng)
+            .expect("b");
+        assert_eq!(ports(&r), [1]);
+        assert_eq!((r.complete, r.incomplete), (0, 2));
+        // Two seeds: a seed sees only the leecher.
+        tr.announce(t(2), &ann(3, 0, None), LO, &mut rng)
+            .expect("s1");
+        let r = tr
+            .announce(t(3), &ann(4, 0, Some(Event::Completed)), LO, &mut rng)
+            .expect("s2");
+        assert_eq!(ports(&r), [1, 2]);
+        assert_eq!((r.complete, r.incomplete, r.downloaded), (2, 2, 1));
+        assert!(tr.is_dirty());
+        // A leecher sees everybody else.
+        let r = tr
+            .announce(t(4), &ann(1, 5, None), LO, &mut rng)
+            .expect("a");
+        assert_eq!(ports(&r), [2, 3, 4]);
+        // Leecher 2 completes: moves to the seeds, downloaded counts once.
+        tr.announce(t(5), &ann(2, 0, Some(Event::Completed)), LO, &mut rng)
+            .expect("c");
+        let r = tr
+            .announce(t(6), &ann(2, 0, Some(Event::Completed)), LO, &mut rng)
+            .expect("c again");
+        assert_eq!((r.complete, r.incomplete, r.downloaded), (3, 1, 2));
+        assert_eq!(ports(&r), [1]);
+        // Stopped removes.
+        let r = tr
+            .announce(t(7), &ann(1, 5, Some(Event::Stopped)), LO, &mut rng)
+            .expect("stop");
+        assert_eq!((r.complete, r.incomplete), (3, 0));
+        assert_eq!(tr.peer_count(), 3);
+        assert_eq!(
+            tr.announce(t(8), &ann(0, 5, None), LO, &mut rng),
+            Err(ServerError::BadPort)
+        );
+    }
+
+    #[test]
+    fn expiry_after_timeout() {
+        let cfg = ServerConfig {
+            peer_timeout: Duration::from_secs(60),
+            sweep_every: Duration::from_secs(1),
+            ..ServerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg, SECRET);
+        let mut rng = Rng::new(1);
+        tr.announce(t(0), &ann(1, 1, None), LO, &mut rng)
+            .expect("a");
+        tr.announce(t(30_000), &ann(2, 1, None), LO, &mut rng)
+            .expect("b");
+        assert_eq!(tr.poll_timeout(), Some(t(1_000)));
+        tr.handle_timeout(t(59_999));
+        assert_eq!(tr.peer_count(), 2);
+        assert_eq!(tr.poll_timeout(), Some(t(60_999)));
+        // Swept at most once per `sweep_every`.
+        tr.handle_timeout(t(60_500));
+        assert_eq!(tr.peer_count(), 2);
+        tr.handle_timeout(t(60_999));
+        assert_eq!(tr.peer_count(), 1);
+        assert_eq!(tr.stats(&H).map(|s| s.incomplete), Some(1));
+        tr.handle_timeout(t(91_000));
+        assert_eq!(tr.peer_count(), 0);
+        // The empty swarm with nothing to keep is gone.
+        assert_eq!(tr.swarm_count(), 0);
+        assert_eq!(tr.counters().expired, 2);
+    }
+
+    #[test]
+    fn caps_bound_memory() {
+        let cfg = ServerConfig {
+            max_swarms: 2,
+            max_peers_per_swarm: 3,
+            max_peers: 5,
+            ..ServerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg.clone(), SECRET);
+        let mut rng = Rng::new(1);
+        for (i, p) in (1..=4).enumerate() {
+            tr.announce(t(i as u64), &ann(p, 1, None), LO, &mut rng)
+                .expect("fill");
+        }
+        // Replace-oldest: port 1 (the oldest) is gone, 4 is in.
+        let r = tr
+            .announce(t(10), &ann(2, 1, None), LO, &mut rng)
+            .expect("2");
+        assert_eq!(ports(&r), [3, 4]);
+        assert_eq!(tr.peer_count(), 3);
+        let mut other = ann(1, 1, None);
+        other.info_hash = InfoHash([2; 20]);
+        tr.announce(t(11), &other, LO, &mut rng).expect("swarm 2");
+        other.port = 2;
+        tr.announce(t(12), &other, LO, &mut rng).expect("swarm 2");
+        other.port = 3;
+        assert_eq!(
+            tr.announce(t(13), &other, LO, &mut rng),
+            Err(ServerError::TrackerFull)
+        );
+        other.info_hash = InfoHash([3; 20]);
+        assert_eq!(
+            tr.announce(t(14), &other, LO, &mut rng),
+            Err(ServerError::TooManySwarms)
+        );
+        assert_eq!(tr.swarm_count(), 2);
+
+        let mut tr = Tracker::new(
+            ServerConfig {
+                full_swarm: FullSwarm::Refuse,
+                ..cfg
+            },
+            SECRET,
+        );
+        for p in 1..=3 {
+            tr.announce(t(0), &ann(p, 1, None), LO, &mut rng)
+                .expect("fill");
+        }
+        assert_eq!(
+            tr.announce(t(1), &ann(4, 1, None), LO, &mut rng),
+            Err(ServerError::SwarmFull)
+        );
+        // A known peer may still re-announce.
+        tr.announce(t(2), &ann(3, 0, None), LO, &mut rng)
+            .expect("again");
+        assert_eq!(ServerError::SwarmFull.fault(), Fault::Capacity);
+    }
+
+    #[test]
+    fn random_selection_is_uniform_and_capped() {
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut rng = Rng::new(42);
+        for p in 1..=300u16 {
+            tr.announce(t(0), &ann(p, 1, None), LO, &mut rng)
+                .expect("fill");
+        }
+        let mut hits = [0u32; 301];
+        for _ in 0..1000 {
+            let r = tr
+                .announce(t(1), &ann(7, 1, None), LO, &mut rng)
+                .expect("a");
+            assert_eq!(r.peers.len(), 50);
+            let set: HashSet<u16> = r.peers.iter().map(|(a, _)| a.port()).collect();
+            assert_eq!(set.len(), 50, "no duplicates");
+            assert!(!set.contains(&7), "never yourself");
+            for p in set {
+                hits[usize::from(p)] += 1;
+            }
+        }
+        // 1000 * 50 / 299 ~ 167 each.
+        for (p, &h) in hits.iter().enumerate().skip(1) {
+            if p != 7 {
+                assert!((100..250).contains(&h), "port {p}: {h}");
+            }
+        }
+        let mut req = ann(7, 1, None);
+        req.numwant = Some(1_000_000);
+        let r = tr.announce(t(2), &req, LO, &mut rng).expect("a");
+        assert_eq!(r.peers.len(), MAX_NUMWANT as usize);
+        req.numwant = Some(3);
+        let r = tr.announce(t(2), &req, LO, &mut rng).expect("a");
+        assert_eq!(r.peers.len(), 3);
+        // Same seed, same choice.
+        let a = tr.announce(t(3), &req, LO, &mut Rng::new(9)).expect("a");
+        let b = tr.announce(t(3), &req, LO, &mut Rng::new(9)).expect("b");
+        assert_eq!(a.peers, b.peers);
+    }
+
+    #[test]
+    fn cookies_live_one_to_two_buckets() {
+        let tr = Tracker::new(ServerConfig::default(), SECRET);
+        let a: SocketAddr = "10.0.0.1:4000".parse().expect("addr");
+        let b: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
+        let id = tr.connection_id(t(61_000), a);
+        assert!(tr.check_connection_id(t(61_000), a, id));
+        assert!(tr.check_connection_id(t(179_999), a, id));
+        assert!(!tr.check_connection_id(t(180_000), a, id));
+        assert!(!tr.check_connection_id(t(61_000), b, id));
+        assert!(!tr.check_connection_id(t(61_000), a, id ^ 1));
+        let other = Tracker::new(ServerConfig::default(), [8; 32]);
+        assert!(!other.check_connection_id(t(61_000), a, id));
+        // IPv4-mapped IPv6 is the same client.
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:4000".parse().expect("addr");
+        assert!(tr.check_connection_id(t(61_000), mapped, id));
+    }
+
+    #[test]
+    fn udp_round_trip_with_the_client_codec() {
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut rng = Rng::new(3);
+        let from: SocketAddr = "10.0.0.1:4000".parse().expect("addr");
+        let mut out = Vec::new();
+        let mut pkt = [0u8; 98];
+        let n = encode_connect(77, &mut pkt).expect("enc");
+        assert!(tr.handle_udp(t(0), &pkt[..n], from, &mut rng, &mut out));
+        let Ok(UdpResponse::Connect { connection_id, .. }) =
+            parse_response(&out, 77, Action::Connect, false)
+        else {
+            panic!("connect {out:?}");
+        };
+        let mut req = AnnounceRequest::new(H, PeerId([1; 20]), 6881);
+        req.left = 5;
+        let n = encode_announce(connection_id, 78, &req, &mut pkt).expect("enc");
+        assert!(tr.handle_udp(t(1), &pkt[..n], from, &mut rng, &mut out));
+        assert!(matches!(
+            parse_response(&out, 78, Action::Announce, false),
+            Ok(UdpResponse::Announce(a)) if a.leechers == 1 && a.peers.len() == 0
+        ));
+        // Forged id, garbage, short packets: no reply.
+        let n = encode_announce(connection_id ^ 0xff, 79, &req, &mut pkt).expect("enc");
+        assert!(!tr.handle_udp(t(2), &pkt[..n], from, &mut rng, &mut out));
+        let n = encode_announce(connection_id, 79, &req, &mut pkt).expect("enc");
+        assert!(!tr.handle_udp(t(2), &pkt[..n - 1], from, &mut rng, &mut out));
+        assert!(!tr.handle_udp(t(2), &pkt[..3], from, &mut rng, &mut out));
+        assert!(!tr.handle_udp(t(2), &[0xff; 200], from, &mut rng, &mut out));
+        assert!(out.is_empty());
+        // Bad event: an error packet.
+        pkt[80..84].copy_from_slice(&9u32.to_be_bytes());
+        assert!(tr.handle_udp(t(2), &pkt[..n], from, &mut rng, &mut out));
+        assert!(matches!(
+            parse_response(&out, 79, Action::Announce, false),
+            Ok(UdpResponse::Error(f)) if f.reason == b"invalid event"
+        ));
+        // Scrape.
+        let mut s = [0u8; 64];
+        let n = encode_scrape(connection_id, 80, &[H, InfoHash([9; 20])], &mut s).expect("enc");
+        assert!(tr.handle_udp(t(3), &s[..n], from, &mut rng, &mut out));
+        let Ok(UdpResponse::Scrape(sc)) = parse_response(&out, 80, Action::Scrape, false) else {
+            panic!("scrape");
+        };
+        let stats: Vec<_> = sc.collect();
+        assert_eq!(stats[0].incomplete, 1);
+        assert_eq!(stats[1], ScrapeStats::default());
+        assert!(!tr.handle_udp(t(3), &s[..n - 1], from, &mut rng, &mut out));
+    }
+
+    #[test]
+    fn http_query_parsing_and_reply() {
+        let q = b"info_hash=%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11\
+&peer_id=-BT0001-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=10\
+&event=started&numwant=-1&compact=1&key=1A2B3C4D&ip=1.2.3.4";
+        let a = parse_announce_query(q).expect("parse");
+        assert_eq!(a.info_hash, H);
+        assert_eq!(&a.peer_id.0, b"-BT0001-abcdefghijkl");
+        assert_eq!((a.port, a.left, a.event), (6881, 10, Some(Event::Started)));
+        assert_eq!((a.numwant, a.key), (None, Some(0x1A2B_3C4D)));
+        assert_eq!(a.ip, Some("1.2.3.4".parse().expect("ip")));
+
+        let bad: [(&[u8], ServerError); 9] = [
+            (b"peer_id=-BT0001-abcdefghijkl&port=1&left=0", ServerError::MissingInfoHash),
+            (b"info_hash=abc&peer_id=-BT0001-abcdefghijkl&port=1&left=0", ServerError::BadInfoHash),
+            (b"info_hash=%1&port=1", ServerError::BadInfoHash),
+            (b"info_hash=aaaaaaaaaaaaaaaaaaaa&port=1&left=0", ServerError::MissingPeerId),
+            (b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=x&port=1", ServerError::BadPeerId),
+            (b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=aaaaaaaaaaaaaaaaaaaa&left=0", ServerError::MissingPort),
+            (b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=aaaaaaaaaaaaaaaaaaaa&port=70000", ServerError::BadPort),
+            (b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=aaaaaaaaaaaaaaaaaaaa&port=1&left=x", ServerError::BadNumber),
+            (b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=aaaaaaaaaaaaaaaaaaaa&port=1&left=1&event=x", ServerError::BadEvent),
+        ];
+        for (q, e) in bad {
+            assert_eq!(
+                parse_announce_query(q),
+                Err(e),
+                "{}",
+                core::str::from_utf8(q).unwrap_or("?")
+            );
+        }
+
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut rng = Rng::new(3);
+        let mut out = Vec::new();
+        let remote: SocketAddr = "10.0.0.9:1000".parse().expect("addr");
+        assert_eq!(
+            tr.handle_http_announce(t(0), q, remote, &mut rng, &mut out),
+            None
+        );
+        out.clear();
+        let q2 = b"info_hash=%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11\
+&peer_id=-BT0001-zzzzzzzzzzzz&port=6882&left=0";
+        let v6: SocketAddr = "[2001:db8::1]:1000".parse().expect("addr");
+        assert_eq!(
+            tr.handle_http_announce(t(1), q2, v6, &mut rng, &mut out),
+            None
+        );
+        out.clear();
+        // The first one again sees the v6 seed in peers6; `ip` was ignored.
+        assert_eq!(
+            tr.handle_http_announce(t(2), q, remote, &mut rng, &mut out),
+            None
+        );
+        let mut tokens = [crate::bencode::Token::default(); 64];
+        let r = parse_announce_response(&out, &mut tokens).expect("parse");
+        let ok = r.ok().expect("ok");
+        assert_eq!((ok.complete, ok.incomplete), (Some(1), Some(1)));
+        assert_eq!(ok.min_interval_secs, Some(60));
+        let p6: Vec<_> = ok.peers6().collect();
+        assert_eq!(p6, ["[2001:db8::1]:6882".parse::<SocketAddr>().expect("a")]);
+        assert_eq!(ok.peers_field().count(), 0);
+
+        out.clear();
+        assert_eq!(
+            tr.handle_http_announce(t(3), b"info_hash=x", remote, &mut rng, &mut out),
+            Some(ServerError::BadInfoHash)
+        );
+        assert_eq!(out, b"d14:failure reason17:invalid info_hashe");
+
+        // Non-compact.
+        out.clear();
+        let q3 = [&q2[..], b"&compact=0"].concat();
+        assert_eq!(
+            tr.handle_http_announce(t(4), &q3, v6, &mut rng, &mut out),
+            None
+        );
+        let r = parse_announce_response(&out, &mut tokens).expect("parse");
+        let ok = r.ok().expect("ok");
+        let peers: Vec<_> = ok.peers().collect();
+        assert_eq!(peers, ["10.0.0.9:6881".parse::<SocketAddr>().expect("a")]);
+
+        // Scrape.
+        out.clear();
+        let sq = b"info_hash=%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11%11&info_hash=bbbbbbbbbbbbbbbbbbbb";
+        assert_eq!(tr.handle_http_scrape(sq, &mut out), None);
+        let s = parse_scrape_response(&out, &mut tokens)
+            .expect("scrape")
+            .ok()
+            .expect("ok");
+        assert_eq!(s.get(&H).map(|s| (s.complete, s.incomplete)), Some((1, 1)));
+        assert_eq!(
+            s.get(&InfoHash(*b"bbbbbbbbbbbbbbbbbbbb")),
+            Some(ScrapeStats::default())
+        );
+        out.clear();
+        assert_eq!(
+            tr.handle_http_scrape(b"", &mut out),
+            Some(ServerError::NoScrapeHashes)
+        );
+    }
+
+    #[test]
+    fn allow_list_and_state_round_trip() {
+        let cfg = ServerConfig {
+            mode: Mode::AllowList,
+            ..ServerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg.clone(), SECRET);
+        let mut rng = Rng::new(3);
+        assert_eq!(
+            tr.announce(t(0), &ann(1, 0, None), LO, &mut rng),
+            Err(ServerError::NotRegistered)
+        );
+        assert!(!tr.is_dirty());
+        assert!(tr.register(H));
+        assert!(!tr.register(H));
+        assert!(tr.is_dirty());
+        tr.announce(t(0), &ann(1, 0, Some(Event::Completed)), LO, &mut rng)
+            .expect("ok");
+        let mut state = Vec::new();
+        tr.encode_state(&mut state);
+        tr.mark_saved();
+        let mut back = Tracker::new(cfg, SECRET);
+        back.restore_state(&state).expect("restore");
+        assert!(back.is_registered(&H));
+        assert_eq!(back.stats(&H).map(|s| s.downloaded), Some(1));
+        assert!(!back.is_dirty());
+        let mut again = Vec::new();
+        back.encode_state(&mut again);
+        assert_eq!(state, again);
+        assert!(back.restore_state(b"de").is_err());
+        assert!(back
+            .restore_state(b"d5:allowli1ee9:downloadeddee7:versioni1ee")
+            .is_err());
+        assert!(back.restore_state(&state[..state.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn sync_between_two_trackers() {
+        let cfg = ServerConfig {
+            sync: true,
+            ..ServerConfig::default()
+        };
+        let mut a = Tracker::new(cfg.clone(), SECRET);
+        let mut b = Tracker::new(cfg, SECRET);
+        let mut rng = Rng::new(3);
+        a.announce(t(0), &ann(1, 5, None), LO, &mut rng).expect("a");
+        let mut q = Vec::new();
+        a.drain_sync(&mut q, 100);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].ttl_secs, 3600);
+        let mut msg = Vec::new();
+        encode_sync(&q, b"key", &mut msg);
+        assert_eq!(b.apply_sync(t(0), &msg, b"wrong"), Err(StateError::BadMac));
+        let mut forged = msg.clone();
+        let last = forged.len() - 3;
+        forged[last] ^= 1;
+        assert!(b.apply_sync(t(0), &forged, b"key").is_err());
+        assert_eq!(b.apply_sync(t(0), &msg, b"key"), Ok(1));
+        let r = b.announce(t(1), &ann(2, 5, None), LO, &mut rng).expect("b");
+        assert_eq!(ports(&r), [1]);
+        // Remote peers are not forwarded again; b's own announce is.
+        let mut qb = Vec::new();
+        b.drain_sync(&mut qb, 100);
+        assert_eq!(qb.len(), 1);
+        assert_eq!(qb[0].addr.port(), 2);
+        let mut full = Vec::new();
+        b.local_sync_entries(t(1), &mut full);
+        assert_eq!(full.len(), 1);
+        // A stop on a removes the peer on b.
+        a.announce(t(2), &ann(1, 5, Some(Event::Stopped)), LO, &mut rng)
+            .expect("stop");
+        q.clear();
+        a.drain_sync(&mut q, 100);
+        msg.clear();
+        encode_sync(&q, b"key", &mut msg);
+        assert_eq!(b.apply_sync(t(3), &msg, b"key"), Ok(1));
+        assert_eq!(b.stats(&H).map(|s| s.incomplete), Some(1));
+        // Remote entries expire after their ttl.
+        let e = [SyncEntry {
+            info_hash: H,
+            addr: "10.0.0.3:3".parse().expect("a"),
+            seed: true,
+            ttl_secs: 5,
+        }];
+        msg.clear();
+        encode_sync(&e, b"key", &mut msg);
+        assert_eq!(b.apply_sync(t(10_000), &msg, b"key"), Ok(1));
+        b.handle_timeout(t(14_999));
+        b.handle_timeout(t(30_000));
+        assert_eq!(b.stats(&H).map(|s| s.complete), Some(0));
+    }
+}

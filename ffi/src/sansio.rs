@@ -1,0 +1,998 @@
+//! The sans-IO API: btcore's core session with the application as the host. The
+//! application owns sockets, storage and the clock; the library touches no thread, no
+//! file and no socket.
+//!
+//! Every call that changes state takes `now_ms`, a monotonic time in milliseconds
+//! chosen by the application (never going backwards). After any call that feeds input,
+//! drain `btcore_sansio_poll_actions` and carry the actions out, then
+//! `btcore_sansio_events`; sleep until `btcore_sansio_next_timeout` or I/O.
+//!
+//! Threading: a handle may be used from any thread; calls on one handle are serialized
+//! on an internal lock (nothing blocks for long: no call does I/O).
+
+use crate::btcore_result::*;
+use crate::*;
+use btcore_core::bitfield::Bitfield;
+use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
+use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::peer::PeerError;
+use btcore_core::session::{
+    Action, AnnounceEvent, ConnId, DiskError, Event, Session, SessionConfig, TorrentId,
+};
+use btcore_core::time::Instant;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
+/// `btcore_sansio_free`.
+#[derive(Debug)]
+pub struct btcore_sansio {
+    _private: [u8; 0],
+}
+
+/// Settings of a sans-IO session. Fill it with `btcore_sansio_settings_default()`
+/// first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct btcore_sansio_settings {
+    /// Our peer id; all zero: made from `random_seed` (`-BQ0100-` and 12 characters).
+    pub peer_id: [u8; 20],
+    /// Seed for the engine's random choices; give a fresh value per run (0 is
+    /// replaced by a fixed constant: fine for tests, not for a swarm).
+    pub random_seed: u64,
+    /// The port we listen on, sent to peers in the extension handshake (0: none).
+    pub listen_port: u16,
+    /// The small-device profile: fewer peers, smaller buffers, 1 MiB to disk in flight.
+    pub low_memory: bool,
+    /// Most connections per torrent (0: the profile's default, 50 or 20).
+    pub max_peers_per_torrent: u32,
+    /// Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
+    /// (0: the profile's default, 16 MiB or 1 MiB). When full, no new requests go out.
+    pub max_disk_bytes_in_flight: u32,
+}
+
+/// What the application is asked to do.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum btcore_action_kind {
+    /// Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
+    /// answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
+    BTCORE_ACTION_CONNECT = 1,
+    /// `conn` has bytes to send: call `btcore_sansio_transmit` until it gives 0 bytes
+    /// (or the socket would block: then again when it is writable).
+    BTCORE_ACTION_SEND = 2,
+    /// Close `conn` (the library has forgotten it); `error` says why, or `BTCORE_OK`.
+    BTCORE_ACTION_CLOSE = 3,
+    /// Write `length` bytes of block data at `torrent_offset` (piece `piece`, `offset`
+    /// within it): take the bytes with `btcore_sansio_take_write_data(id)`, then
+    /// answer with `btcore_sansio_write_done(id)`.
+    BTCORE_ACTION_WRITE = 4,
+    /// Read `length` bytes at `torrent_offset` for `conn` (an upload); answer with
+    /// `btcore_sansio_read_done(id)`.
+    BTCORE_ACTION_READ = 5,
+    /// Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
+    /// `expected_hash` (`btcore_sha1` helps); answer with `btcore_sansio_verified(id)`.
+    BTCORE_ACTION_VERIFY = 6,
+    /// Announce to the torrent's trackers (`announce_event`, `uploaded`,
+    /// `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer`.
+    /// Needs no answer; a host without trackers ignores it.
+    BTCORE_ACTION_ANNOUNCE = 7,
+}
+
+/// `btcore_action.announce_event`: a regular announce.
+pub const BTCORE_ANNOUNCE_NONE: u32 = 0;
+/// `btcore_action.announce_event`: the first announce.
+pub const BTCORE_ANNOUNCE_STARTED: u32 = 1;
+/// `btcore_action.announce_event`: the download completed.
+pub const BTCORE_ANNOUNCE_COMPLETED: u32 = 2;
+/// `btcore_action.announce_event`: the torrent stops.
+pub const BTCORE_ANNOUNCE_STOPPED: u32 = 3;
+
+/// Disk completion status: success.
+pub const BTCORE_DISK_OK: u32 = 0;
+/// Disk completion status: the disk is full (the torrent stops).
+pub const BTCORE_DISK_NO_SPACE: u32 = 1;
+/// Disk completion status: another I/O error (the torrent stops).
+pub const BTCORE_DISK_IO_ERROR: u32 = 2;
+
+/// One action, drained by `btcore_sansio_poll_actions`. Fields not used by a kind are
+/// zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct btcore_action {
+    /// What to do.
+    pub kind: btcore_action_kind,
+    /// The torrent.
+    pub torrent: u32,
+    /// The action's id, for the completion of `WRITE`, `READ` and `VERIFY`.
+    pub id: u64,
+    /// The connection (`CONNECT`, `SEND`, `CLOSE`, `READ`).
+    pub conn: u32,
+    /// The piece (`WRITE`, `READ`, `VERIFY`).
+    pub piece: u32,
+    /// Byte offset inside the piece (`WRITE`, `READ`; 0 for `VERIFY`).
+    pub offset: u32,
+    /// Length in bytes (`WRITE`, `READ`: the block; `VERIFY`: the piece).
+    pub length: u32,
+    /// Byte offset in the torrent's data (all files end to end): for a single-file
+    /// torrent, the offset in the file.
+    pub torrent_offset: u64,
+    /// Where to connect (`CONNECT`).
+    pub addr: btcore_addr,
+    /// The piece's SHA-1 (`VERIFY`).
+    pub expected_hash: [u8; 20],
+    /// Why the connection closes (`CLOSE`): `BTCORE_OK`, `BTCORE_PEER_PROTOCOL` or
+    /// `BTCORE_PEER_TIMEOUT`.
+    pub error: btcore_result,
+    /// `BTCORE_ANNOUNCE_*` (`ANNOUNCE`).
+    pub announce_event: u32,
+    /// Payload bytes sent so far (`ANNOUNCE`).
+    pub uploaded: u64,
+    /// Payload bytes received so far (`ANNOUNCE`).
+    pub downloaded: u64,
+    /// Bytes still missing (`ANNOUNCE`).
+    pub left: u64,
+}
+
+impl btcore_action {
+    fn new(kind: btcore_action_kind, torrent: u32) -> Self {
+        Self {
+            kind,
+            torrent,
+            id: 0,
+            conn: 0,
+            piece: 0,
+            offset: 0,
+            length: 0,
+            torrent_offset: 0,
+            addr: btcore_addr::default(),
+            expected_hash: [0; 20],
+            error: BTCORE_OK,
+            announce_event: 0,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Write {
+        torrent: TorrentId,
+        block: BlockRef,
+        data: Option<Vec<u8>>,
+    },
+    Read {
+        torrent: TorrentId,
+        conn: ConnId,
+        block: BlockRef,
+    },
+    Verify {
+        torrent: TorrentId,
+        piece: PieceIndex,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    session: Session,
+    next_action: u64,
+    pending: HashMap<u64, Pending>,
+    geometry: HashMap<TorrentId, Geometry>,
+    events: EventQueue,
+    errors: HashMap<u32, btcore_result>,
+}
+
+/// cbindgen:ignore
+#[repr(C)]
+struct SansioBox {
+    magic: u64,
+    inner: Mutex<Inner>,
+}
+
+fn handle(p: *const btcore_sansio) -> Result<std::sync::MutexGuard<'static, Inner>, btcore_result> {
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    // SAFETY: a non-NULL handle points at a handle box, which starts with the tag.
+    let b = unsafe { &*(p as *const SansioBox) };
+    if b.magic != MAGIC_SANSIO {
+        return Err(BTCORE_WRONG_HANDLE);
+    }
+    b.inner.lock().map_err(|_| BTCORE_PANIC)
+}
+
+fn now(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+impl Inner {
+    /// Moves the session's events into the queue, learning geometries on the way.
+    fn pump_events(&mut self) {
+        while let Some(e) = self.session.poll_event() {
+            if let Event::MetadataReceived(id) = &e {
+                if let Some(info) = self.session.info_bytes(*id) {
+                    let mut file = b"d4:info".to_vec();
+                    file.extend_from_slice(info);
+                    file.push(b'e');
+                    let mut tokens = Vec::new();
+                    if let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &Limits::default()) {
+                        self.geometry.insert(*id, m.geometry());
+                    }
+                }
+            }
+            if let Some(ev) = convert_event(&e) {
+                if ev.kind == btcore_event_kind::BTCORE_EVENT_FILE_ERROR {
+                    self.errors.insert(ev.torrent, ev.error);
+                }
+                self.events.push(ev);
+            }
+        }
+    }
+
+    fn torrent_offset(&self, t: TorrentId, piece: PieceIndex, offset: u32) -> u64 {
+        self.geometry
+            .get(&t)
+            .map_or(0, |g| g.piece_offset(piece) + u64::from(offset))
+    }
+
+    fn has_torrent(&self, id: u32) -> bool {
+        self.session.torrents().any(|t| t.0 == id)
+    }
+
+    fn convert(&mut self, a: Action) -> Option<btcore_action> {
+        use btcore_action_kind::*;
+        let mut id = || {
+            self.next_action += 1;
+            self.next_action
+        };
+        Some(match a {
+            Action::Connect {
+                conn,
+                torrent,
+                addr,
+            } => btcore_action {
+                conn: conn.0,
+                addr: btcore_addr::from_socket(addr),
+                ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
+            },
+            Action::Send(conn) => btcore_action {
+                conn: conn.0,
+                ..btcore_action::new(BTCORE_ACTION_SEND, 0)
+            },
+            Action::Close { conn, error } => btcore_action {
+                conn: conn.0,
+                error: match error {
+                    None => BTCORE_OK,
+                    Some(e) if e.is_peer_fault() => BTCORE_PEER_PROTOCOL,
+                    Some(PeerError::Idle | PeerError::HandshakeTimeout) => BTCORE_PEER_TIMEOUT,
+                    Some(_) => BTCORE_PEER_PROTOCOL,
+                },
+                ..btcore_action::new(BTCORE_ACTION_CLOSE, 0)
+            },
+            Action::Write {
+                torrent,
+                block,
+                data,
+            } => {
+                let id = id();
+                self.pending.insert(
+                    id,
+                    Pending::Write {
+                        torrent,
+                        block,
+                        data: Some(data),
+                    },
+                );
+                btcore_action {
+                    id,
+                    piece: block.piece.0,
+                    offset: block.offset,
+                    length: block.len,
+                    torrent_offset: self.torrent_offset(torrent, block.piece, block.offset),
+                    ..btcore_action::new(BTCORE_ACTION_WRITE, torrent.0)
+                }
+            }
+            Action::Read {
+                torrent,
+                conn,
+                block,
+            } => {
+                let id = id();
+                self.pending.insert(
+                    id,
+                    Pending::Read {
+                        torrent,
+                        conn,
+                        block,
+                    },
+                );
+                btcore_action {
+                    id,
+                    conn: conn.0,
+                    piece: block.piece.0,
+                    offset: block.offset,
+                    length: block.len,
+                    torrent_offset: self.torrent_offset(torrent, block.piece, block.offset),
+                    ..btcore_action::new(BTCORE_ACTION_READ, torrent.0)
+                }
+            }
+            Action::Verify {
+                torrent,
+                piece,
+                expected,
+            } => {
+                let id = id();
+                self.pending.insert(id, Pending::Verify { torrent, piece });
+                btcore_action {
+                    id,
+                    piece: piece.0,
+                    length: self
+                        .geometry
+                        .get(&torrent)
+                        .map_or(0, |g| g.piece_size(piece)),
+                    torrent_offset: self.torrent_offset(torrent, piece, 0),
+                    expected_hash: expected,
+                    ..btcore_action::new(BTCORE_ACTION_VERIFY, torrent.0)
+                }
+            }
+            Action::Announce {
+                torrent,
+                event,
+                uploaded,
+                downloaded,
+                left,
+            } => btcore_action {
+                announce_event: match event {
+                    None => BTCORE_ANNOUNCE_NONE,
+                    Some(AnnounceEvent::Started) => BTCORE_ANNOUNCE_STARTED,
+                    Some(AnnounceEvent::Completed) => BTCORE_ANNOUNCE_COMPLETED,
+                    Some(AnnounceEvent::Stopped) => BTCORE_ANNOUNCE_STOPPED,
+                },
+                uploaded,
+                downloaded,
+                left,
+                ..btcore_action::new(BTCORE_ACTION_ANNOUNCE, torrent.0)
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_settings_default(
+    out: *mut btcore_sansio_settings,
+) -> btcore_result {
+    guard(|| {
+        let out = non_null(out)?;
+        unsafe {
+            out.write(btcore_sansio_settings {
+                peer_id: [0; 20],
+                random_seed: 0,
+                listen_port: 0,
+                low_memory: false,
+                max_peers_per_torrent: 0,
+                max_disk_bytes_in_flight: 0,
+            })
+        };
+        Ok(())
+    })
+}
+
+/// Creates a sans-IO session from `settings` (NULL: the defaults) into `*out`. Free it
+/// with `btcore_sansio_free`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_new(
+    settings: *const btcore_sansio_settings,
+    out: *mut *mut btcore_sansio,
+) -> btcore_result {
+    guard(|| {
+        let out = non_null(out)?;
+        let s = if settings.is_null() {
+            let mut s = std::mem::MaybeUninit::uninit();
+            match btcore_sansio_settings_default(s.as_mut_ptr()) {
+                BTCORE_OK => unsafe { s.assume_init() },
+                e => return Err(e),
+            }
+        } else {
+            unsafe { *settings }
+        };
+        let seed = if s.random_seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            s.random_seed
+        };
+        let peer_id = if s.peer_id == [0; 20] {
+            let mut id = [0u8; 20];
+            id[..8].copy_from_slice(btcore_core::PEER_ID_PREFIX);
+            let mut r = btcore_core::rng::Rng::new(seed);
+            for b in &mut id[8..] {
+                *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[r.below(36) as usize];
+            }
+            PeerId(id)
+        } else {
+            PeerId(s.peer_id)
+        };
+        let mut config = if s.low_memory {
+            SessionConfig::low_memory(peer_id)
+        } else {
+            SessionConfig::new(peer_id)
+        };
+        config.listen_port = s.listen_port;
+        if s.max_peers_per_torrent != 0 {
+            config.max_peers_per_torrent = s.max_peers_per_torrent as usize;
+        }
+        if s.max_disk_bytes_in_flight != 0 {
+            config.max_disk_bytes_in_flight = s.max_disk_bytes_in_flight as usize;
+        }
+        let b = Box::new(SansioBox {
+            magic: MAGIC_SANSIO,
+            inner: Mutex::new(Inner {
+                session: Session::new(config, seed),
+                next_action: 0,
+                pending: HashMap::new(),
+                geometry: HashMap::new(),
+                events: EventQueue::default(),
+                errors: HashMap::new(),
+            }),
+        });
+        unsafe { out.write(Box::into_raw(b) as *mut btcore_sansio) };
+        Ok(())
+    })
+}
+
+/// Frees a sans-IO session and any write data not taken. NULL is a no-op. No other
+/// call on this handle may run or follow.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_free(h: *mut btcore_sansio) {
+    let _ = guard(|| {
+        if h.is_null() {
+            return Ok(());
+        }
+        drop(handle(h)?);
+        // SAFETY: made by `Box::into_raw` in `btcore_sansio_new`; the tag is cleared so
+        // that a second free is refused (as long as the memory is not reused).
+        let mut b = unsafe { Box::from_raw(h as *mut SansioBox) };
+        b.magic = MAGIC_FREED;
+        drop(b);
+        Ok(())
+    });
+}
+
+/// Adds a torrent from `len` bytes of `.torrent` data (copied). `have`/`have_len` is
+/// resume data: the BitTorrent bitfield of pieces the application already verified
+/// (as from `btcore_sansio_have`); NULL/0 means none. Writes the id to `*out_id`.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_add_torrent(
+    h: *mut btcore_sansio,
+    data: *const u8,
+    len: usize,
+    have: *const u8,
+    have_len: usize,
+    now_ms: u64,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let data = unsafe { bytes(data, len) }?;
+        let have = unsafe { bytes(have, have_len) }?;
+        let out_id = non_null(out_id)?;
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
+            .map_err(|_| BTCORE_INVALID_TORRENT)?;
+        let geometry = m.geometry();
+        let have = if have.is_empty() {
+            None
+        } else {
+            Some(Bitfield::from_wire(have, m.num_pieces()).ok_or(BTCORE_INVALID_PARAMETER)?)
+        };
+        let id = s
+            .session
+            .add_torrent(now(now_ms), data, have.as_ref())
+            .map_err(|e| match e {
+                btcore_core::session::AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
+                btcore_core::session::AddError::BadResume => BTCORE_INVALID_PARAMETER,
+                _ => BTCORE_INVALID_TORRENT,
+            })?;
+        s.geometry.insert(id, geometry);
+        s.events.push(btcore_event::new(
+            btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
+            id.0,
+        ));
+        s.pump_events();
+        unsafe { out_id.write(id.0) };
+        Ok(())
+    })
+}
+
+/// Adds a magnet link (NUL-terminated); writes the id to `*out_id`. The torrent's
+/// metadata comes from peers (`BTCORE_EVENT_METADATA_RECEIVED`).
+#[no_mangle]
+pub extern "C" fn btcore_sansio_add_magnet(
+    h: *mut btcore_sansio,
+    uri: *const c_char,
+    now_ms: u64,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let uri = unsafe { cstr(uri) }?;
+        let out_id = non_null(out_id)?;
+        let id = s
+            .session
+            .add_magnet(now(now_ms), uri.to_bytes())
+            .map_err(|e| match e {
+                btcore_core::session::AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
+                _ => BTCORE_INVALID_MAGNET,
+            })?;
+        s.events.push(btcore_event::new(
+            btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
+            id.0,
+        ));
+        s.pump_events();
+        unsafe { out_id.write(id.0) };
+        Ok(())
+    })
+}
+
+/// Removes torrent `id`: its connections get `CLOSE` actions and an `ANNOUNCE` with
+/// `BTCORE_ANNOUNCE_STOPPED` follows. The application deletes data itself if it
+/// wants. Pending completions for it are accepted and ignored.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_remove_torrent(
+    h: *mut btcore_sansio,
+    id: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        if !s.has_torrent(id) {
+            return Err(BTCORE_NOT_FOUND);
+        }
+        s.session.remove_torrent(now(now_ms), TorrentId(id));
+        s.geometry.remove(&TorrentId(id));
+        s.events.push(btcore_event::new(
+            btcore_event_kind::BTCORE_EVENT_TORRENT_REMOVED,
+            id,
+        ));
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// Gives torrent `id` a peer address (from a tracker, the user, ...): a `CONNECT`
+/// action follows when there is room.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_add_peer(
+    h: *mut btcore_sansio,
+    id: u32,
+    addr: *const btcore_addr,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        if addr.is_null() {
+            return Err(BTCORE_NULL_PARAMETER);
+        }
+        let a = unsafe { *addr }
+            .to_socket()
+            .ok_or(BTCORE_INVALID_PARAMETER)?;
+        if !s.has_torrent(id) {
+            return Err(BTCORE_NOT_FOUND);
+        }
+        s.session.handle_peers(now(now_ms), TorrentId(id), &[a]);
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_incoming(
+    h: *mut btcore_sansio,
+    addr: *const btcore_addr,
+    now_ms: u64,
+    out_conn: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        if addr.is_null() {
+            return Err(BTCORE_NULL_PARAMETER);
+        }
+        let a = unsafe { *addr }
+            .to_socket()
+            .ok_or(BTCORE_INVALID_PARAMETER)?;
+        let out_conn = non_null(out_conn)?;
+        let c = s.session.handle_incoming(now(now_ms), a);
+        unsafe { out_conn.write(c.0) };
+        Ok(())
+    })
+}
+
+/// The connection asked by a `CONNECT` action is open. A connection the library has
+/// already closed is ignored (as in every per-connection call).
+#[no_mangle]
+pub extern "C" fn btcore_sansio_connected(
+    h: *mut btcore_sansio,
+    conn: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        s.session.handle_connected(now(now_ms), ConnId(conn));
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// The connection asked by a `CONNECT` action could not be made.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_connect_failed(
+    h: *mut btcore_sansio,
+    conn: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        s.session.handle_connect_failed(now(now_ms), ConnId(conn));
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// The socket of `conn` closed or failed (no `CLOSE` action follows).
+#[no_mangle]
+pub extern "C" fn btcore_sansio_disconnected(
+    h: *mut btcore_sansio,
+    conn: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        s.session.handle_disconnected(now(now_ms), ConnId(conn));
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// `len` bytes received on `conn` (any split: framing is the library's job).
+#[no_mangle]
+pub extern "C" fn btcore_sansio_recv(
+    h: *mut btcore_sansio,
+    conn: u32,
+    data: *const u8,
+    len: usize,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let data = unsafe { bytes(data, len) }?;
+        s.session.handle_recv(now(now_ms), ConnId(conn), data);
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
+/// how many to `*out_len`; 0 means nothing more to send now. The bytes are the
+/// application's to send in order: they are not given again.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_transmit(
+    h: *mut btcore_sansio,
+    conn: u32,
+    now_ms: u64,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf, cap) }?;
+        if dst.is_empty() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        let n = s.session.poll_transmit(now(now_ms), ConnId(conn), dst);
+        s.pump_events();
+        unsafe { out_len.write(n) };
+        Ok(())
+    })
+}
+
+/// Moves up to `cap` (at least 1) pending actions into `buf`, in order, and writes how
+/// many to `*out_len` (0: nothing to do). Actions not taken stay queued.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_poll_actions(
+    h: *mut btcore_sansio,
+    buf: *mut btcore_action,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf, cap) }?;
+        if dst.is_empty() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        let mut n = 0;
+        while n < dst.len() {
+            let Some(a) = s.session.poll_action() else {
+                break;
+            };
+            if let Some(a) = s.convert(a) {
+                dst[n] = a;
+                n += 1;
+            }
+        }
+        s.pump_events();
+        unsafe { out_len.write(n) };
+        Ok(())
+    })
+}
+
+/// Copies the block data of `WRITE` action `action_id` into `buf` (room for `cap`,
+/// at least the action's `length`) and writes the length to `*out_len`; the library's
+/// copy is released. Returns `BTCORE_WRONG_STATE` when already taken and
+/// `BTCORE_BUFFER_TOO_SMALL` (with the length needed in `*out_len`) when `cap` is too
+/// small. Answer with `btcore_sansio_write_done` once written.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_take_write_data(
+    h: *mut btcore_sansio,
+    action_id: u64,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let out_len_p = non_null(out_len)?;
+        let Some(Pending::Write { data, .. }) = s.pending.get_mut(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        let Some(d) = data.as_ref() else {
+            return Err(BTCORE_WRONG_STATE);
+        };
+        unsafe { copy_out(d, buf, cap, out_len_p) }?;
+        *data = None;
+        Ok(())
+    })
+}
+
+fn disk_status(status: u32) -> Result<Result<(), DiskError>, btcore_result> {
+    match status {
+        BTCORE_DISK_OK => Ok(Ok(())),
+        BTCORE_DISK_NO_SPACE => Ok(Err(DiskError::NoSpace)),
+        BTCORE_DISK_IO_ERROR => Ok(Err(DiskError::Io)),
+        _ => Err(BTCORE_INVALID_PARAMETER),
+    }
+}
+
+/// The `WRITE` action `action_id` is done: `status` is `BTCORE_DISK_OK`,
+/// `BTCORE_DISK_NO_SPACE` or `BTCORE_DISK_IO_ERROR` (the torrent stops). Data not
+/// taken is released.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_write_done(
+    h: *mut btcore_sansio,
+    action_id: u64,
+    status: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let result = disk_status(status)?;
+        let Some(Pending::Write { .. }) = s.pending.get(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        let Some(Pending::Write { torrent, block, .. }) = s.pending.remove(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        s.session
+            .handle_write_done(now(now_ms), torrent, block, result);
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// The `READ` action `action_id` is done: with `BTCORE_DISK_OK`, `data` holds exactly
+/// the action's `length` bytes (copied); otherwise `data` may be NULL.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_read_done(
+    h: *mut btcore_sansio,
+    action_id: u64,
+    data: *const u8,
+    len: usize,
+    status: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let result = disk_status(status)?;
+        let Some(Pending::Read { block, .. }) = s.pending.get(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        let data = unsafe { bytes(data, len) }?;
+        if result.is_ok() && data.len() != block.len as usize {
+            return Err(BTCORE_INVALID_PARAMETER);
+        }
+        let Some(Pending::Read {
+            torrent,
+            conn,
+            block,
+        }) = s.pending.remove(&action_id)
+        else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        s.session
+            .handle_read_done(now(now_ms), torrent, conn, block, result.map(|()| data));
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1 matched.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_verified(
+    h: *mut btcore_sansio,
+    action_id: u64,
+    ok: bool,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let Some(Pending::Verify { .. }) = s.pending.get(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        let Some(Pending::Verify { torrent, piece }) = s.pending.remove(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        s.session.handle_verified(now(now_ms), torrent, piece, ok);
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// Writes when `btcore_sansio_handle_timeout` is next due (in the `now_ms` time base)
+/// to `*out_ms`: `UINT64_MAX` when nothing is scheduled.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_next_timeout(
+    h: *const btcore_sansio,
+    out_ms: *mut u64,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let out_ms = non_null(out_ms)?;
+        let t = s.session.poll_timeout().map_or(u64::MAX, |t| t.as_millis());
+        unsafe { out_ms.write(t) };
+        Ok(())
+    })
+}
+
+/// Runs the timers (keep-alives, timeouts, choking, re-announces, dialing). Call it
+/// when `btcore_sansio_next_timeout` is due; calling it early is harmless.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_handle_timeout(
+    h: *mut btcore_sansio,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        s.session.handle_timeout(now(now_ms));
+        s.pump_events();
+        Ok(())
+    })
+}
+
+/// Moves up to `cap` (at least 1) queued events into `buf` and writes how many to
+/// `*out_len`, as `btcore_session_events`.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_events(
+    h: *mut btcore_sansio,
+    buf: *mut btcore_event,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf, cap) }?;
+        if dst.is_empty() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        let n = s.events.drain_into(dst);
+        unsafe { out_len.write(n) };
+        Ok(())
+    })
+}
+
+/// Fills `*out` with the status of torrent `id`.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_torrent_status(
+    h: *const btcore_sansio,
+    id: u32,
+    now_ms: u64,
+    out: *mut btcore_torrent_status,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let out = non_null(out)?;
+        let st = s
+            .session
+            .torrent_status(TorrentId(id), now(now_ms))
+            .ok_or(BTCORE_NOT_FOUND)?;
+        let error = s.errors.get(&id).copied().unwrap_or(BTCORE_OK);
+        unsafe { out.write(torrent_status(id, &st, error)) };
+        Ok(())
+    })
+}
+
+/// Fills `buf` with the peers of torrent `id`, as `btcore_session_peers`.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_peers(
+    h: *const btcore_sansio,
+    id: u32,
+    buf: *mut btcore_peer_status,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf, cap) }?;
+        if !s.has_torrent(id) {
+            return Err(BTCORE_NOT_FOUND);
+        }
+        let peers = s.session.peers(TorrentId(id));
+        unsafe { out_len.write(peers.len()) };
+        if dst.len() < peers.len() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        for (d, p) in dst.iter_mut().zip(&peers) {
+            *d = peer_status(p);
+        }
+        Ok(())
+    })
+}
+
+/// Copies the verified-pieces bitfield of torrent `id` (BitTorrent order: piece 0 is
+/// the high bit of byte 0) into `buf` and its length to `*out_len`: the resume data to
+/// give back to `btcore_sansio_add_torrent` later. `BTCORE_NOT_FOUND` until a magnet
+/// link's metadata arrives; `BTCORE_BUFFER_TOO_SMALL` with the length needed.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_have(
+    h: *const btcore_sansio,
+    id: u32,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let have = s.session.have(TorrentId(id)).ok_or(BTCORE_NOT_FOUND)?;
+        unsafe { copy_out(have.as_bytes(), buf, cap, out_len) }
+    })
+}
+
+/// Copies the raw info dictionary of torrent `id` (what a magnet link fetched; wrap it
+/// as `d4:info<...>e` to get a `.torrent`) into `buf` and its length to `*out_len`.
+/// `BTCORE_NOT_FOUND` until known; `BTCORE_BUFFER_TOO_SMALL` with the length needed.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_metadata(
+    h: *const btcore_sansio,
+    id: u32,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let info = s
+            .session
+            .info_bytes(TorrentId(id))
+            .ok_or(BTCORE_NOT_FOUND)?;
+        unsafe { copy_out(info, buf, cap, out_len) }
+    })
+}

@@ -1,0 +1,719 @@
+//! The session API: btcore's std host (sockets, files, disk and hashing threads) behind
+//! an opaque `btcore_session`.
+//!
+//! Threading: every `btcore_session_*` call may be made from any thread; calls are
+//! serialized on an internal lock. The loop runs either on the session's own thread
+//! (`btcore_session_start`/`_stop`) or inside `btcore_session_poll`, called by the
+//! application's loop. The notify callback is called with no lock held, so it may call
+//! back into the session.
+
+use crate::btcore_result::*;
+use crate::*;
+use btcore_core::session::TorrentId;
+use btcore_host::client::{Client, ClientError, ClientOptions};
+use std::ffi::c_void;
+use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// An opaque session: the std host with its sockets, files and worker threads.
+/// Made by `btcore_session_new`, freed by `btcore_session_free`.
+#[derive(Debug)]
+pub struct btcore_session {
+    _private: [u8; 0],
+}
+
+/// How a session runs. Fill it with `btcore_settings_default()` first, then change
+/// what you need: later versions may add fields at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct btcore_settings {
+    /// Where torrents' files go (created if missing). NULL: the current directory.
+    pub download_dir: *const c_char,
+    /// Where resume files go (created if missing): a torrent added again later starts
+    /// from the pieces recorded there, after a check. NULL: no resume data.
+    pub state_dir: *const c_char,
+    /// The address to listen on, e.g. `"127.0.0.1"` or `"::"`. NULL: `"0.0.0.0"`.
+    pub listen_address: *const c_char,
+    /// The TCP listen port (0: any free port; see `btcore_session_listen_port`).
+    pub listen_port: u16,
+    /// The small-device profile: fewer peers, smaller buffers, fewer blocks in flight.
+    pub low_memory: bool,
+    /// Whether to ask the torrents' trackers for peers.
+    pub use_trackers: bool,
+    /// Most connections per torrent (0: the default, 50; 20 with `low_memory`).
+    pub max_peers_per_torrent: u32,
+    /// Disk worker threads (0: the default, 2).
+    pub disk_threads: u32,
+    /// Download rate limit in bytes/s (0: none).
+    pub download_rate_limit: u64,
+    /// Upload rate limit in bytes/s (0: none).
+    pub upload_rate_limit: u64,
+    /// Seed for the engine's random choices (0: from the clock).
+    pub random_seed: u64,
+}
+
+/// Called when events become available (the queue went from empty to non-empty):
+/// `userdata` is the pointer given to `btcore_session_set_notify`. It runs on the
+/// session's thread (after `btcore_session_start`) or inside the call that produced
+/// the events; it should only wake the application's loop, which then calls
+/// `btcore_session_events`. No lock is held while it runs.
+pub type btcore_notify_callback = Option<extern "C" fn(userdata: *mut c_void)>;
+
+/// Fills `out` with the defaults: current directory, no state directory, listen on
+/// 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_settings_default(out: *mut btcore_settings) -> btcore_result {
+    guard(|| {
+        let out = non_null(out)?;
+        let d = ClientOptions::default();
+        unsafe {
+            out.write(btcore_settings {
+                download_dir: std::ptr::null(),
+                state_dir: std::ptr::null(),
+                listen_address: std::ptr::null(),
+                listen_port: d.listen.port(),
+                low_memory: false,
+                use_trackers: true,
+                max_peers_per_torrent: 0,
+                disk_threads: 0,
+                download_rate_limit: 0,
+                upload_rate_limit: 0,
+                random_seed: 0,
+            })
+        };
+        Ok(())
+    })
+}
+
+struct Notify {
+    cb: extern "C" fn(*mut c_void),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the application promises (header docs) that `userdata` may be used from the
+// thread the callback runs on.
+unsafe impl Send for Notify {}
+
+struct State {
+    events: EventQueue,
+    errors: std::collections::HashMap<u32, btcore_result>,
+    notify: Option<Notify>,
+}
+
+struct Shared {
+    client: Mutex<Client>,
+    state: Mutex<State>,
+    /// API callers waiting for the client lock: the loop thread steps aside for them.
+    waiting: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// cbindgen:ignore
+#[repr(C)]
+struct SessionBox {
+    magic: u64,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, btcore_result> {
+    m.lock().map_err(|_| BTCORE_PANIC)
+}
+
+impl Shared {
+    fn client(&self) -> Result<MutexGuard<'_, Client>, btcore_result> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let g = lock(&self.client);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        g
+    }
+
+    /// Moves the client's events into the queue; returns whether to notify.
+    fn collect(&self, client: &mut Client, extra: &[btcore_event]) -> Result<bool, btcore_result> {
+        let events = client.take_events();
+        let mut st = lock(&self.state)?;
+        let mut notify = false;
+        for e in extra
+            .iter()
+            .copied()
+            .chain(events.iter().filter_map(convert_event))
+        {
+            if e.kind == btcore_event_kind::BTCORE_EVENT_FILE_ERROR {
+                st.errors.insert(e.torrent, e.error);
+            }
+            notify |= st.events.push(e);
+        }
+        Ok(notify && st.notify.is_some())
+    }
+
+    /// Calls the notify callback, with no lock held.
+    fn notify(&self, needed: bool) {
+        if !needed {
+            return;
+        }
+        let cb = match self.state.lock() {
+            Ok(st) => st.notify.as_ref().map(|n| (n.cb, n.userdata)),
+            Err(_) => None,
+        };
+        if let Some((cb, userdata)) = cb {
+            cb(userdata);
+        }
+    }
+
+    /// One turn of the loop.
+    fn step(&self, wait: Duration) -> Result<(), btcore_result> {
+        let needed = {
+            let mut c = lock(&self.client)?;
+            c.run_once(wait).map_err(|_| BTCORE_IO)?;
+            self.collect(&mut c, &[])?
+        };
+        self.notify(needed);
+        Ok(())
+    }
+}
+
+fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore_result> {
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    // SAFETY: a non-NULL handle from the caller points at a handle box (a `SessionBox`
+    // or a `SansioBox`), both of which start with the tag.
+    let b = unsafe { &*(p as *const SessionBox) };
+    if b.magic != MAGIC_SESSION {
+        return Err(BTCORE_WRONG_HANDLE);
+    }
+    Ok(b)
+}
+
+fn map_client_error(e: &ClientError) -> btcore_result {
+    use btcore_core::session::AddError;
+    match e {
+        ClientError::Io(_) => BTCORE_IO,
+        ClientError::Add(AddError::Duplicate(_)) => BTCORE_DUPLICATE_TORRENT,
+        ClientError::Add(AddError::Magnet(_)) => BTCORE_INVALID_MAGNET,
+        ClientError::Add(_) => BTCORE_INVALID_TORRENT,
+        ClientError::Storage(_) => BTCORE_STORAGE,
+    }
+}
+
+/// Creates a session from `settings` (NULL: the defaults) and writes it to `*out`.
+/// Binds the listen socket and starts the disk (and tracker) threads; the loop itself
+/// runs only in `btcore_session_poll` or after `btcore_session_start`. Free it with
+/// `btcore_session_free`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_new(
+    settings: *const btcore_settings,
+    out: *mut *mut btcore_session,
+) -> btcore_result {
+    guard(|| {
+        let out = non_null(out)?;
+        let mut s = std::mem::MaybeUninit::<btcore_settings>::uninit();
+        let s = if settings.is_null() {
+            match btcore_settings_default(s.as_mut_ptr()) {
+                BTCORE_OK => unsafe { s.assume_init() },
+                e => return Err(e),
+            }
+        } else {
+            unsafe { *settings }
+        };
+        let mut opts = ClientOptions::default();
+        if let Some(d) = unsafe { opt_path(s.download_dir) }? {
+            opts.save_dir = d;
+        }
+        opts.state_dir = unsafe { opt_path(s.state_dir) }?;
+        let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(a) => a
+                .to_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or(BTCORE_INVALID_PARAMETER)?,
+        };
+        opts.listen = SocketAddr::new(ip, s.listen_port);
+        opts.low_memory = s.low_memory;
+        opts.use_trackers = s.use_trackers;
+        opts.max_peers = match s.max_peers_per_torrent {
+            0 if s.low_memory => 20,
+            0 => opts.max_peers,
+            n => n as usize,
+        };
+        if s.disk_threads != 0 {
+            opts.disk_threads = s.disk_threads.min(64) as usize;
+        }
+        opts.download_limit = s.download_rate_limit;
+        opts.upload_limit = s.upload_rate_limit;
+        opts.seed = s.random_seed;
+        std::fs::create_dir_all(&opts.save_dir).map_err(|_| BTCORE_IO)?;
+        if let Some(d) = &opts.state_dir {
+            std::fs::create_dir_all(d).map_err(|_| BTCORE_IO)?;
+        }
+        let client = Client::new(opts).map_err(|e| map_client_error(&e))?;
+        let b = Box::new(SessionBox {
+            magic: MAGIC_SESSION,
+            shared: Arc::new(Shared {
+                client: Mutex::new(client),
+                state: Mutex::new(State {
+                    events: EventQueue::default(),
+                    errors: Default::default(),
+                    notify: None,
+                }),
+                waiting: AtomicUsize::new(0),
+                stop: AtomicBool::new(false),
+            }),
+            thread: Mutex::new(None),
+        });
+        unsafe { out.write(Box::into_raw(b) as *mut btcore_session) };
+        Ok(())
+    })
+}
+
+fn stop_thread(b: &SessionBox) -> Result<bool, btcore_result> {
+    let handle = lock(&b.thread)?.take();
+    let Some(h) = handle else { return Ok(false) };
+    b.shared.stop.store(true, Ordering::SeqCst);
+    let r = h.join();
+    b.shared.stop.store(false, Ordering::SeqCst);
+    r.map_err(|_| BTCORE_PANIC)?;
+    Ok(true)
+}
+
+/// Stops the session's thread if running, closes every connection, announces
+/// `stopped` to trackers (waiting up to 3 s), writes resume data, and frees the
+/// session. NULL is a no-op. Must not be called from the notify callback; no other call
+/// on this session may run or follow.
+#[no_mangle]
+pub extern "C" fn btcore_session_free(session: *mut btcore_session) {
+    let _ = guard(|| {
+        if session.is_null() {
+            return Ok(());
+        }
+        let b = self::session(session)?;
+        let _ = stop_thread(b);
+        if let Ok(mut c) = b.shared.client.lock() {
+            c.shutdown();
+        }
+        // SAFETY: made by `Box::into_raw` in `btcore_session_new`; the tag is cleared
+        // so that a second free is refused (as long as the memory is not reused).
+        let mut b = unsafe { Box::from_raw(session as *mut SessionBox) };
+        b.magic = MAGIC_FREED;
+        drop(b);
+        Ok(())
+    });
+}
+
+/// Writes the TCP port the session listens on to `*out` (useful with port 0).
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_listen_port(
+    session: *const btcore_session,
+    out: *mut u16,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let out = non_null(out)?;
+        let port = b.shared.client()?.local_addr().port();
+        unsafe { out.write(port) };
+        Ok(())
+    })
+}
+
+fn add_with(
+    b: &SessionBox,
+    out_id: *mut u32,
+    f: impl FnOnce(&mut Client) -> Result<TorrentId, ClientError>,
+) -> Result<(), btcore_result> {
+    let out_id = non_null(out_id)?;
+    let (id, needed) = {
+        let mut c = b.shared.client()?;
+        let id = f(&mut c).map_err(|e| map_client_error(&e))?;
+        let added = btcore_event::new(btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED, id.0);
+        let needed = b.shared.collect(&mut c, &[added])?;
+        (id, needed)
+    };
+    b.shared.notify(needed);
+    unsafe { out_id.write(id.0) };
+    Ok(())
+}
+
+/// Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
+/// download directory); writes the torrent's id to `*out_id`. Data already in the
+/// directory is checked first (this call blocks meanwhile); with a state directory,
+/// resume data saves most of that work. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_add_torrent_file(
+    session: *mut btcore_session,
+    path: *const c_char,
+    save_dir: *const c_char,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let path = unsafe { opt_path(path) }?.ok_or(BTCORE_NULL_PARAMETER)?;
+        let save_dir = unsafe { opt_path(save_dir) }?;
+        non_null(out_id)?;
+        let data = btcore_host::read_torrent_file(&path).map_err(|e| match e {
+            btcore_host::LoadError::Io(_) => BTCORE_IO,
+            btcore_host::LoadError::TooLarge(_) => BTCORE_INVALID_TORRENT,
+        })?;
+        add_with(b, out_id, |c| {
+            c.add_torrent_file(&data, save_dir.as_deref())
+        })
+    })
+}
+
+/// Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
+/// `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_add_torrent_bytes(
+    session: *mut btcore_session,
+    data: *const u8,
+    len: usize,
+    save_dir: *const c_char,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let data = unsafe { bytes(data, len) }?;
+        let save_dir = unsafe { opt_path(save_dir) }?;
+        if data.len() as u64 > btcore_host::MAX_TORRENT_FILE {
+            return Err(BTCORE_INVALID_TORRENT);
+        }
+        add_with(b, out_id, |c| c.add_torrent_file(data, save_dir.as_deref()))
+    })
+}
+
+/// Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
+/// session's download directory); writes its id to `*out_id`. The torrent is in
+/// `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_add_magnet(
+    session: *mut btcore_session,
+    uri: *const c_char,
+    save_dir: *const c_char,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let uri = unsafe { cstr(uri) }?
+            .to_str()
+            .map_err(|_| BTCORE_INVALID_MAGNET)?;
+        let save_dir = unsafe { opt_path(save_dir) }?;
+        add_with(b, out_id, |c| c.add_magnet(uri, save_dir.as_deref()))
+    })
+}
+
+fn has_torrent(c: &Client, id: u32) -> bool {
+    c.torrents().iter().any(|t| t.id.0 == id)
+}
+
+/// Gives torrent `id` a peer to connect to: `"host:port"`, `"1.2.3.4:6881"` or
+/// `"[::1]:6881"` (a host name is resolved, which may block). Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_add_peer(
+    session: *mut btcore_session,
+    id: u32,
+    address: *const c_char,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let a = unsafe { cstr(address) }?
+            .to_str()
+            .map_err(|_| BTCORE_INVALID_PARAMETER)?;
+        let addr = a
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut i| i.next())
+            .ok_or(BTCORE_INVALID_PARAMETER)?;
+        let needed = {
+            let mut c = b.shared.client()?;
+            if !has_torrent(&c, id) {
+                return Err(BTCORE_NOT_FOUND);
+            }
+            c.add_peer(TorrentId(id), addr);
+            b.shared.collect(&mut c, &[])?
+        };
+        b.shared.notify(needed);
+        Ok(())
+    })
+}
+
+fn unsupported(session: *mut btcore_session, id: u32) -> Result<(), btcore_result> {
+    let b = self::session(session)?;
+    if !has_torrent(&*b.shared.client()?, id) {
+        return Err(BTCORE_NOT_FOUND);
+    }
+    Err(BTCORE_NOT_IMPLEMENTED)
+}
+
+/// Pauses torrent `id`. Not implemented by this version: returns
+/// `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_pause(session: *mut btcore_session, id: u32) -> btcore_result {
+    guard(|| unsupported(session, id))
+}
+
+/// Resumes a paused torrent. Not implemented by this version: returns
+/// `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_resume(session: *mut btcore_session, id: u32) -> btcore_result {
+    guard(|| unsupported(session, id))
+}
+
+/// Removes torrent `id`, deleting its files when `delete_data`. Not implemented by
+/// this version: returns `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown
+/// id); torrents are removed when the session is freed. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_remove(
+    session: *mut btcore_session,
+    id: u32,
+    delete_data: bool,
+) -> btcore_result {
+    let _ = delete_data;
+    guard(|| unsupported(session, id))
+}
+
+/// Writes resume data for every torrent now. Not implemented by this version: returns
+/// `BTCORE_NOT_IMPLEMENTED`. Resume files are written into the state directory on
+/// their own (coalesced, a few seconds after pieces complete) and by
+/// `btcore_session_free`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_save_resume(session: *mut btcore_session) -> btcore_result {
+    guard(|| {
+        self::session(session)?;
+        Err(BTCORE_NOT_IMPLEMENTED)
+    })
+}
+
+/// Writes the ids of the session's torrents into `ids` (room for `cap`) and their
+/// number into `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL`
+/// with the number needed in `*out_len` and writes no id. `ids` may be NULL when `cap`
+/// is 0. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_torrents(
+    session: *const btcore_session,
+    ids: *mut u32,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(ids, cap) }?;
+        let list = b.shared.client()?.torrents();
+        unsafe { out_len.write(list.len()) };
+        if dst.len() < list.len() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        for (d, t) in dst.iter_mut().zip(&list) {
+            *d = t.id.0;
+        }
+        Ok(())
+    })
+}
+
+/// Fills `*out` with the status of torrent `id`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_torrent_status(
+    session: *const btcore_session,
+    id: u32,
+    out: *mut btcore_torrent_status,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let out = non_null(out)?;
+        let view = b
+            .shared
+            .client()?
+            .torrents()
+            .into_iter()
+            .find(|t| t.id.0 == id)
+            .ok_or(BTCORE_NOT_FOUND)?;
+        let error = lock(&b.shared.state)?
+            .errors
+            .get(&id)
+            .copied()
+            .unwrap_or(BTCORE_OK);
+        unsafe { out.write(torrent_status(id, &view.status, error)) };
+        Ok(())
+    })
+}
+
+/// Copies the name of torrent `id` (bytes from the torrent, usually UTF-8; the
+/// info-hash in hex until a magnet link's metadata arrives) into `buf`, NUL-terminated,
+/// and its length without the NUL into `*out_len`. When `cap` is too small, returns
+/// `BTCORE_BUFFER_TOO_SMALL` with the length needed (without the NUL) in `*out_len`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_torrent_name(
+    session: *const btcore_session,
+    id: u32,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf as *mut u8, cap) }?;
+        let view = b
+            .shared
+            .client()?
+            .torrents()
+            .into_iter()
+            .find(|t| t.id.0 == id)
+            .ok_or(BTCORE_NOT_FOUND)?;
+        let name = view.name.as_bytes();
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        unsafe { out_len.write(name.len()) };
+        if dst.len() <= name.len() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        dst[..name.len()].copy_from_slice(name);
+        dst[name.len()] = 0;
+        Ok(())
+    })
+}
+
+/// Fills `buf` (room for `cap`) with the peers of torrent `id` and writes their number
+/// to `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL` with the
+/// number needed in `*out_len`. `buf` may be NULL when `cap` is 0. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_peers(
+    session: *const btcore_session,
+    id: u32,
+    buf: *mut btcore_peer_status,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf, cap) }?;
+        let peers = {
+            let c = b.shared.client()?;
+            if !has_torrent(&c, id) {
+                return Err(BTCORE_NOT_FOUND);
+            }
+            c.peers(TorrentId(id))
+        };
+        unsafe { out_len.write(peers.len()) };
+        if dst.len() < peers.len() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        for (d, p) in dst.iter_mut().zip(&peers) {
+            *d = peer_status(p);
+        }
+        Ok(())
+    })
+}
+
+/// Moves up to `cap` queued events, oldest first, into `buf` and writes how many to
+/// `*out_len` (0 when none are waiting). Events not taken stay queued; the queue holds
+/// 4096 and then drops the oldest, reporting `BTCORE_EVENT_DROPPED`. `cap` must be at
+/// least 1. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_events(
+    session: *mut btcore_session,
+    buf: *mut btcore_event,
+    cap: usize,
+    out_len: *mut usize,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let out_len = non_null(out_len)?;
+        let dst = unsafe { out_slice(buf, cap) }?;
+        if dst.is_empty() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        let n = lock(&b.shared.state)?.events.drain_into(dst);
+        unsafe { out_len.write(n) };
+        Ok(())
+    })
+}
+
+/// Sets (or with a NULL `callback`, clears) the callback told when events become
+/// available; `userdata` is passed back to it. See `btcore_notify_callback` for where
+/// it runs. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_set_notify(
+    session: *mut btcore_session,
+    callback: btcore_notify_callback,
+    userdata: *mut c_void,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        lock(&b.shared.state)?.notify = callback.map(|cb| Notify { cb, userdata });
+        Ok(())
+    })
+}
+
+/// Runs the session's loop on a thread of its own until `btcore_session_stop` or
+/// `btcore_session_free`. Returns `BTCORE_WRONG_STATE` when already running.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_start(session: *mut btcore_session) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let mut t = lock(&b.thread)?;
+        if t.is_some() {
+            return Err(BTCORE_WRONG_STATE);
+        }
+        let shared = b.shared.clone();
+        let h = std::thread::Builder::new()
+            .name("btcore-session".into())
+            .spawn(move || {
+                while !shared.stop.load(Ordering::SeqCst) {
+                    if shared.step(Duration::from_millis(10)).is_err() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    // Let waiting API calls take the lock before the next turn.
+                    let mut spins = 0;
+                    while shared.waiting.load(Ordering::SeqCst) > 0 && spins < 1000 {
+                        std::thread::yield_now();
+                        spins += 1;
+                    }
+                }
+            })
+            .map_err(|_| BTCORE_IO)?;
+        *t = Some(h);
+        Ok(())
+    })
+}
+
+/// Stops the session's thread and waits for it (at most one turn of the loop, about
+/// 10 ms). Returns `BTCORE_WRONG_STATE` when it was not running. Must not be called
+/// from the notify callback. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_stop(session: *mut btcore_session) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        if stop_thread(b)? {
+            Ok(())
+        } else {
+            Err(BTCORE_WRONG_STATE)
+        }
+    })
+}
+
+/// Runs the loop once from the application's own loop: waits at most `timeout_ms` for
+/// network or disk activity, then handles whatever is ready (0: do not wait). Call it
+/// at least every 100 ms or so. Returns `BTCORE_WRONG_STATE` while the session's own
+/// thread runs. Thread-safe.
+#[no_mangle]
+pub extern "C" fn btcore_session_poll(
+    session: *mut btcore_session,
+    timeout_ms: u32,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        if lock(&b.thread)?.is_some() {
+            return Err(BTCORE_WRONG_STATE);
+        }
+        b.shared.step(Duration::from_millis(u64::from(timeout_ms)))
+    })
+}

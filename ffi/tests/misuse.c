@@ -1,0 +1,151 @@
+/* misuse.c: every misuse returns an error code and nothing crashes (run under ASan/UBSan). */
+#include <btcore.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+
+#define EXPECT(call, want)                                                                \
+    do {                                                                                  \
+        btcore_result got_ = (call);                                                      \
+        if (got_ != (want)) {                                                             \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__, __LINE__,   \
+                    #call, btcore_result_name(got_), btcore_result_name(want));           \
+            failures++;                                                                   \
+        }                                                                                 \
+    } while (0)
+
+int main(void) {
+    char ver[32];
+    snprintf(ver, sizeof ver, "%d.%d.%d", BTCORE_VERSION_MAJOR, BTCORE_VERSION_MINOR, BTCORE_VERSION_PATCH);
+    if (strcmp(ver, btcore_version()) != 0) { fprintf(stderr, "version mismatch\n"); failures++; }
+    if (strcmp(btcore_result_name(BTCORE_IO), "BTCORE_IO") != 0) failures++;
+    if (strcmp(btcore_result_name(12345), "BTCORE_UNKNOWN") != 0) failures++;
+    if (btcore_result_message(0) == NULL) failures++;
+
+    /* NULL everywhere. */
+    EXPECT(btcore_settings_default(NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_new(NULL, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_poll(NULL, 0), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_start(NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_stop(NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_add_magnet(NULL, "magnet:?", NULL, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_sansio_new(NULL, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_sansio_recv(NULL, 1, NULL, 0, 0), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_sha1(NULL, 5, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_create_torrent(NULL, NULL, NULL, 0, NULL), BTCORE_NULL_PARAMETER);
+    btcore_session_free(NULL);
+    btcore_sansio_free(NULL);
+
+    /* A session on 127.0.0.1, any port. */
+    btcore_settings s;
+    EXPECT(btcore_settings_default(&s), BTCORE_OK);
+    s.listen_address = "not an address";
+    btcore_session *session = (btcore_session *)0x1; /* must stay untouched on failure */
+    EXPECT(btcore_session_new(&s, &session), BTCORE_INVALID_PARAMETER);
+    if (session != (btcore_session *)0x1) { fprintf(stderr, "out written on failure\n"); failures++; }
+    s.listen_address = "127.0.0.1";
+    s.listen_port = 0;
+    s.use_trackers = false;
+    s.download_dir = "misuse-dl";
+    session = NULL;
+    EXPECT(btcore_session_new(&s, &session), BTCORE_OK);
+    if (!session) return 1;
+    uint16_t port = 0;
+    EXPECT(btcore_session_listen_port(session, &port), BTCORE_OK);
+    if (port == 0) failures++;
+
+    uint32_t id = 77;
+    EXPECT(btcore_session_add_torrent_file(session, NULL, NULL, &id), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_add_torrent_file(session, "/nonexistent.torrent", NULL, &id), BTCORE_IO);
+    EXPECT(btcore_session_add_torrent_bytes(session, (const uint8_t *)"d4:infoe", 8, NULL, &id), BTCORE_INVALID_TORRENT);
+    EXPECT(btcore_session_add_torrent_bytes(session, NULL, 10, NULL, &id), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_add_magnet(session, "magnet:?xt=urn:btih:zz", NULL, &id), BTCORE_INVALID_MAGNET);
+    if (id != 77) { fprintf(stderr, "out written on failure\n"); failures++; }
+    const char *magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=x";
+    EXPECT(btcore_session_add_magnet(session, magnet, NULL, &id), BTCORE_OK);
+    EXPECT(btcore_session_add_magnet(session, magnet, NULL, &id), BTCORE_DUPLICATE_TORRENT);
+    EXPECT(btcore_session_add_peer(session, id, "no port"), BTCORE_INVALID_PARAMETER);
+    EXPECT(btcore_session_add_peer(session, 9999, "127.0.0.1:1"), BTCORE_NOT_FOUND);
+    EXPECT(btcore_session_pause(session, id), BTCORE_NOT_IMPLEMENTED);
+    EXPECT(btcore_session_pause(session, 9999), BTCORE_NOT_FOUND);
+    EXPECT(btcore_session_remove(session, id, true), BTCORE_NOT_IMPLEMENTED);
+
+    btcore_torrent_status st;
+    EXPECT(btcore_session_torrent_status(session, 9999, &st), BTCORE_NOT_FOUND);
+    EXPECT(btcore_session_torrent_status(session, id, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_torrent_status(session, id, &st), BTCORE_OK);
+    if (st.state != BTCORE_STATE_FETCHING_METADATA || st.eta_seconds != -1) failures++;
+
+    size_t n = 0;
+    uint32_t ids[1];
+    EXPECT(btcore_session_torrents(session, NULL, 0, &n), BTCORE_BUFFER_TOO_SMALL);
+    if (n != 1) failures++;
+    EXPECT(btcore_session_torrents(session, NULL, 5, &n), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_torrents(session, ids, 1, &n), BTCORE_OK);
+    char name[4];
+    EXPECT(btcore_session_torrent_name(session, id, name, sizeof name, &n), BTCORE_BUFFER_TOO_SMALL);
+    if (n != 40) failures++; /* the info-hash in hex until the metadata arrives */
+    btcore_event ev[1];
+    EXPECT(btcore_session_events(session, ev, 0, &n), BTCORE_BUFFER_TOO_SMALL);
+    EXPECT(btcore_session_events(session, ev, 1, &n), BTCORE_OK);
+    if (n != 1 || ev[0].kind != BTCORE_EVENT_TORRENT_ADDED) failures++;
+
+    EXPECT(btcore_session_poll(session, 10), BTCORE_OK);
+    EXPECT(btcore_session_stop(session), BTCORE_WRONG_STATE);
+    EXPECT(btcore_session_start(session), BTCORE_OK);
+    EXPECT(btcore_session_start(session), BTCORE_WRONG_STATE);
+    EXPECT(btcore_session_poll(session, 0), BTCORE_WRONG_STATE);
+    EXPECT(btcore_session_stop(session), BTCORE_OK);
+    EXPECT(btcore_session_save_resume(session), BTCORE_NOT_IMPLEMENTED);
+
+    /* Sans-IO handle. */
+    btcore_sansio *h = NULL;
+    EXPECT(btcore_sansio_new(NULL, &h), BTCORE_OK);
+    /* Wrong handle type either way. */
+    EXPECT(btcore_session_poll((btcore_session *)h, 0), BTCORE_WRONG_HANDLE);
+    EXPECT(btcore_sansio_handle_timeout((btcore_sansio *)session, 0), BTCORE_WRONG_HANDLE);
+    btcore_action act[2];
+    EXPECT(btcore_sansio_poll_actions(h, act, 0, &n), BTCORE_BUFFER_TOO_SMALL);
+    EXPECT(btcore_sansio_poll_actions(h, act, 2, &n), BTCORE_OK);
+    if (n != 0) failures++;
+    unsigned char buf[8];
+    EXPECT(btcore_sansio_take_write_data(h, 42, buf, sizeof buf, &n), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_write_done(h, 42, BTCORE_DISK_OK, 0), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_write_done(h, 42, 99, 0), BTCORE_INVALID_PARAMETER);
+    EXPECT(btcore_sansio_verified(h, 42, true, 0), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_read_done(h, 42, NULL, 0, BTCORE_DISK_IO_ERROR, 0), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_add_torrent(h, buf, sizeof buf, NULL, 0, 0, &id), BTCORE_INVALID_TORRENT);
+    btcore_addr bad;
+    memset(&bad, 0, sizeof bad);
+    EXPECT(btcore_sansio_add_peer(h, 1, &bad, 0), BTCORE_INVALID_PARAMETER);
+    bad.family = BTCORE_ADDR_IPV6;
+    bad.ip[15] = 1;
+    bad.port = 6881;
+    EXPECT(btcore_sansio_add_peer(h, 1, &bad, 0), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_transmit(h, 5, 0, buf, 0, &n), BTCORE_BUFFER_TOO_SMALL);
+    EXPECT(btcore_sansio_transmit(h, 5, 0, buf, sizeof buf, &n), BTCORE_OK);
+    EXPECT(btcore_sansio_recv(h, 5, (const uint8_t *)"junk", 4, 0), BTCORE_OK); /* unknown conn: ignored */
+    EXPECT(btcore_sansio_have(h, 1, buf, sizeof buf, &n), BTCORE_NOT_FOUND);
+    uint64_t due = 0;
+    EXPECT(btcore_sansio_next_timeout(h, &due), BTCORE_OK);
+    if (due != UINT64_MAX) failures++;
+    uint32_t conn = 0;
+    EXPECT(btcore_sansio_incoming(h, &bad, 0, &conn), BTCORE_OK);
+    EXPECT(btcore_sansio_recv(h, conn, (const uint8_t *)"\x13garbage-handshake!!", 20, 1), BTCORE_OK);
+    EXPECT(btcore_sansio_poll_actions(h, act, 2, &n), BTCORE_OK);
+    EXPECT(btcore_sansio_disconnected(h, conn, 2), BTCORE_OK);
+    btcore_sansio_free(h);
+
+    unsigned char digest[20];
+    EXPECT(btcore_sha1((const uint8_t *)"abc", 3, digest), BTCORE_OK);
+    if (digest[0] != 0xa9 || digest[19] != 0x9d) failures++;
+    EXPECT(btcore_create_torrent("/nonexistent/path", NULL, buf, sizeof buf, &n), BTCORE_IO);
+
+    btcore_session_free(session);
+    if (failures) fprintf(stderr, "%d failures\n", failures);
+    else printf("misuse: all checks passed\n");
+    return failures ? 1 : 0;
+}

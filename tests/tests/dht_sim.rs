@@ -1,0 +1,518 @@
+//! A deterministic in-memory network of Mainline DHT nodes (`btcore_core::dht::Dht`):
+//! a simulated clock, datagrams delivered with 10 to 80 ms of latency and 2 % loss,
+//! no sockets. Each test builds a few hundred nodes bootstrapped from three seeds and
+//! checks what a real network must do: tables fill, lookups find the true closest
+//! nodes, announced peers are found, churn heals, and a hostile sender changes nothing.
+
+use btcore_core::dht::krpc::{self, Body, Message, Method, Query, Want};
+use btcore_core::dht::{Dht, DhtConfig, DhtEvent, LookupId, NodeId};
+use btcore_core::ids::InfoHash;
+use btcore_core::rng::Rng;
+use btcore_core::time::Instant;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// A datagram in flight: (deliver at, sequence, from, to, bytes).
+type InFlight = Reverse<(u64, u64, SocketAddr, SocketAddr, Vec<u8>)>;
+
+struct SimNode {
+    dht: Dht,
+    addr: SocketAddr,
+    alive: bool,
+    events: Vec<DhtEvent>,
+}
+
+struct Net {
+    now: u64,
+    rng: Rng,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    wire: BinaryHeap<InFlight>,
+    timers: BinaryHeap<Reverse<(u64, usize)>>,
+    seq: u64,
+    loss_per_mille: u64,
+    delivered: u64,
+    /// Datagrams sent to addresses outside the simulation (the hostile tester's).
+    captured: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    seeds: Vec<SocketAddr>,
+}
+
+fn ip_of(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | i), 6881))
+}
+
+fn random_id(rng: &mut Rng) -> [u8; 20] {
+    let mut id = [0u8; 20];
+    for c in id.chunks_mut(8) {
+        let r = rng.next_u64().to_be_bytes();
+        c.copy_from_slice(&r[..c.len()]);
+    }
+    id
+}
+
+impl Net {
+    fn new(seed: u64) -> Self {
+        Self {
+            now: 0,
+            rng: Rng::new(seed),
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            wire: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            loss_per_mille: 20,
+            delivered: 0,
+            captured: Vec::new(),
+            seeds: Vec::new(),
+        }
+    }
+
+    fn t(&self) -> Instant {
+        Instant::from_millis(self.now)
+    }
+
+    /// Adds a node and bootstraps it from `bootstrap`.
+    fn join(&mut self, bootstrap: Vec<SocketAddr>) -> usize {
+        let i = self.nodes.len();
+        let addr = ip_of(i);
+        let mut cfg = DhtConfig::new(random_id(&mut self.rng), random_id(&mut self.rng));
+        cfg.bootstrap = bootstrap.into_iter().filter(|a| *a != addr).collect();
+        let seed = self.rng.next_u64();
+        let mut dht = Dht::new(cfg, self.t(), seed);
+        let _ = dht.bootstrap(self.t());
+        self.nodes.push(SimNode {
+            dht,
+            addr,
+            alive: true,
+            events: Vec::new(),
+        });
+        self.by_addr.insert(addr, i);
+        self.flush(i);
+        i
+    }
+
+    /// A network of `n` nodes joining 50 ms apart from three seeds, then `settle` ms.
+    fn build(seed: u64, n: usize, settle: u64) -> Self {
+        let mut net = Net::new(seed);
+        net.seeds = (0..3).map(ip_of).collect();
+        for _ in 0..n {
+            let seeds = net.seeds.clone();
+            net.join(seeds);
+            let until = net.now + 50;
+            net.run_until(until);
+        }
+        let until = net.now + settle;
+        net.run_until(until);
+        net
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        if self.rng.below(1000) < self.loss_per_mille {
+            return;
+        }
+        let at = self.now + 10 + self.rng.below(71);
+        self.seq += 1;
+        self.wire.push(Reverse((at, self.seq, from, to, bytes)));
+    }
+
+    /// Drains a node's output: datagrams onto the wire, events aside, its next timer.
+    fn flush(&mut self, i: usize) {
+        let now = self.t();
+        let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        let mut out = Vec::new();
+        let node = &mut self.nodes[i];
+        while let Some((to, n)) = node.dht.poll_transmit(now, &mut buf) {
+            out.push((to, buf[..n].to_vec()));
+        }
+        while let Some(ev) = node.dht.poll_event() {
+            node.events.push(ev);
+        }
+        let from = node.addr;
+        if let Some(t) = node.dht.poll_timeout() {
+            self.timers.push(Reverse((t.as_millis().max(self.now), i)));
+        }
+        for (to, bytes) in out {
+            self.send(from, to, bytes);
+        }
+    }
+
+    fn run_until(&mut self, end: u64) {
+        loop {
+            let w = self.wire.peek().map(|Reverse(x)| x.0);
+            let t = self.timers.peek().map(|Reverse(x)| x.0);
+            let next = match (w, t) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = next;
+            if w == Some(next) {
+                let Some(Reverse((_, _, from, to, bytes))) = self.wire.pop() else {
+                    break;
+                };
+                match self.by_addr.get(&to).copied() {
+                    Some(i) if self.nodes[i].alive => {
+                        self.delivered += 1;
+                        let now = self.t();
+                        self.nodes[i].dht.handle_datagram(now, from, &bytes);
+                        self.flush(i);
+                    }
+                    Some(_) => {}
+                    None => self.captured.push((from, to, bytes)),
+                }
+            } else {
+                let Some(Reverse((at, i))) = self.timers.pop() else {
+                    break;
+                };
+                let now = self.t();
+                let node = &mut self.nodes[i];
+                if node.alive && node.dht.poll_timeout().is_some_and(|d| d.as_millis() <= at) {
+                    node.dht.handle_timeout(now);
+                    self.flush(i);
+                }
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn alive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].alive)
+    }
+
+    /// The `k` ids of live nodes other than `except` closest to `target`.
+    fn true_closest(&self, target: &NodeId, k: usize, except: usize) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .alive()
+            .filter(|&i| i != except)
+            .map(|i| self.nodes[i].dht.id())
+            .collect();
+        ids.sort_by_key(|id| id.distance(target));
+        ids.truncate(k);
+        ids
+    }
+
+    fn take_done(&mut self, i: usize, lookup: LookupId) -> Option<DhtEvent> {
+        let ev = &mut self.nodes[i].events;
+        let pos = ev
+            .iter()
+            .position(|e| matches!(e, DhtEvent::LookupDone { lookup: l, .. } if *l == lookup))?;
+        Some(ev.remove(pos))
+    }
+
+    /// Runs `count` find_node lookups for random ids from random live nodes; returns
+    /// the mean recall of the true 8 closest live nodes.
+    fn lookup_recall(&mut self, count: usize) -> f64 {
+        let alive: Vec<usize> = self.alive().collect();
+        let mut started = Vec::new();
+        for _ in 0..count {
+            let i = alive[self.rng.below(alive.len() as u64) as usize];
+            let target = NodeId(random_id(&mut self.rng));
+            let now = self.t();
+            let l = self.nodes[i]
+                .dht
+                .find_node(now, target)
+                .expect("lookup slot");
+            self.flush(i);
+            started.push((i, target, l));
+        }
+        let until = self.now + 20_000;
+        self.run_until(until);
+        let mut total = 0.0;
+        for (i, target, l) in started {
+            let Some(DhtEvent::LookupDone { closest, .. }) = self.take_done(i, l) else {
+                panic!("lookup {l:?} of node {i} did not finish");
+            };
+            let truth = self.true_closest(&target, 8, i);
+            let found: HashSet<NodeId> = closest.iter().map(|n| n.id).collect();
+            let hits = truth.iter().filter(|id| found.contains(id)).count();
+            total += hits as f64 / truth.len() as f64;
+        }
+        total / count as f64
+    }
+
+    /// Runs a get_peers from node `i` and returns the peers found.
+    fn find_peers(&mut self, i: usize, ih: InfoHash) -> HashSet<SocketAddr> {
+        let now = self.t();
+        let l = self.nodes[i].dht.get_peers(now, ih).expect("lookup slot");
+        self.flush(i);
+        let until = self.now + 20_000;
+        self.run_until(until);
+        assert!(self.take_done(i, l).is_some(), "get_peers finished");
+        let mut found = HashSet::new();
+        self.nodes[i].events.retain(|e| match e {
+            DhtEvent::Peers { lookup, peers, .. } if *lookup == l => {
+                found.extend(peers.iter().copied());
+                false
+            }
+            _ => true,
+        });
+        found
+    }
+
+    fn announce(&mut self, i: usize, ih: InfoHash, port: u16) {
+        let now = self.t();
+        self.nodes[i]
+            .dht
+            .announce(now, ih, port, false)
+            .expect("lookup slot");
+        self.flush(i);
+    }
+
+    fn table_sizes(&self) -> (usize, f64, usize) {
+        let sizes: Vec<usize> = self
+            .alive()
+            .map(|i| self.nodes[i].dht.stats(self.t()).nodes)
+            .collect();
+        let min = sizes.iter().copied().min().unwrap_or(0);
+        let mean = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+        let max = sizes.iter().copied().max().unwrap_or(0);
+        (min, mean, max)
+    }
+}
+
+#[test]
+fn tables_converge_and_lookups_find_the_closest_nodes() {
+    let mut net = Net::build(1, 300, 30_000);
+    let (min, mean, max) = net.table_sizes();
+    let buckets: f64 = net
+        .alive()
+        .map(|i| net.nodes[i].dht.stats(net.t()).buckets as f64)
+        .sum::<f64>()
+        / 300.0;
+    let sent: u64 = net
+        .alive()
+        .map(|i| net.nodes[i].dht.stats(net.t()).queries_sent)
+        .sum();
+    println!(
+        "300 nodes after {} s: table nodes min {min} mean {mean:.1} max {max}, buckets mean {buckets:.1}, \
+         {sent} queries, {} datagrams delivered",
+        net.now / 1000,
+        net.delivered
+    );
+    assert!(min >= 8, "every table holds nodes (min {min})");
+    let recall = net.lookup_recall(40);
+    println!("find_node recall of the true 8 closest over 40 random ids: {recall:.3}");
+    assert!(recall >= 0.9, "recall {recall}");
+}
+
+#[test]
+fn get_peers_finds_what_others_announced() {
+    let mut net = Net::build(2, 200, 20_000);
+    let ih = InfoHash([0x42; 20]);
+    let announcers = [5usize, 50, 100, 150, 199];
+    for (k, &i) in announcers.iter().enumerate() {
+        net.announce(i, ih, 7000 + k as u16);
+    }
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let expected: HashSet<SocketAddr> = announcers
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| SocketAddr::new(net.nodes[i].addr.ip(), 7000 + k as u16))
+        .collect();
+    let mut recalls = Vec::new();
+    for i in [3usize, 30, 60, 90, 120, 180] {
+        let found = net.find_peers(i, ih);
+        assert!(found.is_subset(&expected), "no invented peers: {found:?}");
+        recalls.push(found.len());
+    }
+    println!("get_peers found {recalls:?} of 5 announced peers");
+    assert!(recalls.iter().all(|&n| n == 5), "{recalls:?}");
+    // Nobody stores peers for an info-hash no one announced.
+    assert!(net.find_peers(7, InfoHash([0x43; 20])).is_empty());
+}
+
+#[test]
+fn churn_does_not_break_lookups() {
+    let mut net = Net::build(3, 200, 20_000);
+    // 20 % of the nodes leave (not the seeds), 40 join from random live nodes.
+    let mut left = 0;
+    while left < 40 {
+        let i = 3 + net.rng.below(197) as usize;
+        if net.nodes[i].alive {
+            net.nodes[i].alive = false;
+            left += 1;
+        }
+    }
+    for _ in 0..40 {
+        let alive: Vec<usize> = net.alive().collect();
+        let via = alive[net.rng.below(alive.len() as u64) as usize];
+        let addr = net.nodes[via].addr;
+        net.join(vec![addr]);
+        let until = net.now + 100;
+        net.run_until(until);
+    }
+    let until = net.now + 30_000;
+    net.run_until(until);
+    let recall = net.lookup_recall(30);
+    let (min, mean, _) = net.table_sizes();
+    println!("after churn (40 left, 40 joined): recall {recall:.3}, table nodes min {min} mean {mean:.1}");
+    assert!(recall >= 0.85, "recall {recall}");
+    assert!(min >= 8);
+    let ih = InfoHash([0x77; 20]);
+    net.announce(210, ih, 9000);
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let found = net.find_peers(20, ih);
+    assert!(
+        found.contains(&SocketAddr::new(net.nodes[210].addr.ip(), 9000)),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn hostile_traffic_changes_nothing() {
+    let mut net = Net::build(4, 100, 20_000);
+    net.loss_per_mille = 0;
+    let evil: SocketAddr = "192.0.2.66:6666".parse().expect("addr");
+    let victim = 10;
+    let to = net.nodes[victim].addr;
+    let before = net.nodes[victim].dht.stats(net.t());
+    let ih = InfoHash([0x99; 20]);
+    let evil_id = NodeId([0xee; 20]);
+    let query = |method: Method<'_>, tid: &[u8]| {
+        let m = Message {
+            tid,
+            version: None,
+            ip: None,
+            body: Body::Query(Query {
+                id: evil_id,
+                method,
+                want: Want::default(),
+                read_only: true,
+            }),
+        };
+        let mut out = [0u8; 1500];
+        let n = m.encode(&mut out).expect("fits");
+        out[..n].to_vec()
+    };
+    // Garbage of every sort: random bytes, truncations, an oversized datagram, an
+    // unsolicited response with too many values and one with fine values.
+    let mut garbage: Vec<Vec<u8>> = Vec::new();
+    for len in [0usize, 1, 7, 100, 1400, 4000] {
+        garbage.push((0..len).map(|_| net.rng.next_u32() as u8).collect());
+    }
+    let ping = query(Method::Ping, b"p1");
+    for cut in 1..ping.len() {
+        garbage.push(ping[..cut].to_vec());
+    }
+    let mut many = b"d1:rd2:id20:eeeeeeeeeeeeeeeeeeee6:valuesl".to_vec();
+    for _ in 0..500 {
+        many.extend_from_slice(b"6:\x01\x02\x03\x04\x05\x06");
+    }
+    many.extend_from_slice(b"ee1:t2:aa1:y1:re");
+    garbage.push(many);
+    garbage.push(
+        b"d1:rd2:id20:eeeeeeeeeeeeeeeeeeee6:valuesl6:\x01\x02\x03\x04\x05\x06ee1:t2:aa1:y1:re"
+            .to_vec(),
+    );
+    garbage.push(b"d1:eli201e1:xe1:t2:aa1:y1:ee".to_vec());
+    let n_garbage = garbage.len() as u64;
+    for g in garbage {
+        net.send(evil, to, g);
+    }
+    // Announces with wrong tokens: made up, and one issued to another address.
+    let real_token = {
+        net.send(
+            evil,
+            to,
+            query(
+                Method::GetPeers {
+                    info_hash: ih.into(),
+                },
+                b"g1",
+            ),
+        );
+        let until = net.now + 200;
+        net.run_until(until);
+        let (_, _, reply) = net
+            .captured
+            .iter()
+            .find(|(_, d, _)| *d == evil)
+            .expect("get_peers answered")
+            .clone();
+        let mut tokens = [btcore_core::bencode::Token::default(); krpc::TOKENS_NEEDED];
+        let m = krpc::parse(&reply, &mut tokens).expect("valid reply");
+        let Body::Response(r) = m.body else {
+            panic!("{m:?}")
+        };
+        r.token.expect("a token").to_vec()
+    };
+    net.captured.clear();
+    let bad_tokens: [&[u8]; 2] = [b"wrongtok", b"x"];
+    for (k, tok) in bad_tokens.iter().enumerate() {
+        let tid = [b'a', k as u8];
+        let m = Method::AnnouncePeer {
+            info_hash: ih.into(),
+            port: 1234,
+            implied_port: false,
+            token: tok,
+        };
+        net.send(evil, to, query(m, &tid));
+    }
+    // The real token, used by someone else at another address, is refused too.
+    let other: SocketAddr = "192.0.2.67:6666".parse().expect("addr");
+    let m = Method::AnnouncePeer {
+        info_hash: ih.into(),
+        port: 1234,
+        implied_port: false,
+        token: &real_token,
+    };
+    net.send(other, to, query(m, b"o1"));
+    let until = net.now + 1_000;
+    net.run_until(until);
+    let errors: Vec<i64> = net
+        .captured
+        .iter()
+        .filter_map(|(_, _, b)| {
+            let mut tokens = [btcore_core::bencode::Token::default(); krpc::TOKENS_NEEDED];
+            match krpc::parse(b, &mut tokens).ok()?.body {
+                Body::Error(e) => Some(e.code),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [203, 203, 203],
+        "announces with wrong tokens are refused with 203"
+    );
+    let after = net.nodes[victim].dht.stats(net.t());
+    assert_eq!(after.stored_peers, 0);
+    assert_eq!(after.bad_tokens, before.bad_tokens + 3);
+    assert!(
+        after.dropped >= before.dropped + n_garbage,
+        "{before:?} {after:?}"
+    );
+    assert!(
+        net.nodes[victim].dht.table().get(&evil_id).is_none(),
+        "read-only querier not added"
+    );
+    // A flood of queries is answered only up to the per-address rate.
+    net.captured.clear();
+    for k in 0..200u16 {
+        net.send(evil, to, query(Method::Ping, &k.to_be_bytes()));
+    }
+    let until = net.now + 100;
+    net.run_until(until);
+    assert!(
+        net.captured.len() <= 40,
+        "{} answers to a flood",
+        net.captured.len()
+    );
+    // The network is unaffected: nobody finds the refused peer, a real announce works.
+    assert!(net.find_peers(50, ih).is_empty());
+    net.announce(60, ih, 5555);
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let found = net.find_peers(50, ih);
+    assert_eq!(
+        found,
+        HashSet::from([SocketAddr::new(net.nodes[60].addr.ip(), 5555)])
+    );
+}
