@@ -162,6 +162,7 @@ struct Sock {
 
 struct HostTorrent {
     name: String,
+    info_hash: InfoHash,
     storage: Option<Arc<Storage>>,
     trackers: Vec<Vec<String>>,
     resume: ResumeWriter,
@@ -346,6 +347,7 @@ impl Client {
             id,
             HostTorrent {
                 name: String::from_utf8_lossy(m.name()).into_owned(),
+                info_hash: m.info_hash(),
                 storage: Some(storage),
                 trackers,
                 resume: ResumeWriter::default(),
@@ -375,6 +377,7 @@ impl Client {
             })
             .collect();
         let name = m.info_hash().to_string();
+        let info_hash = m.info_hash();
         let now = self.now();
         let id = self
             .session
@@ -384,6 +387,7 @@ impl Client {
             id,
             HostTorrent {
                 name,
+                info_hash,
                 storage: None,
                 trackers,
                 resume: ResumeWriter::default(),
@@ -850,13 +854,11 @@ impl Client {
         if t.trackers.is_empty() {
             return;
         }
-        let Some(status) = self.session.torrent_status(id, self.now()) else {
-            return;
-        };
+        // The torrent may already be gone from the session (the `stopped` announce).
         client.announce(AnnounceJob {
             key: id.0,
             tiers: t.trackers.clone(),
-            info_hash: status.info_hash,
+            info_hash: t.info_hash,
             peer_id: self.peer_id,
             port: self.local_addr.port(),
             uploaded,

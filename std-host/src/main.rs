@@ -88,6 +88,84 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
     },
+    /// Run a tracker (HTTP and UDP announce and scrape), keeping its state in a file.
+    Tracker {
+        /// HTTP listen address.
+        #[arg(long, default_value = "0.0.0.0:6969")]
+        http: std::net::SocketAddr,
+        /// UDP listen address.
+        #[arg(long, default_value = "0.0.0.0:6969")]
+        udp: std::net::SocketAddr,
+        /// No HTTP.
+        #[arg(long)]
+        no_http: bool,
+        /// No UDP.
+        #[arg(long)]
+        no_udp: bool,
+        /// State file (allowed torrents, counters): restored at start, saved on change.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Serve only the info-hashes listed in FILE (hex, one per line) or registered.
+        #[arg(long)]
+        allow: Option<PathBuf>,
+        /// Serve only registered info-hashes.
+        #[arg(long)]
+        allow_list: bool,
+        /// Key for /admin/register.
+        #[arg(long)]
+        admin_key: Option<String>,
+        /// Register an info-hash at start (repeatable).
+        #[arg(long)]
+        register: Vec<String>,
+        /// Another tracker to share announces with, http://host:port (repeatable).
+        #[arg(long = "sync-peer")]
+        sync_peers: Vec<String>,
+        /// The key shared by trackers that sync.
+        #[arg(long)]
+        sync_key: Option<String>,
+        /// Announce interval in seconds.
+        #[arg(long, default_value_t = 1800)]
+        interval: u32,
+    },
+    /// Create a torrent for PATH, register it with the tracker, print its magnet link
+    /// and seed it.
+    Share {
+        /// The file or folder to share.
+        path: PathBuf,
+        /// Tracker URL (repeatable; each its own tier).
+        #[arg(short = 't', long = "tracker", required = true)]
+        trackers: Vec<String>,
+        /// Where to write the .torrent (default: NAME.torrent in the current directory).
+        #[arg(long = "torrent")]
+        torrent_out: Option<PathBuf>,
+        /// The tracker's admin key, when it serves only registered torrents.
+        #[arg(long)]
+        admin_key: Option<String>,
+        /// Mark the torrent private (BEP 27).
+        #[arg(long)]
+        private: bool,
+        /// Listen port.
+        #[arg(short = 'p', long, default_value_t = 6881)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+        /// How to show progress.
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
+    /// Ask a tracker for a torrent's swarm counts.
+    Scrape {
+        /// .torrent files or 40-hex info-hashes.
+        #[arg(required = true)]
+        torrents: Vec<String>,
+        /// The tracker (default: each torrent's first tracker).
+        #[arg(short = 't', long)]
+        tracker: Option<String>,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Parse a magnet link (BEP 9) and show what it names.
     Magnet {
         /// The magnet URI (quote it in the shell).
@@ -242,6 +320,54 @@ fn main() -> ExitCode {
         } => run::create(
             &path, trackers, web_seeds, &output, private, piece_kib, comment,
         ),
+        Command::Tracker {
+            http,
+            udp,
+            no_http,
+            no_udp,
+            state,
+            allow,
+            allow_list,
+            admin_key,
+            register,
+            sync_peers,
+            sync_key,
+            interval,
+        } => run::tracker(run::TrackerArgs {
+            http: (!no_http).then_some(http),
+            udp: (!no_udp).then_some(udp),
+            state,
+            allow,
+            allow_list,
+            admin_key,
+            register,
+            sync_peers,
+            sync_key,
+            interval,
+        }),
+        Command::Share {
+            path,
+            trackers,
+            torrent_out,
+            admin_key,
+            private,
+            port,
+            bind,
+            progress,
+        } => run::share(run::ShareArgs {
+            path,
+            trackers,
+            torrent_out,
+            admin_key,
+            private,
+            listen: std::net::SocketAddr::new(bind, port),
+            mode: mode_of(progress, false),
+        }),
+        Command::Scrape {
+            torrents,
+            tracker,
+            timeout,
+        } => run::scrape(&torrents, tracker, std::time::Duration::from_secs(timeout)),
         Command::Demo {
             leechers,
             size_mib,

@@ -77,7 +77,11 @@ fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool)
                 Event::TorrentFinished(id) => log::info!("torrent {id:?} complete"),
                 Event::PeerBanned(_, a) => log::warn!("banned {a} for bad data"),
                 Event::DiskFailed(id, e) if reported.insert(id) => {
-                    log::error!("{}: disk error: {}", name_of(&views, id), disk_error_text(e));
+                    log::error!(
+                        "{}: disk error: {}",
+                        name_of(&views, id),
+                        disk_error_text(e)
+                    );
                 }
                 _ => {}
             }
@@ -154,7 +158,8 @@ pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
             .iter()
             .all(|t| matches!(t.status.state, TorrentState::Seeding | TorrentState::Error));
         let failed = v.iter().any(|t| t.status.state == TorrentState::Error);
-        (settled && (!keep_seeding || failed)) || v.iter().all(|t| t.status.state == TorrentState::Error)
+        (settled && (!keep_seeding || failed))
+            || v.iter().all(|t| t.status.state == TorrentState::Error)
     });
     let errors = c
         .torrents()
@@ -164,7 +169,10 @@ pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
     if errors {
         return fail(
             EXIT_IO,
-            format_args!("a torrent stopped on a disk error in {}", o.save_dir.display()),
+            format_args!(
+                "a torrent stopped on a disk error in {}",
+                o.save_dir.display()
+            ),
         );
     }
     if complete || (keep_seeding && c.all_complete()) {
@@ -373,4 +381,216 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
         eprintln!("btcore: demo incomplete: {verified}/{leechers} leechers have the data");
         ExitCode::from(EXIT_STOPPED)
     }
+}
+
+/// Options of `btcore tracker`.
+pub struct TrackerArgs {
+    pub http: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+    pub state: Option<PathBuf>,
+    pub allow: Option<PathBuf>,
+    pub allow_list: bool,
+    pub admin_key: Option<String>,
+    pub register: Vec<String>,
+    pub sync_peers: Vec<String>,
+    pub sync_key: Option<String>,
+    pub interval: u32,
+}
+
+fn parse_hash(s: &str) -> Option<btcore_core::ids::InfoHash> {
+    btcore_core::ids::InfoHash::from_btih(s.trim().as_bytes())
+}
+
+pub fn tracker(a: TrackerArgs) -> ExitCode {
+    use btcore_host::tracker_server::{run, TrackerOptions};
+    let mut register = Vec::new();
+    for h in &a.register {
+        match parse_hash(h) {
+            Some(ih) => register.push(ih),
+            None => {
+                return fail(
+                    EXIT_INVALID,
+                    format_args!("--register {h}: not an info-hash"),
+                )
+            }
+        }
+    }
+    if let Some(f) = &a.allow {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => return fail(EXIT_IO, format_args!("{}: {e}", f.display())),
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            match parse_hash(line) {
+                Some(ih) => register.push(ih),
+                None => {
+                    return fail(
+                        EXIT_INVALID,
+                        format_args!("{}:{}: not an info-hash", f.display(), n + 1),
+                    )
+                }
+            }
+        }
+    }
+    let opts = TrackerOptions {
+        http: a.http,
+        udp: a.udp,
+        state: a.state,
+        allow_list: a.allow_list || a.allow.is_some(),
+        admin_key: a.admin_key,
+        register,
+        sync_peers: a.sync_peers,
+        sync_key: a.sync_key,
+        interval_secs: a.interval,
+        ..TrackerOptions::default()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let _ = ctrlc::set_handler(move || s2.store(true, Ordering::SeqCst));
+    if let Some(h) = opts.http {
+        println!("tracker: http://{h}/announce");
+    }
+    if let Some(u) = opts.udp {
+        println!("tracker: udp://{u}/announce");
+    }
+    match run(opts, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_IO, format_args!("tracker: {e}")),
+    }
+}
+
+/// Options of `btcore share`.
+pub struct ShareArgs {
+    pub path: PathBuf,
+    pub trackers: Vec<String>,
+    pub torrent_out: Option<PathBuf>,
+    pub admin_key: Option<String>,
+    pub private: bool,
+    pub listen: SocketAddr,
+    pub mode: Option<Mode>,
+}
+
+pub fn share(a: ShareArgs) -> ExitCode {
+    use btcore_host::create::{create_torrent, CreateOptions};
+    let opts = CreateOptions {
+        trackers: a.trackers.iter().map(|t| vec![t.clone()]).collect(),
+        private: a.private,
+        ..CreateOptions::default()
+    };
+    let bytes = match create_torrent(&a.path, &opts) {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_IO, format_args!("{}: {e}", a.path.display())),
+    };
+    let mut tokens = Vec::new();
+    let m = match btcore_core::metainfo::Metainfo::parse_vec(
+        &bytes,
+        &mut tokens,
+        &btcore_core::metainfo::Limits::default(),
+    ) {
+        Ok(m) => m,
+        Err(e) => return fail(EXIT_INVALID, format_args!("{e}")),
+    };
+    let name = String::from_utf8_lossy(m.name()).into_owned();
+    let out = a
+        .torrent_out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.torrent")));
+    if let Err(e) = std::fs::write(&out, &bytes) {
+        return fail(EXIT_IO, format_args!("{}: {e}", out.display()));
+    }
+    if let Some(key) = &a.admin_key {
+        for t in &a.trackers {
+            let r =
+                btcore_host::tracker_server::share(&btcore_host::tracker_server::ShareOptions {
+                    tracker: t.clone(),
+                    admin_key: key.clone(),
+                    info_hashes: vec![m.info_hash()],
+                    timeout: Duration::from_secs(10),
+                });
+            if let Err(e) = r {
+                return fail(EXIT_IO, format_args!("registering with {t}: {e}"));
+            }
+        }
+    }
+    println!("{}", out.display());
+    println!("{}", btcore_host::info::magnet_of(&m));
+    let dir = a
+        .path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let o = Opts {
+        save_dir: dir,
+        listen: a.listen,
+        peers: Vec::new(),
+        max_peers: 50,
+        download_limit: 0,
+        upload_limit: 0,
+        low_memory: false,
+        trackers: true,
+        state_dir: None,
+        timeout: None,
+        mode: a.mode,
+    };
+    seed(&out, &o)
+}
+
+pub fn scrape(torrents: &[String], tracker: Option<String>, timeout: Duration) -> ExitCode {
+    use btcore_host::tracker_server::{scrape, ScrapeOptions};
+    let mut code = ExitCode::SUCCESS;
+    for t in torrents {
+        let (ih, url) = match parse_hash(t) {
+            Some(ih) => (ih, tracker.clone()),
+            None => {
+                let bytes = match read_torrent_file(Path::new(t)) {
+                    Ok(b) => b,
+                    Err(e) => return fail(EXIT_IO, format_args!("{t}: {e}")),
+                };
+                let mut tokens = Vec::new();
+                let m = match btcore_core::metainfo::Metainfo::parse_vec(
+                    &bytes,
+                    &mut tokens,
+                    &btcore_core::metainfo::Limits::default(),
+                ) {
+                    Ok(m) => m,
+                    Err(e) => return fail(EXIT_INVALID, format_args!("{t}: {e}")),
+                };
+                let first = m
+                    .trackers()
+                    .next()
+                    .map(|u| String::from_utf8_lossy(u).into_owned());
+                (m.info_hash(), tracker.clone().or(first))
+            }
+        };
+        let Some(url) = url else {
+            return fail(
+                EXIT_INVALID,
+                format_args!("{t}: no tracker to ask (use --tracker)"),
+            );
+        };
+        match scrape(&ScrapeOptions {
+            tracker: url.clone(),
+            info_hashes: vec![ih],
+            timeout,
+        }) {
+            Ok(v) => {
+                for (h, s) in v {
+                    println!(
+                        "{h} seeders {} leechers {} downloaded {}  ({url})",
+                        s.complete, s.incomplete, s.downloaded
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("btcore: {t}: {url}: {e}");
+                code = ExitCode::from(EXIT_IO);
+            }
+        }
+    }
+    code
 }
