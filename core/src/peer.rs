@@ -791,6 +791,13 @@ impl PeerConn {
 
     /// Sends what we have: a bitfield, or with BEP 6 `have all` / `have none`.
     pub fn send_have_set(&mut self, ours: &Bitfield) {
+        // A torrent whose size is not known yet (a magnet link) has nothing.
+        if ours.is_empty() {
+            if self.fast() {
+                self.send(&Message::HaveNone);
+            }
+            return;
+        }
         if self.fast() && ours.is_full() {
             self.send(&Message::HaveAll);
         } else if self.fast() && ours.count() == 0 {

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+const DHT: Token = Token(2);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -70,6 +71,8 @@ pub struct ClientOptions {
     pub download_limit: u64,
     /// Upload rate limit in bytes/s (0: none).
     pub upload_limit: u64,
+    /// The Mainline DHT (None: off). Never used for private torrents.
+    pub dht: Option<crate::dht::DhtOptions>,
 }
 
 impl Default for ClientOptions {
@@ -85,6 +88,7 @@ impl Default for ClientOptions {
             seed: 0,
             download_limit: 0,
             upload_limit: 0,
+            dht: None,
         }
     }
 }
@@ -202,6 +206,7 @@ pub struct Client {
     /// Connections left readable or writable because a rate limit ran out.
     throttled_read: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
+    dht: Option<crate::dht::DhtHost>,
 }
 
 impl std::fmt::Debug for Client {
@@ -261,6 +266,22 @@ impl Client {
                 let _ = w.wake();
             }),
         );
+        let dht = match &opts.dht {
+            Some(d) => {
+                let port = if d.port == 0 {
+                    local_addr.port()
+                } else {
+                    d.port
+                };
+                let bind = SocketAddr::new(opts.listen.ip(), port);
+                let epoch_now = Instant::from_millis(1);
+                let mut host = crate::dht::DhtHost::new(bind, d, epoch_now, seed)?;
+                poll.registry()
+                    .register(&mut host.socket, DHT, Interest::READABLE)?;
+                Some(host)
+            }
+            None => None,
+        };
         let trackers = if opts.use_trackers {
             let w = waker.clone();
             Some(TrackerClient::spawn(
@@ -294,6 +315,7 @@ impl Client {
             up: Bucket::new(opts.upload_limit),
             throttled_read: Vec::new(),
             throttled_write: Vec::new(),
+            dht,
             opts,
         })
     }
@@ -492,6 +514,12 @@ impl Client {
                 Duration::from_millis(t.as_millis().saturating_sub(now.as_millis()))
             })
             .min(max_wait);
+        let wait = match self.dht.as_ref().and_then(|d| d.poll_timeout()) {
+            Some(t) => wait.min(Duration::from_millis(
+                t.as_millis().saturating_sub(now.as_millis()),
+            )),
+            None => wait,
+        };
         let throttled = !self.throttled_read.is_empty() || !self.throttled_write.is_empty();
         let wait = if throttled {
             wait.min(Duration::from_millis(20))
@@ -508,6 +536,12 @@ impl Client {
             match ev.token() {
                 LISTENER => self.accept_all(),
                 WAKER => {}
+                DHT => {
+                    let now = self.now();
+                    if let Some(d) = self.dht.as_mut() {
+                        d.read(now);
+                    }
+                }
                 t => {
                     let conn = conn_of(t);
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
@@ -519,6 +553,7 @@ impl Client {
                 }
             }
         }
+        self.service_dht();
         for conn in std::mem::take(&mut self.throttled_write) {
             self.flush(conn);
         }
@@ -533,6 +568,40 @@ impl Client {
         self.pump();
         self.save_resume_if_due(false);
         Ok(())
+    }
+
+    /// DHT timers and datagrams; keeps every public torrent announced and hands the
+    /// peers found to the session.
+    fn service_dht(&mut self) {
+        let now = self.now();
+        let port = self.local_addr.port();
+        let public: Vec<(TorrentId, InfoHash)> = self
+            .session
+            .torrents()
+            .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
+            .filter(|(_, s)| !s.private)
+            .map(|(id, s)| (id, s.info_hash))
+            .collect();
+        let Some(d) = self.dht.as_mut() else { return };
+        for (_, ih) in &public {
+            d.keep_announced(now, *ih, port);
+        }
+        let found = d.service(now);
+        for (ih, peers) in found {
+            if let Some((id, _)) = public.iter().find(|(_, h)| *h == ih) {
+                self.session.handle_peers(now, *id, &peers);
+            }
+        }
+    }
+
+    /// DHT counters (None when the DHT is off).
+    pub fn dht_stats(&self) -> Option<btcore_core::dht::DhtStats> {
+        self.dht.as_ref().map(|d| d.stats(self.now()))
+    }
+
+    /// The DHT node (None when off).
+    pub fn dht(&self) -> Option<&crate::dht::DhtHost> {
+        self.dht.as_ref()
     }
 
     fn accept_all(&mut self) {
@@ -579,6 +648,7 @@ impl Client {
             let failed = matches!(s.stream.take_error(), Ok(Some(_)) | Err(_))
                 || s.stream.peer_addr().is_err();
             if failed {
+                log::debug!("connect {conn:?} failed");
                 self.drop_sock(conn);
                 self.session.handle_connect_failed(now, conn);
                 return;
@@ -740,6 +810,7 @@ impl Client {
         match a {
             Action::Connect { conn, addr, .. } => match TcpStream::connect(addr) {
                 Ok(mut stream) => {
+                    log::debug!("dialing {addr} as {conn:?}");
                     if self
                         .poll
                         .registry()
@@ -767,8 +838,9 @@ impl Client {
             },
             Action::Send(conn) => self.flush(conn),
             Action::Close { conn, error } => {
-                if let Some(e) = error {
-                    log::debug!("closing {conn:?}: {e}");
+                match error {
+                    Some(e) => log::debug!("closing {conn:?}: {e}"),
+                    None => log::debug!("closing {conn:?}"),
                 }
                 if let Some(s) = self.socks.get_mut(&conn) {
                     // Best effort: what is queued goes out before the close.
@@ -1011,6 +1083,10 @@ impl Client {
         let conns: Vec<ConnId> = self.socks.keys().copied().collect();
         for c in conns {
             self.drop_sock(c);
+        }
+        let now = self.now();
+        if let Some(d) = self.dht.as_mut() {
+            d.maybe_save(now, true);
         }
         let _ = self.waker.wake();
     }

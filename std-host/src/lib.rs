@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod create;
+pub mod dht;
 pub mod disk;
 pub mod display;
 pub mod hash;

@@ -154,6 +154,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
     },
+    /// Run a DHT node for a while and show its routing table and lookup statistics.
+    Dht {
+        /// UDP port.
+        #[arg(short = 'p', long, default_value_t = 6881)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+        /// Node to bootstrap from, HOST:PORT (repeatable; default: the public routers).
+        #[arg(long = "bootstrap")]
+        bootstrap: Vec<String>,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Also look up peers of this info-hash (40 hex).
+        #[arg(long)]
+        lookup: Option<String>,
+        /// Where the routing table is kept.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Ask a tracker for a torrent's swarm counts.
     Scrape {
         /// .torrent files or 40-hex info-hashes.
@@ -206,6 +227,15 @@ struct NetArgs {
     /// Do not contact trackers.
     #[arg(long)]
     no_trackers: bool,
+    /// Do not use the DHT (private torrents never do).
+    #[arg(long)]
+    no_dht: bool,
+    /// DHT UDP port (default: the listen port).
+    #[arg(long, default_value_t = 0)]
+    dht_port: u16,
+    /// DHT node to bootstrap from, HOST:PORT (repeatable; default: the public routers).
+    #[arg(long = "bootstrap")]
+    bootstrap: Vec<String>,
     /// Where resume files go (default: OUTPUT/.btcore).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -363,6 +393,23 @@ fn main() -> ExitCode {
             listen: std::net::SocketAddr::new(bind, port),
             mode: mode_of(progress, false),
         }),
+        Command::Dht {
+            port,
+            bind,
+            bootstrap,
+            seconds,
+            lookup,
+            state_dir,
+        } => run::dht(
+            std::net::SocketAddr::new(bind, port),
+            btcore_host::dht::DhtOptions {
+                port,
+                bootstrap,
+                state_dir,
+            },
+            std::time::Duration::from_secs(seconds),
+            lookup,
+        ),
         Command::Scrape {
             torrents,
             tracker,
@@ -400,6 +447,11 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         upload_limit: n.upload_limit * 1024,
         low_memory: n.low_memory,
         trackers: !n.no_trackers,
+        dht: (!n.no_dht).then(|| btcore_host::dht::DhtOptions {
+            port: n.dht_port,
+            bootstrap: n.bootstrap.clone(),
+            state_dir: None,
+        }),
         state_dir: n.state_dir.clone(),
         timeout: n.timeout.map(std::time::Duration::from_secs),
         mode: mode_of(n.progress, n.json),

@@ -28,6 +28,7 @@ pub struct Opts {
     pub state_dir: Option<PathBuf>,
     pub timeout: Option<Duration>,
     pub mode: Option<Mode>,
+    pub dht: Option<btcore_host::dht::DhtOptions>,
 }
 
 fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
@@ -46,7 +47,12 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
         return Err(fail(EXIT_IO, format_args!("{}: {e}", state_dir.display())));
     }
+    let dht = o.dht.clone().map(|mut d| {
+        d.state_dir = Some(state_dir.clone());
+        d
+    });
     let c = Client::new(ClientOptions {
+        dht,
         listen: o.listen,
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
@@ -536,6 +542,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         state_dir: None,
         timeout: None,
         mode: a.mode,
+        dht: Some(btcore_host::dht::DhtOptions::default()),
     };
     seed(&out, &o)
 }
@@ -593,4 +600,79 @@ pub fn scrape(torrents: &[String], tracker: Option<String>, timeout: Duration) -
         }
     }
     code
+}
+
+pub fn dht(
+    bind: SocketAddr,
+    opts: btcore_host::dht::DhtOptions,
+    run_for: Duration,
+    lookup: Option<String>,
+) -> ExitCode {
+    use btcore_core::time::Instant as CoreInstant;
+    let start = Instant::now();
+    let now = || CoreInstant::from_millis(start.elapsed().as_millis() as u64 + 1);
+    let mut node = match btcore_host::dht::DhtHost::new(bind, &opts, now(), 0x64_68_74) {
+        Ok(n) => n,
+        Err(e) => return fail(EXIT_IO, format_args!("dht on {bind}: {e}")),
+    };
+    let target = match lookup.as_deref().map(parse_hash) {
+        Some(Some(h)) => Some(h),
+        Some(None) => return fail(EXIT_INVALID, format_args!("--lookup: not an info-hash")),
+        None => None,
+    };
+    let mut poll = match mio::Poll::new() {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_IO, format_args!("{e}")),
+    };
+    if let Err(e) =
+        poll.registry()
+            .register(&mut node.socket, mio::Token(0), mio::Interest::READABLE)
+    {
+        return fail(EXIT_IO, format_args!("{e}"));
+    }
+    let mut events = mio::Events::with_capacity(64);
+    let mut peers = std::collections::BTreeSet::new();
+    let mut looked = false;
+    while start.elapsed() < run_for {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+        node.read(now());
+        for (_, p) in node.service(now()) {
+            peers.extend(p);
+        }
+        if let (Some(t), false) = (target, looked) {
+            if start.elapsed() > Duration::from_secs(3) {
+                node.get_peers(now(), t);
+                looked = true;
+            }
+        }
+    }
+    node.maybe_save(now(), true);
+    let s = node.stats(now());
+    println!(
+        "node id   {}",
+        btcore_core::ids::InfoHash(node.dht().id().0)
+    );
+    println!(
+        "nodes     {} ({} good, {} replacements) in {} buckets",
+        s.nodes, s.good_nodes, s.replacements, s.buckets
+    );
+    println!(
+        "queries   {} sent, {} received; {} responses, {} timeouts, {} dropped",
+        s.queries_sent, s.queries_received, s.responses_received, s.timeouts, s.dropped
+    );
+    println!(
+        "lookups   {} done, {} running",
+        s.lookups_done, s.lookups_running
+    );
+    println!(
+        "store     {} peers for others, {} bad tokens refused",
+        s.stored_peers, s.bad_tokens
+    );
+    if let Some(t) = target {
+        println!("peers of {t}: {}", peers.len());
+        for p in peers.iter().take(50) {
+            println!("  {p}");
+        }
+    }
+    ExitCode::SUCCESS
 }

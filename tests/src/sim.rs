@@ -280,6 +280,24 @@ impl Sim {
         i
     }
 
+    /// Adds a leecher that starts from a magnet link (the info-hash only) and fetches
+    /// the metadata from its peers (BEP 9).
+    pub fn add_magnet_node(&mut self, link: LinkSpec) -> usize {
+        let i = self.add_node(false, Behaviour::Honest, link, |_| {});
+        let now = self.now;
+        let mut tokens = Vec::new();
+        let ih = Metainfo::parse_vec(&self.torrent_file, &mut tokens, &Limits::default())
+            .expect("sim torrent")
+            .info_hash();
+        let uri = format!("magnet:?xt=urn:btih:{ih}");
+        let n = &mut self.nodes[i];
+        if let Some(t) = n.torrent.take() {
+            n.session.remove_torrent(now, t);
+        }
+        n.torrent = n.session.add_magnet(now, uri.as_bytes()).ok();
+        i
+    }
+
     fn schedule(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
         self.events.insert(self.seq as usize, ev);

@@ -481,3 +481,17 @@ fn pex_introduces_peers() {
             .unwrap_or(0);
     assert!(exchanged > 0, "b and c connected but exchanged no data");
 }
+
+/// BEP 9: a leecher that has only the info-hash fetches the info dictionary from its
+/// peers with `ut_metadata`, checks it, and downloads.
+#[test]
+fn magnet_link_fetches_metadata_then_downloads() {
+    let mut sim = Sim::new(content(40 * 16_384 + 5, 4), 16_384, 8);
+    sim.add_node(true, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let m = sim.add_magnet_node(LinkSpec::default());
+    let ok = sim.run_until(Duration::from_secs(120), |s| {
+        s.nodes[m].finished_at.is_some()
+    });
+    assert!(ok, "magnet leecher did not finish");
+    assert!(sim.has_correct_data(m));
+}

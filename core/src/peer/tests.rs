@@ -300,3 +300,15 @@ fn messages_split_at_every_byte_arrive_whole() {
     a.handle_recv(T0, &bytes).expect("whole");
     assert_eq!(a.bitfield().count(), 3);
 }
+
+#[test]
+fn a_torrent_of_unknown_size_claims_nothing() {
+    // A magnet link's torrent has an empty have-set: it must say "have none", never
+    // "have all" (which would make a seed drop us as a fellow seed).
+    let (mut a, mut b) = pair(fast(), fast());
+    a.send_have_set(&Bitfield::new(0));
+    pump(T0, &mut a, &mut b).expect("have none");
+    assert_eq!(events(&mut b), [PeerEvent::HaveSet]);
+    assert_eq!(b.bitfield().count(), 0);
+    assert!(!b.is_seed());
+}

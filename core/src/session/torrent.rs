@@ -65,6 +65,8 @@ pub struct TorrentStatus {
     pub hash_failures: u32,
     /// Peers banned.
     pub banned: u32,
+    /// BEP 27: a private torrent uses only its trackers (no DHT, PEX or LSD).
+    pub private: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -242,6 +244,7 @@ impl Torrent {
             uploaded: self.uploaded,
             hash_failures: self.hash_failures,
             banned: self.banned_addrs.len() as u32,
+            private: self.private,
         }
     }
 

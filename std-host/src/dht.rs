@@ -1,0 +1,331 @@
+//! The Mainline DHT (BEP 5) on the host: one UDP socket on the client's event loop,
+//! the core's [`Dht`] state machine, periodic `get_peers`/announce for every public
+//! torrent, and the routing table kept in the state directory.
+//!
+//! The table is saved when it changes in a meaningful way (its size moved by a
+//! quarter since the last save, or it first reached k nodes), at most every five
+//! minutes, and on exit — never rewritten on a short timer, to spare a NAS box's flash.
+
+use btcore_core::bencode::{decode_vec, Encoder, Limits};
+use btcore_core::dht::krpc::CompactNodes;
+use btcore_core::dht::{Dht, DhtConfig, DhtEvent, DhtStats, NodeInfo};
+use btcore_core::ids::InfoHash;
+use btcore_core::time::{Duration, Instant};
+use mio::net::UdpSocket;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+/// The public routers a fresh node asks first (real use; tests pass their own).
+pub const DEFAULT_BOOTSTRAP: &[&str] = &[
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+    "dht.libtorrent.org:25401",
+];
+
+/// How often each public torrent is looked up and announced.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(15 * 60);
+const SAVE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// DHT settings of a client.
+#[derive(Clone, Debug, Default)]
+pub struct DhtOptions {
+    /// UDP port (0: the client's TCP listen port).
+    pub port: u16,
+    /// `host:port` nodes to bootstrap from (empty: [`DEFAULT_BOOTSTRAP`]).
+    pub bootstrap: Vec<String>,
+    /// Where the routing table is kept (`dht.state`).
+    pub state_dir: Option<PathBuf>,
+}
+
+fn random_bytes<const N: usize>(fallback: u64) -> [u8; N] {
+    let mut out = [0u8; N];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut out))
+        .is_ok();
+    if !ok {
+        let mut r = btcore_core::rng::Rng::new(fallback);
+        for b in &mut out {
+            *b = r.next_u32() as u8;
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Announced {
+    info_hash: InfoHash,
+    next_due: Instant,
+    running: Option<btcore_core::dht::LookupId>,
+    /// Consecutive lookups that reached nobody (the retry backs off).
+    misses: u32,
+}
+
+/// The DHT node of a client.
+#[derive(Debug)]
+pub struct DhtHost {
+    /// The socket (registered by the client).
+    pub socket: UdpSocket,
+    dht: Dht,
+    state_file: Option<PathBuf>,
+    saved_count: usize,
+    last_save: Option<std::time::Instant>,
+    /// Per torrent: when the next lookup/announce is due, and the one running.
+    announced: Vec<Announced>,
+    buf: Vec<u8>,
+}
+
+impl DhtHost {
+    /// Binds the UDP socket and starts bootstrapping.
+    pub fn new(bind: SocketAddr, opts: &DhtOptions, now: Instant, seed: u64) -> io::Result<Self> {
+        let socket = UdpSocket::bind(bind)?;
+        let state_file = opts.state_dir.as_ref().map(|d| d.join("dht.state"));
+        let saved = state_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| load_state(&b));
+        let id = saved
+            .as_ref()
+            .map(|s| s.0)
+            .unwrap_or_else(|| random_bytes::<20>(seed));
+        let mut cfg = DhtConfig::new(id, random_bytes::<20>(seed ^ 0x5eed));
+        let names: Vec<String> = if opts.bootstrap.is_empty() {
+            DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect()
+        } else {
+            opts.bootstrap.clone()
+        };
+        cfg.bootstrap = names
+            .iter()
+            .filter_map(|n| n.to_socket_addrs().ok())
+            .flatten()
+            .filter(|a| a.is_ipv4() == bind.is_ipv4())
+            .collect();
+        let mut dht = Dht::new(cfg, now, seed);
+        let mut saved_count = 0;
+        if let Some((_, nodes)) = saved {
+            saved_count = nodes.len();
+            dht.load_nodes(now, &nodes);
+        }
+        dht.bootstrap(now);
+        Ok(Self {
+            socket,
+            dht,
+            state_file,
+            saved_count,
+            last_save: None,
+            announced: Vec::new(),
+            buf: vec![0u8; 2048],
+        })
+    }
+
+    /// The UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Counters for display.
+    pub fn stats(&self, now: Instant) -> DhtStats {
+        self.dht.stats(now)
+    }
+
+    /// The core node (read-only), e.g. for the routing table.
+    pub fn dht(&self) -> &Dht {
+        &self.dht
+    }
+
+    /// Reads every waiting datagram.
+    pub fn read(&mut self, now: Instant) {
+        loop {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => self.dht.handle_datagram(now, from, &self.buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP errors surface here on Linux; the query times out by itself.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Runs timers, sends what is queued, and returns the peers found since the last
+    /// call.
+    pub fn service(&mut self, now: Instant) -> Vec<(InfoHash, Vec<SocketAddr>)> {
+        if self.dht.poll_timeout().is_some_and(|t| t <= now) {
+            self.dht.handle_timeout(now);
+        }
+        let mut out = [0u8; 1500];
+        while let Some((to, n)) = self.dht.poll_transmit(now, &mut out) {
+            // UDP: a datagram that does not fit the socket buffer is dropped, as on a
+            // lossy network; the query times out and is retried elsewhere.
+            let _ = self.socket.send_to(&out[..n], to);
+        }
+        let mut found = Vec::new();
+        while let Some(ev) = self.dht.poll_event() {
+            match ev {
+                DhtEvent::Peers {
+                    info_hash, peers, ..
+                } => {
+                    log::debug!("dht: {} peers for {info_hash}", peers.len());
+                    found.push((info_hash, peers));
+                }
+                DhtEvent::LookupDone {
+                    lookup,
+                    closest,
+                    peers,
+                    announced,
+                    ..
+                } => {
+                    log::debug!(
+                        "dht: lookup {lookup:?} done: {} nodes, {peers} peers, {announced} announces",
+                        closest.len()
+                    );
+                    if let Some(a) = self
+                        .announced
+                        .iter_mut()
+                        .find(|a| a.running == Some(lookup))
+                    {
+                        a.running = None;
+                        if closest.is_empty() {
+                            a.misses += 1;
+                            let backoff = 1_000u64 << a.misses.min(8);
+                            a.next_due = now + Duration::from_millis(backoff.min(300_000));
+                        } else {
+                            a.misses = 0;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.maybe_save(now, false);
+        found
+    }
+
+    /// When the DHT next needs [`DhtHost::service`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.dht.poll_timeout()
+    }
+
+    /// Looks up and announces `info_hash` every 15 minutes (at once the first time).
+    /// A lookup that reached no node (an empty table while bootstrapping) is retried
+    /// after 2 s, doubling up to 5 minutes.
+    pub fn keep_announced(&mut self, now: Instant, info_hash: InfoHash, port: u16) {
+        let i = match self.announced.iter().position(|a| a.info_hash == info_hash) {
+            Some(i) => i,
+            None => {
+                self.announced.push(Announced {
+                    info_hash,
+                    next_due: now,
+                    running: None,
+                    misses: 0,
+                });
+                self.announced.len() - 1
+            }
+        };
+        let a = &mut self.announced[i];
+        if a.running.is_some() || now < a.next_due {
+            return;
+        }
+        if let Some(lid) = self.dht.announce(now, info_hash, port, false) {
+            a.running = Some(lid);
+            a.next_due = now + ANNOUNCE_EVERY;
+        }
+    }
+
+    /// Looks for peers of `info_hash` now (e.g. when a torrent runs low on peers).
+    pub fn get_peers(&mut self, now: Instant, info_hash: InfoHash) {
+        self.dht.get_peers(now, info_hash);
+    }
+
+    /// Saves the routing table if it changed enough, or always with `force` (exit).
+    pub fn maybe_save(&mut self, now: Instant, force: bool) {
+        let Some(file) = self.state_file.clone() else {
+            return;
+        };
+        let nodes = self.dht.save_nodes(now);
+        let n = nodes.len();
+        let k = 8;
+        let changed = (self.saved_count < k && n >= k)
+            || n.abs_diff(self.saved_count) * 4 >= self.saved_count.max(k);
+        let recent = self
+            .last_save
+            .is_some_and(|t| t.elapsed() < SAVE_AT_MOST_EVERY);
+        if n == 0 || !(force || (changed && !recent)) {
+            return;
+        }
+        let bytes = encode_state(&self.dht.id().0, &nodes);
+        let tmp = file.with_extension("tmp");
+        let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            log::warn!("saving the DHT routing table: {e}");
+            return;
+        }
+        self.saved_count = n;
+        self.last_save = Some(std::time::Instant::now());
+    }
+}
+
+fn encode_state(id: &[u8; 20], nodes: &[NodeInfo]) -> Vec<u8> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut b = [0u8; 38];
+    for n in nodes {
+        if let Some(len) = n.write_compact(&mut b) {
+            if n.addr.is_ipv4() {
+                v4.extend_from_slice(&b[..len]);
+            } else {
+                v6.extend_from_slice(&b[..len]);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    let _ = (|| {
+        e.dict()?;
+        e.key_bytes(b"id", id)?;
+        e.key_bytes(b"nodes", &v4)?;
+        e.key_bytes(b"nodes6", &v6)?;
+        e.end()
+    })();
+    out
+}
+
+/// Our saved id and nodes; `None` for anything malformed (then we start afresh).
+fn load_state(bytes: &[u8]) -> Option<([u8; 20], Vec<NodeInfo>)> {
+    let mut tokens = Vec::new();
+    let doc = decode_vec(bytes, &mut tokens, &Limits::default()).ok()?;
+    let d = doc.root().as_dict()?;
+    let id: [u8; 20] = d.get_bytes(b"id")?.try_into().ok()?;
+    let mut nodes = Vec::new();
+    if let Some(n) = d.get_bytes(b"nodes").and_then(CompactNodes::v4) {
+        nodes.extend(n.iter());
+    }
+    if let Some(n) = d.get_bytes(b"nodes6").and_then(CompactNodes::v6) {
+        nodes.extend(n.iter());
+    }
+    Some((id, nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trip_and_garbage() {
+        let nodes = vec![
+            NodeInfo {
+                id: btcore_core::dht::NodeId([7; 20]),
+                addr: "10.1.2.3:6881".parse().expect("addr"),
+            },
+            NodeInfo {
+                id: btcore_core::dht::NodeId([9; 20]),
+                addr: "[2001:db8::1]:51413".parse().expect("addr"),
+            },
+        ];
+        let bytes = encode_state(&[1; 20], &nodes);
+        let (id, back) = load_state(&bytes).expect("loads");
+        assert_eq!((id, back), ([1; 20], nodes));
+        assert!(load_state(b"garbage").is_none());
+        assert!(load_state(b"d2:id3:abce").is_none());
+    }
+}
