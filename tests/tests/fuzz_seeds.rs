@@ -23,7 +23,47 @@ const TARGETS: &[(&str, Check)] = &[
     ("metainfo", metainfo),
     ("magnet", magnet),
     ("wire_framing", wire_framing),
+    ("krpc", krpc_check),
+    ("pex", pex_check),
 ];
+
+/// As `fuzz/fuzz_targets/krpc.rs`: whatever parses re-encodes to a fixed point.
+fn krpc_check(data: &[u8]) -> bool {
+    use btcore_core::bencode::Token;
+    use btcore_core::dht::krpc;
+    let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
+    let Ok(m) = krpc::parse(data, &mut tokens) else {
+        return false;
+    };
+    let mut out = vec![0u8; 4 * krpc::MAX_DATAGRAM];
+    let n = m.encode(&mut out).expect("fits");
+    out.truncate(n);
+    if out.len() > krpc::MAX_DATAGRAM {
+        return true;
+    }
+    let mut tokens2 = [Token::default(); krpc::TOKENS_NEEDED];
+    let m2 = krpc::parse(&out, &mut tokens2).expect("our encoding parses");
+    let mut again = vec![0u8; 4 * krpc::MAX_DATAGRAM];
+    let n2 = m2.encode(&mut again).expect("fits");
+    assert_eq!(&again[..n2], &out[..]);
+    true
+}
+
+/// As `fuzz/fuzz_targets/pex.rs`: bounded lists, and a round trip.
+fn pex_check(data: &[u8]) -> bool {
+    use btcore_core::pex::{write_pex, PexMessage, MAX_PEERS_PER_MESSAGE};
+    let Ok(m) = PexMessage::parse(data) else {
+        return false;
+    };
+    let added: Vec<_> = m.added().collect();
+    let dropped: Vec<_> = m.dropped().collect();
+    assert!(added.len() <= 2 * MAX_PEERS_PER_MESSAGE);
+    let mut out = Vec::new();
+    write_pex(&mut out, &added, &dropped).expect("Vec never fails");
+    let back = PexMessage::parse(&out).expect("our encoding parses");
+    assert_eq!(back.added().count(), added.len());
+    true
+}
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
