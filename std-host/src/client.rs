@@ -575,20 +575,25 @@ impl Client {
     fn service_dht(&mut self) {
         let now = self.now();
         let port = self.local_addr.port();
-        let public: Vec<(TorrentId, InfoHash)> = self
+        let public: Vec<(TorrentId, InfoHash, bool)> = self
             .session
             .torrents()
             .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
             .filter(|(_, s)| !s.private)
-            .map(|(id, s)| (id, s.info_hash))
+            .map(|(id, s)| {
+                let short = s.state != TorrentState::Seeding && s.peers < 5;
+                (id, s.info_hash, short)
+            })
             .collect();
-        let Some(d) = self.dht.as_mut() else { return };
-        for (_, ih) in &public {
-            d.keep_announced(now, *ih, port);
+        let Some(d) = self.dht.as_mut() else {
+            return;
+        };
+        for (_, ih, short) in &public {
+            d.keep_announced(now, *ih, port, *short);
         }
         let found = d.service(now);
         for (ih, peers) in found {
-            if let Some((id, _)) = public.iter().find(|(_, h)| *h == ih) {
+            if let Some((id, _, _)) = public.iter().find(|(_, h, _)| *h == ih) {
                 self.session.handle_peers(now, *id, &peers);
             }
         }

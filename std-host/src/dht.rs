@@ -26,6 +26,8 @@ pub const DEFAULT_BOOTSTRAP: &[&str] = &[
 
 /// How often each public torrent is looked up and announced.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(15 * 60);
+/// How often a torrent short of peers is looked up.
+const LOW_PEERS_EVERY: Duration = Duration::from_secs(60);
 const SAVE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// DHT settings of a client.
@@ -60,6 +62,8 @@ struct Announced {
     running: Option<btcore_core::dht::LookupId>,
     /// Consecutive lookups that reached nobody (the retry backs off).
     misses: u32,
+    /// When the last lookup started.
+    started: Option<Instant>,
 }
 
 /// The DHT node of a client.
@@ -209,7 +213,16 @@ impl DhtHost {
     /// Looks up and announces `info_hash` every 15 minutes (at once the first time).
     /// A lookup that reached no node (an empty table while bootstrapping) is retried
     /// after 2 s, doubling up to 5 minutes.
-    pub fn keep_announced(&mut self, now: Instant, info_hash: InfoHash, port: u16) {
+    /// While the torrent is short of peers (`wants_peers`), it is looked up again every
+    /// minute instead of every 15 (a peer that cannot accept connections must find
+    /// the others itself).
+    pub fn keep_announced(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        port: u16,
+        wants_peers: bool,
+    ) {
         let i = match self.announced.iter().position(|a| a.info_hash == info_hash) {
             Some(i) => i,
             None => {
@@ -218,16 +231,22 @@ impl DhtHost {
                     next_due: now,
                     running: None,
                     misses: 0,
+                    started: None,
                 });
                 self.announced.len() - 1
             }
         };
         let a = &mut self.announced[i];
+        let soon = a.started.map(|t| t + LOW_PEERS_EVERY);
+        if wants_peers && a.misses == 0 && soon.is_some_and(|t| t < a.next_due) {
+            a.next_due = soon.unwrap_or(now);
+        }
         if a.running.is_some() || now < a.next_due {
             return;
         }
         if let Some(lid) = self.dht.announce(now, info_hash, port, false) {
             a.running = Some(lid);
+            a.started = Some(now);
             a.next_due = now + ANNOUNCE_EVERY;
         }
     }

@@ -488,7 +488,8 @@ fn parse_query<'a>(root: &Dict<'a>) -> Result<Query<'a>, KrpcError> {
             }
         }
     }
-    let read_only = a.get_int(b"ro") == Some(1);
+    // BEP 43 puts `ro` at the top level; some clients put it in `a`: accept both.
+    let read_only = root.get_int(b"ro") == Some(1) || a.get_int(b"ro") == Some(1);
     let method = match q {
         b"ping" => Method::Ping,
         b"find_node" => Method::FindNode {
@@ -645,9 +646,6 @@ impl Message<'_> {
                 if let Some((p, _)) = port {
                     e.key_int(b"port", i64::from(p))?;
                 }
-                if q.read_only {
-                    e.key_int(b"ro", 1)?;
-                }
                 if let Method::FindNode { target } = q.method {
                     e.key_bytes(b"target", &target.0)?;
                 }
@@ -713,6 +711,12 @@ impl Message<'_> {
                 e.end()?;
             }
             e.end()?;
+        }
+        // BEP 43: `ro` sits at the top level of a query, between `q` and `t`.
+        if let Body::Query(q) = &self.body {
+            if q.read_only {
+                e.key_int(b"ro", 1)?;
+            }
         }
         e.key_bytes(b"t", self.tid)?;
         if let Some(v) = self.version {

@@ -151,7 +151,7 @@ fn encodes_our_messages_canonically() {
     let n = q.encode(&mut out).unwrap();
     assert_eq!(
         &out[..n],
-        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa2:roi1e6:target20:bbbbbbbbbbbbbbbbbbbb4:wantl2:n42:n6ee1:q9:find_node1:t2:aa1:y1:qe"
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa6:target20:bbbbbbbbbbbbbbbbbbbb4:wantl2:n42:n6ee1:q9:find_node2:roi1e1:t2:aa1:y1:qe"
     );
     with(&out[..n], |m| {
         let Body::Query(p) = m.unwrap().body else {
