@@ -47,7 +47,14 @@ fn ensure_libs() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
         c.current_dir(root())
-            .args(["build", "--offline", "-p", "btcore-ffi", "--lib", "--target-dir"])
+            .args([
+                "build",
+                "--offline",
+                "-p",
+                "btcore-ffi",
+                "--lib",
+                "--target-dir",
+            ])
             .arg(&target);
         if dir.file_name().is_some_and(|n| n == "release") {
             c.arg("--release");
