@@ -41,6 +41,7 @@ def lt_session(port):
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
         "enable_natpmp": False, "allow_multiple_connections_per_ip": True,
         "alert_mask": 0, "unchoke_slots_limit": 32,
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
     })
 
 
@@ -54,18 +55,20 @@ def role_lt(args):
         host, port = p.rsplit(":", 1)
         h.connect_peer((host, int(port)))
     if args.role == "lt-seed":
-        h.force_recheck()
+        while not h.status().is_seeding:
+            time.sleep(0.05)
+        print("ready", flush=True)
+        # Dial the leechers we were given, again every second (they accept incoming).
         while True:
             time.sleep(1)
+            for p in args.peer or []:
+                host, port = p.rsplit(":", 1)
+                h.connect_peer((host, int(port)))
     deadline = time.time() + args.timeout
     while time.time() < deadline:
         st = h.status()
         if st.is_seeding:
             return 0
-        if int(time.time()) % 2 == 0:
-            for p in args.peer or []:
-                host, port = p.rsplit(":", 1)
-                h.connect_peer((host, int(port)))
         time.sleep(0.02)
     return 1
 
@@ -126,16 +129,18 @@ def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work):
     peer = "127.0.0.1:%d" % seeder_port
     marker = os.path.join(work, "done-%s-%d" % (kind, port))
     if kind == "btcore":
-        cmd = [btcore, "download", torrent, "-o", out_dir, "--peer", peer, "--port", str(port),
-               "--bind", "127.0.0.1", "--no-trackers", "--progress", "none"]
+        cmd = [btcore, "download", torrent, "-o", out_dir, "--port", str(port),
+               "--bind", "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"]
     elif kind == "libtorrent":
         cmd = [sys.executable, __file__, "--role", "lt-leech", "--torrent", torrent, "--dir", out_dir,
-               "--port", str(port), "--peer", peer, "--timeout", str(timeout)]
+               "--port", str(port), "--timeout", str(timeout)]
     elif kind == "aria2":
-        cmd = ["aria2c", "--dir", out_dir, "--listen-port", str(port), "--seed-time=0",
-               "--enable-dht=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
-               "--bt-require-crypto=false", "--file-allocation=none", "--quiet=true",
-               "--summary-interval=0", "--console-log-level=error", torrent]
+        cmd = ["aria2c", "--no-conf=true", "--dir", out_dir, "--listen-port=%d" % port,
+               "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
+               "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--disable-ipv6=true",
+               "--file-allocation=none", "--auto-save-interval=0", "--bt-save-metadata=false",
+               "--follow-torrent=false", "--summary-interval=0", "--console-log-level=error",
+               torrent]
     elif kind == "transmission":
         script = os.path.join(work, "fin-%d.sh" % port)
         with open(script, "w") as f:
@@ -143,8 +148,15 @@ def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work):
         os.chmod(script, 0o755)
         home = os.path.join(work, "tr-home-%d" % port)
         os.makedirs(home, exist_ok=True)
-        cmd = ["transmission-cli", "-w", out_dir, "-p", str(port), "-f", script, "-D", "-U", "-M", "-et",
-               "-g", home, torrent]
+        import json
+        with open(os.path.join(home, "settings.json"), "w") as f:
+            json.dump({"dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
+                       "utp-enabled": False, "port-forwarding-enabled": False,
+                       "rename-partial-files": False, "bind-address-ipv4": "127.0.0.1",
+                       "peer-port": port, "peer-port-random-on-start": False,
+                       "blocklist-enabled": False, "encryption": 0}, f)
+        cmd = ["transmission-cli", "-g", home, "-w", out_dir, "-p", str(port), "-f", script,
+               "-B", "-M", "-D", "-U", "-et", torrent]
     else:
         raise SystemExit("unknown client " + kind)
     os.makedirs(out_dir, exist_ok=True)
@@ -222,51 +234,42 @@ def main():
         subprocess.check_call([args.btcore, "create", payload, "-o", torrent], stdout=subprocess.DEVNULL)
         print("payload %d MiB, %s clients on 127.0.0.1; machine: %d cores" % (args.size_mib, len(clients), os.cpu_count()))
 
-        def run_case(title, seeder_cmd, seeder_port, kinds, dial_seeder=None):
+        def run_case(title, seeder_cmd, kinds):
+            """Each leecher listens first; the seeder then dials it (every client
+            accepts incoming connections); the clock starts with the seeder."""
             print("\n" + title)
             print(HEADER)
             for kind in kinds:
-                seeder = Proc(seeder_cmd(seeder_port), log=os.path.join(work, "seeder-%d.log" % seeder_port))
+                out = os.path.join(work, "leech-%s" % kind)
+                pm = leech(kind, torrent, "payload.bin", out, free_port(), args.btcore, args.timeout, work)
                 time.sleep(1.5)
-                out = os.path.join(work, "leech-%s-%d" % (kind, seeder_port))
-                pm = leech(kind, torrent, "payload.bin", out, seeder_port, args.btcore, args.timeout, work)
-                dial = (lambda: dial_seeder(pm[2])) if dial_seeder else None
-                r = measure([pm], size, args.timeout, seeder, dial)[0]
+                slog = os.path.join(work, "seeder-%s.log" % kind)
+                seeder = Proc(seeder_cmd(free_port(), pm[2]), log=slog)
+                # The clock starts when the seeder has checked its data and dials.
+                t_wait = time.time()
+                while time.time() - t_wait < 120:
+                    with open(slog, "rb") as f:
+                        text = f.read()
+                    if b"ready" in text or b"btcore: seeding" in text:
+                        break
+                    time.sleep(0.01)
+                pm[0].start = time.time()
+                r = measure([pm], size, args.timeout, seeder)[0]
                 seeder.stop()
                 got = os.path.join(out, "payload.bin")
                 ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
-                r = r[:4] + (ok,) + r[5:]
-                print(row(kind, r), flush=True)
+                print(row(kind, r[:4] + (ok,) + r[5:]), flush=True)
                 shutil.rmtree(out, ignore_errors=True)
-                seeder_port = free_port()
 
-        lt_seed = lambda port: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
-                                "--dir", seed_dir, "--port", str(port)]
-        run_case("leechers downloading from a libtorrent seeder", lt_seed, free_port(), clients)
+        lt_seed = lambda port, peer: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
+                                      "--dir", seed_dir, "--port", str(port), "--peer", "127.0.0.1:%d" % peer]
+        run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)
 
-        # btcore as the seeder. Transmission does not dial 127.x peers it is told of,
-        # so btcore dials every leecher (`--peer`), which all of them accept.
-        def bt_seed(port):
-            return [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind", "127.0.0.1",
-                    "--no-trackers", "--progress", "none"]
-        others = [c for c in clients if c != "btcore"] + (["btcore"] if "btcore" in clients else [])
-        print("\nleechers downloading from a btcore seeder")
-        print(HEADER)
-        for kind in others:
-            sp = free_port()
-            out = os.path.join(work, "leech2-%s" % kind)
-            pm = leech(kind, torrent, "payload.bin", out, sp, args.btcore, args.timeout, work)
-            time.sleep(1.0)
-            seeder = Proc([args.btcore, "seed", torrent, seed_dir, "--port", str(sp), "--bind", "127.0.0.1",
-                           "--no-trackers", "--progress", "none", "--peer", "127.0.0.1:%d" % pm[2]])
-            # The clock starts when the seeder does (the leecher waited for it).
-            pm[0].start = time.time()
-            r = measure([pm], size, args.timeout, seeder)[0]
-            seeder.stop()
-            got = os.path.join(out, "payload.bin")
-            ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
-            print(row(kind, r[:4] + (ok,) + r[5:]), flush=True)
-            shutil.rmtree(out, ignore_errors=True)
+        # btcore as the seeder, dialing each leecher the same way.
+        bt_seed = lambda port, peer: [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind",
+                                      "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none",
+                                      "--peer", "127.0.0.1:%d" % peer]
+        run_case("leechers downloading from a btcore seeder", bt_seed, clients)
 
         # Swarm: one btcore seeder and N leechers of one kind who all know each other.
         for kind in [c for c in ("btcore", "libtorrent") if c in clients]:
@@ -274,7 +277,7 @@ def main():
             sp = free_port()
             ports = [free_port() for _ in range(args.swarm)]
             seeder = Proc([args.btcore, "seed", torrent, seed_dir, "--port", str(sp), "--bind", "127.0.0.1",
-                           "--no-trackers", "--progress", "none"])
+                           "--no-trackers", "--no-dht", "--progress", "none"])
             time.sleep(1.0)
             pms = []
             for i, port in enumerate(ports):
@@ -283,7 +286,7 @@ def main():
                 peers = ["127.0.0.1:%d" % sp] + ["127.0.0.1:%d" % q for q in ports[:i]]
                 if kind == "btcore":
                     cmd = [args.btcore, "download", torrent, "-o", out, "--port", str(port), "--bind",
-                           "127.0.0.1", "--no-trackers", "--progress", "none"]
+                           "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"]
                     for p in peers:
                         cmd += ["--peer", p]
                 else:

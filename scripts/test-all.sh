@@ -5,7 +5,8 @@
 # then runs: format check, clippy with warnings denied, the no_std build for
 # thumbv7em-none-eabihf (no allocator), doc tests, short fuzz runs of every target,
 # and last the whole test suite (so its summary is the last thing printed).
-# FUZZ_SECONDS (default 20) sets the length of each fuzz run; SKIP_FUZZ=1 skips them.
+# FUZZ_SECONDS (default 20) sets the length of each fuzz run; SKIP_FUZZ=1 skips them;
+# SKIP_CROSS=1 skips the ARM builds and the tests under qemu (scripts/cross.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -51,6 +52,11 @@ step "core for thumbv7em-none-eabihf, no allocator"
 cargo build -p btcore-core --no-default-features --target thumbv7em-none-eabihf --locked
 step "core for thumbv7em-none-eabihf, with alloc"
 cargo build -p btcore-core --features alloc --target thumbv7em-none-eabihf --locked
+
+if [ "${SKIP_CROSS:-0}" != 1 ]; then
+    step "ARM cross builds, tests under qemu, bare metal on qemu"
+    bash scripts/cross.sh
+fi
 
 step "doc tests"
 cargo test --workspace --doc --locked

@@ -59,7 +59,7 @@ pub struct ClientOptions {
     pub state_dir: Option<PathBuf>,
     /// The small-device profile.
     pub low_memory: bool,
-    /// Most connections per torrent.
+    /// Most connections per torrent (0: the profile's default).
     pub max_peers: usize,
     /// Disk worker threads.
     pub disk_threads: usize,
@@ -82,7 +82,7 @@ impl Default for ClientOptions {
             save_dir: PathBuf::from("."),
             state_dir: None,
             low_memory: false,
-            max_peers: 50,
+            max_peers: 0,
             disk_threads: 2,
             use_trackers: true,
             seed: 0,
@@ -257,7 +257,10 @@ impl Client {
             SessionConfig::new(peer_id)
         };
         config.listen_port = local_addr.port();
-        config.max_peers_per_torrent = opts.max_peers;
+        // 0: the profile's own limit (50, or 20 in the low-memory profile).
+        if opts.max_peers != 0 {
+            config.max_peers_per_torrent = opts.max_peers;
+        }
         let session = Session::new(config, seed);
         let w = waker.clone();
         let disk = DiskPool::new(

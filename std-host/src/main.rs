@@ -212,9 +212,9 @@ struct NetArgs {
     /// Add a peer by hand (repeatable).
     #[arg(long = "peer")]
     peers: Vec<std::net::SocketAddr>,
-    /// Most connections per torrent.
-    #[arg(long, default_value_t = 50)]
-    max_peers: usize,
+    /// Most connections per torrent (default 50; 20 with --low-memory).
+    #[arg(long)]
+    max_peers: Option<usize>,
     /// Download limit in KiB/s (0: none).
     #[arg(long, default_value_t = 0)]
     download_limit: u64,
@@ -442,7 +442,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         save_dir: n.output.clone(),
         listen: std::net::SocketAddr::new(n.bind, n.port),
         peers: n.peers.clone(),
-        max_peers: n.max_peers,
+        max_peers: n.max_peers.unwrap_or(0),
         download_limit: n.download_limit * 1024,
         upload_limit: n.upload_limit * 1024,
         low_memory: n.low_memory,

@@ -201,6 +201,12 @@ pub fn seed(torrent: &Path, o: &Opts) -> ExitCode {
         Ok(id) => id,
         Err(e) => return fail(EXIT_INVALID, format_args!("{}: {e}", torrent.display())),
     };
+    // The data is checked: say so (scripts wait for this line).
+    eprintln!(
+        "btcore: seeding {} on {}",
+        torrent.display(),
+        c.local_addr()
+    );
     for p in &o.peers {
         c.add_peer(id, *p);
     }

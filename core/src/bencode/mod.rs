@@ -394,17 +394,21 @@ fn read_str(buf: &[u8], pos: usize, limits: &Limits) -> Result<(usize, usize), D
         Some(_) => return Err(err(colon, ErrorKind::ExpectedColon)),
         None => return Err(err(colon, ErrorKind::UnexpectedEof)),
     }
-    let mut len: usize = 0;
+    // 64-bit on every target, so a claimed length past the input is "unexpected end"
+    // on armv7 as on x86-64 (and only a length past u64 is an overflow).
+    let mut len: u64 = 0;
     for &d in ds {
         len = len
             .checked_mul(10)
-            .and_then(|l| l.checked_add(usize::from(d - b'0')))
+            .and_then(|l| l.checked_add(u64::from(d - b'0')))
             .ok_or(err(pos, ErrorKind::Overflow))?;
     }
     let start = colon + 1;
-    if len > buf.len() - start {
+    if len > (buf.len() - start) as u64 {
         return Err(err(buf.len(), ErrorKind::UnexpectedEof));
     }
+    // Fits: it is at most the remaining input length.
+    let len = len as usize;
     if len > limits.max_string_len {
         return Err(err(pos, ErrorKind::StringTooLong));
     }

@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""A python3-libtorrent driver for btcore's interoperability tests.
+
+    lt.py create PATH OUT.torrent [--tracker URL] [--v1-only] [--piece-kib N]
+    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S]
+    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S]
+
+Everything listens on and talks to 127.0.0.1 only. `seed` checks the data in DIR and
+seeds until killed or the timeout; `download` exits 0 once the torrent is complete,
+1 on timeout. Status goes to stdout, one line a second; alerts worth seeing to stderr.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+
+def make_session(port):
+    s = lt.session(
+        {
+            "listen_interfaces": "127.0.0.1:%d" % port,
+            "outgoing_interfaces": "127.0.0.1",
+            "enable_dht": False,
+            "enable_lsd": False,
+            "enable_upnp": False,
+            "enable_natpmp": False,
+            "allow_multiple_connections_per_ip": True,
+            "enable_incoming_utp": False,
+            "enable_outgoing_utp": False,
+            "alert_mask": lt.alert.category_t.error_notification
+            | lt.alert.category_t.peer_notification
+            | lt.alert.category_t.status_notification
+            | lt.alert.category_t.tracker_notification
+            | lt.alert.category_t.connect_notification,
+            "user_agent": "btcore-interop/libtorrent-" + lt.__version__,
+        }
+    )
+    return s
+
+
+def log_alerts(s):
+    for a in s.pop_alerts():
+        print("alert: %s: %s" % (type(a).__name__, a.message()), file=sys.stderr, flush=True)
+
+
+def add(s, torrent, save_dir):
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(torrent)
+    atp.save_path = save_dir
+    return s.add_torrent(atp)
+
+
+def connect(h, peers):
+    for p in peers:
+        try:
+            h.connect_peer(("127.0.0.1", p))
+        except RuntimeError as e:  # the torrent may still be checking
+            print("connect_peer %d: %s" % (p, e), file=sys.stderr, flush=True)
+
+
+def status_line(st):
+    return "state=%s progress=%.4f peers=%d seeds=%d down=%d up=%d" % (
+        st.state,
+        st.progress,
+        st.num_peers,
+        st.num_seeds,
+        st.total_payload_download,
+        st.total_payload_upload,
+    )
+
+
+def run(args, want_complete):
+    s = make_session(args.port)
+    h = add(s, args.torrent, args.dir)
+    end = time.monotonic() + args.timeout
+    last_connect = 0.0
+    while time.monotonic() < end:
+        st = h.status()
+        log_alerts(s)
+        print(status_line(st), flush=True)
+        if want_complete and st.is_seeding:
+            print("complete", flush=True)
+            s.pause()
+            return 0
+        # Dial the given peers again while none is connected (a peer may not be
+        # listening yet when we start).
+        now = time.monotonic()
+        checking = st.state in (
+            lt.torrent_status.checking_files,
+            lt.torrent_status.checking_resume_data,
+        )
+        if args.peer and not checking and st.num_peers == 0 and now - last_connect > 2:
+            connect(h, args.peer)
+            last_connect = now
+        time.sleep(0.25 if want_complete else 1.0)
+    print("timeout", flush=True)
+    return 0 if not want_complete else 1
+
+
+def create(args):
+    fs = lt.file_storage()
+    lt.add_files(fs, args.path)
+    flags = lt.create_torrent.v1_only if args.v1_only else 0
+    t = lt.create_torrent(fs, args.piece_kib * 1024, flags=flags)
+    if args.tracker:
+        t.add_tracker(args.tracker)
+    t.set_creator("libtorrent " + lt.__version__)
+    lt.set_piece_hashes(t, os.path.dirname(os.path.abspath(args.path)))
+    with open(args.out, "wb") as f:
+        f.write(lt.bencode(t.generate()))
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create")
+    c.add_argument("path")
+    c.add_argument("out")
+    c.add_argument("--tracker")
+    c.add_argument("--v1-only", action="store_true")
+    c.add_argument("--piece-kib", type=int, default=0)
+    for name in ("seed", "download"):
+        r = sub.add_parser(name)
+        r.add_argument("torrent")
+        r.add_argument("dir")
+        r.add_argument("--port", type=int, required=True)
+        r.add_argument("--peer", type=int, action="append", default=[])
+        r.add_argument("--timeout", type=float, default=120.0)
+    args = p.parse_args()
+    if args.cmd == "create":
+        return create(args)
+    return run(args, want_complete=args.cmd == "download")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
