@@ -1078,19 +1078,18 @@ enum btcore_result btcore_session_pause(struct btcore_session *session, uint32_t
 enum btcore_result btcore_session_resume(struct btcore_session *session, uint32_t id);
 
 /**
- * Removes torrent `id`, deleting its files when `delete_data`. Not implemented by
- * this version: returns `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown
- * id); torrents are removed when the session is freed. Thread-safe.
+ * Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume
+ * file and, when `delete_data`, its files. `BTCORE_NOT_FOUND` for an unknown id.
+ * Thread-safe.
  */
 enum btcore_result btcore_session_remove(struct btcore_session *session,
                                          uint32_t id,
                                          bool delete_data);
 
 /**
- * Writes resume data for every torrent now. Not implemented by this version: returns
- * `BTCORE_NOT_IMPLEMENTED`. Resume files are written into the state directory on
- * their own (coalesced, a few seconds after pieces complete) and by
- * `btcore_session_free`. Thread-safe.
+ * Writes resume data for every torrent now (into the settings' state directory, after
+ * syncing the data files). Resume files are also written on their own, coalesced, a
+ * few seconds after pieces complete, and by `btcore_session_free`. Thread-safe.
  */
 enum btcore_result btcore_session_save_resume(struct btcore_session *session);
 

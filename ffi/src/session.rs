@@ -464,28 +464,34 @@ pub extern "C" fn btcore_session_resume(session: *mut btcore_session, id: u32) -
     guard(|| unsupported(session, id))
 }
 
-/// Removes torrent `id`, deleting its files when `delete_data`. Not implemented by
-/// this version: returns `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown
-/// id); torrents are removed when the session is freed. Thread-safe.
+/// Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume
+/// file and, when `delete_data`, its files. `BTCORE_NOT_FOUND` for an unknown id.
+/// Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_session_remove(
     session: *mut btcore_session,
     id: u32,
     delete_data: bool,
 ) -> btcore_result {
-    let _ = delete_data;
-    guard(|| unsupported(session, id))
+    guard(|| {
+        let b = self::session(session)?;
+        let mut c = b.shared.client()?;
+        if !c.remove_torrent(TorrentId(id), delete_data) {
+            return Err(BTCORE_NOT_FOUND);
+        }
+        Ok(())
+    })
 }
 
-/// Writes resume data for every torrent now. Not implemented by this version: returns
-/// `BTCORE_NOT_IMPLEMENTED`. Resume files are written into the state directory on
-/// their own (coalesced, a few seconds after pieces complete) and by
-/// `btcore_session_free`. Thread-safe.
+/// Writes resume data for every torrent now (into the settings' state directory, after
+/// syncing the data files). Resume files are also written on their own, coalesced, a
+/// few seconds after pieces complete, and by `btcore_session_free`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_session_save_resume(session: *mut btcore_session) -> btcore_result {
     guard(|| {
-        self::session(session)?;
-        Err(BTCORE_NOT_IMPLEMENTED)
+        let b = self::session(session)?;
+        b.shared.client()?.save_resume();
+        Ok(())
     })
 }
 

@@ -71,7 +71,7 @@ int main(void) {
     EXPECT(btcore_session_add_peer(session, 9999, "127.0.0.1:1"), BTCORE_NOT_FOUND);
     EXPECT(btcore_session_pause(session, id), BTCORE_NOT_IMPLEMENTED);
     EXPECT(btcore_session_pause(session, 9999), BTCORE_NOT_FOUND);
-    EXPECT(btcore_session_remove(session, id, true), BTCORE_NOT_IMPLEMENTED);
+    EXPECT(btcore_session_remove(session, 9999, true), BTCORE_NOT_FOUND);
 
     btcore_torrent_status st;
     EXPECT(btcore_session_torrent_status(session, 9999, &st), BTCORE_NOT_FOUND);
@@ -99,7 +99,11 @@ int main(void) {
     EXPECT(btcore_session_start(session), BTCORE_WRONG_STATE);
     EXPECT(btcore_session_poll(session, 0), BTCORE_WRONG_STATE);
     EXPECT(btcore_session_stop(session), BTCORE_OK);
-    EXPECT(btcore_session_save_resume(session), BTCORE_NOT_IMPLEMENTED);
+    EXPECT(btcore_session_save_resume(session), BTCORE_OK);
+    EXPECT(btcore_session_remove(session, id, false), BTCORE_OK);
+    EXPECT(btcore_session_remove(session, id, false), BTCORE_NOT_FOUND);
+    EXPECT(btcore_session_torrents(session, NULL, 0, &n), BTCORE_OK);
+    if (n != 0) failures++;
 
     /* Sans-IO handle. */
     btcore_sansio *h = NULL;

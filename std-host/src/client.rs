@@ -1044,6 +1044,45 @@ impl Client {
         }
     }
 
+    /// Removes a torrent: closes its peers, announces `stopped`, forgets its resume
+    /// data, and with `delete_data` deletes its files (empty folders are left). Returns
+    /// whether the torrent existed. A disk write still in flight may land after the
+    /// files are deleted; call it on a settled torrent when that matters.
+    pub fn remove_torrent(&mut self, id: TorrentId, delete_data: bool) -> bool {
+        let now = self.now();
+        if !self.session.torrents().any(|t| t == id) {
+            return false;
+        }
+        self.session.remove_torrent(now, id);
+        self.pump();
+        let Some(t) = self.torrents.remove(&id) else {
+            return true;
+        };
+        if let Some(dir) = &self.opts.state_dir {
+            let _ = std::fs::remove_file(dir.join(ResumeData::file_name(&t.info_hash)));
+        }
+        if delete_data {
+            if let Some(s) = &t.storage {
+                let paths: Vec<PathBuf> = (0..s.files().count() as u32)
+                    .filter_map(|i| s.file_path(i).map(Path::to_path_buf))
+                    .collect();
+                for p in paths {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes resume data for every torrent now (after syncing their files).
+    pub fn save_resume(&mut self) {
+        let now = std::time::Instant::now();
+        for t in self.torrents.values_mut() {
+            t.resume.mark_dirty(now);
+        }
+        self.save_resume_if_due(true);
+    }
+
     /// Stops cleanly: announces `stopped`, closes peers, writes resume data.
     pub fn shutdown(&mut self) {
         let now = self.now();

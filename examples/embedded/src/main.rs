@@ -310,7 +310,7 @@ fn main() -> ! {
     let ours = Handshake {
         reserved: Reserved::NONE.with_fast(true),
         info_hash: meta.info_hash(),
-        peer_id: PeerId(*b"-BC0001-firmware0001"),
+        peer_id: PeerId(*b"-BQ0100-firmware0001"),
     };
     let mut n = check(ours.encode(&mut tx), "handshake");
     n += check(Message::Interested.encode(&mut tx[n..]), "interested");
