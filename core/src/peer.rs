@@ -63,7 +63,7 @@ impl Default for PeerConfig {
             keepalive_interval: Duration::from_secs(90),
             idle_timeout: Duration::from_secs(180),
             handshake_timeout: Duration::from_secs(20),
-            max_peer_requests: 250,
+            max_peer_requests: 2000,
             max_send_buffer: 512 * 1024,
         }
     }
@@ -79,7 +79,7 @@ impl PeerConfig {
                 ..wire::Limits::default()
             },
             max_queue: 32,
-            max_peer_requests: 32,
+            max_peer_requests: 250,
             max_send_buffer: 64 * 1024,
             ..Self::default()
         }

@@ -467,7 +467,8 @@ pub(super) fn on_peer_event(
                 }
             };
             let listen_port = s.config().listen_port;
-            let reqq = s.config().peer.max_queue;
+            // `reqq`: how many requests from the peer we queue (BEP 10).
+            let reqq = s.config().peer.max_peer_requests as u32;
             let (c, t, _) = s.split(conn).ok_or(None)?;
             if t.is_banned(&c.addr, Some(peer_id)) {
                 return Err(None);
