@@ -334,10 +334,7 @@ impl PeerConn {
         self.info_hash = Some(info_hash);
         self.queue_handshake(info_hash);
         self.state = State::Established;
-        let mut pos = 0;
-        let result = self.parse_rx(now, &mut pos);
-        self.rx.drain(..pos);
-        result
+        self.parse_buffered(now)
     }
 
     /// Sets the torrent's geometry (at once for a torrent file, after the metadata for
@@ -485,16 +482,37 @@ impl PeerConn {
             return Ok(());
         }
         self.last_recv = now;
+        if self.rx.is_empty() {
+            // The common case: whole messages straight from the caller's buffer; only
+            // a partial message at the end is copied.
+            let mut pos = 0;
+            let result = self.parse_slice(now, data, &mut pos);
+            if result.is_ok() {
+                self.rx.extend_from_slice(&data[pos..]);
+            }
+            return result;
+        }
         self.rx.extend_from_slice(data);
+        self.parse_buffered(now)
+    }
+
+    /// Parses what waits in the receive buffer, then keeps only the partial tail (and
+    /// gives back memory a burst left behind: an idle connection holds little).
+    fn parse_buffered(&mut self, now: Instant) -> Result<(), PeerError> {
+        let rx = core::mem::take(&mut self.rx);
         let mut pos = 0;
-        let result = self.parse_rx(now, &mut pos);
+        let result = self.parse_slice(now, &rx, &mut pos);
+        self.rx = rx;
         self.rx.drain(..pos);
+        if self.rx.capacity() > 64 * 1024 && self.rx.len() <= 32 * 1024 {
+            self.rx.shrink_to(32 * 1024);
+        }
         result
     }
 
-    fn parse_rx(&mut self, now: Instant, pos: &mut usize) -> Result<(), PeerError> {
+    fn parse_slice(&mut self, now: Instant, buf: &[u8], pos: &mut usize) -> Result<(), PeerError> {
         if self.state == State::AwaitHandshake {
-            match Handshake::parse(&self.rx)? {
+            match Handshake::parse(buf)? {
                 Status::Partial { .. } => return Ok(()),
                 Status::Complete((hs, n)) => {
                     *pos = n;
@@ -508,7 +526,7 @@ impl PeerConn {
         }
         let limits = self.config.wire;
         loop {
-            let rest = &self.rx[*pos..];
+            let rest = &buf[*pos..];
             match wire::decode(rest, &limits)? {
                 Status::Partial { .. } => return Ok(()),
                 Status::Complete((msg, n)) => {
@@ -767,6 +785,10 @@ impl PeerConn {
         if self.tx_pos == self.tx.len() {
             self.tx.clear();
             self.tx_pos = 0;
+            // An upload burst can leave a large buffer behind; an idle peer keeps little.
+            if self.tx.capacity() > 64 * 1024 {
+                self.tx.shrink_to(16 * 1024);
+            }
         } else if self.tx_pos > 64 * 1024 {
             self.tx.drain(..self.tx_pos);
             self.tx_pos = 0;
