@@ -310,7 +310,7 @@ typedef enum btcore_torrent_state {
    */
   BTCORE_STATE_ERROR = 4,
   /**
-   * Paused (not reached by this version: pausing is not implemented).
+   * Paused by `btcore_session_pause`.
    */
   BTCORE_STATE_PAUSED = 5,
 } btcore_torrent_state;
@@ -1066,14 +1066,14 @@ enum btcore_result btcore_session_add_peer(struct btcore_session *session,
                                            const char *address);
 
 /**
- * Pauses torrent `id`. Not implemented by this version: returns
- * `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+ * Pauses torrent `id`: its peers are closed, `stopped` is announced, nothing is
+ * dialed or accepted until `btcore_session_resume`; what it has is kept (state
+ * `BTCORE_STATE_PAUSED`). `BTCORE_NOT_FOUND` for an unknown id. Thread-safe.
  */
 enum btcore_result btcore_session_pause(struct btcore_session *session, uint32_t id);
 
 /**
- * Resumes a paused torrent. Not implemented by this version: returns
- * `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+ * Resumes a paused torrent (`BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
  */
 enum btcore_result btcore_session_resume(struct btcore_session *session, uint32_t id);
 

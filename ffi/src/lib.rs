@@ -270,7 +270,7 @@ pub enum btcore_torrent_state {
     BTCORE_STATE_SEEDING = 3,
     /// Stopped by an error (see `btcore_torrent_status.error`).
     BTCORE_STATE_ERROR = 4,
-    /// Paused (not reached by this version: pausing is not implemented).
+    /// Paused by `btcore_session_pause`.
     BTCORE_STATE_PAUSED = 5,
 }
 
@@ -326,6 +326,7 @@ pub(crate) fn torrent_status(
     error: btcore_result,
 ) -> btcore_torrent_status {
     let state = match s.state {
+        _ if s.paused => btcore_torrent_state::BTCORE_STATE_PAUSED,
         TorrentState::FetchingMetadata => btcore_torrent_state::BTCORE_STATE_FETCHING_METADATA,
         TorrentState::Downloading => btcore_torrent_state::BTCORE_STATE_DOWNLOADING,
         TorrentState::Seeding => btcore_torrent_state::BTCORE_STATE_SEEDING,

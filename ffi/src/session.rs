@@ -442,26 +442,32 @@ pub extern "C" fn btcore_session_add_peer(
     })
 }
 
-fn unsupported(session: *mut btcore_session, id: u32) -> Result<(), btcore_result> {
-    let b = self::session(session)?;
-    if !has_torrent(&*b.shared.client()?, id) {
-        return Err(BTCORE_NOT_FOUND);
-    }
-    Err(BTCORE_NOT_IMPLEMENTED)
-}
-
-/// Pauses torrent `id`. Not implemented by this version: returns
-/// `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+/// Pauses torrent `id`: its peers are closed, `stopped` is announced, nothing is
+/// dialed or accepted until `btcore_session_resume`; what it has is kept (state
+/// `BTCORE_STATE_PAUSED`). `BTCORE_NOT_FOUND` for an unknown id. Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_session_pause(session: *mut btcore_session, id: u32) -> btcore_result {
-    guard(|| unsupported(session, id))
+    guard(|| {
+        let b = self::session(session)?;
+        let mut c = b.shared.client()?;
+        if !c.pause(TorrentId(id)) {
+            return Err(BTCORE_NOT_FOUND);
+        }
+        Ok(())
+    })
 }
 
-/// Resumes a paused torrent. Not implemented by this version: returns
-/// `BTCORE_NOT_IMPLEMENTED` (or `BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+/// Resumes a paused torrent (`BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_session_resume(session: *mut btcore_session, id: u32) -> btcore_result {
-    guard(|| unsupported(session, id))
+    guard(|| {
+        let b = self::session(session)?;
+        let mut c = b.shared.client()?;
+        if !c.resume(TorrentId(id)) {
+            return Err(BTCORE_NOT_FOUND);
+        }
+        Ok(())
+    })
 }
 
 /// Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume

@@ -69,8 +69,15 @@ int main(void) {
     EXPECT(btcore_session_add_magnet(session, magnet, NULL, &id), BTCORE_DUPLICATE_TORRENT);
     EXPECT(btcore_session_add_peer(session, id, "no port"), BTCORE_INVALID_PARAMETER);
     EXPECT(btcore_session_add_peer(session, 9999, "127.0.0.1:1"), BTCORE_NOT_FOUND);
-    EXPECT(btcore_session_pause(session, id), BTCORE_NOT_IMPLEMENTED);
+    EXPECT(btcore_session_pause(session, id), BTCORE_OK);
     EXPECT(btcore_session_pause(session, 9999), BTCORE_NOT_FOUND);
+    {
+        btcore_torrent_status ps;
+        EXPECT(btcore_session_torrent_status(session, id, &ps), BTCORE_OK);
+        if (ps.state != BTCORE_STATE_PAUSED) { fprintf(stderr, "not paused\n"); failures++; }
+    }
+    EXPECT(btcore_session_resume(session, id), BTCORE_OK);
+    EXPECT(btcore_session_resume(session, 9999), BTCORE_NOT_FOUND);
     EXPECT(btcore_session_remove(session, 9999, true), BTCORE_NOT_FOUND);
 
     btcore_torrent_status st;

@@ -582,7 +582,7 @@ impl Client {
             .session
             .torrents()
             .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
-            .filter(|(_, s)| !s.private)
+            .filter(|(_, s)| !s.private && !s.paused)
             .map(|(id, s)| {
                 let short = s.state != TorrentState::Seeding && s.peers < 5;
                 (id, s.info_hash, short)
@@ -1072,6 +1072,22 @@ impl Client {
             }
         }
         true
+    }
+
+    /// Pauses a torrent (closes its peers, announces `stopped`); false if unknown.
+    pub fn pause(&mut self, id: TorrentId) -> bool {
+        let now = self.now();
+        let ok = self.session.pause_torrent(now, id);
+        self.pump();
+        ok
+    }
+
+    /// Resumes a paused torrent; false if unknown.
+    pub fn resume(&mut self, id: TorrentId) -> bool {
+        let now = self.now();
+        let ok = self.session.resume_torrent(now, id);
+        self.pump();
+        ok
     }
 
     /// Writes resume data for every torrent now (after syncing their files).

@@ -47,6 +47,14 @@ fn state(s: TorrentState) -> &'static str {
     }
 }
 
+fn state_of(v: &TorrentView) -> &'static str {
+    if v.status.paused {
+        "paused"
+    } else {
+        state(v.status.state)
+    }
+}
+
 /// Percent complete.
 pub fn percent(v: &TorrentView) -> f64 {
     if v.status.total_size == 0 {
@@ -66,7 +74,7 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                 let o = serde_json::json!({
                     "name": v.name,
                     "info_hash": v.status.info_hash.to_string(),
-                    "state": state(v.status.state),
+                    "state": state_of(v),
                     "progress": (percent(v) * 100.0).round() / 100.0,
                     "bytes_have": v.status.bytes_have,
                     "total_size": v.status.total_size,
@@ -96,7 +104,7 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                     s,
                     "{name:<28} [{bar}] {:>6.2}%  {:<11} down {:>12}  up {:>12}  peers {:>3} ({} seeds)  eta {}",
                     percent(v),
-                    state(v.status.state),
+                    state_of(v),
                     rate(v.status.download_rate),
                     rate(v.status.upload_rate),
                     v.status.peers,

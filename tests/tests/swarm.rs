@@ -495,3 +495,39 @@ fn magnet_link_fetches_metadata_then_downloads() {
     assert!(ok, "magnet leecher did not finish");
     assert!(sim.has_correct_data(m));
 }
+
+/// Pausing closes a torrent's connections and stops its progress; resuming finishes it.
+#[test]
+fn pause_stops_progress_and_resume_finishes() {
+    let mut sim = Sim::new(content(200 * 16_384, 12), 16_384, 13);
+    let slow = LinkSpec {
+        up_bps: 200_000,
+        ..LinkSpec::default()
+    };
+    sim.add_node(true, Behaviour::Honest, slow, |_| {});
+    let l = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    sim.run_for(Duration::from_secs(5));
+    let t = sim.nodes[l].torrent.expect("torrent");
+    let before = sim.nodes[l].verified.len();
+    assert!(
+        before > 0 && sim.nodes[l].finished_at.is_none(),
+        "{before} pieces"
+    );
+    let now = sim.now;
+    assert!(sim.nodes[l].session.pause_torrent(now, t));
+    sim.run_for(Duration::from_secs(20));
+    let status = sim.nodes[l]
+        .session
+        .torrent_status(t, sim.now)
+        .expect("status");
+    assert!(status.paused && status.peers == 0, "{status:?}");
+    // A few blocks in flight may still land; no new requests go out while paused.
+    let during = sim.nodes[l].verified.len();
+    assert!(during <= before + 2, "{before} -> {during} while paused");
+    let now = sim.now;
+    assert!(sim.nodes[l].session.resume_torrent(now, t));
+    let ok = sim.run_until(Duration::from_secs(120), |s| {
+        s.nodes[l].finished_at.is_some()
+    });
+    assert!(ok && sim.has_correct_data(l));
+}

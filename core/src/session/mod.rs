@@ -528,6 +528,42 @@ impl Session {
         }
     }
 
+    /// Pauses a torrent: closes its connections, announces `stopped`, refuses its peers
+    /// and dials nobody until [`Session::resume_torrent`]. What it has is kept.
+    pub fn pause_torrent(&mut self, now: Instant, id: TorrentId) -> bool {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return false;
+        };
+        if t.paused {
+            return true;
+        }
+        t.paused = true;
+        t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for c in conns {
+            self.close(c, None);
+        }
+        true
+    }
+
+    /// Resumes a paused torrent: announces `started` and dials its known peers again.
+    pub fn resume_torrent(&mut self, now: Instant, id: TorrentId) -> bool {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return false;
+        };
+        if t.paused {
+            t.paused = false;
+            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+            self.connect_more(now);
+        }
+        true
+    }
+
     /// Peer addresses for a torrent, from a tracker, the DHT, PEX or the user.
     pub fn handle_peers(&mut self, now: Instant, id: TorrentId, peers: &[SocketAddr]) {
         if let Some(t) = self.torrents.get_mut(&id) {

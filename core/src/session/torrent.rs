@@ -67,6 +67,8 @@ pub struct TorrentStatus {
     pub banned: u32,
     /// BEP 27: a private torrent uses only its trackers (no DHT, PEX or LSD).
     pub private: bool,
+    /// Paused by the application: no connections, no announces.
+    pub paused: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +137,8 @@ pub(crate) struct Torrent {
     /// The metadata download of a magnet link.
     pub(crate) fetch: Option<MetadataAssembler>,
     pub(crate) private: bool,
+    /// Paused by the application.
+    pub(crate) paused: bool,
     choker: Choker,
     known: BTreeMap<SocketAddr, KnownPeer>,
     banned_addrs: BTreeSet<SocketAddr>,
@@ -177,6 +181,7 @@ impl Torrent {
             meta: None,
             fetch: None,
             private: false,
+            paused: false,
             choker: Choker::new(config.choker),
             known: BTreeMap::new(),
             banned_addrs: BTreeSet::new(),
@@ -245,6 +250,7 @@ impl Torrent {
             hash_failures: self.hash_failures,
             banned: self.banned_addrs.len() as u32,
             private: self.private,
+            paused: self.paused,
         }
     }
 
@@ -321,7 +327,7 @@ impl Torrent {
         busy: &[SocketAddr],
         backoff: Duration,
     ) -> Option<SocketAddr> {
-        if self.state == TorrentState::Error {
+        if self.state == TorrentState::Error || self.paused {
             return None;
         }
         // A seed dials too: a peer behind a firewall (or a client that will not dial
@@ -470,7 +476,7 @@ pub(super) fn on_peer_event(
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let (c, t, _) = s.split(conn).ok_or(None)?;
-            if t.is_banned(&c.addr, Some(peer_id)) {
+            if t.is_banned(&c.addr, Some(peer_id)) || t.paused {
                 return Err(None);
             }
             if c.peer.extensions() {
