@@ -36,6 +36,7 @@ pub mod dht;
 pub mod ext;
 pub mod hash;
 pub mod ids;
+pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 #[cfg(feature = "alloc")]

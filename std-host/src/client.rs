@@ -46,6 +46,7 @@ use std::time::Duration;
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const DHT: Token = Token(2);
+const LSD: Token = Token(3);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -73,6 +74,9 @@ pub struct ClientOptions {
     pub upload_limit: u64,
     /// The Mainline DHT (None: off). Never used for private torrents.
     pub dht: Option<crate::dht::DhtOptions>,
+    /// BEP 14 local service discovery (multicast on the LAN). Off by default: it
+    /// reaches every machine on the local network. Never used for private torrents.
+    pub lsd: bool,
 }
 
 impl Default for ClientOptions {
@@ -89,6 +93,7 @@ impl Default for ClientOptions {
             download_limit: 0,
             upload_limit: 0,
             dht: None,
+            lsd: false,
         }
     }
 }
@@ -207,6 +212,7 @@ pub struct Client {
     throttled_read: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
     dht: Option<crate::dht::DhtHost>,
+    lsd: Option<crate::lsd::LsdHost>,
 }
 
 impl std::fmt::Debug for Client {
@@ -285,6 +291,17 @@ impl Client {
             }
             None => None,
         };
+        let lsd = if opts.lsd {
+            let mut host = crate::lsd::LsdHost::new(crate::lsd::LsdOptions {
+                port_to_announce: local_addr.port(),
+                ..crate::lsd::LsdOptions::default()
+            })?;
+            poll.registry()
+                .register(host.socket_mut(), LSD, Interest::READABLE)?;
+            Some(host)
+        } else {
+            None
+        };
         let trackers = if opts.use_trackers {
             let w = waker.clone();
             Some(TrackerClient::spawn(
@@ -319,6 +336,7 @@ impl Client {
             throttled_read: Vec::new(),
             throttled_write: Vec::new(),
             dht,
+            lsd,
             opts,
         })
     }
@@ -545,6 +563,7 @@ impl Client {
                         d.read(now);
                     }
                 }
+                LSD => self.read_lsd(),
                 t => {
                     let conn = conn_of(t);
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
@@ -557,6 +576,7 @@ impl Client {
             }
         }
         self.service_dht();
+        self.service_lsd();
         for conn in std::mem::take(&mut self.throttled_write) {
             self.flush(conn);
         }
@@ -599,6 +619,45 @@ impl Client {
             if let Some((id, _, _)) = public.iter().find(|(_, h, _)| *h == ih) {
                 self.session.handle_peers(now, *id, &peers);
             }
+        }
+    }
+
+    /// Public, running torrents: what the DHT and LSD may speak of.
+    fn public_torrents(&self) -> Vec<(TorrentId, InfoHash)> {
+        let now = self.now();
+        self.session
+            .torrents()
+            .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
+            .filter(|(_, s)| !s.private && !s.paused)
+            .map(|(id, s)| (id, s.info_hash))
+            .collect()
+    }
+
+    /// Peers heard on the local network, for public torrents only.
+    fn read_lsd(&mut self) {
+        let now = self.now();
+        let Some(l) = self.lsd.as_mut() else { return };
+        let heard = l.read(now);
+        if heard.is_empty() {
+            return;
+        }
+        let public = self.public_torrents();
+        for (ih, addr) in heard {
+            if let Some((id, _)) = public.iter().find(|(_, h)| *h == ih) {
+                self.session.handle_peers(now, *id, &[addr]);
+            }
+        }
+    }
+
+    /// Announces public torrents on the local network when due.
+    fn service_lsd(&mut self) {
+        if self.lsd.is_none() {
+            return;
+        }
+        let now = self.now();
+        let hashes: Vec<InfoHash> = self.public_torrents().into_iter().map(|(_, h)| h).collect();
+        if let Some(l) = self.lsd.as_mut() {
+            l.service(now, &hashes);
         }
     }
 

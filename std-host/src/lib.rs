@@ -11,6 +11,7 @@ pub mod disk;
 pub mod display;
 pub mod hash;
 pub mod info;
+pub mod lsd;
 pub mod resume;
 pub mod storage;
 pub mod tracker;

@@ -230,6 +230,9 @@ struct NetArgs {
     /// Do not use the DHT (private torrents never do).
     #[arg(long)]
     no_dht: bool,
+    /// Find peers on the local network (BEP 14 multicast; never for private torrents).
+    #[arg(long)]
+    lsd: bool,
     /// DHT UDP port (default: the listen port).
     #[arg(long, default_value_t = 0)]
     dht_port: u16,
@@ -447,6 +450,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         upload_limit: n.upload_limit * 1024,
         low_memory: n.low_memory,
         trackers: !n.no_trackers,
+        lsd: n.lsd,
         dht: (!n.no_dht).then(|| btcore_host::dht::DhtOptions {
             port: n.dht_port,
             bootstrap: n.bootstrap.clone(),

@@ -24,7 +24,7 @@
 //! `fsync`s the directory, so a crash at any moment leaves the old file or the new one,
 //! never a torn one. [`ResumeWriter`] decides when to save: on change, coalesced to at
 //! most one save per [`ResumeWriter::min_gap`] — never on a timer while nothing changed.
-//! Save resume data only after [`Storage::flush`](crate::storage::Storage::flush), so it
+//! Save resume data only after [`Storage::sync`](crate::storage::Storage::sync), so it
 //! never claims pieces the disk could lose.
 
 use crate::hash::FastSha1;

@@ -29,6 +29,7 @@ pub struct Opts {
     pub timeout: Option<Duration>,
     pub mode: Option<Mode>,
     pub dht: Option<btcore_host::dht::DhtOptions>,
+    pub lsd: bool,
 }
 
 fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
@@ -53,6 +54,7 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
     });
     let c = Client::new(ClientOptions {
         dht,
+        lsd: o.lsd,
         listen: o.listen,
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
@@ -549,6 +551,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         timeout: None,
         mode: a.mode,
         dht: Some(btcore_host::dht::DhtOptions::default()),
+        lsd: false,
     };
     seed(&out, &o)
 }
