@@ -249,6 +249,9 @@ pub struct PeerConn {
     last_block: Instant,
     down: Rate,
     up: Rate,
+    /// Slow start: the pipeline depth until the first rate measurement (one more per
+    /// block received, so it doubles every round trip); 0 once it is over.
+    slow_start: u32,
     their_reqq: Option<u32>,
 }
 
@@ -285,6 +288,7 @@ impl PeerConn {
             last_block: now,
             down: Rate::default(),
             up: Rate::default(),
+            slow_start: config.min_queue.max(1),
             their_reqq: None,
         }
     }
@@ -445,8 +449,13 @@ impl PeerConn {
         let depth = if self.is_snubbing(now) {
             1
         } else {
-            let by_rate =
+            let mut by_rate =
                 self.down.get() * u64::from(self.config.queue_secs) / u64::from(BLOCK_LEN);
+            if self.slow_start > 0 && self.down.get() == 0 {
+                // No rate measured yet (it takes a second): grow with what arrives
+                // instead of waiting at `min_queue`.
+                by_rate = by_rate.max(u64::from(self.slow_start));
+            }
             let mut d = by_rate.clamp(
                 u64::from(self.config.min_queue),
                 u64::from(self.config.max_queue),
@@ -689,6 +698,13 @@ impl PeerConn {
                 self.outstanding.swap_remove(i);
                 self.down.add(now, data.len() as u64);
                 self.last_block = now;
+                if self.slow_start > 0 {
+                    self.slow_start = if self.down.get() > 0 {
+                        0
+                    } else {
+                        (self.slow_start + 1).min(self.config.max_queue)
+                    };
+                }
                 self.events.push_back(PeerEvent::Block { block: b, data });
             }
             OwnedMsg::Reject(b) => {

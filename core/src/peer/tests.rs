@@ -312,3 +312,22 @@ fn a_torrent_of_unknown_size_claims_nothing() {
     assert_eq!(b.bitfield().count(), 0);
     assert!(!b.is_seed());
 }
+
+#[test]
+fn slow_start_grows_before_the_first_rate_measurement() {
+    let (mut a, mut b) = pair(fast(), fast());
+    b.send_have_set(&Bitfield::full(3));
+    b.set_choking(false);
+    pump(T0, &mut b, &mut a).expect("unchoke");
+    assert_eq!(a.request_slots(T0), 4);
+    // Eight blocks answered within the first second: the depth grows by one each.
+    let blk = geometry().block(PieceIndex(0), 0).expect("block");
+    for _ in 0..8 {
+        a.request(T0, blk);
+        pump(T0, &mut a, &mut b).expect("request");
+        let r = b.next_peer_request().expect("queued");
+        b.send_block(T0, r, &[0; 16_384]);
+        pump(T0, &mut b, &mut a).expect("block");
+    }
+    assert_eq!(a.request_slots(T0), 12);
+}

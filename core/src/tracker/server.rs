@@ -860,15 +860,17 @@ impl Tracker {
     }
 
     fn cookie(&self, from: SocketAddr, bucket: u64) -> u64 {
-        let mut m = [0u8; 32 + 16 + 2 + 8];
+        // Keyed by the client's IP only (as opentracker does): BEP 15's connection id
+        // proves the source address is not spoofed, and clients often announce from a
+        // new UDP port each time.
+        let mut m = [0u8; 32 + 16 + 8];
         m[..32].copy_from_slice(&self.secret);
         let ip = match from.ip().to_canonical() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
         };
         m[32..48].copy_from_slice(&ip.octets());
-        m[48..50].copy_from_slice(&from.port().to_be_bytes());
-        m[50..58].copy_from_slice(&bucket.to_be_bytes());
+        m[48..56].copy_from_slice(&bucket.to_be_bytes());
         let d = sha1(&m);
         u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
     }
@@ -1837,8 +1839,10 @@ mod tests {
     fn cookies_live_one_to_two_buckets() {
         let tr = Tracker::new(ServerConfig::default(), SECRET);
         let a: SocketAddr = "10.0.0.1:4000".parse().expect("addr");
-        let b: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
+        let b: SocketAddr = "10.0.0.2:4000".parse().expect("addr");
+        let same_ip: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
         let id = tr.connection_id(t(61_000), a);
+        assert!(tr.check_connection_id(t(61_000), same_ip, id));
         assert!(tr.check_connection_id(t(61_000), a, id));
         assert!(tr.check_connection_id(t(179_999), a, id));
         assert!(!tr.check_connection_id(t(180_000), a, id));
