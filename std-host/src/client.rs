@@ -62,6 +62,8 @@ pub struct ClientOptions {
     pub low_memory: bool,
     /// Most connections per torrent (0: the profile's default).
     pub max_peers: usize,
+    /// Most connections over all torrents (0: the profile's default, 200 or 50).
+    pub max_connections: usize,
     /// Disk worker threads.
     pub disk_threads: usize,
     /// Whether to ask trackers for peers.
@@ -87,6 +89,7 @@ impl Default for ClientOptions {
             state_dir: None,
             low_memory: false,
             max_peers: 0,
+            max_connections: 0,
             disk_threads: 2,
             use_trackers: true,
             seed: 0,
@@ -266,6 +269,9 @@ impl Client {
         // 0: the profile's own limit (50, or 20 in the low-memory profile).
         if opts.max_peers != 0 {
             config.max_peers_per_torrent = opts.max_peers;
+        }
+        if opts.max_connections != 0 {
+            config.max_connections = opts.max_connections;
         }
         let session = Session::new(config, seed);
         let w = waker.clone();

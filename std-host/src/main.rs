@@ -215,6 +215,9 @@ struct NetArgs {
     /// Most connections per torrent (default 50; 20 with --low-memory).
     #[arg(long)]
     max_peers: Option<usize>,
+    /// Most connections over all torrents (default 200; 50 with --low-memory).
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Download limit in KiB/s (0: none).
     #[arg(long, default_value_t = 0)]
     download_limit: u64,
@@ -446,6 +449,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         listen: std::net::SocketAddr::new(n.bind, n.port),
         peers: n.peers.clone(),
         max_peers: n.max_peers.unwrap_or(0),
+        max_connections: n.max_connections.unwrap_or(0),
         download_limit: n.download_limit * 1024,
         upload_limit: n.upload_limit * 1024,
         low_memory: n.low_memory,

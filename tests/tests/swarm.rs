@@ -531,3 +531,29 @@ fn pause_stops_progress_and_resume_finishes() {
     });
     assert!(ok && sim.has_correct_data(l));
 }
+
+/// The global connection cap holds whoever dials whom, and the capped peer still
+/// finishes.
+#[test]
+fn global_connection_cap_holds() {
+    let mut sim = Sim::new(content(80 * 16_384, 14), 16_384, 15);
+    sim.add_node(true, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let capped = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |c| {
+        c.max_connections = 3;
+    });
+    for _ in 0..8 {
+        sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    }
+    let n = sim.nodes.len();
+    let mut most = 0;
+    let ok = sim.run_until(Duration::from_secs(300), |s| {
+        let links: usize = (0..n)
+            .filter(|&j| j != capped)
+            .map(|j| s.links_between(capped, j))
+            .sum();
+        most = most.max(links);
+        s.nodes[capped].finished_at.is_some()
+    });
+    assert!(ok && sim.has_correct_data(capped));
+    assert_eq!(most, 3, "the cap is reached and never passed");
+}

@@ -74,6 +74,8 @@ pub struct SessionConfig {
     pub max_peers_per_torrent: usize,
     /// Most outgoing connection attempts in flight per torrent.
     pub max_connecting: usize,
+    /// Most connections over all torrents (incoming ones beyond it are closed at once).
+    pub max_connections: usize,
     /// Most bytes handed to the host for writing and not yet written, per session.
     pub max_disk_bytes_in_flight: usize,
     /// Most disk reads for uploads in flight per peer.
@@ -99,6 +101,7 @@ impl SessionConfig {
             choker: ChokerConfig::default(),
             max_peers_per_torrent: 50,
             max_connecting: 8,
+            max_connections: 200,
             max_disk_bytes_in_flight: 16 << 20,
             max_reads_per_peer: 8,
             ban_strikes: 2,
@@ -114,6 +117,7 @@ impl SessionConfig {
             peer: PeerConfig::low_memory(),
             picker: PickerConfig::default().with_max_partials(16),
             max_peers_per_torrent: 20,
+            max_connections: 50,
             max_disk_bytes_in_flight: 1 << 20,
             max_reads_per_peer: 2,
             max_known_peers: 100,
@@ -576,10 +580,19 @@ impl Session {
 
     // ---- connections ----
 
-    /// A peer connected to us from `addr`; returns the id to use for it.
+    /// A peer connected to us from `addr`; returns the id to use for it. Beyond
+    /// [`SessionConfig::max_connections`] the connection is refused: an
+    /// [`Action::Close`] for it follows at once.
     pub fn handle_incoming(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        if self.conns.len() >= self.config.max_connections {
+            self.actions.push_back(Action::Close {
+                conn: id,
+                error: None,
+            });
+            return id;
+        }
         let peer =
             PeerConn::new_incoming(self.config.peer, now, self.config.peer_id, Self::reserved());
         self.conns.insert(
@@ -1079,7 +1092,8 @@ impl Session {
                 .config
                 .max_peers_per_torrent
                 .saturating_sub(connected + connecting)
-                .min(self.config.max_connecting.saturating_sub(connecting));
+                .min(self.config.max_connecting.saturating_sub(connecting))
+                .min(self.config.max_connections.saturating_sub(self.conns.len()));
             while room > 0 {
                 let busy: Vec<SocketAddr> = self
                     .conns
