@@ -281,6 +281,26 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// A connection: an incoming one is connected at once, an outgoing one when the
+    /// host says so.
+    fn new(torrent: Option<TorrentId>, addr: SocketAddr, outgoing: bool, peer: PeerConn) -> Self {
+        Self {
+            torrent,
+            addr,
+            outgoing,
+            connected: !outgoing,
+            peer,
+            reads_in_flight: 0,
+            send_flagged: false,
+            counted: false,
+            their_ut_metadata: None,
+            their_ut_pex: None,
+            listen_port: None,
+            pex_sent: Vec::new(),
+            last_pex: None,
+        }
+    }
+
     /// The address other peers can dial this peer at: where we dialed it, or its
     /// advertised listen port for an incoming connection.
     pub(crate) fn dialable(&self) -> Option<SocketAddr> {
@@ -595,24 +615,7 @@ impl Session {
         }
         let peer =
             PeerConn::new_incoming(self.config.peer, now, self.config.peer_id, Self::reserved());
-        self.conns.insert(
-            id,
-            Conn {
-                torrent: None,
-                addr,
-                outgoing: false,
-                connected: true,
-                peer,
-                reads_in_flight: 0,
-                send_flagged: false,
-                counted: false,
-                their_ut_metadata: None,
-                their_ut_pex: None,
-                listen_port: None,
-                pex_sent: Vec::new(),
-                last_pex: None,
-            },
-        );
+        self.conns.insert(id, Conn::new(None, addr, false, peer));
         id
     }
 
@@ -1114,24 +1117,8 @@ impl Session {
                     self.config.peer_id,
                     Self::reserved(),
                 );
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        torrent: Some(id),
-                        addr,
-                        outgoing: true,
-                        connected: false,
-                        peer,
-                        reads_in_flight: 0,
-                        send_flagged: false,
-                        counted: false,
-                        their_ut_metadata: None,
-                        their_ut_pex: None,
-                        listen_port: None,
-                        pex_sent: Vec::new(),
-                        last_pex: None,
-                    },
-                );
+                self.conns
+                    .insert(conn, Conn::new(Some(id), addr, true, peer));
                 self.actions.push_back(Action::Connect {
                     conn,
                     torrent: id,
