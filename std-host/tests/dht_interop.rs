@@ -15,70 +15,35 @@
 //! btcore runs with `RUST_LOG=debug` (`BTCORE_INTEROP_LOG` to change) so a failure
 //! shows dialing, closing and DHT lookup lines.
 
-use std::collections::HashSet;
+use common::{
+    btcore_cmd, free_port, local, require, Case, Config, Deadline, Rng, Tool, BTCORE, PYTHON,
+};
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const BTCORE: &str = env!("CARGO_BIN_EXE_btcore");
-const PYTHON: &str = "/usr/bin/python3";
+mod common;
+
 /// The longest one step (a node answering, a download) may take.
 const STEP: Duration = Duration::from_secs(45);
 /// Given to the processes that stop themselves, a little past what a case may take.
 const PROC_SECS: u64 = 90;
 const SIZE: usize = 3 * 1024 * 1024;
 
-// ------------------------------------------------------------------ gating
+const CONFIG: Config = Config {
+    dir_prefix: "btcore-dht-interop",
+    deadline: Deadline::Step(STEP),
+    poll: Duration::from_millis(100),
+    log_tail: 6000,
+    btcore_exit_hint: false,
+};
 
 /// Whether python3-libtorrent imports. When it does not, the case is skipped, or fails
 /// under `BTCORE_INTEROP=1`.
 fn require_libtorrent() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var("BTCORE_INTEROP").as_deref() == Ok("1") {
-        panic!(
-            "BTCORE_INTEROP=1 but `{PYTHON} -c 'import libtorrent'` fails \
-             (apt-get install python3-libtorrent)"
-        );
-    }
-    println!("skipped: python3-libtorrent not installed");
-    false
-}
-
-// ------------------------------------------------------------------ ports
-
-/// A port free for TCP and UDP on 127.0.0.1, never handed out twice in this process.
-fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let given = given.get_or_insert_with(HashSet::new);
-    for _ in 0..200 {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = t.local_addr().expect("local addr").port();
-        if !given.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
-}
-
-fn local(port: u16) -> String {
-    format!("127.0.0.1:{port}")
+    require(&[Tool::Libtorrent], "apt-get install python3-libtorrent")
 }
 
 // ------------------------------------------------------------------ KRPC probes
@@ -143,189 +108,7 @@ fn parse_hex20(hex: &str) -> [u8; 20] {
     out
 }
 
-// ------------------------------------------------------------------ content
-
-/// xorshift64*: deterministic content without a dependency.
-fn content(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    for chunk in v.chunks_mut(8) {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        let x = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        chunk.copy_from_slice(&x[..chunk.len()]);
-    }
-    v
-}
-
-// ------------------------------------------------------------------ processes
-
-/// A child process, killed (by its PID, SIGKILL) and reaped when dropped; its output
-/// goes to log files.
-struct Proc {
-    name: String,
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    /// A seeder or a DHT node: its exit is an error.
-    must_live: bool,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn poll(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    fn printed(&self, needle: &str) -> bool {
-        [&self.out, &self.err]
-            .iter()
-            .any(|p| fs::read(p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)))
-    }
-
-    fn log_tail(&self) -> String {
-        let tail = |p: &Path| {
-            let b = fs::read(p).unwrap_or_default();
-            let from = b.len().saturating_sub(6000);
-            String::from_utf8_lossy(&b[from..]).replace('\r', "\n")
-        };
-        format!(
-            "----- {} ({}) stdout:\n{}\n----- {} stderr:\n{}\n",
-            self.name,
-            match self.status {
-                Some(s) => format!("exited: {s}"),
-                None => format!("running, pid {}", self.child.id()),
-            },
-            tail(&self.out),
-            self.name,
-            tail(&self.err)
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.poll().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// One case: a scratch directory, the processes it started, its clock.
-struct Case {
-    name: &'static str,
-    dir: PathBuf,
-    procs: Vec<Proc>,
-    start: Instant,
-}
-
 impl Case {
-    fn new(name: &'static str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "btcore-dht-interop-{name}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Self {
-            name,
-            dir,
-            procs: Vec::new(),
-            start: Instant::now(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        let p = self.dir.join(rel);
-        fs::create_dir_all(&p).expect("create dir");
-        p
-    }
-
-    fn spawn(&mut self, name: &str, mut cmd: Command, must_live: bool) -> usize {
-        let logs = self.path("logs");
-        let out = logs.join(format!("{name}.out"));
-        let err = logs.join(format!("{name}.err"));
-        cmd.stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("log file"))
-            .stderr(fs::File::create(&err).expect("log file"));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| self.fail(&format!("starting {name}: {e}")));
-        self.procs.push(Proc {
-            name: name.to_string(),
-            child,
-            out,
-            err,
-            must_live,
-            status: None,
-        });
-        self.procs.len() - 1
-    }
-
-    fn secs(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-
-    fn fail(&self, msg: &str) -> ! {
-        let logs: String = self.procs.iter().map(Proc::log_tail).collect();
-        panic!("{}: {msg} (after {:.1} s)\n{logs}", self.name, self.secs())
-    }
-
-    /// Polls `cond` until it holds; fails at the deadline or when a process that must
-    /// live has exited.
-    fn wait_until(&mut self, what: &str, mut cond: impl FnMut(&mut Self) -> bool) {
-        let end = Instant::now() + STEP;
-        loop {
-            if cond(self) {
-                println!("{}: {what}: done at {:.1} s", self.name, self.secs());
-                return;
-            }
-            for i in 0..self.procs.len() {
-                if self.procs[i].must_live {
-                    if let Some(s) = self.procs[i].poll() {
-                        let msg = format!(
-                            "{} exited ({s}) while waiting for {what}",
-                            self.procs[i].name
-                        );
-                        self.fail(&msg);
-                    }
-                }
-            }
-            if Instant::now() >= end {
-                self.fail(&format!("timed out waiting for {what}"));
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits for process `i` to exit, and fails unless it exits with status 0.
-    fn wait_success(&mut self, i: usize) {
-        let name = self.procs[i].name.clone();
-        self.wait_until(&format!("{name} to finish"), |c| {
-            c.procs[i].poll().is_some()
-        });
-        let status = self.procs[i].status.expect("exited");
-        if !status.success() {
-            self.fail(&format!("{name} exited with {status}"));
-        }
-    }
-
-    fn wait_output(&mut self, i: usize, needle: &str) {
-        let what = format!("{needle:?} from {}", self.procs[i].name);
-        self.wait_until(&what, |c| c.procs[i].printed(needle));
-    }
-
-    fn wait_tcp(&mut self, port: u16) {
-        self.wait_until(&format!("TCP port {port} to listen"), |_| {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-
     fn wait_dht(&mut self, port: u16) {
         self.wait_until(&format!("the DHT node on UDP {port} to answer"), |_| {
             dht_ping(port)
@@ -344,7 +127,7 @@ impl Case {
     }
 
     /// Fails unless `got` holds exactly `want`.
-    fn check_data(&self, got: &Path, want: &[u8]) {
+    fn check_bytes(&self, got: &Path, want: &[u8]) {
         let data =
             fs::read(got).unwrap_or_else(|e| self.fail(&format!("reading {}: {e}", got.display())));
         if data.len() != want.len() {
@@ -359,31 +142,13 @@ impl Case {
             self.fail(&format!("{}: differs at byte {at}", got.display()));
         }
     }
-
-    fn finish(self) {
-        println!("{}: passed in {:.1} s", self.name, self.secs());
-    }
-}
-
-impl Drop for Case {
-    fn drop(&mut self) {
-        // Processes first (they may hold files in the directory), then the directory.
-        self.procs.clear();
-        if std::env::var_os("BTCORE_INTEROP_KEEP").is_some() {
-            println!("{}: kept {}", self.name, self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 // ------------------------------------------------------------------ commands
 
+/// `btcore ARGS` (this build's), logging at `debug` unless `BTCORE_INTEROP_LOG` says.
 fn btcore(args: &[&str]) -> Command {
-    let mut c = Command::new(BTCORE);
-    let level = std::env::var("BTCORE_INTEROP_LOG").unwrap_or_else(|_| "debug".into());
-    c.args(args).env("RUST_LOG", level);
-    c
+    btcore_cmd(BTCORE, "debug", args)
 }
 
 /// A tracker-less torrent of `src` made by `btcore create`: (torrent, magnet link,
@@ -420,7 +185,7 @@ fn btcore_create(case: &Case, src: &Path) -> (PathBuf, String, [u8; 20]) {
 
 /// `DIR/src/dht-data.bin` with `SIZE` bytes of content; returns (file, bytes).
 fn make_source(case: &Case, seed: u64) -> (PathBuf, Vec<u8>) {
-    let data = content(SIZE, seed);
+    let data = Rng(seed).bytes(SIZE);
     let file = case.path("src").join("dht-data.bin");
     fs::write(&file, &data).expect("write content");
     (file, data)
@@ -476,14 +241,12 @@ fn btcore_download(magnet: &str, dir: &Path, port: u16, boot: &[u16]) -> Command
     c
 }
 
-fn lt_dht_py() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/lt_dht.py")
-}
-
 /// `lt_dht.py MODE ARGS... --port P --bootstrap 127.0.0.1:B,...`.
 fn libtorrent(mode: &str, args: &[&std::ffi::OsStr], port: u16, boot: &[u16]) -> Command {
     let mut c = Command::new(PYTHON);
-    c.arg(lt_dht_py()).arg(mode).args(args);
+    c.arg(common::interop_script("lt_dht.py"))
+        .arg(mode)
+        .args(args);
     c.args(["--port", &port.to_string()]);
     let boot: Vec<String> = boot.iter().map(|b| local(*b)).collect();
     c.args(["--bootstrap", &boot.join(",")]);
@@ -496,7 +259,7 @@ fn libtorrent(mode: &str, args: &[&std::ffi::OsStr], port: u16, boot: &[u16]) ->
 /// btcore alone: a DHT node, a seeder and a downloader of a tracker-less magnet link.
 #[test]
 fn btcore_seed_to_btcore_download_over_dht() {
-    let mut case = Case::new("btcore-btcore");
+    let mut case = Case::new("btcore-btcore", CONFIG);
     let (src, data) = make_source(&case, 0xd47_0001);
     let (torrent, magnet, info_hash) = btcore_create(&case, &src);
     let (boot, seed_port, dl_port) = (free_port(), free_port(), free_port());
@@ -509,7 +272,7 @@ fn btcore_seed_to_btcore_download_over_dht() {
         btcore_seed(&torrent, &src_dir, seed_port, &[boot]),
         true,
     );
-    case.wait_tcp(seed_port);
+    case.wait_port(seed_port);
     // The seeder's announce is in the DHT before the downloader's one lookup.
     case.wait_stored(&[boot], &info_hash, seed_port);
 
@@ -520,7 +283,7 @@ fn btcore_seed_to_btcore_download_over_dht() {
         false,
     );
     case.wait_success(dl);
-    case.check_data(&out.join("dht-data.bin"), &data);
+    case.check_bytes(&out.join("dht-data.bin"), &data);
     case.finish();
 }
 
@@ -532,7 +295,7 @@ fn libtorrent_seed_to_btcore_download_over_dht() {
     if !require_libtorrent() {
         return;
     }
-    let mut case = Case::new("lt-btcore");
+    let mut case = Case::new("lt-btcore", CONFIG);
     let (src, data) = make_source(&case, 0xd47_0002);
     let (torrent, magnet, info_hash) = btcore_create(&case, &src);
     let (boot, lt_node, lt_seed, dl_port) = (free_port(), free_port(), free_port(), free_port());
@@ -568,7 +331,7 @@ fn libtorrent_seed_to_btcore_download_over_dht() {
         false,
     );
     case.wait_success(dl);
-    case.check_data(&out.join("dht-data.bin"), &data);
+    case.check_bytes(&out.join("dht-data.bin"), &data);
     case.finish();
 }
 
@@ -579,7 +342,7 @@ fn btcore_seed_to_libtorrent_download_over_dht() {
     if !require_libtorrent() {
         return;
     }
-    let mut case = Case::new("btcore-lt");
+    let mut case = Case::new("btcore-lt", CONFIG);
     let (src, data) = make_source(&case, 0xd47_0003);
     let (torrent, magnet, info_hash) = btcore_create(&case, &src);
     let (boot, lt_node, seed_port, lt_dl) = (free_port(), free_port(), free_port(), free_port());
@@ -595,7 +358,7 @@ fn btcore_seed_to_libtorrent_download_over_dht() {
         btcore_seed(&torrent, &src_dir, seed_port, &[boot]),
         true,
     );
-    case.wait_tcp(seed_port);
+    case.wait_port(seed_port);
     case.wait_stored(&[boot, lt_node], &info_hash, seed_port);
 
     let out = case.path("dl");
@@ -610,6 +373,6 @@ fn btcore_seed_to_libtorrent_download_over_dht() {
         false,
     );
     case.wait_success(dl);
-    case.check_data(&out.join("dht-data.bin"), &data);
+    case.check_bytes(&out.join("dht-data.bin"), &data);
     case.finish();
 }

@@ -101,4 +101,5 @@ fn unescape(s: &str) -> String {
     out
 }
 
+pub mod fuzz_checks;
 pub mod sim;

@@ -1,0 +1,458 @@
+//! The checks behind the cargo-fuzz targets in `fuzz/fuzz_targets/`: each target is a
+//! one-line call to its function here, and `tests/tests/fuzz_seeds.rs` replays the
+//! committed seeds (`fuzz/corpus/<target>/`) through the same functions on stable.
+//!
+//! Each check panics when an invariant fails and returns whether the parser under test
+//! accepted the input (rejection is fine).
+
+use btcore_core::bencode::{self, decode_vec, encode_value, Document, Encoder, Kind, Token, Value};
+use btcore_core::hash::sha1;
+use btcore_core::ids::PieceIndex;
+use btcore_core::magnet::{decode_into, Magnet, MagnetLimits};
+use btcore_core::metainfo::{self, Metainfo};
+use btcore_core::wire::{self, Handshake, Status};
+use std::collections::BTreeSet;
+
+// ---------------------------------------------------------------------------------------
+// bencode_decode
+// ---------------------------------------------------------------------------------------
+
+/// Tokens in the fixed buffer: small enough that the fuzzer hits `TooManyTokens`.
+const SLICE_TOKENS: usize = 64;
+
+/// Visits `v` and everything under it; returns the number of values seen.
+fn walk(input: &[u8], v: Value<'_>) -> usize {
+    let span = v.span();
+    assert!(span.start < span.end && span.end <= input.len());
+    assert_eq!(v.raw(), &input[span.clone()]);
+    match v.kind() {
+        Kind::Int => {
+            assert!(v.as_int().is_some());
+            assert!(v.as_bytes().is_none() && v.as_list().is_none() && v.as_dict().is_none());
+            1
+        }
+        Kind::Bytes => {
+            let b = v.as_bytes().expect("a string has bytes");
+            assert!(v.raw().ends_with(b));
+            let _ = v.as_str();
+            assert!(v.as_int().is_none());
+            1
+        }
+        Kind::List => {
+            let l = v.as_list().expect("a list");
+            let mut seen = 1;
+            let mut n = 0;
+            for item in l.iter() {
+                assert!(item.span().start >= span.start && item.span().end <= span.end);
+                seen += walk(input, item);
+                n += 1;
+            }
+            assert_eq!(n, l.len());
+            assert_eq!(l.is_empty(), n == 0);
+            seen
+        }
+        Kind::Dict => {
+            let d = v.as_dict().expect("a dict");
+            let mut seen = 1;
+            let mut n = 0;
+            for (k, item) in d.iter() {
+                // Keys are unique, so looking one up finds this very value.
+                let found = d.get(k).expect("a present key is found");
+                assert_eq!(found.span(), item.span());
+                seen += 1 + walk(input, item);
+                n += 1;
+            }
+            assert_eq!(n, d.len());
+            assert_eq!(d.is_empty(), n == 0);
+            seen
+        }
+    }
+}
+
+fn check_doc(input: &[u8], doc: &Document<'_>) {
+    assert!(doc.consumed() >= 1 && doc.consumed() <= input.len());
+    assert_eq!(walk(input, doc.root()), doc.token_count());
+    let mut out = Vec::new();
+    encode_value(&doc.root(), &mut Encoder::new(&mut out)).expect("Vec never fails");
+    assert!(!out.is_empty());
+    let _ = format!("{:?}", doc.root());
+}
+
+/// `bencode_decode`: decodes with a fixed token slice and with `decode_vec`, under the
+/// default limits and tight ones, and walks every value of what decodes. Must never
+/// panic; the two token stores must agree.
+pub fn bencode_decode(data: &[u8]) -> bool {
+    let tight = bencode::Limits {
+        max_depth: 8,
+        max_tokens: 1000,
+        max_string_len: 64,
+        allow_trailing: false,
+        max_unsorted_work: 100,
+    };
+    let mut any_ok = false;
+    for limits in [bencode::Limits::default(), tight] {
+        let mut slice = [Token::default(); SLICE_TOKENS];
+        let fixed = bencode::decode(data, &mut slice, &limits);
+        if let Ok(doc) = &fixed {
+            check_doc(data, doc);
+        }
+        let fixed = fixed.map(|d| (d.consumed(), d.token_count()));
+
+        let mut vec = Vec::new();
+        let grown = decode_vec(data, &mut vec, &limits);
+        if let Ok(doc) = &grown {
+            check_doc(data, doc);
+        }
+        let grown = grown.map(|d| (d.consumed(), d.token_count()));
+
+        any_ok |= grown.is_ok();
+        // The token store only matters when the fixed one runs out.
+        match (fixed, grown) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Ok(a), Err(e)) => panic!("slice decoded {a:?}, vec failed: {e}"),
+            (Err(e), Ok((_, n))) => assert!(
+                e.kind == bencode::ErrorKind::TooManyTokens && n > SLICE_TOKENS,
+                "{e} vs {n}"
+            ),
+            // A full slice stops the decoder before a later error the vector reaches.
+            (Err(a), Err(b)) => assert!(a == b || a.kind == bencode::ErrorKind::TooManyTokens),
+        }
+    }
+    any_ok
+}
+
+// ---------------------------------------------------------------------------------------
+// bencode_roundtrip
+// ---------------------------------------------------------------------------------------
+
+fn encode(v: &Value<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_value(v, &mut Encoder::new(&mut out)).expect("Vec never fails");
+    out
+}
+
+/// `bencode_roundtrip`: whatever decodes re-encodes to a canonical form that is a
+/// fixpoint (decoding the encoding and encoding again gives the same bytes); the root's
+/// raw span is exactly the consumed prefix of the input.
+pub fn bencode_roundtrip(data: &[u8]) -> bool {
+    let limits = bencode::Limits::default();
+    let mut tokens = Vec::new();
+    let Ok(doc) = decode_vec(data, &mut tokens, &limits) else {
+        return false;
+    };
+    let consumed = doc.consumed();
+    let root = doc.root();
+    assert_eq!(root.span(), 0..consumed);
+    assert_eq!(root.raw(), &data[..consumed]);
+
+    let first = encode(&root);
+    let mut tokens2 = Vec::new();
+    let doc2 = decode_vec(&first, &mut tokens2, &limits).expect("canonical form decodes");
+    assert_eq!(doc2.consumed(), first.len());
+    assert_eq!(doc2.token_count(), doc.token_count());
+    assert_eq!(doc2.root().kind(), root.kind());
+    let second = encode(&doc2.root());
+    assert_eq!(first, second, "canonical form is not a fixpoint");
+    assert!(first.len() <= consumed, "canonical form is never longer");
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// metainfo
+// ---------------------------------------------------------------------------------------
+
+/// Room for the longest sanitized path: 65 elements of at most 255 bytes plus `/`s.
+const PATH_BUF: usize = 1 << 15;
+
+fn assert_safe_path(p: &str) {
+    assert!(!p.is_empty(), "empty path");
+    assert!(
+        !p.starts_with('/') && !p.contains('\\'),
+        "not relative: {p:?}"
+    );
+    for e in p.split('/') {
+        assert!(
+            !e.is_empty() && e != "." && e != "..",
+            "bad element in {p:?}"
+        );
+        assert!(!e.contains(':'), "drive or stream in {p:?}");
+    }
+}
+
+/// `metainfo`: parses a `.torrent` and, when that succeeds, calls every accessor. Every
+/// path the host would create must be relative, with no `..`, `.` or empty element, and
+/// no two files may land on the same path.
+pub fn metainfo(data: &[u8]) -> bool {
+    let mut tokens = Vec::new();
+    let Ok(m) = Metainfo::parse_vec(data, &mut tokens, &metainfo::Limits::default()) else {
+        return false;
+    };
+    assert_eq!(m.info_hash().0, sha1(m.info_bytes()));
+    let _ = (
+        m.info().len(),
+        m.root().len(),
+        m.name(),
+        m.is_hybrid(),
+        m.is_private(),
+    );
+    let _ = (m.announce(), m.creation_date(), m.comment(), m.created_by());
+    let _ = m.announce_tiers().map(|t| t.count()).sum::<usize>();
+    let _ = m.trackers().count();
+    let _ = m.url_list().count();
+
+    let g = m.geometry();
+    let n = m.num_pieces();
+    assert!(n >= 1 && n == g.num_pieces() && m.piece_length() == g.piece_len());
+    assert!(m.piece_hash(PieceIndex(0)).is_some());
+    assert!(m.piece_hash(PieceIndex(n - 1)).is_some());
+    assert!(m.piece_hash(PieceIndex(n)).is_none());
+    assert!(m.piece_hash(PieceIndex(u32::MAX)).is_none());
+    let last = g.piece(n - 1).expect("last piece");
+    assert!(g.piece_size(last) >= 1 && g.piece_size(last) <= g.piece_len());
+    assert_eq!(
+        g.piece_offset(last) + u64::from(g.piece_size(last)),
+        m.total_size()
+    );
+    assert!(g.block(last, 0).is_some());
+
+    let mut buf = vec![0u8; PATH_BUF];
+    let (mut count, mut offset) = (0u32, 0u64);
+    for f in m.files() {
+        assert_eq!((f.index, f.offset), (count, offset));
+        let _ = f.raw_path().count();
+        let _ = f.symlink_target().map(|t| t.count());
+        let p = f.write_path(&mut buf).expect("a path fits PATH_BUF");
+        assert_safe_path(p);
+        count += 1;
+        offset += f.length;
+    }
+    assert_eq!(count, m.num_files());
+    assert_eq!(offset, m.total_size());
+    assert!(m.is_multi_file() || count == 1);
+
+    let Ok(layout) = m.layout() else {
+        return true;
+    };
+    assert_eq!(layout.len(), count as usize);
+    let mut files = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    for (i, spec) in layout.iter().enumerate() {
+        assert_eq!(spec.index as usize, i);
+        if let Some(t) = &spec.symlink_target {
+            assert_safe_path(t);
+        }
+        if spec.attr.pad {
+            assert!(spec.path.is_empty());
+            continue;
+        }
+        assert_safe_path(&spec.path);
+        let lower = spec.path.to_ascii_lowercase();
+        for (at, _) in lower.match_indices('/') {
+            dirs.insert(lower[..at].to_string());
+        }
+        assert!(files.insert(lower), "two files on {:?}", spec.path);
+    }
+    assert!(files.is_disjoint(&dirs), "a file on a directory's path");
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// magnet
+// ---------------------------------------------------------------------------------------
+
+/// `magnet`: parses a magnet link; what parses is written back with `write_uri`, and
+/// that canonical link parses to the same info-hash and writes back the same (the
+/// canonical form is a fixpoint).
+pub fn magnet(data: &[u8]) -> bool {
+    let Ok(m) = Magnet::parse(data) else {
+        return false;
+    };
+    assert_eq!(m.as_bytes(), data);
+    let _ = (m.has_btmh(), m.dropped().total(), m.is_truncated());
+    let mut buf = vec![0u8; data.len()];
+    if let Some(name) = m.name() {
+        let lazy = name
+            .collect::<Result<Vec<u8>, _>>()
+            .expect("a parsed name decodes");
+        let into = m.name_into(&mut buf).expect("decodes").expect("has a name");
+        assert_eq!(lazy, into);
+    } else {
+        assert!(m.name_raw().is_none());
+    }
+    for (i, raw) in m.trackers().iter().enumerate() {
+        assert_eq!(m.tracker(i), Some(*raw));
+        decode_into(raw, &mut buf).expect("a parsed tracker decodes");
+    }
+    for (i, raw) in m.web_seeds().iter().enumerate() {
+        assert_eq!(m.web_seed(i), Some(*raw));
+        decode_into(raw, &mut buf).expect("a parsed web seed decodes");
+    }
+    assert!(m.peers().count() <= m.peers_raw().len());
+
+    let mut uri = String::new();
+    m.write_uri(&mut uri).expect("write_uri into a String");
+    assert_eq!(uri, m.to_string());
+    // Escaping can triple a value, so the written link may exceed the default 8 KiB.
+    let roomy = MagnetLimits {
+        max_uri_len: usize::MAX,
+        ..MagnetLimits::DEFAULT
+    };
+    let again = Magnet::parse_with(uri.as_bytes(), &roomy).expect("the written link parses");
+    assert_eq!(again.info_hash(), m.info_hash());
+    assert_eq!(again.trackers().len(), m.trackers().len());
+    assert_eq!(again.web_seeds().len(), m.web_seeds().len());
+    assert_eq!(again.peers_raw().len(), m.peers_raw().len());
+    let mut uri2 = String::new();
+    again.write_uri(&mut uri2).expect("write_uri into a String");
+    assert_eq!(uri, uri2, "the canonical link is not a fixpoint");
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// wire_framing
+// ---------------------------------------------------------------------------------------
+
+/// `wire_framing`: decodes a peer wire stream. `wire::fuzz_decode` (handshake, then
+/// frames under default and tight limits, each re-encoded to its source bytes) must
+/// hold, and a plain `wire::decode` loop over the stream must make progress and stop
+/// cleanly. Accepted: at least one message decoded.
+pub fn wire_framing(data: &[u8]) -> bool {
+    assert!(wire::fuzz_decode(data), "wire codec invariant failed");
+
+    let mut rest = data;
+    if let Ok(Status::Complete((_, used))) = Handshake::parse(data) {
+        assert_eq!(used, wire::HANDSHAKE_LEN);
+        rest = &data[used..];
+    }
+    let limits = wire::Limits::default();
+    let mut messages = 0;
+    loop {
+        match wire::decode(rest, &limits) {
+            Ok(Status::Complete((msg, used))) => {
+                assert!(used >= 4 && used <= rest.len());
+                assert_eq!(msg.encoded_len(), used);
+                let mut out = vec![0u8; used];
+                assert_eq!(msg.encode(&mut out), Ok(used));
+                assert_eq!(out, rest[..used]);
+                let _ = (msg.id(), msg.piece_block());
+                rest = &rest[used..];
+                messages += 1;
+            }
+            Ok(Status::Partial { needed }) => {
+                assert!(needed >= 1);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_peer_fault());
+                break;
+            }
+        }
+    }
+    messages > 0
+}
+
+// ---------------------------------------------------------------------------------------
+// krpc
+// ---------------------------------------------------------------------------------------
+
+fn krpc_encode(m: &btcore_core::dht::krpc::Message<'_>) -> Vec<u8> {
+    use btcore_core::dht::krpc;
+    let mut out = vec![0u8; 4 * krpc::MAX_DATAGRAM];
+    let n = m
+        .encode(&mut out)
+        .expect("a parsed message fits four times its limit");
+    out.truncate(n);
+    out
+}
+
+fn krpc_fields(m: &btcore_core::dht::krpc::Message<'_>) -> String {
+    use btcore_core::dht::krpc::Body;
+    match &m.body {
+        Body::Query(q) => format!("q {:?} {:?}", m.tid, q),
+        Body::Response(r) => format!(
+            "r {:?} {:?} {:?} {:?} {:?} {:?}",
+            m.tid,
+            r.id,
+            r.nodes.iter().collect::<Vec<_>>(),
+            r.nodes6.iter().collect::<Vec<_>>(),
+            r.values.iter().collect::<Vec<_>>(),
+            r.token
+        ),
+        Body::Error(e) => format!("e {:?} {:?}", m.tid, e),
+    }
+}
+
+/// `krpc`: parses a KRPC datagram (BEP 5). Whatever parses must re-encode, and the
+/// re-encoding must parse to the same message and be a fixed point
+/// (encode(parse(encode(m))) == encode(m)).
+pub fn krpc(data: &[u8]) -> bool {
+    use btcore_core::dht::krpc;
+    let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
+    let Ok(m) = krpc::parse(data, &mut tokens) else {
+        return false;
+    };
+    let once = krpc_encode(&m);
+    if once.len() > krpc::MAX_DATAGRAM {
+        // Defaults written out (`implied_port`, an empty error message) can push a
+        // message at the size limit over it; the parser rightly refuses that.
+        return true;
+    }
+    let mut tokens2 = [Token::default(); krpc::TOKENS_NEEDED];
+    let m2 = krpc::parse(&once, &mut tokens2).expect("our encoding parses");
+    assert_eq!(krpc_fields(&m), krpc_fields(&m2));
+    assert_eq!(krpc_encode(&m2), once);
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// pex
+// ---------------------------------------------------------------------------------------
+
+/// `pex`: parses a BEP 11 `ut_pex` payload. Never more than 50 addresses per list;
+/// whatever parses must re-encode to a payload that parses to the same addresses.
+pub fn pex(data: &[u8]) -> bool {
+    use btcore_core::pex::{write_pex, PexMessage, MAX_PEERS_PER_MESSAGE};
+    let Ok(m) = PexMessage::parse(data) else {
+        return false;
+    };
+    let added: Vec<_> = m.added().collect();
+    let dropped: Vec<_> = m.dropped().collect();
+    assert!(added.len() <= 2 * MAX_PEERS_PER_MESSAGE);
+    assert!(dropped.len() <= 2 * MAX_PEERS_PER_MESSAGE);
+    let mut out = Vec::new();
+    write_pex(&mut out, &added, &dropped).expect("Vec never fails");
+    let back = PexMessage::parse(&out).expect("our encoding parses");
+    let mut a2: Vec<_> = back.added().collect();
+    let mut a1 = added.clone();
+    a1.sort();
+    a2.sort();
+    assert_eq!(a1, a2);
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// lsd
+// ---------------------------------------------------------------------------------------
+
+/// `lsd`: parses a BEP 14 local service discovery datagram; whatever parses must write
+/// back and parse to the same port and hashes.
+pub fn lsd(data: &[u8]) -> bool {
+    use btcore_core::lsd::{parse, write_announce, MAX_DATAGRAM};
+    let Ok(a) = parse(data) else {
+        return false;
+    };
+    let hashes: Vec<_> = a.infohashes().collect();
+    let mut out = [0u8; MAX_DATAGRAM];
+    if let Ok(n) = write_announce(
+        &mut out,
+        a.port(),
+        &hashes,
+        a.cookie().unwrap_or_default(),
+        false,
+    ) {
+        let b = parse(&out[..n]).expect("our announce parses");
+        assert_eq!(b.port(), a.port());
+        assert!(b.infohashes().eq(hashes.iter().copied()));
+    }
+    true
+}
