@@ -336,7 +336,15 @@ impl Client {
             peer_id,
             stop: Arc::new(AtomicBool::new(false)),
             events_out: Vec::new(),
-            buf: vec![0u8; 256 * 1024],
+            // One socket read at most; small devices read in smaller bites.
+            buf: vec![
+                0u8;
+                if opts.low_memory {
+                    32 * 1024
+                } else {
+                    256 * 1024
+                }
+            ],
             down: Bucket::new(opts.download_limit),
             up: Bucket::new(opts.upload_limit),
             throttled_read: Vec::new(),

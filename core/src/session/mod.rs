@@ -118,7 +118,7 @@ impl SessionConfig {
             picker: PickerConfig::default().with_max_partials(16),
             max_peers_per_torrent: 20,
             max_connections: 50,
-            max_disk_bytes_in_flight: 1 << 20,
+            max_disk_bytes_in_flight: 512 << 10,
             max_reads_per_peer: 2,
             max_known_peers: 100,
             ..Self::new(peer_id)
