@@ -37,6 +37,8 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 rustup target list --installed | grep -q '^thumbv7em-none-eabihf$' || rustup target add thumbv7em-none-eabihf
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+# The C header is checked against a fresh cbindgen run (ffi/tests/c_api.rs).
+command -v cbindgen >/dev/null || cargo install cbindgen --locked
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 fi

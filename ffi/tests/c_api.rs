@@ -314,6 +314,12 @@ fn header_matches_cbindgen() {
         ])
         .output()
     else {
+        // CI installs cbindgen (scripts/test-all.sh) and sets BTCORE_INTEROP=1: there a
+        // missing cbindgen is a failure, never a silent skip.
+        assert!(
+            std::env::var("BTCORE_INTEROP").as_deref() != Ok("1"),
+            "cbindgen is not installed (cargo install cbindgen --locked)"
+        );
         eprintln!("cbindgen not installed: skipping");
         return;
     };
