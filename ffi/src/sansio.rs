@@ -612,6 +612,16 @@ pub extern "C" fn btcore_sansio_incoming(
     })
 }
 
+/// Runs a per-connection report on the handle, then collects the session's events.
+fn conn_event(h: *mut btcore_sansio, f: impl FnOnce(&mut Inner)) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        f(&mut s);
+        s.pump_events();
+        Ok(())
+    })
+}
+
 /// The connection asked by a `CONNECT` action is open. A connection the library has
 /// already closed is ignored (as in every per-connection call).
 #[no_mangle]
@@ -620,12 +630,7 @@ pub extern "C" fn btcore_sansio_connected(
     conn: u32,
     now_ms: u64,
 ) -> btcore_result {
-    guard(|| {
-        let mut s = handle(h)?;
-        s.session.handle_connected(now(now_ms), ConnId(conn));
-        s.pump_events();
-        Ok(())
-    })
+    conn_event(h, |s| s.session.handle_connected(now(now_ms), ConnId(conn)))
 }
 
 /// The connection asked by a `CONNECT` action could not be made.
@@ -635,11 +640,8 @@ pub extern "C" fn btcore_sansio_connect_failed(
     conn: u32,
     now_ms: u64,
 ) -> btcore_result {
-    guard(|| {
-        let mut s = handle(h)?;
-        s.session.handle_connect_failed(now(now_ms), ConnId(conn));
-        s.pump_events();
-        Ok(())
+    conn_event(h, |s| {
+        s.session.handle_connect_failed(now(now_ms), ConnId(conn))
     })
 }
 
@@ -650,11 +652,8 @@ pub extern "C" fn btcore_sansio_disconnected(
     conn: u32,
     now_ms: u64,
 ) -> btcore_result {
-    guard(|| {
-        let mut s = handle(h)?;
-        s.session.handle_disconnected(now(now_ms), ConnId(conn));
-        s.pump_events();
-        Ok(())
+    conn_event(h, |s| {
+        s.session.handle_disconnected(now(now_ms), ConnId(conn))
     })
 }
 

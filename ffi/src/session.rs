@@ -442,32 +442,35 @@ pub extern "C" fn btcore_session_add_peer(
     })
 }
 
+/// Runs `op` on torrent `id` of the session; `op` returns whether the torrent exists.
+fn torrent_op(
+    session: *mut btcore_session,
+    id: u32,
+    op: impl FnOnce(&mut Client, TorrentId) -> bool,
+) -> btcore_result {
+    guard(|| {
+        let b = self::session(session)?;
+        let mut c = b.shared.client()?;
+        if op(&mut c, TorrentId(id)) {
+            Ok(())
+        } else {
+            Err(BTCORE_NOT_FOUND)
+        }
+    })
+}
+
 /// Pauses torrent `id`: its peers are closed, `stopped` is announced, nothing is
 /// dialed or accepted until `btcore_session_resume`; what it has is kept (state
 /// `BTCORE_STATE_PAUSED`). `BTCORE_NOT_FOUND` for an unknown id. Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_session_pause(session: *mut btcore_session, id: u32) -> btcore_result {
-    guard(|| {
-        let b = self::session(session)?;
-        let mut c = b.shared.client()?;
-        if !c.pause(TorrentId(id)) {
-            return Err(BTCORE_NOT_FOUND);
-        }
-        Ok(())
-    })
+    torrent_op(session, id, |c, t| c.pause(t))
 }
 
 /// Resumes a paused torrent (`BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_session_resume(session: *mut btcore_session, id: u32) -> btcore_result {
-    guard(|| {
-        let b = self::session(session)?;
-        let mut c = b.shared.client()?;
-        if !c.resume(TorrentId(id)) {
-            return Err(BTCORE_NOT_FOUND);
-        }
-        Ok(())
-    })
+    torrent_op(session, id, |c, t| c.resume(t))
 }
 
 /// Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume
@@ -479,14 +482,7 @@ pub extern "C" fn btcore_session_remove(
     id: u32,
     delete_data: bool,
 ) -> btcore_result {
-    guard(|| {
-        let b = self::session(session)?;
-        let mut c = b.shared.client()?;
-        if !c.remove_torrent(TorrentId(id), delete_data) {
-            return Err(BTCORE_NOT_FOUND);
-        }
-        Ok(())
-    })
+    torrent_op(session, id, |c, t| c.remove_torrent(t, delete_data))
 }
 
 /// Writes resume data for every torrent now (into the settings' state directory, after
