@@ -21,12 +21,14 @@
 //! and writes. Nothing else holds a lock.
 
 use crate::disk::{DiskDone, DiskJob, DiskPool};
+use crate::encryption::{Encryption, KeySource, Link, Up};
 use crate::resume::{self, ResumeData, ResumeWriter};
 use crate::storage::{Storage, StorageConfig};
 use crate::tracker::{AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::mse;
 use btcore_core::session::{
     Action, AnnounceEvent, ConnId, Event, Session, SessionConfig, TorrentId, TorrentState,
     TorrentStatus,
@@ -79,6 +81,8 @@ pub struct ClientOptions {
     /// BEP 14 local service discovery (multicast on the LAN). Off by default: it
     /// reaches every machine on the local network. Never used for private torrents.
     pub lsd: bool,
+    /// Protocol encryption (MSE/PE) policy.
+    pub encryption: Encryption,
 }
 
 impl Default for ClientOptions {
@@ -97,6 +101,7 @@ impl Default for ClientOptions {
             upload_limit: 0,
             dht: None,
             lsd: false,
+            encryption: Encryption::default(),
         }
     }
 }
@@ -167,6 +172,10 @@ impl Bucket {
 struct Sock {
     stream: TcpStream,
     connecting: bool,
+    /// Plain, sniffing, in an encryption handshake, or encrypted.
+    link: Link,
+    /// Where we dialed (None: accepted).
+    dialed: Option<SocketAddr>,
     /// Bytes taken from the session and not yet written.
     out: Vec<u8>,
     out_pos: usize,
@@ -216,6 +225,8 @@ pub struct Client {
     throttled_write: Vec<ConnId>,
     dht: Option<crate::dht::DhtHost>,
     lsd: Option<crate::lsd::LsdHost>,
+    /// DH private keys for encryption handshakes.
+    keys: KeySource,
 }
 
 impl std::fmt::Debug for Client {
@@ -351,6 +362,7 @@ impl Client {
             throttled_write: Vec::new(),
             dht,
             lsd,
+            keys: KeySource::new(seed),
             opts,
         })
     }
@@ -707,6 +719,8 @@ impl Client {
                             Sock {
                                 stream,
                                 connecting: false,
+                                link: Link::incoming(self.opts.encryption),
+                                dialed: None,
                                 out: Vec::new(),
                                 out_pos: 0,
                             },
@@ -736,7 +750,11 @@ impl Client {
             }
             s.connecting = false;
             let _ = s.stream.set_nodelay(true);
-            self.session.handle_connected(now, conn);
+            // With an encryption handshake, the session learns of the connection
+            // once it is done.
+            if !s.link.dialing_handshake() {
+                self.session.handle_connected(now, conn);
+            }
         }
         self.flush(conn);
     }
@@ -758,22 +776,55 @@ impl Client {
             }
             match s.stream.read(&mut self.buf[..allowed]) {
                 Ok(0) => {
-                    self.drop_sock(conn);
-                    let now = self.now();
-                    self.session.handle_disconnected(now, conn);
+                    self.conn_lost(conn);
                     return;
                 }
                 Ok(n) => {
                     self.down.take(n);
-                    let now = self.now();
-                    self.session.handle_recv(now, conn, &self.buf[..n]);
+                    let now = Instant::from_millis(self.epoch.elapsed().as_millis() as u64 + 1);
+                    if let Link::Plain = s.link {
+                        self.session.handle_recv(now, conn, &self.buf[..n]);
+                        continue;
+                    }
+                    let had_out = s.out.len();
+                    let session = &mut self.session;
+                    let torrents = &self.torrents;
+                    let result = s.link.on_recv(
+                        &mut self.buf[..n],
+                        &mut s.out,
+                        self.opts.encryption,
+                        &mut self.keys,
+                        &mut |h| {
+                            torrents
+                                .values()
+                                .map(|t| t.info_hash)
+                                .find(|ih| mse::req2_hash(ih) == *h)
+                        },
+                        &mut |up| match up {
+                            Up::Data(b) => session.handle_recv(now, conn, b),
+                            Up::Established { outgoing, method } => {
+                                log::debug!("{conn:?}: encrypted handshake done, {method:?}");
+                                if outgoing {
+                                    session.handle_connected(now, conn);
+                                }
+                            }
+                        },
+                    );
+                    // Handshake replies, and the session's first bytes once established.
+                    let replies = s.out.len() > had_out || !s.link.negotiating();
+                    if let Err(e) = result {
+                        log::debug!("{conn:?}: {e}");
+                        self.conn_lost(conn);
+                        return;
+                    }
+                    if replies {
+                        self.flush(conn);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.drop_sock(conn);
-                    let now = self.now();
-                    self.session.handle_disconnected(now, conn);
+                    self.conn_lost(conn);
                     return;
                 }
             }
@@ -793,10 +844,15 @@ impl Client {
             if s.out_pos == s.out.len() {
                 s.out.clear();
                 s.out_pos = 0;
+                // The session speaks once any encryption handshake is done.
+                if s.link.negotiating() {
+                    return;
+                }
                 let n = self.session.poll_transmit(now, conn, &mut self.buf);
                 if n == 0 {
                     return;
                 }
+                s.link.encrypt(&mut self.buf[..n]);
                 s.out.extend_from_slice(&self.buf[..n]);
             }
             let allowed = self.up.available().min(s.out.len() - s.out_pos);
@@ -815,8 +871,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.drop_sock(conn);
-                    self.session.handle_disconnected(now, conn);
+                    self.conn_lost(conn);
                     return;
                 }
             }
@@ -889,34 +944,19 @@ impl Client {
     fn do_action(&mut self, a: Action) {
         let now = self.now();
         match a {
-            Action::Connect { conn, addr, .. } => match TcpStream::connect(addr) {
-                Ok(mut stream) => {
-                    log::debug!("dialing {addr} as {conn:?}");
-                    if self
-                        .poll
-                        .registry()
-                        .register(
-                            &mut stream,
-                            token(conn),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .is_ok()
-                    {
-                        self.socks.insert(
-                            conn,
-                            Sock {
-                                stream,
-                                connecting: true,
-                                out: Vec::new(),
-                                out_pos: 0,
-                            },
-                        );
-                    } else {
-                        self.session.handle_connect_failed(now, conn);
-                    }
+            Action::Connect {
+                conn,
+                torrent,
+                addr,
+            } => {
+                let link = match self.torrents.get(&torrent) {
+                    Some(t) => Link::outgoing(self.opts.encryption, t.info_hash, &mut self.keys),
+                    None => Link::Plain,
+                };
+                if !self.dial(conn, addr, link) {
+                    self.session.handle_connect_failed(now, conn);
                 }
-                Err(_) => self.session.handle_connect_failed(now, conn),
-            },
+            }
             Action::Send(conn) => self.flush(conn),
             Action::Close { conn, error } => {
                 match error {
@@ -983,6 +1023,77 @@ impl Client {
                 left,
             } => self.announce(torrent, event, uploaded, downloaded, left),
             _ => {}
+        }
+    }
+
+    /// Opens a connection to `addr` for `conn`; false when that failed at once.
+    fn dial(&mut self, conn: ConnId, addr: SocketAddr, mut link: Link) -> bool {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            return false;
+        };
+        log::debug!("dialing {addr} as {conn:?} ({link:?})");
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                token(conn),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let mut out = Vec::new();
+        link.drain_handshake(&mut out);
+        self.socks.insert(
+            conn,
+            Sock {
+                stream,
+                connecting: true,
+                link,
+                dialed: Some(addr),
+                out,
+                out_pos: 0,
+            },
+        );
+        true
+    }
+
+    /// A dialed connection ended: when it ended inside our encryption handshake and the
+    /// policy allows plain text, dial again in plain text under the same id (the
+    /// session never sees the first attempt); otherwise report it to the session.
+    fn conn_lost(&mut self, conn: ConnId) {
+        let now = self.now();
+        let retry = match self.socks.get(&conn) {
+            Some(s) if s.link.dialing_handshake() => {
+                if self.opts.encryption == Encryption::Preferred {
+                    s.dialed
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        // A dialed connection still in its encryption handshake is unknown to the
+        // session as a connection: to it, the dial failed.
+        let unannounced = self
+            .socks
+            .get(&conn)
+            .is_some_and(|s| s.link.dialing_handshake());
+        self.drop_sock(conn);
+        if let Some(addr) = retry {
+            log::debug!("{conn:?}: no encryption handshake from {addr}, dialing in plain text");
+            if self.dial(conn, addr, Link::Plain) {
+                return;
+            }
+            self.session.handle_connect_failed(now, conn);
+            return;
+        }
+        if unannounced {
+            self.session.handle_connect_failed(now, conn);
+        } else {
+            self.session.handle_disconnected(now, conn);
         }
     }
 

@@ -9,6 +9,7 @@ pub mod create;
 pub mod dht;
 pub mod disk;
 pub mod display;
+pub mod encryption;
 pub mod hash;
 pub mod info;
 pub mod lsd;

@@ -236,6 +236,10 @@ struct NetArgs {
     /// Find peers on the local network (BEP 14 multicast; never for private torrents).
     #[arg(long)]
     lsd: bool,
+    /// Protocol encryption (MSE/PE): disabled, allowed (accept it, dial plain),
+    /// preferred (dial with it, fall back to plain) or required (RC4 only).
+    #[arg(long, default_value = "preferred")]
+    encryption: btcore_host::encryption::Encryption,
     /// DHT UDP port (default: the listen port).
     #[arg(long, default_value_t = 0)]
     dht_port: u16,
@@ -455,6 +459,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         low_memory: n.low_memory,
         trackers: !n.no_trackers,
         lsd: n.lsd,
+        encryption: n.encryption,
         dht: (!n.no_dht).then(|| btcore_host::dht::DhtOptions {
             port: n.dht_port,
             bootstrap: n.bootstrap.clone(),

@@ -31,6 +31,7 @@ pub struct Opts {
     pub mode: Option<Mode>,
     pub dht: Option<btcore_host::dht::DhtOptions>,
     pub lsd: bool,
+    pub encryption: btcore_host::encryption::Encryption,
 }
 
 fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
@@ -56,6 +57,7 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
     let c = Client::new(ClientOptions {
         dht,
         lsd: o.lsd,
+        encryption: o.encryption,
         listen: o.listen,
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
@@ -555,6 +557,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         mode: a.mode,
         dht: Some(btcore_host::dht::DhtOptions::default()),
         lsd: false,
+        encryption: btcore_host::encryption::Encryption::default(),
     };
     seed(&out, &o)
 }

@@ -2,12 +2,14 @@
 """A python3-libtorrent driver for btcore's interoperability tests.
 
     lt.py create PATH OUT.torrent [--tracker URL] [--v1-only] [--piece-kib N]
-    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S]
-    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S]
+    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE]
+    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE]
 
 Everything listens on and talks to 127.0.0.1 only. `seed` checks the data in DIR and
 seeds until killed or the timeout; `download` exits 0 once the torrent is complete,
 1 on timeout. Status goes to stdout, one line a second; alerts worth seeing to stderr.
+--enc sets protocol encryption: "default" (libtorrent's: try it first, allow plain
+text), "rc4" (forced both ways, RC4 only) or "plain" (disabled both ways).
 """
 
 import argparse
@@ -18,8 +20,23 @@ import time
 import libtorrent as lt
 
 
-def make_session(port):
-    s = lt.session(
+ENC = {
+    "default": {},
+    "rc4": {
+        "out_enc_policy": 0,  # forced
+        "in_enc_policy": 0,
+        "allowed_enc_level": 2,  # rc4 only
+        "prefer_rc4": True,
+    },
+    "plain": {
+        "out_enc_policy": 2,  # disabled
+        "in_enc_policy": 2,
+    },
+}
+
+
+def make_session(port, enc="default"):
+    settings = dict(
         {
             "listen_interfaces": "127.0.0.1:%d" % port,
             "outgoing_interfaces": "127.0.0.1",
@@ -36,9 +53,10 @@ def make_session(port):
             | lt.alert.category_t.tracker_notification
             | lt.alert.category_t.connect_notification,
             "user_agent": "btcore-interop/libtorrent-" + lt.__version__,
-        }
+        },
+        **ENC[enc]
     )
-    return s
+    return lt.session(settings)
 
 
 def log_alerts(s):
@@ -73,7 +91,7 @@ def status_line(st):
 
 
 def run(args, want_complete):
-    s = make_session(args.port)
+    s = make_session(args.port, args.enc)
     h = add(s, args.torrent, args.dir)
     end = time.monotonic() + args.timeout
     last_connect = 0.0
@@ -130,6 +148,7 @@ def main():
         r.add_argument("--port", type=int, required=True)
         r.add_argument("--peer", type=int, action="append", default=[])
         r.add_argument("--timeout", type=float, default=120.0)
+        r.add_argument("--enc", choices=sorted(ENC), default="default")
     args = p.parse_args()
     if args.cmd == "create":
         return create(args)

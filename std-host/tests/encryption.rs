@@ -1,0 +1,393 @@
+//! Protocol encryption (MSE/PE) against real clients: libtorrent forcing RC4 in both
+//! directions, libtorrent refusing encryption (btcore falls back to plain text),
+//! transmission-cli requiring encryption, aria2 requiring RC4, and btcore with itself
+//! under every policy. Each case checks the data byte for byte, and btcore's debug log
+//! for the method the handshake settled on, so a case cannot pass in plain text by
+//! accident.
+//!
+//! Gated like `interop.rs`: a client that is not installed skips its cases unless
+//! `BTCORE_INTEROP=1` is set.
+
+use common::{
+    aria2, btcore_create, btcore_download, btcore_seed, free_port, libtorrent, require,
+    transmission, write_file, Aria2, Case, Config, Deadline, Empties, Rng, Tool,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+const STEP: Duration = Duration::from_secs(90);
+const CLIENT_TIMEOUT_SECS: u64 = 120;
+const SIZE: usize = 12 * 1024 * 1024 + 4321;
+const INSTALL: &str = "apt-get install transmission-cli aria2 python3-libtorrent";
+/// btcore's log level in these cases: the connection layer at debug level.
+const LOG: &str = "info,btcore_host::client=debug";
+
+const CONFIG: Config = Config {
+    dir_prefix: "btcore-encryption",
+    deadline: Deadline::Step(STEP),
+    poll: Duration::from_millis(200),
+    log_tail: 4000,
+    btcore_exit_hint: true,
+};
+
+/// `DIR/src/payload.bin` and a btcore-made torrent of it.
+fn payload(case: &Case) -> (PathBuf, PathBuf) {
+    let src = case.path("src").join("payload.bin");
+    write_file(&src, &Rng(0xE5C1).bytes(SIZE));
+    let torrent = btcore_create(case, &src, None);
+    (src, torrent)
+}
+
+fn with_policy(mut c: Command, policy: &str) -> Command {
+    c.args(["--encryption", policy]).env("RUST_LOG", LOG);
+    c
+}
+
+fn lt_enc(mut c: Command, enc: &str) -> Command {
+    c.args(["--enc", enc]);
+    c
+}
+
+/// Fails unless btcore process `i` logged a handshake that settled on `method`.
+fn assert_method(case: &Case, i: usize, method: &str) {
+    let needle = format!("encrypted handshake done, {method}");
+    if !case.procs[i].printed(&needle) {
+        case.fail(&format!("{} never logged {needle:?}", case.procs[i].name));
+    }
+}
+
+fn dst_of(case: &Case) -> PathBuf {
+    case.path("dst")
+}
+
+fn src_dir(src: &Path) -> PathBuf {
+    src.parent().expect("src dir").to_path_buf()
+}
+
+#[test]
+fn btcore_downloads_from_libtorrent_forcing_rc4() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("from-lt-rc4", CONFIG);
+    let (src, torrent) = payload(&case);
+    let (lport, bport) = (free_port(), free_port());
+    let l = case.spawn(
+        "libtorrent-seed",
+        lt_enc(
+            libtorrent(
+                "seed",
+                &torrent,
+                &src_dir(&src),
+                lport,
+                &[],
+                CLIENT_TIMEOUT_SECS,
+            ),
+            "rc4",
+        ),
+        true,
+    );
+    case.wait_output(l, "state=seeding");
+    let dst = dst_of(&case);
+    let b = case.spawn(
+        "btcore-download",
+        with_policy(
+            btcore_download(
+                &torrent,
+                &dst,
+                bport,
+                &[lport],
+                false,
+                CLIENT_TIMEOUT_SECS,
+                false,
+            ),
+            "preferred",
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&src, &dst, Empties::Required);
+    assert_method(&case, b, "Rc4");
+    case.finish();
+}
+
+#[test]
+fn libtorrent_forcing_rc4_downloads_from_btcore() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("lt-rc4-from-btcore", CONFIG);
+    let (src, torrent) = payload(&case);
+    let (lport, bport) = (free_port(), free_port());
+    // btcore only answers: the handshakes are libtorrent's (btcore as responder).
+    let b = case.spawn(
+        "btcore-seed",
+        with_policy(
+            btcore_seed(&torrent, &src_dir(&src), bport, &[], false),
+            "allowed",
+        ),
+        true,
+    );
+    case.wait_port(bport);
+    let dst = dst_of(&case);
+    let l = case.spawn(
+        "libtorrent-leech",
+        lt_enc(
+            libtorrent(
+                "download",
+                &torrent,
+                &dst,
+                lport,
+                &[bport],
+                CLIENT_TIMEOUT_SECS,
+            ),
+            "rc4",
+        ),
+        false,
+    );
+    case.wait_success(l);
+    case.check_data(&src, &dst, Empties::Required);
+    assert_method(&case, b, "Rc4");
+    case.finish();
+}
+
+#[test]
+fn btcore_requiring_encryption_with_default_libtorrent() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("required-with-lt-default", CONFIG);
+    let (src, torrent) = payload(&case);
+    let (lport, bport) = (free_port(), free_port());
+    let l = case.spawn(
+        "libtorrent-seed",
+        libtorrent(
+            "seed",
+            &torrent,
+            &src_dir(&src),
+            lport,
+            &[],
+            CLIENT_TIMEOUT_SECS,
+        ),
+        true,
+    );
+    case.wait_output(l, "state=seeding");
+    let dst = dst_of(&case);
+    let b = case.spawn(
+        "btcore-download",
+        with_policy(
+            btcore_download(
+                &torrent,
+                &dst,
+                bport,
+                &[lport],
+                false,
+                CLIENT_TIMEOUT_SECS,
+                false,
+            ),
+            "required",
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&src, &dst, Empties::Required);
+    assert_method(&case, b, "Rc4");
+    case.finish();
+}
+
+#[test]
+fn btcore_falls_back_to_plain_text_when_libtorrent_refuses_encryption() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("fallback-to-plain", CONFIG);
+    let (src, torrent) = payload(&case);
+    let (lport, bport) = (free_port(), free_port());
+    let l = case.spawn(
+        "libtorrent-seed",
+        lt_enc(
+            libtorrent(
+                "seed",
+                &torrent,
+                &src_dir(&src),
+                lport,
+                &[],
+                CLIENT_TIMEOUT_SECS,
+            ),
+            "plain",
+        ),
+        true,
+    );
+    case.wait_output(l, "state=seeding");
+    let dst = dst_of(&case);
+    let b = case.spawn(
+        "btcore-download",
+        with_policy(
+            btcore_download(
+                &torrent,
+                &dst,
+                bport,
+                &[lport],
+                false,
+                CLIENT_TIMEOUT_SECS,
+                false,
+            ),
+            "preferred",
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&src, &dst, Empties::Required);
+    if !case.procs[b].printed("dialing in plain text") {
+        case.fail("btcore never fell back to plain text");
+    }
+    case.finish();
+}
+
+#[test]
+fn btcore_downloads_from_transmission_requiring_encryption() {
+    if !require(&[Tool::Transmission], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("from-transmission-required", CONFIG);
+    let (src, torrent) = payload(&case);
+    let (tport, bport) = (free_port(), free_port());
+    let t = transmission(&case, "seed", &torrent, &src_dir(&src), tport);
+    // settings.json: "encryption": 2 is "require encrypted connections".
+    let settings = case.path("transmission-seed").join("settings.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(&settings).expect("settings")).expect("json");
+    v["encryption"] = 2.into();
+    fs::write(&settings, v.to_string()).expect("settings");
+    let ti = case.spawn("transmission-seed", t, true);
+    case.wait_output(ti, "Verification is done");
+    std::thread::sleep(Duration::from_millis(500));
+    let dst = dst_of(&case);
+    let b = case.spawn(
+        "btcore-download",
+        with_policy(
+            btcore_download(
+                &torrent,
+                &dst,
+                bport,
+                &[tport],
+                false,
+                CLIENT_TIMEOUT_SECS,
+                false,
+            ),
+            "preferred",
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&src, &dst, Empties::Required);
+    assert_method(&case, b, "Rc4");
+    case.finish();
+}
+
+#[test]
+fn aria2_requiring_rc4_downloads_from_btcore() {
+    if !require(&[Tool::Aria2], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("aria2-rc4-from-btcore", CONFIG);
+    let (src, torrent) = payload(&case);
+    let (aport, bport) = (free_port(), free_port());
+    let dst = dst_of(&case);
+    let mut a = aria2(
+        &case,
+        &torrent,
+        &dst,
+        aport,
+        Aria2::Leech,
+        CLIENT_TIMEOUT_SECS,
+    );
+    a.args(["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"]);
+    let ai = case.spawn("aria2-leech", a, false);
+    case.wait_port(aport);
+    let b = case.spawn(
+        "btcore-seed",
+        with_policy(
+            btcore_seed(&torrent, &src_dir(&src), bport, &[aport], false),
+            "preferred",
+        ),
+        true,
+    );
+    case.wait_success(ai);
+    case.check_data(&src, &dst, Empties::Required);
+    assert_method(&case, b, "Rc4");
+    case.finish();
+}
+
+/// btcore with itself: every pair of policies that can talk does, with the method
+/// expected; the pairs that cannot must not.
+#[test]
+fn btcore_with_itself_under_each_policy() {
+    let cases = [
+        ("preferred", "preferred", Some("Plaintext")),
+        ("required", "preferred", Some("Rc4")),
+        ("allowed", "required", Some("Rc4")),
+        ("disabled", "allowed", None),
+        ("disabled", "required", Some("refused")),
+        // `allowed` dials in plain text only (Transmission's "tolerated").
+        ("required", "allowed", Some("refused")),
+    ];
+    for (seed_policy, leech_policy, expect) in cases {
+        let mut case = Case::new("btcore-policies", CONFIG);
+        let (src, torrent) = payload(&case);
+        let (sport, lport) = (free_port(), free_port());
+        let s = case.spawn(
+            "btcore-seed",
+            with_policy(
+                btcore_seed(&torrent, &src_dir(&src), sport, &[], false),
+                seed_policy,
+            ),
+            true,
+        );
+        case.wait_port(sport);
+        let dst = dst_of(&case);
+        let timeout = if expect == Some("refused") { 6 } else { 60 };
+        let l = case.spawn(
+            "btcore-download",
+            with_policy(
+                btcore_download(&torrent, &dst, lport, &[sport], false, timeout, false),
+                leech_policy,
+            ),
+            false,
+        );
+        case.wait_until("the download to end", |c| c.procs[l].poll().is_some());
+        let ok = case.procs[l].status.is_some_and(|st| st.success());
+        match expect {
+            Some("refused") => {
+                if ok {
+                    case.fail(&format!(
+                        "seed {seed_policy} / download {leech_policy} must not connect"
+                    ));
+                }
+            }
+            other => {
+                if !ok {
+                    case.fail(&format!(
+                        "seed {seed_policy} / download {leech_policy} failed"
+                    ));
+                }
+                case.check_data(&src, &dst, Empties::Required);
+                match other {
+                    Some(m) => assert_method(&case, l, m),
+                    None => {
+                        if case.procs[l].printed("encrypted handshake done")
+                            || case.procs[s].printed("encrypted handshake done")
+                        {
+                            case.fail("an encryption handshake ran with encryption disabled");
+                        }
+                    }
+                }
+            }
+        }
+        case.finish();
+    }
+}
