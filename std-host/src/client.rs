@@ -1026,25 +1026,23 @@ impl Client {
             return;
         }
         // The torrent may already be gone from the session (the `stopped` announce).
-        client.announce(
-            std::time::Instant::now(),
-            AnnounceJob {
-                key: id.0,
-                tiers: t.trackers.clone(),
-                info_hash: t.info_hash,
-                peer_id: self.peer_id,
-                port: self.local_addr.port(),
-                uploaded,
-                downloaded,
-                left,
-                event: event.map(|e| match e {
-                    AnnounceEvent::Started => btcore_core::tracker::Event::Started,
-                    AnnounceEvent::Completed => btcore_core::tracker::Event::Completed,
-                    AnnounceEvent::Stopped => btcore_core::tracker::Event::Stopped,
-                }),
-                numwant: Some(50),
-            },
-        );
+        let job = AnnounceJob {
+            key: id.0,
+            tiers: t.trackers.clone(),
+            info_hash: t.info_hash,
+            peer_id: self.peer_id,
+            port: self.local_addr.port(),
+            uploaded,
+            downloaded,
+            left,
+            event: event.map(|e| match e {
+                AnnounceEvent::Started => btcore_core::tracker::Event::Started,
+                AnnounceEvent::Completed => btcore_core::tracker::Event::Completed,
+                AnnounceEvent::Stopped => btcore_core::tracker::Event::Stopped,
+            }),
+            numwant: Some(50),
+        };
+        client.announce(std::time::Instant::now(), job);
     }
 
     fn on_event(&mut self, e: Event) {
