@@ -50,8 +50,8 @@
 //!   failed lookup for [`NAME_RETRY`]). The retransmission schedule is BEP 15's
 //!   doubling one, but from a base of [`UDP_RETRY`] (or a third of the timeout, when
 //!   shorter) rather than 15 s, and each attempt ends at the configured timeout, so an
-//!   announce to a silent tracker fails within the timeout (15 s: sends at 0, 5 and
-//!   15 s) instead of BEP 15's hour. Connection ids are cached per tracker address for
+//!   announce to a silent tracker fails within the timeout (15 s: sends at 0 and 5 s,
+//!   gives up at 15 s) instead of BEP 15's hour. Connection ids are cached per tracker address for
 //!   60 s ([`UDP_CONNECTION_LIFETIME`]) and shared by every torrent; a cached id that
 //!   draws an error packet is dropped and the request made again after a new connect.
 //! - anything else (`wss://`, ...): an "unsupported tracker scheme" error.
