@@ -1,7 +1,9 @@
 //! The std host's event loop: one `mio` poll drives every peer connection of every
-//! torrent; disk and hashing run on [`crate::disk::DiskPool`]; trackers on
-//! [`crate::tracker::TrackerClient`]'s threads. The loop wakes on socket readiness, on
-//! a waker from the workers, or when the session's `poll_timeout` is due.
+//! torrent; disk and hashing run on [`crate::disk::DiskPool`]. Trackers go through
+//! [`crate::tracker::TrackerClient`]: UDP announces on this loop (its sockets, its
+//! timers), HTTP ones on its threads. The loop wakes on socket readiness, on a waker
+//! from the workers, or when the session's, the DHT's or the trackers' `poll_timeout`
+//! is due.
 //!
 //! ```text
 //!  loop {
@@ -9,6 +11,7 @@
 //!      accept / read → session.handle_incoming / handle_recv
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified
+//!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
 //!      tracker done  → session.handle_peers
 //!      session.handle_timeout(now) when due
 //!      drain session.poll_action(): Connect, Send, Close, Write, Read, Verify, Announce
@@ -41,7 +44,6 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +51,8 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const DHT: Token = Token(2);
 const LSD: Token = Token(3);
+/// The tracker client's UDP sockets (IPv4, IPv6).
+const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -211,7 +215,7 @@ pub struct Client {
     local_addr: SocketAddr,
     socks: HashMap<ConnId, Sock>,
     disk: DiskPool,
-    trackers: Option<(TrackerClient, Receiver<AnnounceResult>)>,
+    trackers: Option<TrackerClient>,
     torrents: HashMap<TorrentId, HostTorrent>,
     epoch: std::time::Instant,
     peer_id: PeerId,
@@ -321,15 +325,17 @@ impl Client {
         };
         let trackers = if opts.use_trackers {
             let w = waker.clone();
-            Some(TrackerClient::spawn(
+            Some(TrackerClient::new(
                 TrackerConfig {
                     rng_seed: seed,
                     ..TrackerConfig::default()
                 },
+                poll.registry(),
+                TRACKER_UDP,
                 Box::new(move || {
                     let _ = w.wake();
                 }),
-            ))
+            )?)
         } else {
             None
         };
@@ -567,6 +573,10 @@ impl Client {
             )),
             None => wait,
         };
+        let wait = match self.trackers.as_ref().and_then(TrackerClient::poll_timeout) {
+            Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
+            None => wait,
+        };
         let throttled = !self.throttled_read.is_empty() || !self.throttled_write.is_empty();
         let wait = if throttled {
             wait.min(Duration::from_millis(20))
@@ -590,6 +600,11 @@ impl Client {
                     }
                 }
                 LSD => self.read_lsd(),
+                t if TRACKER_UDP.contains(&t) => {
+                    if let Some(tr) = self.trackers.as_mut() {
+                        tr.on_udp_readable(std::time::Instant::now());
+                    }
+                }
                 t => {
                     let conn = conn_of(t);
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
@@ -910,8 +925,11 @@ impl Client {
                 }
             }
         }
-        let results: Vec<AnnounceResult> = match &self.trackers {
-            Some((_, rx)) => rx.try_iter().collect(),
+        let results: Vec<AnnounceResult> = match self.trackers.as_mut() {
+            Some(t) => {
+                t.handle_timeout(std::time::Instant::now());
+                std::iter::from_fn(|| t.poll_result()).collect()
+            }
             None => Vec::new(),
         };
         for r in results {
@@ -1109,7 +1127,7 @@ impl Client {
         downloaded: u64,
         left: u64,
     ) {
-        let Some((client, _)) = &self.trackers else {
+        let Some(client) = self.trackers.as_mut() else {
             return;
         };
         let Some(t) = self.torrents.get(&id) else {
@@ -1119,7 +1137,7 @@ impl Client {
             return;
         }
         // The torrent may already be gone from the session (the `stopped` announce).
-        client.announce(AnnounceJob {
+        let job = AnnounceJob {
             key: id.0,
             tiers: t.trackers.clone(),
             info_hash: t.info_hash,
@@ -1134,7 +1152,8 @@ impl Client {
                 AnnounceEvent::Stopped => btcore_core::tracker::Event::Stopped,
             }),
             numwant: Some(50),
-        });
+        };
+        client.announce(std::time::Instant::now(), job);
     }
 
     fn on_event(&mut self, e: Event) {
@@ -1324,8 +1343,12 @@ impl Client {
                 self.announce(torrent, event, uploaded, downloaded, left);
             }
         }
-        if let Some((client, _)) = self.trackers.take() {
-            client.shutdown(Duration::from_secs(3));
+        if let Some(client) = self.trackers.take() {
+            for r in client.shutdown(&mut self.poll, Duration::from_secs(3)) {
+                for (url, e) in &r.errors {
+                    log::warn!("tracker {url}: {e}");
+                }
+            }
         }
         let conns: Vec<ConnId> = self.socks.keys().copied().collect();
         for c in conns {

@@ -85,6 +85,7 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                     "downloaded": v.status.downloaded,
                     "uploaded": v.status.uploaded,
                     "hash_failures": v.status.hash_failures,
+                    "banned": v.status.banned,
                 });
                 let _ = writeln!(s, "{o}");
             }

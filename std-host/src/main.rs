@@ -9,6 +9,20 @@ use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_host::display::Mode;
 use btcore_host::{info, read_torrent_file};
 
+/// `println!` for the command's output (see [`write_stdout`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for the command's output (see [`write_stdout`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod run;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -295,7 +309,7 @@ fn info_cmd(file: &Path, json: bool) -> ExitCode {
     };
     match out {
         Ok(s) => {
-            println!("{}", s.trim_end());
+            outln!("{}", s.trim_end());
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_INVALID, format_args!("{shown}: {e}")),
@@ -309,11 +323,11 @@ fn magnet_cmd(uri: &str, json: bool) -> ExitCode {
     };
     let v = info::magnet_json(&m);
     if json {
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("Hash: {}", m.info_hash());
+        outln!("Hash: {}", m.info_hash());
         if let Some(n) = v["name"].as_str() {
-            println!("Name: {n}");
+            outln!("Name: {n}");
         }
         for (label, key) in [
             ("Tracker", "trackers"),
@@ -321,14 +335,30 @@ fn magnet_cmd(uri: &str, json: bool) -> ExitCode {
             ("Peer", "peers"),
         ] {
             for t in v[key].as_array().into_iter().flatten() {
-                println!("{label}: {}", t.as_str().unwrap_or_default());
+                outln!("{label}: {}", t.as_str().unwrap_or_default());
             }
         }
         if m.is_truncated() {
-            println!("(more entries than btcore keeps were dropped)");
+            outln!("(more entries than btcore keeps were dropped)");
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Writes the command's output and flushes it. When stdout is gone (a closed pipe, as
+/// in `btcore info FILE | head -1`) the process ends quietly with status 141 (128 +
+/// SIGPIPE, what a shell shows for a Unix tool the signal ended) instead of panicking
+/// like `println!`; another write error is one line on stderr and status 4.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("btcore: cannot write the output: {e}");
+        std::process::exit(4);
+    }
 }
 
 fn main() -> ExitCode {

@@ -260,8 +260,8 @@ pub fn create(
                 &mut tokens,
                 &btcore_core::metainfo::Limits::default(),
             ) {
-                println!("{}", output.display());
-                println!("{}", btcore_host::info::magnet_of(&m));
+                outln!("{}", output.display());
+                outln!("{}", btcore_host::info::magnet_of(&m));
             }
             ExitCode::SUCCESS
         }
@@ -299,7 +299,7 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(EXIT_IO, format_args!("{e}")),
     };
-    println!(
+    outln!(
         "btcore demo: 1 seeder and {leechers} leechers on 127.0.0.1, {size_mib} MiB payload, in {}",
         base.display()
     );
@@ -363,7 +363,7 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
             .all(|v| v.status.state == TorrentState::Seeding);
         if let Some(m) = mode {
             if all || last.elapsed() >= Duration::from_millis(500) {
-                print!("{}", display::render(&views, m, lines));
+                out!("{}", display::render(&views, m, lines));
                 let _ = std::io::stdout().flush();
                 lines = views.len();
                 last = Instant::now();
@@ -390,7 +390,7 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
     }
     let _ = std::fs::remove_dir_all(&base);
     if done && verified == leechers {
-        println!(
+        outln!(
             "all {leechers} leechers complete in {secs:.1} s ({:.0} MB/s each on average); data verified byte for byte",
             size_mib as f64 * 1.048_576 / secs
         );
@@ -470,10 +470,10 @@ pub fn tracker(a: TrackerArgs) -> ExitCode {
     let s2 = stop.clone();
     let _ = ctrlc::set_handler(move || s2.store(true, Ordering::SeqCst));
     if let Some(h) = opts.http {
-        println!("tracker: http://{h}/announce");
+        outln!("tracker: http://{h}/announce");
     }
     if let Some(u) = opts.udp {
-        println!("tracker: udp://{u}/announce");
+        outln!("tracker: udp://{u}/announce");
     }
     match run(opts, stop) {
         Ok(()) => ExitCode::SUCCESS,
@@ -534,8 +534,8 @@ pub fn share(a: ShareArgs) -> ExitCode {
             }
         }
     }
-    println!("{}", out.display());
-    println!("{}", btcore_host::info::magnet_of(&m));
+    outln!("{}", out.display());
+    outln!("{}", btcore_host::info::magnet_of(&m));
     let dir = a
         .path
         .canonicalize()
@@ -602,9 +602,11 @@ pub fn scrape(torrents: &[String], tracker: Option<String>, timeout: Duration) -
         }) {
             Ok(v) => {
                 for (h, s) in v {
-                    println!(
+                    outln!(
                         "{h} seeders {} leechers {} downloaded {}  ({url})",
-                        s.complete, s.incomplete, s.downloaded
+                        s.complete,
+                        s.incomplete,
+                        s.downloaded
                     );
                 }
             }
@@ -663,30 +665,39 @@ pub fn dht(
     }
     node.maybe_save(now(), true);
     let s = node.stats(now());
-    println!(
+    outln!(
         "node id   {}",
         btcore_core::ids::InfoHash(node.dht().id().0)
     );
-    println!(
+    outln!(
         "nodes     {} ({} good, {} replacements) in {} buckets",
-        s.nodes, s.good_nodes, s.replacements, s.buckets
+        s.nodes,
+        s.good_nodes,
+        s.replacements,
+        s.buckets
     );
-    println!(
+    outln!(
         "queries   {} sent, {} received; {} responses, {} timeouts, {} dropped",
-        s.queries_sent, s.queries_received, s.responses_received, s.timeouts, s.dropped
+        s.queries_sent,
+        s.queries_received,
+        s.responses_received,
+        s.timeouts,
+        s.dropped
     );
-    println!(
+    outln!(
         "lookups   {} done, {} running",
-        s.lookups_done, s.lookups_running
+        s.lookups_done,
+        s.lookups_running
     );
-    println!(
+    outln!(
         "store     {} peers for others, {} bad tokens refused",
-        s.stored_peers, s.bad_tokens
+        s.stored_peers,
+        s.bad_tokens
     );
     if let Some(t) = target {
-        println!("peers of {t}: {}", peers.len());
+        outln!("peers of {t}: {}", peers.len());
         for p in peers.iter().take(50) {
-            println!("  {p}");
+            outln!("  {p}");
         }
     }
     ExitCode::SUCCESS

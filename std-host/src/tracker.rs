@@ -1,21 +1,42 @@
-//! The tracker client: HTTP(S) and UDP announces off the event loop.
+//! The tracker client: UDP announces on the host's event loop, HTTP(S) announces and
+//! host-name lookups on worker threads.
 //!
-//! [`TrackerClient::spawn`] starts up to [`TrackerConfig::max_parallel`] worker threads
-//! pulling [`AnnounceJob`]s from a shared queue. Each finished job sends one
-//! [`AnnounceResult`] on the channel returned by `spawn`, then calls the `notify`
-//! closure (the host uses it to wake its event loop). Jobs of one torrent (one
-//! [`AnnounceJob::key`]) run one at a time, in the order they were queued; jobs of
-//! different torrents run in parallel.
+//! [`TrackerClient`] is the one façade the event loop talks to: announce jobs go in
+//! ([`TrackerClient::announce`]), one [`AnnounceResult`] per job comes out
+//! ([`TrackerClient::poll_result`]). The loop owns it. Its UDP sockets (one per address
+//! family, bound on first use, non-blocking) are registered in the loop's `mio::Poll`
+//! under the two tokens given to [`TrackerClient::new`], and every UDP exchange is run
+//! by the core's sans-IO BEP 15 client ([`UdpTrackerClient`]), so a silent UDP tracker
+//! costs a timer, never a blocked thread. HTTP(S) requests, which need a TLS stack and a
+//! blocking client crate, and the lookups of `udp://` host names (`getaddrinfo` blocks)
+//! go to up to [`TrackerConfig::max_parallel`] worker threads; each finished piece of
+//! worker output calls the `notify` closure (the host wakes its loop with it).
+//!
+//! # Driving it
+//!
+//! Each turn of the loop:
+//!
+//! 1. when one of the client's tokens is readable, [`TrackerClient::on_udp_readable`];
+//! 2. [`TrackerClient::handle_timeout`] with the current time: takes in what the
+//!    workers finished, advances UDP retransmissions and ends attempts past their
+//!    deadline (cheap when nothing is due: call it every turn);
+//! 3. [`TrackerClient::poll_result`] until `None`;
+//! 4. sleep at most until [`TrackerClient::poll_timeout`].
+//!
+//! Jobs of one torrent (one [`AnnounceJob::key`]) run one at a time, in the order they
+//! were queued; jobs of different torrents run at once.
 //!
 //! # Tiers (BEP 12)
 //!
 //! The client keeps a [`TrackerList`] per key across announces, built from
 //! [`AnnounceJob::tiers`] and shuffled at first sight (rebuilt when the tiers change).
-//! An announce tries the trackers in order, from the first tier, until one answers; the
-//! one that answered moves to the front of its tier, and every tracker that failed
-//! before it gives an entry in [`AnnounceResult::errors`]. A `stopped` announce goes
-//! only to the trackers that answered during the session (best effort, with a short
-//! timeout), after which the key is forgotten.
+//! An announce tries the trackers in order, from the first tier, until one answers,
+//! whatever their transports: an HTTP(S) tracker is asked on a worker, a UDP one on the
+//! loop, and a failure moves on to the next. The one that answered moves to the front
+//! of its tier, and every tracker that failed before it gives an entry in
+//! [`AnnounceResult::errors`]. A `stopped` announce goes only to the trackers that
+//! answered during the session (best effort, at most [`STOP_TIMEOUT`] each), after
+//! which the key is forgotten.
 //!
 //! # Transports
 //!
@@ -24,35 +45,45 @@
 //!   redirects, with the configured timeout and a body read capped at [`MAX_BODY`].
 //!   Proxies are taken from the environment (`HTTP_PROXY`, `NO_PROXY`, ...), as `ureq`
 //!   does.
-//! - `udp://host:port`: BEP 15 on a blocking socket of the worker thread. Sends are
-//!   repeated every [`UDP_RETRY`] (or a third of the timeout, when shorter) until the
-//!   configured timeout, not BEP 15's `15 * 2^n` schedule, so that an announce always
-//!   ends within the timeout. Connection ids are cached per tracker address for 60 s;
-//!   a cached id that draws no answer (or an error) is dropped and a new connect made.
+//! - `udp://host:port`: BEP 15. An IP literal is used as is; a name is looked up on a
+//!   worker (ahead of queued HTTP requests) and the answer kept for [`NAME_TTL`] (a
+//!   failed lookup for [`NAME_RETRY`]). The retransmission schedule is BEP 15's
+//!   doubling one, but from a base of [`UDP_RETRY`] (or a third of the timeout, when
+//!   shorter) rather than 15 s, and each attempt ends at the configured timeout, so an
+//!   announce to a silent tracker fails within the timeout (15 s: sends at 0 and 5 s,
+//!   gives up at 15 s) instead of BEP 15's hour. Connection ids are cached per tracker address for
+//!   60 s ([`UDP_CONNECTION_LIFETIME`]) and shared by every torrent; a cached id that
+//!   draws an error packet is dropped and the request made again after a new connect.
 //! - anything else (`wss://`, ...): an "unsupported tracker scheme" error.
+//!
+//! [`scrape`] is a separate, blocking call for the one-shot `btcore scrape` command: it
+//! runs the same core BEP 15 client on a blocking socket (and HTTP scrapes with `ureq`).
 //!
 //! # Shutdown
 //!
-//! [`TrackerClient::shutdown`] drops the queued jobs except `stopped` announces, lets
-//! the workers send those within the given time, and joins them (a worker still blocked
-//! past the deadline is detached). Queue a `stopped` announce for every running torrent
-//! before calling it.
+//! [`TrackerClient::shutdown`] drops the queued and running jobs except `stopped`
+//! announces, runs the given `Poll` for the client alone until those are done or the
+//! time given is up, then stops the workers (one still blocked in a request past the
+//! deadline is detached). Queue a `stopped` announce for every running torrent before
+//! calling it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use btcore_core::bencode::Token;
+use btcore_core::bencode::Token as BencodeToken;
 use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::rng::Rng;
 use btcore_core::tracker::http::{self, AnnounceResponse, ScrapeResponse};
-use btcore_core::tracker::tiers::TrackerList;
-use btcore_core::tracker::udp::{self, Action, UdpResponse};
-use btcore_core::tracker::{AnnounceRequest, TrackerError};
+use btcore_core::tracker::tiers::{TrackerList, TrackerPos};
+use btcore_core::tracker::udp::{self, ConnState, UdpEvent, UdpTrackerClient};
+use btcore_core::tracker::AnnounceRequest;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Registry, Token};
 
 pub use btcore_core::tracker::{Event, ScrapeStats};
 
@@ -63,10 +94,14 @@ pub const MAX_BODY: u64 = 2 << 20;
 pub const ANNOUNCE_TOKENS: usize = 16_384;
 /// The longest a `stopped` announce may take, per tracker.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest wait before a UDP request is sent again.
+/// The first UDP retransmission timeout (BEP 15 says 15 s; see the module docs).
 pub const UDP_RETRY: Duration = Duration::from_secs(5);
 /// How long a UDP connection id is used after it was received (BEP 15).
-pub const UDP_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+pub const UDP_CONNECTION_LIFETIME: Duration = Duration::from_millis(udp::CONNECTION_ID_LIFETIME_MS);
+/// How long the address of a `udp://` host name is kept.
+pub const NAME_TTL: Duration = Duration::from_secs(300);
+/// How long a failed host-name lookup is kept before it is tried again.
+pub const NAME_RETRY: Duration = Duration::from_secs(30);
 /// The error text for schemes other than `http`, `https` and `udp`.
 pub const UNSUPPORTED_SCHEME: &str = "unsupported tracker scheme";
 
@@ -77,7 +112,7 @@ pub struct TrackerConfig {
     pub timeout: Duration,
     /// The HTTP `User-Agent` (default `btcore/<version>`).
     pub user_agent: String,
-    /// How many announces run at once (default 4; at least 1 is used).
+    /// How many HTTP requests and name lookups run at once (default 4; at least 1).
     pub max_parallel: usize,
     /// Seeds the shuffles of the tiers, the announce `key` and the UDP transaction ids.
     pub rng_seed: u64,
@@ -96,6 +131,15 @@ impl Default for TrackerConfig {
             max_parallel: 4,
             rng_seed: mix.next_u64(),
         }
+    }
+}
+
+impl TrackerConfig {
+    /// The first UDP retransmission timeout for this configuration.
+    fn udp_retry(&self) -> Duration {
+        UDP_RETRY
+            .min(self.timeout / 3)
+            .max(Duration::from_millis(100))
     }
 }
 
@@ -129,6 +173,8 @@ pub struct AnnounceJob {
 pub struct AnnounceResult {
     /// The job's key.
     pub key: u32,
+    /// The event of the job.
+    pub event: Option<Event>,
     /// The peers the tracker gave (port 0 entries and duplicates dropped).
     pub peers: Vec<SocketAddr>,
     /// Seconds until the next regular announce, when a tracker answered.
@@ -148,49 +194,61 @@ pub struct AnnounceResult {
 }
 
 impl AnnounceResult {
-    fn new(key: u32) -> Self {
+    fn new(key: u32, event: Option<Event>) -> Self {
         Self {
             key,
+            event,
             ..Self::default()
         }
     }
 }
 
-/// The tracker worker pool (see the module docs).
+/// The tracker client (see the module docs).
 pub struct TrackerClient {
-    shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    config: TrackerConfig,
+    /// The per-session `key` sent to trackers.
+    session_key: u32,
+    /// Shuffles the tiers.
+    rng: Rng,
+    pool: Pool,
+    io: UdpIo,
+    torrents: HashMap<u32, Torrent>,
+    /// `udp://` host names: looked up, being looked up, or failed.
+    names: HashMap<(String, u16), Name>,
+    results: VecDeque<AnnounceResult>,
+    next_op: u64,
+    /// Set by shutdown: attempts end by then.
+    shutdown: Option<Instant>,
 }
 
 impl fmt::Debug for TrackerClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrackerClient")
-            .field("config", &self.shared.config)
-            .field("workers", &self.workers.len())
+            .field("config", &self.config)
+            .field("workers", &self.pool.workers.len())
+            .field("torrents", &self.torrents.len())
             .finish_non_exhaustive()
     }
 }
 
-/// What the workers and the client share.
-struct Shared {
-    config: TrackerConfig,
-    /// The per-session `key` sent to trackers.
-    session_key: u32,
-    agent: ureq::Agent,
-    state: Mutex<State>,
-    cond: Condvar,
-    udp_conns: Mutex<HashMap<SocketAddr, (u64, Instant)>>,
-    notify: Mutex<Box<dyn Fn() + Send>>,
+/// The loop's UDP side: sockets, transaction ids, the connection-id cache.
+struct UdpIo {
+    registry: Registry,
+    tokens: [Token; 2],
+    /// IPv4 and IPv6 sockets, bound on first use.
+    socks: [Option<UdpSocket>; 2],
+    rng: Rng,
+    /// Connection ids per tracker address, with their expiry (ms on `epoch`).
+    conn_ids: HashMap<SocketAddr, (u64, u64)>,
+    epoch: Instant,
+    retry_ms: u64,
+    buf: Vec<u8>,
 }
 
-struct State {
-    queue: VecDeque<AnnounceJob>,
-    /// Keys with a job running.
-    busy: HashSet<u32>,
-    torrents: HashMap<u32, Torrent>,
-    rng: Rng,
-    /// Set by shutdown: the deadline after which workers give up.
-    shutdown: Option<Instant>,
+enum Name {
+    Pending,
+    Found(SocketAddr, Instant),
+    Failed(String, Instant),
 }
 
 /// What is remembered of one torrent between announces.
@@ -202,105 +260,777 @@ struct Torrent {
     answered: Vec<String>,
     /// `tracker id`s given by HTTP trackers, sent back in later announces.
     tracker_ids: HashMap<String, Vec<u8>>,
+    queue: VecDeque<AnnounceJob>,
+    walk: Option<Walk>,
+}
+
+/// The job of a torrent being carried out.
+struct Walk {
+    job: AnnounceJob,
+    result: AnnounceResult,
+    /// For `stopped`: the trackers still to tell. Other jobs walk the tier list.
+    stops: Option<VecDeque<String>>,
+    step: Option<Step>,
+}
+
+/// One attempt at one tracker.
+struct Step {
+    url: String,
+    /// The tracker's place in the list (`None` for `stopped`).
+    pos: Option<TrackerPos>,
+    deadline: Instant,
+    state: StepState,
+}
+
+enum StepState {
+    /// Waiting for a worker's HTTP answer.
+    Http { op: u64 },
+    /// Waiting for a worker's lookup of the host name.
+    Resolving { host: String, port: u16 },
+    /// A BEP 15 exchange on the loop.
+    Udp(Box<UdpStep>),
+}
+
+struct UdpStep {
+    addr: SocketAddr,
+    client: UdpTrackerClient,
+    /// Whether the connection id came from the cache (an error then earns a retry).
+    cached: bool,
+}
+
+/// A tracker's successful answer, owned.
+#[derive(Default)]
+struct Answer {
+    peers: Vec<SocketAddr>,
+    interval: Option<u32>,
+    min_interval: Option<u32>,
+    complete: Option<u32>,
+    incomplete: Option<u32>,
+    warning: Option<String>,
+    tracker_id: Option<Vec<u8>>,
+}
+
+fn collect_peers(peers: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let mut seen = HashSet::new();
+    peers.filter(|a| a.port() != 0 && seen.insert(*a)).collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn agent(config: &TrackerConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(config.timeout))
+        .max_redirects(5)
+        .user_agent(config.user_agent.as_str())
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn request<'a>(job: &AnnounceJob, key: u32, tracker_id: Option<&'a [u8]>) -> AnnounceRequest<'a> {
+    AnnounceRequest {
+        info_hash: job.info_hash,
+        peer_id: job.peer_id,
+        port: job.port,
+        uploaded: job.uploaded,
+        downloaded: job.downloaded,
+        left: job.left,
+        event: job.event,
+        compact: true,
+        numwant: job.numwant,
+        key: Some(key),
+        tracker_id,
+    }
+}
+
 impl TrackerClient {
-    /// Starts the workers. Results arrive on the returned receiver; `notify` is called
-    /// after each one is sent.
-    pub fn spawn(
+    /// A client whose UDP sockets will be registered in `registry` under `tokens`
+    /// (IPv4, IPv6), with its workers started. `notify` is called from a worker each
+    /// time it finished something; the host wakes its loop with it.
+    pub fn new(
         config: TrackerConfig,
+        registry: &Registry,
+        tokens: [Token; 2],
         notify: Box<dyn Fn() + Send>,
-    ) -> (TrackerClient, mpsc::Receiver<AnnounceResult>) {
+    ) -> io::Result<TrackerClient> {
         let mut rng = Rng::new(config.rng_seed);
         let session_key = rng.next_u32();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.timeout))
-            .max_redirects(5)
-            .user_agent(config.user_agent.as_str())
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let workers = config.max_parallel.max(1);
-        let seeds: Vec<u64> = (0..workers).map(|_| rng.next_u64()).collect();
-        let shared = Arc::new(Shared {
+        let udp_rng = Rng::new(rng.next_u64());
+        let pool = Pool::spawn(&config, notify);
+        let io = UdpIo {
+            registry: registry.try_clone()?,
+            tokens,
+            socks: [None, None],
+            rng: udp_rng,
+            conn_ids: HashMap::new(),
+            epoch: Instant::now(),
+            retry_ms: config.udp_retry().as_millis() as u64,
+            buf: vec![0; 65_536],
+        };
+        Ok(TrackerClient {
             config,
             session_key,
-            agent,
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                busy: HashSet::new(),
-                torrents: HashMap::new(),
-                rng,
-                shutdown: None,
-            }),
-            cond: Condvar::new(),
-            udp_conns: Mutex::new(HashMap::new()),
-            notify: Mutex::new(notify),
+            rng,
+            pool,
+            io,
+            torrents: HashMap::new(),
+            names: HashMap::new(),
+            results: VecDeque::new(),
+            next_op: 0,
+            shutdown: None,
+        })
+    }
+
+    /// Queues an announce and starts it unless the torrent has one running.
+    pub fn announce(&mut self, now: Instant, job: AnnounceJob) {
+        let key = job.key;
+        let t = self.torrents.entry(key).or_insert_with(|| Torrent {
+            source: Vec::new(),
+            list: TrackerList::new(Vec::<Vec<String>>::new(), &mut |_| 0),
+            answered: Vec::new(),
+            tracker_ids: HashMap::new(),
+            queue: VecDeque::new(),
+            walk: None,
         });
-        let (tx, rx) = mpsc::channel();
-        let workers = seeds
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, seed)| {
-                let shared = Arc::clone(&shared);
-                let tx = tx.clone();
-                thread::Builder::new()
-                    .name(format!("btcore-tracker-{i}"))
-                    .spawn(move || Worker::new(shared, seed).run(&tx))
-                    .ok()
+        t.queue.push_back(job);
+        self.advance(key, now);
+    }
+
+    /// The next finished announce.
+    pub fn poll_result(&mut self) -> Option<AnnounceResult> {
+        self.results.pop_front()
+    }
+
+    /// Whether no announce is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.torrents
+            .values()
+            .all(|t| t.walk.is_none() && t.queue.is_empty())
+    }
+
+    /// When [`TrackerClient::handle_timeout`] has something to do next without new
+    /// input: a UDP retransmission or an attempt's deadline. `None` when nothing runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.torrents
+            .values()
+            .filter_map(|t| t.walk.as_ref()?.step.as_ref())
+            .map(|s| match &s.state {
+                StepState::Udp(u) => u
+                    .client
+                    .poll_timeout()
+                    .map_or(s.deadline, |ms| self.io.epoch + Duration::from_millis(ms))
+                    .min(s.deadline),
+                _ => s.deadline,
             })
-            .collect();
-        (TrackerClient { shared, workers }, rx)
+            .min()
     }
 
-    /// Queues an announce; its result comes on the channel.
-    pub fn announce(&self, job: AnnounceJob) {
-        lock(&self.shared.state).queue.push_back(job);
-        self.shared.cond.notify_all();
-    }
-
-    /// Scrapes `hashes` from the tracker whose announce URL is `url`, blocking the
-    /// calling thread (for `btcore scrape`). HTTP trackers need a BEP 48 scrape URL
-    /// (the last path component starts with `announce`); an HTTP answer is filtered to
-    /// the hashes asked for, unless none was.
-    pub fn scrape(
-        &self,
-        url: &str,
-        hashes: Vec<InfoHash>,
-    ) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
-        let timeout = self.shared.config.timeout;
-        match scheme(url) {
-            Scheme::Http => http_scrape(&self.shared.agent, url, &hashes, timeout),
-            Scheme::Udp => {
-                let seed = lock(&self.shared.state).rng.next_u64();
-                let mut udp = UdpCtx {
-                    shared: &self.shared,
-                    rng: Rng::new(seed),
-                    buf: vec![0; 65_536],
+    /// Reads every datagram waiting on the UDP sockets (call it when one of the
+    /// client's tokens is readable) and feeds each to the attempt it answers.
+    pub fn on_udp_readable(&mut self, now: Instant) {
+        let now_ms = self.io.ms(now);
+        let mut done = Vec::new();
+        let mut buf = std::mem::take(&mut self.io.buf);
+        for family in 0..2 {
+            while let Some(sock) = self.io.socks[family].as_ref() {
+                let (n, from) = match sock.recv_from(&mut buf) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            log::debug!("tracker UDP socket: {e}");
+                        }
+                        break;
+                    }
                 };
-                let mut out = Vec::with_capacity(hashes.len());
-                for chunk in hashes.chunks(udp::MAX_SCRAPE_HASHES) {
-                    out.extend(udp.scrape(url, chunk, timeout)?);
+                let Self {
+                    io,
+                    torrents,
+                    session_key,
+                    ..
+                } = self;
+                let data = buf.get(..n).unwrap_or_default();
+                for (key, t) in torrents.iter_mut() {
+                    let Some(w) = t.walk.as_mut() else { continue };
+                    let Some(step) = w.step.as_mut() else {
+                        continue;
+                    };
+                    let StepState::Udp(u) = &mut step.state else {
+                        continue;
+                    };
+                    if u.addr != from {
+                        continue;
+                    }
+                    let outcome = match u.client.handle_datagram(now_ms, data) {
+                        // Not an answer to this attempt: maybe to another one.
+                        Err(_) => continue,
+                        Ok(None) => None,
+                        Ok(Some(UdpEvent::Announced(a))) => Some(Ok(Answer {
+                            peers: collect_peers(a.peers),
+                            interval: Some(a.interval_secs),
+                            complete: Some(a.seeders),
+                            incomplete: Some(a.leechers),
+                            ..Answer::default()
+                        })),
+                        Ok(Some(UdpEvent::Failed(f))) => Some(Err(f.to_string())),
+                        Ok(Some(other)) => Some(Err(format!("unexpected answer {other:?}"))),
+                    };
+                    let outcome = match outcome {
+                        Some(Err(_)) if u.cached => {
+                            // The tracker may have forgotten our connection id.
+                            io.conn_ids.remove(&u.addr);
+                            u.cached = false;
+                            u.client = io.new_client(u.addr);
+                            let req = request(&w.job, *session_key, None);
+                            u.client.announce(&req, now_ms);
+                            None
+                        }
+                        other => other,
+                    };
+                    match outcome {
+                        Some(r) => done.push((*key, r)),
+                        None => {
+                            io.remember_connection(u, now_ms);
+                            if let Err(e) = io.transmit(u, now_ms) {
+                                done.push((*key, Err(e)));
+                            }
+                        }
+                    }
+                    break;
                 }
-                Ok(out)
+            }
+        }
+        self.io.buf = buf;
+        for (key, r) in done {
+            self.finish_step(key, r, now);
+        }
+    }
+
+    /// Takes in what the workers finished, advances UDP retransmissions and ends the
+    /// attempts past their deadline. Call it on every turn of the loop.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Ok(done) = self.pool.done.try_recv() {
+            match done {
+                Done::Http { op, answer } => {
+                    let key = self.torrents.iter().find_map(|(k, t)| {
+                        let s = t.walk.as_ref()?.step.as_ref()?;
+                        matches!(s.state, StepState::Http { op: o } if o == op).then_some(*k)
+                    });
+                    if let Some(key) = key {
+                        self.finish_step(key, answer, now);
+                    }
+                }
+                Done::Resolved { host, port, addr } => self.resolved(host, port, addr, now),
+            }
+        }
+        let now_ms = self.io.ms(now);
+        let mut done = Vec::new();
+        for (key, t) in &mut self.torrents {
+            let Some(step) = t.walk.as_mut().and_then(|w| w.step.as_mut()) else {
+                continue;
+            };
+            if now >= step.deadline {
+                let why = match &step.state {
+                    StepState::Udp(u)
+                        if !matches!(u.client.conn_state(now_ms), ConnState::Connected { .. }) =>
+                    {
+                        "timed out (connect)"
+                    }
+                    StepState::Resolving { .. } => "timed out (name lookup)",
+                    _ => "timed out",
+                };
+                done.push((*key, Err(why.to_string())));
+                continue;
+            }
+            if let StepState::Udp(u) = &mut step.state {
+                if let Some(UdpEvent::TimedOut) = u.client.handle_timeout(now_ms) {
+                    done.push((*key, Err("timed out".to_string())));
+                } else if let Err(e) = self.io.transmit(u, now_ms) {
+                    done.push((*key, Err(e)));
+                }
+            }
+        }
+        for (key, r) in done {
+            self.finish_step(key, r, now);
+        }
+    }
+
+    /// Drops queued and running jobs except `stopped` announces, runs `poll` for this
+    /// client alone until those are done or `timeout` has passed, and stops the
+    /// workers (one still busy at the deadline is left to finish on its own). Returns
+    /// the results of the jobs finished meanwhile (those not yet polled included).
+    pub fn shutdown(mut self, poll: &mut Poll, timeout: Duration) -> Vec<AnnounceResult> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        self.shutdown = Some(deadline);
+        let keys: Vec<u32> = self.torrents.keys().copied().collect();
+        for key in keys {
+            if let Some(t) = self.torrents.get_mut(&key) {
+                t.queue.retain(|j| j.event == Some(Event::Stopped));
+                if t.walk
+                    .as_ref()
+                    .is_some_and(|w| w.job.event != Some(Event::Stopped))
+                {
+                    t.walk = None;
+                }
+            }
+            self.advance(key, start);
+        }
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            self.handle_timeout(now);
+            if self.is_idle() || now >= deadline {
+                break;
+            }
+            // Short naps: other sockets of the loop may be registered in `poll` too.
+            let wait = self
+                .poll_timeout()
+                .unwrap_or(deadline)
+                .min(deadline)
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(50));
+            if let Err(e) = poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            if events.iter().any(|e| self.io.tokens.contains(&e.token())) {
+                self.on_udp_readable(Instant::now());
+            }
+        }
+        self.pool.stop(deadline);
+        self.results.drain(..).collect()
+    }
+
+    /// Starts the next job of `key` if none is running, and the next attempt of the
+    /// running one if it has none; finishes jobs with no tracker left to try.
+    fn advance(&mut self, key: u32, now: Instant) {
+        let Some(mut t) = self.torrents.remove(&key) else {
+            return;
+        };
+        loop {
+            if t.walk.is_none() && !self.begin_job(&mut t) {
+                break;
+            }
+            let Some(w) = t.walk.as_mut() else { break };
+            if w.step.is_some() {
+                break;
+            }
+            let next = match w.stops.as_mut() {
+                Some(q) => q.pop_front().map(|u| (u, None)),
+                None => t.list.current().map(|(p, u)| (u.clone(), Some(p))),
+            };
+            let Some((url, pos)) = next else {
+                self.end_job(&mut t);
+                continue;
+            };
+            let stopping = w.stops.is_some();
+            let mut timeout = self.config.timeout;
+            if stopping {
+                timeout = timeout.min(STOP_TIMEOUT);
+            }
+            if let Some(d) = self.shutdown {
+                timeout = timeout.min(d.saturating_duration_since(now));
+            }
+            let started = if timeout.is_zero() {
+                Err("shutdown deadline passed".to_string())
+            } else {
+                let id = t.tracker_ids.get(&url).map(Vec::as_slice);
+                let req = request(&w.job, self.session_key, id);
+                self.begin_step(&url, &req, timeout, now)
+            };
+            match started {
+                Ok(state) => {
+                    w.step = Some(Step {
+                        url,
+                        pos,
+                        deadline: now + timeout,
+                        state,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    if Self::record(&mut t, url, pos, Err(e)) {
+                        self.end_job(&mut t);
+                    }
+                }
+            }
+        }
+        let keep = t.walk.is_some() || !t.queue.is_empty() || !t.source.is_empty();
+        if keep {
+            self.torrents.insert(key, t);
+        }
+    }
+
+    /// Takes the next queued job of `t`; `false` when there is none.
+    fn begin_job(&mut self, t: &mut Torrent) -> bool {
+        while let Some(job) = t.queue.pop_front() {
+            let stopping = job.event == Some(Event::Stopped);
+            if self.shutdown.is_some() && !stopping {
+                continue;
+            }
+            if !stopping && t.source != job.tiers {
+                let rng = &mut self.rng;
+                t.list = TrackerList::new(job.tiers.iter().cloned(), &mut |n| {
+                    rng.below(n as u64) as usize
+                });
+                t.source = job.tiers.clone();
+            }
+            t.list.restart();
+            t.walk = Some(Walk {
+                result: AnnounceResult::new(job.key, job.event),
+                stops: stopping.then(|| t.answered.iter().cloned().collect()),
+                job,
+                step: None,
+            });
+            return true;
+        }
+        false
+    }
+
+    /// Ends the running job of `t`, publishing its result.
+    fn end_job(&mut self, t: &mut Torrent) {
+        let Some(w) = t.walk.take() else { return };
+        if w.stops.is_some() {
+            // The session with these trackers is over.
+            t.answered.clear();
+            t.tracker_ids.clear();
+            t.source.clear();
+        }
+        self.results.push_back(w.result);
+    }
+
+    /// Records the outcome of an attempt in the running job; `true` when the job is
+    /// over (a tracker answered a regular announce, or none is left to try).
+    fn record(
+        t: &mut Torrent,
+        url: String,
+        pos: Option<TrackerPos>,
+        outcome: Result<Answer, String>,
+    ) -> bool {
+        let Some(w) = t.walk.as_mut() else {
+            return true;
+        };
+        let res = &mut w.result;
+        match (outcome, pos) {
+            (Ok(_), None) => {
+                if res.tracker.is_none() {
+                    res.tracker = Some(url);
+                }
+                false
+            }
+            (Err(e), None) => {
+                res.errors.push((url, e));
+                false
+            }
+            (Ok(answer), Some(pos)) => {
+                t.list.on_success(pos.tier, pos.index);
+                if !t.answered.contains(&url) {
+                    t.answered.push(url.clone());
+                }
+                if let Some(id) = answer.tracker_id {
+                    t.tracker_ids.insert(url.clone(), id);
+                }
+                res.peers = answer.peers;
+                res.interval = answer.interval;
+                res.min_interval = answer.min_interval;
+                res.complete = answer.complete;
+                res.incomplete = answer.incomplete;
+                res.warning = answer.warning;
+                res.tracker = Some(url);
+                true
+            }
+            (Err(e), Some(pos)) => {
+                res.errors.push((url, e));
+                t.list.on_failure(pos.tier, pos.index).is_none()
+            }
+        }
+    }
+
+    /// The running attempt of `key` came to `outcome`: record it and move on.
+    fn finish_step(&mut self, key: u32, outcome: Result<Answer, String>, now: Instant) {
+        let Some(mut t) = self.torrents.remove(&key) else {
+            return;
+        };
+        if let Some(step) = t.walk.as_mut().and_then(|w| w.step.take()) {
+            if Self::record(&mut t, step.url, step.pos, outcome) {
+                self.end_job(&mut t);
+            }
+        }
+        self.torrents.insert(key, t);
+        self.advance(key, now);
+    }
+
+    /// Starts an attempt at `url`.
+    fn begin_step(
+        &mut self,
+        url: &str,
+        req: &AnnounceRequest<'_>,
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<StepState, String> {
+        match scheme(url) {
+            Scheme::Http => {
+                let mut full = String::with_capacity(url.len() + 256);
+                http::write_announce_url(url.as_bytes(), req, &mut full)
+                    .map_err(|e| e.to_string())?;
+                self.next_op += 1;
+                let op = self.next_op;
+                self.pool.submit(Work::Http {
+                    op,
+                    url: full,
+                    timeout,
+                });
+                Ok(StepState::Http { op })
+            }
+            Scheme::Udp => {
+                let (host, port) = udp_authority(url)?;
+                let addr = match host.parse::<IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, port),
+                    Err(_) => {
+                        let name = (host.to_ascii_lowercase(), port);
+                        match self.names.get(&name) {
+                            Some(Name::Found(addr, at)) if now < *at + NAME_TTL => *addr,
+                            Some(Name::Failed(e, at)) if now < *at + NAME_RETRY => {
+                                return Err(e.clone())
+                            }
+                            Some(Name::Pending) => {
+                                return Ok(StepState::Resolving { host: name.0, port })
+                            }
+                            _ => {
+                                self.names.insert(name.clone(), Name::Pending);
+                                self.pool.submit(Work::Resolve {
+                                    host: name.0.clone(),
+                                    port,
+                                });
+                                return Ok(StepState::Resolving { host: name.0, port });
+                            }
+                        }
+                    }
+                };
+                self.io.start(addr, req, now).map(StepState::Udp)
             }
             Scheme::Other => Err(UNSUPPORTED_SCHEME.into()),
         }
     }
 
-    /// Drops the queued jobs except `stopped` announces, gives the workers until
-    /// `timeout` from now to send those, and joins them (one still busy at the
-    /// deadline is left to finish on its own).
-    pub fn shutdown(mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+    /// A worker looked up `host`: the attempts waiting for it go on.
+    fn resolved(
+        &mut self,
+        host: String,
+        port: u16,
+        addr: Result<SocketAddr, String>,
+        now: Instant,
+    ) {
+        let name = (host, port);
+        self.names.insert(
+            name.clone(),
+            match &addr {
+                Ok(a) => Name::Found(*a, now),
+                Err(e) => Name::Failed(e.clone(), now),
+            },
+        );
+        let mut failed = Vec::new();
+        for (key, t) in &mut self.torrents {
+            let Some(w) = t.walk.as_mut() else { continue };
+            let Some(step) = w.step.as_mut() else {
+                continue;
+            };
+            if !matches!(&step.state, StepState::Resolving { host, port } if *host == name.0 && *port == name.1)
+            {
+                continue;
+            }
+            let started = addr.clone().and_then(|a| {
+                let id = t.tracker_ids.get(&step.url).map(Vec::as_slice);
+                let req = request(&w.job, self.session_key, id);
+                self.io.start(a, &req, now)
+            });
+            match started {
+                Ok(u) => step.state = StepState::Udp(u),
+                Err(e) => failed.push((*key, e)),
+            }
+        }
+        for (key, e) in failed {
+            self.finish_step(key, Err(e), now);
+        }
+    }
+}
+
+impl Drop for TrackerClient {
+    /// Without [`TrackerClient::shutdown`], the workers stop at once (queued requests
+    /// are dropped; running ones finish in the background).
+    fn drop(&mut self) {
+        self.pool.stop(Instant::now());
+    }
+}
+
+impl UdpIo {
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn new_client(&self, addr: SocketAddr) -> UdpTrackerClient {
+        UdpTrackerClient::new(addr.is_ipv6()).with_base_timeout_ms(self.retry_ms)
+    }
+
+    /// Starts an announce to the tracker at `addr`, sending its first packet.
+    fn start(
+        &mut self,
+        addr: SocketAddr,
+        req: &AnnounceRequest<'_>,
+        now: Instant,
+    ) -> Result<Box<UdpStep>, String> {
+        let now_ms = self.ms(now);
+        let family = usize::from(addr.is_ipv6());
+        if self.socks[family].is_none() {
+            let local = if addr.is_ipv6() {
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+            } else {
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+            };
+            let mut sock = UdpSocket::bind(local).map_err(|e| e.to_string())?;
+            self.registry
+                .register(&mut sock, self.tokens[family], Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            self.socks[family] = Some(sock);
+        }
+        let mut client = self.new_client(addr);
+        let cached = match self.conn_ids.get(&addr) {
+            Some(&(id, expires)) if now_ms < expires => {
+                client.set_connection(id, expires);
+                true
+            }
+            _ => false,
+        };
+        client.announce(req, now_ms);
+        let mut step = Box::new(UdpStep {
+            addr,
+            client,
+            cached,
+        });
+        self.transmit(&mut step, now_ms)?;
+        Ok(step)
+    }
+
+    /// Keeps the connection id an attempt received, for the other attempts.
+    fn remember_connection(&mut self, u: &UdpStep, now_ms: u64) {
+        if let ConnState::Connected {
+            connection_id,
+            expires_ms,
+        } = u.client.conn_state(now_ms)
         {
-            let mut st = lock(&self.shared.state);
-            st.shutdown = Some(deadline);
-            st.queue.retain(|j| j.event == Some(Event::Stopped));
+            self.conn_ids.insert(u.addr, (connection_id, expires_ms));
+        }
+    }
+
+    /// Sends what the attempt has to send now.
+    fn transmit(&mut self, u: &mut UdpStep, now_ms: u64) -> Result<(), String> {
+        let mut out = [0u8; udp::CLIENT_MAX_PACKET];
+        let rng = &mut self.rng;
+        while let Some(n) = u
+            .client
+            .poll_transmit(now_ms, &mut out, &mut || rng.next_u32())
+            .map_err(|e| e.to_string())?
+        {
+            let Some(sock) = self.socks[usize::from(u.addr.is_ipv6())].as_ref() else {
+                return Err("no socket".into());
+            };
+            match sock.send_to(out.get(..n).unwrap_or_default(), u.addr) {
+                Ok(_) => {}
+                // A full send buffer is a lost packet: the retransmission covers it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- workers
+
+enum Work {
+    Http {
+        op: u64,
+        url: String,
+        timeout: Duration,
+    },
+    Resolve {
+        host: String,
+        port: u16,
+    },
+}
+
+enum Done {
+    Http {
+        op: u64,
+        answer: Result<Answer, String>,
+    },
+    Resolved {
+        host: String,
+        port: u16,
+        addr: Result<SocketAddr, String>,
+    },
+}
+
+struct Pool {
+    shared: Arc<PoolShared>,
+    done: mpsc::Receiver<Done>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+struct PoolShared {
+    agent: ureq::Agent,
+    queue: Mutex<(VecDeque<Work>, bool)>,
+    cond: Condvar,
+    notify: Mutex<Box<dyn Fn() + Send>>,
+}
+
+impl Pool {
+    fn spawn(config: &TrackerConfig, notify: Box<dyn Fn() + Send>) -> Pool {
+        let shared = Arc::new(PoolShared {
+            agent: agent(config),
+            queue: Mutex::new((VecDeque::new(), false)),
+            cond: Condvar::new(),
+            notify: Mutex::new(notify),
+        });
+        let (tx, done) = mpsc::channel();
+        let workers = (0..config.max_parallel.max(1))
+            .filter_map(|i| {
+                let shared = Arc::clone(&shared);
+                let tx = tx.clone();
+                thread::Builder::new()
+                    .name(format!("btcore-tracker-{i}"))
+                    .spawn(move || work(&shared, &tx))
+                    .ok()
+            })
+            .collect();
+        Pool {
+            shared,
+            done,
+            workers,
+        }
+    }
+
+    /// Queues work; name lookups go first, as UDP attempts wait on them.
+    fn submit(&self, w: Work) {
+        let mut q = lock(&self.shared.queue);
+        match w {
+            Work::Resolve { .. } => q.0.push_front(w),
+            Work::Http { .. } => q.0.push_back(w),
+        }
+        drop(q);
+        self.shared.cond.notify_one();
+    }
+
+    /// Drops the queued work and joins the workers until `deadline`.
+    fn stop(&mut self, deadline: Instant) {
+        {
+            let mut q = lock(&self.shared.queue);
+            q.0.clear();
+            q.1 = true;
         }
         self.shared.cond.notify_all();
         for handle in std::mem::take(&mut self.workers) {
@@ -314,22 +1044,164 @@ impl TrackerClient {
     }
 }
 
-impl Drop for TrackerClient {
-    /// Without [`TrackerClient::shutdown`], the workers stop at once (queued jobs are
-    /// dropped; running ones finish in the background).
-    fn drop(&mut self) {
-        if self.workers.is_empty() {
+fn work(shared: &PoolShared, tx: &mpsc::Sender<Done>) {
+    let mut tokens = vec![BencodeToken::default(); ANNOUNCE_TOKENS];
+    loop {
+        let w = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if q.1 {
+                    return;
+                }
+                if let Some(w) = q.0.pop_front() {
+                    break w;
+                }
+                q = shared.cond.wait(q).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let done = match w {
+            Work::Http { op, url, timeout } => Done::Http {
+                op,
+                answer: http_announce(&shared.agent, &url, timeout, &mut tokens),
+            },
+            Work::Resolve { host, port } => {
+                let addr = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))
+                    .and_then(|mut a| a.next().ok_or_else(|| format!("cannot resolve {host}")));
+                Done::Resolved { host, port, addr }
+            }
+        };
+        if tx.send(done).is_err() {
             return;
         }
-        {
-            let mut st = lock(&self.shared.state);
-            if st.shutdown.is_none() {
-                st.shutdown = Some(Instant::now());
-            }
-            st.queue.clear();
-        }
-        self.shared.cond.notify_all();
+        (lock(&shared.notify))();
     }
+}
+
+fn http_announce(
+    agent: &ureq::Agent,
+    url: &str,
+    timeout: Duration,
+    tokens: &mut [BencodeToken],
+) -> Result<Answer, String> {
+    let (status, body) = http_get(agent, url, timeout)?;
+    match http::parse_announce_response(&body, tokens) {
+        Ok(AnnounceResponse::Failure(f)) => Err(f.to_string()),
+        Ok(AnnounceResponse::Success(ok)) if (200..300).contains(&status) => Ok(Answer {
+            peers: collect_peers(ok.peers()),
+            interval: Some(ok.interval_secs),
+            min_interval: ok.min_interval_secs,
+            complete: ok.complete,
+            incomplete: ok.incomplete,
+            warning: ok.warning.map(|w| String::from_utf8_lossy(w).into_owned()),
+            tracker_id: ok.tracker_id.map(<[u8]>::to_vec),
+        }),
+        Ok(AnnounceResponse::Success(_)) => Err(format!("HTTP status {status}")),
+        Err(_) if !(200..300).contains(&status) => Err(format!("HTTP status {status}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------- scrape
+
+/// Scrapes `hashes` from the tracker whose announce URL is `url`, blocking the calling
+/// thread (for the one-shot `btcore scrape`). HTTP trackers need a BEP 48 scrape URL
+/// (the last path component starts with `announce`); an HTTP answer is filtered to
+/// the hashes asked for, unless none was. UDP scrapes go through the core's BEP 15
+/// client on a blocking socket, [`udp::CLIENT_MAX_SCRAPE`] hashes per request.
+pub fn scrape(
+    config: &TrackerConfig,
+    url: &str,
+    hashes: &[InfoHash],
+) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
+    match scheme(url) {
+        Scheme::Http => http_scrape(&agent(config), url, hashes, config.timeout),
+        Scheme::Udp => udp_scrape(config, url, hashes),
+        Scheme::Other => Err(UNSUPPORTED_SCHEME.into()),
+    }
+}
+
+fn udp_scrape(
+    config: &TrackerConfig,
+    url: &str,
+    hashes: &[InfoHash],
+) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
+    let (host, port) = udp_authority(url)?;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host}"))?;
+    let local = if addr.is_ipv6() {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let sock = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
+    sock.connect(addr).map_err(|e| e.to_string())?;
+    let epoch = Instant::now();
+    let ms = |t: Instant| t.saturating_duration_since(epoch).as_millis() as u64;
+    let mut rng = Rng::new(config.rng_seed);
+    let mut client = UdpTrackerClient::new(addr.is_ipv6())
+        .with_base_timeout_ms(config.udp_retry().as_millis() as u64);
+    let mut out = Vec::with_capacity(hashes.len());
+    let mut buf = vec![0u8; 65_536];
+    let mut packet = [0u8; udp::CLIENT_MAX_PACKET];
+    for chunk in hashes.chunks(udp::CLIENT_MAX_SCRAPE) {
+        let deadline = Instant::now() + config.timeout;
+        client
+            .scrape(chunk, ms(Instant::now()))
+            .map_err(|e| e.to_string())?;
+        'op: loop {
+            let now = Instant::now();
+            if now >= deadline || client.handle_timeout(ms(now)).is_some() {
+                return Err("timed out".into());
+            }
+            while let Some(n) = client
+                .poll_transmit(ms(now), &mut packet, &mut || rng.next_u32())
+                .map_err(|e| e.to_string())?
+            {
+                sock.send(packet.get(..n).unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            }
+            let wake = client
+                .poll_timeout()
+                .map_or(deadline, |t| epoch + Duration::from_millis(t))
+                .min(deadline);
+            let wait = wake
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            sock.set_read_timeout(Some(wait))
+                .map_err(|e| e.to_string())?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let data = buf.get(..n).unwrap_or_default();
+            match client.handle_datagram(ms(Instant::now()), data) {
+                Ok(Some(UdpEvent::Scraped(s))) => {
+                    out.extend(chunk.iter().copied().zip(s));
+                    break 'op;
+                }
+                Ok(Some(UdpEvent::Failed(f))) => return Err(f.to_string()),
+                Ok(Some(other)) => return Err(format!("unexpected answer {other:?}")),
+                // Progress (a connection id), or a stray datagram.
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -350,263 +1222,6 @@ fn scheme(url: &str) -> Scheme {
         Scheme::Udp
     } else {
         Scheme::Other
-    }
-}
-
-/// A tracker's successful answer, owned.
-#[derive(Default)]
-struct Answer {
-    peers: Vec<SocketAddr>,
-    interval: Option<u32>,
-    min_interval: Option<u32>,
-    complete: Option<u32>,
-    incomplete: Option<u32>,
-    warning: Option<String>,
-    tracker_id: Option<Vec<u8>>,
-}
-
-fn collect_peers(peers: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
-    let mut seen = HashSet::new();
-    peers.filter(|a| a.port() != 0 && seen.insert(*a)).collect()
-}
-
-struct Worker {
-    shared: Arc<Shared>,
-    tokens: Vec<Token>,
-    udp_rng: Rng,
-    udp_buf: Vec<u8>,
-}
-
-impl Worker {
-    fn new(shared: Arc<Shared>, seed: u64) -> Self {
-        Self {
-            shared,
-            tokens: vec![Token::default(); ANNOUNCE_TOKENS],
-            udp_rng: Rng::new(seed),
-            udp_buf: vec![0; 65_536],
-        }
-    }
-
-    fn run(mut self, tx: &mpsc::Sender<AnnounceResult>) {
-        while let Some((job, torrent)) = self.next_job() {
-            let (result, torrent) = if job.event == Some(Event::Stopped) {
-                (self.stop(&job, torrent.as_ref()), None)
-            } else {
-                let mut torrent = torrent;
-                let result = match torrent.as_mut() {
-                    Some(t) => self.announce(&job, t),
-                    None => AnnounceResult::new(job.key),
-                };
-                (result, torrent)
-            };
-            {
-                let mut st = lock(&self.shared.state);
-                st.busy.remove(&job.key);
-                if let Some(t) = torrent {
-                    st.torrents.insert(job.key, t);
-                }
-            }
-            self.shared.cond.notify_all();
-            if tx.send(result).is_ok() {
-                (lock(&self.shared.notify))();
-            }
-        }
-    }
-
-    /// The next job whose key is not busy, with its torrent's state taken out of the
-    /// map (for a job that is not `stopped`, built or rebuilt from the job's tiers).
-    /// `None` when the worker is to exit.
-    fn next_job(&self) -> Option<(AnnounceJob, Option<Torrent>)> {
-        let mut st = lock(&self.shared.state);
-        loop {
-            if let Some(deadline) = st.shutdown {
-                if st.queue.is_empty() || Instant::now() >= deadline {
-                    return None;
-                }
-            }
-            let st_ref = &mut *st;
-            if let Some(i) = st_ref
-                .queue
-                .iter()
-                .position(|j| !st_ref.busy.contains(&j.key))
-            {
-                let job = st_ref.queue.remove(i)?;
-                st_ref.busy.insert(job.key);
-                let mut torrent = st_ref.torrents.remove(&job.key);
-                if job.event != Some(Event::Stopped)
-                    && torrent.as_ref().is_none_or(|t| t.source != job.tiers)
-                {
-                    let rng = &mut st_ref.rng;
-                    let list = TrackerList::new(job.tiers.iter().cloned(), &mut |n| {
-                        rng.below(n as u64) as usize
-                    });
-                    let (answered, tracker_ids) = torrent
-                        .map(|t| (t.answered, t.tracker_ids))
-                        .unwrap_or_default();
-                    torrent = Some(Torrent {
-                        source: job.tiers.clone(),
-                        list,
-                        answered,
-                        tracker_ids,
-                    });
-                }
-                return Some((job, torrent));
-            }
-            st = match st.shutdown {
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    self.shared
-                        .cond
-                        .wait_timeout(st, wait)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => self
-                    .shared
-                    .cond
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner),
-            };
-        }
-    }
-
-    /// The shutdown deadline, if shutting down.
-    fn shutdown_deadline(&self) -> Option<Instant> {
-        lock(&self.shared.state).shutdown
-    }
-
-    fn request<'a>(&self, job: &AnnounceJob, tracker_id: Option<&'a [u8]>) -> AnnounceRequest<'a> {
-        AnnounceRequest {
-            info_hash: job.info_hash,
-            peer_id: job.peer_id,
-            port: job.port,
-            uploaded: job.uploaded,
-            downloaded: job.downloaded,
-            left: job.left,
-            event: job.event,
-            compact: true,
-            numwant: job.numwant,
-            key: Some(self.shared.session_key),
-            tracker_id,
-        }
-    }
-
-    /// A regular, `started` or `completed` announce: through the tiers until a
-    /// tracker answers.
-    fn announce(&mut self, job: &AnnounceJob, t: &mut Torrent) -> AnnounceResult {
-        let mut res = AnnounceResult::new(job.key);
-        t.list.restart();
-        let timeout = self.shared.config.timeout;
-        while let Some((pos, url)) = t.list.current().map(|(p, u)| (p, u.clone())) {
-            if self.shutdown_deadline().is_some() {
-                break;
-            }
-            let req = self.request(job, t.tracker_ids.get(&url).map(Vec::as_slice));
-            match self.announce_one(&url, &req, timeout) {
-                Ok(answer) => {
-                    t.list.on_success(pos.tier, pos.index);
-                    if !t.answered.contains(&url) {
-                        t.answered.push(url.clone());
-                    }
-                    if let Some(id) = answer.tracker_id {
-                        t.tracker_ids.insert(url.clone(), id);
-                    }
-                    res.peers = answer.peers;
-                    res.interval = answer.interval;
-                    res.min_interval = answer.min_interval;
-                    res.complete = answer.complete;
-                    res.incomplete = answer.incomplete;
-                    res.warning = answer.warning;
-                    res.tracker = Some(url);
-                    break;
-                }
-                Err(msg) => {
-                    res.errors.push((url, msg));
-                    if t.list.on_failure(pos.tier, pos.index).is_none() {
-                        break;
-                    }
-                }
-            }
-        }
-        res
-    }
-
-    /// A `stopped` announce to every tracker that answered during the session.
-    fn stop(&mut self, job: &AnnounceJob, t: Option<&Torrent>) -> AnnounceResult {
-        let mut res = AnnounceResult::new(job.key);
-        let Some(t) = t else {
-            return res;
-        };
-        for url in &t.answered {
-            let mut timeout = STOP_TIMEOUT.min(self.shared.config.timeout);
-            if let Some(deadline) = self.shutdown_deadline() {
-                timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-            }
-            if timeout.is_zero() {
-                res.errors
-                    .push((url.clone(), "shutdown deadline passed".into()));
-                continue;
-            }
-            let req = self.request(job, t.tracker_ids.get(url).map(Vec::as_slice));
-            match self.announce_one(url, &req, timeout) {
-                Ok(_) => {
-                    if res.tracker.is_none() {
-                        res.tracker = Some(url.clone());
-                    }
-                }
-                Err(msg) => res.errors.push((url.clone(), msg)),
-            }
-        }
-        res
-    }
-
-    fn announce_one(
-        &mut self,
-        url: &str,
-        req: &AnnounceRequest<'_>,
-        timeout: Duration,
-    ) -> Result<Answer, String> {
-        match scheme(url) {
-            Scheme::Http => self.http_announce(url, req, timeout),
-            Scheme::Udp => {
-                let mut udp = UdpCtx {
-                    shared: &self.shared,
-                    rng: self.udp_rng.clone(),
-                    buf: std::mem::take(&mut self.udp_buf),
-                };
-                let r = udp.announce(url, req, timeout);
-                self.udp_rng = udp.rng;
-                self.udp_buf = udp.buf;
-                r
-            }
-            Scheme::Other => Err(UNSUPPORTED_SCHEME.into()),
-        }
-    }
-
-    fn http_announce(
-        &mut self,
-        url: &str,
-        req: &AnnounceRequest<'_>,
-        timeout: Duration,
-    ) -> Result<Answer, String> {
-        let mut full = String::with_capacity(url.len() + 256);
-        http::write_announce_url(url.as_bytes(), req, &mut full).map_err(|e| e.to_string())?;
-        let (status, body) = http_get(&self.shared.agent, &full, timeout)?;
-        match http::parse_announce_response(&body, &mut self.tokens) {
-            Ok(AnnounceResponse::Failure(f)) => Err(f.to_string()),
-            Ok(AnnounceResponse::Success(ok)) if (200..300).contains(&status) => Ok(Answer {
-                peers: collect_peers(ok.peers()),
-                interval: Some(ok.interval_secs),
-                min_interval: ok.min_interval_secs,
-                complete: ok.complete,
-                incomplete: ok.incomplete,
-                warning: ok.warning.map(|w| String::from_utf8_lossy(w).into_owned()),
-                tracker_id: ok.tracker_id.map(<[u8]>::to_vec),
-            }),
-            Ok(AnnounceResponse::Success(_)) => Err(format!("HTTP status {status}")),
-            Err(_) if !(200..300).contains(&status) => Err(format!("HTTP status {status}")),
-            Err(e) => Err(e.to_string()),
-        }
     }
 }
 
@@ -641,7 +1256,7 @@ fn http_scrape(
     scrape.write(hashes, &mut full).map_err(|e| e.to_string())?;
     let (status, body) = http_get(agent, &full, timeout)?;
     // Every bencoded value takes at least two bytes.
-    let mut tokens = vec![Token::default(); body.len() / 2 + 2];
+    let mut tokens = vec![BencodeToken::default(); body.len() / 2 + 2];
     match http::parse_scrape_response(&body, &mut tokens) {
         Ok(ScrapeResponse::Failure(f)) => Err(f.to_string()),
         Ok(ScrapeResponse::Files(files)) if (200..300).contains(&status) => Ok(files
@@ -651,26 +1266,6 @@ fn http_scrape(
         Ok(ScrapeResponse::Files(_)) => Err(format!("HTTP status {status}")),
         Err(_) if !(200..300).contains(&status) => Err(format!("HTTP status {status}")),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Why a UDP exchange failed.
-enum UdpFail {
-    TimedOut,
-    Io(io::Error),
-    Codec(TrackerError),
-    /// An error packet: the tracker's text.
-    Tracker(String),
-}
-
-impl From<UdpFail> for String {
-    fn from(f: UdpFail) -> String {
-        match f {
-            UdpFail::TimedOut => "timed out".into(),
-            UdpFail::Io(e) => e.to_string(),
-            UdpFail::Codec(e) => e.to_string(),
-            UdpFail::Tracker(s) => s,
-        }
     }
 }
 
@@ -696,250 +1291,6 @@ fn udp_authority(url: &str) -> Result<(&str, u16), String> {
         return Err("malformed tracker URL".into());
     }
     Ok((host, port))
-}
-
-/// A UDP exchange context: the shared connection-id cache, transaction ids, a buffer.
-struct UdpCtx<'s> {
-    shared: &'s Shared,
-    rng: Rng,
-    buf: Vec<u8>,
-}
-
-/// Writes a request with the given connection id and transaction id; returns its length.
-type Encoder<'a> = &'a dyn Fn(u64, u32, &mut [u8]) -> Result<usize, TrackerError>;
-
-/// A socket connected to a tracker.
-struct Link {
-    sock: UdpSocket,
-    addr: SocketAddr,
-    /// Whether the tracker is reached over IPv6 (18-byte peer entries).
-    ipv6: bool,
-}
-
-/// A socket connected to the tracker of `url`.
-fn udp_socket(url: &str) -> Result<Link, String> {
-    let (host, port) = udp_authority(url)?;
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {host}"))?;
-    let local = if addr.is_ipv6() {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    };
-    let sock = UdpSocket::bind(local).map_err(|e| e.to_string())?;
-    sock.connect(addr).map_err(|e| e.to_string())?;
-    Ok(Link {
-        sock,
-        addr,
-        ipv6: addr.is_ipv6(),
-    })
-}
-
-impl UdpCtx<'_> {
-    fn cached_connection(&self, addr: SocketAddr) -> Option<(u64, Instant)> {
-        let mut cache = lock(&self.shared.udp_conns);
-        let now = Instant::now();
-        cache.retain(|_, (_, at)| now.duration_since(*at) < UDP_CONNECTION_LIFETIME);
-        cache.get(&addr).copied()
-    }
-
-    fn forget_connection(&self, addr: SocketAddr) {
-        lock(&self.shared.udp_conns).remove(&addr);
-    }
-
-    /// Sends `packet` and waits for the answer with transaction `txid` and action
-    /// `expect` (or an error packet) until `until`, sending again every retry period.
-    /// Returns the answer's length in `self.buf`.
-    fn transact(
-        &mut self,
-        link: &Link,
-        packet: &[u8],
-        txid: u32,
-        expect: Action,
-        until: Instant,
-        retry: Duration,
-    ) -> Result<usize, UdpFail> {
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                return Err(UdpFail::TimedOut);
-            }
-            link.sock.send(packet).map_err(UdpFail::Io)?;
-            let resend = (now + retry).min(until);
-            loop {
-                let wait = resend.saturating_duration_since(Instant::now());
-                if wait.is_zero() {
-                    break;
-                }
-                link.sock
-                    .set_read_timeout(Some(wait))
-                    .map_err(UdpFail::Io)?;
-                match link.sock.recv(&mut self.buf) {
-                    Ok(n) => {
-                        let data = self.buf.get(..n).unwrap_or_default();
-                        if udp::parse_response(data, txid, expect, link.ipv6).is_ok() {
-                            return Ok(n);
-                        }
-                        // Stale, spoofed or malformed: keep waiting.
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        break
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(UdpFail::Io(e)),
-                }
-            }
-        }
-    }
-
-    /// A connect: the new connection id.
-    fn connect(&mut self, link: &Link, deadline: Instant, retry: Duration) -> Result<u64, UdpFail> {
-        let txid = self.rng.next_u32();
-        let mut pkt = [0u8; udp::CONNECT_LEN];
-        let n = udp::encode_connect(txid, &mut pkt).map_err(UdpFail::Codec)?;
-        let len = self.transact(
-            link,
-            pkt.get(..n).unwrap_or_default(),
-            txid,
-            Action::Connect,
-            deadline,
-            retry,
-        )?;
-        let data = self.buf.get(..len).unwrap_or_default();
-        match udp::parse_response(data, txid, Action::Connect, link.ipv6) {
-            Ok(UdpResponse::Connect { connection_id }) => Ok(connection_id),
-            Ok(UdpResponse::Error(f)) => Err(UdpFail::Tracker(f.to_string())),
-            Ok(_) => Err(UdpFail::Codec(TrackerError::WrongAction)),
-            Err(e) => Err(UdpFail::Codec(e)),
-        }
-    }
-
-    /// Connect (or a cached connection id) then the request `encode` writes; returns
-    /// the answer's length in `self.buf` and its transaction id. A cached id that
-    /// draws no answer within one retry period, or an error packet, is dropped and the
-    /// exchange starts over with a connect.
-    fn exchange(
-        &mut self,
-        url: &str,
-        timeout: Duration,
-        expect: Action,
-        encode: Encoder<'_>,
-    ) -> Result<(usize, u32, bool), String> {
-        let deadline = Instant::now() + timeout;
-        let retry = UDP_RETRY.min(timeout / 3).max(Duration::from_millis(200));
-        let link = udp_socket(url)?;
-        let (addr, ipv6) = (link.addr, link.ipv6);
-        let mut pkt = vec![0u8; 16 + 20 * udp::MAX_SCRAPE_HASHES];
-        let mut may_use_cache = true;
-        loop {
-            let cached = if may_use_cache {
-                self.cached_connection(addr)
-            } else {
-                None
-            };
-            let (id, since, fresh) = match cached {
-                Some((id, at)) => (id, at, false),
-                None => {
-                    let id = self.connect(&link, deadline, retry).map_err(|e| {
-                        if matches!(e, UdpFail::TimedOut) {
-                            "timed out (connect)".to_string()
-                        } else {
-                            String::from(e)
-                        }
-                    })?;
-                    let at = Instant::now();
-                    lock(&self.shared.udp_conns).insert(addr, (id, at));
-                    (id, at, true)
-                }
-            };
-            let txid = self.rng.next_u32();
-            let n = encode(id, txid, &mut pkt).map_err(|e| e.to_string())?;
-            let mut until = deadline.min(since + UDP_CONNECTION_LIFETIME);
-            if !fresh {
-                until = until.min(Instant::now() + retry);
-            }
-            let sent = pkt.get(..n).unwrap_or_default();
-            match self.transact(&link, sent, txid, expect, until, retry) {
-                Ok(len) => {
-                    let data = self.buf.get(..len).unwrap_or_default();
-                    let is_error = matches!(
-                        udp::parse_response(data, txid, expect, ipv6),
-                        Ok(UdpResponse::Error(_))
-                    );
-                    if is_error {
-                        self.forget_connection(addr);
-                        if !fresh && Instant::now() < deadline {
-                            may_use_cache = false;
-                            continue;
-                        }
-                    }
-                    return Ok((len, txid, ipv6));
-                }
-                Err(UdpFail::TimedOut) => {
-                    self.forget_connection(addr);
-                    if Instant::now() >= deadline {
-                        return Err("timed out".into());
-                    }
-                    may_use_cache = false;
-                }
-                Err(e) => {
-                    self.forget_connection(addr);
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-
-    fn announce(
-        &mut self,
-        url: &str,
-        req: &AnnounceRequest<'_>,
-        timeout: Duration,
-    ) -> Result<Answer, String> {
-        let encode = |id: u64, txid: u32, out: &mut [u8]| udp::encode_announce(id, txid, req, out);
-        let (len, txid, ipv6) = self.exchange(url, timeout, Action::Announce, &encode)?;
-        let data = self.buf.get(..len).unwrap_or_default();
-        match udp::parse_response(data, txid, Action::Announce, ipv6) {
-            Ok(UdpResponse::Announce(a)) => Ok(Answer {
-                peers: collect_peers(a.peers),
-                interval: Some(a.interval_secs),
-                complete: Some(a.seeders),
-                incomplete: Some(a.leechers),
-                ..Answer::default()
-            }),
-            Ok(UdpResponse::Error(f)) => Err(f.to_string()),
-            Ok(_) => Err(TrackerError::WrongAction.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    fn scrape(
-        &mut self,
-        url: &str,
-        hashes: &[InfoHash],
-        timeout: Duration,
-    ) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
-        if hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let encode = |id: u64, txid: u32, out: &mut [u8]| udp::encode_scrape(id, txid, hashes, out);
-        let (len, txid, ipv6) = self.exchange(url, timeout, Action::Scrape, &encode)?;
-        let data = self.buf.get(..len).unwrap_or_default();
-        match udp::parse_response(data, txid, Action::Scrape, ipv6) {
-            Ok(UdpResponse::Scrape(s)) => Ok(hashes.iter().copied().zip(s).collect()),
-            Ok(UdpResponse::Error(f)) => Err(f.to_string()),
-            Ok(_) => Err(TrackerError::WrongAction.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1127,17 +1127,14 @@ pub struct ScrapeOptions {
     pub timeout: Duration,
 }
 
-/// Scrapes through [`crate::tracker::TrackerClient`].
+/// Scrapes through [`crate::tracker::scrape`] (blocking: a one-shot command).
 pub fn scrape(opts: &ScrapeOptions) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
     let config = crate::tracker::TrackerConfig {
         timeout: opts.timeout,
         max_parallel: 1,
         ..crate::tracker::TrackerConfig::default()
     };
-    let (client, _rx) = crate::tracker::TrackerClient::spawn(config, Box::new(|| {}));
-    let r = client.scrape(&opts.tracker, opts.info_hashes.clone());
-    client.shutdown(Duration::ZERO);
-    r
+    crate::tracker::scrape(&config, &opts.tracker, &opts.info_hashes)
 }
 
 #[cfg(test)]

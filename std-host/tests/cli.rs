@@ -2,7 +2,8 @@
 //! torrent of the conformance corpus, and every bad input is one clear line, never a panic.
 
 use btcore_tests::{conformance_dir, manifest};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn btcore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_btcore"))
@@ -109,4 +110,48 @@ fn magnet_json() {
     );
     let bad = btcore(&["magnet", "--json", "magnet:?xt=urn:btih:123"]);
     assert_eq!(bad.status.code(), Some(3));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    // `btcore info FILE | head -1`, with the reader gone before btcore writes: a shell
+    // pipes btcore's stdout into `true` and starts btcore 300 ms later, then reports
+    // btcore's exit status on stderr, where a panic would show too.
+    let path = conformance_dir().join("with-content/numbers/numbers.torrent");
+    let path = path.to_str().expect("utf-8 path");
+    let uri = "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=a%20b";
+    for args in [
+        &["info", path][..],
+        &["info", "--json", path],
+        &["magnet", uri],
+        &["magnet", "--json", uri],
+    ] {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"( sleep 0.3; "$@"; echo "status $?" >&2 ) | true"#)
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_btcore"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let end = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() >= end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?}: still running after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("output");
+        // No message, and 141 = 128 + SIGPIPE, as a shell reports for a Unix tool the
+        // signal ended.
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "status 141\n",
+            "{args:?}"
+        );
+    }
 }

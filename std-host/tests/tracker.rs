@@ -1,10 +1,10 @@
 //! The tracker client against stub trackers (HTTP and UDP) on 127.0.0.1, and against
-//! a real `opentracker` when one is installed. Every wait is bounded.
+//! a real `opentracker` when one is installed. Each test drives the client with its own
+//! `mio::Poll`, as the host's event loop does. Every wait is bounded.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::tracker::Event;
 use btcore_host::tracker::{
-    AnnounceJob, AnnounceResult, ScrapeStats, TrackerClient, TrackerConfig, UNSUPPORTED_SCHEME,
+    self, AnnounceJob, AnnounceResult, ScrapeStats, TrackerClient, TrackerConfig,
+    UNSUPPORTED_SCHEME,
 };
+use mio::{Events, Poll, Token, Waker};
 
 /// How long a stub lives at most.
 const STUB_LIFETIME: Duration = Duration::from_secs(60);
@@ -297,39 +299,96 @@ impl UdpStub {
 
 struct Client {
     client: TrackerClient,
-    rx: Receiver<AnnounceResult>,
+    poll: Poll,
+    events: Events,
+    config: TrackerConfig,
     notified: Arc<AtomicUsize>,
+    /// The longest `poll` slept in one turn.
+    longest_turn: Duration,
 }
 
+const WAKE: Token = Token(0);
+const UDP_TOKENS: [Token; 2] = [Token(1), Token(2)];
+
 fn client(timeout: Duration) -> Client {
+    client_with(timeout, 2)
+}
+
+fn client_with(timeout: Duration, max_parallel: usize) -> Client {
     let notified = Arc::new(AtomicUsize::new(0));
+    let poll = Poll::new().expect("poll");
+    let waker = Waker::new(poll.registry(), WAKE).expect("waker");
     let n = notified.clone();
     let config = TrackerConfig {
         timeout,
-        max_parallel: 2,
+        max_parallel,
         rng_seed: 7,
         ..TrackerConfig::default()
     };
-    let (client, rx) = TrackerClient::spawn(
-        config,
+    let client = TrackerClient::new(
+        config.clone(),
+        poll.registry(),
+        UDP_TOKENS,
         Box::new(move || {
             n.fetch_add(1, Ordering::SeqCst);
+            let _ = waker.wake();
         }),
-    );
+    )
+    .expect("tracker client");
     Client {
         client,
-        rx,
+        poll,
+        events: Events::with_capacity(16),
+        config,
         notified,
+        longest_turn: Duration::ZERO,
     }
 }
 
 impl Client {
-    fn announce(&self, key: u32, tiers: &[&[&str]], port: u16, event: Option<Event>) {
-        self.client.announce(job(key, tiers, PEER, port, event));
+    fn announce(&mut self, key: u32, tiers: &[&[&str]], port: u16, event: Option<Event>) {
+        self.submit(job(key, tiers, PEER, port, event));
     }
 
-    fn result(&self) -> AnnounceResult {
-        self.rx.recv_timeout(RESULT_WAIT).expect("announce result")
+    fn submit(&mut self, job: AnnounceJob) {
+        self.client.announce(Instant::now(), job);
+    }
+
+    /// One turn of a loop that has nothing but the tracker client: sleeps until its
+    /// `poll_timeout` (at most `max`), a datagram or a worker's wake-up.
+    fn turn(&mut self, max: Duration) {
+        let start = Instant::now();
+        let wait = self
+            .client
+            .poll_timeout()
+            .map_or(max, |t| t.saturating_duration_since(start))
+            .min(max);
+        self.poll.poll(&mut self.events, Some(wait)).expect("poll");
+        self.longest_turn = self.longest_turn.max(start.elapsed());
+        if self.events.iter().any(|e| UDP_TOKENS.contains(&e.token())) {
+            self.client.on_udp_readable(Instant::now());
+        }
+        self.client.handle_timeout(Instant::now());
+    }
+
+    /// Runs the loop until a result comes.
+    fn result(&mut self) -> AnnounceResult {
+        let end = Instant::now() + RESULT_WAIT;
+        loop {
+            if let Some(r) = self.client.poll_result() {
+                return r;
+            }
+            assert!(Instant::now() < end, "no announce result");
+            self.turn(Duration::from_secs(1));
+        }
+    }
+
+    fn scrape(
+        &self,
+        url: &str,
+        hashes: &[InfoHash],
+    ) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
+        tracker::scrape(&self.config, url, hashes)
     }
 }
 
@@ -368,7 +427,7 @@ fn closed_port() -> u16 {
 #[test]
 fn http_announce_returns_compact_peers() {
     let stub = HttpStub::new(|_| ok_body());
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     c.announce(1, &[&[&stub.url]], 6881, Some(Event::Started));
     let r = c.result();
     assert_eq!(r.key, 1);
@@ -411,7 +470,7 @@ fn http_announce_returns_compact_peers() {
         .expect("key");
     assert_eq!(key.len(), 8);
     assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
-    c.client.shutdown(Duration::from_secs(2));
+    c.client.shutdown(&mut c.poll, Duration::from_secs(2));
 }
 
 #[test]
@@ -423,7 +482,7 @@ fn http_dict_peers_and_warning() {
           6:peers618:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x1b\x5ae"
             .to_vec()
     });
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     c.announce(2, &[&[&stub.url]], 6881, None);
     let r = c.result();
     assert_eq!(r.errors, Vec::<(String, String)>::new());
@@ -462,7 +521,7 @@ fn failure_reason_falls_back_within_the_tier_and_promotes() {
             }
         })
     };
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     let tiers: &[&[&str]] = &[&[&a.url, &b.url]];
 
     c.announce(3, tiers, 6881, Some(Event::Started));
@@ -509,7 +568,7 @@ fn failure_reason_falls_back_within_the_tier_and_promotes() {
 fn tiers_are_tried_in_order_and_never_promoted_across_tiers() {
     let a = HttpStub::new(|_| failure_body("tier one says no"));
     let b = HttpStub::new(|_| ok_body());
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     let tiers: &[&[&str]] = &[&[&a.url], &[&b.url]];
     for round in 1..=2 {
         c.announce(4, tiers, 6881, None);
@@ -531,7 +590,7 @@ fn unreachable_trackers_fail_within_the_timeout() {
         silent.local_addr().expect("addr").port()
     );
     let http_url = format!("http://127.0.0.1:{}/announce", closed_port());
-    let c = client(Duration::from_secs(2));
+    let mut c = client(Duration::from_secs(2));
 
     let start = Instant::now();
     c.announce(5, &[&[&http_url]], 6881, Some(Event::Started));
@@ -559,7 +618,7 @@ fn unreachable_trackers_fail_within_the_timeout() {
 #[test]
 fn unsupported_schemes_are_errors() {
     let stub = HttpStub::new(|_| ok_body());
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     c.announce(
         7,
         &[&["wss://tracker.example/announce"], &[&stub.url]],
@@ -576,7 +635,7 @@ fn unsupported_schemes_are_errors() {
     );
     assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
     assert_eq!(
-        c.client.scrape("wss://x/announce", vec![InfoHash(HASH)]),
+        c.scrape("wss://x/announce", &[InfoHash(HASH)]),
         Err(UNSUPPORTED_SCHEME.to_string())
     );
 }
@@ -584,7 +643,7 @@ fn unsupported_schemes_are_errors() {
 #[test]
 fn udp_announce_connect_cache_and_scrape() {
     let stub = UdpStub::new(UdpMode::Peers);
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     c.announce(8, &[&[&stub.url]], 6881, Some(Event::Started));
     let r = c.result();
     assert_eq!(r.errors, Vec::<(String, String)>::new());
@@ -614,8 +673,7 @@ fn udp_announce_connect_cache_and_scrape() {
 
     let other = InfoHash([7; 20]);
     let stats = c
-        .client
-        .scrape(&stub.url, vec![InfoHash(HASH), other])
+        .scrape(&stub.url, &[InfoHash(HASH), other])
         .expect("scrape");
     assert_eq!(
         stats,
@@ -643,7 +701,7 @@ fn udp_announce_connect_cache_and_scrape() {
 #[test]
 fn udp_error_packet_is_reported() {
     let stub = UdpStub::new(UdpMode::Error("torrent banned"));
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     c.announce(9, &[&[&stub.url]], 6881, Some(Event::Started));
     let r = c.result();
     assert_eq!(r.tracker, None);
@@ -667,10 +725,7 @@ fn http_scrape() {
         body
     });
     let c = client(Duration::from_secs(5));
-    let stats = c
-        .client
-        .scrape(&stub.url, vec![InfoHash(HASH)])
-        .expect("scrape");
+    let stats = c.scrape(&stub.url, &[InfoHash(HASH)]).expect("scrape");
     assert_eq!(
         stats,
         vec![(
@@ -687,8 +742,7 @@ fn http_scrape() {
         format!("/scrape?info_hash={}", pct(&HASH))
     );
     assert!(c
-        .client
-        .scrape("http://127.0.0.1:1/track", vec![InfoHash(HASH)])
+        .scrape("http://127.0.0.1:1/track", &[InfoHash(HASH)])
         .is_err());
 }
 
@@ -696,7 +750,7 @@ fn http_scrape() {
 fn shutdown_sends_stopped_to_the_tracker_that_answered() {
     let failing = HttpStub::new(|_| failure_body("no"));
     let stub = HttpStub::new(|_| ok_body());
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     let tiers: &[&[&str]] = &[&[&failing.url], &[&stub.url]];
     c.announce(10, tiers, 6881, Some(Event::Started));
     let r = c.result();
@@ -704,15 +758,170 @@ fn shutdown_sends_stopped_to_the_tracker_that_answered() {
     // Queued work other than `stopped` is dropped at shutdown; `stopped` goes only to
     // the tracker that answered.
     c.announce(10, tiers, 6881, Some(Event::Stopped));
-    let Client { client, rx, .. } = c;
+    let Client {
+        client, mut poll, ..
+    } = c;
     let start = Instant::now();
-    client.shutdown(Duration::from_secs(3));
+    let results = client.shutdown(&mut poll, Duration::from_secs(3));
     assert!(start.elapsed() < Duration::from_secs(5));
-    let r = rx.recv_timeout(RESULT_WAIT).expect("stopped result");
+    assert_eq!(results.len(), 1, "{results:?}");
+    let r = &results[0];
+    assert_eq!(r.event, Some(Event::Stopped));
     assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!((failing.hits(), stub.hits()), (1, 2));
     assert!(stub.last_target().contains("event=stopped"));
+}
+
+// ---------------------------------------------------------------- UDP on the loop
+
+/// A UDP socket that reads what it is sent and never answers; counts the datagrams.
+struct SilentUdp {
+    url: String,
+    sock: UdpSocket,
+}
+
+impl SilentUdp {
+    fn new() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let url = format!(
+            "udp://127.0.0.1:{}/announce",
+            sock.local_addr().expect("addr").port()
+        );
+        Self { url, sock }
+    }
+
+    /// The datagrams received so far.
+    fn received(&self) -> usize {
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| self.sock.recv_from(&mut buf).ok()).count()
+    }
+}
+
+#[test]
+fn udp_announces_run_on_the_loop_and_hold_no_worker() {
+    // One worker only: were the UDP announce on it, the HTTP one would wait 3 s.
+    let silent = SilentUdp::new();
+    let http = HttpStub::new(|_| ok_body());
+    let mut c = client_with(Duration::from_secs(3), 1);
+    let start = Instant::now();
+    c.announce(20, &[&[&silent.url]], 6881, Some(Event::Started));
+    c.announce(21, &[&[&http.url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.key, 21);
+    assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(c.client.poll_timeout().is_some(), "the UDP attempt runs");
+
+    // The silent tracker gets BEP 15 retransmissions from the loop's timers (base 1 s
+    // for a 3 s timeout: sends at 0 and 1 s, the attempt ends at 3 s), and the loop
+    // never sleeps past them.
+    let r = c.result();
+    let took = start.elapsed();
+    assert_eq!(r.key, 20);
+    assert_eq!(r.tracker, None);
+    assert_eq!(
+        r.errors,
+        vec![(silent.url.clone(), "timed out (connect)".to_string())]
+    );
+    assert!(
+        (Duration::from_millis(2_900)..Duration::from_secs(4)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(silent.received(), 2);
+    assert!(
+        c.longest_turn <= Duration::from_millis(1_100),
+        "{:?}",
+        c.longest_turn
+    );
+    assert!(c.client.is_idle());
+    assert_eq!(c.client.poll_timeout(), None);
+}
+
+#[test]
+fn tiers_mix_transports_dead_udp_then_live_http() {
+    let silent = SilentUdp::new();
+    let http = HttpStub::new(|_| ok_body());
+    let mut c = client(Duration::from_secs(1));
+    c.announce(
+        22,
+        &[&[&silent.url], &[&http.url]],
+        6881,
+        Some(Event::Started),
+    );
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
+    assert_eq!(r.peers, two_peers());
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(r.errors[0].0, silent.url);
+    assert!(r.errors[0].1.starts_with("timed out"), "{:?}", r.errors);
+    assert_eq!(http.hits(), 1);
+
+    // In one tier, the live one moves to the front: the dead one is not asked again.
+    let _ = silent.received();
+    c.announce(23, &[&[&silent.url, &http.url]], 6881, None);
+    let _ = c.result();
+    let start = Instant::now();
+    c.announce(23, &[&[&silent.url, &http.url]], 6881, None);
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn tiers_mix_transports_dead_http_then_live_udp() {
+    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let stub = UdpStub::new(UdpMode::Peers);
+    let mut c = client(Duration::from_secs(5));
+    c.announce(24, &[&[&dead], &[&stub.url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.peers, two_peers());
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(r.errors[0].0, dead);
+
+    // Another torrent on the same UDP tracker reuses the connection id.
+    c.announce(25, &[&[&stub.url]], 6882, None);
+    let r = c.result();
+    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
+    assert_eq!(stub.announces.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn shutdown_sends_stopped_to_the_udp_tracker() {
+    let stub = UdpStub::new(UdpMode::Peers);
+    let mut c = client(Duration::from_secs(5));
+    c.announce(26, &[&[&stub.url]], 6881, Some(Event::Started));
+    assert_eq!(c.result().tracker.as_deref(), Some(stub.url.as_str()));
+    // A regular announce still running is abandoned (its packet is out already: the
+    // cached connection id needs no connect); `stopped` goes out on the loop that
+    // `shutdown` runs.
+    c.announce(26, &[&[&stub.url]], 6881, None);
+    c.announce(26, &[&[&stub.url]], 6881, Some(Event::Stopped));
+    let Client {
+        client, mut poll, ..
+    } = c;
+    let start = Instant::now();
+    let results = client.shutdown(&mut poll, Duration::from_secs(3));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0].event, Some(Event::Stopped));
+    assert_eq!(results[0].tracker.as_deref(), Some(stub.url.as_str()));
+    assert!(results[0].errors.is_empty(), "{:?}", results[0].errors);
+    assert_eq!(stub.announces.load(Ordering::SeqCst), 3);
+    assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
+    assert_eq!(be_u32(&lock(&stub.last_announce), 80), 3); // stopped
 }
 
 // ---------------------------------------------------------------- opentracker
@@ -790,14 +999,14 @@ fn opentracker_http_and_udp() {
     let (_ot, port) = start_opentracker(&bin.to_string_lossy(), &InfoHash(HASH));
     let http = format!("http://127.0.0.1:{port}/announce");
     let udp = format!("udp://127.0.0.1:{port}/announce");
-    let c = client(Duration::from_secs(5));
+    let mut c = client(Duration::from_secs(5));
     let peer_a: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
     let peer_b: SocketAddr = "127.0.0.1:40002".parse().expect("addr");
 
     // The whitelist may be read a moment after the port opens: retry a few times.
     let mut r = AnnounceResult::default();
     for _ in 0..50 {
-        c.client.announce(job(
+        c.submit(job(
             11,
             &[&[&http]],
             b"-BT0001-aaaaaaaaaaaa",
@@ -812,7 +1021,7 @@ fn opentracker_http_and_udp() {
     }
     assert_eq!(r.tracker.as_deref(), Some(http.as_str()), "{:?}", r.errors);
 
-    c.client.announce(job(
+    c.submit(job(
         12,
         &[&[&udp]],
         b"-BT0001-bbbbbbbbbbbb",
@@ -823,22 +1032,15 @@ fn opentracker_http_and_udp() {
     assert_eq!(r.tracker.as_deref(), Some(udp.as_str()), "{:?}", r.errors);
     assert!(r.peers.contains(&peer_a), "{:?}", r.peers);
 
-    c.client
-        .announce(job(11, &[&[&http]], b"-BT0001-aaaaaaaaaaaa", 40001, None));
+    c.submit(job(11, &[&[&http]], b"-BT0001-aaaaaaaaaaaa", 40001, None));
     let r = c.result();
     assert_eq!(r.tracker.as_deref(), Some(http.as_str()), "{:?}", r.errors);
     assert!(r.peers.contains(&peer_b), "{:?}", r.peers);
 
-    let stats = c
-        .client
-        .scrape(&udp, vec![InfoHash(HASH)])
-        .expect("udp scrape");
+    let stats = c.scrape(&udp, &[InfoHash(HASH)]).expect("udp scrape");
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].1.incomplete, 2);
-    let stats = c
-        .client
-        .scrape(&http, vec![InfoHash(HASH)])
-        .expect("http scrape");
+    let stats = c.scrape(&http, &[InfoHash(HASH)]).expect("http scrape");
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].1.incomplete, 2);
 }

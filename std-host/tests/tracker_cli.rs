@@ -1,6 +1,7 @@
 //! `btcore tracker`, `share`, `download` and `scrape` together, as a publisher on a NAS
 //! would use them: the tracker counts the seeder and the leecher, the leecher gets the
-//! data through it, and its `stopped` announce on exit is counted.
+//! data through it, and its `stopped` announce on exit is counted; over HTTP and over
+//! UDP (where every announce, `stopped` included, runs on the client's event loop).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -36,7 +37,19 @@ fn scrape(torrent: &std::path::Path) -> String {
 
 #[test]
 fn share_download_scrape_through_our_tracker() {
-    let dir = std::env::temp_dir().join(format!("btcore-tracker-cli-{}", std::process::id()));
+    share_download_scrape("http");
+}
+
+#[test]
+fn share_download_scrape_through_our_udp_tracker() {
+    share_download_scrape("udp");
+}
+
+fn share_download_scrape(scheme: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "btcore-tracker-cli-{scheme}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("src")).expect("dir");
     let data: Vec<u8> = (0..3_000_000u32)
@@ -44,7 +57,7 @@ fn share_download_scrape_through_our_tracker() {
         .collect();
     std::fs::write(dir.join("src/data.bin"), &data).expect("write");
     let tp = port();
-    let announce = format!("http://127.0.0.1:{tp}/announce");
+    let announce = format!("{scheme}://127.0.0.1:{tp}/announce");
     let _tracker = Kill(
         btcore()
             .args([

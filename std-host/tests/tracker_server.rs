@@ -15,8 +15,9 @@ use btcore_core::tracker::udp::{
     encode_announce, encode_connect, encode_scrape, parse_response, Action, UdpResponse,
 };
 use btcore_core::tracker::{AnnounceRequest, Event};
-use btcore_host::tracker::{AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
+use btcore_host::tracker::{self, AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
 use btcore_host::tracker_server::{TrackerOptions, TrackerServer};
+use mio::{Events, Poll, Token as IoToken, Waker};
 
 const HASH: [u8; 20] = *b"btcore-tracker-test!";
 const WAIT: Duration = Duration::from_secs(10);
@@ -157,16 +158,61 @@ impl Udp {
     }
 }
 
-fn client() -> (TrackerClient, std::sync::mpsc::Receiver<AnnounceResult>) {
-    TrackerClient::spawn(
-        TrackerConfig {
-            timeout: Duration::from_secs(5),
-            max_parallel: 2,
-            rng_seed: 9,
-            ..TrackerConfig::default()
-        },
-        Box::new(|| {}),
+fn config() -> TrackerConfig {
+    TrackerConfig {
+        timeout: Duration::from_secs(5),
+        max_parallel: 2,
+        rng_seed: 9,
+        ..TrackerConfig::default()
+    }
+}
+
+/// The tracker client on a loop of its own, as the host's event loop runs it.
+struct Client {
+    client: TrackerClient,
+    poll: Poll,
+}
+
+const TOKENS: [IoToken; 2] = [IoToken(1), IoToken(2)];
+
+fn client() -> Client {
+    let poll = Poll::new().expect("poll");
+    let waker = Waker::new(poll.registry(), IoToken(0)).expect("waker");
+    let client = TrackerClient::new(
+        config(),
+        poll.registry(),
+        TOKENS,
+        Box::new(move || {
+            let _ = waker.wake();
+        }),
     )
+    .expect("client");
+    Client { client, poll }
+}
+
+impl Client {
+    fn announce(&mut self, job: AnnounceJob) -> AnnounceResult {
+        self.client.announce(Instant::now(), job);
+        let end = Instant::now() + WAIT;
+        let mut events = Events::with_capacity(8);
+        loop {
+            if let Some(r) = self.client.poll_result() {
+                return r;
+            }
+            let now = Instant::now();
+            assert!(now < end, "no announce result");
+            let wait = self
+                .client
+                .poll_timeout()
+                .map_or(end, |t| t.min(end))
+                .saturating_duration_since(now);
+            self.poll.poll(&mut events, Some(wait)).expect("poll");
+            if events.iter().any(|e| TOKENS.contains(&e.token())) {
+                self.client.on_udp_readable(Instant::now());
+            }
+            self.client.handle_timeout(Instant::now());
+        }
+    }
 }
 
 fn job(key: u32, url: &str, port: u16, left: u64) -> AnnounceJob {
@@ -193,10 +239,9 @@ fn client_over_http_and_udp_sees_the_other_peer() {
     let u = server.udp_addr().expect("udp");
     let http_url = format!("http://{h}/announce");
     let udp_url = format!("udp://{u}/announce");
-    let (c, rx) = client();
+    let mut c = client();
 
-    c.announce(job(1, &http_url, 40001, 100));
-    let r = rx.recv_timeout(WAIT).expect("result");
+    let r = c.announce(job(1, &http_url, 40001, 100));
     assert_eq!(
         r.tracker.as_deref(),
         Some(http_url.as_str()),
@@ -205,8 +250,7 @@ fn client_over_http_and_udp_sees_the_other_peer() {
     );
     assert!(r.peers.is_empty());
 
-    c.announce(job(2, &udp_url, 40002, 100));
-    let r = rx.recv_timeout(WAIT).expect("result");
+    let r = c.announce(job(2, &udp_url, 40002, 100));
     assert_eq!(
         r.tracker.as_deref(),
         Some(udp_url.as_str()),
@@ -221,8 +265,7 @@ fn client_over_http_and_udp_sees_the_other_peer() {
 
     let mut j = job(1, &http_url, 40001, 100);
     j.event = None;
-    c.announce(j);
-    let r = rx.recv_timeout(WAIT).expect("result");
+    let r = c.announce(j);
     assert_eq!(
         r.peers,
         ["127.0.0.1:40002".parse::<SocketAddr>().expect("a")]
@@ -230,11 +273,11 @@ fn client_over_http_and_udp_sees_the_other_peer() {
     assert_eq!(r.interval, Some(60));
 
     for url in [&http_url, &udp_url] {
-        let s = c.scrape(url, vec![InfoHash(HASH)]).expect("scrape");
+        let s = tracker::scrape(&config(), url, &[InfoHash(HASH)]).expect("scrape");
         assert_eq!(s.len(), 1, "{url}");
         assert_eq!((s[0].1.incomplete, s[0].1.complete), (2, 0), "{url}");
     }
-    c.shutdown(Duration::from_secs(1));
+    c.client.shutdown(&mut c.poll, Duration::from_secs(1));
 
     // The stats page knows the torrent.
     let (code, body) = get(h, "/stats.json");

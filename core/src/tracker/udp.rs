@@ -382,6 +382,7 @@ struct Op {
 pub struct UdpTrackerClient {
     ipv6: bool,
     max_retries: u8,
+    base_timeout_ms: u64,
     connection: Option<(u64, u64)>,
     op: Option<Op>,
     scrape_hashes: heapless::Vec<InfoHash, CLIENT_MAX_SCRAPE>,
@@ -394,6 +395,7 @@ impl UdpTrackerClient {
         Self {
             ipv6,
             max_retries: MAX_RETRIES,
+            base_timeout_ms: BASE_TIMEOUT_MS,
             connection: None,
             op: None,
             scrape_hashes: heapless::Vec::new(),
@@ -409,6 +411,21 @@ impl UdpTrackerClient {
             MAX_RETRIES
         };
         self
+    }
+
+    /// Uses `base_ms` (at least 1) instead of BEP 15's [`BASE_TIMEOUT_MS`] as the first
+    /// retransmission timeout; the `n`-th is still `base_ms * 2^n`. A host that bounds
+    /// each announce by a deadline shorter than 15 s uses it to retransmit within it.
+    pub const fn with_base_timeout_ms(mut self, base_ms: u64) -> Self {
+        self.base_timeout_ms = if base_ms == 0 { 1 } else { base_ms };
+        self
+    }
+
+    /// Takes a connection id the host cached from an earlier client for the same
+    /// tracker (see [`UdpTrackerClient::conn_state`]); it is used until `expires_ms`.
+    /// Call before starting an operation.
+    pub fn set_connection(&mut self, connection_id: u64, expires_ms: u64) {
+        self.connection = Some((connection_id, expires_ms));
     }
 
     fn valid_connection(&self, now_ms: u64) -> Option<u64> {
@@ -528,7 +545,7 @@ impl UdpTrackerClient {
             _ => encode_connect(txid, out)?,
         };
         op.send_due = false;
-        op.deadline_ms = now_ms.saturating_add(BASE_TIMEOUT_MS << op.attempt);
+        op.deadline_ms = now_ms.saturating_add(self.base_timeout_ms << op.attempt);
         Ok(Some(n))
     }
 
@@ -952,6 +969,32 @@ mod tests {
         assert_eq!(c.handle_timeout(15_000), None);
         assert_eq!(send(&mut c, 15_000, &mut rng), Some((0, 102)));
         assert_eq!(c.handle_timeout(45_000), Some(UdpEvent::TimedOut));
+    }
+
+    #[test]
+    fn shorter_base_timeout_and_seeded_connection() {
+        let mut rng = counter();
+        let mut c = UdpTrackerClient::new(false).with_base_timeout_ms(2_000);
+        c.set_connection(9, 60_000);
+        assert_eq!(
+            c.conn_state(0),
+            ConnState::Connected {
+                connection_id: 9,
+                expires_ms: 60_000
+            }
+        );
+        // The cached id skips the connect; retransmissions double from 2 s.
+        c.announce(&req(), 0);
+        assert_eq!(send(&mut c, 0, &mut rng), Some((1, 101)));
+        assert_eq!(c.poll_timeout(), Some(2_000));
+        assert_eq!(c.handle_timeout(2_000), None);
+        assert_eq!(send(&mut c, 2_000, &mut rng), Some((1, 101)));
+        assert_eq!(c.poll_timeout(), Some(6_000));
+        // An expired seed is not used.
+        let mut c = UdpTrackerClient::new(false);
+        c.set_connection(9, 10);
+        c.announce(&req(), 10);
+        assert_eq!(send(&mut c, 10, &mut rng), Some((0, 102)));
     }
 
     #[test]
