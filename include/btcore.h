@@ -117,6 +117,28 @@
 #define BTCORE_DISK_IO_ERROR 2
 
 /**
+ * Dial with an encryption handshake first (plain text or RC4 after it, as the peer
+ * picks; plain text when it allows) and fall back to plain text; accept both. The
+ * default, as in libtorrent and Transmission.
+ */
+#define BTCORE_ENCRYPTION_PREFERRED 0
+
+/**
+ * Accept encrypted peers, dial in plain text.
+ */
+#define BTCORE_ENCRYPTION_ALLOWED 1
+
+/**
+ * RC4 on every connection; plain peers are refused.
+ */
+#define BTCORE_ENCRYPTION_REQUIRED 2
+
+/**
+ * Plain BitTorrent only; encrypted peers are refused.
+ */
+#define BTCORE_ENCRYPTION_DISABLED 3
+
+/**
  * The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
  * they are never mistaken for an errno value. `btcore_result_name()` and
  * `btcore_result_message()` describe a code.
@@ -707,6 +729,11 @@ typedef struct btcore_settings {
    * Seed for the engine's random choices (0: from the clock).
    */
   uint64_t random_seed;
+  /**
+   * Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
+   * `BTCORE_ENCRYPTION_PREFERRED`).
+   */
+  uint32_t encryption;
 } btcore_settings;
 
 /**

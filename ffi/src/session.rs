@@ -11,6 +11,7 @@ use crate::btcore_result::*;
 use crate::*;
 use btcore_core::session::TorrentId;
 use btcore_host::client::{Client, ClientError, ClientOptions};
+use btcore_host::encryption::Encryption;
 use std::ffi::c_void;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -53,7 +54,21 @@ pub struct btcore_settings {
     pub upload_rate_limit: u64,
     /// Seed for the engine's random choices (0: from the clock).
     pub random_seed: u64,
+    /// Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
+    /// `BTCORE_ENCRYPTION_PREFERRED`).
+    pub encryption: u32,
 }
+
+/// Dial with an encryption handshake first (plain text or RC4 after it, as the peer
+/// picks; plain text when it allows) and fall back to plain text; accept both. The
+/// default, as in libtorrent and Transmission.
+pub const BTCORE_ENCRYPTION_PREFERRED: u32 = 0;
+/// Accept encrypted peers, dial in plain text.
+pub const BTCORE_ENCRYPTION_ALLOWED: u32 = 1;
+/// RC4 on every connection; plain peers are refused.
+pub const BTCORE_ENCRYPTION_REQUIRED: u32 = 2;
+/// Plain BitTorrent only; encrypted peers are refused.
+pub const BTCORE_ENCRYPTION_DISABLED: u32 = 3;
 
 /// Called when events become available (the queue went from empty to non-empty):
 /// `userdata` is the pointer given to `btcore_session_set_notify`. It runs on the
@@ -83,6 +98,7 @@ pub extern "C" fn btcore_settings_default(out: *mut btcore_settings) -> btcore_r
                 download_rate_limit: 0,
                 upload_rate_limit: 0,
                 random_seed: 0,
+                encryption: BTCORE_ENCRYPTION_PREFERRED,
             })
         };
         Ok(())
@@ -246,6 +262,13 @@ pub extern "C" fn btcore_session_new(
         opts.download_limit = s.download_rate_limit;
         opts.upload_limit = s.upload_rate_limit;
         opts.seed = s.random_seed;
+        opts.encryption = match s.encryption {
+            BTCORE_ENCRYPTION_PREFERRED => Encryption::Preferred,
+            BTCORE_ENCRYPTION_ALLOWED => Encryption::Allowed,
+            BTCORE_ENCRYPTION_REQUIRED => Encryption::Required,
+            BTCORE_ENCRYPTION_DISABLED => Encryption::Disabled,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
         std::fs::create_dir_all(&opts.save_dir).map_err(|_| BTCORE_IO)?;
         if let Some(d) = &opts.state_dir {
             std::fs::create_dir_all(d).map_err(|_| BTCORE_IO)?;

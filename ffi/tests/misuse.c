@@ -47,6 +47,10 @@ int main(void) {
     EXPECT(btcore_session_new(&s, &session), BTCORE_INVALID_PARAMETER);
     if (session != (btcore_session *)0x1) { fprintf(stderr, "out written on failure\n"); failures++; }
     s.listen_address = "127.0.0.1";
+    if (s.encryption != BTCORE_ENCRYPTION_PREFERRED) { fprintf(stderr, "encryption default\n"); failures++; }
+    s.encryption = 99;
+    EXPECT(btcore_session_new(&s, &session), BTCORE_INVALID_PARAMETER);
+    s.encryption = BTCORE_ENCRYPTION_REQUIRED;
     s.listen_port = 0;
     s.use_trackers = false;
     s.download_dir = "misuse-dl";
