@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("krpc", fuzz_checks::krpc),
     ("pex", fuzz_checks::pex),
     ("lsd", fuzz_checks::lsd),
+    ("mse", fuzz_checks::mse),
 ];
 
 fn corpus_dir() -> PathBuf {
