@@ -109,6 +109,8 @@ pub struct TrackerOptions {
     pub max_peers: usize,
     /// Believe the `ip` parameter of announces.
     pub accept_ip_param: bool,
+    /// Keep peer ids for non-compact HTTP replies (see [`ServerConfig::peer_ids`]).
+    pub peer_ids: bool,
     /// Shortest time between two state saves.
     pub save_every: Duration,
 }
@@ -130,6 +132,7 @@ impl Default for TrackerOptions {
             max_peers_per_swarm: c.max_peers_per_swarm,
             max_peers: c.max_peers,
             accept_ip_param: false,
+            peer_ids: c.peer_ids,
             save_every: Duration::from_secs(5),
         }
     }
@@ -151,6 +154,7 @@ impl TrackerOptions {
             max_peers_per_swarm: self.max_peers_per_swarm,
             max_peers: self.max_peers,
             accept_ip_param: self.accept_ip_param,
+            peer_ids: self.peer_ids,
             sync: !self.sync_peers.is_empty() && self.sync_key.is_some(),
             sweep_every: CoreDuration::from_secs(u64::from(interval).clamp(1, 10)),
             ..ServerConfig::default()
