@@ -19,8 +19,10 @@
 //!
 //! # UDP
 //!
-//! BEP 15 on the same loop; replies go out at once (a reply the socket cannot take is
-//! dropped, as a lost datagram would be).
+//! BEP 15 on the same loop. Datagrams are read in batches of up to
+//! [`crate::udp_batch::BATCH`] (`recvmmsg` on Linux), answered with one clock reading,
+//! and the replies sent together (`sendmmsg`); a reply the socket cannot take is
+//! dropped, as a lost datagram would be.
 //!
 //! # State
 //!
@@ -59,6 +61,8 @@ use btcore_core::tracker::ScrapeStats;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream as MioTcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::udp_batch::UdpBatch;
 
 /// Largest HTTP request (head plus body) outside `/sync`.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -413,8 +417,7 @@ impl Loop {
 
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut udp_buf = vec![0u8; 2048];
-        let mut udp_out = Vec::with_capacity(4096);
+        let mut batch = UdpBatch::new();
         let mut last_idle_check = StdInstant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let timeout = Duration::from_millis(100);
@@ -427,7 +430,7 @@ impl Loop {
             for ev in &events {
                 match ev.token() {
                     LISTENER => self.accept(),
-                    UDP => self.udp_ready(&mut udp_buf, &mut udp_out),
+                    UDP => self.udp_ready(&mut batch),
                     WAKER => {}
                     Token(t) => self.conn_ready(t),
                 }
@@ -571,20 +574,18 @@ impl Loop {
         }
     }
 
-    fn udp_ready(&mut self, buf: &mut [u8], out: &mut Vec<u8>) {
+    /// Answers datagrams until the socket is drained (edge-triggered readiness).
+    fn udp_ready(&mut self, batch: &mut UdpBatch) {
+        let Some(sock) = &self.udp else {
+            return;
+        };
         loop {
-            let Some(sock) = &self.udp else {
-                return;
-            };
-            match sock.recv_from(buf) {
-                Ok((n, from)) => {
-                    let now = self.now();
-                    if self
-                        .tracker
-                        .handle_udp(now, &buf[..n], from, &mut self.rng, out)
-                    {
-                        let _ = sock.send_to(out, from);
-                    }
+            match batch.recv(sock) {
+                Ok(_) => {
+                    let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
+                    let (tracker, rng) = (&mut self.tracker, &mut self.rng);
+                    batch.answer(|pkt, from, out| tracker.handle_udp(now, pkt, from, rng, out));
+                    batch.send(sock);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
