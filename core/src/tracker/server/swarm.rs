@@ -142,10 +142,12 @@ impl<const N: usize> Rec<N> {
 struct Family<const N: usize> {
     /// `[leechers, seeds]`.
     lists: [Vec<Rec<N>>; 2],
-    /// Beside `lists` with [`Ids::Kept`], empty otherwise.
-    ids: [Vec<PeerId>; 2],
+    /// Beside `lists` with [`Ids::Kept`], `None` otherwise.
+    ids: Option<Box<[Vec<PeerId>; 2]>>,
     /// Address -> slot, built beyond [`SMALL`] peers and dropped below half of it.
-    index: HashTable<u32>,
+    /// Boxed, as `ids`, to keep small swarms small: most swarms of a public tracker
+    /// have a few peers, and every byte here is paid per swarm.
+    index: Option<Box<HashTable<u32>>>,
 }
 
 const fn slot(seed: bool, i: usize) -> u32 {
@@ -168,20 +170,19 @@ impl<const N: usize> Family<N> {
 
     fn id(&self, s: u32) -> Option<&PeerId> {
         let (seed, i) = unslot(s);
-        self.ids[usize::from(seed)].get(i)
+        self.ids.as_ref()?[usize::from(seed)].get(i)
     }
 
     fn find(&self, key: &[u8; 16], addr: &[u8; N]) -> Option<u32> {
-        if self.index.capacity() == 0 {
+        let Some(index) = &self.index else {
             return (0..2).find_map(|l| {
                 let i = self.lists[l].iter().position(|r| r.addr == *addr)?;
                 Some(slot(l == 1, i))
             });
-        }
-        let h = siphash24(key, addr);
+        };
         let lists = &self.lists;
-        self.index
-            .find(h, |&s| {
+        index
+            .find(siphash24(key, addr), |&s| {
                 let (seed, i) = unslot(s);
                 lists[usize::from(seed)]
                     .get(i)
@@ -195,12 +196,11 @@ impl<const N: usize> Family<N> {
         let s = slot(seed, self.lists[l].len());
         self.lists[l].push(rec);
         if let Some(id) = id {
-            self.ids[l].push(id);
+            self.ids.get_or_insert_with(Box::default)[l].push(id);
         }
-        if self.index.capacity() != 0 {
+        if let Some(index) = &mut self.index {
             let lists = &self.lists;
-            self.index
-                .insert_unique(siphash24(key, &rec.addr), s, |&s| rehash(key, lists, s));
+            index.insert_unique(siphash24(key, &rec.addr), s, |&s| rehash(key, lists, s));
         } else if self.len() > SMALL {
             self.build_index(key);
         }
@@ -216,7 +216,7 @@ impl<const N: usize> Family<N> {
                 });
             }
         }
-        self.index = index;
+        self.index = Some(Box::new(index));
     }
 
     /// Removes the peer at `s`; the last of its list moves into the hole.
@@ -228,26 +228,22 @@ impl<const N: usize> Family<N> {
             return None;
         }
         let gone = self.lists[l].swap_remove(i);
-        if !self.ids[l].is_empty() {
-            self.ids[l].swap_remove(i);
-        }
-        if self.index.capacity() == 0 {
-            return Some(gone);
+        if let Some(ids) = self.ids.as_mut().filter(|ids| i < ids[l].len()) {
+            ids[l].swap_remove(i);
         }
         if self.len() <= SMALL / 2 {
-            self.index = HashTable::new();
-            return Some(gone);
+            self.index = None;
         }
-        if let Ok(e) = self
-            .index
-            .find_entry(siphash24(key, &gone.addr), |&x| x == s)
-        {
+        let Some(index) = &mut self.index else {
+            return Some(gone);
+        };
+        if let Ok(e) = index.find_entry(siphash24(key, &gone.addr), |&x| x == s) {
             e.remove();
         }
         if i < last {
             let moved = self.lists[l][i].addr;
             let from = slot(seed, last);
-            if let Some(x) = self.index.find_mut(siphash24(key, &moved), |&x| x == from) {
+            if let Some(x) = index.find_mut(siphash24(key, &moved), |&x| x == from) {
                 *x = s;
             }
         }
@@ -558,7 +554,7 @@ fn refresh<const N: usize>(
     if let Some(r) = f.lists[l].get_mut(i) {
         *r = Rec::new(r.addr, expires, remote);
     }
-    if let Some(x) = f.ids[l].get_mut(i) {
+    if let Some(x) = f.ids.as_mut().and_then(|ids| ids[l].get_mut(i)) {
         *x = id;
     }
 }
@@ -589,6 +585,7 @@ mod tests {
     #[test]
     fn records_are_compact() {
         assert_eq!(size_of::<Rec<6>>(), 10);
+        assert!(size_of::<Swarm>() <= 80, "{}", size_of::<Swarm>());
         assert_eq!(size_of::<Rec<18>>(), 22);
         let r = Rec::new([1; 6], 12345, true);
         assert_eq!((r.expires(), r.remote()), (12345, true));
@@ -620,7 +617,7 @@ mod tests {
             );
             check(&s);
         }
-        assert!(s.v4.index.capacity() > 0, "indexed past SMALL");
+        assert!(s.v4.index.is_some(), "indexed past SMALL");
         assert_eq!(s.len(), usize::from(n));
         // Remove from the front, the middle and the back; every survivor stays found.
         for p in (1..=n).step_by(2) {
@@ -642,7 +639,7 @@ mod tests {
             let port = p.addr.port();
             assert_eq!(s.meta(at).and_then(|m| m.2), Some(PeerId([port as u8; 20])));
         }
-        assert!(s.v4.index.capacity() == 0, "dropped below SMALL / 2");
+        assert!(s.v4.index.is_none(), "dropped below SMALL / 2");
         let left = s.len();
         assert_eq!(s.expire(&K, u32::MAX), left);
         assert!(s.v6.is_none(), "the IPv6 family is freed when empty");
