@@ -27,9 +27,9 @@
 //! BEP 15 reply has room for one).
 //!
 //! A peer is stored in 10 bytes (IPv4) or 22 bytes (IPv6): its compact address and its
-//! expiry in whole seconds, plus a 4-byte index slot once its swarm has more than a few
-//! dozen peers (see `swarm.rs`); about 23 bytes per peer in all with 100 peers per
-//! swarm. `uploaded`, `downloaded` and the exact `left` are not stored, since nothing
+//! expiry in whole seconds, plus a 4-byte index slot once its swarm has more than 128
+//! peers (see `swarm.rs`). With vector slack and per-swarm costs that is about 15 bytes
+//! per peer with 100 peers per swarm, 22 with 500, 100 with 2 (bench/tracker.sh). `uploaded`, `downloaded` and the exact `left` are not stored, since nothing
 //! reads them; peer ids only with [`ServerConfig::peer_ids`].
 //!
 //! Memory is bounded by [`ServerConfig::max_swarms`], [`ServerConfig::max_peers_per_swarm`]
