@@ -17,6 +17,7 @@ pub mod resume;
 pub mod storage;
 pub mod tracker;
 pub mod tracker_server;
+mod udp_batch;
 
 use std::path::Path;
 

@@ -140,6 +140,10 @@ enum Command {
         /// Announce interval in seconds.
         #[arg(long, default_value_t = 1800)]
         interval: u32,
+        /// Keep peer ids (20 more bytes per peer) for the `peer id` of non-compact
+        /// HTTP replies; without it they leave the key out.
+        #[arg(long)]
+        peer_ids: bool,
     },
     /// Create a torrent for PATH, register it with the tracker, print its magnet link
     /// and seed it.
@@ -403,6 +407,7 @@ fn main() -> ExitCode {
             sync_peers,
             sync_key,
             interval,
+            peer_ids,
         } => run::tracker(run::TrackerArgs {
             http: (!no_http).then_some(http),
             udp: (!no_udp).then_some(udp),
@@ -414,6 +419,7 @@ fn main() -> ExitCode {
             sync_peers,
             sync_key,
             interval,
+            peer_ids,
         }),
         Command::Share {
             path,

@@ -413,6 +413,7 @@ pub struct TrackerArgs {
     pub sync_peers: Vec<String>,
     pub sync_key: Option<String>,
     pub interval: u32,
+    pub peer_ids: bool,
 }
 
 fn parse_hash(s: &str) -> Option<btcore_core::ids::InfoHash> {
@@ -464,6 +465,7 @@ pub fn tracker(a: TrackerArgs) -> ExitCode {
         sync_peers: a.sync_peers,
         sync_key: a.sync_key,
         interval_secs: a.interval,
+        peer_ids: a.peer_ids,
         ..TrackerOptions::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -19,8 +19,10 @@
 //!
 //! # UDP
 //!
-//! BEP 15 on the same loop; replies go out at once (a reply the socket cannot take is
-//! dropped, as a lost datagram would be).
+//! BEP 15 on the same loop. Datagrams are read in batches of up to
+//! [`crate::udp_batch::BATCH`] (`recvmmsg` on Linux), answered with one clock reading,
+//! and the replies sent together (`sendmmsg`); a reply the socket cannot take is
+//! dropped, as a lost datagram would be.
 //!
 //! # State
 //!
@@ -59,6 +61,8 @@ use btcore_core::tracker::ScrapeStats;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream as MioTcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::udp_batch::UdpBatch;
 
 /// Largest HTTP request (head plus body) outside `/sync`.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -109,6 +113,8 @@ pub struct TrackerOptions {
     pub max_peers: usize,
     /// Believe the `ip` parameter of announces.
     pub accept_ip_param: bool,
+    /// Keep peer ids for non-compact HTTP replies (see [`ServerConfig::peer_ids`]).
+    pub peer_ids: bool,
     /// Shortest time between two state saves.
     pub save_every: Duration,
 }
@@ -130,6 +136,7 @@ impl Default for TrackerOptions {
             max_peers_per_swarm: c.max_peers_per_swarm,
             max_peers: c.max_peers,
             accept_ip_param: false,
+            peer_ids: c.peer_ids,
             save_every: Duration::from_secs(5),
         }
     }
@@ -151,6 +158,7 @@ impl TrackerOptions {
             max_peers_per_swarm: self.max_peers_per_swarm,
             max_peers: self.max_peers,
             accept_ip_param: self.accept_ip_param,
+            peer_ids: self.peer_ids,
             sync: !self.sync_peers.is_empty() && self.sync_key.is_some(),
             sweep_every: CoreDuration::from_secs(u64::from(interval).clamp(1, 10)),
             ..ServerConfig::default()
@@ -409,8 +417,7 @@ impl Loop {
 
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut udp_buf = vec![0u8; 2048];
-        let mut udp_out = Vec::with_capacity(4096);
+        let mut batch = UdpBatch::new();
         let mut last_idle_check = StdInstant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let timeout = Duration::from_millis(100);
@@ -423,7 +430,7 @@ impl Loop {
             for ev in &events {
                 match ev.token() {
                     LISTENER => self.accept(),
-                    UDP => self.udp_ready(&mut udp_buf, &mut udp_out),
+                    UDP => self.udp_ready(&mut batch),
                     WAKER => {}
                     Token(t) => self.conn_ready(t),
                 }
@@ -567,20 +574,18 @@ impl Loop {
         }
     }
 
-    fn udp_ready(&mut self, buf: &mut [u8], out: &mut Vec<u8>) {
+    /// Answers datagrams until the socket is drained (edge-triggered readiness).
+    fn udp_ready(&mut self, batch: &mut UdpBatch) {
+        let Some(sock) = &self.udp else {
+            return;
+        };
         loop {
-            let Some(sock) = &self.udp else {
-                return;
-            };
-            match sock.recv_from(buf) {
-                Ok((n, from)) => {
-                    let now = self.now();
-                    if self
-                        .tracker
-                        .handle_udp(now, &buf[..n], from, &mut self.rng, out)
-                    {
-                        let _ = sock.send_to(out, from);
-                    }
+            match batch.recv(sock) {
+                Ok(_) => {
+                    let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
+                    let (tracker, rng) = (&mut self.tracker, &mut self.rng);
+                    batch.answer(|pkt, from, out| tracker.handle_udp(now, pkt, from, rng, out));
+                    batch.send(sock);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,

@@ -18,23 +18,33 @@
 //! # Swarms and peers
 //!
 //! A swarm is keyed by info-hash; a peer inside it by its address (IP and port, as
-//! opentracker does; the peer id is kept for non-compact replies). Seeds (`left == 0`)
-//! and leechers live in two vectors so that a seed's reply is drawn from leechers only
-//! (BEP 3 leaves this to the tracker; seeds cannot use each other) and a random sample
-//! needs no rejection of ineligible entries. A peer that does not announce again within
-//! [`ServerConfig::peer_timeout`] (default twice the interval) is dropped by the sweep.
+//! opentracker does). Seeds (`left == 0`) and leechers live in two vectors so that a
+//! seed's reply is drawn from leechers only (BEP 3 leaves this to the tracker; seeds
+//! cannot use each other) and a random sample needs no rejection of ineligible entries.
+//! A peer that does not announce again within [`ServerConfig::peer_timeout`] (default
+//! twice the interval) is dropped by the sweep. HTTP replies draw from both address
+//! families (`peers` and `peers6`), UDP replies from the requester's family only (a
+//! BEP 15 reply has room for one).
+//!
+//! A peer is stored in 10 bytes (IPv4) or 22 bytes (IPv6): its compact address and its
+//! expiry in whole seconds, plus a 4-byte index slot once its swarm has more than 128
+//! peers (see `swarm.rs`). With vector slack and per-swarm costs that is about 15 bytes
+//! per peer with 100 peers per swarm, 22 with 500, 100 with 2 (bench/tracker.sh). `uploaded`, `downloaded` and the exact `left` are not stored, since nothing
+//! reads them; peer ids only with [`ServerConfig::peer_ids`].
 //!
 //! Memory is bounded by [`ServerConfig::max_swarms`], [`ServerConfig::max_peers_per_swarm`]
 //! and [`ServerConfig::max_peers`]. A new swarm beyond the cap is refused
 //! ([`ServerError::TooManySwarms`]); a new peer in a full swarm either replaces the peer
-//! that announced least recently ([`FullSwarm::ReplaceOldest`], the default: a live swarm
-//! keeps turning over) or is refused ([`FullSwarm::Refuse`]).
+//! that expires first ([`FullSwarm::ReplaceOldest`], the default: a live swarm keeps
+//! turning over; for local peers that is the one that announced least recently) or is
+//! refused ([`FullSwarm::Refuse`]).
 //!
 //! # UDP connection ids (BEP 15)
 //!
-//! The connection id is a keyed cookie: the first 8 bytes of
-//! `sha1(secret || ip (16 bytes, v4 mapped) || port || bucket)` where `bucket` is
-//! `now / cookie_bucket`. An id of the current or the previous bucket is accepted, so
+//! The connection id is a keyed cookie, `siphash24(k, ip (16 bytes, v4 mapped) ||
+//! bucket)` with `k` derived from the host's secret and `bucket` = `now /
+//! cookie_bucket` (SipHash is a PRF made for short inputs: a few dozen nanoseconds
+//! where SHA-1 took two blocks). An id of the current or the previous bucket is accepted, so
 //! it lives between one and two buckets (default 60 s each, covering BEP 15's minute)
 //! and the tracker keeps no per-client state. Packets with a wrong id, unknown actions,
 //! or too short are dropped without a reply (no reflection off forged sources).
@@ -70,7 +80,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddr
 use super::udp::{Action, ANNOUNCE_LEN, MAX_SCRAPE_HASHES, PROTOCOL_ID};
 use super::{Event, ScrapeStats, COMPACT_V4_LEN, COMPACT_V6_LEN};
 use crate::bencode::{self, Encoder, Limits};
-use crate::hash::sha1;
+use crate::hash::{sha1, siphash24};
 use crate::ids::{InfoHash, PeerId};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
@@ -96,7 +106,8 @@ pub enum Mode {
 /// What happens when a new peer announces to a full swarm.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FullSwarm {
-    /// Drop the peer that announced least recently.
+    /// Drop the peer that expires first (for local peers, the one that announced least
+    /// recently).
     ReplaceOldest,
     /// Refuse the newcomer ([`ServerError::SwarmFull`]).
     Refuse,
@@ -139,6 +150,11 @@ pub struct ServerConfig {
     pub max_sync_batch: usize,
     /// How often [`Tracker::handle_timeout`] sweeps expired peers. Default 10 s.
     pub sweep_every: Duration,
+    /// Whether peer ids are stored, for the `peer id` of non-compact HTTP replies
+    /// (20 more bytes per peer). Default no: compact replies (BEP 23, UDP, nearly
+    /// every client) carry no ids, and without them non-compact replies leave the key
+    /// out, as BEP 23's `no_peer_id` allows.
+    pub peer_ids: bool,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +176,7 @@ impl Default for ServerConfig {
             max_sync_queue: 100_000,
             max_sync_batch: 50_000,
             sweep_every: Duration::from_secs(10),
+            peer_ids: false,
         }
     }
 }
@@ -345,113 +362,29 @@ impl From<bencode::DecodeError> for StateError {
 
 // ---------------------------------------------------------------- swarms
 
-#[derive(Clone, Debug)]
-struct Peer {
-    addr: SocketAddr,
-    peer_id: PeerId,
-    last_seen: Instant,
-    expires: Instant,
-    /// Learnt from a peer tracker (not forwarded again).
-    remote: bool,
+mod swarm;
+
+use swarm::{compact_addr, Families, Ids, Key, Secs, Swarm};
+
+fn swarm_stats(s: &Swarm) -> ScrapeStats {
+    let (seeds, leechers) = s.counts();
+    ScrapeStats {
+        complete: seeds as u32,
+        downloaded: s.downloaded,
+        incomplete: leechers as u32,
+    }
 }
 
-/// Where a peer lives in its swarm: `(seed, index)`.
-type Slot = (bool, u32);
-
-#[derive(Clone, Debug, Default)]
-struct Swarm {
-    seeds: Vec<Peer>,
-    leechers: Vec<Peer>,
-    index: BTreeMap<SocketAddr, Slot>,
-    downloaded: u32,
+/// `now` in whole seconds (the clock peer records keep).
+fn secs(now: Instant) -> Secs {
+    u32::try_from(now.as_millis() / 1000).unwrap_or(u32::MAX)
 }
 
-impl Swarm {
-    fn len(&self) -> usize {
-        self.seeds.len() + self.leechers.len()
-    }
-
-    fn list(&mut self, seed: bool) -> &mut Vec<Peer> {
-        if seed {
-            &mut self.seeds
-        } else {
-            &mut self.leechers
-        }
-    }
-
-    fn get(&self, slot: Slot) -> Option<&Peer> {
-        let v = if slot.0 { &self.seeds } else { &self.leechers };
-        v.get(slot.1 as usize)
-    }
-
-    /// Removes the peer at `slot`, fixing the index of the one moved into its place.
-    fn remove_slot(&mut self, slot: Slot) -> Option<Peer> {
-        let (seed, i) = (slot.0, slot.1 as usize);
-        let list = self.list(seed);
-        if i >= list.len() {
-            return None;
-        }
-        let p = list.swap_remove(i);
-        let moved = list.get(i).map(|m| m.addr);
-        self.index.remove(&p.addr);
-        if let Some(addr) = moved {
-            self.index.insert(addr, (seed, i as u32));
-        }
-        Some(p)
-    }
-
-    fn remove(&mut self, addr: &SocketAddr) -> Option<Peer> {
-        let slot = *self.index.get(addr)?;
-        self.remove_slot(slot)
-    }
-
-    fn insert(&mut self, p: Peer, seed: bool) {
-        let addr = p.addr;
-        let list = self.list(seed);
-        list.push(p);
-        let i = (list.len() - 1) as u32;
-        self.index.insert(addr, (seed, i));
-    }
-
-    /// The slot of the peer that announced least recently.
-    fn oldest(&self) -> Option<Slot> {
-        let s = self
-            .seeds
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.last_seen, (true, i as u32)));
-        let l = self
-            .leechers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.last_seen, (false, i as u32)));
-        s.chain(l).min_by_key(|(t, _)| *t).map(|(_, slot)| slot)
-    }
-
-    /// Drops expired peers; returns how many.
-    fn expire(&mut self, now: Instant) -> usize {
-        let mut n = 0;
-        for seed in [true, false] {
-            let mut i = 0;
-            while i < self.list(seed).len() {
-                if self.list(seed)[i].expires <= now {
-                    self.remove_slot((seed, i as u32));
-                    n += 1;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        n
-    }
-
-    fn stats(&self) -> ScrapeStats {
-        ScrapeStats {
-            complete: self.seeds.len() as u32,
-            downloaded: self.downloaded,
-            incomplete: self.leechers.len() as u32,
-        }
-    }
+/// The second at which a peer seen at `now` with `ttl` to live expires, rounded up:
+/// a peer is never dropped early.
+fn expiry(now: Instant, ttl: Duration) -> Secs {
+    let ms = now.as_millis().saturating_add(ttl.as_millis());
+    u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
 }
 
 /// Counters of what the tracker did, for statistics pages.
@@ -479,7 +412,10 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Tracker {
     config: ServerConfig,
-    secret: [u8; 32],
+    /// SipHash key of the UDP connection ids.
+    cookie_key: [u8; 16],
+    /// SipHash key of the peer indexes.
+    index_key: [u8; 16],
     swarms: BTreeMap<InfoHash, Swarm>,
     allow: BTreeSet<InfoHash>,
     peers: usize,
@@ -487,15 +423,27 @@ pub struct Tracker {
     sync_queue: Vec<SyncEntry>,
     next_sweep: Option<Instant>,
     counters: Counters,
+    /// Scratch space of the peer sampling.
+    picked: Vec<u32>,
 }
 
 impl Tracker {
     /// A tracker with no swarms; `secret` keys the UDP connection ids (the host draws it
     /// from the OS at start: ids do not survive a restart, clients reconnect).
     pub fn new(config: ServerConfig, secret: [u8; 32]) -> Self {
+        let key = |label: &[u8]| {
+            let mut m = [0u8; 32 + 8];
+            m[..32].copy_from_slice(&secret);
+            m[32..32 + label.len()].copy_from_slice(label);
+            let d = sha1(&m);
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&d[..16]);
+            k
+        };
         Self {
             config,
-            secret,
+            cookie_key: key(b"cookie"),
+            index_key: key(b"index"),
             swarms: BTreeMap::new(),
             allow: BTreeSet::new(),
             peers: 0,
@@ -503,6 +451,7 @@ impl Tracker {
             sync_queue: Vec::new(),
             next_sweep: None,
             counters: Counters::default(),
+            picked: Vec::new(),
         }
     }
 
@@ -530,7 +479,7 @@ impl Tracker {
 
     /// Counts of one swarm (`None` if unknown).
     pub fn stats(&self, info_hash: &InfoHash) -> Option<ScrapeStats> {
-        self.swarms.get(info_hash).map(Swarm::stats)
+        self.swarms.get(info_hash).map(swarm_stats)
     }
 
     /// Every known swarm and registered info-hash with its counts, in info-hash order.
@@ -542,7 +491,7 @@ impl Tracker {
             .map(|h| (*h, ScrapeStats::default()));
         self.swarms
             .iter()
-            .map(|(h, s)| (*h, s.stats()))
+            .map(|(h, s)| (*h, swarm_stats(s)))
             .chain(unseen)
     }
 
@@ -602,16 +551,15 @@ impl Tracker {
     /// Every locally announced peer with its remaining time to live, for a full resync
     /// of a peer tracker.
     pub fn local_sync_entries(&self, now: Instant, out: &mut Vec<SyncEntry>) {
+        let now = secs(now);
         for (h, s) in &self.swarms {
-            for (seed, list) in [(true, &s.seeds), (false, &s.leechers)] {
-                for p in list.iter().filter(|p| !p.remote && p.expires > now) {
-                    out.push(SyncEntry {
-                        info_hash: *h,
-                        addr: p.addr,
-                        seed,
-                        ttl_secs: ttl_secs(p.expires.since(now)),
-                    });
-                }
+            for p in s.peers().filter(|p| !p.remote && p.expires > now) {
+                out.push(SyncEntry {
+                    info_hash: *h,
+                    addr: p.addr,
+                    seed: p.seed,
+                    ttl_secs: p.expires - now,
+                });
             }
         }
     }
@@ -625,15 +573,17 @@ impl Tracker {
         self.next_sweep = Some(now + self.config.sweep_every);
         let mut removed = 0;
         let allow = &self.allow;
+        let (key, now) = (&self.index_key, secs(now));
         self.swarms.retain(|h, s| {
-            removed += s.expire(now);
+            removed += s.expire(key, now);
             s.len() > 0 || s.downloaded > 0 || allow.contains(h)
         });
         self.peers -= removed;
         self.counters.expired += removed as u64;
     }
 
-    /// Applies one announce from `source` (the address the request came from).
+    /// Applies one announce from `source` (the address the request came from); the
+    /// reply lists peers of both address families.
     pub fn announce(
         &mut self,
         now: Instant,
@@ -641,7 +591,31 @@ impl Tracker {
         source: IpAddr,
         rng: &mut Rng,
     ) -> Result<AnnounceReply, ServerError> {
-        let r = self.announce_inner(now, req, source, rng);
+        let mut peers = Vec::new();
+        let st = self.announce_with(now, req, source, rng, Families::Both, |a, id| {
+            peers.push((compact_addr(a), id.copied().unwrap_or_default()));
+        })?;
+        Ok(AnnounceReply {
+            interval_secs: self.config.interval_secs,
+            complete: st.complete,
+            incomplete: st.incomplete,
+            downloaded: st.downloaded,
+            peers,
+        })
+    }
+
+    /// [`Tracker::announce`] handing each chosen peer to `emit` (compact address, peer
+    /// id if kept) instead of collecting them; returns the swarm's counts.
+    fn announce_with(
+        &mut self,
+        now: Instant,
+        req: &Announce,
+        source: IpAddr,
+        rng: &mut Rng,
+        families: Families,
+        emit: impl FnMut(&[u8], Option<&PeerId>),
+    ) -> Result<ScrapeStats, ServerError> {
+        let r = self.announce_inner(now, req, source, rng, families, emit);
         match r {
             Ok(_) => self.counters.announces += 1,
             Err(_) => self.counters.failures += 1,
@@ -658,7 +632,9 @@ impl Tracker {
         req: &Announce,
         source: IpAddr,
         rng: &mut Rng,
-    ) -> Result<AnnounceReply, ServerError> {
+        families: Families,
+        emit: impl FnMut(&[u8], Option<&PeerId>),
+    ) -> Result<ScrapeStats, ServerError> {
         if self.config.mode == Mode::AllowList && !self.allow.contains(&req.info_hash) {
             return Err(ServerError::NotRegistered);
         }
@@ -670,24 +646,22 @@ impl Tracker {
             _ => source,
         };
         let addr = SocketAddr::new(ip.to_canonical(), req.port);
-        let interval_secs = self.config.interval_secs;
+        let k = Key::of(addr);
         let seed = req.left == 0;
+        let key = &self.index_key;
 
         if req.event == Some(Event::Stopped) {
-            let mut reply = AnnounceReply {
-                interval_secs,
-                ..AnnounceReply::default()
-            };
+            let mut st = ScrapeStats::default();
             if let Some(s) = self.swarms.get_mut(&req.info_hash) {
-                if s.remove(&addr).is_some() {
-                    self.peers -= 1;
+                if let Some(at) = s.find(key, &k) {
+                    if s.remove(key, at) {
+                        self.peers -= 1;
+                    }
                 }
-                let st = s.stats();
-                (reply.complete, reply.incomplete, reply.downloaded) =
-                    (st.complete, st.incomplete, st.downloaded);
+                st = swarm_stats(s);
             }
             self.queue_sync(req.info_hash, addr, seed, 0);
-            return Ok(reply);
+            return Ok(st);
         }
 
         if !self.swarms.contains_key(&req.info_hash) {
@@ -699,31 +673,25 @@ impl Tracker {
             }
             self.swarms.insert(req.info_hash, Swarm::default());
         }
+        let ids = self.ids();
         let Some(swarm) = self.swarms.get_mut(&req.info_hash) else {
             return Err(ServerError::TooManySwarms);
         };
-        let expires = now + self.config.peer_timeout;
-        let peer = Peer {
-            addr,
-            peer_id: req.peer_id,
-            last_seen: now,
-            expires,
-            remote: false,
-        };
+        let expires = expiry(now, self.config.peer_timeout);
         let mut completed = req.event == Some(Event::Completed);
-        match swarm.index.get(&addr).copied() {
-            Some(slot) => {
-                if slot.0 {
+        let mut me = swarm.find(key, &k);
+        match me {
+            Some(at) => {
+                if at.is_seed() {
                     // Already a seed: a repeated `completed` is not a new download.
                     completed = false;
                 }
-                if slot.0 == seed {
-                    if let Some(p) = swarm.list(seed).get_mut(slot.1 as usize) {
-                        *p = peer;
-                    }
+                if at.is_seed() == seed {
+                    swarm.update(at, expires, false, req.peer_id);
                 } else {
-                    swarm.remove_slot(slot);
-                    swarm.insert(peer, seed);
+                    swarm.remove(key, at);
+                    swarm.insert(key, &k, expires, false, seed, ids, req.peer_id);
+                    me = swarm.find(key, &k);
                 }
             }
             None => {
@@ -731,8 +699,8 @@ impl Tracker {
                     match self.config.full_swarm {
                         FullSwarm::Refuse => return Err(ServerError::SwarmFull),
                         FullSwarm::ReplaceOldest => {
-                            if let Some(old) = swarm.oldest() {
-                                swarm.remove_slot(old);
+                            if let Some(old) = swarm.first_to_expire() {
+                                swarm.remove(key, old);
                                 self.peers -= 1;
                             }
                         }
@@ -741,7 +709,8 @@ impl Tracker {
                 if self.peers >= self.config.max_peers {
                     return Err(ServerError::TrackerFull);
                 }
-                swarm.insert(peer, seed);
+                swarm.insert(key, &k, expires, false, seed, ids, req.peer_id);
+                me = swarm.find(key, &k);
                 self.peers += 1;
             }
         }
@@ -754,17 +723,20 @@ impl Tracker {
             .numwant
             .unwrap_or(self.config.default_numwant)
             .min(self.config.max_numwant) as usize;
-        let peers = select(swarm, &addr, seed, want, rng);
-        let st = swarm.stats();
+        let v6 = matches!(k, Key::V6(_));
+        swarm.select(me, v6, seed, families, want, rng, &mut self.picked, emit);
+        let st = swarm_stats(swarm);
         let ttl = ttl_secs(self.config.peer_timeout);
         self.queue_sync(req.info_hash, addr, seed, ttl);
-        Ok(AnnounceReply {
-            interval_secs,
-            complete: st.complete,
-            incomplete: st.incomplete,
-            downloaded: st.downloaded,
-            peers,
-        })
+        Ok(st)
+    }
+
+    const fn ids(&self) -> Ids {
+        if self.config.peer_ids {
+            Ids::Kept
+        } else {
+            Ids::Dropped
+        }
     }
 
     fn queue_sync(&mut self, info_hash: InfoHash, addr: SocketAddr, seed: bool, ttl_secs: u32) {
@@ -863,16 +835,14 @@ impl Tracker {
         // Keyed by the client's IP only (as opentracker does): BEP 15's connection id
         // proves the source address is not spoofed, and clients often announce from a
         // new UDP port each time.
-        let mut m = [0u8; 32 + 16 + 8];
-        m[..32].copy_from_slice(&self.secret);
+        let mut m = [0u8; 16 + 8];
         let ip = match from.ip().to_canonical() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
         };
-        m[32..48].copy_from_slice(&ip.octets());
-        m[48..56].copy_from_slice(&bucket.to_be_bytes());
-        let d = sha1(&m);
-        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        m[..16].copy_from_slice(&ip.octets());
+        m[16..].copy_from_slice(&bucket.to_be_bytes());
+        siphash24(&self.cookie_key, &m)
     }
 
     /// Handles one BEP 15 datagram from `from`; writes the reply into `out` (cleared
@@ -929,21 +899,19 @@ impl Tracker {
                         return true;
                     }
                 };
-                match self.announce(now, &req, from.ip(), rng) {
-                    Ok(reply) => {
-                        let v6 = from.ip().to_canonical().is_ipv6();
-                        out.extend_from_slice(&Action::Announce.code().to_be_bytes());
-                        out.extend_from_slice(&txid.to_be_bytes());
-                        out.extend_from_slice(&reply.interval_secs.to_be_bytes());
-                        out.extend_from_slice(&reply.incomplete.to_be_bytes());
-                        out.extend_from_slice(&reply.complete.to_be_bytes());
-                        for (a, _) in &reply.peers {
-                            match (a, v6) {
-                                (SocketAddr::V4(a), false) => push_v4(a, out),
-                                (SocketAddr::V6(a), true) => push_v6(a, out),
-                                _ => {}
-                            }
-                        }
+                // The header goes in front once the counts are known; the peers (of the
+                // requester's family) are written behind it as they are drawn.
+                out.resize(20, 0);
+                let r = self.announce_with(now, &req, from.ip(), rng, Families::SameAs, |a, _| {
+                    out.extend_from_slice(a);
+                });
+                match r {
+                    Ok(st) => {
+                        out[..4].copy_from_slice(&Action::Announce.code().to_be_bytes());
+                        out[4..8].copy_from_slice(&txid.to_be_bytes());
+                        out[8..12].copy_from_slice(&self.config.interval_secs.to_be_bytes());
+                        out[12..16].copy_from_slice(&st.incomplete.to_be_bytes());
+                        out[16..20].copy_from_slice(&st.complete.to_be_bytes());
                     }
                     Err(e) => encode_udp_error(txid, e.as_str().as_bytes(), out),
                 }
@@ -1032,13 +1000,9 @@ impl Tracker {
             if let Some(s) = self.swarms.get_mut(&h) {
                 s.downloaded = s.downloaded.max(n);
             } else if self.swarms.len() < self.config.max_swarms {
-                self.swarms.insert(
-                    h,
-                    Swarm {
-                        downloaded: n,
-                        ..Swarm::default()
-                    },
-                );
+                let mut s = Swarm::default();
+                s.downloaded = n;
+                self.swarms.insert(h, s);
             }
         }
         self.dirty = false;
@@ -1089,12 +1053,15 @@ impl Tracker {
         if self.config.mode == Mode::AllowList && !self.allow.contains(&e.info_hash) {
             return false;
         }
-        let addr = SocketAddr::new(e.addr.ip().to_canonical(), e.addr.port());
+        let k = Key::of(e.addr);
+        let key = &self.index_key;
         if e.ttl_secs == 0 {
             if let Some(s) = self.swarms.get_mut(&e.info_hash) {
-                if s.remove(&addr).is_some() {
-                    self.peers -= 1;
-                    return true;
+                if let Some(at) = s.find(key, &k) {
+                    if s.remove(key, at) {
+                        self.peers -= 1;
+                        return true;
+                    }
                 }
             }
             return false;
@@ -1105,34 +1072,29 @@ impl Tracker {
             }
             self.swarms.insert(e.info_hash, Swarm::default());
         }
+        let ids = self.ids();
         let Some(s) = self.swarms.get_mut(&e.info_hash) else {
             return false;
         };
         // A remote entry never lives longer than a local peer would.
         let ttl = Duration::from_secs(u64::from(e.ttl_secs)).min(self.config.peer_timeout);
-        let expires = now + ttl;
-        let mut peer = Peer {
-            addr,
-            peer_id: PeerId::default(),
-            last_seen: now,
-            expires,
-            remote: true,
-        };
-        if let Some(slot) = s.index.get(&addr).copied() {
-            if let Some(old) = s.get(slot) {
-                // A peer that also announces here stays local and keeps its id.
-                peer.remote = old.remote;
-                peer.peer_id = old.peer_id;
-                peer.expires = old.expires.max(expires);
+        let expires = expiry(now, ttl);
+        if let Some(at) = s.find(key, &k) {
+            // A peer that also announces here stays local and keeps its id.
+            let (old, remote, id) = s.meta(at).unwrap_or((0, true, None));
+            let (expires, id) = (expires.max(old), id.unwrap_or_default());
+            if at.is_seed() == e.seed {
+                s.update(at, expires, remote, id);
+            } else {
+                s.remove(key, at);
+                s.insert(key, &k, expires, remote, e.seed, ids, id);
             }
-            s.remove_slot(slot);
-            s.insert(peer, e.seed);
             return true;
         }
         if s.len() >= self.config.max_peers_per_swarm || self.peers >= self.config.max_peers {
             return false;
         }
-        s.insert(peer, e.seed);
+        s.insert(key, &k, expires, true, e.seed, ids, PeerId::default());
         self.peers += 1;
         true
     }
@@ -1144,63 +1106,6 @@ fn ttl_secs(d: Duration) -> u32 {
 
 fn hash20(b: &[u8]) -> Option<InfoHash> {
     <[u8; 20]>::try_from(b).ok().map(InfoHash)
-}
-
-/// Picks up to `want` peers at random for the peer at `me`: seeds get leechers only,
-/// leechers get both. Floyd's sampling over the combined index space: `want` draws, no
-/// allocation beyond the result, uniform without replacement.
-fn select(
-    s: &Swarm,
-    me: &SocketAddr,
-    me_seed: bool,
-    want: usize,
-    rng: &mut Rng,
-) -> Vec<(SocketAddr, PeerId)> {
-    let pool_len = s.leechers.len() + if me_seed { 0 } else { s.seeds.len() };
-    let at = |i: usize| -> &Peer {
-        if i < s.leechers.len() {
-            &s.leechers[i]
-        } else {
-            &s.seeds[i - s.leechers.len()]
-        }
-    };
-    // The requester is in the pool (a leecher in `leechers`, a seed in `seeds` only
-    // when leechers get seeds): sample one more and drop it.
-    let mine = s.index.get(me).and_then(|&(seed, i)| {
-        let i = i as usize;
-        match (seed, me_seed) {
-            (false, _) => Some(i),
-            (true, false) => Some(s.leechers.len() + i),
-            (true, true) => None,
-        }
-    });
-    let others = pool_len - usize::from(mine.is_some());
-    let mut out = Vec::with_capacity(want.min(others));
-    if others <= want {
-        for i in (0..pool_len).filter(|i| Some(*i) != mine) {
-            let p = at(i);
-            out.push((p.addr, p.peer_id));
-        }
-        return out;
-    }
-    // Floyd: for j in n-k..n, pick t in 0..=j; take t unless taken, else take j.
-    // Sampling over `others` indices and skipping `mine` by mapping i >= mine to i + 1.
-    let n = others;
-    let mut picked: Vec<usize> = Vec::with_capacity(want);
-    for j in (n - want)..n {
-        let t = rng.below(j as u64 + 1) as usize;
-        let v = if picked.contains(&t) { j } else { t };
-        picked.push(v);
-    }
-    for i in picked {
-        let i = match mine {
-            Some(m) if i >= m => i + 1,
-            _ => i,
-        };
-        let p = at(i);
-        out.push((p.addr, p.peer_id));
-    }
-    out
 }
 
 // ---------------------------------------------------------------- parsing
@@ -1438,7 +1343,8 @@ pub fn encode_udp_error(txid: u32, reason: &[u8], out: &mut Vec<u8>) {
 
 /// Writes the bencoded announce reply: `complete`, `downloaded`, `incomplete`,
 /// `interval`, `min interval` and either compact `peers` (BEP 23) and `peers6` (BEP 7)
-/// or a list of `ip`/`peer id`/`port` dictionaries.
+/// or a list of `ip`/`peer id`/`port` dictionaries (`peer id` left out where unknown:
+/// all zeros, as for peers learnt through sync or when ids are not kept).
 pub fn encode_announce_reply(
     r: &AnnounceReply,
     compact: bool,
@@ -1481,7 +1387,9 @@ pub fn encode_announce_reply(
             let _ = fmt::Write::write_fmt(&mut ip, format_args!("{}", a.ip()));
             let _ = e.dict();
             let _ = e.key_bytes(b"ip", ip.as_bytes());
-            let _ = e.key_bytes(b"peer id", &id.0);
+            if *id != PeerId::default() {
+                let _ = e.key_bytes(b"peer id", &id.0);
+            }
             let _ = e.key_int(b"port", i64::from(a.port()));
             let _ = e.end();
         }
@@ -1660,6 +1568,80 @@ mod tests {
         let mut v: Vec<u16> = r.peers.iter().map(|(a, _)| a.port()).collect();
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn peer_ids_in_non_compact_replies_only_when_kept() {
+        let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+        for keep in [false, true] {
+            let cfg = ServerConfig {
+                peer_ids: keep,
+                ..ServerConfig::default()
+            };
+            let mut tr = Tracker::new(cfg, SECRET);
+            let mut rng = Rng::new(1);
+            tr.announce(t(0), &ann(1, 10, None), LO, &mut rng)
+                .expect("1");
+            tr.announce(t(0), &ann(2, 10, None), v6, &mut rng)
+                .expect("2");
+            let r = tr
+                .announce(t(1), &ann(3, 10, None), LO, &mut rng)
+                .expect("3");
+            let mut out = Vec::new();
+            encode_announce_reply(&r, false, 60, &mut out);
+            let mut id = [b'p'; 20];
+            id[..2].copy_from_slice(&1u16.to_be_bytes());
+            let has = |id: &[u8]| out.windows(id.len()).any(|w| w == id);
+            assert_eq!(has(&id), keep, "peer id of port 1");
+            id[..2].copy_from_slice(&2u16.to_be_bytes());
+            assert_eq!(has(&id), keep, "peer id of the IPv6 peer");
+            assert_eq!(has(b"7:peer id"), keep);
+            // A re-announce under a new id replaces the stored one.
+            let mut again = ann(1, 10, None);
+            again.peer_id = PeerId([b'n'; 20]);
+            tr.announce(t(2), &again, LO, &mut rng).expect("again");
+            let r = tr
+                .announce(t(3), &ann(3, 10, None), LO, &mut rng)
+                .expect("3");
+            let ids: Vec<PeerId> = r.peers.iter().map(|(_, id)| *id).collect();
+            assert_eq!(ids.contains(&PeerId([b'n'; 20])), keep);
+        }
+    }
+
+    #[test]
+    fn udp_replies_carry_the_requesters_family_up_to_numwant() {
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut rng = Rng::new(5);
+        let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+        for p in 1..=30 {
+            tr.announce(t(0), &ann(p, 1, None), v6, &mut rng)
+                .expect("v6");
+            tr.announce(t(0), &ann(p, 1, None), LO, &mut rng)
+                .expect("v4");
+        }
+        let from: SocketAddr = "10.0.0.1:4000".parse().expect("addr");
+        let mut out = Vec::new();
+        let id = tr.connection_id(t(1), from);
+        let mut req = AnnounceRequest::new(H, PeerId([1; 20]), 31);
+        req.left = 1;
+        req.numwant = Some(20);
+        let mut pkt = [0u8; 98];
+        let n = encode_announce(id, 9, &req, &mut pkt).expect("enc");
+        assert!(tr.handle_udp(t(1), &pkt[..n], from, &mut rng, &mut out));
+        let Ok(UdpResponse::Announce(a)) = parse_response(&out, 9, Action::Announce, false) else {
+            panic!("announce {out:?}");
+        };
+        assert_eq!((a.leechers, a.seeders), (61, 0));
+        let peers: Vec<SocketAddr> = a.peers.collect();
+        assert_eq!(peers.len(), 20, "20 IPv4 peers, none lost to IPv6 ones");
+        assert!(peers.iter().all(|p| p.ip() == LO && p.port() != 31));
+        // Over HTTP the same swarm gives both families.
+        let r = tr
+            .announce(t(2), &ann(31, 1, None), LO, &mut rng)
+            .expect("http");
+        assert_eq!(r.peers.len(), 50);
+        assert!(r.peers.iter().any(|(a, _)| a.is_ipv6()));
+        assert!(r.peers.iter().any(|(a, _)| a.is_ipv4()));
     }
 
     #[test]

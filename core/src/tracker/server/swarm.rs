@@ -1,0 +1,696 @@
+//! The peers of one swarm, stored compactly: what the tracker's logic reads and no more.
+//!
+//! A peer is its compact address (BEP 23: IPv4 and port, 6 bytes; BEP 7: IPv6 and port,
+//! 18 bytes), exactly the bytes a compact reply carries, and 4 bytes of expiry (whole
+//! seconds; the top bit says the peer was learnt through sync). That is 10 bytes per
+//! IPv4 peer and 22 per IPv6 peer, with no alignment padding. Whether a peer is a seed
+//! is where it lives; `uploaded`, `downloaded` and the exact `left` are not kept (no
+//! logic reads them). Peer ids are kept only when [`Ids::Kept`] is asked for, in vectors
+//! beside the records, for non-compact replies.
+//!
+//! ```text
+//!   Swarm
+//!   ├── v4: Family<6>                  lists[0] leechers, lists[1] seeds: Vec<Rec<6>>
+//!   │                                  index: compact address -> slot (beyond SMALL peers)
+//!   ├── v6: Option<Box<Family<18>>>    the same, allocated at the first IPv6 peer
+//!   └── downloaded
+//! ```
+//!
+//! Removal is `swap_remove` (the last peer of the list takes the hole; its index entry
+//! is updated), so every operation is O(1) and a random sample is a few draws of
+//! indices. The index is a `hashbrown` table of 4-byte slots keyed by SipHash of the
+//! address under a secret key, so clients cannot choose colliding addresses. Swarms of
+//! at most [`SMALL`] peers have no index: a scan of a kilobyte is as fast.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use hashbrown::HashTable;
+
+use crate::hash::siphash24;
+use crate::ids::PeerId;
+use crate::rng::Rng;
+
+/// Swarms (per address family) up to this many peers are searched without an index:
+/// a scan of at most 1,280 contiguous bytes costs about what hashing and probing do
+/// (bench/tracker.sh's UDP rate is the same with 100-peer swarms either way), and the
+/// index would add about 6.5 bytes per peer.
+pub(super) const SMALL: usize = 128;
+
+/// Seconds on the tracker's clock (`Instant` in whole seconds); about 68 years fit in
+/// the 31 bits a record keeps.
+pub(super) type Secs = u32;
+
+const REMOTE: u32 = 1 << 31;
+/// A slot in the seeds list has this bit; the rest is the index in its list.
+const SEED: u32 = 1 << 31;
+
+/// Whether peer ids are stored (for non-compact replies) or not.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Ids {
+    Dropped,
+    Kept,
+}
+
+/// A peer's key and compact form: its address as BEP 23 / BEP 7 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Key {
+    V4([u8; 6]),
+    V6([u8; 18]),
+}
+
+impl Key {
+    /// The key of `addr`; IPv4-mapped IPv6 addresses are IPv4.
+    pub(super) fn of(addr: SocketAddr) -> Self {
+        let port = addr.port().to_be_bytes();
+        match addr.ip().to_canonical() {
+            IpAddr::V4(ip) => {
+                let o = ip.octets();
+                Self::V4([o[0], o[1], o[2], o[3], port[0], port[1]])
+            }
+            IpAddr::V6(ip) => {
+                let mut k = [0u8; 18];
+                k[..16].copy_from_slice(&ip.octets());
+                k[16..].copy_from_slice(&port);
+                Self::V6(k)
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn addr(&self) -> SocketAddr {
+        compact_addr(match self {
+            Self::V4(k) => k,
+            Self::V6(k) => k,
+        })
+    }
+
+    const fn is_v6(&self) -> bool {
+        matches!(self, Self::V6(_))
+    }
+}
+
+/// The socket address of 6 or 18 compact bytes.
+pub(super) fn compact_addr(b: &[u8]) -> SocketAddr {
+    match *b {
+        [a, b, c, d, p0, p1] => SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(a, b, c, d),
+            u16::from_be_bytes([p0, p1]),
+        )),
+        _ => {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&b[..16]);
+            let port = u16::from_be_bytes([b[16], b[17]]);
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
+        }
+    }
+}
+
+/// Which address families a reply may carry: UDP replies carry the requester's only,
+/// HTTP replies both (`peers` and `peers6`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Families {
+    Both,
+    SameAs,
+}
+
+/// One stored peer (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rec<const N: usize> {
+    addr: [u8; N],
+    meta: [u8; 4],
+}
+
+impl<const N: usize> Rec<N> {
+    fn new(addr: [u8; N], expires: Secs, remote: bool) -> Self {
+        let meta = expires.min(REMOTE - 1) | if remote { REMOTE } else { 0 };
+        Self {
+            addr,
+            meta: meta.to_le_bytes(),
+        }
+    }
+
+    pub(super) const fn expires(&self) -> Secs {
+        u32::from_le_bytes(self.meta) & !REMOTE
+    }
+
+    pub(super) const fn remote(&self) -> bool {
+        u32::from_le_bytes(self.meta) & REMOTE != 0
+    }
+}
+
+/// The peers of one address family.
+#[derive(Clone, Debug, Default)]
+struct Family<const N: usize> {
+    /// `[leechers, seeds]`.
+    lists: [Vec<Rec<N>>; 2],
+    /// Beside `lists` with [`Ids::Kept`], `None` otherwise.
+    ids: Option<Box<[Vec<PeerId>; 2]>>,
+    /// Address -> slot, built beyond [`SMALL`] peers and dropped below half of it.
+    /// Boxed, as `ids`, to keep small swarms small: most swarms of a public tracker
+    /// have a few peers, and every byte here is paid per swarm.
+    index: Option<Box<HashTable<u32>>>,
+}
+
+const fn slot(seed: bool, i: usize) -> u32 {
+    (i as u32) | if seed { SEED } else { 0 }
+}
+
+const fn unslot(s: u32) -> (bool, usize) {
+    (s & SEED != 0, (s & !SEED) as usize)
+}
+
+impl<const N: usize> Family<N> {
+    fn len(&self) -> usize {
+        self.lists[0].len() + self.lists[1].len()
+    }
+
+    fn rec(&self, s: u32) -> Option<&Rec<N>> {
+        let (seed, i) = unslot(s);
+        self.lists[usize::from(seed)].get(i)
+    }
+
+    fn id(&self, s: u32) -> Option<&PeerId> {
+        let (seed, i) = unslot(s);
+        self.ids.as_ref()?[usize::from(seed)].get(i)
+    }
+
+    fn find(&self, key: &[u8; 16], addr: &[u8; N]) -> Option<u32> {
+        let Some(index) = &self.index else {
+            return (0..2).find_map(|l| {
+                let i = self.lists[l].iter().position(|r| r.addr == *addr)?;
+                Some(slot(l == 1, i))
+            });
+        };
+        let lists = &self.lists;
+        index
+            .find(siphash24(key, addr), |&s| {
+                let (seed, i) = unslot(s);
+                lists[usize::from(seed)]
+                    .get(i)
+                    .is_some_and(|r| r.addr == *addr)
+            })
+            .copied()
+    }
+
+    fn insert(&mut self, key: &[u8; 16], rec: Rec<N>, id: Option<PeerId>, seed: bool) {
+        let l = usize::from(seed);
+        let s = slot(seed, self.lists[l].len());
+        self.lists[l].push(rec);
+        if let Some(id) = id {
+            self.ids.get_or_insert_with(Box::default)[l].push(id);
+        }
+        if let Some(index) = &mut self.index {
+            let lists = &self.lists;
+            index.insert_unique(siphash24(key, &rec.addr), s, |&s| rehash(key, lists, s));
+        } else if self.len() > SMALL {
+            self.build_index(key);
+        }
+    }
+
+    fn build_index(&mut self, key: &[u8; 16]) {
+        let mut index = HashTable::with_capacity(self.len());
+        for (l, list) in self.lists.iter().enumerate() {
+            for (i, r) in list.iter().enumerate() {
+                let lists = &self.lists;
+                index.insert_unique(siphash24(key, &r.addr), slot(l == 1, i), |&s| {
+                    rehash(key, lists, s)
+                });
+            }
+        }
+        self.index = Some(Box::new(index));
+    }
+
+    /// Removes the peer at `s`; the last of its list moves into the hole.
+    fn remove(&mut self, key: &[u8; 16], s: u32) -> Option<Rec<N>> {
+        let (seed, i) = unslot(s);
+        let l = usize::from(seed);
+        let last = self.lists[l].len().checked_sub(1)?;
+        if i > last {
+            return None;
+        }
+        let gone = self.lists[l].swap_remove(i);
+        if let Some(ids) = self.ids.as_mut().filter(|ids| i < ids[l].len()) {
+            ids[l].swap_remove(i);
+        }
+        if self.len() <= SMALL / 2 {
+            self.index = None;
+        }
+        let Some(index) = &mut self.index else {
+            return Some(gone);
+        };
+        if let Ok(e) = index.find_entry(siphash24(key, &gone.addr), |&x| x == s) {
+            e.remove();
+        }
+        if i < last {
+            let moved = self.lists[l][i].addr;
+            let from = slot(seed, last);
+            if let Some(x) = index.find_mut(siphash24(key, &moved), |&x| x == from) {
+                *x = s;
+            }
+        }
+        Some(gone)
+    }
+
+    /// Drops the peers expired at `now`; returns how many.
+    fn expire(&mut self, key: &[u8; 16], now: Secs) -> usize {
+        let mut n = 0;
+        for seed in [false, true] {
+            let mut i = 0;
+            while i < self.lists[usize::from(seed)].len() {
+                if self.lists[usize::from(seed)][i].expires() <= now {
+                    self.remove(key, slot(seed, i));
+                    n += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The peer that expires first, and when.
+    fn first_to_expire(&self) -> Option<(Secs, u32)> {
+        (0..2)
+            .flat_map(|l| {
+                self.lists[l]
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| (r.expires(), slot(l == 1, i)))
+            })
+            .min_by_key(|(t, _)| *t)
+    }
+}
+
+fn rehash<const N: usize>(key: &[u8; 16], lists: &[Vec<Rec<N>>; 2], s: u32) -> u64 {
+    let (seed, i) = unslot(s);
+    lists[usize::from(seed)]
+        .get(i)
+        .map_or(0, |r| siphash24(key, &r.addr))
+}
+
+/// Where a peer lives: its family (IPv6 or not) and slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Place {
+    v6: bool,
+    slot: u32,
+}
+
+impl Place {
+    pub(super) const fn is_seed(self) -> bool {
+        self.slot & SEED != 0
+    }
+}
+
+/// A peer as read back (for sync lists and sweeps).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PeerInfo {
+    pub(super) addr: SocketAddr,
+    pub(super) seed: bool,
+    pub(super) expires: Secs,
+    pub(super) remote: bool,
+}
+
+/// The peers of one torrent and its completed-download count.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Swarm {
+    v4: Family<6>,
+    v6: Option<Box<Family<18>>>,
+    pub(super) downloaded: u32,
+}
+
+impl Swarm {
+    pub(super) fn len(&self) -> usize {
+        self.v4.len() + self.v6.as_ref().map_or(0, |f| f.len())
+    }
+
+    /// `(seeds, leechers)`.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        let (mut s, mut l) = (self.v4.lists[1].len(), self.v4.lists[0].len());
+        if let Some(f) = &self.v6 {
+            s += f.lists[1].len();
+            l += f.lists[0].len();
+        }
+        (s, l)
+    }
+
+    pub(super) fn find(&self, key: &[u8; 16], k: &Key) -> Option<Place> {
+        let slot = match k {
+            Key::V4(a) => self.v4.find(key, a)?,
+            Key::V6(a) => self.v6.as_ref()?.find(key, a)?,
+        };
+        Some(Place {
+            v6: k.is_v6(),
+            slot,
+        })
+    }
+
+    /// Expiry and origin of the peer at `p`.
+    pub(super) fn meta(&self, p: Place) -> Option<(Secs, bool, Option<PeerId>)> {
+        let (e, r, id) = if p.v6 {
+            let f = self.v6.as_ref()?;
+            let r = f.rec(p.slot)?;
+            (r.expires(), r.remote(), f.id(p.slot).copied())
+        } else {
+            let r = self.v4.rec(p.slot)?;
+            (r.expires(), r.remote(), self.v4.id(p.slot).copied())
+        };
+        Some((e, r, id))
+    }
+
+    /// Adds the peer `k` (known absent) as a seed or a leecher. With [`Ids::Kept`],
+    /// `id` is stored (zeros when unknown); otherwise it is ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert(
+        &mut self,
+        key: &[u8; 16],
+        k: &Key,
+        expires: Secs,
+        remote: bool,
+        seed: bool,
+        ids: Ids,
+        id: PeerId,
+    ) {
+        let id = (ids == Ids::Kept).then_some(id);
+        match k {
+            Key::V4(a) => self.v4.insert(key, Rec::new(*a, expires, remote), id, seed),
+            Key::V6(a) => self.v6.get_or_insert_with(Box::default).insert(
+                key,
+                Rec::new(*a, expires, remote),
+                id,
+                seed,
+            ),
+        }
+    }
+
+    /// Refreshes the peer at `p` in place (same list).
+    pub(super) fn update(&mut self, p: Place, expires: Secs, remote: bool, id: PeerId) {
+        let (seed, i) = unslot(p.slot);
+        let l = usize::from(seed);
+        if p.v6 {
+            if let Some(f) = self.v6.as_mut() {
+                refresh(f, l, i, expires, remote, id);
+            }
+        } else {
+            refresh(&mut self.v4, l, i, expires, remote, id);
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: &[u8; 16], p: Place) -> bool {
+        if p.v6 {
+            let Some(f) = self.v6.as_mut() else {
+                return false;
+            };
+            let gone = f.remove(key, p.slot).is_some();
+            if f.len() == 0 {
+                self.v6 = None;
+            }
+            gone
+        } else {
+            self.v4.remove(key, p.slot).is_some()
+        }
+    }
+
+    /// Drops expired peers; returns how many.
+    pub(super) fn expire(&mut self, key: &[u8; 16], now: Secs) -> usize {
+        let mut n = self.v4.expire(key, now);
+        if let Some(f) = self.v6.as_mut() {
+            n += f.expire(key, now);
+            if f.len() == 0 {
+                self.v6 = None;
+            }
+        }
+        n
+    }
+
+    /// The peer that expires first (the least recently announced, for local peers).
+    pub(super) fn first_to_expire(&self) -> Option<Place> {
+        let a = self.v4.first_to_expire().map(|(t, s)| (t, false, s));
+        let b = self
+            .v6
+            .as_ref()
+            .and_then(|f| f.first_to_expire())
+            .map(|(t, s)| (t, true, s));
+        let (_, v6, slot) = match (a, b) {
+            (Some(a), Some(b)) => {
+                if b.0 < a.0 {
+                    b
+                } else {
+                    a
+                }
+            }
+            (a, b) => a.or(b)?,
+        };
+        Some(Place { v6, slot })
+    }
+
+    /// Every peer, for sync lists.
+    pub(super) fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
+        fn each<const N: usize>(f: &Family<N>) -> impl Iterator<Item = PeerInfo> + '_ {
+            (0..2).flat_map(move |l| {
+                f.lists[l].iter().map(move |r| PeerInfo {
+                    addr: compact_addr(&r.addr),
+                    seed: l == 1,
+                    expires: r.expires(),
+                    remote: r.remote(),
+                })
+            })
+        }
+        each(&self.v4).chain(self.v6.iter().flat_map(|f| each(f)))
+    }
+
+    /// Picks up to `want` peers at random for the peer `me` and hands each to `emit`
+    /// (compact address, peer id if kept): seeds get leechers only, leechers get both,
+    /// never `me` itself. Floyd's sampling over the concatenated lists: `want` draws,
+    /// uniform without replacement; `picked` is scratch space.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn select(
+        &self,
+        me: Option<Place>,
+        me_v6: bool,
+        me_seed: bool,
+        families: Families,
+        want: usize,
+        rng: &mut Rng,
+        picked: &mut Vec<u32>,
+        mut emit: impl FnMut(&[u8], Option<&PeerId>),
+    ) {
+        // Segments of the pool: (v6, list), in a fixed order.
+        let mut segs = [(false, 0usize, 0usize); 4];
+        let mut nsegs = 0;
+        let mut pool = 0usize;
+        let mut mine = None;
+        for v6 in [false, true] {
+            if families == Families::SameAs && v6 != me_v6 {
+                continue;
+            }
+            for l in [0, 1] {
+                if me_seed && l == 1 {
+                    continue;
+                }
+                let len = if v6 {
+                    self.v6.as_ref().map_or(0, |f| f.lists[l].len())
+                } else {
+                    self.v4.lists[l].len()
+                };
+                if let Some(p) = me.filter(|p| p.v6 == v6 && usize::from(p.is_seed()) == l) {
+                    mine = Some(pool + unslot(p.slot).1);
+                }
+                segs[nsegs] = (v6, l, len);
+                nsegs += 1;
+                pool += len;
+            }
+        }
+        let segs = &segs[..nsegs];
+        let mut at = |mut i: usize| {
+            for &(v6, l, len) in segs {
+                if i < len {
+                    let s = slot(l == 1, i);
+                    if v6 {
+                        if let Some(f) = self.v6.as_deref() {
+                            if let Some(r) = f.rec(s) {
+                                emit(&r.addr, f.id(s));
+                            }
+                        }
+                    } else if let Some(r) = self.v4.rec(s) {
+                        emit(&r.addr, self.v4.id(s));
+                    }
+                    return;
+                }
+                i -= len;
+            }
+        };
+        let others = pool - usize::from(mine.is_some());
+        if others <= want {
+            for i in (0..pool).filter(|i| Some(*i) != mine) {
+                at(i);
+            }
+            return;
+        }
+        // Floyd: for j in n-k..n, pick t in 0..=j; take t unless taken, else take j.
+        // Sampling over `others` indices and skipping `mine` by mapping i >= mine to i + 1.
+        picked.clear();
+        for j in (others - want)..others {
+            let t = rng.below(j as u64 + 1) as u32;
+            let v = if picked.contains(&t) { j as u32 } else { t };
+            picked.push(v);
+        }
+        for &i in picked.iter() {
+            let i = i as usize;
+            at(match mine {
+                Some(m) if i >= m => i + 1,
+                _ => i,
+            });
+        }
+    }
+}
+
+fn refresh<const N: usize>(
+    f: &mut Family<N>,
+    l: usize,
+    i: usize,
+    expires: Secs,
+    remote: bool,
+    id: PeerId,
+) {
+    if let Some(r) = f.lists[l].get_mut(i) {
+        *r = Rec::new(r.addr, expires, remote);
+    }
+    if let Some(x) = f.ids.as_mut().and_then(|ids| ids[l].get_mut(i)) {
+        *x = id;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: [u8; 16] = [7; 16];
+
+    fn v4(port: u16) -> Key {
+        Key::of(SocketAddr::from(([10, 0, 0, 1], port)))
+    }
+
+    fn v6(port: u16) -> Key {
+        Key::of(SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], port)))
+    }
+
+    /// Every peer is found at the place its list says, index or not.
+    fn check(s: &Swarm) {
+        for p in s.peers() {
+            let k = Key::of(p.addr);
+            let at = s.find(&K, &k).expect("indexed");
+            assert_eq!(at.is_seed(), p.seed, "{}", p.addr);
+        }
+    }
+
+    #[test]
+    fn records_are_compact() {
+        assert_eq!(size_of::<Rec<6>>(), 10);
+        assert!(size_of::<Swarm>() <= 80, "{}", size_of::<Swarm>());
+        assert_eq!(size_of::<Rec<18>>(), 22);
+        let r = Rec::new([1; 6], 12345, true);
+        assert_eq!((r.expires(), r.remote()), (12345, true));
+        let r = Rec::new([1; 6], u32::MAX, false);
+        assert_eq!((r.expires(), r.remote()), (REMOTE - 1, false));
+        let a: SocketAddr = "[::ffff:10.1.2.3]:80".parse().expect("addr");
+        assert_eq!(Key::of(a), Key::V4([10, 1, 2, 3, 0, 80]));
+        assert_eq!(
+            Key::of(a).addr(),
+            "10.1.2.3:80".parse::<SocketAddr>().expect("a")
+        );
+        assert_eq!(v6(9).addr().port(), 9);
+    }
+
+    #[test]
+    fn index_follows_swap_removes_across_the_small_threshold() {
+        let mut s = Swarm::default();
+        let n = 3 * SMALL as u16;
+        for p in 1..=n {
+            let k = if p % 5 == 0 { v6(p) } else { v4(p) };
+            s.insert(
+                &K,
+                &k,
+                100 + u32::from(p),
+                false,
+                p % 3 == 0,
+                Ids::Kept,
+                PeerId([p as u8; 20]),
+            );
+            check(&s);
+        }
+        assert!(s.v4.index.is_some(), "indexed past SMALL");
+        assert_eq!(s.len(), usize::from(n));
+        // Remove from the front, the middle and the back; every survivor stays found.
+        for p in (1..=n).step_by(2) {
+            let k = if p % 5 == 0 { v6(p) } else { v4(p) };
+            let at = s.find(&K, &k).expect("present");
+            assert_eq!(s.meta(at).map(|m| m.2), Some(Some(PeerId([p as u8; 20]))));
+            assert!(s.remove(&K, at));
+            assert_eq!(s.find(&K, &k), None);
+            check(&s);
+        }
+        // Expire everything up to 100 + 2n/3: the rest stays, indexes and ids agree.
+        let cut = 100 + 2 * u32::from(n) / 3;
+        let gone = s.expire(&K, cut);
+        assert!(gone > 0);
+        assert!(s.peers().all(|p| p.expires > cut));
+        check(&s);
+        for p in s.peers() {
+            let at = s.find(&K, &Key::of(p.addr)).expect("present");
+            let port = p.addr.port();
+            assert_eq!(s.meta(at).and_then(|m| m.2), Some(PeerId([port as u8; 20])));
+        }
+        assert!(s.v4.index.is_none(), "dropped below SMALL / 2");
+        let left = s.len();
+        assert_eq!(s.expire(&K, u32::MAX), left);
+        assert!(s.v6.is_none(), "the IPv6 family is freed when empty");
+    }
+
+    #[test]
+    fn selection_respects_families_and_seeds() {
+        let mut s = Swarm::default();
+        for p in 1..=4 {
+            s.insert(&K, &v4(p), 9, false, p > 2, Ids::Dropped, PeerId::default());
+            s.insert(&K, &v6(p), 9, false, p > 2, Ids::Dropped, PeerId::default());
+        }
+        let me = s.find(&K, &v4(1));
+        let mut rng = Rng::new(1);
+        let mut picked = Vec::new();
+        let mut got = Vec::new();
+        s.select(
+            me,
+            false,
+            false,
+            Families::SameAs,
+            50,
+            &mut rng,
+            &mut picked,
+            |a, id| {
+                assert!(id.is_none());
+                got.push(compact_addr(a));
+            },
+        );
+        got.sort();
+        let want: Vec<SocketAddr> = [2, 3, 4].iter().map(|&p| v4(p).addr()).collect();
+        assert_eq!(got, want);
+        got.clear();
+        let me = s.find(&K, &v6(3));
+        s.select(
+            me,
+            true,
+            true,
+            Families::Both,
+            50,
+            &mut rng,
+            &mut picked,
+            |a, _| {
+                got.push(compact_addr(a));
+            },
+        );
+        got.sort();
+        let want: Vec<SocketAddr> = [v4(1), v4(2), v6(1), v6(2)].iter().map(Key::addr).collect();
+        assert_eq!(got, want, "a seed gets leechers of both families only");
+    }
+}
