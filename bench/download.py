@@ -272,7 +272,7 @@ def main():
         run_case("leechers downloading from a btcore seeder", bt_seed, clients)
 
         # Swarm: one btcore seeder and N leechers of one kind who all know each other.
-        for kind in [c for c in ("btcore", "libtorrent") if c in clients]:
+        for kind in [c for c in ("btcore", "libtorrent") if c in clients and args.swarm > 0]:
             print("\nswarm: 1 btcore seeder, %d %s leechers (all know each other)" % (args.swarm, kind))
             sp = free_port()
             ports = [free_port() for _ in range(args.swarm)]

@@ -82,9 +82,23 @@ fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool)
     let mut lines = 0;
     let mut out = std::io::stdout();
     let mut reported = std::collections::HashSet::new();
+    // Views cost a status per torrent: taken when something may have changed a state,
+    // and at least every 250 ms, not on every turn of the loop.
+    let mut views = c.torrents();
+    let mut refreshed = Instant::now();
     loop {
-        let views = c.torrents();
-        for e in c.take_events() {
+        let events = c.take_events();
+        let changed = events.iter().any(|e| {
+            !matches!(
+                e,
+                Event::PieceVerified(..) | Event::PeerConnected(..) | Event::HashFailed(..)
+            )
+        });
+        if changed || refreshed.elapsed() >= Duration::from_millis(250) {
+            views = c.torrents();
+            refreshed = Instant::now();
+        }
+        for e in events {
             match e {
                 Event::TorrentFinished(id) => log::info!("torrent {id:?} complete"),
                 Event::PeerBanned(_, a) => log::warn!("banned {a} for bad data"),
