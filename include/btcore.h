@@ -416,7 +416,7 @@ typedef struct btcore_sansio_settings {
    */
   uint16_t listen_port;
   /**
-   * The small-device profile: fewer peers, smaller buffers, 1 MiB to disk in flight.
+   * The small-device profile: fewer peers, smaller buffers, 512 KiB to disk in flight.
    */
   bool low_memory;
   /**
@@ -425,7 +425,7 @@ typedef struct btcore_sansio_settings {
   uint32_t max_peers_per_torrent;
   /**
    * Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
-   * (0: the profile's default, 16 MiB or 1 MiB). When full, no new requests go out.
+   * (0: the profile's default, 4 MiB or 512 KiB). When full, no new requests go out.
    */
   uint32_t max_disk_bytes_in_flight;
 } btcore_sansio_settings;

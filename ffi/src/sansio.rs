@@ -42,12 +42,12 @@ pub struct btcore_sansio_settings {
     pub random_seed: u64,
     /// The port we listen on, sent to peers in the extension handshake (0: none).
     pub listen_port: u16,
-    /// The small-device profile: fewer peers, smaller buffers, 1 MiB to disk in flight.
+    /// The small-device profile: fewer peers, smaller buffers, 512 KiB to disk in flight.
     pub low_memory: bool,
     /// Most connections per torrent (0: the profile's default, 50 or 20).
     pub max_peers_per_torrent: u32,
     /// Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
-    /// (0: the profile's default, 16 MiB or 1 MiB). When full, no new requests go out.
+    /// (0: the profile's default, 4 MiB or 512 KiB). When full, no new requests go out.
     pub max_disk_bytes_in_flight: u32,
 }
 

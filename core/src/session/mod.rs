@@ -102,7 +102,7 @@ impl SessionConfig {
             max_peers_per_torrent: 50,
             max_connecting: 8,
             max_connections: 200,
-            max_disk_bytes_in_flight: 16 << 20,
+            max_disk_bytes_in_flight: 4 << 20,
             max_reads_per_peer: 8,
             ban_strikes: 2,
             peer_low_watermark: 10,
