@@ -1258,6 +1258,7 @@ impl Client {
         }
         self.session.remove_torrent(now, id);
         self.pump();
+        self.disk.submit(DiskJob::Forget { torrent: id });
         let Some(t) = self.torrents.remove(&id) else {
             return true;
         };

@@ -3,13 +3,74 @@
 //! through a channel; completions come back through another, and a waker call tells
 //! the event loop to collect them. The session caps the bytes handed out for writing,
 //! so the queue stays bounded.
+//!
+//! Jobs are sharded by piece: every write, read and check of one piece goes to the same
+//! worker, in the order the session issued them. That lets a worker hash a piece as its
+//! blocks are written, in order, from the bytes in memory; the check at the end is then
+//! a comparison, not a read of the piece back from disk. A piece whose blocks came out of
+//! order, twice, or with a failed write is read back and hashed as before.
 
+use crate::hash::FastSha1;
 use crate::storage::Storage;
+use btcore_core::hash::Sha1;
 use btcore_core::ids::{BlockRef, PieceIndex};
 use btcore_core::session::{ConnId, DiskError, TorrentId};
 use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+/// Pieces one worker hashes as they are written; past this many (pieces of removed
+/// torrents, say) the table is cleared and those pieces are read back when checked.
+const MAX_HASHING: usize = 4096;
+
+/// A piece's hash so far.
+enum Partial {
+    /// Every block from offset 0 to `next` was written once, in order, and hashed.
+    InOrder { next: u32, hasher: FastSha1 },
+    /// Not hashable from memory: read back when checked.
+    Broken,
+}
+
+/// One worker's pieces in progress.
+#[derive(Default)]
+struct Hashing(HashMap<(TorrentId, u32), Partial>);
+
+impl Hashing {
+    /// After the write of `block` (`ok`: it succeeded), with its bytes.
+    fn written(&mut self, torrent: TorrentId, block: &BlockRef, data: &[u8], ok: bool) {
+        if self.0.len() >= MAX_HASHING {
+            self.0.clear();
+        }
+        let e = self
+            .0
+            .entry((torrent, block.piece.0))
+            .or_insert(Partial::InOrder {
+                next: 0,
+                hasher: FastSha1::default(),
+            });
+        match e {
+            Partial::InOrder { next, hasher } if ok && block.offset == *next => {
+                hasher.update(data);
+                *next += data.len() as u32;
+            }
+            _ => *e = Partial::Broken,
+        }
+    }
+
+    /// The piece's digest when every byte of its `len` was hashed from memory.
+    fn take(&mut self, torrent: TorrentId, piece: PieceIndex, len: u32) -> Option<[u8; 20]> {
+        match self.0.remove(&(torrent, piece.0))? {
+            Partial::InOrder { next, hasher } if next == len => Some(hasher.finish()),
+            _ => None,
+        }
+    }
+
+    fn forget_torrent(&mut self, torrent: TorrentId) {
+        self.0.retain(|k, _| k.0 != torrent);
+    }
+}
 
 /// Work for a disk worker.
 #[allow(missing_debug_implementations)]
@@ -49,6 +110,11 @@ pub enum DiskJob {
     },
     /// Run any closure off the loop (resume saving, rechecks).
     Task(Box<dyn FnOnce() + Send>),
+    /// A torrent is gone: drop the hashes of its pieces in progress.
+    Forget {
+        /// Torrent.
+        torrent: TorrentId,
+    },
 }
 
 /// A finished job.
@@ -87,9 +153,12 @@ pub enum DiskDone {
 
 /// The worker pool.
 pub struct DiskPool {
-    jobs: Option<Sender<DiskJob>>,
+    /// One queue per worker.
+    jobs: Vec<Sender<DiskJob>>,
     done: Receiver<DiskDone>,
     threads: Vec<JoinHandle<()>>,
+    /// Round robin for tasks that belong to no piece.
+    next_task: AtomicUsize,
 }
 
 impl std::fmt::Debug for DiskPool {
@@ -101,18 +170,20 @@ impl std::fmt::Debug for DiskPool {
 impl DiskPool {
     /// Starts `threads` workers; `wake` is called after each completion.
     pub fn new(threads: usize, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
-        let (jtx, jrx) = unbounded::<DiskJob>();
         let (dtx, drx) = unbounded::<DiskDone>();
+        let mut jobs = Vec::new();
         let threads = (0..threads.max(1))
             .map(|i| {
-                let jrx = jrx.clone();
+                let (jtx, jrx) = unbounded::<DiskJob>();
+                jobs.push(jtx);
                 let dtx = dtx.clone();
                 let wake = wake.clone();
                 std::thread::Builder::new()
                     .name(format!("btcore-disk-{i}"))
                     .spawn(move || {
+                        let mut hashing = Hashing::default();
                         for job in jrx {
-                            if let Some(done) = run(job) {
+                            if let Some(done) = run(job, &mut hashing) {
                                 if dtx.send(done).is_err() {
                                     return;
                                 }
@@ -124,17 +195,34 @@ impl DiskPool {
             })
             .collect();
         Self {
-            jobs: Some(jtx),
+            jobs,
             done: drx,
             threads,
+            next_task: AtomicUsize::new(0),
         }
     }
 
-    /// Queues a job.
+    /// Queues a job: on the worker of its piece, or the next one for a task.
     pub fn submit(&self, job: DiskJob) {
-        if let Some(tx) = &self.jobs {
-            let _ = tx.send(job);
+        if self.jobs.is_empty() {
+            return;
         }
+        let n = self.jobs.len();
+        let worker = match &job {
+            DiskJob::Write { block, .. } | DiskJob::Read { block, .. } => {
+                block.piece.0 as usize % n
+            }
+            DiskJob::Verify { piece, .. } => piece.0 as usize % n,
+            DiskJob::Forget { torrent } => {
+                // Every worker forgets the torrent's pieces.
+                for tx in &self.jobs {
+                    let _ = tx.send(DiskJob::Forget { torrent: *torrent });
+                }
+                return;
+            }
+            DiskJob::Task(_) => self.next_task.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let _ = self.jobs[worker].send(job);
     }
 
     /// A finished job, if any.
@@ -144,7 +232,7 @@ impl DiskPool {
 
     /// Finishes every queued job and stops the workers.
     pub fn shutdown(&mut self) -> Vec<DiskDone> {
-        self.jobs = None;
+        self.jobs.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -162,20 +250,24 @@ fn offset(storage: &Storage, block: &BlockRef) -> u64 {
     storage.geometry().piece_offset(block.piece) + u64::from(block.offset)
 }
 
-fn run(job: DiskJob) -> Option<DiskDone> {
+fn run(job: DiskJob, hashing: &mut Hashing) -> Option<DiskDone> {
     Some(match job {
         DiskJob::Write {
             torrent,
             storage,
             block,
             data,
-        } => DiskDone::Write {
-            torrent,
-            block,
-            result: storage
+        } => {
+            let result = storage
                 .write(offset(&storage, &block), &data)
-                .map_err(|e| e.to_core()),
-        },
+                .map_err(|e| e.to_core());
+            hashing.written(torrent, &block, &data, result.is_ok());
+            DiskDone::Write {
+                torrent,
+                block,
+                result,
+            }
+        }
         DiskJob::Read {
             torrent,
             storage,
@@ -199,14 +291,159 @@ fn run(job: DiskJob) -> Option<DiskDone> {
             storage,
             piece,
             expected,
-        } => DiskDone::Verify {
-            torrent,
-            piece,
-            ok: storage.hash_piece(piece.0).is_ok_and(|h| h == expected),
-        },
+        } => {
+            let len = storage.geometry().piece_size(piece);
+            let digest = match hashing.take(torrent, piece, len) {
+                Some(d) => Ok(d),
+                None => storage.hash_piece(piece.0),
+            };
+            DiskDone::Verify {
+                torrent,
+                piece,
+                ok: digest.is_ok_and(|h| h == expected),
+            }
+        }
         DiskJob::Task(f) => {
             f();
             return None;
         }
+        DiskJob::Forget { torrent } => {
+            hashing.forget_torrent(torrent);
+            return None;
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use btcore_core::hash::sha1;
+    use btcore_core::ids::Geometry;
+    use btcore_core::metainfo::{FileAttr, FileSpec};
+
+    const T: TorrentId = TorrentId(1);
+
+    fn block(piece: u32, offset: u32, len: u32) -> BlockRef {
+        BlockRef {
+            piece: PieceIndex(piece),
+            offset,
+            len,
+        }
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn in_order_blocks_hash_to_the_piece_digest() {
+        let piece = data(40_000, 1);
+        let mut h = Hashing::default();
+        for (i, c) in piece.chunks(16_384).enumerate() {
+            h.written(T, &block(3, (i * 16_384) as u32, c.len() as u32), c, true);
+        }
+        assert_eq!(h.take(T, PieceIndex(3), 40_000), Some(sha1(&piece)));
+        // Taken once: the next check reads back.
+        assert_eq!(h.take(T, PieceIndex(3), 40_000), None);
+    }
+
+    #[test]
+    fn anything_but_one_clean_pass_falls_back_to_reading() {
+        let piece = data(32_768, 2);
+        let (a, b) = piece.split_at(16_384);
+        // Out of order.
+        let mut h = Hashing::default();
+        h.written(T, &block(0, 16_384, 16_384), b, true);
+        h.written(T, &block(0, 0, 16_384), a, true);
+        assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
+        // A block written twice (an endgame duplicate may differ from what was hashed).
+        h.written(T, &block(0, 0, 16_384), a, true);
+        h.written(T, &block(0, 0, 16_384), a, true);
+        h.written(T, &block(0, 16_384, 16_384), b, true);
+        assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
+        // A failed write.
+        h.written(T, &block(0, 0, 16_384), a, false);
+        h.written(T, &block(0, 16_384, 16_384), b, true);
+        assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
+        // Incomplete.
+        h.written(T, &block(0, 0, 16_384), a, true);
+        assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
+        // Another torrent's piece of the same index is another piece.
+        h.written(T, &block(0, 0, 16_384), a, true);
+        h.written(TorrentId(2), &block(0, 16_384, 16_384), b, true);
+        h.written(T, &block(0, 16_384, 16_384), b, true);
+        assert_eq!(h.take(T, PieceIndex(0), 32_768), Some(sha1(&piece)));
+        h.forget_torrent(TorrentId(2));
+        assert!(h.0.is_empty());
+    }
+
+    /// Through the pool: pieces written in order, out of order and not at all are all
+    /// checked right, from memory or from the disk.
+    #[test]
+    fn pool_checks_pieces_hashed_in_memory_or_read_back() {
+        let dir = std::env::temp_dir().join(format!("btcore-disk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let piece_len = 32_768u32;
+        let total = u64::from(piece_len) * 3;
+        let g = Geometry::new(total, piece_len).expect("geometry");
+        let files = vec![FileSpec {
+            index: 0,
+            path: "f.bin".into(),
+            offset: 0,
+            length: total,
+            attr: FileAttr::default(),
+            symlink_target: None,
+        }];
+        let storage = Arc::new(
+            Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
+                .expect("storage"),
+        );
+        let content = data(total as usize, 9);
+        let pool = DiskPool::new(2, Arc::new(|| {}));
+        let piece = |p: u32| &content[(p * piece_len) as usize..((p + 1) * piece_len) as usize];
+        // Piece 0 in order, piece 1 out of order; piece 2 written straight to the file.
+        let half = piece_len / 2;
+        for (p, offs) in [(0u32, [0, half]), (1, [half, 0])] {
+            for off in offs {
+                pool.submit(DiskJob::Write {
+                    torrent: T,
+                    storage: storage.clone(),
+                    block: block(p, off, half),
+                    data: piece(p)[off as usize..(off + half) as usize].to_vec(),
+                });
+            }
+        }
+        storage
+            .write(u64::from(2 * piece_len), piece(2))
+            .expect("write");
+        let mut writes = 0;
+        while writes < 4 {
+            if let Some(DiskDone::Write { result, .. }) = pool.try_done() {
+                result.expect("written");
+                writes += 1;
+            }
+        }
+        for (p, good) in [(0, true), (1, true), (2, true), (0, false), (1, false)] {
+            let mut expected = sha1(piece(p));
+            if !good {
+                expected[0] ^= 1;
+            }
+            pool.submit(DiskJob::Verify {
+                torrent: T,
+                storage: storage.clone(),
+                piece: PieceIndex(p),
+                expected,
+            });
+            let ok = loop {
+                if let Some(DiskDone::Verify { ok, .. }) = pool.try_done() {
+                    break ok;
+                }
+                std::thread::yield_now();
+            };
+            assert_eq!(ok, good, "piece {p}, expected to match: {good}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
