@@ -24,51 +24,114 @@ use std::thread::JoinHandle;
 /// Pieces one worker hashes as they are written; past this many (pieces of removed
 /// torrents, say) the table is cleared and those pieces are read back when checked.
 const MAX_HASHING: usize = 4096;
+/// Bytes of blocks that arrived ahead of their turn a worker keeps (after writing them)
+/// until the gap before them is filled: peers answer requests out of order when their
+/// own disk reads finish out of order.
+const MAX_AHEAD_BYTES: usize = 2 << 20;
+/// Blocks ahead of their turn kept per piece.
+const MAX_AHEAD_BLOCKS: usize = 32;
 
 /// A piece's hash so far.
 enum Partial {
-    /// Every block from offset 0 to `next` was written once, in order, and hashed.
-    InOrder { next: u32, hasher: FastSha1 },
+    /// Every block from offset 0 to `next` was written once and hashed in order;
+    /// `ahead` holds blocks written once beyond `next`, by offset, not hashed yet.
+    InOrder {
+        next: u32,
+        hasher: FastSha1,
+        ahead: Vec<(u32, Vec<u8>)>,
+    },
     /// Not hashable from memory: read back when checked.
     Broken,
 }
 
 /// One worker's pieces in progress.
 #[derive(Default)]
-struct Hashing(HashMap<(TorrentId, u32), Partial>);
+struct Hashing {
+    pieces: HashMap<(TorrentId, u32), Partial>,
+    /// Bytes held in every piece's `ahead`.
+    ahead_bytes: usize,
+}
 
 impl Hashing {
     /// After the write of `block` (`ok`: it succeeded), with its bytes.
-    fn written(&mut self, torrent: TorrentId, block: &BlockRef, data: &[u8], ok: bool) {
-        if self.0.len() >= MAX_HASHING {
-            self.0.clear();
+    fn written(&mut self, torrent: TorrentId, block: &BlockRef, data: Vec<u8>, ok: bool) {
+        if self.pieces.len() >= MAX_HASHING {
+            self.pieces.clear();
+            self.ahead_bytes = 0;
         }
         let e = self
-            .0
+            .pieces
             .entry((torrent, block.piece.0))
             .or_insert(Partial::InOrder {
                 next: 0,
                 hasher: FastSha1::default(),
+                ahead: Vec::new(),
             });
-        match e {
-            Partial::InOrder { next, hasher } if ok && block.offset == *next => {
-                hasher.update(data);
-                *next += data.len() as u32;
+        let Partial::InOrder {
+            next,
+            hasher,
+            ahead,
+        } = e
+        else {
+            return;
+        };
+        let at = block.offset;
+        let fits =
+            self.ahead_bytes + data.len() <= MAX_AHEAD_BYTES && ahead.len() < MAX_AHEAD_BLOCKS;
+        let fresh = at >= *next && !ahead.iter().any(|(o, _)| *o == at);
+        if ok && at == *next {
+            hasher.update(&data);
+            *next += data.len() as u32;
+            // Blocks that were waiting for this one.
+            while let Some(i) = ahead.iter().position(|(o, _)| *o == *next) {
+                let (_, d) = ahead.swap_remove(i);
+                hasher.update(&d);
+                *next += d.len() as u32;
+                self.ahead_bytes -= d.len();
             }
-            _ => *e = Partial::Broken,
+        } else if ok && fresh && fits {
+            self.ahead_bytes += data.len();
+            ahead.push((at, data));
+        } else {
+            // A failed write, a block written twice (an endgame duplicate may differ
+            // from what was hashed), or too much out of order: read back when checked.
+            log::trace!(
+                "{torrent:?} piece {}: block at {at} (ok: {ok}) after {next}: read back",
+                block.piece.0
+            );
+            self.ahead_bytes -= ahead.iter().map(|(_, d)| d.len()).sum::<usize>();
+            *e = Partial::Broken;
+        }
+    }
+
+    fn release(&mut self, p: &Partial) {
+        if let Partial::InOrder { ahead, .. } = p {
+            self.ahead_bytes -= ahead.iter().map(|(_, d)| d.len()).sum::<usize>();
         }
     }
 
     /// The piece's digest when every byte of its `len` was hashed from memory.
     fn take(&mut self, torrent: TorrentId, piece: PieceIndex, len: u32) -> Option<[u8; 20]> {
-        match self.0.remove(&(torrent, piece.0))? {
-            Partial::InOrder { next, hasher } if next == len => Some(hasher.finish()),
+        let p = self.pieces.remove(&(torrent, piece.0))?;
+        self.release(&p);
+        match p {
+            Partial::InOrder { next, hasher, .. } if next == len => Some(hasher.finish()),
             _ => None,
         }
     }
 
     fn forget_torrent(&mut self, torrent: TorrentId) {
-        self.0.retain(|k, _| k.0 != torrent);
+        let gone: Vec<_> = self
+            .pieces
+            .keys()
+            .filter(|k| k.0 == torrent)
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(p) = self.pieces.remove(&k) {
+                self.release(&p);
+            }
+        }
     }
 }
 
@@ -261,7 +324,7 @@ fn run(job: DiskJob, hashing: &mut Hashing) -> Option<DiskDone> {
             let result = storage
                 .write(offset(&storage, &block), &data)
                 .map_err(|e| e.to_core());
-            hashing.written(torrent, &block, &data, result.is_ok());
+            hashing.written(torrent, &block, data, result.is_ok());
             DiskDone::Write {
                 torrent,
                 block,
@@ -295,7 +358,10 @@ fn run(job: DiskJob, hashing: &mut Hashing) -> Option<DiskDone> {
             let len = storage.geometry().piece_size(piece);
             let digest = match hashing.take(torrent, piece, len) {
                 Some(d) => Ok(d),
-                None => storage.hash_piece(piece.0),
+                None => {
+                    log::trace!("{torrent:?} piece {}: read back to be checked", piece.0);
+                    storage.hash_piece(piece.0)
+                }
             };
             DiskDone::Verify {
                 torrent,
@@ -342,7 +408,12 @@ mod tests {
         let piece = data(40_000, 1);
         let mut h = Hashing::default();
         for (i, c) in piece.chunks(16_384).enumerate() {
-            h.written(T, &block(3, (i * 16_384) as u32, c.len() as u32), c, true);
+            h.written(
+                T,
+                &block(3, (i * 16_384) as u32, c.len() as u32),
+                c.to_vec(),
+                true,
+            );
         }
         assert_eq!(h.take(T, PieceIndex(3), 40_000), Some(sha1(&piece)));
         // Taken once: the next check reads back.
@@ -350,33 +421,64 @@ mod tests {
     }
 
     #[test]
+    fn blocks_out_of_order_are_held_until_their_turn() {
+        let piece = data(5 * 16_384, 4);
+        let blocks: Vec<Vec<u8>> = piece.chunks(16_384).map(<[u8]>::to_vec).collect();
+        let mut h = Hashing::default();
+        for i in [2usize, 1, 4, 0, 3] {
+            h.written(
+                T,
+                &block(7, (i * 16_384) as u32, 16_384),
+                blocks[i].clone(),
+                true,
+            );
+        }
+        assert_eq!(h.take(T, PieceIndex(7), 5 * 16_384), Some(sha1(&piece)));
+        assert_eq!(h.ahead_bytes, 0);
+        // More blocks ahead than a piece may hold: read back.
+        for i in (1..=MAX_AHEAD_BLOCKS + 1).rev() {
+            h.written(T, &block(8, (i * 16) as u32, 16), vec![1; 16], true);
+        }
+        h.written(T, &block(8, 0, 16), vec![1; 16], true);
+        assert_eq!(
+            h.take(T, PieceIndex(8), 16 * (MAX_AHEAD_BLOCKS as u32 + 2)),
+            None
+        );
+        assert_eq!(h.ahead_bytes, 0);
+    }
+
+    #[test]
     fn anything_but_one_clean_pass_falls_back_to_reading() {
         let piece = data(32_768, 2);
         let (a, b) = piece.split_at(16_384);
-        // Out of order.
+        let (a, b) = (a.to_vec(), b.to_vec());
         let mut h = Hashing::default();
-        h.written(T, &block(0, 16_384, 16_384), b, true);
-        h.written(T, &block(0, 0, 16_384), a, true);
+        // A block written twice (an endgame duplicate may differ from what was hashed),
+        // before or after its turn.
+        h.written(T, &block(0, 0, 16_384), a.clone(), true);
+        h.written(T, &block(0, 0, 16_384), a.clone(), true);
+        h.written(T, &block(0, 16_384, 16_384), b.clone(), true);
         assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
-        // A block written twice (an endgame duplicate may differ from what was hashed).
-        h.written(T, &block(0, 0, 16_384), a, true);
-        h.written(T, &block(0, 0, 16_384), a, true);
-        h.written(T, &block(0, 16_384, 16_384), b, true);
+        h.written(T, &block(0, 16_384, 16_384), b.clone(), true);
+        h.written(T, &block(0, 16_384, 16_384), b.clone(), true);
+        h.written(T, &block(0, 0, 16_384), a.clone(), true);
         assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
         // A failed write.
-        h.written(T, &block(0, 0, 16_384), a, false);
-        h.written(T, &block(0, 16_384, 16_384), b, true);
+        h.written(T, &block(0, 0, 16_384), a.clone(), false);
+        h.written(T, &block(0, 16_384, 16_384), b.clone(), true);
         assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
         // Incomplete.
-        h.written(T, &block(0, 0, 16_384), a, true);
+        h.written(T, &block(0, 0, 16_384), a.clone(), true);
         assert_eq!(h.take(T, PieceIndex(0), 32_768), None);
         // Another torrent's piece of the same index is another piece.
-        h.written(T, &block(0, 0, 16_384), a, true);
-        h.written(TorrentId(2), &block(0, 16_384, 16_384), b, true);
+        h.written(T, &block(0, 0, 16_384), a.clone(), true);
+        h.written(TorrentId(2), &block(0, 16_384, 16_384), b.clone(), true);
         h.written(T, &block(0, 16_384, 16_384), b, true);
         assert_eq!(h.take(T, PieceIndex(0), 32_768), Some(sha1(&piece)));
+        assert_eq!(h.ahead_bytes, 16_384);
         h.forget_torrent(TorrentId(2));
-        assert!(h.0.is_empty());
+        assert!(h.pieces.is_empty());
+        assert_eq!(h.ahead_bytes, 0);
     }
 
     /// Through the pool: pieces written in order, out of order and not at all are all
