@@ -54,6 +54,9 @@ const LSD: Token = Token(3);
 /// The tracker client's UDP sockets (IPv4, IPv6).
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 const FIRST_CONN: usize = 16;
+/// How long a dialed peer has to complete the encryption handshake (libtorrent gives
+/// its handshakes 10 s too); then it is dialed again in plain text or dropped.
+const ENCRYPTION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the client runs.
 #[derive(Clone, Debug)]
@@ -180,6 +183,9 @@ struct Sock {
     link: Link,
     /// Where we dialed (None: accepted).
     dialed: Option<SocketAddr>,
+    /// A dialed connection's encryption handshake must be done by then (the session
+    /// times out only connections it knows of).
+    deadline: Option<std::time::Instant>,
     /// Bytes taken from the session and not yet written.
     out: Vec<u8>,
     out_pos: usize,
@@ -625,6 +631,7 @@ impl Client {
             self.read_conn(conn);
         }
         self.collect_workers();
+        self.expire_handshakes();
         let now = self.now();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
@@ -736,6 +743,7 @@ impl Client {
                                 connecting: false,
                                 link: Link::incoming(self.opts.encryption),
                                 dialed: None,
+                                deadline: None,
                                 out: Vec::new(),
                                 out_pos: 0,
                             },
@@ -1044,6 +1052,22 @@ impl Client {
         }
     }
 
+    /// Gives up on dialed connections whose encryption handshake (or TCP connect, while
+    /// one is due) ran past its deadline.
+    fn expire_handshakes(&mut self) {
+        let now = std::time::Instant::now();
+        let late: Vec<ConnId> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.link.dialing_handshake() && s.deadline.is_some_and(|d| d <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in late {
+            log::debug!("{conn:?}: encryption handshake timed out");
+            self.conn_lost(conn);
+        }
+    }
+
     /// Opens a connection to `addr` for `conn`; false when that failed at once.
     fn dial(&mut self, conn: ConnId, addr: SocketAddr, mut link: Link) -> bool {
         let Ok(mut stream) = TcpStream::connect(addr) else {
@@ -1064,6 +1088,9 @@ impl Client {
         }
         let mut out = Vec::new();
         link.drain_handshake(&mut out);
+        let deadline = link
+            .dialing_handshake()
+            .then(|| std::time::Instant::now() + ENCRYPTION_HANDSHAKE_TIMEOUT);
         self.socks.insert(
             conn,
             Sock {
@@ -1071,6 +1098,7 @@ impl Client {
                 connecting: true,
                 link,
                 dialed: Some(addr),
+                deadline,
                 out,
                 out_pos: 0,
             },
@@ -1084,7 +1112,8 @@ impl Client {
     fn conn_lost(&mut self, conn: ConnId) {
         let now = self.now();
         let retry = match self.socks.get(&conn) {
-            Some(s) if s.link.dialing_handshake() => {
+            // The peer answered TCP but not the encryption handshake.
+            Some(s) if s.link.dialing_handshake() && !s.connecting => {
                 if self.opts.encryption == Encryption::Preferred {
                     s.dialed
                 } else {

@@ -103,17 +103,23 @@ impl KeySource {
         Self { secret, counter: 0 }
     }
 
+    /// A private key and, from a separate hash, the seed of the pads (which go out in
+    /// the clear and so must tell nothing about the key).
     fn next(&mut self) -> ([u8; PRIVATE_LEN], u64) {
         self.counter += 1;
-        let mut h = sha1::Sha1::new();
-        h.update(self.secret);
-        h.update(self.counter.to_le_bytes());
-        let d = h.finalize();
+        let digest = |tag: &[u8]| {
+            let mut h = sha1::Sha1::new();
+            h.update(tag);
+            h.update(self.secret);
+            h.update(self.counter.to_le_bytes());
+            h.finalize()
+        };
         let mut private = [0u8; PRIVATE_LEN];
-        private.copy_from_slice(&d);
-        let seed = u64::from_le_bytes(d[..8].try_into().unwrap_or([1; 8]))
-            ^ u64::from_le_bytes(d[12..20].try_into().unwrap_or([2; 8]));
-        (private, seed)
+        private.copy_from_slice(&digest(b"key"));
+        let d = digest(b"pad");
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&d[..8]);
+        (private, u64::from_le_bytes(seed))
     }
 }
 

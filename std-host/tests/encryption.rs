@@ -391,3 +391,62 @@ fn btcore_with_itself_under_each_policy() {
         case.finish();
     }
 }
+
+/// A peer that accepts TCP and never answers the encryption handshake: after the
+/// handshake timeout btcore dials it again in plain text (and does not hang on it).
+#[test]
+fn a_silent_peer_gets_a_plain_redial_after_the_handshake_timeout() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let mut case = Case::new("silent-peer", CONFIG);
+    let (_src, torrent) = payload(&case);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let dst = dst_of(&case);
+    let start = std::time::Instant::now();
+    case.spawn(
+        "btcore-download",
+        with_policy(
+            btcore_download(&torrent, &dst, free_port(), &[port], false, 60, false),
+            "preferred",
+        ),
+        false,
+    );
+    listener.set_nonblocking(false).expect("blocking");
+    // First connection: an encryption handshake (a 96-byte key, not `\x13BitTorrent`),
+    // left unanswered and open.
+    let (mut first, _) = listener.accept().expect("first dial");
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut head = [0u8; 20];
+    first.read_exact(&mut head).expect("first bytes");
+    assert_ne!(
+        &head, b"\x13BitTorrent protocol",
+        "dialed in plain text first"
+    );
+    // Second: plain text, once the first gave up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = listener.accept().map(|(mut s, _)| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = [0u8; 20];
+            s.read_exact(&mut head).map(|()| head)
+        });
+        let _ = tx.send(r);
+    });
+    let second = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| case.fail("no second dial within 30 s"));
+    let elapsed = start.elapsed();
+    let head = second
+        .expect("second accept")
+        .expect("second connection's first bytes");
+    assert_eq!(&head, b"\x13BitTorrent protocol");
+    assert!(
+        elapsed >= Duration::from_secs(9),
+        "redialed after {elapsed:?}, before the handshake timeout"
+    );
+    drop(first);
+    case.finish();
+}
