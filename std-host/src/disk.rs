@@ -17,7 +17,7 @@ use btcore_core::ids::{BlockRef, PieceIndex};
 use btcore_core::session::{ConnId, DiskError, TorrentId};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -222,6 +222,9 @@ pub struct DiskPool {
     threads: Vec<JoinHandle<()>>,
     /// Round robin for tasks that belong to no piece.
     next_task: AtomicUsize,
+    /// Set by the worker that woke the loop, cleared when the loop found the queue
+    /// empty: one wake-up per batch of completions, not one per block.
+    wake_pending: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for DiskPool {
@@ -231,9 +234,11 @@ impl std::fmt::Debug for DiskPool {
 }
 
 impl DiskPool {
-    /// Starts `threads` workers; `wake` is called after each completion.
+    /// Starts `threads` workers; `wake` is called when a completion arrives and the
+    /// loop has not looked since the last call (it must then drain `try_done`).
     pub fn new(threads: usize, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
         let (dtx, drx) = unbounded::<DiskDone>();
+        let wake_pending = Arc::new(AtomicBool::new(false));
         let mut jobs = Vec::new();
         let threads = (0..threads.max(1))
             .map(|i| {
@@ -241,6 +246,7 @@ impl DiskPool {
                 jobs.push(jtx);
                 let dtx = dtx.clone();
                 let wake = wake.clone();
+                let pending = wake_pending.clone();
                 std::thread::Builder::new()
                     .name(format!("btcore-disk-{i}"))
                     .spawn(move || {
@@ -250,7 +256,9 @@ impl DiskPool {
                                 if dtx.send(done).is_err() {
                                     return;
                                 }
-                                wake();
+                                if !pending.swap(true, Ordering::SeqCst) {
+                                    wake();
+                                }
                             }
                         }
                     })
@@ -262,6 +270,7 @@ impl DiskPool {
             done: drx,
             threads,
             next_task: AtomicUsize::new(0),
+            wake_pending,
         }
     }
 
@@ -290,6 +299,12 @@ impl DiskPool {
 
     /// A finished job, if any.
     pub fn try_done(&self) -> Option<DiskDone> {
+        if let Ok(d) = self.done.try_recv() {
+            return Some(d);
+        }
+        // Empty: the next completion wakes the loop again. Look once more, for one
+        // that came after the look above but before the flag was cleared.
+        self.wake_pending.store(false, Ordering::SeqCst);
         self.done.try_recv().ok()
     }
 

@@ -368,6 +368,7 @@ fn write_stdout(args: std::fmt::Arguments<'_>) {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
+        .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
     match cli.command {
