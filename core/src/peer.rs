@@ -491,18 +491,36 @@ impl PeerConn {
             return Ok(());
         }
         self.last_recv = now;
-        if self.rx.is_empty() {
-            // The common case: whole messages straight from the caller's buffer; only
-            // a partial message at the end is copied.
-            let mut pos = 0;
-            let result = self.parse_slice(now, data, &mut pos);
-            if result.is_ok() {
-                self.rx.extend_from_slice(&data[pos..]);
-            }
-            return result;
+        let mut data = data;
+        if matches!(self.state, State::AwaitHandshake | State::AwaitAccept) && !self.rx.is_empty() {
+            self.rx.extend_from_slice(data);
+            return self.parse_buffered(now);
         }
-        self.rx.extend_from_slice(data);
-        self.parse_buffered(now)
+        // A message begun in an earlier read: complete it with just the bytes it
+        // lacks, so the buffer holds one message at most, not a whole read.
+        while !self.rx.is_empty() && !data.is_empty() {
+            let need = if self.rx.len() < 4 {
+                4 - self.rx.len()
+            } else {
+                let len = u32::from_be_bytes([self.rx[0], self.rx[1], self.rx[2], self.rx[3]]);
+                (4 + len as usize).saturating_sub(self.rx.len()).max(1)
+            };
+            let take = need.min(data.len());
+            self.rx.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.parse_buffered(now)?;
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        // The common case: whole messages straight from the caller's buffer; only a
+        // partial message at the end is copied.
+        let mut pos = 0;
+        let result = self.parse_slice(now, data, &mut pos);
+        if result.is_ok() {
+            self.rx.extend_from_slice(&data[pos..]);
+        }
+        result
     }
 
     /// Parses what waits in the receive buffer, then keeps only the partial tail (and

@@ -331,3 +331,37 @@ fn slow_start_grows_before_the_first_rate_measurement() {
     }
     assert_eq!(a.request_slots(T0), 12);
 }
+
+#[test]
+fn a_partial_message_is_completed_without_buffering_the_whole_read() {
+    let (_, mut b) = pair(fast(), fast());
+    let payload = vec![b'x'; 8_000];
+    for _ in 0..12 {
+        b.send_extended(3, &payload);
+    }
+    let mut bytes = std::vec::Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = b.poll_transmit(T0, &mut buf);
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    // Cuts inside a length prefix, inside a body, and three reads in a row.
+    for cuts in [[2usize, 3], [5, 9_000], [8_010, 8_020], [100, 50_000]] {
+        let (mut a, _) = pair(fast(), fast());
+        a.handle_recv(T0, &bytes[..cuts[0]]).expect("first");
+        a.handle_recv(T0, &bytes[cuts[0]..cuts[1]]).expect("second");
+        a.handle_recv(T0, &bytes[cuts[1]..]).expect("rest");
+        let got = events(&mut a);
+        assert_eq!(got.len(), 12, "cuts {cuts:?}");
+        assert!(got.iter().all(|e| matches!(
+            e,
+            PeerEvent::Extended { id: 3, payload: p } if p.len() == 8_000
+        )));
+        // One message at most was ever held, never the ~90 KB read after it.
+        assert!(a.rx.capacity() < 20_000, "rx grew to {}", a.rx.capacity());
+        assert!(a.rx.is_empty());
+    }
+}
