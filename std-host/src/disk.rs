@@ -28,6 +28,8 @@ const MAX_HASHING: usize = 4096;
 /// until the gap before them is filled: peers answer requests out of order when their
 /// own disk reads finish out of order.
 const MAX_AHEAD_BYTES: usize = 2 << 20;
+/// Most jobs a worker runs before it reports back to the loop.
+const MAX_BATCH: usize = 16;
 /// Blocks ahead of their turn kept per piece.
 const MAX_AHEAD_BLOCKS: usize = 32;
 
@@ -251,14 +253,25 @@ impl DiskPool {
                     .name(format!("btcore-disk-{i}"))
                     .spawn(move || {
                         let mut hashing = Hashing::default();
-                        for job in jrx {
-                            if let Some(done) = run(job, &mut hashing) {
-                                if dtx.send(done).is_err() {
-                                    return;
+                        // Jobs queued together run together, and the loop is woken
+                        // once after them.
+                        while let Ok(first) = jrx.recv() {
+                            let mut job = Some(first);
+                            let (mut ran, mut sent) = (0, false);
+                            while let Some(j) = job.take() {
+                                if let Some(done) = run(j, &mut hashing) {
+                                    if dtx.send(done).is_err() {
+                                        return;
+                                    }
+                                    sent = true;
                                 }
-                                if !pending.swap(true, Ordering::SeqCst) {
-                                    wake();
+                                ran += 1;
+                                if ran < MAX_BATCH {
+                                    job = jrx.try_recv().ok();
                                 }
+                            }
+                            if sent && !pending.swap(true, Ordering::SeqCst) {
+                                wake();
                             }
                         }
                     })
