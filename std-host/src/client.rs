@@ -298,6 +298,11 @@ impl Client {
         let w = waker.clone();
         let disk = DiskPool::new(
             opts.disk_threads,
+            if opts.low_memory {
+                256 << 10
+            } else {
+                crate::disk::AHEAD_BYTES
+            },
             Arc::new(move || {
                 let _ = w.wake();
             }),

@@ -24,10 +24,10 @@ use std::thread::JoinHandle;
 /// Pieces one worker hashes as they are written; past this many (pieces of removed
 /// torrents, say) the table is cleared and those pieces are read back when checked.
 const MAX_HASHING: usize = 4096;
-/// Bytes of blocks that arrived ahead of their turn a worker keeps (after writing them)
-/// until the gap before them is filled: peers answer requests out of order when their
-/// own disk reads finish out of order.
-const MAX_AHEAD_BYTES: usize = 2 << 20;
+/// Bytes of blocks that arrived ahead of their turn a worker keeps by default (after
+/// writing them) until the gap before them is filled: peers answer requests out of
+/// order when their own disk reads finish out of order. See [`DiskPool::new`].
+pub const AHEAD_BYTES: usize = 2 << 20;
 /// Most jobs a worker runs before it reports back to the loop.
 const MAX_BATCH: usize = 16;
 /// Blocks ahead of their turn kept per piece.
@@ -47,14 +47,29 @@ enum Partial {
 }
 
 /// One worker's pieces in progress.
-#[derive(Default)]
 struct Hashing {
     pieces: HashMap<(TorrentId, u32), Partial>,
     /// Bytes held in every piece's `ahead`.
     ahead_bytes: usize,
+    /// The most `ahead_bytes` may be.
+    max_ahead: usize,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Self::new(AHEAD_BYTES)
+    }
 }
 
 impl Hashing {
+    fn new(max_ahead: usize) -> Self {
+        Self {
+            pieces: HashMap::new(),
+            ahead_bytes: 0,
+            max_ahead,
+        }
+    }
+
     /// After the write of `block` (`ok`: it succeeded), with its bytes.
     fn written(&mut self, torrent: TorrentId, block: &BlockRef, data: Vec<u8>, ok: bool) {
         if self.pieces.len() >= MAX_HASHING {
@@ -79,7 +94,7 @@ impl Hashing {
         };
         let at = block.offset;
         let fits =
-            self.ahead_bytes + data.len() <= MAX_AHEAD_BYTES && ahead.len() < MAX_AHEAD_BLOCKS;
+            self.ahead_bytes + data.len() <= self.max_ahead && ahead.len() < MAX_AHEAD_BLOCKS;
         let fresh = at >= *next && !ahead.iter().any(|(o, _)| *o == at);
         if ok && at == *next {
             hasher.update(&data);
@@ -238,7 +253,11 @@ impl std::fmt::Debug for DiskPool {
 impl DiskPool {
     /// Starts `threads` workers; `wake` is called when a completion arrives and the
     /// loop has not looked since the last call (it must then drain `try_done`).
-    pub fn new(threads: usize, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+    ///
+    /// Each worker keeps up to `ahead_bytes` of blocks that came before their turn, to
+    /// hash their pieces from memory ([`AHEAD_BYTES`] by default; small devices give
+    /// less, and 0 reads every out-of-order piece back).
+    pub fn new(threads: usize, ahead_bytes: usize, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
         let (dtx, drx) = unbounded::<DiskDone>();
         let wake_pending = Arc::new(AtomicBool::new(false));
         let mut jobs = Vec::new();
@@ -252,7 +271,7 @@ impl DiskPool {
                 std::thread::Builder::new()
                     .name(format!("btcore-disk-{i}"))
                     .spawn(move || {
-                        let mut hashing = Hashing::default();
+                        let mut hashing = Hashing::new(ahead_bytes);
                         // Jobs queued together run together, and the loop is woken
                         // once after them.
                         while let Ok(first) = jrx.recv() {
@@ -531,7 +550,7 @@ mod tests {
                 .expect("storage"),
         );
         let content = data(total as usize, 9);
-        let pool = DiskPool::new(2, Arc::new(|| {}));
+        let pool = DiskPool::new(2, AHEAD_BYTES, Arc::new(|| {}));
         let piece = |p: u32| &content[(p * piece_len) as usize..((p + 1) * piece_len) as usize];
         // Piece 0 in order, piece 1 out of order; piece 2 written straight to the file.
         let half = piece_len / 2;
