@@ -186,6 +186,9 @@ struct Sock {
     /// A dialed connection's encryption handshake must be done by then (the session
     /// times out only connections it knows of).
     deadline: Option<std::time::Instant>,
+    /// An accepted peer that named its torrent in the encryption handshake: its
+    /// BitTorrent handshake must name the same one.
+    check: Option<Box<TorrentCheck>>,
     /// Bytes taken from the session and not yet written.
     out: Vec<u8>,
     out_pos: usize,
@@ -243,6 +246,30 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Client({})", self.local_addr)
     }
+}
+
+/// The first 48 bytes of a BitTorrent handshake, collected to compare its info-hash
+/// (bytes 28..48) with the torrent named in the encryption handshake before it.
+struct TorrentCheck {
+    info_hash: InfoHash,
+    seen: [u8; 48],
+    len: usize,
+}
+
+/// Feeds bytes on their way to the session; false once they name another torrent.
+fn check_torrent(check: &mut Option<Box<TorrentCheck>>, bytes: &[u8]) -> bool {
+    let Some(c) = check.as_mut() else {
+        return true;
+    };
+    let take = (48 - c.len).min(bytes.len());
+    c.seen[c.len..c.len + take].copy_from_slice(&bytes[..take]);
+    c.len += take;
+    if c.len < 48 {
+        return true;
+    }
+    let same = c.seen[28..48] == c.info_hash.0;
+    *check = None;
+    same
 }
 
 fn token(c: ConnId) -> Token {
@@ -749,6 +776,7 @@ impl Client {
                                 link: Link::incoming(self.opts.encryption),
                                 dialed: None,
                                 deadline: None,
+                                check: None,
                                 out: Vec::new(),
                                 out_pos: 0,
                             },
@@ -811,12 +839,19 @@ impl Client {
                     self.down.take(n);
                     let now = Instant::from_millis(self.epoch.elapsed().as_millis() as u64 + 1);
                     if let Link::Plain = s.link {
+                        if !check_torrent(&mut s.check, &self.buf[..n]) {
+                            log::debug!("{conn:?}: handshake for another torrent than announced");
+                            self.conn_lost(conn);
+                            return;
+                        }
                         self.session.handle_recv(now, conn, &self.buf[..n]);
                         continue;
                     }
                     let had_out = s.out.len();
                     let session = &mut self.session;
                     let torrents = &self.torrents;
+                    let check = &mut s.check;
+                    let mut wrong_torrent = false;
                     let result = s.link.on_recv(
                         &mut self.buf[..n],
                         &mut s.out,
@@ -829,15 +864,36 @@ impl Client {
                                 .find(|ih| mse::req2_hash(ih) == *h)
                         },
                         &mut |up| match up {
-                            Up::Data(b) => session.handle_recv(now, conn, b),
-                            Up::Established { outgoing, method } => {
+                            Up::Data(b) => {
+                                if wrong_torrent || !check_torrent(check, b) {
+                                    wrong_torrent = true;
+                                } else {
+                                    session.handle_recv(now, conn, b);
+                                }
+                            }
+                            Up::Established {
+                                outgoing,
+                                method,
+                                info_hash,
+                            } => {
                                 log::debug!("{conn:?}: encrypted handshake done, {method:?}");
                                 if outgoing {
                                     session.handle_connected(now, conn);
+                                } else if let Some(info_hash) = info_hash {
+                                    *check = Some(Box::new(TorrentCheck {
+                                        info_hash,
+                                        seen: [0; 48],
+                                        len: 0,
+                                    }));
                                 }
                             }
                         },
                     );
+                    if wrong_torrent {
+                        log::debug!("{conn:?}: handshake for another torrent than announced");
+                        self.conn_lost(conn);
+                        return;
+                    }
                     // Handshake replies, and the session's first bytes once established.
                     let replies = s.out.len() > had_out || !s.link.negotiating();
                     if let Err(e) = result {
@@ -1104,6 +1160,7 @@ impl Client {
                 link,
                 dialed: Some(addr),
                 deadline,
+                check: None,
                 out,
                 out_pos: 0,
             },

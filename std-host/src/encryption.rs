@@ -171,7 +171,12 @@ impl fmt::Display for LinkError {
 pub(crate) enum Up<'a> {
     /// An encryption handshake completed (`outgoing` when we dialed): for a dialed
     /// connection, the session learns of it now, before any of its bytes.
-    Established { outgoing: bool, method: Method },
+    /// `info_hash`: the torrent the peer named in it.
+    Established {
+        outgoing: bool,
+        method: Method,
+        info_hash: Option<InfoHash>,
+    },
     /// Plain BitTorrent bytes.
     Data(&'a [u8]),
 }
@@ -307,6 +312,7 @@ impl Link {
                     return Ok(());
                 }
                 let outgoing = h.is_initiator();
+                let info_hash = h.info_hash();
                 let Some((method, crypto)) = h.finish() else {
                     return Ok(());
                 };
@@ -315,7 +321,11 @@ impl Link {
                 } else {
                     Self::Crypto(Box::new(crypto))
                 };
-                deliver(Up::Established { outgoing, method });
+                deliver(Up::Established {
+                    outgoing,
+                    method,
+                    info_hash,
+                });
                 // The peer may have sent its first payload bytes right behind its
                 // last handshake bytes.
                 let rest = &mut data[used..];

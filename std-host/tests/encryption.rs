@@ -450,3 +450,124 @@ fn a_silent_peer_gets_a_plain_redial_after_the_handshake_timeout() {
     drop(first);
     case.finish();
 }
+
+/// Dials `port` with an encryption handshake naming `skey` (offering `provide`), then
+/// sends a BitTorrent handshake naming `bt_hash`; returns the peer's BitTorrent
+/// handshake, or why there was none.
+fn mse_dial(
+    port: u16,
+    skey: [u8; 20],
+    provide: u32,
+    bt_hash: [u8; 20],
+) -> Result<(btcore_core::mse::Method, [u8; 68]), String> {
+    use btcore_core::ids::InfoHash;
+    use btcore_core::mse::Handshake;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut h = Handshake::initiator(InfoHash(skey), provide, [0x5c; 20], 99);
+    let mut buf = [0u8; 4096];
+    let mut rest = Vec::new();
+    while !h.is_done() {
+        let n = h.poll_transmit(&mut buf);
+        s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during the encryption handshake".into());
+        }
+        let used = h
+            .handle_recv(&buf[..n], &mut |_| None)
+            .map_err(|e| e.to_string())?;
+        rest.extend_from_slice(&buf[used..n]);
+    }
+    let (method, mut crypto) = h.finish().ok_or("not finished")?;
+    let mut hs = [0u8; 68];
+    hs[0] = 19;
+    hs[1..20].copy_from_slice(b"BitTorrent protocol");
+    hs[28..48].copy_from_slice(&bt_hash);
+    hs[48..68].copy_from_slice(b"-XX0001-encryptiontt");
+    crypto.encrypt(&mut hs);
+    s.write_all(&hs).map_err(|e| e.to_string())?;
+    crypto.decrypt(&mut rest);
+    while rest.len() < 68 {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the BitTorrent handshake".into());
+        }
+        crypto.decrypt(&mut buf[..n]);
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let mut theirs = [0u8; 68];
+    theirs.copy_from_slice(&rest[..68]);
+    Ok((method, theirs))
+}
+
+fn info_hash_of(torrent: &Path) -> [u8; 20] {
+    let o = common::btcore(&["info", "--json"])
+        .arg(torrent)
+        .output()
+        .expect("btcore info");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let hex = v["info_hash"].as_str().expect("info_hash");
+    let mut h = [0u8; 20];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    h
+}
+
+/// btcore as the responder, spoken to with real frames: the torrent named in the
+/// encryption handshake is the one served, over RC4 or plain text as offered, and a
+/// BitTorrent handshake that names another torrent (one btcore also has) is refused.
+#[test]
+fn an_encrypted_peer_gets_the_torrent_it_named_and_only_that_one() {
+    use btcore_core::mse::{Method, CRYPTO_PLAINTEXT, CRYPTO_RC4};
+    let mut case = Case::new("named-torrent", CONFIG);
+    let dir = case.path("src");
+    let (a, b) = (dir.join("a.bin"), dir.join("b.bin"));
+    write_file(&a, &Rng(1).bytes(300_000));
+    write_file(&b, &Rng(2).bytes(200_000));
+    let (ta, tb) = (
+        btcore_create(&case, &a, None),
+        btcore_create(&case, &b, None),
+    );
+    let (ha, hb) = (info_hash_of(&ta), info_hash_of(&tb));
+    let port = free_port();
+    // Both torrents complete in `dir`: `download --seed` checks them and seeds both.
+    let mut cmd = common::btcore(&["download"]);
+    cmd.arg(&ta).arg(&tb).arg("-o").arg(&dir).arg("--seed");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--no-trackers",
+    ]);
+    cmd.args(["--progress", "plain", "--encryption", "allowed"]);
+    if common::btcore_has_dht() {
+        cmd.arg("--no-dht");
+    }
+    let i = case.spawn("btcore-seed-two", cmd, true);
+    case.wait_until("both torrents seeding", |c| {
+        c.procs[i].printed("seeding") && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for (provide, method) in [
+        (CRYPTO_RC4, Method::Rc4),
+        (CRYPTO_PLAINTEXT, Method::Plaintext),
+    ] {
+        for (skey, name) in [(ha, "a"), (hb, "b")] {
+            let (m, theirs) = mse_dial(port, skey, provide, skey)
+                .unwrap_or_else(|e| case.fail(&format!("torrent {name}, {method:?}: {e}")));
+            assert_eq!(m, method);
+            assert_eq!(&theirs[..20], b"\x13BitTorrent protocol");
+            assert_eq!(theirs[28..48], skey, "the torrent named, {name}");
+        }
+    }
+    match mse_dial(port, ha, CRYPTO_RC4, hb) {
+        Ok(_) => case.fail("a handshake for b after naming a was answered"),
+        Err(e) => assert!(e.contains("closed") || e.contains("reset"), "{e}"),
+    }
+    case.finish();
+}
