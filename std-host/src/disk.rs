@@ -8,7 +8,9 @@
 //! worker, in the order the session issued them. That lets a worker hash a piece as its
 //! blocks are written, in order, from the bytes in memory; the check at the end is then
 //! a comparison, not a read of the piece back from disk. A piece whose blocks came out of
-//! order, twice, or with a failed write is read back and hashed as before.
+//! order, twice, or with a failed write is read back and hashed as before. Tasks (resume
+//! saving, with its `fsync`) run on a thread of their own, so a slow flush holds up no
+//! block.
 
 use crate::hash::FastSha1;
 use crate::storage::Storage;
@@ -17,7 +19,7 @@ use btcore_core::ids::{BlockRef, PieceIndex};
 use btcore_core::session::{ConnId, DiskError, TorrentId};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -237,8 +239,9 @@ pub struct DiskPool {
     jobs: Vec<Sender<DiskJob>>,
     done: Receiver<DiskDone>,
     threads: Vec<JoinHandle<()>>,
-    /// Round robin for tasks that belong to no piece.
-    next_task: AtomicUsize,
+    /// The queue of the thread that runs tasks (resume saving with its `fsync`), apart
+    /// from the workers: a slow flush holds up no block.
+    tasks: Option<Sender<DiskJob>>,
     /// Set by the worker that woke the loop, cleared when the loop found the queue
     /// empty: one wake-up per batch of completions, not one per block.
     wake_pending: Arc<AtomicBool>,
@@ -261,7 +264,7 @@ impl DiskPool {
         let (dtx, drx) = unbounded::<DiskDone>();
         let wake_pending = Arc::new(AtomicBool::new(false));
         let mut jobs = Vec::new();
-        let threads = (0..threads.max(1))
+        let mut threads: Vec<JoinHandle<()>> = (0..threads.max(1))
             .map(|i| {
                 let (jtx, jrx) = unbounded::<DiskJob>();
                 jobs.push(jtx);
@@ -297,11 +300,24 @@ impl DiskPool {
                     .expect("spawn disk worker")
             })
             .collect();
+        let (ttx, trx) = unbounded::<DiskJob>();
+        threads.push(
+            std::thread::Builder::new()
+                .name("btcore-tasks".into())
+                .spawn(move || {
+                    for job in trx {
+                        if let DiskJob::Task(f) = job {
+                            f();
+                        }
+                    }
+                })
+                .expect("spawn task thread"),
+        );
         Self {
             jobs,
             done: drx,
             threads,
-            next_task: AtomicUsize::new(0),
+            tasks: Some(ttx),
             wake_pending,
         }
     }
@@ -324,7 +340,12 @@ impl DiskPool {
                 }
                 return;
             }
-            DiskJob::Task(_) => self.next_task.fetch_add(1, Ordering::Relaxed) % n,
+            DiskJob::Task(_) => {
+                if let Some(tx) = &self.tasks {
+                    let _ = tx.send(job);
+                }
+                return;
+            }
         };
         let _ = self.jobs[worker].send(job);
     }
@@ -343,6 +364,7 @@ impl DiskPool {
     /// Finishes every queued job and stops the workers.
     pub fn shutdown(&mut self) -> Vec<DiskDone> {
         self.jobs.clear();
+        self.tasks = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -526,6 +548,53 @@ mod tests {
         h.forget_torrent(TorrentId(2));
         assert!(h.pieces.is_empty());
         assert_eq!(h.ahead_bytes, 0);
+    }
+
+    /// A task that takes its time (a resume save waiting on `fsync`) holds up no write.
+    #[test]
+    fn a_slow_task_holds_up_no_write() {
+        let dir = std::env::temp_dir().join(format!("btcore-disk-task-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let g = Geometry::new(4 * 16_384, 16_384).expect("geometry");
+        let files = vec![FileSpec {
+            index: 0,
+            path: "f.bin".into(),
+            offset: 0,
+            length: 4 * 16_384,
+            attr: FileAttr::default(),
+            symlink_target: None,
+        }];
+        let storage = Arc::new(
+            Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
+                .expect("storage"),
+        );
+        let pool = DiskPool::new(2, AHEAD_BYTES, Arc::new(|| {}));
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        pool.submit(DiskJob::Task(Box::new(move || {
+            let _ = blocked.recv_timeout(std::time::Duration::from_secs(20));
+        })));
+        for p in 0..4 {
+            pool.submit(DiskJob::Write {
+                torrent: T,
+                storage: storage.clone(),
+                block: block(p, 0, 16_384),
+                data: data(16_384, p as u8),
+            });
+        }
+        let start = std::time::Instant::now();
+        let mut written = 0;
+        while written < 4 && start.elapsed() < std::time::Duration::from_secs(10) {
+            match pool.try_done() {
+                Some(DiskDone::Write { result, .. }) => {
+                    result.expect("written");
+                    written += 1;
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+        let _ = release.send(());
+        assert_eq!(written, 4, "writes waited for the task");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Through the pool: pieces written in order, out of order and not at all are all
