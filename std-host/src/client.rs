@@ -272,6 +272,11 @@ fn check_torrent(check: &mut Option<Box<TorrentCheck>>, bytes: &[u8]) -> bool {
     same
 }
 
+/// The engine's clock: milliseconds since `epoch`, from 1.
+fn since(epoch: std::time::Instant) -> Instant {
+    Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1)
+}
+
 fn token(c: ConnId) -> Token {
     Token(c.0 as usize + FIRST_CONN)
 }
@@ -422,7 +427,7 @@ impl Client {
     }
 
     fn now(&self) -> Instant {
-        Instant::from_millis(self.epoch.elapsed().as_millis() as u64 + 1)
+        since(self.epoch)
     }
 
     /// Adds a `.torrent` file, saving into `save_dir` (the client's by default). Resume
@@ -754,34 +759,12 @@ impl Client {
     fn accept_all(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, addr)) => {
+                Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     let now = self.now();
                     let conn = self.session.handle_incoming(now, addr);
-                    if self
-                        .poll
-                        .registry()
-                        .register(
-                            &mut stream,
-                            token(conn),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .is_ok()
-                    {
-                        self.socks.insert(
-                            conn,
-                            Sock {
-                                stream,
-                                connecting: false,
-                                link: Link::incoming(self.opts.encryption),
-                                dialed: None,
-                                deadline: None,
-                                check: None,
-                                out: Vec::new(),
-                                out_pos: 0,
-                            },
-                        );
-                    }
+                    let link = Link::incoming(self.opts.encryption);
+                    self.add_sock(conn, stream, link, None, Vec::new());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -837,7 +820,8 @@ impl Client {
                 }
                 Ok(n) => {
                     self.down.take(n);
-                    let now = Instant::from_millis(self.epoch.elapsed().as_millis() as u64 + 1);
+                    // `self.now()` would borrow all of `self` while `s` is held.
+                    let now = since(self.epoch);
                     if let Link::Plain = s.link {
                         if !check_torrent(&mut s.check, &self.buf[..n]) {
                             log::debug!("{conn:?}: handshake for another torrent than announced");
@@ -852,6 +836,7 @@ impl Client {
                     let torrents = &self.torrents;
                     let check = &mut s.check;
                     let mut wrong_torrent = false;
+                    let mut established = false;
                     let result = s.link.on_recv(
                         &mut self.buf[..n],
                         &mut s.out,
@@ -877,6 +862,7 @@ impl Client {
                                 info_hash,
                             } => {
                                 log::debug!("{conn:?}: encrypted handshake done, {method:?}");
+                                established = true;
                                 if outgoing {
                                     session.handle_connected(now, conn);
                                 } else if let Some(info_hash) = info_hash {
@@ -895,7 +881,7 @@ impl Client {
                         return;
                     }
                     // Handshake replies, and the session's first bytes once established.
-                    let replies = s.out.len() > had_out || !s.link.negotiating();
+                    let replies = s.out.len() > had_out || established;
                     if let Err(e) = result {
                         log::debug!("{conn:?}: {e}");
                         self.conn_lost(conn);
@@ -1131,40 +1117,48 @@ impl Client {
 
     /// Opens a connection to `addr` for `conn`; false when that failed at once.
     fn dial(&mut self, conn: ConnId, addr: SocketAddr, mut link: Link) -> bool {
-        let Ok(mut stream) = TcpStream::connect(addr) else {
+        let Ok(stream) = TcpStream::connect(addr) else {
             return false;
         };
         log::debug!("dialing {addr} as {conn:?} ({link:?})");
+        let mut out = Vec::new();
+        link.drain_handshake(&mut out);
+        self.add_sock(conn, stream, link, Some(addr), out)
+    }
+
+    /// Registers `stream` for `conn` (dialed to `dialed`, or accepted) and keeps it,
+    /// with `out` queued to send; false when the poll refused it.
+    fn add_sock(
+        &mut self,
+        conn: ConnId,
+        mut stream: TcpStream,
+        link: Link,
+        dialed: Option<SocketAddr>,
+        out: Vec<u8>,
+    ) -> bool {
+        let interest = Interest::READABLE | Interest::WRITABLE;
         if self
             .poll
             .registry()
-            .register(
-                &mut stream,
-                token(conn),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut stream, token(conn), interest)
             .is_err()
         {
             return false;
         }
-        let mut out = Vec::new();
-        link.drain_handshake(&mut out);
         let deadline = link
             .dialing_handshake()
             .then(|| std::time::Instant::now() + ENCRYPTION_HANDSHAKE_TIMEOUT);
-        self.socks.insert(
-            conn,
-            Sock {
-                stream,
-                connecting: true,
-                link,
-                dialed: Some(addr),
-                deadline,
-                check: None,
-                out,
-                out_pos: 0,
-            },
-        );
+        let sock = Sock {
+            stream,
+            connecting: dialed.is_some(),
+            link,
+            dialed,
+            deadline,
+            check: None,
+            out,
+            out_pos: 0,
+        };
+        self.socks.insert(conn, sock);
         true
     }
 

@@ -10,7 +10,7 @@
 //! `tests/interop/README.md`.
 
 use common::{
-    aria2, btcore, btcore_create, btcore_download, btcore_seed, free_port, interop_script,
+    aria2, btcore_create, btcore_download, btcore_seed, free_port, info_hash, interop_script,
     libtorrent, require, transmission, write_file, Aria2, Case, Config, Deadline, Empties, Rng,
     Tool, PYTHON,
 };
@@ -79,17 +79,6 @@ fn make_multi(dir: &Path) -> PathBuf {
 }
 
 // ------------------------------------------------------------------ btcore
-
-/// The torrent's info-hash in lowercase hex, from `btcore info --json`.
-fn info_hash(torrent: &Path) -> String {
-    let o = btcore(&["info", "--json"])
-        .arg(torrent)
-        .output()
-        .expect("run btcore info");
-    assert!(o.status.success(), "btcore info: {}", o.status);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("info json");
-    v["info_hash"].as_str().expect("info_hash").to_string()
-}
 
 // ------------------------------------------------------------------ other clients
 

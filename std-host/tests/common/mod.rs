@@ -470,6 +470,17 @@ pub fn btcore(args: &[&str]) -> Command {
     btcore_cmd(btcore_bin(), "info", args)
 }
 
+/// The torrent's info-hash in lowercase hex, from `btcore info --json`.
+pub fn info_hash(torrent: &Path) -> String {
+    let o = btcore(&["info", "--json"])
+        .arg(torrent)
+        .output()
+        .expect("run btcore info");
+    assert!(o.status.success(), "btcore info: {}", o.status);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("info json");
+    v["info_hash"].as_str().expect("info_hash").to_string()
+}
+
 /// Whether this btcore has a DHT (and so `--no-dht`).
 pub fn btcore_has_dht() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
