@@ -73,6 +73,9 @@ step "tests"
 # network namespace with only loopback up, so nothing can leave the machine; the
 # interop tests must find their real clients (BTCORE_INTEROP=1).
 cargo nextest run --workspace --locked --no-run
+# Every package of the lock file, for every target: cbindgen's `cargo metadata` (the
+# header check) resolves them all, and the tests run with no network.
+cargo fetch --locked
 export BTCORE_INTEROP=1
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
     echo "running the tests in a private network namespace"
