@@ -425,7 +425,7 @@ typedef struct btcore_sansio_settings {
   uint32_t max_peers_per_torrent;
   /**
    * Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
-   * (0: the profile's default, 4 MiB or 512 KiB). When full, no new requests go out.
+   * (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out.
    */
   uint32_t max_disk_bytes_in_flight;
 } btcore_sansio_settings;

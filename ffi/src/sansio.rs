@@ -47,7 +47,7 @@ pub struct btcore_sansio_settings {
     /// Most connections per torrent (0: the profile's default, 50 or 20).
     pub max_peers_per_torrent: u32,
     /// Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
-    /// (0: the profile's default, 4 MiB or 512 KiB). When full, no new requests go out.
+    /// (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out.
     pub max_disk_bytes_in_flight: u32,
 }
 

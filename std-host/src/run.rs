@@ -25,6 +25,8 @@ pub struct Opts {
     pub download_limit: u64,
     pub upload_limit: u64,
     pub low_memory: bool,
+    /// Disk worker threads (0: the client's default).
+    pub disk_threads: usize,
     pub trackers: bool,
     pub state_dir: Option<PathBuf>,
     pub timeout: Option<Duration>,
@@ -62,6 +64,11 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
         low_memory: o.low_memory,
+        disk_threads: if o.disk_threads == 0 {
+            ClientOptions::default().disk_threads
+        } else {
+            o.disk_threads
+        },
         max_peers: o.max_peers,
         max_connections: o.max_connections,
         use_trackers: o.trackers,
@@ -567,6 +574,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         download_limit: 0,
         upload_limit: 0,
         low_memory: false,
+        disk_threads: 0,
         trackers: true,
         state_dir: None,
         timeout: None,

@@ -102,7 +102,9 @@ impl SessionConfig {
             max_peers_per_torrent: 50,
             max_connecting: 8,
             max_connections: 200,
-            max_disk_bytes_in_flight: 4 << 20,
+            // As libtorrent's `max_queued_disk_bytes`: a page-cache write takes microseconds,
+            // and a slow disk gains nothing from a deeper queue but memory.
+            max_disk_bytes_in_flight: 1 << 20,
             max_reads_per_peer: 8,
             ban_strikes: 2,
             peer_low_watermark: 10,
