@@ -10,6 +10,7 @@ seeder and eight leechers.
 
 Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's python3):
     /usr/bin/python3 bench/download.py [--size-mib 1024] [--only btcore,libtorrent,...]
+        [--cases lt-seed,bt-seed,swarm] [--swarm 8] [--btcore PATH]
 """
 import argparse
 import hashlib
@@ -210,6 +211,8 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--only", default="btcore,libtorrent,transmission,aria2")
     ap.add_argument("--swarm", type=int, default=8)
+    ap.add_argument("--cases", default="lt-seed,bt-seed,swarm",
+                    help="which cases to run: lt-seed, bt-seed, swarm (comma-separated)")
     ap.add_argument("--btcore", default=os.path.join(ROOT, "target", "release", "btcore"))
     args = ap.parse_args()
     if args.role:
@@ -266,16 +269,19 @@ def main():
 
         lt_seed = lambda port, peer: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
                                       "--dir", seed_dir, "--port", str(port), "--peer", "127.0.0.1:%d" % peer]
-        run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)
+        cases = args.cases.split(",")
+        if "lt-seed" in cases:
+            run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)
 
         # btcore as the seeder, dialing each leecher the same way.
         bt_seed = lambda port, peer: [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind",
                                       "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none",
                                       "--peer", "127.0.0.1:%d" % peer]
-        run_case("leechers downloading from a btcore seeder", bt_seed, clients)
+        if "bt-seed" in cases:
+            run_case("leechers downloading from a btcore seeder", bt_seed, clients)
 
         # Swarm: one btcore seeder and N leechers of one kind who all know each other.
-        for kind in [c for c in ("btcore", "libtorrent") if c in clients and args.swarm > 0]:
+        for kind in [c for c in ("btcore", "libtorrent") if c in clients and args.swarm > 0 and "swarm" in cases]:
             print("\nswarm: 1 btcore seeder, %d %s leechers (all know each other)" % (args.swarm, kind))
             sp = free_port()
             ports = [free_port() for _ in range(args.swarm)]

@@ -230,7 +230,10 @@ pub struct Client {
     peer_id: PeerId,
     stop: Arc<AtomicBool>,
     events_out: Vec<Event>,
+    /// Socket reads land here.
     buf: Vec<u8>,
+    /// What the session sends is taken here, then written to the socket.
+    tx: Vec<u8>,
     down: Bucket,
     up: Bucket,
     /// Connections left readable or writable because a rate limit ran out.
@@ -406,6 +409,17 @@ impl Client {
                     32 * 1024
                 } else {
                     64 * 1024
+                }
+            ],
+            // Uploads go out in large writes: with 64 KiB ones, a seeder served 15-25%
+            // slower and its leecher spent more CPU on the smaller segments. Pages of it
+            // that are never written (a leecher sends only requests) take no memory.
+            tx: vec![
+                0u8;
+                if opts.low_memory {
+                    32 * 1024
+                } else {
+                    256 * 1024
                 }
             ],
             down: Bucket::new(opts.download_limit),
@@ -921,12 +935,38 @@ impl Client {
                 if s.link.negotiating() {
                     return;
                 }
-                let n = self.session.poll_transmit(now, conn, &mut self.buf);
+                let n = self.session.poll_transmit(now, conn, &mut self.tx);
                 if n == 0 {
                     return;
                 }
-                s.link.encrypt(&mut self.buf[..n]);
-                s.out.extend_from_slice(&self.buf[..n]);
+                s.link.encrypt(&mut self.tx[..n]);
+                // Straight from the buffer; only what the socket does not take now is
+                // kept for later.
+                let allowed = self.up.available().min(n);
+                let written = if allowed == 0 {
+                    0
+                } else {
+                    match s.stream.write(&self.tx[..allowed]) {
+                        Ok(w) => w,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                            ) =>
+                        {
+                            0
+                        }
+                        Err(_) => {
+                            self.conn_lost(conn);
+                            return;
+                        }
+                    }
+                };
+                self.up.take(written);
+                if written < n {
+                    s.out.extend_from_slice(&self.tx[written..n]);
+                }
+                continue;
             }
             let allowed = self.up.available().min(s.out.len() - s.out_pos);
             if allowed == 0 {
