@@ -263,6 +263,9 @@ fn corrupt_peer_is_banned_and_the_download_completes_from_the_good_one() {
     dl.args(["--timeout", "80", "--no-trackers", "--no-dht", "--json"]);
     dl.args(["--port", &dl_port.to_string(), "--bind", "127.0.0.1"]);
     dl.args(["--peer", &local(bad.port), "--peer", &local(seed_port)]);
+    // One disk worker: every write, hash failure and re-download of the run goes
+    // through the same thread (the other tests run with the default two).
+    dl.args(["--disk-threads", "1"]);
     let d = case.spawn("btcore-download", dl, false);
 
     // The ban closes the bad peer's connection while the download still runs.
