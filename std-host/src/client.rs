@@ -73,7 +73,7 @@ pub struct ClientOptions {
     pub max_peers: usize,
     /// Most connections over all torrents (0: the profile's default, 200 or 50).
     pub max_connections: usize,
-    /// Disk worker threads.
+    /// Disk worker threads ([`DEFAULT_DISK_THREADS`] by default).
     pub disk_threads: usize,
     /// Whether to ask trackers for peers.
     pub use_trackers: bool,
@@ -92,6 +92,9 @@ pub struct ClientOptions {
     pub encryption: Encryption,
 }
 
+/// Disk workers of a client unless told otherwise.
+pub const DEFAULT_DISK_THREADS: usize = 2;
+
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
@@ -101,7 +104,7 @@ impl Default for ClientOptions {
             low_memory: false,
             max_peers: 0,
             max_connections: 0,
-            disk_threads: 2,
+            disk_threads: DEFAULT_DISK_THREADS,
             use_trackers: true,
             seed: 0,
             download_limit: 0,
@@ -942,24 +945,12 @@ impl Client {
                 // Straight from the buffer; only what the socket does not take now is
                 // kept for later.
                 let allowed = self.up.available().min(n);
+                // An error leaves everything queued: the queue's write below meets it
+                // again and handles it.
                 let written = if allowed == 0 {
                     0
                 } else {
-                    match s.stream.write(&self.tx[..allowed]) {
-                        Ok(w) => w,
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                            ) =>
-                        {
-                            0
-                        }
-                        Err(_) => {
-                            self.conn_lost(conn);
-                            return;
-                        }
-                    }
+                    s.stream.write(&self.tx[..allowed]).unwrap_or(0)
                 };
                 self.up.take(written);
                 if written < n {

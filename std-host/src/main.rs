@@ -245,8 +245,8 @@ struct NetArgs {
     /// The small-memory profile (routers, small NAS boxes).
     #[arg(long)]
     low_memory: bool,
-    /// Threads that write, read and hash pieces (0: the default, 2).
-    #[arg(long, default_value_t = 0)]
+    /// Threads that write, read and hash pieces.
+    #[arg(long, default_value_t = btcore_host::client::DEFAULT_DISK_THREADS)]
     disk_threads: usize,
     /// Do not contact trackers.
     #[arg(long)]

@@ -1,7 +1,7 @@
 //! The long-running commands: download, seed, create, demo.
 
 use btcore_core::session::{Event, TorrentState};
-use btcore_host::client::{Client, ClientOptions, TorrentView};
+use btcore_host::client::{Client, ClientOptions, TorrentView, DEFAULT_DISK_THREADS};
 use btcore_host::display::{self, Mode};
 use btcore_host::read_torrent_file;
 use std::io::Write as _;
@@ -25,7 +25,7 @@ pub struct Opts {
     pub download_limit: u64,
     pub upload_limit: u64,
     pub low_memory: bool,
-    /// Disk worker threads (0: the client's default).
+    /// Disk worker threads.
     pub disk_threads: usize,
     pub trackers: bool,
     pub state_dir: Option<PathBuf>,
@@ -64,11 +64,7 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
         low_memory: o.low_memory,
-        disk_threads: if o.disk_threads == 0 {
-            ClientOptions::default().disk_threads
-        } else {
-            o.disk_threads
-        },
+        disk_threads: o.disk_threads,
         max_peers: o.max_peers,
         max_connections: o.max_connections,
         use_trackers: o.trackers,
@@ -329,7 +325,7 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
         save_dir: dir,
         state_dir: None,
         use_trackers: false,
-        disk_threads: 2,
+        disk_threads: DEFAULT_DISK_THREADS,
         ..ClientOptions::default()
     };
     let mut seeder = match Client::new(local(seed_dir.clone())) {
@@ -574,7 +570,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         download_limit: 0,
         upload_limit: 0,
         low_memory: false,
-        disk_threads: 0,
+        disk_threads: DEFAULT_DISK_THREADS,
         trackers: true,
         state_dir: None,
         timeout: None,
