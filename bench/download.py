@@ -10,7 +10,11 @@ seeder and eight leechers.
 
 Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's python3):
     /usr/bin/python3 bench/download.py [--size-mib 1024] [--only btcore,libtorrent,...]
-        [--cases lt-seed,bt-seed,swarm] [--swarm 8] [--btcore PATH]
+        [--cases lt-seed,bt-seed,swarm] [--swarm 8] [--rounds 3] [--btcore PATH]
+
+The leecher cases run every client --rounds times, taking turns, and print the median
+of each figure with the range of MB/s and CPU seconds: on a shared or virtual machine
+one run moves by 20-40%.
 """
 import argparse
 import hashlib
@@ -18,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,6 +216,8 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--only", default="btcore,libtorrent,transmission,aria2")
     ap.add_argument("--swarm", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="leecher cases: each client this many times, in turn; medians printed")
     ap.add_argument("--cases", default="lt-seed,bt-seed,swarm",
                     help="which cases to run: lt-seed, bt-seed, swarm (comma-separated)")
     ap.add_argument("--btcore", default=os.path.join(ROOT, "target", "release", "btcore"))
@@ -254,30 +261,53 @@ def main():
 
         def run_case(title, seeder_cmd, kinds):
             """Each leecher listens first; the seeder then dials it (every client
-            accepts incoming connections); the clock starts with the seeder."""
-            print("\n" + title)
-            print(HEADER)
+            accepts incoming connections); the clock starts with the seeder. With
+            --rounds N, the clients take turns N times and each figure is the median."""
+            print("\n" + title + (" (median of %d rounds, clients in turn)" % args.rounds
+                                  if args.rounds > 1 else ""))
+            print(HEADER + ("   MB/s range   CPU s range" if args.rounds > 1 else ""))
+            runs = {k: [] for k in kinds}
+            for rnd in range(args.rounds):
+                for kind in kinds:
+                    runs[kind].append(run_one(kind, seeder_cmd))
+                    if args.rounds > 1:
+                        print("  round %d %-12s %s" % (rnd + 1, kind, row("", runs[kind][-1]).strip()),
+                              flush=True)
             for kind in kinds:
-                out = os.path.join(work, "leech-%s" % kind)
-                pm = leech(kind, torrent, "payload.bin", out, free_port(), args.btcore, args.timeout, work)
-                time.sleep(1.5)
-                slog = os.path.join(work, "seeder-%s.log" % kind)
-                seeder = Proc(seeder_cmd(free_port(), pm[2]), log=slog)
-                # The clock starts when the seeder has checked its data and dials.
-                t_wait = time.time()
-                while time.time() - t_wait < 120:
-                    with open(slog, "rb") as f:
-                        text = f.read()
-                    if b"ready" in text or b"btcore: seeding" in text:
-                        break
-                    time.sleep(0.01)
-                pm[0].start = time.time()
-                r = measure([pm], size, args.timeout, seeder)[0]
-                seeder.stop()
-                got = os.path.join(out, "payload.bin")
-                ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
-                print(row(kind, r[:4] + (ok,) + r[5:]), flush=True)
-                shutil.rmtree(out, ignore_errors=True)
+                rs = runs[kind]
+                if not all(r[4] for r in rs):
+                    print(row(kind, next(r for r in rs if not r[4])), flush=True)
+                    continue
+                med = tuple(statistics.median(r[i] for r in rs) for i in range(4))
+                line = row(kind, med + (True, 0))
+                if args.rounds > 1:
+                    line += "  %5.0f-%-5.0f  %5.2f-%-5.2f" % (
+                        min(r[0] for r in rs), max(r[0] for r in rs),
+                        min(r[1] for r in rs), max(r[1] for r in rs))
+                print(line, flush=True)
+
+        def run_one(kind, seeder_cmd):
+            """One leecher of `kind` against a fresh seeder: (MB/s, CPU, anon, rss, ok, wall)."""
+            out = os.path.join(work, "leech-%s" % kind)
+            pm = leech(kind, torrent, "payload.bin", out, free_port(), args.btcore, args.timeout, work)
+            time.sleep(1.5)
+            slog = os.path.join(work, "seeder-%s.log" % kind)
+            seeder = Proc(seeder_cmd(free_port(), pm[2]), log=slog)
+            # The clock starts when the seeder has checked its data and dials.
+            t_wait = time.time()
+            while time.time() - t_wait < 120:
+                with open(slog, "rb") as f:
+                    text = f.read()
+                if b"ready" in text or b"btcore: seeding" in text:
+                    break
+                time.sleep(0.01)
+            pm[0].start = time.time()
+            r = measure([pm], size, args.timeout, seeder)[0]
+            seeder.stop()
+            got = os.path.join(out, "payload.bin")
+            ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
+            shutil.rmtree(out, ignore_errors=True)
+            return r[:4] + (ok,) + r[5:]
 
         lt_seed = lambda port, peer: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
                                       "--dir", seed_dir, "--port", str(port), "--peer", "127.0.0.1:%d" % peer]

@@ -425,7 +425,8 @@ typedef struct btcore_sansio_settings {
   uint32_t max_peers_per_torrent;
   /**
    * Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
-   * (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out.
+   * (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out;
+   * at twice it `btcore_sansio_disk_backlogged` says to stop reading from peers.
    */
   uint32_t max_disk_bytes_in_flight;
 } btcore_sansio_settings;
@@ -896,6 +897,17 @@ enum btcore_result btcore_sansio_recv(struct btcore_sansio *h,
                                       const uint8_t *data,
                                       size_t len,
                                       uint64_t now_ms);
+
+/**
+ * Writes to `*out` whether the disk is behind: the bytes of `WRITE` actions not yet
+ * confirmed with `btcore_sansio_write_done` reached twice `max_disk_bytes_in_flight`
+ * (at the cap itself no more blocks are requested). While it is, stop reading from
+ * peer sockets (leave the bytes in the kernel: TCP holds the peers back) and read
+ * again after a `btcore_sansio_write_done` brings it under. The memory held for
+ * received blocks then stays at twice the cap however slow the storage; a host that
+ * ignores it stays correct, but may hold what peers owe on requests already sent.
+ */
+enum btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool *out);
 
 /**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes

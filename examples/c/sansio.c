@@ -259,6 +259,11 @@ int main(int argc, char **argv) {
             if (c->fd >= 0 && (pfds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
                 unsigned char buf[64 * 1024];
                 for (;;) {
+                    /* Disk behind: leave the bytes in the kernel; poll() reports the
+                     * socket again once the writes above have completed. */
+                    bool backlogged = false;
+                    btcore_sansio_disk_backlogged(h, &backlogged);
+                    if (backlogged) break;
                     ssize_t r = recv(c->fd, buf, sizeof buf, 0);
                     if (r > 0) { btcore_sansio_recv(h, c->id, buf, (size_t)r, now_ms()); continue; }
                     if (r < 0 && errno == EINTR) continue;

@@ -47,7 +47,8 @@ pub struct btcore_sansio_settings {
     /// Most connections per torrent (0: the profile's default, 50 or 20).
     pub max_peers_per_torrent: u32,
     /// Most bytes handed out in `BTCORE_ACTION_WRITE`s and not yet completed
-    /// (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out.
+    /// (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out;
+    /// at twice it `btcore_sansio_disk_backlogged` says to stop reading from peers.
     pub max_disk_bytes_in_flight: u32,
 }
 
@@ -671,6 +672,26 @@ pub extern "C" fn btcore_sansio_recv(
         let data = unsafe { bytes(data, len) }?;
         s.session.handle_recv(now(now_ms), ConnId(conn), data);
         s.pump_events();
+        Ok(())
+    })
+}
+
+/// Writes to `*out` whether the disk is behind: the bytes of `WRITE` actions not yet
+/// confirmed with `btcore_sansio_write_done` reached twice `max_disk_bytes_in_flight`
+/// (at the cap itself no more blocks are requested). While it is, stop reading from
+/// peer sockets (leave the bytes in the kernel: TCP holds the peers back) and read
+/// again after a `btcore_sansio_write_done` brings it under. The memory held for
+/// received blocks then stays at twice the cap however slow the storage; a host that
+/// ignores it stays correct, but may hold what peers owe on requests already sent.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_disk_backlogged(
+    h: *const btcore_sansio,
+    out: *mut bool,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let out = non_null(out)?;
+        unsafe { out.write(s.session.disk_backlogged()) };
         Ok(())
     })
 }

@@ -34,15 +34,13 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the C libraries into this target directory when the test build did not
-/// (a workspace-wide test run builds only the rlib).
+/// Builds the C libraries into this target directory: a workspace-wide test run builds
+/// only the rlib, and libraries an earlier build left there may be stale (cargo does
+/// nothing when they are fresh).
 fn ensure_libs() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = profile_dir();
-        if dir.join("libbtcore.a").exists() && dir.join("libbtcore.so").exists() {
-            return;
-        }
         let target = dir.parent().expect("target dir").to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);

@@ -241,8 +241,14 @@ pub struct Client {
     up: Bucket,
     /// Connections left readable or writable because a rate limit ran out.
     throttled_read: Vec<ConnId>,
+    /// Connections left unread while the disk is behind ([`Session::disk_backlogged`]):
+    /// read again once writes complete.
+    disk_blocked: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
     dht: Option<crate::dht::DhtHost>,
+    /// Public running torrents as the DHT last saw them (id, info hash, short of
+    /// peers), and when: refreshed once a second, not on every turn of the loop.
+    dht_public: (Vec<(TorrentId, InfoHash, bool)>, Option<Instant>),
     lsd: Option<crate::lsd::LsdHost>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
@@ -427,8 +433,10 @@ impl Client {
             down: Bucket::new(opts.download_limit),
             up: Bucket::new(opts.upload_limit),
             throttled_read: Vec::new(),
+            disk_blocked: Vec::new(),
             throttled_write: Vec::new(),
             dht,
+            dht_public: (Vec::new(), None),
             lsd,
             keys: KeySource::new(seed),
             opts,
@@ -687,6 +695,11 @@ impl Client {
             self.read_conn(conn);
         }
         self.collect_workers();
+        if !self.disk_blocked.is_empty() && !self.session.disk_backlogged() {
+            for conn in std::mem::take(&mut self.disk_blocked) {
+                self.read_conn(conn);
+            }
+        }
         self.expire_handshakes();
         let now = self.now();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
@@ -700,23 +713,36 @@ impl Client {
     /// DHT timers and datagrams; keeps every public torrent announced and hands the
     /// peers found to the session.
     fn service_dht(&mut self) {
+        if self.dht.is_none() {
+            return;
+        }
         let now = self.now();
         let port = self.local_addr.port();
-        let public: Vec<(TorrentId, InfoHash, bool)> = self
-            .session
-            .torrents()
-            .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
-            .filter(|(_, s)| !s.private && !s.paused)
-            .map(|(id, s)| {
-                let short = s.state != TorrentState::Seeding && s.peers < 5;
-                (id, s.info_hash, short)
-            })
-            .collect();
+        let fresh = self
+            .dht_public
+            .1
+            .is_some_and(|at| now.as_millis() < at.as_millis() + 1000);
+        if !fresh {
+            let public = self
+                .session
+                .torrents()
+                .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
+                .filter(|(_, s)| !s.private && !s.paused)
+                .map(|(id, s)| {
+                    let short = s.state != TorrentState::Seeding && s.peers < 5;
+                    (id, s.info_hash, short)
+                })
+                .collect();
+            self.dht_public = (public, Some(now));
+        }
         let Some(d) = self.dht.as_mut() else {
             return;
         };
-        for (_, ih, short) in &public {
-            d.keep_announced(now, *ih, port, *short);
+        let public = &self.dht_public.0;
+        if !fresh {
+            for (_, ih, short) in public {
+                d.keep_announced(now, *ih, port, *short);
+            }
         }
         let found = d.service(now);
         for (ih, peers) in found {
@@ -823,6 +849,14 @@ impl Client {
                 return;
             };
             if s.connecting {
+                return;
+            }
+            // The disk is behind: what the peer sends waits in the kernel (and then
+            // in the peer) instead of in our memory. A completion wakes the loop.
+            if self.session.disk_backlogged() {
+                if !self.disk_blocked.contains(&conn) {
+                    self.disk_blocked.push(conn);
+                }
                 return;
             }
             let allowed = self.down.available().min(self.buf.len());
@@ -1042,6 +1076,8 @@ impl Client {
                 self.on_event(e);
             }
             if !any {
+                // This turn's disk jobs go out together: one wake-up per worker.
+                self.disk.flush();
                 return;
             }
         }
@@ -1377,6 +1413,7 @@ impl Client {
         self.session.remove_torrent(now, id);
         self.pump();
         self.disk.submit(DiskJob::Forget { torrent: id });
+        self.disk.flush();
         let Some(t) = self.torrents.remove(&id) else {
             return true;
         };

@@ -304,6 +304,68 @@ fn write_all_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, off)
 }
 
+/// Writes every byte of `bufs`, one after another, at `off`: `pwritev`, resumed after a
+/// short write.
+#[cfg(unix)]
+fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // IOV_MAX is 1024 on Linux; callers pass far fewer.
+    const MAX_IOV: usize = 64;
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr().cast_mut().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut at = 0;
+    while at < iov.len() {
+        let n = (iov.len() - at).min(MAX_IOV);
+        let Ok(pos) = libc::off_t::try_from(off) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        // SAFETY: every iovec points into a slice of `bufs`, alive and unchanged for the
+        // call; the kernel only reads them.
+        let r = unsafe { libc::pwritev(f.as_raw_fd(), iov[at..].as_ptr(), n as libc::c_int, pos) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut left = r as usize;
+        off += left as u64;
+        // Skip what was written; a buffer written in part keeps its tail.
+        while left > 0 {
+            let v = &mut iov[at];
+            if left >= v.iov_len {
+                left -= v.iov_len;
+                at += 1;
+            } else {
+                // SAFETY: `left < iov_len`, so the new start stays inside the buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(left) }.cast();
+                v.iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
+    for b in bufs {
+        write_all_at(f, b, off)?;
+        off += b.len() as u64;
+    }
+    Ok(())
+}
+
 #[cfg(windows)]
 fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
     use std::os::windows::fs::FileExt;
@@ -602,6 +664,37 @@ impl Storage {
             let f = self.handle(k, true)?;
             self.lock().dirty.insert(k);
             write_all_at(&f, &data[range], file_off)
+                .map_err(|e| StorageError::io(&e, &self.files[k].abs))
+        })
+    }
+
+    /// Writes `bufs`, one after another, from `offset` in the torrent: like
+    /// [`write`](Self::write) of their concatenation, in one `pwritev` per file touched.
+    /// Page-cache writes of 256 KiB cost about half the kernel time of the same bytes
+    /// in 16 KiB writes.
+    pub fn write_vectored(&self, offset: u64, bufs: &[&[u8]]) -> Result<(), StorageError> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(bufs.len() + 1);
+        self.each_segment(offset, total, |k, file_off, range| {
+            if self.files[k].kind != Kind::Regular {
+                return Ok(());
+            }
+            // The parts of `bufs` that fall in `range` of their concatenation.
+            parts.clear();
+            let mut pos = 0;
+            for b in bufs {
+                let (lo, hi) = (pos, pos + b.len());
+                pos = hi;
+                if hi <= range.start || lo >= range.end {
+                    continue;
+                }
+                let from = range.start.max(lo) - lo;
+                let to = range.end.min(hi) - lo;
+                parts.push(&b[from..to]);
+            }
+            let f = self.handle(k, true)?;
+            self.lock().dirty.insert(k);
+            write_all_vectored_at(&f, &parts, file_off)
                 .map_err(|e| StorageError::io(&e, &self.files[k].abs))
         })
     }

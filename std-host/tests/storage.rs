@@ -490,3 +490,62 @@ fn file_larger_than_four_gib() {
     );
     assert_eq!(have, [last]);
 }
+
+/// `write_vectored` puts its buffers where one `write` of their concatenation would:
+/// buffers cut by file boundaries and pad files, of every size from 1 byte, at random
+/// offsets, with garbage in pad files dropped.
+#[test]
+fn vectored_writes_match_plain_writes_across_files() {
+    let dir = Scratch::new("vectored");
+    let (files, g) = layout();
+    let data = content(&files, g.total_len());
+    let s = Storage::new(&dir.save(), files.clone(), g, StorageConfig::default()).expect("storage");
+    let total = g.total_len() as usize;
+    let mut rng = Rng(0x0bad_cafe_f00d_d00d);
+    // Cover the torrent with runs of random buffers, in a random order of runs.
+    let mut runs = Vec::new();
+    let mut at = 0;
+    while at < total {
+        let len = (1 + rng.next() as usize % 40_000).min(total - at);
+        runs.push((at, len));
+        at += len;
+    }
+    rng.shuffle(&mut runs);
+    for &(start, len) in &runs {
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
+        let mut pos = start;
+        while pos < start + len {
+            let n = (1 + rng.next() as usize % 9_000).min(start + len - pos);
+            let mut b = data[pos..pos + n].to_vec();
+            // Garbage where the torrent has padding: it must not reach any file.
+            for f in files.iter().filter(|f| f.attr.pad) {
+                let (lo, hi) = (f.offset as usize, (f.offset + f.length) as usize);
+                for (i, byte) in b.iter_mut().enumerate() {
+                    if (lo..hi).contains(&(pos + i)) {
+                        *byte = 0xff;
+                    }
+                }
+            }
+            bufs.push(b);
+            pos += n;
+        }
+        let slices: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+        s.write_vectored(start as u64, &slices)
+            .expect("vectored write");
+    }
+    let mut all = vec![1u8; total];
+    s.read(0, &mut all).expect("read all");
+    assert!(all == data, "content differs");
+    let hashes = piece_hashes(&g, &data);
+    assert!(s.recheck(|p| hashes[p as usize]).is_full());
+    // Empty buffers are fine; past the end is refused.
+    s.write_vectored(5, &[&[], &data[5..6], &[]])
+        .expect("with empty buffers");
+    assert_eq!(
+        s.write_vectored(g.total_len() - 1, &[&[0], &[0]])
+            .map_err(|e| e.kind),
+        Err(StorageErrorKind::OutOfRange)
+    );
+    // Pad files were never created.
+    assert_eq!(tree(&dir.save()).len(), 9);
+}

@@ -20,7 +20,7 @@
 
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::{Sha1, SmolSha1};
-use btcore_core::ids::PeerId;
+use btcore_core::ids::{BlockRef, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
@@ -117,6 +117,17 @@ pub struct Node {
     sent: BTreeMap<ConnId, u64>,
     /// Pieces verified so far (for the write check).
     have: BTreeSet<u32>,
+    /// A slow disk: each write completes this long after it was asked (None: at once).
+    /// The node then reads as a host should: bytes that arrive while its session says
+    /// [`Session::disk_backlogged`] wait, in order, until a write completes.
+    pub write_latency: Option<Duration>,
+    /// Bytes of writes asked and not completed, now and at most.
+    pub writes_pending: u64,
+    /// The most `writes_pending` was.
+    pub peak_writes_pending: u64,
+    /// Deliveries held back because the disk was behind.
+    pub held_deliveries: u64,
+    held: std::collections::VecDeque<(ConnId, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -137,6 +148,11 @@ enum Ev {
     },
     Writable {
         node: usize,
+    },
+    WriteDone {
+        node: usize,
+        torrent: TorrentId,
+        block: BlockRef,
     },
 }
 
@@ -276,6 +292,11 @@ impl Sim {
             } else {
                 BTreeSet::new()
             },
+            write_latency: None,
+            writes_pending: 0,
+            peak_writes_pending: 0,
+            held_deliveries: 0,
+            held: std::collections::VecDeque::new(),
         });
         i
     }
@@ -439,6 +460,13 @@ impl Sim {
                 if !self.nodes[to].alive || !self.links.contains_key(&(to, conn)) {
                     return;
                 }
+                let n = &mut self.nodes[to];
+                if n.write_latency.is_some() && (!n.held.is_empty() || n.session.disk_backlogged())
+                {
+                    n.held_deliveries += 1;
+                    n.held.push_back((conn, data));
+                    return;
+                }
                 match self.nodes[to].behaviour {
                     Behaviour::Honest | Behaviour::Corrupt | Behaviour::Silent => {
                         self.nodes[to].session.handle_recv(now, conn, &data)
@@ -461,6 +489,27 @@ impl Sim {
                     self.nodes[node].session.handle_connected(now, conn);
                 } else {
                     self.nodes[node].session.handle_connect_failed(now, conn);
+                }
+            }
+            Ev::WriteDone {
+                node,
+                torrent,
+                block,
+            } => {
+                let n = &mut self.nodes[node];
+                if !n.alive {
+                    return;
+                }
+                n.writes_pending -= u64::from(block.len);
+                n.session.handle_write_done(now, torrent, block, Ok(()));
+                // Read again what waited, while the disk keeps up.
+                while !n.session.disk_backlogged() {
+                    let Some((conn, data)) = n.held.pop_front() else {
+                        break;
+                    };
+                    if self.links.contains_key(&(node, conn)) {
+                        n.session.handle_recv(now, conn, &data);
+                    }
                 }
             }
             Ev::Writable { node } => {
@@ -686,7 +735,21 @@ impl Sim {
                     ));
                 }
                 old.copy_from_slice(&data);
-                n.session.handle_write_done(now, torrent, block, Ok(()));
+                match n.write_latency {
+                    Some(d) => {
+                        n.writes_pending += u64::from(block.len);
+                        n.peak_writes_pending = n.peak_writes_pending.max(n.writes_pending);
+                        self.schedule(
+                            now + d,
+                            Ev::WriteDone {
+                                node: i,
+                                torrent,
+                                block,
+                            },
+                        );
+                    }
+                    None => n.session.handle_write_done(now, torrent, block, Ok(())),
+                }
             }
             Action::Read {
                 torrent,

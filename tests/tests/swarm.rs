@@ -45,6 +45,41 @@ fn one_seed_one_leecher() {
     assert_ground_truth(&sim);
 }
 
+/// A disk far slower than the network: the leecher stops reading while its session says
+/// the disk is behind, so the bytes waiting to be written stay within twice the cap (plus
+/// what one delivery carries) instead of what the seeder owes on requests already sent.
+#[test]
+fn slow_disk_holds_memory_at_the_cap() {
+    const CAP: usize = 128 << 10;
+    let mut sim = Sim::new(content(48 * 32_768, 5), 32_768, 9);
+    let fast = LinkSpec {
+        up_bps: 40_000_000,
+        latency: Duration::from_millis(2),
+        send_buffer: 64 << 10,
+    };
+    sim.add_node(true, Behaviour::Honest, fast, |_| {});
+    let l = sim.add_node(false, Behaviour::Honest, fast, |c| {
+        c.max_disk_bytes_in_flight = CAP;
+    });
+    // 16 KiB per 20 ms: under 1 MB/s of disk against 40 MB/s of network.
+    sim.nodes[l].write_latency = Some(Duration::from_millis(20));
+    let ok = sim.run_until(Duration::from_secs(600), |s| {
+        s.nodes[l].finished_at.is_some()
+    });
+    assert!(ok, "leecher did not finish by {:?}", sim.now);
+    assert!(sim.has_correct_data(l));
+    assert_ground_truth(&sim);
+    let n = &sim.nodes[l];
+    assert!(n.held_deliveries > 0, "the disk was never behind");
+    // One delivery (at most the 64 KiB send buffer) may land past twice the cap.
+    assert!(
+        n.peak_writes_pending <= (2 * CAP + (64 << 10)) as u64,
+        "{} bytes waited for the disk, cap {CAP}",
+        n.peak_writes_pending
+    );
+    assert_eq!(n.writes_pending, 0);
+}
+
 #[test]
 fn one_seed_fifty_leechers() {
     let pieces = 200;
