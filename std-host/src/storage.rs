@@ -304,9 +304,16 @@ fn write_all_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, off)
 }
 
+/// `pwritev` with a 64-bit offset: glibc's `off_t` is 32 bits on 32-bit ARM, so there
+/// it is `pwritev64` (as std's `pwrite` is `pwrite64`); musl's `off_t` is 64 bits.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+use libc::{off64_t as Off64, pwritev64 as pwritev_at};
+#[cfg(all(target_os = "linux", target_env = "musl"))]
+use libc::{off_t as Off64, pwritev as pwritev_at};
+
 /// Writes every byte of `bufs`, one after another, at `off`: `pwritev`, resumed after a
 /// short write.
-#[cfg(unix)]
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
 fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // IOV_MAX is 1024 on Linux; callers pass far fewer.
@@ -322,12 +329,12 @@ fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<(
     let mut at = 0;
     while at < iov.len() {
         let n = (iov.len() - at).min(MAX_IOV);
-        let Ok(pos) = libc::off_t::try_from(off) else {
+        let Ok(pos) = Off64::try_from(off) else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
         // SAFETY: every iovec points into a slice of `bufs`, alive and unchanged for the
         // call; the kernel only reads them.
-        let r = unsafe { libc::pwritev(f.as_raw_fd(), iov[at..].as_ptr(), n as libc::c_int, pos) };
+        let r = unsafe { pwritev_at(f.as_raw_fd(), iov[at..].as_ptr(), n as libc::c_int, pos) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -357,7 +364,8 @@ fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<(
     Ok(())
 }
 
-#[cfg(windows)]
+/// Elsewhere (uClibc, other systems): one positioned write per buffer.
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
     for b in bufs {
         write_all_at(f, b, off)?;

@@ -174,11 +174,20 @@ fn storage_writes_and_reads_past_four_gib() {
     )
     .expect("storage");
 
-    // Whole pieces through `write`, in the order: last (two files), past 4 GiB, across.
+    // Whole pieces, in the order: last (two files), past 4 GiB, across; the first two
+    // as 16 KiB blocks through `write_vectored` (one `pwritev` per file), the one
+    // across 4 GiB through `write`.
     for p in [LAST, STRADDLE_4G + 1, STRADDLE_4G] {
         let (off, len) = s.piece_range(p);
         assert_eq!((off, len as usize), piece_range(p));
-        s.write(off, &data(off, len as usize)).expect("write piece");
+        let bytes = data(off, len as usize);
+        if p == STRADDLE_4G {
+            s.write(off, &bytes).expect("write piece");
+        } else {
+            let blocks: Vec<&[u8]> = bytes.chunks(BLOCK_LEN as usize).collect();
+            s.write_vectored(off, &blocks)
+                .expect("write piece in blocks");
+        }
     }
 
     // Read back whole pieces, and hash them as stored.
