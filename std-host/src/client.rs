@@ -75,6 +75,10 @@ pub struct ClientOptions {
     pub max_connections: usize,
     /// Disk worker threads ([`DEFAULT_DISK_THREADS`] by default).
     pub disk_threads: usize,
+    /// Most bytes received and not yet written (0: the profile's default, 1 MiB or
+    /// 512 KiB): no block is requested past it, and reading from peers pauses at twice
+    /// it until writes complete (libtorrent's `max_queued_disk_bytes`).
+    pub max_disk_queue: usize,
     /// Whether to ask trackers for peers.
     pub use_trackers: bool,
     /// Seed for the engine's random choices (0: from the clock).
@@ -105,6 +109,7 @@ impl Default for ClientOptions {
             max_peers: 0,
             max_connections: 0,
             disk_threads: DEFAULT_DISK_THREADS,
+            max_disk_queue: 0,
             use_trackers: true,
             seed: 0,
             download_limit: 0,
@@ -337,6 +342,9 @@ impl Client {
         }
         if opts.max_connections != 0 {
             config.max_connections = opts.max_connections;
+        }
+        if opts.max_disk_queue != 0 {
+            config.max_disk_bytes_in_flight = opts.max_disk_queue;
         }
         let session = Session::new(config, seed);
         let w = waker.clone();

@@ -248,6 +248,10 @@ struct NetArgs {
     /// Threads that write, read and hash pieces.
     #[arg(long, default_value_t = btcore_host::client::DEFAULT_DISK_THREADS)]
     disk_threads: usize,
+    /// Most KiB received and not yet written (default 1024; 512 with --low-memory):
+    /// no block is requested past it, and reading from peers pauses at twice it.
+    #[arg(long, value_name = "KIB")]
+    disk_queue_kib: Option<usize>,
     /// Do not contact trackers.
     #[arg(long)]
     no_trackers: bool,
@@ -518,6 +522,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         upload_limit: n.upload_limit * 1024,
         low_memory: n.low_memory,
         disk_threads: n.disk_threads,
+        max_disk_queue: n.disk_queue_kib.map_or(0, |k| k.saturating_mul(1024)),
         trackers: !n.no_trackers,
         lsd: n.lsd,
         encryption: n.encryption,

@@ -27,6 +27,8 @@ pub struct Opts {
     pub low_memory: bool,
     /// Disk worker threads.
     pub disk_threads: usize,
+    /// Most bytes received and not yet written (0: the profile's default).
+    pub max_disk_queue: usize,
     pub trackers: bool,
     pub state_dir: Option<PathBuf>,
     pub timeout: Option<Duration>,
@@ -65,6 +67,7 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
         state_dir: Some(state_dir),
         low_memory: o.low_memory,
         disk_threads: o.disk_threads,
+        max_disk_queue: o.max_disk_queue,
         max_peers: o.max_peers,
         max_connections: o.max_connections,
         use_trackers: o.trackers,
@@ -571,6 +574,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         upload_limit: 0,
         low_memory: false,
         disk_threads: DEFAULT_DISK_THREADS,
+        max_disk_queue: 0,
         trackers: true,
         state_dir: None,
         timeout: None,

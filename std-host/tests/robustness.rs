@@ -1118,3 +1118,29 @@ fn rate_limits_are_enforced() {
     }
     println!("rate limits: {}", report.join("; "));
 }
+
+/// A disk queue of 16 KiB: every socket read of up to 64 KiB leaves the disk behind, so
+/// the leecher stops reading after nearly every read and must pick each connection up
+/// again when writes complete (the poll is edge-triggered: a connection forgotten there
+/// would hang until the timeout). The download completes, byte for byte.
+#[test]
+fn tiny_disk_queue_pauses_reading_and_completes() {
+    const SIZE: usize = 24 << 20;
+    let dir = TempDir::new("diskq");
+    let seed_dir = dir.join("seed");
+    fs::create_dir_all(&seed_dir).expect("seed dir");
+    let data = payload(SIZE, 7);
+    fs::write(seed_dir.join("data.bin"), &data).expect("payload");
+    let tpath = dir.join("data.torrent");
+    create_torrent(&seed_dir.join("data.bin"), &tpath, 256, &[]);
+    let (_seeder, addr) = start_seeder(&tpath, &seed_dir);
+    let out = dir.join("out");
+    let mut args = download_args(&tpath, &out, addr, 60);
+    args.extend(["--disk-queue-kib".to_owned(), "16".to_owned()]);
+    let mut p = Proc::spawn(&args);
+    let (st, _, err) = p.finish(Duration::from_secs(90));
+    assert_no_panic("tiny disk queue", &err, st);
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{err}");
+    let got = fs::read(out.join("data.bin")).expect("downloaded file");
+    assert!(got == data, "downloaded bytes differ");
+}
