@@ -1040,16 +1040,23 @@ impl Client {
                 } => self.session.handle_write_done(now, torrent, block, result),
                 DiskDone::Read {
                     torrent,
-                    conn,
-                    block,
+                    reads,
                     result,
-                } => self.session.handle_read_done(
-                    now,
-                    torrent,
-                    conn,
-                    block,
-                    result.as_deref().map_err(|e| *e),
-                ),
+                } => {
+                    let mut at = 0;
+                    for (conn, block) in reads {
+                        let len = block.len as usize;
+                        let data = match &result {
+                            Ok(d) => d
+                                .get(at..at + len)
+                                .ok_or(btcore_core::session::DiskError::Io),
+                            Err(e) => Err(*e),
+                        };
+                        at += len;
+                        self.session
+                            .handle_read_done(now, torrent, conn, block, data);
+                    }
+                }
                 DiskDone::Verify { torrent, piece, ok } => {
                     self.session.handle_verified(now, torrent, piece, ok)
                 }

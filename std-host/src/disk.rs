@@ -221,15 +221,13 @@ pub enum DiskDone {
         /// Outcome.
         result: Result<(), DiskError>,
     },
-    /// A read finished.
+    /// Reads finished: blocks that follow each other in the torrent, read at once.
     Read {
         /// Torrent.
         torrent: TorrentId,
-        /// Who asked.
-        conn: ConnId,
-        /// The block.
-        block: BlockRef,
-        /// The bytes.
+        /// Who asked for each block, and the block, in order.
+        reads: Vec<(ConnId, BlockRef)>,
+        /// The bytes of every block, one after another.
         result: Result<Vec<u8>, DiskError>,
     },
     /// A piece was hashed.
@@ -290,7 +288,7 @@ impl DiskPool {
                         // Jobs queued together run together (writes of adjacent
                         // blocks in one `pwritev`), and the loop is woken once after
                         // them.
-                        let mut run = Run::default();
+                        let mut run = Gather::default();
                         while let Ok(mut jobs) = jrx.recv() {
                             while jobs.len() < MAX_BATCH {
                                 match jrx.try_recv() {
@@ -490,7 +488,95 @@ impl Run {
     }
 }
 
-/// Runs one job (writes usually go through a [`Run`]).
+/// Reads waiting to go out together: blocks of one torrent, each starting where the one
+/// before ends (a peer asks for the blocks of a piece in order), read with one `pread`
+/// into one buffer and reported together.
+#[derive(Default)]
+struct ReadRun {
+    storage: Option<Arc<Storage>>,
+    torrent: Option<TorrentId>,
+    start: u64,
+    len: usize,
+    reads: Vec<(ConnId, BlockRef)>,
+}
+
+impl ReadRun {
+    /// Whether a read at `at` of `len` bytes continues the run.
+    fn joins(&self, torrent: TorrentId, storage: &Arc<Storage>, at: u64, len: usize) -> bool {
+        self.torrent == Some(torrent)
+            && self
+                .storage
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, storage))
+            && at == self.start + self.len as u64
+            && self.len + len <= MAX_RUN
+    }
+
+    fn flush(&mut self, done: &mut Vec<DiskDone>) {
+        let (Some(storage), Some(torrent)) = (self.storage.take(), self.torrent.take()) else {
+            return;
+        };
+        let mut buf = vec![0u8; self.len];
+        let result = storage
+            .read(self.start, &mut buf)
+            .map(|()| buf)
+            .map_err(|e| e.to_core());
+        done.push(DiskDone::Read {
+            torrent,
+            reads: std::mem::take(&mut self.reads),
+            result,
+        });
+        self.len = 0;
+    }
+}
+
+/// A worker's writes and reads being gathered into runs. Jobs keep their order: a
+/// write flushes the reads gathered before it, a read the writes, anything else both.
+#[derive(Default)]
+struct Gather {
+    writes: Run,
+    reads: ReadRun,
+}
+
+impl Gather {
+    fn job(&mut self, job: DiskJob, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
+        match job {
+            DiskJob::Write { .. } => {
+                self.reads.flush(done);
+                self.writes.job(job, hashing, done);
+            }
+            DiskJob::Read {
+                torrent,
+                storage,
+                conn,
+                block,
+            } => {
+                self.writes.flush(hashing, done);
+                let at = offset(&storage, &block);
+                let len = block.len as usize;
+                if !self.reads.joins(torrent, &storage, at, len) {
+                    self.reads.flush(done);
+                    self.reads.storage = Some(storage);
+                    self.reads.torrent = Some(torrent);
+                    self.reads.start = at;
+                }
+                self.reads.len += len;
+                self.reads.reads.push((conn, block));
+            }
+            other => {
+                self.flush(hashing, done);
+                done.extend(run(other, hashing));
+            }
+        }
+    }
+
+    fn flush(&mut self, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
+        self.writes.flush(hashing, done);
+        self.reads.flush(done);
+    }
+}
+
+/// Runs one job (writes and reads usually go through a [`Gather`]).
 fn run(job: DiskJob, hashing: &mut Hashing) -> Option<DiskDone> {
     Some(match job {
         DiskJob::Write {
@@ -522,8 +608,7 @@ fn run(job: DiskJob, hashing: &mut Hashing) -> Option<DiskDone> {
                 .map_err(|e| e.to_core());
             DiskDone::Read {
                 torrent,
-                conn,
-                block,
+                reads: vec![(conn, block)],
                 result,
             }
         }
@@ -888,6 +973,95 @@ mod tests {
         let got = writes(&mut pool, 4);
         assert_eq!(got.len(), 4);
         assert!(got.iter().all(|(_, r)| r.is_err()), "{got:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Reads of adjacent blocks in one turn come back as one run, in order, with the
+    /// bytes of each; a read queued after a write of the same block sees the new bytes,
+    /// and one queued before it the old.
+    #[test]
+    fn one_turn_of_adjacent_reads_keeps_order_with_writes() {
+        let dir = std::env::temp_dir().join(format!("btcore-disk-reads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (piece_len, blen) = (32_768u32, 8_192u32);
+        let total = u64::from(piece_len) * 2;
+        let g = Geometry::new(total, piece_len).expect("geometry");
+        let files = vec![FileSpec {
+            index: 0,
+            path: "f.bin".into(),
+            offset: 0,
+            length: total,
+            attr: FileAttr::default(),
+            symlink_target: None,
+        }];
+        let storage = Arc::new(
+            Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
+                .expect("storage"),
+        );
+        let old = data(total as usize, 1);
+        storage.write(0, &old).expect("write");
+        let new = data(blen as usize, 2);
+        let mut pool = DiskPool::new(1, AHEAD_BYTES, Arc::new(|| {}));
+        let read = |pool: &mut DiskPool, conn: u32, off: u32| {
+            pool.submit(DiskJob::Read {
+                torrent: T,
+                storage: storage.clone(),
+                conn: ConnId(conn),
+                block: block(0, off, blen),
+            });
+        };
+        // Piece 0: blocks 0 and 1 (two peers), then a write of block 2, then blocks 2
+        // and 3: two runs on either side of the write.
+        read(&mut pool, 1, 0);
+        read(&mut pool, 2, blen);
+        pool.submit(DiskJob::Write {
+            torrent: T,
+            storage: storage.clone(),
+            block: block(0, 2 * blen, blen),
+            data: new.clone(),
+        });
+        read(&mut pool, 1, 2 * blen);
+        read(&mut pool, 1, 3 * blen);
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 3 && start.elapsed() < std::time::Duration::from_secs(10) {
+            match pool.try_done() {
+                Some(d) => got.push(d),
+                None => std::thread::yield_now(),
+            }
+        }
+        let b = blen as usize;
+        let mut expected_now = old[..4 * b].to_vec();
+        expected_now[2 * b..3 * b].copy_from_slice(&new);
+        match &got[..] {
+            [DiskDone::Read {
+                reads: r1,
+                result: Ok(d1),
+                ..
+            }, DiskDone::Write { result: Ok(()), .. }, DiskDone::Read {
+                reads: r2,
+                result: Ok(d2),
+                ..
+            }] => {
+                assert_eq!(
+                    r1,
+                    &[
+                        (ConnId(1), block(0, 0, blen)),
+                        (ConnId(2), block(0, blen, blen))
+                    ]
+                );
+                assert!(d1[..] == old[..2 * b], "first run's bytes");
+                assert_eq!(
+                    r2,
+                    &[
+                        (ConnId(1), block(0, 2 * blen, blen)),
+                        (ConnId(1), block(0, 3 * blen, blen))
+                    ]
+                );
+                assert!(d2[..] == expected_now[2 * b..], "second run sees the write");
+            }
+            other => panic!("unexpected completions {other:?}"),
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
