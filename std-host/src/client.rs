@@ -551,8 +551,9 @@ impl Client {
         Ok(id)
     }
 
-    /// What pieces are already on disk: the resume file's pieces that still verify,
-    /// or without resume data a full recheck of whatever files exist.
+    /// What pieces are already on disk: the resume file's pieces as they are when no
+    /// file changed since it was saved (same lengths and mtimes), else those of them that
+    /// still verify; without resume data a full recheck of whatever files exist.
     fn initial_have(&self, m: &Metainfo<'_>, storage: &Storage) -> Bitfield {
         let n = m.num_pieces();
         let resume = self
@@ -567,6 +568,11 @@ impl Client {
                 .unwrap_or_default()
         };
         match resume {
+            // No file changed since the data was synced: the claims stand.
+            Some(r) if r.file_stamps.as_ref() == Some(&storage.stamps()) => {
+                log::debug!("resume data trusted: no file changed since it was saved");
+                r.pieces
+            }
             Some(r) => {
                 let claimed: Vec<u32> = r.have().iter_set().collect();
                 let mut have = Bitfield::new(n);
@@ -1399,10 +1405,14 @@ impl Client {
             );
             let storage = t.storage.clone();
             let dir = dir.clone();
+            let mut data = data;
             let job = move || {
-                // Data first, then the claim that it is there.
+                // Data first, then the claim that it is there, with the files' stamps
+                // as they are once synced (a later write changes them).
                 if let Some(s) = storage {
-                    let _ = s.sync();
+                    if s.sync().is_ok() {
+                        data.file_stamps = Some(s.stamps());
+                    }
                 }
                 if let Err(e) = resume::save_atomic(&dir, &data) {
                     log::warn!("saving resume data: {e}");

@@ -8,6 +8,9 @@
 //! |-----------------|-----------------------------------------------------------|
 //! | `btcore-resume` | format version, `1`                                       |
 //! | `downloaded`    | payload bytes downloaded (integer)                        |
+//! | `file-stamps`   | optional: per file, length and mtime when the data was    |
+//! |                 | synced, 16 bytes each (big-endian u64 length, i64 ns;     |
+//! |                 | length `u64::MAX` for a file that was absent)              |
 //! | `info`          | optional: the raw bencoded info dictionary, as a string   |
 //! | `info-hash`     | the 20-byte v1 info-hash                                  |
 //! | `num-pieces`    | number of pieces the bitfield covers (0 before metadata)  |
@@ -26,8 +29,15 @@
 //! most one save per [`ResumeWriter::min_gap`] — never on a timer while nothing changed.
 //! Save resume data only after [`Storage::sync`](crate::storage::Storage::sync), so it
 //! never claims pieces the disk could lose.
+//!
+//! On start, pieces the file claims are trusted without hashing when every file's
+//! length and modification time are still those recorded in `file-stamps` (as
+//! libtorrent and Transmission trust theirs): a restart of a large seed reads nothing.
+//! When any file changed (a crash after later writes, a file touched by hand) or there
+//! are no stamps, each claimed piece is hashed before it counts.
 
 use crate::hash::FastSha1;
+pub use crate::storage::FileStamp;
 use btcore_core::bencode::{self, Encoder, Limits};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::Sha1;
@@ -37,6 +47,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Bytes per file in `file-stamps`.
+const STAMP_LEN: usize = 16;
 
 /// The format version written and the only one read.
 pub const RESUME_VERSION: i64 = 1;
@@ -60,6 +73,9 @@ pub struct ResumeData {
     pub downloaded: u64,
     /// The raw bencoded info dictionary, when kept (for magnet links).
     pub info: Option<Vec<u8>>,
+    /// Each file's length and mtime when the data was synced, in file order (`None`
+    /// in the list: the file was absent), when recorded.
+    pub file_stamps: Option<Vec<Option<FileStamp>>>,
 }
 
 /// Why resume data could not be decoded.
@@ -144,6 +160,7 @@ impl ResumeData {
             uploaded,
             downloaded,
             info,
+            file_stamps: None,
         }
     }
 
@@ -178,6 +195,15 @@ impl ResumeData {
             e.dict()?;
             e.key_int(b"btcore-resume", RESUME_VERSION)?;
             e.key_int(b"downloaded", clamp(self.downloaded))?;
+            if let Some(stamps) = &self.file_stamps {
+                let mut packed = Vec::with_capacity(stamps.len() * STAMP_LEN);
+                for s in stamps {
+                    let (len, t) = s.map_or((u64::MAX, 0), |s| (s.len, s.mtime_ns));
+                    packed.extend_from_slice(&len.to_be_bytes());
+                    packed.extend_from_slice(&t.to_be_bytes());
+                }
+                e.key_bytes(b"file-stamps", &packed)?;
+            }
             if let Some(info) = &self.info {
                 e.key_bytes(b"info", info)?;
             }
@@ -238,6 +264,25 @@ impl ResumeData {
                 Some(raw.to_vec())
             }
         };
+        let file_stamps = match d.get(b"file-stamps") {
+            None => None,
+            Some(v) => {
+                let raw = v
+                    .as_bytes()
+                    .filter(|r| r.len() % STAMP_LEN == 0)
+                    .ok_or(ResumeError::Invalid("file-stamps"))?;
+                Some(
+                    raw.chunks_exact(STAMP_LEN)
+                        .map(|c| {
+                            let (l, t) = c.split_at(8);
+                            let len = u64::from_be_bytes(l.try_into().unwrap_or([0; 8]));
+                            let mtime_ns = i64::from_be_bytes(t.try_into().unwrap_or([0; 8]));
+                            (len != u64::MAX).then_some(FileStamp { len, mtime_ns })
+                        })
+                        .collect(),
+                )
+            }
+        };
         Ok(ResumeData {
             info_hash,
             pieces,
@@ -245,6 +290,7 @@ impl ResumeData {
             uploaded,
             downloaded,
             info,
+            file_stamps,
         })
     }
 }
@@ -411,6 +457,21 @@ mod tests {
             uploaded: 1 << 40,
             downloaded: 12345,
             info: info.then(|| info_bytes.to_vec()),
+            // With the info (a magnet's resume data) also stamps: a present file, an
+            // absent one, a time before 1970.
+            file_stamps: info.then(|| {
+                vec![
+                    Some(FileStamp {
+                        len: 5,
+                        mtime_ns: 1_764_600_000_123_456_789,
+                    }),
+                    None,
+                    Some(FileStamp {
+                        len: 0,
+                        mtime_ns: -1,
+                    }),
+                ]
+            }),
         }
     }
 
@@ -431,6 +492,20 @@ mod tests {
         }
         let enc = sample(3, false).encode();
         assert!(enc.starts_with(b"d13:btcore-resumei1e10:downloadedi12345e9:info-hash20:"));
+        let enc = sample(3, true).encode();
+        assert!(enc.starts_with(b"d13:btcore-resumei1e10:downloadedi12345e11:file-stamps48:"));
+        // Stamps of the wrong length are refused.
+        let mut r = sample(3, true).encode();
+        let at = r
+            .windows(15)
+            .position(|w| w == b"11:file-stamps4")
+            .expect("key");
+        r[at + 14..at + 16].copy_from_slice(b"47");
+        r.remove(at + 17);
+        assert_eq!(
+            ResumeData::decode(&r),
+            Err(ResumeError::Invalid("file-stamps"))
+        );
     }
 
     #[test]

@@ -71,6 +71,16 @@ impl Default for StorageConfig {
     }
 }
 
+/// A file's length and modification time (nanoseconds since the Unix epoch), as
+/// [`Storage::stamps`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since 1970 (negative before).
+    pub mtime_ns: i64,
+}
+
 /// What went wrong in a [`StorageError`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -705,6 +715,33 @@ impl Storage {
             write_all_vectored_at(&f, &parts, file_off)
                 .map_err(|e| StorageError::io(&e, &self.files[k].abs))
         })
+    }
+
+    /// Each file's length and modification time as the file system has them now, in
+    /// file order: what resume data records after a sync, and compares on the next start
+    /// to tell whether the files changed since. Files that are absent, pad files and
+    /// symlinks have no stamp.
+    pub fn stamps(&self) -> Vec<Option<FileStamp>> {
+        self.files
+            .iter()
+            .map(|e| {
+                if e.kind != Kind::Regular {
+                    return None;
+                }
+                let m = fs::symlink_metadata(&e.abs)
+                    .ok()
+                    .filter(fs::Metadata::is_file)?;
+                let t = m.modified().ok()?;
+                let ns = match t.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+                    Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+                };
+                Some(FileStamp {
+                    len: m.len(),
+                    mtime_ns: i64::try_from(ns).unwrap_or(i64::MAX),
+                })
+            })
+            .collect()
     }
 
     /// Reads `buf.len()` bytes at `offset` in the torrent. Pad bytes read as zeros; a

@@ -21,6 +21,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1143,4 +1144,64 @@ fn tiny_disk_queue_pauses_reading_and_completes() {
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{err}");
     let got = fs::read(out.join("data.bin")).expect("downloaded file");
     assert!(got == data, "downloaded bytes differ");
+}
+
+/// Resume data records each file's length and mtime once its data is synced. A restart
+/// that finds them unchanged trusts the pieces it claims without reading them (a damaged
+/// byte behind an unchanged mtime goes unnoticed, as in libtorrent and Transmission);
+/// a file whose mtime moved has its claimed pieces hashed, and the damaged one is
+/// fetched again.
+#[test]
+fn restart_trusts_unchanged_files_and_checks_changed_ones() {
+    const SIZE: usize = 4 << 20;
+    let dir = TempDir::new("stamps");
+    let seed_dir = dir.join("seed");
+    fs::create_dir_all(&seed_dir).expect("seed dir");
+    let data = payload(SIZE, 11);
+    fs::write(seed_dir.join("data.bin"), &data).expect("payload");
+    let tpath = dir.join("data.torrent");
+    create_torrent(&seed_dir.join("data.bin"), &tpath, 256, &[]);
+    let out = dir.join("out");
+    {
+        let (_seeder, addr) = start_seeder(&tpath, &seed_dir);
+        let mut p = Proc::spawn(&download_args(&tpath, &out, addr, 60));
+        let (st, _, err) = p.finish(Duration::from_secs(90));
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "first download: {err}");
+    }
+    let file = out.join("data.bin");
+    // Damage one byte of piece 5, writing through a handle: the mtime moves.
+    let damage = |restore_mtime: bool| {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open");
+        let mtime = f.metadata().and_then(|m| m.modified()).expect("mtime");
+        let at = 5 * 256 * 1024 + 77;
+        f.write_all_at(&[data[at] ^ 0xff], at as u64)
+            .expect("damage");
+        if restore_mtime {
+            f.set_modified(mtime).expect("set mtime");
+        }
+    };
+    // The first progress line of a restart with no peer to fetch from.
+    let first_progress = || {
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 1));
+        let mut p = Proc::spawn(&download_args(&tpath, &out, nowhere, 3));
+        let v = p.next_json(Instant::now() + Duration::from_secs(30));
+        let _ = p.finish(Duration::from_secs(30));
+        v.and_then(|v| v["progress"].as_f64())
+            .expect("a progress line")
+    };
+    damage(true);
+    assert_eq!(
+        first_progress(),
+        100.0,
+        "unchanged stamps: the claims stand"
+    );
+    damage(false);
+    let p = first_progress();
+    assert!(
+        p < 100.0 && p > 90.0,
+        "the changed file's pieces were hashed and the damaged one dropped: {p}"
+    );
 }
