@@ -660,6 +660,25 @@ mod tests {
         }
     }
 
+    /// A fresh scratch folder named after `tag` and a storage of one file of `total`
+    /// bytes in it, in pieces of `piece_len`.
+    fn one_file(tag: &str, total: u64, piece_len: u32) -> (std::path::PathBuf, Arc<Storage>) {
+        let dir = std::env::temp_dir().join(format!("btcore-disk-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let g = Geometry::new(total, piece_len).expect("geometry");
+        let files = vec![FileSpec {
+            index: 0,
+            path: "f.bin".into(),
+            offset: 0,
+            length: total,
+            attr: FileAttr::default(),
+            symlink_target: None,
+        }];
+        let storage = Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
+            .expect("storage");
+        (dir, Arc::new(storage))
+    }
+
     fn data(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -747,21 +766,7 @@ mod tests {
     /// A task that takes its time (a resume save waiting on `fsync`) holds up no write.
     #[test]
     fn a_slow_task_holds_up_no_write() {
-        let dir = std::env::temp_dir().join(format!("btcore-disk-task-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let g = Geometry::new(4 * 16_384, 16_384).expect("geometry");
-        let files = vec![FileSpec {
-            index: 0,
-            path: "f.bin".into(),
-            offset: 0,
-            length: 4 * 16_384,
-            attr: FileAttr::default(),
-            symlink_target: None,
-        }];
-        let storage = Arc::new(
-            Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
-                .expect("storage"),
-        );
+        let (dir, storage) = one_file("task", 4 * 16_384, 16_384);
         let mut pool = DiskPool::new(2, AHEAD_BYTES, Arc::new(|| {}));
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         pool.submit(DiskJob::Task(Box::new(move || {
@@ -795,23 +800,9 @@ mod tests {
     /// checked right, from memory or from the disk.
     #[test]
     fn pool_checks_pieces_hashed_in_memory_or_read_back() {
-        let dir = std::env::temp_dir().join(format!("btcore-disk-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let piece_len = 32_768u32;
         let total = u64::from(piece_len) * 3;
-        let g = Geometry::new(total, piece_len).expect("geometry");
-        let files = vec![FileSpec {
-            index: 0,
-            path: "f.bin".into(),
-            offset: 0,
-            length: total,
-            attr: FileAttr::default(),
-            symlink_target: None,
-        }];
-        let storage = Arc::new(
-            Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
-                .expect("storage"),
-        );
+        let (dir, storage) = one_file("pieces", total, piece_len);
         let content = data(total as usize, 9);
         let mut pool = DiskPool::new(2, AHEAD_BYTES, Arc::new(|| {}));
         let piece = |p: u32| &content[(p * piece_len) as usize..((p + 1) * piece_len) as usize];
@@ -981,23 +972,9 @@ mod tests {
     /// and one queued before it the old.
     #[test]
     fn one_turn_of_adjacent_reads_keeps_order_with_writes() {
-        let dir = std::env::temp_dir().join(format!("btcore-disk-reads-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let (piece_len, blen) = (32_768u32, 8_192u32);
         let total = u64::from(piece_len) * 2;
-        let g = Geometry::new(total, piece_len).expect("geometry");
-        let files = vec![FileSpec {
-            index: 0,
-            path: "f.bin".into(),
-            offset: 0,
-            length: total,
-            attr: FileAttr::default(),
-            symlink_target: None,
-        }];
-        let storage = Arc::new(
-            Storage::new(&dir, files, g, crate::storage::StorageConfig::default())
-                .expect("storage"),
-        );
+        let (dir, storage) = one_file("reads", total, piece_len);
         let old = data(total as usize, 1);
         storage.write(0, &old).expect("write");
         let new = data(blen as usize, 2);
