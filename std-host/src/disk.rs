@@ -412,70 +412,140 @@ fn offset(storage: &Storage, block: &BlockRef) -> u64 {
     storage.geometry().piece_offset(block.piece) + u64::from(block.offset)
 }
 
-/// Most bytes written in one `pwritev`.
+/// Most bytes in one run of writes or reads.
 const MAX_RUN: usize = 256 << 10;
 
-/// Writes waiting to go out together: blocks of one torrent, each starting where the
-/// one before ends. A worker gathers them from the jobs it has in hand and writes them
-/// before it runs any other job, and before it waits for more: no write is held back.
+/// Where a run of blocks lies: blocks of one torrent, each starting where the one before
+/// ends.
 #[derive(Default)]
-struct Run {
+struct Span {
     storage: Option<Arc<Storage>>,
     torrent: Option<TorrentId>,
-    /// Where the first block goes, in the torrent.
+    /// Where the first block lies, in the torrent.
     start: u64,
     /// Bytes gathered.
     len: usize,
-    blocks: Vec<(BlockRef, Vec<u8>)>,
 }
 
-impl Run {
-    /// Runs `job`: a write that continues the run joins it; anything else writes the
-    /// run first.
-    fn job(&mut self, job: DiskJob, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
-        let DiskJob::Write {
-            torrent,
-            storage,
-            block,
-            data,
-        } = job
-        else {
-            self.flush(hashing, done);
-            done.extend(run(job, hashing));
-            return;
-        };
-        let at = offset(&storage, &block);
+impl Span {
+    /// Adds a block of `len` bytes for `torrent` at `at`; false (and nothing changed) when
+    /// it does not continue the run, which must then be flushed and started anew.
+    fn extend(&mut self, torrent: TorrentId, storage: &Arc<Storage>, at: u64, len: usize) -> bool {
         let joins = self.torrent == Some(torrent)
             && self
                 .storage
                 .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(s, &storage))
+                .is_some_and(|s| Arc::ptr_eq(s, storage))
             && at == self.start + self.len as u64
-            && self.len + data.len() <= MAX_RUN;
-        if !joins {
-            self.flush(hashing, done);
-            self.storage = Some(storage);
-            self.torrent = Some(torrent);
-            self.start = at;
+            && self.len + len <= MAX_RUN;
+        if joins {
+            self.len += len;
         }
-        self.len += data.len();
-        self.blocks.push((block, data));
+        joins
     }
 
-    /// Writes what was gathered, then hashes it and reports each block.
-    fn flush(&mut self, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
-        let (Some(storage), Some(torrent)) = (self.storage.take(), self.torrent.take()) else {
-            return;
+    /// Starts a run with its first block.
+    fn begin(&mut self, torrent: TorrentId, storage: Arc<Storage>, at: u64, len: usize) {
+        *self = Self {
+            storage: Some(storage),
+            torrent: Some(torrent),
+            start: at,
+            len,
         };
-        let result = {
-            let bufs: Vec<&[u8]> = self.blocks.iter().map(|(_, d)| d.as_slice()).collect();
-            if let [one] = bufs.as_slice() {
-                storage.write(self.start, one)
-            } else {
-                storage.write_vectored(self.start, &bufs)
+    }
+
+    /// Ends the run: its storage, torrent and start, if it had any block.
+    fn take(&mut self) -> Option<(Arc<Storage>, TorrentId, u64)> {
+        let s = std::mem::take(self);
+        Some((s.storage?, s.torrent?, s.start))
+    }
+}
+
+/// A worker's writes and reads gathered into runs: adjacent blocks written with one
+/// `pwritev`, adjacent blocks asked for upload (a peer asks for a piece's blocks in
+/// order) read with one `pread` into one buffer and reported together. Jobs keep their
+/// order: a write flushes the reads gathered before it, a read the writes, anything
+/// else both; the worker flushes before it waits for more, so nothing is held back.
+#[derive(Default)]
+struct Gather {
+    writes: Span,
+    blocks: Vec<(BlockRef, Vec<u8>)>,
+    reads: Span,
+    asked: Vec<(ConnId, BlockRef)>,
+}
+
+impl Gather {
+    fn job(&mut self, job: DiskJob, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
+        match job {
+            DiskJob::Write {
+                torrent,
+                storage,
+                block,
+                data,
+            } => {
+                self.flush_reads(done);
+                let at = offset(&storage, &block);
+                if !self.writes.extend(torrent, &storage, at, data.len()) {
+                    self.flush_writes(hashing, done);
+                    self.writes.begin(torrent, storage, at, data.len());
+                }
+                self.blocks.push((block, data));
+            }
+            DiskJob::Read {
+                torrent,
+                storage,
+                conn,
+                block,
+            } => {
+                self.flush_writes(hashing, done);
+                let (at, len) = (offset(&storage, &block), block.len as usize);
+                if !self.reads.extend(torrent, &storage, at, len) {
+                    self.flush_reads(done);
+                    self.reads.begin(torrent, storage, at, len);
+                }
+                self.asked.push((conn, block));
+            }
+            DiskJob::Verify {
+                torrent,
+                storage,
+                piece,
+                expected,
+            } => {
+                self.flush(hashing, done);
+                let len = storage.geometry().piece_size(piece);
+                let digest = match hashing.take(torrent, piece, len) {
+                    Some(d) => Ok(d),
+                    None => {
+                        log::trace!("{torrent:?} piece {}: read back to be checked", piece.0);
+                        storage.hash_piece(piece.0)
+                    }
+                };
+                done.push(DiskDone::Verify {
+                    torrent,
+                    piece,
+                    ok: digest.is_ok_and(|h| h == expected),
+                });
+            }
+            DiskJob::Task(f) => {
+                self.flush(hashing, done);
+                f();
+            }
+            DiskJob::Forget { torrent } => {
+                self.flush(hashing, done);
+                hashing.forget_torrent(torrent);
             }
         }
-        .map_err(|e| e.to_core());
+    }
+
+    /// Writes the gathered blocks, then hashes them and reports each.
+    fn flush_writes(&mut self, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
+        let Some((storage, torrent, start)) = self.writes.take() else {
+            return;
+        };
+        let bufs: Vec<&[u8]> = self.blocks.iter().map(|(_, d)| d.as_slice()).collect();
+        let result = storage
+            .write_vectored(start, &bufs)
+            .map_err(|e| e.to_core());
         for (block, data) in self.blocks.drain(..) {
             hashing.written(torrent, &block, data, result.is_ok());
             done.push(DiskDone::Write {
@@ -484,163 +554,30 @@ impl Run {
                 result,
             });
         }
-        self.len = 0;
-    }
-}
-
-/// Reads waiting to go out together: blocks of one torrent, each starting where the one
-/// before ends (a peer asks for the blocks of a piece in order), read with one `pread`
-/// into one buffer and reported together.
-#[derive(Default)]
-struct ReadRun {
-    storage: Option<Arc<Storage>>,
-    torrent: Option<TorrentId>,
-    start: u64,
-    len: usize,
-    reads: Vec<(ConnId, BlockRef)>,
-}
-
-impl ReadRun {
-    /// Whether a read at `at` of `len` bytes continues the run.
-    fn joins(&self, torrent: TorrentId, storage: &Arc<Storage>, at: u64, len: usize) -> bool {
-        self.torrent == Some(torrent)
-            && self
-                .storage
-                .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(s, storage))
-            && at == self.start + self.len as u64
-            && self.len + len <= MAX_RUN
     }
 
-    fn flush(&mut self, done: &mut Vec<DiskDone>) {
-        let (Some(storage), Some(torrent)) = (self.storage.take(), self.torrent.take()) else {
+    /// Reads the gathered blocks into one buffer and reports them together.
+    fn flush_reads(&mut self, done: &mut Vec<DiskDone>) {
+        let len = self.reads.len;
+        let Some((storage, torrent, start)) = self.reads.take() else {
             return;
         };
-        let mut buf = vec![0u8; self.len];
+        let mut buf = vec![0u8; len];
         let result = storage
-            .read(self.start, &mut buf)
+            .read(start, &mut buf)
             .map(|()| buf)
             .map_err(|e| e.to_core());
         done.push(DiskDone::Read {
             torrent,
-            reads: std::mem::take(&mut self.reads),
+            reads: std::mem::take(&mut self.asked),
             result,
         });
-        self.len = 0;
-    }
-}
-
-/// A worker's writes and reads being gathered into runs. Jobs keep their order: a
-/// write flushes the reads gathered before it, a read the writes, anything else both.
-#[derive(Default)]
-struct Gather {
-    writes: Run,
-    reads: ReadRun,
-}
-
-impl Gather {
-    fn job(&mut self, job: DiskJob, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
-        match job {
-            DiskJob::Write { .. } => {
-                self.reads.flush(done);
-                self.writes.job(job, hashing, done);
-            }
-            DiskJob::Read {
-                torrent,
-                storage,
-                conn,
-                block,
-            } => {
-                self.writes.flush(hashing, done);
-                let at = offset(&storage, &block);
-                let len = block.len as usize;
-                if !self.reads.joins(torrent, &storage, at, len) {
-                    self.reads.flush(done);
-                    self.reads.storage = Some(storage);
-                    self.reads.torrent = Some(torrent);
-                    self.reads.start = at;
-                }
-                self.reads.len += len;
-                self.reads.reads.push((conn, block));
-            }
-            other => {
-                self.flush(hashing, done);
-                done.extend(run(other, hashing));
-            }
-        }
     }
 
     fn flush(&mut self, hashing: &mut Hashing, done: &mut Vec<DiskDone>) {
-        self.writes.flush(hashing, done);
-        self.reads.flush(done);
+        self.flush_writes(hashing, done);
+        self.flush_reads(done);
     }
-}
-
-/// Runs one job (writes and reads usually go through a [`Gather`]).
-fn run(job: DiskJob, hashing: &mut Hashing) -> Option<DiskDone> {
-    Some(match job {
-        DiskJob::Write {
-            torrent,
-            storage,
-            block,
-            data,
-        } => {
-            let result = storage
-                .write(offset(&storage, &block), &data)
-                .map_err(|e| e.to_core());
-            hashing.written(torrent, &block, data, result.is_ok());
-            DiskDone::Write {
-                torrent,
-                block,
-                result,
-            }
-        }
-        DiskJob::Read {
-            torrent,
-            storage,
-            conn,
-            block,
-        } => {
-            let mut buf = vec![0u8; block.len as usize];
-            let result = storage
-                .read(offset(&storage, &block), &mut buf)
-                .map(|()| buf)
-                .map_err(|e| e.to_core());
-            DiskDone::Read {
-                torrent,
-                reads: vec![(conn, block)],
-                result,
-            }
-        }
-        DiskJob::Verify {
-            torrent,
-            storage,
-            piece,
-            expected,
-        } => {
-            let len = storage.geometry().piece_size(piece);
-            let digest = match hashing.take(torrent, piece, len) {
-                Some(d) => Ok(d),
-                None => {
-                    log::trace!("{torrent:?} piece {}: read back to be checked", piece.0);
-                    storage.hash_piece(piece.0)
-                }
-            };
-            DiskDone::Verify {
-                torrent,
-                piece,
-                ok: digest.is_ok_and(|h| h == expected),
-            }
-        }
-        DiskJob::Task(f) => {
-            f();
-            return None;
-        }
-        DiskJob::Forget { torrent } => {
-            hashing.forget_torrent(torrent);
-            return None;
-        }
-    })
 }
 
 #[cfg(test)]

@@ -309,7 +309,11 @@ fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
 }
 
-#[cfg(unix)]
+/// Where `write_all_vectored_at` has no `pwritev`.
+#[cfg(all(
+    unix,
+    not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))
+))]
 fn write_all_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, off)
 }
@@ -675,15 +679,7 @@ impl Storage {
     /// Writes `data` at `offset` in the torrent, across file boundaries. Bytes falling in
     /// pad (or symlink) files are dropped.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        self.each_segment(offset, data.len(), |k, file_off, range| {
-            if self.files[k].kind != Kind::Regular {
-                return Ok(());
-            }
-            let f = self.handle(k, true)?;
-            self.lock().dirty.insert(k);
-            write_all_at(&f, &data[range], file_off)
-                .map_err(|e| StorageError::io(&e, &self.files[k].abs))
-        })
+        self.write_vectored(offset, &[data])
     }
 
     /// Writes `bufs`, one after another, from `offset` in the torrent: like
