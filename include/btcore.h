@@ -335,6 +335,11 @@ typedef enum btcore_torrent_state {
    * Paused by `btcore_session_pause`.
    */
   BTCORE_STATE_PAUSED = 5,
+  /**
+   * Its data on disk is being checked (off the loop); no peers until that ends.
+   * `progress_ppm` then says how far the check is.
+   */
+  BTCORE_STATE_CHECKING = 6,
 } btcore_torrent_state;
 
 /**
@@ -567,7 +572,8 @@ typedef struct btcore_torrent_status {
    */
   uint8_t info_hash[20];
   /**
-   * Progress in millionths (0 to 1000000) of the verified bytes.
+   * Progress in millionths (0 to 1000000) of the verified bytes; while
+   * `BTCORE_STATE_CHECKING`, of the pieces checked (as libtorrent reports it).
    */
   uint32_t progress_ppm;
   /**
@@ -820,6 +826,31 @@ enum btcore_result btcore_sansio_new(const struct btcore_sansio_settings *settin
  * call on this handle may run or follow.
  */
 void btcore_sansio_free(struct btcore_sansio *h);
+
+/**
+ * Adds a torrent whose data the application is still checking (hashing what is on
+ * its storage, in the background): the torrent reads `BTCORE_STATE_CHECKING`, has no
+ * piece, and neither announces nor takes or dials peers until
+ * `btcore_sansio_checked` gives what verified. Writes the id to `*out_id`.
+ */
+enum btcore_result btcore_sansio_add_torrent_checking(struct btcore_sansio *h,
+                                                      const uint8_t *data,
+                                                      size_t len,
+                                                      uint64_t now_ms,
+                                                      uint32_t *out_id);
+
+/**
+ * The application's check of torrent `id` (added with
+ * `btcore_sansio_add_torrent_checking`) is done: `have`/`have_len` is the BitTorrent
+ * bitfield of the pieces that verified (NULL/0: none). The torrent then announces and
+ * looks for peers. `BTCORE_NOT_FOUND` for an unknown id, `BTCORE_WRONG_STATE` when it
+ * is not checking, `BTCORE_INVALID_PARAMETER` for a bitfield of the wrong size.
+ */
+enum btcore_result btcore_sansio_checked(struct btcore_sansio *h,
+                                         uint32_t id,
+                                         const uint8_t *have,
+                                         size_t have_len,
+                                         uint64_t now_ms);
 
 /**
  * Adds a torrent from `len` bytes of `.torrent` data (copied). `have`/`have_len` is

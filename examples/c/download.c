@@ -80,8 +80,9 @@ int main(int argc, char **argv) {
         btcore_torrent_status st;
         if (!check(btcore_session_torrent_status(session, id, &st), "status")) goto out;
         if (st.state == BTCORE_STATE_SEEDING) done = 1;
-        printf("%5.1f%%  %u/%u pieces  %u peers  down %llu B/s  eta %llds\n",
-               st.progress_ppm / 10000.0, (unsigned)st.pieces_have, (unsigned)st.num_pieces,
+        printf("%5.1f%%%s  %u/%u pieces  %u peers  down %llu B/s  eta %llds\n",
+               st.progress_ppm / 10000.0,
+               st.state == BTCORE_STATE_CHECKING ? " (checking)" : "", (unsigned)st.pieces_have, (unsigned)st.num_pieces,
                (unsigned)st.peers, (unsigned long long)st.download_rate,
                (long long)st.eta_seconds);
         fflush(stdout);

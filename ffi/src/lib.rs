@@ -272,6 +272,9 @@ pub enum btcore_torrent_state {
     BTCORE_STATE_ERROR = 4,
     /// Paused by `btcore_session_pause`.
     BTCORE_STATE_PAUSED = 5,
+    /// Its data on disk is being checked (off the loop); no peers until that ends.
+    /// `progress_ppm` then says how far the check is.
+    BTCORE_STATE_CHECKING = 6,
 }
 
 /// A torrent's status, filled by `btcore_session_torrent_status()` or
@@ -285,7 +288,8 @@ pub struct btcore_torrent_status {
     pub state: btcore_torrent_state,
     /// The info-hash (SHA-1 of the info dictionary).
     pub info_hash: [u8; 20],
-    /// Progress in millionths (0 to 1000000) of the verified bytes.
+    /// Progress in millionths (0 to 1000000) of the verified bytes; while
+    /// `BTCORE_STATE_CHECKING`, of the pieces checked (as libtorrent reports it).
     pub progress_ppm: u32,
     /// Verified pieces.
     pub pieces_have: u32,
@@ -323,16 +327,22 @@ pub struct btcore_torrent_status {
 pub(crate) fn torrent_status(
     id: u32,
     s: &TorrentStatus,
+    checking: Option<(u32, u32)>,
     error: btcore_result,
 ) -> btcore_torrent_status {
     let state = match s.state {
         _ if s.paused => btcore_torrent_state::BTCORE_STATE_PAUSED,
+        TorrentState::Checking => btcore_torrent_state::BTCORE_STATE_CHECKING,
         TorrentState::FetchingMetadata => btcore_torrent_state::BTCORE_STATE_FETCHING_METADATA,
         TorrentState::Downloading => btcore_torrent_state::BTCORE_STATE_DOWNLOADING,
         TorrentState::Seeding => btcore_torrent_state::BTCORE_STATE_SEEDING,
         _ => btcore_torrent_state::BTCORE_STATE_ERROR,
     };
-    let progress_ppm = if s.state == TorrentState::Seeding {
+    let progress_ppm = if let Some((done, total)) = checking {
+        (u64::from(done) * 1_000_000)
+            .checked_div(u64::from(total))
+            .unwrap_or(1_000_000) as u32
+    } else if s.state == TorrentState::Seeding {
         1_000_000
     } else if s.total_size == 0 {
         0

@@ -18,6 +18,7 @@ use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
     Action, AnnounceEvent, ConnId, DiskError, Event, Session, SessionConfig, TorrentId,
+    TorrentState,
 };
 use btcore_core::time::Instant;
 use std::collections::HashMap;
@@ -461,6 +462,81 @@ pub extern "C" fn btcore_sansio_free(h: *mut btcore_sansio) {
         drop(b);
         Ok(())
     });
+}
+
+/// Adds a torrent whose data the application is still checking (hashing what is on
+/// its storage, in the background): the torrent reads `BTCORE_STATE_CHECKING`, has no
+/// piece, and neither announces nor takes or dials peers until
+/// `btcore_sansio_checked` gives what verified. Writes the id to `*out_id`.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_add_torrent_checking(
+    h: *mut btcore_sansio,
+    data: *const u8,
+    len: usize,
+    now_ms: u64,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let data = unsafe { bytes(data, len) }?;
+        let out_id = non_null(out_id)?;
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
+            .map_err(|_| BTCORE_INVALID_TORRENT)?;
+        let geometry = m.geometry();
+        let id = s
+            .session
+            .add_torrent_checking(now(now_ms), data)
+            .map_err(|e| match e {
+                btcore_core::session::AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
+                _ => BTCORE_INVALID_TORRENT,
+            })?;
+        s.geometry.insert(id, geometry);
+        s.events.push(btcore_event::new(
+            btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
+            id.0,
+        ));
+        s.pump_events();
+        unsafe { out_id.write(id.0) };
+        Ok(())
+    })
+}
+
+/// The application's check of torrent `id` (added with
+/// `btcore_sansio_add_torrent_checking`) is done: `have`/`have_len` is the BitTorrent
+/// bitfield of the pieces that verified (NULL/0: none). The torrent then announces and
+/// looks for peers. `BTCORE_NOT_FOUND` for an unknown id, `BTCORE_WRONG_STATE` when it
+/// is not checking, `BTCORE_INVALID_PARAMETER` for a bitfield of the wrong size.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_checked(
+    h: *mut btcore_sansio,
+    id: u32,
+    have: *const u8,
+    have_len: usize,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let have = unsafe { bytes(have, have_len) }?;
+        let t = TorrentId(id);
+        let st = s
+            .session
+            .torrent_status(t, now(now_ms))
+            .ok_or(BTCORE_NOT_FOUND)?;
+        if st.state != TorrentState::Checking {
+            return Err(BTCORE_WRONG_STATE);
+        }
+        let have = if have.is_empty() {
+            Bitfield::new(st.num_pieces)
+        } else {
+            Bitfield::from_wire(have, st.num_pieces).ok_or(BTCORE_INVALID_PARAMETER)?
+        };
+        if !s.session.handle_checked(now(now_ms), t, &have) {
+            return Err(BTCORE_INVALID_PARAMETER);
+        }
+        s.pump_events();
+        Ok(())
+    })
 }
 
 /// Adds a torrent from `len` bytes of `.torrent` data (copied). `have`/`have_len` is
@@ -944,7 +1020,7 @@ pub extern "C" fn btcore_sansio_torrent_status(
             .torrent_status(TorrentId(id), now(now_ms))
             .ok_or(BTCORE_NOT_FOUND)?;
         let error = s.errors.get(&id).copied().unwrap_or(BTCORE_OK);
-        unsafe { out.write(torrent_status(id, &st, error)) };
+        unsafe { out.write(torrent_status(id, &st, None, error)) };
         Ok(())
     })
 }

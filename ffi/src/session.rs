@@ -569,7 +569,7 @@ pub extern "C" fn btcore_session_torrent_status(
             .get(&id)
             .copied()
             .unwrap_or(BTCORE_OK);
-        unsafe { out.write(torrent_status(id, &view.status, error)) };
+        unsafe { out.write(torrent_status(id, &view.status, view.checking, error)) };
         Ok(())
     })
 }

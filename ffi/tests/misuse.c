@@ -154,6 +154,47 @@ int main(void) {
     EXPECT(btcore_sansio_disconnected(h, conn, 2), BTCORE_OK);
     btcore_sansio_free(h);
 
+    /* A torrent the application checks before it starts: no announce until checked. */
+    {
+        static unsigned char content[40000];
+        FILE *f = fopen("check.bin", "wb");
+        if (!f || fwrite(content, 1, sizeof content, f) != sizeof content) failures++;
+        if (f) fclose(f);
+        btcore_create_options co;
+        btcore_create_options_default(&co);
+        co.threads = 1;
+        co.creation_date = 0;
+        co.piece_length = 16384; /* 3 pieces */
+        unsigned char tor[1024];
+        size_t tl = 0;
+        EXPECT(btcore_create_torrent("check.bin", &co, tor, sizeof tor, &tl), BTCORE_OK);
+        btcore_sansio *c = NULL;
+        EXPECT(btcore_sansio_new(NULL, &c), BTCORE_OK);
+        uint32_t cid = 0;
+        EXPECT(btcore_sansio_add_torrent_checking(c, tor, tl, 0, &cid), BTCORE_OK);
+        EXPECT(btcore_sansio_add_torrent_checking(c, tor, tl, 0, &cid), BTCORE_DUPLICATE_TORRENT);
+        btcore_torrent_status cs;
+        EXPECT(btcore_sansio_torrent_status(c, cid, 0, &cs), BTCORE_OK);
+        if (cs.state != BTCORE_STATE_CHECKING || cs.pieces_have != 0) failures++;
+        btcore_action ca[8];
+        EXPECT(btcore_sansio_poll_actions(c, ca, 8, &n), BTCORE_OK);
+        for (size_t i = 0; i < n; i++)
+            if (ca[i].kind == BTCORE_ACTION_ANNOUNCE) { fprintf(stderr, "announced while checking\n"); failures++; }
+        unsigned char bits[2] = {0xe0, 0};
+        EXPECT(btcore_sansio_checked(c, cid + 1, bits, 1, 1), BTCORE_NOT_FOUND);
+        EXPECT(btcore_sansio_checked(c, cid, bits, 2, 1), BTCORE_INVALID_PARAMETER);
+        EXPECT(btcore_sansio_checked(c, cid, bits, 1, 1), BTCORE_OK);
+        EXPECT(btcore_sansio_checked(c, cid, bits, 1, 1), BTCORE_WRONG_STATE);
+        EXPECT(btcore_sansio_torrent_status(c, cid, 1, &cs), BTCORE_OK);
+        if (cs.state != BTCORE_STATE_SEEDING || cs.pieces_have != 3) { fprintf(stderr, "not seeding after the check\n"); failures++; }
+        EXPECT(btcore_sansio_poll_actions(c, ca, 8, &n), BTCORE_OK);
+        int announced = 0;
+        for (size_t i = 0; i < n; i++) announced |= ca[i].kind == BTCORE_ACTION_ANNOUNCE;
+        if (!announced) { fprintf(stderr, "no announce once checked\n"); failures++; }
+        btcore_sansio_free(c);
+        remove("check.bin");
+    }
+
     unsigned char digest[20];
     EXPECT(btcore_sha1((const uint8_t *)"abc", 3, digest), BTCORE_OK);
     if (digest[0] != 0xa9 || digest[19] != 0x9d) failures++;

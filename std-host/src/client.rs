@@ -23,7 +23,7 @@
 //! [`Storage`] is shared (`Arc`) with the disk workers, who only do positioned reads
 //! and writes. Nothing else holds a lock.
 
-use crate::disk::{DiskDone, DiskJob, DiskPool};
+use crate::disk::{CheckProgress, DiskDone, DiskJob, DiskPool};
 use crate::encryption::{Encryption, KeySource, Link, Up};
 use crate::resume::{self, ResumeData, ResumeWriter};
 use crate::storage::{Storage, StorageConfig};
@@ -209,6 +209,16 @@ struct HostTorrent {
     trackers: Vec<Vec<String>>,
     resume: ResumeWriter,
     save_dir: PathBuf,
+    /// The check of its data on disk, while it runs.
+    check: Option<Arc<CheckProgress>>,
+}
+
+/// How a torrent added from a file starts.
+enum Start {
+    /// At once, with these pieces.
+    Ready(Bitfield),
+    /// After a check of these pieces on disk (`None`: all).
+    Check(Option<Vec<u32>>),
 }
 
 /// A torrent as shown to a person.
@@ -220,6 +230,9 @@ pub struct TorrentView {
     pub name: String,
     /// Engine status.
     pub status: TorrentStatus,
+    /// While its data is checked ([`TorrentState::Checking`]): pieces checked, and of
+    /// how many.
+    pub checking: Option<(u32, u32)>,
 }
 
 /// The std client: a session, its sockets, disk workers and trackers.
@@ -466,8 +479,10 @@ impl Client {
     }
 
     /// Adds a `.torrent` file, saving into `save_dir` (the client's by default). Resume
-    /// data is trusted after its pieces are checked; without it, existing files are
-    /// rechecked.
+    /// data whose files are unchanged since it was saved is trusted as it is; otherwise
+    /// the pieces it claims are checked, and without it whatever files exist are
+    /// rechecked. A check runs off the loop, one torrent at a time: the torrent waits in
+    /// [`TorrentState::Checking`] (no announce, no peer) while the others run on.
     pub fn add_torrent_file(
         &mut self,
         torrent_file: &[u8],
@@ -489,12 +504,44 @@ impl Client {
         );
         // Empty files have no piece to write them: create them now.
         storage.ensure_files().map_err(ClientError::Storage)?;
-        let have = self.initial_have(&m, &storage);
         let now = self.now();
-        let id = self
-            .session
-            .add_torrent(now, torrent_file, Some(&have))
-            .map_err(ClientError::Add)?;
+        let (id, check) = match self.initial_have(&m, &storage) {
+            Start::Ready(have) => (
+                self.session
+                    .add_torrent(now, torrent_file, Some(&have))
+                    .map_err(ClientError::Add)?,
+                None,
+            ),
+            Start::Check(pieces) => {
+                let id = self
+                    .session
+                    .add_torrent_checking(now, torrent_file)
+                    .map_err(ClientError::Add)?;
+                let n = m.num_pieces();
+                let progress = Arc::new(CheckProgress::new(
+                    pieces.as_ref().map_or(n, |p| p.len() as u32),
+                ));
+                log::info!(
+                    "{}: checking {} pieces on disk",
+                    String::from_utf8_lossy(m.name()),
+                    progress.total
+                );
+                self.disk.submit(DiskJob::Check {
+                    torrent: id,
+                    storage: storage.clone(),
+                    hashes: (0..n)
+                        .map(|i| {
+                            m.piece_hash(btcore_core::ids::PieceIndex(i))
+                                .copied()
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                    pieces,
+                    progress: progress.clone(),
+                });
+                (id, Some(progress))
+            }
+        };
         let trackers = tiers_of(&m);
         self.torrents.insert(
             id,
@@ -505,6 +552,7 @@ impl Client {
                 trackers,
                 resume: ResumeWriter::default(),
                 save_dir,
+                check,
             },
         );
         self.pump();
@@ -545,16 +593,18 @@ impl Client {
                 trackers,
                 resume: ResumeWriter::default(),
                 save_dir: save_dir.unwrap_or(&self.opts.save_dir).to_path_buf(),
+                check: None,
             },
         );
         self.pump();
         Ok(id)
     }
 
-    /// What pieces are already on disk: the resume file's pieces as they are when no
-    /// file changed since it was saved (same lengths and mtimes), else those of them that
-    /// still verify; without resume data a full recheck of whatever files exist.
-    fn initial_have(&self, m: &Metainfo<'_>, storage: &Storage) -> Bitfield {
+    /// How a torrent starts: with the resume file's pieces as they are when no file
+    /// changed since it was saved (same lengths and mtimes), with nothing when no file
+    /// holds data; otherwise after a check of the pieces resume data claims, or of
+    /// every piece without resume data.
+    fn initial_have(&self, m: &Metainfo<'_>, storage: &Storage) -> Start {
         let n = m.num_pieces();
         let resume = self
             .opts
@@ -562,26 +612,15 @@ impl Client {
             .as_deref()
             .and_then(|d| resume::load(d, &m.info_hash()).ok().flatten())
             .filter(|r| r.num_pieces() == n);
-        let hash = |i: u32| {
-            m.piece_hash(btcore_core::ids::PieceIndex(i))
-                .copied()
-                .unwrap_or_default()
-        };
         match resume {
             // No file changed since the data was synced: the claims stand.
             Some(r) if r.file_stamps.as_ref() == Some(&storage.stamps()) => {
                 log::debug!("resume data trusted: no file changed since it was saved");
-                r.pieces
+                Start::Ready(r.pieces)
             }
-            Some(r) => {
-                let claimed: Vec<u32> = r.have().iter_set().collect();
-                let mut have = Bitfield::new(n);
-                for i in storage.check_pieces(&claimed, hash) {
-                    have.set(i);
-                }
-                have
-            }
-            None => storage.recheck(hash),
+            _ if !storage.has_data() => Start::Ready(Bitfield::new(n)),
+            Some(r) => Start::Check(Some(r.have().iter_set().collect())),
+            None => Start::Check(None),
         }
     }
 
@@ -600,12 +639,17 @@ impl Client {
             .torrents()
             .filter_map(|id| {
                 let status = self.session.torrent_status(id, now)?;
-                let name = self
-                    .torrents
-                    .get(&id)
-                    .map(|t| t.name.clone())
-                    .unwrap_or_default();
-                Some(TorrentView { id, name, status })
+                let t = self.torrents.get(&id);
+                let name = t.map(|t| t.name.clone()).unwrap_or_default();
+                let checking = t
+                    .and_then(|t| t.check.as_ref())
+                    .map(|c| (c.checked.load(Ordering::Relaxed).min(c.total), c.total));
+                Some(TorrentView {
+                    id,
+                    name,
+                    status,
+                    checking,
+                })
             })
             .collect();
         v.sort_by_key(|t| t.id);
@@ -1066,6 +1110,7 @@ impl Client {
                 DiskDone::Verify { torrent, piece, ok } => {
                     self.session.handle_verified(now, torrent, piece, ok)
                 }
+                DiskDone::Checked { torrent, have } => self.checked(torrent, &have),
             }
         }
         let results: Vec<AnnounceResult> = match self.trackers.as_mut() {
@@ -1082,6 +1127,26 @@ impl Client {
             }
             self.session.handle_peers(now, TorrentId(r.key), &r.peers);
         }
+    }
+
+    /// A torrent's check is done: it starts with the pieces found.
+    fn checked(&mut self, id: TorrentId, have: &Bitfield) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        if t.check.take().is_none() {
+            return;
+        }
+        log::info!(
+            "{}: check done, {} of {} pieces",
+            t.name,
+            have.count(),
+            have.len()
+        );
+        // What the check found is worth keeping (a later start trusts it).
+        t.resume.mark_dirty(std::time::Instant::now());
+        let now = self.now();
+        self.session.handle_checked(now, id, have);
     }
 
     /// Carries out the session's actions and collects its events.
@@ -1377,10 +1442,11 @@ impl Client {
         let now = std::time::Instant::now();
         let ids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for id in ids {
-            let due = self
-                .torrents
-                .get(&id)
-                .is_some_and(|t| t.resume.is_dirty() && (force || t.resume.should_flush(now)));
+            // A torrent still checking keeps the resume file it has: it knows no piece
+            // yet, and the claims in that file are what its check works from.
+            let due = self.torrents.get(&id).is_some_and(|t| {
+                t.check.is_none() && t.resume.is_dirty() && (force || t.resume.should_flush(now))
+            });
             if !due {
                 continue;
             }
@@ -1442,6 +1508,9 @@ impl Client {
         let Some(t) = self.torrents.remove(&id) else {
             return true;
         };
+        if let Some(c) = &t.check {
+            c.cancel.store(true, Ordering::Relaxed);
+        }
         if let Some(dir) = &self.opts.state_dir {
             let _ = std::fs::remove_file(dir.join(ResumeData::file_name(&t.info_hash)));
         }
@@ -1492,6 +1561,10 @@ impl Client {
                 t.resume.mark_dirty(std::time::Instant::now());
             }
         }
+        // A check in progress stops (the next start checks again).
+        for c in self.torrents.values().filter_map(|t| t.check.as_ref()) {
+            c.cancel.store(true, Ordering::Relaxed);
+        }
         // Let queued writes land before the final resume save.
         for d in self.disk.shutdown() {
             let now = self.now();
@@ -1504,7 +1577,7 @@ impl Client {
                 DiskDone::Verify { torrent, piece, ok } => {
                     self.session.handle_verified(now, torrent, piece, ok)
                 }
-                DiskDone::Read { .. } => {}
+                DiskDone::Read { .. } | DiskDone::Checked { .. } => {}
             }
         }
         while self.session.poll_event().is_some() {}

@@ -20,11 +20,12 @@
 
 use crate::hash::FastSha1;
 use crate::storage::Storage;
+use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::Sha1;
 use btcore_core::ids::{BlockRef, PieceIndex};
 use btcore_core::session::{ConnId, DiskError, TorrentId};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -201,6 +202,21 @@ pub enum DiskJob {
     },
     /// Run any closure off the loop (resume saving, rechecks).
     Task(Box<dyn FnOnce() + Send>),
+    /// Check the data of a torrent already on disk (on a thread of its own, one
+    /// torrent at a time, as libtorrent does: two checks at once on one disk only
+    /// seek).
+    Check {
+        /// Torrent.
+        torrent: TorrentId,
+        /// Storage of the torrent.
+        storage: Arc<Storage>,
+        /// Every piece's expected SHA-1.
+        hashes: Vec<[u8; 20]>,
+        /// The pieces to check (those resume data claims), or `None` for all.
+        pieces: Option<Vec<u32>>,
+        /// Progress, and the flag that stops the check.
+        progress: Arc<CheckProgress>,
+    },
     /// A torrent is gone: drop the hashes of its pieces in progress.
     Forget {
         /// Torrent.
@@ -238,6 +254,34 @@ pub enum DiskDone {
         /// Whether it matched.
         ok: bool,
     },
+    /// A check finished (a cancelled one reports nothing).
+    Checked {
+        /// Torrent.
+        torrent: TorrentId,
+        /// The pieces that verified.
+        have: Bitfield,
+    },
+}
+
+/// How far a [`DiskJob::Check`] is, shared with the loop for display.
+#[derive(Debug, Default)]
+pub struct CheckProgress {
+    /// Pieces checked so far.
+    pub checked: AtomicU32,
+    /// Pieces to check.
+    pub total: u32,
+    /// Set to stop the check (the torrent was removed, the client stops).
+    pub cancel: AtomicBool,
+}
+
+impl CheckProgress {
+    /// A check of `total` pieces, not started.
+    pub fn new(total: u32) -> Self {
+        Self {
+            total,
+            ..Self::default()
+        }
+    }
 }
 
 /// One worker's queue: the loop appends a turn's jobs under the lock and signals only
@@ -343,6 +387,8 @@ pub struct DiskPool {
     /// The queue of the thread that runs tasks (resume saving with its `fsync`), apart
     /// from the workers: a slow flush holds up no block.
     tasks: Option<Arc<JobQueue>>,
+    /// The queue of the thread that checks torrents' data, one torrent at a time.
+    checks: Option<Arc<JobQueue>>,
 }
 
 impl std::fmt::Debug for DiskPool {
@@ -416,6 +462,28 @@ impl DiskPool {
                 })
                 .expect("spawn task thread"),
         );
+        let checks = Arc::new(JobQueue::default());
+        let queue = checks.clone();
+        let out = done.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("btcore-check".into())
+                .spawn(move || {
+                    let mut jobs = Vec::new();
+                    loop {
+                        queue.take(&mut jobs);
+                        if jobs.is_empty() {
+                            return;
+                        }
+                        for job in jobs.drain(..) {
+                            if let Some(d) = check(job) {
+                                out.push(&mut vec![d]);
+                            }
+                        }
+                    }
+                })
+                .expect("spawn check thread"),
+        );
         Self {
             pending: queues.iter().map(|_| Vec::new()).collect(),
             queues,
@@ -423,6 +491,7 @@ impl DiskPool {
             ready: VecDeque::new(),
             threads,
             tasks: Some(tasks),
+            checks: Some(checks),
         }
     }
 
@@ -453,6 +522,12 @@ impl DiskPool {
                 }
                 return;
             }
+            DiskJob::Check { .. } => {
+                if let Some(q) = &self.checks {
+                    q.push(&mut vec![job]);
+                }
+                return;
+            }
         };
         self.pending[worker].push(job);
     }
@@ -479,7 +554,12 @@ impl DiskPool {
     /// Finishes every queued job and stops the workers.
     pub fn shutdown(&mut self) -> Vec<DiskDone> {
         self.flush();
-        for q in self.queues.drain(..).chain(self.tasks.take()) {
+        for q in self
+            .queues
+            .drain(..)
+            .chain(self.tasks.take())
+            .chain(self.checks.take())
+        {
             q.close();
         }
         for t in self.threads.drain(..) {
@@ -494,6 +574,26 @@ impl Drop for DiskPool {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Runs a [`DiskJob::Check`]: its result, or nothing when cancelled.
+fn check(job: DiskJob) -> Option<DiskDone> {
+    let DiskJob::Check {
+        torrent,
+        storage,
+        hashes,
+        pieces,
+        progress,
+    } = job
+    else {
+        return None;
+    };
+    let hash = |p: u32| hashes.get(p as usize).copied().unwrap_or_default();
+    let have = storage.check(pieces.as_deref(), hash, || {
+        progress.checked.fetch_add(1, Ordering::Relaxed);
+        !progress.cancel.load(Ordering::Relaxed)
+    })?;
+    Some(DiskDone::Checked { torrent, have })
 }
 
 fn offset(storage: &Storage, block: &BlockRef) -> u64 {
@@ -621,6 +721,11 @@ impl Gather {
             DiskJob::Forget { torrent } => {
                 self.flush(hashing, done);
                 hashing.forget_torrent(torrent);
+            }
+            // The pool sends checks to their own thread; run here if one comes.
+            j @ DiskJob::Check { .. } => {
+                self.flush(hashing, done);
+                done.extend(check(j));
             }
         }
     }

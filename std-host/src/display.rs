@@ -39,6 +39,7 @@ fn eta(v: &TorrentView) -> String {
 
 fn state(s: TorrentState) -> &'static str {
     match s {
+        TorrentState::Checking => "checking",
         TorrentState::FetchingMetadata => "metadata",
         TorrentState::Downloading => "downloading",
         TorrentState::Seeding => "seeding",
@@ -64,6 +65,17 @@ pub fn percent(v: &TorrentView) -> f64 {
     }
 }
 
+/// Percent of the data check done, while the torrent is checked.
+pub fn check_percent(v: &TorrentView) -> Option<f64> {
+    v.checking.map(|(done, total)| {
+        if total == 0 {
+            100.0
+        } else {
+            f64::from(done) * 100.0 / f64::from(total)
+        }
+    })
+}
+
 /// Renders the torrents in `mode`; `lines_before` is how many lines the previous
 /// live frame took (to move the cursor back up).
 pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String {
@@ -86,6 +98,7 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                     "uploaded": v.status.uploaded,
                     "hash_failures": v.status.hash_failures,
                     "banned": v.status.banned,
+                    "checked": check_percent(v).map(|p| (p * 100.0).round() / 100.0),
                 });
                 let _ = writeln!(s, "{o}");
             }
@@ -96,7 +109,9 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
             }
             for v in views {
                 let bar_len = 24;
-                let filled = (percent(v) / 100.0 * bar_len as f64) as usize;
+                // While checking, the bar and the figure are the check's.
+                let shown = check_percent(v).unwrap_or_else(|| percent(v));
+                let filled = (shown / 100.0 * bar_len as f64) as usize;
                 let bar: String = (0..bar_len)
                     .map(|i| if i < filled { '#' } else { '.' })
                     .collect();
@@ -104,7 +119,7 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                 let _ = write!(
                     s,
                     "{name:<28} [{bar}] {:>6.2}%  {:<11} down {:>12}  up {:>12}  peers {:>3} ({} seeds)  eta {}",
-                    percent(v),
+                    shown,
                     state_of(v),
                     rate(v.status.download_rate),
                     rate(v.status.upload_rate),

@@ -227,6 +227,11 @@ pub fn seed(torrent: &Path, o: &Opts) -> ExitCode {
         Ok(id) => id,
         Err(e) => return fail(EXIT_INVALID, format_args!("{}: {e}", torrent.display())),
     };
+    // The data is checked first, off the loop (the display shows how far).
+    if !watch(&mut c, o, |v| v.iter().all(|t| t.checking.is_none())) {
+        c.shutdown();
+        return ExitCode::from(EXIT_STOPPED);
+    }
     // The data is checked: say so (scripts wait for this line).
     eprintln!(
         "btcore: seeding {} on {}",
@@ -337,6 +342,17 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
     };
     if let Err(e) = seeder.add_torrent_file(&torrent, None) {
         return fail(EXIT_IO, format_args!("seeder: {e}"));
+    }
+    // The seeder checks its payload (off its loop) before the leechers come.
+    let checking = Instant::now();
+    while seeder.torrents().iter().any(|t| t.checking.is_some()) {
+        if checking.elapsed() > Duration::from_secs(600) {
+            return fail(
+                EXIT_IO,
+                format_args!("seeder: the check of its data did not end"),
+            );
+        }
+        let _ = seeder.run_once(Duration::from_millis(20));
     }
     let mut clients = vec![seeder];
     for i in 0..leechers {

@@ -843,26 +843,50 @@ impl Storage {
     /// Hashes every piece whose data is all on disk and returns those matching
     /// `hashes(piece)`. Pieces with missing data, or whose read fails, are absent.
     pub fn recheck(&self, hashes: impl Fn(u32) -> [u8; 20]) -> Bitfield {
-        let n = self.geometry.num_pieces();
-        let present = self.present_lengths();
-        let mut have = Bitfield::new(n);
-        for piece in 0..n {
-            if self.verifies(piece, &present, &hashes) {
-                have.set(piece);
-            }
-        }
-        have
+        self.check(None, hashes, || true)
+            .unwrap_or_else(|| Bitfield::new(self.geometry.num_pieces()))
     }
 
     /// The pieces among `pieces` whose data is on disk and matches `hashes(piece)`,
     /// in the order given.
     pub fn check_pieces(&self, pieces: &[u32], hashes: impl Fn(u32) -> [u8; 20]) -> Vec<u32> {
+        self.check(Some(pieces), hashes, || true)
+            .map(|b| pieces.iter().copied().filter(|&p| b.get(p)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The pieces (of `pieces`, or all) whose data is on disk and matches
+    /// `hashes(piece)`; `on_piece` is called after each piece and stops the check
+    /// (`None`) when it returns false.
+    pub fn check(
+        &self,
+        pieces: Option<&[u32]>,
+        hashes: impl Fn(u32) -> [u8; 20],
+        mut on_piece: impl FnMut() -> bool,
+    ) -> Option<Bitfield> {
+        let n = self.geometry.num_pieces();
         let present = self.present_lengths();
-        pieces
+        let mut have = Bitfield::new(n);
+        let mut one = |piece: u32| {
+            if piece < n && self.verifies(piece, &present, &hashes) {
+                have.set(piece);
+            }
+            on_piece()
+        };
+        let finished = match pieces {
+            Some(list) => list.iter().all(|&p| one(p)),
+            None => (0..n).all(&mut one),
+        };
+        finished.then_some(have)
+    }
+
+    /// Whether any regular file of the torrent exists with some data in it (when none
+    /// does, there is nothing to check).
+    pub fn has_data(&self) -> bool {
+        self.present_lengths()
             .iter()
-            .copied()
-            .filter(|&p| self.verifies(p, &present, &hashes))
-            .collect()
+            .zip(&self.files)
+            .any(|(&len, e)| e.kind == Kind::Regular && len > 0)
     }
 
     /// `fsync`s every file written since the last flush (reopening those whose handle

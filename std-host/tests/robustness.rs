@@ -158,6 +158,17 @@ impl Proc {
         None
     }
 
+    /// The next JSON status line once the check of the data on disk is over (while
+    /// it runs, the lines say `"state": "checking"`).
+    fn next_json_checked(&mut self, deadline: Instant) -> Option<serde_json::Value> {
+        while let Some(v) = self.next_json(deadline) {
+            if v["state"] != "checking" {
+                return Some(v);
+            }
+        }
+        None
+    }
+
     /// Waits at most `limit` for the process to exit.
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -340,7 +351,7 @@ fn start_seeder_with(torrent: &Path, dir: &Path, extra: &[&str]) -> (Proc, Socke
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut p = Proc::spawn(&args);
         let deadline = Instant::now() + Duration::from_secs(60);
-        if let Some(v) = p.next_json(deadline) {
+        if let Some(v) = p.next_json_checked(deadline) {
             assert_eq!(v["state"], "seeding", "the seeder lacks data: {v}");
             return (p, SocketAddr::from(([127, 0, 0, 1], port)));
         }
@@ -1187,7 +1198,7 @@ fn restart_trusts_unchanged_files_and_checks_changed_ones() {
     let first_progress = || {
         let nowhere = SocketAddr::from(([127, 0, 0, 1], 1));
         let mut p = Proc::spawn(&download_args(&tpath, &out, nowhere, 3));
-        let v = p.next_json(Instant::now() + Duration::from_secs(30));
+        let v = p.next_json_checked(Instant::now() + Duration::from_secs(30));
         let _ = p.finish(Duration::from_secs(30));
         v.and_then(|v| v["progress"].as_f64())
             .expect("a progress line")

@@ -225,6 +225,11 @@ impl Sim {
         }
     }
 
+    /// Pieces in the simulated torrent.
+    pub fn num_pieces(&self) -> u32 {
+        self.hashes.len() as u32
+    }
+
     /// The `.torrent` file of the simulated torrent.
     pub fn torrent_file(&self) -> &[u8] {
         &self.torrent_file
@@ -316,6 +321,23 @@ impl Sim {
             n.session.remove_torrent(now, t);
         }
         n.torrent = n.session.add_magnet(now, uri.as_bytes()).ok();
+        i
+    }
+
+    /// Adds a node that holds the whole content but was added with
+    /// [`Session::add_torrent_checking`]: it is in the checking state, with no piece,
+    /// until the test calls [`Session::handle_checked`].
+    pub fn add_checking_node(&mut self, link: LinkSpec) -> usize {
+        let i = self.add_node(true, Behaviour::Honest, link, |_| {});
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        if let Some(t) = n.torrent.take() {
+            n.session.remove_torrent(now, t);
+        }
+        // The removal's `stopped` announce is not the checking node's doing.
+        while n.session.poll_action().is_some() {}
+        n.torrent = n.session.add_torrent_checking(now, &self.torrent_file).ok();
+        n.finished_at = None;
         i
     }
 

@@ -1,7 +1,8 @@
 //! The deterministic swarm simulation: btcore sessions against each other in memory.
 
+use btcore_core::bitfield::Bitfield;
 use btcore_core::peer::PeerConn;
-use btcore_core::session::SessionConfig;
+use btcore_core::session::{SessionConfig, TorrentState};
 use btcore_core::time::{Duration, Instant};
 use btcore_tests::sim::{content, Behaviour, LinkSpec, Sim};
 
@@ -561,6 +562,46 @@ fn pause_stops_progress_and_resume_finishes() {
     assert!(during <= before + 2, "{before} -> {during} while paused");
     let now = sim.now;
     assert!(sim.nodes[l].session.resume_torrent(now, t));
+    let ok = sim.run_until(Duration::from_secs(120), |s| {
+        s.nodes[l].finished_at.is_some()
+    });
+    assert!(ok && sim.has_correct_data(l));
+}
+
+/// A torrent added while its data is being checked neither announces, dials nor takes
+/// peers; once the check reports its pieces it starts and serves them.
+#[test]
+fn a_checking_torrent_waits_for_its_check() {
+    let mut sim = Sim::new(content(60 * 16_384, 21), 16_384, 22);
+    let c = sim.add_checking_node(LinkSpec::default());
+    let l = sim.add_node(false, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let t = sim.nodes[c].torrent.expect("checking torrent added");
+    sim.run_for(Duration::from_secs(10));
+    let status = sim.nodes[c]
+        .session
+        .torrent_status(t, sim.now)
+        .expect("status");
+    assert_eq!(status.state, TorrentState::Checking);
+    assert_eq!((status.pieces_have, status.peers), (0, 0), "{status:?}");
+    assert!(sim.nodes[l].verified.is_empty());
+    let now = sim.now;
+    let n = sim.num_pieces();
+    // A result of the wrong size changes nothing.
+    assert!(!sim.nodes[c]
+        .session
+        .handle_checked(now, t, &Bitfield::full(n + 1)));
+    assert!(sim.nodes[c]
+        .session
+        .handle_checked(now, t, &Bitfield::full(n)));
+    // Only once.
+    assert!(!sim.nodes[c]
+        .session
+        .handle_checked(now, t, &Bitfield::full(n)));
+    let status = sim.nodes[c]
+        .session
+        .torrent_status(t, sim.now)
+        .expect("status");
+    assert_eq!(status.state, TorrentState::Seeding);
     let ok = sim.run_until(Duration::from_secs(120), |s| {
         s.nodes[l].finished_at.is_some()
     });

@@ -370,6 +370,53 @@ impl Session {
         torrent_file: &[u8],
         have: Option<&Bitfield>,
     ) -> Result<TorrentId, AddError> {
+        let id = self.insert_torrent(torrent_file, have)?;
+        if let Some(t) = self.torrents.get_mut(&id) {
+            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+        }
+        Ok(id)
+    }
+
+    /// Adds a torrent whose data the host is still checking (as libtorrent and
+    /// Transmission do, off the loop): it is listed in [`TorrentState::Checking`], with
+    /// no piece, and neither announces nor takes or dials peers until
+    /// [`Session::handle_checked`] gives the pieces found. Everything else runs on
+    /// meanwhile.
+    pub fn add_torrent_checking(
+        &mut self,
+        _now: Instant,
+        torrent_file: &[u8],
+    ) -> Result<TorrentId, AddError> {
+        let id = self.insert_torrent(torrent_file, None)?;
+        if let Some(t) = self.torrents.get_mut(&id) {
+            t.state = TorrentState::Checking;
+        }
+        Ok(id)
+    }
+
+    /// The check of a torrent added with [`Session::add_torrent_checking`] is done:
+    /// `have` holds the pieces that verified. The torrent starts (announces `started`
+    /// and looks for peers, unless paused meanwhile). False, and nothing changed, when
+    /// the torrent is unknown, not checking, or `have` has the wrong length.
+    pub fn handle_checked(&mut self, now: Instant, id: TorrentId, have: &Bitfield) -> bool {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return false;
+        };
+        if t.state != TorrentState::Checking || !t.set_checked(have) {
+            return false;
+        }
+        if !t.paused {
+            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+            self.connect_more(now);
+        }
+        true
+    }
+
+    fn insert_torrent(
+        &mut self,
+        torrent_file: &[u8],
+        have: Option<&Bitfield>,
+    ) -> Result<TorrentId, AddError> {
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(torrent_file, &mut tokens, &metainfo::Limits::default())
             .map_err(AddError::Metainfo)?;
@@ -384,9 +431,6 @@ impl Session {
         let t = Torrent::new(id, &m, have, &self.config).ok_or(AddError::BadResume)?;
         self.next_torrent += 1;
         self.torrents.insert(id, t);
-        if let Some(t) = self.torrents.get_mut(&id) {
-            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
-        }
         Ok(id)
     }
 
@@ -556,7 +600,10 @@ impl Session {
             self.close(c, None);
         }
         if let Some(mut t) = self.torrents.remove(&id) {
-            t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
+            // A torrent still checking never announced.
+            if t.state != TorrentState::Checking {
+                t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
+            }
         }
     }
 
@@ -570,7 +617,9 @@ impl Session {
             return true;
         }
         t.paused = true;
-        t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
+        if t.state != TorrentState::Checking {
+            t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
+        }
         let conns: Vec<ConnId> = self
             .conns
             .iter()
@@ -590,8 +639,11 @@ impl Session {
         };
         if t.paused {
             t.paused = false;
-            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
-            self.connect_more(now);
+            // A torrent still checking starts when its check is done.
+            if t.state != TorrentState::Checking {
+                t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+                self.connect_more(now);
+            }
         }
         true
     }

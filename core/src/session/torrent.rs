@@ -22,6 +22,10 @@ use core::net::SocketAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TorrentState {
+    /// The host is checking the data already on disk (added with
+    /// [`Session::add_torrent_checking`](super::Session::add_torrent_checking)): no
+    /// announce, no peer, until [`Session::handle_checked`](super::Session::handle_checked).
+    Checking,
     /// Fetching the info dictionary from peers (a magnet link).
     FetchingMetadata,
     /// Fetching pieces.
@@ -195,6 +199,31 @@ impl Torrent {
         }
     }
 
+    /// The host's check of the data on disk found `have`: the torrent leaves
+    /// [`TorrentState::Checking`]. False when `have` does not fit.
+    pub(crate) fn set_checked(&mut self, have: &Bitfield) -> bool {
+        let Some(meta) = self.meta.as_mut() else {
+            return false;
+        };
+        if have.len() != meta.have.len() {
+            return false;
+        }
+        for i in have.iter_set() {
+            if !meta.have.get(i) {
+                if meta.picker.we_have(PieceIndex(i)).is_err() {
+                    return false;
+                }
+                meta.have.set(i);
+            }
+        }
+        self.state = if meta.have.is_full() {
+            TorrentState::Seeding
+        } else {
+            TorrentState::Downloading
+        };
+        true
+    }
+
     /// The info dictionary arrived (magnet link): becomes a normal torrent.
     pub(crate) fn metadata_received(&mut self, info: &[u8], config: &SessionConfig) -> bool {
         let mut file = Vec::with_capacity(info.len() + 8);
@@ -327,7 +356,7 @@ impl Torrent {
         busy: &[SocketAddr],
         backoff: Duration,
     ) -> Option<SocketAddr> {
-        if self.state == TorrentState::Error || self.paused {
+        if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.paused {
             return None;
         }
         // A seed dials too: a peer behind a firewall (or a client that will not dial
@@ -476,7 +505,8 @@ pub(super) fn on_peer_event(
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let (c, t, _) = s.split(conn).ok_or(None)?;
-            if t.is_banned(&c.addr, Some(peer_id)) || t.paused {
+            if t.is_banned(&c.addr, Some(peer_id)) || t.paused || t.state == TorrentState::Checking
+            {
                 return Err(None);
             }
             if c.peer.extensions() {

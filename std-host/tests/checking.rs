@@ -1,0 +1,192 @@
+//! Checking a torrent's data off the loop: a torrent added over data already on disk
+//! (no resume data, or resume data whose files changed) waits in the checking state
+//! while a thread of its own hashes it, and starts with what verified.
+
+use btcore_core::session::TorrentState;
+use btcore_host::client::{Client, ClientOptions, TorrentView};
+use btcore_host::create::{create_torrent, CreateOptions};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("btcore-checking-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn client(save: &Path, state: Option<&Path>) -> Client {
+    Client::new(ClientOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        save_dir: save.to_path_buf(),
+        state_dir: state.map(Path::to_path_buf),
+        use_trackers: false,
+        seed: 7,
+        ..ClientOptions::default()
+    })
+    .expect("client")
+}
+
+fn view(c: &Client) -> TorrentView {
+    c.torrents().into_iter().next().expect("one torrent")
+}
+
+/// Runs the loop until the torrent's check ends (at most 60 s).
+fn run_until_checked(c: &mut Client) -> TorrentView {
+    let end = Instant::now() + Duration::from_secs(60);
+    while view(c).checking.is_some() {
+        assert!(Instant::now() < end, "the check did not end");
+        c.run_once(Duration::from_millis(20)).expect("loop");
+    }
+    view(c)
+}
+
+/// A payload of `pieces` pieces of 32 KiB in `dir/data.bin` and its torrent.
+fn setup(dir: &Path, pieces: usize) -> (Vec<u8>, Vec<u8>) {
+    let data = payload(pieces * 32 * 1024, 5);
+    fs::create_dir_all(dir.join("seed")).expect("seed dir");
+    fs::write(dir.join("seed/data.bin"), &data).expect("payload");
+    let torrent = create_torrent(
+        &dir.join("seed/data.bin"),
+        &CreateOptions {
+            piece_length: Some(32 * 1024),
+            creation_date: Some(0),
+            ..CreateOptions::default()
+        },
+    )
+    .expect("torrent");
+    (data, torrent)
+}
+
+#[test]
+fn data_on_disk_is_checked_off_the_loop_then_the_torrent_starts() {
+    let dir = TempDir::new("full");
+    let (_, torrent) = setup(&dir.0, 64);
+    let mut c = client(&dir.0.join("seed"), None);
+    c.add_torrent_file(&torrent, None).expect("add");
+    // Added at once, checking: the hashing has not been waited for.
+    let v = view(&c);
+    assert_eq!(v.status.state, TorrentState::Checking, "{v:?}");
+    assert_eq!((v.status.pieces_have, v.status.peers), (0, 0));
+    assert_eq!(v.checking.map(|(_, total)| total), Some(64));
+    let v = run_until_checked(&mut c);
+    assert_eq!(v.status.state, TorrentState::Seeding, "{v:?}");
+    assert_eq!(v.status.pieces_have, 64);
+    c.shutdown();
+}
+
+#[test]
+fn a_damaged_piece_is_left_out_by_the_check() {
+    let dir = TempDir::new("damaged");
+    let (mut data, torrent) = setup(&dir.0, 16);
+    data[5 * 32 * 1024 + 9] ^= 1;
+    fs::write(dir.0.join("seed/data.bin"), &data).expect("damage");
+    let mut c = client(&dir.0.join("seed"), None);
+    c.add_torrent_file(&torrent, None).expect("add");
+    let v = run_until_checked(&mut c);
+    assert_eq!(v.status.state, TorrentState::Downloading, "{v:?}");
+    assert_eq!(v.status.pieces_have, 15);
+    c.shutdown();
+}
+
+#[test]
+fn nothing_on_disk_needs_no_check() {
+    let dir = TempDir::new("empty");
+    let (_, torrent) = setup(&dir.0, 8);
+    let mut c = client(&dir.0.join("elsewhere"), None);
+    c.add_torrent_file(&torrent, None).expect("add");
+    let v = view(&c);
+    assert_eq!(v.status.state, TorrentState::Downloading, "{v:?}");
+    assert!(v.checking.is_none());
+    c.shutdown();
+}
+
+/// Resume data whose files changed: only the pieces it claims are checked, and a stop
+/// during the check keeps that resume file (its claims are what the check works from).
+#[test]
+fn changed_files_check_the_claimed_pieces_and_a_stop_keeps_the_claims() {
+    let dir = TempDir::new("claims");
+    let (_, torrent) = setup(&dir.0, 32);
+    let state = dir.0.join("state");
+    {
+        let mut c = client(&dir.0.join("seed"), Some(&state));
+        c.add_torrent_file(&torrent, None).expect("add");
+        assert_eq!(run_until_checked(&mut c).status.pieces_have, 32);
+        c.shutdown();
+    }
+    let resume: Vec<PathBuf> = fs::read_dir(&state)
+        .expect("state dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "resume"))
+        .collect();
+    assert_eq!(resume.len(), 1, "one resume file: {resume:?}");
+    let saved = fs::read(&resume[0]).expect("resume file");
+    // Touch the file: its mtime no longer matches the resume data.
+    let f = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.0.join("seed/data.bin"))
+        .expect("open");
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .expect("mtime");
+    drop(f);
+    let mut c = client(&dir.0.join("seed"), Some(&state));
+    c.add_torrent_file(&torrent, None).expect("add");
+    let v = view(&c);
+    assert_eq!(v.status.state, TorrentState::Checking);
+    assert_eq!(v.checking.map(|(_, total)| total), Some(32));
+    // Stopped while checking: the resume file is left as it was.
+    c.shutdown();
+    assert_eq!(fs::read(&resume[0]).expect("resume file"), saved);
+    let mut c = client(&dir.0.join("seed"), Some(&state));
+    c.add_torrent_file(&torrent, None).expect("add");
+    let v = run_until_checked(&mut c);
+    assert_eq!(v.status.state, TorrentState::Seeding);
+    c.shutdown();
+}
+
+/// A torrent removed while it is checked is gone at once; the check's result, when
+/// it comes, changes nothing.
+#[test]
+fn removing_a_torrent_while_it_is_checked() {
+    let dir = TempDir::new("remove");
+    let (_, torrent) = setup(&dir.0, 64);
+    let mut c = client(&dir.0.join("seed"), None);
+    let id = c.add_torrent_file(&torrent, None).expect("add");
+    assert!(c.remove_torrent(id, false));
+    assert!(c.torrents().is_empty());
+    for _ in 0..20 {
+        c.run_once(Duration::from_millis(10)).expect("loop");
+    }
+    assert!(c.torrents().is_empty());
+    // Added again, it is checked again and starts.
+    c.add_torrent_file(&torrent, None).expect("add again");
+    assert_eq!(
+        run_until_checked(&mut c).status.state,
+        TorrentState::Seeding
+    );
+    c.shutdown();
+}
