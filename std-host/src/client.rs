@@ -816,7 +816,8 @@ impl Client {
         self.session
             .torrents()
             .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
-            .filter(|(_, s)| !s.private && !s.paused)
+            // A torrent still checking takes no peer yet: not announced either.
+            .filter(|(_, s)| !s.private && !s.paused && s.state != TorrentState::Checking)
             .map(|(id, s)| (id, s.info_hash))
             .collect()
     }

@@ -252,6 +252,7 @@ fn recheck_finds_exactly_the_written_pieces() {
     let s = Storage::new(&dir.save(), files, g, StorageConfig::default()).expect("storage");
 
     // Nothing on disk: nothing verifies, reads say "missing".
+    assert!(!s.has_data());
     assert_eq!(s.recheck(|p| hashes[p as usize]).count(), 0);
     let mut buf = vec![0; 10];
     assert!(s.read(0, &mut buf).expect_err("missing").is_missing());
@@ -260,8 +261,29 @@ fn recheck_finds_exactly_the_written_pieces() {
     for p in [1, 4, 6] {
         write_piece(&s, &data, p);
     }
+    assert!(s.has_data());
     let have = s.recheck(|p| hashes[p as usize]);
     assert_eq!(have.iter_set().collect::<Vec<_>>(), [1, 4, 6]);
+    // A check told to stop after its third piece stops there, with no result.
+    let mut calls = 0;
+    let stopped = s.check(
+        None,
+        |p| hashes[p as usize],
+        || {
+            calls += 1;
+            calls < 3
+        },
+    );
+    assert!(
+        stopped.is_none() && calls == 3,
+        "{calls} pieces, {stopped:?}"
+    );
+    // Of a list, only the pieces listed.
+    let some = s.check(Some(&[4, 5, 6]), |p| hashes[p as usize], || true);
+    assert_eq!(
+        some.map(|b| b.iter_set().collect::<Vec<_>>()),
+        Some(vec![4, 6])
+    );
     assert_eq!(
         s.check_pieces(&[0, 1, 2, 3, 4, 5, 6, 99], |p| hashes[p as usize]),
         [1, 4, 6]
