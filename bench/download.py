@@ -11,6 +11,7 @@ seeder and eight leechers.
 Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's python3):
     /usr/bin/python3 bench/download.py [--size-mib 1024] [--only btcore,libtorrent,...]
         [--cases lt-seed,bt-seed,swarm] [--swarm 8] [--rounds 3] [--btcore PATH]
+        [--btcore-b PATH]   (A/B of two builds: --only btcore,btcore-b --cases lt-seed)
 
 The leecher cases run every client --rounds times, taking turns, and print the median
 of each figure with the range of MB/s and CPU seconds: on a shared or virtual machine
@@ -134,7 +135,7 @@ def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work):
     port = free_port()
     peer = "127.0.0.1:%d" % seeder_port
     marker = os.path.join(work, "done-%s-%d" % (kind, port))
-    if kind == "btcore":
+    if kind in ("btcore", "btcore-b"):
         cmd = [btcore, "download", torrent, "-o", out_dir, "--port", str(port),
                "--bind", "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"]
     elif kind == "libtorrent":
@@ -221,10 +222,15 @@ def main():
     ap.add_argument("--cases", default="lt-seed,bt-seed,swarm",
                     help="which cases to run: lt-seed, bt-seed, swarm (comma-separated)")
     ap.add_argument("--btcore", default=os.path.join(ROOT, "target", "release", "btcore"))
+    ap.add_argument("--btcore-b", dest="btcore_b",
+                    help="a second btcore build, run as the leecher `btcore-b` (A/B runs: "
+                         "--only btcore,btcore-b --cases lt-seed)")
     args = ap.parse_args()
     if args.role:
         sys.exit(role_lt(args))
     clients = args.only.split(",")
+    if "btcore-b" in clients and not args.btcore_b:
+        raise SystemExit("--only btcore-b needs --btcore-b PATH")
     if not os.path.exists(args.btcore):
         subprocess.check_call(["cargo", "build", "--release", "-p", "btcore-host"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="btcore-bench-")
@@ -289,7 +295,8 @@ def main():
         def run_one(kind, seeder_cmd):
             """One leecher of `kind` against a fresh seeder: (MB/s, CPU, anon, rss, ok, wall)."""
             out = os.path.join(work, "leech-%s" % kind)
-            pm = leech(kind, torrent, "payload.bin", out, free_port(), args.btcore, args.timeout, work)
+            exe = args.btcore_b if kind == "btcore-b" else args.btcore
+            pm = leech(kind, torrent, "payload.bin", out, free_port(), exe, args.timeout, work)
             time.sleep(1.5)
             slog = os.path.join(work, "seeder-%s.log" % kind)
             seeder = Proc(seeder_cmd(free_port(), pm[2]), log=slog)
