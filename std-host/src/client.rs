@@ -217,8 +217,8 @@ struct HostTorrent {
 enum Start {
     /// At once, with these pieces.
     Ready(Bitfield),
-    /// After a check of these pieces on disk (`None`: all).
-    Check(Option<Vec<u32>>),
+    /// After a check of what is on disk.
+    Check,
 }
 
 /// A torrent as shown to a person.
@@ -480,8 +480,8 @@ impl Client {
 
     /// Adds a `.torrent` file, saving into `save_dir` (the client's by default). Resume
     /// data whose files are unchanged since it was saved is trusted as it is; otherwise
-    /// the pieces it claims are checked, and without it whatever files exist are
-    /// rechecked. A check runs off the loop, one torrent at a time: the torrent waits in
+    /// (files changed, or no resume data) whatever is on disk is checked. A check runs
+    /// off the loop, one torrent at a time: the torrent waits in
     /// [`TorrentState::Checking`] (no announce, no peer) while the others run on.
     pub fn add_torrent_file(
         &mut self,
@@ -512,15 +512,13 @@ impl Client {
                     .map_err(ClientError::Add)?,
                 None,
             ),
-            Start::Check(pieces) => {
+            Start::Check => {
                 let id = self
                     .session
                     .add_torrent_checking(now, torrent_file)
                     .map_err(ClientError::Add)?;
                 let n = m.num_pieces();
-                let progress = Arc::new(CheckProgress::new(
-                    pieces.as_ref().map_or(n, |p| p.len() as u32),
-                ));
+                let progress = Arc::new(CheckProgress::new(n));
                 log::info!(
                     "{}: checking {} pieces on disk",
                     String::from_utf8_lossy(m.name()),
@@ -536,7 +534,6 @@ impl Client {
                                 .unwrap_or_default()
                         })
                         .collect(),
-                    pieces,
                     progress: progress.clone(),
                 });
                 (id, Some(progress))
@@ -602,8 +599,10 @@ impl Client {
 
     /// How a torrent starts: with the resume file's pieces as they are when no file
     /// changed since it was saved (same lengths and mtimes), with nothing when no file
-    /// holds data; otherwise after a check of the pieces resume data claims, or of
-    /// every piece without resume data.
+    /// holds data; otherwise after a check of every piece on disk (as libtorrent does
+    /// when resume data does not match): after a `kill -9` that finds the pieces
+    /// verified since the last save too, and a piece whose data is all holes costs no
+    /// read.
     fn initial_have(&self, m: &Metainfo<'_>, storage: &Storage) -> Start {
         let n = m.num_pieces();
         let resume = self
@@ -619,8 +618,11 @@ impl Client {
                 Start::Ready(r.pieces)
             }
             _ if !storage.has_data() => Start::Ready(Bitfield::new(n)),
-            Some(r) => Start::Check(Some(r.have().iter_set().collect())),
-            None => Start::Check(None),
+            Some(_) => {
+                log::debug!("resume data not trusted: a file changed since it was saved");
+                Start::Check
+            }
+            None => Start::Check,
         }
     }
 

@@ -212,8 +212,6 @@ pub enum DiskJob {
         storage: Arc<Storage>,
         /// Every piece's expected SHA-1.
         hashes: Vec<[u8; 20]>,
-        /// The pieces to check (those resume data claims), or `None` for all.
-        pieces: Option<Vec<u32>>,
         /// Progress, and the flag that stops the check.
         progress: Arc<CheckProgress>,
     },
@@ -582,14 +580,13 @@ fn check(job: DiskJob) -> Option<DiskDone> {
         torrent,
         storage,
         hashes,
-        pieces,
         progress,
     } = job
     else {
         return None;
     };
     let hash = |p: u32| hashes.get(p as usize).copied().unwrap_or_default();
-    let have = storage.check(pieces.as_deref(), hash, || {
+    let have = storage.check(None, hash, || {
         progress.checked.fetch_add(1, Ordering::Relaxed);
         !progress.cancel.load(Ordering::Relaxed)
     })?;

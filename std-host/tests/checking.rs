@@ -1,6 +1,7 @@
 //! Checking a torrent's data off the loop: a torrent added over data already on disk
 //! (no resume data, or resume data whose files changed) waits in the checking state
-//! while a thread of its own hashes it, and starts with what verified.
+//! while a thread of its own hashes it, and starts with what verified; holes in a
+//! sparse file are not read.
 
 use btcore_core::session::TorrentState;
 use btcore_host::client::{Client, ClientOptions, TorrentView};
@@ -125,10 +126,10 @@ fn nothing_on_disk_needs_no_check() {
     c.shutdown();
 }
 
-/// Resume data whose files changed: only the pieces it claims are checked, and a stop
-/// during the check keeps that resume file (its claims are what the check works from).
+/// Resume data whose files changed: what is on disk is checked, and a stop during the
+/// check leaves that resume file as it was.
 #[test]
-fn changed_files_check_the_claimed_pieces_and_a_stop_keeps_the_claims() {
+fn changed_files_are_checked_and_a_stop_keeps_the_resume_file() {
     let dir = TempDir::new("claims");
     let (_, torrent) = setup(&dir.0, 32);
     let state = dir.0.join("state");
@@ -188,5 +189,46 @@ fn removing_a_torrent_while_it_is_checked() {
         run_until_checked(&mut c).status.state,
         TorrentState::Seeding
     );
+    c.shutdown();
+}
+
+/// A sparse, partly written file: the check finds the pieces written and a piece of
+/// zeros that lies in a hole (it verifies without a read), not the other holes.
+#[test]
+fn holes_in_a_sparse_file_are_missing_pieces_unless_zeros() {
+    let dir = TempDir::new("holes");
+    let piece = 32 * 1024;
+    let mut data = payload(8 * piece, 9);
+    // Piece 5 is all zeros.
+    data[5 * piece..6 * piece].fill(0);
+    fs::create_dir_all(dir.0.join("seed")).expect("seed dir");
+    fs::write(dir.0.join("seed/data.bin"), &data).expect("payload");
+    let torrent = create_torrent(
+        &dir.0.join("seed/data.bin"),
+        &CreateOptions {
+            piece_length: Some(piece as u32),
+            creation_date: Some(0),
+            ..CreateOptions::default()
+        },
+    )
+    .expect("torrent");
+    // The download directory holds pieces 1 and 3 only, the rest holes, the file at
+    // its full length.
+    let down = dir.0.join("down");
+    fs::create_dir_all(&down).expect("down dir");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(down.join("data.bin")).expect("create");
+        f.set_len(data.len() as u64).expect("set_len");
+        for p in [1, 3] {
+            f.write_all_at(&data[p * piece..(p + 1) * piece], (p * piece) as u64)
+                .expect("write");
+        }
+    }
+    let mut c = client(&down, None);
+    c.add_torrent_file(&torrent, None).expect("add");
+    let v = run_until_checked(&mut c);
+    // Pieces 1 and 3, and 5 (zeros in a hole); the other holes are not zeros.
+    assert_eq!(v.status.pieces_have, 3, "{v:?}");
     c.shutdown();
 }
