@@ -17,7 +17,7 @@ use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
-    Action, AnnounceEvent, ConnId, DiskError, Event, Session, SessionConfig, TorrentId,
+    Action, AddError, AnnounceEvent, ConnId, DiskError, Event, Session, SessionConfig, TorrentId,
     TorrentState,
 };
 use btcore_core::time::Instant;
@@ -477,28 +477,10 @@ pub extern "C" fn btcore_sansio_add_torrent_checking(
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
         let data = unsafe { bytes(data, len) }?;
-        let out_id = non_null(out_id)?;
-        let mut tokens = Vec::new();
-        let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
-            .map_err(|_| BTCORE_INVALID_TORRENT)?;
-        let geometry = m.geometry();
-        let id = s
-            .session
-            .add_torrent_checking(now(now_ms), data)
-            .map_err(|e| match e {
-                btcore_core::session::AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-                _ => BTCORE_INVALID_TORRENT,
-            })?;
-        s.geometry.insert(id, geometry);
-        s.events.push(btcore_event::new(
-            btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
-            id.0,
-        ));
-        s.pump_events();
-        unsafe { out_id.write(id.0) };
-        Ok(())
+        add(h, data, out_id, |session, _| {
+            session.add_torrent_checking(now(now_ms), data)
+        })
     })
 }
 
@@ -553,36 +535,52 @@ pub extern "C" fn btcore_sansio_add_torrent(
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
         let data = unsafe { bytes(data, len) }?;
         let have = unsafe { bytes(have, have_len) }?;
-        let out_id = non_null(out_id)?;
-        let mut tokens = Vec::new();
-        let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
-            .map_err(|_| BTCORE_INVALID_TORRENT)?;
-        let geometry = m.geometry();
-        let have = if have.is_empty() {
-            None
-        } else {
-            Some(Bitfield::from_wire(have, m.num_pieces()).ok_or(BTCORE_INVALID_PARAMETER)?)
-        };
-        let id = s
-            .session
-            .add_torrent(now(now_ms), data, have.as_ref())
-            .map_err(|e| match e {
-                btcore_core::session::AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-                btcore_core::session::AddError::BadResume => BTCORE_INVALID_PARAMETER,
-                _ => BTCORE_INVALID_TORRENT,
-            })?;
-        s.geometry.insert(id, geometry);
-        s.events.push(btcore_event::new(
-            btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
-            id.0,
-        ));
-        s.pump_events();
-        unsafe { out_id.write(id.0) };
-        Ok(())
+        add(h, data, out_id, |session, pieces| {
+            let have = if have.is_empty() {
+                None
+            } else {
+                Some(Bitfield::from_wire(have, pieces).ok_or(AddError::BadResume)?)
+            };
+            session.add_torrent(now(now_ms), data, have.as_ref())
+        })
     })
+}
+
+/// Adds the torrent in `data` with `add` (given the session and the torrent's number
+/// of pieces), records its geometry, queues `TORRENT_ADDED` and writes the id.
+fn add(
+    h: *mut btcore_sansio,
+    data: &[u8],
+    out_id: *mut u32,
+    add: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
+) -> Result<(), btcore_result> {
+    let mut s = handle(h)?;
+    let out_id = non_null(out_id)?;
+    let mut tokens = Vec::new();
+    let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
+        .map_err(|_| BTCORE_INVALID_TORRENT)?;
+    let id = add(&mut s.session, m.num_pieces()).map_err(|e| match e {
+        AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
+        AddError::BadResume => BTCORE_INVALID_PARAMETER,
+        _ => BTCORE_INVALID_TORRENT,
+    })?;
+    s.geometry.insert(id, m.geometry());
+    added(&mut s, id, out_id);
+    Ok(())
+}
+
+/// A torrent was added: `TORRENT_ADDED` queued, its first actions taken, the id
+/// written to `out_id` (checked non-NULL).
+fn added(s: &mut Inner, id: TorrentId, out_id: *mut u32) {
+    s.events.push(btcore_event::new(
+        btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
+        id.0,
+    ));
+    s.pump_events();
+    // SAFETY: non-NULL (checked by the caller), and the C caller passes a writable u32.
+    unsafe { out_id.write(id.0) };
 }
 
 /// Adds a magnet link (NUL-terminated); writes the id to `*out_id`. The torrent's
@@ -602,15 +600,10 @@ pub extern "C" fn btcore_sansio_add_magnet(
             .session
             .add_magnet(now(now_ms), uri.to_bytes())
             .map_err(|e| match e {
-                btcore_core::session::AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
+                AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
                 _ => BTCORE_INVALID_MAGNET,
             })?;
-        s.events.push(btcore_event::new(
-            btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
-            id.0,
-        ));
-        s.pump_events();
-        unsafe { out_id.write(id.0) };
+        added(&mut s, id, out_id);
         Ok(())
     })
 }

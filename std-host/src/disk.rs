@@ -440,48 +440,18 @@ impl DiskPool {
             })
             .collect();
         let tasks = Arc::new(JobQueue::default());
-        let queue = tasks.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("btcore-tasks".into())
-                .spawn(move || {
-                    let mut jobs = Vec::new();
-                    loop {
-                        queue.take(&mut jobs);
-                        if jobs.is_empty() {
-                            return;
-                        }
-                        for job in jobs.drain(..) {
-                            if let DiskJob::Task(f) = job {
-                                f();
-                            }
-                        }
-                    }
-                })
-                .expect("spawn task thread"),
-        );
+        threads.push(spawn_queue("btcore-tasks", tasks.clone(), |job| {
+            if let DiskJob::Task(f) = job {
+                f();
+            }
+        }));
         let checks = Arc::new(JobQueue::default());
-        let queue = checks.clone();
         let out = done.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("btcore-check".into())
-                .spawn(move || {
-                    let mut jobs = Vec::new();
-                    loop {
-                        queue.take(&mut jobs);
-                        if jobs.is_empty() {
-                            return;
-                        }
-                        for job in jobs.drain(..) {
-                            if let Some(d) = check(job) {
-                                out.push(&mut vec![d]);
-                            }
-                        }
-                    }
-                })
-                .expect("spawn check thread"),
-        );
+        threads.push(spawn_queue("btcore-check", checks.clone(), move |job| {
+            if let Some(d) = check(job) {
+                out.push(&mut vec![d]);
+            }
+        }));
         Self {
             pending: queues.iter().map(|_| Vec::new()).collect(),
             queues,
@@ -572,6 +542,27 @@ impl Drop for DiskPool {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A thread that runs the jobs of `queue` one by one with `run` until it is closed.
+fn spawn_queue(
+    name: &str,
+    queue: Arc<JobQueue>,
+    mut run: impl FnMut(DiskJob) + Send + 'static,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut jobs = Vec::new();
+            loop {
+                queue.take(&mut jobs);
+                if jobs.is_empty() {
+                    return;
+                }
+                jobs.drain(..).for_each(&mut run);
+            }
+        })
+        .expect("spawn disk thread")
 }
 
 /// Runs a [`DiskJob::Check`]: its result, or nothing when cancelled.

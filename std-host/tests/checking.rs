@@ -3,41 +3,19 @@
 //! while a thread of its own hashes it, and starts with what verified; holes in a
 //! sparse file are not read.
 
+mod common;
+
 use btcore_core::session::TorrentState;
 use btcore_host::client::{Client, ClientOptions, TorrentView};
 use btcore_host::create::{create_torrent, CreateOptions};
+use common::TempDir;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("btcore-checking-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::Rng(seed | 1).bytes(len)
 }
 
 fn client(save: &Path, state: Option<&Path>) -> Client {
@@ -85,7 +63,7 @@ fn setup(dir: &Path, pieces: usize) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn data_on_disk_is_checked_off_the_loop_then_the_torrent_starts() {
-    let dir = TempDir::new("full");
+    let dir = TempDir::new("checking-full");
     let (_, torrent) = setup(&dir.0, 64);
     let mut c = client(&dir.0.join("seed"), None);
     c.add_torrent_file(&torrent, None).expect("add");
@@ -102,7 +80,7 @@ fn data_on_disk_is_checked_off_the_loop_then_the_torrent_starts() {
 
 #[test]
 fn a_damaged_piece_is_left_out_by_the_check() {
-    let dir = TempDir::new("damaged");
+    let dir = TempDir::new("checking-damaged");
     let (mut data, torrent) = setup(&dir.0, 16);
     data[5 * 32 * 1024 + 9] ^= 1;
     fs::write(dir.0.join("seed/data.bin"), &data).expect("damage");
@@ -116,7 +94,7 @@ fn a_damaged_piece_is_left_out_by_the_check() {
 
 #[test]
 fn nothing_on_disk_needs_no_check() {
-    let dir = TempDir::new("empty");
+    let dir = TempDir::new("checking-empty");
     let (_, torrent) = setup(&dir.0, 8);
     let mut c = client(&dir.0.join("elsewhere"), None);
     c.add_torrent_file(&torrent, None).expect("add");
@@ -130,7 +108,7 @@ fn nothing_on_disk_needs_no_check() {
 /// check leaves that resume file as it was.
 #[test]
 fn changed_files_are_checked_and_a_stop_keeps_the_resume_file() {
-    let dir = TempDir::new("claims");
+    let dir = TempDir::new("checking-claims");
     let (_, torrent) = setup(&dir.0, 32);
     let state = dir.0.join("state");
     {
@@ -173,7 +151,7 @@ fn changed_files_are_checked_and_a_stop_keeps_the_resume_file() {
 /// it comes, changes nothing.
 #[test]
 fn removing_a_torrent_while_it_is_checked() {
-    let dir = TempDir::new("remove");
+    let dir = TempDir::new("checking-remove");
     let (_, torrent) = setup(&dir.0, 64);
     let mut c = client(&dir.0.join("seed"), None);
     let id = c.add_torrent_file(&torrent, None).expect("add");
@@ -196,7 +174,7 @@ fn removing_a_torrent_while_it_is_checked() {
 /// zeros that lies in a hole (it verifies without a read), not the other holes.
 #[test]
 fn holes_in_a_sparse_file_are_missing_pieces_unless_zeros() {
-    let dir = TempDir::new("holes");
+    let dir = TempDir::new("checking-holes");
     let piece = 32 * 1024;
     let mut data = payload(8 * piece, 9);
     // Piece 5 is all zeros.
