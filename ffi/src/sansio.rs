@@ -548,20 +548,20 @@ pub extern "C" fn btcore_sansio_add_torrent(
     })
 }
 
-/// Adds the torrent in `data` with `add` (given the session and the torrent's number
-/// of pieces), records its geometry, queues `TORRENT_ADDED` and writes the id.
+/// Adds the torrent in `data` with `insert` (given the session and the torrent's
+/// number of pieces), records its geometry, queues `TORRENT_ADDED` and writes the id.
 fn add(
     h: *mut btcore_sansio,
     data: &[u8],
     out_id: *mut u32,
-    add: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
+    insert: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
 ) -> Result<(), btcore_result> {
     let mut s = handle(h)?;
     let out_id = non_null(out_id)?;
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
         .map_err(|_| BTCORE_INVALID_TORRENT)?;
-    let id = add(&mut s.session, m.num_pieces()).map_err(|e| match e {
+    let id = insert(&mut s.session, m.num_pieces()).map_err(|e| match e {
         AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
         AddError::BadResume => BTCORE_INVALID_PARAMETER,
         _ => BTCORE_INVALID_TORRENT,

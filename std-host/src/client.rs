@@ -1446,7 +1446,7 @@ impl Client {
         let ids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for id in ids {
             // A torrent still checking keeps the resume file it has: it knows no piece
-            // yet, and the claims in that file are what its check works from.
+            // yet, and a save would wipe what the file claims.
             let due = self.torrents.get(&id).is_some_and(|t| {
                 t.check.is_none() && t.resume.is_dirty() && (force || t.resume.should_flush(now))
             });
@@ -1464,7 +1464,7 @@ impl Client {
                 continue;
             };
             t.resume.flushed(now);
-            let data = ResumeData::new(
+            let mut data = ResumeData::new(
                 status.info_hash,
                 &have,
                 t.save_dir.to_string_lossy().as_bytes(),
@@ -1474,7 +1474,6 @@ impl Client {
             );
             let storage = t.storage.clone();
             let dir = dir.clone();
-            let mut data = data;
             let job = move || {
                 // Data first, then the claim that it is there, with the files' stamps
                 // as they are once synced (a later write changes them).

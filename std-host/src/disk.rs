@@ -1,8 +1,8 @@
 //! Disk and hashing workers: a few threads that write blocks, read blocks for upload
 //! and hash pieces, so the event loop never waits on a slow NAS disk. Jobs go in
 //! through a queue per worker; completions come back through a shared one, and a waker
-//! call tells the event loop to collect them. The session caps the bytes handed out for writing,
-//! so the queue stays bounded.
+//! call tells the event loop to collect them. The session caps the bytes handed out for
+//! writing, so the queue stays bounded.
 //!
 //! The loop hands jobs over in batches: [`DiskPool::submit`] only queues, and
 //! [`DiskPool::flush`] (at the end of each turn of the loop) sends each worker its jobs
@@ -440,18 +440,9 @@ impl DiskPool {
             })
             .collect();
         let tasks = Arc::new(JobQueue::default());
-        threads.push(spawn_queue("btcore-tasks", tasks.clone(), |job| {
-            if let DiskJob::Task(f) = job {
-                f();
-            }
-        }));
+        threads.push(spawn_aside("btcore-tasks", tasks.clone(), done.clone()));
         let checks = Arc::new(JobQueue::default());
-        let out = done.clone();
-        threads.push(spawn_queue("btcore-check", checks.clone(), move |job| {
-            if let Some(d) = check(job) {
-                out.push(&mut vec![d]);
-            }
-        }));
+        threads.push(spawn_aside("btcore-check", checks.clone(), done.clone()));
         Self {
             pending: queues.iter().map(|_| Vec::new()).collect(),
             queues,
@@ -544,44 +535,49 @@ impl Drop for DiskPool {
     }
 }
 
-/// A thread that runs the jobs of `queue` one by one with `run` until it is closed.
-fn spawn_queue(
-    name: &str,
-    queue: Arc<JobQueue>,
-    mut run: impl FnMut(DiskJob) + Send + 'static,
-) -> JoinHandle<()> {
+/// A thread beside the workers (tasks, checks) that runs the jobs of `queue` one by one
+/// with [`aside`] until the queue is closed, and reports what they give to `done`.
+fn spawn_aside(name: &str, queue: Arc<JobQueue>, done: Arc<DoneQueue>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             let mut jobs = Vec::new();
+            let mut out = Vec::new();
             loop {
                 queue.take(&mut jobs);
                 if jobs.is_empty() {
                     return;
                 }
-                jobs.drain(..).for_each(&mut run);
+                out.extend(jobs.drain(..).filter_map(aside));
+                done.push(&mut out);
             }
         })
         .expect("spawn disk thread")
 }
 
-/// Runs a [`DiskJob::Check`]: its result, or nothing when cancelled.
-fn check(job: DiskJob) -> Option<DiskDone> {
-    let DiskJob::Check {
-        torrent,
-        storage,
-        hashes,
-        progress,
-    } = job
-    else {
-        return None;
-    };
-    let hash = |p: u32| hashes.get(p as usize).copied().unwrap_or_default();
-    let have = storage.check(None, hash, || {
-        progress.checked.fetch_add(1, Ordering::Relaxed);
-        !progress.cancel.load(Ordering::Relaxed)
-    })?;
-    Some(DiskDone::Checked { torrent, have })
+/// Runs a job that needs no worker's state: a task, or a check (its result, nothing
+/// when cancelled). The other jobs are the workers' ([`Gather`]) and give nothing here.
+fn aside(job: DiskJob) -> Option<DiskDone> {
+    match job {
+        DiskJob::Task(f) => {
+            f();
+            None
+        }
+        DiskJob::Check {
+            torrent,
+            storage,
+            hashes,
+            progress,
+        } => {
+            let hash = |p: u32| hashes.get(p as usize).copied().unwrap_or_default();
+            let have = storage.check(None, hash, || {
+                progress.checked.fetch_add(1, Ordering::Relaxed);
+                !progress.cancel.load(Ordering::Relaxed)
+            })?;
+            Some(DiskDone::Checked { torrent, have })
+        }
+        _ => None,
+    }
 }
 
 fn offset(storage: &Storage, block: &BlockRef) -> u64 {
@@ -702,18 +698,14 @@ impl Gather {
                     ok: digest.is_ok_and(|h| h == expected),
                 });
             }
-            DiskJob::Task(f) => {
-                self.flush(hashing, done);
-                f();
-            }
             DiskJob::Forget { torrent } => {
                 self.flush(hashing, done);
                 hashing.forget_torrent(torrent);
             }
-            // The pool sends checks to their own thread; run here if one comes.
-            j @ DiskJob::Check { .. } => {
+            // The pool sends these to their own threads; run here if one comes.
+            j @ (DiskJob::Task(_) | DiskJob::Check { .. }) => {
                 self.flush(hashing, done);
-                done.extend(check(j));
+                done.extend(aside(j));
             }
         }
     }

@@ -34,7 +34,7 @@
 //! length and modification time are still those recorded in `file-stamps` (as
 //! libtorrent and Transmission trust theirs): a restart of a large seed reads nothing.
 //! When any file changed (a crash after later writes, a file touched by hand) or there
-//! are no stamps, each claimed piece is hashed before it counts.
+//! are no stamps, what is on disk is checked before anything counts.
 
 use crate::hash::FastSha1;
 pub use crate::storage::FileStamp;

@@ -333,6 +333,19 @@ fn next_data(_f: &File, _off: u64) -> Option<u64> {
     None
 }
 
+/// The SHA-1 of `len` zero bytes.
+fn zeros_digest(len: usize) -> [u8; 20] {
+    let block = [0u8; 16 * 1024];
+    let mut h = FastSha1::default();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        h.update(&block[..n]);
+        left -= n;
+    }
+    h.finish()
+}
+
 /// Where `write_all_vectored_at` has no `pwritev`.
 #[cfg(all(
     unix,
@@ -877,15 +890,7 @@ impl Storage {
             let zero = match zeros.iter().find(|(l, _)| *l == len) {
                 Some((_, h)) => *h,
                 None => {
-                    let mut h = FastSha1::default();
-                    let block = [0u8; 16 * 1024];
-                    let mut left = len as usize;
-                    while left > 0 {
-                        let n = left.min(block.len());
-                        h.update(&block[..n]);
-                        left -= n;
-                    }
-                    let h = h.finish();
+                    let h = zeros_digest(len as usize);
                     zeros.push((len, h));
                     h
                 }

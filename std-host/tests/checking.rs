@@ -34,6 +34,13 @@ fn view(c: &Client) -> TorrentView {
     c.torrents().into_iter().next().expect("one torrent")
 }
 
+/// A client (see [`client`]) with `torrent` added.
+fn added(save: &Path, state: Option<&Path>, torrent: &[u8]) -> Client {
+    let mut c = client(save, state);
+    c.add_torrent_file(torrent, None).expect("add");
+    c
+}
+
 /// Runs the loop until the torrent's check ends (at most 60 s).
 fn run_until_checked(c: &mut Client) -> TorrentView {
     let end = Instant::now() + Duration::from_secs(60);
@@ -49,24 +56,27 @@ fn setup(dir: &Path, pieces: usize) -> (Vec<u8>, Vec<u8>) {
     let data = payload(pieces * 32 * 1024, 5);
     fs::create_dir_all(dir.join("seed")).expect("seed dir");
     fs::write(dir.join("seed/data.bin"), &data).expect("payload");
-    let torrent = create_torrent(
-        &dir.join("seed/data.bin"),
+    (data, torrent_of(&dir.join("seed/data.bin"), 32 * 1024))
+}
+
+/// A torrent of the file at `path`, in pieces of `piece_len`.
+fn torrent_of(path: &Path, piece_len: u32) -> Vec<u8> {
+    create_torrent(
+        path,
         &CreateOptions {
-            piece_length: Some(32 * 1024),
+            piece_length: Some(piece_len),
             creation_date: Some(0),
             ..CreateOptions::default()
         },
     )
-    .expect("torrent");
-    (data, torrent)
+    .expect("torrent")
 }
 
 #[test]
 fn data_on_disk_is_checked_off_the_loop_then_the_torrent_starts() {
     let dir = TempDir::new("checking-full");
     let (_, torrent) = setup(&dir.0, 64);
-    let mut c = client(&dir.0.join("seed"), None);
-    c.add_torrent_file(&torrent, None).expect("add");
+    let mut c = added(&dir.0.join("seed"), None, &torrent);
     // Added at once, checking: the hashing has not been waited for.
     let v = view(&c);
     assert_eq!(v.status.state, TorrentState::Checking, "{v:?}");
@@ -84,8 +94,7 @@ fn a_damaged_piece_is_left_out_by_the_check() {
     let (mut data, torrent) = setup(&dir.0, 16);
     data[5 * 32 * 1024 + 9] ^= 1;
     fs::write(dir.0.join("seed/data.bin"), &data).expect("damage");
-    let mut c = client(&dir.0.join("seed"), None);
-    c.add_torrent_file(&torrent, None).expect("add");
+    let mut c = added(&dir.0.join("seed"), None, &torrent);
     let v = run_until_checked(&mut c);
     assert_eq!(v.status.state, TorrentState::Downloading, "{v:?}");
     assert_eq!(v.status.pieces_have, 15);
@@ -96,8 +105,7 @@ fn a_damaged_piece_is_left_out_by_the_check() {
 fn nothing_on_disk_needs_no_check() {
     let dir = TempDir::new("checking-empty");
     let (_, torrent) = setup(&dir.0, 8);
-    let mut c = client(&dir.0.join("elsewhere"), None);
-    c.add_torrent_file(&torrent, None).expect("add");
+    let mut c = added(&dir.0.join("elsewhere"), None, &torrent);
     let v = view(&c);
     assert_eq!(v.status.state, TorrentState::Downloading, "{v:?}");
     assert!(v.checking.is_none());
@@ -112,8 +120,7 @@ fn changed_files_are_checked_and_a_stop_keeps_the_resume_file() {
     let (_, torrent) = setup(&dir.0, 32);
     let state = dir.0.join("state");
     {
-        let mut c = client(&dir.0.join("seed"), Some(&state));
-        c.add_torrent_file(&torrent, None).expect("add");
+        let mut c = added(&dir.0.join("seed"), Some(&state), &torrent);
         assert_eq!(run_until_checked(&mut c).status.pieces_have, 32);
         c.shutdown();
     }
@@ -132,16 +139,14 @@ fn changed_files_are_checked_and_a_stop_keeps_the_resume_file() {
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
         .expect("mtime");
     drop(f);
-    let mut c = client(&dir.0.join("seed"), Some(&state));
-    c.add_torrent_file(&torrent, None).expect("add");
+    let mut c = added(&dir.0.join("seed"), Some(&state), &torrent);
     let v = view(&c);
     assert_eq!(v.status.state, TorrentState::Checking);
     assert_eq!(v.checking.map(|(_, total)| total), Some(32));
     // Stopped while checking: the resume file is left as it was.
     c.shutdown();
     assert_eq!(fs::read(&resume[0]).expect("resume file"), saved);
-    let mut c = client(&dir.0.join("seed"), Some(&state));
-    c.add_torrent_file(&torrent, None).expect("add");
+    let mut c = added(&dir.0.join("seed"), Some(&state), &torrent);
     let v = run_until_checked(&mut c);
     assert_eq!(v.status.state, TorrentState::Seeding);
     c.shutdown();
@@ -181,15 +186,7 @@ fn holes_in_a_sparse_file_are_missing_pieces_unless_zeros() {
     data[5 * piece..6 * piece].fill(0);
     fs::create_dir_all(dir.0.join("seed")).expect("seed dir");
     fs::write(dir.0.join("seed/data.bin"), &data).expect("payload");
-    let torrent = create_torrent(
-        &dir.0.join("seed/data.bin"),
-        &CreateOptions {
-            piece_length: Some(piece as u32),
-            creation_date: Some(0),
-            ..CreateOptions::default()
-        },
-    )
-    .expect("torrent");
+    let torrent = torrent_of(&dir.0.join("seed/data.bin"), piece as u32);
     // The download directory holds pieces 1 and 3 only, the rest holes, the file at
     // its full length.
     let down = dir.0.join("down");
@@ -203,8 +200,7 @@ fn holes_in_a_sparse_file_are_missing_pieces_unless_zeros() {
                 .expect("write");
         }
     }
-    let mut c = client(&down, None);
-    c.add_torrent_file(&torrent, None).expect("add");
+    let mut c = added(&down, None, &torrent);
     let v = run_until_checked(&mut c);
     // Pieces 1 and 3, and 5 (zeros in a hole); the other holes are not zeros.
     assert_eq!(v.status.pieces_have, 3, "{v:?}");

@@ -10,6 +10,9 @@
 //! `qemu-arm -L /usr/arm-linux-gnueabihf`. When either is missing the tests print why
 //! and pass, unless `BTCORE_CROSS=1`, which makes a missing piece a failure.
 
+mod common;
+
+use common::TempDir;
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -79,24 +82,6 @@ fn setup() -> Option<(PathBuf, Vec<String>)> {
         return None;
     }
     Some((bin, q))
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("btcore-xarch-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).expect("scratch dir");
-        Self(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Kills the child on drop (a failed assertion must not leave a seeder running).
@@ -172,7 +157,7 @@ fn wait_timeout(c: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 /// `seeder_arm` / `leecher_arm`: which side runs the armv7 binary.
 fn transfer(name: &str, arm: &(PathBuf, Vec<String>), seeder_arm: bool) {
-    let dir = Scratch::new(name);
+    let dir = TempDir::new(&format!("xarch-{name}"));
     let seed_dir = dir.0.join("seed");
     let out_dir = dir.0.join("out");
     make_payload(&seed_dir);

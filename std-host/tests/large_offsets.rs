@@ -10,14 +10,16 @@
 //! (`cargo test --target armv7-unknown-linux-gnueabihf -p btcore-host --test large_offsets`),
 //! where `usize` is 32 bits and any `as usize` / `as u32` truncation of an offset shows.
 
+mod common;
+
 use btcore_core::bencode::Encoder;
 use btcore_core::hash::sha1;
 use btcore_core::ids::{BlockRef, PieceIndex, BLOCK_LEN};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_host::storage::{Storage, StorageConfig};
+use common::TempDir;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
 
 const GIB: u64 = 1 << 30;
 /// 3 MiB: 4 GiB is not a multiple of it, so a piece straddles the 4 GiB mark.
@@ -82,24 +84,6 @@ fn torrent() -> Vec<u8> {
     e.into_inner()
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("btcore-large-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).expect("scratch dir");
-        Self(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Whether the filesystem under `dir` keeps a 5 GiB hole sparse.
 fn sparse_ok(dir: &std::path::Path) -> bool {
     let probe = dir.join("probe");
@@ -156,7 +140,7 @@ fn metainfo_maps_pieces_past_four_gib() {
 
 #[test]
 fn storage_writes_and_reads_past_four_gib() {
-    let dir = Scratch::new("rw");
+    let dir = TempDir::new("large-rw");
     if !sparse_ok(&dir.0) {
         eprintln!("skipping storage_writes_and_reads_past_four_gib: no sparse files here");
         return;

@@ -319,6 +319,31 @@ fn create_torrent(path: &Path, out: &Path, piece_kib: u32, trackers: &[String]) 
     fs::read(out).expect("torrent written")
 }
 
+/// A payload in `dir/seed/data.bin` and its torrent in `dir/data.torrent`.
+struct Seeded {
+    seed_dir: PathBuf,
+    data: Vec<u8>,
+    tpath: PathBuf,
+    torrent: Vec<u8>,
+}
+
+/// `size` bytes of payload (content `seed`) and a torrent of it in pieces of
+/// `piece_kib`, under `dir`.
+fn seeded(dir: &TempDir, size: usize, seed: u64, piece_kib: u32) -> Seeded {
+    let seed_dir = dir.join("seed");
+    fs::create_dir_all(&seed_dir).expect("seed dir");
+    let data = payload(size, seed);
+    fs::write(seed_dir.join("data.bin"), &data).expect("payload");
+    let tpath = dir.join("data.torrent");
+    let torrent = create_torrent(&seed_dir.join("data.bin"), &tpath, piece_kib, &[]);
+    Seeded {
+        seed_dir,
+        data,
+        tpath,
+        torrent,
+    }
+}
+
 /// Parses a torrent and hands it to `f`.
 fn with_meta<R>(torrent: &[u8], f: impl FnOnce(&Metainfo<'_>) -> R) -> R {
     let mut tokens = Vec::new();
@@ -446,13 +471,13 @@ fn kill_9_mid_download_loses_no_verified_piece_and_resumes_only_the_rest() {
     const SIZE: usize = 32 << 20;
     const PIECE_KIB: u32 = 256;
     let dir = TempDir::new("kill9");
-    let seed_dir = dir.join("seed");
     let out = dir.join("out");
-    fs::create_dir_all(&seed_dir).expect("seed dir");
-    let data = payload(SIZE, 1);
-    fs::write(seed_dir.join("data.bin"), &data).expect("payload");
-    let tpath = dir.join("data.torrent");
-    let torrent = create_torrent(&seed_dir.join("data.bin"), &tpath, PIECE_KIB, &[]);
+    let Seeded {
+        seed_dir,
+        data,
+        tpath,
+        torrent,
+    } = seeded(&dir, SIZE, 1, PIECE_KIB);
     let (piece_len, num_pieces) = with_meta(&torrent, |m| (m.piece_length(), m.num_pieces()));
 
     // 2 MiB/s: the 32 MiB take about 15 s, so several progress lines (one a second)
@@ -1044,12 +1069,13 @@ fn hostile_paths_stay_inside_the_download_directory() {
 fn sigint_stops_within_5_s_with_valid_resume_data() {
     let t0 = Instant::now();
     let dir = TempDir::new("sigint");
-    let seed_dir = dir.join("seed");
     let out = dir.join("out");
-    fs::create_dir_all(&seed_dir).expect("seed dir");
-    fs::write(seed_dir.join("data.bin"), payload(16 << 20, 7)).expect("payload");
-    let tpath = dir.join("data.torrent");
-    let torrent = create_torrent(&seed_dir.join("data.bin"), &tpath, 256, &[]);
+    let Seeded {
+        seed_dir,
+        tpath,
+        torrent,
+        ..
+    } = seeded(&dir, 16 << 20, 7, 256);
     // 2 MiB/s: 8 s for the whole, so the download is under way when interrupted.
     let (_seeder, seed_addr) = start_seeder_with(&tpath, &seed_dir, &["--upload-limit", "2048"]);
     let mut leech = Proc::spawn(&download_args(&tpath, &out, seed_addr, 120));
@@ -1104,11 +1130,9 @@ fn sigint_stops_within_5_s_with_valid_resume_data() {
 #[test]
 fn rate_limits_are_enforced() {
     let dir = TempDir::new("limits");
-    let seed_dir = dir.join("seed");
-    fs::create_dir_all(&seed_dir).expect("seed dir");
-    fs::write(seed_dir.join("data.bin"), payload(8 << 20, 8)).expect("payload");
-    let tpath = dir.join("data.torrent");
-    create_torrent(&seed_dir.join("data.bin"), &tpath, 256, &[]);
+    let Seeded {
+        seed_dir, tpath, ..
+    } = seeded(&dir, 8 << 20, 8, 256);
     let mut report = Vec::new();
     // 8 MiB at 2 MiB/s with one second of burst: 3 s.
     let limit = ["--upload-limit", "2048"];
@@ -1150,12 +1174,12 @@ fn rate_limits_are_enforced() {
 fn tiny_disk_queue_pauses_reading_and_completes() {
     const SIZE: usize = 24 << 20;
     let dir = TempDir::new("diskq");
-    let seed_dir = dir.join("seed");
-    fs::create_dir_all(&seed_dir).expect("seed dir");
-    let data = payload(SIZE, 7);
-    fs::write(seed_dir.join("data.bin"), &data).expect("payload");
-    let tpath = dir.join("data.torrent");
-    create_torrent(&seed_dir.join("data.bin"), &tpath, 256, &[]);
+    let Seeded {
+        seed_dir,
+        data,
+        tpath,
+        ..
+    } = seeded(&dir, SIZE, 7, 256);
     let (_seeder, addr) = start_seeder(&tpath, &seed_dir);
     let out = dir.join("out");
     let mut args = download_args(&tpath, &out, addr, 60);
@@ -1171,18 +1195,17 @@ fn tiny_disk_queue_pauses_reading_and_completes() {
 /// Resume data records each file's length and mtime once its data is synced. A restart
 /// that finds them unchanged trusts the pieces it claims without reading them (a damaged
 /// byte behind an unchanged mtime goes unnoticed, as in libtorrent and Transmission);
-/// a file whose mtime moved has its claimed pieces hashed, and the damaged one is
-/// fetched again.
+/// a file whose mtime moved is checked, and the damaged piece is fetched again.
 #[test]
 fn restart_trusts_unchanged_files_and_checks_changed_ones() {
     const SIZE: usize = 4 << 20;
     let dir = TempDir::new("stamps");
-    let seed_dir = dir.join("seed");
-    fs::create_dir_all(&seed_dir).expect("seed dir");
-    let data = payload(SIZE, 11);
-    fs::write(seed_dir.join("data.bin"), &data).expect("payload");
-    let tpath = dir.join("data.torrent");
-    create_torrent(&seed_dir.join("data.bin"), &tpath, 256, &[]);
+    let Seeded {
+        seed_dir,
+        data,
+        tpath,
+        ..
+    } = seeded(&dir, SIZE, 11, 256);
     let out = dir.join("out");
     {
         let (_seeder, addr) = start_seeder(&tpath, &seed_dir);
