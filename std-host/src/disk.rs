@@ -413,36 +413,40 @@ impl DiskPool {
             .map(|i| {
                 let queue = Arc::new(JobQueue::default());
                 queues.push(queue.clone());
-                let done = done.clone();
-                std::thread::Builder::new()
-                    .name(format!("btcore-disk-{i}"))
-                    .spawn(move || {
-                        let mut hashing = Hashing::new(ahead_bytes);
-                        // Jobs queued together run together (writes of adjacent
-                        // blocks in one `pwritev`), and the loop is woken once after
-                        // them.
-                        let mut run = Gather::default();
-                        let mut jobs = Vec::new();
-                        let mut out = Vec::new();
-                        loop {
-                            queue.take(&mut jobs);
-                            if jobs.is_empty() {
-                                return;
-                            }
-                            for j in jobs.drain(..) {
-                                run.job(j, &mut hashing, &mut out);
-                            }
-                            run.flush(&mut hashing, &mut out);
-                            done.push(&mut out);
+                let mut hashing = Hashing::new(ahead_bytes);
+                // Jobs queued together run together (writes of adjacent blocks in one
+                // `pwritev`), and the loop is woken once after them.
+                let mut run = Gather::default();
+                spawn_queue(
+                    &format!("btcore-disk-{i}"),
+                    queue,
+                    done.clone(),
+                    move |jobs, out| {
+                        for j in jobs.drain(..) {
+                            run.job(j, &mut hashing, out);
                         }
-                    })
-                    .expect("spawn disk worker")
+                        run.flush(&mut hashing, out);
+                    },
+                )
             })
             .collect();
         let tasks = Arc::new(JobQueue::default());
-        threads.push(spawn_aside("btcore-tasks", tasks.clone(), done.clone()));
+        let aside_all = |jobs: &mut Vec<DiskJob>, out: &mut Vec<DiskDone>| {
+            out.extend(jobs.drain(..).filter_map(aside));
+        };
+        threads.push(spawn_queue(
+            "btcore-tasks",
+            tasks.clone(),
+            done.clone(),
+            aside_all,
+        ));
         let checks = Arc::new(JobQueue::default());
-        threads.push(spawn_aside("btcore-check", checks.clone(), done.clone()));
+        threads.push(spawn_queue(
+            "btcore-check",
+            checks.clone(),
+            done.clone(),
+            aside_all,
+        ));
         Self {
             pending: queues.iter().map(|_| Vec::new()).collect(),
             queues,
@@ -535,9 +539,16 @@ impl Drop for DiskPool {
     }
 }
 
-/// A thread beside the workers (tasks, checks) that runs the jobs of `queue` one by one
-/// with [`aside`] until the queue is closed, and reports what they give to `done`.
-fn spawn_aside(name: &str, queue: Arc<JobQueue>, done: Arc<DoneQueue>) -> JoinHandle<()> {
+/// A thread that takes the jobs of `queue` in batches, runs each batch with `batch`
+/// (which reports into its second argument), and hands the reports to `done`, until
+/// the queue is closed and drained. Workers run [`Gather`]; the threads beside them
+/// (tasks, checks) run [`aside`].
+fn spawn_queue(
+    name: &str,
+    queue: Arc<JobQueue>,
+    done: Arc<DoneQueue>,
+    mut batch: impl FnMut(&mut Vec<DiskJob>, &mut Vec<DiskDone>) + Send + 'static,
+) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -548,7 +559,7 @@ fn spawn_aside(name: &str, queue: Arc<JobQueue>, done: Arc<DoneQueue>) -> JoinHa
                 if jobs.is_empty() {
                     return;
                 }
-                out.extend(jobs.drain(..).filter_map(aside));
+                batch(&mut jobs, &mut out);
                 done.push(&mut out);
             }
         })
