@@ -12,6 +12,14 @@ Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's pyth
     /usr/bin/python3 bench/download.py [--size-mib 1024] [--only btcore,libtorrent,...]
         [--cases lt-seed,bt-seed,swarm] [--swarm 8] [--rounds 3] [--btcore PATH]
         [--btcore-b PATH]   (A/B of two builds: --only btcore,btcore-b --cases lt-seed)
+        [--attack]          (hostile peers beside the honest ones, bench/attack.py)
+
+With --attack, each leecher of the lt-seed case is also given a poisoning peer on
+127.0.0.2 that serves half its blocks wrong and dials it again from new ports with new
+peer ids, and each btcore seeder of the bt-seed case is flooded from 127.0.0.3 by
+connections that request without end and never read, plus bare connections that hold
+slots. The figures are then those of the honest transfer under attack (btcore and
+libtorrent leechers only: the others cannot be handed a peer).
 
 The leecher cases run every client --rounds times, taking turns, and print the median
 of each figure with the range of MB/s and CPU seconds: on a shared or virtual machine
@@ -131,16 +139,17 @@ def sha1_file(path):
             h.update(b)
 
 
-def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work):
+def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work, peers=()):
     port = free_port()
     peer = "127.0.0.1:%d" % seeder_port
+    extra = [a for p in peers for a in ("--peer", p)]
     marker = os.path.join(work, "done-%s-%d" % (kind, port))
     if kind in ("btcore", "btcore-b"):
         cmd = [btcore, "download", torrent, "-o", out_dir, "--port", str(port),
-               "--bind", "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"]
+               "--bind", "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"] + extra
     elif kind == "libtorrent":
         cmd = [sys.executable, __file__, "--role", "lt-leech", "--torrent", torrent, "--dir", out_dir,
-               "--port", str(port), "--timeout", str(timeout)]
+               "--port", str(port), "--timeout", str(timeout)] + extra
     elif kind == "aria2":
         cmd = ["aria2c", "--no-conf=true", "--dir", out_dir, "--listen-port=%d" % port,
                "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
@@ -222,6 +231,8 @@ def main():
     ap.add_argument("--cases", default="lt-seed,bt-seed,swarm",
                     help="which cases to run: lt-seed, bt-seed, swarm (comma-separated)")
     ap.add_argument("--btcore", default=os.path.join(ROOT, "target", "release", "btcore"))
+    ap.add_argument("--attack", action="store_true",
+                    help="hostile peers beside the honest ones (see the module docs)")
     ap.add_argument("--btcore-b", dest="btcore_b",
                     help="a second btcore build, run as the leecher `btcore-b` (A/B runs: "
                          "--only btcore,btcore-b --cases lt-seed)")
@@ -292,14 +303,27 @@ def main():
                         min(r[1] for r in rs), max(r[1] for r in rs))
                 print(line, flush=True)
 
+        attacker = os.path.join(HERE, "attack.py")
+
         def run_one(kind, seeder_cmd):
             """One leecher of `kind` against a fresh seeder: (MB/s, CPU, anon, rss, ok, wall)."""
             out = os.path.join(work, "leech-%s" % kind)
             exe = args.btcore_b if kind == "btcore-b" else args.btcore
-            pm = leech(kind, torrent, "payload.bin", out, free_port(), exe, args.timeout, work)
+            attack = args.attack and kind in ("btcore", "btcore-b", "libtorrent")
+            poison = attack and seeder_cmd is lt_seed
+            flood = attack and seeder_cmd is bt_seed
+            poison_addr = "127.0.0.2:%d" % free_port()
+            pm = leech(kind, torrent, "payload.bin", out, free_port(), exe, args.timeout, work,
+                       peers=[poison_addr] if poison else [])
+            hostile = None
+            if poison:
+                hostile = Proc([sys.executable, attacker, "poison", torrent, "--listen", poison_addr,
+                                "--dial", "127.0.0.1:%d" % pm[2], "--data", seed_dir, "--share", "0.5"],
+                               log=os.path.join(work, "attack-%s.log" % kind))
             time.sleep(1.5)
             slog = os.path.join(work, "seeder-%s.log" % kind)
-            seeder = Proc(seeder_cmd(free_port(), pm[2]), log=slog)
+            seeder_port = free_port()
+            seeder = Proc(seeder_cmd(seeder_port, pm[2]), log=slog)
             # The clock starts when the seeder has checked its data and dials.
             t_wait = time.time()
             while time.time() - t_wait < 120:
@@ -308,9 +332,22 @@ def main():
                 if b"ready" in text or b"btcore: seeding" in text:
                     break
                 time.sleep(0.01)
+            if flood:
+                hostile = Proc([sys.executable, attacker, "flood", torrent, "127.0.0.1:%d" % seeder_port,
+                                "--source", "127.0.0.3"], log=os.path.join(work, "attack-%s.log" % kind))
             pm[0].start = time.time()
             r = measure([pm], size, args.timeout, seeder)[0]
             seeder.stop()
+            if hostile:
+                hostile.p.send_signal(signal.SIGTERM)
+                try:
+                    hostile.p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                hostile.stop()
+                with open(os.path.join(work, "attack-%s.log" % kind), "rb") as f:
+                    lines = f.read().decode("utf-8", "replace").strip().splitlines()
+                print("    %s: %s" % (kind, lines[-1] if lines else "attacker silent"), flush=True)
             got = os.path.join(out, "payload.bin")
             ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
             shutil.rmtree(out, ignore_errors=True)
@@ -318,14 +355,14 @@ def main():
 
         lt_seed = lambda port, peer: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
                                       "--dir", seed_dir, "--port", str(port), "--peer", "127.0.0.1:%d" % peer]
-        cases = args.cases.split(",")
-        if "lt-seed" in cases:
-            run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)
-
         # btcore as the seeder, dialing each leecher the same way.
         bt_seed = lambda port, peer: [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind",
                                       "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none",
                                       "--peer", "127.0.0.1:%d" % peer]
+        cases = args.cases.split(",")
+        if "lt-seed" in cases:
+            run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)
+
         if "bt-seed" in cases:
             run_case("leechers downloading from a btcore seeder", bt_seed, clients)
 
