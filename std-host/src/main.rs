@@ -272,7 +272,7 @@ struct NetArgs {
     #[arg(long = "bootstrap")]
     bootstrap: Vec<String>,
     /// Where resume files and the DHT state go (default: OUTPUT/.btcore; a torrent
-    /// named like it is saved as `_NAME`; it may not be OUTPUT itself).
+    /// named like it, or like a file in it when it is OUTPUT, is saved as `_NAME`).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Give up after this many seconds.

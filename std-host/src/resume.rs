@@ -300,6 +300,24 @@ impl ResumeData {
     }
 }
 
+/// Whether `key` (a name's [`push_name_key`] key) names a file the state directory
+/// holds: `<info-hash hex>.resume` and its temporary `<...>.resume.tmp` (see
+/// [`save_atomic`]), and the DHT's `dht.state` and `dht.tmp`. When the state directory
+/// is a save directory, no torrent may take these names (see
+/// [`Storage`](crate::storage#the-state-directory)).
+///
+/// [`push_name_key`]: btcore_core::metainfo::path::push_name_key
+pub fn is_state_file_key(key: &[u8]) -> bool {
+    let resume = |rest: &[u8]| rest == b".resume" || rest == b".resume.tmp";
+    key == b"dht.state"
+        || key == b"dht.tmp"
+        || (key.len() > 40
+            && key[..40]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && resume(&key[40..]))
+}
+
 /// Writes `data` to `dir/<info-hash hex>.resume` atomically: a temporary file in the
 /// same directory, `fsync`, `rename` over the old file, `fsync` of the directory.
 /// Creates `dir` if needed. One writer per torrent at a time (the temporary name is

@@ -54,19 +54,6 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
         return Err(fail(EXIT_IO, format_args!("{}: {e}", state_dir.display())));
     }
-    // A torrent's files could overwrite the state kept beside them.
-    let same = std::fs::canonicalize(&state_dir)
-        .ok()
-        .is_some_and(|s| std::fs::canonicalize(&o.save_dir).ok() == Some(s));
-    if same {
-        return Err(fail(
-            EXIT_INVALID,
-            format_args!(
-                "--state-dir {} is the download directory: give one of its own",
-                state_dir.display()
-            ),
-        ));
-    }
     let dht = o.dht.clone().map(|mut d| {
         d.state_dir = Some(state_dir.clone());
         d

@@ -41,8 +41,10 @@
 //! their downloads). Its first component below the save directory is a reserved name:
 //! a torrent whose root (its name) is that name, as a case-insensitive disk compares
 //! names, is saved under `_NAME` instead ([`StorageConfig::state_dir`]), so no file of a
-//! torrent can be written into the state directory, and a state directory that is the
-//! save directory itself is refused. A torrent named `.btcore` is saved as `_.btcore`.
+//! torrent can be written into the state directory. A torrent named `.btcore` is saved
+//! as `_.btcore`. When the state directory is the save directory itself, the names of
+//! the files it holds are reserved the same way ([`crate::resume::is_state_file_key`]:
+//! `<info-hash>.resume`, `dht.state`, their temporaries).
 //!
 //! # Durability
 //!
@@ -307,22 +309,24 @@ fn keep_out_of_state_dir(
     let Some(rel) = below(&resolved(state_dir), &resolved(save_dir)) else {
         return Ok(());
     };
-    let Some(reserved) = rel.first() else {
-        return Err(StorageError::new(
-            StorageErrorKind::UnsafePath(format!(
-                "{} is the state directory: a torrent's files could overwrite its state",
-                save_dir.display()
-            )),
-            Some(save_dir),
-        ));
-    };
     let root = files
         .iter()
         .find(|f| !f.attr.pad)
         .and_then(|f| f.path.split('/').next())
         .unwrap_or_default()
         .to_owned();
-    if !btcore_core::metainfo::path::same_name(root.as_bytes(), &os_bytes(reserved)) {
+    let taken = match rel.first() {
+        Some(reserved) => {
+            btcore_core::metainfo::path::same_name(root.as_bytes(), &os_bytes(reserved))
+        }
+        // The state directory is the save directory: its files' names are reserved.
+        None => {
+            let mut key = Vec::new();
+            btcore_core::metainfo::path::push_name_key(&root, &mut key);
+            crate::resume::is_state_file_key(&key)
+        }
+    };
+    if !taken {
         return Ok(());
     }
     let mut buf = [0u8; btcore_core::metainfo::path::MAX_ELEMENT_LEN + 1];

@@ -590,7 +590,7 @@ mod state_dir {
     use btcore_host::client::{Client, ClientOptions, TorrentView};
     use btcore_host::create::{create_torrent, CreateOptions};
     use btcore_host::resume::{path_bytes, FileStamp, ResumeData};
-    use btcore_host::storage::{Storage, StorageConfig, StorageErrorKind};
+    use btcore_host::storage::{Storage, StorageConfig};
     use std::fs;
     use std::net::SocketAddr;
     use std::path::Path;
@@ -757,8 +757,8 @@ mod state_dir {
     }
 
     /// The state directory's name is reserved however a case-insensitive disk spells
-    /// it, for a `--state-dir` deeper under the save directory too; a state directory
-    /// that is the save directory is refused.
+    /// it, for a `--state-dir` deeper under the save directory too; when the state
+    /// directory is the save directory, the names of its files are.
     #[test]
     fn the_state_dirs_name_is_reserved_in_every_spelling() {
         let dir = Scratch::new("reserved");
@@ -786,15 +786,33 @@ mod state_dir {
             let got: Vec<&str> = s.files().map(|f| f.path.as_str()).collect();
             assert_eq!(got, [want], "state {state}, torrent {name:?}");
         }
-        let t = torrent(&src.join("x"), None);
-        let mut tokens = Vec::new();
-        let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
-        let config = StorageConfig {
-            state_dir: Some(save.join(".")),
-            ..StorageConfig::default()
-        };
-        let e = Storage::new(&save, m.layout().expect("layout"), m.geometry(), config)
-            .expect_err("state dir = save dir");
-        assert!(matches!(e.kind, StorageErrorKind::UnsafePath(_)), "{e}");
+        let hex = "0123456789abcdef0123456789ABCDEF01234567";
+        let same = [
+            (format!("{hex}.RESUME"), format!("_{hex}.RESUME/f.bin")),
+            (
+                format!("{hex}.resume.tmp"),
+                format!("_{hex}.resume.tmp/f.bin"),
+            ),
+            ("DHT.state".to_string(), "_DHT.state/f.bin".to_string()),
+            (".btcore".to_string(), ".btcore/f.bin".to_string()),
+            (format!("{hex}.resumes"), format!("{hex}.resumes/f.bin")),
+        ];
+        for (name, want) in same {
+            let t = torrent(&src.join("x"), Some(&name));
+            let mut tokens = Vec::new();
+            let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+            let config = StorageConfig {
+                state_dir: Some(save.join(".")),
+                ..StorageConfig::default()
+            };
+            let s = Storage::new(&save, m.layout().expect("layout"), m.geometry(), config)
+                .expect("storage");
+            let got: Vec<&str> = s.files().map(|f| f.path.as_str()).collect();
+            assert_eq!(
+                got,
+                [want.as_str()],
+                "state dir = save dir, torrent {name:?}"
+            );
+        }
     }
 }
