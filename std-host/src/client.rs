@@ -498,7 +498,10 @@ impl Client {
                 m.layout()
                     .map_err(|e| ClientError::Add(btcore_core::session::AddError::Metainfo(e)))?,
                 m.geometry(),
-                StorageConfig::default(),
+                StorageConfig {
+                    state_dir: self.opts.state_dir.clone(),
+                    ..StorageConfig::default()
+                },
             )
             .map_err(ClientError::Storage)?,
         );
@@ -612,8 +615,8 @@ impl Client {
             .and_then(|d| resume::load(d, &m.info_hash()).ok().flatten())
             .filter(|r| r.num_pieces() == n);
         match resume {
-            // No file changed since the data was synced: the claims stand.
-            Some(r) if r.file_stamps.as_ref() == Some(&storage.stamps()) => {
+            // No file changed since the data was synced, and the claims can hold.
+            Some(r) if resume::trusted(&r, storage) => {
                 log::debug!("resume data trusted: no file changed since it was saved");
                 Start::Ready(r.pieces)
             }
@@ -1430,8 +1433,11 @@ impl Client {
         };
         t.name = String::from_utf8_lossy(m.name()).into_owned();
         if let Ok(layout) = m.layout() {
-            if let Ok(s) = Storage::new(&t.save_dir, layout, m.geometry(), StorageConfig::default())
-            {
+            let config = StorageConfig {
+                state_dir: self.opts.state_dir.clone(),
+                ..StorageConfig::default()
+            };
+            if let Ok(s) = Storage::new(&t.save_dir, layout, m.geometry(), config) {
                 t.storage = Some(Arc::new(s));
             }
         }

@@ -271,7 +271,8 @@ struct NetArgs {
     /// DHT node to bootstrap from, HOST:PORT (repeatable; default: the public routers).
     #[arg(long = "bootstrap")]
     bootstrap: Vec<String>,
-    /// Where resume files go (default: OUTPUT/.btcore).
+    /// Where resume files and the DHT state go (default: OUTPUT/.btcore; a torrent
+    /// named like it, or like a file in it when it is OUTPUT, is saved as `_NAME`).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Give up after this many seconds.

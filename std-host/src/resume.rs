@@ -30,14 +30,19 @@
 //! Save resume data only after [`Storage::sync`](crate::storage::Storage::sync), so it
 //! never claims pieces the disk could lose.
 //!
-//! On start, pieces the file claims are trusted without hashing when every file's
-//! length and modification time are still those recorded in `file-stamps` (as
-//! libtorrent and Transmission trust theirs): a restart of a large seed reads nothing.
-//! When any file changed (a crash after later writes, a file touched by hand) or there
-//! are no stamps, what is on disk is checked before anything counts.
+//! On start, pieces the file claims are trusted without hashing ([`trusted`]) when every
+//! file's length and modification time are still those recorded in `file-stamps` (as
+//! libtorrent and Transmission trust theirs), and every claimed piece's files exist and
+//! are long enough to hold it: a restart of a large seed reads nothing, and a resume
+//! file planted or left over for data that is not there claims nothing (without the
+//! second rule, a resume file recording every file as absent made a torrent with no
+//! file on disk start complete and "seed"). When any file changed (a crash after later
+//! writes, a file touched by hand), there are no stamps, or a claim cannot hold, what
+//! is on disk is checked before anything counts.
 
 use crate::hash::FastSha1;
 pub use crate::storage::FileStamp;
+use crate::storage::Storage;
 use btcore_core::bencode::{self, Encoder, Limits};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::Sha1;
@@ -295,6 +300,24 @@ impl ResumeData {
     }
 }
 
+/// Whether `key` (a name's [`push_name_key`] key) names a file the state directory
+/// holds: `<info-hash hex>.resume` and its temporary `<...>.resume.tmp` (see
+/// [`save_atomic`]), and the DHT's `dht.state` and `dht.tmp`. When the state directory
+/// is a save directory, no torrent may take these names (see
+/// [`Storage`](crate::storage#the-state-directory)).
+///
+/// [`push_name_key`]: btcore_core::metainfo::path::push_name_key
+pub fn is_state_file_key(key: &[u8]) -> bool {
+    let resume = |rest: &[u8]| rest == b".resume" || rest == b".resume.tmp";
+    key == b"dht.state"
+        || key == b"dht.tmp"
+        || (key.len() > 40
+            && key[..40]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && resume(&key[40..]))
+}
+
 /// Writes `data` to `dir/<info-hash hex>.resume` atomically: a temporary file in the
 /// same directory, `fsync`, `rename` over the old file, `fsync` of the directory.
 /// Creates `dir` if needed. One writer per torrent at a time (the temporary name is
@@ -360,6 +383,27 @@ pub fn load(dir: &Path, info_hash: &InfoHash) -> io::Result<Option<ResumeData>> 
         ));
     }
     Ok(Some(data))
+}
+
+/// Whether the pieces `data` claims can be taken as they are for the torrent stored in
+/// `storage` (see the [module docs](self)): its files' stamps are those recorded, and
+/// every claimed piece's files exist and are long enough to hold it.
+pub fn trusted(data: &ResumeData, storage: &Storage) -> bool {
+    if data.num_pieces() != storage.geometry().num_pieces() {
+        return false;
+    }
+    if data.file_stamps.as_ref() != Some(&storage.stamps()) {
+        log::debug!("resume data not trusted: a file changed since it was saved");
+        return false;
+    }
+    if !storage.can_hold(&data.pieces) {
+        log::warn!(
+            "resume data for {} claims pieces whose files are absent or too short: checking",
+            data.info_hash
+        );
+        return false;
+    }
+    true
 }
 
 /// When to save resume data: on change, at most once per `min_gap`.

@@ -34,6 +34,18 @@
 //! every time a file is opened. It narrows but cannot close the window against a local
 //! attacker who swaps a directory for a link between the check and the `open`.
 //!
+//! # The state directory
+//!
+//! The client's state directory (resume files, the DHT's state) may lie under the save
+//! directory (`OUTPUT/.btcore` by default, as rtorrent users keep `session/` beside
+//! their downloads). Its first component below the save directory is a reserved name:
+//! a torrent whose root (its name) is that name, as a case-insensitive disk compares
+//! names, is saved under `_NAME` instead ([`StorageConfig::state_dir`]), so no file of a
+//! torrent can be written into the state directory. A torrent named `.btcore` is saved
+//! as `_.btcore`. When the state directory is the save directory itself, the names of
+//! the files it holds are reserved the same way ([`crate::resume::is_state_file_key`]:
+//! `<info-hash>.resume`, `dht.state`, their temporaries).
+//!
 //! # Durability
 //!
 //! Writes go to the page cache. Call [`Storage::sync`] (which `fsync`s every file
@@ -58,16 +70,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const HASH_CHUNK: usize = 256 * 1024;
 
 /// Tunables of a [`Storage`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StorageConfig {
     /// Most file handles kept open at once (least recently used closed first).
     /// Default 64; values below 1 count as 1.
     pub max_open_files: usize,
+    /// The client's state directory: when it lies under the save directory, no file of
+    /// the torrent may reach it (see the [module docs](self#the-state-directory)).
+    /// Default `None`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { max_open_files: 64 }
+        Self {
+            max_open_files: 64,
+            state_dir: None,
+        }
     }
 }
 
@@ -229,6 +248,103 @@ pub struct Storage {
 }
 
 /// Checks one torrent path and splits it into components.
+/// `p` made absolute, through the longest part of it that exists resolved (symbolic
+/// links followed), the rest taken as written.
+fn resolved(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut rest = Vec::new();
+    let mut base = abs.as_path();
+    let real = loop {
+        if let Ok(r) = fs::canonicalize(base) {
+            break r;
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => break base.to_path_buf(),
+        }
+    };
+    let mut out = real;
+    for c in rest.iter().rev() {
+        out.push(c);
+    }
+    out
+}
+
+fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
+    crate::resume::path_bytes(Path::new(s))
+}
+
+/// The components of `dir` below `base` when `dir` is `base` or lies under it, names
+/// compared as a case-insensitive disk would.
+fn below(dir: &Path, base: &Path) -> Option<Vec<std::ffi::OsString>> {
+    let mut d = dir.components();
+    for b in base.components() {
+        let same = match (b, d.next()?) {
+            (Component::Normal(x), Component::Normal(y)) => {
+                btcore_core::metainfo::path::same_name(&os_bytes(x), &os_bytes(y))
+            }
+            (x, y) => x == y,
+        };
+        if !same {
+            return None;
+        }
+    }
+    Some(d.map(|c| c.as_os_str().to_os_string()).collect())
+}
+
+/// Renames the torrent's root when it would take the state directory's name (see the
+/// [module docs](self#the-state-directory)).
+fn keep_out_of_state_dir(
+    save_dir: &Path,
+    state_dir: &Path,
+    files: &mut [FileSpec],
+) -> Result<(), StorageError> {
+    let Some(rel) = below(&resolved(state_dir), &resolved(save_dir)) else {
+        return Ok(());
+    };
+    let root = files
+        .iter()
+        .find(|f| !f.attr.pad)
+        .and_then(|f| f.path.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let taken = match rel.first() {
+        Some(reserved) => {
+            btcore_core::metainfo::path::same_name(root.as_bytes(), &os_bytes(reserved))
+        }
+        // The state directory is the save directory: its files' names are reserved.
+        None => {
+            let mut key = Vec::new();
+            btcore_core::metainfo::path::push_name_key(&root, &mut key);
+            crate::resume::is_state_file_key(&key)
+        }
+    };
+    if !taken {
+        return Ok(());
+    }
+    let mut buf = [0u8; btcore_core::metainfo::path::MAX_ELEMENT_LEN + 1];
+    let renamed =
+        btcore_core::metainfo::path::sanitize_element(format!("_{root}").as_bytes(), &mut buf)
+            .unwrap_or("_")
+            .to_owned();
+    log::warn!(
+        "{root:?} is the name of the state directory {}: saving the torrent as {renamed:?}",
+        state_dir.display()
+    );
+    for f in files.iter_mut().filter(|f| !f.attr.pad) {
+        let tail = f.path.get(root.len()..).unwrap_or_default();
+        f.path = format!("{renamed}{tail}");
+    }
+    Ok(())
+}
+
 fn checked_parts(path: &str) -> Result<Vec<String>, String> {
     if path.is_empty() {
         return Err("empty path".into());
@@ -469,10 +585,13 @@ impl Storage {
     /// [`Metainfo::layout`]: btcore_core::metainfo::Metainfo::layout
     pub fn new(
         save_dir: &Path,
-        files: Vec<FileSpec>,
+        mut files: Vec<FileSpec>,
         geometry: Geometry,
         config: StorageConfig,
     ) -> Result<Storage, StorageError> {
+        if let Some(state_dir) = &config.state_dir {
+            keep_out_of_state_dir(save_dir, state_dir, &mut files)?;
+        }
         let mut entries = Vec::with_capacity(files.len());
         let mut spans = Vec::new();
         let mut seen = HashSet::new();
@@ -960,6 +1079,27 @@ impl Storage {
             None => (0..n).all(&mut one),
         };
         finished.then_some(have)
+    }
+
+    /// Whether every piece set in `have` can be on disk: each file it spans exists and
+    /// is long enough to hold the piece's bytes (pad and symlink files need nothing).
+    /// Resume data claiming a piece whose data cannot be there is not to be trusted.
+    pub fn can_hold(&self, have: &Bitfield) -> bool {
+        let present = self.present_lengths();
+        have.iter_set().all(|piece| {
+            let Ok((off, len)) = self.checked_piece(piece) else {
+                return false;
+            };
+            self.each_segment(off, len as usize, |k, file_off, range| {
+                let need = file_off + range.len() as u64;
+                if present[k] >= need {
+                    Ok(())
+                } else {
+                    Err(StorageError::new(StorageErrorKind::Missing, None))
+                }
+            })
+            .is_ok()
+        })
     }
 
     /// Whether any regular file of the torrent exists with some data in it (when none

@@ -41,10 +41,10 @@
 //! # Transports
 //!
 //! - `http://`, `https://`: a `GET` of the BEP 3 announce URL (compact, with the numwant
-//!   of the job and a per-session random `key`) through `ureq` (rustls), following
-//!   redirects, with the configured timeout and a body read capped at [`MAX_BODY`].
-//!   Proxies are taken from the environment (`HTTP_PROXY`, `NO_PROXY`, ...), as `ureq`
-//!   does.
+//!   of the job and a per-session random `key`) through `ureq` (rustls), following up
+//!   to [`MAX_REDIRECTS`] redirects, with the configured timeout and a body read capped
+//!   at [`MAX_BODY`]. Proxies are taken from the environment (`HTTP_PROXY`, `NO_PROXY`,
+//!   ...), as `ureq` does. Every hop passes the SSRF guard below.
 //! - `udp://host:port`: BEP 15. An IP literal is used as is; a name is looked up on a
 //!   worker (ahead of queued HTTP requests) and the answer kept for [`NAME_TTL`] (a
 //!   failed lookup for [`NAME_RETRY`]). The retransmission schedule is BEP 15's
@@ -55,6 +55,30 @@
 //!   60 s ([`UDP_CONNECTION_LIFETIME`]) and shared by every torrent; a cached id that
 //!   draws an error packet is dropped and the request made again after a new connect.
 //! - anything else (`wss://`, ...): an "unsupported tracker scheme" error.
+//!
+//! # Server-side request forgery (SSRF)
+//!
+//! A torrent's tracker URLs and a tracker's redirects come from strangers, and an
+//! announce is a `GET` our host makes: aimed at a router's admin page or a NAS's local
+//! service, it would make btcore a tool against the network it sits in. As libtorrent's
+//! `ssrf_mitigation` does (on by default, [`TrackerConfig::ssrf`]), each hop of an HTTP
+//! announce or scrape is checked on the addresses its host resolves to, and the
+//! request then goes to exactly those checked addresses (the lookup is not repeated by
+//! the HTTP client, so a name that changes its answer between the check and the
+//! connection, DNS rebinding, cannot slip past):
+//!
+//! - a local address ([`is_local_address`]: loopback, private, link-local, unique
+//!   local, shared, unspecified, multicast, and IPv6 forms embedding such an IPv4
+//!   address) is used only when the path is a tracker's: its last segment starts with
+//!   `announce` (`scrape` for a scrape, BEP 48), and no segment is `.` or `..`
+//!   (libtorrent asks loopback trackers for a path starting with `/announce`);
+//! - a redirect from a tracker reached at a public address may not lead to a local one;
+//! - the local addresses a rule excludes are dropped; a hop left with none fails with
+//!   an error saying so, and the tracker counts as failed.
+//!
+//! Through an HTTP proxy the proxy resolves names: then only addresses written in the
+//! URL are checked. UDP trackers send a fixed 16-byte packet and follow no redirect;
+//! they are not restricted.
 //!
 //! [`scrape`] is a separate, blocking call for the one-shot `btcore scrape` command: it
 //! runs the same core BEP 15 client on a blocking socket (and HTTP scrapes with `ureq`).
@@ -89,6 +113,8 @@ pub use btcore_core::tracker::{Event, ScrapeStats};
 
 /// The largest HTTP response body read (larger ones are an error).
 pub const MAX_BODY: u64 = 2 << 20;
+/// The most redirects an HTTP announce or scrape follows.
+pub const MAX_REDIRECTS: u32 = 5;
 /// Bencode tokens available to parse an announce response (about 2,000 peers in the
 /// dictionary form; compact responses need a few dozen).
 pub const ANNOUNCE_TOKENS: usize = 16_384;
@@ -116,6 +142,71 @@ pub struct TrackerConfig {
     pub max_parallel: usize,
     /// Seeds the shuffles of the tiers, the announce `key` and the UDP transaction ids.
     pub rng_seed: u64,
+    /// The SSRF guard of HTTP announces and scrapes (see the module docs).
+    pub ssrf: SsrfGuard,
+}
+
+/// The SSRF guard (libtorrent's `ssrf_mitigation`; see the [module docs](self)).
+#[derive(Clone, Copy, Debug)]
+pub struct SsrfGuard {
+    /// Whether the guard is on. Default `true`.
+    pub enabled: bool,
+    /// Which addresses count as local. Default [`is_local_address`]; a host may narrow
+    /// or widen it (the tests make 127.0.0.1 look public with it).
+    pub is_local: fn(IpAddr) -> bool,
+}
+
+impl Default for SsrfGuard {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            is_local: is_local_address,
+        }
+    }
+}
+
+/// Whether `ip` is an address of this host or its local networks, which a tracker
+/// from the internet must not make us request: loopback, private (RFC 1918), shared
+/// (RFC 6598), link-local, unspecified ("this network"), benchmarking, reserved,
+/// multicast and broadcast IPv4 addresses; loopback, unspecified, unique local,
+/// link-local, site-local and multicast IPv6 ones, and IPv6 addresses that embed a
+/// local IPv4 address (mapped, compatible, NAT64, 6to4).
+pub fn is_local_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [h1, h2] = hi.to_be_bytes();
+                let [l1, l2] = lo.to_be_bytes();
+                is_local_address(IpAddr::V4(Ipv4Addr::new(h1, h2, l1, l2)))
+            };
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xffc0) == 0xfec0
+                // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible).
+                || (seg[..5] == [0; 5] && (seg[5] == 0xffff || seg[5] == 0) && embedded(seg[6], seg[7]))
+                // 64:ff9b::a.b.c.d (NAT64).
+                || (seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(seg[6], seg[7]))
+                // 2002:AABB:CCDD::/48 (6to4).
+                || (seg[0] == 0x2002 && embedded(seg[1], seg[2]))
+        }
+    }
 }
 
 impl Default for TrackerConfig {
@@ -130,6 +221,7 @@ impl Default for TrackerConfig {
             user_agent: format!("btcore/{}", env!("CARGO_PKG_VERSION")),
             max_parallel: 4,
             rng_seed: mix.next_u64(),
+            ssrf: SsrfGuard::default(),
         }
     }
 }
@@ -319,14 +411,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn agent(config: &TrackerConfig) -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// The HTTP client: redirects are followed by [`http_get`] (each hop checked), and no
+/// connection is kept for later (one checked for a hop is never reused by another).
+fn agent(config: &TrackerConfig) -> Http {
+    let agent_config = ureq::Agent::config_builder()
         .timeout_global(Some(config.timeout))
-        .max_redirects(5)
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
         .user_agent(config.user_agent.as_str())
         .http_status_as_error(false)
-        .build()
-        .into()
+        .build();
+    Http {
+        agent: ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            PinnedResolver::default(),
+        ),
+        guard: config.ssrf,
+    }
 }
 
 fn request<'a>(job: &AnnounceJob, key: u32, tracker_id: Option<&'a [u8]>) -> AnnounceRequest<'a> {
@@ -982,7 +1085,7 @@ struct Pool {
 }
 
 struct PoolShared {
-    agent: ureq::Agent,
+    agent: Http,
     queue: Mutex<(VecDeque<Work>, bool)>,
     cond: Condvar,
     notify: Mutex<Box<dyn Fn() + Send>>,
@@ -1080,12 +1183,12 @@ fn work(shared: &PoolShared, tx: &mpsc::Sender<Done>) {
 }
 
 fn http_announce(
-    agent: &ureq::Agent,
+    agent: &Http,
     url: &str,
     timeout: Duration,
     tokens: &mut [BencodeToken],
 ) -> Result<Answer, String> {
-    let (status, body) = http_get(agent, url, timeout)?;
+    let (status, body) = http_get(agent, url, timeout, Request::Announce)?;
     match http::parse_announce_response(&body, tokens) {
         Ok(AnnounceResponse::Failure(f)) => Err(f.to_string()),
         Ok(AnnounceResponse::Success(ok)) if (200..300).contains(&status) => Ok(Answer {
@@ -1225,27 +1328,256 @@ fn scheme(url: &str) -> Scheme {
     }
 }
 
-/// A `GET` with a per-call timeout and a capped body: the status and the body.
-fn http_get(agent: &ureq::Agent, url: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
-    let resp = agent
-        .get(url)
-        .config()
-        .timeout_global(Some(timeout))
-        .build()
-        .call()
+/// A `GET` with a timeout for the whole exchange (redirects included) and a capped
+/// body: the status and the body. Redirects are followed here, each hop through
+/// [`Http::check`].
+fn http_get(
+    http: &Http,
+    url: &str,
+    timeout: Duration,
+    what: Request,
+) -> Result<(u16, Vec<u8>), String> {
+    let deadline = Instant::now() + timeout;
+    let mut url = url.to_owned();
+    let mut from_public = false;
+    for hop in 0..=MAX_REDIRECTS {
+        let uri: ureq::http::Uri = url.parse().map_err(|_| format!("malformed URL {url}"))?;
+        let pin = http.check(&uri, what, from_public)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timed out".into());
+        }
+        let call = || {
+            http.agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(left))
+                .build()
+                .call()
+        };
+        let resp = match &pin {
+            Some(p) => PINNED.with(|cell| {
+                *cell.borrow_mut() = Some(p.clone());
+                let r = call();
+                *cell.borrow_mut() = None;
+                r
+            }),
+            None => call(),
+        }
         .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .into_with_config()
-        .limit(MAX_BODY)
-        .read_to_vec()
-        .map_err(|e| e.to_string())?;
-    Ok((status, body))
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok());
+        if matches!(status, 301 | 302 | 303 | 307 | 308) {
+            let Some(location) = location else {
+                return Err(format!("HTTP status {status} without a location"));
+            };
+            if hop == MAX_REDIRECTS {
+                break;
+            }
+            url = redirect_target(&uri, location)?;
+            if let Some(p) = &pin {
+                from_public |= p.public;
+            }
+            continue;
+        }
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?;
+        return Ok((status, body));
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// What a request asks a tracker (its path must say so on a local address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Announce,
+    Scrape,
+}
+
+/// The HTTP client and its guard.
+struct Http {
+    agent: ureq::Agent,
+    guard: SsrfGuard,
+}
+
+/// The checked addresses of one hop, for the resolver.
+#[derive(Clone, Debug)]
+struct Pin {
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    /// Whether one of them is public (a redirect from it may not go local).
+    public: bool,
+}
+
+thread_local! {
+    /// The addresses [`PinnedResolver`] gives for the request this thread is making.
+    static PINNED: std::cell::RefCell<Option<Pin>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Resolves the host of the request in flight on this thread to the addresses the
+/// guard checked (see [`http_get`]); anything else (a proxy's name) as `ureq` would.
+#[derive(Debug, Default)]
+struct PinnedResolver(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for PinnedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let pinned = PINNED.with(|cell| {
+            let pin = cell.borrow();
+            let p = pin.as_ref()?;
+            let host = uri_host(uri)?;
+            (host.eq_ignore_ascii_case(&p.host) && uri_port(uri) == Some(p.port))
+                .then(|| p.addrs.clone())
+        });
+        let Some(addrs) = pinned else {
+            return self.0.resolve(uri, config, timeout);
+        };
+        let mut out = self.empty();
+        for a in addrs.into_iter().take(16) {
+            out.push(a);
+        }
+        Ok(out)
+    }
+}
+
+/// The host of an absolute URI, without the brackets of an IPv6 literal.
+fn uri_host(uri: &ureq::http::Uri) -> Option<&str> {
+    let h = uri.host()?;
+    Some(
+        h.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(h),
+    )
+}
+
+fn uri_port(uri: &ureq::http::Uri) -> Option<u16> {
+    uri.port_u16().or(match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+        _ => None,
+    })
+}
+
+/// Whether `path` is a tracker's (see the module docs).
+fn tracker_path(path: &str, what: Request) -> bool {
+    let mut last = Vec::new();
+    for seg in path.split('/') {
+        let decoded: Vec<u8> = btcore_core::magnet::percent_decode(seg.as_bytes())
+            .map(|b| b.unwrap_or(0))
+            .collect();
+        if decoded == b"." || decoded == b".." {
+            return false;
+        }
+        last = decoded;
+    }
+    let want: &[u8] = match what {
+        Request::Announce => b"announce",
+        Request::Scrape => b"scrape",
+    };
+    last.starts_with(want)
+}
+
+impl Http {
+    /// Checks one hop: `None` when the guard is off or a proxy resolves the host, else
+    /// the addresses the request may go to (see the module docs).
+    fn check(
+        &self,
+        uri: &ureq::http::Uri,
+        what: Request,
+        from_public: bool,
+    ) -> Result<Option<Pin>, String> {
+        if !self.guard.enabled {
+            return Ok(None);
+        }
+        let host = uri_host(uri).ok_or("URL without a host")?;
+        let port = uri_port(uri).ok_or("URL without a port")?;
+        let literal = host.parse::<IpAddr>().ok();
+        let proxied = self
+            .agent
+            .config()
+            .proxy()
+            .is_some_and(|p| !p.is_no_proxy(uri));
+        let found: Vec<SocketAddr> = match (literal, proxied) {
+            (Some(ip), _) => vec![SocketAddr::new(ip, port)],
+            (None, true) => return Ok(None),
+            (None, false) => (host, port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect(),
+        };
+        let is_local = self.guard.is_local;
+        let path_ok = tracker_path(uri.path(), what);
+        let addrs: Vec<SocketAddr> = found
+            .iter()
+            .copied()
+            .filter(|a| !is_local(a.ip()) || (path_ok && !from_public))
+            .collect();
+        if addrs.is_empty() {
+            let why = if found.is_empty() {
+                format!("cannot resolve {host}")
+            } else if from_public {
+                format!(
+                    "SSRF mitigation: a redirect from a public tracker to {host}, a local address"
+                )
+            } else {
+                format!(
+                    "SSRF mitigation: {host} is a local address and {} is not a tracker's path",
+                    uri.path()
+                )
+            };
+            return Err(why);
+        }
+        if addrs.len() < found.len() {
+            log::debug!("tracker {host}: local addresses left out (SSRF mitigation)");
+        }
+        let public = addrs.iter().any(|a| !is_local(a.ip()));
+        if proxied {
+            return Ok(None);
+        }
+        Ok(Some(Pin {
+            host: host.to_owned(),
+            port,
+            addrs,
+            public,
+        }))
+    }
+}
+
+/// Where a redirect from `base` to `location` leads (absolute, scheme-relative,
+/// absolute-path or relative reference), as an absolute `http(s)` URL.
+fn redirect_target(base: &ureq::http::Uri, location: &str) -> Result<String, String> {
+    let scheme = base.scheme_str().unwrap_or("http");
+    let authority = base.authority().map_or("", |a| a.as_str());
+    let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
+    let target = if lower.starts_with("http://") || lower.starts_with("https://") {
+        location.to_owned()
+    } else if location.contains("://") {
+        return Err(format!("redirect to an unsupported scheme: {location}"));
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else if location.starts_with('?') {
+        format!("{scheme}://{authority}{}{location}", base.path())
+    } else {
+        let path = base.path();
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{scheme}://{authority}{dir}{location}")
+    };
+    Ok(target)
 }
 
 fn http_scrape(
-    agent: &ureq::Agent,
+    agent: &Http,
     url: &str,
     hashes: &[InfoHash],
     timeout: Duration,
@@ -1254,7 +1586,7 @@ fn http_scrape(
         http::scrape_url(url.as_bytes()).ok_or("the tracker does not support scrape (BEP 48)")?;
     let mut full = String::with_capacity(url.len() + 64 * hashes.len());
     scrape.write(hashes, &mut full).map_err(|e| e.to_string())?;
-    let (status, body) = http_get(agent, &full, timeout)?;
+    let (status, body) = http_get(agent, &full, timeout, Request::Scrape)?;
     // Every bencoded value takes at least two bytes.
     let mut tokens = vec![BencodeToken::default(); body.len() / 2 + 2];
     match http::parse_scrape_response(&body, &mut tokens) {

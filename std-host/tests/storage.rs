@@ -314,8 +314,16 @@ fn open_file_cap_of_two_with_six_files() {
     let (files, g) = layout();
     let data = content(&files, g.total_len());
     let hashes = piece_hashes(&g, &data);
-    let s =
-        Storage::new(&dir.save(), files, g, StorageConfig { max_open_files: 2 }).expect("storage");
+    let s = Storage::new(
+        &dir.save(),
+        files,
+        g,
+        StorageConfig {
+            max_open_files: 2,
+            ..StorageConfig::default()
+        },
+    )
+    .expect("storage");
 
     // Several threads at once, each piece touching up to three files.
     std::thread::scope(|sc| {
@@ -570,4 +578,241 @@ fn vectored_writes_match_plain_writes_across_files() {
     );
     // Pad files were never created.
     assert_eq!(tree(&dir.save()).len(), 9);
+}
+
+// ---------------------------------------------------------------- the state directory
+
+mod state_dir {
+    use super::Scratch;
+    use btcore_core::bitfield::Bitfield;
+    use btcore_core::metainfo::{Limits, Metainfo};
+    use btcore_core::session::TorrentState;
+    use btcore_host::client::{Client, ClientOptions, TorrentView};
+    use btcore_host::create::{create_torrent, CreateOptions};
+    use btcore_host::resume::{path_bytes, FileStamp, ResumeData};
+    use btcore_host::storage::{Storage, StorageConfig};
+    use std::fs;
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    /// A client on 127.0.0.1; `seed` seeds its engine (and so its peer id).
+    fn client(save: &Path, state: Option<&Path>, seed: u64) -> Client {
+        Client::new(ClientOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            save_dir: save.to_path_buf(),
+            state_dir: state.map(Path::to_path_buf),
+            use_trackers: false,
+            seed,
+            ..ClientOptions::default()
+        })
+        .expect("client")
+    }
+
+    fn view(c: &Client) -> TorrentView {
+        c.torrents().into_iter().next_back().expect("a torrent")
+    }
+
+    fn torrent(path: &Path, name: Option<&str>) -> Vec<u8> {
+        create_torrent(
+            path,
+            &CreateOptions {
+                piece_length: Some(16 * 1024),
+                creation_date: Some(0),
+                name: name.map(String::from),
+                ..CreateOptions::default()
+            },
+        )
+        .expect("torrent")
+    }
+
+    fn info_hash(t: &[u8]) -> btcore_core::ids::InfoHash {
+        let mut tokens = Vec::new();
+        Metainfo::parse_vec(t, &mut tokens, &Limits::default())
+            .expect("torrent")
+            .info_hash()
+    }
+
+    /// `victim.bin` (four pieces) and its torrent, under `dir`.
+    fn victim(dir: &Path) -> Vec<u8> {
+        fs::create_dir_all(dir).expect("dir");
+        let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(dir.join("victim.bin"), data).expect("victim");
+        torrent(&dir.join("victim.bin"), None)
+    }
+
+    /// Resume data claiming every piece of `t`, with `stamps` as the files' stamps.
+    fn claim_all(t: &[u8], save: &Path, stamps: Vec<Option<FileStamp>>) -> Vec<u8> {
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(t, &mut tokens, &Limits::default()).expect("torrent");
+        let mut r = ResumeData::new(
+            m.info_hash(),
+            &Bitfield::full(m.num_pieces()),
+            &path_bytes(save),
+            0,
+            0,
+            None,
+        );
+        r.file_stamps = Some(stamps);
+        r.encode()
+    }
+
+    /// The attack in full: a torrent named `.btcore` carries a resume file for another
+    /// torrent; downloaded into OUTPUT with the state in OUTPUT/.btcore (the command's
+    /// default), it would land in the state directory, and the other torrent would then
+    /// start complete and "seed" with no file on disk.
+    #[test]
+    fn a_torrent_named_like_the_state_dir_cannot_plant_resume_data() {
+        let dir = Scratch::new("plant");
+        let t2 = victim(&dir.0.join("victim-src"));
+        let out = dir.0.join("out");
+        let state = out.join(".btcore");
+        let planted = claim_all(&t2, &out, vec![None]);
+        let name = ResumeData::file_name(&info_hash(&t2));
+        let seed = dir.0.join("seed");
+        fs::create_dir_all(seed.join(".btcore")).expect("seed dir");
+        fs::write(seed.join(".btcore").join(&name), &planted).expect("planted");
+        let t1 = torrent(&seed.join(".btcore"), Some(".btcore"));
+
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut a = client(&seed, None, 1);
+        a.add_torrent_file(&t1, None).expect("seed");
+        while view(&a).status.state != TorrentState::Seeding {
+            assert!(Instant::now() < end, "the seeder's check: {:?}", view(&a));
+            a.run_once(Duration::from_millis(5)).expect("seeder loop");
+        }
+        let mut b = client(&out, Some(&state), 2);
+        let id = b.add_torrent_file(&t1, None).expect("add");
+        b.add_peer(id, a.local_addr());
+        while view(&b).status.state != TorrentState::Seeding {
+            assert!(Instant::now() < end, "no download: {:?}", view(&b));
+            a.run_once(Duration::from_millis(5)).expect("seeder loop");
+            b.run_once(Duration::from_millis(5)).expect("leecher loop");
+        }
+        b.shutdown();
+        a.shutdown();
+
+        assert!(
+            !state.join(&name).exists(),
+            "the torrent wrote {name} into the state directory"
+        );
+        let landed = out.join("_.btcore").join(&name);
+        assert_eq!(fs::read(&landed).expect("saved as _.btcore"), planted);
+
+        // Whatever the state directory holds, the other torrent has no data: it must
+        // not start complete.
+        fs::write(state.join(&name), &planted).expect("plant by hand");
+        let mut c = client(&out, Some(&state), 3);
+        c.add_torrent_file(&t2, None).expect("add the victim");
+        let v = view(&c);
+        assert_ne!(v.status.state, TorrentState::Seeding, "{v:?}");
+        assert_eq!(v.status.pieces_have, 0, "{v:?}");
+        c.shutdown();
+    }
+
+    /// A resume file whose stamps match the files on disk but which claims pieces the
+    /// files are too short to hold is not trusted: what is there is checked.
+    #[test]
+    fn resume_claims_beyond_the_files_on_disk_are_checked() {
+        let dir = Scratch::new("short");
+        let src = dir.0.join("src");
+        let t = victim(&src);
+        let save = dir.0.join("save");
+        let state = dir.0.join("state");
+        fs::create_dir_all(&save).expect("save");
+        fs::create_dir_all(&state).expect("state");
+        // One piece of the four on disk, and its stamp as the storage reads it.
+        let data = fs::read(src.join("victim.bin")).expect("data");
+        fs::write(save.join("victim.bin"), &data[..16 * 1024]).expect("short file");
+        let stamps = {
+            let mut tokens = Vec::new();
+            let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+            let s = Storage::new(
+                &save,
+                m.layout().expect("layout"),
+                m.geometry(),
+                StorageConfig::default(),
+            )
+            .expect("storage");
+            s.stamps()
+        };
+        assert!(stamps[0].is_some());
+        let name = ResumeData::file_name(&info_hash(&t));
+        fs::write(state.join(&name), claim_all(&t, &save, stamps)).expect("resume");
+
+        let mut c = client(&save, Some(&state), 4);
+        c.add_torrent_file(&t, None).expect("add");
+        let end = Instant::now() + Duration::from_secs(30);
+        while view(&c).checking.is_some() {
+            assert!(Instant::now() < end, "the check did not end");
+            c.run_once(Duration::from_millis(10)).expect("loop");
+        }
+        let v = view(&c);
+        assert_eq!(v.status.state, TorrentState::Downloading, "{v:?}");
+        assert_eq!(
+            v.status.pieces_have, 1,
+            "the piece on disk, and only it: {v:?}"
+        );
+        c.shutdown();
+    }
+
+    /// The state directory's name is reserved however a case-insensitive disk spells
+    /// it, for a `--state-dir` deeper under the save directory too; when the state
+    /// directory is the save directory, the names of its files are.
+    #[test]
+    fn the_state_dirs_name_is_reserved_in_every_spelling() {
+        let dir = Scratch::new("reserved");
+        let save = dir.0.join("save");
+        fs::create_dir_all(save.join("Meta/state")).expect("dirs");
+        let src = dir.0.join("src");
+        fs::create_dir_all(src.join("x")).expect("src");
+        fs::write(src.join("x/f.bin"), [1u8; 100]).expect("file");
+        let cases = [
+            (".btcore", ".BTCORE", "_.BTCORE/f.bin"),
+            (".btcore", ".btcore. ", "_.btcore/f.bin"),
+            ("Meta/state", "meta", "_meta/f.bin"),
+            (".btcore", "other", "other/f.bin"),
+        ];
+        for (state, name, want) in cases {
+            let t = torrent(&src.join("x"), Some(name));
+            let mut tokens = Vec::new();
+            let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+            let config = StorageConfig {
+                state_dir: Some(save.join(state)),
+                ..StorageConfig::default()
+            };
+            let s = Storage::new(&save, m.layout().expect("layout"), m.geometry(), config)
+                .expect("storage");
+            let got: Vec<&str> = s.files().map(|f| f.path.as_str()).collect();
+            assert_eq!(got, [want], "state {state}, torrent {name:?}");
+        }
+        let hex = "0123456789abcdef0123456789ABCDEF01234567";
+        let same = [
+            (format!("{hex}.RESUME"), format!("_{hex}.RESUME/f.bin")),
+            (
+                format!("{hex}.resume.tmp"),
+                format!("_{hex}.resume.tmp/f.bin"),
+            ),
+            ("DHT.state".to_string(), "_DHT.state/f.bin".to_string()),
+            (".btcore".to_string(), ".btcore/f.bin".to_string()),
+            (format!("{hex}.resumes"), format!("{hex}.resumes/f.bin")),
+        ];
+        for (name, want) in same {
+            let t = torrent(&src.join("x"), Some(&name));
+            let mut tokens = Vec::new();
+            let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+            let config = StorageConfig {
+                state_dir: Some(save.join(".")),
+                ..StorageConfig::default()
+            };
+            let s = Storage::new(&save, m.layout().expect("layout"), m.geometry(), config)
+                .expect("storage");
+            let got: Vec<&str> = s.files().map(|f| f.path.as_str()).collect();
+            assert_eq!(
+                got,
+                [want.as_str()],
+                "state dir = save dir, torrent {name:?}"
+            );
+        }
+    }
 }

@@ -85,7 +85,8 @@ fn failure_body(text: &str) -> Vec<u8> {
 
 type Reply = dyn Fn(&str) -> Vec<u8> + Send + Sync;
 
-/// An HTTP tracker on 127.0.0.1 answering every request with `reply(target)`.
+/// An HTTP tracker on 127.0.0.1 answering every request with `reply(target)` (a body
+/// sent with status 200, or a whole response when it starts with `HTTP/1.1 `).
 struct HttpStub {
     url: String,
     hits: Arc<AtomicUsize>,
@@ -101,7 +102,12 @@ impl Drop for HttpStub {
 
 impl HttpStub {
     fn new(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::on([127, 0, 0, 1], reply)
+    }
+
+    /// The stub on another loopback address.
+    fn on(ip: [u8; 4], reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::from(ip), 0)).expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -127,8 +133,9 @@ impl HttpStub {
                 }
             });
         }
+        let [a, b, c, d] = ip;
         Self {
-            url: format!("http://127.0.0.1:{port}/announce"),
+            url: format!("http://{a}.{b}.{c}.{d}:{port}/announce"),
             hits,
             targets,
             stop,
@@ -166,6 +173,10 @@ fn serve_http(mut stream: TcpStream, reply: &Reply, record: &dyn Fn(&str)) -> Op
     }
     record(&target);
     let body = reply(&target);
+    if body.starts_with(b"HTTP/1.1 ") {
+        stream.write_all(&body).ok()?;
+        return stream.flush().ok();
+    }
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -315,16 +326,19 @@ fn client(timeout: Duration) -> Client {
 }
 
 fn client_with(timeout: Duration, max_parallel: usize) -> Client {
-    let notified = Arc::new(AtomicUsize::new(0));
-    let poll = Poll::new().expect("poll");
-    let waker = Waker::new(poll.registry(), WAKE).expect("waker");
-    let n = notified.clone();
-    let config = TrackerConfig {
+    client_config(TrackerConfig {
         timeout,
         max_parallel,
         rng_seed: 7,
         ..TrackerConfig::default()
-    };
+    })
+}
+
+fn client_config(config: TrackerConfig) -> Client {
+    let notified = Arc::new(AtomicUsize::new(0));
+    let poll = Poll::new().expect("poll");
+    let waker = Waker::new(poll.registry(), WAKE).expect("waker");
+    let n = notified.clone();
     let client = TrackerClient::new(
         config.clone(),
         poll.registry(),
@@ -1043,4 +1057,172 @@ fn opentracker_http_and_udp() {
     let stats = c.scrape(&http, &[InfoHash(HASH)]).expect("http scrape");
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].1.incomplete, 2);
+}
+
+// ---------------------------------------------------------------- SSRF
+
+/// A redirect answer to `location`.
+fn redirect(location: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The error the announce to `url` ended with.
+fn error_for(r: &AnnounceResult, url: &str) -> String {
+    r.errors
+        .iter()
+        .find(|(u, _)| u == url)
+        .map(|(_, e)| e.clone())
+        .unwrap_or_else(|| panic!("no error for {url}: {r:?}"))
+}
+
+/// A tracker that redirects its announces to a local service (another port of this
+/// host, a path no tracker has) is not followed: the service never sees a request.
+/// A redirect to another local tracker's announce path still is.
+#[test]
+fn a_redirect_to_a_local_service_is_not_followed() {
+    let service = HttpStub::new(|_| b"admin page".to_vec());
+    let port = service
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next());
+    let admin = format!(
+        "http://127.0.0.1:{}/cgi-bin/reboot?now=1",
+        port.expect("port")
+    );
+    let tracker = {
+        let admin = admin.clone();
+        HttpStub::new(move |_| redirect(&admin))
+    };
+    let mut c = client(Duration::from_secs(5));
+    c.announce(1, &[&[&tracker.url]], 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(tracker.hits(), 1);
+    assert_eq!(service.hits(), 0, "the redirect reached {admin}: {r:?}");
+    assert!(r.tracker.is_none() && r.peers.is_empty(), "{r:?}");
+    let e = error_for(&r, &tracker.url);
+    assert!(e.contains("SSRF"), "{e}");
+
+    // A local tracker's announce path is a tracker's: followed.
+    let real = HttpStub::new(|_| ok_body());
+    let moved = {
+        let to = real.url.clone();
+        HttpStub::new(move |_| redirect(&to))
+    };
+    c.announce(2, &[&[&moved.url]], 6881, None);
+    let r = c.result();
+    assert_eq!(r.peers, two_peers(), "{r:?}");
+    assert_eq!(real.hits(), 1);
+    assert_eq!(
+        real.last_target(),
+        "/announce",
+        "the Location, as it was given"
+    );
+}
+
+/// A tracker URL naming a local service by a host name (resolved to 127.0.0.1, then
+/// checked) is refused before any connection.
+#[test]
+fn a_tracker_url_on_a_local_service_path_is_refused() {
+    let service = HttpStub::new(|_| ok_body());
+    let port = service
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next());
+    let url = format!("http://localhost:{}/admin/../announce", port.expect("port"));
+    let mut c = client(Duration::from_secs(5));
+    c.announce(1, &[&[&url]], 6881, None);
+    let r = c.result();
+    assert_eq!(service.hits(), 0, "{r:?}");
+    assert!(error_for(&r, &url).contains("SSRF"), "{r:?}");
+}
+
+/// Which addresses count as local is a setting: with 127.0.0.1 taken for a public
+/// address and 127.0.0.2 for a local one, a tracker at 127.0.0.1 redirecting to a
+/// tracker's path at 127.0.0.2 is refused (a public tracker may not lead us into the
+/// local network), while a redirect that stays on 127.0.0.1 is followed.
+#[test]
+fn a_public_tracker_cannot_redirect_into_the_local_network() {
+    fn only_127_0_0_1_is_public(ip: std::net::IpAddr) -> bool {
+        ip != std::net::IpAddr::from([127, 0, 0, 1])
+    }
+    let Ok(probe) = TcpListener::bind("127.0.0.2:0") else {
+        eprintln!("127.0.0.2 cannot be bound here: skipped");
+        return;
+    };
+    drop(probe);
+    let local = HttpStub::on([127, 0, 0, 2], |_| ok_body());
+    let tracker = {
+        let to = local.url.clone();
+        HttpStub::new(move |_| redirect(&to))
+    };
+    let mut c = client_config(TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        ssrf: tracker::SsrfGuard {
+            enabled: true,
+            is_local: only_127_0_0_1_is_public,
+        },
+        ..TrackerConfig::default()
+    });
+    c.announce(1, &[&[&tracker.url]], 6881, None);
+    let r = c.result();
+    assert_eq!(local.hits(), 0, "{r:?}");
+    assert!(error_for(&r, &tracker.url).contains("public"), "{r:?}");
+
+    let public = HttpStub::new(|_| ok_body());
+    let hop = {
+        let to = public.url.clone();
+        HttpStub::new(move |_| redirect(&to))
+    };
+    c.announce(2, &[&[&hop.url]], 6881, None);
+    assert_eq!(c.result().peers, two_peers());
+    assert_eq!(public.hits(), 1);
+}
+
+#[test]
+fn local_addresses() {
+    use std::net::IpAddr;
+    for local in [
+        "127.0.0.1",
+        "127.3.4.5",
+        "10.1.2.3",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:192.168.1.1",
+        "::ffff:127.0.0.1",
+        "::127.0.0.1",
+        "64:ff9b::10.0.0.1",
+        "2002:c0a8:0101::1",
+        "ff02::1",
+    ] {
+        let ip: IpAddr = local.parse().expect("ip");
+        assert!(tracker::is_local_address(ip), "{local} is local");
+    }
+    for public in [
+        "1.1.1.1",
+        "8.8.8.8",
+        "172.32.0.1",
+        "100.128.0.1",
+        "2606:4700::1111",
+        "::ffff:8.8.8.8",
+        "2002:0808:0808::1",
+    ] {
+        let ip: IpAddr = public.parse().expect("ip");
+        assert!(!tracker::is_local_address(ip), "{public} is public");
+    }
 }

@@ -15,6 +15,10 @@
 //! v1 part, after checking that its v2 file tree describes the same files.
 
 pub mod path;
+#[cfg(feature = "alloc")]
+mod unicode;
+#[cfg(feature = "alloc")]
+mod unicode_tables;
 mod v2;
 
 #[cfg(feature = "alloc")]
@@ -40,6 +44,12 @@ pub struct Limits {
     pub max_files: u32,
     /// Most elements in one file path. Default 64.
     pub max_path_depth: u32,
+    /// Most bytes of file paths in all: every file's path as laid out (the torrent's
+    /// name, each element cut to 255 bytes, separators) and every symlink target
+    /// added up, counted from the raw lengths before anything is allocated. It bounds
+    /// what [`Metainfo::layout`] and a host's storage keep per file (the name is
+    /// repeated in every path). Default 64 MiB.
+    pub max_total_path_bytes: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +60,7 @@ impl Default for Limits {
             max_piece_length: 1 << 30,
             max_files: 1_000_000,
             max_path_depth: 64,
+            max_total_path_bytes: 64 << 20,
         }
     }
 }
@@ -101,6 +112,8 @@ pub enum ErrorKind {
     V2Only,
     /// Too many files with the same path to rename them all.
     TooManyDuplicateFilenames,
+    /// The file paths add up to more than [`Limits::max_total_path_bytes`].
+    PathsTooLong,
 }
 
 impl ErrorKind {
@@ -124,6 +137,7 @@ impl ErrorKind {
             Self::InvalidFileTree => "invalid v2 'file tree'",
             Self::V2Only => "v2-only torrent (BEP 52) is not supported yet",
             Self::TooManyDuplicateFilenames => "too many duplicate file names",
+            Self::PathsTooLong => "file paths too long in all",
         }
     }
 }
@@ -323,7 +337,7 @@ impl<'a> Metainfo<'a> {
                 let Some(list) = fv.as_list() else {
                     return fail(Some(&fv), ErrorKind::InvalidLength);
                 };
-                let (total, n) = check_files(list, limits)?;
+                let (total, n) = check_files(list, name.bytes().len(), limits)?;
                 (Files::Multi { list }, total, n)
             }
             None => {
@@ -505,11 +519,13 @@ fn file_length(f: &Dict<'_>, attr: FileAttr) -> Result<u64, MetainfoError> {
     }
 }
 
+/// Checks a `path` (or `symlink path`) list; returns the most bytes it can take once
+/// sanitized, separators included.
 fn check_path_list(
     l: Option<Value<'_>>,
     limits: &Limits,
     fv: &Value<'_>,
-) -> Result<(), MetainfoError> {
+) -> Result<u64, MetainfoError> {
     let Some(lv) = l else {
         return fail(Some(fv), ErrorKind::MissingName);
     };
@@ -519,21 +535,32 @@ fn check_path_list(
     if list.len() > limits.max_path_depth as usize {
         return fail(Some(&lv), ErrorKind::PathTooDeep);
     }
-    if let Some(bad) = list.iter().find(|e| e.as_bytes().is_none()) {
-        return fail(Some(&bad), ErrorKind::InvalidPath);
+    let mut bytes = 0u64;
+    for e in list.iter() {
+        let Some(b) = e.as_bytes() else {
+            return fail(Some(&e), ErrorKind::InvalidPath);
+        };
+        bytes += b.len().min(path::MAX_ELEMENT_LEN) as u64 + 1;
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Checks every entry of a multi-file `files` list; returns the total size and count.
-fn check_files(list: List<'_>, limits: &Limits) -> Result<(u64, u32), MetainfoError> {
+fn check_files(
+    list: List<'_>,
+    name_len: usize,
+    limits: &Limits,
+) -> Result<(u64, u32), MetainfoError> {
     if list.is_empty() {
         return fail(Some(&list.value()), ErrorKind::NoFiles);
     }
     if list.len() > limits.max_files as usize {
         return fail(Some(&list.value()), ErrorKind::TooManyFiles);
     }
+    // Every path starts with the name; a `_` leaf may be added (see `path`).
+    let root = name_len.min(path::MAX_ELEMENT_LEN) as u64 + 2;
     let mut total: u64 = 0;
+    let mut path_bytes: u64 = 0;
     for fv in list.iter() {
         let Some(f) = fv.as_dict() else {
             return fail(Some(&fv), ErrorKind::InvalidLength);
@@ -542,13 +569,19 @@ fn check_files(list: List<'_>, limits: &Limits) -> Result<(u64, u32), MetainfoEr
         let len = file_length(&f, attr)?;
         let path = f.get(b"path.utf-8").or_else(|| f.get(b"path"));
         if !(attr.pad && path.is_none()) {
-            check_path_list(path, limits, &fv)?;
+            path_bytes += root + check_path_list(path, limits, &fv)?;
         }
         if attr.symlink {
-            check_path_list(f.get(b"symlink path"), limits, &fv).map_err(|e| MetainfoError {
-                kind: ErrorKind::InvalidPath,
-                ..e
-            })?;
+            path_bytes +=
+                2 + check_path_list(f.get(b"symlink path"), limits, &fv).map_err(|e| {
+                    MetainfoError {
+                        kind: ErrorKind::InvalidPath,
+                        ..e
+                    }
+                })?;
+        }
+        if path_bytes > limits.max_total_path_bytes {
+            return fail(Some(&fv), ErrorKind::PathsTooLong);
         }
         total = match total.checked_add(len) {
             Some(t) if t <= i64::MAX as u64 => t,

@@ -1,20 +1,30 @@
 //! Sanitizing file paths from torrents so that no file can land outside the download
-//! directory.
+//! directory, and telling when two names are one file on the disks a NAS serves.
 //!
 //! A path element from a torrent is raw bytes. It becomes a file name as follows:
 //! - empty elements, `.` and `..` are dropped (they would address the parent);
 //! - `/`, `\`, NUL and other control characters, and the characters Windows forbids
 //!   (`:*?"<>|`), become `_`, so an element can never hold a separator or a drive;
 //! - bytes that are not UTF-8 become `_` (names are shown to people and sent as JSON);
-//! - names that Windows reserves for devices (`CON`, `NUL`, `COM1`, ...) get a `_`
-//!   in front (a NAS shares its disk over SMB);
 //! - an element is cut to 255 bytes (the usual file-name limit) on a character
-//!   boundary.
+//!   boundary;
+//! - trailing dots and spaces are removed (Windows and SMB drop them, so `a.` and `a`
+//!   would be one file there; Transmission does the same), and an element left empty
+//!   becomes `_`;
+//! - names that Windows reserves for devices get a `_` in front (a NAS shares its
+//!   disk over SMB): `CON`, `PRN`, `AUX`, `NUL`, `CLOCK$`, `CONIN$`, `CONOUT$`,
+//!   `COM0`-`COM9`, `LPT0`-`LPT9` and `COM¹²³`/`LPT¹²³`, in any case, alone or before
+//!   an extension (`nul.tar.gz`), trailing spaces of the stem ignored.
 //!
 //! The result is a relative path made only of ordinary names joined with `/`. This is
 //! one of the three conformant answers libtorrent and Transmission give (rename,
 //! replace, reject); two files that end up with the same path are told apart by
 //! [`super::Metainfo::layout`].
+//!
+//! With the `alloc` feature, [`push_name_key`] gives the key under which a
+//! case-insensitive, normalization-insensitive file system (Windows, SMB, macOS, ext4
+//! with casefolding) files a sanitized name: two names with the same key are one file
+//! there. [`same_name`] compares two raw names that way.
 
 use core::fmt;
 
@@ -51,6 +61,13 @@ impl Out<'_> {
         self.len = end;
         Ok(())
     }
+
+    /// Drops the trailing dots and spaces written since `start`.
+    fn trim_end(&mut self, start: usize) {
+        while self.len > start && trailing(self.buf[self.len - 1]) {
+            self.len -= 1;
+        }
+    }
 }
 
 fn is_dropped(raw: &[u8]) -> bool {
@@ -61,25 +78,29 @@ fn bad_char(c: char) -> bool {
     c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
 }
 
-fn is_reserved(raw: &[u8]) -> bool {
-    let stem = raw.split(|&b| b == b'.').next().unwrap_or_default();
-    let up = |i: usize| stem.get(i).map(u8::to_ascii_uppercase);
-    match stem.len() {
-        3 => matches!(
-            [up(0), up(1), up(2)],
-            [Some(b'C'), Some(b'O'), Some(b'N')]
-                | [Some(b'P'), Some(b'R'), Some(b'N')]
-                | [Some(b'A'), Some(b'U'), Some(b'X')]
-                | [Some(b'N'), Some(b'U'), Some(b'L')]
-        ),
-        4 => {
-            let head = [up(0), up(1), up(2)];
-            let com = head == [Some(b'C'), Some(b'O'), Some(b'M')];
-            let lpt = head == [Some(b'L'), Some(b'P'), Some(b'T')];
-            (com || lpt) && matches!(stem[3], b'1'..=b'9')
-        }
-        _ => false,
+/// Whether a sanitized name is one Windows keeps for a device (see the module docs).
+fn is_reserved(name: &[u8]) -> bool {
+    let stem = name.split(|&b| b == b'.').next().unwrap_or_default();
+    let end = stem.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    let stem = &stem[..end];
+    const WHOLE: [&[u8]; 7] = [
+        b"CON", b"PRN", b"AUX", b"NUL", b"CLOCK$", b"CONIN$", b"CONOUT$",
+    ];
+    if WHOLE.iter().any(|w| stem.eq_ignore_ascii_case(w)) {
+        return true;
     }
+    if stem.len() < 4 {
+        return false;
+    }
+    let (head, tail) = stem.split_at(3);
+    (head.eq_ignore_ascii_case(b"COM") || head.eq_ignore_ascii_case(b"LPT"))
+        // A digit, or a superscript one, two or three (U+00B9, U+00B2, U+00B3).
+        && matches!(tail, [b'0'..=b'9'] | [0xc2, 0xb9 | 0xb2 | 0xb3])
+}
+
+/// Whether a byte ends a name that Windows would shorten.
+fn trailing(b: u8) -> bool {
+    b == b'.' || b == b' '
 }
 
 /// Writes one sanitized element; returns `false` (writing nothing) for a dropped one.
@@ -88,25 +109,38 @@ fn write_element(raw: &[u8], out: &mut Out<'_>) -> Result<bool, PathError> {
         return Ok(false);
     }
     let start = out.len;
-    if is_reserved(raw) {
-        out.push(b"_")?;
-    }
     let mut tmp = [0u8; 4];
-    for chunk in raw.utf8_chunks() {
+    'chars: for chunk in raw.utf8_chunks() {
         for c in chunk.valid().chars() {
             let c = if bad_char(c) { '_' } else { c };
             let enc = c.encode_utf8(&mut tmp).as_bytes();
             if out.len - start + enc.len() > MAX_ELEMENT_LEN {
-                return Ok(true);
+                break 'chars;
             }
             out.push(enc)?;
         }
         for _ in chunk.invalid() {
             if out.len - start + 1 > MAX_ELEMENT_LEN {
-                return Ok(true);
+                break 'chars;
             }
             out.push(b"_")?;
         }
+    }
+    out.trim_end(start);
+    if out.len == start {
+        out.push(b"_")?;
+    }
+    if is_reserved(&out.buf[start..out.len]) {
+        // Room for the `_` in front: the last character goes if the name is full.
+        if out.len - start == MAX_ELEMENT_LEN {
+            out.len -= 1;
+            while out.len > start && out.buf[out.len] & 0xc0 == 0x80 {
+                out.len -= 1;
+            }
+        }
+        out.push(b"_")?;
+        out.buf[start..out.len].rotate_right(1);
+        out.trim_end(start);
     }
     Ok(true)
 }
@@ -156,6 +190,56 @@ pub fn join_sanitized<'a, 'o>(
     Ok(core::str::from_utf8(&out[..len]).unwrap_or_default())
 }
 
+/// One character folded the way case-insensitive file systems compare names: lowered,
+/// raised and lowered again, so that every pair Unicode's case folding joins gets one
+/// form (`K`, `k` and the Kelvin sign; `ς`, `σ` and `Σ`; `ſ` and `s`; `ẞ`, `ß` and
+/// `ss`). It joins a few pairs more than NTFS's upcase table does (`ß` and `ss`): a
+/// name taken for another is renamed, which costs nothing.
+#[cfg(feature = "alloc")]
+fn fold(c: char, mut emit: impl FnMut(char)) {
+    for l in c.to_lowercase() {
+        for u in l.to_uppercase() {
+            u.to_lowercase().for_each(&mut emit);
+        }
+    }
+}
+
+/// Appends to `out` the key under which a case-insensitive file system files the
+/// sanitized name `name` (see the module docs): Unicode case folded, canonically
+/// decomposed (NFD), so `Ä`, `ä` and `a` + U+0308 have one key. Two names with the
+/// same key are one file on Windows, SMB, macOS or ext4 with casefolding.
+#[cfg(feature = "alloc")]
+pub fn push_name_key(name: &str, out: &mut alloc::vec::Vec<u8>) {
+    if name.is_ascii() {
+        out.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+        return;
+    }
+    let mut chars = alloc::vec::Vec::with_capacity(name.len());
+    for c in name.chars() {
+        super::unicode::decompose(c, |d| {
+            fold(d, |f| super::unicode::decompose(f, |g| chars.push(g)))
+        });
+    }
+    super::unicode::reorder(&mut chars);
+    let mut tmp = [0u8; 4];
+    for c in chars {
+        out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+    }
+}
+
+/// Whether two raw path elements become one file on a case-insensitive,
+/// normalization-insensitive file system once sanitized.
+#[cfg(feature = "alloc")]
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let key = |raw: &[u8]| {
+        let mut buf = [0u8; MAX_ELEMENT_LEN + 1];
+        let mut k = alloc::vec::Vec::new();
+        push_name_key(sanitize_element(raw, &mut buf).unwrap_or_default(), &mut k);
+        k
+    };
+    key(a) == key(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +268,28 @@ mod tests {
             "t/_CON.txt/_com1/COMA"
         );
         assert_eq!(join(&[b"t", "é/ü".as_bytes()], true), "t/é_ü");
+        // What Windows would shorten or take for a device.
+        assert_eq!(join(&[b"t", b"a. .", b"...", b" "], true), "t/a/_/_");
+        assert_eq!(
+            join(
+                &[b"t", b"CONIN$", b"conout$.x", b"Clock$", b"nul .txt"],
+                true
+            ),
+            "t/_CONIN$/_conout$.x/_Clock$/_nul .txt"
+        );
+        assert_eq!(
+            join(
+                &[b"t", "COM¹".as_bytes(), b"lpt0.a", b"COM10", b"CONX"],
+                true
+            ),
+            "t/_COM¹/_lpt0.a/COM10/CONX"
+        );
+        // A device name at the longest: the `_` takes the last character's place.
+        let mut dev = b"AUX.".to_vec();
+        dev.extend_from_slice(&[b'x'; 260]);
+        let got = join(&[&dev], false);
+        assert_eq!(got.len(), MAX_ELEMENT_LEN);
+        assert!(got.starts_with("_AUX.xx"));
         let long = [b'a'; 400];
         assert_eq!(join(&[&long], false).len(), MAX_ELEMENT_LEN);
         let mut small = [0u8; 3];
@@ -200,5 +306,19 @@ mod tests {
         assert!(is_usable_name(b"/"));
         let mut buf = [0u8; 8];
         assert_eq!(sanitize_element(b"..", &mut buf), Ok(""));
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn same_names() {
+        assert!(same_name(b".BTCORE", b".btcore"));
+        assert!(same_name(b".btcore. ", b".btcore"));
+        assert!(same_name("\u{c5}".as_bytes(), "a\u{30a}".as_bytes()));
+        assert!(
+            same_name("\u{212b}".as_bytes(), "\u{e5}".as_bytes()),
+            "Angstrom sign"
+        );
+        assert!(!same_name(b"a", b"b"));
+        assert!(!same_name(b"con", b"_con.x"));
     }
 }

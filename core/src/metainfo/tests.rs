@@ -210,3 +210,150 @@ fn limits_are_configuration() {
     let mut enough = [Token::default(); 64];
     assert!(Metainfo::parse(&t, &mut enough, &Limits::default()).is_ok());
 }
+
+/// A name as Windows, SMB, macOS or ext4 with casefolding would file it: trailing
+/// dots and spaces dropped, NFD, case folded (the reference crate's NFD, and Rust's
+/// case mappings, not the code under test).
+fn disk_name(elem: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let trimmed = elem.trim_end_matches(['.', ' ']);
+    let folded: String = trimmed
+        .nfd()
+        .flat_map(char::to_lowercase)
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded.nfd().collect()
+}
+
+/// Whether Windows takes `elem` for a device.
+fn is_device(elem: &str) -> bool {
+    let stem = elem.split('.').next().unwrap_or_default().trim_end();
+    let up = stem.to_uppercase();
+    ["CON", "PRN", "AUX", "NUL", "CLOCK$", "CONIN$", "CONOUT$"].contains(&up.as_str())
+        || ((up.starts_with("COM") || up.starts_with("LPT"))
+            && up.chars().count() == 4
+            && up
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_digit() || "¹²³".contains(c)))
+}
+
+/// Every path is a distinct file on such a disk, no file takes a directory's place,
+/// and no element is a device.
+fn assert_distinct_on_disk(paths: &[String]) {
+    let mut files = std::collections::BTreeSet::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in paths {
+        let elems: Vec<String> = p.split('/').map(disk_name).collect();
+        for e in p.split('/') {
+            assert!(!is_device(e), "{p:?}: {e:?} is a device on Windows");
+            assert_eq!(
+                e,
+                e.trim_end_matches(['.', ' ']),
+                "{p:?}: trailing dot or space"
+            );
+        }
+        for i in 1..elems.len() {
+            dirs.insert(elems[..i].join("/"));
+        }
+        assert!(
+            files.insert(elems.join("/")),
+            "{p:?} is another file's path on disk"
+        );
+    }
+    if let Some(clash) = files.iter().find(|f| dirs.contains(*f)) {
+        panic!("a file takes a directory's place: {clash:?}");
+    }
+}
+
+#[test]
+fn names_one_file_on_case_insensitive_disks_are_told_apart() {
+    let cases: &[(&[&[u8]], u64)] = &[
+        (&["Äpfel.txt".as_bytes()], 1),
+        (&["äPFEL.TXT".as_bytes()], 1),
+        // NFC and NFD of one name.
+        (&["caf\u{e9}.txt".as_bytes()], 1),
+        (&["cafe\u{301}.txt".as_bytes()], 1),
+        (&["CAFE\u{301}.TXT".as_bytes()], 1),
+        // Unicode case: the Kelvin sign, final sigma, sharp s.
+        (&["\u{212a}elvin".as_bytes()], 1),
+        (&[b"kelvin"], 1),
+        (&["ΟΔΟΣ".as_bytes()], 1),
+        (&["οδος".as_bytes()], 1),
+        (&["οδοσ".as_bytes()], 1),
+        (&["straße".as_bytes()], 1),
+        (&["STRASSE".as_bytes()], 1),
+        // Trailing dots and spaces.
+        (&[b"notes"], 1),
+        (&[b"notes."], 1),
+        (&[b"notes "], 1),
+        (&[b"notes. ."], 1),
+        // Devices, and a name that is what a device is renamed to.
+        (&[b"CONIN$"], 1),
+        (&[b"conout$.log"], 1),
+        (&[b"nul.tar.gz"], 1),
+        (&["COM¹".as_bytes()], 1),
+        (&[b"lpt0"], 1),
+        (&[b"CON ", b"x"], 1),
+        (&[b"_con", b"x"], 1),
+        // A file on a directory's path, in another case.
+        (&["Ünder".as_bytes()], 1),
+        (&["u\u{308}nder".as_bytes(), b"leaf"], 1),
+        (&["u\u{308}nder.".as_bytes(), b"leaf"], 1),
+    ];
+    let t = multi(b"t", cases, 16_384);
+    let mut toks = Vec::new();
+    let m = Metainfo::parse_vec(&t, &mut toks, &Limits::default()).expect("loads");
+    let paths: Vec<String> = m
+        .layout()
+        .expect("layout")
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_distinct_on_disk(&paths);
+    // The first of each group keeps its name (libtorrent's rule), later ones are
+    // numbered; devices get a `_` in front.
+    assert_eq!(paths[0], "t/Äpfel.txt");
+    assert_eq!(paths[1], "t/äPFEL.1.TXT");
+    assert_eq!(paths[2], "t/caf\u{e9}.txt");
+    assert_eq!(paths[3], "t/cafe\u{301}.1.txt");
+    assert_eq!(paths[12], "t/notes");
+    assert_eq!(paths[13], "t/notes.1");
+    assert_eq!(paths[16], "t/_CONIN$");
+    assert_eq!(paths[18], "t/_nul.tar.gz");
+    assert_eq!(paths[21], "t/_CON/x");
+    assert_eq!(paths[22], "t/_con/x.1");
+    assert_eq!(
+        paths[23], "t/Ünder.1",
+        "a file on a directory's path is renamed"
+    );
+    assert_eq!(paths[24], "t/u\u{308}nder/leaf");
+    assert_eq!(paths[25], "t/u\u{308}nder/leaf.1");
+}
+
+#[test]
+fn total_path_bytes_are_bounded_before_layout() {
+    let name = [b'n'; 300];
+    const F: &[&[u8]] = &[b"f"];
+    let files: Vec<(&[&[u8]], u64)> = (0..100).map(|_| (F, 1)).collect();
+    let t = multi(&name, &files, 16_384);
+    let mut toks = Vec::new();
+    // Each path counts the name (cut to 255) once more.
+    let tight = Limits {
+        max_total_path_bytes: 100 * 255,
+        ..Limits::default()
+    };
+    assert_eq!(
+        Metainfo::parse_vec(&t, &mut toks, &tight)
+            .expect_err("over the bound")
+            .kind,
+        ErrorKind::PathsTooLong
+    );
+    let mut toks = Vec::new();
+    let enough = Limits {
+        max_total_path_bytes: 100 * 300,
+        ..Limits::default()
+    };
+    assert!(Metainfo::parse_vec(&t, &mut toks, &enough).is_ok());
+}
