@@ -105,6 +105,11 @@ impl Lookup {
         self.k * 4
     }
 
+    /// Candidates held (at most `4 * k`, plus any still awaited beyond).
+    pub fn candidates(&self) -> usize {
+        self.cands.len()
+    }
+
     /// Adds a candidate (ignored if already known by id, address or, restricted,
     /// by IP or subnet, or too far).
     pub fn add(&mut self, info: NodeInfo) {

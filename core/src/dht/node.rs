@@ -135,6 +135,8 @@ pub struct DhtStats {
     pub buckets: usize,
     /// Lookups running.
     pub lookups_running: usize,
+    /// Candidates held by the running lookups.
+    pub lookup_candidates: usize,
     /// Lookups finished.
     pub lookups_done: u64,
     /// Queries sent.
@@ -255,6 +257,7 @@ impl Dht {
             replacements: self.table.replacement_count(),
             buckets: self.table.bucket_count(),
             lookups_running: self.lookups.len(),
+            lookup_candidates: self.lookups.iter().map(Lookup::candidates).sum(),
             stored_peers: self.store.len(),
             stored_torrents: self.store.hash_count(),
             queries_in_flight: self.outstanding.len(),
