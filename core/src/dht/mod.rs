@@ -21,9 +21,11 @@
 //! randomness other than the host's seed.
 //!
 //! Work per datagram is bounded: the parse uses a fixed token table, an answer
-//! needs one scan of the routing table (at most 160 × k nodes), queries beyond a
-//! per-address rate are dropped unanswered, and responses are only accepted for
-//! transactions in flight, from the address they were sent to.
+//! needs a few scans of the routing table (at most 160 buckets of k nodes and k
+//! replacements), an announce into a full store one scan of its torrents (at most
+//! [`StoreLimits::hashes`]), queries beyond a per-address rate are dropped
+//! unanswered, and responses are only accepted for transactions in flight, from the
+//! address they were sent to.
 //!
 //! # One party, many nodes
 //!

@@ -24,7 +24,8 @@ pub struct DhtConfig {
     pub id: NodeId,
     /// Key for write tokens (from the host's randomness; never sent).
     pub token_key: [u8; 20],
-    /// Addresses asked first when the routing table is empty.
+    /// Addresses asked first, and again while the routing table holds fewer than k
+    /// nodes (after 10 s, then backing off to every 2 minutes).
     pub bootstrap: Vec<SocketAddr>,
     /// Routing table settings (k = 8, one entry per IP address).
     pub table: TableConfig,
