@@ -39,6 +39,8 @@ pub struct DhtOptions {
     pub bootstrap: Vec<String>,
     /// Where the routing table is kept (`dht.state`).
     pub state_dir: Option<PathBuf>,
+    /// The low-memory profile's limits ([`DhtConfig::low_memory`]).
+    pub low_memory: bool,
 }
 
 fn random_bytes<const N: usize>(fallback: u64) -> [u8; N] {
@@ -93,7 +95,12 @@ impl DhtHost {
             .as_ref()
             .map(|s| s.0)
             .unwrap_or_else(|| random_bytes::<20>(seed));
-        let mut cfg = DhtConfig::new(id, random_bytes::<20>(seed ^ 0x5eed));
+        let key = random_bytes::<20>(seed ^ 0x5eed);
+        let mut cfg = if opts.low_memory {
+            DhtConfig::low_memory(id, key)
+        } else {
+            DhtConfig::new(id, key)
+        };
         let names: Vec<String> = if opts.bootstrap.is_empty() {
             DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect()
         } else {

@@ -550,3 +550,401 @@ pub fn mse(data: &[u8]) -> bool {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// dht_node
+// ---------------------------------------------------------------------------------------
+
+/// The fixed remote addresses of `dht_node`: two ports of one IP, a neighbour in its
+/// /24, others, IPv6, loopback and the first one written as IPv4-mapped IPv6.
+fn dht_sources() -> [std::net::SocketAddr; 8] {
+    [
+        "192.0.2.1:6881",
+        "192.0.2.1:6882",
+        "192.0.2.2:6881",
+        "198.51.100.7:1000",
+        "203.0.113.9:6881",
+        "[2001:db8::1]:6881",
+        "127.0.0.1:7000",
+        "[::ffff:192.0.2.1]:6883",
+    ]
+    .map(|s| s.parse().expect("address"))
+}
+
+/// What the `dht_node` harness remembers of the node's output, to answer it.
+#[derive(Default)]
+struct DhtHarness {
+    /// Addresses the node sent queries to lately, newest last (source 8 is the
+    /// newest, 9 the one before, ...).
+    recent: Vec<std::net::SocketAddr>,
+    /// The last query's transaction id per address.
+    tids: std::collections::HashMap<std::net::SocketAddr, Vec<u8>>,
+    /// The last write token the node gave each address.
+    tokens: std::collections::HashMap<std::net::SocketAddr, Vec<u8>>,
+    /// Node ids heard of per address (from queries and nodes lists given to the node).
+    ids: std::collections::HashMap<std::net::SocketAddr, [u8; 20]>,
+}
+
+impl DhtHarness {
+    fn source(&self, i: u8) -> std::net::SocketAddr {
+        let fixed = dht_sources();
+        let i = usize::from(i % 16);
+        if i < 8 || self.recent.is_empty() {
+            fixed[i % 8]
+        } else {
+            self.recent[self.recent.len() - 1 - (i - 8) % self.recent.len()]
+        }
+    }
+
+    fn remember_id(&mut self, addr: std::net::SocketAddr, id: [u8; 20]) {
+        if self.ids.len() >= 1024 {
+            self.ids.clear();
+        }
+        self.ids.insert(addr, id);
+    }
+
+    /// Drains the node's datagrams and events; checks each datagram parses and fits.
+    fn drain(&mut self, dht: &mut btcore_core::dht::Dht, now: btcore_core::time::Instant) {
+        use btcore_core::dht::krpc::{self, Body};
+        use btcore_core::dht::DhtEvent;
+        let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        while let Some((to, n)) = dht.poll_transmit(now, &mut buf) {
+            assert!(n <= krpc::MAX_DATAGRAM);
+            let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
+            let m = krpc::parse(&buf[..n], &mut tokens).expect("the node's datagrams parse");
+            match m.body {
+                Body::Query(_) => {
+                    if self.tids.len() >= 1024 {
+                        self.tids.clear();
+                    }
+                    self.tids.insert(to, m.tid.to_vec());
+                    self.recent.retain(|a| *a != to);
+                    self.recent.push(to);
+                    if self.recent.len() > 8 {
+                        self.recent.remove(0);
+                    }
+                }
+                Body::Response(r) => {
+                    if let Some(t) = r.token {
+                        if self.tokens.len() >= 1024 {
+                            self.tokens.clear();
+                        }
+                        self.tokens.insert(to, t.to_vec());
+                    }
+                    assert!(r.values.len() <= dht.config().max_values_per_response);
+                }
+                Body::Error(_) => {}
+            }
+        }
+        let k = dht.table().config().k;
+        while let Some(ev) = dht.poll_event() {
+            match ev {
+                DhtEvent::Peers { peers, .. } => assert!(peers.len() <= krpc::MAX_VALUES),
+                DhtEvent::LookupDone { closest, .. } => assert!(closest.len() <= k),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The memory bounds and the anti-Sybil invariants of a DHT node.
+fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
+    use std::collections::HashSet;
+    let cfg = dht.config();
+    let tc = *dht.table().config();
+    let s = dht.stats(now);
+    assert!(s.buckets >= 1 && s.buckets <= tc.max_buckets);
+    assert!(s.nodes <= s.buckets * tc.k, "{s:?}");
+    assert!(s.replacements <= s.buckets * tc.replacements, "{s:?}");
+    assert!(s.lookups_running <= cfg.max_lookups);
+    assert!(
+        s.lookup_candidates <= cfg.max_lookups * (4 * tc.k + cfg.alpha),
+        "{s:?}"
+    );
+    assert!(s.queries_in_flight <= cfg.max_outstanding);
+    assert!(s.queued_datagrams <= cfg.max_transmit_queue);
+    assert!(s.queued_events <= cfg.max_events);
+    let limits = dht.store().limits();
+    assert!(s.stored_peers <= limits.total, "{s:?}");
+    assert!(s.stored_torrents <= limits.hashes, "{s:?}");
+    let mut total = 0;
+    for (_, peers) in dht.store().iter() {
+        let peers: Vec<_> = peers.collect();
+        assert!(!peers.is_empty() && peers.len() <= limits.per_hash);
+        total += peers.len();
+        let mut ips = HashSet::new();
+        for p in &peers {
+            let ip = p.ip().to_canonical();
+            if !ip.is_loopback() {
+                assert!(ips.insert(ip), "two peers of {ip} in one torrent");
+                assert!(dht.store().count_for_ip(ip) <= limits.per_ip);
+            }
+        }
+    }
+    assert_eq!(total, s.stored_peers);
+    // The routing table: only confirmed nodes in buckets, one entry per IP, one per
+    // /24 (/64) per bucket, loopback exempt.
+    let mut hosts = HashSet::new();
+    let subnet = |ip: std::net::IpAddr| match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => a.octets()[..3].to_vec(),
+        std::net::IpAddr::V6(a) => a.octets()[..8].to_vec(),
+    };
+    for (nodes, replacements) in dht.table().buckets() {
+        assert!(nodes.len() <= tc.k && replacements.len() <= tc.replacements);
+        assert!(
+            nodes.iter().all(|n| n.confirmed()),
+            "an unconfirmed node in a bucket"
+        );
+        let mut subnets = HashSet::new();
+        for n in nodes.iter().chain(replacements) {
+            assert_ne!(n.info.id, dht.id());
+            let ip = n.info.addr.ip().to_canonical();
+            if ip.is_loopback() {
+                assert!(hosts.insert((ip, n.info.addr.port())));
+            } else {
+                assert!(hosts.insert((ip, 0)), "two entries of {ip}");
+                assert!(subnets.insert(subnet(ip)), "two entries of {ip}'s subnet");
+            }
+        }
+    }
+}
+
+/// Reads a `dht_node` script; bytes past the end read as zero.
+struct ByteReader<'a>(&'a [u8]);
+
+impl ByteReader<'_> {
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        let mut v = a.to_vec();
+        v.resize(n, 0);
+        v
+    }
+    fn byte(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+    fn u16(&mut self) -> u16 {
+        let b = self.take(2);
+        u16::from_le_bytes([b[0], b[1]])
+    }
+}
+
+/// A node id in bucket `bit % 160` of `own`, with `tail` at the end.
+fn dht_id_near(own: [u8; 20], bit: u8, tail: [u8; 2]) -> [u8; 20] {
+    let mut id = own;
+    let bit = usize::from(bit) % 160;
+    id[bit / 8] ^= 0x80 >> (bit % 8);
+    id[18] ^= tail[0];
+    id[19] ^= tail[1];
+    id
+}
+
+/// `dht_node`: a DHT node (`Dht`) fed a script of steps from several source
+/// addresses, its output drained after each, and its memory bounds and anti-Sybil
+/// invariants checked after each (`check_dht`). Each step is one byte `op`, then its
+/// arguments (missing bytes read as zero):
+///
+/// - `0x00..=0x5f` a raw datagram from source `op % 16`: length (2 bytes, little
+///   endian), bytes;
+/// - `0x60..=0x7f` `announce_peer` from source `op % 16` with the last token the node
+///   gave it: info-hash byte, port (2 bytes; 0 = implied port);
+/// - `0x80..=0x9f` a query from source `op % 16`: method (ping, find_node, get_peers;
+///   bit 2 read-only, bits 3-4 `want`), id (bucket bit, 2 tail bytes);
+/// - `0xa0..=0xbf` `(op % 32 + 1) * 300` ms pass, timers run;
+/// - `0xc0..=0xcf` a command: bootstrap, find_node, get_peers, announce, load_nodes;
+/// - `0xd0..=0xff` an answer to the last query sent to source `op % 16`: flags (bit 0
+///   a token, bit 1 a wrong id, bit 2 `nodes6`, bits 4-7 values), node count, nodes
+///   (26 or 38 bytes each), values (6 bytes each).
+///
+/// Sources 0 to 7 are fixed ([`dht_sources`]); 8 to 15 are the addresses the node
+/// sent queries to last, newest first. Returns whether the node took in any query or response.
+pub fn dht_node(data: &[u8]) -> bool {
+    use btcore_core::dht::krpc::{
+        self, Body, CompactNodes, Message, Method, Query, Response, Values, Want,
+    };
+    use btcore_core::dht::{Dht, DhtConfig, NodeId, NodeInfo, StoreLimits};
+    use btcore_core::ids::InfoHash;
+    use btcore_core::time::{Duration, Instant};
+
+    let own = [0x5a; 20];
+    let mut cfg = DhtConfig::new(own, [7; 20]);
+    cfg.bootstrap = vec![dht_sources()[4], dht_sources()[5]];
+    // Small caps, so a short input reaches them.
+    cfg.max_lookups = 4;
+    cfg.max_outstanding = 16;
+    cfg.max_transmit_queue = 32;
+    cfg.max_events = 16;
+    cfg.store = StoreLimits {
+        per_hash: 4,
+        hashes: 4,
+        total: 8,
+        per_ip: 2,
+        ..StoreLimits::default()
+    };
+    let mut now = Instant::from_millis(0);
+    let mut dht = Dht::new(cfg, now, 1);
+    let mut h = DhtHarness::default();
+    let mut r = ByteReader(data);
+    let encode = |m: &Message<'_>| -> Vec<u8> {
+        let mut out = vec![0u8; krpc::MAX_DATAGRAM];
+        let n = m.encode(&mut out).unwrap_or(0);
+        out.truncate(n);
+        out
+    };
+    loop {
+        let op = r.byte();
+        let src = h.source(op);
+        match op {
+            0x00..=0x5f => {
+                let len = usize::from(r.u16());
+                let bytes = r.take(len.min(r.0.len()));
+                dht.handle_datagram(now, src, &bytes);
+            }
+            0x60..=0x7f => {
+                let hash = NodeId([r.byte(); 20]);
+                let port = r.u16();
+                let token = h
+                    .tokens
+                    .get(&src)
+                    .cloned()
+                    .unwrap_or_else(|| b"none".to_vec());
+                let m = Message {
+                    tid: b"an",
+                    version: None,
+                    ip: None,
+                    body: Body::Query(Query {
+                        id: NodeId([0x11; 20]),
+                        method: Method::AnnouncePeer {
+                            info_hash: hash,
+                            port: port.max(1),
+                            implied_port: port == 0,
+                            token: &token,
+                        },
+                        want: Want::default(),
+                        read_only: true,
+                    }),
+                };
+                dht.handle_datagram(now, src, &encode(&m));
+            }
+            0x80..=0x9f => {
+                let a = r.take(4);
+                let id = dht_id_near(own, a[1], [a[2], a[3]]);
+                h.remember_id(src, id);
+                let target = NodeId(dht_id_near(own, a[2], [a[3], a[1]]));
+                let method = match a[0] % 3 {
+                    0 => Method::Ping,
+                    1 => Method::FindNode { target },
+                    _ => Method::GetPeers { info_hash: target },
+                };
+                let m = Message {
+                    tid: &a[1..3],
+                    version: None,
+                    ip: None,
+                    body: Body::Query(Query {
+                        id: NodeId(id),
+                        method,
+                        want: Want {
+                            n4: a[0] & 8 != 0,
+                            n6: a[0] & 16 != 0,
+                        },
+                        read_only: a[0] & 4 != 0,
+                    }),
+                };
+                dht.handle_datagram(now, src, &encode(&m));
+            }
+            0xa0..=0xbf => {
+                let end = now + Duration::from_millis(u64::from(op % 32 + 1) * 300);
+                while let Some(t) = dht.poll_timeout() {
+                    if t > end {
+                        break;
+                    }
+                    now = now.max(t);
+                    dht.handle_timeout(now);
+                    h.drain(&mut dht, now);
+                    check_dht(&dht, now);
+                }
+                now = end;
+            }
+            0xc0..=0xcf => {
+                let a = r.take(3);
+                let target = NodeId(dht_id_near(own, a[0], [a[1], a[2]]));
+                match op % 8 {
+                    0 => {
+                        let _ = dht.bootstrap(now);
+                    }
+                    1 => {
+                        let _ = dht.find_node(now, target);
+                    }
+                    2 => {
+                        let _ = dht.get_peers(now, InfoHash(target.0));
+                    }
+                    3 | 4 => {
+                        let port = u16::from_le_bytes([a[1], a[2]]);
+                        let _ = dht.announce(now, InfoHash(target.0), port.max(1), op % 8 == 4);
+                    }
+                    _ => {
+                        let n = usize::from(a[0] % 5);
+                        let raw = r.take(n * krpc::NODE4_LEN);
+                        let nodes: Vec<NodeInfo> = CompactNodes::v4(&raw)
+                            .map(|c| c.iter().collect())
+                            .unwrap_or_default();
+                        for n in &nodes {
+                            h.remember_id(n.addr, n.id.0);
+                        }
+                        dht.load_nodes(now, &nodes);
+                    }
+                }
+            }
+            0xd0..=0xff => {
+                let a = r.take(2);
+                let (flags, count) = (a[0], usize::from(a[1] % 9));
+                let v6 = flags & 4 != 0;
+                let entry = if v6 { krpc::NODE6_LEN } else { krpc::NODE4_LEN };
+                let raw = r.take(count * entry);
+                let values: Vec<std::net::SocketAddr> = r
+                    .take(usize::from(flags >> 4) * 6)
+                    .chunks_exact(6)
+                    .filter_map(krpc::read_compact_addr)
+                    .collect();
+                let tid = h.tids.get(&src).cloned().unwrap_or_else(|| b"xx".to_vec());
+                let id = match h.ids.get(&src) {
+                    Some(id) if flags & 2 == 0 => *id,
+                    _ => [0x33; 20],
+                };
+                let nodes = if v6 {
+                    CompactNodes::v6(&raw)
+                } else {
+                    CompactNodes::v4(&raw)
+                }
+                .unwrap_or_default();
+                for n in nodes.iter() {
+                    h.remember_id(n.addr, n.id.0);
+                }
+                let m = Message {
+                    tid: &tid,
+                    version: None,
+                    ip: None,
+                    body: Body::Response(Response {
+                        id: NodeId(id),
+                        nodes: if v6 { CompactNodes::default() } else { nodes },
+                        nodes6: if v6 { nodes } else { CompactNodes::default() },
+                        values: if values.is_empty() {
+                            Values::None
+                        } else {
+                            Values::Addrs(&values)
+                        },
+                        token: (flags & 1 != 0).then_some(&b"tok1"[..]),
+                    }),
+                };
+                dht.handle_datagram(now, src, &encode(&m));
+            }
+        }
+        h.drain(&mut dht, now);
+        check_dht(&dht, now);
+        if r.0.is_empty() {
+            break;
+        }
+    }
+    let s = dht.stats(now);
+    s.queries_received + s.responses_received > 0
+}

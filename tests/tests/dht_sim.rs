@@ -38,9 +38,14 @@ struct Net {
     seeds: Vec<SocketAddr>,
 }
 
+/// Node `i`'s address: 10.x.y.1, each node in a /24 of its own as on the internet
+/// (nodes limit what one /24 may hold in their tables and lookups).
 fn ip_of(i: usize) -> SocketAddr {
     let i = i as u32 + 1;
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | i), 6881))
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from(0x0a00_0001 | (i << 8)),
+        6881,
+    ))
 }
 
 fn random_id(rng: &mut Rng) -> [u8; 20] {
@@ -515,4 +520,407 @@ fn hostile_traffic_changes_nothing() {
         found,
         HashSet::from([SocketAddr::new(net.nodes[60].addr.ip(), 5555)])
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// One node and scripted remote parties
+// ---------------------------------------------------------------------------------------
+
+/// One node driven directly by scripted remote parties (no network, no loss): what a
+/// remote address sends goes in as it is, and what the node sends is kept for the
+/// test to read or answer.
+struct Solo {
+    dht: Dht,
+    now: u64,
+    /// Datagrams the node sent and nobody read yet: (to, bytes).
+    out: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+fn krpc_query(id: NodeId, method: Method<'_>, tid: &[u8], read_only: bool) -> Vec<u8> {
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        body: Body::Query(Query {
+            id,
+            method,
+            want: Want::default(),
+            read_only,
+        }),
+    };
+    let mut out = [0u8; krpc::MAX_DATAGRAM];
+    let n = m.encode(&mut out).expect("fits");
+    out[..n].to_vec()
+}
+
+/// A bare response (`id` only) with transaction id `tid`.
+fn krpc_reply(id: NodeId, tid: &[u8]) -> Vec<u8> {
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        body: Body::Response(krpc::Response {
+            id,
+            nodes: krpc::CompactNodes::default(),
+            nodes6: krpc::CompactNodes::default(),
+            values: krpc::Values::None,
+            token: None,
+        }),
+    };
+    let mut out = [0u8; krpc::MAX_DATAGRAM];
+    let n = m.encode(&mut out).expect("fits");
+    out[..n].to_vec()
+}
+
+/// `f` applied to the parsed datagram (`None` when it does not parse).
+fn parsed<T>(bytes: &[u8], f: impl FnOnce(&Message<'_>) -> T) -> Option<T> {
+    let mut tokens = [btcore_core::bencode::Token::default(); krpc::TOKENS_NEEDED];
+    krpc::parse(bytes, &mut tokens).ok().map(|m| f(&m))
+}
+
+impl Solo {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let cfg = DhtConfig::new(random_id(&mut rng), random_id(&mut rng));
+        Self {
+            dht: Dht::new(cfg, Instant::from_millis(0), seed),
+            now: 0,
+            out: Vec::new(),
+        }
+    }
+
+    fn t(&self) -> Instant {
+        Instant::from_millis(self.now)
+    }
+
+    fn drain(&mut self) {
+        let now = self.t();
+        let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        while let Some((to, n)) = self.dht.poll_transmit(now, &mut buf) {
+            self.out.push((to, buf[..n].to_vec()));
+        }
+        while self.dht.poll_event().is_some() {}
+    }
+
+    fn recv(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let now = self.t();
+        self.dht.handle_datagram(now, from, bytes);
+        self.drain();
+    }
+
+    /// Moves the clock `ms` on, running the node's timers on the way.
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while let Some(t) = self.dht.poll_timeout().map(|t| t.as_millis()) {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            let now = self.t();
+            self.dht.handle_timeout(now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    /// Sends `bytes` from `from` and returns what the node answered `from`.
+    fn ask(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.recv(from, bytes);
+        let i = self.out.iter().position(|(to, _)| *to == from)?;
+        Some(self.out.remove(i).1)
+    }
+
+    /// Answers every query the node sent to an address of `nodes`, as that node
+    /// (a bare response with its id); other datagrams are dropped. Returns how many.
+    fn answer(&mut self, nodes: &HashMap<SocketAddr, NodeId>) -> usize {
+        let mut answered = 0;
+        for (to, bytes) in std::mem::take(&mut self.out) {
+            let Some(&id) = nodes.get(&to) else { continue };
+            let tid = parsed(&bytes, |m| {
+                matches!(m.body, Body::Query(_)).then(|| m.tid.to_vec())
+            });
+            if let Some(Some(tid)) = tid {
+                self.recv(to, &krpc_reply(id, &tid));
+                answered += 1;
+            }
+        }
+        answered
+    }
+
+    /// The nodes of the node's answer to a read-only `find_node(target)` from `probe`.
+    fn find_node_answer(
+        &mut self,
+        probe: SocketAddr,
+        target: NodeId,
+    ) -> Vec<btcore_core::dht::NodeInfo> {
+        let q = krpc_query(NodeId([0x77; 20]), Method::FindNode { target }, b"fn", true);
+        let r = self.ask(probe, &q).expect("find_node answered");
+        parsed(&r, |m| match m.body {
+            Body::Response(r) => r.nodes.iter().chain(r.nodes6.iter()).collect(),
+            _ => Vec::new(),
+        })
+        .expect("answer parses")
+    }
+
+    /// The token and peers of the node's answer to `get_peers(ih)` from `from`.
+    fn get_peers_answer(&mut self, from: SocketAddr, ih: NodeId) -> (Vec<u8>, Vec<SocketAddr>) {
+        let q = krpc_query(
+            NodeId([0x78; 20]),
+            Method::GetPeers { info_hash: ih },
+            b"gp",
+            true,
+        );
+        let r = self.ask(from, &q).expect("get_peers answered");
+        parsed(&r, |m| match m.body {
+            Body::Response(r) => (
+                r.token.map(<[u8]>::to_vec).unwrap_or_default(),
+                r.values.iter().collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        })
+        .expect("answer parses")
+    }
+
+    /// Announces `ih` at `port` from `from` with `token`; returns whether the node
+    /// answered with a response (stored) rather than an error.
+    fn announce_from(&mut self, from: SocketAddr, ih: NodeId, port: u16, token: &[u8]) -> bool {
+        let m = Method::AnnouncePeer {
+            info_hash: ih,
+            port,
+            implied_port: false,
+            token,
+        };
+        let q = krpc_query(NodeId([0x79; 20]), m, b"ap", true);
+        let r = self.ask(from, &q).expect("announce answered");
+        parsed(&r, |m| matches!(m.body, Body::Response(_))).unwrap_or(false)
+    }
+}
+
+/// An id sharing the first `bit` bits with `own`, differing at `bit`, random after:
+/// it falls in bucket `bit` of `own`'s table once that bucket exists.
+fn id_in_bucket(own: NodeId, bit: usize, rng: &mut Rng) -> NodeId {
+    let mut id = random_id(rng);
+    for b in 0..=bit {
+        let (byte, mask) = (b / 8, 0x80u8 >> (b % 8));
+        let want = if b == bit {
+            !own.0[byte] & mask
+        } else {
+            own.0[byte] & mask
+        };
+        id[byte] = (id[byte] & !mask) | want;
+    }
+    NodeId(id)
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port))
+}
+
+/// One address with many ports and ids, answering every query of the node (so each
+/// of them looks alive), cannot take more than one routing-table entry; one /24 takes
+/// at most one per bucket; what the node hands out in `nodes` follows.
+#[test]
+fn one_address_cannot_fill_the_routing_table() {
+    let mut s = Solo::new(21);
+    let own = s.dht.id();
+    let mut rng = Rng::new(22);
+    // 60 honest nodes over the node's 12 nearest buckets: they query it and answer.
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..60u8 {
+        let addr = v4(10, 1, k, 1, 6881);
+        let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
+        honest.insert(addr, id);
+        s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+        s.advance(10);
+        while s.answer(&honest) > 0 {}
+    }
+    let honest_in = s.dht.table().len();
+    assert!(honest_in >= 48, "{honest_in} honest nodes in the table");
+    let mut attackers: HashMap<SocketAddr, NodeId> = HashMap::new();
+    // 400 ports of 192.0.2.66, with ids spread over the node's 20 nearest buckets.
+    for k in 0..400u16 {
+        let addr = v4(192, 0, 2, 66, 20_000 + k);
+        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        attackers.insert(addr, id);
+        let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
+        s.recv(addr, &q);
+        // Below the per-address query rate.
+        s.advance(60);
+        while s.answer(&attackers) > 0 {}
+    }
+    let from_one_ip = s
+        .dht
+        .table()
+        .nodes()
+        .filter(|n| n.info.addr.ip() == v4(192, 0, 2, 66, 0).ip())
+        .count();
+    println!(
+        "one IP, 400 ports: {from_one_ip} routing-table entries of {}",
+        s.dht.table().len()
+    );
+    assert!(from_one_ip <= 1, "{from_one_ip} entries from one IP");
+    let honest_left = s
+        .dht
+        .table()
+        .nodes()
+        .filter(|n| honest.contains_key(&n.info.addr))
+        .count();
+    assert_eq!(honest_left, honest_in, "honest nodes keep their places");
+    let handed: usize = (0..20)
+        .map(|b| {
+            let target = id_in_bucket(own, b, &mut rng);
+            s.find_node_answer(v4(203, 0, 113, 9, 4000), target)
+                .iter()
+                .filter(|n| n.addr.ip() == v4(192, 0, 2, 66, 0).ip())
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(handed <= 1, "{handed} nodes of one IP in one answer");
+
+    // 200 addresses of one /24, one port each, ids spread the same way.
+    let mut subnet: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..200u16 {
+        let addr = v4(198, 51, 100, 1 + k as u8, 6881);
+        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        subnet.insert(addr, id);
+        let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
+        s.recv(addr, &q);
+        s.advance(10);
+        while s.answer(&subnet) > 0 {}
+    }
+    let from_subnet = s
+        .dht
+        .table()
+        .nodes()
+        .filter(|n| matches!(n.info.addr.ip(), std::net::IpAddr::V4(a) if a.octets()[..3] == [198, 51, 100]))
+        .count();
+    let buckets = s.dht.stats(s.t()).buckets;
+    println!(
+        "one /24, 200 addresses: {from_subnet} entries in {buckets} buckets of {} nodes",
+        s.dht.table().len()
+    );
+    assert!(
+        from_subnet <= buckets,
+        "{from_subnet} entries from one /24 in {buckets} buckets"
+    );
+}
+
+/// Queriers that never answer a query of ours (spoofed sources, or nodes that cannot
+/// be reached) are neither in the routing table nor handed out to others; a querier
+/// that answers our check gets in.
+#[test]
+fn unverified_queriers_are_never_handed_out() {
+    let mut s = Solo::new(31);
+    let mut rng = Rng::new(32);
+    // 20 honest nodes: they query us, and answer what we ask.
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..20u8 {
+        let addr = v4(10, 1, k, 1, 6881);
+        let id = NodeId(random_id(&mut rng));
+        honest.insert(addr, id);
+        s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+        while s.answer(&honest) > 0 {}
+    }
+    let in_table = s.dht.table().len();
+    assert!(
+        in_table >= 8,
+        "honest nodes that answer get in ({in_table})"
+    );
+    // 60 spoofed queriers with ids right next to a target, at addresses of their
+    // choosing (one per /24), which never answer.
+    let target = NodeId(random_id(&mut rng));
+    let mut spoofed = HashSet::new();
+    for k in 0..60u8 {
+        let addr = v4(100, 64 + k, 7, 7, 6881);
+        let mut id = target.0;
+        id[19] ^= k + 1;
+        spoofed.insert(addr);
+        s.recv(addr, &krpc_query(NodeId(id), Method::Ping, b"s1", false));
+    }
+    s.out.clear();
+    let answer = s.find_node_answer(v4(203, 0, 113, 9, 4000), target);
+    let leaked = answer.iter().filter(|n| spoofed.contains(&n.addr)).count();
+    assert_eq!(leaked, 0, "unverified nodes handed out: {answer:?}");
+    let listed = s
+        .dht
+        .table()
+        .nodes()
+        .filter(|n| spoofed.contains(&n.info.addr))
+        .count();
+    assert_eq!(listed, 0, "unverified nodes in the routing table");
+    // Their checks time out; still nothing of them, and the honest nodes stay.
+    s.advance(10_000);
+    s.out.clear();
+    let answer = s.find_node_answer(v4(203, 0, 113, 9, 4000), target);
+    assert!(answer.iter().all(|n| !spoofed.contains(&n.addr)));
+    assert_eq!(s.dht.table().len(), in_table);
+    // A new querier that answers our check gets in (an id near ours: its bucket
+    // has room).
+    let late = v4(10, 9, 9, 9, 6881);
+    let late_id = id_in_bucket(s.dht.id(), 30, &mut rng);
+    honest.insert(late, late_id);
+    s.recv(late, &krpc_query(late_id, Method::Ping, b"l1", false));
+    assert!(
+        s.dht.table().get(&late_id).is_none(),
+        "not before it answers"
+    );
+    while s.answer(&honest) > 0 {}
+    assert!(
+        s.dht.table().get(&late_id).is_some(),
+        "an answering querier gets in"
+    );
+}
+
+/// One address with one token cannot fill a torrent's peer store: one entry per IP,
+/// the newest port wins.
+#[test]
+fn one_address_cannot_fill_a_torrents_peer_store() {
+    let mut s = Solo::new(41);
+    let evil = v4(192, 0, 2, 66, 6881);
+    let ih = NodeId([0x42; 20]);
+    let (token, _) = s.get_peers_answer(evil, ih);
+    assert!(!token.is_empty());
+    for k in 0..300u16 {
+        s.announce_from(evil, ih, 1000 + k, &token);
+        s.advance(60);
+    }
+    let stored = s.dht.stats(s.t()).stored_peers;
+    let (_, peers) = s.get_peers_answer(v4(203, 0, 113, 9, 4000), ih);
+    println!("one IP, 300 ports, one torrent: {stored} stored, answer {peers:?}");
+    assert_eq!(stored, 1, "one entry per IP and torrent");
+    assert_eq!(peers, [v4(192, 0, 2, 66, 1299)], "the newest port wins");
+}
+
+/// One address with one token cannot take the peer store's torrents (a per-IP cap
+/// over all torrents): others' announces of a new torrent are still stored and found.
+#[test]
+fn one_address_cannot_fill_the_peer_stores_torrents() {
+    let mut s = Solo::new(42);
+    let evil = v4(192, 0, 2, 66, 6881);
+    let (token, _) = s.get_peers_answer(evil, NodeId([0x42; 20]));
+    // 2,500 torrents from one address and token.
+    for k in 0..2_500u32 {
+        let mut h = [0x55u8; 20];
+        h[..4].copy_from_slice(&k.to_be_bytes());
+        s.announce_from(evil, NodeId(h), 6881, &token);
+        s.advance(60);
+    }
+    let stored = s.dht.stats(s.t()).stored_peers;
+    println!("one IP, 2,500 torrents: {stored} peers stored");
+    // Honest announcers of a new torrent, from their own addresses, are stored.
+    let fresh = NodeId([0x43; 20]);
+    let mut expected = HashSet::new();
+    for k in 0..5u8 {
+        let from = v4(10, 2, k, 1, 6881);
+        let (tok, _) = s.get_peers_answer(from, fresh);
+        assert!(
+            s.announce_from(from, fresh, 7000, &tok),
+            "announce {k} stored"
+        );
+        expected.insert(v4(10, 2, k, 1, 7000));
+    }
+    let (_, found) = s.get_peers_answer(v4(203, 0, 113, 9, 4000), fresh);
+    assert_eq!(found.into_iter().collect::<HashSet<_>>(), expected);
+    assert!(stored <= 100, "{stored} peers stored for one IP");
 }

@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("pex", fuzz_checks::pex),
     ("lsd", fuzz_checks::lsd),
     ("mse", fuzz_checks::mse),
+    ("dht_node", fuzz_checks::dht_node),
 ];
 
 fn corpus_dir() -> PathBuf {

@@ -8,8 +8,13 @@
 //! ```
 //!
 //! The list holds at most `4 * k` candidates: farther ones are dropped, so a flood
-//! of far-away nodes in responses cannot grow it.
+//! of far-away nodes in responses cannot grow it. It also holds at most one
+//! candidate per IP address and per IPv4 /24 or IPv6 /64 (loopback exempt; see
+//! [`Lookup::restrict_ips`], libtorrent's `dht_restrict_search_ips`): a party with
+//! many ports or many nearby addresses, posing as many nodes close to the target,
+//! takes one place among the `k` asked, not all of them.
 
+use super::addr;
 use super::krpc::{NodeId, NodeInfo, MAX_TOKEN_LEN};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -61,6 +66,7 @@ pub struct Lookup {
     pub kind: LookupKind,
     k: usize,
     alpha: usize,
+    restrict_ips: bool,
     cands: Vec<Candidate>,
     /// Queries in flight, candidates and seeds (bootstrap addresses) alike.
     pub(crate) inflight: usize,
@@ -79,6 +85,7 @@ impl Lookup {
             kind,
             k: k.max(1),
             alpha: alpha.max(1),
+            restrict_ips: true,
             cands: Vec::new(),
             inflight: 0,
             queried: 0,
@@ -86,17 +93,34 @@ impl Lookup {
         }
     }
 
+    /// With `on` (the default), one candidate per IP address and per IPv4 /24 or
+    /// IPv6 /64, loopback exempt; off, one per `IP:port`.
+    #[must_use]
+    pub fn restrict_ips(mut self, on: bool) -> Self {
+        self.restrict_ips = on;
+        self
+    }
+
     fn cap(&self) -> usize {
         self.k * 4
     }
 
-    /// Adds a candidate (ignored if already known by id or address, or too far).
+    /// Candidates held (at most `4 * k`, plus any still awaited beyond).
+    pub fn candidates(&self) -> usize {
+        self.cands.len()
+    }
+
+    /// Adds a candidate (ignored if already known by id, address or, restricted,
+    /// by IP or subnet, or too far).
     pub fn add(&mut self, info: NodeInfo) {
-        if self
-            .cands
-            .iter()
-            .any(|c| c.info.id == info.id || c.info.addr == info.addr)
-        {
+        let restrict = self.restrict_ips;
+        if self.cands.iter().any(|c| {
+            c.info.id == info.id
+                || c.info.addr == info.addr
+                || (restrict
+                    && (addr::same_host(&c.info.addr, &info.addr)
+                        || addr::same_subnet(c.info.addr.ip(), info.addr.ip())))
+        }) {
             return;
         }
         let dist = info.id.distance(&self.target);
@@ -222,7 +246,7 @@ mod tests {
         id[0] = first;
         NodeInfo {
             id: NodeId(id),
-            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, first), 1)),
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, first, 0, 1), 1)),
         }
     }
 
@@ -251,6 +275,51 @@ mod tests {
         assert!(l.is_done());
         assert_eq!(l.closest(), [node(1), node(3)]);
         assert_eq!(l.announce_targets().len(), 1);
+    }
+
+    #[test]
+    fn one_candidate_per_ip_and_subnet() {
+        let target = NodeId([0; 20]);
+        let at = |first: u8, ip: [u8; 4], port: u16| NodeInfo {
+            id: NodeId({
+                let mut id = [0u8; 20];
+                id[0] = first;
+                id
+            }),
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)),
+        };
+        let mut l = Lookup::new(LookupId(1), target, LookupKind::FindNode, 8, 3);
+        // One host with 20 ports and ids, then 20 hosts of one /24, then others.
+        for i in 0..20u8 {
+            l.add(at(i + 1, [192, 0, 2, 66], 1000 + u16::from(i)));
+        }
+        for i in 0..20u8 {
+            l.add(at(i + 30, [192, 0, 2, i + 1], 6881));
+        }
+        for i in 0..20u8 {
+            l.add(at(i + 60, [10, i, 0, 1], 6881));
+            l.add(at(i + 90, [127, 0, 0, 1], 2000 + u16::from(i)));
+        }
+        let from = |a: [u8; 3]| {
+            l.cands
+                .iter()
+                .filter(|c| matches!(c.info.addr.ip(), core::net::IpAddr::V4(v) if v.octets()[..3] == a))
+                .count()
+        };
+        assert_eq!(from([192, 0, 2]), 1, "one host and its /24 take one place");
+        assert_eq!(
+            from([127, 0, 0]),
+            11,
+            "loopback exempt (up to the list cap)"
+        );
+        assert_eq!(l.cands.len(), 32);
+        // Unrestricted: one per address.
+        let mut l =
+            Lookup::new(LookupId(2), target, LookupKind::FindNode, 8, 3).restrict_ips(false);
+        for i in 0..20u8 {
+            l.add(at(i + 1, [192, 0, 2, 66], 1000 + u16::from(i)));
+        }
+        assert_eq!(l.cands.len(), 20);
     }
 
     #[test]

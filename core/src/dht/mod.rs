@@ -21,10 +21,33 @@
 //! randomness other than the host's seed.
 //!
 //! Work per datagram is bounded: the parse uses a fixed token table, an answer
-//! needs one scan of the routing table (at most 160 × k nodes), queries beyond a
-//! per-address rate are dropped unanswered, and responses are only accepted for
-//! transactions in flight, from the address they were sent to.
+//! needs a few scans of the routing table (at most 160 buckets of k nodes and k
+//! replacements), an announce into a full store one scan of its torrents (at most
+//! [`StoreLimits::hashes`]), queries beyond a per-address rate are dropped
+//! unanswered, and responses are only accepted for transactions in flight, from the
+//! address they were sent to.
+//!
+//! # One party, many nodes
+//!
+//! A single host can pose as any number of nodes (one per UDP port, each with its
+//! own id) and forge the source of a query. So, as in libtorrent:
+//!
+//! - the routing table holds one entry per IP address, one per IPv4 /24 (IPv6 /64)
+//!   in a bucket, and only nodes that answered a query of ours from their address;
+//!   a querier is pinged first (see [`table`]); only those confirmed nodes are
+//!   handed out in `nodes` and seed lookups;
+//! - a lookup keeps one candidate per IP address and subnet (see [`lookup`]);
+//! - the peer store keeps one entry per IP address per torrent, caps what one
+//!   address can store over all torrents, and evicts the least useful entry when
+//!   full (see [`store`]); a write token is bound to the IP it was issued to;
+//! - nodes and peers at loopback addresses are believed only from a loopback
+//!   sender.
+//!
+//! Loopback addresses are exempt from the per-address limits: only this machine
+//! can send from them.
 
+#[cfg(feature = "alloc")]
+mod addr;
 pub mod krpc;
 #[cfg(feature = "alloc")]
 pub mod lookup;
@@ -41,6 +64,6 @@ pub use lookup::{LookupId, LookupKind};
 #[cfg(feature = "alloc")]
 pub use node::{Dht, DhtConfig, DhtEvent, DhtStats};
 #[cfg(feature = "alloc")]
-pub use store::StoreLimits;
+pub use store::{PeerStore, StoreLimits};
 #[cfg(feature = "alloc")]
 pub use table::TableConfig;

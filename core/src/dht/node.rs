@@ -8,6 +8,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+use super::addr;
 use super::krpc::{
     self, Body, CompactNodes, ErrorMsg, Message, Method, Query, Response, Values, Want,
 };
@@ -23,10 +24,14 @@ pub struct DhtConfig {
     pub id: NodeId,
     /// Key for write tokens (from the host's randomness; never sent).
     pub token_key: [u8; 20],
-    /// Addresses asked first when the routing table is empty.
+    /// Addresses asked first, and again while the routing table holds fewer than k
+    /// nodes (after 10 s, then backing off to every 2 minutes).
     pub bootstrap: Vec<SocketAddr>,
-    /// Routing table settings (k = 8).
+    /// Routing table settings (k = 8, one entry per IP address).
     pub table: TableConfig,
+    /// One lookup candidate per IP address and per IPv4 /24 or IPv6 /64, loopback
+    /// exempt (libtorrent's `dht_restrict_search_ips`). Default on.
+    pub restrict_search_ips: bool,
     /// Queries in flight per lookup (BEP 5 practice: 3).
     pub alpha: usize,
     /// How long a query waits for its answer. Default 2 s.
@@ -59,6 +64,7 @@ impl DhtConfig {
             token_key,
             bootstrap: Vec::new(),
             table: TableConfig::default(),
+            restrict_search_ips: true,
             alpha: 3,
             query_timeout: Duration::from_secs(2),
             max_lookups: 32,
@@ -70,6 +76,19 @@ impl DhtConfig {
             store: StoreLimits::default(),
             maintenance_interval: Duration::from_secs(5),
             refresh_after: table::GOOD_FOR,
+        }
+    }
+
+    /// The low-memory profile: fewer lookups, queries in flight and queued
+    /// datagrams and events, and a smaller peer store ([`StoreLimits::low_memory`]).
+    pub fn low_memory(id: [u8; 20], token_key: [u8; 20]) -> Self {
+        Self {
+            max_lookups: 8,
+            max_outstanding: 64,
+            max_transmit_queue: 128,
+            max_events: 256,
+            store: StoreLimits::low_memory(),
+            ..Self::new(id, token_key)
         }
     }
 }
@@ -117,6 +136,8 @@ pub struct DhtStats {
     pub buckets: usize,
     /// Lookups running.
     pub lookups_running: usize,
+    /// Candidates held by the running lookups.
+    pub lookup_candidates: usize,
     /// Lookups finished.
     pub lookups_done: u64,
     /// Queries sent.
@@ -131,6 +152,14 @@ pub struct DhtStats {
     pub dropped: u64,
     /// Peers stored for others.
     pub stored_peers: usize,
+    /// Torrents they are stored for.
+    pub stored_torrents: usize,
+    /// Our queries waiting for an answer.
+    pub queries_in_flight: usize,
+    /// Datagrams waiting for [`Dht::poll_transmit`].
+    pub queued_datagrams: usize,
+    /// Events waiting for [`Dht::poll_event`].
+    pub queued_events: usize,
     /// Announces refused for a bad token.
     pub bad_tokens: u64,
 }
@@ -179,8 +208,16 @@ pub struct Dht {
     tokens: Tokens,
     rate: heapless::Vec<RateEntry, RATE_SLOTS>,
     next_maintenance: Instant,
+    /// When a thin table (fewer than k nodes) is next looked up again, and the
+    /// wait after that (doubling from [`THIN_RETRY_FIRST`] to [`THIN_RETRY_MAX`]).
+    thin_retry: (Instant, Duration),
     stats: DhtStats,
 }
+
+/// First wait before a table with fewer than k nodes looks up our id again.
+const THIN_RETRY_FIRST: Duration = Duration::from_secs(10);
+/// Longest wait between those lookups.
+const THIN_RETRY_MAX: Duration = Duration::from_secs(120);
 
 impl Dht {
     /// A node with an empty routing table; call [`Dht::bootstrap`] or
@@ -201,6 +238,7 @@ impl Dht {
             events: VecDeque::new(),
             rate: heapless::Vec::new(),
             next_maintenance: now + cfg.maintenance_interval,
+            thin_retry: (now + THIN_RETRY_FIRST, THIN_RETRY_FIRST),
             stats: DhtStats::default(),
             cfg,
         }
@@ -220,13 +258,26 @@ impl Dht {
             replacements: self.table.replacement_count(),
             buckets: self.table.bucket_count(),
             lookups_running: self.lookups.len(),
+            lookup_candidates: self.lookups.iter().map(Lookup::candidates).sum(),
             stored_peers: self.store.len(),
+            stored_torrents: self.store.hash_count(),
+            queries_in_flight: self.outstanding.len(),
+            queued_datagrams: self.transmit.len(),
+            queued_events: self.events.len(),
             ..self.stats
         }
     }
     /// The routing table (read-only).
     pub fn table(&self) -> &RoutingTable {
         &self.table
+    }
+    /// The peers stored for others (read-only).
+    pub fn store(&self) -> &PeerStore {
+        &self.store
+    }
+    /// The settings in force.
+    pub fn config(&self) -> &DhtConfig {
+        &self.cfg
     }
     /// Nodes worth saving for the next start: every non-bad node of the table.
     pub fn save_nodes(&self, now: Instant) -> Vec<NodeInfo> {
@@ -314,7 +365,8 @@ impl Dht {
         let lid = LookupId(self.next_lookup);
         self.next_lookup += 1;
         let k = self.cfg.table.k;
-        let mut l = Lookup::new(lid, target, kind, k, self.cfg.alpha);
+        let mut l = Lookup::new(lid, target, kind, k, self.cfg.alpha)
+            .restrict_ips(self.cfg.restrict_search_ips);
         for n in self.table.closest(&target, k * 2, now, None) {
             l.add(n);
         }
@@ -373,11 +425,13 @@ impl Dht {
             return;
         }
         if !q.read_only {
+            // The source address may be forged: the querier is only a candidate,
+            // pinged before it can enter a bucket (see the table's docs).
             let info = NodeInfo {
                 id: q.id,
                 addr: from,
             };
-            if let Insert::Full { ping: Some(p) } =
+            if let Insert::Full { ping: Some(p) } | Insert::Pending { ping: Some(p) } =
                 self.table.heard_from(info, now, Contact::Queried)
             {
                 self.ping(now, p);
@@ -499,7 +553,9 @@ impl Dht {
             id: r.id,
             addr: from,
         };
-        if let Insert::Full { ping: Some(p) } = self.table.heard_from(info, now, Contact::Replied) {
+        if let Insert::Full { ping: Some(p) } | Insert::Pending { ping: Some(p) } =
+            self.table.heard_from(info, now, Contact::Replied)
+        {
             self.ping(now, p);
         }
         let Purpose::Lookup { lookup, seed } = o.purpose else {
@@ -510,7 +566,7 @@ impl Dht {
             return;
         };
         for n in r.nodes.iter().chain(r.nodes6.iter()) {
-            if n.id != own && n.addr.port() != 0 && !n.addr.ip().is_unspecified() {
+            if n.id != own && addr::plausible(&from, &n.addr) {
                 l.add(n);
             }
         }
@@ -523,7 +579,7 @@ impl Dht {
             let peers: Vec<SocketAddr> = r
                 .values
                 .iter()
-                .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+                .filter(|a| addr::plausible(&from, a))
                 .collect();
             if !peers.is_empty() {
                 l.peers += peers.len();
@@ -593,9 +649,21 @@ impl Dht {
     fn maintain(&mut self, now: Instant) {
         self.tokens.tick(now);
         self.store.expire(now);
-        if self.table.is_empty() && self.lookups.is_empty() && !self.cfg.bootstrap.is_empty() {
-            let _ = self.bootstrap(now);
-            return;
+        // A table with fewer than k nodes (bootstrapped through a node that knew
+        // few others, or from routers that did not answer) looks up our id again
+        // through the bootstrap nodes and what it has, backing off while it stays
+        // thin (as libtorrent refreshes its own id while its table is shallow).
+        if self.table.len() >= self.cfg.table.k {
+            self.thin_retry = (now, THIN_RETRY_FIRST);
+        } else if now >= self.thin_retry.0
+            && !(self.table.is_empty() && self.cfg.bootstrap.is_empty())
+        {
+            let wait = self.thin_retry.1;
+            let next = Duration::from_millis(wait.as_millis().saturating_mul(2));
+            self.thin_retry = (now + wait, next.min(THIN_RETRY_MAX));
+            if self.bootstrap(now).is_some() {
+                return;
+            }
         }
         if self.lookups.len() < self.cfg.max_lookups / 2 {
             let stale = self.cfg.refresh_after;

@@ -8,14 +8,39 @@
 //!
 //! A node is *good* if it replied to us in the last 15 minutes, or replied once and
 //! queried us in the last 15 minutes; *bad* after [`TableConfig::bad_after`] queries
-//! in a row went unanswered; *questionable* otherwise. A full bucket that cannot split
-//! replaces a bad node; if there is none, the newcomer waits in the bucket's
-//! replacement cache and the least recently seen questionable node should be pinged
-//! ([`Insert::Full`]): when it fails, the best replacement takes its place.
+//! in a row went unanswered; *questionable* otherwise.
 //!
-//! Memory is bounded: at most 160 buckets of `k` nodes and `k` replacements.
-//! No two entries share an address, and our own id is never stored.
+//! Only *confirmed* nodes, ones that answered a query of ours from their address,
+//! sit in a bucket, and so only they are handed out to others and used to seed
+//! lookups. A node heard only through its queries (whose source address may be
+//! forged) waits in the bucket's replacement cache, unconfirmed, until it answers a
+//! ping ([`Insert::Pending`]):
+//!
+//! ```text
+//!  query from an unknown node --> replacement (unconfirmed) --ping answered--> bucket
+//!                                          \--ping unanswered--> forgotten
+//!  answer from an unknown node --> bucket (room or a bad node to replace)
+//!                                  or replacement (confirmed) + ping a questionable node
+//! ```
+//!
+//! A full bucket that cannot split replaces a bad node; if there is none, the
+//! newcomer waits in the replacement cache and the least recently seen questionable
+//! node should be pinged ([`Insert::Full`]): when it fails, the best confirmed
+//! replacement takes its place. An unconfirmed newcomer never displaces a confirmed
+//! replacement.
+//!
+//! Against one party filling the table (see [`TableConfig::restrict_ips`], as
+//! libtorrent's `dht_restrict_routing_ips`): one entry per IP address over the whole
+//! table, buckets and replacement caches alike, whatever the ports and ids; and one
+//! entry per IPv4 /24 or IPv6 /64 in a bucket (with its replacement cache). A
+//! confirmed newcomer displaces an unconfirmed entry or a bad node of its address
+//! or subnet; otherwise the first one stays. Loopback addresses are exempt (one
+//! entry per address there).
+//!
+//! Memory is bounded: at most [`TableConfig::max_buckets`] buckets of `k` nodes and
+//! [`TableConfig::replacements`] replacements; our own id is never stored.
 
+use super::addr;
 use super::krpc::{NodeId, NodeInfo};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
@@ -24,6 +49,9 @@ use core::net::SocketAddr;
 
 /// How long a reply keeps a node good (BEP 5: 15 minutes).
 pub const GOOD_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// How long before an unconfirmed replacement is pinged again.
+const RECHECK_AFTER: Duration = Duration::from_secs(60);
 
 /// Routing table settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +64,9 @@ pub struct TableConfig {
     pub replacements: usize,
     /// Most buckets (at most 160). Default 160.
     pub max_buckets: usize,
+    /// One entry per IP address over the table, and one per IPv4 /24 or IPv6 /64 in
+    /// a bucket (loopback exempt); off, one entry per `IP:port`. Default on.
+    pub restrict_ips: bool,
 }
 
 impl Default for TableConfig {
@@ -45,6 +76,7 @@ impl Default for TableConfig {
             bad_after: 2,
             replacements: 8,
             max_buckets: 160,
+            restrict_ips: true,
         }
     }
 }
@@ -97,8 +129,21 @@ impl Node {
             Status::Questionable
         }
     }
+    /// Whether it ever answered a query of ours (every bucket node has).
+    pub fn confirmed(&self) -> bool {
+        self.last_reply.is_some()
+    }
     fn last_seen(&self) -> Option<Instant> {
         self.last_reply.max(self.last_query)
+    }
+    fn touch(&mut self, now: Instant, contact: Contact) {
+        match contact {
+            Contact::Replied => {
+                self.last_reply = Some(now);
+                self.fails = 0;
+            }
+            Contact::Queried => self.last_query = Some(now),
+        }
     }
 }
 
@@ -112,9 +157,9 @@ struct Bucket {
 /// How a contact was made.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Contact {
-    /// It answered one of our queries.
+    /// It answered one of our queries (from the address we sent it to).
     Replied,
-    /// It sent us a query.
+    /// It sent us a query (from an address that may be forged).
     Queried,
 }
 
@@ -125,14 +170,28 @@ pub enum Insert {
     Updated,
     /// Added to a bucket.
     Added,
-    /// The bucket is full; the node waits in the replacement cache. `ping` is a
-    /// questionable node of that bucket the caller should ping.
+    /// A confirmed node, but the bucket is full: it waits in the replacement cache.
+    /// `ping` is a questionable node of that bucket the caller should ping.
     Full {
         /// The node to ping, if any needs it.
         ping: Option<NodeInfo>,
     },
-    /// Refused: our own id, or an address or id already used by another entry.
+    /// Not confirmed yet: it waits in the replacement cache until it answers a
+    /// query of ours. `ping` is the node to ping: the newcomer itself when its
+    /// bucket has room for it, else a questionable node of the full bucket.
+    Pending {
+        /// The node to ping, if any.
+        ping: Option<NodeInfo>,
+    },
+    /// Refused: our own id, an address, subnet or id taken by another entry, or a
+    /// replacement cache full of confirmed nodes.
     Ignored,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Node(usize),
+    Replacement(usize),
 }
 
 /// The k-bucket routing table.
@@ -166,6 +225,10 @@ impl RoutingTable {
     pub fn own_id(&self) -> NodeId {
         self.own
     }
+    /// The settings in force (`k`, `max_buckets` and `bad_after` clamped).
+    pub fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
     /// Number of buckets.
     pub fn bucket_count(&self) -> usize {
         self.buckets.len()
@@ -188,11 +251,21 @@ impl RoutingTable {
     pub fn replacement_count(&self) -> usize {
         self.buckets.iter().map(|b| b.replacements.len()).sum()
     }
-    /// Every node in a bucket.
+    /// Every node in a bucket (all confirmed).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.buckets.iter().flat_map(|b| b.nodes.iter())
     }
-    /// The entry for `id`, if any.
+    /// Every replacement cache entry, confirmed or not.
+    pub fn replacements(&self) -> impl Iterator<Item = &Node> + '_ {
+        self.buckets.iter().flat_map(|b| b.replacements.iter())
+    }
+    /// Each bucket's nodes and replacements, bucket 0 first.
+    pub fn buckets(&self) -> impl Iterator<Item = (&[Node], &[Node])> + '_ {
+        self.buckets
+            .iter()
+            .map(|b| (b.nodes.as_slice(), b.replacements.as_slice()))
+    }
+    /// The bucket entry for `id`, if any (replacements not included).
     pub fn get(&self, id: &NodeId) -> Option<&Node> {
         let b = &self.buckets[self.bucket_of(id)];
         b.nodes.iter().find(|n| n.info.id == *id)
@@ -204,13 +277,45 @@ impl RoutingTable {
             .min(self.buckets.len().saturating_sub(1))
     }
 
-    fn find_addr(&self, addr: &SocketAddr) -> Option<(usize, usize)> {
+    fn same_host(&self, a: &SocketAddr, b: &SocketAddr) -> bool {
+        if self.cfg.restrict_ips {
+            addr::same_host(a, b)
+        } else {
+            a == b
+        }
+    }
+
+    /// The entry of `addr`'s host (its IP, or the address itself when exempt or
+    /// unrestricted), in a bucket or a replacement cache.
+    fn find_host(&self, addr: &SocketAddr) -> Option<(usize, Slot)> {
         for (bi, b) in self.buckets.iter().enumerate() {
-            if let Some(ni) = b.nodes.iter().position(|n| n.info.addr == *addr) {
-                return Some((bi, ni));
+            if let Some(i) = b
+                .nodes
+                .iter()
+                .position(|n| self.same_host(&n.info.addr, addr))
+            {
+                return Some((bi, Slot::Node(i)));
+            }
+            if let Some(i) = b
+                .replacements
+                .iter()
+                .position(|n| self.same_host(&n.info.addr, addr))
+            {
+                return Some((bi, Slot::Replacement(i)));
             }
         }
         None
+    }
+
+    /// Whether bucket `bi` would take a confirmed node now: room, a bad node to
+    /// replace, or a split to come.
+    fn has_room(&self, bi: usize, now: Instant) -> bool {
+        let b = &self.buckets[bi];
+        b.nodes.len() < self.cfg.k
+            || (bi + 1 == self.buckets.len() && self.buckets.len() < self.cfg.max_buckets)
+            || b.nodes
+                .iter()
+                .any(|n| n.status(now, self.cfg.bad_after) == Status::Bad)
     }
 
     /// Records that `info` answered us or queried us at `now`.
@@ -219,96 +324,198 @@ impl RoutingTable {
             return Insert::Ignored;
         }
         let bad_after = self.cfg.bad_after;
-        let touch = |n: &mut Node| match contact {
-            Contact::Replied => {
-                n.last_reply = Some(now);
-                n.fails = 0;
-            }
-            Contact::Queried => n.last_query = Some(now),
-        };
-        if let Some((bi, ni)) = self.find_addr(&info.addr) {
-            let n = &mut self.buckets[bi].nodes[ni];
-            if n.info.id == info.id {
-                touch(n);
-                if contact == Contact::Replied {
-                    self.buckets[bi].changed = now;
+        let replied = contact == Contact::Replied;
+        if let Some((bi, slot)) = self.find_host(&info.addr) {
+            let room = self.has_room(bi, now);
+            let b = &mut self.buckets[bi];
+            match slot {
+                Slot::Node(i) => {
+                    let n = &mut b.nodes[i];
+                    if n.info == info {
+                        n.touch(now, contact);
+                        if replied {
+                            b.changed = now;
+                        }
+                        return Insert::Updated;
+                    }
+                    if n.status(now, bad_after) != Status::Bad || !replied {
+                        return Insert::Ignored;
+                    }
+                    // A bad node's host answers with another id or port (a restart).
+                    b.nodes.remove(i);
                 }
-                return Insert::Updated;
+                Slot::Replacement(i) => {
+                    let r = &mut b.replacements[i];
+                    if r.info == info {
+                        r.touch(now, contact);
+                        if !replied {
+                            // Ask again now and then while the bucket has room for it.
+                            let due = r.last_ping.is_none_or(|p| now.since(p) >= RECHECK_AFTER);
+                            let ping = (!r.confirmed() && room && due).then_some(info);
+                            return Insert::Pending { ping };
+                        }
+                        let node = b.replacements.remove(i);
+                        return self.insert(node, now);
+                    }
+                    // Another id or port on this host: only an answer displaces an
+                    // unconfirmed claim.
+                    if r.confirmed() || !replied {
+                        return Insert::Ignored;
+                    }
+                    b.replacements.remove(i);
+                }
             }
-            if n.status(now, bad_after) != Status::Bad {
-                return Insert::Ignored;
-            }
-            // A bad node's address taken by a new id (a restart): drop the old entry.
-            self.buckets[bi].nodes.remove(ni);
         }
+        let mut node = Node::new(info);
+        node.touch(now, contact);
+        self.insert(node, now)
+    }
+
+    /// Places a node none of whose host is in the table.
+    fn insert(&mut self, node: Node, now: Instant) -> Insert {
+        let bad_after = self.cfg.bad_after;
+        let confirmed = node.confirmed();
+        let id = node.info.id;
         loop {
-            let bi = self.bucket_of(&info.id);
+            let bi = self.bucket_of(&id);
             let can_split =
                 bi + 1 == self.buckets.len() && self.buckets.len() < self.cfg.max_buckets;
             let k = self.cfg.k;
             let b = &mut self.buckets[bi];
-            if let Some(n) = b.nodes.iter_mut().find(|n| n.info.id == info.id) {
-                // Same id, other address: keep the entry unless it went bad.
-                if n.status(now, bad_after) != Status::Bad {
+            // The same id at another host.
+            if let Some(i) = b.nodes.iter().position(|n| n.info.id == id) {
+                if b.nodes[i].status(now, bad_after) != Status::Bad || !confirmed {
                     return Insert::Ignored;
                 }
-                n.info.addr = info.addr;
-                n.fails = 0;
-                touch(n);
-                b.changed = now;
-                return Insert::Updated;
+                // It moved (a new address after a restart): the old entry goes.
+                b.nodes.remove(i);
             }
-            let mut node = Node::new(info);
-            touch(&mut node);
-            if b.nodes.len() < k {
-                b.nodes.push(node);
-                b.replacements.retain(|r| r.info.id != info.id);
-                b.changed = now;
-                return Insert::Added;
+            if let Some(i) = b.replacements.iter().position(|n| n.info.id == id) {
+                if b.replacements[i].confirmed() || !confirmed {
+                    return Insert::Ignored;
+                }
+                b.replacements.remove(i);
             }
-            if can_split {
+            if confirmed && b.nodes.len() >= k && can_split {
                 self.split();
                 continue;
             }
-            if let Some(i) = b
-                .nodes
-                .iter()
-                .position(|n| n.status(now, bad_after) == Status::Bad)
-            {
-                b.nodes[i] = node;
-                b.changed = now;
-                return Insert::Added;
+            // The bucket is final.
+            if !self.make_way_in_subnet(bi, &node, now) {
+                return Insert::Ignored;
             }
-            // Full of good or questionable nodes: remember the newcomer.
-            b.replacements
-                .retain(|r| r.info.id != info.id && r.info.addr != info.addr);
-            if b.replacements.len() >= self.cfg.replacements {
-                // Forget the stalest, preferring to keep nodes that replied.
-                let victim = b
-                    .replacements
+            let room = self.has_room(bi, now);
+            let b = &mut self.buckets[bi];
+            if confirmed {
+                if b.nodes.len() < k {
+                    b.nodes.push(node);
+                    b.changed = now;
+                    return Insert::Added;
+                }
+                if let Some(i) = b
+                    .nodes
                     .iter()
-                    .enumerate()
-                    .min_by_key(|(_, r)| (r.last_reply.is_some(), r.last_seen()))
-                    .map(|(i, _)| i);
-                if let Some(v) = victim {
-                    b.replacements.remove(v);
+                    .position(|n| n.status(now, bad_after) == Status::Bad)
+                {
+                    b.nodes[i] = node;
+                    b.changed = now;
+                    return Insert::Added;
                 }
             }
-            if self.cfg.replacements > 0 {
-                b.replacements.push(node);
+            if !self.push_replacement(bi, node) {
+                return Insert::Ignored;
             }
-            let ping = b
-                .nodes
-                .iter()
-                .filter(|n| n.status(now, bad_after) == Status::Questionable)
-                .filter(|n| {
-                    n.last_ping
-                        .is_none_or(|p| now.since(p) >= Duration::from_secs(60))
-                })
-                .min_by_key(|n| n.last_seen())
-                .map(|n| n.info);
-            return Insert::Full { ping };
+            return if confirmed {
+                Insert::Full {
+                    ping: self.questionable(bi, now),
+                }
+            } else if room {
+                Insert::Pending {
+                    ping: Some(node.info),
+                }
+            } else {
+                Insert::Pending {
+                    ping: self.questionable(bi, now),
+                }
+            };
         }
+    }
+
+    /// Clears the way for `node` in bucket `bi` under the subnet rule: an entry of
+    /// the same subnet is displaced if it is a bad node, or an unconfirmed
+    /// replacement while `node` is confirmed; otherwise `node` is refused (false).
+    fn make_way_in_subnet(&mut self, bi: usize, node: &Node, now: Instant) -> bool {
+        if !self.cfg.restrict_ips {
+            return true;
+        }
+        let bad_after = self.cfg.bad_after;
+        let ip = node.info.addr.ip();
+        let b = &mut self.buckets[bi];
+        if let Some(i) = b
+            .nodes
+            .iter()
+            .position(|n| addr::same_subnet(n.info.addr.ip(), ip))
+        {
+            if b.nodes[i].status(now, bad_after) != Status::Bad || !node.confirmed() {
+                return false;
+            }
+            b.nodes.remove(i);
+        }
+        if let Some(i) = b
+            .replacements
+            .iter()
+            .position(|n| addr::same_subnet(n.info.addr.ip(), ip))
+        {
+            if b.replacements[i].confirmed() || !node.confirmed() {
+                return false;
+            }
+            b.replacements.remove(i);
+        }
+        true
+    }
+
+    /// Puts `node` in bucket `bi`'s replacement cache, making room by forgetting the
+    /// stalest entry (unconfirmed ones first). An unconfirmed node never displaces a
+    /// confirmed one: false when refused.
+    fn push_replacement(&mut self, bi: usize, node: Node) -> bool {
+        let cap = self.cfg.replacements;
+        let b = &mut self.buckets[bi];
+        if cap == 0 {
+            return false;
+        }
+        if b.replacements.len() >= cap {
+            let victim = b
+                .replacements
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, r)| (r.confirmed(), r.last_seen()))
+                .map(|(i, r)| (i, r.confirmed()));
+            match victim {
+                Some((_, true)) if !node.confirmed() => return false,
+                Some((i, _)) => {
+                    b.replacements.remove(i);
+                }
+                None => return false,
+            }
+        }
+        b.replacements.push(node);
+        true
+    }
+
+    /// The least recently seen questionable node of bucket `bi` not pinged in the
+    /// last minute.
+    fn questionable(&self, bi: usize, now: Instant) -> Option<NodeInfo> {
+        let bad_after = self.cfg.bad_after;
+        self.buckets[bi]
+            .nodes
+            .iter()
+            .filter(|n| n.status(now, bad_after) == Status::Questionable)
+            .filter(|n| {
+                n.last_ping
+                    .is_none_or(|p| now.since(p) >= Duration::from_secs(60))
+            })
+            .min_by_key(|n| n.last_seen())
+            .map(|n| n.info)
     }
 
     fn split(&mut self) {
@@ -331,18 +538,45 @@ impl RoutingTable {
             replacements: rgo,
             changed,
         });
+        self.fill_from_replacements(depth);
+        self.fill_from_replacements(depth + 1);
     }
 
-    /// Records that we pinged `id` to check it.
+    /// Moves confirmed replacements of bucket `bi` into it while it has room.
+    fn fill_from_replacements(&mut self, bi: usize) {
+        let k = self.cfg.k;
+        let b = &mut self.buckets[bi];
+        while b.nodes.len() < k {
+            let best = b
+                .replacements
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.confirmed())
+                .max_by_key(|(_, r)| r.last_seen())
+                .map(|(i, _)| i);
+            let Some(i) = best else { break };
+            let r = b.replacements.remove(i);
+            b.nodes.push(r);
+        }
+    }
+
+    /// Records that we pinged `id` (a node or a replacement) to check it.
     pub fn pinged(&mut self, id: &NodeId, now: Instant) {
         let bi = self.bucket_of(id);
-        if let Some(n) = self.buckets[bi].nodes.iter_mut().find(|n| n.info.id == *id) {
+        let b = &mut self.buckets[bi];
+        if let Some(n) = b
+            .nodes
+            .iter_mut()
+            .chain(b.replacements.iter_mut())
+            .find(|n| n.info.id == *id)
+        {
             n.last_ping = Some(now);
         }
     }
 
-    /// Records an unanswered query to `id`. A node that turns bad is replaced by the
-    /// best entry of the replacement cache, if any.
+    /// Records an unanswered query to `id`. A replacement that does not answer is
+    /// forgotten; a node that turns bad is replaced by the best confirmed entry of
+    /// the replacement cache, if any.
     pub fn failed(&mut self, id: &NodeId, now: Instant) {
         let bi = self.bucket_of(id);
         let bad_after = self.cfg.bad_after;
@@ -359,7 +593,8 @@ impl RoutingTable {
             .replacements
             .iter()
             .enumerate()
-            .max_by_key(|(_, r)| (r.last_reply.is_some(), r.last_seen()))
+            .filter(|(_, r)| r.confirmed())
+            .max_by_key(|(_, r)| r.last_seen())
             .map(|(j, _)| j);
         if let Some(j) = best {
             let r = b.replacements.remove(j);
@@ -369,7 +604,7 @@ impl RoutingTable {
     }
 
     /// Up to `n` non-bad nodes closest to `target`, closest first; `v6` selects the
-    /// address family (`None`: both).
+    /// address family (`None`: both). Only confirmed nodes (bucket entries).
     pub fn closest(
         &self,
         target: &NodeId,
@@ -423,8 +658,9 @@ impl RoutingTable {
         NodeId(id)
     }
 
-    /// Questionable nodes not pinged in the last `every`, at most `max`, marked as
-    /// pinged now: the caller pings them.
+    /// Nodes to ping, at most `max`, marked as pinged now: questionable nodes not
+    /// pinged in the last `every`, then unconfirmed replacements of buckets with room
+    /// for them not pinged in the last minute.
     pub fn to_ping(&mut self, now: Instant, every: Duration, max: usize) -> Vec<NodeInfo> {
         let bad_after = self.cfg.bad_after;
         let mut out = Vec::new();
@@ -441,6 +677,20 @@ impl RoutingTable {
                 }
             }
         }
+        for bi in 0..self.buckets.len() {
+            if !self.has_room(bi, now) {
+                continue;
+            }
+            for r in &mut self.buckets[bi].replacements {
+                if out.len() >= max {
+                    return out;
+                }
+                if !r.confirmed() && r.last_ping.is_none_or(|p| now.since(p) >= RECHECK_AFTER) {
+                    r.last_ping = Some(now);
+                    out.push(r.info);
+                }
+            }
+        }
         out
     }
 }
@@ -450,8 +700,12 @@ mod tests {
     use super::*;
     use core::net::{Ipv4Addr, SocketAddrV4};
 
+    /// A node address in a /24 of its own.
     fn addr(i: u32) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + i), 6881))
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(0x0a00_0001 + (i << 8)),
+            6881,
+        ))
     }
     fn id_with_prefix(first: u8, i: u8) -> NodeId {
         let mut id = [0u8; 20];
@@ -605,8 +859,19 @@ mod tests {
             id: id_with_prefix(0xa0, 1),
             addr: addr(51),
         };
+        // A querier is not confirmed: it waits, and is to be pinged (a bad node
+        // leaves room for it); its answer puts it in the bad node's place.
         assert_eq!(
             rt.heard_from(next, t(16 * 60), Contact::Queried),
+            Insert::Pending { ping: Some(next) }
+        );
+        assert!(rt.get(&next.id).is_none());
+        assert!(rt
+            .closest(&next.id, 8, t(16 * 60), None)
+            .iter()
+            .all(|n| n.id != next.id));
+        assert_eq!(
+            rt.heard_from(next, t(16 * 60), Contact::Replied),
             Insert::Added
         );
         assert!(rt.get(&second).is_none());
@@ -643,5 +908,145 @@ mod tests {
         }
         assert!(rt.refresh_target(t(60), GOOD_FOR, &mut rng).is_none());
         assert!(rt.refresh_target(t(16 * 60), GOOD_FOR, &mut rng).is_some());
+    }
+
+    fn at(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
+    }
+
+    #[test]
+    fn one_entry_per_ip_and_one_per_subnet_in_a_bucket() {
+        let own = NodeId([0u8; 20]);
+        let mut rt = RoutingTable::new(own, TableConfig::default(), t(0));
+        let info = |first: u8, i: u8, addr: SocketAddr| NodeInfo {
+            id: id_with_prefix(first, i),
+            addr,
+        };
+        // One IP, many ports and ids, all answering: one entry.
+        let first = info(0x80, 0, at([192, 0, 2, 66], 1000));
+        assert_eq!(rt.heard_from(first, t(0), Contact::Replied), Insert::Added);
+        for p in 1..50u8 {
+            let n = info(0x80 + p, p, at([192, 0, 2, 66], 1000 + u16::from(p)));
+            assert_eq!(rt.heard_from(n, t(0), Contact::Replied), Insert::Ignored);
+        }
+        // Same /24 in the same bucket: refused; in another bucket: fine.
+        for i in 1..8u8 {
+            let n = info(0x80 + i, 100 + i, addr(u32::from(i)));
+            assert_eq!(rt.heard_from(n, t(0), Contact::Replied), Insert::Added);
+        }
+        let near = info(0x90, 1, at([192, 0, 2, 67], 1000));
+        assert_eq!(rt.heard_from(near, t(0), Contact::Replied), Insert::Ignored);
+        let other_bucket = info(0x01, 1, at([192, 0, 2, 67], 1000));
+        assert_eq!(
+            rt.heard_from(other_bucket, t(0), Contact::Replied),
+            Insert::Added
+        );
+        assert_eq!(rt.bucket_count(), 2);
+        assert_eq!(rt.len(), 9);
+        // An unconfirmed claim at an address is displaced by a confirmed node of the
+        // same IP; a confirmed entry is not displaced by a claim.
+        let claim = info(0x02, 1, at([198, 51, 100, 1], 6881));
+        assert_eq!(
+            rt.heard_from(claim, t(1), Contact::Queried),
+            Insert::Pending { ping: Some(claim) }
+        );
+        assert_eq!(rt.replacement_count(), 1);
+        let real = info(0x03, 1, at([198, 51, 100, 1], 6882));
+        assert_eq!(rt.heard_from(real, t(2), Contact::Replied), Insert::Added);
+        assert_eq!(rt.replacement_count(), 0);
+        let claim2 = info(0x04, 1, at([198, 51, 100, 1], 6883));
+        assert_eq!(
+            rt.heard_from(claim2, t(3), Contact::Queried),
+            Insert::Ignored
+        );
+        // A bad node's IP may come back with a new port and id (a restart).
+        rt.failed(&real.id, t(4));
+        rt.failed(&real.id, t(4));
+        let back = info(0x05, 2, at([198, 51, 100, 1], 7000));
+        assert_eq!(rt.heard_from(back, t(5), Contact::Queried), Insert::Ignored);
+        assert_eq!(rt.heard_from(back, t(5), Contact::Replied), Insert::Added);
+        assert!(rt.get(&real.id).is_none());
+        // Loopback: one entry per address.
+        for p in 0..4u8 {
+            let n = info(0x40 + p, p, at([127, 0, 0, 1], 2000 + u16::from(p)));
+            assert_eq!(rt.heard_from(n, t(6), Contact::Replied), Insert::Added);
+        }
+        // Unrestricted: one entry per address.
+        let cfg = TableConfig {
+            restrict_ips: false,
+            ..TableConfig::default()
+        };
+        let mut rt = RoutingTable::new(own, cfg, t(0));
+        for p in 0..8u8 {
+            let n = info(0x80 + p, p, at([192, 0, 2, 66], 1000 + u16::from(p)));
+            assert_eq!(rt.heard_from(n, t(0), Contact::Replied), Insert::Added);
+        }
+    }
+
+    #[test]
+    fn unconfirmed_nodes_wait_and_never_displace_confirmed_ones() {
+        let own = NodeId([0u8; 20]);
+        let cfg = TableConfig {
+            max_buckets: 1,
+            replacements: 2,
+            ..TableConfig::default()
+        };
+        let mut rt = RoutingTable::new(own, cfg, t(0));
+        for i in 0..8u32 {
+            let n = NodeInfo {
+                id: id_with_prefix(0x80, i as u8),
+                addr: addr(i),
+            };
+            assert_eq!(
+                rt.heard_from(n, t(0), Contact::Queried),
+                Insert::Pending { ping: Some(n) }
+            );
+            rt.pinged(&n.id, t(0));
+            assert_eq!(rt.heard_from(n, t(0), Contact::Replied), Insert::Added);
+        }
+        // Two confirmed replacements fill the cache; unconfirmed ones are refused.
+        for i in 8..10u32 {
+            let n = NodeInfo {
+                id: id_with_prefix(0x90, i as u8),
+                addr: addr(i),
+            };
+            assert!(matches!(
+                rt.heard_from(n, t(1), Contact::Replied),
+                Insert::Full { .. }
+            ));
+        }
+        let n = NodeInfo {
+            id: id_with_prefix(0xa0, 1),
+            addr: addr(20),
+        };
+        assert_eq!(rt.heard_from(n, t(2), Contact::Queried), Insert::Ignored);
+        assert_eq!(rt.replacement_count(), 2);
+        assert!(rt.replacements().all(Node::confirmed));
+        assert!(rt.nodes().all(Node::confirmed));
+        // A failed replacement is forgotten.
+        rt.failed(&id_with_prefix(0x90, 8), t(3));
+        assert_eq!(rt.replacement_count(), 1);
+        // Unconfirmed replacements of a bucket with room are offered for pings, once
+        // a minute.
+        let mut rt = RoutingTable::new(own, TableConfig::default(), t(0));
+        let n = NodeInfo {
+            id: id_with_prefix(0x80, 1),
+            addr: addr(1),
+        };
+        assert_eq!(
+            rt.heard_from(n, t(0), Contact::Queried),
+            Insert::Pending { ping: Some(n) }
+        );
+        rt.pinged(&n.id, t(0));
+        assert_eq!(
+            rt.heard_from(n, t(1), Contact::Queried),
+            Insert::Pending { ping: None },
+            "not pinged twice in a minute"
+        );
+        assert!(rt.to_ping(t(30), Duration::from_secs(300), 10).is_empty());
+        assert_eq!(rt.to_ping(t(61), Duration::from_secs(300), 10), [n]);
+        rt.failed(&n.id, t(63));
+        assert_eq!(rt.replacement_count(), 0);
+        assert!(rt.is_empty());
     }
 }
