@@ -89,6 +89,8 @@ pub const ACCEPTS_PER_TURN: usize = 64;
 /// Most UDP batches (of up to [`crate::udp_batch::BATCH`] datagrams) answered in one
 /// turn of the loop.
 pub const UDP_BATCHES_PER_TURN: usize = 8;
+/// How often the connections' deadlines are checked (and the longest the loop sleeps).
+const DEADLINE_CHECK: Duration = Duration::from_millis(100);
 /// How often queued sync entries are sent.
 pub const SYNC_FLUSH: Duration = Duration::from_millis(500);
 /// Most entries in one sync batch.
@@ -304,6 +306,7 @@ impl TrackerServer {
             udp,
             socks: HashMap::new(),
             work: VecDeque::new(),
+            read_buf: vec![0; 16 * 1024],
             accept_ready: false,
             udp_ready: false,
             start: StdInstant::now(),
@@ -446,6 +449,8 @@ struct Loop {
     socks: HashMap<ConnId, Sock>,
     /// Connections with work for the next turn.
     work: VecDeque<ConnId>,
+    /// Reused for every read.
+    read_buf: Vec<u8>,
     /// The listener or the UDP socket may have more waiting.
     accept_ready: bool,
     udp_ready: bool,
@@ -475,22 +480,12 @@ impl Loop {
         let mut events = Events::with_capacity(1024);
         let mut batch = UdpBatch::new();
         let mut expired = Vec::new();
+        let mut last_deadlines = StdInstant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let busy = !self.work.is_empty() || self.accept_ready || self.udp_ready;
-            let timeout = if busy {
-                Duration::ZERO
-            } else {
-                let now = self.now();
-                let next = [
-                    self.service.poll_timeout(),
-                    self.service.tracker().poll_timeout(),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or(100, |t| t.as_millis().saturating_sub(now.as_millis()));
-                Duration::from_millis(next.min(100))
-            };
+            // Deadlines are whole seconds or more: checking them every DEADLINE_CHECK
+            // keeps a turn O(its work), not O(connections).
+            let timeout = if busy { Duration::ZERO } else { DEADLINE_CHECK };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -541,7 +536,8 @@ impl Loop {
             {
                 self.service.tracker_mut().handle_timeout(now);
             }
-            if self.service.poll_timeout().is_some_and(|t| t <= now) {
+            if last_deadlines.elapsed() >= DEADLINE_CHECK {
+                last_deadlines = StdInstant::now();
                 self.service.handle_timeout(now, &mut expired);
                 for id in expired.drain(..) {
                     self.drop_sock(id);
@@ -724,7 +720,7 @@ impl Loop {
         };
         let mut failed = !flush(&mut self.service, now, id, s);
         let mut read = 0;
-        let mut buf = [0u8; 16 * 1024];
+        let buf = &mut self.read_buf;
         while !failed && s.readable && !s.eof && read < READ_PER_TURN {
             let want = self.service.read_capacity(id).min(buf.len());
             if want == 0 {
