@@ -32,17 +32,21 @@
 //!
 //! # UDP
 //!
-//! BEP 15 on the same loop. Datagrams are read in batches of up to
-//! [`crate::udp_batch::BATCH`] (`recvmmsg` on Linux), answered with one clock reading,
-//! and the replies sent together (`sendmmsg`); a reply the socket cannot take is
-//! dropped, as a lost datagram would be.
+//! BEP 15 on the same loop. Datagrams are read in batches of up to 32 (`recvmmsg` on
+//! Linux), answered with one clock reading, and the replies sent together
+//! (`sendmmsg`); a reply the socket cannot take is dropped, as a lost datagram would
+//! be. A turn answers at most [`UDP_BATCHES_PER_TURN`] batches, so a flood of
+//! datagrams cannot starve the HTTP side either.
 //!
 //! # State
 //!
 //! With a state file, the allow list and the `downloaded` counters are restored at
 //! start, saved when they changed, at most every [`TrackerOptions::save_every`], and on
 //! a clean stop. A save writes `FILE.tmp`, syncs it, renames it over `FILE` and syncs
-//! the directory: a crash leaves the old or the new file, never a torn one.
+//! the directory: a crash leaves the old or the new file, never a torn one. The file
+//! holds the counts of the swarms in memory only: a restored count of an unregistered
+//! torrent whose peers do not come back is swept like any empty swarm's (see
+//! [`ServerConfig::empty_swarm_ttl`]), and leaves the file at the next save.
 //!
 //! # Sync
 //!
@@ -86,7 +90,7 @@ pub const READ_PER_TURN: usize = 64 * 1024;
 pub const LISTEN_BACKLOG: i32 = 1024;
 /// Most connections accepted in one turn of the loop.
 pub const ACCEPTS_PER_TURN: usize = 64;
-/// Most UDP batches (of up to [`crate::udp_batch::BATCH`] datagrams) answered in one
+/// Most UDP batches (of up to 32 datagrams) answered in one
 /// turn of the loop.
 pub const UDP_BATCHES_PER_TURN: usize = 8;
 /// How often the connections' deadlines are checked (and the longest the loop sleeps).
