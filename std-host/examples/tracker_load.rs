@@ -52,6 +52,8 @@ fn main() {
                 max_swarms: 1_000_000,
                 max_peers_per_swarm: 100_000,
                 max_peers: 10_000_000,
+                // Every simulated peer is 127.0.0.1.
+                max_peers_per_ip: usize::MAX,
                 ..TrackerOptions::default()
             };
             let stop = Arc::new(AtomicBool::new(false));

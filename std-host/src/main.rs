@@ -144,6 +144,16 @@ enum Command {
         /// HTTP replies; without it they leave the key out.
         #[arg(long)]
         peer_ids: bool,
+        /// Most peers of one address (IPv4, or IPv6 /64) in one swarm; a newcomer from
+        /// an address at the cap replaces that address's oldest entry.
+        #[arg(long, default_value_t = btcore_core::tracker::server::DEFAULT_MAX_PEERS_PER_IP)]
+        max_peers_per_ip: usize,
+        /// Most open HTTP connections (newcomers evict the least useful at the cap).
+        #[arg(long, default_value_t = 4096)]
+        max_connections: usize,
+        /// Most open HTTP connections from one address (IPv4, or IPv6 /64).
+        #[arg(long, default_value_t = 32)]
+        max_connections_per_ip: usize,
     },
     /// Create a torrent for PATH, register it with the tracker, print its magnet link
     /// and seed it.
@@ -437,6 +447,9 @@ fn main() -> ExitCode {
             sync_key,
             interval,
             peer_ids,
+            max_peers_per_ip,
+            max_connections,
+            max_connections_per_ip,
         } => run::tracker(run::TrackerArgs {
             http: (!no_http).then_some(http),
             udp: (!no_udp).then_some(udp),
@@ -449,6 +462,9 @@ fn main() -> ExitCode {
             sync_key,
             interval,
             peer_ids,
+            max_peers_per_ip,
+            max_connections,
+            max_connections_per_ip,
         }),
         Command::Share {
             path,

@@ -450,6 +450,9 @@ pub struct TrackerArgs {
     pub sync_key: Option<String>,
     pub interval: u32,
     pub peer_ids: bool,
+    pub max_peers_per_ip: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 fn parse_hash(s: &str) -> Option<btcore_core::ids::InfoHash> {
@@ -502,6 +505,12 @@ pub fn tracker(a: TrackerArgs) -> ExitCode {
         sync_key: a.sync_key,
         interval_secs: a.interval,
         peer_ids: a.peer_ids,
+        max_peers_per_ip: a.max_peers_per_ip,
+        limits: btcore_host::tracker_server::HttpLimits {
+            max_connections: a.max_connections,
+            max_connections_per_ip: a.max_connections_per_ip,
+            ..Default::default()
+        },
         ..TrackerOptions::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

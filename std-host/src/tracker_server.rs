@@ -4,59 +4,74 @@
 //!
 //! # HTTP
 //!
-//! A small HTTP/1.1 server: requests of at most [`MAX_REQUEST`] bytes (head and body;
-//! `POST /sync` bodies up to [`MAX_SYNC_BODY`]), keep-alive unless the client says
-//! `Connection: close`, pipelined requests answered in order, idle connections closed
-//! after [`IDLE_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once. Paths:
+//! A small HTTP/1.1 server: heads parsed by `httparse`, keep-alive unless the client
+//! says `Connection: close`, pipelined requests answered in order. Everything between
+//! the socket and the tracker, and every cap on it, lives in [`service`] (socket-free,
+//! driven by the fuzz target too): a request of at most 8 KiB, a turn budget per
+//! connection, backpressure on unread answers, deadlines for heads and bodies, caps on
+//! connections per address and in all with eviction instead of refusal, and `/sync`
+//! judged at its head. Paths:
 //!
 //! - `GET /announce?...`, `GET /scrape?...`: BEP 3 / BEP 48 (bencoded, `text/plain`).
-//! - `GET /stats.json`: `{"swarms":N,"peers":N,"torrents":[{"info_hash","complete",
-//!   "incomplete","downloaded"}...]}` (at most [`MAX_STATS_TORRENTS`] torrents).
-//! - `GET /`: a plain HTML page with the same figures.
+//! - `GET /stats.json`: `{"swarms":N,"peers":N,"announces":N,"scrapes":N,"failures":N}`;
+//!   with `?key=<admin key>`, also `"torrents":[{"info_hash","complete","incomplete",
+//!   "downloaded"}...]` (at most [`HttpLimits::max_stats_torrents`]). Info-hashes are
+//!   never listed to anyone else: with an allow list they are the publisher's secret.
+//!   A page is built at most once a second ([`HttpLimits::stats_cache`]).
+//! - `GET /`: a plain HTML page with the same figures (the table with the key only).
 //! - `GET /admin/register?info_hash=..&key=..`: adds an info-hash (20 percent-encoded
 //!   bytes or 40 hex digits) to the allow list; `key` must be the admin key.
-//! - `POST /sync`: a batch from a peer tracker (see the core module docs).
+//! - `POST /sync`: a batch from a peer tracker (see the core module docs), with the
+//!   [`service::SYNC_AUTH_HEADER`] header.
+//!
+//! The loop serves in turns: each turn accepts a bounded number of connections,
+//! answers a bounded number of UDP batches, and gives every HTTP connection with work
+//! one bounded go (read at most [`READ_PER_TURN`] bytes, answer at most
+//! [`HttpLimits::requests_per_turn`] requests); whatever is left waits for the next
+//! turn, so no client can hold the loop.
 //!
 //! # UDP
 //!
-//! BEP 15 on the same loop. Datagrams are read in batches of up to
-//! [`crate::udp_batch::BATCH`] (`recvmmsg` on Linux), answered with one clock reading,
-//! and the replies sent together (`sendmmsg`); a reply the socket cannot take is
-//! dropped, as a lost datagram would be.
+//! BEP 15 on the same loop. Datagrams are read in batches of up to 32 (`recvmmsg` on
+//! Linux), answered with one clock reading, and the replies sent together
+//! (`sendmmsg`); a reply the socket cannot take is dropped, as a lost datagram would
+//! be. A turn answers at most [`UDP_BATCHES_PER_TURN`] batches, so a flood of
+//! datagrams cannot starve the HTTP side either.
 //!
 //! # State
 //!
 //! With a state file, the allow list and the `downloaded` counters are restored at
 //! start, saved when they changed, at most every [`TrackerOptions::save_every`], and on
 //! a clean stop. A save writes `FILE.tmp`, syncs it, renames it over `FILE` and syncs
-//! the directory: a crash leaves the old or the new file, never a torn one.
+//! the directory: a crash leaves the old or the new file, never a torn one. The file
+//! holds the counts of the swarms in memory only: a restored count of an unregistered
+//! torrent whose peers do not come back is swept like any empty swarm's (see
+//! [`ServerConfig::empty_swarm_ttl`]), and leaves the file at the next save.
 //!
 //! # Sync
 //!
-//! Local announces are encoded into signed batches on the loop every
-//! [`SYNC_FLUSH`] and handed to a worker thread that `POST`s them to every peer
-//! tracker's `/sync`. A peer that fails is marked down and probed every second with an
+//! Local announces are encoded into signed batches (HMAC-SHA1 under the sync key) on
+//! the loop every [`SYNC_FLUSH`] and handed to a worker thread that `POST`s them to
+//! every peer tracker's `/sync`, with a header that proves the key before the body is
+//! read. A peer that fails is marked down and probed every second with an
 //! empty batch; when it answers again (and at the first contact) the loop sends it a
 //! full list of the local peers, so a tracker that restarts learns the swarm back
 //! without waiting for re-announces.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
 use btcore_core::ids::InfoHash;
 use btcore_core::rng::Rng;
 use btcore_core::time::{Duration as CoreDuration, Instant};
-use btcore_core::tracker::server::{
-    decode_id20, encode_sync, query_pairs, Mode, ServerConfig, Tracker,
-};
+use btcore_core::tracker::server::{encode_sync, sync_auth, Mode, ServerConfig, Tracker};
 use btcore_core::tracker::ScrapeStats;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream as MioTcpStream, UdpSocket};
@@ -64,16 +79,22 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::udp_batch::UdpBatch;
 
-/// Largest HTTP request (head plus body) outside `/sync`.
-pub const MAX_REQUEST: usize = 8 * 1024;
-/// Largest `POST /sync` body.
-pub const MAX_SYNC_BODY: usize = 8 << 20;
-/// Idle keep-alive connections are closed after this.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most open HTTP connections; more are accepted and closed at once.
-pub const MAX_CONNECTIONS: usize = 4096;
-/// Most torrents listed by `/stats.json` and `/`.
-pub const MAX_STATS_TORRENTS: usize = 10_000;
+pub mod service;
+
+use service::{ConnId, Service, SYNC_AUTH_HEADER};
+pub use service::{HttpCounters, HttpLimits};
+
+/// Most bytes read from one connection in one turn of the loop.
+pub const READ_PER_TURN: usize = 64 * 1024;
+/// The HTTP listener's accept queue (the kernel caps it at `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// Most connections accepted in one turn of the loop.
+pub const ACCEPTS_PER_TURN: usize = 64;
+/// Most UDP batches (of up to 32 datagrams) answered in one
+/// turn of the loop.
+pub const UDP_BATCHES_PER_TURN: usize = 8;
+/// How often the connections' deadlines are checked (and the longest the loop sleeps).
+const DEADLINE_CHECK: Duration = Duration::from_millis(100);
 /// How often queued sync entries are sent.
 pub const SYNC_FLUSH: Duration = Duration::from_millis(500);
 /// Most entries in one sync batch.
@@ -111,6 +132,14 @@ pub struct TrackerOptions {
     pub max_peers_per_swarm: usize,
     /// Most peers in all.
     pub max_peers: usize,
+    /// Most peers of one address (IPv4, or IPv6 /64) in one swarm (see
+    /// [`ServerConfig::max_peers_per_ip`]).
+    pub max_peers_per_ip: usize,
+    /// An empty swarm's `downloaded` count is kept this long after its last announce
+    /// (see [`ServerConfig::empty_swarm_ttl`]); `None`: the peer timeout.
+    pub empty_swarm_ttl: Option<Duration>,
+    /// The HTTP server's caps.
+    pub limits: HttpLimits,
     /// Believe the `ip` parameter of announces.
     pub accept_ip_param: bool,
     /// Keep peer ids for non-compact HTTP replies (see [`ServerConfig::peer_ids`]).
@@ -135,6 +164,9 @@ impl Default for TrackerOptions {
             max_swarms: c.max_swarms,
             max_peers_per_swarm: c.max_peers_per_swarm,
             max_peers: c.max_peers,
+            max_peers_per_ip: c.max_peers_per_ip,
+            empty_swarm_ttl: None,
+            limits: HttpLimits::default(),
             accept_ip_param: false,
             peer_ids: c.peer_ids,
             save_every: Duration::from_secs(5),
@@ -157,6 +189,11 @@ impl TrackerOptions {
             max_swarms: self.max_swarms,
             max_peers_per_swarm: self.max_peers_per_swarm,
             max_peers: self.max_peers,
+            max_peers_per_ip: self.max_peers_per_ip,
+            empty_swarm_ttl: CoreDuration::from_millis(
+                self.empty_swarm_ttl
+                    .map_or(2_000 * u64::from(interval), |d| d.as_millis() as u64),
+            ),
             accept_ip_param: self.accept_ip_param,
             peer_ids: self.peer_ids,
             sync: !self.sync_peers.is_empty() && self.sync_key.is_some(),
@@ -192,6 +229,7 @@ pub struct TrackerServer {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<io::Result<()>>>,
     sync: Option<JoinHandle<()>>,
+    counters: Arc<Mutex<HttpCounters>>,
 }
 
 impl TrackerServer {
@@ -199,7 +237,7 @@ impl TrackerServer {
     pub fn start(opts: TrackerOptions) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listener = opts.http.map(TcpListener::bind).transpose()?;
+        let mut listener = opts.http.map(listen).transpose()?;
         let mut udp = opts.udp.map(UdpSocket::bind).transpose()?;
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -214,7 +252,7 @@ impl TrackerServer {
         let mut tracker = Tracker::new(opts.config(), seed);
         if let Some(path) = &opts.state {
             match fs::read(path) {
-                Ok(data) => tracker.restore_state(&data).map_err(|e| {
+                Ok(data) => tracker.restore_state(Instant::ZERO, &data).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("{}: {e}", path.display()),
@@ -257,25 +295,35 @@ impl TrackerServer {
             _ => (None, None),
         };
 
-        let mut lp = Loop {
+        let counters = Arc::new(Mutex::new(HttpCounters::default()));
+        let service = Service::new(
+            opts.limits.clone(),
             tracker,
-            rng: Rng::new(rng_seed),
+            Rng::new(rng_seed),
+            opts.admin_key.clone(),
+            opts.sync_key.clone(),
+        );
+        let mut lp = Loop {
+            service,
             poll,
             listener,
             udp,
-            conns: HashMap::new(),
-            next_token: FIRST_CONN,
+            socks: HashMap::new(),
+            work: VecDeque::new(),
+            read_buf: vec![0; 16 * 1024],
+            accept_ready: false,
+            udp_ready: false,
             start: StdInstant::now(),
             state: opts.state.clone(),
             save_every: opts.save_every,
             last_save: None,
-            admin_key: opts.admin_key.clone(),
             sync_key: opts.sync_key.clone(),
             sync_tx,
             full_dump,
             last_flush: StdInstant::now(),
             stop: stop.clone(),
             no_save: no_save.clone(),
+            counters: counters.clone(),
         };
         let thread = thread::Builder::new()
             .name("btcore-tracker".into())
@@ -288,7 +336,15 @@ impl TrackerServer {
             waker,
             thread: Some(thread),
             sync,
+            counters,
         })
+    }
+
+    /// What the HTTP service did so far (updated at the end of every turn).
+    pub fn http_counters(&self) -> HttpCounters {
+        self.counters
+            .lock()
+            .map_or_else(|e| *e.into_inner(), |c| *c)
     }
 
     /// The bound HTTP address.
@@ -340,6 +396,19 @@ impl Drop for TrackerServer {
     }
 }
 
+/// A non-blocking listener on `addr` with a backlog of [`LISTEN_BACKLOG`] (the standard
+/// library's 128 overflows under a burst of connections, and every dropped SYN costs
+/// its client a second).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
 /// 32 bytes from the OS (`/dev/urandom`), or from the clock and process id if that
 /// fails; they key the UDP connection ids and seed the peer selection.
 fn random_bytes() -> [u8; 32] {
@@ -364,50 +433,46 @@ fn random_bytes() -> [u8; 32] {
 
 // ---------------------------------------------------------------- the loop
 
-struct Conn {
+/// A connection's socket and what it is known to be ready for (readiness is
+/// edge-triggered: a flag stays set until the socket says `WouldBlock`).
+struct Sock {
     stream: MioTcpStream,
-    peer: SocketAddr,
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
-    written: usize,
-    close: bool,
-    last_active: StdInstant,
+    readable: bool,
+    writable: bool,
+    /// The peer sent its last byte (or the socket failed): nothing more to read.
+    eof: bool,
+    /// In the work queue.
+    queued: bool,
 }
 
 struct Loop {
-    tracker: Tracker,
-    rng: Rng,
+    service: Service,
     poll: Poll,
     listener: Option<TcpListener>,
     udp: Option<UdpSocket>,
-    conns: HashMap<usize, Conn>,
-    next_token: usize,
+    socks: HashMap<ConnId, Sock>,
+    /// Connections with work for the next turn.
+    work: VecDeque<ConnId>,
+    /// Reused for every read.
+    read_buf: Vec<u8>,
+    /// The listener or the UDP socket may have more waiting.
+    accept_ready: bool,
+    udp_ready: bool,
     start: StdInstant,
     state: Option<PathBuf>,
     save_every: Duration,
     last_save: Option<StdInstant>,
-    admin_key: Option<String>,
     sync_key: Option<String>,
     sync_tx: Option<Sender<Vec<u8>>>,
     full_dump: Arc<AtomicBool>,
     last_flush: StdInstant,
     stop: Arc<AtomicBool>,
     no_save: Arc<AtomicBool>,
+    counters: Arc<Mutex<HttpCounters>>,
 }
 
-/// What a parsed request asks for.
-struct Request<'a> {
-    method: &'a [u8],
-    path: &'a [u8],
-    query: &'a [u8],
-    body: &'a [u8],
-    keep_alive: bool,
-}
-
-enum Parsed {
-    Partial,
-    Bad(u16),
-    Done(usize),
+const fn token(id: ConnId) -> Token {
+    Token(id + FIRST_CONN)
 }
 
 impl Loop {
@@ -418,9 +483,13 @@ impl Loop {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut batch = UdpBatch::new();
-        let mut last_idle_check = StdInstant::now();
+        let mut expired = Vec::new();
+        let mut last_deadlines = StdInstant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            let timeout = Duration::from_millis(100);
+            let busy = !self.work.is_empty() || self.accept_ready || self.udp_ready;
+            // Deadlines are whole seconds or more: checking them every DEADLINE_CHECK
+            // keeps a turn O(its work), not O(connections).
+            let timeout = if busy { Duration::ZERO } else { DEADLINE_CHECK };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -429,29 +498,59 @@ impl Loop {
             }
             for ev in &events {
                 match ev.token() {
-                    LISTENER => self.accept(),
-                    UDP => self.udp_ready(&mut batch),
+                    LISTENER => self.accept_ready = true,
+                    UDP => self.udp_ready = true,
                     WAKER => {}
-                    Token(t) => self.conn_ready(t),
+                    Token(t) => {
+                        let id = t - FIRST_CONN;
+                        if let Some(s) = self.socks.get_mut(&id) {
+                            s.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                            s.writable |= ev.is_writable() || ev.is_error();
+                            if !s.queued {
+                                s.queued = true;
+                                self.work.push_back(id);
+                            }
+                        }
+                    }
+                }
+            }
+            if self.accept_ready {
+                self.accept();
+            }
+            if self.udp_ready {
+                self.udp_turn(&mut batch);
+            }
+            // One bounded go for every connection with work, in turn.
+            for _ in 0..self.work.len() {
+                let Some(id) = self.work.pop_front() else {
+                    break;
+                };
+                if self.drive(id) {
+                    self.work.push_back(id);
+                } else if let Some(s) = self.socks.get_mut(&id) {
+                    s.queued = false;
                 }
             }
             let now = self.now();
-            if self.tracker.poll_timeout().is_some_and(|t| t <= now) {
-                self.tracker.handle_timeout(now);
+            if self
+                .service
+                .tracker()
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.service.tracker_mut().handle_timeout(now);
+            }
+            if last_deadlines.elapsed() >= DEADLINE_CHECK {
+                last_deadlines = StdInstant::now();
+                self.service.handle_timeout(now, &mut expired);
+                for id in expired.drain(..) {
+                    self.drop_sock(id);
+                }
             }
             self.flush_sync(false);
             self.maybe_save(false);
-            if last_idle_check.elapsed() >= Duration::from_secs(1) {
-                last_idle_check = StdInstant::now();
-                let idle: Vec<usize> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.last_active.elapsed() > IDLE_TIMEOUT)
-                    .map(|(t, _)| *t)
-                    .collect();
-                for t in idle {
-                    self.close(t);
-                }
+            if let Ok(mut c) = self.counters.lock() {
+                *c = self.service.counters();
             }
         }
         self.flush_sync(true);
@@ -465,7 +564,8 @@ impl Loop {
         let Some(path) = self.state.clone() else {
             return;
         };
-        if !self.tracker.is_dirty() {
+        let tracker = self.service.tracker_mut();
+        if !tracker.is_dirty() {
             return;
         }
         if !force
@@ -476,10 +576,10 @@ impl Loop {
             return;
         }
         let mut data = Vec::new();
-        self.tracker.encode_state(&mut data);
+        tracker.encode_state(&mut data);
         match save_atomically(&path, &data) {
             Ok(()) => {
-                self.tracker.mark_saved();
+                tracker.mark_saved();
                 self.last_save = Some(StdInstant::now());
             }
             Err(e) => {
@@ -494,10 +594,11 @@ impl Loop {
         let (Some(tx), Some(key)) = (&self.sync_tx, &self.sync_key) else {
             return;
         };
-        let now = self.now();
+        let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
+        let tracker = self.service.tracker_mut();
         if self.full_dump.swap(false, Ordering::SeqCst) {
             let mut all = Vec::new();
-            self.tracker.local_sync_entries(now, &mut all);
+            tracker.local_sync_entries(now, &mut all);
             for chunk in all.chunks(SYNC_BATCH) {
                 let mut msg = Vec::new();
                 encode_sync(chunk, key.as_bytes(), &mut msg);
@@ -507,17 +608,17 @@ impl Loop {
                 }
             }
         }
-        if self.tracker.sync_pending() == 0
+        if tracker.sync_pending() == 0
             || (!force
                 && self.last_flush.elapsed() < SYNC_FLUSH
-                && self.tracker.sync_pending() < SYNC_BATCH)
+                && tracker.sync_pending() < SYNC_BATCH)
         {
             return;
         }
         self.last_flush = StdInstant::now();
-        while self.tracker.sync_pending() > 0 {
+        while tracker.sync_pending() > 0 {
             let mut batch = Vec::new();
-            self.tracker.drain_sync(&mut batch, SYNC_BATCH);
+            tracker.drain_sync(&mut batch, SYNC_BATCH);
             let mut msg = Vec::new();
             encode_sync(&batch, key.as_bytes(), &mut msg);
             if tx.try_send(msg).is_err() {
@@ -526,411 +627,151 @@ impl Loop {
         }
     }
 
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections; each is admitted by the service,
+    /// which may evict another.
     fn accept(&mut self) {
-        let Some(listener) = &self.listener else {
+        let Some(listener) = self.listener.take() else {
+            self.accept_ready = false;
             return;
         };
-        loop {
+        self.accept_from(&listener);
+        self.listener = Some(listener);
+    }
+
+    fn accept_from(&mut self, listener: &TcpListener) {
+        for _ in 0..ACCEPTS_PER_TURN {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS {
-                        continue; // dropped: closed at once
+                    let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
+                    let opened = self.service.open(now, peer);
+                    if let Some(old) = opened.evict {
+                        self.drop_sock(old);
                     }
-                    let token = self.next_token;
-                    self.next_token += 1;
-                    if self
-                        .poll
-                        .registry()
-                        .register(
-                            &mut stream,
-                            Token(token),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .is_err()
-                    {
+                    let registered = self.poll.registry().register(
+                        &mut stream,
+                        token(opened.id),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    if registered.is_err() {
+                        self.service.close(opened.id);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    self.conns.insert(
-                        token,
-                        Conn {
+                    self.socks.insert(
+                        opened.id,
+                        Sock {
                             stream,
-                            peer,
-                            inbuf: Vec::new(),
-                            out: Vec::new(),
-                            written: 0,
-                            close: false,
-                            last_active: StdInstant::now(),
+                            readable: false,
+                            writable: false,
+                            eof: false,
+                            queued: false,
                         },
                     );
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_ready = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    // Out of descriptors, for one: try again next turn, not in a spin.
                     log::debug!("tracker: accept: {e}");
-                    break;
+                    self.accept_ready = false;
+                    return;
                 }
             }
         }
     }
 
-    /// Answers datagrams until the socket is drained (edge-triggered readiness).
-    fn udp_ready(&mut self, batch: &mut UdpBatch) {
+    /// Answers up to [`UDP_BATCHES_PER_TURN`] batches of datagrams.
+    fn udp_turn(&mut self, batch: &mut UdpBatch) {
         let Some(sock) = &self.udp else {
+            self.udp_ready = false;
             return;
         };
-        loop {
+        for _ in 0..UDP_BATCHES_PER_TURN {
             match batch.recv(sock) {
                 Ok(_) => {
                     let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
-                    let (tracker, rng) = (&mut self.tracker, &mut self.rng);
-                    batch.answer(|pkt, from, out| tracker.handle_udp(now, pkt, from, rng, out));
+                    let service = &mut self.service;
+                    batch.answer(|pkt, from, out| service.handle_udp(now, pkt, from, out));
                     batch.send(sock);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(_) => {
+                    self.udp_ready = false;
+                    return;
+                }
             }
         }
     }
 
-    fn close(&mut self, token: usize) {
-        if let Some(mut c) = self.conns.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
+    /// Closes `id`'s socket (the service has forgotten it, or is told to).
+    fn drop_sock(&mut self, id: ConnId) {
+        self.service.close(id);
+        if let Some(mut s) = self.socks.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut s.stream);
         }
     }
 
-    fn conn_ready(&mut self, token: usize) {
-        let Some(mut c) = self.conns.remove(&token) else {
-            return;
-        };
-        let keep = self.drive(&mut c);
-        if keep {
-            self.conns.insert(token, c);
-        } else {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-        }
-    }
-
-    /// Reads, answers and writes what it can; `false` when the connection is done.
-    fn drive(&mut self, c: &mut Conn) -> bool {
-        c.last_active = StdInstant::now();
-        let mut eof = false;
-        let mut buf = [0u8; 4096];
-        loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    c.inbuf.extend_from_slice(&buf[..n]);
-                    if c.inbuf.len() > MAX_SYNC_BODY + MAX_REQUEST {
-                        c.close = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        while !c.close {
-            match parse_request(&c.inbuf) {
-                Parsed::Partial => break,
-                Parsed::Bad(code) => {
-                    respond(
-                        &mut c.out,
-                        code,
-                        "text/plain",
-                        status_text(code).as_bytes(),
-                        false,
-                    );
-                    c.close = true;
-                    c.inbuf.clear();
-                }
-                Parsed::Done(len) => {
-                    let data = std::mem::take(&mut c.inbuf);
-                    let keep = self.answer(&data[..len], c.peer, &mut c.out);
-                    c.inbuf = data[len..].to_vec();
-                    if !keep {
-                        c.close = true;
-                    }
-                }
-            }
-        }
-        // Write what is pending.
-        while c.written < c.out.len() {
-            match c.stream.write(&c.out[c.written..]) {
-                Ok(0) => return false,
-                Ok(n) => c.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        c.out.clear();
-        c.written = 0;
-        !(c.close || eof)
-    }
-
-    /// Answers one whole request into `out`; `false` if the connection should close.
-    fn answer(&mut self, raw: &[u8], peer: SocketAddr, out: &mut Vec<u8>) -> bool {
-        let Some(req) = split_request(raw) else {
-            respond(out, 400, "text/plain", b"Bad Request", false);
+    /// One bounded go for `id`: write what is queued, read at most [`READ_PER_TURN`]
+    /// bytes while the service takes them, answer within its turn budget, write again.
+    /// Returns whether it has more to do next turn.
+    fn drive(&mut self, id: ConnId) -> bool {
+        let now = self.now();
+        let Some(s) = self.socks.get_mut(&id) else {
             return false;
         };
-        let ka = req.keep_alive;
-        let now = self.now();
-        let mut body = Vec::with_capacity(512);
-        match (req.method, req.path) {
-            (b"GET", b"/announce") => {
-                self.tracker
-                    .handle_http_announce(now, req.query, peer, &mut self.rng, &mut body);
-                respond(out, 200, "text/plain", &body, ka);
+        let mut failed = !flush(&mut self.service, now, id, s);
+        let mut read = 0;
+        let buf = &mut self.read_buf;
+        while !failed && s.readable && !s.eof && read < READ_PER_TURN {
+            let want = self.service.read_capacity(id).min(buf.len());
+            if want == 0 {
+                break;
             }
-            (b"GET", b"/scrape") => {
-                self.tracker.handle_http_scrape(req.query, &mut body);
-                respond(out, 200, "text/plain", &body, ka);
-            }
-            (b"GET", b"/stats.json") => {
-                respond(
-                    out,
-                    200,
-                    "application/json",
-                    self.stats_json().as_bytes(),
-                    ka,
-                );
-            }
-            (b"GET", b"/") => {
-                respond(
-                    out,
-                    200,
-                    "text/html; charset=utf-8",
-                    self.html().as_bytes(),
-                    ka,
-                );
-            }
-            (b"GET", b"/admin/register") => {
-                let (code, text) = self.register(req.query);
-                respond(out, code, "text/plain", text.as_bytes(), ka);
-            }
-            (b"POST", b"/sync") => {
-                let (code, text) = match &self.sync_key {
-                    None => (403, "sync not enabled".to_string()),
-                    Some(key) => match self.tracker.apply_sync(now, req.body, key.as_bytes()) {
-                        Ok(n) => (200, format!("applied {n}")),
-                        Err(e) => (403, e.to_string()),
-                    },
-                };
-                respond(out, code, "text/plain", text.as_bytes(), ka);
-            }
-            (b"GET" | b"POST", _) => respond(out, 404, "text/plain", b"Not Found", ka),
-            _ => respond(out, 405, "text/plain", b"Method Not Allowed", ka),
-        }
-        ka
-    }
-
-    fn register(&mut self, query: &[u8]) -> (u16, &'static str) {
-        let mut hash = None;
-        let mut key = None;
-        for (k, v) in query_pairs(query) {
-            match k {
-                b"info_hash" => hash = decode_id20(v).map(InfoHash),
-                b"key" => key = Some(pct_decode_lossy(v)),
-                _ => {}
+            match s.stream.read(&mut buf[..want]) {
+                Ok(0) => s.eof = true,
+                Ok(n) => {
+                    read += n;
+                    self.service.received(now, id, &buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => failed = true,
             }
         }
-        let Some(admin) = &self.admin_key else {
-            return (403, "registration disabled");
-        };
-        if !key.is_some_and(|k| ct_eq(k.as_bytes(), admin.as_bytes())) {
-            return (403, "bad key");
+        let budget_left = self.service.process(now, id);
+        failed = failed || !flush(&mut self.service, now, id, s);
+        let done = failed
+            || self.service.finished(id)
+            || (s.eof && !budget_left && self.service.output(id).is_empty());
+        if done {
+            self.drop_sock(id);
+            return false;
         }
-        let Some(h) = hash else {
-            return (400, "bad info_hash");
-        };
-        if self.tracker.register(h) {
-            self.maybe_save(false);
-            (200, "registered")
-        } else {
-            (200, "already registered")
+        let can_read = s.readable && !s.eof && self.service.read_capacity(id) > 0;
+        let can_write = s.writable && !self.service.output(id).is_empty();
+        budget_left || can_read || can_write || self.service.ready(id)
+    }
+}
+
+/// Writes `id`'s queued output while the socket takes it; `false` on a socket error.
+fn flush(service: &mut Service, now: Instant, id: ConnId, s: &mut Sock) -> bool {
+    while s.writable {
+        let out = service.output(id);
+        if out.is_empty() {
+            break;
+        }
+        match s.stream.write(out) {
+            Ok(0) => return false,
+            Ok(n) => service.wrote(now, id, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
-
-    fn torrents(&self) -> impl Iterator<Item = (InfoHash, ScrapeStats)> + '_ {
-        self.tracker.all_stats().take(MAX_STATS_TORRENTS)
-    }
-
-    fn stats_json(&self) -> String {
-        let torrents: Vec<serde_json::Value> = self
-            .torrents()
-            .map(|(h, s)| {
-                serde_json::json!({
-                    "info_hash": String::from_utf8_lossy(&h.to_hex()),
-                    "complete": s.complete,
-                    "incomplete": s.incomplete,
-                    "downloaded": s.downloaded,
-                })
-            })
-            .collect();
-        let c = self.tracker.counters();
-        serde_json::json!({
-            "swarms": self.tracker.swarm_count(),
-            "peers": self.tracker.peer_count(),
-            "announces": c.announces,
-            "scrapes": c.scrapes,
-            "failures": c.failures,
-            "torrents": torrents,
-        })
-        .to_string()
-    }
-
-    fn html(&self) -> String {
-        let mut s = String::from(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>btcore tracker</title></head><body>\n<h1>btcore tracker</h1>\n",
-        );
-        let _ = writeln!(
-            s,
-            "<p>{} torrents, {} peers. Announce at <code>/announce</code>, scrape at <code>/scrape</code>, figures in <a href=\"/stats.json\">/stats.json</a>.</p>",
-            self.tracker.swarm_count(),
-            self.tracker.peer_count()
-        );
-        s.push_str("<table><tr><th>info-hash</th><th>seeds</th><th>leechers</th><th>downloaded</th></tr>\n");
-        for (h, st) in self.torrents() {
-            let _ = writeln!(
-                s,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                String::from_utf8_lossy(&h.to_hex()),
-                st.complete,
-                st.incomplete,
-                st.downloaded
-            );
-        }
-        s.push_str("</table></body></html>\n");
-        s
-    }
-}
-
-fn pct_decode_lossy(v: &[u8]) -> String {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'%' && i + 2 < v.len() {
-            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&v[i + 1..i + 3]), 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(v[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn status_text(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    }
-}
-
-fn respond(out: &mut Vec<u8>, code: u16, ctype: &str, body: &[u8], keep_alive: bool) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 {code} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
-        status_text(code),
-        body.len(),
-        if keep_alive { "keep-alive" } else { "close" }
-    );
-    out.extend_from_slice(body);
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name)
-            .then(|| line[colon + 1..].trim_ascii())
-    })
-}
-
-/// Whether `buf` starts with a whole request, and how long it is.
-fn parse_request(buf: &[u8]) -> Parsed {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_REQUEST {
-            Parsed::Bad(431)
-        } else {
-            Parsed::Partial
-        };
-    };
-    let head = &buf[..end];
-    if end > MAX_REQUEST {
-        return Parsed::Bad(431);
-    }
-    let len = match header(head, b"content-length") {
-        None => 0,
-        Some(v) => match std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => return Parsed::Bad(400),
-        },
-    };
-    let limit = if head.starts_with(b"POST /sync ") {
-        MAX_SYNC_BODY
-    } else {
-        MAX_REQUEST - end
-    };
-    if len > limit {
-        return Parsed::Bad(413);
-    }
-    if buf.len() < end + 4 + len {
-        return Parsed::Partial;
-    }
-    Parsed::Done(end + 4 + len)
-}
-
-fn split_request(raw: &[u8]) -> Option<Request<'_>> {
-    let end = find(raw, b"\r\n\r\n")?;
-    let head = &raw[..end];
-    let line = head.split(|&b| b == b'\n').next()?.trim_ascii_end();
-    let mut parts = line.split(|&b| b == b' ');
-    let method = parts.next()?;
-    let target = parts.next()?;
-    let version = parts.next()?;
-    let (path, query) = match target.iter().position(|&b| b == b'?') {
-        Some(i) => (&target[..i], &target[i + 1..]),
-        None => (target, &target[target.len()..]),
-    };
-    let conn = header(head, b"connection").map(<[u8]>::to_ascii_lowercase);
-    let keep_alive = match conn.as_deref() {
-        Some(b"close") => false,
-        Some(b"keep-alive") => true,
-        _ => version == b"HTTP/1.1",
-    };
-    Some(Request {
-        method,
-        path,
-        query,
-        body: &raw[end + 4..],
-        keep_alive,
-    })
+    true
 }
 
 /// Writes `data` to `path` through `path.tmp`, fsync and rename.
@@ -979,11 +820,14 @@ impl PeerTracker {
         }
     }
 
-    fn post(&self, body: &[u8]) -> Result<(), String> {
+    fn post(&self, body: &[u8], key: &[u8]) -> Result<(), String> {
+        let auth = sync_auth(key, body.len() as u64);
+        let auth = std::str::from_utf8(&auth).unwrap_or_default();
         let (code, text) = http_request(
             &self.authority,
             "POST",
             &self.path,
+            &[(SYNC_AUTH_HEADER, auth)],
             body,
             Duration::from_secs(3),
         )
@@ -1016,7 +860,7 @@ impl SyncWorker {
             }
             if let Ok(msg) = &msg {
                 for p in self.peers.iter_mut().filter(|p| p.up) {
-                    if let Err(e) = p.post(msg) {
+                    if let Err(e) = p.post(msg, &self.key) {
                         log::info!("tracker: sync peer {} down: {e}", p.url);
                         p.up = false;
                     }
@@ -1030,7 +874,7 @@ impl SyncWorker {
                     continue;
                 }
                 p.last_try = Some(StdInstant::now());
-                if p.post(&probe).is_ok() {
+                if p.post(&probe, &self.key).is_ok() {
                     log::info!("tracker: sync peer {} up", p.url);
                     p.up = true;
                     came_up = true;
@@ -1045,11 +889,13 @@ impl SyncWorker {
 }
 
 /// A one-shot HTTP/1.1 request over a plain TCP connection (`authority` is
-/// `host:port`); returns the status code and the body (at most 1 MiB).
+/// `host:port`) with `headers` besides `Host`, `Content-Length` and `Connection`;
+/// returns the status code and the body (at most 1 MiB).
 fn http_request(
     authority: &str,
     method: &str,
     path_and_query: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<(u16, Vec<u8>)> {
@@ -1061,23 +907,25 @@ fn http_request(
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let mut req = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
-    )
-    .into_bytes();
+    );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut req = req.into_bytes();
     req.extend_from_slice(body);
     s.write_all(&req)?;
     let mut resp = Vec::new();
     s.take(1 << 20).read_to_end(&mut resp)?;
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response");
-    let end = find(&resp, b"\r\n\r\n").ok_or_else(bad)?;
-    let code = resp
-        .split(|&b| b == b' ')
-        .nth(1)
-        .and_then(|c| std::str::from_utf8(c).ok())
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((code, resp[end + 4..].to_vec()))
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    match r.parse(&resp) {
+        Ok(httparse::Status::Complete(end)) => Ok((r.code.ok_or_else(bad)?, resp[end..].to_vec())),
+        _ => Err(bad()),
+    }
 }
 
 // ---------------------------------------------------------------- share, scrape
@@ -1110,7 +958,7 @@ pub fn share(opts: &ShareOptions) -> Result<Vec<(InfoHash, String)>, String> {
             "/admin/register?info_hash={}&key={key}",
             String::from_utf8_lossy(&h.to_hex())
         );
-        let (code, body) = http_request(authority, "GET", &path, &[], opts.timeout)
+        let (code, body) = http_request(authority, "GET", &path, &[], &[], opts.timeout)
             .map_err(|e| format!("{}: {e}", opts.tracker))?;
         let text = String::from_utf8_lossy(&body).into_owned();
         if code != 200 {
@@ -1147,36 +995,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_framing() {
-        assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\n"),
-            Parsed::Partial
-        ));
-        assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET"),
-            Parsed::Done(27)
-        ));
-        assert!(matches!(
-            parse_request(b"POST /sync HTTP/1.1\r\ncontent-length: 3\r\n\r\nab"),
-            Parsed::Partial
-        ));
-        assert!(matches!(
-            parse_request(b"POST /x HTTP/1.1\r\nContent-Length: 99999\r\n\r\n"),
-            Parsed::Bad(413)
-        ));
-        assert!(matches!(
-            parse_request(&vec![b'a'; MAX_REQUEST + 1]),
-            Parsed::Bad(431)
-        ));
-        let r = split_request(b"GET /announce?a=b HTTP/1.0\r\n\r\n").expect("req");
-        assert_eq!(
-            (r.path, r.query, r.keep_alive),
-            (&b"/announce"[..], &b"a=b"[..], false)
-        );
+    fn peer_tracker_urls() {
         let p = PeerTracker::new("http://127.0.0.1:7000");
         assert_eq!(
             (p.authority.as_str(), p.path.as_str()),
             ("127.0.0.1:7000", "/sync")
         );
+        let p = PeerTracker::new("http://h:1/other");
+        assert_eq!((p.authority.as_str(), p.path.as_str()), ("h:1", "/other"));
     }
 }

@@ -234,7 +234,11 @@ fn job(key: u32, url: &str, port: u16, left: u64) -> AnnounceJob {
 
 #[test]
 fn client_over_http_and_udp_sees_the_other_peer() {
-    let server = TrackerServer::start(opts()).expect("start");
+    let server = TrackerServer::start(TrackerOptions {
+        admin_key: Some("adm".into()),
+        ..opts()
+    })
+    .expect("start");
     let h = server.http_addr().expect("http");
     let u = server.udp_addr().expect("udp");
     let http_url = format!("http://{h}/announce");
@@ -279,14 +283,14 @@ fn client_over_http_and_udp_sees_the_other_peer() {
     }
     c.client.shutdown(&mut c.poll, Duration::from_secs(1));
 
-    // The stats page knows the torrent.
-    let (code, body) = get(h, "/stats.json");
+    // The stats page knows the torrent (and lists it to the admin only).
+    let (code, body) = get(h, "/stats.json?key=adm");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["peers"], 2);
     let hex = String::from_utf8(InfoHash(HASH).to_hex().to_vec()).expect("hex");
     assert_eq!(v["torrents"][0]["info_hash"], hex);
-    let (code, body) = get(h, "/");
+    let (code, body) = get(h, "/?key=adm");
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body).contains(&hex));
     server.stop().expect("stop");
@@ -294,7 +298,12 @@ fn client_over_http_and_udp_sees_the_other_peer() {
 
 #[test]
 fn seeds_numwant_and_scrape_over_raw_requests() {
-    let server = TrackerServer::start(opts()).expect("start");
+    // Every peer here is 127.0.0.1: no per-address cap.
+    let server = TrackerServer::start(TrackerOptions {
+        max_peers_per_ip: usize::MAX,
+        ..opts()
+    })
+    .expect("start");
     let h = server.http_addr().expect("http");
     // 210 leechers.
     for p in 1..=210u16 {
@@ -502,7 +511,9 @@ fn allow_list_and_counts_survive_restarts() {
     let mut reg = btcore_core::tracker::server::Tracker::new(Default::default(), [0; 32]);
     loop {
         if let Ok(data) = std::fs::read(&state) {
-            if reg.restore_state(&data).is_ok()
+            if reg
+                .restore_state(btcore_core::time::Instant::ZERO, &data)
+                .is_ok()
                 && reg.stats(&InfoHash(HASH)).map(|s| s.downloaded) == Some(2)
             {
                 break;
@@ -517,7 +528,7 @@ fn allow_list_and_counts_survive_restarts() {
     let h = server.http_addr().expect("http");
     let (_, complete, _) = http_announce(h, 3, 0, "&event=completed").expect("still registered");
     assert_eq!(complete, 1, "peers are not saved");
-    let (code, body) = get(h, "/stats.json");
+    let (code, body) = get(h, "/stats.json?key=s3cret%20%26key");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["torrents"][0]["downloaded"], 3);
@@ -601,4 +612,533 @@ fn two_trackers_in_sync_survive_a_restart() {
     wait_for(ha, 1001, &[2002]);
     b.stop().expect("b");
     a.stop().expect("a");
+}
+
+// ------------------------------------------------------------------ hostile clients
+
+/// A TCP connection to `to` from the loopback address `127.0.0.<last>` (Linux routes
+/// all of 127.0.0.0/8 to the loopback interface).
+fn connect_from(last: [u8; 3], to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let from = SocketAddr::from(([127, last[0], last[1], last[2]], 0));
+    s.bind(&from.into()).expect("bind");
+    s.connect_timeout(&to.into(), WAIT).expect("connect");
+    s.into()
+}
+
+/// Reads `stream` until `n` whole answers (each with its `Content-Length` body) have
+/// come, or the deadline passes; returns the status codes.
+fn read_answers(stream: &mut TcpStream, n: usize) -> Vec<u16> {
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut buf = Vec::new();
+    let mut codes = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while codes.len() < n {
+        assert!(Instant::now() < end, "{} of {n} answers", codes.len());
+        // Parse what is there.
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut headers);
+            let Ok(httparse::Status::Complete(head)) = r.parse(&buf) else {
+                break;
+            };
+            let len: usize = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .expect("content-length");
+            if buf.len() < head + len {
+                break;
+            }
+            codes.push(r.code.expect("code"));
+            buf.drain(..head + len);
+        }
+        if codes.len() >= n {
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("closed after {} of {n} answers", codes.len()),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) => panic!("read after {} of {n} answers: {e}", codes.len()),
+        }
+    }
+    codes
+}
+
+/// A pipelined burst of 4 MiB on one connection: framing is linear (the input bytes
+/// moved by compaction stay below the bytes received; copying the buffer after every
+/// request moved gigabytes), and no turn answers more than its budget of requests, so
+/// UDP and the other connections are served between turns.
+#[test]
+fn pipelined_burst_costs_linear_work_and_yields_between_turns() {
+    let server = TrackerServer::start(opts()).expect("start");
+    let h = server.http_addr().expect("http");
+    let one = format!(
+        "GET /scrape?info_hash={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        pct(&HASH)
+    );
+    let n = (4 << 20) / one.len();
+    let burst = one.repeat(n).into_bytes();
+    let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+    let mut w = s.try_clone().expect("clone");
+    let writer = thread::spawn(move || w.write_all(&burst));
+    let codes = read_answers(&mut s, n);
+    writer.join().expect("writer").expect("write");
+    assert!(codes.iter().all(|&c| c == 200));
+    // UDP is answered right after.
+    let u = Udp::new(server.udp_addr().expect("udp"));
+    u.connect();
+    let c = server.http_counters();
+    assert_eq!(c.requests, n as u64);
+    assert!(c.bytes_in >= (n * one.len()) as u64);
+    assert!(
+        c.bytes_moved <= c.bytes_in,
+        "{} bytes moved for {} received",
+        c.bytes_moved,
+        c.bytes_in
+    );
+    let budget = TrackerOptions::default().limits.requests_per_turn as u64;
+    assert!(
+        c.max_requests_per_turn <= budget,
+        "{} requests answered in one turn",
+        c.max_requests_per_turn
+    );
+    server.stop().expect("stop");
+}
+
+/// Requests whose answers are never read: the connection is no longer read or parsed
+/// once its queued output passes the cap, so what the tracker holds stays bounded
+/// (it grew by the size of every answer before); reading later gets every answer.
+#[test]
+fn unread_answers_are_held_back_not_queued() {
+    let hashes: Vec<InfoHash> = (0..2000u32)
+        .map(|i| InfoHash(btcore_core::hash::sha1(&i.to_be_bytes())))
+        .collect();
+    let server = TrackerServer::start(TrackerOptions {
+        allow_list: true,
+        register: hashes,
+        admin_key: Some("k".into()),
+        ..opts()
+    })
+    .expect("start");
+    let h = server.http_addr().expect("http");
+    let page = get(h, "/stats.json?key=k").1.len();
+    assert!(page > 100_000, "a large page: {page}");
+    let n = 500;
+    let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+    s.write_all(
+        "GET /stats.json?key=k HTTP/1.1\r\nHost: x\r\n\r\n"
+            .repeat(n)
+            .as_bytes(),
+    )
+    .expect("write");
+    // Other clients are served meanwhile; once they are, the burst had its turns.
+    for _ in 0..3 {
+        assert_eq!(get(h, "/stats.json").0, 200);
+    }
+    let c = server.http_counters();
+    let cap = TrackerOptions::default().limits.max_output;
+    assert!(
+        c.peak_output <= cap + page + 512,
+        "{} bytes queued on one connection",
+        c.peak_output
+    );
+    assert!(
+        c.peak_buffers <= 4 * (cap + page),
+        "{} bytes in connection buffers",
+        c.peak_buffers
+    );
+    assert!(
+        c.requests < n as u64,
+        "the unread connection was answered {} times",
+        c.requests
+    );
+    // Reading resumes the answers, all of them.
+    let codes = read_answers(&mut s, n);
+    assert_eq!(codes.len(), n);
+    server.stop().expect("stop");
+}
+
+/// Flag down every socket the server closed; how many of `conns` are still open.
+fn still_open(conns: &mut [TcpStream]) -> usize {
+    let mut open = 0;
+    let mut b = [0u8; 16];
+    for c in conns.iter_mut() {
+        c.set_nonblocking(true).expect("nonblocking");
+        match c.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+            _ => {}
+        }
+    }
+    open
+}
+
+/// Raises the soft limit of open files to the hard one; returns it.
+fn raise_nofile() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    l.rlim_cur
+}
+
+/// Every connection slot from one address, then from 140: an honest client from yet
+/// another address is still served. One address keeps at most its per-address share
+/// (its least recently active connections make room for its newer ones), and a full
+/// table evicts from the address holding the most instead of refusing newcomers.
+#[test]
+fn connection_floods_lock_no_one_out() {
+    let nofile = raise_nofile();
+    assert!(
+        nofile >= 12_000,
+        "this test needs 12,000 open files, have {nofile}"
+    );
+    let server = TrackerServer::start(opts()).expect("start");
+    let h = server.http_addr().expect("http");
+    let limits = TrackerOptions::default().limits;
+    let mut flood: Vec<TcpStream> = (0..limits.max_connections + 100)
+        .map(|_| connect_from([0, 0, 1], h))
+        .collect();
+    let (code, _) = {
+        let mut s = connect_from([0, 0, 2], h);
+        s.write_all(b"GET /stats.json HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let codes = read_answers(&mut s, 1);
+        (codes[0], ())
+    };
+    assert_eq!(code, 200, "an honest client is served");
+    let open = still_open(&mut flood);
+    assert!(
+        open <= limits.max_connections_per_ip,
+        "one address holds {open} connections"
+    );
+    drop(flood);
+
+    // 140 addresses with their share each: more than the table holds.
+    let per = limits.max_connections_per_ip;
+    let addrs = limits.max_connections / per + 12;
+    let mut many = Vec::new();
+    for a in 0..addrs {
+        for _ in 0..per {
+            many.push(connect_from([1, (a / 250) as u8, (a % 250) as u8 + 1], h));
+        }
+    }
+    let mut s = connect_from([2, 0, 1], h);
+    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_answers(&mut s, 1), [200], "a newcomer is served");
+    let open = still_open(&mut many);
+    assert!(open < limits.max_connections, "{open} open");
+    server.stop().expect("stop");
+}
+
+/// A request trickling in a byte at a time is cut at the header deadline (10 s after
+/// its first byte), however steadily the bytes come; every byte used to restart the
+/// idle timer.
+#[test]
+fn slowloris_is_cut_at_the_header_deadline() {
+    let server = TrackerServer::start(opts()).expect("start");
+    let h = server.http_addr().expect("http");
+    let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(250)))
+        .expect("timeout");
+    let end = Instant::now() + Duration::from_secs(25);
+    let mut closed = false;
+    let mut b = [0u8; 256];
+    let mut sent = 0;
+    while Instant::now() < end {
+        if s.write_all(b"G").is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+        match s.read(&mut b) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "still open after {sent} bytes over 25 s");
+    // An honest client is served as usual.
+    assert_eq!(get(h, "/stats.json").0, 200);
+    server.stop().expect("stop");
+}
+
+/// `POST /sync` is judged at its head: refused at once, before any body byte is read,
+/// when sync is off, without the auth header, with a bad one, or with a body over the
+/// cap; bodies in flight on all connections together stay within a budget.
+#[test]
+fn sync_is_judged_at_its_head() {
+    // Sync off.
+    let server = TrackerServer::start(opts()).expect("start");
+    let h = server.http_addr().expect("http");
+    let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+    s.write_all(b"POST /sync HTTP/1.1\r\nContent-Length: 8000000\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_answers(&mut s, 1), [403], "refused without its body");
+    server.stop().expect("stop");
+
+    let key = "shared";
+    let server = TrackerServer::start(TrackerOptions {
+        sync_key: Some(key.into()),
+        ..opts()
+    })
+    .expect("start");
+    let h = server.http_addr().expect("http");
+    let auth = |len: u64| {
+        String::from_utf8(btcore_core::tracker::server::sync_auth(key.as_bytes(), len).to_vec())
+            .expect("hex")
+    };
+    let head = |len: u64, auth: Option<String>| {
+        let mut r = format!("POST /sync HTTP/1.1\r\nContent-Length: {len}\r\n");
+        if let Some(a) = auth {
+            r.push_str(&format!("X-Btcore-Sync-Auth: {a}\r\n"));
+        }
+        r.push_str("\r\n");
+        r
+    };
+    let limits = TrackerOptions::default().limits;
+    let big = limits.max_sync_body as u64;
+    let cases = [
+        (head(big, None), 403),
+        (head(big, Some(auth(big - 1))), 403),
+        (head(big + 1, Some(auth(big + 1))), 413),
+    ];
+    for (req, code) in cases {
+        let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+        s.write_all(req.as_bytes()).expect("write");
+        assert_eq!(read_answers(&mut s, 1), [code], "{req}");
+    }
+    // Two heads of 8 MiB bodies fill the 16 MiB budget; a third waits its turn (503).
+    let mut held = Vec::new();
+    for _ in 0..limits.max_body_bytes / limits.max_sync_body {
+        let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+        s.write_all(head(big, Some(auth(big))).as_bytes())
+            .expect("write");
+        s.write_all(&[b'x'; 1000]).expect("part of a body");
+        held.push(s);
+    }
+    let end = Instant::now() + WAIT;
+    while server.http_counters().bodies_in_flight < limits.max_body_bytes {
+        assert!(Instant::now() < end, "the heads were never accepted");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+    s.write_all(head(big, Some(auth(big))).as_bytes())
+        .expect("write");
+    assert_eq!(read_answers(&mut s, 1), [503]);
+    drop(held);
+    // A real batch with its header is applied.
+    let mut batch = Vec::new();
+    btcore_core::tracker::server::encode_sync(
+        &[btcore_core::tracker::server::SyncEntry {
+            info_hash: InfoHash(HASH),
+            addr: "127.0.0.9:6666".parse().expect("a"),
+            seed: true,
+            ttl_secs: 60,
+        }],
+        key.as_bytes(),
+        &mut batch,
+    );
+    let end = Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect_timeout(&h, WAIT).expect("connect");
+        s.write_all(head(batch.len() as u64, Some(auth(batch.len() as u64))).as_bytes())
+            .expect("write");
+        s.write_all(&batch).expect("body");
+        let code = read_answers(&mut s, 1)[0];
+        if code == 200 {
+            break;
+        }
+        // 503 until the server has seen the held connections close.
+        assert_eq!(code, 503);
+        assert!(Instant::now() < end, "the budget never came back");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let c = server.http_counters();
+    assert!(
+        c.peak_buffers <= limits.max_body_bytes + (1 << 20),
+        "{} bytes buffered",
+        c.peak_buffers
+    );
+    server.stop().expect("stop");
+}
+
+/// A UDP client bound to `127.0.0.<last>`.
+fn udp_from(last: [u8; 3], server: SocketAddr) -> Udp {
+    let sock =
+        UdpSocket::bind(SocketAddr::from(([127, last[0], last[1], last[2]], 0))).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    Udp { sock, server }
+}
+
+/// A UDP announce of `port` as a leecher; the ports of the peers in the reply.
+fn udp_announce(u: &Udp, id: u64, hash: [u8; 20], port: u16, event: Option<Event>) -> Vec<u16> {
+    let mut req = AnnounceRequest::new(InfoHash(hash), PeerId([port as u8; 20]), port);
+    req.left = 5;
+    req.numwant = Some(200);
+    req.event = event;
+    let mut pkt = [0u8; 98];
+    let n = encode_announce(id, u32::from(port), &req, &mut pkt).expect("enc");
+    for _ in 0..5 {
+        u.sock.send_to(&pkt[..n], u.server).expect("send");
+        let mut buf = [0u8; 4096];
+        // Replies to earlier requests may come first: skip to this one's.
+        while let Ok((k, _)) = u.sock.recv_from(&mut buf) {
+            let resp = &buf[..k];
+            if resp.get(4..8) != Some(&u32::from(port).to_be_bytes()[..]) {
+                continue;
+            }
+            let Ok(UdpResponse::Announce(a)) =
+                parse_response(resp, u32::from(port), Action::Announce, false)
+            else {
+                panic!("announce {resp:?}");
+            };
+            let mut ports: Vec<u16> = a.peers.map(|p| p.port()).collect();
+            ports.sort_unstable();
+            return ports;
+        }
+    }
+    panic!("no reply to the announce of {port}");
+}
+
+/// One address announcing 25,000 ports to a swarm of 10 honest peers: with the
+/// defaults (20,000 peers a swarm) it used to push every honest peer out; now it
+/// holds its per-address share and the honest peers all stay listed.
+#[test]
+fn one_address_cannot_take_over_a_swarm() {
+    let server = TrackerServer::start(opts()).expect("start");
+    let addr = server.udp_addr().expect("udp");
+    let honest: Vec<(Udp, u64)> = (10..20)
+        .map(|i| {
+            let u = udp_from([0, 0, i], addr);
+            let id = u.connect();
+            (u, id)
+        })
+        .collect();
+    for (i, (u, id)) in honest.iter().enumerate() {
+        udp_announce(u, *id, HASH, 7000 + i as u16, Some(Event::Started));
+    }
+    // The flood, from 127.0.0.1, without waiting for replies (bounded: 25,000).
+    let bad = udp_from([0, 0, 1], addr);
+    let bid = bad.connect();
+    let mut pkt = [0u8; 98];
+    for p in 0..25_000u16 {
+        let mut req = AnnounceRequest::new(InfoHash(HASH), PeerId([9; 20]), 20_000 + p);
+        req.left = 5;
+        let n = encode_announce(bid, 1, &req, &mut pkt).expect("enc");
+        bad.sock.send_to(&pkt[..n], addr).expect("send");
+        if p % 64 == 0 {
+            // Drain replies so the socket keeps up.
+            let _ = bad.sock.set_nonblocking(true);
+            let mut b = [0u8; 2048];
+            while bad.sock.recv_from(&mut b).is_ok() {}
+            let _ = bad.sock.set_nonblocking(false);
+        }
+    }
+    // Its last announce answered: everything before it was handled.
+    udp_announce(&bad, bid, HASH, 50_000, None);
+    let (u, id) = &honest[0];
+    let peers = udp_announce(u, *id, HASH, 7000, None);
+    for i in 1..10u16 {
+        assert!(
+            peers.contains(&(7000 + i)),
+            "honest {} gone: {peers:?}",
+            7000 + i
+        );
+    }
+    assert!(peers.len() <= 9 + 8, "{} peers", peers.len());
+    server.stop().expect("stop");
+}
+
+/// `completed` announces from one address on 100 torrents, then `stopped`: the swarms
+/// go once their counts have had their time (twice the interval here), restored from
+/// the state file or not; they used to stay for good.
+#[test]
+fn completed_announces_do_not_pin_swarms() {
+    let dir = temp_dir("pin");
+    let state = dir.join("tracker.state");
+    let o = TrackerOptions {
+        interval_secs: 1,
+        state: Some(state.clone()),
+        ..opts()
+    };
+    let server = TrackerServer::start(o.clone()).expect("start");
+    let h = server.http_addr().expect("http");
+    let swarms = |h: SocketAddr| -> u64 {
+        let (code, body) = get(h, "/stats.json");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        v["swarms"].as_u64().expect("swarms")
+    };
+    for i in 0..100u32 {
+        let hash = btcore_core::hash::sha1(&i.to_be_bytes());
+        for extra in ["&event=completed", "&event=stopped"] {
+            let (code, _) = get(h, &announce_query(&hash, 1, 0, extra));
+            assert_eq!(code, 200);
+        }
+    }
+    assert_eq!(swarms(h), 100);
+    server.stop().expect("stop saves");
+    assert!(std::fs::metadata(&state).expect("state").len() > 2000);
+
+    let server = TrackerServer::start(o).expect("restart");
+    let h = server.http_addr().expect("http");
+    let end = Instant::now() + Duration::from_secs(20);
+    while swarms(h) > 0 {
+        assert!(Instant::now() < end, "{} swarms still pinned", swarms(h));
+        thread::sleep(Duration::from_millis(200));
+    }
+    server.stop().expect("stop saves");
+    assert!(std::fs::metadata(&state).expect("state").len() < 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With an allow list, the stats pages give counts to anyone and the info-hashes to
+/// the admin only.
+#[test]
+fn stats_list_info_hashes_to_the_admin_only() {
+    let server = TrackerServer::start(TrackerOptions {
+        allow_list: true,
+        register: vec![InfoHash(HASH)],
+        admin_key: Some("adm".into()),
+        ..opts()
+    })
+    .expect("start");
+    let h = server.http_addr().expect("http");
+    let hex = String::from_utf8(InfoHash(HASH).to_hex().to_vec()).expect("hex");
+    for path in ["/stats.json", "/", "/stats.json?key=wrong", "/?key=nope"] {
+        let (code, body) = get(h, path);
+        assert_eq!(code, 200);
+        assert!(
+            !String::from_utf8_lossy(&body).contains(&hex),
+            "{path} lists the info-hash"
+        );
+    }
+    let (_, body) = get(h, "/stats.json");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["swarms"], 0);
+    for path in ["/stats.json?key=adm", "/?key=adm"] {
+        let (_, body) = get(h, path);
+        assert!(String::from_utf8_lossy(&body).contains(&hex), "{path}");
+    }
+    server.stop().expect("stop");
 }

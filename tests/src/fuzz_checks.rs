@@ -948,3 +948,321 @@ pub fn dht_node(data: &[u8]) -> bool {
     let s = dht.stats(now);
     s.queries_received + s.responses_received > 0
 }
+
+// ---------------------------------------------------------------------------------------
+// tracker_server
+// ---------------------------------------------------------------------------------------
+
+/// The limits of the `tracker_server` check: small, so the fuzzer reaches every cap.
+fn tracker_fuzz_limits() -> btcore_host::tracker_server::HttpLimits {
+    use btcore_core::time::Duration;
+    btcore_host::tracker_server::HttpLimits {
+        max_connections: 6,
+        max_connections_per_ip: 3,
+        max_request: 512,
+        max_sync_body: 2048,
+        max_body_bytes: 3000,
+        max_output: 1024,
+        header_timeout: Duration::from_secs(2),
+        body_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(5),
+        requests_per_turn: 4,
+        stats_cache: Duration::from_secs(1),
+        max_stats_torrents: 8,
+    }
+}
+
+/// Bytes of the input, one at a time.
+struct Ops<'a>(&'a [u8]);
+
+impl Ops<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (a, rest) = self.0.split_at(n);
+        self.0 = rest;
+        a
+    }
+}
+
+/// `tracker_server`: drives the tracker's request handling as the host does, over
+/// several connections from a few addresses and a simulated clock: HTTP bytes through
+/// the socket-free connection handling (`tracker_server::service::Service`: framing,
+/// turn budgets, backpressure, deadlines, per-address caps, the body budget) and BEP 15
+/// datagrams through `Tracker::handle_udp` (with valid connection ids, so announces and
+/// scrapes get through). Each input byte picks an operation (open, bytes, a canned
+/// request, process, drain output, close, time passes, a datagram); after every step
+/// the memory held (connection buffers, cached pages, bodies in flight, swarms and
+/// peers) must stay under the bound the limits give. Returns whether anything was
+/// answered.
+pub fn tracker_server(data: &[u8]) -> bool {
+    use btcore_core::ids::{InfoHash, PeerId};
+    use btcore_core::rng::Rng;
+    use btcore_core::time::{Duration, Instant};
+    use btcore_core::tracker::server::{
+        encode_sync, sync_auth, Mode, ServerConfig, SyncEntry, Tracker,
+    };
+    use btcore_core::tracker::udp::{encode_announce, encode_connect, encode_scrape};
+    use btcore_core::tracker::{AnnounceRequest, Event};
+    use btcore_host::tracker_server::service::{ConnId, Service};
+    use std::net::{IpAddr, SocketAddr};
+
+    let mut ops = Ops(data);
+    let Some(mode) = ops.byte() else {
+        return false;
+    };
+    let limits = tracker_fuzz_limits();
+    let config = ServerConfig {
+        mode: if mode & 1 == 0 {
+            Mode::Open
+        } else {
+            Mode::AllowList
+        },
+        peer_timeout: Duration::from_secs(10),
+        max_swarms: 16,
+        max_peers_per_swarm: 8,
+        max_peers: 40,
+        max_peers_per_ip: 3,
+        empty_swarm_ttl: Duration::from_secs(5),
+        sweep_every: Duration::from_secs(1),
+        sync: mode & 2 != 0,
+        max_sync_queue: 64,
+        max_sync_batch: 16,
+        peer_ids: mode & 4 != 0,
+        ..ServerConfig::default()
+    };
+    let (max_swarms, max_peers, per_swarm) = (16, 40, 8);
+    let mut tracker = Tracker::new(config, [7; 32]);
+    tracker.register(InfoHash([1; 20]));
+    let mut service = Service::new(
+        limits.clone(),
+        tracker,
+        Rng::new(u64::from(mode)),
+        Some("adm".into()),
+        Some("k".into()),
+    );
+    let ips: [IpAddr; 7] = [
+        [10, 0, 0, 1].into(),
+        [10, 0, 0, 2].into(),
+        [10, 0, 0, 3].into(),
+        [192, 168, 1, 1].into(),
+        "2001:db8::1".parse().expect("v6"),
+        "2001:db8::2".parse().expect("v6"),
+        "2001:db8:0:1::1".parse().expect("v6"),
+    ];
+    let hashes = |i: u8| InfoHash([i % 4 + 1; 20]);
+    // Memory bound: per connection an input buffer under twice the largest request
+    // (before compaction) and an output under twice the cap plus one answer, each
+    // allocated at most twice over; plus four cached pages.
+    let max_answer = 4096;
+    let bound = limits.max_connections
+        * (4 * (limits.max_request + limits.max_sync_body) + 4 * (limits.max_output + max_answer))
+        + 4 * 4096;
+    let mut now = Instant::ZERO;
+    let mut conns: Vec<ConnId> = Vec::new();
+    let mut expired = Vec::new();
+    let mut answered = false;
+    let mut reply = Vec::new();
+    let mut req = Vec::new();
+    while let Some(op) = ops.byte() {
+        let arg = ops.byte().unwrap_or(0);
+        let pick = |conns: &[ConnId]| conns.get(usize::from(arg) % conns.len().max(1)).copied();
+        match op % 9 {
+            0 => {
+                let peer =
+                    SocketAddr::new(ips[usize::from(arg) % ips.len()], 40_000 + u16::from(op));
+                let o = service.open(now, peer);
+                if let Some(e) = o.evict {
+                    conns.retain(|&c| c != e);
+                }
+                conns.push(o.id);
+            }
+            1 | 2 => {
+                // Raw bytes, or a canned request that the fuzzer then mangles less.
+                let Some(id) = pick(&conns) else { continue };
+                req.clear();
+                if op % 9 == 1 {
+                    let n = usize::from(ops.byte().unwrap_or(0));
+                    req.extend_from_slice(ops.bytes(n));
+                } else {
+                    let b = ops.byte().unwrap_or(0);
+                    let h = hashes(b);
+                    let hex = String::from_utf8_lossy(&h.to_hex()).into_owned();
+                    match arg % 8 {
+                        0 => req.extend_from_slice(
+                            format!(
+                                "GET /announce?info_hash={hex}&peer_id=-FZ0001-00000000000{}&port={}&left={}&event={} HTTP/1.1\r\n\r\n",
+                                b % 10,
+                                1 + u16::from(b),
+                                b & 1,
+                                ["started", "completed", "stopped", ""][usize::from(b >> 6)]
+                            )
+                            .as_bytes(),
+                        ),
+                        1 => req.extend_from_slice(
+                            format!("GET /scrape?info_hash={hex} HTTP/1.1\r\n\r\n").as_bytes(),
+                        ),
+                        2 => req.extend_from_slice(b"GET /stats.json HTTP/1.1\r\n\r\n"),
+                        3 => req.extend_from_slice(
+                            b"GET /?key=adm HTTP/1.1\r\nConnection: close\r\n\r\n",
+                        ),
+                        4 => {
+                            let mut r = [0u8; 20];
+                            r[0] = b;
+                            let hex = String::from_utf8_lossy(&InfoHash(r).to_hex()).into_owned();
+                            req.extend_from_slice(
+                                format!("GET /admin/register?info_hash={hex}&key=adm HTTP/1.1\r\n\r\n")
+                                    .as_bytes(),
+                            );
+                        }
+                        5 => {
+                            let entries: Vec<SyncEntry> = (0..b % 20)
+                                .map(|i| SyncEntry {
+                                    info_hash: hashes(i),
+                                    addr: SocketAddr::new(ips[usize::from(i) % ips.len()], 1 + u16::from(i)),
+                                    seed: i & 1 == 0,
+                                    ttl_secs: u32::from(i),
+                                })
+                                .collect();
+                            let mut batch = Vec::new();
+                            encode_sync(&entries, b"k", &mut batch);
+                            let auth = sync_auth(b"k", batch.len() as u64);
+                            req.extend_from_slice(
+                                format!(
+                                    "POST /sync HTTP/1.1\r\nContent-Length: {}\r\nX-Btcore-Sync-Auth: {}\r\n\r\n",
+                                    batch.len(),
+                                    String::from_utf8_lossy(&auth)
+                                )
+                                .as_bytes(),
+                            );
+                            req.extend_from_slice(&batch);
+                        }
+                        6 => {
+                            let len = u64::from(b) * 16;
+                            let auth = sync_auth(b"k", len);
+                            req.extend_from_slice(
+                                format!(
+                                    "POST /sync HTTP/1.1\r\nContent-Length: {len}\r\nX-Btcore-Sync-Auth: {}\r\n\r\n",
+                                    String::from_utf8_lossy(&auth)
+                                )
+                                .as_bytes(),
+                            );
+                        }
+                        _ => req.extend_from_slice(
+                            b"POST /sync HTTP/1.1\r\nContent-Length: 4\r\nX-Btcore-Sync-Auth: 00\r\n\r\nd1:e",
+                        ),
+                    }
+                }
+                // As the host reads: never more than the service takes.
+                let mut rest = &req[..];
+                while !rest.is_empty() {
+                    let cap = service.read_capacity(id);
+                    if cap == 0 {
+                        break;
+                    }
+                    let (now_part, later) = rest.split_at(cap.min(rest.len()));
+                    service.received(now, id, now_part);
+                    rest = later;
+                }
+            }
+            3 => {
+                let Some(id) = pick(&conns) else { continue };
+                let before = service.counters().requests;
+                service.process(now, id);
+                answered |= service.counters().requests > before;
+            }
+            4 => {
+                let Some(id) = pick(&conns) else { continue };
+                let n = service
+                    .output(id)
+                    .len()
+                    .min(usize::from(ops.byte().unwrap_or(255)) * 64);
+                service.wrote(now, id, n);
+                if service.finished(id) {
+                    service.close(id);
+                    conns.retain(|&c| c != id);
+                }
+            }
+            5 => {
+                let Some(id) = pick(&conns) else { continue };
+                service.close(id);
+                conns.retain(|&c| c != id);
+            }
+            6 => {
+                now = now + Duration::from_millis(u64::from(arg) * 50);
+                service.tracker_mut().handle_timeout(now);
+                service.handle_timeout(now, &mut expired);
+                conns.retain(|c| !expired.contains(c));
+                expired.clear();
+            }
+            _ => {
+                let from = SocketAddr::new(ips[usize::from(arg) % ips.len()], 6881);
+                let b = ops.byte().unwrap_or(0);
+                let cid = service.tracker().connection_id(now, from);
+                let mut pkt = [0u8; 2048];
+                let n = match op % 9 {
+                    7 if b & 1 == 0 => encode_connect(u32::from(b), &mut pkt).unwrap_or(0),
+                    7 => {
+                        let mut a = AnnounceRequest::new(hashes(b), PeerId([b; 20]), u16::from(b));
+                        a.left = u64::from(b & 2);
+                        a.event = [
+                            None,
+                            Some(Event::Started),
+                            Some(Event::Completed),
+                            Some(Event::Stopped),
+                        ][usize::from(b >> 6)];
+                        a.numwant = Some(u32::from(b));
+                        encode_announce(cid, u32::from(b), &a, &mut pkt).unwrap_or(0)
+                    }
+                    _ if b & 1 == 0 => {
+                        let hs: Vec<InfoHash> = (0..b % 5).map(hashes).collect();
+                        encode_scrape(cid, 9, &hs, &mut pkt).unwrap_or(0)
+                    }
+                    _ => {
+                        let raw = ops.bytes(usize::from(b % 128));
+                        pkt[..raw.len()].copy_from_slice(raw);
+                        raw.len()
+                    }
+                };
+                answered |= service.handle_udp(now, &pkt[..n], from, &mut reply);
+                assert!(
+                    reply.len() <= 20 + 6 * 200 + 12 * 74 + 64,
+                    "UDP reply of {}",
+                    reply.len()
+                );
+            }
+        }
+        // The bounds, after every step.
+        assert!(service.connections() <= limits.max_connections);
+        for ip in ips {
+            assert!(service.connections_from(ip) <= limits.max_connections_per_ip);
+        }
+        assert!(service.memory() <= bound, "{} bytes held", service.memory());
+        assert!(service.bodies_in_flight() <= limits.max_body_bytes);
+        let c = service.counters();
+        assert!(
+            c.peak_output <= limits.max_output + max_answer,
+            "{} queued",
+            c.peak_output
+        );
+        assert!(c.bytes_moved <= c.bytes_in);
+        assert!(c.max_requests_per_turn <= limits.requests_per_turn as u64);
+        let t = service.tracker();
+        assert!(t.swarm_count() <= max_swarms);
+        assert!(t.peer_count() <= max_peers);
+        assert!(t.sync_pending() <= 64);
+        for (_, s) in t.all_stats() {
+            assert!((s.complete + s.incomplete) as usize <= per_swarm);
+        }
+        if t.sync_pending() > 32 {
+            let mut drained = Vec::new();
+            service.tracker_mut().drain_sync(&mut drained, 64);
+        }
+    }
+    answered
+}

@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("lsd", fuzz_checks::lsd),
     ("mse", fuzz_checks::mse),
     ("dht_node", fuzz_checks::dht_node),
+    ("tracker_server", fuzz_checks::tracker_server),
 ];
 
 fn corpus_dir() -> PathBuf {

@@ -34,10 +34,19 @@
 //!
 //! Memory is bounded by [`ServerConfig::max_swarms`], [`ServerConfig::max_peers_per_swarm`]
 //! and [`ServerConfig::max_peers`]. A new swarm beyond the cap is refused
-//! ([`ServerError::TooManySwarms`]); a new peer in a full swarm either replaces the peer
-//! that expires first ([`FullSwarm::ReplaceOldest`], the default: a live swarm keeps
-//! turning over; for local peers that is the one that announced least recently) or is
-//! refused ([`FullSwarm::Refuse`]).
+//! ([`ServerError::TooManySwarms`]). One address group (an IPv4 address, an IPv6 /64)
+//! holds at most [`ServerConfig::max_peers_per_ip`] peers of a swarm; a newcomer from a
+//! group at that cap replaces the group's own peer that expires first. A new peer in a
+//! full swarm replaces the peer that expires first in the group holding the most
+//! peers ([`FullSwarm::ReplaceBusiest`], the default: a live swarm keeps turning over,
+//! and whoever crowds it displaces its own entries first, never honest peers while it
+//! holds more than they do), or the peer that expires first whoever holds it
+//! ([`FullSwarm::ReplaceOldest`]), or is refused ([`FullSwarm::Refuse`]).
+//!
+//! A swarm left with no peers is swept with them unless it is registered: at once
+//! when it has no completed downloads, after [`ServerConfig::empty_swarm_ttl`] since its
+//! last announce when it has (so counts survive a restart while clients come back, and
+//! `completed` announces cannot pin swarms for good).
 //!
 //! # UDP connection ids (BEP 15)
 //!
@@ -52,7 +61,10 @@
 //! # Persistence
 //!
 //! [`Tracker::encode_state`] writes the allow list and every swarm's `downloaded`
-//! counter as bencode; peers are not saved, they come back as they re-announce.
+//! counter as bencode; peers are not saved, they come back as they re-announce. The
+//! counters are those of the swarms in memory, so at most
+//! [`ServerConfig::max_swarms`] of them, and a restored count of an unregistered
+//! swarm is swept like any other empty swarm's.
 //! [`Tracker::is_dirty`] tells whether anything saved has changed since
 //! [`Tracker::mark_saved`]; the host writes on change, coalesced.
 //!
@@ -66,11 +78,12 @@
 //! not loop. [`Tracker::local_sync_entries`] lists every local peer for a full resync
 //! when a peer tracker comes back.
 //!
-//! A batch is `d3:mac20:<sha1(key || payload)>7:payload<n>:<payload>e`. The MAC proves
-//! that the sender knows the shared key and that the payload was not altered
-//! (integrity, not secrecy: the payload is readable by anyone on the path, and
-//! `sha1(key || m)` is not a real HMAC, so do not reuse the key elsewhere). Replaying an
-//! old batch only refreshes peers for their time to live.
+//! A batch is `d3:mac20:<HMAC-SHA1(key, payload)>7:payload<n>:<payload>e`. The MAC
+//! proves that the sender knows the shared key and that the payload was not altered
+//! (integrity, not secrecy: the payload is readable by anyone on the path), and is
+//! compared in constant time. Replaying an old batch only refreshes peers for their
+//! time to live. [`sync_auth`] gives the header a host sends with a batch, so that a
+//! receiver can refuse a request from someone without the key before reading its body.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -93,6 +106,9 @@ pub const DEFAULT_NUMWANT: u32 = 50;
 pub const MAX_NUMWANT: u32 = 200;
 /// Most info-hashes in one HTTP scrape (the UDP limit is BEP 15's 74).
 pub const MAX_HTTP_SCRAPE: usize = 256;
+/// Default of [`ServerConfig::max_peers_per_ip`]: a household's few clients behind one
+/// address fit, one address cannot take a swarm over.
+pub const DEFAULT_MAX_PEERS_PER_IP: usize = 8;
 
 /// Who may announce.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -106,8 +122,13 @@ pub enum Mode {
 /// What happens when a new peer announces to a full swarm.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FullSwarm {
+    /// Drop the peer that expires first in the address group (IPv4 address, IPv6 /64)
+    /// holding the most peers of the swarm; with one peer per group, simply the peer
+    /// that expires first. One address cannot push honest peers out: it only ever
+    /// displaces its own.
+    ReplaceBusiest,
     /// Drop the peer that expires first (for local peers, the one that announced least
-    /// recently).
+    /// recently), whoever holds it.
     ReplaceOldest,
     /// Refuse the newcomer ([`ServerError::SwarmFull`]).
     Refuse,
@@ -134,8 +155,19 @@ pub struct ServerConfig {
     pub max_peers_per_swarm: usize,
     /// Most peers in all. Default 2,000,000 (about 250 MB).
     pub max_peers: usize,
-    /// Policy at the swarm cap. Default [`FullSwarm::ReplaceOldest`].
+    /// Most peers of one address group (an IPv4 address, or an IPv6 /64) in one
+    /// swarm. A newcomer from a group at the cap replaces that group's peer that
+    /// expires first (a client back on a new port takes its old entry's place), so one
+    /// address can neither fill a swarm nor refuse itself. Default
+    /// [`DEFAULT_MAX_PEERS_PER_IP`].
+    pub max_peers_per_ip: usize,
+    /// Policy at the swarm cap. Default [`FullSwarm::ReplaceBusiest`].
     pub full_swarm: FullSwarm,
+    /// How long an empty swarm that is not registered keeps its `downloaded` count
+    /// after its last announce (a swarm with no peers and no count goes at the next
+    /// sweep). Registered swarms are kept whatever their peers, as opentracker keeps
+    /// its whitelisted torrents. Default one hour.
+    pub empty_swarm_ttl: Duration,
     /// Whether the HTTP `ip` parameter (and the UDP `ip` field) is believed. Default
     /// no: anyone could otherwise point a swarm at a third party.
     pub accept_ip_param: bool,
@@ -169,7 +201,9 @@ impl Default for ServerConfig {
             max_swarms: 100_000,
             max_peers_per_swarm: 20_000,
             max_peers: 2_000_000,
-            full_swarm: FullSwarm::ReplaceOldest,
+            max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,
+            full_swarm: FullSwarm::ReplaceBusiest,
+            empty_swarm_ttl: Duration::from_secs(3600),
             accept_ip_param: false,
             cookie_bucket: Duration::from_secs(60),
             sync: false,
@@ -564,20 +598,29 @@ impl Tracker {
         }
     }
 
-    /// Sweeps expired peers when due; drops swarms left empty that hold nothing worth
-    /// keeping (no completed downloads, not registered).
+    /// Sweeps expired peers when due, and the swarms left empty that are not
+    /// registered: at once without completed downloads, after
+    /// [`ServerConfig::empty_swarm_ttl`] since their last announce with some.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_sweep.is_some_and(|t| now < t) {
             return;
         }
         self.next_sweep = Some(now + self.config.sweep_every);
         let mut removed = 0;
+        let mut counted_gone = false;
         let allow = &self.allow;
+        let ttl = ttl_secs(self.config.empty_swarm_ttl);
         let (key, now) = (&self.index_key, secs(now));
         self.swarms.retain(|h, s| {
             removed += s.expire(key, now);
-            s.len() > 0 || s.downloaded > 0 || allow.contains(h)
+            let keep = s.len() > 0
+                || allow.contains(h)
+                || (s.downloaded > 0 && now < s.last_seen.saturating_add(ttl));
+            counted_gone |= !keep && s.downloaded > 0;
+            keep
         });
+        // A count gone from memory goes from the state file too.
+        self.dirty |= counted_gone;
         self.peers -= removed;
         self.counters.expired += removed as u64;
     }
@@ -653,6 +696,7 @@ impl Tracker {
         if req.event == Some(Event::Stopped) {
             let mut st = ScrapeStats::default();
             if let Some(s) = self.swarms.get_mut(&req.info_hash) {
+                s.last_seen = secs(now);
                 if let Some(at) = s.find(key, &k) {
                     if s.remove(key, at) {
                         self.peers -= 1;
@@ -678,6 +722,7 @@ impl Tracker {
             return Err(ServerError::TooManySwarms);
         };
         let expires = expiry(now, self.config.peer_timeout);
+        swarm.last_seen = secs(now);
         let mut completed = req.event == Some(Event::Completed);
         let mut me = swarm.find(key, &k);
         match me {
@@ -695,15 +740,22 @@ impl Tracker {
                 }
             }
             None => {
-                if swarm.len() >= self.config.max_peers_per_swarm {
+                let per_ip = self.config.max_peers_per_ip.max(1);
+                let victim = if swarm.group_count(key, &k) >= per_ip {
+                    // The address's own oldest entry makes room, full swarm or not.
+                    swarm.first_in_group(key, &k)
+                } else if swarm.len() >= self.config.max_peers_per_swarm {
                     match self.config.full_swarm {
                         FullSwarm::Refuse => return Err(ServerError::SwarmFull),
-                        FullSwarm::ReplaceOldest => {
-                            if let Some(old) = swarm.first_to_expire() {
-                                swarm.remove(key, old);
-                                self.peers -= 1;
-                            }
-                        }
+                        FullSwarm::ReplaceOldest => swarm.first_to_expire(),
+                        FullSwarm::ReplaceBusiest => swarm.eviction_victim(key, per_ip),
+                    }
+                } else {
+                    None
+                };
+                if let Some(old) = victim {
+                    if swarm.remove(key, old) {
+                        self.peers -= 1;
                     }
                 }
                 if self.peers >= self.config.max_peers {
@@ -972,8 +1024,10 @@ impl Tracker {
     }
 
     /// Restores what [`Tracker::encode_state`] wrote (merged into the current state;
-    /// caps on swarms apply). Leaves the tracker clean.
-    pub fn restore_state(&mut self, data: &[u8]) -> Result<(), StateError> {
+    /// caps on swarms apply), at `now`. Leaves the tracker clean. A restored count of a
+    /// swarm that is not registered lasts [`ServerConfig::empty_swarm_ttl`] unless its
+    /// peers announce again: a state file cannot pin swarms for good.
+    pub fn restore_state(&mut self, now: Instant, data: &[u8]) -> Result<(), StateError> {
         let limits = Limits {
             max_depth: 4,
             max_tokens: 3 * (self.config.max_swarms as u32).saturating_mul(2) + 16,
@@ -1002,8 +1056,12 @@ impl Tracker {
             } else if self.swarms.len() < self.config.max_swarms {
                 let mut s = Swarm::default();
                 s.downloaded = n;
+                s.last_seen = secs(now);
                 self.swarms.insert(h, s);
             }
+        }
+        if self.next_sweep.is_none() && !self.swarms.is_empty() {
+            self.next_sweep = Some(now + self.config.sweep_every);
         }
         self.dirty = false;
         Ok(())
@@ -1076,6 +1134,7 @@ impl Tracker {
         let Some(s) = self.swarms.get_mut(&e.info_hash) else {
             return false;
         };
+        s.last_seen = secs(now);
         // A remote entry never lives longer than a local peer would.
         let ttl = Duration::from_secs(u64::from(e.ttl_secs)).min(self.config.peer_timeout);
         let expires = expiry(now, ttl);
@@ -1091,7 +1150,10 @@ impl Tracker {
             }
             return true;
         }
-        if s.len() >= self.config.max_peers_per_swarm || self.peers >= self.config.max_peers {
+        if s.len() >= self.config.max_peers_per_swarm
+            || self.peers >= self.config.max_peers
+            || s.group_count(key, &k) >= self.config.max_peers_per_ip.max(1)
+        {
             return false;
         }
         s.insert(key, &k, expires, true, e.seed, ids, PeerId::default());
@@ -1420,13 +1482,65 @@ pub fn encode_scrape_reply(stats: &[(InfoHash, ScrapeStats)], out: &mut Vec<u8>)
 
 // ---------------------------------------------------------------- sync codec
 
-/// `sha1(key || payload)`: integrity between trackers sharing `key`, not secrecy.
+/// HMAC-SHA1 (RFC 2104) of the concatenation of `parts` under `key`.
+fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+    use crate::hash::{Sha1 as _, SmolSha1};
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..20].copy_from_slice(&sha1(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = SmolSha1::default();
+    inner.update(&k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let inner = inner.finish();
+    let mut outer = SmolSha1::default();
+    outer.update(&k.map(|b| b ^ 0x5c));
+    outer.update(&inner);
+    outer.finish()
+}
+
+/// The MAC of a sync batch: HMAC-SHA1 of `payload` under the shared `key`. Integrity
+/// between trackers sharing `key`, not secrecy; unlike `sha1(key || payload)`, not
+/// open to length extension.
 pub fn sync_mac(key: &[u8], payload: &[u8]) -> [u8; 20] {
-    use crate::hash::Sha1 as _;
-    let mut h = crate::hash::SmolSha1::default();
-    h.update(key);
-    h.update(payload);
-    h.finish()
+    hmac_sha1(key, &[payload])
+}
+
+/// The value of the `X-Btcore-Sync-Auth` header of a `POST /sync` whose body is
+/// `content_length` bytes: 40 hex digits of HMAC-SHA1 under the shared `key` of
+/// `"btcore-sync-auth " || content_length` in decimal. It lets the receiving tracker
+/// refuse a request at its head, before reading a body, when the sender does not
+/// know the key (or claims a longer body than it was given a token for); the batch's
+/// own MAC still proves the body. Replaying a seen head only buys a body of the
+/// same length, which the receiver bounds anyway.
+pub fn sync_auth(key: &[u8], content_length: u64) -> [u8; 40] {
+    let mut n = heapless::String::<20>::new();
+    let _ = fmt::Write::write_fmt(&mut n, format_args!("{content_length}"));
+    let mac = hmac_sha1(key, &[b"btcore-sync-auth ", n.as_bytes()]);
+    let mut hex = [0u8; 40];
+    for (i, b) in mac.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    hex
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether `header` (a `X-Btcore-Sync-Auth` value) is [`sync_auth`] of `key` and
+/// `content_length`, compared in constant time (hex digits in either case).
+pub fn check_sync_auth(key: &[u8], content_length: u64, header: &[u8]) -> bool {
+    let want = sync_auth(key, content_length);
+    let got: [u8; 40] = match <[u8; 40]>::try_from(header) {
+        Ok(h) => h.map(|c| c.to_ascii_lowercase()),
+        Err(_) => return false,
+    };
+    ct_eq(&want, &got)
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -1544,6 +1658,14 @@ mod tests {
         Instant::from_millis(ms)
     }
 
+    /// The defaults without the per-address cap, for tests of many peers on one IP.
+    fn one_ip_many_ports() -> ServerConfig {
+        ServerConfig {
+            max_peers_per_ip: usize::MAX,
+            ..ServerConfig::default()
+        }
+    }
+
     fn ann(port: u16, left: u64, event: Option<Event>) -> Announce {
         let mut id = [b'p'; 20];
         id[..2].copy_from_slice(&port.to_be_bytes());
@@ -1610,7 +1732,7 @@ mod tests {
 
     #[test]
     fn udp_replies_carry_the_requesters_family_up_to_numwant() {
-        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut tr = Tracker::new(one_ip_many_ports(), SECRET);
         let mut rng = Rng::new(5);
         let v6: IpAddr = "2001:db8::1".parse().expect("ip");
         for p in 1..=30 {
@@ -1779,7 +1901,7 @@ mod tests {
 
     #[test]
     fn random_selection_is_uniform_and_capped() {
-        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut tr = Tracker::new(one_ip_many_ports(), SECRET);
         let mut rng = Rng::new(42);
         for p in 1..=300u16 {
             tr.announce(t(0), &ann(p, 1, None), LO, &mut rng)
@@ -2011,18 +2133,221 @@ mod tests {
         tr.encode_state(&mut state);
         tr.mark_saved();
         let mut back = Tracker::new(cfg, SECRET);
-        back.restore_state(&state).expect("restore");
+        back.restore_state(t(0), &state).expect("restore");
         assert!(back.is_registered(&H));
         assert_eq!(back.stats(&H).map(|s| s.downloaded), Some(1));
         assert!(!back.is_dirty());
         let mut again = Vec::new();
         back.encode_state(&mut again);
         assert_eq!(state, again);
-        assert!(back.restore_state(b"de").is_err());
+        assert!(back.restore_state(t(0), b"de").is_err());
         assert!(back
-            .restore_state(b"d5:allowli1ee9:downloadeddee7:versioni1ee")
+            .restore_state(t(0), b"d5:allowli1ee9:downloadeddee7:versioni1ee")
             .is_err());
-        assert!(back.restore_state(&state[..state.len() - 1]).is_err());
+        assert!(back.restore_state(t(0), &state[..state.len() - 1]).is_err());
+    }
+
+    fn ip(a: u8, b: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 1, a, b))
+    }
+
+    /// Addresses of every peer of `h`, sorted.
+    fn members(tr: &Tracker, h: InfoHash) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = tr
+            .swarms
+            .get(&h)
+            .map(|s| s.peers().map(|p| p.addr).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn one_address_cannot_take_over_a_swarm() {
+        // A swarm of 20 with 12 honest peers, each at its own address.
+        let cfg = ServerConfig {
+            max_peers_per_swarm: 20,
+            ..ServerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg, SECRET);
+        let mut rng = Rng::new(4);
+        let honest: Vec<SocketAddr> = (1..=12).map(|i| SocketAddr::new(ip(1, i), 6881)).collect();
+        for a in &honest {
+            tr.announce(t(0), &ann(a.port(), 5, None), a.ip(), &mut rng)
+                .expect("honest");
+        }
+        // One address announces a thousand ports, then a thousand more later on: it
+        // holds its cap, the honest peers all stay.
+        let bad = ip(9, 9);
+        for p in 1..=2000u16 {
+            tr.announce(
+                t(1000 * u64::from(p)),
+                &ann(10_000 + p, 5, None),
+                bad,
+                &mut rng,
+            )
+            .expect("flood");
+        }
+        let got = members(&tr, H);
+        let from_bad = got.iter().filter(|a| a.ip() == bad).count();
+        assert_eq!(from_bad, DEFAULT_MAX_PEERS_PER_IP);
+        assert!(honest.iter().all(|a| got.contains(a)), "{got:?}");
+        // The newest of its ports are the ones kept.
+        assert!(got
+            .iter()
+            .filter(|a| a.ip() == bad)
+            .all(|a| a.port() > 11_992));
+        assert_eq!(tr.peer_count(), 12 + DEFAULT_MAX_PEERS_PER_IP);
+
+        // Full, then a newcomer: the busiest address (the flood's) gives way, not the
+        // oldest honest peer.
+        tr.announce(t(2_100_000), &ann(7000, 5, None), ip(2, 1), &mut rng)
+            .expect("newcomer");
+        let got = members(&tr, H);
+        assert!(honest.iter().all(|a| got.contains(a)), "{got:?}");
+        assert_eq!(got.iter().filter(|a| a.ip() == bad).count(), 7);
+        assert!(got.contains(&SocketAddr::new(ip(2, 1), 7000)));
+
+        // The IPv6 group is the /64: addresses inside one prefix share the cap.
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        for i in 1..=50u16 {
+            let a: IpAddr = alloc::format!("2001:db8:1:2::{i:x}").parse().expect("v6");
+            tr.announce(t(0), &ann(i, 5, None), a, &mut rng)
+                .expect("v6");
+        }
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        tr.announce(t(0), &ann(1, 5, None), other, &mut rng)
+            .expect("other /64");
+        assert_eq!(tr.peer_count(), DEFAULT_MAX_PEERS_PER_IP + 1);
+    }
+
+    #[test]
+    fn busiest_address_gives_way_in_large_indexed_swarms() {
+        // Beyond 128 peers the swarm has its index; counts come from it.
+        let cfg = ServerConfig {
+            max_peers_per_swarm: 300,
+            max_peers_per_ip: 4,
+            ..ServerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg, SECRET);
+        let mut rng = Rng::new(6);
+        // 260 honest peers first (the oldest), then 10 addresses with 4 ports each.
+        for i in 0..260u16 {
+            let a = ip((i / 200) as u8, (i % 200) as u8 + 1);
+            tr.announce(t(0), &ann(6881, 5, None), a, &mut rng)
+                .expect("honest");
+        }
+        for b in 0..10u8 {
+            for p in 0..4u16 {
+                tr.announce(t(1000), &ann(20_000 + p, 5, None), ip(100, b), &mut rng)
+                    .expect("crowd");
+            }
+        }
+        assert_eq!(tr.peer_count(), 300);
+        // 20 newcomers: each evicts a crowding address's entry, no honest one.
+        for i in 0..20u8 {
+            tr.announce(t(2000), &ann(6881, 5, None), ip(50, i), &mut rng)
+                .expect("newcomer");
+        }
+        assert_eq!(tr.peer_count(), 300);
+        let swarm = tr.swarms.get(&H).expect("swarm");
+        let per =
+            |pred: &dyn Fn(IpAddr) -> bool| swarm.peers().filter(|p| pred(p.addr.ip())).count();
+        assert_eq!(
+            per(&|a| matches!(a, IpAddr::V4(v) if v.octets()[2] < 2)),
+            260
+        );
+        assert_eq!(
+            per(&|a| matches!(a, IpAddr::V4(v) if v.octets()[2] == 50)),
+            20
+        );
+        assert_eq!(
+            per(&|a| matches!(a, IpAddr::V4(v) if v.octets()[2] == 100)),
+            20
+        );
+    }
+
+    #[test]
+    fn empty_swarms_are_swept_even_with_completed_counts() {
+        let cfg = ServerConfig {
+            peer_timeout: Duration::from_secs(60),
+            empty_swarm_ttl: Duration::from_secs(120),
+            sweep_every: Duration::from_secs(1),
+            ..ServerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg.clone(), SECRET);
+        let mut rng = Rng::new(2);
+        // One address, 500 `completed` announces on 500 torrents, then gone.
+        for i in 0..500u32 {
+            let mut q = ann(1, 0, Some(Event::Completed));
+            q.info_hash = InfoHash(sha1(&i.to_be_bytes()));
+            tr.announce(t(0), &q, LO, &mut rng).expect("completed");
+        }
+        assert_eq!(tr.swarm_count(), 500);
+        let mut state = Vec::new();
+        tr.encode_state(&mut state);
+        // Peers expire at 60 s; the counts last 120 s after the last announce.
+        tr.handle_timeout(t(61_000));
+        assert_eq!((tr.peer_count(), tr.swarm_count()), (0, 500));
+        tr.mark_saved();
+        tr.handle_timeout(t(120_000));
+        assert_eq!(tr.swarm_count(), 0, "completed announces pin no swarm");
+        assert!(tr.is_dirty());
+        let mut after = Vec::new();
+        tr.encode_state(&mut after);
+        assert!(after.len() < 100, "the saved state shrinks with them");
+
+        // Restored from the state file: the same, unless registered.
+        let mut back = Tracker::new(cfg, SECRET);
+        let kept = InfoHash(sha1(&7u32.to_be_bytes()));
+        back.register(kept);
+        back.restore_state(t(500_000), &state).expect("restore");
+        assert_eq!(back.swarm_count(), 500);
+        back.handle_timeout(t(619_000));
+        assert_eq!(
+            back.swarm_count(),
+            500,
+            "counts live on while clients come back"
+        );
+        back.handle_timeout(t(620_000));
+        assert_eq!(back.swarm_count(), 1);
+        assert_eq!(back.stats(&kept).map(|s| s.downloaded), Some(1));
+    }
+
+    #[test]
+    fn sync_mac_is_hmac_sha1() {
+        // RFC 2202, test cases 1, 2 and 6.
+        let hex = |d: [u8; 20]| -> alloc::string::String {
+            d.iter().map(|b| alloc::format!("{b:02x}")).collect()
+        };
+        assert_eq!(
+            hex(sync_mac(&[0x0b; 20], b"Hi There")),
+            "b617318655057264e28bc0b6fb378c8ef146be00"
+        );
+        assert_eq!(
+            hex(sync_mac(b"Jefe", b"what do ya want for nothing?")),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+        assert_eq!(
+            hex(sync_mac(
+                &[0xaa; 80],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "aa4ae5e15272d00e95705637ce8a3b55ed402112"
+        );
+        // Not the length-extensible sha1(key || payload) of before.
+        assert_ne!(sync_mac(b"key", b"payload"), sha1(b"keypayload"));
+        // The head token: bound to the key and the length, either case of hex.
+        let tok = sync_auth(b"key", 1234);
+        assert!(check_sync_auth(b"key", 1234, &tok));
+        assert!(check_sync_auth(
+            b"key",
+            1234,
+            &tok.map(|c| c.to_ascii_uppercase())
+        ));
+        assert!(!check_sync_auth(b"key", 1235, &tok));
+        assert!(!check_sync_auth(b"other", 1234, &tok));
+        assert!(!check_sync_auth(b"key", 1234, &tok[..39]));
     }
 
     #[test]

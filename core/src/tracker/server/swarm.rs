@@ -18,9 +18,13 @@
 //!
 //! Removal is `swap_remove` (the last peer of the list takes the hole; its index entry
 //! is updated), so every operation is O(1) and a random sample is a few draws of
-//! indices. The index is a `hashbrown` table of 4-byte slots keyed by SipHash of the
-//! address under a secret key, so clients cannot choose colliding addresses. Swarms of
-//! at most [`SMALL`] peers have no index: a scan of a kilobyte is as fast.
+//! indices. The index is a `hashbrown` table of 4-byte slots keyed by SipHash, under a
+//! secret key, of the peer's *address group*: its IPv4 address, or the /64 prefix of
+//! its IPv6 address (what one subscriber usually holds). Clients cannot choose
+//! colliding groups; the peers of one group share a hash, so a lookup walks them, and
+//! the tracker's per-group cap ([`super::ServerConfig::max_peers_per_ip`]) keeps that
+//! walk short while giving the count of a group at the same cost. Swarms of at most
+//! [`SMALL`] peers have no index: a scan of a kilobyte is as fast.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -45,6 +49,17 @@ pub(super) type Secs = u32;
 const REMOTE: u32 = 1 << 31;
 /// A slot in the seeds list has this bit; the rest is the index in its list.
 const SEED: u32 = 1 << 31;
+
+/// The address group of a compact address: the IPv4 address (first 4 of 6 bytes) or
+/// the /64 prefix of an IPv6 address (first 8 of 18 bytes). Per-group caps count
+/// these, as one subscriber usually holds one IPv4 address or one IPv6 /64.
+fn group<const N: usize>(addr: &[u8; N]) -> &[u8] {
+    if N == 6 {
+        &addr[..4]
+    } else {
+        &addr[..8]
+    }
+}
 
 /// Whether peer ids are stored (for non-compact replies) or not.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -185,7 +200,7 @@ impl<const N: usize> Family<N> {
         };
         let lists = &self.lists;
         index
-            .find(siphash24(key, addr), |&s| {
+            .find(siphash24(key, group(addr)), |&s| {
                 let (seed, i) = unslot(s);
                 lists[usize::from(seed)]
                     .get(i)
@@ -203,7 +218,9 @@ impl<const N: usize> Family<N> {
         }
         if let Some(index) = &mut self.index {
             let lists = &self.lists;
-            index.insert_unique(siphash24(key, &rec.addr), s, |&s| rehash(key, lists, s));
+            index.insert_unique(siphash24(key, group(&rec.addr)), s, |&s| {
+                rehash(key, lists, s)
+            });
         } else if self.len() > SMALL {
             self.build_index(key);
         }
@@ -214,7 +231,7 @@ impl<const N: usize> Family<N> {
         for (l, list) in self.lists.iter().enumerate() {
             for (i, r) in list.iter().enumerate() {
                 let lists = &self.lists;
-                index.insert_unique(siphash24(key, &r.addr), slot(l == 1, i), |&s| {
+                index.insert_unique(siphash24(key, group(&r.addr)), slot(l == 1, i), |&s| {
                     rehash(key, lists, s)
                 });
             }
@@ -240,13 +257,13 @@ impl<const N: usize> Family<N> {
         let Some(index) = &mut self.index else {
             return Some(gone);
         };
-        if let Ok(e) = index.find_entry(siphash24(key, &gone.addr), |&x| x == s) {
+        if let Ok(e) = index.find_entry(siphash24(key, group(&gone.addr)), |&x| x == s) {
             e.remove();
         }
         if i < last {
             let moved = self.lists[l][i].addr;
             let from = slot(seed, last);
-            if let Some(x) = index.find_mut(siphash24(key, &moved), |&x| x == from) {
+            if let Some(x) = index.find_mut(siphash24(key, group(&moved)), |&x| x == from) {
                 *x = s;
             }
         }
@@ -270,6 +287,68 @@ impl<const N: usize> Family<N> {
         n
     }
 
+    /// Calls `f` with the slot and record of every peer in the group of `addr`.
+    fn each_in_group(&self, key: &[u8; 16], addr: &[u8; N], mut f: impl FnMut(u32, &Rec<N>)) {
+        let g = group(addr);
+        match &self.index {
+            None => {
+                for (l, list) in self.lists.iter().enumerate() {
+                    for (i, r) in list.iter().enumerate() {
+                        if group(&r.addr) == g {
+                            f(slot(l == 1, i), r);
+                        }
+                    }
+                }
+            }
+            Some(index) => {
+                for &s in index.iter_hash(siphash24(key, g)) {
+                    if let Some(r) = self.rec(s).filter(|r| group(&r.addr) == g) {
+                        f(s, r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many peers share the group of `addr`.
+    fn group_count(&self, key: &[u8; 16], addr: &[u8; N]) -> usize {
+        let mut n = 0;
+        self.each_in_group(key, addr, |_, _| n += 1);
+        n
+    }
+
+    /// The peer of the group of `addr` that expires first, and when.
+    fn first_in_group(&self, key: &[u8; 16], addr: &[u8; N]) -> Option<(Secs, u32)> {
+        let mut best: Option<(Secs, u32)> = None;
+        self.each_in_group(key, addr, |s, r| {
+            if best.is_none_or(|(t, _)| r.expires() < t) {
+                best = Some((r.expires(), s));
+            }
+        });
+        best
+    }
+
+    /// The peer whose group holds the most peers, the one that expires first among
+    /// those: `(group size, expiry, slot)`. The scan stops early at a group of `stop_at`
+    /// peers (no group may hold more), taking that group's first to expire.
+    fn busiest(&self, key: &[u8; 16], stop_at: usize) -> Option<(usize, Secs, u32)> {
+        let mut best: Option<(usize, Secs, u32)> = None;
+        for (l, list) in self.lists.iter().enumerate() {
+            for (i, r) in list.iter().enumerate() {
+                let n = self.group_count(key, &r.addr);
+                let better = best.is_none_or(|(bn, bt, _)| n > bn || (n == bn && r.expires() < bt));
+                if better {
+                    best = Some((n, r.expires(), slot(l == 1, i)));
+                }
+                if n >= stop_at {
+                    let (t, s) = self.first_in_group(key, &r.addr)?;
+                    return Some((n, t, s));
+                }
+            }
+        }
+        best
+    }
+
     /// The peer that expires first, and when.
     fn first_to_expire(&self) -> Option<(Secs, u32)> {
         (0..2)
@@ -287,7 +366,7 @@ fn rehash<const N: usize>(key: &[u8; 16], lists: &[Vec<Rec<N>>; 2], s: u32) -> u
     let (seed, i) = unslot(s);
     lists[usize::from(seed)]
         .get(i)
-        .map_or(0, |r| siphash24(key, &r.addr))
+        .map_or(0, |r| siphash24(key, group(&r.addr)))
 }
 
 /// Where a peer lives: its family (IPv6 or not) and slot.
@@ -312,12 +391,16 @@ pub(super) struct PeerInfo {
     pub(super) remote: bool,
 }
 
-/// The peers of one torrent and its completed-download count.
+/// The peers of one torrent, its completed-download count, and when it was last
+/// announced to.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Swarm {
     v4: Family<6>,
     v6: Option<Box<Family<18>>>,
     pub(super) downloaded: u32,
+    /// The last announce (or sync entry, or restore) on the tracker's clock: an empty
+    /// swarm keeps its `downloaded` count for a while after it.
+    pub(super) last_seen: Secs,
 }
 
 impl Swarm {
@@ -422,6 +505,50 @@ impl Swarm {
             }
         }
         n
+    }
+
+    /// How many peers share the address group (IPv4 address, IPv6 /64) of `k`.
+    pub(super) fn group_count(&self, key: &[u8; 16], k: &Key) -> usize {
+        match k {
+            Key::V4(a) => self.v4.group_count(key, a),
+            Key::V6(a) => self.v6.as_ref().map_or(0, |f| f.group_count(key, a)),
+        }
+    }
+
+    /// The peer of the address group of `k` that expires first.
+    pub(super) fn first_in_group(&self, key: &[u8; 16], k: &Key) -> Option<Place> {
+        let (v6, (_, slot)) = match k {
+            Key::V4(a) => (false, self.v4.first_in_group(key, a)?),
+            Key::V6(a) => (true, self.v6.as_ref()?.first_in_group(key, a)?),
+        };
+        Some(Place { v6, slot })
+    }
+
+    /// The least useful peer when the swarm is full: the one that expires first in the
+    /// address group holding the most peers (with every group of one peer, simply the
+    /// one that expires first). `max_per_group` is the per-group cap, where the search
+    /// may stop. Costs one group count per peer (see the module docs).
+    pub(super) fn eviction_victim(&self, key: &[u8; 16], max_per_group: usize) -> Option<Place> {
+        let a = self
+            .v4
+            .busiest(key, max_per_group)
+            .map(|(n, t, s)| (n, t, false, s));
+        let b = self
+            .v6
+            .as_ref()
+            .and_then(|f| f.busiest(key, max_per_group))
+            .map(|(n, t, s)| (n, t, true, s));
+        let (_, _, v6, slot) = match (a, b) {
+            (Some(a), Some(b)) => {
+                if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
+                    b
+                } else {
+                    a
+                }
+            }
+            (a, b) => a.or(b)?,
+        };
+        Some(Place { v6, slot })
     }
 
     /// The peer that expires first (the least recently announced, for local peers).
