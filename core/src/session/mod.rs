@@ -17,6 +17,17 @@
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
 //! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
 //!
+//! # Limits a host follows
+//!
+//! Read from peers only while [`Session::disk_backlogged`] is false, and from a
+//! connection only while [`Session::wants_recv`] says so: a peer that does not read
+//! what we queue for it is not read either (its bytes wait in the kernel and TCP holds
+//! it back) until [`Session::poll_transmit`] has taken bytes for it. The session keeps
+//! its own caps whatever the host does: a connection's send queue never passes
+//! [`ConnBuffers::send_cap`] (a peer that would make it is closed), connections are
+//! capped per address, per torrent and in all, and an incoming connection that has not
+//! completed its handshake in time gives its slot back.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then
