@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("pex", fuzz_checks::pex),
     ("lsd", fuzz_checks::lsd),
     ("mse", fuzz_checks::mse),
+    ("session", fuzz_checks::session),
 ];
 
 fn corpus_dir() -> PathBuf {
