@@ -15,6 +15,12 @@
 //! Poll order for a host: after `handle_recv` or `handle_timeout`, drain
 //! [`PeerConn::poll_event`], then call [`PeerConn::poll_transmit`] until it returns 0.
 //! Every misbehaviour is a [`PeerError`] that says whether the peer is at fault.
+//!
+//! Everything a peer can make a connection hold is capped: the receive buffer holds one
+//! frame at most, the peer's requests `max_peer_requests` (indexed, so a `request` or
+//! `cancel` costs O(log n)), and the send queue [`PeerConn::send_cap`] bytes; a message
+//! that would pass that closes the connection ([`PeerError::SendOverflow`]), and past
+//! most of it [`PeerConn::wants_recv`] asks the host to stop reading the peer.
 
 use crate::bitfield::Bitfield;
 use crate::ids::{BlockRef, Geometry, InfoHash, PeerId, PieceIndex, BLOCK_LEN};

@@ -864,7 +864,7 @@ impl Session {
 
     /// Whether the host should read from `conn` now. False while the peer does not
     /// read what we queue for it: the queue is past `max_send_buffer` and half of
-    /// `send_allowance` ([`PeerConfig`](crate::peer::PeerConfig)), or `ut_metadata`
+    /// `send_allowance` ([`PeerConfig`]), or `ut_metadata`
     /// pieces it asked for wait for room in it. What the peer sends then stays in the
     /// kernel, TCP holds it back, and nothing it asks for can grow our queue. Read
     /// again once [`Session::poll_transmit`] has taken bytes from the queue (the

@@ -754,23 +754,23 @@ pub(super) fn serve_metadata(s: &mut Session, conn: ConnId) {
             c.metadata_deferred.remove(0);
             continue;
         };
+        // At most: the piece, its dictionary (under 64 bytes) and the frame (length,
+        // id 20, extension id).
+        let most = data.len() + 64 + 6;
+        let reads = c.reads_in_flight * crate::ids::BLOCK_LEN as usize;
+        if c.peer.send_space() < reads + most {
+            break;
+        }
+        c.metadata_deferred.remove(0);
         let reply = MetadataMsg::Data {
             piece,
             total_size: m.info.len() as u32,
             data,
         };
         buf.resize(64 + METADATA_PIECE_LEN as usize, 0);
-        let Ok(n) = reply.write(&mut buf) else {
-            c.metadata_deferred.remove(0);
-            continue;
-        };
-        // The extended message's frame: length, id 20, extension id.
-        let reads = c.reads_in_flight * crate::ids::BLOCK_LEN as usize;
-        if c.peer.send_space() < reads + n + 6 {
-            break;
+        if let Ok(n) = reply.write(&mut buf) {
+            c.peer.send_extended(their_id, &buf[..n]);
         }
-        c.metadata_deferred.remove(0);
-        c.peer.send_extended(their_id, &buf[..n]);
     }
 }
 
