@@ -90,9 +90,11 @@ impl Default for PeerConfig {
             // libtorrent's `handshake_timeout` (an encryption handshake takes three
             // round trips).
             incoming_handshake_timeout: Duration::from_secs(10),
-            // libtorrent's `max_allowed_in_request_queue`: 8 MiB of blocks asked ahead,
-            // far beyond what any pipeline needs.
-            max_peer_requests: 500,
+            // Our `reqq`. libtorrent's `max_allowed_in_request_queue` is 500; with 500
+            // a libtorrent leecher kept less in flight and an A/B run on loopback was
+            // too noisy to rule out a slower upload, so the queue keeps its length (a
+            // request or cancel costs O(log n) of it).
+            max_peer_requests: 2000,
             max_send_buffer: 512 * 1024,
             send_allowance: 64 * 1024,
         }
