@@ -941,6 +941,20 @@ enum btcore_result btcore_sansio_recv(struct btcore_sansio *h,
 enum btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool *out);
 
 /**
+ * Writes to `*out` whether to read from `conn` now. False while the peer does not
+ * read what is queued for it (past `max_send_buffer` and half the allowance for other
+ * messages, or with metadata pieces it asked for waiting for room): leave its bytes
+ * in the kernel (TCP holds it back) and read again once `btcore_sansio_transmit` has
+ * taken bytes for it (its socket was writable). A peer that never reads is closed by
+ * the idle timeout. A host that ignores it stays within the caps: a connection whose
+ * queue would pass them is closed instead. True for a connection the library does not
+ * know.
+ */
+enum btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h,
+                                            uint32_t conn,
+                                            bool *out);
+
+/**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
  * how many to `*out_len`; 0 means nothing more to send now. The bytes are the
  * application's to send in order: they are not given again.

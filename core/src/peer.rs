@@ -15,14 +15,24 @@
 //! Poll order for a host: after `handle_recv` or `handle_timeout`, drain
 //! [`PeerConn::poll_event`], then call [`PeerConn::poll_transmit`] until it returns 0.
 //! Every misbehaviour is a [`PeerError`] that says whether the peer is at fault.
+//!
+//! Everything a peer can make a connection hold is capped: the receive buffer holds one
+//! frame at most, the peer's requests `max_peer_requests` (indexed, so a `request` or
+//! `cancel` costs O(log n)), and the send queue [`PeerConn::send_cap`] bytes; a message
+//! that would pass that closes the connection ([`PeerError::SendOverflow`]), and past
+//! most of it [`PeerConn::wants_recv`] asks the host to stop reading the peer.
 
 use crate::bitfield::Bitfield;
 use crate::ids::{BlockRef, Geometry, InfoHash, PeerId, PieceIndex, BLOCK_LEN};
 use crate::time::{Duration, Instant, Rate};
 use crate::wire::{self, Handshake, Message, Reserved, Status};
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
+use core::cmp::Ordering;
 use core::fmt;
+
+#[cfg(test)]
+extern crate std;
 
 /// Per-connection limits and timers. [`PeerConfig::low_memory`] is the small profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +53,26 @@ pub struct PeerConfig {
     pub keepalive_interval: Duration,
     /// Close after this long without receiving anything.
     pub idle_timeout: Duration,
-    /// Close when the handshake has not arrived after this long.
+    /// Close a connection we dialed when the peer's handshake has not arrived this long
+    /// after the TCP connection was made.
     pub handshake_timeout: Duration,
-    /// Most requests from the peer queued for upload.
+    /// Close a connection a peer opened to us when its handshake has not arrived this
+    /// long after it was accepted (an encryption handshake before it included): a bare
+    /// TCP connection holds a slot only this long.
+    pub incoming_handshake_timeout: Duration,
+    /// Most requests from the peer queued for upload (also our `reqq`, BEP 10); beyond
+    /// it a request is rejected (BEP 6) or dropped.
     pub max_peer_requests: usize,
-    /// Most bytes queued to send before the connection stops taking more.
+    /// Bytes of blocks (and `ut_metadata` pieces) queued to send: no block is read for
+    /// the peer while the queue holds this much.
     pub max_send_buffer: usize,
+    /// Bytes beyond `max_send_buffer` kept for other messages (`have`, choke, rejects,
+    /// extension messages). The queue never holds more than
+    /// [`PeerConn::send_cap`]: a message that would pass it closes the connection
+    /// ([`PeerError::SendOverflow`]). Past half of this allowance
+    /// [`PeerConn::wants_recv`] asks the host to stop reading from the peer, so that
+    /// what the peer sends cannot make us queue more (backpressure).
+    pub send_allowance: usize,
 }
 
 impl Default for PeerConfig {
@@ -63,8 +87,16 @@ impl Default for PeerConfig {
             keepalive_interval: Duration::from_secs(90),
             idle_timeout: Duration::from_secs(180),
             handshake_timeout: Duration::from_secs(20),
+            // libtorrent's `handshake_timeout` (an encryption handshake takes three
+            // round trips).
+            incoming_handshake_timeout: Duration::from_secs(10),
+            // Our `reqq`. libtorrent's `max_allowed_in_request_queue` is 500; with 500
+            // a libtorrent leecher kept less in flight and an A/B run on loopback was
+            // too noisy to rule out a slower upload, so the queue keeps its length (a
+            // request or cancel costs O(log n) of it).
             max_peer_requests: 2000,
             max_send_buffer: 512 * 1024,
+            send_allowance: 64 * 1024,
         }
     }
 }
@@ -81,6 +113,7 @@ impl PeerConfig {
             max_queue: 32,
             max_peer_requests: 250,
             max_send_buffer: 64 * 1024,
+            send_allowance: 16 * 1024,
             ..Self::default()
         }
     }
@@ -112,6 +145,16 @@ pub enum PeerError {
     Idle,
     /// No handshake in time.
     HandshakeTimeout,
+    /// The peer does not read what we send: a message would have passed the send
+    /// queue's cap ([`PeerConn::send_cap`]).
+    SendOverflow,
+    /// A second connection of a peer already connected to the torrent (the same peer
+    /// id).
+    Duplicate,
+    /// Closed for a connection limit: the session's or the torrent's table was full,
+    /// or the peer's address holds its share of connections (an older connection still
+    /// in its handshake may be closed this way to make room for a newcomer).
+    ConnectionLimit,
 }
 
 impl PeerError {
@@ -120,7 +163,13 @@ impl PeerError {
     pub const fn is_peer_fault(&self) -> bool {
         !matches!(
             self,
-            Self::Idle | Self::HandshakeTimeout | Self::InfoHashMismatch | Self::SelfConnection
+            Self::Idle
+                | Self::HandshakeTimeout
+                | Self::InfoHashMismatch
+                | Self::SelfConnection
+                | Self::SendOverflow
+                | Self::Duplicate
+                | Self::ConnectionLimit
         )
     }
 }
@@ -141,6 +190,9 @@ impl fmt::Display for PeerError {
             Self::ProtocolOrder => f.write_str("message out of order"),
             Self::Idle => f.write_str("peer silent too long"),
             Self::HandshakeTimeout => f.write_str("no handshake in time"),
+            Self::SendOverflow => f.write_str("peer does not read what we send"),
+            Self::Duplicate => f.write_str("duplicate connection of a connected peer"),
+            Self::ConnectionLimit => f.write_str("connection limit"),
         }
     }
 }
@@ -238,10 +290,17 @@ pub struct PeerConn {
     peer_interested: bool,
     allowed_fast: Vec<PieceIndex>,
     outstanding: Vec<Outstanding>,
-    peer_requests: VecDeque<BlockRef>,
+    peer_requests: RequestQueue,
     rx: Vec<u8>,
     tx: Vec<u8>,
     tx_pos: usize,
+    /// Room in the send queue beyond the configured caps for our have-set (sent once,
+    /// as long as the torrent's bitfield).
+    have_set_room: usize,
+    /// A message did not fit under [`PeerConn::send_cap`]: the connection must close.
+    overflow: bool,
+    /// How long the peer has for its handshake (shorter for incoming connections).
+    handshake_timeout: Duration,
     events: VecDeque<PeerEvent>,
     created: Instant,
     last_recv: Instant,
@@ -277,10 +336,13 @@ impl PeerConn {
             peer_interested: false,
             allowed_fast: Vec::new(),
             outstanding: Vec::new(),
-            peer_requests: VecDeque::new(),
+            peer_requests: RequestQueue::default(),
             rx: Vec::new(),
             tx: Vec::new(),
             tx_pos: 0,
+            have_set_room: 0,
+            overflow: false,
+            handshake_timeout: config.handshake_timeout,
             events: VecDeque::new(),
             created: now,
             last_recv: now,
@@ -314,7 +376,9 @@ impl PeerConn {
         our_id: PeerId,
         our_reserved: Reserved,
     ) -> Self {
-        Self::new(config, now, our_id, our_reserved)
+        let mut c = Self::new(config, now, our_id, our_reserved);
+        c.handshake_timeout = config.incoming_handshake_timeout;
+        c
     }
 
     fn queue_handshake(&mut self, info_hash: InfoHash) {
@@ -476,17 +540,52 @@ impl PeerConn {
     pub fn send_queued(&self) -> usize {
         self.tx.len() - self.tx_pos
     }
-    /// Room left in the send buffer.
+    /// Room left in the send buffer for blocks.
     pub fn send_space(&self) -> usize {
         self.config
             .max_send_buffer
             .saturating_sub(self.send_queued())
+    }
+    /// The most bytes the send queue ever holds: `max_send_buffer` and
+    /// `send_allowance` ([`PeerConfig`]), and our have-set once (a bitfield is as long
+    /// as the torrent needs). A message that would pass it is not queued and the
+    /// connection fails with [`PeerError::SendOverflow`].
+    pub fn send_cap(&self) -> usize {
+        self.config
+            .max_send_buffer
+            .saturating_add(self.config.send_allowance)
+            .saturating_add(self.have_set_room)
+    }
+    /// Whether the host should read from the peer: false while what we have queued
+    /// for it is past `max_send_buffer` and half of `send_allowance` (the peer does
+    /// not read, and every message it sends may make us queue more), or once the
+    /// queue overflowed. Its bytes then wait in the kernel and TCP flow control holds
+    /// it back; the idle timeout closes a peer that never reads.
+    pub fn wants_recv(&self) -> bool {
+        let limit = self
+            .config
+            .max_send_buffer
+            .saturating_add(self.config.send_allowance / 2)
+            .saturating_add(self.have_set_room);
+        !self.overflow && self.send_queued() < limit
+    }
+    /// Whether a message did not fit in the send queue (the connection must close
+    /// with [`PeerError::SendOverflow`]).
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+    /// Bytes received and kept for a message not yet complete (at most one frame).
+    pub fn recv_buffered(&self) -> usize {
+        self.rx.len()
     }
 
     // ---- input ----
 
     /// Takes bytes read from the socket.
     pub fn handle_recv(&mut self, now: Instant, data: &[u8]) -> Result<(), PeerError> {
+        if self.overflow {
+            return Err(PeerError::SendOverflow);
+        }
         if data.is_empty() {
             return Ok(());
         }
@@ -560,6 +659,11 @@ impl PeerConn {
                     let owned = OwnedMsg::from(&msg);
                     *pos += n;
                     self.on_message(now, owned)?;
+                    // What the peer sent made us queue more than we keep: the rest of
+                    // its bytes is not worth parsing.
+                    if self.overflow {
+                        return Err(PeerError::SendOverflow);
+                    }
                 }
             }
         }
@@ -687,17 +791,13 @@ impl PeerConn {
                     if self.fast() {
                         self.send(&Message::Reject(b));
                     }
-                } else if !self.peer_requests.contains(&b) {
-                    self.peer_requests.push_back(b);
+                } else if self.peer_requests.push(b) {
                     self.events.push_back(PeerEvent::PeerRequest);
                 }
             }
             OwnedMsg::Cancel(b) => {
-                if let Some(i) = self.peer_requests.iter().position(|r| *r == b) {
-                    self.peer_requests.remove(i);
-                    if self.fast() {
-                        self.send(&Message::Reject(b));
-                    }
+                if self.peer_requests.remove(&b) && self.fast() {
+                    self.send(&Message::Reject(b));
                 }
             }
             OwnedMsg::Piece(b, data) => {
@@ -761,16 +861,20 @@ impl PeerConn {
 
     /// Checks timers: keep-alive, idle and handshake timeouts, request timeouts.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PeerError> {
-        if self.state != State::Established
-            && now.since(self.created) >= self.config.handshake_timeout
-        {
+        if self.overflow {
+            return Err(PeerError::SendOverflow);
+        }
+        if self.state != State::Established && now.since(self.created) >= self.handshake_timeout {
             return Err(PeerError::HandshakeTimeout);
         }
         if now.since(self.last_recv) >= self.config.idle_timeout {
             return Err(PeerError::Idle);
         }
+        // Anything still queued keeps the connection alive once it leaves: a peer that
+        // does not read gets no keep-alive on top of it.
         if self.state == State::Established
             && now.since(self.last_send) >= self.config.keepalive_interval
+            && self.send_queued() == 0
         {
             self.send(&Message::KeepAlive);
         }
@@ -793,7 +897,7 @@ impl PeerConn {
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.last_recv + self.config.idle_timeout;
         if self.state != State::Established {
-            t = t.min(self.created + self.config.handshake_timeout);
+            t = t.min(self.created + self.handshake_timeout);
         } else {
             t = t.min(self.last_send + self.config.keepalive_interval);
         }
@@ -833,8 +937,21 @@ impl PeerConn {
         n
     }
 
+    /// Whether `len` more bytes fit under [`PeerConn::send_cap`]; when not, the
+    /// connection is marked to close.
+    fn room_for(&mut self, len: usize) -> bool {
+        if self.overflow || self.send_queued().saturating_add(len) > self.send_cap() {
+            self.overflow = true;
+            return false;
+        }
+        true
+    }
+
     fn send(&mut self, m: &Message<'_>) {
         let len = m.encoded_len();
+        if !self.room_for(len) {
+            return;
+        }
         let start = self.tx.len();
         self.tx.resize(start + len, 0);
         match m.encode(&mut self.tx[start..]) {
@@ -847,6 +964,8 @@ impl PeerConn {
 
     /// Sends what we have: a bitfield, or with BEP 6 `have all` / `have none`.
     pub fn send_have_set(&mut self, ours: &Bitfield) {
+        // Sent once, at the start: its room comes on top of the caps.
+        self.have_set_room = ours.as_bytes().len() + 5;
         // A torrent whose size is not known yet (a magnet link) has nothing.
         if ours.is_empty() {
             if self.fast() {
@@ -885,8 +1004,9 @@ impl PeerConn {
         self.am_choking = choke;
         if choke {
             self.send(&Message::Choke);
-            for b in core::mem::take(&mut self.peer_requests) {
-                if self.fast() {
+            let dropped = core::mem::take(&mut self.peer_requests);
+            if self.fast() {
+                for b in dropped.into_blocks() {
                     self.send(&Message::Reject(b));
                 }
             }
@@ -908,7 +1028,7 @@ impl PeerConn {
     }
     /// The next request of the peer to serve, if it still wants it.
     pub fn next_peer_request(&mut self) -> Option<BlockRef> {
-        self.peer_requests.pop_front()
+        self.peer_requests.pop()
     }
     /// Requests of the peer waiting to be served.
     pub fn peer_requests_queued(&self) -> usize {
@@ -919,6 +1039,9 @@ impl PeerConn {
         let mut hdr = [0u8; wire::PIECE_HEADER_LEN];
         if data.len() != block.len as usize || wire::encode_piece_header(&block, &mut hdr).is_err()
         {
+            return;
+        }
+        if !self.room_for(hdr.len() + data.len()) {
             return;
         }
         self.tx.extend_from_slice(&hdr);
@@ -932,6 +1055,93 @@ impl PeerConn {
     /// Records the peer's `reqq` from its extension handshake.
     pub fn set_peer_reqq(&mut self, reqq: Option<u32>) {
         self.their_reqq = reqq;
+    }
+}
+
+/// The peer's requests waiting for upload, in the order they came, with an index by
+/// block: queueing, cancelling and serving a request each cost O(log n) however long
+/// the queue (a linear search of it was a loop a peer could make us run 2,000 steps
+/// per 17-byte message).
+#[derive(Debug, Default)]
+struct RequestQueue {
+    /// Arrival number → block: the serve order.
+    order: BTreeMap<u64, BlockRef>,
+    /// Block → its arrival number.
+    index: BTreeMap<ReqKey, u64>,
+    next: u64,
+}
+
+impl RequestQueue {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+    /// Queues `b`; false when it is queued already.
+    fn push(&mut self, b: BlockRef) -> bool {
+        match self.index.entry(ReqKey(b)) {
+            alloc::collections::btree_map::Entry::Occupied(_) => false,
+            alloc::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(self.next);
+                self.order.insert(self.next, b);
+                self.next += 1;
+                true
+            }
+        }
+    }
+    /// Drops `b`; false when it was not queued.
+    fn remove(&mut self, b: &BlockRef) -> bool {
+        match self.index.remove(&ReqKey(*b)) {
+            Some(seq) => {
+                self.order.remove(&seq);
+                true
+            }
+            None => false,
+        }
+    }
+    /// The oldest request.
+    fn pop(&mut self) -> Option<BlockRef> {
+        let (_, b) = self.order.pop_first()?;
+        self.index.remove(&ReqKey(b));
+        Some(b)
+    }
+    /// The requests in arrival order.
+    fn into_blocks(self) -> impl Iterator<Item = BlockRef> {
+        self.order.into_values()
+    }
+}
+
+/// A block as the key of the request index; under `cfg(test)` it counts the
+/// comparisons made (the work a peer's `request` and `cancel` cost).
+#[derive(Clone, Copy, Debug)]
+struct ReqKey(BlockRef);
+
+#[cfg(test)]
+std::thread_local! {
+    /// Comparisons of request keys made on this thread.
+    static KEY_COMPARISONS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+#[inline]
+fn count_comparison() {
+    #[cfg(test)]
+    KEY_COMPARISONS.with(|c| c.set(c.get() + 1));
+}
+
+impl PartialEq for ReqKey {
+    fn eq(&self, other: &Self) -> bool {
+        count_comparison();
+        self.0 == other.0
+    }
+}
+impl Eq for ReqKey {}
+impl PartialOrd for ReqKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ReqKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        count_comparison();
+        self.0.cmp(&other.0)
     }
 }
 

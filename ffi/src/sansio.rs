@@ -765,6 +765,28 @@ pub extern "C" fn btcore_sansio_disk_backlogged(
     })
 }
 
+/// Writes to `*out` whether to read from `conn` now. False while the peer does not
+/// read what is queued for it (past `max_send_buffer` and half the allowance for other
+/// messages, or with metadata pieces it asked for waiting for room): leave its bytes
+/// in the kernel (TCP holds it back) and read again once `btcore_sansio_transmit` has
+/// taken bytes for it (its socket was writable). A peer that never reads is closed by
+/// the idle timeout. A host that ignores it stays within the caps: a connection whose
+/// queue would pass them is closed instead. True for a connection the library does not
+/// know.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_wants_recv(
+    h: *const btcore_sansio,
+    conn: u32,
+    out: *mut bool,
+) -> btcore_result {
+    guard(|| {
+        let s = handle(h)?;
+        let out = non_null(out)?;
+        unsafe { out.write(s.session.wants_recv(ConnId(conn))) };
+        Ok(())
+    })
+}
+
 /// Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
 /// how many to `*out_len`; 0 means nothing more to send now. The bytes are the
 /// application's to send in order: they are not given again.

@@ -8,7 +8,7 @@
 //! ```text
 //!  loop {
 //!      poll(sockets, waker, timeout = session.poll_timeout())
-//!      accept / read → session.handle_incoming / handle_recv
+//!      accept / read → session.handle_incoming / handle_recv (while wants_recv)
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
@@ -55,7 +55,11 @@ const LSD: Token = Token(3);
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 const FIRST_CONN: usize = 16;
 /// How long a dialed peer has to complete the encryption handshake (libtorrent gives
-/// its handshakes 10 s too); then it is dialed again in plain text or dropped.
+/// its handshakes 10 s too); then it is dialed again in plain text or dropped. An
+/// accepted connection is the session's from the start: its incoming handshake
+/// timeout (`PeerConfig::incoming_handshake_timeout`, 10 s) covers the encryption
+/// handshake and the BitTorrent one together, and the bytes held meanwhile are the
+/// link's fixed buffers.
 const ENCRYPTION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the client runs.
@@ -262,6 +266,10 @@ pub struct Client {
     /// Connections left unread while the disk is behind ([`Session::disk_backlogged`]):
     /// read again once writes complete.
     disk_blocked: Vec<ConnId>,
+    /// Connections left unread while their peer has not read what the session queued
+    /// for it ([`Session::wants_recv`]): read again once it has (a writable socket
+    /// took bytes).
+    send_blocked: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
     dht: Option<crate::dht::DhtHost>,
     /// Public running torrents as the DHT last saw them (id, info hash, short of
@@ -455,6 +463,7 @@ impl Client {
             up: Bucket::new(opts.upload_limit),
             throttled_read: Vec::new(),
             disk_blocked: Vec::new(),
+            send_blocked: Vec::new(),
             throttled_write: Vec::new(),
             dht,
             dht_public: (Vec::new(), None),
@@ -716,6 +725,16 @@ impl Client {
         } else {
             wait
         };
+        // A send at the end of the last turn may have let a blocked peer be read.
+        let wait = if self
+            .send_blocked
+            .iter()
+            .any(|c| self.session.wants_recv(*c))
+        {
+            Duration::ZERO
+        } else {
+            wait
+        };
         let mut events = Events::with_capacity(256);
         match self.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
@@ -756,6 +775,17 @@ impl Client {
         }
         for conn in std::mem::take(&mut self.throttled_read) {
             self.read_conn(conn);
+        }
+        // Peers that read what was queued for them (their sockets were writable).
+        if !self.send_blocked.is_empty() {
+            let (ready, still): (Vec<ConnId>, Vec<ConnId>) = std::mem::take(&mut self.send_blocked)
+                .into_iter()
+                .filter(|c| self.socks.contains_key(c))
+                .partition(|c| self.session.wants_recv(*c));
+            self.send_blocked = still;
+            for conn in ready {
+                self.read_conn(conn);
+            }
         }
         self.collect_workers();
         if !self.disk_blocked.is_empty() && !self.session.disk_backlogged() {
@@ -920,6 +950,14 @@ impl Client {
             if self.session.disk_backlogged() {
                 if !self.disk_blocked.contains(&conn) {
                     self.disk_blocked.push(conn);
+                }
+                return;
+            }
+            // The peer does not read what we queued for it: what it sends (more
+            // requests) waits in the kernel, and TCP holds it back, until it does.
+            if !self.session.wants_recv(conn) {
+                if !self.send_blocked.contains(&conn) {
+                    self.send_blocked.push(conn);
                 }
                 return;
             }

@@ -1266,3 +1266,242 @@ pub fn tracker_server(data: &[u8]) -> bool {
     }
     answered
 }
+
+// ---------------------------------------------------------------------------------------
+// session
+// ---------------------------------------------------------------------------------------
+
+/// Peer slots the `session` input speaks for.
+const SESSION_PEERS: u8 = 6;
+
+/// The torrents of the `session` check: one seeded (8 pieces of 16 KiB of
+/// pseudo-random bytes) and one downloaded (8 pieces of zeros, so blocks of zeros from
+/// the input verify), built once.
+fn session_torrents() -> &'static [(Vec<u8>, Vec<u8>); 2] {
+    static T: std::sync::OnceLock<[(Vec<u8>, Vec<u8>); 2]> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let content = crate::sim::content(8 * 16_384, 5);
+        let seeded = (crate::sim::make_torrent(&content, 16_384), content);
+        [seeded, crate::scripted::zero_torrent(8, 16_384)]
+    })
+}
+
+/// The settings of the `session` check: small caps, so that inputs reach them.
+fn session_config() -> btcore_core::session::SessionConfig {
+    use btcore_core::session::SessionConfig;
+    let mut c = SessionConfig::new(crate::scripted::peer_id(0));
+    c.max_connections = 4;
+    c.max_peers_per_torrent = 3;
+    c.max_peers_per_ip = 2;
+    c.max_metadata_requests = 2;
+    c.max_reads_per_peer = 2;
+    c.peer.max_send_buffer = 48 * 1024;
+    c.peer.send_allowance = 4 * 1024;
+    c.peer.max_peer_requests = 16;
+    c
+}
+
+/// The next byte of `b` (0 past its end).
+fn take_byte(b: &mut &[u8]) -> u8 {
+    match b.split_first() {
+        Some((&x, rest)) => {
+            *b = rest;
+            x
+        }
+        None => 0,
+    }
+}
+
+/// The next `n` bytes of `b` (fewer at its end).
+fn take_bytes<'a>(b: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let (a, rest) = b.split_at(n.min(b.len()));
+    *b = rest;
+    a
+}
+
+/// One structured message from `b` (a kind, then its fields).
+fn session_message(b: &mut &[u8], ih: &[btcore_core::ids::InfoHash; 3]) -> Vec<u8> {
+    use crate::scripted::frames;
+    use btcore_core::ids::{BlockRef, PieceIndex};
+    use btcore_core::wire::Message;
+    let mut next = || take_byte(b);
+    let kind = next();
+    let piece = PieceIndex(u32::from(next() % 9));
+    let block = BlockRef {
+        piece,
+        offset: u32::from(next() % 2) * 16_384,
+        len: 16_384,
+    };
+    match kind % 20 {
+        0 => frames::message(&Message::Interested),
+        1 => frames::message(&Message::NotInterested),
+        2 => frames::message(&Message::Unchoke),
+        3 => frames::message(&Message::Choke),
+        4 => frames::message(&Message::Have(piece)),
+        5 => frames::message(&Message::Bitfield(&[next()])),
+        6 => frames::request(block),
+        7 => frames::message(&Message::Cancel(block)),
+        8 => frames::message(&Message::Piece {
+            piece: block.piece,
+            offset: block.offset,
+            data: &[0u8; 16_384],
+        }),
+        9 => frames::ext_handshake(next() % 4),
+        10 => frames::metadata_request(2, u32::from(next() % 3)),
+        11 => {
+            // A metadata piece of some size, for a magnet link.
+            let mut out = [0u8; 64 + 1024];
+            let data = [next(); 1024];
+            let m = btcore_core::ext::MetadataMsg::Data {
+                piece: u32::from(next() % 2),
+                total_size: u32::from(next()) * 64 + 1,
+                data: &data,
+            };
+            let n = m.write(&mut out).unwrap_or(0);
+            frames::message(&Message::Extended {
+                id: 2,
+                payload: &out[..n],
+            })
+        }
+        12 => frames::message(&Message::HaveAll),
+        13 => frames::message(&Message::HaveNone),
+        14 => frames::message(&Message::Reject(block)),
+        15 => frames::message(&Message::AllowedFast(piece)),
+        16 => frames::message(&Message::KeepAlive),
+        17 => frames::message(&Message::Suggest(piece)),
+        18 => frames::message(&Message::Port(6881)),
+        _ => frames::handshake(ih[usize::from(next() % 3)], crate::scripted::peer_id(1)),
+    }
+}
+
+/// `session`: a session with a seeded torrent, a downloaded one and a magnet link,
+/// fed by six peers from three addresses. The input is a series of steps, each a byte
+/// naming the peer (low 3 bits) and what it does (high 5 bits), then its operands:
+/// raw bytes, a handshake, a structured message, a flood of one message, reading what
+/// is queued for it, disconnecting or reconnecting, or time passing. Disk work is
+/// answered at once. After every step: the connections within `max_connections`, per
+/// torrent and per address; every send queue within its cap, which is within the
+/// configured ones; every partial message within one frame. Accepted: some peer
+/// completed its handshake.
+pub fn session(data: &[u8]) -> bool {
+    use crate::scripted::{frames, info_hash_of, peer_id, Host};
+    use btcore_core::ids::InfoHash;
+    use btcore_core::session::ConnId;
+    use btcore_core::time::Duration;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    let config = session_config();
+    let torrents = session_torrents();
+    let mut host = Host::new(config.clone(), 1);
+    let mut tids = Vec::new();
+    for (i, (file, content)) in torrents.iter().enumerate() {
+        tids.push(host.add_torrent(file, content, 16_384, i == 0));
+    }
+    let magnet = InfoHash([0x5a; 20]);
+    tids.push(host.add_magnet(magnet));
+    let ih = [
+        info_hash_of(&torrents[0].0),
+        info_hash_of(&torrents[1].0),
+        magnet,
+    ];
+    let frame_cap = config.peer.wire.max_frame_len() as usize;
+    // Our own bitfield: 8 pieces.
+    let queue_cap = config.peer.max_send_buffer + config.peer.send_allowance + 1 + 5;
+    let mut slots: [Option<ConnId>; SESSION_PEERS as usize] = [None; SESSION_PEERS as usize];
+    let mut port = 40_000u16;
+    let mut accepted = false;
+    let mut rest = data;
+    let mut steps = 0;
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        steps += 1;
+        if steps > 1024 {
+            break;
+        }
+        let slot = usize::from((op & 7) % SESSION_PEERS);
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, (slot % 3) as u8 + 1));
+        let mut conn = |host: &mut Host, slot: &mut Option<ConnId>, fresh: bool| -> ConnId {
+            match *slot {
+                Some(c) if !fresh && host.is_open(c) => c,
+                _ => {
+                    port = port.wrapping_add(1);
+                    let c = host.incoming(SocketAddr::new(ip, port));
+                    *slot = Some(c);
+                    c
+                }
+            }
+        };
+        match op >> 3 {
+            0..=9 => {
+                let len = usize::from(take_byte(&mut rest));
+                let bytes = take_bytes(&mut rest, len).to_vec();
+                let c = conn(&mut host, &mut slots[slot], false);
+                host.recv(c, &bytes);
+            }
+            10 | 11 => {
+                let which = usize::from(take_byte(&mut rest) % 3);
+                let id = peer_id(u64::from(take_byte(&mut rest) % 8));
+                let c = conn(&mut host, &mut slots[slot], false);
+                host.recv(c, &frames::handshake(ih[which], id));
+            }
+            12..=19 => {
+                let m = session_message(&mut rest, &ih);
+                let c = conn(&mut host, &mut slots[slot], false);
+                host.recv(c, &m);
+            }
+            20..=23 => {
+                let kib = usize::from(take_byte(&mut rest));
+                if let Some(c) = slots[slot] {
+                    let max = if kib == 0 { usize::MAX } else { kib * 1024 };
+                    host.read_from(c, max);
+                }
+            }
+            24 | 25 => {
+                let t = u64::from(take_byte(&mut rest));
+                host.advance(Duration::from_millis(t * 100));
+            }
+            26 => {
+                if let Some(c) = slots[slot].take() {
+                    host.disconnect(c);
+                }
+            }
+            27 => {
+                if let Some(c) = slots[slot].take() {
+                    host.disconnect(c);
+                }
+                conn(&mut host, &mut slots[slot], true);
+            }
+            _ => {
+                // A flood: one message, many times over, in one read of at most
+                // 32 KiB (past the send queue's cap of the check's settings).
+                let n = usize::from(take_byte(&mut rest)) + 1;
+                let m = session_message(&mut rest, &ih);
+                let len = (m.len() * n * 8).min(32 * 1024);
+                let bytes: Vec<u8> = m.iter().copied().cycle().take(len).collect();
+                let c = conn(&mut host, &mut slots[slot], false);
+                host.recv(c, &bytes);
+            }
+        }
+
+        // The caps hold after every step.
+        let s = &host.session;
+        assert!(s.num_connections() <= config.max_connections);
+        for &id in &tids {
+            let peers = s.peers(id);
+            assert!(peers.len() <= config.max_peers_per_torrent);
+            for p in &peers {
+                let same = peers.iter().filter(|q| q.addr.ip() == p.addr.ip()).count();
+                assert!(same <= config.max_peers_per_ip, "{same} from {}", p.addr);
+            }
+            accepted |= peers.iter().any(|p| p.established);
+        }
+        for c in slots.iter().flatten() {
+            if let Some(b) = s.conn_buffers(*c) {
+                assert!(b.send_queued <= b.send_cap, "{b:?}");
+                assert!(b.send_cap <= queue_cap, "{b:?}");
+                assert!(b.recv_buffered <= frame_cap, "{b:?}");
+            }
+        }
+    }
+    accepted
+}

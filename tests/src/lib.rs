@@ -102,4 +102,5 @@ fn unescape(s: &str) -> String {
 }
 
 pub mod fuzz_checks;
+pub mod scripted;
 pub mod sim;

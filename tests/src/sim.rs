@@ -13,6 +13,8 @@
 //! [`Session::poll_transmit`] for the node's connections and comes back when the queue
 //! has drained to half, as a host does on a writable socket. The session therefore
 //! sees back-pressure, and its send buffers and upload rates are those of a real link.
+//! The other way, a node reads a connection only while its session says
+//! [`Session::wants_recv`]: what arrives meanwhile waits, in order.
 //!
 //! The simulator also checks the session against the ground truth (the content):
 //! every verified piece must hold the right bytes, no write may change a verified
@@ -45,6 +47,8 @@ pub enum Behaviour {
     /// Completes handshakes, claims every piece (whatever `seed` says), never answers a
     /// request: the reads its session asks for are dropped.
     Silent,
+    /// Takes connection slots from one address: see [`Sim::add_hog`].
+    Hog,
 }
 
 /// Link properties of a node (applied to both directions of its links).
@@ -128,6 +132,11 @@ pub struct Node {
     /// Deliveries held back because the disk was behind.
     pub held_deliveries: u64,
     held: std::collections::VecDeque<(ConnId, Vec<u8>)>,
+    /// Deliveries waiting while the session does not want to read their connection
+    /// ([`Session::wants_recv`]), per connection, in order.
+    recv_held: BTreeMap<ConnId, std::collections::VecDeque<Vec<u8>>>,
+    /// Deliveries that waited for [`Session::wants_recv`].
+    pub recv_paused: u64,
 }
 
 #[derive(Debug)]
@@ -154,6 +163,22 @@ enum Ev {
         torrent: TorrentId,
         block: BlockRef,
     },
+    HogTick {
+        hog: usize,
+    },
+}
+
+/// A node that takes connection slots of another ([`Sim::add_hog`]).
+#[derive(Debug)]
+struct Hog {
+    node: usize,
+    target: usize,
+    conns: usize,
+    handshake: bool,
+    next_port: u16,
+    next_conn: u32,
+    next_id: u64,
+    open: BTreeSet<ConnId>,
 }
 
 /// A connection on which a [`Behaviour::Garbage`] node sent noise to another node.
@@ -182,6 +207,7 @@ pub struct Sim {
     pub now: Instant,
     /// The most connections open at once (both ends established as a link).
     pub peak_links: usize,
+    hogs: Vec<Hog>,
     /// Whether a tracker answers announces (off: peers come by hand, PEX or DHT).
     pub tracker: bool,
     torrent_file: Vec<u8>,
@@ -209,6 +235,7 @@ impl Sim {
             nodes: Vec::new(),
             now: Instant::from_millis(1),
             peak_links: 0,
+            hogs: Vec::new(),
             tracker: true,
             garbage_links: Vec::new(),
             junk_open: BTreeMap::new(),
@@ -302,6 +329,8 @@ impl Sim {
             peak_writes_pending: 0,
             held_deliveries: 0,
             held: std::collections::VecDeque::new(),
+            recv_held: BTreeMap::new(),
+            recv_paused: 0,
         });
         i
     }
@@ -339,6 +368,98 @@ impl Sim {
         n.torrent = n.session.add_torrent_checking(now, &self.torrent_file).ok();
         n.finished_at = None;
         i
+    }
+
+    /// Adds a node that takes connection slots of node `target` from its one address:
+    /// it keeps `conns` connections open to it (each from a new source port, opening
+    /// new ones every 250 ms as the target closes them), never reads, and sends nothing
+    /// on them, or only a handshake for the torrent under a fresh peer id when
+    /// `handshake`. It has no torrent of its own.
+    pub fn add_hog(&mut self, target: usize, conns: usize, handshake: bool) -> usize {
+        let i = self.add_node(false, Behaviour::Hog, LinkSpec::default(), |_| {});
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        if let Some(t) = n.torrent.take() {
+            n.session.remove_torrent(now, t);
+        }
+        while n.session.poll_action().is_some() {}
+        n.finished_at = None;
+        self.hogs.push(Hog {
+            node: i,
+            target,
+            conns,
+            handshake,
+            next_port: 20_000,
+            next_conn: 1 << 30,
+            next_id: 0,
+            open: BTreeSet::new(),
+        });
+        let hog = self.hogs.len() - 1;
+        self.schedule(now, Ev::HogTick { hog });
+        i
+    }
+
+    /// Connections node `hog` ([`Sim::add_hog`]) opened that are still open.
+    pub fn hog_conns(&self, hog: usize) -> usize {
+        self.hogs
+            .iter()
+            .filter(|h| h.node == hog)
+            .flat_map(|h| h.open.iter().map(move |c| (h.node, *c)))
+            .filter(|end| self.links.contains_key(end))
+            .count()
+    }
+
+    fn hog_tick(&mut self, k: usize) {
+        let now = self.now;
+        let (node, target) = (self.hogs[k].node, self.hogs[k].target);
+        if !self.nodes[node].alive || !self.nodes[target].alive {
+            return;
+        }
+        let links = &self.links;
+        self.hogs[k]
+            .open
+            .retain(|c| links.contains_key(&(node, *c)));
+        let ip = self.nodes[node].addr.ip();
+        let mut tokens = Vec::new();
+        let info_hash = Metainfo::parse_vec(&self.torrent_file, &mut tokens, &Limits::default())
+            .expect("sim torrent")
+            .info_hash();
+        while self.hogs[k].open.len() < self.hogs[k].conns {
+            let h = &mut self.hogs[k];
+            let ours = ConnId(h.next_conn);
+            h.next_conn += 1;
+            let from = SocketAddr::new(ip, h.next_port);
+            h.next_port = h.next_port.wrapping_add(1).max(20_000);
+            h.next_id += 1;
+            let (handshake, id) = (h.handshake, h.next_id);
+            h.open.insert(ours);
+            let theirs = self.nodes[target].session.handle_incoming(now, from);
+            self.links.insert((node, ours), (target, theirs));
+            self.links.insert((target, theirs), (node, ours));
+            if handshake {
+                let mut peer_id = *b"-HG0001-000000000000";
+                peer_id[8..].copy_from_slice(&format!("{id:012}").as_bytes()[..12]);
+                let hs = btcore_core::wire::Handshake {
+                    reserved: btcore_core::wire::Reserved::NONE.with_fast(true),
+                    info_hash,
+                    peer_id: PeerId(peer_id),
+                };
+                let mut buf = [0u8; HANDSHAKE_LEN];
+                let n = hs.encode(&mut buf).expect("a handshake fits");
+                let at = now + self.nodes[node].link.latency;
+                self.schedule(
+                    at,
+                    Ev::Deliver {
+                        to: target,
+                        conn: theirs,
+                        data: buf[..n].to_vec(),
+                    },
+                );
+            }
+            // The target handles what handle_incoming asked before the next one.
+            self.drain_all();
+        }
+        self.schedule(now + Duration::from_millis(250), Ev::HogTick { hog: k });
     }
 
     fn schedule(&mut self, at: Instant, ev: Ev) {
@@ -489,17 +610,19 @@ impl Sim {
                     n.held.push_back((conn, data));
                     return;
                 }
-                match self.nodes[to].behaviour {
-                    Behaviour::Honest | Behaviour::Corrupt | Behaviour::Silent => {
-                        self.nodes[to].session.handle_recv(now, conn, &data)
-                    }
-                    Behaviour::Garbage => self.garbage_recv(to, conn, &data),
+                if n.recv_held.contains_key(&conn) || !n.session.wants_recv(conn) {
+                    n.recv_paused += 1;
+                    n.recv_held.entry(conn).or_default().push_back(data);
+                    return;
                 }
+                self.recv(to, conn, &data);
             }
+            Ev::HogTick { hog } => self.hog_tick(hog),
             Ev::Closed { to, conn } => {
                 if self.nodes[to].alive {
                     self.nodes[to].blocked.remove(&conn);
                     self.nodes[to].sent.remove(&conn);
+                    self.nodes[to].recv_held.remove(&conn);
                     self.nodes[to].session.handle_disconnected(now, conn);
                 }
             }
@@ -542,6 +665,45 @@ impl Sim {
                 let blocked = std::mem::take(&mut self.nodes[node].blocked);
                 for conn in blocked {
                     self.pump(node, conn);
+                }
+            }
+        }
+    }
+
+    /// Hands bytes that arrived on `conn` to node `to`.
+    fn recv(&mut self, to: usize, conn: ConnId, data: &[u8]) {
+        let now = self.now;
+        match self.nodes[to].behaviour {
+            Behaviour::Honest | Behaviour::Corrupt | Behaviour::Silent => {
+                self.nodes[to].session.handle_recv(now, conn, data)
+            }
+            Behaviour::Garbage => self.garbage_recv(to, conn, data),
+            // It never reads.
+            Behaviour::Hog => {}
+        }
+    }
+
+    /// Reads what waited for [`Session::wants_recv`] on connections that want it now.
+    fn release_recv(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].recv_held.is_empty() || !self.nodes[i].alive {
+                continue;
+            }
+            let conns: Vec<ConnId> = self.nodes[i].recv_held.keys().copied().collect();
+            for conn in conns {
+                while self.nodes[i].session.wants_recv(conn) {
+                    let Some(q) = self.nodes[i].recv_held.get_mut(&conn) else {
+                        break;
+                    };
+                    let Some(data) = q.pop_front() else {
+                        break;
+                    };
+                    if q.is_empty() {
+                        self.nodes[i].recv_held.remove(&conn);
+                    }
+                    if self.links.contains_key(&(i, conn)) {
+                        self.recv(i, conn, &data);
+                    }
                 }
             }
         }
@@ -659,7 +821,22 @@ impl Sim {
                 }
             }
             if !any {
-                return;
+                // What waited for `wants_recv` may be read now.
+                let held = |s: &Self| -> usize {
+                    s.nodes
+                        .iter()
+                        .flat_map(|n| n.recv_held.values())
+                        .map(std::collections::VecDeque::len)
+                        .sum()
+                };
+                let before = held(self);
+                if before == 0 {
+                    return;
+                }
+                self.release_recv();
+                if held(self) == before {
+                    return;
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("mse", fuzz_checks::mse),
     ("dht_node", fuzz_checks::dht_node),
     ("tracker_server", fuzz_checks::tracker_server),
+    ("session", fuzz_checks::session),
 ];
 
 fn corpus_dir() -> PathBuf {

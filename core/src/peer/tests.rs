@@ -243,9 +243,13 @@ fn pipeline_depth_follows_the_rate_and_snubbing() {
     for s in 0..8u64 {
         let now = T0 + Duration::from_secs(s);
         let blk = geometry().block(PieceIndex(0), 0).expect("block");
-        for _ in 0..61 {
+        for i in 0..61 {
             a.request(now, blk);
             b.send_block(now, blk, &[0; 16_384]);
+            // The send queue holds 512 KiB of blocks (and a little more).
+            if i % 16 == 15 {
+                pump(now, &mut b, &mut a).expect("blocks");
+            }
         }
         pump(now, &mut a, &mut b).expect("requests");
         while b.next_peer_request().is_some() {}
@@ -364,4 +368,65 @@ fn a_partial_message_is_completed_without_buffering_the_whole_read() {
         assert!(a.rx.capacity() < 20_000, "rx grew to {}", a.rx.capacity());
         assert!(a.rx.is_empty());
     }
+}
+
+/// A peer's `request` and `cancel` cost O(log n) comparisons against a full queue (a
+/// linear search of it cost up to n per 17-byte message), and the queue keeps the
+/// order of arrival.
+#[test]
+fn request_and_cancel_cost_logarithmic_work() {
+    let n = 2000u32;
+    let config = PeerConfig {
+        max_peer_requests: n as usize,
+        ..PeerConfig::default()
+    };
+    let mut a = PeerConn::new_outgoing(config, T0, ih(), PeerId([1; 20]), fast());
+    let mut b = PeerConn::new_incoming(config, T0, PeerId([2; 20]), fast());
+    pump(T0, &mut a, &mut b).expect("handshake");
+    b.accept(T0, ih()).expect("accept");
+    pump(T0, &mut b, &mut a).expect("handshake back");
+    a.set_geometry(geometry()).expect("geometry");
+    b.set_geometry(geometry()).expect("geometry");
+    b.set_choking(false);
+    let blk = |i: u32| BlockRef {
+        piece: PieceIndex(0),
+        offset: i,
+        len: 1,
+    };
+    let frame = |m: Message<'_>| {
+        let mut buf = [0u8; 17];
+        let len = m.encode(&mut buf).expect("encode");
+        buf[..len].to_vec()
+    };
+    for i in 0..n {
+        b.handle_recv(T0, &frame(Message::Request(blk(i))))
+            .expect("request");
+    }
+    assert_eq!(b.peer_requests_queued(), n as usize);
+    // Cancel every other one and ask for as many new ones, one message at a time.
+    let comparisons = || super::KEY_COMPARISONS.with(core::cell::Cell::get);
+    let log2 = u64::from(u32::BITS - n.leading_zeros());
+    let mut worst = 0;
+    for i in 0..n / 2 {
+        for m in [
+            Message::Cancel(blk(2 * i)),
+            Message::Request(blk(n + i)),
+            // A duplicate: already queued, not queued twice.
+            Message::Request(blk(n + i)),
+        ] {
+            let before = comparisons();
+            b.handle_recv(T0, &frame(m)).expect("message");
+            worst = worst.max(comparisons() - before);
+        }
+    }
+    assert!(
+        worst <= 4 * log2 + 4,
+        "one message cost {worst} comparisons (queue of {n})"
+    );
+    assert_eq!(b.peer_requests_queued(), n as usize);
+    // Served in the order asked: the odd ones first, then the new ones.
+    let served: std::vec::Vec<u32> =
+        core::iter::from_fn(|| b.next_peer_request().map(|r| r.offset)).collect();
+    let want: std::vec::Vec<u32> = (0..n / 2).map(|i| 2 * i + 1).chain(n..n + n / 2).collect();
+    assert_eq!(served, want);
 }

@@ -17,6 +17,17 @@
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
 //! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
 //!
+//! # Limits a host follows
+//!
+//! Read from peers only while [`Session::disk_backlogged`] is false, and from a
+//! connection only while [`Session::wants_recv`] says so: a peer that does not read
+//! what we queue for it is not read either (its bytes wait in the kernel and TCP holds
+//! it back) until [`Session::poll_transmit`] has taken bytes for it. The session keeps
+//! its own caps whatever the host does: a connection's send queue never passes
+//! [`ConnBuffers::send_cap`] (a peer that would make it is closed), connections are
+//! capped per address, per torrent and in all, and an incoming connection that has not
+//! completed its handshake in time gives its slot back.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then
@@ -46,8 +57,37 @@ use crate::time::{Duration, Instant};
 use crate::wire::Reserved;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use torrent::Torrent;
+
+/// Whether `ip` is this machine (IPv4 `127.0.0.0/8`, `::1`, and IPv4-mapped forms).
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The address a per-address cap counts by: an IPv4 address, or an IPv6 /64 (what
+/// one subscriber usually gets, so one party cannot take a slot per address of it).
+fn addr_group(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// A connection's buffers ([`Session::conn_buffers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnBuffers {
+    /// Bytes queued to send.
+    pub send_queued: usize,
+    /// The most the send queue ever holds ([`PeerConn::send_cap`]).
+    pub send_cap: usize,
+    /// Bytes of a partial message received (at most one frame).
+    pub recv_buffered: usize,
+}
 
 /// Identifies a torrent in a session.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -74,8 +114,21 @@ pub struct SessionConfig {
     pub max_peers_per_torrent: usize,
     /// Most outgoing connection attempts in flight per torrent.
     pub max_connecting: usize,
-    /// Most connections over all torrents (incoming ones beyond it are closed at once).
+    /// Most connections over all torrents. An incoming connection that finds the
+    /// table full takes the place of the least useful one still in its handshake
+    /// (from the address holding the most connections, the oldest first); only when
+    /// every connection is established is it closed at once.
     pub max_connections: usize,
+    /// Most connections with one address (an IPv6 /64 counts as one address), per
+    /// torrent, in both directions; and most incoming connections from one address
+    /// still in their handshake over the session (a newer one replaces the oldest).
+    /// Loopback peers are exempt: they run on this machine (tests, benchmarks and
+    /// several instances on one host rely on it). A second connection of a peer id
+    /// already connected to the torrent is closed whatever this says.
+    pub max_peers_per_ip: usize,
+    /// `ut_metadata` requests (BEP 9) of one peer kept waiting for room in its send
+    /// queue; beyond them a request is rejected.
+    pub max_metadata_requests: usize,
     /// Most bytes handed to the host for writing and not yet written, per session: past
     /// it no block is requested, and past twice it [`Session::disk_backlogged`] tells the
     /// host to stop reading from peers.
@@ -105,6 +158,11 @@ impl SessionConfig {
             max_peers_per_torrent: 50,
             max_connecting: 8,
             max_connections: 200,
+            // libtorrent allows one (`allow_multiple_connections_per_ip` off); a few
+            // more let peers behind one NAT or carrier-grade NAT address share a swarm,
+            // and settle a simultaneous open by peer id rather than by address.
+            max_peers_per_ip: 4,
+            max_metadata_requests: 8,
             // As libtorrent's `max_queued_disk_bytes`: a page-cache write takes microseconds,
             // and a slow disk gains nothing from a deeper queue but memory.
             max_disk_bytes_in_flight: 1 << 20,
@@ -126,6 +184,8 @@ impl SessionConfig {
             picker: PickerConfig::default().with_max_partials(16),
             max_peers_per_torrent: 20,
             max_connections: 50,
+            max_peers_per_ip: 2,
+            max_metadata_requests: 2,
             max_disk_bytes_in_flight: 512 << 10,
             max_reads_per_peer: 2,
             max_known_peers: 100,
@@ -286,6 +346,8 @@ pub(crate) struct Conn {
     pub(crate) pex_sent: Vec<SocketAddr>,
     /// When we last sent it a PEX message.
     pub(crate) last_pex: Option<Instant>,
+    /// `ut_metadata` pieces it asked for that wait for room in its send queue.
+    pub(crate) metadata_deferred: Vec<u32>,
 }
 
 impl Conn {
@@ -306,6 +368,7 @@ impl Conn {
             listen_port: None,
             pex_sent: Vec::new(),
             last_pex: None,
+            metadata_deferred: Vec::new(),
         }
     }
 
@@ -660,23 +723,176 @@ impl Session {
 
     // ---- connections ----
 
-    /// A peer connected to us from `addr`; returns the id to use for it. Beyond
-    /// [`SessionConfig::max_connections`] the connection is refused: an
-    /// [`Action::Close`] for it follows at once.
+    /// A peer connected to us from `addr`; returns the id to use for it.
+    ///
+    /// Room is made rather than the newcomer refused (libtorrent's peer turnover): an
+    /// address that already has [`SessionConfig::max_peers_per_ip`] incoming
+    /// connections in their handshake loses its oldest one, and when the table holds
+    /// [`SessionConfig::max_connections`] the least useful connection still in its
+    /// handshake is closed (from the address holding the most connections, the
+    /// oldest first). Only when every connection is established is the newcomer
+    /// refused: an [`Action::Close`] for it follows at once. Until its handshake
+    /// arrives the connection holds its slot at most
+    /// [`PeerConfig::incoming_handshake_timeout`](crate::peer::PeerConfig).
     pub fn handle_incoming(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        let group = addr_group(addr.ip());
+        if !is_loopback(addr.ip()) {
+            let pending: Vec<(Instant, ConnId)> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.torrent.is_none() && !c.outgoing && addr_group(c.addr.ip()) == group
+                })
+                .map(|(k, c)| (c.peer.created(), *k))
+                .collect();
+            if pending.len() >= self.config.max_peers_per_ip.max(1) {
+                if let Some(&(_, oldest)) = pending.iter().min() {
+                    self.close(oldest, Some(PeerError::ConnectionLimit));
+                }
+            }
+        }
         if self.conns.len() >= self.config.max_connections {
-            self.actions.push_back(Action::Close {
-                conn: id,
-                error: None,
-            });
-            return id;
+            match self.least_useful(|_| true) {
+                Some(victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
+                None => {
+                    self.actions.push_back(Action::Close {
+                        conn: id,
+                        error: Some(PeerError::ConnectionLimit),
+                    });
+                    return id;
+                }
+            }
         }
         let peer =
             PeerConn::new_incoming(self.config.peer, now, self.config.peer_id, Self::reserved());
         self.conns.insert(id, Conn::new(None, addr, false, peer));
         id
+    }
+
+    /// The connection to give up for a newcomer among those `eligible`: one still in
+    /// its handshake (or still connecting), from the address holding the most
+    /// connections, the oldest first. None when every eligible one is established.
+    fn least_useful(&self, eligible: impl Fn(&Conn) -> bool) -> Option<ConnId> {
+        let mut per_group: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for c in self.conns.values() {
+            *per_group.entry(addr_group(c.addr.ip())).or_insert(0) += 1;
+        }
+        self.conns
+            .iter()
+            .filter(|(_, c)| !c.peer.is_established() && eligible(c))
+            .max_by_key(|(k, c)| {
+                let held = per_group.get(&addr_group(c.addr.ip())).copied();
+                // Most connections first, then the oldest (smallest creation time,
+                // then smallest id).
+                (
+                    held.unwrap_or(0),
+                    core::cmp::Reverse(c.peer.created()),
+                    core::cmp::Reverse(**k),
+                )
+            })
+            .map(|(k, _)| *k)
+    }
+
+    /// Admits the peer of `conn`, whose handshake named torrent `tid` with `peer_id`
+    /// (`conn` itself is not counted). A second
+    /// connection of a peer id already connected to the torrent closes: when both
+    /// come from the same address in opposite directions (both sides dialed at once),
+    /// the one dialed by the side with the greater peer id stays, so that both ends
+    /// keep the same one (libtorrent's rule); otherwise the newer one goes. An
+    /// incoming connection must also fit under [`SessionConfig::max_peers_per_ip`]
+    /// and [`SessionConfig::max_peers_per_torrent`]: a full torrent gives up its
+    /// oldest connection still in its handshake for it, if it has one.
+    pub(crate) fn admit(
+        &mut self,
+        conn: ConnId,
+        tid: TorrentId,
+        peer_id: PeerId,
+    ) -> Result<(), PeerError> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Err(PeerError::ConnectionLimit);
+        };
+        let (addr, outgoing) = (c.addr, c.outgoing);
+        let twin = self
+            .conns
+            .iter()
+            .find(|(k, o)| {
+                **k != conn && o.torrent == Some(tid) && o.peer.peer_id() == Some(peer_id)
+            })
+            .map(|(k, o)| (*k, o.addr, o.outgoing));
+        if let Some((other, other_addr, other_outgoing)) = twin {
+            let crossed = other_outgoing != outgoing && other_addr.ip() == addr.ip();
+            // The connection the side with the greater id dialed.
+            let keep_ours = self.config.peer_id.0 > peer_id.0;
+            if crossed && keep_ours == outgoing {
+                self.close(other, Some(PeerError::Duplicate));
+            } else {
+                return Err(PeerError::Duplicate);
+            }
+        }
+        if outgoing {
+            // Dialed within the caps (`connect_more`).
+            return Ok(());
+        }
+        let group = addr_group(addr.ip());
+        if !is_loopback(addr.ip()) {
+            let same = self
+                .conns
+                .iter()
+                .filter(|(k, o)| {
+                    **k != conn && o.torrent == Some(tid) && addr_group(o.addr.ip()) == group
+                })
+                .count();
+            if same >= self.config.max_peers_per_ip.max(1) {
+                return Err(PeerError::ConnectionLimit);
+            }
+        }
+        let attached = self
+            .conns
+            .iter()
+            .filter(|(k, o)| **k != conn && o.torrent == Some(tid))
+            .count();
+        if attached >= self.config.max_peers_per_torrent {
+            match self.least_useful(|o| o.torrent == Some(tid)) {
+                Some(victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
+                None => return Err(PeerError::ConnectionLimit),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the host should read from `conn` now. False while the peer does not
+    /// read what we queue for it: the queue is past `max_send_buffer` and half of
+    /// `send_allowance` ([`PeerConfig`]), or `ut_metadata`
+    /// pieces it asked for wait for room in it. What the peer sends then stays in the
+    /// kernel, TCP holds it back, and nothing it asks for can grow our queue. Read
+    /// again once [`Session::poll_transmit`] has taken bytes from the queue (the
+    /// socket was writable). A peer that never reads is closed by the idle timeout.
+    /// True for a connection the session does not know.
+    ///
+    /// A host that ignores it stays within the caps: a peer whose messages would
+    /// make the queue pass [`Session::conn_buffers`]' `send_cap` is closed instead
+    /// ([`PeerError::SendOverflow`]).
+    pub fn wants_recv(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_none_or(|c| c.peer.wants_recv() && c.metadata_deferred.is_empty())
+    }
+
+    /// The buffers of `conn`: what is queued to send and the cap it never passes,
+    /// and the bytes of a partial message received.
+    pub fn conn_buffers(&self, conn: ConnId) -> Option<ConnBuffers> {
+        self.conns.get(&conn).map(|c| ConnBuffers {
+            send_queued: c.peer.send_queued(),
+            send_cap: c.peer.send_cap(),
+            recv_buffered: c.peer.recv_buffered(),
+        })
+    }
+
+    /// Connections open or being opened.
+    pub fn num_connections(&self) -> usize {
+        self.conns.len()
     }
 
     /// An outgoing connection asked with [`Action::Connect`] is open.
@@ -734,8 +950,17 @@ impl Session {
         if n == 0 {
             c.send_flagged = false;
         }
-        // Room in the send buffer may let queued uploads go out.
-        if n > 0 && c.peer.peer_requests_queued() > 0 {
+        // Room in the send buffer may let waiting metadata pieces and queued uploads
+        // go out.
+        if n > 0 && !c.metadata_deferred.is_empty() {
+            torrent::serve_metadata(self, conn);
+        }
+        if n > 0
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.peer.peer_requests_queued() > 0)
+        {
             self.serve_uploads(conn);
         }
         n
@@ -1017,9 +1242,13 @@ impl Session {
         self.events.push_back(e);
     }
 
+    /// Asks the host to send what `conn` has queued, or closes it when a message did
+    /// not fit in its queue.
     fn flag_send(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.send_flagged && c.connected && c.peer.send_queued() > 0 {
+            if c.peer.overflowed() {
+                self.close(conn, Some(PeerError::SendOverflow));
+            } else if !c.send_flagged && c.connected && c.peer.send_queued() > 0 {
                 c.send_flagged = true;
                 self.actions.push_back(Action::Send(conn));
             }
@@ -1030,7 +1259,9 @@ impl Session {
         let ids: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.send_flagged && c.connected && c.peer.send_queued() > 0)
+            .filter(|(_, c)| {
+                c.peer.overflowed() || (!c.send_flagged && c.connected && c.peer.send_queued() > 0)
+            })
             .map(|(k, _)| *k)
             .collect();
         for k in ids {
@@ -1177,7 +1408,20 @@ impl Session {
                     .filter(|c| c.torrent == Some(id))
                     .map(|c| c.addr)
                     .collect();
-                let Some(addr) = t.next_peer_to_dial(now, &busy, self.config.reconnect_backoff)
+                // Addresses that hold their share of the torrent's connections.
+                let mut per_group: BTreeMap<IpAddr, usize> = BTreeMap::new();
+                for a in busy.iter().filter(|a| !is_loopback(a.ip())) {
+                    *per_group.entry(addr_group(a.ip())).or_insert(0) += 1;
+                }
+                let full: Vec<IpAddr> = per_group
+                    .into_iter()
+                    .filter(|(_, n)| *n >= self.config.max_peers_per_ip.max(1))
+                    .map(|(g, _)| g)
+                    .collect();
+                let Some(addr) =
+                    t.next_peer_to_dial(now, &busy, self.config.reconnect_backoff, &|a| {
+                        full.contains(&addr_group(a.ip()))
+                    })
                 else {
                     break;
                 };

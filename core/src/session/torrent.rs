@@ -349,12 +349,15 @@ impl Torrent {
         }
     }
 
-    /// The next address worth dialing: never tried first, then the longest waiting.
+    /// The next address worth dialing: never tried first, then the longest waiting;
+    /// none in `busy` or for which `full` holds (its address has its share of
+    /// connections).
     pub(crate) fn next_peer_to_dial(
         &mut self,
         now: Instant,
         busy: &[SocketAddr],
         backoff: Duration,
+        full: &dyn Fn(&SocketAddr) -> bool,
     ) -> Option<SocketAddr> {
         if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.paused {
             return None;
@@ -364,7 +367,7 @@ impl Torrent {
         let pick = self
             .known
             .iter()
-            .filter(|(a, _)| !busy.contains(a) && !self.banned_addrs.contains(a))
+            .filter(|(a, _)| !busy.contains(a) && !self.banned_addrs.contains(a) && !full(a))
             .filter(|(_, k)| {
                 k.last_attempt.is_none_or(|t| {
                     now.since(t).as_millis() >= backoff.as_millis() * u64::from(k.failures.max(1))
@@ -491,10 +494,6 @@ pub(super) fn on_peer_event(
                 Some(t) => t,
                 None => {
                     let t = s.torrent_by_hash(&info_hash).ok_or(None)?;
-                    let max = s.config().max_peers_per_torrent;
-                    if s.peers(t).len() >= max {
-                        return Err(None);
-                    }
                     let c = s.conn_mut(conn).ok_or(None)?;
                     c.torrent = Some(t);
                     c.peer.accept(now, info_hash).map_err(Some)?;
@@ -509,6 +508,9 @@ pub(super) fn on_peer_event(
             {
                 return Err(None);
             }
+            // Duplicates, and the caps per address and per torrent.
+            s.admit(conn, tid, peer_id).map_err(Some)?;
+            let (c, t, _) = s.split(conn).ok_or(None)?;
             if c.peer.extensions() {
                 let ours = OurExtensions {
                     // BEP 27: a private torrent's metadata is not handed out.
@@ -664,20 +666,35 @@ fn on_extended(
     };
     match msg {
         MetadataMsg::Request { piece } => {
-            let mut buf = alloc::vec![0u8; 64 + METADATA_PIECE_LEN as usize];
-            let reply = match t.meta.as_ref().filter(|_| !t.private) {
-                Some(m) => match metadata_piece(&m.info, piece) {
-                    Some(data) => MetadataMsg::Data {
-                        piece,
-                        total_size: m.info.len() as u32,
-                        data,
-                    },
-                    None => MetadataMsg::Reject { piece },
-                },
-                None => MetadataMsg::Reject { piece },
+            // As libtorrent: a piece goes out at once while the send queue has room
+            // for it (beside the blocks being read for the peer), waits while a few
+            // others wait, and is rejected beyond them. A request for a piece already
+            // waiting is the same request. A peer that asks without reading thus
+            // never makes us queue more than the send queue holds.
+            let have = t
+                .meta
+                .as_ref()
+                .filter(|_| !t.private)
+                .is_some_and(|m| metadata_piece(&m.info, piece).is_some());
+            let max_waiting = s.config().max_metadata_requests;
+            let Some((c, _, _)) = s.split(conn) else {
+                return Ok(());
             };
-            if let Ok(n) = reply.write(&mut buf) {
-                c.peer.send_extended(their_id, &buf[..n]);
+            if !have {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = (MetadataMsg::Reject { piece }).write(&mut buf) {
+                    c.peer.send_extended(their_id, &buf[..n]);
+                }
+            } else if c.metadata_deferred.contains(&piece) {
+                // Already waiting.
+            } else if c.metadata_deferred.len() < max_waiting {
+                c.metadata_deferred.push(piece);
+                serve_metadata(s, conn);
+            } else {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = (MetadataMsg::Reject { piece }).write(&mut buf) {
+                    c.peer.send_extended(their_id, &buf[..n]);
+                }
             }
         }
         MetadataMsg::Reject { piece } => {
@@ -719,6 +736,42 @@ fn on_extended(
         }
     }
     Ok(())
+}
+
+/// Sends the `ut_metadata` pieces `conn` asked for, in order, while its send queue
+/// has room for them beside the blocks being read for it.
+pub(super) fn serve_metadata(s: &mut Session, conn: ConnId) {
+    let Some((c, t, _)) = s.split(conn) else {
+        return;
+    };
+    let (Some(m), Some(their_id)) = (t.meta.as_ref(), c.their_ut_metadata) else {
+        c.metadata_deferred.clear();
+        return;
+    };
+    let mut buf = alloc::vec::Vec::new();
+    while let Some(&piece) = c.metadata_deferred.first() {
+        let Some(data) = metadata_piece(&m.info, piece) else {
+            c.metadata_deferred.remove(0);
+            continue;
+        };
+        // At most: the piece, its dictionary (under 64 bytes) and the frame (length,
+        // id 20, extension id).
+        let most = data.len() + 64 + 6;
+        let reads = c.reads_in_flight * crate::ids::BLOCK_LEN as usize;
+        if c.peer.send_space() < reads + most {
+            break;
+        }
+        c.metadata_deferred.remove(0);
+        let reply = MetadataMsg::Data {
+            piece,
+            total_size: m.info.len() as u32,
+            data,
+        };
+        buf.resize(64 + METADATA_PIECE_LEN as usize, 0);
+        if let Ok(n) = reply.write(&mut buf) {
+            c.peer.send_extended(their_id, &buf[..n]);
+        }
+    }
 }
 
 /// Keeps up to two metadata requests in flight to a peer that has `ut_metadata`.

@@ -1,0 +1,343 @@
+//! One btcore session driven by hand: scripted peers speak real frames to it, and the
+//! caller (a test, or a fuzz input) decides when each peer's bytes arrive, when the
+//! bytes queued for a peer are read, and how time passes. Disk work is answered at
+//! once from an in-memory copy of each torrent; dials are answered as failed. No
+//! socket, no clock, no thread.
+//!
+//! [`frames`] builds the peer's side: handshakes and messages encoded by the core's own
+//! wire and extension codecs.
+
+use btcore_core::bitfield::Bitfield;
+use btcore_core::hash::{Sha1, SmolSha1};
+use btcore_core::ids::{InfoHash, PeerId, PieceIndex};
+use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::peer::PeerError;
+use btcore_core::session::{Action, ConnId, Session, SessionConfig, TorrentId};
+use btcore_core::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// A torrent's bytes as the host's disk holds them.
+struct Store {
+    piece_len: u32,
+    data: Vec<u8>,
+}
+
+/// A session and the host around it.
+#[allow(missing_debug_implementations)]
+pub struct Host {
+    /// The session.
+    pub session: Session,
+    /// The clock.
+    pub now: Instant,
+    stores: BTreeMap<TorrentId, Store>,
+    /// Connections the session closed, with its reason, in order.
+    pub closed: Vec<(ConnId, Option<PeerError>)>,
+    /// Dials the session asked for (answered as failed).
+    pub dials: usize,
+    /// Pieces the session asked to verify, and whether they were right.
+    pub verified: Vec<(PieceIndex, bool)>,
+    scratch: Vec<u8>,
+}
+
+impl Host {
+    /// A host around a session made with `config`.
+    pub fn new(config: SessionConfig, seed: u64) -> Self {
+        Self {
+            session: Session::new(config, seed),
+            now: Instant::from_millis(1_000),
+            stores: BTreeMap::new(),
+            closed: Vec::new(),
+            dials: 0,
+            verified: Vec::new(),
+            scratch: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// Adds a torrent over `content`: seeding (its disk holds the content) or
+    /// downloading (its disk holds zeros).
+    pub fn add_torrent(
+        &mut self,
+        torrent_file: &[u8],
+        content: &[u8],
+        piece_len: u32,
+        seeding: bool,
+    ) -> TorrentId {
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(torrent_file, &mut tokens, &Limits::default())
+            .expect("a valid torrent");
+        let n = m.num_pieces();
+        let have = if seeding {
+            Bitfield::full(n)
+        } else {
+            Bitfield::new(n)
+        };
+        let id = self
+            .session
+            .add_torrent(self.now, torrent_file, Some(&have))
+            .expect("torrent added");
+        let data = if seeding {
+            content.to_vec()
+        } else {
+            vec![0; content.len()]
+        };
+        self.stores.insert(id, Store { piece_len, data });
+        self.drain();
+        id
+    }
+
+    /// Adds a magnet link for `info_hash` (its metadata is fetched from peers).
+    pub fn add_magnet(&mut self, info_hash: InfoHash) -> TorrentId {
+        let uri = format!("magnet:?xt=urn:btih:{info_hash}");
+        let id = self
+            .session
+            .add_magnet(self.now, uri.as_bytes())
+            .expect("magnet added");
+        self.drain();
+        id
+    }
+
+    /// A peer connected from `addr`.
+    pub fn incoming(&mut self, addr: SocketAddr) -> ConnId {
+        let c = self.session.handle_incoming(self.now, addr);
+        self.drain();
+        c
+    }
+
+    /// Bytes from the peer of `conn`.
+    pub fn recv(&mut self, conn: ConnId, data: &[u8]) {
+        self.session.handle_recv(self.now, conn, data);
+        self.drain();
+    }
+
+    /// The peer of `conn` reads up to `max` bytes of what is queued for it; returns
+    /// them.
+    pub fn read_from(&mut self, conn: ConnId, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while out.len() < max {
+            let want = (max - out.len()).min(scratch.len());
+            let n = self
+                .session
+                .poll_transmit(self.now, conn, &mut scratch[..want]);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&scratch[..n]);
+        }
+        self.scratch = scratch;
+        self.drain();
+        out
+    }
+
+    /// The peer of `conn` closed its socket.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.session.handle_disconnected(self.now, conn);
+        self.drain();
+    }
+
+    /// Lets `d` pass, running the session's timers each second of it.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self.session.poll_timeout().map_or(end, |t| t.min(end));
+            self.now = self.now.max(next);
+            if self.session.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.session.handle_timeout(self.now);
+                self.drain();
+            }
+            if self.now >= end {
+                return;
+            }
+        }
+    }
+
+    /// Whether the session still has `conn`.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.session.conn_buffers(conn).is_some()
+    }
+
+    /// Why the session closed `conn`, if it did.
+    pub fn close_reason(&self, conn: ConnId) -> Option<Option<PeerError>> {
+        self.closed
+            .iter()
+            .find(|(c, _)| *c == conn)
+            .map(|(_, e)| *e)
+    }
+
+    /// Carries out every action the session asks for.
+    pub fn drain(&mut self) {
+        while let Some(a) = self.session.poll_action() {
+            self.act(a);
+        }
+        while self.session.poll_event().is_some() {}
+    }
+
+    fn act(&mut self, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Connect { conn, .. } => {
+                self.dials += 1;
+                self.session.handle_connect_failed(now, conn);
+            }
+            Action::Close { conn, error } => self.closed.push((conn, error)),
+            Action::Write {
+                torrent,
+                block,
+                data,
+            } => {
+                if let Some(s) = self.stores.get_mut(&torrent) {
+                    let at = block.piece.0 as usize * s.piece_len as usize + block.offset as usize;
+                    if let Some(dst) = s.data.get_mut(at..at + data.len()) {
+                        dst.copy_from_slice(&data);
+                    }
+                }
+                self.session.handle_write_done(now, torrent, block, Ok(()));
+            }
+            Action::Read {
+                torrent,
+                conn,
+                block,
+            } => {
+                let data = self.stores.get(&torrent).and_then(|s| {
+                    let at = block.piece.0 as usize * s.piece_len as usize + block.offset as usize;
+                    s.data.get(at..at + block.len as usize).map(<[u8]>::to_vec)
+                });
+                match data {
+                    Some(d) => self
+                        .session
+                        .handle_read_done(now, torrent, conn, block, Ok(&d)),
+                    None => self.session.handle_read_done(
+                        now,
+                        torrent,
+                        conn,
+                        block,
+                        Err(btcore_core::session::DiskError::Io),
+                    ),
+                }
+            }
+            Action::Verify {
+                torrent,
+                piece,
+                expected,
+            } => {
+                let ok = self.stores.get(&torrent).is_some_and(|s| {
+                    let at = piece.0 as usize * s.piece_len as usize;
+                    let end = (at + s.piece_len as usize).min(s.data.len());
+                    s.data
+                        .get(at..end)
+                        .is_some_and(|d| SmolSha1::digest(d) == expected)
+                });
+                self.verified.push((piece, ok));
+                self.session.handle_verified(now, torrent, piece, ok);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The bytes a peer sends.
+pub mod frames {
+    use btcore_core::ext::{write_ext_handshake, MetadataMsg, OurExtensions};
+    use btcore_core::ids::{BlockRef, InfoHash, PeerId};
+    use btcore_core::wire::{Handshake, Message, Reserved, HANDSHAKE_LEN};
+
+    /// A BitTorrent handshake for `info_hash` from `peer_id`, announcing BEP 6 and
+    /// BEP 10.
+    pub fn handshake(info_hash: InfoHash, peer_id: PeerId) -> Vec<u8> {
+        let hs = Handshake {
+            reserved: Reserved::NONE.with_fast(true).with_extension_protocol(true),
+            info_hash,
+            peer_id,
+        };
+        let mut buf = [0u8; HANDSHAKE_LEN];
+        let n = hs.encode(&mut buf).expect("a handshake fits");
+        buf[..n].to_vec()
+    }
+
+    /// One message, framed.
+    pub fn message(m: &Message<'_>) -> Vec<u8> {
+        let mut buf = vec![0u8; m.encoded_len()];
+        let n = m.encode(&mut buf).expect("encoded");
+        buf.truncate(n);
+        buf
+    }
+
+    /// A BEP 10 extension handshake naming `ut_metadata` as our extension `ut_metadata`.
+    pub fn ext_handshake(ut_metadata: u8) -> Vec<u8> {
+        let ours = OurExtensions {
+            ut_metadata: Some(ut_metadata),
+            ut_pex: None,
+            metadata_size: None,
+            listen_port: None,
+            client: b"scripted",
+            reqq: Some(250),
+            yourip: None,
+        };
+        let mut buf = [0u8; 256];
+        let n = write_ext_handshake(&mut buf, &ours).expect("fits");
+        message(&Message::Extended {
+            id: 0,
+            payload: &buf[..n],
+        })
+    }
+
+    /// A BEP 9 request for metadata piece `piece`, sent with the session's id for
+    /// `ut_metadata` (btcore's is 2).
+    pub fn metadata_request(their_id: u8, piece: u32) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let n = MetadataMsg::Request { piece }
+            .write(&mut buf)
+            .expect("fits");
+        message(&Message::Extended {
+            id: their_id,
+            payload: &buf[..n],
+        })
+    }
+
+    /// A `request` for `block`.
+    pub fn request(block: BlockRef) -> Vec<u8> {
+        message(&Message::Request(block))
+    }
+}
+
+/// A single-file torrent of `num_pieces` pieces of `piece_len` zero bytes (every
+/// piece hash is the same: built at once however large), and its content.
+pub fn zero_torrent(num_pieces: u32, piece_len: u32) -> (Vec<u8>, Vec<u8>) {
+    use btcore_core::bencode::Encoder;
+    let h = SmolSha1::digest(&vec![0u8; piece_len as usize]);
+    let pieces: Vec<u8> = (0..num_pieces).flat_map(|_| h).collect();
+    let len = u64::from(num_pieces) * u64::from(piece_len);
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    let r = (|| {
+        e.dict()?;
+        e.key_bytes(b"announce", b"http://tracker.invalid/announce")?;
+        e.bytes(b"info")?;
+        e.dict()?;
+        e.key_int(b"length", len as i64)?;
+        e.key_bytes(b"name", b"zeros.bin")?;
+        e.key_int(b"piece length", i64::from(piece_len))?;
+        e.key_bytes(b"pieces", &pieces)?;
+        e.end()?;
+        e.end()
+    })();
+    r.expect("vec");
+    (out, vec![0u8; len as usize])
+}
+
+/// The info-hash of a torrent file.
+pub fn info_hash_of(torrent_file: &[u8]) -> InfoHash {
+    let mut tokens = Vec::new();
+    Metainfo::parse_vec(torrent_file, &mut tokens, &Limits::default())
+        .expect("a valid torrent")
+        .info_hash()
+}
+
+/// A peer id unlike btcore's: `-SC0001-` and `n` in decimal.
+pub fn peer_id(n: u64) -> PeerId {
+    let mut id = *b"-SC0001-000000000000";
+    let digits = format!("{n:012}");
+    id[8..].copy_from_slice(&digits.as_bytes()[digits.len() - 12..]);
+    PeerId(id)
+}
