@@ -20,7 +20,7 @@
 
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::{Sha1, SmolSha1};
-use btcore_core::ids::{BlockRef, PeerId};
+use btcore_core::ids::{BlockRef, PeerId, BLOCK_LEN};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
@@ -45,6 +45,11 @@ pub enum Behaviour {
     /// Completes handshakes, claims every piece (whatever `seed` says), never answers a
     /// request: the reads its session asks for are dropped.
     Silent,
+    /// Serves blocks with flipped bytes like [`Behaviour::Corrupt`], and dodges bans:
+    /// every connection it makes comes from a new source port and carries a new peer
+    /// id (give its session a short `reconnect_backoff` so that it dials again soon
+    /// after each close).
+    Rejoining,
 }
 
 /// Link properties of a node (applied to both directions of its links).
@@ -97,8 +102,15 @@ pub struct Node {
     pub verified: Vec<u32>,
     /// Peers it banned.
     pub banned: Vec<SocketAddr>,
+    /// When it banned each of `banned`.
+    pub banned_at: Vec<Instant>,
     /// Pieces that failed their hash check (events).
     pub hash_failures: u32,
+    /// Hash checks that failed on a piece whose blocks were served by more than one
+    /// peer (attribution needs more than "who sent it").
+    pub mixed_failures: u32,
+    /// Who served each block of pieces not verified yet: (piece, offset) → address.
+    served_by: BTreeMap<(u32, u32), SocketAddr>,
     /// Ground-truth violations: a piece reported verified (or hashed `ok`) whose
     /// storage does not hold the content, a verify against a hash that is not the
     /// torrent's, a write that changed a verified piece. Must stay empty.
@@ -107,6 +119,14 @@ pub struct Node {
     pub closed: Vec<(SocketAddr, Option<PeerError>)>,
     /// Payload bytes other nodes read from storage to send to it, by sender address.
     pub received_from: BTreeMap<SocketAddr, u64>,
+    /// Peers whose handshake it completed (`PeerConnected` events), with when.
+    pub connected: Vec<(Instant, SocketAddr)>,
+    /// Whether its host gives the session the digest of each block of a piece that
+    /// fails (or that it asks for): on by default.
+    pub block_digests: bool,
+    /// Connections it dialed (a [`Behaviour::Rejoining`] node takes a new source port
+    /// for each).
+    dials: u32,
     /// Uplink busy until (microseconds of simulated time).
     busy_until_us: u64,
     /// Connections that stopped sending because the uplink queue was full.
@@ -197,6 +217,13 @@ pub struct Sim {
     scratch: Vec<u8>,
 }
 
+impl Node {
+    /// Connections it dialed.
+    pub fn dials(&self) -> u32 {
+        self.dials
+    }
+}
+
 impl Sim {
     /// A simulation of one torrent over `content` cut into `piece_len` pieces.
     pub fn new(content: Vec<u8>, piece_len: u32, seed: u64) -> Self {
@@ -284,10 +311,16 @@ impl Sim {
             uploaded: 0,
             verified: Vec::new(),
             banned: Vec::new(),
+            banned_at: Vec::new(),
             hash_failures: 0,
+            mixed_failures: 0,
+            served_by: BTreeMap::new(),
             violations: Vec::new(),
             closed: Vec::new(),
             received_from: BTreeMap::new(),
+            connected: Vec::new(),
+            block_digests: true,
+            dials: 0,
             busy_until_us: self.now.as_millis() * 1000,
             blocked: BTreeSet::new(),
             wake_pending: false,
@@ -490,9 +523,10 @@ impl Sim {
                     return;
                 }
                 match self.nodes[to].behaviour {
-                    Behaviour::Honest | Behaviour::Corrupt | Behaviour::Silent => {
-                        self.nodes[to].session.handle_recv(now, conn, &data)
-                    }
+                    Behaviour::Honest
+                    | Behaviour::Corrupt
+                    | Behaviour::Silent
+                    | Behaviour::Rejoining => self.nodes[to].session.handle_recv(now, conn, &data),
                     Behaviour::Garbage => self.garbage_recv(to, conn, &data),
                 }
             }
@@ -615,6 +649,17 @@ impl Sim {
         let sent = self.nodes[from].sent.entry(conn).or_insert(0);
         let before = *sent;
         *sent += data.len() as u64;
+        if self.nodes[from].behaviour == Behaviour::Rejoining {
+            // A new peer id on every connection: bytes 48..68 of the handshake.
+            let mut id = *b"-XX0001-000000000000";
+            id[8..].copy_from_slice(format!("{:012}", conn.0).as_bytes());
+            for (k, b) in data.iter_mut().enumerate() {
+                let at = before as usize + k;
+                if (48..HANDSHAKE_LEN).contains(&at) {
+                    *b = id[at - 48];
+                }
+            }
+        }
         if self.nodes[from].behaviour == Behaviour::Garbage {
             // Everything after the handshake is noise.
             let keep = (HANDSHAKE_LEN as u64).saturating_sub(before) as usize;
@@ -677,7 +722,11 @@ impl Sim {
                 n.verified.push(p.0);
                 n.have.insert(p.0);
             }
-            Event::PeerBanned(_, a) => self.nodes[i].banned.push(a),
+            Event::PeerBanned(_, a) => {
+                self.nodes[i].banned.push(a);
+                self.nodes[i].banned_at.push(now);
+            }
+            Event::PeerConnected(_, a) => self.nodes[i].connected.push((now, a)),
             Event::HashFailed(..) => self.nodes[i].hash_failures += 1,
             _ => {}
         }
@@ -704,7 +753,11 @@ impl Sim {
                 let latency = self.nodes[i].link.latency;
                 match target {
                     Some(j) if j != i => {
-                        let from_addr = self.nodes[i].addr;
+                        let mut from_addr = self.nodes[i].addr;
+                        self.nodes[i].dials += 1;
+                        if self.nodes[i].behaviour == Behaviour::Rejoining {
+                            from_addr.set_port(20_000 + (self.nodes[i].dials % 40_000) as u16);
+                        }
                         let their = self.nodes[j].session.handle_incoming(now, from_addr);
                         self.links.insert((i, conn), (j, their));
                         self.links.insert((j, their), (i, conn));
@@ -783,12 +836,18 @@ impl Sim {
                 }
                 let off = block.piece.0 as usize * self.piece_len as usize + block.offset as usize;
                 let mut data = self.nodes[i].storage[off..off + block.len as usize].to_vec();
-                if self.nodes[i].behaviour == Behaviour::Corrupt {
+                if matches!(
+                    self.nodes[i].behaviour,
+                    Behaviour::Corrupt | Behaviour::Rejoining
+                ) {
                     data[0] ^= 0xff;
                 }
                 if let Some(&(j, _)) = self.links.get(&(i, conn)) {
                     let from = self.nodes[i].addr;
                     *self.nodes[j].received_from.entry(from).or_insert(0) += data.len() as u64;
+                    self.nodes[j]
+                        .served_by
+                        .insert((block.piece.0, block.offset), from);
                 }
                 let n = &mut self.nodes[i];
                 n.uploaded += data.len() as u64;
@@ -799,9 +858,21 @@ impl Sim {
                 torrent,
                 piece,
                 expected,
+                block_digests,
             } => {
                 let range = self.piece_range(piece.0);
-                let ok = SmolSha1::digest(&self.nodes[i].storage[range]) == expected;
+                let data = &self.nodes[i].storage[range];
+                let ok = SmolSha1::digest(data) == expected;
+                // The host's part of finding who sent bad data: the digest of each
+                // block, for a failed piece or one the session asks about.
+                let digests: Vec<[u8; 20]> =
+                    if self.nodes[i].block_digests && (!ok || block_digests) {
+                        data.chunks(BLOCK_LEN as usize)
+                            .map(SmolSha1::digest)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                 if self.hashes.get(piece.0 as usize) != Some(&expected) {
                     self.nodes[i]
                         .violations
@@ -812,9 +883,20 @@ impl Sim {
                         .violations
                         .push(format!("piece {} hashed ok with wrong data", piece.0));
                 }
-                self.nodes[i]
-                    .session
-                    .handle_verified(now, torrent, piece, ok);
+                let n = &mut self.nodes[i];
+                let served: BTreeSet<SocketAddr> = n
+                    .served_by
+                    .range((piece.0, 0)..=(piece.0, u32::MAX))
+                    .map(|(_, a)| *a)
+                    .collect();
+                if !ok && served.len() > 1 {
+                    n.mixed_failures += 1;
+                }
+                if ok {
+                    n.served_by.retain(|k, _| k.0 != piece.0);
+                }
+                n.session
+                    .handle_verified_blocks(now, torrent, piece, ok, &digests);
             }
             Action::Announce { torrent, .. } if self.tracker => {
                 // The tracker: every other live node's address.
