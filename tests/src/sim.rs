@@ -50,6 +50,15 @@ pub enum Behaviour {
     /// id (give its session a short `reconnect_backoff` so that it dials again soon
     /// after each close).
     Rejoining,
+    /// Lies about the metadata (BEP 9): its extension handshake announces a
+    /// `metadata_size` off by `size_delta` bytes from the truth, and every metadata
+    /// piece it sends is random bytes of the length that size implies, with that
+    /// `total_size` (a reject for a piece beyond it). With `size_delta` 0 it announces
+    /// the right size and still sends random pieces. Give it the content.
+    MetadataLiar {
+        /// Added to the true size.
+        size_delta: i32,
+    },
 }
 
 /// Link properties of a node (applied to both directions of its links).
@@ -117,6 +126,8 @@ pub struct Node {
     pub violations: Vec<String>,
     /// Connections it closed: the peer's address and the reason it gave.
     pub closed: Vec<(SocketAddr, Option<PeerError>)>,
+    /// When it closed each of `closed`.
+    pub closed_at: Vec<Instant>,
     /// Payload bytes other nodes read from storage to send to it, by sender address.
     pub received_from: BTreeMap<SocketAddr, u64>,
     /// Peers whose handshake it completed (`PeerConnected` events), with when.
@@ -127,6 +138,9 @@ pub struct Node {
     /// Connections it dialed (a [`Behaviour::Rejoining`] node takes a new source port
     /// for each).
     dials: u32,
+    /// What a [`Behaviour::MetadataLiar`] node's session sent and is not a whole
+    /// message yet, per connection.
+    liar_buf: BTreeMap<ConnId, Vec<u8>>,
     /// Uplink busy until (microseconds of simulated time).
     busy_until_us: u64,
     /// Connections that stopped sending because the uplink queue was full.
@@ -317,10 +331,12 @@ impl Sim {
             served_by: BTreeMap::new(),
             violations: Vec::new(),
             closed: Vec::new(),
+            closed_at: Vec::new(),
             received_from: BTreeMap::new(),
             connected: Vec::new(),
             block_digests: true,
             dials: 0,
+            liar_buf: BTreeMap::new(),
             busy_until_us: self.now.as_millis() * 1000,
             blocked: BTreeSet::new(),
             wake_pending: false,
@@ -526,7 +542,10 @@ impl Sim {
                     Behaviour::Honest
                     | Behaviour::Corrupt
                     | Behaviour::Silent
-                    | Behaviour::Rejoining => self.nodes[to].session.handle_recv(now, conn, &data),
+                    | Behaviour::Rejoining
+                    | Behaviour::MetadataLiar { .. } => {
+                        self.nodes[to].session.handle_recv(now, conn, &data)
+                    }
                     Behaviour::Garbage => self.garbage_recv(to, conn, &data),
                 }
             }
@@ -649,6 +668,12 @@ impl Sim {
         let sent = self.nodes[from].sent.entry(conn).or_insert(0);
         let before = *sent;
         *sent += data.len() as u64;
+        if let Behaviour::MetadataLiar { size_delta } = self.nodes[from].behaviour {
+            data = self.lie(from, conn, before, &data, size_delta);
+            if data.is_empty() {
+                return;
+            }
+        }
         if self.nodes[from].behaviour == Behaviour::Rejoining {
             // A new peer id on every connection: bytes 48..68 of the handshake.
             let mut id = *b"-XX0001-000000000000";
@@ -685,6 +710,89 @@ impl Sim {
             Instant::from_millis(done.div_ceil(1000)) + link.latency,
             Ev::Deliver { to, conn: oc, data },
         );
+    }
+
+    /// A [`Behaviour::MetadataLiar`]'s bytes on `conn` (`before` of them sent
+    /// already): the handshake as is, then whole messages, its metadata rewritten.
+    fn lie(&mut self, from: usize, conn: ConnId, before: u64, data: &[u8], delta: i32) -> Vec<u8> {
+        let keep = ((HANDSHAKE_LEN as u64).saturating_sub(before) as usize).min(data.len());
+        let mut out = data[..keep].to_vec();
+        let mut buf = self.nodes[from].liar_buf.remove(&conn).unwrap_or_default();
+        buf.extend_from_slice(&data[keep..]);
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < 4 + len {
+                break;
+            }
+            let msg: Vec<u8> = buf.drain(..4 + len).collect();
+            out.extend(self.rewrite_metadata(msg, delta));
+        }
+        self.nodes[from].liar_buf.insert(conn, buf);
+        out
+    }
+
+    /// One whole message of a metadata liar: its extension handshake claims a size
+    /// off by `delta`, its metadata pieces are random bytes.
+    fn rewrite_metadata(&mut self, msg: Vec<u8>, delta: i32) -> Vec<u8> {
+        use btcore_core::ext::{MetadataMsg, METADATA_PIECE_LEN};
+        if msg.len() < 6 || msg[4] != 20 {
+            return msg;
+        }
+        let ext_id = msg[5];
+        let payload = &msg[6..];
+        let new_payload = if ext_id == 0 {
+            // The handshake: `13:metadata_sizei<N>e`.
+            let key = b"13:metadata_sizei";
+            let Some(at) = payload.windows(key.len()).position(|w| w == key) else {
+                return msg;
+            };
+            let start = at + key.len();
+            let Some(end) = payload[start..].iter().position(|&b| b == b'e') else {
+                return msg;
+            };
+            let n: i64 = std::str::from_utf8(&payload[start..start + end])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let mut p = payload[..start].to_vec();
+            p.extend_from_slice((n + i64::from(delta)).to_string().as_bytes());
+            p.extend_from_slice(&payload[start + end..]);
+            p
+        } else {
+            let Ok(MetadataMsg::Data {
+                piece, total_size, ..
+            }) = MetadataMsg::parse(payload)
+            else {
+                return msg;
+            };
+            let size = (i64::from(total_size) + i64::from(delta)).max(1) as u32;
+            let pieces = size.div_ceil(METADATA_PIECE_LEN);
+            let reply = if piece >= pieces {
+                MetadataMsg::Reject { piece }
+            } else {
+                let len = if piece + 1 < pieces {
+                    METADATA_PIECE_LEN
+                } else {
+                    size - piece * METADATA_PIECE_LEN
+                };
+                let junk: Vec<u8> = (0..len).map(|_| self.rng.next_u32() as u8).collect();
+                let mut p = vec![0u8; junk.len() + 128];
+                let n = MetadataMsg::Data {
+                    piece,
+                    total_size: size,
+                    data: &junk,
+                }
+                .write(&mut p)
+                .expect("fits");
+                p.truncate(n);
+                return frame_ext(ext_id, &p);
+            };
+            let mut p = vec![0u8; 128];
+            let n = reply.write(&mut p).expect("fits");
+            p.truncate(n);
+            p
+        };
+        frame_ext(ext_id, &new_payload)
     }
 
     /// Carries out every pending action of every node.
@@ -790,6 +898,7 @@ impl Sim {
                     self.junk_closed((j, oc), false, None);
                     let peer = self.nodes[j].addr;
                     self.nodes[i].closed.push((peer, error));
+                    self.nodes[i].closed_at.push(now);
                     let at = now + self.nodes[i].link.latency;
                     self.schedule(at, Ev::Closed { to: j, conn: oc });
                 }
@@ -938,6 +1047,15 @@ impl Sim {
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.hashes
     }
+}
+
+/// An extended message (BEP 10): length, id 20, the extended id, the payload.
+fn frame_ext(ext_id: u8, payload: &[u8]) -> Vec<u8> {
+    let mut m = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
+    m.push(20);
+    m.push(ext_id);
+    m.extend_from_slice(payload);
+    m
 }
 
 /// A single-file `.torrent` for `content`.

@@ -164,3 +164,121 @@ fn without_block_digests_parole_finds_the_attacker() {
     let attacked = run(true, false);
     check(&clean, &attacked);
 }
+
+/// Runs a magnet link against an honest seed and a metadata liar (announcing the size
+/// off by `size_delta`, sending random metadata pieces; with `first`, reaching the
+/// leecher first, else as close as the honest seed); returns the sim, the leecher, the
+/// honest seed and the liar once the leecher has the metadata (and, with `download`,
+/// the whole content), or panics at `limit`.
+fn magnet_run(
+    pieces: usize,
+    size_delta: i32,
+    first: bool,
+    download: bool,
+    limit: u64,
+) -> (Sim, usize, usize, usize) {
+    let mut sim = Sim::new(content(pieces * 16_384 + 5, 4), 16_384, 8);
+    let quick = LinkSpec {
+        latency: Duration::from_millis(if first { 2 } else { 20 }),
+        ..LinkSpec::default()
+    };
+    let liar = sim.add_node(true, Behaviour::MetadataLiar { size_delta }, quick, |_| {});
+    let honest = sim.add_node(true, Behaviour::Honest, LinkSpec::default(), |_| {});
+    let m = sim.add_magnet_node(LinkSpec::default());
+    let ok = sim.run_until(Duration::from_secs(limit), |s| {
+        let n = &s.nodes[m];
+        if download {
+            n.finished_at.is_some()
+        } else {
+            n.torrent.is_some_and(|t| n.session.info_bytes(t).is_some())
+        }
+    });
+    let n = &sim.nodes[m];
+    assert!(
+        ok,
+        "the magnet link stalled: {:.1} s, metadata {}, closed {:?}, banned {:?}",
+        secs(sim.now),
+        n.torrent.is_some_and(|t| n.session.info_bytes(t).is_some()),
+        n.closed,
+        n.banned
+    );
+    let honest_ip = ip(sim.nodes[honest].addr);
+    assert!(
+        n.banned.iter().all(|a| ip(*a) != honest_ip),
+        "the honest seed was banned: {:?}",
+        n.banned
+    );
+    // Nor was it ever closed for disagreeing, or for a failed dictionary it had a part
+    // in (a finished leecher closes seeds: two seeds have nothing to say).
+    let end = n.finished_at.unwrap_or(sim.now);
+    let closed: Vec<_> = n
+        .closed
+        .iter()
+        .zip(&n.closed_at)
+        .filter(|((a, _), t)| ip(*a) == honest_ip && **t < end)
+        .collect();
+    assert!(closed.is_empty(), "the honest seed was closed: {closed:?}");
+    (sim, m, honest, liar)
+}
+
+/// BEP 9: a peer that announces a wrong `metadata_size` first, and sends random
+/// pieces of that size, cannot stall a magnet link: the size is not taken from the
+/// first peer heard, nobody is closed for disagreeing, and the liar, sole source of a
+/// dictionary that does not hash to the info-hash, is banned. (Keeping the first size
+/// and closing every peer that disagreed stalled the download for good.)
+#[test]
+fn a_wrong_metadata_size_first_does_not_stall_a_magnet_link() {
+    let (sim, m, _, liar) = magnet_run(40, -7, true, true, 60);
+    assert!(sim.has_correct_data(m));
+    let n = &sim.nodes[m];
+    let liar_ip = ip(sim.nodes[liar].addr);
+    assert!(
+        n.banned.iter().any(|a| ip(*a) == liar_ip),
+        "the liar was not banned: {:?}",
+        n.banned
+    );
+    let done = n.finished_at.expect("finished").since(n.joined_at);
+    println!(
+        "magnet with a metadata liar: done in {:.2} s, banned {:?}",
+        done.as_millis() as f64 / 1000.0,
+        n.banned
+    );
+    assert!(done < Duration::from_secs(10), "took {done:?}");
+}
+
+/// The same liar announcing the right size, with metadata of several pieces: pieces
+/// from both make a dictionary that fails its check, the next attempt takes every piece
+/// from one peer, and the metadata arrives.
+#[test]
+fn random_metadata_pieces_of_the_right_size_do_not_stall_a_magnet_link() {
+    // 1700 pieces: an info dictionary of 3 metadata pieces.
+    let (sim, m, _, _) = magnet_run(1700, 0, false, false, 120);
+    let n = &sim.nodes[m];
+    let info = n
+        .torrent
+        .and_then(|t| n.session.info_bytes(t))
+        .expect("info");
+    assert!(info.len() > 2 * 16_384, "{} bytes of metadata", info.len());
+    println!(
+        "metadata ({} bytes) in {:.2} s despite a liar; banned {:?}",
+        info.len(),
+        secs(sim.now),
+        n.banned
+    );
+}
+
+/// A liar whose size can never be completed (it announces one metadata piece more than
+/// there is and rejects that piece): the attempt stalls, and after the request timeout
+/// the size the honest seed claims is fetched instead.
+#[test]
+fn a_metadata_size_that_never_completes_is_left_for_the_next() {
+    let (sim, m, _, _) = magnet_run(40, 20_000, true, true, 60);
+    let n = &sim.nodes[m];
+    let done = n.finished_at.expect("finished").since(n.joined_at);
+    println!(
+        "magnet with a liar that never completes: done in {:.2} s",
+        done.as_millis() as f64 / 1000.0
+    );
+    assert!(sim.has_correct_data(m));
+    assert!(done < Duration::from_secs(10), "took {done:?}");
+}

@@ -35,6 +35,7 @@
 //! are banned). A banned address is refused when it connects and never dialed.
 
 mod bans;
+mod metadata;
 mod smart_ban;
 mod torrent;
 
@@ -301,6 +302,9 @@ pub(crate) struct Conn {
     pub(crate) counted: bool,
     /// The peer's id for `ut_metadata` (BEP 9), from its extension handshake.
     pub(crate) their_ut_metadata: Option<u8>,
+    /// The metadata size the peer claims (BEP 9 `metadata_size`, or the `total_size`
+    /// of its first data message), within the configured bound.
+    pub(crate) metadata_size: Option<u32>,
     /// The peer's id for `ut_pex` (BEP 11).
     pub(crate) their_ut_pex: Option<u8>,
     /// The peer's listen port (`p` in its extension handshake).
@@ -325,6 +329,7 @@ impl Conn {
             send_flagged: false,
             counted: false,
             their_ut_metadata: None,
+            metadata_size: None,
             their_ut_pex: None,
             listen_port: None,
             pex_sent: Vec::new(),
@@ -608,10 +613,6 @@ impl Session {
             }
             self.flag_send(conn);
         }
-    }
-
-    pub(crate) fn close_pub(&mut self, conn: ConnId) {
-        self.close(conn, None);
     }
 
     /// Stops a torrent: closes its connections and announces `stopped`.
@@ -991,6 +992,15 @@ impl Session {
             if let Err(e) = r {
                 self.close(k, Some(e));
             }
+        }
+        let magnets: Vec<TorrentId> = self
+            .torrents
+            .iter()
+            .filter(|(_, t)| t.meta.is_none() && !t.paused)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in magnets {
+            metadata::tick(self, now, id);
         }
         let fetching: Vec<ConnId> = self
             .conns

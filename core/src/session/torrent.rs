@@ -3,6 +3,7 @@
 //! each peer event.
 
 use super::bans::{canonical, BanList};
+use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
 use super::{Action, AnnounceEvent, Conn, ConnId, Event, Session, SessionConfig, TorrentId};
 use crate::bitfield::Bitfield;
@@ -141,8 +142,10 @@ pub(crate) struct Torrent {
     /// Everything that needs the info dictionary; `None` while a magnet link's
     /// metadata is being fetched.
     pub(crate) meta: Option<Meta>,
-    /// The metadata download of a magnet link.
+    /// The metadata download of a magnet link: the size being assembled.
     pub(crate) fetch: Option<MetadataAssembler>,
+    /// What the metadata download learned across attempts.
+    pub(crate) meta_fetch: FetchState,
     pub(crate) private: bool,
     /// Paused by the application.
     pub(crate) paused: bool,
@@ -187,6 +190,7 @@ impl Torrent {
             state: TorrentState::FetchingMetadata,
             meta: None,
             fetch: None,
+            meta_fetch: FetchState::default(),
             private: false,
             paused: false,
             choker: Choker::new(config.choker),
@@ -663,10 +667,11 @@ fn on_extended(
         c.their_ut_pex = hs.ut_pex_id().filter(|_| !t.private);
         c.listen_port = hs.listen_port;
         c.peer.set_peer_reqq(hs.reqq);
-        if let (None, None, Some(size)) = (&t.meta, &t.fetch, hs.metadata_size) {
-            if c.their_ut_metadata.is_some() {
-                t.fetch = MetadataAssembler::new(t.info_hash, size, &ext_config).ok();
-            }
+        // Only a claim: which size to fetch is decided over every peer's.
+        c.metadata_size = hs.metadata_size;
+        if t.meta.is_none() {
+            let tid = t.id;
+            metadata::claims_changed(s, now, tid);
         }
         request_metadata(s, now, conn);
         return Ok(());
@@ -726,28 +731,33 @@ fn on_extended(
             total_size,
             data,
         } => {
+            if c.metadata_size.is_none() && total_size <= ext_config.max_metadata_size {
+                c.metadata_size = Some(total_size);
+            }
+            let tid = t.id;
             let Some(f) = t.fetch.as_mut() else {
                 return Ok(());
             };
+            // Data of another size than the one assembled: not ours to judge.
             if total_size != f.total_size() {
-                return Err(None);
+                return Ok(());
             }
+            let had = f.pieces_have();
             match f.add_piece(piece, data, conn.0) {
                 Ok(Some(Done::Complete(info))) => {
                     let config = s.config().clone();
-                    let tid = s.split(conn).map(|(_, t, _)| t.id);
-                    if let Some(tid) = tid {
-                        s.metadata_complete(now, tid, &info, &config);
-                    }
+                    s.metadata_complete(now, tid, &info, &config);
                     return Ok(());
                 }
                 Ok(Some(Done::HashMismatch { contributors })) => {
-                    for k in contributors {
-                        s.close_pub(ConnId(k));
-                    }
+                    metadata::hash_mismatch(s, now, tid, total_size, &contributors);
                     return Ok(());
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if f.pieces_have() > had {
+                        t.meta_fetch.progress(now);
+                    }
+                }
                 Err(e) if e.is_peer_fault() => return Err(None),
                 Err(_) => {}
             }
@@ -757,7 +767,8 @@ fn on_extended(
     Ok(())
 }
 
-/// Keeps up to two metadata requests in flight to a peer that has `ut_metadata`.
+/// Keeps up to two metadata requests in flight to a peer that has `ut_metadata` and
+/// claims the size being assembled.
 pub(super) fn request_metadata(s: &mut Session, now: Instant, conn: ConnId) {
     let Some((c, t, _)) = s.split(conn) else {
         return;
@@ -765,6 +776,9 @@ pub(super) fn request_metadata(s: &mut Session, now: Instant, conn: ConnId) {
     let (Some(f), Some(their_id)) = (t.fetch.as_mut(), c.their_ut_metadata) else {
         return;
     };
+    if c.metadata_size != Some(f.total_size()) {
+        return;
+    }
     let mut buf = [0u8; 64];
     for _ in 0..2 {
         let Some(piece) = f.next_request(conn.0, now.as_millis()) else {
