@@ -81,8 +81,8 @@
 //! - `peer_has`, `peer_has_all`, `peer_lost_all`, `set_piece_priority`: O(1) (a seed is
 //!   one counter, as in libtorrent); `peer_has_bitfield`: O(n).
 //! - `mark_*`, `abort_request`, `piece_verified`, `piece_failed`, `piece_senders`,
-//!   `block_senders`: O(P + B); `abort_peer`, `holds_blocks_from`, `drop_blocks_from`:
-//!   O(P·B).
+//!   `block_senders`: O(P + B); `abort_peer`, `holds_blocks_from`, `drop_blocks_from`,
+//!   `for_each_sender`: O(P·B).
 //! - `pick`: O(7·P·B) for partial pieces plus one scan of the pieces per priority level
 //!   in use that has pieces left to start, each scan keeping the best 16 candidates in a
 //!   fixed array: O(n) per call for the usual one or two levels, never per block
@@ -672,6 +672,19 @@ impl<'s> Picker<'s> {
                         && b.peers[0] == peer
                 })
         })
+    }
+
+    /// Calls `f` with the sender of every block received of pieces not verified yet
+    /// (a sender once per block it sent). O(P·B).
+    pub fn for_each_sender(&self, mut f: impl FnMut(PeerKey)) {
+        for s in self.used_slots() {
+            let nb = self.nblocks(self.partials[s].piece as usize);
+            for b in &self.blocks[s * self.bpp..s * self.bpp + nb] {
+                if matches!(b.status, BlockStatus::Writing | BlockStatus::Finished) {
+                    f(b.peers[0]);
+                }
+            }
+        }
     }
 
     // ---- availability (handle_* of peer messages) ----
@@ -1618,6 +1631,9 @@ mod tests {
         assert_eq!(p.piece_senders(piece).expect("senders").as_slice(), [a, b]);
         assert!(p.holds_blocks_from(a) && p.holds_blocks_from(b));
         assert!(!p.holds_blocks_from(OTHER));
+        let mut all = Vec::new();
+        p.for_each_sender(|k| all.push(k));
+        assert_eq!(all, [a, b, a]);
         // Dropping b's blocks: its written block goes back to None.
         assert_eq!(p.drop_blocks_from(b), 1);
         assert_eq!(p.block_status(&blocks[1]), Ok(BlockStatus::None));

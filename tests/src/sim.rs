@@ -130,6 +130,8 @@ pub struct Node {
     pub closed_at: Vec<Instant>,
     /// Payload bytes other nodes read from storage to send to it, by sender address.
     pub received_from: BTreeMap<SocketAddr, u64>,
+    /// Bytes delivered to it (all messages), by sender address.
+    pub bytes_from: BTreeMap<SocketAddr, u64>,
     /// Peers whose handshake it completed (`PeerConnected` events), with when.
     pub connected: Vec<(Instant, SocketAddr)>,
     /// Whether its host gives the session the digest of each block of a piece that
@@ -333,6 +335,7 @@ impl Sim {
             closed: Vec::new(),
             closed_at: Vec::new(),
             received_from: BTreeMap::new(),
+            bytes_from: BTreeMap::new(),
             connected: Vec::new(),
             block_digests: true,
             dials: 0,
@@ -528,9 +531,14 @@ impl Sim {
         let now = self.now;
         match ev {
             Ev::Deliver { to, conn, data } => {
-                if !self.nodes[to].alive || !self.links.contains_key(&(to, conn)) {
+                let Some(&(from, _)) = self.links.get(&(to, conn)) else {
+                    return;
+                };
+                if !self.nodes[to].alive {
                     return;
                 }
+                let from = self.nodes[from].addr;
+                *self.nodes[to].bytes_from.entry(from).or_insert(0) += data.len() as u64;
                 let n = &mut self.nodes[to];
                 if n.write_latency.is_some() && (!n.held.is_empty() || n.session.disk_backlogged())
                 {

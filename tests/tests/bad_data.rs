@@ -299,3 +299,55 @@ fn a_metadata_size_that_never_completes_is_left_for_the_next() {
     assert!(sim.has_correct_data(m));
     assert!(done < Duration::from_secs(10), "took {done:?}");
 }
+
+/// A peer that sends its bad blocks and leaves before their pieces are checked is
+/// still found: who sent what outlives the connection.
+#[test]
+fn a_sender_that_leaves_is_still_found() {
+    let mut sim = Sim::new(content(PIECES * PIECE as usize - 1000, 15), PIECE, 77);
+    let seed = sim.add_node(true, Behaviour::Honest, link(2_000_000), |_| {});
+    let victim = sim.add_node(false, Behaviour::Honest, link(1_000_000), |_| {});
+    // Small socket buffers: its blocks arrive one by one.
+    let one_by_one = LinkSpec {
+        up_bps: 300_000,
+        send_buffer: 17 * 1024,
+        ..LinkSpec::default()
+    };
+    let bad = sim.add_node(true, Behaviour::Corrupt, one_by_one, |_| {});
+    let bad_addr = sim.nodes[bad].addr;
+    // It leaves as soon as its first block arrived, before its piece is whole.
+    let sent = sim.run_until(Duration::from_secs(60), |s| {
+        s.nodes[victim]
+            .bytes_from
+            .get(&bad_addr)
+            .is_some_and(|&n| n >= 16_384 + 100)
+    });
+    assert!(sent, "the bad peer sent nothing");
+    assert_eq!(
+        sim.nodes[victim].hash_failures, 0,
+        "a piece failed before it left: the test would prove nothing"
+    );
+    let left_at = sim.now;
+    sim.kill(bad);
+    let ok = sim.run_until(Duration::from_secs(120), |s| {
+        s.nodes[victim].finished_at.is_some()
+    });
+    let v = &sim.nodes[victim];
+    assert!(ok && sim.has_correct_data(victim), "not finished");
+    println!(
+        "a sender that left at {:.2} s: {} hash failures, banned {:?} at {:?}",
+        secs(left_at),
+        v.hash_failures,
+        v.banned,
+        v.banned_at
+    );
+    // Found after it left (no connection: port 0), by its address.
+    let k = v
+        .banned
+        .iter()
+        .position(|a| ip(*a) == ip(bad_addr))
+        .unwrap_or_else(|| panic!("not banned: {:?}", v.banned));
+    assert!(v.banned_at[k] >= left_at);
+    let seed_ip = ip(sim.nodes[seed].addr);
+    assert!(v.banned.iter().all(|a| ip(*a) != seed_ip), "{:?}", v.banned);
+}

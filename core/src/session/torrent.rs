@@ -457,8 +457,13 @@ impl Torrent {
             // Who sent blocks still unverified is remembered, should their piece fail.
             if m.picker.holds_blocks_from(PeerKey(key)) {
                 let picker = &m.picker;
-                self.smart
-                    .peer_left(key, c.addr.ip(), |k| picker.holds_blocks_from(PeerKey(k)));
+                self.smart.peer_left(key, c.addr.ip(), || {
+                    let mut keys = alloc::collections::BTreeSet::new();
+                    picker.for_each_sender(|k| {
+                        keys.insert(k.0);
+                    });
+                    keys
+                });
             }
         }
         if let Some(f) = self.fetch.as_mut() {
