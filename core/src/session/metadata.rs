@@ -202,3 +202,24 @@ pub(super) fn hash_mismatch(
     }
     choose(s, now, id, false);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_and_bounded() {
+        let mut f = FetchState::default();
+        f.failed(100);
+        f.failed(100);
+        assert_eq!(f.failures(100), 2);
+        assert_eq!(f.failures(7), 0);
+        for size in 0..MAX_TRIED_SIZES as u32 + 5 {
+            f.failed(1000 + size);
+            assert!(f.failures.len() <= MAX_TRIED_SIZES);
+        }
+        // The oldest went first.
+        assert_eq!(f.failures(100), 0);
+        assert_eq!(f.failures(1000 + MAX_TRIED_SIZES as u32 + 4), 1);
+    }
+}
