@@ -208,9 +208,11 @@ impl BadPeer {
 fn dial_back(port: u16, info_hash: [u8; 20], pieces: u32, wait: Duration) -> (u32, bool) {
     let end = Instant::now() + wait;
     let stop = AtomicBool::new(false);
-    let Ok(mut s) = connect_from(BAD_IP, port) else {
+    let mut s = match connect_from(BAD_IP, port) {
+        Ok(s) => s,
         // Nobody listening any more counts as refused.
-        return (0, true);
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return (0, true),
+        Err(e) => panic!("dialing back from {BAD_IP}: {e}"),
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let mut hello = handshake(&info_hash, NEW_PEER_ID);
@@ -224,6 +226,11 @@ fn dial_back(port: u16, info_hash: [u8; 20], pieces: u32, wait: Duration) -> (u3
         return (0, true);
     }
     let mut requests = 0;
+    // The downloader's handshake comes first (a refused connection gets none).
+    let mut hs = [0u8; 68];
+    if !read_full(&mut s, &mut hs, &stop, end) {
+        return (0, Instant::now() < end);
+    }
     let mut buf = [0u8; 4];
     loop {
         if !read_full(&mut s, &mut buf, &stop, end) {
