@@ -250,7 +250,10 @@ typedef enum btcore_action_kind {
   BTCORE_ACTION_READ = 5,
   /**
    * Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
-   * `expected_hash` (`btcore_sha1` helps); answer with `btcore_sansio_verified(id)`.
+   * `expected_hash` (`btcore_sha1` helps); answer with
+   * `btcore_sansio_verified_blocks(id)`, giving the SHA-1 of each 16 KiB block of
+   * the piece when it does not match, or when `block_digests` asks (they tell which
+   * peer sent bad data). `btcore_sansio_verified(id)` answers without them.
    */
   BTCORE_ACTION_VERIFY = 6,
   /**
@@ -521,6 +524,11 @@ typedef struct btcore_action {
    * Bytes still missing (`ANNOUNCE`).
    */
   uint64_t left;
+  /**
+   * `VERIFY`: the piece failed before; give the digest of each block even if it
+   * matches (see `btcore_sansio_verified_blocks`).
+   */
+  bool block_digests;
 } btcore_action;
 
 /**
@@ -894,6 +902,8 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
 
 /**
  * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+ * A connection refused (the connection cap is reached, or the address is banned for
+ * bad data) gets a `CLOSE` action at once.
  */
 enum btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
                                           const struct btcore_addr *addr,
@@ -1010,12 +1020,30 @@ enum btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
                                            uint64_t now_ms);
 
 /**
- * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1 matched.
+ * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
+ * matched. Without block digests, the peers that sent a failed piece are only put on
+ * parole (see `btcore_sansio_verified_blocks`).
  */
 enum btcore_result btcore_sansio_verified(struct btcore_sansio *h,
                                           uint64_t action_id,
                                           bool ok,
                                           uint64_t now_ms);
+
+/**
+ * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
+ * matched, and `digests` holds the SHA-1 of each block of the piece as read (16 KiB
+ * blocks, the last one shorter; 20 bytes each, in order): `digests_len` is 20 times
+ * the number of blocks, or 0 (`digests` may then be NULL). Give them when the piece
+ * failed, and when it matched if the action's `block_digests` is set: they tell which
+ * peer sent the bad data, which is then banned by address. Any other length is
+ * `BTCORE_INVALID_PARAMETER` and the action stays pending.
+ */
+enum btcore_result btcore_sansio_verified_blocks(struct btcore_sansio *h,
+                                                 uint64_t action_id,
+                                                 bool ok,
+                                                 const uint8_t *digests,
+                                                 size_t digests_len,
+                                                 uint64_t now_ms);
 
 /**
  * Writes when `btcore_sansio_handle_timeout` is next due (in the `now_ms` time base)

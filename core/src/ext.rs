@@ -598,9 +598,17 @@ pub enum Done {
 ///
 /// Peers are identified by a caller key (`u32`); time is the caller's monotonic
 /// milliseconds. The buffer is allocated once, at creation, for the announced size.
+/// Which peers to ask is the caller's choice (those that announced this size).
 ///
 /// Data for a piece is accepted from any peer whether or not it was asked for it; a
 /// bad piece is caught by the final hash check, which names the contributors.
+///
+/// After a failed check with several contributors, the bad one cannot be told from
+/// the others; a *single-source* assembler ([`MetadataAssembler::set_single_source`])
+/// then takes every piece from one peer, the first that asks (its *owner*), so that a
+/// failure names the liar alone. Another peer takes over, and the pieces start over,
+/// when the owner has no request less than [`ExtConfig::request_timeout_ms`] old
+/// (it is slow, gone, or rejected a piece).
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct MetadataAssembler {
@@ -611,6 +619,8 @@ pub struct MetadataAssembler {
     have: u32,
     timeout_ms: u64,
     done: bool,
+    single_source: bool,
+    owner: Option<u32>,
 }
 
 #[cfg(feature = "alloc")]
@@ -647,7 +657,27 @@ impl MetadataAssembler {
             have: 0,
             timeout_ms: config.request_timeout_ms,
             done: false,
+            single_source: false,
+            owner: None,
         })
+    }
+
+    /// Takes every piece from one peer (see the type's docs); any pieces already
+    /// present are dropped.
+    pub fn set_single_source(&mut self, on: bool) {
+        self.single_source = on;
+        self.owner = None;
+        self.start_over();
+    }
+
+    /// Whether every piece comes from one peer.
+    pub fn is_single_source(&self) -> bool {
+        self.single_source
+    }
+
+    fn start_over(&mut self) {
+        self.slots.fill(Slot::Missing { rejected_by: None });
+        self.have = 0;
     }
 
     /// The info-hash the metadata must match.
@@ -676,13 +706,47 @@ impl MetadataAssembler {
         self.done
     }
 
+    /// Whether nothing is requested while pieces are missing: when every peer that
+    /// could be asked was, nobody can give what is missing (rejected it, or left).
+    pub fn is_idle(&self) -> bool {
+        !self.done
+            && !self
+                .slots
+                .iter()
+                .any(|s| matches!(s, Slot::Requested { .. }))
+    }
+
     /// The next piece to request from `peer` at `now_ms`, marked as requested from it:
     /// the lowest piece neither present nor requested (skipping one this peer last
     /// rejected), else the lowest one requested from another peer at least
     /// [`ExtConfig::request_timeout_ms`] ago. `None` when there is nothing to ask.
+    /// Single-source: only the owner is asked, unless `peer` takes over.
     pub fn next_request(&mut self, peer: u32, now_ms: u64) -> Option<u32> {
         if self.done {
             return None;
+        }
+        if self.single_source {
+            match self.owner {
+                Some(o) if o == peer => {}
+                Some(o) => {
+                    let busy = self.slots.iter().any(|s| {
+                        matches!(*s, Slot::Requested { peer: p, at_ms }
+                            if p == o && now_ms.saturating_sub(at_ms) < self.timeout_ms)
+                    });
+                    if busy {
+                        return None;
+                    }
+                    // The owner stalled: `peer` takes over, from the start.
+                    self.start_over();
+                    self.owner = Some(peer);
+                }
+                None => {
+                    if self.have > 0 {
+                        self.start_over();
+                    }
+                    self.owner = Some(peer);
+                }
+            }
         }
         let fresh = self
             .slots
@@ -711,6 +775,10 @@ impl MetadataAssembler {
                 *s = Slot::Missing {
                     rejected_by: Some(peer),
                 };
+                if self.owner == Some(peer) {
+                    // It cannot give everything: the next peer that asks takes over.
+                    self.owner = None;
+                }
                 true
             }
             _ => false,
@@ -719,6 +787,9 @@ impl MetadataAssembler {
 
     /// `peer` is gone: every piece requested from it becomes available again.
     pub fn forget_peer(&mut self, peer: u32) {
+        if self.owner == Some(peer) {
+            self.owner = None;
+        }
         for s in &mut self.slots {
             match *s {
                 Slot::Requested { peer: p, .. } if p == peer => {
@@ -737,7 +808,8 @@ impl MetadataAssembler {
     /// missing piece arrives, the whole buffer is hashed: see [`Done`].
     ///
     /// Errors ([`ExtError::PieceOutOfRange`], [`ExtError::BadPieceLength`]) are the
-    /// peer's fault and change nothing. After completion everything is ignored.
+    /// peer's fault and change nothing. After completion everything is ignored, and so
+    /// is a piece from another peer than the owner of a single-source assembler.
     pub fn add_piece(
         &mut self,
         piece: u32,
@@ -756,7 +828,9 @@ impl MetadataAssembler {
             });
         }
         let idx = piece as usize;
-        if matches!(self.slots[idx], Slot::Have { .. }) {
+        if matches!(self.slots[idx], Slot::Have { .. })
+            || (self.single_source && self.owner != Some(peer))
+        {
             return Ok(None);
         }
         let start = idx * METADATA_PIECE_LEN as usize;
@@ -780,8 +854,8 @@ impl MetadataAssembler {
             .collect();
         contributors.sort_unstable();
         contributors.dedup();
-        self.slots.fill(Slot::Missing { rejected_by: None });
-        self.have = 0;
+        self.start_over();
+        self.owner = None;
         Ok(Some(Done::HashMismatch { contributors }))
     }
 }
@@ -1146,6 +1220,84 @@ mod tests {
 
     #[cfg(feature = "alloc")]
     #[test]
+    fn single_source_takes_every_piece_from_one_peer() {
+        let (info, ih) = fake_info(40000);
+        let cfg = ExtConfig {
+            request_timeout_ms: 1000,
+            ..ExtConfig::default()
+        };
+        let mut a = MetadataAssembler::new(ih, info.len() as u32, &cfg).expect("new");
+        let piece = |i| metadata_piece(&info, i).expect("piece");
+        let mut bad = piece(1).to_vec();
+        bad[0] ^= 1;
+        a.set_single_source(true);
+        assert!(a.is_single_source());
+        let (liar, honest) = (1, 2);
+        // The first to ask owns the attempt; the other gets nothing meanwhile, and
+        // what it sends unasked is ignored.
+        assert_eq!(a.next_request(liar, 0), Some(0));
+        assert_eq!(a.next_request(honest, 10), None);
+        assert_eq!(a.add_piece(0, piece(0), honest), Ok(None));
+        assert_eq!(a.pieces_have(), 0);
+        assert_eq!(a.add_piece(0, piece(0), liar), Ok(None));
+        assert_eq!(a.next_request(liar, 10), Some(1));
+        assert_eq!(a.next_request(liar, 10), Some(2));
+        assert_eq!(a.add_piece(1, &bad, liar), Ok(None));
+        // Its failure names it alone.
+        assert_eq!(
+            a.add_piece(2, piece(2), liar),
+            Ok(Some(Done::HashMismatch {
+                contributors: vec![liar]
+            }))
+        );
+        // The next attempt: the honest peer asks first and completes.
+        for i in 0..3 {
+            assert_eq!(a.next_request(honest, 20), Some(i));
+        }
+        assert_eq!(a.next_request(liar, 30), None);
+        assert_eq!(a.add_piece(0, piece(0), honest), Ok(None));
+        assert_eq!(a.add_piece(1, piece(1), honest), Ok(None));
+        assert_eq!(
+            a.add_piece(2, piece(2), honest),
+            Ok(Some(Done::Complete(info.clone())))
+        );
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn single_source_owner_that_stalls_or_rejects_is_replaced() {
+        let (info, ih) = fake_info(40000);
+        let cfg = ExtConfig {
+            request_timeout_ms: 1000,
+            ..ExtConfig::default()
+        };
+        let mut a = MetadataAssembler::new(ih, info.len() as u32, &cfg).expect("new");
+        a.set_single_source(true);
+        let piece = |i| metadata_piece(&info, i).expect("piece");
+        let (slow, other, third) = (1, 2, 3);
+        assert_eq!(a.next_request(slow, 0), Some(0));
+        assert_eq!(a.add_piece(0, piece(0), slow), Ok(None));
+        assert_eq!(a.next_request(slow, 100), Some(1));
+        assert_eq!(a.next_request(other, 1099), None);
+        // No request of the owner is fresh any more: another takes over from scratch.
+        assert_eq!(a.next_request(other, 1100), Some(0));
+        assert_eq!(a.pieces_have(), 0);
+        assert_eq!(a.add_piece(1, piece(1), slow), Ok(None));
+        assert_eq!(a.pieces_have(), 0, "the old owner's late piece is ignored");
+        // The new owner rejects a piece: the next peer to ask takes over.
+        assert!(a.reject(0, other));
+        assert_eq!(a.next_request(third, 1200), Some(0));
+        assert_eq!(a.next_request(other, 1200), None);
+        a.forget_peer(third);
+        assert_eq!(a.next_request(other, 1300), Some(0));
+        // Turning it off keeps nothing from before.
+        a.set_single_source(false);
+        assert_eq!(a.pieces_have(), 0);
+        assert!(!a.is_single_source());
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
     fn assembler_size_bounds() {
         let ih = InfoHash([0; 20]);
         let cfg = ExtConfig::default();
@@ -1195,7 +1347,9 @@ mod tests {
         );
         // p2 rejects piece 1: it is not offered back to p2, but to p3 at once.
         assert!(!a.reject(1, p3));
+        assert!(!a.is_idle());
         assert!(a.reject(1, p2));
+        assert!(a.is_idle(), "nothing requested, piece 1 missing");
         assert!(!a.reject(1, p2));
         assert!(!a.reject(99, p2));
         assert_eq!(a.next_request(p2, 1500), None);
@@ -1262,6 +1416,7 @@ mod tests {
             let buf = vec![0u8; 20_000];
             for (op, piece, peer, len, now) in ops {
                 match op {
+                    0 if piece == 5 => a.set_single_source(now % 2 == 0),
                     0 => { let _ = a.next_request(peer, now); }
                     1 => { let _ = a.reject(piece, peer); }
                     2 => a.forget_peer(peer),

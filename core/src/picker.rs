@@ -47,6 +47,18 @@
 //! endgame duplicate the blocks still outstanding at slow peers, and the first copy to
 //! arrive wins; the slow peer's request is reported for cancelling.
 //!
+//! # Peers on parole
+//!
+//! A peer that sent blocks of a piece that failed its hash check may have sent the bad
+//! data, or may be honest and unlucky to share the piece with the one that did. The
+//! session passes [`PickHint::Parole`] for such a peer (libtorrent's "parole mode"): it
+//! gets blocks only of pieces in which no other peer has a request outstanding, first
+//! those it works on, then new pieces, which are *reserved* for it while it has
+//! requests in them (other peers do not join them, except as endgame duplicates), and
+//! it never duplicates in endgame. Its next piece is then its own: if that fails, it
+//! alone sent it. [`Picker::block_senders`] tells who sent each block of a piece, for a
+//! finer attribution.
+//!
 //! # Memory
 //!
 //! All state lives in caller-provided storage ([`PickerStorage`]), smoltcp style; with
@@ -54,9 +66,9 @@
 //! `memory_is_bounded` test prints and bounds them):
 //!
 //! - per piece: one [`PieceState`], **4 bytes** (2^21 pieces = 8 MiB);
-//! - per partial piece: one [`PartialPiece`] (**12 bytes**) plus one [`BlockSlot`]
+//! - per partial piece: one [`PartialPiece`] (**16 bytes**) plus one [`BlockSlot`]
 //!   (**20 bytes**, up to [`MAX_REQUESTERS`] peers) per block of a full piece, i.e.
-//!   `12 + 20 * piece_len / 16 KiB` bytes: 5 KiB for a 4 MiB piece.
+//!   `16 + 20 * piece_len / 16 KiB` bytes: 5 KiB for a 4 MiB piece.
 //!
 //! The number of partial pieces is configuration ([`PickerConfig::max_partials`], or
 //! the length of the caller's slice). When the table is full no new piece is started
@@ -68,7 +80,9 @@
 //!
 //! - `peer_has`, `peer_has_all`, `peer_lost_all`, `set_piece_priority`: O(1) (a seed is
 //!   one counter, as in libtorrent); `peer_has_bitfield`: O(n).
-//! - `mark_*`, `abort_request`, `piece_verified`, `piece_failed`: O(P + B).
+//! - `mark_*`, `abort_request`, `piece_verified`, `piece_failed`, `piece_senders`,
+//!   `block_senders`: O(P + B); `abort_peer`, `holds_blocks_from`, `drop_blocks_from`,
+//!   `for_each_sender`: O(P·B).
 //! - `pick`: O(7·P·B) for partial pieces plus one scan of the pieces per priority level
 //!   in use that has pieces left to start, each scan keeping the best 16 candidates in a
 //!   fixed array: O(n) per call for the usual one or two levels, never per block
@@ -142,6 +156,10 @@ pub enum PickHint {
     Normal,
     /// A peer much slower than the others: it only gets blocks of started pieces.
     Slow,
+    /// A peer on parole (it sent blocks of a piece that failed): it only gets pieces no
+    /// other peer has requests in, and the pieces it starts are reserved for it. See
+    /// "Peers on parole" in the module docs.
+    Parole,
 }
 
 /// A small set of peers (to cancel, or to suspect of sending bad data).
@@ -338,12 +356,14 @@ impl Default for PieceState {
     }
 }
 
-/// One slot of the partial-piece table (12 bytes).
+/// One slot of the partial-piece table (16 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PartialPiece {
     piece: u32,
     none: u32,
     requested: u32,
+    /// Started by a peer on parole: reserved for it while it has requests in it.
+    reserved: bool,
 }
 
 impl PartialPiece {
@@ -352,6 +372,7 @@ impl PartialPiece {
         piece: UNUSED,
         none: 0,
         requested: 0,
+        reserved: false,
     };
 }
 
@@ -596,6 +617,76 @@ impl<'s> Picker<'s> {
         Ok(set)
     }
 
+    /// The peers that sent the blocks of `piece` received so far (being written or
+    /// written), in block order, without duplicates (at most [`PEER_SET_CAP`]; see
+    /// [`PeerSet::truncated`]). Empty for a piece that is not partial.
+    pub fn piece_senders(&self, piece: PieceIndex) -> Result<PeerSet, PickerError> {
+        let i = self.check_piece(piece)?;
+        let mut set = PeerSet::default();
+        if let Some(s) = self.find_slot(i) {
+            let nb = self.nblocks(i);
+            for b in &self.blocks[s * self.bpp..s * self.bpp + nb] {
+                if matches!(b.status, BlockStatus::Writing | BlockStatus::Finished) {
+                    set.insert(b.peers[0]);
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Writes the sender of each block of `piece` into `out` (index = block index):
+    /// `Some` for a block received (being written or written), `None` otherwise.
+    /// Returns the number of blocks of the piece; `out` must hold that many
+    /// ([`PickerError::StorageTooSmall`] otherwise).
+    pub fn block_senders(
+        &self,
+        piece: PieceIndex,
+        out: &mut [Option<PeerKey>],
+    ) -> Result<usize, PickerError> {
+        let i = self.check_piece(piece)?;
+        let nb = self.nblocks(i);
+        let out = out.get_mut(..nb).ok_or(PickerError::StorageTooSmall)?;
+        out.fill(None);
+        if let Some(s) = self.find_slot(i) {
+            for (o, b) in out
+                .iter_mut()
+                .zip(&self.blocks[s * self.bpp..s * self.bpp + nb])
+            {
+                if matches!(b.status, BlockStatus::Writing | BlockStatus::Finished) {
+                    *o = Some(b.peers[0]);
+                }
+            }
+        }
+        Ok(nb)
+    }
+
+    /// Whether `peer` sent a block of a piece not verified yet (so that who it was
+    /// must be remembered after it leaves, should the piece fail). O(P·B).
+    pub fn holds_blocks_from(&self, peer: PeerKey) -> bool {
+        self.used_slots().any(|s| {
+            let nb = self.nblocks(self.partials[s].piece as usize);
+            self.blocks[s * self.bpp..s * self.bpp + nb]
+                .iter()
+                .any(|b| {
+                    matches!(b.status, BlockStatus::Writing | BlockStatus::Finished)
+                        && b.peers[0] == peer
+                })
+        })
+    }
+
+    /// Calls `f` with the sender of every block received of pieces not verified yet
+    /// (a sender once per block it sent). O(P·B).
+    pub fn for_each_sender(&self, mut f: impl FnMut(PeerKey)) {
+        for s in self.used_slots() {
+            let nb = self.nblocks(self.partials[s].piece as usize);
+            for b in &self.blocks[s * self.bpp..s * self.bpp + nb] {
+                if matches!(b.status, BlockStatus::Writing | BlockStatus::Finished) {
+                    f(b.peers[0]);
+                }
+            }
+        }
+    }
+
     // ---- availability (handle_* of peer messages) ----
 
     /// A peer announced `piece` (`have`).
@@ -692,8 +783,8 @@ impl<'s> Picker<'s> {
     }
 
     /// The piece failed its hash check: every block goes back to `None` and the
-    /// piece can be picked again. Returns the peers that sent its blocks, so that the
-    /// session can count strikes against them and ban repeat offenders.
+    /// piece can be picked again. Returns the peers that sent its blocks (ask
+    /// [`Self::block_senders`] first for who sent which).
     pub fn piece_failed(&mut self, piece: PieceIndex) -> Result<PeerSet, PickerError> {
         let i = self.check_piece(piece)?;
         let mut set = PeerSet::default();
@@ -712,6 +803,33 @@ impl<'s> Picker<'s> {
             self.release_slot(s);
         }
         Ok(set)
+    }
+
+    /// Forgets the written blocks `peer` sent of pieces not verified yet (it was banned:
+    /// its data is suspect): they go back to `None` and are picked again. Blocks still
+    /// being written are left alone (their write completion would find them gone).
+    /// Returns how many were dropped. O(P·B).
+    pub fn drop_blocks_from(&mut self, peer: PeerKey) -> usize {
+        let mut count = 0;
+        for s in 0..self.partials.len() {
+            let piece = self.partials[s].piece;
+            if piece == UNUSED {
+                continue;
+            }
+            for bi in 0..self.nblocks(piece as usize) {
+                let b = &mut self.blocks[s * self.bpp + bi];
+                if b.status == BlockStatus::Finished && b.peers[0] == peer {
+                    *b = BlockSlot::EMPTY;
+                    self.partials[s].none += 1;
+                    count += 1;
+                }
+            }
+            let pp = self.partials[s];
+            if pp.none as usize == self.nblocks(piece as usize) {
+                self.release_slot(s);
+            }
+        }
+        count
     }
 
     /// Records that `block` was requested from `peer` (outside [`Self::pick`], e.g.
@@ -846,31 +964,46 @@ impl<'s> Picker<'s> {
     ) -> usize {
         let max = max.min(out.len());
         let mut n = 0;
+        let parole = hint == PickHint::Parole;
         for prio in (1..=MAX_PRIORITY).rev() {
             if n >= max {
                 return n;
             }
-            self.pick_partials(has, peer, prio, &mut n, max, out);
-            if hint != PickHint::Slow {
-                self.pick_new(has, peer, prio, &mut n, max, out, rng);
+            if parole {
+                // Its own pieces, new ones (reserved for it), then pieces others left.
+                self.pick_partials(has, peer, prio, &[true], true, &mut n, max, out);
+                self.pick_new(has, peer, prio, true, &mut n, max, out, rng);
+                self.pick_partials(has, peer, prio, &[false], true, &mut n, max, out);
+            } else {
+                self.pick_partials(has, peer, prio, &[true, false], false, &mut n, max, out);
+                if hint != PickHint::Slow {
+                    self.pick_new(has, peer, prio, false, &mut n, max, out, rng);
+                }
             }
         }
-        if n < max && hint != PickHint::Slow && self.in_endgame() {
+        if n < max && hint == PickHint::Normal && self.in_endgame() {
             self.pick_endgame(has, peer, &mut n, max, out);
         }
         n
     }
 
+    /// Blocks of partial pieces: for each of `order` (`true`: pieces `peer` already
+    /// works on, `false`: the others). `parole`: only pieces in which no other peer has
+    /// a request; otherwise pieces reserved for a peer on parole that still has
+    /// requests in them are skipped.
+    #[allow(clippy::too_many_arguments)]
     fn pick_partials<H: HaveSet + ?Sized>(
         &mut self,
         has: &H,
         peer: PeerKey,
         prio: u8,
+        order: &[bool],
+        parole: bool,
         n: &mut usize,
         max: usize,
         out: &mut [BlockRef],
     ) {
-        for mine in [true, false] {
+        for &mine in order {
             for s in 0..self.partials.len() {
                 if *n >= max {
                     return;
@@ -879,14 +1012,23 @@ impl<'s> Picker<'s> {
                 if pp.piece == UNUSED || pp.none == 0 {
                     continue;
                 }
+                if !parole && pp.reserved && pp.requested > 0 {
+                    continue;
+                }
                 let pi = pp.piece as usize;
                 if self.pieces[pi].prio != prio || !has.has_piece(PieceIndex(pp.piece)) {
                     continue;
                 }
                 let nb = self.nblocks(pi);
-                let involved = self.blocks[s * self.bpp..s * self.bpp + nb]
-                    .iter()
-                    .any(|b| b.has_peer(peer));
+                let blocks = &self.blocks[s * self.bpp..s * self.bpp + nb];
+                if parole
+                    && blocks.iter().any(|b| {
+                        b.status == BlockStatus::Requested && b.peers().iter().any(|&p| p != peer)
+                    })
+                {
+                    continue;
+                }
+                let involved = blocks.iter().any(|b| b.has_peer(peer));
                 if involved == mine {
                     self.take_free_blocks(s, peer, n, max, out);
                 }
@@ -894,12 +1036,14 @@ impl<'s> Picker<'s> {
         }
     }
 
+    /// New pieces; `reserve`: for a peer on parole (see [`PickHint::Parole`]).
     #[allow(clippy::too_many_arguments)]
     fn pick_new<H: HaveSet + ?Sized>(
         &mut self,
         has: &H,
         peer: PeerKey,
         prio: u8,
+        reserve: bool,
         n: &mut usize,
         max: usize,
         out: &mut [BlockRef],
@@ -970,6 +1114,7 @@ impl<'s> Picker<'s> {
                 let Ok(s) = self.alloc_slot(piece as usize) else {
                     return;
                 };
+                self.partials[s].reserved = reserve;
                 self.take_free_blocks(s, peer, n, max, out);
             }
             if !more {
@@ -1070,6 +1215,7 @@ impl<'s> Picker<'s> {
             piece: pi as u32,
             none: nb as u32,
             requested: 0,
+            reserved: false,
         };
         self.partials_used += 1;
         self.update_piece(pi, |p| p.flags |= PARTIAL);
@@ -1461,6 +1607,99 @@ mod tests {
     }
 
     #[test]
+    fn senders_per_block_and_dropping_a_peers_blocks() {
+        let mut p = build("11", "", "", "", 4, cfg());
+        let (a, b) = (PeerKey(5), PeerKey(6));
+        let blocks = pick(&mut p, &all(2), a, PickHint::Normal, 4, 1);
+        assert_eq!(pieces(&blocks), [blocks[0].piece.0]);
+        let piece = blocks[0].piece;
+        // Block 1 comes from b, block 3 is still being written, block 2 is missing.
+        p.abort_request(&blocks[1], a).expect("abort");
+        p.mark_requested(&blocks[1], b).expect("req");
+        for (blk, peer) in [(blocks[0], a), (blocks[1], b), (blocks[3], a)] {
+            let _ = p.mark_received(&blk, peer).expect("recv");
+        }
+        p.mark_written(&blocks[0]).expect("written");
+        p.mark_written(&blocks[1]).expect("written");
+        let mut out = [Some(PeerKey(77)); 6];
+        assert_eq!(p.block_senders(piece, &mut out), Ok(4));
+        assert_eq!(out[..4], [Some(a), Some(b), None, Some(a)]);
+        assert_eq!(
+            p.block_senders(piece, &mut out[..3]),
+            Err(PickerError::StorageTooSmall)
+        );
+        assert_eq!(p.piece_senders(piece).expect("senders").as_slice(), [a, b]);
+        assert!(p.holds_blocks_from(a) && p.holds_blocks_from(b));
+        assert!(!p.holds_blocks_from(OTHER));
+        let mut all = Vec::new();
+        p.for_each_sender(|k| all.push(k));
+        assert_eq!(all, [a, b, a]);
+        // Dropping b's blocks: its written block goes back to None.
+        assert_eq!(p.drop_blocks_from(b), 1);
+        assert_eq!(p.block_status(&blocks[1]), Ok(BlockStatus::None));
+        assert!(!p.holds_blocks_from(b));
+        // a's written block goes, its block being written stays.
+        assert_eq!(p.drop_blocks_from(a), 1);
+        assert_eq!(p.block_status(&blocks[3]), Ok(BlockStatus::Writing));
+        assert_eq!(p.block_senders(piece, &mut out), Ok(4));
+        assert_eq!(out[..4], [None, None, None, Some(a)]);
+        // A piece left with nothing received and no request frees its slot.
+        p.abort_peer(a);
+        p.mark_written(&blocks[3]).expect("written");
+        assert_eq!(p.drop_blocks_from(a), 1);
+        assert_eq!(p.partial_usage().0, 0);
+        let other = PieceIndex(1 - piece.0);
+        assert_eq!(p.block_senders(other, &mut out), Ok(4));
+        assert_eq!(out[..4], [None; 4]);
+    }
+
+    #[test]
+    fn parole_peer_gets_pieces_of_its_own() {
+        let (parole, honest) = (PeerKey(5), PeerKey(6));
+        let mut p = build("1111", "", "", "", 4, cfg());
+        // The honest peer starts piece x with 2 of its 4 blocks.
+        let h = pick(&mut p, &all(4), honest, PickHint::Normal, 2, 1);
+        let x = h[0].piece;
+        // The peer on parole does not join x: it starts a piece of its own.
+        let got = pick(&mut p, &all(4), parole, PickHint::Parole, 2, 1);
+        assert_eq!(got.len(), 2);
+        let y = got[0].piece;
+        assert_ne!(y, x);
+        assert!(got.iter().all(|b| b.piece == y));
+        // Its piece is reserved: the honest peer finishes x, then starts a third piece
+        // rather than join y.
+        let h2 = pick(&mut p, &all(4), honest, PickHint::Normal, 4, 1);
+        assert_eq!(h2[..2].iter().map(|b| b.piece).collect::<Vec<_>>(), [x, x]);
+        assert!(h2[2..].iter().all(|b| b.piece != y && b.piece != x));
+        // The peer on parole goes on with its own piece first.
+        let got2 = pick(&mut p, &all(4), parole, PickHint::Parole, 2, 1);
+        assert!(got2.iter().all(|b| b.piece == y), "{got2:?}");
+        // Once it has no request in y any more, y is open to everyone.
+        let _ = p.mark_received(&got[0], parole).expect("recv");
+        p.abort_peer(parole);
+        let h3 = pick(&mut p, &all(4), honest, PickHint::Normal, 16, 1);
+        assert!(h3.iter().any(|b| b.piece == y), "{h3:?}");
+        // A peer on parole never duplicates in endgame, nor joins pieces others have
+        // requests in.
+        assert!(p.in_endgame());
+        assert!(pick(&mut p, &all(4), parole, PickHint::Parole, 16, 1).is_empty());
+        assert!(!pick(&mut p, &all(4), OTHER, PickHint::Normal, 16, 1).is_empty());
+    }
+
+    #[test]
+    fn parole_peer_finishes_a_piece_others_left() {
+        let (parole, gone) = (PeerKey(5), PeerKey(6));
+        let mut p = build("1", "", "", "", 4, cfg());
+        let g = pick(&mut p, &all(1), gone, PickHint::Normal, 2, 1);
+        let _ = p.mark_received(&g[0], gone).expect("recv");
+        p.mark_written(&g[0]).expect("written");
+        p.abort_peer(gone);
+        // Nothing else to pick: the peer on parole takes what the other left.
+        let got = pick(&mut p, &all(1), parole, PickHint::Parole, 4, 1);
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
     fn abort_returns_blocks_and_frees_slot() {
         let mut p = build("11", "", "", "", 2, cfg());
         let got = pick(&mut p, &all(2), ME, PickHint::Normal, 2, 1);
@@ -1664,7 +1903,7 @@ mod tests {
             partial + 256 * block
         );
         assert!(piece <= 4);
-        assert!(partial <= 12);
+        assert!(partial <= 16);
         assert!(block <= 20);
     }
 
@@ -1702,10 +1941,11 @@ mod tests {
     enum Op {
         Has(usize, u32),
         HasAll(usize),
-        Pick(usize, usize, bool, u32),
+        Pick(usize, usize, u8, u32),
         Receive(usize),
         Abort(usize),
         AbortPeer(usize),
+        DropBlocks(usize),
         Fail(u32),
         Prio(u32, u8),
     }
@@ -1714,11 +1954,12 @@ mod tests {
         prop_oneof![
             (0..3usize, 0..12u32).prop_map(|(a, b)| Op::Has(a, b)),
             (0..3usize).prop_map(Op::HasAll),
-            (0..3usize, 1..6usize, any::<bool>(), any::<u32>())
+            (0..3usize, 1..6usize, 0..3u8, any::<u32>())
                 .prop_map(|(a, b, c, d)| Op::Pick(a, b, c, d)),
             any::<usize>().prop_map(Op::Receive),
             any::<usize>().prop_map(Op::Abort),
             (0..3usize).prop_map(Op::AbortPeer),
+            (0..3usize).prop_map(Op::DropBlocks),
             (0..12u32).prop_map(Op::Fail),
             (0..12u32, 0..8u8).prop_map(|(a, b)| Op::Prio(a, b)),
         ]
@@ -1794,9 +2035,9 @@ mod tests {
                             p.peer_has_all();
                         }
                     }
-                    Op::Pick(pe, max, slow, seed) => {
+                    Op::Pick(pe, max, hint, seed) => {
                         let key = PeerKey(pe as u32);
-                        let hint = if slow { PickHint::Slow } else { PickHint::Normal };
+                        let hint = [PickHint::Normal, PickHint::Slow, PickHint::Parole][usize::from(hint)];
                         let mut out = [BlockRef { piece: PieceIndex(0), offset: 0, len: 0 }; 8];
                         let n = if seeds[pe] {
                             p.pick(&AllPieces, key, hint, max, &mut out, &mut rng(seed))
@@ -1843,6 +2084,12 @@ mod tests {
                         let key = PeerKey(pe as u32);
                         p.abort_peer(key);
                         outstanding.retain(|o| o.1 != key);
+                    }
+                    Op::DropBlocks(pe) => {
+                        let key = PeerKey(pe as u32);
+                        p.drop_blocks_from(key);
+                        // Every received block is written at once here: none remains.
+                        prop_assert!(!p.holds_blocks_from(key));
                     }
                     Op::Fail(piece) => {
                         let had = p.have(PieceIndex(piece));

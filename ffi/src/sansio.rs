@@ -73,7 +73,10 @@ pub enum btcore_action_kind {
     /// `btcore_sansio_read_done(id)`.
     BTCORE_ACTION_READ = 5,
     /// Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
-    /// `expected_hash` (`btcore_sha1` helps); answer with `btcore_sansio_verified(id)`.
+    /// `expected_hash` (`btcore_sha1` helps); answer with
+    /// `btcore_sansio_verified_blocks(id)`, giving the SHA-1 of each 16 KiB block of
+    /// the piece when it does not match, or when `block_digests` asks (they tell which
+    /// peer sent bad data). `btcore_sansio_verified(id)` answers without them.
     BTCORE_ACTION_VERIFY = 6,
     /// Announce to the torrent's trackers (`announce_event`, `uploaded`,
     /// `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer`.
@@ -134,6 +137,9 @@ pub struct btcore_action {
     pub downloaded: u64,
     /// Bytes still missing (`ANNOUNCE`).
     pub left: u64,
+    /// `VERIFY`: the piece failed before; give the digest of each block even if it
+    /// matches (see `btcore_sansio_verified_blocks`).
+    pub block_digests: bool,
 }
 
 impl btcore_action {
@@ -154,6 +160,7 @@ impl btcore_action {
             uploaded: 0,
             downloaded: 0,
             left: 0,
+            block_digests: false,
         }
     }
 }
@@ -173,6 +180,8 @@ enum Pending {
     Verify {
         torrent: TorrentId,
         piece: PieceIndex,
+        /// Blocks in the piece (the count of digests a completion may give).
+        blocks: u32,
     },
 }
 
@@ -324,18 +333,25 @@ impl Inner {
                 torrent,
                 piece,
                 expected,
+                block_digests,
             } => {
                 let id = id();
-                self.pending.insert(id, Pending::Verify { torrent, piece });
+                let g = self.geometry.get(&torrent);
+                self.pending.insert(
+                    id,
+                    Pending::Verify {
+                        torrent,
+                        piece,
+                        blocks: g.map_or(0, |g| g.blocks_in_piece(piece)),
+                    },
+                );
                 btcore_action {
                     id,
                     piece: piece.0,
-                    length: self
-                        .geometry
-                        .get(&torrent)
-                        .map_or(0, |g| g.piece_size(piece)),
+                    length: g.map_or(0, |g| g.piece_size(piece)),
                     torrent_offset: self.torrent_offset(torrent, piece, 0),
                     expected_hash: expected,
+                    block_digests,
                     ..btcore_action::new(BTCORE_ACTION_VERIFY, torrent.0)
                 }
             }
@@ -660,6 +676,8 @@ pub extern "C" fn btcore_sansio_add_peer(
 }
 
 /// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+/// A connection refused (the connection cap is reached, or the address is banned for
+/// bad data) gets a `CLOSE` action at once.
 #[no_mangle]
 pub extern "C" fn btcore_sansio_incoming(
     h: *mut btcore_sansio,
@@ -944,7 +962,9 @@ pub extern "C" fn btcore_sansio_read_done(
     })
 }
 
-/// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1 matched.
+/// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
+/// matched. Without block digests, the peers that sent a failed piece are only put on
+/// parole (see `btcore_sansio_verified_blocks`).
 #[no_mangle]
 pub extern "C" fn btcore_sansio_verified(
     h: *mut btcore_sansio,
@@ -952,15 +972,48 @@ pub extern "C" fn btcore_sansio_verified(
     ok: bool,
     now_ms: u64,
 ) -> btcore_result {
+    btcore_sansio_verified_blocks(h, action_id, ok, std::ptr::null(), 0, now_ms)
+}
+
+/// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
+/// matched, and `digests` holds the SHA-1 of each block of the piece as read (16 KiB
+/// blocks, the last one shorter; 20 bytes each, in order): `digests_len` is 20 times
+/// the number of blocks, or 0 (`digests` may then be NULL). Give them when the piece
+/// failed, and when it matched if the action's `block_digests` is set: they tell which
+/// peer sent the bad data, which is then banned by address. Any other length is
+/// `BTCORE_INVALID_PARAMETER` and the action stays pending.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_verified_blocks(
+    h: *mut btcore_sansio,
+    action_id: u64,
+    ok: bool,
+    digests: *const u8,
+    digests_len: usize,
+    now_ms: u64,
+) -> btcore_result {
     guard(|| {
         let mut s = handle(h)?;
-        let Some(Pending::Verify { .. }) = s.pending.get(&action_id) else {
+        let Some(Pending::Verify { blocks, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
         };
-        let Some(Pending::Verify { torrent, piece }) = s.pending.remove(&action_id) else {
+        if digests_len != 0 && digests_len != *blocks as usize * 20 {
+            return Err(BTCORE_INVALID_PARAMETER);
+        }
+        // SAFETY: the caller passes `digests_len` readable bytes at `digests` (or 0).
+        let bytes = unsafe { bytes(digests, digests_len) }?;
+        let digests: Vec<[u8; 20]> = bytes
+            .chunks_exact(20)
+            .map(|c| {
+                let mut d = [0u8; 20];
+                d.copy_from_slice(c);
+                d
+            })
+            .collect();
+        let Some(Pending::Verify { torrent, piece, .. }) = s.pending.remove(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
         };
-        s.session.handle_verified(now(now_ms), torrent, piece, ok);
+        s.session
+            .handle_verified_blocks(now(now_ms), torrent, piece, ok, &digests);
         s.pump_events();
         Ok(())
     })

@@ -131,6 +131,8 @@ int main(void) {
     EXPECT(btcore_sansio_write_done(h, 42, BTCORE_DISK_OK, 0), BTCORE_NOT_FOUND);
     EXPECT(btcore_sansio_write_done(h, 42, 99, 0), BTCORE_INVALID_PARAMETER);
     EXPECT(btcore_sansio_verified(h, 42, true, 0), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_verified_blocks(h, 42, false, NULL, 0, 0), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_verified_blocks(NULL, 42, false, NULL, 0, 0), BTCORE_NULL_PARAMETER);
     EXPECT(btcore_sansio_read_done(h, 42, NULL, 0, BTCORE_DISK_IO_ERROR, 0), BTCORE_NOT_FOUND);
     EXPECT(btcore_sansio_add_torrent(h, buf, sizeof buf, NULL, 0, 0, &id), BTCORE_INVALID_TORRENT);
     btcore_addr bad;

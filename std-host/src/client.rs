@@ -10,7 +10,7 @@
 //!      poll(sockets, waker, timeout = session.poll_timeout())
 //!      accept / read → session.handle_incoming / handle_recv (while wants_recv)
 //!      connect done  → session.handle_connected / handle_connect_failed
-//!      disk done     → session.handle_write_done / handle_read_done / handle_verified
+//!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
 //!      tracker done  → session.handle_peers
 //!      session.handle_timeout(now) when due
@@ -1151,9 +1151,14 @@ impl Client {
                             .handle_read_done(now, torrent, conn, block, data);
                     }
                 }
-                DiskDone::Verify { torrent, piece, ok } => {
-                    self.session.handle_verified(now, torrent, piece, ok)
-                }
+                DiskDone::Verify {
+                    torrent,
+                    piece,
+                    ok,
+                    digests,
+                } => self
+                    .session
+                    .handle_verified_blocks(now, torrent, piece, ok, &digests),
                 DiskDone::Checked { torrent, have } => self.checked(torrent, &have),
             }
         }
@@ -1277,6 +1282,7 @@ impl Client {
                 torrent,
                 piece,
                 expected,
+                block_digests,
             } => {
                 if let Some(storage) = self.storage(torrent) {
                     self.disk.submit(DiskJob::Verify {
@@ -1284,6 +1290,7 @@ impl Client {
                         storage,
                         piece,
                         expected,
+                        block_digests,
                     });
                 }
             }
@@ -1620,9 +1627,14 @@ impl Client {
                     block,
                     result,
                 } => self.session.handle_write_done(now, torrent, block, result),
-                DiskDone::Verify { torrent, piece, ok } => {
-                    self.session.handle_verified(now, torrent, piece, ok)
-                }
+                DiskDone::Verify {
+                    torrent,
+                    piece,
+                    ok,
+                    digests,
+                } => self
+                    .session
+                    .handle_verified_blocks(now, torrent, piece, ok, &digests),
                 DiskDone::Read { .. } | DiskDone::Checked { .. } => {}
             }
         }

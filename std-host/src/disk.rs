@@ -189,7 +189,8 @@ pub enum DiskJob {
         /// The block.
         block: BlockRef,
     },
-    /// Hash a piece and compare.
+    /// Hash a piece and compare; a piece that does not match (or any, with
+    /// `block_digests`) is read back to hash each of its blocks.
     Verify {
         /// Torrent.
         torrent: TorrentId,
@@ -199,6 +200,8 @@ pub enum DiskJob {
         piece: PieceIndex,
         /// Its expected SHA-1.
         expected: [u8; 20],
+        /// Give the block digests even when the piece matches.
+        block_digests: bool,
     },
     /// Run any closure off the loop (resume saving, rechecks).
     Task(Box<dyn FnOnce() + Send>),
@@ -251,6 +254,9 @@ pub enum DiskDone {
         piece: PieceIndex,
         /// Whether it matched.
         ok: bool,
+        /// The SHA-1 of each block as read, when the piece failed or they were asked
+        /// for (empty otherwise, or if the read back failed).
+        digests: Vec<[u8; 20]>,
     },
     /// A check finished (a cancelled one reports nothing).
     Checked {
@@ -693,6 +699,7 @@ impl Gather {
                 storage,
                 piece,
                 expected,
+                block_digests,
             } => {
                 self.flush(hashing, done);
                 let len = storage.geometry().piece_size(piece);
@@ -703,10 +710,18 @@ impl Gather {
                         storage.hash_piece(piece.0)
                     }
                 };
+                let ok = digest.is_ok_and(|h| h == expected);
+                // Rare (a failed piece, or one that failed before): read back.
+                let digests = if !ok || block_digests {
+                    crate::hash::block_digests(&storage, piece).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 done.push(DiskDone::Verify {
                     torrent,
                     piece,
-                    ok: digest.is_ok_and(|h| h == expected),
+                    ok,
+                    digests,
                 });
             }
             DiskJob::Forget { torrent } => {
@@ -949,7 +964,14 @@ mod tests {
                 writes += 1;
             }
         }
-        for (p, good) in [(0, true), (1, true), (2, true), (0, false), (1, false)] {
+        let cases = [
+            (0, true, false),
+            (1, true, false),
+            (2, true, true),
+            (0, false, false),
+            (1, false, false),
+        ];
+        for (p, good, asked) in cases {
             let mut expected = sha1(piece(p));
             if !good {
                 expected[0] ^= 1;
@@ -959,14 +981,22 @@ mod tests {
                 storage: storage.clone(),
                 piece: PieceIndex(p),
                 expected,
+                block_digests: asked,
             });
-            let ok = loop {
-                if let Some(DiskDone::Verify { ok, .. }) = pool.try_done() {
-                    break ok;
+            let (ok, digests) = loop {
+                if let Some(DiskDone::Verify { ok, digests, .. }) = pool.try_done() {
+                    break (ok, digests);
                 }
                 std::thread::yield_now();
             };
             assert_eq!(ok, good, "piece {p}, expected to match: {good}");
+            // Block digests come with a failed piece, or when asked for.
+            let blocks: Vec<[u8; 20]> = piece(p).chunks(16_384).map(sha1).collect();
+            if !good || asked {
+                assert_eq!(digests, blocks, "piece {p}");
+            } else {
+                assert!(digests.is_empty(), "piece {p}");
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1053,6 +1083,7 @@ mod tests {
                 storage: storage.clone(),
                 piece: PieceIndex(p),
                 expected: sha1(&content[at..at + piece_len as usize]),
+                block_digests: false,
             });
             let start = std::time::Instant::now();
             let ok = loop {

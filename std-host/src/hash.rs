@@ -1,8 +1,13 @@
 //! The host's SHA-1: the `sha1` crate, which uses the CPU's SHA extensions when the
 //! processor has them (detected at run time) and is about twice as fast as the core's
 //! portable `sha1_smol` on x86-64 (see `BENCHMARKS.md`).
+//!
+//! Also the digests of each block of a piece, which the session asks for when a piece
+//! fails its check (to find which peer sent the bad block).
 
+use crate::storage::Storage;
 use btcore_core::hash::{Digest, Sha1};
+use btcore_core::ids::PieceIndex;
 use sha1::Digest as _;
 
 /// SHA-1 with run-time detection of SHA-NI / ARMv8 SHA instructions.
@@ -16,6 +21,25 @@ impl Sha1 for FastSha1 {
     fn finish(self) -> Digest {
         self.0.finalize().into()
     }
+}
+
+/// The SHA-1 of each block of `piece` as stored (16 KiB blocks, the last one
+/// shorter), read back one block at a time.
+pub fn block_digests(
+    storage: &Storage,
+    piece: PieceIndex,
+) -> Result<Vec<Digest>, crate::storage::StorageError> {
+    let g = *storage.geometry();
+    let n = g.blocks_in_piece(piece);
+    let mut buf = vec![0u8; btcore_core::ids::BLOCK_LEN as usize];
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let Some(b) = g.block(piece, i) else { break };
+        let buf = &mut buf[..b.len as usize];
+        storage.read_block(&b, buf)?;
+        out.push(FastSha1::digest(buf));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! A peer that serves corrupt data gets banned while the download completes from a good
-//! peer, with real processes and sockets on 127.0.0.1.
+//! A peer that serves corrupt data gets banned by address while the download completes
+//! from a good peer, with real processes and sockets on loopback.
 //!
-//! The bad peer is a thread of this test speaking real BitTorrent frames over TCP: it
-//! accepts the downloader's connection, answers its handshake, claims every piece
-//! (bitfield), unchokes, and answers every request with wrong bytes. The good peer is
-//! a `btcore seed` process whose upload is rate-limited, so the download lasts a few
-//! seconds and the bad peer gets its share of requests. The downloader is a
-//! `btcore download` process given both with `--peer`.
+//! The bad peer is a thread of this test speaking real BitTorrent frames over TCP, on
+//! 127.0.0.2 (a ban is by IP address, and the good peer is on 127.0.0.1): it accepts
+//! the downloader's connection, answers its handshake, claims every piece (bitfield),
+//! unchokes, and answers every request with wrong bytes. The good peer is a `btcore
+//! seed` process whose upload is rate-limited, so the download lasts a few seconds and
+//! the bad peer gets its share of requests. The downloader is a `btcore download`
+//! process given both with `--peer`. Once banned, the bad peer dials back from a new
+//! port with a new peer id: it must get nothing.
 //!
 //! Every wait has a deadline; every process is killed by its own handle (PID) when the
 //! case ends; the scratch directory is removed.
@@ -31,6 +33,10 @@ const CONFIG: Config = Config {
 };
 const PAYLOAD_SIZE: usize = 4 * 1024 * 1024;
 const BAD_PEER_ID: &[u8; 20] = b"-XX0001-corruptcorru";
+/// The peer id the bad peer comes back with.
+const NEW_PEER_ID: &[u8; 20] = b"-XX0001-comebackcome";
+/// The bad peer's address (the good one is on 127.0.0.1).
+const BAD_IP: &str = "127.0.0.2";
 
 /// What the bad peer saw.
 #[derive(Default, Debug)]
@@ -68,12 +74,12 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn handshake(info_hash: &[u8; 20]) -> Vec<u8> {
+fn handshake(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> Vec<u8> {
     let mut h = vec![19u8];
     h.extend_from_slice(b"BitTorrent protocol");
     h.extend_from_slice(&[0; 8]);
     h.extend_from_slice(info_hash);
-    h.extend_from_slice(BAD_PEER_ID);
+    h.extend_from_slice(peer_id);
     h
 }
 
@@ -125,7 +131,7 @@ fn serve(
     for i in 0..pieces {
         bits[(i / 8) as usize] |= 0x80 >> (i % 8);
     }
-    let mut hello = handshake(&info_hash);
+    let mut hello = handshake(&info_hash, BAD_PEER_ID);
     hello.extend(message(5, &bits));
     hello.extend(message(1, &[]));
     if s.write_all(&hello).is_err() {
@@ -167,7 +173,7 @@ fn serve(
 
 impl BadPeer {
     fn start(info_hash: [u8; 20], pieces: u32) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = TcpListener::bind((BAD_IP, 0)).expect("bind 127.0.0.2");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -196,18 +202,20 @@ impl BadPeer {
     }
 }
 
-/// Dials `port` as the banned peer (same peer id), claims every piece and unchokes;
-/// returns how many requests came before the connection closed (within `wait`) and
-/// whether it closed.
+/// Dials `port` as the banned peer, from its address but a new port and with a new
+/// peer id, claims every piece and unchokes; returns how many requests came before the
+/// connection closed (within `wait`) and whether it closed.
 fn dial_back(port: u16, info_hash: [u8; 20], pieces: u32, wait: Duration) -> (u32, bool) {
     let end = Instant::now() + wait;
     let stop = AtomicBool::new(false);
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+    let mut s = match connect_from(BAD_IP, port) {
+        Ok(s) => s,
         // Nobody listening any more counts as refused.
-        return (0, true);
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return (0, true),
+        Err(e) => panic!("dialing back from {BAD_IP}: {e}"),
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut hello = handshake(&info_hash);
+    let mut hello = handshake(&info_hash, NEW_PEER_ID);
     let mut bits = vec![0u8; pieces.div_ceil(8) as usize];
     for i in 0..pieces {
         bits[(i / 8) as usize] |= 0x80 >> (i % 8);
@@ -218,6 +226,11 @@ fn dial_back(port: u16, info_hash: [u8; 20], pieces: u32, wait: Duration) -> (u3
         return (0, true);
     }
     let mut requests = 0;
+    // The downloader's handshake comes first (a refused connection gets none).
+    let mut hs = [0u8; 68];
+    if !read_full(&mut s, &mut hs, &stop, end) {
+        return (0, Instant::now() < end);
+    }
     let mut buf = [0u8; 4];
     loop {
         if !read_full(&mut s, &mut buf, &stop, end) {
@@ -232,6 +245,17 @@ fn dial_back(port: u16, info_hash: [u8; 20], pieces: u32, wait: Duration) -> (u3
             requests += 1;
         }
     }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from `ip` (any port).
+fn connect_from(ip: &str, port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let from: std::net::SocketAddr = format!("{ip}:0").parse().expect("address");
+    s.bind(&from.into())?;
+    let to: std::net::SocketAddr = local(port).parse().expect("address");
+    s.connect(&to.into())?;
+    Ok(s.into())
 }
 
 #[test]
@@ -262,7 +286,8 @@ fn corrupt_peer_is_banned_and_the_download_completes_from_the_good_one() {
     dl.arg(&torrent).arg("-o").arg(&out);
     dl.args(["--timeout", "80", "--no-trackers", "--no-dht", "--json"]);
     dl.args(["--port", &dl_port.to_string(), "--bind", "127.0.0.1"]);
-    dl.args(["--peer", &local(bad.port), "--peer", &local(seed_port)]);
+    let bad_addr = format!("{BAD_IP}:{}", bad.port);
+    dl.args(["--peer", &bad_addr, "--peer", &local(seed_port)]);
     // One disk worker: every write, hash failure and re-download of the run goes
     // through the same thread (the other tests run with the default two).
     dl.args(["--disk-threads", "1"]);
@@ -272,10 +297,11 @@ fn corrupt_peer_is_banned_and_the_download_completes_from_the_good_one() {
     case.wait_until("the bad peer to be disconnected", |_| {
         lock(&bad.seen).closed.is_some()
     });
-    let banned_line = format!("banned {} for bad data", local(bad.port));
+    let banned_line = format!("banned {bad_addr} for bad data");
     case.wait_output(d, &banned_line);
     let still_running = case.procs[d].poll().is_none();
-    // Its peer id is banned too: dialing in again draws no request, only a close.
+    // The ban is by address: dialing in again from a new port with a new peer id draws
+    // no request, only a close.
     let (requests, closed) = if still_running {
         dial_back(dl_port, info_hash, pieces, Duration::from_secs(3))
     } else {

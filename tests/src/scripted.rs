@@ -220,6 +220,7 @@ impl Host {
                 torrent,
                 piece,
                 expected,
+                ..
             } => {
                 let ok = self.stores.get(&torrent).is_some_and(|s| {
                     let at = piece.0 as usize * s.piece_len as usize;

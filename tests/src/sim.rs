@@ -22,7 +22,7 @@
 
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::{Sha1, SmolSha1};
-use btcore_core::ids::{BlockRef, PeerId};
+use btcore_core::ids::{BlockRef, PeerId, BLOCK_LEN};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
@@ -49,6 +49,20 @@ pub enum Behaviour {
     Silent,
     /// Takes connection slots from one address: see [`Sim::add_hog`].
     Hog,
+    /// Serves blocks with flipped bytes like [`Behaviour::Corrupt`], and dodges bans:
+    /// every connection it makes comes from a new source port and carries a new peer
+    /// id (give its session a short `reconnect_backoff` so that it dials again soon
+    /// after each close).
+    Rejoining,
+    /// Lies about the metadata (BEP 9): its extension handshake announces a
+    /// `metadata_size` off by `size_delta` bytes from the truth, and every metadata
+    /// piece it sends is random bytes of the length that size implies, with that
+    /// `total_size` (a reject for a piece beyond it). With `size_delta` 0 it announces
+    /// the right size and still sends random pieces. Give it the content.
+    MetadataLiar {
+        /// Added to the true size.
+        size_delta: i32,
+    },
 }
 
 /// Link properties of a node (applied to both directions of its links).
@@ -101,16 +115,38 @@ pub struct Node {
     pub verified: Vec<u32>,
     /// Peers it banned.
     pub banned: Vec<SocketAddr>,
+    /// When it banned each of `banned`.
+    pub banned_at: Vec<Instant>,
     /// Pieces that failed their hash check (events).
     pub hash_failures: u32,
+    /// Hash checks that failed on a piece whose blocks were served by more than one
+    /// peer (attribution needs more than "who sent it").
+    pub mixed_failures: u32,
+    /// Who served each block of pieces not verified yet: (piece, offset) → address.
+    served_by: BTreeMap<(u32, u32), SocketAddr>,
     /// Ground-truth violations: a piece reported verified (or hashed `ok`) whose
     /// storage does not hold the content, a verify against a hash that is not the
     /// torrent's, a write that changed a verified piece. Must stay empty.
     pub violations: Vec<String>,
     /// Connections it closed: the peer's address and the reason it gave.
     pub closed: Vec<(SocketAddr, Option<PeerError>)>,
+    /// When it closed each of `closed`.
+    pub closed_at: Vec<Instant>,
     /// Payload bytes other nodes read from storage to send to it, by sender address.
     pub received_from: BTreeMap<SocketAddr, u64>,
+    /// Bytes delivered to it (all messages), by sender address.
+    pub bytes_from: BTreeMap<SocketAddr, u64>,
+    /// Peers whose handshake it completed (`PeerConnected` events), with when.
+    pub connected: Vec<(Instant, SocketAddr)>,
+    /// Whether its host gives the session the digest of each block of a piece that
+    /// fails (or that it asks for): on by default.
+    pub block_digests: bool,
+    /// Connections it dialed (a [`Behaviour::Rejoining`] node takes a new source port
+    /// for each).
+    dials: u32,
+    /// What a [`Behaviour::MetadataLiar`] node's session sent and is not a whole
+    /// message yet, per connection.
+    liar_buf: BTreeMap<ConnId, Vec<u8>>,
     /// Uplink busy until (microseconds of simulated time).
     busy_until_us: u64,
     /// Connections that stopped sending because the uplink queue was full.
@@ -223,6 +259,13 @@ pub struct Sim {
     scratch: Vec<u8>,
 }
 
+impl Node {
+    /// Connections it dialed.
+    pub fn dials(&self) -> u32 {
+        self.dials
+    }
+}
+
 impl Sim {
     /// A simulation of one torrent over `content` cut into `piece_len` pieces.
     pub fn new(content: Vec<u8>, piece_len: u32, seed: u64) -> Self {
@@ -311,10 +354,19 @@ impl Sim {
             uploaded: 0,
             verified: Vec::new(),
             banned: Vec::new(),
+            banned_at: Vec::new(),
             hash_failures: 0,
+            mixed_failures: 0,
+            served_by: BTreeMap::new(),
             violations: Vec::new(),
             closed: Vec::new(),
+            closed_at: Vec::new(),
             received_from: BTreeMap::new(),
+            bytes_from: BTreeMap::new(),
+            connected: Vec::new(),
+            block_digests: true,
+            dials: 0,
+            liar_buf: BTreeMap::new(),
             busy_until_us: self.now.as_millis() * 1000,
             blocked: BTreeSet::new(),
             wake_pending: false,
@@ -600,9 +652,14 @@ impl Sim {
         let now = self.now;
         match ev {
             Ev::Deliver { to, conn, data } => {
-                if !self.nodes[to].alive || !self.links.contains_key(&(to, conn)) {
+                let Some(&(from, _)) = self.links.get(&(to, conn)) else {
+                    return;
+                };
+                if !self.nodes[to].alive {
                     return;
                 }
+                let from = self.nodes[from].addr;
+                *self.nodes[to].bytes_from.entry(from).or_insert(0) += data.len() as u64;
                 let n = &mut self.nodes[to];
                 if n.write_latency.is_some() && (!n.held.is_empty() || n.session.disk_backlogged())
                 {
@@ -674,9 +731,11 @@ impl Sim {
     fn recv(&mut self, to: usize, conn: ConnId, data: &[u8]) {
         let now = self.now;
         match self.nodes[to].behaviour {
-            Behaviour::Honest | Behaviour::Corrupt | Behaviour::Silent => {
-                self.nodes[to].session.handle_recv(now, conn, data)
-            }
+            Behaviour::Honest
+            | Behaviour::Corrupt
+            | Behaviour::Silent
+            | Behaviour::Rejoining
+            | Behaviour::MetadataLiar { .. } => self.nodes[to].session.handle_recv(now, conn, data),
             Behaviour::Garbage => self.garbage_recv(to, conn, data),
             // It never reads.
             Behaviour::Hog => {}
@@ -777,6 +836,23 @@ impl Sim {
         let sent = self.nodes[from].sent.entry(conn).or_insert(0);
         let before = *sent;
         *sent += data.len() as u64;
+        if let Behaviour::MetadataLiar { size_delta } = self.nodes[from].behaviour {
+            data = self.lie(from, conn, before, &data, size_delta);
+            if data.is_empty() {
+                return;
+            }
+        }
+        if self.nodes[from].behaviour == Behaviour::Rejoining {
+            // A new peer id on every connection: bytes 48..68 of the handshake.
+            let mut id = *b"-XX0001-000000000000";
+            id[8..].copy_from_slice(format!("{:012}", conn.0).as_bytes());
+            for (k, b) in data.iter_mut().enumerate() {
+                let at = before as usize + k;
+                if (48..HANDSHAKE_LEN).contains(&at) {
+                    *b = id[at - 48];
+                }
+            }
+        }
         if self.nodes[from].behaviour == Behaviour::Garbage {
             // Everything after the handshake is noise.
             let keep = (HANDSHAKE_LEN as u64).saturating_sub(before) as usize;
@@ -802,6 +878,89 @@ impl Sim {
             Instant::from_millis(done.div_ceil(1000)) + link.latency,
             Ev::Deliver { to, conn: oc, data },
         );
+    }
+
+    /// A [`Behaviour::MetadataLiar`]'s bytes on `conn` (`before` of them sent
+    /// already): the handshake as is, then whole messages, its metadata rewritten.
+    fn lie(&mut self, from: usize, conn: ConnId, before: u64, data: &[u8], delta: i32) -> Vec<u8> {
+        let keep = ((HANDSHAKE_LEN as u64).saturating_sub(before) as usize).min(data.len());
+        let mut out = data[..keep].to_vec();
+        let mut buf = self.nodes[from].liar_buf.remove(&conn).unwrap_or_default();
+        buf.extend_from_slice(&data[keep..]);
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < 4 + len {
+                break;
+            }
+            let msg: Vec<u8> = buf.drain(..4 + len).collect();
+            out.extend(self.rewrite_metadata(msg, delta));
+        }
+        self.nodes[from].liar_buf.insert(conn, buf);
+        out
+    }
+
+    /// One whole message of a metadata liar: its extension handshake claims a size
+    /// off by `delta`, its metadata pieces are random bytes.
+    fn rewrite_metadata(&mut self, msg: Vec<u8>, delta: i32) -> Vec<u8> {
+        use btcore_core::ext::{MetadataMsg, METADATA_PIECE_LEN};
+        if msg.len() < 6 || msg[4] != 20 {
+            return msg;
+        }
+        let ext_id = msg[5];
+        let payload = &msg[6..];
+        let new_payload = if ext_id == 0 {
+            // The handshake: `13:metadata_sizei<N>e`.
+            let key = b"13:metadata_sizei";
+            let Some(at) = payload.windows(key.len()).position(|w| w == key) else {
+                return msg;
+            };
+            let start = at + key.len();
+            let Some(end) = payload[start..].iter().position(|&b| b == b'e') else {
+                return msg;
+            };
+            let n: i64 = std::str::from_utf8(&payload[start..start + end])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let mut p = payload[..start].to_vec();
+            p.extend_from_slice((n + i64::from(delta)).to_string().as_bytes());
+            p.extend_from_slice(&payload[start + end..]);
+            p
+        } else {
+            let Ok(MetadataMsg::Data {
+                piece, total_size, ..
+            }) = MetadataMsg::parse(payload)
+            else {
+                return msg;
+            };
+            let size = (i64::from(total_size) + i64::from(delta)).max(1) as u32;
+            let pieces = size.div_ceil(METADATA_PIECE_LEN);
+            let reply = if piece >= pieces {
+                MetadataMsg::Reject { piece }
+            } else {
+                let len = if piece + 1 < pieces {
+                    METADATA_PIECE_LEN
+                } else {
+                    size - piece * METADATA_PIECE_LEN
+                };
+                let junk: Vec<u8> = (0..len).map(|_| self.rng.next_u32() as u8).collect();
+                let mut p = vec![0u8; junk.len() + 128];
+                let n = MetadataMsg::Data {
+                    piece,
+                    total_size: size,
+                    data: &junk,
+                }
+                .write(&mut p)
+                .expect("fits");
+                p.truncate(n);
+                return frame_ext(ext_id, &p);
+            };
+            let mut p = vec![0u8; 128];
+            let n = reply.write(&mut p).expect("fits");
+            p.truncate(n);
+            p
+        };
+        frame_ext(ext_id, &new_payload)
     }
 
     /// Carries out every pending action of every node.
@@ -854,7 +1013,11 @@ impl Sim {
                 n.verified.push(p.0);
                 n.have.insert(p.0);
             }
-            Event::PeerBanned(_, a) => self.nodes[i].banned.push(a),
+            Event::PeerBanned(_, a) => {
+                self.nodes[i].banned.push(a);
+                self.nodes[i].banned_at.push(now);
+            }
+            Event::PeerConnected(_, a) => self.nodes[i].connected.push((now, a)),
             Event::HashFailed(..) => self.nodes[i].hash_failures += 1,
             _ => {}
         }
@@ -881,7 +1044,11 @@ impl Sim {
                 let latency = self.nodes[i].link.latency;
                 match target {
                     Some(j) if j != i => {
-                        let from_addr = self.nodes[i].addr;
+                        let mut from_addr = self.nodes[i].addr;
+                        self.nodes[i].dials += 1;
+                        if self.nodes[i].behaviour == Behaviour::Rejoining {
+                            from_addr.set_port(20_000 + (self.nodes[i].dials % 40_000) as u16);
+                        }
                         let their = self.nodes[j].session.handle_incoming(now, from_addr);
                         self.links.insert((i, conn), (j, their));
                         self.links.insert((j, their), (i, conn));
@@ -914,6 +1081,7 @@ impl Sim {
                     self.junk_closed((j, oc), false, None);
                     let peer = self.nodes[j].addr;
                     self.nodes[i].closed.push((peer, error));
+                    self.nodes[i].closed_at.push(now);
                     let at = now + self.nodes[i].link.latency;
                     self.schedule(at, Ev::Closed { to: j, conn: oc });
                 }
@@ -960,12 +1128,18 @@ impl Sim {
                 }
                 let off = block.piece.0 as usize * self.piece_len as usize + block.offset as usize;
                 let mut data = self.nodes[i].storage[off..off + block.len as usize].to_vec();
-                if self.nodes[i].behaviour == Behaviour::Corrupt {
+                if matches!(
+                    self.nodes[i].behaviour,
+                    Behaviour::Corrupt | Behaviour::Rejoining
+                ) {
                     data[0] ^= 0xff;
                 }
                 if let Some(&(j, _)) = self.links.get(&(i, conn)) {
                     let from = self.nodes[i].addr;
                     *self.nodes[j].received_from.entry(from).or_insert(0) += data.len() as u64;
+                    self.nodes[j]
+                        .served_by
+                        .insert((block.piece.0, block.offset), from);
                 }
                 let n = &mut self.nodes[i];
                 n.uploaded += data.len() as u64;
@@ -976,9 +1150,21 @@ impl Sim {
                 torrent,
                 piece,
                 expected,
+                block_digests,
             } => {
                 let range = self.piece_range(piece.0);
-                let ok = SmolSha1::digest(&self.nodes[i].storage[range]) == expected;
+                let data = &self.nodes[i].storage[range];
+                let ok = SmolSha1::digest(data) == expected;
+                // The host's part of finding who sent bad data: the digest of each
+                // block, for a failed piece or one the session asks about.
+                let digests: Vec<[u8; 20]> =
+                    if self.nodes[i].block_digests && (!ok || block_digests) {
+                        data.chunks(BLOCK_LEN as usize)
+                            .map(SmolSha1::digest)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                 if self.hashes.get(piece.0 as usize) != Some(&expected) {
                     self.nodes[i]
                         .violations
@@ -989,9 +1175,20 @@ impl Sim {
                         .violations
                         .push(format!("piece {} hashed ok with wrong data", piece.0));
                 }
-                self.nodes[i]
-                    .session
-                    .handle_verified(now, torrent, piece, ok);
+                let n = &mut self.nodes[i];
+                let served: BTreeSet<SocketAddr> = n
+                    .served_by
+                    .range((piece.0, 0)..=(piece.0, u32::MAX))
+                    .map(|(_, a)| *a)
+                    .collect();
+                if !ok && served.len() > 1 {
+                    n.mixed_failures += 1;
+                }
+                if ok {
+                    n.served_by.retain(|k, _| k.0 != piece.0);
+                }
+                n.session
+                    .handle_verified_blocks(now, torrent, piece, ok, &digests);
             }
             Action::Announce { torrent, .. } if self.tracker => {
                 // The tracker: every other live node's address.
@@ -1033,6 +1230,15 @@ impl Sim {
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.hashes
     }
+}
+
+/// An extended message (BEP 10): length, id 20, the extended id, the payload.
+fn frame_ext(ext_id: u8, payload: &[u8]) -> Vec<u8> {
+    let mut m = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
+    m.push(20);
+    m.push(ext_id);
+    m.extend_from_slice(payload);
+    m
 }
 
 /// A single-file `.torrent` for `content`.

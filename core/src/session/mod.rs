@@ -11,7 +11,7 @@
 //! | [`Action::Close`] | closing the socket (the session has forgotten the connection) |
 //! | [`Action::Write`] | [`Session::handle_write_done`] |
 //! | [`Action::Read`] | [`Session::handle_read_done`] |
-//! | [`Action::Verify`] | [`Session::handle_verified`] (the host hashes: SHA-1 is heavy) |
+//! | [`Action::Verify`] | [`Session::handle_verified_blocks`] (the host hashes: SHA-1 is heavy) |
 //! | [`Action::Announce`] | [`Session::handle_peers`] with what trackers (or DHT, PEX) found |
 //!
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
@@ -39,9 +39,15 @@
 //! picker pick → `request` to the peer → `Block` arrives → [`Action::Write`] (bytes in
 //! flight to disk are capped: when full, no new requests go out) → write done → when
 //! every block of the piece is written, [`Action::Verify`] → verified: `have` to every
-//! peer; failed: the blocks go back to the picker and the peers that sent them get a
-//! strike (a peer that alone sent a bad piece, or reaches the strike limit, is banned).
+//! peer; failed: the blocks go back to the picker, and the peer that sent the bad data
+//! is found block by block and banned by address (see `smart_ban`: a failed piece
+//! from one address bans it; otherwise the host's digest of each block is kept, its
+//! senders go on parole, and when the piece passes the addresses whose blocks differ
+//! are banned). A banned address is refused when it connects and never dialed.
 
+mod bans;
+mod metadata;
+mod smart_ban;
 mod torrent;
 
 pub use torrent::{TorrentState, TorrentStatus};
@@ -57,6 +63,7 @@ use crate::time::{Duration, Instant};
 use crate::wire::Reserved;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
+use bans::BanList;
 use core::net::{IpAddr, SocketAddr};
 use torrent::Torrent;
 
@@ -136,8 +143,13 @@ pub struct SessionConfig {
     /// Most disk reads for uploads in flight per peer (also bounded by the room in the
     /// peer's send buffer).
     pub max_reads_per_peer: usize,
-    /// A peer that sent blocks of this many failed pieces is banned.
-    pub ban_strikes: u32,
+    /// Most addresses banned for bad data, over all torrents; past it the oldest ban
+    /// is lifted.
+    pub max_banned_ips: usize,
+    /// Per torrent, most blocks of failed pieces whose sender and digest are kept
+    /// until the piece passes, to find the peer that sent bad data (about 64 bytes
+    /// each); also the most addresses on parole and departed senders remembered.
+    pub max_failed_block_records: usize,
     /// Ask trackers for more peers when fewer than this are connected.
     pub peer_low_watermark: usize,
     /// Wait this long before dialing an address again after a failure.
@@ -170,7 +182,9 @@ impl SessionConfig {
             // adjacent blocks at once; 8 at a time cost a btcore seeder 30-50% of its
             // rate in round trips to the disk workers.
             max_reads_per_peer: 32,
-            ban_strikes: 2,
+            max_banned_ips: 4096,
+            // 256 KiB at most; 16 failed 4 MiB pieces, 256 failed 256 KiB ones.
+            max_failed_block_records: 4096,
             peer_low_watermark: 10,
             reconnect_backoff: Duration::from_secs(30),
             max_known_peers: 500,
@@ -189,6 +203,8 @@ impl SessionConfig {
             max_disk_bytes_in_flight: 512 << 10,
             max_reads_per_peer: 2,
             max_known_peers: 100,
+            max_banned_ips: 256,
+            max_failed_block_records: 512,
             ..Self::new(peer_id)
         }
     }
@@ -280,7 +296,10 @@ pub enum Action {
         /// The block.
         block: BlockRef,
     },
-    /// Hash a piece on disk and compare it with `expected`.
+    /// Hash a piece on disk and compare it with `expected`; answer with
+    /// [`Session::handle_verified_blocks`]. When the piece does not match, also give
+    /// the SHA-1 of each of its blocks as read (they tell which peer sent the bad
+    /// data); when it matches, only if `block_digests` asks.
     Verify {
         /// The torrent.
         torrent: TorrentId,
@@ -288,6 +307,9 @@ pub enum Action {
         piece: PieceIndex,
         /// Its SHA-1 from the torrent.
         expected: [u8; 20],
+        /// The piece failed before: give its block digests even if it matches, to be
+        /// compared with those of the bad data.
+        block_digests: bool,
     },
     /// Announce to the torrent's trackers.
     Announce {
@@ -316,7 +338,9 @@ pub enum Event {
     TorrentFinished(TorrentId),
     /// A peer connection completed its handshake.
     PeerConnected(TorrentId, SocketAddr),
-    /// A peer was banned for bad data.
+    /// A peer was banned for bad data: its IP address is refused from now on, on
+    /// every torrent, whatever its port or peer id. The port is that of the
+    /// connection it sent from (0 when none was open any more).
     PeerBanned(TorrentId, SocketAddr),
     /// A disk error stopped the torrent.
     DiskFailed(TorrentId, DiskError),
@@ -338,6 +362,9 @@ pub(crate) struct Conn {
     pub(crate) counted: bool,
     /// The peer's id for `ut_metadata` (BEP 9), from its extension handshake.
     pub(crate) their_ut_metadata: Option<u8>,
+    /// The metadata size the peer claims (BEP 9 `metadata_size`, or the `total_size`
+    /// of its first data message), within the configured bound.
+    pub(crate) metadata_size: Option<u32>,
     /// The peer's id for `ut_pex` (BEP 11).
     pub(crate) their_ut_pex: Option<u8>,
     /// The peer's listen port (`p` in its extension handshake).
@@ -364,6 +391,7 @@ impl Conn {
             send_flagged: false,
             counted: false,
             their_ut_metadata: None,
+            metadata_size: None,
             their_ut_pex: None,
             listen_port: None,
             pex_sent: Vec::new(),
@@ -398,6 +426,8 @@ pub struct Session {
     events: VecDeque<Event>,
     disk_in_flight: usize,
     next_tick: Instant,
+    /// Addresses banned for bad data.
+    bans: BanList,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
@@ -407,7 +437,6 @@ impl Session {
     /// A session; `seed` feeds the random generator (tie-breaks, optimistic unchoke).
     pub fn new(config: SessionConfig, seed: u64) -> Self {
         Self {
-            config,
             rng: Rng::new(seed),
             next_conn: 1,
             next_torrent: 1,
@@ -417,6 +446,8 @@ impl Session {
             events: VecDeque::new(),
             disk_in_flight: 0,
             next_tick: Instant::ZERO,
+            bans: BanList::new(config.max_banned_ips),
+            config,
         }
     }
 
@@ -508,7 +539,7 @@ impl Session {
         let id = TorrentId(self.next_torrent);
         self.next_torrent += 1;
         let mut t = Torrent::new_magnet(id, ih, &self.config);
-        for p in m.peers() {
+        for p in m.peers().filter(|p| !self.bans.contains(p.ip())) {
             t.add_known_peer(p, self.config.max_known_peers);
         }
         t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
@@ -647,10 +678,6 @@ impl Session {
         }
     }
 
-    pub(crate) fn close_pub(&mut self, conn: ConnId) {
-        self.close(conn, None);
-    }
-
     /// Stops a torrent: closes its connections and announces `stopped`.
     pub fn remove_torrent(&mut self, now: Instant, id: TorrentId) {
         let conns: Vec<ConnId> = self
@@ -714,7 +741,7 @@ impl Session {
     /// Peer addresses for a torrent, from a tracker, the DHT, PEX or the user.
     pub fn handle_peers(&mut self, now: Instant, id: TorrentId, peers: &[SocketAddr]) {
         if let Some(t) = self.torrents.get_mut(&id) {
-            for &a in peers {
+            for &a in peers.iter().filter(|a| !self.bans.contains(a.ip())) {
                 t.add_known_peer(a, self.config.max_known_peers);
             }
         }
@@ -731,12 +758,19 @@ impl Session {
     /// [`SessionConfig::max_connections`] the least useful connection still in its
     /// handshake is closed (from the address holding the most connections, the
     /// oldest first). Only when every connection is established is the newcomer
-    /// refused: an [`Action::Close`] for it follows at once. Until its handshake
+    /// refused, and so is a banned address: an [`Action::Close`] for it follows at once. Until its handshake
     /// arrives the connection holds its slot at most
     /// [`PeerConfig::incoming_handshake_timeout`](crate::peer::PeerConfig).
     pub fn handle_incoming(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        if self.bans.contains(addr.ip()) {
+            self.actions.push_back(Action::Close {
+                conn: id,
+                error: None,
+            });
+            return id;
+        }
         let group = addr_group(addr.ip());
         if !is_loopback(addr.ip()) {
             let pending: Vec<(Instant, ConnId)> = self
@@ -1023,13 +1057,52 @@ impl Session {
         self.flush_sends();
     }
 
-    /// A piece asked with [`Action::Verify`] was hashed.
+    /// A piece asked with [`Action::Verify`] was hashed: `ok` says whether it
+    /// matched. The same as [`Session::handle_verified_blocks`] without block
+    /// digests: the senders of a failed piece are then only put on parole (a piece
+    /// from one address still bans it).
     pub fn handle_verified(&mut self, now: Instant, id: TorrentId, piece: PieceIndex, ok: bool) {
+        self.handle_verified_blocks(now, id, piece, ok, &[]);
+    }
+
+    /// A piece asked with [`Action::Verify`] was hashed: `ok` says whether it
+    /// matched, and `block_digests` holds the SHA-1 of each of its blocks as the host
+    /// read them ([`crate::ids::BLOCK_LEN`] bytes each, the last one shorter), or is
+    /// empty. Give them when the piece failed, and when it passed if the action's
+    /// `block_digests` asked: they tell which peer sent the bad data. Digests of the
+    /// wrong count are ignored.
+    pub fn handle_verified_blocks(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        piece: PieceIndex,
+        ok: bool,
+        block_digests: &[[u8; 20]],
+    ) {
+        let Some(t) = self.torrents.get(&id) else {
+            return;
+        };
+        // Who sent each block, asked before the picker forgets the piece; a piece
+        // that passes with nothing recorded and nobody on parole needs no look.
+        let senders = if !ok || !t.smart.is_idle() {
+            let conns = &self.conns;
+            t.block_senders(piece, |k| {
+                conns
+                    .get(&ConnId(k))
+                    .filter(|c| c.torrent == Some(id))
+                    .map(|c| c.addr.ip())
+            })
+        } else {
+            Vec::new()
+        };
+        let digests = Some(block_digests).filter(|d| !d.is_empty() && d.len() == senders.len());
+        let mut ban = Vec::new();
         let Some(t) = self.torrents.get_mut(&id) else {
             return;
         };
         if ok {
             if t.piece_verified(piece) {
+                t.smart.piece_passed(piece.0, &senders, digests, &mut ban);
                 self.push_event(Event::PieceVerified(id, piece));
                 let conns: Vec<ConnId> = self
                     .conns
@@ -1063,24 +1136,48 @@ impl Session {
                     }
                 }
             }
-        } else {
-            let strikes = t.piece_failed(piece, self.config.ban_strikes);
+        } else if t.piece_failed(piece) {
+            t.smart.piece_failed(piece.0, &senders, digests, &mut ban);
             self.push_event(Event::HashFailed(id, piece));
-            for key in strikes {
-                let conn = ConnId(key);
-                if let Some(c) = self.conns.get(&conn) {
-                    let addr = c.addr;
-                    let peer_id = c.peer.peer_id();
-                    if let Some(t) = self.torrents.get_mut(&id) {
-                        t.ban(addr, peer_id);
-                    }
-                    self.push_event(Event::PeerBanned(id, addr));
-                    self.close(conn, None);
-                }
-            }
+        }
+        for ip in ban {
+            self.ban_ip(id, ip);
         }
         self.fill_all_requests(now);
         self.flush_sends();
+    }
+
+    /// Bans `ip` for bad data sent to torrent `id`: every connection from it closes
+    /// (the blocks it sent of pieces not verified yet are dropped), no torrent dials
+    /// it, and it is refused when it connects.
+    fn ban_ip(&mut self, id: TorrentId, ip: IpAddr) {
+        let ip = bans::canonical(ip);
+        if !self.bans.insert(ip) && self.config.max_banned_ips > 0 {
+            return;
+        }
+        for (tid, t) in self.torrents.iter_mut() {
+            t.forget_ip(ip, *tid == id);
+        }
+        let conns: Vec<(ConnId, SocketAddr, Option<TorrentId>)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| bans::canonical(c.addr.ip()) == ip)
+            .map(|(k, c)| (*k, c.addr, c.torrent))
+            .collect();
+        let mut reported = false;
+        for (k, addr, tid) in conns {
+            if let Some(t) = tid.and_then(|t| self.torrents.get_mut(&t)) {
+                t.drop_blocks_of(k.0);
+            }
+            if tid == Some(id) && !reported {
+                self.push_event(Event::PeerBanned(id, addr));
+                reported = true;
+            }
+            self.close(k, None);
+        }
+        if !reported {
+            self.push_event(Event::PeerBanned(id, SocketAddr::new(ip, 0)));
+        }
     }
 
     /// Whether the disk is behind: the bytes handed out with [`Action::Write`] and not
@@ -1127,6 +1224,15 @@ impl Session {
             if let Err(e) = r {
                 self.close(k, Some(e));
             }
+        }
+        let magnets: Vec<TorrentId> = self
+            .torrents
+            .iter()
+            .filter(|(_, t)| t.meta.is_none() && !t.paused)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in magnets {
+            metadata::tick(self, now, id);
         }
         let fetching: Vec<ConnId> = self
             .conns
@@ -1226,6 +1332,12 @@ impl Session {
                 peer_interested: c.peer.peer_interested(),
             })
             .collect()
+    }
+
+    /// Whether `ip` is banned for bad data (a host may refuse it before accepting;
+    /// [`Session::handle_incoming`] refuses it anyway).
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.bans.contains(ip)
     }
 
     /// The verified pieces of a torrent (the host saves them as resume data).
@@ -1418,11 +1530,13 @@ impl Session {
                     .filter(|(_, n)| *n >= self.config.max_peers_per_ip.max(1))
                     .map(|(g, _)| g)
                     .collect();
-                let Some(addr) =
-                    t.next_peer_to_dial(now, &busy, self.config.reconnect_backoff, &|a| {
-                        full.contains(&addr_group(a.ip()))
-                    })
-                else {
+                let Some(addr) = t.next_peer_to_dial(
+                    now,
+                    &busy,
+                    self.config.reconnect_backoff,
+                    &self.bans,
+                    &|a| full.contains(&addr_group(a.ip())),
+                ) else {
                     break;
                 };
                 let conn = ConnId(self.next_conn);
@@ -1495,6 +1609,12 @@ impl Session {
             .iter()
             .find(|(_, t)| t.info_hash == *ih)
             .map(|(k, _)| *k)
+    }
+    /// Whether the address of `conn` is banned.
+    pub(crate) fn conn_banned(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| self.bans.contains(c.addr.ip()))
     }
     pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(&id)

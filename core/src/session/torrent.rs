@@ -1,6 +1,10 @@
 //! One torrent's state inside the session: what we have, the picker, the choker,
-//! known peer addresses, bans, and the handling of each peer event.
+//! known peer addresses, who sent bad data ([`super::smart_ban`]), and the handling of
+//! each peer event.
 
+use super::bans::{canonical, BanList};
+use super::metadata::{self, FetchState};
+use super::smart_ban::SmartBan;
 use super::{Action, AnnounceEvent, Conn, ConnId, Event, Session, SessionConfig, TorrentId};
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
@@ -8,15 +12,15 @@ use crate::ext::{
     metadata_piece, write_ext_handshake, Done, ExtConfig, ExtHandshake, MetadataAssembler,
     MetadataMsg, OurExtensions, EXT_HANDSHAKE_ID, METADATA_PIECE_LEN,
 };
-use crate::ids::{BlockRef, Geometry, InfoHash, PeerId, PieceIndex};
+use crate::ids::{BlockRef, Geometry, InfoHash, PieceIndex};
 use crate::metainfo::Metainfo;
 use crate::peer::{PeerError, PeerEvent};
 use crate::picker::{PeerKey, PickHint, Picker};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 /// Where a torrent stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +71,7 @@ pub struct TorrentStatus {
     pub uploaded: u64,
     /// Pieces that failed their hash check.
     pub hash_failures: u32,
-    /// Peers banned.
+    /// Peer addresses this torrent banned for bad data.
     pub banned: u32,
     /// BEP 27: a private torrent uses only its trackers (no DHT, PEX or LSD).
     pub private: bool,
@@ -138,17 +142,19 @@ pub(crate) struct Torrent {
     /// Everything that needs the info dictionary; `None` while a magnet link's
     /// metadata is being fetched.
     pub(crate) meta: Option<Meta>,
-    /// The metadata download of a magnet link.
+    /// The metadata download of a magnet link: the size being assembled.
     pub(crate) fetch: Option<MetadataAssembler>,
+    /// What the metadata download learned across attempts.
+    pub(crate) meta_fetch: FetchState,
     pub(crate) private: bool,
     /// Paused by the application.
     pub(crate) paused: bool,
     choker: Choker,
     known: BTreeMap<SocketAddr, KnownPeer>,
-    banned_addrs: BTreeSet<SocketAddr>,
-    banned_ids: BTreeSet<PeerId>,
-    strikes: BTreeMap<u32, u32>,
-    /// The address behind each picker key (connection), for strikes after it leaves.
+    /// Who sent the data of failed pieces.
+    pub(crate) smart: SmartBan,
+    /// Addresses this torrent banned.
+    bans: u32,
     pub(crate) uploaded: u64,
     pub(crate) downloaded: u64,
     hash_failures: u32,
@@ -184,13 +190,13 @@ impl Torrent {
             state: TorrentState::FetchingMetadata,
             meta: None,
             fetch: None,
+            meta_fetch: FetchState::default(),
             private: false,
             paused: false,
             choker: Choker::new(config.choker),
             known: BTreeMap::new(),
-            banned_addrs: BTreeSet::new(),
-            banned_ids: BTreeSet::new(),
-            strikes: BTreeMap::new(),
+            smart: SmartBan::new(config.max_failed_block_records),
+            bans: 0,
             uploaded: 0,
             downloaded: 0,
             hash_failures: 0,
@@ -277,7 +283,7 @@ impl Torrent {
             downloaded: self.downloaded,
             uploaded: self.uploaded,
             hash_failures: self.hash_failures,
-            banned: self.banned_addrs.len() as u32,
+            banned: self.bans,
             private: self.private,
             paused: self.paused,
         }
@@ -327,8 +333,9 @@ impl Torrent {
         }
     }
 
+    /// Adds an address to dial (the session filters banned ones out first).
     pub(crate) fn add_known_peer(&mut self, addr: SocketAddr, cap: usize) {
-        if self.banned_addrs.contains(&addr) || addr.port() == 0 {
+        if addr.port() == 0 {
             return;
         }
         if self.known.len() < cap || self.known.contains_key(&addr) {
@@ -350,13 +357,14 @@ impl Torrent {
     }
 
     /// The next address worth dialing: never tried first, then the longest waiting;
-    /// none in `busy` or for which `full` holds (its address has its share of
-    /// connections).
+    /// none in `busy`, never a banned one, and none for which `full` holds (its
+    /// address has its share of connections).
     pub(crate) fn next_peer_to_dial(
         &mut self,
         now: Instant,
         busy: &[SocketAddr],
         backoff: Duration,
+        bans: &BanList,
         full: &dyn Fn(&SocketAddr) -> bool,
     ) -> Option<SocketAddr> {
         if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.paused {
@@ -367,7 +375,7 @@ impl Torrent {
         let pick = self
             .known
             .iter()
-            .filter(|(a, _)| !busy.contains(a) && !self.banned_addrs.contains(a) && !full(a))
+            .filter(|(a, _)| !busy.contains(a) && !bans.contains(a.ip()) && !full(a))
             .filter(|(_, k)| {
                 k.last_attempt.is_none_or(|t| {
                     now.since(t).as_millis() >= backoff.as_millis() * u64::from(k.failures.max(1))
@@ -381,16 +389,50 @@ impl Torrent {
         Some(pick)
     }
 
-    pub(crate) fn is_banned(&self, addr: &SocketAddr, id: Option<PeerId>) -> bool {
-        self.banned_addrs.contains(addr) || id.is_some_and(|i| self.banned_ids.contains(&i))
+    /// `ip` is banned (by this torrent when `ours`): it is dialed no more, and the
+    /// blocks of pieces not verified yet that its departed connections sent are
+    /// dropped (its live connections' blocks are dropped as they close).
+    pub(crate) fn forget_ip(&mut self, ip: IpAddr, ours: bool) {
+        let ip = canonical(ip);
+        if ours {
+            self.bans += 1;
+        }
+        self.known.retain(|a, _| canonical(a.ip()) != ip);
+        if let Some(m) = self.meta.as_mut() {
+            for k in self.smart.departed_keys(ip) {
+                m.picker.drop_blocks_from(PeerKey(k));
+            }
+        }
+        self.smart.forget_ip(ip);
     }
 
-    pub(crate) fn ban(&mut self, addr: SocketAddr, id: Option<PeerId>) {
-        self.banned_addrs.insert(addr);
-        self.known.remove(&addr);
-        if let Some(i) = id {
-            self.banned_ids.insert(i);
+    /// A banned connection closes: the blocks it sent of pieces not verified yet are
+    /// dropped (they are suspect) and fetched again.
+    pub(crate) fn drop_blocks_of(&mut self, key: u32) {
+        if let Some(m) = self.meta.as_mut() {
+            m.picker.drop_blocks_from(PeerKey(key));
         }
+    }
+
+    /// The sender's address of each block of `piece` (`None`: not received, or sent
+    /// by a connection gone and forgotten); `live` gives the address of a
+    /// connection still open.
+    pub(crate) fn block_senders(
+        &self,
+        piece: PieceIndex,
+        live: impl Fn(u32) -> Option<IpAddr>,
+    ) -> Vec<Option<IpAddr>> {
+        let Some(m) = self.meta.as_ref() else {
+            return Vec::new();
+        };
+        let n = m.geometry.blocks_in_piece(piece) as usize;
+        let mut keys = alloc::vec![None; n];
+        if m.picker.block_senders(piece, &mut keys).is_err() {
+            return Vec::new();
+        }
+        keys.iter()
+            .map(|k| k.and_then(|k| live(k.0).or_else(|| self.smart.departed(k.0))))
+            .collect()
     }
 
     /// Whether `theirs` holds a piece we lack.
@@ -414,6 +456,17 @@ impl Torrent {
             if c.counted {
                 let _ = m.picker.peer_lost_bitfield(c.peer.bitfield().as_bytes());
             }
+            // Who sent blocks still unverified is remembered, should their piece fail.
+            if m.picker.holds_blocks_from(PeerKey(key)) {
+                let picker = &m.picker;
+                self.smart.peer_left(key, c.addr.ip(), || {
+                    let mut keys = alloc::collections::BTreeSet::new();
+                    picker.for_each_sender(|k| {
+                        keys.insert(k.0);
+                    });
+                    keys
+                });
+            }
         }
         if let Some(f) = self.fetch.as_mut() {
             f.forget_peer(key);
@@ -432,6 +485,7 @@ impl Torrent {
                     torrent: self.id,
                     piece: block.piece,
                     expected,
+                    block_digests: self.smart.wants_digests(block.piece.0),
                 });
             }
         }
@@ -450,26 +504,17 @@ impl Torrent {
         true
     }
 
-    /// Returns the connection keys to ban: the sole sender of a bad piece, or anyone
-    /// who reached the strike limit.
-    pub(crate) fn piece_failed(&mut self, piece: PieceIndex, limit: u32) -> Vec<u32> {
-        self.hash_failures += 1;
+    /// The piece failed its check: its blocks are fetched again. Returns false when
+    /// it was not a piece in progress (nothing changed).
+    pub(crate) fn piece_failed(&mut self, piece: PieceIndex) -> bool {
         let Some(m) = self.meta.as_mut() else {
-            return Vec::new();
+            return false;
         };
-        let Ok(peers) = m.picker.piece_failed(piece) else {
-            return Vec::new();
-        };
-        let sole = peers.len() == 1 && !peers.truncated();
-        let mut ban = Vec::new();
-        for p in peers.as_slice() {
-            let s = self.strikes.entry(p.0).or_insert(0);
-            *s += 1;
-            if sole || *s >= limit {
-                ban.push(p.0);
-            }
+        if m.picker.piece_failed(piece).is_err() {
+            return false;
         }
-        ban
+        self.hash_failures += 1;
+        true
     }
 }
 
@@ -503,9 +548,9 @@ pub(super) fn on_peer_event(
             let listen_port = s.config().listen_port;
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
-            let (c, t, _) = s.split(conn).ok_or(None)?;
-            if t.is_banned(&c.addr, Some(peer_id)) || t.paused || t.state == TorrentState::Checking
-            {
+            let banned = s.conn_banned(conn);
+            let (_, t, _) = s.split(conn).ok_or(None)?;
+            if banned || t.paused || t.state == TorrentState::Checking {
                 return Err(None);
             }
             // Duplicates, and the caps per address and per torrent.
@@ -630,10 +675,11 @@ fn on_extended(
         c.their_ut_pex = hs.ut_pex_id().filter(|_| !t.private);
         c.listen_port = hs.listen_port;
         c.peer.set_peer_reqq(hs.reqq);
-        if let (None, None, Some(size)) = (&t.meta, &t.fetch, hs.metadata_size) {
-            if c.their_ut_metadata.is_some() {
-                t.fetch = MetadataAssembler::new(t.info_hash, size, &ext_config).ok();
-            }
+        // Only a claim: which size to fetch is decided over every peer's.
+        c.metadata_size = hs.metadata_size;
+        if t.meta.is_none() {
+            let tid = t.id;
+            metadata::claims_changed(s, now, tid);
         }
         request_metadata(s, now, conn);
         return Ok(());
@@ -644,8 +690,9 @@ fn on_extended(
         if !t.private {
             if let Ok(m) = crate::pex::PexMessage::parse(payload) {
                 let cap = s.config().max_known_peers;
+                let added: Vec<SocketAddr> = m.added().filter(|a| !s.is_banned(a.ip())).collect();
                 if let Some((_, t, _)) = s.split(conn) {
-                    for a in m.added() {
+                    for a in added {
                         t.add_known_peer(a, cap);
                     }
                 }
@@ -707,28 +754,33 @@ fn on_extended(
             total_size,
             data,
         } => {
+            if c.metadata_size.is_none() && total_size <= ext_config.max_metadata_size {
+                c.metadata_size = Some(total_size);
+            }
+            let tid = t.id;
             let Some(f) = t.fetch.as_mut() else {
                 return Ok(());
             };
+            // Data of another size than the one assembled: not ours to judge.
             if total_size != f.total_size() {
-                return Err(None);
+                return Ok(());
             }
+            let had = f.pieces_have();
             match f.add_piece(piece, data, conn.0) {
                 Ok(Some(Done::Complete(info))) => {
                     let config = s.config().clone();
-                    let tid = s.split(conn).map(|(_, t, _)| t.id);
-                    if let Some(tid) = tid {
-                        s.metadata_complete(now, tid, &info, &config);
-                    }
+                    s.metadata_complete(now, tid, &info, &config);
                     return Ok(());
                 }
                 Ok(Some(Done::HashMismatch { contributors })) => {
-                    for k in contributors {
-                        s.close_pub(ConnId(k));
-                    }
+                    metadata::hash_mismatch(s, now, tid, total_size, &contributors);
                     return Ok(());
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if f.pieces_have() > had {
+                        t.meta_fetch.progress(now);
+                    }
+                }
                 Err(e) if e.is_peer_fault() => return Err(None),
                 Err(_) => {}
             }
@@ -774,7 +826,8 @@ pub(super) fn serve_metadata(s: &mut Session, conn: ConnId) {
     }
 }
 
-/// Keeps up to two metadata requests in flight to a peer that has `ut_metadata`.
+/// Keeps up to two metadata requests in flight to a peer that has `ut_metadata` and
+/// claims the size being assembled.
 pub(super) fn request_metadata(s: &mut Session, now: Instant, conn: ConnId) {
     let Some((c, t, _)) = s.split(conn) else {
         return;
@@ -782,6 +835,9 @@ pub(super) fn request_metadata(s: &mut Session, now: Instant, conn: ConnId) {
     let (Some(f), Some(their_id)) = (t.fetch.as_mut(), c.their_ut_metadata) else {
         return;
     };
+    if c.metadata_size != Some(f.total_size()) {
+        return;
+    }
     let mut buf = [0u8; 64];
     for _ in 0..2 {
         let Some(piece) = f.next_request(conn.0, now.as_millis()) else {
@@ -830,7 +886,9 @@ pub(super) fn fill_requests(
     if slots == 0 {
         return;
     }
-    let hint = if c.peer.is_snubbing(now) {
+    let hint = if t.smart.on_parole(c.addr.ip()) {
+        PickHint::Parole
+    } else if c.peer.is_snubbing(now) {
         PickHint::Slow
     } else {
         PickHint::Normal
