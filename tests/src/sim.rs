@@ -122,6 +122,9 @@ pub struct Node {
     /// Hash checks that failed on a piece whose blocks were served by more than one
     /// peer (attribution needs more than "who sent it").
     pub mixed_failures: u32,
+    /// When each piece with a single sender failed its hash check (the sender alone
+    /// is to blame, no digest needed).
+    pub single_failures_at: Vec<Instant>,
     /// Who served each block of pieces not verified yet: (piece, offset) → address.
     served_by: BTreeMap<(u32, u32), SocketAddr>,
     /// Ground-truth violations: a piece reported verified (or hashed `ok`) whose
@@ -357,6 +360,7 @@ impl Sim {
             banned_at: Vec::new(),
             hash_failures: 0,
             mixed_failures: 0,
+            single_failures_at: Vec::new(),
             served_by: BTreeMap::new(),
             violations: Vec::new(),
             closed: Vec::new(),
@@ -1183,6 +1187,8 @@ impl Sim {
                     .collect();
                 if !ok && served.len() > 1 {
                     n.mixed_failures += 1;
+                } else if !ok {
+                    n.single_failures_at.push(now);
                 }
                 if ok {
                     n.served_by.retain(|k, _| k.0 != piece.0);

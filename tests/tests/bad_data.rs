@@ -164,12 +164,26 @@ fn attacker_is_banned_by_address_and_the_honest_seed_never() {
 #[test]
 fn block_digests_find_the_attacker_in_shared_pieces() {
     let clean = run(None, true);
-    let attacked = run(Some(100_000), true);
+    let attacked = run(Some(50_000), true);
     check(&clean, &attacked);
     let v = &attacked.sim.nodes[attacked.victim];
-    assert_eq!(
-        v.hash_failures, v.mixed_failures,
-        "a failed piece had one sender: the ban may not come from the digests"
+    let bad_ip = attacked
+        .attacker
+        .map(|a| ip(attacked.sim.nodes[a].addr))
+        .expect("an attacker");
+    let k = v
+        .banned
+        .iter()
+        .position(|a| ip(*a) == bad_ip)
+        .expect("banned");
+    // The ban came from the digests: no piece of the attacker's alone had failed yet
+    // (such a failure bans its sole sender at once).
+    assert!(
+        v.single_failures_at.iter().all(|t| *t > v.banned_at[k]),
+        "a piece with one sender failed before the ban (at {:?}, ban at {:.2} s): the ban \
+         may not come from the digests",
+        v.single_failures_at,
+        secs(v.banned_at[k])
     );
 }
 
