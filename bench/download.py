@@ -11,7 +11,8 @@ seeder and eight leechers.
 Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's python3):
     /usr/bin/python3 bench/download.py [--size-mib 1024] [--only btcore,libtorrent,...]
         [--cases lt-seed,bt-seed,swarm] [--swarm 8] [--rounds 3] [--btcore PATH]
-        [--btcore-b PATH]   (A/B of two builds: --only btcore,btcore-b --cases lt-seed)
+        [--btcore-b PATH]   (A/B of two builds: --only btcore,btcore-b --cases lt-seed;
+                            in the bt-seed case build B also seeds for its own leecher)
         [--attack]          (hostile peers beside the honest ones, bench/attack.py)
 
 With --attack, each leecher of the lt-seed case is also given a poisoning peer on
@@ -197,6 +198,8 @@ def measure(procs_markers, size, deadline_s, seeder, dial=None):
                 results[i] = (0, p.cpu, p.peak_anon, p.peak_rss, False, 0)
         if dial:
             dial()
+        if seeder is not None:
+            seeder.sample()
         time.sleep(0.02)
     for i, (p, _, _) in enumerate(procs_markers):
         if results[i] is None:
@@ -323,7 +326,11 @@ def main():
             time.sleep(1.5)
             slog = os.path.join(work, "seeder-%s.log" % kind)
             seeder_port = free_port()
-            seeder = Proc(seeder_cmd(seeder_port, pm[2]), log=slog)
+            cmd = seeder_cmd(seeder_port, pm[2])
+            if kind == "btcore-b" and seeder_cmd is bt_seed:
+                # A/B: build B seeds for its own leecher, so the seeder is compared too.
+                cmd[0] = args.btcore_b
+            seeder = Proc(cmd, log=slog)
             # The clock starts when the seeder has checked its data and dials.
             t_wait = time.time()
             while time.time() - t_wait < 120:
@@ -347,7 +354,8 @@ def main():
                 hostile.stop()
                 with open(os.path.join(work, "attack-%s.log" % kind), "rb") as f:
                     lines = f.read().decode("utf-8", "replace").strip().splitlines()
-                print("    %s: %s" % (kind, lines[-1] if lines else "attacker silent"), flush=True)
+                print("    %s: %s; seeder peak anon RSS %.1f MiB" % (
+                    kind, lines[-1] if lines else "attacker silent", seeder.peak_anon / 2**20), flush=True)
             got = os.path.join(out, "payload.bin")
             ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
             shutil.rmtree(out, ignore_errors=True)
