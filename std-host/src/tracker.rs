@@ -144,6 +144,9 @@ pub struct TrackerConfig {
     pub rng_seed: u64,
     /// The SSRF guard of HTTP announces and scrapes (see the module docs).
     pub ssrf: SsrfGuard,
+    /// The proxy HTTP(S) trackers are reached through. Default: the environment's
+    /// (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, with `NO_PROXY`), as `ureq` reads it.
+    pub proxy: Option<ureq::Proxy>,
 }
 
 /// The SSRF guard (libtorrent's `ssrf_mitigation`; see the [module docs](self)).
@@ -222,6 +225,7 @@ impl Default for TrackerConfig {
             max_parallel: 4,
             rng_seed: mix.next_u64(),
             ssrf: SsrfGuard::default(),
+            proxy: ureq::Proxy::try_from_env(),
         }
     }
 }
@@ -421,6 +425,7 @@ fn agent(config: &TrackerConfig) -> Http {
         .max_idle_connections_per_host(0)
         .user_agent(config.user_agent.as_str())
         .http_status_as_error(false)
+        .proxy(config.proxy.clone())
         .build();
     Http {
         agent: ureq::Agent::with_parts(
