@@ -882,6 +882,7 @@ impl TrackerClient {
     ) -> Result<StepState, String> {
         match scheme(url) {
             Scheme::Http => {
+                check_query(&self.config.ssrf, url)?;
                 let mut full = String::with_capacity(url.len() + 256);
                 http::write_announce_url(url.as_bytes(), req, &mut full)
                     .map_err(|e| e.to_string())?;
@@ -1472,23 +1473,56 @@ fn uri_port(uri: &ureq::http::Uri) -> Option<u16> {
     })
 }
 
-/// Whether `path` is a tracker's (see the module docs).
+/// Whether `path` (as written in the URL, before any decoding) is a tracker's: exactly
+/// `/announce` or `/announce.php`, `/scrape` or `/scrape.php` for a scrape (see the
+/// module docs).
 fn tracker_path(path: &str, what: Request) -> bool {
-    let mut last = Vec::new();
-    for seg in path.split('/') {
-        let decoded: Vec<u8> = btcore_core::magnet::percent_decode(seg.as_bytes())
+    let stem = match what {
+        Request::Announce => "/announce",
+        Request::Scrape => "/scrape",
+    };
+    path.strip_prefix(stem)
+        .is_some_and(|rest| rest.is_empty() || rest == ".php")
+}
+
+/// The query parameters an announce or scrape URL may not carry already, as
+/// libtorrent's `has_tracker_query_string` (compared without case, once unescaped).
+const TRACKER_PARAMS: [&str; 9] = [
+    "info_hash",
+    "peer_id",
+    "port",
+    "uploaded",
+    "downloaded",
+    "left",
+    "corrupt",
+    "key",
+    "event",
+];
+
+/// The first tracker parameter (see [`TRACKER_PARAMS`]) the query of a tracker's URL
+/// holds already, if any.
+fn preset_tracker_param(url: &str) -> Option<&'static str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|arg| {
+        let name = arg.split('=').next().unwrap_or_default();
+        let name: Vec<u8> = btcore_core::magnet::percent_decode(name.as_bytes())
             .map(|b| b.unwrap_or(0))
             .collect();
-        if decoded == b"." || decoded == b".." {
-            return false;
-        }
-        last = decoded;
+        TRACKER_PARAMS
+            .into_iter()
+            .find(|p| name.eq_ignore_ascii_case(p.as_bytes()))
+    })
+}
+
+/// Refuses a tracker URL that already holds a tracker parameter (see the module docs).
+fn check_query(guard: &SsrfGuard, url: &str) -> Result<(), String> {
+    match preset_tracker_param(url) {
+        Some(p) if guard.enabled => Err(format!(
+            "SSRF mitigation: the tracker URL already holds the parameter {p}"
+        )),
+        _ => Ok(()),
     }
-    let want: &[u8] = match what {
-        Request::Announce => b"announce",
-        Request::Scrape => b"scrape",
-    };
-    last.starts_with(want)
 }
 
 impl Http {
@@ -1587,6 +1621,7 @@ fn http_scrape(
     hashes: &[InfoHash],
     timeout: Duration,
 ) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
+    check_query(&agent.guard, url)?;
     let scrape =
         http::scrape_url(url.as_bytes()).ok_or("the tracker does not support scrape (BEP 48)")?;
     let mut full = String::with_capacity(url.len() + 64 * hashes.len());

@@ -1184,6 +1184,125 @@ fn a_public_tracker_cannot_redirect_into_the_local_network() {
     assert_eq!(public.hits(), 1);
 }
 
+/// `http://127.0.0.1:PORT` of a stub's URL.
+fn origin(stub: &HttpStub) -> String {
+    stub.url
+        .strip_suffix("/announce")
+        .expect("a stub URL")
+        .to_string()
+}
+
+/// On a local address only a tracker's own path is asked, exactly: `/announce` or
+/// `/announce.php` (`/scrape`, `/scrape.php` for scrapes). A CGI reached with a path
+/// info (`/cgi-bin/reboot.cgi/announce`), a path that only ends or starts like a
+/// tracker's (`/api/x/announce-x`, `/announce.cgi`) or spells it with escapes is
+/// refused before any connection, whatever its query.
+#[test]
+fn a_local_tracker_must_use_the_announce_path_exactly() {
+    let service = HttpStub::new(|target| {
+        if target.starts_with("/scrape") {
+            let mut body = b"d5:filesd20:".to_vec();
+            body.extend_from_slice(&HASH);
+            body.extend_from_slice(b"d8:completei1e10:downloadedi2e10:incompletei3eeee");
+            body
+        } else {
+            ok_body()
+        }
+    });
+    let base = origin(&service);
+    let mut c = client(Duration::from_secs(5));
+    let refused = [
+        "/cgi-bin/reboot.cgi/announce",
+        "/api/x/announce-x?cmd=reboot",
+        "/x/announce",
+        "/announce.cgi",
+        "/announce/",
+        "/announce/x",
+        "/%61nnounce",
+        "/ANNOUNCE",
+        "/",
+    ];
+    for (key, path) in (1..).zip(refused) {
+        let url = format!("{base}{path}");
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
+    }
+    for path in ["/cgi-bin/x.cgi/announce", "/x/announce.php"] {
+        let e = c
+            .scrape(&format!("{base}{path}"), &[InfoHash(HASH)])
+            .expect_err(path);
+        assert!(e.contains("SSRF"), "{path}: {e}");
+    }
+    assert_eq!(service.hits(), 0, "{:?}", service.last_target());
+
+    let allowed = ["/announce", "/announce.php", "/announce?passkey=abc"];
+    for (key, path) in (100..).zip(allowed) {
+        let url = format!("{base}{path}");
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert_eq!(r.peers, two_peers(), "{url}: {r:?}");
+    }
+    for path in ["/announce", "/announce.php"] {
+        let stats = c
+            .scrape(&format!("{base}{path}"), &[InfoHash(HASH)])
+            .expect(path);
+        assert_eq!(stats.len(), 1, "{path}");
+    }
+    assert_eq!(service.hits(), allowed.len() + 2);
+    assert!(service.last_target().starts_with("/scrape.php?info_hash="));
+}
+
+/// A tracker URL whose query already holds a tracker parameter (`info_hash`,
+/// `peer_id`, `port`, `uploaded`, `downloaded`, `left`, `corrupt`, `key`, `event`; any
+/// case, escaped or not) is refused for every tracker, public ones too, as libtorrent
+/// does: such a URL would let its author set what our announce says. Other parameters
+/// (a private tracker's `passkey`) are kept.
+#[test]
+fn tracker_urls_with_preset_tracker_parameters_are_refused() {
+    fn only_127_0_0_1_is_public(ip: std::net::IpAddr) -> bool {
+        ip != std::net::IpAddr::from([127, 0, 0, 1])
+    }
+    let tracker = HttpStub::new(|_| ok_body());
+    let mut c = client_config(TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        ssrf: tracker::SsrfGuard {
+            enabled: true,
+            is_local: only_127_0_0_1_is_public,
+        },
+        ..TrackerConfig::default()
+    });
+    let refused = [
+        "?info_hash=%12%34",
+        "?passkey=x&PEER_ID=abc",
+        "?port=80",
+        "?a=1&event=stopped",
+        "?%69nfo_hash=1",
+        "?left",
+        "?key=1&uploaded=0",
+        "?corrupt=1",
+    ];
+    for (key, query) in (1..).zip(refused) {
+        let url = format!("{}{query}", tracker.url);
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
+    }
+    let e = c
+        .scrape(&format!("{}?info_hash=x", tracker.url), &[InfoHash(HASH)])
+        .expect_err("scrape");
+    assert!(e.contains("SSRF"), "{e}");
+    assert_eq!(tracker.hits(), 0, "{:?}", tracker.last_target());
+
+    let url = format!("{}?passkey=abc&uid=5", tracker.url);
+    c.announce(100, &[&[&url]], 6881, None);
+    assert_eq!(c.result().peers, two_peers());
+    assert!(tracker
+        .last_target()
+        .starts_with("/announce?passkey=abc&uid=5&info_hash="));
+}
+
 #[test]
 fn local_addresses() {
     use std::net::IpAddr;
