@@ -1303,6 +1303,164 @@ fn tracker_urls_with_preset_tracker_parameters_are_refused() {
         .starts_with("/announce?passkey=abc&uid=5&info_hash="));
 }
 
+// ---------------------------------------------------------------- proxy
+
+/// An HTTP CONNECT proxy on 127.0.0.1: it records each CONNECT target, answers 200 and
+/// then serves the tunnelled request itself with `reply` (it stands for the proxy and
+/// the tracker behind it).
+struct ProxyStub {
+    proxy: ureq::Proxy,
+    connects: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for ProxyStub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ProxyStub {
+    fn new(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let connects = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reply: Arc<Reply> = Arc::new(reply);
+        {
+            let (connects, stop) = (connects.clone(), stop.clone());
+            thread::spawn(move || {
+                let end = Instant::now() + STUB_LIFETIME;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = serve_connect(stream, &*reply, &connects);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        let proxy = ureq::Proxy::new(&format!("http://127.0.0.1:{port}")).expect("proxy");
+        Self {
+            proxy,
+            connects,
+            stop,
+        }
+    }
+
+    fn connects(&self) -> Vec<String> {
+        lock(&self.connects).clone()
+    }
+}
+
+/// Reads a CONNECT request, records its target, opens the tunnel and serves one request
+/// through it.
+fn serve_connect(
+    mut stream: TcpStream,
+    reply: &Reply,
+    connects: &Mutex<Vec<String>>,
+) -> Option<()> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut parts = text.lines().next()?.split(' ');
+    if parts.next()? != "CONNECT" {
+        return None;
+    }
+    lock(connects).push(parts.next()?.to_string());
+    stream
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .ok()?;
+    serve_http(stream, reply, &|_| {})
+}
+
+/// Through an HTTP proxy, the guard still applies: the host name is resolved and
+/// checked here (a name that resolves to a local address is refused), host names that
+/// are IPv4 literals in `inet_aton`'s forms (`127.1`, `2130706433`, `0x7f.1`,
+/// `0177.0.0.1`) count as those addresses, and the proxy is never asked.
+#[test]
+fn names_behind_a_proxy_are_resolved_and_checked_here() {
+    let proxy = ProxyStub::new(|_| ok_body());
+    let port = closed_port();
+    let mut c = client_config(TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        proxy: Some(proxy.proxy.clone()),
+        ..TrackerConfig::default()
+    });
+    let hosts = [
+        "localhost",
+        "127.1",
+        "2130706433",
+        "0x7f.1",
+        "0x7F000001",
+        "0177.0.0.1",
+        "127.0.0.1.",
+        "[::ffff:7f00:1]",
+    ];
+    for (key, host) in (1..).zip(hosts) {
+        let url = format!("http://{host}:{port}/admin");
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
+    }
+    assert_eq!(proxy.connects(), Vec::<String>::new());
+}
+
+/// With the guard on, the proxy is asked to connect to the address the guard checked
+/// (`CONNECT 127.0.0.1:PORT`), never to a name it would resolve again: what the proxy
+/// reaches is what was checked. With the guard off, the proxy gets the name.
+#[test]
+fn a_proxy_is_asked_for_the_checked_address() {
+    fn only_127_0_0_1_is_public(ip: std::net::IpAddr) -> bool {
+        ip != std::net::IpAddr::from([127, 0, 0, 1])
+    }
+    let proxy = ProxyStub::new(|_| ok_body());
+    let port = closed_port();
+    let config = TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        proxy: Some(proxy.proxy.clone()),
+        ssrf: tracker::SsrfGuard {
+            enabled: true,
+            is_local: only_127_0_0_1_is_public,
+        },
+        ..TrackerConfig::default()
+    };
+    // `localhost` may also be ::1, a local address here, which a path that is not a
+    // tracker's excludes: only 127.0.0.1 is left.
+    let url = format!("http://localhost:{port}/tracker/announce");
+    let mut c = client_config(config.clone());
+    c.announce(1, &[&[&url]], 6881, None);
+    let r = c.result();
+    assert_eq!(r.peers, two_peers(), "{r:?}");
+    assert_eq!(proxy.connects(), [format!("127.0.0.1:{port}")]);
+
+    let mut off = client_config(TrackerConfig {
+        ssrf: tracker::SsrfGuard {
+            enabled: false,
+            ..config.ssrf
+        },
+        ..config
+    });
+    off.announce(2, &[&[&url]], 6881, None);
+    assert_eq!(off.result().peers, two_peers());
+    assert_eq!(
+        proxy.connects().last().map(String::as_str),
+        Some(format!("localhost:{port}").as_str())
+    );
+}
+
 #[test]
 fn local_addresses() {
     use std::net::IpAddr;
