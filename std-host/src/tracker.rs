@@ -74,7 +74,8 @@
 //!   ends in a number but is no address is refused), else the answers of a lookup
 //!   made here;
 //! - a local address ([`is_local_address`]: loopback, private, link-local, unique
-//!   local, shared, unspecified, multicast, reserved, and IPv6 forms
+//!   local, shared, unspecified, multicast, reserved, the local-use NAT64 prefix
+//!   `64:ff9b:1::/48`, and IPv6 forms
 //!   embedding a local IPv4 address) is used only when the path, as written, is
 //!   exactly `/announce` or `/announce.php` (`/scrape` or `/scrape.php` for a scrape,
 //!   BEP 48); libtorrent asks loopback trackers for a path starting with `/announce`;
@@ -185,8 +186,9 @@ impl Default for SsrfGuard {
 /// from the internet must not make us request: loopback, private (RFC 1918), shared
 /// (RFC 6598), link-local, unspecified ("this network"), benchmarking, reserved,
 /// multicast and broadcast IPv4 addresses; loopback, unspecified, unique local,
-/// link-local, site-local and multicast IPv6 ones, and IPv6 addresses that embed a
-/// local IPv4 address (mapped, compatible, NAT64, 6to4).
+/// link-local, site-local and multicast IPv6 ones, the local-use NAT64 prefix
+/// `64:ff9b:1::/48` (RFC 8215), and IPv6 addresses that embed a local IPv4 address
+/// (mapped, compatible, NAT64, 6to4).
 pub fn is_local_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -219,6 +221,9 @@ pub fn is_local_address(ip: IpAddr) -> bool {
                 || (seg[..5] == [0; 5] && (seg[5] == 0xffff || seg[5] == 0) && embedded(seg[6], seg[7]))
                 // 64:ff9b::a.b.c.d (NAT64).
                 || (seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(seg[6], seg[7]))
+                // 64:ff9b:1::/48, NAT64 for local use (RFC 8215): never routed beyond
+                // its own network, whatever it embeds.
+                || seg[..3] == [0x64, 0xff9b, 1]
                 // 2002:AABB:CCDD::/48 (6to4).
                 || (seg[0] == 0x2002 && embedded(seg[1], seg[2]))
         }
