@@ -1381,6 +1381,16 @@ fn serve_connect(
     stream
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .ok()?;
+    let mut first = [0u8; 1];
+    stream.peek(&mut first).ok()?;
+    if first[0] == 0x16 {
+        // A TLS ClientHello: kept (as the last "connect" entry) and left unanswered.
+        let mut hello = vec![0u8; 4096];
+        let n = stream.read(&mut hello).ok()?;
+        hello.truncate(n);
+        lock(connects).push(format!("tls:{}", String::from_utf8_lossy(&hello)));
+        return None;
+    }
     serve_http(stream, reply, &|_| {})
 }
 
@@ -1445,6 +1455,20 @@ fn a_proxy_is_asked_for_the_checked_address() {
     let r = c.result();
     assert_eq!(r.peers, two_peers(), "{r:?}");
     assert_eq!(proxy.connects(), [format!("127.0.0.1:{port}")]);
+
+    // HTTPS: TLS runs through the tunnel to the checked address, with the URL's
+    // host name (the ClientHello names `localhost`, not the address).
+    let tls = format!("https://localhost:{port}/tracker/announce");
+    c.announce(3, &[&[&tls]], 6881, None);
+    let r = c.result();
+    assert!(r.peers.is_empty() && !r.errors.is_empty(), "{r:?}");
+    let seen = proxy.connects();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[1], format!("127.0.0.1:{port}"));
+    assert!(
+        seen[2].starts_with("tls:") && seen[2].contains("localhost"),
+        "{seen:?}"
+    );
 
     let mut off = client_config(TrackerConfig {
         ssrf: tracker::SsrfGuard {
