@@ -75,10 +75,10 @@
 //!   made here;
 //! - a local address ([`is_local_address`]: loopback, private, link-local, unique
 //!   local, shared, unspecified, multicast, reserved, the local-use NAT64 prefix
-//!   `64:ff9b:1::/48`, and IPv6 forms
-//!   embedding a local IPv4 address) is used only when the path, as written, is
-//!   exactly `/announce` or `/announce.php` (`/scrape` or `/scrape.php` for a scrape,
-//!   BEP 48); libtorrent asks loopback trackers for a path starting with `/announce`;
+//!   `64:ff9b:1::/48`, and IPv6 forms embedding a local IPv4 address) is used only
+//!   when the path, as written, is exactly `/announce` or `/announce.php` (`/scrape`
+//!   or `/scrape.php` for a scrape, BEP 48); libtorrent only asks loopback trackers
+//!   for a path that starts with `/announce`;
 //! - a redirect from a tracker reached at a public address may not lead to a local one;
 //! - the local addresses a rule excludes are dropped; a hop left with none fails with
 //!   an error saying so, and the tracker counts as failed;
@@ -89,7 +89,8 @@
 //!   ([`TrackerConfig::proxy`]), the proxy is asked for a tunnel to a checked address
 //!   (`CONNECT 192.0.2.7:80`), never to the name, and TLS runs through the tunnel with
 //!   the URL's host name: a tracker's name must resolve here even with a proxy, and
-//!   only HTTP(S) proxies are used (a SOCKS proxy fails the request).
+//!   only HTTP(S) proxies are used (a request that would go through a SOCKS proxy
+//!   fails).
 //!
 //! UDP trackers send a fixed 16-byte packet and follow no redirect; they are not
 //! restricted.
