@@ -44,7 +44,13 @@
 //! torrent can be written into the state directory. A torrent named `.btcore` is saved
 //! as `_.btcore`. When the state directory is the save directory itself, the names of
 //! the files it holds are reserved the same way ([`crate::resume::is_state_file_key`]:
-//! `<info-hash>.resume`, `dht.state`, their temporaries).
+//! `<info-hash>.resume`, `dht.state`, their temporaries). In both cases a root of the
+//! shape of an 8.3 short name (`0123AB~1.RES`, `BTCORE~1`: a stem of at most 8
+//! characters ending in `~` and digits, an extension of at most 3) is renamed too, as
+//! NTFS opens a long name's file by its short name (`.btcore` may be `BTCORE~1`). Names
+//! are compared once default-ignorable code points are dropped (sanitizing does that),
+//! so HFS+, which skips some of them, cannot equate a torrent's root with the state
+//! directory behind the comparison's back.
 //!
 //! # Durability
 //!
@@ -299,6 +305,27 @@ fn below(dir: &Path, base: &Path) -> Option<Vec<std::ffi::OsString>> {
     Some(d.map(|c| c.as_os_str().to_os_string()).collect())
 }
 
+/// Whether a name (its [`push_name_key`] key) has the shape of an 8.3 short name NTFS
+/// gives long names (`0123AB~1.RES`, `BTCORE~1`): a stem of at most 8 bytes ending in
+/// `~` and digits, and at most one dot, followed by at most 3 bytes. NTFS opens a file
+/// by its short name too, so such a root could reach a state file or the state
+/// directory (see the [module docs](self#the-state-directory)).
+///
+/// [`push_name_key`]: btcore_core::metainfo::path::push_name_key
+fn is_short_name(key: &[u8]) -> bool {
+    let (stem, ext) = match key.iter().position(|&b| b == b'.') {
+        Some(i) => (&key[..i], &key[i + 1..]),
+        None => (key, &[][..]),
+    };
+    let digits = stem.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    stem.len() <= 8
+        && ext.len() <= 3
+        && !ext.contains(&b'.')
+        && digits > 0
+        && stem.len() > digits
+        && stem[stem.len() - digits - 1] == b'~'
+}
+
 /// Renames the torrent's root when it would take the state directory's name (see the
 /// [module docs](self#the-state-directory)).
 fn keep_out_of_state_dir(
@@ -315,17 +342,16 @@ fn keep_out_of_state_dir(
         .and_then(|f| f.path.split('/').next())
         .unwrap_or_default()
         .to_owned();
-    let taken = match rel.first() {
-        Some(reserved) => {
-            btcore_core::metainfo::path::same_name(root.as_bytes(), &os_bytes(reserved))
-        }
-        // The state directory is the save directory: its files' names are reserved.
-        None => {
-            let mut key = Vec::new();
-            btcore_core::metainfo::path::push_name_key(&root, &mut key);
-            crate::resume::is_state_file_key(&key)
-        }
-    };
+    let mut key = Vec::new();
+    btcore_core::metainfo::path::push_name_key(&root, &mut key);
+    let taken = is_short_name(&key)
+        || match rel.first() {
+            Some(reserved) => {
+                btcore_core::metainfo::path::same_name(root.as_bytes(), &os_bytes(reserved))
+            }
+            // The state directory is the save directory: its files' names are reserved.
+            None => crate::resume::is_state_file_key(&key),
+        };
     if !taken {
         return Ok(());
     }
@@ -1143,6 +1169,106 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let d = std::env::temp_dir()
+                .join(format!("btcore-storage-unit-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).expect("scratch dir");
+            Self(d)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Where the files of a torrent named `name` (one directory holding `f.bin`) go
+    /// under `dir/save`, with the state directory at `dir/save/state`.
+    fn laid_out(dir: &Path, state: &str, name: &str) -> Vec<String> {
+        use btcore_core::metainfo::{Limits, Metainfo};
+        let src = dir.join("src");
+        fs::create_dir_all(&src).expect("src");
+        fs::write(src.join("f.bin"), [1u8; 100]).expect("file");
+        let t = crate::create::create_torrent(
+            &src,
+            &crate::create::CreateOptions {
+                piece_length: Some(16 * 1024),
+                creation_date: Some(0),
+                name: Some(name.to_string()),
+                ..crate::create::CreateOptions::default()
+            },
+        )
+        .expect("torrent");
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+        let save = dir.join("save");
+        fs::create_dir_all(&save).expect("save");
+        let config = StorageConfig {
+            state_dir: Some(save.join(state)),
+            ..StorageConfig::default()
+        };
+        let s = Storage::new(&save, m.layout().expect("layout"), m.geometry(), config)
+            .expect("storage");
+        s.files().map(|f| f.path.clone()).collect()
+    }
+
+    /// A name that a file system takes for the state directory's once it skips the
+    /// code points it ignores (HFS+: U+200C, U+FEFF, ...) is the state directory's.
+    #[test]
+    fn ignorable_code_points_cannot_hide_the_state_dirs_name() {
+        let dir = Scratch::new("ignorable");
+        for (name, want) in [
+            (".bt\u{200c}core", "_.btcore/f.bin"),
+            ("\u{feff}.BTCORE\u{200f}", "_.BTCORE/f.bin"),
+            (".btcore\u{200b}x", ".btcorex/f.bin"),
+        ] {
+            assert_eq!(laid_out(&dir.0, ".btcore", name), [want], "{name:?}");
+        }
+    }
+
+    /// NTFS answers to the 8.3 short names it gives long names (`0123AB~1.RES` for
+    /// `0123ab...ef.resume`, `BTCORE~1` for `.btcore`), so a torrent root of that
+    /// shape could open a state file or the state directory: such roots are renamed
+    /// whenever the state directory lies in the save directory.
+    #[test]
+    fn short_names_cannot_reach_the_state_files() {
+        let dir = Scratch::new("short");
+        for (state, name, want) in [
+            (".", "0123AB~1.RES", "_0123AB~1.RES/f.bin"),
+            (".", "0123a~12.res", "_0123a~12.res/f.bin"),
+            (".", "A1B2~1.TMP", "_A1B2~1.TMP/f.bin"),
+            (".", "DHT~1.STA", "_DHT~1.STA/f.bin"),
+            (".", "DHT~1", "_DHT~1/f.bin"),
+            (".btcore", "BTCORE~1", "_BTCORE~1/f.bin"),
+            (".btcore", "btcore~2.", "_btcore~2/f.bin"),
+            // Not a short name: kept.
+            (".", "0123AB~X.RES", "0123AB~X.RES/f.bin"),
+            (".", "0123ABCD~1.RES", "0123ABCD~1.RES/f.bin"),
+            (".", "0123ab~12.res", "0123ab~12.res/f.bin"),
+            (".", "0123AB~1.RESU", "0123AB~1.RESU/f.bin"),
+            (".", "A~1.B.C", "A~1.B.C/f.bin"),
+            (".", "~", "~/f.bin"),
+        ] {
+            assert_eq!(
+                laid_out(&dir.0, state, name),
+                [want],
+                "state {state}, torrent {name:?}"
+            );
+        }
+        // Outside the save directory the state directory needs no reserved name.
+        let elsewhere = Scratch::new("short-elsewhere");
+        assert_eq!(
+            laid_out(&elsewhere.0, "../state", "BTCORE~1"),
+            ["BTCORE~1/f.bin"]
+        );
+    }
 
     #[test]
     fn full_disk_maps_to_no_space() {

@@ -43,8 +43,9 @@
 //! - `http://`, `https://`: a `GET` of the BEP 3 announce URL (compact, with the numwant
 //!   of the job and a per-session random `key`) through `ureq` (rustls), following up
 //!   to [`MAX_REDIRECTS`] redirects, with the configured timeout and a body read capped
-//!   at [`MAX_BODY`]. Proxies are taken from the environment (`HTTP_PROXY`, `NO_PROXY`,
-//!   ...), as `ureq` does. Every hop passes the SSRF guard below.
+//!   at [`MAX_BODY`], through [`TrackerConfig::proxy`] (by default the environment's:
+//!   `HTTP_PROXY`, `NO_PROXY`, ..., as `ureq` reads them). Every hop passes the SSRF
+//!   guard below.
 //! - `udp://host:port`: BEP 15. An IP literal is used as is; a name is looked up on a
 //!   worker (ahead of queued HTTP requests) and the answer kept for [`NAME_TTL`] (a
 //!   failed lookup for [`NAME_RETRY`]). The retransmission schedule is BEP 15's
@@ -61,24 +62,38 @@
 //! A torrent's tracker URLs and a tracker's redirects come from strangers, and an
 //! announce is a `GET` our host makes: aimed at a router's admin page or a NAS's local
 //! service, it would make btcore a tool against the network it sits in. As libtorrent's
-//! `ssrf_mitigation` does (on by default, [`TrackerConfig::ssrf`]), each hop of an HTTP
-//! announce or scrape is checked on the addresses its host resolves to, and the
-//! request then goes to exactly those checked addresses (the lookup is not repeated by
-//! the HTTP client, so a name that changes its answer between the check and the
-//! connection, DNS rebinding, cannot slip past):
+//! `ssrf_mitigation` does (on by default, [`TrackerConfig::ssrf`]), HTTP announces and
+//! scrapes are held to these rules:
 //!
+//! - a tracker URL whose query already holds a tracker parameter (`info_hash`,
+//!   `peer_id`, `port`, `uploaded`, `downloaded`, `left`, `corrupt`, `key`, `event`;
+//!   without case, once unescaped) is refused, for every tracker;
+//! - each hop (the URL, then every redirect) is checked on the addresses its host
+//!   stands for: an IP literal in any form a resolver reads as one (IPv6, and IPv4 in
+//!   `inet_aton`'s forms: `127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1`; a host that
+//!   ends in a number but is no address is refused), else the answers of a lookup
+//!   made here;
 //! - a local address ([`is_local_address`]: loopback, private, link-local, unique
-//!   local, shared, unspecified, multicast, and IPv6 forms embedding such an IPv4
-//!   address) is used only when the path is a tracker's: its last segment starts with
-//!   `announce` (`scrape` for a scrape, BEP 48), and no segment is `.` or `..`
-//!   (libtorrent asks loopback trackers for a path starting with `/announce`);
+//!   local, shared, unspecified, multicast, reserved, the local-use NAT64 prefix
+//!   `64:ff9b:1::/48`, and IPv6 forms embedding a local IPv4 address) is used only
+//!   when the path, as written, is exactly `/announce` or `/announce.php` (`/scrape`
+//!   or `/scrape.php` for a scrape, BEP 48); libtorrent only asks loopback trackers
+//!   for a path that starts with `/announce`;
 //! - a redirect from a tracker reached at a public address may not lead to a local one;
 //! - the local addresses a rule excludes are dropped; a hop left with none fails with
-//!   an error saying so, and the tracker counts as failed.
+//!   an error saying so, and the tracker counts as failed;
+//! - the request then goes to exactly the checked addresses: the HTTP client's
+//!   resolver gives those for the hop's host and refuses any other name (the lookup is
+//!   not repeated, so a name that changes its answer between the check and the
+//!   connection, DNS rebinding, cannot slip past). Through an HTTP proxy
+//!   ([`TrackerConfig::proxy`]), the proxy is asked for a tunnel to a checked address
+//!   (`CONNECT 192.0.2.7:80`), never to the name, and TLS runs through the tunnel with
+//!   the URL's host name: a tracker's name must resolve here even with a proxy, and
+//!   only HTTP(S) proxies are used (a request that would go through a SOCKS proxy
+//!   fails).
 //!
-//! Through an HTTP proxy the proxy resolves names: then only addresses written in the
-//! URL are checked. UDP trackers send a fixed 16-byte packet and follow no redirect;
-//! they are not restricted.
+//! UDP trackers send a fixed 16-byte packet and follow no redirect; they are not
+//! restricted.
 //!
 //! [`scrape`] is a separate, blocking call for the one-shot `btcore scrape` command: it
 //! runs the same core BEP 15 client on a blocking socket (and HTTP scrapes with `ureq`).
@@ -144,6 +159,9 @@ pub struct TrackerConfig {
     pub rng_seed: u64,
     /// The SSRF guard of HTTP announces and scrapes (see the module docs).
     pub ssrf: SsrfGuard,
+    /// The proxy HTTP(S) trackers are reached through. Default: the environment's
+    /// (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, with `NO_PROXY`), as `ureq` reads it.
+    pub proxy: Option<ureq::Proxy>,
 }
 
 /// The SSRF guard (libtorrent's `ssrf_mitigation`; see the [module docs](self)).
@@ -169,8 +187,9 @@ impl Default for SsrfGuard {
 /// from the internet must not make us request: loopback, private (RFC 1918), shared
 /// (RFC 6598), link-local, unspecified ("this network"), benchmarking, reserved,
 /// multicast and broadcast IPv4 addresses; loopback, unspecified, unique local,
-/// link-local, site-local and multicast IPv6 ones, and IPv6 addresses that embed a
-/// local IPv4 address (mapped, compatible, NAT64, 6to4).
+/// link-local, site-local and multicast IPv6 ones, the local-use NAT64 prefix
+/// `64:ff9b:1::/48` (RFC 8215), and IPv6 addresses that embed a local IPv4 address
+/// (mapped, compatible, NAT64, 6to4).
 pub fn is_local_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -203,6 +222,9 @@ pub fn is_local_address(ip: IpAddr) -> bool {
                 || (seg[..5] == [0; 5] && (seg[5] == 0xffff || seg[5] == 0) && embedded(seg[6], seg[7]))
                 // 64:ff9b::a.b.c.d (NAT64).
                 || (seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(seg[6], seg[7]))
+                // 64:ff9b:1::/48, NAT64 for local use (RFC 8215): never routed beyond
+                // its own network, whatever it embeds.
+                || seg[..3] == [0x64, 0xff9b, 1]
                 // 2002:AABB:CCDD::/48 (6to4).
                 || (seg[0] == 0x2002 && embedded(seg[1], seg[2]))
         }
@@ -222,6 +244,7 @@ impl Default for TrackerConfig {
             max_parallel: 4,
             rng_seed: mix.next_u64(),
             ssrf: SsrfGuard::default(),
+            proxy: ureq::Proxy::try_from_env(),
         }
     }
 }
@@ -421,11 +444,12 @@ fn agent(config: &TrackerConfig) -> Http {
         .max_idle_connections_per_host(0)
         .user_agent(config.user_agent.as_str())
         .http_status_as_error(false)
+        .proxy(config.proxy.clone())
         .build();
     Http {
         agent: ureq::Agent::with_parts(
             agent_config,
-            ureq::unversioned::transport::DefaultConnector::default(),
+            GuardedConnector::default(),
             PinnedResolver::default(),
         ),
         guard: config.ssrf,
@@ -877,6 +901,7 @@ impl TrackerClient {
     ) -> Result<StepState, String> {
         match scheme(url) {
             Scheme::Http => {
+                check_query(&self.config.ssrf, url)?;
                 let mut full = String::with_capacity(url.len() + 256);
                 http::write_announce_url(url.as_bytes(), req, &mut full)
                     .map_err(|e| e.to_string())?;
@@ -1414,13 +1439,32 @@ struct Pin {
     public: bool,
 }
 
+impl Pin {
+    /// Whether `uri` names the host and port this pin was checked for.
+    fn matches(&self, uri: &ureq::http::Uri) -> bool {
+        uri_host(uri).is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            && uri_port(uri) == Some(self.port)
+    }
+}
+
 thread_local! {
-    /// The addresses [`PinnedResolver`] gives for the request this thread is making.
+    /// The addresses [`PinnedResolver`] and [`GuardedConnector`] use for the request
+    /// this thread is making (set by [`http_get`] while the guard is on).
     static PINNED: std::cell::RefCell<Option<Pin>> = const { std::cell::RefCell::new(None) };
 }
 
+/// The error of a connection the guard did not check.
+fn unchecked(what: &str) -> ureq::Error {
+    ureq::Error::Io(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("SSRF mitigation: {what} was not checked"),
+    ))
+}
+
 /// Resolves the host of the request in flight on this thread to the addresses the
-/// guard checked (see [`http_get`]); anything else (a proxy's name) as `ureq` would.
+/// guard checked (see [`http_get`]). While a request is pinned, any other name is
+/// refused (fails closed) except the configured proxy's own, which is looked up as
+/// `ureq` would; with the guard off nothing is pinned and every name is looked up.
 #[derive(Debug, Default)]
 struct PinnedResolver(ureq::unversioned::resolver::DefaultResolver);
 
@@ -1434,18 +1478,94 @@ impl ureq::unversioned::resolver::Resolver for PinnedResolver {
         let pinned = PINNED.with(|cell| {
             let pin = cell.borrow();
             let p = pin.as_ref()?;
-            let host = uri_host(uri)?;
-            (host.eq_ignore_ascii_case(&p.host) && uri_port(uri) == Some(p.port))
-                .then(|| p.addrs.clone())
+            Some(p.matches(uri).then(|| p.addrs.clone()))
         });
-        let Some(addrs) = pinned else {
-            return self.0.resolve(uri, config, timeout);
+        let addrs = match pinned {
+            None => return self.0.resolve(uri, config, timeout),
+            Some(Some(addrs)) => addrs,
+            Some(None) if config.proxy().is_some_and(|p| p.uri() == uri) => {
+                return self.0.resolve(uri, config, timeout)
+            }
+            Some(None) => return Err(unchecked(&format!("the host of {uri}"))),
         };
         let mut out = self.empty();
         for a in addrs.into_iter().take(16) {
             out.push(a);
         }
         Ok(out)
+    }
+}
+
+/// `ureq`'s connector, except that through an HTTP proxy a pinned request (see
+/// [`http_get`]) asks the proxy for a tunnel to one of the checked addresses
+/// (`CONNECT 192.0.2.7:80`), never to the host name, which the proxy would resolve
+/// again. TLS then runs through the tunnel with the URL's host name, as usual.
+#[derive(Debug, Default)]
+struct GuardedConnector {
+    inner: ureq::unversioned::transport::DefaultConnector,
+    tls: ureq::unversioned::transport::RustlsConnector,
+}
+
+impl ureq::unversioned::transport::Connector<()> for GuardedConnector {
+    type Out = Box<dyn ureq::unversioned::transport::Transport>;
+
+    fn connect(
+        &self,
+        details: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        use ureq::unversioned::transport::ConnectionDetails;
+        let proxy = details
+            .config
+            .proxy()
+            .filter(|p| !p.is_no_proxy(details.uri));
+        let pin = PINNED.with(|cell| cell.borrow().clone());
+        let (Some(proxy), Some(pin)) = (proxy, pin) else {
+            // No proxy: the resolver gave the checked addresses.
+            return self.inner.connect(details, chained);
+        };
+        if !pin.matches(details.uri) {
+            return Err(unchecked(&format!("the host of {}", details.uri)));
+        }
+        if !matches!(
+            proxy.protocol(),
+            ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+        ) {
+            return Err(ureq::Error::ConnectProxyFailed(
+                "SSRF mitigation: trackers are reached through HTTP proxies only".into(),
+            ));
+        }
+        let mut last = None;
+        for addr in &pin.addrs {
+            let target: ureq::http::Uri = format!("http://{addr}/")
+                .parse()
+                .map_err(|_| ureq::Error::HostNotFound)?;
+            let mut addrs = details.resolver.empty();
+            addrs.push(*addr);
+            let hop = ConnectionDetails {
+                uri: &target,
+                addrs,
+                config: details.config,
+                request_level: details.request_level,
+                resolver: details.resolver,
+                now: details.now,
+                timeout: details.timeout,
+                current_time: details.current_time.clone(),
+                run_connector: details.run_connector.clone(),
+                register_shutdown: details.register_shutdown.clone(),
+            };
+            match self.inner.connect(&hop, None) {
+                Ok(Some(tunnel)) => {
+                    return Ok(self
+                        .tls
+                        .connect(details, Some(tunnel))?
+                        .map(|t| Box::new(t) as Self::Out));
+                }
+                Ok(None) => last = Some(ureq::Error::ConnectionFailed),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ureq::Error::HostNotFound))
     }
 }
 
@@ -1467,28 +1587,129 @@ fn uri_port(uri: &ureq::http::Uri) -> Option<u16> {
     })
 }
 
-/// Whether `path` is a tracker's (see the module docs).
+/// Whether `path` (as written in the URL, before any decoding) is a tracker's: exactly
+/// `/announce` or `/announce.php`, `/scrape` or `/scrape.php` for a scrape (see the
+/// module docs).
 fn tracker_path(path: &str, what: Request) -> bool {
-    let mut last = Vec::new();
-    for seg in path.split('/') {
-        let decoded: Vec<u8> = btcore_core::magnet::percent_decode(seg.as_bytes())
+    let stem = match what {
+        Request::Announce => "/announce",
+        Request::Scrape => "/scrape",
+    };
+    path.strip_prefix(stem)
+        .is_some_and(|rest| rest.is_empty() || rest == ".php")
+}
+
+/// The query parameters an announce or scrape URL may not carry already, as
+/// libtorrent's `has_tracker_query_string` (compared without case, once unescaped).
+const TRACKER_PARAMS: [&str; 9] = [
+    "info_hash",
+    "peer_id",
+    "port",
+    "uploaded",
+    "downloaded",
+    "left",
+    "corrupt",
+    "key",
+    "event",
+];
+
+/// The first tracker parameter (see [`TRACKER_PARAMS`]) the query of a tracker's URL
+/// holds already, if any.
+fn preset_tracker_param(url: &str) -> Option<&'static str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|arg| {
+        let name = arg.split('=').next().unwrap_or_default();
+        let name: Vec<u8> = btcore_core::magnet::percent_decode(name.as_bytes())
             .map(|b| b.unwrap_or(0))
             .collect();
-        if decoded == b"." || decoded == b".." {
-            return false;
-        }
-        last = decoded;
+        TRACKER_PARAMS
+            .into_iter()
+            .find(|p| name.eq_ignore_ascii_case(p.as_bytes()))
+    })
+}
+
+/// Refuses a tracker URL that already holds a tracker parameter (see the module docs).
+fn check_query(guard: &SsrfGuard, url: &str) -> Result<(), String> {
+    match preset_tracker_param(url) {
+        Some(p) if guard.enabled => Err(format!(
+            "SSRF mitigation: the tracker URL already holds the parameter {p}"
+        )),
+        _ => Ok(()),
     }
-    let want: &[u8] = match what {
-        Request::Announce => b"announce",
-        Request::Scrape => b"scrape",
+}
+
+/// The address a URL's host (brackets removed) is written as, if it is one: an IPv6
+/// literal, or an IPv4 address in any form `inet_aton` and the WHATWG URL parser read
+/// (`127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1`, a trailing dot), so that no
+/// resolver or proxy reads as an address what the guard took for a name. A host whose
+/// last label is a number but which is no valid IPv4 address (`1.2.3.256`, `08.1`) is
+/// an error, as the URL standard has it.
+fn host_literal(host: &str) -> Result<Option<IpAddr>, String> {
+    if let Ok(v6) = host.parse::<Ipv6Addr>() {
+        return Ok(Some(IpAddr::V6(v6)));
+    }
+    ipv4_literal(host)
+        .map(|v4| v4.map(IpAddr::V4))
+        .map_err(|()| format!("malformed host {host}: it ends in a number but is no IPv4 address"))
+}
+
+/// One part of an IPv4 literal: decimal, octal with a leading `0`, hexadecimal with
+/// `0x` (WHATWG: a bare `0x` is zero).
+fn ipv4_number(part: &str) -> Option<u64> {
+    let (digits, radix) = match part.get(..2) {
+        Some("0x" | "0X") => (&part[2..], 16),
+        _ if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+        _ => (part, 10),
     };
-    last.starts_with(want)
+    if digits.is_empty() {
+        return (radix == 16).then_some(0);
+    }
+    if !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    // Leading zeros cannot overflow; more than 32 significant bits is out of range.
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > 32 {
+        return Some(u64::MAX);
+    }
+    u64::from_str_radix(digits, radix).ok().or(Some(0))
+}
+
+/// An IPv4 address in `inet_aton`'s forms (see [`host_literal`]): `Ok(None)` for a
+/// name, `Err` for a host that ends in a number but is no address.
+fn ipv4_literal(host: &str) -> Result<Option<Ipv4Addr>, ()> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit()) || ipv4_number(last).is_some());
+    if !numeric {
+        return Ok(None);
+    }
+    let parts: Vec<u64> = host
+        .split('.')
+        .map(ipv4_number)
+        .collect::<Option<_>>()
+        .ok_or(())?;
+    let Some((&last, head)) = parts.split_last() else {
+        return Err(());
+    };
+    if parts.len() > 4 || head.iter().any(|&p| p > 255) {
+        return Err(());
+    }
+    if last >= 1u64 << (8 * (5 - parts.len())) {
+        return Err(());
+    }
+    let mut v = last;
+    for (i, &p) in head.iter().enumerate() {
+        v += p << (8 * (3 - i));
+    }
+    Ok(Some(Ipv4Addr::from(v as u32)))
 }
 
 impl Http {
-    /// Checks one hop: `None` when the guard is off or a proxy resolves the host, else
-    /// the addresses the request may go to (see the module docs).
+    /// Checks one hop: `None` when the guard is off, else the addresses the request may
+    /// go to, directly or through a proxy (see the module docs).
     fn check(
         &self,
         uri: &ureq::http::Uri,
@@ -1500,16 +1721,9 @@ impl Http {
         }
         let host = uri_host(uri).ok_or("URL without a host")?;
         let port = uri_port(uri).ok_or("URL without a port")?;
-        let literal = host.parse::<IpAddr>().ok();
-        let proxied = self
-            .agent
-            .config()
-            .proxy()
-            .is_some_and(|p| !p.is_no_proxy(uri));
-        let found: Vec<SocketAddr> = match (literal, proxied) {
-            (Some(ip), _) => vec![SocketAddr::new(ip, port)],
-            (None, true) => return Ok(None),
-            (None, false) => (host, port)
+        let found: Vec<SocketAddr> = match host_literal(host)? {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => (host, port)
                 .to_socket_addrs()
                 .map_err(|e| format!("cannot resolve {host}: {e}"))?
                 .collect(),
@@ -1540,9 +1754,6 @@ impl Http {
             log::debug!("tracker {host}: local addresses left out (SSRF mitigation)");
         }
         let public = addrs.iter().any(|a| !is_local(a.ip()));
-        if proxied {
-            return Ok(None);
-        }
         Ok(Some(Pin {
             host: host.to_owned(),
             port,
@@ -1582,6 +1793,7 @@ fn http_scrape(
     hashes: &[InfoHash],
     timeout: Duration,
 ) -> Result<Vec<(InfoHash, ScrapeStats)>, String> {
+    check_query(&agent.guard, url)?;
     let scrape =
         http::scrape_url(url.as_bytes()).ok_or("the tracker does not support scrape (BEP 48)")?;
     let mut full = String::with_capacity(url.len() + 64 * hashes.len());
@@ -1652,6 +1864,120 @@ mod tests {
         assert!(udp_authority("udp://host/announce").is_err());
         assert!(udp_authority("udp://:80").is_err());
         assert!(udp_authority("udp://h:99999").is_err());
+    }
+
+    #[test]
+    fn ip_literals_in_every_form() {
+        let v4 = |s: &str| host_literal(s).map(|ip| ip.map(|ip| ip.to_string()));
+        for (host, ip) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("127.0.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("0X7F000001", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("00000000000000000000177.0.0.1", "127.0.0.1"),
+            ("127.0.0.1.", "127.0.0.1"),
+            ("0x", "0.0.0.0"),
+            ("0", "0.0.0.0"),
+            ("192.168.257", "192.168.1.1"),
+            ("4294967295", "255.255.255.255"),
+            ("::ffff:127.0.0.1", "::ffff:127.0.0.1"),
+        ] {
+            assert_eq!(v4(host), Ok(Some(ip.to_string())), "{host}");
+        }
+        for name in ["tracker.example", "1e100.net", "0x1g", "localhost", "a.0xg"] {
+            assert_eq!(v4(name), Ok(None), "{name}");
+        }
+        for bad in [
+            "1.2.3.256",
+            "4294967296",
+            "08.0.0.1",
+            "1.2.3.4.5",
+            "1..2",
+            "tracker.example.1",
+            "0x100000000",
+            "999999999999999999999999999999999999999999",
+            ".1",
+        ] {
+            assert!(v4(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tracker_paths_and_queries() {
+        for p in ["/announce", "/announce.php"] {
+            assert!(tracker_path(p, Request::Announce), "{p}");
+        }
+        for p in ["/scrape", "/scrape.php"] {
+            assert!(tracker_path(p, Request::Scrape), "{p}");
+        }
+        for p in [
+            "/x/announce",
+            "/announce/",
+            "/announcex",
+            "/scrape",
+            "/announce.phpx",
+            "",
+        ] {
+            assert!(!tracker_path(p, Request::Announce), "{p}");
+        }
+        assert_eq!(preset_tracker_param("http://t/announce"), None);
+        assert_eq!(preset_tracker_param("http://t/announce?passkey=1&x"), None);
+        assert_eq!(
+            preset_tracker_param("http://t/announce?a#info_hash=1"),
+            None
+        );
+        assert_eq!(
+            preset_tracker_param("http://t/announce?a=1&Info_Hash=2"),
+            Some("info_hash")
+        );
+        assert_eq!(preset_tracker_param("http://t/a?%70ort"), Some("port"));
+    }
+
+    /// The resolver gives the checked addresses for the host they were checked for, and
+    /// refuses any other name while a request is pinned (no fallback to an unchecked
+    /// lookup); the proxy's own name is looked up as usual.
+    #[test]
+    fn the_resolver_fails_closed_on_a_pin_mismatch() {
+        use ureq::unversioned::resolver::Resolver;
+        let checked: SocketAddr = "192.0.2.7:80".parse().expect("addr");
+        let proxy = ureq::Proxy::new("http://127.0.0.1:3128").expect("proxy");
+        let config = ureq::Agent::config_builder()
+            .proxy(Some(proxy.clone()))
+            .build();
+        let timeout = ureq::unversioned::transport::NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::NotHappening,
+            reason: ureq::Timeout::Resolve,
+            per_read: None,
+            per_write: None,
+        };
+        let resolver = PinnedResolver::default();
+        let resolve = |uri: &str| {
+            let uri: ureq::http::Uri = uri.parse().expect("uri");
+            resolver
+                .resolve(&uri, &config, timeout)
+                .map(|a| a.iter().copied().collect::<Vec<_>>())
+        };
+        PINNED.with(|cell| {
+            *cell.borrow_mut() = Some(Pin {
+                host: "tracker.example".into(),
+                port: 80,
+                addrs: vec![checked],
+                public: true,
+            })
+        });
+        assert_eq!(
+            resolve("http://TRACKER.example/announce").ok(),
+            Some(vec![checked])
+        );
+        assert!(resolve("http://localhost/announce").is_err());
+        assert!(resolve("http://tracker.example:8080/announce").is_err());
+        assert!(resolve("http://127.0.0.1/announce").is_err());
+        let via = resolve("http://127.0.0.1:3128").expect("the proxy's address");
+        assert_eq!(via, ["127.0.0.1:3128".parse::<SocketAddr>().expect("addr")]);
+        PINNED.with(|cell| *cell.borrow_mut() = None);
     }
 
     #[test]

@@ -1184,6 +1184,307 @@ fn a_public_tracker_cannot_redirect_into_the_local_network() {
     assert_eq!(public.hits(), 1);
 }
 
+/// `http://127.0.0.1:PORT` of a stub's URL.
+fn origin(stub: &HttpStub) -> String {
+    stub.url
+        .strip_suffix("/announce")
+        .expect("a stub URL")
+        .to_string()
+}
+
+/// On a local address only a tracker's own path is asked, exactly: `/announce` or
+/// `/announce.php` (`/scrape`, `/scrape.php` for scrapes). A CGI reached with a path
+/// info (`/cgi-bin/reboot.cgi/announce`), a path that only ends or starts like a
+/// tracker's (`/api/x/announce-x`, `/announce.cgi`) or spells it with escapes is
+/// refused before any connection, whatever its query.
+#[test]
+fn a_local_tracker_must_use_the_announce_path_exactly() {
+    let service = HttpStub::new(|target| {
+        if target.starts_with("/scrape") {
+            let mut body = b"d5:filesd20:".to_vec();
+            body.extend_from_slice(&HASH);
+            body.extend_from_slice(b"d8:completei1e10:downloadedi2e10:incompletei3eeee");
+            body
+        } else {
+            ok_body()
+        }
+    });
+    let base = origin(&service);
+    let mut c = client(Duration::from_secs(5));
+    let refused = [
+        "/cgi-bin/reboot.cgi/announce",
+        "/api/x/announce-x?cmd=reboot",
+        "/x/announce",
+        "/announce.cgi",
+        "/announce/",
+        "/announce/x",
+        "/%61nnounce",
+        "/ANNOUNCE",
+        "/",
+    ];
+    for (key, path) in (1..).zip(refused) {
+        let url = format!("{base}{path}");
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
+    }
+    for path in ["/cgi-bin/x.cgi/announce", "/x/announce.php"] {
+        let e = c
+            .scrape(&format!("{base}{path}"), &[InfoHash(HASH)])
+            .expect_err(path);
+        assert!(e.contains("SSRF"), "{path}: {e}");
+    }
+    assert_eq!(service.hits(), 0, "{:?}", service.last_target());
+
+    let allowed = ["/announce", "/announce.php", "/announce?passkey=abc"];
+    for (key, path) in (100..).zip(allowed) {
+        let url = format!("{base}{path}");
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert_eq!(r.peers, two_peers(), "{url}: {r:?}");
+    }
+    for path in ["/announce", "/announce.php"] {
+        let stats = c
+            .scrape(&format!("{base}{path}"), &[InfoHash(HASH)])
+            .expect(path);
+        assert_eq!(stats.len(), 1, "{path}");
+    }
+    assert_eq!(service.hits(), allowed.len() + 2);
+    assert!(service.last_target().starts_with("/scrape.php?info_hash="));
+}
+
+/// A tracker URL whose query already holds a tracker parameter (`info_hash`,
+/// `peer_id`, `port`, `uploaded`, `downloaded`, `left`, `corrupt`, `key`, `event`; any
+/// case, escaped or not) is refused for every tracker, public ones too, as libtorrent
+/// does: such a URL would let its author set what our announce says. Other parameters
+/// (a private tracker's `passkey`) are kept.
+#[test]
+fn tracker_urls_with_preset_tracker_parameters_are_refused() {
+    fn only_127_0_0_1_is_public(ip: std::net::IpAddr) -> bool {
+        ip != std::net::IpAddr::from([127, 0, 0, 1])
+    }
+    let tracker = HttpStub::new(|_| ok_body());
+    let mut c = client_config(TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        ssrf: tracker::SsrfGuard {
+            enabled: true,
+            is_local: only_127_0_0_1_is_public,
+        },
+        ..TrackerConfig::default()
+    });
+    let refused = [
+        "?info_hash=%12%34",
+        "?passkey=x&PEER_ID=abc",
+        "?port=80",
+        "?a=1&event=stopped",
+        "?%69nfo_hash=1",
+        "?left",
+        "?key=1&uploaded=0",
+        "?corrupt=1",
+    ];
+    for (key, query) in (1..).zip(refused) {
+        let url = format!("{}{query}", tracker.url);
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
+    }
+    let e = c
+        .scrape(&format!("{}?info_hash=x", tracker.url), &[InfoHash(HASH)])
+        .expect_err("scrape");
+    assert!(e.contains("SSRF"), "{e}");
+    assert_eq!(tracker.hits(), 0, "{:?}", tracker.last_target());
+
+    let url = format!("{}?passkey=abc&uid=5", tracker.url);
+    c.announce(100, &[&[&url]], 6881, None);
+    assert_eq!(c.result().peers, two_peers());
+    assert!(tracker
+        .last_target()
+        .starts_with("/announce?passkey=abc&uid=5&info_hash="));
+}
+
+// ---------------------------------------------------------------- proxy
+
+/// An HTTP CONNECT proxy on 127.0.0.1: it records each CONNECT target, answers 200 and
+/// then serves the tunnelled request itself with `reply` (it stands for the proxy and
+/// the tracker behind it).
+struct ProxyStub {
+    proxy: ureq::Proxy,
+    connects: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for ProxyStub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ProxyStub {
+    fn new(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let connects = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reply: Arc<Reply> = Arc::new(reply);
+        {
+            let (connects, stop) = (connects.clone(), stop.clone());
+            thread::spawn(move || {
+                let end = Instant::now() + STUB_LIFETIME;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = serve_connect(stream, &*reply, &connects);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        let proxy = ureq::Proxy::new(&format!("http://127.0.0.1:{port}")).expect("proxy");
+        Self {
+            proxy,
+            connects,
+            stop,
+        }
+    }
+
+    fn connects(&self) -> Vec<String> {
+        lock(&self.connects).clone()
+    }
+}
+
+/// Reads a CONNECT request, records its target, opens the tunnel and serves one request
+/// through it.
+fn serve_connect(
+    mut stream: TcpStream,
+    reply: &Reply,
+    connects: &Mutex<Vec<String>>,
+) -> Option<()> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut parts = text.lines().next()?.split(' ');
+    if parts.next()? != "CONNECT" {
+        return None;
+    }
+    lock(connects).push(parts.next()?.to_string());
+    stream
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .ok()?;
+    let mut first = [0u8; 1];
+    stream.peek(&mut first).ok()?;
+    if first[0] == 0x16 {
+        // A TLS ClientHello: kept (as the last "connect" entry) and left unanswered.
+        let mut hello = vec![0u8; 4096];
+        let n = stream.read(&mut hello).ok()?;
+        hello.truncate(n);
+        lock(connects).push(format!("tls:{}", String::from_utf8_lossy(&hello)));
+        return None;
+    }
+    serve_http(stream, reply, &|_| {})
+}
+
+/// Through an HTTP proxy, the guard still applies: the host name is resolved and
+/// checked here (a name that resolves to a local address is refused), host names that
+/// are IPv4 literals in `inet_aton`'s forms (`127.1`, `2130706433`, `0x7f.1`,
+/// `0177.0.0.1`) count as those addresses, and the proxy is never asked.
+#[test]
+fn names_behind_a_proxy_are_resolved_and_checked_here() {
+    let proxy = ProxyStub::new(|_| ok_body());
+    let port = closed_port();
+    let mut c = client_config(TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        proxy: Some(proxy.proxy.clone()),
+        ..TrackerConfig::default()
+    });
+    let hosts = [
+        "localhost",
+        "127.1",
+        "2130706433",
+        "0x7f.1",
+        "0x7F000001",
+        "0177.0.0.1",
+        "127.0.0.1.",
+        "[::ffff:7f00:1]",
+    ];
+    for (key, host) in (1..).zip(hosts) {
+        let url = format!("http://{host}:{port}/admin");
+        c.announce(key, &[&[&url]], 6881, None);
+        let r = c.result();
+        assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
+    }
+    assert_eq!(proxy.connects(), Vec::<String>::new());
+}
+
+/// With the guard on, the proxy is asked to connect to the address the guard checked
+/// (`CONNECT 127.0.0.1:PORT`), never to a name it would resolve again: what the proxy
+/// reaches is what was checked. With the guard off, the proxy gets the name.
+#[test]
+fn a_proxy_is_asked_for_the_checked_address() {
+    fn only_127_0_0_1_is_public(ip: std::net::IpAddr) -> bool {
+        ip != std::net::IpAddr::from([127, 0, 0, 1])
+    }
+    let proxy = ProxyStub::new(|_| ok_body());
+    let port = closed_port();
+    let config = TrackerConfig {
+        timeout: Duration::from_secs(5),
+        rng_seed: 7,
+        proxy: Some(proxy.proxy.clone()),
+        ssrf: tracker::SsrfGuard {
+            enabled: true,
+            is_local: only_127_0_0_1_is_public,
+        },
+        ..TrackerConfig::default()
+    };
+    // `localhost` may also be ::1, a local address here, which a path that is not a
+    // tracker's excludes: only 127.0.0.1 is left.
+    let url = format!("http://localhost:{port}/tracker/announce");
+    let mut c = client_config(config.clone());
+    c.announce(1, &[&[&url]], 6881, None);
+    let r = c.result();
+    assert_eq!(r.peers, two_peers(), "{r:?}");
+    assert_eq!(proxy.connects(), [format!("127.0.0.1:{port}")]);
+
+    // HTTPS: TLS runs through the tunnel to the checked address, with the URL's
+    // host name (the ClientHello names `localhost`, not the address).
+    let tls = format!("https://localhost:{port}/tracker/announce");
+    c.announce(3, &[&[&tls]], 6881, None);
+    let r = c.result();
+    assert!(r.peers.is_empty() && !r.errors.is_empty(), "{r:?}");
+    let seen = proxy.connects();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[1], format!("127.0.0.1:{port}"));
+    assert!(
+        seen[2].starts_with("tls:") && seen[2].contains("localhost"),
+        "{seen:?}"
+    );
+
+    let mut off = client_config(TrackerConfig {
+        ssrf: tracker::SsrfGuard {
+            enabled: false,
+            ..config.ssrf
+        },
+        ..config
+    });
+    off.announce(2, &[&[&url]], 6881, None);
+    assert_eq!(off.result().peers, two_peers());
+    assert_eq!(
+        proxy.connects().last().map(String::as_str),
+        Some(format!("localhost:{port}").as_str())
+    );
+}
+
 #[test]
 fn local_addresses() {
     use std::net::IpAddr;
@@ -1207,6 +1508,8 @@ fn local_addresses() {
         "::ffff:127.0.0.1",
         "::127.0.0.1",
         "64:ff9b::10.0.0.1",
+        "64:ff9b:1::1",
+        "64:ff9b:1:ffff:ffff::808:808",
         "2002:c0a8:0101::1",
         "ff02::1",
     ] {
@@ -1220,6 +1523,7 @@ fn local_addresses() {
         "100.128.0.1",
         "2606:4700::1111",
         "::ffff:8.8.8.8",
+        "64:ff9b::8.8.8.8",
         "2002:0808:0808::1",
     ] {
         let ip: IpAddr = public.parse().expect("ip");

@@ -4,12 +4,12 @@
 //! Two names are the same file when a case-insensitive, normalization-insensitive file
 //! system would take them for one (Windows, SMB, macOS, ext4 with casefolding): their
 //! [`path::push_name_key`] keys match (Unicode case folding and NFD). Sanitizing has
-//! already removed what such systems ignore (trailing dots and spaces) and renamed
-//! device names. Two files on the same path, or a file on another file's directory,
-//! are told apart the way libtorrent does it: the first keeps its name and `name.ext`
-//! becomes `name.1.ext`, `name.2.ext`, ... in file order. The renaming is bounded by
-//! [`LayoutLimits::max_duplicate_renames`] attempts in all, so a torrent of a million
-//! same-named files costs bounded work and is refused with
+//! already removed what such systems ignore (trailing dots and spaces, default-ignorable
+//! code points) and renamed device names. Two files on the same path, or a file on
+//! another file's directory, are told apart the way libtorrent does it: the first
+//! keeps its name and `name.ext` becomes `name.1.ext`, `name.2.ext`, ... in file order.
+//! The renaming is bounded by [`LayoutLimits::max_duplicate_renames`] attempts in all,
+//! so a torrent of a million same-named files costs bounded work and is refused with
 //! [`ErrorKind::TooManyDuplicateFilenames`].
 //!
 //! # Cost

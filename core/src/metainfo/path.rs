@@ -6,6 +6,14 @@
 //! - `/`, `\`, NUL and other control characters, and the characters Windows forbids
 //!   (`:*?"<>|`), become `_`, so an element can never hold a separator or a drive;
 //! - bytes that are not UTF-8 become `_` (names are shown to people and sent as JSON);
+//! - default-ignorable code points (Unicode's `Default_Ignorable_Code_Point`: zero-width
+//!   spaces and joiners, bidi controls, variation selectors, the BOM, tags, ...) are
+//!   dropped: HFS+ skips several of them when it compares names (U+200C-U+200F,
+//!   U+202A-U+202E, U+206A-U+206F, U+FEFF) and Linux's casefolding file systems skipped
+//!   them all, so `.bt` U+200C `core` would be `.btcore` there; the bidi controls also
+//!   disguise extensions (`a` U+202E `gpj.exe` shows as `aexe.jpg`), which is why
+//!   libtorrent drops those. Names that need a joiner to render (Persian, emoji
+//!   sequences) lose it;
 //! - an element is cut to 255 bytes (the usual file-name limit) on a character
 //!   boundary;
 //! - trailing dots and spaces are removed (Windows and SMB drop them, so `a.` and `a`
@@ -74,6 +82,45 @@ fn is_dropped(raw: &[u8]) -> bool {
     raw.is_empty() || raw == b"." || raw == b".."
 }
 
+/// Unicode's `Default_Ignorable_Code_Point` ranges (DerivedCoreProperties, Unicode
+/// 16.0): invisible characters that file systems may skip when they compare names.
+const DEFAULT_IGNORABLE: [(u32, u32); 17] = [
+    (0x00ad, 0x00ad),
+    (0x034f, 0x034f),
+    (0x061c, 0x061c),
+    (0x115f, 0x1160),
+    (0x17b4, 0x17b5),
+    (0x180b, 0x180f),
+    (0x200b, 0x200f),
+    (0x202a, 0x202e),
+    (0x2060, 0x206f),
+    (0x3164, 0x3164),
+    (0xfe00, 0xfe0f),
+    (0xfeff, 0xfeff),
+    (0xffa0, 0xffa0),
+    (0xfff0, 0xfff8),
+    (0x1bca0, 0x1bca3),
+    (0x1d173, 0x1d17a),
+    (0xe0000, 0xe0fff),
+];
+
+/// Whether `c` is a default-ignorable code point (see the module docs).
+fn is_ignorable(c: char) -> bool {
+    let cp = u32::from(c);
+    cp >= 0xad
+        && DEFAULT_IGNORABLE
+            .binary_search_by(|&(lo, hi)| {
+                if hi < cp {
+                    core::cmp::Ordering::Less
+                } else if lo > cp {
+                    core::cmp::Ordering::Greater
+                } else {
+                    core::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
+}
+
 fn bad_char(c: char) -> bool {
     c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
 }
@@ -112,6 +159,9 @@ fn write_element(raw: &[u8], out: &mut Out<'_>) -> Result<bool, PathError> {
     let mut tmp = [0u8; 4];
     'chars: for chunk in raw.utf8_chunks() {
         for c in chunk.valid().chars() {
+            if is_ignorable(c) {
+                continue;
+            }
             let c = if bad_char(c) { '_' } else { c };
             let enc = c.encode_utf8(&mut tmp).as_bytes();
             if out.len - start + enc.len() > MAX_ELEMENT_LEN {
@@ -299,6 +349,42 @@ mod tests {
         );
     }
 
+    /// Code points that file systems ignore in names (HFS+ skips U+200C-U+200F,
+    /// U+202A-U+202E, U+206A-U+206F and U+FEFF when it compares names; Linux's
+    /// casefolding ext4 and f2fs skipped every default-ignorable one) are dropped, so
+    /// that `.bt` U+200C `core` cannot be `.btcore` there behind our back; the bidi
+    /// controls among them also spoof extensions (`a` U+202E `gpj.exe`).
+    #[test]
+    fn ignorable_code_points_are_dropped() {
+        assert_eq!(
+            join(&["t".as_bytes(), "a\u{202e}gpj.exe".as_bytes()], true),
+            "t/agpj.exe"
+        );
+        assert_eq!(join(&[".bt\u{200c}core".as_bytes()], false), ".btcore");
+        assert_eq!(
+            join(&["\u{feff}x\u{ad}\u{34f}\u{61c}\u{115f}\u{17b4}\u{180b}\u{180e}\u{200b}\u{2060}\u{2065}\u{206f}\u{3164}\u{fe0f}\u{ffa0}\u{fff0}\u{1bca0}\u{1d173}\u{e0001}\u{e01ef}\u{e0fff}y".as_bytes()], false),
+            "xy"
+        );
+        // What is left is sanitized as a whole: empty, dots, device names.
+        assert_eq!(join(&["t".as_bytes(), "\u{200b}".as_bytes()], true), "t/_");
+        assert_eq!(
+            join(&["t".as_bytes(), "..\u{200b}".as_bytes()], true),
+            "t/_"
+        );
+        assert_eq!(
+            join(&["t".as_bytes(), "CON\u{200d}.txt".as_bytes()], true),
+            "t/_CON.txt"
+        );
+        // Neighbours of the ignorable ranges stay.
+        assert_eq!(
+            join(
+                &["\u{ac}\u{34e}\u{200a}\u{2010}\u{fff9}\u{1d172}".as_bytes()],
+                false
+            ),
+            "\u{ac}\u{34e}\u{200a}\u{2010}\u{fff9}\u{1d172}"
+        );
+    }
+
     #[test]
     fn names() {
         assert!(!is_usable_name(b".."));
@@ -320,5 +406,7 @@ mod tests {
         );
         assert!(!same_name(b"a", b"b"));
         assert!(!same_name(b"con", b"_con.x"));
+        assert!(same_name(".bt\u{200c}core".as_bytes(), b".btcore"));
+        assert!(same_name("\u{feff}A\u{200d}".as_bytes(), b"a"));
     }
 }
