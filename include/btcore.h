@@ -102,6 +102,23 @@
 #define BTCORE_ANNOUNCE_STOPPED 3
 
 /**
+ * `btcore_sansio_announced`: a tracker answered.
+ */
+#define BTCORE_ANNOUNCED_OK 0
+
+/**
+ * `btcore_sansio_announced`: no tracker answered (retried after a backoff: 60 s,
+ * doubling up to the interval).
+ */
+#define BTCORE_ANNOUNCED_FAILED 1
+
+/**
+ * `btcore_sansio_announced`: the host has no tracker for the torrent (it stops
+ * announcing until it is started again).
+ */
+#define BTCORE_ANNOUNCED_NO_TRACKERS 2
+
+/**
  * Disk completion status: success.
  */
 #define BTCORE_DISK_OK 0
@@ -258,8 +275,11 @@ typedef enum btcore_action_kind {
   BTCORE_ACTION_VERIFY = 6,
   /**
    * Announce to the torrent's trackers (`announce_event`, `uploaded`,
-   * `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer`.
-   * Needs no answer; a host without trackers ignores it.
+   * `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer` and
+   * answer with `btcore_sansio_announced` (the tracker's `interval` and
+   * `min interval` schedule the next one). A host without trackers answers
+   * `BTCORE_ANNOUNCED_NO_TRACKERS`. A `STOPPED` announce needs no answer. One not
+   * answered counts as failed after `announce_timeout` (10 min).
    */
   BTCORE_ACTION_ANNOUNCE = 7,
 } btcore_action_kind;
@@ -899,6 +919,29 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
                                           uint32_t id,
                                           const struct btcore_addr *addr,
                                           uint64_t now_ms);
+
+/**
+ * How the `ANNOUNCE` action of torrent `id` went: `status` is one of
+ * `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
+ * `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
+ * clamped to 30 s ..= 24 h. The next announce comes after the interval, and never
+ * sooner than the min interval, however short of peers the torrent is.
+ * `BTCORE_NOT_FOUND` when the torrent is unknown or has no announce waiting (a late
+ * answer); `BTCORE_INVALID_PARAMETER` for an unknown status.
+ */
+enum btcore_result btcore_sansio_announced(struct btcore_sansio *h,
+                                           uint32_t id,
+                                           uint32_t status,
+                                           uint32_t interval_secs,
+                                           uint32_t min_interval_secs,
+                                           uint64_t now_ms);
+
+/**
+ * Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
+ * tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
+ * when the torrent is unknown or not running (checking, paused).
+ */
+enum btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
  * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.

@@ -173,7 +173,12 @@ static int run_actions(void) {
                     return 0;
                 break;
             }
-            case BTCORE_ACTION_ANNOUNCE: break; /* no trackers here */
+            case BTCORE_ACTION_ANNOUNCE:
+                /* No trackers here: say so, and the library stops asking. */
+                if (a->announce_event != BTCORE_ANNOUNCE_STOPPED)
+                    btcore_sansio_announced(h, a->torrent, BTCORE_ANNOUNCED_NO_TRACKERS, 0, 0,
+                                            now_ms());
+                break;
             }
         }
     }

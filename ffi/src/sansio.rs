@@ -17,8 +17,8 @@ use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
-    Action, AddError, AnnounceEvent, ConnId, DiskError, Event, Session, SessionConfig, TorrentId,
-    TorrentState,
+    Action, AddError, AnnounceEvent, AnnounceOutcome, ConnId, DiskError, Event, Session,
+    SessionConfig, TorrentId, TorrentState,
 };
 use btcore_core::time::Instant;
 use std::collections::HashMap;
@@ -79,8 +79,11 @@ pub enum btcore_action_kind {
     /// peer sent bad data). `btcore_sansio_verified(id)` answers without them.
     BTCORE_ACTION_VERIFY = 6,
     /// Announce to the torrent's trackers (`announce_event`, `uploaded`,
-    /// `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer`.
-    /// Needs no answer; a host without trackers ignores it.
+    /// `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer` and
+    /// answer with `btcore_sansio_announced` (the tracker's `interval` and
+    /// `min interval` schedule the next one). A host without trackers answers
+    /// `BTCORE_ANNOUNCED_NO_TRACKERS`. A `STOPPED` announce needs no answer. One not
+    /// answered counts as failed after `announce_timeout` (10 min).
     BTCORE_ACTION_ANNOUNCE = 7,
 }
 
@@ -92,6 +95,15 @@ pub const BTCORE_ANNOUNCE_STARTED: u32 = 1;
 pub const BTCORE_ANNOUNCE_COMPLETED: u32 = 2;
 /// `btcore_action.announce_event`: the torrent stops.
 pub const BTCORE_ANNOUNCE_STOPPED: u32 = 3;
+
+/// `btcore_sansio_announced`: a tracker answered.
+pub const BTCORE_ANNOUNCED_OK: u32 = 0;
+/// `btcore_sansio_announced`: no tracker answered (retried after a backoff: 60 s,
+/// doubling up to the interval).
+pub const BTCORE_ANNOUNCED_FAILED: u32 = 1;
+/// `btcore_sansio_announced`: the host has no tracker for the torrent (it stops
+/// announcing until it is started again).
+pub const BTCORE_ANNOUNCED_NO_TRACKERS: u32 = 2;
 
 /// Disk completion status: success.
 pub const BTCORE_DISK_OK: u32 = 0;
@@ -672,6 +684,66 @@ pub extern "C" fn btcore_sansio_add_peer(
         s.session.handle_peers(now(now_ms), TorrentId(id), &[a]);
         s.pump_events();
         Ok(())
+    })
+}
+
+/// How the `ANNOUNCE` action of torrent `id` went: `status` is one of
+/// `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
+/// `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
+/// clamped to 30 s ..= 24 h. The next announce comes after the interval, and never
+/// sooner than the min interval, however short of peers the torrent is.
+/// `BTCORE_NOT_FOUND` when the torrent is unknown or has no announce waiting (a late
+/// answer); `BTCORE_INVALID_PARAMETER` for an unknown status.
+#[no_mangle]
+pub extern "C" fn btcore_sansio_announced(
+    h: *mut btcore_sansio,
+    id: u32,
+    status: u32,
+    interval_secs: u32,
+    min_interval_secs: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let outcome = match status {
+            BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
+                interval: interval_secs,
+                min_interval: (min_interval_secs != 0).then_some(min_interval_secs),
+            },
+            BTCORE_ANNOUNCED_FAILED => AnnounceOutcome::Failed,
+            BTCORE_ANNOUNCED_NO_TRACKERS => AnnounceOutcome::NoTrackers,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let known = s
+            .session
+            .handle_announced(now(now_ms), TorrentId(id), outcome);
+        s.pump_events();
+        if known {
+            Ok(())
+        } else {
+            Err(BTCORE_NOT_FOUND)
+        }
+    })
+}
+
+/// Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
+/// tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
+/// when the torrent is unknown or not running (checking, paused).
+#[no_mangle]
+pub extern "C" fn btcore_sansio_reannounce(
+    h: *mut btcore_sansio,
+    id: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        let mut s = handle(h)?;
+        let known = s.session.reannounce(now(now_ms), TorrentId(id));
+        s.pump_events();
+        if known {
+            Ok(())
+        } else {
+            Err(BTCORE_NOT_FOUND)
+        }
     })
 }
 

@@ -193,6 +193,21 @@ int main(void) {
         int announced = 0;
         for (size_t i = 0; i < n; i++) announced |= ca[i].kind == BTCORE_ACTION_ANNOUNCE;
         if (!announced) { fprintf(stderr, "no announce once checked\n"); failures++; }
+        /* The tracker's interval and min interval rule the next announces: an early
+         * request waits for the min interval, and a late answer is refused. */
+        EXPECT(btcore_sansio_announced(c, cid, 9, 1800, 900, 1), BTCORE_INVALID_PARAMETER);
+        EXPECT(btcore_sansio_announced(c, cid, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_OK);
+        EXPECT(btcore_sansio_announced(c, cid, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_NOT_FOUND);
+        EXPECT(btcore_sansio_reannounce(c, cid, 2), BTCORE_OK);
+        EXPECT(btcore_sansio_reannounce(c, cid + 1, 2), BTCORE_NOT_FOUND);
+        uint64_t ms[] = {2, 899000, 900001}; /* timers run at most once a second */
+        for (int k = 0; k < 3; k++) {
+            EXPECT(btcore_sansio_handle_timeout(c, ms[k]), BTCORE_OK);
+            EXPECT(btcore_sansio_poll_actions(c, ca, 8, &n), BTCORE_OK);
+            announced = 0;
+            for (size_t i = 0; i < n; i++) announced |= ca[i].kind == BTCORE_ACTION_ANNOUNCE;
+            if (announced != (k == 2)) { fprintf(stderr, "reannounce at %llu: %d\n", (unsigned long long)ms[k], announced); failures++; }
+        }
         btcore_sansio_free(c);
         remove("check.bin");
     }

@@ -33,8 +33,8 @@ use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::mse;
 use btcore_core::session::{
-    Action, AnnounceEvent, ConnId, Event, Session, SessionConfig, TorrentId, TorrentState,
-    TorrentStatus,
+    Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, Session, SessionConfig, TorrentId,
+    TorrentState, TorrentStatus,
 };
 use btcore_core::time::Instant;
 use mio::net::{TcpListener, TcpStream};
@@ -821,10 +821,7 @@ impl Client {
                 .torrents()
                 .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
                 .filter(|(_, s)| !s.private && !s.paused)
-                .map(|(id, s)| {
-                    let short = s.state != TorrentState::Seeding && s.peers < 5;
-                    (id, s.info_hash, short)
-                })
+                .map(|(id, s)| (id, s.info_hash, self.session.short_of_peers(id)))
                 .collect();
             self.dht_public = (public, Some(now));
         }
@@ -1174,7 +1171,20 @@ impl Client {
             for (url, e) in &r.errors {
                 log::warn!("tracker {url}: {e}");
             }
-            self.session.handle_peers(now, TorrentId(r.key), &r.peers);
+            let id = TorrentId(r.key);
+            self.session.handle_peers(now, id, &r.peers);
+            // The `stopped` announce ends the torrent's schedule: nothing to report
+            // (and a torrent resumed since has its `started` in flight).
+            if r.event != Some(btcore_core::tracker::Event::Stopped) {
+                let outcome = match (&r.tracker, r.interval) {
+                    (Some(_), Some(interval)) => AnnounceOutcome::Answered {
+                        interval,
+                        min_interval: r.min_interval,
+                    },
+                    _ => AnnounceOutcome::Failed,
+                };
+                self.session.handle_announced(now, id, outcome);
+            }
         }
     }
 
@@ -1418,15 +1428,17 @@ impl Client {
         downloaded: u64,
         left: u64,
     ) {
-        let Some(client) = self.trackers.as_mut() else {
-            return;
-        };
         let Some(t) = self.torrents.get(&id) else {
             return;
         };
-        if t.trackers.is_empty() {
+        let Some(client) = self.trackers.as_mut().filter(|_| !t.trackers.is_empty()) else {
+            if event != Some(AnnounceEvent::Stopped) {
+                let now = self.now();
+                self.session
+                    .handle_announced(now, id, AnnounceOutcome::NoTrackers);
+            }
             return;
-        }
+        };
         // The torrent may already be gone from the session (the `stopped` announce).
         let job = AnnounceJob {
             key: id.0,

@@ -26,7 +26,9 @@ use btcore_core::ids::{BlockRef, PeerId, BLOCK_LEN};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
-use btcore_core::session::{Action, ConnId, Event, Session, SessionConfig, TorrentId};
+use btcore_core::session::{
+    Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, Session, SessionConfig, TorrentId,
+};
 use btcore_core::time::{Duration, Instant};
 use btcore_core::wire::HANDSHAKE_LEN;
 use std::cmp::Reverse;
@@ -119,6 +121,8 @@ pub struct Node {
     pub banned_at: Vec<Instant>,
     /// Pieces that failed their hash check (events).
     pub hash_failures: u32,
+    /// When it announced to the tracker.
+    pub announces: Vec<Instant>,
     /// Hash checks that failed on a piece whose blocks were served by more than one
     /// peer (attribution needs more than "who sent it").
     pub mixed_failures: u32,
@@ -359,6 +363,7 @@ impl Sim {
             banned: Vec::new(),
             banned_at: Vec::new(),
             hash_failures: 0,
+            announces: Vec::new(),
             mixed_failures: 0,
             single_failures_at: Vec::new(),
             served_by: BTreeMap::new(),
@@ -1196,8 +1201,9 @@ impl Sim {
                 n.session
                     .handle_verified_blocks(now, torrent, piece, ok, &digests);
             }
-            Action::Announce { torrent, .. } if self.tracker => {
-                // The tracker: every other live node's address.
+            Action::Announce { torrent, event, .. } if self.tracker => {
+                // The tracker: every other live node's address, and libtorrent's default
+                // interval.
                 let peers: Vec<SocketAddr> = self
                     .nodes
                     .iter()
@@ -1205,7 +1211,19 @@ impl Sim {
                     .filter(|(j, n)| *j != i && n.alive)
                     .map(|(_, n)| n.addr)
                     .collect();
-                self.nodes[i].session.handle_peers(now, torrent, &peers);
+                let n = &mut self.nodes[i];
+                n.announces.push(now);
+                n.session.handle_peers(now, torrent, &peers);
+                if event != Some(AnnounceEvent::Stopped) {
+                    n.session.handle_announced(
+                        now,
+                        torrent,
+                        AnnounceOutcome::Answered {
+                            interval: 1800,
+                            min_interval: None,
+                        },
+                    );
+                }
             }
             _ => {}
         }

@@ -45,11 +45,13 @@
 //! senders go on parole, and when the piece passes the addresses whose blocks differ
 //! are banned). A banned address is refused when it connects and never dialed.
 
+mod announce;
 mod bans;
 mod metadata;
 mod smart_ban;
 mod torrent;
 
+pub use announce::AnnounceOutcome;
 pub use torrent::{TorrentState, TorrentStatus};
 
 use crate::bitfield::Bitfield;
@@ -63,6 +65,7 @@ use crate::time::{Duration, Instant};
 use crate::wire::Reserved;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
+use announce::{AnnounceBudget, Announcer, Due};
 use bans::BanList;
 use core::net::{IpAddr, SocketAddr};
 use torrent::Torrent;
@@ -154,6 +157,14 @@ pub struct SessionConfig {
     pub peer_low_watermark: usize,
     /// Wait this long before dialing an address again after a failure.
     pub reconnect_backoff: Duration,
+    /// Most announces started per second over all torrents (and the burst allowed
+    /// after a quiet spell): many torrents starting together reach their trackers
+    /// spread out. `stopped` announces are exempt.
+    pub announces_per_second: u32,
+    /// Most announces waiting for [`Session::handle_announced`] over all torrents.
+    pub max_announces_in_flight: usize,
+    /// An announce the host has not reported after this long counts as failed.
+    pub announce_timeout: Duration,
     /// Keep at most this many known peer addresses per torrent.
     pub max_known_peers: usize,
 }
@@ -187,6 +198,10 @@ impl SessionConfig {
             max_failed_block_records: 4096,
             peer_low_watermark: 10,
             reconnect_backoff: Duration::from_secs(30),
+            // libtorrent's `max_concurrent_http_announces` is 50.
+            announces_per_second: 10,
+            max_announces_in_flight: 50,
+            announce_timeout: Duration::from_secs(600),
             max_known_peers: 500,
         }
     }
@@ -203,6 +218,8 @@ impl SessionConfig {
             max_disk_bytes_in_flight: 512 << 10,
             max_reads_per_peer: 2,
             max_known_peers: 100,
+            announces_per_second: 4,
+            max_announces_in_flight: 8,
             max_banned_ips: 256,
             max_failed_block_records: 512,
             ..Self::new(peer_id)
@@ -428,6 +445,8 @@ pub struct Session {
     next_tick: Instant,
     /// Addresses banned for bad data.
     bans: BanList,
+    /// The rate of announce starts.
+    announce_budget: AnnounceBudget,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
@@ -447,6 +466,7 @@ impl Session {
             disk_in_flight: 0,
             next_tick: Instant::ZERO,
             bans: BanList::new(config.max_banned_ips),
+            announce_budget: AnnounceBudget::new(Instant::ZERO, config.announces_per_second),
             config,
         }
     }
@@ -465,9 +485,7 @@ impl Session {
         have: Option<&Bitfield>,
     ) -> Result<TorrentId, AddError> {
         let id = self.insert_torrent(torrent_file, have)?;
-        if let Some(t) = self.torrents.get_mut(&id) {
-            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
-        }
+        self.start_announcing(now, id);
         Ok(id)
     }
 
@@ -500,7 +518,7 @@ impl Session {
             return false;
         }
         if !t.paused {
-            t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+            self.start_announcing(now, id);
             self.connect_more(now);
         }
         true
@@ -542,8 +560,8 @@ impl Session {
         for p in m.peers().filter(|p| !self.bans.contains(p.ip())) {
             t.add_known_peer(p, self.config.max_known_peers);
         }
-        t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
         self.torrents.insert(id, t);
+        self.start_announcing(now, id);
         self.connect_more(now);
         Ok(id)
     }
@@ -689,12 +707,9 @@ impl Session {
         for c in conns {
             self.close(c, None);
         }
-        if let Some(mut t) = self.torrents.remove(&id) {
-            // A torrent still checking never announced.
-            if t.state != TorrentState::Checking {
-                t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
-            }
-        }
+        self.stop_announcing(id);
+        self.torrents.remove(&id);
+        self.run_announces(now);
     }
 
     /// Pauses a torrent: closes its connections, announces `stopped`, refuses its peers
@@ -707,9 +722,8 @@ impl Session {
             return true;
         }
         t.paused = true;
-        if t.state != TorrentState::Checking {
-            t.announce(now, Some(AnnounceEvent::Stopped), &mut self.actions);
-        }
+        self.stop_announcing(id);
+        self.run_announces(now);
         let conns: Vec<ConnId> = self
             .conns
             .iter()
@@ -731,11 +745,142 @@ impl Session {
             t.paused = false;
             // A torrent still checking starts when its check is done.
             if t.state != TorrentState::Checking {
-                t.announce(now, Some(AnnounceEvent::Started), &mut self.actions);
+                self.start_announcing(now, id);
                 self.connect_more(now);
             }
         }
         true
+    }
+
+    /// How the announce of torrent `id` (an [`Action::Announce`]) went. The next one is
+    /// scheduled from it: after the tracker's `interval`, never sooner than its
+    /// `min interval` however short of peers the torrent is, and after a growing
+    /// backoff when no tracker answered. False when the torrent is unknown or has no
+    /// announce waiting (a late report, or the `stopped` one: nothing to do).
+    pub fn handle_announced(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        outcome: AnnounceOutcome,
+    ) -> bool {
+        let answered = self
+            .torrents
+            .get_mut(&id)
+            .and_then(|t| t.announcer.as_mut())
+            .is_some_and(|a| a.answered(now, outcome));
+        if answered {
+            self.run_announces(now);
+        }
+        answered
+    }
+
+    /// The application asks torrent `id` to announce now (to find peers, or to tell
+    /// the tracker what it has). It goes out as soon as the tracker's `min interval`
+    /// allows (at once if it already does), as Transmission does; never sooner. False
+    /// when the torrent is unknown or does not run (checking, paused).
+    pub fn reannounce(&mut self, now: Instant, id: TorrentId) -> bool {
+        let Some(a) = self
+            .torrents
+            .get_mut(&id)
+            .and_then(|t| t.announcer.as_mut())
+        else {
+            return false;
+        };
+        a.request();
+        self.run_announces(now);
+        true
+    }
+
+    /// Whether torrent `id` is short of peers: it still downloads (or fetches its
+    /// metadata) with fewer established connections than
+    /// [`SessionConfig::peer_low_watermark`]. The one threshold for every source: the
+    /// session announces early to trackers on it (within `min interval`), and a host
+    /// looks the torrent up on the DHT more often.
+    pub fn short_of_peers(&self, id: TorrentId) -> bool {
+        let peers = self
+            .conns
+            .values()
+            .filter(|c| c.torrent == Some(id) && c.peer.is_established())
+            .count();
+        self.torrents
+            .get(&id)
+            .is_some_and(|t| self.is_short(t, peers))
+    }
+
+    fn is_short(&self, t: &Torrent, established: usize) -> bool {
+        !t.paused
+            && !matches!(t.state, TorrentState::Seeding | TorrentState::Checking)
+            && established < self.config.peer_low_watermark
+    }
+
+    /// Torrent `id` starts: `started` is due.
+    fn start_announcing(&mut self, now: Instant, id: TorrentId) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        t.announcer = Some(Announcer::new(t.is_complete(), now));
+        self.run_announces(now);
+    }
+
+    /// Torrent `id` stops: `stopped` goes out at once if it announced since it started.
+    fn stop_announcing(&mut self, id: TorrentId) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        if t.announcer.take().is_some_and(|a| a.announced()) {
+            t.push_announce(Some(AnnounceEvent::Stopped), &mut self.actions);
+        }
+    }
+
+    /// Starts the announces that are due, within the session's rate and in-flight caps
+    /// (see `announce.rs`): those on schedule first, then the early ones.
+    fn run_announces(&mut self, now: Instant) {
+        let mut peers: BTreeMap<TorrentId, usize> = BTreeMap::new();
+        for c in self.conns.values().filter(|c| c.peer.is_established()) {
+            if let Some(t) = c.torrent {
+                *peers.entry(t).or_default() += 1;
+            }
+        }
+        let short: Vec<TorrentId> = self
+            .torrents
+            .iter()
+            .filter(|(id, t)| {
+                t.announcer.is_some() && self.is_short(t, peers.get(id).copied().unwrap_or(0))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut in_flight = 0;
+        let mut due: Vec<(Due, TorrentId)> = Vec::new();
+        for (&id, t) in &mut self.torrents {
+            let Some(a) = t.announcer.as_mut() else {
+                continue;
+            };
+            a.expire(now);
+            if a.in_flight() {
+                in_flight += 1;
+            } else if let Some(d) = a.due(now, short.binary_search(&id).is_ok()) {
+                due.push((d, id));
+            }
+        }
+        due.sort_unstable();
+        for (_, id) in due {
+            if in_flight >= self.config.max_announces_in_flight
+                || !self
+                    .announce_budget
+                    .take(now, self.config.announces_per_second)
+            {
+                break;
+            }
+            let Some(t) = self.torrents.get_mut(&id) else {
+                continue;
+            };
+            let Some(a) = t.announcer.as_mut() else {
+                continue;
+            };
+            let event = a.send(now, self.config.announce_timeout);
+            t.push_announce(event, &mut self.actions);
+            in_flight += 1;
+        }
     }
 
     /// Peer addresses for a torrent, from a tracker, the DHT, PEX or the user.
@@ -1121,8 +1266,11 @@ impl Session {
                 if finished {
                     if let Some(t) = self.torrents.get_mut(&id) {
                         t.state = TorrentState::Seeding;
-                        t.announce(now, Some(AnnounceEvent::Completed), &mut self.actions);
+                        if let Some(a) = t.announcer.as_mut() {
+                            a.on_completed(now);
+                        }
                     }
+                    self.run_announces(now);
                     self.push_event(Event::TorrentFinished(id));
                     // Two seeds have nothing to say to each other.
                     let seeds: Vec<ConnId> = self
@@ -1252,20 +1400,8 @@ impl Session {
         let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for id in tids {
             self.run_choker(now, id);
-            if let Some(t) = self.torrents.get_mut(&id) {
-                let connected = self
-                    .conns
-                    .values()
-                    .filter(|c| c.torrent == Some(id))
-                    .count();
-                t.maybe_reannounce(
-                    now,
-                    connected,
-                    self.config.peer_low_watermark,
-                    &mut self.actions,
-                );
-            }
         }
+        self.run_announces(now);
         self.connect_more(now);
         self.fill_all_requests(now);
         self.flush_sends();

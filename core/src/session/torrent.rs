@@ -2,6 +2,7 @@
 //! known peer addresses, who sent bad data ([`super::smart_ban`]), and the handling of
 //! each peer event.
 
+use super::announce::Announcer;
 use super::bans::{canonical, BanList};
 use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
@@ -158,8 +159,8 @@ pub(crate) struct Torrent {
     pub(crate) uploaded: u64,
     pub(crate) downloaded: u64,
     hash_failures: u32,
-    last_announce: Option<Instant>,
-    announce_interval: Duration,
+    /// When to announce; `None` while the torrent does not run (checking, paused).
+    pub(crate) announcer: Option<Announcer>,
 }
 
 impl Torrent {
@@ -200,8 +201,7 @@ impl Torrent {
             uploaded: 0,
             downloaded: 0,
             hash_failures: 0,
-            last_announce: None,
-            announce_interval: Duration::from_secs(1800),
+            announcer: None,
         }
     }
 
@@ -298,13 +298,9 @@ impl Torrent {
         }
     }
 
-    pub(crate) fn announce(
-        &mut self,
-        now: Instant,
-        event: Option<AnnounceEvent>,
-        out: &mut VecDeque<Action>,
-    ) {
-        self.last_announce = Some(now);
+    /// Queues an announce carrying `event` (the session's announce schedule decides
+    /// when, see `announce.rs`).
+    pub(crate) fn push_announce(&self, event: Option<AnnounceEvent>, out: &mut VecDeque<Action>) {
         out.push_back(Action::Announce {
             torrent: self.id,
             event,
@@ -312,25 +308,6 @@ impl Torrent {
             downloaded: self.downloaded,
             left: self.left(),
         });
-    }
-
-    /// Re-announces on the interval, or sooner (but not more than once a minute) when
-    /// peers run low.
-    pub(crate) fn maybe_reannounce(
-        &mut self,
-        now: Instant,
-        connected: usize,
-        low: usize,
-        out: &mut VecDeque<Action>,
-    ) {
-        let Some(last) = self.last_announce else {
-            return;
-        };
-        let since = now.since(last);
-        if since >= self.announce_interval || (connected < low && since >= Duration::from_secs(60))
-        {
-            self.announce(now, None, out);
-        }
     }
 
     /// Adds an address to dial (the session filters banned ones out first).

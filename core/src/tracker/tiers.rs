@@ -19,8 +19,8 @@
 //! ([`AnnounceState::next_event`]: `stopped` when stopping, else `started` until a
 //! tracker acknowledged one, else `completed` once the download finished, if it was not
 //! complete when the session started) and when ([`AnnounceState::is_due`]): right away
-//! for `started` and `stopped`; after `interval` for regular announces; for `completed`
-//! as soon as `min interval` allows; after a failure, after a backoff of 60 s doubling up
+//! for the events (`started`, `completed`, `stopped`); after `interval` for regular
+//! announces; after a failure, after a backoff of 60 s doubling up
 //! to the interval (30 min before any success). [`AnnounceState::wants_more_peers`] says
 //! when to announce early because the session is short of peers: never sooner than
 //! `min interval` (the tracker's, or [`DEFAULT_MIN_INTERVAL_SECS`] when it sent none)
@@ -223,8 +223,9 @@ impl AnnounceState {
             .map_or(0, |t| t.saturating_add(self.min_interval_ms))
     }
 
-    /// The download just finished: `completed` becomes pending (once) and is due as
-    /// soon as `min interval` allows.
+    /// The download just finished: `completed` becomes pending (once) and is due at
+    /// once, as an event (Transmission and libtorrent send it right away; trackers
+    /// count downloads by it). Only a pending retry after a failure delays it.
     pub fn on_completed(&mut self, now_ms: u64) {
         if self.complete || self.finished {
             return;
@@ -232,7 +233,7 @@ impl AnnounceState {
         self.complete = true;
         self.completed_pending = true;
         if self.started_acked && self.failures == 0 {
-            self.next_ms = self.next_ms.min(self.earliest_ms().max(now_ms));
+            self.next_ms = self.next_ms.min(now_ms);
         }
     }
 
@@ -310,10 +311,8 @@ impl AnnounceState {
         self.min_interval_ms = u64::from(min_interval) * 1000;
         self.last_success_ms = Some(now_ms);
         self.failures = 0;
-        self.next_ms = if self.stopping || !self.started_acked {
+        self.next_ms = if self.stopping || !self.started_acked || self.completed_pending {
             now_ms
-        } else if self.completed_pending {
-            now_ms.saturating_add(self.min_interval_ms)
         } else {
             now_ms.saturating_add(self.interval_ms)
         };
@@ -425,10 +424,10 @@ mod tests {
         assert!(!s.wants_more_peers(300_999, 3, 10));
         assert!(s.wants_more_peers(301_000, 3, 10));
         assert!(!s.wants_more_peers(301_000, 10, 10));
-        // Completion: due at the min interval after the last announce.
+        // Completion: an event, due at once.
         s.on_completed(100_000);
         assert_eq!(s.next_event(), Some(Event::Completed));
-        assert_eq!(s.next_announce_ms(), Some(301_000));
+        assert_eq!(s.next_announce_ms(), Some(100_000));
         s.on_success(301_000, Some(Event::Completed), 1800, Some(300));
         assert_eq!(s.next_event(), None);
         s.on_completed(400_000);

@@ -1,0 +1,329 @@
+//! When each torrent announces to its trackers.
+//!
+//! Each running torrent has an [`Announcer`]: the tracker's answer sets the next
+//! regular announce (`interval`) and the earliest early one (`min interval`), through
+//! [`AnnounceState`]. A torrent announces:
+//! - the events at once: `started` when it starts (added, checked, resumed), `completed`
+//!   when the download finishes, `stopped` when it stops or pauses (only if it
+//!   announced before);
+//! - again after `interval`;
+//! - early when it has fewer established peers than
+//!   [`SessionConfig::peer_low_watermark`](super::SessionConfig::peer_low_watermark), or
+//!   when the application asks ([`Session::reannounce`](super::Session::reannounce)),
+//!   but never before `min interval` has passed since the last answer: a request made
+//!   sooner waits until then, as Transmission does;
+//! - after a failure (no tracker answered), after a backoff of 60 s doubling up to the
+//!   interval.
+//!
+//! One announce per torrent is in flight at a time; the host reports how it went with
+//! [`Session::handle_announced`](super::Session::handle_announced), and one it never
+//! reports counts as failed after
+//! [`SessionConfig::announce_timeout`](super::SessionConfig::announce_timeout). Over the
+//! session, announces start at most at
+//! [`SessionConfig::announces_per_second`](super::SessionConfig::announces_per_second)
+//! (after a burst of as many) with at most
+//! [`SessionConfig::max_announces_in_flight`](super::SessionConfig::max_announces_in_flight)
+//! waiting for an answer: a thousand torrents starting together reach their trackers
+//! spread over the following seconds, not in one burst. `stopped` is exempt: it goes
+//! out at once.
+
+use super::AnnounceEvent;
+use crate::time::{Duration, Instant};
+use crate::tracker::http::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
+use crate::tracker::tiers::AnnounceState;
+use crate::tracker::Event;
+
+/// How an announce went, for [`Session::handle_announced`](super::Session::handle_announced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnnounceOutcome {
+    /// A tracker answered, with its `interval` and `min interval` in seconds (clamped
+    /// to 30 s ..= 24 h, and `min interval` to at most `interval`).
+    Answered {
+        /// Seconds until the next regular announce.
+        interval: u32,
+        /// The least seconds between two announces; `None` when the tracker gave none
+        /// (120 s is assumed).
+        min_interval: Option<u32>,
+    },
+    /// No tracker answered: retried after a backoff.
+    Failed,
+    /// The torrent has no tracker the host can reach (none in the torrent, or no
+    /// tracker client): it stops announcing until it is started again.
+    NoTrackers,
+}
+
+/// One torrent's announce schedule.
+#[derive(Clone, Debug)]
+pub(crate) struct Announcer {
+    state: AnnounceState,
+    /// The event of the announce waiting for an answer, and when to give up on it.
+    in_flight: Option<(Option<AnnounceEvent>, Instant)>,
+    /// The application asked for an announce: sent as soon as `min interval` allows.
+    requested: bool,
+    /// The host has no tracker for this torrent.
+    no_trackers: bool,
+    /// An announce went out (so `stopped` has someone to tell).
+    announced: bool,
+}
+
+fn to_wire(e: Option<AnnounceEvent>) -> Option<Event> {
+    e.map(|e| match e {
+        AnnounceEvent::Started => Event::Started,
+        AnnounceEvent::Completed => Event::Completed,
+        AnnounceEvent::Stopped => Event::Stopped,
+    })
+}
+
+fn from_wire(e: Option<Event>) -> Option<AnnounceEvent> {
+    e.map(|e| match e {
+        Event::Started => AnnounceEvent::Started,
+        Event::Completed => AnnounceEvent::Completed,
+        Event::Stopped => AnnounceEvent::Stopped,
+    })
+}
+
+/// Why an announce is wanted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    /// On schedule (an event, the interval, a retry).
+    Scheduled,
+    /// Early: short of peers, or asked by the application.
+    Early,
+}
+
+impl Announcer {
+    /// A torrent starting at `now`; `complete` when it has everything already (then
+    /// `completed` is never sent).
+    pub(crate) fn new(complete: bool, now: Instant) -> Self {
+        Self {
+            state: AnnounceState::new(complete, now.as_millis()),
+            in_flight: None,
+            requested: false,
+            no_trackers: false,
+            announced: false,
+        }
+    }
+
+    /// The download finished.
+    pub(crate) fn on_completed(&mut self, now: Instant) {
+        self.state.on_completed(now.as_millis());
+    }
+
+    /// The application asked for an announce.
+    pub(crate) fn request(&mut self) {
+        self.requested = true;
+    }
+
+    /// Whether an announce went out since the start.
+    pub(crate) fn announced(&self) -> bool {
+        self.announced
+    }
+
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Gives up on an announce the host did not report by its deadline.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if matches!(self.in_flight, Some((_, deadline)) if now >= deadline) {
+            self.in_flight = None;
+            self.state.on_failure(now.as_millis());
+        }
+    }
+
+    /// Whether an announce is wanted at `now`; `short` when the torrent is short of
+    /// peers.
+    pub(crate) fn due(&self, now: Instant, short: bool) -> Option<Due> {
+        if self.in_flight.is_some() || self.no_trackers {
+            return None;
+        }
+        let ms = now.as_millis();
+        if self.state.is_due(ms) {
+            return Some(Due::Scheduled);
+        }
+        // `wants_more_peers` holds only once `min interval` has passed since the last
+        // answer, and never while retrying after a failure.
+        let early = short || self.requested;
+        self.state
+            .wants_more_peers(ms, 0, usize::from(early))
+            .then_some(Due::Early)
+    }
+
+    /// An announce goes out at `now`: the event it carries.
+    pub(crate) fn send(&mut self, now: Instant, timeout: Duration) -> Option<AnnounceEvent> {
+        let event = from_wire(self.state.next_event());
+        self.in_flight = Some((event, now + timeout));
+        self.requested = false;
+        self.announced = true;
+        event
+    }
+
+    /// The host reports the announce in flight. False when none was (a late or
+    /// unasked report changes nothing).
+    pub(crate) fn answered(&mut self, now: Instant, outcome: AnnounceOutcome) -> bool {
+        let Some((event, _)) = self.in_flight.take() else {
+            return false;
+        };
+        let ms = now.as_millis();
+        match outcome {
+            AnnounceOutcome::Answered {
+                interval,
+                min_interval,
+            } => {
+                let interval = interval.clamp(MIN_INTERVAL_SECS, MAX_INTERVAL_SECS);
+                let min_interval = min_interval.map(|m| m.clamp(MIN_INTERVAL_SECS, interval));
+                self.state
+                    .on_success(ms, to_wire(event), interval, min_interval);
+            }
+            AnnounceOutcome::Failed => {
+                self.state.on_failure(ms);
+            }
+            AnnounceOutcome::NoTrackers => self.no_trackers = true,
+        }
+        true
+    }
+}
+
+/// The session's announce rate: a token bucket of announce starts.
+#[derive(Clone, Debug)]
+pub(crate) struct AnnounceBudget {
+    /// Earned time, in ms, capped at a burst's worth.
+    credit_ms: u64,
+    last: Instant,
+}
+
+impl AnnounceBudget {
+    pub(crate) fn new(now: Instant, per_second: u32) -> Self {
+        Self {
+            credit_ms: Self::period_ms(per_second).saturating_mul(u64::from(per_second)),
+            last: now,
+        }
+    }
+
+    fn period_ms(per_second: u32) -> u64 {
+        1000 / u64::from(per_second.max(1))
+    }
+
+    /// Takes one start if the rate allows it at `now`.
+    pub(crate) fn take(&mut self, now: Instant, per_second: u32) -> bool {
+        let period = Self::period_ms(per_second);
+        let cap = period.saturating_mul(u64::from(per_second.max(1)));
+        self.credit_ms = self
+            .credit_ms
+            .saturating_add(now.since(self.last).as_millis())
+            .min(cap);
+        self.last = self.last.max(now);
+        if self.credit_ms >= period {
+            self.credit_ms -= period;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_interval_holds_early_announces_back() {
+        let t0 = Instant::from_millis(1_000);
+        let mut a = Announcer::new(false, t0);
+        assert_eq!(a.due(t0, true), Some(Due::Scheduled));
+        assert_eq!(
+            a.send(t0, Duration::from_secs(300)),
+            Some(AnnounceEvent::Started)
+        );
+        assert_eq!(a.due(t0, true), None, "one in flight at a time");
+        assert!(a.answered(
+            t0,
+            AnnounceOutcome::Answered {
+                interval: 1800,
+                min_interval: Some(900)
+            }
+        ));
+        assert!(
+            !a.answered(t0, AnnounceOutcome::Failed),
+            "nothing in flight"
+        );
+        // Short of peers, but min interval rules; user requests wait too.
+        a.request();
+        let before = t0 + Duration::from_millis(899_999);
+        assert_eq!(a.due(before, true), None);
+        let at = t0 + Duration::from_secs(900);
+        assert_eq!(a.due(at, true), Some(Due::Early));
+        assert_eq!(a.due(at, false), Some(Due::Early), "requested");
+        assert_eq!(a.send(at, Duration::from_secs(300)), None);
+        a.answered(
+            at,
+            AnnounceOutcome::Answered {
+                interval: 1800,
+                min_interval: Some(900),
+            },
+        );
+        assert_eq!(a.due(at + Duration::from_secs(1799), false), None);
+        assert_eq!(
+            a.due(at + Duration::from_secs(1800), false),
+            Some(Due::Scheduled)
+        );
+    }
+
+    #[test]
+    fn failures_and_timeouts_back_off() {
+        let t0 = Instant::from_millis(0);
+        let mut a = Announcer::new(true, t0);
+        a.send(t0, Duration::from_secs(300));
+        a.expire(t0 + Duration::from_secs(299));
+        assert!(a.in_flight());
+        let t1 = t0 + Duration::from_secs(300);
+        a.expire(t1);
+        assert!(!a.in_flight());
+        // Retry after 60 s, the event kept; short of peers changes nothing.
+        assert_eq!(a.due(t1 + Duration::from_secs(59), true), None);
+        assert_eq!(
+            a.due(t1 + Duration::from_secs(60), true),
+            Some(Due::Scheduled)
+        );
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!(
+            a.send(t2, Duration::from_secs(300)),
+            Some(AnnounceEvent::Started)
+        );
+        a.answered(t2, AnnounceOutcome::Failed);
+        assert_eq!(a.due(t2 + Duration::from_secs(119), true), None);
+        assert!(a.due(t2 + Duration::from_secs(120), true).is_some());
+        // A tracker's absurd interval is clamped.
+        a.send(t2, Duration::from_secs(300));
+        a.answered(
+            t2,
+            AnnounceOutcome::Answered {
+                interval: 1,
+                min_interval: Some(0),
+            },
+        );
+        assert_eq!(a.due(t2 + Duration::from_secs(29), true), None);
+        // No tracker: never again.
+        let t3 = t2 + Duration::from_secs(30);
+        a.send(t3, Duration::from_secs(300));
+        a.answered(t3, AnnounceOutcome::NoTrackers);
+        assert_eq!(a.due(t3 + Duration::from_secs(100_000), true), None);
+    }
+
+    #[test]
+    fn budget_spreads_starts() {
+        let t0 = Instant::from_millis(10_000);
+        let mut b = AnnounceBudget::new(t0, 10);
+        let burst = (0..100).filter(|_| b.take(t0, 10)).count();
+        assert_eq!(burst, 10);
+        assert!(!b.take(t0 + Duration::from_millis(99), 10));
+        assert!(b.take(t0 + Duration::from_millis(100), 10));
+        // Over a minute, at most the burst plus the rate.
+        let mut n = 0;
+        for ms in (0..60_000).step_by(10) {
+            n += usize::from(b.take(t0 + Duration::from_millis(200 + ms), 10));
+        }
+        assert!((600..=611).contains(&n), "{n}");
+    }
+}
