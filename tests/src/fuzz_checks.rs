@@ -647,9 +647,18 @@ impl DhtHarness {
     }
 }
 
+/// The DHT's host of `ip` (an IPv4 address, an IPv6 /64) and subnet (an IPv4 /24,
+/// an IPv6 /48), as byte strings.
+fn dht_host_and_subnet(ip: std::net::IpAddr) -> (Vec<u8>, Vec<u8>) {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => (a.octets().to_vec(), a.octets()[..3].to_vec()),
+        std::net::IpAddr::V6(a) => (a.octets()[..8].to_vec(), a.octets()[..6].to_vec()),
+    }
+}
+
 /// The memory bounds and the anti-Sybil invariants of a DHT node.
 fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     let cfg = dht.config();
     let tc = *dht.table().config();
     let s = dht.stats(now);
@@ -668,27 +677,34 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
     assert!(s.stored_peers <= limits.total, "{s:?}");
     assert!(s.stored_torrents <= limits.hashes, "{s:?}");
     let mut total = 0;
+    let (mut per_host, mut per_subnet) = (HashMap::new(), HashMap::new());
     for (_, peers) in dht.store().iter() {
         let peers: Vec<_> = peers.collect();
         assert!(!peers.is_empty() && peers.len() <= limits.per_hash);
         total += peers.len();
-        let mut ips = HashSet::new();
+        let mut hosts = HashSet::new();
         for p in &peers {
             let ip = p.ip().to_canonical();
             if !ip.is_loopback() {
-                assert!(ips.insert(ip), "two peers of {ip} in one torrent");
+                let (host, subnet) = dht_host_and_subnet(ip);
+                assert!(
+                    hosts.insert(host.clone()),
+                    "two peers of {ip}'s host in one torrent"
+                );
+                *per_host.entry(host).or_insert(0) += 1;
+                *per_subnet.entry(subnet).or_insert(0) += 1;
                 assert!(dht.store().count_for_ip(ip) <= limits.per_ip);
+                assert!(dht.store().count_for_subnet(ip) <= limits.per_subnet);
             }
         }
     }
     assert_eq!(total, s.stored_peers);
-    // The routing table: only confirmed nodes in buckets, one entry per IP, one per
-    // /24 (/64) per bucket, loopback exempt.
+    assert!(per_host.values().all(|&n| n <= limits.per_ip));
+    assert!(per_subnet.values().all(|&n| n <= limits.per_subnet));
+    // The routing table: only confirmed nodes in buckets, one entry per host (IPv4
+    // address, IPv6 /64), one per subnet (IPv4 /24, IPv6 /48) per bucket, loopback
+    // exempt.
     let mut hosts = HashSet::new();
-    let subnet = |ip: std::net::IpAddr| match ip.to_canonical() {
-        std::net::IpAddr::V4(a) => a.octets()[..3].to_vec(),
-        std::net::IpAddr::V6(a) => a.octets()[..8].to_vec(),
-    };
     for (nodes, replacements) in dht.table().buckets() {
         assert!(nodes.len() <= tc.k && replacements.len() <= tc.replacements);
         assert!(
@@ -700,10 +716,15 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
             assert_ne!(n.info.id, dht.id());
             let ip = n.info.addr.ip().to_canonical();
             if ip.is_loopback() {
-                assert!(hosts.insert((ip, n.info.addr.port())));
+                let octets = match ip {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                assert!(hosts.insert((octets, n.info.addr.port())));
             } else {
-                assert!(hosts.insert((ip, 0)), "two entries of {ip}");
-                assert!(subnets.insert(subnet(ip)), "two entries of {ip}'s subnet");
+                let (host, subnet) = dht_host_and_subnet(ip);
+                assert!(hosts.insert((host, 0)), "two entries of {ip}'s host");
+                assert!(subnets.insert(subnet), "two entries of {ip}'s subnet");
             }
         }
     }
@@ -779,6 +800,7 @@ pub fn dht_node(data: &[u8]) -> bool {
         hashes: 4,
         total: 8,
         per_ip: 2,
+        per_subnet: 3,
         ..StoreLimits::default()
     };
     let mut now = Instant::from_millis(0);
@@ -824,7 +846,8 @@ pub fn dht_node(data: &[u8]) -> bool {
                         read_only: true,
                     }),
                 };
-                dht.handle_datagram(now, src, &encode(&m));
+                let bytes = encode(&m);
+                dht.handle_datagram(now, src, &bytes);
             }
             0x80..=0x9f => {
                 let a = r.take(4);
@@ -850,7 +873,8 @@ pub fn dht_node(data: &[u8]) -> bool {
                         read_only: a[0] & 4 != 0,
                     }),
                 };
-                dht.handle_datagram(now, src, &encode(&m));
+                let bytes = encode(&m);
+                dht.handle_datagram(now, src, &bytes);
             }
             0xa0..=0xbf => {
                 let end = now + Duration::from_millis(u64::from(op % 32 + 1) * 300);

@@ -924,3 +924,189 @@ fn one_address_cannot_fill_the_peer_stores_torrents() {
     assert_eq!(found.into_iter().collect::<HashSet<_>>(), expected);
     assert!(stored <= 100, "{stored} peers stored for one IP");
 }
+
+// ---------------------------------------------------------------------------------------
+// IPv6 parties, rate limits and amplification
+// ---------------------------------------------------------------------------------------
+
+/// `[2001:db8:a:b:c::d]:port`: within the documentation prefix, the /48 is `a`,
+/// the /64 `a:b`.
+fn v6(a: u16, b: u16, c: u16, d: u16, port: u16) -> SocketAddr {
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0x0db8, a, b, c, 0, 0, d)),
+        port,
+    )
+}
+
+/// Whether `a` is in the IPv6 /64 of `b`.
+fn in_64(a: &SocketAddr, b: &SocketAddr) -> bool {
+    match (a.ip(), b.ip()) {
+        (std::net::IpAddr::V6(x), std::net::IpAddr::V6(y)) => x.octets()[..8] == y.octets()[..8],
+        _ => false,
+    }
+}
+
+/// The peers the node stores for `ih`.
+fn stored_peers(s: &Solo, ih: &NodeId) -> Vec<SocketAddr> {
+    s.dht
+        .store()
+        .iter()
+        .find(|(h, _)| *h == ih)
+        .map(|(_, peers)| peers.collect())
+        .unwrap_or_default()
+}
+
+impl Solo {
+    /// `get_peers` then `announce_peer` from `from` (its own token), 120 ms later.
+    /// Returns whether the announce was stored.
+    fn announce_with_token(&mut self, from: SocketAddr, ih: NodeId, port: u16) -> bool {
+        let (token, _) = self.get_peers_answer(from, ih);
+        self.advance(60);
+        let stored = self.announce_from(from, ih, port, &token);
+        self.advance(60);
+        stored
+    }
+}
+
+/// One IPv6 /64 announcing from 300 of its addresses, each with the token it was
+/// given, is one party: it takes one place in the torrent, and the 20 honest peers
+/// (each in a /48 of its own) keep theirs.
+#[test]
+fn one_ipv6_64_takes_one_place_in_a_torrent() {
+    let mut s = Solo::new(61);
+    let ih = NodeId([0x42; 20]);
+    let honest: Vec<SocketAddr> = (0..20u16).map(|k| v6(0x100 + k, 0, 0, 1, 6881)).collect();
+    for &h in &honest {
+        assert!(s.announce_with_token(h, ih, 7000));
+    }
+    let evil = v6(0x66, 0, 0, 1, 6881);
+    for k in 0..300u16 {
+        s.announce_with_token(v6(0x66, 0, k, 1, 6881), ih, 1000 + k);
+    }
+    let peers = stored_peers(&s, &ih);
+    let from_64 = peers.iter().filter(|p| in_64(p, &evil)).count();
+    let honest_left = honest
+        .iter()
+        .filter(|h| peers.iter().any(|p| p.ip() == h.ip()))
+        .count();
+    println!(
+        "one /64, 300 addresses: {from_64} entries in the torrent, {honest_left} of 20 honest peers kept"
+    );
+    assert!(from_64 <= 1, "{from_64} entries of one /64 in one torrent");
+    assert_eq!(honest_left, 20, "honest peers evicted: {peers:?}");
+}
+
+/// One IPv6 /64 storing over many torrents from many of its addresses is held to
+/// the per-address cap (`StoreLimits::per_ip`, 64), not 64 per address: it cannot
+/// flush the store.
+#[test]
+fn one_ipv6_64_is_capped_over_all_torrents() {
+    let mut s = Solo::new(62);
+    let per_ip = s.dht.store().limits().per_ip;
+    for k in 0..300u16 {
+        let mut h = [0x55u8; 20];
+        h[..2].copy_from_slice(&k.to_be_bytes());
+        s.announce_with_token(v6(0x66, 0, k, 1, 6881), NodeId(h), 6881);
+    }
+    let stored = s.dht.stats(s.t()).stored_peers;
+    println!("one /64, 300 addresses, 300 torrents: {stored} peers stored (per_ip {per_ip})");
+    assert!(stored <= per_ip, "{stored} peers stored for one /64");
+}
+
+/// A whole IPv4 /24 or IPv6 /48 (254 or 300 hosts, each announcing once with its
+/// own token) fills a full torrent only at its own expense: a full torrent evicts
+/// from its most represented subnet, so the honest peers stay.
+#[test]
+fn one_subnet_cannot_evict_a_torrents_honest_peers() {
+    for v6_attack in [false, true] {
+        let mut s = Solo::new(63);
+        let ih = NodeId([0x42; 20]);
+        let honest: Vec<SocketAddr> = (0..20u8)
+            .map(|k| {
+                if v6_attack {
+                    v6(0x100 + u16::from(k), 0, 0, 1, 6881)
+                } else {
+                    v4(10, 3, k, 1, 6881)
+                }
+            })
+            .collect();
+        for &h in &honest {
+            assert!(s.announce_with_token(h, ih, 7000));
+        }
+        let attackers: Vec<SocketAddr> = if v6_attack {
+            (0..300u16).map(|k| v6(0x66, k, 0, 1, 6881)).collect()
+        } else {
+            (1..=254u8).map(|k| v4(198, 51, 100, k, 6881)).collect()
+        };
+        for (k, &a) in attackers.iter().enumerate() {
+            s.announce_with_token(a, ih, 1000 + k as u16);
+        }
+        let peers = stored_peers(&s, &ih);
+        let honest_left = honest
+            .iter()
+            .filter(|h| peers.iter().any(|p| p.ip() == h.ip()))
+            .count();
+        println!(
+            "one {} subnet, {} hosts: {} entries in the torrent, {honest_left} of 20 honest peers kept",
+            if v6_attack { "IPv6 /48" } else { "IPv4 /24" },
+            attackers.len(),
+            peers.len()
+        );
+        assert_eq!(honest_left, 20, "honest peers evicted");
+    }
+}
+
+/// One IPv6 /64 with many addresses, answering every query of the node, takes one
+/// routing-table entry (like one IPv4 address), and the node hands out at most one
+/// of it.
+#[test]
+fn one_ipv6_64_takes_one_routing_table_entry() {
+    let mut s = Solo::new(64);
+    let own = s.dht.id();
+    let mut rng = Rng::new(65);
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..60u16 {
+        let addr = v6(0x100 + k, 0, 0, 1, 6881);
+        let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
+        honest.insert(addr, id);
+        s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+        s.advance(10);
+        while s.answer(&honest) > 0 {}
+    }
+    let honest_in = s.dht.table().len();
+    assert!(honest_in >= 48, "{honest_in} honest nodes in the table");
+    let evil = v6(0x66, 0, 0, 1, 6881);
+    let mut attackers: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..200u16 {
+        let addr = v6(0x66, 0, k, 1, 20_000 + k);
+        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        attackers.insert(addr, id);
+        let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
+        s.recv(addr, &q);
+        s.advance(60);
+        while s.answer(&attackers) > 0 {}
+    }
+    let from_64 = s
+        .dht
+        .table()
+        .nodes()
+        .chain(s.dht.table().replacements())
+        .filter(|n| in_64(&n.info.addr, &evil))
+        .count();
+    println!(
+        "one /64, 200 addresses: {from_64} routing-table entries of {}",
+        s.dht.table().len()
+    );
+    assert!(from_64 <= 1, "{from_64} entries from one /64");
+    let handed: usize = (0..20)
+        .map(|b| {
+            let target = id_in_bucket(own, b, &mut rng);
+            s.find_node_answer(v6(0x200, 0, 0, 9, 4000), target)
+                .iter()
+                .filter(|n| in_64(&n.addr, &evil))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(handed <= 1, "{handed} nodes of one /64 in one answer");
+}

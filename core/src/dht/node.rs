@@ -27,10 +27,10 @@ pub struct DhtConfig {
     /// Addresses asked first, and again while the routing table holds fewer than k
     /// nodes (after 10 s, then backing off to every 2 minutes).
     pub bootstrap: Vec<SocketAddr>,
-    /// Routing table settings (k = 8, one entry per IP address).
+    /// Routing table settings (k = 8, one entry per host: IPv4 address, IPv6 /64).
     pub table: TableConfig,
-    /// One lookup candidate per IP address and per IPv4 /24 or IPv6 /64, loopback
-    /// exempt (libtorrent's `dht_restrict_search_ips`). Default on.
+    /// One lookup candidate per subnet (IPv4 /24, IPv6 /48), loopback exempt
+    /// (libtorrent's `dht_restrict_search_ips`). Default on.
     pub restrict_search_ips: bool,
     /// Queries in flight per lookup (BEP 5 practice: 3).
     pub alpha: usize,
