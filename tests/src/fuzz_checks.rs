@@ -583,6 +583,9 @@ struct DhtHarness {
     tokens: std::collections::HashMap<std::net::SocketAddr, Vec<u8>>,
     /// Node ids heard of per address (from queries and nodes lists given to the node).
     ids: std::collections::HashMap<std::net::SocketAddr, [u8; 20]>,
+    /// The datagram of this step, if it came from a remote party: its source and
+    /// length (what the node sends back is held to `max_reply_ratio` times it).
+    input: Option<(std::net::SocketAddr, usize)>,
 }
 
 impl DhtHarness {
@@ -608,10 +611,21 @@ impl DhtHarness {
         use btcore_core::dht::krpc::{self, Body};
         use btcore_core::dht::DhtEvent;
         let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        // Bytes of answers, and of pings to the source, for this step's datagram.
+        let mut back = 0;
         while let Some((to, n)) = dht.poll_transmit(now, &mut buf) {
             assert!(n <= krpc::MAX_DATAGRAM);
             let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
             let m = krpc::parse(&buf[..n], &mut tokens).expect("the node's datagrams parse");
+            let to_source = self.input.is_some_and(|(src, _)| src == to);
+            match m.body {
+                Body::Query(q) if to_source && q.method == krpc::Method::Ping => back += n,
+                Body::Response(_) | Body::Error(_) => {
+                    assert!(to_source, "an answer to {to}, not to the querier");
+                    back += n;
+                }
+                _ => {}
+            }
             match m.body {
                 Body::Query(_) => {
                     if self.tids.len() >= 1024 {
@@ -634,6 +648,12 @@ impl DhtHarness {
                     assert!(r.values.len() <= dht.config().max_values_per_response);
                 }
                 Body::Error(_) => {}
+            }
+        }
+        if let Some((src, len)) = self.input.take() {
+            if !src.ip().to_canonical().is_loopback() {
+                let most = len * dht.config().max_reply_ratio as usize;
+                assert!(back <= most, "{back} bytes back for {len} from {src}");
             }
         }
         let k = dht.table().config().k;
@@ -820,6 +840,7 @@ pub fn dht_node(data: &[u8]) -> bool {
             0x00..=0x5f => {
                 let len = usize::from(r.u16());
                 let bytes = r.take(len.min(r.0.len()));
+                h.input = Some((src, bytes.len()));
                 dht.handle_datagram(now, src, &bytes);
             }
             0x60..=0x7f => {
@@ -847,6 +868,7 @@ pub fn dht_node(data: &[u8]) -> bool {
                     }),
                 };
                 let bytes = encode(&m);
+                h.input = Some((src, bytes.len()));
                 dht.handle_datagram(now, src, &bytes);
             }
             0x80..=0x9f => {
@@ -874,6 +896,7 @@ pub fn dht_node(data: &[u8]) -> bool {
                     }),
                 };
                 let bytes = encode(&m);
+                h.input = Some((src, bytes.len()));
                 dht.handle_datagram(now, src, &bytes);
             }
             0xa0..=0xbf => {

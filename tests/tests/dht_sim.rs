@@ -1110,3 +1110,273 @@ fn one_ipv6_64_takes_one_routing_table_entry() {
         .unwrap_or(0);
     assert!(handed <= 1, "{handed} nodes of one /64 in one answer");
 }
+
+/// A flooding address whose queries are interleaved with queries from ever new
+/// addresses (more than any small table of addresses holds) is still answered only
+/// up to the per-source rate: rotation cannot flush the limiter.
+#[test]
+fn rotating_sources_cannot_flush_the_query_rate_limit() {
+    let mut s = Solo::new(71);
+    let evil = v4(192, 0, 2, 66, 6881);
+    let ping = |tid: u16| krpc_query(NodeId([0xee; 20]), Method::Ping, &tid.to_be_bytes(), true);
+    // 100 addresses (each in its own /24) query first, then the flooder alternates
+    // with 200 more: 400 queries within one second.
+    let mut fresh = (0..300u16).map(|k| v4(100, 64 + (k / 250) as u8, (k % 250) as u8, 1, 6881));
+    for _ in 0..100 {
+        let a = fresh.next().expect("address");
+        s.recv(a, &ping(0));
+    }
+    let mut answered = 0;
+    for k in 0..200u16 {
+        if s.ask(evil, &ping(k)).is_some() {
+            answered += 1;
+        }
+        let a = fresh.next().expect("address");
+        s.recv(a, &ping(k));
+        s.out.clear();
+        s.advance(2);
+    }
+    println!(
+        "flooder interleaved with 300 other sources: {answered} of 200 queries answered in 0.4 s"
+    );
+    // A second's worth at once (20), then 20 a second.
+    assert!(answered <= 29, "{answered} of 200 answered");
+}
+
+/// The node being asked by a querier of the same family: what its `get_peers` and
+/// `find_node` answers hold (BEP 5: values when it has peers, else nodes; BEP 32:
+/// `nodes6` only when asked).
+#[test]
+fn answers_follow_bep5_values_or_nodes() {
+    let mut s = Solo::new(72);
+    let own = s.dht.id();
+    let mut rng = Rng::new(73);
+    // 30 IPv4 and 30 IPv6 nodes in the table.
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..30u16 {
+        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+            let id = id_in_bucket(own, usize::from(k % 10), &mut rng);
+            honest.insert(addr, id);
+            s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+            s.advance(10);
+            while s.answer(&honest) > 0 {}
+        }
+    }
+    let ih = NodeId([0x42; 20]);
+    for k in 0..10u8 {
+        assert!(s.announce_with_token(v4(10, 5, k, 1, 6881), ih, 7000));
+    }
+    let probe = v4(203, 0, 113, 9, 4000);
+    let ask = |s: &mut Solo, target: NodeId, get_peers: bool, want: Want| {
+        let m = Message {
+            tid: b"q1",
+            version: None,
+            ip: None,
+            body: Body::Query(Query {
+                id: NodeId([0x78; 20]),
+                method: if get_peers {
+                    Method::GetPeers { info_hash: target }
+                } else {
+                    Method::FindNode { target }
+                },
+                want,
+                read_only: true,
+            }),
+        };
+        let mut out = [0u8; krpc::MAX_DATAGRAM];
+        let n = m.encode(&mut out).expect("fits");
+        s.advance(100);
+        let r = s.ask(probe, &out[..n]).expect("answered");
+        parsed(&r, |m| match m.body {
+            Body::Response(r) => (
+                r.nodes.len(),
+                r.nodes6.len(),
+                r.values.len(),
+                r.token.is_some(),
+            ),
+            _ => panic!("not a response"),
+        })
+        .expect("parses")
+    };
+    let none = Want::default();
+    let both = Want { n4: true, n6: true };
+    // get_peers of a stored torrent: values and a token, no nodes.
+    assert_eq!(ask(&mut s, ih, true, none), (0, 0, 10, true));
+    assert_eq!(ask(&mut s, ih, true, both), (0, 0, 10, true));
+    // get_peers of anything else: nodes of the querier's family and a token.
+    let (n4, n6, values, token) = ask(&mut s, NodeId([0x43; 20]), true, none);
+    assert!(
+        n4 == 8 && n6 == 0 && values == 0 && token,
+        "{n4} {n6} {values} {token}"
+    );
+    // find_node: nodes of the querier's family, nodes6 only when asked.
+    let (n4, n6, _, token) = ask(&mut s, NodeId([0x43; 20]), false, none);
+    assert!(n4 == 8 && n6 == 0 && !token, "{n4} {n6}");
+    let (n4, n6, _, _) = ask(
+        &mut s,
+        NodeId([0x43; 20]),
+        false,
+        Want {
+            n4: false,
+            n6: true,
+        },
+    );
+    assert!(n4 == 0 && n6 > 0, "{n4} {n6}");
+}
+
+/// Spoofed sources rotating over thousands of addresses (each query from an address
+/// the node never heard of, as a reflection attack looks) ask for everything:
+/// `get_peers` of a torrent the node stores peers for and of others, `find_node`,
+/// `want` both families, not read-only (the node would ping them). Every byte the
+/// node sends in answer is at most a small multiple of the bytes it was sent, and
+/// at a flood's rate the node's answers stay within its byte budget.
+#[test]
+fn spoofed_sources_get_no_amplification() {
+    let mut s = Solo::new(74);
+    let own = s.dht.id();
+    let mut rng = Rng::new(75);
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..40u16 {
+        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+            let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
+            honest.insert(addr, id);
+            s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+            s.advance(10);
+            while s.answer(&honest) > 0 {}
+        }
+    }
+    let ih = NodeId([0x42; 20]);
+    for k in 0..40u8 {
+        s.announce_with_token(v4(10, 5, k, 1, 6881), ih, 7000);
+        s.announce_with_token(v6(0x500 + u16::from(k), 0, 0, 1, 6881), ih, 7000);
+    }
+    s.advance(5_000);
+    s.out.clear();
+    let query = |k: u32| {
+        let target = match k % 3 {
+            0 => ih,
+            _ => NodeId(random_id(&mut Rng::new(u64::from(k)))),
+        };
+        let m = Message {
+            tid: &k.to_be_bytes()[2..],
+            version: Some(b"LT\x01\x02"),
+            ip: None,
+            body: Body::Query(Query {
+                id: NodeId(random_id(&mut Rng::new(u64::from(k) + 1_000_000))),
+                method: if k % 3 == 2 {
+                    Method::FindNode { target }
+                } else {
+                    Method::GetPeers { info_hash: target }
+                },
+                want: Want { n4: true, n6: true },
+                read_only: false,
+            }),
+        };
+        let mut out = [0u8; krpc::MAX_DATAGRAM];
+        let n = m.encode(&mut out).expect("fits");
+        out[..n].to_vec()
+    };
+    let spoofed = |k: u32| {
+        if k % 2 == 0 {
+            v4(
+                100,
+                64 + (k / 65_536 % 64) as u8,
+                (k / 256) as u8,
+                k as u8,
+                6881,
+            )
+        } else {
+            v6(0x1000 + (k / 65_536) as u16, k as u16, 0, 1, 6881)
+        }
+    };
+    // At 20 queries a second for 20 s, then at 1,000 a second for 10 s.
+    for (phase, count, gap_ms) in [("slow", 400u32, 50u64), ("flood", 10_000, 1)] {
+        let (mut bytes_in, mut bytes_out, mut answered) = (0usize, 0usize, 0usize);
+        // The largest ratio of bytes sent to a query's source to the query's bytes.
+        let mut worst = 0.0f64;
+        let first = if phase == "slow" { 0 } else { 1_000_000 };
+        for k in first..first + count {
+            let q = query(k);
+            bytes_in += q.len();
+            let from = spoofed(k);
+            s.recv(from, &q);
+            answered += s.out.iter().filter(|(to, _)| *to == from).count().min(1);
+            bytes_out += s.out.iter().map(|(_, b)| b.len()).sum::<usize>();
+            let back: usize = s
+                .out
+                .iter()
+                .filter(|(to, _)| *to == from)
+                .map(|(_, b)| b.len())
+                .sum();
+            worst = worst.max(back as f64 / q.len() as f64);
+            s.out.clear();
+            s.advance(gap_ms);
+        }
+        let ratio = bytes_out as f64 / bytes_in as f64;
+        let secs = (u64::from(count) * gap_ms) as f64 / 1000.0;
+        println!(
+            "{phase}: {count} spoofed queries over {secs} s, {bytes_in} B in, {bytes_out} B out \
+             (ratio {ratio:.2}, {:.0} B/s; to one source at most {worst:.2} times its query), \
+             {answered} answered",
+            bytes_out as f64 / secs
+        );
+        assert!(ratio <= 4.0, "{phase}: amplification {ratio:.2}");
+        assert!(
+            worst <= 4.0,
+            "{phase}: one query answered with {worst:.2} times its size"
+        );
+        if phase == "slow" {
+            assert!(
+                answered as u32 >= count * 9 / 10,
+                "honest-rate queries answered"
+            );
+        } else {
+            assert!(
+                bytes_out as f64 / secs <= 24_000.0,
+                "flood answered at {:.0} B/s",
+                bytes_out as f64 / secs
+            );
+        }
+    }
+}
+
+/// Spoofed queriers with ids next to the node's own (where its table has room, so
+/// each would be pinged) cannot fill its queries in flight with pings that are never
+/// answered: a lookup started during the flood still sends its queries.
+#[test]
+fn spoofed_queriers_cannot_starve_our_lookups() {
+    let mut s = Solo::new(76);
+    let own = s.dht.id();
+    let mut rng = Rng::new(77);
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..20u8 {
+        let addr = v4(10, 6, k, 1, 6881);
+        let id = id_in_bucket(own, usize::from(k % 4), &mut rng);
+        honest.insert(addr, id);
+        s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+        while s.answer(&honest) > 0 {}
+    }
+    s.advance(5_000);
+    s.out.clear();
+    // 300 spoofed queriers in half a second, each from a /24 of its own.
+    for k in 0..300u16 {
+        let mut id = own.0;
+        id[19] ^= (k & 0xff) as u8;
+        id[18] ^= (k >> 8) as u8 + 1;
+        let from = v4(100, 64, k as u8, (k >> 8) as u8 + 1, 6881);
+        s.recv(from, &krpc_query(NodeId(id), Method::Ping, b"s1", false));
+        s.advance(1);
+    }
+    let in_flight = s.dht.stats(s.t()).queries_in_flight;
+    s.out.clear();
+    let target = NodeId(random_id(&mut rng));
+    s.dht.find_node(s.t(), target).expect("lookup slot");
+    s.drain();
+    let asked = s
+        .out
+        .iter()
+        .filter(|(to, _)| honest.contains_key(to))
+        .count();
+    println!("300 spoofed queriers: {in_flight} queries in flight, a new lookup sent {asked}");
+    assert!(asked >= 3, "a lookup during the flood sent {asked} queries");
+}

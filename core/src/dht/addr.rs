@@ -1,5 +1,5 @@
 //! Who counts as one party on the DHT, for the per-address limits of the routing
-//! table, lookups and the peer store.
+//! table, lookups, the peer store and the query rate limit.
 //!
 //! One *host* is one party whatever its ports: an IPv4 address, or an IPv6 /64 (the
 //! smallest prefix a network hands out, so one machine or one home holds all of its
@@ -12,6 +12,8 @@
 //! as one IPv4 address). The routing table and lookups also limit those, as
 //! libtorrent does (`dht_restrict_routing_ips`, `dht_restrict_search_ips`), and the
 //! peer store evicts from the most represented subnet first.
+//!
+//! The query rate limit counts per IPv4 /24 and per IPv6 /64.
 //!
 //! Loopback addresses are exempt: only this machine can send from them (a remote
 //! datagram with a loopback source is dropped by the kernel), and several nodes on
@@ -73,6 +75,39 @@ pub(crate) fn same_subnet(a: IpAddr, b: IpAddr) -> bool {
     !exempt(a) && !exempt(b) && subnet(a) == subnet(b)
 }
 
+/// The source key of the query rate limit for `from`, written into `out`: its IPv4
+/// /24 or its IPv6 /64 (an exempt address: its `IP:port`). Returns its length.
+pub(crate) fn rate_key(from: &SocketAddr, out: &mut [u8; 19]) -> usize {
+    let ip = canonical(from.ip());
+    if exempt(ip) {
+        out[0] = 0;
+        let n = match ip {
+            IpAddr::V4(a) => {
+                out[1..5].copy_from_slice(&a.octets());
+                5
+            }
+            IpAddr::V6(a) => {
+                out[1..17].copy_from_slice(&a.octets());
+                17
+            }
+        };
+        out[n..n + 2].copy_from_slice(&from.port().to_be_bytes());
+        return n + 2;
+    }
+    match ip {
+        IpAddr::V4(a) => {
+            out[0] = 4;
+            out[1..4].copy_from_slice(&a.octets()[..3]);
+            4
+        }
+        IpAddr::V6(a) => {
+            out[0] = 6;
+            out[1..9].copy_from_slice(&a.octets()[..8]);
+            9
+        }
+    }
+}
+
 /// Whether a node at `from` may be believed when it names `addr` (a node or a peer):
 /// not an unspecified address or port 0, and a loopback address only from a
 /// loopback sender. A remote node naming one of ours would make us send datagrams
@@ -130,5 +165,24 @@ mod tests {
         assert!(plausible(&a("127.0.0.1:1"), &a("127.0.0.1:6881")));
         assert!(!plausible(&a("127.0.0.1:1"), &a("0.0.0.0:6881")));
         assert!(!plausible(&a("192.0.2.1:1"), &a("198.51.100.1:0")));
+    }
+
+    #[test]
+    fn rate_keys() {
+        let key = |s: &str| {
+            let mut b = [0u8; 19];
+            let n = rate_key(&a(s), &mut b);
+            b[..n].to_vec()
+        };
+        assert_eq!(key("192.0.2.1:1"), key("192.0.2.200:2"));
+        assert_eq!(key("192.0.2.1:1"), key("[::ffff:192.0.2.9]:2"));
+        assert_ne!(key("192.0.2.1:1"), key("192.0.3.1:1"));
+        assert_eq!(key("[2001:db8::1]:1"), key("[2001:db8::ffff:1]:2"));
+        assert_ne!(key("[2001:db8:0:1::1]:1"), key("[2001:db8::1]:1"));
+        assert_ne!(key("127.0.0.1:1"), key("127.0.0.1:2"));
+        assert_eq!(key("127.0.0.1:1"), key("127.0.0.1:1"));
+        assert_ne!(key("[::1]:1"), key("[::1]:2"));
+        // No IPv4 key equals an IPv6 one.
+        assert_ne!(key("0.0.0.0:1"), key("[::]:1"));
     }
 }

@@ -25,9 +25,27 @@
 //! needs a few scans of the routing table (at most 160 buckets of k nodes and k
 //! replacements), an announce into a full store one scan of its torrents (at most
 //! [`StoreLimits::hashes`]) and one sort of a torrent's peers (at most
-//! [`StoreLimits::per_hash`]), queries beyond a per-address rate are dropped
+//! [`StoreLimits::per_hash`]), queries beyond a per-source rate are dropped
 //! unanswered, and responses are only accepted for transactions in flight, from the
 //! address they were sent to.
+//!
+//! # What a query can make the node send
+//!
+//! A query's source address may be forged, so the node must not be a reflector that
+//! turns small queries into large datagrams at a victim. In order:
+//!
+//! - each source (an IPv4 /24, an IPv6 /64) gets
+//!   [`DhtConfig::max_queries_per_source_per_sec`] answers, counted in a fixed table
+//!   keyed by a secret hash that rotating sources cannot flush;
+//! - an answer, with any ping of the querier, is at most
+//!   [`DhtConfig::max_reply_ratio`] times the query's size: a `get_peers` answer
+//!   holds `values` when the node stores peers, else `nodes` (BEP 5), nodes of the
+//!   querier's family unless `want` asks for others (BEP 32), and fewer of them when
+//!   they would not fit;
+//! - answers to sources that never answered a query of ours share
+//!   [`DhtConfig::unconfirmed_reply_bytes_per_sec`]; past it they go unanswered;
+//! - pings of queriers take at most half of [`DhtConfig::max_outstanding`], so
+//!   spoofed queriers cannot hold back our own lookups.
 //!
 //! # One party, many nodes
 //!
@@ -54,6 +72,8 @@
 #[cfg(feature = "alloc")]
 pub mod addr;
 pub mod krpc;
+#[cfg(feature = "alloc")]
+mod limit;
 #[cfg(feature = "alloc")]
 pub mod lookup;
 #[cfg(feature = "alloc")]
