@@ -744,7 +744,7 @@ fn one_address_cannot_fill_the_routing_table() {
         attackers.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
-        // Below the per-address query rate.
+        // Below the per-source query rate.
         s.advance(60);
         while s.answer(&attackers) > 0 {}
     }
@@ -1143,9 +1143,10 @@ fn rotating_sources_cannot_flush_the_query_rate_limit() {
     assert!(answered <= 29, "{answered} of 200 answered");
 }
 
-/// The node being asked by a querier of the same family: what its `get_peers` and
-/// `find_node` answers hold (BEP 5: values when it has peers, else nodes; BEP 32:
-/// `nodes6` only when asked).
+/// What the node's `get_peers` and `find_node` answers hold for IPv4 and IPv6
+/// queriers (BEP 5: values when it has peers of the querier's family, else nodes;
+/// BEP 32: the families `want` names, else the querier's own), and that the
+/// reply-size ratio still leaves room for a full answer to a usual query.
 #[test]
 fn answers_follow_bep5_values_or_nodes() {
     let mut s = Solo::new(72);
@@ -1167,10 +1168,12 @@ fn answers_follow_bep5_values_or_nodes() {
         assert!(s.announce_with_token(v4(10, 5, k, 1, 6881), ih, 7000));
     }
     let probe = v4(203, 0, 113, 9, 4000);
-    let ask = |s: &mut Solo, target: NodeId, get_peers: bool, want: Want| {
+    let probe6 = v6(0x2001, 0xdb8, 0, 9, 4000);
+    // A query as libtorrent sends it (with its version).
+    let ask_from = |s: &mut Solo, from: SocketAddr, target: NodeId, get_peers: bool, want: Want| {
         let m = Message {
             tid: b"q1",
-            version: None,
+            version: Some(b"LT\x02\x00"),
             ip: None,
             body: Body::Query(Query {
                 id: NodeId([0x78; 20]),
@@ -1186,7 +1189,7 @@ fn answers_follow_bep5_values_or_nodes() {
         let mut out = [0u8; krpc::MAX_DATAGRAM];
         let n = m.encode(&mut out).expect("fits");
         s.advance(100);
-        let r = s.ask(probe, &out[..n]).expect("answered");
+        let r = s.ask(from, &out[..n]).expect("answered");
         parsed(&r, |m| match m.body {
             Body::Response(r) => (
                 r.nodes.len(),
@@ -1197,6 +1200,9 @@ fn answers_follow_bep5_values_or_nodes() {
             _ => panic!("not a response"),
         })
         .expect("parses")
+    };
+    let ask = |s: &mut Solo, target: NodeId, get_peers: bool, want: Want| {
+        ask_from(s, probe, target, get_peers, want)
     };
     let none = Want::default();
     let both = Want { n4: true, n6: true };
@@ -1222,6 +1228,18 @@ fn answers_follow_bep5_values_or_nodes() {
         },
     );
     assert!(n4 == 0 && n6 > 0, "{n4} {n6}");
+    // An IPv6 querier: without `want`, a full answer of IPv6 nodes only (the
+    // reply-size ratio leaves room for 8 of them); IPv4 peers are not its values.
+    let other = NodeId([0x43; 20]);
+    assert_eq!(
+        ask_from(&mut s, probe6, other, false, none),
+        (0, 8, 0, false)
+    );
+    assert_eq!(ask_from(&mut s, probe6, ih, true, none), (0, 8, 0, true));
+    // With `want` of both: its own family in full first, then the IPv4 nodes that
+    // still fit in the ratio.
+    let (n4, n6, _, _) = ask_from(&mut s, probe6, other, false, both);
+    assert!(n6 == 8 && (1..8).contains(&n4), "{n4} {n6}");
 }
 
 /// Spoofed sources rotating over thousands of addresses (each query from an address
