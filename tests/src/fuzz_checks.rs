@@ -586,6 +586,10 @@ struct DhtHarness {
     /// The datagram of this step, if it came from a remote party: its source and
     /// length (what the node sends back is held to `max_reply_ratio` times it).
     input: Option<(std::net::SocketAddr, usize)>,
+    /// Bytes sent back to sources the node had not confirmed (remote ones).
+    unconfirmed_bytes: u64,
+    /// Queries answered per rate-limit source (an IPv4 /24, an IPv6 /64).
+    answered: std::collections::HashMap<Vec<u8>, u64>,
 }
 
 impl DhtHarness {
@@ -612,7 +616,7 @@ impl DhtHarness {
         use btcore_core::dht::DhtEvent;
         let mut buf = [0u8; krpc::MAX_DATAGRAM];
         // Bytes of answers, and of pings to the source, for this step's datagram.
-        let mut back = 0;
+        let (mut back, mut answers) = (0, 0);
         while let Some((to, n)) = dht.poll_transmit(now, &mut buf) {
             assert!(n <= krpc::MAX_DATAGRAM);
             let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
@@ -623,6 +627,7 @@ impl DhtHarness {
                 Body::Response(_) | Body::Error(_) => {
                     assert!(to_source, "an answer to {to}, not to the querier");
                     back += n;
+                    answers += 1;
                 }
                 _ => {}
             }
@@ -651,9 +656,36 @@ impl DhtHarness {
             }
         }
         if let Some((src, len)) = self.input.take() {
-            if !src.ip().to_canonical().is_loopback() {
-                let most = len * dht.config().max_reply_ratio as usize;
+            let ip = src.ip().to_canonical();
+            if !ip.is_loopback() {
+                let cfg = dht.config();
+                let most = len * cfg.max_reply_ratio as usize;
                 assert!(back <= most, "{back} bytes back for {len} from {src}");
+                // Since time 0: the byte budget's three seconds of burst, then its
+                // rate; each source's second of burst, then its rate.
+                let ms = now.as_millis();
+                if !dht.table().is_confirmed(&src) {
+                    self.unconfirmed_bytes += back as u64;
+                    let budget = u64::from(cfg.unconfirmed_reply_bytes_per_sec);
+                    assert!(
+                        self.unconfirmed_bytes * 1000 <= budget * (3000 + ms),
+                        "{} bytes to unconfirmed sources by {ms} ms",
+                        self.unconfirmed_bytes
+                    );
+                }
+                if answers > 0 {
+                    let key = match ip {
+                        std::net::IpAddr::V4(a) => a.octets()[..3].to_vec(),
+                        std::net::IpAddr::V6(a) => a.octets()[..8].to_vec(),
+                    };
+                    let n = self.answered.entry(key).or_insert(0);
+                    *n += 1;
+                    let rate = u64::from(cfg.max_queries_per_source_per_sec);
+                    assert!(
+                        *n * 1000 <= rate * (1000 + ms) + 1000,
+                        "{n} queries from {src}'s source answered by {ms} ms"
+                    );
+                }
             }
         }
         let k = dht.table().config().k;
@@ -815,6 +847,9 @@ pub fn dht_node(data: &[u8]) -> bool {
     cfg.max_outstanding = 16;
     cfg.max_transmit_queue = 32;
     cfg.max_events = 16;
+    cfg.max_queries_per_source_per_sec = 5;
+    cfg.rate_limit_slots = 4;
+    cfg.unconfirmed_reply_bytes_per_sec = 250;
     cfg.store = StoreLimits {
         per_hash: 4,
         hashes: 4,
