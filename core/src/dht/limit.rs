@@ -56,7 +56,8 @@ impl SourceLimiter {
     /// cells per row (at least 1); `key` from the host's randomness.
     pub(crate) fn new(key: [u8; 16], width: usize, per_sec: u32) -> Self {
         let width = width.max(1);
-        let interval = 1_000_000 / u64::from(per_sec.max(1));
+        // At least a microsecond, so that a rate above a million still allows.
+        let interval = (1_000_000 / u64::from(per_sec.max(1))).max(1);
         Self {
             key,
             width,
@@ -86,7 +87,7 @@ impl SourceLimiter {
         if tat - t > self.tolerance {
             return false;
         }
-        let next = tat + self.interval;
+        let next = tat.saturating_add(self.interval);
         for i in idx {
             let c = &mut self.cells[i as usize];
             *c = (*c).max(next);
@@ -165,6 +166,9 @@ mod tests {
         // A rate of 0 allows nothing.
         let mut none = SourceLimiter::new([1; 16], 4, 0);
         assert!(!none.allow(ms(0), &src));
+        // A rate beyond a million a second allows (it does not wrap to none).
+        let mut all = SourceLimiter::new([1; 16], 4, u32::MAX);
+        assert!((0..1000).all(|_| all.allow(ms(0), &src)));
     }
 
     #[test]
