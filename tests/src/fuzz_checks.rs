@@ -583,6 +583,13 @@ struct DhtHarness {
     tokens: std::collections::HashMap<std::net::SocketAddr, Vec<u8>>,
     /// Node ids heard of per address (from queries and nodes lists given to the node).
     ids: std::collections::HashMap<std::net::SocketAddr, [u8; 20]>,
+    /// The datagram of this step, if it came from a remote party: its source and
+    /// length (what the node sends back is held to `max_reply_ratio` times it).
+    input: Option<(std::net::SocketAddr, usize)>,
+    /// Bytes sent back to sources the node had not confirmed (remote ones).
+    unconfirmed_bytes: u64,
+    /// Queries answered per rate-limit source (an IPv4 /24, an IPv6 /64).
+    answered: std::collections::HashMap<Vec<u8>, u64>,
 }
 
 impl DhtHarness {
@@ -608,10 +615,22 @@ impl DhtHarness {
         use btcore_core::dht::krpc::{self, Body};
         use btcore_core::dht::DhtEvent;
         let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        // Bytes of answers, and of pings to the source, for this step's datagram.
+        let (mut back, mut answers) = (0, 0);
         while let Some((to, n)) = dht.poll_transmit(now, &mut buf) {
             assert!(n <= krpc::MAX_DATAGRAM);
             let mut tokens = [Token::default(); krpc::TOKENS_NEEDED];
             let m = krpc::parse(&buf[..n], &mut tokens).expect("the node's datagrams parse");
+            let to_source = self.input.is_some_and(|(src, _)| src == to);
+            match m.body {
+                Body::Query(q) if to_source && q.method == krpc::Method::Ping => back += n,
+                Body::Response(_) | Body::Error(_) => {
+                    assert!(to_source, "an answer to {to}, not to the querier");
+                    back += n;
+                    answers += 1;
+                }
+                _ => {}
+            }
             match m.body {
                 Body::Query(_) => {
                     if self.tids.len() >= 1024 {
@@ -636,6 +655,39 @@ impl DhtHarness {
                 Body::Error(_) => {}
             }
         }
+        if let Some((src, len)) = self.input.take() {
+            let ip = src.ip().to_canonical();
+            if !ip.is_loopback() {
+                let cfg = dht.config();
+                let most = len * cfg.max_reply_ratio as usize;
+                assert!(back <= most, "{back} bytes back for {len} from {src}");
+                // Since time 0: the byte budget's three seconds of burst, then its
+                // rate; each source's second of burst, then its rate.
+                let ms = now.as_millis();
+                if !dht.table().is_confirmed(&src) {
+                    self.unconfirmed_bytes += back as u64;
+                    let budget = u64::from(cfg.unconfirmed_reply_bytes_per_sec);
+                    assert!(
+                        self.unconfirmed_bytes * 1000 <= budget * (3000 + ms),
+                        "{} bytes to unconfirmed sources by {ms} ms",
+                        self.unconfirmed_bytes
+                    );
+                }
+                if answers > 0 {
+                    let key = match ip {
+                        std::net::IpAddr::V4(a) => a.octets()[..3].to_vec(),
+                        std::net::IpAddr::V6(a) => a.octets()[..8].to_vec(),
+                    };
+                    let n = self.answered.entry(key).or_insert(0);
+                    *n += 1;
+                    let rate = u64::from(cfg.max_queries_per_source_per_sec);
+                    assert!(
+                        *n * 1000 <= rate * (1000 + ms) + 1000,
+                        "{n} queries from {src}'s source answered by {ms} ms"
+                    );
+                }
+            }
+        }
         let k = dht.table().config().k;
         while let Some(ev) = dht.poll_event() {
             match ev {
@@ -647,9 +699,18 @@ impl DhtHarness {
     }
 }
 
+/// The DHT's host of `ip` (an IPv4 address, an IPv6 /64) and subnet (an IPv4 /24,
+/// an IPv6 /48), as byte strings.
+fn dht_host_and_subnet(ip: std::net::IpAddr) -> (Vec<u8>, Vec<u8>) {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => (a.octets().to_vec(), a.octets()[..3].to_vec()),
+        std::net::IpAddr::V6(a) => (a.octets()[..8].to_vec(), a.octets()[..6].to_vec()),
+    }
+}
+
 /// The memory bounds and the anti-Sybil invariants of a DHT node.
 fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     let cfg = dht.config();
     let tc = *dht.table().config();
     let s = dht.stats(now);
@@ -668,27 +729,34 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
     assert!(s.stored_peers <= limits.total, "{s:?}");
     assert!(s.stored_torrents <= limits.hashes, "{s:?}");
     let mut total = 0;
+    let (mut per_host, mut per_subnet) = (HashMap::new(), HashMap::new());
     for (_, peers) in dht.store().iter() {
         let peers: Vec<_> = peers.collect();
         assert!(!peers.is_empty() && peers.len() <= limits.per_hash);
         total += peers.len();
-        let mut ips = HashSet::new();
+        let mut hosts = HashSet::new();
         for p in &peers {
             let ip = p.ip().to_canonical();
             if !ip.is_loopback() {
-                assert!(ips.insert(ip), "two peers of {ip} in one torrent");
+                let (host, subnet) = dht_host_and_subnet(ip);
+                assert!(
+                    hosts.insert(host.clone()),
+                    "two peers of {ip}'s host in one torrent"
+                );
+                *per_host.entry(host).or_insert(0) += 1;
+                *per_subnet.entry(subnet).or_insert(0) += 1;
                 assert!(dht.store().count_for_ip(ip) <= limits.per_ip);
+                assert!(dht.store().count_for_subnet(ip) <= limits.per_subnet);
             }
         }
     }
     assert_eq!(total, s.stored_peers);
-    // The routing table: only confirmed nodes in buckets, one entry per IP, one per
-    // /24 (/64) per bucket, loopback exempt.
+    assert!(per_host.values().all(|&n| n <= limits.per_ip));
+    assert!(per_subnet.values().all(|&n| n <= limits.per_subnet));
+    // The routing table: only confirmed nodes in buckets, one entry per host (IPv4
+    // address, IPv6 /64), one per subnet (IPv4 /24, IPv6 /48) per bucket, loopback
+    // exempt.
     let mut hosts = HashSet::new();
-    let subnet = |ip: std::net::IpAddr| match ip.to_canonical() {
-        std::net::IpAddr::V4(a) => a.octets()[..3].to_vec(),
-        std::net::IpAddr::V6(a) => a.octets()[..8].to_vec(),
-    };
     for (nodes, replacements) in dht.table().buckets() {
         assert!(nodes.len() <= tc.k && replacements.len() <= tc.replacements);
         assert!(
@@ -700,10 +768,15 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
             assert_ne!(n.info.id, dht.id());
             let ip = n.info.addr.ip().to_canonical();
             if ip.is_loopback() {
-                assert!(hosts.insert((ip, n.info.addr.port())));
+                let octets = match ip {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                assert!(hosts.insert((octets, n.info.addr.port())));
             } else {
-                assert!(hosts.insert((ip, 0)), "two entries of {ip}");
-                assert!(subnets.insert(subnet(ip)), "two entries of {ip}'s subnet");
+                let (host, subnet) = dht_host_and_subnet(ip);
+                assert!(hosts.insert((host, 0)), "two entries of {ip}'s host");
+                assert!(subnets.insert(subnet), "two entries of {ip}'s subnet");
             }
         }
     }
@@ -774,11 +847,15 @@ pub fn dht_node(data: &[u8]) -> bool {
     cfg.max_outstanding = 16;
     cfg.max_transmit_queue = 32;
     cfg.max_events = 16;
+    cfg.max_queries_per_source_per_sec = 5;
+    cfg.rate_limit_slots = 4;
+    cfg.unconfirmed_reply_bytes_per_sec = 250;
     cfg.store = StoreLimits {
         per_hash: 4,
         hashes: 4,
         total: 8,
         per_ip: 2,
+        per_subnet: 3,
         ..StoreLimits::default()
     };
     let mut now = Instant::from_millis(0);
@@ -798,6 +875,7 @@ pub fn dht_node(data: &[u8]) -> bool {
             0x00..=0x5f => {
                 let len = usize::from(r.u16());
                 let bytes = r.take(len.min(r.0.len()));
+                h.input = Some((src, bytes.len()));
                 dht.handle_datagram(now, src, &bytes);
             }
             0x60..=0x7f => {
@@ -824,7 +902,9 @@ pub fn dht_node(data: &[u8]) -> bool {
                         read_only: true,
                     }),
                 };
-                dht.handle_datagram(now, src, &encode(&m));
+                let bytes = encode(&m);
+                h.input = Some((src, bytes.len()));
+                dht.handle_datagram(now, src, &bytes);
             }
             0x80..=0x9f => {
                 let a = r.take(4);
@@ -850,7 +930,9 @@ pub fn dht_node(data: &[u8]) -> bool {
                         read_only: a[0] & 4 != 0,
                     }),
                 };
-                dht.handle_datagram(now, src, &encode(&m));
+                let bytes = encode(&m);
+                h.input = Some((src, bytes.len()));
+                dht.handle_datagram(now, src, &bytes);
             }
             0xa0..=0xbf => {
                 let end = now + Duration::from_millis(u64::from(op % 32 + 1) * 300);

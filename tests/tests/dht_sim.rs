@@ -580,8 +580,13 @@ fn parsed<T>(bytes: &[u8], f: impl FnOnce(&Message<'_>) -> T) -> Option<T> {
 
 impl Solo {
     fn new(seed: u64) -> Self {
+        Self::with(seed, DhtConfig::new)
+    }
+
+    /// A node with the settings `cfg` makes from an id and a token key.
+    fn with(seed: u64, cfg: fn([u8; 20], [u8; 20]) -> DhtConfig) -> Self {
         let mut rng = Rng::new(seed);
-        let cfg = DhtConfig::new(random_id(&mut rng), random_id(&mut rng));
+        let cfg = cfg(random_id(&mut rng), random_id(&mut rng));
         Self {
             dht: Dht::new(cfg, Instant::from_millis(0), seed),
             now: 0,
@@ -744,7 +749,7 @@ fn one_address_cannot_fill_the_routing_table() {
         attackers.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
-        // Below the per-address query rate.
+        // Below the per-source query rate.
         s.advance(60);
         while s.answer(&attackers) > 0 {}
     }
@@ -923,4 +928,493 @@ fn one_address_cannot_fill_the_peer_stores_torrents() {
     let (_, found) = s.get_peers_answer(v4(203, 0, 113, 9, 4000), fresh);
     assert_eq!(found.into_iter().collect::<HashSet<_>>(), expected);
     assert!(stored <= 100, "{stored} peers stored for one IP");
+}
+
+// ---------------------------------------------------------------------------------------
+// IPv6 parties, rate limits and amplification
+// ---------------------------------------------------------------------------------------
+
+/// `[2001:db8:a:b:c::d]:port`: within the documentation prefix, the /48 is `a`,
+/// the /64 `a:b`.
+fn v6(a: u16, b: u16, c: u16, d: u16, port: u16) -> SocketAddr {
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0x0db8, a, b, c, 0, 0, d)),
+        port,
+    )
+}
+
+/// Whether `a` is in the IPv6 /64 of `b`.
+fn in_64(a: &SocketAddr, b: &SocketAddr) -> bool {
+    match (a.ip(), b.ip()) {
+        (std::net::IpAddr::V6(x), std::net::IpAddr::V6(y)) => x.octets()[..8] == y.octets()[..8],
+        _ => false,
+    }
+}
+
+/// The peers the node stores for `ih`.
+fn stored_peers(s: &Solo, ih: &NodeId) -> Vec<SocketAddr> {
+    s.dht
+        .store()
+        .iter()
+        .find(|(h, _)| *h == ih)
+        .map(|(_, peers)| peers.collect())
+        .unwrap_or_default()
+}
+
+impl Solo {
+    /// `get_peers` then `announce_peer` from `from` (its own token), 120 ms later.
+    /// Returns whether the announce was stored.
+    fn announce_with_token(&mut self, from: SocketAddr, ih: NodeId, port: u16) -> bool {
+        let (token, _) = self.get_peers_answer(from, ih);
+        self.advance(60);
+        let stored = self.announce_from(from, ih, port, &token);
+        self.advance(60);
+        stored
+    }
+}
+
+/// One IPv6 /64 announcing from 300 of its addresses, each with the token it was
+/// given, is one party: it takes one place in the torrent, and the 20 honest peers
+/// (each in a /48 of its own) keep theirs.
+#[test]
+fn one_ipv6_64_takes_one_place_in_a_torrent() {
+    let mut s = Solo::new(61);
+    let ih = NodeId([0x42; 20]);
+    let honest: Vec<SocketAddr> = (0..20u16).map(|k| v6(0x100 + k, 0, 0, 1, 6881)).collect();
+    for &h in &honest {
+        assert!(s.announce_with_token(h, ih, 7000));
+    }
+    let evil = v6(0x66, 0, 0, 1, 6881);
+    for k in 0..300u16 {
+        s.announce_with_token(v6(0x66, 0, k, 1, 6881), ih, 1000 + k);
+    }
+    let peers = stored_peers(&s, &ih);
+    let from_64 = peers.iter().filter(|p| in_64(p, &evil)).count();
+    let honest_left = honest
+        .iter()
+        .filter(|h| peers.iter().any(|p| p.ip() == h.ip()))
+        .count();
+    println!(
+        "one /64, 300 addresses: {from_64} entries in the torrent, {honest_left} of 20 honest peers kept"
+    );
+    assert!(from_64 <= 1, "{from_64} entries of one /64 in one torrent");
+    assert_eq!(honest_left, 20, "honest peers evicted: {peers:?}");
+}
+
+/// One IPv6 /64 storing over many torrents from many of its addresses is held to
+/// the per-address cap (`StoreLimits::per_ip`, 64), not 64 per address: it cannot
+/// flush the store.
+#[test]
+fn one_ipv6_64_is_capped_over_all_torrents() {
+    let mut s = Solo::new(62);
+    let per_ip = s.dht.store().limits().per_ip;
+    for k in 0..300u16 {
+        let mut h = [0x55u8; 20];
+        h[..2].copy_from_slice(&k.to_be_bytes());
+        s.announce_with_token(v6(0x66, 0, k, 1, 6881), NodeId(h), 6881);
+    }
+    let stored = s.dht.stats(s.t()).stored_peers;
+    println!("one /64, 300 addresses, 300 torrents: {stored} peers stored (per_ip {per_ip})");
+    assert!(stored <= per_ip, "{stored} peers stored for one /64");
+}
+
+/// A whole IPv4 /24 or IPv6 /48 (254 or 300 hosts, each announcing once with its
+/// own token) fills a full torrent only at its own expense: a full torrent evicts
+/// from its most represented subnet, so the honest peers stay.
+#[test]
+fn one_subnet_cannot_evict_a_torrents_honest_peers() {
+    for v6_attack in [false, true] {
+        let mut s = Solo::new(63);
+        let ih = NodeId([0x42; 20]);
+        let honest: Vec<SocketAddr> = (0..20u8)
+            .map(|k| {
+                if v6_attack {
+                    v6(0x100 + u16::from(k), 0, 0, 1, 6881)
+                } else {
+                    v4(10, 3, k, 1, 6881)
+                }
+            })
+            .collect();
+        for &h in &honest {
+            assert!(s.announce_with_token(h, ih, 7000));
+        }
+        let attackers: Vec<SocketAddr> = if v6_attack {
+            (0..300u16).map(|k| v6(0x66, k, 0, 1, 6881)).collect()
+        } else {
+            (1..=254u8).map(|k| v4(198, 51, 100, k, 6881)).collect()
+        };
+        for (k, &a) in attackers.iter().enumerate() {
+            s.announce_with_token(a, ih, 1000 + k as u16);
+        }
+        let peers = stored_peers(&s, &ih);
+        let honest_left = honest
+            .iter()
+            .filter(|h| peers.iter().any(|p| p.ip() == h.ip()))
+            .count();
+        println!(
+            "one {} subnet, {} hosts: {} entries in the torrent, {honest_left} of 20 honest peers kept",
+            if v6_attack { "IPv6 /48" } else { "IPv4 /24" },
+            attackers.len(),
+            peers.len()
+        );
+        assert_eq!(honest_left, 20, "honest peers evicted");
+    }
+}
+
+/// One IPv6 /64 with many addresses, answering every query of the node, takes one
+/// routing-table entry (like one IPv4 address), and the node hands out at most one
+/// of it.
+#[test]
+fn one_ipv6_64_takes_one_routing_table_entry() {
+    let mut s = Solo::new(64);
+    let own = s.dht.id();
+    let mut rng = Rng::new(65);
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..60u16 {
+        let addr = v6(0x100 + k, 0, 0, 1, 6881);
+        let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
+        honest.insert(addr, id);
+        s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+        s.advance(10);
+        while s.answer(&honest) > 0 {}
+    }
+    let honest_in = s.dht.table().len();
+    assert!(honest_in >= 48, "{honest_in} honest nodes in the table");
+    let evil = v6(0x66, 0, 0, 1, 6881);
+    let mut attackers: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..200u16 {
+        let addr = v6(0x66, 0, k, 1, 20_000 + k);
+        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        attackers.insert(addr, id);
+        let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
+        s.recv(addr, &q);
+        s.advance(60);
+        while s.answer(&attackers) > 0 {}
+    }
+    let from_64 = s
+        .dht
+        .table()
+        .nodes()
+        .chain(s.dht.table().replacements())
+        .filter(|n| in_64(&n.info.addr, &evil))
+        .count();
+    println!(
+        "one /64, 200 addresses: {from_64} routing-table entries of {}",
+        s.dht.table().len()
+    );
+    assert!(from_64 <= 1, "{from_64} entries from one /64");
+    let handed: usize = (0..20)
+        .map(|b| {
+            let target = id_in_bucket(own, b, &mut rng);
+            s.find_node_answer(v6(0x200, 0, 0, 9, 4000), target)
+                .iter()
+                .filter(|n| in_64(&n.addr, &evil))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(handed <= 1, "{handed} nodes of one /64 in one answer");
+}
+
+/// A flooding address whose queries are interleaved with queries from ever new
+/// addresses (more than any small table of addresses holds) is still answered only
+/// up to the per-source rate: rotation cannot flush the limiter.
+#[test]
+fn rotating_sources_cannot_flush_the_query_rate_limit() {
+    let mut s = Solo::new(71);
+    let evil = v4(192, 0, 2, 66, 6881);
+    let ping = |tid: u16| krpc_query(NodeId([0xee; 20]), Method::Ping, &tid.to_be_bytes(), true);
+    // 100 addresses (each in its own /24) query first, then the flooder alternates
+    // with 200 more: 400 queries within one second.
+    let mut fresh = (0..300u16).map(|k| v4(100, 64 + (k / 250) as u8, (k % 250) as u8, 1, 6881));
+    for _ in 0..100 {
+        let a = fresh.next().expect("address");
+        s.recv(a, &ping(0));
+    }
+    let mut answered = 0;
+    for k in 0..200u16 {
+        if s.ask(evil, &ping(k)).is_some() {
+            answered += 1;
+        }
+        let a = fresh.next().expect("address");
+        s.recv(a, &ping(k));
+        s.out.clear();
+        s.advance(2);
+    }
+    println!(
+        "flooder interleaved with 300 other sources: {answered} of 200 queries answered in 0.4 s"
+    );
+    // A second's worth at once (20), then 20 a second.
+    assert!(answered <= 29, "{answered} of 200 answered");
+}
+
+/// What the node's `get_peers` and `find_node` answers hold for IPv4 and IPv6
+/// queriers (BEP 5: values when it has peers of the querier's family, else nodes;
+/// BEP 32: the families `want` names, else the querier's own), and that the
+/// reply-size ratio still leaves room for a full answer to a usual query.
+#[test]
+fn answers_follow_bep5_values_or_nodes() {
+    let mut s = Solo::new(72);
+    let own = s.dht.id();
+    let mut rng = Rng::new(73);
+    // 30 IPv4 and 30 IPv6 nodes in the table.
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..30u16 {
+        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+            let id = id_in_bucket(own, usize::from(k % 10), &mut rng);
+            honest.insert(addr, id);
+            s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+            s.advance(10);
+            while s.answer(&honest) > 0 {}
+        }
+    }
+    let ih = NodeId([0x42; 20]);
+    for k in 0..10u8 {
+        assert!(s.announce_with_token(v4(10, 5, k, 1, 6881), ih, 7000));
+    }
+    let probe = v4(203, 0, 113, 9, 4000);
+    let probe6 = v6(0x2001, 0xdb8, 0, 9, 4000);
+    // A query as libtorrent sends it (with its version).
+    let ask_from = |s: &mut Solo, from: SocketAddr, target: NodeId, get_peers: bool, want: Want| {
+        let m = Message {
+            tid: b"q1",
+            version: Some(b"LT\x02\x00"),
+            ip: None,
+            body: Body::Query(Query {
+                id: NodeId([0x78; 20]),
+                method: if get_peers {
+                    Method::GetPeers { info_hash: target }
+                } else {
+                    Method::FindNode { target }
+                },
+                want,
+                read_only: true,
+            }),
+        };
+        let mut out = [0u8; krpc::MAX_DATAGRAM];
+        let n = m.encode(&mut out).expect("fits");
+        s.advance(100);
+        let r = s.ask(from, &out[..n]).expect("answered");
+        parsed(&r, |m| match m.body {
+            Body::Response(r) => (
+                r.nodes.len(),
+                r.nodes6.len(),
+                r.values.len(),
+                r.token.is_some(),
+            ),
+            _ => panic!("not a response"),
+        })
+        .expect("parses")
+    };
+    let ask = |s: &mut Solo, target: NodeId, get_peers: bool, want: Want| {
+        ask_from(s, probe, target, get_peers, want)
+    };
+    let none = Want::default();
+    let both = Want { n4: true, n6: true };
+    // get_peers of a stored torrent: values and a token, no nodes.
+    assert_eq!(ask(&mut s, ih, true, none), (0, 0, 10, true));
+    assert_eq!(ask(&mut s, ih, true, both), (0, 0, 10, true));
+    // get_peers of anything else: nodes of the querier's family and a token.
+    let (n4, n6, values, token) = ask(&mut s, NodeId([0x43; 20]), true, none);
+    assert!(
+        n4 == 8 && n6 == 0 && values == 0 && token,
+        "{n4} {n6} {values} {token}"
+    );
+    // find_node: nodes of the querier's family, nodes6 only when asked.
+    let (n4, n6, _, token) = ask(&mut s, NodeId([0x43; 20]), false, none);
+    assert!(n4 == 8 && n6 == 0 && !token, "{n4} {n6}");
+    let (n4, n6, _, _) = ask(
+        &mut s,
+        NodeId([0x43; 20]),
+        false,
+        Want {
+            n4: false,
+            n6: true,
+        },
+    );
+    assert!(n4 == 0 && n6 > 0, "{n4} {n6}");
+    // An IPv6 querier: without `want`, a full answer of IPv6 nodes only (the
+    // reply-size ratio leaves room for 8 of them); IPv4 peers are not its values.
+    let other = NodeId([0x43; 20]);
+    assert_eq!(
+        ask_from(&mut s, probe6, other, false, none),
+        (0, 8, 0, false)
+    );
+    assert_eq!(ask_from(&mut s, probe6, ih, true, none), (0, 8, 0, true));
+    // With `want` of both: its own family in full first, then the IPv4 nodes that
+    // still fit in the ratio.
+    let (n4, n6, _, _) = ask_from(&mut s, probe6, other, false, both);
+    assert!(n6 == 8 && (1..8).contains(&n4), "{n4} {n6}");
+}
+
+/// Spoofed sources rotating over thousands of addresses (each query from an address
+/// the node never heard of, as a reflection attack looks) ask for everything:
+/// `get_peers` of a torrent the node stores peers for and of others, `find_node`,
+/// `want` both families, not read-only (the node would ping them). Every byte the
+/// node sends in answer is at most a small multiple of the bytes it was sent, and
+/// at a flood's rate the node's answers stay within its byte budget.
+#[test]
+fn spoofed_sources_get_no_amplification() {
+    amplification(DhtConfig::new);
+}
+
+/// The same with the low-memory profile (a smaller rate table and byte budget).
+#[test]
+fn spoofed_sources_get_no_amplification_low_memory() {
+    amplification(DhtConfig::low_memory);
+}
+
+fn amplification(cfg: fn([u8; 20], [u8; 20]) -> DhtConfig) {
+    let mut s = Solo::with(74, cfg);
+    let budget = f64::from(s.dht.config().unconfirmed_reply_bytes_per_sec);
+    let own = s.dht.id();
+    let mut rng = Rng::new(75);
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..40u16 {
+        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+            let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
+            honest.insert(addr, id);
+            s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+            s.advance(10);
+            while s.answer(&honest) > 0 {}
+        }
+    }
+    let ih = NodeId([0x42; 20]);
+    for k in 0..40u8 {
+        s.announce_with_token(v4(10, 5, k, 1, 6881), ih, 7000);
+        s.announce_with_token(v6(0x500 + u16::from(k), 0, 0, 1, 6881), ih, 7000);
+    }
+    s.advance(5_000);
+    s.out.clear();
+    let query = |k: u32| {
+        let target = match k % 3 {
+            0 => ih,
+            _ => NodeId(random_id(&mut Rng::new(u64::from(k)))),
+        };
+        let m = Message {
+            tid: &k.to_be_bytes()[2..],
+            version: Some(b"LT\x01\x02"),
+            ip: None,
+            body: Body::Query(Query {
+                id: NodeId(random_id(&mut Rng::new(u64::from(k) + 1_000_000))),
+                method: if k % 3 == 2 {
+                    Method::FindNode { target }
+                } else {
+                    Method::GetPeers { info_hash: target }
+                },
+                want: Want { n4: true, n6: true },
+                read_only: false,
+            }),
+        };
+        let mut out = [0u8; krpc::MAX_DATAGRAM];
+        let n = m.encode(&mut out).expect("fits");
+        out[..n].to_vec()
+    };
+    let spoofed = |k: u32| {
+        if k % 2 == 0 {
+            v4(
+                100,
+                64 + (k / 65_536 % 64) as u8,
+                (k / 256) as u8,
+                k as u8,
+                6881,
+            )
+        } else {
+            v6(0x1000 + (k / 65_536) as u16, k as u16, 0, 1, 6881)
+        }
+    };
+    // At 20 queries a second for 20 s, then at 1,000 a second for 10 s.
+    for (phase, count, gap_ms) in [("slow", 400u32, 50u64), ("flood", 10_000, 1)] {
+        let (mut bytes_in, mut bytes_out, mut answered) = (0usize, 0usize, 0usize);
+        // The largest ratio of bytes sent to a query's source to the query's bytes.
+        let mut worst = 0.0f64;
+        let first = if phase == "slow" { 0 } else { 1_000_000 };
+        for k in first..first + count {
+            let q = query(k);
+            bytes_in += q.len();
+            let from = spoofed(k);
+            s.recv(from, &q);
+            answered += s.out.iter().filter(|(to, _)| *to == from).count().min(1);
+            bytes_out += s.out.iter().map(|(_, b)| b.len()).sum::<usize>();
+            let back: usize = s
+                .out
+                .iter()
+                .filter(|(to, _)| *to == from)
+                .map(|(_, b)| b.len())
+                .sum();
+            worst = worst.max(back as f64 / q.len() as f64);
+            s.out.clear();
+            s.advance(gap_ms);
+        }
+        let ratio = bytes_out as f64 / bytes_in as f64;
+        let secs = (u64::from(count) * gap_ms) as f64 / 1000.0;
+        println!(
+            "{phase}: {count} spoofed queries over {secs} s, {bytes_in} B in, {bytes_out} B out \
+             (ratio {ratio:.2}, {:.0} B/s; to one source at most {worst:.2} times its query), \
+             {answered} answered",
+            bytes_out as f64 / secs
+        );
+        assert!(ratio <= 4.0, "{phase}: amplification {ratio:.2}");
+        assert!(
+            worst <= 4.0,
+            "{phase}: one query answered with {worst:.2} times its size"
+        );
+        if phase == "slow" {
+            assert!(
+                answered as u32 >= count * 9 / 10,
+                "honest-rate queries answered"
+            );
+        } else {
+            // The flood is answered within the byte budget for unconfirmed sources
+            // (its rate and three seconds of burst over 10 s: 1.3 times its rate),
+            // plus the node's own maintenance queries: far less than it was sent.
+            assert!(ratio <= 1.0, "flood: amplification {ratio:.2}");
+            assert!(
+                bytes_out as f64 / secs <= budget * 1.3 + 2_000.0,
+                "flood answered at {:.0} B/s",
+                bytes_out as f64 / secs
+            );
+        }
+    }
+}
+
+/// Spoofed queriers with ids next to the node's own (where its table has room, so
+/// each would be pinged) cannot fill its queries in flight with pings that are never
+/// answered: a lookup started during the flood still sends its queries.
+#[test]
+fn spoofed_queriers_cannot_starve_our_lookups() {
+    let mut s = Solo::new(76);
+    let own = s.dht.id();
+    let mut rng = Rng::new(77);
+    let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for k in 0..20u8 {
+        let addr = v4(10, 6, k, 1, 6881);
+        let id = id_in_bucket(own, usize::from(k % 4), &mut rng);
+        honest.insert(addr, id);
+        s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
+        while s.answer(&honest) > 0 {}
+    }
+    s.advance(5_000);
+    s.out.clear();
+    // 300 spoofed queriers in half a second, each from a /24 of its own.
+    for k in 0..300u16 {
+        let mut id = own.0;
+        id[19] ^= (k & 0xff) as u8;
+        id[18] ^= (k >> 8) as u8 + 1;
+        let from = v4(100, 64, k as u8, (k >> 8) as u8 + 1, 6881);
+        s.recv(from, &krpc_query(NodeId(id), Method::Ping, b"s1", false));
+        s.advance(1);
+    }
+    let in_flight = s.dht.stats(s.t()).queries_in_flight;
+    s.out.clear();
+    let target = NodeId(random_id(&mut rng));
+    s.dht.find_node(s.t(), target).expect("lookup slot");
+    s.drain();
+    let asked = s
+        .out
+        .iter()
+        .filter(|(to, _)| honest.contains_key(to))
+        .count();
+    println!("300 spoofed queriers: {in_flight} queries in flight, a new lookup sent {asked}");
+    assert!(asked >= 3, "a lookup during the flood sent {asked} queries");
 }

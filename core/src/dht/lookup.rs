@@ -9,7 +9,8 @@
 //!
 //! The list holds at most `4 * k` candidates: farther ones are dropped, so a flood
 //! of far-away nodes in responses cannot grow it. It also holds at most one
-//! candidate per IP address and per IPv4 /24 or IPv6 /64 (loopback exempt; see
+//! candidate per subnet (an IPv4 /24, an IPv6 /48; see [`addr`]),
+//! hence per host (an IPv4 address, an IPv6 /64), loopback exempt (see
 //! [`Lookup::restrict_ips`], libtorrent's `dht_restrict_search_ips`): a party with
 //! many ports or many nearby addresses, posing as many nodes close to the target,
 //! takes one place among the `k` asked, not all of them.
@@ -93,8 +94,8 @@ impl Lookup {
         }
     }
 
-    /// With `on` (the default), one candidate per IP address and per IPv4 /24 or
-    /// IPv6 /64, loopback exempt; off, one per `IP:port`.
+    /// With `on` (the default), one candidate per subnet (IPv4 /24, IPv6 /48),
+    /// loopback exempt; off, one per `IP:port`.
     #[must_use]
     pub fn restrict_ips(mut self, on: bool) -> Self {
         self.restrict_ips = on;
@@ -313,6 +314,25 @@ mod tests {
             "loopback exempt (up to the list cap)"
         );
         assert_eq!(l.cands.len(), 32);
+        // IPv6: the addresses of one /64, then the /64s of one /48, take one place.
+        let six = |first: u8, ip: &str| NodeInfo {
+            id: NodeId({
+                let mut id = [0u8; 20];
+                id[0] = first;
+                id
+            }),
+            addr: SocketAddr::new(ip.parse().expect("ip"), 6881),
+        };
+        let mut l = Lookup::new(LookupId(3), target, LookupKind::FindNode, 8, 3);
+        for i in 0..20u8 {
+            l.add(six(i + 1, &alloc::format!("2001:db8:1:1::{i}")));
+            l.add(six(i + 30, &alloc::format!("2001:db8:1:{i}::1")));
+            l.add(six(
+                i + 60,
+                &alloc::format!("2001:db8:{}::1", u16::from(i) + 2),
+            ));
+        }
+        assert_eq!(l.cands.len(), 21, "one of 2001:db8:1::/48, 20 other /48s");
         // Unrestricted: one per address.
         let mut l =
             Lookup::new(LookupId(2), target, LookupKind::FindNode, 8, 3).restrict_ips(false);

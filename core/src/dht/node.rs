@@ -13,6 +13,7 @@ use super::krpc::{
     self, Body, CompactNodes, ErrorMsg, Message, Method, Query, Response, Values, Want,
 };
 use super::krpc::{NodeId, NodeInfo};
+use super::limit::{ByteBudget, SourceLimiter};
 use super::lookup::{Lookup, LookupId, LookupKind};
 use super::store::{PeerStore, StoreLimits, Tokens};
 use super::table::{self, Contact, Insert, RoutingTable, TableConfig};
@@ -27,10 +28,10 @@ pub struct DhtConfig {
     /// Addresses asked first, and again while the routing table holds fewer than k
     /// nodes (after 10 s, then backing off to every 2 minutes).
     pub bootstrap: Vec<SocketAddr>,
-    /// Routing table settings (k = 8, one entry per IP address).
+    /// Routing table settings (k = 8, one entry per host: IPv4 address, IPv6 /64).
     pub table: TableConfig,
-    /// One lookup candidate per IP address and per IPv4 /24 or IPv6 /64, loopback
-    /// exempt (libtorrent's `dht_restrict_search_ips`). Default on.
+    /// One lookup candidate per subnet (IPv4 /24, IPv6 /48), loopback exempt
+    /// (libtorrent's `dht_restrict_search_ips`). Default on.
     pub restrict_search_ips: bool,
     /// Queries in flight per lookup (BEP 5 practice: 3).
     pub alpha: usize,
@@ -44,9 +45,26 @@ pub struct DhtConfig {
     pub max_transmit_queue: usize,
     /// Events queued for the host; more are dropped. Default 1024.
     pub max_events: usize,
-    /// Queries answered per source address per second. Default 20.
-    pub max_queries_per_ip_per_sec: u32,
-    /// Peers in one `get_peers` answer. Default 32.
+    /// Queries answered per source per second, a source being an IPv4 /24 or an
+    /// IPv6 /64 (a loopback address: each `IP:port`), with a second's worth at
+    /// once; more are dropped unanswered. Counted in a fixed table that rotating
+    /// sources cannot flush (see [`DhtConfig::rate_limit_slots`]). Default 20.
+    pub max_queries_per_source_per_sec: u32,
+    /// Cells in each of the two rows of the query rate table (8 bytes each),
+    /// indexed by a keyed hash of the source: more cells, fewer honest sources
+    /// sharing one with a flooder. Default 2,048 (32 KiB).
+    pub rate_limit_slots: usize,
+    /// Bytes a second of answers, and of pings of queriers, to sources that never
+    /// answered a query of ours from their address (with three seconds' worth of
+    /// burst); past it their queries go unanswered. A flood from spoofed sources
+    /// costs at most this much upload. Default 16,384.
+    pub unconfirmed_reply_bytes_per_sec: u32,
+    /// Most bytes one query makes the node send (its answer and any ping of the
+    /// querier), as a multiple of the query's own size; answers are trimmed to it
+    /// (fewer nodes or values). Loopback sources exempt. Default 4.
+    pub max_reply_ratio: u32,
+    /// Peers in one `get_peers` answer (fewer when the answer would pass
+    /// [`DhtConfig::max_reply_ratio`]). Default 32.
     pub max_values_per_response: usize,
     /// Announce storage limits.
     pub store: StoreLimits,
@@ -71,7 +89,10 @@ impl DhtConfig {
             max_outstanding: 256,
             max_transmit_queue: 512,
             max_events: 1024,
-            max_queries_per_ip_per_sec: 20,
+            max_queries_per_source_per_sec: 20,
+            rate_limit_slots: 2048,
+            unconfirmed_reply_bytes_per_sec: 16_384,
+            max_reply_ratio: 4,
             max_values_per_response: 32,
             store: StoreLimits::default(),
             maintenance_interval: Duration::from_secs(5),
@@ -80,13 +101,17 @@ impl DhtConfig {
     }
 
     /// The low-memory profile: fewer lookups, queries in flight and queued
-    /// datagrams and events, and a smaller peer store ([`StoreLimits::low_memory`]).
+    /// datagrams and events, a smaller query rate table (8 KiB) and byte budget
+    /// (8,192 bytes a second), and a smaller peer store
+    /// ([`StoreLimits::low_memory`]).
     pub fn low_memory(id: [u8; 20], token_key: [u8; 20]) -> Self {
         Self {
             max_lookups: 8,
             max_outstanding: 64,
             max_transmit_queue: 128,
             max_events: 256,
+            rate_limit_slots: 512,
+            unconfirmed_reply_bytes_per_sec: 8_192,
             store: StoreLimits::low_memory(),
             ..Self::new(id, token_key)
         }
@@ -148,8 +173,13 @@ pub struct DhtStats {
     pub responses_received: u64,
     /// Queries that timed out.
     pub timeouts: u64,
-    /// Datagrams refused (malformed, unsolicited, rate-limited, wrong sender).
+    /// Datagrams refused (malformed, unsolicited, rate-limited, over the byte
+    /// budget, wrong sender).
     pub dropped: u64,
+    /// Of which queries over their source's rate.
+    pub rate_limited: u64,
+    /// Of which queries from unconfirmed sources left unanswered for the byte budget.
+    pub over_budget: u64,
     /// Peers stored for others.
     pub stored_peers: usize,
     /// Torrents they are stored for.
@@ -183,15 +213,6 @@ struct Outstanding {
     purpose: Purpose,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct RateEntry {
-    ip: core::net::IpAddr,
-    window: u64,
-    count: u32,
-}
-
-const RATE_SLOTS: usize = 64;
-
 /// The DHT node state machine. See the [module docs](super) for the poll order.
 #[derive(Debug)]
 pub struct Dht {
@@ -206,7 +227,12 @@ pub struct Dht {
     events: VecDeque<DhtEvent>,
     store: PeerStore,
     tokens: Tokens,
-    rate: heapless::Vec<RateEntry, RATE_SLOTS>,
+    /// Queries per source.
+    limiter: SourceLimiter,
+    /// Bytes sent to unconfirmed sources.
+    budget: ByteBudget,
+    /// Length of our `ping` query (what pinging a querier costs).
+    ping_len: usize,
     next_maintenance: Instant,
     /// When a thin table (fewer than k nodes) is next looked up again, and the
     /// wait after that (doubling from [`THIN_RETRY_FIRST`] to [`THIN_RETRY_MAX`]).
@@ -225,7 +251,32 @@ impl Dht {
     pub fn new(cfg: DhtConfig, now: Instant, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let next_tid = rng.next_u32() as u16;
+        // The rate table's hash key, apart from the token secrets.
+        let mut k = [0u8; 30];
+        k[..20].copy_from_slice(&cfg.token_key);
+        k[20..].copy_from_slice(b"query rate");
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&crate::hash::sha1(&k)[..16]);
+        let ping = Message {
+            tid: &[0, 0],
+            version: Some(krpc::VERSION),
+            ip: None,
+            body: Body::Query(Query {
+                id: cfg.id,
+                method: Method::Ping,
+                want: Want::default(),
+                read_only: false,
+            }),
+        };
+        let ping_len = ping.encode(&mut [0u8; 128]).unwrap_or(128);
         Self {
+            limiter: SourceLimiter::new(
+                key,
+                cfg.rate_limit_slots,
+                cfg.max_queries_per_source_per_sec,
+            ),
+            budget: ByteBudget::new(cfg.unconfirmed_reply_bytes_per_sec, now),
+            ping_len,
             table: RoutingTable::new(cfg.id, cfg.table, now),
             store: PeerStore::new(cfg.store),
             tokens: Tokens::new(cfg.token_key, now),
@@ -236,7 +287,6 @@ impl Dht {
             next_lookup: 1,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
-            rate: heapless::Vec::new(),
             next_maintenance: now + cfg.maintenance_interval,
             thin_retry: (now + THIN_RETRY_FIRST, THIN_RETRY_FIRST),
             stats: DhtStats::default(),
@@ -386,94 +436,163 @@ impl Dht {
             return;
         };
         match msg.body {
-            Body::Query(q) => self.on_query(now, from, msg.tid, &q),
+            Body::Query(q) => self.on_query(now, from, msg.tid, &q, bytes.len()),
             Body::Response(r) => self.on_response(now, from, msg.tid, &r),
             Body::Error(e) => self.on_error(now, from, msg.tid, &e),
         }
         self.drive(now);
     }
 
-    fn rate_ok(&mut self, now: Instant, from: &SocketAddr) -> bool {
-        let window = now.as_millis() / 1000;
-        let ip = from.ip();
-        if let Some(e) = self.rate.iter_mut().find(|e| e.ip == ip) {
-            if e.window != window {
-                e.window = window;
-                e.count = 0;
-            }
-            e.count += 1;
-            return e.count <= self.cfg.max_queries_per_ip_per_sec;
-        }
-        let entry = RateEntry {
-            ip,
-            window,
-            count: 1,
-        };
-        if self.rate.push(entry).is_err() {
-            // Replace the entry of the oldest window (bounded table, best effort).
-            if let Some(old) = self.rate.iter_mut().min_by_key(|e| e.window) {
-                *old = entry;
-            }
-        }
-        true
-    }
-
-    fn on_query(&mut self, now: Instant, from: SocketAddr, tid: &[u8], q: &Query<'_>) {
+    /// A query of `len` bytes. In order: the source's rate; our answer, trimmed to
+    /// [`DhtConfig::max_reply_ratio`] times `len`; for a source we have not
+    /// confirmed, the byte budget; then the querier as a routing-table candidate,
+    /// pinged only if the ping fits in what is left of the ratio and the budget.
+    fn on_query(&mut self, now: Instant, from: SocketAddr, tid: &[u8], q: &Query<'_>, len: usize) {
         self.stats.queries_received += 1;
-        if !self.rate_ok(now, &from) || from.port() == 0 {
+        if from.port() == 0 || !self.limiter.allow(now, &from) {
             self.stats.dropped += 1;
+            self.stats.rate_limited += 1;
             return;
         }
-        if !q.read_only {
-            // The source address may be forged: the querier is only a candidate,
-            // pinged before it can enter a bucket (see the table's docs).
-            let info = NodeInfo {
-                id: q.id,
-                addr: from,
-            };
-            if let Insert::Full { ping: Some(p) } | Insert::Pending { ping: Some(p) } =
-                self.table.heard_from(info, now, Contact::Queried)
-            {
-                self.ping(now, p);
+        let exempt = addr::exempt(from.ip());
+        // Every byte this query makes us send to its (maybe forged) source.
+        let allowance = if exempt {
+            usize::MAX
+        } else {
+            len.saturating_mul(self.cfg.max_reply_ratio as usize)
+        };
+        let confirmed = exempt || self.table.is_confirmed(&from);
+        let mut buf = [0u8; krpc::MAX_DATAGRAM];
+        let Some(n) = self.answer(now, from, tid, q, allowance, &mut buf) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if !confirmed && !self.budget.take(now, n) {
+            self.stats.dropped += 1;
+            self.stats.over_budget += 1;
+            return;
+        }
+        if self.transmit.len() < self.cfg.max_transmit_queue {
+            self.transmit.push_back((from, buf[..n].to_vec()));
+        }
+        if q.read_only {
+            return;
+        }
+        // The source address may be forged: the querier is only a candidate,
+        // pinged before it can enter a bucket (see the table's docs). Pings of
+        // queriers take at most half of the queries in flight, so that a flood of
+        // them cannot hold back our own lookups.
+        let info = NodeInfo {
+            id: q.id,
+            addr: from,
+        };
+        let ping = match self.table.heard_from(info, now, Contact::Queried) {
+            Insert::Full { ping: Some(p) } | Insert::Pending { ping: Some(p) } => p,
+            _ => return,
+        };
+        if self.outstanding.len() >= self.cfg.max_outstanding / 2 {
+            return;
+        }
+        if ping.addr == from {
+            let fits = allowance.saturating_sub(n) >= self.ping_len;
+            if !fits || !(confirmed || self.budget.take(now, self.ping_len)) {
+                // Not now: it stays a candidate, offered again on its next query.
+                return;
             }
         }
-        let own = self.cfg.id;
-        let want = if q.want.n4 || q.want.n6 {
-            q.want
-        } else {
-            Want {
-                n4: from.is_ipv4(),
-                n6: from.is_ipv6(),
-            }
+        // Otherwise a questionable node of ours, pinged at most once a minute.
+        self.ping(now, ping);
+    }
+
+    /// Our answer to `q` from `from`, encoded into `buf` in at most `allowance`
+    /// bytes: returns its length (`None` if it cannot fit). Does what the query asks
+    /// (stores an announce).
+    ///
+    /// BEP 5: `get_peers` is answered with `values` when we store peers of the
+    /// querier's family for the torrent, else with the closest `nodes`; BEP 32:
+    /// nodes of the families in `want` (without it, the querier's family), the
+    /// querier's family first. What does not fit in `allowance` is left out.
+    fn answer(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &[u8],
+        q: &Query<'_>,
+        allowance: usize,
+        buf: &mut [u8; krpc::MAX_DATAGRAM],
+    ) -> Option<usize> {
+        let limit = allowance.min(buf.len());
+        let error = |code: i64, text: &'static [u8]| {
+            Body::Error(ErrorMsg {
+                code,
+                message: text,
+            })
         };
+        let v6 = from.is_ipv6();
+        let token;
+        let peers;
         let mut n4 = [0u8; krpc::NODE4_LEN * 8];
         let mut n6 = [0u8; krpc::NODE6_LEN * 8];
         let mut resp = Response {
-            id: own,
+            id: self.cfg.id,
             nodes: CompactNodes::default(),
             nodes6: CompactNodes::default(),
             values: Values::None,
             token: None,
         };
-        let token;
-        let peers;
-        let (len4, len6);
-        match q.method {
-            Method::Ping => {}
+        let msg = |body| Message {
+            tid,
+            version: Some(krpc::VERSION),
+            ip: Some(from),
+            body,
+        };
+        let body = match q.method {
+            Method::Ping => Body::Response(resp),
             Method::FindNode { target: t } | Method::GetPeers { info_hash: t } => {
-                len4 = self.fill_nodes(now, &t, false, want.n4, &mut n4);
-                len6 = self.fill_nodes(now, &t, true, want.n6, &mut n6);
-                resp.nodes = CompactNodes::v4(&n4[..len4]).unwrap_or_default();
-                resp.nodes6 = CompactNodes::v6(&n6[..len6]).unwrap_or_default();
-                if matches!(q.method, Method::GetPeers { .. }) {
+                let get_peers = matches!(q.method, Method::GetPeers { .. });
+                if get_peers {
                     token = self.tokens.issue(from.ip());
                     resp.token = Some(&token);
-                    let max = self.cfg.max_values_per_response;
-                    peers = self.store.get(&t, now, max, from.is_ipv6());
-                    if !peers.is_empty() {
-                        resp.values = Values::Addrs(&peers);
-                    }
                 }
+                let base = msg(Body::Response(resp)).encode(&mut buf[..limit]).ok()?;
+                let mut room = limit - base;
+                peers = if get_peers {
+                    let max = self.cfg.max_values_per_response;
+                    self.store.get(&t, now, max, v6)
+                } else {
+                    Vec::new()
+                };
+                if !peers.is_empty() {
+                    // "6:values" "l" ... "e", each peer "6:" + 6 or "18:" + 18.
+                    let each = if v6 { 21 } else { 8 };
+                    let n = peers.len().min(room.saturating_sub(10) / each);
+                    if n > 0 {
+                        resp.values = Values::Addrs(&peers[..n]);
+                    }
+                } else {
+                    let want = if q.want.n4 || q.want.n6 {
+                        q.want
+                    } else {
+                        Want { n4: !v6, n6: v6 }
+                    };
+                    // Bytes of nodes written: [IPv4, IPv6].
+                    let mut lens = [0usize; 2];
+                    for fam6 in [v6, !v6] {
+                        if !(if fam6 { want.n6 } else { want.n4 }) {
+                            continue;
+                        }
+                        let (len, used) = if fam6 {
+                            self.fill_nodes(now, &t, true, room, &mut n6)
+                        } else {
+                            self.fill_nodes(now, &t, false, room, &mut n4)
+                        };
+                        room -= used;
+                        lens[usize::from(fam6)] = len;
+                    }
+                    resp.nodes = CompactNodes::v4(&n4[..lens[0]]).unwrap_or_default();
+                    resp.nodes6 = CompactNodes::v6(&n6[..lens[1]]).unwrap_or_default();
+                }
+                Body::Response(resp)
             }
             Method::AnnouncePeer {
                 info_hash,
@@ -481,51 +600,64 @@ impl Dht {
                 implied_port,
                 token: tok,
             } => {
+                let port = if implied_port { from.port() } else { port };
                 if !self.tokens.check(from.ip(), tok) {
                     self.stats.bad_tokens += 1;
-                    self.send_error(from, tid, krpc::code::PROTOCOL, b"bad token");
-                    return;
-                }
-                let port = if implied_port { from.port() } else { port };
-                let peer = SocketAddr::new(from.ip(), port);
-                if port == 0 || !self.store.announce(info_hash, peer, now) {
-                    self.send_error(from, tid, krpc::code::SERVER, b"not stored");
-                    return;
+                    error(krpc::code::PROTOCOL, b"bad token")
+                } else if port == 0
+                    || !self
+                        .store
+                        .announce(info_hash, SocketAddr::new(from.ip(), port), now)
+                {
+                    error(krpc::code::SERVER, b"not stored")
+                } else {
+                    Body::Response(resp)
                 }
             }
-            Method::Unknown(_) => {
-                self.send_error(from, tid, krpc::code::METHOD_UNKNOWN, b"method unknown");
-                return;
-            }
-        }
-        let msg = Message {
-            tid,
-            version: Some(krpc::VERSION),
-            ip: Some(from),
-            body: Body::Response(resp),
+            Method::Unknown(_) => error(krpc::code::METHOD_UNKNOWN, b"method unknown"),
         };
-        self.queue(from, &msg);
+        // Errors carry no `ip`.
+        let m = match body {
+            Body::Error(_) => Message {
+                ip: None,
+                ..msg(body)
+            },
+            _ => msg(body),
+        };
+        m.encode(&mut buf[..limit]).ok()
     }
 
+    /// Writes the closest nodes of one family to `target` into `out`, as many as
+    /// fit, with their key, in `room` bytes of an answer (at most 8, and k).
+    /// Returns the bytes written to `out` and the bytes they take in the answer.
     fn fill_nodes(
         &self,
         now: Instant,
         target: &NodeId,
         v6: bool,
-        want: bool,
+        room: usize,
         out: &mut [u8],
-    ) -> usize {
-        if !want {
-            return 0;
+    ) -> (usize, usize) {
+        let (entry, key) = if v6 {
+            (krpc::NODE6_LEN, b"6:nodes6".len())
+        } else {
+            (krpc::NODE4_LEN, b"5:nodes".len())
+        };
+        // The key, then the string: its length in digits, ':', the nodes.
+        let cost = |n: usize| key + digits(n * entry) + 1 + n * entry;
+        let mut most = self.cfg.table.k.min(8);
+        while most > 0 && cost(most) > room {
+            most -= 1;
+        }
+        if most == 0 {
+            return (0, 0);
         }
         let mut len = 0;
-        for n in self
-            .table
-            .closest(target, self.cfg.table.k.min(8), now, Some(v6))
-        {
+        for n in self.table.closest(target, most, now, Some(v6)) {
             len += n.write_compact(&mut out[len..]).unwrap_or(0);
         }
-        len
+        let used = if len == 0 { 0 } else { cost(len / entry) };
+        (len, used)
     }
 
     fn take_outstanding(&mut self, from: SocketAddr, tid: &[u8]) -> Option<Outstanding> {
@@ -718,19 +850,6 @@ impl Dht {
         }
     }
 
-    fn send_error(&mut self, to: SocketAddr, tid: &[u8], code: i64, text: &[u8]) {
-        let msg = Message {
-            tid,
-            version: Some(krpc::VERSION),
-            ip: None,
-            body: Body::Error(ErrorMsg {
-                code,
-                message: text,
-            }),
-        };
-        self.queue(to, &msg);
-    }
-
     fn ping(&mut self, now: Instant, n: NodeInfo) {
         self.table.pinged(&n.id, now);
         self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
@@ -835,4 +954,14 @@ impl Dht {
             announced,
         });
     }
+}
+
+/// Decimal digits of `n` (as in a bencoded string's length).
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
 }

@@ -8,11 +8,14 @@
 //! is bound to the IP address it was issued to: an announce is checked against its
 //! datagram's source IP, and the peer stored is that IP (with the announced port).
 //!
-//! The store is bounded ([`StoreLimits`]): one entry per IP address per torrent,
-//! caps per torrent, on torrents, on peers over all and per IP address over all
-//! torrents. A full torrent or store evicts its least useful entry (the oldest peer,
-//! the smallest and stalest torrent) so that newcomers still get in; only an address
-//! over its own cap is refused.
+//! The store is bounded ([`StoreLimits`]): one entry per host (IPv4 address, IPv6
+//! /64; see the [`addr`] rules) per torrent, caps per torrent, on
+//! torrents, on peers over all, and per host and per subnet (IPv4 /24, IPv6 /48)
+//! over all torrents. A full torrent or store evicts its least useful entry (the
+//! oldest peer of the subnet with the most peers in that torrent, the smallest and
+//! stalest torrent) so that newcomers still get in, and one subnet with many hosts
+//! pushes out its own peers before anyone else's; only a host or subnet over its own
+//! cap is refused.
 
 use crate::hash::sha1;
 use crate::time::{Duration, Instant};
@@ -105,23 +108,29 @@ impl Tokens {
 }
 
 /// Peer store limits. Every cap evicts rather than refuses, except
-/// [`StoreLimits::per_ip`], which only throttles the address over it.
+/// [`StoreLimits::per_ip`] and [`StoreLimits::per_subnet`], which only throttle the
+/// host or subnet over them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreLimits {
     /// How long an announce is kept (BEP 5 practice: 30 minutes).
     pub ttl: Duration,
-    /// Most peers per info-hash; a new announcer evicts the oldest. Default 200.
+    /// Most peers per info-hash; a new announcer evicts the oldest peer of the
+    /// subnet with the most peers in that torrent. Default 200.
     pub per_hash: usize,
     /// Most info-hashes; a new one evicts the torrent with the fewest peers (the
     /// stalest of those). Default 2,000.
     pub hashes: usize,
-    /// Most peers over all; a new announce evicts the oldest peer of the largest
-    /// torrent. Default 20,000.
+    /// Most peers over all; a new announce evicts the oldest peer of the most
+    /// represented subnet of the largest torrent. Default 20,000.
     pub total: usize,
-    /// Most peers stored for one IP address over all torrents (loopback exempt);
-    /// announces beyond it from that address are refused until some expire.
-    /// Default 64.
+    /// Most peers stored for one host (an IPv4 address, an IPv6 /64; loopback
+    /// exempt) over all torrents; announces beyond it from that host are refused
+    /// until some expire. Default 64.
     pub per_ip: usize,
+    /// Most peers stored for one subnet (an IPv4 /24, an IPv6 /48; loopback exempt)
+    /// over all torrents; announces beyond it from that subnet are refused until
+    /// some expire. Default 256.
+    pub per_subnet: usize,
 }
 
 impl Default for StoreLimits {
@@ -132,19 +141,21 @@ impl Default for StoreLimits {
             hashes: 2_000,
             total: 20_000,
             per_ip: 64,
+            per_subnet: 256,
         }
     }
 }
 
 impl StoreLimits {
     /// The low-memory profile: 50 peers per torrent, 200 torrents, 2,000 peers,
-    /// 16 per IP address.
+    /// 16 per host, 64 per subnet.
     pub fn low_memory() -> Self {
         Self {
             per_hash: 50,
             hashes: 200,
             total: 2_000,
             per_ip: 16,
+            per_subnet: 64,
             ..Self::default()
         }
     }
@@ -158,17 +169,19 @@ struct Entry {
 
 /// Info-hash to announced peers, with expiry and caps.
 ///
-/// BEP 5 peers are keyed by IP in practice: a torrent holds one entry per IP
-/// address (loopback: per address), and a new port from that IP replaces the old
-/// one, so one host cannot fill a torrent whatever its ports. Each torrent's list is
-/// kept oldest first (a refresh moves an entry to the end), so expiry and eviction
-/// look at its front.
+/// BEP 5 peers are keyed by IP in practice: a torrent holds one entry per host (an
+/// IPv4 address, an IPv6 /64; loopback: per address), and a new address or port of
+/// that host replaces the old one, so one host cannot fill a torrent whatever its
+/// ports and addresses. Each torrent's list is kept oldest first (a refresh moves an
+/// entry to the end), so expiry looks at its front.
 #[derive(Clone, Debug, Default)]
 pub struct PeerStore {
     limits: StoreLimits,
     map: BTreeMap<NodeId, Vec<Entry>>,
-    /// Entries per IP address over all torrents (exempt addresses not counted).
+    /// Entries per host over all torrents (exempt addresses not counted).
     per_ip: BTreeMap<IpAddr, usize>,
+    /// Entries per subnet over all torrents (exempt addresses not counted).
+    per_subnet: BTreeMap<IpAddr, usize>,
     total: usize,
 }
 
@@ -179,6 +192,7 @@ impl PeerStore {
             limits,
             map: BTreeMap::new(),
             per_ip: BTreeMap::new(),
+            per_subnet: BTreeMap::new(),
             total: 0,
         }
     }
@@ -203,22 +217,32 @@ impl PeerStore {
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, impl Iterator<Item = SocketAddr> + '_)> {
         self.map.iter().map(|(h, l)| (h, l.iter().map(|e| e.addr)))
     }
-    /// Peers stored for IP address `ip` over all torrents (0 for exempt addresses).
+    /// Peers stored for the host of `ip` (its IPv4 address, its IPv6 /64) over all
+    /// torrents (0 for exempt addresses).
     pub fn count_for_ip(&self, ip: IpAddr) -> usize {
-        self.per_ip.get(&addr::canonical(ip)).copied().unwrap_or(0)
+        self.per_ip.get(&addr::host(ip)).copied().unwrap_or(0)
+    }
+    /// Peers stored for the subnet of `ip` (its IPv4 /24, its IPv6 /48) over all
+    /// torrents (0 for exempt addresses).
+    pub fn count_for_subnet(&self, ip: IpAddr) -> usize {
+        self.per_subnet.get(&addr::subnet(ip)).copied().unwrap_or(0)
     }
 
     fn counted(&mut self, ip: IpAddr, add: bool) {
-        let ip = addr::canonical(ip);
         if addr::exempt(ip) {
             return;
         }
-        if add {
-            *self.per_ip.entry(ip).or_insert(0) += 1;
-        } else if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
+        for (map, key) in [
+            (&mut self.per_ip, addr::host(ip)),
+            (&mut self.per_subnet, addr::subnet(ip)),
+        ] {
+            if add {
+                *map.entry(key).or_insert(0) += 1;
+            } else if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
+                }
             }
         }
     }
@@ -230,16 +254,19 @@ impl PeerStore {
     }
 
     /// Stores or refreshes `peer` for `hash`. Returns false only when refused: a
-    /// zero limit, or `peer`'s IP over [`StoreLimits::per_ip`]; any other cap evicts.
+    /// zero limit, or `peer`'s host over [`StoreLimits::per_ip`] or subnet over
+    /// [`StoreLimits::per_subnet`]; any other cap evicts.
     pub fn announce(&mut self, hash: NodeId, peer: SocketAddr, now: Instant) -> bool {
         let l = self.limits;
         let entry = Entry {
             addr: peer,
             expires: now + l.ttl,
         };
-        // The same IP (or exempt address) in this torrent: the newest port wins.
+        // The same host (or exempt address) in this torrent: the newest address
+        // and port win.
         if let Some(list) = self.map.get_mut(&hash) {
             if let Some(i) = list.iter().position(|e| addr::same_host(&e.addr, &peer)) {
+                // The same host is in the same subnet: the counts stay.
                 list.remove(i);
                 list.push(entry);
                 return true;
@@ -248,7 +275,10 @@ impl PeerStore {
         if l.per_hash == 0 || l.hashes == 0 || l.total == 0 {
             return false;
         }
-        if !addr::exempt(peer.ip()) && self.count_for_ip(peer.ip()) >= l.per_ip {
+        if !addr::exempt(peer.ip())
+            && (self.count_for_ip(peer.ip()) >= l.per_ip
+                || self.count_for_subnet(peer.ip()) >= l.per_subnet)
+        {
             return false;
         }
         if self.total >= l.total {
@@ -257,36 +287,63 @@ impl PeerStore {
         if !self.map.contains_key(&hash) && self.map.len() >= l.hashes {
             self.evict_torrent();
         }
-        let list = self.map.entry(hash).or_default();
-        let old = (list.len() >= l.per_hash).then(|| list.remove(0));
-        list.push(entry);
-        if let Some(old) = old {
-            self.dropped(old);
+        if self
+            .map
+            .get(&hash)
+            .is_some_and(|list| list.len() >= l.per_hash)
+        {
+            self.evict_from(hash);
         }
+        self.map.entry(hash).or_default().push(entry);
         self.total += 1;
         self.counted(peer.ip(), true);
         true
     }
 
-    /// Drops the oldest peer of the torrent with the most peers.
+    /// Drops the least useful peer of the torrent with the most peers.
     fn evict_from_largest(&mut self) {
         let Some((&hash, _)) = self.map.iter().max_by_key(|(_, l)| l.len()) else {
             return;
         };
-        self.evict_oldest(hash);
+        self.evict_from(hash);
     }
 
-    fn evict_oldest(&mut self, hash: NodeId) {
+    /// Drops the least useful peer of torrent `hash`: the oldest one of the subnet
+    /// with the most peers there (each exempt address its own subnet), so that a
+    /// subnet with many hosts makes room with its own peers. One sort of the list.
+    fn evict_from(&mut self, hash: NodeId) {
         let Some(list) = self.map.get_mut(&hash) else {
             return;
         };
-        let old = (!list.is_empty()).then(|| list.remove(0));
+        let group = |a: &SocketAddr| {
+            if addr::exempt(a.ip()) {
+                (addr::canonical(a.ip()), a.port())
+            } else {
+                (addr::subnet(a.ip()), 0)
+            }
+        };
+        // (subnet, position), sorted: each subnet's run starts with its oldest.
+        let mut keys: Vec<((IpAddr, u16), usize)> = list
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (group(&e.addr), i))
+            .collect();
+        keys.sort_unstable();
+        let mut victim: Option<(usize, usize)> = None; // (count, oldest position)
+        for run in keys.chunk_by(|a, b| a.0 == b.0) {
+            let cand = (run.len(), run[0].1);
+            if victim.is_none_or(|(n, i)| cand.0 > n || (cand.0 == n && cand.1 < i)) {
+                victim = Some(cand);
+            }
+        }
+        let Some((_, i)) = victim else {
+            return;
+        };
+        let old = list.remove(i);
         if list.is_empty() {
             self.map.remove(&hash);
         }
-        if let Some(old) = old {
-            self.dropped(old);
-        }
+        self.dropped(old);
     }
 
     /// Drops the torrent with the fewest peers, the one announced least recently
@@ -382,6 +439,7 @@ mod tests {
             hashes: 2,
             total: 4,
             per_ip: 100,
+            per_subnet: 100,
         };
         let mut s = PeerStore::new(limits);
         let (a, b, c) = (NodeId([1; 20]), NodeId([2; 20]), NodeId([3; 20]));
@@ -454,5 +512,65 @@ mod tests {
         s.expire(t(10_000));
         assert!(s.is_empty());
         assert_eq!(s.count_for_ip(ip(9)), 0);
+    }
+
+    #[test]
+    fn ipv6_64_is_one_host_and_subnets_evict_their_own() {
+        let limits = StoreLimits {
+            per_hash: 6,
+            per_ip: 3,
+            per_subnet: 5,
+            ..StoreLimits::default()
+        };
+        let mut s = PeerStore::new(limits);
+        let six = |a: &str| -> SocketAddr { a.parse().expect("addr") };
+        let h = |i: u8| NodeId([i; 20]);
+        // The addresses of one /64 replace each other in a torrent.
+        assert!(s.announce(h(1), six("[2001:db8:1:1::1]:1"), t(1)));
+        assert!(s.announce(h(1), six("[2001:db8:1:1:ffff::2]:2"), t(2)));
+        assert_eq!(
+            s.get(&h(1), t(3), 10, true),
+            [six("[2001:db8:1:1:ffff::2]:2")]
+        );
+        assert_eq!(s.count_for_ip(six("[2001:db8:1:1::7]:0").ip()), 1);
+        // The per-host cap counts the /64 over all torrents.
+        assert!(s.announce(h(2), six("[2001:db8:1:1::3]:1"), t(4)));
+        assert!(s.announce(h(3), six("[2001:db8:1:1::4]:1"), t(5)));
+        assert!(
+            !s.announce(h(4), six("[2001:db8:1:1::5]:1"), t(6)),
+            "per host"
+        );
+        // The per-subnet cap counts the /48: two more /64s of it, then refused.
+        assert!(s.announce(h(4), six("[2001:db8:1:2::1]:1"), t(7)));
+        assert!(s.announce(h(4), six("[2001:db8:1:3::1]:1"), t(8)));
+        assert_eq!(s.count_for_subnet(six("[2001:db8:1:9::1]:0").ip()), 5);
+        assert!(
+            !s.announce(h(4), six("[2001:db8:1:4::1]:1"), t(9)),
+            "per subnet"
+        );
+        assert!(
+            s.announce(h(4), six("[2001:db8:2::1]:1"), t(9)),
+            "another /48"
+        );
+        // A full torrent evicts the oldest peer of its most represented subnet, not
+        // the oldest peer: torrent 4 holds two peers of 2001:db8:1::/48 (the two
+        // oldest), one of 2001:db8:2::/48, then IPv4 peers of /24s of their own.
+        let lone = |k: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, k, 0, 1)), 1);
+        for k in 1..=3 {
+            assert!(s.announce(h(4), lone(k), t(10 + u64::from(k))));
+        }
+        assert!(s.announce(h(4), lone(4), t(20)));
+        assert_eq!(
+            s.get(&h(4), t(21), 10, true),
+            [six("[2001:db8:2::1]:1"), six("[2001:db8:1:3::1]:1")]
+        );
+        assert_eq!(s.get(&h(4), t(21), 10, false).len(), 4);
+        // All subnets even: the oldest peer goes.
+        assert!(s.announce(h(4), lone(5), t(22)));
+        assert_eq!(s.get(&h(4), t(23), 10, true), [six("[2001:db8:2::1]:1")]);
+        assert_eq!(s.len(), 3 + 6);
+        s.expire(t(10_000));
+        assert!(s.is_empty());
+        assert_eq!(s.count_for_subnet(six("[2001:db8:1::1]:0").ip()), 0);
     }
 }

@@ -30,12 +30,13 @@
 //! replacement.
 //!
 //! Against one party filling the table (see [`TableConfig::restrict_ips`], as
-//! libtorrent's `dht_restrict_routing_ips`): one entry per IP address over the whole
-//! table, buckets and replacement caches alike, whatever the ports and ids; and one
-//! entry per IPv4 /24 or IPv6 /64 in a bucket (with its replacement cache). A
-//! confirmed newcomer displaces an unconfirmed entry or a bad node of its address
-//! or subnet; otherwise the first one stays. Loopback addresses are exempt (one
-//! entry per address there).
+//! libtorrent's `dht_restrict_routing_ips`): one entry per host (an IPv4 address, an
+//! IPv6 /64: see [`addr`]) over the whole table, buckets and
+//! replacement caches alike, whatever the ports, addresses and ids; and one entry
+//! per subnet (an IPv4 /24, an IPv6 /48) in a bucket (with its replacement cache).
+//! A confirmed newcomer displaces an unconfirmed entry or a bad node of its host or
+//! subnet; otherwise the first one stays. Loopback addresses are exempt (one entry
+//! per address there).
 //!
 //! Memory is bounded: at most [`TableConfig::max_buckets`] buckets of `k` nodes and
 //! [`TableConfig::replacements`] replacements; our own id is never stored.
@@ -64,8 +65,9 @@ pub struct TableConfig {
     pub replacements: usize,
     /// Most buckets (at most 160). Default 160.
     pub max_buckets: usize,
-    /// One entry per IP address over the table, and one per IPv4 /24 or IPv6 /64 in
-    /// a bucket (loopback exempt); off, one entry per `IP:port`. Default on.
+    /// One entry per host (IPv4 address, IPv6 /64) over the table, and one per
+    /// subnet (IPv4 /24, IPv6 /48) in a bucket (loopback exempt); off, one entry per
+    /// `IP:port`. Default on.
     pub restrict_ips: bool,
 }
 
@@ -271,6 +273,17 @@ impl RoutingTable {
         b.nodes.iter().find(|n| n.info.id == *id)
     }
 
+    /// Whether `addr` is the address of a confirmed entry (a bucket node, or a
+    /// replacement that answered a query of ours from there).
+    pub fn is_confirmed(&self, addr: &SocketAddr) -> bool {
+        self.buckets.iter().any(|b| {
+            b.nodes.iter().any(|n| n.info.addr == *addr)
+                || b.replacements
+                    .iter()
+                    .any(|n| n.confirmed() && n.info.addr == *addr)
+        })
+    }
+
     fn bucket_of(&self, id: &NodeId) -> usize {
         self.own
             .common_prefix(id)
@@ -285,8 +298,8 @@ impl RoutingTable {
         }
     }
 
-    /// The entry of `addr`'s host (its IP, or the address itself when exempt or
-    /// unrestricted), in a bucket or a replacement cache.
+    /// The entry of `addr`'s host (its IPv4 address or IPv6 /64, or the address
+    /// itself when exempt or unrestricted), in a bucket or a replacement cache.
     fn find_host(&self, addr: &SocketAddr) -> Option<(usize, Slot)> {
         for (bi, b) in self.buckets.iter().enumerate() {
             if let Some(i) = b
