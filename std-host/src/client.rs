@@ -33,8 +33,8 @@ use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::mse;
 use btcore_core::session::{
-    Action, AnnounceEvent, ConnId, Event, Session, SessionConfig, TorrentId, TorrentState,
-    TorrentStatus,
+    Action, AnnounceEvent, ConnId, Event, PeerSource, Session, SessionConfig, TorrentId,
+    TorrentState, TorrentStatus,
 };
 use btcore_core::time::Instant;
 use mio::net::{TcpListener, TcpStream};
@@ -308,6 +308,27 @@ fn check_torrent(check: &mut Option<Box<TorrentCheck>>, bytes: &[u8]) -> bool {
     let same = c.seen[28..48] == c.info_hash.0;
     *check = None;
     same
+}
+
+/// Whom the peers of a tracker's answer come from: the tracker's address when its URL
+/// names one (`localhost` is loopback); a host name counts as a remote party (the
+/// session then drops the loopback addresses it names).
+fn tracker_source(url: Option<&str>) -> PeerSource {
+    let remote = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let Some(url) = url else {
+        return PeerSource::Tracker(remote);
+    };
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return PeerSource::Tracker(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    PeerSource::Tracker(host.parse().unwrap_or(remote))
 }
 
 /// The engine's clock: milliseconds since `epoch`, from 1.
@@ -641,7 +662,8 @@ impl Client {
     /// Adds a peer by hand.
     pub fn add_peer(&mut self, id: TorrentId, addr: SocketAddr) {
         let now = self.now();
-        self.session.handle_peers(now, id, &[addr]);
+        self.session
+            .handle_peers(now, id, &[addr], PeerSource::User);
         self.pump();
     }
 
@@ -840,7 +862,7 @@ impl Client {
         let found = d.service(now);
         for (ih, peers) in found {
             if let Some((id, _, _)) = public.iter().find(|(_, h, _)| *h == ih) {
-                self.session.handle_peers(now, *id, &peers);
+                self.session.handle_peers(now, *id, &peers, PeerSource::Dht);
             }
         }
     }
@@ -868,7 +890,8 @@ impl Client {
         let public = self.public_torrents();
         for (ih, addr) in heard {
             if let Some((id, _)) = public.iter().find(|(_, h)| *h == ih) {
-                self.session.handle_peers(now, *id, &[addr]);
+                self.session
+                    .handle_peers(now, *id, &[addr], PeerSource::Lsd);
             }
         }
     }
@@ -1174,7 +1197,9 @@ impl Client {
             for (url, e) in &r.errors {
                 log::warn!("tracker {url}: {e}");
             }
-            self.session.handle_peers(now, TorrentId(r.key), &r.peers);
+            let source = tracker_source(r.tracker.as_deref());
+            self.session
+                .handle_peers(now, TorrentId(r.key), &r.peers, source);
         }
     }
 

@@ -1205,7 +1205,15 @@ impl Sim {
                     .filter(|(j, n)| *j != i && n.alive)
                     .map(|(_, n)| n.addr)
                     .collect();
-                self.nodes[i].session.handle_peers(now, torrent, &peers);
+                // The simulated tracker is on the simulated network, not on any
+                // node's machine.
+                let tracker = std::net::IpAddr::V4(Ipv4Addr::new(10, 255, 255, 1));
+                self.nodes[i].session.handle_peers(
+                    now,
+                    torrent,
+                    &peers,
+                    btcore_core::session::PeerSource::Tracker(tracker),
+                );
             }
             _ => {}
         }
