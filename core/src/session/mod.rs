@@ -25,8 +25,11 @@
 //! it back) until [`Session::poll_transmit`] has taken bytes for it. The session keeps
 //! its own caps whatever the host does: a connection's send queue never passes
 //! [`ConnBuffers::send_cap`] (a peer that would make it is closed), connections are
-//! capped per address, per torrent and in all, and an incoming connection that has not
-//! completed its handshake in time gives its slot back.
+//! capped per address, per torrent and in all (a share of the table kept for our own
+//! dials), an incoming connection that has not completed its handshake in time gives
+//! its slot back, and a full torrent turns over its idle connections now and then
+//! ([`SessionConfig::peer_turnover`]). Peer addresses are believed according to their
+//! source ([`PeerSource`]): none of this machine from a remote party.
 //!
 //! # Poll order
 //!
@@ -40,7 +43,8 @@
 //! flight to disk are capped: when full, no new requests go out) → write done → when
 //! every block of the piece is written, [`Action::Verify`] → verified: `have` to every
 //! peer; failed: the blocks go back to the picker, and the peer that sent the bad data
-//! is found block by block and banned by address (see `smart_ban`: a failed piece
+//! is found block by block and banned by address (an IPv6 address by its /64; see
+//! `bans` and `smart_ban`: a failed piece
 //! from one address bans it; otherwise the host's digest of each block is kept, its
 //! senders go on parole, and when the piece passes the addresses whose blocks differ
 //! are banned). A banned address is refused when it connects and never dialed.
