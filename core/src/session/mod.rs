@@ -78,6 +78,11 @@ fn is_loopback(ip: IpAddr) -> bool {
     netaddr::is_loopback(ip)
 }
 
+/// How useful an established connection is to peer turnover, compared in order: we
+/// want something it has, it wants something of ours, it is not on parole, payload
+/// bytes per second, it does not choke us.
+type Usefulness = (bool, bool, bool, u64, bool);
+
 /// A connection's buffers ([`Session::conn_buffers`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnBuffers {
@@ -974,7 +979,7 @@ impl Session {
     /// smallest goes first. In order: we want something it has; it wants something
     /// of ours; it is not on parole; payload bytes per second since it connected; it
     /// does not choke us.
-    fn usefulness(now: Instant, t: &Torrent, c: &Conn) -> (bool, bool, bool, u64, bool) {
+    fn usefulness(now: Instant, t: &Torrent, c: &Conn) -> Usefulness {
         let (down, up) = c.peer.totals();
         let secs = now.since(c.peer.created()).as_millis() / 1000 + 1;
         (
@@ -1001,7 +1006,7 @@ impl Session {
             return Vec::new();
         };
         let min_age = self.config.turnover_min_age;
-        let mut v: Vec<((bool, bool, bool, u64, bool), ConnId)> = self
+        let mut v: Vec<(Usefulness, ConnId)> = self
             .conns
             .iter()
             .filter(|(_, c)| {
@@ -1087,6 +1092,10 @@ impl Session {
             {
                 self.close(k, Some(PeerError::ConnectionLimit));
             }
+        }
+        // Refusals count until the next turnover only.
+        for t in self.torrents.values_mut() {
+            t.refused = 0;
         }
     }
 
