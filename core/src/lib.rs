@@ -41,6 +41,7 @@ pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 pub mod mse;
+#[cfg(feature = "alloc")]
 mod netaddr;
 #[cfg(feature = "alloc")]
 pub mod peer;

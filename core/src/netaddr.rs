@@ -26,7 +26,6 @@ pub(crate) fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// `ip` with all but its first `bytes` bytes cleared (IPv6 only; IPv4 as is).
-#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 fn v6_prefix(ip: IpAddr, bytes: usize) -> IpAddr {
     match canonical(ip) {
         IpAddr::V6(v6) => {
@@ -39,13 +38,11 @@ fn v6_prefix(ip: IpAddr, bytes: usize) -> IpAddr {
 }
 
 /// The party a per-address limit counts: an IPv4 address, or an IPv6 /64.
-#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub(crate) fn group(ip: IpAddr) -> IpAddr {
     v6_prefix(ip, 8)
 }
 
 /// The coarser party: an IPv4 address, or an IPv6 /48 (one site, holding 65,536 /64s).
-#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub(crate) fn site(ip: IpAddr) -> IpAddr {
     v6_prefix(ip, 6)
 }
