@@ -8,7 +8,9 @@
 //! ```text
 //!  loop {
 //!      poll(sockets, waker, timeout = session.poll_timeout())
-//!      accept / read → session.handle_incoming / handle_recv (while wants_recv)
+//!      accept / read → session.handle_incoming / handle_recv (while wants_recv;
+//!                      ACCEPTS_PER_TURN accepts and READS_PER_TURN reads per
+//!                      connection, the rest next turn)
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
@@ -99,6 +101,16 @@ pub struct ClientOptions {
     /// Protocol encryption (MSE/PE) policy.
     pub encryption: Encryption,
 }
+
+/// Socket reads of one connection in one turn of the loop: one peer that keeps its
+/// socket full cannot keep the loop from the others (with a 64 KiB buffer, 1 MiB a
+/// turn). Edge-triggered readiness is not lost: a connection that used them is read
+/// again next turn.
+pub const READS_PER_TURN: usize = 16;
+
+/// Connections accepted in one turn of the loop: a connect flood cannot keep the loop
+/// from reading its peers. The rest wait in the kernel's backlog for the next turn.
+pub const ACCEPTS_PER_TURN: usize = 32;
 
 /// Disk workers of a client unless told otherwise.
 pub const DEFAULT_DISK_THREADS: usize = 2;
@@ -271,6 +283,12 @@ pub struct Client {
     /// took bytes).
     send_blocked: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
+    /// Connections that used their reads of a turn ([`READS_PER_TURN`]) with bytes
+    /// left: read again next turn, after the sockets that became ready.
+    read_more: Vec<ConnId>,
+    /// The listener used its accepts of a turn ([`ACCEPTS_PER_TURN`]) with
+    /// connections left: accepted again next turn.
+    accept_more: bool,
     dht: Option<crate::dht::DhtHost>,
     /// Public running torrents as the DHT last saw them (id, info hash, short of
     /// peers), and when: refreshed once a second, not on every turn of the loop.
@@ -486,6 +504,8 @@ impl Client {
             disk_blocked: Vec::new(),
             send_blocked: Vec::new(),
             throttled_write: Vec::new(),
+            read_more: Vec::new(),
+            accept_more: false,
             dht,
             dht_public: (Vec::new(), None),
             lsd,
@@ -757,15 +777,27 @@ impl Client {
         } else {
             wait
         };
+        // Work left from the last turn: look at the sockets without waiting.
+        let read_again = std::mem::take(&mut self.read_more);
+        let accept_again = std::mem::take(&mut self.accept_more);
+        let wait = if read_again.is_empty() && !accept_again {
+            wait
+        } else {
+            Duration::ZERO
+        };
         let mut events = Events::with_capacity(256);
         match self.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        let mut accepted = false;
         for ev in events.iter() {
             match ev.token() {
-                LISTENER => self.accept_all(),
+                LISTENER => {
+                    accepted = true;
+                    self.accept_all();
+                }
                 WAKER => {}
                 DHT => {
                     let now = self.now();
@@ -788,6 +820,14 @@ impl Client {
                         self.read_conn(conn);
                     }
                 }
+            }
+        }
+        if accept_again && !accepted {
+            self.accept_all();
+        }
+        for conn in read_again {
+            if !self.read_more.contains(&conn) {
+                self.read_conn(conn);
             }
         }
         self.service_dht();
@@ -918,8 +958,9 @@ impl Client {
         self.dht.as_ref()
     }
 
+    /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
@@ -933,6 +974,8 @@ impl Client {
                 Err(_) => return,
             }
         }
+        // More may wait in the backlog; readiness will not be reported again.
+        self.accept_more = true;
     }
 
     fn on_writable(&mut self, conn: ConnId) {
@@ -960,11 +1003,21 @@ impl Client {
         self.flush(conn);
     }
 
+    /// Reads `conn` until its socket is empty, the session or the rate limit says
+    /// stop, or it used its [`READS_PER_TURN`] (then it is read again next turn).
     fn read_conn(&mut self, conn: ConnId) {
+        let mut reads = 0;
         loop {
             let Some(s) = self.socks.get_mut(&conn) else {
                 return;
             };
+            if reads == READS_PER_TURN {
+                if !self.read_more.contains(&conn) {
+                    self.read_more.push(conn);
+                }
+                return;
+            }
+            reads += 1;
             if s.connecting {
                 return;
             }

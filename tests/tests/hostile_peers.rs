@@ -1,9 +1,13 @@
 //! Peers that try to exhaust a btcore session: scripted frame by frame against one
 //! session (`btcore_tests::scripted`), a peer that never reads while it asks for
 //! metadata and blocks, one address opening connection after connection, a peer id
-//! connected twice; and in the swarm simulation (`btcore_tests::sim`), addresses that
-//! hog a seed's connection slots while honest leechers join. Each test asserts a
-//! counted bound (bytes queued, connections held), never a timing.
+//! connected twice or spoofed from another address, bare or idle connections from many
+//! addresses holding the slots, PEX filling the known-peer list, remote parties naming
+//! addresses of this machine; in the swarm simulation (`btcore_tests::sim`), addresses
+//! that hog a seed's connection slots while honest leechers join; and on the real host
+//! loop (sockets on 127.0.0.1), a connect flood. Each test asserts a counted bound
+//! (bytes queued, connections held, dials made, connections accepted per turn), never
+//! a timing.
 
 use btcore_core::ids::{BlockRef, InfoHash, PieceIndex};
 use btcore_core::peer::{PeerConfig, PeerError};
@@ -645,4 +649,78 @@ fn peers_that_dial_each_other_keep_one_connection() {
         s.nodes[b].finished_at.is_some()
     });
     assert!(ok && sim.has_correct_data(b));
+}
+
+/// A connect flood on the real host loop (sockets on 127.0.0.1): 96 peers connect at
+/// once, each with its handshake already sent. One turn of the loop accepts at most
+/// [`ACCEPTS_PER_TURN`](btcore_host::client::ACCEPTS_PER_TURN) of them, so the peers
+/// already connected are read between the batches; the rest are accepted in the next
+/// turns, none lost. Before, one turn accepted the whole backlog (and the next read
+/// every one of them) whatever its length.
+#[test]
+fn a_connect_flood_is_accepted_a_batch_per_turn() {
+    use btcore_core::session::TorrentState;
+    use btcore_host::client::{Client, ClientOptions, ACCEPTS_PER_TURN};
+    use std::io::Write;
+    use std::time::Instant as Wall;
+
+    const FLOOD: usize = 96;
+    let dir = std::env::temp_dir().join(format!("btcore-accept-flood-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let mut client = Client::new(ClientOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        save_dir: dir.clone(),
+        use_trackers: false,
+        max_peers: 200,
+        max_connections: 200,
+        seed: 7,
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let (file, _) = zero_torrent(16, PIECE_LEN);
+    let ih = info_hash_of(&file);
+    let id = client.add_torrent_file(&file, None).expect("torrent");
+    let deadline = Wall::now() + std::time::Duration::from_secs(20);
+    let checking = |c: &Client| {
+        c.torrents()
+            .iter()
+            .any(|t| t.id == id && t.status.state == TorrentState::Checking)
+    };
+    while checking(&client) && Wall::now() < deadline {
+        client
+            .run_once(std::time::Duration::from_millis(10))
+            .expect("turn");
+    }
+    assert!(!checking(&client), "the torrent is still being checked");
+    let to = client.local_addr();
+    let mut peers = Vec::new();
+    for i in 0..FLOOD {
+        let mut s = std::net::TcpStream::connect(to).expect("connect");
+        s.write_all(&frames::handshake(ih, peer_id(10_000 + i as u64)))
+            .expect("handshake");
+        peers.push(s);
+    }
+    // Turn 1 accepts; turn 2 reads what turn 1 accepted (and accepts the next batch).
+    for _ in 0..2 {
+        client
+            .run_once(std::time::Duration::from_millis(200))
+            .expect("turn");
+    }
+    let after_two = client.peers(id).len();
+    println!("{after_two} of {FLOOD} peers attached after two turns");
+    assert!(
+        after_two <= ACCEPTS_PER_TURN,
+        "{after_two} peers attached in two turns"
+    );
+    while client.peers(id).len() < FLOOD && Wall::now() < deadline {
+        client
+            .run_once(std::time::Duration::from_millis(10))
+            .expect("turn");
+    }
+    let all = client.peers(id).len();
+    drop(peers);
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(all, FLOOD, "connections lost in the backlog");
 }
