@@ -1783,3 +1783,32 @@ pub fn tiers_of(m: &Metainfo<'_>) -> Vec<Vec<String>> {
         .map(|a| vec![vec![String::from_utf8_lossy(a).into_owned()]])
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback peers are believed from a tracker whose URL names a loopback address
+    /// or `localhost`, never from one named by another host name.
+    #[test]
+    fn tracker_source_from_its_url() {
+        let lo4 = PeerSource::Tracker(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let remote = PeerSource::Tracker(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(tracker_source(Some("http://127.0.0.1:8000/announce")), lo4);
+        assert_eq!(tracker_source(Some("udp://LocalHost:6969")), lo4);
+        assert_eq!(
+            tracker_source(Some("udp://[::1]:6969/announce")),
+            PeerSource::Tracker("::1".parse().expect("ip"))
+        );
+        assert_eq!(
+            tracker_source(Some("http://u:p@192.0.2.5/a?b")),
+            PeerSource::Tracker("192.0.2.5".parse().expect("ip"))
+        );
+        assert_eq!(tracker_source(Some("https://tracker.example/a")), remote);
+        assert_eq!(
+            tracker_source(Some("http://localhost.evil.example/a")),
+            remote
+        );
+        assert_eq!(tracker_source(None), remote);
+    }
+}
