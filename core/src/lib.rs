@@ -42,6 +42,8 @@ pub mod magnet;
 pub mod metainfo;
 pub mod mse;
 #[cfg(feature = "alloc")]
+mod netaddr;
+#[cfg(feature = "alloc")]
 pub mod peer;
 pub mod pex;
 pub mod picker;

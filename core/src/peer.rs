@@ -306,6 +306,9 @@ pub struct PeerConn {
     last_recv: Instant,
     last_send: Instant,
     last_block: Instant,
+    /// When a requested block last came or one of ours went (the connection's start
+    /// until then).
+    last_payload: Instant,
     down: Rate,
     up: Rate,
     /// Slow start: the pipeline depth until the first rate measurement (one more per
@@ -348,6 +351,7 @@ impl PeerConn {
             last_recv: now,
             last_send: now,
             last_block: now,
+            last_payload: now,
             down: Rate::default(),
             up: Rate::default(),
             slow_start: config.min_queue.max(1),
@@ -495,6 +499,11 @@ impl PeerConn {
     /// When the connection was made.
     pub fn created(&self) -> Instant {
         self.created
+    }
+    /// When a block we requested last arrived or a block of ours last went out
+    /// (when the connection was made, before any).
+    pub fn last_payload(&self) -> Instant {
+        self.last_payload
     }
     /// Whether requests are out and no block came for the snub timeout.
     pub fn is_snubbing(&self, now: Instant) -> bool {
@@ -816,6 +825,7 @@ impl PeerConn {
                 self.outstanding.swap_remove(i);
                 self.down.add(now, data.len() as u64);
                 self.last_block = now;
+                self.last_payload = now;
                 if self.slow_start > 0 {
                     self.slow_start = if self.down.get() > 0 {
                         0
@@ -1047,6 +1057,7 @@ impl PeerConn {
         self.tx.extend_from_slice(&hdr);
         self.tx.extend_from_slice(data);
         self.up.add(now, data.len() as u64);
+        self.last_payload = now;
     }
     /// Sends a BEP 10 extension message with the peer's id for it.
     pub fn send_extended(&mut self, id: u8, payload: &[u8]) {

@@ -17,8 +17,8 @@ use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
-    Action, AddError, AnnounceEvent, AnnounceOutcome, ConnId, DiskError, Event, Session,
-    SessionConfig, TorrentId, TorrentState,
+    Action, AddError, AnnounceEvent, AnnounceOutcome, ConnId, DiskError, Event, PeerSource,
+    Session, SessionConfig, TorrentId, TorrentState,
 };
 use btcore_core::time::Instant;
 use std::collections::HashMap;
@@ -681,7 +681,9 @@ pub extern "C" fn btcore_sansio_add_peer(
         if !s.has_torrent(id) {
             return Err(BTCORE_NOT_FOUND);
         }
-        s.session.handle_peers(now(now_ms), TorrentId(id), &[a]);
+        // The application decides which addresses to give: believed as the user's.
+        s.session
+            .handle_peers(now(now_ms), TorrentId(id), &[a], PeerSource::User);
         s.pump_events();
         Ok(())
     })

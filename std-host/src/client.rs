@@ -8,7 +8,9 @@
 //! ```text
 //!  loop {
 //!      poll(sockets, waker, timeout = session.poll_timeout())
-//!      accept / read → session.handle_incoming / handle_recv (while wants_recv)
+//!      accept / read → session.handle_incoming / handle_recv (while wants_recv;
+//!                      ACCEPTS_PER_TURN accepts and READS_PER_TURN reads per
+//!                      connection, the rest next turn)
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
@@ -33,8 +35,8 @@ use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::mse;
 use btcore_core::session::{
-    Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, Session, SessionConfig, TorrentId,
-    TorrentState, TorrentStatus,
+    Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, PeerSource, Session, SessionConfig,
+    TorrentId, TorrentState, TorrentStatus,
 };
 use btcore_core::time::Instant;
 use mio::net::{TcpListener, TcpStream};
@@ -99,6 +101,16 @@ pub struct ClientOptions {
     /// Protocol encryption (MSE/PE) policy.
     pub encryption: Encryption,
 }
+
+/// Socket reads of one connection in one turn of the loop: one peer that keeps its
+/// socket full cannot keep the loop from the others (with a 64 KiB buffer, 1 MiB a
+/// turn). Edge-triggered readiness is not lost: a connection that used them is read
+/// again next turn.
+pub const READS_PER_TURN: usize = 16;
+
+/// Connections accepted in one turn of the loop: a connect flood cannot keep the loop
+/// from reading its peers. The rest wait in the kernel's backlog for the next turn.
+pub const ACCEPTS_PER_TURN: usize = 32;
 
 /// Disk workers of a client unless told otherwise.
 pub const DEFAULT_DISK_THREADS: usize = 2;
@@ -271,6 +283,12 @@ pub struct Client {
     /// took bytes).
     send_blocked: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
+    /// Connections that used their reads of a turn ([`READS_PER_TURN`]) with bytes
+    /// left: read again next turn, after the sockets that became ready.
+    read_more: Vec<ConnId>,
+    /// The listener used its accepts of a turn ([`ACCEPTS_PER_TURN`]) with
+    /// connections left: accepted again next turn.
+    accept_more: bool,
     dht: Option<crate::dht::DhtHost>,
     /// Public running torrents as the DHT last saw them (id, info hash, short of
     /// peers), and when: refreshed once a second, not on every turn of the loop.
@@ -308,6 +326,27 @@ fn check_torrent(check: &mut Option<Box<TorrentCheck>>, bytes: &[u8]) -> bool {
     let same = c.seen[28..48] == c.info_hash.0;
     *check = None;
     same
+}
+
+/// Whom the peers of a tracker's answer come from: the tracker's address when its URL
+/// names one (`localhost` is loopback); a host name counts as a remote party (the
+/// session then drops the loopback addresses it names).
+fn tracker_source(url: Option<&str>) -> PeerSource {
+    let remote = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let Some(url) = url else {
+        return PeerSource::Tracker(remote);
+    };
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return PeerSource::Tracker(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    PeerSource::Tracker(host.parse().unwrap_or(remote))
 }
 
 /// The engine's clock: milliseconds since `epoch`, from 1.
@@ -465,6 +504,8 @@ impl Client {
             disk_blocked: Vec::new(),
             send_blocked: Vec::new(),
             throttled_write: Vec::new(),
+            read_more: Vec::new(),
+            accept_more: false,
             dht,
             dht_public: (Vec::new(), None),
             lsd,
@@ -641,7 +682,8 @@ impl Client {
     /// Adds a peer by hand.
     pub fn add_peer(&mut self, id: TorrentId, addr: SocketAddr) {
         let now = self.now();
-        self.session.handle_peers(now, id, &[addr]);
+        self.session
+            .handle_peers(now, id, &[addr], PeerSource::User);
         self.pump();
     }
 
@@ -735,15 +777,27 @@ impl Client {
         } else {
             wait
         };
+        // Work left from the last turn: look at the sockets without waiting.
+        let read_again = std::mem::take(&mut self.read_more);
+        let accept_again = std::mem::take(&mut self.accept_more);
+        let wait = if read_again.is_empty() && !accept_again {
+            wait
+        } else {
+            Duration::ZERO
+        };
         let mut events = Events::with_capacity(256);
         match self.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        let mut accepted = false;
         for ev in events.iter() {
             match ev.token() {
-                LISTENER => self.accept_all(),
+                LISTENER => {
+                    accepted = true;
+                    self.accept_all();
+                }
                 WAKER => {}
                 DHT => {
                     let now = self.now();
@@ -766,6 +820,14 @@ impl Client {
                         self.read_conn(conn);
                     }
                 }
+            }
+        }
+        if accept_again && !accepted {
+            self.accept_all();
+        }
+        for conn in read_again {
+            if !self.read_more.contains(&conn) {
+                self.read_conn(conn);
             }
         }
         self.service_dht();
@@ -837,7 +899,7 @@ impl Client {
         let found = d.service(now);
         for (ih, peers) in found {
             if let Some((id, _, _)) = public.iter().find(|(_, h, _)| *h == ih) {
-                self.session.handle_peers(now, *id, &peers);
+                self.session.handle_peers(now, *id, &peers, PeerSource::Dht);
             }
         }
     }
@@ -865,7 +927,8 @@ impl Client {
         let public = self.public_torrents();
         for (ih, addr) in heard {
             if let Some((id, _)) = public.iter().find(|(_, h)| *h == ih) {
-                self.session.handle_peers(now, *id, &[addr]);
+                self.session
+                    .handle_peers(now, *id, &[addr], PeerSource::Lsd);
             }
         }
     }
@@ -892,8 +955,9 @@ impl Client {
         self.dht.as_ref()
     }
 
+    /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
@@ -907,6 +971,8 @@ impl Client {
                 Err(_) => return,
             }
         }
+        // More may wait in the backlog; readiness will not be reported again.
+        self.accept_more = true;
     }
 
     fn on_writable(&mut self, conn: ConnId) {
@@ -934,11 +1000,21 @@ impl Client {
         self.flush(conn);
     }
 
+    /// Reads `conn` until its socket is empty, the session or the rate limit says
+    /// stop, or it used its [`READS_PER_TURN`] (then it is read again next turn).
     fn read_conn(&mut self, conn: ConnId) {
+        let mut reads = 0;
         loop {
             let Some(s) = self.socks.get_mut(&conn) else {
                 return;
             };
+            if reads == READS_PER_TURN {
+                if !self.read_more.contains(&conn) {
+                    self.read_more.push(conn);
+                }
+                return;
+            }
+            reads += 1;
             if s.connecting {
                 return;
             }
@@ -1172,7 +1248,8 @@ impl Client {
                 log::warn!("tracker {url}: {e}");
             }
             let id = TorrentId(r.key);
-            self.session.handle_peers(now, id, &r.peers);
+            let source = tracker_source(r.tracker.as_deref());
+            self.session.handle_peers(now, id, &r.peers, source);
             // The `stopped` announce ends the torrent's schedule: nothing to report
             // (and a torrent resumed since has its `started` in flight).
             if r.event != Some(btcore_core::tracker::Event::Stopped) {
@@ -1716,4 +1793,33 @@ pub fn tiers_of(m: &Metainfo<'_>) -> Vec<Vec<String>> {
     m.announce()
         .map(|a| vec![vec![String::from_utf8_lossy(a).into_owned()]])
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback peers are believed from a tracker whose URL names a loopback address
+    /// or `localhost`, never from one named by another host name.
+    #[test]
+    fn tracker_source_from_its_url() {
+        let lo4 = PeerSource::Tracker(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let remote = PeerSource::Tracker(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(tracker_source(Some("http://127.0.0.1:8000/announce")), lo4);
+        assert_eq!(tracker_source(Some("udp://LocalHost:6969")), lo4);
+        assert_eq!(
+            tracker_source(Some("udp://[::1]:6969/announce")),
+            PeerSource::Tracker("::1".parse().expect("ip"))
+        );
+        assert_eq!(
+            tracker_source(Some("http://u:p@192.0.2.5/a?b")),
+            PeerSource::Tracker("192.0.2.5".parse().expect("ip"))
+        );
+        assert_eq!(tracker_source(Some("https://tracker.example/a")), remote);
+        assert_eq!(
+            tracker_source(Some("http://localhost.evil.example/a")),
+            remote
+        );
+        assert_eq!(tracker_source(None), remote);
+    }
 }

@@ -1,8 +1,8 @@
 //! One btcore session driven by hand: scripted peers speak real frames to it, and the
 //! caller (a test, or a fuzz input) decides when each peer's bytes arrive, when the
 //! bytes queued for a peer are read, and how time passes. Disk work is answered at
-//! once from an in-memory copy of each torrent; dials are answered as failed. No
-//! socket, no clock, no thread.
+//! once from an in-memory copy of each torrent; dials are answered as failed (or left
+//! pending, see [`Host::hold_dials`]). No socket, no clock, no thread.
 //!
 //! [`frames`] builds the peer's side: handshakes and messages encoded by the core's own
 //! wire and extension codecs.
@@ -35,6 +35,13 @@ pub struct Host {
     pub closed: Vec<(ConnId, Option<PeerError>)>,
     /// Dials the session asked for (answered as failed).
     pub dials: usize,
+    /// The address of each dial, in order.
+    pub dialed: Vec<SocketAddr>,
+    /// Leave dials pending instead of failing them: they wait in [`Host::pending_dials`]
+    /// (a TCP connect that has not completed yet).
+    pub hold_dials: bool,
+    /// Dials left pending while [`Host::hold_dials`] was set.
+    pub pending_dials: Vec<ConnId>,
     /// Pieces the session asked to verify, and whether they were right.
     pub verified: Vec<(PieceIndex, bool)>,
     scratch: Vec<u8>,
@@ -49,6 +56,9 @@ impl Host {
             stores: BTreeMap::new(),
             closed: Vec::new(),
             dials: 0,
+            dialed: Vec::new(),
+            hold_dials: false,
+            pending_dials: Vec::new(),
             verified: Vec::new(),
             scratch: vec![0u8; 64 * 1024],
         }
@@ -176,9 +186,14 @@ impl Host {
     fn act(&mut self, a: Action) {
         let now = self.now;
         match a {
-            Action::Connect { conn, .. } => {
+            Action::Connect { conn, addr, .. } => {
                 self.dials += 1;
-                self.session.handle_connect_failed(now, conn);
+                self.dialed.push(addr);
+                if self.hold_dials {
+                    self.pending_dials.push(conn);
+                } else {
+                    self.session.handle_connect_failed(now, conn);
+                }
             }
             Action::Close { conn, error } => self.closed.push((conn, error)),
             Action::Write {
@@ -299,6 +314,35 @@ pub mod frames {
     /// A `request` for `block`.
     pub fn request(block: BlockRef) -> Vec<u8> {
         message(&Message::Request(block))
+    }
+
+    /// A BEP 11 `ut_pex` message listing `added`, sent with the session's id for
+    /// `ut_pex` (btcore's is 1).
+    pub fn pex(their_id: u8, added: &[std::net::SocketAddr]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        btcore_core::pex::write_pex(&mut payload, added, &[]).expect("fits");
+        message(&Message::Extended {
+            id: their_id,
+            payload: &payload,
+        })
+    }
+
+    /// The blocks requested in `bytes`, what a session sent to a peer: whole
+    /// messages, after the session's handshake when it starts with one.
+    pub fn requests(bytes: &[u8]) -> Vec<BlockRef> {
+        use btcore_core::wire::{decode, Limits, Status};
+        let mut rest = bytes;
+        if rest.first() == Some(&19) && rest.len() >= HANDSHAKE_LEN {
+            rest = &rest[HANDSHAKE_LEN..];
+        }
+        let mut out = Vec::new();
+        while let Ok(Status::Complete((m, n))) = decode(rest, &Limits::default()) {
+            if let Message::Request(b) = m {
+                out.push(b);
+            }
+            rest = &rest[n..];
+        }
+        out
     }
 }
 

@@ -1211,9 +1211,17 @@ impl Sim {
                     .filter(|(j, n)| *j != i && n.alive)
                     .map(|(_, n)| n.addr)
                     .collect();
+                // The simulated tracker is on the simulated network, not on any
+                // node's machine.
+                let tracker = std::net::IpAddr::V4(Ipv4Addr::new(10, 255, 255, 1));
                 let n = &mut self.nodes[i];
                 n.announces.push(now);
-                n.session.handle_peers(now, torrent, &peers);
+                n.session.handle_peers(
+                    now,
+                    torrent,
+                    &peers,
+                    btcore_core::session::PeerSource::Tracker(tracker),
+                );
                 if event != Some(AnnounceEvent::Stopped) {
                     n.session.handle_announced(
                         now,

@@ -365,3 +365,112 @@ fn a_sender_that_leaves_is_still_found() {
     let seed_ip = ip(sim.nodes[seed].addr);
     assert!(v.banned.iter().all(|a| ip(*a) != seed_ip), "{:?}", v.banned);
 }
+
+// ---------------------------------------------------------------------------------
+// Bans, scripted frame by frame against one session (`btcore_tests::scripted`).
+// ---------------------------------------------------------------------------------
+
+mod scripted_bans {
+    use btcore_core::session::{ConnId, SessionConfig};
+    use btcore_core::wire::Message;
+    use btcore_tests::scripted::{frames, info_hash_of, peer_id, zero_torrent, Host};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    const PIECE_LEN: u32 = 16 * 1024;
+
+    /// A downloading session for a torrent of zeros (one block per piece).
+    fn leecher(config: SessionConfig) -> (Host, btcore_core::ids::InfoHash) {
+        let (file, content) = zero_torrent(64, PIECE_LEN);
+        let mut host = Host::new(config, 21);
+        host.add_torrent(&file, &content, PIECE_LEN, false);
+        (host, info_hash_of(&file))
+    }
+
+    /// A peer at `from` connects, says it has everything, unchokes, and answers the
+    /// first block asked with bad bytes: a piece it alone sent fails, and it is banned.
+    /// Returns the connection, or None when it was refused before any byte.
+    fn serve_bad_piece(
+        host: &mut Host,
+        ih: btcore_core::ids::InfoHash,
+        from: SocketAddr,
+        id: u64,
+    ) -> Option<ConnId> {
+        let c = host.incoming(from);
+        if !host.is_open(c) {
+            return None;
+        }
+        let mut hello = frames::handshake(ih, peer_id(id));
+        hello.extend(frames::message(&Message::HaveAll));
+        hello.extend(frames::message(&Message::Unchoke));
+        host.recv(c, &hello);
+        let asked = frames::requests(&host.read_from(c, usize::MAX));
+        let b = *asked.first().expect("a request");
+        let junk = vec![0xa5u8; b.len as usize];
+        host.recv(
+            c,
+            &frames::message(&Message::Piece {
+                piece: b.piece,
+                offset: b.offset,
+                data: &junk,
+            }),
+        );
+        Some(c)
+    }
+
+    fn v6(net: u16, host: u16) -> SocketAddr {
+        SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, net, 0, 0, 0, host)),
+            6881,
+        )
+    }
+
+    /// An IPv6 address banned for bad data: every address of its /64 is refused
+    /// before any byte (a subscriber gets a whole /64 and picks addresses in it at
+    /// will). Before, the next address of the /64 got in.
+    #[test]
+    fn an_ipv6_ban_covers_the_64() {
+        let (mut host, ih) = leecher(SessionConfig::new(peer_id(999)));
+        let c = serve_bad_piece(&mut host, ih, v6(1, 1), 1).expect("admitted");
+        assert!(
+            !host.is_open(c),
+            "the sender of the bad piece is still connected"
+        );
+        assert!(host.session.is_banned(v6(1, 1).ip()));
+        for h in [2, 0x99, 0xffff] {
+            let again = host.incoming(v6(1, h));
+            assert_eq!(host.close_reason(again), Some(None), "{} got in", v6(1, h));
+        }
+        // Another /64 is another subscriber.
+        let neighbour = host.incoming(v6(2, 1));
+        assert!(host.is_open(neighbour));
+    }
+
+    /// An attacker with a /48 gets itself banned from one /64 after another, to fill
+    /// the ban list (256 in the low-memory profile) and have the oldest bans lifted.
+    /// Bans of one /48 are gathered into one once it has a few: the list does not
+    /// grow, and an address banned before stays banned. Before, 256 bans later the
+    /// first banned address got in again.
+    #[test]
+    fn bans_from_one_prefix_do_not_lift_older_bans() {
+        let config = SessionConfig::low_memory(peer_id(999));
+        let cap = config.max_banned_ips;
+        let (mut host, ih) = leecher(config);
+        let first = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 6881);
+        serve_bad_piece(&mut host, ih, first, 1).expect("admitted");
+        assert!(host.session.is_banned(first.ip()));
+        let mut admitted = 0;
+        for net in 0..(cap as u16 + 50) {
+            if serve_bad_piece(&mut host, ih, v6(net, 1), 100 + u64::from(net)).is_some() {
+                admitted += 1;
+            }
+        }
+        println!("{admitted} of {} /64s got in", cap + 50);
+        let back = host.incoming(first);
+        assert_eq!(
+            host.close_reason(back),
+            Some(None),
+            "the first ban was lifted"
+        );
+        assert!(admitted < 16, "{admitted} /64s of one /48 got in");
+    }
+}

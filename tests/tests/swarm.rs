@@ -2,7 +2,7 @@
 
 use btcore_core::bitfield::Bitfield;
 use btcore_core::peer::{PeerConn, PeerError};
-use btcore_core::session::{SessionConfig, TorrentState};
+use btcore_core::session::{PeerSource, SessionConfig, TorrentState};
 use btcore_core::time::{Duration, Instant};
 use btcore_tests::sim::{content, Behaviour, LinkSpec, Sim};
 
@@ -519,7 +519,9 @@ fn pex_introduces_peers() {
     let now = sim.now;
     for i in [b, c] {
         let t = sim.nodes[i].torrent.expect("torrent");
-        sim.nodes[i].session.handle_peers(now, t, &[hub_addr]);
+        sim.nodes[i]
+            .session
+            .handle_peers(now, t, &[hub_addr], PeerSource::User);
     }
     let met = sim.run_until(Duration::from_secs(30), |s| s.links_between(b, c) > 0);
     assert!(met, "b and c never met");

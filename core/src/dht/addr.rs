@@ -108,14 +108,11 @@ pub(crate) fn rate_key(from: &SocketAddr, out: &mut [u8; 19]) -> usize {
     }
 }
 
-/// Whether a node at `from` may be believed when it names `addr` (a node or a peer):
-/// not an unspecified address or port 0, and a loopback address only from a
-/// loopback sender. A remote node naming one of ours would make us send datagrams
-/// or connections to services of this machine.
-pub fn plausible(from: &SocketAddr, addr: &SocketAddr) -> bool {
-    let ip = canonical(addr.ip());
-    !ip.is_unspecified() && addr.port() != 0 && (!ip.is_loopback() || exempt(from.ip()))
-}
+// Whether a node at `from` may be believed when it names `addr` (a node or a peer):
+// a loopback address only from a loopback sender. A remote node naming one of ours
+// would make us send datagrams or connections to services of this machine. The rule
+// is shared with the session's peer sources (`crate::netaddr`).
+pub(crate) use crate::netaddr::plausible;
 
 #[cfg(test)]
 mod tests {

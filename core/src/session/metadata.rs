@@ -198,7 +198,7 @@ pub(super) fn hash_mismatch(
     }
     if let Some(ip) = sole {
         // It alone sent metadata that is not the torrent's.
-        s.ban_ip(id, ip);
+        s.ban_ip(id, ip, super::BanReason::SoleSender);
     }
     choose(s, now, id, false);
 }

@@ -25,8 +25,11 @@
 //! it back) until [`Session::poll_transmit`] has taken bytes for it. The session keeps
 //! its own caps whatever the host does: a connection's send queue never passes
 //! [`ConnBuffers::send_cap`] (a peer that would make it is closed), connections are
-//! capped per address, per torrent and in all, and an incoming connection that has not
-//! completed its handshake in time gives its slot back.
+//! capped per address, per torrent and in all (a share of the table kept for our own
+//! dials), an incoming connection that has not completed its handshake in time gives
+//! its slot back, and a full torrent turns over its idle connections now and then
+//! ([`SessionConfig::peer_turnover`]). Peer addresses are believed according to their
+//! source ([`PeerSource`]): none of this machine from a remote party.
 //!
 //! # Poll order
 //!
@@ -40,7 +43,8 @@
 //! flight to disk are capped: when full, no new requests go out) → write done → when
 //! every block of the piece is written, [`Action::Verify`] → verified: `have` to every
 //! peer; failed: the blocks go back to the picker, and the peer that sent the bad data
-//! is found block by block and banned by address (see `smart_ban`: a failed piece
+//! is found block by block and banned by address (an IPv6 address by its /64; see
+//! `bans` and `smart_ban`: a failed piece
 //! from one address bans it; otherwise the host's digest of each block is kept, its
 //! senders go on parole, and when the piece passes the addresses whose blocks differ
 //! are banned). A banned address is refused when it connects and never dialed.
@@ -58,6 +62,7 @@ use crate::bitfield::Bitfield;
 use crate::choker::ChokerConfig;
 use crate::ids::{BlockRef, InfoHash, PeerId, PieceIndex};
 use crate::metainfo::{self, Metainfo};
+use crate::netaddr;
 use crate::peer::{PeerConfig, PeerConn, PeerError};
 use crate::picker::PickerConfig;
 use crate::rng::Rng;
@@ -67,26 +72,19 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use announce::{AnnounceBudget, Announcer, Due};
 use bans::BanList;
-use core::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use torrent::Torrent;
 
-/// Whether `ip` is this machine (IPv4 `127.0.0.0/8`, `::1`, and IPv4-mapped forms).
+use bans::BanReason;
+
 fn is_loopback(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
+    netaddr::is_loopback(ip)
 }
 
-/// The address a per-address cap counts by: an IPv4 address, or an IPv6 /64 (what
-/// one subscriber usually gets, so one party cannot take a slot per address of it).
-fn addr_group(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::V6(o.into())
-        }
-        v4 => v4,
-    }
-}
+/// How useful an established connection is to peer turnover, compared in order: we
+/// want something it has, it wants something of ours, it is not on parole, payload
+/// bytes per second, it does not choke us.
+type Usefulness = (bool, bool, bool, u64, bool);
 
 /// A connection's buffers ([`Session::conn_buffers`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,17 +123,52 @@ pub struct SessionConfig {
     /// Most outgoing connection attempts in flight per torrent.
     pub max_connecting: usize,
     /// Most connections over all torrents. An incoming connection that finds the
-    /// table full takes the place of the least useful one still in its handshake
-    /// (from the address holding the most connections, the oldest first); only when
-    /// every connection is established is it closed at once.
+    /// table full (or the incoming share of it, see
+    /// [`SessionConfig::outgoing_share`]) takes the place of the least useful
+    /// incoming one still in its handshake (from the address holding the most
+    /// connections, the oldest first; none younger than
+    /// [`SessionConfig::turnover_min_age`], and never a connection we dialed); when
+    /// there is none it is closed at once.
     pub max_connections: usize,
+    /// Percent of [`SessionConfig::max_connections`] kept for connections we dial:
+    /// incoming connections hold at most the rest, so that connections from others,
+    /// bare or not, never stop us from dialing the peers trackers give. A dial that
+    /// finds the table full anyway takes the place of an incoming connection still
+    /// in its handshake.
+    pub outgoing_share: u32,
     /// Most connections with one address (an IPv6 /64 counts as one address), per
     /// torrent, in both directions; and most incoming connections from one address
     /// still in their handshake over the session (a newer one replaces the oldest).
     /// Loopback peers are exempt: they run on this machine (tests, benchmarks and
     /// several instances on one host rely on it). A second connection of a peer id
-    /// already connected to the torrent is closed whatever this says.
+    /// already connected to the torrent from the same address is closed whatever this
+    /// says.
     pub max_peers_per_ip: usize,
+    /// The same for an IPv6 /48 (one site, 65,536 /64s): most connections per torrent
+    /// from its addresses, and most of its incoming connections still in their
+    /// handshake. Also, when a full table makes room, the address whose /48 holds the
+    /// most connections gives way first.
+    pub max_peers_per_ipv6_48: usize,
+    /// A connection younger than this is never closed to make room for another (a
+    /// newcomer, a dial, or peer turnover): it has this long to complete its
+    /// handshake and show what it wants.
+    pub turnover_min_age: Duration,
+    /// Peer turnover (libtorrent's `peer_turnover`): percent of a full torrent's
+    /// connections closed every [`SessionConfig::peer_turnover_interval`] (at least
+    /// one) to make room for newcomers. Only connections that moved no payload for
+    /// an interval are closed, the least useful first (we want nothing from it and it
+    /// nothing from us, on parole, the lowest payload rate, it chokes us), and no more
+    /// than peers wait for a slot (addresses to dial, incoming peers refused for lack
+    /// of room). 0: no turnover.
+    pub peer_turnover: u32,
+    /// Turnover runs when the session holds this percent of
+    /// [`SessionConfig::max_connections`] (then on the torrent with the most
+    /// connections), or a torrent this percent of
+    /// [`SessionConfig::max_peers_per_torrent`] (libtorrent's
+    /// `peer_turnover_cutoff`).
+    pub peer_turnover_cutoff: u32,
+    /// How often turnover runs (libtorrent's `peer_turnover_interval`).
+    pub peer_turnover_interval: Duration,
     /// `ut_metadata` requests (BEP 9) of one peer kept waiting for room in its send
     /// queue; beyond them a request is rejected.
     pub max_metadata_requests: usize,
@@ -146,9 +179,14 @@ pub struct SessionConfig {
     /// Most disk reads for uploads in flight per peer (also bounded by the room in the
     /// peer's send buffer).
     pub max_reads_per_peer: usize,
-    /// Most addresses banned for bad data, over all torrents; past it the oldest ban
-    /// is lifted.
+    /// Most bans for bad data, over all torrents (an IPv4 address, an IPv6 /64, or an
+    /// IPv6 /48 once several of its /64s were banned); past it a ban is lifted: of
+    /// the addresses that only sent a whole bad piece alone first, then of those
+    /// whose blocks were proven bad, the oldest first.
     pub max_banned_ips: usize,
+    /// Banned /64s within one IPv6 /48 that ban the whole /48 (one entry in place of
+    /// theirs): one party cannot fill the ban list from its site. 0: never.
+    pub max_bans_per_ipv6_48: usize,
     /// Per torrent, most blocks of failed pieces whose sender and digest are kept
     /// until the piece passes, to find the peer that sent bad data (about 64 bytes
     /// each); also the most addresses on parole and departed senders remembered.
@@ -165,8 +203,15 @@ pub struct SessionConfig {
     pub max_announces_in_flight: usize,
     /// An announce the host has not reported after this long counts as failed.
     pub announce_timeout: Duration,
-    /// Keep at most this many known peer addresses per torrent.
+    /// Keep at most this many known peer addresses per torrent. A newcomer past it
+    /// replaces an entry rather than being refused: one that failed first, then one
+    /// from PEX (never one from a tracker, the DHT or the user for one from PEX),
+    /// then one never connected, the oldest first.
     pub max_known_peers: usize,
+    /// Most known peer addresses per torrent that PEX messages (BEP 11) from one
+    /// address (an IPv6 /64) hold, over all its connections; a newer one replaces its
+    /// oldest.
+    pub max_pex_peers_per_ip: usize,
 }
 
 impl SessionConfig {
@@ -181,10 +226,17 @@ impl SessionConfig {
             max_peers_per_torrent: 50,
             max_connecting: 8,
             max_connections: 200,
+            outgoing_share: 10,
             // libtorrent allows one (`allow_multiple_connections_per_ip` off); a few
             // more let peers behind one NAT or carrier-grade NAT address share a swarm,
             // and settle a simultaneous open by peer id rather than by address.
             max_peers_per_ip: 4,
+            max_peers_per_ipv6_48: 16,
+            turnover_min_age: Duration::from_secs(5),
+            // libtorrent's defaults: 4% every 5 minutes at 90% of the cap.
+            peer_turnover: 4,
+            peer_turnover_cutoff: 90,
+            peer_turnover_interval: Duration::from_secs(300),
             max_metadata_requests: 8,
             // As libtorrent's `max_queued_disk_bytes`: a page-cache write takes microseconds,
             // and a slow disk gains nothing from a deeper queue but memory.
@@ -194,6 +246,7 @@ impl SessionConfig {
             // rate in round trips to the disk workers.
             max_reads_per_peer: 32,
             max_banned_ips: 4096,
+            max_bans_per_ipv6_48: 8,
             // 256 KiB at most; 16 failed 4 MiB pieces, 256 failed 256 KiB ones.
             max_failed_block_records: 4096,
             peer_low_watermark: 10,
@@ -203,6 +256,8 @@ impl SessionConfig {
             max_announces_in_flight: 50,
             announce_timeout: Duration::from_secs(600),
             max_known_peers: 500,
+            // One PEX message's worth (50 per family).
+            max_pex_peers_per_ip: 50,
         }
     }
 
@@ -214,13 +269,16 @@ impl SessionConfig {
             max_peers_per_torrent: 20,
             max_connections: 50,
             max_peers_per_ip: 2,
+            max_peers_per_ipv6_48: 4,
             max_metadata_requests: 2,
             max_disk_bytes_in_flight: 512 << 10,
             max_reads_per_peer: 2,
             max_known_peers: 100,
             announces_per_second: 4,
             max_announces_in_flight: 8,
+            max_pex_peers_per_ip: 20,
             max_banned_ips: 256,
+            max_bans_per_ipv6_48: 4,
             max_failed_block_records: 512,
             ..Self::new(peer_id)
         }
@@ -271,6 +329,34 @@ pub enum AnnounceEvent {
     Completed,
     /// The torrent stops.
     Stopped,
+}
+
+/// Where the peer addresses given to [`Session::handle_peers`] come from. An
+/// address of this machine (loopback) is believed only from a source on it: a remote
+/// tracker naming one would make us connect to local services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerSource {
+    /// The user or the application (a peer added by hand): believed.
+    User,
+    /// A tracker, at the address the host reached it (loopback peers only from a
+    /// tracker on loopback).
+    Tracker(IpAddr),
+    /// The DHT, which believes a loopback address only from a node on loopback.
+    Dht,
+    /// Local service discovery (BEP 14): the address an announce came from.
+    Lsd,
+}
+
+impl PeerSource {
+    /// Whether `addr` from this source may be dialed.
+    fn believes(self, addr: &SocketAddr) -> bool {
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        match self {
+            Self::User | Self::Dht | Self::Lsd => netaddr::plausible_from(local, addr),
+            Self::Tracker(ip) => netaddr::plausible_from(ip, addr),
+        }
+    }
 }
 
 /// Work the session asks of the host.
@@ -447,6 +533,8 @@ pub struct Session {
     bans: BanList,
     /// The rate of announce starts.
     announce_budget: AnnounceBudget,
+    /// When peer turnover runs next (set at the first timer).
+    next_turnover: Option<Instant>,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
@@ -465,8 +553,9 @@ impl Session {
             events: VecDeque::new(),
             disk_in_flight: 0,
             next_tick: Instant::ZERO,
-            bans: BanList::new(config.max_banned_ips),
             announce_budget: AnnounceBudget::new(Instant::ZERO, config.announces_per_second),
+            bans: BanList::new(config.max_banned_ips, config.max_bans_per_ipv6_48),
+            next_turnover: None,
             config,
         }
     }
@@ -557,8 +646,15 @@ impl Session {
         let id = TorrentId(self.next_torrent);
         self.next_torrent += 1;
         let mut t = Torrent::new_magnet(id, ih, &self.config);
-        for p in m.peers().filter(|p| !self.bans.contains(p.ip())) {
-            t.add_known_peer(p, self.config.max_known_peers);
+        // A magnet link is anyone's text: its peers are believed as a remote party's
+        // (none of this machine).
+        let remote = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let caps = self.known_caps();
+        for p in m
+            .peers()
+            .filter(|p| netaddr::plausible_from(remote, p) && !self.bans.contains(p.ip()))
+        {
+            t.add_known_peer(p, None, caps);
         }
         self.torrents.insert(id, t);
         self.start_announcing(now, id);
@@ -883,11 +979,24 @@ impl Session {
         }
     }
 
-    /// Peer addresses for a torrent, from a tracker, the DHT, PEX or the user.
-    pub fn handle_peers(&mut self, now: Instant, id: TorrentId, peers: &[SocketAddr]) {
+    /// Peer addresses for a torrent from `source` (a tracker, the DHT, local service
+    /// discovery, or the user). Addresses of this machine are dropped unless the
+    /// source is on it too ([`PeerSource`]), and so are banned ones; the rest become
+    /// candidates to dial ([`SessionConfig::max_known_peers`]).
+    pub fn handle_peers(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        peers: &[SocketAddr],
+        source: PeerSource,
+    ) {
+        let caps = self.known_caps();
         if let Some(t) = self.torrents.get_mut(&id) {
-            for &a in peers.iter().filter(|a| !self.bans.contains(a.ip())) {
-                t.add_known_peer(a, self.config.max_known_peers);
+            for &a in peers
+                .iter()
+                .filter(|a| source.believes(a) && !self.bans.contains(a.ip()))
+            {
+                t.add_known_peer(a, None, caps);
             }
         }
         self.connect_more(now);
@@ -899,12 +1008,16 @@ impl Session {
     ///
     /// Room is made rather than the newcomer refused (libtorrent's peer turnover): an
     /// address that already has [`SessionConfig::max_peers_per_ip`] incoming
-    /// connections in their handshake loses its oldest one, and when the table holds
-    /// [`SessionConfig::max_connections`] the least useful connection still in its
-    /// handshake is closed (from the address holding the most connections, the
-    /// oldest first). Only when every connection is established is the newcomer
-    /// refused, and so is a banned address: an [`Action::Close`] for it follows at once. Until its handshake
-    /// arrives the connection holds its slot at most
+    /// connections in their handshake loses its oldest one (and so does an IPv6 /48
+    /// at [`SessionConfig::max_peers_per_ipv6_48`]), and when the table holds
+    /// [`SessionConfig::max_connections`], or incoming connections hold all but
+    /// [`SessionConfig::outgoing_share`] of it, the least useful incoming connection
+    /// still in its handshake is closed (from the address holding the most
+    /// connections, the oldest first, none younger than
+    /// [`SessionConfig::turnover_min_age`]). A connection we dialed never gives way to
+    /// a newcomer. When there is no such connection the newcomer is refused, and so
+    /// is a banned address: an [`Action::Close`] for it follows at once. Until its
+    /// handshake arrives the connection holds its slot at most
     /// [`PeerConfig::incoming_handshake_timeout`](crate::peer::PeerConfig).
     pub fn handle_incoming(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
         let id = ConnId(self.next_conn);
@@ -916,24 +1029,33 @@ impl Session {
             });
             return id;
         }
-        let group = addr_group(addr.ip());
         if !is_loopback(addr.ip()) {
-            let pending: Vec<(Instant, ConnId)> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| {
-                    c.torrent.is_none() && !c.outgoing && addr_group(c.addr.ip()) == group
-                })
-                .map(|(k, c)| (c.peer.created(), *k))
-                .collect();
-            if pending.len() >= self.config.max_peers_per_ip.max(1) {
-                if let Some(&(_, oldest)) = pending.iter().min() {
-                    self.close(oldest, Some(PeerError::ConnectionLimit));
+            let pending = |c: &Conn| c.torrent.is_none() && !c.outgoing;
+            let caps = [
+                (
+                    netaddr::group as fn(IpAddr) -> IpAddr,
+                    self.config.max_peers_per_ip,
+                ),
+                (netaddr::site, self.config.max_peers_per_ipv6_48),
+            ];
+            for (party, cap) in caps {
+                let p = party(addr.ip());
+                let mine: Vec<(Instant, ConnId)> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| pending(c) && party(c.addr.ip()) == p)
+                    .map(|(k, c)| (c.peer.created(), *k))
+                    .collect();
+                if mine.len() >= cap.max(1) {
+                    if let Some(&(_, oldest)) = mine.iter().min() {
+                        self.close(oldest, Some(PeerError::ConnectionLimit));
+                    }
                 }
             }
         }
-        if self.conns.len() >= self.config.max_connections {
-            match self.least_useful(|_| true) {
+        let incoming = self.conns.values().filter(|c| !c.outgoing).count();
+        if self.conns.len() >= self.config.max_connections || incoming >= self.incoming_slots() {
+            match self.least_useful(now, Some(addr.ip()), |c| !c.outgoing) {
                 Some(victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
                 None => {
                     self.actions.push_back(Action::Close {
@@ -950,23 +1072,47 @@ impl Session {
         id
     }
 
-    /// The connection to give up for a newcomer among those `eligible`: one still in
-    /// its handshake (or still connecting), from the address holding the most
-    /// connections, the oldest first. None when every eligible one is established.
-    fn least_useful(&self, eligible: impl Fn(&Conn) -> bool) -> Option<ConnId> {
-        let mut per_group: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    /// The slots of the table incoming connections may hold: all but
+    /// [`SessionConfig::outgoing_share`].
+    fn incoming_slots(&self) -> usize {
+        let max = self.config.max_connections;
+        let share = (self.config.outgoing_share.min(100) as usize).saturating_mul(max) / 100;
+        max - share
+    }
+
+    /// The connection to give up for a newcomer from `from` (None: a dial of ours)
+    /// among those `eligible`: one still in its handshake (or still connecting), from
+    /// the address holding the most connections (an IPv6 address counts what its
+    /// /48 holds), the oldest first. One younger than
+    /// [`SessionConfig::turnover_min_age`] gives way only when its address holds more
+    /// than one connection more than the newcomer's: a party that renews all its
+    /// connections at once cannot hide behind their youth. None when there is no such
+    /// connection.
+    fn least_useful(
+        &self,
+        now: Instant,
+        from: Option<IpAddr>,
+        eligible: impl Fn(&Conn) -> bool,
+    ) -> Option<ConnId> {
+        let min_age = self.config.turnover_min_age;
+        let mut per_site: BTreeMap<IpAddr, usize> = BTreeMap::new();
         for c in self.conns.values() {
-            *per_group.entry(addr_group(c.addr.ip())).or_insert(0) += 1;
+            *per_site.entry(netaddr::site(c.addr.ip())).or_insert(0) += 1;
         }
+        let held = |ip: IpAddr| per_site.get(&netaddr::site(ip)).copied().unwrap_or(0);
+        let newcomer = from.map_or(0, held);
         self.conns
             .iter()
-            .filter(|(_, c)| !c.peer.is_established() && eligible(c))
+            .filter(|(_, c)| {
+                !c.peer.is_established()
+                    && (now.since(c.peer.created()) >= min_age || held(c.addr.ip()) > newcomer + 1)
+                    && eligible(c)
+            })
             .max_by_key(|(k, c)| {
-                let held = per_group.get(&addr_group(c.addr.ip())).copied();
                 // Most connections first, then the oldest (smallest creation time,
                 // then smallest id).
                 (
-                    held.unwrap_or(0),
+                    held(c.addr.ip()),
                     core::cmp::Reverse(c.peer.created()),
                     core::cmp::Reverse(**k),
                 )
@@ -974,17 +1120,148 @@ impl Session {
             .map(|(k, _)| *k)
     }
 
+    /// How useful an established connection of torrent `t` is, for turnover: the
+    /// smallest goes first. In order: we want something it has; it wants something
+    /// of ours; it is not on parole; payload bytes per second since it connected; it
+    /// does not choke us.
+    fn usefulness(now: Instant, t: &Torrent, c: &Conn) -> Usefulness {
+        let (down, up) = c.peer.totals();
+        let secs = now.since(c.peer.created()).as_millis() / 1000 + 1;
+        (
+            c.peer.am_interested(),
+            c.peer.peer_interested(),
+            !t.smart.on_parole(c.addr.ip()),
+            (down + up) / secs,
+            !c.peer.peer_choking(),
+        )
+    }
+
+    /// The established connections of torrent `tid` that turnover may close: at
+    /// least [`SessionConfig::turnover_min_age`] old, no payload either way for
+    /// `quiet`, and, with `idle`, wanting nothing from us nor we from them. The least
+    /// useful first.
+    fn turnover_candidates(
+        &self,
+        now: Instant,
+        tid: TorrentId,
+        quiet: Duration,
+        idle: bool,
+    ) -> Vec<ConnId> {
+        let Some(t) = self.torrents.get(&tid) else {
+            return Vec::new();
+        };
+        let min_age = self.config.turnover_min_age;
+        let mut v: Vec<(Usefulness, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.torrent == Some(tid)
+                    && c.peer.is_established()
+                    && now.since(c.peer.created()) >= min_age
+                    && now.since(c.peer.last_payload()) >= quiet
+                    && (!idle || !(c.peer.am_interested() || c.peer.peer_interested()))
+            })
+            .map(|(k, c)| (Self::usefulness(now, t, c), *k))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Peer turnover (libtorrent's): every [`SessionConfig::peer_turnover_interval`],
+    /// when the session holds [`SessionConfig::peer_turnover_cutoff`] percent of its
+    /// connections, the torrent with the most connections closes
+    /// [`SessionConfig::peer_turnover`] percent of them (at least one); otherwise
+    /// each torrent that holds that share of its own cap does. Only connections that
+    /// moved no payload for an interval go, the least useful first, and no more than
+    /// peers wait for a slot (addresses to dial, incoming peers refused for lack of
+    /// room since the last turnover).
+    fn turnover(&mut self, now: Instant) {
+        let interval = self.config.peer_turnover_interval;
+        match self.next_turnover {
+            None => {
+                self.next_turnover = Some(now + interval);
+                return;
+            }
+            Some(t) if now < t => return,
+            Some(_) => self.next_turnover = Some(now + interval),
+        }
+        let (share, cutoff) = (
+            self.config.peer_turnover as usize,
+            self.config.peer_turnover_cutoff as usize,
+        );
+        if share == 0 {
+            return;
+        }
+        let mut per_torrent: BTreeMap<TorrentId, usize> = BTreeMap::new();
+        for c in self.conns.values() {
+            if let Some(t) = c.torrent {
+                *per_torrent.entry(t).or_insert(0) += 1;
+            }
+        }
+        let max = self.config.max_connections;
+        // As libtorrent: below six connections turnover would be too disruptive.
+        let full: Vec<TorrentId> = if max > 5 && self.conns.len() * 100 >= max * cutoff {
+            per_torrent
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(t, _)| *t)
+                .into_iter()
+                .collect()
+        } else {
+            let cap = self.config.max_peers_per_torrent;
+            per_torrent
+                .iter()
+                .filter(|(_, n)| cap > 5 && **n * 100 >= cap * cutoff)
+                .map(|(t, _)| *t)
+                .collect()
+        };
+        for tid in full {
+            let n = per_torrent.get(&tid).copied().unwrap_or(0);
+            let busy: Vec<SocketAddr> = self
+                .conns
+                .values()
+                .filter(|c| c.torrent == Some(tid))
+                .map(|c| c.addr)
+                .collect();
+            let backoff = self.config.reconnect_backoff;
+            let Some(t) = self.torrents.get_mut(&tid) else {
+                continue;
+            };
+            let waiting = t.dial_candidates(now, &busy, backoff, &self.bans)
+                + core::mem::take(&mut t.refused);
+            let drop = (n * share / 100).max(1).min(waiting);
+            for k in self
+                .turnover_candidates(now, tid, interval, false)
+                .into_iter()
+                .take(drop)
+            {
+                self.close(k, Some(PeerError::ConnectionLimit));
+            }
+        }
+        // Refusals count until the next turnover only.
+        for t in self.torrents.values_mut() {
+            t.refused = 0;
+        }
+    }
+
     /// Admits the peer of `conn`, whose handshake named torrent `tid` with `peer_id`
-    /// (`conn` itself is not counted). A second
-    /// connection of a peer id already connected to the torrent closes: when both
-    /// come from the same address in opposite directions (both sides dialed at once),
-    /// the one dialed by the side with the greater peer id stays, so that both ends
-    /// keep the same one (libtorrent's rule); otherwise the newer one goes. An
-    /// incoming connection must also fit under [`SessionConfig::max_peers_per_ip`]
-    /// and [`SessionConfig::max_peers_per_torrent`]: a full torrent gives up its
-    /// oldest connection still in its handshake for it, if it has one.
+    /// (`conn` itself is not counted). A second connection of a peer id already
+    /// connected to the torrent from the same address (IPv6: /64) closes: when the
+    /// two are in opposite directions (both sides dialed at once), the one dialed by
+    /// the side with the greater peer id stays, so that both ends keep the same one
+    /// (libtorrent's rule); otherwise the newer one goes. From another address it is
+    /// another peer: a peer id is only what the peer says, and one read from an
+    /// honest peer's handshake must not lock that peer out. An incoming connection
+    /// must also fit under [`SessionConfig::max_peers_per_ip`],
+    /// [`SessionConfig::max_peers_per_ipv6_48`] and
+    /// [`SessionConfig::max_peers_per_torrent`]: a full torrent gives up for it its
+    /// least useful idle connection (established at least
+    /// [`SessionConfig::turnover_min_age`] ago, no payload since, neither side
+    /// interested), if it has one; never a connection we dialed still in its
+    /// handshake.
     pub(crate) fn admit(
         &mut self,
+        now: Instant,
         conn: ConnId,
         tid: TorrentId,
         peer_id: PeerId,
@@ -993,15 +1270,19 @@ impl Session {
             return Err(PeerError::ConnectionLimit);
         };
         let (addr, outgoing) = (c.addr, c.outgoing);
+        let group = netaddr::group(addr.ip());
         let twin = self
             .conns
             .iter()
             .find(|(k, o)| {
-                **k != conn && o.torrent == Some(tid) && o.peer.peer_id() == Some(peer_id)
+                **k != conn
+                    && o.torrent == Some(tid)
+                    && o.peer.peer_id() == Some(peer_id)
+                    && netaddr::group(o.addr.ip()) == group
             })
-            .map(|(k, o)| (*k, o.addr, o.outgoing));
-        if let Some((other, other_addr, other_outgoing)) = twin {
-            let crossed = other_outgoing != outgoing && other_addr.ip() == addr.ip();
+            .map(|(k, o)| (*k, o.outgoing));
+        if let Some((other, other_outgoing)) = twin {
+            let crossed = other_outgoing != outgoing;
             // The connection the side with the greater id dialed.
             let keep_ours = self.config.peer_id.0 > peer_id.0;
             if crossed && keep_ours == outgoing {
@@ -1012,19 +1293,31 @@ impl Session {
         }
         if outgoing {
             // Dialed within the caps (`connect_more`).
+            if let Some(t) = self.torrents.get_mut(&tid) {
+                t.mark_connected(addr);
+            }
             return Ok(());
         }
-        let group = addr_group(addr.ip());
         if !is_loopback(addr.ip()) {
-            let same = self
-                .conns
-                .iter()
-                .filter(|(k, o)| {
-                    **k != conn && o.torrent == Some(tid) && addr_group(o.addr.ip()) == group
-                })
-                .count();
-            if same >= self.config.max_peers_per_ip.max(1) {
-                return Err(PeerError::ConnectionLimit);
+            let caps = [
+                (
+                    netaddr::group as fn(IpAddr) -> IpAddr,
+                    self.config.max_peers_per_ip,
+                ),
+                (netaddr::site, self.config.max_peers_per_ipv6_48),
+            ];
+            for (party, cap) in caps {
+                let p = party(addr.ip());
+                let same = self
+                    .conns
+                    .iter()
+                    .filter(|(k, o)| {
+                        **k != conn && o.torrent == Some(tid) && party(o.addr.ip()) == p
+                    })
+                    .count();
+                if same >= cap.max(1) {
+                    return Err(PeerError::ConnectionLimit);
+                }
             }
         }
         let attached = self
@@ -1033,9 +1326,15 @@ impl Session {
             .filter(|(k, o)| **k != conn && o.torrent == Some(tid))
             .count();
         if attached >= self.config.max_peers_per_torrent {
-            match self.least_useful(|o| o.torrent == Some(tid)) {
-                Some(victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
-                None => return Err(PeerError::ConnectionLimit),
+            let quiet = self.config.turnover_min_age;
+            match self.turnover_candidates(now, tid, quiet, true).first() {
+                Some(&victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
+                None => {
+                    if let Some(t) = self.torrents.get_mut(&tid) {
+                        t.refused += 1;
+                    }
+                    return Err(PeerError::ConnectionLimit);
+                }
             }
         }
         Ok(())
@@ -1288,28 +1587,30 @@ impl Session {
             t.smart.piece_failed(piece.0, &senders, digests, &mut ban);
             self.push_event(Event::HashFailed(id, piece));
         }
-        for ip in ban {
-            self.ban_ip(id, ip);
+        for (ip, reason) in ban {
+            self.ban_ip(id, ip, reason);
         }
         self.fill_all_requests(now);
         self.flush_sends();
     }
 
-    /// Bans `ip` for bad data sent to torrent `id`: every connection from it closes
-    /// (the blocks it sent of pieces not verified yet are dropped), no torrent dials
-    /// it, and it is refused when it connects.
-    fn ban_ip(&mut self, id: TorrentId, ip: IpAddr) {
+    /// Bans `ip` for bad data sent to torrent `id` (an IPv6 address: its /64, or its
+    /// /48 once several of them were banned): every connection from it closes (the
+    /// blocks it sent of pieces not verified yet are dropped), no torrent dials it,
+    /// and it is refused when it connects.
+    fn ban_ip(&mut self, id: TorrentId, ip: IpAddr, reason: BanReason) {
         let ip = bans::canonical(ip);
-        if !self.bans.insert(ip) && self.config.max_banned_ips > 0 {
+        if !self.bans.insert(ip, reason) && self.config.max_banned_ips > 0 {
             return;
         }
         for (tid, t) in self.torrents.iter_mut() {
-            t.forget_ip(ip, *tid == id);
+            t.forget_ip(ip, *tid == id, &self.bans);
         }
+        let bans = &self.bans;
         let conns: Vec<(ConnId, SocketAddr, Option<TorrentId>)> = self
             .conns
             .iter()
-            .filter(|(_, c)| bans::canonical(c.addr.ip()) == ip)
+            .filter(|(_, c)| bans::canonical(c.addr.ip()) == ip || bans.contains(c.addr.ip()))
             .map(|(k, c)| (*k, c.addr, c.torrent))
             .collect();
         let mut reported = false;
@@ -1317,7 +1618,7 @@ impl Session {
             if let Some(t) = tid.and_then(|t| self.torrents.get_mut(&t)) {
                 t.drop_blocks_of(k.0);
             }
-            if tid == Some(id) && !reported {
+            if tid == Some(id) && !reported && bans::canonical(addr.ip()) == ip {
                 self.push_event(Event::PeerBanned(id, addr));
                 reported = true;
             }
@@ -1402,6 +1703,7 @@ impl Session {
             self.run_choker(now, id);
         }
         self.run_announces(now);
+        self.turnover(now);
         self.connect_more(now);
         self.fill_all_requests(now);
         self.flush_sends();
@@ -1625,7 +1927,10 @@ impl Session {
         }
     }
 
-    /// Dials known peers while torrents have room.
+    /// Dials known peers while torrents have room. A dial that finds the session's
+    /// table full takes the place of an incoming connection still in its handshake
+    /// (see [`Session::least_useful`]); the [`SessionConfig::outgoing_share`] of the
+    /// table is never held by incoming connections.
     fn connect_more(&mut self, now: Instant) {
         let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for id in tids {
@@ -1637,50 +1942,75 @@ impl Session {
                     (0, 0),
                     |(a, b), c| if c.connected { (a + 1, b) } else { (a, b + 1) },
                 );
-            let Some(t) = self.torrents.get_mut(&id) else {
-                continue;
-            };
-            if t.state == TorrentState::Error {
+            if self
+                .torrents
+                .get(&id)
+                .is_none_or(|t| t.state == TorrentState::Error)
+            {
                 continue;
             }
             let mut room = self
                 .config
                 .max_peers_per_torrent
                 .saturating_sub(connected + connecting)
-                .min(self.config.max_connecting.saturating_sub(connecting))
-                .min(self.config.max_connections.saturating_sub(self.conns.len()));
+                .min(self.config.max_connecting.saturating_sub(connecting));
             while room > 0 {
+                let victim = if self.conns.len() >= self.config.max_connections {
+                    match self.least_useful(now, None, |c| !c.outgoing) {
+                        Some(v) => Some(v),
+                        None => break,
+                    }
+                } else {
+                    None
+                };
                 let busy: Vec<SocketAddr> = self
                     .conns
                     .values()
                     .filter(|c| c.torrent == Some(id))
                     .map(|c| c.addr)
                     .collect();
-                // Addresses that hold their share of the torrent's connections.
+                // Addresses (and IPv6 /48s) that hold their share of the torrent's
+                // connections.
                 let mut per_group: BTreeMap<IpAddr, usize> = BTreeMap::new();
+                let mut per_site: BTreeMap<IpAddr, usize> = BTreeMap::new();
                 for a in busy.iter().filter(|a| !is_loopback(a.ip())) {
-                    *per_group.entry(addr_group(a.ip())).or_insert(0) += 1;
+                    *per_group.entry(netaddr::group(a.ip())).or_insert(0) += 1;
+                    *per_site.entry(netaddr::site(a.ip())).or_insert(0) += 1;
                 }
-                let full: Vec<IpAddr> = per_group
-                    .into_iter()
-                    .filter(|(_, n)| *n >= self.config.max_peers_per_ip.max(1))
-                    .map(|(g, _)| g)
-                    .collect();
+                let (per_ip, per_48) = (
+                    self.config.max_peers_per_ip.max(1),
+                    self.config.max_peers_per_ipv6_48.max(1),
+                );
+                let full = |a: &SocketAddr| {
+                    per_group
+                        .get(&netaddr::group(a.ip()))
+                        .is_some_and(|n| *n >= per_ip)
+                        || per_site
+                            .get(&netaddr::site(a.ip()))
+                            .is_some_and(|n| *n >= per_48)
+                };
+                let Some(t) = self.torrents.get_mut(&id) else {
+                    break;
+                };
                 let Some(addr) = t.next_peer_to_dial(
                     now,
                     &busy,
                     self.config.reconnect_backoff,
                     &self.bans,
-                    &|a| full.contains(&addr_group(a.ip())),
+                    &full,
                 ) else {
                     break;
                 };
+                let info_hash = t.info_hash;
+                if let Some(v) = victim {
+                    self.close(v, Some(PeerError::ConnectionLimit));
+                }
                 let conn = ConnId(self.next_conn);
                 self.next_conn += 1;
                 let peer = PeerConn::new_outgoing(
                     self.config.peer,
                     now,
-                    t.info_hash,
+                    info_hash,
                     self.config.peer_id,
                     Self::reserved(),
                 );
@@ -1702,6 +2032,14 @@ impl Session {
 
     pub(crate) fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// [`SessionConfig::max_known_peers`] and [`SessionConfig::max_pex_peers_per_ip`].
+    pub(crate) fn known_caps(&self) -> (usize, usize) {
+        (
+            self.config.max_known_peers,
+            self.config.max_pex_peers_per_ip,
+        )
     }
 }
 

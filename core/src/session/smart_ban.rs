@@ -29,7 +29,7 @@
 //! [`SessionConfig::max_failed_block_records`](super::SessionConfig); past it the
 //! oldest go.
 
-use super::bans::canonical;
+use super::bans::{canonical, BanReason};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::net::IpAddr;
@@ -146,13 +146,13 @@ impl SmartBan {
 
     /// `piece` failed. `senders` holds the sender of each block (`None`: unknown),
     /// `digests` the host's digest of each block as read, if it gave them (the same
-    /// length as `senders`). Addresses to ban are appended to `ban`.
+    /// length as `senders`). Addresses to ban are appended to `ban`, with why.
     pub(crate) fn piece_failed(
         &mut self,
         piece: u32,
         senders: &[Option<IpAddr>],
         digests: Option<&[[u8; 20]]>,
-        ban: &mut Vec<IpAddr>,
+        ban: &mut Vec<(IpAddr, BanReason)>,
     ) {
         let ips = distinct(senders);
         // A block of unknown origin (its sender forgotten) leaves the doubt.
@@ -161,7 +161,7 @@ impl SmartBan {
             [] => return,
             [sole] if all_known => {
                 // It alone sent the piece: it sent the bad data.
-                ban.push(*sole);
+                ban.push((*sole, BanReason::SoleSender));
                 return;
             }
             _ => {}
@@ -187,8 +187,8 @@ impl SmartBan {
                 // The same block from the same address, different bytes: one of the
                 // two was wrong.
                 Some(d) if d != *digest => {
-                    if !ban.contains(&ip) {
-                        ban.push(ip);
+                    if !ban.iter().any(|(b, _)| *b == ip) {
+                        ban.push((ip, BanReason::Proven));
                     }
                 }
                 Some(_) => {}
@@ -212,15 +212,15 @@ impl SmartBan {
         piece: u32,
         senders: &[Option<IpAddr>],
         digests: Option<&[[u8; 20]]>,
-        ban: &mut Vec<IpAddr>,
+        ban: &mut Vec<(IpAddr, BanReason)>,
     ) {
         if let Some((_, recs)) = self.failed.remove(&piece) {
             self.records -= recs.len();
             if let Some(good) = digests {
                 for r in recs {
                     let bad = good.get(r.block as usize).is_some_and(|g| *g != r.digest);
-                    if bad && !ban.contains(&r.ip) {
-                        ban.push(r.ip);
+                    if bad && !ban.iter().any(|(b, _)| *b == r.ip) {
+                        ban.push((r.ip, BanReason::Proven));
                     }
                 }
             }
@@ -290,7 +290,7 @@ mod tests {
         assert!(ban.is_empty(), "a block of unknown origin leaves the doubt");
         assert!(s.on_parole(ip(1)));
         s.piece_failed(3, &[Some(ip(1)), Some(ip(1)), Some(ip(1))], None, &mut ban);
-        assert_eq!(ban, [ip(1)]);
+        assert_eq!(ban, [(ip(1), BanReason::SoleSender)]);
     }
 
     #[test]
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(s.records(), 3);
         // The piece passes with blocks from ip 1 alone: ip 2's block differed.
         s.piece_passed(7, &[Some(ip(1)); 3], Some(&good), &mut ban);
-        assert_eq!(ban, [ip(2)]);
+        assert_eq!(ban, [(ip(2), BanReason::Proven)]);
         assert!(!s.on_parole(ip(1)), "a sole good piece ends parole");
         assert!(s.on_parole(ip(2)));
         assert_eq!(s.records(), 0);
@@ -322,7 +322,7 @@ mod tests {
         let senders = [Some(ip(1)), Some(ip(2))];
         s.piece_failed(0, &senders, Some(&[[1; 20], [2; 20]]), &mut ban);
         s.piece_failed(0, &senders, Some(&[[1; 20], [5; 20]]), &mut ban);
-        assert_eq!(ban, [ip(2)]);
+        assert_eq!(ban, [(ip(2), BanReason::Proven)]);
         // Without digests nobody is banned, both go on parole.
         let mut s = SmartBan::new(16);
         let mut ban = Vec::new();

@@ -15,6 +15,7 @@ use crate::ext::{
 };
 use crate::ids::{BlockRef, Geometry, InfoHash, PieceIndex};
 use crate::metainfo::Metainfo;
+use crate::netaddr;
 use crate::peer::{PeerError, PeerEvent};
 use crate::picker::{PeerKey, PickHint, Picker};
 use crate::rng::Rng;
@@ -80,10 +81,25 @@ pub struct TorrentStatus {
     pub paused: bool,
 }
 
+/// An address to dial.
 #[derive(Clone, Copy, Debug)]
 struct KnownPeer {
     last_attempt: Option<Instant>,
     failures: u32,
+    /// The address (IPv6: /64) whose PEX message named it; None for a tracker, the
+    /// DHT, local service discovery, a magnet link or the user, which rank higher.
+    pex_from: Option<IpAddr>,
+    /// When it was added, in order (the oldest goes first).
+    seq: u64,
+    /// A connection we dialed to it completed its handshake.
+    connected: bool,
+}
+
+impl KnownPeer {
+    /// 0 for an address from PEX, 1 from a better source.
+    fn rank(&self) -> u8 {
+        u8::from(self.pex_from.is_none())
+    }
 }
 
 /// What a torrent has once its info dictionary is known.
@@ -152,6 +168,10 @@ pub(crate) struct Torrent {
     pub(crate) paused: bool,
     choker: Choker,
     known: BTreeMap<SocketAddr, KnownPeer>,
+    /// The order of the next known address.
+    known_seq: u64,
+    /// Incoming peers refused for lack of room since the last peer turnover.
+    pub(crate) refused: usize,
     /// Who sent the data of failed pieces.
     pub(crate) smart: SmartBan,
     /// Addresses this torrent banned.
@@ -196,6 +216,8 @@ impl Torrent {
             paused: false,
             choker: Choker::new(config.choker),
             known: BTreeMap::new(),
+            known_seq: 0,
+            refused: 0,
             smart: SmartBan::new(config.max_failed_block_records),
             bans: 0,
             uploaded: 0,
@@ -310,16 +332,93 @@ impl Torrent {
         });
     }
 
-    /// Adds an address to dial (the session filters banned ones out first).
-    pub(crate) fn add_known_peer(&mut self, addr: SocketAddr, cap: usize) {
+    /// Adds an address to dial (the session filters banned and implausible ones out
+    /// first); `pex_from` is the address group whose PEX message named it. Returns
+    /// whether it is known now.
+    ///
+    /// Past `cap` ([`SessionConfig::max_known_peers`]) an entry makes room rather than the
+    /// newcomer being refused: one that failed first, then one from PEX, then one
+    /// never connected, the oldest first; an entry from a tracker, the DHT or the
+    /// user never gives way to one from PEX. The entries one address's PEX holds are
+    /// capped at [`SessionConfig::max_pex_peers_per_ip`]: its newest replaces its
+    /// oldest. `cap` and `pex_cap` are those two settings ([`Session::known_caps`]).
+    pub(crate) fn add_known_peer(
+        &mut self,
+        addr: SocketAddr,
+        pex_from: Option<IpAddr>,
+        (cap, pex_cap): (usize, usize),
+    ) -> bool {
         if addr.port() == 0 {
-            return;
+            return false;
         }
-        if self.known.len() < cap || self.known.contains_key(&addr) {
-            self.known.entry(addr).or_insert(KnownPeer {
+        if let Some(k) = self.known.get_mut(&addr) {
+            // A better source vouches for it too.
+            if pex_from.is_none() {
+                k.pex_from = None;
+            }
+            return true;
+        }
+        if let Some(g) = pex_from {
+            if pex_cap == 0 {
+                return false;
+            }
+            let mine = self
+                .known
+                .values()
+                .filter(|k| k.pex_from == Some(g))
+                .count();
+            if mine >= pex_cap {
+                let oldest = self
+                    .known
+                    .iter()
+                    .filter(|(_, k)| k.pex_from == Some(g))
+                    .min_by_key(|(_, k)| (k.connected, k.seq))
+                    .map(|(a, _)| *a);
+                if let Some(a) = oldest {
+                    self.known.remove(&a);
+                }
+            }
+        }
+        let new_rank = u8::from(pex_from.is_none());
+        if self.known.len() >= cap {
+            let victim = self
+                .known
+                .iter()
+                .filter(|(_, k)| k.failures > 0 || k.rank() <= new_rank)
+                .max_by_key(|(_, k)| {
+                    (
+                        k.failures > 0,
+                        core::cmp::Reverse(k.rank()),
+                        !k.connected,
+                        core::cmp::Reverse(k.seq),
+                    )
+                })
+                .map(|(a, _)| *a);
+            match victim {
+                Some(a) => {
+                    self.known.remove(&a);
+                }
+                None => return false,
+            }
+        }
+        self.known_seq += 1;
+        self.known.insert(
+            addr,
+            KnownPeer {
                 last_attempt: None,
                 failures: 0,
-            });
+                pex_from,
+                seq: self.known_seq,
+                connected: false,
+            },
+        );
+        true
+    }
+
+    /// A connection we dialed to `addr` completed its handshake.
+    pub(crate) fn mark_connected(&mut self, addr: SocketAddr) {
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.connected = true;
         }
     }
 
@@ -333,9 +432,47 @@ impl Torrent {
         }
     }
 
+    /// Whether `a` may be dialed now: not in `busy`, not banned, not `full` (its
+    /// address has its share of connections), and not waiting out its backoff.
+    fn dialable(
+        a: &SocketAddr,
+        k: &KnownPeer,
+        now: Instant,
+        busy: &[SocketAddr],
+        backoff: Duration,
+        bans: &BanList,
+        full: &dyn Fn(&SocketAddr) -> bool,
+    ) -> bool {
+        !busy.contains(a)
+            && !bans.contains(a.ip())
+            && !full(a)
+            && k.last_attempt.is_none_or(|t| {
+                now.since(t).as_millis() >= backoff.as_millis() * u64::from(k.failures.max(1))
+            })
+    }
+
+    /// How many known addresses could be dialed now (peer turnover makes room only
+    /// for peers that wait for it).
+    pub(crate) fn dial_candidates(
+        &self,
+        now: Instant,
+        busy: &[SocketAddr],
+        backoff: Duration,
+        bans: &BanList,
+    ) -> usize {
+        if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.paused {
+            return 0;
+        }
+        self.known
+            .iter()
+            .filter(|(a, k)| Self::dialable(a, k, now, busy, backoff, bans, &|_| false))
+            .count()
+    }
+
     /// The next address worth dialing: never tried first, then the longest waiting;
-    /// none in `busy`, never a banned one, and none for which `full` holds (its
-    /// address has its share of connections).
+    /// among equals, one from a tracker, the DHT or the user before one from PEX, then
+    /// the oldest known. None in `busy`, never a banned one, and none for which
+    /// `full` holds (its address has its share of connections).
     pub(crate) fn next_peer_to_dial(
         &mut self,
         now: Instant,
@@ -352,13 +489,14 @@ impl Torrent {
         let pick = self
             .known
             .iter()
-            .filter(|(a, _)| !busy.contains(a) && !bans.contains(a.ip()) && !full(a))
-            .filter(|(_, k)| {
-                k.last_attempt.is_none_or(|t| {
-                    now.since(t).as_millis() >= backoff.as_millis() * u64::from(k.failures.max(1))
-                })
+            .filter(|(a, k)| Self::dialable(a, k, now, busy, backoff, bans, full))
+            .min_by_key(|(_, k)| {
+                (
+                    k.last_attempt.map_or(0, |t| t.as_millis() + 1),
+                    core::cmp::Reverse(k.rank()),
+                    k.seq,
+                )
             })
-            .min_by_key(|(_, k)| k.last_attempt.map_or(0, |t| t.as_millis() + 1))
             .map(|(a, _)| *a)?;
         if let Some(k) = self.known.get_mut(&pick) {
             k.last_attempt = Some(now);
@@ -366,15 +504,17 @@ impl Torrent {
         Some(pick)
     }
 
-    /// `ip` is banned (by this torrent when `ours`): it is dialed no more, and the
+    /// `ip` is banned (by this torrent when `ours`; `bans` holds the ban, which may
+    /// cover its /64 or /48): it is dialed no more, and the
     /// blocks of pieces not verified yet that its departed connections sent are
     /// dropped (its live connections' blocks are dropped as they close).
-    pub(crate) fn forget_ip(&mut self, ip: IpAddr, ours: bool) {
+    pub(crate) fn forget_ip(&mut self, ip: IpAddr, ours: bool, bans: &BanList) {
         let ip = canonical(ip);
         if ours {
             self.bans += 1;
         }
-        self.known.retain(|a, _| canonical(a.ip()) != ip);
+        self.known
+            .retain(|a, _| canonical(a.ip()) != ip && !bans.contains(a.ip()));
         if let Some(m) = self.meta.as_mut() {
             for k in self.smart.departed_keys(ip) {
                 m.picker.drop_blocks_from(PeerKey(k));
@@ -531,7 +671,7 @@ pub(super) fn on_peer_event(
                 return Err(None);
             }
             // Duplicates, and the caps per address and per torrent.
-            s.admit(conn, tid, peer_id).map_err(Some)?;
+            s.admit(now, conn, tid, peer_id).map_err(Some)?;
             let (c, t, _) = s.split(conn).ok_or(None)?;
             if c.peer.extensions() {
                 let ours = OurExtensions {
@@ -662,15 +802,22 @@ fn on_extended(
         return Ok(());
     }
     if id == OUR_UT_PEX {
-        // BEP 11: peers from PEX are candidates like any other, never for a private
-        // torrent; a malformed message is ignored.
+        // BEP 11: peers from PEX are candidates (ranked below those of trackers, the
+        // DHT and the user), never for a private torrent; a malformed message is
+        // ignored.
         if !t.private {
             if let Ok(m) = crate::pex::PexMessage::parse(payload) {
-                let cap = s.config().max_known_peers;
-                let added: Vec<SocketAddr> = m.added().filter(|a| !s.is_banned(a.ip())).collect();
+                // An address of this machine only from a peer on it; what one
+                // address's PEX holds of the known list is capped.
+                let from = c.addr.ip();
+                let added: Vec<SocketAddr> = m
+                    .added()
+                    .filter(|a| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
+                    .collect();
+                let caps = s.known_caps();
                 if let Some((_, t, _)) = s.split(conn) {
                     for a in added {
-                        t.add_known_peer(a, cap);
+                        t.add_known_peer(a, Some(netaddr::group(from)), caps);
                     }
                 }
             }
