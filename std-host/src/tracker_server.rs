@@ -135,6 +135,15 @@ pub struct TrackerOptions {
     /// Most peers of one address (IPv4, or IPv6 /64) in one swarm (see
     /// [`ServerConfig::max_peers_per_ip`]).
     pub max_peers_per_ip: usize,
+    /// Most swarms one address holds peers in (see
+    /// [`ServerConfig::max_swarms_per_ip`]).
+    pub max_swarms_per_ip: usize,
+    /// Most peers of one address in all swarms (see
+    /// [`ServerConfig::max_total_peers_per_ip`]).
+    pub max_total_peers_per_ip: usize,
+    /// Most peers of one IPv6 /48 in all swarms (see
+    /// [`ServerConfig::max_peers_per_48`]).
+    pub max_peers_per_48: usize,
     /// An empty swarm's `downloaded` count is kept this long after its last announce
     /// (see [`ServerConfig::empty_swarm_ttl`]); `None`: the peer timeout.
     pub empty_swarm_ttl: Option<Duration>,
@@ -165,6 +174,9 @@ impl Default for TrackerOptions {
             max_peers_per_swarm: c.max_peers_per_swarm,
             max_peers: c.max_peers,
             max_peers_per_ip: c.max_peers_per_ip,
+            max_swarms_per_ip: c.max_swarms_per_ip,
+            max_total_peers_per_ip: c.max_total_peers_per_ip,
+            max_peers_per_48: c.max_peers_per_48,
             empty_swarm_ttl: None,
             limits: HttpLimits::default(),
             accept_ip_param: false,
@@ -190,6 +202,9 @@ impl TrackerOptions {
             max_peers_per_swarm: self.max_peers_per_swarm,
             max_peers: self.max_peers,
             max_peers_per_ip: self.max_peers_per_ip,
+            max_swarms_per_ip: self.max_swarms_per_ip,
+            max_total_peers_per_ip: self.max_total_peers_per_ip,
+            max_peers_per_48: self.max_peers_per_48,
             empty_swarm_ttl: CoreDuration::from_millis(
                 self.empty_swarm_ttl
                     .map_or(2_000 * u64::from(interval), |d| d.as_millis() as u64),
