@@ -325,6 +325,7 @@ impl TrackerServer {
             udp,
             socks: HashMap::new(),
             work: VecDeque::new(),
+            stalled: Vec::new(),
             read_buf: vec![0; 16 * 1024],
             accept_ready: false,
             udp_ready: false,
@@ -458,6 +459,8 @@ struct Sock {
     eof: bool,
     /// In the work queue.
     queued: bool,
+    /// In the list of connections waiting for a process-wide budget.
+    stalled: bool,
 }
 
 struct Loop {
@@ -468,6 +471,9 @@ struct Loop {
     socks: HashMap<ConnId, Sock>,
     /// Connections with work for the next turn.
     work: VecDeque<ConnId>,
+    /// Connections waiting for the process-wide output (`true`) or input budget,
+    /// tried again once it has room (nothing on their own sockets will wake them).
+    stalled: Vec<(ConnId, bool)>,
     /// Reused for every read.
     read_buf: Vec<u8>,
     /// The listener or the UDP socket may have more waiting.
@@ -535,6 +541,22 @@ impl Loop {
             if self.udp_ready {
                 self.udp_turn(&mut batch);
             }
+            // Connections waiting for a process-wide budget that has room again.
+            let service = &self.service;
+            let (socks, work) = (&mut self.socks, &mut self.work);
+            self.stalled.retain(|&(id, output)| {
+                if !service.has_room(output) && socks.contains_key(&id) {
+                    return true;
+                }
+                if let Some(s) = socks.get_mut(&id) {
+                    s.stalled = false;
+                    if !s.queued {
+                        s.queued = true;
+                        work.push_back(id);
+                    }
+                }
+                false
+            });
             // One bounded go for every connection with work, in turn.
             for _ in 0..self.work.len() {
                 let Some(id) = self.work.pop_front() else {
@@ -544,6 +566,12 @@ impl Loop {
                     self.work.push_back(id);
                 } else if let Some(s) = self.socks.get_mut(&id) {
                     s.queued = false;
+                    let input = s.readable && !s.eof && self.service.stalled(id, false);
+                    let output = self.service.stalled(id, true);
+                    if !s.stalled && (output || input) {
+                        s.stalled = true;
+                        self.stalled.push((id, output));
+                    }
                 }
             }
             let now = self.now();
@@ -659,6 +687,11 @@ impl Loop {
                 Ok((mut stream, peer)) => {
                     let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
                     let opened = self.service.open(now, peer);
+                    if opened.evict == Some(opened.id) {
+                        // Refused: every connection is too young to give way.
+                        drop(stream);
+                        continue;
+                    }
                     if let Some(old) = opened.evict {
                         self.drop_sock(old);
                     }
@@ -680,6 +713,7 @@ impl Loop {
                             writable: false,
                             eof: false,
                             queued: false,
+                            stalled: false,
                         },
                     );
                 }
