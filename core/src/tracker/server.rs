@@ -58,7 +58,8 @@
 //!   first, never honest peers while it holds more than they do), or the peer that
 //!   expires first whoever holds it ([`FullSwarm::ReplaceOldest`]), or is refused
 //!   ([`FullSwarm::Refuse`]). Large swarms keep their groups of two peers or more
-//!   ordered by size, so the choice costs O(log n) ([`Counters::eviction_work`]).
+//!   ordered by size, so the choice costs O(log n), and with no such group the oldest
+//!   of 32 peers taken in turn goes: O(1) ([`Counters::eviction_work`]).
 //! - At [`ServerConfig::max_peers`], a newcomer replaces the oldest peer of the group
 //!   holding the most peers over the tracker, where that group was last active; the
 //!   groups holding 32 peers or more keep the list of swarms they were seen in for
@@ -514,8 +515,9 @@ pub struct Counters {
     /// tracker's caps; not an address's own entries giving way to its newer ones).
     pub evicted: u64,
     /// Peer records read to choose whom to evict from full swarms: a measure of the
-    /// cost of eviction (O(log n) per newcomer while some address holds two peers of
-    /// the swarm; one pass over its records when none does).
+    /// cost of eviction (with [`FullSwarm::ReplaceBusiest`], O(log n) per newcomer
+    /// while some address holds two peers of the swarm, a sample of 32 when none does;
+    /// one pass over the swarm with [`FullSwarm::ReplaceOldest`]).
     pub eviction_work: u64,
 }
 
@@ -1004,7 +1006,7 @@ impl Tracker {
             let swarm = Swarm::new(secs(now));
             self.swarms.insert(*h, swarm);
         } else {
-            let Some(s) = self.swarms.get(h) else {
+            let Some(s) = self.swarms.get_mut(h) else {
                 return Err(ServerError::TooManySwarms);
             };
             let mut work = 0;
@@ -1150,14 +1152,12 @@ impl Tracker {
         };
         let mut work = 0;
         let per_ip = self.config.max_peers_per_ip.max(1);
-        let victim = self
-            .swarms
-            .get(h)
-            .and_then(|s| match self.config.full_swarm {
-                FullSwarm::Refuse => None,
-                FullSwarm::ReplaceOldest => s.first_to_expire(&mut work),
-                FullSwarm::ReplaceBusiest => s.eviction_victim(&key, per_ip, &mut work),
-            });
+        let policy = self.config.full_swarm;
+        let victim = self.swarms.get_mut(h).and_then(|s| match policy {
+            FullSwarm::Refuse => None,
+            FullSwarm::ReplaceOldest => s.first_to_expire(&mut work),
+            FullSwarm::ReplaceBusiest => s.eviction_victim(&key, per_ip, &mut work),
+        });
         self.counters.eviction_work += work;
         if victim.is_some_and(|at| self.remove_peer(h, at)) {
             self.counters.evicted += 1;
@@ -3060,6 +3060,39 @@ mod tests {
             *left.entry(p.addr.ip()).or_insert(0) += 1;
         }
         assert_eq!(left.len(), 12_000);
+        tr.audit().expect("audit");
+    }
+
+    /// A full swarm of 20,000 peers from 20,000 addresses under churn: with no address
+    /// holding two, choosing whom a newcomer replaces read every record (20,000 for
+    /// each newcomer); now it reads a sample of 32 taken in turn, and evicts the
+    /// oldest of it: no newcomer is evicted by the next.
+    #[test]
+    fn a_full_swarm_of_distinct_addresses_turns_over_in_constant_work() {
+        let mut tr = Tracker::new(ServerConfig::default(), SECRET);
+        let mut rng = Rng::new(9);
+        for i in 0..20_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            tr.announce(t(u64::from(i) * 50), &ann_to(H, 1000), ip, &mut rng)
+                .expect("fill");
+        }
+        assert_eq!(tr.peer_count(), 20_000);
+        let before = tr.counters();
+        for i in 0..2_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i));
+            tr.announce(t(1_000_000 + u64::from(i)), &ann_to(H, 7), ip, &mut rng)
+                .expect("newcomer");
+        }
+        let c = tr.counters();
+        assert_eq!(c.evicted - before.evicted, 2_000);
+        let per = (c.eviction_work - before.eviction_work) / 2_000;
+        assert!(per <= 64, "{per} records read per newcomer");
+        let swarm = tr.swarms.get(&H).expect("swarm");
+        let newcomers = swarm
+            .peers()
+            .filter(|p| matches!(p.addr.ip(), IpAddr::V4(v) if v.octets()[0] == 11))
+            .count();
+        assert_eq!(newcomers, 2_000, "the newcomers stay");
         tr.audit().expect("audit");
     }
 

@@ -34,7 +34,8 @@
 //! choosing the victim reads only that group's peers: O(log n), not a group count per
 //! peer. Groups of one peer are not in the set (they cost nothing; in a large honest
 //! swarm they are nearly all); when there is no group of two, the victim is the peer
-//! that expires first, one pass over the records.
+//! that expires first among [`SAMPLE`] records read from a cursor that goes round the
+//! family, so a large honest swarm under churn costs O(1) per newcomer as well.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeSet;
@@ -52,6 +53,9 @@ use crate::rng::Rng;
 /// (bench/tracker.sh's UDP rate is the same with 100-peer swarms either way), and the
 /// index would add about 6.5 bytes per peer.
 pub(super) const SMALL: usize = 128;
+/// Records read to choose whom a full swarm evicts when no address holds two of its
+/// peers (see [`Family::victim`]).
+const SAMPLE: usize = 32;
 
 /// Seconds on the tracker's clock (`Instant` in whole seconds); about 68 years fit in
 /// the 31 bits a record keeps.
@@ -219,6 +223,9 @@ struct Index {
     /// swarm is full. Groups of one peer are left out (in a large honest swarm nearly
     /// every group), so this costs nothing until some address holds several entries.
     multi: BTreeSet<(u32, u64)>,
+    /// Where the next sample of [`Family::victim`] starts, over the leechers then the
+    /// seeds.
+    cursor: u32,
 }
 
 impl Index {
@@ -308,6 +315,7 @@ impl<const N: usize> Family<N> {
         self.index = Some(Box::new(Index {
             slots,
             multi: BTreeSet::new(),
+            cursor: 0,
         }));
         let mut multi = BTreeSet::new();
         for r in self.lists.iter().flatten() {
@@ -424,10 +432,16 @@ impl<const N: usize> Family<N> {
     /// The least useful peer when the swarm is full: `(group size, expiry, slot)` of
     /// the peer that expires first in the group holding the most peers. Indexed, the
     /// busiest group is the last of `multi` and only its peers are read (O(log n) plus
-    /// the group's size); with no group of two, it is the peer that expires first (one
-    /// pass over the records, as [`Family::first_to_expire`]). Small families are
-    /// scanned. `work` counts the records read.
-    fn victim(&self, key: &[u8; 16], stop_at: usize, work: &mut u64) -> Option<(usize, Secs, u32)> {
+    /// the group's size); with no group of two, it is the peer that expires first of
+    /// [`SAMPLE`] read from the cursor on, which then moves past them (every peer is
+    /// looked at once in `len / SAMPLE` evictions). Small families are scanned.
+    /// `work` counts the records read.
+    fn victim(
+        &mut self,
+        key: &[u8; 16],
+        stop_at: usize,
+        work: &mut u64,
+    ) -> Option<(usize, Secs, u32)> {
         let Some(index) = &self.index else {
             return self.busiest(key, stop_at, work);
         };
@@ -436,7 +450,30 @@ impl<const N: usize> Family<N> {
                 return Some((n as usize, t, s));
             }
         }
-        self.first_to_expire(work).map(|(t, s)| (1, t, s))
+        let (leechers, len) = (self.lists[0].len(), self.len());
+        if len == 0 {
+            return None;
+        }
+        let start = index.cursor as usize % len;
+        let mut best: Option<(Secs, u32)> = None;
+        for j in 0..SAMPLE.min(len) {
+            let i = (start + j) % len;
+            let s = if i < leechers {
+                slot(false, i)
+            } else {
+                slot(true, i - leechers)
+            };
+            *work += 1;
+            if let Some(r) = self.rec(s) {
+                if best.is_none_or(|(t, _)| r.expires() < t) {
+                    best = Some((r.expires(), s));
+                }
+            }
+        }
+        if let Some(index) = &mut self.index {
+            index.cursor = ((start + SAMPLE) % len) as u32;
+        }
+        best.map(|(t, s)| (1, t, s))
     }
 
     /// The peer that expires first in the group whose hash is `h` (the first group of
@@ -690,13 +727,13 @@ impl Swarm {
 
     /// The least useful peer when the swarm is full: the one that expires first in the
     /// address group holding the most peers (with every group of one peer, simply the
-    /// one that expires first; among groups holding as many, the first in the order of
-    /// their keyed hashes, which no client can choose). `max_per_group` is the
+    /// one that expires first, of a sample in large families; among groups holding as
+    /// many, the first in the order of their keyed hashes, which no client can choose). `max_per_group` is the
     /// per-group cap, where the scan of a small family may stop. Large families keep
     /// their groups of two or more ordered by size (see [`Index`]), so the choice reads
     /// the busiest group's peers only; `work` counts the peer records read.
     pub(super) fn eviction_victim(
-        &self,
+        &mut self,
         key: &[u8; 16],
         max_per_group: usize,
         work: &mut u64,
@@ -707,7 +744,7 @@ impl Swarm {
             .map(|(n, t, s)| (n, t, false, s));
         let b = self
             .v6
-            .as_ref()
+            .as_mut()
             .and_then(|f| f.victim(key, max_per_group, work))
             .map(|(n, t, s)| (n, t, true, s));
         let (_, _, v6, slot) = match (a, b) {
