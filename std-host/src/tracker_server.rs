@@ -8,9 +8,11 @@
 //! says `Connection: close`, pipelined requests answered in order. Everything between
 //! the socket and the tracker, and every cap on it, lives in [`service`] (socket-free,
 //! driven by the fuzz target too): a request of at most 8 KiB, a turn budget per
-//! connection, backpressure on unread answers, deadlines for heads and bodies, caps on
-//! connections per address and in all with eviction instead of refusal, and `/sync`
-//! judged at its head. Paths:
+//! connection, backpressure on unread answers, input and output budgets over all
+//! connections, deadlines for heads and bodies, caps on connections per address and in
+//! all with eviction instead of refusal (young connections spared when every address
+//! holds one), and `/sync` judged at its head. Connections waiting for a process-wide
+//! budget are tried again once it has room. Paths:
 //!
 //! - `GET /announce?...`, `GET /scrape?...`: BEP 3 / BEP 48 (bencoded, `text/plain`).
 //! - `GET /stats.json`: `{"swarms":N,"peers":N,"announces":N,"scrapes":N,"failures":N}`;
