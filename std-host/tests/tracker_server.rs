@@ -1168,6 +1168,64 @@ fn udp_announce(u: &Udp, id: u64, hash: [u8; 20], port: u16, event: Option<Event
     panic!("no reply to the announce of {port}");
 }
 
+/// A UDP announce of `port` as a leecher to `hash`: the ports of the peers in the
+/// reply, or `None` when the tracker answered with an error.
+fn udp_try_announce(u: &Udp, id: u64, hash: [u8; 20], port: u16) -> Option<Vec<u16>> {
+    let mut req = AnnounceRequest::new(InfoHash(hash), PeerId([port as u8; 20]), port);
+    req.left = 5;
+    req.numwant = Some(200);
+    let mut pkt = [0u8; 98];
+    let n = encode_announce(id, u32::from(port), &req, &mut pkt).expect("enc");
+    for _ in 0..5 {
+        u.sock.send_to(&pkt[..n], u.server).expect("send");
+        let mut buf = [0u8; 4096];
+        while let Ok((k, _)) = u.sock.recv_from(&mut buf) {
+            let resp = &buf[..k];
+            if resp.get(4..8) != Some(&u32::from(port).to_be_bytes()[..]) {
+                continue;
+            }
+            return match parse_response(resp, u32::from(port), Action::Announce, false) {
+                Ok(UdpResponse::Announce(a)) => Some(a.peers.map(|p| p.port()).collect()),
+                _ => None,
+            };
+        }
+    }
+    panic!("no reply to the announce of {port}");
+}
+
+/// One address announcing to 200 new torrents over UDP fills a table of 50 swarms: a
+/// newcomer's new torrent was then refused ("tracker is tracking too many torrents")
+/// for as long as the flood's peers lived. Now the swarms held only by the address
+/// present in the most swarms give way, and the honest swarm stays.
+#[test]
+fn one_address_cannot_fill_the_swarm_table() {
+    let server = TrackerServer::start(TrackerOptions {
+        max_swarms: 50,
+        ..opts()
+    })
+    .expect("start");
+    let addr = server.udp_addr().expect("udp");
+    let honest = udp_from([6, 0, 2], addr);
+    let hid = honest.connect();
+    assert!(udp_try_announce(&honest, hid, HASH, 7000).is_some());
+    let bad = udp_from([6, 0, 1], addr);
+    let bid = bad.connect();
+    for j in 0..200u32 {
+        let h = btcore_core::hash::sha1(&j.to_be_bytes());
+        let _ = udp_try_announce(&bad, bid, h, 20_000 + (j % 8) as u16);
+    }
+    let fresh = udp_from([6, 0, 3], addr);
+    let fid = fresh.connect();
+    let h = btcore_core::hash::sha1(b"a new torrent");
+    assert!(
+        udp_try_announce(&fresh, fid, h, 7001).is_some(),
+        "a new torrent is refused"
+    );
+    let peers = udp_try_announce(&fresh, fid, HASH, 7002).expect("the honest swarm");
+    assert_eq!(peers, [7000], "the honest peer stays");
+    server.stop().expect("stop");
+}
+
 /// One address announcing 25,000 ports to a swarm of 10 honest peers: with the
 /// defaults (20,000 peers a swarm) it used to push every honest peer out; now it
 /// holds its per-address share and the honest peers all stay listed.
