@@ -263,9 +263,15 @@ impl Conn {
         self.out.len() - self.written
     }
 
-    /// Capacities of the input and output buffers.
-    fn buffers(&self) -> (usize, usize) {
-        (self.inbuf.capacity(), self.out.capacity())
+    /// Capacities of the input buffer (while no body is awaited), of the input buffer
+    /// (while a body is, which the body budget bounds) and of the output buffer.
+    fn buffers(&self) -> (usize, usize, usize) {
+        let i = self.inbuf.capacity();
+        if self.reserved > 0 {
+            (0, i, self.out.capacity())
+        } else {
+            (i, 0, self.out.capacity())
+        }
     }
 }
 
@@ -319,8 +325,11 @@ pub struct Service {
     next_id: ConnId,
     /// Body bytes reserved by accepted heads.
     bodies: usize,
-    /// Capacity of every connection's input and output buffers.
+    /// Capacity of every connection's input buffers, apart from those awaiting a
+    /// body, which are `body_inputs`, and of its output buffers (the sums of
+    /// [`Conn::buffers`]).
     inputs: usize,
+    body_inputs: usize,
     outputs: usize,
     counters: HttpCounters,
 }
@@ -348,6 +357,7 @@ impl Service {
             next_id: 0,
             bodies: 0,
             inputs: 0,
+            body_inputs: 0,
             outputs: 0,
             counters: HttpCounters::default(),
         }
@@ -390,6 +400,7 @@ impl Service {
     /// Bytes held by connection buffers (capacities) and cached stats pages.
     pub fn memory(&self) -> usize {
         self.inputs
+            + self.body_inputs
             + self.outputs
             + self
                 .app
@@ -438,9 +449,7 @@ impl Service {
 
     /// Input bytes the process-wide budget has left (accepted bodies aside).
     fn input_room(&self) -> usize {
-        self.limits
-            .max_input_total
-            .saturating_sub(self.inputs.saturating_sub(self.bodies))
+        self.limits.max_input_total.saturating_sub(self.inputs)
     }
 
     /// Whether the process-wide output budget is spent.
@@ -602,8 +611,9 @@ impl Service {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
-        let (i, o) = c.buffers();
+        let (i, b, o) = c.buffers();
         self.inputs -= i;
+        self.body_inputs -= b;
         self.outputs -= o;
         self.bodies -= c.reserved;
         if let Some(v) = self.by_ip.get_mut(&c.ip) {
@@ -640,12 +650,15 @@ impl Service {
     }
 
     /// Moves the buffer totals by one connection's change, and their peaks.
-    fn account(&mut self, before: (usize, usize), after: (usize, usize)) {
+    fn account(&mut self, before: (usize, usize, usize), after: (usize, usize, usize)) {
         self.inputs = self.inputs + after.0 - before.0;
-        self.outputs = self.outputs + after.1 - before.1;
+        self.body_inputs = self.body_inputs + after.1 - before.1;
+        self.outputs = self.outputs + after.2 - before.2;
         let c = &mut self.counters;
-        c.peak_buffers = c.peak_buffers.max(self.inputs + self.outputs);
-        c.peak_input = c.peak_input.max(self.inputs.saturating_sub(self.bodies));
+        c.peak_buffers = c
+            .peak_buffers
+            .max(self.inputs + self.body_inputs + self.outputs);
+        c.peak_input = c.peak_input.max(self.inputs);
         c.peak_output_total = c.peak_output_total.max(self.outputs);
     }
 
@@ -693,7 +706,7 @@ impl Service {
             // The process-wide output, with this connection's as it is now.
             // A connection with nothing queued always gets its next answer: clients
             // that read theirs are never held back by those that do not.
-            let outputs = self.outputs - before.1 + c.out.capacity();
+            let outputs = self.outputs - before.2 + c.out.capacity();
             if c.queued() >= limits.max_output
                 || (c.queued() > 0 && outputs >= limits.max_output_total)
             {
