@@ -31,7 +31,9 @@
 //! peers (see `swarm.rs`). With vector slack and per-swarm costs that is about 15 bytes
 //! per peer with 100 peers per swarm, 22 with 500, 100 with 2 (bench/tracker.sh). Each
 //! address group holding a peer costs 16 bytes more in the tracker-wide group table
-//! (about 25 with the table's slack; see below), shared by all its peers. `uploaded`,
+//! (about 25 with the table's slack; see below), shared by all its peers; a group
+//! holding 32 peers or more also lists the swarms it was seen in, about 40 bytes per
+//! swarm (at most one per peer of the group, so never more than its peers cost). `uploaded`,
 //! `downloaded` and the exact `left` are not stored, since nothing reads them; peer ids
 //! only with [`ServerConfig::peer_ids`].
 //!
