@@ -33,7 +33,7 @@
 //! address group holding a peer costs 16 bytes more in the tracker-wide group table
 //! (about 25 with the table's slack; see below), shared by all its peers; a group
 //! holding 32 peers or more also lists the swarms it was seen in, about 40 bytes per
-//! swarm (at most one per peer of the group, so never more than its peers cost). `uploaded`,
+//! swarm (at most one per peer of the group). `uploaded`,
 //! `downloaded` and the exact `left` are not stored, since nothing reads them; peer ids
 //! only with [`ServerConfig::peer_ids`].
 //!
