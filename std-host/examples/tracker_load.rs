@@ -54,6 +54,8 @@ fn main() {
                 max_peers: 10_000_000,
                 // Every simulated peer is 127.0.0.1.
                 max_peers_per_ip: usize::MAX,
+                max_swarms_per_ip: usize::MAX,
+                max_total_peers_per_ip: usize::MAX,
                 ..TrackerOptions::default()
             };
             let stop = Arc::new(AtomicBool::new(false));

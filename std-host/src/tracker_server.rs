@@ -8,9 +8,11 @@
 //! says `Connection: close`, pipelined requests answered in order. Everything between
 //! the socket and the tracker, and every cap on it, lives in [`service`] (socket-free,
 //! driven by the fuzz target too): a request of at most 8 KiB, a turn budget per
-//! connection, backpressure on unread answers, deadlines for heads and bodies, caps on
-//! connections per address and in all with eviction instead of refusal, and `/sync`
-//! judged at its head. Paths:
+//! connection, backpressure on unread answers, input and output budgets over all
+//! connections, deadlines for heads and bodies, caps on connections per address and in
+//! all with eviction instead of refusal (young connections spared when every address
+//! holds one), and `/sync` judged at its head. Connections waiting for a process-wide
+//! budget are tried again once it has room. Paths:
 //!
 //! - `GET /announce?...`, `GET /scrape?...`: BEP 3 / BEP 48 (bencoded, `text/plain`).
 //! - `GET /stats.json`: `{"swarms":N,"peers":N,"announces":N,"scrapes":N,"failures":N}`;
@@ -135,6 +137,15 @@ pub struct TrackerOptions {
     /// Most peers of one address (IPv4, or IPv6 /64) in one swarm (see
     /// [`ServerConfig::max_peers_per_ip`]).
     pub max_peers_per_ip: usize,
+    /// Most swarms one address holds peers in (see
+    /// [`ServerConfig::max_swarms_per_ip`]).
+    pub max_swarms_per_ip: usize,
+    /// Most peers of one address in all swarms (see
+    /// [`ServerConfig::max_total_peers_per_ip`]).
+    pub max_total_peers_per_ip: usize,
+    /// Most peers of one IPv6 /48 in all swarms (see
+    /// [`ServerConfig::max_peers_per_48`]).
+    pub max_peers_per_48: usize,
     /// An empty swarm's `downloaded` count is kept this long after its last announce
     /// (see [`ServerConfig::empty_swarm_ttl`]); `None`: the peer timeout.
     pub empty_swarm_ttl: Option<Duration>,
@@ -165,6 +176,9 @@ impl Default for TrackerOptions {
             max_peers_per_swarm: c.max_peers_per_swarm,
             max_peers: c.max_peers,
             max_peers_per_ip: c.max_peers_per_ip,
+            max_swarms_per_ip: c.max_swarms_per_ip,
+            max_total_peers_per_ip: c.max_total_peers_per_ip,
+            max_peers_per_48: c.max_peers_per_48,
             empty_swarm_ttl: None,
             limits: HttpLimits::default(),
             accept_ip_param: false,
@@ -190,6 +204,9 @@ impl TrackerOptions {
             max_peers_per_swarm: self.max_peers_per_swarm,
             max_peers: self.max_peers,
             max_peers_per_ip: self.max_peers_per_ip,
+            max_swarms_per_ip: self.max_swarms_per_ip,
+            max_total_peers_per_ip: self.max_total_peers_per_ip,
+            max_peers_per_48: self.max_peers_per_48,
             empty_swarm_ttl: CoreDuration::from_millis(
                 self.empty_swarm_ttl
                     .map_or(2_000 * u64::from(interval), |d| d.as_millis() as u64),
@@ -310,6 +327,7 @@ impl TrackerServer {
             udp,
             socks: HashMap::new(),
             work: VecDeque::new(),
+            stalled: Vec::new(),
             read_buf: vec![0; 16 * 1024],
             accept_ready: false,
             udp_ready: false,
@@ -443,6 +461,8 @@ struct Sock {
     eof: bool,
     /// In the work queue.
     queued: bool,
+    /// In the list of connections waiting for a process-wide budget.
+    stalled: bool,
 }
 
 struct Loop {
@@ -453,6 +473,9 @@ struct Loop {
     socks: HashMap<ConnId, Sock>,
     /// Connections with work for the next turn.
     work: VecDeque<ConnId>,
+    /// Connections waiting for the process-wide output (`true`) or input budget,
+    /// tried again once it has room (nothing on their own sockets will wake them).
+    stalled: Vec<(ConnId, bool)>,
     /// Reused for every read.
     read_buf: Vec<u8>,
     /// The listener or the UDP socket may have more waiting.
@@ -520,6 +543,22 @@ impl Loop {
             if self.udp_ready {
                 self.udp_turn(&mut batch);
             }
+            // Connections waiting for a process-wide budget that has room again.
+            let service = &self.service;
+            let (socks, work) = (&mut self.socks, &mut self.work);
+            self.stalled.retain(|&(id, output)| {
+                if !service.has_room(output) && socks.contains_key(&id) {
+                    return true;
+                }
+                if let Some(s) = socks.get_mut(&id) {
+                    s.stalled = false;
+                    if !s.queued {
+                        s.queued = true;
+                        work.push_back(id);
+                    }
+                }
+                false
+            });
             // One bounded go for every connection with work, in turn.
             for _ in 0..self.work.len() {
                 let Some(id) = self.work.pop_front() else {
@@ -529,6 +568,12 @@ impl Loop {
                     self.work.push_back(id);
                 } else if let Some(s) = self.socks.get_mut(&id) {
                     s.queued = false;
+                    let input = s.readable && !s.eof && self.service.stalled(id, false);
+                    let output = self.service.stalled(id, true);
+                    if !s.stalled && (output || input) {
+                        s.stalled = true;
+                        self.stalled.push((id, output));
+                    }
                 }
             }
             let now = self.now();
@@ -644,6 +689,11 @@ impl Loop {
                 Ok((mut stream, peer)) => {
                     let now = Instant::from_millis(self.start.elapsed().as_millis() as u64);
                     let opened = self.service.open(now, peer);
+                    if opened.evict == Some(opened.id) {
+                        // Refused: every connection is too young to give way.
+                        drop(stream);
+                        continue;
+                    }
                     if let Some(old) = opened.evict {
                         self.drop_sock(old);
                     }
@@ -665,6 +715,7 @@ impl Loop {
                             writable: false,
                             eof: false,
                             queued: false,
+                            stalled: false,
                         },
                     );
                 }

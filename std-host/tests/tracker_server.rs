@@ -841,6 +841,154 @@ fn connection_floods_lock_no_one_out() {
     server.stop().expect("stop");
 }
 
+/// A slow client that has connected but not yet sent its request is not cut off by a
+/// flood of connections from many addresses, one each: a connection younger than
+/// `min_age_to_evict` does not give way, and the flood's newcomers are closed instead.
+/// (The least recently active connection used to go first: the slow client.)
+#[test]
+fn a_connection_flood_cannot_evict_young_connections() {
+    let mut o = opts();
+    o.limits.max_connections = 32;
+    o.limits.min_age_to_evict = btcore_core::time::Duration::from_secs(60);
+    let server = TrackerServer::start(o).expect("start");
+    let h = server.http_addr().expect("http");
+    let mut slow = connect_from([3, 0, 1], h);
+    let flood: Vec<TcpStream> = (0..200u32)
+        .map(|a| connect_from([1, (a / 250) as u8, (a % 250) as u8 + 1], h))
+        .collect();
+    // Every connection is accepted, or refused, before the slow client speaks.
+    let end = Instant::now() + WAIT;
+    loop {
+        let c = server.http_counters();
+        if c.connections + c.refused_connections >= 201 {
+            break;
+        }
+        assert!(Instant::now() < end, "{c:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    slow.write_all(b"GET /stats.json HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    assert_eq!(
+        read_answers(&mut slow, 1),
+        [200],
+        "the slow client is served"
+    );
+    let c = server.http_counters();
+    assert!(c.refused_connections >= 200 - 31, "{c:?}");
+    assert_eq!(c.evicted, 0);
+    drop(flood);
+    server.stop().expect("stop");
+}
+
+/// A connection to `to` from `127.<last>` whose receive buffer is small, so that the
+/// answers it does not read pile up at the server soon.
+fn connect_small_from(last: [u8; 3], to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.set_recv_buffer_size(4096).expect("rcvbuf");
+    let from = SocketAddr::from(([127, last[0], last[1], last[2]], 0));
+    s.bind(&from.into()).expect("bind");
+    s.connect_timeout(&to.into(), WAIT).expect("connect");
+    s.into()
+}
+
+/// Waits until at least `n` connections have been closed by a deadline (bounded).
+fn wait_timed_out(server: &TrackerServer, n: u64) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while server.http_counters().timed_out < n {
+        assert!(Instant::now() < end, "{:?}", server.http_counters());
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Forty connections from forty addresses pipelining requests and never reading the
+/// answers, more than the kernel's socket buffers take: the output held by all of
+/// them stays within the process-wide budget plus about one answer each (each
+/// connection used to hold its own 64 KiB and more), and honest clients are served
+/// meanwhile.
+#[test]
+fn unread_answers_on_many_connections_stay_within_the_process_budget() {
+    let hashes: Vec<InfoHash> = (0..30u32)
+        .map(|i| InfoHash(btcore_core::hash::sha1(&i.to_be_bytes())))
+        .collect();
+    let mut o = TrackerOptions {
+        allow_list: true,
+        register: hashes,
+        admin_key: Some("k".into()),
+        ..opts()
+    };
+    o.limits.max_output_total = 256 * 1024;
+    o.limits.idle_timeout = btcore_core::time::Duration::from_secs(3);
+    let budget = o.limits.max_output_total;
+    let server = TrackerServer::start(o).expect("start");
+    let h = server.http_addr().expect("http");
+    let page = get(h, "/stats.json?key=k").1.len() + 200;
+    // 6 MB of answers for each connection: more than loopback buffers hold (4 MB).
+    let (conns, n) = (40, (6 << 20) / page);
+    let req = "GET /stats.json?key=k HTTP/1.1\r\nHost: x\r\n\r\n".repeat(n);
+    let writers: Vec<_> = (0..conns)
+        .map(|a| {
+            let mut s = connect_small_from([4, 0, a as u8 + 1], h);
+            let req = req.clone();
+            // Blocks once the server stops reading; fails once it closes.
+            thread::spawn(move || {
+                let _ = s.write_all(req.as_bytes());
+                s
+            })
+        })
+        .collect();
+    // Honest clients are served while the flood's answers pile up.
+    for _ in 0..3 {
+        assert_eq!(get(h, "/stats.json").0, 200, "an honest client is served");
+    }
+    // The flood is closed by the idle timeout once no answer moves.
+    wait_timed_out(&server, conns as u64);
+    let c = server.http_counters();
+    assert!(
+        c.peak_output_total <= budget + conns * 4 * page,
+        "{} bytes of output held ({page} bytes a page)",
+        c.peak_output_total
+    );
+    assert!(c.requests < (conns * n) as u64, "{c:?}");
+    for w in writers {
+        drop(w.join().expect("writer"));
+    }
+    server.stop().expect("stop");
+}
+
+/// Two hundred connections from two hundred addresses each sending 7 KB of a request
+/// head that never ends: the input held by all of them stays within the process-wide
+/// budget plus 2 KiB each (each used to hold its 7 KB), and honest clients, whose
+/// requests are shorter, are served meanwhile.
+#[test]
+fn unfinished_heads_on_many_connections_stay_within_the_process_budget() {
+    let mut o = opts();
+    o.limits.max_input_total = 64 * 1024;
+    let budget = o.limits.max_input_total;
+    let server = TrackerServer::start(o).expect("start");
+    let h = server.http_addr().expect("http");
+    let conns = 200;
+    let head = format!("GET /announce?{}", "a".repeat(7000));
+    let flood: Vec<TcpStream> = (0..conns)
+        .map(|a| {
+            let mut s = connect_from([5, (a / 250) as u8, (a % 250) as u8 + 1], h);
+            s.write_all(head.as_bytes()).expect("write");
+            s
+        })
+        .collect();
+    assert_eq!(get(h, "/stats.json").0, 200, "an honest client is served");
+    // Every head is cut at its deadline (10 s); what was read meanwhile is counted.
+    wait_timed_out(&server, conns as u64);
+    let c = server.http_counters();
+    assert!(
+        c.peak_input <= budget + conns * 2 * 2048 + 64 * 1024,
+        "{} bytes of input held",
+        c.peak_input
+    );
+    drop(flood);
+    server.stop().expect("stop");
+}
+
 /// A request trickling in a byte at a time is cut at the header deadline (10 s after
 /// its first byte), however steadily the bytes come; every byte used to restart the
 /// idle timer.
@@ -1018,6 +1166,64 @@ fn udp_announce(u: &Udp, id: u64, hash: [u8; 20], port: u16, event: Option<Event
         }
     }
     panic!("no reply to the announce of {port}");
+}
+
+/// A UDP announce of `port` as a leecher to `hash`: the ports of the peers in the
+/// reply, or `None` when the tracker answered with an error.
+fn udp_try_announce(u: &Udp, id: u64, hash: [u8; 20], port: u16) -> Option<Vec<u16>> {
+    let mut req = AnnounceRequest::new(InfoHash(hash), PeerId([port as u8; 20]), port);
+    req.left = 5;
+    req.numwant = Some(200);
+    let mut pkt = [0u8; 98];
+    let n = encode_announce(id, u32::from(port), &req, &mut pkt).expect("enc");
+    for _ in 0..5 {
+        u.sock.send_to(&pkt[..n], u.server).expect("send");
+        let mut buf = [0u8; 4096];
+        while let Ok((k, _)) = u.sock.recv_from(&mut buf) {
+            let resp = &buf[..k];
+            if resp.get(4..8) != Some(&u32::from(port).to_be_bytes()[..]) {
+                continue;
+            }
+            return match parse_response(resp, u32::from(port), Action::Announce, false) {
+                Ok(UdpResponse::Announce(a)) => Some(a.peers.map(|p| p.port()).collect()),
+                _ => None,
+            };
+        }
+    }
+    panic!("no reply to the announce of {port}");
+}
+
+/// One address announcing to 200 new torrents over UDP fills a table of 50 swarms: a
+/// newcomer's new torrent was then refused ("tracker is tracking too many torrents")
+/// for as long as the flood's peers lived. Now the swarms held only by the address
+/// present in the most swarms give way, and the honest swarm stays.
+#[test]
+fn one_address_cannot_fill_the_swarm_table() {
+    let server = TrackerServer::start(TrackerOptions {
+        max_swarms: 50,
+        ..opts()
+    })
+    .expect("start");
+    let addr = server.udp_addr().expect("udp");
+    let honest = udp_from([6, 0, 2], addr);
+    let hid = honest.connect();
+    assert!(udp_try_announce(&honest, hid, HASH, 7000).is_some());
+    let bad = udp_from([6, 0, 1], addr);
+    let bid = bad.connect();
+    for j in 0..200u32 {
+        let h = btcore_core::hash::sha1(&j.to_be_bytes());
+        let _ = udp_try_announce(&bad, bid, h, 20_000 + (j % 8) as u16);
+    }
+    let fresh = udp_from([6, 0, 3], addr);
+    let fid = fresh.connect();
+    let h = btcore_core::hash::sha1(b"a new torrent");
+    assert!(
+        udp_try_announce(&fresh, fid, h, 7001).is_some(),
+        "a new torrent is refused"
+    );
+    let peers = udp_try_announce(&fresh, fid, HASH, 7002).expect("the honest swarm");
+    assert_eq!(peers, [7000], "the honest peer stays");
+    server.stop().expect("stop");
 }
 
 /// One address announcing 25,000 ports to a swarm of 10 honest peers: with the

@@ -26,9 +26,21 @@
 //!   connection: the host serves UDP and the other connections in between.
 //! - Output: while a connection has [`HttpLimits::max_output`] bytes queued (a client
 //!   that does not read its answers), it is neither parsed nor read (backpressure).
+//!   While all connections together hold [`HttpLimits::max_output_total`] bytes of
+//!   output buffers, no connection with an answer still unread is parsed: the others
+//!   wait until clients read theirs (or the idle timeout closes those that never do).
+//!   A connection with nothing queued always gets its next answer, so the output held
+//!   is at most the budget plus one answer per connection, and clients that read
+//!   their answers are never held back.
 //! - Input: at most [`HttpLimits::max_request`] unparsed bytes, or the length of the
 //!   request whose head was accepted (a `/sync` body); a head longer than that is
-//!   refused with 431.
+//!   refused with 431. All connections together hold at most
+//!   [`HttpLimits::max_input_total`] bytes of input buffers besides accepted bodies
+//!   (which [`HttpLimits::max_body_bytes`] bounds); past it a connection is read only
+//!   up to 2 KiB of unparsed bytes (an announce fits) until requests are answered or
+//!   cut by their deadline. [`Service::stalled`] tells the
+//!   host which connections wait for these process-wide budgets, and
+//!   [`Service::has_room`] when to try them again.
 //! - `POST /sync` is judged at its head, before a byte of its body is read: refused when
 //!   sync is off, without a valid [`SYNC_AUTH_HEADER`], with a `Content-Length` over
 //!   [`HttpLimits::max_sync_body`], or when the bodies in flight on all connections
@@ -40,9 +52,14 @@
 //!   activity; answers being read do).
 //! - Connections: at most [`HttpLimits::max_connections_per_ip`] per address (IPv4, or
 //!   IPv6 /64) and [`HttpLimits::max_connections`] in all. A newcomer is never
-//!   refused: it evicts the least useful connection, the least recently active one of
-//!   its own address when that address is at its cap, else of the address holding
-//!   the most connections (or of all, when every address holds one).
+//!   refused while some connection can give way: it evicts the least useful
+//!   connection, the least recently active one of its own address when that address
+//!   is at its cap, else of the address holding the most connections (or of all,
+//!   when every address holds one). In that last case only connections open for
+//!   [`HttpLimits::min_age_to_evict`] can give way, so a flood of connections from
+//!   many addresses cannot cut off a slow client before it has had the time to send
+//!   its request; when every connection is younger, the newcomer itself is closed at
+//!   once ([`Opened::evict`] is its own id).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -68,6 +85,10 @@ const INBUF_KEEP: usize = 16 * 1024;
 const OUT_KEEP: usize = 16 * 1024;
 /// Most bytes one `received` call takes, whatever the input limit.
 const READ_CHUNK: usize = 64 * 1024;
+/// Unparsed bytes every connection may hold whatever the process-wide input budget
+/// says: an announce fits, so clients that send one request at a time are never
+/// held back by others' partial requests.
+const INPUT_FLOOR: usize = 2048;
 
 /// The caps of the HTTP service (see the module docs).
 #[derive(Clone, Debug)]
@@ -83,9 +104,21 @@ pub struct HttpLimits {
     pub max_sync_body: usize,
     /// Most request body bytes awaited on all connections together. Default 16 MiB.
     pub max_body_bytes: usize,
+    /// Input buffers of all connections together, accepted bodies aside, past which
+    /// a connection is read only up to 2 KiB of unparsed bytes. Default 8 MiB (a thousand heads of the largest size;
+    /// an announce is about 300 bytes).
+    pub max_input_total: usize,
     /// Output queued on one connection past which it is not read or parsed. Default
     /// 64 KiB (one answer may pass it: a stats page is built whole).
     pub max_output: usize,
+    /// Output buffers of all connections together past which no connection with an
+    /// unread answer is parsed (a connection with none still gets one answer).
+    /// Default 16 MiB.
+    pub max_output_total: usize,
+    /// How long a connection is safe from eviction for another address's newcomer
+    /// when every address holds one connection (an address holding more gives way
+    /// whatever the age of its connections). Default 5 s.
+    pub min_age_to_evict: Duration,
     /// A request must be whole this long after its first byte. Default 10 s.
     pub header_timeout: Duration,
     /// A body must be whole this long after its head. Default 30 s.
@@ -108,7 +141,10 @@ impl Default for HttpLimits {
             max_request: 8 * 1024,
             max_sync_body: 8 << 20,
             max_body_bytes: 16 << 20,
+            max_input_total: 8 << 20,
             max_output: 64 * 1024,
+            max_output_total: 16 << 20,
+            min_age_to_evict: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
@@ -128,7 +164,8 @@ pub struct Opened {
     /// The new connection.
     pub id: ConnId,
     /// A connection evicted to make room: the host closes its socket (the service has
-    /// forgotten it already).
+    /// forgotten it already). `Some(id)`: the newcomer itself was refused (every
+    /// connection that could give way is younger than [`HttpLimits::min_age_to_evict`]).
     pub evict: Option<ConnId>,
 }
 
@@ -147,6 +184,8 @@ pub struct HttpCounters {
     pub max_requests_per_turn: u64,
     /// Connections evicted for a newcomer.
     pub evicted: u64,
+    /// Newcomers closed at once: every connection that could give way was too young.
+    pub refused_connections: u64,
     /// Connections closed by a deadline (header, body or idle).
     pub timed_out: u64,
     /// Requests refused at their head (400, 403, 413, 431, 501, 503).
@@ -155,6 +194,10 @@ pub struct HttpCounters {
     pub peak_output: usize,
     /// Most bytes held by all connection buffers together (capacities).
     pub peak_buffers: usize,
+    /// Most bytes held by all input buffers together, accepted bodies aside.
+    pub peak_input: usize,
+    /// Most bytes held by all output buffers together.
+    pub peak_output_total: usize,
     /// Body bytes reserved now by requests whose head was accepted.
     pub bodies_in_flight: usize,
 }
@@ -205,6 +248,8 @@ struct Conn {
     since: Option<Instant>,
     /// Opened, last request answered, or last output taken.
     last_active: Instant,
+    /// Opened.
+    opened: Instant,
     /// Bytes of the body budget held by `pending`.
     reserved: usize,
 }
@@ -218,8 +263,15 @@ impl Conn {
         self.out.len() - self.written
     }
 
-    fn buffers(&self) -> usize {
-        self.inbuf.capacity() + self.out.capacity()
+    /// Capacities of the input buffer (while no body is awaited), of the input buffer
+    /// (while a body is, which the body budget bounds) and of the output buffer.
+    fn buffers(&self) -> (usize, usize, usize) {
+        let i = self.inbuf.capacity();
+        if self.reserved > 0 {
+            (0, i, self.out.capacity())
+        } else {
+            (i, 0, self.out.capacity())
+        }
     }
 }
 
@@ -273,8 +325,12 @@ pub struct Service {
     next_id: ConnId,
     /// Body bytes reserved by accepted heads.
     bodies: usize,
-    /// Capacity of every connection buffer.
-    buffers: usize,
+    /// Capacity of every connection's input buffers, apart from those awaiting a
+    /// body, which are `body_inputs`, and of its output buffers (the sums of
+    /// [`Conn::buffers`]).
+    inputs: usize,
+    body_inputs: usize,
+    outputs: usize,
     counters: HttpCounters,
 }
 
@@ -300,7 +356,9 @@ impl Service {
             by_ip: HashMap::new(),
             next_id: 0,
             bodies: 0,
-            buffers: 0,
+            inputs: 0,
+            body_inputs: 0,
+            outputs: 0,
             counters: HttpCounters::default(),
         }
     }
@@ -341,7 +399,9 @@ impl Service {
 
     /// Bytes held by connection buffers (capacities) and cached stats pages.
     pub fn memory(&self) -> usize {
-        self.buffers
+        self.inputs
+            + self.body_inputs
+            + self.outputs
             + self
                 .app
                 .cache
@@ -365,6 +425,18 @@ impl Service {
         let Some(c) = self.conns.get(&id) else {
             return 0;
         };
+        let own = self.own_capacity(c);
+        if c.pending.is_some() {
+            // An accepted body is within the body budget already.
+            own
+        } else {
+            let floor = INPUT_FLOOR.saturating_sub(c.unparsed().len());
+            own.min(self.input_room().max(floor))
+        }
+    }
+
+    /// What `c` may take by its own caps, whatever the others hold.
+    fn own_capacity(&self, c: &Conn) -> usize {
         if c.closing || c.queued() >= self.limits.max_output {
             return 0;
         }
@@ -375,12 +447,56 @@ impl Service {
         limit.saturating_sub(c.unparsed().len()).min(READ_CHUNK)
     }
 
+    /// Input bytes the process-wide budget has left (accepted bodies aside).
+    fn input_room(&self) -> usize {
+        self.limits.max_input_total.saturating_sub(self.inputs)
+    }
+
+    /// Whether the process-wide output budget is spent.
+    fn output_full(&self) -> bool {
+        self.outputs >= self.limits.max_output_total
+    }
+
     /// Whether [`Service::process`] has work on `id` again: it stopped at the output
     /// cap with input left, and the output has drained below it since.
     pub fn ready(&self, id: ConnId) -> bool {
-        self.conns
-            .get(&id)
-            .is_some_and(|c| c.held && !c.closing && c.queued() < self.limits.max_output)
+        self.conns.get(&id).is_some_and(|c| {
+            c.held
+                && !c.closing
+                && c.queued() < self.limits.max_output
+                && (c.queued() == 0 || !self.output_full())
+        })
+    }
+
+    /// Whether `id` waits for a process-wide budget only: it has input left to parse
+    /// while all connections' output is at [`HttpLimits::max_output_total`] (`output`),
+    /// or could take more bytes but for [`HttpLimits::max_input_total`]. Nothing on
+    /// its own socket will wake it; the host tries it again once
+    /// [`Service::has_room`] says so.
+    pub fn stalled(&self, id: ConnId, output: bool) -> bool {
+        self.conns.get(&id).is_some_and(|c| {
+            if output {
+                c.held
+                    && !c.closing
+                    && c.queued() > 0
+                    && c.queued() < self.limits.max_output
+                    && self.output_full()
+            } else {
+                c.pending.is_none()
+                    && self.own_capacity(c) > 0
+                    && self.input_room() == 0
+                    && c.unparsed().len() >= INPUT_FLOOR
+            }
+        })
+    }
+
+    /// Whether the process-wide output budget (`output`) or input budget has room.
+    pub fn has_room(&self, output: bool) -> bool {
+        if output {
+            !self.output_full()
+        } else {
+            self.input_room() > 0
+        }
     }
 
     /// Whether `id` has nothing more to say: its last answer closes it (or it was never
@@ -411,8 +527,11 @@ impl Service {
     pub fn open(&mut self, now: Instant, peer: SocketAddr) -> Opened {
         let ip = IpKey::of(peer.ip());
         let mine = self.by_ip.get(&ip).map_or(0, Vec::len);
+        let id = self.next_id;
+        self.next_id += 1;
         let evict = if mine >= self.limits.max_connections_per_ip.max(1) {
-            self.least_useful(Some(ip))
+            // The address makes room among its own, whatever their age.
+            self.least_useful(Some(ip), None)
         } else if self.conns.len() >= self.limits.max_connections.max(1) {
             let busiest = self
                 .by_ip
@@ -420,7 +539,21 @@ impl Service {
                 .max_by_key(|(_, v)| v.len())
                 .filter(|(_, v)| v.len() > 1)
                 .map(|(k, _)| *k);
-            self.least_useful(busiest)
+            // The address holding the most gives way whatever the age of its
+            // connections; when every address holds one, only connections old enough.
+            let pick = match busiest {
+                Some(b) => self.least_useful(Some(b), None),
+                None => self.least_useful(None, Some(now)),
+            };
+            if pick.is_none() {
+                // Every connection is too young to give way: the newcomer does.
+                self.counters.refused_connections += 1;
+                return Opened {
+                    id,
+                    evict: Some(id),
+                };
+            }
+            pick
         } else {
             None
         };
@@ -428,8 +561,6 @@ impl Service {
             self.close(e);
             self.counters.evicted += 1;
         }
-        let id = self.next_id;
-        self.next_id += 1;
         self.conns.insert(
             id,
             Conn {
@@ -445,6 +576,7 @@ impl Service {
                 held: false,
                 since: None,
                 last_active: now,
+                opened: now,
                 reserved: 0,
             },
         );
@@ -454,12 +586,19 @@ impl Service {
     }
 
     /// The least recently active connection of `ip` (of all, with `None`): a
-    /// connection that never finished a request counts from its opening.
-    fn least_useful(&self, ip: Option<IpKey>) -> Option<ConnId> {
+    /// connection that never finished a request counts from its opening. With
+    /// `aged: Some(now)`, only connections open for [`HttpLimits::min_age_to_evict`]
+    /// at `now` are candidates.
+    fn least_useful(&self, ip: Option<IpKey>, aged: Option<Instant>) -> Option<ConnId> {
+        let min_age = self.limits.min_age_to_evict;
         let pick = |ids: &mut dyn Iterator<Item = ConnId>| {
-            ids.filter_map(|id| Some((self.conns.get(&id)?.last_active, id)))
-                .min()
-                .map(|(_, id)| id)
+            ids.filter_map(|id| {
+                let c = self.conns.get(&id)?;
+                let old = aged.is_none_or(|now| c.opened + min_age <= now);
+                old.then_some((c.last_active, id))
+            })
+            .min()
+            .map(|(_, id)| id)
         };
         match ip.and_then(|ip| self.by_ip.get(&ip)) {
             Some(ids) => pick(&mut ids.iter().copied()),
@@ -472,7 +611,10 @@ impl Service {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
-        self.buffers -= c.buffers();
+        let (i, b, o) = c.buffers();
+        self.inputs -= i;
+        self.body_inputs -= b;
+        self.outputs -= o;
         self.bodies -= c.reserved;
         if let Some(v) = self.by_ip.get_mut(&c.ip) {
             v.retain(|&x| x != id);
@@ -504,8 +646,20 @@ impl Service {
             self.counters.refused += 1;
         }
         let after = c.buffers();
-        self.buffers = self.buffers + after - before;
-        self.counters.peak_buffers = self.counters.peak_buffers.max(self.buffers);
+        self.account(before, after);
+    }
+
+    /// Moves the buffer totals by one connection's change, and their peaks.
+    fn account(&mut self, before: (usize, usize, usize), after: (usize, usize, usize)) {
+        self.inputs = self.inputs + after.0 - before.0;
+        self.body_inputs = self.body_inputs + after.1 - before.1;
+        self.outputs = self.outputs + after.2 - before.2;
+        let c = &mut self.counters;
+        c.peak_buffers = c
+            .peak_buffers
+            .max(self.inputs + self.body_inputs + self.outputs);
+        c.peak_input = c.peak_input.max(self.inputs);
+        c.peak_output_total = c.peak_output_total.max(self.outputs);
     }
 
     /// Output taken by `id`'s socket.
@@ -529,7 +683,7 @@ impl Service {
             c.written = 0;
         }
         let after = c.buffers();
-        self.buffers = self.buffers + after - before;
+        self.account(before, after);
     }
 
     /// Answers the whole requests `id` has received, at most
@@ -549,7 +703,13 @@ impl Service {
             if c.closing {
                 break;
             }
-            if c.queued() >= limits.max_output {
+            // The process-wide output, with this connection's as it is now.
+            // A connection with nothing queued always gets its next answer: clients
+            // that read theirs are never held back by those that do not.
+            let outputs = self.outputs - before.2 + c.out.capacity();
+            if c.queued() >= limits.max_output
+                || (c.queued() > 0 && outputs >= limits.max_output_total)
+            {
                 c.held = !c.unparsed().is_empty();
                 break;
             }
@@ -614,8 +774,7 @@ impl Service {
         }
         let queued = c.queued();
         let after = c.buffers();
-        self.buffers = self.buffers + after - before;
-        self.counters.peak_buffers = self.counters.peak_buffers.max(self.buffers);
+        self.account(before, after);
         self.counters.peak_output = self.counters.peak_output.max(queued);
         self.counters.max_requests_per_turn =
             self.counters.max_requests_per_turn.max(answered as u64);

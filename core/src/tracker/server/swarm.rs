@@ -11,9 +11,10 @@
 //! ```text
 //!   Swarm
 //!   ├── v4: Family<6>                  lists[0] leechers, lists[1] seeds: Vec<Rec<6>>
-//!   │                                  index: compact address -> slot (beyond SMALL peers)
+//!   │                                  index (beyond SMALL peers): compact address -> slot,
+//!   │                                  and the groups of two peers or more by size
 //!   ├── v6: Option<Box<Family<18>>>    the same, allocated at the first IPv6 peer
-//!   └── downloaded
+//!   └── downloaded, last_seen
 //! ```
 //!
 //! Removal is `swap_remove` (the last peer of the list takes the hole; its index entry
@@ -25,8 +26,19 @@
 //! the tracker's per-group cap ([`super::ServerConfig::max_peers_per_ip`]) keeps that
 //! walk short while giving the count of a group at the same cost. Swarms of at most
 //! [`SMALL`] peers have no index: a scan of a kilobyte is as fast.
+//!
+//! A full swarm evicts the peer that expires first in the group holding the most
+//! peers. An indexed family keeps every group of two peers or more in an ordered set
+//! `(peers, group hash)`, updated as peers come and go (one walk of the group, which
+//! insertion and removal make anyway), so the busiest group is its last entry and
+//! choosing the victim reads only that group's peers: O(log n), not a group count per
+//! peer. Groups of one peer are not in the set (they cost nothing; in a large honest
+//! swarm they are nearly all); when there is no group of two, the victim is the peer
+//! that expires first among [`SAMPLE`] records read from a cursor that goes round the
+//! family, so a large honest swarm under churn costs O(1) per newcomer as well.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -41,6 +53,9 @@ use crate::rng::Rng;
 /// (bench/tracker.sh's UDP rate is the same with 100-peer swarms either way), and the
 /// index would add about 6.5 bytes per peer.
 pub(super) const SMALL: usize = 128;
+/// Records read to choose whom a full swarm evicts when no address holds two of its
+/// peers (see [`Family::victim`]).
+const SAMPLE: usize = 32;
 
 /// Seconds on the tracker's clock (`Instant` in whole seconds); about 68 years fit in
 /// the 31 bits a record keeps.
@@ -90,6 +105,36 @@ impl Key {
                 k[16..].copy_from_slice(&port);
                 Self::V6(k)
             }
+        }
+    }
+
+    /// The address group (IPv4 address, IPv6 /64) as the per-group caps count it.
+    pub(super) fn group(&self) -> &[u8] {
+        match self {
+            Self::V4(k) => group(k),
+            Self::V6(k) => group(k),
+        }
+    }
+
+    /// The IPv6 /48 of the address (`None` for IPv4): a site, which may hold many /64s.
+    pub(super) fn group48(&self) -> Option<&[u8]> {
+        match self {
+            Self::V4(_) => None,
+            Self::V6(k) => Some(&k[..6]),
+        }
+    }
+
+    /// The key of 6 or 18 compact bytes (any other length is taken as IPv6).
+    fn of_compact<const N: usize>(a: &[u8; N]) -> Self {
+        if N == 6 {
+            let mut k = [0u8; 6];
+            k.copy_from_slice(&a[..6]);
+            Self::V4(k)
+        } else {
+            let mut k = [0u8; 18];
+            let n = N.min(18);
+            k[..n].copy_from_slice(&a[..n]);
+            Self::V6(k)
         }
     }
 
@@ -162,10 +207,37 @@ struct Family<const N: usize> {
     lists: [Vec<Rec<N>>; 2],
     /// Beside `lists` with [`Ids::Kept`], `None` otherwise.
     ids: Option<Box<[Vec<PeerId>; 2]>>,
-    /// Address -> slot, built beyond [`SMALL`] peers and dropped below half of it.
-    /// Boxed, as `ids`, to keep small swarms small: most swarms of a public tracker
-    /// have a few peers, and every byte here is paid per swarm.
-    index: Option<Box<HashTable<u32>>>,
+    /// Built beyond [`SMALL`] peers and dropped below half of it. Boxed, as `ids`, to
+    /// keep small swarms small: most swarms of a public tracker have a few peers, and
+    /// every byte here is paid per swarm.
+    index: Option<Box<Index>>,
+}
+
+/// The index of a large family.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    /// Address -> slot, hashed by address group.
+    slots: HashTable<u32>,
+    /// `(peers, group hash)` of every group holding two peers or more, kept as peers
+    /// come and go: the busiest group is the last entry, found in O(log n) when the
+    /// swarm is full. Groups of one peer are left out (in a large honest swarm nearly
+    /// every group), so this costs nothing until some address holds several entries.
+    multi: BTreeSet<(u32, u64)>,
+    /// Where the next sample of [`Family::victim`] starts, over the leechers then the
+    /// seeds.
+    cursor: u32,
+}
+
+impl Index {
+    /// Moves a group from `before` to `after` peers in `multi`.
+    fn recount(&mut self, h: u64, before: usize, after: usize) {
+        if before >= 2 {
+            self.multi.remove(&(before as u32, h));
+        }
+        if after >= 2 {
+            self.multi.insert((after as u32, h));
+        }
+    }
 }
 
 const fn slot(seed: bool, i: usize) -> u32 {
@@ -200,6 +272,7 @@ impl<const N: usize> Family<N> {
         };
         let lists = &self.lists;
         index
+            .slots
             .find(siphash24(key, group(addr)), |&s| {
                 let (seed, i) = unslot(s);
                 lists[usize::from(seed)]
@@ -218,25 +291,42 @@ impl<const N: usize> Family<N> {
         }
         if let Some(index) = &mut self.index {
             let lists = &self.lists;
-            index.insert_unique(siphash24(key, group(&rec.addr)), s, |&s| {
-                rehash(key, lists, s)
-            });
+            let h = siphash24(key, group(&rec.addr));
+            index.slots.insert_unique(h, s, |&s| rehash(key, lists, s));
+            let n = self.group_count(key, &rec.addr);
+            if let Some(index) = &mut self.index {
+                index.recount(h, n - 1, n);
+            }
         } else if self.len() > SMALL {
             self.build_index(key);
         }
     }
 
     fn build_index(&mut self, key: &[u8; 16]) {
-        let mut index = HashTable::with_capacity(self.len());
+        let mut slots = HashTable::with_capacity(self.len());
         for (l, list) in self.lists.iter().enumerate() {
             for (i, r) in list.iter().enumerate() {
                 let lists = &self.lists;
-                index.insert_unique(siphash24(key, group(&r.addr)), slot(l == 1, i), |&s| {
+                slots.insert_unique(siphash24(key, group(&r.addr)), slot(l == 1, i), |&s| {
                     rehash(key, lists, s)
                 });
             }
         }
-        self.index = Some(Box::new(index));
+        self.index = Some(Box::new(Index {
+            slots,
+            multi: BTreeSet::new(),
+            cursor: 0,
+        }));
+        let mut multi = BTreeSet::new();
+        for r in self.lists.iter().flatten() {
+            let n = self.group_count(key, &r.addr);
+            if n >= 2 {
+                multi.insert((n as u32, siphash24(key, group(&r.addr))));
+            }
+        }
+        if let Some(index) = &mut self.index {
+            index.multi = multi;
+        }
     }
 
     /// Removes the peer at `s`; the last of its list moves into the hole.
@@ -257,27 +347,38 @@ impl<const N: usize> Family<N> {
         let Some(index) = &mut self.index else {
             return Some(gone);
         };
-        if let Ok(e) = index.find_entry(siphash24(key, group(&gone.addr)), |&x| x == s) {
+        let h = siphash24(key, group(&gone.addr));
+        if let Ok(e) = index.slots.find_entry(h, |&x| x == s) {
             e.remove();
         }
         if i < last {
             let moved = self.lists[l][i].addr;
             let from = slot(seed, last);
-            if let Some(x) = index.find_mut(siphash24(key, group(&moved)), |&x| x == from) {
+            if let Some(x) = index
+                .slots
+                .find_mut(siphash24(key, group(&moved)), |&x| x == from)
+            {
                 *x = s;
             }
+        }
+        let n = self.group_count(key, &gone.addr);
+        if let Some(index) = &mut self.index {
+            index.recount(h, n + 1, n);
         }
         Some(gone)
     }
 
-    /// Drops the peers expired at `now`; returns how many.
-    fn expire(&mut self, key: &[u8; 16], now: Secs) -> usize {
+    /// Drops the peers expired at `now` and pushes their keys into `gone`; returns
+    /// how many.
+    fn expire(&mut self, key: &[u8; 16], now: Secs, gone: &mut Vec<Key>) -> usize {
         let mut n = 0;
         for seed in [false, true] {
             let mut i = 0;
             while i < self.lists[usize::from(seed)].len() {
                 if self.lists[usize::from(seed)][i].expires() <= now {
-                    self.remove(key, slot(seed, i));
+                    if let Some(r) = self.remove(key, slot(seed, i)) {
+                        gone.push(Key::of_compact(&r.addr));
+                    }
                     n += 1;
                 } else {
                     i += 1;
@@ -301,7 +402,7 @@ impl<const N: usize> Family<N> {
                 }
             }
             Some(index) => {
-                for &s in index.iter_hash(siphash24(key, g)) {
+                for &s in index.slots.iter_hash(siphash24(key, g)) {
                     if let Some(r) = self.rec(s).filter(|r| group(&r.addr) == g) {
                         f(s, r);
                     }
@@ -328,13 +429,95 @@ impl<const N: usize> Family<N> {
         best
     }
 
+    /// The least useful peer when the swarm is full: `(group size, expiry, slot)` of
+    /// the peer that expires first in the group holding the most peers. Indexed, the
+    /// busiest group is the last of `multi` and only its peers are read (O(log n) plus
+    /// the group's size); with no group of two, it is the peer that expires first of
+    /// [`SAMPLE`] read from the cursor on, which then moves past them (every peer is
+    /// looked at once in `len / SAMPLE` evictions). Small families are scanned.
+    /// `work` counts the records read.
+    fn victim(
+        &mut self,
+        key: &[u8; 16],
+        stop_at: usize,
+        work: &mut u64,
+    ) -> Option<(usize, Secs, u32)> {
+        let Some(index) = &self.index else {
+            return self.busiest(key, stop_at, work);
+        };
+        if let Some(&(n, h)) = index.multi.last() {
+            if let Some((t, s)) = self.first_with_hash(key, index, h, work) {
+                return Some((n as usize, t, s));
+            }
+        }
+        let (leechers, len) = (self.lists[0].len(), self.len());
+        if len == 0 {
+            return None;
+        }
+        let start = index.cursor as usize % len;
+        let mut best: Option<(Secs, u32)> = None;
+        for j in 0..SAMPLE.min(len) {
+            let i = (start + j) % len;
+            let s = if i < leechers {
+                slot(false, i)
+            } else {
+                slot(true, i - leechers)
+            };
+            *work += 1;
+            if let Some(r) = self.rec(s) {
+                if best.is_none_or(|(t, _)| r.expires() < t) {
+                    best = Some((r.expires(), s));
+                }
+            }
+        }
+        if let Some(index) = &mut self.index {
+            index.cursor = ((start + SAMPLE) % len) as u32;
+        }
+        best.map(|(t, s)| (1, t, s))
+    }
+
+    /// The peer that expires first in the group whose hash is `h` (the first group of
+    /// that hash met, should two share it).
+    fn first_with_hash(
+        &self,
+        key: &[u8; 16],
+        index: &Index,
+        h: u64,
+        work: &mut u64,
+    ) -> Option<(Secs, u32)> {
+        let mut g: Option<&[u8]> = None;
+        let mut best: Option<(Secs, u32)> = None;
+        for &s in index.slots.iter_hash(h) {
+            *work += 1;
+            let Some(r) = self.rec(s) else { continue };
+            let rg = group(&r.addr);
+            match g {
+                Some(g) if g != rg => continue,
+                Some(_) => {}
+                None if siphash24(key, rg) != h => continue,
+                None => g = Some(rg),
+            }
+            if best.is_none_or(|(t, _)| r.expires() < t) {
+                best = Some((r.expires(), s));
+            }
+        }
+        best
+    }
+
     /// The peer whose group holds the most peers, the one that expires first among
-    /// those: `(group size, expiry, slot)`. The scan stops early at a group of `stop_at`
-    /// peers (no group may hold more), taking that group's first to expire.
-    fn busiest(&self, key: &[u8; 16], stop_at: usize) -> Option<(usize, Secs, u32)> {
+    /// those: `(group size, expiry, slot)`, by a scan of every peer (for families of
+    /// at most [`SMALL`] peers). The scan stops early at a group of `stop_at` peers (no
+    /// group may hold more), taking that group's first to expire.
+    fn busiest(
+        &self,
+        key: &[u8; 16],
+        stop_at: usize,
+        work: &mut u64,
+    ) -> Option<(usize, Secs, u32)> {
         let mut best: Option<(usize, Secs, u32)> = None;
         for (l, list) in self.lists.iter().enumerate() {
             for (i, r) in list.iter().enumerate() {
+                *work += 1 + self.len() as u64;
                 let n = self.group_count(key, &r.addr);
                 let better = best.is_none_or(|(bn, bt, _)| n > bn || (n == bn && r.expires() < bt));
                 if better {
@@ -350,7 +533,8 @@ impl<const N: usize> Family<N> {
     }
 
     /// The peer that expires first, and when.
-    fn first_to_expire(&self) -> Option<(Secs, u32)> {
+    fn first_to_expire(&self, work: &mut u64) -> Option<(Secs, u32)> {
+        *work += self.len() as u64;
         (0..2)
             .flat_map(|l| {
                 self.lists[l]
@@ -404,6 +588,14 @@ pub(super) struct Swarm {
 }
 
 impl Swarm {
+    /// An empty swarm last announced to at `last_seen`.
+    pub(super) fn new(last_seen: Secs) -> Self {
+        Self {
+            last_seen,
+            ..Self::default()
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.v4.len() + self.v6.as_ref().map_or(0, |f| f.len())
     }
@@ -495,11 +687,11 @@ impl Swarm {
         }
     }
 
-    /// Drops expired peers; returns how many.
-    pub(super) fn expire(&mut self, key: &[u8; 16], now: Secs) -> usize {
-        let mut n = self.v4.expire(key, now);
+    /// Drops expired peers, pushing their keys into `gone`; returns how many.
+    pub(super) fn expire(&mut self, key: &[u8; 16], now: Secs, gone: &mut Vec<Key>) -> usize {
+        let mut n = self.v4.expire(key, now, gone);
         if let Some(f) = self.v6.as_mut() {
-            n += f.expire(key, now);
+            n += f.expire(key, now, gone);
             if f.len() == 0 {
                 self.v6 = None;
             }
@@ -524,19 +716,36 @@ impl Swarm {
         Some(Place { v6, slot })
     }
 
+    /// The key of the peer at `p`.
+    pub(super) fn key_at(&self, p: Place) -> Option<Key> {
+        Some(if p.v6 {
+            Key::V6(self.v6.as_ref()?.rec(p.slot)?.addr)
+        } else {
+            Key::V4(self.v4.rec(p.slot)?.addr)
+        })
+    }
+
     /// The least useful peer when the swarm is full: the one that expires first in the
     /// address group holding the most peers (with every group of one peer, simply the
-    /// one that expires first). `max_per_group` is the per-group cap, where the search
-    /// may stop. Costs one group count per peer (see the module docs).
-    pub(super) fn eviction_victim(&self, key: &[u8; 16], max_per_group: usize) -> Option<Place> {
+    /// one that expires first, of a sample in large families; among groups holding as
+    /// many, the first in the order of their keyed hashes, which no client can choose). `max_per_group` is the
+    /// per-group cap, where the scan of a small family may stop. Large families keep
+    /// their groups of two or more ordered by size (see [`Index`]), so the choice reads
+    /// the busiest group's peers only; `work` counts the peer records read.
+    pub(super) fn eviction_victim(
+        &mut self,
+        key: &[u8; 16],
+        max_per_group: usize,
+        work: &mut u64,
+    ) -> Option<Place> {
         let a = self
             .v4
-            .busiest(key, max_per_group)
+            .victim(key, max_per_group, work)
             .map(|(n, t, s)| (n, t, false, s));
         let b = self
             .v6
-            .as_ref()
-            .and_then(|f| f.busiest(key, max_per_group))
+            .as_mut()
+            .and_then(|f| f.victim(key, max_per_group, work))
             .map(|(n, t, s)| (n, t, true, s));
         let (_, _, v6, slot) = match (a, b) {
             (Some(a), Some(b)) => {
@@ -552,12 +761,12 @@ impl Swarm {
     }
 
     /// The peer that expires first (the least recently announced, for local peers).
-    pub(super) fn first_to_expire(&self) -> Option<Place> {
-        let a = self.v4.first_to_expire().map(|(t, s)| (t, false, s));
+    pub(super) fn first_to_expire(&self, work: &mut u64) -> Option<Place> {
+        let a = self.v4.first_to_expire(work).map(|(t, s)| (t, false, s));
         let b = self
             .v6
             .as_ref()
-            .and_then(|f| f.first_to_expire())
+            .and_then(|f| f.first_to_expire(work))
             .map(|(t, s)| (t, true, s));
         let (_, v6, slot) = match (a, b) {
             (Some(a), Some(b)) => {
@@ -760,7 +969,10 @@ mod tests {
         }
         // Expire everything up to 100 + 2n/3: the rest stays, indexes and ids agree.
         let cut = 100 + 2 * u32::from(n) / 3;
-        let gone = s.expire(&K, cut);
+        let mut keys = Vec::new();
+        let gone = s.expire(&K, cut, &mut keys);
+        assert_eq!(keys.len(), gone);
+        assert!(keys.iter().all(|k| s.find(&K, k).is_none()));
         assert!(gone > 0);
         assert!(s.peers().all(|p| p.expires > cut));
         check(&s);
@@ -771,7 +983,7 @@ mod tests {
         }
         assert!(s.v4.index.is_none(), "dropped below SMALL / 2");
         let left = s.len();
-        assert_eq!(s.expire(&K, u32::MAX), left);
+        assert_eq!(s.expire(&K, u32::MAX, &mut keys), left);
         assert!(s.v6.is_none(), "the IPv6 family is freed when empty");
     }
 
