@@ -15,7 +15,9 @@
 # 5. the C example cross-compiled against the armv7 libbtcore.a and run under qemu-arm
 #    against a native seeder (only when examples/c/download.c exists and the ffi builds);
 # 6. the bare-metal example (examples/embedded) for thumbv7em-none-eabihf, run on qemu's
-#    Cortex-M4 board (MPS2 AN386) with semihosting when qemu-system-arm is present.
+#    Cortex-M4 board (MPS2 AN386) with semihosting when qemu-system-arm is present;
+# 7. the size budget: the armv7 command in the release-small profile, stripped, under
+#    2 MiB.
 # CARGO_TARGET_DIR is honoured (default: target/). CROSS_REQUIRE_FFI=1 makes a failing
 # ffi build an error instead of a warning. CROSS_TARGETS overrides the ARM targets.
 set -euo pipefail
@@ -154,5 +156,15 @@ step "bare metal: examples/embedded for thumbv7em-none-eabihf"
         echo "qemu-system-arm not installed: built only"
     fi
 )
+
+if [[ " $TARGETS " == *" armv7-unknown-linux-gnueabihf "* ]]; then
+    step "size budget: the armv7 command, profile release-small, stripped, < 2 MiB"
+    cargo build --profile release-small --locked --target armv7-unknown-linux-gnueabihf -p btcore-host
+    SMALL="$TARGET_DIR/armv7-unknown-linux-gnueabihf/release-small/btcore"
+    arm-linux-gnueabihf-strip -o "$SMALL.stripped" "$SMALL"
+    SIZE=$(stat -c %s "$SMALL.stripped")
+    echo "armv7 btcore (release-small, stripped): $SIZE bytes (budget 2097152)"
+    [ "$SIZE" -lt 2097152 ] || { echo "over the 2 MiB budget"; exit 1; }
+fi
 
 step "done: cross builds and tests passed in $(($(date +%s) - T0)) s"
