@@ -9,8 +9,8 @@
 //!  loop {
 //!      poll(sockets, waker, timeout = session.poll_timeout())
 //!      accept / read → session.handle_incoming / handle_recv (while wants_recv;
-//!                      ACCEPTS_PER_TURN accepts and READS_PER_TURN reads per
-//!                      connection, the rest next turn)
+//!                      ACCEPTS_PER_TURN accepts, READS_PER_TURN reads per
+//!                      connection, DHT_READS_PER_TURN datagrams; the rest next turn)
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
@@ -111,6 +111,11 @@ pub const READS_PER_TURN: usize = 16;
 /// Connections accepted in one turn of the loop: a connect flood cannot keep the loop
 /// from reading its peers. The rest wait in the kernel's backlog for the next turn.
 pub const ACCEPTS_PER_TURN: usize = 32;
+
+/// DHT datagrams handled in one turn of the loop: a flood on the DHT port cannot keep
+/// the loop from its peers. The rest wait in the socket's buffer for the next turn
+/// (and past it are dropped by the kernel, as on a lossy network).
+pub const DHT_READS_PER_TURN: usize = 256;
 
 /// Disk workers of a client unless told otherwise.
 pub const DEFAULT_DISK_THREADS: usize = 2;
@@ -289,6 +294,9 @@ pub struct Client {
     /// The listener used its accepts of a turn ([`ACCEPTS_PER_TURN`]) with
     /// connections left: accepted again next turn.
     accept_more: bool,
+    /// The DHT socket used its reads of a turn ([`DHT_READS_PER_TURN`]) with
+    /// datagrams left: read again next turn.
+    dht_more: bool,
     dht: Option<crate::dht::DhtHost>,
     /// Public running torrents as the DHT last saw them (id, info hash, short of
     /// peers), and when: refreshed once a second, not on every turn of the loop.
@@ -506,6 +514,7 @@ impl Client {
             throttled_write: Vec::new(),
             read_more: Vec::new(),
             accept_more: false,
+            dht_more: false,
             dht,
             dht_public: (Vec::new(), None),
             lsd,
@@ -780,7 +789,8 @@ impl Client {
         // Work left from the last turn: look at the sockets without waiting.
         let read_again = std::mem::take(&mut self.read_more);
         let accept_again = std::mem::take(&mut self.accept_more);
-        let wait = if read_again.is_empty() && !accept_again {
+        let dht_again = std::mem::take(&mut self.dht_more);
+        let wait = if read_again.is_empty() && !accept_again && !dht_again {
             wait
         } else {
             Duration::ZERO
@@ -792,6 +802,7 @@ impl Client {
             Err(e) => return Err(e),
         }
         let mut accepted = false;
+        let mut dht_read = false;
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => {
@@ -800,10 +811,8 @@ impl Client {
                 }
                 WAKER => {}
                 DHT => {
-                    let now = self.now();
-                    if let Some(d) = self.dht.as_mut() {
-                        d.read(now);
-                    }
+                    dht_read = true;
+                    self.read_dht();
                 }
                 LSD => self.read_lsd(),
                 t if TRACKER_UDP.contains(&t) => {
@@ -824,6 +833,9 @@ impl Client {
         }
         if accept_again && !accepted {
             self.accept_all();
+        }
+        if dht_again && !dht_read {
+            self.read_dht();
         }
         for conn in read_again {
             if !self.read_more.contains(&conn) {
@@ -953,6 +965,14 @@ impl Client {
     /// The DHT node (None when off).
     pub fn dht(&self) -> Option<&crate::dht::DhtHost> {
         self.dht.as_ref()
+    }
+
+    /// Handles waiting DHT datagrams, [`DHT_READS_PER_TURN`] at most.
+    fn read_dht(&mut self) {
+        let now = self.now();
+        if let Some(d) = self.dht.as_mut() {
+            self.dht_more = d.read(now, DHT_READS_PER_TURN);
+        }
     }
 
     /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.

@@ -86,6 +86,10 @@ impl DhtHost {
     /// Binds the UDP socket and starts bootstrapping.
     pub fn new(bind: SocketAddr, opts: &DhtOptions, now: Instant, seed: u64) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
+        // Room for a burst to wait for the next turn of the loop (which handles
+        // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
+        // it at its `rmem_max`.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
         let state_file = opts.state_dir.as_ref().map(|d| d.join("dht.state"));
         let saved = state_file
             .as_ref()
@@ -145,17 +149,21 @@ impl DhtHost {
         &self.dht
     }
 
-    /// Reads every waiting datagram.
-    pub fn read(&mut self, now: Instant) {
-        loop {
+    /// Handles the datagrams waiting on the socket, `budget` at most (one busy source
+    /// cannot hold the event loop). True when the budget ran out with datagrams
+    /// possibly left: the caller reads again next turn (the socket's readiness is not
+    /// reported again for them).
+    pub fn read(&mut self, now: Instant, budget: usize) -> bool {
+        for _ in 0..budget {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => self.dht.handle_datagram(now, from, &self.buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ICMP errors surface here on Linux; the query times out by itself.
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
+        true
     }
 
     /// Runs timers, sends what is queued, and returns the peers found since the last

@@ -701,7 +701,7 @@ pub fn dht(
     let mut looked = false;
     while start.elapsed() < run_for {
         let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
-        node.read(now());
+        node.read(now(), btcore_host::client::DHT_READS_PER_TURN);
         for (_, p) in node.service(now()) {
             peers.extend(p);
         }

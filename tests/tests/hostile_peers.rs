@@ -724,3 +724,80 @@ fn a_connect_flood_is_accepted_a_batch_per_turn() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(all, FLOOD, "connections lost in the backlog");
 }
+
+/// A datagram flood on the DHT port of the real host loop (127.0.0.1): one turn handles
+/// at most [`DHT_READS_PER_TURN`](btcore_host::client::DHT_READS_PER_TURN) of them, so
+/// the loop goes back to its peers between batches; the rest are handled in the next
+/// turns without a new readiness event. Before, one turn read the socket dry whatever
+/// was waiting.
+#[test]
+fn a_dht_flood_is_read_a_batch_per_turn() {
+    use btcore_host::client::{Client, ClientOptions, DHT_READS_PER_TURN};
+    use btcore_host::dht::DhtOptions;
+    use std::time::Instant as Wall;
+
+    const FLOOD: usize = 600;
+    let dir = std::env::temp_dir().join(format!("btcore-dht-flood-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let mut client = Client::new(ClientOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        save_dir: dir.clone(),
+        use_trackers: false,
+        dht: Some(DhtOptions {
+            port: 0,
+            // Nobody: the node stays alone, and no name is looked up.
+            bootstrap: vec!["127.0.0.1:9".into()],
+            state_dir: None,
+            low_memory: false,
+        }),
+        seed: 7,
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let handled = |c: &Client| {
+        // Every datagram of the flood is a well-formed query.
+        c.dht()
+            .expect("dht on")
+            .stats(btcore_core::time::Instant::ZERO)
+            .queries_received
+    };
+    let to = client.dht().expect("dht on").local_addr().expect("address");
+    // Let the node settle (its bootstrap ping goes nowhere).
+    for _ in 0..3 {
+        client
+            .run_once(std::time::Duration::from_millis(10))
+            .expect("turn");
+    }
+    let before = handled(&client);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let mut ping = b"d1:ad2:id20:".to_vec();
+    ping.extend_from_slice(&[0x42; 20]);
+    ping.extend_from_slice(b"e1:q4:ping1:t2:aa1:y1:qe");
+    for _ in 0..FLOOD {
+        sock.send_to(&ping, to).expect("send");
+    }
+    client
+        .run_once(std::time::Duration::from_millis(200))
+        .expect("turn");
+    let first = handled(&client) - before;
+    println!("{first} of {FLOOD} datagrams handled in one turn");
+    assert!(first >= 1, "the flood did not arrive");
+    assert!(
+        first <= DHT_READS_PER_TURN as u64,
+        "{first} datagrams handled in one turn"
+    );
+    let deadline = Wall::now() + std::time::Duration::from_secs(10);
+    while handled(&client) - before <= DHT_READS_PER_TURN as u64 && Wall::now() < deadline {
+        client
+            .run_once(std::time::Duration::from_millis(10))
+            .expect("turn");
+    }
+    let total = handled(&client) - before;
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        total > DHT_READS_PER_TURN as u64,
+        "datagrams left waiting: {total} handled"
+    );
+}
