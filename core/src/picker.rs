@@ -807,8 +807,11 @@ impl<'s> Picker<'s> {
 
     /// Forgets the written blocks `peer` sent of pieces not verified yet (it was banned:
     /// its data is suspect): they go back to `None` and are picked again. Blocks still
-    /// being written are left alone (their write completion would find them gone).
-    /// Returns how many were dropped. O(P·B).
+    /// being written are left alone (their write completion would find them gone), and
+    /// so are pieces whose blocks are all written: their check is under way, and its
+    /// result must find the senders that wrote what was checked (were the blocks
+    /// fetched again from another peer meanwhile, a failure would name that peer alone
+    /// and ban it). Returns how many were dropped. O(P·B).
     pub fn drop_blocks_from(&mut self, peer: PeerKey) -> usize {
         let mut count = 0;
         for s in 0..self.partials.len() {
@@ -816,7 +819,14 @@ impl<'s> Picker<'s> {
             if piece == UNUSED {
                 continue;
             }
-            for bi in 0..self.nblocks(piece as usize) {
+            let nb = self.nblocks(piece as usize);
+            if self.blocks[s * self.bpp..s * self.bpp + nb]
+                .iter()
+                .all(|b| b.status == BlockStatus::Finished)
+            {
+                continue;
+            }
+            for bi in 0..nb {
                 let b = &mut self.blocks[s * self.bpp + bi];
                 if b.status == BlockStatus::Finished && b.peers[0] == peer {
                     *b = BlockSlot::EMPTY;
@@ -1651,6 +1661,33 @@ mod tests {
         let other = PieceIndex(1 - piece.0);
         assert_eq!(p.block_senders(other, &mut out), Ok(4));
         assert_eq!(out[..4], [None; 4]);
+    }
+
+    #[test]
+    fn a_piece_being_checked_keeps_its_senders_when_one_is_banned() {
+        let mut p = build("1", "", "", "", 4, cfg());
+        let (bad, good) = (PeerKey(5), PeerKey(6));
+        let blocks = pick(&mut p, &all(1), good, PickHint::Normal, 4, 1);
+        let piece = blocks[0].piece;
+        p.abort_request(&blocks[0], good).expect("abort");
+        p.mark_requested(&blocks[0], bad).expect("req");
+        let mut last = false;
+        for (i, blk) in blocks.iter().enumerate() {
+            let from = if i == 0 { bad } else { good };
+            let _ = p.mark_received(blk, from).expect("recv");
+            last = p.mark_written(blk).expect("written");
+        }
+        assert!(last, "every block written: the piece goes to its check");
+        // `bad` is banned while the check runs: the piece keeps its blocks, so a
+        // failure names both senders (not `good` alone, after fetching block 0 again
+        // from it).
+        assert_eq!(p.drop_blocks_from(bad), 0);
+        let mut out = [None; 4];
+        assert_eq!(p.block_senders(piece, &mut out), Ok(4));
+        assert_eq!(out, [Some(bad), Some(good), Some(good), Some(good)]);
+        // The check fails: every block is fetched again.
+        assert!(p.piece_failed(piece).is_ok());
+        assert_eq!(p.block_status(&blocks[0]), Ok(BlockStatus::None));
     }
 
     #[test]
