@@ -183,7 +183,8 @@ typedef enum btcore_result {
    */
   BTCORE_PANIC = 7004,
   /**
-   * The handle is of another type or was already freed (when detectable).
+   * The handle is of another type, was freed, or was not made by the library (the
+   * library keeps the set of live handles and reads nothing behind any other).
    */
   BTCORE_WRONG_HANDLE = 7005,
   /**
@@ -276,8 +277,8 @@ typedef enum btcore_action_kind {
   /**
    * Announce to the torrent's trackers (`announce_event`, `uploaded`,
    * `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer` and
-   * answer with `btcore_sansio_announced` (the tracker's `interval` and
-   * `min interval` schedule the next one). A host without trackers answers
+   * answer with `btcore_sansio_announced(torrent, id, ...)` (the tracker's
+   * `interval` and `min interval` schedule the next one; `id` numbers the announce). A host without trackers answers
    * `BTCORE_ANNOUNCED_NO_TRACKERS`. A `STOPPED` announce needs no answer. One not
    * answered counts as failed after `announce_timeout` (10 min).
    */
@@ -491,7 +492,7 @@ typedef struct btcore_action {
    */
   uint32_t torrent;
   /**
-   * The action's id, for the completion of `WRITE`, `READ` and `VERIFY`.
+   * The action's id, for the completion of `WRITE`, `READ`, `VERIFY` and `ANNOUNCE`.
    */
   uint64_t id;
   /**
@@ -850,8 +851,9 @@ enum btcore_result btcore_sansio_new(const struct btcore_sansio_settings *settin
                                      struct btcore_sansio **out);
 
 /**
- * Frees a sans-IO session and any write data not taken. NULL is a no-op. No other
- * call on this handle may run or follow.
+ * Frees a sans-IO session and any write data not taken. NULL, or a handle already
+ * freed, is a no-op. No other call on this handle may run meanwhile; calls after it
+ * get `BTCORE_WRONG_HANDLE`.
  */
 void btcore_sansio_free(struct btcore_sansio *h);
 
@@ -921,16 +923,19 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
                                           uint64_t now_ms);
 
 /**
- * How the `ANNOUNCE` action of torrent `id` went: `status` is one of
+ * How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went:
+ * `status` is one of
  * `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
  * `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
  * clamped to 30 s ..= 24 h. The next announce comes after the interval, and never
  * sooner than the min interval, however short of peers the torrent is.
- * `BTCORE_NOT_FOUND` when the torrent is unknown or has no announce waiting (a late
- * answer); `BTCORE_INVALID_PARAMETER` for an unknown status.
+ * `BTCORE_NOT_FOUND` when the torrent is unknown or `action_id` is not the announce
+ * it waits for (a late answer, or one the library gave up on after 10 min);
+ * `BTCORE_INVALID_PARAMETER` for an unknown status.
  */
 enum btcore_result btcore_sansio_announced(struct btcore_sansio *h,
                                            uint32_t id,
+                                           uint64_t action_id,
                                            uint32_t status,
                                            uint32_t interval_secs,
                                            uint32_t min_interval_secs,
@@ -1168,8 +1173,9 @@ enum btcore_result btcore_session_new(const struct btcore_settings *settings,
 /**
  * Stops the session's thread if running, closes every connection, announces
  * `stopped` to trackers (waiting up to 3 s), writes resume data, and frees the
- * session. NULL is a no-op. Must not be called from the notify callback; no other call
- * on this session may run or follow.
+ * session. NULL, or a session already freed, is a no-op. Must not be called from the
+ * notify callback; no other call on this session may run meanwhile; calls after it
+ * get `BTCORE_WRONG_HANDLE`.
  */
 void btcore_session_free(struct btcore_session *session);
 

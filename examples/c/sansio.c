@@ -176,7 +176,7 @@ static int run_actions(void) {
             case BTCORE_ACTION_ANNOUNCE:
                 /* No trackers here: say so, and the library stops asking. */
                 if (a->announce_event != BTCORE_ANNOUNCE_STOPPED)
-                    btcore_sansio_announced(h, a->torrent, BTCORE_ANNOUNCED_NO_TRACKERS, 0, 0,
+                    btcore_sansio_announced(h, a->torrent, a->id, BTCORE_ANNOUNCED_NO_TRACKERS, 0, 0,
                                             now_ms());
                 break;
             }

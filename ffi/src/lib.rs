@@ -54,7 +54,8 @@ pub enum btcore_result {
     BTCORE_BUFFER_TOO_SMALL = 7003,
     /// A bug in libbtcore: a panic was caught at the boundary. The handle should be freed.
     BTCORE_PANIC = 7004,
-    /// The handle is of another type or was already freed (when detectable).
+    /// The handle is of another type, was freed, or was not made by the library (the
+    /// library keeps the set of live handles and reads nothing behind any other).
     BTCORE_WRONG_HANDLE = 7005,
     /// No torrent, action or connection with that id.
     BTCORE_NOT_FOUND = 7006,
@@ -590,7 +591,22 @@ impl EventQueue {
     pub(crate) fn push(&mut self, e: btcore_event) -> bool {
         let was_empty = self.is_empty();
         if self.q.len() >= MAX_QUEUED_EVENTS {
-            self.q.pop_front();
+            // Progress goes first: an event that changes what the application must do
+            // (a torrent added, its metadata, its end, a file error, its removal) is
+            // dropped only when every queued event is one.
+            use btcore_event_kind::*;
+            let state = |k: btcore_event_kind| {
+                matches!(
+                    k,
+                    BTCORE_EVENT_TORRENT_ADDED
+                        | BTCORE_EVENT_METADATA_RECEIVED
+                        | BTCORE_EVENT_TORRENT_FINISHED
+                        | BTCORE_EVENT_FILE_ERROR
+                        | BTCORE_EVENT_TORRENT_REMOVED
+                )
+            };
+            let i = self.q.iter().position(|e| !state(e.kind)).unwrap_or(0);
+            self.q.remove(i);
             self.dropped += 1;
         }
         self.q.push_back(e);
@@ -738,17 +754,66 @@ pub(crate) unsafe fn copy_out(
 }
 
 /// cbindgen:ignore
-/// A handle tag: every handle starts with one, so a handle of another type (or, often,
-/// one already freed) is refused with `BTCORE_WRONG_HANDLE` instead of misread.
-pub(crate) const MAGIC_SESSION: u64 = 0x6274_636f_7265_5331; // "btcoreS1"
+/// The kinds of handle the library hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum HandleKind {
+    Session,
+    Sansio,
+}
+
 /// cbindgen:ignore
-pub(crate) const MAGIC_SANSIO: u64 = 0x6274_636f_7265_4931; // "btcoreI1"
-/// cbindgen:ignore
-pub(crate) const MAGIC_FREED: u64 = 0x6274_636f_7265_4446; // "btcoreDF"
+/// The handles alive now, by address and kind. A pointer is looked up here before
+/// anything behind it is read, so a handle of another type, a freed one (freed twice,
+/// or used after its free) or a stray pointer is refused with `BTCORE_WRONG_HANDLE`
+/// without touching its memory. A new handle may reuse a freed one's address: a call
+/// with the old pointer then reaches the new handle (of the same kind), never freed
+/// memory.
+static LIVE_HANDLES: std::sync::Mutex<std::collections::BTreeSet<(usize, HandleKind)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn live_handles() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<(usize, HandleKind)>>
+{
+    // The set is never left half-updated: a poisoned lock still holds a good set.
+    LIVE_HANDLES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records a new handle.
+pub(crate) fn register_handle(p: *const (), kind: HandleKind) {
+    live_handles().insert((p as usize, kind));
+}
+
+/// Whether `p` is a live handle of `kind`.
+pub(crate) fn is_live_handle(p: *const (), kind: HandleKind) -> bool {
+    live_handles().contains(&(p as usize, kind))
+}
+
+/// Forgets a handle being freed; false when it was not live (then it must not be
+/// freed). Only one of two racing frees gets true.
+pub(crate) fn unregister_handle(p: *const (), kind: HandleKind) -> bool {
+    live_handles().remove(&(p as usize, kind))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_event_queue_keeps_state_changes() {
+        use btcore_event_kind::*;
+        let mut q = EventQueue::default();
+        q.push(btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, 1));
+        for _ in 0..MAX_QUEUED_EVENTS + 10 {
+            q.push(btcore_event::new(BTCORE_EVENT_PIECE_FINISHED, 1));
+        }
+        let mut out = vec![btcore_event::new(BTCORE_EVENT_DROPPED, 0); MAX_QUEUED_EVENTS + 1];
+        let n = q.drain_into(&mut out);
+        assert_eq!(n, MAX_QUEUED_EVENTS + 1);
+        assert_eq!(out[0].kind, BTCORE_EVENT_DROPPED);
+        assert_eq!(out[0].count, 11);
+        assert_eq!(out[1].kind, BTCORE_EVENT_METADATA_RECEIVED);
+    }
 
     #[test]
     fn version_macros_match_the_crate() {

@@ -80,8 +80,8 @@ pub enum btcore_action_kind {
     BTCORE_ACTION_VERIFY = 6,
     /// Announce to the torrent's trackers (`announce_event`, `uploaded`,
     /// `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer` and
-    /// answer with `btcore_sansio_announced` (the tracker's `interval` and
-    /// `min interval` schedule the next one). A host without trackers answers
+    /// answer with `btcore_sansio_announced(torrent, id, ...)` (the tracker's
+    /// `interval` and `min interval` schedule the next one; `id` numbers the announce). A host without trackers answers
     /// `BTCORE_ANNOUNCED_NO_TRACKERS`. A `STOPPED` announce needs no answer. One not
     /// answered counts as failed after `announce_timeout` (10 min).
     BTCORE_ACTION_ANNOUNCE = 7,
@@ -121,7 +121,7 @@ pub struct btcore_action {
     pub kind: btcore_action_kind,
     /// The torrent.
     pub torrent: u32,
-    /// The action's id, for the completion of `WRITE`, `READ` and `VERIFY`.
+    /// The action's id, for the completion of `WRITE`, `READ`, `VERIFY` and `ANNOUNCE`.
     pub id: u64,
     /// The connection (`CONNECT`, `SEND`, `CLOSE`, `READ`).
     pub conn: u32,
@@ -208,9 +208,7 @@ struct Inner {
 }
 
 /// cbindgen:ignore
-#[repr(C)]
 struct SansioBox {
-    magic: u64,
     inner: Mutex<Inner>,
 }
 
@@ -218,11 +216,13 @@ fn handle(p: *const btcore_sansio) -> Result<std::sync::MutexGuard<'static, Inne
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
-    // SAFETY: a non-NULL handle points at a handle box, which starts with the tag.
-    let b = unsafe { &*(p as *const SansioBox) };
-    if b.magic != MAGIC_SANSIO {
+    if !is_live_handle(p.cast(), HandleKind::Sansio) {
         return Err(BTCORE_WRONG_HANDLE);
     }
+    // SAFETY: a live sans-IO handle is a `SansioBox` made by `Box::into_raw` in
+    // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
+    // its free, as the API requires).
+    let b = unsafe { &*(p as *const SansioBox) };
     b.inner.lock().map_err(|_| BTCORE_PANIC)
 }
 
@@ -373,7 +373,9 @@ impl Inner {
                 uploaded,
                 downloaded,
                 left,
+                seq,
             } => btcore_action {
+                id: seq,
                 announce_event: match event {
                     None => BTCORE_ANNOUNCE_NONE,
                     Some(AnnounceEvent::Started) => BTCORE_ANNOUNCE_STARTED,
@@ -459,7 +461,6 @@ pub extern "C" fn btcore_sansio_new(
             config.max_disk_bytes_in_flight = s.max_disk_bytes_in_flight as usize;
         }
         let b = Box::new(SansioBox {
-            magic: MAGIC_SANSIO,
             inner: Mutex::new(Inner {
                 session: Session::new(config, seed),
                 next_action: 0,
@@ -469,25 +470,28 @@ pub extern "C" fn btcore_sansio_new(
                 errors: HashMap::new(),
             }),
         });
-        unsafe { out.write(Box::into_raw(b) as *mut btcore_sansio) };
+        let p = Box::into_raw(b) as *mut btcore_sansio;
+        register_handle(p.cast_const().cast(), HandleKind::Sansio);
+        unsafe { out.write(p) };
         Ok(())
     })
 }
 
-/// Frees a sans-IO session and any write data not taken. NULL is a no-op. No other
-/// call on this handle may run or follow.
+/// Frees a sans-IO session and any write data not taken. NULL, or a handle already
+/// freed, is a no-op. No other call on this handle may run meanwhile; calls after it
+/// get `BTCORE_WRONG_HANDLE`.
 #[no_mangle]
 pub extern "C" fn btcore_sansio_free(h: *mut btcore_sansio) {
     let _ = guard(|| {
         if h.is_null() {
             return Ok(());
         }
-        drop(handle(h)?);
-        // SAFETY: made by `Box::into_raw` in `btcore_sansio_new`; the tag is cleared so
-        // that a second free is refused (as long as the memory is not reused).
-        let mut b = unsafe { Box::from_raw(h as *mut SansioBox) };
-        b.magic = MAGIC_FREED;
-        drop(b);
+        if !unregister_handle(h.cast_const().cast(), HandleKind::Sansio) {
+            return Err(BTCORE_WRONG_HANDLE);
+        }
+        // SAFETY: made by `Box::into_raw` in `btcore_sansio_new` and live until the
+        // line above, which only one free can pass.
+        drop(unsafe { Box::from_raw(h as *mut SansioBox) });
         Ok(())
     });
 }
@@ -689,17 +693,20 @@ pub extern "C" fn btcore_sansio_add_peer(
     })
 }
 
-/// How the `ANNOUNCE` action of torrent `id` went: `status` is one of
+/// How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went:
+/// `status` is one of
 /// `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
 /// `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
 /// clamped to 30 s ..= 24 h. The next announce comes after the interval, and never
 /// sooner than the min interval, however short of peers the torrent is.
-/// `BTCORE_NOT_FOUND` when the torrent is unknown or has no announce waiting (a late
-/// answer); `BTCORE_INVALID_PARAMETER` for an unknown status.
+/// `BTCORE_NOT_FOUND` when the torrent is unknown or `action_id` is not the announce
+/// it waits for (a late answer, or one the library gave up on after 10 min);
+/// `BTCORE_INVALID_PARAMETER` for an unknown status.
 #[no_mangle]
 pub extern "C" fn btcore_sansio_announced(
     h: *mut btcore_sansio,
     id: u32,
+    action_id: u64,
     status: u32,
     interval_secs: u32,
     min_interval_secs: u32,
@@ -718,13 +725,9 @@ pub extern "C" fn btcore_sansio_announced(
         };
         let known = s
             .session
-            .handle_announced(now(now_ms), TorrentId(id), outcome);
+            .handle_announced(now(now_ms), TorrentId(id), action_id, outcome);
         s.pump_events();
-        if known {
-            Ok(())
-        } else {
-            Err(BTCORE_NOT_FOUND)
-        }
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
     })
 }
 
@@ -741,11 +744,7 @@ pub extern "C" fn btcore_sansio_reannounce(
         let mut s = handle(h)?;
         let known = s.session.reannounce(now(now_ms), TorrentId(id));
         s.pump_events();
-        if known {
-            Ok(())
-        } else {
-            Err(BTCORE_NOT_FOUND)
-        }
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
     })
 }
 

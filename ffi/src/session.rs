@@ -129,9 +129,7 @@ struct Shared {
 }
 
 /// cbindgen:ignore
-#[repr(C)]
 struct SessionBox {
-    magic: u64,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -196,13 +194,13 @@ fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore_result
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
-    // SAFETY: a non-NULL handle from the caller points at a handle box (a `SessionBox`
-    // or a `SansioBox`), both of which start with the tag.
-    let b = unsafe { &*(p as *const SessionBox) };
-    if b.magic != MAGIC_SESSION {
+    if !is_live_handle(p.cast(), HandleKind::Session) {
         return Err(BTCORE_WRONG_HANDLE);
     }
-    Ok(b)
+    // SAFETY: a live session handle is a `SessionBox` made by `Box::into_raw` in
+    // `btcore_session_new` and not freed yet (the caller makes no call that races with
+    // its free, as the API requires).
+    Ok(unsafe { &*(p as *const SessionBox) })
 }
 
 fn map_client_error(e: &ClientError) -> btcore_result {
@@ -275,7 +273,6 @@ pub extern "C" fn btcore_session_new(
         }
         let client = Client::new(opts).map_err(|e| map_client_error(&e))?;
         let b = Box::new(SessionBox {
-            magic: MAGIC_SESSION,
             shared: Arc::new(Shared {
                 client: Mutex::new(client),
                 state: Mutex::new(State {
@@ -288,7 +285,9 @@ pub extern "C" fn btcore_session_new(
             }),
             thread: Mutex::new(None),
         });
-        unsafe { out.write(Box::into_raw(b) as *mut btcore_session) };
+        let p = Box::into_raw(b) as *mut btcore_session;
+        register_handle(p.cast_const().cast(), HandleKind::Session);
+        unsafe { out.write(p) };
         Ok(())
     })
 }
@@ -305,23 +304,25 @@ fn stop_thread(b: &SessionBox) -> Result<bool, btcore_result> {
 
 /// Stops the session's thread if running, closes every connection, announces
 /// `stopped` to trackers (waiting up to 3 s), writes resume data, and frees the
-/// session. NULL is a no-op. Must not be called from the notify callback; no other call
-/// on this session may run or follow.
+/// session. NULL, or a session already freed, is a no-op. Must not be called from the
+/// notify callback; no other call on this session may run meanwhile; calls after it
+/// get `BTCORE_WRONG_HANDLE`.
 #[no_mangle]
 pub extern "C" fn btcore_session_free(session: *mut btcore_session) {
     let _ = guard(|| {
         if session.is_null() {
             return Ok(());
         }
-        let b = self::session(session)?;
-        let _ = stop_thread(b);
+        if !unregister_handle(session.cast_const().cast(), HandleKind::Session) {
+            return Err(BTCORE_WRONG_HANDLE);
+        }
+        // SAFETY: made by `Box::into_raw` in `btcore_session_new` and live until the
+        // line above, which only one free can pass.
+        let b = unsafe { Box::from_raw(session as *mut SessionBox) };
+        let _ = stop_thread(&b);
         if let Ok(mut c) = b.shared.client.lock() {
             c.shutdown();
         }
-        // SAFETY: made by `Box::into_raw` in `btcore_session_new`; the tag is cleared
-        // so that a second free is refused (as long as the memory is not reused).
-        let mut b = unsafe { Box::from_raw(session as *mut SessionBox) };
-        b.magic = MAGIC_FREED;
         drop(b);
         Ok(())
     });

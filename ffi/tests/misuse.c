@@ -155,6 +155,10 @@ int main(void) {
     EXPECT(btcore_sansio_poll_actions(h, act, 2, &n), BTCORE_OK);
     EXPECT(btcore_sansio_disconnected(h, conn, 2), BTCORE_OK);
     btcore_sansio_free(h);
+    /* A freed handle is refused without its memory being read, and a second free is
+     * a no-op (the library keeps the set of live handles). */
+    EXPECT(btcore_sansio_handle_timeout(h, 3), BTCORE_WRONG_HANDLE);
+    btcore_sansio_free(h);
 
     /* A torrent the application checks before it starts: no announce until checked. */
     {
@@ -191,13 +195,16 @@ int main(void) {
         if (cs.state != BTCORE_STATE_SEEDING || cs.pieces_have != 3) { fprintf(stderr, "not seeding after the check\n"); failures++; }
         EXPECT(btcore_sansio_poll_actions(c, ca, 8, &n), BTCORE_OK);
         int announced = 0;
-        for (size_t i = 0; i < n; i++) announced |= ca[i].kind == BTCORE_ACTION_ANNOUNCE;
-        if (!announced) { fprintf(stderr, "no announce once checked\n"); failures++; }
+        uint64_t started_id = 0;
+        for (size_t i = 0; i < n; i++)
+            if (ca[i].kind == BTCORE_ACTION_ANNOUNCE) { announced = 1; started_id = ca[i].id; }
+        if (!announced || started_id == 0) { fprintf(stderr, "no announce once checked\n"); failures++; }
         /* The tracker's interval and min interval rule the next announces: an early
          * request waits for the min interval, and a late answer is refused. */
-        EXPECT(btcore_sansio_announced(c, cid, 9, 1800, 900, 1), BTCORE_INVALID_PARAMETER);
-        EXPECT(btcore_sansio_announced(c, cid, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_OK);
-        EXPECT(btcore_sansio_announced(c, cid, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_NOT_FOUND);
+        EXPECT(btcore_sansio_announced(c, cid, started_id, 9, 1800, 900, 1), BTCORE_INVALID_PARAMETER);
+        EXPECT(btcore_sansio_announced(c, cid, started_id + 1, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_NOT_FOUND);
+        EXPECT(btcore_sansio_announced(c, cid, started_id, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_OK);
+        EXPECT(btcore_sansio_announced(c, cid, started_id, BTCORE_ANNOUNCED_OK, 1800, 900, 1), BTCORE_NOT_FOUND);
         EXPECT(btcore_sansio_reannounce(c, cid, 2), BTCORE_OK);
         EXPECT(btcore_sansio_reannounce(c, cid + 1, 2), BTCORE_NOT_FOUND);
         uint64_t ms[] = {2, 899000, 900001}; /* timers run at most once a second */
@@ -217,6 +224,8 @@ int main(void) {
     if (digest[0] != 0xa9 || digest[19] != 0x9d) failures++;
     EXPECT(btcore_create_torrent("/nonexistent/path", NULL, buf, sizeof buf, &n), BTCORE_IO);
 
+    btcore_session_free(session);
+    EXPECT(btcore_session_poll(session, 0), BTCORE_WRONG_HANDLE);
     btcore_session_free(session);
     if (failures) fprintf(stderr, "%d failures\n", failures);
     else printf("misuse: all checks passed\n");

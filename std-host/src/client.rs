@@ -890,12 +890,13 @@ impl Client {
             .1
             .is_some_and(|at| now.as_millis() < at.as_millis() + 1000);
         if !fresh {
+            let short = self.session.torrents_short_of_peers();
             let public = self
                 .session
                 .torrents()
                 .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
                 .filter(|(_, s)| !s.private && !s.paused)
-                .map(|(id, s)| (id, s.info_hash, self.session.short_of_peers(id)))
+                .map(|(id, s)| (id, s.info_hash, short.binary_search(&id).is_ok()))
                 .collect();
             self.dht_public = (public, Some(now));
         }
@@ -1280,7 +1281,7 @@ impl Client {
                     },
                     _ => AnnounceOutcome::Failed,
                 };
-                self.session.handle_announced(now, id, outcome);
+                self.session.handle_announced(now, id, r.seq, outcome);
             }
         }
     }
@@ -1407,7 +1408,8 @@ impl Client {
                 uploaded,
                 downloaded,
                 left,
-            } => self.announce(torrent, event, uploaded, downloaded, left),
+                seq,
+            } => self.announce(torrent, event, uploaded, downloaded, left, seq),
             _ => {}
         }
     }
@@ -1524,6 +1526,7 @@ impl Client {
         uploaded: u64,
         downloaded: u64,
         left: u64,
+        seq: u64,
     ) {
         let Some(t) = self.torrents.get(&id) else {
             return;
@@ -1532,7 +1535,7 @@ impl Client {
             if event != Some(AnnounceEvent::Stopped) {
                 let now = self.now();
                 self.session
-                    .handle_announced(now, id, AnnounceOutcome::NoTrackers);
+                    .handle_announced(now, id, seq, AnnounceOutcome::NoTrackers);
             }
             return;
         };
@@ -1552,6 +1555,7 @@ impl Client {
                 AnnounceEvent::Stopped => btcore_core::tracker::Event::Stopped,
             }),
             numwant: Some(50),
+            seq,
         };
         client.announce(std::time::Instant::now(), job);
     }
@@ -1759,9 +1763,10 @@ impl Client {
                 uploaded,
                 downloaded,
                 left,
+                seq,
             } = a
             {
-                self.announce(torrent, event, uploaded, downloaded, left);
+                self.announce(torrent, event, uploaded, downloaded, left, seq);
             }
         }
         if let Some(client) = self.trackers.take() {

@@ -281,6 +281,8 @@ pub struct AnnounceJob {
     pub event: Option<Event>,
     /// How many peers we want; `None` lets the tracker choose.
     pub numwant: Option<u32>,
+    /// The session's number for this announce, given back in the result.
+    pub seq: u64,
 }
 
 /// What an announce came to.
@@ -290,6 +292,8 @@ pub struct AnnounceResult {
     pub key: u32,
     /// The event of the job.
     pub event: Option<Event>,
+    /// The job's `seq`.
+    pub seq: u64,
     /// The peers the tracker gave (port 0 entries and duplicates dropped).
     pub peers: Vec<SocketAddr>,
     /// Seconds until the next regular announce, when a tracker answered.
@@ -309,9 +313,10 @@ pub struct AnnounceResult {
 }
 
 impl AnnounceResult {
-    fn new(key: u32, event: Option<Event>) -> Self {
+    fn new(key: u32, seq: u64, event: Option<Event>) -> Self {
         Self {
             key,
+            seq,
             event,
             ..Self::default()
         }
@@ -808,7 +813,7 @@ impl TrackerClient {
             }
             t.list.restart();
             t.walk = Some(Walk {
-                result: AnnounceResult::new(job.key, job.event),
+                result: AnnounceResult::new(job.key, job.seq, job.event),
                 stops: stopping.then(|| t.answered.iter().cloned().collect()),
                 job,
                 step: None,

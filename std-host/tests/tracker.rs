@@ -427,6 +427,7 @@ fn job(
         left: 30,
         event,
         numwant: Some(50),
+        seq: 0,
     }
 }
 

@@ -229,6 +229,7 @@ fn job(key: u32, url: &str, port: u16, left: u64) -> AnnounceJob {
         left,
         event: Some(Event::Started),
         numwant: Some(50),
+        seq: 0,
     }
 }
 

@@ -1201,7 +1201,12 @@ impl Sim {
                 n.session
                     .handle_verified_blocks(now, torrent, piece, ok, &digests);
             }
-            Action::Announce { torrent, event, .. } if self.tracker => {
+            Action::Announce {
+                torrent,
+                event,
+                seq,
+                ..
+            } if self.tracker => {
                 // The tracker: every other live node's address, and libtorrent's default
                 // interval.
                 let peers: Vec<SocketAddr> = self
@@ -1226,6 +1231,7 @@ impl Sim {
                     n.session.handle_announced(
                         now,
                         torrent,
+                        seq,
                         AnnounceOutcome::Answered {
                             interval: 1800,
                             min_interval: None,

@@ -48,7 +48,13 @@ fn run(n: usize, seed: bool, secs: u64, step: u64, tracker: &Tracker) -> Log {
     while now <= end {
         session.handle_timeout(now);
         while let Some(a) = session.poll_action() {
-            if let Action::Announce { torrent, event, .. } = a {
+            if let Action::Announce {
+                torrent,
+                event,
+                seq,
+                ..
+            } = a
+            {
                 log.get_mut(&torrent)
                     .expect("known torrent")
                     .push((now, event));
@@ -60,7 +66,7 @@ fn run(n: usize, seed: bool, secs: u64, step: u64, tracker: &Tracker) -> Log {
                         min_interval: tracker.min_interval,
                     }
                 };
-                session.handle_announced(now, torrent, outcome);
+                session.handle_announced(now, torrent, seq, outcome);
             }
         }
         now = now + Duration::from_secs(step);
@@ -159,4 +165,68 @@ fn starts_are_spread_and_failures_back_off() {
             .take(failed.len() + 1)
             .all(|(_, e)| *e == Some(AnnounceEvent::Started)));
     }
+}
+
+/// Reports are matched to the announce they answer: the report of an announce given
+/// up on (past `announce_timeout`) or of one made before a pause is not taken for the
+/// announce in flight, which would send `started` twice or schedule on a stale answer.
+#[test]
+fn late_reports_are_not_taken_for_the_announce_in_flight() {
+    let mut session = Session::new(SessionConfig::new(PeerId([7; 20])), 1);
+    let mut now = Instant::from_millis(1_000);
+    let file = make_torrent(&[5u8; 16_384], 16_384);
+    let id = session.add_torrent(now, &file, None).expect("add");
+    let announces = |s: &mut Session| {
+        let mut v = Vec::new();
+        while let Some(a) = s.poll_action() {
+            if let Action::Announce { event, seq, .. } = a {
+                v.push((event, seq));
+            }
+        }
+        v
+    };
+    let first = announces(&mut session);
+    assert_eq!(first.len(), 1);
+    let (event, seq1) = first[0];
+    assert_eq!(event, Some(AnnounceEvent::Started));
+    // Never reported: given up on after 10 minutes, retried a minute later.
+    let mut retry = Vec::new();
+    for _ in 0..(11 * 60) {
+        now = now + Duration::from_secs(1);
+        session.handle_timeout(now);
+        retry.extend(announces(&mut session));
+    }
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    let (event, seq2) = retry[0];
+    assert_eq!(event, Some(AnnounceEvent::Started));
+    assert_ne!(seq1, seq2);
+    let ok = AnnounceOutcome::Answered {
+        interval: 1800,
+        min_interval: Some(900),
+    };
+    assert!(
+        !session.handle_announced(now, id, seq1, ok),
+        "a stale report"
+    );
+    // Paused with `started` in flight: `stopped` goes out; resumed, a new `started`.
+    assert!(session.pause_torrent(now, id));
+    assert_eq!(announces(&mut session), [(Some(AnnounceEvent::Stopped), 0)]);
+    assert!(session.resume_torrent(now, id));
+    let resumed = announces(&mut session);
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].0, Some(AnnounceEvent::Started));
+    assert!(
+        !session.handle_announced(now, id, seq2, ok),
+        "from before the pause"
+    );
+    assert!(session.handle_announced(now, id, resumed[0].1, ok));
+    // Acknowledged: nothing more until the interval (the torrent is short of peers,
+    // but min interval holds).
+    let mut more = 0;
+    for _ in 0..(15 * 60 - 1) {
+        now = now + Duration::from_secs(1);
+        session.handle_timeout(now);
+        more += announces(&mut session).len();
+    }
+    assert_eq!(more, 0);
 }

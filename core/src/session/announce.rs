@@ -3,9 +3,10 @@
 //! Each running torrent has an [`Announcer`]: the tracker's answer sets the next
 //! regular announce (`interval`) and the earliest early one (`min interval`), through
 //! [`AnnounceState`]. A torrent announces:
-//! - the events at once: `started` when it starts (added, checked, resumed), `completed`
-//!   when the download finishes, `stopped` when it stops or pauses (only if it
-//!   announced before);
+//! - the events without waiting for any interval (within the session's caps below):
+//!   `started` when it starts (added, checked, resumed), `completed` when the download
+//!   finishes (still owed after a pause until a tracker acknowledged it), `stopped`
+//!   when it stops, pauses or fails on disk (only if a tracker may have it listed);
 //! - again after `interval`;
 //! - early when it has fewer established peers than
 //!   [`SessionConfig::peer_low_watermark`](super::SessionConfig::peer_low_watermark), or
@@ -13,19 +14,20 @@
 //!   but never before `min interval` has passed since the last answer: a request made
 //!   sooner waits until then, as Transmission does;
 //! - after a failure (no tracker answered), after a backoff of 60 s doubling up to the
-//!   interval.
+//!   interval, and not within `min interval` of the last answer.
 //!
 //! One announce per torrent is in flight at a time; the host reports how it went with
-//! [`Session::handle_announced`](super::Session::handle_announced), and one it never
-//! reports counts as failed after
+//! [`Session::handle_announced`](super::Session::handle_announced), giving back the
+//! announce's number (a report for another announce, late or given up on, is
+//! ignored), and one it never reports counts as failed after
 //! [`SessionConfig::announce_timeout`](super::SessionConfig::announce_timeout). Over the
 //! session, announces start at most at
 //! [`SessionConfig::announces_per_second`](super::SessionConfig::announces_per_second)
 //! (after a burst of as many) with at most
 //! [`SessionConfig::max_announces_in_flight`](super::SessionConfig::max_announces_in_flight)
-//! waiting for an answer: a thousand torrents starting together reach their trackers
-//! spread over the following seconds, not in one burst. `stopped` is exempt: it goes
-//! out at once.
+//! waiting for an answer, events and scheduled announces first, the longest overdue
+//! first: a thousand torrents starting together reach their trackers spread over the
+//! following seconds, not in one burst. `stopped` is exempt: it goes out at once.
 
 use super::AnnounceEvent;
 use crate::time::{Duration, Instant};
@@ -57,14 +59,15 @@ pub enum AnnounceOutcome {
 #[derive(Clone, Debug)]
 pub(crate) struct Announcer {
     state: AnnounceState,
-    /// The event of the announce waiting for an answer, and when to give up on it.
-    in_flight: Option<(Option<AnnounceEvent>, Instant)>,
+    /// The announce waiting for an answer: its number, its event, and when to give
+    /// up on it.
+    in_flight: Option<(u64, Option<AnnounceEvent>, Instant)>,
     /// The application asked for an announce: sent as soon as `min interval` allows.
     requested: bool,
     /// The host has no tracker for this torrent.
     no_trackers: bool,
-    /// An announce went out (so `stopped` has someone to tell).
-    announced: bool,
+    /// A tracker answered since the start (so `stopped` has someone to tell).
+    answered_once: bool,
 }
 
 fn to_wire(e: Option<AnnounceEvent>) -> Option<Event> {
@@ -101,23 +104,32 @@ impl Announcer {
             in_flight: None,
             requested: false,
             no_trackers: false,
-            announced: false,
+            answered_once: false,
         }
     }
 
-    /// The download finished.
+    /// The download finished: `completed` is due (after `started`).
     pub(crate) fn on_completed(&mut self, now: Instant) {
         self.state.on_completed(now.as_millis());
     }
 
-    /// The application asked for an announce.
-    pub(crate) fn request(&mut self) {
-        self.requested = true;
+    /// The application asked for an announce; false when none will go out (the host
+    /// has no tracker for the torrent).
+    pub(crate) fn request(&mut self) -> bool {
+        self.requested = !self.no_trackers;
+        self.requested
     }
 
-    /// Whether an announce went out since the start.
+    /// Whether a tracker may have us listed: one answered since the start, or an
+    /// announce is on its way.
     pub(crate) fn announced(&self) -> bool {
-        self.announced
+        self.answered_once || self.in_flight.is_some()
+    }
+
+    /// When the next scheduled announce is due (ms): the order in which due announces
+    /// go out when the session's caps hold some back.
+    pub(crate) fn due_ms(&self) -> u64 {
+        self.state.next_announce_ms().unwrap_or(u64::MAX)
     }
 
     pub(crate) fn in_flight(&self) -> bool {
@@ -126,7 +138,7 @@ impl Announcer {
 
     /// Gives up on an announce the host did not report by its deadline.
     pub(crate) fn expire(&mut self, now: Instant) {
-        if matches!(self.in_flight, Some((_, deadline)) if now >= deadline) {
+        if matches!(self.in_flight, Some((_, _, deadline)) if now >= deadline) {
             self.in_flight = None;
             self.state.on_failure(now.as_millis());
         }
@@ -150,21 +162,33 @@ impl Announcer {
             .then_some(Due::Early)
     }
 
-    /// An announce goes out at `now`: the event it carries.
-    pub(crate) fn send(&mut self, now: Instant, timeout: Duration) -> Option<AnnounceEvent> {
+    /// Announce number `seq` goes out at `now`: the event it carries.
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        timeout: Duration,
+    ) -> Option<AnnounceEvent> {
         let event = from_wire(self.state.next_event());
-        self.in_flight = Some((event, now + timeout));
+        self.in_flight = Some((seq, event, now + timeout));
         self.requested = false;
-        self.announced = true;
         event
     }
 
-    /// The host reports the announce in flight. False when none was (a late or
-    /// unasked report changes nothing).
-    pub(crate) fn answered(&mut self, now: Instant, outcome: AnnounceOutcome) -> bool {
-        let Some((event, _)) = self.in_flight.take() else {
-            return false;
-        };
+    /// The host reports announce `seq`: the event it carried when it is the one in
+    /// flight, else `None` and nothing changes (a late report, one for an announce
+    /// given up on, or an unasked one).
+    pub(crate) fn answered(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        outcome: AnnounceOutcome,
+    ) -> Option<Option<AnnounceEvent>> {
+        let (sent, event, _) = self.in_flight?;
+        if sent != seq {
+            return None;
+        }
+        self.in_flight = None;
         let ms = now.as_millis();
         match outcome {
             AnnounceOutcome::Answered {
@@ -175,13 +199,17 @@ impl Announcer {
                 let min_interval = min_interval.map(|m| m.clamp(MIN_INTERVAL_SECS, interval));
                 self.state
                     .on_success(ms, to_wire(event), interval, min_interval);
+                self.answered_once = true;
             }
             AnnounceOutcome::Failed => {
                 self.state.on_failure(ms);
             }
-            AnnounceOutcome::NoTrackers => self.no_trackers = true,
+            AnnounceOutcome::NoTrackers => {
+                self.no_trackers = true;
+                self.requested = false;
+            }
         }
-        true
+        Some(event)
     }
 }
 
@@ -227,42 +255,33 @@ impl AnnounceBudget {
 mod tests {
     use super::*;
 
+    const OK: AnnounceOutcome = AnnounceOutcome::Answered {
+        interval: 1800,
+        min_interval: Some(900),
+    };
+    const T: Duration = Duration::from_secs(300);
+
     #[test]
     fn min_interval_holds_early_announces_back() {
         let t0 = Instant::from_millis(1_000);
         let mut a = Announcer::new(false, t0);
         assert_eq!(a.due(t0, true), Some(Due::Scheduled));
-        assert_eq!(
-            a.send(t0, Duration::from_secs(300)),
-            Some(AnnounceEvent::Started)
-        );
+        assert!(!a.announced());
+        assert_eq!(a.send(t0, 1, T), Some(AnnounceEvent::Started));
+        assert!(a.announced(), "on its way");
         assert_eq!(a.due(t0, true), None, "one in flight at a time");
-        assert!(a.answered(
-            t0,
-            AnnounceOutcome::Answered {
-                interval: 1800,
-                min_interval: Some(900)
-            }
-        ));
-        assert!(
-            !a.answered(t0, AnnounceOutcome::Failed),
-            "nothing in flight"
-        );
+        assert_eq!(a.answered(t0, 7, OK), None, "not the announce in flight");
+        assert_eq!(a.answered(t0, 1, OK), Some(Some(AnnounceEvent::Started)));
+        assert_eq!(a.answered(t0, 1, OK), None, "nothing in flight");
         // Short of peers, but min interval rules; user requests wait too.
-        a.request();
+        assert!(a.request());
         let before = t0 + Duration::from_millis(899_999);
         assert_eq!(a.due(before, true), None);
         let at = t0 + Duration::from_secs(900);
         assert_eq!(a.due(at, true), Some(Due::Early));
         assert_eq!(a.due(at, false), Some(Due::Early), "requested");
-        assert_eq!(a.send(at, Duration::from_secs(300)), None);
-        a.answered(
-            at,
-            AnnounceOutcome::Answered {
-                interval: 1800,
-                min_interval: Some(900),
-            },
-        );
+        assert_eq!(a.send(at, 2, T), None);
+        a.answered(at, 2, OK);
         assert_eq!(a.due(at + Duration::from_secs(1799), false), None);
         assert_eq!(
             a.due(at + Duration::from_secs(1800), false),
@@ -274,12 +293,13 @@ mod tests {
     fn failures_and_timeouts_back_off() {
         let t0 = Instant::from_millis(0);
         let mut a = Announcer::new(true, t0);
-        a.send(t0, Duration::from_secs(300));
+        a.send(t0, 1, T);
         a.expire(t0 + Duration::from_secs(299));
         assert!(a.in_flight());
         let t1 = t0 + Duration::from_secs(300);
         a.expire(t1);
         assert!(!a.in_flight());
+        assert!(!a.announced());
         // Retry after 60 s, the event kept; short of peers changes nothing.
         assert_eq!(a.due(t1 + Duration::from_secs(59), true), None);
         assert_eq!(
@@ -287,28 +307,30 @@ mod tests {
             Some(Due::Scheduled)
         );
         let t2 = t1 + Duration::from_secs(60);
-        assert_eq!(
-            a.send(t2, Duration::from_secs(300)),
-            Some(AnnounceEvent::Started)
-        );
-        a.answered(t2, AnnounceOutcome::Failed);
+        assert_eq!(a.send(t2, 2, T), Some(AnnounceEvent::Started));
+        // The report of the announce given up on is not taken for this one.
+        assert_eq!(a.answered(t2, 1, OK), None);
+        assert!(a.in_flight());
+        a.answered(t2, 2, AnnounceOutcome::Failed);
         assert_eq!(a.due(t2 + Duration::from_secs(119), true), None);
         assert!(a.due(t2 + Duration::from_secs(120), true).is_some());
         // A tracker's absurd interval is clamped.
-        a.send(t2, Duration::from_secs(300));
+        a.send(t2, 3, T);
         a.answered(
             t2,
+            3,
             AnnounceOutcome::Answered {
                 interval: 1,
                 min_interval: Some(0),
             },
         );
         assert_eq!(a.due(t2 + Duration::from_secs(29), true), None);
-        // No tracker: never again.
+        // No tracker: never again, and a request is refused.
         let t3 = t2 + Duration::from_secs(30);
-        a.send(t3, Duration::from_secs(300));
-        a.answered(t3, AnnounceOutcome::NoTrackers);
+        a.send(t3, 4, T);
+        a.answered(t3, 4, AnnounceOutcome::NoTrackers);
         assert_eq!(a.due(t3 + Duration::from_secs(100_000), true), None);
+        assert!(!a.request());
     }
 
     #[test]

@@ -86,6 +86,10 @@ fn is_loopback(ip: IpAddr) -> bool {
 /// bytes per second, it does not choke us.
 type Usefulness = (bool, bool, bool, u64, bool);
 
+/// How an address maps to the party a per-address cap counts ([`netaddr::group`],
+/// [`netaddr::site`]).
+type Party = fn(IpAddr) -> IpAddr;
+
 /// A connection's buffers ([`Session::conn_buffers`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnBuffers {
@@ -426,6 +430,11 @@ pub enum Action {
         downloaded: u64,
         /// Bytes still missing.
         left: u64,
+        /// This announce's number: give it back to [`Session::handle_announced`], which
+        /// ignores a report for an announce that is not the one awaited (a late one, or
+        /// one given up on after [`SessionConfig::announce_timeout`]). 0 for `stopped`,
+        /// which needs no report.
+        seq: u64,
     },
 }
 
@@ -533,12 +542,42 @@ pub struct Session {
     bans: BanList,
     /// The rate of announce starts.
     announce_budget: AnnounceBudget,
+    /// The number of the next announce.
+    next_announce: u64,
     /// When peer turnover runs next (set at the first timer).
     next_turnover: Option<Instant>,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
 const MAX_EVENTS: usize = 4096;
+
+impl Event {
+    /// Whether the event changes what the application must do about a torrent
+    /// (save the metadata of a magnet link, stop on a disk error, report the end of a
+    /// download): such an event is never the one dropped from a full queue.
+    fn is_state_change(&self) -> bool {
+        matches!(
+            self,
+            Event::MetadataReceived(_) | Event::TorrentFinished(_) | Event::DiskFailed(..)
+        )
+    }
+}
+
+/// Queues `e`, keeping at most `cap` events: past it, the oldest event that is no
+/// state change goes (the oldest of all only when every one is).
+fn push_bounded(q: &mut VecDeque<Event>, e: Event, cap: usize) {
+    if q.len() >= cap.max(1) {
+        match q.iter().position(|old| !old.is_state_change()) {
+            Some(i) => {
+                q.remove(i);
+            }
+            None => {
+                q.pop_front();
+            }
+        }
+    }
+    q.push_back(e);
+}
 
 impl Session {
     /// A session; `seed` feeds the random generator (tie-breaks, optimistic unchoke).
@@ -554,6 +593,7 @@ impl Session {
             disk_in_flight: 0,
             next_tick: Instant::ZERO,
             announce_budget: AnnounceBudget::new(Instant::ZERO, config.announces_per_second),
+            next_announce: 1,
             bans: BanList::new(config.max_banned_ips, config.max_bans_per_ipv6_48),
             next_turnover: None,
             config,
@@ -857,17 +897,26 @@ impl Session {
         &mut self,
         now: Instant,
         id: TorrentId,
+        seq: u64,
         outcome: AnnounceOutcome,
     ) -> bool {
-        let answered = self
-            .torrents
-            .get_mut(&id)
-            .and_then(|t| t.announcer.as_mut())
-            .is_some_and(|a| a.answered(now, outcome));
-        if answered {
-            self.run_announces(now);
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return false;
+        };
+        let Some(sent) = t
+            .announcer
+            .as_mut()
+            .and_then(|a| a.answered(now, seq, outcome))
+        else {
+            return false;
+        };
+        if sent == Some(AnnounceEvent::Completed)
+            && matches!(outcome, AnnounceOutcome::Answered { .. })
+        {
+            t.completed_unsent = false;
         }
-        answered
+        self.run_announces(now);
+        true
     }
 
     /// The application asks torrent `id` to announce now (to find peers, or to tell
@@ -882,7 +931,9 @@ impl Session {
         else {
             return false;
         };
-        a.request();
+        if !a.request() {
+            return false;
+        }
         self.run_announces(now);
         true
     }
@@ -903,10 +954,43 @@ impl Session {
             .is_some_and(|t| self.is_short(t, peers))
     }
 
+    /// The torrents short of peers ([`Session::short_of_peers`]), in one pass over
+    /// the connections.
+    pub fn torrents_short_of_peers(&self) -> Vec<TorrentId> {
+        let peers = self.established_per_torrent();
+        self.torrents
+            .iter()
+            .filter(|(id, t)| self.is_short(t, peers.get(id).copied().unwrap_or(0)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn established_per_torrent(&self) -> BTreeMap<TorrentId, usize> {
+        let mut peers: BTreeMap<TorrentId, usize> = BTreeMap::new();
+        for c in self.conns.values().filter(|c| c.peer.is_established()) {
+            if let Some(t) = c.torrent {
+                *peers.entry(t).or_default() += 1;
+            }
+        }
+        peers
+    }
+
     fn is_short(&self, t: &Torrent, established: usize) -> bool {
         !t.paused
-            && !matches!(t.state, TorrentState::Seeding | TorrentState::Checking)
+            && !matches!(
+                t.state,
+                TorrentState::Seeding | TorrentState::Checking | TorrentState::Error
+            )
             && established < self.config.peer_low_watermark
+    }
+
+    /// The per-address connection caps: (how an address maps to its party, the cap)
+    /// for an IPv4 address or IPv6 /64, then for an IPv6 /48.
+    fn party_caps(&self) -> [(Party, usize); 2] {
+        [
+            (netaddr::group, self.config.max_peers_per_ip),
+            (netaddr::site, self.config.max_peers_per_ipv6_48),
+        ]
     }
 
     /// Torrent `id` starts: `started` is due.
@@ -914,7 +998,13 @@ impl Session {
         let Some(t) = self.torrents.get_mut(&id) else {
             return;
         };
-        t.announcer = Some(Announcer::new(t.is_complete(), now));
+        // A `completed` no tracker acknowledged yet (the torrent was paused first) is
+        // still owed.
+        let mut a = Announcer::new(t.is_complete() && !t.completed_unsent, now);
+        if t.completed_unsent {
+            a.on_completed(now);
+        }
+        t.announcer = Some(a);
         self.run_announces(now);
     }
 
@@ -924,19 +1014,14 @@ impl Session {
             return;
         };
         if t.announcer.take().is_some_and(|a| a.announced()) {
-            t.push_announce(Some(AnnounceEvent::Stopped), &mut self.actions);
+            t.push_announce(Some(AnnounceEvent::Stopped), 0, &mut self.actions);
         }
     }
 
     /// Starts the announces that are due, within the session's rate and in-flight caps
     /// (see `announce.rs`): those on schedule first, then the early ones.
     fn run_announces(&mut self, now: Instant) {
-        let mut peers: BTreeMap<TorrentId, usize> = BTreeMap::new();
-        for c in self.conns.values().filter(|c| c.peer.is_established()) {
-            if let Some(t) = c.torrent {
-                *peers.entry(t).or_default() += 1;
-            }
-        }
+        let peers = self.established_per_torrent();
         let short: Vec<TorrentId> = self
             .torrents
             .iter()
@@ -946,7 +1031,9 @@ impl Session {
             .map(|(id, _)| *id)
             .collect();
         let mut in_flight = 0;
-        let mut due: Vec<(Due, TorrentId)> = Vec::new();
+        // Events, intervals and retries before early announces; among them, the
+        // longest overdue first.
+        let mut due: Vec<(Due, u64, TorrentId)> = Vec::new();
         for (&id, t) in &mut self.torrents {
             let Some(a) = t.announcer.as_mut() else {
                 continue;
@@ -955,11 +1042,11 @@ impl Session {
             if a.in_flight() {
                 in_flight += 1;
             } else if let Some(d) = a.due(now, short.binary_search(&id).is_ok()) {
-                due.push((d, id));
+                due.push((d, a.due_ms(), id));
             }
         }
         due.sort_unstable();
-        for (_, id) in due {
+        for (_, _, id) in due {
             if in_flight >= self.config.max_announces_in_flight
                 || !self
                     .announce_budget
@@ -973,8 +1060,10 @@ impl Session {
             let Some(a) = t.announcer.as_mut() else {
                 continue;
             };
-            let event = a.send(now, self.config.announce_timeout);
-            t.push_announce(event, &mut self.actions);
+            let seq = self.next_announce;
+            self.next_announce += 1;
+            let event = a.send(now, seq, self.config.announce_timeout);
+            t.push_announce(event, seq, &mut self.actions);
             in_flight += 1;
         }
     }
@@ -1031,13 +1120,7 @@ impl Session {
         }
         if !is_loopback(addr.ip()) {
             let pending = |c: &Conn| c.torrent.is_none() && !c.outgoing;
-            let caps = [
-                (
-                    netaddr::group as fn(IpAddr) -> IpAddr,
-                    self.config.max_peers_per_ip,
-                ),
-                (netaddr::site, self.config.max_peers_per_ipv6_48),
-            ];
+            let caps = self.party_caps();
             for (party, cap) in caps {
                 let p = party(addr.ip());
                 let mine: Vec<(Instant, ConnId)> = self
@@ -1299,13 +1382,7 @@ impl Session {
             return Ok(());
         }
         if !is_loopback(addr.ip()) {
-            let caps = [
-                (
-                    netaddr::group as fn(IpAddr) -> IpAddr,
-                    self.config.max_peers_per_ip,
-                ),
-                (netaddr::site, self.config.max_peers_per_ipv6_48),
-            ];
+            let caps = self.party_caps();
             for (party, cap) in caps {
                 let p = party(addr.ip());
                 let same = self
@@ -1462,7 +1539,8 @@ impl Session {
             Ok(()) => t.write_done(block, &mut self.actions),
             Err(e) => {
                 t.state = TorrentState::Error;
-                self.events.push_back(Event::DiskFailed(id, e));
+                push_bounded(&mut self.events, Event::DiskFailed(id, e), MAX_EVENTS);
+                self.stop_announcing(id);
             }
         }
         self.fill_all_requests(now);
@@ -1494,6 +1572,7 @@ impl Session {
                         t.state = TorrentState::Error;
                     }
                     self.push_event(Event::DiskFailed(id, e));
+                    self.stop_announcing(id);
                 }
             }
             self.serve_uploads(conn);
@@ -1565,6 +1644,7 @@ impl Session {
                 if finished {
                     if let Some(t) = self.torrents.get_mut(&id) {
                         t.state = TorrentState::Seeding;
+                        t.completed_unsent = true;
                         if let Some(a) = t.announcer.as_mut() {
                             a.on_completed(now);
                         }
@@ -1786,10 +1866,7 @@ impl Session {
     // ---- internals ----
 
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
+        push_bounded(&mut self.events, e, MAX_EVENTS);
     }
 
     /// Asks the host to send what `conn` has queued, or closes it when a message did

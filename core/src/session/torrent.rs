@@ -181,6 +181,9 @@ pub(crate) struct Torrent {
     hash_failures: u32,
     /// When to announce; `None` while the torrent does not run (checking, paused).
     pub(crate) announcer: Option<Announcer>,
+    /// The download finished in this session and no tracker acknowledged `completed`
+    /// yet.
+    pub(crate) completed_unsent: bool,
 }
 
 impl Torrent {
@@ -224,6 +227,7 @@ impl Torrent {
             downloaded: 0,
             hash_failures: 0,
             announcer: None,
+            completed_unsent: false,
         }
     }
 
@@ -322,13 +326,19 @@ impl Torrent {
 
     /// Queues an announce carrying `event` (the session's announce schedule decides
     /// when, see `announce.rs`).
-    pub(crate) fn push_announce(&self, event: Option<AnnounceEvent>, out: &mut VecDeque<Action>) {
+    pub(crate) fn push_announce(
+        &self,
+        event: Option<AnnounceEvent>,
+        seq: u64,
+        out: &mut VecDeque<Action>,
+    ) {
         out.push_back(Action::Announce {
             torrent: self.id,
             event,
             uploaded: self.uploaded,
             downloaded: self.downloaded,
             left: self.left(),
+            seq,
         });
     }
 

@@ -20,8 +20,9 @@
 //! tracker acknowledged one, else `completed` once the download finished, if it was not
 //! complete when the session started) and when ([`AnnounceState::is_due`]): right away
 //! for the events (`started`, `completed`, `stopped`); after `interval` for regular
-//! announces; after a failure, after a backoff of 60 s doubling up
-//! to the interval (30 min before any success). [`AnnounceState::wants_more_peers`] says
+//! announces; after a failure, after a backoff of 60 s doubling up to the interval
+//! (30 min before any success), and not within `min interval` of the last success.
+//! [`AnnounceState::wants_more_peers`] says
 //! when to announce early because the session is short of peers: never sooner than
 //! `min interval` (the tracker's, or [`DEFAULT_MIN_INTERVAL_SECS`] when it sent none)
 //! after the last successful announce.
@@ -320,12 +321,13 @@ impl AnnounceState {
 
     /// An announce failed at `now_ms` (every tracker of the list tried, or the host's
     /// own policy): the event stays pending and a retry is scheduled after 60 s,
-    /// 120 s, ... up to the interval. Returns the retry time.
+    /// 120 s, ... up to the interval, and never within `min interval` of the last
+    /// successful announce. Returns the retry time.
     pub fn on_failure(&mut self, now_ms: u64) -> u64 {
         self.failures = self.failures.saturating_add(1);
         let shift = (self.failures - 1).min(16);
         let delay = (RETRY_BASE_MS << shift).min(self.interval_ms.max(RETRY_BASE_MS));
-        self.next_ms = now_ms.saturating_add(delay);
+        self.next_ms = now_ms.saturating_add(delay).max(self.earliest_ms());
         self.next_ms
     }
 }
@@ -470,6 +472,10 @@ mod tests {
         assert_eq!(s.next_announce_ms(), Some(1_800_000));
         s.on_success(0, Some(Event::Started), 900, None);
         assert_eq!(s.next_announce_ms(), Some(900_000));
+        // After a success, a retry waits for the tracker's min interval too.
+        s.on_success(1_000_000, None, 1800, Some(900));
+        assert_eq!(s.on_failure(1_100_000), 1_900_000);
+        assert_eq!(s.on_failure(1_900_000), 2_020_000);
         // Stopping before any success: nothing to tell.
         let mut s = AnnounceState::new(false, 0);
         s.stop(5);
