@@ -807,12 +807,21 @@ const char *btcore_version(void);
  * SHA-1 of `len` bytes at `data` into `out`, which must hold 20 bytes: what a sans-IO host needs to
  * answer a `BTCORE_ACTION_VERIFY` without a crypto library of its own. `data` may be
  * NULL when `len` is 0. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out` is NULL or valid for writes of 20 bytes.
  */
 enum btcore_result btcore_sha1(const uint8_t *data, size_t len, uint8_t *out);
 
 /**
  * Fills `out` with the defaults: no trackers, automatic piece length, now, public.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_create_options`.
  */
 enum btcore_result btcore_create_options_default(struct btcore_create_options *out);
 
@@ -822,6 +831,15 @@ enum btcore_result btcore_create_options_default(struct btcore_create_options *o
  * `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL` with the
  * length needed in `*out_len` (the data is hashed again on the next call: for large
  * content prefer `btcore_create_torrent_file`). Blocks while hashing. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `path` is NULL or points to a NUL-terminated string.
+ * - `options` is NULL or valid for reading one `btcore_create_options` whose `trackers`
+ *   and `web_seeds` hold `trackers_len` and `web_seeds_len` NUL-terminated strings and whose
+ *   `comment` and `name` are NULL or NUL-terminated.
+ * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_create_torrent(const char *path,
                                          const struct btcore_create_options *options,
@@ -832,6 +850,14 @@ enum btcore_result btcore_create_torrent(const char *path,
 /**
  * Creates a `.torrent` for the file or directory at `path` with `options` (NULL: the
  * defaults) and writes it to the file `output`. Blocks while hashing. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `path` is NULL or points to a NUL-terminated string.
+ * - `options` is NULL or valid for reading one `btcore_create_options` whose `trackers`
+ *   and `web_seeds` hold `trackers_len` and `web_seeds_len` NUL-terminated strings and whose
+ *   `comment` and `name` are NULL or NUL-terminated.
+ * - `output` is NULL or points to a NUL-terminated string.
  */
 enum btcore_result btcore_create_torrent_file(const char *path,
                                               const struct btcore_create_options *options,
@@ -840,12 +866,21 @@ enum btcore_result btcore_create_torrent_file(const char *path,
 /**
  * Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_sansio_settings`.
  */
 enum btcore_result btcore_sansio_settings_default(struct btcore_sansio_settings *out);
 
 /**
  * Creates a sans-IO session from `settings` (NULL: the defaults) into `*out`. Free it
  * with `btcore_sansio_free`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `settings` is NULL or valid for reading one `btcore_sansio_settings`.
+ * - `out` is NULL or valid for writing one pointer.
  */
 enum btcore_result btcore_sansio_new(const struct btcore_sansio_settings *settings,
                                      struct btcore_sansio **out);
@@ -854,6 +889,12 @@ enum btcore_result btcore_sansio_new(const struct btcore_sansio_settings *settin
  * Frees a sans-IO session and any write data not taken. NULL, or a handle already
  * freed, is a no-op. No other call on this handle may run meanwhile; calls after it
  * get `BTCORE_WRONG_HANDLE`.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new`. A handle already freed, or any pointer
+ * the library did not make, is refused by a look-up in the library's set of live handles
+ * without being read; no other call on the handle may run meanwhile.
  */
 void btcore_sansio_free(struct btcore_sansio *h);
 
@@ -862,6 +903,15 @@ void btcore_sansio_free(struct btcore_sansio *h);
  * its storage, in the background): the torrent reads `BTCORE_STATE_CHECKING`, has no
  * piece, and neither announces nor takes or dials peers until
  * `btcore_sansio_checked` gives what verified. Writes the id to `*out_id`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out_id` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_sansio_add_torrent_checking(struct btcore_sansio *h,
                                                       const uint8_t *data,
@@ -875,6 +925,14 @@ enum btcore_result btcore_sansio_add_torrent_checking(struct btcore_sansio *h,
  * bitfield of the pieces that verified (NULL/0: none). The torrent then announces and
  * looks for peers. `BTCORE_NOT_FOUND` for an unknown id, `BTCORE_WRONG_STATE` when it
  * is not checking, `BTCORE_INVALID_PARAMETER` for a bitfield of the wrong size.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `have` is valid for reads of `have_len` bytes (it may be NULL when `have_len` is 0).
  */
 enum btcore_result btcore_sansio_checked(struct btcore_sansio *h,
                                          uint32_t id,
@@ -886,6 +944,16 @@ enum btcore_result btcore_sansio_checked(struct btcore_sansio *h,
  * Adds a torrent from `len` bytes of `.torrent` data (copied). `have`/`have_len` is
  * resume data: the BitTorrent bitfield of pieces the application already verified
  * (as from `btcore_sansio_have`); NULL/0 means none. Writes the id to `*out_id`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `have` is valid for reads of `have_len` bytes (it may be NULL when `have_len` is 0).
+ * - `out_id` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_sansio_add_torrent(struct btcore_sansio *h,
                                              const uint8_t *data,
@@ -898,6 +966,15 @@ enum btcore_result btcore_sansio_add_torrent(struct btcore_sansio *h,
 /**
  * Adds a magnet link (NUL-terminated); writes the id to `*out_id`. The torrent's
  * metadata comes from peers (`BTCORE_EVENT_METADATA_RECEIVED`).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `uri` is NULL or points to a NUL-terminated string.
+ * - `out_id` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_sansio_add_magnet(struct btcore_sansio *h,
                                             const char *uri,
@@ -908,6 +985,13 @@ enum btcore_result btcore_sansio_add_magnet(struct btcore_sansio *h,
  * Removes torrent `id`: its connections get `CLOSE` actions and an `ANNOUNCE` with
  * `BTCORE_ANNOUNCE_STOPPED` follows. The application deletes data itself if it
  * wants. Pending completions for it are accepted and ignored.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_remove_torrent(struct btcore_sansio *h,
                                                 uint32_t id,
@@ -916,6 +1000,14 @@ enum btcore_result btcore_sansio_remove_torrent(struct btcore_sansio *h,
 /**
  * Gives torrent `id` a peer address (from a tracker, the user, ...): a `CONNECT`
  * action follows when there is room.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `addr` is NULL or valid for reading one `btcore_addr`.
  */
 enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
                                           uint32_t id,
@@ -932,6 +1024,13 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
  * `BTCORE_NOT_FOUND` when the torrent is unknown or `action_id` is not the announce
  * it waits for (a late answer, or one the library gave up on after 10 min);
  * `BTCORE_INVALID_PARAMETER` for an unknown status.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_announced(struct btcore_sansio *h,
                                            uint32_t id,
@@ -945,6 +1044,13 @@ enum btcore_result btcore_sansio_announced(struct btcore_sansio *h,
  * Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
  * tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
  * when the torrent is unknown or not running (checking, paused).
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
@@ -952,6 +1058,15 @@ enum btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id
  * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
  * A connection refused (the connection cap is reached, or the address is banned for
  * bad data) gets a `CLOSE` action at once.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `addr` is NULL or valid for reading one `btcore_addr`.
+ * - `out_conn` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
                                           const struct btcore_addr *addr,
@@ -961,11 +1076,25 @@ enum btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
 /**
  * The connection asked by a `CONNECT` action is open. A connection the library has
  * already closed is ignored (as in every per-connection call).
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_connected(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
  * The connection asked by a `CONNECT` action could not be made.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h,
                                                 uint32_t conn,
@@ -973,6 +1102,13 @@ enum btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h,
 
 /**
  * The socket of `conn` closed or failed (no `CLOSE` action follows).
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_disconnected(struct btcore_sansio *h,
                                               uint32_t conn,
@@ -980,6 +1116,14 @@ enum btcore_result btcore_sansio_disconnected(struct btcore_sansio *h,
 
 /**
  * `len` bytes received on `conn` (any split: framing is the library's job).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
  */
 enum btcore_result btcore_sansio_recv(struct btcore_sansio *h,
                                       uint32_t conn,
@@ -995,6 +1139,14 @@ enum btcore_result btcore_sansio_recv(struct btcore_sansio *h,
  * again after a `btcore_sansio_write_done` brings it under. The memory held for
  * received blocks then stays at twice the cap however slow the storage; a host that
  * ignores it stays correct, but may hold what peers owe on requests already sent.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing one `bool`.
  */
 enum btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool *out);
 
@@ -1007,6 +1159,14 @@ enum btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, 
  * the idle timeout. A host that ignores it stays within the caps: a connection whose
  * queue would pass them is closed instead. True for a connection the library does not
  * know.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing one `bool`.
  */
 enum btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h,
                                             uint32_t conn,
@@ -1016,6 +1176,15 @@ enum btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h,
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
  * how many to `*out_len`; 0 means nothing more to send now. The bytes are the
  * application's to send in order: they are not given again.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_transmit(struct btcore_sansio *h,
                                           uint32_t conn,
@@ -1027,6 +1196,15 @@ enum btcore_result btcore_sansio_transmit(struct btcore_sansio *h,
 /**
  * Moves up to `cap` (at least 1) pending actions into `buf`, in order, and writes how
  * many to `*out_len` (0: nothing to do). Actions not taken stay queued.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_action`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_poll_actions(struct btcore_sansio *h,
                                               struct btcore_action *buf,
@@ -1039,6 +1217,15 @@ enum btcore_result btcore_sansio_poll_actions(struct btcore_sansio *h,
  * copy is released. Returns `BTCORE_WRONG_STATE` when already taken and
  * `BTCORE_BUFFER_TOO_SMALL` (with the length needed in `*out_len`) when `cap` is too
  * small. Answer with `btcore_sansio_write_done` once written.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_take_write_data(struct btcore_sansio *h,
                                                  uint64_t action_id,
@@ -1050,6 +1237,13 @@ enum btcore_result btcore_sansio_take_write_data(struct btcore_sansio *h,
  * The `WRITE` action `action_id` is done: `status` is `BTCORE_DISK_OK`,
  * `BTCORE_DISK_NO_SPACE` or `BTCORE_DISK_IO_ERROR` (the torrent stops). Data not
  * taken is released.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_write_done(struct btcore_sansio *h,
                                             uint64_t action_id,
@@ -1059,6 +1253,14 @@ enum btcore_result btcore_sansio_write_done(struct btcore_sansio *h,
 /**
  * The `READ` action `action_id` is done: with `BTCORE_DISK_OK`, `data` holds exactly
  * the action's `length` bytes (copied); otherwise `data` may be NULL.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
  */
 enum btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
                                            uint64_t action_id,
@@ -1071,6 +1273,13 @@ enum btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
  * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
  * matched. Without block digests, the peers that sent a failed piece are only put on
  * parole (see `btcore_sansio_verified_blocks`).
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_verified(struct btcore_sansio *h,
                                           uint64_t action_id,
@@ -1085,6 +1294,15 @@ enum btcore_result btcore_sansio_verified(struct btcore_sansio *h,
  * failed, and when it matched if the action's `block_digests` is set: they tell which
  * peer sent the bad data, which is then banned by address. Any other length is
  * `BTCORE_INVALID_PARAMETER` and the action stays pending.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `digests` is valid for reads of `digests_len` bytes (it may be NULL when `digests_len`
+ *   is 0).
  */
 enum btcore_result btcore_sansio_verified_blocks(struct btcore_sansio *h,
                                                  uint64_t action_id,
@@ -1096,18 +1314,42 @@ enum btcore_result btcore_sansio_verified_blocks(struct btcore_sansio *h,
 /**
  * Writes when `btcore_sansio_handle_timeout` is next due (in the `now_ms` time base)
  * to `*out_ms`: `UINT64_MAX` when nothing is scheduled.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out_ms` is NULL or valid for writing one `u64`.
  */
 enum btcore_result btcore_sansio_next_timeout(const struct btcore_sansio *h, uint64_t *out_ms);
 
 /**
  * Runs the timers (keep-alives, timeouts, choking, re-announces, dialing). Call it
  * when `btcore_sansio_next_timeout` is due; calling it early is harmless.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
  */
 enum btcore_result btcore_sansio_handle_timeout(struct btcore_sansio *h, uint64_t now_ms);
 
 /**
  * Moves up to `cap` (at least 1) queued events into `buf` and writes how many to
  * `*out_len`, as `btcore_session_events`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_event`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_events(struct btcore_sansio *h,
                                         struct btcore_event *buf,
@@ -1116,6 +1358,14 @@ enum btcore_result btcore_sansio_events(struct btcore_sansio *h,
 
 /**
  * Fills `*out` with the status of torrent `id`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_torrent_status`.
  */
 enum btcore_result btcore_sansio_torrent_status(const struct btcore_sansio *h,
                                                 uint32_t id,
@@ -1124,6 +1374,16 @@ enum btcore_result btcore_sansio_torrent_status(const struct btcore_sansio *h,
 
 /**
  * Fills `buf` with the peers of torrent `id`, as `btcore_session_peers`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_peer_status`s (it may be NULL when `cap` is
+ *   0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_peers(const struct btcore_sansio *h,
                                        uint32_t id,
@@ -1136,6 +1396,15 @@ enum btcore_result btcore_sansio_peers(const struct btcore_sansio *h,
  * the high bit of byte 0) into `buf` and its length to `*out_len`: the resume data to
  * give back to `btcore_sansio_add_torrent` later. `BTCORE_NOT_FOUND` until a magnet
  * link's metadata arrives; `BTCORE_BUFFER_TOO_SMALL` with the length needed.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_have(const struct btcore_sansio *h,
                                       uint32_t id,
@@ -1147,6 +1416,15 @@ enum btcore_result btcore_sansio_have(const struct btcore_sansio *h,
  * Copies the raw info dictionary of torrent `id` (what a magnet link fetched; wrap it
  * as `d4:info<...>e` to get a `.torrent`) into `buf` and its length to `*out_len`.
  * `BTCORE_NOT_FOUND` until known; `BTCORE_BUFFER_TOO_SMALL` with the length needed.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
                                           uint32_t id,
@@ -1158,6 +1436,10 @@ enum btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
  * Fills `out` with the defaults: current directory, no state directory, listen on
  * 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_settings`.
  */
 enum btcore_result btcore_settings_default(struct btcore_settings *out);
 
@@ -1166,6 +1448,12 @@ enum btcore_result btcore_settings_default(struct btcore_settings *out);
  * Binds the listen socket and starts the disk (and tracker) threads; the loop itself
  * runs only in `btcore_session_poll` or after `btcore_session_start`. Free it with
  * `btcore_session_free`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `settings` is NULL or valid for reading one `btcore_settings` whose strings are NULL
+ *   or NUL-terminated.
+ * - `out` is NULL or valid for writing one pointer.
  */
 enum btcore_result btcore_session_new(const struct btcore_settings *settings,
                                       struct btcore_session **out);
@@ -1176,20 +1464,46 @@ enum btcore_result btcore_session_new(const struct btcore_settings *settings,
  * session. NULL, or a session already freed, is a no-op. Must not be called from the
  * notify callback; no other call on this session may run meanwhile; calls after it
  * get `BTCORE_WRONG_HANDLE`.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new`. A handle already freed, or any
+ * pointer the library did not make, is refused by a look-up in the library's set of live
+ * handles without being read; no other call on the handle may run meanwhile.
  */
 void btcore_session_free(struct btcore_session *session);
 
 /**
  * Writes the TCP port the session listens on to `*out` (useful with port 0).
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `u16`.
  */
 enum btcore_result btcore_session_listen_port(const struct btcore_session *session, uint16_t *out);
 
 /**
  * Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
- * download directory); writes the torrent's id to `*out_id`. Data already in the
- * directory is checked first (this call blocks meanwhile); with a state directory,
- * resume data saves most of that work. Thread-safe.
+ * download directory); writes the torrent's id to `*out_id`. The call returns without
+ * hashing: data already in the directory is checked on a thread of the session, one
+ * torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
+ * announce); with a state directory, resume data whose files are unchanged skips that
+ * check. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `path` is NULL or points to a NUL-terminated string.
+ * - `save_dir` is NULL or points to a NUL-terminated string.
+ * - `out_id` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_session_add_torrent_file(struct btcore_session *session,
                                                    const char *path,
@@ -1200,6 +1514,16 @@ enum btcore_result btcore_session_add_torrent_file(struct btcore_session *sessio
  * Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
  * `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `save_dir` is NULL or points to a NUL-terminated string.
+ * - `out_id` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_session_add_torrent_bytes(struct btcore_session *session,
                                                     const uint8_t *data,
@@ -1212,6 +1536,16 @@ enum btcore_result btcore_session_add_torrent_bytes(struct btcore_session *sessi
  * session's download directory); writes its id to `*out_id`. The torrent is in
  * `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `uri` is NULL or points to a NUL-terminated string.
+ * - `save_dir` is NULL or points to a NUL-terminated string.
+ * - `out_id` is NULL or valid for writing one `u32`.
  */
 enum btcore_result btcore_session_add_magnet(struct btcore_session *session,
                                              const char *uri,
@@ -1221,6 +1555,14 @@ enum btcore_result btcore_session_add_magnet(struct btcore_session *session,
 /**
  * Gives torrent `id` a peer to connect to: `"host:port"`, `"1.2.3.4:6881"` or
  * `"[::1]:6881"` (a host name is resolved, which may block). Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `address` is NULL or points to a NUL-terminated string.
  */
 enum btcore_result btcore_session_add_peer(struct btcore_session *session,
                                            uint32_t id,
@@ -1230,11 +1572,25 @@ enum btcore_result btcore_session_add_peer(struct btcore_session *session,
  * Pauses torrent `id`: its peers are closed, `stopped` is announced, nothing is
  * dialed or accepted until `btcore_session_resume`; what it has is kept (state
  * `BTCORE_STATE_PAUSED`). `BTCORE_NOT_FOUND` for an unknown id. Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_pause(struct btcore_session *session, uint32_t id);
 
 /**
  * Resumes a paused torrent (`BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_resume(struct btcore_session *session, uint32_t id);
 
@@ -1242,6 +1598,13 @@ enum btcore_result btcore_session_resume(struct btcore_session *session, uint32_
  * Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume
  * file and, when `delete_data`, its files. `BTCORE_NOT_FOUND` for an unknown id.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_remove(struct btcore_session *session,
                                          uint32_t id,
@@ -1251,6 +1614,13 @@ enum btcore_result btcore_session_remove(struct btcore_session *session,
  * Writes resume data for every torrent now (into the settings' state directory, after
  * syncing the data files). Resume files are also written on their own, coalesced, a
  * few seconds after pieces complete, and by `btcore_session_free`. Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_save_resume(struct btcore_session *session);
 
@@ -1259,6 +1629,15 @@ enum btcore_result btcore_session_save_resume(struct btcore_session *session);
  * number into `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL`
  * with the number needed in `*out_len` and writes no id. `ids` may be NULL when `cap`
  * is 0. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `ids` is valid for writes of `cap` `u32`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_session_torrents(const struct btcore_session *session,
                                            uint32_t *ids,
@@ -1267,6 +1646,14 @@ enum btcore_result btcore_session_torrents(const struct btcore_session *session,
 
 /**
  * Fills `*out` with the status of torrent `id`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_torrent_status`.
  */
 enum btcore_result btcore_session_torrent_status(const struct btcore_session *session,
                                                  uint32_t id,
@@ -1278,6 +1665,15 @@ enum btcore_result btcore_session_torrent_status(const struct btcore_session *se
  * and its length without the NUL into `*out_len`. When `cap` is too small, returns
  * `BTCORE_BUFFER_TOO_SMALL` with the length needed (without the NUL) in `*out_len`.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `c_char`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_session_torrent_name(const struct btcore_session *session,
                                                uint32_t id,
@@ -1289,6 +1685,16 @@ enum btcore_result btcore_session_torrent_name(const struct btcore_session *sess
  * Fills `buf` (room for `cap`) with the peers of torrent `id` and writes their number
  * to `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL` with the
  * number needed in `*out_len`. `buf` may be NULL when `cap` is 0. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_peer_status`s (it may be NULL when `cap` is
+ *   0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_session_peers(const struct btcore_session *session,
                                         uint32_t id,
@@ -1301,6 +1707,15 @@ enum btcore_result btcore_session_peers(const struct btcore_session *session,
  * `*out_len` (0 when none are waiting). Events not taken stay queued; the queue holds
  * 4096 and then drops the oldest, reporting `BTCORE_EVENT_DROPPED`. `cap` must be at
  * least 1. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_event`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
  */
 enum btcore_result btcore_session_events(struct btcore_session *session,
                                          struct btcore_event *buf,
@@ -1311,6 +1726,15 @@ enum btcore_result btcore_session_events(struct btcore_session *session,
  * Sets (or with a NULL `callback`, clears) the callback told when events become
  * available; `userdata` is passed back to it. See `btcore_notify_callback` for where
  * it runs. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `userdata` is not read by the library; the callback receives it on the thread where it
+ *   runs, so it must be usable from there.
  */
 enum btcore_result btcore_session_set_notify(struct btcore_session *session,
                                              btcore_notify_callback callback,
@@ -1320,6 +1744,13 @@ enum btcore_result btcore_session_set_notify(struct btcore_session *session,
  * Runs the session's loop on a thread of its own until `btcore_session_stop` or
  * `btcore_session_free`. Returns `BTCORE_WRONG_STATE` when already running.
  * Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_start(struct btcore_session *session);
 
@@ -1327,6 +1758,13 @@ enum btcore_result btcore_session_start(struct btcore_session *session);
  * Stops the session's thread and waits for it (at most one turn of the loop, about
  * 10 ms). Returns `BTCORE_WRONG_STATE` when it was not running. Must not be called
  * from the notify callback. Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_stop(struct btcore_session *session);
 
@@ -1335,6 +1773,13 @@ enum btcore_result btcore_session_stop(struct btcore_session *session);
  * network or disk activity, then handles whatever is ready (0: do not wait). Call it
  * at least every 100 ms or so. Returns `BTCORE_WRONG_STATE` while the session's own
  * thread runs. Thread-safe.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
  */
 enum btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeout_ms);
 

@@ -12,8 +12,25 @@
 //! (numbered from 7000, never mistaken for errno); out-parameters are written only on
 //! success; every buffer comes with its length; callbacks take `void *userdata` first;
 //! every pointer is checked for NULL; no panic crosses the boundary.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
+//!
+//! Safety: every exported function that takes a pointer is `unsafe` and says in its
+//! `# Safety` section what the caller guarantees: buffers valid for the length given
+//! with them, strings NUL-terminated, handles made by `btcore_*_new`, and nothing
+//! passed to a call changed by another thread during it. A handle that was freed, is of
+//! another type or was never made by the library is not undefined behaviour: the live
+//! handles are kept in a set ([`register_handle`], [`is_live_handle`],
+//! [`unregister_handle`]) and a pointer not in it is refused with `BTCORE_WRONG_HANDLE`
+//! before anything behind it is read; what the caller must not do is free a handle while
+//! another call on it runs. Every `unsafe` block carries a `SAFETY:` comment (the crate
+//! denies `clippy::undocumented_unsafe_blocks`), and caller buffers of types with enum
+//! fields are written as `MaybeUninit` slots, never read as values.
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::not_unsafe_ptr_arg_deref,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+#![allow(non_camel_case_types)]
 
 mod create;
 mod sansio;
@@ -190,12 +207,21 @@ pub extern "C" fn btcore_version() -> *const c_char {
 /// SHA-1 of `len` bytes at `data` into `out`, which must hold 20 bytes: what a sans-IO host needs to
 /// answer a `BTCORE_ACTION_VERIFY` without a crypto library of its own. `data` may be
 /// NULL when `len` is 0. Thread-safe.
+///
+/// # Safety
+///
+/// - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+/// - `out` is NULL or valid for writes of 20 bytes.
 #[no_mangle]
-pub extern "C" fn btcore_sha1(data: *const u8, len: usize, out: *mut u8) -> btcore_result {
+pub unsafe extern "C" fn btcore_sha1(data: *const u8, len: usize, out: *mut u8) -> btcore_result {
     guard(|| {
+        // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
+        // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
         let out = non_null(out)?;
         let d = btcore_core::hash::sha1(data);
+        // SAFETY: `out` is not NULL (checked above) and valid for writes of 20 bytes by
+        // this function's contract; `d` is a local 20-byte array, so they cannot overlap.
         unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), out, d.len()) };
         Ok(())
     })
@@ -617,19 +643,19 @@ impl EventQueue {
         self.q.is_empty() && self.dropped == 0
     }
 
-    pub(crate) fn drain_into(&mut self, out: &mut [btcore_event]) -> usize {
+    pub(crate) fn drain_into(&mut self, out: &mut [std::mem::MaybeUninit<btcore_event>]) -> usize {
         let mut n = 0;
         if self.dropped > 0 && !out.is_empty() {
-            out[0] = btcore_event {
+            out[0].write(btcore_event {
                 count: self.dropped,
                 ..btcore_event::new(btcore_event_kind::BTCORE_EVENT_DROPPED, 0)
-            };
+            });
             self.dropped = 0;
             n = 1;
         }
         while n < out.len() {
             let Some(e) = self.q.pop_front() else { break };
-            out[n] = e;
+            out[n].write(e);
             n += 1;
         }
         n
@@ -670,16 +696,30 @@ pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize) -> Result<&'a [u8], btc
     if len > isize::MAX as usize {
         return Err(BTCORE_INVALID_PARAMETER);
     }
+    // SAFETY: `p` is not NULL and `len` is at most `isize::MAX` (both checked above);
+    // the caller promises `len` readable bytes at `p`, unchanged while the slice lives.
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
-/// A mutable slice of `T` from a caller buffer (NULL allowed when `cap` is 0).
+/// Types for which every bit pattern is a valid value (integers and structs of them):
+/// a caller buffer of them may be viewed as `&mut [T]` whatever it held before.
 ///
 /// # Safety
-/// `p` must point to `cap` writable `T`s when not NULL.
-pub(crate) unsafe fn out_slice<'a, T>(p: *mut T, cap: usize) -> Result<&'a mut [T], btcore_result> {
+/// Implement only for types with no enum, `bool`, reference or other field with
+/// invalid bit patterns, and no padding that the view could expose.
+pub(crate) unsafe trait AnyBits: Copy {}
+// SAFETY: an integer; every bit pattern is valid.
+unsafe impl AnyBits for u8 {}
+// SAFETY: an integer; every bit pattern is valid.
+unsafe impl AnyBits for u32 {}
+// SAFETY: integers and arrays of integers only (`btcore_addr` included).
+unsafe impl AnyBits for btcore_peer_status {}
+
+/// Checks a caller buffer of `cap` `T`s: `Ok(None)` when `cap` is 0, the pointer when
+/// it may be viewed as a slice.
+fn out_ptr<T>(p: *mut T, cap: usize) -> Result<Option<*mut T>, btcore_result> {
     if cap == 0 {
-        return Ok(&mut []);
+        return Ok(None);
     }
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
@@ -690,7 +730,44 @@ pub(crate) unsafe fn out_slice<'a, T>(p: *mut T, cap: usize) -> Result<&'a mut [
     {
         return Err(BTCORE_INVALID_PARAMETER);
     }
+    Ok(Some(p))
+}
+
+/// A mutable slice of `T` from a caller buffer (NULL allowed when `cap` is 0), for a
+/// type valid in any bit pattern (what the buffer held before is a valid `T`).
+///
+/// # Safety
+/// `p` must point to `cap` writable `T`s when not NULL, used by nothing else while the
+/// slice lives.
+pub(crate) unsafe fn out_slice<'a, T: AnyBits>(
+    p: *mut T,
+    cap: usize,
+) -> Result<&'a mut [T], btcore_result> {
+    let Some(p) = out_ptr(p, cap)? else {
+        return Ok(&mut []);
+    };
+    // SAFETY: `p` is not NULL and `cap` elements fit in `isize::MAX` bytes (both checked
+    // by `out_ptr`); the caller promises `cap` writable `T`s at `p`, used by nothing else
+    // while the slice lives; whatever they hold is a valid `T` (`T: AnyBits`).
     Ok(unsafe { std::slice::from_raw_parts_mut(p, cap) })
+}
+
+/// A caller buffer of `cap` `T`s, as maybe-uninitialized slots (NULL allowed when `cap`
+/// is 0): for types with invalid bit patterns (an enum field), whose buffer may hold
+/// anything before the library writes it.
+///
+/// # Safety
+/// As [`out_slice`].
+pub(crate) unsafe fn out_uninit<'a, T>(
+    p: *mut T,
+    cap: usize,
+) -> Result<&'a mut [std::mem::MaybeUninit<T>], btcore_result> {
+    let Some(p) = out_ptr(p, cap)? else {
+        return Ok(&mut []);
+    };
+    // SAFETY: as in `out_slice`; `MaybeUninit<T>` has the layout of `T` and is valid in
+    // any bit pattern, so the view reads nothing as a `T`.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), cap) })
 }
 
 /// A NUL-terminated string (required).
@@ -701,6 +778,7 @@ pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Result<&'a CStr, btcore_resul
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
+    // SAFETY: not NULL (checked above); the caller promises a NUL-terminated string.
     Ok(unsafe { CStr::from_ptr(p) })
 }
 
@@ -712,6 +790,7 @@ pub(crate) unsafe fn opt_path(p: *const c_char) -> Result<Option<PathBuf>, btcor
     if p.is_null() {
         return Ok(None);
     }
+    // SAFETY: not NULL (checked above); the caller promises a NUL-terminated string.
     let s = unsafe { CStr::from_ptr(p) };
     if s.is_empty() {
         return Err(BTCORE_INVALID_PARAMETER);
@@ -743,12 +822,18 @@ pub(crate) unsafe fn copy_out(
     out_len: *mut usize,
 ) -> Result<(), btcore_result> {
     let out_len = non_null(out_len)?;
+    // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this function's
+    // contract requires.
     let dst = unsafe { out_slice(buf, cap) }?;
     if dst.len() < src.len() {
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(src.len()) };
         return Err(BTCORE_BUFFER_TOO_SMALL);
     }
     dst[..src.len()].copy_from_slice(src);
+    // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+    // function's contract requires.
     unsafe { out_len.write(src.len()) };
     Ok(())
 }
@@ -807,9 +892,14 @@ mod tests {
         for _ in 0..MAX_QUEUED_EVENTS + 10 {
             q.push(btcore_event::new(BTCORE_EVENT_PIECE_FINISHED, 1));
         }
-        let mut out = vec![btcore_event::new(BTCORE_EVENT_DROPPED, 0); MAX_QUEUED_EVENTS + 1];
-        let n = q.drain_into(&mut out);
+        let mut slots = vec![std::mem::MaybeUninit::uninit(); MAX_QUEUED_EVENTS + 1];
+        let n = q.drain_into(&mut slots);
         assert_eq!(n, MAX_QUEUED_EVENTS + 1);
+        let mut out = Vec::new();
+        for e in &slots[..n] {
+            // SAFETY: `drain_into` wrote the first `n` slots.
+            out.push(unsafe { e.assume_init() });
+        }
         assert_eq!(out[0].kind, BTCORE_EVENT_DROPPED);
         assert_eq!(out[0].count, 11);
         assert_eq!(out[1].kind, BTCORE_EVENT_METADATA_RECEIVED);
@@ -829,6 +919,7 @@ mod tests {
             BTCORE_VERSION_PATCH.to_string(),
             env!("CARGO_PKG_VERSION_PATCH")
         );
+        // SAFETY: `btcore_version` returns a static NUL-terminated string.
         let v = unsafe { CStr::from_ptr(btcore_version()) };
         assert_eq!(v.to_str().ok(), Some(env!("CARGO_PKG_VERSION")));
     }
@@ -836,10 +927,12 @@ mod tests {
     #[test]
     fn every_code_has_a_name() {
         for c in [0u32, 7001, 7017] {
+            // SAFETY: `btcore_result_name` returns a static NUL-terminated string.
             let n = unsafe { CStr::from_ptr(btcore_result_name(c)) };
             assert!(n.to_bytes().starts_with(b"BTCORE_"));
             assert_ne!(n.to_bytes(), b"BTCORE_UNKNOWN");
         }
+        // SAFETY: `btcore_result_name` returns a static NUL-terminated string.
         let n = unsafe { CStr::from_ptr(btcore_result_name(5)) };
         assert_eq!(n.to_bytes(), b"BTCORE_UNKNOWN");
     }

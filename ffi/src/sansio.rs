@@ -212,7 +212,14 @@ struct SansioBox {
     inner: Mutex<Inner>,
 }
 
-fn handle(p: *const btcore_sansio) -> Result<std::sync::MutexGuard<'static, Inner>, btcore_result> {
+/// The locked state behind a handle, once the live-handle set knows it.
+///
+/// # Safety
+/// `p` is NULL, not a live handle (refused without a read), or a live sans-IO handle
+/// that no `btcore_sansio_free` frees while the guard is held.
+unsafe fn handle(
+    p: *const btcore_sansio,
+) -> Result<std::sync::MutexGuard<'static, Inner>, btcore_result> {
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
@@ -394,42 +401,53 @@ impl Inner {
 
 /// Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
 /// Thread-safe.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for writing one `btcore_sansio_settings`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_settings_default(
+pub unsafe extern "C" fn btcore_sansio_settings_default(
     out: *mut btcore_sansio_settings,
 ) -> btcore_result {
     guard(|| {
         let out = non_null(out)?;
-        unsafe {
-            out.write(btcore_sansio_settings {
-                peer_id: [0; 20],
-                random_seed: 0,
-                listen_port: 0,
-                low_memory: false,
-                max_peers_per_torrent: 0,
-                max_disk_bytes_in_flight: 0,
-            })
-        };
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
+        unsafe { out.write(default_settings()) };
         Ok(())
     })
 }
 
+fn default_settings() -> btcore_sansio_settings {
+    btcore_sansio_settings {
+        peer_id: [0; 20],
+        random_seed: 0,
+        listen_port: 0,
+        low_memory: false,
+        max_peers_per_torrent: 0,
+        max_disk_bytes_in_flight: 0,
+    }
+}
+
 /// Creates a sans-IO session from `settings` (NULL: the defaults) into `*out`. Free it
 /// with `btcore_sansio_free`. Thread-safe.
+///
+/// # Safety
+///
+/// - `settings` is NULL or valid for reading one `btcore_sansio_settings`.
+/// - `out` is NULL or valid for writing one pointer.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_new(
+pub unsafe extern "C" fn btcore_sansio_new(
     settings: *const btcore_sansio_settings,
     out: *mut *mut btcore_sansio,
 ) -> btcore_result {
     guard(|| {
         let out = non_null(out)?;
         let s = if settings.is_null() {
-            let mut s = std::mem::MaybeUninit::uninit();
-            match btcore_sansio_settings_default(s.as_mut_ptr()) {
-                BTCORE_OK => unsafe { s.assume_init() },
-                e => return Err(e),
-            }
+            default_settings()
         } else {
+            // SAFETY: `settings` is non-NULL (checked above) and valid for one read, as
+            // this function's contract requires.
             unsafe { *settings }
         };
         let seed = if s.random_seed == 0 {
@@ -472,6 +490,8 @@ pub extern "C" fn btcore_sansio_new(
         });
         let p = Box::into_raw(b) as *mut btcore_sansio;
         register_handle(p.cast_const().cast(), HandleKind::Sansio);
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(p) };
         Ok(())
     })
@@ -480,8 +500,14 @@ pub extern "C" fn btcore_sansio_new(
 /// Frees a sans-IO session and any write data not taken. NULL, or a handle already
 /// freed, is a no-op. No other call on this handle may run meanwhile; calls after it
 /// get `BTCORE_WRONG_HANDLE`.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new`. A handle already freed, or any pointer
+/// the library did not make, is refused by a look-up in the library's set of live handles
+/// without being read; no other call on the handle may run meanwhile.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_free(h: *mut btcore_sansio) {
+pub unsafe extern "C" fn btcore_sansio_free(h: *mut btcore_sansio) {
     let _ = guard(|| {
         if h.is_null() {
             return Ok(());
@@ -500,8 +526,17 @@ pub extern "C" fn btcore_sansio_free(h: *mut btcore_sansio) {
 /// its storage, in the background): the torrent reads `BTCORE_STATE_CHECKING`, has no
 /// piece, and neither announces nor takes or dials peers until
 /// `btcore_sansio_checked` gives what verified. Writes the id to `*out_id`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+/// - `out_id` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_add_torrent_checking(
+pub unsafe extern "C" fn btcore_sansio_add_torrent_checking(
     h: *mut btcore_sansio,
     data: *const u8,
     len: usize,
@@ -509,10 +544,16 @@ pub extern "C" fn btcore_sansio_add_torrent_checking(
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
+        // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
+        // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
-        add(h, data, out_id, |session, _| {
-            session.add_torrent_checking(now(now_ms), data)
-        })
+        // SAFETY: `h` is NULL or a handle that no free races with and `out_id` NULL or
+        // valid for one write, as this function's contract requires.
+        unsafe {
+            add(h, data, out_id, |session, _| {
+                session.add_torrent_checking(now(now_ms), data)
+            })
+        }
     })
 }
 
@@ -521,8 +562,16 @@ pub extern "C" fn btcore_sansio_add_torrent_checking(
 /// bitfield of the pieces that verified (NULL/0: none). The torrent then announces and
 /// looks for peers. `BTCORE_NOT_FOUND` for an unknown id, `BTCORE_WRONG_STATE` when it
 /// is not checking, `BTCORE_INVALID_PARAMETER` for a bitfield of the wrong size.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `have` is valid for reads of `have_len` bytes (it may be NULL when `have_len` is 0).
 #[no_mangle]
-pub extern "C" fn btcore_sansio_checked(
+pub unsafe extern "C" fn btcore_sansio_checked(
     h: *mut btcore_sansio,
     id: u32,
     have: *const u8,
@@ -530,7 +579,11 @@ pub extern "C" fn btcore_sansio_checked(
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        // SAFETY: `have` is valid for reads of `have_len` bytes or `have_len` is 0, as this
+        // function's contract requires.
         let have = unsafe { bytes(have, have_len) }?;
         let t = TorrentId(id);
         let st = s
@@ -556,8 +609,18 @@ pub extern "C" fn btcore_sansio_checked(
 /// Adds a torrent from `len` bytes of `.torrent` data (copied). `have`/`have_len` is
 /// resume data: the BitTorrent bitfield of pieces the application already verified
 /// (as from `btcore_sansio_have`); NULL/0 means none. Writes the id to `*out_id`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+/// - `have` is valid for reads of `have_len` bytes (it may be NULL when `have_len` is 0).
+/// - `out_id` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_add_torrent(
+pub unsafe extern "C" fn btcore_sansio_add_torrent(
     h: *mut btcore_sansio,
     data: *const u8,
     len: usize,
@@ -567,28 +630,41 @@ pub extern "C" fn btcore_sansio_add_torrent(
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
+        // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
+        // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
+        // SAFETY: `have` is valid for reads of `have_len` bytes or `have_len` is 0, as this
+        // function's contract requires.
         let have = unsafe { bytes(have, have_len) }?;
-        add(h, data, out_id, |session, pieces| {
-            let have = if have.is_empty() {
-                None
-            } else {
-                Some(Bitfield::from_wire(have, pieces).ok_or(AddError::BadResume)?)
-            };
-            session.add_torrent(now(now_ms), data, have.as_ref())
-        })
+        // SAFETY: `h` is NULL or a handle that no free races with and `out_id` NULL or
+        // valid for one write, as this function's contract requires.
+        unsafe {
+            add(h, data, out_id, |session, pieces| {
+                let have = if have.is_empty() {
+                    None
+                } else {
+                    Some(Bitfield::from_wire(have, pieces).ok_or(AddError::BadResume)?)
+                };
+                session.add_torrent(now(now_ms), data, have.as_ref())
+            })
+        }
     })
 }
 
 /// Adds the torrent in `data` with `insert` (given the session and the torrent's
 /// number of pieces), records its geometry, queues `TORRENT_ADDED` and writes the id.
-fn add(
+///
+/// # Safety
+/// As [`handle`] for `h`; `out_id` is NULL or valid for writing one `u32`.
+unsafe fn add(
     h: *mut btcore_sansio,
     data: &[u8],
     out_id: *mut u32,
     insert: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
 ) -> Result<(), btcore_result> {
-    let mut s = handle(h)?;
+    // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
+    // requires; anything else is refused before a read.
+    let mut s = unsafe { handle(h) }?;
     let out_id = non_null(out_id)?;
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
@@ -599,33 +675,50 @@ fn add(
         _ => BTCORE_INVALID_TORRENT,
     })?;
     s.geometry.insert(id, m.geometry());
-    added(&mut s, id, out_id);
+    // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
+    // function's contract requires.
+    unsafe { added(&mut s, id, out_id) };
     Ok(())
 }
 
 /// A torrent was added: `TORRENT_ADDED` queued, its first actions taken, the id
-/// written to `out_id` (checked non-NULL).
-fn added(s: &mut Inner, id: TorrentId, out_id: *mut u32) {
+/// written to `out_id`.
+///
+/// # Safety
+/// `out_id` is non-NULL and valid for writing one `u32`.
+unsafe fn added(s: &mut Inner, id: TorrentId, out_id: *mut u32) {
     s.events.push(btcore_event::new(
         btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
         id.0,
     ));
     s.pump_events();
-    // SAFETY: non-NULL (checked by the caller), and the C caller passes a writable u32.
+    // SAFETY: non-NULL and valid for one write, as this function's contract requires.
     unsafe { out_id.write(id.0) };
 }
 
 /// Adds a magnet link (NUL-terminated); writes the id to `*out_id`. The torrent's
 /// metadata comes from peers (`BTCORE_EVENT_METADATA_RECEIVED`).
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `uri` is NULL or points to a NUL-terminated string.
+/// - `out_id` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_add_magnet(
+pub unsafe extern "C" fn btcore_sansio_add_magnet(
     h: *mut btcore_sansio,
     uri: *const c_char,
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
         let uri = unsafe { cstr(uri) }?;
         let out_id = non_null(out_id)?;
         let id = s
@@ -635,7 +728,9 @@ pub extern "C" fn btcore_sansio_add_magnet(
                 AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
                 _ => BTCORE_INVALID_MAGNET,
             })?;
-        added(&mut s, id, out_id);
+        // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
+        unsafe { added(&mut s, id, out_id) };
         Ok(())
     })
 }
@@ -643,14 +738,23 @@ pub extern "C" fn btcore_sansio_add_magnet(
 /// Removes torrent `id`: its connections get `CLOSE` actions and an `ANNOUNCE` with
 /// `BTCORE_ANNOUNCE_STOPPED` follows. The application deletes data itself if it
 /// wants. Pending completions for it are accepted and ignored.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_remove_torrent(
+pub unsafe extern "C" fn btcore_sansio_remove_torrent(
     h: *mut btcore_sansio,
     id: u32,
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         if !s.has_torrent(id) {
             return Err(BTCORE_NOT_FOUND);
         }
@@ -667,18 +771,30 @@ pub extern "C" fn btcore_sansio_remove_torrent(
 
 /// Gives torrent `id` a peer address (from a tracker, the user, ...): a `CONNECT`
 /// action follows when there is room.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `addr` is NULL or valid for reading one `btcore_addr`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_add_peer(
+pub unsafe extern "C" fn btcore_sansio_add_peer(
     h: *mut btcore_sansio,
     id: u32,
     addr: *const btcore_addr,
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         if addr.is_null() {
             return Err(BTCORE_NULL_PARAMETER);
         }
+        // SAFETY: `addr` is non-NULL (checked above) and valid for one read, as this
+        // function's contract requires.
         let a = unsafe { *addr }
             .to_socket()
             .ok_or(BTCORE_INVALID_PARAMETER)?;
@@ -702,8 +818,15 @@ pub extern "C" fn btcore_sansio_add_peer(
 /// `BTCORE_NOT_FOUND` when the torrent is unknown or `action_id` is not the announce
 /// it waits for (a late answer, or one the library gave up on after 10 min);
 /// `BTCORE_INVALID_PARAMETER` for an unknown status.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_announced(
+pub unsafe extern "C" fn btcore_sansio_announced(
     h: *mut btcore_sansio,
     id: u32,
     action_id: u64,
@@ -713,7 +836,9 @@ pub extern "C" fn btcore_sansio_announced(
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let outcome = match status {
             BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
                 interval: interval_secs,
@@ -734,14 +859,23 @@ pub extern "C" fn btcore_sansio_announced(
 /// Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
 /// tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
 /// when the torrent is unknown or not running (checking, paused).
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_reannounce(
+pub unsafe extern "C" fn btcore_sansio_reannounce(
     h: *mut btcore_sansio,
     id: u32,
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let known = s.session.reannounce(now(now_ms), TorrentId(id));
         s.pump_events();
         known.then_some(()).ok_or(BTCORE_NOT_FOUND)
@@ -751,32 +885,52 @@ pub extern "C" fn btcore_sansio_reannounce(
 /// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
 /// A connection refused (the connection cap is reached, or the address is banned for
 /// bad data) gets a `CLOSE` action at once.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `addr` is NULL or valid for reading one `btcore_addr`.
+/// - `out_conn` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_incoming(
+pub unsafe extern "C" fn btcore_sansio_incoming(
     h: *mut btcore_sansio,
     addr: *const btcore_addr,
     now_ms: u64,
     out_conn: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         if addr.is_null() {
             return Err(BTCORE_NULL_PARAMETER);
         }
+        // SAFETY: `addr` is non-NULL (checked above) and valid for one read, as this
+        // function's contract requires.
         let a = unsafe { *addr }
             .to_socket()
             .ok_or(BTCORE_INVALID_PARAMETER)?;
         let out_conn = non_null(out_conn)?;
         let c = s.session.handle_incoming(now(now_ms), a);
+        // SAFETY: `out_conn` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_conn.write(c.0) };
         Ok(())
     })
 }
 
 /// Runs a per-connection report on the handle, then collects the session's events.
-fn conn_event(h: *mut btcore_sansio, f: impl FnOnce(&mut Inner)) -> btcore_result {
+///
+/// # Safety
+/// As [`handle`] for `h`.
+unsafe fn conn_event(h: *mut btcore_sansio, f: impl FnOnce(&mut Inner)) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         f(&mut s);
         s.pump_events();
         Ok(())
@@ -785,42 +939,81 @@ fn conn_event(h: *mut btcore_sansio, f: impl FnOnce(&mut Inner)) -> btcore_resul
 
 /// The connection asked by a `CONNECT` action is open. A connection the library has
 /// already closed is ignored (as in every per-connection call).
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_connected(
+pub unsafe extern "C" fn btcore_sansio_connected(
     h: *mut btcore_sansio,
     conn: u32,
     now_ms: u64,
 ) -> btcore_result {
-    conn_event(h, |s| s.session.handle_connected(now(now_ms), ConnId(conn)))
+    // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
+    // requires; anything else is refused before a read.
+    unsafe { conn_event(h, |s| s.session.handle_connected(now(now_ms), ConnId(conn))) }
 }
 
 /// The connection asked by a `CONNECT` action could not be made.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_connect_failed(
+pub unsafe extern "C" fn btcore_sansio_connect_failed(
     h: *mut btcore_sansio,
     conn: u32,
     now_ms: u64,
 ) -> btcore_result {
-    conn_event(h, |s| {
-        s.session.handle_connect_failed(now(now_ms), ConnId(conn))
-    })
+    // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
+    // requires; anything else is refused before a read.
+    unsafe {
+        conn_event(h, |s| {
+            s.session.handle_connect_failed(now(now_ms), ConnId(conn))
+        })
+    }
 }
 
 /// The socket of `conn` closed or failed (no `CLOSE` action follows).
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_disconnected(
+pub unsafe extern "C" fn btcore_sansio_disconnected(
     h: *mut btcore_sansio,
     conn: u32,
     now_ms: u64,
 ) -> btcore_result {
-    conn_event(h, |s| {
-        s.session.handle_disconnected(now(now_ms), ConnId(conn))
-    })
+    // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
+    // requires; anything else is refused before a read.
+    unsafe {
+        conn_event(h, |s| {
+            s.session.handle_disconnected(now(now_ms), ConnId(conn))
+        })
+    }
 }
 
 /// `len` bytes received on `conn` (any split: framing is the library's job).
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
 #[no_mangle]
-pub extern "C" fn btcore_sansio_recv(
+pub unsafe extern "C" fn btcore_sansio_recv(
     h: *mut btcore_sansio,
     conn: u32,
     data: *const u8,
@@ -828,7 +1021,11 @@ pub extern "C" fn btcore_sansio_recv(
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
+        // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
         s.session.handle_recv(now(now_ms), ConnId(conn), data);
         s.pump_events();
@@ -843,14 +1040,26 @@ pub extern "C" fn btcore_sansio_recv(
 /// again after a `btcore_sansio_write_done` brings it under. The memory held for
 /// received blocks then stays at twice the cap however slow the storage; a host that
 /// ignores it stays correct, but may hold what peers owe on requests already sent.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `out` is NULL or valid for writing one `bool`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_disk_backlogged(
+pub unsafe extern "C" fn btcore_sansio_disk_backlogged(
     h: *const btcore_sansio,
     out: *mut bool,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let out = non_null(out)?;
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(s.session.disk_backlogged()) };
         Ok(())
     })
@@ -864,15 +1073,27 @@ pub extern "C" fn btcore_sansio_disk_backlogged(
 /// the idle timeout. A host that ignores it stays within the caps: a connection whose
 /// queue would pass them is closed instead. True for a connection the library does not
 /// know.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `out` is NULL or valid for writing one `bool`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_wants_recv(
+pub unsafe extern "C" fn btcore_sansio_wants_recv(
     h: *const btcore_sansio,
     conn: u32,
     out: *mut bool,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let out = non_null(out)?;
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(s.session.wants_recv(ConnId(conn))) };
         Ok(())
     })
@@ -881,8 +1102,17 @@ pub extern "C" fn btcore_sansio_wants_recv(
 /// Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
 /// how many to `*out_len`; 0 means nothing more to send now. The bytes are the
 /// application's to send in order: they are not given again.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_transmit(
+pub unsafe extern "C" fn btcore_sansio_transmit(
     h: *mut btcore_sansio,
     conn: u32,
     now_ms: u64,
@@ -891,14 +1121,20 @@ pub extern "C" fn btcore_sansio_transmit(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let out_len = non_null(out_len)?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
         let dst = unsafe { out_slice(buf, cap) }?;
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
         let n = s.session.poll_transmit(now(now_ms), ConnId(conn), dst);
         s.pump_events();
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(n) };
         Ok(())
     })
@@ -906,17 +1142,30 @@ pub extern "C" fn btcore_sansio_transmit(
 
 /// Moves up to `cap` (at least 1) pending actions into `buf`, in order, and writes how
 /// many to `*out_len` (0: nothing to do). Actions not taken stay queued.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `btcore_action`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_poll_actions(
+pub unsafe extern "C" fn btcore_sansio_poll_actions(
     h: *mut btcore_sansio,
     buf: *mut btcore_action,
     cap: usize,
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let out_len = non_null(out_len)?;
-        let dst = unsafe { out_slice(buf, cap) }?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
+        let dst = unsafe { out_uninit(buf, cap) }?;
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
@@ -926,11 +1175,13 @@ pub extern "C" fn btcore_sansio_poll_actions(
                 break;
             };
             if let Some(a) = s.convert(a) {
-                dst[n] = a;
+                dst[n].write(a);
                 n += 1;
             }
         }
         s.pump_events();
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(n) };
         Ok(())
     })
@@ -941,8 +1192,17 @@ pub extern "C" fn btcore_sansio_poll_actions(
 /// copy is released. Returns `BTCORE_WRONG_STATE` when already taken and
 /// `BTCORE_BUFFER_TOO_SMALL` (with the length needed in `*out_len`) when `cap` is too
 /// small. Answer with `btcore_sansio_write_done` once written.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_take_write_data(
+pub unsafe extern "C" fn btcore_sansio_take_write_data(
     h: *mut btcore_sansio,
     action_id: u64,
     buf: *mut u8,
@@ -950,7 +1210,9 @@ pub extern "C" fn btcore_sansio_take_write_data(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let out_len_p = non_null(out_len)?;
         let Some(Pending::Write { data, .. }) = s.pending.get_mut(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
@@ -958,6 +1220,8 @@ pub extern "C" fn btcore_sansio_take_write_data(
         let Some(d) = data.as_ref() else {
             return Err(BTCORE_WRONG_STATE);
         };
+        // SAFETY: `buf` is valid for writes of `cap` bytes or `cap` is 0, and `out_len` is
+        // NULL or valid for one write, as this function's contract requires.
         unsafe { copy_out(d, buf, cap, out_len_p) }?;
         *data = None;
         Ok(())
@@ -976,15 +1240,24 @@ fn disk_status(status: u32) -> Result<Result<(), DiskError>, btcore_result> {
 /// The `WRITE` action `action_id` is done: `status` is `BTCORE_DISK_OK`,
 /// `BTCORE_DISK_NO_SPACE` or `BTCORE_DISK_IO_ERROR` (the torrent stops). Data not
 /// taken is released.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_write_done(
+pub unsafe extern "C" fn btcore_sansio_write_done(
     h: *mut btcore_sansio,
     action_id: u64,
     status: u32,
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let result = disk_status(status)?;
         let Some(Pending::Write { .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
@@ -1001,8 +1274,16 @@ pub extern "C" fn btcore_sansio_write_done(
 
 /// The `READ` action `action_id` is done: with `BTCORE_DISK_OK`, `data` holds exactly
 /// the action's `length` bytes (copied); otherwise `data` may be NULL.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
 #[no_mangle]
-pub extern "C" fn btcore_sansio_read_done(
+pub unsafe extern "C" fn btcore_sansio_read_done(
     h: *mut btcore_sansio,
     action_id: u64,
     data: *const u8,
@@ -1011,11 +1292,15 @@ pub extern "C" fn btcore_sansio_read_done(
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let result = disk_status(status)?;
         let Some(Pending::Read { block, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
         };
+        // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
+        // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
         if result.is_ok() && data.len() != block.len as usize {
             return Err(BTCORE_INVALID_PARAMETER);
@@ -1038,14 +1323,22 @@ pub extern "C" fn btcore_sansio_read_done(
 /// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
 /// matched. Without block digests, the peers that sent a failed piece are only put on
 /// parole (see `btcore_sansio_verified_blocks`).
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_verified(
+pub unsafe extern "C" fn btcore_sansio_verified(
     h: *mut btcore_sansio,
     action_id: u64,
     ok: bool,
     now_ms: u64,
 ) -> btcore_result {
-    btcore_sansio_verified_blocks(h, action_id, ok, std::ptr::null(), 0, now_ms)
+    // SAFETY: `h` as this function's contract requires; no digests (NULL, 0).
+    unsafe { btcore_sansio_verified_blocks(h, action_id, ok, std::ptr::null(), 0, now_ms) }
 }
 
 /// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
@@ -1055,8 +1348,17 @@ pub extern "C" fn btcore_sansio_verified(
 /// failed, and when it matched if the action's `block_digests` is set: they tell which
 /// peer sent the bad data, which is then banned by address. Any other length is
 /// `BTCORE_INVALID_PARAMETER` and the action stays pending.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `digests` is valid for reads of `digests_len` bytes (it may be NULL when `digests_len`
+///   is 0).
 #[no_mangle]
-pub extern "C" fn btcore_sansio_verified_blocks(
+pub unsafe extern "C" fn btcore_sansio_verified_blocks(
     h: *mut btcore_sansio,
     action_id: u64,
     ok: bool,
@@ -1065,7 +1367,9 @@ pub extern "C" fn btcore_sansio_verified_blocks(
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let Some(Pending::Verify { blocks, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
         };
@@ -1094,15 +1398,27 @@ pub extern "C" fn btcore_sansio_verified_blocks(
 
 /// Writes when `btcore_sansio_handle_timeout` is next due (in the `now_ms` time base)
 /// to `*out_ms`: `UINT64_MAX` when nothing is scheduled.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `out_ms` is NULL or valid for writing one `u64`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_next_timeout(
+pub unsafe extern "C" fn btcore_sansio_next_timeout(
     h: *const btcore_sansio,
     out_ms: *mut u64,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let out_ms = non_null(out_ms)?;
         let t = s.session.poll_timeout().map_or(u64::MAX, |t| t.as_millis());
+        // SAFETY: `out_ms` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_ms.write(t) };
         Ok(())
     })
@@ -1110,13 +1426,22 @@ pub extern "C" fn btcore_sansio_next_timeout(
 
 /// Runs the timers (keep-alives, timeouts, choking, re-announces, dialing). Call it
 /// when `btcore_sansio_next_timeout` is due; calling it early is harmless.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_handle_timeout(
+pub unsafe extern "C" fn btcore_sansio_handle_timeout(
     h: *mut btcore_sansio,
     now_ms: u64,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         s.session.handle_timeout(now(now_ms));
         s.pump_events();
         Ok(())
@@ -1125,50 +1450,87 @@ pub extern "C" fn btcore_sansio_handle_timeout(
 
 /// Moves up to `cap` (at least 1) queued events into `buf` and writes how many to
 /// `*out_len`, as `btcore_session_events`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `btcore_event`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_events(
+pub unsafe extern "C" fn btcore_sansio_events(
     h: *mut btcore_sansio,
     buf: *mut btcore_event,
     cap: usize,
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let mut s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
         let out_len = non_null(out_len)?;
-        let dst = unsafe { out_slice(buf, cap) }?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
+        let dst = unsafe { out_uninit(buf, cap) }?;
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
         let n = s.events.drain_into(dst);
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(n) };
         Ok(())
     })
 }
 
 /// Fills `*out` with the status of torrent `id`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `out` is NULL or valid for writing one `btcore_torrent_status`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_torrent_status(
+pub unsafe extern "C" fn btcore_sansio_torrent_status(
     h: *const btcore_sansio,
     id: u32,
     now_ms: u64,
     out: *mut btcore_torrent_status,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let out = non_null(out)?;
         let st = s
             .session
             .torrent_status(TorrentId(id), now(now_ms))
             .ok_or(BTCORE_NOT_FOUND)?;
         let error = s.errors.get(&id).copied().unwrap_or(BTCORE_OK);
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(torrent_status(id, &st, None, error)) };
         Ok(())
     })
 }
 
 /// Fills `buf` with the peers of torrent `id`, as `btcore_session_peers`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `btcore_peer_status`s (it may be NULL when `cap` is
+///   0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_peers(
+pub unsafe extern "C" fn btcore_sansio_peers(
     h: *const btcore_sansio,
     id: u32,
     buf: *mut btcore_peer_status,
@@ -1176,13 +1538,19 @@ pub extern "C" fn btcore_sansio_peers(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let out_len = non_null(out_len)?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
         let dst = unsafe { out_slice(buf, cap) }?;
         if !s.has_torrent(id) {
             return Err(BTCORE_NOT_FOUND);
         }
         let peers = s.session.peers(TorrentId(id));
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(peers.len()) };
         if dst.len() < peers.len() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
@@ -1198,8 +1566,17 @@ pub extern "C" fn btcore_sansio_peers(
 /// the high bit of byte 0) into `buf` and its length to `*out_len`: the resume data to
 /// give back to `btcore_sansio_add_torrent` later. `BTCORE_NOT_FOUND` until a magnet
 /// link's metadata arrives; `BTCORE_BUFFER_TOO_SMALL` with the length needed.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_have(
+pub unsafe extern "C" fn btcore_sansio_have(
     h: *const btcore_sansio,
     id: u32,
     buf: *mut u8,
@@ -1207,8 +1584,12 @@ pub extern "C" fn btcore_sansio_have(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let have = s.session.have(TorrentId(id)).ok_or(BTCORE_NOT_FOUND)?;
+        // SAFETY: `buf` is valid for writes of `cap` bytes or `cap` is 0, and `out_len` is
+        // NULL or valid for one write, as this function's contract requires.
         unsafe { copy_out(have.as_bytes(), buf, cap, out_len) }
     })
 }
@@ -1216,8 +1597,17 @@ pub extern "C" fn btcore_sansio_have(
 /// Copies the raw info dictionary of torrent `id` (what a magnet link fetched; wrap it
 /// as `d4:info<...>e` to get a `.torrent`) into `buf` and its length to `*out_len`.
 /// `BTCORE_NOT_FOUND` until known; `BTCORE_BUFFER_TOO_SMALL` with the length needed.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_sansio_metadata(
+pub unsafe extern "C" fn btcore_sansio_metadata(
     h: *const btcore_sansio,
     id: u32,
     buf: *mut u8,
@@ -1225,11 +1615,15 @@ pub extern "C" fn btcore_sansio_metadata(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let s = handle(h)?;
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
         let info = s
             .session
             .info_bytes(TorrentId(id))
             .ok_or(BTCORE_NOT_FOUND)?;
+        // SAFETY: `buf` is valid for writes of `cap` bytes or `cap` is 0, and `out_len` is
+        // NULL or valid for one write, as this function's contract requires.
         unsafe { copy_out(info, buf, cap, out_len) }
     })
 }

@@ -80,29 +80,36 @@ pub type btcore_notify_callback = Option<extern "C" fn(userdata: *mut c_void)>;
 /// Fills `out` with the defaults: current directory, no state directory, listen on
 /// 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
 /// Thread-safe.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for writing one `btcore_settings`.
 #[no_mangle]
-pub extern "C" fn btcore_settings_default(out: *mut btcore_settings) -> btcore_result {
+pub unsafe extern "C" fn btcore_settings_default(out: *mut btcore_settings) -> btcore_result {
     guard(|| {
         let out = non_null(out)?;
-        let d = ClientOptions::default();
-        unsafe {
-            out.write(btcore_settings {
-                download_dir: std::ptr::null(),
-                state_dir: std::ptr::null(),
-                listen_address: std::ptr::null(),
-                listen_port: d.listen.port(),
-                low_memory: false,
-                use_trackers: true,
-                max_peers_per_torrent: 0,
-                disk_threads: 0,
-                download_rate_limit: 0,
-                upload_rate_limit: 0,
-                random_seed: 0,
-                encryption: BTCORE_ENCRYPTION_PREFERRED,
-            })
-        };
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
+        unsafe { out.write(default_settings()) };
         Ok(())
     })
+}
+
+fn default_settings() -> btcore_settings {
+    btcore_settings {
+        download_dir: std::ptr::null(),
+        state_dir: std::ptr::null(),
+        listen_address: std::ptr::null(),
+        listen_port: ClientOptions::default().listen.port(),
+        low_memory: false,
+        use_trackers: true,
+        max_peers_per_torrent: 0,
+        disk_threads: 0,
+        download_rate_limit: 0,
+        upload_rate_limit: 0,
+        random_seed: 0,
+        encryption: BTCORE_ENCRYPTION_PREFERRED,
+    }
 }
 
 struct Notify {
@@ -190,7 +197,12 @@ impl Shared {
     }
 }
 
-fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore_result> {
+/// The session behind a handle, once the live-handle set knows it.
+///
+/// # Safety
+/// `p` is NULL, not a live handle (refused without a read), or a live session handle
+/// that no `btcore_session_free` frees while the reference is used.
+unsafe fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore_result> {
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
@@ -218,27 +230,37 @@ fn map_client_error(e: &ClientError) -> btcore_result {
 /// Binds the listen socket and starts the disk (and tracker) threads; the loop itself
 /// runs only in `btcore_session_poll` or after `btcore_session_start`. Free it with
 /// `btcore_session_free`. Thread-safe.
+///
+/// # Safety
+///
+/// - `settings` is NULL or valid for reading one `btcore_settings` whose strings are NULL
+///   or NUL-terminated.
+/// - `out` is NULL or valid for writing one pointer.
 #[no_mangle]
-pub extern "C" fn btcore_session_new(
+pub unsafe extern "C" fn btcore_session_new(
     settings: *const btcore_settings,
     out: *mut *mut btcore_session,
 ) -> btcore_result {
     guard(|| {
         let out = non_null(out)?;
-        let mut s = std::mem::MaybeUninit::<btcore_settings>::uninit();
         let s = if settings.is_null() {
-            match btcore_settings_default(s.as_mut_ptr()) {
-                BTCORE_OK => unsafe { s.assume_init() },
-                e => return Err(e),
-            }
+            default_settings()
         } else {
+            // SAFETY: `settings` is non-NULL (checked above) and valid for one read, as
+            // this function's contract requires.
             unsafe { *settings }
         };
         let mut opts = ClientOptions::default();
+        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
+        // contract requires.
         if let Some(d) = unsafe { opt_path(s.download_dir) }? {
             opts.save_dir = d;
         }
+        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
+        // contract requires.
         opts.state_dir = unsafe { opt_path(s.state_dir) }?;
+        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
+        // contract requires.
         let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(a) => a
@@ -287,6 +309,8 @@ pub extern "C" fn btcore_session_new(
         });
         let p = Box::into_raw(b) as *mut btcore_session;
         register_handle(p.cast_const().cast(), HandleKind::Session);
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(p) };
         Ok(())
     })
@@ -307,8 +331,14 @@ fn stop_thread(b: &SessionBox) -> Result<bool, btcore_result> {
 /// session. NULL, or a session already freed, is a no-op. Must not be called from the
 /// notify callback; no other call on this session may run meanwhile; calls after it
 /// get `BTCORE_WRONG_HANDLE`.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new`. A handle already freed, or any
+/// pointer the library did not make, is refused by a look-up in the library's set of live
+/// handles without being read; no other call on the handle may run meanwhile.
 #[no_mangle]
-pub extern "C" fn btcore_session_free(session: *mut btcore_session) {
+pub unsafe extern "C" fn btcore_session_free(session: *mut btcore_session) {
     let _ = guard(|| {
         if session.is_null() {
             return Ok(());
@@ -330,21 +360,37 @@ pub extern "C" fn btcore_session_free(session: *mut btcore_session) {
 
 /// Writes the TCP port the session listens on to `*out` (useful with port 0).
 /// Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `out` is NULL or valid for writing one `u16`.
 #[no_mangle]
-pub extern "C" fn btcore_session_listen_port(
+pub unsafe extern "C" fn btcore_session_listen_port(
     session: *const btcore_session,
     out: *mut u16,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let out = non_null(out)?;
         let port = b.shared.client()?.local_addr().port();
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(port) };
         Ok(())
     })
 }
 
-fn add_with(
+/// Adds a torrent with `f` and writes its id to `*out_id`.
+///
+/// # Safety
+/// `out_id` is NULL or valid for writing one `u32`.
+unsafe fn add_with(
     b: &SessionBox,
     out_id: *mut u32,
     f: impl FnOnce(&mut Client) -> Result<TorrentId, ClientError>,
@@ -358,41 +404,74 @@ fn add_with(
         (id, needed)
     };
     b.shared.notify(needed);
+    // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
+    // function's contract requires.
     unsafe { out_id.write(id.0) };
     Ok(())
 }
 
 /// Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
-/// download directory); writes the torrent's id to `*out_id`. Data already in the
-/// directory is checked first (this call blocks meanwhile); with a state directory,
-/// resume data saves most of that work. Thread-safe.
+/// download directory); writes the torrent's id to `*out_id`. The call returns without
+/// hashing: data already in the directory is checked on a thread of the session, one
+/// torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
+/// announce); with a state directory, resume data whose files are unchanged skips that
+/// check. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `path` is NULL or points to a NUL-terminated string.
+/// - `save_dir` is NULL or points to a NUL-terminated string.
+/// - `out_id` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_session_add_torrent_file(
+pub unsafe extern "C" fn btcore_session_add_torrent_file(
     session: *mut btcore_session,
     path: *const c_char,
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
+        // SAFETY: `path` is NULL or NUL-terminated, as this function's contract requires.
         let path = unsafe { opt_path(path) }?.ok_or(BTCORE_NULL_PARAMETER)?;
+        // SAFETY: `save_dir` is NULL or NUL-terminated, as this function's contract
+        // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
         non_null(out_id)?;
         let data = btcore_host::read_torrent_file(&path).map_err(|e| match e {
             btcore_host::LoadError::Io(_) => BTCORE_IO,
             btcore_host::LoadError::TooLarge(_) => BTCORE_INVALID_TORRENT,
         })?;
-        add_with(b, out_id, |c| {
-            c.add_torrent_file(&data, save_dir.as_deref())
-        })
+        // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
+        // requires.
+        unsafe {
+            add_with(b, out_id, |c| {
+                c.add_torrent_file(&data, save_dir.as_deref())
+            })
+        }
     })
 }
 
 /// Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
 /// `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
 /// Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+/// - `save_dir` is NULL or points to a NUL-terminated string.
+/// - `out_id` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_session_add_torrent_bytes(
+pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
     session: *mut btcore_session,
     data: *const u8,
     len: usize,
@@ -400,13 +479,21 @@ pub extern "C" fn btcore_session_add_torrent_bytes(
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
+        // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
+        // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
+        // SAFETY: `save_dir` is NULL or NUL-terminated, as this function's contract
+        // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
         if data.len() as u64 > btcore_host::MAX_TORRENT_FILE {
             return Err(BTCORE_INVALID_TORRENT);
         }
-        add_with(b, out_id, |c| c.add_torrent_file(data, save_dir.as_deref()))
+        // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
+        // requires.
+        unsafe { add_with(b, out_id, |c| c.add_torrent_file(data, save_dir.as_deref())) }
     })
 }
 
@@ -414,20 +501,37 @@ pub extern "C" fn btcore_session_add_torrent_bytes(
 /// session's download directory); writes its id to `*out_id`. The torrent is in
 /// `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
 /// Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `uri` is NULL or points to a NUL-terminated string.
+/// - `save_dir` is NULL or points to a NUL-terminated string.
+/// - `out_id` is NULL or valid for writing one `u32`.
 #[no_mangle]
-pub extern "C" fn btcore_session_add_magnet(
+pub unsafe extern "C" fn btcore_session_add_magnet(
     session: *mut btcore_session,
     uri: *const c_char,
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
+        // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
         let uri = unsafe { cstr(uri) }?
             .to_str()
             .map_err(|_| BTCORE_INVALID_MAGNET)?;
+        // SAFETY: `save_dir` is NULL or NUL-terminated, as this function's contract
+        // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
-        add_with(b, out_id, |c| c.add_magnet(uri, save_dir.as_deref()))
+        // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
+        // requires.
+        unsafe { add_with(b, out_id, |c| c.add_magnet(uri, save_dir.as_deref())) }
     })
 }
 
@@ -437,14 +541,26 @@ fn has_torrent(c: &Client, id: u32) -> bool {
 
 /// Gives torrent `id` a peer to connect to: `"host:port"`, `"1.2.3.4:6881"` or
 /// `"[::1]:6881"` (a host name is resolved, which may block). Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `address` is NULL or points to a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn btcore_session_add_peer(
+pub unsafe extern "C" fn btcore_session_add_peer(
     session: *mut btcore_session,
     id: u32,
     address: *const c_char,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
+        // SAFETY: `address` is NULL or NUL-terminated, as this function's contract
+        // requires.
         let a = unsafe { cstr(address) }?
             .to_str()
             .map_err(|_| BTCORE_INVALID_PARAMETER)?;
@@ -467,13 +583,18 @@ pub extern "C" fn btcore_session_add_peer(
 }
 
 /// Runs `op` on torrent `id` of the session; `op` returns whether the torrent exists.
-fn torrent_op(
+///
+/// # Safety
+/// As [`session`] for `session`.
+unsafe fn torrent_op(
     session: *mut btcore_session,
     id: u32,
     op: impl FnOnce(&mut Client, TorrentId) -> bool,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let mut c = b.shared.client()?;
         if op(&mut c, TorrentId(id)) {
             Ok(())
@@ -486,36 +607,78 @@ fn torrent_op(
 /// Pauses torrent `id`: its peers are closed, `stopped` is announced, nothing is
 /// dialed or accepted until `btcore_session_resume`; what it has is kept (state
 /// `BTCORE_STATE_PAUSED`). `BTCORE_NOT_FOUND` for an unknown id. Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_pause(session: *mut btcore_session, id: u32) -> btcore_result {
-    torrent_op(session, id, |c, t| c.pause(t))
+pub unsafe extern "C" fn btcore_session_pause(
+    session: *mut btcore_session,
+    id: u32,
+) -> btcore_result {
+    // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+    // contract requires; anything else is refused before a read.
+    unsafe { torrent_op(session, id, |c, t| c.pause(t)) }
 }
 
 /// Resumes a paused torrent (`BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_resume(session: *mut btcore_session, id: u32) -> btcore_result {
-    torrent_op(session, id, |c, t| c.resume(t))
+pub unsafe extern "C" fn btcore_session_resume(
+    session: *mut btcore_session,
+    id: u32,
+) -> btcore_result {
+    // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+    // contract requires; anything else is refused before a read.
+    unsafe { torrent_op(session, id, |c, t| c.resume(t)) }
 }
 
 /// Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume
 /// file and, when `delete_data`, its files. `BTCORE_NOT_FOUND` for an unknown id.
 /// Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_remove(
+pub unsafe extern "C" fn btcore_session_remove(
     session: *mut btcore_session,
     id: u32,
     delete_data: bool,
 ) -> btcore_result {
-    torrent_op(session, id, |c, t| c.remove_torrent(t, delete_data))
+    // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+    // contract requires; anything else is refused before a read.
+    unsafe { torrent_op(session, id, |c, t| c.remove_torrent(t, delete_data)) }
 }
 
 /// Writes resume data for every torrent now (into the settings' state directory, after
 /// syncing the data files). Resume files are also written on their own, coalesced, a
 /// few seconds after pieces complete, and by `btcore_session_free`. Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_save_resume(session: *mut btcore_session) -> btcore_result {
+pub unsafe extern "C" fn btcore_session_save_resume(session: *mut btcore_session) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         b.shared.client()?.save_resume();
         Ok(())
     })
@@ -525,18 +688,33 @@ pub extern "C" fn btcore_session_save_resume(session: *mut btcore_session) -> bt
 /// number into `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL`
 /// with the number needed in `*out_len` and writes no id. `ids` may be NULL when `cap`
 /// is 0. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `ids` is valid for writes of `cap` `u32`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_session_torrents(
+pub unsafe extern "C" fn btcore_session_torrents(
     session: *const btcore_session,
     ids: *mut u32,
     cap: usize,
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let out_len = non_null(out_len)?;
+        // SAFETY: `ids` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
         let dst = unsafe { out_slice(ids, cap) }?;
         let list = b.shared.client()?.torrents();
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(list.len()) };
         if dst.len() < list.len() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
@@ -549,14 +727,24 @@ pub extern "C" fn btcore_session_torrents(
 }
 
 /// Fills `*out` with the status of torrent `id`. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `out` is NULL or valid for writing one `btcore_torrent_status`.
 #[no_mangle]
-pub extern "C" fn btcore_session_torrent_status(
+pub unsafe extern "C" fn btcore_session_torrent_status(
     session: *const btcore_session,
     id: u32,
     out: *mut btcore_torrent_status,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let out = non_null(out)?;
         let view = b
             .shared
@@ -570,6 +758,8 @@ pub extern "C" fn btcore_session_torrent_status(
             .get(&id)
             .copied()
             .unwrap_or(BTCORE_OK);
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out.write(torrent_status(id, &view.status, view.checking, error)) };
         Ok(())
     })
@@ -580,8 +770,17 @@ pub extern "C" fn btcore_session_torrent_status(
 /// and its length without the NUL into `*out_len`. When `cap` is too small, returns
 /// `BTCORE_BUFFER_TOO_SMALL` with the length needed (without the NUL) in `*out_len`.
 /// Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `buf` is valid for writes of `cap` `c_char`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_session_torrent_name(
+pub unsafe extern "C" fn btcore_session_torrent_name(
     session: *const btcore_session,
     id: u32,
     buf: *mut c_char,
@@ -589,8 +788,12 @@ pub extern "C" fn btcore_session_torrent_name(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let out_len = non_null(out_len)?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
         let dst = unsafe { out_slice(buf as *mut u8, cap) }?;
         let view = b
             .shared
@@ -601,6 +804,8 @@ pub extern "C" fn btcore_session_torrent_name(
             .ok_or(BTCORE_NOT_FOUND)?;
         let name = view.name.as_bytes();
         let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(name.len()) };
         if dst.len() <= name.len() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
@@ -614,8 +819,18 @@ pub extern "C" fn btcore_session_torrent_name(
 /// Fills `buf` (room for `cap`) with the peers of torrent `id` and writes their number
 /// to `*out_len`. When `cap` is too small, returns `BTCORE_BUFFER_TOO_SMALL` with the
 /// number needed in `*out_len`. `buf` may be NULL when `cap` is 0. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `buf` is valid for writes of `cap` `btcore_peer_status`s (it may be NULL when `cap` is
+///   0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_session_peers(
+pub unsafe extern "C" fn btcore_session_peers(
     session: *const btcore_session,
     id: u32,
     buf: *mut btcore_peer_status,
@@ -623,8 +838,12 @@ pub extern "C" fn btcore_session_peers(
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let out_len = non_null(out_len)?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
         let dst = unsafe { out_slice(buf, cap) }?;
         let peers = {
             let c = b.shared.client()?;
@@ -633,6 +852,8 @@ pub extern "C" fn btcore_session_peers(
             }
             c.peers(TorrentId(id))
         };
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(peers.len()) };
         if dst.len() < peers.len() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
@@ -648,21 +869,36 @@ pub extern "C" fn btcore_session_peers(
 /// `*out_len` (0 when none are waiting). Events not taken stay queued; the queue holds
 /// 4096 and then drops the oldest, reporting `BTCORE_EVENT_DROPPED`. `cap` must be at
 /// least 1. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `buf` is valid for writes of `cap` `btcore_event`s (it may be NULL when `cap` is 0).
+/// - `out_len` is NULL or valid for writing one `usize`.
 #[no_mangle]
-pub extern "C" fn btcore_session_events(
+pub unsafe extern "C" fn btcore_session_events(
     session: *mut btcore_session,
     buf: *mut btcore_event,
     cap: usize,
     out_len: *mut usize,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let out_len = non_null(out_len)?;
-        let dst = unsafe { out_slice(buf, cap) }?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
+        let dst = unsafe { out_uninit(buf, cap) }?;
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
         let n = lock(&b.shared.state)?.events.drain_into(dst);
+        // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
         unsafe { out_len.write(n) };
         Ok(())
     })
@@ -671,14 +907,25 @@ pub extern "C" fn btcore_session_events(
 /// Sets (or with a NULL `callback`, clears) the callback told when events become
 /// available; `userdata` is passed back to it. See `btcore_notify_callback` for where
 /// it runs. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `userdata` is not read by the library; the callback receives it on the thread where it
+///   runs, so it must be usable from there.
 #[no_mangle]
-pub extern "C" fn btcore_session_set_notify(
+pub unsafe extern "C" fn btcore_session_set_notify(
     session: *mut btcore_session,
     callback: btcore_notify_callback,
     userdata: *mut c_void,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         lock(&b.shared.state)?.notify = callback.map(|cb| Notify { cb, userdata });
         Ok(())
     })
@@ -687,10 +934,19 @@ pub extern "C" fn btcore_session_set_notify(
 /// Runs the session's loop on a thread of its own until `btcore_session_stop` or
 /// `btcore_session_free`. Returns `BTCORE_WRONG_STATE` when already running.
 /// Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_start(session: *mut btcore_session) -> btcore_result {
+pub unsafe extern "C" fn btcore_session_start(session: *mut btcore_session) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         let mut t = lock(&b.thread)?;
         if t.is_some() {
             return Err(BTCORE_WRONG_STATE);
@@ -720,10 +976,19 @@ pub extern "C" fn btcore_session_start(session: *mut btcore_session) -> btcore_r
 /// Stops the session's thread and waits for it (at most one turn of the loop, about
 /// 10 ms). Returns `BTCORE_WRONG_STATE` when it was not running. Must not be called
 /// from the notify callback. Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_stop(session: *mut btcore_session) -> btcore_result {
+pub unsafe extern "C" fn btcore_session_stop(session: *mut btcore_session) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         if stop_thread(b)? {
             Ok(())
         } else {
@@ -736,13 +1001,22 @@ pub extern "C" fn btcore_session_stop(session: *mut btcore_session) -> btcore_re
 /// network or disk activity, then handles whatever is ready (0: do not wait). Call it
 /// at least every 100 ms or so. Returns `BTCORE_WRONG_STATE` while the session's own
 /// thread runs. Thread-safe.
+///
+/// # Safety
+///
+/// `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+/// frees during the call. A freed handle, one of another type or any other pointer is a
+/// checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+/// handles before reading anything behind it.
 #[no_mangle]
-pub extern "C" fn btcore_session_poll(
+pub unsafe extern "C" fn btcore_session_poll(
     session: *mut btcore_session,
     timeout_ms: u32,
 ) -> btcore_result {
     guard(|| {
-        let b = self::session(session)?;
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
         if lock(&b.thread)?.is_some() {
             return Err(BTCORE_WRONG_STATE);
         }
