@@ -314,8 +314,6 @@ struct Client {
     events: Events,
     config: TrackerConfig,
     notified: Arc<AtomicUsize>,
-    /// The longest `poll` slept in one turn.
-    longest_turn: Duration,
 }
 
 const WAKE: Token = Token(0);
@@ -355,7 +353,6 @@ fn client_config(config: TrackerConfig) -> Client {
         events: Events::with_capacity(16),
         config,
         notified,
-        longest_turn: Duration::ZERO,
     }
 }
 
@@ -378,7 +375,6 @@ impl Client {
             .map_or(max, |t| t.saturating_duration_since(start))
             .min(max);
         self.poll.poll(&mut self.events, Some(wait)).expect("poll");
-        self.longest_turn = self.longest_turn.max(start.elapsed());
         if self.events.iter().any(|e| UDP_TOKENS.contains(&e.token())) {
             self.client.on_udp_readable(Instant::now());
         }
@@ -395,6 +391,53 @@ impl Client {
             assert!(Instant::now() < end, "no announce result");
             self.turn(Duration::from_secs(1));
         }
+    }
+
+    /// Waits for a result with the client's clock held at `now`: the workers' answers
+    /// are taken in, but no attempt reaches its deadline and no UDP retransmission
+    /// falls due, however long the wall clock takes. Fails after `RESULT_WAIT`.
+    fn result_at(&mut self, now: Instant, what: &str) -> AnnounceResult {
+        let end = Instant::now() + RESULT_WAIT;
+        loop {
+            self.client.handle_timeout(now);
+            if let Some(r) = self.client.poll_result() {
+                return r;
+            }
+            assert!(
+                Instant::now() < end,
+                "no result for {what} within {RESULT_WAIT:?}"
+            );
+            // Woken by a worker's answer, or 50 ms.
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_millis(50)))
+                .expect("poll");
+        }
+    }
+
+    /// Runs the client's timers on a simulated clock from `start` until a result comes,
+    /// as the loop does: sleeps until `poll_timeout` in whole milliseconds rounded up
+    /// (as `epoll` does), then runs the timers, calling `each` with the simulated time
+    /// since `start`. Returns the result and when it came. Fails after 100 steps.
+    fn result_stepped(
+        &mut self,
+        start: Instant,
+        mut each: impl FnMut(Duration),
+    ) -> (AnnounceResult, Duration) {
+        let mut now = start;
+        for _ in 0..100 {
+            if let Some(r) = self.client.poll_result() {
+                return (r, now - start);
+            }
+            let next = self
+                .client
+                .poll_timeout()
+                .expect("a timer while an attempt runs");
+            let wait = next.saturating_duration_since(now).as_nanos();
+            now += Duration::from_millis(wait.div_ceil(1_000_000) as u64);
+            self.client.handle_timeout(now);
+            each(now - start);
+        }
+        panic!("no result after 100 timer steps");
     }
 
     fn scrape(
@@ -607,25 +650,29 @@ fn unreachable_trackers_fail_within_the_timeout() {
     let http_url = format!("http://127.0.0.1:{}/announce", closed_port());
     let mut c = client(Duration::from_secs(2));
 
-    let start = Instant::now();
-    c.announce(5, &[&[&http_url]], 6881, Some(Event::Started));
-    let r = c.result();
-    assert!(
-        start.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        start.elapsed()
+    // A refused connection is an error from the worker itself: the client's clock
+    // stands still, so its 2 s deadline cannot be what ends the attempt.
+    let t0 = Instant::now();
+    c.client.announce(
+        t0,
+        job(5, &[&[&http_url]], PEER, 6881, Some(Event::Started)),
     );
+    let r = c.result_at(t0, "a refused HTTP announce");
     assert_eq!(r.tracker, None);
     assert_eq!(r.errors.len(), 1);
     assert_eq!(r.errors[0].0, http_url);
     assert!(!r.errors[0].1.is_empty());
+    assert!(!r.errors[0].1.contains("timed out"), "{:?}", r.errors);
 
-    let start = Instant::now();
-    c.announce(6, &[&[&silent_url]], 6881, Some(Event::Started));
-    let r = c.result();
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(4), "{took:?}");
-    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    // A silent UDP tracker, on a simulated clock: the attempt ends at its 2 s
+    // timeout exactly, not before and not after.
+    let t0 = Instant::now();
+    c.client.announce(
+        t0,
+        job(6, &[&[&silent_url]], PEER, 6881, Some(Event::Started)),
+    );
+    let (r, at) = c.result_stepped(t0, |_| {});
+    assert_eq!(at, Duration::from_secs(2), "ended at {at:?}");
     assert_eq!(r.errors.len(), 1);
     assert!(r.errors[0].1.contains("timed out"), "{:?}", r.errors);
 }
@@ -820,40 +867,41 @@ fn udp_announces_run_on_the_loop_and_hold_no_worker() {
     let silent = SilentUdp::new();
     let http = HttpStub::new(|_| ok_body());
     let mut c = client_with(Duration::from_secs(3), 1);
-    let start = Instant::now();
-    c.announce(20, &[&[&silent.url]], 6881, Some(Event::Started));
-    c.announce(21, &[&[&http.url]], 6881, Some(Event::Started));
-    let r = c.result();
+    let t0 = Instant::now();
+    c.client.announce(
+        t0,
+        job(20, &[&[&silent.url]], PEER, 6881, Some(Event::Started)),
+    );
+    c.client.announce(
+        t0,
+        job(21, &[&[&http.url]], PEER, 6881, Some(Event::Started)),
+    );
+    // The client's clock stands still at t0, so the UDP attempt cannot end: the HTTP
+    // answer comes first only if it did not wait for the one worker.
+    let r = c.result_at(t0, "the HTTP announce beside a silent UDP one");
     assert_eq!(r.key, 21);
     assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
-    );
     assert!(c.client.poll_timeout().is_some(), "the UDP attempt runs");
+    assert_eq!(silent.received(), 1, "the first connect request");
 
     // The silent tracker gets BEP 15 retransmissions from the loop's timers (base 1 s
-    // for a 3 s timeout: sends at 0 and 1 s, the attempt ends at 3 s), and the loop
-    // never sleeps past them.
-    let r = c.result();
-    let took = start.elapsed();
+    // for a 3 s timeout: sends at 0 and 1 s, the attempt ends at 3 s), each due at
+    // the time `poll_timeout` gives, so a loop sleeping until then never misses one.
+    // On a simulated clock: the times are exact.
+    let mut sends = Vec::new();
+    let (r, at) = c.result_stepped(t0, |t| {
+        for _ in 0..silent.received() {
+            sends.push(t);
+        }
+    });
     assert_eq!(r.key, 20);
     assert_eq!(r.tracker, None);
     assert_eq!(
         r.errors,
         vec![(silent.url.clone(), "timed out (connect)".to_string())]
     );
-    assert!(
-        (Duration::from_millis(2_900)..Duration::from_secs(4)).contains(&took),
-        "{took:?}"
-    );
-    assert_eq!(silent.received(), 2);
-    assert!(
-        c.longest_turn <= Duration::from_millis(1_100),
-        "{:?}",
-        c.longest_turn
-    );
+    assert_eq!(at, Duration::from_secs(3), "ended at {at:?}");
+    assert_eq!(sends, [Duration::from_secs(1)], "retransmissions");
     assert!(c.client.is_idle());
     assert_eq!(c.client.poll_timeout(), None);
 }
@@ -878,15 +926,14 @@ fn tiers_mix_transports_dead_udp_then_live_http() {
     assert_eq!(http.hits(), 1);
 
     // In one tier, the live one moves to the front: the dead one is not asked again.
-    let _ = silent.received();
     c.announce(23, &[&[&silent.url, &http.url]], 6881, None);
     let _ = c.result();
-    let start = Instant::now();
+    let _ = silent.received();
     c.announce(23, &[&[&silent.url, &http.url]], 6881, None);
     let r = c.result();
     assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert!(start.elapsed() < Duration::from_millis(500));
+    assert_eq!(silent.received(), 0, "the dead tracker was asked again");
 }
 
 #[test]
@@ -925,9 +972,10 @@ fn shutdown_sends_stopped_to_the_udp_tracker() {
     } = c;
     let start = Instant::now();
     let results = client.shutdown(&mut poll, Duration::from_secs(3));
+    // Returned once `stopped` was answered, not at its deadline.
     assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
+        start.elapsed() < Duration::from_secs(3),
+        "shutdown ran to its deadline: {:?}",
         start.elapsed()
     );
     assert_eq!(results.len(), 1, "{results:?}");
