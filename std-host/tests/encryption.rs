@@ -484,7 +484,14 @@ fn an_encrypted_peer_gets_the_torrent_it_named_and_only_that_one() {
     case.wait_until("both torrents seeding", |c| {
         c.procs[i].printed("seeding") && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Both torrents answer (the second may still be starting when the first says
+    // "seeding"): waited for by dialing, not for a fixed time.
+    case.wait_for("both torrents to answer an encrypted dial", |_| {
+        for skey in [ha, hb] {
+            mse_dial(port, skey, CRYPTO_RC4, skey)?;
+        }
+        Ok(())
+    });
     for (provide, method) in [
         (CRYPTO_RC4, Method::Rc4),
         (CRYPTO_PLAINTEXT, Method::Plaintext),

@@ -78,33 +78,40 @@ fn host(port: u16) -> LsdHost {
 /// What one host reported.
 type Heard = Vec<(InfoHash, SocketAddr)>;
 
-/// Reads both hosts for `wait`, collecting what each reports.
-fn listen(a: &mut LsdHost, b: &mut LsdHost, now: Instant, wait: Duration) -> (Heard, Heard) {
+/// Reads both hosts until `done` holds (given the hosts and what each reported), and
+/// fails with `what` after 5 s.
+fn until_hosts(
+    a: &mut LsdHost,
+    b: &mut LsdHost,
+    now: Instant,
+    what: &str,
+    done: impl Fn(&LsdHost, &LsdHost, &Heard, &Heard) -> bool,
+) -> (Heard, Heard) {
     let (mut ha, mut hb) = (Vec::new(), Vec::new());
-    let end = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < end {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
         ha.extend(a.read(now));
         hb.extend(b.read(now));
+        if done(a, b, &ha, &hb) {
+            return (ha, hb);
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out after 5 s waiting for {what}; a heard {ha:?}, b heard {hb:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    (ha, hb)
 }
 
-/// Reads both hosts until `done` holds or 3 s pass.
+/// Reads both hosts until `done` holds; fails with `what` after 5 s.
 fn until(
     a: &mut LsdHost,
     b: &mut LsdHost,
     now: Instant,
+    what: &str,
     done: impl Fn(&Heard, &Heard) -> bool,
 ) -> (Heard, Heard) {
-    let (mut ha, mut hb) = (Vec::new(), Vec::new());
-    let end = std::time::Instant::now() + Duration::from_secs(3);
-    while std::time::Instant::now() < end && !done(&ha, &hb) {
-        ha.extend(a.read(now));
-        hb.extend(b.read(now));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (ha, hb)
+    until_hosts(a, b, now, what, |_, _, ha, hb| done(ha, hb))
 }
 
 fn sender() -> UdpSocket {
@@ -144,7 +151,9 @@ fn lsd_inside() {
         (1, 1),
         "one batched datagram each"
     );
-    let (ha, hb) = until(&mut a, &mut b, t0, |ha, hb| !ha.is_empty() && hb.len() >= 2);
+    let (ha, hb) = until(&mut a, &mut b, t0, "each other's announces", |ha, hb| {
+        !ha.is_empty() && hb.len() >= 2
+    });
     assert!(
         ha.iter().all(|(_, p)| p.port() == 40002),
         "a heard itself: {ha:?}"
@@ -187,7 +196,11 @@ fn lsd_inside() {
     for g in garbage {
         s.send_to(g, group).expect("send garbage");
     }
-    let (ha, hb) = listen(&mut a, &mut b, t0, Duration::from_millis(400));
+    // Waits until every garbage datagram has arrived (counted as refused), not for a
+    // fixed time: a host that reported one instead fails the check below.
+    let (ha, hb) = until_hosts(&mut a, &mut b, t0, "6 refused datagrams", |a, b, _, _| {
+        a.stats().refused - refused.0 >= 6 && b.stats().refused - refused.1 >= 6
+    });
     assert!(
         ha.is_empty() && hb.is_empty(),
         "garbage reported: {ha:?} {hb:?}"
@@ -203,22 +216,38 @@ fn lsd_inside() {
     let n = lsd::write_announce(&mut out, 40003, &[shared], b"third", false).expect("fits");
     s.send_to(&out[..n], group).expect("send");
     s.send_to(&out[..n], group).expect("send again");
-    let (ha, hb) = until(&mut a, &mut b, t0, |ha, hb| {
-        !ha.is_empty() && !hb.is_empty()
+    // Then a marker from the same socket, for another torrent: datagrams from one socket
+    // arrive over loopback in order, so once the marker is heard a repeat reported
+    // would have been heard too.
+    let marker = ih(0x33);
+    let m = lsd::write_announce(&mut out, 40003, &[marker], b"third", false).expect("fits");
+    s.send_to(&out[..m], group).expect("send marker");
+    let heard_marker = |h: &Heard| h.iter().any(|(ih, _)| *ih == marker);
+    let (ha, hb) = until(&mut a, &mut b, t0, "the marker announce", |ha, hb| {
+        heard_marker(ha) && heard_marker(hb)
     });
-    let (ha2, hb2) = listen(&mut a, &mut b, t0, Duration::from_millis(200));
     for heard in [&ha, &hb] {
-        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert_eq!(
+            heard.len(),
+            2,
+            "repeat reported, or the first lost: {heard:?}"
+        );
         assert_eq!(heard[0].0, shared);
         assert_eq!(heard[0].1.port(), 40003);
+        assert_eq!(heard[1].0, marker);
     }
-    assert!(ha2.is_empty() && hb2.is_empty(), "repeat reported");
 
     // After the interval, announced again.
     let later = t0 + ANNOUNCE_INTERVAL;
     a.service(later, &[shared, only_a]);
     assert_eq!(a.stats().sent, 2);
-    let (_, hb) = until(&mut a, &mut b, later, |_, hb| hb.len() >= 2);
+    let (_, hb) = until(
+        &mut a,
+        &mut b,
+        later,
+        "the announce after the interval",
+        |_, hb| hb.len() >= 2,
+    );
     assert_eq!(hb.len(), 2, "{hb:?}");
     assert_eq!(a.stats().send_errors, 0);
     download_found_by_lsd();
@@ -266,7 +295,17 @@ fn download_found_by_lsd() {
         .stderr(Stdio::null())
         .spawn()
         .expect("seed");
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait for the seed to be up (its port accepts), not for a fixed time. Either
+    // order then works: each side joins the group before its first announce, so the
+    // later one to start hears the earlier one's, or is heard by it.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", 41001)).is_err() {
+        if std::time::Instant::now() > end {
+            let _ = seed.kill();
+            panic!("the seed did not listen on 41001 within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = dir.join("out");
     let status = Command::new(bin)
         .arg("download")

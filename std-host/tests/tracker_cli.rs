@@ -71,7 +71,15 @@ fn share_download_scrape(scheme: &str) {
             .spawn()
             .expect("tracker"),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Up once its HTTP port accepts (its UDP socket is bound in the same start-up step).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tp)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the tracker never listened on {tp}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let sp = port();
     let share = Kill(
         btcore()
