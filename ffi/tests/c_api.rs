@@ -204,6 +204,13 @@ s = lt.session({'listen_interfaces': '127.0.0.1:%d' % port, 'enable_dht': False,
     'allow_multiple_connections_per_ip': True, 'alert_mask': 0})
 h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
 deadline = time.time() + 600
+# Checked and serving: say so (the test waits for this line).
+while not h.status().is_seeding:
+    if time.time() > deadline:
+        sys.exit('never seeding')
+    time.sleep(0.05)
+sys.stderr.write('libtorrent: seeding\n')
+sys.stderr.flush()
 while time.time() < deadline:
     time.sleep(0.5)
 "#;
@@ -221,7 +228,7 @@ fn seeder(dir: &Path, torrent: &Path, btcore_only: bool) -> (Proc, u16) {
             .arg(dir.join("seed"))
             .arg(port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("python3")
     } else {
@@ -239,15 +246,38 @@ fn seeder(dir: &Path, torrent: &Path, btcore_only: bool) -> (Proc, u16) {
             ])
             .arg(port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("btcore seed")
     };
-    let p = Proc(child);
+    let mut p = Proc(child);
+    // Both check the data before they serve it, then say so on stderr.
+    wait_for_line(&mut p.0, ": seeding", Duration::from_secs(60));
     wait_listening(port, Duration::from_secs(20));
-    // libtorrent checks the data before it serves it: give it a moment.
-    std::thread::sleep(Duration::from_millis(500));
     (p, port)
+}
+
+/// Waits at most `limit` for a line containing `needle` on the child's (piped) stderr,
+/// which is copied to the test's stderr all along; fails when the child ends first.
+fn wait_for_line(child: &mut Child, needle: &'static str, limit: Duration) {
+    let err = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            if line.contains(needle) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    if let Err(e) = rx.recv_timeout(limit) {
+        panic!("no line with {needle:?} from the seeder within {limit:?} ({e})");
+    }
 }
 
 /// Runs a program with a bounded wait; returns its stdout.
