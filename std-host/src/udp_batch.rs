@@ -275,7 +275,13 @@ mod tests {
         }
         let mut batch = UdpBatch::new();
         let mut got = Vec::new();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while got.len() < n {
+            assert!(
+                std::time::Instant::now() < end,
+                "{} of {n} datagrams after 10 s",
+                got.len()
+            );
             match batch.recv(&server) {
                 Ok(k) => assert!(k <= BATCH),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -145,8 +145,13 @@ fn backpressure_stops_reading_until_the_peer_reads() {
     assert!(host.is_open(conn));
 
     // It never reads again and the host stops feeding it: the idle timeout closes it.
+    let first = k;
     while host.session.wants_recv(conn) {
         k += 1;
+        assert!(
+            k - first <= 1_000,
+            "still wanting to read after 1,000 chunks (4 MiB) from a peer that never reads"
+        );
         host.recv(conn, &flood_chunk(k));
     }
     host.advance(Duration::from_millis(idle.as_millis() + 2_000));
@@ -548,6 +553,12 @@ fn one_address_cannot_hold_every_slot() {
     // Fill the table with honest peers: each newcomer finds room, the attacker's
     // connections still in their handshake give way first.
     while host.session.num_connections() < incoming_cap {
+        assert!(
+            honest.len() < 200,
+            "{} honest peers and still only {} of {incoming_cap} connections",
+            honest.len(),
+            host.session.num_connections()
+        );
         let i = honest.len() as u8;
         let c = host.incoming(addr(2, i, 6881));
         host.recv(c, &hs(200 + u64::from(i)));
