@@ -612,3 +612,59 @@ fn inline_storage_works() {
     }
     panic!("no handshake");
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever an accepting peer is sent, in whatever pieces, under any policy:
+        /// no panic, and the session sees bytes only once they open with a plain
+        /// handshake naming a torrent of ours (plain text accepted by the policy) or
+        /// an encryption handshake completed.
+        #[test]
+        fn an_accepted_link_hands_up_only_checked_handshakes(
+            policy in 0usize..4,
+            plain in any::<bool>(),
+            which in 0usize..3,
+            tail in proptest::collection::vec(any::<u8>(), 0..700),
+            cuts in proptest::collection::vec(1usize..90, 1..12),
+        ) {
+            let policy = Encryption::ALL[policy];
+            let mut bytes = Vec::new();
+            if plain {
+                bytes.extend_from_slice(&bt_handshake([A, B, OTHER][which], 4)[..48]);
+            }
+            bytes.extend_from_slice(&tail);
+            let mut l = accept(policy, 71);
+            let mut data = Vec::new();
+            let mut established = false;
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < bytes.len() {
+                let n = (*cut.next().expect("cycle")).min(bytes.len() - at);
+                let mut part = bytes[at..at + n].to_vec();
+                at += n;
+                let r = l.handle_recv(&mut part, OURS, &mut |u| match u {
+                    Up::Data(d) => data.extend_from_slice(d),
+                    Up::Established { .. } => established = true,
+                    Up::Transmit(_) => {}
+                });
+                if r.is_err() {
+                    let _ = l.close();
+                    break;
+                }
+            }
+            if !data.is_empty() && !established {
+                prop_assert!(policy.accepts_plain());
+                prop_assert_eq!(&data[..20], &PLAIN_PREFIX[..]);
+                prop_assert!(data.len() >= 48);
+                let mut ih = [0u8; 20];
+                ih.copy_from_slice(&data[28..48]);
+                prop_assert!(OURS.contains(&InfoHash(ih)));
+            }
+            // Random bytes never complete an encryption handshake naming our torrent.
+            prop_assert!(!established);
+        }
+    }
+}
