@@ -14,7 +14,8 @@
 //! - [`magnet`]: BEP 9 magnet URIs, bounded and allocation-free.
 //! - [`wire`]: the BEP 3 / 6 / 10 peer wire protocol: handshake, messages, framing.
 //! - [`ext`]: BEP 10 extension handshake and BEP 9 metadata exchange.
-//! - [`mse`]: message stream encryption (MSE/PE): the DH + RC4 handshake and filter.
+//! - [`mse`]: message stream encryption (MSE/PE): the DH + RC4 handshake and filter,
+//!   and the policy (`Encryption`, the per-connection `Link`): sniffing, fallback, redial.
 //! - [`pex`]: BEP 11 peer exchange messages.
 //! - [`picker`]: which block to request next: availability, rarest-first, endgame.
 //! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs and BEP 12 tiers.

@@ -32,6 +32,14 @@
 //! life of a handshake and 2 x 258 bytes of RC4 state after it when RC4 was selected.
 //! The caller supplies the randomness ([`Handshake::initiator`],
 //! [`Handshake::responder`]): the core draws none of its own.
+//!
+//! The policy lives here too: [`Encryption`] (disabled, allowed, preferred, required)
+//! and [`Link`], the per-connection state machine that applies it. A link sniffs an
+//! accepted connection (plain or MSE, refused by the policy or not), starts a dialed
+//! one with MSE or in plain text, runs the [`Handshake`] and then the
+//! [`StreamCrypto`], checks the torrent the peer's handshakes name, and on a failed
+//! dial says whether to dial again in plain text ([`Close::RedialPlain`], once) or
+//! give up. A host only moves bytes, arms the link's timer and dials when told.
 
 use core::fmt;
 
@@ -42,6 +50,12 @@ use rc4::{KeyInit, Rc4, StreamCipher};
 use crate::hash::sha1;
 use crate::ids::InfoHash;
 use crate::rng::Rng;
+
+mod policy;
+
+pub use policy::{
+    Close, Encryption, Keys, Link, LinkError, Torrents, UnknownEncryption, Up, HANDSHAKE_TIMEOUT,
+};
 
 /// The 768-bit prime of the exchange (generator 2).
 const PRIME_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
@@ -222,6 +236,13 @@ impl fmt::Debug for StreamCrypto {
     }
 }
 
+/// Lets a [`Link`] hold its filter inline (`Link<_, StreamCrypto>`).
+impl AsMut<StreamCrypto> for StreamCrypto {
+    fn as_mut(&mut self) -> &mut StreamCrypto {
+        self
+    }
+}
+
 impl StreamCrypto {
     /// Decrypts bytes just received, in place.
     pub fn decrypt(&mut self, buf: &mut [u8]) {
@@ -294,6 +315,13 @@ impl fmt::Debug for Handshake {
             .field("state", &self.state)
             .field("skey", &self.skey)
             .finish()
+    }
+}
+
+/// Lets a [`Link`] hold its handshake inline (`Link<Handshake, _>`).
+impl AsMut<Handshake> for Handshake {
+    fn as_mut(&mut self) -> &mut Handshake {
+        self
     }
 }
 

@@ -26,14 +26,13 @@
 //! and writes. Nothing else holds a lock.
 
 use crate::disk::{CheckProgress, DiskDone, DiskJob, DiskPool};
-use crate::encryption::{Encryption, KeySource, Link, Up};
+use crate::encryption::{Close, Encryption, KeySource, Link, OurTorrents, Up};
 use crate::resume::{self, ResumeData, ResumeWriter};
 use crate::storage::{Storage, StorageConfig};
 use crate::tracker::{AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_core::mse;
 use btcore_core::session::{
     Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, PeerSource, Session, SessionConfig,
     TorrentId, TorrentState, TorrentStatus,
@@ -56,13 +55,6 @@ const LSD: Token = Token(3);
 /// The tracker client's UDP sockets (IPv4, IPv6).
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 const FIRST_CONN: usize = 16;
-/// How long a dialed peer has to complete the encryption handshake (libtorrent gives
-/// its handshakes 10 s too); then it is dialed again in plain text or dropped. An
-/// accepted connection is the session's from the start: its incoming handshake
-/// timeout (`PeerConfig::incoming_handshake_timeout`, 10 s) covers the encryption
-/// handshake and the BitTorrent one together, and the bytes held meanwhile are the
-/// link's fixed buffers.
-const ENCRYPTION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the client runs.
 #[derive(Clone, Debug)]
@@ -208,16 +200,11 @@ impl Bucket {
 struct Sock {
     stream: TcpStream,
     connecting: bool,
-    /// Plain, sniffing, in an encryption handshake, or encrypted.
+    /// The encryption policy's view of the connection: plain, sniffing, in an
+    /// encryption handshake, or encrypted; it decides, the loop moves bytes.
     link: Link,
     /// Where we dialed (None: accepted).
     dialed: Option<SocketAddr>,
-    /// A dialed connection's encryption handshake must be done by then (the session
-    /// times out only connections it knows of).
-    deadline: Option<std::time::Instant>,
-    /// An accepted peer that named its torrent in the encryption handshake: its
-    /// BitTorrent handshake must name the same one.
-    check: Option<Box<TorrentCheck>>,
     /// Bytes taken from the session and not yet written.
     out: Vec<u8>,
     out_pos: usize,
@@ -310,30 +297,6 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Client({})", self.local_addr)
     }
-}
-
-/// The first 48 bytes of a BitTorrent handshake, collected to compare its info-hash
-/// (bytes 28..48) with the torrent named in the encryption handshake before it.
-struct TorrentCheck {
-    info_hash: InfoHash,
-    seen: [u8; 48],
-    len: usize,
-}
-
-/// Feeds bytes on their way to the session; false once they name another torrent.
-fn check_torrent(check: &mut Option<Box<TorrentCheck>>, bytes: &[u8]) -> bool {
-    let Some(c) = check.as_mut() else {
-        return true;
-    };
-    let take = (48 - c.len).min(bytes.len());
-    c.seen[c.len..c.len + take].copy_from_slice(&bytes[..take]);
-    c.len += take;
-    if c.len < 48 {
-        return true;
-    }
-    let same = c.seen[28..48] == c.info_hash.0;
-    *check = None;
-    same
 }
 
 /// Whom the peers of a tracker's answer come from: the tracker's address when its URL
@@ -984,7 +947,7 @@ impl Client {
                     let _ = stream.set_nodelay(true);
                     let now = self.now();
                     let conn = self.session.handle_incoming(now, addr);
-                    let link = Link::incoming(self.opts.encryption);
+                    let link = Link::incoming(self.opts.encryption, self.keys.next());
                     self.add_sock(conn, stream, link, None, Vec::new());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1013,8 +976,8 @@ impl Client {
             s.connecting = false;
             let _ = s.stream.set_nodelay(true);
             // With an encryption handshake, the session learns of the connection
-            // once it is done.
-            if !s.link.dialing_handshake() {
+            // once it is done (`Up::Established`).
+            if s.link.handle_connected() {
                 self.session.handle_connected(now, conn);
             }
         }
@@ -1071,64 +1034,26 @@ impl Client {
                     self.down.take(n);
                     // `self.now()` would borrow all of `self` while `s` is held.
                     let now = since(self.epoch);
-                    if let Link::Plain = s.link {
-                        if !check_torrent(&mut s.check, &self.buf[..n]) {
-                            log::debug!("{conn:?}: handshake for another torrent than announced");
-                            self.conn_lost(conn);
-                            return;
-                        }
-                        self.session.handle_recv(now, conn, &self.buf[..n]);
-                        continue;
-                    }
                     let had_out = s.out.len();
                     let session = &mut self.session;
-                    let torrents = &self.torrents;
-                    let check = &mut s.check;
-                    let mut wrong_torrent = false;
+                    let out = &mut s.out;
                     let mut established = false;
-                    let result = s.link.on_recv(
+                    let result = s.link.handle_recv(
                         &mut self.buf[..n],
-                        &mut s.out,
-                        self.opts.encryption,
-                        &mut self.keys,
-                        &mut |h| {
-                            torrents
-                                .values()
-                                .map(|t| t.info_hash)
-                                .find(|ih| mse::req2_hash(ih) == *h)
-                        },
+                        &OurTorrents(&self.torrents, |t| t.info_hash),
                         &mut |up| match up {
-                            Up::Data(b) => {
-                                if wrong_torrent || !check_torrent(check, b) {
-                                    wrong_torrent = true;
-                                } else {
-                                    session.handle_recv(now, conn, b);
-                                }
-                            }
-                            Up::Established {
-                                outgoing,
-                                method,
-                                info_hash,
-                            } => {
+                            // Handshake replies leave before any session byte.
+                            Up::Transmit(b) => out.extend_from_slice(b),
+                            Up::Data(b) => session.handle_recv(now, conn, b),
+                            Up::Established { outgoing, method } => {
                                 log::debug!("{conn:?}: encrypted handshake done, {method:?}");
                                 established = true;
                                 if outgoing {
                                     session.handle_connected(now, conn);
-                                } else if let Some(info_hash) = info_hash {
-                                    *check = Some(Box::new(TorrentCheck {
-                                        info_hash,
-                                        seen: [0; 48],
-                                        len: 0,
-                                    }));
                                 }
                             }
                         },
                     );
-                    if wrong_torrent {
-                        log::debug!("{conn:?}: handshake for another torrent than announced");
-                        self.conn_lost(conn);
-                        return;
-                    }
                     // Handshake replies, and the session's first bytes once established.
                     let replies = s.out.len() > had_out || established;
                     if let Err(e) = result {
@@ -1334,9 +1259,10 @@ impl Client {
                 torrent,
                 addr,
             } => {
+                let policy = self.opts.encryption;
                 let link = match self.torrents.get(&torrent) {
-                    Some(t) => Link::outgoing(self.opts.encryption, t.info_hash, &mut self.keys),
-                    None => Link::Plain,
+                    Some(t) => Link::outgoing(policy, t.info_hash, self.keys.next(), now),
+                    None => Link::outgoing_plain(policy),
                 };
                 if !self.dial(conn, addr, link) {
                     self.session.handle_connect_failed(now, conn);
@@ -1415,14 +1341,14 @@ impl Client {
     }
 
     /// Gives up on dialed connections whose encryption handshake (or TCP connect, while
-    /// one is due) ran past its deadline.
+    /// one is due) ran past the deadline their link names.
     fn expire_handshakes(&mut self) {
-        let now = std::time::Instant::now();
+        let now = self.now();
         let late: Vec<ConnId> = self
             .socks
-            .iter()
-            .filter(|(_, s)| s.link.dialing_handshake() && s.deadline.is_some_and(|d| d <= now))
-            .map(|(c, _)| *c)
+            .iter_mut()
+            .filter(|(_, s)| s.link.poll_timeout().is_some_and(|d| d <= now))
+            .filter_map(|(c, s)| s.link.handle_timeout(now).map(|_| *c))
             .collect();
         for conn in late {
             log::debug!("{conn:?}: encryption handshake timed out");
@@ -1436,8 +1362,16 @@ impl Client {
             return false;
         };
         log::debug!("dialing {addr} as {conn:?} ({link:?})");
+        // The encryption handshake's opening, if any, goes out first.
         let mut out = Vec::new();
-        link.drain_handshake(&mut out);
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = link.poll_transmit(&mut buf);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
         self.add_sock(conn, stream, link, Some(addr), out)
     }
 
@@ -1460,16 +1394,11 @@ impl Client {
         {
             return false;
         }
-        let deadline = link
-            .dialing_handshake()
-            .then(|| std::time::Instant::now() + ENCRYPTION_HANDSHAKE_TIMEOUT);
         let sock = Sock {
             stream,
             connecting: dialed.is_some(),
             link,
             dialed,
-            deadline,
-            check: None,
             out,
             out_pos: 0,
         };
@@ -1477,41 +1406,30 @@ impl Client {
         true
     }
 
-    /// A dialed connection ended: when it ended inside our encryption handshake and the
-    /// policy allows plain text, dial again in plain text under the same id (the
-    /// session never sees the first attempt); otherwise report it to the session.
+    /// A connection ended (closed, failed, refused or timed out): its link's verdict
+    /// says what follows. A dialed connection that failed inside our encryption
+    /// handshake under the `preferred` policy is dialed again in plain text under the
+    /// same id (the session never learnt of the first attempt); one the session never
+    /// learnt of is a failed dial to it; any other is a disconnection.
     fn conn_lost(&mut self, conn: ConnId) {
         let now = self.now();
-        let retry = match self.socks.get(&conn) {
-            // The peer answered TCP but not the encryption handshake.
-            Some(s) if s.link.dialing_handshake() && !s.connecting => {
-                if self.opts.encryption == Encryption::Preferred {
-                    s.dialed
-                } else {
-                    None
+        let (verdict, dialed) = match self.socks.get_mut(&conn) {
+            Some(s) => (s.link.close(), s.dialed),
+            None => (Close::Disconnected, None),
+        };
+        self.drop_sock(conn);
+        match (verdict, dialed) {
+            (Close::RedialPlain, Some(addr)) => {
+                log::debug!("{conn:?}: no encryption handshake from {addr}, dialing in plain text");
+                let link = Link::outgoing_plain(self.opts.encryption);
+                if !self.dial(conn, addr, link) {
+                    self.session.handle_connect_failed(now, conn);
                 }
             }
-            _ => None,
-        };
-        // A dialed connection still in its encryption handshake is unknown to the
-        // session as a connection: to it, the dial failed.
-        let unannounced = self
-            .socks
-            .get(&conn)
-            .is_some_and(|s| s.link.dialing_handshake());
-        self.drop_sock(conn);
-        if let Some(addr) = retry {
-            log::debug!("{conn:?}: no encryption handshake from {addr}, dialing in plain text");
-            if self.dial(conn, addr, Link::Plain) {
-                return;
+            (Close::RedialPlain | Close::ConnectFailed, _) => {
+                self.session.handle_connect_failed(now, conn)
             }
-            self.session.handle_connect_failed(now, conn);
-            return;
-        }
-        if unannounced {
-            self.session.handle_connect_failed(now, conn);
-        } else {
-            self.session.handle_disconnected(now, conn);
+            (Close::Disconnected, _) => self.session.handle_disconnected(now, conn),
         }
     }
 
