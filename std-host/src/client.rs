@@ -227,7 +227,6 @@ struct HostTorrent {
     name: String,
     info_hash: InfoHash,
     storage: Option<Arc<Storage>>,
-    trackers: Vec<Vec<String>>,
     resume: ResumeWriter,
     save_dir: PathBuf,
     /// The check of its data on disk, while it runs.
@@ -601,14 +600,12 @@ impl Client {
                 (id, Some(progress))
             }
         };
-        let trackers = tiers_of(&m);
         self.torrents.insert(
             id,
             HostTorrent {
                 name: String::from_utf8_lossy(m.name()).into_owned(),
                 info_hash: m.info_hash(),
                 storage: Some(storage),
-                trackers,
                 resume: ResumeWriter::default(),
                 save_dir,
                 check,
@@ -626,16 +623,6 @@ impl Client {
     ) -> Result<TorrentId, ClientError> {
         let m = btcore_core::magnet::Magnet::parse_str(uri)
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Magnet(e)))?;
-        let trackers: Vec<Vec<String>> = m
-            .trackers()
-            .iter()
-            .map(|t| {
-                let bytes: Vec<u8> = btcore_core::magnet::percent_decode(t)
-                    .map_while(Result::ok)
-                    .collect();
-                vec![String::from_utf8_lossy(&bytes).into_owned()]
-            })
-            .collect();
         let name = m.info_hash().to_string();
         let info_hash = m.info_hash();
         let now = self.now();
@@ -649,7 +636,6 @@ impl Client {
                 name,
                 info_hash,
                 storage: None,
-                trackers,
                 resume: ResumeWriter::default(),
                 save_dir: save_dir.unwrap_or(&self.opts.save_dir).to_path_buf(),
                 check: None,
@@ -1265,17 +1251,20 @@ impl Client {
         };
         for r in results {
             let now = self.now();
-            for (url, e) in &r.errors {
-                log::warn!("tracker {url}: {e}");
+            if let Some(e) = &r.error {
+                log::warn!("tracker {}: {e}", r.tracker);
             }
             let id = TorrentId(r.key);
-            let source = tracker_source(r.tracker.as_deref());
-            self.session.handle_peers(now, id, &r.peers, source);
+            if r.answered() {
+                let source = tracker_source(Some(&r.tracker));
+                self.session.handle_peers(now, id, &r.peers, source);
+            }
             // The `stopped` announce ends the torrent's schedule: nothing to report
-            // (and a torrent resumed since has its `started` in flight).
+            // (and a torrent resumed since has its `started` in flight). Each exchange
+            // is reported on its own: the session picks the next tracker.
             if r.event != Some(btcore_core::tracker::Event::Stopped) {
-                let outcome = match (&r.tracker, r.interval) {
-                    (Some(_), Some(interval)) => AnnounceOutcome::Answered {
+                let outcome = match (r.answered(), r.interval) {
+                    (true, Some(interval)) => AnnounceOutcome::Answered {
                         interval,
                         min_interval: r.min_interval,
                     },
@@ -1404,12 +1393,13 @@ impl Client {
             }
             Action::Announce {
                 torrent,
+                tracker,
                 event,
                 uploaded,
                 downloaded,
                 left,
                 seq,
-            } => self.announce(torrent, event, uploaded, downloaded, left, seq),
+            } => self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq),
             _ => {}
         }
     }
@@ -1519,19 +1509,20 @@ impl Client {
         self.torrents.get(&id)?.storage.clone()
     }
 
+    /// Performs the one exchange the session asked: `tracker` of torrent `id`, with
+    /// the `[uploaded, downloaded, left]` counts.
     fn announce(
         &mut self,
         id: TorrentId,
+        tracker: String,
         event: Option<AnnounceEvent>,
-        uploaded: u64,
-        downloaded: u64,
-        left: u64,
+        [uploaded, downloaded, left]: [u64; 3],
         seq: u64,
     ) {
         let Some(t) = self.torrents.get(&id) else {
             return;
         };
-        let Some(client) = self.trackers.as_mut().filter(|_| !t.trackers.is_empty()) else {
+        let Some(client) = self.trackers.as_mut() else {
             if event != Some(AnnounceEvent::Stopped) {
                 let now = self.now();
                 self.session
@@ -1542,7 +1533,7 @@ impl Client {
         // The torrent may already be gone from the session (the `stopped` announce).
         let job = AnnounceJob {
             key: id.0,
-            tiers: t.trackers.clone(),
+            tracker,
             info_hash: t.info_hash,
             peer_id: self.peer_id,
             port: self.local_addr.port(),
@@ -1759,6 +1750,7 @@ impl Client {
         while let Some(a) = self.session.poll_action() {
             if let Action::Announce {
                 torrent,
+                tracker,
                 event,
                 uploaded,
                 downloaded,
@@ -1766,13 +1758,13 @@ impl Client {
                 seq,
             } = a
             {
-                self.announce(torrent, event, uploaded, downloaded, left, seq);
+                self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq);
             }
         }
         if let Some(client) = self.trackers.take() {
             for r in client.shutdown(&mut self.poll, Duration::from_secs(3)) {
-                for (url, e) in &r.errors {
-                    log::warn!("tracker {url}: {e}");
+                if let Some(e) = &r.error {
+                    log::warn!("tracker {}: {e}", r.tracker);
                 }
             }
         }
@@ -1800,24 +1792,6 @@ impl Client {
             .torrent_status(id, self.now())
             .map(|s| s.info_hash)
     }
-}
-
-/// The tracker tiers of a torrent (`announce-list`, else `announce`).
-pub fn tiers_of(m: &Metainfo<'_>) -> Vec<Vec<String>> {
-    let tiers: Vec<Vec<String>> = m
-        .announce_tiers()
-        .map(|t| {
-            t.map(|u| String::from_utf8_lossy(u).into_owned())
-                .collect::<Vec<_>>()
-        })
-        .filter(|t: &Vec<String>| !t.is_empty())
-        .collect();
-    if !tiers.is_empty() {
-        return tiers;
-    }
-    m.announce()
-        .map(|a| vec![vec![String::from_utf8_lossy(a).into_owned()]])
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
