@@ -216,7 +216,9 @@ impl Announcer {
         limits: WalkLimits,
     ) -> Option<(TrackerPos, Option<AnnounceEvent>)> {
         if !self.walking {
-            trackers.restart();
+            // A walk that ended on an answer or past the last tier restarted the list;
+            // one that ended at its cap goes on from there.
+            trackers.resume();
         }
         let Some(pos) = trackers.next(now.as_millis(), limits.max_trackers) else {
             if self.walking {
@@ -255,7 +257,7 @@ impl Announcer {
 
     fn walk_failed(&mut self, now: Instant, trackers: &mut Trackers) {
         self.walking = false;
-        trackers.restart();
+        trackers.resume();
         self.state.on_failure(now.as_millis());
     }
 

@@ -1089,6 +1089,7 @@ impl Session {
         if t.completed_unsent {
             a.on_completed(now);
         }
+        t.trackers.restart();
         t.announcer = Some(a);
         self.run_announces(now);
     }

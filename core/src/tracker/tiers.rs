@@ -309,6 +309,17 @@ mod list {
             self.done = false;
         }
 
+        /// A new walk after one that failed: from where that one stopped when it
+        /// stopped at its cap (so the trackers past the cap get their turn rather than
+        /// the same first ones every time), else from the first tier.
+        pub fn resume(&mut self) {
+            if self.done {
+                self.restart();
+            } else {
+                self.tried = 0;
+            }
+        }
+
         /// Trackers asked in this walk.
         pub fn tried(&self) -> usize {
             self.tried
@@ -669,9 +680,20 @@ mod tests {
         assert_eq!(answered, ["b"]);
         w.restart();
         assert_eq!(w.next(60_000, 8), Some(p(0, 0)));
-        // At most `max` asked per walk.
+        // At most `max` asked per walk; the next walk resumes past the cap.
         w.start(p(0, 0));
         assert_eq!(w.next(60_000, 1), None);
+        w.on_failure(p(0, 0), 60_000, TRACKER_RETRY_MAX_MS);
+        w.resume();
+        assert_eq!(w.next(60_000, 1), Some(p(1, 0)));
+        w.start(p(1, 0));
+        w.on_failure(p(1, 0), 60_000, TRACKER_RETRY_MAX_MS);
+        w.resume();
+        assert_eq!(
+            w.next(400_000, 1),
+            Some(p(0, 0)),
+            "from the first tier again"
+        );
         w.forget_answered();
         assert_eq!(w.answered().count(), 0);
         // The backoff doubles up to its cap.
