@@ -1,7 +1,8 @@
 //! The std host's event loop: one `mio` poll drives every peer connection of every
 //! torrent; disk and hashing run on [`crate::disk::DiskPool`]. Trackers go through
-//! [`crate::tracker::TrackerClient`]: UDP announces on this loop (its sockets, its
-//! timers), HTTP ones on its threads. The loop wakes on socket readiness, on a waker
+//! [`crate::tracker::TrackerClient`]: each `Action::Announce` names one tracker, and the
+//! client performs that one exchange (UDP on this loop, its sockets and timers; HTTP on
+//! its threads); each result goes back to the session, which picks the next tracker. The loop wakes on socket readiness, on a waker
 //! from the workers, or when the session's, the DHT's or the trackers' `poll_timeout`
 //! is due.
 //!
@@ -14,7 +15,7 @@
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
-//!      tracker done  → session.handle_peers
+//!      tracker done  → session.handle_peers, session.handle_announced (per exchange)
 //!      session.handle_timeout(now) when due
 //!      drain session.poll_action(): Connect, Send, Close, Write, Read, Verify, Announce
 //!      drain session.poll_event(): progress, resume saving, completion

@@ -1,9 +1,13 @@
 //! The tracker client: UDP announces on the host's event loop, HTTP(S) announces and
 //! host-name lookups on worker threads.
 //!
-//! [`TrackerClient`] is the one façade the event loop talks to: announce jobs go in
-//! ([`TrackerClient::announce`]), one [`AnnounceResult`] per job comes out
-//! ([`TrackerClient::poll_result`]). The loop owns it. Its UDP sockets (one per address
+//! [`TrackerClient`] is the one façade the event loop talks to: a job is one exchange
+//! with one tracker, the one the session named in its `Action::Announce`
+//! ([`TrackerClient::announce`]); one [`AnnounceResult`] per job comes out
+//! ([`TrackerClient::poll_result`]), which the loop reports to the session with
+//! `handle_announced`. Which tracker to ask, when, and what to do when one fails (the
+//! BEP 12 tier walk, per-tracker backoff, promotion, who gets `stopped`) is the
+//! session's decision, not this client's. The loop owns it. Its UDP sockets (one per address
 //! family, bound on first use, non-blocking) are registered in the loop's `mio::Poll`
 //! under the two tokens given to [`TrackerClient::new`], and every UDP exchange is run
 //! by the core's sans-IO BEP 15 client ([`UdpTrackerClient`]), so a silent UDP tracker
@@ -24,19 +28,13 @@
 //! 4. sleep at most until [`TrackerClient::poll_timeout`].
 //!
 //! Jobs of one torrent (one [`AnnounceJob::key`]) run one at a time, in the order they
-//! were queued; jobs of different torrents run at once.
-//!
-//! # Tiers (BEP 12)
-//!
-//! The client keeps a [`TrackerList`] per key across announces, built from
-//! [`AnnounceJob::tiers`] and shuffled at first sight (rebuilt when the tiers change).
-//! An announce tries the trackers in order, from the first tier, until one answers,
-//! whatever their transports: an HTTP(S) tracker is asked on a worker, a UDP one on the
-//! loop, and a failure moves on to the next. The one that answered moves to the front
-//! of its tier, and every tracker that failed before it gives an entry in
-//! [`AnnounceResult::errors`]. A `stopped` announce goes only to the trackers that
-//! answered during the session (best effort, at most [`STOP_TIMEOUT`] each), after
-//! which the key is forgotten.
+//! were queued (a `stopped` to one tracker before a `started` to it again); jobs of
+//! different torrents run at once. Each exchange has its own deadline,
+//! [`TrackerConfig::timeout`] from the moment it starts: a UDP exchange or a host-name
+//! lookup when it is queued, an HTTP request when a worker takes it (one waiting behind
+//! slow requests does not lose its time waiting); a `stopped` has at most
+//! [`STOP_TIMEOUT`]. The `tracker id` an HTTP tracker gives is kept per torrent and
+//! tracker and sent back until the `stopped` to that tracker.
 //!
 //! # Transports
 //!
@@ -154,7 +152,7 @@ pub struct TrackerConfig {
     pub user_agent: String,
     /// How many HTTP requests and name lookups run at once (default 4; at least 1).
     pub max_parallel: usize,
-    /// Seeds the shuffles of the tiers, the announce `key` and the UDP transaction ids.
+    /// Seeds the announce `key` and the UDP transaction ids.
     pub rng_seed: u64,
     /// The SSRF guard of HTTP announces and scrapes (see the module docs).
     pub ssrf: SsrfGuard,

@@ -16,7 +16,17 @@
 //! - after a failure (no tracker answered), after a backoff of 60 s doubling up to the
 //!   interval, and not within `min interval` of the last answer.
 //!
-//! One announce per torrent is in flight at a time; the host reports how it went with
+//! Which tracker: each torrent's tiers (BEP 12) live in a [`TierWalk`], one
+//! [`Action::Announce`](super::Action::Announce) per tracker asked. A walk starts from
+//! the first tier (where the last tracker that answered stands first), skips the
+//! trackers in backoff, and on each failure goes on at once (within the caps below) to
+//! the next tracker of the tier, then of the next tier, for at most
+//! [`SessionConfig::max_trackers_per_walk`](super::SessionConfig::max_trackers_per_walk)
+//! trackers (the next walk goes on from there); when none answered, the torrent backs
+//! off as above. The event pending goes to each tracker asked until one acknowledges
+//! it; `stopped` goes to each tracker that answered since the start.
+//!
+//! One exchange per torrent is in flight at a time; the host reports how it went with
 //! [`Session::handle_announced`](super::Session::handle_announced), giving back the
 //! announce's number (a report for another announce, late or given up on, is
 //! ignored), and one it never reports counts as failed after

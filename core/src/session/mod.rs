@@ -12,7 +12,7 @@
 //! | [`Action::Write`] | [`Session::handle_write_done`] |
 //! | [`Action::Read`] | [`Session::handle_read_done`] |
 //! | [`Action::Verify`] | [`Session::handle_verified_blocks`] (the host hashes: SHA-1 is heavy) |
-//! | [`Action::Announce`] | [`Session::handle_peers`] with what trackers (or DHT, PEX) found |
+//! | [`Action::Announce`] (one tracker) | [`Session::handle_peers`] with the peers it gave, and [`Session::handle_announced`] with how the exchange went |
 //!
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
 //! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
