@@ -667,6 +667,35 @@ fn unreachable_trackers_fail_within_the_timeout() {
     );
 }
 
+/// The host's loop carries out the walk the session asks: the first tier refuses
+/// connections, the loop reports that exchange, and performs the next one the session
+/// names, to the second tier.
+#[test]
+fn the_client_loop_asks_the_tracker_each_announce_names() {
+    use btcore_host::client::{Client as Host, ClientOptions};
+    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let live = HttpStub::new(|_| ok_body());
+    let dir = std::env::temp_dir().join(format!("btcore-tiers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut host = Host::new(ClientOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        save_dir: dir.clone(),
+        seed: 5,
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    host.add_torrent_file(&torrent_with_tiers(&[&[&dead], &[&live.url]]), None)
+        .expect("add");
+    let end = Instant::now() + RESULT_WAIT;
+    while live.hits() == 0 {
+        assert!(Instant::now() < end, "the second tier was never asked");
+        host.run_once(Duration::from_millis(20)).expect("loop");
+    }
+    assert!(live.last_target().contains("event=started"));
+    drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn unsupported_schemes_are_errors() {
     let mut c = client(Duration::from_secs(5));
