@@ -102,18 +102,19 @@
 #define BTCORE_ANNOUNCE_STOPPED 3
 
 /**
- * `btcore_sansio_announced`: a tracker answered.
+ * `btcore_sansio_announced`: the tracker answered.
  */
 #define BTCORE_ANNOUNCED_OK 0
 
 /**
- * `btcore_sansio_announced`: no tracker answered (retried after a backoff: 60 s,
- * doubling up to the interval).
+ * `btcore_sansio_announced`: the tracker did not answer (it backs off: 60 s, doubling
+ * up to an hour; the next tracker of the torrent's tiers is asked, and when none is
+ * left the torrent retries after its own backoff).
  */
 #define BTCORE_ANNOUNCED_FAILED 1
 
 /**
- * `btcore_sansio_announced`: the host has no tracker for the torrent (it stops
+ * `btcore_sansio_announced`: the host has no tracker client (the torrent stops
  * announcing until it is started again).
  */
 #define BTCORE_ANNOUNCED_NO_TRACKERS 2
@@ -937,8 +938,8 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
                                           uint64_t now_ms);
 
 /**
- * How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went:
- * `status` is one of
+ * How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went, the
+ * exchange with the one tracker it named: `status` is one of
  * `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
  * `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
  * clamped to 30 s ..= 24 h. The next announce comes after the interval, and never

@@ -46,11 +46,12 @@ use crate::tracker::tiers::{AnnounceState, TierWalk, TrackerPos};
 use crate::tracker::Event;
 use alloc::string::String;
 
-/// How an announce went, for [`Session::handle_announced`](super::Session::handle_announced).
+/// How an exchange with the tracker an announce named went, for
+/// [`Session::handle_announced`](super::Session::handle_announced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AnnounceOutcome {
-    /// A tracker answered, with its `interval` and `min interval` in seconds (clamped
+    /// The tracker answered, with its `interval` and `min interval` in seconds (clamped
     /// to 30 s ..= 24 h, and `min interval` to at most `interval`).
     Answered {
         /// Seconds until the next regular announce.
@@ -59,10 +60,12 @@ pub enum AnnounceOutcome {
         /// (120 s is assumed).
         min_interval: Option<u32>,
     },
-    /// No tracker answered: retried after a backoff.
+    /// The tracker did not answer in time, refused, or is not one the host can speak
+    /// to: it backs off, and the next tracker of the torrent's tiers is asked (when
+    /// none is left, the torrent retries after a backoff).
     Failed,
-    /// The torrent has no tracker the host can reach (none in the torrent, or no
-    /// tracker client): it stops announcing until it is started again.
+    /// The host has no tracker client: the torrent stops announcing until it is
+    /// started again.
     NoTrackers,
 }
 
