@@ -324,3 +324,19 @@ fn stopped_goes_to_each_tracker_that_answered() {
     let again: Vec<&str> = r.log[n..].iter().map(|x| x.tracker.as_str()).collect();
     assert_eq!(again, [b]);
 }
+
+#[test]
+fn a_torrents_trackers_are_capped_deduplicated_and_bounded_in_length() {
+    let long = format!("http://{}/announce", "x".repeat(1100));
+    let (a, b, c, d) = ("http://a/a", "http://b/a", "http://c/a", "http://d/a");
+    let mut config = config();
+    config.max_trackers = 3;
+    config.max_trackers_per_walk = 100;
+    let mut r = Run::new(config, &[&[a, a, &long], &[b], &[c], &[d]], false);
+    r.run(3600, &|_, _| AnnounceOutcome::Failed);
+    let asked: BTreeSet<&str> = r.log.iter().map(|x| x.tracker.as_str()).collect();
+    assert_eq!(asked, BTreeSet::from([a, b, c]));
+    // The first walk asks each kept tracker once.
+    assert_eq!(r.asked(a)[0], r.asked(c)[0]);
+    assert_eq!(r.log.iter().filter(|x| x.at == r.log[0].at).count(), 3);
+}
