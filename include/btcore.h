@@ -102,18 +102,19 @@
 #define BTCORE_ANNOUNCE_STOPPED 3
 
 /**
- * `btcore_sansio_announced`: a tracker answered.
+ * `btcore_sansio_announced`: the tracker answered.
  */
 #define BTCORE_ANNOUNCED_OK 0
 
 /**
- * `btcore_sansio_announced`: no tracker answered (retried after a backoff: 60 s,
- * doubling up to the interval).
+ * `btcore_sansio_announced`: the tracker did not answer (it backs off: 60 s, doubling
+ * up to an hour; the next tracker of the torrent's tiers is asked, and when none is
+ * left the torrent retries after its own backoff).
  */
 #define BTCORE_ANNOUNCED_FAILED 1
 
 /**
- * `btcore_sansio_announced`: the host has no tracker for the torrent (it stops
+ * `btcore_sansio_announced`: the host has no tracker client (the torrent stops
  * announcing until it is started again).
  */
 #define BTCORE_ANNOUNCED_NO_TRACKERS 2
@@ -275,12 +276,17 @@ typedef enum btcore_action_kind {
    */
   BTCORE_ACTION_VERIFY = 6,
   /**
-   * Announce to the torrent's trackers (`announce_event`, `uploaded`,
-   * `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer` and
-   * answer with `btcore_sansio_announced(torrent, id, ...)` (the tracker's
-   * `interval` and `min interval` schedule the next one; `id` numbers the announce). A host without trackers answers
-   * `BTCORE_ANNOUNCED_NO_TRACKERS`. A `STOPPED` announce needs no answer. One not
-   * answered counts as failed after `announce_timeout` (10 min).
+   * Announce to ONE tracker of the torrent, the one at `tracker` (`tracker_len`
+   * bytes, no NUL; `http://`, `https://` or `udp://`), with `announce_event`,
+   * `uploaded`, `downloaded` and `left`: give the peers found to
+   * `btcore_sansio_add_peer` and answer with `btcore_sansio_announced(torrent, id,
+   * ...)` for this exchange alone (`id` numbers it). On `BTCORE_ANNOUNCED_FAILED`
+   * (no answer in the host's own time limit, 15 s is usual, or a scheme it does not
+   * speak) the library names the next tracker of the torrent's tiers (BEP 12) in a
+   * new `ANNOUNCE`; the tracker's `interval` and `min interval` schedule the next
+   * one. A host without trackers answers `BTCORE_ANNOUNCED_NO_TRACKERS`. A
+   * `STOPPED` announce needs no answer (it goes to each tracker that answered). One
+   * not answered counts as failed after `announce_timeout` (10 min).
    */
   BTCORE_ACTION_ANNOUNCE = 7,
 } btcore_action_kind;
@@ -545,6 +551,15 @@ typedef struct btcore_action {
    * Bytes still missing (`ANNOUNCE`).
    */
   uint64_t left;
+  /**
+   * The tracker's URL (`ANNOUNCE`), not NUL-terminated: valid until the next
+   * `btcore_sansio_poll_actions` or `btcore_sansio_free` on the handle.
+   */
+  const uint8_t *tracker;
+  /**
+   * Length of `tracker` in bytes.
+   */
+  size_t tracker_len;
   /**
    * `VERIFY`: the piece failed before; give the digest of each block even if it
    * matches (see `btcore_sansio_verified_blocks`).
@@ -1015,8 +1030,8 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
                                           uint64_t now_ms);
 
 /**
- * How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went:
- * `status` is one of
+ * How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went, the
+ * exchange with the one tracker it named: `status` is one of
  * `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
  * `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
  * clamped to 30 s ..= 24 h. The next announce comes after the interval, and never

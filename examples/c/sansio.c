@@ -174,7 +174,10 @@ static int run_actions(void) {
                 break;
             }
             case BTCORE_ACTION_ANNOUNCE:
-                /* No trackers here: say so, and the library stops asking. */
+                /* One exchange with the tracker at a->tracker (a->tracker_len bytes).
+                 * No tracker client here: say so, and the library stops asking. A real
+                 * host would answer OK with the tracker's interval, or FAILED, and the
+                 * library would then name the next tracker of the torrent's tiers. */
                 if (a->announce_event != BTCORE_ANNOUNCE_STOPPED)
                     btcore_sansio_announced(h, a->torrent, a->id, BTCORE_ANNOUNCED_NO_TRACKERS, 0, 0,
                                             now_ms());

@@ -78,12 +78,17 @@ pub enum btcore_action_kind {
     /// the piece when it does not match, or when `block_digests` asks (they tell which
     /// peer sent bad data). `btcore_sansio_verified(id)` answers without them.
     BTCORE_ACTION_VERIFY = 6,
-    /// Announce to the torrent's trackers (`announce_event`, `uploaded`,
-    /// `downloaded`, `left`); give the peers found to `btcore_sansio_add_peer` and
-    /// answer with `btcore_sansio_announced(torrent, id, ...)` (the tracker's
-    /// `interval` and `min interval` schedule the next one; `id` numbers the announce). A host without trackers answers
-    /// `BTCORE_ANNOUNCED_NO_TRACKERS`. A `STOPPED` announce needs no answer. One not
-    /// answered counts as failed after `announce_timeout` (10 min).
+    /// Announce to ONE tracker of the torrent, the one at `tracker` (`tracker_len`
+    /// bytes, no NUL; `http://`, `https://` or `udp://`), with `announce_event`,
+    /// `uploaded`, `downloaded` and `left`: give the peers found to
+    /// `btcore_sansio_add_peer` and answer with `btcore_sansio_announced(torrent, id,
+    /// ...)` for this exchange alone (`id` numbers it). On `BTCORE_ANNOUNCED_FAILED`
+    /// (no answer in the host's own time limit, 15 s is usual, or a scheme it does not
+    /// speak) the library names the next tracker of the torrent's tiers (BEP 12) in a
+    /// new `ANNOUNCE`; the tracker's `interval` and `min interval` schedule the next
+    /// one. A host without trackers answers `BTCORE_ANNOUNCED_NO_TRACKERS`. A
+    /// `STOPPED` announce needs no answer (it goes to each tracker that answered). One
+    /// not answered counts as failed after `announce_timeout` (10 min).
     BTCORE_ACTION_ANNOUNCE = 7,
 }
 
@@ -96,12 +101,13 @@ pub const BTCORE_ANNOUNCE_COMPLETED: u32 = 2;
 /// `btcore_action.announce_event`: the torrent stops.
 pub const BTCORE_ANNOUNCE_STOPPED: u32 = 3;
 
-/// `btcore_sansio_announced`: a tracker answered.
+/// `btcore_sansio_announced`: the tracker answered.
 pub const BTCORE_ANNOUNCED_OK: u32 = 0;
-/// `btcore_sansio_announced`: no tracker answered (retried after a backoff: 60 s,
-/// doubling up to the interval).
+/// `btcore_sansio_announced`: the tracker did not answer (it backs off: 60 s, doubling
+/// up to an hour; the next tracker of the torrent's tiers is asked, and when none is
+/// left the torrent retries after its own backoff).
 pub const BTCORE_ANNOUNCED_FAILED: u32 = 1;
-/// `btcore_sansio_announced`: the host has no tracker for the torrent (it stops
+/// `btcore_sansio_announced`: the host has no tracker client (the torrent stops
 /// announcing until it is started again).
 pub const BTCORE_ANNOUNCED_NO_TRACKERS: u32 = 2;
 
@@ -149,6 +155,11 @@ pub struct btcore_action {
     pub downloaded: u64,
     /// Bytes still missing (`ANNOUNCE`).
     pub left: u64,
+    /// The tracker's URL (`ANNOUNCE`), not NUL-terminated: valid until the next
+    /// `btcore_sansio_poll_actions` or `btcore_sansio_free` on the handle.
+    pub tracker: *const u8,
+    /// Length of `tracker` in bytes.
+    pub tracker_len: usize,
     /// `VERIFY`: the piece failed before; give the digest of each block even if it
     /// matches (see `btcore_sansio_verified_blocks`).
     pub block_digests: bool,
@@ -172,6 +183,8 @@ impl btcore_action {
             uploaded: 0,
             downloaded: 0,
             left: 0,
+            tracker: std::ptr::null(),
+            tracker_len: 0,
             block_digests: false,
         }
     }
@@ -205,6 +218,9 @@ struct Inner {
     geometry: HashMap<TorrentId, Geometry>,
     events: EventQueue,
     errors: HashMap<u32, btcore_result>,
+    /// The tracker URLs of the `ANNOUNCE` actions given by the last
+    /// `btcore_sansio_poll_actions` (their `tracker` fields point here).
+    announce_urls: Vec<Box<[u8]>>,
 }
 
 /// cbindgen:ignore
@@ -376,24 +392,34 @@ impl Inner {
             }
             Action::Announce {
                 torrent,
+                tracker,
                 event,
                 uploaded,
                 downloaded,
                 left,
                 seq,
-            } => btcore_action {
-                id: seq,
-                announce_event: match event {
-                    None => BTCORE_ANNOUNCE_NONE,
-                    Some(AnnounceEvent::Started) => BTCORE_ANNOUNCE_STARTED,
-                    Some(AnnounceEvent::Completed) => BTCORE_ANNOUNCE_COMPLETED,
-                    Some(AnnounceEvent::Stopped) => BTCORE_ANNOUNCE_STOPPED,
-                },
-                uploaded,
-                downloaded,
-                left,
-                ..btcore_action::new(BTCORE_ACTION_ANNOUNCE, torrent.0)
-            },
+            } => {
+                let url: Box<[u8]> = tracker.into_bytes().into_boxed_slice();
+                let (ptr, len) = (url.as_ptr(), url.len());
+                // The box's heap block does not move when the box is moved into the
+                // list, so the pointer stays valid until the list is cleared.
+                self.announce_urls.push(url);
+                btcore_action {
+                    id: seq,
+                    tracker: ptr,
+                    tracker_len: len,
+                    announce_event: match event {
+                        None => BTCORE_ANNOUNCE_NONE,
+                        Some(AnnounceEvent::Started) => BTCORE_ANNOUNCE_STARTED,
+                        Some(AnnounceEvent::Completed) => BTCORE_ANNOUNCE_COMPLETED,
+                        Some(AnnounceEvent::Stopped) => BTCORE_ANNOUNCE_STOPPED,
+                    },
+                    uploaded,
+                    downloaded,
+                    left,
+                    ..btcore_action::new(BTCORE_ACTION_ANNOUNCE, torrent.0)
+                }
+            }
             _ => return None,
         })
     }
@@ -486,6 +512,7 @@ pub unsafe extern "C" fn btcore_sansio_new(
                 geometry: HashMap::new(),
                 events: EventQueue::default(),
                 errors: HashMap::new(),
+                announce_urls: Vec::new(),
             }),
         });
         let p = Box::into_raw(b) as *mut btcore_sansio;
@@ -809,8 +836,8 @@ pub unsafe extern "C" fn btcore_sansio_add_peer(
     })
 }
 
-/// How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went:
-/// `status` is one of
+/// How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went, the
+/// exchange with the one tracker it named: `status` is one of
 /// `BTCORE_ANNOUNCED_*`; with `BTCORE_ANNOUNCED_OK`, `interval_secs` is the tracker's
 /// `interval` and `min_interval_secs` its `min interval` (0 when it sent none); both are
 /// clamped to 30 s ..= 24 h. The next announce comes after the interval, and never
@@ -1169,6 +1196,8 @@ pub unsafe extern "C" fn btcore_sansio_poll_actions(
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
+        // The URLs of the last call's `ANNOUNCE` actions are released now.
+        s.announce_urls.clear();
         let mut n = 0;
         while n < dst.len() {
             let Some(a) = s.session.poll_action() else {

@@ -171,6 +171,10 @@ int main(void) {
         co.threads = 1;
         co.creation_date = 0;
         co.piece_length = 16384; /* 3 pieces */
+        /* Two tiers of one tracker each: the library names one per ANNOUNCE. */
+        const char *trk[] = {"http://a.invalid/announce", "udp://b.invalid:80"};
+        co.trackers = trk;
+        co.trackers_len = 2;
         unsigned char tor[1024];
         size_t tl = 0;
         EXPECT(btcore_create_torrent("check.bin", &co, tor, sizeof tor, &tl), BTCORE_OK);
@@ -197,8 +201,30 @@ int main(void) {
         int announced = 0;
         uint64_t started_id = 0;
         for (size_t i = 0; i < n; i++)
-            if (ca[i].kind == BTCORE_ACTION_ANNOUNCE) { announced = 1; started_id = ca[i].id; }
+            if (ca[i].kind == BTCORE_ACTION_ANNOUNCE) {
+                announced = 1;
+                started_id = ca[i].id;
+                if (ca[i].tracker_len != strlen(trk[0]) || memcmp(ca[i].tracker, trk[0], ca[i].tracker_len) != 0) {
+                    fprintf(stderr, "announce not to the first tier\n");
+                    failures++;
+                }
+            }
         if (!announced || started_id == 0) { fprintf(stderr, "no announce once checked\n"); failures++; }
+        /* The first tier's tracker fails: the library names the next tier's. */
+        EXPECT(btcore_sansio_announced(c, cid, started_id, BTCORE_ANNOUNCED_FAILED, 0, 0, 1), BTCORE_OK);
+        EXPECT(btcore_sansio_poll_actions(c, ca, 8, &n), BTCORE_OK);
+        announced = 0;
+        for (size_t i = 0; i < n; i++)
+            if (ca[i].kind == BTCORE_ACTION_ANNOUNCE) {
+                announced = 1;
+                started_id = ca[i].id;
+                if (ca[i].announce_event != BTCORE_ANNOUNCE_STARTED || ca[i].tracker_len != strlen(trk[1]) ||
+                    memcmp(ca[i].tracker, trk[1], ca[i].tracker_len) != 0) {
+                    fprintf(stderr, "no started to the second tier\n");
+                    failures++;
+                }
+            }
+        if (!announced) { fprintf(stderr, "no walk to the next tier\n"); failures++; }
         /* The tracker's interval and min interval rule the next announces: an early
          * request waits for the min interval, and a late answer is refused. */
         EXPECT(btcore_sansio_announced(c, cid, started_id, 9, 1800, 900, 1), BTCORE_INVALID_PARAMETER);

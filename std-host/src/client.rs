@@ -1,7 +1,8 @@
 //! The std host's event loop: one `mio` poll drives every peer connection of every
 //! torrent; disk and hashing run on [`crate::disk::DiskPool`]. Trackers go through
-//! [`crate::tracker::TrackerClient`]: UDP announces on this loop (its sockets, its
-//! timers), HTTP ones on its threads. The loop wakes on socket readiness, on a waker
+//! [`crate::tracker::TrackerClient`]: each `Action::Announce` names one tracker, and the
+//! client performs that one exchange (UDP on this loop, its sockets and timers; HTTP on
+//! its threads); each result goes back to the session, which picks the next tracker. The loop wakes on socket readiness, on a waker
 //! from the workers, or when the session's, the DHT's or the trackers' `poll_timeout`
 //! is due.
 //!
@@ -14,7 +15,7 @@
 //!      connect done  → session.handle_connected / handle_connect_failed
 //!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
 //!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
-//!      tracker done  → session.handle_peers
+//!      tracker done  → session.handle_peers, session.handle_announced (per exchange)
 //!      session.handle_timeout(now) when due
 //!      drain session.poll_action(): Connect, Send, Close, Write, Read, Verify, Announce
 //!      drain session.poll_event(): progress, resume saving, completion
@@ -214,7 +215,6 @@ struct HostTorrent {
     name: String,
     info_hash: InfoHash,
     storage: Option<Arc<Storage>>,
-    trackers: Vec<Vec<String>>,
     resume: ResumeWriter,
     save_dir: PathBuf,
     /// The check of its data on disk, while it runs.
@@ -564,14 +564,12 @@ impl Client {
                 (id, Some(progress))
             }
         };
-        let trackers = tiers_of(&m);
         self.torrents.insert(
             id,
             HostTorrent {
                 name: String::from_utf8_lossy(m.name()).into_owned(),
                 info_hash: m.info_hash(),
                 storage: Some(storage),
-                trackers,
                 resume: ResumeWriter::default(),
                 save_dir,
                 check,
@@ -589,16 +587,6 @@ impl Client {
     ) -> Result<TorrentId, ClientError> {
         let m = btcore_core::magnet::Magnet::parse_str(uri)
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Magnet(e)))?;
-        let trackers: Vec<Vec<String>> = m
-            .trackers()
-            .iter()
-            .map(|t| {
-                let bytes: Vec<u8> = btcore_core::magnet::percent_decode(t)
-                    .map_while(Result::ok)
-                    .collect();
-                vec![String::from_utf8_lossy(&bytes).into_owned()]
-            })
-            .collect();
         let name = m.info_hash().to_string();
         let info_hash = m.info_hash();
         let now = self.now();
@@ -612,7 +600,6 @@ impl Client {
                 name,
                 info_hash,
                 storage: None,
-                trackers,
                 resume: ResumeWriter::default(),
                 save_dir: save_dir.unwrap_or(&self.opts.save_dir).to_path_buf(),
                 check: None,
@@ -1190,17 +1177,20 @@ impl Client {
         };
         for r in results {
             let now = self.now();
-            for (url, e) in &r.errors {
-                log::warn!("tracker {url}: {e}");
+            if let Some(e) = &r.error {
+                log::warn!("tracker {}: {e}", r.tracker);
             }
             let id = TorrentId(r.key);
-            let source = tracker_source(r.tracker.as_deref());
-            self.session.handle_peers(now, id, &r.peers, source);
+            if r.answered() {
+                let source = tracker_source(Some(&r.tracker));
+                self.session.handle_peers(now, id, &r.peers, source);
+            }
             // The `stopped` announce ends the torrent's schedule: nothing to report
-            // (and a torrent resumed since has its `started` in flight).
+            // (and a torrent resumed since has its `started` in flight). Each exchange
+            // is reported on its own: the session picks the next tracker.
             if r.event != Some(btcore_core::tracker::Event::Stopped) {
-                let outcome = match (&r.tracker, r.interval) {
-                    (Some(_), Some(interval)) => AnnounceOutcome::Answered {
+                let outcome = match (r.answered(), r.interval) {
+                    (true, Some(interval)) => AnnounceOutcome::Answered {
                         interval,
                         min_interval: r.min_interval,
                     },
@@ -1330,12 +1320,13 @@ impl Client {
             }
             Action::Announce {
                 torrent,
+                tracker,
                 event,
                 uploaded,
                 downloaded,
                 left,
                 seq,
-            } => self.announce(torrent, event, uploaded, downloaded, left, seq),
+            } => self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq),
             _ => {}
         }
     }
@@ -1437,19 +1428,20 @@ impl Client {
         self.torrents.get(&id)?.storage.clone()
     }
 
+    /// Performs the one exchange the session asked: `tracker` of torrent `id`, with
+    /// the `[uploaded, downloaded, left]` counts.
     fn announce(
         &mut self,
         id: TorrentId,
+        tracker: String,
         event: Option<AnnounceEvent>,
-        uploaded: u64,
-        downloaded: u64,
-        left: u64,
+        [uploaded, downloaded, left]: [u64; 3],
         seq: u64,
     ) {
         let Some(t) = self.torrents.get(&id) else {
             return;
         };
-        let Some(client) = self.trackers.as_mut().filter(|_| !t.trackers.is_empty()) else {
+        let Some(client) = self.trackers.as_mut() else {
             if event != Some(AnnounceEvent::Stopped) {
                 let now = self.now();
                 self.session
@@ -1460,7 +1452,7 @@ impl Client {
         // The torrent may already be gone from the session (the `stopped` announce).
         let job = AnnounceJob {
             key: id.0,
-            tiers: t.trackers.clone(),
+            tracker,
             info_hash: t.info_hash,
             peer_id: self.peer_id,
             port: self.local_addr.port(),
@@ -1677,6 +1669,7 @@ impl Client {
         while let Some(a) = self.session.poll_action() {
             if let Action::Announce {
                 torrent,
+                tracker,
                 event,
                 uploaded,
                 downloaded,
@@ -1684,13 +1677,13 @@ impl Client {
                 seq,
             } = a
             {
-                self.announce(torrent, event, uploaded, downloaded, left, seq);
+                self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq);
             }
         }
         if let Some(client) = self.trackers.take() {
             for r in client.shutdown(&mut self.poll, Duration::from_secs(3)) {
-                for (url, e) in &r.errors {
-                    log::warn!("tracker {url}: {e}");
+                if let Some(e) = &r.error {
+                    log::warn!("tracker {}: {e}", r.tracker);
                 }
             }
         }
@@ -1718,24 +1711,6 @@ impl Client {
             .torrent_status(id, self.now())
             .map(|s| s.info_hash)
     }
-}
-
-/// The tracker tiers of a torrent (`announce-list`, else `announce`).
-pub fn tiers_of(m: &Metainfo<'_>) -> Vec<Vec<String>> {
-    let tiers: Vec<Vec<String>> = m
-        .announce_tiers()
-        .map(|t| {
-            t.map(|u| String::from_utf8_lossy(u).into_owned())
-                .collect::<Vec<_>>()
-        })
-        .filter(|t: &Vec<String>| !t.is_empty())
-        .collect();
-    if !tiers.is_empty() {
-        return tiers;
-    }
-    m.announce()
-        .map(|a| vec![vec![String::from_utf8_lossy(a).into_owned()]])
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

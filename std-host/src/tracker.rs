@@ -1,9 +1,13 @@
 //! The tracker client: UDP announces on the host's event loop, HTTP(S) announces and
 //! host-name lookups on worker threads.
 //!
-//! [`TrackerClient`] is the one façade the event loop talks to: announce jobs go in
-//! ([`TrackerClient::announce`]), one [`AnnounceResult`] per job comes out
-//! ([`TrackerClient::poll_result`]). The loop owns it. Its UDP sockets (one per address
+//! [`TrackerClient`] is the one façade the event loop talks to: a job is one exchange
+//! with one tracker, the one the session named in its `Action::Announce`
+//! ([`TrackerClient::announce`]); one [`AnnounceResult`] per job comes out
+//! ([`TrackerClient::poll_result`]), which the loop reports to the session with
+//! `handle_announced`. Which tracker to ask, when, and what to do when one fails (the
+//! BEP 12 tier walk, per-tracker backoff, promotion, who gets `stopped`) is the
+//! session's decision, not this client's. The loop owns it. Its UDP sockets (one per address
 //! family, bound on first use, non-blocking) are registered in the loop's `mio::Poll`
 //! under the two tokens given to [`TrackerClient::new`], and every UDP exchange is run
 //! by the core's sans-IO BEP 15 client ([`UdpTrackerClient`]), so a silent UDP tracker
@@ -24,19 +28,13 @@
 //! 4. sleep at most until [`TrackerClient::poll_timeout`].
 //!
 //! Jobs of one torrent (one [`AnnounceJob::key`]) run one at a time, in the order they
-//! were queued; jobs of different torrents run at once.
-//!
-//! # Tiers (BEP 12)
-//!
-//! The client keeps a [`TrackerList`] per key across announces, built from
-//! [`AnnounceJob::tiers`] and shuffled at first sight (rebuilt when the tiers change).
-//! An announce tries the trackers in order, from the first tier, until one answers,
-//! whatever their transports: an HTTP(S) tracker is asked on a worker, a UDP one on the
-//! loop, and a failure moves on to the next. The one that answered moves to the front
-//! of its tier, and every tracker that failed before it gives an entry in
-//! [`AnnounceResult::errors`]. A `stopped` announce goes only to the trackers that
-//! answered during the session (best effort, at most [`STOP_TIMEOUT`] each), after
-//! which the key is forgotten.
+//! were queued (a `stopped` to one tracker before a `started` to it again); jobs of
+//! different torrents run at once. Each exchange has its own deadline,
+//! [`TrackerConfig::timeout`] from the moment it starts: a UDP exchange or a host-name
+//! lookup when it is queued, an HTTP request when a worker takes it (one waiting behind
+//! slow requests does not lose its time waiting); a `stopped` has at most
+//! [`STOP_TIMEOUT`]. The `tracker id` an HTTP tracker gives is kept per torrent and
+//! tracker and sent back until the `stopped` to that tracker.
 //!
 //! # Transports
 //!
@@ -118,7 +116,6 @@ use btcore_core::bencode::Token as BencodeToken;
 use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::rng::Rng;
 use btcore_core::tracker::http::{self, AnnounceResponse, ScrapeResponse};
-use btcore_core::tracker::tiers::{TrackerList, TrackerPos};
 use btcore_core::tracker::udp::{self, ConnState, UdpEvent, UdpTrackerClient};
 use btcore_core::tracker::AnnounceRequest;
 use mio::net::UdpSocket;
@@ -155,7 +152,7 @@ pub struct TrackerConfig {
     pub user_agent: String,
     /// How many HTTP requests and name lookups run at once (default 4; at least 1).
     pub max_parallel: usize,
-    /// Seeds the shuffles of the tiers, the announce `key` and the UDP transaction ids.
+    /// Seeds the announce `key` and the UDP transaction ids.
     pub rng_seed: u64,
     /// The SSRF guard of HTTP announces and scrapes (see the module docs).
     pub ssrf: SsrfGuard,
@@ -258,13 +255,15 @@ impl TrackerConfig {
     }
 }
 
-/// One announce of one torrent to its trackers.
+/// One exchange with one tracker: the announce of one torrent to the tracker the
+/// session named.
 #[derive(Clone, Debug)]
 pub struct AnnounceJob {
-    /// The host's torrent id: results carry it, and the tracker list is kept per key.
+    /// The host's torrent id: results carry it, and a torrent's exchanges run one at a
+    /// time, in order.
     pub key: u32,
-    /// The `announce-list` tiers (or `[[announce]]`).
-    pub tiers: Vec<Vec<String>>,
+    /// The tracker's URL.
+    pub tracker: String,
     /// The torrent.
     pub info_hash: InfoHash,
     /// Our peer id.
@@ -285,7 +284,7 @@ pub struct AnnounceJob {
     pub seq: u64,
 }
 
-/// What an announce came to.
+/// What an exchange came to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnnounceResult {
     /// The job's key.
@@ -294,9 +293,14 @@ pub struct AnnounceResult {
     pub event: Option<Event>,
     /// The job's `seq`.
     pub seq: u64,
+    /// The tracker asked (the job's URL).
+    pub tracker: String,
+    /// Why it failed (a tracker's `failure reason` as it sent it); `None` when it
+    /// answered.
+    pub error: Option<String>,
     /// The peers the tracker gave (port 0 entries and duplicates dropped).
     pub peers: Vec<SocketAddr>,
-    /// Seconds until the next regular announce, when a tracker answered.
+    /// Seconds until the next regular announce, when the tracker answered.
     pub interval: Option<u32>,
     /// The tracker's `min interval`.
     pub min_interval: Option<u32>,
@@ -304,22 +308,36 @@ pub struct AnnounceResult {
     pub complete: Option<u32>,
     /// Leechers, per the tracker.
     pub incomplete: Option<u32>,
-    /// The URL of the tracker that answered; `None` when none did.
-    pub tracker: Option<String>,
-    /// Every tracker that failed, with why (a tracker's `failure reason` as it sent it).
-    pub errors: Vec<(String, String)>,
-    /// The `warning message` of the tracker that answered.
+    /// The tracker's `warning message`.
     pub warning: Option<String>,
 }
 
 impl AnnounceResult {
-    fn new(key: u32, seq: u64, event: Option<Event>) -> Self {
-        Self {
-            key,
-            seq,
-            event,
+    /// Whether the tracker answered.
+    pub fn answered(&self) -> bool {
+        self.error.is_none()
+    }
+
+    fn new(job: AnnounceJob, outcome: Result<Answer, String>) -> Self {
+        let mut r = Self {
+            key: job.key,
+            seq: job.seq,
+            event: job.event,
+            tracker: job.tracker,
             ..Self::default()
+        };
+        match outcome {
+            Ok(a) => {
+                r.peers = a.peers;
+                r.interval = a.interval;
+                r.min_interval = a.min_interval;
+                r.complete = a.complete;
+                r.incomplete = a.incomplete;
+                r.warning = a.warning;
+            }
+            Err(e) => r.error = Some(e),
         }
+        r
     }
 }
 
@@ -328,8 +346,6 @@ pub struct TrackerClient {
     config: TrackerConfig,
     /// The per-session `key` sent to trackers.
     session_key: u32,
-    /// Shuffles the tiers.
-    rng: Rng,
     pool: Pool,
     io: UdpIo,
     torrents: HashMap<u32, Torrent>,
@@ -337,7 +353,7 @@ pub struct TrackerClient {
     names: HashMap<(String, u16), Name>,
     results: VecDeque<AnnounceResult>,
     next_op: u64,
-    /// Set by shutdown: attempts end by then.
+    /// Set by shutdown: exchanges end by then.
     shutdown: Option<Instant>,
 }
 
@@ -371,34 +387,23 @@ enum Name {
     Failed(String, Instant),
 }
 
-/// What is remembered of one torrent between announces.
+/// One torrent's exchanges, and what its trackers asked us to send back.
+#[derive(Default)]
 struct Torrent {
-    /// The tiers the list was built from.
-    source: Vec<Vec<String>>,
-    list: TrackerList<String>,
-    /// Trackers that answered during the session (they get the `stopped`).
-    answered: Vec<String>,
-    /// `tracker id`s given by HTTP trackers, sent back in later announces.
+    /// `tracker id`s given by HTTP trackers, sent back in later announces (forgotten
+    /// with the `stopped` one).
     tracker_ids: HashMap<String, Vec<u8>>,
     queue: VecDeque<AnnounceJob>,
-    walk: Option<Walk>,
+    running: Option<Exchange>,
 }
 
-/// The job of a torrent being carried out.
-struct Walk {
+/// The exchange of a torrent under way.
+struct Exchange {
     job: AnnounceJob,
-    result: AnnounceResult,
-    /// For `stopped`: the trackers still to tell. Other jobs walk the tier list.
-    stops: Option<VecDeque<String>>,
-    step: Option<Step>,
-}
-
-/// One attempt at one tracker.
-struct Step {
-    url: String,
-    /// The tracker's place in the list (`None` for `stopped`).
-    pos: Option<TrackerPos>,
-    deadline: Instant,
+    /// When it is given up on; `None` while an HTTP request waits for a worker (its
+    /// time starts when a worker takes it).
+    deadline: Option<Instant>,
+    timeout: Duration,
     state: StepState,
 }
 
@@ -477,6 +482,10 @@ fn request<'a>(job: &AnnounceJob, key: u32, tracker_id: Option<&'a [u8]>) -> Ann
     }
 }
 
+/// What the loop waits for while a worker runs an HTTP request, past the request's
+/// own timeout, before it gives up on the worker.
+const WORKER_GRACE: Duration = Duration::from_secs(2);
+
 impl TrackerClient {
     /// A client whose UDP sockets will be registered in `registry` under `tokens`
     /// (IPv4, IPv6), with its workers started. `notify` is called from a worker each
@@ -504,7 +513,6 @@ impl TrackerClient {
         Ok(TrackerClient {
             config,
             session_key,
-            rng,
             pool,
             io,
             torrents: HashMap::new(),
@@ -515,52 +523,50 @@ impl TrackerClient {
         })
     }
 
-    /// Queues an announce and starts it unless the torrent has one running.
+    /// Queues an exchange and starts it unless the torrent has one running.
     pub fn announce(&mut self, now: Instant, job: AnnounceJob) {
         let key = job.key;
-        let t = self.torrents.entry(key).or_insert_with(|| Torrent {
-            source: Vec::new(),
-            list: TrackerList::new(Vec::<Vec<String>>::new(), &mut |_| 0),
-            answered: Vec::new(),
-            tracker_ids: HashMap::new(),
-            queue: VecDeque::new(),
-            walk: None,
-        });
-        t.queue.push_back(job);
+        self.torrents.entry(key).or_default().queue.push_back(job);
         self.advance(key, now);
     }
 
-    /// The next finished announce.
+    /// The next finished exchange.
     pub fn poll_result(&mut self) -> Option<AnnounceResult> {
         self.results.pop_front()
     }
 
-    /// Whether no announce is queued or running.
+    /// Whether no exchange is queued or running.
     pub fn is_idle(&self) -> bool {
         self.torrents
             .values()
-            .all(|t| t.walk.is_none() && t.queue.is_empty())
+            .all(|t| t.running.is_none() && t.queue.is_empty())
     }
 
     /// When [`TrackerClient::handle_timeout`] has something to do next without new
-    /// input: a UDP retransmission or an attempt's deadline. `None` when nothing runs.
+    /// input: a UDP retransmission or an exchange's deadline. `None` when nothing runs
+    /// on the loop's clock.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.torrents
             .values()
-            .filter_map(|t| t.walk.as_ref()?.step.as_ref())
-            .map(|s| match &s.state {
-                StepState::Udp(u) => u
-                    .client
-                    .poll_timeout()
-                    .map_or(s.deadline, |ms| self.io.epoch + Duration::from_millis(ms))
-                    .min(s.deadline),
-                _ => s.deadline,
+            .filter_map(|t| t.running.as_ref())
+            .filter_map(|x| {
+                let udp = match &x.state {
+                    StepState::Udp(u) => u
+                        .client
+                        .poll_timeout()
+                        .map(|ms| self.io.epoch + Duration::from_millis(ms)),
+                    _ => None,
+                };
+                match (udp, x.deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             })
             .min()
     }
 
     /// Reads every datagram waiting on the UDP sockets (call it when one of the
-    /// client's tokens is readable) and feeds each to the attempt it answers.
+    /// client's tokens is readable) and feeds each to the exchange it answers.
     pub fn on_udp_readable(&mut self, now: Instant) {
         let now_ms = self.io.ms(now);
         let mut done = Vec::new();
@@ -585,18 +591,17 @@ impl TrackerClient {
                 } = self;
                 let data = buf.get(..n).unwrap_or_default();
                 for (key, t) in torrents.iter_mut() {
-                    let Some(w) = t.walk.as_mut() else { continue };
-                    let Some(step) = w.step.as_mut() else {
+                    let Some(x) = t.running.as_mut() else {
                         continue;
                     };
-                    let StepState::Udp(u) = &mut step.state else {
+                    let StepState::Udp(u) = &mut x.state else {
                         continue;
                     };
                     if u.addr != from {
                         continue;
                     }
                     let outcome = match u.client.handle_datagram(now_ms, data) {
-                        // Not an answer to this attempt: maybe to another one.
+                        // Not an answer to this exchange: maybe to another one.
                         Err(_) => continue,
                         Ok(None) => None,
                         Ok(Some(UdpEvent::Announced(a))) => Some(Ok(Answer {
@@ -615,7 +620,7 @@ impl TrackerClient {
                             io.conn_ids.remove(&u.addr);
                             u.cached = false;
                             u.client = io.new_client(u.addr);
-                            let req = request(&w.job, *session_key, None);
+                            let req = request(&x.job, *session_key, None);
                             u.client.announce(&req, now_ms);
                             None
                         }
@@ -636,22 +641,23 @@ impl TrackerClient {
         }
         self.io.buf = buf;
         for (key, r) in done {
-            self.finish_step(key, r, now);
+            self.finish(key, r, now);
         }
     }
 
     /// Takes in what the workers finished, advances UDP retransmissions and ends the
-    /// attempts past their deadline. Call it on every turn of the loop.
+    /// exchanges past their deadline. Call it on every turn of the loop.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Ok(done) = self.pool.done.try_recv() {
             match done {
+                Done::Started { op, at } => {
+                    if let Some(x) = self.http_exchange(op) {
+                        x.deadline = Some(at + x.timeout + WORKER_GRACE);
+                    }
+                }
                 Done::Http { op, answer } => {
-                    let key = self.torrents.iter().find_map(|(k, t)| {
-                        let s = t.walk.as_ref()?.step.as_ref()?;
-                        matches!(s.state, StepState::Http { op: o } if o == op).then_some(*k)
-                    });
-                    if let Some(key) = key {
-                        self.finish_step(key, answer, now);
+                    if let Some(key) = self.http_exchange(op).map(|x| x.job.key) {
+                        self.finish(key, answer, now);
                     }
                 }
                 Done::Resolved { host, port, addr } => self.resolved(host, port, addr, now),
@@ -660,11 +666,11 @@ impl TrackerClient {
         let now_ms = self.io.ms(now);
         let mut done = Vec::new();
         for (key, t) in &mut self.torrents {
-            let Some(step) = t.walk.as_mut().and_then(|w| w.step.as_mut()) else {
+            let Some(x) = t.running.as_mut() else {
                 continue;
             };
-            if now >= step.deadline {
-                let why = match &step.state {
+            if x.deadline.is_some_and(|d| now >= d) {
+                let why = match &x.state {
                     StepState::Udp(u)
                         if !matches!(u.client.conn_state(now_ms), ConnState::Connected { .. }) =>
                     {
@@ -676,7 +682,7 @@ impl TrackerClient {
                 done.push((*key, Err(why.to_string())));
                 continue;
             }
-            if let StepState::Udp(u) = &mut step.state {
+            if let StepState::Udp(u) = &mut x.state {
                 if let Some(UdpEvent::TimedOut) = u.client.handle_timeout(now_ms) {
                     done.push((*key, Err("timed out".to_string())));
                 } else if let Err(e) = self.io.transmit(u, now_ms) {
@@ -685,14 +691,23 @@ impl TrackerClient {
             }
         }
         for (key, r) in done {
-            self.finish_step(key, r, now);
+            self.finish(key, r, now);
         }
     }
 
-    /// Drops queued and running jobs except `stopped` announces, runs `poll` for this
-    /// client alone until those are done or `timeout` has passed, and stops the
+    /// The running HTTP exchange with operation number `op`.
+    fn http_exchange(&mut self, op: u64) -> Option<&mut Exchange> {
+        self.torrents.values_mut().find_map(|t| {
+            t.running
+                .as_mut()
+                .filter(|x| matches!(x.state, StepState::Http { op: o } if o == op))
+        })
+    }
+
+    /// Drops queued and running exchanges except `stopped` announces, runs `poll` for
+    /// this client alone until those are done or `timeout` has passed, and stops the
     /// workers (one still busy at the deadline is left to finish on its own). Returns
-    /// the results of the jobs finished meanwhile (those not yet polled included).
+    /// the results of the exchanges finished meanwhile (those not yet polled included).
     pub fn shutdown(mut self, poll: &mut Poll, timeout: Duration) -> Vec<AnnounceResult> {
         let start = Instant::now();
         let deadline = start + timeout;
@@ -701,11 +716,11 @@ impl TrackerClient {
         for key in keys {
             if let Some(t) = self.torrents.get_mut(&key) {
                 t.queue.retain(|j| j.event == Some(Event::Stopped));
-                if t.walk
+                if t.running
                     .as_ref()
-                    .is_some_and(|w| w.job.event != Some(Event::Stopped))
+                    .is_some_and(|x| x.job.event != Some(Event::Stopped))
                 {
-                    t.walk = None;
+                    t.running = None;
                 }
             }
             self.advance(key, start);
@@ -737,29 +752,20 @@ impl TrackerClient {
         self.results.drain(..).collect()
     }
 
-    /// Starts the next job of `key` if none is running, and the next attempt of the
-    /// running one if it has none; finishes jobs with no tracker left to try.
+    /// Starts the next queued exchange of `key` if none is running; an exchange that
+    /// cannot start ends at once with its error.
     fn advance(&mut self, key: u32, now: Instant) {
         let Some(mut t) = self.torrents.remove(&key) else {
             return;
         };
-        loop {
-            if t.walk.is_none() && !self.begin_job(&mut t) {
+        while t.running.is_none() {
+            let Some(job) = t.queue.pop_front() else {
                 break;
-            }
-            let Some(w) = t.walk.as_mut() else { break };
-            if w.step.is_some() {
-                break;
-            }
-            let next = match w.stops.as_mut() {
-                Some(q) => q.pop_front().map(|u| (u, None)),
-                None => t.list.current().map(|(p, u)| (u.clone(), Some(p))),
             };
-            let Some((url, pos)) = next else {
-                self.end_job(&mut t);
+            let stopping = job.event == Some(Event::Stopped);
+            if self.shutdown.is_some() && !stopping {
                 continue;
-            };
-            let stopping = w.stops.is_some();
+            }
             let mut timeout = self.config.timeout;
             if stopping {
                 timeout = timeout.min(STOP_TIMEOUT);
@@ -770,134 +776,56 @@ impl TrackerClient {
             let started = if timeout.is_zero() {
                 Err("shutdown deadline passed".to_string())
             } else {
-                let id = t.tracker_ids.get(&url).map(Vec::as_slice);
-                let req = request(&w.job, self.session_key, id);
-                self.begin_step(&url, &req, timeout, now)
+                let id = t.tracker_ids.get(&job.tracker).map(Vec::as_slice);
+                let req = request(&job, self.session_key, id);
+                self.begin(&job.tracker, &req, timeout, now)
             };
             match started {
                 Ok(state) => {
-                    w.step = Some(Step {
-                        url,
-                        pos,
-                        deadline: now + timeout,
+                    // An HTTP request's time starts when a worker takes it.
+                    let deadline =
+                        (!matches!(state, StepState::Http { .. })).then(|| now + timeout);
+                    t.running = Some(Exchange {
+                        job,
+                        deadline,
+                        timeout,
                         state,
                     });
-                    break;
                 }
-                Err(e) => {
-                    if Self::record(&mut t, url, pos, Err(e)) {
-                        self.end_job(&mut t);
-                    }
-                }
+                Err(e) => self.publish(&mut t, job, Err(e)),
             }
         }
-        let keep = t.walk.is_some() || !t.queue.is_empty() || !t.source.is_empty();
+        let keep = t.running.is_some() || !t.queue.is_empty() || !t.tracker_ids.is_empty();
         if keep {
             self.torrents.insert(key, t);
         }
     }
 
-    /// Takes the next queued job of `t`; `false` when there is none.
-    fn begin_job(&mut self, t: &mut Torrent) -> bool {
-        while let Some(job) = t.queue.pop_front() {
-            let stopping = job.event == Some(Event::Stopped);
-            if self.shutdown.is_some() && !stopping {
-                continue;
-            }
-            if !stopping && t.source != job.tiers {
-                let rng = &mut self.rng;
-                t.list = TrackerList::new(job.tiers.iter().cloned(), &mut |n| {
-                    rng.below(n as u64) as usize
-                });
-                t.source = job.tiers.clone();
-            }
-            t.list.restart();
-            t.walk = Some(Walk {
-                result: AnnounceResult::new(job.key, job.seq, job.event),
-                stops: stopping.then(|| t.answered.iter().cloned().collect()),
-                job,
-                step: None,
-            });
-            return true;
+    /// Publishes the result of `job`, keeping the `tracker id` its tracker gave.
+    fn publish(&mut self, t: &mut Torrent, job: AnnounceJob, mut outcome: Result<Answer, String>) {
+        if job.event == Some(Event::Stopped) {
+            // The session with this tracker is over.
+            t.tracker_ids.remove(&job.tracker);
+        } else if let Some(id) = outcome.as_mut().ok().and_then(|a| a.tracker_id.take()) {
+            t.tracker_ids.insert(job.tracker.clone(), id);
         }
-        false
+        self.results.push_back(AnnounceResult::new(job, outcome));
     }
 
-    /// Ends the running job of `t`, publishing its result.
-    fn end_job(&mut self, t: &mut Torrent) {
-        let Some(w) = t.walk.take() else { return };
-        if w.stops.is_some() {
-            // The session with these trackers is over.
-            t.answered.clear();
-            t.tracker_ids.clear();
-            t.source.clear();
-        }
-        self.results.push_back(w.result);
-    }
-
-    /// Records the outcome of an attempt in the running job; `true` when the job is
-    /// over (a tracker answered a regular announce, or none is left to try).
-    fn record(
-        t: &mut Torrent,
-        url: String,
-        pos: Option<TrackerPos>,
-        outcome: Result<Answer, String>,
-    ) -> bool {
-        let Some(w) = t.walk.as_mut() else {
-            return true;
-        };
-        let res = &mut w.result;
-        match (outcome, pos) {
-            (Ok(_), None) => {
-                if res.tracker.is_none() {
-                    res.tracker = Some(url);
-                }
-                false
-            }
-            (Err(e), None) => {
-                res.errors.push((url, e));
-                false
-            }
-            (Ok(answer), Some(pos)) => {
-                t.list.on_success(pos.tier, pos.index);
-                if !t.answered.contains(&url) {
-                    t.answered.push(url.clone());
-                }
-                if let Some(id) = answer.tracker_id {
-                    t.tracker_ids.insert(url.clone(), id);
-                }
-                res.peers = answer.peers;
-                res.interval = answer.interval;
-                res.min_interval = answer.min_interval;
-                res.complete = answer.complete;
-                res.incomplete = answer.incomplete;
-                res.warning = answer.warning;
-                res.tracker = Some(url);
-                true
-            }
-            (Err(e), Some(pos)) => {
-                res.errors.push((url, e));
-                t.list.on_failure(pos.tier, pos.index).is_none()
-            }
-        }
-    }
-
-    /// The running attempt of `key` came to `outcome`: record it and move on.
-    fn finish_step(&mut self, key: u32, outcome: Result<Answer, String>, now: Instant) {
+    /// The running exchange of `key` came to `outcome`: publish it and start the next.
+    fn finish(&mut self, key: u32, outcome: Result<Answer, String>, now: Instant) {
         let Some(mut t) = self.torrents.remove(&key) else {
             return;
         };
-        if let Some(step) = t.walk.as_mut().and_then(|w| w.step.take()) {
-            if Self::record(&mut t, step.url, step.pos, outcome) {
-                self.end_job(&mut t);
-            }
+        if let Some(x) = t.running.take() {
+            self.publish(&mut t, x.job, outcome);
         }
         self.torrents.insert(key, t);
         self.advance(key, now);
     }
 
-    /// Starts an attempt at `url`.
-    fn begin_step(
+    /// Starts an exchange with `url`.
+    fn begin(
         &mut self,
         url: &str,
         req: &AnnounceRequest<'_>,
@@ -950,7 +878,7 @@ impl TrackerClient {
         }
     }
 
-    /// A worker looked up `host`: the attempts waiting for it go on.
+    /// A worker looked up `host`: the exchanges waiting for it go on.
     fn resolved(
         &mut self,
         host: String,
@@ -968,26 +896,25 @@ impl TrackerClient {
         );
         let mut failed = Vec::new();
         for (key, t) in &mut self.torrents {
-            let Some(w) = t.walk.as_mut() else { continue };
-            let Some(step) = w.step.as_mut() else {
+            let Some(x) = t.running.as_mut() else {
                 continue;
             };
-            if !matches!(&step.state, StepState::Resolving { host, port } if *host == name.0 && *port == name.1)
+            if !matches!(&x.state, StepState::Resolving { host, port } if *host == name.0 && *port == name.1)
             {
                 continue;
             }
             let started = addr.clone().and_then(|a| {
-                let id = t.tracker_ids.get(&step.url).map(Vec::as_slice);
-                let req = request(&w.job, self.session_key, id);
+                let id = t.tracker_ids.get(&x.job.tracker).map(Vec::as_slice);
+                let req = request(&x.job, self.session_key, id);
                 self.io.start(a, &req, now)
             });
             match started {
-                Ok(u) => step.state = StepState::Udp(u),
+                Ok(u) => x.state = StepState::Udp(u),
                 Err(e) => failed.push((*key, e)),
             }
         }
         for (key, e) in failed {
-            self.finish_step(key, Err(e), now);
+            self.finish(key, Err(e), now);
         }
     }
 }
@@ -1097,6 +1024,8 @@ enum Work {
 }
 
 enum Done {
+    /// A worker took HTTP request `op` at `at`.
+    Started { op: u64, at: Instant },
     Http {
         op: u64,
         answer: Result<Answer, String>,
@@ -1193,10 +1122,16 @@ fn work(shared: &PoolShared, tx: &mpsc::Sender<Done>) {
             }
         };
         let done = match w {
-            Work::Http { op, url, timeout } => Done::Http {
-                op,
-                answer: http_announce(&shared.agent, &url, timeout, &mut tokens),
-            },
+            Work::Http { op, url, timeout } => {
+                let at = Instant::now();
+                if tx.send(Done::Started { op, at }).is_err() {
+                    return;
+                }
+                Done::Http {
+                    op,
+                    answer: http_announce(&shared.agent, &url, timeout, &mut tokens),
+                }
+            }
             Work::Resolve { host, port } => {
                 let addr = (host.as_str(), port)
                     .to_socket_addrs()

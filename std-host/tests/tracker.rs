@@ -357,8 +357,8 @@ fn client_config(config: TrackerConfig) -> Client {
 }
 
 impl Client {
-    fn announce(&mut self, key: u32, tiers: &[&[&str]], port: u16, event: Option<Event>) {
-        self.submit(job(key, tiers, PEER, port, event));
+    fn announce(&mut self, key: u32, url: &str, port: u16, event: Option<Event>) {
+        self.submit(job(key, url, PEER, port, event));
     }
 
     fn submit(&mut self, job: AnnounceJob) {
@@ -449,19 +449,10 @@ impl Client {
     }
 }
 
-fn job(
-    key: u32,
-    tiers: &[&[&str]],
-    peer: &[u8; 20],
-    port: u16,
-    event: Option<Event>,
-) -> AnnounceJob {
+fn job(key: u32, url: &str, peer: &[u8; 20], port: u16, event: Option<Event>) -> AnnounceJob {
     AnnounceJob {
         key,
-        tiers: tiers
-            .iter()
-            .map(|t| t.iter().map(|s| s.to_string()).collect())
-            .collect(),
+        tracker: url.to_string(),
         info_hash: InfoHash(HASH),
         peer_id: PeerId(*peer),
         port,
@@ -472,6 +463,11 @@ fn job(
         numwant: Some(50),
         seq: 0,
     }
+}
+
+/// The tracker that answered, if it did.
+fn answered_by(r: &AnnounceResult) -> Option<&str> {
+    r.answered().then_some(r.tracker.as_str())
 }
 
 /// A TCP port on 127.0.0.1 nobody listens on.
@@ -486,11 +482,11 @@ fn closed_port() -> u16 {
 fn http_announce_returns_compact_peers() {
     let stub = HttpStub::new(|_| ok_body());
     let mut c = client(Duration::from_secs(5));
-    c.announce(1, &[&[&stub.url]], 6881, Some(Event::Started));
+    c.announce(1, &stub.url, 6881, Some(Event::Started));
     let r = c.result();
     assert_eq!(r.key, 1);
-    assert_eq!(r.errors, Vec::<(String, String)>::new());
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.error, None);
+    assert_eq!(answered_by(&r), Some(stub.url.as_str()));
     assert_eq!(r.peers, two_peers());
     assert_eq!(r.interval, Some(1800));
     assert_eq!(r.min_interval, Some(60));
@@ -541,9 +537,9 @@ fn http_dict_peers_and_warning() {
             .to_vec()
     });
     let mut c = client(Duration::from_secs(5));
-    c.announce(2, &[&[&stub.url]], 6881, None);
+    c.announce(2, &stub.url, 6881, None);
     let r = c.result();
-    assert_eq!(r.errors, Vec::<(String, String)>::new());
+    assert_eq!(r.error, None);
     let want: Vec<SocketAddr> = ["127.0.0.3:7000", "[::1]:7001", "[::2]:7002"]
         .iter()
         .map(|s| s.parse().expect("addr"))
@@ -555,89 +551,129 @@ fn http_dict_peers_and_warning() {
 }
 
 #[test]
-fn failure_reason_falls_back_within_the_tier_and_promotes() {
-    // Both fail at first, which reveals the shuffled order; then only the first fails.
-    let a_ok = Arc::new(AtomicBool::new(false));
-    let b_ok = Arc::new(AtomicBool::new(false));
-    let a = {
-        let ok = a_ok.clone();
-        HttpStub::new(move |_| {
-            if ok.load(Ordering::SeqCst) {
-                ok_body()
-            } else {
-                failure_body("not registered at A")
-            }
-        })
-    };
-    let b = {
-        let ok = b_ok.clone();
-        HttpStub::new(move |_| {
-            if ok.load(Ordering::SeqCst) {
-                ok_body()
-            } else {
-                failure_body("not registered at B")
-            }
-        })
-    };
+fn failure_reason_is_the_error() {
+    let a = HttpStub::new(|_| failure_body("not registered at A"));
     let mut c = client(Duration::from_secs(5));
-    let tiers: &[&[&str]] = &[&[&a.url, &b.url]];
-
-    c.announce(3, tiers, 6881, Some(Event::Started));
+    c.announce(3, &a.url, 6881, Some(Event::Started));
     let r = c.result();
-    assert_eq!(r.tracker, None);
-    assert_eq!(r.errors.len(), 2);
+    assert!(!r.answered());
+    assert_eq!(r.tracker, a.url);
+    assert_eq!(r.error.as_deref(), Some("not registered at A"));
     assert!(r.peers.is_empty());
-    let (first, second) = (r.errors[0].0.clone(), r.errors[1].0.clone());
-    let text_of = |url: &str| {
-        if url == a.url {
-            "not registered at A"
-        } else {
-            "not registered at B"
-        }
-    };
-    assert_eq!(r.errors[0].1, text_of(&first));
-    assert_eq!(r.errors[1].1, text_of(&second));
-    assert_eq!((a.hits(), b.hits()), (1, 1));
-
-    // The second of the tier answers after the first fails.
-    let (second_ok, second_stub, first_stub, first_ok) = if second == a.url {
-        (&a_ok, &a, &b, &b_ok)
-    } else {
-        (&b_ok, &b, &a, &a_ok)
-    };
-    second_ok.store(true, Ordering::SeqCst);
-    c.announce(3, tiers, 6881, Some(Event::Started));
-    let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(second.as_str()));
-    assert_eq!(r.errors, vec![(first.clone(), text_of(&first).to_string())]);
-    assert_eq!(r.peers, two_peers());
-    assert_eq!((first_stub.hits(), second_stub.hits()), (2, 2));
-
-    // Promoted: now tried first, the other one is not asked at all.
-    first_ok.store(true, Ordering::SeqCst);
-    c.announce(3, tiers, 6881, None);
-    let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(second.as_str()));
-    assert!(r.errors.is_empty());
-    assert_eq!((first_stub.hits(), second_stub.hits()), (2, 3));
+    assert_eq!(a.hits(), 1);
 }
 
+/// A `.torrent` of one 16 KiB piece whose `announce-list` is `tiers`.
+fn torrent_with_tiers(tiers: &[&[&str]]) -> Vec<u8> {
+    use btcore_core::bencode::Encoder;
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    let r = (|| {
+        e.dict()?;
+        e.bytes(b"announce-list")?;
+        e.list()?;
+        for tier in tiers {
+            e.list()?;
+            for url in *tier {
+                e.bytes(url.as_bytes())?;
+            }
+            e.end()?;
+        }
+        e.end()?;
+        e.bytes(b"info")?;
+        e.dict()?;
+        e.key_int(b"length", 16_384)?;
+        e.key_bytes(b"name", b"tiers.bin")?;
+        e.key_int(b"piece length", 16_384)?;
+        e.key_bytes(b"pieces", &[0u8; 20])?;
+        e.end()?;
+        e.end()
+    })();
+    r.expect("vec");
+    out
+}
+
+/// The session walks the tiers and the client performs each exchange it names,
+/// reporting each on its own: a tracker refusing connections in the first tier fails
+/// (reported with its own URL and announce number), the session then names the
+/// tracker of the second tier, which answers; its `interval` schedules the next
+/// announce, and the dead one, backing off, is skipped by the next walk.
 #[test]
-fn tiers_are_tried_in_order_and_never_promoted_across_tiers() {
-    let a = HttpStub::new(|_| failure_body("tier one says no"));
-    let b = HttpStub::new(|_| ok_body());
+fn each_exchange_the_session_asks_is_reported_on_its_own() {
+    use btcore_core::session::{Action, AnnounceOutcome, Session, SessionConfig};
+    use btcore_core::time::Instant as CoreInstant;
+
+    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let live = HttpStub::new(|_| ok_body());
+    let mut session = Session::new(SessionConfig::new(PeerId(*PEER)), 3);
     let mut c = client(Duration::from_secs(5));
-    let tiers: &[&[&str]] = &[&[&a.url], &[&b.url]];
-    for round in 1..=2 {
-        c.announce(4, tiers, 6881, None);
-        let r = c.result();
-        assert_eq!(r.tracker.as_deref(), Some(b.url.as_str()));
-        assert_eq!(
-            r.errors,
-            vec![(a.url.clone(), "tier one says no".to_string())]
-        );
-        assert_eq!((a.hits(), b.hits()), (round, round));
-    }
+    let mut now = CoreInstant::from_millis(1_000);
+    // Seeding: no early announce for want of peers.
+    let have = btcore_core::bitfield::Bitfield::full(1);
+    let id = session
+        .add_torrent(
+            now,
+            &torrent_with_tiers(&[&[&dead], &[&live.url]]),
+            Some(&have),
+        )
+        .expect("torrent");
+    // Performs the exchange the session asks, if any, and reports it.
+    let mut exchange = |session: &mut Session, now: CoreInstant| {
+        let mut asked = Vec::new();
+        while let Some(a) = session.poll_action() {
+            if let Action::Announce {
+                torrent,
+                tracker,
+                event,
+                seq,
+                ..
+            } = a
+            {
+                assert_eq!(torrent, id);
+                asked.push(tracker.clone());
+                c.submit(AnnounceJob {
+                    seq,
+                    event: event.map(|_| Event::Started),
+                    ..job(torrent.0, &tracker, PEER, 6881, None)
+                });
+            }
+        }
+        assert!(asked.len() <= 1, "one exchange at a time: {asked:?}");
+        let r = asked.first().map(|_| c.result());
+        if let Some(r) = &r {
+            let outcome = match (r.answered(), r.interval) {
+                (true, Some(interval)) => AnnounceOutcome::Answered {
+                    interval,
+                    min_interval: r.min_interval,
+                },
+                _ => AnnounceOutcome::Failed,
+            };
+            assert!(session.handle_announced(now, id, r.seq, outcome));
+        }
+        r
+    };
+    let first = exchange(&mut session, now).expect("an announce");
+    assert_eq!(first.tracker, dead);
+    assert!(first.error.is_some(), "{first:?}");
+    let second = exchange(&mut session, now).expect("the next tier");
+    assert_eq!(second.tracker, live.url);
+    assert!(second.answered(), "{second:?}");
+    assert_ne!(first.seq, second.seq);
+    assert_eq!(second.peers, two_peers());
+    assert!(live.last_target().contains("event=started"));
+    assert!(exchange(&mut session, now).is_none(), "the walk is over");
+    // The stub's interval is 1800 s: nothing before it. Then a new walk from the first
+    // tier: the dead tracker's backoff (60 s) is over, so it is asked again first.
+    now = now + btcore_core::time::Duration::from_secs(1799);
+    session.handle_timeout(now);
+    assert!(exchange(&mut session, now).is_none(), "{now:?}");
+    now = now + btcore_core::time::Duration::from_secs(1);
+    session.handle_timeout(now);
+    let third = exchange(&mut session, now).expect("after the interval");
+    assert_eq!(third.tracker, dead);
+    let fourth = exchange(&mut session, now).expect("then the live one");
+    assert_eq!(fourth.tracker, live.url);
+    assert_eq!(live.hits(), 2);
 }
 
 #[test]
@@ -653,49 +689,66 @@ fn unreachable_trackers_fail_within_the_timeout() {
     // A refused connection is an error from the worker itself: the client's clock
     // stands still, so its 2 s deadline cannot be what ends the attempt.
     let t0 = Instant::now();
-    c.client.announce(
-        t0,
-        job(5, &[&[&http_url]], PEER, 6881, Some(Event::Started)),
-    );
+    c.client
+        .announce(t0, job(5, &http_url, PEER, 6881, Some(Event::Started)));
     let r = c.result_at(t0, "a refused HTTP announce");
-    assert_eq!(r.tracker, None);
-    assert_eq!(r.errors.len(), 1);
-    assert_eq!(r.errors[0].0, http_url);
-    assert!(!r.errors[0].1.is_empty());
-    assert!(!r.errors[0].1.contains("timed out"), "{:?}", r.errors);
+    assert!(!r.answered());
+    assert_eq!(r.tracker, http_url);
+    assert!(r.error.as_deref().is_some_and(|e| !e.is_empty()), "{r:?}");
+    assert!(
+        !r.error.as_deref().is_some_and(|e| e.contains("timed out")),
+        "{r:?}"
+    );
 
     // A silent UDP tracker, on a simulated clock: the attempt ends at its 2 s
     // timeout exactly, not before and not after.
     let t0 = Instant::now();
-    c.client.announce(
-        t0,
-        job(6, &[&[&silent_url]], PEER, 6881, Some(Event::Started)),
-    );
+    c.client
+        .announce(t0, job(6, &silent_url, PEER, 6881, Some(Event::Started)));
     let (r, at) = c.result_stepped(t0, |_| {});
     assert_eq!(at, Duration::from_secs(2), "ended at {at:?}");
-    assert_eq!(r.errors.len(), 1);
-    assert!(r.errors[0].1.contains("timed out"), "{:?}", r.errors);
+    assert!(
+        r.error.as_deref().is_some_and(|e| e.contains("timed out")),
+        "{r:?}"
+    );
+}
+
+/// The host's loop carries out the walk the session asks: the first tier refuses
+/// connections, the loop reports that exchange, and performs the next one the session
+/// names, to the second tier.
+#[test]
+fn the_client_loop_asks_the_tracker_each_announce_names() {
+    use btcore_host::client::{Client as Host, ClientOptions};
+    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let live = HttpStub::new(|_| ok_body());
+    let dir = std::env::temp_dir().join(format!("btcore-tiers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut host = Host::new(ClientOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        save_dir: dir.clone(),
+        seed: 5,
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    host.add_torrent_file(&torrent_with_tiers(&[&[&dead], &[&live.url]]), None)
+        .expect("add");
+    let end = Instant::now() + RESULT_WAIT;
+    while live.hits() == 0 {
+        assert!(Instant::now() < end, "the second tier was never asked");
+        host.run_once(Duration::from_millis(20)).expect("loop");
+    }
+    assert!(live.last_target().contains("event=started"));
+    drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn unsupported_schemes_are_errors() {
-    let stub = HttpStub::new(|_| ok_body());
     let mut c = client(Duration::from_secs(5));
-    c.announce(
-        7,
-        &[&["wss://tracker.example/announce"], &[&stub.url]],
-        6881,
-        None,
-    );
+    c.announce(7, "wss://tracker.example/announce", 6881, None);
     let r = c.result();
-    assert_eq!(
-        r.errors,
-        vec![(
-            "wss://tracker.example/announce".to_string(),
-            UNSUPPORTED_SCHEME.to_string()
-        )]
-    );
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.tracker, "wss://tracker.example/announce");
+    assert_eq!(r.error.as_deref(), Some(UNSUPPORTED_SCHEME));
     assert_eq!(
         c.scrape("wss://x/announce", &[InfoHash(HASH)]),
         Err(UNSUPPORTED_SCHEME.to_string())
@@ -706,10 +759,10 @@ fn unsupported_schemes_are_errors() {
 fn udp_announce_connect_cache_and_scrape() {
     let stub = UdpStub::new(UdpMode::Peers);
     let mut c = client(Duration::from_secs(5));
-    c.announce(8, &[&[&stub.url]], 6881, Some(Event::Started));
+    c.announce(8, &stub.url, 6881, Some(Event::Started));
     let r = c.result();
-    assert_eq!(r.errors, Vec::<(String, String)>::new());
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.error, None);
+    assert_eq!(answered_by(&r), Some(stub.url.as_str()));
     assert_eq!(r.peers, two_peers());
     assert_eq!(r.interval, Some(900));
     assert_eq!((r.complete, r.incomplete), (Some(5), Some(3)));
@@ -726,9 +779,9 @@ fn udp_announce_connect_cache_and_scrape() {
     assert_eq!(&d[96..98], &6881u16.to_be_bytes());
 
     // The connection id is reused within its minute.
-    c.announce(8, &[&[&stub.url]], 6881, None);
+    c.announce(8, &stub.url, 6881, None);
     let r = c.result();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
     assert_eq!(stub.announces.load(Ordering::SeqCst), 2);
     assert_eq!(be_u32(&lock(&stub.last_announce), 80), 0);
@@ -764,12 +817,12 @@ fn udp_announce_connect_cache_and_scrape() {
 fn udp_error_packet_is_reported() {
     let stub = UdpStub::new(UdpMode::Error("torrent banned"));
     let mut c = client(Duration::from_secs(5));
-    c.announce(9, &[&[&stub.url]], 6881, Some(Event::Started));
+    c.announce(9, &stub.url, 6881, Some(Event::Started));
     let r = c.result();
-    assert_eq!(r.tracker, None);
+    assert!(!r.answered());
     assert_eq!(
-        r.errors,
-        vec![(stub.url.clone(), "torrent banned".to_string())]
+        (r.tracker.as_str(), r.error.as_deref()),
+        (stub.url.as_str(), Some("torrent banned"))
     );
     assert!(r.peers.is_empty());
 }
@@ -809,17 +862,16 @@ fn http_scrape() {
 }
 
 #[test]
-fn shutdown_sends_stopped_to_the_tracker_that_answered() {
-    let failing = HttpStub::new(|_| failure_body("no"));
+fn shutdown_keeps_only_the_stopped_exchanges() {
     let stub = HttpStub::new(|_| ok_body());
+    let silent = SilentUdp::new();
     let mut c = client(Duration::from_secs(5));
-    let tiers: &[&[&str]] = &[&[&failing.url], &[&stub.url]];
-    c.announce(10, tiers, 6881, Some(Event::Started));
-    let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
-    // Queued work other than `stopped` is dropped at shutdown; `stopped` goes only to
-    // the tracker that answered.
-    c.announce(10, tiers, 6881, Some(Event::Stopped));
+    c.announce(10, &stub.url, 6881, Some(Event::Started));
+    assert_eq!(answered_by(&c.result()), Some(stub.url.as_str()));
+    // A regular exchange still running (a silent tracker) is dropped at shutdown; the
+    // `stopped` queued behind it goes out.
+    c.announce(10, &silent.url, 6881, None);
+    c.announce(10, &stub.url, 6881, Some(Event::Stopped));
     let Client {
         client, mut poll, ..
     } = c;
@@ -829,9 +881,8 @@ fn shutdown_sends_stopped_to_the_tracker_that_answered() {
     assert_eq!(results.len(), 1, "{results:?}");
     let r = &results[0];
     assert_eq!(r.event, Some(Event::Stopped));
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!((failing.hits(), stub.hits()), (1, 2));
+    assert_eq!(answered_by(r), Some(stub.url.as_str()));
+    assert_eq!(stub.hits(), 2);
     assert!(stub.last_target().contains("event=stopped"));
 }
 
@@ -868,19 +919,15 @@ fn udp_announces_run_on_the_loop_and_hold_no_worker() {
     let http = HttpStub::new(|_| ok_body());
     let mut c = client_with(Duration::from_secs(3), 1);
     let t0 = Instant::now();
-    c.client.announce(
-        t0,
-        job(20, &[&[&silent.url]], PEER, 6881, Some(Event::Started)),
-    );
-    c.client.announce(
-        t0,
-        job(21, &[&[&http.url]], PEER, 6881, Some(Event::Started)),
-    );
+    c.client
+        .announce(t0, job(20, &silent.url, PEER, 6881, Some(Event::Started)));
+    c.client
+        .announce(t0, job(21, &http.url, PEER, 6881, Some(Event::Started)));
     // The client's clock stands still at t0, so the UDP attempt cannot end: the HTTP
     // answer comes first only if it did not wait for the one worker.
     let r = c.result_at(t0, "the HTTP announce beside a silent UDP one");
     assert_eq!(r.key, 21);
-    assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
+    assert_eq!(answered_by(&r), Some(http.url.as_str()));
     assert!(c.client.poll_timeout().is_some(), "the UDP attempt runs");
     assert_eq!(silent.received(), 1, "the first connect request");
 
@@ -895,10 +942,10 @@ fn udp_announces_run_on_the_loop_and_hold_no_worker() {
         }
     });
     assert_eq!(r.key, 20);
-    assert_eq!(r.tracker, None);
+    assert!(!r.answered());
     assert_eq!(
-        r.errors,
-        vec![(silent.url.clone(), "timed out (connect)".to_string())]
+        (r.tracker.as_str(), r.error.as_deref()),
+        (silent.url.as_str(), Some("timed out (connect)"))
     );
     assert_eq!(at, Duration::from_secs(3), "ended at {at:?}");
     assert_eq!(sends, [Duration::from_secs(1)], "retransmissions");
@@ -907,51 +954,51 @@ fn udp_announces_run_on_the_loop_and_hold_no_worker() {
 }
 
 #[test]
-fn tiers_mix_transports_dead_udp_then_live_http() {
+fn a_dead_udp_exchange_then_a_live_http_one() {
     let silent = SilentUdp::new();
     let http = HttpStub::new(|_| ok_body());
     let mut c = client(Duration::from_secs(1));
-    c.announce(
-        22,
-        &[&[&silent.url], &[&http.url]],
-        6881,
-        Some(Event::Started),
+    // One torrent's exchanges run in order, each reported on its own.
+    let start = Instant::now();
+    c.announce(22, &silent.url, 6881, Some(Event::Started));
+    c.announce(22, &http.url, 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(r.tracker, silent.url);
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("timed out")),
+        "{r:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
     );
     let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
+    assert_eq!(answered_by(&r), Some(http.url.as_str()));
     assert_eq!(r.peers, two_peers());
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert_eq!(r.errors[0].0, silent.url);
-    assert!(r.errors[0].1.starts_with("timed out"), "{:?}", r.errors);
     assert_eq!(http.hits(), 1);
-
-    // In one tier, the live one moves to the front: the dead one is not asked again.
-    c.announce(23, &[&[&silent.url, &http.url]], 6881, None);
-    let _ = c.result();
-    let _ = silent.received();
-    c.announce(23, &[&[&silent.url, &http.url]], 6881, None);
-    let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(http.url.as_str()));
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(silent.received(), 0, "the dead tracker was asked again");
 }
 
 #[test]
-fn tiers_mix_transports_dead_http_then_live_udp() {
+fn a_dead_http_exchange_then_a_live_udp_one() {
     let dead = format!("http://127.0.0.1:{}/announce", closed_port());
     let stub = UdpStub::new(UdpMode::Peers);
     let mut c = client(Duration::from_secs(5));
-    c.announce(24, &[&[&dead], &[&stub.url]], 6881, Some(Event::Started));
+    c.announce(24, &dead, 6881, Some(Event::Started));
     let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(r.tracker, dead);
+    assert!(r.error.is_some(), "{r:?}");
+    c.announce(24, &stub.url, 6881, Some(Event::Started));
+    let r = c.result();
+    assert_eq!(answered_by(&r), Some(stub.url.as_str()));
     assert_eq!(r.peers, two_peers());
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert_eq!(r.errors[0].0, dead);
 
     // Another torrent on the same UDP tracker reuses the connection id.
-    c.announce(25, &[&[&stub.url]], 6882, None);
+    c.announce(25, &stub.url, 6882, None);
     let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(stub.url.as_str()));
+    assert_eq!(answered_by(&r), Some(stub.url.as_str()));
     assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
     assert_eq!(stub.announces.load(Ordering::SeqCst), 2);
 }
@@ -960,13 +1007,13 @@ fn tiers_mix_transports_dead_http_then_live_udp() {
 fn shutdown_sends_stopped_to_the_udp_tracker() {
     let stub = UdpStub::new(UdpMode::Peers);
     let mut c = client(Duration::from_secs(5));
-    c.announce(26, &[&[&stub.url]], 6881, Some(Event::Started));
-    assert_eq!(c.result().tracker.as_deref(), Some(stub.url.as_str()));
+    c.announce(26, &stub.url, 6881, Some(Event::Started));
+    assert_eq!(answered_by(&c.result()), Some(stub.url.as_str()));
     // A regular announce still running is abandoned (its packet is out already: the
     // cached connection id needs no connect); `stopped` goes out on the loop that
     // `shutdown` runs.
-    c.announce(26, &[&[&stub.url]], 6881, None);
-    c.announce(26, &[&[&stub.url]], 6881, Some(Event::Stopped));
+    c.announce(26, &stub.url, 6881, None);
+    c.announce(26, &stub.url, 6881, Some(Event::Stopped));
     let Client {
         client, mut poll, ..
     } = c;
@@ -980,8 +1027,8 @@ fn shutdown_sends_stopped_to_the_udp_tracker() {
     );
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0].event, Some(Event::Stopped));
-    assert_eq!(results[0].tracker.as_deref(), Some(stub.url.as_str()));
-    assert!(results[0].errors.is_empty(), "{:?}", results[0].errors);
+    assert_eq!(answered_by(&results[0]), Some(stub.url.as_str()));
+    assert!(results[0].error.is_none(), "{:?}", results[0].error);
     assert_eq!(stub.announces.load(Ordering::SeqCst), 3);
     assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
     assert_eq!(be_u32(&lock(&stub.last_announce), 80), 3); // stopped
@@ -1071,33 +1118,33 @@ fn opentracker_http_and_udp() {
     for _ in 0..50 {
         c.submit(job(
             11,
-            &[&[&http]],
+            &http,
             b"-BT0001-aaaaaaaaaaaa",
             40001,
             Some(Event::Started),
         ));
         r = c.result();
-        if r.tracker.is_some() {
+        if r.answered() {
             break;
         }
         thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(r.tracker.as_deref(), Some(http.as_str()), "{:?}", r.errors);
+    assert_eq!(answered_by(&r), Some(http.as_str()), "{:?}", r.error);
 
     c.submit(job(
         12,
-        &[&[&udp]],
+        &udp,
         b"-BT0001-bbbbbbbbbbbb",
         40002,
         Some(Event::Started),
     ));
     let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(udp.as_str()), "{:?}", r.errors);
+    assert_eq!(answered_by(&r), Some(udp.as_str()), "{:?}", r.error);
     assert!(r.peers.contains(&peer_a), "{:?}", r.peers);
 
-    c.submit(job(11, &[&[&http]], b"-BT0001-aaaaaaaaaaaa", 40001, None));
+    c.submit(job(11, &http, b"-BT0001-aaaaaaaaaaaa", 40001, None));
     let r = c.result();
-    assert_eq!(r.tracker.as_deref(), Some(http.as_str()), "{:?}", r.errors);
+    assert_eq!(answered_by(&r), Some(http.as_str()), "{:?}", r.error);
     assert!(r.peers.contains(&peer_b), "{:?}", r.peers);
 
     let stats = c.scrape(&udp, &[InfoHash(HASH)]).expect("udp scrape");
@@ -1120,10 +1167,9 @@ fn redirect(location: &str) -> Vec<u8> {
 
 /// The error the announce to `url` ended with.
 fn error_for(r: &AnnounceResult, url: &str) -> String {
-    r.errors
-        .iter()
-        .find(|(u, _)| u == url)
-        .map(|(_, e)| e.clone())
+    r.error
+        .clone()
+        .filter(|_| r.tracker == url)
         .unwrap_or_else(|| panic!("no error for {url}: {r:?}"))
 }
 
@@ -1147,11 +1193,11 @@ fn a_redirect_to_a_local_service_is_not_followed() {
         HttpStub::new(move |_| redirect(&admin))
     };
     let mut c = client(Duration::from_secs(5));
-    c.announce(1, &[&[&tracker.url]], 6881, Some(Event::Started));
+    c.announce(1, &tracker.url, 6881, Some(Event::Started));
     let r = c.result();
     assert_eq!(tracker.hits(), 1);
     assert_eq!(service.hits(), 0, "the redirect reached {admin}: {r:?}");
-    assert!(r.tracker.is_none() && r.peers.is_empty(), "{r:?}");
+    assert!(!r.answered() && r.peers.is_empty(), "{r:?}");
     let e = error_for(&r, &tracker.url);
     assert!(e.contains("SSRF"), "{e}");
 
@@ -1161,7 +1207,7 @@ fn a_redirect_to_a_local_service_is_not_followed() {
         let to = real.url.clone();
         HttpStub::new(move |_| redirect(&to))
     };
-    c.announce(2, &[&[&moved.url]], 6881, None);
+    c.announce(2, &moved.url, 6881, None);
     let r = c.result();
     assert_eq!(r.peers, two_peers(), "{r:?}");
     assert_eq!(real.hits(), 1);
@@ -1184,7 +1230,7 @@ fn a_tracker_url_on_a_local_service_path_is_refused() {
         .and_then(|p| p.split('/').next());
     let url = format!("http://localhost:{}/admin/../announce", port.expect("port"));
     let mut c = client(Duration::from_secs(5));
-    c.announce(1, &[&[&url]], 6881, None);
+    c.announce(1, &url, 6881, None);
     let r = c.result();
     assert_eq!(service.hits(), 0, "{r:?}");
     assert!(error_for(&r, &url).contains("SSRF"), "{r:?}");
@@ -1218,7 +1264,7 @@ fn a_public_tracker_cannot_redirect_into_the_local_network() {
         },
         ..TrackerConfig::default()
     });
-    c.announce(1, &[&[&tracker.url]], 6881, None);
+    c.announce(1, &tracker.url, 6881, None);
     let r = c.result();
     assert_eq!(local.hits(), 0, "{r:?}");
     assert!(error_for(&r, &tracker.url).contains("public"), "{r:?}");
@@ -1228,7 +1274,7 @@ fn a_public_tracker_cannot_redirect_into_the_local_network() {
         let to = public.url.clone();
         HttpStub::new(move |_| redirect(&to))
     };
-    c.announce(2, &[&[&hop.url]], 6881, None);
+    c.announce(2, &hop.url, 6881, None);
     assert_eq!(c.result().peers, two_peers());
     assert_eq!(public.hits(), 1);
 }
@@ -1273,7 +1319,7 @@ fn a_local_tracker_must_use_the_announce_path_exactly() {
     ];
     for (key, path) in (1..).zip(refused) {
         let url = format!("{base}{path}");
-        c.announce(key, &[&[&url]], 6881, None);
+        c.announce(key, &url, 6881, None);
         let r = c.result();
         assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
     }
@@ -1288,7 +1334,7 @@ fn a_local_tracker_must_use_the_announce_path_exactly() {
     let allowed = ["/announce", "/announce.php", "/announce?passkey=abc"];
     for (key, path) in (100..).zip(allowed) {
         let url = format!("{base}{path}");
-        c.announce(key, &[&[&url]], 6881, None);
+        c.announce(key, &url, 6881, None);
         let r = c.result();
         assert_eq!(r.peers, two_peers(), "{url}: {r:?}");
     }
@@ -1334,7 +1380,7 @@ fn tracker_urls_with_preset_tracker_parameters_are_refused() {
     ];
     for (key, query) in (1..).zip(refused) {
         let url = format!("{}{query}", tracker.url);
-        c.announce(key, &[&[&url]], 6881, None);
+        c.announce(key, &url, 6881, None);
         let r = c.result();
         assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
     }
@@ -1345,7 +1391,7 @@ fn tracker_urls_with_preset_tracker_parameters_are_refused() {
     assert_eq!(tracker.hits(), 0, "{:?}", tracker.last_target());
 
     let url = format!("{}?passkey=abc&uid=5", tracker.url);
-    c.announce(100, &[&[&url]], 6881, None);
+    c.announce(100, &url, 6881, None);
     assert_eq!(c.result().peers, two_peers());
     assert!(tracker
         .last_target()
@@ -1469,7 +1515,7 @@ fn names_behind_a_proxy_are_resolved_and_checked_here() {
     ];
     for (key, host) in (1..).zip(hosts) {
         let url = format!("http://{host}:{port}/admin");
-        c.announce(key, &[&[&url]], 6881, None);
+        c.announce(key, &url, 6881, None);
         let r = c.result();
         assert!(error_for(&r, &url).contains("SSRF"), "{url}: {r:?}");
     }
@@ -1500,7 +1546,7 @@ fn a_proxy_is_asked_for_the_checked_address() {
     // tracker's excludes: only 127.0.0.1 is left.
     let url = format!("http://localhost:{port}/tracker/announce");
     let mut c = client_config(config.clone());
-    c.announce(1, &[&[&url]], 6881, None);
+    c.announce(1, &url, 6881, None);
     let r = c.result();
     assert_eq!(r.peers, two_peers(), "{r:?}");
     assert_eq!(proxy.connects(), [format!("127.0.0.1:{port}")]);
@@ -1508,9 +1554,9 @@ fn a_proxy_is_asked_for_the_checked_address() {
     // HTTPS: TLS runs through the tunnel to the checked address, with the URL's
     // host name (the ClientHello names `localhost`, not the address).
     let tls = format!("https://localhost:{port}/tracker/announce");
-    c.announce(3, &[&[&tls]], 6881, None);
+    c.announce(3, &tls, 6881, None);
     let r = c.result();
-    assert!(r.peers.is_empty() && !r.errors.is_empty(), "{r:?}");
+    assert!(r.peers.is_empty() && r.error.is_some(), "{r:?}");
     let seen = proxy.connects();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[1], format!("127.0.0.1:{port}"));
@@ -1526,7 +1572,7 @@ fn a_proxy_is_asked_for_the_checked_address() {
         },
         ..config
     });
-    off.announce(2, &[&[&url]], 6881, None);
+    off.announce(2, &url, 6881, None);
     assert_eq!(off.result().peers, two_peers());
     assert_eq!(
         proxy.connects().last().map(String::as_str),

@@ -405,7 +405,8 @@ impl Sim {
         let ih = Metainfo::parse_vec(&self.torrent_file, &mut tokens, &Limits::default())
             .expect("sim torrent")
             .info_hash();
-        let uri = format!("magnet:?xt=urn:btih:{ih}");
+        // The torrent's tracker (the session asks the trackers a link names).
+        let uri = format!("magnet:?xt=urn:btih:{ih}&tr=http%3A%2F%2Ftracker.invalid%2Fannounce");
         let n = &mut self.nodes[i];
         if let Some(t) = n.torrent.take() {
             n.session.remove_torrent(now, t);

@@ -16,7 +16,17 @@
 //! - after a failure (no tracker answered), after a backoff of 60 s doubling up to the
 //!   interval, and not within `min interval` of the last answer.
 //!
-//! One announce per torrent is in flight at a time; the host reports how it went with
+//! Which tracker: each torrent's tiers (BEP 12) live in a [`TierWalk`], one
+//! [`Action::Announce`](super::Action::Announce) per tracker asked. A walk starts from
+//! the first tier (where the last tracker that answered stands first), skips the
+//! trackers in backoff, and on each failure goes on at once (within the caps below) to
+//! the next tracker of the tier, then of the next tier, for at most
+//! [`SessionConfig::max_trackers_per_walk`](super::SessionConfig::max_trackers_per_walk)
+//! trackers (the next walk goes on from there); when none answered, the torrent backs
+//! off as above. The event pending goes to each tracker asked until one acknowledges
+//! it; `stopped` goes to each tracker that answered since the start.
+//!
+//! One exchange per torrent is in flight at a time; the host reports how it went with
 //! [`Session::handle_announced`](super::Session::handle_announced), giving back the
 //! announce's number (a report for another announce, late or given up on, is
 //! ignored), and one it never reports counts as failed after
@@ -32,14 +42,16 @@
 use super::AnnounceEvent;
 use crate::time::{Duration, Instant};
 use crate::tracker::http::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
-use crate::tracker::tiers::AnnounceState;
+use crate::tracker::tiers::{AnnounceState, TierWalk, TrackerPos};
 use crate::tracker::Event;
+use alloc::string::String;
 
-/// How an announce went, for [`Session::handle_announced`](super::Session::handle_announced).
+/// How an exchange with the tracker an announce named went, for
+/// [`Session::handle_announced`](super::Session::handle_announced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AnnounceOutcome {
-    /// A tracker answered, with its `interval` and `min interval` in seconds (clamped
+    /// The tracker answered, with its `interval` and `min interval` in seconds (clamped
     /// to 30 s ..= 24 h, and `min interval` to at most `interval`).
     Answered {
         /// Seconds until the next regular announce.
@@ -48,23 +60,49 @@ pub enum AnnounceOutcome {
         /// (120 s is assumed).
         min_interval: Option<u32>,
     },
-    /// No tracker answered: retried after a backoff.
+    /// The tracker did not answer in time, refused, or is not one the host can speak
+    /// to: it backs off, and the next tracker of the torrent's tiers is asked (when
+    /// none is left, the torrent retries after a backoff).
     Failed,
-    /// The torrent has no tracker the host can reach (none in the torrent, or no
-    /// tracker client): it stops announcing until it is started again.
+    /// The host has no tracker client: the torrent stops announcing until it is
+    /// started again.
     NoTrackers,
+}
+
+/// A torrent's trackers: URLs in BEP 12 tiers, each with its backoff.
+pub(crate) type Trackers = TierWalk<String>;
+
+/// The announce waiting for the host's report.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    seq: u64,
+    event: Option<AnnounceEvent>,
+    deadline: Instant,
+    /// The tracker asked.
+    pos: TrackerPos,
+}
+
+/// How far a walk over the tiers may go, and how long a tracker backs off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WalkLimits {
+    /// Trackers asked at most per walk.
+    pub(crate) max_trackers: usize,
+    /// The cap of one tracker's backoff (ms).
+    pub(crate) retry_max_ms: u64,
 }
 
 /// One torrent's announce schedule.
 #[derive(Clone, Debug)]
 pub(crate) struct Announcer {
     state: AnnounceState,
-    /// The announce waiting for an answer: its number, its event, and when to give
-    /// up on it.
-    in_flight: Option<(u64, Option<AnnounceEvent>, Instant)>,
+    /// The exchange waiting for an answer.
+    in_flight: Option<InFlight>,
+    /// A walk over the tiers is under way: a tracker failed and the next one is to be
+    /// asked (at once, within the session's caps).
+    walking: bool,
     /// The application asked for an announce: sent as soon as `min interval` allows.
     requested: bool,
-    /// The host has no tracker for this torrent.
+    /// No tracker to ask: none in the torrent, or the host has no tracker client.
     no_trackers: bool,
     /// A tracker answered since the start (so `stopped` has someone to tell).
     answered_once: bool,
@@ -89,7 +127,7 @@ fn from_wire(e: Option<Event>) -> Option<AnnounceEvent> {
 /// Why an announce is wanted now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Due {
-    /// On schedule (an event, the interval, a retry).
+    /// On schedule (an event, the interval, a retry, the next tracker of a walk).
     Scheduled,
     /// Early: short of peers, or asked by the application.
     Early,
@@ -97,13 +135,14 @@ pub(crate) enum Due {
 
 impl Announcer {
     /// A torrent starting at `now`; `complete` when it has everything already (then
-    /// `completed` is never sent).
-    pub(crate) fn new(complete: bool, now: Instant) -> Self {
+    /// `completed` is never sent); `has_trackers` false when it has none to ask.
+    pub(crate) fn new(complete: bool, now: Instant, has_trackers: bool) -> Self {
         Self {
             state: AnnounceState::new(complete, now.as_millis()),
             in_flight: None,
+            walking: false,
             requested: false,
-            no_trackers: false,
+            no_trackers: !has_trackers,
             answered_once: false,
         }
     }
@@ -113,8 +152,8 @@ impl Announcer {
         self.state.on_completed(now.as_millis());
     }
 
-    /// The application asked for an announce; false when none will go out (the host
-    /// has no tracker for the torrent).
+    /// The application asked for an announce; false when none will go out (no
+    /// tracker to ask).
     pub(crate) fn request(&mut self) -> bool {
         self.requested = !self.no_trackers;
         self.requested
@@ -126,9 +165,17 @@ impl Announcer {
         self.answered_once || self.in_flight.is_some()
     }
 
+    /// The tracker asked by the exchange in flight.
+    pub(crate) fn in_flight_tracker(&self) -> Option<TrackerPos> {
+        self.in_flight.map(|f| f.pos)
+    }
+
     /// When the next scheduled announce is due (ms): the order in which due announces
-    /// go out when the session's caps hold some back.
+    /// go out when the session's caps hold some back (a walk under way first).
     pub(crate) fn due_ms(&self) -> u64 {
+        if self.walking {
+            return 0;
+        }
         self.state.next_announce_ms().unwrap_or(u64::MAX)
     }
 
@@ -136,21 +183,29 @@ impl Announcer {
         self.in_flight.is_some()
     }
 
-    /// Gives up on an announce the host did not report by its deadline.
-    pub(crate) fn expire(&mut self, now: Instant) {
-        if matches!(self.in_flight, Some((_, _, deadline)) if now >= deadline) {
+    /// Gives up on an exchange the host did not report by its deadline: its tracker
+    /// failed.
+    pub(crate) fn expire(&mut self, now: Instant, trackers: &mut Trackers, limits: WalkLimits) {
+        if let Some(f) = self.in_flight.filter(|f| now >= f.deadline) {
             self.in_flight = None;
-            self.state.on_failure(now.as_millis());
+            self.tracker_failed(now, f.pos, trackers, limits);
         }
     }
 
     /// Whether an announce is wanted at `now`; `short` when the torrent is short of
-    /// peers.
-    pub(crate) fn due(&self, now: Instant, short: bool) -> Option<Due> {
+    /// peers. A walk under way goes on at once; a new one waits until a tracker is out
+    /// of its backoff.
+    pub(crate) fn due(&self, now: Instant, short: bool, trackers: &Trackers) -> Option<Due> {
         if self.in_flight.is_some() || self.no_trackers {
             return None;
         }
+        if self.walking {
+            return Some(Due::Scheduled);
+        }
         let ms = now.as_millis();
+        if !trackers.any_available(ms) {
+            return None;
+        }
         if self.state.is_due(ms) {
             return Some(Due::Scheduled);
         }
@@ -162,17 +217,61 @@ impl Announcer {
             .then_some(Due::Early)
     }
 
-    /// Announce number `seq` goes out at `now`: the event it carries.
+    /// Announce number `seq` goes out at `now`: the tracker to ask (the next of the
+    /// walk, which starts from the first tier unless one is under way) and the event
+    /// it carries. `None` when no tracker is left to ask (the walk failed).
     pub(crate) fn send(
         &mut self,
         now: Instant,
         seq: u64,
         timeout: Duration,
-    ) -> Option<AnnounceEvent> {
+        trackers: &mut Trackers,
+        limits: WalkLimits,
+    ) -> Option<(TrackerPos, Option<AnnounceEvent>)> {
+        if !self.walking {
+            // A walk that ended on an answer or past the last tier restarted the list;
+            // one that ended at its cap goes on from there.
+            trackers.resume();
+        }
+        let Some(pos) = trackers.next(now.as_millis(), limits.max_trackers) else {
+            if self.walking {
+                self.walk_failed(now, trackers);
+            }
+            return None;
+        };
+        trackers.start(pos);
+        self.walking = true;
         let event = from_wire(self.state.next_event());
-        self.in_flight = Some((seq, event, now + timeout));
+        self.in_flight = Some(InFlight {
+            seq,
+            event,
+            deadline: now + timeout,
+            pos,
+        });
         self.requested = false;
-        event
+        Some((pos, event))
+    }
+
+    /// The tracker at `pos` failed: the walk goes on to the next one, or fails when
+    /// none is left (the torrent backs off).
+    fn tracker_failed(
+        &mut self,
+        now: Instant,
+        pos: TrackerPos,
+        trackers: &mut Trackers,
+        limits: WalkLimits,
+    ) {
+        let ms = now.as_millis();
+        trackers.on_failure(pos, ms, limits.retry_max_ms);
+        if trackers.next(ms, limits.max_trackers).is_none() {
+            self.walk_failed(now, trackers);
+        }
+    }
+
+    fn walk_failed(&mut self, now: Instant, trackers: &mut Trackers) {
+        self.walking = false;
+        trackers.resume();
+        self.state.on_failure(now.as_millis());
     }
 
     /// The host reports announce `seq`: the event it carried when it is the one in
@@ -183,9 +282,11 @@ impl Announcer {
         now: Instant,
         seq: u64,
         outcome: AnnounceOutcome,
+        trackers: &mut Trackers,
+        limits: WalkLimits,
     ) -> Option<Option<AnnounceEvent>> {
-        let (sent, event, _) = self.in_flight?;
-        if sent != seq {
+        let f = self.in_flight?;
+        if f.seq != seq {
             return None;
         }
         self.in_flight = None;
@@ -197,19 +298,20 @@ impl Announcer {
             } => {
                 let interval = interval.clamp(MIN_INTERVAL_SECS, MAX_INTERVAL_SECS);
                 let min_interval = min_interval.map(|m| m.clamp(MIN_INTERVAL_SECS, interval));
+                trackers.on_success(f.pos);
+                self.walking = false;
                 self.state
-                    .on_success(ms, to_wire(event), interval, min_interval);
+                    .on_success(ms, to_wire(f.event), interval, min_interval);
                 self.answered_once = true;
             }
-            AnnounceOutcome::Failed => {
-                self.state.on_failure(ms);
-            }
+            AnnounceOutcome::Failed => self.tracker_failed(now, f.pos, trackers, limits),
             AnnounceOutcome::NoTrackers => {
                 self.no_trackers = true;
+                self.walking = false;
                 self.requested = false;
             }
         }
-        Some(event)
+        Some(f.event)
     }
 }
 
@@ -260,31 +362,50 @@ mod tests {
         min_interval: Some(900),
     };
     const T: Duration = Duration::from_secs(300);
+    const L: WalkLimits = WalkLimits {
+        max_trackers: 8,
+        retry_max_ms: 3_600_000,
+    };
+
+    fn one_tracker() -> Trackers {
+        Trackers::new([["http://t/announce".into()]], &mut |_| 0)
+    }
 
     #[test]
     fn min_interval_holds_early_announces_back() {
         let t0 = Instant::from_millis(1_000);
-        let mut a = Announcer::new(false, t0);
-        assert_eq!(a.due(t0, true), Some(Due::Scheduled));
+        let mut a = Announcer::new(false, t0, true);
+        let mut tr = one_tracker();
+        assert_eq!(a.due(t0, true, &tr), Some(Due::Scheduled));
         assert!(!a.announced());
-        assert_eq!(a.send(t0, 1, T), Some(AnnounceEvent::Started));
+        assert_eq!(
+            a.send(t0, 1, T, &mut tr, L).and_then(|s| s.1),
+            Some(AnnounceEvent::Started)
+        );
         assert!(a.announced(), "on its way");
-        assert_eq!(a.due(t0, true), None, "one in flight at a time");
-        assert_eq!(a.answered(t0, 7, OK), None, "not the announce in flight");
-        assert_eq!(a.answered(t0, 1, OK), Some(Some(AnnounceEvent::Started)));
-        assert_eq!(a.answered(t0, 1, OK), None, "nothing in flight");
+        assert_eq!(a.due(t0, true, &tr), None, "one in flight at a time");
+        assert_eq!(
+            a.answered(t0, 7, OK, &mut tr, L),
+            None,
+            "not the announce in flight"
+        );
+        assert_eq!(
+            a.answered(t0, 1, OK, &mut tr, L),
+            Some(Some(AnnounceEvent::Started))
+        );
+        assert_eq!(a.answered(t0, 1, OK, &mut tr, L), None, "nothing in flight");
         // Short of peers, but min interval rules; user requests wait too.
         assert!(a.request());
         let before = t0 + Duration::from_millis(899_999);
-        assert_eq!(a.due(before, true), None);
+        assert_eq!(a.due(before, true, &tr), None);
         let at = t0 + Duration::from_secs(900);
-        assert_eq!(a.due(at, true), Some(Due::Early));
-        assert_eq!(a.due(at, false), Some(Due::Early), "requested");
-        assert_eq!(a.send(at, 2, T), None);
-        a.answered(at, 2, OK);
-        assert_eq!(a.due(at + Duration::from_secs(1799), false), None);
+        assert_eq!(a.due(at, true, &tr), Some(Due::Early));
+        assert_eq!(a.due(at, false, &tr), Some(Due::Early), "requested");
+        assert_eq!(a.send(at, 2, T, &mut tr, L).map(|s| s.1), Some(None));
+        a.answered(at, 2, OK, &mut tr, L);
+        assert_eq!(a.due(at + Duration::from_secs(1799), false, &tr), None);
         assert_eq!(
-            a.due(at + Duration::from_secs(1800), false),
+            a.due(at + Duration::from_secs(1800), false, &tr),
             Some(Due::Scheduled)
         );
     }
@@ -292,30 +413,38 @@ mod tests {
     #[test]
     fn failures_and_timeouts_back_off() {
         let t0 = Instant::from_millis(0);
-        let mut a = Announcer::new(true, t0);
-        a.send(t0, 1, T);
-        a.expire(t0 + Duration::from_secs(299));
+        let mut a = Announcer::new(true, t0, true);
+        let mut tr = one_tracker();
+        a.send(t0, 1, T, &mut tr, L).and_then(|s| s.1);
+        a.expire(t0 + Duration::from_secs(299), &mut tr, L);
         assert!(a.in_flight());
         let t1 = t0 + Duration::from_secs(300);
-        a.expire(t1);
+        a.expire(t1, &mut tr, L);
         assert!(!a.in_flight());
         assert!(!a.announced());
         // Retry after 60 s, the event kept; short of peers changes nothing.
-        assert_eq!(a.due(t1 + Duration::from_secs(59), true), None);
+        assert_eq!(a.due(t1 + Duration::from_secs(59), true, &tr), None);
         assert_eq!(
-            a.due(t1 + Duration::from_secs(60), true),
+            a.due(t1 + Duration::from_secs(60), true, &tr),
             Some(Due::Scheduled)
         );
         let t2 = t1 + Duration::from_secs(60);
-        assert_eq!(a.send(t2, 2, T), Some(AnnounceEvent::Started));
+        assert_eq!(
+            a.send(t2, 2, T, &mut tr, L).and_then(|s| s.1),
+            Some(AnnounceEvent::Started)
+        );
         // The report of the announce given up on is not taken for this one.
-        assert_eq!(a.answered(t2, 1, OK), None);
+        assert_eq!(a.answered(t2, 1, OK, &mut tr, L), None);
         assert!(a.in_flight());
-        a.answered(t2, 2, AnnounceOutcome::Failed);
-        assert_eq!(a.due(t2 + Duration::from_secs(119), true), None);
-        assert!(a.due(t2 + Duration::from_secs(120), true).is_some());
+        a.answered(t2, 2, AnnounceOutcome::Failed, &mut tr, L);
+        assert_eq!(a.due(t2 + Duration::from_secs(119), true, &tr), None);
+        assert!(a.due(t2 + Duration::from_secs(120), true, &tr).is_some());
         // A tracker's absurd interval is clamped.
-        a.send(t2, 3, T);
+        let t2 = t2 + Duration::from_secs(120);
+        assert_eq!(
+            a.send(t2, 3, T, &mut tr, L).map(|s| s.0),
+            Some(TrackerPos::default())
+        );
         a.answered(
             t2,
             3,
@@ -323,13 +452,15 @@ mod tests {
                 interval: 1,
                 min_interval: Some(0),
             },
+            &mut tr,
+            L,
         );
-        assert_eq!(a.due(t2 + Duration::from_secs(29), true), None);
+        assert_eq!(a.due(t2 + Duration::from_secs(29), true, &tr), None);
         // No tracker: never again, and a request is refused.
         let t3 = t2 + Duration::from_secs(30);
-        a.send(t3, 4, T);
-        a.answered(t3, 4, AnnounceOutcome::NoTrackers);
-        assert_eq!(a.due(t3 + Duration::from_secs(100_000), true), None);
+        assert!(a.send(t3, 4, T, &mut tr, L).is_some());
+        a.answered(t3, 4, AnnounceOutcome::NoTrackers, &mut tr, L);
+        assert_eq!(a.due(t3 + Duration::from_secs(100_000), true, &tr), None);
         assert!(!a.request());
     }
 

@@ -12,7 +12,7 @@
 //! | [`Action::Write`] | [`Session::handle_write_done`] |
 //! | [`Action::Read`] | [`Session::handle_read_done`] |
 //! | [`Action::Verify`] | [`Session::handle_verified_blocks`] (the host hashes: SHA-1 is heavy) |
-//! | [`Action::Announce`] | [`Session::handle_peers`] with what trackers (or DHT, PEX) found |
+//! | [`Action::Announce`] (one tracker) | [`Session::handle_peers`] with the peers it gave, and [`Session::handle_announced`] with how the exchange went |
 //!
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
 //! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
@@ -67,10 +67,12 @@ use crate::peer::{PeerConfig, PeerConn, PeerError};
 use crate::picker::PickerConfig;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
+use crate::tracker::tiers::TrackerPos;
 use crate::wire::Reserved;
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
 use alloc::vec::Vec;
-use announce::{AnnounceBudget, Announcer, Due};
+use announce::{AnnounceBudget, Announcer, Due, Trackers, WalkLimits};
 use bans::BanList;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use torrent::Torrent;
@@ -205,8 +207,18 @@ pub struct SessionConfig {
     pub announces_per_second: u32,
     /// Most announces waiting for [`Session::handle_announced`] over all torrents.
     pub max_announces_in_flight: usize,
-    /// An announce the host has not reported after this long counts as failed.
+    /// An announce the host has not reported after this long counts as failed (its
+    /// tracker failed). A host gives each exchange its own, shorter deadline.
     pub announce_timeout: Duration,
+    /// Keep at most this many trackers per torrent (the first ones of its tiers, in
+    /// `announce-list` order; duplicates and URLs longer than
+    /// [`MAX_TRACKER_URL_LEN`] are dropped).
+    pub max_trackers: usize,
+    /// Ask at most this many trackers in one walk over a torrent's tiers (BEP 12);
+    /// when none of them answered the torrent backs off.
+    pub max_trackers_per_walk: usize,
+    /// The cap of one tracker's backoff after failures in a row (60 s, doubling).
+    pub tracker_retry_max: Duration,
     /// Keep at most this many known peer addresses per torrent. A newcomer past it
     /// replaces an entry rather than being refused: one that failed first, then one
     /// from PEX (never one from a tracker, the DHT or the user for one from PEX),
@@ -259,6 +271,10 @@ impl SessionConfig {
             announces_per_second: 10,
             max_announces_in_flight: 50,
             announce_timeout: Duration::from_secs(600),
+            max_trackers: 64,
+            max_trackers_per_walk: 8,
+            // libtorrent's `tracker_retry_delay_max`.
+            tracker_retry_max: Duration::from_millis(crate::tracker::tiers::TRACKER_RETRY_MAX_MS),
             max_known_peers: 500,
             // One PEX message's worth (50 per family).
             max_pex_peers_per_ip: 50,
@@ -280,6 +296,8 @@ impl SessionConfig {
             max_known_peers: 100,
             announces_per_second: 4,
             max_announces_in_flight: 8,
+            max_trackers: 16,
+            max_trackers_per_walk: 4,
             max_pex_peers_per_ip: 20,
             max_banned_ips: 256,
             max_bans_per_ipv6_48: 4,
@@ -323,6 +341,10 @@ impl core::fmt::Display for AddError {
         }
     }
 }
+
+/// The longest tracker URL a torrent may name (longer ones are dropped): ample for
+/// any announce URL, small enough that a torrent's trackers cost little.
+pub const MAX_TRACKER_URL_LEN: usize = 1024;
 
 /// Tracker events (BEP 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,10 +440,16 @@ pub enum Action {
         /// compared with those of the bad data.
         block_digests: bool,
     },
-    /// Announce to the torrent's trackers.
+    /// Announce to one tracker of the torrent: one HTTP or UDP exchange with
+    /// `tracker`, reported with [`Session::handle_announced`]. The session walks the
+    /// torrent's tiers (BEP 12): it names the next tracker when one fails.
     Announce {
         /// The torrent.
         torrent: TorrentId,
+        /// The tracker's URL, as the torrent or magnet link gave it (`http://`,
+        /// `https://`, `udp://`, or a scheme the host may not support: it then
+        /// reports a failure).
+        tracker: String,
         /// The event, if any.
         event: Option<AnnounceEvent>,
         /// Payload bytes sent so far.
@@ -433,7 +461,8 @@ pub enum Action {
         /// This announce's number: give it back to [`Session::handle_announced`], which
         /// ignores a report for an announce that is not the one awaited (a late one, or
         /// one given up on after [`SessionConfig::announce_timeout`]). 0 for `stopped`,
-        /// which needs no report.
+        /// which needs no report (it goes to each tracker that answered since the
+        /// torrent started).
         seq: u64,
     },
 }
@@ -669,7 +698,14 @@ impl Session {
             return Err(AddError::Duplicate(id));
         }
         let id = TorrentId(self.next_torrent);
-        let t = Torrent::new(id, &m, have, &self.config).ok_or(AddError::BadResume)?;
+        let mut t = Torrent::new(id, &m, have, &self.config).ok_or(AddError::BadResume)?;
+        // BEP 12: `announce` only when there is no `announce-list`.
+        let has_list = m.announce_tiers().flatten().next().is_some();
+        t.trackers = if has_list {
+            self.trackers_of(m.announce_tiers().map(|t| t.map(<[u8]>::to_vec)))
+        } else {
+            self.trackers_of(m.announce().map(|a| core::iter::once(a.to_vec())))
+        };
         self.next_torrent += 1;
         self.torrents.insert(id, t);
         Ok(id)
@@ -686,6 +722,13 @@ impl Session {
         let id = TorrentId(self.next_torrent);
         self.next_torrent += 1;
         let mut t = Torrent::new_magnet(id, ih, &self.config);
+        // Each `tr` its own tier, as libtorrent does; a malformed escape drops it.
+        t.trackers = self.trackers_of(m.trackers().iter().map(|raw| {
+            crate::magnet::percent_decode(raw)
+                .collect::<Result<Vec<u8>, _>>()
+                .ok()
+                .into_iter()
+        }));
         // A magnet link is anyone's text: its peers are believed as a remote party's
         // (none of this machine).
         let remote = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -700,6 +743,41 @@ impl Session {
         self.start_announcing(now, id);
         self.connect_more(now);
         Ok(id)
+    }
+
+    /// A torrent's trackers from its tiers of URLs: the empty, the non-UTF-8, those
+    /// longer than [`MAX_TRACKER_URL_LEN`] and the repeated ones dropped, at most
+    /// [`SessionConfig::max_trackers`] kept, each tier shuffled with the session's
+    /// random generator (BEP 12).
+    fn trackers_of<I, J>(&mut self, tiers: I) -> Trackers
+    where
+        I: IntoIterator<Item = J>,
+        J: IntoIterator<Item = Vec<u8>>,
+    {
+        let mut seen: Vec<String> = Vec::new();
+        let mut kept: Vec<Vec<String>> = Vec::new();
+        for tier in tiers {
+            if seen.len() >= self.config.max_trackers {
+                break;
+            }
+            let mut urls = Vec::new();
+            for url in tier {
+                if seen.len() >= self.config.max_trackers {
+                    break;
+                }
+                let Ok(url) = String::from_utf8(url) else {
+                    continue;
+                };
+                if url.is_empty() || url.len() > MAX_TRACKER_URL_LEN || seen.contains(&url) {
+                    continue;
+                }
+                seen.push(url.clone());
+                urls.push(url);
+            }
+            kept.push(urls);
+        }
+        let rng = &mut self.rng;
+        Trackers::new(kept, &mut |n| rng.below(n as u64) as usize)
     }
 
     /// The raw info dictionary of a torrent, once known (what a host saves as the
@@ -888,10 +966,12 @@ impl Session {
         true
     }
 
-    /// How the announce of torrent `id` (an [`Action::Announce`]) went. The next one is
-    /// scheduled from it: after the tracker's `interval`, never sooner than its
-    /// `min interval` however short of peers the torrent is, and after a growing
-    /// backoff when no tracker answered. False when the torrent is unknown or has no
+    /// How the announce of torrent `id` to one tracker (an [`Action::Announce`]) went.
+    /// An answer schedules the next announce: after that tracker's `interval`, never
+    /// sooner than its `min interval` however short of peers the torrent is; the
+    /// tracker moves to the front of its tier. A failure backs that tracker off and
+    /// the walk asks the next one (next in the tier, then the next tier); when none is
+    /// left the torrent backs off. False when the torrent is unknown or has no
     /// announce waiting (a late report, or the `stopped` one: nothing to do).
     pub fn handle_announced(
         &mut self,
@@ -903,10 +983,11 @@ impl Session {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
         };
+        let limits = Self::walk_limits(&self.config);
         let Some(sent) = t
             .announcer
             .as_mut()
-            .and_then(|a| a.answered(now, seq, outcome))
+            .and_then(|a| a.answered(now, seq, outcome, &mut t.trackers, limits))
         else {
             return false;
         };
@@ -1000,21 +1081,48 @@ impl Session {
         };
         // A `completed` no tracker acknowledged yet (the torrent was paused first) is
         // still owed.
-        let mut a = Announcer::new(t.is_complete() && !t.completed_unsent, now);
+        let mut a = Announcer::new(
+            t.is_complete() && !t.completed_unsent,
+            now,
+            !t.trackers.is_empty(),
+        );
         if t.completed_unsent {
             a.on_completed(now);
         }
+        t.trackers.restart();
         t.announcer = Some(a);
         self.run_announces(now);
     }
 
-    /// Torrent `id` stops: `stopped` goes out at once if it announced since it started.
+    /// Torrent `id` stops: `stopped` goes out at once to each tracker that answered
+    /// since it started, and to the one asked if an exchange is in flight.
     fn stop_announcing(&mut self, id: TorrentId) {
         let Some(t) = self.torrents.get_mut(&id) else {
             return;
         };
-        if t.announcer.take().is_some_and(|a| a.announced()) {
-            t.push_announce(Some(AnnounceEvent::Stopped), 0, &mut self.actions);
+        if let Some(a) = t.announcer.take().filter(Announcer::announced) {
+            let mut told: Vec<TrackerPos> = t.trackers.answered().map(|(p, _)| p).collect();
+            if let Some(p) = a.in_flight_tracker().filter(|p| !told.contains(p)) {
+                told.push(p);
+            }
+            for p in told {
+                if let Some(url) = t.trackers.get(p) {
+                    t.push_announce(
+                        Some(AnnounceEvent::Stopped),
+                        0,
+                        url.clone(),
+                        &mut self.actions,
+                    );
+                }
+            }
+        }
+        t.trackers.forget_answered();
+    }
+
+    fn walk_limits(config: &SessionConfig) -> WalkLimits {
+        WalkLimits {
+            max_trackers: config.max_trackers_per_walk.max(1),
+            retry_max_ms: config.tracker_retry_max.as_millis(),
         }
     }
 
@@ -1033,15 +1141,16 @@ impl Session {
         let mut in_flight = 0;
         // Events, intervals and retries before early announces; among them, the
         // longest overdue first.
+        let limits = Self::walk_limits(&self.config);
         let mut due: Vec<(Due, u64, TorrentId)> = Vec::new();
         for (&id, t) in &mut self.torrents {
             let Some(a) = t.announcer.as_mut() else {
                 continue;
             };
-            a.expire(now);
+            a.expire(now, &mut t.trackers, limits);
             if a.in_flight() {
                 in_flight += 1;
-            } else if let Some(d) = a.due(now, short.binary_search(&id).is_ok()) {
+            } else if let Some(d) = a.due(now, short.binary_search(&id).is_ok(), &t.trackers) {
                 due.push((d, a.due_ms(), id));
             }
         }
@@ -1061,9 +1170,20 @@ impl Session {
                 continue;
             };
             let seq = self.next_announce;
+            let Some((pos, event)) = a.send(
+                now,
+                seq,
+                self.config.announce_timeout,
+                &mut t.trackers,
+                limits,
+            ) else {
+                continue;
+            };
+            let Some(url) = t.trackers.get(pos).cloned() else {
+                continue;
+            };
             self.next_announce += 1;
-            let event = a.send(now, seq, self.config.announce_timeout);
-            t.push_announce(event, seq, &mut self.actions);
+            t.push_announce(event, seq, url, &mut self.actions);
             in_flight += 1;
         }
     }

@@ -2,7 +2,7 @@
 //! known peer addresses, who sent bad data ([`super::smart_ban`]), and the handling of
 //! each peer event.
 
-use super::announce::Announcer;
+use super::announce::{Announcer, Trackers};
 use super::bans::{canonical, BanList};
 use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
@@ -21,6 +21,7 @@ use crate::picker::{PeerKey, PickHint, Picker};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 
@@ -181,6 +182,8 @@ pub(crate) struct Torrent {
     hash_failures: u32,
     /// When to announce; `None` while the torrent does not run (checking, paused).
     pub(crate) announcer: Option<Announcer>,
+    /// The trackers, in BEP 12 tiers, with their backoff; kept across pauses.
+    pub(crate) trackers: Trackers,
     /// The download finished in this session and no tracker acknowledged `completed`
     /// yet.
     pub(crate) completed_unsent: bool,
@@ -227,6 +230,7 @@ impl Torrent {
             downloaded: 0,
             hash_failures: 0,
             announcer: None,
+            trackers: Trackers::new(Vec::<Vec<String>>::new(), &mut |_| 0),
             completed_unsent: false,
         }
     }
@@ -330,10 +334,12 @@ impl Torrent {
         &self,
         event: Option<AnnounceEvent>,
         seq: u64,
+        tracker: String,
         out: &mut VecDeque<Action>,
     ) {
         out.push_back(Action::Announce {
             torrent: self.id,
+            tracker,
             event,
             uploaded: self.uploaded,
             downloaded: self.downloaded,

@@ -13,6 +13,15 @@
 //! from the first tier. The list is generic over what a tracker is (`&[u8]` borrowed
 //! from the metainfo, an index, an owned URL).
 //!
+//! `TierWalk` (with `alloc`) is the list a session walks, one tracker per exchange:
+//! each tracker keeps a [`TrackerHealth`], and one that failed is skipped until its
+//! backoff is over ([`TRACKER_RETRY_BASE_MS`], doubling with each failure in a row, up
+//! to a cap: libtorrent's `tracker_retry_delay_max`, an hour, by default), so a dead
+//! tracker in the first tier costs one exchange now and then rather than one per
+//! announce. A walk asks at most a given number of trackers; the one that answers
+//! moves to the front of its tier, and the trackers that answered since the torrent
+//! started are the ones told `stopped`.
+//!
 //! # Announce policy
 //!
 //! [`AnnounceState`] needs no allocator. It says which event to send next
@@ -49,11 +58,65 @@ pub struct TrackerPos {
 }
 
 #[cfg(feature = "alloc")]
-pub use list::TrackerList;
+pub use list::{TierWalk, TrackerList};
+
+/// The first delay before a tracker that failed is asked again; it doubles with each
+/// failure in a row, up to the cap the caller gives (see [`TrackerHealth`]).
+pub const TRACKER_RETRY_BASE_MS: u64 = 60_000;
+/// The default cap of a tracker's retry delay: an hour, as libtorrent's
+/// `tracker_retry_delay_max`.
+pub const TRACKER_RETRY_MAX_MS: u64 = 3_600_000;
+
+/// One tracker's record: failures in a row, when it may be asked again, and whether it
+/// answered since the torrent started (it is then told `stopped`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerHealth {
+    fails: u32,
+    retry_at_ms: u64,
+    answered: bool,
+}
+
+impl TrackerHealth {
+    /// Whether the tracker may be asked at `now_ms` (its backoff is over).
+    pub const fn available(&self, now_ms: u64) -> bool {
+        now_ms >= self.retry_at_ms
+    }
+
+    /// Failures in a row.
+    pub const fn fails(&self) -> u32 {
+        self.fails
+    }
+
+    /// Whether it answered since the torrent started.
+    pub const fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// When it may be asked again (ms).
+    pub const fn retry_at_ms(&self) -> u64 {
+        self.retry_at_ms
+    }
+
+    /// It failed at `now_ms`: asked again after [`TRACKER_RETRY_BASE_MS`], doubling
+    /// with each failure in a row, at most `max_ms`.
+    pub fn on_failure(&mut self, now_ms: u64, max_ms: u64) {
+        self.fails = self.fails.saturating_add(1);
+        let shift = (self.fails - 1).min(20);
+        let delay = (TRACKER_RETRY_BASE_MS << shift).min(max_ms.max(TRACKER_RETRY_BASE_MS));
+        self.retry_at_ms = now_ms.saturating_add(delay);
+    }
+
+    /// It answered: no backoff.
+    pub fn on_success(&mut self) {
+        self.fails = 0;
+        self.retry_at_ms = 0;
+        self.answered = true;
+    }
+}
 
 #[cfg(feature = "alloc")]
 mod list {
-    use super::{shuffle, TrackerPos};
+    use super::{shuffle, TrackerHealth, TrackerPos};
     use alloc::vec::Vec;
 
     /// BEP 12 tiers of trackers (see the module docs).
@@ -163,6 +226,173 @@ mod list {
                 return None;
             }
             Some(self.cursor)
+        }
+
+        /// The tracker at `pos`, mutably.
+        pub fn get_mut(&mut self, pos: TrackerPos) -> Option<&mut T> {
+            self.tiers.get_mut(pos.tier)?.get_mut(pos.index)
+        }
+
+        fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+            self.tiers.iter_mut().flatten()
+        }
+    }
+
+    /// One torrent's trackers walked as BEP 12 says, with a backoff per tracker (see
+    /// the module docs).
+    ///
+    /// ```text
+    ///  restart ──▶ next(now) ─┬─ None: walk over (every tracker tried, in backoff,
+    ///     ▲                   │        or the walk's cap reached)
+    ///     │                   └─ Some(pos) ──▶ start(pos) ──▶ exchange
+    ///     │                                                   │
+    ///     ├── on_success(pos): to the front of its tier ◀─────┤ answered
+    ///     │                                                   │ failed
+    ///     └──────────────── on_failure(pos, now): backoff ◀───┘ (then next(now))
+    /// ```
+    #[derive(Clone, Debug)]
+    pub struct TierWalk<T> {
+        list: TrackerList<(T, TrackerHealth)>,
+        /// Trackers asked in this walk.
+        tried: usize,
+        /// The cursor went past the last tier: nothing more in this walk.
+        done: bool,
+    }
+
+    impl<T> TierWalk<T> {
+        /// The tiers in `announce-list` order, each shuffled with `rng` (see
+        /// [`TrackerList::new`]); no tracker in backoff.
+        pub fn new<I, J>(tiers: I, rng: &mut impl FnMut(usize) -> usize) -> Self
+        where
+            I: IntoIterator<Item = J>,
+            J: IntoIterator<Item = T>,
+        {
+            let tiers = tiers
+                .into_iter()
+                .map(|t| t.into_iter().map(|u| (u, TrackerHealth::default())));
+            Self {
+                list: TrackerList::new(tiers, rng),
+                tried: 0,
+                done: false,
+            }
+        }
+
+        /// Number of trackers.
+        pub fn len(&self) -> usize {
+            self.list.len()
+        }
+
+        /// Whether there is no tracker.
+        pub fn is_empty(&self) -> bool {
+            self.list.is_empty()
+        }
+
+        /// Every tracker with its record, in announce order.
+        pub fn iter(&self) -> impl Iterator<Item = (TrackerPos, &T, &TrackerHealth)> + '_ {
+            self.list.iter().map(|(p, (t, h))| (p, t, h))
+        }
+
+        /// The tracker at `pos`.
+        pub fn get(&self, pos: TrackerPos) -> Option<&T> {
+            self.list.get(pos).map(|(t, _)| t)
+        }
+
+        /// The record of the tracker at `pos`.
+        pub fn health(&self, pos: TrackerPos) -> Option<&TrackerHealth> {
+            self.list.get(pos).map(|(_, h)| h)
+        }
+
+        /// A new walk: from the first tracker of the first tier.
+        pub fn restart(&mut self) {
+            self.list.restart();
+            self.tried = 0;
+            self.done = false;
+        }
+
+        /// A new walk after one that failed: from where that one stopped when it
+        /// stopped at its cap (so the trackers past the cap get their turn rather than
+        /// the same first ones every time), else from the first tier.
+        pub fn resume(&mut self) {
+            if self.done {
+                self.restart();
+            } else {
+                self.tried = 0;
+            }
+        }
+
+        /// Trackers asked in this walk.
+        pub fn tried(&self) -> usize {
+            self.tried
+        }
+
+        /// The next tracker of this walk to ask at `now_ms`: the cursor moves past the
+        /// trackers in backoff. `None` when the walk is over: past the last tier, or
+        /// `max` trackers asked already.
+        pub fn next(&mut self, now_ms: u64, max: usize) -> Option<TrackerPos> {
+            if self.done || self.tried >= max {
+                return None;
+            }
+            loop {
+                let (pos, (_, health)) = self.list.current()?;
+                if health.available(now_ms) {
+                    return Some(pos);
+                }
+                if self.list.on_failure(pos.tier, pos.index).is_none() {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+
+        /// The tracker at `pos` is asked.
+        pub fn start(&mut self, _pos: TrackerPos) {
+            self.tried = self.tried.saturating_add(1);
+        }
+
+        /// The tracker at `pos` answered: its backoff ends, it moves to the front of its
+        /// tier (BEP 12) and the next walk starts from the first tier.
+        pub fn on_success(&mut self, pos: TrackerPos) {
+            if let Some((_, h)) = self.list.get_mut(pos) {
+                h.on_success();
+                self.list.on_success(pos.tier, pos.index);
+            }
+            self.tried = 0;
+            self.done = false;
+        }
+
+        /// The tracker at `pos` failed at `now_ms`: it backs off (at most `max_ms`) and
+        /// the walk moves to the next tracker of its tier, then to the next tier.
+        pub fn on_failure(&mut self, pos: TrackerPos, now_ms: u64, max_ms: u64) {
+            let Some((_, h)) = self.list.get_mut(pos) else {
+                return;
+            };
+            h.on_failure(now_ms, max_ms);
+            if self.list.current().map(|(p, _)| p) == Some(pos)
+                && self.list.on_failure(pos.tier, pos.index).is_none()
+            {
+                self.done = true;
+            }
+        }
+
+        /// Whether some tracker may be asked at `now_ms`.
+        pub fn any_available(&self, now_ms: u64) -> bool {
+            self.list.iter().any(|(_, (_, h))| h.available(now_ms))
+        }
+
+        /// The trackers that answered since the torrent started (they are told
+        /// `stopped`).
+        pub fn answered(&self) -> impl Iterator<Item = (TrackerPos, &T)> + '_ {
+            self.list
+                .iter()
+                .filter(|(_, (_, h))| h.answered)
+                .map(|(p, (t, _))| (p, t))
+        }
+
+        /// The torrent stopped: no tracker has it listed any more.
+        pub fn forget_answered(&mut self) {
+            for (_, h) in self.list.iter_mut() {
+                h.answered = false;
+            }
         }
     }
 }
@@ -409,6 +639,77 @@ mod tests {
         let empty: TrackerList<&str> = TrackerList::new(vec![Vec::<&str>::new()], &mut lcg());
         assert!(empty.is_empty());
         assert_eq!(empty.current(), None);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn walk_skips_trackers_in_backoff_and_is_bounded() {
+        use std::vec;
+        use std::vec::Vec;
+        let p = |tier, index| TrackerPos { tier, index };
+        // "Always the last": the order stays as given.
+        let mut w = TierWalk::new(vec![vec!["a", "b"], vec!["c"]], &mut |n| n - 1);
+        assert_eq!(w.len(), 3);
+        w.restart();
+        assert_eq!(w.next(0, 8), Some(p(0, 0)));
+        w.start(p(0, 0));
+        w.on_failure(p(0, 0), 0, TRACKER_RETRY_MAX_MS);
+        assert_eq!(w.next(0, 8), Some(p(0, 1)), "next in the tier");
+        w.start(p(0, 1));
+        w.on_failure(p(0, 1), 0, TRACKER_RETRY_MAX_MS);
+        assert_eq!(w.next(0, 8), Some(p(1, 0)), "then the next tier");
+        w.start(p(1, 0));
+        w.on_failure(p(1, 0), 0, TRACKER_RETRY_MAX_MS);
+        assert_eq!(w.next(0, 8), None, "every tracker tried");
+        // All three back off: a new walk finds nobody until 60 s.
+        w.restart();
+        assert!(!w.any_available(59_999));
+        assert_eq!(w.next(59_999, 8), None);
+        w.restart();
+        assert_eq!(w.next(60_000, 8), Some(p(0, 0)));
+        // "b" answers: to the front of its tier; "a" in backoff is skipped next time.
+        w.start(p(0, 0));
+        w.on_failure(p(0, 0), 60_000, TRACKER_RETRY_MAX_MS);
+        assert_eq!(w.health(p(0, 0)).map(TrackerHealth::fails), Some(2));
+        assert_eq!(w.next(60_000, 8), Some(p(0, 1)));
+        w.start(p(0, 1));
+        w.on_success(p(0, 1));
+        let order: Vec<_> = w.iter().map(|(_, t, _)| *t).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+        let answered: Vec<_> = w.answered().map(|(_, t)| *t).collect();
+        assert_eq!(answered, ["b"]);
+        w.restart();
+        assert_eq!(w.next(60_000, 8), Some(p(0, 0)));
+        // At most `max` asked per walk; the next walk resumes past the cap.
+        w.start(p(0, 0));
+        assert_eq!(w.next(60_000, 1), None);
+        w.on_failure(p(0, 0), 60_000, TRACKER_RETRY_MAX_MS);
+        w.resume();
+        assert_eq!(w.next(60_000, 1), Some(p(1, 0)));
+        w.start(p(1, 0));
+        w.on_failure(p(1, 0), 60_000, TRACKER_RETRY_MAX_MS);
+        w.resume();
+        assert_eq!(
+            w.next(400_000, 1),
+            Some(p(0, 0)),
+            "from the first tier again"
+        );
+        w.forget_answered();
+        assert_eq!(w.answered().count(), 0);
+        // The backoff doubles up to its cap.
+        let mut h = TrackerHealth::default();
+        let delays: Vec<u64> = (0..8)
+            .map(|_| {
+                h.on_failure(0, 600_000);
+                h.retry_at_ms()
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [60_000, 120_000, 240_000, 480_000, 600_000, 600_000, 600_000, 600_000]
+        );
+        h.on_success();
+        assert!(h.available(0) && h.answered() && h.fails() == 0);
     }
 
     #[test]
