@@ -438,13 +438,7 @@ pub extern "C" fn btcore_sansio_new(
             s.random_seed
         };
         let peer_id = if s.peer_id == [0; 20] {
-            let mut id = [0u8; 20];
-            id[..8].copy_from_slice(btcore_core::PEER_ID_PREFIX);
-            let mut r = btcore_core::rng::Rng::new(seed);
-            for b in &mut id[8..] {
-                *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[r.below(36) as usize];
-            }
-            PeerId(id)
+            PeerId::generate(seed)
         } else {
             PeerId(s.peer_id)
         };

@@ -8,7 +8,6 @@
 //! handshake is done the session only ever sees plain BitTorrent bytes.
 
 use std::fmt;
-use std::io::Read;
 use std::str::FromStr;
 
 use btcore_core::ids::InfoHash;
@@ -87,19 +86,8 @@ pub(crate) struct KeySource {
 }
 
 impl KeySource {
-    pub(crate) fn new(fallback_seed: u64) -> Self {
-        let mut secret = [0u8; 32];
-        let from_os = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut secret))
-            .is_ok();
-        if !from_os {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            secret[..16].copy_from_slice(&t.to_le_bytes());
-            secret[16..24].copy_from_slice(&fallback_seed.to_le_bytes());
-            secret[24..28].copy_from_slice(&std::process::id().to_le_bytes());
-        }
+    pub(crate) fn new() -> Self {
+        let secret = crate::os::random_array();
         Self { secret, counter: 0 }
     }
 

@@ -15,6 +15,7 @@ use btcore_host::tracker::{
     self, AnnounceJob, AnnounceResult, ScrapeStats, TrackerClient, TrackerConfig,
     UNSUPPORTED_SCHEME,
 };
+use btcore_tests::free_port;
 use mio::{Events, Poll, Token, Waker};
 
 /// How long a stub lives at most.
@@ -35,13 +36,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Byte-wise percent-encoding, unreserved characters kept, `%XX` uppercase.
 fn pct(bytes: &[u8]) -> String {
     let mut s = String::new();
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            s.push(char::from(b));
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let _ = btcore_core::tracker::percent_encode(bytes, &mut s);
     s
 }
 
@@ -431,12 +426,6 @@ fn job(
     }
 }
 
-/// A TCP port on 127.0.0.1 nobody listens on.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 // ---------------------------------------------------------------- tests
 
 #[test]
@@ -604,7 +593,7 @@ fn unreachable_trackers_fail_within_the_timeout() {
         "udp://127.0.0.1:{}/announce",
         silent.local_addr().expect("addr").port()
     );
-    let http_url = format!("http://127.0.0.1:{}/announce", closed_port());
+    let http_url = format!("http://127.0.0.1:{}/announce", free_port());
     let mut c = client(Duration::from_secs(2));
 
     let start = Instant::now();
@@ -891,7 +880,7 @@ fn tiers_mix_transports_dead_udp_then_live_http() {
 
 #[test]
 fn tiers_mix_transports_dead_http_then_live_udp() {
-    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
     let stub = UdpStub::new(UdpMode::Peers);
     let mut c = client(Duration::from_secs(5));
     c.announce(24, &[&[&dead], &[&stub.url]], 6881, Some(Event::Started));
@@ -952,18 +941,6 @@ impl Drop for Opentracker {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
 }
 
 fn start_opentracker(bin: &str, hash: &InfoHash) -> (Opentracker, u16) {
@@ -1402,7 +1379,7 @@ fn serve_connect(
 #[test]
 fn names_behind_a_proxy_are_resolved_and_checked_here() {
     let proxy = ProxyStub::new(|_| ok_body());
-    let port = closed_port();
+    let port = free_port();
     let mut c = client_config(TrackerConfig {
         timeout: Duration::from_secs(5),
         rng_seed: 7,
@@ -1437,7 +1414,7 @@ fn a_proxy_is_asked_for_the_checked_address() {
         ip != std::net::IpAddr::from([127, 0, 0, 1])
     }
     let proxy = ProxyStub::new(|_| ok_body());
-    let port = closed_port();
+    let port = free_port();
     let config = TrackerConfig {
         timeout: Duration::from_secs(5),
         rng_seed: 7,

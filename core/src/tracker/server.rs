@@ -1615,31 +1615,7 @@ fn hash20(b: &[u8]) -> Option<InfoHash> {
 /// Decodes a percent-encoded query value into `out`; `None` on a bad escape or when
 /// it does not fit. `+` is kept as is (clients escape it; BEP 3 values are bytes).
 fn pct_decode<'o>(v: &[u8], out: &'o mut [u8]) -> Option<&'o [u8]> {
-    let mut n = 0;
-    let mut i = 0;
-    while i < v.len() {
-        let b = if v[i] == b'%' {
-            let h = hex_val(*v.get(i + 1)?)?;
-            let l = hex_val(*v.get(i + 2)?)?;
-            i += 3;
-            (h << 4) | l
-        } else {
-            i += 1;
-            v[i - 1]
-        };
-        *out.get_mut(n)? = b;
-        n += 1;
-    }
-    Some(&out[..n])
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::magnet::decode_into(v, out).ok()
 }
 
 /// The `key=value` pairs of a query string (values still percent-encoded).
