@@ -1330,11 +1330,8 @@ impl Client {
                 }
             }
             Action::Send(conn) => self.flush(conn),
-            Action::Close { conn, error } => {
-                match error {
-                    Some(e) => log::debug!("closing {conn:?}: {e}"),
-                    None => log::debug!("closing {conn:?}"),
-                }
+            Action::Close { conn, reason } => {
+                log::debug!("closing {conn:?}: {reason}");
                 if let Some(s) = self.socks.get_mut(&conn) {
                     // Best effort: what is queued goes out before the close.
                     let _ = s.stream.write(&s.out[s.out_pos..]);
