@@ -236,6 +236,11 @@ typedef enum btcore_result {
    * A peer timed out or was of no use; its connection was closed.
    */
   BTCORE_PEER_TIMEOUT = 7017,
+  /**
+   * The peer's address is banned (it sent data that failed a hash check); its
+   * connection was closed, and it is refused when it comes back.
+   */
+  BTCORE_PEER_BANNED = 7018,
 } btcore_result;
 
 /**
@@ -531,7 +536,8 @@ typedef struct btcore_action {
    */
   uint8_t expected_hash[20];
   /**
-   * Why the connection closes (`CLOSE`): `BTCORE_OK`, `BTCORE_PEER_PROTOCOL` or
+   * Why the connection closes (`CLOSE`): `BTCORE_OK` (a normal close: the torrent
+   * stopped, both ends are seeds), `BTCORE_PEER_BANNED`, `BTCORE_PEER_PROTOCOL` or
    * `BTCORE_PEER_TIMEOUT`.
    */
   enum btcore_result error;

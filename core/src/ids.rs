@@ -26,7 +26,8 @@ pub fn hex_encode<'o>(bytes: &[u8], out: &'o mut [u8]) -> Option<&'o str> {
     core::str::from_utf8(out).ok()
 }
 
-fn hex_val(c: u8) -> Option<u8> {
+/// The value of one hex digit (either case).
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
@@ -128,6 +129,21 @@ id20!(
     /// A peer's 20-byte id from its handshake.
     PeerId
 );
+
+impl PeerId {
+    /// btcore's own peer id: [`crate::PEER_ID_PREFIX`] and 12 characters of `[0-9a-z]`
+    /// drawn from `seed` (the host seeds it from the OS; the same seed gives the same id).
+    pub fn generate(seed: u64) -> Self {
+        const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut id = [0u8; 20];
+        id[..8].copy_from_slice(crate::PEER_ID_PREFIX);
+        let mut r = crate::rng::Rng::new(seed);
+        for b in &mut id[8..] {
+            *b = ALPHABET[r.below(36) as usize];
+        }
+        Self(id)
+    }
+}
 
 impl InfoHash {
     /// Parses a magnet `btih` value: 40 hex digits or 32 base32 characters.
@@ -262,6 +278,17 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_peer_ids_carry_the_prefix_and_follow_the_seed() {
+        let a = PeerId::generate(1);
+        assert_eq!(&a.0[..8], crate::PEER_ID_PREFIX);
+        assert!(a.0[8..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+        assert_eq!(a, PeerId::generate(1));
+        assert_ne!(a, PeerId::generate(2));
+    }
 
     #[test]
     fn last_piece_is_shorter() {

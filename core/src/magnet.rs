@@ -55,7 +55,7 @@ use core::str::FromStr;
 
 use heapless::Vec;
 
-use crate::ids::InfoHash;
+use crate::ids::{hex_val, InfoHash};
 
 /// How many trackers (`tr`) a [`Magnet`] keeps; further ones are counted in
 /// [`Dropped::trackers`].
@@ -208,15 +208,6 @@ impl PercentDecode<'_> {
         self.failed = true;
         self.rest = &[];
         Some(Err(MagnetError::BadEscape))
-    }
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -98,6 +98,9 @@ pub enum btcore_result {
     BTCORE_PEER_PROTOCOL = 7016,
     /// A peer timed out or was of no use; its connection was closed.
     BTCORE_PEER_TIMEOUT = 7017,
+    /// The peer's address is banned (it sent data that failed a hash check); its
+    /// connection was closed, and it is refused when it comes back.
+    BTCORE_PEER_BANNED = 7018,
 }
 
 use btcore_result::*;
@@ -123,6 +126,7 @@ impl btcore_result {
             BTCORE_CREATE_FAILED => c"BTCORE_CREATE_FAILED",
             BTCORE_PEER_PROTOCOL => c"BTCORE_PEER_PROTOCOL",
             BTCORE_PEER_TIMEOUT => c"BTCORE_PEER_TIMEOUT",
+            BTCORE_PEER_BANNED => c"BTCORE_PEER_BANNED",
         }
     }
 
@@ -146,11 +150,12 @@ impl btcore_result {
             BTCORE_CREATE_FAILED => c"the torrent could not be created",
             BTCORE_PEER_PROTOCOL => c"the peer broke the protocol",
             BTCORE_PEER_TIMEOUT => c"the peer timed out",
+            BTCORE_PEER_BANNED => c"the peer is banned",
         }
     }
 
     fn from_u32(code: u32) -> Option<Self> {
-        const ALL: [btcore_result; 18] = [
+        const ALL: [btcore_result; 19] = [
             BTCORE_OK,
             BTCORE_NULL_PARAMETER,
             BTCORE_INVALID_PARAMETER,
@@ -169,6 +174,7 @@ impl btcore_result {
             BTCORE_CREATE_FAILED,
             BTCORE_PEER_PROTOCOL,
             BTCORE_PEER_TIMEOUT,
+            BTCORE_PEER_BANNED,
         ];
         ALL.into_iter().find(|r| *r as u32 == code)
     }

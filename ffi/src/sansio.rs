@@ -17,8 +17,8 @@ use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
-    Action, AddError, AnnounceEvent, AnnounceOutcome, ConnId, DiskError, Event, PeerSource,
-    Session, SessionConfig, TorrentId, TorrentState,
+    Action, AddError, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, DiskError, Event,
+    PeerSource, Session, SessionConfig, TorrentId, TorrentState,
 };
 use btcore_core::time::Instant;
 use std::collections::HashMap;
@@ -144,7 +144,8 @@ pub struct btcore_action {
     pub addr: btcore_addr,
     /// The piece's SHA-1 (`VERIFY`).
     pub expected_hash: [u8; 20],
-    /// Why the connection closes (`CLOSE`): `BTCORE_OK`, `BTCORE_PEER_PROTOCOL` or
+    /// Why the connection closes (`CLOSE`): `BTCORE_OK` (a normal close: the torrent
+    /// stopped, both ends are seeds), `BTCORE_PEER_BANNED`, `BTCORE_PEER_PROTOCOL` or
     /// `BTCORE_PEER_TIMEOUT`.
     pub error: btcore_result,
     /// `BTCORE_ANNOUNCE_*` (`ANNOUNCE`).
@@ -307,13 +308,15 @@ impl Inner {
                 conn: conn.0,
                 ..btcore_action::new(BTCORE_ACTION_SEND, 0)
             },
-            Action::Close { conn, error } => btcore_action {
+            Action::Close { conn, reason } => btcore_action {
                 conn: conn.0,
-                error: match error {
-                    None => BTCORE_OK,
-                    Some(e) if e.is_peer_fault() => BTCORE_PEER_PROTOCOL,
-                    Some(PeerError::Idle | PeerError::HandshakeTimeout) => BTCORE_PEER_TIMEOUT,
-                    Some(_) => BTCORE_PEER_PROTOCOL,
+                error: match reason {
+                    CloseReason::Banned => BTCORE_PEER_BANNED,
+                    CloseReason::Peer(PeerError::Idle | PeerError::HandshakeTimeout) => {
+                        BTCORE_PEER_TIMEOUT
+                    }
+                    CloseReason::Peer(_) | CloseReason::BadMetadata => BTCORE_PEER_PROTOCOL,
+                    _ => BTCORE_OK,
                 },
                 ..btcore_action::new(BTCORE_ACTION_CLOSE, 0)
             },
@@ -482,13 +485,7 @@ pub unsafe extern "C" fn btcore_sansio_new(
             s.random_seed
         };
         let peer_id = if s.peer_id == [0; 20] {
-            let mut id = [0u8; 20];
-            id[..8].copy_from_slice(btcore_core::PEER_ID_PREFIX);
-            let mut r = btcore_core::rng::Rng::new(seed);
-            for b in &mut id[8..] {
-                *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[r.below(36) as usize];
-            }
-            PeerId(id)
+            PeerId::generate(seed)
         } else {
             PeerId(s.peer_id)
         };

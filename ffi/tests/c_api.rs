@@ -8,7 +8,8 @@
 //! same target directory when missing. Every wait is bounded; every process is killed
 //! by its PID.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use btcore_tests::free_port;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -115,14 +116,6 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn wait_listening(port: u16, limit: Duration) {
     let start = Instant::now();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();

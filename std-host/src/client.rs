@@ -333,16 +333,6 @@ fn conn_of(t: Token) -> ConnId {
     ConnId((t.0 - FIRST_CONN) as u32)
 }
 
-fn make_peer_id(seed: u64) -> PeerId {
-    let mut id = [0u8; 20];
-    id[..8].copy_from_slice(btcore_core::PEER_ID_PREFIX);
-    let mut r = btcore_core::rng::Rng::new(seed);
-    for b in &mut id[8..] {
-        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[r.below(36) as usize];
-    }
-    PeerId(id)
-}
-
 impl Client {
     /// Binds the listen socket and starts the workers.
     pub fn new(opts: ClientOptions) -> Result<Self, ClientError> {
@@ -355,12 +345,9 @@ impl Client {
         let seed = if opts.seed != 0 {
             opts.seed
         } else {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                ^ u64::from(std::process::id())
+            crate::os::random_u64()
         };
-        let peer_id = make_peer_id(seed);
+        let peer_id = PeerId::generate(seed);
         let mut config = if opts.low_memory {
             SessionConfig::low_memory(peer_id)
         } else {
@@ -481,7 +468,7 @@ impl Client {
             dht,
             dht_public: (Vec::new(), None),
             lsd,
-            keys: KeySource::new(seed),
+            keys: KeySource::new(),
             opts,
         })
     }
@@ -1259,11 +1246,8 @@ impl Client {
                 }
             }
             Action::Send(conn) => self.flush(conn),
-            Action::Close { conn, error } => {
-                match error {
-                    Some(e) => log::debug!("closing {conn:?}: {e}"),
-                    None => log::debug!("closing {conn:?}"),
-                }
+            Action::Close { conn, reason } => {
+                log::debug!("closing {conn:?}: {reason}");
                 if let Some(s) = self.socks.get_mut(&conn) {
                     // Best effort: what is queued goes out before the close.
                     let _ = s.stream.write(&s.out[s.out_pos..]);

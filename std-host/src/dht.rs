@@ -43,20 +43,6 @@ pub struct DhtOptions {
     pub low_memory: bool,
 }
 
-fn random_bytes<const N: usize>(fallback: u64) -> [u8; N] {
-    let mut out = [0u8; N];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut out))
-        .is_ok();
-    if !ok {
-        let mut r = btcore_core::rng::Rng::new(fallback);
-        for b in &mut out {
-            *b = r.next_u32() as u8;
-        }
-    }
-    out
-}
-
 #[derive(Debug)]
 struct Announced {
     info_hash: InfoHash,
@@ -98,8 +84,8 @@ impl DhtHost {
         let id = saved
             .as_ref()
             .map(|s| s.0)
-            .unwrap_or_else(|| random_bytes::<20>(seed));
-        let key = random_bytes::<20>(seed ^ 0x5eed);
+            .unwrap_or_else(crate::os::random_array::<20>);
+        let key = crate::os::random_array::<20>();
         let mut cfg = if opts.low_memory {
             DhtConfig::low_memory(id, key)
         } else {
@@ -288,9 +274,7 @@ impl DhtHost {
             return;
         }
         let bytes = encode_state(&self.dht.id().0, &nodes);
-        let tmp = file.with_extension("tmp");
-        let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &file));
-        if let Err(e) = written {
+        if let Err(e) = crate::os::write_atomic(&file, &bytes) {
             log::warn!("saving the DHT routing table: {e}");
             return;
         }

@@ -10,7 +10,6 @@
 //! the OS, and the heap-backed link type.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use btcore_core::ids::InfoHash;
 pub use btcore_core::mse::Encryption;
@@ -31,19 +30,8 @@ pub(crate) struct KeySource {
 }
 
 impl KeySource {
-    pub(crate) fn new(fallback_seed: u64) -> Self {
-        let mut secret = [0u8; 32];
-        let from_os = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut secret))
-            .is_ok();
-        if !from_os {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            secret[..16].copy_from_slice(&t.to_le_bytes());
-            secret[16..24].copy_from_slice(&fallback_seed.to_le_bytes());
-            secret[24..28].copy_from_slice(&std::process::id().to_le_bytes());
-        }
+    pub(crate) fn new() -> Self {
+        let secret = crate::os::random_array();
         Self { secret, counter: 0 }
     }
 

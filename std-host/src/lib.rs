@@ -13,6 +13,7 @@ pub mod encryption;
 pub mod hash;
 pub mod info;
 pub mod lsd;
+pub mod os;
 pub mod resume;
 pub mod storage;
 pub mod tracker;

@@ -81,22 +81,6 @@ pub struct LsdHost {
     buf: Vec<u8>,
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut b))
-        .is_ok();
-    if ok {
-        u64::from_le_bytes(b)
-    } else {
-        // No /dev/urandom: the clock and our pid are enough to tell two clients apart.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ (u64::from(std::process::id()) << 32)
-    }
-}
-
 impl LsdHost {
     /// Binds `0.0.0.0:<group port>` (shared with other clients on this machine), joins
     /// the group on `opts.interface` with loopback on and a TTL of 1. Nothing is sent
@@ -119,7 +103,7 @@ impl LsdHost {
         Ok(Self {
             socket,
             opts,
-            cookie: lsd::make_cookie(random_u64()),
+            cookie: lsd::make_cookie(crate::os::random_u64()),
             last_sent: HashMap::new(),
             seen: HashMap::new(),
             stats: LsdStats::default(),

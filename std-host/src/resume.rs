@@ -49,7 +49,7 @@ use btcore_core::hash::Sha1;
 use btcore_core::ids::InfoHash;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -302,7 +302,7 @@ impl ResumeData {
 
 /// Whether `key` (a name's [`push_name_key`] key) names a file the state directory
 /// holds: `<info-hash hex>.resume` and its temporary `<...>.resume.tmp` (see
-/// [`save_atomic`]), and the DHT's `dht.state` and `dht.tmp`. When the state directory
+/// [`save_atomic`]), and the DHT's `dht.state` and its `dht.state.tmp`. When the state directory
 /// is a save directory, no torrent may take these names (see
 /// [`Storage`](crate::storage#the-state-directory)).
 ///
@@ -310,7 +310,7 @@ impl ResumeData {
 pub fn is_state_file_key(key: &[u8]) -> bool {
     let resume = |rest: &[u8]| rest == b".resume" || rest == b".resume.tmp";
     key == b"dht.state"
-        || key == b"dht.tmp"
+        || key == b"dht.state.tmp"
         || (key.len() > 40
             && key[..40]
                 .iter()
@@ -318,38 +318,16 @@ pub fn is_state_file_key(key: &[u8]) -> bool {
             && resume(&key[40..]))
 }
 
-/// Writes `data` to `dir/<info-hash hex>.resume` atomically: a temporary file in the
-/// same directory, `fsync`, `rename` over the old file, `fsync` of the directory.
-/// Creates `dir` if needed. One writer per torrent at a time (the temporary name is
+/// Writes `data` to `dir/<info-hash hex>.resume` with [`crate::os::write_atomic`] (a
+/// temporary file in the same directory, `fsync`, `rename` over the old file, `fsync`
+/// of the directory). Creates `dir` if needed. One writer per torrent at a time (the temporary name is
 /// fixed).
 pub fn save_atomic(dir: &Path, data: &ResumeData) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    let name = ResumeData::file_name(&data.info_hash);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let bytes = data.encode();
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
+    crate::os::write_atomic(
+        &dir.join(ResumeData::file_name(&data.info_hash)),
+        &data.encode(),
+    )
 }
 
 /// Reads `dir/<info-hash hex>.resume`: `Ok(None)` when there is none; an

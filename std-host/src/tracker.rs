@@ -229,17 +229,13 @@ pub fn is_local_address(ip: IpAddr) -> bool {
 }
 
 impl Default for TrackerConfig {
-    /// The defaults above, with a seed from the clock and the process id.
+    /// The defaults above, with a seed from the OS.
     fn default() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let mut mix = Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
         Self {
             timeout: Duration::from_secs(15),
             user_agent: format!("btcore/{}", env!("CARGO_PKG_VERSION")),
             max_parallel: 4,
-            rng_seed: mix.next_u64(),
+            rng_seed: crate::os::random_u64(),
             ssrf: SsrfGuard::default(),
             proxy: ureq::Proxy::try_from_env(),
         }

@@ -44,8 +44,8 @@
 //!
 //! With a state file, the allow list and the `downloaded` counters are restored at
 //! start, saved when they changed, at most every [`TrackerOptions::save_every`], and on
-//! a clean stop. A save writes `FILE.tmp`, syncs it, renames it over `FILE` and syncs
-//! the directory: a crash leaves the old or the new file, never a torn one. The file
+//! a clean stop, through [`crate::os::write_atomic`]: a crash leaves the old or the new
+//! file, never a torn one. The file
 //! holds the counts of the swarms in memory only: a restored count of an unregistered
 //! torrent whose peers do not come back is swept like any empty swarm's (see
 //! [`ServerConfig::empty_swarm_ttl`]), and leaves the file at the next save.
@@ -64,7 +64,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -75,9 +75,9 @@ use btcore_core::rng::Rng;
 use btcore_core::time::{Duration as CoreDuration, Instant};
 use btcore_core::tracker::server::{encode_sync, sync_auth, Mode, ServerConfig, Tracker};
 use btcore_core::tracker::ScrapeStats;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream as MioTcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use crate::udp_batch::UdpBatch;
 
@@ -265,7 +265,7 @@ impl TrackerServer {
         let http = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let udp_addr = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
 
-        let seed = random_bytes();
+        let seed: [u8; 32] = crate::os::random_array();
         let mut tracker = Tracker::new(opts.config(), seed);
         if let Some(path) = &opts.state {
             match fs::read(path) {
@@ -291,7 +291,7 @@ impl TrackerServer {
         let full_dump = Arc::new(AtomicBool::new(false));
         let (sync_tx, sync) = match (&opts.sync_key, opts.sync_peers.is_empty()) {
             (Some(key), false) => {
-                let (tx, rx) = crossbeam_channel::bounded(64);
+                let (tx, rx) = std::sync::mpsc::sync_channel(64);
                 let worker = SyncWorker {
                     peers: opts
                         .sync_peers
@@ -427,28 +427,6 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(s.into()))
 }
 
-/// 32 bytes from the OS (`/dev/urandom`), or from the clock and process id if that
-/// fails; they key the UDP connection ids and seed the peer selection.
-fn random_bytes() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    if fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return b;
-    }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let seed = format!("{t} {} {:p}", std::process::id(), &b);
-    let h1 = btcore_core::hash::sha1(seed.as_bytes());
-    let h2 = btcore_core::hash::sha1(&h1);
-    b[..20].copy_from_slice(&h1);
-    b[20..].copy_from_slice(&h2[..12]);
-    b
-}
-
 // ---------------------------------------------------------------- the loop
 
 /// A connection's socket and what it is known to be ready for (readiness is
@@ -486,7 +464,7 @@ struct Loop {
     save_every: Duration,
     last_save: Option<StdInstant>,
     sync_key: Option<String>,
-    sync_tx: Option<Sender<Vec<u8>>>,
+    sync_tx: Option<SyncSender<Vec<u8>>>,
     full_dump: Arc<AtomicBool>,
     last_flush: StdInstant,
     stop: Arc<AtomicBool>,
@@ -622,7 +600,7 @@ impl Loop {
         }
         let mut data = Vec::new();
         tracker.encode_state(&mut data);
-        match save_atomically(&path, &data) {
+        match crate::os::write_atomic(&path, &data) {
             Ok(()) => {
                 tracker.mark_saved();
                 self.last_save = Some(StdInstant::now());
@@ -823,25 +801,6 @@ fn flush(service: &mut Service, now: Instant, id: ConnId, s: &mut Sock) -> bool 
         }
     }
     true
-}
-
-/// Writes `data` to `path` through `path.tmp`, fsync and rename.
-fn save_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- sync worker

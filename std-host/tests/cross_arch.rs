@@ -12,9 +12,9 @@
 
 mod common;
 
+use btcore_tests::free_port;
 use common::TempDir;
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -122,14 +122,6 @@ fn make_payload(dir: &Path) {
         fs::write(&p, content(i as u64 + 1, *len)).expect("write payload");
     }
 }
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// `btcore` natively, or the armv7 one under qemu.
 fn btcore(arm: Option<&(PathBuf, Vec<String>)>) -> Command {
     match arm {

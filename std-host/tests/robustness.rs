@@ -16,6 +16,7 @@ use btcore_core::ids::PieceIndex;
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_host::resume::ResumeData;
 use btcore_host::storage::{Storage, StorageConfig};
+use btcore_tests::free_port;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
@@ -279,14 +280,6 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn s(p: &Path) -> String {

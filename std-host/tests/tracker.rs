@@ -15,6 +15,7 @@ use btcore_host::tracker::{
     self, AnnounceJob, AnnounceResult, ScrapeStats, TrackerClient, TrackerConfig,
     UNSUPPORTED_SCHEME,
 };
+use btcore_tests::free_port;
 use mio::{Events, Poll, Token, Waker};
 
 /// How long a stub lives at most.
@@ -35,13 +36,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Byte-wise percent-encoding, unreserved characters kept, `%XX` uppercase.
 fn pct(bytes: &[u8]) -> String {
     let mut s = String::new();
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            s.push(char::from(b));
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let _ = btcore_core::tracker::percent_encode(bytes, &mut s);
     s
 }
 
@@ -470,12 +465,6 @@ fn answered_by(r: &AnnounceResult) -> Option<&str> {
     r.answered().then_some(r.tracker.as_str())
 }
 
-/// A TCP port on 127.0.0.1 nobody listens on.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 // ---------------------------------------------------------------- tests
 
 #[test]
@@ -603,7 +592,7 @@ fn each_exchange_the_session_asks_is_reported_on_its_own() {
     use btcore_core::session::{Action, AnnounceOutcome, Session, SessionConfig};
     use btcore_core::time::Instant as CoreInstant;
 
-    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
     let live = HttpStub::new(|_| ok_body());
     let mut session = Session::new(SessionConfig::new(PeerId(*PEER)), 3);
     let mut c = client(Duration::from_secs(5));
@@ -683,7 +672,7 @@ fn unreachable_trackers_fail_within_the_timeout() {
         "udp://127.0.0.1:{}/announce",
         silent.local_addr().expect("addr").port()
     );
-    let http_url = format!("http://127.0.0.1:{}/announce", closed_port());
+    let http_url = format!("http://127.0.0.1:{}/announce", free_port());
     let mut c = client(Duration::from_secs(2));
 
     // A refused connection is an error from the worker itself: the client's clock
@@ -719,7 +708,7 @@ fn unreachable_trackers_fail_within_the_timeout() {
 #[test]
 fn the_client_loop_asks_the_tracker_each_announce_names() {
     use btcore_host::client::{Client as Host, ClientOptions};
-    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
     let live = HttpStub::new(|_| ok_body());
     let dir = std::env::temp_dir().join(format!("btcore-tiers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -983,7 +972,7 @@ fn a_dead_udp_exchange_then_a_live_http_one() {
 
 #[test]
 fn a_dead_http_exchange_then_a_live_udp_one() {
-    let dead = format!("http://127.0.0.1:{}/announce", closed_port());
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
     let stub = UdpStub::new(UdpMode::Peers);
     let mut c = client(Duration::from_secs(5));
     c.announce(24, &dead, 6881, Some(Event::Started));
@@ -1047,18 +1036,6 @@ impl Drop for Opentracker {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
 }
 
 fn start_opentracker(bin: &str, hash: &InfoHash) -> (Opentracker, u16) {
@@ -1496,7 +1473,7 @@ fn serve_connect(
 #[test]
 fn names_behind_a_proxy_are_resolved_and_checked_here() {
     let proxy = ProxyStub::new(|_| ok_body());
-    let port = closed_port();
+    let port = free_port();
     let mut c = client_config(TrackerConfig {
         timeout: Duration::from_secs(5),
         rng_seed: 7,
@@ -1531,7 +1508,7 @@ fn a_proxy_is_asked_for_the_checked_address() {
         ip != std::net::IpAddr::from([127, 0, 0, 1])
     }
     let proxy = ProxyStub::new(|_| ok_body());
-    let port = closed_port();
+    let port = free_port();
     let config = TrackerConfig {
         timeout: Duration::from_secs(5),
         rng_seed: 7,

@@ -3,7 +3,7 @@
 //! data through it, and its `stopped` announce on exit is counted; over HTTP and over
 //! UDP (where every announce, `stopped` included, runs on the client's event loop).
 
-use std::net::TcpListener;
+use btcore_tests::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn btcore() -> Command {
@@ -56,7 +49,7 @@ fn share_download_scrape(scheme: &str) {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     std::fs::write(dir.join("src/data.bin"), &data).expect("write");
-    let tp = port();
+    let tp = free_port();
     let announce = format!("{scheme}://127.0.0.1:{tp}/announce");
     let _tracker = Kill(
         btcore()
@@ -80,7 +73,7 @@ fn share_download_scrape(scheme: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sp = port();
+    let sp = free_port();
     let share = Kill(
         btcore()
             .current_dir(&dir)
@@ -127,7 +120,7 @@ fn share_download_scrape(scheme: &str) {
             "--bind",
             "127.0.0.1",
             "--port",
-            &port().to_string(),
+            &free_port().to_string(),
             "--progress",
             "none",
             "--timeout",
@@ -185,7 +178,7 @@ fn unread_answers_do_not_grow_the_tracker_process() {
         })
         .collect();
     std::fs::write(&allow, hashes).expect("allow file");
-    let tp = port();
+    let tp = free_port();
     let addr = format!("127.0.0.1:{tp}");
     let tracker = Kill(
         btcore()

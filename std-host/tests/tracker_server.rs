@@ -3,7 +3,7 @@
 //! bounded; every server is stopped (or killed) before its test returns.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use btcore_core::tracker::udp::{
 use btcore_core::tracker::{AnnounceRequest, Event};
 use btcore_host::tracker::{self, AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
 use btcore_host::tracker_server::{TrackerOptions, TrackerServer};
+use btcore_tests::free_port;
 use mio::{Events, Poll, Token as IoToken, Waker};
 
 const HASH: [u8; 20] = *b"btcore-tracker-test!";
@@ -24,13 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn pct(bytes: &[u8]) -> String {
     let mut s = String::new();
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            s.push(char::from(b));
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let _ = btcore_core::tracker::percent_encode(bytes, &mut s);
     s
 }
 
@@ -46,18 +41,6 @@ fn opts() -> TrackerOptions {
         save_every: Duration::from_millis(100),
         ..TrackerOptions::default()
     }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
 }
 
 fn temp_dir(name: &str) -> PathBuf {

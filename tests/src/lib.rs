@@ -1,6 +1,29 @@
-//! Helpers shared by the cross-crate tests in `tests/tests/`.
+//! Helpers shared by the cross-crate tests in `tests/tests/`, and by the test suites
+//! of the host (`std-host/tests/`) and of the C library (`ffi/tests/`).
 
+use std::collections::HashSet;
+use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// A port on 127.0.0.1 that nothing listens on, for TCP nor UDP, and that this process
+/// has not been given before (so two tests running at once never get the same one).
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..200 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = t.local_addr().expect("local addr").port();
+        if !given.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1");
+}
 
 /// The conformance corpus copied into the repository (`tests/data/conformance`).
 pub fn conformance_dir() -> PathBuf {

@@ -11,8 +11,7 @@ use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::{Sha1, SmolSha1};
 use btcore_core::ids::{InfoHash, PeerId, PieceIndex};
 use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_core::peer::PeerError;
-use btcore_core::session::{Action, ConnId, Session, SessionConfig, TorrentId};
+use btcore_core::session::{Action, CloseReason, ConnId, Session, SessionConfig, TorrentId};
 use btcore_core::time::{Duration, Instant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +31,7 @@ pub struct Host {
     pub now: Instant,
     stores: BTreeMap<TorrentId, Store>,
     /// Connections the session closed, with its reason, in order.
-    pub closed: Vec<(ConnId, Option<PeerError>)>,
+    pub closed: Vec<(ConnId, CloseReason)>,
     /// Dials the session asked for (answered as failed).
     pub dials: usize,
     /// The address of each dial, in order.
@@ -168,7 +167,7 @@ impl Host {
     }
 
     /// Why the session closed `conn`, if it did.
-    pub fn close_reason(&self, conn: ConnId) -> Option<Option<PeerError>> {
+    pub fn close_reason(&self, conn: ConnId) -> Option<CloseReason> {
         self.closed
             .iter()
             .find(|(c, _)| *c == conn)
@@ -195,7 +194,7 @@ impl Host {
                     self.session.handle_connect_failed(now, conn);
                 }
             }
-            Action::Close { conn, error } => self.closed.push((conn, error)),
+            Action::Close { conn, reason } => self.closed.push((conn, reason)),
             Action::Write {
                 torrent,
                 block,

@@ -27,7 +27,8 @@ use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
 use btcore_core::session::{
-    Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, Session, SessionConfig, TorrentId,
+    Action, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, Event, Session, SessionConfig,
+    TorrentId,
 };
 use btcore_core::time::{Duration, Instant};
 use btcore_core::wire::HANDSHAKE_LEN;
@@ -136,7 +137,7 @@ pub struct Node {
     /// torrent's, a write that changed a verified piece. Must stay empty.
     pub violations: Vec<String>,
     /// Connections it closed: the peer's address and the reason it gave.
-    pub closed: Vec<(SocketAddr, Option<PeerError>)>,
+    pub closed: Vec<(SocketAddr, CloseReason)>,
     /// When it closed each of `closed`.
     pub closed_at: Vec<Instant>,
     /// Payload bytes other nodes read from storage to send to it, by sender address.
@@ -1082,15 +1083,15 @@ impl Sim {
                 }
             }
             Action::Send(conn) => self.pump(i, conn),
-            Action::Close { conn, error } => {
+            Action::Close { conn, reason } => {
                 self.nodes[i].blocked.remove(&conn);
                 self.nodes[i].sent.remove(&conn);
                 if let Some((j, oc)) = self.links.remove(&(i, conn)) {
                     self.links.remove(&(j, oc));
-                    self.junk_closed((i, conn), true, error);
+                    self.junk_closed((i, conn), true, reason.peer_error());
                     self.junk_closed((j, oc), false, None);
                     let peer = self.nodes[j].addr;
-                    self.nodes[i].closed.push((peer, error));
+                    self.nodes[i].closed.push((peer, reason));
                     self.nodes[i].closed_at.push(now);
                     let at = now + self.nodes[i].link.latency;
                     self.schedule(at, Ev::Closed { to: j, conn: oc });

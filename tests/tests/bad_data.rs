@@ -371,7 +371,7 @@ fn a_sender_that_leaves_is_still_found() {
 // ---------------------------------------------------------------------------------
 
 mod scripted_bans {
-    use btcore_core::session::{ConnId, SessionConfig};
+    use btcore_core::session::{CloseReason, ConnId, SessionConfig};
     use btcore_core::wire::Message;
     use btcore_tests::scripted::{frames, info_hash_of, peer_id, zero_torrent, Host};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -438,7 +438,12 @@ mod scripted_bans {
         assert!(host.session.is_banned(v6(1, 1).ip()));
         for h in [2, 0x99, 0xffff] {
             let again = host.incoming(v6(1, h));
-            assert_eq!(host.close_reason(again), Some(None), "{} got in", v6(1, h));
+            assert_eq!(
+                host.close_reason(again),
+                Some(CloseReason::Banned),
+                "{} got in",
+                v6(1, h)
+            );
         }
         // Another /64 is another subscriber.
         let neighbour = host.incoming(v6(2, 1));
@@ -468,7 +473,7 @@ mod scripted_bans {
         let back = host.incoming(first);
         assert_eq!(
             host.close_reason(back),
-            Some(None),
+            Some(CloseReason::Banned),
             "the first ban was lifted"
         );
         assert!(admitted < 16, "{admitted} /64s of one /48 got in");

@@ -11,7 +11,7 @@
 
 use btcore_core::ids::{BlockRef, InfoHash, PieceIndex};
 use btcore_core::peer::{PeerConfig, PeerError};
-use btcore_core::session::{ConnId, PeerSource, SessionConfig, TorrentId};
+use btcore_core::session::{CloseReason, ConnId, PeerSource, SessionConfig, TorrentId};
 use btcore_core::time::Duration;
 use btcore_core::wire::Message;
 use btcore_tests::scripted::{frames, info_hash_of, peer_id, zero_torrent, Host};
@@ -155,7 +155,10 @@ fn backpressure_stops_reading_until_the_peer_reads() {
         host.recv(conn, &flood_chunk(k));
     }
     host.advance(Duration::from_millis(idle.as_millis() + 2_000));
-    assert_eq!(host.close_reason(conn), Some(Some(PeerError::Idle)));
+    assert_eq!(
+        host.close_reason(conn),
+        Some(CloseReason::Peer(PeerError::Idle))
+    );
 }
 
 /// A seeding session with `config` for a small torrent; returns the host and the
@@ -181,7 +184,7 @@ fn a_second_connection_of_a_connected_peer_id_closes() {
     host.recv(same_address, &hs(5));
     assert_eq!(
         host.close_reason(same_address),
-        Some(Some(PeerError::Duplicate))
+        Some(CloseReason::Peer(PeerError::Duplicate))
     );
     assert!(host.is_open(first));
     let other_address = host.incoming(addr(0, 2, 50_001));
@@ -588,7 +591,7 @@ fn one_address_cannot_hold_every_slot() {
     host.advance(Duration::from_secs(2));
     assert_eq!(
         host.close_reason(c),
-        Some(Some(PeerError::HandshakeTimeout))
+        Some(CloseReason::Peer(PeerError::HandshakeTimeout))
     );
 }
 
@@ -653,7 +656,7 @@ fn peers_that_dial_each_other_keep_one_connection() {
         !dropped.is_empty()
             && dropped
                 .iter()
-                .all(|(_, e)| *e == Some(PeerError::Duplicate)),
+                .all(|(_, e)| *e == CloseReason::Peer(PeerError::Duplicate)),
         "{dropped:?}"
     );
     let ok = sim.run_until(Duration::from_secs(60), |s| {
@@ -811,4 +814,32 @@ fn a_dht_flood_is_read_a_batch_per_turn() {
         total > DHT_READS_PER_TURN as u64,
         "datagrams left waiting: {total} handled"
     );
+}
+
+/// A close says why: a normal close (the torrent paused, a handshake for a torrent we
+/// do not have) is told apart from a peer's failure, so a host (and a C host through
+/// `btcore_action.error`) can tell a ban or a protocol error from a normal close.
+#[test]
+fn close_reasons_tell_a_normal_close_from_a_failure() {
+    let (file, content) = zero_torrent(PIECES, PIECE_LEN);
+    let mut host = Host::new(SessionConfig::new(peer_id(999)), 7);
+    let tid = host.add_torrent(&file, &content, PIECE_LEN, true);
+    let conn = host.incoming(addr(0, 7, 50_000));
+    host.recv(conn, &frames::handshake(info_hash_of(&file), peer_id(1)));
+    assert!(host.is_open(conn), "{:?}", host.close_reason(conn));
+    let stranger = host.incoming(addr(0, 8, 50_000));
+    host.recv(
+        stranger,
+        &frames::handshake(InfoHash([0x55; 20]), peer_id(2)),
+    );
+    assert_eq!(
+        host.close_reason(stranger),
+        Some(CloseReason::UnknownTorrent)
+    );
+    let now = host.now;
+    assert!(host.session.pause_torrent(now, tid));
+    host.drain();
+    let why = host.close_reason(conn);
+    assert_eq!(why, Some(CloseReason::TorrentStopped));
+    assert!(!why.is_some_and(|r| r.is_peer_fault()));
 }

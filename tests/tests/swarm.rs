@@ -2,7 +2,7 @@
 
 use btcore_core::bitfield::Bitfield;
 use btcore_core::peer::{PeerConn, PeerError};
-use btcore_core::session::{PeerSource, SessionConfig, TorrentState};
+use btcore_core::session::{CloseReason, PeerSource, SessionConfig, TorrentState};
 use btcore_core::time::{Duration, Instant};
 use btcore_tests::sim::{content, Behaviour, LinkSpec, Sim};
 
@@ -242,7 +242,7 @@ fn hostile_peers() {
                     sim.nodes[garbage]
                         .closed
                         .iter()
-                        .any(|&(a, e)| a == peer && e == Some(PeerError::Duplicate)),
+                        .any(|&(a, e)| a == peer && e == CloseReason::Peer(PeerError::Duplicate)),
                     "garbage link to {} closed by garbage",
                     l.node
                 );

@@ -74,6 +74,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use announce::{AnnounceBudget, Announcer, Due, Trackers, WalkLimits};
 use bans::BanList;
+use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use torrent::Torrent;
 
@@ -385,6 +386,66 @@ impl PeerSource {
     }
 }
 
+/// Why the session closed a connection ([`Action::Close`]): a host logs it, counts it,
+/// or (through the C API) tells its user, and can tell a ban from a normal close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The torrent was paused or removed, or was checking its data when the peer came.
+    TorrentStopped,
+    /// Both ends are seeds: they have nothing to exchange.
+    BothSeeds,
+    /// The handshake names a torrent this session does not have.
+    UnknownTorrent,
+    /// The peer's address is banned (for data that failed a hash check, or another
+    /// [`Event::PeerBanned`] reason); a banned address is refused as soon as it connects.
+    Banned,
+    /// A malformed `ut_metadata` message (BEP 9).
+    BadMetadata,
+    /// The connection failed: a protocol violation, a timeout, a duplicate or a
+    /// connection limit ([`PeerError`] says which).
+    Peer(PeerError),
+}
+
+impl CloseReason {
+    /// Whether the peer is to blame (a host may count it against the peer's address):
+    /// a ban, a malformed metadata message, or a [`PeerError::is_peer_fault`].
+    pub const fn is_peer_fault(&self) -> bool {
+        match self {
+            Self::Banned | Self::BadMetadata => true,
+            Self::Peer(e) => e.is_peer_fault(),
+            Self::TorrentStopped | Self::BothSeeds | Self::UnknownTorrent => false,
+        }
+    }
+
+    /// The connection's own error, when it failed.
+    pub const fn peer_error(&self) -> Option<PeerError> {
+        match self {
+            Self::Peer(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+impl From<PeerError> for CloseReason {
+    fn from(e: PeerError) -> Self {
+        Self::Peer(e)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TorrentStopped => f.write_str("torrent stopped"),
+            Self::BothSeeds => f.write_str("both ends are seeds"),
+            Self::UnknownTorrent => f.write_str("handshake for a torrent we do not have"),
+            Self::Banned => f.write_str("banned address"),
+            Self::BadMetadata => f.write_str("malformed metadata message"),
+            Self::Peer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Work the session asks of the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -404,8 +465,8 @@ pub enum Action {
     Close {
         /// The connection.
         conn: ConnId,
-        /// Why, when the peer is at fault or timed out.
-        error: Option<PeerError>,
+        /// Why.
+        reason: CloseReason,
     },
     /// Write a received block.
     Write {
@@ -825,7 +886,7 @@ impl Session {
                 torrent::count_availability(self, k);
                 self.fill_requests(now, k);
             } else {
-                self.close(k, Some(PeerError::BadBitfield));
+                self.close(k, CloseReason::Peer(PeerError::BadBitfield));
             }
         }
         self.flush_sends();
@@ -919,7 +980,7 @@ impl Session {
             .map(|(k, _)| *k)
             .collect();
         for c in conns {
-            self.close(c, None);
+            self.close(c, CloseReason::TorrentStopped);
         }
         self.stop_announcing(id);
         self.torrents.remove(&id);
@@ -945,7 +1006,7 @@ impl Session {
             .map(|(k, _)| *k)
             .collect();
         for c in conns {
-            self.close(c, None);
+            self.close(c, CloseReason::TorrentStopped);
         }
         true
     }
@@ -1234,7 +1295,7 @@ impl Session {
         if self.bans.contains(addr.ip()) {
             self.actions.push_back(Action::Close {
                 conn: id,
-                error: None,
+                reason: CloseReason::Banned,
             });
             return id;
         }
@@ -1251,7 +1312,7 @@ impl Session {
                     .collect();
                 if mine.len() >= cap.max(1) {
                     if let Some(&(_, oldest)) = mine.iter().min() {
-                        self.close(oldest, Some(PeerError::ConnectionLimit));
+                        self.close(oldest, CloseReason::Peer(PeerError::ConnectionLimit));
                     }
                 }
             }
@@ -1259,11 +1320,11 @@ impl Session {
         let incoming = self.conns.values().filter(|c| !c.outgoing).count();
         if self.conns.len() >= self.config.max_connections || incoming >= self.incoming_slots() {
             match self.least_useful(now, Some(addr.ip()), |c| !c.outgoing) {
-                Some(victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
+                Some(victim) => self.close(victim, CloseReason::Peer(PeerError::ConnectionLimit)),
                 None => {
                     self.actions.push_back(Action::Close {
                         conn: id,
-                        error: Some(PeerError::ConnectionLimit),
+                        reason: CloseReason::Peer(PeerError::ConnectionLimit),
                     });
                     return id;
                 }
@@ -1438,7 +1499,7 @@ impl Session {
                 .into_iter()
                 .take(drop)
             {
-                self.close(k, Some(PeerError::ConnectionLimit));
+                self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
             }
         }
         // Refusals count until the next turnover only.
@@ -1489,7 +1550,7 @@ impl Session {
             // The connection the side with the greater id dialed.
             let keep_ours = self.config.peer_id.0 > peer_id.0;
             if crossed && keep_ours == outgoing {
-                self.close(other, Some(PeerError::Duplicate));
+                self.close(other, CloseReason::Peer(PeerError::Duplicate));
             } else {
                 return Err(PeerError::Duplicate);
             }
@@ -1525,7 +1586,7 @@ impl Session {
         if attached >= self.config.max_peers_per_torrent {
             let quiet = self.config.turnover_min_age;
             match self.turnover_candidates(now, tid, quiet, true).first() {
-                Some(&victim) => self.close(victim, Some(PeerError::ConnectionLimit)),
+                Some(&victim) => self.close(victim, CloseReason::Peer(PeerError::ConnectionLimit)),
                 None => {
                     if let Some(t) = self.torrents.get_mut(&tid) {
                         t.refused += 1;
@@ -1611,7 +1672,7 @@ impl Session {
         let r = c.peer.handle_recv(now, data);
         self.process_peer(now, conn);
         if let Err(e) = r {
-            self.close(conn, Some(e));
+            self.close(conn, CloseReason::Peer(e));
         }
         self.flush_sends();
     }
@@ -1779,7 +1840,7 @@ impl Session {
                         .map(|(k, _)| *k)
                         .collect();
                     for k in seeds {
-                        self.close(k, None);
+                        self.close(k, CloseReason::BothSeeds);
                     }
                 }
             }
@@ -1822,7 +1883,7 @@ impl Session {
                 self.push_event(Event::PeerBanned(id, addr));
                 reported = true;
             }
-            self.close(k, None);
+            self.close(k, CloseReason::Banned);
         }
         if !reported {
             self.push_event(Event::PeerBanned(id, SocketAddr::new(ip, 0)));
@@ -1871,7 +1932,7 @@ impl Session {
             let r = c.peer.handle_timeout(now);
             self.process_peer(now, k);
             if let Err(e) = r {
-                self.close(k, Some(e));
+                self.close(k, CloseReason::Peer(e));
             }
         }
         let magnets: Vec<TorrentId> = self
@@ -1994,7 +2055,7 @@ impl Session {
     fn flag_send(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.peer.overflowed() {
-                self.close(conn, Some(PeerError::SendOverflow));
+                self.close(conn, CloseReason::Peer(PeerError::SendOverflow));
             } else if !c.send_flagged && c.connected && c.peer.send_queued() > 0 {
                 c.send_flagged = true;
                 self.actions.push_back(Action::Send(conn));
@@ -2025,9 +2086,9 @@ impl Session {
         Some(c)
     }
 
-    fn close(&mut self, conn: ConnId, error: Option<PeerError>) {
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
         if self.forget(conn).is_some() {
-            self.actions.push_back(Action::Close { conn, error });
+            self.actions.push_back(Action::Close { conn, reason });
         }
     }
 
@@ -2200,7 +2261,7 @@ impl Session {
                 };
                 let info_hash = t.info_hash;
                 if let Some(v) = victim {
-                    self.close(v, Some(PeerError::ConnectionLimit));
+                    self.close(v, CloseReason::Peer(PeerError::ConnectionLimit));
                 }
                 let conn = ConnId(self.next_conn);
                 self.next_conn += 1;

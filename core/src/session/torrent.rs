@@ -6,7 +6,9 @@ use super::announce::{Announcer, Trackers};
 use super::bans::{canonical, BanList};
 use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
-use super::{Action, AnnounceEvent, Conn, ConnId, Event, Session, SessionConfig, TorrentId};
+use super::{
+    Action, AnnounceEvent, CloseReason, Conn, ConnId, Event, Session, SessionConfig, TorrentId,
+};
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
 use crate::ext::{
@@ -16,7 +18,7 @@ use crate::ext::{
 use crate::ids::{BlockRef, Geometry, InfoHash, PieceIndex};
 use crate::metainfo::Metainfo;
 use crate::netaddr;
-use crate::peer::{PeerError, PeerEvent};
+use crate::peer::PeerEvent;
 use crate::picker::{PeerKey, PickHint, Picker};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
@@ -663,7 +665,7 @@ pub(super) fn on_peer_event(
     now: Instant,
     conn: ConnId,
     ev: PeerEvent,
-) -> Result<(), Option<PeerError>> {
+) -> Result<(), CloseReason> {
     match ev {
         PeerEvent::Handshake {
             info_hash, peer_id, ..
@@ -671,10 +673,12 @@ pub(super) fn on_peer_event(
             let tid = match s.conn_mut(conn).and_then(|c| c.torrent) {
                 Some(t) => t,
                 None => {
-                    let t = s.torrent_by_hash(&info_hash).ok_or(None)?;
-                    let c = s.conn_mut(conn).ok_or(None)?;
+                    let t = s
+                        .torrent_by_hash(&info_hash)
+                        .ok_or(CloseReason::UnknownTorrent)?;
+                    let c = s.conn_mut(conn).ok_or(CloseReason::TorrentStopped)?;
                     c.torrent = Some(t);
-                    c.peer.accept(now, info_hash).map_err(Some)?;
+                    c.peer.accept(now, info_hash)?;
                     t
                 }
             };
@@ -682,13 +686,16 @@ pub(super) fn on_peer_event(
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let banned = s.conn_banned(conn);
-            let (_, t, _) = s.split(conn).ok_or(None)?;
-            if banned || t.paused || t.state == TorrentState::Checking {
-                return Err(None);
+            let (_, t, _) = s.split(conn).ok_or(CloseReason::TorrentStopped)?;
+            if banned {
+                return Err(CloseReason::Banned);
+            }
+            if t.paused || t.state == TorrentState::Checking {
+                return Err(CloseReason::TorrentStopped);
             }
             // Duplicates, and the caps per address and per torrent.
-            s.admit(now, conn, tid, peer_id).map_err(Some)?;
-            let (c, t, _) = s.split(conn).ok_or(None)?;
+            s.admit(now, conn, tid, peer_id)?;
+            let (c, t, _) = s.split(conn).ok_or(CloseReason::TorrentStopped)?;
             if c.peer.extensions() {
                 let ours = OurExtensions {
                     // BEP 27: a private torrent's metadata is not handed out.
@@ -707,7 +714,7 @@ pub(super) fn on_peer_event(
             }
             match t.meta.as_ref() {
                 Some(m) => {
-                    c.peer.set_geometry(m.geometry).map_err(Some)?;
+                    c.peer.set_geometry(m.geometry)?;
                     c.peer.send_have_set(&m.have);
                 }
                 None => c.peer.send_have_set(&Bitfield::new(0)),
@@ -724,7 +731,7 @@ pub(super) fn on_peer_event(
                 .split(conn)
                 .is_some_and(|(c, t, _)| t.is_complete() && c.peer.is_seed());
             if both_seeds {
-                return Err(None);
+                return Err(CloseReason::BothSeeds);
             }
         }
         PeerEvent::Have(piece) => {
@@ -794,7 +801,7 @@ fn on_extended(
     conn: ConnId,
     id: u8,
     payload: &[u8],
-) -> Result<(), Option<PeerError>> {
+) -> Result<(), CloseReason> {
     let ext_config = ExtConfig::default();
     let Some((c, t, _)) = s.split(conn) else {
         return Ok(());
@@ -845,7 +852,7 @@ fn on_extended(
     }
     let msg = match MetadataMsg::parse(payload) {
         Ok(m) => m,
-        Err(e) if e.is_peer_fault() => return Err(None),
+        Err(e) if e.is_peer_fault() => return Err(CloseReason::BadMetadata),
         Err(_) => return Ok(()),
     };
     let Some(their_id) = c.their_ut_metadata else {
@@ -921,7 +928,7 @@ fn on_extended(
                         t.meta_fetch.progress(now);
                     }
                 }
-                Err(e) if e.is_peer_fault() => return Err(None),
+                Err(e) if e.is_peer_fault() => return Err(CloseReason::BadMetadata),
                 Err(_) => {}
             }
             request_metadata(s, now, conn);

@@ -1615,31 +1615,7 @@ fn hash20(b: &[u8]) -> Option<InfoHash> {
 /// Decodes a percent-encoded query value into `out`; `None` on a bad escape or when
 /// it does not fit. `+` is kept as is (clients escape it; BEP 3 values are bytes).
 fn pct_decode<'o>(v: &[u8], out: &'o mut [u8]) -> Option<&'o [u8]> {
-    let mut n = 0;
-    let mut i = 0;
-    while i < v.len() {
-        let b = if v[i] == b'%' {
-            let h = hex_val(*v.get(i + 1)?)?;
-            let l = hex_val(*v.get(i + 2)?)?;
-            i += 3;
-            (h << 4) | l
-        } else {
-            i += 1;
-            v[i - 1]
-        };
-        *out.get_mut(n)? = b;
-        n += 1;
-    }
-    Some(&out[..n])
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::magnet::decode_into(v, out).ok()
 }
 
 /// The `key=value` pairs of a query string (values still percent-encoded).
@@ -2791,6 +2767,132 @@ mod tests {
         assert!(!check_sync_auth(b"key", 1235, &tok));
         assert!(!check_sync_auth(b"other", 1234, &tok));
         assert!(!check_sync_auth(b"key", 1234, &tok[..39]));
+    }
+
+    /// SHA-1's Merkle-Damgard padding of a message of `len` bytes.
+    fn md_pad(len: usize) -> Vec<u8> {
+        let mut p = vec![0x80u8];
+        while (len + p.len()) % 64 != 56 {
+            p.push(0);
+        }
+        p.extend_from_slice(&((len as u64) * 8).to_be_bytes());
+        p
+    }
+
+    /// SHA-1 resumed from the digest of a padded message of `prior` bytes, over `ext`:
+    /// what a length-extension attacker computes without the key.
+    fn sha1_extend(digest: [u8; 20], prior: usize, ext: &[u8]) -> [u8; 20] {
+        let mut h: [u32; 5] = core::array::from_fn(|i| {
+            u32::from_be_bytes([
+                digest[4 * i],
+                digest[4 * i + 1],
+                digest[4 * i + 2],
+                digest[4 * i + 3],
+            ])
+        });
+        let mut data = ext.to_vec();
+        data.extend(md_pad(prior + ext.len()));
+        for block in data.chunks(64) {
+            let mut w = [0u32; 80];
+            for i in 0..16 {
+                w[i] = u32::from_be_bytes([
+                    block[4 * i],
+                    block[4 * i + 1],
+                    block[4 * i + 2],
+                    block[4 * i + 3],
+                ]);
+            }
+            for i in 16..80 {
+                w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+            }
+            let [mut a, mut b, mut c, mut d, mut e] = h;
+            for (i, wi) in w.iter().enumerate() {
+                let (f, k) = match i {
+                    0..=19 => ((b & c) | (!b & d), 0x5a82_7999),
+                    20..=39 => (b ^ c ^ d, 0x6ed9_eba1),
+                    40..=59 => ((b & c) | (b & d) | (c & d), 0x8f1b_bcdc),
+                    _ => (b ^ c ^ d, 0xca62_c1d6_u32),
+                };
+                let t = a
+                    .rotate_left(5)
+                    .wrapping_add(f)
+                    .wrapping_add(e)
+                    .wrapping_add(k)
+                    .wrapping_add(*wi);
+                (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
+            }
+            for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+                *x = x.wrapping_add(y);
+            }
+        }
+        let mut out = [0u8; 20];
+        for (i, x) in h.iter().enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&x.to_be_bytes());
+        }
+        out
+    }
+
+    /// A batch with `mac` over `payload`, as [`encode_sync`] frames it.
+    fn framed_batch(mac: &[u8; 20], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = Encoder::new(&mut out);
+        let _ = e.dict();
+        let _ = e.key_bytes(b"mac", mac);
+        let _ = e.key_bytes(b"payload", payload);
+        let _ = e.end();
+        out
+    }
+
+    /// Length extension: from one batch seen on the wire, an outsider appends entries
+    /// of its own and computes their MAC without the key. That signs under
+    /// `sha1(key || payload)`; under HMAC the forged batch is refused.
+    #[test]
+    fn sync_batches_cannot_be_extended() {
+        let key = b"shared sync key";
+        let cfg = ServerConfig {
+            sync: true,
+            ..ServerConfig::default()
+        };
+        let mut a = Tracker::new(cfg.clone(), SECRET);
+        let mut rng = Rng::new(3);
+        a.announce(t(0), &ann(1, 5, None), LO, &mut rng).expect("a");
+        let mut q = Vec::new();
+        a.drain_sync(&mut q, 100);
+        let mut msg = Vec::new();
+        encode_sync(&q, key, &mut msg);
+        let mut tokens = Vec::new();
+        let doc = bencode::decode_vec(&msg, &mut tokens, &Limits::default()).expect("a batch");
+        let root = doc.root().as_dict().expect("a dictionary");
+        let seen_mac: [u8; 20] = root
+            .get_bytes(b"mac")
+            .and_then(|m| m.try_into().ok())
+            .expect("a MAC");
+        let payload = root.get_bytes(b"payload").expect("a payload").to_vec();
+
+        // The attacker's extension: padding as glue, then bytes of its choice.
+        let prior = key.len() + payload.len();
+        let glue = md_pad(prior);
+        let ext = b"1:xd1:a6:\x7f\0\0\x01\x1a\xe1ee";
+        let forged_payload = [&payload[..], &glue, ext].concat();
+
+        // The attack is real against the old scheme.
+        let old_mac = sha1(&[&key[..], &payload].concat());
+        assert_eq!(
+            sha1_extend(old_mac, prior + glue.len(), ext),
+            sha1(&[&key[..], &forged_payload].concat()),
+            "sha1(key || payload) is open to length extension"
+        );
+
+        // Under HMAC the same computation gives no valid MAC.
+        let forged_mac = sha1_extend(seen_mac, prior + glue.len(), ext);
+        assert_ne!(forged_mac, sync_mac(key, &forged_payload));
+        let mut b = Tracker::new(cfg, SECRET);
+        assert_eq!(
+            b.apply_sync(t(0), &framed_batch(&forged_mac, &forged_payload), key),
+            Err(StateError::BadMac)
+        );
+        assert_eq!(b.swarm_count(), 0);
+        assert_eq!(b.apply_sync(t(0), &msg, key), Ok(1));
     }
 
     #[test]

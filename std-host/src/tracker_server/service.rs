@@ -68,6 +68,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 use btcore_core::ids::InfoHash;
+use btcore_core::magnet::decode_into;
 use btcore_core::rng::Rng;
 use btcore_core::time::{Duration, Instant};
 use btcore_core::tracker::server::{check_sync_auth, decode_id20, query_pairs, Tracker};
@@ -1036,7 +1037,10 @@ impl App {
         };
         query_pairs(query)
             .filter(|(k, _)| *k == b"key")
-            .any(|(_, v)| ct_eq(&pct_decode_lossy(v), admin.as_bytes()))
+            .any(|(_, v)| {
+                let mut buf = vec![0; v.len()];
+                decode_into(v, &mut buf).is_ok_and(|k| ct_eq(k, admin.as_bytes()))
+            })
     }
 
     fn register(&mut self, query: &[u8]) -> (u16, &'static str) {
@@ -1139,27 +1143,6 @@ impl App {
         s.push_str("</body></html>\n");
         s
     }
-}
-
-fn pct_decode_lossy(v: &[u8]) -> Vec<u8> {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                v.get(i + 1).copied().and_then(hex),
-                v.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(v[i]);
-        i += 1;
-    }
-    out
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -8,12 +8,10 @@
 //! of them does not use would warn as dead code there.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::fs;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -83,23 +81,7 @@ pub fn require(tools: &[Tool], install: &str) -> bool {
 
 // ------------------------------------------------------------------ ports
 
-/// A port free for TCP and UDP on 127.0.0.1, never handed out twice in this process.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let given = given.get_or_insert_with(HashSet::new);
-    for _ in 0..200 {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = t.local_addr().expect("local addr").port();
-        if !given.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
-}
+pub use btcore_tests::free_port;
 
 pub fn local(port: u16) -> String {
     format!("127.0.0.1:{port}")

@@ -1,0 +1,122 @@
+//! The host's one door to two things of the operating system that have one right way
+//! to be used: randomness and the durable replacement of a file.
+//!
+//! - [`random_fill`] (and [`random_u64`], [`random_array`]) reads the OS's random
+//!   source through `getrandom` (the `getrandom(2)` call, or `/dev/urandom` where the
+//!   kernel is older). Every secret and seed of the host comes from here: MSE keys, the
+//!   DHT's node id and token key, the tracker server's connection-id key and peer
+//!   selection, the LSD cookie, the session's and tracker client's seeds.
+//! - [`write_atomic`] replaces a file so that a crash or power cut at any moment leaves
+//!   either the old or the new contents, never a mix or an empty file: resume files,
+//!   the DHT routing table and the tracker server's state all go through it.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Fills `buf` with random bytes from the OS.
+///
+/// Should the OS have none to give (no `getrandom(2)` and no readable `/dev/urandom`,
+/// as in a bare chroot), the bytes are SHA-1 of the clock, the process id, a counter
+/// and a stack address: enough to tell two processes apart, not a secret. That case is
+/// logged once per call.
+pub fn random_fill(buf: &mut [u8]) {
+    if buf.is_empty() || getrandom::getrandom(buf).is_ok() {
+        return;
+    }
+    log::warn!("no randomness from the OS: seeding from the clock and the process id");
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for chunk in buf.chunks_mut(20) {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let seed = format!("{nanos} {} {n} {:p}", std::process::id(), &n);
+        let h = btcore_core::hash::sha1(seed.as_bytes());
+        chunk.copy_from_slice(&h[..chunk.len()]);
+    }
+}
+
+/// `N` random bytes from the OS (see [`random_fill`]).
+pub fn random_array<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    random_fill(&mut b);
+    b
+}
+
+/// A random `u64` from the OS (see [`random_fill`]), for seeding the core's generators.
+pub fn random_u64() -> u64 {
+    u64::from_le_bytes(random_array())
+}
+
+/// Replaces `path` with `data` atomically and durably: the bytes go to `path.tmp` in the
+/// same directory, which is `fsync`ed, renamed over `path`, and then the directory is
+/// `fsync`ed so the rename itself survives a power cut. On failure the temporary file
+/// is removed and `path` is left as it was. One writer per `path` at a time (the
+/// temporary name is fixed).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// The temporary file [`write_atomic`] writes `path` through: `path` with `.tmp`
+/// appended.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_differ() {
+        let a: [u8; 32] = random_array();
+        let b: [u8; 32] = random_array();
+        assert_ne!(a, b);
+        assert_ne!(random_u64(), random_u64());
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("btcore-os-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("state");
+        write_atomic(&path, b"old").expect("first");
+        write_atomic(&path, b"new contents").expect("second");
+        assert_eq!(fs::read(&path).expect("read"), b"new contents");
+        assert!(!tmp_path(&path).exists());
+        // A failed write leaves the old file alone and no temporary behind.
+        let missing = dir.join("no-such-dir").join("state");
+        assert!(write_atomic(&missing, b"x").is_err());
+        assert!(!tmp_path(&missing).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
