@@ -149,7 +149,7 @@ fn btcore_bin() -> PathBuf {
                     "build",
                     "--offline",
                     "-p",
-                    "btcore-host",
+                    "btcore-cli",
                     "--bin",
                     "btcore",
                     "--target-dir",

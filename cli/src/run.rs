@@ -1,8 +1,8 @@
 //! The long-running commands: download, seed, create, demo.
 
+use crate::display::{self, Mode};
 use btcore_core::session::{Event, TorrentState};
 use btcore_host::client::{Client, ClientOptions, TorrentView, DEFAULT_DISK_THREADS};
-use btcore_host::display::{self, Mode};
 use btcore_host::read_torrent_file;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -286,7 +286,7 @@ pub fn create(
                 &btcore_core::metainfo::Limits::default(),
             ) {
                 outln!("{}", output.display());
-                outln!("{}", btcore_host::info::magnet_of(&m));
+                outln!("{}", crate::info::magnet_of(&m));
             }
             ExitCode::SUCCESS
         }
@@ -582,7 +582,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         }
     }
     outln!("{}", out.display());
-    outln!("{}", btcore_host::info::magnet_of(&m));
+    outln!("{}", crate::info::magnet_of(&m));
     let dir = a
         .path
         .canonicalize()

@@ -1,4 +1,6 @@
-//! The `btcore` command.
+//! The `btcore` command: argument parsing (`clap`), the progress display and the
+//! subcommands, on top of the library `btcore-host` (which links no command-line
+//! parser, logger backend or signal handler, so libbtcore does not either).
 //!
 //! Exit codes: 0 success; 2 bad command line; 3 the input (torrent file or magnet link)
 //! is invalid; 4 a file or socket error (unreadable file, port in use, disk full);
@@ -6,8 +8,8 @@
 
 use btcore_core::magnet::Magnet;
 use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_host::display::Mode;
-use btcore_host::{info, read_torrent_file};
+use btcore_host::read_torrent_file;
+use display::Mode;
 
 /// `println!` for the command's output (see [`write_stdout`]).
 macro_rules! outln {
@@ -23,6 +25,8 @@ macro_rules! out {
     };
 }
 
+mod display;
+mod info;
 mod run;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
