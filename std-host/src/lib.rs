@@ -19,15 +19,25 @@
 
 pub mod client;
 pub mod create;
+#[cfg(feature = "dht")]
+pub mod dht;
+#[cfg(not(feature = "dht"))]
+#[path = "without/dht.rs"]
 pub mod dht;
 pub mod disk;
 pub mod encryption;
 pub mod hash;
+#[cfg(feature = "lsd")]
+pub mod lsd;
+#[cfg(not(feature = "lsd"))]
+#[path = "without/lsd.rs"]
 pub mod lsd;
 pub mod resume;
 pub mod storage;
 pub mod tracker;
+#[cfg(feature = "tracker-server")]
 pub mod tracker_server;
+#[cfg(feature = "tracker-server")]
 mod udp_batch;
 
 use std::path::Path;
