@@ -246,7 +246,7 @@ def main():
     if "btcore-b" in clients and not args.btcore_b:
         raise SystemExit("--only btcore-b needs --btcore-b PATH")
     if not os.path.exists(args.btcore):
-        subprocess.check_call(["cargo", "build", "--release", "-p", "btcore-host"], cwd=ROOT)
+        subprocess.check_call(["cargo", "build", "--release", "-p", "btcore-cli"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="btcore-bench-")
     try:
         seed_dir = os.path.join(work, "seed")

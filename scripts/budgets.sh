@@ -68,7 +68,7 @@ declare -A CMD LIB
 for t in host $CROSS; do
     step "build for $t: btcore (release-small), libbtcore (release)"
     # shellcheck disable=SC2046
-    cargo build --locked --profile release-small $(target_args "$t") -p btcore-host >&2
+    cargo build --locked --profile release-small $(target_args "$t") -p btcore-cli >&2
     CMD[$t]=$(stripped_size "$(dir_of "$t" release-small)/btcore" "$t")
     # shellcheck disable=SC2046
     if cargo build --locked --release $(target_args "$t") -p btcore-ffi >/dev/null 2>&1 &&

@@ -8,16 +8,16 @@
 # 3. the unit tests of btcore-core and btcore-host and the integration tests that make
 #    sense under emulation (storage, create, large_offsets) for both targets, run by
 #    qemu-user through the cargo runner of .cargo/config.toml. Not run there: the
-#    interop tests (they need x86 real clients) and tests/cli.rs (it spawns the btcore
+#    interop tests (they need x86 real clients) and cli/tests/cli.rs (it spawns the btcore
 #    binary, which qemu-user cannot exec without binfmt_misc);
-# 4. the cross-architecture download (std-host/tests/cross_arch.rs): a native btcore
+# 4. the cross-architecture download (cli/tests/cross_arch.rs): a native btcore
 #    seeds, the armv7 btcore downloads under qemu-arm on 127.0.0.1, and back;
 # 5. the C example cross-compiled against the armv7 libbtcore.a and run under qemu-arm
 #    against a native seeder (only when examples/c/download.c exists and the ffi builds);
 # 6. the bare-metal example (examples/embedded) for thumbv7em-none-eabihf, run on qemu's
 #    Cortex-M4 board (MPS2 AN386) with semihosting when qemu-system-arm is present;
 # 7. the size budget: the armv7 command in the release-small profile, stripped, under
-#    2 MiB.
+#    2 MiB with the default features (the size with none is printed too).
 # CARGO_TARGET_DIR is honoured (default: target/). CROSS_REQUIRE_FFI=1 makes a failing
 # ffi build an error instead of a warning. CROSS_TARGETS overrides the ARM targets.
 set -euo pipefail
@@ -70,7 +70,7 @@ declare -A FFI_OK
 for t in $TARGETS; do
     step "release build for $t: btcore, libbtcore"
     # --keep-going: the command is built even while the ffi does not link yet.
-    if cargo build --release --locked --keep-going --target "$t" -p btcore-host -p btcore-ffi; then
+    if cargo build --release --locked --keep-going --target "$t" -p btcore-cli -p btcore-ffi; then
         FFI_OK[$t]=1
     else
         FFI_OK[$t]=0
@@ -99,12 +99,13 @@ for t in $TARGETS; do
         done
     fi
     cargo test --locked --target "$t" -p btcore-core -p btcore-host \
-        --lib --test storage --test create --test large_offsets -- "${skips[@]}"
+        --lib --test storage --test create -- "${skips[@]}"
+    cargo test --locked --target "$t" -p btcore-cli --test large_offsets -- "${skips[@]}"
 done
 
 step "cross-architecture download (native seed <-> armv7 download under qemu-arm)"
 if [[ " $TARGETS " == *" armv7-unknown-linux-gnueabihf "* ]]; then
-    BTCORE_CROSS=1 cargo test --locked -p btcore-host --test cross_arch -- --nocapture
+    BTCORE_CROSS=1 cargo test --locked -p btcore-cli --test cross_arch -- --nocapture
 else
     echo "skipped: armv7-unknown-linux-gnueabihf is not in CROSS_TARGETS"
 fi
@@ -126,7 +127,7 @@ if [ -f examples/c/download.c ] && [ "${FFI_OK[$T]:-0}" = 1 ] && [ -f "$LIB" ]; 
     head -c $((6 * 1024 * 1024 + 333)) /dev/urandom >"$W/seed/cdata/blob.bin"
     head -c 10007 /dev/urandom >"$W/seed/cdata/note.txt"
     NATIVE="$TARGET_DIR/debug/btcore" # built by the cross_arch test above
-    [ -x "$NATIVE" ] || cargo build --locked -q -p btcore-host
+    [ -x "$NATIVE" ] || cargo build --locked -q -p btcore-cli
     "$NATIVE" create "$W/seed/cdata" --piece-kib 256 -o "$W/c.torrent" >/dev/null
     PORT=$((20000 + RANDOM % 20000))
     "$NATIVE" seed "$W/c.torrent" "$W/seed" --bind 127.0.0.1 --port "$PORT" \
@@ -159,11 +160,18 @@ step "bare metal: examples/embedded for thumbv7em-none-eabihf"
 
 if [[ " $TARGETS " == *" armv7-unknown-linux-gnueabihf "* ]]; then
     step "size budget: the armv7 command, profile release-small, stripped, < 2 MiB"
-    cargo build --profile release-small --locked --target armv7-unknown-linux-gnueabihf -p btcore-host
     SMALL="$TARGET_DIR/armv7-unknown-linux-gnueabihf/release-small/btcore"
+    # The minimal build (no https, tracker server, DHT or LSD), for the record.
+    cargo build --profile release-small --locked --target armv7-unknown-linux-gnueabihf \
+        -p btcore-cli --no-default-features
+    arm-linux-gnueabihf-strip -o "$SMALL.stripped" "$SMALL"
+    MIN=$(stat -c %s "$SMALL.stripped")
+    # The default build (every feature): the one the budget is for.
+    cargo build --profile release-small --locked --target armv7-unknown-linux-gnueabihf -p btcore-cli
     arm-linux-gnueabihf-strip -o "$SMALL.stripped" "$SMALL"
     SIZE=$(stat -c %s "$SMALL.stripped")
-    echo "armv7 btcore (release-small, stripped): $SIZE bytes (budget 2097152)"
+    echo "armv7 btcore (release-small, stripped): $SIZE bytes (budget 2097152);" \
+        "with --no-default-features: $MIN bytes"
     [ "$SIZE" -lt 2097152 ] || { echo "over the 2 MiB budget"; exit 1; }
 fi
 

@@ -50,6 +50,12 @@ cargo fmt --all -- --check
 step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the command with each optional part left out (features), warnings denied"
+cargo clippy -p btcore-cli --no-default-features --locked -- -D warnings
+for f in https tracker-server dht lsd; do
+    cargo clippy -p btcore-cli --no-default-features --features "$f" --locked -- -D warnings
+done
+
 step "core for thumbv7em-none-eabihf, no allocator"
 cargo build -p btcore-core --no-default-features --target thumbv7em-none-eabihf --locked
 step "core for thumbv7em-none-eabihf, with alloc"

@@ -165,11 +165,6 @@ impl Choker {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ChokerConfig {
-        &self.config
-    }
-
     /// Key of the peer holding the optimistic slot, if any.
     pub fn optimistic(&self) -> Option<u32> {
         self.optimistic.map(|(key, _)| key)

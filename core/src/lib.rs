@@ -1,11 +1,13 @@
 //! btcore-core: the `#![no_std]`, sans-IO heart of btcore.
 //!
-//! Nothing in this crate opens a socket or a file, reads a clock or spawns a thread:
-//! bytes come in as arguments and results go out into caller-provided buffers.
+//! Nothing in this crate opens a socket or a file, reads a clock, draws randomness of
+//! its own or spawns a thread: bytes, `now` and the results of disk work come in as
+//! arguments; what to send, write, read, verify or announce goes out as data.
 //!
 //! Layers, bottom up:
-//! - [`ids`]: validated identifiers (info-hash, peer id, piece index) and the one
-//!   [`ids::Geometry`] type that knows piece and block lengths.
+//! - [`ids`], [`time`], [`rng`]: validated identifiers (info-hash, peer id, piece index)
+//!   and the one [`ids::Geometry`] type that knows piece and block lengths; the core's
+//!   own `Instant`/`Duration`; a seeded generator (the host seeds it).
 //! - [`hash`]: a small SHA-1 trait so that a host can plug in a faster implementation.
 //! - [`bencode`]: a `nom`-based decoder into a flat token table (no allocator), keeping
 //!   the raw byte span of every value, and an encoder into any `embedded_io::Write`.
@@ -16,9 +18,23 @@
 //! - [`ext`]: BEP 10 extension handshake and BEP 9 metadata exchange.
 //! - [`mse`]: message stream encryption (MSE/PE): the DH + RC4 handshake and filter,
 //!   and the policy (`Encryption`, the per-connection `Link`): sniffing, fallback, redial.
-//! - [`pex`]: BEP 11 peer exchange messages.
+//! - [`pex`]: BEP 11 peer exchange messages; [`lsd`]: BEP 14 local service discovery.
 //! - [`picker`]: which block to request next: availability, rarest-first, endgame.
-//! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs and BEP 12 tiers.
+//! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs, BEP 12 tiers and the tracker
+//!   server's logic.
+//! - [`dht`]: BEP 5: the KRPC codec, routing table, lookups and peer store.
+//! - `bitfield`, `peer` and `session` (with `alloc`): piece sets, one connection's
+//!   state, and the session that drives torrents, peers, picker and choker through the
+//!   `Action`/`handle_*`/`Event` contract (`ARCHITECTURE.md`).
+//!
+//! The choker and the address grouping shared by the session and the DHT are
+//! internal; [`ChokerConfig`] is re-exported for `SessionConfig::choker`.
+//!
+//! # Features
+//!
+//! - `alloc` (default): the session, DHT node, tracker server and metadata assembler.
+//! - `fuzzing`: entry points for the fuzz targets and audits of internal consistency;
+//!   not part of the API.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -33,7 +49,8 @@ pub const PEER_ID_PREFIX: &[u8; 8] = b"-BQ0100-";
 pub mod bencode;
 #[cfg(feature = "alloc")]
 pub mod bitfield;
-pub mod choker;
+#[cfg(feature = "alloc")]
+mod choker;
 pub mod dht;
 pub mod ext;
 pub mod hash;
@@ -54,3 +71,6 @@ pub mod session;
 pub mod time;
 pub mod tracker;
 pub mod wire;
+
+#[cfg(feature = "alloc")]
+pub use choker::ChokerConfig;

@@ -361,6 +361,7 @@ pub fn make_cookie(random: u64) -> [u8; 16] {
 }
 
 /// For fuzzing: parses and walks a datagram; never panics.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_parse(data: &[u8]) -> usize {
     match parse(data) {
         Ok(a) => a.infohashes().count() + usize::from(a.port()),

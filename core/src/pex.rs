@@ -170,6 +170,7 @@ pub fn write_pex<W: embedded_io::Write>(
 }
 
 /// For fuzzing: parses and walks a payload; never panics.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_parse(data: &[u8]) -> usize {
     match PexMessage::parse(data) {
         Ok(m) => m.added().count() + m.dropped().count(),

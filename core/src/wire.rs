@@ -44,7 +44,7 @@
 //! Every [`WireError`] means the peer sent something invalid; the usual reaction is to
 //! close the connection. Nothing in this module panics on any input: [`decode`] called
 //! in a loop over arbitrary bytes always terminates with a message, `Partial` or an
-//! error ([`fuzz_decode`] is an entry point for a fuzz target).
+//! error (`fuzz_decode`, with the `fuzzing` feature, is an entry point for a fuzz target).
 //!
 //! [BEP 3]: https://www.bittorrent.org/beps/bep_0003.html
 //! [BEP 5]: https://www.bittorrent.org/beps/bep_0005.html
@@ -907,6 +907,7 @@ impl core::iter::FusedIterator for Frames<'_> {}
 /// Returns `false` if that invariant fails (a codec bug); a fuzz target asserts it.
 /// It must never panic. Uses only the stack (a 64-byte scratch buffer; longer
 /// messages are checked by length only).
+#[cfg(any(test, feature = "fuzzing"))]
 #[must_use]
 pub fn fuzz_decode(data: &[u8]) -> bool {
     let mut stream = data;

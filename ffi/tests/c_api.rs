@@ -142,7 +142,7 @@ fn btcore_bin() -> PathBuf {
                     "build",
                     "--offline",
                     "-p",
-                    "btcore-host",
+                    "btcore-cli",
                     "--bin",
                     "btcore",
                     "--target-dir",

@@ -1,23 +1,44 @@
-//! btcore-host: the std driver of btcore.
+//! btcore-host: btcore's std host, the part that does what the core decides.
 //!
-//! Today it holds what the `btcore` command needs to read torrents and magnet links
-//! and a faster SHA-1 for verification; the event loop, transports, storage and
-//! tracker clients land here as the engine grows (see `ARCHITECTURE.md`).
+//! The core (`btcore-core`) is sans-IO: it says what to send, write, read, verify and
+//! announce. This crate carries it out with sockets, files, threads and the clock:
+//!
+//! - [`client`]: the event loop (`Client`), one `mio` poll for every peer of every
+//!   torrent, with the disk workers ([`disk`]), each torrent's [`storage`], the resume
+//!   files ([`resume`]) and protocol encryption on the sockets ([`encryption`]);
+//! - [`tracker`]: the tracker client (HTTP, HTTPS with the `https` feature, UDP);
+//! - `dht` (feature `dht`) and `lsd` (feature `lsd`): the DHT node's and Local Service
+//!   Discovery's sockets;
+//! - `tracker_server` (feature `tracker-server`): the tracker `btcore tracker` runs;
+//! - [`create`]: making `.torrent` files; [`hash`]: the SHA-1 used for verification.
+//!
+//! The `btcore` command (argument parsing, progress display, subcommands) is the
+//! `btcore-cli` crate, and the C ABI (libbtcore) is `btcore-ffi`; both are built on
+//! this crate, which links neither a command-line parser nor a logger backend.
+//! `ARCHITECTURE.md` describes the layers.
 
 pub mod client;
 pub mod create;
+#[cfg(feature = "dht")]
+pub mod dht;
+#[cfg(not(feature = "dht"))]
+#[path = "without/dht.rs"]
 pub mod dht;
 pub mod disk;
-pub mod display;
 pub mod encryption;
 pub mod hash;
-pub mod info;
+#[cfg(feature = "lsd")]
+pub mod lsd;
+#[cfg(not(feature = "lsd"))]
+#[path = "without/lsd.rs"]
 pub mod lsd;
 pub mod os;
 pub mod resume;
 pub mod storage;
 pub mod tracker;
+#[cfg(feature = "tracker-server")]
 pub mod tracker_server;
+#[cfg(feature = "tracker-server")]
 mod udp_batch;
 
 use std::path::Path;

@@ -1439,7 +1439,35 @@ impl ureq::unversioned::resolver::Resolver for PinnedResolver {
 #[derive(Debug, Default)]
 struct GuardedConnector {
     inner: ureq::unversioned::transport::DefaultConnector,
+    #[cfg(feature = "https")]
     tls: ureq::unversioned::transport::RustlsConnector,
+}
+
+impl GuardedConnector {
+    /// TLS through `tunnel` for an `https://` URL (the tunnel as it is for `http://`).
+    #[cfg(feature = "https")]
+    fn through(
+        &self,
+        details: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        tunnel: Box<dyn ureq::unversioned::transport::Transport>,
+    ) -> Result<Option<Box<dyn ureq::unversioned::transport::Transport>>, ureq::Error> {
+        use ureq::unversioned::transport::Connector;
+        Ok(self
+            .tls
+            .connect(details, Some(tunnel))?
+            .map(|t| Box::new(t) as Box<dyn ureq::unversioned::transport::Transport>))
+    }
+
+    /// Without the `https` feature the tunnel as it is: `ureq` refuses to send an
+    /// `https://` request over it (`TlsRequired`).
+    #[cfg(not(feature = "https"))]
+    fn through(
+        &self,
+        _details: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        tunnel: Box<dyn ureq::unversioned::transport::Transport>,
+    ) -> Result<Option<Box<dyn ureq::unversioned::transport::Transport>>, ureq::Error> {
+        Ok(Some(tunnel))
+    }
 }
 
 impl ureq::unversioned::transport::Connector<()> for GuardedConnector {
@@ -1491,12 +1519,7 @@ impl ureq::unversioned::transport::Connector<()> for GuardedConnector {
                 register_shutdown: details.register_shutdown.clone(),
             };
             match self.inner.connect(&hop, None) {
-                Ok(Some(tunnel)) => {
-                    return Ok(self
-                        .tls
-                        .connect(details, Some(tunnel))?
-                        .map(|t| Box::new(t) as Self::Out));
-                }
+                Ok(Some(tunnel)) => return self.through(details, tunnel),
                 Ok(None) => last = Some(ureq::Error::ConnectionFailed),
                 Err(e) => last = Some(e),
             }

@@ -641,7 +641,7 @@ impl Tracker {
     /// peers and swarms, the empty swarms first in line for eviction, where busy
     /// groups are listed) and tells what disagrees, if anything. Costs O(peers): for
     /// tests and fuzzing.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn audit(&self) -> Result<(), &'static str> {
         let key = &self.index_key;
         let mut peers = 0;

@@ -217,11 +217,13 @@ impl Groups {
     }
 
     /// Every group's `(peers, swarms)`, for audits.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(super) fn each(&self) -> impl Iterator<Item = (u64, u32, u32)> + '_ {
         self.counts.iter().map(|c| (c.key, c.peers, c.swarms))
     }
 
     /// Whether the orders and the heavy table agree (for audits).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(super) fn consistent(&self) -> bool {
         self.heavy.len() == self.by_peers.len()
             && self.heavy.len() == self.by_swarms.len()
@@ -235,6 +237,7 @@ impl Groups {
 
     /// Every listed place of every heavy group: an address of the group and a swarm
     /// (for audits).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(super) fn places(&self) -> impl Iterator<Item = (&super::swarm::Key, &InfoHash)> + '_ {
         self.heavy
             .iter()

@@ -1,8 +1,8 @@
 //! The long-running commands: download, seed, create, demo.
 
+use crate::display::{self, Mode};
 use btcore_core::session::{Event, TorrentState};
 use btcore_host::client::{Client, ClientOptions, TorrentView, DEFAULT_DISK_THREADS};
-use btcore_host::display::{self, Mode};
 use btcore_host::read_torrent_file;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -286,7 +286,7 @@ pub fn create(
                 &btcore_core::metainfo::Limits::default(),
             ) {
                 outln!("{}", output.display());
-                outln!("{}", btcore_host::info::magnet_of(&m));
+                outln!("{}", crate::info::magnet_of(&m));
             }
             ExitCode::SUCCESS
         }
@@ -437,6 +437,7 @@ pub fn demo(leechers: usize, size_mib: u64, mode: Option<Mode>) -> ExitCode {
     }
 }
 
+#[cfg(feature = "tracker-server")]
 /// Options of `btcore tracker`.
 pub struct TrackerArgs {
     pub http: Option<SocketAddr>,
@@ -455,10 +456,12 @@ pub struct TrackerArgs {
     pub max_connections_per_ip: usize,
 }
 
+#[cfg(any(feature = "tracker-server", feature = "dht"))]
 fn parse_hash(s: &str) -> Option<btcore_core::ids::InfoHash> {
     btcore_core::ids::InfoHash::from_btih(s.trim().as_bytes())
 }
 
+#[cfg(feature = "tracker-server")]
 pub fn tracker(a: TrackerArgs) -> ExitCode {
     use btcore_host::tracker_server::{run, TrackerOptions};
     let mut register = Vec::new();
@@ -528,6 +531,7 @@ pub fn tracker(a: TrackerArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "tracker-server")]
 /// Options of `btcore share`.
 pub struct ShareArgs {
     pub path: PathBuf,
@@ -539,6 +543,7 @@ pub struct ShareArgs {
     pub mode: Option<Mode>,
 }
 
+#[cfg(feature = "tracker-server")]
 pub fn share(a: ShareArgs) -> ExitCode {
     use btcore_host::create::{create_torrent, CreateOptions};
     let opts = CreateOptions {
@@ -582,7 +587,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         }
     }
     outln!("{}", out.display());
-    outln!("{}", btcore_host::info::magnet_of(&m));
+    outln!("{}", crate::info::magnet_of(&m));
     let dir = a
         .path
         .canonicalize()
@@ -604,13 +609,14 @@ pub fn share(a: ShareArgs) -> ExitCode {
         state_dir: None,
         timeout: None,
         mode: a.mode,
-        dht: Some(btcore_host::dht::DhtOptions::default()),
+        dht: cfg!(feature = "dht").then(btcore_host::dht::DhtOptions::default),
         lsd: false,
         encryption: btcore_host::encryption::Encryption::default(),
     };
     seed(&out, &o)
 }
 
+#[cfg(feature = "tracker-server")]
 pub fn scrape(torrents: &[String], tracker: Option<String>, timeout: Duration) -> ExitCode {
     use btcore_host::tracker_server::{scrape, ScrapeOptions};
     let mut code = ExitCode::SUCCESS;
@@ -668,6 +674,7 @@ pub fn scrape(torrents: &[String], tracker: Option<String>, timeout: Duration) -
     code
 }
 
+#[cfg(feature = "dht")]
 pub fn dht(
     bind: SocketAddr,
     opts: btcore_host::dht::DhtOptions,

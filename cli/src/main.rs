@@ -1,4 +1,6 @@
-//! The `btcore` command.
+//! The `btcore` command: argument parsing (`clap`), the progress display and the
+//! subcommands, on top of the library `btcore-host` (which links no command-line
+//! parser, logger backend or signal handler, so libbtcore does not either).
 //!
 //! Exit codes: 0 success; 2 bad command line; 3 the input (torrent file or magnet link)
 //! is invalid; 4 a file or socket error (unreadable file, port in use, disk full);
@@ -6,8 +8,8 @@
 
 use btcore_core::magnet::Magnet;
 use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_host::display::Mode;
-use btcore_host::{info, read_torrent_file};
+use btcore_host::read_torrent_file;
+use display::Mode;
 
 /// `println!` for the command's output (see [`write_stdout`]).
 macro_rules! outln {
@@ -23,6 +25,8 @@ macro_rules! out {
     };
 }
 
+mod display;
+mod info;
 mod run;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -102,6 +106,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
     },
+    #[cfg(feature = "tracker-server")]
     /// Run a tracker (HTTP and UDP announce and scrape), keeping its state in a file.
     Tracker {
         /// HTTP listen address.
@@ -155,6 +160,7 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         max_connections_per_ip: usize,
     },
+    #[cfg(feature = "tracker-server")]
     /// Create a torrent for PATH, register it with the tracker, print its magnet link
     /// and seed it.
     Share {
@@ -182,6 +188,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
     },
+    #[cfg(feature = "dht")]
     /// Run a DHT node for a while and show its routing table and lookup statistics.
     Dht {
         /// UDP port.
@@ -203,6 +210,7 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    #[cfg(feature = "tracker-server")]
     /// Ask a tracker for a torrent's swarm counts.
     Scrape {
         /// .torrent files or 40-hex info-hashes.
@@ -265,9 +273,10 @@ struct NetArgs {
     /// Do not contact trackers.
     #[arg(long)]
     no_trackers: bool,
-    /// Do not use the DHT (private torrents never do).
+    /// Do not use the DHT (private torrents never do; accepted by a build without it).
     #[arg(long)]
     no_dht: bool,
+    #[cfg(feature = "lsd")]
     /// Find peers on the local network (BEP 14 multicast; never for private torrents).
     #[arg(long)]
     lsd: bool,
@@ -275,9 +284,11 @@ struct NetArgs {
     /// preferred (dial with it, fall back to plain) or required (RC4 only).
     #[arg(long, default_value = "preferred")]
     encryption: btcore_host::encryption::Encryption,
+    #[cfg(feature = "dht")]
     /// DHT UDP port (default: the listen port).
     #[arg(long, default_value_t = 0)]
     dht_port: u16,
+    #[cfg(feature = "dht")]
     /// DHT node to bootstrap from, HOST:PORT (repeatable; default: the public routers).
     #[arg(long = "bootstrap")]
     bootstrap: Vec<String>,
@@ -433,6 +444,7 @@ fn main() -> ExitCode {
         } => run::create(
             &path, trackers, web_seeds, &output, private, piece_kib, comment,
         ),
+        #[cfg(feature = "tracker-server")]
         Command::Tracker {
             http,
             udp,
@@ -466,6 +478,7 @@ fn main() -> ExitCode {
             max_connections,
             max_connections_per_ip,
         }),
+        #[cfg(feature = "tracker-server")]
         Command::Share {
             path,
             trackers,
@@ -484,6 +497,7 @@ fn main() -> ExitCode {
             listen: std::net::SocketAddr::new(bind, port),
             mode: mode_of(progress, false),
         }),
+        #[cfg(feature = "dht")]
         Command::Dht {
             port,
             bind,
@@ -502,6 +516,7 @@ fn main() -> ExitCode {
             std::time::Duration::from_secs(seconds),
             lookup,
         ),
+        #[cfg(feature = "tracker-server")]
         Command::Scrape {
             torrents,
             tracker,
@@ -542,16 +557,30 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         disk_threads: n.disk_threads,
         max_disk_queue: n.disk_queue_kib.map_or(0, |k| k.saturating_mul(1024)),
         trackers: !n.no_trackers,
+        #[cfg(feature = "lsd")]
         lsd: n.lsd,
+        #[cfg(not(feature = "lsd"))]
+        lsd: false,
         encryption: n.encryption,
-        dht: (!n.no_dht).then(|| btcore_host::dht::DhtOptions {
-            port: n.dht_port,
-            bootstrap: n.bootstrap.clone(),
-            state_dir: None,
-            low_memory: n.low_memory,
-        }),
+        dht: dht_opts(n),
         state_dir: n.state_dir.clone(),
         timeout: n.timeout.map(std::time::Duration::from_secs),
         mode: mode_of(n.progress, n.json),
     }
+}
+
+#[cfg(feature = "dht")]
+fn dht_opts(n: &NetArgs) -> Option<btcore_host::dht::DhtOptions> {
+    (!n.no_dht).then(|| btcore_host::dht::DhtOptions {
+        port: n.dht_port,
+        bootstrap: n.bootstrap.clone(),
+        state_dir: None,
+        low_memory: n.low_memory,
+    })
+}
+
+/// No DHT in this build: `--no-dht` changes nothing.
+#[cfg(not(feature = "dht"))]
+fn dht_opts(_: &NetArgs) -> Option<btcore_host::dht::DhtOptions> {
+    None
 }

@@ -5,7 +5,7 @@
 //! The armv7 binary is `$BTCORE_ARMV7_BIN`, or
 //! `$CARGO_TARGET_DIR/armv7-unknown-linux-gnueabihf/release/btcore` (the target directory
 //! next to this test's own when `CARGO_TARGET_DIR` is unset); build it with
-//! `cargo build --release --target armv7-unknown-linux-gnueabihf -p btcore-host`
+//! `cargo build --release --target armv7-unknown-linux-gnueabihf -p btcore-cli`
 //! (`scripts/cross.sh` does). The emulator is `$BTCORE_QEMU_ARM`, default
 //! `qemu-arm -L /usr/arm-linux-gnueabihf`. When either is missing the tests print why
 //! and pass, unless `BTCORE_CROSS=1`, which makes a missing piece a failure.
@@ -67,7 +67,7 @@ fn setup() -> Option<(PathBuf, Vec<String>)> {
         return None;
     }
     let Some(bin) = armv7_bin() else {
-        skip("no armv7 btcore (build it: cargo build --release --target armv7-unknown-linux-gnueabihf -p btcore-host, or set BTCORE_ARMV7_BIN)");
+        skip("no armv7 btcore (build it: cargo build --release --target armv7-unknown-linux-gnueabihf -p btcore-cli, or set BTCORE_ARMV7_BIN)");
         return None;
     };
     let q = qemu();

@@ -7,7 +7,7 @@
 //! torrent is built with `bencode::Encoder`; only those three pieces carry real hashes.
 //!
 //! Runs natively and on armv7 under qemu-user
-//! (`cargo test --target armv7-unknown-linux-gnueabihf -p btcore-host --test large_offsets`),
+//! (`cargo test --target armv7-unknown-linux-gnueabihf -p btcore-cli --test large_offsets`),
 //! where `usize` is 32 bits and any `as usize` / `as u32` truncation of an offset shows.
 
 mod common;

@@ -1,9 +1,9 @@
 //! The progress display of `btcore download`, `seed` and `demo`: a live table on a
 //! terminal, a plain line per second otherwise, or JSON lines for scripts.
 
-use crate::client::TorrentView;
 use crate::info::human_size;
 use btcore_core::session::TorrentState;
+use btcore_host::client::TorrentView;
 use std::fmt::Write as _;
 
 /// How progress is shown.

@@ -1,0 +1,86 @@
+//! The DHT left out (a build without the `dht` feature).
+//!
+//! [`DhtOptions`] keeps its shape so that `ClientOptions` is the same in every build;
+//! asking for a DHT ([`DhtHost::new`]) fails with `ErrorKind::Unsupported`, and
+//! [`DhtHost`] cannot exist, so the event loop's DHT code is compiled out with it.
+
+use btcore_core::dht::DhtStats;
+use btcore_core::ids::InfoHash;
+use btcore_core::time::Instant;
+use mio::net::UdpSocket;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// DHT settings of a client (unused in this build).
+#[derive(Clone, Debug, Default)]
+pub struct DhtOptions {
+    /// UDP port (0: the client's TCP listen port).
+    pub port: u16,
+    /// `host:port` nodes to bootstrap from.
+    pub bootstrap: Vec<String>,
+    /// Where the routing table is kept (`dht.state`).
+    pub state_dir: Option<PathBuf>,
+    /// The low-memory profile's limits.
+    pub low_memory: bool,
+}
+
+/// A DHT node: none can be made in this build.
+#[derive(Debug)]
+pub struct DhtHost {
+    /// The node's socket.
+    pub socket: UdpSocket,
+    never: Infallible,
+}
+
+impl DhtHost {
+    /// Always fails: this build has no DHT.
+    pub fn new(
+        _bind: SocketAddr,
+        _opts: &DhtOptions,
+        _now: Instant,
+        _seed: u64,
+    ) -> io::Result<Self> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "built without the DHT (the `dht` feature)",
+        ))
+    }
+
+    /// Counters.
+    pub fn stats(&self, _now: Instant) -> DhtStats {
+        match self.never {}
+    }
+
+    /// Handles waiting datagrams.
+    pub fn read(&mut self, _now: Instant, _budget: usize) -> bool {
+        match self.never {}
+    }
+
+    /// Runs timers; the peers found.
+    pub fn service(&mut self, _now: Instant) -> Vec<(InfoHash, Vec<SocketAddr>)> {
+        match self.never {}
+    }
+
+    /// When the node next needs [`DhtHost::service`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.never {}
+    }
+
+    /// Keeps `info_hash` looked up and announced.
+    pub fn keep_announced(
+        &mut self,
+        _now: Instant,
+        _info_hash: InfoHash,
+        _port: u16,
+        _wants_peers: bool,
+    ) {
+        match self.never {}
+    }
+
+    /// Saves the routing table.
+    pub fn maybe_save(&mut self, _now: Instant, _force: bool) {
+        match self.never {}
+    }
+}
