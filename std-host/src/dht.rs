@@ -364,6 +364,72 @@ fn load_state(bytes: &[u8]) -> Option<([u8; 20], Vec<NodeInfo>)> {
 mod tests {
     use super::*;
 
+    fn node(bootstrap: SocketAddr, seed: u64, now: Instant) -> DhtHost {
+        let opts = DhtOptions {
+            bootstrap: vec![bootstrap.to_string()],
+            ..DhtOptions::default()
+        };
+        DhtHost::new("127.0.0.1:0".parse().expect("addr"), &opts, now, seed).expect("bind")
+    }
+
+    /// Runs both nodes until `done` holds for `a`'s reports (at most 10 s).
+    fn run_until(
+        a: &mut DhtHost,
+        b: &mut DhtHost,
+        epoch: std::time::Instant,
+        mut done: impl FnMut(&DhtHost, &DhtHost, &DhtReport) -> bool,
+    ) -> DhtReport {
+        let mut all = DhtReport::default();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+            b.read(now, 64);
+            b.service(now);
+            a.read(now, 64);
+            let r = a.service(now);
+            all.found.extend(r.found);
+            all.done.extend(r.done);
+            if done(a, b, &all) {
+                return all;
+            }
+            assert!(std::time::Instant::now() < end, "timed out: {all:?}");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// The node performs every lookup it is given, when it is given, and reports each
+    /// with its torrent and number; it schedules none of its own (the session does):
+    /// a second lookup of the same torrent right after the first is not held back.
+    #[test]
+    fn performs_the_lookups_it_is_given_and_no_other() {
+        let epoch = std::time::Instant::now();
+        let t0 = Instant::from_millis(1);
+        let nowhere: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let mut b = node(nowhere, 2, t0);
+        let mut a = node(b.local_addr().expect("addr"), 1, t0);
+        run_until(&mut a, &mut b, epoch, |a, _, _| a.stats(t0).nodes > 0);
+        let bootstrap_lookups = a.stats(t0).lookups_done;
+        let ih = InfoHash([0x42; 20]);
+        let torrent = TorrentId(3);
+        let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert!(a.lookup(now, torrent, ih, Some(6881), 7));
+        // It ends, and its announce reaches b's store.
+        let r = run_until(&mut a, &mut b, epoch, |_, b, r| {
+            !r.done.is_empty() && b.dht().store().hash_count() == 1
+        });
+        assert_eq!(r.done, vec![(torrent, 7, DhtOutcome::Reached)]);
+        // At once again: performed, not put off to a schedule of the host's.
+        let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert!(a.lookup(now, torrent, ih, None, 8));
+        let r = run_until(&mut a, &mut b, epoch, |_, _, r| !r.done.is_empty());
+        assert_eq!(r.done, vec![(torrent, 8, DhtOutcome::Reached)]);
+        assert!(r.found.iter().all(|f| f.torrent == Some(torrent)));
+        // Exactly the two lookups asked for ran (no lookup of its own for a torrent).
+        let later = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert_eq!(a.stats(later).lookups_done, bootstrap_lookups + 2);
+        assert_eq!(a.stats(later).lookups_running, 0);
+    }
+
     #[test]
     fn state_round_trip_and_garbage() {
         let nodes = vec![
