@@ -709,8 +709,8 @@ pub fn dht(
     while start.elapsed() < run_for {
         let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
         node.read(now(), btcore_host::client::DHT_READS_PER_TURN);
-        for (_, p) in node.service(now()) {
-            peers.extend(p);
+        for f in node.service(now()).found {
+            peers.extend(f.peers);
         }
         if let (Some(t), false) = (target, looked) {
             if start.elapsed() > Duration::from_secs(3) {

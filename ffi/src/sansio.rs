@@ -423,6 +423,10 @@ impl Inner {
                     ..btcore_action::new(BTCORE_ACTION_ANNOUNCE, torrent.0)
                 }
             }
+            // The C host runs no DHT node yet (`SessionConfig::dht` is off, so the
+            // session asks for no lookup), and checks no magnet data
+            // (`check_after_metadata` is off): neither action has a C kind yet.
+            Action::DhtLookup { .. } | Action::CheckData { .. } => return None,
             _ => return None,
         })
     }
@@ -495,6 +499,10 @@ pub unsafe extern "C" fn btcore_sansio_new(
             SessionConfig::new(peer_id)
         };
         config.listen_port = s.listen_port;
+        // No action asks the C host to check a magnet link's data yet: the torrent
+        // downloads at once when its metadata arrives. (`config.dht` stays off: the C
+        // host runs no DHT node.)
+        config.check_after_metadata = false;
         if s.max_peers_per_torrent != 0 {
             config.max_peers_per_torrent = s.max_peers_per_torrent as usize;
         }

@@ -35,8 +35,8 @@ use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{InfoHash, PeerId};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::session::{
-    Action, AnnounceEvent, AnnounceOutcome, ConnId, Event, PeerSource, Session, SessionConfig,
-    TorrentId, TorrentState, TorrentStatus,
+    Action, AnnounceEvent, AnnounceOutcome, ConnId, DhtOutcome, Event, PeerSource, Session,
+    SessionConfig, TorrentId, TorrentState, TorrentStatus,
 };
 use btcore_core::time::Instant;
 use mio::net::{TcpListener, TcpStream};
@@ -285,9 +285,6 @@ pub struct Client {
     /// datagrams left: read again next turn.
     dht_more: bool,
     dht: Option<crate::dht::DhtHost>,
-    /// Public running torrents as the DHT last saw them (id, info hash, short of
-    /// peers), and when: refreshed once a second, not on every turn of the loop.
-    dht_public: (Vec<(TorrentId, InfoHash, bool)>, Option<Instant>),
     lsd: Option<crate::lsd::LsdHost>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
@@ -364,6 +361,8 @@ impl Client {
         if opts.max_disk_queue != 0 {
             config.max_disk_bytes_in_flight = opts.max_disk_queue;
         }
+        // The session schedules DHT lookups only for a host that runs a node.
+        config.dht = opts.dht.is_some();
         let session = Session::new(config, seed);
         let w = waker.clone();
         let disk = DiskPool::new(
@@ -466,7 +465,6 @@ impl Client {
             accept_more: false,
             dht_more: false,
             dht,
-            dht_public: (Vec::new(), None),
             lsd,
             keys: KeySource::new(),
             opts,
@@ -529,25 +527,7 @@ impl Client {
                     .session
                     .add_torrent_checking(now, torrent_file)
                     .map_err(ClientError::Add)?;
-                let n = m.num_pieces();
-                let progress = Arc::new(CheckProgress::new(n));
-                log::info!(
-                    "{}: checking {} pieces on disk",
-                    String::from_utf8_lossy(m.name()),
-                    progress.total
-                );
-                self.disk.submit(DiskJob::Check {
-                    torrent: id,
-                    storage: storage.clone(),
-                    hashes: (0..n)
-                        .map(|i| {
-                            m.piece_hash(btcore_core::ids::PieceIndex(i))
-                                .copied()
-                                .unwrap_or_default()
-                        })
-                        .collect(),
-                    progress: progress.clone(),
-                });
+                let progress = self.submit_check(id, &m, &storage);
                 (id, Some(progress))
             }
         };
@@ -594,6 +574,36 @@ impl Client {
         );
         self.pump();
         Ok(id)
+    }
+
+    /// Hashes every piece of `m` on disk off the loop; the result comes back as
+    /// `DiskDone::Checked`, for [`Session::handle_checked`].
+    fn submit_check(
+        &mut self,
+        id: TorrentId,
+        m: &Metainfo<'_>,
+        storage: &Arc<Storage>,
+    ) -> Arc<CheckProgress> {
+        let n = m.num_pieces();
+        let progress = Arc::new(CheckProgress::new(n));
+        log::info!(
+            "{}: checking {} pieces on disk",
+            String::from_utf8_lossy(m.name()),
+            progress.total
+        );
+        self.disk.submit(DiskJob::Check {
+            torrent: id,
+            storage: storage.clone(),
+            hashes: (0..n)
+                .map(|i| {
+                    m.piece_hash(btcore_core::ids::PieceIndex(i))
+                        .copied()
+                        .unwrap_or_default()
+                })
+                .collect(),
+            progress: progress.clone(),
+        });
+        progress
     }
 
     /// How a torrent starts: with the resume file's pieces as they are when no file
@@ -814,56 +824,29 @@ impl Client {
         Ok(())
     }
 
-    /// DHT timers and datagrams; keeps every public torrent announced and hands the
-    /// peers found to the session.
+    /// DHT timers and datagrams: hands the peers found to the session and reports
+    /// the lookups done (the session decides when each torrent is looked up:
+    /// [`Action::DhtLookup`]).
     fn service_dht(&mut self) {
-        if self.dht.is_none() {
-            return;
-        }
         let now = self.now();
-        let port = self.local_addr.port();
-        let fresh = self
-            .dht_public
-            .1
-            .is_some_and(|at| now.as_millis() < at.as_millis() + 1000);
-        if !fresh {
-            let short = self.session.torrents_short_of_peers();
-            let public = self
-                .session
-                .torrents()
-                .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
-                .filter(|(_, s)| !s.private && !s.paused)
-                .map(|(id, s)| (id, s.info_hash, short.binary_search(&id).is_ok()))
-                .collect();
-            self.dht_public = (public, Some(now));
-        }
         let Some(d) = self.dht.as_mut() else {
             return;
         };
-        let public = &self.dht_public.0;
-        if !fresh {
-            for (_, ih, short) in public {
-                d.keep_announced(now, *ih, port, *short);
+        let report = d.service(now);
+        for f in report.found {
+            if let Some(id) = f.torrent {
+                self.session
+                    .handle_peers(now, id, &f.peers, PeerSource::Dht);
             }
         }
-        let found = d.service(now);
-        for (ih, peers) in found {
-            if let Some((id, _, _)) = public.iter().find(|(_, h, _)| *h == ih) {
-                self.session.handle_peers(now, *id, &peers, PeerSource::Dht);
-            }
+        for (id, seq, outcome) in report.done {
+            self.session.handle_dht_done(now, id, seq, outcome);
         }
     }
 
-    /// Public, running torrents: what the DHT and LSD may speak of.
+    /// Public, running torrents past their check: what LSD may speak of.
     fn public_torrents(&self) -> Vec<(TorrentId, InfoHash)> {
-        let now = self.now();
-        self.session
-            .torrents()
-            .filter_map(|id| self.session.torrent_status(id, now).map(|s| (id, s)))
-            // A torrent still checking takes no peer yet: not announced either.
-            .filter(|(_, s)| !s.private && !s.paused && s.state != TorrentState::Checking)
-            .map(|(id, s)| (id, s.info_hash))
-            .collect()
+        self.session.public_running_torrents().collect()
     }
 
     /// Peers heard on the local network, for public torrents only.
@@ -1311,6 +1294,23 @@ impl Client {
                 left,
                 seq,
             } => self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq),
+            Action::DhtLookup {
+                torrent,
+                info_hash,
+                announce,
+                seq,
+            } => {
+                let port = announce.then_some(self.local_addr.port());
+                let started = self
+                    .dht
+                    .as_mut()
+                    .is_some_and(|d| d.lookup(now, torrent, info_hash, port, seq));
+                if !started {
+                    self.session
+                        .handle_dht_done(now, torrent, seq, DhtOutcome::Failed);
+                }
+            }
+            Action::CheckData { torrent } => self.metadata_received(torrent),
             _ => {}
         }
     }
@@ -1461,7 +1461,6 @@ impl Client {
                     t.resume.mark_dirty(std::time::Instant::now());
                 }
             }
-            Event::MetadataReceived(id) => self.metadata_received(*id),
             _ => {}
         }
         if self.events_out.len() < 10_000 {
@@ -1469,7 +1468,12 @@ impl Client {
         }
     }
 
+    /// A magnet link's info dictionary arrived ([`Action::CheckData`]): the storage is
+    /// made, and what is already on disk is checked as for a torrent added from a file
+    /// (resume data trusted if no file changed, nothing to check when no file holds
+    /// data) before the session downloads what is missing.
     fn metadata_received(&mut self, id: TorrentId) {
+        let now = self.now();
         let Some(info) = self.session.info_bytes(id).map(<[u8]>::to_vec) else {
             return;
         };
@@ -1477,20 +1481,55 @@ impl Client {
         file.extend_from_slice(&info);
         file.push(b'e');
         let mut tokens = Vec::new();
-        let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &Limits::default()) else {
+        let parsed = Metainfo::parse_vec(&file, &mut tokens, &Limits::default());
+        let storage = match (&parsed, self.torrents.get_mut(&id)) {
+            (Ok(m), Some(t)) => {
+                t.name = String::from_utf8_lossy(m.name()).into_owned();
+                let config = StorageConfig {
+                    state_dir: self.opts.state_dir.clone(),
+                    ..StorageConfig::default()
+                };
+                let made = m.layout().map_err(|e| e.to_string()).and_then(|layout| {
+                    Storage::new(&t.save_dir, layout, m.geometry(), config)
+                        .map_err(|e| e.to_string())
+                });
+                match made {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        // Empty files have no piece to write them: create them now.
+                        if let Err(e) = s.ensure_files() {
+                            log::warn!("{}: {e}", t.name);
+                        }
+                        t.storage = Some(s.clone());
+                        Some(s)
+                    }
+                    Err(e) => {
+                        log::warn!("{}: no storage: {e}", t.name);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let (Ok(m), Some(storage)) = (parsed, storage) else {
+            // Nothing to check: the torrent starts empty (its writes will fail and
+            // stop it with a disk error if there is no storage).
+            let n = self
+                .session
+                .torrent_status(id, now)
+                .map_or(0, |s| s.num_pieces);
+            self.session.handle_checked(now, id, &Bitfield::new(n));
             return;
         };
-        let Some(t) = self.torrents.get_mut(&id) else {
-            return;
-        };
-        t.name = String::from_utf8_lossy(m.name()).into_owned();
-        if let Ok(layout) = m.layout() {
-            let config = StorageConfig {
-                state_dir: self.opts.state_dir.clone(),
-                ..StorageConfig::default()
-            };
-            if let Ok(s) = Storage::new(&t.save_dir, layout, m.geometry(), config) {
-                t.storage = Some(Arc::new(s));
+        match self.initial_have(&m, &storage) {
+            Start::Ready(have) => {
+                self.session.handle_checked(now, id, &have);
+            }
+            Start::Check => {
+                let progress = self.submit_check(id, &m, &storage);
+                if let Some(t) = self.torrents.get_mut(&id) {
+                    t.check = Some(progress);
+                }
             }
         }
     }

@@ -1,6 +1,11 @@
 //! The Mainline DHT (BEP 5) on the host: one UDP socket on the client's event loop,
-//! the core's [`Dht`] state machine, periodic `get_peers`/announce for every public
-//! torrent, and the routing table kept in the state directory.
+//! the core's [`Dht`] state machine, and the routing table kept in the state directory.
+//!
+//! The host decides nothing about when torrents are looked up: the session asks for
+//! each lookup ([`Action::DhtLookup`](btcore_core::session::Action::DhtLookup), on its
+//! schedule), [`DhtHost::lookup`] performs it, and [`DhtHost::service`] reports the
+//! peers found and the lookups done, for the session's `handle_peers` and
+//! `handle_dht_done`.
 //!
 //! The table is saved when it changes in a meaningful way (its size moved by a
 //! quarter since the last save, or it first reached k nodes), at most every five
@@ -8,9 +13,10 @@
 
 use btcore_core::bencode::{decode_vec, Encoder, Limits};
 use btcore_core::dht::krpc::CompactNodes;
-use btcore_core::dht::{Dht, DhtConfig, DhtEvent, DhtStats, NodeInfo};
+use btcore_core::dht::{Dht, DhtConfig, DhtEvent, DhtStats, LookupId, NodeInfo};
 use btcore_core::ids::InfoHash;
-use btcore_core::time::{Duration, Instant};
+use btcore_core::session::{DhtOutcome, TorrentId};
+use btcore_core::time::Instant;
 use mio::net::UdpSocket;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,10 +30,6 @@ pub const DEFAULT_BOOTSTRAP: &[&str] = &[
     "dht.libtorrent.org:25401",
 ];
 
-/// How often each public torrent is looked up and announced.
-const ANNOUNCE_EVERY: Duration = Duration::from_secs(15 * 60);
-/// How often a torrent short of peers is looked up.
-const LOW_PEERS_EVERY: Duration = Duration::from_secs(60);
 const SAVE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// DHT settings of a client.
@@ -43,16 +45,15 @@ pub struct DhtOptions {
     pub low_memory: bool,
 }
 
+/// A lookup the session asked for, until the node reports it done.
 #[derive(Debug)]
-struct Announced {
-    info_hash: InfoHash,
-    next_due: Instant,
-    running: Option<btcore_core::dht::LookupId>,
-    /// Consecutive lookups that reached nobody (the retry backs off).
-    misses: u32,
-    /// When the last lookup started.
-    started: Option<Instant>,
+struct Running {
+    lookup: LookupId,
+    torrent: TorrentId,
+    seq: u64,
 }
+
+pub use crate::dht_report::{DhtReport, Found};
 
 /// The DHT node of a client.
 #[derive(Debug)]
@@ -63,8 +64,8 @@ pub struct DhtHost {
     state_file: Option<PathBuf>,
     saved_count: usize,
     last_save: Option<std::time::Instant>,
-    /// Per torrent: when the next lookup/announce is due, and the one running.
-    announced: Vec<Announced>,
+    /// The session's lookups running (at most the node's `max_lookups`).
+    running: Vec<Running>,
     buf: Vec<u8>,
 }
 
@@ -115,7 +116,7 @@ impl DhtHost {
             state_file,
             saved_count,
             last_save: None,
-            announced: Vec::new(),
+            running: Vec::new(),
             buf: vec![0u8; 2048],
         })
     }
@@ -152,26 +153,32 @@ impl DhtHost {
         true
     }
 
-    /// Runs timers, sends what is queued, and returns the peers found since the last
-    /// call.
-    pub fn service(&mut self, now: Instant) -> Vec<(InfoHash, Vec<SocketAddr>)> {
+    /// Runs timers, sends what is queued, and returns the peers found and the
+    /// session's lookups that ended since the last call.
+    pub fn service(&mut self, now: Instant) -> DhtReport {
         if self.dht.poll_timeout().is_some_and(|t| t <= now) {
             self.dht.handle_timeout(now);
         }
-        let mut out = [0u8; 1500];
-        while let Some((to, n)) = self.dht.poll_transmit(now, &mut out) {
-            // UDP: a datagram that does not fit the socket buffer is dropped, as on a
-            // lossy network; the query times out and is retried elsewhere.
-            let _ = self.socket.send_to(&out[..n], to);
-        }
-        let mut found = Vec::new();
+        self.transmit(now);
+        let mut report = DhtReport::default();
         while let Some(ev) = self.dht.poll_event() {
             match ev {
                 DhtEvent::Peers {
-                    info_hash, peers, ..
+                    lookup,
+                    info_hash,
+                    peers,
                 } => {
                     log::debug!("dht: {} peers for {info_hash}", peers.len());
-                    found.push((info_hash, peers));
+                    let torrent = self
+                        .running
+                        .iter()
+                        .find(|r| r.lookup == lookup)
+                        .map(|r| r.torrent);
+                    report.found.push(Found {
+                        torrent,
+                        info_hash,
+                        peers,
+                    });
                 }
                 DhtEvent::LookupDone {
                     lookup,
@@ -184,26 +191,32 @@ impl DhtHost {
                         "dht: lookup {lookup:?} done: {} nodes, {peers} peers, {announced} announces",
                         closest.len()
                     );
-                    if let Some(a) = self
-                        .announced
-                        .iter_mut()
-                        .find(|a| a.running == Some(lookup))
-                    {
-                        a.running = None;
-                        if closest.is_empty() {
-                            a.misses += 1;
-                            let backoff = 1_000u64 << a.misses.min(8);
-                            a.next_due = now + Duration::from_millis(backoff.min(300_000));
+                    if let Some(i) = self.running.iter().position(|r| r.lookup == lookup) {
+                        let r = self.running.swap_remove(i);
+                        // A lookup that reached nobody (an empty table while
+                        // bootstrapping) is retried after the session's backoff.
+                        let outcome = if closest.is_empty() {
+                            DhtOutcome::Failed
                         } else {
-                            a.misses = 0;
-                        }
+                            DhtOutcome::Reached
+                        };
+                        report.done.push((r.torrent, r.seq, outcome));
                     }
                 }
                 _ => {}
             }
         }
         self.maybe_save(now, false);
-        found
+        report
+    }
+
+    fn transmit(&mut self, now: Instant) {
+        let mut out = [0u8; 1500];
+        while let Some((to, n)) = self.dht.poll_transmit(now, &mut out) {
+            // UDP: a datagram that does not fit the socket buffer is dropped, as on a
+            // lossy network; the query times out and is retried elsewhere.
+            let _ = self.socket.send_to(&out[..n], to);
+        }
     }
 
     /// When the DHT next needs [`DhtHost::service`].
@@ -211,45 +224,33 @@ impl DhtHost {
         self.dht.poll_timeout()
     }
 
-    /// Looks up and announces `info_hash` every 15 minutes (at once the first time).
-    /// A lookup that reached no node (an empty table while bootstrapping) is retried
-    /// after 2 s, doubling up to 5 minutes.
-    /// While the torrent is short of peers (`wants_peers`), it is looked up again every
-    /// minute instead of every 15 (a peer that cannot accept connections must find
-    /// the others itself).
-    pub fn keep_announced(
+    /// Performs lookup `seq` of `torrent` that the session asked for
+    /// ([`Action::DhtLookup`](btcore_core::session::Action::DhtLookup)): a `get_peers`
+    /// lookup of `info_hash`, with `announce_peer` of `port` to the closest nodes when
+    /// `announce`. Its peers and its end come out of [`DhtHost::service`]. False when
+    /// the node runs too many lookups to start it: report it failed.
+    pub fn lookup(
         &mut self,
         now: Instant,
+        torrent: TorrentId,
         info_hash: InfoHash,
-        port: u16,
-        wants_peers: bool,
-    ) {
-        let i = match self.announced.iter().position(|a| a.info_hash == info_hash) {
-            Some(i) => i,
-            None => {
-                self.announced.push(Announced {
-                    info_hash,
-                    next_due: now,
-                    running: None,
-                    misses: 0,
-                    started: None,
-                });
-                self.announced.len() - 1
-            }
+        announce: Option<u16>,
+        seq: u64,
+    ) -> bool {
+        let started = match announce {
+            Some(port) => self.dht.announce(now, info_hash, port, false),
+            None => self.dht.get_peers(now, info_hash),
         };
-        let a = &mut self.announced[i];
-        let soon = a.started.map(|t| t + LOW_PEERS_EVERY);
-        if wants_peers && a.misses == 0 && soon.is_some_and(|t| t < a.next_due) {
-            a.next_due = soon.unwrap_or(now);
-        }
-        if a.running.is_some() || now < a.next_due {
-            return;
-        }
-        if let Some(lid) = self.dht.announce(now, info_hash, port, false) {
-            a.running = Some(lid);
-            a.started = Some(now);
-            a.next_due = now + ANNOUNCE_EVERY;
-        }
+        let Some(lookup) = started else {
+            return false;
+        };
+        self.running.push(Running {
+            lookup,
+            torrent,
+            seq,
+        });
+        self.transmit(now);
+        true
     }
 
     /// Looks for peers of `info_hash` now (e.g. when a torrent runs low on peers).
@@ -327,6 +328,72 @@ fn load_state(bytes: &[u8]) -> Option<([u8; 20], Vec<NodeInfo>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(bootstrap: SocketAddr, seed: u64, now: Instant) -> DhtHost {
+        let opts = DhtOptions {
+            bootstrap: vec![bootstrap.to_string()],
+            ..DhtOptions::default()
+        };
+        DhtHost::new("127.0.0.1:0".parse().expect("addr"), &opts, now, seed).expect("bind")
+    }
+
+    /// Runs both nodes until `done` holds for `a`'s reports (at most 10 s).
+    fn run_until(
+        a: &mut DhtHost,
+        b: &mut DhtHost,
+        epoch: std::time::Instant,
+        mut done: impl FnMut(&DhtHost, &DhtHost, &DhtReport) -> bool,
+    ) -> DhtReport {
+        let mut all = DhtReport::default();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+            b.read(now, 64);
+            b.service(now);
+            a.read(now, 64);
+            let r = a.service(now);
+            all.found.extend(r.found);
+            all.done.extend(r.done);
+            if done(a, b, &all) {
+                return all;
+            }
+            assert!(std::time::Instant::now() < end, "timed out: {all:?}");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// The node performs every lookup it is given, when it is given, and reports each
+    /// with its torrent and number; it schedules none of its own (the session does):
+    /// a second lookup of the same torrent right after the first is not held back.
+    #[test]
+    fn performs_the_lookups_it_is_given_and_no_other() {
+        let epoch = std::time::Instant::now();
+        let t0 = Instant::from_millis(1);
+        let nowhere: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let mut b = node(nowhere, 2, t0);
+        let mut a = node(b.local_addr().expect("addr"), 1, t0);
+        run_until(&mut a, &mut b, epoch, |a, _, _| a.stats(t0).nodes > 0);
+        let bootstrap_lookups = a.stats(t0).lookups_done;
+        let ih = InfoHash([0x42; 20]);
+        let torrent = TorrentId(3);
+        let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert!(a.lookup(now, torrent, ih, Some(6881), 7));
+        // It ends, and its announce reaches b's store.
+        let r = run_until(&mut a, &mut b, epoch, |_, b, r| {
+            !r.done.is_empty() && b.dht().store().hash_count() == 1
+        });
+        assert_eq!(r.done, vec![(torrent, 7, DhtOutcome::Reached)]);
+        // At once again: performed, not put off to a schedule of the host's.
+        let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert!(a.lookup(now, torrent, ih, None, 8));
+        let r = run_until(&mut a, &mut b, epoch, |_, _, r| !r.done.is_empty());
+        assert_eq!(r.done, vec![(torrent, 8, DhtOutcome::Reached)]);
+        assert!(r.found.iter().all(|f| f.torrent == Some(torrent)));
+        // Exactly the two lookups asked for ran (no lookup of its own for a torrent).
+        let later = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert_eq!(a.stats(later).lookups_done, bootstrap_lookups + 2);
+        assert_eq!(a.stats(later).lookups_running, 0);
+    }
 
     #[test]
     fn state_round_trip_and_garbage() {

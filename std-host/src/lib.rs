@@ -24,6 +24,7 @@ pub mod dht;
 #[cfg(not(feature = "dht"))]
 #[path = "without/dht.rs"]
 pub mod dht;
+mod dht_report;
 pub mod disk;
 pub mod encryption;
 pub mod hash;

@@ -246,6 +246,15 @@ impl Host {
                 self.verified.push((piece, ok));
                 self.session.handle_verified(now, torrent, piece, ok);
             }
+            Action::CheckData { torrent } => {
+                // Nothing on disk: a magnet link's torrent starts empty.
+                let n = self
+                    .session
+                    .torrent_status(torrent, now)
+                    .map_or(0, |s| s.num_pieces);
+                self.session
+                    .handle_checked(now, torrent, &btcore_core::bitfield::Bitfield::new(n));
+            }
             _ => {}
         }
     }

@@ -124,6 +124,8 @@ pub struct Node {
     pub hash_failures: u32,
     /// When it announced to the tracker.
     pub announces: Vec<Instant>,
+    /// Checks of data on disk it was asked for (a magnet link's metadata arrived).
+    pub checks: u32,
     /// Hash checks that failed on a piece whose blocks were served by more than one
     /// peer (attribution needs more than "who sent it").
     pub mixed_failures: u32,
@@ -364,6 +366,7 @@ impl Sim {
             banned: Vec::new(),
             banned_at: Vec::new(),
             hash_failures: 0,
+            checks: 0,
             announces: Vec::new(),
             mixed_failures: 0,
             single_failures_at: Vec::new(),
@@ -1202,6 +1205,21 @@ impl Sim {
                 }
                 n.session
                     .handle_verified_blocks(now, torrent, piece, ok, &digests);
+            }
+            Action::CheckData { torrent } => {
+                // The check of what a magnet node already holds: every piece whose
+                // bytes match the content.
+                let n = self.hashes.len() as u32;
+                let mut have = Bitfield::new(n);
+                for p in 0..n {
+                    let range = self.piece_range(p);
+                    if SmolSha1::digest(&self.nodes[i].storage[range]) == self.hashes[p as usize] {
+                        have.set(p);
+                    }
+                }
+                let node = &mut self.nodes[i];
+                node.checks += 1;
+                node.session.handle_checked(now, torrent, &have);
             }
             Action::Announce {
                 torrent,

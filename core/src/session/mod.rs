@@ -13,6 +13,8 @@
 //! | [`Action::Read`] | [`Session::handle_read_done`] |
 //! | [`Action::Verify`] | [`Session::handle_verified_blocks`] (the host hashes: SHA-1 is heavy) |
 //! | [`Action::Announce`] (one tracker) | [`Session::handle_peers`] with the peers it gave, and [`Session::handle_announced`] with how the exchange went |
+//! | [`Action::DhtLookup`] | [`Session::handle_peers`] with what the DHT found, then [`Session::handle_dht_done`] |
+//! | [`Action::CheckData`] | [`Session::handle_checked`] with the pieces found on disk |
 //!
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
 //! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
@@ -51,11 +53,13 @@
 
 mod announce;
 mod bans;
+mod dht_schedule;
 mod metadata;
 mod smart_ban;
 mod torrent;
 
 pub use announce::AnnounceOutcome;
+pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
 pub use torrent::{TorrentState, TorrentStatus};
 
 use crate::bitfield::Bitfield;
@@ -229,6 +233,29 @@ pub struct SessionConfig {
     /// address (an IPv6 /64) hold, over all its connections; a newer one replaces its
     /// oldest.
     pub max_pex_peers_per_ip: usize,
+    /// The host runs a DHT node: the session asks it to look up and announce its
+    /// public torrents ([`Action::DhtLookup`], on the schedule described in
+    /// `dht_schedule.rs`). Off by default: a host without a DHT node gets no such
+    /// action.
+    pub dht: bool,
+    /// How often a public running torrent is looked up and announced on the DHT
+    /// (libtorrent's `dht_announce_interval`).
+    pub dht_announce_interval: Duration,
+    /// How often at most a torrent short of peers ([`Session::short_of_peers`]) is
+    /// looked up on the DHT: sooner than [`SessionConfig::dht_announce_interval`],
+    /// never sooner than this.
+    pub dht_short_of_peers_interval: Duration,
+    /// Most DHT lookups started per minute over all torrents (after a burst of five
+    /// seconds' worth): many torrents starting together reach the DHT spread out.
+    pub dht_lookups_per_minute: u32,
+    /// Most DHT lookups of torrents running at a time (below the DHT node's own
+    /// `max_lookups`, which its table refreshes share).
+    pub max_dht_lookups_in_flight: usize,
+    /// When a magnet link's info dictionary arrives, the torrent waits in
+    /// [`TorrentState::Checking`] and the host checks what is already on disk
+    /// ([`Action::CheckData`]) before anything is downloaded, as libtorrent does. A
+    /// host that cannot check turns it off: the torrent then downloads at once.
+    pub check_after_metadata: bool,
 }
 
 impl SessionConfig {
@@ -279,6 +306,14 @@ impl SessionConfig {
             max_known_peers: 500,
             // One PEX message's worth (50 per family).
             max_pex_peers_per_ip: 50,
+            dht: false,
+            // libtorrent's default; Transmission waits 25 to 28 minutes.
+            dht_announce_interval: Duration::from_secs(15 * 60),
+            dht_short_of_peers_interval: Duration::from_secs(60),
+            // libtorrent announces one torrent a second at most.
+            dht_lookups_per_minute: 60,
+            max_dht_lookups_in_flight: 16,
+            check_after_metadata: true,
         }
     }
 
@@ -303,6 +338,9 @@ impl SessionConfig {
             max_banned_ips: 256,
             max_bans_per_ipv6_48: 4,
             max_failed_block_records: 512,
+            // The low-memory DHT node runs 8 lookups at most.
+            dht_lookups_per_minute: 20,
+            max_dht_lookups_in_flight: 4,
             ..Self::new(peer_id)
         }
     }
@@ -402,6 +440,10 @@ pub enum CloseReason {
     Banned,
     /// A malformed `ut_metadata` message (BEP 9).
     BadMetadata,
+    /// A magnet link's data check found more pieces than `have` messages would tell
+    /// well ([`MAX_HAVES_AFTER_CHECK`]): the peer learns our bitfield when it connects
+    /// again.
+    Resync,
     /// The connection failed: a protocol violation, a timeout, a duplicate or a
     /// connection limit ([`PeerError`] says which).
     Peer(PeerError),
@@ -414,7 +456,7 @@ impl CloseReason {
         match self {
             Self::Banned | Self::BadMetadata => true,
             Self::Peer(e) => e.is_peer_fault(),
-            Self::TorrentStopped | Self::BothSeeds | Self::UnknownTorrent => false,
+            Self::TorrentStopped | Self::BothSeeds | Self::UnknownTorrent | Self::Resync => false,
         }
     }
 
@@ -441,6 +483,7 @@ impl fmt::Display for CloseReason {
             Self::UnknownTorrent => f.write_str("handshake for a torrent we do not have"),
             Self::Banned => f.write_str("banned address"),
             Self::BadMetadata => f.write_str("malformed metadata message"),
+            Self::Resync => f.write_str("reconnect for the pieces found by a data check"),
             Self::Peer(e) => write!(f, "{e}"),
         }
     }
@@ -526,6 +569,29 @@ pub enum Action {
         /// torrent started).
         seq: u64,
     },
+    /// Look `info_hash` up on the DHT (BEP 5 `get_peers`) and, with `announce`, announce
+    /// our listen port to the closest nodes that gave a token (`announce_peer`). Give
+    /// the peers found to [`Session::handle_peers`] with [`PeerSource::Dht`] and report
+    /// the end with [`Session::handle_dht_done`]. Only with [`SessionConfig::dht`].
+    DhtLookup {
+        /// The torrent.
+        torrent: TorrentId,
+        /// Its info-hash.
+        info_hash: InfoHash,
+        /// Announce ourselves too (we have a listen port).
+        announce: bool,
+        /// This lookup's number, for [`Session::handle_dht_done`].
+        seq: u64,
+    },
+    /// The info dictionary of `torrent` (a magnet link) arrived, read it with
+    /// [`Session::info_bytes`]: check what data is already on disk and answer with
+    /// [`Session::handle_checked`] and the pieces that verified (an empty bitfield when
+    /// there is none). The torrent waits in [`TorrentState::Checking`] meanwhile and
+    /// downloads only what is missing. Unlike an event, an action is never dropped.
+    CheckData {
+        /// The torrent.
+        torrent: TorrentId,
+    },
 }
 
 /// What happened, for the application (a bounded queue it drains).
@@ -547,7 +613,8 @@ pub enum Event {
     /// A disk error stopped the torrent.
     DiskFailed(TorrentId, DiskError),
     /// A magnet link's info dictionary arrived and checked out: the torrent downloads
-    /// from now on. The host reads it with [`Session::info_bytes`].
+    /// from now on (after the check of what is on disk, [`Action::CheckData`]). The
+    /// application reads it with [`Session::info_bytes`].
     MetadataReceived(TorrentId),
 }
 
@@ -636,10 +703,16 @@ pub struct Session {
     next_announce: u64,
     /// When peer turnover runs next (set at the first timer).
     next_turnover: Option<Instant>,
+    /// When each public torrent is looked up on the DHT.
+    dht: dht_schedule::DhtSchedule,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
 const MAX_EVENTS: usize = 4096;
+
+/// Most `have` messages sent to a peer connected before the check of a magnet link's
+/// data (9 bytes each); a peer that would need more is reconnected instead.
+const MAX_HAVES_AFTER_CHECK: usize = 256;
 
 impl Event {
     /// Whether the event changes what the application must do about a torrent
@@ -686,6 +759,7 @@ impl Session {
             next_announce: 1,
             bans: BanList::new(config.max_banned_ips, config.max_bans_per_ipv6_48),
             next_turnover: None,
+            dht: dht_schedule::DhtSchedule::default(),
             config,
         }
     }
@@ -736,11 +810,53 @@ impl Session {
         if t.state != TorrentState::Checking || !t.set_checked(have) {
             return false;
         }
-        if !t.paused {
+        // A magnet link's torrent announced while it fetched the metadata: its
+        // schedule goes on (no second `started`).
+        if !t.paused && t.announcer.is_none() {
             self.start_announcing(now, id);
+        }
+        self.checked_peers(now, id, have);
+        if self.torrents.get(&id).is_some_and(|t| !t.paused) {
             self.connect_more(now);
         }
         true
+    }
+
+    /// After the check of a magnet link's data: the peers connected while the
+    /// metadata was fetched were told we had nothing. They hear of the pieces found
+    /// with `have` messages (at most [`MAX_HAVES_AFTER_CHECK`]; past it a connection is
+    /// closed, to learn our bitfield when it connects again); then requests start.
+    fn checked_peers(&mut self, now: Instant, id: TorrentId, have: &Bitfield) {
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id) && c.peer.is_established())
+            .map(|(k, _)| *k)
+            .collect();
+        if conns.is_empty() {
+            return;
+        }
+        let found = have.count() as usize;
+        let complete = self.torrents.get(&id).is_some_and(|t| t.is_complete());
+        for k in conns {
+            let Some(c) = self.conns.get_mut(&k) else {
+                continue;
+            };
+            if complete && c.peer.is_seed() {
+                self.close(k, CloseReason::BothSeeds);
+                continue;
+            }
+            if found > MAX_HAVES_AFTER_CHECK {
+                self.close(k, CloseReason::Resync);
+                continue;
+            }
+            for i in have.iter_set() {
+                c.peer.send_have(PieceIndex(i));
+            }
+            self.update_interest(k);
+            self.fill_requests(now, k);
+        }
+        self.flush_sends();
     }
 
     fn insert_torrent(
@@ -863,6 +979,14 @@ impl Session {
         };
         if !t.metadata_received(info, config) {
             return;
+        }
+        // What is on disk is checked before anything is downloaded: the torrent waits
+        // in `Checking` (its connections stay, asking for nothing) until
+        // `handle_checked`.
+        let check = config.check_after_metadata;
+        if check {
+            t.state = TorrentState::Checking;
+            self.actions.push_back(Action::CheckData { torrent: id });
         }
         self.push_event(Event::MetadataReceived(id));
         let conns: Vec<ConnId> = self
@@ -1083,8 +1207,9 @@ impl Session {
     /// Whether torrent `id` is short of peers: it still downloads (or fetches its
     /// metadata) with fewer established connections than
     /// [`SessionConfig::peer_low_watermark`]. The one threshold for every source: the
-    /// session announces early to trackers on it (within `min interval`), and a host
-    /// looks the torrent up on the DHT more often.
+    /// session announces early to trackers on it (within `min interval`), and looks
+    /// the torrent up on the DHT sooner (within
+    /// [`SessionConfig::dht_short_of_peers_interval`]).
     pub fn short_of_peers(&self, id: TorrentId) -> bool {
         let peers = self
             .conns
@@ -1105,6 +1230,56 @@ impl Session {
             .filter(|(id, t)| self.is_short(t, peers.get(id).copied().unwrap_or(0)))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// How DHT lookup `seq` of torrent `id` (an [`Action::DhtLookup`]) went: the next
+    /// one is scheduled from it (see `dht_schedule.rs`). False when the torrent has no
+    /// such lookup running (a late report, or one given up on after
+    /// [`DHT_LOOKUP_TIMEOUT`]).
+    pub fn handle_dht_done(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        seq: u64,
+        outcome: DhtOutcome,
+    ) -> bool {
+        self.dht.done(now, id, seq, outcome)
+    }
+
+    /// Starts the DHT lookups that are due ([`SessionConfig::dht`]): for the public
+    /// torrents that run and are past their check, within the session's caps.
+    fn run_dht(&mut self, now: Instant) {
+        if !self.config.dht {
+            return;
+        }
+        let peers = self.established_per_torrent();
+        // In id order, as the schedule expects.
+        let eligible: Vec<dht_schedule::Eligible> = self
+            .torrents
+            .iter()
+            .filter(|(_, t)| t.is_public_and_running())
+            .map(|(id, t)| dht_schedule::Eligible {
+                id: *id,
+                info_hash: t.info_hash,
+                short: self.is_short(t, peers.get(id).copied().unwrap_or(0)),
+            })
+            .collect();
+        self.dht
+            .run(now, &eligible, &self.config, &mut self.actions);
+    }
+
+    /// The public torrents that run and are past their check: those the DHT and local
+    /// service discovery may speak of (never a private torrent, BEP 27).
+    pub fn public_running_torrents(&self) -> impl Iterator<Item = (TorrentId, InfoHash)> + '_ {
+        self.torrents
+            .iter()
+            .filter(|(_, t)| t.is_public_and_running())
+            .map(|(id, t)| (*id, t.info_hash))
+    }
+
+    /// DHT lookups of torrents running now.
+    pub fn dht_lookups_in_flight(&self) -> usize {
+        self.dht.in_flight()
     }
 
     fn established_per_torrent(&self) -> BTreeMap<TorrentId, usize> {
@@ -1964,6 +2139,7 @@ impl Session {
             self.run_choker(now, id);
         }
         self.run_announces(now);
+        self.run_dht(now);
         self.turnover(now);
         self.connect_more(now);
         self.fill_all_requests(now);

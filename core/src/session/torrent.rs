@@ -286,6 +286,14 @@ impl Torrent {
         true
     }
 
+    /// Not private, not paused, past its check and not stopped by an error: the DHT
+    /// and local service discovery may speak of it.
+    pub(crate) fn is_public_and_running(&self) -> bool {
+        !self.private
+            && !self.paused
+            && !matches!(self.state, TorrentState::Checking | TorrentState::Error)
+    }
+
     pub(crate) fn is_complete(&self) -> bool {
         self.meta.as_ref().is_some_and(|m| m.have.is_full())
     }

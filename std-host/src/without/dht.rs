@@ -6,9 +6,12 @@
 
 use btcore_core::dht::DhtStats;
 use btcore_core::ids::InfoHash;
+use btcore_core::session::TorrentId;
 use btcore_core::time::Instant;
 use mio::net::UdpSocket;
 use std::convert::Infallible;
+
+pub use crate::dht_report::{DhtReport, Found};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,8 +61,8 @@ impl DhtHost {
         match self.never {}
     }
 
-    /// Runs timers; the peers found.
-    pub fn service(&mut self, _now: Instant) -> Vec<(InfoHash, Vec<SocketAddr>)> {
+    /// Runs timers; the peers found and the lookups done.
+    pub fn service(&mut self, _now: Instant) -> DhtReport {
         match self.never {}
     }
 
@@ -68,14 +71,15 @@ impl DhtHost {
         match self.never {}
     }
 
-    /// Keeps `info_hash` looked up and announced.
-    pub fn keep_announced(
+    /// Performs a lookup the session asked for.
+    pub fn lookup(
         &mut self,
         _now: Instant,
+        _torrent: TorrentId,
         _info_hash: InfoHash,
-        _port: u16,
-        _wants_peers: bool,
-    ) {
+        _announce: Option<u16>,
+        _seq: u64,
+    ) -> bool {
         match self.never {}
     }
 
