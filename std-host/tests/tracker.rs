@@ -15,7 +15,7 @@ use btcore_host::tracker::{
     self, AnnounceJob, AnnounceResult, ScrapeStats, TrackerClient, TrackerConfig,
     UNSUPPORTED_SCHEME,
 };
-use btcore_tests::free_port;
+use btcore_tests::{free_port, torrent_with_tiers};
 use mio::{Events, Poll, Token, Waker};
 
 /// How long a stub lives at most.
@@ -550,36 +550,6 @@ fn failure_reason_is_the_error() {
     assert_eq!(r.error.as_deref(), Some("not registered at A"));
     assert!(r.peers.is_empty());
     assert_eq!(a.hits(), 1);
-}
-
-/// A `.torrent` of one 16 KiB piece whose `announce-list` is `tiers`.
-fn torrent_with_tiers(tiers: &[&[&str]]) -> Vec<u8> {
-    use btcore_core::bencode::Encoder;
-    let mut out = Vec::new();
-    let mut e = Encoder::new(&mut out);
-    let r = (|| {
-        e.dict()?;
-        e.bytes(b"announce-list")?;
-        e.list()?;
-        for tier in tiers {
-            e.list()?;
-            for url in *tier {
-                e.bytes(url.as_bytes())?;
-            }
-            e.end()?;
-        }
-        e.end()?;
-        e.bytes(b"info")?;
-        e.dict()?;
-        e.key_int(b"length", 16_384)?;
-        e.key_bytes(b"name", b"tiers.bin")?;
-        e.key_int(b"piece length", 16_384)?;
-        e.key_bytes(b"pieces", &[0u8; 20])?;
-        e.end()?;
-        e.end()
-    })();
-    r.expect("vec");
-    out
 }
 
 /// The session walks the tiers and the client performs each exchange it names,

@@ -127,3 +127,32 @@ fn unescape(s: &str) -> String {
 pub mod fuzz_checks;
 pub mod scripted;
 pub mod sim;
+
+/// A `.torrent` of one 16 KiB piece with `announce-list` `tiers`.
+pub fn torrent_with_tiers(tiers: &[&[&str]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut e = btcore_core::bencode::Encoder::new(&mut out);
+    let r = (|| {
+        e.dict()?;
+        e.bytes(b"announce-list")?;
+        e.list()?;
+        for tier in tiers {
+            e.list()?;
+            for url in *tier {
+                e.bytes(url.as_bytes())?;
+            }
+            e.end()?;
+        }
+        e.end()?;
+        e.bytes(b"info")?;
+        e.dict()?;
+        e.key_int(b"length", 16_384)?;
+        e.key_bytes(b"name", b"tiers.bin")?;
+        e.key_int(b"piece length", 16_384)?;
+        e.key_bytes(b"pieces", &[0u8; 20])?;
+        e.end()?;
+        e.end()
+    })();
+    r.expect("vec");
+    out
+}

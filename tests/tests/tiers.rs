@@ -5,13 +5,13 @@
 //! answering tracker's `min interval` holds. Simulated time; the "trackers" are
 //! closures that answer or fail each exchange.
 
-use btcore_core::bencode::Encoder;
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::PeerId;
 use btcore_core::session::{
     Action, AnnounceEvent, AnnounceOutcome, Session, SessionConfig, TorrentId,
 };
 use btcore_core::time::{Duration, Instant};
+use btcore_tests::torrent_with_tiers;
 use std::collections::BTreeSet;
 
 /// One exchange the session asked for.
@@ -21,35 +21,6 @@ struct Asked {
     tracker: String,
     event: Option<AnnounceEvent>,
     seq: u64,
-}
-
-/// A `.torrent` of one 16 KiB piece with `announce-list` `tiers`.
-fn torrent(tiers: &[&[&str]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut e = Encoder::new(&mut out);
-    let r = (|| {
-        e.dict()?;
-        e.bytes(b"announce-list")?;
-        e.list()?;
-        for tier in tiers {
-            e.list()?;
-            for url in *tier {
-                e.bytes(url.as_bytes())?;
-            }
-            e.end()?;
-        }
-        e.end()?;
-        e.bytes(b"info")?;
-        e.dict()?;
-        e.key_int(b"length", 16_384)?;
-        e.key_bytes(b"name", b"tiers.bin")?;
-        e.key_int(b"piece length", 16_384)?;
-        e.key_bytes(b"pieces", &[0u8; 20])?;
-        e.end()?;
-        e.end()
-    })();
-    r.expect("vec");
-    out
 }
 
 struct Run {
@@ -67,7 +38,7 @@ impl Run {
         let now = Instant::from_millis(1_000);
         let have = (!downloading).then(|| Bitfield::full(1));
         let id = session
-            .add_torrent(now, &torrent(tiers), have.as_ref())
+            .add_torrent(now, &torrent_with_tiers(tiers), have.as_ref())
             .expect("torrent");
         Self {
             session,
