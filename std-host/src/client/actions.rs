@@ -4,7 +4,12 @@
 //! without deciding anything, and each `Event` that changes what a resume file would
 //! say (a piece verified, a torrent finished) marks it dirty in `on_event`.
 
-use super::*;
+use super::Client;
+use crate::disk::DiskJob;
+use crate::encryption::Link;
+use crate::tracker::AnnounceJob;
+use btcore_core::session::{Action, AnnounceEvent, AnnounceOutcome, DhtOutcome, Event, TorrentId};
+use std::io::Write;
 
 impl Client {
     /// Carries out the session's actions and collects its events.

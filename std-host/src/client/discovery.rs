@@ -2,7 +2,9 @@
 //! [`super::DHT_READS_PER_TURN`] a turn, and its timers) and local service discovery
 //! (LSD) announces and replies, for the torrents that are not private.
 
-use super::*;
+use super::{Client, DHT_READS_PER_TURN};
+use btcore_core::ids::InfoHash;
+use btcore_core::session::{PeerSource, TorrentId};
 
 impl Client {
     /// DHT timers and datagrams: hands the peers found to the session and reports

@@ -44,25 +44,21 @@
 //! timeout is computed from both (the session's due time is a core `Instant`, the
 //! trackers' a std one).
 
-use crate::disk::{CheckProgress, DiskDone, DiskJob, DiskPool};
-use crate::encryption::{Close, Encryption, KeySource, Link, OurTorrents, Up};
-use crate::resume::{self, ResumeData, ResumeWriter};
-use crate::storage::{Storage, StorageConfig};
-use crate::tracker::{AnnounceJob, AnnounceResult, TrackerClient, TrackerConfig};
+use crate::disk::{CheckProgress, DiskPool};
+use crate::encryption::{Encryption, KeySource, Link};
+use crate::resume::ResumeWriter;
+use crate::storage::Storage;
+use crate::tracker::{TrackerClient, TrackerConfig};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{InfoHash, PeerId};
-use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_core::session::{
-    Action, AnnounceEvent, AnnounceOutcome, ConnId, DhtOutcome, Event, PeerSource, Session,
-    SessionConfig, TorrentId, TorrentState, TorrentStatus,
-};
+use btcore_core::session::{ConnId, Event, Session, SessionConfig, TorrentId, TorrentStatus};
 use btcore_core::time::Instant;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

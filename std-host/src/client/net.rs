@@ -5,7 +5,13 @@
 //! upload and download rate limits ([`Bucket`]) are applied here, on the bytes each
 //! read and flush may move.
 
-use super::*;
+use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
+use crate::encryption::{Close, Link, OurTorrents, Up};
+use btcore_core::session::ConnId;
+use mio::net::TcpStream;
+use mio::Interest;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 
 impl Client {
     /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.

@@ -3,7 +3,12 @@
 //! queued writes land, write the resume data one last time, announce `stopped`, close
 //! every connection and save the DHT's state.
 
-use super::*;
+use super::Client;
+use crate::disk::{DiskDone, DiskJob};
+use crate::resume::{self, ResumeData};
+use btcore_core::session::{Action, ConnId, TorrentId};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 impl Client {
     /// Writes resume files that changed (coalesced), or all of them when `force`.

@@ -3,7 +3,18 @@
 //! the metadata of a magnet arriving, removing, pausing and resuming, and the views of
 //! torrents and peers the public API returns.
 
-use super::*;
+use super::{Client, ClientError, HostTorrent, Start, TorrentView};
+use crate::disk::{CheckProgress, DiskJob};
+use crate::resume::{self, ResumeData, ResumeWriter};
+use crate::storage::{Storage, StorageConfig};
+use btcore_core::bitfield::Bitfield;
+use btcore_core::ids::InfoHash;
+use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::session::{PeerSource, TorrentId, TorrentState};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 impl Client {
     /// Adds a `.torrent` file, saving into `save_dir` (the client's by default). Resume

@@ -2,7 +2,11 @@
 //! data-check progress) from [`crate::disk::DiskPool`] and finished HTTP exchanges and
 //! UDP timeouts from the [`crate::tracker::TrackerClient`], each handed to the session.
 
-use super::*;
+use super::Client;
+use crate::disk::DiskDone;
+use crate::tracker::AnnounceResult;
+use btcore_core::session::{AnnounceOutcome, PeerSource, TorrentId};
+use std::net::{IpAddr, Ipv4Addr};
 
 impl Client {
     pub(super) fn collect_workers(&mut self) {
