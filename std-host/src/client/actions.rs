@@ -1,0 +1,194 @@
+//! Carrying out the session's decisions: [`Client::pump`] drains `poll_action` and
+//! `poll_event`; each `Action` (connect, send, close, disk write/read/verify, announce to
+//! one tracker, DHT lookup, data check of a magnet's metadata) is done by `do_action`
+//! without deciding anything, and each `Event` that changes what a resume file would
+//! say (a piece verified, a torrent finished) marks it dirty in `on_event`.
+
+use super::Client;
+use crate::disk::DiskJob;
+use crate::encryption::Link;
+use crate::tracker::AnnounceJob;
+use btcore_core::session::{Action, AnnounceEvent, AnnounceOutcome, DhtOutcome, Event, TorrentId};
+use std::io::Write;
+
+impl Client {
+    /// Carries out the session's actions and collects its events.
+    pub(super) fn pump(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some(a) = self.session.poll_action() {
+                any = true;
+                self.do_action(a);
+            }
+            while let Some(e) = self.session.poll_event() {
+                any = true;
+                self.on_event(e);
+            }
+            if !any {
+                // This turn's disk jobs go out together: one wake-up per worker.
+                self.disk.flush();
+                return;
+            }
+        }
+    }
+
+    pub(super) fn do_action(&mut self, a: Action) {
+        let now = self.now();
+        match a {
+            Action::Connect {
+                conn,
+                torrent,
+                addr,
+            } => {
+                let policy = self.opts.encryption;
+                let link = match self.torrents.get(&torrent) {
+                    Some(t) => Link::outgoing(policy, t.info_hash, self.keys.next(), now),
+                    None => Link::outgoing_plain(policy),
+                };
+                if !self.dial(conn, addr, link) {
+                    self.session.handle_connect_failed(now, conn);
+                }
+            }
+            Action::Send(conn) => self.flush(conn),
+            Action::Close { conn, reason } => {
+                log::debug!("closing {conn:?}: {reason}");
+                if let Some(s) = self.socks.get_mut(&conn) {
+                    // Best effort: what is queued goes out before the close.
+                    let _ = s.stream.write(&s.out[s.out_pos..]);
+                }
+                self.drop_sock(conn);
+            }
+            Action::Write {
+                torrent,
+                block,
+                data,
+            } => match self.storage(torrent) {
+                Some(storage) => self.disk.submit(DiskJob::Write {
+                    torrent,
+                    storage,
+                    block,
+                    data,
+                }),
+                None => self.session.handle_write_done(
+                    now,
+                    torrent,
+                    block,
+                    Err(btcore_core::session::DiskError::Io),
+                ),
+            },
+            Action::Read {
+                torrent,
+                conn,
+                block,
+            } => {
+                if let Some(storage) = self.storage(torrent) {
+                    self.disk.submit(DiskJob::Read {
+                        torrent,
+                        storage,
+                        conn,
+                        block,
+                    });
+                }
+            }
+            Action::Verify {
+                torrent,
+                piece,
+                expected,
+                block_digests,
+            } => {
+                if let Some(storage) = self.storage(torrent) {
+                    self.disk.submit(DiskJob::Verify {
+                        torrent,
+                        storage,
+                        piece,
+                        expected,
+                        block_digests,
+                    });
+                }
+            }
+            Action::Announce {
+                torrent,
+                tracker,
+                event,
+                uploaded,
+                downloaded,
+                left,
+                seq,
+            } => self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq),
+            Action::DhtLookup {
+                torrent,
+                info_hash,
+                announce,
+                seq,
+            } => {
+                let port = announce.then_some(self.local_addr.port());
+                let started = self
+                    .dht
+                    .as_mut()
+                    .is_some_and(|d| d.lookup(now, torrent, info_hash, port, seq));
+                if !started {
+                    self.session
+                        .handle_dht_done(now, torrent, seq, DhtOutcome::Failed);
+                }
+            }
+            Action::CheckData { torrent } => self.metadata_received(torrent),
+            _ => {}
+        }
+    }
+
+    /// Performs the one exchange the session asked: `tracker` of torrent `id`, with
+    /// the `[uploaded, downloaded, left]` counts.
+    pub(super) fn announce(
+        &mut self,
+        id: TorrentId,
+        tracker: String,
+        event: Option<AnnounceEvent>,
+        [uploaded, downloaded, left]: [u64; 3],
+        seq: u64,
+    ) {
+        let Some(t) = self.torrents.get(&id) else {
+            return;
+        };
+        let Some(client) = self.trackers.as_mut() else {
+            if event != Some(AnnounceEvent::Stopped) {
+                let now = self.now();
+                self.session
+                    .handle_announced(now, id, seq, AnnounceOutcome::NoTrackers);
+            }
+            return;
+        };
+        // The torrent may already be gone from the session (the `stopped` announce).
+        let job = AnnounceJob {
+            key: id.0,
+            tracker,
+            info_hash: t.info_hash,
+            peer_id: self.peer_id,
+            port: self.local_addr.port(),
+            uploaded,
+            downloaded,
+            left,
+            event: event.map(|e| match e {
+                AnnounceEvent::Started => btcore_core::tracker::Event::Started,
+                AnnounceEvent::Completed => btcore_core::tracker::Event::Completed,
+                AnnounceEvent::Stopped => btcore_core::tracker::Event::Stopped,
+            }),
+            numwant: Some(50),
+            seq,
+        };
+        client.announce(std::time::Instant::now(), job);
+    }
+
+    pub(super) fn on_event(&mut self, e: Event) {
+        match &e {
+            Event::PieceVerified(id, _) | Event::TorrentFinished(id) => {
+                if let Some(t) = self.torrents.get_mut(id) {
+                    t.resume.mark_dirty(std::time::Instant::now());
+                }
+            }
+            _ => {}
+        }
+        if self.events_out.len() < 10_000 {
+            self.events_out.push(e);
+        }
+    }
+}

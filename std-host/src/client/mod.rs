@@ -1,0 +1,606 @@
+//! The std host's event loop: one `mio` poll drives every peer connection of every
+//! torrent; disk and hashing run on [`crate::disk::DiskPool`]. Trackers go through
+//! [`crate::tracker::TrackerClient`]: each `Action::Announce` names one tracker, and the
+//! client performs that one exchange (UDP on this loop, its sockets and timers; HTTP on
+//! its threads); each result goes back to the session, which picks the next tracker. The loop wakes on socket readiness, on a waker
+//! from the workers, or when the session's, the DHT's or the trackers' `poll_timeout`
+//! is due.
+//!
+//! ```text
+//!  loop {
+//!      poll(sockets, waker, timeout = session.poll_timeout())
+//!      accept / read → session.handle_incoming / handle_recv (while wants_recv;
+//!                      ACCEPTS_PER_TURN accepts, READS_PER_TURN reads per
+//!                      connection, DHT_READS_PER_TURN datagrams; the rest next turn)
+//!      connect done  → session.handle_connected / handle_connect_failed
+//!      disk done     → session.handle_write_done / handle_read_done / handle_verified_blocks
+//!      tracker UDP   → trackers.on_udp_readable; trackers.handle_timeout (always)
+//!      tracker done  → session.handle_peers, session.handle_announced (per exchange)
+//!      session.handle_timeout(now) when due
+//!      drain session.poll_action(): Connect, Send, Close, Write, Read, Verify, Announce
+//!      drain session.poll_event(): progress, resume saving, completion
+//!  }
+//! ```
+//!
+//! Ownership: the loop owns the sockets and the [`Session`]; each torrent's
+//! [`Storage`] is shared (`Arc`) with the disk workers, who only do positioned reads
+//! and writes. Nothing else holds a lock.
+//!
+//! This file holds the options, the `Client` and its state, its construction and the
+//! loop itself ([`Client::run_once`]); each job of the loop has its own file:
+//!
+//! - `net`: peer sockets (accept, read, flush, dial, handshake expiry, rate limits);
+//! - `actions`: carrying out the session's actions and events;
+//! - `torrents`: adding, checking, removing, pausing, resuming torrents; their views;
+//! - `workers`: disk completions and tracker results coming back from worker threads;
+//! - `state`: resume data and shutdown;
+//! - `discovery`: the DHT and local service discovery sockets.
+//!
+//! Clocks. The session, the DHT and LSD run on the engine's clock,
+//! [`btcore_core::time::Instant`]: milliseconds since the client started (`epoch`),
+//! read through `Client::now`. The tracker client (its UDP retry timers), the resume
+//! writers (how long a file may stay dirty), the rate-limit buckets and `run_until`'s
+//! deadline use [`std::time::Instant`] directly, as their APIs take one; the poll
+//! timeout is computed from both (the session's due time is a core `Instant`, the
+//! trackers' a std one).
+
+use crate::disk::{CheckProgress, DiskPool};
+use crate::encryption::{Encryption, KeySource, Link};
+use crate::resume::ResumeWriter;
+use crate::storage::Storage;
+use crate::tracker::{TrackerClient, TrackerConfig};
+use btcore_core::bitfield::Bitfield;
+use btcore_core::ids::{InfoHash, PeerId};
+use btcore_core::session::{ConnId, Event, Session, SessionConfig, TorrentId, TorrentStatus};
+use btcore_core::time::Instant;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod actions;
+mod discovery;
+mod net;
+mod state;
+mod torrents;
+mod workers;
+
+use net::Bucket;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const DHT: Token = Token(2);
+const LSD: Token = Token(3);
+/// The tracker client's UDP sockets (IPv4, IPv6).
+const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
+const FIRST_CONN: usize = 16;
+
+/// How the client runs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Where torrents' files go.
+    pub save_dir: PathBuf,
+    /// Where resume files go (None: no resume data).
+    pub state_dir: Option<PathBuf>,
+    /// The small-device profile.
+    pub low_memory: bool,
+    /// Most connections per torrent (0: the profile's default).
+    pub max_peers: usize,
+    /// Most connections over all torrents (0: the profile's default, 200 or 50).
+    pub max_connections: usize,
+    /// Disk worker threads ([`DEFAULT_DISK_THREADS`] by default).
+    pub disk_threads: usize,
+    /// Most bytes received and not yet written (0: the profile's default, 1 MiB or
+    /// 512 KiB): no block is requested past it, and reading from peers pauses at twice
+    /// it until writes complete (libtorrent's `max_queued_disk_bytes`).
+    pub max_disk_queue: usize,
+    /// Whether to ask trackers for peers.
+    pub use_trackers: bool,
+    /// Seed for the engine's random choices (0: from the clock).
+    pub seed: u64,
+    /// Download rate limit in bytes/s (0: none).
+    pub download_limit: u64,
+    /// Upload rate limit in bytes/s (0: none).
+    pub upload_limit: u64,
+    /// The Mainline DHT (None: off). Never used for private torrents.
+    pub dht: Option<crate::dht::DhtOptions>,
+    /// BEP 14 local service discovery (multicast on the LAN). Off by default: it
+    /// reaches every machine on the local network. Never used for private torrents.
+    pub lsd: bool,
+    /// Protocol encryption (MSE/PE) policy.
+    pub encryption: Encryption,
+}
+
+/// Socket reads of one connection in one turn of the loop: one peer that keeps its
+/// socket full cannot keep the loop from the others (with a 64 KiB buffer, 1 MiB a
+/// turn). Edge-triggered readiness is not lost: a connection that used them is read
+/// again next turn.
+pub const READS_PER_TURN: usize = 16;
+
+/// Connections accepted in one turn of the loop: a connect flood cannot keep the loop
+/// from reading its peers. The rest wait in the kernel's backlog for the next turn.
+pub const ACCEPTS_PER_TURN: usize = 32;
+
+/// DHT datagrams handled in one turn of the loop: a flood on the DHT port cannot keep
+/// the loop from its peers. The rest wait in the socket's buffer for the next turn
+/// (and past it are dropped by the kernel, as on a lossy network).
+pub const DHT_READS_PER_TURN: usize = 256;
+
+/// Disk workers of a client unless told otherwise.
+pub const DEFAULT_DISK_THREADS: usize = 2;
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6881),
+            save_dir: PathBuf::from("."),
+            state_dir: None,
+            low_memory: false,
+            max_peers: 0,
+            max_connections: 0,
+            disk_threads: DEFAULT_DISK_THREADS,
+            max_disk_queue: 0,
+            use_trackers: true,
+            seed: 0,
+            download_limit: 0,
+            upload_limit: 0,
+            dht: None,
+            lsd: false,
+            encryption: Encryption::default(),
+        }
+    }
+}
+
+/// Why the client or a torrent could not start.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A socket or file error.
+    Io(io::Error),
+    /// The torrent or magnet link was refused.
+    Add(btcore_core::session::AddError),
+    /// The torrent's files could not be set up.
+    Storage(crate::storage::StorageError),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Add(e) => write!(f, "{e}"),
+            Self::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+struct Sock {
+    stream: TcpStream,
+    connecting: bool,
+    /// The encryption policy's view of the connection: plain, sniffing, in an
+    /// encryption handshake, or encrypted; it decides, the loop moves bytes.
+    link: Link,
+    /// Where we dialed (None: accepted).
+    dialed: Option<SocketAddr>,
+    /// Bytes taken from the session and not yet written.
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+struct HostTorrent {
+    name: String,
+    info_hash: InfoHash,
+    storage: Option<Arc<Storage>>,
+    resume: ResumeWriter,
+    save_dir: PathBuf,
+    /// The check of its data on disk, while it runs.
+    check: Option<Arc<CheckProgress>>,
+}
+
+/// How a torrent added from a file starts.
+enum Start {
+    /// At once, with these pieces.
+    Ready(Bitfield),
+    /// After a check of what is on disk.
+    Check,
+}
+
+/// A torrent as shown to a person.
+#[derive(Clone, Debug)]
+pub struct TorrentView {
+    /// Session id.
+    pub id: TorrentId,
+    /// Display name.
+    pub name: String,
+    /// Engine status.
+    pub status: TorrentStatus,
+    /// While its data is checked ([`TorrentState::Checking`]): pieces checked, and of
+    /// how many.
+    pub checking: Option<(u32, u32)>,
+}
+
+/// The std client: a session, its sockets, disk workers and trackers.
+pub struct Client {
+    opts: ClientOptions,
+    session: Session,
+    poll: Poll,
+    waker: Arc<Waker>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    socks: HashMap<ConnId, Sock>,
+    disk: DiskPool,
+    trackers: Option<TrackerClient>,
+    torrents: HashMap<TorrentId, HostTorrent>,
+    epoch: std::time::Instant,
+    peer_id: PeerId,
+    stop: Arc<AtomicBool>,
+    events_out: Vec<Event>,
+    /// Socket reads land here.
+    buf: Vec<u8>,
+    /// What the session sends is taken here, then written to the socket.
+    tx: Vec<u8>,
+    down: Bucket,
+    up: Bucket,
+    /// Connections left readable or writable because a rate limit ran out.
+    throttled_read: Vec<ConnId>,
+    /// Connections left unread while the disk is behind ([`Session::disk_backlogged`]):
+    /// read again once writes complete.
+    disk_blocked: Vec<ConnId>,
+    /// Connections left unread while their peer has not read what the session queued
+    /// for it ([`Session::wants_recv`]): read again once it has (a writable socket
+    /// took bytes).
+    send_blocked: Vec<ConnId>,
+    throttled_write: Vec<ConnId>,
+    /// Connections that used their reads of a turn ([`READS_PER_TURN`]) with bytes
+    /// left: read again next turn, after the sockets that became ready.
+    read_more: Vec<ConnId>,
+    /// The listener used its accepts of a turn ([`ACCEPTS_PER_TURN`]) with
+    /// connections left: accepted again next turn.
+    accept_more: bool,
+    /// The DHT socket used its reads of a turn ([`DHT_READS_PER_TURN`]) with
+    /// datagrams left: read again next turn.
+    dht_more: bool,
+    dht: Option<crate::dht::DhtHost>,
+    lsd: Option<crate::lsd::LsdHost>,
+    /// DH private keys for encryption handshakes.
+    keys: KeySource,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.local_addr)
+    }
+}
+
+/// The engine's clock: milliseconds since `epoch`, from 1.
+fn since(epoch: std::time::Instant) -> Instant {
+    Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1)
+}
+
+fn token(c: ConnId) -> Token {
+    Token(c.0 as usize + FIRST_CONN)
+}
+
+fn conn_of(t: Token) -> ConnId {
+    ConnId((t.0 - FIRST_CONN) as u32)
+}
+
+impl Client {
+    /// Binds the listen socket and starts the workers.
+    pub fn new(opts: ClientOptions) -> Result<Self, ClientError> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listener = TcpListener::bind(opts.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let local_addr = listener.local_addr()?;
+        let seed = if opts.seed != 0 {
+            opts.seed
+        } else {
+            crate::os::random_u64()
+        };
+        let peer_id = PeerId::generate(seed);
+        let mut config = if opts.low_memory {
+            SessionConfig::low_memory(peer_id)
+        } else {
+            SessionConfig::new(peer_id)
+        };
+        config.listen_port = local_addr.port();
+        // 0: the profile's own limit (50, or 20 in the low-memory profile).
+        if opts.max_peers != 0 {
+            config.max_peers_per_torrent = opts.max_peers;
+        }
+        if opts.max_connections != 0 {
+            config.max_connections = opts.max_connections;
+        }
+        if opts.max_disk_queue != 0 {
+            config.max_disk_bytes_in_flight = opts.max_disk_queue;
+        }
+        // The session schedules DHT lookups only for a host that runs a node.
+        config.dht = opts.dht.is_some();
+        let session = Session::new(config, seed);
+        let w = waker.clone();
+        let disk = DiskPool::new(
+            opts.disk_threads,
+            if opts.low_memory {
+                256 << 10
+            } else {
+                crate::disk::AHEAD_BYTES
+            },
+            Arc::new(move || {
+                let _ = w.wake();
+            }),
+        );
+        let dht = match &opts.dht {
+            Some(d) => {
+                let port = if d.port == 0 {
+                    local_addr.port()
+                } else {
+                    d.port
+                };
+                let bind = SocketAddr::new(opts.listen.ip(), port);
+                let epoch_now = Instant::from_millis(1);
+                let mut host = crate::dht::DhtHost::new(bind, d, epoch_now, seed)?;
+                poll.registry()
+                    .register(&mut host.socket, DHT, Interest::READABLE)?;
+                Some(host)
+            }
+            None => None,
+        };
+        let lsd = if opts.lsd {
+            let mut host = crate::lsd::LsdHost::new(crate::lsd::LsdOptions {
+                port_to_announce: local_addr.port(),
+                ..crate::lsd::LsdOptions::default()
+            })?;
+            poll.registry()
+                .register(host.socket_mut(), LSD, Interest::READABLE)?;
+            Some(host)
+        } else {
+            None
+        };
+        let trackers = if opts.use_trackers {
+            let w = waker.clone();
+            Some(TrackerClient::new(
+                TrackerConfig {
+                    rng_seed: seed,
+                    ..TrackerConfig::default()
+                },
+                poll.registry(),
+                TRACKER_UDP,
+                Box::new(move || {
+                    let _ = w.wake();
+                }),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            session,
+            poll,
+            waker,
+            listener,
+            local_addr,
+            socks: HashMap::new(),
+            disk,
+            trackers,
+            torrents: HashMap::new(),
+            epoch: std::time::Instant::now(),
+            peer_id,
+            stop: Arc::new(AtomicBool::new(false)),
+            events_out: Vec::new(),
+            // One socket read at most. Small enough to stay in the CPU's L2 cache: the
+            // kernel's copy into it and ours out of it then hit the cache (with 256 KiB,
+            // the receive copy cost 2.5 times as much); large enough to hold several
+            // blocks, so few messages straddle two reads.
+            buf: vec![
+                0u8;
+                if opts.low_memory {
+                    32 * 1024
+                } else {
+                    64 * 1024
+                }
+            ],
+            // Uploads leave in writes of up to 256 KiB, several blocks per system call
+            // (as before the reads went down to 64 KiB); small devices write less.
+            tx: vec![
+                0u8;
+                if opts.low_memory {
+                    32 * 1024
+                } else {
+                    256 * 1024
+                }
+            ],
+            down: Bucket::new(opts.download_limit),
+            up: Bucket::new(opts.upload_limit),
+            throttled_read: Vec::new(),
+            disk_blocked: Vec::new(),
+            send_blocked: Vec::new(),
+            throttled_write: Vec::new(),
+            read_more: Vec::new(),
+            accept_more: false,
+            dht_more: false,
+            dht,
+            lsd,
+            keys: KeySource::new(),
+            opts,
+        })
+    }
+
+    /// The address peers reach us at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A flag that stops [`Client::run_until`] (set it from a signal handler).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn now(&self) -> Instant {
+        since(self.epoch)
+    }
+
+    /// Events since the last call (piece verified, finished, banned, ...).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events_out)
+    }
+
+    /// Runs the loop until `done` says so, the stop flag is set, or `limit` passes.
+    /// Returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Option<Duration>,
+        mut done: impl FnMut(&mut Client) -> bool,
+    ) -> io::Result<bool> {
+        let start = std::time::Instant::now();
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            if self.stop.load(Ordering::Relaxed) || limit.is_some_and(|l| start.elapsed() >= l) {
+                return Ok(false);
+            }
+            self.run_once(Duration::from_millis(250))?;
+        }
+    }
+
+    /// One turn of the loop: waits for readiness at most `max_wait`.
+    pub fn run_once(&mut self, max_wait: Duration) -> io::Result<()> {
+        let now = self.now();
+        let wait = self
+            .session
+            .poll_timeout()
+            .map_or(max_wait, |t| {
+                Duration::from_millis(t.as_millis().saturating_sub(now.as_millis()))
+            })
+            .min(max_wait);
+        let wait = match self.dht.as_ref().and_then(|d| d.poll_timeout()) {
+            Some(t) => wait.min(Duration::from_millis(
+                t.as_millis().saturating_sub(now.as_millis()),
+            )),
+            None => wait,
+        };
+        let wait = match self.trackers.as_ref().and_then(TrackerClient::poll_timeout) {
+            Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
+            None => wait,
+        };
+        let throttled = !self.throttled_read.is_empty() || !self.throttled_write.is_empty();
+        let wait = if throttled {
+            wait.min(Duration::from_millis(20))
+        } else {
+            wait
+        };
+        // A send at the end of the last turn may have let a blocked peer be read.
+        let wait = if self
+            .send_blocked
+            .iter()
+            .any(|c| self.session.wants_recv(*c))
+        {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        // Work left from the last turn: look at the sockets without waiting.
+        let read_again = std::mem::take(&mut self.read_more);
+        let accept_again = std::mem::take(&mut self.accept_more);
+        let dht_again = std::mem::take(&mut self.dht_more);
+        let wait = if read_again.is_empty() && !accept_again && !dht_again {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        let mut events = Events::with_capacity(256);
+        match self.poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut accepted = false;
+        let mut dht_read = false;
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => {
+                    accepted = true;
+                    self.accept_all();
+                }
+                WAKER => {}
+                DHT => {
+                    dht_read = true;
+                    self.read_dht();
+                }
+                LSD => self.read_lsd(),
+                t if TRACKER_UDP.contains(&t) => {
+                    if let Some(tr) = self.trackers.as_mut() {
+                        tr.on_udp_readable(std::time::Instant::now());
+                    }
+                }
+                t => {
+                    let conn = conn_of(t);
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        self.on_writable(conn);
+                    }
+                    if ev.is_readable() || ev.is_read_closed() {
+                        self.read_conn(conn);
+                    }
+                }
+            }
+        }
+        if accept_again && !accepted {
+            self.accept_all();
+        }
+        if dht_again && !dht_read {
+            self.read_dht();
+        }
+        for conn in read_again {
+            if !self.read_more.contains(&conn) {
+                self.read_conn(conn);
+            }
+        }
+        self.service_dht();
+        self.service_lsd();
+        for conn in std::mem::take(&mut self.throttled_write) {
+            self.flush(conn);
+        }
+        for conn in std::mem::take(&mut self.throttled_read) {
+            self.read_conn(conn);
+        }
+        // Peers that read what was queued for them (their sockets were writable).
+        if !self.send_blocked.is_empty() {
+            let (ready, still): (Vec<ConnId>, Vec<ConnId>) = std::mem::take(&mut self.send_blocked)
+                .into_iter()
+                .filter(|c| self.socks.contains_key(c))
+                .partition(|c| self.session.wants_recv(*c));
+            self.send_blocked = still;
+            for conn in ready {
+                self.read_conn(conn);
+            }
+        }
+        self.collect_workers();
+        if !self.disk_blocked.is_empty() && !self.session.disk_backlogged() {
+            for conn in std::mem::take(&mut self.disk_blocked) {
+                self.read_conn(conn);
+            }
+        }
+        self.expire_handshakes();
+        let now = self.now();
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
+        self.pump();
+        self.save_resume_if_due(false);
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The peer sockets: accepting (at most [`super::ACCEPTS_PER_TURN`] a turn), reading
+//! into the session (at most [`super::READS_PER_TURN`] reads per connection a turn),
+//! flushing what the session queued, dialing, registering a socket with the poll,
+//! losing a connection, and expiring encryption handshakes that took too long. The
+//! upload and download rate limits ([`Bucket`]) are applied here, on the bytes each
+//! read and flush may move.
+
+use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
+use crate::encryption::{Close, Link, OurTorrents, Up};
+use btcore_core::session::ConnId;
+use mio::net::TcpStream;
+use mio::Interest;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+impl Client {
+    /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.
+    pub(super) fn accept_all(&mut self) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.listener.accept() {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let now = self.now();
+                    let conn = self.session.handle_incoming(now, addr);
+                    let link = Link::incoming(self.opts.encryption, self.keys.next());
+                    self.add_sock(conn, stream, link, None, Vec::new());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        // More may wait in the backlog; readiness will not be reported again.
+        self.accept_more = true;
+    }
+
+    pub(super) fn on_writable(&mut self, conn: ConnId) {
+        let now = self.now();
+        let Some(s) = self.socks.get_mut(&conn) else {
+            return;
+        };
+        if s.connecting {
+            let failed = matches!(s.stream.take_error(), Ok(Some(_)) | Err(_))
+                || s.stream.peer_addr().is_err();
+            if failed {
+                log::debug!("connect {conn:?} failed");
+                self.drop_sock(conn);
+                self.session.handle_connect_failed(now, conn);
+                return;
+            }
+            s.connecting = false;
+            let _ = s.stream.set_nodelay(true);
+            // With an encryption handshake, the session learns of the connection
+            // once it is done (`Up::Established`).
+            if s.link.handle_connected() {
+                self.session.handle_connected(now, conn);
+            }
+        }
+        self.flush(conn);
+    }
+
+    /// Reads `conn` until its socket is empty, the session or the rate limit says
+    /// stop, or it used its [`READS_PER_TURN`] (then it is read again next turn).
+    pub(super) fn read_conn(&mut self, conn: ConnId) {
+        let mut reads = 0;
+        loop {
+            let Some(s) = self.socks.get_mut(&conn) else {
+                return;
+            };
+            if reads == READS_PER_TURN {
+                if !self.read_more.contains(&conn) {
+                    self.read_more.push(conn);
+                }
+                return;
+            }
+            reads += 1;
+            if s.connecting {
+                return;
+            }
+            // The disk is behind: what the peer sends waits in the kernel (and then
+            // in the peer) instead of in our memory. A completion wakes the loop.
+            if self.session.disk_backlogged() {
+                if !self.disk_blocked.contains(&conn) {
+                    self.disk_blocked.push(conn);
+                }
+                return;
+            }
+            // The peer does not read what we queued for it: what it sends (more
+            // requests) waits in the kernel, and TCP holds it back, until it does.
+            if !self.session.wants_recv(conn) {
+                if !self.send_blocked.contains(&conn) {
+                    self.send_blocked.push(conn);
+                }
+                return;
+            }
+            let allowed = self.down.available().min(self.buf.len());
+            if allowed == 0 {
+                if !self.throttled_read.contains(&conn) {
+                    self.throttled_read.push(conn);
+                }
+                return;
+            }
+            match s.stream.read(&mut self.buf[..allowed]) {
+                Ok(0) => {
+                    self.conn_lost(conn);
+                    return;
+                }
+                Ok(n) => {
+                    self.down.take(n);
+                    // `self.now()` would borrow all of `self` while `s` is held.
+                    let now = since(self.epoch);
+                    let had_out = s.out.len();
+                    let session = &mut self.session;
+                    let out = &mut s.out;
+                    let mut established = false;
+                    let result = s.link.handle_recv(
+                        &mut self.buf[..n],
+                        &OurTorrents(&self.torrents, |t| t.info_hash),
+                        &mut |up| match up {
+                            // Handshake replies leave before any session byte.
+                            Up::Transmit(b) => out.extend_from_slice(b),
+                            Up::Data(b) => session.handle_recv(now, conn, b),
+                            Up::Established { outgoing, method } => {
+                                log::debug!("{conn:?}: encrypted handshake done, {method:?}");
+                                established = true;
+                                if outgoing {
+                                    session.handle_connected(now, conn);
+                                }
+                            }
+                        },
+                    );
+                    // Handshake replies, and the session's first bytes once established.
+                    let replies = s.out.len() > had_out || established;
+                    if let Err(e) = result {
+                        log::debug!("{conn:?}: {e}");
+                        self.conn_lost(conn);
+                        return;
+                    }
+                    if replies {
+                        self.flush(conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.conn_lost(conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the session has for `conn` until the socket would block.
+    pub(super) fn flush(&mut self, conn: ConnId) {
+        let now = self.now();
+        loop {
+            let Some(s) = self.socks.get_mut(&conn) else {
+                return;
+            };
+            if s.connecting {
+                return;
+            }
+            if s.out_pos == s.out.len() {
+                s.out.clear();
+                s.out_pos = 0;
+                // The session speaks once any encryption handshake is done.
+                if s.link.negotiating() {
+                    return;
+                }
+                let n = self.session.poll_transmit(now, conn, &mut self.tx);
+                if n == 0 {
+                    return;
+                }
+                s.link.encrypt(&mut self.tx[..n]);
+                // Straight from the buffer; only what the socket does not take now is
+                // kept for later.
+                let allowed = self.up.available().min(n);
+                // An error leaves everything queued: the queue's write below meets it
+                // again and handles it.
+                let written = if allowed == 0 {
+                    0
+                } else {
+                    s.stream.write(&self.tx[..allowed]).unwrap_or(0)
+                };
+                self.up.take(written);
+                if written < n {
+                    s.out.extend_from_slice(&self.tx[written..n]);
+                }
+                continue;
+            }
+            let allowed = self.up.available().min(s.out.len() - s.out_pos);
+            if allowed == 0 {
+                if !self.throttled_write.contains(&conn) {
+                    self.throttled_write.push(conn);
+                }
+                return;
+            }
+            match s.stream.write(&s.out[s.out_pos..s.out_pos + allowed]) {
+                Ok(0) => return,
+                Ok(n) => {
+                    self.up.take(n);
+                    s.out_pos += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.conn_lost(conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn drop_sock(&mut self, conn: ConnId) {
+        if let Some(mut s) = self.socks.remove(&conn) {
+            let _ = self.poll.registry().deregister(&mut s.stream);
+        }
+    }
+
+    /// Gives up on dialed connections whose encryption handshake (or TCP connect, while
+    /// one is due) ran past the deadline their link names.
+    pub(super) fn expire_handshakes(&mut self) {
+        let now = self.now();
+        let late: Vec<ConnId> = self
+            .socks
+            .iter_mut()
+            .filter(|(_, s)| s.link.poll_timeout().is_some_and(|d| d <= now))
+            .filter_map(|(c, s)| s.link.handle_timeout(now).map(|_| *c))
+            .collect();
+        for conn in late {
+            log::debug!("{conn:?}: encryption handshake timed out");
+            self.conn_lost(conn);
+        }
+    }
+
+    /// Opens a connection to `addr` for `conn`; false when that failed at once.
+    pub(super) fn dial(&mut self, conn: ConnId, addr: SocketAddr, mut link: Link) -> bool {
+        let Ok(stream) = TcpStream::connect(addr) else {
+            return false;
+        };
+        log::debug!("dialing {addr} as {conn:?} ({link:?})");
+        // The encryption handshake's opening, if any, goes out first.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = link.poll_transmit(&mut buf);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        self.add_sock(conn, stream, link, Some(addr), out)
+    }
+
+    /// Registers `stream` for `conn` (dialed to `dialed`, or accepted) and keeps it,
+    /// with `out` queued to send; false when the poll refused it.
+    pub(super) fn add_sock(
+        &mut self,
+        conn: ConnId,
+        mut stream: TcpStream,
+        link: Link,
+        dialed: Option<SocketAddr>,
+        out: Vec<u8>,
+    ) -> bool {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token(conn), interest)
+            .is_err()
+        {
+            return false;
+        }
+        let sock = Sock {
+            stream,
+            connecting: dialed.is_some(),
+            link,
+            dialed,
+            out,
+            out_pos: 0,
+        };
+        self.socks.insert(conn, sock);
+        true
+    }
+
+    /// A connection ended (closed, failed, refused or timed out): its link's verdict
+    /// says what follows. A dialed connection that failed inside our encryption
+    /// handshake under the `preferred` policy is dialed again in plain text under the
+    /// same id (the session never learnt of the first attempt); one the session never
+    /// learnt of is a failed dial to it; any other is a disconnection.
+    pub(super) fn conn_lost(&mut self, conn: ConnId) {
+        let now = self.now();
+        let (verdict, dialed) = match self.socks.get_mut(&conn) {
+            Some(s) => (s.link.close(), s.dialed),
+            None => (Close::Disconnected, None),
+        };
+        self.drop_sock(conn);
+        match (verdict, dialed) {
+            (Close::RedialPlain, Some(addr)) => {
+                log::debug!("{conn:?}: no encryption handshake from {addr}, dialing in plain text");
+                let link = Link::outgoing_plain(self.opts.encryption);
+                if !self.dial(conn, addr, link) {
+                    self.session.handle_connect_failed(now, conn);
+                }
+            }
+            (Close::RedialPlain | Close::ConnectFailed, _) => {
+                self.session.handle_connect_failed(now, conn)
+            }
+            (Close::Disconnected, _) => self.session.handle_disconnected(now, conn),
+        }
+    }
+}
+
+/// A token bucket: `rate` bytes per second, at most one second of burst.
+#[derive(Debug)]
+pub(super) struct Bucket {
+    rate: u64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    pub(super) fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            tokens: rate as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+    /// Bytes that may move now (`usize::MAX` when unlimited).
+    pub(super) fn available(&mut self) -> usize {
+        if self.rate == 0 {
+            return usize::MAX;
+        }
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate as f64).min(self.rate as f64);
+        self.tokens.max(0.0) as usize
+    }
+    pub(super) fn take(&mut self, n: usize) {
+        if self.rate != 0 {
+            self.tokens -= n as f64;
+        }
+    }
+}
