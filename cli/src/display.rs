@@ -2,7 +2,7 @@
 //! terminal, a plain line per second otherwise, or JSON lines for scripts.
 
 use crate::info::human_size;
-use btcore_core::session::TorrentState;
+use btcore_core::session::{DiskError, TorrentState};
 use btcore_host::client::TorrentView;
 use std::fmt::Write as _;
 
@@ -21,15 +21,13 @@ fn rate(n: u64) -> String {
     format!("{}/s", human_size(n))
 }
 
+/// The core's ETA (rounded up), for a human.
 fn eta(v: &TorrentView) -> String {
-    let left = v.status.total_size.saturating_sub(v.status.bytes_have);
-    if v.status.state == TorrentState::Seeding {
-        return "done".into();
-    }
-    if v.status.download_rate == 0 {
-        return "-".into();
-    }
-    let s = left / v.status.download_rate;
+    let s = match v.status.eta_secs() {
+        Some(0) => return "done".into(),
+        None => return "-".into(),
+        Some(s) => s,
+    };
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, s / 60 % 60)
     } else {
@@ -56,13 +54,17 @@ fn state_of(v: &TorrentView) -> &'static str {
     }
 }
 
-/// Percent complete.
+/// The disk error that stopped the torrent, if one did.
+fn error_of(v: &TorrentView) -> Option<&'static str> {
+    v.status.error.map(|e| match e {
+        DiskError::NoSpace => "disk full",
+        _ => "disk error",
+    })
+}
+
+/// Percent complete: the core's progress (rounded down: 100% only when done).
 pub fn percent(v: &TorrentView) -> f64 {
-    if v.status.total_size == 0 {
-        0.0
-    } else {
-        v.status.bytes_have as f64 * 100.0 / v.status.total_size as f64
-    }
+    f64::from(v.status.progress_ppm()) / 10_000.0
 }
 
 /// Percent of the data check done, while the torrent is checked.
@@ -87,6 +89,8 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                     "name": v.name,
                     "info_hash": v.status.info_hash.to_string(),
                     "state": state_of(v),
+                    "error": error_of(v),
+                    "eta_seconds": v.status.eta_secs(),
                     "progress": (percent(v) * 100.0).round() / 100.0,
                     "bytes_have": v.status.bytes_have,
                     "total_size": v.status.total_size,
@@ -120,7 +124,7 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
                     s,
                     "{name:<28} [{bar}] {:>6.2}%  {:<11} down {:>12}  up {:>12}  peers {:>3} ({} seeds)  eta {}",
                     shown,
-                    state_of(v),
+                    error_of(v).unwrap_or_else(|| state_of(v)),
                     rate(v.status.download_rate),
                     rate(v.status.upload_rate),
                     v.status.peers,
@@ -135,4 +139,61 @@ pub fn render(views: &[TorrentView], mode: Mode, lines_before: usize) -> String 
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use btcore_core::ids::InfoHash;
+    use btcore_core::session::{TorrentId, TorrentStatus};
+
+    fn view(state: TorrentState, bytes_have: u64, total_size: u64, rate: u64) -> TorrentView {
+        TorrentView {
+            id: TorrentId(1),
+            name: "t".into(),
+            status: TorrentStatus {
+                info_hash: InfoHash([0; 20]),
+                state,
+                pieces_have: 0,
+                num_pieces: 1,
+                bytes_have,
+                total_size,
+                peers: 0,
+                seeds: 0,
+                connecting: 0,
+                download_rate: rate,
+                upload_rate: 0,
+                downloaded: 0,
+                uploaded: 0,
+                hash_failures: 0,
+                banned: 0,
+                private: false,
+                paused: false,
+                error: None,
+            },
+            checking: None,
+        }
+    }
+
+    #[test]
+    fn the_display_shows_the_cores_progress_eta_and_error() {
+        // 1001 bytes at 100 B/s: 11 s, not 10 (the core rounds up).
+        let v = view(TorrentState::Downloading, 0, 1001, 100);
+        assert_eq!(eta(&v), "0m11s");
+        let v = view(TorrentState::Downloading, 0, 1001, 0);
+        assert_eq!(eta(&v), "-");
+        let v = view(TorrentState::Seeding, 1001, 1001, 0);
+        assert_eq!((eta(&v), percent(&v)), ("done".to_string(), 100.0));
+        // One byte short is not 100%.
+        let v = view(TorrentState::Downloading, 999_999, 1_000_000, 0);
+        assert!(percent(&v) < 100.0);
+        let mut v = view(TorrentState::Error, 500, 1000, 0);
+        v.status.error = Some(DiskError::NoSpace);
+        assert!(render(&[v.clone()], Mode::Plain, 0).contains("disk full"));
+        let json: serde_json::Value =
+            serde_json::from_str(render(&[v], Mode::Json, 0).trim()).expect("json");
+        assert_eq!(json["error"], "disk full");
+        assert_eq!(json["state"], "error");
+        assert_eq!(json["progress"], 50.0);
+    }
 }

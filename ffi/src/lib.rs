@@ -357,11 +357,14 @@ pub struct btcore_torrent_status {
     pub error: btcore_result,
 }
 
+/// The C view of a torrent's status. Progress, ETA and error are the core's
+/// ([`TorrentStatus::progress_ppm`], [`TorrentStatus::eta_secs`],
+/// [`TorrentStatus::error`]); only the progress of a data check, `checking` as
+/// (pieces checked, pieces), is the host's, which runs the check.
 pub(crate) fn torrent_status(
     id: u32,
     s: &TorrentStatus,
     checking: Option<(u32, u32)>,
-    error: btcore_result,
 ) -> btcore_torrent_status {
     let state = match s.state {
         _ if s.paused => btcore_torrent_state::BTCORE_STATE_PAUSED,
@@ -371,30 +374,16 @@ pub(crate) fn torrent_status(
         TorrentState::Seeding => btcore_torrent_state::BTCORE_STATE_SEEDING,
         _ => btcore_torrent_state::BTCORE_STATE_ERROR,
     };
-    let progress_ppm = if let Some((done, total)) = checking {
-        (u64::from(done) * 1_000_000)
+    let progress_ppm = match checking {
+        Some((done, total)) => (u64::from(done) * 1_000_000)
             .checked_div(u64::from(total))
-            .unwrap_or(1_000_000) as u32
-    } else if s.state == TorrentState::Seeding {
-        1_000_000
-    } else if s.total_size == 0 {
-        0
-    } else {
-        (u128::from(s.bytes_have) * 1_000_000 / u128::from(s.total_size)) as u32
+            .unwrap_or(1_000_000) as u32,
+        None => s.progress_ppm(),
     };
-    let left = s.total_size.saturating_sub(s.bytes_have);
-    let eta_seconds = if s.state == TorrentState::Seeding {
-        0
-    } else if s.download_rate == 0 || s.total_size == 0 {
-        -1
-    } else {
-        left.div_ceil(s.download_rate).min(i64::MAX as u64) as i64
-    };
-    let error = if error == BTCORE_OK && state == btcore_torrent_state::BTCORE_STATE_ERROR {
-        BTCORE_IO
-    } else {
-        error
-    };
+    let eta_seconds = s
+        .eta_secs()
+        .map_or(-1, |e| i64::try_from(e).unwrap_or(i64::MAX));
+    let error = s.error.map_or(BTCORE_OK, disk_error);
     btcore_torrent_status {
         id,
         state,
@@ -941,5 +930,64 @@ mod tests {
         // SAFETY: `btcore_result_name` returns a static NUL-terminated string.
         let n = unsafe { CStr::from_ptr(btcore_result_name(5)) };
         assert_eq!(n.to_bytes(), b"BTCORE_UNKNOWN");
+    }
+
+    #[test]
+    fn the_c_status_takes_progress_eta_and_error_from_the_core() {
+        use btcore_core::ids::InfoHash;
+        let base = TorrentStatus {
+            info_hash: InfoHash([1; 20]),
+            state: TorrentState::Downloading,
+            pieces_have: 1,
+            num_pieces: 3,
+            bytes_have: 1,
+            total_size: 3,
+            peers: 0,
+            seeds: 0,
+            connecting: 0,
+            download_rate: 2,
+            upload_rate: 0,
+            downloaded: 0,
+            uploaded: 0,
+            hash_failures: 0,
+            banned: 0,
+            private: false,
+            paused: false,
+            error: None,
+        };
+        let c = torrent_status(7, &base, None);
+        assert_eq!(
+            (c.progress_ppm, c.eta_seconds, c.error),
+            (333_333, 1, BTCORE_OK)
+        );
+        let no_rate = TorrentStatus {
+            download_rate: 0,
+            ..base
+        };
+        assert_eq!(torrent_status(7, &no_rate, None).eta_seconds, -1);
+        let seed = TorrentStatus {
+            state: TorrentState::Seeding,
+            bytes_have: 3,
+            ..base
+        };
+        let c = torrent_status(7, &seed, None);
+        assert_eq!((c.progress_ppm, c.eta_seconds), (1_000_000, 0));
+        let full = TorrentStatus {
+            state: TorrentState::Error,
+            error: Some(DiskError::NoSpace),
+            ..base
+        };
+        let c = torrent_status(7, &full, None);
+        assert_eq!(c.state, btcore_torrent_state::BTCORE_STATE_ERROR);
+        assert_eq!((c.error, c.eta_seconds), (BTCORE_DISK_FULL, -1));
+        // While checking, the progress is the host's check.
+        let checking = TorrentStatus {
+            state: TorrentState::Checking,
+            ..base
+        };
+        assert_eq!(
+            torrent_status(7, &checking, Some((1, 4))).progress_ppm,
+            250_000
+        );
     }
 }

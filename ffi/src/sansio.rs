@@ -218,7 +218,6 @@ struct Inner {
     pending: HashMap<u64, Pending>,
     geometry: HashMap<TorrentId, Geometry>,
     events: EventQueue,
-    errors: HashMap<u32, btcore_result>,
     /// The tracker URLs of the `ANNOUNCE` actions given by the last
     /// `btcore_sansio_poll_actions` (their `tracker` fields point here).
     announce_urls: Vec<Box<[u8]>>,
@@ -270,9 +269,6 @@ impl Inner {
                 }
             }
             if let Some(ev) = convert_event(&e) {
-                if ev.kind == btcore_event_kind::BTCORE_EVENT_FILE_ERROR {
-                    self.errors.insert(ev.torrent, ev.error);
-                }
                 self.events.push(ev);
             }
         }
@@ -516,7 +512,6 @@ pub unsafe extern "C" fn btcore_sansio_new(
                 pending: HashMap::new(),
                 geometry: HashMap::new(),
                 events: EventQueue::default(),
-                errors: HashMap::new(),
                 announce_urls: Vec::new(),
             }),
         });
@@ -1544,10 +1539,9 @@ pub unsafe extern "C" fn btcore_sansio_torrent_status(
             .session
             .torrent_status(TorrentId(id), now(now_ms))
             .ok_or(BTCORE_NOT_FOUND)?;
-        let error = s.errors.get(&id).copied().unwrap_or(BTCORE_OK);
         // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
-        unsafe { out.write(torrent_status(id, &st, None, error)) };
+        unsafe { out.write(torrent_status(id, &st, None)) };
         Ok(())
     })
 }

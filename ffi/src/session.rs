@@ -123,7 +123,6 @@ unsafe impl Send for Notify {}
 
 struct State {
     events: EventQueue,
-    errors: std::collections::HashMap<u32, btcore_result>,
     notify: Option<Notify>,
 }
 
@@ -163,9 +162,6 @@ impl Shared {
             .copied()
             .chain(events.iter().filter_map(convert_event))
         {
-            if e.kind == btcore_event_kind::BTCORE_EVENT_FILE_ERROR {
-                st.errors.insert(e.torrent, e.error);
-            }
             notify |= st.events.push(e);
         }
         Ok(notify && st.notify.is_some())
@@ -299,7 +295,6 @@ pub unsafe extern "C" fn btcore_session_new(
                 client: Mutex::new(client),
                 state: Mutex::new(State {
                     events: EventQueue::default(),
-                    errors: Default::default(),
                     notify: None,
                 }),
                 waiting: AtomicUsize::new(0),
@@ -753,14 +748,9 @@ pub unsafe extern "C" fn btcore_session_torrent_status(
             .into_iter()
             .find(|t| t.id.0 == id)
             .ok_or(BTCORE_NOT_FOUND)?;
-        let error = lock(&b.shared.state)?
-            .errors
-            .get(&id)
-            .copied()
-            .unwrap_or(BTCORE_OK);
         // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
-        unsafe { out.write(torrent_status(id, &view.status, view.checking, error)) };
+        unsafe { out.write(torrent_status(id, &view.status, view.checking)) };
         Ok(())
     })
 }

@@ -1894,7 +1894,7 @@ impl Session {
         match result {
             Ok(()) => t.write_done(block, &mut self.actions),
             Err(e) => {
-                t.state = TorrentState::Error;
+                t.fail(e);
                 push_bounded(&mut self.events, Event::DiskFailed(id, e), MAX_EVENTS);
                 self.stop_announcing(id);
             }
@@ -1925,7 +1925,7 @@ impl Session {
                 Ok(_) => {}
                 Err(e) => {
                     if let Some(t) = self.torrents.get_mut(&id) {
-                        t.state = TorrentState::Error;
+                        t.fail(e);
                     }
                     self.push_event(Event::DiskFailed(id, e));
                     self.stop_announcing(id);
@@ -1999,7 +1999,10 @@ impl Session {
                 let finished = self.torrents.get(&id).is_some_and(|t| t.is_complete());
                 if finished {
                     if let Some(t) = self.torrents.get_mut(&id) {
-                        t.state = TorrentState::Seeding;
+                        // A torrent a disk error stopped stays stopped.
+                        if t.error.is_none() {
+                            t.state = TorrentState::Seeding;
+                        }
                         t.completed_unsent = true;
                         if let Some(a) = t.announcer.as_mut() {
                             a.on_completed(now);

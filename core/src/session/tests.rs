@@ -32,3 +32,130 @@ fn a_full_event_queue_drops_progress_events_never_state_changes() {
     assert_eq!(q.len(), 4);
     assert_eq!(q.front(), Some(&Event::TorrentFinished(TorrentId(2))));
 }
+
+/// A single-file torrent of `len` bytes in pieces of `piece_len` (the hashes are
+/// never checked here: the host says whether a piece passed).
+fn torrent_file(len: u64, piece_len: u32) -> alloc::vec::Vec<u8> {
+    let n = len.div_ceil(u64::from(piece_len)) as usize;
+    let mut f = alloc::format!(
+        "d4:infod6:lengthi{len}e4:name1:a12:piece lengthi{piece_len}e6:pieces{}:",
+        20 * n
+    )
+    .into_bytes();
+    f.resize(f.len() + 20 * n, 7);
+    f.extend_from_slice(b"ee");
+    f
+}
+
+fn status(
+    state: super::TorrentState,
+    bytes_have: u64,
+    total_size: u64,
+    download_rate: u64,
+) -> super::TorrentStatus {
+    super::TorrentStatus {
+        info_hash: crate::ids::InfoHash([0; 20]),
+        state,
+        pieces_have: 0,
+        num_pieces: u32::from(total_size > 0),
+        bytes_have,
+        total_size,
+        peers: 0,
+        seeds: 0,
+        connecting: 0,
+        download_rate,
+        upload_rate: 0,
+        downloaded: 0,
+        uploaded: 0,
+        hash_failures: 0,
+        banned: 0,
+        private: false,
+        paused: false,
+        error: None,
+    }
+}
+
+#[test]
+fn progress_is_millionths_of_the_bytes_rounded_down_and_a_seed_is_whole() {
+    use super::TorrentState::*;
+    assert_eq!(status(Downloading, 0, 1000, 0).progress_ppm(), 0);
+    assert_eq!(status(Downloading, 1, 3, 0).progress_ppm(), 333_333);
+    assert_eq!(status(Downloading, 2, 3, 0).progress_ppm(), 666_666);
+    // One byte short of 16 EiB is not done, and the product does not overflow.
+    assert_eq!(
+        status(Downloading, u64::MAX - 1, u64::MAX, 0).progress_ppm(),
+        999_999
+    );
+    assert_eq!(status(Downloading, 1000, 1000, 0).progress_ppm(), 1_000_000);
+    assert_eq!(status(Seeding, 1000, 1000, 0).progress_ppm(), 1_000_000);
+    // A magnet link's torrent before its metadata: nothing known, nothing done.
+    assert_eq!(status(FetchingMetadata, 0, 0, 500).progress_ppm(), 0);
+    assert_eq!(status(Checking, 500, 1000, 0).progress_ppm(), 500_000);
+}
+
+#[test]
+fn eta_rounds_up_is_zero_for_a_seed_and_unknown_without_a_rate_or_a_download() {
+    use super::TorrentState::*;
+    // 1001 bytes left at 100 B/s: 11 s (10 would claim done too early).
+    assert_eq!(status(Downloading, 0, 1001, 100).eta_secs(), Some(11));
+    assert_eq!(status(Downloading, 1, 1001, 100).eta_secs(), Some(10));
+    assert_eq!(status(Downloading, 1000, 1001, 1 << 30).eta_secs(), Some(1));
+    assert_eq!(status(Downloading, 0, 1000, 0).eta_secs(), None);
+    assert_eq!(status(Seeding, 1000, 1000, 0).eta_secs(), Some(0));
+    assert_eq!(status(Seeding, 1000, 1000, 50).eta_secs(), Some(0));
+    // No metadata yet, checking, stopped or paused: nothing to tell.
+    assert_eq!(status(FetchingMetadata, 0, 0, 100).eta_secs(), None);
+    assert_eq!(status(Checking, 0, 1000, 100).eta_secs(), None);
+    assert_eq!(status(Error, 0, 1000, 100).eta_secs(), None);
+    let mut paused = status(Downloading, 0, 1000, 100);
+    paused.paused = true;
+    assert_eq!(paused.eta_secs(), None);
+}
+
+#[test]
+fn the_disk_error_that_stopped_a_torrent_is_in_its_status_and_stays() {
+    use super::{DiskError, Session, SessionConfig, TorrentState};
+    use crate::bitfield::Bitfield;
+    use crate::ids::{BlockRef, PeerId, PieceIndex};
+    use crate::time::Instant;
+    let now = Instant::from_millis(1000);
+    let mut s = Session::new(SessionConfig::new(PeerId::generate(1)), 1);
+    let file = torrent_file(3 * 16384, 16384);
+    let id = s.add_torrent(now, &file, None).expect("add");
+    let st = s.torrent_status(id, now).expect("status");
+    assert_eq!((st.state, st.error), (TorrentState::Downloading, None));
+    assert_eq!((st.progress_ppm(), st.eta_secs()), (0, None));
+
+    // Two pieces verified, then the disk fills while the third is written.
+    s.handle_verified(now, id, PieceIndex(0), true);
+    s.handle_verified(now, id, PieceIndex(1), true);
+    let block = BlockRef {
+        piece: PieceIndex(2),
+        offset: 0,
+        len: 16384,
+    };
+    s.handle_write_done(now, id, block, Err(DiskError::NoSpace));
+    let st = s.torrent_status(id, now).expect("status");
+    assert_eq!(st.state, TorrentState::Error);
+    assert_eq!(st.error, Some(DiskError::NoSpace));
+    assert_eq!((st.progress_ppm(), st.eta_secs()), (666_666, None));
+
+    // A later error does not hide the first; a piece verified after the error does
+    // not make the stopped torrent a seed.
+    s.handle_write_done(now, id, block, Err(DiskError::Io));
+    s.handle_verified(now, id, PieceIndex(2), true);
+    let st = s.torrent_status(id, now).expect("status");
+    assert_eq!(st.state, TorrentState::Error);
+    assert_eq!(st.error, Some(DiskError::NoSpace));
+
+    // A seed: complete, no error.
+    let mut have = Bitfield::new(3);
+    for i in 0..3 {
+        have.set(i);
+    }
+    let mut s = Session::new(SessionConfig::new(PeerId::generate(2)), 2);
+    let id = s.add_torrent(now, &file, Some(&have)).expect("add");
+    let st = s.torrent_status(id, now).expect("status");
+    assert_eq!((st.state, st.error), (TorrentState::Seeding, None));
+    assert_eq!((st.progress_ppm(), st.eta_secs()), (1_000_000, Some(0)));
+}

@@ -7,7 +7,8 @@ use super::bans::{canonical, BanList};
 use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
 use super::{
-    Action, AnnounceEvent, CloseReason, Conn, ConnId, Event, Session, SessionConfig, TorrentId,
+    Action, AnnounceEvent, CloseReason, Conn, ConnId, DiskError, Event, Session, SessionConfig,
+    TorrentId,
 };
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
@@ -45,7 +46,9 @@ pub enum TorrentState {
     Error,
 }
 
-/// A torrent's progress, for display.
+/// A torrent's progress, for display: the one source of its progress, ETA and error
+/// for every host and the C API ([`TorrentStatus::progress_ppm`],
+/// [`TorrentStatus::eta_secs`], [`TorrentStatus::error`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TorrentStatus {
     /// The info-hash.
@@ -82,6 +85,48 @@ pub struct TorrentStatus {
     pub private: bool,
     /// Paused by the application: no connections, no announces.
     pub paused: bool,
+    /// The disk error that stopped the torrent (the first one reported); `Some`
+    /// exactly when [`TorrentState::Error`].
+    pub error: Option<DiskError>,
+}
+
+impl TorrentStatus {
+    /// Progress in millionths of the bytes verified: 1,000,000 once every piece is
+    /// verified, 0 while a magnet link's metadata is unknown, rounded down in
+    /// between (999,999 until the last byte is verified, never 100% early). The
+    /// progress of the data check while [`TorrentState::Checking`] is the host's,
+    /// which runs the check.
+    pub fn progress_ppm(&self) -> u32 {
+        if self.is_complete() {
+            1_000_000
+        } else if self.total_size == 0 {
+            0
+        } else {
+            // bytes_have < total_size here, so the quotient is below 1,000,000.
+            (u128::from(self.bytes_have) * 1_000_000 / u128::from(self.total_size)) as u32
+        }
+    }
+
+    /// Seconds until every byte is verified at the current download rate, rounded up
+    /// (never 0 while bytes are missing): `Some(0)` once complete, `None` when it
+    /// cannot be told (not downloading: checking, fetching the metadata, paused,
+    /// stopped by an error; or no download rate).
+    pub fn eta_secs(&self) -> Option<u64> {
+        if self.is_complete() {
+            return Some(0);
+        }
+        if self.state != TorrentState::Downloading || self.paused || self.download_rate == 0 {
+            return None;
+        }
+        let left = self.total_size.saturating_sub(self.bytes_have);
+        Some(left.div_ceil(self.download_rate))
+    }
+
+    /// Every byte verified (a seed).
+    fn is_complete(&self) -> bool {
+        self.state == TorrentState::Seeding
+            || (self.total_size > 0 && self.bytes_have >= self.total_size)
+    }
 }
 
 /// An address to dial.
@@ -189,6 +234,8 @@ pub(crate) struct Torrent {
     /// The download finished in this session and no tracker acknowledged `completed`
     /// yet.
     pub(crate) completed_unsent: bool,
+    /// The disk error that stopped the torrent ([`TorrentState::Error`]).
+    pub(crate) error: Option<DiskError>,
 }
 
 impl Torrent {
@@ -233,6 +280,7 @@ impl Torrent {
             hash_failures: 0,
             announcer: None,
             trackers: Trackers::new(Vec::<Vec<String>>::new(), &mut |_| 0),
+            error: None,
             completed_unsent: false,
         }
     }
@@ -298,6 +346,12 @@ impl Torrent {
         self.meta.as_ref().is_some_and(|m| m.have.is_full())
     }
 
+    /// Stops the torrent on a disk error; the first error is the one kept.
+    pub(crate) fn fail(&mut self, e: DiskError) {
+        self.state = TorrentState::Error;
+        self.error.get_or_insert(e);
+    }
+
     pub(crate) fn status(&self) -> TorrentStatus {
         let (pieces_have, num_pieces, bytes_have, total_size) = match &self.meta {
             Some(m) => (
@@ -326,6 +380,7 @@ impl Torrent {
             banned: self.bans,
             private: self.private,
             paused: self.paused,
+            error: self.error,
         }
     }
 
