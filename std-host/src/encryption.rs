@@ -4,7 +4,7 @@
 //! The policy is the core's ([`btcore_core::mse::Link`], [`Encryption`]): what an
 //! accepted connection is (plain or MSE, refused or not), whether a dialed one starts
 //! with MSE, the redial in plain text after a failed attempt, the handshake deadline
-//! and the check of the torrent a peer names. The event loop (`client.rs`) only moves
+//! and the check of the torrent a peer names. The event loop (`client/`) only moves
 //! bytes through the link, arms the timer it names and dials when its [`Close`]
 //! verdict says so. This module supplies the secret keys each handshake needs, from
 //! the OS, and the heap-backed link type.
