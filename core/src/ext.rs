@@ -53,21 +53,21 @@ use alloc::vec::Vec;
 /// The extended message id of the extension handshake (BEP 10).
 pub const EXT_HANDSHAKE_ID: u8 = 0;
 /// The `m` key of the BEP 9 metadata extension.
-pub const UT_METADATA: &[u8] = b"ut_metadata";
+pub(crate) const UT_METADATA: &[u8] = b"ut_metadata";
 /// The `m` key of the peer exchange extension (BEP 11).
-pub const UT_PEX: &[u8] = b"ut_pex";
+pub(crate) const UT_PEX: &[u8] = b"ut_pex";
 /// Size of a metadata piece (BEP 9, section "metadata"): 16 KiB.
 pub const METADATA_PIECE_LEN: u32 = 16 * 1024;
 /// Default bound on an accepted `metadata_size`: 16 MiB.
-pub const DEFAULT_MAX_METADATA_SIZE: u32 = 16 << 20;
+pub(crate) const DEFAULT_MAX_METADATA_SIZE: u32 = 16 << 20;
 /// Default time after which a metadata request is offered to another peer: 20 s.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 20_000;
+pub(crate) const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 20_000;
 /// How many extensions besides `ut_metadata` and `ut_pex` a parsed handshake records.
 pub const MAX_OTHER_EXTENSIONS: usize = 16;
 /// Tokens used by [`ExtHandshake::parse`] (on the stack, 16 bytes each).
 pub const HANDSHAKE_TOKENS: usize = 128;
 /// Tokens used by [`MetadataMsg::parse`] (on the stack, 16 bytes each).
-pub const METADATA_MSG_TOKENS: usize = 32;
+pub(crate) const METADATA_MSG_TOKENS: usize = 32;
 
 /// Decoding bounds for extension payloads: shallow, and strings no longer than what a
 /// payload can hold anyway.
@@ -318,6 +318,7 @@ impl<'a> ExtHandshake<'a> {
 
     /// The id of an extension by name, as found in `m` (0: disabled), among
     /// `ut_metadata`, `ut_pex` and the recorded others.
+    #[cfg(test)]
     pub fn extension_id(&self, name: &[u8]) -> Option<u8> {
         match name {
             UT_METADATA => self.ut_metadata,
@@ -528,7 +529,7 @@ impl<'a> MetadataMsg<'a> {
 
     /// Writes the bencoded dictionary only (for [`MetadataMsg::Data`], the caller
     /// appends `data` after it). Returns the number of bytes written.
-    pub fn write_header(&self, out: &mut [u8]) -> Result<usize, ExtError> {
+    pub(crate) fn write_header(&self, out: &mut [u8]) -> Result<usize, ExtError> {
         let (msg_type, total) = match *self {
             Self::Request { .. } => (MSG_REQUEST, None),
             Self::Data { total_size, .. } => (MSG_DATA, Some(total_size)),
@@ -611,7 +612,7 @@ pub enum Done {
 /// (it is slow, gone, or rejected a piece).
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
-pub struct MetadataAssembler {
+pub(crate) struct MetadataAssembler {
     info_hash: InfoHash,
     buf: Vec<u8>,
     total_size: u32,
@@ -664,13 +665,14 @@ impl MetadataAssembler {
 
     /// Takes every piece from one peer (see the type's docs); any pieces already
     /// present are dropped.
-    pub fn set_single_source(&mut self, on: bool) {
+    pub(crate) fn set_single_source(&mut self, on: bool) {
         self.single_source = on;
         self.owner = None;
         self.start_over();
     }
 
     /// Whether every piece comes from one peer.
+    #[cfg(test)]
     pub fn is_single_source(&self) -> bool {
         self.single_source
     }
@@ -680,11 +682,6 @@ impl MetadataAssembler {
         self.have = 0;
     }
 
-    /// The info-hash the metadata must match.
-    pub fn info_hash(&self) -> InfoHash {
-        self.info_hash
-    }
-
     /// The size of the metadata being assembled (check a data message's `total_size`
     /// against it).
     pub fn total_size(&self) -> u32 {
@@ -692,6 +689,7 @@ impl MetadataAssembler {
     }
 
     /// The number of 16 KiB pieces.
+    #[cfg(test)]
     pub fn num_pieces(&self) -> u32 {
         self.slots.len() as u32
     }
@@ -702,6 +700,7 @@ impl MetadataAssembler {
     }
 
     /// Whether the metadata was completed and verified (then handed out).
+    #[cfg(test)]
     pub fn is_complete(&self) -> bool {
         self.done
     }
@@ -721,7 +720,7 @@ impl MetadataAssembler {
     /// rejected), else the lowest one requested from another peer at least
     /// [`ExtConfig::request_timeout_ms`] ago. `None` when there is nothing to ask.
     /// Single-source: only the owner is asked, unless `peer` takes over.
-    pub fn next_request(&mut self, peer: u32, now_ms: u64) -> Option<u32> {
+    pub(crate) fn next_request(&mut self, peer: u32, now_ms: u64) -> Option<u32> {
         if self.done {
             return None;
         }
@@ -786,7 +785,7 @@ impl MetadataAssembler {
     }
 
     /// `peer` is gone: every piece requested from it becomes available again.
-    pub fn forget_peer(&mut self, peer: u32) {
+    pub(crate) fn forget_peer(&mut self, peer: u32) {
         if self.owner == Some(peer) {
             self.owner = None;
         }
@@ -810,7 +809,7 @@ impl MetadataAssembler {
     /// Errors ([`ExtError::PieceOutOfRange`], [`ExtError::BadPieceLength`]) are the
     /// peer's fault and change nothing. After completion everything is ignored, and so
     /// is a piece from another peer than the owner of a single-source assembler.
-    pub fn add_piece(
+    pub(crate) fn add_piece(
         &mut self,
         piece: u32,
         data: &[u8],

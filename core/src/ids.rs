@@ -16,7 +16,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes `bytes` as lowercase hex into `out` (which must be twice as long) and
 /// returns the written part as `&str`. Returns `None` when `out` is too short.
-pub fn hex_encode<'o>(bytes: &[u8], out: &'o mut [u8]) -> Option<&'o str> {
+pub(crate) fn hex_encode<'o>(bytes: &[u8], out: &'o mut [u8]) -> Option<&'o str> {
     let n = bytes.len().checked_mul(2)?;
     let out = out.get_mut(..n)?;
     for (i, b) in bytes.iter().enumerate() {
@@ -37,7 +37,7 @@ pub(crate) fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// Decodes exactly `N` bytes from `2 * N` hex digits (either case).
-pub fn hex_decode<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+pub(crate) fn hex_decode<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     if s.len() != 2 * N {
         return None;
     }
@@ -50,7 +50,7 @@ pub fn hex_decode<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 
 /// Decodes RFC 4648 base32 (upper or lower case, no padding) of exactly `N` bytes;
 /// `s` must be `ceil(8 * N / 5)` characters long and carry no stray trailing bits.
-pub fn base32_decode<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+pub(crate) fn base32_decode<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     if s.len() != (8 * N).div_ceil(5) {
         return None;
     }

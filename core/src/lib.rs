@@ -28,7 +28,10 @@
 //!   `Action`/`handle_*`/`Event` contract (`ARCHITECTURE.md`).
 //!
 //! The choker and the address grouping shared by the session and the DHT are
-//! internal; [`ChokerConfig`] is re-exported for `SessionConfig::choker`.
+//! internal; [`ChokerConfig`] is re-exported for `SessionConfig::choker`. The types a
+//! host uses most (`Session`, `SessionConfig`, `Action`, `Event`, `TorrentId`,
+//! `ConnId`, `InfoHash`, `PeerId`, `Geometry`, `Instant`, `Duration`, `Metainfo`,
+//! `Magnet`, `Rng`) are re-exported at the crate root as well.
 //!
 //! # Features
 //!
@@ -74,3 +77,12 @@ pub mod wire;
 
 #[cfg(feature = "alloc")]
 pub use choker::ChokerConfig;
+
+// The main types a host needs, at the crate root; the module paths stay valid.
+pub use ids::{Geometry, InfoHash, PeerId};
+pub use magnet::Magnet;
+pub use metainfo::Metainfo;
+pub use rng::Rng;
+#[cfg(feature = "alloc")]
+pub use session::{Action, ConnId, Event, Session, SessionConfig, TorrentId};
+pub use time::{Duration, Instant};

@@ -32,9 +32,9 @@ use crate::time::{Duration, Instant};
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 /// The UDP port of the LSD multicast groups.
-pub const LSD_PORT: u16 = 6771;
+pub(crate) const LSD_PORT: u16 = 6771;
 /// The IPv4 multicast group.
-pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(239, 192, 152, 143);
+pub(crate) const GROUP_V4: Ipv4Addr = Ipv4Addr::new(239, 192, 152, 143);
 /// The IPv6 multicast group (organization-local scope).
 pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0xefc0, 0x988f);
 /// The IPv4 group and port.
@@ -46,9 +46,9 @@ pub const GROUP_ADDR_V6: SocketAddrV6 = SocketAddrV6::new(GROUP_V6, LSD_PORT, 0,
 pub const MAX_DATAGRAM: usize = 1400;
 /// Most info-hashes one datagram may name; a datagram naming more is refused. (A
 /// [`MAX_DATAGRAM`] datagram has room for at most 27, so this is a second guard.)
-pub const MAX_INFOHASHES: usize = 32;
+pub(crate) const MAX_INFOHASHES: usize = 32;
 /// The longest cookie written or accepted.
-pub const MAX_COOKIE: usize = 64;
+pub(crate) const MAX_COOKIE: usize = 64;
 /// Info-hashes a host puts in one datagram: with the longest cookie and port, an
 /// announce of this many fits [`MAX_DATAGRAM`] (a unit test checks it).
 pub const HASHES_PER_DATAGRAM: usize = 24;

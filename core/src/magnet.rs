@@ -59,13 +59,13 @@ use crate::ids::{hex_val, InfoHash};
 
 /// How many trackers (`tr`) a [`Magnet`] keeps; further ones are counted in
 /// [`Dropped::trackers`].
-pub const MAX_TRACKERS: usize = 32;
+pub(crate) const MAX_TRACKERS: usize = 32;
 /// How many web seeds (`ws`) a [`Magnet`] keeps; further ones are counted in
 /// [`Dropped::web_seeds`].
-pub const MAX_WEB_SEEDS: usize = 8;
+pub(crate) const MAX_WEB_SEEDS: usize = 8;
 /// How many peer addresses (`x.pe`) a [`Magnet`] keeps; further ones are counted in
 /// [`Dropped::peers`].
-pub const MAX_PEERS: usize = 16;
+pub(crate) const MAX_PEERS: usize = 16;
 
 /// Longest decoded `x.pe` value [`parse_peer`] looks at (a bracketed IPv6 address with
 /// a scope id and a port fits comfortably).
@@ -226,7 +226,7 @@ pub fn decode_into<'o>(raw: &[u8], out: &'o mut [u8]) -> Result<&'o [u8], Magnet
 }
 
 /// [`decode_into`] with the given treatment of `+`.
-pub fn decode_into_with<'o>(
+pub(crate) fn decode_into_with<'o>(
     raw: &[u8],
     out: &'o mut [u8],
     plus: PlusMode,
@@ -242,7 +242,7 @@ pub fn decode_into_with<'o>(
 }
 
 /// The length of `raw` once percent-decoded, or [`MagnetError::BadEscape`].
-pub fn decoded_len(raw: &[u8]) -> Result<usize, MagnetError> {
+pub(crate) fn decoded_len(raw: &[u8]) -> Result<usize, MagnetError> {
     let mut n = 0usize;
     for b in percent_decode(raw) {
         b?;
@@ -258,7 +258,7 @@ fn validate(raw: &[u8]) -> Result<(), MagnetError> {
 /// Parses one raw (possibly percent-encoded) `x.pe` value: `1.2.3.4:6881` or
 /// `[::1]:6881`. Returns `None` for host names, port 0, bad escapes and anything else
 /// that is not a literal socket address.
-pub fn parse_peer(raw: &[u8]) -> Option<SocketAddr> {
+pub(crate) fn parse_peer(raw: &[u8]) -> Option<SocketAddr> {
     let mut buf = [0u8; MAX_PEER_LEN];
     let s = decode_into(raw, &mut buf).ok()?;
     let s = core::str::from_utf8(s).ok()?;

@@ -53,19 +53,17 @@ use crate::rng::Rng;
 
 mod policy;
 
-pub use policy::{
-    Close, Encryption, Keys, Link, LinkError, Torrents, UnknownEncryption, Up, HANDSHAKE_TIMEOUT,
-};
+pub use policy::{Close, Encryption, Keys, Link, LinkError, Torrents, UnknownEncryption, Up};
 
 /// The 768-bit prime of the exchange (generator 2).
 const PRIME_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
 
 /// Length of a public key and of the shared secret on the wire.
-pub const KEY_LEN: usize = 96;
+pub(crate) const KEY_LEN: usize = 96;
 /// Length of a private key (160 bits, as libtorrent and Transmission use).
 pub const PRIVATE_LEN: usize = 20;
 /// The longest pad either side may send.
-pub const MAX_PAD: usize = 512;
+pub(crate) const MAX_PAD: usize = 512;
 /// `crypto_provide` / `crypto_select` bit: plain text after the handshake.
 pub const CRYPTO_PLAINTEXT: u32 = 0x01;
 /// `crypto_provide` / `crypto_select` bit: RC4 for the whole connection.
@@ -254,7 +252,7 @@ impl StreamCrypto {
     }
     /// True when nothing more is transformed in either direction (plain text
     /// selected and the initial payload passed): the host may drop the filter.
-    pub fn is_passthrough(&self) -> bool {
+    pub(crate) fn is_passthrough(&self) -> bool {
         self.recv.rc4.is_none() && self.send.rc4.is_none()
     }
 }

@@ -360,7 +360,7 @@ impl PeerConn {
     }
 
     /// A connection we opened to a peer for `info_hash`; our handshake is queued.
-    pub fn new_outgoing(
+    pub(crate) fn new_outgoing(
         config: PeerConfig,
         now: Instant,
         info_hash: InfoHash,
@@ -374,7 +374,7 @@ impl PeerConn {
     }
 
     /// A connection a peer opened to us; its handshake tells which torrent it wants.
-    pub fn new_incoming(
+    pub(crate) fn new_incoming(
         config: PeerConfig,
         now: Instant,
         our_id: PeerId,
@@ -411,7 +411,7 @@ impl PeerConn {
 
     /// Sets the torrent's geometry (at once for a torrent file, after the metadata for
     /// a magnet link) and checks what the peer said it has so far.
-    pub fn set_geometry(&mut self, g: Geometry) -> Result<(), PeerError> {
+    pub(crate) fn set_geometry(&mut self, g: Geometry) -> Result<(), PeerError> {
         self.geometry = Some(g);
         let n = g.num_pieces();
         self.has = Bitfield::new(n);
@@ -433,7 +433,7 @@ impl PeerConn {
     // ---- getters ----
 
     /// Whether the handshake is complete both ways.
-    pub fn is_established(&self) -> bool {
+    pub(crate) fn is_established(&self) -> bool {
         self.state == State::Established
     }
     /// The peer's id, once its handshake arrived.
@@ -481,7 +481,7 @@ impl PeerConn {
         self.peer_interested
     }
     /// Pieces the peer lets us fetch while choked (BEP 6).
-    pub fn allowed_fast(&self) -> &[PieceIndex] {
+    pub(crate) fn allowed_fast(&self) -> &[PieceIndex] {
         &self.allowed_fast
     }
     /// Download rate from the peer, bytes/s.
@@ -502,11 +502,11 @@ impl PeerConn {
     }
     /// When a block we requested last arrived or a block of ours last went out
     /// (when the connection was made, before any).
-    pub fn last_payload(&self) -> Instant {
+    pub(crate) fn last_payload(&self) -> Instant {
         self.last_payload
     }
     /// Whether requests are out and no block came for the snub timeout.
-    pub fn is_snubbing(&self, now: Instant) -> bool {
+    pub(crate) fn is_snubbing(&self, now: Instant) -> bool {
         !self.outstanding.is_empty() && now.since(self.last_block) >= self.config.snub_timeout
     }
     /// Our requests in flight.
@@ -515,7 +515,7 @@ impl PeerConn {
     }
     /// How many more requests to send now: the pipeline depth follows the peer's rate
     /// (`queue_secs` of it), within `min_queue..=max_queue` and the peer's own `reqq`.
-    pub fn request_slots(&self, now: Instant) -> usize {
+    pub(crate) fn request_slots(&self, now: Instant) -> usize {
         if self.state != State::Established {
             return 0;
         }
@@ -541,7 +541,7 @@ impl PeerConn {
         (depth as usize).saturating_sub(self.outstanding.len())
     }
     /// Whether we may request blocks of `piece` now (unchoked, or allowed-fast).
-    pub fn can_request(&self, piece: PieceIndex) -> bool {
+    pub(crate) fn can_request(&self, piece: PieceIndex) -> bool {
         self.has(piece)
             && (!self.peer_choking || (self.fast() && self.allowed_fast.contains(&piece)))
     }
@@ -550,7 +550,7 @@ impl PeerConn {
         self.tx.len() - self.tx_pos
     }
     /// Room left in the send buffer for blocks.
-    pub fn send_space(&self) -> usize {
+    pub(crate) fn send_space(&self) -> usize {
         self.config
             .max_send_buffer
             .saturating_sub(self.send_queued())
@@ -580,7 +580,7 @@ impl PeerConn {
     }
     /// Whether a message did not fit in the send queue (the connection must close
     /// with [`PeerError::SendOverflow`]).
-    pub fn overflowed(&self) -> bool {
+    pub(crate) fn overflowed(&self) -> bool {
         self.overflow
     }
     /// Bytes received and kept for a message not yet complete (at most one frame).
@@ -973,7 +973,7 @@ impl PeerConn {
     // ---- commands ----
 
     /// Sends what we have: a bitfield, or with BEP 6 `have all` / `have none`.
-    pub fn send_have_set(&mut self, ours: &Bitfield) {
+    pub(crate) fn send_have_set(&mut self, ours: &Bitfield) {
         // Sent once, at the start: its room comes on top of the caps.
         self.have_set_room = ours.as_bytes().len() + 5;
         // A torrent whose size is not known yet (a magnet link) has nothing.
@@ -992,11 +992,11 @@ impl PeerConn {
         }
     }
     /// Announces a newly verified piece.
-    pub fn send_have(&mut self, piece: PieceIndex) {
+    pub(crate) fn send_have(&mut self, piece: PieceIndex) {
         self.send(&Message::Have(piece));
     }
     /// Says whether we want something the peer has.
-    pub fn set_interested(&mut self, yes: bool) {
+    pub(crate) fn set_interested(&mut self, yes: bool) {
         if self.am_interested != yes {
             self.am_interested = yes;
             self.send(&if yes {
@@ -1007,7 +1007,7 @@ impl PeerConn {
         }
     }
     /// Chokes or unchokes the peer. Choking drops its queued requests (BEP 6: rejected).
-    pub fn set_choking(&mut self, choke: bool) {
+    pub(crate) fn set_choking(&mut self, choke: bool) {
         if self.am_choking == choke {
             return;
         }
@@ -1037,15 +1037,15 @@ impl PeerConn {
         }
     }
     /// The next request of the peer to serve, if it still wants it.
-    pub fn next_peer_request(&mut self) -> Option<BlockRef> {
+    pub(crate) fn next_peer_request(&mut self) -> Option<BlockRef> {
         self.peer_requests.pop()
     }
     /// Requests of the peer waiting to be served.
-    pub fn peer_requests_queued(&self) -> usize {
+    pub(crate) fn peer_requests_queued(&self) -> usize {
         self.peer_requests.len()
     }
     /// Sends a block the peer requested (read by the host).
-    pub fn send_block(&mut self, now: Instant, block: BlockRef, data: &[u8]) {
+    pub(crate) fn send_block(&mut self, now: Instant, block: BlockRef, data: &[u8]) {
         let mut hdr = [0u8; wire::PIECE_HEADER_LEN];
         if data.len() != block.len as usize || wire::encode_piece_header(&block, &mut hdr).is_err()
         {
@@ -1060,11 +1060,11 @@ impl PeerConn {
         self.last_payload = now;
     }
     /// Sends a BEP 10 extension message with the peer's id for it.
-    pub fn send_extended(&mut self, id: u8, payload: &[u8]) {
+    pub(crate) fn send_extended(&mut self, id: u8, payload: &[u8]) {
         self.send(&Message::Extended { id, payload });
     }
     /// Records the peer's `reqq` from its extension handshake.
-    pub fn set_peer_reqq(&mut self, reqq: Option<u32>) {
+    pub(crate) fn set_peer_reqq(&mut self, reqq: Option<u32>) {
         self.their_reqq = reqq;
     }
 }

@@ -13,7 +13,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddr
 /// Most addresses sent or taken per list in one message (libtorrent's limit).
 pub const MAX_PEERS_PER_MESSAGE: usize = 50;
 /// Tokens needed to decode a message.
-pub const PEX_TOKENS: usize = 32;
+pub(crate) const PEX_TOKENS: usize = 32;
 
 /// Why a `ut_pex` payload was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -105,13 +105,13 @@ use crate::ids::{BlockRef, Geometry, PieceIndex, BLOCK_LEN};
 use alloc::vec::Vec;
 
 /// The most peers one block can be requested from at once (endgame duplicates).
-pub const MAX_REQUESTERS: usize = 4;
+pub(crate) const MAX_REQUESTERS: usize = 4;
 /// The highest piece priority.
-pub const MAX_PRIORITY: u8 = 7;
+pub(crate) const MAX_PRIORITY: u8 = 7;
 /// The priority every piece starts with (libtorrent's default).
-pub const DEFAULT_PRIORITY: u8 = 4;
+pub(crate) const DEFAULT_PRIORITY: u8 = 4;
 /// Capacity of a [`PeerSet`].
-pub const PEER_SET_CAP: usize = 8;
+pub(crate) const PEER_SET_CAP: usize = 8;
 
 /// Candidates kept by one scan for new pieces.
 const TOP_K: usize = 16;
@@ -1313,7 +1313,7 @@ impl<'s> Picker<'s> {
 impl Picker<'static> {
     /// A picker with its storage allocated in `Vec`s: `num_pieces` piece entries and
     /// `config.max_partials` partial slots.
-    pub fn new_alloc(geometry: Geometry, config: PickerConfig) -> Result<Self, PickerError> {
+    pub(crate) fn new_alloc(geometry: Geometry, config: PickerConfig) -> Result<Self, PickerError> {
         let np = geometry.num_pieces() as usize;
         let nb = PickerStorage::blocks_needed(&geometry, config.max_partials)
             .ok_or(PickerError::StorageTooSmall)?;

@@ -255,7 +255,7 @@ impl<'o> Cursor<'o> {
 // ---------------------------------------------------------------------------------------
 
 /// The protocol string with its length byte: the first 20 bytes of every handshake.
-pub const PROTOCOL: &[u8; 20] = b"\x13BitTorrent protocol";
+pub(crate) const PROTOCOL: &[u8; 20] = b"\x13BitTorrent protocol";
 
 /// The length of a handshake in bytes.
 pub const HANDSHAKE_LEN: usize = 68;
@@ -415,39 +415,39 @@ impl Handshake {
 // ---------------------------------------------------------------------------------------
 
 /// Message ids (the byte after the length prefix).
-pub mod msg_id {
+pub(crate) mod msg_id {
     /// BEP 3 `choke`.
-    pub const CHOKE: u8 = 0;
+    pub(crate) const CHOKE: u8 = 0;
     /// BEP 3 `unchoke`.
-    pub const UNCHOKE: u8 = 1;
+    pub(crate) const UNCHOKE: u8 = 1;
     /// BEP 3 `interested`.
-    pub const INTERESTED: u8 = 2;
+    pub(crate) const INTERESTED: u8 = 2;
     /// BEP 3 `not interested`.
-    pub const NOT_INTERESTED: u8 = 3;
+    pub(crate) const NOT_INTERESTED: u8 = 3;
     /// BEP 3 `have`.
-    pub const HAVE: u8 = 4;
+    pub(crate) const HAVE: u8 = 4;
     /// BEP 3 `bitfield`.
-    pub const BITFIELD: u8 = 5;
+    pub(crate) const BITFIELD: u8 = 5;
     /// BEP 3 `request`.
-    pub const REQUEST: u8 = 6;
+    pub(crate) const REQUEST: u8 = 6;
     /// BEP 3 `piece`.
     pub const PIECE: u8 = 7;
     /// BEP 3 `cancel`.
-    pub const CANCEL: u8 = 8;
+    pub(crate) const CANCEL: u8 = 8;
     /// BEP 5 `port`.
     pub const PORT: u8 = 9;
     /// BEP 6 `suggest piece`.
-    pub const SUGGEST: u8 = 0x0D;
+    pub(crate) const SUGGEST: u8 = 0x0D;
     /// BEP 6 `have all`.
-    pub const HAVE_ALL: u8 = 0x0E;
+    pub(crate) const HAVE_ALL: u8 = 0x0E;
     /// BEP 6 `have none`.
-    pub const HAVE_NONE: u8 = 0x0F;
+    pub(crate) const HAVE_NONE: u8 = 0x0F;
     /// BEP 6 `reject request`.
-    pub const REJECT: u8 = 0x10;
+    pub(crate) const REJECT: u8 = 0x10;
     /// BEP 6 `allowed fast`.
-    pub const ALLOWED_FAST: u8 = 0x11;
+    pub(crate) const ALLOWED_FAST: u8 = 0x11;
     /// BEP 10 `extended`.
-    pub const EXTENDED: u8 = 20;
+    pub(crate) const EXTENDED: u8 = 20;
 }
 
 /// The length of a `piece` message's header: length prefix, id, index, begin.

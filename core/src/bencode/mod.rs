@@ -33,7 +33,7 @@ use nom::{bytes::complete::take_while1, IResult, Parser};
 
 /// Hard cap on nesting depth, whatever the limits say (the explicit stack lives on the
 /// caller's stack: 128 entries of 12 bytes).
-pub const DEPTH_CAP: u32 = 128;
+pub(crate) const DEPTH_CAP: u32 = 128;
 
 /// Bounds applied while decoding. The defaults follow libtorrent's `load_torrent_limits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -765,7 +765,7 @@ impl<'a> Dict<'a> {
         self.get(key)?.as_list()
     }
     /// The dictionary at `key`.
-    pub fn get_dict(&self, key: &[u8]) -> Option<Dict<'a>> {
+    pub(crate) fn get_dict(&self, key: &[u8]) -> Option<Dict<'a>> {
         self.get(key)?.as_dict()
     }
     /// The dictionary as a value.

@@ -22,13 +22,13 @@ use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 /// Largest datagram accepted or produced.
 pub const MAX_DATAGRAM: usize = 1500;
 /// Longest transaction id accepted.
-pub const MAX_TID_LEN: usize = 16;
+pub(crate) const MAX_TID_LEN: usize = 16;
 /// Longest write token accepted (BEP 5 leaves it open; real ones are 4 to 20 bytes).
-pub const MAX_TOKEN_LEN: usize = 20;
+pub(crate) const MAX_TOKEN_LEN: usize = 20;
 /// Most peers in one `values` list.
 pub const MAX_VALUES: usize = 100;
 /// Most nodes in one `nodes` or `nodes6` string.
-pub const MAX_NODES: usize = 16;
+pub(crate) const MAX_NODES: usize = 16;
 /// Bencode tokens enough for every message [`parse`] accepts.
 pub const TOKENS_NEEDED: usize = 192;
 /// Compact IPv4 node info: id, address, port.
@@ -218,7 +218,7 @@ impl<'a> Values<'a> {
         self.len() == 0
     }
     /// Whether the key is present.
-    pub fn is_present(&self) -> bool {
+    pub(crate) fn is_present(&self) -> bool {
         !matches!(self, Self::None)
     }
     /// The peers.

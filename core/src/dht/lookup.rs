@@ -58,7 +58,7 @@ struct Candidate {
 
 /// One iterative lookup.
 #[derive(Clone, Debug)]
-pub struct Lookup {
+pub(crate) struct Lookup {
     /// Handle.
     pub id: LookupId,
     /// The id or info-hash looked up.
@@ -151,7 +151,7 @@ impl Lookup {
 
     /// The next candidate to query, marked waiting, if a slot is free and one of the
     /// `k` closest live candidates has not been asked.
-    pub fn next_query(&mut self) -> Option<NodeInfo> {
+    pub(crate) fn next_query(&mut self) -> Option<NodeInfo> {
         if self.inflight >= self.alpha {
             return None;
         }
@@ -169,7 +169,7 @@ impl Lookup {
     }
 
     /// Counts a query sent to a seed address (no candidate behind it).
-    pub fn seed_sent(&mut self) {
+    pub(crate) fn seed_sent(&mut self) {
         self.inflight += 1;
         self.queried += 1;
     }
@@ -179,7 +179,7 @@ impl Lookup {
     }
 
     /// A reply from `from` (with a write token for `get_peers`).
-    pub fn replied(&mut self, from: NodeInfo, token: Option<&[u8]>, was_seed: bool) {
+    pub(crate) fn replied(&mut self, from: NodeInfo, token: Option<&[u8]>, was_seed: bool) {
         self.inflight = self.inflight.saturating_sub(1);
         if was_seed {
             self.add(from);
@@ -227,7 +227,7 @@ impl Lookup {
     }
 
     /// The `k` closest nodes that answered with a write token, with the token.
-    pub fn announce_targets(&self) -> Vec<(NodeInfo, heapless::Vec<u8, MAX_TOKEN_LEN>)> {
+    pub(crate) fn announce_targets(&self) -> Vec<(NodeInfo, heapless::Vec<u8, MAX_TOKEN_LEN>)> {
         self.cands
             .iter()
             .filter(|c| c.state == State::Replied && !c.token.is_empty())

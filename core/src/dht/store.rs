@@ -27,9 +27,9 @@ use super::addr;
 use super::krpc::NodeId;
 
 /// Length of the tokens we hand out.
-pub const TOKEN_LEN: usize = 8;
+pub(crate) const TOKEN_LEN: usize = 8;
 /// How often the token secret changes (BEP 5: every five minutes).
-pub const TOKEN_ROTATION: Duration = Duration::from_secs(5 * 60);
+pub(crate) const TOKEN_ROTATION: Duration = Duration::from_secs(5 * 60);
 
 /// Write tokens: the current and the previous secret.
 #[derive(Clone, Debug)]
@@ -375,7 +375,7 @@ impl PeerStore {
             .collect()
     }
     /// Drops expired announces.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         let mut gone = Vec::new();
         self.map.retain(|_, list| {
             // Oldest first: the expired ones are a prefix.

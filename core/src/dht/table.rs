@@ -49,7 +49,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 /// How long a reply keeps a node good (BEP 5: 15 minutes).
-pub const GOOD_FOR: Duration = Duration::from_secs(15 * 60);
+pub(crate) const GOOD_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// How long before an unconfirmed replacement is pinged again.
 const RECHECK_AFTER: Duration = Duration::from_secs(60);
@@ -158,7 +158,7 @@ struct Bucket {
 
 /// How a contact was made.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Contact {
+pub(crate) enum Contact {
     /// It answered one of our queries (from the address we sent it to).
     Replied,
     /// It sent us a query (from an address that may be forged).
@@ -167,7 +167,7 @@ pub enum Contact {
 
 /// What [`RoutingTable::heard_from`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Insert {
+pub(crate) enum Insert {
     /// Already there: liveness updated.
     Updated,
     /// Added to a bucket.
@@ -232,7 +232,7 @@ impl RoutingTable {
         &self.cfg
     }
     /// Number of buckets.
-    pub fn bucket_count(&self) -> usize {
+    pub(crate) fn bucket_count(&self) -> usize {
         self.buckets.len()
     }
     /// Nodes in buckets (replacements not counted).
@@ -244,13 +244,13 @@ impl RoutingTable {
         self.len() == 0
     }
     /// Nodes that are good at `now`.
-    pub fn good_count(&self, now: Instant) -> usize {
+    pub(crate) fn good_count(&self, now: Instant) -> usize {
         self.nodes()
             .filter(|n| n.status(now, self.cfg.bad_after) == Status::Good)
             .count()
     }
     /// Entries in replacement caches.
-    pub fn replacement_count(&self) -> usize {
+    pub(crate) fn replacement_count(&self) -> usize {
         self.buckets.iter().map(|b| b.replacements.len()).sum()
     }
     /// Every node in a bucket (all confirmed).
@@ -332,7 +332,7 @@ impl RoutingTable {
     }
 
     /// Records that `info` answered us or queried us at `now`.
-    pub fn heard_from(&mut self, info: NodeInfo, now: Instant, contact: Contact) -> Insert {
+    pub(crate) fn heard_from(&mut self, info: NodeInfo, now: Instant, contact: Contact) -> Insert {
         if info.id == self.own {
             return Insert::Ignored;
         }
@@ -638,7 +638,7 @@ impl RoutingTable {
 
     /// A bucket not changed for `stale` (BEP 5: 15 minutes), marked as refreshed now,
     /// with a random id in its range to look up.
-    pub fn refresh_target(
+    pub(crate) fn refresh_target(
         &mut self,
         now: Instant,
         stale: Duration,

@@ -78,7 +78,10 @@ impl Metainfo<'_> {
     }
 
     /// The files with unique sanitized paths.
-    pub fn layout_with(&self, limits: &LayoutLimits) -> Result<Vec<FileSpec>, MetainfoError> {
+    pub(crate) fn layout_with(
+        &self,
+        limits: &LayoutLimits,
+    ) -> Result<Vec<FileSpec>, MetainfoError> {
         let mut out = Vec::with_capacity(self.num_files() as usize);
         for f in self.files() {
             let path = if f.attr.pad {

@@ -286,7 +286,10 @@ impl<'a> Metainfo<'a> {
     }
 
     /// Checks a decoded document.
-    pub fn from_document(doc: &Document<'a>, limits: &Limits) -> Result<Self, MetainfoError> {
+    pub(crate) fn from_document(
+        doc: &Document<'a>,
+        limits: &Limits,
+    ) -> Result<Self, MetainfoError> {
         let rootv = doc.root();
         let Some(root) = rootv.as_dict() else {
             return fail(Some(&rootv), ErrorKind::NotADict);

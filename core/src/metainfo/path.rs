@@ -196,7 +196,7 @@ fn write_element(raw: &[u8], out: &mut Out<'_>) -> Result<bool, PathError> {
 }
 
 /// Whether a torrent `name` leaves a usable directory or file name once sanitized.
-pub fn is_usable_name(raw: &[u8]) -> bool {
+pub(crate) fn is_usable_name(raw: &[u8]) -> bool {
     !is_dropped(raw)
 }
 
@@ -212,7 +212,7 @@ pub fn sanitize_element<'o>(raw: &[u8], out: &'o mut [u8]) -> Result<&'o str, Pa
 /// Joins the sanitized elements with `/` into `out`. The first element (the torrent
 /// name) is always kept; when `needs_leaf` is set and every further element was
 /// dropped, a `_` leaf is added so that a file never takes its directory's path.
-pub fn join_sanitized<'a, 'o>(
+pub(crate) fn join_sanitized<'a, 'o>(
     elements: impl Iterator<Item = &'a [u8]>,
     needs_leaf: bool,
     out: &'o mut [u8],

@@ -51,7 +51,7 @@ use crate::time::{Duration, Instant};
 /// How long a dialed connection has for its TCP connect and encryption handshake
 /// before it counts as failed (and, under [`Encryption::Preferred`], is dialed again
 /// in plain text). libtorrent gives its handshakes 10 s too.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The start of every plain BitTorrent handshake (BEP 3).
 const PLAIN_PREFIX: &[u8; 20] = b"\x13BitTorrent protocol";

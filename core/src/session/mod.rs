@@ -383,7 +383,7 @@ impl core::fmt::Display for AddError {
 
 /// The longest tracker URL a torrent may name (longer ones are dropped): ample for
 /// any announce URL, small enough that a torrent's trackers cost little.
-pub const MAX_TRACKER_URL_LEN: usize = 1024;
+pub(crate) const MAX_TRACKER_URL_LEN: usize = 1024;
 
 /// Tracker events (BEP 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,11 +50,11 @@ use crate::bencode::{decode, Dict, DictIter, Kind, Limits, ListIter, Token, Valu
 use crate::ids::InfoHash;
 
 /// The announce interval assumed when a response has none (libtorrent's default).
-pub const DEFAULT_INTERVAL_SECS: u32 = 1800;
+pub(crate) const DEFAULT_INTERVAL_SECS: u32 = 1800;
 /// The shortest `interval` and `min interval` accepted; shorter values are raised.
-pub const MIN_INTERVAL_SECS: u32 = 30;
+pub(crate) const MIN_INTERVAL_SECS: u32 = 30;
 /// The longest `interval` accepted; longer values are lowered.
-pub const MAX_INTERVAL_SECS: u32 = 24 * 3600;
+pub(crate) const MAX_INTERVAL_SECS: u32 = 24 * 3600;
 
 /// Appends the announce query for `req` to the announce URL `base`, writing the whole
 /// URL into `out`.

@@ -229,9 +229,9 @@ impl From<DecodeError> for TrackerError {
 }
 
 /// Length of one compact IPv4 peer: 4 address bytes and a big-endian port (BEP 23).
-pub const COMPACT_V4_LEN: usize = 6;
+pub(crate) const COMPACT_V4_LEN: usize = 6;
 /// Length of one compact IPv6 peer: 16 address bytes and a big-endian port (BEP 7).
-pub const COMPACT_V6_LEN: usize = 18;
+pub(crate) const COMPACT_V6_LEN: usize = 18;
 
 /// Compact peers (BEP 23 / BEP 7 / BEP 15), decoded one by one from the borrowed bytes.
 ///

@@ -135,25 +135,25 @@ use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 
 /// Default announce interval (30 minutes, as most public trackers).
-pub const DEFAULT_INTERVAL_SECS: u32 = 1800;
+pub(crate) const DEFAULT_INTERVAL_SECS: u32 = 1800;
 /// Default `numwant` when the client sends none.
-pub const DEFAULT_NUMWANT: u32 = 50;
+pub(crate) const DEFAULT_NUMWANT: u32 = 50;
 /// Most peers in one reply whatever `numwant` says.
-pub const MAX_NUMWANT: u32 = 200;
+pub(crate) const MAX_NUMWANT: u32 = 200;
 /// Most info-hashes in one HTTP scrape (the UDP limit is BEP 15's 74).
-pub const MAX_HTTP_SCRAPE: usize = 256;
+pub(crate) const MAX_HTTP_SCRAPE: usize = 256;
 /// Default of [`ServerConfig::max_peers_per_ip`]: a household's few clients behind one
 /// address fit, one address cannot take a swarm over.
 pub const DEFAULT_MAX_PEERS_PER_IP: usize = 8;
 /// Default of [`ServerConfig::max_swarms_per_ip`]: a seedbox with a few thousand
 /// torrents fits; one address holds at most 5% of the default swarm table.
-pub const DEFAULT_MAX_SWARMS_PER_IP: usize = 5_000;
+pub(crate) const DEFAULT_MAX_SWARMS_PER_IP: usize = 5_000;
 /// Default of [`ServerConfig::max_total_peers_per_ip`]: a busy NAT fits; one address
 /// holds at most 0.5% of the default peer table.
-pub const DEFAULT_MAX_TOTAL_PEERS_PER_IP: usize = 10_000;
+pub(crate) const DEFAULT_MAX_TOTAL_PEERS_PER_IP: usize = 10_000;
 /// Default of [`ServerConfig::max_peers_per_48`]: ten /64s at their cap, 5% of the
 /// default peer table.
-pub const DEFAULT_MAX_PEERS_PER_48: usize = 100_000;
+pub(crate) const DEFAULT_MAX_PEERS_PER_48: usize = 100_000;
 /// Most swarms of the busiest group looked at when the swarm table is full and no
 /// swarm is empty (see [`Tracker::announce`]).
 const SWARM_EVICTION_STEPS: usize = 64;
@@ -1301,7 +1301,7 @@ impl Tracker {
     }
 
     /// Whether `id` is a connection id given to `from` in this bucket or the last one.
-    pub fn check_connection_id(&self, now: Instant, from: SocketAddr, id: u64) -> bool {
+    pub(crate) fn check_connection_id(&self, now: Instant, from: SocketAddr, id: u64) -> bool {
         let b = self.bucket(now);
         self.cookie(from, b) == id || (b > 0 && self.cookie(from, b - 1) == id)
     }
@@ -1653,7 +1653,7 @@ fn num<T: core::str::FromStr>(v: &[u8]) -> Result<T, ServerError> {
 }
 
 /// Parses an announce query string (the part after `?`).
-pub fn parse_announce_query(q: &[u8]) -> Result<Announce, ServerError> {
+pub(crate) fn parse_announce_query(q: &[u8]) -> Result<Announce, ServerError> {
     let mut info_hash = None;
     let mut peer_id = None;
     let mut port = None;
@@ -1727,7 +1727,7 @@ pub fn parse_announce_query(q: &[u8]) -> Result<Announce, ServerError> {
 
 /// Parses a scrape query: every `info_hash` into `out` (deduplicated, at most
 /// [`MAX_HTTP_SCRAPE`]).
-pub fn parse_scrape_query(q: &[u8], out: &mut Vec<InfoHash>) -> Result<(), ServerError> {
+pub(crate) fn parse_scrape_query(q: &[u8], out: &mut Vec<InfoHash>) -> Result<(), ServerError> {
     for (k, v) in query_pairs(q) {
         if k == b"info_hash" {
             let mut buf = [0u8; 20];
@@ -1804,7 +1804,7 @@ fn push_v6(a: &SocketAddrV6, out: &mut Vec<u8>) {
 }
 
 /// Writes `d14:failure reason<n>:<text>e`.
-pub fn encode_failure(reason: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode_failure(reason: &[u8], out: &mut Vec<u8>) {
     let mut e = Encoder::new(out);
     let _ = e.dict();
     let _ = e.key_bytes(b"failure reason", reason);
@@ -1812,7 +1812,7 @@ pub fn encode_failure(reason: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Writes a BEP 15 error packet (action 3).
-pub fn encode_udp_error(txid: u32, reason: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode_udp_error(txid: u32, reason: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&Action::Error.code().to_be_bytes());
     out.extend_from_slice(&txid.to_be_bytes());
@@ -1823,7 +1823,7 @@ pub fn encode_udp_error(txid: u32, reason: &[u8], out: &mut Vec<u8>) {
 /// `interval`, `min interval` and either compact `peers` (BEP 23) and `peers6` (BEP 7)
 /// or a list of `ip`/`peer id`/`port` dictionaries (`peer id` left out where unknown:
 /// all zeros, as for peers learnt through sync or when ids are not kept).
-pub fn encode_announce_reply(
+pub(crate) fn encode_announce_reply(
     r: &AnnounceReply,
     compact: bool,
     min_interval_secs: u32,
@@ -1878,7 +1878,7 @@ pub fn encode_announce_reply(
 
 /// Writes `d5:filesd<hash>d8:completei..e10:downloadedi..e10:incompletei..eeee`, hashes
 /// sorted as bencode requires.
-pub fn encode_scrape_reply(stats: &[(InfoHash, ScrapeStats)], out: &mut Vec<u8>) {
+pub(crate) fn encode_scrape_reply(stats: &[(InfoHash, ScrapeStats)], out: &mut Vec<u8>) {
     let sorted: BTreeMap<InfoHash, ScrapeStats> = stats.iter().copied().collect();
     let mut e = Encoder::new(out);
     let _ = e.dict();
@@ -1923,7 +1923,7 @@ fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
 /// The MAC of a sync batch: HMAC-SHA1 of `payload` under the shared `key`. Integrity
 /// between trackers sharing `key`, not secrecy; unlike `sha1(key || payload)`, not
 /// open to length extension.
-pub fn sync_mac(key: &[u8], payload: &[u8]) -> [u8; 20] {
+pub(crate) fn sync_mac(key: &[u8], payload: &[u8]) -> [u8; 20] {
     hmac_sha1(key, &[payload])
 }
 

@@ -58,7 +58,9 @@ pub struct TrackerPos {
 }
 
 #[cfg(feature = "alloc")]
-pub use list::{TierWalk, TrackerList};
+pub use list::TierWalk;
+#[cfg(all(test, feature = "alloc"))]
+use list::TrackerList;
 
 /// The first delay before a tracker that failed is asked again; it doubles with each
 /// failure in a row, up to the cap the caller gives (see [`TrackerHealth`]).
@@ -121,7 +123,7 @@ mod list {
 
     /// BEP 12 tiers of trackers (see the module docs).
     #[derive(Clone, Debug)]
-    pub struct TrackerList<T> {
+    pub(crate) struct TrackerList<T> {
         tiers: Vec<Vec<T>>,
         cursor: TrackerPos,
     }
@@ -149,6 +151,7 @@ mod list {
         }
 
         /// The tiers in their current order.
+        #[cfg(test)]
         pub fn tiers(&self) -> &[Vec<T>] {
             &self.tiers
         }
@@ -375,7 +378,7 @@ mod list {
         }
 
         /// Whether some tracker may be asked at `now_ms`.
-        pub fn any_available(&self, now_ms: u64) -> bool {
+        pub(crate) fn any_available(&self, now_ms: u64) -> bool {
             self.list.iter().any(|(_, (_, h))| h.available(now_ms))
         }
 
@@ -389,7 +392,7 @@ mod list {
         }
 
         /// The torrent stopped: no tracker has it listed any more.
-        pub fn forget_answered(&mut self) {
+        pub(crate) fn forget_answered(&mut self) {
             for (_, h) in self.list.iter_mut() {
                 h.answered = false;
             }
@@ -398,7 +401,7 @@ mod list {
 }
 
 /// The `min interval` assumed when the tracker sends none (Transmission's value).
-pub const DEFAULT_MIN_INTERVAL_SECS: u32 = 120;
+pub(crate) const DEFAULT_MIN_INTERVAL_SECS: u32 = 120;
 /// The first retry delay after a failed announce; it doubles with each failure.
 pub const RETRY_BASE_MS: u64 = 60_000;
 

@@ -58,17 +58,17 @@ use crate::ids::InfoHash;
 /// The magic constant that starts a connect request.
 pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;
 /// Length of a connect request and of a connect response.
-pub const CONNECT_LEN: usize = 16;
+pub(crate) const CONNECT_LEN: usize = 16;
 /// Length of an announce request (without BEP 41 extensions).
-pub const ANNOUNCE_LEN: usize = 98;
+pub(crate) const ANNOUNCE_LEN: usize = 98;
 /// Most info-hashes in one scrape request (BEP 15).
-pub const MAX_SCRAPE_HASHES: usize = 74;
+pub(crate) const MAX_SCRAPE_HASHES: usize = 74;
 /// How long a connection id may be used after it was received.
 pub const CONNECTION_ID_LIFETIME_MS: u64 = 60_000;
 /// The first retransmission timeout; the `n`-th is this times `2^n`.
-pub const BASE_TIMEOUT_MS: u64 = 15_000;
+pub(crate) const BASE_TIMEOUT_MS: u64 = 15_000;
 /// The highest `n` of the retransmission schedule.
-pub const MAX_RETRIES: u8 = 8;
+pub(crate) const MAX_RETRIES: u8 = 8;
 /// Most info-hashes one [`UdpTrackerClient::scrape`] takes.
 pub const CLIENT_MAX_SCRAPE: usize = 16;
 /// A buffer of this size always fits what [`UdpTrackerClient::poll_transmit`] writes.
