@@ -3,7 +3,7 @@
 //! These codecs work on the payload of a [`Message::Extended`](crate::wire::Message)
 //! (wire message id 20, the extended id byte already stripped): nothing here allocates;
 //! parsed values borrow from the payload and encoders write into caller buffers. Only
-//! [`MetadataAssembler`], which owns the metadata being downloaded, needs the `alloc`
+//! `MetadataAssembler`, which owns the metadata being downloaded, needs the `alloc`
 //! feature.
 //!
 //! Specifications:
@@ -82,12 +82,12 @@ const EXT_LIMITS: Limits = Limits {
 /// Configuration of the metadata exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtConfig {
-    /// Largest `metadata_size` accepted from a peer (and by [`MetadataAssembler`]).
-    /// Default [`DEFAULT_MAX_METADATA_SIZE`] (16 MiB).
+    /// Largest `metadata_size` accepted from a peer (and by `MetadataAssembler`).
+    /// Default `DEFAULT_MAX_METADATA_SIZE` (16 MiB).
     pub max_metadata_size: u32,
     /// How long a metadata piece request stays with one peer before
-    /// [`MetadataAssembler::next_request`] offers the piece to another.
-    /// Default [`DEFAULT_REQUEST_TIMEOUT_MS`].
+    /// `MetadataAssembler::next_request` offers the piece to another.
+    /// Default `DEFAULT_REQUEST_TIMEOUT_MS`.
     pub request_timeout_ms: u64,
 }
 
@@ -135,7 +135,7 @@ pub enum ExtError {
     },
     /// A `metadata_size` or `total_size` of 0, above the configured maximum or beyond
     /// 32 bits (peer fault). Also fitting for a data message whose `total_size`
-    /// differs from [`MetadataAssembler::total_size`] (the session checks that).
+    /// differs from `MetadataAssembler::total_size` (the session checks that).
     BadMetadataSize {
         /// The announced size.
         size: i64,
@@ -579,7 +579,7 @@ enum Slot {
     Have { peer: u32 },
 }
 
-/// What [`MetadataAssembler::add_piece`] reports once every piece is present.
+/// What `MetadataAssembler::add_piece` reports once every piece is present.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Done {

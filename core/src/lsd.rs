@@ -17,7 +17,7 @@
 //! into a caller buffer.
 //!
 //! Parsing is strict about bounds and lenient about form: a datagram is at most
-//! [`MAX_DATAGRAM`] bytes and names at most [`MAX_INFOHASHES`] torrents; header names
+//! [`MAX_DATAGRAM`] bytes and names at most `MAX_INFOHASHES` torrents; header names
 //! are case-insensitive; lines may end in `\r\n` or `\n`; unknown headers (including
 //! `Host`) are ignored; the headers end at the first empty line or at the end of the
 //! datagram. A malformed `Port` or `Infohash` refuses the whole datagram.
@@ -78,9 +78,9 @@ pub enum LsdError {
     NoInfohash,
     /// An `Infohash` that is not 40 hex digits.
     BadInfohash,
-    /// More than [`MAX_INFOHASHES`] info-hashes.
+    /// More than `MAX_INFOHASHES` info-hashes.
     TooManyInfohashes,
-    /// A cookie longer than [`MAX_COOKIE`], or with bytes other than visible ASCII, or
+    /// A cookie longer than `MAX_COOKIE`, or with bytes other than visible ASCII, or
     /// two `cookie` headers.
     BadCookie,
     /// Zero info-hashes to announce, or port 0 (writing).
@@ -214,7 +214,7 @@ impl<'a> LsdAnnounce<'a> {
         self.port
     }
 
-    /// The announced torrents, in order (1 to [`MAX_INFOHASHES`] of them).
+    /// The announced torrents, in order (1 to `MAX_INFOHASHES` of them).
     pub fn infohashes(&self) -> impl Iterator<Item = InfoHash> + 'a {
         header_lines(self.headers)
             .filter_map(header)
@@ -272,12 +272,12 @@ impl Cursor<'_> {
 }
 
 /// Writes an announce of `infohashes` for TCP `port` into `out`; returns its length.
-/// `cookie` (visible ASCII, at most [`MAX_COOKIE`] bytes; empty: no cookie header)
+/// `cookie` (visible ASCII, at most `MAX_COOKIE` bytes; empty: no cookie header)
 /// lets the sender recognize its own datagram when the group loops it back. `v6`
 /// picks the `Host` header of the IPv6 group.
 ///
 /// At most [`HASHES_PER_DATAGRAM`] info-hashes always fit; more may, up to
-/// [`MAX_INFOHASHES`] and [`MAX_DATAGRAM`] bytes.
+/// `MAX_INFOHASHES` and [`MAX_DATAGRAM`] bytes.
 pub fn write_announce(
     out: &mut [u8],
     port: u16,

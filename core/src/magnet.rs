@@ -25,7 +25,7 @@
 //!   [`MagnetError::V2Unsupported`], a hybrid link uses its `btih`. Other `xt` URNs are
 //!   ignored.
 //! - **Repeated parameters.** Trackers, web seeds and peers are stored in fixed-size
-//!   [`heapless::Vec`]s of [`MAX_TRACKERS`], [`MAX_WEB_SEEDS`] and [`MAX_PEERS`]
+//!   [`heapless::Vec`]s of `MAX_TRACKERS`, `MAX_WEB_SEEDS` and `MAX_PEERS`
 //!   entries, in link order. Like libtorrent, a link with more of them is *not*
 //!   rejected: the extras are dropped and counted in [`Magnet::dropped`] (see also
 //!   [`Magnet::is_truncated`]). Empty values (`tr=`) are skipped, as libtorrent does.
@@ -220,7 +220,7 @@ pub const fn percent_decode(raw: &[u8]) -> PercentDecode<'_> {
 ///
 /// Fails with [`MagnetError::BadEscape`] on a malformed escape and with
 /// [`MagnetError::BufferTooSmall`] when `out` is too short; `raw.len()` bytes always
-/// suffice, and [`decoded_len`] gives the exact size.
+/// suffice, and `decoded_len` gives the exact size.
 pub fn decode_into<'o>(raw: &[u8], out: &'o mut [u8]) -> Result<&'o [u8], MagnetError> {
     decode_into_with(raw, out, PlusMode::Literal)
 }
@@ -269,11 +269,11 @@ pub(crate) fn parse_peer(raw: &[u8]) -> Option<SocketAddr> {
 /// How many repeated parameters did not fit in a [`Magnet`]'s fixed-size lists.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Dropped {
-    /// Trackers beyond [`MAX_TRACKERS`].
+    /// Trackers beyond `MAX_TRACKERS`.
     pub trackers: usize,
-    /// Web seeds beyond [`MAX_WEB_SEEDS`].
+    /// Web seeds beyond `MAX_WEB_SEEDS`.
     pub web_seeds: usize,
-    /// Peers beyond [`MAX_PEERS`].
+    /// Peers beyond `MAX_PEERS`.
     pub peers: usize,
 }
 
@@ -505,7 +505,7 @@ impl<'a> Magnet<'a> {
         }
     }
 
-    /// The raw (percent-encoded) tracker URLs, in link order (at most [`MAX_TRACKERS`]).
+    /// The raw (percent-encoded) tracker URLs, in link order (at most `MAX_TRACKERS`).
     pub fn trackers(&self) -> &[&'a [u8]] {
         &self.trackers
     }
@@ -515,7 +515,7 @@ impl<'a> Magnet<'a> {
         self.trackers.get(i).copied()
     }
 
-    /// The raw (percent-encoded) web seed URLs (at most [`MAX_WEB_SEEDS`]).
+    /// The raw (percent-encoded) web seed URLs (at most `MAX_WEB_SEEDS`).
     pub fn web_seeds(&self) -> &[&'a [u8]] {
         &self.web_seeds
     }
@@ -525,13 +525,13 @@ impl<'a> Magnet<'a> {
         self.web_seeds.get(i).copied()
     }
 
-    /// The raw `x.pe` values, host names included (at most [`MAX_PEERS`]).
+    /// The raw `x.pe` values, host names included (at most `MAX_PEERS`).
     pub fn peers_raw(&self) -> &[&'a [u8]] {
         &self.peers
     }
 
     /// The `x.pe` peers that are literal IPv4 or bracketed IPv6 addresses; host names
-    /// and unparsable values are skipped (see [`parse_peer`]).
+    /// and unparsable values are skipped (see `parse_peer`).
     pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.peers.iter().filter_map(|raw| parse_peer(raw))
     }

@@ -241,7 +241,7 @@ pub enum PeerEvent {
     AllowedFast(PieceIndex),
     /// The peer suggests this piece (BEP 6).
     Suggest(PieceIndex),
-    /// The peer has requests waiting for upload: see [`PeerConn::next_peer_request`].
+    /// The peer has requests waiting for upload: see `PeerConn::next_peer_request`.
     PeerRequest,
     /// A BEP 10 extension message.
     Extended {
@@ -1024,7 +1024,7 @@ impl PeerConn {
             self.send(&Message::Unchoke);
         }
     }
-    /// Requests a block (the caller checked [`PeerConn::can_request`]).
+    /// Requests a block (the caller checked `PeerConn::can_request`).
     pub fn request(&mut self, now: Instant, block: BlockRef) {
         self.outstanding.push(Outstanding { block, sent: now });
         self.send(&Message::Request(block));

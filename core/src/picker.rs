@@ -62,12 +62,12 @@
 //! # Memory
 //!
 //! All state lives in caller-provided storage ([`PickerStorage`]), smoltcp style; with
-//! the `alloc` feature [`Picker::new_alloc`] allocates it in `Vec`s instead. Sizes (the
+//! the `alloc` feature `Picker::new_alloc` allocates it in `Vec`s instead. Sizes (the
 //! `memory_is_bounded` test prints and bounds them):
 //!
 //! - per piece: one [`PieceState`], **4 bytes** (2^21 pieces = 8 MiB);
 //! - per partial piece: one [`PartialPiece`] (**16 bytes**) plus one [`BlockSlot`]
-//!   (**20 bytes**, up to [`MAX_REQUESTERS`] peers) per block of a full piece, i.e.
+//!   (**20 bytes**, up to `MAX_REQUESTERS` peers) per block of a full piece, i.e.
 //!   `16 + 20 * piece_len / 16 KiB` bytes: 5 KiB for a 4 MiB piece.
 //!
 //! The number of partial pieces is configuration ([`PickerConfig::max_partials`], or
@@ -183,7 +183,7 @@ impl PeerSet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// Whether more than [`PEER_SET_CAP`] distinct peers were involved and some were
+    /// Whether more than `PEER_SET_CAP` distinct peers were involved and some were
     /// left out.
     pub fn truncated(&self) -> bool {
         self.truncated
@@ -245,7 +245,7 @@ pub enum PickerError {
     InvalidBlock,
     /// A bitfield is not `ceil(num_pieces / 8)` bytes long.
     BitfieldLength,
-    /// A priority above [`MAX_PRIORITY`].
+    /// A priority above `MAX_PRIORITY`.
     InvalidPriority,
     /// The storage given to [`Picker::new`] is too small for the geometry, or has no
     /// partial-piece slot.
@@ -256,7 +256,7 @@ pub enum PickerError {
     AlreadyHave,
     /// The block was already received.
     BlockDone,
-    /// Capacity: the block already has [`MAX_REQUESTERS`] requesters.
+    /// Capacity: the block already has `MAX_REQUESTERS` requesters.
     TooManyRequesters,
     /// `mark_written` for a block that is not being written.
     NotWriting,
@@ -283,7 +283,7 @@ impl fmt::Display for PickerError {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub struct PickerConfig {
-    /// Partial-piece slots [`Picker::new_alloc`] allocates (with caller storage, the
+    /// Partial-piece slots `Picker::new_alloc` allocates (with caller storage, the
     /// length of [`PickerStorage::partials`] decides).
     pub max_partials: usize,
     /// Pick random pieces while we have fewer complete pieces than this.
@@ -618,7 +618,7 @@ impl<'s> Picker<'s> {
     }
 
     /// The peers that sent the blocks of `piece` received so far (being written or
-    /// written), in block order, without duplicates (at most [`PEER_SET_CAP`]; see
+    /// written), in block order, without duplicates (at most `PEER_SET_CAP`; see
     /// [`PeerSet::truncated`]). Empty for a piece that is not partial.
     pub fn piece_senders(&self, piece: PieceIndex) -> Result<PeerSet, PickerError> {
         let i = self.check_piece(piece)?;

@@ -18,8 +18,8 @@
 //! with them, strings NUL-terminated, handles made by `btcore_*_new`, and nothing
 //! passed to a call changed by another thread during it. A handle that was freed, is of
 //! another type or was never made by the library is not undefined behaviour: the live
-//! handles are kept in a set ([`register_handle`], [`is_live_handle`],
-//! [`unregister_handle`]) and a pointer not in it is refused with `BTCORE_WRONG_HANDLE`
+//! handles are kept in a set (`register_handle`, `is_live_handle`,
+//! `unregister_handle`) and a pointer not in it is refused with `BTCORE_WRONG_HANDLE`
 //! before anything behind it is read; what the caller must not do is free a handle while
 //! another call on it runs. Every `unsafe` block carries a `SAFETY:` comment (the crate
 //! denies `clippy::undocumented_unsafe_blocks`), and caller buffers of types with enum

@@ -829,7 +829,7 @@ fn dht_id_near(own: [u8; 20], bit: u8, tail: [u8; 2]) -> [u8; 20] {
 ///   a token, bit 1 a wrong id, bit 2 `nodes6`, bits 4-7 values), node count, nodes
 ///   (26 or 38 bytes each), values (6 bytes each).
 ///
-/// Sources 0 to 7 are fixed ([`dht_sources`]); 8 to 15 are the addresses the node
+/// Sources 0 to 7 are fixed (`dht_sources`); 8 to 15 are the addresses the node
 /// sent queries to last, newest first. Returns whether the node took in any query or response.
 pub fn dht_node(data: &[u8]) -> bool {
     use btcore_core::dht::krpc::{

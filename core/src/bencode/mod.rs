@@ -38,7 +38,7 @@ pub(crate) const DEPTH_CAP: u32 = 128;
 /// Bounds applied while decoding. The defaults follow libtorrent's `load_torrent_limits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Deepest nesting of lists and dictionaries (at most [`DEPTH_CAP`]). Default 100.
+    /// Deepest nesting of lists and dictionaries (at most `DEPTH_CAP`). Default 100.
     pub max_depth: u32,
     /// Most tokens (values) in one document. Default 3,000,000.
     pub max_tokens: u32,

@@ -7,10 +7,10 @@
 //!
 //! - the datagram is at most [`MAX_DATAGRAM`] bytes, nesting at most 8 deep, no bytes
 //!   after the root dictionary, no duplicate keys;
-//! - `t` is 1 to [`MAX_TID_LEN`] bytes; node ids, targets and info-hashes are exactly 20;
-//! - `token` is 1 to [`MAX_TOKEN_LEN`] bytes; `values` holds at most [`MAX_VALUES`]
+//! - `t` is 1 to `MAX_TID_LEN` bytes; node ids, targets and info-hashes are exactly 20;
+//! - `token` is 1 to `MAX_TOKEN_LEN` bytes; `values` holds at most [`MAX_VALUES`]
 //!   strings of 6 (IPv4) or 18 (IPv6) bytes; `nodes` is a multiple of 26 bytes and
-//!   `nodes6` of 38, each at most [`MAX_NODES`] entries; a port is 1 to 65535;
+//!   `nodes6` of 38, each at most `MAX_NODES` entries; a port is 1 to 65535;
 //! - unknown keys are ignored (BEP 5: future extensions add keys).
 //!
 //! Responses carry no method name: the caller matches them to its query by `t`.
@@ -149,7 +149,7 @@ pub struct CompactNodes<'a> {
 
 impl<'a> CompactNodes<'a> {
     /// Wraps an IPv4 `nodes` string; `None` unless a multiple of 26 of at most
-    /// [`MAX_NODES`] entries.
+    /// `MAX_NODES` entries.
     pub fn v4(raw: &'a [u8]) -> Option<Self> {
         (raw.len() % NODE4_LEN == 0 && raw.len() / NODE4_LEN <= MAX_NODES)
             .then_some(Self { raw, v6: false })

@@ -11,7 +11,7 @@
 //! of far-away nodes in responses cannot grow it. It also holds at most one
 //! candidate per subnet (an IPv4 /24, an IPv6 /48; see [`addr`]),
 //! hence per host (an IPv4 address, an IPv6 /64), loopback exempt (see
-//! [`Lookup::restrict_ips`], libtorrent's `dht_restrict_search_ips`): a party with
+//! `Lookup::restrict_ips`, libtorrent's `dht_restrict_search_ips`): a party with
 //! many ports or many nearby addresses, posing as many nodes close to the target,
 //! takes one place among the `k` asked, not all of them.
 

@@ -1,9 +1,9 @@
 //! What a node keeps for others: announced peers (BEP 5 `announce_peer`) and the
 //! write tokens that guard them.
 //!
-//! Tokens are `sha1(secret || ip)` truncated to [`TOKEN_LEN`] bytes. The secret is
+//! Tokens are `sha1(secret || ip)` truncated to `TOKEN_LEN` bytes. The secret is
 //! derived from a host-provided key and an epoch counter (`sha1(key || epoch)`), the
-//! epoch advancing every [`TOKEN_ROTATION`]; a token from the previous epoch is still
+//! epoch advancing every `TOKEN_ROTATION`; a token from the previous epoch is still
 //! accepted, so a token lives between 5 and 10 minutes (BEP 5 asks for 10). A token
 //! is bound to the IP address it was issued to: an announce is checked against its
 //! datagram's source IP, and the peer stored is that IP (with the announced port).
@@ -77,7 +77,7 @@ impl Tokens {
         t.copy_from_slice(&d[..TOKEN_LEN]);
         t
     }
-    /// Rotates the secret when [`TOKEN_ROTATION`] has passed.
+    /// Rotates the secret when `TOKEN_ROTATION` has passed.
     pub fn tick(&mut self, now: Instant) {
         while now.since(self.rotated) >= TOKEN_ROTATION {
             self.epoch += 1;
@@ -213,7 +213,7 @@ impl PeerStore {
         &self.limits
     }
     /// Every torrent with its stored peers (expired ones included until the next
-    /// [`PeerStore::expire`]), oldest first.
+    /// `PeerStore::expire`), oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, impl Iterator<Item = SocketAddr> + '_)> {
         self.map.iter().map(|(h, l)| (h, l.iter().map(|e| e.addr)))
     }

@@ -14,7 +14,7 @@
 //! sit in a bucket, and so only they are handed out to others and used to seed
 //! lookups. A node heard only through its queries (whose source address may be
 //! forged) waits in the bucket's replacement cache, unconfirmed, until it answers a
-//! ping ([`Insert::Pending`]):
+//! ping (`Insert::Pending`):
 //!
 //! ```text
 //!  query from an unknown node --> replacement (unconfirmed) --ping answered--> bucket
@@ -25,7 +25,7 @@
 //!
 //! A full bucket that cannot split replaces a bad node; if there is none, the
 //! newcomer waits in the replacement cache and the least recently seen questionable
-//! node should be pinged ([`Insert::Full`]): when it fails, the best confirmed
+//! node should be pinged (`Insert::Full`): when it fails, the best confirmed
 //! replacement takes its place. An unconfirmed newcomer never displaces a confirmed
 //! replacement.
 //!

@@ -217,7 +217,7 @@ pub struct SessionConfig {
     pub announce_timeout: Duration,
     /// Keep at most this many trackers per torrent (the first ones of its tiers, in
     /// `announce-list` order; duplicates and URLs longer than
-    /// [`MAX_TRACKER_URL_LEN`] are dropped).
+    /// `MAX_TRACKER_URL_LEN` are dropped).
     pub max_trackers: usize,
     /// Ask at most this many trackers in one walk over a torrent's tiers (BEP 12);
     /// when none of them answered the torrent backs off.
@@ -441,7 +441,7 @@ pub enum CloseReason {
     /// A malformed `ut_metadata` message (BEP 9).
     BadMetadata,
     /// A magnet link's data check found more pieces than `have` messages would tell
-    /// well ([`MAX_HAVES_AFTER_CHECK`]): the peer learns our bitfield when it connects
+    /// well (`MAX_HAVES_AFTER_CHECK`): the peer learns our bitfield when it connects
     /// again.
     Resync,
     /// The connection failed: a protocol violation, a timeout, a duplicate or a

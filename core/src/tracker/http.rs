@@ -34,7 +34,7 @@
 //! `ip` is not a literal address (host names: resolving is the host's business) or whose
 //! `port` is not in `1..=65535` are skipped.
 //!
-//! Intervals are clamped: `interval` (default [`DEFAULT_INTERVAL_SECS`] when missing)
+//! Intervals are clamped: `interval` (default `DEFAULT_INTERVAL_SECS` when missing)
 //! to `[MIN_INTERVAL_SECS, MAX_INTERVAL_SECS]` (30 s to 24 h), so a broken or hostile
 //! tracker can neither make us hammer it nor silence us for weeks; `min interval` to
 //! `[MIN_INTERVAL_SECS, interval]`.

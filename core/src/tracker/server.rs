@@ -187,15 +187,15 @@ pub enum FullSwarm {
 pub struct ServerConfig {
     /// Open or allow-list. Default open.
     pub mode: Mode,
-    /// `interval` sent to clients. Default [`DEFAULT_INTERVAL_SECS`].
+    /// `interval` sent to clients. Default `DEFAULT_INTERVAL_SECS`.
     pub interval_secs: u32,
     /// `min interval` sent to HTTP clients. Default 60 s.
     pub min_interval_secs: u32,
     /// A peer silent for this long is dropped. Default twice the interval.
     pub peer_timeout: Duration,
-    /// Peers returned when the client asks for none. Default [`DEFAULT_NUMWANT`].
+    /// Peers returned when the client asks for none. Default `DEFAULT_NUMWANT`.
     pub default_numwant: u32,
-    /// Most peers returned. Default [`MAX_NUMWANT`].
+    /// Most peers returned. Default `MAX_NUMWANT`.
     pub max_numwant: u32,
     /// Most swarms. Default 100,000. At the cap a new swarm takes the place of the
     /// empty swarm (kept for its `downloaded` count) that was announced to least
@@ -216,15 +216,15 @@ pub struct ServerConfig {
     /// Most swarms one address group (an IPv4 address, or an IPv6 /64) holds peers
     /// in, over the whole tracker; beyond it, its announces to other swarms are
     /// refused ([`ServerError::AddressFull`]: only that group is held back). Default
-    /// [`DEFAULT_MAX_SWARMS_PER_IP`].
+    /// `DEFAULT_MAX_SWARMS_PER_IP`.
     pub max_swarms_per_ip: usize,
     /// Most peers of one address group in all swarms together. A newcomer from a
     /// group at the cap replaces the group's own peer that expires first in the same
     /// swarm, or is refused ([`ServerError::AddressFull`]) where the group has none.
-    /// Default [`DEFAULT_MAX_TOTAL_PEERS_PER_IP`].
+    /// Default `DEFAULT_MAX_TOTAL_PEERS_PER_IP`.
     pub max_total_peers_per_ip: usize,
     /// Most peers of one IPv6 /48 (a site, which may hold 65,536 /64s) in all swarms
-    /// together, with the same replacement. Default [`DEFAULT_MAX_PEERS_PER_48`].
+    /// together, with the same replacement. Default `DEFAULT_MAX_PEERS_PER_48`.
     pub max_peers_per_48: usize,
     /// Policy at the swarm cap. Default [`FullSwarm::ReplaceBusiest`].
     pub full_swarm: FullSwarm,

@@ -33,7 +33,7 @@
 //! (30 min before any success), and not within `min interval` of the last success.
 //! [`AnnounceState::wants_more_peers`] says
 //! when to announce early because the session is short of peers: never sooner than
-//! `min interval` (the tracker's, or [`DEFAULT_MIN_INTERVAL_SECS`] when it sent none)
+//! `min interval` (the tracker's, or `DEFAULT_MIN_INTERVAL_SECS` when it sent none)
 //! after the last successful announce.
 
 use super::http::DEFAULT_INTERVAL_SECS;
@@ -264,7 +264,7 @@ mod list {
 
     impl<T> TierWalk<T> {
         /// The tiers in `announce-list` order, each shuffled with `rng` (see
-        /// [`TrackerList::new`]); no tracker in backoff.
+        /// `TrackerList::new`); no tracker in backoff.
         pub fn new<I, J>(tiers: I, rng: &mut impl FnMut(usize) -> usize) -> Self
         where
             I: IntoIterator<Item = J>,

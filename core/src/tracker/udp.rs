@@ -3,9 +3,9 @@
 //! # Packets
 //!
 //! All integers are big-endian. Requests are written into caller buffers by
-//! [`encode_connect`] (16 bytes), [`encode_announce`] ([`ANNOUNCE_LEN`] = 98 bytes, no
+//! [`encode_connect`] (16 bytes), [`encode_announce`] (`ANNOUNCE_LEN` = 98 bytes, no
 //! BEP 41 extensions) and [`encode_scrape`] (16 + 20 per hash, at most
-//! [`MAX_SCRAPE_HASHES`] = 74). [`parse_response`] checks, in this order, the minimum
+//! `MAX_SCRAPE_HASHES` = 74). [`parse_response`] checks, in this order, the minimum
 //! length (8), the transaction id ([`TrackerError::WrongTransaction`]), the action (an
 //! error packet, action 3, is accepted whatever was expected; any other action must be
 //! the expected one, else [`TrackerError::WrongAction`]) and the action's own length:
@@ -151,7 +151,7 @@ pub fn encode_connect(txid: u32, out: &mut [u8]) -> Result<usize, TrackerError> 
     Ok(c.pos)
 }
 
-/// Writes an announce request; returns its length ([`ANNOUNCE_LEN`]). The IP field is
+/// Writes an announce request; returns its length (`ANNOUNCE_LEN`). The IP field is
 /// 0 (the tracker uses the packet's source), `key: None` is 0, `numwant: None` is -1.
 pub fn encode_announce(
     connection_id: u64,
@@ -176,7 +176,7 @@ pub fn encode_announce(
     Ok(c.pos)
 }
 
-/// Writes a scrape request for up to [`MAX_SCRAPE_HASHES`] torrents; returns its length.
+/// Writes a scrape request for up to `MAX_SCRAPE_HASHES` torrents; returns its length.
 pub fn encode_scrape(
     connection_id: u64,
     txid: u32,
@@ -390,7 +390,7 @@ pub struct UdpTrackerClient {
 
 impl UdpTrackerClient {
     /// A client for a tracker reached over IPv6 (`ipv6 = true`, 18-byte peer entries)
-    /// or IPv4, with the full BEP 15 schedule ([`MAX_RETRIES`]).
+    /// or IPv4, with the full BEP 15 schedule (`MAX_RETRIES`).
     pub const fn new(ipv6: bool) -> Self {
         Self {
             ipv6,
@@ -403,7 +403,7 @@ impl UdpTrackerClient {
     }
 
     /// Gives up after the timeout of the send with `n = max_retries` (at most
-    /// [`MAX_RETRIES`]); many clients use fewer than BEP 15's eight retries.
+    /// `MAX_RETRIES`); many clients use fewer than BEP 15's eight retries.
     pub const fn with_max_retries(mut self, max_retries: u8) -> Self {
         self.max_retries = if max_retries < MAX_RETRIES {
             max_retries
@@ -413,7 +413,7 @@ impl UdpTrackerClient {
         self
     }
 
-    /// Uses `base_ms` (at least 1) instead of BEP 15's [`BASE_TIMEOUT_MS`] as the first
+    /// Uses `base_ms` (at least 1) instead of BEP 15's `BASE_TIMEOUT_MS` as the first
     /// retransmission timeout; the `n`-th is still `base_ms * 2^n`. A host that bounds
     /// each announce by a deadline shorter than 15 s uses it to retransmit within it.
     pub const fn with_base_timeout_ms(mut self, base_ms: u64) -> Self {

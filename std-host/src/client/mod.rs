@@ -227,7 +227,7 @@ pub struct TorrentView {
     pub name: String,
     /// Engine status.
     pub status: TorrentStatus,
-    /// While its data is checked ([`TorrentState::Checking`]): pieces checked, and of
+    /// While its data is checked ([`TorrentState::Checking`](btcore_core::session::TorrentState::Checking)): pieces checked, and of
     /// how many.
     pub checking: Option<(u32, u32)>,
 }
