@@ -3,7 +3,7 @@
 #   bash scripts/test-all.sh
 # It installs what it needs (rustup targets and components, cargo-fuzz, cargo-nextest),
 # then runs: format check, clippy with warnings denied, the no_std build for
-# thumbv7em-none-eabihf (no allocator), doc tests, short fuzz runs of every target,
+# thumbv7em-none-eabihf (no allocator), doc tests, the API docs, short fuzz runs of every target,
 # and last the whole test suite (so its summary is the last thing printed).
 # FUZZ_SECONDS (default 20) sets the length of each fuzz run; SKIP_FUZZ=1 skips them;
 # SKIP_CROSS=1 skips the ARM builds and the tests under qemu (scripts/cross.sh).
@@ -68,6 +68,9 @@ fi
 
 step "doc tests"
 cargo test --workspace --doc --locked
+
+step "API docs (warnings denied: no broken or private links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     step "fuzz smoke runs (${FUZZ_SECONDS:-20} s per target)"
