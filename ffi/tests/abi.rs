@@ -4,10 +4,12 @@
 //! smallest integer that holds its values). The header is parsed for its structs and
 //! fields, so a field added on one side only fails here too.
 
+mod common;
+
 use btcore::*;
+use common::{root, Tmp};
 use std::collections::BTreeMap;
 use std::mem::{align_of, offset_of, size_of};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `name -> value` for `sizeof S`, `alignof S` and `S.field` (its offset).
@@ -60,13 +62,6 @@ fn rust() -> Layout {
     }
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 /// The structs of the header with fields, and their field names, in order.
 fn header_structs() -> Vec<(String, Vec<String>)> {
     let text = std::fs::read_to_string(root().join("include/btcore.h")).expect("the header");
@@ -113,8 +108,7 @@ fn header_structs() -> Vec<(String, Vec<String>)> {
 
 /// The layout a C compiler gives the header's structs, with `flags`.
 fn c_layout(structs: &[(String, Vec<String>)], flags: &[&str], tag: &str) -> Layout {
-    let dir = std::env::temp_dir().join(format!("btcore-abi-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = Tmp::new(&format!("abi-{tag}"));
     let mut src = String::from(
         "#include <stddef.h>\n#include <stdio.h>\n#include \"btcore.h\"\nint main(void) {\n",
     );
@@ -143,7 +137,6 @@ fn c_layout(structs: &[(String, Vec<String>)], flags: &[&str], tag: &str) -> Lay
     assert!(status.success(), "{cc} {flags:?} failed");
     let out = Command::new(&exe).output().expect("run layout");
     assert!(out.status.success());
-    std::fs::remove_dir_all(&dir).ok();
     String::from_utf8(out.stdout)
         .expect("utf-8 output")
         .lines()
