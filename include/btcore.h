@@ -157,227 +157,6 @@
 #define BTCORE_ENCRYPTION_DISABLED 3
 
 /**
- * The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
- * they are never mistaken for an errno value. `btcore_result_name()` and
- * `btcore_result_message()` describe a code.
- */
-typedef enum btcore_result {
-  /**
-   * Success.
-   */
-  BTCORE_OK = 0,
-  /**
-   * A required pointer argument was NULL.
-   */
-  BTCORE_NULL_PARAMETER = 7001,
-  /**
-   * An argument is out of range or malformed (bad address, bad UTF-8, bad status).
-   */
-  BTCORE_INVALID_PARAMETER = 7002,
-  /**
-   * The caller's buffer is too small; where a function has an `out_len`, it receives
-   * the size needed (the one exception to "out-parameters only on success").
-   */
-  BTCORE_BUFFER_TOO_SMALL = 7003,
-  /**
-   * A bug in libbtcore: a panic was caught at the boundary. The handle should be freed.
-   */
-  BTCORE_PANIC = 7004,
-  /**
-   * The handle is of another type, was freed, or was not made by the library (the
-   * library keeps the set of live handles and reads nothing behind any other).
-   */
-  BTCORE_WRONG_HANDLE = 7005,
-  /**
-   * No torrent, action or connection with that id.
-   */
-  BTCORE_NOT_FOUND = 7006,
-  /**
-   * The operation is not supported by this version.
-   */
-  BTCORE_NOT_IMPLEMENTED = 7007,
-  /**
-   * Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
-   */
-  BTCORE_WRONG_STATE = 7008,
-  /**
-   * A file or socket error.
-   */
-  BTCORE_IO = 7009,
-  /**
-   * The `.torrent` data is invalid (or larger than 64 MiB).
-   */
-  BTCORE_INVALID_TORRENT = 7010,
-  /**
-   * The magnet link is invalid.
-   */
-  BTCORE_INVALID_MAGNET = 7011,
-  /**
-   * A torrent with the same info-hash is already in the session.
-   */
-  BTCORE_DUPLICATE_TORRENT = 7012,
-  /**
-   * The torrent's files could not be set up in the download directory.
-   */
-  BTCORE_STORAGE = 7013,
-  /**
-   * The disk is full.
-   */
-  BTCORE_DISK_FULL = 7014,
-  /**
-   * A torrent could not be created (nothing to share, bad name, bad piece length).
-   */
-  BTCORE_CREATE_FAILED = 7015,
-  /**
-   * A peer broke the protocol (sent bad data); its connection was closed.
-   */
-  BTCORE_PEER_PROTOCOL = 7016,
-  /**
-   * A peer timed out or was of no use; its connection was closed.
-   */
-  BTCORE_PEER_TIMEOUT = 7017,
-  /**
-   * The peer's address is banned (it sent data that failed a hash check); its
-   * connection was closed, and it is refused when it comes back.
-   */
-  BTCORE_PEER_BANNED = 7018,
-} btcore_result;
-
-/**
- * What the application is asked to do.
- */
-typedef enum btcore_action_kind {
-  /**
-   * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
-   * answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
-   */
-  BTCORE_ACTION_CONNECT = 1,
-  /**
-   * `conn` has bytes to send: call `btcore_sansio_transmit` until it gives 0 bytes
-   * (or the socket would block: then again when it is writable).
-   */
-  BTCORE_ACTION_SEND = 2,
-  /**
-   * Close `conn` (the library has forgotten it); `error` says why, or `BTCORE_OK`.
-   */
-  BTCORE_ACTION_CLOSE = 3,
-  /**
-   * Write `length` bytes of block data at `torrent_offset` (piece `piece`, `offset`
-   * within it): take the bytes with `btcore_sansio_take_write_data(id)`, then
-   * answer with `btcore_sansio_write_done(id)`.
-   */
-  BTCORE_ACTION_WRITE = 4,
-  /**
-   * Read `length` bytes at `torrent_offset` for `conn` (an upload); answer with
-   * `btcore_sansio_read_done(id)`.
-   */
-  BTCORE_ACTION_READ = 5,
-  /**
-   * Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
-   * `expected_hash` (`btcore_sha1` helps); answer with
-   * `btcore_sansio_verified_blocks(id)`, giving the SHA-1 of each 16 KiB block of
-   * the piece when it does not match, or when `block_digests` asks (they tell which
-   * peer sent bad data). `btcore_sansio_verified(id)` answers without them.
-   */
-  BTCORE_ACTION_VERIFY = 6,
-  /**
-   * Announce to ONE tracker of the torrent, the one at `tracker` (`tracker_len`
-   * bytes, no NUL; `http://`, `https://` or `udp://`), with `announce_event`,
-   * `uploaded`, `downloaded` and `left`: give the peers found to
-   * `btcore_sansio_add_peer` and answer with `btcore_sansio_announced(torrent, id,
-   * ...)` for this exchange alone (`id` numbers it). On `BTCORE_ANNOUNCED_FAILED`
-   * (no answer in the host's own time limit, 15 s is usual, or a scheme it does not
-   * speak) the library names the next tracker of the torrent's tiers (BEP 12) in a
-   * new `ANNOUNCE`; the tracker's `interval` and `min interval` schedule the next
-   * one. A host without trackers answers `BTCORE_ANNOUNCED_NO_TRACKERS`. A
-   * `STOPPED` announce needs no answer (it goes to each tracker that answered). One
-   * not answered counts as failed after `announce_timeout` (10 min).
-   */
-  BTCORE_ACTION_ANNOUNCE = 7,
-} btcore_action_kind;
-
-/**
- * What an event reports.
- */
-typedef enum btcore_event_kind {
-  /**
-   * A torrent was added (`torrent`).
-   */
-  BTCORE_EVENT_TORRENT_ADDED = 1,
-  /**
-   * A magnet link's metadata arrived and checked out: the torrent downloads now.
-   */
-  BTCORE_EVENT_METADATA_RECEIVED = 2,
-  /**
-   * A piece (`piece`) passed its hash check and is on disk.
-   */
-  BTCORE_EVENT_PIECE_FINISHED = 3,
-  /**
-   * A piece (`piece`) failed its hash check and will be downloaded again.
-   */
-  BTCORE_EVENT_HASH_FAILED = 4,
-  /**
-   * Every piece is verified: the torrent seeds from now on.
-   */
-  BTCORE_EVENT_TORRENT_FINISHED = 5,
-  /**
-   * A peer (`peer`) completed its handshake.
-   */
-  BTCORE_EVENT_PEER_CONNECTED = 6,
-  /**
-   * A peer (`peer`) was banned for sending bad data.
-   */
-  BTCORE_EVENT_PEER_BANNED = 7,
-  /**
-   * A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
-   */
-  BTCORE_EVENT_FILE_ERROR = 8,
-  /**
-   * A tracker failed (reserved: not emitted by this version).
-   */
-  BTCORE_EVENT_TRACKER_ERROR = 9,
-  /**
-   * A torrent was removed.
-   */
-  BTCORE_EVENT_TORRENT_REMOVED = 10,
-  /**
-   * The queue was full and `count` older events were dropped (drain more often).
-   */
-  BTCORE_EVENT_DROPPED = 11,
-} btcore_event_kind;
-
-/**
- * Where a torrent stands.
- */
-typedef enum btcore_torrent_state {
-  /**
-   * Fetching the info dictionary from peers (a magnet link).
-   */
-  BTCORE_STATE_FETCHING_METADATA = 1,
-  /**
-   * Fetching pieces.
-   */
-  BTCORE_STATE_DOWNLOADING = 2,
-  /**
-   * Every piece verified; serving others.
-   */
-  BTCORE_STATE_SEEDING = 3,
-  /**
-   * Stopped by an error (see `btcore_torrent_status.error`).
-   */
-  BTCORE_STATE_ERROR = 4,
-  /**
-   * Paused by `btcore_session_pause`.
-   */
-  BTCORE_STATE_PAUSED = 5,
-  /**
-   * Its data on disk is being checked (off the loop); no peers until that ends.
-   * `progress_ppm` then says how far the check is.
-   */
-  BTCORE_STATE_CHECKING = 6,
-} btcore_torrent_state;
-
-/**
  * An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
  * `btcore_sansio_free`.
  */
@@ -388,6 +167,13 @@ typedef struct btcore_sansio btcore_sansio;
  * Made by `btcore_session_new`, freed by `btcore_session_free`.
  */
 typedef struct btcore_session btcore_session;
+
+/**
+ * The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
+ * they are never mistaken for an errno value. `btcore_result_name()` and
+ * `btcore_result_message()` describe a code.
+ */
+typedef uint32_t btcore_result;
 
 /**
  * How to create a torrent. Fill it with `btcore_create_options_default()` first.
@@ -490,6 +276,11 @@ typedef struct btcore_addr {
 } btcore_addr;
 
 /**
+ * What the application is asked to do.
+ */
+typedef uint32_t btcore_action_kind;
+
+/**
  * One action, drained by `btcore_sansio_poll_actions`. Fields not used by a kind are
  * zero.
  */
@@ -497,7 +288,7 @@ typedef struct btcore_action {
   /**
    * What to do.
    */
-  enum btcore_action_kind kind;
+  btcore_action_kind kind;
   /**
    * The torrent.
    */
@@ -540,7 +331,7 @@ typedef struct btcore_action {
    * stopped, both ends are seeds), `BTCORE_PEER_BANNED`, `BTCORE_PEER_PROTOCOL` or
    * `BTCORE_PEER_TIMEOUT`.
    */
-  enum btcore_result error;
+  btcore_result error;
   /**
    * `BTCORE_ANNOUNCE_*` (`ANNOUNCE`).
    */
@@ -574,6 +365,11 @@ typedef struct btcore_action {
 } btcore_action;
 
 /**
+ * What an event reports.
+ */
+typedef uint32_t btcore_event_kind;
+
+/**
  * One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
  * (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
  */
@@ -581,7 +377,7 @@ typedef struct btcore_event {
   /**
    * What happened.
    */
-  enum btcore_event_kind kind;
+  btcore_event_kind kind;
   /**
    * The torrent's id.
    */
@@ -593,7 +389,7 @@ typedef struct btcore_event {
   /**
    * The error, for `FILE_ERROR` and `TRACKER_ERROR`.
    */
-  enum btcore_result error;
+  btcore_result error;
   /**
    * The peer, for `PEER_CONNECTED` and `PEER_BANNED`.
    */
@@ -603,6 +399,11 @@ typedef struct btcore_event {
    */
   uint64_t count;
 } btcore_event;
+
+/**
+ * Where a torrent stands.
+ */
+typedef uint32_t btcore_torrent_state;
 
 /**
  * A torrent's status, filled by `btcore_session_torrent_status()` or
@@ -616,7 +417,7 @@ typedef struct btcore_torrent_status {
   /**
    * Its state.
    */
-  enum btcore_torrent_state state;
+  btcore_torrent_state state;
   /**
    * The info-hash (SHA-1 of the info dictionary).
    */
@@ -686,7 +487,7 @@ typedef struct btcore_torrent_status {
    * The error that stopped the torrent (`BTCORE_DISK_FULL`, `BTCORE_IO`), or
    * `BTCORE_OK`.
    */
-  enum btcore_result error;
+  btcore_result error;
 } btcore_torrent_status;
 
 /**
@@ -802,6 +603,244 @@ typedef struct btcore_settings {
  */
 typedef void (*btcore_notify_callback)(void *userdata);
 
+/**
+ * Success.
+ */
+#define BTCORE_OK 0
+
+/**
+ * A required pointer argument was NULL.
+ */
+#define BTCORE_NULL_PARAMETER 7001
+
+/**
+ * An argument is out of range or malformed (bad address, bad UTF-8, bad status).
+ */
+#define BTCORE_INVALID_PARAMETER 7002
+
+/**
+ * The caller's buffer is too small; where a function has an `out_len`, it receives
+ * the size needed (the one exception to "out-parameters only on success").
+ */
+#define BTCORE_BUFFER_TOO_SMALL 7003
+
+/**
+ * A bug in libbtcore: a panic was caught at the boundary. The handle should be freed.
+ */
+#define BTCORE_PANIC 7004
+
+/**
+ * The handle is of another type, was freed, or was not made by the library (the
+ * library keeps the set of live handles and reads nothing behind any other).
+ */
+#define BTCORE_WRONG_HANDLE 7005
+
+/**
+ * No torrent, action or connection with that id.
+ */
+#define BTCORE_NOT_FOUND 7006
+
+/**
+ * The operation is not supported by this version.
+ */
+#define BTCORE_NOT_IMPLEMENTED 7007
+
+/**
+ * Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
+ */
+#define BTCORE_WRONG_STATE 7008
+
+/**
+ * A file or socket error.
+ */
+#define BTCORE_IO 7009
+
+/**
+ * The `.torrent` data is invalid (or larger than 64 MiB).
+ */
+#define BTCORE_INVALID_TORRENT 7010
+
+/**
+ * The magnet link is invalid.
+ */
+#define BTCORE_INVALID_MAGNET 7011
+
+/**
+ * A torrent with the same info-hash is already in the session.
+ */
+#define BTCORE_DUPLICATE_TORRENT 7012
+
+/**
+ * The torrent's files could not be set up in the download directory.
+ */
+#define BTCORE_STORAGE 7013
+
+/**
+ * The disk is full.
+ */
+#define BTCORE_DISK_FULL 7014
+
+/**
+ * A torrent could not be created (nothing to share, bad name, bad piece length).
+ */
+#define BTCORE_CREATE_FAILED 7015
+
+/**
+ * A peer broke the protocol (sent bad data); its connection was closed.
+ */
+#define BTCORE_PEER_PROTOCOL 7016
+
+/**
+ * A peer timed out or was of no use; its connection was closed.
+ */
+#define BTCORE_PEER_TIMEOUT 7017
+
+/**
+ * The peer's address is banned (it sent data that failed a hash check); its
+ * connection was closed, and it is refused when it comes back.
+ */
+#define BTCORE_PEER_BANNED 7018
+
+/**
+ * Fetching the info dictionary from peers (a magnet link).
+ */
+#define BTCORE_STATE_FETCHING_METADATA 1
+
+/**
+ * Fetching pieces.
+ */
+#define BTCORE_STATE_DOWNLOADING 2
+
+/**
+ * Every piece verified; serving others.
+ */
+#define BTCORE_STATE_SEEDING 3
+
+/**
+ * Stopped by an error (see `btcore_torrent_status.error`).
+ */
+#define BTCORE_STATE_ERROR 4
+
+/**
+ * Paused by `btcore_session_pause`.
+ */
+#define BTCORE_STATE_PAUSED 5
+
+/**
+ * Its data on disk is being checked (off the loop); no peers until that ends.
+ * `progress_ppm` then says how far the check is.
+ */
+#define BTCORE_STATE_CHECKING 6
+
+/**
+ * A torrent was added (`torrent`).
+ */
+#define BTCORE_EVENT_TORRENT_ADDED 1
+
+/**
+ * A magnet link's metadata arrived and checked out: the torrent downloads now.
+ */
+#define BTCORE_EVENT_METADATA_RECEIVED 2
+
+/**
+ * A piece (`piece`) passed its hash check and is on disk.
+ */
+#define BTCORE_EVENT_PIECE_FINISHED 3
+
+/**
+ * A piece (`piece`) failed its hash check and will be downloaded again.
+ */
+#define BTCORE_EVENT_HASH_FAILED 4
+
+/**
+ * Every piece is verified: the torrent seeds from now on.
+ */
+#define BTCORE_EVENT_TORRENT_FINISHED 5
+
+/**
+ * A peer (`peer`) completed its handshake.
+ */
+#define BTCORE_EVENT_PEER_CONNECTED 6
+
+/**
+ * A peer (`peer`) was banned for sending bad data.
+ */
+#define BTCORE_EVENT_PEER_BANNED 7
+
+/**
+ * A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+ */
+#define BTCORE_EVENT_FILE_ERROR 8
+
+/**
+ * A tracker failed (reserved: not emitted by this version).
+ */
+#define BTCORE_EVENT_TRACKER_ERROR 9
+
+/**
+ * A torrent was removed.
+ */
+#define BTCORE_EVENT_TORRENT_REMOVED 10
+
+/**
+ * The queue was full and `count` older events were dropped (drain more often).
+ */
+#define BTCORE_EVENT_DROPPED 11
+
+/**
+ * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
+ * answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
+ */
+#define BTCORE_ACTION_CONNECT 1
+
+/**
+ * `conn` has bytes to send: call `btcore_sansio_transmit` until it gives 0 bytes
+ * (or the socket would block: then again when it is writable).
+ */
+#define BTCORE_ACTION_SEND 2
+
+/**
+ * Close `conn` (the library has forgotten it); `error` says why, or `BTCORE_OK`.
+ */
+#define BTCORE_ACTION_CLOSE 3
+
+/**
+ * Write `length` bytes of block data at `torrent_offset` (piece `piece`, `offset`
+ * within it): take the bytes with `btcore_sansio_take_write_data(id)`, then
+ * answer with `btcore_sansio_write_done(id)`.
+ */
+#define BTCORE_ACTION_WRITE 4
+
+/**
+ * Read `length` bytes at `torrent_offset` for `conn` (an upload); answer with
+ * `btcore_sansio_read_done(id)`.
+ */
+#define BTCORE_ACTION_READ 5
+
+/**
+ * Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
+ * `expected_hash` (`btcore_sha1` helps); answer with
+ * `btcore_sansio_verified_blocks(id)`, giving the SHA-1 of each 16 KiB block of
+ * the piece when it does not match, or when `block_digests` asks (they tell which
+ * peer sent bad data). `btcore_sansio_verified(id)` answers without them.
+ */
+#define BTCORE_ACTION_VERIFY 6
+
+/**
+ * Announce to ONE tracker of the torrent, the one at `tracker` (`tracker_len`
+ * bytes, no NUL; `http://`, `https://` or `udp://`), with `announce_event`,
+ * `uploaded`, `downloaded` and `left`: give the peers found to
+ * `btcore_sansio_add_peer` and answer with `btcore_sansio_announced(torrent, id,
+ * ...)` for this exchange alone (`id` numbers it). On `BTCORE_ANNOUNCED_FAILED`
+ * (no answer in the host's own time limit, 15 s is usual, or a scheme it does not
+ * speak) the library names the next tracker of the torrent's tiers (BEP 12) in a
+ * new `ANNOUNCE`; the tracker's `interval` and `min interval` schedule the next
+ * one. A host without trackers answers `BTCORE_ANNOUNCED_NO_TRACKERS`. A
+ * `STOPPED` announce needs no answer (it goes to each tracker that answered). One
+ * not answered counts as failed after `announce_timeout` (10 min).
+ */
+#define BTCORE_ACTION_ANNOUNCE 7
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -834,7 +873,7 @@ const char *btcore_version(void);
  * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
  * - `out` is NULL or valid for writes of 20 bytes.
  */
-enum btcore_result btcore_sha1(const uint8_t *data, size_t len, uint8_t *out);
+btcore_result btcore_sha1(const uint8_t *data, size_t len, uint8_t *out);
 
 /**
  * Fills `out` with the defaults: no trackers, automatic piece length, now, public.
@@ -844,7 +883,7 @@ enum btcore_result btcore_sha1(const uint8_t *data, size_t len, uint8_t *out);
  *
  * `out` is NULL or valid for writing one `btcore_create_options`.
  */
-enum btcore_result btcore_create_options_default(struct btcore_create_options *out);
+btcore_result btcore_create_options_default(struct btcore_create_options *out);
 
 /**
  * Creates a `.torrent` for the file or directory at `path` with `options` (NULL:
@@ -862,11 +901,11 @@ enum btcore_result btcore_create_options_default(struct btcore_create_options *o
  * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_create_torrent(const char *path,
-                                         const struct btcore_create_options *options,
-                                         uint8_t *buf,
-                                         size_t cap,
-                                         size_t *out_len);
+btcore_result btcore_create_torrent(const char *path,
+                                    const struct btcore_create_options *options,
+                                    uint8_t *buf,
+                                    size_t cap,
+                                    size_t *out_len);
 
 /**
  * Creates a `.torrent` for the file or directory at `path` with `options` (NULL: the
@@ -880,9 +919,9 @@ enum btcore_result btcore_create_torrent(const char *path,
  *   `comment` and `name` are NULL or NUL-terminated.
  * - `output` is NULL or points to a NUL-terminated string.
  */
-enum btcore_result btcore_create_torrent_file(const char *path,
-                                              const struct btcore_create_options *options,
-                                              const char *output);
+btcore_result btcore_create_torrent_file(const char *path,
+                                         const struct btcore_create_options *options,
+                                         const char *output);
 
 /**
  * Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
@@ -892,7 +931,7 @@ enum btcore_result btcore_create_torrent_file(const char *path,
  *
  * `out` is NULL or valid for writing one `btcore_sansio_settings`.
  */
-enum btcore_result btcore_sansio_settings_default(struct btcore_sansio_settings *out);
+btcore_result btcore_sansio_settings_default(struct btcore_sansio_settings *out);
 
 /**
  * Creates a sans-IO session from `settings` (NULL: the defaults) into `*out`. Free it
@@ -903,8 +942,8 @@ enum btcore_result btcore_sansio_settings_default(struct btcore_sansio_settings 
  * - `settings` is NULL or valid for reading one `btcore_sansio_settings`.
  * - `out` is NULL or valid for writing one pointer.
  */
-enum btcore_result btcore_sansio_new(const struct btcore_sansio_settings *settings,
-                                     struct btcore_sansio **out);
+btcore_result btcore_sansio_new(const struct btcore_sansio_settings *settings,
+                                struct btcore_sansio **out);
 
 /**
  * Frees a sans-IO session and any write data not taken. NULL, or a handle already
@@ -934,11 +973,11 @@ void btcore_sansio_free(struct btcore_sansio *h);
  * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
  * - `out_id` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_sansio_add_torrent_checking(struct btcore_sansio *h,
-                                                      const uint8_t *data,
-                                                      size_t len,
-                                                      uint64_t now_ms,
-                                                      uint32_t *out_id);
+btcore_result btcore_sansio_add_torrent_checking(struct btcore_sansio *h,
+                                                 const uint8_t *data,
+                                                 size_t len,
+                                                 uint64_t now_ms,
+                                                 uint32_t *out_id);
 
 /**
  * The application's check of torrent `id` (added with
@@ -955,11 +994,11 @@ enum btcore_result btcore_sansio_add_torrent_checking(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `have` is valid for reads of `have_len` bytes (it may be NULL when `have_len` is 0).
  */
-enum btcore_result btcore_sansio_checked(struct btcore_sansio *h,
-                                         uint32_t id,
-                                         const uint8_t *have,
-                                         size_t have_len,
-                                         uint64_t now_ms);
+btcore_result btcore_sansio_checked(struct btcore_sansio *h,
+                                    uint32_t id,
+                                    const uint8_t *have,
+                                    size_t have_len,
+                                    uint64_t now_ms);
 
 /**
  * Adds a torrent from `len` bytes of `.torrent` data (copied). `have`/`have_len` is
@@ -976,13 +1015,13 @@ enum btcore_result btcore_sansio_checked(struct btcore_sansio *h,
  * - `have` is valid for reads of `have_len` bytes (it may be NULL when `have_len` is 0).
  * - `out_id` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_sansio_add_torrent(struct btcore_sansio *h,
-                                             const uint8_t *data,
-                                             size_t len,
-                                             const uint8_t *have,
-                                             size_t have_len,
-                                             uint64_t now_ms,
-                                             uint32_t *out_id);
+btcore_result btcore_sansio_add_torrent(struct btcore_sansio *h,
+                                        const uint8_t *data,
+                                        size_t len,
+                                        const uint8_t *have,
+                                        size_t have_len,
+                                        uint64_t now_ms,
+                                        uint32_t *out_id);
 
 /**
  * Adds a magnet link (NUL-terminated); writes the id to `*out_id`. The torrent's
@@ -997,10 +1036,10 @@ enum btcore_result btcore_sansio_add_torrent(struct btcore_sansio *h,
  * - `uri` is NULL or points to a NUL-terminated string.
  * - `out_id` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_sansio_add_magnet(struct btcore_sansio *h,
-                                            const char *uri,
-                                            uint64_t now_ms,
-                                            uint32_t *out_id);
+btcore_result btcore_sansio_add_magnet(struct btcore_sansio *h,
+                                       const char *uri,
+                                       uint64_t now_ms,
+                                       uint32_t *out_id);
 
 /**
  * Removes torrent `id`: its connections get `CLOSE` actions and an `ANNOUNCE` with
@@ -1014,9 +1053,7 @@ enum btcore_result btcore_sansio_add_magnet(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_remove_torrent(struct btcore_sansio *h,
-                                                uint32_t id,
-                                                uint64_t now_ms);
+btcore_result btcore_sansio_remove_torrent(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
  * Gives torrent `id` a peer address (from a tracker, the user, ...): a `CONNECT`
@@ -1030,10 +1067,10 @@ enum btcore_result btcore_sansio_remove_torrent(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `addr` is NULL or valid for reading one `btcore_addr`.
  */
-enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
-                                          uint32_t id,
-                                          const struct btcore_addr *addr,
-                                          uint64_t now_ms);
+btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
+                                     uint32_t id,
+                                     const struct btcore_addr *addr,
+                                     uint64_t now_ms);
 
 /**
  * How the `ANNOUNCE` action `action_id` (its `id` field) of torrent `id` went, the
@@ -1053,13 +1090,13 @@ enum btcore_result btcore_sansio_add_peer(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_announced(struct btcore_sansio *h,
-                                           uint32_t id,
-                                           uint64_t action_id,
-                                           uint32_t status,
-                                           uint32_t interval_secs,
-                                           uint32_t min_interval_secs,
-                                           uint64_t now_ms);
+btcore_result btcore_sansio_announced(struct btcore_sansio *h,
+                                      uint32_t id,
+                                      uint64_t action_id,
+                                      uint32_t status,
+                                      uint32_t interval_secs,
+                                      uint32_t min_interval_secs,
+                                      uint64_t now_ms);
 
 /**
  * Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
@@ -1073,7 +1110,7 @@ enum btcore_result btcore_sansio_announced(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
+btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
  * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
@@ -1089,10 +1126,10 @@ enum btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id
  * - `addr` is NULL or valid for reading one `btcore_addr`.
  * - `out_conn` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
-                                          const struct btcore_addr *addr,
-                                          uint64_t now_ms,
-                                          uint32_t *out_conn);
+btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
+                                     const struct btcore_addr *addr,
+                                     uint64_t now_ms,
+                                     uint32_t *out_conn);
 
 /**
  * The connection asked by a `CONNECT` action is open. A connection the library has
@@ -1105,7 +1142,7 @@ enum btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_connected(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
+btcore_result btcore_sansio_connected(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
  * The connection asked by a `CONNECT` action could not be made.
@@ -1117,9 +1154,7 @@ enum btcore_result btcore_sansio_connected(struct btcore_sansio *h, uint32_t con
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h,
-                                                uint32_t conn,
-                                                uint64_t now_ms);
+btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
  * The socket of `conn` closed or failed (no `CLOSE` action follows).
@@ -1131,9 +1166,7 @@ enum btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_disconnected(struct btcore_sansio *h,
-                                              uint32_t conn,
-                                              uint64_t now_ms);
+btcore_result btcore_sansio_disconnected(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
  * `len` bytes received on `conn` (any split: framing is the library's job).
@@ -1146,11 +1179,11 @@ enum btcore_result btcore_sansio_disconnected(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
  */
-enum btcore_result btcore_sansio_recv(struct btcore_sansio *h,
-                                      uint32_t conn,
-                                      const uint8_t *data,
-                                      size_t len,
-                                      uint64_t now_ms);
+btcore_result btcore_sansio_recv(struct btcore_sansio *h,
+                                 uint32_t conn,
+                                 const uint8_t *data,
+                                 size_t len,
+                                 uint64_t now_ms);
 
 /**
  * Writes to `*out` whether the disk is behind: the bytes of `WRITE` actions not yet
@@ -1169,7 +1202,7 @@ enum btcore_result btcore_sansio_recv(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `out` is NULL or valid for writing one `bool`.
  */
-enum btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool *out);
+btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool *out);
 
 /**
  * Writes to `*out` whether to read from `conn` now. False while the peer does not
@@ -1189,9 +1222,7 @@ enum btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, 
  *   reading anything behind it.
  * - `out` is NULL or valid for writing one `bool`.
  */
-enum btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h,
-                                            uint32_t conn,
-                                            bool *out);
+btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t conn, bool *out);
 
 /**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
@@ -1207,12 +1238,12 @@ enum btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h,
  * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_transmit(struct btcore_sansio *h,
-                                          uint32_t conn,
-                                          uint64_t now_ms,
-                                          uint8_t *buf,
-                                          size_t cap,
-                                          size_t *out_len);
+btcore_result btcore_sansio_transmit(struct btcore_sansio *h,
+                                     uint32_t conn,
+                                     uint64_t now_ms,
+                                     uint8_t *buf,
+                                     size_t cap,
+                                     size_t *out_len);
 
 /**
  * Moves up to `cap` (at least 1) pending actions into `buf`, in order, and writes how
@@ -1227,10 +1258,10 @@ enum btcore_result btcore_sansio_transmit(struct btcore_sansio *h,
  * - `buf` is valid for writes of `cap` `btcore_action`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_poll_actions(struct btcore_sansio *h,
-                                              struct btcore_action *buf,
-                                              size_t cap,
-                                              size_t *out_len);
+btcore_result btcore_sansio_poll_actions(struct btcore_sansio *h,
+                                         struct btcore_action *buf,
+                                         size_t cap,
+                                         size_t *out_len);
 
 /**
  * Copies the block data of `WRITE` action `action_id` into `buf` (room for `cap`,
@@ -1248,11 +1279,11 @@ enum btcore_result btcore_sansio_poll_actions(struct btcore_sansio *h,
  * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_take_write_data(struct btcore_sansio *h,
-                                                 uint64_t action_id,
-                                                 uint8_t *buf,
-                                                 size_t cap,
-                                                 size_t *out_len);
+btcore_result btcore_sansio_take_write_data(struct btcore_sansio *h,
+                                            uint64_t action_id,
+                                            uint8_t *buf,
+                                            size_t cap,
+                                            size_t *out_len);
 
 /**
  * The `WRITE` action `action_id` is done: `status` is `BTCORE_DISK_OK`,
@@ -1266,10 +1297,10 @@ enum btcore_result btcore_sansio_take_write_data(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_write_done(struct btcore_sansio *h,
-                                            uint64_t action_id,
-                                            uint32_t status,
-                                            uint64_t now_ms);
+btcore_result btcore_sansio_write_done(struct btcore_sansio *h,
+                                       uint64_t action_id,
+                                       uint32_t status,
+                                       uint64_t now_ms);
 
 /**
  * The `READ` action `action_id` is done: with `BTCORE_DISK_OK`, `data` holds exactly
@@ -1283,12 +1314,12 @@ enum btcore_result btcore_sansio_write_done(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
  */
-enum btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
-                                           uint64_t action_id,
-                                           const uint8_t *data,
-                                           size_t len,
-                                           uint32_t status,
-                                           uint64_t now_ms);
+btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
+                                      uint64_t action_id,
+                                      const uint8_t *data,
+                                      size_t len,
+                                      uint32_t status,
+                                      uint64_t now_ms);
 
 /**
  * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
@@ -1302,10 +1333,10 @@ enum btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_verified(struct btcore_sansio *h,
-                                          uint64_t action_id,
-                                          bool ok,
-                                          uint64_t now_ms);
+btcore_result btcore_sansio_verified(struct btcore_sansio *h,
+                                     uint64_t action_id,
+                                     bool ok,
+                                     uint64_t now_ms);
 
 /**
  * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
@@ -1325,12 +1356,12 @@ enum btcore_result btcore_sansio_verified(struct btcore_sansio *h,
  * - `digests` is valid for reads of `digests_len` bytes (it may be NULL when `digests_len`
  *   is 0).
  */
-enum btcore_result btcore_sansio_verified_blocks(struct btcore_sansio *h,
-                                                 uint64_t action_id,
-                                                 bool ok,
-                                                 const uint8_t *digests,
-                                                 size_t digests_len,
-                                                 uint64_t now_ms);
+btcore_result btcore_sansio_verified_blocks(struct btcore_sansio *h,
+                                            uint64_t action_id,
+                                            bool ok,
+                                            const uint8_t *digests,
+                                            size_t digests_len,
+                                            uint64_t now_ms);
 
 /**
  * Writes when `btcore_sansio_handle_timeout` is next due (in the `now_ms` time base)
@@ -1344,7 +1375,7 @@ enum btcore_result btcore_sansio_verified_blocks(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `out_ms` is NULL or valid for writing one `u64`.
  */
-enum btcore_result btcore_sansio_next_timeout(const struct btcore_sansio *h, uint64_t *out_ms);
+btcore_result btcore_sansio_next_timeout(const struct btcore_sansio *h, uint64_t *out_ms);
 
 /**
  * Runs the timers (keep-alives, timeouts, choking, re-announces, dialing). Call it
@@ -1357,7 +1388,7 @@ enum btcore_result btcore_sansio_next_timeout(const struct btcore_sansio *h, uin
  * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  * reading anything behind it.
  */
-enum btcore_result btcore_sansio_handle_timeout(struct btcore_sansio *h, uint64_t now_ms);
+btcore_result btcore_sansio_handle_timeout(struct btcore_sansio *h, uint64_t now_ms);
 
 /**
  * Moves up to `cap` (at least 1) queued events into `buf` and writes how many to
@@ -1372,10 +1403,10 @@ enum btcore_result btcore_sansio_handle_timeout(struct btcore_sansio *h, uint64_
  * - `buf` is valid for writes of `cap` `btcore_event`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_events(struct btcore_sansio *h,
-                                        struct btcore_event *buf,
-                                        size_t cap,
-                                        size_t *out_len);
+btcore_result btcore_sansio_events(struct btcore_sansio *h,
+                                   struct btcore_event *buf,
+                                   size_t cap,
+                                   size_t *out_len);
 
 /**
  * Fills `*out` with the status of torrent `id`.
@@ -1388,10 +1419,10 @@ enum btcore_result btcore_sansio_events(struct btcore_sansio *h,
  *   reading anything behind it.
  * - `out` is NULL or valid for writing one `btcore_torrent_status`.
  */
-enum btcore_result btcore_sansio_torrent_status(const struct btcore_sansio *h,
-                                                uint32_t id,
-                                                uint64_t now_ms,
-                                                struct btcore_torrent_status *out);
+btcore_result btcore_sansio_torrent_status(const struct btcore_sansio *h,
+                                           uint32_t id,
+                                           uint64_t now_ms,
+                                           struct btcore_torrent_status *out);
 
 /**
  * Fills `buf` with the peers of torrent `id`, as `btcore_session_peers`.
@@ -1406,11 +1437,11 @@ enum btcore_result btcore_sansio_torrent_status(const struct btcore_sansio *h,
  *   0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_peers(const struct btcore_sansio *h,
-                                       uint32_t id,
-                                       struct btcore_peer_status *buf,
-                                       size_t cap,
-                                       size_t *out_len);
+btcore_result btcore_sansio_peers(const struct btcore_sansio *h,
+                                  uint32_t id,
+                                  struct btcore_peer_status *buf,
+                                  size_t cap,
+                                  size_t *out_len);
 
 /**
  * Copies the verified-pieces bitfield of torrent `id` (BitTorrent order: piece 0 is
@@ -1427,11 +1458,11 @@ enum btcore_result btcore_sansio_peers(const struct btcore_sansio *h,
  * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_have(const struct btcore_sansio *h,
-                                      uint32_t id,
-                                      uint8_t *buf,
-                                      size_t cap,
-                                      size_t *out_len);
+btcore_result btcore_sansio_have(const struct btcore_sansio *h,
+                                 uint32_t id,
+                                 uint8_t *buf,
+                                 size_t cap,
+                                 size_t *out_len);
 
 /**
  * Copies the raw info dictionary of torrent `id` (what a magnet link fetched; wrap it
@@ -1447,11 +1478,11 @@ enum btcore_result btcore_sansio_have(const struct btcore_sansio *h,
  * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
-                                          uint32_t id,
-                                          uint8_t *buf,
-                                          size_t cap,
-                                          size_t *out_len);
+btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
+                                     uint32_t id,
+                                     uint8_t *buf,
+                                     size_t cap,
+                                     size_t *out_len);
 
 /**
  * Fills `out` with the defaults: current directory, no state directory, listen on
@@ -1462,7 +1493,7 @@ enum btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
  *
  * `out` is NULL or valid for writing one `btcore_settings`.
  */
-enum btcore_result btcore_settings_default(struct btcore_settings *out);
+btcore_result btcore_settings_default(struct btcore_settings *out);
 
 /**
  * Creates a session from `settings` (NULL: the defaults) and writes it to `*out`.
@@ -1476,8 +1507,8 @@ enum btcore_result btcore_settings_default(struct btcore_settings *out);
  *   or NUL-terminated.
  * - `out` is NULL or valid for writing one pointer.
  */
-enum btcore_result btcore_session_new(const struct btcore_settings *settings,
-                                      struct btcore_session **out);
+btcore_result btcore_session_new(const struct btcore_settings *settings,
+                                 struct btcore_session **out);
 
 /**
  * Stops the session's thread if running, closes every connection, announces
@@ -1506,7 +1537,7 @@ void btcore_session_free(struct btcore_session *session);
  *   handles before reading anything behind it.
  * - `out` is NULL or valid for writing one `u16`.
  */
-enum btcore_result btcore_session_listen_port(const struct btcore_session *session, uint16_t *out);
+btcore_result btcore_session_listen_port(const struct btcore_session *session, uint16_t *out);
 
 /**
  * Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
@@ -1526,10 +1557,10 @@ enum btcore_result btcore_session_listen_port(const struct btcore_session *sessi
  * - `save_dir` is NULL or points to a NUL-terminated string.
  * - `out_id` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_session_add_torrent_file(struct btcore_session *session,
-                                                   const char *path,
-                                                   const char *save_dir,
-                                                   uint32_t *out_id);
+btcore_result btcore_session_add_torrent_file(struct btcore_session *session,
+                                              const char *path,
+                                              const char *save_dir,
+                                              uint32_t *out_id);
 
 /**
  * Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
@@ -1546,11 +1577,11 @@ enum btcore_result btcore_session_add_torrent_file(struct btcore_session *sessio
  * - `save_dir` is NULL or points to a NUL-terminated string.
  * - `out_id` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_session_add_torrent_bytes(struct btcore_session *session,
-                                                    const uint8_t *data,
-                                                    size_t len,
-                                                    const char *save_dir,
-                                                    uint32_t *out_id);
+btcore_result btcore_session_add_torrent_bytes(struct btcore_session *session,
+                                               const uint8_t *data,
+                                               size_t len,
+                                               const char *save_dir,
+                                               uint32_t *out_id);
 
 /**
  * Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
@@ -1568,10 +1599,10 @@ enum btcore_result btcore_session_add_torrent_bytes(struct btcore_session *sessi
  * - `save_dir` is NULL or points to a NUL-terminated string.
  * - `out_id` is NULL or valid for writing one `u32`.
  */
-enum btcore_result btcore_session_add_magnet(struct btcore_session *session,
-                                             const char *uri,
-                                             const char *save_dir,
-                                             uint32_t *out_id);
+btcore_result btcore_session_add_magnet(struct btcore_session *session,
+                                        const char *uri,
+                                        const char *save_dir,
+                                        uint32_t *out_id);
 
 /**
  * Gives torrent `id` a peer to connect to: `"host:port"`, `"1.2.3.4:6881"` or
@@ -1585,9 +1616,9 @@ enum btcore_result btcore_session_add_magnet(struct btcore_session *session,
  *   handles before reading anything behind it.
  * - `address` is NULL or points to a NUL-terminated string.
  */
-enum btcore_result btcore_session_add_peer(struct btcore_session *session,
-                                           uint32_t id,
-                                           const char *address);
+btcore_result btcore_session_add_peer(struct btcore_session *session,
+                                      uint32_t id,
+                                      const char *address);
 
 /**
  * Pauses torrent `id`: its peers are closed, `stopped` is announced, nothing is
@@ -1601,7 +1632,7 @@ enum btcore_result btcore_session_add_peer(struct btcore_session *session,
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_pause(struct btcore_session *session, uint32_t id);
+btcore_result btcore_session_pause(struct btcore_session *session, uint32_t id);
 
 /**
  * Resumes a paused torrent (`BTCORE_NOT_FOUND` for an unknown id). Thread-safe.
@@ -1613,7 +1644,7 @@ enum btcore_result btcore_session_pause(struct btcore_session *session, uint32_t
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_resume(struct btcore_session *session, uint32_t id);
+btcore_result btcore_session_resume(struct btcore_session *session, uint32_t id);
 
 /**
  * Removes torrent `id`: closes its peers, announces `stopped`, deletes its resume
@@ -1627,9 +1658,7 @@ enum btcore_result btcore_session_resume(struct btcore_session *session, uint32_
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_remove(struct btcore_session *session,
-                                         uint32_t id,
-                                         bool delete_data);
+btcore_result btcore_session_remove(struct btcore_session *session, uint32_t id, bool delete_data);
 
 /**
  * Writes resume data for every torrent now (into the settings' state directory, after
@@ -1643,7 +1672,7 @@ enum btcore_result btcore_session_remove(struct btcore_session *session,
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_save_resume(struct btcore_session *session);
+btcore_result btcore_session_save_resume(struct btcore_session *session);
 
 /**
  * Writes the ids of the session's torrents into `ids` (room for `cap`) and their
@@ -1660,10 +1689,10 @@ enum btcore_result btcore_session_save_resume(struct btcore_session *session);
  * - `ids` is valid for writes of `cap` `u32`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_session_torrents(const struct btcore_session *session,
-                                           uint32_t *ids,
-                                           size_t cap,
-                                           size_t *out_len);
+btcore_result btcore_session_torrents(const struct btcore_session *session,
+                                      uint32_t *ids,
+                                      size_t cap,
+                                      size_t *out_len);
 
 /**
  * Fills `*out` with the status of torrent `id`. Thread-safe.
@@ -1676,9 +1705,9 @@ enum btcore_result btcore_session_torrents(const struct btcore_session *session,
  *   handles before reading anything behind it.
  * - `out` is NULL or valid for writing one `btcore_torrent_status`.
  */
-enum btcore_result btcore_session_torrent_status(const struct btcore_session *session,
-                                                 uint32_t id,
-                                                 struct btcore_torrent_status *out);
+btcore_result btcore_session_torrent_status(const struct btcore_session *session,
+                                            uint32_t id,
+                                            struct btcore_torrent_status *out);
 
 /**
  * Copies the name of torrent `id` (bytes from the torrent, usually UTF-8; the
@@ -1696,11 +1725,11 @@ enum btcore_result btcore_session_torrent_status(const struct btcore_session *se
  * - `buf` is valid for writes of `cap` `c_char`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_session_torrent_name(const struct btcore_session *session,
-                                               uint32_t id,
-                                               char *buf,
-                                               size_t cap,
-                                               size_t *out_len);
+btcore_result btcore_session_torrent_name(const struct btcore_session *session,
+                                          uint32_t id,
+                                          char *buf,
+                                          size_t cap,
+                                          size_t *out_len);
 
 /**
  * Fills `buf` (room for `cap`) with the peers of torrent `id` and writes their number
@@ -1717,11 +1746,11 @@ enum btcore_result btcore_session_torrent_name(const struct btcore_session *sess
  *   0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_session_peers(const struct btcore_session *session,
-                                        uint32_t id,
-                                        struct btcore_peer_status *buf,
-                                        size_t cap,
-                                        size_t *out_len);
+btcore_result btcore_session_peers(const struct btcore_session *session,
+                                   uint32_t id,
+                                   struct btcore_peer_status *buf,
+                                   size_t cap,
+                                   size_t *out_len);
 
 /**
  * Moves up to `cap` queued events, oldest first, into `buf` and writes how many to
@@ -1738,10 +1767,10 @@ enum btcore_result btcore_session_peers(const struct btcore_session *session,
  * - `buf` is valid for writes of `cap` `btcore_event`s (it may be NULL when `cap` is 0).
  * - `out_len` is NULL or valid for writing one `usize`.
  */
-enum btcore_result btcore_session_events(struct btcore_session *session,
-                                         struct btcore_event *buf,
-                                         size_t cap,
-                                         size_t *out_len);
+btcore_result btcore_session_events(struct btcore_session *session,
+                                    struct btcore_event *buf,
+                                    size_t cap,
+                                    size_t *out_len);
 
 /**
  * Sets (or with a NULL `callback`, clears) the callback told when events become
@@ -1757,9 +1786,9 @@ enum btcore_result btcore_session_events(struct btcore_session *session,
  * - `userdata` is not read by the library; the callback receives it on the thread where it
  *   runs, so it must be usable from there.
  */
-enum btcore_result btcore_session_set_notify(struct btcore_session *session,
-                                             btcore_notify_callback callback,
-                                             void *userdata);
+btcore_result btcore_session_set_notify(struct btcore_session *session,
+                                        btcore_notify_callback callback,
+                                        void *userdata);
 
 /**
  * Runs the session's loop on a thread of its own until `btcore_session_stop` or
@@ -1773,7 +1802,7 @@ enum btcore_result btcore_session_set_notify(struct btcore_session *session,
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_start(struct btcore_session *session);
+btcore_result btcore_session_start(struct btcore_session *session);
 
 /**
  * Stops the session's thread and waits for it (at most one turn of the loop, about
@@ -1787,7 +1816,7 @@ enum btcore_result btcore_session_start(struct btcore_session *session);
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_stop(struct btcore_session *session);
+btcore_result btcore_session_stop(struct btcore_session *session);
 
 /**
  * Runs the loop once from the application's own loop: waits at most `timeout_ms` for
@@ -1802,7 +1831,7 @@ enum btcore_result btcore_session_stop(struct btcore_session *session);
  * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
  * handles before reading anything behind it.
  */
-enum btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeout_ms);
+btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeout_ms);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -77,19 +77,28 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     bash fuzz/smoke.sh
 fi
 
-step "tests"
-# Build first (the network may be needed for crates), then run every test in a private
-# network namespace with only loopback up, so nothing can leave the machine; the
-# interop tests must find their real clients (BTCORE_INTEROP=1).
-cargo nextest run --workspace --locked --no-run
+# Runs cargo with its arguments in a private network namespace with only loopback up
+# (so nothing can leave the machine), or on the host's loopback where there is none.
+in_private_net() {
+    if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+        unshare -n -- bash -c 'ip link set lo up && exec "$@"' bash "$@"
+    else
+        echo "no network namespace available: running on the host's loopback"
+        "$@"
+    fi
+}
+
 # Every package of the lock file, for every target: cbindgen's `cargo metadata` (the
 # header check) resolves them all, and the tests run with no network.
 cargo fetch --locked
 export BTCORE_INTEROP=1
-if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
-    echo "running the tests in a private network namespace"
-    exec unshare -n -- bash -c 'ip link set lo up && exec cargo nextest run --workspace --locked --offline --no-fail-fast'
-else
-    echo "no network namespace available: running the tests on the host's loopback"
-    exec cargo nextest run --workspace --locked --offline --no-fail-fast
-fi
+
+step "C and C++ tests against the release library (sanitizers, valgrind, install)"
+cargo nextest run -p btcore-ffi --release --locked --no-run
+in_private_net cargo nextest run -p btcore-ffi --release --locked --offline --no-fail-fast
+
+step "tests"
+# Build first (the network may be needed for crates), then run every test in a private
+# network namespace; the interop tests must find their real clients (BTCORE_INTEROP=1).
+cargo nextest run --workspace --locked --no-run
+in_private_net cargo nextest run --workspace --locked --offline --no-fail-fast

@@ -1,6 +1,4 @@
 //! Creating `.torrent` files.
-
-use crate::btcore_result::*;
 use crate::*;
 use btcore_host::create::{create_torrent, CreateError, CreateOptions};
 

@@ -57,134 +57,106 @@ pub const BTCORE_VERSION_PATCH: u32 = 0;
 /// The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
 /// they are never mistaken for an errno value. `btcore_result_name()` and
 /// `btcore_result_message()` describe a code.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum btcore_result {
-    /// Success.
-    BTCORE_OK = 0,
-    /// A required pointer argument was NULL.
-    BTCORE_NULL_PARAMETER = 7001,
-    /// An argument is out of range or malformed (bad address, bad UTF-8, bad status).
-    BTCORE_INVALID_PARAMETER = 7002,
-    /// The caller's buffer is too small; where a function has an `out_len`, it receives
-    /// the size needed (the one exception to "out-parameters only on success").
-    BTCORE_BUFFER_TOO_SMALL = 7003,
-    /// A bug in libbtcore: a panic was caught at the boundary. The handle should be freed.
-    BTCORE_PANIC = 7004,
-    /// The handle is of another type, was freed, or was not made by the library (the
-    /// library keeps the set of live handles and reads nothing behind any other).
-    BTCORE_WRONG_HANDLE = 7005,
-    /// No torrent, action or connection with that id.
-    BTCORE_NOT_FOUND = 7006,
-    /// The operation is not supported by this version.
-    BTCORE_NOT_IMPLEMENTED = 7007,
-    /// Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
-    BTCORE_WRONG_STATE = 7008,
-    /// A file or socket error.
-    BTCORE_IO = 7009,
-    /// The `.torrent` data is invalid (or larger than 64 MiB).
-    BTCORE_INVALID_TORRENT = 7010,
-    /// The magnet link is invalid.
-    BTCORE_INVALID_MAGNET = 7011,
-    /// A torrent with the same info-hash is already in the session.
-    BTCORE_DUPLICATE_TORRENT = 7012,
-    /// The torrent's files could not be set up in the download directory.
-    BTCORE_STORAGE = 7013,
-    /// The disk is full.
-    BTCORE_DISK_FULL = 7014,
-    /// A torrent could not be created (nothing to share, bad name, bad piece length).
-    BTCORE_CREATE_FAILED = 7015,
-    /// A peer broke the protocol (sent bad data); its connection was closed.
-    BTCORE_PEER_PROTOCOL = 7016,
-    /// A peer timed out or was of no use; its connection was closed.
-    BTCORE_PEER_TIMEOUT = 7017,
-    /// The peer's address is banned (it sent data that failed a hash check); its
-    /// connection was closed, and it is refused when it comes back.
-    BTCORE_PEER_BANNED = 7018,
+pub type btcore_result = u32;
+/// Success.
+pub const BTCORE_OK: btcore_result = 0;
+/// A required pointer argument was NULL.
+pub const BTCORE_NULL_PARAMETER: btcore_result = 7001;
+/// An argument is out of range or malformed (bad address, bad UTF-8, bad status).
+pub const BTCORE_INVALID_PARAMETER: btcore_result = 7002;
+/// The caller's buffer is too small; where a function has an `out_len`, it receives
+/// the size needed (the one exception to "out-parameters only on success").
+pub const BTCORE_BUFFER_TOO_SMALL: btcore_result = 7003;
+/// A bug in libbtcore: a panic was caught at the boundary. The handle should be freed.
+pub const BTCORE_PANIC: btcore_result = 7004;
+/// The handle is of another type, was freed, or was not made by the library (the
+/// library keeps the set of live handles and reads nothing behind any other).
+pub const BTCORE_WRONG_HANDLE: btcore_result = 7005;
+/// No torrent, action or connection with that id.
+pub const BTCORE_NOT_FOUND: btcore_result = 7006;
+/// The operation is not supported by this version.
+pub const BTCORE_NOT_IMPLEMENTED: btcore_result = 7007;
+/// Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
+pub const BTCORE_WRONG_STATE: btcore_result = 7008;
+/// A file or socket error.
+pub const BTCORE_IO: btcore_result = 7009;
+/// The `.torrent` data is invalid (or larger than 64 MiB).
+pub const BTCORE_INVALID_TORRENT: btcore_result = 7010;
+/// The magnet link is invalid.
+pub const BTCORE_INVALID_MAGNET: btcore_result = 7011;
+/// A torrent with the same info-hash is already in the session.
+pub const BTCORE_DUPLICATE_TORRENT: btcore_result = 7012;
+/// The torrent's files could not be set up in the download directory.
+pub const BTCORE_STORAGE: btcore_result = 7013;
+/// The disk is full.
+pub const BTCORE_DISK_FULL: btcore_result = 7014;
+/// A torrent could not be created (nothing to share, bad name, bad piece length).
+pub const BTCORE_CREATE_FAILED: btcore_result = 7015;
+/// A peer broke the protocol (sent bad data); its connection was closed.
+pub const BTCORE_PEER_PROTOCOL: btcore_result = 7016;
+/// A peer timed out or was of no use; its connection was closed.
+pub const BTCORE_PEER_TIMEOUT: btcore_result = 7017;
+/// The peer's address is banned (it sent data that failed a hash check); its
+/// connection was closed, and it is refused when it comes back.
+pub const BTCORE_PEER_BANNED: btcore_result = 7018;
+
+/// The constant's name of a result code, or `None` for a code this version does not know.
+fn result_name(code: btcore_result) -> Option<&'static CStr> {
+    Some(match code {
+        BTCORE_OK => c"BTCORE_OK",
+        BTCORE_NULL_PARAMETER => c"BTCORE_NULL_PARAMETER",
+        BTCORE_INVALID_PARAMETER => c"BTCORE_INVALID_PARAMETER",
+        BTCORE_BUFFER_TOO_SMALL => c"BTCORE_BUFFER_TOO_SMALL",
+        BTCORE_PANIC => c"BTCORE_PANIC",
+        BTCORE_WRONG_HANDLE => c"BTCORE_WRONG_HANDLE",
+        BTCORE_NOT_FOUND => c"BTCORE_NOT_FOUND",
+        BTCORE_NOT_IMPLEMENTED => c"BTCORE_NOT_IMPLEMENTED",
+        BTCORE_WRONG_STATE => c"BTCORE_WRONG_STATE",
+        BTCORE_IO => c"BTCORE_IO",
+        BTCORE_INVALID_TORRENT => c"BTCORE_INVALID_TORRENT",
+        BTCORE_INVALID_MAGNET => c"BTCORE_INVALID_MAGNET",
+        BTCORE_DUPLICATE_TORRENT => c"BTCORE_DUPLICATE_TORRENT",
+        BTCORE_STORAGE => c"BTCORE_STORAGE",
+        BTCORE_DISK_FULL => c"BTCORE_DISK_FULL",
+        BTCORE_CREATE_FAILED => c"BTCORE_CREATE_FAILED",
+        BTCORE_PEER_PROTOCOL => c"BTCORE_PEER_PROTOCOL",
+        BTCORE_PEER_TIMEOUT => c"BTCORE_PEER_TIMEOUT",
+        BTCORE_PEER_BANNED => c"BTCORE_PEER_BANNED",
+        _ => return None,
+    })
 }
 
-use btcore_result::*;
-
-impl btcore_result {
-    fn name(self) -> &'static CStr {
-        match self {
-            BTCORE_OK => c"BTCORE_OK",
-            BTCORE_NULL_PARAMETER => c"BTCORE_NULL_PARAMETER",
-            BTCORE_INVALID_PARAMETER => c"BTCORE_INVALID_PARAMETER",
-            BTCORE_BUFFER_TOO_SMALL => c"BTCORE_BUFFER_TOO_SMALL",
-            BTCORE_PANIC => c"BTCORE_PANIC",
-            BTCORE_WRONG_HANDLE => c"BTCORE_WRONG_HANDLE",
-            BTCORE_NOT_FOUND => c"BTCORE_NOT_FOUND",
-            BTCORE_NOT_IMPLEMENTED => c"BTCORE_NOT_IMPLEMENTED",
-            BTCORE_WRONG_STATE => c"BTCORE_WRONG_STATE",
-            BTCORE_IO => c"BTCORE_IO",
-            BTCORE_INVALID_TORRENT => c"BTCORE_INVALID_TORRENT",
-            BTCORE_INVALID_MAGNET => c"BTCORE_INVALID_MAGNET",
-            BTCORE_DUPLICATE_TORRENT => c"BTCORE_DUPLICATE_TORRENT",
-            BTCORE_STORAGE => c"BTCORE_STORAGE",
-            BTCORE_DISK_FULL => c"BTCORE_DISK_FULL",
-            BTCORE_CREATE_FAILED => c"BTCORE_CREATE_FAILED",
-            BTCORE_PEER_PROTOCOL => c"BTCORE_PEER_PROTOCOL",
-            BTCORE_PEER_TIMEOUT => c"BTCORE_PEER_TIMEOUT",
-            BTCORE_PEER_BANNED => c"BTCORE_PEER_BANNED",
-        }
-    }
-
-    fn message(self) -> &'static CStr {
-        match self {
-            BTCORE_OK => c"success",
-            BTCORE_NULL_PARAMETER => c"a required pointer argument was NULL",
-            BTCORE_INVALID_PARAMETER => c"an argument is out of range or malformed",
-            BTCORE_BUFFER_TOO_SMALL => c"the buffer is too small",
-            BTCORE_PANIC => c"internal error (a panic was caught); free the handle",
-            BTCORE_WRONG_HANDLE => c"the handle is of another type or was freed",
-            BTCORE_NOT_FOUND => c"no torrent, action or connection with that id",
-            BTCORE_NOT_IMPLEMENTED => c"not supported by this version of libbtcore",
-            BTCORE_WRONG_STATE => c"not allowed in the current state",
-            BTCORE_IO => c"a file or socket error",
-            BTCORE_INVALID_TORRENT => c"the torrent data is invalid",
-            BTCORE_INVALID_MAGNET => c"the magnet link is invalid",
-            BTCORE_DUPLICATE_TORRENT => c"the torrent is already in the session",
-            BTCORE_STORAGE => c"the torrent's files could not be set up",
-            BTCORE_DISK_FULL => c"the disk is full",
-            BTCORE_CREATE_FAILED => c"the torrent could not be created",
-            BTCORE_PEER_PROTOCOL => c"the peer broke the protocol",
-            BTCORE_PEER_TIMEOUT => c"the peer timed out",
-            BTCORE_PEER_BANNED => c"the peer is banned",
-        }
-    }
-
-    fn from_u32(code: u32) -> Option<Self> {
-        const ALL: [btcore_result; 19] = [
-            BTCORE_OK,
-            BTCORE_NULL_PARAMETER,
-            BTCORE_INVALID_PARAMETER,
-            BTCORE_BUFFER_TOO_SMALL,
-            BTCORE_PANIC,
-            BTCORE_WRONG_HANDLE,
-            BTCORE_NOT_FOUND,
-            BTCORE_NOT_IMPLEMENTED,
-            BTCORE_WRONG_STATE,
-            BTCORE_IO,
-            BTCORE_INVALID_TORRENT,
-            BTCORE_INVALID_MAGNET,
-            BTCORE_DUPLICATE_TORRENT,
-            BTCORE_STORAGE,
-            BTCORE_DISK_FULL,
-            BTCORE_CREATE_FAILED,
-            BTCORE_PEER_PROTOCOL,
-            BTCORE_PEER_TIMEOUT,
-            BTCORE_PEER_BANNED,
-        ];
-        ALL.into_iter().find(|r| *r as u32 == code)
-    }
+/// The one-line description of a result code, or `None` for a code this version does not know.
+fn result_message(code: btcore_result) -> Option<&'static CStr> {
+    Some(match code {
+        BTCORE_OK => c"success",
+        BTCORE_NULL_PARAMETER => c"a required pointer argument was NULL",
+        BTCORE_INVALID_PARAMETER => c"an argument is out of range or malformed",
+        BTCORE_BUFFER_TOO_SMALL => c"the buffer is too small",
+        BTCORE_PANIC => c"internal error (a panic was caught); free the handle",
+        BTCORE_WRONG_HANDLE => c"the handle is of another type or was freed",
+        BTCORE_NOT_FOUND => c"no torrent, action or connection with that id",
+        BTCORE_NOT_IMPLEMENTED => c"not supported by this version of libbtcore",
+        BTCORE_WRONG_STATE => c"not allowed in the current state",
+        BTCORE_IO => c"a file or socket error",
+        BTCORE_INVALID_TORRENT => c"the torrent data is invalid",
+        BTCORE_INVALID_MAGNET => c"the magnet link is invalid",
+        BTCORE_DUPLICATE_TORRENT => c"the torrent is already in the session",
+        BTCORE_STORAGE => c"the torrent's files could not be set up",
+        BTCORE_DISK_FULL => c"the disk is full",
+        BTCORE_CREATE_FAILED => c"the torrent could not be created",
+        BTCORE_PEER_PROTOCOL => c"the peer broke the protocol",
+        BTCORE_PEER_TIMEOUT => c"the peer timed out",
+        BTCORE_PEER_BANNED => c"the peer is banned",
+        _ => return None,
+    })
 }
 
 /// The name of a result code (`"BTCORE_IO"`), or `"BTCORE_UNKNOWN"`: a static string,
 /// never NULL, never to be freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_result_name(code: u32) -> *const c_char {
-    catch_unwind(|| btcore_result::from_u32(code).map_or(c"BTCORE_UNKNOWN", |r| r.name()))
+    catch_unwind(|| result_name(code).unwrap_or(c"BTCORE_UNKNOWN"))
         .unwrap_or(c"BTCORE_UNKNOWN")
         .as_ptr()
 }
@@ -193,7 +165,7 @@ pub extern "C" fn btcore_result_name(code: u32) -> *const c_char {
 /// never to be freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn btcore_result_message(code: u32) -> *const c_char {
-    catch_unwind(|| btcore_result::from_u32(code).map_or(c"unknown result code", |r| r.message()))
+    catch_unwind(|| result_message(code).unwrap_or(c"unknown result code"))
         .unwrap_or(c"unknown result code")
         .as_ptr()
 }
@@ -292,23 +264,20 @@ impl btcore_addr {
 }
 
 /// Where a torrent stands.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum btcore_torrent_state {
-    /// Fetching the info dictionary from peers (a magnet link).
-    BTCORE_STATE_FETCHING_METADATA = 1,
-    /// Fetching pieces.
-    BTCORE_STATE_DOWNLOADING = 2,
-    /// Every piece verified; serving others.
-    BTCORE_STATE_SEEDING = 3,
-    /// Stopped by an error (see `btcore_torrent_status.error`).
-    BTCORE_STATE_ERROR = 4,
-    /// Paused by `btcore_session_pause`.
-    BTCORE_STATE_PAUSED = 5,
-    /// Its data on disk is being checked (off the loop); no peers until that ends.
-    /// `progress_ppm` then says how far the check is.
-    BTCORE_STATE_CHECKING = 6,
-}
+pub type btcore_torrent_state = u32;
+/// Fetching the info dictionary from peers (a magnet link).
+pub const BTCORE_STATE_FETCHING_METADATA: btcore_torrent_state = 1;
+/// Fetching pieces.
+pub const BTCORE_STATE_DOWNLOADING: btcore_torrent_state = 2;
+/// Every piece verified; serving others.
+pub const BTCORE_STATE_SEEDING: btcore_torrent_state = 3;
+/// Stopped by an error (see `btcore_torrent_status.error`).
+pub const BTCORE_STATE_ERROR: btcore_torrent_state = 4;
+/// Paused by `btcore_session_pause`.
+pub const BTCORE_STATE_PAUSED: btcore_torrent_state = 5;
+/// Its data on disk is being checked (off the loop); no peers until that ends.
+/// `progress_ppm` then says how far the check is.
+pub const BTCORE_STATE_CHECKING: btcore_torrent_state = 6;
 
 /// A torrent's status, filled by `btcore_session_torrent_status()` or
 /// `btcore_sansio_torrent_status()`.
@@ -367,12 +336,12 @@ pub(crate) fn torrent_status(
     checking: Option<(u32, u32)>,
 ) -> btcore_torrent_status {
     let state = match s.state {
-        _ if s.paused => btcore_torrent_state::BTCORE_STATE_PAUSED,
-        TorrentState::Checking => btcore_torrent_state::BTCORE_STATE_CHECKING,
-        TorrentState::FetchingMetadata => btcore_torrent_state::BTCORE_STATE_FETCHING_METADATA,
-        TorrentState::Downloading => btcore_torrent_state::BTCORE_STATE_DOWNLOADING,
-        TorrentState::Seeding => btcore_torrent_state::BTCORE_STATE_SEEDING,
-        _ => btcore_torrent_state::BTCORE_STATE_ERROR,
+        _ if s.paused => BTCORE_STATE_PAUSED,
+        TorrentState::Checking => BTCORE_STATE_CHECKING,
+        TorrentState::FetchingMetadata => BTCORE_STATE_FETCHING_METADATA,
+        TorrentState::Downloading => BTCORE_STATE_DOWNLOADING,
+        TorrentState::Seeding => BTCORE_STATE_SEEDING,
+        _ => BTCORE_STATE_ERROR,
     };
     let progress_ppm = match checking {
         Some((done, total)) => (u64::from(done) * 1_000_000)
@@ -501,32 +470,29 @@ pub(crate) fn peer_status(p: &PeerStatus) -> btcore_peer_status {
 }
 
 /// What an event reports.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum btcore_event_kind {
-    /// A torrent was added (`torrent`).
-    BTCORE_EVENT_TORRENT_ADDED = 1,
-    /// A magnet link's metadata arrived and checked out: the torrent downloads now.
-    BTCORE_EVENT_METADATA_RECEIVED = 2,
-    /// A piece (`piece`) passed its hash check and is on disk.
-    BTCORE_EVENT_PIECE_FINISHED = 3,
-    /// A piece (`piece`) failed its hash check and will be downloaded again.
-    BTCORE_EVENT_HASH_FAILED = 4,
-    /// Every piece is verified: the torrent seeds from now on.
-    BTCORE_EVENT_TORRENT_FINISHED = 5,
-    /// A peer (`peer`) completed its handshake.
-    BTCORE_EVENT_PEER_CONNECTED = 6,
-    /// A peer (`peer`) was banned for sending bad data.
-    BTCORE_EVENT_PEER_BANNED = 7,
-    /// A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
-    BTCORE_EVENT_FILE_ERROR = 8,
-    /// A tracker failed (reserved: not emitted by this version).
-    BTCORE_EVENT_TRACKER_ERROR = 9,
-    /// A torrent was removed.
-    BTCORE_EVENT_TORRENT_REMOVED = 10,
-    /// The queue was full and `count` older events were dropped (drain more often).
-    BTCORE_EVENT_DROPPED = 11,
-}
+pub type btcore_event_kind = u32;
+/// A torrent was added (`torrent`).
+pub const BTCORE_EVENT_TORRENT_ADDED: btcore_event_kind = 1;
+/// A magnet link's metadata arrived and checked out: the torrent downloads now.
+pub const BTCORE_EVENT_METADATA_RECEIVED: btcore_event_kind = 2;
+/// A piece (`piece`) passed its hash check and is on disk.
+pub const BTCORE_EVENT_PIECE_FINISHED: btcore_event_kind = 3;
+/// A piece (`piece`) failed its hash check and will be downloaded again.
+pub const BTCORE_EVENT_HASH_FAILED: btcore_event_kind = 4;
+/// Every piece is verified: the torrent seeds from now on.
+pub const BTCORE_EVENT_TORRENT_FINISHED: btcore_event_kind = 5;
+/// A peer (`peer`) completed its handshake.
+pub const BTCORE_EVENT_PEER_CONNECTED: btcore_event_kind = 6;
+/// A peer (`peer`) was banned for sending bad data.
+pub const BTCORE_EVENT_PEER_BANNED: btcore_event_kind = 7;
+/// A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+pub const BTCORE_EVENT_FILE_ERROR: btcore_event_kind = 8;
+/// A tracker failed (reserved: not emitted by this version).
+pub const BTCORE_EVENT_TRACKER_ERROR: btcore_event_kind = 9;
+/// A torrent was removed.
+pub const BTCORE_EVENT_TORRENT_REMOVED: btcore_event_kind = 10;
+/// The queue was full and `count` older events were dropped (drain more often).
+pub const BTCORE_EVENT_DROPPED: btcore_event_kind = 11;
 
 /// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
 /// (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
@@ -568,7 +534,6 @@ pub(crate) fn disk_error(e: DiskError) -> btcore_result {
 }
 
 pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
-    use btcore_event_kind::*;
     Some(match e {
         Event::PieceVerified(t, p) => btcore_event {
             piece: p.0,
@@ -615,7 +580,6 @@ impl EventQueue {
             // Progress goes first: an event that changes what the application must do
             // (a torrent added, its metadata, its end, a file error, its removal) is
             // dropped only when every queued event is one.
-            use btcore_event_kind::*;
             let state = |k: btcore_event_kind| {
                 matches!(
                     k,
@@ -643,7 +607,7 @@ impl EventQueue {
         if self.dropped > 0 && !out.is_empty() {
             out[0].write(btcore_event {
                 count: self.dropped,
-                ..btcore_event::new(btcore_event_kind::BTCORE_EVENT_DROPPED, 0)
+                ..btcore_event::new(BTCORE_EVENT_DROPPED, 0)
             });
             self.dropped = 0;
             n = 1;
@@ -881,7 +845,6 @@ mod tests {
 
     #[test]
     fn a_full_event_queue_keeps_state_changes() {
-        use btcore_event_kind::*;
         let mut q = EventQueue::default();
         q.push(btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, 1));
         for _ in 0..MAX_QUEUED_EVENTS + 10 {
@@ -978,7 +941,7 @@ mod tests {
             ..base
         };
         let c = torrent_status(7, &full, None);
-        assert_eq!(c.state, btcore_torrent_state::BTCORE_STATE_ERROR);
+        assert_eq!(c.state, BTCORE_STATE_ERROR);
         assert_eq!((c.error, c.eta_seconds), (BTCORE_DISK_FULL, -1));
         // While checking, the progress is the host's check.
         let checking = TorrentStatus {

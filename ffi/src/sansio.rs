@@ -9,8 +9,6 @@
 //!
 //! Threading: a handle may be used from any thread; calls on one handle are serialized
 //! on an internal lock (nothing blocks for long: no call does I/O).
-
-use crate::btcore_result::*;
 use crate::*;
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
@@ -54,43 +52,40 @@ pub struct btcore_sansio_settings {
 }
 
 /// What the application is asked to do.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum btcore_action_kind {
-    /// Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
-    /// answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
-    BTCORE_ACTION_CONNECT = 1,
-    /// `conn` has bytes to send: call `btcore_sansio_transmit` until it gives 0 bytes
-    /// (or the socket would block: then again when it is writable).
-    BTCORE_ACTION_SEND = 2,
-    /// Close `conn` (the library has forgotten it); `error` says why, or `BTCORE_OK`.
-    BTCORE_ACTION_CLOSE = 3,
-    /// Write `length` bytes of block data at `torrent_offset` (piece `piece`, `offset`
-    /// within it): take the bytes with `btcore_sansio_take_write_data(id)`, then
-    /// answer with `btcore_sansio_write_done(id)`.
-    BTCORE_ACTION_WRITE = 4,
-    /// Read `length` bytes at `torrent_offset` for `conn` (an upload); answer with
-    /// `btcore_sansio_read_done(id)`.
-    BTCORE_ACTION_READ = 5,
-    /// Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
-    /// `expected_hash` (`btcore_sha1` helps); answer with
-    /// `btcore_sansio_verified_blocks(id)`, giving the SHA-1 of each 16 KiB block of
-    /// the piece when it does not match, or when `block_digests` asks (they tell which
-    /// peer sent bad data). `btcore_sansio_verified(id)` answers without them.
-    BTCORE_ACTION_VERIFY = 6,
-    /// Announce to ONE tracker of the torrent, the one at `tracker` (`tracker_len`
-    /// bytes, no NUL; `http://`, `https://` or `udp://`), with `announce_event`,
-    /// `uploaded`, `downloaded` and `left`: give the peers found to
-    /// `btcore_sansio_add_peer` and answer with `btcore_sansio_announced(torrent, id,
-    /// ...)` for this exchange alone (`id` numbers it). On `BTCORE_ANNOUNCED_FAILED`
-    /// (no answer in the host's own time limit, 15 s is usual, or a scheme it does not
-    /// speak) the library names the next tracker of the torrent's tiers (BEP 12) in a
-    /// new `ANNOUNCE`; the tracker's `interval` and `min interval` schedule the next
-    /// one. A host without trackers answers `BTCORE_ANNOUNCED_NO_TRACKERS`. A
-    /// `STOPPED` announce needs no answer (it goes to each tracker that answered). One
-    /// not answered counts as failed after `announce_timeout` (10 min).
-    BTCORE_ACTION_ANNOUNCE = 7,
-}
+pub type btcore_action_kind = u32;
+/// Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
+/// answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
+pub const BTCORE_ACTION_CONNECT: btcore_action_kind = 1;
+/// `conn` has bytes to send: call `btcore_sansio_transmit` until it gives 0 bytes
+/// (or the socket would block: then again when it is writable).
+pub const BTCORE_ACTION_SEND: btcore_action_kind = 2;
+/// Close `conn` (the library has forgotten it); `error` says why, or `BTCORE_OK`.
+pub const BTCORE_ACTION_CLOSE: btcore_action_kind = 3;
+/// Write `length` bytes of block data at `torrent_offset` (piece `piece`, `offset`
+/// within it): take the bytes with `btcore_sansio_take_write_data(id)`, then
+/// answer with `btcore_sansio_write_done(id)`.
+pub const BTCORE_ACTION_WRITE: btcore_action_kind = 4;
+/// Read `length` bytes at `torrent_offset` for `conn` (an upload); answer with
+/// `btcore_sansio_read_done(id)`.
+pub const BTCORE_ACTION_READ: btcore_action_kind = 5;
+/// Hash piece `piece` (`length` bytes at `torrent_offset`) and compare it with
+/// `expected_hash` (`btcore_sha1` helps); answer with
+/// `btcore_sansio_verified_blocks(id)`, giving the SHA-1 of each 16 KiB block of
+/// the piece when it does not match, or when `block_digests` asks (they tell which
+/// peer sent bad data). `btcore_sansio_verified(id)` answers without them.
+pub const BTCORE_ACTION_VERIFY: btcore_action_kind = 6;
+/// Announce to ONE tracker of the torrent, the one at `tracker` (`tracker_len`
+/// bytes, no NUL; `http://`, `https://` or `udp://`), with `announce_event`,
+/// `uploaded`, `downloaded` and `left`: give the peers found to
+/// `btcore_sansio_add_peer` and answer with `btcore_sansio_announced(torrent, id,
+/// ...)` for this exchange alone (`id` numbers it). On `BTCORE_ANNOUNCED_FAILED`
+/// (no answer in the host's own time limit, 15 s is usual, or a scheme it does not
+/// speak) the library names the next tracker of the torrent's tiers (BEP 12) in a
+/// new `ANNOUNCE`; the tracker's `interval` and `min interval` schedule the next
+/// one. A host without trackers answers `BTCORE_ANNOUNCED_NO_TRACKERS`. A
+/// `STOPPED` announce needs no answer (it goes to each tracker that answered). One
+/// not answered counts as failed after `announce_timeout` (10 min).
+pub const BTCORE_ACTION_ANNOUNCE: btcore_action_kind = 7;
 
 /// `btcore_action.announce_event`: a regular announce.
 pub const BTCORE_ANNOUNCE_NONE: u32 = 0;
@@ -285,7 +280,6 @@ impl Inner {
     }
 
     fn convert(&mut self, a: Action) -> Option<btcore_action> {
-        use btcore_action_kind::*;
         let mut id = || {
             self.next_action += 1;
             self.next_action
@@ -714,10 +708,8 @@ unsafe fn add(
 /// # Safety
 /// `out_id` is non-NULL and valid for writing one `u32`.
 unsafe fn added(s: &mut Inner, id: TorrentId, out_id: *mut u32) {
-    s.events.push(btcore_event::new(
-        btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED,
-        id.0,
-    ));
+    s.events
+        .push(btcore_event::new(BTCORE_EVENT_TORRENT_ADDED, id.0));
     s.pump_events();
     // SAFETY: non-NULL and valid for one write, as this function's contract requires.
     unsafe { out_id.write(id.0) };
@@ -787,10 +779,8 @@ pub unsafe extern "C" fn btcore_sansio_remove_torrent(
         }
         s.session.remove_torrent(now(now_ms), TorrentId(id));
         s.geometry.remove(&TorrentId(id));
-        s.events.push(btcore_event::new(
-            btcore_event_kind::BTCORE_EVENT_TORRENT_REMOVED,
-            id,
-        ));
+        s.events
+            .push(btcore_event::new(BTCORE_EVENT_TORRENT_REMOVED, id));
         s.pump_events();
         Ok(())
     })

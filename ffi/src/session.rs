@@ -6,8 +6,6 @@
 //! (`btcore_session_start`/`_stop`) or inside `btcore_session_poll`, called by the
 //! application's loop. The notify callback is called with no lock held, so it may call
 //! back into the session.
-
-use crate::btcore_result::*;
 use crate::*;
 use btcore_core::session::TorrentId;
 use btcore_host::client::{Client, ClientError, ClientOptions};
@@ -394,7 +392,7 @@ unsafe fn add_with(
     let (id, needed) = {
         let mut c = b.shared.client()?;
         let id = f(&mut c).map_err(|e| map_client_error(&e))?;
-        let added = btcore_event::new(btcore_event_kind::BTCORE_EVENT_TORRENT_ADDED, id.0);
+        let added = btcore_event::new(BTCORE_EVENT_TORRENT_ADDED, id.0);
         let needed = b.shared.collect(&mut c, &[added])?;
         (id, needed)
     };
