@@ -34,10 +34,16 @@
 
 mod create;
 mod sansio;
+mod sansio_files;
+mod sansio_mse;
+mod sansio_tracker;
 mod session;
 
 pub use create::*;
 pub use sansio::*;
+pub use sansio_files::*;
+pub use sansio_mse::*;
+pub use sansio_tracker::*;
 pub use session::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};

@@ -11,18 +11,25 @@
 //! on an internal lock (nothing blocks for long: no call does I/O).
 
 use crate::btcore_result::*;
+use crate::sansio_mse::{policy, ConnLink, KeyPool};
 use crate::*;
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
+use btcore_core::metainfo::FileSpec;
 use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::mse::Encryption;
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
-    Action, AddError, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, DiskError, Event,
-    PeerSource, Session, SessionConfig, TorrentId, TorrentState,
+    Action, AddError, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, DhtOutcome, DiskError,
+    Event, PeerSource, Session, SessionConfig, TorrentId, TorrentState,
 };
 use btcore_core::time::Instant;
-use std::collections::HashMap;
+use btcore_core::InfoHash;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+
+/// Peers asked of a tracker per announce (as the std host does).
+const ANNOUNCE_NUMWANT: u32 = 50;
 
 /// An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
 /// `btcore_sansio_free`.
@@ -51,6 +58,19 @@ pub struct btcore_sansio_settings {
     /// (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out;
     /// at twice it `btcore_sansio_disk_backlogged` says to stop reading from peers.
     pub max_disk_bytes_in_flight: u32,
+    /// Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
+    /// `BTCORE_ENCRYPTION_PREFERRED`). The library runs the handshakes and RC4 itself:
+    /// the host passes raw socket bytes to `btcore_sansio_recv` and writes what
+    /// `btcore_sansio_transmit` gives.
+    pub encryption: u32,
+    /// 32 bytes from the device's random source (`getrandom`, `/dev/urandom`, a
+    /// hardware RNG): the secret the encryption handshakes' keys are drawn from. All
+    /// zero leaves only `random_seed` behind the keys, which an observer who guesses
+    /// it can use to read encrypted traffic; `btcore_sansio_entropy` adds more later.
+    pub entropy: [u8; 32],
+    /// 1: look torrents up in a DHT the host runs (`BTCORE_ACTION_DHT_LOOKUP`
+    /// actions, answered with `btcore_sansio_dht_done`); 0 (the default): no DHT.
+    pub dht: u8,
 }
 
 /// What the application is asked to do.
@@ -90,6 +110,11 @@ pub enum btcore_action_kind {
     /// `STOPPED` announce needs no answer (it goes to each tracker that answered). One
     /// not answered counts as failed after `announce_timeout` (10 min).
     BTCORE_ACTION_ANNOUNCE = 7,
+    /// Look up the peers of `info_hash` in the DHT (only with `settings.dht`): give the
+    /// peers found to `btcore_sansio_add_peer`, then answer with
+    /// `btcore_sansio_dht_done(torrent, id, ...)`. When `dht_announce` is 1, announce
+    /// `port` for `info_hash` to the closest nodes too (BEP 5 `announce_peer`).
+    BTCORE_ACTION_DHT_LOOKUP = 8,
 }
 
 /// `btcore_action.announce_event`: a regular announce.
@@ -164,10 +189,28 @@ pub struct btcore_action {
     /// `VERIFY`: the piece failed before; give the digest of each block even if it
     /// matches (see `btcore_sansio_verified_blocks`).
     pub block_digests: bool,
+    /// `CONNECT`: 1 when this dials `conn` again, in plain text, after its encryption
+    /// handshake failed (`BTCORE_ENCRYPTION_PREFERRED`, once per dial): the host has
+    /// closed the socket (or was told to by a `CLOSE`) and opens a new one for the same
+    /// `conn`.
+    pub redial: u8,
+    /// `DHT_LOOKUP`: 1 to announce ourselves on `port` too.
+    pub dht_announce: u8,
+    /// The listen port to announce (`ANNOUNCE`, `DHT_LOOKUP`: `settings.listen_port`).
+    pub port: u16,
+    /// How many peers to ask the tracker for (`ANNOUNCE`; 0 for `STOPPED`).
+    pub numwant: u32,
+    /// The session's announce key (`ANNOUNCE`): lets a tracker recognise us across
+    /// address changes.
+    pub key: u32,
+    /// The torrent's info-hash (`ANNOUNCE`, `DHT_LOOKUP`).
+    pub info_hash: [u8; 20],
+    /// Our peer id (`ANNOUNCE`).
+    pub peer_id: [u8; 20],
 }
 
 impl btcore_action {
-    fn new(kind: btcore_action_kind, torrent: u32) -> Self {
+    pub(crate) fn new(kind: btcore_action_kind, torrent: u32) -> Self {
         Self {
             kind,
             torrent,
@@ -187,6 +230,13 @@ impl btcore_action {
             tracker: std::ptr::null(),
             tracker_len: 0,
             block_digests: false,
+            redial: 0,
+            dht_announce: 0,
+            port: 0,
+            numwant: 0,
+            key: 0,
+            info_hash: [0; 20],
+            peer_id: [0; 20],
         }
     }
 }
@@ -211,16 +261,43 @@ enum Pending {
     },
 }
 
+/// What the library keeps of a torrent for the host: its info-hash and files.
 #[derive(Debug)]
-struct Inner {
-    session: Session,
+pub(crate) struct TorrentInfo {
+    pub(crate) info_hash: InfoHash,
+    /// The files, sanitized and unique, in torrent order (empty until a magnet link's
+    /// metadata arrives).
+    pub(crate) files: Vec<FileSpec>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) session: Session,
     next_action: u64,
     pending: HashMap<u64, Pending>,
     geometry: HashMap<TorrentId, Geometry>,
-    events: EventQueue,
+    pub(crate) events: EventQueue,
     /// The tracker URLs of the `ANNOUNCE` actions given by the last
     /// `btcore_sansio_poll_actions` (their `tracker` fields point here).
     announce_urls: Vec<Box<[u8]>>,
+    /// The torrents' info-hashes and files.
+    pub(crate) info: HashMap<TorrentId, TorrentInfo>,
+    /// Removed torrents' info-hashes, for their `STOPPED` announces; cleared once the
+    /// action queue is drained.
+    removed: HashMap<TorrentId, InfoHash>,
+    /// The encryption policy.
+    pub(crate) policy: Encryption,
+    /// The secret behind the encryption handshakes' keys.
+    pub(crate) keys: KeyPool,
+    /// Each connection's encryption layer.
+    pub(crate) links: HashMap<ConnId, ConnLink>,
+    /// Actions of the encryption layer, handed out before the session's.
+    pub(crate) extra: VecDeque<btcore_action>,
+    /// The time of the last call that gave one.
+    pub(crate) now: Instant,
+    peer_id: PeerId,
+    listen_port: u16,
+    announce_key: u32,
 }
 
 /// cbindgen:ignore
@@ -233,7 +310,7 @@ struct SansioBox {
 /// # Safety
 /// `p` is NULL, not a live handle (refused without a read), or a live sans-IO handle
 /// that no `btcore_sansio_free` frees while the guard is held.
-unsafe fn handle(
+pub(crate) unsafe fn handle(
     p: *const btcore_sansio,
 ) -> Result<std::sync::MutexGuard<'static, Inner>, btcore_result> {
     if p.is_null() {
@@ -265,6 +342,9 @@ impl Inner {
                     let mut tokens = Vec::new();
                     if let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &Limits::default()) {
                         self.geometry.insert(*id, m.geometry());
+                        if let (Some(t), Ok(files)) = (self.info.get_mut(id), m.layout()) {
+                            t.files = files;
+                        }
                     }
                 }
             }
@@ -295,17 +375,23 @@ impl Inner {
                 conn,
                 torrent,
                 addr,
-            } => btcore_action {
-                conn: conn.0,
-                addr: btcore_addr::from_socket(addr),
-                ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
-            },
+            } => {
+                self.link_dial(conn, torrent, addr);
+                btcore_action {
+                    conn: conn.0,
+                    addr: btcore_addr::from_socket(addr),
+                    ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
+                }
+            }
             Action::Send(conn) => btcore_action {
                 conn: conn.0,
                 ..btcore_action::new(BTCORE_ACTION_SEND, 0)
             },
             Action::Close { conn, reason } => btcore_action {
-                conn: conn.0,
+                conn: {
+                    self.link_forget(conn);
+                    conn.0
+                },
                 error: match reason {
                     CloseReason::Banned => BTCORE_PEER_BANNED,
                     CloseReason::Peer(PeerError::Idle | PeerError::HandshakeTimeout) => {
@@ -398,6 +484,12 @@ impl Inner {
                 left,
                 seq,
             } => {
+                let info_hash = self
+                    .info
+                    .get(&torrent)
+                    .map(|t| t.info_hash)
+                    .or_else(|| self.removed.get(&torrent).copied())
+                    .unwrap_or(InfoHash([0; 20]));
                 let url: Box<[u8]> = tracker.into_bytes().into_boxed_slice();
                 let (ptr, len) = (url.as_ptr(), url.len());
                 // The box's heap block does not move when the box is moved into the
@@ -416,13 +508,33 @@ impl Inner {
                     uploaded,
                     downloaded,
                     left,
+                    port: self.listen_port,
+                    numwant: if event == Some(AnnounceEvent::Stopped) {
+                        0
+                    } else {
+                        ANNOUNCE_NUMWANT
+                    },
+                    key: self.announce_key,
+                    info_hash: info_hash.0,
+                    peer_id: self.peer_id.0,
                     ..btcore_action::new(BTCORE_ACTION_ANNOUNCE, torrent.0)
                 }
             }
-            // The C host runs no DHT node yet (`SessionConfig::dht` is off, so the
-            // session asks for no lookup), and checks no magnet data
-            // (`check_after_metadata` is off): neither action has a C kind yet.
-            Action::DhtLookup { .. } | Action::CheckData { .. } => return None,
+            Action::DhtLookup {
+                torrent,
+                info_hash,
+                announce,
+                seq,
+            } => btcore_action {
+                id: seq,
+                info_hash: info_hash.0,
+                dht_announce: u8::from(announce),
+                port: self.listen_port,
+                ..btcore_action::new(BTCORE_ACTION_DHT_LOOKUP, torrent.0)
+            },
+            // The C host checks no magnet data (`check_after_metadata` is off): the
+            // action has no C kind yet.
+            Action::CheckData { .. } => return None,
             _ => return None,
         })
     }
@@ -455,6 +567,9 @@ fn default_settings() -> btcore_sansio_settings {
         low_memory: false,
         max_peers_per_torrent: 0,
         max_disk_bytes_in_flight: 0,
+        encryption: BTCORE_ENCRYPTION_PREFERRED,
+        entropy: [0; 32],
+        dht: 0,
     }
 }
 
@@ -496,9 +611,11 @@ pub unsafe extern "C" fn btcore_sansio_new(
         };
         config.listen_port = s.listen_port;
         // No action asks the C host to check a magnet link's data yet: the torrent
-        // downloads at once when its metadata arrives. (`config.dht` stays off: the C
-        // host runs no DHT node.)
+        // downloads at once when its metadata arrives.
         config.check_after_metadata = false;
+        config.dht = s.dht != 0;
+        let policy = policy(s.encryption).ok_or(BTCORE_INVALID_PARAMETER)?;
+        let mut rng = btcore_core::rng::Rng::new(seed ^ 0x6b65_795f_616e_6e6f);
         if s.max_peers_per_torrent != 0 {
             config.max_peers_per_torrent = s.max_peers_per_torrent as usize;
         }
@@ -513,6 +630,16 @@ pub unsafe extern "C" fn btcore_sansio_new(
                 geometry: HashMap::new(),
                 events: EventQueue::default(),
                 announce_urls: Vec::new(),
+                info: HashMap::new(),
+                removed: HashMap::new(),
+                policy,
+                keys: KeyPool::new(&s.entropy, seed),
+                links: HashMap::new(),
+                extra: VecDeque::new(),
+                now: Instant::from_millis(0),
+                peer_id,
+                listen_port: s.listen_port,
+                announce_key: rng.next_u32(),
             }),
         });
         let p = Box::into_raw(b) as *mut btcore_sansio;
@@ -696,12 +823,20 @@ unsafe fn add(
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
         .map_err(|_| BTCORE_INVALID_TORRENT)?;
+    let files = m.layout().map_err(|_| BTCORE_INVALID_TORRENT)?;
     let id = insert(&mut s.session, m.num_pieces()).map_err(|e| match e {
         AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
         AddError::BadResume => BTCORE_INVALID_PARAMETER,
         _ => BTCORE_INVALID_TORRENT,
     })?;
     s.geometry.insert(id, m.geometry());
+    s.info.insert(
+        id,
+        TorrentInfo {
+            info_hash: m.info_hash(),
+            files,
+        },
+    );
     // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
     // function's contract requires.
     unsafe { added(&mut s, id, out_id) };
@@ -755,6 +890,15 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
                 AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
                 _ => BTCORE_INVALID_MAGNET,
             })?;
+        if let Some(st) = s.session.torrent_status(id, now(now_ms)) {
+            s.info.insert(
+                id,
+                TorrentInfo {
+                    info_hash: st.info_hash,
+                    files: Vec::new(),
+                },
+            );
+        }
         // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { added(&mut s, id, out_id) };
@@ -787,6 +931,9 @@ pub unsafe extern "C" fn btcore_sansio_remove_torrent(
         }
         s.session.remove_torrent(now(now_ms), TorrentId(id));
         s.geometry.remove(&TorrentId(id));
+        if let Some(t) = s.info.remove(&TorrentId(id)) {
+            s.removed.insert(TorrentId(id), t.info_hash);
+        }
         s.events.push(btcore_event::new(
             btcore_event_kind::BTCORE_EVENT_TORRENT_REMOVED,
             id,
@@ -883,6 +1030,49 @@ pub unsafe extern "C" fn btcore_sansio_announced(
     })
 }
 
+/// `btcore_sansio_dht_done`: the lookup reached DHT nodes (whether or not they knew
+/// peers): the next one comes after the regular interval.
+pub const BTCORE_DHT_REACHED: u32 = 0;
+/// `btcore_sansio_dht_done`: the lookup reached no node, or the host's DHT could not
+/// run it: retried after a backoff.
+pub const BTCORE_DHT_FAILED: u32 = 1;
+
+/// The `DHT_LOOKUP` action `action_id` of torrent `id` is over: `status` is
+/// `BTCORE_DHT_REACHED` or `BTCORE_DHT_FAILED` (give the peers found to
+/// `btcore_sansio_add_peer` first). `BTCORE_NOT_FOUND` for a lookup the library no
+/// longer waits for (late, or the torrent went).
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_sansio_dht_done(
+    h: *mut btcore_sansio,
+    id: u32,
+    action_id: u64,
+    status: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        let outcome = match status {
+            BTCORE_DHT_REACHED => DhtOutcome::Reached,
+            BTCORE_DHT_FAILED => DhtOutcome::Failed,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let known = s
+            .session
+            .handle_dht_done(now(now_ms), TorrentId(id), action_id, outcome);
+        s.pump_events();
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
+    })
+}
+
 /// Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
 /// tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
 /// when the torrent is unknown or not running (checking, paused).
@@ -941,7 +1131,9 @@ pub unsafe extern "C" fn btcore_sansio_incoming(
             .to_socket()
             .ok_or(BTCORE_INVALID_PARAMETER)?;
         let out_conn = non_null(out_conn)?;
+        s.now = now(now_ms);
         let c = s.session.handle_incoming(now(now_ms), a);
+        s.link_incoming(c);
         // SAFETY: `out_conn` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { out_conn.write(c.0) };
@@ -981,7 +1173,7 @@ pub unsafe extern "C" fn btcore_sansio_connected(
 ) -> btcore_result {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
-    unsafe { conn_event(h, |s| s.session.handle_connected(now(now_ms), ConnId(conn))) }
+    unsafe { conn_event(h, |s| s.link_connected(now(now_ms), ConnId(conn))) }
 }
 
 /// The connection asked by a `CONNECT` action could not be made.
@@ -1000,11 +1192,7 @@ pub unsafe extern "C" fn btcore_sansio_connect_failed(
 ) -> btcore_result {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
-    unsafe {
-        conn_event(h, |s| {
-            s.session.handle_connect_failed(now(now_ms), ConnId(conn))
-        })
-    }
+    unsafe { conn_event(h, |s| s.link_closed(now(now_ms), ConnId(conn), true)) }
 }
 
 /// The socket of `conn` closed or failed (no `CLOSE` action follows).
@@ -1023,11 +1211,7 @@ pub unsafe extern "C" fn btcore_sansio_disconnected(
 ) -> btcore_result {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
-    unsafe {
-        conn_event(h, |s| {
-            s.session.handle_disconnected(now(now_ms), ConnId(conn))
-        })
-    }
+    unsafe { conn_event(h, |s| s.link_closed(now(now_ms), ConnId(conn), false)) }
 }
 
 /// `len` bytes received on `conn` (any split: framing is the library's job).
@@ -1054,7 +1238,8 @@ pub unsafe extern "C" fn btcore_sansio_recv(
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
-        s.session.handle_recv(now(now_ms), ConnId(conn), data);
+        s.now = now(now_ms);
+        s.link_recv(now(now_ms), ConnId(conn), data);
         s.pump_events();
         Ok(())
     })
@@ -1158,7 +1343,8 @@ pub unsafe extern "C" fn btcore_sansio_transmit(
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
-        let n = s.session.poll_transmit(now(now_ms), ConnId(conn), dst);
+        s.now = now(now_ms);
+        let n = s.link_transmit(now(now_ms), ConnId(conn), dst);
         s.pump_events();
         // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
@@ -1200,7 +1386,14 @@ pub unsafe extern "C" fn btcore_sansio_poll_actions(
         s.announce_urls.clear();
         let mut n = 0;
         while n < dst.len() {
+            if let Some(a) = s.extra.pop_front() {
+                dst[n].write(a);
+                n += 1;
+                continue;
+            }
             let Some(a) = s.session.poll_action() else {
+                // Every action of a removal is out: its info-hash is no longer needed.
+                s.removed.clear();
                 break;
             };
             if let Some(a) = s.convert(a) {
@@ -1445,7 +1638,11 @@ pub unsafe extern "C" fn btcore_sansio_next_timeout(
         // contract requires; anything else is refused before a read.
         let s = unsafe { handle(h) }?;
         let out_ms = non_null(out_ms)?;
-        let t = s.session.poll_timeout().map_or(u64::MAX, |t| t.as_millis());
+        let t = match (s.session.poll_timeout(), s.link_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let t = t.map_or(u64::MAX, |t| t.as_millis());
         // SAFETY: `out_ms` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { out_ms.write(t) };
@@ -1471,6 +1668,8 @@ pub unsafe extern "C" fn btcore_sansio_handle_timeout(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
+        s.link_handle_timeout(now(now_ms));
         s.session.handle_timeout(now(now_ms));
         s.pump_events();
         Ok(())
