@@ -36,6 +36,8 @@ mod create;
 mod sansio;
 mod sansio_files;
 mod sansio_mse;
+#[cfg(test)]
+mod sansio_tests;
 mod sansio_tracker;
 mod session;
 

@@ -704,7 +704,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent_checking(
         // SAFETY: `h` is NULL or a handle that no free races with and `out_id` NULL or
         // valid for one write, as this function's contract requires.
         unsafe {
-            add(h, data, out_id, |session, _| {
+            add(h, data, now_ms, out_id, |session, _| {
                 session.add_torrent_checking(now(now_ms), data)
             })
         }
@@ -736,6 +736,7 @@ pub unsafe extern "C" fn btcore_sansio_checked(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         // SAFETY: `have` is valid for reads of `have_len` bytes or `have_len` is 0, as this
         // function's contract requires.
         let have = unsafe { bytes(have, have_len) }?;
@@ -793,7 +794,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
         // SAFETY: `h` is NULL or a handle that no free races with and `out_id` NULL or
         // valid for one write, as this function's contract requires.
         unsafe {
-            add(h, data, out_id, |session, pieces| {
+            add(h, data, now_ms, out_id, |session, pieces| {
                 let have = if have.is_empty() {
                     None
                 } else {
@@ -813,12 +814,14 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
 unsafe fn add(
     h: *mut btcore_sansio,
     data: &[u8],
+    now_ms: u64,
     out_id: *mut u32,
     insert: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
 ) -> Result<(), btcore_result> {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
     let mut s = unsafe { handle(h) }?;
+    s.now = now(now_ms);
     let out_id = non_null(out_id)?;
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
@@ -880,6 +883,7 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
         let uri = unsafe { cstr(uri) }?;
         let out_id = non_null(out_id)?;
@@ -926,6 +930,7 @@ pub unsafe extern "C" fn btcore_sansio_remove_torrent(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         if !s.has_torrent(id) {
             return Err(BTCORE_NOT_FOUND);
         }
@@ -964,6 +969,7 @@ pub unsafe extern "C" fn btcore_sansio_add_peer(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         if addr.is_null() {
             return Err(BTCORE_NULL_PARAMETER);
         }
@@ -1013,6 +1019,7 @@ pub unsafe extern "C" fn btcore_sansio_announced(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let outcome = match status {
             BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
                 interval: interval_secs,
@@ -1060,6 +1067,7 @@ pub unsafe extern "C" fn btcore_sansio_dht_done(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let outcome = match status {
             BTCORE_DHT_REACHED => DhtOutcome::Reached,
             BTCORE_DHT_FAILED => DhtOutcome::Failed,
@@ -1093,6 +1101,7 @@ pub unsafe extern "C" fn btcore_sansio_reannounce(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let known = s.session.reannounce(now(now_ms), TorrentId(id));
         s.pump_events();
         known.then_some(()).ok_or(BTCORE_NOT_FOUND)
@@ -1122,6 +1131,7 @@ pub unsafe extern "C" fn btcore_sansio_incoming(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         if addr.is_null() {
             return Err(BTCORE_NULL_PARAMETER);
         }
@@ -1131,7 +1141,6 @@ pub unsafe extern "C" fn btcore_sansio_incoming(
             .to_socket()
             .ok_or(BTCORE_INVALID_PARAMETER)?;
         let out_conn = non_null(out_conn)?;
-        s.now = now(now_ms);
         let c = s.session.handle_incoming(now(now_ms), a);
         s.link_incoming(c);
         // SAFETY: `out_conn` is non-NULL (checked above) and valid for one write, as this
@@ -1235,10 +1244,10 @@ pub unsafe extern "C" fn btcore_sansio_recv(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
-        s.now = now(now_ms);
         s.link_recv(now(now_ms), ConnId(conn), data);
         s.pump_events();
         Ok(())
@@ -1336,6 +1345,7 @@ pub unsafe extern "C" fn btcore_sansio_transmit(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let out_len = non_null(out_len)?;
         // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
         // function's contract requires.
@@ -1343,7 +1353,6 @@ pub unsafe extern "C" fn btcore_sansio_transmit(
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
-        s.now = now(now_ms);
         let n = s.link_transmit(now(now_ms), ConnId(conn), dst);
         s.pump_events();
         // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
@@ -1480,6 +1489,7 @@ pub unsafe extern "C" fn btcore_sansio_write_done(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let result = disk_status(status)?;
         let Some(Pending::Write { .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
@@ -1517,6 +1527,7 @@ pub unsafe extern "C" fn btcore_sansio_read_done(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let result = disk_status(status)?;
         let Some(Pending::Read { block, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
@@ -1592,6 +1603,7 @@ pub unsafe extern "C" fn btcore_sansio_verified_blocks(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let Some(Pending::Verify { blocks, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
         };
