@@ -399,6 +399,18 @@ typedef enum btcore_torrent_state {
 /**
  * An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
  * `btcore_sansio_free`.
+ *
+ * The host's rules (docs/c-api.md, "Writing a sans-IO host"):
+ * - set `TCP_NODELAY` on every peer socket: the engine's small messages otherwise
+ *   wait up to 40 ms each in the kernel (Nagle), which stalls a download, the
+ *   low-memory profile's most;
+ * - after any call, drain `btcore_sansio_poll_actions` and `btcore_sansio_events`
+ *   until both give nothing (disk completions made while carrying out actions create
+ *   more of both) before sleeping until I/O or `btcore_sansio_next_timeout`;
+ * - give every call the same monotonic `now_ms` clock;
+ * - threads: every call may come from any thread (the calls on one handle are
+ *   serialized on its lock, none does I/O); never free a handle while another call on
+ *   it runs.
  */
 typedef struct btcore_sansio btcore_sansio;
 
@@ -1238,7 +1250,9 @@ enum btcore_result btcore_sansio_dht_done(struct btcore_sansio *h,
 enum btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
- * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+ * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
+ * (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
+ * the encryption policy refuses gets a `CLOSE`.
  * A connection refused (the connection cap is reached, or the address is banned for
  * bad data) gets a `CLOSE` action at once.
  *
@@ -1257,8 +1271,10 @@ enum btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
                                           uint32_t *out_conn);
 
 /**
- * The connection asked by a `CONNECT` action is open. A connection the library has
- * already closed is ignored (as in every per-connection call).
+ * The connection asked by a `CONNECT` action is open (set `TCP_NODELAY` on it). A
+ * connection the library has already closed is ignored (as in every per-connection
+ * call). When it is to be encrypted, a `SEND` follows for the handshake's first
+ * message, and the torrent learns of the peer once the handshake is over.
  *
  * # Safety
  *
@@ -1284,7 +1300,10 @@ enum btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h,
                                                 uint64_t now_ms);
 
 /**
- * The socket of `conn` closed or failed (no `CLOSE` action follows).
+ * The socket of `conn` closed or failed (no `CLOSE` action follows). When it was
+ * dialed with the encryption handshake under `BTCORE_ENCRYPTION_PREFERRED` and closed
+ * before the handshake was over, a `CONNECT` for the same `conn` with `redial` set
+ * follows: dial again, in plain text.
  *
  * # Safety
  *
@@ -1298,7 +1317,10 @@ enum btcore_result btcore_sansio_disconnected(struct btcore_sansio *h,
                                               uint64_t now_ms);
 
 /**
- * `len` bytes received on `conn` (any split: framing is the library's job).
+ * `len` bytes received on `conn` (any split: framing is the library's job), exactly as
+ * read from the socket: the library undoes the encryption itself. Call it only while
+ * `btcore_sansio_disk_backlogged` is false and `btcore_sansio_wants_recv` true for
+ * `conn`.
  *
  * # Safety
  *
@@ -1358,7 +1380,9 @@ enum btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h,
 /**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
  * how many to `*out_len`; 0 means nothing more to send now. The bytes are the
- * application's to send in order: they are not given again.
+ * application's to send in order, as they are (encrypted already when the connection
+ * is): they are not given again. While an encryption handshake runs, only its bytes
+ * come out.
  *
  * # Safety
  *

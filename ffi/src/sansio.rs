@@ -9,6 +9,11 @@
 //!
 //! Threading: a handle may be used from any thread; calls on one handle are serialized
 //! on an internal lock (nothing blocks for long: no call does I/O).
+//!
+//! The session API's other services have sans-IO counterparts in sibling modules:
+//! protocol encryption inside the session (`sansio_mse`: the host moves raw socket
+//! bytes), tracker requests and answers (`sansio_tracker`), the file list
+//! (`sansio_files`), and DHT lookups as actions (`BTCORE_ACTION_DHT_LOOKUP`).
 
 use crate::btcore_result::*;
 use crate::sansio_mse::{policy, ConnLink, KeyPool};
@@ -33,6 +38,18 @@ const ANNOUNCE_NUMWANT: u32 = 50;
 
 /// An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
 /// `btcore_sansio_free`.
+///
+/// The host's rules (docs/c-api.md, "Writing a sans-IO host"):
+/// - set `TCP_NODELAY` on every peer socket: the engine's small messages otherwise
+///   wait up to 40 ms each in the kernel (Nagle), which stalls a download, the
+///   low-memory profile's most;
+/// - after any call, drain `btcore_sansio_poll_actions` and `btcore_sansio_events`
+///   until both give nothing (disk completions made while carrying out actions create
+///   more of both) before sleeping until I/O or `btcore_sansio_next_timeout`;
+/// - give every call the same monotonic `now_ms` clock;
+/// - threads: every call may come from any thread (the calls on one handle are
+///   serialized on its lock, none does I/O); never free a handle while another call on
+///   it runs.
 #[derive(Debug)]
 pub struct btcore_sansio {
     _private: [u8; 0],
@@ -1108,7 +1125,9 @@ pub unsafe extern "C" fn btcore_sansio_reannounce(
     })
 }
 
-/// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+/// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
+/// (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
+/// the encryption policy refuses gets a `CLOSE`.
 /// A connection refused (the connection cap is reached, or the address is banned for
 /// bad data) gets a `CLOSE` action at once.
 ///
@@ -1165,8 +1184,10 @@ unsafe fn conn_event(h: *mut btcore_sansio, f: impl FnOnce(&mut Inner)) -> btcor
     })
 }
 
-/// The connection asked by a `CONNECT` action is open. A connection the library has
-/// already closed is ignored (as in every per-connection call).
+/// The connection asked by a `CONNECT` action is open (set `TCP_NODELAY` on it). A
+/// connection the library has already closed is ignored (as in every per-connection
+/// call). When it is to be encrypted, a `SEND` follows for the handshake's first
+/// message, and the torrent learns of the peer once the handshake is over.
 ///
 /// # Safety
 ///
@@ -1204,7 +1225,10 @@ pub unsafe extern "C" fn btcore_sansio_connect_failed(
     unsafe { conn_event(h, |s| s.link_closed(now(now_ms), ConnId(conn), true)) }
 }
 
-/// The socket of `conn` closed or failed (no `CLOSE` action follows).
+/// The socket of `conn` closed or failed (no `CLOSE` action follows). When it was
+/// dialed with the encryption handshake under `BTCORE_ENCRYPTION_PREFERRED` and closed
+/// before the handshake was over, a `CONNECT` for the same `conn` with `redial` set
+/// follows: dial again, in plain text.
 ///
 /// # Safety
 ///
@@ -1223,7 +1247,10 @@ pub unsafe extern "C" fn btcore_sansio_disconnected(
     unsafe { conn_event(h, |s| s.link_closed(now(now_ms), ConnId(conn), false)) }
 }
 
-/// `len` bytes received on `conn` (any split: framing is the library's job).
+/// `len` bytes received on `conn` (any split: framing is the library's job), exactly as
+/// read from the socket: the library undoes the encryption itself. Call it only while
+/// `btcore_sansio_disk_backlogged` is false and `btcore_sansio_wants_recv` true for
+/// `conn`.
 ///
 /// # Safety
 ///
@@ -1322,7 +1349,9 @@ pub unsafe extern "C" fn btcore_sansio_wants_recv(
 
 /// Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
 /// how many to `*out_len`; 0 means nothing more to send now. The bytes are the
-/// application's to send in order: they are not given again.
+/// application's to send in order, as they are (encrypted already when the connection
+/// is): they are not given again. While an encryption handshake runs, only its bytes
+/// come out.
 ///
 /// # Safety
 ///
