@@ -147,6 +147,16 @@
 #define BTCORE_DHT_FAILED 1
 
 /**
+ * `btcore_dht_event.kind`: peers for a lookup (may come several times per lookup).
+ */
+#define BTCORE_DHT_EVENT_PEERS 1
+
+/**
+ * `btcore_dht_event.kind`: a lookup is over.
+ */
+#define BTCORE_DHT_EVENT_DONE 2
+
+/**
  * Dial with an encryption handshake first (plain text or RC4 after it, as the peer
  * picks; plain text when it allows) and fall back to plain text; accept both. The
  * default, as in libtorrent and Transmission.
@@ -395,6 +405,13 @@ typedef enum btcore_torrent_state {
    */
   BTCORE_STATE_CHECKING = 6,
 } btcore_torrent_state;
+
+/**
+ * An opaque DHT node. Made by `btcore_dht_new`, freed by `btcore_dht_free`. Every call
+ * may come from any thread (calls on one handle are serialized on its lock; none does
+ * I/O); never free it while another call on it runs.
+ */
+typedef struct btcore_dht btcore_dht;
 
 /**
  * An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
@@ -817,6 +834,64 @@ typedef struct btcore_peer_status {
    */
   uint32_t pieces;
 } btcore_peer_status;
+
+/**
+ * Settings of a DHT node. Fill it with `btcore_dht_settings_default()` first.
+ */
+typedef struct btcore_dht_settings {
+  /**
+   * Our node id: 20 random bytes (keep it across restarts).
+   */
+  uint8_t node_id[20];
+  /**
+   * The key of the write tokens we hand out: 20 secret random bytes, never sent.
+   */
+  uint8_t token_key[20];
+  /**
+   * Seed for the node's random choices (transaction ids, ...).
+   */
+  uint64_t random_seed;
+  /**
+   * 1: the low-memory profile (fewer lookups, queries in flight, queued datagrams
+   * and events; a smaller peer store).
+   */
+  uint8_t low_memory;
+} btcore_dht_settings;
+
+/**
+ * One result of the node, from `btcore_dht_poll_event`.
+ */
+typedef struct btcore_dht_event {
+  /**
+   * `BTCORE_DHT_EVENT_PEERS` or `BTCORE_DHT_EVENT_DONE`.
+   */
+  uint32_t kind;
+  /**
+   * The lookup (as `btcore_dht_lookup` gave it).
+   */
+  uint64_t lookup;
+  /**
+   * The torrent (`PEERS`; `DONE` of a torrent lookup).
+   */
+  uint8_t info_hash[20];
+  /**
+   * Peers written to the caller's buffer (`PEERS`).
+   */
+  uint32_t num_peers;
+  /**
+   * Peers in the answer (more than `num_peers` when the buffer was too small: the
+   * rest are dropped).
+   */
+  uint32_t total_peers;
+  /**
+   * `DONE`: the closest nodes that answered (0: the lookup reached no node).
+   */
+  uint32_t nodes;
+  /**
+   * `DONE`: `announce_peer` queries sent.
+   */
+  uint32_t announced;
+} btcore_dht_event;
 
 /**
  * One file of a torrent (`btcore_sansio_file`).
@@ -1638,6 +1713,155 @@ enum btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
                                           uint8_t *buf,
                                           size_t cap,
                                           size_t *out_len);
+
+/**
+ * Fills `out` with the defaults: zero id and key (set them from your random source),
+ * the desktop profile. Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_dht_settings`.
+ */
+enum btcore_result btcore_dht_settings_default(struct btcore_dht_settings *out);
+
+/**
+ * Creates a DHT node into `*out` and starts its bootstrap from the `n` addresses at
+ * `bootstrap` (NULL/0: none; nodes that contact it fill its table then). Free it with
+ * `btcore_dht_free`. An all-zero `node_id` or `token_key` is
+ * `BTCORE_INVALID_PARAMETER`: both must come from a random source. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `settings` is NULL or valid for reading one `btcore_dht_settings`.
+ * - `bootstrap` is valid for reads of `n` `btcore_addr`s (it may be NULL when `n` is 0).
+ * - `out` is NULL or valid for writing one pointer.
+ */
+enum btcore_result btcore_dht_new(const struct btcore_dht_settings *settings,
+                                  const struct btcore_addr *bootstrap,
+                                  size_t n,
+                                  uint64_t now_ms,
+                                  struct btcore_dht **out);
+
+/**
+ * Frees a DHT node. NULL, or a handle already freed, is a no-op. No other call on this
+ * handle may run meanwhile.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_dht_new`; a pointer the library did not make, or
+ * one already freed, is refused by a look-up in the set of live handles without being
+ * read.
+ */
+void btcore_dht_free(struct btcore_dht *h);
+
+/**
+ * A datagram of `len` bytes from `*from` arrived on the DHT socket. Malformed,
+ * unsolicited or abusive datagrams are dropped (that is not an error).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `from` is NULL or valid for reading one `btcore_addr`.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ */
+enum btcore_result btcore_dht_recv(struct btcore_dht *h,
+                                   const struct btcore_addr *from,
+                                   const uint8_t *data,
+                                   size_t len,
+                                   uint64_t now_ms);
+
+/**
+ * Copies the next datagram to send into `buf` (1,500 bytes always suffice), its length
+ * to `*out_len` and its destination to `*out_to`; `*out_len` 0: nothing to send. A
+ * datagram larger than `cap` is dropped.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` and `out_to` are NULL or valid for one write each.
+ */
+enum btcore_result btcore_dht_poll_transmit(struct btcore_dht *h,
+                                            uint64_t now_ms,
+                                            uint8_t *buf,
+                                            size_t cap,
+                                            size_t *out_len,
+                                            struct btcore_addr *out_to);
+
+/**
+ * Writes when `btcore_dht_handle_timeout` is next due to `*out_ms` (`UINT64_MAX`:
+ * nothing scheduled).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_ms` is NULL or valid for writing one `u64`.
+ */
+enum btcore_result btcore_dht_next_timeout(const struct btcore_dht *h, uint64_t *out_ms);
+
+/**
+ * Runs the node's timers (query timeouts, lookups, table maintenance, bootstrap
+ * retries); early is harmless.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during the
+ * call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+enum btcore_result btcore_dht_handle_timeout(struct btcore_dht *h, uint64_t now_ms);
+
+/**
+ * Starts a lookup of the peers of `info_hash` (20 bytes) and writes its id to
+ * `*out_lookup`; with a `port` other than 0, announces that port for it to the closest
+ * nodes too. Results come as events. `BTCORE_WRONG_STATE` when the most lookups run
+ * (32; 8 in the low-memory profile): answer the session's lookup as failed.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `info_hash` is NULL or valid for reading 20 bytes.
+ * - `out_lookup` is NULL or valid for writing one `u64`.
+ */
+enum btcore_result btcore_dht_lookup(struct btcore_dht *h,
+                                     const uint8_t *info_hash,
+                                     uint16_t port,
+                                     uint64_t now_ms,
+                                     uint64_t *out_lookup);
+
+/**
+ * Takes the next event of the node into `*out` (its peers into `peers`, `cap` of
+ * them: 200 always suffice) and writes 1 to `*out_some`, or 0 when there is none.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out` is NULL or valid for writing one `btcore_dht_event`.
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out_some` is NULL or valid for writing one `u8`.
+ */
+enum btcore_result btcore_dht_poll_event(struct btcore_dht *h,
+                                         struct btcore_dht_event *out,
+                                         struct btcore_addr *peers,
+                                         size_t cap,
+                                         uint8_t *out_some);
+
+/**
+ * Writes the number of nodes in the routing table to `*out_nodes`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_nodes` is NULL or valid for writing one `u32`.
+ */
+enum btcore_result btcore_dht_node_count(const struct btcore_dht *h,
+                                         uint64_t now_ms,
+                                         uint32_t *out_nodes);
 
 /**
  * Writes the number of files of torrent `id` to `*out_count`. `BTCORE_NOT_FOUND` for

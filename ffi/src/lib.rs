@@ -34,6 +34,7 @@
 
 mod create;
 mod sansio;
+mod sansio_dht;
 mod sansio_files;
 mod sansio_mse;
 #[cfg(test)]
@@ -43,6 +44,7 @@ mod session;
 
 pub use create::*;
 pub use sansio::*;
+pub use sansio_dht::*;
 pub use sansio_files::*;
 pub use sansio_mse::*;
 pub use sansio_tracker::*;
@@ -847,6 +849,7 @@ pub(crate) unsafe fn copy_out(
 pub(crate) enum HandleKind {
     Session,
     Sansio,
+    Dht,
 }
 
 /// cbindgen:ignore

@@ -668,3 +668,159 @@ fn the_handshake_deadline_counts_from_the_dial_in_the_hosts_time() {
     assert!(!closed(t0 + 9_000), "10 s from the dial, not from time 0");
     assert!(closed(t0 + 10_001));
 }
+
+struct D(*mut btcore_dht, u16);
+
+impl Drop for D {
+    fn drop(&mut self) {
+        // SAFETY: a live handle, freed once.
+        unsafe { btcore_dht_free(self.0) };
+    }
+}
+
+fn dht(port: u16, bootstrap: &[u16]) -> D {
+    let mut s = MaybeUninit::uninit();
+    let seeds: Vec<btcore_addr> = bootstrap.iter().map(|p| addr(*p)).collect();
+    let mut h = null_mut();
+    // SAFETY: valid pointers and lengths.
+    unsafe {
+        assert_eq!(btcore_dht_settings_default(s.as_mut_ptr()), BTCORE_OK);
+        let mut s = s.assume_init();
+        assert_eq!(
+            btcore_dht_new(&s, null(), 0, 0, &mut h),
+            BTCORE_INVALID_PARAMETER,
+            "a zero id"
+        );
+        s.node_id = [port as u8; 20];
+        s.node_id[0] = (port >> 8) as u8;
+        s.token_key = [3; 20];
+        s.random_seed = u64::from(port);
+        assert_eq!(
+            btcore_dht_new(&s, seeds.as_ptr(), seeds.len(), 0, &mut h),
+            BTCORE_OK
+        );
+    }
+    D(h, port)
+}
+
+/// Carries every queued datagram to its node (by port) and runs the timers, `steps`
+/// times 50 ms from `*now`; collects each node's events.
+fn pump(
+    nodes: &[&D],
+    now: &mut u64,
+    steps: usize,
+    events: &mut Vec<(u16, btcore_dht_event, Vec<btcore_addr>)>,
+) {
+    for _ in 0..steps {
+        *now += 50;
+        for n in nodes {
+            loop {
+                let mut buf = [0u8; 1500];
+                let mut len = 0;
+                let mut to = btcore_addr::default();
+                // SAFETY: a live handle and valid buffers.
+                let r = unsafe {
+                    btcore_dht_poll_transmit(n.0, *now, buf.as_mut_ptr(), 1500, &mut len, &mut to)
+                };
+                assert_eq!(r, BTCORE_OK);
+                if len == 0 {
+                    break;
+                }
+                if let Some(dst) = nodes.iter().find(|d| addr(d.1) == to) {
+                    // SAFETY: a live handle and valid buffers.
+                    let r = unsafe { btcore_dht_recv(dst.0, &addr(n.1), buf.as_ptr(), len, *now) };
+                    assert_eq!(r, BTCORE_OK);
+                }
+            }
+            // SAFETY: a live handle.
+            assert_eq!(unsafe { btcore_dht_handle_timeout(n.0, *now) }, BTCORE_OK);
+            loop {
+                let mut e = btcore_dht_event::default();
+                let mut peers = [btcore_addr::default(); 200];
+                let mut some = 0;
+                // SAFETY: a live handle and valid buffers.
+                let r = unsafe {
+                    btcore_dht_poll_event(n.0, &mut e, peers.as_mut_ptr(), 200, &mut some)
+                };
+                assert_eq!(r, BTCORE_OK);
+                if some == 0 {
+                    break;
+                }
+                events.push((n.1, e, peers[..e.num_peers as usize].to_vec()));
+            }
+        }
+    }
+}
+
+#[test]
+fn sans_io_dht_nodes_find_the_peer_another_one_announced() {
+    let a = dht(9001, &[]);
+    let b = dht(9002, &[9001]);
+    let c = dht(9003, &[9001]);
+    let nodes = [&a, &b, &c];
+    let (mut now, mut events) = (0, Vec::new());
+    pump(&nodes, &mut now, 20, &mut events);
+    let mut count = 0;
+    assert_eq!(
+        // SAFETY: a live handle and valid pointers.
+        unsafe { btcore_dht_node_count(b.0, now, &mut count) },
+        BTCORE_OK
+    );
+    assert!(count >= 1, "b bootstrapped through a");
+
+    let ih = [0x42u8; 20];
+    let (mut announce, mut lookup) = (0, 0);
+    // SAFETY: live handles and valid pointers.
+    unsafe {
+        assert_eq!(
+            btcore_dht_lookup(b.0, ih.as_ptr(), 7777, now, &mut announce),
+            BTCORE_OK
+        );
+        assert_eq!(
+            btcore_dht_lookup(b.0, null(), 7777, now, &mut announce),
+            BTCORE_NULL_PARAMETER
+        );
+    }
+    pump(&nodes, &mut now, 60, &mut events);
+    assert!(
+        events.iter().any(|(p, e, _)| *p == 9002
+            && e.kind == BTCORE_DHT_EVENT_DONE
+            && e.lookup == announce
+            && e.announced >= 1),
+        "b announced"
+    );
+    assert_eq!(
+        // SAFETY: a live handle and valid pointers.
+        unsafe { btcore_dht_lookup(c.0, ih.as_ptr(), 0, now, &mut lookup) },
+        BTCORE_OK
+    );
+    pump(&nodes, &mut now, 60, &mut events);
+    let found = events.iter().any(|(p, e, peers)| {
+        *p == 9003
+            && e.kind == BTCORE_DHT_EVENT_PEERS
+            && e.lookup == lookup
+            && e.info_hash == ih
+            && peers.contains(&addr(7777))
+    });
+    assert!(found, "c found b's announced port through a");
+    assert!(events.iter().any(|(p, e, _)| *p == 9003
+        && e.kind == BTCORE_DHT_EVENT_DONE
+        && e.lookup == lookup
+        && e.nodes >= 1));
+
+    // Handles are checked.
+    let mut ms = 0;
+    // SAFETY: the library checks handles before reading them.
+    unsafe {
+        assert_eq!(
+            btcore_dht_next_timeout(null(), &mut ms),
+            BTCORE_NULL_PARAMETER
+        );
+        let sansio = new(BTCORE_ENCRYPTION_PREFERRED, 1, 0);
+        assert_eq!(
+            btcore_dht_next_timeout(sansio.0 as *const btcore_dht, &mut ms),
+            BTCORE_WRONG_HANDLE
+        );
+        assert_eq!(btcore_dht_next_timeout(a.0, &mut ms), BTCORE_OK);
+    }
+}
