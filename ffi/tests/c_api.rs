@@ -641,3 +641,20 @@ fn sansio_full_example_downloads_a_multi_file_torrent_through_a_tracker_from_an_
         assert!(&got == data, "{} differs", rel.display());
     }
 }
+
+#[test]
+fn sansio_extra_entry_points_refuse_misuse_and_dht_nodes_meet_over_udp() {
+    let dir = tmp("sansio-extra");
+    let exe = dir.join("sansio_extra");
+    compile(
+        &[root().join("ffi/tests/sansio_extra.c")],
+        &exe,
+        false,
+        true,
+    );
+    let out = run_bounded(
+        Command::new(&exe).current_dir(&dir),
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}
