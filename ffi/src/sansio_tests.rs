@@ -457,6 +457,21 @@ fn http_announce_answers_are_parsed_into_peers_and_interval() {
 }
 
 #[test]
+fn an_http_answer_past_the_token_cap_is_refused_not_parsed() {
+    // 20,000 values: more tokens than the 16,384 an answer may take.
+    let mut body = b"d5:peersl".to_vec();
+    for _ in 0..20_000 {
+        body.extend_from_slice(b"i0e");
+    }
+    body.extend_from_slice(b"ee");
+    let mut r = btcore_tracker_reply::default();
+    // SAFETY: valid buffers.
+    let res =
+        unsafe { btcore_tracker_parse_announce(body.as_ptr(), body.len(), null_mut(), 0, &mut r) };
+    assert_eq!(res, BTCORE_INVALID_PARAMETER);
+}
+
+#[test]
 fn udp_tracker_packets_round_trip() {
     let mut p = [0u8; 32];
     let mut n = 0;

@@ -26,6 +26,10 @@ use btcore_core::tracker::{http, udp, AnnounceRequest, Event, TrackerError};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
+/// Most bencode tokens an HTTP announce answer may hold (the std host's
+/// `ANNOUNCE_TOKENS`): 16,384, a bounded 256 KiB of parser state whatever the body.
+const MAX_TOKENS: usize = 16_384;
+
 /// What a tracker answered (`btcore_tracker_parse_announce`,
 /// `btcore_tracker_udp_parse_announce`).
 #[repr(C)]
@@ -188,9 +192,11 @@ pub unsafe extern "C" fn btcore_tracker_parse_announce(
         // function's contract requires.
         let dst = unsafe { out_uninit(peers, cap) }?;
         let out = non_null(out)?;
-        // A value takes at least two bytes of bencode (`0:`, `ie` ...): this many
-        // tokens always suffice, and are bounded by the caller's own body.
-        let mut tokens = vec![Token::default(); body.len() / 2 + 2];
+        // A value takes at least two bytes of bencode (`0:`, `ie` ...), so half the
+        // body's length in tokens always suffices; capped as the std host's tracker
+        // client caps them (about 2,000 dictionary-form peers, any number of compact
+        // ones): a larger answer is refused, not parsed with an allocation it chose.
+        let mut tokens = vec![Token::default(); (body.len() / 2 + 2).min(MAX_TOKENS)];
         let mut reply = btcore_tracker_reply {
             seeders: u32::MAX,
             leechers: u32::MAX,
