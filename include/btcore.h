@@ -135,6 +135,28 @@
 #define BTCORE_DISK_IO_ERROR 2
 
 /**
+ * `btcore_sansio_dht_done`: the lookup reached DHT nodes (whether or not they knew
+ * peers): the next one comes after the regular interval.
+ */
+#define BTCORE_DHT_REACHED 0
+
+/**
+ * `btcore_sansio_dht_done`: the lookup reached no node, or the host's DHT could not
+ * run it: retried after a backoff.
+ */
+#define BTCORE_DHT_FAILED 1
+
+/**
+ * `btcore_dht_event.kind`: peers for a lookup (may come several times per lookup).
+ */
+#define BTCORE_DHT_EVENT_PEERS 1
+
+/**
+ * `btcore_dht_event.kind`: a lookup is over.
+ */
+#define BTCORE_DHT_EVENT_DONE 2
+
+/**
  * Dial with an encryption handshake first (plain text or RC4 after it, as the peer
  * picks; plain text when it allows) and fall back to plain text; accept both. The
  * default, as in libtorrent and Transmission.
@@ -157,8 +179,27 @@
 #define BTCORE_ENCRYPTION_DISABLED 3
 
 /**
+ * An opaque DHT node. Made by `btcore_dht_new`, freed by `btcore_dht_free`. Every call
+ * may come from any thread (calls on one handle are serialized on its lock; none does
+ * I/O); never free it while another call on it runs.
+ */
+typedef struct btcore_dht btcore_dht;
+
+/**
  * An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
  * `btcore_sansio_free`.
+ *
+ * The host's rules (docs/c-api.md, "Writing a sans-IO host"):
+ * - set `TCP_NODELAY` on every peer socket: the engine's small messages otherwise
+ *   wait up to 40 ms each in the kernel (Nagle), which stalls a download, the
+ *   low-memory profile's most;
+ * - after any call, drain `btcore_sansio_poll_actions` and `btcore_sansio_events`
+ *   until both give nothing (disk completions made while carrying out actions create
+ *   more of both) before sleeping until I/O or `btcore_sansio_next_timeout`;
+ * - give every call the same monotonic `now_ms` clock;
+ * - threads: every call may come from any thread (the calls on one handle are
+ *   serialized on its lock, none does I/O); never free a handle while another call on
+ *   it runs.
  */
 typedef struct btcore_sansio btcore_sansio;
 
@@ -255,6 +296,25 @@ typedef struct btcore_sansio_settings {
    * at twice it `btcore_sansio_disk_backlogged` says to stop reading from peers.
    */
   uint32_t max_disk_bytes_in_flight;
+  /**
+   * Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
+   * `BTCORE_ENCRYPTION_PREFERRED`). The library runs the handshakes and RC4 itself:
+   * the host passes raw socket bytes to `btcore_sansio_recv` and writes what
+   * `btcore_sansio_transmit` gives.
+   */
+  uint32_t encryption;
+  /**
+   * 32 bytes from the device's random source (`getrandom`, `/dev/urandom`, a
+   * hardware RNG): the secret the encryption handshakes' keys are drawn from. All
+   * zero leaves only `random_seed` behind the keys, which an observer who guesses
+   * it can use to read encrypted traffic; `btcore_sansio_entropy` adds more later.
+   */
+  uint8_t entropy[32];
+  /**
+   * 1: look torrents up in a DHT the host runs (`BTCORE_ACTION_DHT_LOOKUP`
+   * actions, answered with `btcore_sansio_dht_done`); 0 (the default): no DHT.
+   */
+  uint8_t dht;
 } btcore_sansio_settings;
 
 /**
@@ -362,6 +422,38 @@ typedef struct btcore_action {
    * matches (see `btcore_sansio_verified_blocks`).
    */
   bool block_digests;
+  /**
+   * `CONNECT`: 1 when this dials `conn` again, in plain text, after its encryption
+   * handshake failed (`BTCORE_ENCRYPTION_PREFERRED`, once per dial): the host has
+   * closed the socket (or was told to by a `CLOSE`) and opens a new one for the same
+   * `conn`.
+   */
+  uint8_t redial;
+  /**
+   * `DHT_LOOKUP`: 1 to announce ourselves on `port` too.
+   */
+  uint8_t dht_announce;
+  /**
+   * The listen port to announce (`ANNOUNCE`, `DHT_LOOKUP`: `settings.listen_port`).
+   */
+  uint16_t port;
+  /**
+   * How many peers to ask the tracker for (`ANNOUNCE`; 0 for `STOPPED`).
+   */
+  uint32_t numwant;
+  /**
+   * The session's announce key (`ANNOUNCE`): lets a tracker recognise us across
+   * address changes.
+   */
+  uint32_t key;
+  /**
+   * The torrent's info-hash (`ANNOUNCE`, `DHT_LOOKUP`).
+   */
+  uint8_t info_hash[20];
+  /**
+   * Our peer id (`ANNOUNCE`).
+   */
+  uint8_t peer_id[20];
 } btcore_action;
 
 /**
@@ -536,6 +628,137 @@ typedef struct btcore_peer_status {
    */
   uint32_t pieces;
 } btcore_peer_status;
+
+/**
+ * Settings of a DHT node. Fill it with `btcore_dht_settings_default()` first.
+ */
+typedef struct btcore_dht_settings {
+  /**
+   * Our node id: 20 random bytes (keep it across restarts).
+   */
+  uint8_t node_id[20];
+  /**
+   * The key of the write tokens we hand out: 20 secret random bytes, never sent.
+   */
+  uint8_t token_key[20];
+  /**
+   * Seed for the node's random choices (transaction ids, ...).
+   */
+  uint64_t random_seed;
+  /**
+   * 1: the low-memory profile (fewer lookups, queries in flight, queued datagrams
+   * and events; a smaller peer store).
+   */
+  uint8_t low_memory;
+} btcore_dht_settings;
+
+/**
+ * One result of the node, from `btcore_dht_poll_event`.
+ */
+typedef struct btcore_dht_event {
+  /**
+   * `BTCORE_DHT_EVENT_PEERS` or `BTCORE_DHT_EVENT_DONE`.
+   */
+  uint32_t kind;
+  /**
+   * The lookup (as `btcore_dht_lookup` gave it).
+   */
+  uint64_t lookup;
+  /**
+   * The torrent (`PEERS`; `DONE` of a torrent lookup).
+   */
+  uint8_t info_hash[20];
+  /**
+   * Peers written to the caller's buffer (`PEERS`).
+   */
+  uint32_t num_peers;
+  /**
+   * Peers in the answer (more than `num_peers` when the buffer was too small: the
+   * rest are dropped).
+   */
+  uint32_t total_peers;
+  /**
+   * `DONE`: the closest nodes that answered (0: the lookup reached no node).
+   */
+  uint32_t nodes;
+  /**
+   * `DONE`: `announce_peer` queries sent.
+   */
+  uint32_t announced;
+} btcore_dht_event;
+
+/**
+ * One file of a torrent (`btcore_sansio_file`).
+ */
+typedef struct btcore_file_info {
+  /**
+   * Byte offset of the file in the torrent's data (all files end to end).
+   */
+  uint64_t offset;
+  /**
+   * Length in bytes.
+   */
+  uint64_t length;
+  /**
+   * Length of the path in bytes, without its NUL (0 for a pad file).
+   */
+  uint32_t path_len;
+  /**
+   * 1 for a pad file (BEP 47): never written, read as zeros.
+   */
+  uint8_t pad;
+  /**
+   * 1 for an executable file (BEP 47 attribute `x`).
+   */
+  uint8_t executable;
+} btcore_file_info;
+
+/**
+ * What a tracker answered (`btcore_tracker_parse_announce`,
+ * `btcore_tracker_udp_parse_announce`).
+ */
+typedef struct btcore_tracker_reply {
+  /**
+   * Seconds until the next announce (clamped to 30 s .. 24 h): give it to
+   * `btcore_sansio_announced`.
+   */
+  uint32_t interval_secs;
+  /**
+   * The tracker's `min interval` (HTTP), 0 when it gave none.
+   */
+  uint32_t min_interval_secs;
+  /**
+   * Peers written to the caller's buffer.
+   */
+  uint32_t num_peers;
+  /**
+   * Peers in the answer (more than `num_peers` when the buffer was too small: the
+   * rest are dropped).
+   */
+  uint32_t total_peers;
+  /**
+   * Seeders and leechers, per the tracker (`UINT32_MAX`: not given).
+   */
+  uint32_t seeders;
+  /**
+   * Leechers, per the tracker (`UINT32_MAX`: not given).
+   */
+  uint32_t leechers;
+  /**
+   * 1: the tracker refused (`failure reason`, or a UDP error packet): answer
+   * `BTCORE_ANNOUNCED_FAILED`. The reason is `failure_len` bytes at
+   * `failure_offset` in the caller's own response bytes.
+   */
+  uint8_t failure;
+  /**
+   * Offset of the failure reason in the response bytes.
+   */
+  uint32_t failure_offset;
+  /**
+   * Length of the failure reason.
+   */
+  uint32_t failure_len;
+} btcore_tracker_reply;
 
 /**
  * How a session runs. Fill it with `btcore_settings_default()` first, then change
@@ -841,6 +1064,14 @@ typedef void (*btcore_notify_callback)(void *userdata);
  */
 #define BTCORE_ACTION_ANNOUNCE 7
 
+/**
+ * Look up the peers of `info_hash` in the DHT (only with `settings.dht`): give the
+ * peers found to `btcore_sansio_add_peer`, then answer with
+ * `btcore_sansio_dht_done(torrent, id, ...)`. When `dht_announce` is 1, announce
+ * `port` for `info_hash` to the closest nodes too (BEP 5 `announce_peer`).
+ */
+#define BTCORE_ACTION_DHT_LOOKUP 8
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1099,6 +1330,25 @@ btcore_result btcore_sansio_announced(struct btcore_sansio *h,
                                       uint64_t now_ms);
 
 /**
+ * The `DHT_LOOKUP` action `action_id` of torrent `id` is over: `status` is
+ * `BTCORE_DHT_REACHED` or `BTCORE_DHT_FAILED` (give the peers found to
+ * `btcore_sansio_add_peer` first). `BTCORE_NOT_FOUND` for a lookup the library no
+ * longer waits for (late, or the torrent went).
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
+ */
+btcore_result btcore_sansio_dht_done(struct btcore_sansio *h,
+                                     uint32_t id,
+                                     uint64_t action_id,
+                                     uint32_t status,
+                                     uint64_t now_ms);
+
+/**
  * Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
  * tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
  * when the torrent is unknown or not running (checking, paused).
@@ -1113,7 +1363,9 @@ btcore_result btcore_sansio_announced(struct btcore_sansio *h,
 btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
- * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+ * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
+ * (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
+ * the encryption policy refuses gets a `CLOSE`.
  * A connection refused (the connection cap is reached, or the address is banned for
  * bad data) gets a `CLOSE` action at once.
  *
@@ -1132,8 +1384,10 @@ btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
                                      uint32_t *out_conn);
 
 /**
- * The connection asked by a `CONNECT` action is open. A connection the library has
- * already closed is ignored (as in every per-connection call).
+ * The connection asked by a `CONNECT` action is open (set `TCP_NODELAY` on it). A
+ * connection the library has already closed is ignored (as in every per-connection
+ * call). When it is to be encrypted, a `SEND` follows for the handshake's first
+ * message, and the torrent learns of the peer once the handshake is over.
  *
  * # Safety
  *
@@ -1157,7 +1411,10 @@ btcore_result btcore_sansio_connected(struct btcore_sansio *h, uint32_t conn, ui
 btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
- * The socket of `conn` closed or failed (no `CLOSE` action follows).
+ * The socket of `conn` closed or failed (no `CLOSE` action follows). When it was
+ * dialed with the encryption handshake under `BTCORE_ENCRYPTION_PREFERRED` and closed
+ * before the handshake was over, a `CONNECT` for the same `conn` with `redial` set
+ * follows: dial again, in plain text.
  *
  * # Safety
  *
@@ -1169,7 +1426,10 @@ btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h, uint32_t con
 btcore_result btcore_sansio_disconnected(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
- * `len` bytes received on `conn` (any split: framing is the library's job).
+ * `len` bytes received on `conn` (any split: framing is the library's job), exactly as
+ * read from the socket: the library undoes the encryption itself. Call it only while
+ * `btcore_sansio_disk_backlogged` is false and `btcore_sansio_wants_recv` true for
+ * `conn`.
  *
  * # Safety
  *
@@ -1227,7 +1487,9 @@ btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t c
 /**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
  * how many to `*out_len`; 0 means nothing more to send now. The bytes are the
- * application's to send in order: they are not given again.
+ * application's to send in order, as they are (encrypted already when the connection
+ * is): they are not given again. While an encryption handshake runs, only its bytes
+ * come out.
  *
  * # Safety
  *
@@ -1483,6 +1745,342 @@ btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
                                      uint8_t *buf,
                                      size_t cap,
                                      size_t *out_len);
+
+/**
+ * Fills `out` with the defaults: zero id and key (set them from your random source),
+ * the desktop profile. Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_dht_settings`.
+ */
+btcore_result btcore_dht_settings_default(struct btcore_dht_settings *out);
+
+/**
+ * Creates a DHT node into `*out` and starts its bootstrap from the `n` addresses at
+ * `bootstrap` (NULL/0: none; nodes that contact it fill its table then). Free it with
+ * `btcore_dht_free`. An all-zero `node_id` or `token_key` is
+ * `BTCORE_INVALID_PARAMETER`: both must come from a random source. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `settings` is NULL or valid for reading one `btcore_dht_settings`.
+ * - `bootstrap` is valid for reads of `n` `btcore_addr`s (it may be NULL when `n` is 0).
+ * - `out` is NULL or valid for writing one pointer.
+ */
+btcore_result btcore_dht_new(const struct btcore_dht_settings *settings,
+                             const struct btcore_addr *bootstrap,
+                             size_t n,
+                             uint64_t now_ms,
+                             struct btcore_dht **out);
+
+/**
+ * Frees a DHT node. NULL, or a handle already freed, is a no-op. No other call on this
+ * handle may run meanwhile.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_dht_new`; a pointer the library did not make, or
+ * one already freed, is refused by a look-up in the set of live handles without being
+ * read.
+ */
+void btcore_dht_free(struct btcore_dht *h);
+
+/**
+ * A datagram of `len` bytes from `*from` arrived on the DHT socket. Malformed,
+ * unsolicited or abusive datagrams are dropped (that is not an error).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `from` is NULL or valid for reading one `btcore_addr`.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ */
+btcore_result btcore_dht_recv(struct btcore_dht *h,
+                              const struct btcore_addr *from,
+                              const uint8_t *data,
+                              size_t len,
+                              uint64_t now_ms);
+
+/**
+ * Copies the next datagram to send into `buf` (1,500 bytes always suffice), its length
+ * to `*out_len` and its destination to `*out_to`; `*out_len` 0: nothing to send. A
+ * datagram larger than `cap` is dropped.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` and `out_to` are NULL or valid for one write each.
+ */
+btcore_result btcore_dht_poll_transmit(struct btcore_dht *h,
+                                       uint64_t now_ms,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       size_t *out_len,
+                                       struct btcore_addr *out_to);
+
+/**
+ * Writes when `btcore_dht_handle_timeout` is next due to `*out_ms` (`UINT64_MAX`:
+ * nothing scheduled).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_ms` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_dht_next_timeout(const struct btcore_dht *h, uint64_t *out_ms);
+
+/**
+ * Runs the node's timers (query timeouts, lookups, table maintenance, bootstrap
+ * retries); early is harmless.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during the
+ * call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+btcore_result btcore_dht_handle_timeout(struct btcore_dht *h, uint64_t now_ms);
+
+/**
+ * Starts a lookup of the peers of `info_hash` (20 bytes) and writes its id to
+ * `*out_lookup`; with a `port` other than 0, announces that port for it to the closest
+ * nodes too. Results come as events. `BTCORE_WRONG_STATE` when the most lookups run
+ * (32; 8 in the low-memory profile): answer the session's lookup as failed.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `info_hash` is NULL or valid for reading 20 bytes.
+ * - `out_lookup` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_dht_lookup(struct btcore_dht *h,
+                                const uint8_t *info_hash,
+                                uint16_t port,
+                                uint64_t now_ms,
+                                uint64_t *out_lookup);
+
+/**
+ * Takes the next event of the node into `*out` (its peers into `peers`, `cap` of
+ * them: 200 always suffice) and writes 1 to `*out_some`, or 0 when there is none.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out` is NULL or valid for writing one `btcore_dht_event`.
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out_some` is NULL or valid for writing one `u8`.
+ */
+btcore_result btcore_dht_poll_event(struct btcore_dht *h,
+                                    struct btcore_dht_event *out,
+                                    struct btcore_addr *peers,
+                                    size_t cap,
+                                    uint8_t *out_some);
+
+/**
+ * Writes the number of nodes in the routing table to `*out_nodes`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_nodes` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_dht_node_count(const struct btcore_dht *h,
+                                    uint64_t now_ms,
+                                    uint32_t *out_nodes);
+
+/**
+ * Writes the number of files of torrent `id` to `*out_count`. `BTCORE_NOT_FOUND` for
+ * an unknown id, and for a magnet link until `BTCORE_EVENT_METADATA_RECEIVED`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out_count` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_sansio_file_count(const struct btcore_sansio *h,
+                                       uint32_t id,
+                                       uint32_t *out_count);
+
+/**
+ * Fills `*out` with file `index` of torrent `id` and copies its path, NUL-terminated,
+ * into `path` (`path_cap` bytes; NULL/0 to skip the path). A `path_cap` of at most
+ * `path_len` is `BTCORE_BUFFER_TOO_SMALL`, with `*out` written all the same so that
+ * `out->path_len + 1` tells the size needed. `BTCORE_NOT_FOUND` for an unknown torrent
+ * or an index past the last file.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_file_info`.
+ * - `path` is valid for writes of `path_cap` bytes (it may be NULL when `path_cap` is 0).
+ */
+btcore_result btcore_sansio_file(const struct btcore_sansio *h,
+                                 uint32_t id,
+                                 uint32_t index,
+                                 struct btcore_file_info *out,
+                                 char *path,
+                                 size_t path_cap);
+
+/**
+ * Maps byte `torrent_offset` of torrent `id` (as the `torrent_offset` of a `READ`,
+ * `WRITE` or `VERIFY` action) to a file: writes its index to `*out_index`, the offset
+ * inside it to `*out_file_offset` and the bytes of the file from there on to
+ * `*out_len`, so a block that crosses into the next file is split by calling again at
+ * `torrent_offset + *out_len`. Empty files hold no offset and are never the answer.
+ * `BTCORE_NOT_FOUND` for an unknown torrent, `BTCORE_INVALID_PARAMETER` for an offset
+ * at or past the end of the torrent.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out_index`, `out_file_offset` and `out_len` are each NULL or valid for writing one
+ *   value of their type.
+ */
+btcore_result btcore_sansio_file_at(const struct btcore_sansio *h,
+                                    uint32_t id,
+                                    uint64_t torrent_offset,
+                                    uint32_t *out_index,
+                                    uint64_t *out_file_offset,
+                                    uint64_t *out_len);
+
+/**
+ * Stirs `len` bytes from the device's random source into the secret that encryption
+ * handshake keys are drawn from. `btcore_sansio_settings.entropy` seeds it; call this
+ * too when more randomness comes (any length, any time). Never fails for a live
+ * handle.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ */
+btcore_result btcore_sansio_entropy(struct btcore_sansio *h, const uint8_t *data, size_t len);
+
+/**
+ * Writes the HTTP announce URL of the `ANNOUNCE` action `*a` (its `tracker` URL with
+ * the BEP 3 query appended), NUL-terminated, into `buf` and its length without the
+ * NUL to `*out_len`. Call it before the next `btcore_sansio_poll_actions` (the action's
+ * `tracker` points into the handle until then). `BTCORE_BUFFER_TOO_SMALL` with the
+ * length needed (plus one for the NUL) in `*out_len`; `BTCORE_INVALID_PARAMETER` for
+ * another kind of action or a URL that is not UTF-8. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `a` is NULL or points to an action filled by `btcore_sansio_poll_actions`, whose
+ *   `tracker` is still valid.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_tracker_announce_url(const struct btcore_action *a,
+                                          char *buf,
+                                          size_t cap,
+                                          size_t *out_len);
+
+/**
+ * Parses the body of an HTTP tracker's answer to an announce into `*out`, the peers
+ * (IPv4 and IPv6, port 0 dropped) into `peers` (`cap` of them). A tracker's refusal is
+ * not an error: `out->failure` says it. A body that is not a valid announce answer is
+ * `BTCORE_INVALID_PARAMETER`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `body` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out` is NULL or valid for writing one `btcore_tracker_reply`.
+ */
+btcore_result btcore_tracker_parse_announce(const uint8_t *body,
+                                            size_t len,
+                                            struct btcore_addr *peers,
+                                            size_t cap,
+                                            struct btcore_tracker_reply *out);
+
+/**
+ * Writes a BEP 15 connect request with transaction id `txid` (16 bytes) into `buf`
+ * and its length to `*out_len`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_tracker_udp_connect_request(uint32_t txid,
+                                                 uint8_t *buf,
+                                                 size_t cap,
+                                                 size_t *out_len);
+
+/**
+ * Reads a UDP tracker's answer to the connect request `txid` into
+ * `*out_connection_id`. A packet of another transaction, another action or the wrong
+ * length is `BTCORE_INVALID_PARAMETER` (ignore it and keep waiting); an error packet
+ * is `BTCORE_NOT_FOUND`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out_connection_id` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_tracker_udp_parse_connect(const uint8_t *data,
+                                               size_t len,
+                                               uint32_t txid,
+                                               uint64_t *out_connection_id);
+
+/**
+ * Writes the BEP 15 announce request of the `ANNOUNCE` action `*a` (98 bytes) with
+ * `connection_id` and transaction id `txid` into `buf` and its length to `*out_len`.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `a` is NULL or points to an action filled by `btcore_sansio_poll_actions`.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_tracker_udp_announce_request(const struct btcore_action *a,
+                                                  uint64_t connection_id,
+                                                  uint32_t txid,
+                                                  uint8_t *buf,
+                                                  size_t cap,
+                                                  size_t *out_len);
+
+/**
+ * Parses a UDP tracker's answer to the announce `txid` into `*out`, the peers into
+ * `peers` (`cap` of them); `ipv6` is 1 when the tracker was reached over IPv6 (18-byte
+ * peer entries). An error packet sets `out->failure`. A packet of another
+ * transaction, another action or the wrong length is `BTCORE_INVALID_PARAMETER`
+ * (ignore it and keep waiting). Thread-safe.
+ *
+ * # Safety
+ *
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out` is NULL or valid for writing one `btcore_tracker_reply`.
+ */
+btcore_result btcore_tracker_udp_parse_announce(const uint8_t *data,
+                                                size_t len,
+                                                uint32_t txid,
+                                                uint8_t ipv6,
+                                                struct btcore_addr *peers,
+                                                size_t cap,
+                                                struct btcore_tracker_reply *out);
 
 /**
  * Fills `out` with the defaults: current directory, no state directory, listen on

@@ -34,10 +34,20 @@
 
 mod create;
 mod sansio;
+mod sansio_dht;
+mod sansio_files;
+mod sansio_mse;
+#[cfg(test)]
+mod sansio_tests;
+mod sansio_tracker;
 mod session;
 
 pub use create::*;
 pub use sansio::*;
+pub use sansio_dht::*;
+pub use sansio_files::*;
+pub use sansio_mse::*;
+pub use sansio_tracker::*;
 pub use session::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
@@ -803,6 +813,7 @@ pub(crate) unsafe fn copy_out(
 pub(crate) enum HandleKind {
     Session,
     Sansio,
+    Dht,
 }
 
 /// cbindgen:ignore

@@ -527,3 +527,134 @@ fn sansio_example_downloads_from_a_btcore_seeder() {
     assert!(out.contains("complete"), "{out}");
     same_file(&payload, &out_file);
 }
+
+// ---- The sans-IO layer with encryption, a tracker and a multi-file torrent ----
+
+/// Random files under `dir/seed/multi/` (a nested one and an empty one) and their
+/// torrent, announcing to `tracker`, in `dir/multi.torrent`.
+fn make_multi_file_content(dir: &Path, tracker: &str) -> (Vec<(PathBuf, Vec<u8>)>, PathBuf) {
+    let root = dir.join("seed").join("multi");
+    std::fs::create_dir_all(root.join("sub/deeper")).expect("seed dirs");
+    let mut x: u64 = 0x0bad_5eed_1234_5678;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    // Sizes that put file boundaries inside pieces and inside blocks.
+    let files = [
+        ("a.bin", 300_001),
+        ("sub/b.bin", 70_000),
+        ("sub/deeper/c.bin", 555_555),
+        ("sub/empty.txt", 0),
+        ("z.bin", 123),
+    ];
+    let mut out = Vec::new();
+    for (rel, size) in files {
+        let data = random(size);
+        std::fs::write(root.join(rel), &data).expect("seed file");
+        out.push((PathBuf::from("multi").join(rel), data));
+    }
+    let torrent = dir.join("multi.torrent");
+    run(Command::new(btcore_bin())
+        .arg("create")
+        .arg(&root)
+        .arg("-o")
+        .arg(&torrent)
+        .args(["--piece-kib", "32", "-t", tracker]));
+    (out, torrent)
+}
+
+#[test]
+fn sansio_full_example_downloads_a_multi_file_torrent_through_a_tracker_from_an_encrypting_seeder()
+{
+    let dir = tmp("sansio-full");
+    let exe = dir.join("sansio_full");
+    compile(
+        &[root().join("examples/c/sansio_full.c")],
+        &exe,
+        false,
+        true,
+    );
+
+    // The project's tracker on 127.0.0.1 (HTTP only).
+    let tracker_port = free_port();
+    let _tracker = Proc(
+        Command::new(btcore_bin())
+            .arg("tracker")
+            .arg("--http")
+            .arg(format!("127.0.0.1:{tracker_port}"))
+            .arg("--no-udp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("btcore tracker"),
+    );
+    wait_listening(tracker_port, Duration::from_secs(20));
+    let (files, torrent) =
+        make_multi_file_content(&dir, &format!("http://127.0.0.1:{tracker_port}/announce"));
+
+    // A seeder that refuses plain connections and is known only to the tracker.
+    let port = free_port();
+    let mut seed = Proc(
+        Command::new(btcore_bin())
+            .arg("seed")
+            .arg(&torrent)
+            .arg(dir.join("seed"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--encryption",
+                "required",
+                "--no-dht",
+                "--progress",
+                "none",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("btcore seed"),
+    );
+    wait_for_line(&mut seed.0, ": seeding", Duration::from_secs(60));
+    wait_listening(port, Duration::from_secs(20));
+
+    let out_dir = dir.join("out");
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg(&torrent)
+            .arg(&out_dir)
+            .env("BTCORE_TIMEOUT_S", "90"),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("complete"), "{out}");
+    assert!(out.contains("in 5 files"), "{out}");
+    for (rel, data) in &files {
+        let got =
+            std::fs::read(out_dir.join(rel)).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+        assert!(&got == data, "{} differs", rel.display());
+    }
+}
+
+#[test]
+fn sansio_extra_entry_points_refuse_misuse_and_dht_nodes_meet_over_udp() {
+    let dir = tmp("sansio-extra");
+    let exe = dir.join("sansio_extra");
+    compile(
+        &[root().join("ffi/tests/sansio_extra.c")],
+        &exe,
+        false,
+        true,
+    );
+    let out = run_bounded(
+        Command::new(&exe).current_dir(&dir),
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}
