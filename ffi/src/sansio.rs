@@ -11,6 +11,7 @@
 //! on an internal lock (nothing blocks for long: no call does I/O).
 
 use crate::btcore_result::*;
+use crate::error::Failure;
 use crate::*;
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
@@ -226,6 +227,8 @@ struct Inner {
 /// cbindgen:ignore
 struct SansioBox {
     inner: Mutex<Inner>,
+    /// The last failure of a call on this handle (see `btcore_sansio_last_error`).
+    last_error: crate::error::Slot,
 }
 
 /// The locked state behind a handle, once the live-handle set knows it.
@@ -246,6 +249,7 @@ unsafe fn handle(
     // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
     // its free, as the API requires).
     let b = unsafe { &*(p as *const SansioBox) };
+    crate::error::attach(&b.last_error);
     b.inner.lock().map_err(|_| BTCORE_PANIC)
 }
 
@@ -268,8 +272,8 @@ impl Inner {
                     }
                 }
             }
-            if let Some(ev) = convert_event(&e) {
-                self.events.push(ev);
+            if let Some((ev, detail)) = convert_event(&e) {
+                self.events.push_with(ev, detail);
             }
         }
     }
@@ -514,6 +518,7 @@ pub unsafe extern "C" fn btcore_sansio_new(
                 events: EventQueue::default(),
                 announce_urls: Vec::new(),
             }),
+            last_error: crate::error::Slot::default(),
         });
         let p = Box::into_raw(b) as *mut btcore_sansio;
         register_handle(p.cast_const().cast(), HandleKind::Sansio);
@@ -570,7 +575,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent_checking(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
@@ -656,7 +661,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
@@ -688,18 +693,22 @@ unsafe fn add(
     data: &[u8],
     out_id: *mut u32,
     insert: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
-) -> Result<(), btcore_result> {
+) -> Result<(), Failure> {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
     let mut s = unsafe { handle(h) }?;
     let out_id = non_null(out_id)?;
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
-        .map_err(|_| BTCORE_INVALID_TORRENT)?;
+        .map_err(|e| Failure::new(BTCORE_INVALID_TORRENT, e).at(e.offset))?;
     let id = insert(&mut s.session, m.num_pieces()).map_err(|e| match e {
-        AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-        AddError::BadResume => BTCORE_INVALID_PARAMETER,
-        _ => BTCORE_INVALID_TORRENT,
+        AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+        AddError::BadResume => Failure::new(
+            BTCORE_INVALID_PARAMETER,
+            "the have bitfield does not match the torrent's pieces",
+        ),
+        AddError::Metainfo(m) => Failure::new(BTCORE_INVALID_TORRENT, m).at(m.offset),
+        _ => Failure::new(BTCORE_INVALID_TORRENT, e),
     })?;
     s.geometry.insert(id, m.geometry());
     // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
@@ -741,7 +750,7 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
@@ -752,8 +761,8 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
             .session
             .add_magnet(now(now_ms), uri.to_bytes())
             .map_err(|e| match e {
-                AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-                _ => BTCORE_INVALID_MAGNET,
+                AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+                _ => Failure::new(BTCORE_INVALID_MAGNET, e),
             })?;
         // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
@@ -1654,4 +1663,48 @@ pub unsafe extern "C" fn btcore_sansio_metadata(
         // NULL or valid for one write, as this function's contract requires.
         unsafe { copy_out(info, buf, cap, out_len) }
     })
+}
+
+// ---- error detail (see `crate::error`) ----
+
+/// The live handle behind `p` (without locking its state).
+///
+/// # Safety
+/// As [`handle`].
+unsafe fn sansio_box<'a>(p: *const btcore_sansio) -> Result<&'a SansioBox, btcore_result> {
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    if !is_live_handle(p.cast(), HandleKind::Sansio) {
+        return Err(BTCORE_WRONG_HANDLE);
+    }
+    // SAFETY: a live sans-IO handle is a `SansioBox` made by `Box::into_raw` in
+    // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
+    // its free, as the API requires).
+    Ok(unsafe { &*(p as *const SansioBox) })
+}
+
+/// The last-error slot of a live sans-IO handle.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn last_error_slot(
+    p: *const btcore_sansio,
+) -> Result<crate::error::Slot, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    Ok(unsafe { sansio_box(p) }?.last_error.clone())
+}
+
+/// The detail of a drained event of a live sans-IO handle.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn event_detail(
+    p: *const btcore_sansio,
+    id: u64,
+) -> Result<Failure, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { sansio_box(p) }?;
+    let s = b.inner.lock().map_err(|_| BTCORE_PANIC)?;
+    s.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
 }
