@@ -1664,6 +1664,34 @@ enum btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
                                           size_t *out_len);
 
 /**
+ * `btcore_sansio_announced` with the tracker's words: with `BTCORE_ANNOUNCED_FAILED`,
+ * why (its `failure reason`, or the transport error), reported as a
+ * `BTCORE_EVENT_TRACKER_ERROR` whose detail has the tracker's URL and this message;
+ * with `BTCORE_ANNOUNCED_OK`, its `warning message` (empty: none), reported as a
+ * `BTCORE_EVENT_TRACKER_WARNING`. `message` holds `message_len` bytes (usually UTF-8;
+ * not NUL-terminated; NULL when `message_len` is 0). Results as
+ * `btcore_sansio_announced`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `message` is valid for reads of `message_len` bytes (it may be NULL when
+ *   `message_len` is 0).
+ */
+enum btcore_result btcore_sansio_announced_message(struct btcore_sansio *h,
+                                                   uint32_t id,
+                                                   uint64_t action_id,
+                                                   uint32_t status,
+                                                   uint32_t interval_secs,
+                                                   uint32_t min_interval_secs,
+                                                   const uint8_t *message,
+                                                   size_t message_len,
+                                                   uint64_t now_ms);
+
+/**
  * Fills `out` with the defaults: current directory, no state directory, listen on
  * 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
  * Thread-safe.

@@ -144,9 +144,7 @@ unsafe fn create(path: *const c_char, o: *const btcore_create_options) -> Result
     // SAFETY: `o` is NULL or valid options, by this function's contract.
     let opts = unsafe { options(o) }?;
     create_torrent(&path, &opts).map_err(|e| match &e {
-        CreateError::Io { path, source } => Failure::io(BTCORE_IO, source)
-            .path(path)
-            .errno(source.raw_os_error()),
+        CreateError::Io { path, source } => Failure::io(BTCORE_IO, source).path(path),
         CreateError::BadPieceLength(_) => Failure::new(BTCORE_INVALID_PARAMETER, &e),
         CreateError::Empty(p) | CreateError::BadName(p) => {
             Failure::new(BTCORE_CREATE_FAILED, &e).path(p)

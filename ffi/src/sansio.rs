@@ -1708,3 +1708,60 @@ pub(crate) unsafe fn event_detail(
     let s = b.inner.lock().map_err(|_| BTCORE_PANIC)?;
     s.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
 }
+
+/// `btcore_sansio_announced` with the tracker's words: with `BTCORE_ANNOUNCED_FAILED`,
+/// why (its `failure reason`, or the transport error), reported as a
+/// `BTCORE_EVENT_TRACKER_ERROR` whose detail has the tracker's URL and this message;
+/// with `BTCORE_ANNOUNCED_OK`, its `warning message` (empty: none), reported as a
+/// `BTCORE_EVENT_TRACKER_WARNING`. `message` holds `message_len` bytes (usually UTF-8;
+/// not NUL-terminated; NULL when `message_len` is 0). Results as
+/// `btcore_sansio_announced`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+///   before reading anything behind it.
+/// - `message` is valid for reads of `message_len` bytes (it may be NULL when
+///   `message_len` is 0).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn btcore_sansio_announced_message(
+    h: *mut btcore_sansio,
+    id: u32,
+    action_id: u64,
+    status: u32,
+    interval_secs: u32,
+    min_interval_secs: u32,
+    message: *const u8,
+    message_len: usize,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        // SAFETY: `message` is valid for reads of `message_len` bytes or it is 0, as this
+        // function's contract requires.
+        let message = unsafe { bytes(message, message_len) }?;
+        let outcome = match status {
+            BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
+                interval: interval_secs,
+                min_interval: (min_interval_secs != 0).then_some(min_interval_secs),
+            },
+            BTCORE_ANNOUNCED_FAILED => AnnounceOutcome::Failed,
+            BTCORE_ANNOUNCED_NO_TRACKERS => AnnounceOutcome::NoTrackers,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let known = s.session.handle_announced_message(
+            now(now_ms),
+            TorrentId(id),
+            action_id,
+            outcome,
+            message,
+        );
+        s.pump_events();
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
+    })
+}

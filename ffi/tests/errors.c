@@ -188,6 +188,33 @@ int main(int argc, char **argv) {
     EXPECT(btcore_sansio_last_error(h, &d, msg, sizeof msg, NULL, 0), BTCORE_OK);
     show("sans-IO truncated torrent", &d);
     CHECK(d.code == BTCORE_INVALID_TORRENT && d.offset == cut);
+    /* A sans-IO host reports its tracker's failure reason: a tracker error event. */
+    EXPECT(btcore_sansio_add_torrent(h, torrent, tlen, NULL, 0, 0, &id), BTCORE_OK);
+    btcore_action act[16];
+    size_t na = 0;
+    uint64_t announce_id = 0;
+    EXPECT(btcore_sansio_poll_actions(h, act, 16, &na), BTCORE_OK);
+    for (size_t i = 0; i < na; i++)
+        if (act[i].kind == BTCORE_ACTION_ANNOUNCE) announce_id = act[i].id;
+    CHECK(announce_id != 0);
+    EXPECT(btcore_sansio_announced_message(h, id, announce_id, BTCORE_ANNOUNCED_FAILED, 0, 0,
+                                           (const uint8_t *)"go away", 7, 1),
+           BTCORE_OK);
+    btcore_event sev[16];
+    size_t ne = 0;
+    int sansio_tracker_errors = 0;
+    EXPECT(btcore_sansio_events(h, sev, 16, &ne), BTCORE_OK);
+    for (size_t i = 0; i < ne; i++) {
+        if (sev[i].kind != BTCORE_EVENT_TRACKER_ERROR) continue;
+        sansio_tracker_errors++;
+        CHECK(sev[i].error == BTCORE_TRACKER && sev[i].detail != 0);
+        EXPECT(btcore_sansio_event_detail(h, sev[i].detail, &d, msg, sizeof msg, subject,
+                                          sizeof subject),
+               BTCORE_OK);
+        show("sans-IO tracker error event", &d);
+        CHECK(strcmp(msg, "go away") == 0 && strcmp(subject, url) == 0);
+    }
+    CHECK(sansio_tracker_errors == 1);
     btcore_sansio_free(h);
 
     /* 5 and 6. The torrent goes to a folder under a regular file, and its tracker

@@ -9,7 +9,6 @@ use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::PeerId;
 use btcore_core::session::{
     Action, AnnounceEvent, AnnounceOutcome, Event, Session, SessionConfig, TorrentId,
-    MAX_TRACKER_TEXT,
 };
 use btcore_core::time::{Duration, Instant};
 use btcore_tests::torrent_with_tiers;
@@ -316,7 +315,7 @@ fn a_torrents_trackers_are_capped_deduplicated_and_bounded_in_length() {
 /// A tracker that fails says so: each failure is an `Event::TrackerError` with the
 /// tracker's URL and the reason the host gave, a `warning message` in an answer is an
 /// `Event::TrackerWarning`, a report the walk does not take (late, unasked) makes no
-/// event, and a long reason is cut to a bound.
+/// event, and a long reason is cut to the configured bound.
 #[test]
 fn tracker_failures_and_warnings_are_events_with_the_url_and_the_message() {
     let (a, b) = ("http://a/announce", "http://b/announce");
@@ -393,6 +392,6 @@ fn tracker_failures_and_warnings_are_events_with_the_url_and_the_message() {
         matches!(&ev[0], Event::TrackerError { tracker, message, .. } if tracker == a && message == "announce failed")
     );
     assert!(
-        matches!(&ev[1], Event::TrackerError { tracker, message, .. } if tracker == b && message.len() == MAX_TRACKER_TEXT)
+        matches!(&ev[1], Event::TrackerError { tracker, message, .. } if tracker == b && message.len() == config().max_tracker_text)
     );
 }

@@ -202,6 +202,10 @@ pub struct SessionConfig {
     /// until the piece passes, to find the peer that sent bad data (about 64 bytes
     /// each); also the most addresses on parole and departed senders remembered.
     pub max_failed_block_records: usize,
+    /// The most bytes of a tracker URL or message an [`Event::TrackerError`] or
+    /// [`Event::TrackerWarning`] carries (longer ones are cut at a character
+    /// boundary): the event queue holds up to 4096 events.
+    pub max_tracker_text: usize,
     /// Ask trackers for more peers when fewer than this are connected.
     pub peer_low_watermark: usize,
     /// Wait this long before dialing an address again after a failure.
@@ -293,6 +297,7 @@ impl SessionConfig {
             max_bans_per_ipv6_48: 8,
             // 256 KiB at most; 16 failed 4 MiB pieces, 256 failed 256 KiB ones.
             max_failed_block_records: 4096,
+            max_tracker_text: 512,
             peer_low_watermark: 10,
             reconnect_backoff: Duration::from_secs(30),
             // libtorrent's `max_concurrent_http_announces` is 50.
@@ -338,6 +343,7 @@ impl SessionConfig {
             max_banned_ips: 256,
             max_bans_per_ipv6_48: 4,
             max_failed_block_records: 512,
+            max_tracker_text: 128,
             // The low-memory DHT node runs 8 lookups at most.
             dht_lookups_per_minute: 20,
             max_dht_lookups_in_flight: 4,
@@ -620,7 +626,7 @@ pub enum Event {
     /// An announce to `tracker` failed: no answer in time, a transport error, or the
     /// tracker's `failure reason` (BEP 3), as the host reported it to
     /// [`Session::handle_announced_message`]. The walk has moved on to the next
-    /// tracker. Both strings are at most [`MAX_TRACKER_TEXT`] bytes.
+    /// tracker. Both strings are at most [`SessionConfig::max_tracker_text`] bytes.
     TrackerError {
         /// The torrent.
         torrent: TorrentId,
@@ -631,7 +637,7 @@ pub enum Event {
         message: String,
     },
     /// `tracker` answered with a `warning message` (the announce still counted).
-    /// Both strings are at most [`MAX_TRACKER_TEXT`] bytes.
+    /// Both strings are at most [`SessionConfig::max_tracker_text`] bytes.
     TrackerWarning {
         /// The torrent.
         torrent: TorrentId,
@@ -642,16 +648,12 @@ pub enum Event {
     },
 }
 
-/// The most bytes of a tracker URL or message an [`Event::TrackerError`] or
-/// [`Event::TrackerWarning`] carries (longer ones are cut at a character boundary).
-pub const MAX_TRACKER_TEXT: usize = 512;
-
-/// `bytes` as text of at most [`MAX_TRACKER_TEXT`] bytes (lossy UTF-8, cut at a
-/// character boundary); only that much of the input is read.
-fn tracker_text(bytes: &[u8]) -> String {
-    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_TRACKER_TEXT)]).into_owned();
-    if s.len() > MAX_TRACKER_TEXT {
-        let mut end = MAX_TRACKER_TEXT;
+/// `bytes` as text of at most `max` bytes (lossy UTF-8, cut at a character
+/// boundary); only that much of the input is read.
+fn tracker_text(bytes: &[u8], max: usize) -> String {
+    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+    if s.len() > max {
+        let mut end = max;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
@@ -1235,22 +1237,26 @@ impl Session {
         else {
             return false;
         };
-        let tracker = || tracker_text(t.trackers.get(pos).map_or(&b""[..], |u| u.as_bytes()));
+        let max = self.config.max_tracker_text;
+        let tracker = || tracker_text(t.trackers.get(pos).map_or(&b""[..], |u| u.as_bytes()), max);
         let event = match outcome {
             AnnounceOutcome::Failed => Some(Event::TrackerError {
                 torrent: id,
                 tracker: tracker(),
-                message: tracker_text(if message.is_empty() {
-                    b"announce failed"
-                } else {
-                    message
-                }),
+                message: tracker_text(
+                    if message.is_empty() {
+                        b"announce failed"
+                    } else {
+                        message
+                    },
+                    max,
+                ),
             }),
             AnnounceOutcome::Answered { .. } if !message.is_empty() => {
                 Some(Event::TrackerWarning {
                     torrent: id,
                     tracker: tracker(),
-                    message: tracker_text(message),
+                    message: tracker_text(message, max),
                 })
             }
             _ => None,
