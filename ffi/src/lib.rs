@@ -11,7 +11,12 @@
 //! go back through `_free`; every fallible function returns a [`btcore_result`]
 //! (numbered from 7000, never mistaken for errno); out-parameters are written only on
 //! success; every buffer comes with its length; callbacks take `void *userdata` first;
-//! every pointer is checked for NULL; no panic crosses the boundary.
+//! every pointer is checked for NULL; no panic crosses the boundary. A failure's detail
+//! (the OS error number, the file or address, the byte offset of a parse error, a
+//! sentence) is recorded by `guard` for the calling thread and for the handle the
+//! call resolved (see the `error` module): a handle accessor attaches its handle's
+//! last-error slot to the running call, and calls whose failures know more return a
+//! `Failure` through `guard_detail`.
 //!
 //! Safety: every exported function that takes a pointer is `unsafe` and says in its
 //! `# Safety` section what the caller guarantees: buffers valid for the length given
