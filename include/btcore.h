@@ -82,6 +82,33 @@
 #define BTCORE_PEER_HAS_PEER_ID 64
 
 /**
+ * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
+ */
+#define BTCORE_SUBJECT_NONE 0
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a file or directory path (bytes
+ * of the platform's path, usually UTF-8).
+ */
+#define BTCORE_SUBJECT_PATH 1
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a socket address
+ * (`"0.0.0.0:6881"`, `"[::1]:6881"`) or the address text given.
+ */
+#define BTCORE_SUBJECT_ADDRESS 2
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a tracker URL.
+ */
+#define BTCORE_SUBJECT_URL 3
+
+/**
+ * `btcore_error_detail.offset` when no byte offset applies (not a parse error).
+ */
+#define BTCORE_NO_OFFSET 18446744073709551615ull
+
+/**
  * `btcore_action.announce_event`: a regular announce.
  */
 #define BTCORE_ANNOUNCE_NONE 0
@@ -212,7 +239,10 @@ typedef struct btcore_session btcore_session;
 /**
  * The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
  * they are never mistaken for an errno value. `btcore_result_name()` and
- * `btcore_result_message()` describe a code.
+ * `btcore_result_message()` describe a code; what happened in a given failure (the OS
+ * error number, the file or address, the byte offset of a parse error, a sentence)
+ * is in its detail: `btcore_last_error()`, `btcore_session_last_error()`,
+ * `btcore_sansio_last_error()`.
  */
 typedef uint32_t btcore_result;
 
@@ -263,6 +293,45 @@ typedef struct btcore_create_options {
    */
   bool private_;
 } btcore_create_options;
+
+/**
+ * The detail of a failure, filled by `btcore_last_error`, `btcore_session_last_error`,
+ * `btcore_sansio_last_error` and the `_event_detail` calls. All fields are
+ * fixed-width integers.
+ */
+typedef struct btcore_error_detail {
+  /**
+   * The result code of the failure (a `btcore_result` value; `BTCORE_OK` when no
+   * failure was recorded).
+   */
+  uint32_t code;
+  /**
+   * The OS error number (`errno`, e.g. 98 for `EADDRINUSE`, 2 for `ENOENT`), 0 when
+   * none.
+   */
+  int32_t os_error;
+  /**
+   * For a `.torrent`, bencode or magnet parse error: the byte offset in the input
+   * where it was found; `BTCORE_NO_OFFSET` (`UINT64_MAX`) otherwise.
+   */
+  uint64_t offset;
+  /**
+   * What the subject text is: `BTCORE_SUBJECT_*`.
+   */
+  uint32_t subject_kind;
+  /**
+   * Zero (room for later use).
+   */
+  uint32_t reserved;
+  /**
+   * The length in bytes of the whole message, without the NUL.
+   */
+  uint64_t message_len;
+  /**
+   * The length in bytes of the whole subject, without the NUL (0 when none).
+   */
+  uint64_t subject_len;
+} btcore_error_detail;
 
 /**
  * Settings of a sans-IO session. Fill it with `btcore_sansio_settings_default()`
@@ -490,6 +559,15 @@ typedef struct btcore_event {
    * The number of dropped events, for `BTCORE_EVENT_DROPPED`.
    */
   uint64_t count;
+  /**
+   * The number of the event's detail (the file, the tracker's URL, the message), for
+   * `btcore_session_event_detail()` / `btcore_sansio_event_detail()`; 0 when none.
+   */
+  uint64_t detail;
+  /**
+   * The OS error number of a `FILE_ERROR` (`errno`), 0 when none or unknown.
+   */
+  int32_t os_error;
 } btcore_event;
 
 /**
@@ -874,17 +952,19 @@ typedef void (*btcore_notify_callback)(void *userdata);
 #define BTCORE_WRONG_STATE 7008
 
 /**
- * A file or socket error.
+ * A file or socket error (the detail has the OS error number and the file or
+ * address).
  */
 #define BTCORE_IO 7009
 
 /**
- * The `.torrent` data is invalid (or larger than 64 MiB).
+ * The `.torrent` data is invalid (or larger than 64 MiB); the detail has the byte
+ * offset and the cause.
  */
 #define BTCORE_INVALID_TORRENT 7010
 
 /**
- * The magnet link is invalid.
+ * The magnet link is invalid; the detail has the cause.
  */
 #define BTCORE_INVALID_MAGNET 7011
 
@@ -923,6 +1003,12 @@ typedef void (*btcore_notify_callback)(void *userdata);
  * connection was closed, and it is refused when it comes back.
  */
 #define BTCORE_PEER_BANNED 7018
+
+/**
+ * A tracker refused the announce (its `failure reason`) or could not be reached
+ * (the `error` of `BTCORE_EVENT_TRACKER_ERROR`).
+ */
+#define BTCORE_TRACKER 7019
 
 /**
  * Fetching the info dictionary from peers (a magnet link).
@@ -992,11 +1078,16 @@ typedef void (*btcore_notify_callback)(void *userdata);
 
 /**
  * A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+ * One event per stopped torrent (the blocks in flight that fail after it make no
+ * event). `os_error` is the OS error number; `detail` gives the file and the
+ * system's words through `btcore_session_event_detail()`.
  */
 #define BTCORE_EVENT_FILE_ERROR 8
 
 /**
- * A tracker failed (reserved: not emitted by this version).
+ * An announce to a tracker failed (`error`: `BTCORE_TRACKER`): no answer, a
+ * transport error, or the tracker's `failure reason`; the next tracker is asked.
+ * `detail` gives the tracker's URL (the subject) and the message.
  */
 #define BTCORE_EVENT_TRACKER_ERROR 9
 
@@ -1009,6 +1100,12 @@ typedef void (*btcore_notify_callback)(void *userdata);
  * The queue was full and `count` older events were dropped (drain more often).
  */
 #define BTCORE_EVENT_DROPPED 11
+
+/**
+ * A tracker answered with a `warning message` (the announce counted). `detail`
+ * gives the tracker's URL (the subject) and the message.
+ */
+#define BTCORE_EVENT_TRACKER_WARNING 12
 
 /**
  * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
@@ -1084,7 +1181,10 @@ const char *btcore_result_name(uint32_t code);
 
 /**
  * A one-line English description of a result code: a static string, never NULL,
- * never to be freed. Thread-safe.
+ * never to be freed. Thread-safe. It describes the code only ("a file or socket
+ * error"); what happened in a given failure ("0.0.0.0:6881: Address already in use
+ * (os error 98)") is in the failure's detail: `btcore_last_error()`,
+ * `btcore_session_last_error()`, `btcore_sansio_last_error()`.
  */
 const char *btcore_result_message(uint32_t code);
 
@@ -1153,6 +1253,118 @@ btcore_result btcore_create_torrent(const char *path,
 btcore_result btcore_create_torrent_file(const char *path,
                                          const struct btcore_create_options *options,
                                          const char *output);
+
+/**
+ * The detail of the last call that failed on the calling thread (any call: with a
+ * handle or without, e.g. `btcore_session_new`, `btcore_create_torrent`, a call given a
+ * NULL or freed handle). Fills `*out` (may be NULL) and copies the message into
+ * `message` and the path, address or URL involved into `subject`, each
+ * NUL-terminated and cut to fit their capacities (`out->message_len` and
+ * `out->subject_len` give the whole lengths); a buffer may be NULL when its capacity is
+ * 0. With no failure yet, `out->code` is `BTCORE_OK`. This call records nothing of its
+ * own.
+ *
+ * # Safety
+ *
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_last_error(struct btcore_error_detail *out,
+                                char *message,
+                                size_t message_cap,
+                                char *subject,
+                                size_t subject_cap);
+
+/**
+ * The detail of the last call on `session` that failed, from whichever thread made
+ * it; as `btcore_last_error` otherwise. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_session_last_error(const struct btcore_session *session,
+                                        struct btcore_error_detail *out,
+                                        char *message,
+                                        size_t message_cap,
+                                        char *subject,
+                                        size_t subject_cap);
+
+/**
+ * The detail of the last call on the sans-IO handle `h` that failed; as
+ * `btcore_session_last_error` otherwise. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_sansio_last_error(const struct btcore_sansio *h,
+                                       struct btcore_error_detail *out,
+                                       char *message,
+                                       size_t message_cap,
+                                       char *subject,
+                                       size_t subject_cap);
+
+/**
+ * The detail of an event drained from `session` whose `detail` field is not 0
+ * (`BTCORE_EVENT_FILE_ERROR`: the file and the OS error; `BTCORE_EVENT_TRACKER_ERROR`
+ * and `_WARNING`: the tracker's URL as the subject and its message). The session keeps
+ * the details of its last 256 such events: an older one gives `BTCORE_NOT_FOUND`.
+ * Buffers as in `btcore_last_error`. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_session_event_detail(const struct btcore_session *session,
+                                          uint64_t detail,
+                                          struct btcore_error_detail *out,
+                                          char *message,
+                                          size_t message_cap,
+                                          char *subject,
+                                          size_t subject_cap);
+
+/**
+ * The detail of an event drained from the sans-IO handle `h` whose `detail` field is
+ * not 0 (`BTCORE_EVENT_TRACKER_ERROR` and `_WARNING`); as
+ * `btcore_session_event_detail` otherwise.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_sansio_event_detail(const struct btcore_sansio *h,
+                                         uint64_t detail,
+                                         struct btcore_error_detail *out,
+                                         char *message,
+                                         size_t message_cap,
+                                         char *subject,
+                                         size_t subject_cap);
 
 /**
  * Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
@@ -1745,6 +1957,34 @@ btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
                                      uint8_t *buf,
                                      size_t cap,
                                      size_t *out_len);
+
+/**
+ * `btcore_sansio_announced` with the tracker's words: with `BTCORE_ANNOUNCED_FAILED`,
+ * why (its `failure reason`, or the transport error), reported as a
+ * `BTCORE_EVENT_TRACKER_ERROR` whose detail has the tracker's URL and this message;
+ * with `BTCORE_ANNOUNCED_OK`, its `warning message` (empty: none), reported as a
+ * `BTCORE_EVENT_TRACKER_WARNING`. `message` holds `message_len` bytes (usually UTF-8;
+ * not NUL-terminated; NULL when `message_len` is 0). Results as
+ * `btcore_sansio_announced`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `message` is valid for reads of `message_len` bytes (it may be NULL when
+ *   `message_len` is 0).
+ */
+btcore_result btcore_sansio_announced_message(struct btcore_sansio *h,
+                                              uint32_t id,
+                                              uint64_t action_id,
+                                              uint32_t status,
+                                              uint32_t interval_secs,
+                                              uint32_t min_interval_secs,
+                                              const uint8_t *message,
+                                              size_t message_len,
+                                              uint64_t now_ms);
 
 /**
  * Fills `out` with the defaults: zero id and key (set them from your random source),

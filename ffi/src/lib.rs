@@ -11,7 +11,12 @@
 //! go back through `_free`; every fallible function returns a [`btcore_result`]
 //! (numbered from 7000, never mistaken for errno); out-parameters are written only on
 //! success; every buffer comes with its length; callbacks take `void *userdata` first;
-//! every pointer is checked for NULL; no panic crosses the boundary.
+//! every pointer is checked for NULL; no panic crosses the boundary. A failure's detail
+//! (the OS error number, the file or address, the byte offset of a parse error, a
+//! sentence) is recorded by `guard` for the calling thread and for the handle the
+//! call resolved (see the `error` module): a handle accessor attaches its handle's
+//! last-error slot to the running call, and calls whose failures know more return a
+//! `Failure` through `guard_detail`.
 //!
 //! Safety: every exported function that takes a pointer is `unsafe` and says in its
 //! `# Safety` section what the caller guarantees: buffers valid for the length given
@@ -33,6 +38,7 @@
 #![allow(non_camel_case_types)]
 
 mod create;
+mod error;
 mod sansio;
 mod sansio_dht;
 mod sansio_files;
@@ -43,6 +49,7 @@ mod sansio_tracker;
 mod session;
 
 pub use create::*;
+pub use error::*;
 pub use sansio::*;
 pub use sansio_dht::*;
 pub use sansio_files::*;
@@ -66,7 +73,10 @@ pub const BTCORE_VERSION_PATCH: u32 = 0;
 
 /// The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
 /// they are never mistaken for an errno value. `btcore_result_name()` and
-/// `btcore_result_message()` describe a code.
+/// `btcore_result_message()` describe a code; what happened in a given failure (the OS
+/// error number, the file or address, the byte offset of a parse error, a sentence)
+/// is in its detail: `btcore_last_error()`, `btcore_session_last_error()`,
+/// `btcore_sansio_last_error()`.
 pub type btcore_result = u32;
 /// Success.
 pub const BTCORE_OK: btcore_result = 0;
@@ -88,11 +98,13 @@ pub const BTCORE_NOT_FOUND: btcore_result = 7006;
 pub const BTCORE_NOT_IMPLEMENTED: btcore_result = 7007;
 /// Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
 pub const BTCORE_WRONG_STATE: btcore_result = 7008;
-/// A file or socket error.
+/// A file or socket error (the detail has the OS error number and the file or
+/// address).
 pub const BTCORE_IO: btcore_result = 7009;
-/// The `.torrent` data is invalid (or larger than 64 MiB).
+/// The `.torrent` data is invalid (or larger than 64 MiB); the detail has the byte
+/// offset and the cause.
 pub const BTCORE_INVALID_TORRENT: btcore_result = 7010;
-/// The magnet link is invalid.
+/// The magnet link is invalid; the detail has the cause.
 pub const BTCORE_INVALID_MAGNET: btcore_result = 7011;
 /// A torrent with the same info-hash is already in the session.
 pub const BTCORE_DUPLICATE_TORRENT: btcore_result = 7012;
@@ -109,9 +121,12 @@ pub const BTCORE_PEER_TIMEOUT: btcore_result = 7017;
 /// The peer's address is banned (it sent data that failed a hash check); its
 /// connection was closed, and it is refused when it comes back.
 pub const BTCORE_PEER_BANNED: btcore_result = 7018;
+/// A tracker refused the announce (its `failure reason`) or could not be reached
+/// (the `error` of `BTCORE_EVENT_TRACKER_ERROR`).
+pub const BTCORE_TRACKER: btcore_result = 7019;
 
 /// The constant's name of a result code, or `None` for a code this version does not know.
-fn result_name(code: btcore_result) -> Option<&'static CStr> {
+pub(crate) fn result_name(code: btcore_result) -> Option<&'static CStr> {
     Some(match code {
         BTCORE_OK => c"BTCORE_OK",
         BTCORE_NULL_PARAMETER => c"BTCORE_NULL_PARAMETER",
@@ -132,12 +147,13 @@ fn result_name(code: btcore_result) -> Option<&'static CStr> {
         BTCORE_PEER_PROTOCOL => c"BTCORE_PEER_PROTOCOL",
         BTCORE_PEER_TIMEOUT => c"BTCORE_PEER_TIMEOUT",
         BTCORE_PEER_BANNED => c"BTCORE_PEER_BANNED",
+        BTCORE_TRACKER => c"BTCORE_TRACKER",
         _ => return None,
     })
 }
 
 /// The one-line description of a result code, or `None` for a code this version does not know.
-fn result_message(code: btcore_result) -> Option<&'static CStr> {
+pub(crate) fn result_message(code: btcore_result) -> Option<&'static CStr> {
     Some(match code {
         BTCORE_OK => c"success",
         BTCORE_NULL_PARAMETER => c"a required pointer argument was NULL",
@@ -158,6 +174,7 @@ fn result_message(code: btcore_result) -> Option<&'static CStr> {
         BTCORE_PEER_PROTOCOL => c"the peer broke the protocol",
         BTCORE_PEER_TIMEOUT => c"the peer timed out",
         BTCORE_PEER_BANNED => c"the peer is banned",
+        BTCORE_TRACKER => c"the tracker failed or refused the announce",
         _ => return None,
     })
 }
@@ -172,7 +189,10 @@ pub extern "C" fn btcore_result_name(code: u32) -> *const c_char {
 }
 
 /// A one-line English description of a result code: a static string, never NULL,
-/// never to be freed. Thread-safe.
+/// never to be freed. Thread-safe. It describes the code only ("a file or socket
+/// error"); what happened in a given failure ("0.0.0.0:6881: Address already in use
+/// (os error 98)") is in the failure's detail: `btcore_last_error()`,
+/// `btcore_session_last_error()`, `btcore_sansio_last_error()`.
 #[no_mangle]
 pub extern "C" fn btcore_result_message(code: u32) -> *const c_char {
     catch_unwind(|| result_message(code).unwrap_or(c"unknown result code"))
@@ -496,13 +516,21 @@ pub const BTCORE_EVENT_PEER_CONNECTED: btcore_event_kind = 6;
 /// A peer (`peer`) was banned for sending bad data.
 pub const BTCORE_EVENT_PEER_BANNED: btcore_event_kind = 7;
 /// A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+/// One event per stopped torrent (the blocks in flight that fail after it make no
+/// event). `os_error` is the OS error number; `detail` gives the file and the
+/// system's words through `btcore_session_event_detail()`.
 pub const BTCORE_EVENT_FILE_ERROR: btcore_event_kind = 8;
-/// A tracker failed (reserved: not emitted by this version).
+/// An announce to a tracker failed (`error`: `BTCORE_TRACKER`): no answer, a
+/// transport error, or the tracker's `failure reason`; the next tracker is asked.
+/// `detail` gives the tracker's URL (the subject) and the message.
 pub const BTCORE_EVENT_TRACKER_ERROR: btcore_event_kind = 9;
 /// A torrent was removed.
 pub const BTCORE_EVENT_TORRENT_REMOVED: btcore_event_kind = 10;
 /// The queue was full and `count` older events were dropped (drain more often).
 pub const BTCORE_EVENT_DROPPED: btcore_event_kind = 11;
+/// A tracker answered with a `warning message` (the announce counted). `detail`
+/// gives the tracker's URL (the subject) and the message.
+pub const BTCORE_EVENT_TRACKER_WARNING: btcore_event_kind = 12;
 
 /// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
 /// (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
@@ -521,6 +549,11 @@ pub struct btcore_event {
     pub peer: btcore_addr,
     /// The number of dropped events, for `BTCORE_EVENT_DROPPED`.
     pub count: u64,
+    /// The number of the event's detail (the file, the tracker's URL, the message), for
+    /// `btcore_session_event_detail()` / `btcore_sansio_event_detail()`; 0 when none.
+    pub detail: u64,
+    /// The OS error number of a `FILE_ERROR` (`errno`), 0 when none or unknown.
+    pub os_error: i32,
 }
 
 impl btcore_event {
@@ -532,6 +565,8 @@ impl btcore_event {
             error: BTCORE_OK,
             peer: btcore_addr::default(),
             count: 0,
+            detail: 0,
+            os_error: 0,
         }
     }
 }
@@ -543,8 +578,47 @@ pub(crate) fn disk_error(e: DiskError) -> btcore_result {
     }
 }
 
-pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
-    Some(match e {
+/// The C event for a core event, with its detail when it has one (a tracker's URL and
+/// message). A `FILE_ERROR`'s detail is the host's (see the session's collect).
+pub(crate) fn convert_event(e: &Event) -> Option<(btcore_event, Option<error::Failure>)> {
+    let tracker = |kind, code, torrent: &btcore_core::session::TorrentId, url: &str, msg: &str| {
+        let f = error::Failure::new(code, msg).subject(BTCORE_SUBJECT_URL, url.as_bytes());
+        let ev = btcore_event {
+            error: code,
+            ..btcore_event::new(kind, torrent.0)
+        };
+        Some((ev, Some(f)))
+    };
+    match e {
+        Event::TrackerError {
+            torrent,
+            tracker: url,
+            message,
+        } => {
+            return tracker(
+                BTCORE_EVENT_TRACKER_ERROR,
+                BTCORE_TRACKER,
+                torrent,
+                url,
+                message,
+            )
+        }
+        Event::TrackerWarning {
+            torrent,
+            tracker: url,
+            message,
+        } => {
+            return tracker(
+                BTCORE_EVENT_TRACKER_WARNING,
+                BTCORE_OK,
+                torrent,
+                url,
+                message,
+            )
+        }
+        _ => {}
+    }
+    let ev = match e {
         Event::PieceVerified(t, p) => btcore_event {
             piece: p.0,
             ..btcore_event::new(BTCORE_EVENT_PIECE_FINISHED, t.0)
@@ -568,7 +642,8 @@ pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
         },
         Event::MetadataReceived(t) => btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, t.0),
         _ => return None,
-    })
+    };
+    Some((ev, None))
 }
 
 /// A bounded event queue: the oldest events go first when it is full, and the count of
@@ -577,6 +652,8 @@ pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
 pub(crate) struct EventQueue {
     q: VecDeque<btcore_event>,
     dropped: u64,
+    /// The details of recent events (their `detail` numbers).
+    details: error::EventDetails,
 }
 
 /// cbindgen:ignore
@@ -608,6 +685,25 @@ impl EventQueue {
         was_empty
     }
 
+    /// Queues an event with its detail (kept for `_event_detail` under the number the
+    /// event carries); returns whether the queue was empty before.
+    pub(crate) fn push_with(
+        &mut self,
+        mut e: btcore_event,
+        detail: Option<error::Failure>,
+    ) -> bool {
+        if let Some(f) = detail {
+            e.os_error = f.os_error;
+            e.detail = self.details.push(f);
+        }
+        self.push(e)
+    }
+
+    /// The detail numbered `id`, while it is kept.
+    pub(crate) fn detail(&self, id: u64) -> Option<&error::Failure> {
+        self.details.get(id)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.q.is_empty() && self.dropped == 0
     }
@@ -633,13 +729,30 @@ impl EventQueue {
 
 // ---- boundary helpers ----
 
-/// Runs `f` behind the panic boundary.
+/// Runs `f` behind the panic boundary; a failure is recorded (with the code's own
+/// sentence as its message) for the thread and for the handle the call resolved (see
+/// [`error`]).
 pub(crate) fn guard(f: impl FnOnce() -> Result<(), btcore_result>) -> btcore_result {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    guard_detail(|| f().map_err(error::Failure::from))
+}
+
+/// [`guard`] for a call whose failures carry their detail.
+pub(crate) fn guard_detail(f: impl FnOnce() -> Result<(), error::Failure>) -> btcore_result {
+    let outer = error::enter();
+    let r = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => BTCORE_OK,
-        Ok(Err(e)) => e,
-        Err(_) => BTCORE_PANIC,
-    }
+        Ok(Err(e)) => {
+            let code = e.code;
+            error::record(e);
+            code
+        }
+        Err(_) => {
+            error::record(error::Failure::from(BTCORE_PANIC));
+            BTCORE_PANIC
+        }
+    };
+    error::leave(outer);
+    r
 }
 
 /// Checks an out-pointer.

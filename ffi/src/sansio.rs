@@ -14,6 +14,7 @@
 //! protocol encryption inside the session (`sansio_mse`: the host moves raw socket
 //! bytes), tracker requests and answers (`sansio_tracker`), the file list
 //! (`sansio_files`), and DHT lookups as actions (`BTCORE_ACTION_DHT_LOOKUP`).
+use crate::error::Failure;
 use crate::sansio_mse::{policy, ConnLink, KeyPool};
 use crate::*;
 use btcore_core::bitfield::Bitfield;
@@ -315,6 +316,8 @@ pub(crate) struct Inner {
 /// cbindgen:ignore
 struct SansioBox {
     inner: Mutex<Inner>,
+    /// The last failure of a call on this handle (see `btcore_sansio_last_error`).
+    last_error: crate::error::Slot,
 }
 
 /// The locked state behind a handle, once the live-handle set knows it.
@@ -335,6 +338,7 @@ pub(crate) unsafe fn handle(
     // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
     // its free, as the API requires).
     let b = unsafe { &*(p as *const SansioBox) };
+    crate::error::attach(&b.last_error);
     b.inner.lock().map_err(|_| BTCORE_PANIC)
 }
 
@@ -360,8 +364,8 @@ impl Inner {
                     }
                 }
             }
-            if let Some(ev) = convert_event(&e) {
-                self.events.push(ev);
+            if let Some((ev, detail)) = convert_event(&e) {
+                self.events.push_with(ev, detail);
             }
         }
     }
@@ -652,6 +656,7 @@ pub unsafe extern "C" fn btcore_sansio_new(
                 listen_port: s.listen_port,
                 announce_key: rng.next_u32(),
             }),
+            last_error: crate::error::Slot::default(),
         });
         let p = Box::into_raw(b) as *mut btcore_sansio;
         register_handle(p.cast_const().cast(), HandleKind::Sansio);
@@ -708,7 +713,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent_checking(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
@@ -795,7 +800,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
@@ -828,7 +833,7 @@ unsafe fn add(
     now_ms: u64,
     out_id: *mut u32,
     insert: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
-) -> Result<(), btcore_result> {
+) -> Result<(), Failure> {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
     let mut s = unsafe { handle(h) }?;
@@ -836,12 +841,16 @@ unsafe fn add(
     let out_id = non_null(out_id)?;
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
-        .map_err(|_| BTCORE_INVALID_TORRENT)?;
+        .map_err(|e| Failure::new(BTCORE_INVALID_TORRENT, e).at(e.offset))?;
     let files = m.layout().map_err(|_| BTCORE_INVALID_TORRENT)?;
     let id = insert(&mut s.session, m.num_pieces()).map_err(|e| match e {
-        AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-        AddError::BadResume => BTCORE_INVALID_PARAMETER,
-        _ => BTCORE_INVALID_TORRENT,
+        AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+        AddError::BadResume => Failure::new(
+            BTCORE_INVALID_PARAMETER,
+            "the have bitfield does not match the torrent's pieces",
+        ),
+        AddError::Metainfo(m) => Failure::new(BTCORE_INVALID_TORRENT, m).at(m.offset),
+        _ => Failure::new(BTCORE_INVALID_TORRENT, e),
     })?;
     s.geometry.insert(id, m.geometry());
     s.info.insert(
@@ -888,7 +897,7 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
@@ -900,8 +909,8 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
             .session
             .add_magnet(now(now_ms), uri.to_bytes())
             .map_err(|e| match e {
-                AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-                _ => BTCORE_INVALID_MAGNET,
+                AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+                _ => Failure::new(BTCORE_INVALID_MAGNET, e),
             })?;
         if let Some(st) = s.session.torrent_status(id, now(now_ms)) {
             s.info.insert(
@@ -1883,5 +1892,106 @@ pub unsafe extern "C" fn btcore_sansio_metadata(
         // SAFETY: `buf` is valid for writes of `cap` bytes or `cap` is 0, and `out_len` is
         // NULL or valid for one write, as this function's contract requires.
         unsafe { copy_out(info, buf, cap, out_len) }
+    })
+}
+
+// ---- error detail (see `crate::error`) ----
+
+/// The live handle behind `p` (without locking its state).
+///
+/// # Safety
+/// As [`handle`].
+unsafe fn sansio_box<'a>(p: *const btcore_sansio) -> Result<&'a SansioBox, btcore_result> {
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    if !is_live_handle(p.cast(), HandleKind::Sansio) {
+        return Err(BTCORE_WRONG_HANDLE);
+    }
+    // SAFETY: a live sans-IO handle is a `SansioBox` made by `Box::into_raw` in
+    // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
+    // its free, as the API requires).
+    Ok(unsafe { &*(p as *const SansioBox) })
+}
+
+/// The last-error slot of a live sans-IO handle.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn last_error_slot(
+    p: *const btcore_sansio,
+) -> Result<crate::error::Slot, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    Ok(unsafe { sansio_box(p) }?.last_error.clone())
+}
+
+/// The detail of a drained event of a live sans-IO handle.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn event_detail(
+    p: *const btcore_sansio,
+    id: u64,
+) -> Result<Failure, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { sansio_box(p) }?;
+    let s = b.inner.lock().map_err(|_| BTCORE_PANIC)?;
+    s.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
+}
+
+/// `btcore_sansio_announced` with the tracker's words: with `BTCORE_ANNOUNCED_FAILED`,
+/// why (its `failure reason`, or the transport error), reported as a
+/// `BTCORE_EVENT_TRACKER_ERROR` whose detail has the tracker's URL and this message;
+/// with `BTCORE_ANNOUNCED_OK`, its `warning message` (empty: none), reported as a
+/// `BTCORE_EVENT_TRACKER_WARNING`. `message` holds `message_len` bytes (usually UTF-8;
+/// not NUL-terminated; NULL when `message_len` is 0). Results as
+/// `btcore_sansio_announced`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+///   before reading anything behind it.
+/// - `message` is valid for reads of `message_len` bytes (it may be NULL when
+///   `message_len` is 0).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn btcore_sansio_announced_message(
+    h: *mut btcore_sansio,
+    id: u32,
+    action_id: u64,
+    status: u32,
+    interval_secs: u32,
+    min_interval_secs: u32,
+    message: *const u8,
+    message_len: usize,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        // SAFETY: `message` is valid for reads of `message_len` bytes or it is 0, as this
+        // function's contract requires.
+        let message = unsafe { bytes(message, message_len) }?;
+        let outcome = match status {
+            BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
+                interval: interval_secs,
+                min_interval: (min_interval_secs != 0).then_some(min_interval_secs),
+            },
+            BTCORE_ANNOUNCED_FAILED => AnnounceOutcome::Failed,
+            BTCORE_ANNOUNCED_NO_TRACKERS => AnnounceOutcome::NoTrackers,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let known = s.session.handle_announced_message(
+            now(now_ms),
+            TorrentId(id),
+            action_id,
+            outcome,
+            message,
+        );
+        s.pump_events();
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
     })
 }

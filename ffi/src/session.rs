@@ -6,6 +6,7 @@
 //! (`btcore_session_start`/`_stop`) or inside `btcore_session_poll`, called by the
 //! application's loop. The notify callback is called with no lock held, so it may call
 //! back into the session.
+use crate::error::Failure;
 use crate::*;
 use btcore_core::session::TorrentId;
 use btcore_host::client::{Client, ClientError, ClientOptions};
@@ -127,6 +128,8 @@ struct State {
 struct Shared {
     client: Mutex<Client>,
     state: Mutex<State>,
+    /// The last failure of a call on this session (see `btcore_session_last_error`).
+    last_error: crate::error::Slot,
     /// API callers waiting for the client lock: the loop thread steps aside for them.
     waiting: AtomicUsize,
     stop: AtomicBool,
@@ -155,12 +158,18 @@ impl Shared {
         let events = client.take_events();
         let mut st = lock(&self.state)?;
         let mut notify = false;
-        for e in extra
-            .iter()
-            .copied()
-            .chain(events.iter().filter_map(convert_event))
-        {
-            notify |= st.events.push(e);
+        for e in extra {
+            notify |= st.events.push(*e);
+        }
+        for e in &events {
+            let Some((ev, mut detail)) = convert_event(e) else {
+                continue;
+            };
+            // A disk error's file and OS error number are the host's.
+            if let btcore_core::session::Event::DiskFailed(t, _) = e {
+                detail = client.disk_error(*t).map(|d| disk_failure(ev.error, d));
+            }
+            notify |= st.events.push_with(ev, detail);
         }
         Ok(notify && st.notify.is_some())
     }
@@ -180,10 +189,11 @@ impl Shared {
     }
 
     /// One turn of the loop.
-    fn step(&self, wait: Duration) -> Result<(), btcore_result> {
+    fn step(&self, wait: Duration) -> Result<(), crate::error::Failure> {
         let needed = {
             let mut c = lock(&self.client)?;
-            c.run_once(wait).map_err(|_| BTCORE_IO)?;
+            c.run_once(wait)
+                .map_err(|e| crate::error::Failure::io(BTCORE_IO, &e))?;
             self.collect(&mut c, &[])?
         };
         self.notify(needed);
@@ -206,17 +216,33 @@ unsafe fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore
     // SAFETY: a live session handle is a `SessionBox` made by `Box::into_raw` in
     // `btcore_session_new` and not freed yet (the caller makes no call that races with
     // its free, as the API requires).
-    Ok(unsafe { &*(p as *const SessionBox) })
+    let b = unsafe { &*(p as *const SessionBox) };
+    crate::error::attach(&b.shared.last_error);
+    Ok(b)
 }
 
-fn map_client_error(e: &ClientError) -> btcore_result {
+/// The detail of a client error: the OS error number, the byte offset and cause of a
+/// parse error, the file of a storage error.
+fn client_failure(e: &ClientError) -> Failure {
     use btcore_core::session::AddError;
     match e {
-        ClientError::Io(_) => BTCORE_IO,
-        ClientError::Add(AddError::Duplicate(_)) => BTCORE_DUPLICATE_TORRENT,
-        ClientError::Add(AddError::Magnet(_)) => BTCORE_INVALID_MAGNET,
-        ClientError::Add(_) => BTCORE_INVALID_TORRENT,
-        ClientError::Storage(_) => BTCORE_STORAGE,
+        ClientError::Io(io) => Failure::io(BTCORE_IO, io),
+        ClientError::Add(AddError::Duplicate(_)) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+        ClientError::Add(AddError::Magnet(_)) => Failure::new(BTCORE_INVALID_MAGNET, e),
+        ClientError::Add(AddError::Metainfo(m)) => {
+            Failure::new(BTCORE_INVALID_TORRENT, m).at(m.offset)
+        }
+        ClientError::Add(_) => Failure::new(BTCORE_INVALID_TORRENT, e),
+        ClientError::Storage(s) => disk_failure(BTCORE_STORAGE, s),
+    }
+}
+
+/// The detail of a storage error: its file, its OS error number and the system's words.
+fn disk_failure(code: btcore_result, e: &btcore_host::storage::StorageError) -> Failure {
+    let f = Failure::new(code, e).errno(e.os_error);
+    match &e.path {
+        Some(p) => f.path(p),
+        None => f,
     }
 }
 
@@ -235,7 +261,7 @@ pub unsafe extern "C" fn btcore_session_new(
     settings: *const btcore_settings,
     out: *mut *mut btcore_session,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         let out = non_null(out)?;
         let s = if settings.is_null() {
             default_settings()
@@ -257,10 +283,13 @@ pub unsafe extern "C" fn btcore_session_new(
         // contract requires.
         let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Some(a) => a
-                .to_str()
-                .and_then(|a| a.parse().ok())
-                .ok_or(BTCORE_INVALID_PARAMETER)?,
+            Some(a) => a.to_str().and_then(|a| a.parse().ok()).ok_or_else(|| {
+                Failure::new(
+                    BTCORE_INVALID_PARAMETER,
+                    "listen_address is not an IP address",
+                )
+                .subject(BTCORE_SUBJECT_ADDRESS, a.as_os_str().as_encoded_bytes())
+            })?,
         };
         opts.listen = SocketAddr::new(ip, s.listen_port);
         opts.low_memory = s.low_memory;
@@ -281,13 +310,26 @@ pub unsafe extern "C" fn btcore_session_new(
             BTCORE_ENCRYPTION_ALLOWED => Encryption::Allowed,
             BTCORE_ENCRYPTION_REQUIRED => Encryption::Required,
             BTCORE_ENCRYPTION_DISABLED => Encryption::Disabled,
-            _ => return Err(BTCORE_INVALID_PARAMETER),
+            _ => {
+                return Err(Failure::new(
+                    BTCORE_INVALID_PARAMETER,
+                    "encryption is not one of BTCORE_ENCRYPTION_*",
+                ))
+            }
         };
-        std::fs::create_dir_all(&opts.save_dir).map_err(|_| BTCORE_IO)?;
+        let dir = |d: &std::path::Path| {
+            std::fs::create_dir_all(d).map_err(|e| Failure::io(BTCORE_IO, &e).path(d))
+        };
+        dir(&opts.save_dir)?;
         if let Some(d) = &opts.state_dir {
-            std::fs::create_dir_all(d).map_err(|_| BTCORE_IO)?;
+            dir(d)?;
         }
-        let client = Client::new(opts).map_err(|e| map_client_error(&e))?;
+        let listen = opts.listen;
+        // The client's I/O errors at its start are those of its listen socket.
+        let client = Client::new(opts).map_err(|e| match &e {
+            ClientError::Io(_) => client_failure(&e).addr(listen),
+            _ => client_failure(&e),
+        })?;
         let b = Box::new(SessionBox {
             shared: Arc::new(Shared {
                 client: Mutex::new(client),
@@ -295,6 +337,7 @@ pub unsafe extern "C" fn btcore_session_new(
                     events: EventQueue::default(),
                     notify: None,
                 }),
+                last_error: crate::error::Slot::default(),
                 waiting: AtomicUsize::new(0),
                 stop: AtomicBool::new(false),
             }),
@@ -387,11 +430,11 @@ unsafe fn add_with(
     b: &SessionBox,
     out_id: *mut u32,
     f: impl FnOnce(&mut Client) -> Result<TorrentId, ClientError>,
-) -> Result<(), btcore_result> {
+) -> Result<(), Failure> {
     let out_id = non_null(out_id)?;
     let (id, needed) = {
         let mut c = b.shared.client()?;
-        let id = f(&mut c).map_err(|e| map_client_error(&e))?;
+        let id = f(&mut c).map_err(|e| client_failure(&e))?;
         let added = btcore_event::new(BTCORE_EVENT_TORRENT_ADDED, id.0);
         let needed = b.shared.collect(&mut c, &[added])?;
         (id, needed)
@@ -426,7 +469,7 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
@@ -436,9 +479,12 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
         // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
         non_null(out_id)?;
-        let data = btcore_host::read_torrent_file(&path).map_err(|e| match e {
-            btcore_host::LoadError::Io(_) => BTCORE_IO,
-            btcore_host::LoadError::TooLarge(_) => BTCORE_INVALID_TORRENT,
+        let data = btcore_host::read_torrent_file(&path).map_err(|e| {
+            match &e {
+                btcore_host::LoadError::Io(io) => Failure::io(BTCORE_IO, io),
+                btcore_host::LoadError::TooLarge(_) => Failure::new(BTCORE_INVALID_TORRENT, &e),
+            }
+            .path(&path)
         })?;
         // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
         // requires.
@@ -447,6 +493,14 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
                 c.add_torrent_file(&data, save_dir.as_deref())
             })
         }
+        .map_err(|f| {
+            // A parse error names the file it is in.
+            if f.subject.is_empty() {
+                f.path(&path)
+            } else {
+                f
+            }
+        })
     })
 }
 
@@ -471,7 +525,7 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
@@ -482,7 +536,14 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
         // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
         if data.len() as u64 > btcore_host::MAX_TORRENT_FILE {
-            return Err(BTCORE_INVALID_TORRENT);
+            return Err(Failure::new(
+                BTCORE_INVALID_TORRENT,
+                format_args!(
+                    "{} bytes, larger than the {} a torrent may have",
+                    data.len(),
+                    btcore_host::MAX_TORRENT_FILE
+                ),
+            ));
         }
         // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
         // requires.
@@ -511,14 +572,14 @@ pub unsafe extern "C" fn btcore_session_add_magnet(
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
         // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
-        let uri = unsafe { cstr(uri) }?
-            .to_str()
-            .map_err(|_| BTCORE_INVALID_MAGNET)?;
+        let uri = unsafe { cstr(uri) }?.to_str().map_err(|e| {
+            Failure::new(BTCORE_INVALID_MAGNET, "the magnet link is not UTF-8").at(e.valid_up_to())
+        })?;
         // SAFETY: `save_dir` is NULL or NUL-terminated, as this function's contract
         // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
@@ -548,7 +609,7 @@ pub unsafe extern "C" fn btcore_session_add_peer(
     id: u32,
     address: *const c_char,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
@@ -556,16 +617,20 @@ pub unsafe extern "C" fn btcore_session_add_peer(
         // requires.
         let a = unsafe { cstr(address) }?
             .to_str()
-            .map_err(|_| BTCORE_INVALID_PARAMETER)?;
+            .map_err(|_| Failure::new(BTCORE_INVALID_PARAMETER, "the address is not UTF-8"))?;
+        let bad = |why: &dyn std::fmt::Display| {
+            Failure::new(BTCORE_INVALID_PARAMETER, why)
+                .subject(BTCORE_SUBJECT_ADDRESS, a.as_bytes())
+        };
         let addr = a
             .to_socket_addrs()
-            .ok()
-            .and_then(|mut i| i.next())
-            .ok_or(BTCORE_INVALID_PARAMETER)?;
+            .map_err(|e| bad(&e))?
+            .next()
+            .ok_or_else(|| bad(&"the name has no address"))?;
         let needed = {
             let mut c = b.shared.client()?;
             if !has_torrent(&c, id) {
-                return Err(BTCORE_NOT_FOUND);
+                return Err(BTCORE_NOT_FOUND.into());
             }
             c.add_peer(TorrentId(id), addr);
             b.shared.collect(&mut c, &[])?
@@ -931,13 +996,13 @@ pub unsafe extern "C" fn btcore_session_set_notify(
 /// handles before reading anything behind it.
 #[no_mangle]
 pub unsafe extern "C" fn btcore_session_start(session: *mut btcore_session) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
         let mut t = lock(&b.thread)?;
         if t.is_some() {
-            return Err(BTCORE_WRONG_STATE);
+            return Err(BTCORE_WRONG_STATE.into());
         }
         let shared = b.shared.clone();
         let h = std::thread::Builder::new()
@@ -955,7 +1020,7 @@ pub unsafe extern "C" fn btcore_session_start(session: *mut btcore_session) -> b
                     }
                 }
             })
-            .map_err(|_| BTCORE_IO)?;
+            .map_err(|e| Failure::io(BTCORE_IO, &e))?;
         *t = Some(h);
         Ok(())
     })
@@ -1001,13 +1066,41 @@ pub unsafe extern "C" fn btcore_session_poll(
     session: *mut btcore_session,
     timeout_ms: u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
         if lock(&b.thread)?.is_some() {
-            return Err(BTCORE_WRONG_STATE);
+            return Err(BTCORE_WRONG_STATE.into());
         }
         b.shared.step(Duration::from_millis(u64::from(timeout_ms)))
     })
+}
+
+// ---- error detail (see `crate::error`) ----
+
+/// The last-error slot of a live session handle.
+///
+/// # Safety
+/// As [`session`].
+pub(crate) unsafe fn last_error_slot(
+    p: *const btcore_session,
+) -> Result<crate::error::Slot, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { session(p) }?;
+    Ok(b.shared.last_error.clone())
+}
+
+/// The detail of a drained event of a live session handle.
+///
+/// # Safety
+/// As [`session`].
+pub(crate) unsafe fn event_detail(
+    p: *const btcore_session,
+    id: u64,
+) -> Result<Failure, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { session(p) }?;
+    let st = lock(&b.shared.state)?;
+    st.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
 }

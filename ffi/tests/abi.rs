@@ -34,6 +34,9 @@ fn rust() -> Layout {
              trackers, trackers_len, web_seeds, web_seeds_len, comment, name, piece_length,
              threads, creation_date, private_,
         }
+        btcore_error_detail {
+             code, os_error, offset, subject_kind, reserved, message_len, subject_len,
+        }
         btcore_sansio_settings {
              peer_id, random_seed, listen_port, low_memory, max_peers_per_torrent,
              max_disk_bytes_in_flight, encryption, entropy, dht,
@@ -48,7 +51,7 @@ fn rust() -> Layout {
              peer_id,
         }
         btcore_event {
-             kind, torrent, piece, error, peer, count,
+             kind, torrent, piece, error, peer, count, detail, os_error,
         }
         btcore_torrent_status {
              id, state, info_hash, progress_ppm, pieces_have, num_pieces, bytes_have,

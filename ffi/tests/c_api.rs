@@ -658,3 +658,67 @@ fn sansio_extra_entry_points_refuse_misuse_and_dht_nodes_meet_over_udp() {
     );
     assert!(out.contains("all checks passed"), "{out}");
 }
+
+// ---- errors that say what happened ----
+
+/// An HTTP tracker on 127.0.0.1 that answers every announce with a `failure reason`
+/// ("nope"), on a thread that lives as long as the test process; returns its port.
+fn refusing_tracker() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tracker");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            // Read the request head, then answer and close.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = b"d14:failure reason4:nopee";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+/// A failure says what happened, from C: a port in use (EADDRINUSE and the address),
+/// an unwritable download folder (ENOTDIR and the path, which holds for root too: the
+/// folder is under a regular file), a missing `.torrent` file (ENOENT and the path), a
+/// truncated torrent (the byte offset and the cause), a tracker's failure reason as an
+/// event with its URL and message, and one file-error event (ENOTDIR and the path) for
+/// a torrent whose folder cannot be written, not one per block in flight.
+#[test]
+fn errors_say_what_happened() {
+    let dir = tmp("errors");
+    std::fs::create_dir_all(dir.join("content")).expect("content dir");
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.join("content/data.bin"), &data).expect("content");
+    std::fs::write(dir.join("afile"), b"a regular file").expect("afile");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind busy port");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let tracker_port = refusing_tracker();
+    let exe = dir.join("errors");
+    compile(&[root().join("ffi/tests/errors.c")], &exe, false, true);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg(&*dir)
+            .arg(busy_port.to_string())
+            .arg(tracker_port.to_string())
+            .current_dir(&dir),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+    eprintln!("{out}");
+    drop(busy);
+}

@@ -202,6 +202,10 @@ pub struct SessionConfig {
     /// until the piece passes, to find the peer that sent bad data (about 64 bytes
     /// each); also the most addresses on parole and departed senders remembered.
     pub max_failed_block_records: usize,
+    /// The most bytes of a tracker URL or message an [`Event::TrackerError`] or
+    /// [`Event::TrackerWarning`] carries (longer ones are cut at a character
+    /// boundary): the event queue holds up to 4096 events.
+    pub max_tracker_text: usize,
     /// Ask trackers for more peers when fewer than this are connected.
     pub peer_low_watermark: usize,
     /// Wait this long before dialing an address again after a failure.
@@ -293,6 +297,7 @@ impl SessionConfig {
             max_bans_per_ipv6_48: 8,
             // 256 KiB at most; 16 failed 4 MiB pieces, 256 failed 256 KiB ones.
             max_failed_block_records: 4096,
+            max_tracker_text: 512,
             peer_low_watermark: 10,
             reconnect_backoff: Duration::from_secs(30),
             // libtorrent's `max_concurrent_http_announces` is 50.
@@ -338,6 +343,7 @@ impl SessionConfig {
             max_banned_ips: 256,
             max_bans_per_ipv6_48: 4,
             max_failed_block_records: 512,
+            max_tracker_text: 128,
             // The low-memory DHT node runs 8 lookups at most.
             dht_lookups_per_minute: 20,
             max_dht_lookups_in_flight: 4,
@@ -610,12 +616,50 @@ pub enum Event {
     /// every torrent, whatever its port or peer id. The port is that of the
     /// connection it sent from (0 when none was open any more).
     PeerBanned(TorrentId, SocketAddr),
-    /// A disk error stopped the torrent.
+    /// A disk error stopped the torrent: reported once, for the first error (the
+    /// blocks in flight that fail after it make no event of their own).
     DiskFailed(TorrentId, DiskError),
     /// A magnet link's info dictionary arrived and checked out: the torrent downloads
     /// from now on (after the check of what is on disk, [`Action::CheckData`]). The
     /// application reads it with [`Session::info_bytes`].
     MetadataReceived(TorrentId),
+    /// An announce to `tracker` failed: no answer in time, a transport error, or the
+    /// tracker's `failure reason` (BEP 3), as the host reported it to
+    /// [`Session::handle_announced_message`]. The walk has moved on to the next
+    /// tracker. Both strings are at most [`SessionConfig::max_tracker_text`] bytes.
+    TrackerError {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The tracker's URL.
+        tracker: String,
+        /// What went wrong (lossy UTF-8 of what the host gave; "announce failed"
+        /// when it gave nothing).
+        message: String,
+    },
+    /// `tracker` answered with a `warning message` (the announce still counted).
+    /// Both strings are at most [`SessionConfig::max_tracker_text`] bytes.
+    TrackerWarning {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The tracker's URL.
+        tracker: String,
+        /// The tracker's text (lossy UTF-8).
+        message: String,
+    },
+}
+
+/// `bytes` as text of at most `max` bytes (lossy UTF-8, cut at a character
+/// boundary); only that much of the input is read.
+fn tracker_text(bytes: &[u8], max: usize) -> String {
+    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 #[derive(Debug)]
@@ -1165,21 +1209,65 @@ impl Session {
         seq: u64,
         outcome: AnnounceOutcome,
     ) -> bool {
+        self.handle_announced_message(now, id, seq, outcome, b"")
+    }
+
+    /// [`Session::handle_announced`] with the tracker's words: for
+    /// [`AnnounceOutcome::Failed`], why (its `failure reason`, or the transport
+    /// error), reported as an [`Event::TrackerError`]; for
+    /// [`AnnounceOutcome::Answered`], its `warning message` (empty: none), reported as
+    /// an [`Event::TrackerWarning`]. A report the walk does not take (late, unasked)
+    /// makes no event.
+    pub fn handle_announced_message(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        seq: u64,
+        outcome: AnnounceOutcome,
+        message: &[u8],
+    ) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
         };
         let limits = Self::walk_limits(&self.config);
-        let Some(sent) = t
+        let Some((sent, pos)) = t
             .announcer
             .as_mut()
             .and_then(|a| a.answered(now, seq, outcome, &mut t.trackers, limits))
         else {
             return false;
         };
+        let max = self.config.max_tracker_text;
+        let tracker = || tracker_text(t.trackers.get(pos).map_or(&b""[..], |u| u.as_bytes()), max);
+        let event = match outcome {
+            AnnounceOutcome::Failed => Some(Event::TrackerError {
+                torrent: id,
+                tracker: tracker(),
+                message: tracker_text(
+                    if message.is_empty() {
+                        b"announce failed"
+                    } else {
+                        message
+                    },
+                    max,
+                ),
+            }),
+            AnnounceOutcome::Answered { .. } if !message.is_empty() => {
+                Some(Event::TrackerWarning {
+                    torrent: id,
+                    tracker: tracker(),
+                    message: tracker_text(message, max),
+                })
+            }
+            _ => None,
+        };
         if sent == Some(AnnounceEvent::Completed)
             && matches!(outcome, AnnounceOutcome::Answered { .. })
         {
             t.completed_unsent = false;
+        }
+        if let Some(e) = event {
+            self.push_event(e);
         }
         self.run_announces(now);
         true
@@ -1893,10 +1981,13 @@ impl Session {
         };
         match result {
             Ok(()) => t.write_done(block, &mut self.actions),
+            // The first error stops the torrent and is reported; the writes still in
+            // flight that fail after it say nothing new.
             Err(e) => {
-                t.fail(e);
-                push_bounded(&mut self.events, Event::DiskFailed(id, e), MAX_EVENTS);
-                self.stop_announcing(id);
+                if t.fail(e) {
+                    push_bounded(&mut self.events, Event::DiskFailed(id, e), MAX_EVENTS);
+                    self.stop_announcing(id);
+                }
             }
         }
         self.fill_all_requests(now);
@@ -1924,11 +2015,10 @@ impl Session {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if let Some(t) = self.torrents.get_mut(&id) {
-                        t.fail(e);
+                    if self.torrents.get_mut(&id).is_some_and(|t| t.fail(e)) {
+                        self.push_event(Event::DiskFailed(id, e));
+                        self.stop_announcing(id);
                     }
-                    self.push_event(Event::DiskFailed(id, e));
-                    self.stop_announcing(id);
                 }
             }
             self.serve_uploads(conn);

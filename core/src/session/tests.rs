@@ -140,9 +140,15 @@ fn the_disk_error_that_stopped_a_torrent_is_in_its_status_and_stays() {
     assert_eq!(st.error, Some(DiskError::NoSpace));
     assert_eq!((st.progress_ppm(), st.eta_secs()), (666_666, None));
 
-    // A later error does not hide the first; a piece verified after the error does
-    // not make the stopped torrent a seed.
+    // A later error does not hide the first, nor is it reported again (one event per
+    // stopped torrent, not one per block in flight); a piece verified after the error
+    // does not make the stopped torrent a seed.
     s.handle_write_done(now, id, block, Err(DiskError::Io));
+    s.handle_write_done(now, id, block, Err(DiskError::Io));
+    let failed: alloc::vec::Vec<_> = core::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, super::Event::DiskFailed(..)))
+        .collect();
+    assert_eq!(failed, [super::Event::DiskFailed(id, DiskError::NoSpace)]);
     s.handle_verified(now, id, PieceIndex(2), true);
     let st = s.torrent_status(id, now).expect("status");
     assert_eq!(st.state, TorrentState::Error);

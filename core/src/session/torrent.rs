@@ -346,10 +346,13 @@ impl Torrent {
         self.meta.as_ref().is_some_and(|m| m.have.is_full())
     }
 
-    /// Stops the torrent on a disk error; the first error is the one kept.
-    pub(crate) fn fail(&mut self, e: DiskError) {
+    /// Stops the torrent on a disk error; the first error is the one kept. Returns
+    /// whether this is that first one (the torrent was not stopped by an error yet).
+    pub(crate) fn fail(&mut self, e: DiskError) -> bool {
         self.state = TorrentState::Error;
+        let first = self.error.is_none();
         self.error.get_or_insert(e);
+        first
     }
 
     pub(crate) fn status(&self) -> TorrentStatus {

@@ -208,6 +208,9 @@ struct HostTorrent {
     save_dir: PathBuf,
     /// The check of its data on disk, while it runs.
     check: Option<Arc<CheckProgress>>,
+    /// The disk error that stopped it (the first; the session reports only that one),
+    /// with its file and OS error number.
+    disk_error: Option<crate::storage::StorageError>,
 }
 
 /// How a torrent added from a file starts.
@@ -451,6 +454,14 @@ impl Client {
 
     fn now(&self) -> Instant {
         since(self.epoch)
+    }
+
+    /// The disk error that stopped torrent `id` ([`Event::DiskFailed`]), with the file
+    /// and the OS error number the session's [`DiskError`] does not carry.
+    ///
+    /// [`DiskError`]: btcore_core::session::DiskError
+    pub fn disk_error(&self, id: TorrentId) -> Option<&crate::storage::StorageError> {
+        self.torrents.get(&id)?.disk_error.as_ref()
     }
 
     /// Events since the last call (piece verified, finished, banned, ...).
