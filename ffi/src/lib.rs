@@ -954,6 +954,9 @@ mod tests {
             private: false,
             paused: false,
             error: None,
+            wanted_size: 3,
+            wanted_have: 1,
+            finished: false,
         };
         let c = torrent_status(7, &base, None);
         assert_eq!(
