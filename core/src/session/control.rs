@@ -116,6 +116,7 @@ impl Session {
             let _ = m.picker.set_piece_priority(PieceIndex(i as u32), p);
         }
         m.skipped_pieces = prio.iter().filter(|&&p| p == 0).count() as u32;
+        m.file_prio = priorities.to_vec();
         // More wanted than what we have: downloading again.
         let unfinished = t.finished && !m.is_finished();
         if unfinished {
@@ -132,6 +133,62 @@ impl Session {
     /// magnet link without metadata.
     pub fn num_files(&self, id: TorrentId) -> Option<u32> {
         Some(self.torrents.get(&id)?.meta.as_ref()?.files.len() as u32)
+    }
+
+    /// The priority of each file of torrent `id` (as last set, the default for all
+    /// until then); `None` for an unknown torrent or a magnet link without metadata.
+    pub fn file_priorities(&self, id: TorrentId) -> Option<Vec<u8>> {
+        let m = self.torrents.get(&id)?.meta.as_ref()?;
+        Some(if m.file_prio.is_empty() {
+            alloc::vec![DEFAULT_FILE_PRIORITY; m.files.len()]
+        } else {
+            m.file_prio.clone()
+        })
+    }
+
+    /// The verified bytes of each file of torrent `id`, in torrent order: the bytes of
+    /// the file that lie in pieces we have. `None` for an unknown torrent or a magnet
+    /// link without metadata.
+    pub fn file_progress(&self, id: TorrentId) -> Option<Vec<u64>> {
+        let m = self.torrents.get(&id)?.meta.as_ref()?;
+        let plen = u64::from(m.geometry.piece_len());
+        Some(
+            m.files
+                .iter()
+                .map(|&(offset, len)| {
+                    if len == 0 {
+                        return 0;
+                    }
+                    let end = offset + len;
+                    let (first, last) = (offset / plen, (end - 1) / plen);
+                    (first..=last)
+                        .filter(|&p| m.have.get(p as u32))
+                        .map(|p| end.min((p + 1) * plen) - offset.max(p * plen))
+                        .sum()
+                })
+                .collect(),
+        )
+    }
+
+    /// The trackers of torrent `id` in their BEP 12 tiers (each tier in the order the
+    /// session tries it); `None` for an unknown torrent. What a host writes into the
+    /// `.torrent` it saves for a magnet link.
+    pub fn trackers(&self, id: TorrentId) -> Option<Vec<Vec<alloc::string::String>>> {
+        let t = self.torrents.get(&id)?;
+        let mut tiers: Vec<Vec<alloc::string::String>> = Vec::new();
+        for (pos, url, _) in t.trackers.iter() {
+            while tiers.len() <= pos.tier {
+                tiers.push(Vec::new());
+            }
+            tiers[pos.tier].push(url.clone());
+        }
+        tiers.retain(|t| !t.is_empty());
+        Some(tiers)
+    }
+
+    /// The torrent connection `conn` belongs to, once its handshake named one.
+    pub fn conn_torrent(&self, conn: ConnId) -> Option<TorrentId> {
+        self.conns.get(&conn)?.torrent
     }
 
     /// Turns sequential (streaming) order on or off for torrent `id`: pieces are

@@ -185,6 +185,8 @@ pub(crate) struct Meta {
     pub(crate) files: Vec<(u64, u64)>,
     /// Pieces of priority 0 (no file of theirs wanted).
     pub(crate) skipped_pieces: u32,
+    /// Each file's priority as last set (empty: all at the default).
+    pub(crate) file_prio: Vec<u8>,
 }
 
 impl Meta {
@@ -216,6 +218,7 @@ impl Meta {
             info: m.info_bytes().to_vec(),
             files: m.files().map(|f| (f.offset, f.length)).collect(),
             skipped_pieces: 0,
+            file_prio: Vec::new(),
         })
     }
 
