@@ -35,10 +35,12 @@
 mod create;
 mod sansio;
 mod session;
+mod torrent;
 
 pub use create::*;
 pub use sansio::*;
 pub use session::*;
+pub use torrent::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;
@@ -355,6 +357,14 @@ pub struct btcore_torrent_status {
     /// The error that stopped the torrent (`BTCORE_DISK_FULL`, `BTCORE_IO`), or
     /// `BTCORE_OK`.
     pub error: btcore_result,
+    /// Bytes of the wanted pieces (`total_size` unless files are skipped with
+    /// `btcore_session_set_file_priorities`; counted by whole pieces).
+    pub wanted_size: u64,
+    /// Of which verified. `progress_ppm` and `eta_seconds` count these.
+    pub wanted_have: u64,
+    /// 1 once every wanted piece is verified (a seed, or every wanted file there), else
+    /// 0.
+    pub finished: u32,
 }
 
 /// The C view of a torrent's status. Progress, ETA and error are the core's
@@ -404,6 +414,9 @@ pub(crate) fn torrent_status(
         hash_failures: s.hash_failures,
         banned: s.banned,
         error,
+        wanted_size: s.wanted_size,
+        wanted_have: s.wanted_have,
+        finished: u32::from(s.finished),
     }
 }
 
@@ -512,7 +525,11 @@ pub enum btcore_event_kind {
     BTCORE_EVENT_PIECE_FINISHED = 3,
     /// A piece (`piece`) failed its hash check and will be downloaded again.
     BTCORE_EVENT_HASH_FAILED = 4,
-    /// Every piece is verified: the torrent seeds from now on.
+    /// Every wanted piece is verified: the torrent seeds from now on (or, with files
+    /// skipped, stops downloading). Sent whenever the torrent becomes finished,
+    /// however it got there: the last piece downloaded, or a check of the data on disk
+    /// (or resume data) that found every wanted piece when it was added; and again if
+    /// more files become wanted and arrive.
     BTCORE_EVENT_TORRENT_FINISHED = 5,
     /// A peer (`peer`) completed its handshake.
     BTCORE_EVENT_PEER_CONNECTED = 6,
@@ -526,6 +543,9 @@ pub enum btcore_event_kind {
     BTCORE_EVENT_TORRENT_REMOVED = 10,
     /// The queue was full and `count` older events were dropped (drain more often).
     BTCORE_EVENT_DROPPED = 11,
+    /// The torrent reached its ratio limit (`btcore_session_set_ratio_limit`) and was
+    /// paused: it stopped seeding.
+    BTCORE_EVENT_RATIO_REACHED = 20,
 }
 
 /// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
@@ -592,6 +612,7 @@ pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
             ..btcore_event::new(BTCORE_EVENT_FILE_ERROR, t.0)
         },
         Event::MetadataReceived(t) => btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, t.0),
+        Event::RatioReached(t) => btcore_event::new(BTCORE_EVENT_RATIO_REACHED, t.0),
         _ => return None,
     })
 }
@@ -624,6 +645,7 @@ impl EventQueue {
                         | BTCORE_EVENT_TORRENT_FINISHED
                         | BTCORE_EVENT_FILE_ERROR
                         | BTCORE_EVENT_TORRENT_REMOVED
+                        | BTCORE_EVENT_RATIO_REACHED
                 )
             };
             let i = self.q.iter().position(|e| !state(e.kind)).unwrap_or(0);
