@@ -259,3 +259,30 @@ fn a_magnets_metadata_is_saved_as_a_torrent_file() {
     assert_eq!(back.num_files(), 3);
     assert!(!dir.join("saved.torrent.tmp").exists());
 }
+
+/// A torrent's own download limit holds beside the client's (none here): over any
+/// span, what arrived stays within the rate times the span plus the bucket's one
+/// second of burst and one socket read.
+#[test]
+fn a_torrent_limit_bounds_its_download() {
+    let dir = scratch("limit");
+    let torrent = make_pack(&dir.join("seed"));
+    let (mut s, _, addr) = seed(&dir.join("seed"), &torrent);
+    let mut l = client(&dir.join("leech"));
+    let id = l.add_torrent_file(&torrent, None).expect("add");
+    assert!(!l.set_torrent_limits(TorrentId(id.0 + 9), 1, 1));
+    const RATE: u64 = 32 * 1024;
+    assert!(l.set_torrent_limits(id, RATE, 0));
+    l.add_peer(id, addr);
+    let start = Instant::now();
+    let mut most_over = i64::MIN;
+    run(&mut s, &mut l, |_, l| {
+        let got = l.torrents()[0].status.downloaded;
+        let allowed = RATE as f64 * start.elapsed().as_secs_f64() + RATE as f64 + 65_536.0;
+        most_over = most_over.max(got as i64 - allowed as i64);
+        start.elapsed() > Duration::from_millis(1500)
+    });
+    assert!(most_over <= 0, "{most_over} bytes over the torrent's limit");
+    let got = l.torrents()[0].status.downloaded;
+    assert!(got > 0, "nothing arrived");
+}
