@@ -116,6 +116,13 @@ impl Session {
             let _ = m.picker.set_piece_priority(PieceIndex(i as u32), p);
         }
         m.skipped_pieces = prio.iter().filter(|&&p| p == 0).count() as u32;
+        m.wanted_mask = (m.skipped_pieces > 0).then(|| {
+            let mut w = crate::bitfield::Bitfield::new(n);
+            for (i, _) in prio.iter().enumerate().filter(|(_, &p)| p > 0) {
+                w.set(i as u32);
+            }
+            w
+        });
         m.file_prio = priorities.to_vec();
         // More wanted than what we have: downloading again.
         let unfinished = t.finished && !m.is_finished();

@@ -33,6 +33,14 @@
 //! ([`SessionConfig::peer_turnover`]). Peer addresses are believed according to their
 //! source ([`PeerSource`]): none of this machine from a remote party.
 //!
+//! # Per-torrent controls
+//!
+//! [`Session::set_file_priorities`] (0 skips a file; a piece takes the highest priority
+//! of its files), [`Session::set_sequential`] and [`Session::set_ratio_limit`]. A
+//! torrent with every wanted piece is finished ([`TorrentStatus::finished`],
+//! [`Event::TorrentFinished`], however it got there: downloaded, or found by a check
+//! or in resume data); it seeds once it has every piece. See `control.rs`.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then

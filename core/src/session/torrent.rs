@@ -185,6 +185,9 @@ pub(crate) struct Meta {
     pub(crate) files: Vec<(u64, u64)>,
     /// Pieces of priority 0 (no file of theirs wanted).
     pub(crate) skipped_pieces: u32,
+    /// The pieces of priority above 0, while any is skipped: interest in a peer is
+    /// then one pass over three bitfields, as without skipped files.
+    pub(crate) wanted_mask: Option<Bitfield>,
     /// Each file's priority as last set (empty: all at the default).
     pub(crate) file_prio: Vec<u8>,
 }
@@ -218,6 +221,7 @@ impl Meta {
             info: m.info_bytes().to_vec(),
             files: m.files().map(|f| (f.offset, f.length)).collect(),
             skipped_pieces: 0,
+            wanted_mask: None,
             file_prio: Vec::new(),
         })
     }
@@ -235,11 +239,7 @@ impl Meta {
     }
 
     fn wanted(&self, piece: u32) -> bool {
-        self.skipped_pieces == 0
-            || self
-                .picker
-                .piece_priority(PieceIndex(piece))
-                .is_ok_and(|p| p > 0)
+        self.wanted_mask.as_ref().is_none_or(|w| w.get(piece))
     }
 
     /// (bytes of the wanted pieces, of which verified).
@@ -723,10 +723,14 @@ impl Torrent {
         if self.state != TorrentState::Downloading {
             return false;
         }
-        if m.skipped_pieces > 0 {
+        if let Some(w) = &m.wanted_mask {
             // Only a wanted piece makes a peer interesting.
-            return theirs.len() == m.have.len()
-                && theirs.iter_set().any(|i| !m.have.get(i) && m.wanted(i));
+            return theirs
+                .as_bytes()
+                .iter()
+                .zip(m.have.as_bytes())
+                .zip(w.as_bytes())
+                .any(|((t, h), w)| t & !h & w != 0);
         }
         theirs
             .as_bytes()
