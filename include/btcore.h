@@ -206,6 +206,27 @@
 #define BTCORE_ENCRYPTION_DISABLED 3
 
 /**
+ * `btcore_file_info.flags`: a BEP 47 pad file (never written; skip it in a UI).
+ */
+#define BTCORE_FILE_PAD 1
+
+/**
+ * The lowest file priority: the file is skipped (not downloaded).
+ */
+#define BTCORE_PRIORITY_SKIP 0
+
+/**
+ * The priority of every file until set (libtorrent's default; Transmission's
+ * "normal").
+ */
+#define BTCORE_PRIORITY_DEFAULT 4
+
+/**
+ * The highest file priority (Transmission's "high"; its "low" is 1).
+ */
+#define BTCORE_PRIORITY_MAX 7
+
+/**
  * An opaque DHT node. Made by `btcore_dht_new`, freed by `btcore_dht_free`. Every call
  * may come from any thread (calls on one handle are serialized on its lock; none does
  * I/O); never free it while another call on it runs.
@@ -658,6 +679,20 @@ typedef struct btcore_torrent_status {
    * `BTCORE_OK`.
    */
   btcore_result error;
+  /**
+   * Bytes of the wanted pieces (`total_size` unless files are skipped with
+   * `btcore_session_set_file_priorities`; counted by whole pieces).
+   */
+  uint64_t wanted_size;
+  /**
+   * Of which verified. `progress_ppm` and `eta_seconds` count these.
+   */
+  uint64_t wanted_have;
+  /**
+   * 1 once every wanted piece is verified (a seed, or every wanted file there), else
+   * 0.
+   */
+  uint32_t finished;
 } btcore_torrent_status;
 
 /**
@@ -768,7 +803,7 @@ typedef struct btcore_dht_event {
 /**
  * One file of a torrent (`btcore_sansio_file`).
  */
-typedef struct btcore_file_info {
+typedef struct btcore_sansio_file_info {
   /**
    * Byte offset of the file in the torrent's data (all files end to end).
    */
@@ -789,7 +824,7 @@ typedef struct btcore_file_info {
    * 1 for an executable file (BEP 47 attribute `x`).
    */
   uint8_t executable;
-} btcore_file_info;
+} btcore_sansio_file_info;
 
 /**
  * What a tracker answered (`btcore_tracker_parse_announce`,
@@ -903,6 +938,29 @@ typedef struct btcore_settings {
  * `btcore_session_events`. No lock is held while it runs.
  */
 typedef void (*btcore_notify_callback)(void *userdata);
+
+/**
+ * One file of a torrent, filled by `btcore_session_files()`. Its path comes from
+ * `btcore_session_file_name()`.
+ */
+typedef struct btcore_file_info {
+  /**
+   * Its length in bytes.
+   */
+  uint64_t size;
+  /**
+   * Its bytes verified (those lying in pieces the torrent has).
+   */
+  uint64_t done;
+  /**
+   * Its priority: 0 (skipped) to 7.
+   */
+  uint32_t priority;
+  /**
+   * `BTCORE_FILE_PAD` or 0.
+   */
+  uint32_t flags;
+} btcore_file_info;
 
 /**
  * Success.
@@ -1062,7 +1120,11 @@ typedef void (*btcore_notify_callback)(void *userdata);
 #define BTCORE_EVENT_HASH_FAILED 4
 
 /**
- * Every piece is verified: the torrent seeds from now on.
+ * Every wanted piece is verified: the torrent seeds from now on (or, with files
+ * skipped, stops downloading). Sent whenever the torrent becomes finished,
+ * however it got there: the last piece downloaded, or a check of the data on disk
+ * (or resume data) that found every wanted piece when it was added; and again if
+ * more files become wanted and arrive.
  */
 #define BTCORE_EVENT_TORRENT_FINISHED 5
 
@@ -1106,6 +1168,12 @@ typedef void (*btcore_notify_callback)(void *userdata);
  * gives the tracker's URL (the subject) and the message.
  */
 #define BTCORE_EVENT_TRACKER_WARNING 12
+
+/**
+ * The torrent reached its ratio limit (`btcore_session_set_ratio_limit`) and was
+ * paused: it stopped seeding.
+ */
+#define BTCORE_EVENT_RATIO_REACHED 20
 
 /**
  * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
@@ -2164,13 +2232,13 @@ btcore_result btcore_sansio_file_count(const struct btcore_sansio *h,
  *   during the call. A freed handle, one of another type or any other pointer is a checked
  *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
  *   reading anything behind it.
- * - `out` is NULL or valid for writing one `btcore_file_info`.
+ * - `out` is NULL or valid for writing one `btcore_sansio_file_info`.
  * - `path` is valid for writes of `path_cap` bytes (it may be NULL when `path_cap` is 0).
  */
 btcore_result btcore_sansio_file(const struct btcore_sansio *h,
                                  uint32_t id,
                                  uint32_t index,
-                                 struct btcore_file_info *out,
+                                 struct btcore_sansio_file_info *out,
                                  char *path,
                                  size_t path_cap);
 
@@ -2670,6 +2738,225 @@ btcore_result btcore_session_stop(struct btcore_session *session);
  * handles before reading anything behind it.
  */
 btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeout_ms);
+
+/**
+ * Writes the number of files of torrent `id` (pad files included) to `*out`: the
+ * length `btcore_session_set_file_priorities` expects. `BTCORE_NOT_FOUND` for an
+ * unknown id, `BTCORE_WRONG_STATE` for a magnet link whose metadata has not arrived.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `uint32_t`.
+ */
+btcore_result btcore_session_file_count(const struct btcore_session *session,
+                                        uint32_t id,
+                                        uint32_t *out);
+
+/**
+ * Fills `buf` (room for `cap`) with the files of torrent `id`, in torrent order, and
+ * writes their number to `*out_len`. When `cap` is too small, returns
+ * `BTCORE_BUFFER_TOO_SMALL` with the number needed in `*out_len`. `BTCORE_NOT_FOUND`
+ * for an unknown id, `BTCORE_WRONG_STATE` for a magnet link whose metadata has not
+ * arrived.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_file_info`s (it may be NULL when `cap` is
+ *   0).
+ * - `out_len` is NULL or valid for writing one `size_t`.
+ */
+btcore_result btcore_session_files(const struct btcore_session *session,
+                                   uint32_t id,
+                                   struct btcore_file_info *buf,
+                                   size_t cap,
+                                   size_t *out_len);
+
+/**
+ * Copies the path of file `index` of torrent `id` (relative to the torrent's save
+ * folder, `/`-separated, UTF-8; empty for a pad file) into `buf` with a terminating
+ * NUL, and its length without the NUL into `*out_len`. When `cap` is too small,
+ * returns `BTCORE_BUFFER_TOO_SMALL` with the length needed in `*out_len`.
+ * `BTCORE_INVALID_PARAMETER` for an index past the last file.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `char`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `size_t`.
+ */
+btcore_result btcore_session_file_name(const struct btcore_session *session,
+                                       uint32_t id,
+                                       uint32_t index,
+                                       char *buf,
+                                       size_t cap,
+                                       size_t *out_len);
+
+/**
+ * Sets the priority of each file of torrent `id`: `count` priorities in torrent order,
+ * one per file (pad files included; `btcore_session_file_count`). 0
+ * (`BTCORE_PRIORITY_SKIP`) skips a file: its pieces are not downloaded and the file is
+ * not created, except the bytes of a piece it shares with a wanted file. 1 to 7 rank
+ * wanted files (7 first); 4 is the default. Transmission's wanted/low/normal/high are
+ * 0/1/4/7. A torrent that has every wanted piece is finished
+ * (`BTCORE_EVENT_TORRENT_FINISHED`; `btcore_torrent_status` reports the progress of
+ * the wanted bytes) and downloads again when more files become wanted.
+ * `BTCORE_INVALID_PARAMETER` when `count` is not the file count or a priority is above
+ * 7 (nothing changes), `BTCORE_WRONG_STATE` for a magnet link without metadata.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `priorities` is valid for reading `count` bytes (it may be NULL when `count` is 0).
+ */
+btcore_result btcore_session_set_file_priorities(struct btcore_session *session,
+                                                 uint32_t id,
+                                                 const uint8_t *priorities,
+                                                 size_t count);
+
+/**
+ * Turns sequential order on (`true`: pieces in index order within each priority,
+ * for streaming) or off (rarest first, the default) for torrent `id`.
+ * `BTCORE_WRONG_STATE` for a magnet link without metadata.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_sequential(struct btcore_session *session,
+                                            uint32_t id,
+                                            bool sequential);
+
+/**
+ * Limits torrent `id` to `download_bps` and `upload_bps` bytes per second of its own
+ * (0: no limit of its own), on top of the session's limits: a byte moves when both
+ * allow it.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_torrent_limits(struct btcore_session *session,
+                                                uint32_t id,
+                                                uint64_t download_bps,
+                                                uint64_t upload_bps);
+
+/**
+ * Stops torrent `id` seeding once it is finished and has uploaded `ratio_permille`
+ * thousandths of what it downloaded (1000: ratio 1.0; the downloaded bytes count at
+ * least the bytes it has, so a torrent added complete stops after uploading its size
+ * times the ratio): it is paused (`BTCORE_STATE_PAUSED`) and
+ * `BTCORE_EVENT_RATIO_REACHED` is sent. 0 lifts the limit. A torrent resumed past its
+ * limit stops again: raise or lift the limit first.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_ratio_limit(struct btcore_session *session,
+                                             uint32_t id,
+                                             uint32_t ratio_permille);
+
+/**
+ * Moves the data of torrent `id` to the folder `path` (created if needed): each file
+ * goes to the same relative path under it, nothing is written outside it, and nothing
+ * there is replaced (a file in the way refuses the move with `BTCORE_IO` before any
+ * file moved; a failure midway puts back the files moved). The torrent keeps running
+ * from the new place. Returns when the data is moved: across file systems the data is
+ * copied, and the loop waits. `BTCORE_WRONG_STATE` while the torrent's data is being
+ * checked or its metadata has not arrived. The new place is not remembered in resume
+ * data: add the torrent with it next time.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `path` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_move_storage(struct btcore_session *session,
+                                          uint32_t id,
+                                          const char *path);
+
+/**
+ * Renames file `index` of torrent `id` to `name`: the last component of its path,
+ * one plain name (UTF-8; not empty, `.` or `..`; no `/`, `\` or NUL; at most 255
+ * bytes; nothing a `.torrent` path would have changed). The file moves on disk if it
+ * exists. `BTCORE_INVALID_PARAMETER` for a bad name or index, `BTCORE_STORAGE` when
+ * the new path is taken by another file of the torrent, `BTCORE_IO` when a file is in
+ * the way on disk.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `name` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_rename_file(struct btcore_session *session,
+                                         uint32_t id,
+                                         uint32_t index,
+                                         const char *name);
+
+/**
+ * Renames the top folder of multi-file torrent `id` to `name` (checked as in
+ * `btcore_session_rename_file`); every file moves with it. `BTCORE_INVALID_PARAMETER`
+ * for a bad name or a single-file torrent.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `name` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_rename_folder(struct btcore_session *session,
+                                           uint32_t id,
+                                           const char *name);
+
+/**
+ * Writes torrent `id` as a `.torrent` file at `path`: its info dictionary as received
+ * (same info-hash) with its trackers (`announce`, and `announce-list` when there are
+ * several). The file is replaced atomically (a reader sees the old file or the whole
+ * new one). What saves a magnet link's metadata once `BTCORE_EVENT_METADATA_RECEIVED`
+ * came; `BTCORE_WRONG_STATE` before, `BTCORE_IO` when the file cannot be written.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `path` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_save_torrent_file(const struct btcore_session *session,
+                                               uint32_t id,
+                                               const char *path);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -167,7 +167,7 @@ static int open_files(const char *dir) {
     if (num_files > MAX_FILES) { fprintf(stderr, "too many files\n"); return 0; }
     for (uint32_t i = 0; i < num_files; i++) {
         char rel[1024], path[2048];
-        btcore_file_info f;
+        btcore_sansio_file_info f;
         if (!check(btcore_sansio_file(h, torrent_id, i, &f, rel, sizeof rel), "file")) return 0;
         file_fds[i] = -1;
         if (f.pad) continue;

@@ -47,6 +47,7 @@ mod sansio_mse;
 mod sansio_tests;
 mod sansio_tracker;
 mod session;
+mod torrent;
 
 pub use create::*;
 pub use error::*;
@@ -56,6 +57,7 @@ pub use sansio_files::*;
 pub use sansio_mse::*;
 pub use sansio_tracker::*;
 pub use session::*;
+pub use torrent::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;
@@ -354,6 +356,14 @@ pub struct btcore_torrent_status {
     /// The error that stopped the torrent (`BTCORE_DISK_FULL`, `BTCORE_IO`), or
     /// `BTCORE_OK`.
     pub error: btcore_result,
+    /// Bytes of the wanted pieces (`total_size` unless files are skipped with
+    /// `btcore_session_set_file_priorities`; counted by whole pieces).
+    pub wanted_size: u64,
+    /// Of which verified. `progress_ppm` and `eta_seconds` count these.
+    pub wanted_have: u64,
+    /// 1 once every wanted piece is verified (a seed, or every wanted file there), else
+    /// 0.
+    pub finished: u32,
 }
 
 /// The C view of a torrent's status. Progress, ETA and error are the core's
@@ -403,6 +413,9 @@ pub(crate) fn torrent_status(
         hash_failures: s.hash_failures,
         banned: s.banned,
         error,
+        wanted_size: s.wanted_size,
+        wanted_have: s.wanted_have,
+        finished: u32::from(s.finished),
     }
 }
 
@@ -509,7 +522,11 @@ pub const BTCORE_EVENT_METADATA_RECEIVED: btcore_event_kind = 2;
 pub const BTCORE_EVENT_PIECE_FINISHED: btcore_event_kind = 3;
 /// A piece (`piece`) failed its hash check and will be downloaded again.
 pub const BTCORE_EVENT_HASH_FAILED: btcore_event_kind = 4;
-/// Every piece is verified: the torrent seeds from now on.
+/// Every wanted piece is verified: the torrent seeds from now on (or, with files
+/// skipped, stops downloading). Sent whenever the torrent becomes finished,
+/// however it got there: the last piece downloaded, or a check of the data on disk
+/// (or resume data) that found every wanted piece when it was added; and again if
+/// more files become wanted and arrive.
 pub const BTCORE_EVENT_TORRENT_FINISHED: btcore_event_kind = 5;
 /// A peer (`peer`) completed its handshake.
 pub const BTCORE_EVENT_PEER_CONNECTED: btcore_event_kind = 6;
@@ -531,6 +548,9 @@ pub const BTCORE_EVENT_DROPPED: btcore_event_kind = 11;
 /// A tracker answered with a `warning message` (the announce counted). `detail`
 /// gives the tracker's URL (the subject) and the message.
 pub const BTCORE_EVENT_TRACKER_WARNING: btcore_event_kind = 12;
+/// The torrent reached its ratio limit (`btcore_session_set_ratio_limit`) and was
+/// paused: it stopped seeding.
+pub const BTCORE_EVENT_RATIO_REACHED: btcore_event_kind = 20;
 
 /// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
 /// (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
@@ -641,6 +661,7 @@ pub(crate) fn convert_event(e: &Event) -> Option<(btcore_event, Option<error::Fa
             ..btcore_event::new(BTCORE_EVENT_FILE_ERROR, t.0)
         },
         Event::MetadataReceived(t) => btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, t.0),
+        Event::RatioReached(t) => btcore_event::new(BTCORE_EVENT_RATIO_REACHED, t.0),
         _ => return None,
     };
     Some((ev, None))
@@ -675,6 +696,7 @@ impl EventQueue {
                         | BTCORE_EVENT_TORRENT_FINISHED
                         | BTCORE_EVENT_FILE_ERROR
                         | BTCORE_EVENT_TORRENT_REMOVED
+                        | BTCORE_EVENT_RATIO_REACHED
                 )
             };
             let i = self.q.iter().position(|e| !state(e.kind)).unwrap_or(0);
@@ -1041,6 +1063,9 @@ mod tests {
             private: false,
             paused: false,
             error: None,
+            wanted_size: 3,
+            wanted_have: 1,
+            finished: false,
         };
         let c = torrent_status(7, &base, None);
         assert_eq!(

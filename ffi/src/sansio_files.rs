@@ -15,7 +15,7 @@ use btcore_core::session::TorrentId;
 /// One file of a torrent (`btcore_sansio_file`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct btcore_file_info {
+pub struct btcore_sansio_file_info {
     /// Byte offset of the file in the torrent's data (all files end to end).
     pub offset: u64,
     /// Length in bytes.
@@ -78,14 +78,14 @@ pub unsafe extern "C" fn btcore_sansio_file_count(
 ///   during the call. A freed handle, one of another type or any other pointer is a checked
 ///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
 ///   reading anything behind it.
-/// - `out` is NULL or valid for writing one `btcore_file_info`.
+/// - `out` is NULL or valid for writing one `btcore_sansio_file_info`.
 /// - `path` is valid for writes of `path_cap` bytes (it may be NULL when `path_cap` is 0).
 #[no_mangle]
 pub unsafe extern "C" fn btcore_sansio_file(
     h: *const btcore_sansio,
     id: u32,
     index: u32,
-    out: *mut btcore_file_info,
+    out: *mut btcore_sansio_file_info,
     path: *mut c_char,
     path_cap: usize,
 ) -> btcore_result {
@@ -99,7 +99,7 @@ pub unsafe extern "C" fn btcore_sansio_file(
         let dst = unsafe { out_slice(path.cast::<u8>(), path_cap) }?;
         let f = files(&s, id)?.get(index as usize).ok_or(BTCORE_NOT_FOUND)?;
         let p = f.path.as_bytes();
-        let info = btcore_file_info {
+        let info = btcore_sansio_file_info {
             offset: f.offset,
             length: f.length,
             path_len: u32::try_from(p.len()).map_err(|_| BTCORE_INVALID_PARAMETER)?,

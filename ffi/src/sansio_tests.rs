@@ -540,7 +540,7 @@ fn the_file_list_maps_torrent_offsets_to_files() {
     let h = new(BTCORE_ENCRYPTION_PREFERRED, 1, 0);
     let id = add(&h, &multi_torrent());
     let mut count = 0;
-    let mut f = btcore_file_info::default();
+    let mut f = btcore_sansio_file_info::default();
     let mut path = [0 as c_char; 64];
     let (mut index, mut at, mut left) = (0u32, 0u64, 0u64);
     // SAFETY: valid buffers and out-pointers; the library checks the handles.

@@ -1104,3 +1104,25 @@ pub(crate) unsafe fn event_detail(
     let st = lock(&b.shared.state)?;
     st.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
 }
+
+/// Runs `f` on the client of `session` (its lock held), then queues the events it
+/// caused and calls the notify callback (with no lock held). For the calls of other
+/// modules (`torrent.rs`).
+///
+/// # Safety
+/// As [`session`] for `session`.
+pub(crate) unsafe fn with_client<R>(
+    session: *const btcore_session,
+    f: impl FnOnce(&mut Client) -> Result<R, btcore_result>,
+) -> Result<R, btcore_result> {
+    // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+    // contract requires; anything else is refused before a read.
+    let b = unsafe { self::session(session) }?;
+    let (r, needed) = {
+        let mut c = b.shared.client()?;
+        let r = f(&mut c);
+        (r, b.shared.collect(&mut c, &[])?)
+    };
+    b.shared.notify(needed);
+    r
+}

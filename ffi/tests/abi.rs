@@ -56,7 +56,8 @@ fn rust() -> Layout {
         btcore_torrent_status {
              id, state, info_hash, progress_ppm, pieces_have, num_pieces, bytes_have,
              total_size, download_rate, upload_rate, downloaded, uploaded, eta_seconds,
-             peers, seeds, connecting, hash_failures, banned, error,
+             peers, seeds, connecting, hash_failures, banned, error, wanted_size,
+             wanted_have, finished,
         }
         btcore_peer_status {
              conn, flags, addr, peer_id, client, download_rate, upload_rate, downloaded,
@@ -68,7 +69,7 @@ fn rust() -> Layout {
         btcore_dht_event {
              kind, lookup, info_hash, num_peers, total_peers, nodes, announced,
         }
-        btcore_file_info {
+        btcore_sansio_file_info {
              offset, length, path_len, pad, executable,
         }
         btcore_tracker_reply {
@@ -79,6 +80,9 @@ fn rust() -> Layout {
              download_dir, state_dir, listen_address, listen_port, low_memory, use_trackers,
              max_peers_per_torrent, disk_threads, download_rate_limit, upload_rate_limit,
              random_seed, encryption,
+        }
+        btcore_file_info {
+             size, done, priority, flags,
         }
     }
 }

@@ -722,3 +722,106 @@ fn errors_say_what_happened() {
     eprintln!("{out}");
     drop(busy);
 }
+
+// ---- per-torrent controls (ffi/tests/torrent.c) ----
+
+/// The files `ffi/tests/torrent.c` serves: `dir/pack/{a,b,c}.bin` (16 KiB pieces: b.bin
+/// shares piece 5 with a.bin and piece 13 with c.bin). Returns their contents.
+fn make_pack(dir: &Path) -> Vec<Vec<u8>> {
+    let pack = dir.join("pack");
+    std::fs::create_dir_all(&pack).expect("pack");
+    let sizes = [5 * 16_384 + 100, 8 * 16_384, 3 * 16_384 + 7];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::new();
+    for (name, size) in ["a.bin", "b.bin", "c.bin"].iter().zip(sizes) {
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(pack.join(name), &data).expect("write");
+        out.push(data);
+    }
+    out
+}
+
+fn torrent_c(dir: &Path) -> PathBuf {
+    let exe = dir.join("torrent");
+    compile(&[root().join("ffi/tests/torrent.c")], &exe, false, true);
+    exe
+}
+
+/// A download already complete on disk: the check finds every piece and
+/// `BTCORE_EVENT_TORRENT_FINISHED` comes (before, it never did and a client waiting for
+/// it hung).
+#[test]
+fn c_finished_event_after_adding_a_complete_download() {
+    let dir = tmp("finished");
+    make_pack(&dir.join("seed"));
+    let exe = torrent_c(&dir);
+    let out = run_bounded(
+        Command::new(&exe).arg("finished").arg(dir.join("seed")),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("finished: ok"), "{out}");
+}
+
+/// A multi-file download with its middle file skipped: the others arrive whole, the
+/// skipped file holds none of its own pieces (at most the bytes of the pieces it
+/// shares), and the torrent finishes without being a seed.
+#[test]
+fn c_download_with_a_skipped_file() {
+    let dir = tmp("skip");
+    let files = make_pack(&dir.join("seed"));
+    let exe = torrent_c(&dir);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("skip")
+            .arg(dir.join("seed"))
+            .arg(dir.join("leech")),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("skip: ok"), "{out}");
+    let got = dir.join("leech/pack");
+    assert_eq!(std::fs::read(got.join("a.bin")).expect("a"), files[0]);
+    assert_eq!(std::fs::read(got.join("c.bin")).expect("c"), files[2]);
+    let b = std::fs::read(got.join("b.bin")).unwrap_or_default();
+    // Its own pieces (6 to 12) start 16,284 bytes into it.
+    let own = (16_384 - 100)..(7 * 16_384 - 100);
+    assert!(
+        b.get(own).is_none_or(|s| s.iter().all(|&x| x == 0)),
+        "the skipped file was downloaded"
+    );
+}
+
+/// A magnet link's metadata saved with `btcore_session_save_torrent_file` parses back
+/// to the same torrent (in C, and here).
+#[test]
+fn c_magnet_metadata_saved_as_a_torrent_file() {
+    let dir = tmp("magnet-save");
+    make_pack(&dir.join("seed"));
+    let exe = torrent_c(&dir);
+    let saved = dir.join("saved.torrent");
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("magnet")
+            .arg(dir.join("seed"))
+            .arg(dir.join("leech"))
+            .arg(&saved),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("magnet: ok"), "{out}");
+    let bytes = std::fs::read(&saved).expect("saved");
+    let mut tokens = Vec::new();
+    let m = btcore_core::metainfo::Metainfo::parse_vec(
+        &bytes,
+        &mut tokens,
+        &btcore_core::metainfo::Limits::default(),
+    )
+    .expect("parses");
+    assert_eq!(m.num_files(), 3);
+    assert_eq!(m.announce(), None, "the magnet link named no tracker");
+}

@@ -63,7 +63,7 @@ static void misuse(void) {
 
     uint32_t count = 0, index = 0;
     uint64_t at = 0, left = 0;
-    btcore_file_info fi;
+    btcore_sansio_file_info fi;
     char path[64];
     EXPECT(btcore_sansio_file_count(h, 1, &count), BTCORE_NOT_FOUND);
     EXPECT(btcore_sansio_file_count(h, 1, NULL), BTCORE_NULL_PARAMETER);

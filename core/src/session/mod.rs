@@ -33,6 +33,14 @@
 //! ([`SessionConfig::peer_turnover`]). Peer addresses are believed according to their
 //! source ([`PeerSource`]): none of this machine from a remote party.
 //!
+//! # Per-torrent controls
+//!
+//! [`Session::set_file_priorities`] (0 skips a file; a piece takes the highest priority
+//! of its files), [`Session::set_sequential`] and [`Session::set_ratio_limit`]. A
+//! torrent with every wanted piece is finished ([`TorrentStatus::finished`],
+//! [`Event::TorrentFinished`], however it got there: downloaded, or found by a check
+//! or in resume data); it seeds once it has every piece. See `control.rs`.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then
@@ -53,12 +61,14 @@
 
 mod announce;
 mod bans;
+mod control;
 mod dht_schedule;
 mod metadata;
 mod smart_ban;
 mod torrent;
 
 pub use announce::AnnounceOutcome;
+pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
 pub use torrent::{TorrentState, TorrentStatus};
 
@@ -608,8 +618,17 @@ pub enum Event {
     PieceVerified(TorrentId, PieceIndex),
     /// A piece failed its hash check and will be downloaded again.
     HashFailed(TorrentId, PieceIndex),
-    /// Every piece is verified: the torrent seeds from now on.
+    /// Every wanted piece is verified (every piece unless files are skipped,
+    /// [`Session::set_file_priorities`]): the torrent seeds from now on, or, with
+    /// files skipped, stops requesting. Emitted each time the torrent becomes
+    /// finished, however it got there: the last piece verified, a check of the data on
+    /// disk ([`Session::handle_checked`]) or resume data ([`Session::add_torrent`])
+    /// that found every wanted piece (as libtorrent's `torrent_finished_alert` after a
+    /// check), and again after more files became wanted and arrived.
     TorrentFinished(TorrentId),
+    /// The torrent's upload ratio reached its limit ([`Session::set_ratio_limit`]):
+    /// it was paused (it stops seeding).
+    RatioReached(TorrentId),
     /// A peer connection completed its handshake.
     PeerConnected(TorrentId, SocketAddr),
     /// A peer was banned for bad data: its IP address is refused from now on, on
@@ -765,7 +784,10 @@ impl Event {
     fn is_state_change(&self) -> bool {
         matches!(
             self,
-            Event::MetadataReceived(_) | Event::TorrentFinished(_) | Event::DiskFailed(..)
+            Event::MetadataReceived(_)
+                | Event::TorrentFinished(_)
+                | Event::DiskFailed(..)
+                | Event::RatioReached(_)
         )
     }
 }
@@ -822,6 +844,8 @@ impl Session {
         have: Option<&Bitfield>,
     ) -> Result<TorrentId, AddError> {
         let id = self.insert_torrent(torrent_file, have)?;
+        // Resume data that has every piece: finished at once, as after a check.
+        self.note_finished(id);
         self.start_announcing(now, id);
         Ok(id)
     }
@@ -859,6 +883,8 @@ impl Session {
         if !t.paused && t.announcer.is_none() {
             self.start_announcing(now, id);
         }
+        // As libtorrent after a check: data found complete is a finished torrent.
+        self.note_finished(id);
         self.checked_peers(now, id, have);
         if self.torrents.get(&id).is_some_and(|t| !t.paused) {
             self.connect_more(now);
@@ -1382,6 +1408,7 @@ impl Session {
 
     fn is_short(&self, t: &Torrent, established: usize) -> bool {
         !t.paused
+            && !t.finished
             && !matches!(
                 t.state,
                 TorrentState::Seeding | TorrentState::Checking | TorrentState::Error
@@ -2023,6 +2050,13 @@ impl Session {
             }
             self.serve_uploads(conn);
         }
+        if self
+            .torrents
+            .get(&id)
+            .is_some_and(|t| t.ratio_limit.is_some())
+        {
+            self.check_ratios(now);
+        }
         self.flush_sends();
     }
 
@@ -2086,8 +2120,10 @@ impl Session {
                     self.update_interest(k);
                     self.flag_send(k);
                 }
-                let finished = self.torrents.get(&id).is_some_and(|t| t.is_complete());
-                if finished {
+                // This piece made the torrent complete (a piece verifies once).
+                let complete = self.torrents.get(&id).is_some_and(|t| t.is_complete());
+                self.note_finished(id);
+                if complete {
                     if let Some(t) = self.torrents.get_mut(&id) {
                         // A torrent a disk error stopped stays stopped.
                         if t.error.is_none() {
@@ -2099,7 +2135,6 @@ impl Session {
                         }
                     }
                     self.run_announces(now);
-                    self.push_event(Event::TorrentFinished(id));
                     // Two seeds have nothing to say to each other.
                     let seeds: Vec<ConnId> = self
                         .conns
@@ -2232,6 +2267,7 @@ impl Session {
             self.run_choker(now, id);
         }
         self.run_announces(now);
+        self.check_ratios(now);
         self.run_dht(now);
         self.turnover(now);
         self.connect_more(now);

@@ -72,6 +72,9 @@ fn status(
         private: false,
         paused: false,
         error: None,
+        wanted_size: total_size,
+        wanted_have: bytes_have,
+        finished: false,
     }
 }
 
@@ -164,4 +167,18 @@ fn the_disk_error_that_stopped_a_torrent_is_in_its_status_and_stays() {
     let st = s.torrent_status(id, now).expect("status");
     assert_eq!((st.state, st.error), (TorrentState::Seeding, None));
     assert_eq!((st.progress_ppm(), st.eta_secs()), (1_000_000, Some(0)));
+}
+
+#[test]
+fn progress_and_eta_count_the_wanted_bytes() {
+    use super::TorrentState::*;
+    let mut s = status(Downloading, 500, 1000, 100);
+    s.wanted_size = 600;
+    s.wanted_have = 300;
+    assert_eq!(s.progress_ppm(), 500_000);
+    assert_eq!(s.eta_secs(), Some(3));
+    s.wanted_have = 600;
+    s.finished = true;
+    assert_eq!(s.progress_ppm(), 1_000_000);
+    assert_eq!(s.eta_secs(), Some(0));
 }

@@ -64,12 +64,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod actions;
+mod control;
 mod discovery;
 mod net;
 mod state;
 mod torrents;
 mod workers;
 
+pub use control::{torrent_file, ControlError, FileView, MAX_NAME_LEN};
 use net::Bucket;
 
 const LISTENER: Token = Token(0);
@@ -257,6 +259,8 @@ pub struct Client {
     tx: Vec<u8>,
     down: Bucket,
     up: Bucket,
+    /// Torrents' own rate limits ([`Client::set_torrent_limits`]).
+    torrent_buckets: HashMap<TorrentId, control::TorrentBuckets>,
     /// Connections left readable or writable because a rate limit ran out.
     throttled_read: Vec<ConnId>,
     /// Connections left unread while the disk is behind ([`Session::disk_backlogged`]):
@@ -428,6 +432,7 @@ impl Client {
             ],
             down: Bucket::new(opts.download_limit),
             up: Bucket::new(opts.upload_limit),
+            torrent_buckets: HashMap::new(),
             throttled_read: Vec::new(),
             disk_blocked: Vec::new(),
             send_blocked: Vec::new(),

@@ -93,7 +93,13 @@ impl Client {
                 }
                 return;
             }
-            let allowed = self.down.available().min(self.buf.len());
+            let own = self.session.conn_torrent(conn);
+            let own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
+            let allowed = self
+                .down
+                .available()
+                .min(own.map_or(usize::MAX, |b| b.down.available()))
+                .min(self.buf.len());
             if allowed == 0 {
                 if !self.throttled_read.contains(&conn) {
                     self.throttled_read.push(conn);
@@ -107,6 +113,10 @@ impl Client {
                 }
                 Ok(n) => {
                     self.down.take(n);
+                    let own = self.session.conn_torrent(conn);
+                    if let Some(b) = own.and_then(|t| self.torrent_buckets.get_mut(&t)) {
+                        b.down.take(n);
+                    }
                     // `self.now()` would borrow all of `self` while `s` is held.
                     let now = since(self.epoch);
                     let had_out = s.out.len();
@@ -174,7 +184,13 @@ impl Client {
                 s.link.encrypt(&mut self.tx[..n]);
                 // Straight from the buffer; only what the socket does not take now is
                 // kept for later.
-                let allowed = self.up.available().min(n);
+                let own = self.session.conn_torrent(conn);
+                let mut own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
+                let allowed = self
+                    .up
+                    .available()
+                    .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
+                    .min(n);
                 // An error leaves everything queued: the queue's write below meets it
                 // again and handles it.
                 let written = if allowed == 0 {
@@ -183,12 +199,21 @@ impl Client {
                     s.stream.write(&self.tx[..allowed]).unwrap_or(0)
                 };
                 self.up.take(written);
+                if let Some(b) = own {
+                    b.up.take(written);
+                }
                 if written < n {
                     s.out.extend_from_slice(&self.tx[written..n]);
                 }
                 continue;
             }
-            let allowed = self.up.available().min(s.out.len() - s.out_pos);
+            let own = self.session.conn_torrent(conn);
+            let mut own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
+            let allowed = self
+                .up
+                .available()
+                .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
+                .min(s.out.len() - s.out_pos);
             if allowed == 0 {
                 if !self.throttled_write.contains(&conn) {
                     self.throttled_write.push(conn);
@@ -199,6 +224,9 @@ impl Client {
                 Ok(0) => return,
                 Ok(n) => {
                     self.up.take(n);
+                    if let Some(b) = own {
+                        b.up.take(n);
+                    }
                     s.out_pos += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -303,6 +303,7 @@ impl Client {
             return false;
         }
         self.session.remove_torrent(now, id);
+        self.torrent_buckets.remove(&id);
         self.pump();
         self.disk.submit(DiskJob::Forget { torrent: id });
         self.disk.flush();

@@ -10,6 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 impl Client {
     pub(super) fn collect_workers(&mut self) {
+        self.collect_disk();
+        self.collect_trackers();
+    }
+
+    /// Hands the disk completions to the session.
+    pub(super) fn collect_disk(&mut self) {
         while let Some(done) = self.disk.try_done() {
             let now = self.now();
             match done {
@@ -52,6 +58,10 @@ impl Client {
                 DiskDone::Checked { torrent, have } => self.checked(torrent, &have),
             }
         }
+    }
+
+    /// Hands the finished tracker exchanges to the session.
+    fn collect_trackers(&mut self) {
         let results: Vec<AnnounceResult> = match self.trackers.as_mut() {
             Some(t) => {
                 t.handle_timeout(std::time::Instant::now());
