@@ -61,42 +61,89 @@ impl Sub<Instant> for Instant {
     }
 }
 
-/// A transfer rate estimate in bytes per second: bytes are counted in one-second
-/// buckets and folded into an exponential moving average (weight 1/4 for the newest
-/// second), so a silent peer's rate decays to zero within seconds once `tick`ed.
+/// Full seconds a [`Rate`] averages over, besides the second in progress.
+const RATE_WINDOW_SECS: usize = 2;
+
+/// A transfer rate estimate in bytes per second over a sliding window: bytes are
+/// counted in one-second buckets, and the rate is the bytes of the last
+/// two full seconds and of the second in progress over the time they span (2 to 3 s;
+/// less while the first bytes are younger than that, at least one second). A step in
+/// the real rate shows in full within three seconds, with no lag in the steady state
+/// (an exponential average with a weight of 1/4 a second reached 58% of a step after
+/// three seconds), and a silent peer reads zero three seconds after its last byte.
+///
+/// [`Rate::get`] is the rate as of the last full second (0 during the first second:
+/// "nothing measured yet"); [`Rate::at`] includes the second in progress, for display.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {
     total: u64,
-    bucket_start: Instant,
-    bucket: u64,
+    /// The start of the second in progress (meaningful once `started`).
+    start: Instant,
+    /// Bytes in the second in progress.
+    cur: u64,
+    /// Bytes of the last full seconds, the newest first.
+    past: [u64; RATE_WINDOW_SECS],
+    /// Full seconds in `past` since the first byte (at most [`RATE_WINDOW_SECS`]).
+    filled: u8,
+    started: bool,
+    /// The rate over the full seconds, as of the last one.
     rate: u64,
 }
 
 impl Rate {
     /// Counts `n` bytes at `now`.
     pub fn add(&mut self, now: Instant, n: u64) {
+        if !self.started {
+            self.started = true;
+            self.start = now;
+        }
         self.tick(now);
         self.total = self.total.saturating_add(n);
-        self.bucket = self.bucket.saturating_add(n);
+        self.cur = self.cur.saturating_add(n);
     }
-    /// Folds finished seconds into the average.
+    /// Moves finished seconds into the window.
     pub fn tick(&mut self, now: Instant) {
-        let elapsed = now.since(self.bucket_start).as_millis();
+        if !self.started {
+            return;
+        }
+        let elapsed = now.since(self.start).as_millis();
         if elapsed < 1000 {
             return;
         }
-        let per_sec = self.bucket.saturating_mul(1000) / elapsed;
-        self.rate = (self.rate * 3 + per_sec) / 4;
-        // Whole idle seconds beyond the first decay the average further.
-        for _ in 1..(elapsed / 1000).min(16) {
-            self.rate = self.rate * 3 / 4;
+        let secs = elapsed / 1000;
+        if secs > RATE_WINDOW_SECS as u64 {
+            // Silent for the whole window.
+            self.past = [0; RATE_WINDOW_SECS];
+            self.filled = RATE_WINDOW_SECS as u8;
+        } else {
+            for _ in 0..secs {
+                self.past.rotate_right(1);
+                self.past[0] = self.cur;
+                self.cur = 0;
+                self.filled = (self.filled + 1).min(RATE_WINDOW_SECS as u8);
+            }
         }
-        self.bucket = 0;
-        self.bucket_start = now;
+        self.cur = 0;
+        self.start = Instant::from_millis(now.as_millis() - elapsed % 1000);
+        let n = usize::from(self.filled).max(1);
+        self.rate = self.past[..n].iter().sum::<u64>() / n as u64;
     }
-    /// Bytes per second.
+    /// Bytes per second over the full seconds of the window, as of the last one.
     pub const fn get(&self) -> u64 {
         self.rate
+    }
+    /// Bytes per second at `now`: the full seconds of the window and the second in
+    /// progress, over the time they span (at least one second).
+    pub fn at(&self, now: Instant) -> u64 {
+        let mut r = *self;
+        r.tick(now);
+        if !r.started {
+            return 0;
+        }
+        let filled = usize::from(r.filled);
+        let span = filled as u64 * 1000 + now.since(r.start).as_millis();
+        let bytes = r.past[..filled].iter().sum::<u64>().saturating_add(r.cur);
+        bytes.saturating_mul(1000) / span.max(1000)
     }
     /// Bytes counted in all.
     pub const fn total(&self) -> u64 {
@@ -107,6 +154,15 @@ impl Rate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes at `per_sec` a second, in 10 ms steps from `from` to `to` (ms).
+    fn feed(r: &mut Rate, from: u64, to: u64, per_sec: u64) {
+        let mut t = from;
+        while t < to {
+            r.add(Instant::from_millis(t), per_sec / 100);
+            t += 10;
+        }
+    }
 
     #[test]
     fn rate_follows_and_decays() {
@@ -123,5 +179,35 @@ mod tests {
             Instant::from_millis(5).since(Instant::from_millis(9)),
             Duration::ZERO
         );
+    }
+
+    /// The reported rate is the real one within a second of the first byte and within
+    /// three seconds of a step, with no lag in between (an exponential average of
+    /// weight 1/4 a second read 58% of a step three seconds after it).
+    #[test]
+    fn rate_tracks_steps_without_lag() {
+        let mut r = Rate::default();
+        feed(&mut r, 5_000, 6_000, 1_000_000);
+        let at = r.at(Instant::from_millis(6_000));
+        assert!((950_000..=1_050_000).contains(&at), "after 1 s: {at}");
+        let mut from = 6_000;
+        for t in [7_000, 8_500, 10_000] {
+            feed(&mut r, from, t, 1_000_000);
+            from = t;
+            let at = r.at(Instant::from_millis(t));
+            assert!((950_000..=1_050_000).contains(&at), "at {t}: {at}");
+        }
+        // Up to 4 MB/s: in full after three seconds, most of the way after two.
+        feed(&mut r, 10_000, 12_000, 4_000_000);
+        let at = r.at(Instant::from_millis(12_000));
+        assert!(at >= 3_000_000, "2 s after the step: {at}");
+        feed(&mut r, 12_000, 13_000, 4_000_000);
+        let at = r.at(Instant::from_millis(13_000));
+        assert!((3_900_000..=4_100_000).contains(&at), "3 s after: {at}");
+        assert!((3_900_000..=4_100_000).contains(&r.get()), "{}", r.get());
+        // Silence: zero three seconds after the last byte.
+        assert_eq!(r.at(Instant::from_millis(16_000)), 0);
+        // Nothing yet: nothing measured.
+        assert_eq!(Rate::default().at(Instant::from_millis(9)), 0);
     }
 }

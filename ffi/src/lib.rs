@@ -35,10 +35,12 @@
 mod create;
 mod sansio;
 mod session;
+mod settings;
 
 pub use create::*;
 pub use sansio::*;
 pub use session::*;
+pub use settings::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;
