@@ -136,6 +136,11 @@ impl Client {
         Ok(())
     }
 
+    /// Connections open over all torrents (dialing, in their handshake, established).
+    pub fn num_connections(&self) -> usize {
+        self.session.num_connections()
+    }
+
     /// Stops the DHT node, if any: its table is saved and the session hears that its
     /// lookups failed. The node is returned (its socket still bound, no longer polled)
     /// so that a failed restart can put it back.
