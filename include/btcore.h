@@ -1546,11 +1546,12 @@ enum btcore_result btcore_session_listen_port(const struct btcore_session *sessi
 
 /**
  * Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
- * download directory); writes the torrent's id to `*out_id`. The call returns without
- * hashing: data already in the directory is checked on a thread of the session, one
- * torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
- * announce); with a state directory, resume data whose files are unchanged skips that
- * check. Thread-safe.
+ * download directory); writes the torrent's id to `*out_id`. The call returns at
+ * once, without hashing: data already in the directory is checked on a thread of the
+ * session, one torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no
+ * peers, no announce); then it downloads or seeds (see its status and events). With a
+ * state directory, resume data whose files are unchanged skips that check.
+ * Thread-safe.
  *
  * # Safety
  *
@@ -1570,6 +1571,9 @@ enum btcore_result btcore_session_add_torrent_file(struct btcore_session *sessio
 /**
  * Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
  * `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
+ * The call returns at once, without hashing: data already in the directory is
+ * checked on a thread of the session while the torrent reads `BTCORE_STATE_CHECKING`
+ * (no peers, no announce); then it downloads or seeds (see its status and events).
  * Thread-safe.
  *
  * # Safety
@@ -1590,8 +1594,10 @@ enum btcore_result btcore_session_add_torrent_bytes(struct btcore_session *sessi
 
 /**
  * Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
- * session's download directory); writes its id to `*out_id`. The torrent is in
- * `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
+ * session's download directory); writes its id to `*out_id`. The call returns at
+ * once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until
+ * `BTCORE_EVENT_METADATA_RECEIVED`, then `BTCORE_STATE_CHECKING` while what is
+ * already on disk is checked, then downloads.
  * Thread-safe.
  *
  * # Safety

@@ -810,7 +810,12 @@ impl Session {
     /// closes them: still in their handshake first (the newest first), then the
     /// established ones, the least useful first.
     fn shedding_order(&self, now: Instant, tid: Option<TorrentId>) -> Vec<ConnId> {
-        let mut v: Vec<(bool, Usefulness, core::cmp::Reverse<Instant>, ConnId)> = self
+        let mut v: Vec<(
+            bool,
+            Usefulness,
+            core::cmp::Reverse<Instant>,
+            core::cmp::Reverse<ConnId>,
+        )> = self
             .conns
             .iter()
             .filter(|(_, c)| tid.is_none() || c.torrent == tid)
@@ -825,12 +830,12 @@ impl Session {
                     established,
                     useful,
                     core::cmp::Reverse(c.peer.created()),
-                    *k,
+                    core::cmp::Reverse(*k),
                 )
             })
             .collect();
         v.sort();
-        v.into_iter().map(|(_, _, _, k)| k).collect()
+        v.into_iter().map(|(_, _, _, k)| k.0).collect()
     }
 
     fn reserved() -> Reserved {

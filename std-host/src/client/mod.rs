@@ -33,6 +33,7 @@
 //! - `actions`: carrying out the session's actions and events;
 //! - `torrents`: adding, checking, removing, pausing, resuming torrents; their views;
 //! - `workers`: disk completions and tracker results coming back from worker threads;
+//! - `settings`: settings changed while running ([`Client::apply_settings`]);
 //! - `state`: resume data and shutdown;
 //! - `discovery`: the DHT and local service discovery sockets.
 //!
