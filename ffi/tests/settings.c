@@ -222,6 +222,14 @@ static int apply_test(uint16_t dht_port, uint16_t listen_port, uint16_t busy_por
     ok(btcore_session_apply_settings(s, &st), "apply: DHT off");
     if (dht_answers(dht_port, 2)) FAIL("the DHT still answers on %u once off", dht_port);
 
+    /* Misuse: NULL arguments, a freed or foreign handle. */
+    if (btcore_session_apply_settings(NULL, &st) != BTCORE_NULL_PARAMETER)
+        FAIL("a NULL session accepted");
+    if (btcore_session_apply_settings(s, NULL) != BTCORE_NULL_PARAMETER)
+        FAIL("NULL settings accepted");
+    if (btcore_session_apply_settings((btcore_session *)&st, &st) != BTCORE_WRONG_HANDLE)
+        FAIL("a foreign handle accepted");
+
     /* Invalid values change nothing. */
     st.enable_pex = 2;
     if (btcore_session_apply_settings(s, &st) != BTCORE_INVALID_PARAMETER)
