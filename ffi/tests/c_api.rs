@@ -530,17 +530,12 @@ fn sansio_example_downloads_from_a_btcore_seeder() {
 
 // ---- settings: limits that hold and change at run time, apply_settings, the DHT ----
 
-/// `ffi/tests/settings.c`, built once with the sanitizers.
-fn settings_exe() -> PathBuf {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = profile_dir().join("c-api-tests");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let exe = dir.join("settings");
-        compile(&[root().join("ffi/tests/settings.c")], &exe, false, true);
-        exe
-    })
-    .clone()
+/// `ffi/tests/settings.c`, built with the sanitizers into `dir` (each test process
+/// builds its own: a test runner may run these tests in parallel processes).
+fn settings_exe(dir: &Path) -> PathBuf {
+    let exe = dir.join("settings");
+    compile(&[root().join("ffi/tests/settings.c")], &exe, false, true);
+    exe
 }
 
 /// A download limit changed while the session's thread runs: the rate measured over
@@ -552,7 +547,7 @@ fn c_runtime_rate_limit_change_is_followed_within_2s() {
     let (_payload, torrent) = make_content(&dir, 12 << 20);
     let (_seed, port) = seeder(&dir, &torrent, true);
     let out = run_bounded(
-        Command::new(settings_exe())
+        Command::new(settings_exe(&dir))
             .arg("rate")
             .arg(&torrent)
             .arg(dir.join("out"))
@@ -572,7 +567,7 @@ fn c_rate_limit_holds_in_the_first_second_and_overall() {
     let (payload, torrent) = make_content(&dir, 6 << 20);
     let (_seed, port) = seeder(&dir, &torrent, true);
     let out = run_bounded(
-        Command::new(settings_exe())
+        Command::new(settings_exe(&dir))
             .arg("burst")
             .arg(&torrent)
             .arg(dir.join("out"))
@@ -588,9 +583,10 @@ fn c_rate_limit_holds_in_the_first_second_and_overall() {
 /// in use refused with the old socket kept, invalid values refused.
 #[test]
 fn c_apply_settings_switches_dht_and_moves_the_port() {
+    let dir = tmp("apply");
     let busy = free_port();
     let out = run_bounded(
-        Command::new(settings_exe())
+        Command::new(settings_exe(&dir))
             .arg("apply")
             .arg(free_port().to_string())
             .arg(free_port().to_string())
@@ -599,6 +595,25 @@ fn c_apply_settings_switches_dht_and_moves_the_port() {
     );
     eprint!("{out}");
     assert!(out.contains("settings: ok"), "{out}");
+}
+
+/// Waits at most 30 s for a DHT node to answer a `ping` on 127.0.0.1:`port`.
+fn wait_dht(port: u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let q = b"d1:ad2:id20:btcore-c-apidhtprobee1:q4:ping1:t2:pp1:y1:qe";
+    let start = Instant::now();
+    let mut buf = [0u8; 1500];
+    while start.elapsed() < Duration::from_secs(30) {
+        let _ = s.send_to(q, ("127.0.0.1", port));
+        if let Ok(n) = s.recv(&mut buf) {
+            if buf[..n].windows(6).any(|w| w == b"1:y1:r") {
+                return;
+            }
+        }
+    }
+    panic!("no DHT node answers on 127.0.0.1:{port} after 30 s");
 }
 
 /// A C session downloads a trackerless magnet link through the DHT: libtorrent seeds
@@ -651,7 +666,7 @@ fn c_session_downloads_a_trackerless_magnet_over_libtorrents_dht() {
         c.args(["--timeout", "150"]);
         c
     };
-    std::thread::sleep(Duration::from_millis(500));
+    wait_dht(boot);
     let _node = Proc(
         lt("node", &[], lt_node, boot)
             .stdout(Stdio::null())
@@ -659,6 +674,7 @@ fn c_session_downloads_a_trackerless_magnet_over_libtorrents_dht() {
             .spawn()
             .expect("lt node"),
     );
+    wait_dht(lt_node);
     let mut seed = Proc(
         lt(
             "seed",
@@ -686,7 +702,7 @@ fn c_session_downloads_a_trackerless_magnet_over_libtorrents_dht() {
         .expect("libtorrent's seeder announced on the DHT within 60 s");
     let out_dir = dir.join("out");
     let out = run_bounded(
-        Command::new(settings_exe())
+        Command::new(settings_exe(&dir))
             .arg("dht")
             .arg(&magnet)
             .arg(&out_dir)
