@@ -928,6 +928,41 @@ typedef struct btcore_settings {
    * `BTCORE_ENCRYPTION_PREFERRED`).
    */
   uint32_t encryption;
+  /**
+   * The Mainline DHT (BEP 5) for public torrents: 1 (the default) on, 0 off. Its
+   * routing table is kept in `state_dir` (`dht.state`) when there is one.
+   */
+  uint8_t enable_dht;
+  /**
+   * Local service discovery (BEP 14, multicast on the LAN) for public torrents: 1
+   * on, 0 (the default) off: it reaches every machine of the local network.
+   */
+  uint8_t enable_lsd;
+  /**
+   * Peer exchange (BEP 11) for public torrents: 1 (the default) on, 0 off.
+   */
+  uint8_t enable_pex;
+  /**
+   * The DHT's UDP port (0, the default: the TCP listen port).
+   */
+  uint16_t dht_port;
+  /**
+   * Most connections over all torrents (0: the default, 200; 50 with
+   * `low_memory`). Lowered while running, the least useful connections over it are
+   * closed.
+   */
+  uint32_t max_connections;
+  /**
+   * The DHT nodes to join through, `"host:port,host:port"` (at most 32; names are
+   * resolved when the DHT starts). NULL, the default: the public routers.
+   */
+  const char *dht_bootstrap;
+  /**
+   * Most bytes received from peers and not yet written to disk (0: the default,
+   * 1 MiB; 512 KiB with `low_memory`): no block is requested past it, and reading
+   * from peers pauses at twice it until writes complete.
+   */
+  uint64_t disk_queue_bytes;
 } btcore_settings;
 
 /**
@@ -2392,7 +2427,8 @@ btcore_result btcore_tracker_udp_parse_announce(const uint8_t *data,
 
 /**
  * Fills `out` with the defaults: current directory, no state directory, listen on
- * 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
+ * 0.0.0.0:6881, trackers, DHT and PEX on, LSD off, 50 peers per torrent and 200 in
+ * all, a 1 MiB disk queue, 2 disk threads, no rate limits, encryption preferred.
  * Thread-safe.
  *
  * # Safety
@@ -2447,11 +2483,12 @@ btcore_result btcore_session_listen_port(const struct btcore_session *session, u
 
 /**
  * Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
- * download directory); writes the torrent's id to `*out_id`. The call returns without
- * hashing: data already in the directory is checked on a thread of the session, one
- * torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
- * announce); with a state directory, resume data whose files are unchanged skips that
- * check. Thread-safe.
+ * download directory); writes the torrent's id to `*out_id`. The call returns at
+ * once, without hashing: data already in the directory is checked on a thread of the
+ * session, one torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no
+ * peers, no announce); then it downloads or seeds (see its status and events). With a
+ * state directory, resume data whose files are unchanged skips that check.
+ * Thread-safe.
  *
  * # Safety
  *
@@ -2471,6 +2508,9 @@ btcore_result btcore_session_add_torrent_file(struct btcore_session *session,
 /**
  * Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
  * `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
+ * The call returns at once, without hashing: data already in the directory is
+ * checked on a thread of the session while the torrent reads `BTCORE_STATE_CHECKING`
+ * (no peers, no announce); then it downloads or seeds (see its status and events).
  * Thread-safe.
  *
  * # Safety
@@ -2491,8 +2531,10 @@ btcore_result btcore_session_add_torrent_bytes(struct btcore_session *session,
 
 /**
  * Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
- * session's download directory); writes its id to `*out_id`. The torrent is in
- * `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
+ * session's download directory); writes its id to `*out_id`. The call returns at
+ * once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until
+ * `BTCORE_EVENT_METADATA_RECEIVED`, then `BTCORE_STATE_CHECKING` while what is
+ * already on disk is checked, then downloads.
  * Thread-safe.
  *
  * # Safety
@@ -2957,6 +2999,34 @@ btcore_result btcore_session_rename_folder(struct btcore_session *session,
 btcore_result btcore_session_save_torrent_file(const struct btcore_session *session,
                                                uint32_t id,
                                                const char *path);
+
+/**
+ * Applies `settings` to a running session (whether its own thread runs it or
+ * `btcore_session_poll` does): the rate limits (from the next read or write), the
+ * connection caps (`max_peers_per_torrent`, `max_connections`: the least useful
+ * connections over a lowered cap are closed at once), `disk_queue_bytes`,
+ * `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the
+ * `encryption` policy (for connections made from now on), and `listen_address` with
+ * `listen_port` (a new listen socket is bound; when that fails, e.g. the port is in
+ * use, `BTCORE_IO` is returned, the old socket keeps listening and nothing else
+ * changes). Fields that cannot change while running keep the value given to
+ * `btcore_session_new` and are not checked: `download_dir`, `state_dir`,
+ * `low_memory`, `use_trackers`, `disk_threads`, `random_seed`. An invalid value
+ * (an unknown encryption policy, a switch other than 0 or 1, a malformed address or
+ * bootstrap list) returns `BTCORE_INVALID_PARAMETER` and changes nothing.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `settings` is NULL or valid for reading one `btcore_settings` whose strings are
+ *   NULL or NUL-terminated.
+ */
+btcore_result btcore_session_apply_settings(struct btcore_session *session,
+                                            const struct btcore_settings *settings);
 
 #ifdef __cplusplus
 }  // extern "C"

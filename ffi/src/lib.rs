@@ -47,6 +47,7 @@ mod sansio_mse;
 mod sansio_tests;
 mod sansio_tracker;
 mod session;
+mod settings;
 mod torrent;
 
 pub use create::*;
@@ -57,6 +58,7 @@ pub use sansio_files::*;
 pub use sansio_mse::*;
 pub use sansio_tracker::*;
 pub use session::*;
+pub use settings::*;
 pub use torrent::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};

@@ -56,7 +56,32 @@ pub struct btcore_settings {
     /// Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
     /// `BTCORE_ENCRYPTION_PREFERRED`).
     pub encryption: u32,
+    /// The Mainline DHT (BEP 5) for public torrents: 1 (the default) on, 0 off. Its
+    /// routing table is kept in `state_dir` (`dht.state`) when there is one.
+    pub enable_dht: u8,
+    /// Local service discovery (BEP 14, multicast on the LAN) for public torrents: 1
+    /// on, 0 (the default) off: it reaches every machine of the local network.
+    pub enable_lsd: u8,
+    /// Peer exchange (BEP 11) for public torrents: 1 (the default) on, 0 off.
+    pub enable_pex: u8,
+    /// The DHT's UDP port (0, the default: the TCP listen port).
+    pub dht_port: u16,
+    /// Most connections over all torrents (0: the default, 200; 50 with
+    /// `low_memory`). Lowered while running, the least useful connections over it are
+    /// closed.
+    pub max_connections: u32,
+    /// The DHT nodes to join through, `"host:port,host:port"` (at most 32; names are
+    /// resolved when the DHT starts). NULL, the default: the public routers.
+    pub dht_bootstrap: *const c_char,
+    /// Most bytes received from peers and not yet written to disk (0: the default,
+    /// 1 MiB; 512 KiB with `low_memory`): no block is requested past it, and reading
+    /// from peers pauses at twice it until writes complete.
+    pub disk_queue_bytes: u64,
 }
+
+/// Most nodes in `btcore_settings.dht_bootstrap`.
+/// cbindgen:ignore
+const MAX_BOOTSTRAP_NODES: usize = 32;
 
 /// Dial with an encryption handshake first (plain text or RC4 after it, as the peer
 /// picks; plain text when it allows) and fall back to plain text; accept both. The
@@ -77,7 +102,8 @@ pub const BTCORE_ENCRYPTION_DISABLED: u32 = 3;
 pub type btcore_notify_callback = Option<extern "C" fn(userdata: *mut c_void)>;
 
 /// Fills `out` with the defaults: current directory, no state directory, listen on
-/// 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
+/// 0.0.0.0:6881, trackers, DHT and PEX on, LSD off, 50 peers per torrent and 200 in
+/// all, a 1 MiB disk queue, 2 disk threads, no rate limits, encryption preferred.
 /// Thread-safe.
 ///
 /// # Safety
@@ -108,7 +134,116 @@ fn default_settings() -> btcore_settings {
         upload_rate_limit: 0,
         random_seed: 0,
         encryption: BTCORE_ENCRYPTION_PREFERRED,
+        enable_dht: 1,
+        enable_lsd: 0,
+        enable_pex: 1,
+        dht_port: 0,
+        max_connections: 0,
+        dht_bootstrap: std::ptr::null(),
+        disk_queue_bytes: 0,
     }
+}
+
+/// The host's options for `s`.
+///
+/// # Safety
+/// The strings of `s` are NULL or NUL-terminated.
+pub(crate) unsafe fn client_options(s: &btcore_settings) -> Result<ClientOptions, Failure> {
+    let mut opts = ClientOptions::default();
+    // SAFETY: `s` gives NULL or NUL-terminated strings, as this function's contract
+    // requires.
+    if let Some(d) = unsafe { opt_path(s.download_dir) }? {
+        opts.save_dir = d;
+    }
+    // SAFETY: as above.
+    opts.state_dir = unsafe { opt_path(s.state_dir) }?;
+    // SAFETY: as above.
+    let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(a) => a.to_str().and_then(|a| a.parse().ok()).ok_or_else(|| {
+            Failure::new(
+                BTCORE_INVALID_PARAMETER,
+                "listen_address is not an IP address",
+            )
+            .subject(BTCORE_SUBJECT_ADDRESS, a.as_os_str().as_encoded_bytes())
+        })?,
+    };
+    opts.listen = SocketAddr::new(ip, s.listen_port);
+    opts.low_memory = s.low_memory;
+    opts.use_trackers = s.use_trackers;
+    opts.max_peers = match s.max_peers_per_torrent {
+        0 if s.low_memory => 20,
+        0 => opts.max_peers,
+        n => n as usize,
+    };
+    opts.max_connections = s.max_connections as usize;
+    opts.max_disk_queue = usize::try_from(s.disk_queue_bytes).unwrap_or(usize::MAX);
+    if s.disk_threads != 0 {
+        opts.disk_threads = s.disk_threads.min(64) as usize;
+    }
+    opts.download_limit = s.download_rate_limit;
+    opts.upload_limit = s.upload_rate_limit;
+    opts.seed = s.random_seed;
+    opts.encryption = match s.encryption {
+        BTCORE_ENCRYPTION_PREFERRED => Encryption::Preferred,
+        BTCORE_ENCRYPTION_ALLOWED => Encryption::Allowed,
+        BTCORE_ENCRYPTION_REQUIRED => Encryption::Required,
+        BTCORE_ENCRYPTION_DISABLED => Encryption::Disabled,
+        _ => {
+            return Err(Failure::new(
+                BTCORE_INVALID_PARAMETER,
+                "encryption is not one of BTCORE_ENCRYPTION_*",
+            ))
+        }
+    };
+    opts.pex = flag(s.enable_pex)?;
+    opts.lsd = flag(s.enable_lsd)?;
+    // SAFETY: as above.
+    let bootstrap = unsafe { bootstrap_nodes(s.dht_bootstrap) }?;
+    opts.dht = flag(s.enable_dht)?.then(|| btcore_host::dht::DhtOptions {
+        port: s.dht_port,
+        bootstrap,
+        state_dir: opts.state_dir.clone(),
+        low_memory: s.low_memory,
+    });
+    Ok(opts)
+}
+
+/// A 0/1 switch; anything else is refused (room for values with a meaning later).
+fn flag(v: u8) -> Result<bool, btcore_result> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(BTCORE_INVALID_PARAMETER),
+    }
+}
+
+/// `"host:port,host:port"` (NULL: none, the default routers).
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn bootstrap_nodes(p: *const c_char) -> Result<Vec<String>, btcore_result> {
+    if p.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: not NULL (checked above); the caller promises a NUL-terminated string.
+    let s = unsafe { std::ffi::CStr::from_ptr(p) };
+    let s = s.to_str().map_err(|_| BTCORE_INVALID_PARAMETER)?;
+    let nodes: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    // Each is `host:port` with a port: no name resolution for what cannot work.
+    let well_formed = |n: &String| {
+        n.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
+    };
+    if nodes.len() > MAX_BOOTSTRAP_NODES || !nodes.iter().all(well_formed) {
+        return Err(BTCORE_INVALID_PARAMETER);
+    }
+    Ok(nodes)
 }
 
 struct Notify {
@@ -125,7 +260,7 @@ struct State {
     notify: Option<Notify>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     client: Mutex<Client>,
     state: Mutex<State>,
     /// The last failure of a call on this session (see `btcore_session_last_error`).
@@ -136,8 +271,8 @@ struct Shared {
 }
 
 /// cbindgen:ignore
-struct SessionBox {
-    shared: Arc<Shared>,
+pub(crate) struct SessionBox {
+    pub(crate) shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -146,7 +281,7 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, btcore_result> {
 }
 
 impl Shared {
-    fn client(&self) -> Result<MutexGuard<'_, Client>, btcore_result> {
+    pub(crate) fn client(&self) -> Result<MutexGuard<'_, Client>, btcore_result> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let g = lock(&self.client);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -206,7 +341,9 @@ impl Shared {
 /// # Safety
 /// `p` is NULL, not a live handle (refused without a read), or a live session handle
 /// that no `btcore_session_free` frees while the reference is used.
-unsafe fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore_result> {
+pub(crate) unsafe fn session<'a>(
+    p: *const btcore_session,
+) -> Result<&'a SessionBox, btcore_result> {
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
@@ -223,7 +360,7 @@ unsafe fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore
 
 /// The detail of a client error: the OS error number, the byte offset and cause of a
 /// parse error, the file of a storage error.
-fn client_failure(e: &ClientError) -> Failure {
+pub(crate) fn client_failure(e: &ClientError) -> Failure {
     use btcore_core::session::AddError;
     match e {
         ClientError::Io(io) => Failure::io(BTCORE_IO, io),
@@ -270,53 +407,9 @@ pub unsafe extern "C" fn btcore_session_new(
             // this function's contract requires.
             unsafe { *settings }
         };
-        let mut opts = ClientOptions::default();
         // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
         // contract requires.
-        if let Some(d) = unsafe { opt_path(s.download_dir) }? {
-            opts.save_dir = d;
-        }
-        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
-        // contract requires.
-        opts.state_dir = unsafe { opt_path(s.state_dir) }?;
-        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
-        // contract requires.
-        let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Some(a) => a.to_str().and_then(|a| a.parse().ok()).ok_or_else(|| {
-                Failure::new(
-                    BTCORE_INVALID_PARAMETER,
-                    "listen_address is not an IP address",
-                )
-                .subject(BTCORE_SUBJECT_ADDRESS, a.as_os_str().as_encoded_bytes())
-            })?,
-        };
-        opts.listen = SocketAddr::new(ip, s.listen_port);
-        opts.low_memory = s.low_memory;
-        opts.use_trackers = s.use_trackers;
-        opts.max_peers = match s.max_peers_per_torrent {
-            0 if s.low_memory => 20,
-            0 => opts.max_peers,
-            n => n as usize,
-        };
-        if s.disk_threads != 0 {
-            opts.disk_threads = s.disk_threads.min(64) as usize;
-        }
-        opts.download_limit = s.download_rate_limit;
-        opts.upload_limit = s.upload_rate_limit;
-        opts.seed = s.random_seed;
-        opts.encryption = match s.encryption {
-            BTCORE_ENCRYPTION_PREFERRED => Encryption::Preferred,
-            BTCORE_ENCRYPTION_ALLOWED => Encryption::Allowed,
-            BTCORE_ENCRYPTION_REQUIRED => Encryption::Required,
-            BTCORE_ENCRYPTION_DISABLED => Encryption::Disabled,
-            _ => {
-                return Err(Failure::new(
-                    BTCORE_INVALID_PARAMETER,
-                    "encryption is not one of BTCORE_ENCRYPTION_*",
-                ))
-            }
-        };
+        let opts = unsafe { client_options(&s) }?;
         let dir = |d: &std::path::Path| {
             std::fs::create_dir_all(d).map_err(|e| Failure::io(BTCORE_IO, &e).path(d))
         };
@@ -447,11 +540,12 @@ unsafe fn add_with(
 }
 
 /// Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
-/// download directory); writes the torrent's id to `*out_id`. The call returns without
-/// hashing: data already in the directory is checked on a thread of the session, one
-/// torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
-/// announce); with a state directory, resume data whose files are unchanged skips that
-/// check. Thread-safe.
+/// download directory); writes the torrent's id to `*out_id`. The call returns at
+/// once, without hashing: data already in the directory is checked on a thread of the
+/// session, one torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no
+/// peers, no announce); then it downloads or seeds (see its status and events). With a
+/// state directory, resume data whose files are unchanged skips that check.
+/// Thread-safe.
 ///
 /// # Safety
 ///
@@ -506,6 +600,9 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
 
 /// Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
 /// `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
+/// The call returns at once, without hashing: data already in the directory is
+/// checked on a thread of the session while the torrent reads `BTCORE_STATE_CHECKING`
+/// (no peers, no announce); then it downloads or seeds (see its status and events).
 /// Thread-safe.
 ///
 /// # Safety
@@ -552,8 +649,10 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
 }
 
 /// Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
-/// session's download directory); writes its id to `*out_id`. The torrent is in
-/// `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
+/// session's download directory); writes its id to `*out_id`. The call returns at
+/// once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until
+/// `BTCORE_EVENT_METADATA_RECEIVED`, then `BTCORE_STATE_CHECKING` while what is
+/// already on disk is checked, then downloads.
 /// Thread-safe.
 ///
 /// # Safety

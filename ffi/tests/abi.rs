@@ -79,7 +79,8 @@ fn rust() -> Layout {
         btcore_settings {
              download_dir, state_dir, listen_address, listen_port, low_memory, use_trackers,
              max_peers_per_torrent, disk_threads, download_rate_limit, upload_rate_limit,
-             random_seed, encryption,
+             random_seed, encryption, enable_dht, enable_lsd, enable_pex, dht_port,
+             max_connections, dht_bootstrap, disk_queue_bytes,
         }
         btcore_file_info {
              size, done, priority, flags,

@@ -825,3 +825,190 @@ fn c_magnet_metadata_saved_as_a_torrent_file() {
     assert_eq!(m.num_files(), 3);
     assert_eq!(m.announce(), None, "the magnet link named no tracker");
 }
+
+// ---- settings: limits that hold and change at run time, apply_settings, the DHT ----
+
+/// `ffi/tests/settings.c`, built with the sanitizers into `dir` (each test process
+/// builds its own: a test runner may run these tests in parallel processes).
+fn settings_exe(dir: &Path) -> PathBuf {
+    let exe = dir.join("settings");
+    compile(&[root().join("ffi/tests/settings.c")], &exe, false, true);
+    exe
+}
+
+/// A download limit changed while the session's thread runs: the rate measured over
+/// the 2 s after each change follows it (up and down), and the reported rate tracks
+/// the measured one.
+#[test]
+fn c_runtime_rate_limit_change_is_followed_within_2s() {
+    let dir = tmp("rate-change");
+    let (_payload, torrent) = make_content(&dir, 12 << 20);
+    let (_seed, port) = seeder(&dir, &torrent, true);
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("rate")
+            .arg(&torrent)
+            .arg(dir.join("out"))
+            .arg(format!("127.0.0.1:{port}")),
+        Duration::from_secs(120),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+}
+
+/// Under a 1 MiB/s limit, the first second after the first byte moves at most 1.25 MiB
+/// (a bucket that started full with a second of burst let twice the limit through),
+/// and the whole download stays within 6% of the limit.
+#[test]
+fn c_rate_limit_holds_in_the_first_second_and_overall() {
+    let dir = tmp("burst");
+    let (payload, torrent) = make_content(&dir, 6 << 20);
+    let (_seed, port) = seeder(&dir, &torrent, true);
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("burst")
+            .arg(&torrent)
+            .arg(dir.join("out"))
+            .arg(format!("127.0.0.1:{port}")),
+        Duration::from_secs(150),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+    same_file(&payload, &dir.join("out/payload.bin"));
+}
+
+/// `btcore_session_apply_settings`: the DHT on and off, the listen port moved, a port
+/// in use refused with the old socket kept, invalid values refused.
+#[test]
+fn c_apply_settings_switches_dht_and_moves_the_port() {
+    let dir = tmp("apply");
+    let busy = free_port();
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("apply")
+            .arg(free_port().to_string())
+            .arg(free_port().to_string())
+            .arg(busy.to_string()),
+        Duration::from_secs(60),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+}
+
+/// Waits at most 30 s for a DHT node to answer a `ping` on 127.0.0.1:`port`.
+fn wait_dht(port: u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let q = b"d1:ad2:id20:btcore-c-apidhtprobee1:q4:ping1:t2:pp1:y1:qe";
+    let start = Instant::now();
+    let mut buf = [0u8; 1500];
+    while start.elapsed() < Duration::from_secs(30) {
+        let _ = s.send_to(q, ("127.0.0.1", port));
+        if let Ok(n) = s.recv(&mut buf) {
+            if buf[..n].windows(6).any(|w| w == b"1:y1:r") {
+                return;
+            }
+        }
+    }
+    panic!("no DHT node answers on 127.0.0.1:{port} after 30 s");
+}
+
+/// A C session downloads a trackerless magnet link through the DHT: libtorrent seeds
+/// and announces to a DHT of a `btcore dht` node and a libtorrent node; the C session
+/// joins through the libtorrent node. Needs python3-libtorrent: skipped without it,
+/// failed without it under `BTCORE_INTEROP=1`.
+#[test]
+fn c_session_downloads_a_trackerless_magnet_over_libtorrents_dht() {
+    if !libtorrent_available() {
+        assert!(
+            std::env::var("BTCORE_INTEROP").as_deref() != Ok("1"),
+            "BTCORE_INTEROP=1 but python3-libtorrent does not import"
+        );
+        eprintln!("skipped: python3-libtorrent does not import");
+        return;
+    }
+    let dir = tmp("dht-magnet");
+    let (payload, torrent) = make_content(&dir, 2 << 20);
+    // `btcore create` prints the magnet link; the torrent has no tracker.
+    let made = run(Command::new(btcore_bin())
+        .arg("create")
+        .arg(dir.join("seed/payload.bin"))
+        .arg("-o")
+        .arg(dir.join("again.torrent"))
+        .args(["--piece-kib", "32"]));
+    let stdout = String::from_utf8_lossy(&made.stdout).into_owned();
+    let magnet = stdout
+        .lines()
+        .find(|l| l.starts_with("magnet:"))
+        .unwrap_or_else(|| panic!("no magnet link in {stdout}"))
+        .to_string();
+    assert!(!magnet.contains("tr="), "{magnet}");
+    let script = root().join("tests/interop/lt_dht.py");
+    let local = |p: u16| format!("127.0.0.1:{p}");
+    let (boot, lt_node, lt_seed) = (free_port(), free_port(), free_port());
+    // The first node (btcore's), a libtorrent node joining from it, the seeder.
+    let _boot = Proc(
+        Command::new(btcore_bin())
+            .args(["dht", "--bind", "127.0.0.1", "--port", &boot.to_string()])
+            .args(["--seconds", "150", "--bootstrap", &local(free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("btcore dht"),
+    );
+    let lt = |mode: &str, args: &[&std::ffi::OsStr], port: u16, boot: u16| {
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(&script).arg(mode).args(args);
+        c.args(["--port", &port.to_string(), "--bootstrap", &local(boot)]);
+        c.args(["--timeout", "150"]);
+        c
+    };
+    wait_dht(boot);
+    let _node = Proc(
+        lt("node", &[], lt_node, boot)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lt node"),
+    );
+    wait_dht(lt_node);
+    let mut seed = Proc(
+        lt(
+            "seed",
+            &[torrent.as_os_str(), dir.join("seed").as_os_str()],
+            lt_seed,
+            boot,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lt seed"),
+    );
+    // The seeder prints `announced` once a lookup finds its own announce.
+    let so = seed.0.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(so).lines().map_while(Result::ok) {
+            if line.contains("announced") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("libtorrent's seeder announced on the DHT within 60 s");
+    let out_dir = dir.join("out");
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("dht")
+            .arg(&magnet)
+            .arg(&out_dir)
+            .arg(local(lt_node))
+            .env("BTCORE_TIMEOUT_S", "90"),
+        Duration::from_secs(120),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+    same_file(&payload, &out_dir.join("payload.bin"));
+}

@@ -252,6 +252,11 @@ pub struct SessionConfig {
     /// `dht_schedule.rs`). Off by default: a host without a DHT node gets no such
     /// action.
     pub dht: bool,
+    /// Peer exchange (BEP 11, `ut_pex`): offered in the extension handshake, sent and
+    /// heard. Never for private torrents. Turned off while running, nothing more is
+    /// sent or taken from what peers send; turned on, connections made since offer it
+    /// again, and peers that offered it before hear from us.
+    pub pex: bool,
     /// How often a public running torrent is looked up and announced on the DHT
     /// (libtorrent's `dht_announce_interval`).
     pub dht_announce_interval: Duration,
@@ -322,6 +327,7 @@ impl SessionConfig {
             // One PEX message's worth (50 per family).
             max_pex_peers_per_ip: 50,
             dht: false,
+            pex: true,
             // libtorrent's default; Transmission waits 25 to 28 minutes.
             dht_announce_interval: Duration::from_secs(15 * 60),
             dht_short_of_peers_interval: Duration::from_secs(60),
@@ -830,6 +836,74 @@ impl Session {
         }
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Changes the configuration while running, as libtorrent's `apply_settings`
+    /// does; the peer id stays. What is over the new caps comes under them at once:
+    /// connections past a torrent's [`SessionConfig::max_peers_per_torrent`], then
+    /// past [`SessionConfig::max_connections`], are closed
+    /// ([`PeerError::ConnectionLimit`]), those still in their handshake first (the
+    /// newest first), then the least useful established ones (as turnover ranks
+    /// them). The disk cap, PEX, the DHT schedule, the announce and turnover
+    /// settings apply from the next call on; what is sized when made (the ban list, the
+    /// announce rate's bucket, each connection's own limits in `peer`, each torrent's
+    /// picker) keeps its size, and connections and torrents made from now on take the
+    /// new values.
+    pub fn set_config(&mut self, now: Instant, mut config: SessionConfig) {
+        config.peer_id = self.config.peer_id;
+        self.config = config;
+        let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
+        for tid in tids {
+            let order = self.shedding_order(now, Some(tid));
+            let over = order
+                .len()
+                .saturating_sub(self.config.max_peers_per_torrent);
+            for k in order.into_iter().take(over) {
+                self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
+            }
+        }
+        let order = self.shedding_order(now, None);
+        let over = order.len().saturating_sub(self.config.max_connections);
+        for k in order.into_iter().take(over) {
+            self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
+        }
+    }
+
+    /// The connections of torrent `tid` (None: all), in the order a lowered cap
+    /// closes them: still in their handshake first (the newest first), then the
+    /// established ones, the least useful first.
+    fn shedding_order(&self, now: Instant, tid: Option<TorrentId>) -> Vec<ConnId> {
+        let mut v: Vec<(
+            bool,
+            Usefulness,
+            core::cmp::Reverse<Instant>,
+            core::cmp::Reverse<ConnId>,
+        )> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| tid.is_none() || c.torrent == tid)
+            .map(|(k, c)| {
+                let t = c.torrent.and_then(|t| self.torrents.get(&t));
+                let useful = match t {
+                    Some(t) if c.peer.is_established() => Self::usefulness(now, t, c),
+                    _ => Usefulness::default(),
+                };
+                let established = t.is_some() && c.peer.is_established();
+                (
+                    established,
+                    useful,
+                    core::cmp::Reverse(c.peer.created()),
+                    core::cmp::Reverse(*k),
+                )
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, _, _, k)| k.0).collect()
+    }
+
     fn reserved() -> Reserved {
         Reserved::NONE.with_fast(true).with_extension_protocol(true)
     }
@@ -1090,6 +1164,9 @@ impl Session {
     /// the last message, at most once a minute (the first one two seconds after the
     /// handshake), never for private torrents.
     fn send_pex(&mut self, now: Instant) {
+        if !self.config.pex {
+            return;
+        }
         let due: Vec<ConnId> = self
             .conns
             .iter()
@@ -2296,8 +2373,9 @@ impl Session {
         for c in self.conns.values().filter(|c| c.torrent == Some(id)) {
             if c.peer.is_established() {
                 s.peers += 1;
-                s.download_rate += c.peer.download_rate();
-                s.upload_rate += c.peer.upload_rate();
+                let (down, up) = c.peer.rates_at(now);
+                s.download_rate += down;
+                s.upload_rate += up;
                 if c.peer.is_seed() {
                     s.seeds += 1;
                 }
@@ -2305,7 +2383,6 @@ impl Session {
                 s.connecting += 1;
             }
         }
-        let _ = now;
         Some(s)
     }
 
@@ -2591,10 +2668,6 @@ impl Session {
 
     pub(crate) fn disk_in_flight_add(&mut self, n: usize) {
         self.disk_in_flight += n;
-    }
-
-    pub(crate) fn config(&self) -> &SessionConfig {
-        &self.config
     }
 
     /// [`SessionConfig::max_known_peers`] and [`SessionConfig::max_pex_peers_per_ip`].

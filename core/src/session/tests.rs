@@ -182,3 +182,38 @@ fn progress_and_eta_count_the_wanted_bytes() {
     assert_eq!(s.progress_ppm(), 1_000_000);
     assert_eq!(s.eta_secs(), Some(0));
 }
+
+/// A lowered connection cap closes what is over it at once, the newest connections
+/// still in their handshake first; the peer id stays whatever the new config says.
+#[test]
+fn set_config_closes_connections_over_a_lowered_cap() {
+    use super::{Action, CloseReason, Session, SessionConfig};
+    use crate::ids::PeerId;
+    use crate::peer::PeerError;
+    use crate::time::Instant;
+    use alloc::vec::Vec;
+    let id = PeerId(*b"-BT0001-abcdefghijkl");
+    let mut s = Session::new(SessionConfig::new(id), 7);
+    let now = Instant::from_millis(1_000);
+    let conns: Vec<_> = (1..=6u8)
+        .map(|i| s.handle_incoming(now, ([192, 0, 2, i], 6881).into()))
+        .collect();
+    while s.poll_action().is_some() {}
+    let mut c = SessionConfig::new(PeerId(*b"-XX0001-zzzzzzzzzzzz"));
+    c.max_connections = 2;
+    c.pex = false;
+    s.set_config(now, c);
+    assert_eq!(s.num_connections(), 2);
+    let mut closed = Vec::new();
+    while let Some(a) = s.poll_action() {
+        if let Action::Close { conn, reason } = a {
+            assert_eq!(reason, CloseReason::Peer(PeerError::ConnectionLimit));
+            closed.push(conn);
+        }
+    }
+    closed.sort();
+    // The newest first.
+    assert_eq!(closed, conns[2..]);
+    assert_eq!(s.config().peer_id, id);
+    assert!(!s.config().pex);
+}

@@ -840,6 +840,7 @@ pub(super) fn on_peer_event(
                 }
             };
             let listen_port = s.config().listen_port;
+            let pex = s.config().pex;
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let banned = s.conn_banned(conn);
@@ -857,7 +858,7 @@ pub(super) fn on_peer_event(
                 let ours = OurExtensions {
                     // BEP 27: a private torrent's metadata is not handed out.
                     ut_metadata: (!t.private).then_some(OUR_UT_METADATA),
-                    ut_pex: (!t.private).then_some(OUR_UT_PEX),
+                    ut_pex: (!t.private && pex).then_some(OUR_UT_PEX),
                     metadata_size: t.meta.as_ref().map(|m| m.info.len() as u32),
                     listen_port: Some(listen_port),
                     client: CLIENT,
@@ -960,6 +961,7 @@ fn on_extended(
     payload: &[u8],
 ) -> Result<(), CloseReason> {
     let ext_config = ExtConfig::default();
+    let pex = s.config().pex;
     let Some((c, t, _)) = s.split(conn) else {
         return Ok(());
     };
@@ -985,7 +987,7 @@ fn on_extended(
         // BEP 11: peers from PEX are candidates (ranked below those of trackers, the
         // DHT and the user), never for a private torrent; a malformed message is
         // ignored.
-        if !t.private {
+        if !t.private && pex {
             if let Ok(m) = crate::pex::PexMessage::parse(payload) {
                 // An address of this machine only from a peer on it; what one
                 // address's PEX holds of the known list is capped.
