@@ -2782,6 +2782,34 @@ btcore_result btcore_session_stop(struct btcore_session *session);
 btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeout_ms);
 
 /**
+ * Applies `settings` to a running session (whether its own thread runs it or
+ * `btcore_session_poll` does): the rate limits (from the next read or write), the
+ * connection caps (`max_peers_per_torrent`, `max_connections`: the least useful
+ * connections over a lowered cap are closed at once), `disk_queue_bytes`,
+ * `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the
+ * `encryption` policy (for connections made from now on), and `listen_address` with
+ * `listen_port` (a new listen socket is bound; when that fails, e.g. the port is in
+ * use, `BTCORE_IO` is returned, the old socket keeps listening and nothing else
+ * changes). Fields that cannot change while running keep the value given to
+ * `btcore_session_new` and are not checked: `download_dir`, `state_dir`,
+ * `low_memory`, `use_trackers`, `disk_threads`, `random_seed`. An invalid value
+ * (an unknown encryption policy, a switch other than 0 or 1, a malformed address or
+ * bootstrap list) returns `BTCORE_INVALID_PARAMETER` and changes nothing.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `settings` is NULL or valid for reading one `btcore_settings` whose strings are
+ *   NULL or NUL-terminated.
+ */
+btcore_result btcore_session_apply_settings(struct btcore_session *session,
+                                            const struct btcore_settings *settings);
+
+/**
  * Writes the number of files of torrent `id` (pad files included) to `*out`: the
  * length `btcore_session_set_file_priorities` expects. `BTCORE_NOT_FOUND` for an
  * unknown id, `BTCORE_WRONG_STATE` for a magnet link whose metadata has not arrived.
@@ -2999,34 +3027,6 @@ btcore_result btcore_session_rename_folder(struct btcore_session *session,
 btcore_result btcore_session_save_torrent_file(const struct btcore_session *session,
                                                uint32_t id,
                                                const char *path);
-
-/**
- * Applies `settings` to a running session (whether its own thread runs it or
- * `btcore_session_poll` does): the rate limits (from the next read or write), the
- * connection caps (`max_peers_per_torrent`, `max_connections`: the least useful
- * connections over a lowered cap are closed at once), `disk_queue_bytes`,
- * `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the
- * `encryption` policy (for connections made from now on), and `listen_address` with
- * `listen_port` (a new listen socket is bound; when that fails, e.g. the port is in
- * use, `BTCORE_IO` is returned, the old socket keeps listening and nothing else
- * changes). Fields that cannot change while running keep the value given to
- * `btcore_session_new` and are not checked: `download_dir`, `state_dir`,
- * `low_memory`, `use_trackers`, `disk_threads`, `random_seed`. An invalid value
- * (an unknown encryption policy, a switch other than 0 or 1, a malformed address or
- * bootstrap list) returns `BTCORE_INVALID_PARAMETER` and changes nothing.
- * Thread-safe.
- *
- * # Safety
- *
- * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
- *   frees during the call. A freed handle, one of another type or any other pointer is a
- *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
- *   handles before reading anything behind it.
- * - `settings` is NULL or valid for reading one `btcore_settings` whose strings are
- *   NULL or NUL-terminated.
- */
-btcore_result btcore_session_apply_settings(struct btcore_session *session,
-                                            const struct btcore_settings *settings);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -228,3 +228,28 @@ fn c_layouts_match_rust_under_short_enums() {
         d.join("\n")
     );
 }
+
+/// The C tests that exercise every struct crossing the boundary, built with
+/// `-fshort-enums` against the library and run: the misuse checks and the sans-IO
+/// entry points, whose structs (actions, events, statuses, files) the library fills.
+#[test]
+fn c_tests_built_with_short_enums_pass() {
+    common::ensure_libs();
+    let dir = Tmp::new("abi-short-enums-run");
+    for name in ["misuse", "sansio_extra"] {
+        let exe = dir.join(name);
+        common::run(
+            Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+                .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-fshort-enums"])
+                .arg("-I")
+                .arg(root().join("include"))
+                .arg(root().join(format!("ffi/tests/{name}.c")))
+                .arg(common::profile_dir().join("libbtcore.a"))
+                .args(["-lpthread", "-ldl", "-lm", "-o"])
+                .arg(&exe),
+        );
+        let out = common::run(Command::new(&exe).current_dir(&*dir));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("all checks passed"), "{name}: {text}");
+    }
+}

@@ -21,7 +21,7 @@
 #define DEADLINE_S 60
 #define CHECK(call)                                                                     \
     do {                                                                                \
-        enum btcore_result r_ = (call);                                                 \
+        btcore_result r_ = (call);                                                 \
         if (r_ != BTCORE_OK) {                                                          \
             fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #call,             \
                     btcore_result_name((uint32_t)r_));                                  \
@@ -71,7 +71,7 @@ static unsigned char *make_torrent(const char *parent, size_t *len) {
 /* Polls both sessions (b may be NULL) until `session` reports an event of `kind` for
  * torrent `id`, or the deadline passes. */
 static int wait_event(btcore_session *session, btcore_session *other, uint32_t id,
-                      enum btcore_event_kind kind) {
+                      btcore_event_kind kind) {
     time_t end = time(NULL) + DEADLINE_S;
     btcore_event ev[32];
     size_t n = 0;
