@@ -724,6 +724,23 @@ impl<'a> IntoIterator for List<'a> {
 #[derive(Clone, Debug)]
 pub struct ListIter<'a>(Children<'a>);
 
+impl ListIter<'_> {
+    /// An iterator over no items, every field written: a stand-in for "no list" where
+    /// an `Option<ListIter>` would leave its payload uninitialised (see
+    /// `metainfo::FileEntry::raw_path`).
+    pub(crate) fn empty() -> Self {
+        ListIter(Children {
+            v: Value {
+                buf: &[],
+                tokens: &[],
+                idx: 0,
+            },
+            next: 0,
+            end: 0,
+        })
+    }
+}
+
 impl<'a> Iterator for ListIter<'a> {
     type Item = Value<'a>;
     fn next(&mut self) -> Option<Value<'a>> {
