@@ -1,0 +1,521 @@
+//! The RPC methods, on the engine's thread: one request body in, one answer out.
+//! Both envelopes are read: Transmission's own (`method`, `arguments`, `tag`;
+//! `result` is `"success"` or the error) and JSON-RPC 2.0 (`jsonrpc`, `method`,
+//! `params`, `id`; `result` or `error`), with the names of either era (see
+//! [`super::names`]).
+
+use super::names::{self, Place, Style};
+use super::Daemon;
+use base64::Engine as _;
+use btcore_core::session::{TorrentId, TorrentState};
+use serde_json::{json, Map, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Most requests in one JSON-RPC batch.
+const MAX_BATCH: usize = 64;
+/// Most ids in one `ids` list.
+const MAX_IDS: usize = 100_000;
+/// A torrent is "recently active" (and a removed one listed) for this long.
+pub const RECENT: Duration = Duration::from_secs(60);
+
+/// The integer rpc-version (17: Transmission 4.0; 18 with the snake_case names).
+pub const RPC_VERSION: u64 = 18;
+pub const RPC_VERSION_SEMVER: &str = "6.0.0";
+pub const RPC_VERSION_MINIMUM: u64 = 14;
+
+/// A method's failure: the message Transmission would put in `result`.
+type Failure = String;
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Answers one request body.
+pub fn call(d: &mut Daemon, body: &[u8]) -> Vec<u8> {
+    let answer = match serde_json::from_slice::<Value>(body) {
+        Err(e) => {
+            // No envelope to tell which: Transmission's own, which every client reads.
+            json!({"result": format!("invalid JSON: {e}"), "arguments": {}})
+        }
+        Ok(Value::Array(batch)) => {
+            if batch.is_empty() || batch.len() > MAX_BATCH {
+                rpc_error(Value::Null, -32600, "Invalid Request")
+            } else {
+                let answers: Vec<Value> = batch.into_iter().filter_map(|r| one(d, r)).collect();
+                Value::Array(answers)
+            }
+        }
+        Ok(v) => one(d, v).unwrap_or(Value::Null),
+    };
+    serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"result\":\"internal error\"}".to_vec())
+}
+
+fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id})
+}
+
+/// One request; `None` for a JSON-RPC notification (no `id`).
+fn one(d: &mut Daemon, req: Value) -> Option<Value> {
+    let Value::Object(mut req) = req else {
+        return Some(json!({"result": "the request is not a JSON object", "arguments": {}}));
+    };
+    let jsonrpc = req.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
+    let method = req
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let style = if jsonrpc || method.contains('_') {
+        Style::Snake
+    } else {
+        Style::Legacy
+    };
+    let args = match req.remove(if jsonrpc { "params" } else { "arguments" }) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(names::snake_keys(&m)),
+        Some(_) => Err("arguments must be an object".to_string()),
+    };
+    let result = args.and_then(|a| dispatch(d, &names::to_snake(&method), a, style));
+    if jsonrpc {
+        let id = req.get("id").cloned();
+        let id_v = id.clone().unwrap_or(Value::Null);
+        let out = match result {
+            Ok(args) => json!({"jsonrpc": "2.0", "result": Value::Object(args), "id": id_v}),
+            Err(msg) if msg == UNKNOWN_METHOD => rpc_error(id_v, -32601, "Method not found"),
+            Err(msg) => json!({
+                "jsonrpc": "2.0",
+                "error": {"code": 1, "message": msg, "data": {"error_string": msg}},
+                "id": id_v,
+            }),
+        };
+        return id.map(|_| out);
+    }
+    let mut out = Map::new();
+    match result {
+        Ok(args) => {
+            let args = match style {
+                Style::Snake => Value::Object(args),
+                Style::Legacy => {
+                    let place = match method.as_str() {
+                        "session-get" => Place::Session,
+                        "session-stats" => Place::Stats,
+                        _ => Place::Other,
+                    };
+                    names::to_legacy(Value::Object(args), place)
+                }
+            };
+            out.insert("arguments".into(), args);
+            out.insert("result".into(), "success".into());
+        }
+        Err(msg) => {
+            out.insert("arguments".into(), json!({}));
+            out.insert("result".into(), msg.into());
+        }
+    }
+    if let Some(tag) = req.get("tag") {
+        out.insert("tag".into(), tag.clone());
+    }
+    Some(Value::Object(out))
+}
+
+const UNKNOWN_METHOD: &str = "method name not recognized";
+
+fn dispatch(
+    d: &mut Daemon,
+    method: &str,
+    a: Map<String, Value>,
+    style: Style,
+) -> Result<Map<String, Value>, Failure> {
+    match method {
+        "session_get" => session_get(d, &a),
+        "session_set" => session_set(d, &a),
+        "session_stats" => Ok(session_stats(d)),
+        "session_close" => {
+            d.close_requested = true;
+            Ok(Map::new())
+        }
+        "torrent_get" => torrent_get(d, &a, style),
+        "torrent_add" => torrent_add(d, &a),
+        "torrent_start" | "torrent_start_now" => each(d, &a, |d, id| {
+            d.set_paused(id, false);
+            Ok(())
+        }),
+        "torrent_stop" => each(d, &a, |d, id| {
+            d.set_paused(id, true);
+            Ok(())
+        }),
+        "torrent_remove" => {
+            let delete = a
+                .get("delete_local_data")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let ids = select(d, &a)?;
+            for id in ids {
+                d.remove(id, delete);
+            }
+            Ok(Map::new())
+        }
+        "torrent_set" => torrent_set(d, &a),
+        "free_space" => free_space(&a),
+        "port_test" => Err(
+            "port-test is not available: btcore does not ask a third party to probe its port"
+                .into(),
+        ),
+        "blocklist_update" => Err("no blocklist is configured".into()),
+        "queue_move_top" | "queue_move_up" | "queue_move_down" | "queue_move_bottom" => {
+            let ids = select(d, &a)?;
+            d.queue_move(&ids, method);
+            Ok(Map::new())
+        }
+        "torrent_verify"
+        | "torrent_reannounce"
+        | "torrent_set_location"
+        | "torrent_rename_path" => Err(format!(
+            "{} is not supported by this version of btcore",
+            method.replace('_', "-")
+        )),
+        "group_get" => Ok(Map::from_iter([("group".to_string(), json!([]))])),
+        "group_set" => Err("bandwidth groups are not supported by btcore".into()),
+        _ => Err(UNKNOWN_METHOD.into()),
+    }
+}
+
+/// Runs `f` on each selected torrent.
+fn each(
+    d: &mut Daemon,
+    a: &Map<String, Value>,
+    mut f: impl FnMut(&mut Daemon, TorrentId) -> Result<(), Failure>,
+) -> Result<Map<String, Value>, Failure> {
+    for id in select(d, a)? {
+        f(d, id)?;
+    }
+    Ok(Map::new())
+}
+
+/// The torrents `ids` names: all when absent; a number, a hash, a list of both, or
+/// `recently-active`. Unknown ids and hashes are skipped, as Transmission does.
+fn select(d: &Daemon, a: &Map<String, Value>) -> Result<Vec<TorrentId>, Failure> {
+    let all = || d.torrents.keys().copied().collect::<Vec<_>>();
+    let Some(ids) = a.get("ids") else {
+        return Ok(all());
+    };
+    let one = |v: &Value| -> Option<TorrentId> {
+        match v {
+            Value::Number(n) => {
+                let id = TorrentId(u32::try_from(n.as_u64()?).ok()?);
+                d.torrents.contains_key(&id).then_some(id)
+            }
+            Value::String(s) => d.by_hash(s),
+            _ => None,
+        }
+    };
+    match ids {
+        Value::String(s) if s == "recently-active" || s == "recently_active" => Ok(d
+            .torrents
+            .iter()
+            .filter(|(_, e)| e.last_active.elapsed() < RECENT)
+            .map(|(id, _)| *id)
+            .collect()),
+        Value::Array(list) => {
+            if list.len() > MAX_IDS {
+                return Err("too many ids".into());
+            }
+            let mut v: Vec<TorrentId> = list.iter().filter_map(one).collect();
+            v.sort();
+            v.dedup();
+            Ok(v)
+        }
+        Value::Number(_) | Value::String(_) => Ok(one(ids).into_iter().collect()),
+        Value::Null => Ok(all()),
+        _ => Err("ids must be a number, a string or a list".into()),
+    }
+}
+
+fn fields_of(a: &Map<String, Value>) -> Result<Vec<String>, Failure> {
+    match a.get("fields") {
+        Some(Value::Array(f)) => {
+            if f.len() > 512 {
+                return Err("too many fields".into());
+            }
+            Ok(f.iter()
+                .filter_map(Value::as_str)
+                .map(names::to_snake)
+                .collect())
+        }
+        None => Err("no fields were given".into()),
+        Some(_) => Err("fields must be a list".into()),
+    }
+}
+
+fn torrent_get(
+    d: &mut Daemon,
+    a: &Map<String, Value>,
+    style: Style,
+) -> Result<Map<String, Value>, Failure> {
+    let fields = fields_of(a)?;
+    let recently = matches!(a.get("ids"), Some(Value::String(s)) if s.starts_with("recently"));
+    let ids = select(d, a)?;
+    let table = a.get("format").and_then(Value::as_str) == Some("table");
+    let rows: Vec<Map<String, Value>> = ids
+        .iter()
+        .map(|id| d.torrent_fields(*id, &fields))
+        .collect();
+    let mut out = Map::new();
+    let torrents = if table {
+        let mut t = vec![Value::Array(
+            fields
+                .iter()
+                .map(|f| Value::String(names::field_name(style, f)))
+                .collect(),
+        )];
+        for r in rows {
+            t.push(Value::Array(
+                fields
+                    .iter()
+                    .map(|f| r.get(f).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            ));
+        }
+        // The first row names the fields as the client asked; the values are renamed
+        // with the rest of the answer.
+        Value::Array(t)
+    } else {
+        Value::Array(rows.into_iter().map(Value::Object).collect())
+    };
+    out.insert("torrents".into(), torrents);
+    if recently {
+        out.insert(
+            "removed".into(),
+            Value::Array(d.recently_removed().into_iter().map(Value::from).collect()),
+        );
+    }
+    Ok(out)
+}
+
+fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    let paused = a.get("paused").and_then(Value::as_bool).unwrap_or(false);
+    let dir = match a.get("download_dir").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => Some(std::path::PathBuf::from(s)),
+        _ => None,
+    };
+    let labels = a
+        .get("labels")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .take(64)
+                .map(|s| s.chars().take(256).collect())
+                .collect::<Vec<String>>()
+        })
+        .unwrap_or_default();
+    let added = if let Some(m) = a.get("metainfo").and_then(Value::as_str) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(m.trim().replace(['\n', '\r'], ""))
+            .map_err(|e| format!("invalid or corrupt torrent file (bad base64: {e})"))?;
+        d.add_torrent_bytes(&bytes, dir, paused, labels)?
+    } else if let Some(f) = a.get("filename").and_then(Value::as_str) {
+        if f.starts_with("magnet:") {
+            d.add_magnet(f, dir, paused, labels)?
+        } else if f.starts_with("http://") || f.starts_with("https://") {
+            return Err("adding a torrent by URL is not supported yet: upload its metainfo".into());
+        } else {
+            let bytes = crate::read_torrent_file(std::path::Path::new(f))
+                .map_err(|e| format!("{f}: {e}"))?;
+            d.add_torrent_bytes(&bytes, dir, paused, labels)?
+        }
+    } else {
+        return Err("no filename or metainfo specified".into());
+    };
+    let (id, dup) = added;
+    let e = &d.torrents[&id];
+    let obj = json!({
+        "id": id.0,
+        "name": d.name_of(id),
+        "hash_string": e.saved.hash,
+    });
+    let key = if dup {
+        "torrent_duplicate"
+    } else {
+        "torrent_added"
+    };
+    Ok(Map::from_iter([(key.to_string(), obj)]))
+}
+
+fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    let ids = select(d, a)?;
+    for (k, v) in a {
+        match k.as_str() {
+            "ids" => {}
+            "labels" => {
+                let labels: Vec<String> = v
+                    .as_array()
+                    .ok_or("labels must be a list")?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .take(64)
+                    .map(|s| s.chars().take(256).collect())
+                    .collect();
+                for id in &ids {
+                    if let Some(e) = d.torrents.get_mut(id) {
+                        e.saved.labels = labels.clone();
+                    }
+                }
+                d.dirty = true;
+            }
+            "queue_position" => {
+                let pos = v.as_u64().ok_or("queue-position must be a number")?;
+                for id in &ids {
+                    d.set_queue_position(*id, pos);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "torrent-set: {} is not supported by this version of btcore",
+                    other.replace('_', "-")
+                ))
+            }
+        }
+    }
+    Ok(Map::new())
+}
+
+fn session_get(d: &Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    let all = d.session_fields();
+    match a.get("fields") {
+        Some(Value::Array(f)) => {
+            let want: Vec<String> = f
+                .iter()
+                .filter_map(Value::as_str)
+                .map(names::to_snake)
+                .collect();
+            Ok(all
+                .into_iter()
+                .filter(|(k, _)| want.iter().any(|w| w == k))
+                .collect())
+        }
+        _ => Ok(all),
+    }
+}
+
+fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    for (k, v) in a {
+        match k.as_str() {
+            "download_dir" => {
+                let s = v.as_str().ok_or("download-dir must be a string")?;
+                if s.is_empty() {
+                    return Err("download-dir must not be empty".into());
+                }
+                d.download_dir = std::path::PathBuf::from(s);
+                d.settings.insert("download_dir".into(), v.clone());
+                d.dirty = true;
+            }
+            // Read-only or informational: ignored as Transmission ignores them.
+            "version"
+            | "rpc_version"
+            | "rpc_version_minimum"
+            | "rpc_version_semver"
+            | "session_id"
+            | "config_dir"
+            | "units"
+            | "blocklist_size" => {}
+            other => {
+                return Err(format!(
+                    "session-set: {} cannot be changed in this version of btcore",
+                    other.replace('_', "-")
+                ))
+            }
+        }
+    }
+    Ok(Map::new())
+}
+
+fn session_stats(d: &Daemon) -> Map<String, Value> {
+    let views = d.client.torrents();
+    let (mut down, mut up, mut active, mut paused) = (0u64, 0u64, 0u64, 0u64);
+    let (mut dl, mut ul) = (0u64, 0u64);
+    for v in &views {
+        down += v.status.download_rate;
+        up += v.status.upload_rate;
+        dl += v.status.downloaded;
+        ul += v.status.uploaded;
+        if v.status.paused {
+            paused += 1;
+        } else if v.status.download_rate > 0 || v.status.upload_rate > 0 {
+            active += 1;
+        }
+    }
+    let secs = d.started.elapsed().as_secs();
+    let current = json!({
+        "uploaded_bytes": ul,
+        "downloaded_bytes": dl,
+        "files_added": d.files_added,
+        "seconds_active": secs,
+        "session_count": 1,
+    });
+    let cumulative = json!({
+        "uploaded_bytes": d.totals.0 + ul,
+        "downloaded_bytes": d.totals.1 + dl,
+        "files_added": d.totals.2 + d.files_added,
+        "seconds_active": d.totals.3 + secs,
+        "session_count": d.totals.4 + 1,
+    });
+    Map::from_iter([
+        ("torrent_count".to_string(), json!(views.len())),
+        ("active_torrent_count".to_string(), json!(active)),
+        ("paused_torrent_count".to_string(), json!(paused)),
+        ("download_speed".to_string(), json!(down)),
+        ("upload_speed".to_string(), json!(up)),
+        ("current_stats".to_string(), current),
+        ("cumulative_stats".to_string(), cumulative),
+    ])
+}
+
+fn free_space(a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    let path = a
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("directory path argument is missing")?;
+    let (free, total) = statvfs(path).map_err(|e| format!("{path}: {e}"))?;
+    Ok(Map::from_iter([
+        ("path".to_string(), json!(path)),
+        ("size_bytes".to_string(), json!(free)),
+        ("total_size".to_string(), json!(total)),
+    ]))
+}
+
+/// Free and total bytes of the file system holding `path`.
+// The block counts are 32 bits wide on some targets (armv7).
+#[allow(clippy::useless_conversion)]
+pub fn statvfs(path: &str) -> std::io::Result<(u64, u64)> {
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated string and `s` is valid for one `statvfs`,
+    // which the call fills when it returns 0.
+    let r = unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the call returned 0, so it wrote the whole struct.
+    let s = unsafe { s.assume_init() };
+    let bsize = u64::from(s.f_frsize);
+    Ok((u64::from(s.f_bavail) * bsize, u64::from(s.f_blocks) * bsize))
+}
+
+/// Transmission's status number of a torrent.
+pub fn status_code(state: TorrentState, paused: bool) -> u64 {
+    if paused {
+        return 0;
+    }
+    match state {
+        TorrentState::Checking => 2,
+        TorrentState::FetchingMetadata | TorrentState::Downloading => 4,
+        TorrentState::Seeding => 6,
+        TorrentState::Error => 0,
+        #[allow(unreachable_patterns)]
+        _ => 0,
+    }
+}

@@ -1,0 +1,186 @@
+//! What the daemon keeps across restarts: each torrent's source (its `.torrent`, or
+//! the magnet link until the metadata arrives), its settings and its dates and
+//! totals, in `STATE_DIR/daemon.json`, written atomically (a `kill -9` leaves the
+//! old file or the new one). Verified pieces are the engine's resume data, in the
+//! same directory.
+
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Largest `daemon.json` read back (a thousand torrents take about 400 KiB).
+const MAX_STATE_FILE: u64 = 64 << 20;
+
+/// One torrent as saved.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Saved {
+    /// Info-hash, hex (the stable key).
+    pub hash: String,
+    /// The magnet link, for a torrent whose metadata never arrived (else its
+    /// `.torrent` is `torrents/HASH.torrent`).
+    pub magnet: Option<String>,
+    /// Stopped by the user.
+    pub paused: bool,
+    /// Where its data goes.
+    pub download_dir: PathBuf,
+    /// Unix seconds.
+    pub added_date: i64,
+    /// Unix seconds it completed (0: not yet).
+    pub done_date: i64,
+    /// User labels.
+    pub labels: Vec<String>,
+    /// Payload bytes before this run of the daemon.
+    pub uploaded: u64,
+    /// Payload bytes before this run of the daemon.
+    pub downloaded: u64,
+    /// Position in the queue.
+    pub queue_position: u64,
+}
+
+impl Saved {
+    fn to_json(&self) -> Value {
+        json!({
+            "hash": self.hash,
+            "magnet": self.magnet,
+            "paused": self.paused,
+            "download_dir": self.download_dir.to_string_lossy(),
+            "added_date": self.added_date,
+            "done_date": self.done_date,
+            "labels": self.labels,
+            "uploaded": self.uploaded,
+            "downloaded": self.downloaded,
+            "queue_position": self.queue_position,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<Self> {
+        let o = v.as_object()?;
+        let hash = o.get("hash")?.as_str()?.to_string();
+        if hash.len() != 40 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let num = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Some(Self {
+            hash,
+            magnet: o.get("magnet").and_then(Value::as_str).map(str::to_string),
+            paused: o.get("paused").and_then(Value::as_bool).unwrap_or(false),
+            download_dir: PathBuf::from(o.get("download_dir")?.as_str()?),
+            added_date: o.get("added_date").and_then(Value::as_i64).unwrap_or(0),
+            done_date: o.get("done_date").and_then(Value::as_i64).unwrap_or(0),
+            labels: o
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            uploaded: num("uploaded"),
+            downloaded: num("downloaded"),
+            queue_position: num("queue_position"),
+        })
+    }
+}
+
+/// The daemon's files in its state directory.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The store in `dir` (created if missing).
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.join("torrents"))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("daemon.json")
+    }
+
+    /// Where a torrent's `.torrent` is kept.
+    pub fn torrent_file(&self, hash: &str) -> PathBuf {
+        self.dir.join("torrents").join(format!("{hash}.torrent"))
+    }
+
+    /// The saved torrents and session settings; empty when there is no file yet. A
+    /// file that cannot be read is an error (the daemon will not start over it).
+    pub fn load(&self) -> Result<(Vec<Saved>, Map<String, Value>), String> {
+        let path = self.state_file();
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Map::new()))
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        if meta.len() > MAX_STATE_FILE {
+            return Err(format!(
+                "{}: larger than {MAX_STATE_FILE} bytes",
+                path.display()
+            ));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let torrents = v
+            .get("torrents")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Saved::from_json).collect())
+            .unwrap_or_default();
+        let settings = v
+            .get("settings")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        Ok((torrents, settings))
+    }
+
+    /// Writes the state, atomically.
+    pub fn save(&self, torrents: &[Saved], settings: &Map<String, Value>) -> std::io::Result<()> {
+        let v = json!({
+            "version": 1,
+            "torrents": torrents.iter().map(Saved::to_json).collect::<Vec<_>>(),
+            "settings": settings,
+        });
+        let bytes = serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?;
+        btcore_host::os::write_atomic(&self.state_file(), &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = std::env::temp_dir().join(format!("btcore-state-{}", std::process::id()));
+        let store = Store::open(&dir).expect("store");
+        let t = Saved {
+            hash: "0123456789abcdef0123456789abcdef01234567".into(),
+            magnet: Some("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567".into()),
+            paused: true,
+            download_dir: "/data".into(),
+            added_date: 5,
+            done_date: 0,
+            labels: vec!["a".into()],
+            uploaded: 7,
+            downloaded: 9,
+            queue_position: 2,
+        };
+        let mut settings = Map::new();
+        settings.insert("speed_limit_down".into(), json!(100));
+        store
+            .save(std::slice::from_ref(&t), &settings)
+            .expect("save");
+        let (ts, s) = store.load().expect("load");
+        assert_eq!(ts, vec![t]);
+        assert_eq!(s, settings);
+        std::fs::write(dir.join("daemon.json"), b"{not json").expect("write");
+        assert!(store.load().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
