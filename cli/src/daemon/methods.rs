@@ -258,9 +258,11 @@ fn torrent_get(
     let recently = matches!(a.get("ids"), Some(Value::String(s)) if s.starts_with("recently"));
     let ids = select(d, a)?;
     let table = a.get("format").and_then(Value::as_str) == Some("table");
+    let views: std::collections::BTreeMap<TorrentId, _> =
+        d.client.torrents().into_iter().map(|v| (v.id, v)).collect();
     let rows: Vec<Map<String, Value>> = ids
         .iter()
-        .map(|id| d.torrent_fields(*id, &fields))
+        .map(|id| d.torrent_fields(*id, &fields, &views))
         .collect();
     let mut out = Map::new();
     let torrents = if table {

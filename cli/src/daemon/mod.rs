@@ -13,7 +13,7 @@ mod state;
 
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::session::{Event, TorrentId, TorrentState};
-use btcore_host::client::{Client, ClientOptions};
+use btcore_host::client::{Client, ClientOptions, TorrentView};
 use btcore_host::encryption::Encryption;
 use serde_json::{json, Map, Value};
 use state::{Saved, Store};
@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 /// How often the state file is written when only totals changed (a change of the
 /// torrent list or of a setting writes it at once).
 const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// A change of the torrent list or of a setting is written within this time (a
+/// torrent's `.torrent` is written before its `torrent-add` is answered, so a
+/// `kill -9` in between loses no torrent, only at most this much of settings).
+const SAVE_DIRTY_AFTER: Duration = Duration::from_secs(1);
 /// How often the watch folder is scanned.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// A file in the watch folder is read once its size has not changed for this long
@@ -279,6 +283,7 @@ impl Daemon {
         };
         self.client.remove_torrent(id, delete_data);
         let _ = std::fs::remove_file(self.store.torrent_file(&e.saved.hash));
+        let _ = std::fs::remove_file(self.store.magnet_file(&e.saved.hash));
         self.removed.push((id.0, Instant::now()));
         self.dirty = true;
     }
@@ -374,8 +379,10 @@ impl Daemon {
             .client
             .add_torrent_file(bytes, Some(&dir))
             .map_err(|e| e.to_string())?;
-        btcore_host::os::write_atomic(&self.store.torrent_file(&hex), bytes)
-            .map_err(|e| format!("saving the torrent: {e}"))?;
+        if let Err(e) = btcore_host::os::write_atomic(&self.store.torrent_file(&hex), bytes) {
+            self.client.remove_torrent(id, false);
+            return Err(format!("saving the torrent: {e}"));
+        }
         let saved = Saved {
             hash: hex,
             magnet: None,
@@ -412,6 +419,11 @@ impl Daemon {
             .client
             .add_magnet(uri, Some(&dir))
             .map_err(|e| e.to_string())?;
+        if let Err(e) = btcore_host::os::write_atomic(&self.store.magnet_file(&hex), uri.as_bytes())
+        {
+            self.client.remove_torrent(id, false);
+            return Err(format!("saving the magnet link: {e}"));
+        }
         let saved = Saved {
             hash: hex,
             magnet: Some(uri.to_string()),
@@ -529,14 +541,29 @@ impl Daemon {
     }
 
     /// The fields of one torrent, snake_case.
-    pub fn torrent_fields(&mut self, id: TorrentId, fields: &[String]) -> Map<String, Value> {
+    /// `views` is [`Client::torrents`] taken once for the whole request.
+    pub fn torrent_fields(
+        &self,
+        id: TorrentId,
+        fields: &[String],
+        views: &BTreeMap<TorrentId, TorrentView>,
+    ) -> Map<String, Value> {
         let mut out = Map::new();
-        let view = self.client.torrents().into_iter().find(|v| v.id == id);
         let Some(e) = self.torrents.get(&id) else {
             return out;
         };
-        let Some(view) = view else {
+        let Some(view) = views.get(&id) else {
             return out;
+        };
+        let peers = if fields.iter().any(|f| {
+            matches!(
+                f.as_str(),
+                "peers" | "peers_sending_to_us" | "peers_getting_from_us"
+            )
+        }) {
+            self.client.peers(id)
+        } else {
+            Vec::new()
         };
         let st = view.status;
         let pieces = if fields.iter().any(|f| {
@@ -597,7 +624,7 @@ impl Daemon {
         for f in fields {
             let v: Value = match f.as_str() {
                 "id" => id.0.into(),
-                "name" => self.name_of_view(&view, e).into(),
+                "name" => self.name_of_view(view, e).into(),
                 "hash_string" => e.saved.hash.clone().into(),
                 "status" => {
                     if checking.is_some() {
@@ -641,7 +668,6 @@ impl Daemon {
                 }
                 "peers_connected" => st.peers.into(),
                 "peers_sending_to_us" | "peers_getting_from_us" => {
-                    let peers = self.client.peers(id);
                     let n = peers
                         .iter()
                         .filter(|p| {
@@ -710,9 +736,8 @@ impl Daemon {
                 "peers" => {
                     let n = f64::from(st.num_pieces.max(1));
                     Value::Array(
-                        self.client
-                            .peers(id)
-                            .into_iter()
+                        peers
+                            .iter()
                             .filter(|p| p.established)
                             .map(|p| {
                                 let mut flags = String::new();
@@ -797,7 +822,7 @@ impl Daemon {
                 }),
                 "magnet_link" => {
                     let mut m = format!("magnet:?xt=urn:btih:{}", e.saved.hash);
-                    let name = self.name_of_view(&view, e);
+                    let name = self.name_of_view(view, e);
                     m += "&dn=";
                     m += &percent_encode(&name);
                     for t in meta.map(|m| m.tiers.concat()).unwrap_or_default() {
@@ -831,7 +856,7 @@ impl Daemon {
         out
     }
 
-    fn name_of_view(&self, view: &btcore_host::client::TorrentView, e: &Entry) -> String {
+    fn name_of_view(&self, view: &TorrentView, e: &Entry) -> String {
         e.meta
             .as_ref()
             .map_or_else(|| view.name.clone(), |m| m.name.clone())
@@ -867,7 +892,12 @@ impl Daemon {
                 }
             }
         }
-        if self.dirty || force_save || last_save.elapsed() >= SAVE_EVERY {
+        let due = if self.dirty {
+            last_save.elapsed() >= SAVE_DIRTY_AFTER
+        } else {
+            last_save.elapsed() >= SAVE_EVERY
+        };
+        if force_save || due {
             self.save();
             *last_save = Instant::now();
         }
@@ -1131,8 +1161,10 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         config_dir: state_dir.clone(),
         args: args.clone(),
     };
-    // The saved torrents, in their queue order.
+    // The saved torrents, in their queue order, then any added too late to be listed.
     let mut saved = saved;
+    let orphans = d.store.orphans(&saved, &d.download_dir);
+    saved.extend(orphans);
     saved.sort_by_key(|s| s.queue_position);
     for s in saved {
         let r = match &s.magnet {

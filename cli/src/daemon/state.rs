@@ -106,6 +106,58 @@ impl Store {
         self.dir.join("torrents").join(format!("{hash}.torrent"))
     }
 
+    /// Where a magnet link is kept until its metadata arrives.
+    pub fn magnet_file(&self, hash: &str) -> PathBuf {
+        self.dir.join("torrents").join(format!("{hash}.magnet"))
+    }
+
+    /// The torrents whose `.torrent` or `.magnet` is in the store but not in `known`
+    /// (added less than a second before a `kill -9`), with default settings.
+    pub fn orphans(&self, known: &[Saved], download_dir: &Path) -> Vec<Saved> {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("torrents")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for ent in rd.flatten().take(200_000) {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let Some((hash, ext)) = name.split_once('.') else {
+                continue;
+            };
+            if hash.len() != 40
+                || !hash.bytes().all(|b| b.is_ascii_hexdigit())
+                || known
+                    .iter()
+                    .chain(out.iter())
+                    .any(|s: &Saved| s.hash == hash)
+            {
+                continue;
+            }
+            let magnet = match ext {
+                "torrent" => None,
+                "magnet" => match std::fs::read_to_string(ent.path()) {
+                    Ok(m) if m.len() < 64 * 1024 => Some(m.trim().to_string()),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let added = ent
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            out.push(Saved {
+                hash: hash.to_string(),
+                magnet,
+                download_dir: download_dir.to_path_buf(),
+                added_date: added,
+                queue_position: (known.len() + out.len()) as u64,
+                ..Saved::default()
+            });
+        }
+        out
+    }
+
     /// The saved torrents and session settings; empty when there is no file yet. A
     /// file that cannot be read is an error (the daemon will not start over it).
     pub fn load(&self) -> Result<(Vec<Saved>, Map<String, Value>), String> {
