@@ -82,6 +82,33 @@
 #define BTCORE_PEER_HAS_PEER_ID 64
 
 /**
+ * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
+ */
+#define BTCORE_SUBJECT_NONE 0
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a file or directory path (bytes
+ * of the platform's path, usually UTF-8).
+ */
+#define BTCORE_SUBJECT_PATH 1
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a socket address
+ * (`"0.0.0.0:6881"`, `"[::1]:6881"`) or the address text given.
+ */
+#define BTCORE_SUBJECT_ADDRESS 2
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a tracker URL.
+ */
+#define BTCORE_SUBJECT_URL 3
+
+/**
+ * `btcore_error_detail.offset` when no byte offset applies (not a parse error).
+ */
+#define BTCORE_NO_OFFSET 18446744073709551615ull
+
+/**
  * `btcore_action.announce_event`: a regular announce.
  */
 #define BTCORE_ANNOUNCE_NONE 0
@@ -135,6 +162,28 @@
 #define BTCORE_DISK_IO_ERROR 2
 
 /**
+ * `btcore_sansio_dht_done`: the lookup reached DHT nodes (whether or not they knew
+ * peers): the next one comes after the regular interval.
+ */
+#define BTCORE_DHT_REACHED 0
+
+/**
+ * `btcore_sansio_dht_done`: the lookup reached no node, or the host's DHT could not
+ * run it: retried after a backoff.
+ */
+#define BTCORE_DHT_FAILED 1
+
+/**
+ * `btcore_dht_event.kind`: peers for a lookup (may come several times per lookup).
+ */
+#define BTCORE_DHT_EVENT_PEERS 1
+
+/**
+ * `btcore_dht_event.kind`: a lookup is over.
+ */
+#define BTCORE_DHT_EVENT_DONE 2
+
+/**
  * Dial with an encryption handshake first (plain text or RC4 after it, as the peer
  * picks; plain text when it allows) and fall back to plain text; accept both. The
  * default, as in libtorrent and Transmission.
@@ -157,8 +206,48 @@
 #define BTCORE_ENCRYPTION_DISABLED 3
 
 /**
+ * `btcore_file_info.flags`: a BEP 47 pad file (never written; skip it in a UI).
+ */
+#define BTCORE_FILE_PAD 1
+
+/**
+ * The lowest file priority: the file is skipped (not downloaded).
+ */
+#define BTCORE_PRIORITY_SKIP 0
+
+/**
+ * The priority of every file until set (libtorrent's default; Transmission's
+ * "normal").
+ */
+#define BTCORE_PRIORITY_DEFAULT 4
+
+/**
+ * The highest file priority (Transmission's "high"; its "low" is 1).
+ */
+#define BTCORE_PRIORITY_MAX 7
+
+/**
+ * An opaque DHT node. Made by `btcore_dht_new`, freed by `btcore_dht_free`. Every call
+ * may come from any thread (calls on one handle are serialized on its lock; none does
+ * I/O); never free it while another call on it runs.
+ */
+typedef struct btcore_dht btcore_dht;
+
+/**
  * An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
  * `btcore_sansio_free`.
+ *
+ * The host's rules (docs/c-api.md, "Writing a sans-IO host"):
+ * - set `TCP_NODELAY` on every peer socket: the engine's small messages otherwise
+ *   wait up to 40 ms each in the kernel (Nagle), which stalls a download, the
+ *   low-memory profile's most;
+ * - after any call, drain `btcore_sansio_poll_actions` and `btcore_sansio_events`
+ *   until both give nothing (disk completions made while carrying out actions create
+ *   more of both) before sleeping until I/O or `btcore_sansio_next_timeout`;
+ * - give every call the same monotonic `now_ms` clock;
+ * - threads: every call may come from any thread (the calls on one handle are
+ *   serialized on its lock, none does I/O); never free a handle while another call on
+ *   it runs.
  */
 typedef struct btcore_sansio btcore_sansio;
 
@@ -171,7 +260,10 @@ typedef struct btcore_session btcore_session;
 /**
  * The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
  * they are never mistaken for an errno value. `btcore_result_name()` and
- * `btcore_result_message()` describe a code.
+ * `btcore_result_message()` describe a code; what happened in a given failure (the OS
+ * error number, the file or address, the byte offset of a parse error, a sentence)
+ * is in its detail: `btcore_last_error()`, `btcore_session_last_error()`,
+ * `btcore_sansio_last_error()`.
  */
 typedef uint32_t btcore_result;
 
@@ -224,6 +316,45 @@ typedef struct btcore_create_options {
 } btcore_create_options;
 
 /**
+ * The detail of a failure, filled by `btcore_last_error`, `btcore_session_last_error`,
+ * `btcore_sansio_last_error` and the `_event_detail` calls. All fields are
+ * fixed-width integers.
+ */
+typedef struct btcore_error_detail {
+  /**
+   * The result code of the failure (a `btcore_result` value; `BTCORE_OK` when no
+   * failure was recorded).
+   */
+  uint32_t code;
+  /**
+   * The OS error number (`errno`, e.g. 98 for `EADDRINUSE`, 2 for `ENOENT`), 0 when
+   * none.
+   */
+  int32_t os_error;
+  /**
+   * For a `.torrent`, bencode or magnet parse error: the byte offset in the input
+   * where it was found; `BTCORE_NO_OFFSET` (`UINT64_MAX`) otherwise.
+   */
+  uint64_t offset;
+  /**
+   * What the subject text is: `BTCORE_SUBJECT_*`.
+   */
+  uint32_t subject_kind;
+  /**
+   * Zero (room for later use).
+   */
+  uint32_t reserved;
+  /**
+   * The length in bytes of the whole message, without the NUL.
+   */
+  uint64_t message_len;
+  /**
+   * The length in bytes of the whole subject, without the NUL (0 when none).
+   */
+  uint64_t subject_len;
+} btcore_error_detail;
+
+/**
  * Settings of a sans-IO session. Fill it with `btcore_sansio_settings_default()`
  * first.
  */
@@ -255,6 +386,25 @@ typedef struct btcore_sansio_settings {
    * at twice it `btcore_sansio_disk_backlogged` says to stop reading from peers.
    */
   uint32_t max_disk_bytes_in_flight;
+  /**
+   * Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
+   * `BTCORE_ENCRYPTION_PREFERRED`). The library runs the handshakes and RC4 itself:
+   * the host passes raw socket bytes to `btcore_sansio_recv` and writes what
+   * `btcore_sansio_transmit` gives.
+   */
+  uint32_t encryption;
+  /**
+   * 32 bytes from the device's random source (`getrandom`, `/dev/urandom`, a
+   * hardware RNG): the secret the encryption handshakes' keys are drawn from. All
+   * zero leaves only `random_seed` behind the keys, which an observer who guesses
+   * it can use to read encrypted traffic; `btcore_sansio_entropy` adds more later.
+   */
+  uint8_t entropy[32];
+  /**
+   * 1: look torrents up in a DHT the host runs (`BTCORE_ACTION_DHT_LOOKUP`
+   * actions, answered with `btcore_sansio_dht_done`); 0 (the default): no DHT.
+   */
+  uint8_t dht;
 } btcore_sansio_settings;
 
 /**
@@ -362,6 +512,38 @@ typedef struct btcore_action {
    * matches (see `btcore_sansio_verified_blocks`).
    */
   bool block_digests;
+  /**
+   * `CONNECT`: 1 when this dials `conn` again, in plain text, after its encryption
+   * handshake failed (`BTCORE_ENCRYPTION_PREFERRED`, once per dial): the host has
+   * closed the socket (or was told to by a `CLOSE`) and opens a new one for the same
+   * `conn`.
+   */
+  uint8_t redial;
+  /**
+   * `DHT_LOOKUP`: 1 to announce ourselves on `port` too.
+   */
+  uint8_t dht_announce;
+  /**
+   * The listen port to announce (`ANNOUNCE`, `DHT_LOOKUP`: `settings.listen_port`).
+   */
+  uint16_t port;
+  /**
+   * How many peers to ask the tracker for (`ANNOUNCE`; 0 for `STOPPED`).
+   */
+  uint32_t numwant;
+  /**
+   * The session's announce key (`ANNOUNCE`): lets a tracker recognise us across
+   * address changes.
+   */
+  uint32_t key;
+  /**
+   * The torrent's info-hash (`ANNOUNCE`, `DHT_LOOKUP`).
+   */
+  uint8_t info_hash[20];
+  /**
+   * Our peer id (`ANNOUNCE`).
+   */
+  uint8_t peer_id[20];
 } btcore_action;
 
 /**
@@ -398,6 +580,15 @@ typedef struct btcore_event {
    * The number of dropped events, for `BTCORE_EVENT_DROPPED`.
    */
   uint64_t count;
+  /**
+   * The number of the event's detail (the file, the tracker's URL, the message), for
+   * `btcore_session_event_detail()` / `btcore_sansio_event_detail()`; 0 when none.
+   */
+  uint64_t detail;
+  /**
+   * The OS error number of a `FILE_ERROR` (`errno`), 0 when none or unknown.
+   */
+  int32_t os_error;
 } btcore_event;
 
 /**
@@ -488,6 +679,20 @@ typedef struct btcore_torrent_status {
    * `BTCORE_OK`.
    */
   btcore_result error;
+  /**
+   * Bytes of the wanted pieces (`total_size` unless files are skipped with
+   * `btcore_session_set_file_priorities`; counted by whole pieces).
+   */
+  uint64_t wanted_size;
+  /**
+   * Of which verified. `progress_ppm` and `eta_seconds` count these.
+   */
+  uint64_t wanted_have;
+  /**
+   * 1 once every wanted piece is verified (a seed, or every wanted file there), else
+   * 0.
+   */
+  uint32_t finished;
 } btcore_torrent_status;
 
 /**
@@ -536,6 +741,137 @@ typedef struct btcore_peer_status {
    */
   uint32_t pieces;
 } btcore_peer_status;
+
+/**
+ * Settings of a DHT node. Fill it with `btcore_dht_settings_default()` first.
+ */
+typedef struct btcore_dht_settings {
+  /**
+   * Our node id: 20 random bytes (keep it across restarts).
+   */
+  uint8_t node_id[20];
+  /**
+   * The key of the write tokens we hand out: 20 secret random bytes, never sent.
+   */
+  uint8_t token_key[20];
+  /**
+   * Seed for the node's random choices (transaction ids, ...).
+   */
+  uint64_t random_seed;
+  /**
+   * 1: the low-memory profile (fewer lookups, queries in flight, queued datagrams
+   * and events; a smaller peer store).
+   */
+  uint8_t low_memory;
+} btcore_dht_settings;
+
+/**
+ * One result of the node, from `btcore_dht_poll_event`.
+ */
+typedef struct btcore_dht_event {
+  /**
+   * `BTCORE_DHT_EVENT_PEERS` or `BTCORE_DHT_EVENT_DONE`.
+   */
+  uint32_t kind;
+  /**
+   * The lookup (as `btcore_dht_lookup` gave it).
+   */
+  uint64_t lookup;
+  /**
+   * The torrent (`PEERS`; `DONE` of a torrent lookup).
+   */
+  uint8_t info_hash[20];
+  /**
+   * Peers written to the caller's buffer (`PEERS`).
+   */
+  uint32_t num_peers;
+  /**
+   * Peers in the answer (more than `num_peers` when the buffer was too small: the
+   * rest are dropped).
+   */
+  uint32_t total_peers;
+  /**
+   * `DONE`: the closest nodes that answered (0: the lookup reached no node).
+   */
+  uint32_t nodes;
+  /**
+   * `DONE`: `announce_peer` queries sent.
+   */
+  uint32_t announced;
+} btcore_dht_event;
+
+/**
+ * One file of a torrent (`btcore_sansio_file`).
+ */
+typedef struct btcore_sansio_file_info {
+  /**
+   * Byte offset of the file in the torrent's data (all files end to end).
+   */
+  uint64_t offset;
+  /**
+   * Length in bytes.
+   */
+  uint64_t length;
+  /**
+   * Length of the path in bytes, without its NUL (0 for a pad file).
+   */
+  uint32_t path_len;
+  /**
+   * 1 for a pad file (BEP 47): never written, read as zeros.
+   */
+  uint8_t pad;
+  /**
+   * 1 for an executable file (BEP 47 attribute `x`).
+   */
+  uint8_t executable;
+} btcore_sansio_file_info;
+
+/**
+ * What a tracker answered (`btcore_tracker_parse_announce`,
+ * `btcore_tracker_udp_parse_announce`).
+ */
+typedef struct btcore_tracker_reply {
+  /**
+   * Seconds until the next announce (clamped to 30 s .. 24 h): give it to
+   * `btcore_sansio_announced`.
+   */
+  uint32_t interval_secs;
+  /**
+   * The tracker's `min interval` (HTTP), 0 when it gave none.
+   */
+  uint32_t min_interval_secs;
+  /**
+   * Peers written to the caller's buffer.
+   */
+  uint32_t num_peers;
+  /**
+   * Peers in the answer (more than `num_peers` when the buffer was too small: the
+   * rest are dropped).
+   */
+  uint32_t total_peers;
+  /**
+   * Seeders and leechers, per the tracker (`UINT32_MAX`: not given).
+   */
+  uint32_t seeders;
+  /**
+   * Leechers, per the tracker (`UINT32_MAX`: not given).
+   */
+  uint32_t leechers;
+  /**
+   * 1: the tracker refused (`failure reason`, or a UDP error packet): answer
+   * `BTCORE_ANNOUNCED_FAILED`. The reason is `failure_len` bytes at
+   * `failure_offset` in the caller's own response bytes.
+   */
+  uint8_t failure;
+  /**
+   * Offset of the failure reason in the response bytes.
+   */
+  uint32_t failure_offset;
+  /**
+   * Length of the failure reason.
+   */
+  uint32_t failure_len;
+} btcore_tracker_reply;
 
 /**
  * How a session runs. Fill it with `btcore_settings_default()` first, then change
@@ -592,6 +928,41 @@ typedef struct btcore_settings {
    * `BTCORE_ENCRYPTION_PREFERRED`).
    */
   uint32_t encryption;
+  /**
+   * The Mainline DHT (BEP 5) for public torrents: 1 (the default) on, 0 off. Its
+   * routing table is kept in `state_dir` (`dht.state`) when there is one.
+   */
+  uint8_t enable_dht;
+  /**
+   * Local service discovery (BEP 14, multicast on the LAN) for public torrents: 1
+   * on, 0 (the default) off: it reaches every machine of the local network.
+   */
+  uint8_t enable_lsd;
+  /**
+   * Peer exchange (BEP 11) for public torrents: 1 (the default) on, 0 off.
+   */
+  uint8_t enable_pex;
+  /**
+   * The DHT's UDP port (0, the default: the TCP listen port).
+   */
+  uint16_t dht_port;
+  /**
+   * Most connections over all torrents (0: the default, 200; 50 with
+   * `low_memory`). Lowered while running, the least useful connections over it are
+   * closed.
+   */
+  uint32_t max_connections;
+  /**
+   * The DHT nodes to join through, `"host:port,host:port"` (at most 32; names are
+   * resolved when the DHT starts). NULL, the default: the public routers.
+   */
+  const char *dht_bootstrap;
+  /**
+   * Most bytes received from peers and not yet written to disk (0: the default,
+   * 1 MiB; 512 KiB with `low_memory`): no block is requested past it, and reading
+   * from peers pauses at twice it until writes complete.
+   */
+  uint64_t disk_queue_bytes;
 } btcore_settings;
 
 /**
@@ -602,6 +973,29 @@ typedef struct btcore_settings {
  * `btcore_session_events`. No lock is held while it runs.
  */
 typedef void (*btcore_notify_callback)(void *userdata);
+
+/**
+ * One file of a torrent, filled by `btcore_session_files()`. Its path comes from
+ * `btcore_session_file_name()`.
+ */
+typedef struct btcore_file_info {
+  /**
+   * Its length in bytes.
+   */
+  uint64_t size;
+  /**
+   * Its bytes verified (those lying in pieces the torrent has).
+   */
+  uint64_t done;
+  /**
+   * Its priority: 0 (skipped) to 7.
+   */
+  uint32_t priority;
+  /**
+   * `BTCORE_FILE_PAD` or 0.
+   */
+  uint32_t flags;
+} btcore_file_info;
 
 /**
  * Success.
@@ -651,17 +1045,19 @@ typedef void (*btcore_notify_callback)(void *userdata);
 #define BTCORE_WRONG_STATE 7008
 
 /**
- * A file or socket error.
+ * A file or socket error (the detail has the OS error number and the file or
+ * address).
  */
 #define BTCORE_IO 7009
 
 /**
- * The `.torrent` data is invalid (or larger than 64 MiB).
+ * The `.torrent` data is invalid (or larger than 64 MiB); the detail has the byte
+ * offset and the cause.
  */
 #define BTCORE_INVALID_TORRENT 7010
 
 /**
- * The magnet link is invalid.
+ * The magnet link is invalid; the detail has the cause.
  */
 #define BTCORE_INVALID_MAGNET 7011
 
@@ -700,6 +1096,12 @@ typedef void (*btcore_notify_callback)(void *userdata);
  * connection was closed, and it is refused when it comes back.
  */
 #define BTCORE_PEER_BANNED 7018
+
+/**
+ * A tracker refused the announce (its `failure reason`) or could not be reached
+ * (the `error` of `BTCORE_EVENT_TRACKER_ERROR`).
+ */
+#define BTCORE_TRACKER 7019
 
 /**
  * Fetching the info dictionary from peers (a magnet link).
@@ -753,7 +1155,11 @@ typedef void (*btcore_notify_callback)(void *userdata);
 #define BTCORE_EVENT_HASH_FAILED 4
 
 /**
- * Every piece is verified: the torrent seeds from now on.
+ * Every wanted piece is verified: the torrent seeds from now on (or, with files
+ * skipped, stops downloading). Sent whenever the torrent becomes finished,
+ * however it got there: the last piece downloaded, or a check of the data on disk
+ * (or resume data) that found every wanted piece when it was added; and again if
+ * more files become wanted and arrive.
  */
 #define BTCORE_EVENT_TORRENT_FINISHED 5
 
@@ -769,11 +1175,16 @@ typedef void (*btcore_notify_callback)(void *userdata);
 
 /**
  * A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+ * One event per stopped torrent (the blocks in flight that fail after it make no
+ * event). `os_error` is the OS error number; `detail` gives the file and the
+ * system's words through `btcore_session_event_detail()`.
  */
 #define BTCORE_EVENT_FILE_ERROR 8
 
 /**
- * A tracker failed (reserved: not emitted by this version).
+ * An announce to a tracker failed (`error`: `BTCORE_TRACKER`): no answer, a
+ * transport error, or the tracker's `failure reason`; the next tracker is asked.
+ * `detail` gives the tracker's URL (the subject) and the message.
  */
 #define BTCORE_EVENT_TRACKER_ERROR 9
 
@@ -786,6 +1197,18 @@ typedef void (*btcore_notify_callback)(void *userdata);
  * The queue was full and `count` older events were dropped (drain more often).
  */
 #define BTCORE_EVENT_DROPPED 11
+
+/**
+ * A tracker answered with a `warning message` (the announce counted). `detail`
+ * gives the tracker's URL (the subject) and the message.
+ */
+#define BTCORE_EVENT_TRACKER_WARNING 12
+
+/**
+ * The torrent reached its ratio limit (`btcore_session_set_ratio_limit`) and was
+ * paused: it stopped seeding.
+ */
+#define BTCORE_EVENT_RATIO_REACHED 20
 
 /**
  * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
@@ -841,6 +1264,14 @@ typedef void (*btcore_notify_callback)(void *userdata);
  */
 #define BTCORE_ACTION_ANNOUNCE 7
 
+/**
+ * Look up the peers of `info_hash` in the DHT (only with `settings.dht`): give the
+ * peers found to `btcore_sansio_add_peer`, then answer with
+ * `btcore_sansio_dht_done(torrent, id, ...)`. When `dht_announce` is 1, announce
+ * `port` for `info_hash` to the closest nodes too (BEP 5 `announce_peer`).
+ */
+#define BTCORE_ACTION_DHT_LOOKUP 8
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -853,7 +1284,10 @@ const char *btcore_result_name(uint32_t code);
 
 /**
  * A one-line English description of a result code: a static string, never NULL,
- * never to be freed. Thread-safe.
+ * never to be freed. Thread-safe. It describes the code only ("a file or socket
+ * error"); what happened in a given failure ("0.0.0.0:6881: Address already in use
+ * (os error 98)") is in the failure's detail: `btcore_last_error()`,
+ * `btcore_session_last_error()`, `btcore_sansio_last_error()`.
  */
 const char *btcore_result_message(uint32_t code);
 
@@ -922,6 +1356,118 @@ btcore_result btcore_create_torrent(const char *path,
 btcore_result btcore_create_torrent_file(const char *path,
                                          const struct btcore_create_options *options,
                                          const char *output);
+
+/**
+ * The detail of the last call that failed on the calling thread (any call: with a
+ * handle or without, e.g. `btcore_session_new`, `btcore_create_torrent`, a call given a
+ * NULL or freed handle). Fills `*out` (may be NULL) and copies the message into
+ * `message` and the path, address or URL involved into `subject`, each
+ * NUL-terminated and cut to fit their capacities (`out->message_len` and
+ * `out->subject_len` give the whole lengths); a buffer may be NULL when its capacity is
+ * 0. With no failure yet, `out->code` is `BTCORE_OK`. This call records nothing of its
+ * own.
+ *
+ * # Safety
+ *
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_last_error(struct btcore_error_detail *out,
+                                char *message,
+                                size_t message_cap,
+                                char *subject,
+                                size_t subject_cap);
+
+/**
+ * The detail of the last call on `session` that failed, from whichever thread made
+ * it; as `btcore_last_error` otherwise. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_session_last_error(const struct btcore_session *session,
+                                        struct btcore_error_detail *out,
+                                        char *message,
+                                        size_t message_cap,
+                                        char *subject,
+                                        size_t subject_cap);
+
+/**
+ * The detail of the last call on the sans-IO handle `h` that failed; as
+ * `btcore_session_last_error` otherwise. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_sansio_last_error(const struct btcore_sansio *h,
+                                       struct btcore_error_detail *out,
+                                       char *message,
+                                       size_t message_cap,
+                                       char *subject,
+                                       size_t subject_cap);
+
+/**
+ * The detail of an event drained from `session` whose `detail` field is not 0
+ * (`BTCORE_EVENT_FILE_ERROR`: the file and the OS error; `BTCORE_EVENT_TRACKER_ERROR`
+ * and `_WARNING`: the tracker's URL as the subject and its message). The session keeps
+ * the details of its last 256 such events: an older one gives `BTCORE_NOT_FOUND`.
+ * Buffers as in `btcore_last_error`. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_session_event_detail(const struct btcore_session *session,
+                                          uint64_t detail,
+                                          struct btcore_error_detail *out,
+                                          char *message,
+                                          size_t message_cap,
+                                          char *subject,
+                                          size_t subject_cap);
+
+/**
+ * The detail of an event drained from the sans-IO handle `h` whose `detail` field is
+ * not 0 (`BTCORE_EVENT_TRACKER_ERROR` and `_WARNING`); as
+ * `btcore_session_event_detail` otherwise.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_sansio_event_detail(const struct btcore_sansio *h,
+                                         uint64_t detail,
+                                         struct btcore_error_detail *out,
+                                         char *message,
+                                         size_t message_cap,
+                                         char *subject,
+                                         size_t subject_cap);
 
 /**
  * Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
@@ -1099,6 +1645,25 @@ btcore_result btcore_sansio_announced(struct btcore_sansio *h,
                                       uint64_t now_ms);
 
 /**
+ * The `DHT_LOOKUP` action `action_id` of torrent `id` is over: `status` is
+ * `BTCORE_DHT_REACHED` or `BTCORE_DHT_FAILED` (give the peers found to
+ * `btcore_sansio_add_peer` first). `BTCORE_NOT_FOUND` for a lookup the library no
+ * longer waits for (late, or the torrent went).
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ * during the call. A freed handle, one of another type or any other pointer is a checked
+ * error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ * reading anything behind it.
+ */
+btcore_result btcore_sansio_dht_done(struct btcore_sansio *h,
+                                     uint32_t id,
+                                     uint64_t action_id,
+                                     uint32_t status,
+                                     uint64_t now_ms);
+
+/**
  * Asks torrent `id` to announce: an `ANNOUNCE` action follows as soon as the
  * tracker's `min interval` allows (at once if it already does). `BTCORE_NOT_FOUND`
  * when the torrent is unknown or not running (checking, paused).
@@ -1113,7 +1678,9 @@ btcore_result btcore_sansio_announced(struct btcore_sansio *h,
 btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
- * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+ * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
+ * (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
+ * the encryption policy refuses gets a `CLOSE`.
  * A connection refused (the connection cap is reached, or the address is banned for
  * bad data) gets a `CLOSE` action at once.
  *
@@ -1132,8 +1699,10 @@ btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
                                      uint32_t *out_conn);
 
 /**
- * The connection asked by a `CONNECT` action is open. A connection the library has
- * already closed is ignored (as in every per-connection call).
+ * The connection asked by a `CONNECT` action is open (set `TCP_NODELAY` on it). A
+ * connection the library has already closed is ignored (as in every per-connection
+ * call). When it is to be encrypted, a `SEND` follows for the handshake's first
+ * message, and the torrent learns of the peer once the handshake is over.
  *
  * # Safety
  *
@@ -1157,7 +1726,10 @@ btcore_result btcore_sansio_connected(struct btcore_sansio *h, uint32_t conn, ui
 btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
- * The socket of `conn` closed or failed (no `CLOSE` action follows).
+ * The socket of `conn` closed or failed (no `CLOSE` action follows). When it was
+ * dialed with the encryption handshake under `BTCORE_ENCRYPTION_PREFERRED` and closed
+ * before the handshake was over, a `CONNECT` for the same `conn` with `redial` set
+ * follows: dial again, in plain text.
  *
  * # Safety
  *
@@ -1169,7 +1741,10 @@ btcore_result btcore_sansio_connect_failed(struct btcore_sansio *h, uint32_t con
 btcore_result btcore_sansio_disconnected(struct btcore_sansio *h, uint32_t conn, uint64_t now_ms);
 
 /**
- * `len` bytes received on `conn` (any split: framing is the library's job).
+ * `len` bytes received on `conn` (any split: framing is the library's job), exactly as
+ * read from the socket: the library undoes the encryption itself. Call it only while
+ * `btcore_sansio_disk_backlogged` is false and `btcore_sansio_wants_recv` true for
+ * `conn`.
  *
  * # Safety
  *
@@ -1227,7 +1802,9 @@ btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t c
 /**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
  * how many to `*out_len`; 0 means nothing more to send now. The bytes are the
- * application's to send in order: they are not given again.
+ * application's to send in order, as they are (encrypted already when the connection
+ * is): they are not given again. While an encryption handshake runs, only its bytes
+ * come out.
  *
  * # Safety
  *
@@ -1485,8 +2062,373 @@ btcore_result btcore_sansio_metadata(const struct btcore_sansio *h,
                                      size_t *out_len);
 
 /**
+ * `btcore_sansio_announced` with the tracker's words: with `BTCORE_ANNOUNCED_FAILED`,
+ * why (its `failure reason`, or the transport error), reported as a
+ * `BTCORE_EVENT_TRACKER_ERROR` whose detail has the tracker's URL and this message;
+ * with `BTCORE_ANNOUNCED_OK`, its `warning message` (empty: none), reported as a
+ * `BTCORE_EVENT_TRACKER_WARNING`. `message` holds `message_len` bytes (usually UTF-8;
+ * not NUL-terminated; NULL when `message_len` is 0). Results as
+ * `btcore_sansio_announced`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `message` is valid for reads of `message_len` bytes (it may be NULL when
+ *   `message_len` is 0).
+ */
+btcore_result btcore_sansio_announced_message(struct btcore_sansio *h,
+                                              uint32_t id,
+                                              uint64_t action_id,
+                                              uint32_t status,
+                                              uint32_t interval_secs,
+                                              uint32_t min_interval_secs,
+                                              const uint8_t *message,
+                                              size_t message_len,
+                                              uint64_t now_ms);
+
+/**
+ * Fills `out` with the defaults: zero id and key (set them from your random source),
+ * the desktop profile. Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_dht_settings`.
+ */
+btcore_result btcore_dht_settings_default(struct btcore_dht_settings *out);
+
+/**
+ * Creates a DHT node into `*out` and starts its bootstrap from the `n` addresses at
+ * `bootstrap` (NULL/0: none; nodes that contact it fill its table then). Free it with
+ * `btcore_dht_free`. An all-zero `node_id` or `token_key` is
+ * `BTCORE_INVALID_PARAMETER`: both must come from a random source. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `settings` is NULL or valid for reading one `btcore_dht_settings`.
+ * - `bootstrap` is valid for reads of `n` `btcore_addr`s (it may be NULL when `n` is 0).
+ * - `out` is NULL or valid for writing one pointer.
+ */
+btcore_result btcore_dht_new(const struct btcore_dht_settings *settings,
+                             const struct btcore_addr *bootstrap,
+                             size_t n,
+                             uint64_t now_ms,
+                             struct btcore_dht **out);
+
+/**
+ * Frees a DHT node. NULL, or a handle already freed, is a no-op. No other call on this
+ * handle may run meanwhile.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_dht_new`; a pointer the library did not make, or
+ * one already freed, is refused by a look-up in the set of live handles without being
+ * read.
+ */
+void btcore_dht_free(struct btcore_dht *h);
+
+/**
+ * A datagram of `len` bytes from `*from` arrived on the DHT socket. Malformed,
+ * unsolicited or abusive datagrams are dropped (that is not an error).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `from` is NULL or valid for reading one `btcore_addr`.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ */
+btcore_result btcore_dht_recv(struct btcore_dht *h,
+                              const struct btcore_addr *from,
+                              const uint8_t *data,
+                              size_t len,
+                              uint64_t now_ms);
+
+/**
+ * Copies the next datagram to send into `buf` (1,500 bytes always suffice), its length
+ * to `*out_len` and its destination to `*out_to`; `*out_len` 0: nothing to send. A
+ * datagram larger than `cap` is dropped.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` and `out_to` are NULL or valid for one write each.
+ */
+btcore_result btcore_dht_poll_transmit(struct btcore_dht *h,
+                                       uint64_t now_ms,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       size_t *out_len,
+                                       struct btcore_addr *out_to);
+
+/**
+ * Writes when `btcore_dht_handle_timeout` is next due to `*out_ms` (`UINT64_MAX`:
+ * nothing scheduled).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_ms` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_dht_next_timeout(const struct btcore_dht *h, uint64_t *out_ms);
+
+/**
+ * Runs the node's timers (query timeouts, lookups, table maintenance, bootstrap
+ * retries); early is harmless.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during the
+ * call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+btcore_result btcore_dht_handle_timeout(struct btcore_dht *h, uint64_t now_ms);
+
+/**
+ * Starts a lookup of the peers of `info_hash` (20 bytes) and writes its id to
+ * `*out_lookup`; with a `port` other than 0, announces that port for it to the closest
+ * nodes too. Results come as events. `BTCORE_WRONG_STATE` when the most lookups run
+ * (32; 8 in the low-memory profile): answer the session's lookup as failed.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `info_hash` is NULL or valid for reading 20 bytes.
+ * - `out_lookup` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_dht_lookup(struct btcore_dht *h,
+                                const uint8_t *info_hash,
+                                uint16_t port,
+                                uint64_t now_ms,
+                                uint64_t *out_lookup);
+
+/**
+ * Takes the next event of the node into `*out` (its peers into `peers`, `cap` of
+ * them: 200 always suffice) and writes 1 to `*out_some`, or 0 when there is none.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out` is NULL or valid for writing one `btcore_dht_event`.
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out_some` is NULL or valid for writing one `u8`.
+ */
+btcore_result btcore_dht_poll_event(struct btcore_dht *h,
+                                    struct btcore_dht_event *out,
+                                    struct btcore_addr *peers,
+                                    size_t cap,
+                                    uint8_t *out_some);
+
+/**
+ * Writes the number of nodes in the routing table to `*out_nodes`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_dht_new` that no `btcore_dht_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_nodes` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_dht_node_count(const struct btcore_dht *h,
+                                    uint64_t now_ms,
+                                    uint32_t *out_nodes);
+
+/**
+ * Writes the number of files of torrent `id` to `*out_count`. `BTCORE_NOT_FOUND` for
+ * an unknown id, and for a magnet link until `BTCORE_EVENT_METADATA_RECEIVED`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out_count` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_sansio_file_count(const struct btcore_sansio *h,
+                                       uint32_t id,
+                                       uint32_t *out_count);
+
+/**
+ * Fills `*out` with file `index` of torrent `id` and copies its path, NUL-terminated,
+ * into `path` (`path_cap` bytes; NULL/0 to skip the path). A `path_cap` of at most
+ * `path_len` is `BTCORE_BUFFER_TOO_SMALL`, with `*out` written all the same so that
+ * `out->path_len + 1` tells the size needed. `BTCORE_NOT_FOUND` for an unknown torrent
+ * or an index past the last file.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_sansio_file_info`.
+ * - `path` is valid for writes of `path_cap` bytes (it may be NULL when `path_cap` is 0).
+ */
+btcore_result btcore_sansio_file(const struct btcore_sansio *h,
+                                 uint32_t id,
+                                 uint32_t index,
+                                 struct btcore_sansio_file_info *out,
+                                 char *path,
+                                 size_t path_cap);
+
+/**
+ * Maps byte `torrent_offset` of torrent `id` (as the `torrent_offset` of a `READ`,
+ * `WRITE` or `VERIFY` action) to a file: writes its index to `*out_index`, the offset
+ * inside it to `*out_file_offset` and the bytes of the file from there on to
+ * `*out_len`, so a block that crosses into the next file is split by calling again at
+ * `torrent_offset + *out_len`. Empty files hold no offset and are never the answer.
+ * `BTCORE_NOT_FOUND` for an unknown torrent, `BTCORE_INVALID_PARAMETER` for an offset
+ * at or past the end of the torrent.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out_index`, `out_file_offset` and `out_len` are each NULL or valid for writing one
+ *   value of their type.
+ */
+btcore_result btcore_sansio_file_at(const struct btcore_sansio *h,
+                                    uint32_t id,
+                                    uint64_t torrent_offset,
+                                    uint32_t *out_index,
+                                    uint64_t *out_file_offset,
+                                    uint64_t *out_len);
+
+/**
+ * Stirs `len` bytes from the device's random source into the secret that encryption
+ * handshake keys are drawn from. `btcore_sansio_settings.entropy` seeds it; call this
+ * too when more randomness comes (any length, any time). Never fails for a live
+ * handle.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ */
+btcore_result btcore_sansio_entropy(struct btcore_sansio *h, const uint8_t *data, size_t len);
+
+/**
+ * Writes the HTTP announce URL of the `ANNOUNCE` action `*a` (its `tracker` URL with
+ * the BEP 3 query appended), NUL-terminated, into `buf` and its length without the
+ * NUL to `*out_len`. Call it before the next `btcore_sansio_poll_actions` (the action's
+ * `tracker` points into the handle until then). `BTCORE_BUFFER_TOO_SMALL` with the
+ * length needed (plus one for the NUL) in `*out_len`; `BTCORE_INVALID_PARAMETER` for
+ * another kind of action or a URL that is not UTF-8. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `a` is NULL or points to an action filled by `btcore_sansio_poll_actions`, whose
+ *   `tracker` is still valid.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_tracker_announce_url(const struct btcore_action *a,
+                                          char *buf,
+                                          size_t cap,
+                                          size_t *out_len);
+
+/**
+ * Parses the body of an HTTP tracker's answer to an announce into `*out`, the peers
+ * (IPv4 and IPv6, port 0 dropped) into `peers` (`cap` of them). A tracker's refusal is
+ * not an error: `out->failure` says it. A body that is not a valid announce answer is
+ * `BTCORE_INVALID_PARAMETER`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `body` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out` is NULL or valid for writing one `btcore_tracker_reply`.
+ */
+btcore_result btcore_tracker_parse_announce(const uint8_t *body,
+                                            size_t len,
+                                            struct btcore_addr *peers,
+                                            size_t cap,
+                                            struct btcore_tracker_reply *out);
+
+/**
+ * Writes a BEP 15 connect request with transaction id `txid` (16 bytes) into `buf`
+ * and its length to `*out_len`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_tracker_udp_connect_request(uint32_t txid,
+                                                 uint8_t *buf,
+                                                 size_t cap,
+                                                 size_t *out_len);
+
+/**
+ * Reads a UDP tracker's answer to the connect request `txid` into
+ * `*out_connection_id`. A packet of another transaction, another action or the wrong
+ * length is `BTCORE_INVALID_PARAMETER` (ignore it and keep waiting); an error packet
+ * is `BTCORE_NOT_FOUND`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out_connection_id` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_tracker_udp_parse_connect(const uint8_t *data,
+                                               size_t len,
+                                               uint32_t txid,
+                                               uint64_t *out_connection_id);
+
+/**
+ * Writes the BEP 15 announce request of the `ANNOUNCE` action `*a` (98 bytes) with
+ * `connection_id` and transaction id `txid` into `buf` and its length to `*out_len`.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `a` is NULL or points to an action filled by `btcore_sansio_poll_actions`.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_tracker_udp_announce_request(const struct btcore_action *a,
+                                                  uint64_t connection_id,
+                                                  uint32_t txid,
+                                                  uint8_t *buf,
+                                                  size_t cap,
+                                                  size_t *out_len);
+
+/**
+ * Parses a UDP tracker's answer to the announce `txid` into `*out`, the peers into
+ * `peers` (`cap` of them); `ipv6` is 1 when the tracker was reached over IPv6 (18-byte
+ * peer entries). An error packet sets `out->failure`. A packet of another
+ * transaction, another action or the wrong length is `BTCORE_INVALID_PARAMETER`
+ * (ignore it and keep waiting). Thread-safe.
+ *
+ * # Safety
+ *
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `peers` is valid for writes of `cap` `btcore_addr`s (it may be NULL when `cap` is 0).
+ * - `out` is NULL or valid for writing one `btcore_tracker_reply`.
+ */
+btcore_result btcore_tracker_udp_parse_announce(const uint8_t *data,
+                                                size_t len,
+                                                uint32_t txid,
+                                                uint8_t ipv6,
+                                                struct btcore_addr *peers,
+                                                size_t cap,
+                                                struct btcore_tracker_reply *out);
+
+/**
  * Fills `out` with the defaults: current directory, no state directory, listen on
- * 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
+ * 0.0.0.0:6881, trackers, DHT and PEX on, LSD off, 50 peers per torrent and 200 in
+ * all, a 1 MiB disk queue, 2 disk threads, no rate limits, encryption preferred.
  * Thread-safe.
  *
  * # Safety
@@ -1541,11 +2483,12 @@ btcore_result btcore_session_listen_port(const struct btcore_session *session, u
 
 /**
  * Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
- * download directory); writes the torrent's id to `*out_id`. The call returns without
- * hashing: data already in the directory is checked on a thread of the session, one
- * torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
- * announce); with a state directory, resume data whose files are unchanged skips that
- * check. Thread-safe.
+ * download directory); writes the torrent's id to `*out_id`. The call returns at
+ * once, without hashing: data already in the directory is checked on a thread of the
+ * session, one torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no
+ * peers, no announce); then it downloads or seeds (see its status and events). With a
+ * state directory, resume data whose files are unchanged skips that check.
+ * Thread-safe.
  *
  * # Safety
  *
@@ -1565,6 +2508,9 @@ btcore_result btcore_session_add_torrent_file(struct btcore_session *session,
 /**
  * Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
  * `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
+ * The call returns at once, without hashing: data already in the directory is
+ * checked on a thread of the session while the torrent reads `BTCORE_STATE_CHECKING`
+ * (no peers, no announce); then it downloads or seeds (see its status and events).
  * Thread-safe.
  *
  * # Safety
@@ -1585,8 +2531,10 @@ btcore_result btcore_session_add_torrent_bytes(struct btcore_session *session,
 
 /**
  * Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
- * session's download directory); writes its id to `*out_id`. The torrent is in
- * `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
+ * session's download directory); writes its id to `*out_id`. The call returns at
+ * once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until
+ * `BTCORE_EVENT_METADATA_RECEIVED`, then `BTCORE_STATE_CHECKING` while what is
+ * already on disk is checked, then downloads.
  * Thread-safe.
  *
  * # Safety
@@ -1832,6 +2780,253 @@ btcore_result btcore_session_stop(struct btcore_session *session);
  * handles before reading anything behind it.
  */
 btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeout_ms);
+
+/**
+ * Writes the number of files of torrent `id` (pad files included) to `*out`: the
+ * length `btcore_session_set_file_priorities` expects. `BTCORE_NOT_FOUND` for an
+ * unknown id, `BTCORE_WRONG_STATE` for a magnet link whose metadata has not arrived.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `uint32_t`.
+ */
+btcore_result btcore_session_file_count(const struct btcore_session *session,
+                                        uint32_t id,
+                                        uint32_t *out);
+
+/**
+ * Fills `buf` (room for `cap`) with the files of torrent `id`, in torrent order, and
+ * writes their number to `*out_len`. When `cap` is too small, returns
+ * `BTCORE_BUFFER_TOO_SMALL` with the number needed in `*out_len`. `BTCORE_NOT_FOUND`
+ * for an unknown id, `BTCORE_WRONG_STATE` for a magnet link whose metadata has not
+ * arrived.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_file_info`s (it may be NULL when `cap` is
+ *   0).
+ * - `out_len` is NULL or valid for writing one `size_t`.
+ */
+btcore_result btcore_session_files(const struct btcore_session *session,
+                                   uint32_t id,
+                                   struct btcore_file_info *buf,
+                                   size_t cap,
+                                   size_t *out_len);
+
+/**
+ * Copies the path of file `index` of torrent `id` (relative to the torrent's save
+ * folder, `/`-separated, UTF-8; empty for a pad file) into `buf` with a terminating
+ * NUL, and its length without the NUL into `*out_len`. When `cap` is too small,
+ * returns `BTCORE_BUFFER_TOO_SMALL` with the length needed in `*out_len`.
+ * `BTCORE_INVALID_PARAMETER` for an index past the last file.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `char`s (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `size_t`.
+ */
+btcore_result btcore_session_file_name(const struct btcore_session *session,
+                                       uint32_t id,
+                                       uint32_t index,
+                                       char *buf,
+                                       size_t cap,
+                                       size_t *out_len);
+
+/**
+ * Sets the priority of each file of torrent `id`: `count` priorities in torrent order,
+ * one per file (pad files included; `btcore_session_file_count`). 0
+ * (`BTCORE_PRIORITY_SKIP`) skips a file: its pieces are not downloaded and the file is
+ * not created, except the bytes of a piece it shares with a wanted file. 1 to 7 rank
+ * wanted files (7 first); 4 is the default. Transmission's wanted/low/normal/high are
+ * 0/1/4/7. A torrent that has every wanted piece is finished
+ * (`BTCORE_EVENT_TORRENT_FINISHED`; `btcore_torrent_status` reports the progress of
+ * the wanted bytes) and downloads again when more files become wanted.
+ * `BTCORE_INVALID_PARAMETER` when `count` is not the file count or a priority is above
+ * 7 (nothing changes), `BTCORE_WRONG_STATE` for a magnet link without metadata.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `priorities` is valid for reading `count` bytes (it may be NULL when `count` is 0).
+ */
+btcore_result btcore_session_set_file_priorities(struct btcore_session *session,
+                                                 uint32_t id,
+                                                 const uint8_t *priorities,
+                                                 size_t count);
+
+/**
+ * Turns sequential order on (`true`: pieces in index order within each priority,
+ * for streaming) or off (rarest first, the default) for torrent `id`.
+ * `BTCORE_WRONG_STATE` for a magnet link without metadata.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_sequential(struct btcore_session *session,
+                                            uint32_t id,
+                                            bool sequential);
+
+/**
+ * Limits torrent `id` to `download_bps` and `upload_bps` bytes per second of its own
+ * (0: no limit of its own), on top of the session's limits: a byte moves when both
+ * allow it.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_torrent_limits(struct btcore_session *session,
+                                                uint32_t id,
+                                                uint64_t download_bps,
+                                                uint64_t upload_bps);
+
+/**
+ * Stops torrent `id` seeding once it is finished and has uploaded `ratio_permille`
+ * thousandths of what it downloaded (1000: ratio 1.0; the downloaded bytes count at
+ * least the bytes it has, so a torrent added complete stops after uploading its size
+ * times the ratio): it is paused (`BTCORE_STATE_PAUSED`) and
+ * `BTCORE_EVENT_RATIO_REACHED` is sent. 0 lifts the limit. A torrent resumed past its
+ * limit stops again: raise or lift the limit first.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_ratio_limit(struct btcore_session *session,
+                                             uint32_t id,
+                                             uint32_t ratio_permille);
+
+/**
+ * Moves the data of torrent `id` to the folder `path` (created if needed): each file
+ * goes to the same relative path under it, nothing is written outside it, and nothing
+ * there is replaced (a file in the way refuses the move with `BTCORE_IO` before any
+ * file moved; a failure midway puts back the files moved). The torrent keeps running
+ * from the new place. Returns when the data is moved: across file systems the data is
+ * copied, and the loop waits. `BTCORE_WRONG_STATE` while the torrent's data is being
+ * checked or its metadata has not arrived. The new place is not remembered in resume
+ * data: add the torrent with it next time.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `path` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_move_storage(struct btcore_session *session,
+                                          uint32_t id,
+                                          const char *path);
+
+/**
+ * Renames file `index` of torrent `id` to `name`: the last component of its path,
+ * one plain name (UTF-8; not empty, `.` or `..`; no `/`, `\` or NUL; at most 255
+ * bytes; nothing a `.torrent` path would have changed). The file moves on disk if it
+ * exists. `BTCORE_INVALID_PARAMETER` for a bad name or index, `BTCORE_STORAGE` when
+ * the new path is taken by another file of the torrent, `BTCORE_IO` when a file is in
+ * the way on disk.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `name` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_rename_file(struct btcore_session *session,
+                                         uint32_t id,
+                                         uint32_t index,
+                                         const char *name);
+
+/**
+ * Renames the top folder of multi-file torrent `id` to `name` (checked as in
+ * `btcore_session_rename_file`); every file moves with it. `BTCORE_INVALID_PARAMETER`
+ * for a bad name or a single-file torrent.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `name` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_rename_folder(struct btcore_session *session,
+                                           uint32_t id,
+                                           const char *name);
+
+/**
+ * Writes torrent `id` as a `.torrent` file at `path`: its info dictionary as received
+ * (same info-hash) with its trackers (`announce`, and `announce-list` when there are
+ * several). The file is replaced atomically (a reader sees the old file or the whole
+ * new one). What saves a magnet link's metadata once `BTCORE_EVENT_METADATA_RECEIVED`
+ * came; `BTCORE_WRONG_STATE` before, `BTCORE_IO` when the file cannot be written.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `path` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_save_torrent_file(const struct btcore_session *session,
+                                               uint32_t id,
+                                               const char *path);
+
+/**
+ * Applies `settings` to a running session (whether its own thread runs it or
+ * `btcore_session_poll` does): the rate limits (from the next read or write), the
+ * connection caps (`max_peers_per_torrent`, `max_connections`: the least useful
+ * connections over a lowered cap are closed at once), `disk_queue_bytes`,
+ * `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the
+ * `encryption` policy (for connections made from now on), and `listen_address` with
+ * `listen_port` (a new listen socket is bound; when that fails, e.g. the port is in
+ * use, `BTCORE_IO` is returned, the old socket keeps listening and nothing else
+ * changes). Fields that cannot change while running keep the value given to
+ * `btcore_session_new` and are not checked: `download_dir`, `state_dir`,
+ * `low_memory`, `use_trackers`, `disk_threads`, `random_seed`. An invalid value
+ * (an unknown encryption policy, a switch other than 0 or 1, a malformed address or
+ * bootstrap list) returns `BTCORE_INVALID_PARAMETER` and changes nothing.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `settings` is NULL or valid for reading one `btcore_settings` whose strings are
+ *   NULL or NUL-terminated.
+ */
+btcore_result btcore_session_apply_settings(struct btcore_session *session,
+                                            const struct btcore_settings *settings);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -170,6 +170,9 @@ mod tests {
                 private: false,
                 paused: false,
                 error: None,
+                wanted_size: total_size,
+                wanted_have: bytes_have,
+                finished: false,
             },
             checking: None,
         }

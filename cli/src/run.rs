@@ -108,13 +108,30 @@ fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool)
             match e {
                 Event::TorrentFinished(id) => log::info!("torrent {id:?} complete"),
                 Event::PeerBanned(_, a) => log::warn!("banned {a} for bad data"),
-                Event::DiskFailed(id, e) if reported.insert(id) => {
-                    log::error!(
+                Event::DiskFailed(id, e) if reported.insert(id) => match c.disk_error(id) {
+                    // The file and the system's words: "a/b: Not a directory (os error 20)".
+                    Some(d) => log::error!("{}: disk error: {d}", name_of(&views, id)),
+                    None => log::error!(
                         "{}: disk error: {}",
                         name_of(&views, id),
                         disk_error_text(e)
-                    );
-                }
+                    ),
+                },
+                Event::TrackerError {
+                    torrent,
+                    tracker,
+                    message,
+                    ..
+                } => log::warn!("{}: tracker {tracker}: {message}", name_of(&views, torrent)),
+                Event::TrackerWarning {
+                    torrent,
+                    tracker,
+                    message,
+                    ..
+                } => log::warn!(
+                    "{}: tracker {tracker} warns: {message}",
+                    name_of(&views, torrent)
+                ),
                 _ => {}
             }
         }

@@ -492,6 +492,11 @@ impl PeerConn {
     pub fn upload_rate(&self) -> u64 {
         self.up.get()
     }
+    /// Download and upload rates at `now`, including the second in progress (for
+    /// display: [`Rate::at`]).
+    pub fn rates_at(&self, now: Instant) -> (u64, u64) {
+        (self.down.at(now), self.up.at(now))
+    }
     /// Payload bytes received and sent.
     pub fn totals(&self) -> (u64, u64) {
         (self.down.total(), self.up.total())

@@ -61,26 +61,55 @@ impl Sub<Instant> for Instant {
     }
 }
 
-/// A transfer rate estimate in bytes per second: bytes are counted in one-second
-/// buckets and folded into an exponential moving average (weight 1/4 for the newest
-/// second), so a silent peer's rate decays to zero within seconds once `tick`ed.
+/// A transfer rate estimate in bytes per second, kept two ways from one count of bytes.
+///
+/// - [`Rate::at`], for display: a sliding window. Bytes are counted in one-second
+///   buckets, and the rate is the bytes of the last two full seconds and of the second
+///   in progress over the time they span (2 to 3 s; less while the first byte is
+///   younger than that, at least one second). A step in the real rate shows in full
+///   within three seconds, with no lag in the steady state, and a silent peer reads
+///   zero three seconds after its last byte. (The average below read 58% of a step
+///   three seconds after it, and so about 60% of a download's rate three seconds in.)
+/// - [`Rate::get`], for the engine's decisions (request pipeline depth, choking):
+///   seconds folded into an exponential moving average, weight 1/4 for the newest,
+///   0 until the first second is over ("nothing measured yet"); smooth, so a peer's
+///   rank does not jump with one busy second.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {
     total: u64,
+    /// The average: the start of its second, its bytes, the average.
     bucket_start: Instant,
     bucket: u64,
     rate: u64,
+    /// The window: the start of the second in progress (meaningful once `started`)...
+    start: Instant,
+    /// ... its bytes ...
+    cur: u64,
+    /// ... those of the last full seconds, the newest first ...
+    past: [u64; RATE_WINDOW_SECS],
+    /// ... and how many full seconds `past` holds since the first byte.
+    filled: u8,
+    started: bool,
 }
+
+/// Full seconds the window of a [`Rate`] holds, besides the second in progress.
+const RATE_WINDOW_SECS: usize = 2;
 
 impl Rate {
     /// Counts `n` bytes at `now`.
     pub fn add(&mut self, now: Instant, n: u64) {
+        if !self.started {
+            self.started = true;
+            self.start = now;
+        }
         self.tick(now);
         self.total = self.total.saturating_add(n);
         self.bucket = self.bucket.saturating_add(n);
+        self.cur = self.cur.saturating_add(n);
     }
-    /// Folds finished seconds into the average.
+    /// Folds finished seconds into the average and moves them into the window.
     pub fn tick(&mut self, now: Instant) {
+        self.slide(now);
         let elapsed = now.since(self.bucket_start).as_millis();
         if elapsed < 1000 {
             return;
@@ -94,9 +123,48 @@ impl Rate {
         self.bucket = 0;
         self.bucket_start = now;
     }
-    /// Bytes per second.
+    /// Moves the seconds finished by `now` into the window.
+    fn slide(&mut self, now: Instant) {
+        if !self.started {
+            return;
+        }
+        let elapsed = now.since(self.start).as_millis();
+        if elapsed < 1000 {
+            return;
+        }
+        let secs = elapsed / 1000;
+        if secs > RATE_WINDOW_SECS as u64 {
+            // Silent for the whole window.
+            self.past = [0; RATE_WINDOW_SECS];
+        } else {
+            for _ in 0..secs {
+                self.past.rotate_right(1);
+                self.past[0] = self.cur;
+                self.cur = 0;
+            }
+        }
+        self.filled = (u64::from(self.filled) + secs).min(RATE_WINDOW_SECS as u64) as u8;
+        self.cur = 0;
+        self.start = Instant::from_millis(now.as_millis() - elapsed % 1000);
+    }
+    /// Bytes per second, the smoothed average as of the last full second (for the
+    /// engine's decisions).
     pub const fn get(&self) -> u64 {
         self.rate
+    }
+    /// Bytes per second at `now` over the sliding window: the full seconds of the
+    /// window and the second in progress, over the time they span (at least one
+    /// second). For display.
+    pub fn at(&self, now: Instant) -> u64 {
+        let mut r = *self;
+        r.slide(now);
+        if !r.started {
+            return 0;
+        }
+        let filled = usize::from(r.filled);
+        let span = filled as u64 * 1000 + now.since(r.start).as_millis();
+        let bytes = r.past[..filled].iter().sum::<u64>().saturating_add(r.cur);
+        bytes.saturating_mul(1000) / span.max(1000)
     }
     /// Bytes counted in all.
     pub const fn total(&self) -> u64 {
@@ -107,6 +175,15 @@ impl Rate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes at `per_sec` a second, in 10 ms steps from `from` to `to` (ms).
+    fn feed(r: &mut Rate, from: u64, to: u64, per_sec: u64) {
+        let mut t = from;
+        while t < to {
+            r.add(Instant::from_millis(t), per_sec / 100);
+            t += 10;
+        }
+    }
 
     #[test]
     fn rate_follows_and_decays() {
@@ -123,5 +200,36 @@ mod tests {
             Instant::from_millis(5).since(Instant::from_millis(9)),
             Duration::ZERO
         );
+    }
+
+    /// The reported rate is the real one within a second of the first byte and within
+    /// three seconds of a step, with no lag in between (an exponential average of
+    /// weight 1/4 a second read 58% of a step three seconds after it).
+    #[test]
+    fn rate_tracks_steps_without_lag() {
+        let mut r = Rate::default();
+        feed(&mut r, 5_000, 6_000, 1_000_000);
+        let at = r.at(Instant::from_millis(6_000));
+        assert!((950_000..=1_050_000).contains(&at), "after 1 s: {at}");
+        let mut from = 6_000;
+        for t in [7_000, 8_500, 10_000] {
+            feed(&mut r, from, t, 1_000_000);
+            from = t;
+            let at = r.at(Instant::from_millis(t));
+            assert!((950_000..=1_050_000).contains(&at), "at {t}: {at}");
+        }
+        // Up to 4 MB/s: in full after three seconds, most of the way after two.
+        feed(&mut r, 10_000, 12_000, 4_000_000);
+        let at = r.at(Instant::from_millis(12_000));
+        assert!(at >= 3_000_000, "2 s after the step: {at}");
+        feed(&mut r, 12_000, 13_000, 4_000_000);
+        let at = r.at(Instant::from_millis(13_000));
+        assert!((3_900_000..=4_100_000).contains(&at), "3 s after: {at}");
+        // The smoothed average is still on its way.
+        assert!(r.get() < 3_500_000, "{}", r.get());
+        // Silence: zero three seconds after the last byte.
+        assert_eq!(r.at(Instant::from_millis(16_000)), 0);
+        // Nothing yet: nothing measured.
+        assert_eq!(Rate::default().at(Instant::from_millis(9)), 0);
     }
 }

@@ -43,7 +43,8 @@ int main(int argc, char **argv) {
     settings.download_dir = argv[2];
     settings.listen_address = "127.0.0.1";
     settings.listen_port = 0;       /* any free port */
-    settings.use_trackers = argc < 4; /* a peer given by hand: no trackers */
+    settings.use_trackers = argc < 4; /* a peer given by hand: no trackers, */
+    settings.enable_dht = argc < 4;   /* and no DHT */
 
     btcore_session *session = NULL;
     if (!check(btcore_session_new(&settings, &session), "btcore_session_new")) return 1;

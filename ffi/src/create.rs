@@ -1,4 +1,5 @@
 //! Creating `.torrent` files.
+use crate::error::Failure;
 use crate::*;
 use btcore_host::create::{create_torrent, CreateError, CreateOptions};
 
@@ -135,18 +136,18 @@ unsafe fn options(o: *const btcore_create_options) -> Result<CreateOptions, btco
 ///
 /// # Safety
 /// `path` is NULL or NUL-terminated; `o` as [`options`].
-unsafe fn create(
-    path: *const c_char,
-    o: *const btcore_create_options,
-) -> Result<Vec<u8>, btcore_result> {
+unsafe fn create(path: *const c_char, o: *const btcore_create_options) -> Result<Vec<u8>, Failure> {
     // SAFETY: `path` is NULL or NUL-terminated, as this function's contract requires.
     let path = unsafe { opt_path(path) }?.ok_or(BTCORE_NULL_PARAMETER)?;
     // SAFETY: `o` is NULL or valid options, by this function's contract.
     let opts = unsafe { options(o) }?;
-    create_torrent(&path, &opts).map_err(|e| match e {
-        CreateError::Io { .. } => BTCORE_IO,
-        CreateError::BadPieceLength(_) => BTCORE_INVALID_PARAMETER,
-        _ => BTCORE_CREATE_FAILED,
+    create_torrent(&path, &opts).map_err(|e| match &e {
+        CreateError::Io { path, source } => Failure::io(BTCORE_IO, source).path(path),
+        CreateError::BadPieceLength(_) => Failure::new(BTCORE_INVALID_PARAMETER, &e),
+        CreateError::Empty(p) | CreateError::BadName(p) => {
+            Failure::new(BTCORE_CREATE_FAILED, &e).path(p)
+        }
+        _ => Failure::new(BTCORE_CREATE_FAILED, &e).path(&path),
     })
 }
 
@@ -172,7 +173,7 @@ pub unsafe extern "C" fn btcore_create_torrent(
     cap: usize,
     out_len: *mut usize,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         non_null(out_len)?;
         // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
         // function's contract requires.
@@ -182,7 +183,8 @@ pub unsafe extern "C" fn btcore_create_torrent(
         let t = unsafe { create(path, options) }?;
         // SAFETY: `buf` is valid for writes of `cap` bytes or `cap` is 0, and `out_len` is
         // NULL or valid for one write, as this function's contract requires.
-        unsafe { copy_out(&t, buf, cap, out_len) }
+        unsafe { copy_out(&t, buf, cap, out_len) }?;
+        Ok(())
     })
 }
 
@@ -202,12 +204,12 @@ pub unsafe extern "C" fn btcore_create_torrent_file(
     options: *const btcore_create_options,
     output: *const c_char,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `output` is NULL or NUL-terminated, as this function's contract requires.
         let output = unsafe { opt_path(output) }?.ok_or(BTCORE_NULL_PARAMETER)?;
         // SAFETY: `path` is NULL or NUL-terminated and `options` NULL or valid, by this
         // function's contract.
         let t = unsafe { create(path, options) }?;
-        std::fs::write(output, t).map_err(|_| BTCORE_IO)
+        std::fs::write(&output, t).map_err(|e| Failure::io(BTCORE_IO, &e).path(&output))
     })
 }

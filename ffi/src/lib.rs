@@ -11,7 +11,12 @@
 //! go back through `_free`; every fallible function returns a [`btcore_result`]
 //! (numbered from 7000, never mistaken for errno); out-parameters are written only on
 //! success; every buffer comes with its length; callbacks take `void *userdata` first;
-//! every pointer is checked for NULL; no panic crosses the boundary.
+//! every pointer is checked for NULL; no panic crosses the boundary. A failure's detail
+//! (the OS error number, the file or address, the byte offset of a parse error, a
+//! sentence) is recorded by `guard` for the calling thread and for the handle the
+//! call resolved (see the `error` module): a handle accessor attaches its handle's
+//! last-error slot to the running call, and calls whose failures know more return a
+//! `Failure` through `guard_detail`.
 //!
 //! Safety: every exported function that takes a pointer is `unsafe` and says in its
 //! `# Safety` section what the caller guarantees: buffers valid for the length given
@@ -33,12 +38,28 @@
 #![allow(non_camel_case_types)]
 
 mod create;
+mod error;
 mod sansio;
+mod sansio_dht;
+mod sansio_files;
+mod sansio_mse;
+#[cfg(test)]
+mod sansio_tests;
+mod sansio_tracker;
 mod session;
+mod settings;
+mod torrent;
 
 pub use create::*;
+pub use error::*;
 pub use sansio::*;
+pub use sansio_dht::*;
+pub use sansio_files::*;
+pub use sansio_mse::*;
+pub use sansio_tracker::*;
 pub use session::*;
+pub use settings::*;
+pub use torrent::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;
@@ -56,7 +77,10 @@ pub const BTCORE_VERSION_PATCH: u32 = 0;
 
 /// The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
 /// they are never mistaken for an errno value. `btcore_result_name()` and
-/// `btcore_result_message()` describe a code.
+/// `btcore_result_message()` describe a code; what happened in a given failure (the OS
+/// error number, the file or address, the byte offset of a parse error, a sentence)
+/// is in its detail: `btcore_last_error()`, `btcore_session_last_error()`,
+/// `btcore_sansio_last_error()`.
 pub type btcore_result = u32;
 /// Success.
 pub const BTCORE_OK: btcore_result = 0;
@@ -78,11 +102,13 @@ pub const BTCORE_NOT_FOUND: btcore_result = 7006;
 pub const BTCORE_NOT_IMPLEMENTED: btcore_result = 7007;
 /// Not allowed now (e.g. `btcore_session_poll` while the session thread runs).
 pub const BTCORE_WRONG_STATE: btcore_result = 7008;
-/// A file or socket error.
+/// A file or socket error (the detail has the OS error number and the file or
+/// address).
 pub const BTCORE_IO: btcore_result = 7009;
-/// The `.torrent` data is invalid (or larger than 64 MiB).
+/// The `.torrent` data is invalid (or larger than 64 MiB); the detail has the byte
+/// offset and the cause.
 pub const BTCORE_INVALID_TORRENT: btcore_result = 7010;
-/// The magnet link is invalid.
+/// The magnet link is invalid; the detail has the cause.
 pub const BTCORE_INVALID_MAGNET: btcore_result = 7011;
 /// A torrent with the same info-hash is already in the session.
 pub const BTCORE_DUPLICATE_TORRENT: btcore_result = 7012;
@@ -99,9 +125,12 @@ pub const BTCORE_PEER_TIMEOUT: btcore_result = 7017;
 /// The peer's address is banned (it sent data that failed a hash check); its
 /// connection was closed, and it is refused when it comes back.
 pub const BTCORE_PEER_BANNED: btcore_result = 7018;
+/// A tracker refused the announce (its `failure reason`) or could not be reached
+/// (the `error` of `BTCORE_EVENT_TRACKER_ERROR`).
+pub const BTCORE_TRACKER: btcore_result = 7019;
 
 /// The constant's name of a result code, or `None` for a code this version does not know.
-fn result_name(code: btcore_result) -> Option<&'static CStr> {
+pub(crate) fn result_name(code: btcore_result) -> Option<&'static CStr> {
     Some(match code {
         BTCORE_OK => c"BTCORE_OK",
         BTCORE_NULL_PARAMETER => c"BTCORE_NULL_PARAMETER",
@@ -122,12 +151,13 @@ fn result_name(code: btcore_result) -> Option<&'static CStr> {
         BTCORE_PEER_PROTOCOL => c"BTCORE_PEER_PROTOCOL",
         BTCORE_PEER_TIMEOUT => c"BTCORE_PEER_TIMEOUT",
         BTCORE_PEER_BANNED => c"BTCORE_PEER_BANNED",
+        BTCORE_TRACKER => c"BTCORE_TRACKER",
         _ => return None,
     })
 }
 
 /// The one-line description of a result code, or `None` for a code this version does not know.
-fn result_message(code: btcore_result) -> Option<&'static CStr> {
+pub(crate) fn result_message(code: btcore_result) -> Option<&'static CStr> {
     Some(match code {
         BTCORE_OK => c"success",
         BTCORE_NULL_PARAMETER => c"a required pointer argument was NULL",
@@ -148,6 +178,7 @@ fn result_message(code: btcore_result) -> Option<&'static CStr> {
         BTCORE_PEER_PROTOCOL => c"the peer broke the protocol",
         BTCORE_PEER_TIMEOUT => c"the peer timed out",
         BTCORE_PEER_BANNED => c"the peer is banned",
+        BTCORE_TRACKER => c"the tracker failed or refused the announce",
         _ => return None,
     })
 }
@@ -162,7 +193,10 @@ pub extern "C" fn btcore_result_name(code: u32) -> *const c_char {
 }
 
 /// A one-line English description of a result code: a static string, never NULL,
-/// never to be freed. Thread-safe.
+/// never to be freed. Thread-safe. It describes the code only ("a file or socket
+/// error"); what happened in a given failure ("0.0.0.0:6881: Address already in use
+/// (os error 98)") is in the failure's detail: `btcore_last_error()`,
+/// `btcore_session_last_error()`, `btcore_sansio_last_error()`.
 #[no_mangle]
 pub extern "C" fn btcore_result_message(code: u32) -> *const c_char {
     catch_unwind(|| result_message(code).unwrap_or(c"unknown result code"))
@@ -324,6 +358,14 @@ pub struct btcore_torrent_status {
     /// The error that stopped the torrent (`BTCORE_DISK_FULL`, `BTCORE_IO`), or
     /// `BTCORE_OK`.
     pub error: btcore_result,
+    /// Bytes of the wanted pieces (`total_size` unless files are skipped with
+    /// `btcore_session_set_file_priorities`; counted by whole pieces).
+    pub wanted_size: u64,
+    /// Of which verified. `progress_ppm` and `eta_seconds` count these.
+    pub wanted_have: u64,
+    /// 1 once every wanted piece is verified (a seed, or every wanted file there), else
+    /// 0.
+    pub finished: u32,
 }
 
 /// The C view of a torrent's status. Progress, ETA and error are the core's
@@ -373,6 +415,9 @@ pub(crate) fn torrent_status(
         hash_failures: s.hash_failures,
         banned: s.banned,
         error,
+        wanted_size: s.wanted_size,
+        wanted_have: s.wanted_have,
+        finished: u32::from(s.finished),
     }
 }
 
@@ -479,20 +524,35 @@ pub const BTCORE_EVENT_METADATA_RECEIVED: btcore_event_kind = 2;
 pub const BTCORE_EVENT_PIECE_FINISHED: btcore_event_kind = 3;
 /// A piece (`piece`) failed its hash check and will be downloaded again.
 pub const BTCORE_EVENT_HASH_FAILED: btcore_event_kind = 4;
-/// Every piece is verified: the torrent seeds from now on.
+/// Every wanted piece is verified: the torrent seeds from now on (or, with files
+/// skipped, stops downloading). Sent whenever the torrent becomes finished,
+/// however it got there: the last piece downloaded, or a check of the data on disk
+/// (or resume data) that found every wanted piece when it was added; and again if
+/// more files become wanted and arrive.
 pub const BTCORE_EVENT_TORRENT_FINISHED: btcore_event_kind = 5;
 /// A peer (`peer`) completed its handshake.
 pub const BTCORE_EVENT_PEER_CONNECTED: btcore_event_kind = 6;
 /// A peer (`peer`) was banned for sending bad data.
 pub const BTCORE_EVENT_PEER_BANNED: btcore_event_kind = 7;
 /// A disk error (`error`: `BTCORE_DISK_FULL` or `BTCORE_IO`) stopped the torrent.
+/// One event per stopped torrent (the blocks in flight that fail after it make no
+/// event). `os_error` is the OS error number; `detail` gives the file and the
+/// system's words through `btcore_session_event_detail()`.
 pub const BTCORE_EVENT_FILE_ERROR: btcore_event_kind = 8;
-/// A tracker failed (reserved: not emitted by this version).
+/// An announce to a tracker failed (`error`: `BTCORE_TRACKER`): no answer, a
+/// transport error, or the tracker's `failure reason`; the next tracker is asked.
+/// `detail` gives the tracker's URL (the subject) and the message.
 pub const BTCORE_EVENT_TRACKER_ERROR: btcore_event_kind = 9;
 /// A torrent was removed.
 pub const BTCORE_EVENT_TORRENT_REMOVED: btcore_event_kind = 10;
 /// The queue was full and `count` older events were dropped (drain more often).
 pub const BTCORE_EVENT_DROPPED: btcore_event_kind = 11;
+/// A tracker answered with a `warning message` (the announce counted). `detail`
+/// gives the tracker's URL (the subject) and the message.
+pub const BTCORE_EVENT_TRACKER_WARNING: btcore_event_kind = 12;
+/// The torrent reached its ratio limit (`btcore_session_set_ratio_limit`) and was
+/// paused: it stopped seeding.
+pub const BTCORE_EVENT_RATIO_REACHED: btcore_event_kind = 20;
 
 /// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
 /// (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
@@ -511,6 +571,11 @@ pub struct btcore_event {
     pub peer: btcore_addr,
     /// The number of dropped events, for `BTCORE_EVENT_DROPPED`.
     pub count: u64,
+    /// The number of the event's detail (the file, the tracker's URL, the message), for
+    /// `btcore_session_event_detail()` / `btcore_sansio_event_detail()`; 0 when none.
+    pub detail: u64,
+    /// The OS error number of a `FILE_ERROR` (`errno`), 0 when none or unknown.
+    pub os_error: i32,
 }
 
 impl btcore_event {
@@ -522,6 +587,8 @@ impl btcore_event {
             error: BTCORE_OK,
             peer: btcore_addr::default(),
             count: 0,
+            detail: 0,
+            os_error: 0,
         }
     }
 }
@@ -533,8 +600,47 @@ pub(crate) fn disk_error(e: DiskError) -> btcore_result {
     }
 }
 
-pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
-    Some(match e {
+/// The C event for a core event, with its detail when it has one (a tracker's URL and
+/// message). A `FILE_ERROR`'s detail is the host's (see the session's collect).
+pub(crate) fn convert_event(e: &Event) -> Option<(btcore_event, Option<error::Failure>)> {
+    let tracker = |kind, code, torrent: &btcore_core::session::TorrentId, url: &str, msg: &str| {
+        let f = error::Failure::new(code, msg).subject(BTCORE_SUBJECT_URL, url.as_bytes());
+        let ev = btcore_event {
+            error: code,
+            ..btcore_event::new(kind, torrent.0)
+        };
+        Some((ev, Some(f)))
+    };
+    match e {
+        Event::TrackerError {
+            torrent,
+            tracker: url,
+            message,
+        } => {
+            return tracker(
+                BTCORE_EVENT_TRACKER_ERROR,
+                BTCORE_TRACKER,
+                torrent,
+                url,
+                message,
+            )
+        }
+        Event::TrackerWarning {
+            torrent,
+            tracker: url,
+            message,
+        } => {
+            return tracker(
+                BTCORE_EVENT_TRACKER_WARNING,
+                BTCORE_OK,
+                torrent,
+                url,
+                message,
+            )
+        }
+        _ => {}
+    }
+    let ev = match e {
         Event::PieceVerified(t, p) => btcore_event {
             piece: p.0,
             ..btcore_event::new(BTCORE_EVENT_PIECE_FINISHED, t.0)
@@ -557,8 +663,10 @@ pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
             ..btcore_event::new(BTCORE_EVENT_FILE_ERROR, t.0)
         },
         Event::MetadataReceived(t) => btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, t.0),
+        Event::RatioReached(t) => btcore_event::new(BTCORE_EVENT_RATIO_REACHED, t.0),
         _ => return None,
-    })
+    };
+    Some((ev, None))
 }
 
 /// A bounded event queue: the oldest events go first when it is full, and the count of
@@ -567,6 +675,8 @@ pub(crate) fn convert_event(e: &Event) -> Option<btcore_event> {
 pub(crate) struct EventQueue {
     q: VecDeque<btcore_event>,
     dropped: u64,
+    /// The details of recent events (their `detail` numbers).
+    details: error::EventDetails,
 }
 
 /// cbindgen:ignore
@@ -588,6 +698,7 @@ impl EventQueue {
                         | BTCORE_EVENT_TORRENT_FINISHED
                         | BTCORE_EVENT_FILE_ERROR
                         | BTCORE_EVENT_TORRENT_REMOVED
+                        | BTCORE_EVENT_RATIO_REACHED
                 )
             };
             let i = self.q.iter().position(|e| !state(e.kind)).unwrap_or(0);
@@ -596,6 +707,25 @@ impl EventQueue {
         }
         self.q.push_back(e);
         was_empty
+    }
+
+    /// Queues an event with its detail (kept for `_event_detail` under the number the
+    /// event carries); returns whether the queue was empty before.
+    pub(crate) fn push_with(
+        &mut self,
+        mut e: btcore_event,
+        detail: Option<error::Failure>,
+    ) -> bool {
+        if let Some(f) = detail {
+            e.os_error = f.os_error;
+            e.detail = self.details.push(f);
+        }
+        self.push(e)
+    }
+
+    /// The detail numbered `id`, while it is kept.
+    pub(crate) fn detail(&self, id: u64) -> Option<&error::Failure> {
+        self.details.get(id)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -623,13 +753,30 @@ impl EventQueue {
 
 // ---- boundary helpers ----
 
-/// Runs `f` behind the panic boundary.
+/// Runs `f` behind the panic boundary; a failure is recorded (with the code's own
+/// sentence as its message) for the thread and for the handle the call resolved (see
+/// [`error`]).
 pub(crate) fn guard(f: impl FnOnce() -> Result<(), btcore_result>) -> btcore_result {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    guard_detail(|| f().map_err(error::Failure::from))
+}
+
+/// [`guard`] for a call whose failures carry their detail.
+pub(crate) fn guard_detail(f: impl FnOnce() -> Result<(), error::Failure>) -> btcore_result {
+    let outer = error::enter();
+    let r = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => BTCORE_OK,
-        Ok(Err(e)) => e,
-        Err(_) => BTCORE_PANIC,
-    }
+        Ok(Err(e)) => {
+            let code = e.code;
+            error::record(e);
+            code
+        }
+        Err(_) => {
+            error::record(error::Failure::from(BTCORE_PANIC));
+            BTCORE_PANIC
+        }
+    };
+    error::leave(outer);
+    r
 }
 
 /// Checks an out-pointer.
@@ -803,6 +950,7 @@ pub(crate) unsafe fn copy_out(
 pub(crate) enum HandleKind {
     Session,
     Sansio,
+    Dht,
 }
 
 /// cbindgen:ignore
@@ -917,6 +1065,9 @@ mod tests {
             private: false,
             paused: false,
             error: None,
+            wanted_size: 3,
+            wanted_have: 1,
+            finished: false,
         };
         let c = torrent_status(7, &base, None);
         assert_eq!(

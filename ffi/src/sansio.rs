@@ -9,21 +9,46 @@
 //!
 //! Threading: a handle may be used from any thread; calls on one handle are serialized
 //! on an internal lock (nothing blocks for long: no call does I/O).
+//!
+//! The session API's other services have sans-IO counterparts in sibling modules:
+//! protocol encryption inside the session (`sansio_mse`: the host moves raw socket
+//! bytes), tracker requests and answers (`sansio_tracker`), the file list
+//! (`sansio_files`), and DHT lookups as actions (`BTCORE_ACTION_DHT_LOOKUP`).
+use crate::error::Failure;
+use crate::sansio_mse::{policy, ConnLink, KeyPool};
 use crate::*;
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{BlockRef, Geometry, PeerId, PieceIndex};
+use btcore_core::metainfo::FileSpec;
 use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::mse::Encryption;
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
-    Action, AddError, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, DiskError, Event,
-    PeerSource, Session, SessionConfig, TorrentId, TorrentState,
+    Action, AddError, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, DhtOutcome, DiskError,
+    Event, PeerSource, Session, SessionConfig, TorrentId, TorrentState,
 };
 use btcore_core::time::Instant;
-use std::collections::HashMap;
+use btcore_core::InfoHash;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+
+/// Peers asked of a tracker per announce (as the std host does).
+const ANNOUNCE_NUMWANT: u32 = 50;
 
 /// An opaque sans-IO session. Made by `btcore_sansio_new`, freed by
 /// `btcore_sansio_free`.
+///
+/// The host's rules (docs/c-api.md, "Writing a sans-IO host"):
+/// - set `TCP_NODELAY` on every peer socket: the engine's small messages otherwise
+///   wait up to 40 ms each in the kernel (Nagle), which stalls a download, the
+///   low-memory profile's most;
+/// - after any call, drain `btcore_sansio_poll_actions` and `btcore_sansio_events`
+///   until both give nothing (disk completions made while carrying out actions create
+///   more of both) before sleeping until I/O or `btcore_sansio_next_timeout`;
+/// - give every call the same monotonic `now_ms` clock;
+/// - threads: every call may come from any thread (the calls on one handle are
+///   serialized on its lock, none does I/O); never free a handle while another call on
+///   it runs.
 #[derive(Debug)]
 pub struct btcore_sansio {
     _private: [u8; 0],
@@ -49,6 +74,19 @@ pub struct btcore_sansio_settings {
     /// (0: the profile's default, 1 MiB or 512 KiB). When full, no new requests go out;
     /// at twice it `btcore_sansio_disk_backlogged` says to stop reading from peers.
     pub max_disk_bytes_in_flight: u32,
+    /// Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
+    /// `BTCORE_ENCRYPTION_PREFERRED`). The library runs the handshakes and RC4 itself:
+    /// the host passes raw socket bytes to `btcore_sansio_recv` and writes what
+    /// `btcore_sansio_transmit` gives.
+    pub encryption: u32,
+    /// 32 bytes from the device's random source (`getrandom`, `/dev/urandom`, a
+    /// hardware RNG): the secret the encryption handshakes' keys are drawn from. All
+    /// zero leaves only `random_seed` behind the keys, which an observer who guesses
+    /// it can use to read encrypted traffic; `btcore_sansio_entropy` adds more later.
+    pub entropy: [u8; 32],
+    /// 1: look torrents up in a DHT the host runs (`BTCORE_ACTION_DHT_LOOKUP`
+    /// actions, answered with `btcore_sansio_dht_done`); 0 (the default): no DHT.
+    pub dht: u8,
 }
 
 /// What the application is asked to do.
@@ -86,6 +124,11 @@ pub const BTCORE_ACTION_VERIFY: btcore_action_kind = 6;
 /// `STOPPED` announce needs no answer (it goes to each tracker that answered). One
 /// not answered counts as failed after `announce_timeout` (10 min).
 pub const BTCORE_ACTION_ANNOUNCE: btcore_action_kind = 7;
+/// Look up the peers of `info_hash` in the DHT (only with `settings.dht`): give the
+/// peers found to `btcore_sansio_add_peer`, then answer with
+/// `btcore_sansio_dht_done(torrent, id, ...)`. When `dht_announce` is 1, announce
+/// `port` for `info_hash` to the closest nodes too (BEP 5 `announce_peer`).
+pub const BTCORE_ACTION_DHT_LOOKUP: btcore_action_kind = 8;
 
 /// `btcore_action.announce_event`: a regular announce.
 pub const BTCORE_ANNOUNCE_NONE: u32 = 0;
@@ -159,10 +202,28 @@ pub struct btcore_action {
     /// `VERIFY`: the piece failed before; give the digest of each block even if it
     /// matches (see `btcore_sansio_verified_blocks`).
     pub block_digests: bool,
+    /// `CONNECT`: 1 when this dials `conn` again, in plain text, after its encryption
+    /// handshake failed (`BTCORE_ENCRYPTION_PREFERRED`, once per dial): the host has
+    /// closed the socket (or was told to by a `CLOSE`) and opens a new one for the same
+    /// `conn`.
+    pub redial: u8,
+    /// `DHT_LOOKUP`: 1 to announce ourselves on `port` too.
+    pub dht_announce: u8,
+    /// The listen port to announce (`ANNOUNCE`, `DHT_LOOKUP`: `settings.listen_port`).
+    pub port: u16,
+    /// How many peers to ask the tracker for (`ANNOUNCE`; 0 for `STOPPED`).
+    pub numwant: u32,
+    /// The session's announce key (`ANNOUNCE`): lets a tracker recognise us across
+    /// address changes.
+    pub key: u32,
+    /// The torrent's info-hash (`ANNOUNCE`, `DHT_LOOKUP`).
+    pub info_hash: [u8; 20],
+    /// Our peer id (`ANNOUNCE`).
+    pub peer_id: [u8; 20],
 }
 
 impl btcore_action {
-    fn new(kind: btcore_action_kind, torrent: u32) -> Self {
+    pub(crate) fn new(kind: btcore_action_kind, torrent: u32) -> Self {
         Self {
             kind,
             torrent,
@@ -182,6 +243,13 @@ impl btcore_action {
             tracker: std::ptr::null(),
             tracker_len: 0,
             block_digests: false,
+            redial: 0,
+            dht_announce: 0,
+            port: 0,
+            numwant: 0,
+            key: 0,
+            info_hash: [0; 20],
+            peer_id: [0; 20],
         }
     }
 }
@@ -206,21 +274,50 @@ enum Pending {
     },
 }
 
+/// What the library keeps of a torrent for the host: its info-hash and files.
 #[derive(Debug)]
-struct Inner {
-    session: Session,
+pub(crate) struct TorrentInfo {
+    pub(crate) info_hash: InfoHash,
+    /// The files, sanitized and unique, in torrent order (empty until a magnet link's
+    /// metadata arrives).
+    pub(crate) files: Vec<FileSpec>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) session: Session,
     next_action: u64,
     pending: HashMap<u64, Pending>,
     geometry: HashMap<TorrentId, Geometry>,
-    events: EventQueue,
+    pub(crate) events: EventQueue,
     /// The tracker URLs of the `ANNOUNCE` actions given by the last
     /// `btcore_sansio_poll_actions` (their `tracker` fields point here).
     announce_urls: Vec<Box<[u8]>>,
+    /// The torrents' info-hashes and files.
+    pub(crate) info: HashMap<TorrentId, TorrentInfo>,
+    /// Removed torrents' info-hashes, for their `STOPPED` announces; cleared once the
+    /// action queue is drained.
+    removed: HashMap<TorrentId, InfoHash>,
+    /// The encryption policy.
+    pub(crate) policy: Encryption,
+    /// The secret behind the encryption handshakes' keys.
+    pub(crate) keys: KeyPool,
+    /// Each connection's encryption layer.
+    pub(crate) links: HashMap<ConnId, ConnLink>,
+    /// Actions of the encryption layer, handed out before the session's.
+    pub(crate) extra: VecDeque<btcore_action>,
+    /// The time of the last call that gave one.
+    pub(crate) now: Instant,
+    peer_id: PeerId,
+    listen_port: u16,
+    announce_key: u32,
 }
 
 /// cbindgen:ignore
 struct SansioBox {
     inner: Mutex<Inner>,
+    /// The last failure of a call on this handle (see `btcore_sansio_last_error`).
+    last_error: crate::error::Slot,
 }
 
 /// The locked state behind a handle, once the live-handle set knows it.
@@ -228,7 +325,7 @@ struct SansioBox {
 /// # Safety
 /// `p` is NULL, not a live handle (refused without a read), or a live sans-IO handle
 /// that no `btcore_sansio_free` frees while the guard is held.
-unsafe fn handle(
+pub(crate) unsafe fn handle(
     p: *const btcore_sansio,
 ) -> Result<std::sync::MutexGuard<'static, Inner>, btcore_result> {
     if p.is_null() {
@@ -241,6 +338,7 @@ unsafe fn handle(
     // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
     // its free, as the API requires).
     let b = unsafe { &*(p as *const SansioBox) };
+    crate::error::attach(&b.last_error);
     b.inner.lock().map_err(|_| BTCORE_PANIC)
 }
 
@@ -260,11 +358,14 @@ impl Inner {
                     let mut tokens = Vec::new();
                     if let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &Limits::default()) {
                         self.geometry.insert(*id, m.geometry());
+                        if let (Some(t), Ok(files)) = (self.info.get_mut(id), m.layout()) {
+                            t.files = files;
+                        }
                     }
                 }
             }
-            if let Some(ev) = convert_event(&e) {
-                self.events.push(ev);
+            if let Some((ev, detail)) = convert_event(&e) {
+                self.events.push_with(ev, detail);
             }
         }
     }
@@ -289,17 +390,23 @@ impl Inner {
                 conn,
                 torrent,
                 addr,
-            } => btcore_action {
-                conn: conn.0,
-                addr: btcore_addr::from_socket(addr),
-                ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
-            },
+            } => {
+                self.link_dial(conn, torrent, addr);
+                btcore_action {
+                    conn: conn.0,
+                    addr: btcore_addr::from_socket(addr),
+                    ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
+                }
+            }
             Action::Send(conn) => btcore_action {
                 conn: conn.0,
                 ..btcore_action::new(BTCORE_ACTION_SEND, 0)
             },
             Action::Close { conn, reason } => btcore_action {
-                conn: conn.0,
+                conn: {
+                    self.link_forget(conn);
+                    conn.0
+                },
                 error: match reason {
                     CloseReason::Banned => BTCORE_PEER_BANNED,
                     CloseReason::Peer(PeerError::Idle | PeerError::HandshakeTimeout) => {
@@ -392,6 +499,12 @@ impl Inner {
                 left,
                 seq,
             } => {
+                let info_hash = self
+                    .info
+                    .get(&torrent)
+                    .map(|t| t.info_hash)
+                    .or_else(|| self.removed.get(&torrent).copied())
+                    .unwrap_or(InfoHash([0; 20]));
                 let url: Box<[u8]> = tracker.into_bytes().into_boxed_slice();
                 let (ptr, len) = (url.as_ptr(), url.len());
                 // The box's heap block does not move when the box is moved into the
@@ -410,13 +523,33 @@ impl Inner {
                     uploaded,
                     downloaded,
                     left,
+                    port: self.listen_port,
+                    numwant: if event == Some(AnnounceEvent::Stopped) {
+                        0
+                    } else {
+                        ANNOUNCE_NUMWANT
+                    },
+                    key: self.announce_key,
+                    info_hash: info_hash.0,
+                    peer_id: self.peer_id.0,
                     ..btcore_action::new(BTCORE_ACTION_ANNOUNCE, torrent.0)
                 }
             }
-            // The C host runs no DHT node yet (`SessionConfig::dht` is off, so the
-            // session asks for no lookup), and checks no magnet data
-            // (`check_after_metadata` is off): neither action has a C kind yet.
-            Action::DhtLookup { .. } | Action::CheckData { .. } => return None,
+            Action::DhtLookup {
+                torrent,
+                info_hash,
+                announce,
+                seq,
+            } => btcore_action {
+                id: seq,
+                info_hash: info_hash.0,
+                dht_announce: u8::from(announce),
+                port: self.listen_port,
+                ..btcore_action::new(BTCORE_ACTION_DHT_LOOKUP, torrent.0)
+            },
+            // The C host checks no magnet data (`check_after_metadata` is off): the
+            // action has no C kind yet.
+            Action::CheckData { .. } => return None,
             _ => return None,
         })
     }
@@ -449,6 +582,9 @@ fn default_settings() -> btcore_sansio_settings {
         low_memory: false,
         max_peers_per_torrent: 0,
         max_disk_bytes_in_flight: 0,
+        encryption: BTCORE_ENCRYPTION_PREFERRED,
+        entropy: [0; 32],
+        dht: 0,
     }
 }
 
@@ -490,9 +626,11 @@ pub unsafe extern "C" fn btcore_sansio_new(
         };
         config.listen_port = s.listen_port;
         // No action asks the C host to check a magnet link's data yet: the torrent
-        // downloads at once when its metadata arrives. (`config.dht` stays off: the C
-        // host runs no DHT node.)
+        // downloads at once when its metadata arrives.
         config.check_after_metadata = false;
+        config.dht = s.dht != 0;
+        let policy = policy(s.encryption).ok_or(BTCORE_INVALID_PARAMETER)?;
+        let mut rng = btcore_core::rng::Rng::new(seed ^ 0x6b65_795f_616e_6e6f);
         if s.max_peers_per_torrent != 0 {
             config.max_peers_per_torrent = s.max_peers_per_torrent as usize;
         }
@@ -507,7 +645,18 @@ pub unsafe extern "C" fn btcore_sansio_new(
                 geometry: HashMap::new(),
                 events: EventQueue::default(),
                 announce_urls: Vec::new(),
+                info: HashMap::new(),
+                removed: HashMap::new(),
+                policy,
+                keys: KeyPool::new(&s.entropy, seed),
+                links: HashMap::new(),
+                extra: VecDeque::new(),
+                now: Instant::from_millis(0),
+                peer_id,
+                listen_port: s.listen_port,
+                announce_key: rng.next_u32(),
             }),
+            last_error: crate::error::Slot::default(),
         });
         let p = Box::into_raw(b) as *mut btcore_sansio;
         register_handle(p.cast_const().cast(), HandleKind::Sansio);
@@ -564,14 +713,14 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent_checking(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
         // SAFETY: `h` is NULL or a handle that no free races with and `out_id` NULL or
         // valid for one write, as this function's contract requires.
         unsafe {
-            add(h, data, out_id, |session, _| {
+            add(h, data, now_ms, out_id, |session, _| {
                 session.add_torrent_checking(now(now_ms), data)
             })
         }
@@ -603,6 +752,7 @@ pub unsafe extern "C" fn btcore_sansio_checked(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         // SAFETY: `have` is valid for reads of `have_len` bytes or `have_len` is 0, as this
         // function's contract requires.
         let have = unsafe { bytes(have, have_len) }?;
@@ -650,7 +800,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
@@ -660,7 +810,7 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
         // SAFETY: `h` is NULL or a handle that no free races with and `out_id` NULL or
         // valid for one write, as this function's contract requires.
         unsafe {
-            add(h, data, out_id, |session, pieces| {
+            add(h, data, now_ms, out_id, |session, pieces| {
                 let have = if have.is_empty() {
                     None
                 } else {
@@ -680,22 +830,36 @@ pub unsafe extern "C" fn btcore_sansio_add_torrent(
 unsafe fn add(
     h: *mut btcore_sansio,
     data: &[u8],
+    now_ms: u64,
     out_id: *mut u32,
     insert: impl FnOnce(&mut Session, u32) -> Result<TorrentId, AddError>,
-) -> Result<(), btcore_result> {
+) -> Result<(), Failure> {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
     let mut s = unsafe { handle(h) }?;
+    s.now = now(now_ms);
     let out_id = non_null(out_id)?;
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
-        .map_err(|_| BTCORE_INVALID_TORRENT)?;
+        .map_err(|e| Failure::new(BTCORE_INVALID_TORRENT, e).at(e.offset))?;
+    let files = m.layout().map_err(|_| BTCORE_INVALID_TORRENT)?;
     let id = insert(&mut s.session, m.num_pieces()).map_err(|e| match e {
-        AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-        AddError::BadResume => BTCORE_INVALID_PARAMETER,
-        _ => BTCORE_INVALID_TORRENT,
+        AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+        AddError::BadResume => Failure::new(
+            BTCORE_INVALID_PARAMETER,
+            "the have bitfield does not match the torrent's pieces",
+        ),
+        AddError::Metainfo(m) => Failure::new(BTCORE_INVALID_TORRENT, m).at(m.offset),
+        _ => Failure::new(BTCORE_INVALID_TORRENT, e),
     })?;
     s.geometry.insert(id, m.geometry());
+    s.info.insert(
+        id,
+        TorrentInfo {
+            info_hash: m.info_hash(),
+            files,
+        },
+    );
     // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
     // function's contract requires.
     unsafe { added(&mut s, id, out_id) };
@@ -733,10 +897,11 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
     now_ms: u64,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
         let uri = unsafe { cstr(uri) }?;
         let out_id = non_null(out_id)?;
@@ -744,9 +909,18 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
             .session
             .add_magnet(now(now_ms), uri.to_bytes())
             .map_err(|e| match e {
-                AddError::Duplicate(_) => BTCORE_DUPLICATE_TORRENT,
-                _ => BTCORE_INVALID_MAGNET,
+                AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+                _ => Failure::new(BTCORE_INVALID_MAGNET, e),
             })?;
+        if let Some(st) = s.session.torrent_status(id, now(now_ms)) {
+            s.info.insert(
+                id,
+                TorrentInfo {
+                    info_hash: st.info_hash,
+                    files: Vec::new(),
+                },
+            );
+        }
         // SAFETY: `out_id` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { added(&mut s, id, out_id) };
@@ -774,11 +948,15 @@ pub unsafe extern "C" fn btcore_sansio_remove_torrent(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         if !s.has_torrent(id) {
             return Err(BTCORE_NOT_FOUND);
         }
         s.session.remove_torrent(now(now_ms), TorrentId(id));
         s.geometry.remove(&TorrentId(id));
+        if let Some(t) = s.info.remove(&TorrentId(id)) {
+            s.removed.insert(TorrentId(id), t.info_hash);
+        }
         s.events
             .push(btcore_event::new(BTCORE_EVENT_TORRENT_REMOVED, id));
         s.pump_events();
@@ -807,6 +985,7 @@ pub unsafe extern "C" fn btcore_sansio_add_peer(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         if addr.is_null() {
             return Err(BTCORE_NULL_PARAMETER);
         }
@@ -856,6 +1035,7 @@ pub unsafe extern "C" fn btcore_sansio_announced(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let outcome = match status {
             BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
                 interval: interval_secs,
@@ -868,6 +1048,50 @@ pub unsafe extern "C" fn btcore_sansio_announced(
         let known = s
             .session
             .handle_announced(now(now_ms), TorrentId(id), action_id, outcome);
+        s.pump_events();
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
+    })
+}
+
+/// `btcore_sansio_dht_done`: the lookup reached DHT nodes (whether or not they knew
+/// peers): the next one comes after the regular interval.
+pub const BTCORE_DHT_REACHED: u32 = 0;
+/// `btcore_sansio_dht_done`: the lookup reached no node, or the host's DHT could not
+/// run it: retried after a backoff.
+pub const BTCORE_DHT_FAILED: u32 = 1;
+
+/// The `DHT_LOOKUP` action `action_id` of torrent `id` is over: `status` is
+/// `BTCORE_DHT_REACHED` or `BTCORE_DHT_FAILED` (give the peers found to
+/// `btcore_sansio_add_peer` first). `BTCORE_NOT_FOUND` for a lookup the library no
+/// longer waits for (late, or the torrent went).
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+/// during the call. A freed handle, one of another type or any other pointer is a checked
+/// error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+/// reading anything behind it.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_sansio_dht_done(
+    h: *mut btcore_sansio,
+    id: u32,
+    action_id: u64,
+    status: u32,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
+        let outcome = match status {
+            BTCORE_DHT_REACHED => DhtOutcome::Reached,
+            BTCORE_DHT_FAILED => DhtOutcome::Failed,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let known = s
+            .session
+            .handle_dht_done(now(now_ms), TorrentId(id), action_id, outcome);
         s.pump_events();
         known.then_some(()).ok_or(BTCORE_NOT_FOUND)
     })
@@ -893,13 +1117,16 @@ pub unsafe extern "C" fn btcore_sansio_reannounce(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let known = s.session.reannounce(now(now_ms), TorrentId(id));
         s.pump_events();
         known.then_some(()).ok_or(BTCORE_NOT_FOUND)
     })
 }
 
-/// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`.
+/// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
+/// (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
+/// the encryption policy refuses gets a `CLOSE`.
 /// A connection refused (the connection cap is reached, or the address is banned for
 /// bad data) gets a `CLOSE` action at once.
 ///
@@ -922,6 +1149,7 @@ pub unsafe extern "C" fn btcore_sansio_incoming(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         if addr.is_null() {
             return Err(BTCORE_NULL_PARAMETER);
         }
@@ -932,6 +1160,7 @@ pub unsafe extern "C" fn btcore_sansio_incoming(
             .ok_or(BTCORE_INVALID_PARAMETER)?;
         let out_conn = non_null(out_conn)?;
         let c = s.session.handle_incoming(now(now_ms), a);
+        s.link_incoming(c);
         // SAFETY: `out_conn` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { out_conn.write(c.0) };
@@ -954,8 +1183,10 @@ unsafe fn conn_event(h: *mut btcore_sansio, f: impl FnOnce(&mut Inner)) -> btcor
     })
 }
 
-/// The connection asked by a `CONNECT` action is open. A connection the library has
-/// already closed is ignored (as in every per-connection call).
+/// The connection asked by a `CONNECT` action is open (set `TCP_NODELAY` on it). A
+/// connection the library has already closed is ignored (as in every per-connection
+/// call). When it is to be encrypted, a `SEND` follows for the handshake's first
+/// message, and the torrent learns of the peer once the handshake is over.
 ///
 /// # Safety
 ///
@@ -971,7 +1202,7 @@ pub unsafe extern "C" fn btcore_sansio_connected(
 ) -> btcore_result {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
-    unsafe { conn_event(h, |s| s.session.handle_connected(now(now_ms), ConnId(conn))) }
+    unsafe { conn_event(h, |s| s.link_connected(now(now_ms), ConnId(conn))) }
 }
 
 /// The connection asked by a `CONNECT` action could not be made.
@@ -990,14 +1221,13 @@ pub unsafe extern "C" fn btcore_sansio_connect_failed(
 ) -> btcore_result {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
-    unsafe {
-        conn_event(h, |s| {
-            s.session.handle_connect_failed(now(now_ms), ConnId(conn))
-        })
-    }
+    unsafe { conn_event(h, |s| s.link_closed(now(now_ms), ConnId(conn), true)) }
 }
 
-/// The socket of `conn` closed or failed (no `CLOSE` action follows).
+/// The socket of `conn` closed or failed (no `CLOSE` action follows). When it was
+/// dialed with the encryption handshake under `BTCORE_ENCRYPTION_PREFERRED` and closed
+/// before the handshake was over, a `CONNECT` for the same `conn` with `redial` set
+/// follows: dial again, in plain text.
 ///
 /// # Safety
 ///
@@ -1013,14 +1243,13 @@ pub unsafe extern "C" fn btcore_sansio_disconnected(
 ) -> btcore_result {
     // SAFETY: `h` is NULL or a handle that no free races with, as this function's contract
     // requires; anything else is refused before a read.
-    unsafe {
-        conn_event(h, |s| {
-            s.session.handle_disconnected(now(now_ms), ConnId(conn))
-        })
-    }
+    unsafe { conn_event(h, |s| s.link_closed(now(now_ms), ConnId(conn), false)) }
 }
 
-/// `len` bytes received on `conn` (any split: framing is the library's job).
+/// `len` bytes received on `conn` (any split: framing is the library's job), exactly as
+/// read from the socket: the library undoes the encryption itself. Call it only while
+/// `btcore_sansio_disk_backlogged` is false and `btcore_sansio_wants_recv` true for
+/// `conn`.
 ///
 /// # Safety
 ///
@@ -1041,10 +1270,11 @@ pub unsafe extern "C" fn btcore_sansio_recv(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         // SAFETY: `data` is valid for reads of `len` bytes or `len` is 0, as this
         // function's contract requires.
         let data = unsafe { bytes(data, len) }?;
-        s.session.handle_recv(now(now_ms), ConnId(conn), data);
+        s.link_recv(now(now_ms), ConnId(conn), data);
         s.pump_events();
         Ok(())
     })
@@ -1118,7 +1348,9 @@ pub unsafe extern "C" fn btcore_sansio_wants_recv(
 
 /// Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
 /// how many to `*out_len`; 0 means nothing more to send now. The bytes are the
-/// application's to send in order: they are not given again.
+/// application's to send in order, as they are (encrypted already when the connection
+/// is): they are not given again. While an encryption handshake runs, only its bytes
+/// come out.
 ///
 /// # Safety
 ///
@@ -1141,6 +1373,7 @@ pub unsafe extern "C" fn btcore_sansio_transmit(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let out_len = non_null(out_len)?;
         // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
         // function's contract requires.
@@ -1148,7 +1381,7 @@ pub unsafe extern "C" fn btcore_sansio_transmit(
         if dst.is_empty() {
             return Err(BTCORE_BUFFER_TOO_SMALL);
         }
-        let n = s.session.poll_transmit(now(now_ms), ConnId(conn), dst);
+        let n = s.link_transmit(now(now_ms), ConnId(conn), dst);
         s.pump_events();
         // SAFETY: `out_len` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
@@ -1190,7 +1423,14 @@ pub unsafe extern "C" fn btcore_sansio_poll_actions(
         s.announce_urls.clear();
         let mut n = 0;
         while n < dst.len() {
+            if let Some(a) = s.extra.pop_front() {
+                dst[n].write(a);
+                n += 1;
+                continue;
+            }
             let Some(a) = s.session.poll_action() else {
+                // Every action of a removal is out: its info-hash is no longer needed.
+                s.removed.clear();
                 break;
             };
             if let Some(a) = s.convert(a) {
@@ -1277,6 +1517,7 @@ pub unsafe extern "C" fn btcore_sansio_write_done(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let result = disk_status(status)?;
         let Some(Pending::Write { .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
@@ -1314,6 +1555,7 @@ pub unsafe extern "C" fn btcore_sansio_read_done(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let result = disk_status(status)?;
         let Some(Pending::Read { block, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
@@ -1389,6 +1631,7 @@ pub unsafe extern "C" fn btcore_sansio_verified_blocks(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
         let Some(Pending::Verify { blocks, .. }) = s.pending.get(&action_id) else {
             return Err(BTCORE_NOT_FOUND);
         };
@@ -1435,7 +1678,11 @@ pub unsafe extern "C" fn btcore_sansio_next_timeout(
         // contract requires; anything else is refused before a read.
         let s = unsafe { handle(h) }?;
         let out_ms = non_null(out_ms)?;
-        let t = s.session.poll_timeout().map_or(u64::MAX, |t| t.as_millis());
+        let t = match (s.session.poll_timeout(), s.link_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let t = t.map_or(u64::MAX, |t| t.as_millis());
         // SAFETY: `out_ms` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { out_ms.write(t) };
@@ -1461,6 +1708,8 @@ pub unsafe extern "C" fn btcore_sansio_handle_timeout(
         // SAFETY: `h` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
+        s.link_handle_timeout(now(now_ms));
         s.session.handle_timeout(now(now_ms));
         s.pump_events();
         Ok(())
@@ -1643,5 +1892,106 @@ pub unsafe extern "C" fn btcore_sansio_metadata(
         // SAFETY: `buf` is valid for writes of `cap` bytes or `cap` is 0, and `out_len` is
         // NULL or valid for one write, as this function's contract requires.
         unsafe { copy_out(info, buf, cap, out_len) }
+    })
+}
+
+// ---- error detail (see `crate::error`) ----
+
+/// The live handle behind `p` (without locking its state).
+///
+/// # Safety
+/// As [`handle`].
+unsafe fn sansio_box<'a>(p: *const btcore_sansio) -> Result<&'a SansioBox, btcore_result> {
+    if p.is_null() {
+        return Err(BTCORE_NULL_PARAMETER);
+    }
+    if !is_live_handle(p.cast(), HandleKind::Sansio) {
+        return Err(BTCORE_WRONG_HANDLE);
+    }
+    // SAFETY: a live sans-IO handle is a `SansioBox` made by `Box::into_raw` in
+    // `btcore_sansio_new` and not freed yet (the caller makes no call that races with
+    // its free, as the API requires).
+    Ok(unsafe { &*(p as *const SansioBox) })
+}
+
+/// The last-error slot of a live sans-IO handle.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn last_error_slot(
+    p: *const btcore_sansio,
+) -> Result<crate::error::Slot, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    Ok(unsafe { sansio_box(p) }?.last_error.clone())
+}
+
+/// The detail of a drained event of a live sans-IO handle.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn event_detail(
+    p: *const btcore_sansio,
+    id: u64,
+) -> Result<Failure, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { sansio_box(p) }?;
+    let s = b.inner.lock().map_err(|_| BTCORE_PANIC)?;
+    s.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
+}
+
+/// `btcore_sansio_announced` with the tracker's words: with `BTCORE_ANNOUNCED_FAILED`,
+/// why (its `failure reason`, or the transport error), reported as a
+/// `BTCORE_EVENT_TRACKER_ERROR` whose detail has the tracker's URL and this message;
+/// with `BTCORE_ANNOUNCED_OK`, its `warning message` (empty: none), reported as a
+/// `BTCORE_EVENT_TRACKER_WARNING`. `message` holds `message_len` bytes (usually UTF-8;
+/// not NUL-terminated; NULL when `message_len` is 0). Results as
+/// `btcore_sansio_announced`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+///   before reading anything behind it.
+/// - `message` is valid for reads of `message_len` bytes (it may be NULL when
+///   `message_len` is 0).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn btcore_sansio_announced_message(
+    h: *mut btcore_sansio,
+    id: u32,
+    action_id: u64,
+    status: u32,
+    interval_secs: u32,
+    min_interval_secs: u32,
+    message: *const u8,
+    message_len: usize,
+    now_ms: u64,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        // SAFETY: `message` is valid for reads of `message_len` bytes or it is 0, as this
+        // function's contract requires.
+        let message = unsafe { bytes(message, message_len) }?;
+        let outcome = match status {
+            BTCORE_ANNOUNCED_OK => AnnounceOutcome::Answered {
+                interval: interval_secs,
+                min_interval: (min_interval_secs != 0).then_some(min_interval_secs),
+            },
+            BTCORE_ANNOUNCED_FAILED => AnnounceOutcome::Failed,
+            BTCORE_ANNOUNCED_NO_TRACKERS => AnnounceOutcome::NoTrackers,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let known = s.session.handle_announced_message(
+            now(now_ms),
+            TorrentId(id),
+            action_id,
+            outcome,
+            message,
+        );
+        s.pump_events();
+        known.then_some(()).ok_or(BTCORE_NOT_FOUND)
     })
 }

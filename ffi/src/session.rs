@@ -6,6 +6,7 @@
 //! (`btcore_session_start`/`_stop`) or inside `btcore_session_poll`, called by the
 //! application's loop. The notify callback is called with no lock held, so it may call
 //! back into the session.
+use crate::error::Failure;
 use crate::*;
 use btcore_core::session::TorrentId;
 use btcore_host::client::{Client, ClientError, ClientOptions};
@@ -55,7 +56,32 @@ pub struct btcore_settings {
     /// Protocol encryption (MSE/PE): one of `BTCORE_ENCRYPTION_*` (0, the default:
     /// `BTCORE_ENCRYPTION_PREFERRED`).
     pub encryption: u32,
+    /// The Mainline DHT (BEP 5) for public torrents: 1 (the default) on, 0 off. Its
+    /// routing table is kept in `state_dir` (`dht.state`) when there is one.
+    pub enable_dht: u8,
+    /// Local service discovery (BEP 14, multicast on the LAN) for public torrents: 1
+    /// on, 0 (the default) off: it reaches every machine of the local network.
+    pub enable_lsd: u8,
+    /// Peer exchange (BEP 11) for public torrents: 1 (the default) on, 0 off.
+    pub enable_pex: u8,
+    /// The DHT's UDP port (0, the default: the TCP listen port).
+    pub dht_port: u16,
+    /// Most connections over all torrents (0: the default, 200; 50 with
+    /// `low_memory`). Lowered while running, the least useful connections over it are
+    /// closed.
+    pub max_connections: u32,
+    /// The DHT nodes to join through, `"host:port,host:port"` (at most 32; names are
+    /// resolved when the DHT starts). NULL, the default: the public routers.
+    pub dht_bootstrap: *const c_char,
+    /// Most bytes received from peers and not yet written to disk (0: the default,
+    /// 1 MiB; 512 KiB with `low_memory`): no block is requested past it, and reading
+    /// from peers pauses at twice it until writes complete.
+    pub disk_queue_bytes: u64,
 }
+
+/// Most nodes in `btcore_settings.dht_bootstrap`.
+/// cbindgen:ignore
+const MAX_BOOTSTRAP_NODES: usize = 32;
 
 /// Dial with an encryption handshake first (plain text or RC4 after it, as the peer
 /// picks; plain text when it allows) and fall back to plain text; accept both. The
@@ -76,7 +102,8 @@ pub const BTCORE_ENCRYPTION_DISABLED: u32 = 3;
 pub type btcore_notify_callback = Option<extern "C" fn(userdata: *mut c_void)>;
 
 /// Fills `out` with the defaults: current directory, no state directory, listen on
-/// 0.0.0.0:6881, trackers on, 50 peers per torrent, 2 disk threads, no rate limits.
+/// 0.0.0.0:6881, trackers, DHT and PEX on, LSD off, 50 peers per torrent and 200 in
+/// all, a 1 MiB disk queue, 2 disk threads, no rate limits, encryption preferred.
 /// Thread-safe.
 ///
 /// # Safety
@@ -107,7 +134,116 @@ fn default_settings() -> btcore_settings {
         upload_rate_limit: 0,
         random_seed: 0,
         encryption: BTCORE_ENCRYPTION_PREFERRED,
+        enable_dht: 1,
+        enable_lsd: 0,
+        enable_pex: 1,
+        dht_port: 0,
+        max_connections: 0,
+        dht_bootstrap: std::ptr::null(),
+        disk_queue_bytes: 0,
     }
+}
+
+/// The host's options for `s`.
+///
+/// # Safety
+/// The strings of `s` are NULL or NUL-terminated.
+pub(crate) unsafe fn client_options(s: &btcore_settings) -> Result<ClientOptions, Failure> {
+    let mut opts = ClientOptions::default();
+    // SAFETY: `s` gives NULL or NUL-terminated strings, as this function's contract
+    // requires.
+    if let Some(d) = unsafe { opt_path(s.download_dir) }? {
+        opts.save_dir = d;
+    }
+    // SAFETY: as above.
+    opts.state_dir = unsafe { opt_path(s.state_dir) }?;
+    // SAFETY: as above.
+    let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(a) => a.to_str().and_then(|a| a.parse().ok()).ok_or_else(|| {
+            Failure::new(
+                BTCORE_INVALID_PARAMETER,
+                "listen_address is not an IP address",
+            )
+            .subject(BTCORE_SUBJECT_ADDRESS, a.as_os_str().as_encoded_bytes())
+        })?,
+    };
+    opts.listen = SocketAddr::new(ip, s.listen_port);
+    opts.low_memory = s.low_memory;
+    opts.use_trackers = s.use_trackers;
+    opts.max_peers = match s.max_peers_per_torrent {
+        0 if s.low_memory => 20,
+        0 => opts.max_peers,
+        n => n as usize,
+    };
+    opts.max_connections = s.max_connections as usize;
+    opts.max_disk_queue = usize::try_from(s.disk_queue_bytes).unwrap_or(usize::MAX);
+    if s.disk_threads != 0 {
+        opts.disk_threads = s.disk_threads.min(64) as usize;
+    }
+    opts.download_limit = s.download_rate_limit;
+    opts.upload_limit = s.upload_rate_limit;
+    opts.seed = s.random_seed;
+    opts.encryption = match s.encryption {
+        BTCORE_ENCRYPTION_PREFERRED => Encryption::Preferred,
+        BTCORE_ENCRYPTION_ALLOWED => Encryption::Allowed,
+        BTCORE_ENCRYPTION_REQUIRED => Encryption::Required,
+        BTCORE_ENCRYPTION_DISABLED => Encryption::Disabled,
+        _ => {
+            return Err(Failure::new(
+                BTCORE_INVALID_PARAMETER,
+                "encryption is not one of BTCORE_ENCRYPTION_*",
+            ))
+        }
+    };
+    opts.pex = flag(s.enable_pex)?;
+    opts.lsd = flag(s.enable_lsd)?;
+    // SAFETY: as above.
+    let bootstrap = unsafe { bootstrap_nodes(s.dht_bootstrap) }?;
+    opts.dht = flag(s.enable_dht)?.then(|| btcore_host::dht::DhtOptions {
+        port: s.dht_port,
+        bootstrap,
+        state_dir: opts.state_dir.clone(),
+        low_memory: s.low_memory,
+    });
+    Ok(opts)
+}
+
+/// A 0/1 switch; anything else is refused (room for values with a meaning later).
+fn flag(v: u8) -> Result<bool, btcore_result> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(BTCORE_INVALID_PARAMETER),
+    }
+}
+
+/// `"host:port,host:port"` (NULL: none, the default routers).
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn bootstrap_nodes(p: *const c_char) -> Result<Vec<String>, btcore_result> {
+    if p.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: not NULL (checked above); the caller promises a NUL-terminated string.
+    let s = unsafe { std::ffi::CStr::from_ptr(p) };
+    let s = s.to_str().map_err(|_| BTCORE_INVALID_PARAMETER)?;
+    let nodes: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    // Each is `host:port` with a port: no name resolution for what cannot work.
+    let well_formed = |n: &String| {
+        n.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
+    };
+    if nodes.len() > MAX_BOOTSTRAP_NODES || !nodes.iter().all(well_formed) {
+        return Err(BTCORE_INVALID_PARAMETER);
+    }
+    Ok(nodes)
 }
 
 struct Notify {
@@ -124,17 +260,19 @@ struct State {
     notify: Option<Notify>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     client: Mutex<Client>,
     state: Mutex<State>,
+    /// The last failure of a call on this session (see `btcore_session_last_error`).
+    last_error: crate::error::Slot,
     /// API callers waiting for the client lock: the loop thread steps aside for them.
     waiting: AtomicUsize,
     stop: AtomicBool,
 }
 
 /// cbindgen:ignore
-struct SessionBox {
-    shared: Arc<Shared>,
+pub(crate) struct SessionBox {
+    pub(crate) shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -143,7 +281,7 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, btcore_result> {
 }
 
 impl Shared {
-    fn client(&self) -> Result<MutexGuard<'_, Client>, btcore_result> {
+    pub(crate) fn client(&self) -> Result<MutexGuard<'_, Client>, btcore_result> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let g = lock(&self.client);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -155,12 +293,18 @@ impl Shared {
         let events = client.take_events();
         let mut st = lock(&self.state)?;
         let mut notify = false;
-        for e in extra
-            .iter()
-            .copied()
-            .chain(events.iter().filter_map(convert_event))
-        {
-            notify |= st.events.push(e);
+        for e in extra {
+            notify |= st.events.push(*e);
+        }
+        for e in &events {
+            let Some((ev, mut detail)) = convert_event(e) else {
+                continue;
+            };
+            // A disk error's file and OS error number are the host's.
+            if let btcore_core::session::Event::DiskFailed(t, _) = e {
+                detail = client.disk_error(*t).map(|d| disk_failure(ev.error, d));
+            }
+            notify |= st.events.push_with(ev, detail);
         }
         Ok(notify && st.notify.is_some())
     }
@@ -180,10 +324,11 @@ impl Shared {
     }
 
     /// One turn of the loop.
-    fn step(&self, wait: Duration) -> Result<(), btcore_result> {
+    fn step(&self, wait: Duration) -> Result<(), crate::error::Failure> {
         let needed = {
             let mut c = lock(&self.client)?;
-            c.run_once(wait).map_err(|_| BTCORE_IO)?;
+            c.run_once(wait)
+                .map_err(|e| crate::error::Failure::io(BTCORE_IO, &e))?;
             self.collect(&mut c, &[])?
         };
         self.notify(needed);
@@ -196,7 +341,9 @@ impl Shared {
 /// # Safety
 /// `p` is NULL, not a live handle (refused without a read), or a live session handle
 /// that no `btcore_session_free` frees while the reference is used.
-unsafe fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore_result> {
+pub(crate) unsafe fn session<'a>(
+    p: *const btcore_session,
+) -> Result<&'a SessionBox, btcore_result> {
     if p.is_null() {
         return Err(BTCORE_NULL_PARAMETER);
     }
@@ -206,17 +353,33 @@ unsafe fn session<'a>(p: *const btcore_session) -> Result<&'a SessionBox, btcore
     // SAFETY: a live session handle is a `SessionBox` made by `Box::into_raw` in
     // `btcore_session_new` and not freed yet (the caller makes no call that races with
     // its free, as the API requires).
-    Ok(unsafe { &*(p as *const SessionBox) })
+    let b = unsafe { &*(p as *const SessionBox) };
+    crate::error::attach(&b.shared.last_error);
+    Ok(b)
 }
 
-fn map_client_error(e: &ClientError) -> btcore_result {
+/// The detail of a client error: the OS error number, the byte offset and cause of a
+/// parse error, the file of a storage error.
+pub(crate) fn client_failure(e: &ClientError) -> Failure {
     use btcore_core::session::AddError;
     match e {
-        ClientError::Io(_) => BTCORE_IO,
-        ClientError::Add(AddError::Duplicate(_)) => BTCORE_DUPLICATE_TORRENT,
-        ClientError::Add(AddError::Magnet(_)) => BTCORE_INVALID_MAGNET,
-        ClientError::Add(_) => BTCORE_INVALID_TORRENT,
-        ClientError::Storage(_) => BTCORE_STORAGE,
+        ClientError::Io(io) => Failure::io(BTCORE_IO, io),
+        ClientError::Add(AddError::Duplicate(_)) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
+        ClientError::Add(AddError::Magnet(_)) => Failure::new(BTCORE_INVALID_MAGNET, e),
+        ClientError::Add(AddError::Metainfo(m)) => {
+            Failure::new(BTCORE_INVALID_TORRENT, m).at(m.offset)
+        }
+        ClientError::Add(_) => Failure::new(BTCORE_INVALID_TORRENT, e),
+        ClientError::Storage(s) => disk_failure(BTCORE_STORAGE, s),
+    }
+}
+
+/// The detail of a storage error: its file, its OS error number and the system's words.
+fn disk_failure(code: btcore_result, e: &btcore_host::storage::StorageError) -> Failure {
+    let f = Failure::new(code, e).errno(e.os_error);
+    match &e.path {
+        Some(p) => f.path(p),
+        None => f,
     }
 }
 
@@ -235,7 +398,7 @@ pub unsafe extern "C" fn btcore_session_new(
     settings: *const btcore_settings,
     out: *mut *mut btcore_session,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         let out = non_null(out)?;
         let s = if settings.is_null() {
             default_settings()
@@ -244,50 +407,22 @@ pub unsafe extern "C" fn btcore_session_new(
             // this function's contract requires.
             unsafe { *settings }
         };
-        let mut opts = ClientOptions::default();
         // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
         // contract requires.
-        if let Some(d) = unsafe { opt_path(s.download_dir) }? {
-            opts.save_dir = d;
-        }
-        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
-        // contract requires.
-        opts.state_dir = unsafe { opt_path(s.state_dir) }?;
-        // SAFETY: `settings` gives NULL or NUL-terminated strings, as this function's
-        // contract requires.
-        let ip: IpAddr = match unsafe { opt_path(s.listen_address) }? {
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Some(a) => a
-                .to_str()
-                .and_then(|a| a.parse().ok())
-                .ok_or(BTCORE_INVALID_PARAMETER)?,
+        let opts = unsafe { client_options(&s) }?;
+        let dir = |d: &std::path::Path| {
+            std::fs::create_dir_all(d).map_err(|e| Failure::io(BTCORE_IO, &e).path(d))
         };
-        opts.listen = SocketAddr::new(ip, s.listen_port);
-        opts.low_memory = s.low_memory;
-        opts.use_trackers = s.use_trackers;
-        opts.max_peers = match s.max_peers_per_torrent {
-            0 if s.low_memory => 20,
-            0 => opts.max_peers,
-            n => n as usize,
-        };
-        if s.disk_threads != 0 {
-            opts.disk_threads = s.disk_threads.min(64) as usize;
-        }
-        opts.download_limit = s.download_rate_limit;
-        opts.upload_limit = s.upload_rate_limit;
-        opts.seed = s.random_seed;
-        opts.encryption = match s.encryption {
-            BTCORE_ENCRYPTION_PREFERRED => Encryption::Preferred,
-            BTCORE_ENCRYPTION_ALLOWED => Encryption::Allowed,
-            BTCORE_ENCRYPTION_REQUIRED => Encryption::Required,
-            BTCORE_ENCRYPTION_DISABLED => Encryption::Disabled,
-            _ => return Err(BTCORE_INVALID_PARAMETER),
-        };
-        std::fs::create_dir_all(&opts.save_dir).map_err(|_| BTCORE_IO)?;
+        dir(&opts.save_dir)?;
         if let Some(d) = &opts.state_dir {
-            std::fs::create_dir_all(d).map_err(|_| BTCORE_IO)?;
+            dir(d)?;
         }
-        let client = Client::new(opts).map_err(|e| map_client_error(&e))?;
+        let listen = opts.listen;
+        // The client's I/O errors at its start are those of its listen socket.
+        let client = Client::new(opts).map_err(|e| match &e {
+            ClientError::Io(_) => client_failure(&e).addr(listen),
+            _ => client_failure(&e),
+        })?;
         let b = Box::new(SessionBox {
             shared: Arc::new(Shared {
                 client: Mutex::new(client),
@@ -295,6 +430,7 @@ pub unsafe extern "C" fn btcore_session_new(
                     events: EventQueue::default(),
                     notify: None,
                 }),
+                last_error: crate::error::Slot::default(),
                 waiting: AtomicUsize::new(0),
                 stop: AtomicBool::new(false),
             }),
@@ -387,11 +523,11 @@ unsafe fn add_with(
     b: &SessionBox,
     out_id: *mut u32,
     f: impl FnOnce(&mut Client) -> Result<TorrentId, ClientError>,
-) -> Result<(), btcore_result> {
+) -> Result<(), Failure> {
     let out_id = non_null(out_id)?;
     let (id, needed) = {
         let mut c = b.shared.client()?;
-        let id = f(&mut c).map_err(|e| map_client_error(&e))?;
+        let id = f(&mut c).map_err(|e| client_failure(&e))?;
         let added = btcore_event::new(BTCORE_EVENT_TORRENT_ADDED, id.0);
         let needed = b.shared.collect(&mut c, &[added])?;
         (id, needed)
@@ -404,11 +540,12 @@ unsafe fn add_with(
 }
 
 /// Adds the `.torrent` file at `path`, saving into `save_dir` (NULL: the session's
-/// download directory); writes the torrent's id to `*out_id`. The call returns without
-/// hashing: data already in the directory is checked on a thread of the session, one
-/// torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no peers, no
-/// announce); with a state directory, resume data whose files are unchanged skips that
-/// check. Thread-safe.
+/// download directory); writes the torrent's id to `*out_id`. The call returns at
+/// once, without hashing: data already in the directory is checked on a thread of the
+/// session, one torrent at a time, while the torrent reads `BTCORE_STATE_CHECKING` (no
+/// peers, no announce); then it downloads or seeds (see its status and events). With a
+/// state directory, resume data whose files are unchanged skips that check.
+/// Thread-safe.
 ///
 /// # Safety
 ///
@@ -426,7 +563,7 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
@@ -436,9 +573,12 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
         // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
         non_null(out_id)?;
-        let data = btcore_host::read_torrent_file(&path).map_err(|e| match e {
-            btcore_host::LoadError::Io(_) => BTCORE_IO,
-            btcore_host::LoadError::TooLarge(_) => BTCORE_INVALID_TORRENT,
+        let data = btcore_host::read_torrent_file(&path).map_err(|e| {
+            match &e {
+                btcore_host::LoadError::Io(io) => Failure::io(BTCORE_IO, io),
+                btcore_host::LoadError::TooLarge(_) => Failure::new(BTCORE_INVALID_TORRENT, &e),
+            }
+            .path(&path)
         })?;
         // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
         // requires.
@@ -447,11 +587,22 @@ pub unsafe extern "C" fn btcore_session_add_torrent_file(
                 c.add_torrent_file(&data, save_dir.as_deref())
             })
         }
+        .map_err(|f| {
+            // A parse error names the file it is in.
+            if f.subject.is_empty() {
+                f.path(&path)
+            } else {
+                f
+            }
+        })
     })
 }
 
 /// Adds a torrent from `len` bytes of `.torrent` data at `data` (copied), saving into
 /// `save_dir` (NULL: the session's download directory); writes its id to `*out_id`.
+/// The call returns at once, without hashing: data already in the directory is
+/// checked on a thread of the session while the torrent reads `BTCORE_STATE_CHECKING`
+/// (no peers, no announce); then it downloads or seeds (see its status and events).
 /// Thread-safe.
 ///
 /// # Safety
@@ -471,7 +622,7 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
@@ -482,7 +633,14 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
         // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
         if data.len() as u64 > btcore_host::MAX_TORRENT_FILE {
-            return Err(BTCORE_INVALID_TORRENT);
+            return Err(Failure::new(
+                BTCORE_INVALID_TORRENT,
+                format_args!(
+                    "{} bytes, larger than the {} a torrent may have",
+                    data.len(),
+                    btcore_host::MAX_TORRENT_FILE
+                ),
+            ));
         }
         // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
         // requires.
@@ -491,8 +649,10 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
 }
 
 /// Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
-/// session's download directory); writes its id to `*out_id`. The torrent is in
-/// `BTCORE_STATE_FETCHING_METADATA` until `BTCORE_EVENT_METADATA_RECEIVED`.
+/// session's download directory); writes its id to `*out_id`. The call returns at
+/// once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until
+/// `BTCORE_EVENT_METADATA_RECEIVED`, then `BTCORE_STATE_CHECKING` while what is
+/// already on disk is checked, then downloads.
 /// Thread-safe.
 ///
 /// # Safety
@@ -511,14 +671,14 @@ pub unsafe extern "C" fn btcore_session_add_magnet(
     save_dir: *const c_char,
     out_id: *mut u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
         // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
-        let uri = unsafe { cstr(uri) }?
-            .to_str()
-            .map_err(|_| BTCORE_INVALID_MAGNET)?;
+        let uri = unsafe { cstr(uri) }?.to_str().map_err(|e| {
+            Failure::new(BTCORE_INVALID_MAGNET, "the magnet link is not UTF-8").at(e.valid_up_to())
+        })?;
         // SAFETY: `save_dir` is NULL or NUL-terminated, as this function's contract
         // requires.
         let save_dir = unsafe { opt_path(save_dir) }?;
@@ -548,7 +708,7 @@ pub unsafe extern "C" fn btcore_session_add_peer(
     id: u32,
     address: *const c_char,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
@@ -556,16 +716,20 @@ pub unsafe extern "C" fn btcore_session_add_peer(
         // requires.
         let a = unsafe { cstr(address) }?
             .to_str()
-            .map_err(|_| BTCORE_INVALID_PARAMETER)?;
+            .map_err(|_| Failure::new(BTCORE_INVALID_PARAMETER, "the address is not UTF-8"))?;
+        let bad = |why: &dyn std::fmt::Display| {
+            Failure::new(BTCORE_INVALID_PARAMETER, why)
+                .subject(BTCORE_SUBJECT_ADDRESS, a.as_bytes())
+        };
         let addr = a
             .to_socket_addrs()
-            .ok()
-            .and_then(|mut i| i.next())
-            .ok_or(BTCORE_INVALID_PARAMETER)?;
+            .map_err(|e| bad(&e))?
+            .next()
+            .ok_or_else(|| bad(&"the name has no address"))?;
         let needed = {
             let mut c = b.shared.client()?;
             if !has_torrent(&c, id) {
-                return Err(BTCORE_NOT_FOUND);
+                return Err(BTCORE_NOT_FOUND.into());
             }
             c.add_peer(TorrentId(id), addr);
             b.shared.collect(&mut c, &[])?
@@ -931,13 +1095,13 @@ pub unsafe extern "C" fn btcore_session_set_notify(
 /// handles before reading anything behind it.
 #[no_mangle]
 pub unsafe extern "C" fn btcore_session_start(session: *mut btcore_session) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
         let mut t = lock(&b.thread)?;
         if t.is_some() {
-            return Err(BTCORE_WRONG_STATE);
+            return Err(BTCORE_WRONG_STATE.into());
         }
         let shared = b.shared.clone();
         let h = std::thread::Builder::new()
@@ -955,7 +1119,7 @@ pub unsafe extern "C" fn btcore_session_start(session: *mut btcore_session) -> b
                     }
                 }
             })
-            .map_err(|_| BTCORE_IO)?;
+            .map_err(|e| Failure::io(BTCORE_IO, &e))?;
         *t = Some(h);
         Ok(())
     })
@@ -1001,13 +1165,63 @@ pub unsafe extern "C" fn btcore_session_poll(
     session: *mut btcore_session,
     timeout_ms: u32,
 ) -> btcore_result {
-    guard(|| {
+    guard_detail(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this function's
         // contract requires; anything else is refused before a read.
         let b = unsafe { self::session(session) }?;
         if lock(&b.thread)?.is_some() {
-            return Err(BTCORE_WRONG_STATE);
+            return Err(BTCORE_WRONG_STATE.into());
         }
         b.shared.step(Duration::from_millis(u64::from(timeout_ms)))
     })
+}
+
+// ---- error detail (see `crate::error`) ----
+
+/// The last-error slot of a live session handle.
+///
+/// # Safety
+/// As [`session`].
+pub(crate) unsafe fn last_error_slot(
+    p: *const btcore_session,
+) -> Result<crate::error::Slot, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { session(p) }?;
+    Ok(b.shared.last_error.clone())
+}
+
+/// The detail of a drained event of a live session handle.
+///
+/// # Safety
+/// As [`session`].
+pub(crate) unsafe fn event_detail(
+    p: *const btcore_session,
+    id: u64,
+) -> Result<Failure, btcore_result> {
+    // SAFETY: as this function's contract requires.
+    let b = unsafe { session(p) }?;
+    let st = lock(&b.shared.state)?;
+    st.events.detail(id).cloned().ok_or(BTCORE_NOT_FOUND)
+}
+
+/// Runs `f` on the client of `session` (its lock held), then queues the events it
+/// caused and calls the notify callback (with no lock held). For the calls of other
+/// modules (`torrent.rs`).
+///
+/// # Safety
+/// As [`session`] for `session`.
+pub(crate) unsafe fn with_client<R>(
+    session: *const btcore_session,
+    f: impl FnOnce(&mut Client) -> Result<R, btcore_result>,
+) -> Result<R, btcore_result> {
+    // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+    // contract requires; anything else is refused before a read.
+    let b = unsafe { self::session(session) }?;
+    let (r, needed) = {
+        let mut c = b.shared.client()?;
+        let r = f(&mut c);
+        (r, b.shared.collect(&mut c, &[])?)
+    };
+    b.shared.notify(needed);
+    r
 }

@@ -31,33 +31,59 @@ macro_rules! rust_layout {
 fn rust() -> Layout {
     rust_layout! {
         btcore_create_options {
-            trackers, trackers_len, web_seeds, web_seeds_len, comment, name, piece_length,
-            threads, creation_date, private_,
+             trackers, trackers_len, web_seeds, web_seeds_len, comment, name, piece_length,
+             threads, creation_date, private_,
+        }
+        btcore_error_detail {
+             code, os_error, offset, subject_kind, reserved, message_len, subject_len,
         }
         btcore_sansio_settings {
-            peer_id, random_seed, listen_port, low_memory, max_peers_per_torrent,
-            max_disk_bytes_in_flight,
+             peer_id, random_seed, listen_port, low_memory, max_peers_per_torrent,
+             max_disk_bytes_in_flight, encryption, entropy, dht,
         }
-        btcore_addr { family, port, ip }
+        btcore_addr {
+             family, port, ip,
+        }
         btcore_action {
-            kind, torrent, id, conn, piece, offset, length, torrent_offset, addr,
-            expected_hash, error, announce_event, uploaded, downloaded, left, tracker,
-            tracker_len, block_digests,
+             kind, torrent, id, conn, piece, offset, length, torrent_offset, addr,
+             expected_hash, error, announce_event, uploaded, downloaded, left, tracker,
+             tracker_len, block_digests, redial, dht_announce, port, numwant, key, info_hash,
+             peer_id,
         }
-        btcore_event { kind, torrent, piece, error, peer, count }
+        btcore_event {
+             kind, torrent, piece, error, peer, count, detail, os_error,
+        }
         btcore_torrent_status {
-            id, state, info_hash, progress_ppm, pieces_have, num_pieces, bytes_have,
-            total_size, download_rate, upload_rate, downloaded, uploaded, eta_seconds, peers,
-            seeds, connecting, hash_failures, banned, error,
+             id, state, info_hash, progress_ppm, pieces_have, num_pieces, bytes_have,
+             total_size, download_rate, upload_rate, downloaded, uploaded, eta_seconds,
+             peers, seeds, connecting, hash_failures, banned, error, wanted_size,
+             wanted_have, finished,
         }
         btcore_peer_status {
-            conn, flags, addr, peer_id, client, download_rate, upload_rate, downloaded,
-            uploaded, pieces,
+             conn, flags, addr, peer_id, client, download_rate, upload_rate, downloaded,
+             uploaded, pieces,
+        }
+        btcore_dht_settings {
+             node_id, token_key, random_seed, low_memory,
+        }
+        btcore_dht_event {
+             kind, lookup, info_hash, num_peers, total_peers, nodes, announced,
+        }
+        btcore_sansio_file_info {
+             offset, length, path_len, pad, executable,
+        }
+        btcore_tracker_reply {
+             interval_secs, min_interval_secs, num_peers, total_peers, seeders, leechers,
+             failure, failure_offset, failure_len,
         }
         btcore_settings {
-            download_dir, state_dir, listen_address, listen_port, low_memory, use_trackers,
-            max_peers_per_torrent, disk_threads, download_rate_limit, upload_rate_limit,
-            random_seed, encryption,
+             download_dir, state_dir, listen_address, listen_port, low_memory, use_trackers,
+             max_peers_per_torrent, disk_threads, download_rate_limit, upload_rate_limit,
+             random_seed, encryption, enable_dht, enable_lsd, enable_pex, dht_port,
+             max_connections, dht_bootstrap, disk_queue_bytes,
+        }
+        btcore_file_info {
+             size, done, priority, flags,
         }
     }
 }

@@ -527,3 +527,488 @@ fn sansio_example_downloads_from_a_btcore_seeder() {
     assert!(out.contains("complete"), "{out}");
     same_file(&payload, &out_file);
 }
+
+// ---- The sans-IO layer with encryption, a tracker and a multi-file torrent ----
+
+/// Random files under `dir/seed/multi/` (a nested one and an empty one) and their
+/// torrent, announcing to `tracker`, in `dir/multi.torrent`.
+fn make_multi_file_content(dir: &Path, tracker: &str) -> (Vec<(PathBuf, Vec<u8>)>, PathBuf) {
+    let root = dir.join("seed").join("multi");
+    std::fs::create_dir_all(root.join("sub/deeper")).expect("seed dirs");
+    let mut x: u64 = 0x0bad_5eed_1234_5678;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    // Sizes that put file boundaries inside pieces and inside blocks.
+    let files = [
+        ("a.bin", 300_001),
+        ("sub/b.bin", 70_000),
+        ("sub/deeper/c.bin", 555_555),
+        ("sub/empty.txt", 0),
+        ("z.bin", 123),
+    ];
+    let mut out = Vec::new();
+    for (rel, size) in files {
+        let data = random(size);
+        std::fs::write(root.join(rel), &data).expect("seed file");
+        out.push((PathBuf::from("multi").join(rel), data));
+    }
+    let torrent = dir.join("multi.torrent");
+    run(Command::new(btcore_bin())
+        .arg("create")
+        .arg(&root)
+        .arg("-o")
+        .arg(&torrent)
+        .args(["--piece-kib", "32", "-t", tracker]));
+    (out, torrent)
+}
+
+#[test]
+fn sansio_full_example_downloads_a_multi_file_torrent_through_a_tracker_from_an_encrypting_seeder()
+{
+    let dir = tmp("sansio-full");
+    let exe = dir.join("sansio_full");
+    compile(
+        &[root().join("examples/c/sansio_full.c")],
+        &exe,
+        false,
+        true,
+    );
+
+    // The project's tracker on 127.0.0.1 (HTTP only).
+    let tracker_port = free_port();
+    let _tracker = Proc(
+        Command::new(btcore_bin())
+            .arg("tracker")
+            .arg("--http")
+            .arg(format!("127.0.0.1:{tracker_port}"))
+            .arg("--no-udp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("btcore tracker"),
+    );
+    wait_listening(tracker_port, Duration::from_secs(20));
+    let (files, torrent) =
+        make_multi_file_content(&dir, &format!("http://127.0.0.1:{tracker_port}/announce"));
+
+    // A seeder that refuses plain connections and is known only to the tracker.
+    let port = free_port();
+    let mut seed = Proc(
+        Command::new(btcore_bin())
+            .arg("seed")
+            .arg(&torrent)
+            .arg(dir.join("seed"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--encryption",
+                "required",
+                "--no-dht",
+                "--progress",
+                "none",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("btcore seed"),
+    );
+    wait_for_line(&mut seed.0, ": seeding", Duration::from_secs(60));
+    wait_listening(port, Duration::from_secs(20));
+
+    let out_dir = dir.join("out");
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg(&torrent)
+            .arg(&out_dir)
+            .env("BTCORE_TIMEOUT_S", "90"),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("complete"), "{out}");
+    assert!(out.contains("in 5 files"), "{out}");
+    for (rel, data) in &files {
+        let got =
+            std::fs::read(out_dir.join(rel)).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+        assert!(&got == data, "{} differs", rel.display());
+    }
+}
+
+#[test]
+fn sansio_extra_entry_points_refuse_misuse_and_dht_nodes_meet_over_udp() {
+    let dir = tmp("sansio-extra");
+    let exe = dir.join("sansio_extra");
+    compile(
+        &[root().join("ffi/tests/sansio_extra.c")],
+        &exe,
+        false,
+        true,
+    );
+    let out = run_bounded(
+        Command::new(&exe).current_dir(&dir),
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}
+
+// ---- errors that say what happened ----
+
+/// An HTTP tracker on 127.0.0.1 that answers every announce with a `failure reason`
+/// ("nope"), on a thread that lives as long as the test process; returns its port.
+fn refusing_tracker() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tracker");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            // Read the request head, then answer and close.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = b"d14:failure reason4:nopee";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+/// A failure says what happened, from C: a port in use (EADDRINUSE and the address),
+/// an unwritable download folder (ENOTDIR and the path, which holds for root too: the
+/// folder is under a regular file), a missing `.torrent` file (ENOENT and the path), a
+/// truncated torrent (the byte offset and the cause), a tracker's failure reason as an
+/// event with its URL and message, and one file-error event (ENOTDIR and the path) for
+/// a torrent whose folder cannot be written, not one per block in flight.
+#[test]
+fn errors_say_what_happened() {
+    let dir = tmp("errors");
+    std::fs::create_dir_all(dir.join("content")).expect("content dir");
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.join("content/data.bin"), &data).expect("content");
+    std::fs::write(dir.join("afile"), b"a regular file").expect("afile");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind busy port");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let tracker_port = refusing_tracker();
+    let exe = dir.join("errors");
+    compile(&[root().join("ffi/tests/errors.c")], &exe, false, true);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg(&*dir)
+            .arg(busy_port.to_string())
+            .arg(tracker_port.to_string())
+            .current_dir(&dir),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+    eprintln!("{out}");
+    drop(busy);
+}
+
+// ---- per-torrent controls (ffi/tests/torrent.c) ----
+
+/// The files `ffi/tests/torrent.c` serves: `dir/pack/{a,b,c}.bin` (16 KiB pieces: b.bin
+/// shares piece 5 with a.bin and piece 13 with c.bin). Returns their contents.
+fn make_pack(dir: &Path) -> Vec<Vec<u8>> {
+    let pack = dir.join("pack");
+    std::fs::create_dir_all(&pack).expect("pack");
+    let sizes = [5 * 16_384 + 100, 8 * 16_384, 3 * 16_384 + 7];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::new();
+    for (name, size) in ["a.bin", "b.bin", "c.bin"].iter().zip(sizes) {
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(pack.join(name), &data).expect("write");
+        out.push(data);
+    }
+    out
+}
+
+fn torrent_c(dir: &Path) -> PathBuf {
+    let exe = dir.join("torrent");
+    compile(&[root().join("ffi/tests/torrent.c")], &exe, false, true);
+    exe
+}
+
+/// A download already complete on disk: the check finds every piece and
+/// `BTCORE_EVENT_TORRENT_FINISHED` comes (before, it never did and a client waiting for
+/// it hung).
+#[test]
+fn c_finished_event_after_adding_a_complete_download() {
+    let dir = tmp("finished");
+    make_pack(&dir.join("seed"));
+    let exe = torrent_c(&dir);
+    let out = run_bounded(
+        Command::new(&exe).arg("finished").arg(dir.join("seed")),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("finished: ok"), "{out}");
+}
+
+/// A multi-file download with its middle file skipped: the others arrive whole, the
+/// skipped file holds none of its own pieces (at most the bytes of the pieces it
+/// shares), and the torrent finishes without being a seed.
+#[test]
+fn c_download_with_a_skipped_file() {
+    let dir = tmp("skip");
+    let files = make_pack(&dir.join("seed"));
+    let exe = torrent_c(&dir);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("skip")
+            .arg(dir.join("seed"))
+            .arg(dir.join("leech")),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("skip: ok"), "{out}");
+    let got = dir.join("leech/pack");
+    assert_eq!(std::fs::read(got.join("a.bin")).expect("a"), files[0]);
+    assert_eq!(std::fs::read(got.join("c.bin")).expect("c"), files[2]);
+    let b = std::fs::read(got.join("b.bin")).unwrap_or_default();
+    // Its own pieces (6 to 12) start 16,284 bytes into it.
+    let own = (16_384 - 100)..(7 * 16_384 - 100);
+    assert!(
+        b.get(own).is_none_or(|s| s.iter().all(|&x| x == 0)),
+        "the skipped file was downloaded"
+    );
+}
+
+/// A magnet link's metadata saved with `btcore_session_save_torrent_file` parses back
+/// to the same torrent (in C, and here).
+#[test]
+fn c_magnet_metadata_saved_as_a_torrent_file() {
+    let dir = tmp("magnet-save");
+    make_pack(&dir.join("seed"));
+    let exe = torrent_c(&dir);
+    let saved = dir.join("saved.torrent");
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("magnet")
+            .arg(dir.join("seed"))
+            .arg(dir.join("leech"))
+            .arg(&saved),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("magnet: ok"), "{out}");
+    let bytes = std::fs::read(&saved).expect("saved");
+    let mut tokens = Vec::new();
+    let m = btcore_core::metainfo::Metainfo::parse_vec(
+        &bytes,
+        &mut tokens,
+        &btcore_core::metainfo::Limits::default(),
+    )
+    .expect("parses");
+    assert_eq!(m.num_files(), 3);
+    assert_eq!(m.announce(), None, "the magnet link named no tracker");
+}
+
+// ---- settings: limits that hold and change at run time, apply_settings, the DHT ----
+
+/// `ffi/tests/settings.c`, built with the sanitizers into `dir` (each test process
+/// builds its own: a test runner may run these tests in parallel processes).
+fn settings_exe(dir: &Path) -> PathBuf {
+    let exe = dir.join("settings");
+    compile(&[root().join("ffi/tests/settings.c")], &exe, false, true);
+    exe
+}
+
+/// A download limit changed while the session's thread runs: the rate measured over
+/// the 2 s after each change follows it (up and down), and the reported rate tracks
+/// the measured one.
+#[test]
+fn c_runtime_rate_limit_change_is_followed_within_2s() {
+    let dir = tmp("rate-change");
+    let (_payload, torrent) = make_content(&dir, 12 << 20);
+    let (_seed, port) = seeder(&dir, &torrent, true);
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("rate")
+            .arg(&torrent)
+            .arg(dir.join("out"))
+            .arg(format!("127.0.0.1:{port}")),
+        Duration::from_secs(120),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+}
+
+/// Under a 1 MiB/s limit, the first second after the first byte moves at most 1.25 MiB
+/// (a bucket that started full with a second of burst let twice the limit through),
+/// and the whole download stays within 6% of the limit.
+#[test]
+fn c_rate_limit_holds_in_the_first_second_and_overall() {
+    let dir = tmp("burst");
+    let (payload, torrent) = make_content(&dir, 6 << 20);
+    let (_seed, port) = seeder(&dir, &torrent, true);
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("burst")
+            .arg(&torrent)
+            .arg(dir.join("out"))
+            .arg(format!("127.0.0.1:{port}")),
+        Duration::from_secs(150),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+    same_file(&payload, &dir.join("out/payload.bin"));
+}
+
+/// `btcore_session_apply_settings`: the DHT on and off, the listen port moved, a port
+/// in use refused with the old socket kept, invalid values refused.
+#[test]
+fn c_apply_settings_switches_dht_and_moves_the_port() {
+    let dir = tmp("apply");
+    let busy = free_port();
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("apply")
+            .arg(free_port().to_string())
+            .arg(free_port().to_string())
+            .arg(busy.to_string()),
+        Duration::from_secs(60),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+}
+
+/// Waits at most 30 s for a DHT node to answer a `ping` on 127.0.0.1:`port`.
+fn wait_dht(port: u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let q = b"d1:ad2:id20:btcore-c-apidhtprobee1:q4:ping1:t2:pp1:y1:qe";
+    let start = Instant::now();
+    let mut buf = [0u8; 1500];
+    while start.elapsed() < Duration::from_secs(30) {
+        let _ = s.send_to(q, ("127.0.0.1", port));
+        if let Ok(n) = s.recv(&mut buf) {
+            if buf[..n].windows(6).any(|w| w == b"1:y1:r") {
+                return;
+            }
+        }
+    }
+    panic!("no DHT node answers on 127.0.0.1:{port} after 30 s");
+}
+
+/// A C session downloads a trackerless magnet link through the DHT: libtorrent seeds
+/// and announces to a DHT of a `btcore dht` node and a libtorrent node; the C session
+/// joins through the libtorrent node. Needs python3-libtorrent: skipped without it,
+/// failed without it under `BTCORE_INTEROP=1`.
+#[test]
+fn c_session_downloads_a_trackerless_magnet_over_libtorrents_dht() {
+    if !libtorrent_available() {
+        assert!(
+            std::env::var("BTCORE_INTEROP").as_deref() != Ok("1"),
+            "BTCORE_INTEROP=1 but python3-libtorrent does not import"
+        );
+        eprintln!("skipped: python3-libtorrent does not import");
+        return;
+    }
+    let dir = tmp("dht-magnet");
+    let (payload, torrent) = make_content(&dir, 2 << 20);
+    // `btcore create` prints the magnet link; the torrent has no tracker.
+    let made = run(Command::new(btcore_bin())
+        .arg("create")
+        .arg(dir.join("seed/payload.bin"))
+        .arg("-o")
+        .arg(dir.join("again.torrent"))
+        .args(["--piece-kib", "32"]));
+    let stdout = String::from_utf8_lossy(&made.stdout).into_owned();
+    let magnet = stdout
+        .lines()
+        .find(|l| l.starts_with("magnet:"))
+        .unwrap_or_else(|| panic!("no magnet link in {stdout}"))
+        .to_string();
+    assert!(!magnet.contains("tr="), "{magnet}");
+    let script = root().join("tests/interop/lt_dht.py");
+    let local = |p: u16| format!("127.0.0.1:{p}");
+    let (boot, lt_node, lt_seed) = (free_port(), free_port(), free_port());
+    // The first node (btcore's), a libtorrent node joining from it, the seeder.
+    let _boot = Proc(
+        Command::new(btcore_bin())
+            .args(["dht", "--bind", "127.0.0.1", "--port", &boot.to_string()])
+            .args(["--seconds", "150", "--bootstrap", &local(free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("btcore dht"),
+    );
+    let lt = |mode: &str, args: &[&std::ffi::OsStr], port: u16, boot: u16| {
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(&script).arg(mode).args(args);
+        c.args(["--port", &port.to_string(), "--bootstrap", &local(boot)]);
+        c.args(["--timeout", "150"]);
+        c
+    };
+    wait_dht(boot);
+    let _node = Proc(
+        lt("node", &[], lt_node, boot)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lt node"),
+    );
+    wait_dht(lt_node);
+    let mut seed = Proc(
+        lt(
+            "seed",
+            &[torrent.as_os_str(), dir.join("seed").as_os_str()],
+            lt_seed,
+            boot,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lt seed"),
+    );
+    // The seeder prints `announced` once a lookup finds its own announce.
+    let so = seed.0.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(so).lines().map_while(Result::ok) {
+            if line.contains("announced") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("libtorrent's seeder announced on the DHT within 60 s");
+    let out_dir = dir.join("out");
+    let out = run_bounded(
+        Command::new(settings_exe(&dir))
+            .arg("dht")
+            .arg(&magnet)
+            .arg(&out_dir)
+            .arg(local(lt_node))
+            .env("BTCORE_TIMEOUT_S", "90"),
+        Duration::from_secs(120),
+    );
+    eprint!("{out}");
+    assert!(out.contains("settings: ok"), "{out}");
+    same_file(&payload, &out_dir.join("payload.bin"));
+}

@@ -253,6 +253,12 @@ impl DhtHost {
         true
     }
 
+    /// The session's lookups still running, (torrent, seq) each, forgotten: the node
+    /// is about to be closed, and the session hears of them as failed.
+    pub fn abandon_lookups(&mut self) -> Vec<(TorrentId, u64)> {
+        self.running.drain(..).map(|r| (r.torrent, r.seq)).collect()
+    }
+
     /// Looks for peers of `info_hash` now (e.g. when a torrent runs low on peers).
     pub fn get_peers(&mut self, now: Instant, info_hash: InfoHash) {
         self.dht.get_peers(now, info_hash);

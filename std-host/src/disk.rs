@@ -19,11 +19,11 @@
 //! block.
 
 use crate::hash::FastSha1;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::Sha1;
 use btcore_core::ids::{BlockRef, PieceIndex};
-use btcore_core::session::{ConnId, DiskError, TorrentId};
+use btcore_core::session::{ConnId, TorrentId};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -234,8 +234,9 @@ pub enum DiskDone {
         torrent: TorrentId,
         /// The block.
         block: BlockRef,
-        /// Outcome.
-        result: Result<(), DiskError>,
+        /// Outcome (the storage error keeps the file and the OS error number;
+        /// [`StorageError::to_core`] gives the session's view).
+        result: Result<(), StorageError>,
     },
     /// Reads finished: blocks that follow each other in the torrent, read at once.
     Read {
@@ -244,7 +245,7 @@ pub enum DiskDone {
         /// Who asked for each block, and the block, in order.
         reads: Vec<(ConnId, BlockRef)>,
         /// The bytes of every block, one after another.
-        result: Result<Vec<u8>, DiskError>,
+        result: Result<Vec<u8>, StorageError>,
     },
     /// A piece was hashed.
     Verify {
@@ -742,15 +743,13 @@ impl Gather {
             return;
         };
         let bufs: Vec<&[u8]> = self.blocks.iter().map(|(_, d)| d.as_slice()).collect();
-        let result = storage
-            .write_vectored(start, &bufs)
-            .map_err(|e| e.to_core());
+        let result = storage.write_vectored(start, &bufs);
         for (block, data) in self.blocks.drain(..) {
             hashing.written(torrent, &block, data, result.is_ok());
             done.push(DiskDone::Write {
                 torrent,
                 block,
-                result,
+                result: result.clone(),
             });
         }
     }
@@ -762,10 +761,7 @@ impl Gather {
             return;
         };
         let mut buf = vec![0u8; len];
-        let result = storage
-            .read(start, &mut buf)
-            .map(|()| buf)
-            .map_err(|e| e.to_core());
+        let result = storage.read(start, &mut buf).map(|()| buf);
         done.push(DiskDone::Read {
             torrent,
             reads: std::mem::take(&mut self.asked),
@@ -1002,12 +998,17 @@ mod tests {
     }
 
     /// Collects `n` write completions (or fewer after 10 s), by block.
-    fn writes(pool: &mut DiskPool, n: usize) -> Vec<(BlockRef, Result<(), DiskError>)> {
+    fn writes(
+        pool: &mut DiskPool,
+        n: usize,
+    ) -> Vec<(BlockRef, Result<(), btcore_core::session::DiskError>)> {
         let start = std::time::Instant::now();
         let mut out = Vec::new();
         while out.len() < n && start.elapsed() < std::time::Duration::from_secs(10) {
             match pool.try_done() {
-                Some(DiskDone::Write { block, result, .. }) => out.push((block, result)),
+                Some(DiskDone::Write { block, result, .. }) => {
+                    out.push((block, result.map_err(|e| e.to_core())))
+                }
                 Some(other) => panic!("unexpected {other:?}"),
                 None => std::thread::yield_now(),
             }

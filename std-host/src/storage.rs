@@ -133,6 +133,8 @@ pub struct StorageError {
     pub kind: StorageErrorKind,
     /// The file (under the save directory) the error concerns, if any.
     pub path: Option<PathBuf>,
+    /// The OS error number (`errno`) of an I/O error, if any.
+    pub os_error: Option<i32>,
 }
 
 impl StorageError {
@@ -140,11 +142,15 @@ impl StorageError {
         Self {
             kind,
             path: path.map(Path::to_path_buf),
+            os_error: None,
         }
     }
 
     fn io(e: &io::Error, path: &Path) -> Self {
-        Self::new(io_kind(e), Some(path))
+        Self {
+            os_error: e.raw_os_error(),
+            ..Self::new(io_kind(e), Some(path))
+        }
     }
 
     fn range() -> Self {
@@ -184,8 +190,12 @@ impl fmt::Display for StorageErrorKind {
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.path {
-            Some(p) => write!(f, "{}: {}", p.display(), self.kind),
+        if let Some(p) = &self.path {
+            write!(f, "{}: ", p.display())?;
+        }
+        match self.os_error {
+            // The system's words: "Not a directory (os error 20)".
+            Some(n) => write!(f, "{}", io::Error::from_raw_os_error(n)),
             None => write!(f, "{}", self.kind),
         }
     }

@@ -183,6 +183,10 @@ pub struct Node {
     recv_held: BTreeMap<ConnId, std::collections::VecDeque<Vec<u8>>>,
     /// Deliveries that waited for [`Session::wants_recv`].
     pub recv_paused: u64,
+    /// Pieces of which it received at least one block.
+    pub pieces_received: BTreeSet<u32>,
+    /// When its torrent reached its ratio limit and stopped seeding.
+    pub ratio_reached_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -305,6 +309,14 @@ impl Sim {
         }
     }
 
+    /// The same content as a multi-file torrent of files of `lens` bytes (summing to
+    /// the content's length), named `f0`, `f1`... under `sim`. Call before adding
+    /// nodes.
+    pub fn with_files(mut self, lens: &[u64]) -> Self {
+        self.torrent_file = make_multi_torrent(&self.content, self.piece_len, lens);
+        self
+    }
+
     /// Pieces in the simulated torrent.
     pub fn num_pieces(&self) -> u32 {
         self.hashes.len() as u32
@@ -396,6 +408,8 @@ impl Sim {
             held: std::collections::VecDeque::new(),
             recv_held: BTreeMap::new(),
             recv_paused: 0,
+            pieces_received: BTreeSet::new(),
+            ratio_reached_at: None,
         });
         i
     }
@@ -429,8 +443,10 @@ impl Sim {
         if let Some(t) = n.torrent.take() {
             n.session.remove_torrent(now, t);
         }
-        // The removal's `stopped` announce is not the checking node's doing.
+        // The removal's `stopped` announce is not the checking node's doing, nor the
+        // finished event of the torrent it removed.
         while n.session.poll_action().is_some() {}
+        while n.session.poll_event().is_some() {}
         n.torrent = n.session.add_torrent_checking(now, &self.torrent_file).ok();
         n.finished_at = None;
         i
@@ -1018,6 +1034,7 @@ impl Sim {
         let now = self.now;
         match e {
             Event::TorrentFinished(_) => self.nodes[i].finished_at = Some(now),
+            Event::RatioReached(_) => self.nodes[i].ratio_reached_at = Some(now),
             Event::PieceVerified(_, p) => {
                 if !self.piece_correct(i, p.0) {
                     let msg = format!("piece {} reported verified with wrong data", p.0);
@@ -1154,6 +1171,7 @@ impl Sim {
                     self.nodes[j]
                         .served_by
                         .insert((block.piece.0, block.offset), from);
+                    self.nodes[j].pieces_received.insert(block.piece.0);
                 }
                 let n = &mut self.nodes[i];
                 n.uploaded += data.len() as u64;
@@ -1315,6 +1333,46 @@ pub fn make_torrent(content: &[u8], piece_len: u32) -> Vec<u8> {
         e.dict()?;
         e.key_int(b"length", content.len() as i64)?;
         e.key_bytes(b"name", b"sim.bin")?;
+        e.key_int(b"piece length", i64::from(piece_len))?;
+        e.key_bytes(b"pieces", &pieces)?;
+        e.end()?;
+        e.end()
+    })();
+    r.expect("vec");
+    let mut t = Vec::new();
+    assert!(Metainfo::parse_vec(&out, &mut t, &Limits::default()).is_ok());
+    out
+}
+
+/// A multi-file `.torrent` for `content`: files of `lens` bytes named `f0`, `f1`...
+/// under the folder `sim`.
+pub fn make_multi_torrent(content: &[u8], piece_len: u32, lens: &[u64]) -> Vec<u8> {
+    use btcore_core::bencode::Encoder;
+    assert_eq!(lens.iter().sum::<u64>(), content.len() as u64);
+    let mut pieces = Vec::new();
+    for c in content.chunks(piece_len as usize) {
+        pieces.extend_from_slice(&SmolSha1::digest(c));
+    }
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    let r = (|| {
+        e.dict()?;
+        e.key_bytes(b"announce", b"http://tracker.invalid/announce")?;
+        e.bytes(b"info")?;
+        e.dict()?;
+        e.bytes(b"files")?;
+        e.list()?;
+        for (i, len) in lens.iter().enumerate() {
+            e.dict()?;
+            e.key_int(b"length", *len as i64)?;
+            e.bytes(b"path")?;
+            e.list()?;
+            e.bytes(format!("f{i}").as_bytes())?;
+            e.end()?;
+            e.end()?;
+        }
+        e.end()?;
+        e.key_bytes(b"name", b"sim")?;
         e.key_int(b"piece length", i64::from(piece_len))?;
         e.key_bytes(b"pieces", &pieces)?;
         e.end()?;

@@ -8,7 +8,7 @@
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::PeerId;
 use btcore_core::session::{
-    Action, AnnounceEvent, AnnounceOutcome, Session, SessionConfig, TorrentId,
+    Action, AnnounceEvent, AnnounceOutcome, Event, Session, SessionConfig, TorrentId,
 };
 use btcore_core::time::{Duration, Instant};
 use btcore_tests::torrent_with_tiers;
@@ -310,4 +310,88 @@ fn a_torrents_trackers_are_capped_deduplicated_and_bounded_in_length() {
     // The first walk asks each kept tracker once.
     assert_eq!(r.asked(a)[0], r.asked(c)[0]);
     assert_eq!(r.log.iter().filter(|x| x.at == r.log[0].at).count(), 3);
+}
+
+/// A tracker that fails says so: each failure is an `Event::TrackerError` with the
+/// tracker's URL and the reason the host gave, a `warning message` in an answer is an
+/// `Event::TrackerWarning`, a report the walk does not take (late, unasked) makes no
+/// event, and a long reason is cut to the configured bound.
+#[test]
+fn tracker_failures_and_warnings_are_events_with_the_url_and_the_message() {
+    let (a, b) = ("http://a/announce", "http://b/announce");
+    let mut r = Run::new(config(), &[&[a], &[b]], false);
+    let events = |s: &mut Session| std::iter::from_fn(|| s.poll_event()).collect::<Vec<_>>();
+    r.session.handle_timeout(r.now);
+    let first = match r.session.poll_action() {
+        Some(Action::Announce { tracker, seq, .. }) => (tracker, seq),
+        other => panic!("expected an announce, got {other:?}"),
+    };
+    assert_eq!(first.0, a);
+    // A report for another announce is ignored, and says nothing.
+    assert!(!r.session.handle_announced_message(
+        r.now,
+        r.id,
+        first.1 + 100,
+        AnnounceOutcome::Failed,
+        b"late"
+    ));
+    assert_eq!(events(&mut r.session), []);
+    // The tracker's failure reason.
+    assert!(r.session.handle_announced_message(
+        r.now,
+        r.id,
+        first.1,
+        AnnounceOutcome::Failed,
+        b"nope"
+    ));
+    assert_eq!(
+        events(&mut r.session),
+        [Event::TrackerError {
+            torrent: r.id,
+            tracker: a.into(),
+            message: "nope".into()
+        }]
+    );
+    // The walk asks the next tier; it answers with a warning.
+    let second = match r.session.poll_action() {
+        Some(Action::Announce { tracker, seq, .. }) => (tracker, seq),
+        other => panic!("expected an announce, got {other:?}"),
+    };
+    assert_eq!(second.0, b);
+    assert!(r
+        .session
+        .handle_announced_message(r.now, r.id, second.1, OK, b"slow down"));
+    assert_eq!(
+        events(&mut r.session),
+        [Event::TrackerWarning {
+            torrent: r.id,
+            tracker: b.into(),
+            message: "slow down".into()
+        }]
+    );
+
+    // A failure with no words still names the tracker; a reason of 100 KB is cut.
+    let mut r = Run::new(config(), &[&[a], &[b]], false);
+    r.session.handle_timeout(r.now);
+    let Some(Action::Announce { seq, .. }) = r.session.poll_action() else {
+        panic!("no announce");
+    };
+    assert!(r
+        .session
+        .handle_announced(r.now, r.id, seq, AnnounceOutcome::Failed));
+    let Some(Action::Announce { seq, .. }) = r.session.poll_action() else {
+        panic!("no announce");
+    };
+    let long = vec![b'x'; 100_000];
+    assert!(r
+        .session
+        .handle_announced_message(r.now, r.id, seq, AnnounceOutcome::Failed, &long));
+    let ev = events(&mut r.session);
+    assert_eq!(ev.len(), 2);
+    assert!(
+        matches!(&ev[0], Event::TrackerError { tracker, message, .. } if tracker == a && message == "announce failed")
+    );
+    assert!(
+        matches!(&ev[1], Event::TrackerError { tracker, message, .. } if tracker == b && message.len() == config().max_tracker_text)
+    );
 }

@@ -274,9 +274,9 @@ impl Announcer {
         self.state.on_failure(now.as_millis());
     }
 
-    /// The host reports announce `seq`: the event it carried when it is the one in
-    /// flight, else `None` and nothing changes (a late report, one for an announce
-    /// given up on, or an unasked one).
+    /// The host reports announce `seq`: the event it carried and the tracker it went
+    /// to when it is the one in flight, else `None` and nothing changes (a late report,
+    /// one for an announce given up on, or an unasked one).
     pub(crate) fn answered(
         &mut self,
         now: Instant,
@@ -284,7 +284,7 @@ impl Announcer {
         outcome: AnnounceOutcome,
         trackers: &mut Trackers,
         limits: WalkLimits,
-    ) -> Option<Option<AnnounceEvent>> {
+    ) -> Option<(Option<AnnounceEvent>, TrackerPos)> {
         let f = self.in_flight?;
         if f.seq != seq {
             return None;
@@ -311,7 +311,7 @@ impl Announcer {
                 self.requested = false;
             }
         }
-        Some(f.event)
+        Some((f.event, f.pos))
     }
 }
 
@@ -390,7 +390,7 @@ mod tests {
             "not the announce in flight"
         );
         assert_eq!(
-            a.answered(t0, 1, OK, &mut tr, L),
+            a.answered(t0, 1, OK, &mut tr, L).map(|(e, _)| e),
             Some(Some(AnnounceEvent::Started))
         );
         assert_eq!(a.answered(t0, 1, OK, &mut tr, L), None, "nothing in flight");

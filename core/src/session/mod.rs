@@ -33,6 +33,14 @@
 //! ([`SessionConfig::peer_turnover`]). Peer addresses are believed according to their
 //! source ([`PeerSource`]): none of this machine from a remote party.
 //!
+//! # Per-torrent controls
+//!
+//! [`Session::set_file_priorities`] (0 skips a file; a piece takes the highest priority
+//! of its files), [`Session::set_sequential`] and [`Session::set_ratio_limit`]. A
+//! torrent with every wanted piece is finished ([`TorrentStatus::finished`],
+//! [`Event::TorrentFinished`], however it got there: downloaded, or found by a check
+//! or in resume data); it seeds once it has every piece. See `control.rs`.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then
@@ -53,12 +61,14 @@
 
 mod announce;
 mod bans;
+mod control;
 mod dht_schedule;
 mod metadata;
 mod smart_ban;
 mod torrent;
 
 pub use announce::AnnounceOutcome;
+pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
 pub use torrent::{TorrentState, TorrentStatus};
 
@@ -202,6 +212,10 @@ pub struct SessionConfig {
     /// until the piece passes, to find the peer that sent bad data (about 64 bytes
     /// each); also the most addresses on parole and departed senders remembered.
     pub max_failed_block_records: usize,
+    /// The most bytes of a tracker URL or message an [`Event::TrackerError`] or
+    /// [`Event::TrackerWarning`] carries (longer ones are cut at a character
+    /// boundary): the event queue holds up to 4096 events.
+    pub max_tracker_text: usize,
     /// Ask trackers for more peers when fewer than this are connected.
     pub peer_low_watermark: usize,
     /// Wait this long before dialing an address again after a failure.
@@ -238,6 +252,11 @@ pub struct SessionConfig {
     /// `dht_schedule.rs`). Off by default: a host without a DHT node gets no such
     /// action.
     pub dht: bool,
+    /// Peer exchange (BEP 11, `ut_pex`): offered in the extension handshake, sent and
+    /// heard. Never for private torrents. Turned off while running, nothing more is
+    /// sent or taken from what peers send; turned on, connections made since offer it
+    /// again, and peers that offered it before hear from us.
+    pub pex: bool,
     /// How often a public running torrent is looked up and announced on the DHT
     /// (libtorrent's `dht_announce_interval`).
     pub dht_announce_interval: Duration,
@@ -293,6 +312,7 @@ impl SessionConfig {
             max_bans_per_ipv6_48: 8,
             // 256 KiB at most; 16 failed 4 MiB pieces, 256 failed 256 KiB ones.
             max_failed_block_records: 4096,
+            max_tracker_text: 512,
             peer_low_watermark: 10,
             reconnect_backoff: Duration::from_secs(30),
             // libtorrent's `max_concurrent_http_announces` is 50.
@@ -307,6 +327,7 @@ impl SessionConfig {
             // One PEX message's worth (50 per family).
             max_pex_peers_per_ip: 50,
             dht: false,
+            pex: true,
             // libtorrent's default; Transmission waits 25 to 28 minutes.
             dht_announce_interval: Duration::from_secs(15 * 60),
             dht_short_of_peers_interval: Duration::from_secs(60),
@@ -338,6 +359,7 @@ impl SessionConfig {
             max_banned_ips: 256,
             max_bans_per_ipv6_48: 4,
             max_failed_block_records: 512,
+            max_tracker_text: 128,
             // The low-memory DHT node runs 8 lookups at most.
             dht_lookups_per_minute: 20,
             max_dht_lookups_in_flight: 4,
@@ -602,20 +624,67 @@ pub enum Event {
     PieceVerified(TorrentId, PieceIndex),
     /// A piece failed its hash check and will be downloaded again.
     HashFailed(TorrentId, PieceIndex),
-    /// Every piece is verified: the torrent seeds from now on.
+    /// Every wanted piece is verified (every piece unless files are skipped,
+    /// [`Session::set_file_priorities`]): the torrent seeds from now on, or, with
+    /// files skipped, stops requesting. Emitted each time the torrent becomes
+    /// finished, however it got there: the last piece verified, a check of the data on
+    /// disk ([`Session::handle_checked`]) or resume data ([`Session::add_torrent`])
+    /// that found every wanted piece (as libtorrent's `torrent_finished_alert` after a
+    /// check), and again after more files became wanted and arrived.
     TorrentFinished(TorrentId),
+    /// The torrent's upload ratio reached its limit ([`Session::set_ratio_limit`]):
+    /// it was paused (it stops seeding).
+    RatioReached(TorrentId),
     /// A peer connection completed its handshake.
     PeerConnected(TorrentId, SocketAddr),
     /// A peer was banned for bad data: its IP address is refused from now on, on
     /// every torrent, whatever its port or peer id. The port is that of the
     /// connection it sent from (0 when none was open any more).
     PeerBanned(TorrentId, SocketAddr),
-    /// A disk error stopped the torrent.
+    /// A disk error stopped the torrent: reported once, for the first error (the
+    /// blocks in flight that fail after it make no event of their own).
     DiskFailed(TorrentId, DiskError),
     /// A magnet link's info dictionary arrived and checked out: the torrent downloads
     /// from now on (after the check of what is on disk, [`Action::CheckData`]). The
     /// application reads it with [`Session::info_bytes`].
     MetadataReceived(TorrentId),
+    /// An announce to `tracker` failed: no answer in time, a transport error, or the
+    /// tracker's `failure reason` (BEP 3), as the host reported it to
+    /// [`Session::handle_announced_message`]. The walk has moved on to the next
+    /// tracker. Both strings are at most [`SessionConfig::max_tracker_text`] bytes.
+    TrackerError {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The tracker's URL.
+        tracker: String,
+        /// What went wrong (lossy UTF-8 of what the host gave; "announce failed"
+        /// when it gave nothing).
+        message: String,
+    },
+    /// `tracker` answered with a `warning message` (the announce still counted).
+    /// Both strings are at most [`SessionConfig::max_tracker_text`] bytes.
+    TrackerWarning {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The tracker's URL.
+        tracker: String,
+        /// The tracker's text (lossy UTF-8).
+        message: String,
+    },
+}
+
+/// `bytes` as text of at most `max` bytes (lossy UTF-8, cut at a character
+/// boundary); only that much of the input is read.
+fn tracker_text(bytes: &[u8], max: usize) -> String {
+    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 #[derive(Debug)]
@@ -721,7 +790,10 @@ impl Event {
     fn is_state_change(&self) -> bool {
         matches!(
             self,
-            Event::MetadataReceived(_) | Event::TorrentFinished(_) | Event::DiskFailed(..)
+            Event::MetadataReceived(_)
+                | Event::TorrentFinished(_)
+                | Event::DiskFailed(..)
+                | Event::RatioReached(_)
         )
     }
 }
@@ -764,6 +836,74 @@ impl Session {
         }
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Changes the configuration while running, as libtorrent's `apply_settings`
+    /// does; the peer id stays. What is over the new caps comes under them at once:
+    /// connections past a torrent's [`SessionConfig::max_peers_per_torrent`], then
+    /// past [`SessionConfig::max_connections`], are closed
+    /// ([`PeerError::ConnectionLimit`]), those still in their handshake first (the
+    /// newest first), then the least useful established ones (as turnover ranks
+    /// them). The disk cap, PEX, the DHT schedule, the announce and turnover
+    /// settings apply from the next call on; what is sized when made (the ban list, the
+    /// announce rate's bucket, each connection's own limits in `peer`, each torrent's
+    /// picker) keeps its size, and connections and torrents made from now on take the
+    /// new values.
+    pub fn set_config(&mut self, now: Instant, mut config: SessionConfig) {
+        config.peer_id = self.config.peer_id;
+        self.config = config;
+        let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
+        for tid in tids {
+            let order = self.shedding_order(now, Some(tid));
+            let over = order
+                .len()
+                .saturating_sub(self.config.max_peers_per_torrent);
+            for k in order.into_iter().take(over) {
+                self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
+            }
+        }
+        let order = self.shedding_order(now, None);
+        let over = order.len().saturating_sub(self.config.max_connections);
+        for k in order.into_iter().take(over) {
+            self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
+        }
+    }
+
+    /// The connections of torrent `tid` (None: all), in the order a lowered cap
+    /// closes them: still in their handshake first (the newest first), then the
+    /// established ones, the least useful first.
+    fn shedding_order(&self, now: Instant, tid: Option<TorrentId>) -> Vec<ConnId> {
+        let mut v: Vec<(
+            bool,
+            Usefulness,
+            core::cmp::Reverse<Instant>,
+            core::cmp::Reverse<ConnId>,
+        )> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| tid.is_none() || c.torrent == tid)
+            .map(|(k, c)| {
+                let t = c.torrent.and_then(|t| self.torrents.get(&t));
+                let useful = match t {
+                    Some(t) if c.peer.is_established() => Self::usefulness(now, t, c),
+                    _ => Usefulness::default(),
+                };
+                let established = t.is_some() && c.peer.is_established();
+                (
+                    established,
+                    useful,
+                    core::cmp::Reverse(c.peer.created()),
+                    core::cmp::Reverse(*k),
+                )
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, _, _, k)| k.0).collect()
+    }
+
     fn reserved() -> Reserved {
         Reserved::NONE.with_fast(true).with_extension_protocol(true)
     }
@@ -778,6 +918,8 @@ impl Session {
         have: Option<&Bitfield>,
     ) -> Result<TorrentId, AddError> {
         let id = self.insert_torrent(torrent_file, have)?;
+        // Resume data that has every piece: finished at once, as after a check.
+        self.note_finished(id);
         self.start_announcing(now, id);
         Ok(id)
     }
@@ -815,6 +957,8 @@ impl Session {
         if !t.paused && t.announcer.is_none() {
             self.start_announcing(now, id);
         }
+        // As libtorrent after a check: data found complete is a finished torrent.
+        self.note_finished(id);
         self.checked_peers(now, id, have);
         if self.torrents.get(&id).is_some_and(|t| !t.paused) {
             self.connect_more(now);
@@ -1020,6 +1164,9 @@ impl Session {
     /// the last message, at most once a minute (the first one two seconds after the
     /// handshake), never for private torrents.
     fn send_pex(&mut self, now: Instant) {
+        if !self.config.pex {
+            return;
+        }
         let due: Vec<ConnId> = self
             .conns
             .iter()
@@ -1165,21 +1312,65 @@ impl Session {
         seq: u64,
         outcome: AnnounceOutcome,
     ) -> bool {
+        self.handle_announced_message(now, id, seq, outcome, b"")
+    }
+
+    /// [`Session::handle_announced`] with the tracker's words: for
+    /// [`AnnounceOutcome::Failed`], why (its `failure reason`, or the transport
+    /// error), reported as an [`Event::TrackerError`]; for
+    /// [`AnnounceOutcome::Answered`], its `warning message` (empty: none), reported as
+    /// an [`Event::TrackerWarning`]. A report the walk does not take (late, unasked)
+    /// makes no event.
+    pub fn handle_announced_message(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        seq: u64,
+        outcome: AnnounceOutcome,
+        message: &[u8],
+    ) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
         };
         let limits = Self::walk_limits(&self.config);
-        let Some(sent) = t
+        let Some((sent, pos)) = t
             .announcer
             .as_mut()
             .and_then(|a| a.answered(now, seq, outcome, &mut t.trackers, limits))
         else {
             return false;
         };
+        let max = self.config.max_tracker_text;
+        let tracker = || tracker_text(t.trackers.get(pos).map_or(&b""[..], |u| u.as_bytes()), max);
+        let event = match outcome {
+            AnnounceOutcome::Failed => Some(Event::TrackerError {
+                torrent: id,
+                tracker: tracker(),
+                message: tracker_text(
+                    if message.is_empty() {
+                        b"announce failed"
+                    } else {
+                        message
+                    },
+                    max,
+                ),
+            }),
+            AnnounceOutcome::Answered { .. } if !message.is_empty() => {
+                Some(Event::TrackerWarning {
+                    torrent: id,
+                    tracker: tracker(),
+                    message: tracker_text(message, max),
+                })
+            }
+            _ => None,
+        };
         if sent == Some(AnnounceEvent::Completed)
             && matches!(outcome, AnnounceOutcome::Answered { .. })
         {
             t.completed_unsent = false;
+        }
+        if let Some(e) = event {
+            self.push_event(e);
         }
         self.run_announces(now);
         true
@@ -1294,6 +1485,7 @@ impl Session {
 
     fn is_short(&self, t: &Torrent, established: usize) -> bool {
         !t.paused
+            && !t.finished
             && !matches!(
                 t.state,
                 TorrentState::Seeding | TorrentState::Checking | TorrentState::Error
@@ -1893,10 +2085,13 @@ impl Session {
         };
         match result {
             Ok(()) => t.write_done(block, &mut self.actions),
+            // The first error stops the torrent and is reported; the writes still in
+            // flight that fail after it say nothing new.
             Err(e) => {
-                t.fail(e);
-                push_bounded(&mut self.events, Event::DiskFailed(id, e), MAX_EVENTS);
-                self.stop_announcing(id);
+                if t.fail(e) {
+                    push_bounded(&mut self.events, Event::DiskFailed(id, e), MAX_EVENTS);
+                    self.stop_announcing(id);
+                }
             }
         }
         self.fill_all_requests(now);
@@ -1924,14 +2119,20 @@ impl Session {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if let Some(t) = self.torrents.get_mut(&id) {
-                        t.fail(e);
+                    if self.torrents.get_mut(&id).is_some_and(|t| t.fail(e)) {
+                        self.push_event(Event::DiskFailed(id, e));
+                        self.stop_announcing(id);
                     }
-                    self.push_event(Event::DiskFailed(id, e));
-                    self.stop_announcing(id);
                 }
             }
             self.serve_uploads(conn);
+        }
+        if self
+            .torrents
+            .get(&id)
+            .is_some_and(|t| t.ratio_limit.is_some())
+        {
+            self.check_ratios(now);
         }
         self.flush_sends();
     }
@@ -1996,8 +2197,10 @@ impl Session {
                     self.update_interest(k);
                     self.flag_send(k);
                 }
-                let finished = self.torrents.get(&id).is_some_and(|t| t.is_complete());
-                if finished {
+                // This piece made the torrent complete (a piece verifies once).
+                let complete = self.torrents.get(&id).is_some_and(|t| t.is_complete());
+                self.note_finished(id);
+                if complete {
                     if let Some(t) = self.torrents.get_mut(&id) {
                         // A torrent a disk error stopped stays stopped.
                         if t.error.is_none() {
@@ -2009,7 +2212,6 @@ impl Session {
                         }
                     }
                     self.run_announces(now);
-                    self.push_event(Event::TorrentFinished(id));
                     // Two seeds have nothing to say to each other.
                     let seeds: Vec<ConnId> = self
                         .conns
@@ -2142,6 +2344,7 @@ impl Session {
             self.run_choker(now, id);
         }
         self.run_announces(now);
+        self.check_ratios(now);
         self.run_dht(now);
         self.turnover(now);
         self.connect_more(now);
@@ -2170,8 +2373,9 @@ impl Session {
         for c in self.conns.values().filter(|c| c.torrent == Some(id)) {
             if c.peer.is_established() {
                 s.peers += 1;
-                s.download_rate += c.peer.download_rate();
-                s.upload_rate += c.peer.upload_rate();
+                let (down, up) = c.peer.rates_at(now);
+                s.download_rate += down;
+                s.upload_rate += up;
                 if c.peer.is_seed() {
                     s.seeds += 1;
                 }
@@ -2179,7 +2383,6 @@ impl Session {
                 s.connecting += 1;
             }
         }
-        let _ = now;
         Some(s)
     }
 
@@ -2465,10 +2668,6 @@ impl Session {
 
     pub(crate) fn disk_in_flight_add(&mut self, n: usize) {
         self.disk_in_flight += n;
-    }
-
-    pub(crate) fn config(&self) -> &SessionConfig {
-        &self.config
     }
 
     /// [`SessionConfig::max_known_peers`] and [`SessionConfig::max_pex_peers_per_ip`].

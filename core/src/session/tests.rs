@@ -72,6 +72,9 @@ fn status(
         private: false,
         paused: false,
         error: None,
+        wanted_size: total_size,
+        wanted_have: bytes_have,
+        finished: false,
     }
 }
 
@@ -140,9 +143,15 @@ fn the_disk_error_that_stopped_a_torrent_is_in_its_status_and_stays() {
     assert_eq!(st.error, Some(DiskError::NoSpace));
     assert_eq!((st.progress_ppm(), st.eta_secs()), (666_666, None));
 
-    // A later error does not hide the first; a piece verified after the error does
-    // not make the stopped torrent a seed.
+    // A later error does not hide the first, nor is it reported again (one event per
+    // stopped torrent, not one per block in flight); a piece verified after the error
+    // does not make the stopped torrent a seed.
     s.handle_write_done(now, id, block, Err(DiskError::Io));
+    s.handle_write_done(now, id, block, Err(DiskError::Io));
+    let failed: alloc::vec::Vec<_> = core::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, super::Event::DiskFailed(..)))
+        .collect();
+    assert_eq!(failed, [super::Event::DiskFailed(id, DiskError::NoSpace)]);
     s.handle_verified(now, id, PieceIndex(2), true);
     let st = s.torrent_status(id, now).expect("status");
     assert_eq!(st.state, TorrentState::Error);
@@ -158,4 +167,53 @@ fn the_disk_error_that_stopped_a_torrent_is_in_its_status_and_stays() {
     let st = s.torrent_status(id, now).expect("status");
     assert_eq!((st.state, st.error), (TorrentState::Seeding, None));
     assert_eq!((st.progress_ppm(), st.eta_secs()), (1_000_000, Some(0)));
+}
+
+#[test]
+fn progress_and_eta_count_the_wanted_bytes() {
+    use super::TorrentState::*;
+    let mut s = status(Downloading, 500, 1000, 100);
+    s.wanted_size = 600;
+    s.wanted_have = 300;
+    assert_eq!(s.progress_ppm(), 500_000);
+    assert_eq!(s.eta_secs(), Some(3));
+    s.wanted_have = 600;
+    s.finished = true;
+    assert_eq!(s.progress_ppm(), 1_000_000);
+    assert_eq!(s.eta_secs(), Some(0));
+}
+
+/// A lowered connection cap closes what is over it at once, the newest connections
+/// still in their handshake first; the peer id stays whatever the new config says.
+#[test]
+fn set_config_closes_connections_over_a_lowered_cap() {
+    use super::{Action, CloseReason, Session, SessionConfig};
+    use crate::ids::PeerId;
+    use crate::peer::PeerError;
+    use crate::time::Instant;
+    use alloc::vec::Vec;
+    let id = PeerId(*b"-BT0001-abcdefghijkl");
+    let mut s = Session::new(SessionConfig::new(id), 7);
+    let now = Instant::from_millis(1_000);
+    let conns: Vec<_> = (1..=6u8)
+        .map(|i| s.handle_incoming(now, ([192, 0, 2, i], 6881).into()))
+        .collect();
+    while s.poll_action().is_some() {}
+    let mut c = SessionConfig::new(PeerId(*b"-XX0001-zzzzzzzzzzzz"));
+    c.max_connections = 2;
+    c.pex = false;
+    s.set_config(now, c);
+    assert_eq!(s.num_connections(), 2);
+    let mut closed = Vec::new();
+    while let Some(a) = s.poll_action() {
+        if let Action::Close { conn, reason } = a {
+            assert_eq!(reason, CloseReason::Peer(PeerError::ConnectionLimit));
+            closed.push(conn);
+        }
+    }
+    closed.sort();
+    // The newest first.
+    assert_eq!(closed, conns[2..]);
+    assert_eq!(s.config().peer_id, id);
+    assert!(!s.config().pex);
 }

@@ -88,29 +88,40 @@ pub struct TorrentStatus {
     /// The disk error that stopped the torrent (the first one reported); `Some`
     /// exactly when [`TorrentState::Error`].
     pub error: Option<DiskError>,
+    /// Bytes of the pieces wanted (priority above 0, see
+    /// [`Session::set_file_priorities`](super::Session::set_file_priorities)):
+    /// `total_size` unless files are skipped. Counted by whole pieces: a piece shared
+    /// by a wanted and a skipped file is wanted.
+    pub wanted_size: u64,
+    /// Of which verified.
+    pub wanted_have: u64,
+    /// Every wanted piece is verified (libtorrent's "finished"): nothing more is
+    /// requested until more files become wanted. A seed is finished too.
+    pub finished: bool,
 }
 
 impl TorrentStatus {
-    /// Progress in millionths of the bytes verified: 1,000,000 once every piece is
-    /// verified, 0 while a magnet link's metadata is unknown, rounded down in
-    /// between (999,999 until the last byte is verified, never 100% early). The
-    /// progress of the data check while [`TorrentState::Checking`] is the host's,
-    /// which runs the check.
+    /// Progress in millionths of the wanted bytes verified (of every byte unless files
+    /// are skipped, as libtorrent counts it): 1,000,000 once finished, 0 while a
+    /// magnet link's metadata is unknown, rounded down in between (999,999 until the
+    /// last byte is verified, never 100% early). The progress of the data check while
+    /// [`TorrentState::Checking`] is the host's, which runs the check.
     pub fn progress_ppm(&self) -> u32 {
+        let (have, size) = self.wanted();
         if self.is_complete() {
             1_000_000
-        } else if self.total_size == 0 {
+        } else if size == 0 {
             0
         } else {
-            // bytes_have < total_size here, so the quotient is below 1,000,000.
-            (u128::from(self.bytes_have) * 1_000_000 / u128::from(self.total_size)) as u32
+            // have < size here, so the quotient is below 1,000,000.
+            (u128::from(have) * 1_000_000 / u128::from(size)) as u32
         }
     }
 
-    /// Seconds until every byte is verified at the current download rate, rounded up
-    /// (never 0 while bytes are missing): `Some(0)` once complete, `None` when it
-    /// cannot be told (not downloading: checking, fetching the metadata, paused,
-    /// stopped by an error; or no download rate).
+    /// Seconds until every wanted byte is verified at the current download rate,
+    /// rounded up (never 0 while bytes are missing): `Some(0)` once finished, `None`
+    /// when it cannot be told (not downloading: checking, fetching the metadata,
+    /// paused, stopped by an error; or no download rate).
     pub fn eta_secs(&self) -> Option<u64> {
         if self.is_complete() {
             return Some(0);
@@ -118,13 +129,24 @@ impl TorrentStatus {
         if self.state != TorrentState::Downloading || self.paused || self.download_rate == 0 {
             return None;
         }
-        let left = self.total_size.saturating_sub(self.bytes_have);
-        Some(left.div_ceil(self.download_rate))
+        let (have, size) = self.wanted();
+        Some(size.saturating_sub(have).div_ceil(self.download_rate))
     }
 
-    /// Every byte verified (a seed).
+    /// (verified, total) of the bytes wanted: of the wanted pieces when files are
+    /// skipped, of all otherwise.
+    fn wanted(&self) -> (u64, u64) {
+        if self.wanted_size > 0 && self.wanted_size < self.total_size {
+            (self.wanted_have, self.wanted_size)
+        } else {
+            (self.bytes_have, self.total_size)
+        }
+    }
+
+    /// Every wanted byte verified (a seed, or finished with files skipped).
     fn is_complete(&self) -> bool {
         self.state == TorrentState::Seeding
+            || self.finished
             || (self.total_size > 0 && self.bytes_have >= self.total_size)
     }
 }
@@ -159,6 +181,15 @@ pub(crate) struct Meta {
     pub(crate) picker: Picker<'static>,
     /// The raw info dictionary, served to others with `ut_metadata`.
     pub(crate) info: Vec<u8>,
+    /// Each file's (offset, length) in the torrent's bytes, in torrent order.
+    pub(crate) files: Vec<(u64, u64)>,
+    /// Pieces of priority 0 (no file of theirs wanted).
+    pub(crate) skipped_pieces: u32,
+    /// The pieces of priority above 0, while any is skipped: interest in a peer is
+    /// then one pass over three bitfields, as without skipped files.
+    pub(crate) wanted_mask: Option<Bitfield>,
+    /// Each file's priority as last set (empty: all at the default).
+    pub(crate) file_prio: Vec<u8>,
 }
 
 impl Meta {
@@ -188,14 +219,48 @@ impl Meta {
             hashes,
             picker,
             info: m.info_bytes().to_vec(),
+            files: m.files().map(|f| (f.offset, f.length)).collect(),
+            skipped_pieces: 0,
+            wanted_mask: None,
+            file_prio: Vec::new(),
         })
     }
 
-    fn bytes_have(&self) -> u64 {
-        self.have
-            .iter_set()
-            .map(|i| u64::from(self.geometry.piece_size(PieceIndex(i))))
-            .sum()
+    pub(crate) fn bytes_have(&self) -> u64 {
+        // Every piece is whole but the last one.
+        let n = self.geometry.num_pieces();
+        let whole = u64::from(self.have.count()) * u64::from(self.geometry.piece_len());
+        if n > 0 && self.have.get(n - 1) {
+            let last = PieceIndex(n - 1);
+            whole - u64::from(self.geometry.piece_len() - self.geometry.piece_size(last))
+        } else {
+            whole
+        }
+    }
+
+    fn wanted(&self, piece: u32) -> bool {
+        self.wanted_mask.as_ref().is_none_or(|w| w.get(piece))
+    }
+
+    /// (bytes of the wanted pieces, of which verified).
+    fn wanted_bytes(&self) -> (u64, u64) {
+        if self.skipped_pieces == 0 {
+            return (self.geometry.total_len(), self.bytes_have());
+        }
+        let (mut size, mut have) = (0, 0);
+        for i in (0..self.geometry.num_pieces()).filter(|&i| self.wanted(i)) {
+            let n = u64::from(self.geometry.piece_size(PieceIndex(i)));
+            size += n;
+            if self.have.get(i) {
+                have += n;
+            }
+        }
+        (size, have)
+    }
+
+    /// Every wanted piece is verified.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.have.is_full() || (self.skipped_pieces > 0 && self.picker.is_finished())
     }
 }
 
@@ -236,6 +301,12 @@ pub(crate) struct Torrent {
     pub(crate) completed_unsent: bool,
     /// The disk error that stopped the torrent ([`TorrentState::Error`]).
     pub(crate) error: Option<DiskError>,
+    /// Every wanted piece was verified, and [`Event::TorrentFinished`] said so; back
+    /// to false when more pieces become wanted.
+    pub(crate) finished: bool,
+    /// Stop seeding (pause) once uploaded bytes reach this many thousandths of the
+    /// downloaded ones ([`Session::set_ratio_limit`]).
+    pub(crate) ratio_limit: Option<u32>,
 }
 
 impl Torrent {
@@ -282,6 +353,8 @@ impl Torrent {
             trackers: Trackers::new(Vec::<Vec<String>>::new(), &mut |_| 0),
             error: None,
             completed_unsent: false,
+            finished: false,
+            ratio_limit: None,
         }
     }
 
@@ -346,10 +419,18 @@ impl Torrent {
         self.meta.as_ref().is_some_and(|m| m.have.is_full())
     }
 
-    /// Stops the torrent on a disk error; the first error is the one kept.
-    pub(crate) fn fail(&mut self, e: DiskError) {
+    /// Stops the torrent on a disk error; the first error is the one kept. Returns
+    /// whether this is that first one (the torrent was not stopped by an error yet).
+    pub(crate) fn fail(&mut self, e: DiskError) -> bool {
         self.state = TorrentState::Error;
+        let first = self.error.is_none();
         self.error.get_or_insert(e);
+        first
+    }
+
+    /// Every wanted piece is verified.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.meta.as_ref().is_some_and(Meta::is_finished)
     }
 
     pub(crate) fn status(&self) -> TorrentStatus {
@@ -362,6 +443,7 @@ impl Torrent {
             ),
             None => (0, 0, 0, 0),
         };
+        let (wanted_size, wanted_have) = self.meta.as_ref().map_or((0, 0), Meta::wanted_bytes);
         TorrentStatus {
             info_hash: self.info_hash,
             state: self.state,
@@ -381,6 +463,9 @@ impl Torrent {
             private: self.private,
             paused: self.paused,
             error: self.error,
+            wanted_size,
+            wanted_have,
+            finished: self.is_finished(),
         }
     }
 
@@ -641,6 +726,15 @@ impl Torrent {
         if self.state != TorrentState::Downloading {
             return false;
         }
+        if let Some(w) = &m.wanted_mask {
+            // Only a wanted piece makes a peer interesting.
+            return theirs
+                .as_bytes()
+                .iter()
+                .zip(m.have.as_bytes())
+                .zip(w.as_bytes())
+                .any(|((t, h), w)| t & !h & w != 0);
+        }
         theirs
             .as_bytes()
             .iter()
@@ -746,6 +840,7 @@ pub(super) fn on_peer_event(
                 }
             };
             let listen_port = s.config().listen_port;
+            let pex = s.config().pex;
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let banned = s.conn_banned(conn);
@@ -763,7 +858,7 @@ pub(super) fn on_peer_event(
                 let ours = OurExtensions {
                     // BEP 27: a private torrent's metadata is not handed out.
                     ut_metadata: (!t.private).then_some(OUR_UT_METADATA),
-                    ut_pex: (!t.private).then_some(OUR_UT_PEX),
+                    ut_pex: (!t.private && pex).then_some(OUR_UT_PEX),
                     metadata_size: t.meta.as_ref().map(|m| m.info.len() as u32),
                     listen_port: Some(listen_port),
                     client: CLIENT,
@@ -866,6 +961,7 @@ fn on_extended(
     payload: &[u8],
 ) -> Result<(), CloseReason> {
     let ext_config = ExtConfig::default();
+    let pex = s.config().pex;
     let Some((c, t, _)) = s.split(conn) else {
         return Ok(());
     };
@@ -891,7 +987,7 @@ fn on_extended(
         // BEP 11: peers from PEX are candidates (ranked below those of trackers, the
         // DHT and the user), never for a private torrent; a malformed message is
         // ignored.
-        if !t.private {
+        if !t.private && pex {
             if let Ok(m) = crate::pex::PexMessage::parse(payload) {
                 // An address of this machine only from a peer on it; what one
                 // address's PEX holds of the known list is capped.

@@ -33,6 +33,7 @@
 //! - `actions`: carrying out the session's actions and events;
 //! - `torrents`: adding, checking, removing, pausing, resuming torrents; their views;
 //! - `workers`: disk completions and tracker results coming back from worker threads;
+//! - `settings`: settings changed while running ([`Client::apply_settings`]);
 //! - `state`: resume data and shutdown;
 //! - `discovery`: the DHT and local service discovery sockets.
 //!
@@ -64,12 +65,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod actions;
+mod control;
 mod discovery;
 mod net;
+mod settings;
 mod state;
 mod torrents;
 mod workers;
 
+pub use control::{torrent_file, ControlError, FileView, MAX_NAME_LEN};
 use net::Bucket;
 
 const LISTENER: Token = Token(0);
@@ -116,6 +120,8 @@ pub struct ClientOptions {
     pub lsd: bool,
     /// Protocol encryption (MSE/PE) policy.
     pub encryption: Encryption,
+    /// Peer exchange (BEP 11) with peers of public torrents.
+    pub pex: bool,
 }
 
 /// Socket reads of one connection in one turn of the loop: one peer that keeps its
@@ -154,6 +160,7 @@ impl Default for ClientOptions {
             dht: None,
             lsd: false,
             encryption: Encryption::default(),
+            pex: true,
         }
     }
 }
@@ -208,6 +215,9 @@ struct HostTorrent {
     save_dir: PathBuf,
     /// The check of its data on disk, while it runs.
     check: Option<Arc<CheckProgress>>,
+    /// The disk error that stopped it (the first; the session reports only that one),
+    /// with its file and OS error number.
+    disk_error: Option<crate::storage::StorageError>,
 }
 
 /// How a torrent added from a file starts.
@@ -254,6 +264,8 @@ pub struct Client {
     tx: Vec<u8>,
     down: Bucket,
     up: Bucket,
+    /// Torrents' own rate limits ([`Client::set_torrent_limits`]).
+    torrent_buckets: HashMap<TorrentId, control::TorrentBuckets>,
     /// Connections left readable or writable because a rate limit ran out.
     throttled_read: Vec<ConnId>,
     /// Connections left unread while the disk is behind ([`Session::disk_backlogged`]):
@@ -285,6 +297,63 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The session's configuration for `opts`: the profile's, with the caps `opts` sets.
+fn session_config(opts: &ClientOptions, peer_id: PeerId, port: u16) -> SessionConfig {
+    let mut config = if opts.low_memory {
+        SessionConfig::low_memory(peer_id)
+    } else {
+        SessionConfig::new(peer_id)
+    };
+    config.listen_port = port;
+    // 0: the profile's own limit (50, or 20 in the low-memory profile).
+    if opts.max_peers != 0 {
+        config.max_peers_per_torrent = opts.max_peers;
+    }
+    if opts.max_connections != 0 {
+        config.max_connections = opts.max_connections;
+    }
+    if opts.max_disk_queue != 0 {
+        config.max_disk_bytes_in_flight = opts.max_disk_queue;
+    }
+    // The session schedules DHT lookups only for a host that runs a node.
+    config.dht = opts.dht.is_some();
+    config.pex = opts.pex;
+    config
+}
+
+/// Where the DHT node of `opts` binds: the listen address, on its own port or the
+/// TCP listen port `tcp_port`.
+fn dht_bind(opts: &ClientOptions, d: &crate::dht::DhtOptions, tcp_port: u16) -> SocketAddr {
+    let port = if d.port == 0 { tcp_port } else { d.port };
+    SocketAddr::new(opts.listen.ip(), port)
+}
+
+/// A DHT node for `d`, registered with `poll`.
+fn start_dht(
+    poll: &Poll,
+    opts: &ClientOptions,
+    d: &crate::dht::DhtOptions,
+    tcp_port: u16,
+    now: Instant,
+    seed: u64,
+) -> io::Result<crate::dht::DhtHost> {
+    let mut host = crate::dht::DhtHost::new(dht_bind(opts, d, tcp_port), d, now, seed)?;
+    poll.registry()
+        .register(&mut host.socket, DHT, Interest::READABLE)?;
+    Ok(host)
+}
+
+/// Local service discovery announcing `tcp_port`, registered with `poll`.
+fn start_lsd(poll: &Poll, tcp_port: u16) -> io::Result<crate::lsd::LsdHost> {
+    let mut host = crate::lsd::LsdHost::new(crate::lsd::LsdOptions {
+        port_to_announce: tcp_port,
+        ..crate::lsd::LsdOptions::default()
+    })?;
+    poll.registry()
+        .register(host.socket_mut(), LSD, Interest::READABLE)?;
+    Ok(host)
+}
+
 /// The engine's clock: milliseconds since `epoch`, from 1.
 fn since(epoch: std::time::Instant) -> Instant {
     Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1)
@@ -313,24 +382,7 @@ impl Client {
             crate::os::random_u64()
         };
         let peer_id = PeerId::generate(seed);
-        let mut config = if opts.low_memory {
-            SessionConfig::low_memory(peer_id)
-        } else {
-            SessionConfig::new(peer_id)
-        };
-        config.listen_port = local_addr.port();
-        // 0: the profile's own limit (50, or 20 in the low-memory profile).
-        if opts.max_peers != 0 {
-            config.max_peers_per_torrent = opts.max_peers;
-        }
-        if opts.max_connections != 0 {
-            config.max_connections = opts.max_connections;
-        }
-        if opts.max_disk_queue != 0 {
-            config.max_disk_bytes_in_flight = opts.max_disk_queue;
-        }
-        // The session schedules DHT lookups only for a host that runs a node.
-        config.dht = opts.dht.is_some();
+        let config = session_config(&opts, peer_id, local_addr.port());
         let session = Session::new(config, seed);
         let w = waker.clone();
         let disk = DiskPool::new(
@@ -345,29 +397,18 @@ impl Client {
             }),
         );
         let dht = match &opts.dht {
-            Some(d) => {
-                let port = if d.port == 0 {
-                    local_addr.port()
-                } else {
-                    d.port
-                };
-                let bind = SocketAddr::new(opts.listen.ip(), port);
-                let epoch_now = Instant::from_millis(1);
-                let mut host = crate::dht::DhtHost::new(bind, d, epoch_now, seed)?;
-                poll.registry()
-                    .register(&mut host.socket, DHT, Interest::READABLE)?;
-                Some(host)
-            }
+            Some(d) => Some(start_dht(
+                &poll,
+                &opts,
+                d,
+                local_addr.port(),
+                Instant::from_millis(1),
+                seed,
+            )?),
             None => None,
         };
         let lsd = if opts.lsd {
-            let mut host = crate::lsd::LsdHost::new(crate::lsd::LsdOptions {
-                port_to_announce: local_addr.port(),
-                ..crate::lsd::LsdOptions::default()
-            })?;
-            poll.registry()
-                .register(host.socket_mut(), LSD, Interest::READABLE)?;
-            Some(host)
+            Some(start_lsd(&poll, local_addr.port())?)
         } else {
             None
         };
@@ -425,6 +466,7 @@ impl Client {
             ],
             down: Bucket::new(opts.download_limit),
             up: Bucket::new(opts.upload_limit),
+            torrent_buckets: HashMap::new(),
             throttled_read: Vec::new(),
             disk_blocked: Vec::new(),
             send_blocked: Vec::new(),
@@ -457,6 +499,14 @@ impl Client {
 
     fn now(&self) -> Instant {
         since(self.epoch)
+    }
+
+    /// The disk error that stopped torrent `id` ([`Event::DiskFailed`]), with the file
+    /// and the OS error number the session's [`DiskError`] does not carry.
+    ///
+    /// [`DiskError`]: btcore_core::session::DiskError
+    pub fn disk_error(&self, id: TorrentId) -> Option<&crate::storage::StorageError> {
+        self.torrents.get(&id)?.disk_error.as_ref()
     }
 
     /// Events since the last call (piece verified, finished, banned, ...).

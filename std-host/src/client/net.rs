@@ -93,7 +93,13 @@ impl Client {
                 }
                 return;
             }
-            let allowed = self.down.available().min(self.buf.len());
+            let own = self.session.conn_torrent(conn);
+            let own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
+            let allowed = self
+                .down
+                .available()
+                .min(own.map_or(usize::MAX, |b| b.down.available()))
+                .min(self.buf.len());
             if allowed == 0 {
                 if !self.throttled_read.contains(&conn) {
                     self.throttled_read.push(conn);
@@ -107,6 +113,10 @@ impl Client {
                 }
                 Ok(n) => {
                     self.down.take(n);
+                    let own = self.session.conn_torrent(conn);
+                    if let Some(b) = own.and_then(|t| self.torrent_buckets.get_mut(&t)) {
+                        b.down.take(n);
+                    }
                     // `self.now()` would borrow all of `self` while `s` is held.
                     let now = since(self.epoch);
                     let had_out = s.out.len();
@@ -174,7 +184,13 @@ impl Client {
                 s.link.encrypt(&mut self.tx[..n]);
                 // Straight from the buffer; only what the socket does not take now is
                 // kept for later.
-                let allowed = self.up.available().min(n);
+                let own = self.session.conn_torrent(conn);
+                let mut own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
+                let allowed = self
+                    .up
+                    .available()
+                    .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
+                    .min(n);
                 // An error leaves everything queued: the queue's write below meets it
                 // again and handles it.
                 let written = if allowed == 0 {
@@ -183,12 +199,21 @@ impl Client {
                     s.stream.write(&self.tx[..allowed]).unwrap_or(0)
                 };
                 self.up.take(written);
+                if let Some(b) = own {
+                    b.up.take(written);
+                }
                 if written < n {
                     s.out.extend_from_slice(&self.tx[written..n]);
                 }
                 continue;
             }
-            let allowed = self.up.available().min(s.out.len() - s.out_pos);
+            let own = self.session.conn_torrent(conn);
+            let mut own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
+            let allowed = self
+                .up
+                .available()
+                .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
+                .min(s.out.len() - s.out_pos);
             if allowed == 0 {
                 if !self.throttled_write.contains(&conn) {
                     self.throttled_write.push(conn);
@@ -199,6 +224,9 @@ impl Client {
                 Ok(0) => return,
                 Ok(n) => {
                     self.up.take(n);
+                    if let Some(b) = own {
+                        b.up.take(n);
+                    }
                     s.out_pos += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -311,7 +339,15 @@ impl Client {
     }
 }
 
-/// A token bucket: `rate` bytes per second, at most one second of burst.
+/// The shortest burst a [`Bucket`] allows, whatever its rate: one 16 KiB block and
+/// its message header, so that a slow limit still moves whole blocks.
+const MIN_BURST: f64 = 16.0 * 1024.0 + 13.0;
+
+/// A token bucket: `rate` bytes per second, with a burst of at most a fifth of a
+/// second's worth ([`MIN_BURST`] at least). It starts empty: a limit holds over every
+/// window a person can watch, the first second included (a bucket that started full
+/// with a second of burst let twice the limit through in the first second, and a
+/// download ran 18% over its limit).
 #[derive(Debug)]
 pub(super) struct Bucket {
     rate: u64,
@@ -323,24 +359,63 @@ impl Bucket {
     pub(super) fn new(rate: u64) -> Self {
         Self {
             rate,
-            tokens: rate as f64,
+            tokens: 0.0,
             last: std::time::Instant::now(),
+        }
+    }
+    /// The most tokens held: a fifth of a second's worth, one block at least.
+    fn burst(&self) -> f64 {
+        (self.rate as f64 / 5.0).max(MIN_BURST)
+    }
+    /// A new rate (0: none), from now on; the tokens held stay within the new burst.
+    pub(super) fn set_rate(&mut self, rate: u64) {
+        if rate == self.rate {
+            return;
+        }
+        self.refill();
+        self.rate = rate;
+        self.tokens = self.tokens.min(self.burst());
+    }
+    fn refill(&mut self) {
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        if self.rate != 0 {
+            self.tokens = (self.tokens + dt * self.rate as f64).min(self.burst());
         }
     }
     /// Bytes that may move now (`usize::MAX` when unlimited).
     pub(super) fn available(&mut self) -> usize {
+        self.refill();
         if self.rate == 0 {
             return usize::MAX;
         }
-        let now = std::time::Instant::now();
-        let dt = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate as f64).min(self.rate as f64);
         self.tokens.max(0.0) as usize
     }
     pub(super) fn take(&mut self, n: usize) {
         if self.rate != 0 {
             self.tokens -= n as f64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The burst after a quiet spell is a fifth of a second's worth; a new bucket
+    /// holds nothing.
+    #[test]
+    fn bucket_burst_is_bounded() {
+        let mut b = Bucket::new(1_000_000);
+        assert!(b.available() < 20_000, "{}", b.available());
+        b.last -= std::time::Duration::from_secs(5);
+        assert_eq!(b.available(), 200_000);
+        b.take(200_000);
+        b.set_rate(100_000);
+        b.last -= std::time::Duration::from_secs(5);
+        assert_eq!(b.available(), 20_000);
+        b.set_rate(0);
+        assert_eq!(b.available(), usize::MAX);
     }
 }

@@ -98,7 +98,10 @@ impl Client {
                     torrent,
                     block,
                     result,
-                } => self.session.handle_write_done(now, torrent, block, result),
+                } => {
+                    let result = result.map_err(|e| self.disk_failed(torrent, e));
+                    self.session.handle_write_done(now, torrent, block, result)
+                }
                 DiskDone::Verify {
                     torrent,
                     piece,

@@ -72,6 +72,7 @@ impl Client {
                 resume: ResumeWriter::default(),
                 save_dir,
                 check,
+                disk_error: None,
             },
         );
         self.pump();
@@ -102,6 +103,7 @@ impl Client {
                 resume: ResumeWriter::default(),
                 save_dir: save_dir.unwrap_or(&self.opts.save_dir).to_path_buf(),
                 check: None,
+                disk_error: None,
             },
         );
         self.pump();
@@ -301,6 +303,7 @@ impl Client {
             return false;
         }
         self.session.remove_torrent(now, id);
+        self.torrent_buckets.remove(&id);
         self.pump();
         self.disk.submit(DiskJob::Forget { torrent: id });
         self.disk.flush();

@@ -10,6 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 impl Client {
     pub(super) fn collect_workers(&mut self) {
+        self.collect_disk();
+        self.collect_trackers();
+    }
+
+    /// Hands the disk completions to the session.
+    pub(super) fn collect_disk(&mut self) {
         while let Some(done) = self.disk.try_done() {
             let now = self.now();
             match done {
@@ -17,12 +23,16 @@ impl Client {
                     torrent,
                     block,
                     result,
-                } => self.session.handle_write_done(now, torrent, block, result),
+                } => {
+                    let result = result.map_err(|e| self.disk_failed(torrent, e));
+                    self.session.handle_write_done(now, torrent, block, result)
+                }
                 DiskDone::Read {
                     torrent,
                     reads,
                     result,
                 } => {
+                    let result = result.map_err(|e| self.disk_failed(torrent, e));
                     let mut at = 0;
                     for (conn, block) in reads {
                         let len = block.len as usize;
@@ -48,6 +58,10 @@ impl Client {
                 DiskDone::Checked { torrent, have } => self.checked(torrent, &have),
             }
         }
+    }
+
+    /// Hands the finished tracker exchanges to the session.
+    fn collect_trackers(&mut self) {
         let results: Vec<AnnounceResult> = match self.trackers.as_mut() {
             Some(t) => {
                 t.handle_timeout(std::time::Instant::now());
@@ -58,7 +72,7 @@ impl Client {
         for r in results {
             let now = self.now();
             if let Some(e) = &r.error {
-                log::warn!("tracker {}: {e}", r.tracker);
+                log::debug!("tracker {}: {e}", r.tracker);
             }
             let id = TorrentId(r.key);
             if r.answered() {
@@ -68,17 +82,43 @@ impl Client {
             // The `stopped` announce ends the torrent's schedule: nothing to report
             // (and a torrent resumed since has its `started` in flight). Each exchange
             // is reported on its own: the session picks the next tracker.
+            // The tracker's words (its failure reason or the transport error; its
+            // warning) become the session's tracker events.
             if r.event != Some(btcore_core::tracker::Event::Stopped) {
-                let outcome = match (r.answered(), r.interval) {
-                    (true, Some(interval)) => AnnounceOutcome::Answered {
-                        interval,
-                        min_interval: r.min_interval,
-                    },
-                    _ => AnnounceOutcome::Failed,
+                let (outcome, message) = match (r.answered(), r.interval) {
+                    (true, Some(interval)) => (
+                        AnnounceOutcome::Answered {
+                            interval,
+                            min_interval: r.min_interval,
+                        },
+                        r.warning.as_deref().unwrap_or(""),
+                    ),
+                    (true, None) => (AnnounceOutcome::Failed, "no interval in the answer"),
+                    _ => (AnnounceOutcome::Failed, r.error.as_deref().unwrap_or("")),
                 };
-                self.session.handle_announced(now, id, r.seq, outcome);
+                self.session
+                    .handle_announced_message(now, id, r.seq, outcome, message.as_bytes());
             }
         }
+    }
+}
+
+impl Client {
+    /// Keeps the first disk error of torrent `id` (with its file and OS error number,
+    /// for [`Client::disk_error`]) and gives the session's view of it.
+    pub(super) fn disk_failed(
+        &mut self,
+        id: TorrentId,
+        e: crate::storage::StorageError,
+    ) -> btcore_core::session::DiskError {
+        let core = e.to_core();
+        if let Some(t) = self.torrents.get_mut(&id) {
+            if t.disk_error.is_none() {
+                log::debug!("torrent {}: {e}", id.0);
+                t.disk_error = Some(e);
+            }
+        }
+        core
     }
 }
 

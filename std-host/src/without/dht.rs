@@ -83,6 +83,16 @@ impl DhtHost {
         match self.never {}
     }
 
+    /// The session's lookups still running, forgotten.
+    pub fn abandon_lookups(&mut self) -> Vec<(TorrentId, u64)> {
+        match self.never {}
+    }
+
+    /// The UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self.never {}
+    }
+
     /// Saves the routing table.
     pub fn maybe_save(&mut self, _now: Instant, _force: bool) {
         match self.never {}
