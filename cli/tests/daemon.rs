@@ -92,35 +92,56 @@ fn transmission_remote_drives_a_download() {
     tracker(&mut case, tport);
     let announce = format!("http://127.0.0.1:{tport}/announce");
     let torrent = btcore_create(&case, &src, Some(&announce));
-    let seed_port = free_port();
-    let seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
-    case.spawn("btcore-seed", seeder, true);
-    case.wait_port(seed_port);
     let rpc = free_port();
     daemon(&mut case, rpc, &[]);
 
+    // Added before any seeder runs, so the file selection comes first.
     let added = remote_ok(&case, rpc, &["-a", &torrent.to_string_lossy()]);
     assert!(added.contains("success"), "{added}");
-    let dl = case.dir.join("dl");
-    case.wait_data(&src, &dl, Empties::Required);
-    case.wait_for("100% in the list", |c| {
-        let l = remote_ok(c, rpc, &["-l"]);
-        if l.contains("100%") && l.contains("payload") {
-            Ok(())
-        } else {
-            Err(l)
-        }
-    });
-    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
     let hash = common::info_hash(&torrent);
-    assert!(info.contains(&hash), "{info}");
-    assert!(info.contains("Percent Done: 100%"), "{info}");
     let files = remote_ok(&case, rpc, &["-t", "1", "-if"]);
     assert!(
         files.contains("payload/a.bin") && files.contains("payload/sub/b.bin"),
         "{files}"
     );
-    assert!(files.contains("100%"), "{files}");
+    // File 1 (sub/b.bin) unwanted, file 0 high priority.
+    remote_ok(&case, rpc, &["-t", "1", "-G", "1"]);
+    remote_ok(&case, rpc, &["-t", "1", "-ph", "0"]);
+    let files = remote_ok(&case, rpc, &["-t", "1", "-if"]);
+    assert!(files.contains("High") && files.contains("No"), "{files}");
+
+    let seed_port = free_port();
+    let seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
+    case.spawn("btcore-seed", seeder, true);
+    let dl = case.dir.join("dl");
+    // Only the wanted file arrives (a.bin ends on a piece boundary: no piece is shared
+    // with b.bin).
+    case.wait_data(&src.join("a.bin"), &dl.join("payload"), Empties::Required);
+    case.wait_for("the wanted file done in the list", |c| {
+        let l = remote_ok(c, rpc, &["-l"]);
+        if l.contains("100%") {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    });
+    assert!(
+        !dl.join("payload/sub/b.bin").exists(),
+        "an unwanted file was written"
+    );
+    // Wanted again: it arrives.
+    remote_ok(&case, rpc, &["-t", "1", "-g", "1"]);
+    case.wait_data(&src, &dl, Empties::Required);
+    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains(&hash), "{info}");
+    // Limits: the torrent's own, then the session's.
+    remote_ok(&case, rpc, &["-t", "1", "-d", "50"]);
+    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains("Download Limit: 50"), "{info}");
+    remote_ok(&case, rpc, &["-u", "300"]);
+    let si = remote_ok(&case, rpc, &["-si"]);
+    assert!(si.contains("Upload speed limit: 300"), "{si}");
+    assert!(si.contains(&dl.to_string_lossy().to_string()), "{si}");
     // The same torrent again is a duplicate, not an error.
     let again = remote_ok(&case, rpc, &["-a", &torrent.to_string_lossy()]);
     assert!(
@@ -128,7 +149,7 @@ fn transmission_remote_drives_a_download() {
         "{again}"
     );
     assert_eq!(remote_ok(&case, rpc, &["-l"]).matches("payload").count(), 1);
-    // Stop, start, by hash too.
+    // Stop and start, by hash too.
     remote_ok(&case, rpc, &["-t", &hash, "-S"]);
     case.wait_until("the torrent to show Stopped", |c| {
         remote_ok(c, rpc, &["-l"]).contains("Stopped")
@@ -139,16 +160,30 @@ fn transmission_remote_drives_a_download() {
         let l = remote_ok(c, rpc, &["-l"]);
         l.contains("Seeding") || l.contains("Idle")
     });
-    // Session information.
-    let si = remote_ok(&case, rpc, &["-si"]);
-    assert!(si.contains(&dl.to_string_lossy().to_string()), "{si}");
+    // A seed ratio of 0 is reached at once by a complete torrent: it stops seeding.
+    remote_ok(&case, rpc, &["-t", "1", "-sr", "0"]);
+    case.wait_until("the ratio limit to stop the torrent", |c| {
+        let l = remote_ok(c, rpc, &["-l"]);
+        l.contains("Stopped") || l.contains("Finished")
+    });
+    remote_ok(&case, rpc, &["-t", "1", "-SR"]);
+    // Move the data while it is known to the daemon.
+    let moved = case.dir.join("moved");
+    remote_ok(&case, rpc, &["-t", "1", "--move", &moved.to_string_lossy()]);
+    case.wait_data(&src, &moved, Empties::Required);
+    assert!(!dl.join("payload/a.bin").exists(), "the old copy stayed");
+    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
+    assert!(
+        info.contains(&moved.to_string_lossy().to_string()),
+        "{info}"
+    );
     // Remove with its data.
     remote_ok(&case, rpc, &["-t", "1", "--remove-and-delete"]);
     case.wait_until("the list to be empty", |c| {
         !remote_ok(c, rpc, &["-l"]).contains("payload")
     });
     case.wait_until("the data to be deleted", |_| {
-        !dl.join("payload/a.bin").exists() && !dl.join("payload/sub/b.bin").exists()
+        !moved.join("payload/a.bin").exists() && !moved.join("payload/sub/b.bin").exists()
     });
     case.finish();
 }

@@ -169,10 +169,9 @@ fn dispatch(
             d.queue_move(&ids, method);
             Ok(Map::new())
         }
-        "torrent_verify"
-        | "torrent_reannounce"
-        | "torrent_set_location"
-        | "torrent_rename_path" => Err(format!(
+        "torrent_set_location" => set_location(d, &a),
+        "torrent_rename_path" => rename_path(d, &a),
+        "torrent_verify" | "torrent_reannounce" => Err(format!(
             "{} is not supported by this version of btcore",
             method.replace('_', "-")
         )),
@@ -332,6 +331,22 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
         return Err("no filename or metainfo specified".into());
     };
     let (id, dup) = added;
+    if !dup {
+        let count = d.client.files(id).map_or(0, |f| f.len());
+        let mut prio = Vec::new();
+        if count > 0 && file_args(a, &mut prio, count)? {
+            if let Some(e) = d.torrents.get_mut(&id) {
+                e.saved.priorities = prio;
+            }
+            d.apply_torrent(id);
+        }
+        if let Some(v) = a.get("sequential_download").and_then(Value::as_bool) {
+            if let Some(e) = d.torrents.get_mut(&id) {
+                e.saved.sequential = v;
+            }
+            d.apply_torrent(id);
+        }
+    }
     let e = &d.torrents[&id];
     let obj = json!({
         "id": id.0,
@@ -346,33 +361,112 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
     Ok(Map::from_iter([(key.to_string(), obj)]))
 }
 
+/// File indices of a `files-wanted`-style list (`[]`: all files).
+fn file_indices(v: &Value, count: usize) -> Result<Vec<usize>, Failure> {
+    let list = v.as_array().ok_or("file indices must be a list")?;
+    if list.is_empty() {
+        return Ok((0..count).collect());
+    }
+    list.iter()
+        .map(|x| {
+            x.as_u64()
+                .map(|i| i as usize)
+                .filter(|i| *i < count)
+                .ok_or_else(|| "file index out of range".to_string())
+        })
+        .collect()
+}
+
+/// Applies the file arguments of `torrent-add`/`torrent-set` to `prio` (the engine's
+/// levels: 0 skip, 1 low, 4 normal, 7 high).
+fn file_args(a: &Map<String, Value>, prio: &mut Vec<u8>, count: usize) -> Result<bool, Failure> {
+    if prio.len() != count {
+        *prio = vec![4; count];
+    }
+    let mut changed = false;
+    // Priorities first, then wanted: an unwanted file stays unwanted.
+    for (key, level) in [
+        ("priority_low", 1u8),
+        ("priority_normal", 4),
+        ("priority_high", 7),
+    ] {
+        if let Some(v) = a.get(key) {
+            for i in file_indices(v, count)? {
+                if prio[i] != 0 {
+                    prio[i] = level;
+                }
+            }
+            changed = true;
+        }
+    }
+    if let Some(v) = a.get("files_wanted") {
+        for i in file_indices(v, count)? {
+            if prio[i] == 0 {
+                prio[i] = 4;
+            }
+        }
+        changed = true;
+    }
+    if let Some(v) = a.get("files_unwanted") {
+        for i in file_indices(v, count)? {
+            prio[i] = 0;
+        }
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn kib_limit(
+    a: &Map<String, Value>,
+    limit: &str,
+    on: &str,
+    old: Option<u64>,
+) -> Result<Option<u64>, Failure> {
+    let value = match a.get(limit) {
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| format!("{limit} must be a number"))?,
+        ),
+        None => None,
+    };
+    let enabled = match a.get(on) {
+        Some(v) => Some(
+            v.as_bool()
+                .ok_or_else(|| format!("{on} must be a boolean"))?,
+        ),
+        None => None,
+    };
+    Ok(match (enabled, value, old) {
+        (Some(false), _, _) => None,
+        (Some(true), Some(v), _) => Some(v),
+        (Some(true), None, old) => Some(old.unwrap_or(100)),
+        (None, Some(v), Some(_)) => Some(v),
+        (None, Some(_), None) | (None, None, _) => old,
+    })
+}
+
 fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
     let ids = select(d, a)?;
-    for (k, v) in a {
+    for (k, _) in a {
         match k.as_str() {
-            "ids" => {}
-            "labels" => {
-                let labels: Vec<String> = v
-                    .as_array()
-                    .ok_or("labels must be a list")?
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .take(64)
-                    .map(|s| s.chars().take(256).collect())
-                    .collect();
-                for id in &ids {
-                    if let Some(e) = d.torrents.get_mut(id) {
-                        e.saved.labels = labels.clone();
-                    }
-                }
-                d.dirty = true;
-            }
-            "queue_position" => {
-                let pos = v.as_u64().ok_or("queue-position must be a number")?;
-                for id in &ids {
-                    d.set_queue_position(*id, pos);
-                }
-            }
+            "ids"
+            | "labels"
+            | "queue_position"
+            | "files_wanted"
+            | "files_unwanted"
+            | "priority_high"
+            | "priority_normal"
+            | "priority_low"
+            | "sequential_download"
+            | "download_limit"
+            | "download_limited"
+            | "upload_limit"
+            | "upload_limited"
+            | "seed_ratio_limit"
+            | "seed_ratio_mode"
+            | "location"
+            | "honors_session_limits"
+            | "bandwidth_priority" => {}
             other => {
                 return Err(format!(
                     "torrent-set: {} is not supported by this version of btcore",
@@ -381,7 +475,115 @@ fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             }
         }
     }
+    let labels: Option<Vec<String>> = match a.get("labels") {
+        Some(v) => Some(
+            v.as_array()
+                .ok_or("labels must be a list")?
+                .iter()
+                .filter_map(Value::as_str)
+                .take(64)
+                .map(|s| s.chars().take(256).collect())
+                .collect(),
+        ),
+        None => None,
+    };
+    for id in &ids {
+        let id = *id;
+        let count = d.client.files(id).map_or(0, |f| f.len());
+        let Some(e) = d.torrents.get_mut(&id) else {
+            continue;
+        };
+        let mut saved = e.saved.clone();
+        if let Some(l) = &labels {
+            saved.labels = l.clone();
+        }
+        if count > 0 {
+            file_args(a, &mut saved.priorities, count)?;
+        } else if [
+            "files_wanted",
+            "files_unwanted",
+            "priority_high",
+            "priority_normal",
+            "priority_low",
+        ]
+        .iter()
+        .any(|k| a.contains_key(*k))
+        {
+            return Err(
+                "the torrent's files are not known yet (its metadata has not arrived)".into(),
+            );
+        }
+        if let Some(v) = a.get("sequential_download") {
+            saved.sequential = v.as_bool().ok_or("sequential-download must be a boolean")?;
+        }
+        saved.download_limit = kib_limit(
+            a,
+            "download_limit",
+            "download_limited",
+            saved.download_limit,
+        )?;
+        saved.upload_limit = kib_limit(a, "upload_limit", "upload_limited", saved.upload_limit)?;
+        if let Some(v) = a.get("seed_ratio_limit") {
+            saved.ratio_limit = v
+                .as_f64()
+                .filter(|r| *r >= 0.0)
+                .ok_or("seed-ratio-limit must be a number")?;
+        }
+        if let Some(v) = a.get("seed_ratio_mode") {
+            saved.ratio_mode = v
+                .as_u64()
+                .filter(|m| *m <= 2)
+                .ok_or("seed-ratio-mode must be 0, 1 or 2")? as u8;
+        }
+        e.saved = saved;
+        e.last_active = std::time::Instant::now();
+        d.dirty = true;
+        d.apply_torrent(id);
+        if let Some(pos) = a.get("queue_position") {
+            let pos = pos.as_u64().ok_or("queue-position must be a number")?;
+            d.set_queue_position(id, pos);
+        }
+        if let Some(loc) = a.get("location").and_then(Value::as_str) {
+            d.move_to(id, loc)?;
+        }
+    }
     Ok(Map::new())
+}
+
+fn set_location(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    let loc = a
+        .get("location")
+        .and_then(Value::as_str)
+        .ok_or("no location was given")?;
+    let mv = a.get("move").and_then(Value::as_bool).unwrap_or(false);
+    if !mv {
+        return Err("torrent-set-location without move (finding the data at a new place) is not supported by this version of btcore".into());
+    }
+    for id in select(d, a)? {
+        d.move_to(id, loc)?;
+    }
+    Ok(Map::new())
+}
+
+fn rename_path(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    let ids = select(d, a)?;
+    let [id] = ids.as_slice() else {
+        return Err("torrent-rename-path needs exactly one torrent".into());
+    };
+    let path = a
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("no path was given")?;
+    let name = a
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("no name was given")?;
+    d.rename(*id, path, name)?;
+    Ok(Map::from_iter([
+        ("path".to_string(), json!(path)),
+        ("name".to_string(), json!(name)),
+        ("id".to_string(), json!(id.0)),
+    ]))
 }
 
 fn session_get(d: &Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
@@ -403,6 +605,8 @@ fn session_get(d: &Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>,
 }
 
 fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+    // Checked on a copy first: nothing changes unless everything can.
+    let mut settings = d.settings.clone();
     for (k, v) in a {
         match k.as_str() {
             "download_dir" => {
@@ -410,9 +614,34 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
                 if s.is_empty() {
                     return Err("download-dir must not be empty".into());
                 }
-                d.download_dir = std::path::PathBuf::from(s);
-                d.settings.insert("download_dir".into(), v.clone());
-                d.dirty = true;
+            }
+            "speed_limit_down"
+            | "speed_limit_up"
+            | "peer_port"
+            | "peer_limit_global"
+            | "peer_limit_per_torrent" => {
+                v.as_u64()
+                    .ok_or_else(|| format!("{} must be a number", k.replace('_', "-")))?;
+            }
+            "speed_limit_down_enabled"
+            | "speed_limit_up_enabled"
+            | "dht_enabled"
+            | "pex_enabled"
+            | "lpd_enabled"
+            | "seed_ratio_limited" => {
+                v.as_bool()
+                    .ok_or_else(|| format!("{} must be a boolean", k.replace('_', "-")))?;
+            }
+            "seed_ratio_limit" => {
+                v.as_f64()
+                    .filter(|r| *r >= 0.0)
+                    .ok_or("seedRatioLimit must be a number")?;
+            }
+            "encryption" => {
+                let e = v.as_str().ok_or("encryption must be a string")?;
+                if !matches!(e, "required" | "preferred" | "tolerated" | "allowed") {
+                    return Err(format!("unknown encryption mode {e:?}"));
+                }
             }
             // Read-only or informational: ignored as Transmission ignores them.
             "version"
@@ -422,7 +651,7 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             | "session_id"
             | "config_dir"
             | "units"
-            | "blocklist_size" => {}
+            | "blocklist_size" => continue,
             other => {
                 return Err(format!(
                     "session-set: {} cannot be changed in this version of btcore",
@@ -430,8 +659,100 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
                 ))
             }
         }
+        settings.insert(k.clone(), v.clone());
+    }
+    let mut opts = d.opts.clone();
+    settings_into_opts(&settings, &mut opts, &d.config_dir_path())?;
+    d.opts = opts;
+    d.apply_opts()?;
+    if let Some(dir) = settings.get("download_dir").and_then(Value::as_str) {
+        d.download_dir = std::path::PathBuf::from(dir);
+    }
+    let ratio_changed = a.contains_key("seed_ratio_limit") || a.contains_key("seed_ratio_limited");
+    d.settings = settings;
+    d.dirty = true;
+    if ratio_changed {
+        let ids: Vec<TorrentId> = d.torrents.keys().copied().collect();
+        for id in ids {
+            d.apply_torrent(id);
+        }
     }
     Ok(Map::new())
+}
+
+/// Sets the engine's options from the session settings changed over the RPC.
+pub fn settings_into_opts(
+    settings: &Map<String, Value>,
+    opts: &mut btcore_host::client::ClientOptions,
+    state_dir: &std::path::Path,
+) -> Result<(), Failure> {
+    let num = |k: &str| settings.get(k).and_then(Value::as_u64);
+    let on = |k: &str| settings.get(k).and_then(Value::as_bool);
+    let limit = |value: &str, enabled: &str, old: u64| -> u64 {
+        match on(enabled) {
+            Some(false) => 0,
+            Some(true) => num(value).unwrap_or(old / 1024).saturating_mul(1024),
+            None => match num(value) {
+                Some(v) if old > 0 => v.saturating_mul(1024),
+                _ => old,
+            },
+        }
+    };
+    opts.download_limit = limit(
+        "speed_limit_down",
+        "speed_limit_down_enabled",
+        opts.download_limit,
+    );
+    opts.upload_limit = limit(
+        "speed_limit_up",
+        "speed_limit_up_enabled",
+        opts.upload_limit,
+    );
+    if let Some(p) = num("peer_port") {
+        let p = u16::try_from(p).map_err(|_| "peer-port must be below 65536")?;
+        opts.listen.set_port(p);
+    }
+    if let Some(n) = num("peer_limit_global") {
+        opts.max_connections = n.min(100_000) as usize;
+    }
+    if let Some(n) = num("peer_limit_per_torrent") {
+        opts.max_peers = n.min(100_000) as usize;
+    }
+    if let Some(v) = on("pex_enabled") {
+        opts.pex = v;
+    }
+    #[cfg(feature = "lsd")]
+    if let Some(v) = on("lpd_enabled") {
+        opts.lsd = v;
+    }
+    if let Some(v) = on("dht_enabled") {
+        #[cfg(feature = "dht")]
+        {
+            if v && opts.dht.is_none() {
+                opts.dht = Some(btcore_host::dht::DhtOptions {
+                    state_dir: Some(state_dir.to_path_buf()),
+                    low_memory: opts.low_memory,
+                    ..btcore_host::dht::DhtOptions::default()
+                });
+            } else if !v {
+                opts.dht = None;
+            }
+        }
+        #[cfg(not(feature = "dht"))]
+        if v {
+            let _ = state_dir;
+            return Err("this build of btcore has no DHT".into());
+        }
+    }
+    if let Some(e) = settings.get("encryption").and_then(Value::as_str) {
+        use btcore_host::encryption::Encryption;
+        opts.encryption = match e {
+            "required" => Encryption::Required,
+            "preferred" => Encryption::Preferred,
+            _ => Encryption::Allowed,
+        };
+    }
+    Ok(())
 }
 
 fn session_stats(d: &Daemon) -> Map<String, Value> {

@@ -159,6 +159,8 @@ pub struct Entry {
     pub last_active: Instant,
     /// Payload totals of this run when last looked at.
     pub seen: (u64, u64),
+    /// Stopped by its seed ratio limit.
+    pub ratio_reached: bool,
 }
 
 /// The parts of the metainfo the RPC shows.
@@ -238,6 +240,8 @@ pub struct Daemon {
     rpc_addr: SocketAddr,
     config_dir: PathBuf,
     args: DaemonArgs,
+    /// The engine's options as they are now (session-set changes them).
+    pub opts: ClientOptions,
 }
 
 impl Daemon {
@@ -394,6 +398,7 @@ impl Daemon {
             ..Saved::default()
         };
         self.insert(id, saved, Some(meta));
+        self.apply_torrent(id);
         self.files_added += 1;
         Ok((id, false))
     }
@@ -450,9 +455,151 @@ impl Daemon {
                 meta,
                 last_active: Instant::now(),
                 seen: (0, 0),
+                ratio_reached: false,
             },
         );
         self.dirty = true;
+    }
+
+    /// Gives the engine a torrent's saved settings: file priorities, sequential
+    /// order, its own limits, its seed ratio.
+    pub fn apply_torrent(&mut self, id: TorrentId) {
+        let Some(e) = self.torrents.get(&id) else {
+            return;
+        };
+        let s = e.saved.clone();
+        if !s.priorities.is_empty() {
+            if let Err(err) = self.client.set_file_priorities(id, &s.priorities) {
+                log::warn!("{}: file priorities: {err}", s.hash);
+            }
+        }
+        self.client.set_sequential(id, s.sequential);
+        self.client.set_torrent_limits(
+            id,
+            s.download_limit.map_or(0, |k| k * 1024),
+            s.upload_limit.map_or(0, |k| k * 1024),
+        );
+        let ratio = match s.ratio_mode {
+            1 => Some(s.ratio_limit),
+            2 => None,
+            _ => self.session_ratio(),
+        };
+        self.client.set_ratio_limit(
+            id,
+            ratio.map(|r| (r.max(0.0) * 1000.0).min(u32::MAX as f64) as u32),
+        );
+    }
+
+    /// The session's seed ratio limit, when on.
+    pub fn session_ratio(&self) -> Option<f64> {
+        let on = self
+            .settings
+            .get("seed_ratio_limited")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        on.then(|| {
+            self.settings
+                .get("seed_ratio_limit")
+                .and_then(Value::as_f64)
+                .unwrap_or(2.0)
+        })
+    }
+
+    /// Applies `self.opts` to the engine (after `session-set`).
+    pub fn apply_opts(&mut self) -> Result<(), String> {
+        self.client
+            .apply_settings(&self.opts)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A magnet link's metadata arrived: its `.torrent` is kept instead of the link.
+    fn metadata_arrived(&mut self, id: TorrentId) {
+        let Some(hash) = self.torrents.get(&id).map(|e| e.saved.hash.clone()) else {
+            return;
+        };
+        let path = self.store.torrent_file(&hash);
+        match self.client.save_torrent_file(id, &path) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.store.magnet_file(&hash));
+                let meta = std::fs::read(&path).ok().and_then(|b| Meta::parse(&b).ok());
+                if let Some(e) = self.torrents.get_mut(&id) {
+                    e.saved.magnet = None;
+                    e.meta = meta;
+                    e.last_active = Instant::now();
+                }
+                self.dirty = true;
+                self.apply_torrent(id);
+            }
+            Err(e) => log::warn!("{hash}: saving its metadata: {e}"),
+        }
+    }
+
+    /// The state directory.
+    pub fn config_dir_path(&self) -> PathBuf {
+        self.config_dir.clone()
+    }
+
+    /// Moves a torrent's data to `dir` (the engine moves it while running).
+    pub fn move_to(&mut self, id: TorrentId, dir: &str) -> Result<(), String> {
+        let path = PathBuf::from(dir);
+        if !path.is_absolute() {
+            return Err(format!("{dir}: not an absolute path"));
+        }
+        std::fs::create_dir_all(&path).map_err(|e| format!("{dir}: {e}"))?;
+        self.client
+            .move_storage(id, &path)
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = self.torrents.get_mut(&id) {
+            e.saved.download_dir = path;
+            e.last_active = Instant::now();
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Renames the file or folder at `path` (as `files` names it) to `name`.
+    pub fn rename(&mut self, id: TorrentId, path: &str, name: &str) -> Result<(), String> {
+        let files = self
+            .torrents
+            .get(&id)
+            .and_then(|e| e.meta.as_ref())
+            .map(|m| m.files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())
+            .ok_or("the torrent's files are not known yet")?;
+        let top = files
+            .first()
+            .and_then(|f| f.split('/').next())
+            .unwrap_or("")
+            .to_string();
+        let r = if let Some(i) = files.iter().position(|f| f == path) {
+            if files.len() == 1 && !files[0].contains('/') {
+                self.client.rename_file(id, 0, name)
+            } else {
+                self.client.rename_file(id, i as u32, name)
+            }
+        } else if path == top && files.iter().all(|f| f.contains('/')) {
+            self.client.rename_folder(id, name)
+        } else {
+            return Err(format!("{path}: no such file or folder in the torrent"));
+        };
+        r.map_err(|e| e.to_string())?;
+        // The names shown follow the engine's.
+        if let Some(m) = self.torrents.get_mut(&id).and_then(|e| e.meta.as_mut()) {
+            for f in m.files.iter_mut() {
+                if f.0 == path {
+                    f.0 = match path.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{name}"),
+                        None => name.to_string(),
+                    };
+                } else if let Some(rest) = f.0.strip_prefix(&format!("{path}/")) {
+                    f.0 = format!("{name}/{rest}");
+                }
+            }
+            if path == top {
+                m.name = name.to_string();
+            }
+        }
+        self.dirty = true;
+        Ok(())
     }
 
     /// The session's settings, snake_case.
@@ -466,9 +613,9 @@ impl Daemon {
             "memory_units": ["KiB", "MiB", "GiB", "TiB"],
             "memory_bytes": 1024,
         });
-        let dl = self.args.download_limit;
-        let ul = self.args.upload_limit;
-        let encryption = match self.args.encryption {
+        let dl = self.opts.download_limit / 1024;
+        let ul = self.opts.upload_limit / 1024;
+        let encryption = match self.opts.encryption {
             Encryption::Required => "required",
             Encryption::Preferred => "preferred",
             _ => "tolerated",
@@ -489,11 +636,11 @@ impl Daemon {
             "peer_port": self.client.local_addr().port(),
             "peer_port_random_on_start": false,
             "port_forwarding_enabled": false,
-            "peer_limit_global": self.args.max_connections.unwrap_or(if self.args.low_memory { 50 } else { 200 }),
-            "peer_limit_per_torrent": self.args.max_peers.unwrap_or(if self.args.low_memory { 20 } else { 50 }),
-            "dht_enabled": !self.args.no_dht,
-            "pex_enabled": true,
-            "lpd_enabled": false,
+            "peer_limit_global": if self.opts.max_connections > 0 { self.opts.max_connections } else if self.opts.low_memory { 50 } else { 200 },
+            "peer_limit_per_torrent": if self.opts.max_peers > 0 { self.opts.max_peers } else if self.opts.low_memory { 20 } else { 50 },
+            "dht_enabled": self.opts.dht.is_some(),
+            "pex_enabled": self.opts.pex,
+            "lpd_enabled": self.opts.lsd,
             "utp_enabled": false,
             "encryption": encryption,
             }),
@@ -509,8 +656,8 @@ impl Daemon {
             "alt_speed_time_begin": 0,
             "alt_speed_time_end": 0,
             "alt_speed_time_day": 127,
-            "seed_ratio_limit": 2.0,
-            "seed_ratio_limited": false,
+            "seed_ratio_limit": self.settings.get("seed_ratio_limit").and_then(Value::as_f64).unwrap_or(2.0),
+            "seed_ratio_limited": self.session_ratio().is_some(),
             "idle_seeding_limit": 30,
             "idle_seeding_limit_enabled": false,
             "download_queue_enabled": false,
@@ -584,6 +731,14 @@ impl Daemon {
             None
         };
         let meta = e.meta.as_ref();
+        let engine_files = if fields
+            .iter()
+            .any(|f| matches!(f.as_str(), "files" | "file_stats" | "wanted" | "priorities"))
+        {
+            self.client.files(id)
+        } else {
+            None
+        };
         let total = if st.total_size > 0 {
             st.total_size
         } else {
@@ -650,8 +805,14 @@ impl Daemon {
                     1.0
                 }
                 .into(),
-                "total_size" | "size_when_done" => total.into(),
-                "left_until_done" => total.saturating_sub(st.bytes_have).into(),
+                "total_size" => total.into(),
+                "size_when_done" => if st.wanted_size > 0 {
+                    st.wanted_size
+                } else {
+                    total
+                }
+                .into(),
+                "left_until_done" => st.wanted_size.saturating_sub(st.wanted_have).into(),
                 "have_valid" => st.bytes_have.into(),
                 "have_unchecked" | "corrupt_ever" => 0.into(),
                 "desired_available" => 0.into(),
@@ -691,7 +852,7 @@ impl Daemon {
                 "activity_date" | "start_date" | "edit_date" => e.saved.added_date.into(),
                 "manual_announce_time" => (-1).into(),
                 "download_dir" => e.saved.download_dir.to_string_lossy().into(),
-                "is_finished" => false.into(),
+                "is_finished" => e.ratio_reached.into(),
                 "is_private" => (st.private || meta.is_some_and(|m| m.private)).into(),
                 "is_stalled" => false.into(),
                 "queue_position" => e.saved.queue_position.into(),
@@ -709,7 +870,10 @@ impl Daemon {
                 "file_count" => meta.map_or(0, |m| m.files.len()).into(),
                 "files" => match meta {
                     Some(m) => {
-                        let done = file_done(m);
+                        let done = engine_files
+                            .as_ref()
+                            .map(|f| f.iter().map(|f| f.done).collect())
+                            .unwrap_or_else(|| file_done(m));
                         Value::Array(
                             m.files
                                 .iter()
@@ -722,17 +886,35 @@ impl Daemon {
                     }
                     None => json!([]),
                 },
-                "file_stats" => match meta {
-                    Some(m) => Value::Array(
-                        file_done(m)
-                            .into_iter()
-                            .map(|d| json!({"bytes_completed": d, "wanted": true, "priority": 0}))
+                "file_stats" => match &engine_files {
+                    Some(files) => Value::Array(
+                        files
+                            .iter()
+                            .map(|f| {
+                                json!({
+                                    "bytes_completed": f.done,
+                                    "wanted": f.priority > 0,
+                                    "priority": tr_priority(f.priority),
+                                })
+                            })
                             .collect(),
                     ),
                     None => json!([]),
                 },
-                "wanted" => json!(vec![1; meta.map_or(0, |m| m.files.len())]),
-                "priorities" => json!(vec![0; meta.map_or(0, |m| m.files.len())]),
+                "wanted" => json!(engine_files
+                    .as_ref()
+                    .map(|f| f
+                        .iter()
+                        .map(|f| u8::from(f.priority > 0))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()),
+                "priorities" => json!(engine_files
+                    .as_ref()
+                    .map(|f| f
+                        .iter()
+                        .map(|f| tr_priority(f.priority))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()),
                 "peers" => {
                     let n = f64::from(st.num_pieces.max(1));
                     Value::Array(
@@ -839,13 +1021,21 @@ impl Daemon {
                     .torrent_file(&e.saved.hash)
                     .to_string_lossy()
                     .into(),
-                "seed_ratio_limit" => 2.0.into(),
-                "seed_ratio_mode" | "seed_idle_mode" | "bandwidth_priority" => 0.into(),
+                "seed_ratio_limit" => if e.saved.ratio_mode == 1 {
+                    e.saved.ratio_limit
+                } else {
+                    2.0
+                }
+                .into(),
+                "seed_ratio_mode" => e.saved.ratio_mode.into(),
+                "seed_idle_mode" | "bandwidth_priority" => 0.into(),
                 "seed_idle_limit" => 30.into(),
-                "download_limit" | "upload_limit" => 0.into(),
-                "download_limited" | "upload_limited" => false.into(),
+                "download_limit" => e.saved.download_limit.unwrap_or(0).into(),
+                "upload_limit" => e.saved.upload_limit.unwrap_or(0).into(),
+                "download_limited" => e.saved.download_limit.is_some().into(),
+                "upload_limited" => e.saved.upload_limit.is_some().into(),
                 "honors_session_limits" => true.into(),
-                "sequential_download" => false.into(),
+                "sequential_download" => e.saved.sequential.into(),
                 "seconds_downloading" | "seconds_seeding" => 0.into(),
                 "webseeds" => json!([]),
                 "group" | "primary_mime_type" => "".into(),
@@ -875,7 +1065,18 @@ impl Daemon {
                         self.dirty = true;
                     }
                 }
-                Event::MetadataReceived(id) | Event::DiskFailed(id, _) => {
+                Event::RatioReached(id) => {
+                    if let Some(e) = self.torrents.get_mut(&id) {
+                        e.ratio_reached = true;
+                        e.saved.paused = true;
+                        e.last_active = Instant::now();
+                        self.dirty = true;
+                    }
+                }
+                Event::MetadataReceived(id) => {
+                    self.metadata_arrived(id);
+                }
+                Event::DiskFailed(id, _) => {
                     if let Some(e) = self.torrents.get_mut(&id) {
                         e.last_active = Instant::now();
                     }
@@ -991,6 +1192,15 @@ fn free_bytes(dir: &Path) -> u64 {
     methods::statvfs(&dir.to_string_lossy()).map_or(0, |(free, _)| free)
 }
 
+/// Transmission's priority (-1 low, 0 normal, 1 high) of an engine priority (1..7).
+pub fn tr_priority(p: u8) -> i64 {
+    match p {
+        0 | 4 => 0,
+        1..=3 => -1,
+        _ => 1,
+    }
+}
+
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -1081,7 +1291,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     #[cfg(not(feature = "dht"))]
     let _ = &mut dht;
     let listen = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), args.port);
-    let client = match Client::new(ClientOptions {
+    let mut opts = ClientOptions {
         listen,
         save_dir: args.download_dir.clone(),
         state_dir: Some(state_dir.clone()),
@@ -1093,7 +1303,12 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         encryption: args.encryption,
         dht,
         ..ClientOptions::default()
-    }) {
+    };
+    // What session-set changed in an earlier run wins over the flags.
+    if let Err(e) = methods::settings_into_opts(&settings, &mut opts, &state_dir) {
+        log::warn!("saved settings: {e}");
+    }
+    let client = match Client::new(opts.clone()) {
         Ok(c) => c,
         Err(e) => return fail(format!("listening on {listen}: {e}")),
     };
@@ -1160,6 +1375,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         rpc_addr,
         config_dir: state_dir.clone(),
         args: args.clone(),
+        opts,
     };
     // The saved torrents, in their queue order, then any added too late to be listed.
     let mut saved = saved;
@@ -1184,7 +1400,10 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                 }),
         };
         match r {
-            Ok((id, meta)) => d.insert(id, s, meta),
+            Ok((id, meta)) => {
+                d.insert(id, s, meta);
+                d.apply_torrent(id);
+            }
             Err(e) => log::error!("restoring {}: {e}", s.hash),
         }
     }

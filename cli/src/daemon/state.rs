@@ -34,6 +34,17 @@ pub struct Saved {
     pub downloaded: u64,
     /// Position in the queue.
     pub queue_position: u64,
+    /// File priorities (the engine's 0 skip, 1..7); empty: all default.
+    pub priorities: Vec<u8>,
+    /// Sequential download.
+    pub sequential: bool,
+    /// Own limits in KiB/s (None: none).
+    pub download_limit: Option<u64>,
+    pub upload_limit: Option<u64>,
+    /// Seed ratio mode (Transmission's: 0 the session's, 1 this torrent's, 2 none)
+    /// and this torrent's ratio.
+    pub ratio_mode: u8,
+    pub ratio_limit: f64,
 }
 
 impl Saved {
@@ -49,6 +60,12 @@ impl Saved {
             "uploaded": self.uploaded,
             "downloaded": self.downloaded,
             "queue_position": self.queue_position,
+            "priorities": self.priorities,
+            "sequential": self.sequential,
+            "download_limit": self.download_limit,
+            "upload_limit": self.upload_limit,
+            "ratio_mode": self.ratio_mode,
+            "ratio_limit": self.ratio_limit,
         })
     }
 
@@ -79,6 +96,23 @@ impl Saved {
             uploaded: num("uploaded"),
             downloaded: num("downloaded"),
             queue_position: num("queue_position"),
+            priorities: o
+                .get("priorities")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v.as_u64().unwrap_or(4).min(7) as u8)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            sequential: o
+                .get("sequential")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            download_limit: o.get("download_limit").and_then(Value::as_u64),
+            upload_limit: o.get("upload_limit").and_then(Value::as_u64),
+            ratio_mode: num("ratio_mode").min(2) as u8,
+            ratio_limit: o.get("ratio_limit").and_then(Value::as_f64).unwrap_or(2.0),
         })
     }
 }
@@ -222,6 +256,12 @@ mod tests {
             uploaded: 7,
             downloaded: 9,
             queue_position: 2,
+            priorities: vec![0, 4, 7],
+            sequential: true,
+            download_limit: Some(100),
+            upload_limit: None,
+            ratio_mode: 1,
+            ratio_limit: 1.5,
         };
         let mut settings = Map::new();
         settings.insert("speed_limit_down".into(), json!(100));
