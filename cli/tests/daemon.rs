@@ -447,6 +447,45 @@ fn the_rpc_protocol_and_its_errors() {
         let failed = v["result"].as_str().is_some_and(|s| s != "success") || v["error"].is_object();
         assert!(failed, "{what}: {v}");
     }
+    // Each field once however often it is asked for.
+    let many = vec!["files"; 512];
+    let (code, _, body) = r.raw(
+        serde_json::json!({"method": "torrent-get", "arguments": {"fields": many, "format": "table"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        v["arguments"]["torrents"][0],
+        serde_json::json!(["files"]),
+        "{v}"
+    );
+    // Thousands of pipelined requests on one connection (refused before any
+    // credentials are asked) are answered one turn at a time, and the daemon lives.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", rpc)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let flood = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(60_000);
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&flood);
+        });
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0usize;
+        while got < 60_000 * 50 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        let _ = writer.join();
+        assert!(got > 0, "no answers to the pipelined requests");
+    }
+    let alive =
+        r.call(serde_json::json!({"method": "session-get", "arguments": {"fields": ["version"]}}));
+    assert_eq!(alive["result"], "success", "{alive}");
     // Ids that do not exist select nothing.
     let g = r.call(serde_json::json!({
         "method": "torrent-get", "arguments": {"fields": ["id"], "ids": [999, "00"]}

@@ -42,6 +42,14 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 const MAX_LOGIN_RECORDS: usize = 1024;
 /// The RPC path.
 pub const RPC_PATH: &str = "/transmission/rpc";
+/// An answer must be read by its client within this time.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After an answer that closes the connection, at most this much of what the client
+/// still sends is read and dropped, for at most [`DRAIN_TIME`].
+const DRAIN_BYTES: usize = 256 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// Requests of one connection answered (or handed over) per turn of the loop.
+const REQUESTS_PER_TURN: usize = 8;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -57,6 +65,9 @@ pub struct HttpLimits {
     /// Largest request body (a `torrent-add` with a base64 `.torrent`). Default 16 MiB;
     /// 4 MiB in the low-memory profile.
     pub max_body: usize,
+    /// Request bodies being read over all connections. Default 32 MiB; 8 MiB in the
+    /// low-memory profile. Past it a request is answered 503.
+    pub max_body_total: usize,
 }
 
 impl Default for HttpLimits {
@@ -65,6 +76,7 @@ impl Default for HttpLimits {
             max_connections: 32,
             max_connections_per_ip: 8,
             max_body: 16 << 20,
+            max_body_total: 32 << 20,
         }
     }
 }
@@ -118,14 +130,23 @@ struct Conn {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
+    /// When the answer being written was queued (it must be read within
+    /// [`WRITE_TIMEOUT`]).
+    out_since: Option<Instant>,
     /// When the request in progress began (its first byte).
     started: Option<Instant>,
     /// Head parsed, waiting for `body_len` bytes of body after `head_len`.
     body: Option<(usize, usize, Instant)>,
     /// A request is with the engine.
     waiting: bool,
+    /// A request of this connection passed the credentials check.
+    authed: bool,
     last_active: Instant,
     close_after_write: bool,
+    /// Answer sent, writing shut: the rest of what the client sends is read and
+    /// dropped (so the kernel does not reset the connection before the client reads
+    /// the answer), up to [`DRAIN_BYTES`] or [`DRAIN_TIME`].
+    draining: Option<(Instant, usize)>,
 }
 
 /// The RPC's HTTP server.
@@ -143,6 +164,10 @@ pub struct Server {
     answers: Receiver<Answer>,
     failed_logins: HashMap<IpAddr, (u32, Instant)>,
     failed_order: VecDeque<IpAddr>,
+    /// Connections with work left after their turn (served next turn).
+    again: Vec<usize>,
+    /// Body bytes being read over all connections (the declared lengths).
+    body_bytes: usize,
 }
 
 /// What a head decided.
@@ -185,6 +210,8 @@ impl Server {
                 answers,
                 failed_logins: HashMap::new(),
                 failed_order: VecDeque::new(),
+                again: Vec::new(),
+                body_bytes: 0,
             },
             Replies { tx, waker },
         ))
@@ -199,10 +226,14 @@ impl Server {
     pub fn run(mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
         let mut events = Events::with_capacity(256);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let timeout = self.next_deadline().map_or(Duration::from_secs(1), |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(Duration::from_secs(1))
-            });
+            let timeout = if self.again.is_empty() {
+                self.next_deadline().map_or(Duration::from_secs(1), |d| {
+                    d.saturating_duration_since(Instant::now())
+                        .min(Duration::from_secs(1))
+                })
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -210,22 +241,24 @@ impl Server {
                 log::error!("rpc: poll: {e}");
                 return;
             }
+            let mut turn = std::mem::take(&mut self.again);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    Token(t) => {
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(t);
-                        }
-                        if ev.is_writable() {
-                            self.flush(t);
-                        }
-                    }
+                    Token(t) => turn.push(t),
                 }
             }
             while let Ok(a) = self.answers.try_recv() {
-                self.answered(a);
+                if self.answered(a) {
+                    // `answered` queued the connection's turn.
+                }
+            }
+            turn.append(&mut self.again);
+            turn.sort_unstable();
+            turn.dedup();
+            for t in turn {
+                self.service(t);
             }
             self.expire();
         }
@@ -236,6 +269,12 @@ impl Server {
     }
 
     fn deadline(c: &Conn) -> Instant {
+        if let Some((since, _)) = c.draining {
+            return since + DRAIN_TIME;
+        }
+        if let Some(since) = c.out_since {
+            return since + WRITE_TIMEOUT;
+        }
         match (c.body, c.started) {
             (Some((_, _, at)), _) => at + BODY_TIMEOUT,
             (None, Some(at)) => at + HEAD_TIMEOUT,
@@ -267,7 +306,11 @@ impl Server {
                     return;
                 }
             };
-            self.make_room(peer.ip());
+            if !self.make_room(peer.ip()) {
+                // Every connection has a request with the engine: the newcomer waits
+                // for none of them.
+                continue;
+            }
             let token = self.next_token;
             self.next_token += 1;
             if self
@@ -293,180 +336,284 @@ impl Server {
                     inbuf: Vec::new(),
                     out: Vec::new(),
                     out_pos: 0,
+                    out_since: None,
                     started: None,
                     body: None,
                     waiting: false,
+                    authed: false,
                     last_active: Instant::now(),
                     close_after_write: false,
+                    draining: None,
                 },
             );
         }
     }
 
-    /// Closes the least recently active connection of `ip` when it is at its cap, or
-    /// of all when the server is.
-    fn make_room(&mut self, ip: IpAddr) {
-        let of_ip = self.conns.values().filter(|c| c.peer.ip() == ip).count();
-        let victim = if of_ip >= self.limits.max_connections_per_ip {
-            self.conns
-                .iter()
-                .filter(|(_, c)| c.peer.ip() == ip)
-                .min_by_key(|(_, c)| c.last_active)
-                .map(|(t, _)| *t)
+    /// Makes room for a newcomer from `ip`: when its address group (an IPv4 address,
+    /// an IPv6 /64) is at its cap, one of that group's connections goes; when the
+    /// server is full, one of the group holding the most. The one that goes is the
+    /// least useful: never one whose request is with the engine, one that never
+    /// passed the credentials check before one that did, then the least recently
+    /// active. False when nothing can go (the newcomer is then refused).
+    fn make_room(&mut self, ip: IpAddr) -> bool {
+        let g = group(ip);
+        let of_group = self
+            .conns
+            .values()
+            .filter(|c| group(c.peer.ip()) == g)
+            .count();
+        let victim_group = if of_group >= self.limits.max_connections_per_ip {
+            Some(g)
         } else if self.conns.len() >= self.limits.max_connections {
-            self.conns
-                .iter()
-                .min_by_key(|(_, c)| c.last_active)
-                .map(|(t, _)| *t)
+            let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+            for c in self.conns.values() {
+                *counts.entry(group(c.peer.ip())).or_default() += 1;
+            }
+            counts.into_iter().max_by_key(|(_, n)| *n).map(|(g, _)| g)
         } else {
-            None
+            return true;
         };
-        if let Some(t) = victim {
-            self.close(t);
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| Some(group(c.peer.ip())) == victim_group && !c.waiting)
+            .min_by_key(|(_, c)| (c.authed, c.last_active))
+            .map(|(t, _)| *t);
+        match victim {
+            Some(t) => {
+                self.close(t);
+                true
+            }
+            None => false,
         }
     }
 
     fn close(&mut self, t: usize) {
         if let Some(mut c) = self.conns.remove(&t) {
+            if let Some((_, len, _)) = c.body {
+                self.body_bytes = self.body_bytes.saturating_sub(len);
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
     }
 
-    fn read(&mut self, t: usize) {
-        let max_body = self.limits.max_body;
-        let Some(c) = self.conns.get_mut(&t) else {
-            return;
-        };
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            // Never more than the request being read can use: a head, or the head and
-            // its body; pipelined bytes past it wait in the kernel.
-            let cap = match c.body {
-                Some((head, len, _)) => head + len,
-                None => MAX_HEAD + 1,
-            }
-            .min(MAX_HEAD + max_body);
-            if c.inbuf.len() >= cap || c.waiting {
-                break;
-            }
-            let want = (cap - c.inbuf.len()).min(buf.len());
-            match c.stream.read(&mut buf[..want]) {
-                Ok(0) => {
-                    self.close(t);
-                    return;
-                }
-                Ok(n) => {
-                    if c.started.is_none() {
-                        c.started = Some(Instant::now());
-                    }
-                    c.inbuf.extend_from_slice(&buf[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.close(t);
-                    return;
-                }
-            }
-        }
-        self.process(t);
-    }
-
-    /// Frames what a connection has read: a whole request goes to the engine (or is
-    /// answered here), one at a time.
-    fn process(&mut self, t: usize) {
-        loop {
-            let Some(c) = self.conns.get_mut(&t) else {
-                return;
-            };
-            if c.waiting || c.close_after_write || c.out_pos < c.out.len() {
+    /// A connection's turn: write what is queued, then answer or hand over the
+    /// requests it has read, reading more as needed, for at most
+    /// [`REQUESTS_PER_TURN`] requests; a connection with work left is served again
+    /// next turn. Iterative: nothing here calls back into itself.
+    fn service(&mut self, t: usize) {
+        for _ in 0..REQUESTS_PER_TURN {
+            if !self.flush(t) {
                 return;
             }
-            if let Some((head, len, _)) = c.body {
-                if c.inbuf.len() < head + len {
-                    return;
-                }
-                let body = c.inbuf[head..head + len].to_vec();
-                c.inbuf.drain(..head + len);
-                c.body = None;
-                c.started = (!c.inbuf.is_empty()).then(Instant::now);
-                c.waiting = true;
-                let job = Job {
-                    body,
-                    conn: t,
-                    generation: c.generation,
-                };
-                if self.jobs.send(job).is_err() {
-                    self.close(t);
-                    return;
-                }
-                let _ = self.engine_waker.wake();
+            if self.conns.get(&t).is_some_and(|c| c.draining.is_some()) {
+                self.drain(t);
                 return;
             }
-            if c.inbuf.is_empty() {
-                return;
-            }
-            let peer = c.peer.ip();
-            let buf = std::mem::take(&mut c.inbuf);
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            let verdict = match req.parse(&buf) {
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > MAX_HEAD {
-                        (
-                            0,
-                            Verdict::Respond(
-                                simple(431, "Request Header Fields Too Large", "", &[]),
-                                true,
-                            ),
-                        )
-                    } else {
-                        if let Some(c) = self.conns.get_mut(&t) {
-                            c.inbuf = buf;
-                        }
+            match self.step(t) {
+                Step::Progress => continue,
+                Step::Stop => return,
+                Step::NeedInput => {
+                    if !self.fill(t) {
                         return;
                     }
                 }
-                Ok(httparse::Status::Complete(head)) => (head, self.judge(&req, peer)),
-                Err(_) => (
-                    0,
-                    Verdict::Respond(simple(400, "Bad Request", "", &[]), true),
-                ),
-            };
-            let Some(c) = self.conns.get_mut(&t) else {
+            }
+        }
+        self.again.push(t);
+    }
+
+    /// Reads once into the connection's buffer, no more than the request being read
+    /// can use (pipelined bytes past it wait in the kernel). False when nothing came
+    /// (would block, closed, or no room).
+    fn fill(&mut self, t: usize) -> bool {
+        let max_body = self.limits.max_body;
+        let Some(c) = self.conns.get_mut(&t) else {
+            return false;
+        };
+        let cap = match c.body {
+            Some((head, len, _)) => head + len,
+            None => MAX_HEAD + 1,
+        }
+        .min(MAX_HEAD + max_body);
+        if c.inbuf.len() >= cap || c.waiting {
+            return false;
+        }
+        let want = (cap - c.inbuf.len()).min(64 * 1024);
+        let start = c.inbuf.len();
+        c.inbuf.resize(start + want, 0);
+        let r = loop {
+            match c.stream.read(&mut c.inbuf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match r {
+            Ok(0) => {
+                c.inbuf.truncate(start);
+                self.close(t);
+                false
+            }
+            Ok(n) => {
+                c.inbuf.truncate(start + n);
+                if c.started.is_none() {
+                    c.started = Some(Instant::now());
+                }
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.inbuf.truncate(start);
+                false
+            }
+            Err(_) => {
+                c.inbuf.truncate(start);
+                self.close(t);
+                false
+            }
+        }
+    }
+
+    /// Reads and drops what a client sends after an answer that closes its
+    /// connection; closes it at the end of the input, or past the budget.
+    fn drain(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some((_, left)) = c.draining.as_mut() else {
                 return;
             };
-            c.inbuf = buf;
-            match verdict {
-                (head, Verdict::Body(len)) => {
-                    c.body = Some((head, len, Instant::now()));
+            match c.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) if n >= *left => break,
+                Ok(n) => *left -= n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.close(t);
+    }
+
+    /// One request from what the connection has read: handed to the engine, or
+    /// answered here.
+    fn step(&mut self, t: usize) -> Step {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return Step::Stop;
+        };
+        if c.waiting || (c.close_after_write && c.body.is_none()) {
+            return Step::Stop;
+        }
+        if let Some((head, len, _)) = c.body {
+            if c.inbuf.len() < head + len {
+                return Step::NeedInput;
+            }
+            let body = c.inbuf[head..head + len].to_vec();
+            c.inbuf.drain(..head + len);
+            c.body = None;
+            c.started = (!c.inbuf.is_empty()).then(Instant::now);
+            c.waiting = true;
+            c.last_active = Instant::now();
+            self.body_bytes = self.body_bytes.saturating_sub(len);
+            let job = Job {
+                body,
+                conn: t,
+                generation: c.generation,
+            };
+            if self.jobs.send(job).is_err() {
+                self.close(t);
+                return Step::Stop;
+            }
+            let _ = self.engine_waker.wake();
+            return Step::Stop;
+        }
+        if c.inbuf.is_empty() {
+            return Step::NeedInput;
+        }
+        let peer = c.peer.ip();
+        let buf = std::mem::take(&mut c.inbuf);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let (head, verdict) = match req.parse(&buf) {
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.inbuf = buf;
                 }
-                (head, Verdict::Respond(resp, close)) => {
-                    // The body of a refused request is not read: the connection closes
-                    // when it had one.
-                    c.inbuf.drain(..head.min(c.inbuf.len()));
-                    c.started = None;
-                    c.close_after_write = close;
-                    c.out.extend_from_slice(&resp);
-                    self.flush(t);
-                    return;
+                return Step::NeedInput;
+            }
+            Ok(httparse::Status::Partial) => (
+                0,
+                Verdict::Respond(
+                    simple(431, "Request Header Fields Too Large", "", &[]),
+                    true,
+                ),
+            ),
+            Ok(httparse::Status::Complete(head)) => (head, self.judge(&req, peer, t)),
+            Err(_) => (
+                0,
+                Verdict::Respond(simple(400, "Bad Request", "", &[]), true),
+            ),
+        };
+        let keep_alive = req.version == Some(1)
+            && !req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
+        let expect_continue = req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
+        });
+        let Some(c) = self.conns.get_mut(&t) else {
+            return Step::Stop;
+        };
+        c.inbuf = buf;
+        match verdict {
+            Verdict::Body(len) => {
+                c.body = Some((head, len, Instant::now()));
+                c.close_after_write = !keep_alive;
+                if expect_continue {
+                    c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    c.out_since.get_or_insert_with(Instant::now);
                 }
+                self.body_bytes += len;
+                Step::Progress
+            }
+            Verdict::Respond(resp, close) => {
+                // The body of a refused request is not read: the connection closes
+                // when it had one (after the answer, dropping what follows).
+                c.inbuf.drain(..head.min(c.inbuf.len()));
+                c.started = None;
+                c.close_after_write = close || !keep_alive;
+                c.out.extend_from_slice(&resp);
+                c.out_since.get_or_insert_with(Instant::now);
+                Step::Progress
             }
         }
     }
 
     /// Checks a request head, in the order Transmission does: path, host whitelist,
     /// failed-login limit, credentials, session id, then the body's size.
-    fn judge(&mut self, req: &httparse::Request<'_, '_>, peer: IpAddr) -> Verdict {
+    fn judge(&mut self, req: &httparse::Request<'_, '_>, peer: IpAddr, t: usize) -> Verdict {
         let header = |name: &str| {
             req.headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))
                 .map(|h| h.value)
         };
-        let content_length = header("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
+        let content_length = match header("content-length") {
+            None => None,
+            Some(v) => match std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                Some(n) => Some(n),
+                None => {
+                    return Verdict::Respond(
+                        simple(400, "Bad Request", "bad Content-Length\n", &[]),
+                        true,
+                    )
+                }
+            },
+        };
         let has_body =
             content_length.is_some_and(|n| n > 0) || header("transfer-encoding").is_some();
         let close = has_body;
@@ -489,6 +636,7 @@ impl Server {
             }
         }
         if let Some(cred) = self.access.credentials.clone() {
+            let peer = group(peer);
             if self.login_blocked(peer) {
                 return Verdict::Respond(
                     simple(
@@ -500,10 +648,15 @@ impl Server {
                     true,
                 );
             }
-            let given = header("authorization").and_then(basic_credentials);
+            let header_given = header("authorization");
+            let given = header_given.and_then(basic_credentials);
             let ok = given.is_some_and(|g| ct_eq(g.as_bytes(), cred.as_bytes()));
             if !ok {
-                self.login_failed(peer);
+                // A request with no credentials at all (a browser's first) is not a
+                // failed login.
+                if header_given.is_some() {
+                    self.login_failed(peer);
+                }
                 return Verdict::Respond(
                     simple(
                         401,
@@ -514,6 +667,9 @@ impl Server {
                     close,
                 );
             }
+        }
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.authed = true;
         }
         let sid = header("x-transmission-session-id");
         if sid != Some(self.session_id.as_bytes()) {
@@ -551,6 +707,15 @@ impl Server {
             None => Verdict::Respond(simple(411, "Length Required", "", &[]), true),
             Some(n) if n > self.limits.max_body => Verdict::Respond(
                 simple(413, "Payload Too Large", "the request is too large\n", &[]),
+                true,
+            ),
+            Some(n) if self.body_bytes + n > self.limits.max_body_total => Verdict::Respond(
+                simple(
+                    503,
+                    "Service Unavailable",
+                    "too many requests in progress; try again\n",
+                    &[("Retry-After", "1")],
+                ),
                 true,
             ),
             Some(n) => Verdict::Body(n),
@@ -592,75 +757,89 @@ impl Server {
         }
     }
 
-    fn answered(&mut self, a: Answer) {
+    /// The engine's answer to a connection's request: queued, and the connection
+    /// served next.
+    fn answered(&mut self, a: Answer) -> bool {
         let Some(c) = self.conns.get_mut(&a.conn) else {
-            return;
+            return false;
         };
         if c.generation != a.generation {
-            return;
+            return false;
         }
         c.waiting = false;
-        let mut head = format!(
+        c.last_active = Instant::now();
+        let head = format!(
             "HTTP/1.1 200 OK\r\nServer: btcore\r\nContent-Type: application/json; charset=UTF-8\r\n\
              Content-Length: {}\r\n\r\n",
             a.body.len()
-        )
-        .into_bytes();
-        head.extend_from_slice(&a.body);
-        c.out.extend_from_slice(&head);
-        self.flush(a.conn);
-        self.process(a.conn);
+        );
+        c.out.extend_from_slice(head.as_bytes());
+        c.out.extend_from_slice(&a.body);
+        c.out_since.get_or_insert_with(Instant::now);
+        self.again.push(a.conn);
+        true
     }
 
-    fn flush(&mut self, t: usize) {
+    /// Writes what is queued. True when nothing is left to write and the
+    /// connection is open; false when it must wait (for the socket, or it closed).
+    fn flush(&mut self, t: usize) -> bool {
         let Some(c) = self.conns.get_mut(&t) else {
-            return;
+            return false;
         };
         while c.out_pos < c.out.len() {
             match c.stream.write(&c.out[c.out_pos..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.out_pos += n;
-                    c.last_active = Instant::now();
+                Ok(0) => {
+                    self.close(t);
+                    return false;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => c.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.close(t);
-                    return;
+                    return false;
                 }
             }
         }
-        c.out.clear();
-        c.out_pos = 0;
-        if c.out.capacity() > 64 * 1024 {
-            c.out = Vec::new();
+        if !c.out.is_empty() {
+            c.out.clear();
+            c.out_pos = 0;
+            c.out_since = None;
+            c.last_active = Instant::now();
+            if c.out.capacity() > 64 * 1024 {
+                c.out = Vec::new();
+            }
         }
-        if c.close_after_write {
-            self.close(t);
-            return;
+        if c.close_after_write && c.draining.is_none() && !c.waiting && c.body.is_none() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            c.draining = Some((Instant::now(), DRAIN_BYTES));
         }
-        c.last_active = Instant::now();
-        // Bytes of a next request may already be here.
-        self.process(t);
-        // Read what waited in the kernel while this connection was busy.
-        if self
-            .conns
-            .get(&t)
-            .is_some_and(|c| !c.waiting && c.body.is_none())
-        {
-            self.read_more(t);
-        }
+        true
     }
+}
 
-    fn read_more(&mut self, t: usize) {
-        let Some(c) = self.conns.get(&t) else {
-            return;
-        };
-        if c.inbuf.len() <= MAX_HEAD {
-            self.read(t);
-        }
+/// Who counts as one party: an IPv4 address, an IPv6 /64.
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
+}
+
+/// What a connection's turn did.
+enum Step {
+    /// A request was answered or a head accepted: go on.
+    Progress,
+    /// More input is needed.
+    NeedInput,
+    /// Nothing more this turn (with the engine, closing, or closed).
+    Stop,
 }
 
 /// The `user:password` of a `Basic` authorization header.
@@ -677,8 +856,13 @@ fn basic_credentials(v: &[u8]) -> Option<String> {
 }
 
 /// Compares in time independent of where the inputs differ.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn ct_eq(given: &[u8], secret: &[u8]) -> bool {
+    // As long as what was given, whatever the secret's length.
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, x) in given.iter().enumerate() {
+        diff |= x ^ secret.get(i % secret.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
 }
 
 fn strip_port(host: &str) -> &str {

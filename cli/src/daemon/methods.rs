@@ -13,6 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Most requests in one JSON-RPC batch.
 const MAX_BATCH: usize = 64;
+/// Largest answer (a `torrent-get` of everything about thousands of torrents fits).
+const MAX_ANSWER: usize = 64 << 20;
+/// Largest speed limit in kB/s (about 4 TB/s).
+const MAX_KIB_LIMIT: u64 = u32::MAX as u64;
 /// Most ids in one `ids` list.
 const MAX_IDS: usize = 100_000;
 /// A torrent is "recently active" (and a removed one listed) for this long.
@@ -49,7 +53,16 @@ pub fn call(d: &mut Daemon, body: &[u8]) -> Vec<u8> {
         }
         Ok(v) => one(d, v).unwrap_or(Value::Null),
     };
-    serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"result\":\"internal error\"}".to_vec())
+    let out =
+        serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"result\":\"internal error\"}".to_vec());
+    if out.len() > MAX_ANSWER {
+        return serde_json::to_vec(&json!({
+            "result": format!("the answer would be larger than {MAX_ANSWER} bytes: ask for fewer torrents or fields"),
+            "arguments": {},
+        }))
+        .unwrap_or_default();
+    }
+    out
 }
 
 fn rpc_error(id: Value, code: i64, message: &str) -> Value {
@@ -200,13 +213,23 @@ fn select(d: &Daemon, a: &Map<String, Value>) -> Result<Vec<TorrentId>, Failure>
     let Some(ids) = a.get("ids") else {
         return Ok(all());
     };
+    // Hashes are looked up in a map made once per request, not one pass per hash.
+    let by_hash: std::collections::HashMap<&str, TorrentId> = match ids {
+        Value::Array(l) if l.iter().any(Value::is_string) => d
+            .torrents
+            .iter()
+            .map(|(id, e)| (e.saved.hash.as_str(), *id))
+            .collect(),
+        _ => std::collections::HashMap::new(),
+    };
     let one = |v: &Value| -> Option<TorrentId> {
         match v {
             Value::Number(n) => {
                 let id = TorrentId(u32::try_from(n.as_u64()?).ok()?);
                 d.torrents.contains_key(&id).then_some(id)
             }
-            Value::String(s) => d.by_hash(s),
+            Value::String(s) if by_hash.is_empty() => d.by_hash(s),
+            Value::String(s) => by_hash.get(s.to_ascii_lowercase().as_str()).copied(),
             _ => None,
         }
     };
@@ -238,10 +261,15 @@ fn fields_of(a: &Map<String, Value>) -> Result<Vec<String>, Failure> {
             if f.len() > 512 {
                 return Err("too many fields".into());
             }
-            Ok(f.iter()
-                .filter_map(Value::as_str)
-                .map(names::to_snake)
-                .collect())
+            // Each field once, in the order asked: a list of duplicates cannot
+            // multiply the work or the answer.
+            let mut out: Vec<String> = Vec::new();
+            for name in f.iter().filter_map(Value::as_str).map(names::to_snake) {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            Ok(out)
         }
         None => Err("no fields were given".into()),
         Some(_) => Err("fields must be a list".into()),
@@ -298,7 +326,12 @@ fn torrent_get(
 fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
     let paused = a.get("paused").and_then(Value::as_bool).unwrap_or(false);
     let dir = match a.get("download_dir").and_then(Value::as_str) {
-        Some(s) if !s.is_empty() => Some(std::path::PathBuf::from(s)),
+        Some(s) if !s.is_empty() => {
+            if !std::path::Path::new(s).is_absolute() {
+                return Err("download-dir must be an absolute path".into());
+            }
+            Some(std::path::PathBuf::from(s))
+        }
         _ => None,
     };
     let labels = a
@@ -323,8 +356,13 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
         } else if f.starts_with("http://") || f.starts_with("https://") {
             return Err("adding a torrent by URL is not supported yet: upload its metainfo".into());
         } else {
-            let bytes = crate::read_torrent_file(std::path::Path::new(f))
-                .map_err(|e| format!("{f}: {e}"))?;
+            // A regular file only: a FIFO or a device would block the engine.
+            let path = std::path::Path::new(f);
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {}
+                _ => return Err(format!("{f}: no such torrent file")),
+            }
+            let bytes = crate::read_torrent_file(path).map_err(|e| format!("{f}: {e}"))?;
             d.add_torrent_bytes(&bytes, dir, paused, labels)?
         }
     } else {
@@ -334,7 +372,16 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
     if !dup {
         let count = d.client.files(id).map_or(0, |f| f.len());
         let mut prio = Vec::new();
-        if count > 0 && file_args(a, &mut prio, count)? {
+        let changed = match file_args(a, &mut prio, count.max(1)) {
+            _ if count == 0 => false,
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing half-done: the torrent the request added goes again.
+                d.remove(id, false);
+                return Err(e);
+            }
+        };
+        if changed {
             if let Some(e) = d.torrents.get_mut(&id) {
                 e.saved.priorities = prio;
             }
@@ -423,10 +470,12 @@ fn kib_limit(
     old: Option<u64>,
 ) -> Result<Option<u64>, Failure> {
     let value = match a.get(limit) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| format!("{limit} must be a number"))?,
-        ),
+        Some(v) => Some(v.as_u64().filter(|k| *k <= MAX_KIB_LIMIT).ok_or_else(|| {
+            format!(
+                "{} must be a number up to {MAX_KIB_LIMIT}",
+                limit.replace('_', "-")
+            )
+        })?),
         None => None,
     };
     let enabled = match a.get(on) {
@@ -611,8 +660,8 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
         match k.as_str() {
             "download_dir" => {
                 let s = v.as_str().ok_or("download-dir must be a string")?;
-                if s.is_empty() {
-                    return Err("download-dir must not be empty".into());
+                if !std::path::Path::new(s).is_absolute() {
+                    return Err("download-dir must be an absolute path".into());
                 }
             }
             "speed_limit_down"
@@ -621,6 +670,7 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             | "peer_limit_global"
             | "peer_limit_per_torrent" => {
                 v.as_u64()
+                    .filter(|n| *n <= MAX_KIB_LIMIT)
                     .ok_or_else(|| format!("{} must be a number", k.replace('_', "-")))?;
             }
             "speed_limit_down_enabled"

@@ -28,10 +28,6 @@ use std::time::{Duration, Instant};
 /// How often the state file is written when only totals changed (a change of the
 /// torrent list or of a setting writes it at once).
 const SAVE_EVERY: Duration = Duration::from_secs(60);
-/// A change of the torrent list or of a setting is written within this time (a
-/// torrent's `.torrent` is written before its `torrent-add` is answered, so a
-/// `kill -9` in between loses no torrent, only at most this much of settings).
-const SAVE_DIRTY_AFTER: Duration = Duration::from_secs(1);
 /// How often the watch folder is scanned.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// A file in the watch folder is read once its size has not changed for this long
@@ -161,6 +157,8 @@ pub struct Entry {
     pub seen: (u64, u64),
     /// Stopped by its seed ratio limit.
     pub ratio_reached: bool,
+    /// The byte totals its record holds on disk.
+    pub written_totals: (u64, u64),
 }
 
 /// The parts of the metainfo the RPC shows.
@@ -286,8 +284,7 @@ impl Daemon {
             return;
         };
         self.client.remove_torrent(id, delete_data);
-        let _ = std::fs::remove_file(self.store.torrent_file(&e.saved.hash));
-        let _ = std::fs::remove_file(self.store.magnet_file(&e.saved.hash));
+        self.store.remove(&e.saved.hash);
         self.removed.push((id.0, Instant::now()));
         self.dirty = true;
     }
@@ -307,6 +304,8 @@ impl Daemon {
     }
 
     pub fn queue_move(&mut self, ids: &[TorrentId], how: &str) {
+        let ids: std::collections::HashSet<TorrentId> = ids.iter().copied().collect();
+        let ids = &ids;
         let mut order = self.queue_order();
         match how {
             "queue_move_top" => {
@@ -445,6 +444,7 @@ impl Daemon {
     }
 
     fn insert(&mut self, id: TorrentId, saved: Saved, meta: Option<Meta>) {
+        let saved_totals = (saved.uploaded, saved.downloaded);
         if saved.paused {
             self.client.pause(id);
         }
@@ -456,6 +456,7 @@ impl Daemon {
                 last_active: Instant::now(),
                 seen: (0, 0),
                 ratio_reached: false,
+                written_totals: (saved_totals.0, saved_totals.1),
             },
         );
         self.dirty = true;
@@ -476,8 +477,8 @@ impl Daemon {
         self.client.set_sequential(id, s.sequential);
         self.client.set_torrent_limits(
             id,
-            s.download_limit.map_or(0, |k| k * 1024),
-            s.upload_limit.map_or(0, |k| k * 1024),
+            s.download_limit.map_or(0, |k| k.saturating_mul(1024)),
+            s.upload_limit.map_or(0, |k| k.saturating_mul(1024)),
         );
         let ratio = match s.ratio_mode {
             1 => Some(s.ratio_limit),
@@ -1093,25 +1094,29 @@ impl Daemon {
                 }
             }
         }
-        let due = if self.dirty {
-            last_save.elapsed() >= SAVE_DIRTY_AFTER
-        } else {
-            last_save.elapsed() >= SAVE_EVERY
-        };
-        if force_save || due {
-            self.save();
+        if force_save || last_save.elapsed() >= SAVE_EVERY {
+            self.save(true);
             *last_save = Instant::now();
+        } else if self.dirty {
+            self.save(false);
         }
     }
 
-    fn save(&mut self) {
+    /// Writes what changed. The byte totals, which change all the time, are written
+    /// with `totals` (every [`SAVE_EVERY`] and at exit); a change of settings is
+    /// written at once, with the totals as last written.
+    fn save(&mut self, totals: bool) {
+        if totals {
+            for e in self.torrents.values_mut() {
+                e.written_totals = (e.saved.uploaded + e.seen.0, e.saved.downloaded + e.seen.1);
+            }
+        }
         let list: Vec<Saved> = self
             .torrents
             .values()
             .map(|e| {
                 let mut s = e.saved.clone();
-                s.uploaded += e.seen.0;
-                s.downloaded += e.seen.1;
+                (s.uploaded, s.downloaded) = e.written_totals;
                 s
             })
             .collect();
@@ -1142,17 +1147,20 @@ impl Daemon {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
-        let mut seen = Vec::new();
-        for ent in rd.flatten().take(10_000) {
+        let mut seen = std::collections::HashSet::new();
+        // Only `.torrent` files count toward the cap: `.added` and `.invalid` ones
+        // piling up cannot hide new ones.
+        let torrents = rd
+            .flatten()
+            .filter(|e| e.path().extension().and_then(|e| e.to_str()) == Some("torrent"))
+            .take(10_000);
+        for ent in torrents {
             let p = ent.path();
-            if p.extension().and_then(|e| e.to_str()) != Some("torrent") {
-                continue;
-            }
             let Ok(meta) = ent.metadata() else { continue };
             if !meta.is_file() {
                 continue;
             }
-            seen.push(p.clone());
+            seen.insert(p.clone());
             let len = meta.len();
             let entry = sizes.entry(p.clone()).or_insert((len, Instant::now()));
             if entry.0 != len {
@@ -1271,7 +1279,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&args.download_dir) {
         return fail(format!("{}: {e}", args.download_dir.display()));
     }
-    let store = match Store::open(&state_dir) {
+    let mut store = match Store::open(&state_dir) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", state_dir.display())),
     };

@@ -117,9 +117,14 @@ impl Saved {
     }
 }
 
-/// The daemon's files in its state directory.
+/// The daemon's files in its state directory: `daemon.json` (the session's
+/// settings and totals) and, in `torrents/`, each torrent's `HASH.json` (its
+/// settings), `HASH.torrent` or `HASH.magnet`. Each is written atomically, and only
+/// when it changed: a change to one torrent costs one small file.
 pub struct Store {
     dir: PathBuf,
+    /// What each file holds on disk now.
+    written: std::collections::HashMap<PathBuf, Vec<u8>>,
 }
 
 impl Store {
@@ -128,6 +133,7 @@ impl Store {
         std::fs::create_dir_all(dir.join("torrents"))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            written: std::collections::HashMap::new(),
         })
     }
 
@@ -138,6 +144,22 @@ impl Store {
     /// Where a torrent's `.torrent` is kept.
     pub fn torrent_file(&self, hash: &str) -> PathBuf {
         self.dir.join("torrents").join(format!("{hash}.torrent"))
+    }
+
+    fn record_file(&self, hash: &str) -> PathBuf {
+        self.dir.join("torrents").join(format!("{hash}.json"))
+    }
+
+    /// Forgets a removed torrent's files.
+    pub fn remove(&mut self, hash: &str) {
+        for p in [
+            self.record_file(hash),
+            self.torrent_file(hash),
+            self.magnet_file(hash),
+        ] {
+            let _ = std::fs::remove_file(&p);
+            self.written.remove(&p);
+        }
     }
 
     /// Where a magnet link is kept until its metadata arrives.
@@ -152,6 +174,8 @@ impl Store {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let mut have: std::collections::HashSet<String> =
+            known.iter().map(|s| s.hash.clone()).collect();
         for ent in rd.flatten().take(200_000) {
             let name = ent.file_name().to_string_lossy().into_owned();
             let Some((hash, ext)) = name.split_once('.') else {
@@ -159,10 +183,7 @@ impl Store {
             };
             if hash.len() != 40
                 || !hash.bytes().all(|b| b.is_ascii_hexdigit())
-                || known
-                    .iter()
-                    .chain(out.iter())
-                    .any(|s: &Saved| s.hash == hash)
+                || have.contains(hash)
             {
                 continue;
             }
@@ -180,6 +201,7 @@ impl Store {
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs() as i64);
+            have.insert(hash.to_string());
             out.push(Saved {
                 hash: hash.to_string(),
                 magnet,
@@ -192,48 +214,92 @@ impl Store {
         out
     }
 
-    /// The saved torrents and session settings; empty when there is no file yet. A
-    /// file that cannot be read is an error (the daemon will not start over it).
-    pub fn load(&self) -> Result<(Vec<Saved>, Map<String, Value>), String> {
+    /// The saved torrents and session settings; empty when there is nothing yet. A
+    /// `daemon.json` that cannot be read is an error (the daemon will not start over
+    /// it); a torrent record that cannot be read is skipped with a warning (its
+    /// `.torrent` is then picked up with default settings).
+    pub fn load(&mut self) -> Result<(Vec<Saved>, Map<String, Value>), String> {
         let path = self.state_file();
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((Vec::new(), Map::new()))
+        let settings = match read_capped(&path, MAX_STATE_FILE) {
+            Ok(Some(bytes)) => {
+                let v: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                self.written.insert(path.clone(), bytes);
+                v.get("settings")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default()
             }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Ok(None) => Map::new(),
+            Err(e) => return Err(e),
         };
-        if meta.len() > MAX_STATE_FILE {
-            return Err(format!(
-                "{}: larger than {MAX_STATE_FILE} bytes",
-                path.display()
-            ));
+        let mut torrents = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.dir.join("torrents")) else {
+            return Ok((torrents, settings));
+        };
+        for ent in rd.flatten().take(200_000) {
+            let p = ent.path();
+            if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match read_capped(&p, MAX_RECORD) {
+                Ok(Some(bytes)) => {
+                    match serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .as_ref()
+                        .and_then(Saved::from_json)
+                    {
+                        Some(s) => {
+                            torrents.push(s);
+                            self.written.insert(p, bytes);
+                        }
+                        None => log::warn!("{}: not a torrent record", p.display()),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("{e}"),
+            }
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v: Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let torrents = v
-            .get("torrents")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Saved::from_json).collect())
-            .unwrap_or_default();
-        let settings = v
-            .get("settings")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
         Ok((torrents, settings))
     }
 
-    /// Writes the state, atomically.
-    pub fn save(&self, torrents: &[Saved], settings: &Map<String, Value>) -> std::io::Result<()> {
-        let v = json!({
-            "version": 1,
-            "torrents": torrents.iter().map(Saved::to_json).collect::<Vec<_>>(),
-            "settings": settings,
-        });
+    /// Writes what changed: each torrent's record, and `daemon.json`.
+    pub fn save(
+        &mut self,
+        torrents: &[Saved],
+        settings: &Map<String, Value>,
+    ) -> std::io::Result<()> {
+        for t in torrents {
+            let bytes = serde_json::to_vec_pretty(&t.to_json()).map_err(std::io::Error::other)?;
+            self.write(self.record_file(&t.hash), bytes)?;
+        }
+        let v = json!({"version": 2, "settings": settings});
         let bytes = serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?;
-        btcore_host::os::write_atomic(&self.state_file(), &bytes)
+        self.write(self.state_file(), bytes)
+    }
+
+    fn write(&mut self, path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
+        if self.written.get(&path) == Some(&bytes) {
+            return Ok(());
+        }
+        btcore_host::os::write_atomic(&path, &bytes)?;
+        self.written.insert(path, bytes);
+        Ok(())
+    }
+}
+
+/// Largest torrent record read back.
+const MAX_RECORD: u64 = 1 << 20;
+
+/// A file's bytes if it is no larger than `max`; None when it does not exist.
+fn read_capped(path: &Path, max: u64) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > max => Err(format!("{}: larger than {max} bytes", path.display())),
+        Ok(_) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 
@@ -244,7 +310,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let dir = std::env::temp_dir().join(format!("btcore-state-{}", std::process::id()));
-        let store = Store::open(&dir).expect("store");
+        let mut store = Store::open(&dir).expect("store");
         let t = Saved {
             hash: "0123456789abcdef0123456789abcdef01234567".into(),
             magnet: Some("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567".into()),
@@ -269,10 +335,12 @@ mod tests {
             .save(std::slice::from_ref(&t), &settings)
             .expect("save");
         let (ts, s) = store.load().expect("load");
-        assert_eq!(ts, vec![t]);
+        assert_eq!(ts, vec![t.clone()]);
         assert_eq!(s, settings);
+        let mut again = Store::open(&dir).expect("store");
+        assert_eq!(again.load().expect("load").0, vec![t]);
         std::fs::write(dir.join("daemon.json"), b"{not json").expect("write");
-        assert!(store.load().is_err());
+        assert!(again.load().is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
