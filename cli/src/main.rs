@@ -25,6 +25,7 @@ macro_rules! out {
     };
 }
 
+mod daemon;
 mod display;
 mod info;
 mod run;
@@ -94,6 +95,9 @@ enum Command {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// A long-running session driven over Transmission's RPC (transmission-remote,
+    /// web and phone front-ends), keeping its torrents across restarts.
+    Daemon(daemon::DaemonArgs),
     /// A seeder and leechers on 127.0.0.1 in one process, with a generated payload:
     /// watch btcore work with no torrent at hand.
     Demo {
@@ -413,14 +417,43 @@ fn tune_allocator() {
     }
 }
 
+/// For `btcore daemon --config FILE`: the command line with the file's settings
+/// placed before the options given (which win); None for any other command line.
+fn daemon_config_args() -> Result<Option<Vec<String>>, String> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) != Some("daemon") {
+        return Ok(None);
+    }
+    let mut file = None;
+    for (i, a) in argv.iter().enumerate() {
+        if let Some(v) = a.strip_prefix("--config=") {
+            file = Some(PathBuf::from(v));
+        } else if a == "--config" {
+            file = argv.get(i + 1).map(PathBuf::from);
+        }
+    }
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let mut out = argv[..2].to_vec();
+    out.extend(daemon::config_args(&file)?);
+    out.extend(argv[2..].iter().cloned());
+    Ok(Some(out))
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .format_timestamp_millis()
         .init();
-    let cli = Cli::parse();
+    let cli = match daemon_config_args() {
+        Ok(Some(args)) => Cli::parse_from(args),
+        Ok(None) => Cli::parse(),
+        Err(e) => return fail(EXIT_INVALID, format_args!("{e}")),
+    };
     match cli.command {
+        Command::Daemon(args) => daemon::run(args),
         Command::Info { file, json } => info_cmd(&file, json),
         Command::Magnet { uri, json } => magnet_cmd(&uri, json),
         Command::Download {

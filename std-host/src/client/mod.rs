@@ -486,6 +486,12 @@ impl Client {
         self.local_addr
     }
 
+    /// Wakes the loop from another thread (a `run_once` waiting returns): for work
+    /// handed to the thread that runs the client.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
     /// A flag that stops [`Client::run_until`] (set it from a signal handler).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()

@@ -352,6 +352,12 @@ impl Client {
             .all(|t| t.status.state == TorrentState::Seeding)
     }
 
+    /// The verified pieces of a torrent (None: unknown torrent, or a magnet link whose
+    /// metadata has not arrived).
+    pub fn pieces(&self, id: TorrentId) -> Option<Bitfield> {
+        self.session.have(id).cloned()
+    }
+
     /// The info-hash of a torrent.
     pub fn info_hash(&self, id: TorrentId) -> Option<InfoHash> {
         self.session

@@ -1,0 +1,1471 @@
+//! `btcore daemon`: a long-running session driven over Transmission's RPC.
+//!
+//! Two threads: the engine's (the [`Client`] loop, the RPC methods, the state file,
+//! the watch folder) and the RPC's HTTP side ([`http::Server`]). The HTTP thread
+//! checks each request (host, login, session id, size) and hands its body to the
+//! engine through a channel and the client's waker; the engine answers between two
+//! turns of its loop and wakes the HTTP thread. Nothing else is shared.
+
+mod http;
+mod methods;
+mod names;
+mod state;
+
+use btcore_core::metainfo::{Limits, Metainfo};
+use btcore_core::session::{Event, TorrentId, TorrentState};
+use btcore_host::client::{Client, ClientOptions, TorrentView};
+use btcore_host::encryption::Encryption;
+use serde_json::{json, Map, Value};
+use state::{Saved, Store};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the state file is written when only totals changed (a change of the
+/// torrent list or of a setting writes it at once).
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// How often the watch folder is scanned.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// A file in the watch folder is read once its size has not changed for this long
+/// (it may still be being copied).
+const WATCH_SETTLE: Duration = Duration::from_secs(2);
+/// Largest `.torrent` read from the watch folder.
+const MAX_WATCHED_FILE: u64 = 16 << 20;
+/// Most torrents the daemon holds.
+const MAX_TORRENTS: usize = 100_000;
+
+/// `btcore daemon`'s options (each also a key of the `--config` file).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// A JSON settings file: an object whose keys are these options' long names
+    /// (`"download-dir": "/srv/torrents"`, `"low-memory": true`); options given on
+    /// the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The RPC's address.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub rpc: SocketAddr,
+    /// `USER:PASSWORD` for the RPC (HTTP basic auth).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub rpc_auth: Option<String>,
+    /// Serve the RPC on a non-loopback address without --rpc-auth (anyone who can
+    /// reach the port controls the daemon).
+    #[arg(long)]
+    pub rpc_allow_unauthenticated: bool,
+    /// Host names a browser may use to reach the RPC (besides IP addresses and
+    /// localhost; DNS-rebinding protection). Repeatable; `*` turns the check off.
+    #[arg(long = "rpc-host-whitelist", value_name = "HOST")]
+    pub rpc_host_whitelist: Vec<String>,
+    /// Where torrents' data goes.
+    #[arg(long, default_value = ".")]
+    pub download_dir: PathBuf,
+    /// Where the torrent list, settings and resume data go (default:
+    /// DOWNLOAD_DIR/.btcore).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// A folder whose `.torrent` files are added (then renamed `.added`; a bad one
+    /// `.invalid`).
+    #[arg(long)]
+    pub watch: Option<PathBuf>,
+    /// Peer listen port.
+    #[arg(short = 'p', long, default_value_t = 51413)]
+    pub port: u16,
+    /// The small-memory profile (routers, small NAS boxes).
+    #[arg(long)]
+    pub low_memory: bool,
+    /// Do not use the DHT.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Protocol encryption: disabled, allowed, preferred or required.
+    #[arg(long, default_value = "preferred")]
+    pub encryption: Encryption,
+    /// Download limit in KiB/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub download_limit: u64,
+    /// Upload limit in KiB/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub upload_limit: u64,
+    /// Most connections per torrent.
+    #[arg(long)]
+    pub max_peers: Option<usize>,
+    /// Most connections over all torrents.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+/// Turns a `--config` file into command-line options placed before the real ones
+/// (which, coming later, win).
+pub fn config_args(path: &Path) -> Result<Vec<String>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > 1 << 20 {
+        return Err(format!("{}: larger than 1 MiB", path.display()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Value::Object(m) = v else {
+        return Err(format!("{}: not a JSON object", path.display()));
+    };
+    let mut out = Vec::new();
+    for (k, v) in m {
+        if k == "config" || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            return Err(format!("{}: unknown setting {k:?}", path.display()));
+        }
+        let flag = format!("--{k}");
+        match v {
+            Value::Bool(true) => out.push(flag),
+            Value::Bool(false) | Value::Null => {}
+            Value::String(s) => {
+                out.push(flag);
+                out.push(s);
+            }
+            Value::Number(n) => {
+                out.push(flag);
+                out.push(n.to_string());
+            }
+            Value::Array(a) => {
+                for x in a {
+                    out.push(flag.clone());
+                    out.push(match x {
+                        Value::String(s) => s,
+                        x => x.to_string(),
+                    });
+                }
+            }
+            Value::Object(_) => {
+                return Err(format!(
+                    "{}: {k}: an object is not a setting",
+                    path.display()
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the daemon knows of a torrent besides the engine.
+pub struct Entry {
+    pub saved: Saved,
+    pub meta: Option<Meta>,
+    /// Last change seen (for `recently-active`).
+    pub last_active: Instant,
+    /// Payload totals of this run when last looked at.
+    pub seen: (u64, u64),
+    /// Stopped by its seed ratio limit.
+    pub ratio_reached: bool,
+    /// The byte totals its record holds on disk.
+    pub written_totals: (u64, u64),
+}
+
+/// The parts of the metainfo the RPC shows.
+pub struct Meta {
+    pub name: String,
+    pub files: Vec<(String, u64)>,
+    pub piece_length: u32,
+    pub total_size: u64,
+    pub tiers: Vec<Vec<String>>,
+    pub comment: String,
+    pub creator: String,
+    pub date_created: i64,
+    pub private: bool,
+}
+
+impl Meta {
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(bytes, &mut tokens, &Limits::default())
+            .map_err(|e| format!("invalid or corrupt torrent file ({e})"))?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let name = text(m.name());
+        let files = if m.is_multi_file() {
+            m.files()
+                .map(|f| {
+                    // The torrent's name first, then the file's path.
+                    let parts: Vec<String> = f
+                        .raw_path()
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect();
+                    (parts.join("/"), f.length)
+                })
+                .collect()
+        } else {
+            vec![(name.clone(), m.total_size())]
+        };
+        Ok(Self {
+            name,
+            files,
+            piece_length: m.piece_length(),
+            total_size: m.total_size(),
+            tiers: {
+                let mut tiers: Vec<Vec<String>> = m
+                    .announce_tiers()
+                    .map(|t| t.map(text).collect::<Vec<_>>())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                if tiers.is_empty() {
+                    tiers.extend(m.announce().map(|a| vec![text(a)]));
+                }
+                tiers
+            },
+            comment: m.comment().map(text).unwrap_or_default(),
+            creator: m.created_by().map(text).unwrap_or_default(),
+            date_created: m.creation_date().unwrap_or(0),
+            private: m.is_private(),
+        })
+    }
+}
+
+/// The engine's side of the daemon.
+pub struct Daemon {
+    pub client: Client,
+    store: Store,
+    pub torrents: BTreeMap<TorrentId, Entry>,
+    removed: Vec<(u32, Instant)>,
+    pub download_dir: PathBuf,
+    pub settings: Map<String, Value>,
+    pub started: Instant,
+    pub dirty: bool,
+    pub close_requested: bool,
+    pub files_added: u64,
+    /// Cumulative totals of earlier runs: uploaded, downloaded, files added,
+    /// seconds active, sessions.
+    pub totals: (u64, u64, u64, u64, u64),
+    session_id: String,
+    rpc_addr: SocketAddr,
+    config_dir: PathBuf,
+    args: DaemonArgs,
+    /// The engine's options as they are now (session-set changes them).
+    pub opts: ClientOptions,
+}
+
+impl Daemon {
+    pub fn by_hash(&self, hex: &str) -> Option<TorrentId> {
+        let hex = hex.to_ascii_lowercase();
+        self.torrents
+            .iter()
+            .find(|(_, e)| e.saved.hash == hex)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn name_of(&self, id: TorrentId) -> String {
+        match self.torrents.get(&id).and_then(|e| e.meta.as_ref()) {
+            Some(m) => m.name.clone(),
+            None => self
+                .client
+                .torrents()
+                .into_iter()
+                .find(|v| v.id == id)
+                .map(|v| v.name)
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn set_paused(&mut self, id: TorrentId, paused: bool) {
+        let changed = if paused {
+            self.client.pause(id)
+        } else {
+            self.client.resume(id)
+        };
+        if let Some(e) = self.torrents.get_mut(&id) {
+            if changed || e.saved.paused != paused {
+                e.saved.paused = paused;
+                e.last_active = Instant::now();
+                self.dirty = true;
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: TorrentId, delete_data: bool) {
+        let Some(e) = self.torrents.remove(&id) else {
+            return;
+        };
+        self.client.remove_torrent(id, delete_data);
+        self.store.remove(&e.saved.hash);
+        self.removed.push((id.0, Instant::now()));
+        self.dirty = true;
+    }
+
+    pub fn recently_removed(&mut self) -> Vec<u32> {
+        self.removed
+            .retain(|(_, at)| at.elapsed() < methods::RECENT);
+        self.removed.iter().map(|(id, _)| *id).collect()
+    }
+
+    pub fn set_queue_position(&mut self, id: TorrentId, pos: u64) {
+        let mut order: Vec<TorrentId> = self.queue_order();
+        order.retain(|t| *t != id);
+        let pos = (pos as usize).min(order.len());
+        order.insert(pos, id);
+        self.renumber(&order);
+    }
+
+    pub fn queue_move(&mut self, ids: &[TorrentId], how: &str) {
+        let ids: std::collections::HashSet<TorrentId> = ids.iter().copied().collect();
+        let ids = &ids;
+        let mut order = self.queue_order();
+        match how {
+            "queue_move_top" => {
+                let (mut front, rest): (Vec<_>, Vec<_>) =
+                    order.iter().partition(|t| ids.contains(t));
+                front.extend(rest);
+                order = front;
+            }
+            "queue_move_bottom" => {
+                let (back, mut rest): (Vec<_>, Vec<_>) =
+                    order.iter().partition(|t| ids.contains(t));
+                rest.extend(back);
+                order = rest;
+            }
+            "queue_move_up" => {
+                for i in 1..order.len() {
+                    if ids.contains(&order[i]) && !ids.contains(&order[i - 1]) {
+                        order.swap(i, i - 1);
+                    }
+                }
+            }
+            _ => {
+                for i in (0..order.len().saturating_sub(1)).rev() {
+                    if ids.contains(&order[i]) && !ids.contains(&order[i + 1]) {
+                        order.swap(i, i + 1);
+                    }
+                }
+            }
+        }
+        self.renumber(&order);
+    }
+
+    fn queue_order(&self) -> Vec<TorrentId> {
+        let mut v: Vec<(u64, TorrentId)> = self
+            .torrents
+            .iter()
+            .map(|(id, e)| (e.saved.queue_position, *id))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn renumber(&mut self, order: &[TorrentId]) {
+        for (i, id) in order.iter().enumerate() {
+            if let Some(e) = self.torrents.get_mut(id) {
+                e.saved.queue_position = i as u64;
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Adds a `.torrent`; `(id, true)` when its info-hash was already there.
+    pub fn add_torrent_bytes(
+        &mut self,
+        bytes: &[u8],
+        dir: Option<PathBuf>,
+        paused: bool,
+        labels: Vec<String>,
+    ) -> Result<(TorrentId, bool), String> {
+        let meta = Meta::parse(bytes)?;
+        let mut tokens = Vec::new();
+        let hash = Metainfo::parse_vec(bytes, &mut tokens, &Limits::default())
+            .map_err(|e| format!("invalid or corrupt torrent file ({e})"))?
+            .info_hash();
+        let hex = hash.to_string();
+        if let Some(id) = self.by_hash(&hex) {
+            return Ok((id, true));
+        }
+        if self.torrents.len() >= MAX_TORRENTS {
+            return Err(format!("the daemon holds {MAX_TORRENTS} torrents already"));
+        }
+        let dir = dir.unwrap_or_else(|| self.download_dir.clone());
+        let id = self
+            .client
+            .add_torrent_file(bytes, Some(&dir))
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = btcore_host::os::write_atomic(&self.store.torrent_file(&hex), bytes) {
+            self.client.remove_torrent(id, false);
+            return Err(format!("saving the torrent: {e}"));
+        }
+        let saved = Saved {
+            hash: hex,
+            magnet: None,
+            paused,
+            download_dir: dir,
+            added_date: methods::now_unix(),
+            queue_position: self.torrents.len() as u64,
+            labels,
+            ..Saved::default()
+        };
+        self.insert(id, saved, Some(meta));
+        self.apply_torrent(id);
+        self.files_added += 1;
+        Ok((id, false))
+    }
+
+    pub fn add_magnet(
+        &mut self,
+        uri: &str,
+        dir: Option<PathBuf>,
+        paused: bool,
+        labels: Vec<String>,
+    ) -> Result<(TorrentId, bool), String> {
+        let m = btcore_core::magnet::Magnet::parse_str(uri)
+            .map_err(|e| format!("invalid magnet link ({e})"))?;
+        let hex = m.info_hash().to_string();
+        if let Some(id) = self.by_hash(&hex) {
+            return Ok((id, true));
+        }
+        if self.torrents.len() >= MAX_TORRENTS {
+            return Err(format!("the daemon holds {MAX_TORRENTS} torrents already"));
+        }
+        let dir = dir.unwrap_or_else(|| self.download_dir.clone());
+        let id = self
+            .client
+            .add_magnet(uri, Some(&dir))
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = btcore_host::os::write_atomic(&self.store.magnet_file(&hex), uri.as_bytes())
+        {
+            self.client.remove_torrent(id, false);
+            return Err(format!("saving the magnet link: {e}"));
+        }
+        let saved = Saved {
+            hash: hex,
+            magnet: Some(uri.to_string()),
+            paused,
+            download_dir: dir,
+            added_date: methods::now_unix(),
+            queue_position: self.torrents.len() as u64,
+            labels,
+            ..Saved::default()
+        };
+        self.insert(id, saved, None);
+        self.files_added += 1;
+        Ok((id, false))
+    }
+
+    fn insert(&mut self, id: TorrentId, saved: Saved, meta: Option<Meta>) {
+        let saved_totals = (saved.uploaded, saved.downloaded);
+        if saved.paused {
+            self.client.pause(id);
+        }
+        self.torrents.insert(
+            id,
+            Entry {
+                saved,
+                meta,
+                last_active: Instant::now(),
+                seen: (0, 0),
+                ratio_reached: false,
+                written_totals: (saved_totals.0, saved_totals.1),
+            },
+        );
+        self.dirty = true;
+    }
+
+    /// Gives the engine a torrent's saved settings: file priorities, sequential
+    /// order, its own limits, its seed ratio.
+    pub fn apply_torrent(&mut self, id: TorrentId) {
+        let Some(e) = self.torrents.get(&id) else {
+            return;
+        };
+        let s = e.saved.clone();
+        if !s.priorities.is_empty() {
+            if let Err(err) = self.client.set_file_priorities(id, &s.priorities) {
+                log::warn!("{}: file priorities: {err}", s.hash);
+            }
+        }
+        self.client.set_sequential(id, s.sequential);
+        self.client.set_torrent_limits(
+            id,
+            s.download_limit.map_or(0, |k| k.saturating_mul(1024)),
+            s.upload_limit.map_or(0, |k| k.saturating_mul(1024)),
+        );
+        let ratio = match s.ratio_mode {
+            1 => Some(s.ratio_limit),
+            2 => None,
+            _ => self.session_ratio(),
+        };
+        self.client.set_ratio_limit(
+            id,
+            ratio.map(|r| (r.max(0.0) * 1000.0).min(u32::MAX as f64) as u32),
+        );
+    }
+
+    /// The session's seed ratio limit, when on.
+    pub fn session_ratio(&self) -> Option<f64> {
+        let on = self
+            .settings
+            .get("seed_ratio_limited")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        on.then(|| {
+            self.settings
+                .get("seed_ratio_limit")
+                .and_then(Value::as_f64)
+                .unwrap_or(2.0)
+        })
+    }
+
+    /// Applies `self.opts` to the engine (after `session-set`).
+    pub fn apply_opts(&mut self) -> Result<(), String> {
+        self.client
+            .apply_settings(&self.opts)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A magnet link's metadata arrived: its `.torrent` is kept instead of the link.
+    fn metadata_arrived(&mut self, id: TorrentId) {
+        let Some(hash) = self.torrents.get(&id).map(|e| e.saved.hash.clone()) else {
+            return;
+        };
+        let path = self.store.torrent_file(&hash);
+        match self.client.save_torrent_file(id, &path) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.store.magnet_file(&hash));
+                let meta = std::fs::read(&path).ok().and_then(|b| Meta::parse(&b).ok());
+                if let Some(e) = self.torrents.get_mut(&id) {
+                    e.saved.magnet = None;
+                    e.meta = meta;
+                    e.last_active = Instant::now();
+                }
+                self.dirty = true;
+                self.apply_torrent(id);
+            }
+            Err(e) => log::warn!("{hash}: saving its metadata: {e}"),
+        }
+    }
+
+    /// The state directory.
+    pub fn config_dir_path(&self) -> PathBuf {
+        self.config_dir.clone()
+    }
+
+    /// Moves a torrent's data to `dir` (the engine moves it while running).
+    pub fn move_to(&mut self, id: TorrentId, dir: &str) -> Result<(), String> {
+        let path = PathBuf::from(dir);
+        if !path.is_absolute() {
+            return Err(format!("{dir}: not an absolute path"));
+        }
+        std::fs::create_dir_all(&path).map_err(|e| format!("{dir}: {e}"))?;
+        self.client
+            .move_storage(id, &path)
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = self.torrents.get_mut(&id) {
+            e.saved.download_dir = path;
+            e.last_active = Instant::now();
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Renames the file or folder at `path` (as `files` names it) to `name`.
+    pub fn rename(&mut self, id: TorrentId, path: &str, name: &str) -> Result<(), String> {
+        let files = self
+            .torrents
+            .get(&id)
+            .and_then(|e| e.meta.as_ref())
+            .map(|m| m.files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())
+            .ok_or("the torrent's files are not known yet")?;
+        let top = files
+            .first()
+            .and_then(|f| f.split('/').next())
+            .unwrap_or("")
+            .to_string();
+        let r = if let Some(i) = files.iter().position(|f| f == path) {
+            if files.len() == 1 && !files[0].contains('/') {
+                self.client.rename_file(id, 0, name)
+            } else {
+                self.client.rename_file(id, i as u32, name)
+            }
+        } else if path == top && files.iter().all(|f| f.contains('/')) {
+            self.client.rename_folder(id, name)
+        } else {
+            return Err(format!("{path}: no such file or folder in the torrent"));
+        };
+        r.map_err(|e| e.to_string())?;
+        // The names shown follow the engine's.
+        if let Some(m) = self.torrents.get_mut(&id).and_then(|e| e.meta.as_mut()) {
+            for f in m.files.iter_mut() {
+                if f.0 == path {
+                    f.0 = match path.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{name}"),
+                        None => name.to_string(),
+                    };
+                } else if let Some(rest) = f.0.strip_prefix(&format!("{path}/")) {
+                    f.0 = format!("{name}/{rest}");
+                }
+            }
+            if path == top {
+                m.name = name.to_string();
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The session's settings, snake_case.
+    pub fn session_fields(&self) -> Map<String, Value> {
+        let kib = |b: u64| b / 1024;
+        let units = json!({
+            "speed_units": ["kB/s", "MB/s", "GB/s", "TB/s"],
+            "speed_bytes": 1000,
+            "size_units": ["kB", "MB", "GB", "TB"],
+            "size_bytes": 1000,
+            "memory_units": ["KiB", "MiB", "GiB", "TiB"],
+            "memory_bytes": 1024,
+        });
+        let dl = self.opts.download_limit / 1024;
+        let ul = self.opts.upload_limit / 1024;
+        let encryption = match self.opts.encryption {
+            Encryption::Required => "required",
+            Encryption::Preferred => "preferred",
+            _ => "tolerated",
+        };
+        let mut m = Map::new();
+        for part in [
+            json!({
+            "version": concat!(env!("CARGO_PKG_VERSION"), " (btcore)"),
+            "rpc_version": methods::RPC_VERSION,
+            "rpc_version_semver": methods::RPC_VERSION_SEMVER,
+            "rpc_version_minimum": methods::RPC_VERSION_MINIMUM,
+            "session_id": self.session_id,
+            "config_dir": self.config_dir.to_string_lossy(),
+            "download_dir": self.download_dir.to_string_lossy(),
+            "download_dir_free_space": free_bytes(&self.download_dir),
+            "incomplete_dir": "",
+            "incomplete_dir_enabled": false,
+            "peer_port": self.client.local_addr().port(),
+            "peer_port_random_on_start": false,
+            "port_forwarding_enabled": false,
+            "peer_limit_global": if self.opts.max_connections > 0 { self.opts.max_connections } else if self.opts.low_memory { 50 } else { 200 },
+            "peer_limit_per_torrent": if self.opts.max_peers > 0 { self.opts.max_peers } else if self.opts.low_memory { 20 } else { 50 },
+            "dht_enabled": self.opts.dht.is_some(),
+            "pex_enabled": self.opts.pex,
+            "lpd_enabled": self.opts.lsd,
+            "utp_enabled": false,
+            "encryption": encryption,
+            }),
+            json!({
+            "speed_limit_down": dl,
+            "speed_limit_down_enabled": dl > 0,
+            "speed_limit_up": ul,
+            "speed_limit_up_enabled": ul > 0,
+            "alt_speed_enabled": false,
+            "alt_speed_down": 0,
+            "alt_speed_up": 0,
+            "alt_speed_time_enabled": false,
+            "alt_speed_time_begin": 0,
+            "alt_speed_time_end": 0,
+            "alt_speed_time_day": 127,
+            "seed_ratio_limit": self.settings.get("seed_ratio_limit").and_then(Value::as_f64).unwrap_or(2.0),
+            "seed_ratio_limited": self.session_ratio().is_some(),
+            "idle_seeding_limit": 30,
+            "idle_seeding_limit_enabled": false,
+            "download_queue_enabled": false,
+            "download_queue_size": 5,
+            "seed_queue_enabled": false,
+            "seed_queue_size": 10,
+            "queue_stalled_enabled": false,
+            "queue_stalled_minutes": 30,
+            "start_added_torrents": true,
+            "trash_original_torrent_files": false,
+            "rename_partial_files": false,
+            "blocklist_enabled": false,
+            "blocklist_size": 0,
+            "blocklist_url": "",
+            "cache_size_mb": kib(0),
+            "script_torrent_done_enabled": false,
+            "script_torrent_done_filename": "",
+            "units": units,
+            "rpc_host": self.rpc_addr.to_string(),
+
+            }),
+        ] {
+            if let Value::Object(p) = part {
+                m.extend(p);
+            }
+        }
+        m
+    }
+
+    /// The fields of one torrent, snake_case.
+    /// `views` is [`Client::torrents`] taken once for the whole request.
+    pub fn torrent_fields(
+        &self,
+        id: TorrentId,
+        fields: &[String],
+        views: &BTreeMap<TorrentId, TorrentView>,
+    ) -> Map<String, Value> {
+        let mut out = Map::new();
+        let Some(e) = self.torrents.get(&id) else {
+            return out;
+        };
+        let Some(view) = views.get(&id) else {
+            return out;
+        };
+        let peers = if fields.iter().any(|f| {
+            matches!(
+                f.as_str(),
+                "peers" | "peers_sending_to_us" | "peers_getting_from_us"
+            )
+        }) {
+            self.client.peers(id)
+        } else {
+            Vec::new()
+        };
+        let st = view.status;
+        let pieces = if fields.iter().any(|f| {
+            matches!(
+                f.as_str(),
+                "pieces"
+                    | "files"
+                    | "file_stats"
+                    | "have_valid"
+                    | "left_until_done"
+                    | "size_when_done"
+                    | "desired_available"
+                    | "bytes_completed"
+            )
+        }) {
+            self.client.pieces(id)
+        } else {
+            None
+        };
+        let meta = e.meta.as_ref();
+        let engine_files = if fields
+            .iter()
+            .any(|f| matches!(f.as_str(), "files" | "file_stats" | "wanted" | "priorities"))
+        {
+            self.client.files(id)
+        } else {
+            None
+        };
+        let total = if st.total_size > 0 {
+            st.total_size
+        } else {
+            meta.map_or(0, |m| m.total_size)
+        };
+        let file_done = |m: &Meta| -> Vec<u64> {
+            let plen = u64::from(m.piece_length.max(1));
+            let mut start = 0u64;
+            m.files
+                .iter()
+                .map(|(_, len)| {
+                    let (a, b) = (start, start + len);
+                    start = b;
+                    let Some(have) = &pieces else { return 0 };
+                    if *len == 0 {
+                        return 0;
+                    }
+                    let mut done = 0;
+                    let first = a / plen;
+                    let last = (b - 1) / plen;
+                    for p in first..=last {
+                        if have.get(p as u32) {
+                            let (ps, pe) = (p * plen, (p + 1) * plen);
+                            done += pe.min(b) - ps.max(a);
+                        }
+                    }
+                    done
+                })
+                .collect()
+        };
+        let eta = match st.eta_secs() {
+            Some(s) => s as i64,
+            None if st.state == TorrentState::Seeding => -1,
+            None => -1,
+        };
+        let error_string = st.error.map(|e| format!("{e:?}")).unwrap_or_default();
+        let checking = view.checking;
+        for f in fields {
+            let v: Value = match f.as_str() {
+                "id" => id.0.into(),
+                "name" => self.name_of_view(view, e).into(),
+                "hash_string" => e.saved.hash.clone().into(),
+                "status" => {
+                    if checking.is_some() {
+                        2.into()
+                    } else {
+                        methods::status_code(st.state, st.paused || e.saved.paused).into()
+                    }
+                }
+                "error" => if st.error.is_some() { 3 } else { 0 }.into(),
+                "error_string" => error_string.clone().into(),
+                "eta" => eta.into(),
+                "eta_idle" => (-1).into(),
+                "rate_download" => st.download_rate.into(),
+                "rate_upload" => st.upload_rate.into(),
+                "percent_done" | "percent_complete" => (f64::from(st.progress_ppm()) / 1e6).into(),
+                "recheck_progress" => match checking {
+                    Some((done, all)) if all > 0 => (f64::from(done) / f64::from(all)).into(),
+                    _ => 0.0.into(),
+                },
+                "metadata_percent_complete" => if st.state == TorrentState::FetchingMetadata {
+                    0.0
+                } else {
+                    1.0
+                }
+                .into(),
+                "total_size" => total.into(),
+                "size_when_done" => if st.wanted_size > 0 {
+                    st.wanted_size
+                } else {
+                    total
+                }
+                .into(),
+                "left_until_done" => st.wanted_size.saturating_sub(st.wanted_have).into(),
+                "have_valid" => st.bytes_have.into(),
+                "have_unchecked" | "corrupt_ever" => 0.into(),
+                "desired_available" => 0.into(),
+                "downloaded_ever" => (e.saved.downloaded + st.downloaded).into(),
+                "uploaded_ever" => (e.saved.uploaded + st.uploaded).into(),
+                "upload_ratio" => {
+                    let down = e.saved.downloaded + st.downloaded;
+                    let up = e.saved.uploaded + st.uploaded;
+                    if down == 0 {
+                        (-1).into()
+                    } else {
+                        (up as f64 / down as f64).into()
+                    }
+                }
+                "peers_connected" => st.peers.into(),
+                "peers_sending_to_us" | "peers_getting_from_us" => {
+                    let n = peers
+                        .iter()
+                        .filter(|p| {
+                            if f == "peers_sending_to_us" {
+                                p.download_rate > 0
+                            } else {
+                                p.upload_rate > 0
+                            }
+                        })
+                        .count();
+                    n.into()
+                }
+                "webseeds_sending_to_us" => 0.into(),
+                "max_connected_peers" | "peer_limit" => self
+                    .args
+                    .max_peers
+                    .unwrap_or(if self.args.low_memory { 20 } else { 50 })
+                    .into(),
+                "added_date" => e.saved.added_date.into(),
+                "done_date" => e.saved.done_date.into(),
+                "activity_date" | "start_date" | "edit_date" => e.saved.added_date.into(),
+                "manual_announce_time" => (-1).into(),
+                "download_dir" => e.saved.download_dir.to_string_lossy().into(),
+                "is_finished" => e.ratio_reached.into(),
+                "is_private" => (st.private || meta.is_some_and(|m| m.private)).into(),
+                "is_stalled" => false.into(),
+                "queue_position" => e.saved.queue_position.into(),
+                "labels" => json!(e.saved.labels),
+                "piece_count" => st.num_pieces.into(),
+                "piece_size" => meta.map_or(0, |m| m.piece_length).into(),
+                "pieces" => match &pieces {
+                    Some(b) => base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        b.as_bytes(),
+                    )
+                    .into(),
+                    None => "".into(),
+                },
+                "file_count" => meta.map_or(0, |m| m.files.len()).into(),
+                "files" => match meta {
+                    Some(m) => {
+                        let done = engine_files
+                            .as_ref()
+                            .map(|f| f.iter().map(|f| f.done).collect())
+                            .unwrap_or_else(|| file_done(m));
+                        Value::Array(
+                            m.files
+                                .iter()
+                                .zip(done)
+                                .map(|((name, len), done)| {
+                                    json!({"name": name, "length": len, "bytes_completed": done})
+                                })
+                                .collect(),
+                        )
+                    }
+                    None => json!([]),
+                },
+                "file_stats" => match &engine_files {
+                    Some(files) => Value::Array(
+                        files
+                            .iter()
+                            .map(|f| {
+                                json!({
+                                    "bytes_completed": f.done,
+                                    "wanted": f.priority > 0,
+                                    "priority": tr_priority(f.priority),
+                                })
+                            })
+                            .collect(),
+                    ),
+                    None => json!([]),
+                },
+                "wanted" => json!(engine_files
+                    .as_ref()
+                    .map(|f| f
+                        .iter()
+                        .map(|f| u8::from(f.priority > 0))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()),
+                "priorities" => json!(engine_files
+                    .as_ref()
+                    .map(|f| f
+                        .iter()
+                        .map(|f| tr_priority(f.priority))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()),
+                "peers" => {
+                    let n = f64::from(st.num_pieces.max(1));
+                    Value::Array(
+                        peers
+                            .iter()
+                            .filter(|p| p.established)
+                            .map(|p| {
+                                let mut flags = String::new();
+                                if p.download_rate > 0 {
+                                    flags.push('D');
+                                } else if p.am_interested && p.peer_choking {
+                                    flags.push('d');
+                                }
+                                if p.upload_rate > 0 {
+                                    flags.push('U');
+                                } else if p.peer_interested && p.am_choking {
+                                    flags.push('u');
+                                }
+                                if !p.outgoing {
+                                    flags.push('I');
+                                }
+                                json!({
+                                    "address": p.addr.ip().to_string(),
+                                    "port": p.addr.port(),
+                                    "client_name": client_name(p.peer_id.as_ref().map(|i| i.0)),
+                                    "flag_str": flags,
+                                    "progress": f64::from(p.pieces) / n,
+                                    "rate_to_client": p.download_rate,
+                                    "rate_to_peer": p.upload_rate,
+                                    "is_downloading_from": p.download_rate > 0,
+                                    "is_uploading_to": p.upload_rate > 0,
+                                    "is_encrypted": false,
+                                    "is_incoming": !p.outgoing,
+                                    "is_utp": false,
+                                    "client_is_choked": p.peer_choking,
+                                    "client_is_interested": p.am_interested,
+                                    "peer_is_choked": p.am_choking,
+                                    "peer_is_interested": p.peer_interested,
+                                })
+                            })
+                            .collect(),
+                    )
+                }
+                "trackers" | "tracker_stats" => {
+                    let mut list = Vec::new();
+                    let mut n = 0u32;
+                    for (tier, urls) in meta
+                        .map(|m| m.tiers.as_slice())
+                        .unwrap_or(&[])
+                        .iter()
+                        .enumerate()
+                    {
+                        for u in urls {
+                            let host = u
+                                .split("://")
+                                .nth(1)
+                                .and_then(|r| r.split('/').next())
+                                .unwrap_or("")
+                                .to_string();
+                            let scrape = u.replace("/announce", "/scrape");
+                            list.push(json!({
+                                "id": n,
+                                "tier": tier,
+                                "announce": u,
+                                "scrape": scrape,
+                                "sitename": host.split(':').next().unwrap_or(""),
+                                "host": host,
+                            }));
+                            n += 1;
+                        }
+                    }
+                    Value::Array(list)
+                }
+                "tracker_list" => Value::String(
+                    meta.map(|m| {
+                        m.tiers
+                            .iter()
+                            .map(|t| t.join("\n"))
+                            .collect::<Vec<_>>()
+                            .join("\n\n")
+                    })
+                    .unwrap_or_default(),
+                ),
+                "peers_from" => json!({
+                    "from_cache": 0, "from_dht": 0, "from_incoming": 0, "from_lpd": 0,
+                    "from_ltep": 0, "from_pex": 0, "from_tracker": st.peers,
+                }),
+                "magnet_link" => {
+                    let mut m = format!("magnet:?xt=urn:btih:{}", e.saved.hash);
+                    let name = self.name_of_view(view, e);
+                    m += "&dn=";
+                    m += &percent_encode(&name);
+                    for t in meta.map(|m| m.tiers.concat()).unwrap_or_default() {
+                        m += "&tr=";
+                        m += &percent_encode(&t);
+                    }
+                    m.into()
+                }
+                "comment" => meta.map_or(String::new(), |m| m.comment.clone()).into(),
+                "creator" => meta.map_or(String::new(), |m| m.creator.clone()).into(),
+                "date_created" => meta.map_or(0, |m| m.date_created).into(),
+                "torrent_file" => self
+                    .store
+                    .torrent_file(&e.saved.hash)
+                    .to_string_lossy()
+                    .into(),
+                "seed_ratio_limit" => if e.saved.ratio_mode == 1 {
+                    e.saved.ratio_limit
+                } else {
+                    2.0
+                }
+                .into(),
+                "seed_ratio_mode" => e.saved.ratio_mode.into(),
+                "seed_idle_mode" | "bandwidth_priority" => 0.into(),
+                "seed_idle_limit" => 30.into(),
+                "download_limit" => e.saved.download_limit.unwrap_or(0).into(),
+                "upload_limit" => e.saved.upload_limit.unwrap_or(0).into(),
+                "download_limited" => e.saved.download_limit.is_some().into(),
+                "upload_limited" => e.saved.upload_limit.is_some().into(),
+                "honors_session_limits" => true.into(),
+                "sequential_download" => e.saved.sequential.into(),
+                "seconds_downloading" | "seconds_seeding" => 0.into(),
+                "webseeds" => json!([]),
+                "group" | "primary_mime_type" => "".into(),
+                _ => continue,
+            };
+            out.insert(f.clone(), v);
+        }
+        out
+    }
+
+    fn name_of_view(&self, view: &TorrentView, e: &Entry) -> String {
+        e.meta
+            .as_ref()
+            .map_or_else(|| view.name.clone(), |m| m.name.clone())
+    }
+
+    /// After a turn of the loop: events, totals, the state file.
+    fn housekeeping(&mut self, force_save: bool, last_save: &mut Instant) {
+        for ev in self.client.take_events() {
+            match ev {
+                Event::TorrentFinished(id) => {
+                    if let Some(e) = self.torrents.get_mut(&id) {
+                        if e.saved.done_date == 0 {
+                            e.saved.done_date = methods::now_unix();
+                        }
+                        e.last_active = Instant::now();
+                        self.dirty = true;
+                    }
+                }
+                Event::RatioReached(id) => {
+                    if let Some(e) = self.torrents.get_mut(&id) {
+                        e.ratio_reached = true;
+                        e.saved.paused = true;
+                        e.last_active = Instant::now();
+                        self.dirty = true;
+                    }
+                }
+                Event::MetadataReceived(id) => {
+                    self.metadata_arrived(id);
+                }
+                Event::DiskFailed(id, _) => {
+                    if let Some(e) = self.torrents.get_mut(&id) {
+                        e.last_active = Instant::now();
+                    }
+                }
+                _ => {}
+            }
+        }
+        for v in self.client.torrents() {
+            if let Some(e) = self.torrents.get_mut(&v.id) {
+                let now = (v.status.uploaded, v.status.downloaded);
+                if now != e.seen {
+                    e.seen = now;
+                    e.last_active = Instant::now();
+                }
+            }
+        }
+        if force_save || last_save.elapsed() >= SAVE_EVERY {
+            self.save(true);
+            *last_save = Instant::now();
+        } else if self.dirty {
+            self.save(false);
+        }
+    }
+
+    /// Writes what changed. The byte totals, which change all the time, are written
+    /// with `totals` (every [`SAVE_EVERY`] and at exit); a change of settings is
+    /// written at once, with the totals as last written.
+    fn save(&mut self, totals: bool) {
+        if totals {
+            for e in self.torrents.values_mut() {
+                e.written_totals = (e.saved.uploaded + e.seen.0, e.saved.downloaded + e.seen.1);
+            }
+        }
+        let list: Vec<Saved> = self
+            .torrents
+            .values()
+            .map(|e| {
+                let mut s = e.saved.clone();
+                (s.uploaded, s.downloaded) = e.written_totals;
+                s
+            })
+            .collect();
+        let mut settings = self.settings.clone();
+        let secs = self.started.elapsed().as_secs();
+        let (ul, dl): (u64, u64) = self
+            .torrents
+            .values()
+            .fold((0, 0), |a, e| (a.0 + e.seen.0, a.1 + e.seen.1));
+        settings.insert(
+            "cumulative".into(),
+            json!([
+                self.totals.0 + ul,
+                self.totals.1 + dl,
+                self.totals.2 + self.files_added,
+                self.totals.3 + secs,
+                self.totals.4 + 1
+            ]),
+        );
+        match self.store.save(&list, &settings) {
+            Ok(()) => self.dirty = false,
+            Err(e) => log::error!("saving the daemon's state: {e}"),
+        }
+    }
+
+    /// Adds the `.torrent` files of the watch folder that stopped growing.
+    fn scan_watch(&mut self, dir: &Path, sizes: &mut BTreeMap<PathBuf, (u64, Instant)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut seen = std::collections::HashSet::new();
+        // Only `.torrent` files count toward the cap: `.added` and `.invalid` ones
+        // piling up cannot hide new ones.
+        let torrents = rd
+            .flatten()
+            .filter(|e| e.path().extension().and_then(|e| e.to_str()) == Some("torrent"))
+            .take(10_000);
+        for ent in torrents {
+            let p = ent.path();
+            let Ok(meta) = ent.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            seen.insert(p.clone());
+            let len = meta.len();
+            let entry = sizes.entry(p.clone()).or_insert((len, Instant::now()));
+            if entry.0 != len {
+                *entry = (len, Instant::now());
+                continue;
+            }
+            if entry.1.elapsed() < WATCH_SETTLE {
+                continue;
+            }
+            sizes.remove(&p);
+            let result = if len > MAX_WATCHED_FILE {
+                Err(format!("larger than {MAX_WATCHED_FILE} bytes"))
+            } else {
+                std::fs::read(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| self.add_torrent_bytes(&b, None, false, Vec::new()))
+            };
+            let suffix = match &result {
+                Ok(_) => "added",
+                Err(e) => {
+                    log::warn!("watch: {}: {e}", p.display());
+                    "invalid"
+                }
+            };
+            let mut to = p.clone().into_os_string();
+            to.push(".");
+            to.push(suffix);
+            if let Err(e) = std::fs::rename(&p, &to) {
+                log::warn!("watch: renaming {}: {e}", p.display());
+            }
+        }
+        sizes.retain(|p, _| seen.contains(p));
+    }
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    methods::statvfs(&dir.to_string_lossy()).map_or(0, |(free, _)| free)
+}
+
+/// Transmission's priority (-1 low, 0 normal, 1 high) of an engine priority (1..7).
+pub fn tr_priority(p: u8) -> i64 {
+    match p {
+        0 | 4 => 0,
+        1..=3 => -1,
+        _ => 1,
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out += &format!("%{b:02X}");
+        }
+    }
+    out
+}
+
+/// A client's name from its peer id (Azureus style `-XX1234-`).
+fn client_name(id: Option<[u8; 20]>) -> String {
+    let Some(id) = id else {
+        return String::new();
+    };
+    if id[0] != b'-' || id[7] != b'-' {
+        return String::new();
+    }
+    let code = &id[1..3];
+    let v = &id[3..7];
+    let name = match code {
+        b"LT" => "libtorrent",
+        b"TR" => "Transmission",
+        b"qB" => "qBittorrent",
+        b"UT" => "\u{b5}Torrent",
+        b"DE" => "Deluge",
+        b"AZ" => "Vuze",
+        b"BT" => "BitTorrent",
+        b"BC" => "btcore",
+        b"lt" => "libTorrent (rakshasa)",
+        _ => return String::from_utf8_lossy(&id[1..7]).into_owned(),
+    };
+    let ver: Vec<String> = v
+        .iter()
+        .map(|c| match c {
+            b'0'..=b'9' => (c - b'0').to_string(),
+            b'A'..=b'Z' => (c - b'A' + 10).to_string(),
+            _ => "?".into(),
+        })
+        .collect();
+    format!("{name} {}", ver.join("."))
+}
+
+/// Runs the daemon until a signal or `session-close`.
+pub fn run(args: DaemonArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("btcore daemon: {msg}");
+        ExitCode::from(crate::EXIT_IO)
+    };
+    if args.rpc_auth.is_none() && !args.rpc.ip().is_loopback() && !args.rpc_allow_unauthenticated {
+        return fail(format!(
+            "refusing to serve the RPC on {} without --rpc-auth: anyone who reaches it \
+             could control the daemon (give --rpc-allow-unauthenticated to do it anyway)",
+            args.rpc
+        ));
+    }
+    if let Some(a) = &args.rpc_auth {
+        if !a.contains(':') {
+            return fail("--rpc-auth takes USER:PASSWORD".into());
+        }
+    }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| args.download_dir.join(".btcore"));
+    if let Err(e) = std::fs::create_dir_all(&args.download_dir) {
+        return fail(format!("{}: {e}", args.download_dir.display()));
+    }
+    let mut store = match Store::open(&state_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{}: {e}", state_dir.display())),
+    };
+    let (saved, mut settings) = match store.load() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let mut dht = None;
+    #[cfg(feature = "dht")]
+    if !args.no_dht {
+        dht = Some(btcore_host::dht::DhtOptions {
+            state_dir: Some(state_dir.clone()),
+            low_memory: args.low_memory,
+            ..btcore_host::dht::DhtOptions::default()
+        });
+    }
+    #[cfg(not(feature = "dht"))]
+    let _ = &mut dht;
+    let listen = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), args.port);
+    let mut opts = ClientOptions {
+        listen,
+        save_dir: args.download_dir.clone(),
+        state_dir: Some(state_dir.clone()),
+        low_memory: args.low_memory,
+        max_peers: args.max_peers.unwrap_or(0),
+        max_connections: args.max_connections.unwrap_or(0),
+        download_limit: args.download_limit * 1024,
+        upload_limit: args.upload_limit * 1024,
+        encryption: args.encryption,
+        dht,
+        ..ClientOptions::default()
+    };
+    // What session-set changed in an earlier run wins over the flags.
+    if let Err(e) = methods::settings_into_opts(&settings, &mut opts, &state_dir) {
+        log::warn!("saved settings: {e}");
+    }
+    let client = match Client::new(opts.clone()) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("listening on {listen}: {e}")),
+    };
+    let stop = client.stop_flag();
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
+    }
+    let session_id = {
+        let bytes: [u8; 24] = btcore_host::os::random_array();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let totals = settings
+        .remove("cumulative")
+        .and_then(|v| {
+            let a = v.as_array()?;
+            let n = |i: usize| a.get(i).and_then(Value::as_u64).unwrap_or(0);
+            Some((n(0), n(1), n(2), n(3), n(4)))
+        })
+        .unwrap_or_default();
+    let download_dir = settings
+        .get("download_dir")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| args.download_dir.clone());
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<http::Job>();
+    let limits = http::HttpLimits {
+        max_body: if args.low_memory { 4 << 20 } else { 16 << 20 },
+        ..http::HttpLimits::default()
+    };
+    let access = http::Access {
+        credentials: args.rpc_auth.clone(),
+        host_whitelist: if args.rpc_host_whitelist.iter().any(|h| h == "*") {
+            None
+        } else {
+            Some(args.rpc_host_whitelist.clone())
+        },
+    };
+    let (server, replies) = match http::Server::bind(
+        args.rpc,
+        limits,
+        access,
+        session_id.clone(),
+        jobs_tx,
+        client.waker(),
+    ) {
+        Ok(x) => x,
+        Err(e) => return fail(format!("RPC on {}: {e}", args.rpc)),
+    };
+    let rpc_addr = server.local_addr().unwrap_or(args.rpc);
+    let mut d = Daemon {
+        client,
+        store,
+        torrents: BTreeMap::new(),
+        removed: Vec::new(),
+        download_dir,
+        settings,
+        started: Instant::now(),
+        dirty: false,
+        close_requested: false,
+        files_added: 0,
+        totals,
+        session_id,
+        rpc_addr,
+        config_dir: state_dir.clone(),
+        args: args.clone(),
+        opts,
+    };
+    // The saved torrents, in their queue order, then any added too late to be listed.
+    let mut saved = saved;
+    let orphans = d.store.orphans(&saved, &d.download_dir);
+    saved.extend(orphans);
+    saved.sort_by_key(|s| s.queue_position);
+    for s in saved {
+        let r = match &s.magnet {
+            Some(uri) => d
+                .client
+                .add_magnet(uri, Some(&s.download_dir))
+                .map(|id| (id, None))
+                .map_err(|e| e.to_string()),
+            None => std::fs::read(d.store.torrent_file(&s.hash))
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    let meta = Meta::parse(&b)?;
+                    d.client
+                        .add_torrent_file(&b, Some(&s.download_dir))
+                        .map(|id| (id, Some(meta)))
+                        .map_err(|e| e.to_string())
+                }),
+        };
+        match r {
+            Ok((id, meta)) => {
+                d.insert(id, s, meta);
+                d.apply_torrent(id);
+            }
+            Err(e) => log::error!("restoring {}: {e}", s.hash),
+        }
+    }
+    d.dirty = false;
+    let srv_stop = Arc::new(AtomicBool::new(false));
+    let http_thread = {
+        let srv_stop = srv_stop.clone();
+        std::thread::Builder::new()
+            .name("btcore-rpc".into())
+            .spawn(move || server.run(srv_stop))
+    };
+    let http_thread = match http_thread {
+        Ok(h) => h,
+        Err(e) => return fail(format!("starting the RPC thread: {e}")),
+    };
+    eprintln!(
+        "btcore daemon: RPC on http://{rpc_addr}{}, peers on port {}, {} torrents",
+        http::RPC_PATH,
+        d.client.local_addr().port(),
+        d.torrents.len()
+    );
+    let mut last_save = Instant::now();
+    let mut last_watch = Instant::now() - WATCH_EVERY;
+    let mut watch_sizes = BTreeMap::new();
+    let mut last_housekeeping = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !d.close_requested {
+        if let Err(e) = d.client.run_once(Duration::from_millis(500)) {
+            log::error!("loop: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        while let Ok(job) = jobs_rx.try_recv() {
+            let body = methods::call(&mut d, &job.body);
+            replies.send(http::Answer {
+                conn: job.conn,
+                generation: job.generation,
+                body,
+            });
+        }
+        if last_housekeeping.elapsed() >= Duration::from_millis(500) || d.dirty {
+            d.housekeeping(false, &mut last_save);
+            last_housekeeping = Instant::now();
+        }
+        if let Some(w) = args.watch.clone() {
+            if last_watch.elapsed() >= WATCH_EVERY {
+                d.scan_watch(&w, &mut watch_sizes);
+                last_watch = Instant::now();
+            }
+        }
+    }
+    d.housekeeping(true, &mut last_save);
+    srv_stop.store(true, Ordering::Relaxed);
+    let _ = replies.waker.wake();
+    d.client.shutdown();
+    let _ = http_thread.join();
+    eprintln!("btcore daemon: stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,589 @@
+//! `btcore daemon` driven over Transmission's RPC: by Debian's `transmission-remote`
+//! (rpc-version 16 names) for a whole download found through a tracker, and by raw
+//! HTTP for the protocol itself (the session-id handshake, auth, the host whitelist,
+//! old and new names, `format: table`, `recently-active`, every error case), and a
+//! restart after `kill -9` that keeps every torrent and finishes the download.
+//!
+//! Everything runs on 127.0.0.1 with bounded waits; every process is killed by its own
+//! handle when a case ends.
+
+use common::{
+    btcore, btcore_create, btcore_seed, free_port, local, require, Case, Config, Deadline, Empties,
+    Rng, Tool,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+const CONFIG: Config = Config {
+    dir_prefix: "btcore-daemon",
+    deadline: Deadline::Case(Duration::from_secs(90)),
+    poll: Duration::from_millis(200),
+    log_tail: 3000,
+    btcore_exit_hint: false,
+};
+
+/// A multi-file payload: `DIR/payload/{a.bin, sub/b.bin}`.
+fn payload(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("payload");
+    std::fs::create_dir_all(root.join("sub")).expect("dirs");
+    std::fs::write(root.join("a.bin"), Rng(1).bytes(3 << 20)).expect("a");
+    std::fs::write(root.join("sub/b.bin"), Rng(2).bytes(1 << 20)).expect("b");
+    root
+}
+
+/// `btcore daemon` on 127.0.0.1:`rpc`, data in DIR/dl, state in DIR/state.
+fn daemon(case: &mut Case, rpc: u16, extra: &[&str]) -> usize {
+    let mut c = btcore(&["daemon", "--rpc", &local(rpc), "--port", "0", "--no-dht"]);
+    c.arg("--download-dir")
+        .arg(case.dir.join("dl"))
+        .arg("--state-dir")
+        .arg(case.dir.join("state"))
+        .args(extra);
+    let i = case.spawn("btcore-daemon", c, true);
+    case.wait_port(rpc);
+    i
+}
+
+/// `transmission-remote 127.0.0.1:PORT ARGS`: its output, or its error.
+fn remote(rpc: u16, args: &[&str]) -> Result<String, String> {
+    let o = Command::new("transmission-remote")
+        .arg(local(rpc))
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if o.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+fn remote_ok(case: &Case, rpc: u16, args: &[&str]) -> String {
+    remote(rpc, args).unwrap_or_else(|e| case.fail(&format!("transmission-remote {args:?}: {e}")))
+}
+
+/// `btcore tracker` on 127.0.0.1:`port` (HTTP).
+fn tracker(case: &mut Case, port: u16) {
+    let mut c = btcore(&["tracker"]);
+    c.args(["--http", &local(port), "--no-udp"]);
+    c.arg("--state").arg(case.dir.join("tracker-state"));
+    case.spawn("btcore-tracker", c, true);
+    case.wait_port(port);
+}
+
+#[test]
+fn transmission_remote_drives_a_download() {
+    if !require(&[Tool::Transmission], "apt-get install transmission-cli") {
+        return;
+    }
+    let mut case = Case::new("remote", CONFIG);
+    let src = payload(&case.path("src"));
+    let tport = free_port();
+    tracker(&mut case, tport);
+    let announce = format!("http://127.0.0.1:{tport}/announce");
+    let torrent = btcore_create(&case, &src, Some(&announce));
+    let rpc = free_port();
+    daemon(&mut case, rpc, &[]);
+
+    // Added before any seeder runs, so the file selection comes first.
+    let added = remote_ok(&case, rpc, &["-a", &torrent.to_string_lossy()]);
+    assert!(added.contains("success"), "{added}");
+    let hash = common::info_hash(&torrent);
+    let files = remote_ok(&case, rpc, &["-t", "1", "-if"]);
+    assert!(
+        files.contains("payload/a.bin") && files.contains("payload/sub/b.bin"),
+        "{files}"
+    );
+    // File 1 (sub/b.bin) unwanted, file 0 high priority.
+    remote_ok(&case, rpc, &["-t", "1", "-G", "1"]);
+    remote_ok(&case, rpc, &["-t", "1", "-ph", "0"]);
+    let files = remote_ok(&case, rpc, &["-t", "1", "-if"]);
+    assert!(files.contains("High") && files.contains("No"), "{files}");
+
+    let seed_port = free_port();
+    let seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
+    case.spawn("btcore-seed", seeder, true);
+    let dl = case.dir.join("dl");
+    // Only the wanted file arrives (a.bin ends on a piece boundary: no piece is shared
+    // with b.bin).
+    case.wait_data(&src.join("a.bin"), &dl.join("payload"), Empties::Required);
+    case.wait_for("the wanted file done in the list", |c| {
+        let l = remote_ok(c, rpc, &["-l"]);
+        if l.contains("100%") {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    });
+    assert!(
+        !dl.join("payload/sub/b.bin").exists(),
+        "an unwanted file was written"
+    );
+    // Wanted again: it arrives.
+    remote_ok(&case, rpc, &["-t", "1", "-g", "1"]);
+    case.wait_data(&src, &dl, Empties::Required);
+    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains(&hash), "{info}");
+    // Limits: the torrent's own, then the session's.
+    remote_ok(&case, rpc, &["-t", "1", "-d", "50"]);
+    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains("Download Limit: 50"), "{info}");
+    remote_ok(&case, rpc, &["-u", "300"]);
+    let si = remote_ok(&case, rpc, &["-si"]);
+    assert!(si.contains("Upload speed limit: 300"), "{si}");
+    assert!(si.contains(&dl.to_string_lossy().to_string()), "{si}");
+    // The same torrent again is a duplicate, not an error.
+    let again = remote_ok(&case, rpc, &["-a", &torrent.to_string_lossy()]);
+    assert!(
+        again.contains("success") || again.contains("duplicate"),
+        "{again}"
+    );
+    assert_eq!(remote_ok(&case, rpc, &["-l"]).matches("payload").count(), 1);
+    // Stop and start, by hash too.
+    remote_ok(&case, rpc, &["-t", &hash, "-S"]);
+    case.wait_until("the torrent to show Stopped", |c| {
+        remote_ok(c, rpc, &["-l"]).contains("Stopped")
+    });
+    remote_ok(&case, rpc, &["-t", "1", "-s"]);
+    // transmission-remote shows a seeding torrent that nobody downloads from as Idle.
+    case.wait_until("the torrent to seed again", |c| {
+        let l = remote_ok(c, rpc, &["-l"]);
+        l.contains("Seeding") || l.contains("Idle")
+    });
+    // A seed ratio of 0 is reached at once by a complete torrent: it stops seeding.
+    remote_ok(&case, rpc, &["-t", "1", "-sr", "0"]);
+    case.wait_until("the ratio limit to stop the torrent", |c| {
+        let l = remote_ok(c, rpc, &["-l"]);
+        l.contains("Stopped") || l.contains("Finished")
+    });
+    remote_ok(&case, rpc, &["-t", "1", "-SR"]);
+    // Move the data while it is known to the daemon.
+    let moved = case.dir.join("moved");
+    remote_ok(&case, rpc, &["-t", "1", "--move", &moved.to_string_lossy()]);
+    case.wait_data(&src, &moved, Empties::Required);
+    assert!(!dl.join("payload/a.bin").exists(), "the old copy stayed");
+    let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
+    assert!(
+        info.contains(&moved.to_string_lossy().to_string()),
+        "{info}"
+    );
+    // Remove with its data.
+    remote_ok(&case, rpc, &["-t", "1", "--remove-and-delete"]);
+    case.wait_until("the list to be empty", |c| {
+        !remote_ok(c, rpc, &["-l"]).contains("payload")
+    });
+    case.wait_until("the data to be deleted", |_| {
+        !moved.join("payload/a.bin").exists() && !moved.join("payload/sub/b.bin").exists()
+    });
+    case.finish();
+}
+
+/// One HTTP request; the status code, the headers (lowercase names) and the body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req += &format!("Host: 127.0.0.1:{port}\r\n");
+    }
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).expect("write");
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (code, hs, rest.as_bytes().to_vec())
+}
+
+/// An RPC client with the session id, optionally with credentials.
+struct Rpc {
+    port: u16,
+    sid: String,
+    auth: Option<String>,
+}
+
+impl Rpc {
+    fn new(port: u16, auth: Option<&str>) -> Self {
+        let mut r = Self {
+            port,
+            sid: String::new(),
+            auth: auth.map(|a| format!("Basic {}", b64(a.as_bytes()))),
+        };
+        let (code, hs, _) = r.raw(b"{}");
+        assert_eq!(code, 409, "the first request gets 409");
+        r.sid = hs
+            .iter()
+            .find(|(k, _)| k == "x-transmission-session-id")
+            .map(|(_, v)| v.clone())
+            .expect("a session id on the 409");
+        r
+    }
+
+    fn raw(&self, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut h = vec![("X-Transmission-Session-Id", self.sid.as_str())];
+        if let Some(a) = &self.auth {
+            h.push(("Authorization", a.as_str()));
+        }
+        http(self.port, "POST", "/transmission/rpc", &h, body)
+    }
+
+    fn call(&self, req: serde_json::Value) -> serde_json::Value {
+        let (code, _, body) = self.raw(req.to_string().as_bytes());
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("a JSON answer")
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_rpc_protocol_and_its_errors() {
+    let mut case = Case::new("protocol", CONFIG);
+    let src = payload(&case.path("src"));
+    let torrent = btcore_create(&case, &src, Some("http://127.0.0.1:1/announce"));
+    let rpc = free_port();
+    daemon(
+        &mut case,
+        rpc,
+        &[
+            "--rpc-auth",
+            "admin:secret",
+            "--rpc-host-whitelist",
+            "nas.lan",
+        ],
+    );
+    // Auth: none, wrong, right.
+    let (code, hs, _) = http(rpc, "POST", "/transmission/rpc", &[], b"{}");
+    assert_eq!(code, 401);
+    assert!(hs.iter().any(|(k, _)| k == "www-authenticate"));
+    let (code, _, _) = http(
+        rpc,
+        "POST",
+        "/transmission/rpc",
+        &[("Authorization", &format!("Basic {}", b64(b"admin:wrong")))],
+        b"{}",
+    );
+    assert_eq!(code, 401);
+    let r = Rpc::new(rpc, Some("admin:secret"));
+    // The host whitelist: a name not on it is refused, an IP, localhost or a listed
+    // name pass.
+    let auth = format!("Basic {}", b64(b"admin:secret"));
+    let with_host = |host: &str| {
+        http(
+            rpc,
+            "POST",
+            "/transmission/rpc",
+            &[
+                ("Host", host),
+                ("Authorization", &auth),
+                ("X-Transmission-Session-Id", &r.sid),
+            ],
+            br#"{"method":"session-get"}"#,
+        )
+        .0
+    };
+    assert_eq!(with_host("evil.example:9091"), 421);
+    assert_eq!(with_host("nas.lan:9091"), 200);
+    assert_eq!(with_host("localhost:9091"), 200);
+    // A wrong session id: 409 again.
+    let (code, _, _) = http(
+        rpc,
+        "POST",
+        "/transmission/rpc",
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", "nope"),
+        ],
+        b"{}",
+    );
+    assert_eq!(code, 409);
+
+    // Add with base64 metainfo, old names; the answer in old names, the tag echoed.
+    let meta = b64(&std::fs::read(&torrent).expect("torrent"));
+    let a = r.call(serde_json::json!({
+        "method": "torrent-add", "tag": 7,
+        "arguments": {"metainfo": meta, "paused": true, "labels": ["linux"]}
+    }));
+    assert_eq!(a["result"], "success", "{a}");
+    assert_eq!(a["tag"], 7);
+    let id = a["arguments"]["torrent-added"]["id"].as_u64().expect("id");
+    assert!(
+        a["arguments"]["torrent-added"]["hashString"].is_string(),
+        "{a}"
+    );
+    let dup = r.call(serde_json::json!({"method": "torrent-add", "arguments": {"metainfo": meta}}));
+    assert!(dup["arguments"]["torrent-duplicate"].is_object(), "{dup}");
+    // New names: snake_case in, snake_case out.
+    let g = r.call(serde_json::json!({
+        "method": "torrent_get",
+        "arguments": {"fields": ["id", "hash_string", "percent_done", "file_stats", "labels", "status"]}
+    }));
+    let t = &g["arguments"]["torrents"][0];
+    assert_eq!(t["id"], id);
+    assert!(
+        t["hash_string"].is_string() && t["percent_done"].is_number(),
+        "{g}"
+    );
+    assert_eq!(t["file_stats"].as_array().map(Vec::len), Some(2), "{g}");
+    assert_eq!(t["labels"][0], "linux");
+    assert_eq!(t["status"], 0, "added paused: {g}");
+    // Old names: camelCase out.
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get",
+        "arguments": {"fields": ["id", "hashString", "percentDone", "fileStats", "peer-limit"]}
+    }));
+    let t = &g["arguments"]["torrents"][0];
+    assert!(
+        t["hashString"].is_string() && t["fileStats"].is_array(),
+        "{g}"
+    );
+    assert!(t["fileStats"][0]["bytesCompleted"].is_number(), "{g}");
+    assert!(t["peer-limit"].is_number(), "{g}");
+    // The table format.
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get",
+        "arguments": {"fields": ["id", "name"], "format": "table"}
+    }));
+    assert_eq!(
+        g["arguments"]["torrents"][0],
+        serde_json::json!(["id", "name"]),
+        "{g}"
+    );
+    assert_eq!(g["arguments"]["torrents"][1][0], id, "{g}");
+    // recently-active lists the torrent just added and what was removed.
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": ["id"], "ids": "recently-active"}
+    }));
+    assert_eq!(g["arguments"]["torrents"][0]["id"], id, "{g}");
+    assert!(g["arguments"]["removed"].is_array(), "{g}");
+    // JSON-RPC 2.0.
+    let j = r.call(serde_json::json!({
+        "jsonrpc": "2.0", "method": "session_get", "params": {"fields": ["rpc_version", "download_dir"]}, "id": 3
+    }));
+    assert_eq!(j["id"], 3);
+    assert!(j["result"]["rpc_version"].is_number(), "{j}");
+    assert!(j["result"]["download_dir"].is_string(), "{j}");
+    let j = r.call(serde_json::json!({"jsonrpc": "2.0", "method": "no_such", "id": 4}));
+    assert_eq!(j["error"]["code"], -32601, "{j}");
+    // Errors: each a result that is not "success", and the daemon keeps serving.
+    for (body, what) in [
+        (r#"{"method":"#.to_string(), "malformed JSON"),
+        (r#"{"method":"no-such-method"}"#.into(), "an unknown method"),
+        (
+            r#"{"method":"torrent-add","arguments":{"metainfo":"!!!"}}"#.into(),
+            "bad base64",
+        ),
+        (
+            format!(
+                r#"{{"method":"torrent-add","arguments":{{"metainfo":"{}"}}}}"#,
+                b64(b"d4:infoi1ee")
+            ),
+            "an invalid torrent",
+        ),
+        (
+            r#"{"method":"torrent-add","arguments":{"filename":"/no/such/file.torrent"}}"#.into(),
+            "a missing file",
+        ),
+        (
+            r#"{"method":"torrent-get","arguments":{"fields":"id"}}"#.into(),
+            "a wrong type",
+        ),
+        (
+            r#"{"method":"torrent-add","arguments":{}}"#.into(),
+            "no torrent given",
+        ),
+        (r#"[]"#.into(), "an empty batch"),
+    ] {
+        let (code, _, body) = r.raw(body.as_bytes());
+        assert_eq!(code, 200, "{what}");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let failed = v["result"].as_str().is_some_and(|s| s != "success") || v["error"].is_object();
+        assert!(failed, "{what}: {v}");
+    }
+    // Each field once however often it is asked for.
+    let many = vec!["files"; 512];
+    let (code, _, body) = r.raw(
+        serde_json::json!({"method": "torrent-get", "arguments": {"fields": many, "format": "table"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        v["arguments"]["torrents"][0],
+        serde_json::json!(["files"]),
+        "{v}"
+    );
+    // Thousands of pipelined requests on one connection (refused before any
+    // credentials are asked) are answered one turn at a time, and the daemon lives.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", rpc)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let flood = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(60_000);
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&flood);
+        });
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0usize;
+        while got < 60_000 * 50 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        let _ = writer.join();
+        assert!(got > 0, "no answers to the pipelined requests");
+    }
+    let alive =
+        r.call(serde_json::json!({"method": "session-get", "arguments": {"fields": ["version"]}}));
+    assert_eq!(alive["result"], "success", "{alive}");
+    // Ids that do not exist select nothing.
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": ["id"], "ids": [999, "00"]}
+    }));
+    assert_eq!(g["arguments"]["torrents"], serde_json::json!([]), "{g}");
+    // A body past the cap is refused at its head.
+    let (code, _, _) = http(
+        rpc,
+        "POST",
+        "/transmission/rpc",
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", &r.sid),
+            ("Content-Length", "999999999"),
+        ],
+        b"",
+    );
+    assert_eq!(code, 413);
+    // Remove; it shows in recently-active's removed list.
+    r.call(serde_json::json!({"method": "torrent-remove", "arguments": {"ids": [id]}}));
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": ["id"], "ids": "recently-active"}
+    }));
+    assert_eq!(g["arguments"]["removed"], serde_json::json!([id]), "{g}");
+    // Failed logins are limited: after ten wrong passwords, even the right one waits.
+    for _ in 0..12 {
+        http(
+            rpc,
+            "POST",
+            "/transmission/rpc",
+            &[("Authorization", &format!("Basic {}", b64(b"admin:guess")))],
+            b"{}",
+        );
+    }
+    let (code, _, _) = r.raw(br#"{"method":"session-get"}"#);
+    assert_eq!(code, 429);
+    case.finish();
+}
+
+#[test]
+fn a_daemon_killed_mid_download_comes_back_and_finishes() {
+    let mut case = Case::new("restart", CONFIG);
+    let src = payload(&case.path("src"));
+    let tport = free_port();
+    tracker(&mut case, tport);
+    let announce = format!("http://127.0.0.1:{tport}/announce");
+    let torrent = btcore_create(&case, &src, Some(&announce));
+    let rpc = free_port();
+    // The seeder comes later: first the daemon holds two torrents, one paused.
+    let other = btcore_create(&case, &src.join("sub"), Some("http://127.0.0.1:1/announce"));
+    let first = daemon(&mut case, rpc, &["--download-limit", "512"]);
+    let r = Rpc::new(rpc, None);
+    let add = |path: &Path, paused: bool| {
+        r.call(serde_json::json!({
+            "method": "torrent-add",
+            "arguments": {"filename": path.to_string_lossy(), "paused": paused, "labels": ["x"]}
+        }))
+    };
+    assert_eq!(add(&torrent, false)["result"], "success");
+    assert_eq!(add(&other, true)["result"], "success");
+    let seed_port = free_port();
+    let seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
+    case.spawn("btcore-seed", seeder, true);
+    // Some of it, not all (the limit keeps it slow), then kill -9.
+    case.wait_until("part of the download", |_| {
+        let g = r.call(serde_json::json!({
+            "method": "torrent-get", "arguments": {"fields": ["percentDone"], "ids": [1]}
+        }));
+        g["arguments"]["torrents"][0]["percentDone"]
+            .as_f64()
+            .is_some_and(|p| p > 0.05)
+    });
+    case.procs[first].must_live = false;
+    let pid = case.procs[first].child.id();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    case.wait_until("the daemon to die", |c| c.procs[first].poll().is_some());
+    // Back, without the limit: both torrents, the paused one still paused, labels kept.
+    daemon(&mut case, rpc, &[]);
+    let r = Rpc::new(rpc, None);
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get",
+        "arguments": {"fields": ["hashString", "status", "labels", "name"]}
+    }));
+    let ts = g["arguments"]["torrents"]
+        .as_array()
+        .expect("torrents")
+        .clone();
+    assert_eq!(ts.len(), 2, "{g}");
+    let paused = ts
+        .iter()
+        .find(|t| t["name"] == "sub")
+        .expect("the paused torrent");
+    assert_eq!(paused["status"], 0, "{g}");
+    assert!(ts.iter().all(|t| t["labels"][0] == "x"), "{g}");
+    let dl = case.dir.join("dl");
+    case.wait_data(&src, &dl, Empties::Required);
+    case.finish();
+}
