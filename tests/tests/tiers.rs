@@ -374,6 +374,7 @@ fn tracker_failures_and_warnings_are_events_with_the_url_and_the_message() {
 
     // A failure with no words still names the tracker; a reason of 100 KB is cut.
     let mut r = Run::new(config(), &[&[a], &[b]], false);
+    events(&mut r.session);
     r.session.handle_timeout(r.now);
     let Some(Action::Announce { seq, .. }) = r.session.poll_action() else {
         panic!("no announce");
