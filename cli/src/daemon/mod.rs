@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 /// How often the state file is written when only totals changed (a change of the
 /// torrent list or of a setting writes it at once).
 const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// How often the daemon looks at its torrents for what changed (dates, totals, the
+/// recently-active list) when nothing asked it to.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 /// How often the watch folder is scanned.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// A file in the watch folder is read once its size has not changed for this long
@@ -1450,7 +1453,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                 body,
             });
         }
-        if last_housekeeping.elapsed() >= Duration::from_millis(500) || d.dirty {
+        if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY || d.dirty {
             d.housekeeping(false, &mut last_save);
             last_housekeeping = Instant::now();
         }
