@@ -61,4 +61,9 @@ impl LsdHost {
     pub fn service(&mut self, _now: Instant, _torrents: &[InfoHash]) {
         match self.never {}
     }
+
+    /// Never called: no value of this type exists.
+    pub fn set_port_to_announce(&mut self, _port: u16) {
+        match self.never {}
+    }
 }
