@@ -4,7 +4,8 @@
 # It installs what it needs (rustup targets and components, cargo-fuzz, cargo-nextest),
 # then runs: format check, clippy with warnings denied, the no_std build for
 # thumbv7em-none-eabihf (no allocator), doc tests, the API docs, short fuzz runs of every target,
-# and last the whole test suite (so its summary is the last thing printed).
+# then the whole test suite, and last the C tests against the release library (a
+# test summary is the last thing printed).
 # FUZZ_SECONDS (default 20) sets the length of each fuzz run; SKIP_FUZZ=1 skips them;
 # SKIP_CROSS=1 skips the ARM builds and the tests under qemu (scripts/cross.sh).
 set -euo pipefail
@@ -93,12 +94,14 @@ in_private_net() {
 cargo fetch --locked
 export BTCORE_INTEROP=1
 
-step "C and C++ tests against the release library (sanitizers, valgrind, install)"
-cargo nextest run -p btcore-ffi --release --locked --no-run
-in_private_net cargo nextest run -p btcore-ffi --release --locked --offline --no-fail-fast
-
 step "tests"
 # Build first (the network may be needed for crates), then run every test in a private
 # network namespace; the interop tests must find their real clients (BTCORE_INTEROP=1).
 cargo nextest run --workspace --locked --no-run
 in_private_net cargo nextest run --workspace --locked --offline --no-fail-fast
+
+step "the C and C++ tests again, against the release library (sanitizers, valgrind, install)"
+# The seeders and trackers they start are the debug `btcore` the run above built.
+cargo nextest run -p btcore-ffi --release --locked --no-run
+BTCORE_BIN="$PWD/target/debug/btcore" in_private_net \
+    cargo nextest run -p btcore-ffi --release --locked --offline --no-fail-fast
