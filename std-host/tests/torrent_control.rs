@@ -286,3 +286,65 @@ fn a_torrent_limit_bounds_its_download() {
     let got = l.torrents()[0].status.downloaded;
     assert!(got > 0, "nothing arrived");
 }
+
+/// A seed whose file was damaged on disk behind its back: a recheck finds the
+/// pieces gone (the torrent is no longer finished), a peer serves them again, and
+/// the data is whole; a torrent pointed at a folder holding a copy of its data
+/// (set-location without moving) finds every piece there.
+#[test]
+fn a_recheck_finds_damage_and_set_location_finds_data() {
+    let dir = scratch("recheck");
+    let torrent = make_pack(&dir.join("seed"));
+    let _ = make_pack(&dir.join("copy"));
+    let (mut s, _, addr) = seed(&dir.join("seed"), &torrent);
+    let mut l = client(&dir.join("leech"));
+    let id = l.add_torrent_file(&torrent, None).expect("add");
+    l.add_peer(id, addr);
+    run(&mut s, &mut l, |_, l| state(l, id) == TorrentState::Seeding);
+    l.take_events();
+    // Damage one byte of b.bin's third piece (piece 7 of the torrent).
+    let b = dir.join("leech/pack/b.bin");
+    let mut data = std::fs::read(&b).expect("b");
+    data[2 * PIECE as usize] ^= 0xff;
+    std::fs::write(&b, &data).expect("damage");
+    l.recheck(id).expect("recheck");
+    assert!(matches!(l.recheck(id), Err(ControlError::Busy)));
+    let view = |l: &Client| l.torrents().into_iter().find(|t| t.id == id).expect("t");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while view(&l).status.state == TorrentState::Checking {
+        assert!(Instant::now() < deadline, "recheck");
+        l.run_once(Duration::from_millis(5)).expect("run");
+    }
+    let status = view(&l).status;
+    let total = status.num_pieces;
+    assert_eq!(l.pieces(id).expect("pieces").count(), total - 1);
+    assert!(!status.finished, "a torrent that lost data is not finished");
+    // The peer it was connected to is dialed again at once (not after the 30 s
+    // reconnect backoff).
+    let mut finished = false;
+    let soon = Instant::now() + Duration::from_secs(10);
+    run(&mut s, &mut l, |_, l| {
+        assert!(Instant::now() < soon, "the peer was not dialed again at once");
+        finished |= l.take_events().contains(&Event::TorrentFinished(id));
+        finished
+    });
+    assert_eq!(std::fs::read(&b).expect("b"), files()[1].1);
+
+    // Pointed at the copy: checked there, every piece found, nothing moved.
+    l.set_location(id, &dir.join("copy")).expect("set location");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while view(&l).status.state == TorrentState::Checking {
+        assert!(Instant::now() < deadline, "check at the new place");
+        l.run_once(Duration::from_millis(5)).expect("run");
+    }
+    assert_eq!(view(&l).status.state, TorrentState::Seeding);
+    assert!(dir.join("leech/pack/b.bin").exists(), "nothing moved");
+    // An empty folder: nothing verifies there.
+    l.set_location(id, &dir.join("empty")).expect("set location");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while view(&l).status.state == TorrentState::Checking {
+        assert!(Instant::now() < deadline, "check of an empty place");
+        l.run_once(Duration::from_millis(5)).expect("run");
+    }
+    assert_eq!(l.pieces(id).expect("pieces").count(), 0);
+}

@@ -20,7 +20,7 @@
 //!                                     Seeding ──ratio limit──▶ paused
 //! ```
 
-use super::{ConnId, Event, Session, TorrentId, TorrentState};
+use super::{CloseReason, ConnId, Event, Session, TorrentId, TorrentState};
 use crate::ids::PieceIndex;
 use crate::picker::MAX_PRIORITY;
 use crate::time::Instant;
@@ -47,6 +47,8 @@ pub enum ControlError {
     },
     /// A priority above 7.
     InvalidPriority,
+    /// The torrent's data is being checked.
+    Checking,
 }
 
 impl fmt::Display for ControlError {
@@ -58,6 +60,7 @@ impl fmt::Display for ControlError {
                 write!(f, "{got} priorities for {expected} files")
             }
             Self::InvalidPriority => f.write_str("priority above 7"),
+            Self::Checking => f.write_str("the torrent's data is being checked"),
         }
     }
 }
@@ -132,6 +135,53 @@ impl Session {
             self.note_finished(id);
         }
         self.refresh_interest(now, id);
+        Ok(())
+    }
+
+    /// Checks torrent `id`'s data on disk again (Transmission's "verify", libtorrent's
+    /// `force_recheck`): its peers are closed (they were told of pieces that may be
+    /// gone), every piece and partial piece is forgotten (file priorities stay), and it
+    /// waits in [`TorrentState::Checking`] until the host's check of every piece comes
+    /// back through [`Session::handle_checked`], then starts as a torrent that was just
+    /// added (a finished torrent whose data is whole stays finished; one that lost
+    /// data downloads it again). A paused torrent stays paused. Typed errors for an
+    /// unknown torrent, a magnet link without metadata, and a torrent already checking.
+    pub fn recheck(&mut self, now: Instant, id: TorrentId) -> Result<(), ControlError> {
+        let t = self.torrents.get(&id).ok_or(ControlError::UnknownTorrent)?;
+        if t.meta.is_none() {
+            return Err(ControlError::NoMetadata);
+        }
+        if t.state == TorrentState::Checking {
+            return Err(ControlError::Checking);
+        }
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in conns {
+            self.close(k, CloseReason::TorrentStopped);
+        }
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return Err(ControlError::UnknownTorrent);
+        };
+        let Some(m) = t.meta.as_mut() else {
+            return Err(ControlError::NoMetadata);
+        };
+        if !m.forget_pieces(&self.config) {
+            return Err(ControlError::NoMetadata);
+        }
+        let prio = core::mem::take(&mut m.file_prio);
+        m.skipped_pieces = 0;
+        m.wanted_mask = None;
+        t.state = TorrentState::Checking;
+        t.redial_connected();
+        if !prio.is_empty() {
+            // The same file count as before: cannot fail.
+            let _ = self.set_file_priorities(now, id, &prio);
+        }
+        self.flush_sends();
         Ok(())
     }
 

@@ -952,6 +952,10 @@ impl Session {
         if t.state != TorrentState::Checking || !t.set_checked(have) {
             return false;
         }
+        // A check again (`recheck`) that found data missing: downloading again.
+        if t.finished && !t.is_finished() {
+            t.finished = false;
+        }
         // A magnet link's torrent announced while it fetched the metadata: its
         // schedule goes on (no second `started`).
         if !t.paused && t.announcer.is_none() {

@@ -196,11 +196,7 @@ impl Meta {
     fn new(m: &Metainfo<'_>, have: Option<&Bitfield>, config: &SessionConfig) -> Option<Self> {
         let geometry = m.geometry();
         let n = geometry.num_pieces();
-        let mut picker_config = config.picker;
-        picker_config.max_partials = picker_config
-            .max_partials
-            .max(config.max_peers_per_torrent * 2);
-        let mut picker = Picker::new_alloc(geometry, picker_config).ok()?;
+        let mut picker = Self::new_picker(geometry, config)?;
         let have = match have {
             Some(h) if h.len() != n => return None,
             Some(h) => h.clone(),
@@ -224,6 +220,26 @@ impl Meta {
             wanted_mask: None,
             file_prio: Vec::new(),
         })
+    }
+
+    fn new_picker(geometry: Geometry, config: &SessionConfig) -> Option<Picker<'static>> {
+        let mut picker_config = config.picker;
+        picker_config.max_partials = picker_config
+            .max_partials
+            .max(config.max_peers_per_torrent * 2);
+        Picker::new_alloc(geometry, picker_config).ok()
+    }
+
+    /// Forgets every piece and partial piece (before a check of the data on disk):
+    /// a fresh picker, with no piece, the file priorities kept. False when the
+    /// picker cannot be made (as [`Meta::new`] would fail).
+    pub(crate) fn forget_pieces(&mut self, config: &SessionConfig) -> bool {
+        let Some(picker) = Self::new_picker(self.geometry, config) else {
+            return false;
+        };
+        self.picker = picker;
+        self.have = Bitfield::new(self.geometry.num_pieces());
+        true
     }
 
     pub(crate) fn bytes_have(&self) -> u64 {
@@ -615,6 +631,15 @@ impl Torrent {
             && k.last_attempt.is_none_or(|t| {
                 now.since(t).as_millis() >= backoff.as_millis() * u64::from(k.failures.max(1))
             })
+    }
+
+    /// After a data check closed them: the peers we were connected to may be dialed
+    /// again as soon as the check is done.
+    pub(crate) fn redial_connected(&mut self) {
+        for k in self.known.values_mut().filter(|k| k.connected) {
+            k.last_attempt = None;
+            k.failures = 0;
+        }
     }
 
     /// How many known addresses could be dialed now (peer turnover makes room only

@@ -15,7 +15,7 @@
 use super::net::Bucket;
 use super::Client;
 use crate::storage::{Storage, StorageConfig, StorageError};
-use btcore_core::metainfo::FileSpec;
+use btcore_core::metainfo::{FileSpec, Limits, Metainfo};
 use btcore_core::session::{ControlError as CoreError, TorrentId};
 use std::fs;
 use std::io;
@@ -376,6 +376,53 @@ impl Client {
         Self::relocate(&old, &new)?;
         self.swap_storage(id, new, dir);
         Ok(())
+    }
+
+    /// Checks torrent `id`'s data on disk again (Transmission's "verify"): its disk
+    /// jobs in flight finish first, then every piece is hashed off the loop while the
+    /// torrent waits in [`TorrentState::Checking`](btcore_core::session::TorrentState::Checking)
+    /// with no peer; what verifies is kept, what does not is downloaded again. A
+    /// paused torrent stays paused. Refused while a check runs, and for a magnet link
+    /// whose metadata has not arrived.
+    pub fn recheck(&mut self, id: TorrentId) -> Result<(), ControlError> {
+        let storage = self.storage_of(id)?;
+        self.settle(id, &storage)?;
+        let now = self.now();
+        self.session.recheck(now, id).map_err(|e| match e {
+            CoreError::UnknownTorrent => ControlError::UnknownTorrent,
+            CoreError::NoMetadata => ControlError::NoMetadata,
+            CoreError::Checking => ControlError::Busy,
+            e => ControlError::Session(e),
+        })?;
+        let info = self
+            .session
+            .info_bytes(id)
+            .ok_or(ControlError::NoMetadata)?;
+        let mut file = b"d4:info".to_vec();
+        file.extend_from_slice(info);
+        file.push(b'e');
+        let mut tokens = Vec::new();
+        let m = Metainfo::parse_vec(&file, &mut tokens, &Limits::default())
+            .map_err(|_| ControlError::NoMetadata)?;
+        let progress = self.submit_check(id, &m, &storage);
+        if let Some(t) = self.torrents.get_mut(&id) {
+            t.check = Some(progress);
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// Points torrent `id` at data already in the folder `dir` (Transmission's
+    /// set-location without moving): nothing is moved; the torrent's files are looked
+    /// for under `dir` from now on, and every piece is checked there
+    /// ([`Client::recheck`]).
+    pub fn set_location(&mut self, id: TorrentId, dir: &Path) -> Result<(), ControlError> {
+        let old = self.storage_of(id)?;
+        let layout: Vec<FileSpec> = old.files().cloned().collect();
+        let new = self.rebuilt(&old, dir, layout)?;
+        self.settle(id, &old)?;
+        self.swap_storage(id, new, dir.to_path_buf());
+        self.recheck(id)
     }
 
     /// Writes torrent `id` as a `.torrent` file at `path` (atomically: a reader sees
