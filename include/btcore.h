@@ -3028,6 +3028,43 @@ btcore_result btcore_session_save_torrent_file(const struct btcore_session *sess
                                                uint32_t id,
                                                const char *path);
 
+/**
+ * Checks the data of torrent `id` on disk again (Transmission's "verify"): its disk
+ * writes in flight finish, its peers are closed, and every piece is hashed off the
+ * loop while the torrent is in `BTCORE_STATE_CHECKING` (progress in
+ * `btcore_torrent_status`); then it runs on with what verified, downloading what did
+ * not (peers it was connected to are dialed again at once). A paused torrent stays
+ * paused. `BTCORE_WRONG_STATE` while a check runs or a magnet link's metadata has not
+ * arrived.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ */
+btcore_result btcore_session_recheck(struct btcore_session *session, uint32_t id);
+
+/**
+ * Points torrent `id` at data already in the folder `path` (Transmission's
+ * set-location without moving): nothing moves; the torrent's files are looked for
+ * under `path` from now on and every piece is checked there, as
+ * `btcore_session_recheck` does. `BTCORE_WRONG_STATE` while a check runs or a magnet
+ * link's metadata has not arrived; `BTCORE_STORAGE` when the files cannot live there.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `path` is NULL or a NUL-terminated string.
+ */
+btcore_result btcore_session_set_location(struct btcore_session *session,
+                                          uint32_t id,
+                                          const char *path);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -832,6 +832,25 @@ fn c_magnet_metadata_saved_as_a_torrent_file() {
     assert_eq!(m.announce(), None, "the magnet link named no tracker");
 }
 
+/// A seed's data checked again with `btcore_session_recheck` is whole; pointed at an
+/// empty folder with `btcore_session_set_location`, nothing verifies there.
+#[test]
+fn c_recheck_and_set_location() {
+    let dir = tmp("recheck");
+    make_pack(&dir.join("seed"));
+    std::fs::create_dir_all(dir.join("empty")).expect("mkdir");
+    let exe = torrent_c(&dir);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("recheck")
+            .arg(dir.join("seed"))
+            .arg(dir.join("empty")),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("recheck: ok"), "{out}");
+    assert!(dir.join("seed/pack/b.bin").exists(), "nothing moved");
+}
+
 // ---- settings: limits that hold and change at run time, apply_settings, the DHT ----
 
 /// `ffi/tests/settings.c`, built with the sanitizers into `dir` (each test process

@@ -8,6 +8,9 @@
  *   torrent magnet PACK_PARENT LEECH_DIR OUT.torrent
  *                                        a magnet link's metadata saved as a .torrent,
  *                                        added back: same info-hash
+ *   torrent recheck PACK_PARENT EMPTY_DIR
+ *                                        a seed's data checked again (whole), then
+ *                                        pointed at an empty folder (nothing found)
  *
  * PACK_PARENT holds the folder "pack" (a.bin, b.bin, c.bin) the seed serves. Every wait
  * has a deadline; a failure prints why and exits non-zero. */
@@ -195,10 +198,42 @@ static int magnet(const char *parent, const char *leech_dir, const char *out) {
     return 0;
 }
 
+/* Polls until torrent `id` of `s` is past its check; its status then. */
+static btcore_torrent_status after_check(btcore_session *s, uint32_t id) {
+    time_t end = time(NULL) + DEADLINE_S;
+    btcore_torrent_status st;
+    do {
+        EXPECT(time(NULL) < end);
+        CHECK(btcore_session_poll(s, 5));
+        CHECK(btcore_session_torrent_status(s, id, &st));
+    } while (st.state == BTCORE_STATE_CHECKING);
+    return st;
+}
+
+static int recheck(const char *parent, const char *empty) {
+    size_t len = 0;
+    unsigned char *t = make_torrent(parent, &len);
+    uint16_t port = 0;
+    btcore_session *s = seed(parent, t, len, &port);
+    EXPECT(btcore_session_recheck(s, 99) == BTCORE_NOT_FOUND);
+    CHECK(btcore_session_recheck(s, 1));
+    btcore_torrent_status st = after_check(s, 1);
+    EXPECT(st.state == BTCORE_STATE_SEEDING && st.bytes_have == st.total_size);
+    EXPECT(btcore_session_set_location(s, 1, NULL) == BTCORE_NULL_PARAMETER);
+    CHECK(btcore_session_set_location(s, 1, empty));
+    st = after_check(s, 1);
+    EXPECT(st.state == BTCORE_STATE_DOWNLOADING && st.bytes_have == 0 && st.finished == 0);
+    btcore_session_free(s);
+    free(t);
+    printf("recheck: ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "finished") == 0) return finished(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "skip") == 0) return skip(argv[2], argv[3]);
     if (argc >= 5 && strcmp(argv[1], "magnet") == 0) return magnet(argv[2], argv[3], argv[4]);
-    fprintf(stderr, "usage: torrent finished|skip|magnet PACK_PARENT [LEECH_DIR [OUT]]\n");
+    if (argc >= 4 && strcmp(argv[1], "recheck") == 0) return recheck(argv[2], argv[3]);
+    fprintf(stderr, "usage: torrent finished|skip|magnet|recheck PACK_PARENT [LEECH_DIR [OUT]]\n");
     return 2;
 }
