@@ -177,6 +177,23 @@ fn transmission_remote_drives_a_download() {
         info.contains(&moved.to_string_lossy().to_string()),
         "{info}"
     );
+    // Verify finds a damaged piece (the torrent is stopped: it stays short of 100%),
+    // and once started it fetches the piece again.
+    let a = moved.join("payload/a.bin");
+    let mut data = std::fs::read(&a).expect("a.bin");
+    data[1000] ^= 0xff;
+    std::fs::write(&a, &data).expect("damage");
+    remote_ok(&case, rpc, &["-t", "1", "-v"]);
+    case.wait_for("the check to find the damage", |c| {
+        let l = remote_ok(c, rpc, &["-l"]);
+        if l.contains("payload") && !l.contains("100%") && !l.contains("Verifying") {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    });
+    remote_ok(&case, rpc, &["-t", "1", "-s"]);
+    case.wait_data(&src, &moved, Empties::Required);
     // Remove with its data.
     remote_ok(&case, rpc, &["-t", "1", "--remove-and-delete"]);
     case.wait_until("the list to be empty", |c| {
@@ -281,6 +298,40 @@ fn b64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A plain HTTP server on 127.0.0.1 (a thread, for the rest of the test process):
+/// `/a.torrent` is `body`, anything else 404. Its port.
+fn serve_file(body: Vec<u8>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(16) {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                match s.read(&mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head);
+            let (code, data): (&str, &[u8]) = if head.starts_with("GET /a.torrent ") {
+                ("200 OK", &body)
+            } else {
+                ("404 Not Found", b"")
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len()
+            );
+            let _ = s.write_all(data);
+        }
+    });
+    port
 }
 
 #[test]
@@ -504,6 +555,24 @@ fn the_rpc_protocol_and_its_errors() {
         b"",
     );
     assert_eq!(code, 413);
+    // Added by URL: the daemon downloads the .torrent (off its loop) and answers
+    // when it has it; a URL that fails says why.
+    let single = btcore_create(&case, &src.join("a.bin"), None);
+    let served = serve_file(std::fs::read(&single).expect("torrent"));
+    let url = |path: &str| format!("http://127.0.0.1:{served}{path}");
+    let a = r.call(serde_json::json!({
+        "method": "torrent-add", "arguments": {"filename": url("/a.torrent"), "paused": true}
+    }));
+    assert_eq!(a["result"], "success", "{a}");
+    assert_eq!(
+        a["arguments"]["torrent-added"]["hashString"],
+        common::info_hash(&single).as_str(),
+        "{a}"
+    );
+    let a = r.call(serde_json::json!({
+        "method": "torrent-add", "arguments": {"filename": url("/missing.torrent")}
+    }));
+    assert!(a["result"].as_str().unwrap_or("").contains("404"), "{a}");
     // Remove; it shows in recently-active's removed list.
     r.call(serde_json::json!({"method": "torrent-remove", "arguments": {"ids": [id]}}));
     let g = r.call(serde_json::json!({

@@ -1149,7 +1149,7 @@ fn http_announce(
     timeout: Duration,
     tokens: &mut [BencodeToken],
 ) -> Result<Answer, String> {
-    let (status, body) = http_get(agent, url, timeout, Request::Announce)?;
+    let (status, body) = http_get(agent, url, timeout, Request::Announce, MAX_BODY)?;
     match http::parse_announce_response(&body, tokens) {
         Ok(AnnounceResponse::Failure(f)) => Err(f.to_string()),
         Ok(AnnounceResponse::Success(ok)) if (200..300).contains(&status) => Ok(Answer {
@@ -1297,6 +1297,7 @@ fn http_get(
     url: &str,
     timeout: Duration,
     what: Request,
+    limit: u64,
 ) -> Result<(u16, Vec<u8>), String> {
     let deadline = Instant::now() + timeout;
     let mut url = url.to_owned();
@@ -1344,12 +1345,36 @@ fn http_get(
         let body = resp
             .into_body()
             .into_with_config()
-            .limit(MAX_BODY)
+            .limit(limit)
             .read_to_vec()
             .map_err(|e| e.to_string())?;
         return Ok((status, body));
     }
     Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// Downloads the file at `url` (`http://`, and `https://` with the `https` feature),
+/// such as a `.torrent` a user asked for by its URL: redirects followed (at most
+/// [`MAX_REDIRECTS`]), the whole exchange within `timeout`, at most `max_bytes` read
+/// (more is an error), the environment's proxy used as for trackers. A status other
+/// than 200 is an error that names it. No SSRF guard: the address is the user's own
+/// choice (a local indexer is the common case), not a tracker's.
+pub fn fetch(url: &str, max_bytes: u64, timeout: Duration) -> Result<Vec<u8>, String> {
+    let config = TrackerConfig {
+        timeout,
+        ssrf: SsrfGuard {
+            enabled: false,
+            ..SsrfGuard::default()
+        },
+        ..TrackerConfig::default()
+    };
+    let http = agent(&config);
+    // The announce path rule is the guard's, which is off here.
+    let (status, body) = http_get(&http, url, timeout, Request::Announce, max_bytes)?;
+    if status != 200 {
+        return Err(format!("HTTP status {status}"));
+    }
+    Ok(body)
 }
 
 /// What a request asks a tracker (its path must say so on a local address).
@@ -1757,7 +1782,7 @@ fn http_scrape(
         http::scrape_url(url.as_bytes()).ok_or("the tracker does not support scrape (BEP 48)")?;
     let mut full = String::with_capacity(url.len() + 64 * hashes.len());
     scrape.write(hashes, &mut full).map_err(|e| e.to_string())?;
-    let (status, body) = http_get(agent, &full, timeout, Request::Scrape)?;
+    let (status, body) = http_get(agent, &full, timeout, Request::Scrape, MAX_BODY)?;
     // Every bencoded value takes at least two bytes.
     let mut tokens = vec![BencodeToken::default(); body.len() / 2 + 2];
     match http::parse_scrape_response(&body, &mut tokens) {

@@ -36,6 +36,36 @@ pub fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// What to do with a request body: its answer, or first a download of the `.torrent`
+/// at a URL (a `torrent-add` by URL, sent alone), after which the same body is answered
+/// with [`Daemon::fetched`] holding the download.
+pub enum Outcome {
+    Answer(Vec<u8>),
+    Fetch(String),
+}
+
+/// Answers one request body, unless it adds a torrent by a URL not downloaded yet.
+pub fn call_or_fetch(d: &mut Daemon, body: &[u8]) -> Outcome {
+    if let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) {
+        let method = req.get("method").and_then(Value::as_str).unwrap_or("");
+        let args = req.get("arguments").or_else(|| req.get("params"));
+        if names::to_snake(method) == "torrent_add" {
+            if let Some(url) = args
+                .and_then(|a| a.get("filename"))
+                .and_then(Value::as_str)
+                .filter(|f| is_url(f) && !d.fetched.contains_key(*f))
+            {
+                return Outcome::Fetch(url.to_string());
+            }
+        }
+    }
+    Outcome::Answer(call(d, body))
+}
+
+fn is_url(f: &str) -> bool {
+    f.starts_with("http://") || f.starts_with("https://")
+}
+
 /// Answers one request body.
 pub fn call(d: &mut Daemon, body: &[u8]) -> Vec<u8> {
     let answer = match serde_json::from_slice::<Value>(body) {
@@ -184,10 +214,19 @@ fn dispatch(
         }
         "torrent_set_location" => set_location(d, &a),
         "torrent_rename_path" => rename_path(d, &a),
-        "torrent_verify" | "torrent_reannounce" => Err(format!(
-            "{} is not supported by this version of btcore",
-            method.replace('_', "-")
-        )),
+        "torrent_verify" => {
+            for id in select(d, &a)? {
+                // A torrent without metadata yet, or already checking: nothing to
+                // do, as Transmission does.
+                match d.verify(id) {
+                    Ok(()) => {}
+                    Err(e) if e.contains("metadata") || e.contains("busy") => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(Map::new())
+        }
+        "torrent_reannounce" => Err("torrent-reannounce is not supported by this version of btcore".into()),
         "group_get" => Ok(Map::from_iter([("group".to_string(), json!([]))])),
         "group_set" => Err("bandwidth groups are not supported by btcore".into()),
         _ => Err(UNKNOWN_METHOD.into()),
@@ -353,8 +392,13 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
     } else if let Some(f) = a.get("filename").and_then(Value::as_str) {
         if f.starts_with("magnet:") {
             d.add_magnet(f, dir, paused, labels)?
-        } else if f.starts_with("http://") || f.starts_with("https://") {
-            return Err("adding a torrent by URL is not supported yet: upload its metainfo".into());
+        } else if is_url(f) {
+            match d.fetched.remove(f) {
+                Some(Ok(bytes)) => d.add_torrent_bytes(&bytes, dir, paused, labels)?,
+                Some(Err(e)) => return Err(format!("could not download {f}: {e}")),
+                // Only in a batch: the download happens for a request of its own.
+                None => return Err("a torrent-add by URL must be a request of its own, not part of a batch".into()),
+            }
         } else {
             // A regular file only: a FIFO or a device would block the engine.
             let path = std::path::Path::new(f);
@@ -605,11 +649,12 @@ fn set_location(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Va
         .and_then(Value::as_str)
         .ok_or("no location was given")?;
     let mv = a.get("move").and_then(Value::as_bool).unwrap_or(false);
-    if !mv {
-        return Err("torrent-set-location without move (finding the data at a new place) is not supported by this version of btcore".into());
-    }
     for id in select(d, a)? {
-        d.move_to(id, loc)?;
+        if mv {
+            d.move_to(id, loc)?;
+        } else {
+            d.locate_at(id, loc)?;
+        }
     }
     Ok(Map::new())
 }

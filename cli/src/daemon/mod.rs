@@ -17,11 +17,11 @@ use btcore_host::client::{Client, ClientOptions, TorrentView};
 use btcore_host::encryption::Encryption;
 use serde_json::{json, Map, Value};
 use state::{Saved, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,39 @@ pub struct Entry {
     pub written_totals: (u64, u64),
 }
 
+/// `.torrent` downloads for `torrent-add` by URL at once (more are refused).
+const MAX_FETCHES: usize = 4;
+/// How long one may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A download done: its request, the URL, the file or why not.
+type Fetched = (http::Job, String, Result<Vec<u8>, String>);
+
+/// Downloads `url` off the loop, then hands it back with its request (and wakes the
+/// loop).
+fn spawn_fetch(
+    job: http::Job,
+    url: String,
+    limit: u64,
+    fetches: &Arc<AtomicUsize>,
+    tx: &std::sync::mpsc::Sender<Fetched>,
+    waker: Arc<mio::Waker>,
+) {
+    fetches.fetch_add(1, Ordering::Relaxed);
+    let (fetches, tx) = (fetches.clone(), tx.clone());
+    let spawned = std::thread::Builder::new()
+        .name("btcore-fetch".into())
+        .spawn(move || {
+            let result = btcore_host::tracker::fetch(&url, limit, FETCH_TIMEOUT);
+            fetches.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send((job, url, result));
+            let _ = waker.wake();
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start a download: {e}");
+    }
+}
+
 /// The parts of the metainfo the RPC shows.
 pub struct Meta {
     pub name: String,
@@ -238,6 +271,9 @@ pub struct Daemon {
     /// seconds active, sessions.
     pub totals: (u64, u64, u64, u64, u64),
     session_id: String,
+    /// `.torrent` files downloaded for a `torrent-add` by URL, by URL, until that
+    /// request is answered.
+    pub fetched: HashMap<String, Result<Vec<u8>, String>>,
     rpc_addr: SocketAddr,
     config_dir: PathBuf,
     args: DaemonArgs,
@@ -558,6 +594,33 @@ impl Daemon {
             e.last_active = Instant::now();
         }
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Points torrent `id` at data already in `dir` and checks it there (nothing
+    /// moves).
+    pub fn locate_at(&mut self, id: TorrentId, dir: &str) -> Result<(), String> {
+        let path = PathBuf::from(dir);
+        if !path.is_absolute() {
+            return Err(format!("{dir}: not an absolute path"));
+        }
+        self.client
+            .set_location(id, &path)
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = self.torrents.get_mut(&id) {
+            e.saved.download_dir = path;
+            e.last_active = Instant::now();
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Checks torrent `id`'s data on disk again.
+    pub fn verify(&mut self, id: TorrentId) -> Result<(), String> {
+        self.client.recheck(id).map_err(|e| e.to_string())?;
+        if let Some(e) = self.torrents.get_mut(&id) {
+            e.last_active = Instant::now();
+        }
         Ok(())
     }
 
@@ -1383,6 +1446,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         files_added: 0,
         totals,
         session_id,
+        fetched: HashMap::new(),
         rpc_addr,
         config_dir: state_dir.clone(),
         args: args.clone(),
@@ -1436,6 +1500,9 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         d.client.local_addr().port(),
         d.torrents.len()
     );
+    let (fetch_tx, fetch_rx) = std::sync::mpsc::channel::<Fetched>();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let fetch_limit = if args.low_memory { 4 << 20 } else { 16 << 20 };
     let mut last_save = Instant::now();
     let mut last_watch = Instant::now() - WATCH_EVERY;
     let mut watch_sizes = BTreeMap::new();
@@ -1446,7 +1513,41 @@ pub fn run(args: DaemonArgs) -> ExitCode {
             std::thread::sleep(Duration::from_millis(100));
         }
         while let Ok(job) = jobs_rx.try_recv() {
+            match methods::call_or_fetch(&mut d, &job.body) {
+                methods::Outcome::Answer(body) => replies.send(http::Answer {
+                    conn: job.conn,
+                    generation: job.generation,
+                    body,
+                }),
+                methods::Outcome::Fetch(url) => {
+                    let result = if fetches.load(Ordering::Relaxed) >= MAX_FETCHES {
+                        Some(Err(format!(
+                            "{MAX_FETCHES} torrent files are being downloaded already"
+                        )))
+                    } else {
+                        None
+                    };
+                    match result {
+                        Some(r) => {
+                            d.fetched.insert(url.clone(), r);
+                            let body = methods::call(&mut d, &job.body);
+                            d.fetched.remove(&url);
+                            replies.send(http::Answer {
+                                conn: job.conn,
+                                generation: job.generation,
+                                body,
+                            });
+                        }
+                        None => spawn_fetch(job, url, fetch_limit, &fetches, &fetch_tx, d.client.waker()),
+                    }
+                }
+            }
+        }
+        // Downloads done: their requests are answered now.
+        while let Ok((job, url, result)) = fetch_rx.try_recv() {
+            d.fetched.insert(url.clone(), result);
             let body = methods::call(&mut d, &job.body);
+            d.fetched.remove(&url);
             replies.send(http::Answer {
                 conn: job.conn,
                 generation: job.generation,
