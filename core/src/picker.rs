@@ -1309,6 +1309,13 @@ impl<'s> Picker<'s> {
     }
 }
 
+impl Picker<'_> {
+    /// How many pieces may be in progress at once (the partial slots it holds).
+    pub(crate) fn partial_capacity(&self) -> usize {
+        self.partials.len()
+    }
+}
+
 #[cfg(feature = "alloc")]
 impl Picker<'static> {
     /// A picker with its storage allocated in `Vec`s: `num_pieces` piece entries and

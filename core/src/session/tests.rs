@@ -217,3 +217,33 @@ fn set_config_closes_connections_over_a_lowered_cap() {
     assert_eq!(s.config().peer_id, id);
     assert!(!s.config().pex);
 }
+
+/// A small torrent holds no more partial-piece slots than it has pieces (a daemon
+/// with a thousand small torrents would otherwise carry 3.6 MiB of them); a large one
+/// keeps the configured number.
+#[test]
+fn a_small_torrent_holds_no_more_partial_slots_than_pieces() {
+    use super::{Session, SessionConfig};
+    use crate::ids::PeerId;
+    use crate::time::Instant;
+    let now = Instant::from_millis(1000);
+    let config = SessionConfig::new(PeerId::generate(3));
+    let configured = config.picker.max_partials.max(config.max_peers_per_torrent * 2);
+    let mut s = Session::new(config, 3);
+    let small = s
+        .add_torrent(now, &torrent_file(3 * 16384, 16384), None)
+        .expect("small");
+    let large = s
+        .add_torrent(now, &torrent_file(1000 * 16384, 16384), None)
+        .expect("large");
+    let slots = |id| {
+        s.torrents[&id]
+            .meta
+            .as_ref()
+            .expect("meta")
+            .picker
+            .partial_capacity()
+    };
+    assert_eq!(slots(small), 3);
+    assert_eq!(slots(large), configured);
+}

@@ -224,9 +224,13 @@ impl Meta {
 
     fn new_picker(geometry: Geometry, config: &SessionConfig) -> Option<Picker<'static>> {
         let mut picker_config = config.picker;
+        // No more pieces in progress than the torrent has: a small torrent does not
+        // carry the slots of a large one (a thousand small seeding torrents would
+        // hold 3.6 MiB of them).
         picker_config.max_partials = picker_config
             .max_partials
-            .max(config.max_peers_per_torrent * 2);
+            .max(config.max_peers_per_torrent * 2)
+            .min((geometry.num_pieces() as usize).max(1));
         Picker::new_alloc(geometry, picker_config).ok()
     }
 
