@@ -605,7 +605,14 @@ fn a_daemon_killed_mid_download_comes_back_and_finishes() {
     let rpc = free_port();
     // The seeder comes later: first the daemon holds two torrents, one paused.
     let other = btcore_create(&case, &src.join("sub"), Some("http://127.0.0.1:1/announce"));
-    let first = daemon(&mut case, rpc, &["--download-limit", "512"]);
+    // Data stays in an incomplete folder until done.
+    let inc = case.dir.join("inc");
+    let inc_arg = inc.to_string_lossy().to_string();
+    let first = daemon(
+        &mut case,
+        rpc,
+        &["--download-limit", "512", "--incomplete-dir", &inc_arg],
+    );
     let r = Rpc::new(rpc, None);
     let add = |path: &Path, paused: bool| {
         r.call(serde_json::json!({
@@ -634,8 +641,16 @@ fn a_daemon_killed_mid_download_comes_back_and_finishes() {
         .status()
         .expect("kill");
     case.wait_until("the daemon to die", |c| c.procs[first].poll().is_some());
+    assert!(
+        inc.join("payload/a.bin").exists(),
+        "not in the incomplete folder"
+    );
+    assert!(
+        !case.dir.join("dl/payload").exists(),
+        "in the download folder too early"
+    );
     // Back, without the limit: both torrents, the paused one still paused, labels kept.
-    daemon(&mut case, rpc, &[]);
+    daemon(&mut case, rpc, &["--incomplete-dir", &inc_arg]);
     let r = Rpc::new(rpc, None);
     let g = r.call(serde_json::json!({
         "method": "torrent-get",
@@ -653,6 +668,10 @@ fn a_daemon_killed_mid_download_comes_back_and_finishes() {
     assert_eq!(paused["status"], 0, "{g}");
     assert!(ts.iter().all(|t| t["labels"][0] == "x"), "{g}");
     let dl = case.dir.join("dl");
+    // Done: moved to the download folder.
     case.wait_data(&src, &dl, Empties::Required);
+    case.wait_until("the incomplete folder to be left", |_| {
+        !inc.join("payload/a.bin").exists()
+    });
     case.finish();
 }

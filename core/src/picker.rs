@@ -1309,6 +1309,7 @@ impl<'s> Picker<'s> {
     }
 }
 
+#[cfg(test)]
 impl Picker<'_> {
     /// How many pieces may be in progress at once (the partial slots it holds).
     pub(crate) fn partial_capacity(&self) -> usize {

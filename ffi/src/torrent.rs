@@ -506,7 +506,11 @@ pub unsafe extern "C" fn btcore_session_recheck(
     guard(|| {
         // SAFETY: `session` is NULL or a handle that no free races with, as this
         // function's contract requires.
-        unsafe { on_torrent(session, id, |c, t| c.recheck(t).map_err(|e| control_error(&e))) }
+        unsafe {
+            on_torrent(session, id, |c, t| {
+                c.recheck(t).map_err(|e| control_error(&e))
+            })
+        }
     })
 }
 

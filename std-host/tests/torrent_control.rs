@@ -324,7 +324,10 @@ fn a_recheck_finds_damage_and_set_location_finds_data() {
     let mut finished = false;
     let soon = Instant::now() + Duration::from_secs(10);
     run(&mut s, &mut l, |_, l| {
-        assert!(Instant::now() < soon, "the peer was not dialed again at once");
+        assert!(
+            Instant::now() < soon,
+            "the peer was not dialed again at once"
+        );
         finished |= l.take_events().contains(&Event::TorrentFinished(id));
         finished
     });
@@ -340,7 +343,8 @@ fn a_recheck_finds_damage_and_set_location_finds_data() {
     assert_eq!(view(&l).status.state, TorrentState::Seeding);
     assert!(dir.join("leech/pack/b.bin").exists(), "nothing moved");
     // An empty folder: nothing verifies there.
-    l.set_location(id, &dir.join("empty")).expect("set location");
+    l.set_location(id, &dir.join("empty"))
+        .expect("set location");
     let deadline = Instant::now() + Duration::from_secs(30);
     while view(&l).status.state == TorrentState::Checking {
         assert!(Instant::now() < deadline, "check of an empty place");

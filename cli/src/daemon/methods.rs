@@ -226,7 +226,9 @@ fn dispatch(
             }
             Ok(Map::new())
         }
-        "torrent_reannounce" => Err("torrent-reannounce is not supported by this version of btcore".into()),
+        "torrent_reannounce" => {
+            Err("torrent-reannounce is not supported by this version of btcore".into())
+        }
         "group_get" => Ok(Map::from_iter([("group".to_string(), json!([]))])),
         "group_set" => Err("bandwidth groups are not supported by btcore".into()),
         _ => Err(UNKNOWN_METHOD.into()),
@@ -384,34 +386,38 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
                 .collect::<Vec<String>>()
         })
         .unwrap_or_default();
-    let added = if let Some(m) = a.get("metainfo").and_then(Value::as_str) {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(m.trim().replace(['\n', '\r'], ""))
-            .map_err(|e| format!("invalid or corrupt torrent file (bad base64: {e})"))?;
-        d.add_torrent_bytes(&bytes, dir, paused, labels)?
-    } else if let Some(f) = a.get("filename").and_then(Value::as_str) {
-        if f.starts_with("magnet:") {
-            d.add_magnet(f, dir, paused, labels)?
-        } else if is_url(f) {
-            match d.fetched.remove(f) {
-                Some(Ok(bytes)) => d.add_torrent_bytes(&bytes, dir, paused, labels)?,
-                Some(Err(e)) => return Err(format!("could not download {f}: {e}")),
-                // Only in a batch: the download happens for a request of its own.
-                None => return Err("a torrent-add by URL must be a request of its own, not part of a batch".into()),
+    let added =
+        if let Some(m) = a.get("metainfo").and_then(Value::as_str) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(m.trim().replace(['\n', '\r'], ""))
+                .map_err(|e| format!("invalid or corrupt torrent file (bad base64: {e})"))?;
+            d.add_torrent_bytes(&bytes, dir, paused, labels)?
+        } else if let Some(f) = a.get("filename").and_then(Value::as_str) {
+            if f.starts_with("magnet:") {
+                d.add_magnet(f, dir, paused, labels)?
+            } else if is_url(f) {
+                match d.fetched.remove(f) {
+                    Some(Ok(bytes)) => d.add_torrent_bytes(&bytes, dir, paused, labels)?,
+                    Some(Err(e)) => return Err(format!("could not download {f}: {e}")),
+                    // Only in a batch: the download happens for a request of its own.
+                    None => return Err(
+                        "a torrent-add by URL must be a request of its own, not part of a batch"
+                            .into(),
+                    ),
+                }
+            } else {
+                // A regular file only: a FIFO or a device would block the engine.
+                let path = std::path::Path::new(f);
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_file() => {}
+                    _ => return Err(format!("{f}: no such torrent file")),
+                }
+                let bytes = crate::read_torrent_file(path).map_err(|e| format!("{f}: {e}"))?;
+                d.add_torrent_bytes(&bytes, dir, paused, labels)?
             }
         } else {
-            // A regular file only: a FIFO or a device would block the engine.
-            let path = std::path::Path::new(f);
-            match std::fs::metadata(path) {
-                Ok(m) if m.is_file() => {}
-                _ => return Err(format!("{f}: no such torrent file")),
-            }
-            let bytes = crate::read_torrent_file(path).map_err(|e| format!("{f}: {e}"))?;
-            d.add_torrent_bytes(&bytes, dir, paused, labels)?
-        }
-    } else {
-        return Err("no filename or metainfo specified".into());
-    };
+            return Err("no filename or metainfo specified".into());
+        };
     let (id, dup) = added;
     if !dup {
         let count = d.client.files(id).map_or(0, |f| f.len());

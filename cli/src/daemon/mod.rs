@@ -74,6 +74,10 @@ pub struct DaemonArgs {
     /// `.invalid`).
     #[arg(long)]
     pub watch: Option<PathBuf>,
+    /// Where torrents' data stays while they download; each moves to its download
+    /// folder once done.
+    #[arg(long, value_name = "DIR")]
+    pub incomplete_dir: Option<PathBuf>,
     /// Peer listen port.
     #[arg(short = 'p', long, default_value_t = 51413)]
     pub port: u16,
@@ -420,9 +424,16 @@ impl Daemon {
             return Err(format!("the daemon holds {MAX_TORRENTS} torrents already"));
         }
         let dir = dir.unwrap_or_else(|| self.download_dir.clone());
+        // The incomplete folder, unless some of its data is in the download folder
+        // already (then it is checked there, as Transmission does).
+        let data_dir = self
+            .args
+            .incomplete_dir
+            .clone()
+            .filter(|_| !meta.files.iter().any(|(f, _)| dir.join(f).exists()));
         let id = self
             .client
-            .add_torrent_file(bytes, Some(&dir))
+            .add_torrent_file(bytes, Some(data_dir.as_ref().unwrap_or(&dir)))
             .map_err(|e| e.to_string())?;
         if let Err(e) = btcore_host::os::write_atomic(&self.store.torrent_file(&hex), bytes) {
             self.client.remove_torrent(id, false);
@@ -433,6 +444,7 @@ impl Daemon {
             magnet: None,
             paused,
             download_dir: dir,
+            data_dir,
             added_date: methods::now_unix(),
             queue_position: self.torrents.len() as u64,
             labels,
@@ -461,9 +473,10 @@ impl Daemon {
             return Err(format!("the daemon holds {MAX_TORRENTS} torrents already"));
         }
         let dir = dir.unwrap_or_else(|| self.download_dir.clone());
+        let data_dir = self.args.incomplete_dir.clone();
         let id = self
             .client
-            .add_magnet(uri, Some(&dir))
+            .add_magnet(uri, Some(data_dir.as_ref().unwrap_or(&dir)))
             .map_err(|e| e.to_string())?;
         if let Err(e) = btcore_host::os::write_atomic(&self.store.magnet_file(&hex), uri.as_bytes())
         {
@@ -475,6 +488,7 @@ impl Daemon {
             magnet: Some(uri.to_string()),
             paused,
             download_dir: dir,
+            data_dir,
             added_date: methods::now_unix(),
             queue_position: self.torrents.len() as u64,
             labels,
@@ -595,6 +609,7 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         if let Some(e) = self.torrents.get_mut(&id) {
             e.saved.download_dir = path;
+            e.saved.data_dir = None;
             e.last_active = Instant::now();
         }
         self.dirty = true;
@@ -613,10 +628,35 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         if let Some(e) = self.torrents.get_mut(&id) {
             e.saved.download_dir = path;
+            e.saved.data_dir = None;
             e.last_active = Instant::now();
         }
         self.dirty = true;
         Ok(())
+    }
+
+    /// A torrent done downloading in the incomplete folder: its data moves to its
+    /// download folder (a failure is logged, and the data stays where it is).
+    fn move_when_done(&mut self, id: TorrentId) {
+        let Some(e) = self.torrents.get(&id) else {
+            return;
+        };
+        if e.saved.data_dir.is_none() {
+            return;
+        }
+        let to = e.saved.download_dir.clone();
+        let moved = std::fs::create_dir_all(&to)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.client.move_storage(id, &to).map_err(|e| e.to_string()));
+        match moved {
+            Ok(()) => {
+                if let Some(e) = self.torrents.get_mut(&id) {
+                    e.saved.data_dir = None;
+                }
+                self.dirty = true;
+            }
+            Err(err) => log::warn!("{}: moving to {}: {err}", self.name_of(id), to.display()),
+        }
     }
 
     /// Checks torrent `id`'s data on disk again.
@@ -702,8 +742,8 @@ impl Daemon {
             "config_dir": self.config_dir.to_string_lossy(),
             "download_dir": self.download_dir.to_string_lossy(),
             "download_dir_free_space": free_bytes(&self.download_dir),
-            "incomplete_dir": "",
-            "incomplete_dir_enabled": false,
+            "incomplete_dir": self.args.incomplete_dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
+            "incomplete_dir_enabled": self.args.incomplete_dir.is_some(),
             "peer_port": self.client.local_addr().port(),
             "peer_port_random_on_start": false,
             "port_forwarding_enabled": false,
@@ -1135,6 +1175,7 @@ impl Daemon {
                         e.last_active = Instant::now();
                         self.dirty = true;
                     }
+                    self.move_when_done(id);
                 }
                 Event::RatioReached(id) => {
                     if let Some(e) = self.torrents.get_mut(&id) {
@@ -1477,7 +1518,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         let r = match &s.magnet {
             Some(uri) => d
                 .client
-                .add_magnet(uri, Some(&s.download_dir))
+                .add_magnet(uri, Some(s.data_dir.as_ref().unwrap_or(&s.download_dir)))
                 .map(|id| (id, None))
                 .map_err(|e| e.to_string()),
             None => std::fs::read(d.store.torrent_file(&s.hash))
@@ -1485,7 +1526,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                 .and_then(|b| {
                     let meta = Meta::parse(&b)?;
                     d.client
-                        .add_torrent_file(&b, Some(&s.download_dir))
+                        .add_torrent_file(&b, Some(s.data_dir.as_ref().unwrap_or(&s.download_dir)))
                         .map(|id| (id, Some(meta)))
                         .map_err(|e| e.to_string())
                 }),
@@ -1554,7 +1595,14 @@ pub fn run(args: DaemonArgs) -> ExitCode {
                                 body,
                             });
                         }
-                        None => spawn_fetch(job, url, fetch_limit, &fetches, &fetch_tx, d.client.waker()),
+                        None => spawn_fetch(
+                            job,
+                            url,
+                            fetch_limit,
+                            &fetches,
+                            &fetch_tx,
+                            d.client.waker(),
+                        ),
                     }
                 }
             }

@@ -22,6 +22,9 @@ pub struct Saved {
     pub paused: bool,
     /// Where its data goes.
     pub download_dir: PathBuf,
+    /// Where its data is while it downloads, when not `download_dir` (the
+    /// incomplete folder): it moves to `download_dir` once done.
+    pub data_dir: Option<PathBuf>,
     /// Unix seconds.
     pub added_date: i64,
     /// Unix seconds it completed (0: not yet).
@@ -54,6 +57,7 @@ impl Saved {
             "magnet": self.magnet,
             "paused": self.paused,
             "download_dir": self.download_dir.to_string_lossy(),
+            "data_dir": self.data_dir.as_ref().map(|d| d.to_string_lossy()),
             "added_date": self.added_date,
             "done_date": self.done_date,
             "labels": self.labels,
@@ -81,6 +85,7 @@ impl Saved {
             magnet: o.get("magnet").and_then(Value::as_str).map(str::to_string),
             paused: o.get("paused").and_then(Value::as_bool).unwrap_or(false),
             download_dir: PathBuf::from(o.get("download_dir")?.as_str()?),
+            data_dir: o.get("data_dir").and_then(Value::as_str).map(PathBuf::from),
             added_date: o.get("added_date").and_then(Value::as_i64).unwrap_or(0),
             done_date: o.get("done_date").and_then(Value::as_i64).unwrap_or(0),
             labels: o

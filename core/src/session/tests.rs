@@ -228,7 +228,10 @@ fn a_small_torrent_holds_no_more_partial_slots_than_pieces() {
     use crate::time::Instant;
     let now = Instant::from_millis(1000);
     let config = SessionConfig::new(PeerId::generate(3));
-    let configured = config.picker.max_partials.max(config.max_peers_per_torrent * 2);
+    let configured = config
+        .picker
+        .max_partials
+        .max(config.max_peers_per_torrent * 2);
     let mut s = Session::new(config, 3);
     let small = s
         .add_torrent(now, &torrent_file(3 * 16384, 16384), None)
