@@ -71,10 +71,12 @@ mod net;
 mod settings;
 mod state;
 mod torrents;
+mod trackers;
 mod workers;
 
 pub use control::{torrent_file, ControlError, FileView, MAX_NAME_LEN};
 use net::Bucket;
+pub use trackers::TrackerInfo;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
