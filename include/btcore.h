@@ -227,6 +227,23 @@
 #define BTCORE_PRIORITY_MAX 7
 
 /**
+ * `btcore_tracker_status.flags`: an announce to this tracker is on its way.
+ */
+#define BTCORE_TRACKER_ANNOUNCING 1
+
+/**
+ * `btcore_tracker_status.flags`: its last announce was answered (a failure, a
+ * timeout or a transport error otherwise; see `last_announce`).
+ */
+#define BTCORE_TRACKER_LAST_OK 2
+
+/**
+ * The most URLs `btcore_torrent_set_trackers` reads in one call (the session keeps
+ * at most its `max_trackers` distinct ones).
+ */
+#define BTCORE_MAX_TRACKER_URLS 4096
+
+/**
  * An opaque DHT node. Made by `btcore_dht_new`, freed by `btcore_dht_free`. Every call
  * may come from any thread (calls on one handle are serialized on its lock; none does
  * I/O); never free it while another call on it runs.
@@ -996,6 +1013,81 @@ typedef struct btcore_file_info {
    */
   uint32_t flags;
 } btcore_file_info;
+
+/**
+ * One tracker of a torrent, filled by `btcore_torrent_trackers()`. Times are Unix
+ * seconds; counts the tracker did not give are -1.
+ */
+typedef struct btcore_tracker_status {
+  /**
+   * When its last announce ended (answered, failed or timed out); 0: never since
+   * the torrent was added.
+   */
+  int64_t last_announce;
+  /**
+   * When it may be asked next; 0 when the torrent does not announce (paused,
+   * checking, no tracker client).
+   */
+  int64_t next_announce;
+  /**
+   * Where its URL starts in the text buffer of the call.
+   */
+  uint32_t url_offset;
+  /**
+   * Its URL's length in bytes (a NUL follows it in the text buffer).
+   */
+  uint32_t url_len;
+  /**
+   * Where the text of its last announce starts in the text buffer: the tracker's
+   * failure reason or warning, or the transport error; empty when it answered
+   * without a word.
+   */
+  uint32_t result_offset;
+  /**
+   * That text's length in bytes (a NUL follows it).
+   */
+  uint32_t result_len;
+  /**
+   * Its BEP 12 tier (0 first).
+   */
+  uint32_t tier;
+  /**
+   * `BTCORE_TRACKER_ANNOUNCING`, `BTCORE_TRACKER_LAST_OK`.
+   */
+  uint32_t flags;
+  /**
+   * Seeders in its last answer, or -1.
+   */
+  int32_t seeders;
+  /**
+   * Leechers in its last answer, or -1.
+   */
+  int32_t leechers;
+  /**
+   * Completed downloads it reported, or -1.
+   */
+  int32_t downloaded;
+  /**
+   * Peers its last answer gave.
+   */
+  uint32_t last_peers;
+  /**
+   * Its last `interval` in seconds (0: no answer yet).
+   */
+  uint32_t interval;
+  /**
+   * Its last `min interval` in seconds (0: no answer yet).
+   */
+  uint32_t min_interval;
+  /**
+   * Its failures in a row.
+   */
+  uint32_t failures;
+  /**
+   * Always 0.
+   */
+  uint32_t reserved;
+} btcore_tracker_status;
 
 /**
  * Success.
@@ -3064,6 +3156,79 @@ btcore_result btcore_session_recheck(struct btcore_session *session, uint32_t id
 btcore_result btcore_session_set_location(struct btcore_session *session,
                                           uint32_t id,
                                           const char *path);
+
+/**
+ * Fills `buf` (room for `cap` records) with the trackers of torrent `id`, in announce
+ * order (tier by tier), and their strings into `text` (room for `text_cap` bytes):
+ * each record's URL and last result are at its offsets there, NUL-terminated. Writes
+ * the number of trackers to `*out_len` and the text bytes used to `*out_text_len`.
+ * When either buffer is too small, returns `BTCORE_BUFFER_TOO_SMALL` with both sizes
+ * needed written (and nothing else). A torrent has at most the session's
+ * `max_trackers` trackers (64 by default), each result at most `max_tracker_text`
+ * bytes (512). `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_tracker_status`es (it may be NULL when
+ *   `cap` is 0); `text` is valid for writes of `text_cap` bytes (it may be NULL when
+ *   `text_cap` is 0).
+ * - `out_len` and `out_text_len` are NULL or each valid for writing one `size_t`.
+ */
+btcore_result btcore_torrent_trackers(const struct btcore_session *session,
+                                      uint32_t id,
+                                      struct btcore_tracker_status *buf,
+                                      size_t cap,
+                                      char *text,
+                                      size_t text_cap,
+                                      size_t *out_len,
+                                      size_t *out_text_len);
+
+/**
+ * Asks torrent `id` to announce now: to each tracker as soon as its `min interval`
+ * allows (at once when it has passed; otherwise when it does, as Transmission does),
+ * and on the DHT. `BTCORE_NOT_FOUND` for an unknown id, `BTCORE_WRONG_STATE` when the
+ * torrent does not run (paused, checking) or has nothing to ask (no tracker and no
+ * DHT).
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_torrent_reannounce(struct btcore_session *session, uint32_t id);
+
+/**
+ * Replaces the trackers of torrent `id` with the `count` URLs of `urls` (UTF-8,
+ * NUL-terminated), URL `i` in tier `tiers[i]` (tiers in ascending number, first
+ * first; gaps do not matter). Repeated URLs are dropped. A tracker that stays keeps
+ * its record; the list is what `btcore_session_save_torrent_file` writes afterwards
+ * (the session itself keeps no tracker list across restarts). `count` 0 removes
+ * every tracker. Refused as a whole with `BTCORE_INVALID_PARAMETER` (the detail
+ * says why) when a URL is not UTF-8, empty, longer than 1024 bytes or not an
+ * `http://`, `https://` or `udp://` URL with a host, when there are more distinct
+ * URLs than the session's `max_trackers`, or `count` is above
+ * `BTCORE_MAX_TRACKER_URLS`; `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `urls` is valid for reading `count` pointers, each NULL or NUL-terminated, and
+ *   `tiers` for reading `count` `uint32_t`s (both may be NULL when `count` is 0).
+ */
+btcore_result btcore_torrent_set_trackers(struct btcore_session *session,
+                                          uint32_t id,
+                                          const char *const *urls,
+                                          const uint32_t *tiers,
+                                          size_t count);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -49,6 +49,7 @@ mod sansio_tracker;
 mod session;
 mod settings;
 mod torrent;
+mod trackers;
 
 pub use create::*;
 pub use error::*;
@@ -60,6 +61,7 @@ pub use sansio_tracker::*;
 pub use session::*;
 pub use settings::*;
 pub use torrent::*;
+pub use trackers::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;

@@ -85,6 +85,11 @@ fn rust() -> Layout {
         btcore_file_info {
              size, done, priority, flags,
         }
+        btcore_tracker_status {
+             last_announce, next_announce, url_offset, url_len, result_offset, result_len,
+             tier, flags, seeders, leechers, downloaded, last_peers, interval, min_interval,
+             failures, reserved,
+        }
     }
 }
 

@@ -1037,3 +1037,76 @@ fn c_session_downloads_a_trackerless_magnet_over_libtorrents_dht() {
     assert!(out.contains("settings: ok"), "{out}");
     same_file(&payload, &out_dir.join("payload.bin"));
 }
+
+// ---- a torrent's trackers (ffi/tests/trackers.c) ----
+
+/// An HTTP tracker on 127.0.0.1 answering each announce with `body`, on a thread that
+/// lives as long as the test process; returns its port and the number of announces
+/// other than `stopped` it answered.
+fn scripted_tracker(body: &'static [u8]) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tracker");
+    let port = l.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            if !req.windows(13).any(|w| w == b"event=stopped") {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    (port, count)
+}
+
+/// A torrent's trackers from C, against two HTTP trackers on 127.0.0.1: the failure
+/// reason of the refusing one and the counts of the answering one show in
+/// `btcore_torrent_trackers`, a reannounce waits for the answering tracker's min
+/// interval (30 s) and then reaches it, and list edits are validated and keep the
+/// record of the trackers that stay.
+#[test]
+fn c_torrent_trackers_status_reannounce_and_edits() {
+    use std::sync::atomic::Ordering;
+    let dir = tmp("trackers");
+    std::fs::create_dir_all(dir.join("content")).expect("content dir");
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(dir.join("content/data.bin"), &data).expect("content");
+    let (refusing, _) = scripted_tracker(b"d14:failure reason7:go awaye");
+    let (answering, asked) = scripted_tracker(
+        b"d8:completei3e10:incompletei2e8:intervali1800e12:min intervali30e5:peers0:e",
+    );
+    let exe = dir.join("trackers");
+    compile(&[root().join("ffi/tests/trackers.c")], &exe, false, true);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg(&*dir)
+            .arg(refusing.to_string())
+            .arg(answering.to_string())
+            .current_dir(&dir),
+        Duration::from_secs(150),
+    );
+    eprintln!("{out}");
+    assert!(out.contains("all checks passed"), "{out}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "the first announce and the reannounce"
+    );
+}

@@ -26,6 +26,14 @@
 //! off as above. The event pending goes to each tracker asked until one acknowledges
 //! it; `stopped` goes to each tracker that answered since the start.
 //!
+//! Each tracker keeps what its last exchange said (when, answered or not, its failure
+//! reason, warning or the transport error cut to
+//! [`SessionConfig::max_tracker_text`](super::SessionConfig::max_tracker_text), its
+//! counts and intervals), shown by
+//! [`Session::tracker_status`](super::Session::tracker_status) and kept when the
+//! application edits the list ([`Session::set_trackers`](super::Session::set_trackers))
+//! and the tracker stays.
+//!
 //! One exchange per torrent is in flight at a time; the host reports how it went with
 //! [`Session::handle_announced`](super::Session::handle_announced), giving back the
 //! announce's number (a report for another announce, late or given up on, is
@@ -42,7 +50,7 @@
 use super::AnnounceEvent;
 use crate::time::{Duration, Instant};
 use crate::tracker::http::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
-use crate::tracker::tiers::{AnnounceState, TierWalk, TrackerPos};
+use crate::tracker::tiers::{AnnounceState, TierWalk, TrackerPos, DEFAULT_MIN_INTERVAL_SECS};
 use crate::tracker::Event;
 use alloc::string::String;
 
@@ -69,8 +77,145 @@ pub enum AnnounceOutcome {
     NoTrackers,
 }
 
-/// A torrent's trackers: URLs in BEP 12 tiers, each with its backoff.
-pub(crate) type Trackers = TierWalk<String>;
+/// A torrent's trackers: URLs in BEP 12 tiers, each with its backoff and what its
+/// last exchange said.
+pub(crate) type Trackers = TierWalk<Tracker>;
+
+/// One tracker of a torrent: its URL and what its last exchange said (the text at
+/// most [`SessionConfig::max_tracker_text`](super::SessionConfig::max_tracker_text)
+/// bytes, so a torrent's records cost at most that times
+/// [`SessionConfig::max_trackers`](super::SessionConfig::max_trackers)).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tracker {
+    pub(crate) url: String,
+    pub(crate) record: TrackerRecord,
+}
+
+impl From<String> for Tracker {
+    fn from(url: String) -> Self {
+        Self {
+            url,
+            record: TrackerRecord::default(),
+        }
+    }
+}
+
+impl From<&str> for Tracker {
+    fn from(url: &str) -> Self {
+        String::from(url).into()
+    }
+}
+
+/// What a tracker's last exchange said.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TrackerRecord {
+    /// When the last exchange ended (answer, failure or timeout), and whether the
+    /// tracker answered.
+    pub(crate) last: Option<(Instant, bool)>,
+    /// Its failure reason, warning or the transport error (empty: none).
+    pub(crate) text: String,
+    /// The counts of its last answer (kept across a failure).
+    pub(crate) counts: AnnounceCounts,
+    /// Its last `interval` and `min interval` (seconds, as clamped).
+    pub(crate) interval: Option<(u32, u32)>,
+}
+
+/// The swarm counts and peers of a tracker's answer, for
+/// [`Session::handle_announce_report`](super::Session::handle_announce_report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnnounceCounts {
+    /// Seeders (`complete`), when the tracker said.
+    pub seeders: Option<u32>,
+    /// Leechers (`incomplete`), when the tracker said.
+    pub leechers: Option<u32>,
+    /// Completed downloads (`downloaded`, from a scrape), when known.
+    pub downloaded: Option<u32>,
+    /// The peers the answer gave.
+    pub peers: u32,
+}
+
+/// One tracker of a torrent as [`Session::tracker_status`](super::Session::tracker_status)
+/// shows it (what Transmission's `trackerStats` reports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrackerStatus {
+    /// The announce URL.
+    pub url: String,
+    /// Its BEP 12 tier (0 first).
+    pub tier: u32,
+    /// An announce to it is on its way.
+    pub announcing: bool,
+    /// When its last announce ended (answered, failed or timed out); `None`: never
+    /// since the torrent was added.
+    pub last_announce: Option<Instant>,
+    /// Whether that announce was answered.
+    pub last_announce_ok: bool,
+    /// The tracker's `failure reason` or `warning message`, or the transport error, of
+    /// that announce; empty when it answered without a word. At most
+    /// [`SessionConfig::max_tracker_text`](super::SessionConfig::max_tracker_text) bytes.
+    pub last_result: String,
+    /// Seeders in its last answer.
+    pub seeders: Option<u32>,
+    /// Leechers in its last answer.
+    pub leechers: Option<u32>,
+    /// Completed downloads, when the host reported them (a scrape).
+    pub downloaded: Option<u32>,
+    /// Peers its last answer gave.
+    pub last_peers: u32,
+    /// When it may be asked next: the torrent's next announce (scheduled, or asked for
+    /// with [`Session::reannounce`](super::Session::reannounce) and held by
+    /// `min interval`), or later while the tracker backs off after failures. `None`
+    /// when the torrent does not announce (paused, checking, no tracker client).
+    pub next_announce: Option<Instant>,
+    /// Its last `interval` (seconds).
+    pub interval: Option<u32>,
+    /// Its last `min interval` (seconds).
+    pub min_interval: Option<u32>,
+    /// Its failures in a row.
+    pub failures: u32,
+}
+
+/// Why [`Session::set_trackers`](super::Session::set_trackers) refused a list (it
+/// then changes nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrackerListError {
+    /// No such torrent.
+    UnknownTorrent,
+    /// More distinct URLs than
+    /// [`SessionConfig::max_trackers`](super::SessionConfig::max_trackers).
+    TooMany,
+    /// A URL is empty or longer than 1024 bytes.
+    BadLength,
+    /// A URL is not an `http://`, `https://` or `udp://` announce URL with a host.
+    UnsupportedUrl,
+}
+
+impl core::fmt::Display for TrackerListError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::UnknownTorrent => "unknown torrent",
+            Self::TooMany => "too many trackers",
+            Self::BadLength => "tracker URL empty or too long",
+            Self::UnsupportedUrl => "not an http, https or udp tracker URL",
+        })
+    }
+}
+
+/// Whether `url` is an announce URL of a scheme the engine speaks, with a host.
+pub(crate) fn known_tracker_url(url: &str) -> bool {
+    let b = url.as_bytes();
+    let rest = ["http://", "https://", "udp://"].iter().find_map(|p| {
+        (b.len() > p.len() && b[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+            .then(|| &b[p.len()..])
+    });
+    rest.is_some_and(|r| {
+        !matches!(r.first(), None | Some(b'/' | b':' | b'?' | b'#'))
+            && !r
+                .iter()
+                .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    })
+}
 
 /// The announce waiting for the host's report.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +249,8 @@ pub(crate) struct Announcer {
     requested: bool,
     /// No tracker to ask: none in the torrent, or the host has no tracker client.
     no_trackers: bool,
+    /// The host said it has no tracker client ([`AnnounceOutcome::NoTrackers`]).
+    no_client: bool,
     /// A tracker answered since the start (so `stopped` has someone to tell).
     answered_once: bool,
 }
@@ -143,6 +290,7 @@ impl Announcer {
             walking: false,
             requested: false,
             no_trackers: !has_trackers,
+            no_client: false,
             answered_once: false,
         }
     }
@@ -157,6 +305,46 @@ impl Announcer {
     pub(crate) fn request(&mut self) -> bool {
         self.requested = !self.no_trackers;
         self.requested
+    }
+
+    /// When the next announce goes out (ms), as far as the schedule knows: at once
+    /// during a walk, else the scheduled one, or sooner when the application asked
+    /// and `min interval` allows it sooner. `None` when none will (no tracker).
+    pub(crate) fn next_ms(&self) -> Option<u64> {
+        if self.no_trackers {
+            return None;
+        }
+        if self.walking && self.in_flight.is_none() {
+            return Some(0);
+        }
+        let scheduled = self.state.next_announce_ms()?;
+        let early = self
+            .requested
+            .then(|| self.state.early_allowed_ms())
+            .flatten();
+        Some(early.map_or(scheduled, |e| e.min(scheduled)))
+    }
+
+    /// The torrent's tracker list was replaced: `moved` maps the position of the
+    /// tracker in flight to its new one (`None`: it was removed; its report, when it
+    /// comes, is then ignored and the schedule goes on with the new list). A walk
+    /// under way starts over from the first tier.
+    pub(crate) fn trackers_replaced(
+        &mut self,
+        has_trackers: bool,
+        moved: impl FnOnce(TrackerPos) -> Option<TrackerPos>,
+    ) {
+        if let Some(f) = self.in_flight.as_mut() {
+            match moved(f.pos) {
+                Some(p) => f.pos = p,
+                None => self.in_flight = None,
+            }
+        }
+        self.walking = false;
+        self.no_trackers = !has_trackers || self.no_client;
+        if self.no_trackers {
+            self.requested = false;
+        }
     }
 
     /// Whether a tracker may have us listed: one answered since the start, or an
@@ -188,6 +376,11 @@ impl Announcer {
     pub(crate) fn expire(&mut self, now: Instant, trackers: &mut Trackers, limits: WalkLimits) {
         if let Some(f) = self.in_flight.filter(|f| now >= f.deadline) {
             self.in_flight = None;
+            if let Some((t, _)) = trackers.get_mut(f.pos) {
+                t.record.last = Some((now, false));
+                t.record.text.clear();
+                t.record.text.push_str("no answer in time");
+            }
             self.tracker_failed(now, f.pos, trackers, limits);
         }
     }
@@ -284,6 +477,7 @@ impl Announcer {
         outcome: AnnounceOutcome,
         trackers: &mut Trackers,
         limits: WalkLimits,
+        record: impl FnOnce(&mut TrackerRecord),
     ) -> Option<(Option<AnnounceEvent>, TrackerPos)> {
         let f = self.in_flight?;
         if f.seq != seq {
@@ -291,6 +485,10 @@ impl Announcer {
         }
         self.in_flight = None;
         let ms = now.as_millis();
+        // The tracker's record first: an answer moves it within its tier.
+        if let Some((t, _)) = trackers.get_mut(f.pos) {
+            record(&mut t.record);
+        }
         match outcome {
             AnnounceOutcome::Answered {
                 interval,
@@ -298,6 +496,12 @@ impl Announcer {
             } => {
                 let interval = interval.clamp(MIN_INTERVAL_SECS, MAX_INTERVAL_SECS);
                 let min_interval = min_interval.map(|m| m.clamp(MIN_INTERVAL_SECS, interval));
+                if let Some((t, _)) = trackers.get_mut(f.pos) {
+                    t.record.interval = Some((
+                        interval,
+                        min_interval.unwrap_or(DEFAULT_MIN_INTERVAL_SECS.min(interval)),
+                    ));
+                }
                 trackers.on_success(f.pos);
                 self.walking = false;
                 self.state
@@ -307,6 +511,7 @@ impl Announcer {
             AnnounceOutcome::Failed => self.tracker_failed(now, f.pos, trackers, limits),
             AnnounceOutcome::NoTrackers => {
                 self.no_trackers = true;
+                self.no_client = true;
                 self.walking = false;
                 self.requested = false;
             }
@@ -357,6 +562,19 @@ impl AnnounceBudget {
 mod tests {
     use super::*;
 
+    impl Announcer {
+        fn answered_t(
+            &mut self,
+            now: Instant,
+            seq: u64,
+            outcome: AnnounceOutcome,
+            trackers: &mut Trackers,
+            limits: WalkLimits,
+        ) -> Option<(Option<AnnounceEvent>, TrackerPos)> {
+            self.answered(now, seq, outcome, trackers, limits, |_| {})
+        }
+    }
+
     const OK: AnnounceOutcome = AnnounceOutcome::Answered {
         interval: 1800,
         min_interval: Some(900),
@@ -385,15 +603,19 @@ mod tests {
         assert!(a.announced(), "on its way");
         assert_eq!(a.due(t0, true, &tr), None, "one in flight at a time");
         assert_eq!(
-            a.answered(t0, 7, OK, &mut tr, L),
+            a.answered_t(t0, 7, OK, &mut tr, L),
             None,
             "not the announce in flight"
         );
         assert_eq!(
-            a.answered(t0, 1, OK, &mut tr, L).map(|(e, _)| e),
+            a.answered_t(t0, 1, OK, &mut tr, L).map(|(e, _)| e),
             Some(Some(AnnounceEvent::Started))
         );
-        assert_eq!(a.answered(t0, 1, OK, &mut tr, L), None, "nothing in flight");
+        assert_eq!(
+            a.answered_t(t0, 1, OK, &mut tr, L),
+            None,
+            "nothing in flight"
+        );
         // Short of peers, but min interval rules; user requests wait too.
         assert!(a.request());
         let before = t0 + Duration::from_millis(899_999);
@@ -402,7 +624,7 @@ mod tests {
         assert_eq!(a.due(at, true, &tr), Some(Due::Early));
         assert_eq!(a.due(at, false, &tr), Some(Due::Early), "requested");
         assert_eq!(a.send(at, 2, T, &mut tr, L).map(|s| s.1), Some(None));
-        a.answered(at, 2, OK, &mut tr, L);
+        a.answered_t(at, 2, OK, &mut tr, L);
         assert_eq!(a.due(at + Duration::from_secs(1799), false, &tr), None);
         assert_eq!(
             a.due(at + Duration::from_secs(1800), false, &tr),
@@ -434,9 +656,9 @@ mod tests {
             Some(AnnounceEvent::Started)
         );
         // The report of the announce given up on is not taken for this one.
-        assert_eq!(a.answered(t2, 1, OK, &mut tr, L), None);
+        assert_eq!(a.answered_t(t2, 1, OK, &mut tr, L), None);
         assert!(a.in_flight());
-        a.answered(t2, 2, AnnounceOutcome::Failed, &mut tr, L);
+        a.answered_t(t2, 2, AnnounceOutcome::Failed, &mut tr, L);
         assert_eq!(a.due(t2 + Duration::from_secs(119), true, &tr), None);
         assert!(a.due(t2 + Duration::from_secs(120), true, &tr).is_some());
         // A tracker's absurd interval is clamped.
@@ -445,7 +667,7 @@ mod tests {
             a.send(t2, 3, T, &mut tr, L).map(|s| s.0),
             Some(TrackerPos::default())
         );
-        a.answered(
+        a.answered_t(
             t2,
             3,
             AnnounceOutcome::Answered {
@@ -459,7 +681,7 @@ mod tests {
         // No tracker: never again, and a request is refused.
         let t3 = t2 + Duration::from_secs(30);
         assert!(a.send(t3, 4, T, &mut tr, L).is_some());
-        a.answered(t3, 4, AnnounceOutcome::NoTrackers, &mut tr, L);
+        a.answered_t(t3, 4, AnnounceOutcome::NoTrackers, &mut tr, L);
         assert_eq!(a.due(t3 + Duration::from_secs(100_000), true, &tr), None);
         assert!(!a.request());
     }

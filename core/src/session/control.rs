@@ -237,7 +237,7 @@ impl Session {
             while tiers.len() <= pos.tier {
                 tiers.push(Vec::new());
             }
-            tiers[pos.tier].push(url.clone());
+            tiers[pos.tier].push(url.url.clone());
         }
         tiers.retain(|t| !t.is_empty());
         Some(tiers)

@@ -216,6 +216,29 @@ impl DhtSchedule {
         entry.next = now + Duration::from_millis(backoff.min(RETRY_MAX.as_millis()));
     }
 
+    /// The application asks for a lookup of torrent `id`: due as soon as
+    /// `short_interval` after the last start allows (the spacing kept while short of
+    /// peers). False when the torrent is not in the schedule (not eligible yet), a
+    /// lookup runs, or a retry backoff holds.
+    pub(crate) fn request(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        short_interval: Duration,
+    ) -> bool {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        if e.in_flight.is_some() || e.failures > 0 {
+            return false;
+        }
+        let at = e.last_start.map_or(now, |t| (t + short_interval).max(now));
+        if at < e.next {
+            e.next = at;
+        }
+        true
+    }
+
     /// The host reports lookup `seq` of torrent `id`. False when it is not the one
     /// running (late, given up on, or unknown).
     pub(crate) fn done(

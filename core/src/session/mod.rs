@@ -67,7 +67,7 @@ mod metadata;
 mod smart_ban;
 mod torrent;
 
-pub use announce::AnnounceOutcome;
+pub use announce::{AnnounceCounts, AnnounceOutcome, TrackerListError, TrackerStatus};
 pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
 pub use torrent::{TorrentState, TorrentStatus};
@@ -1080,7 +1080,7 @@ impl Session {
         J: IntoIterator<Item = Vec<u8>>,
     {
         let mut seen: Vec<String> = Vec::new();
-        let mut kept: Vec<Vec<String>> = Vec::new();
+        let mut kept: Vec<Vec<announce::Tracker>> = Vec::new();
         for tier in tiers {
             if seen.len() >= self.config.max_trackers {
                 break;
@@ -1097,7 +1097,7 @@ impl Session {
                     continue;
                 }
                 seen.push(url.clone());
-                urls.push(url);
+                urls.push(url.into());
             }
             kept.push(urls);
         }
@@ -1333,19 +1333,53 @@ impl Session {
         outcome: AnnounceOutcome,
         message: &[u8],
     ) -> bool {
+        self.handle_announce_report(now, id, seq, outcome, message, AnnounceCounts::default())
+    }
+
+    /// [`Session::handle_announced_message`] with the swarm counts of the answer
+    /// (seeders, leechers, completed downloads, peers given), kept for
+    /// [`Session::tracker_status`] (with the message). The counts of a failed exchange
+    /// are ignored: the tracker's last answer keeps its own.
+    pub fn handle_announce_report(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        seq: u64,
+        outcome: AnnounceOutcome,
+        message: &[u8],
+        counts: AnnounceCounts,
+    ) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
         };
         let limits = Self::walk_limits(&self.config);
+        let max = self.config.max_tracker_text;
+        let record = |r: &mut announce::TrackerRecord| {
+            let (ok, text): (bool, &[u8]) = match outcome {
+                AnnounceOutcome::Answered { .. } => {
+                    r.counts = counts;
+                    (true, message)
+                }
+                AnnounceOutcome::Failed if message.is_empty() => (false, b"announce failed"),
+                AnnounceOutcome::Failed => (false, message),
+                AnnounceOutcome::NoTrackers => (false, b"no tracker client"),
+            };
+            r.last = Some((now, ok));
+            r.text = tracker_text(text, max);
+        };
         let Some((sent, pos)) = t
             .announcer
             .as_mut()
-            .and_then(|a| a.answered(now, seq, outcome, &mut t.trackers, limits))
+            .and_then(|a| a.answered(now, seq, outcome, &mut t.trackers, limits, record))
         else {
             return false;
         };
-        let max = self.config.max_tracker_text;
-        let tracker = || tracker_text(t.trackers.get(pos).map_or(&b""[..], |u| u.as_bytes()), max);
+        let tracker = || {
+            tracker_text(
+                t.trackers.get(pos).map_or(&b""[..], |u| u.url.as_bytes()),
+                max,
+            )
+        };
         let event = match outcome {
             AnnounceOutcome::Failed => Some(Event::TrackerError {
                 torrent: id,
@@ -1382,21 +1416,144 @@ impl Session {
 
     /// The application asks torrent `id` to announce now (to find peers, or to tell
     /// the tracker what it has). It goes out as soon as the tracker's `min interval`
-    /// allows (at once if it already does), as Transmission does; never sooner. False
-    /// when the torrent is unknown or does not run (checking, paused).
+    /// allows (at once if it already does), as Transmission does; never sooner. A
+    /// public torrent is also looked up on the DHT, as soon as
+    /// [`SessionConfig::dht_short_of_peers_interval`] after the last lookup allows. False
+    /// when the torrent is unknown or does not run (checking, paused), or has neither
+    /// a tracker nor a DHT lookup to make.
     pub fn reannounce(&mut self, now: Instant, id: TorrentId) -> bool {
-        let Some(a) = self
-            .torrents
-            .get_mut(&id)
-            .and_then(|t| t.announcer.as_mut())
-        else {
+        let Some(t) = self.torrents.get_mut(&id) else {
             return false;
         };
-        if !a.request() {
+        let Some(a) = t.announcer.as_mut() else {
             return false;
+        };
+        let trackers = a.request();
+        let dht = self.config.dht
+            && t.is_public_and_running()
+            && self
+                .dht
+                .request(now, id, self.config.dht_short_of_peers_interval);
+        if trackers {
+            self.run_announces(now);
         }
-        self.run_announces(now);
-        true
+        if dht {
+            self.run_dht(now);
+        }
+        trackers || dht
+    }
+
+    /// The trackers of torrent `id` and what each last said, in announce order (tier
+    /// by tier; in a tier, the one that answered last first): what Transmission's
+    /// `trackerStats` shows. `None` for an unknown torrent. Its size is bounded by
+    /// [`SessionConfig::max_trackers`] entries of at most
+    /// [`SessionConfig::max_tracker_text`] bytes of text each (and their URLs).
+    pub fn tracker_status(&self, id: TorrentId) -> Option<Vec<TrackerStatus>> {
+        let t = self.torrents.get(&id)?;
+        let a = t.announcer.as_ref();
+        let next = a.and_then(Announcer::next_ms);
+        let flying = a.and_then(Announcer::in_flight_tracker);
+        Some(
+            t.trackers
+                .iter()
+                .map(|(pos, tr, health)| {
+                    let r = &tr.record;
+                    TrackerStatus {
+                        url: tr.url.clone(),
+                        tier: u32::try_from(pos.tier).unwrap_or(u32::MAX),
+                        announcing: flying == Some(pos),
+                        last_announce: r.last.map(|(at, _)| at),
+                        last_announce_ok: r.last.is_some_and(|(_, ok)| ok),
+                        last_result: r.text.clone(),
+                        seeders: r.counts.seeders,
+                        leechers: r.counts.leechers,
+                        downloaded: r.counts.downloaded,
+                        last_peers: r.counts.peers,
+                        next_announce: next
+                            .map(|n| Instant::from_millis(n.max(health.retry_at_ms()))),
+                        interval: r.interval.map(|(i, _)| i),
+                        min_interval: r.interval.map(|(_, m)| m),
+                        failures: health.fails(),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Replaces the trackers of torrent `id` with `tiers` (BEP 12 tiers of announce
+    /// URLs, first tier first): what Transmission's `trackerList`, `trackerAdd`,
+    /// `trackerRemove` and `trackerReplace` edit. Empty tiers and repeated URLs are
+    /// dropped; each tier is shuffled as for a torrent added (BEP 12). A tracker that
+    /// stays keeps its record (its last answer, its backoff, whether it is to be told
+    /// `stopped`); a removed one is not told `stopped`, and the report of an announce
+    /// to it still on its way is ignored. A running torrent announces to a new list
+    /// on its schedule (at once when it had no tracker before and `started` is owed).
+    /// Refused as a whole, changing nothing, when a URL is empty, longer than 1024
+    /// bytes, or not an `http://`, `https://` or `udp://` URL with a host, or when
+    /// there are more than [`SessionConfig::max_trackers`] URLs.
+    pub fn set_trackers(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        tiers: Vec<Vec<String>>,
+    ) -> Result<(), TrackerListError> {
+        if !self.torrents.contains_key(&id) {
+            return Err(TrackerListError::UnknownTorrent);
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for url in tiers.iter().flatten() {
+            if url.is_empty() || url.len() > MAX_TRACKER_URL_LEN {
+                return Err(TrackerListError::BadLength);
+            }
+            if !announce::known_tracker_url(url) {
+                return Err(TrackerListError::UnsupportedUrl);
+            }
+            if !seen.contains(&url.as_str()) {
+                if seen.len() >= self.config.max_trackers {
+                    return Err(TrackerListError::TooMany);
+                }
+                seen.push(url);
+            }
+        }
+        let new = self.trackers_of(
+            tiers
+                .into_iter()
+                .map(|t| t.into_iter().map(String::into_bytes)),
+        );
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return Err(TrackerListError::UnknownTorrent);
+        };
+        let mut old = core::mem::replace(&mut t.trackers, new);
+        // Records follow their URL.
+        let positions: Vec<(TrackerPos, String)> = t
+            .trackers
+            .iter()
+            .map(|(p, tr, _)| (p, tr.url.clone()))
+            .collect();
+        let mut old_pos: Vec<(TrackerPos, TrackerPos)> = Vec::new();
+        for (p, url) in &positions {
+            let found = old
+                .iter()
+                .find(|(_, tr, _)| tr.url == *url)
+                .map(|(op, _, _)| op);
+            let Some(op) = found else {
+                continue;
+            };
+            old_pos.push((op, *p));
+            if let (Some((otr, oh)), Some((ntr, nh))) = (old.get_mut(op), t.trackers.get_mut(*p)) {
+                ntr.record = core::mem::take(&mut otr.record);
+                *nh = *oh;
+            }
+        }
+        t.trackers.restart();
+        let has = !t.trackers.is_empty();
+        if let Some(a) = t.announcer.as_mut() {
+            a.trackers_replaced(has, |p| {
+                old_pos.iter().find(|(op, _)| *op == p).map(|(_, np)| *np)
+            });
+            self.run_announces(now);
+        }
+        Ok(())
     }
 
     /// Whether torrent `id` is short of peers: it still downloads (or fetches its
@@ -1538,11 +1695,11 @@ impl Session {
                 told.push(p);
             }
             for p in told {
-                if let Some(url) = t.trackers.get(p) {
+                if let Some(tr) = t.trackers.get(p) {
                     t.push_announce(
                         Some(AnnounceEvent::Stopped),
                         0,
-                        url.clone(),
+                        tr.url.clone(),
                         &mut self.actions,
                     );
                 }
@@ -1611,7 +1768,7 @@ impl Session {
             ) else {
                 continue;
             };
-            let Some(url) = t.trackers.get(pos).cloned() else {
+            let Some(url) = t.trackers.get(pos).map(|t| t.url.clone()) else {
                 continue;
             };
             self.next_announce += 1;

@@ -370,7 +370,7 @@ impl Torrent {
             downloaded: 0,
             hash_failures: 0,
             announcer: None,
-            trackers: Trackers::new(Vec::<Vec<String>>::new(), &mut |_| 0),
+            trackers: Trackers::new(Vec::<Vec<super::announce::Tracker>>::new(), &mut |_| 0),
             error: None,
             completed_unsent: false,
             finished: false,

@@ -305,6 +305,11 @@ mod list {
             self.list.get(pos).map(|(_, h)| h)
         }
 
+        /// The tracker at `pos` and its record, mutably.
+        pub fn get_mut(&mut self, pos: TrackerPos) -> Option<(&mut T, &mut TrackerHealth)> {
+            self.list.get_mut(pos).map(|(t, h)| (t, h))
+        }
+
         /// A new walk: from the first tracker of the first tier.
         pub fn restart(&mut self) {
             self.list.restart();
@@ -449,6 +454,14 @@ impl AnnounceState {
         } else {
             None
         }
+    }
+
+    /// When an early announce ([`AnnounceState::wants_more_peers`]) is allowed from
+    /// (ms): `min interval` after the last successful announce; `None` while none may
+    /// go out early (before `started` is acknowledged, while stopping or retrying).
+    pub fn early_allowed_ms(&self) -> Option<u64> {
+        (!self.finished && !self.stopping && self.started_acked && self.failures == 0)
+            .then(|| self.earliest_ms())
     }
 
     /// The earliest time a non-event announce is allowed.

@@ -36,6 +36,8 @@
 //! - `settings`: settings changed while running ([`Client::apply_settings`]);
 //! - `state`: resume data and shutdown;
 //! - `discovery`: the DHT and local service discovery sockets.
+//! - `trackers`: a torrent's trackers as the application sees and edits them (their
+//!   status in wall-clock time, reannounce, a new list).
 //!
 //! Clocks. The session, the DHT and LSD run on the engine's clock,
 //! [`btcore_core::time::Instant`]: milliseconds since the client started (`epoch`),
@@ -71,10 +73,12 @@ mod net;
 mod settings;
 mod state;
 mod torrents;
+mod trackers;
 mod workers;
 
 pub use control::{torrent_file, ControlError, FileView, MAX_NAME_LEN};
 use net::Bucket;
+pub use trackers::TrackerInfo;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);

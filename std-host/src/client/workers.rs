@@ -5,7 +5,7 @@
 use super::Client;
 use crate::disk::DiskDone;
 use crate::tracker::AnnounceResult;
-use btcore_core::session::{AnnounceOutcome, PeerSource, TorrentId};
+use btcore_core::session::{AnnounceCounts, AnnounceOutcome, PeerSource, TorrentId};
 use std::net::{IpAddr, Ipv4Addr};
 
 impl Client {
@@ -96,8 +96,20 @@ impl Client {
                     (true, None) => (AnnounceOutcome::Failed, "no interval in the answer"),
                     _ => (AnnounceOutcome::Failed, r.error.as_deref().unwrap_or("")),
                 };
-                self.session
-                    .handle_announced_message(now, id, r.seq, outcome, message.as_bytes());
+                let counts = AnnounceCounts {
+                    seeders: r.complete,
+                    leechers: r.incomplete,
+                    downloaded: None,
+                    peers: u32::try_from(r.peers.len()).unwrap_or(u32::MAX),
+                };
+                self.session.handle_announce_report(
+                    now,
+                    id,
+                    r.seq,
+                    outcome,
+                    message.as_bytes(),
+                    counts,
+                );
             }
         }
     }
