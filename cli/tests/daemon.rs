@@ -134,6 +134,24 @@ fn transmission_remote_drives_a_download() {
     case.wait_data(&src, &dl, Empties::Required);
     let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
     assert!(info.contains(&hash), "{info}");
+    // The tracker's answer: the peers it gave, its counts.
+    let trackers = remote_ok(&case, rpc, &["-t", "1", "-it"]);
+    assert!(
+        trackers.contains(&format!("127.0.0.1:{tport}")) && trackers.contains("Got a list of"),
+        "{trackers}"
+    );
+    // Tracker edits: one added (a tier of its own), then removed; a reannounce.
+    remote_ok(
+        &case,
+        rpc,
+        &["-t", "1", "-td", "http://127.0.0.1:2/announce"],
+    );
+    let trackers = remote_ok(&case, rpc, &["-t", "1", "-it"]);
+    assert!(trackers.contains("127.0.0.1:2"), "{trackers}");
+    remote_ok(&case, rpc, &["-t", "1", "-tr", "1"]);
+    let trackers = remote_ok(&case, rpc, &["-t", "1", "-it"]);
+    assert!(!trackers.contains("127.0.0.1:2"), "{trackers}");
+    remote_ok(&case, rpc, &["-t", "1", "--reannounce"]);
     // Limits: the torrent's own, then the session's.
     remote_ok(&case, rpc, &["-t", "1", "-d", "50"]);
     let info = remote_ok(&case, rpc, &["-t", "1", "-i"]);
@@ -555,6 +573,50 @@ fn the_rpc_protocol_and_its_errors() {
         b"",
     );
     assert_eq!(code, 413);
+    // The tracker at 127.0.0.1:1 refuses: its status says so. The list is edited in
+    // rpc-version 18's form (a blank line between tiers) and kept.
+    r.call(serde_json::json!({"method": "torrent-start", "arguments": {"ids": [id]}}));
+    case.wait_for("the failed announce in trackerStats", |_| {
+        let g = r.call(serde_json::json!({
+            "method": "torrent_get", "arguments": {"fields": ["tracker_stats"], "ids": [id]}
+        }));
+        let t = &g["arguments"]["torrents"][0]["tracker_stats"][0];
+        if t["has_announced"] == true
+            && t["last_announce_succeeded"] == false
+            && !t["last_announce_result"].as_str().unwrap_or("").is_empty()
+        {
+            Ok(())
+        } else {
+            Err(g.to_string())
+        }
+    });
+    let list =
+        "http://127.0.0.1:1/announce\nhttp://127.0.0.1:3/announce\n\nudp://127.0.0.1:4/announce";
+    let set = r.call(serde_json::json!({
+        "method": "torrent_set", "arguments": {"ids": [id], "tracker_list": list}
+    }));
+    assert_eq!(set["result"], "success", "{set}");
+    let g = r.call(serde_json::json!({
+        "method": "torrent_get", "arguments": {"fields": ["tracker_list", "trackers"], "ids": [id]}
+    }));
+    let t = &g["arguments"]["torrents"][0];
+    assert_eq!(t["trackers"].as_array().map(Vec::len), Some(3), "{g}");
+    assert_eq!(t["trackers"][2]["tier"], 1, "{g}");
+    assert_eq!(
+        t["tracker_list"]
+            .as_str()
+            .map(|l| l.matches("\n\n").count()),
+        Some(1),
+        "{g}"
+    );
+    let bad = r.call(serde_json::json!({
+        "method": "torrent_set", "arguments": {"ids": [id], "tracker_list": "ftp://x/announce"}
+    }));
+    assert_ne!(bad["result"], "success", "{bad}");
+    let again =
+        r.call(serde_json::json!({"method": "torrent-reannounce", "arguments": {"ids": [id]}}));
+    assert_eq!(again["result"], "success", "{again}");
+    r.call(serde_json::json!({"method": "torrent-stop", "arguments": {"ids": [id]}}));
     // Added by URL: the daemon downloads the .torrent (off its loop) and answers
     // when it has it; a URL that fails says why.
     let single = btcore_create(&case, &src.join("a.bin"), None);

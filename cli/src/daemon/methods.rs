@@ -227,7 +227,12 @@ fn dispatch(
             Ok(Map::new())
         }
         "torrent_reannounce" => {
-            Err("torrent-reannounce is not supported by this version of btcore".into())
+            // As Transmission: asked of every selected torrent; one that may not
+            // announce yet (min interval) announces when it may, a paused one not.
+            for id in select(d, &a)? {
+                d.client.reannounce(id);
+            }
+            Ok(Map::new())
         }
         "group_get" => Ok(Map::from_iter([("group".to_string(), json!([]))])),
         "group_set" => Err("bandwidth groups are not supported by btcore".into()),
@@ -565,7 +570,11 @@ fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             | "seed_ratio_mode"
             | "location"
             | "honors_session_limits"
-            | "bandwidth_priority" => {}
+            | "bandwidth_priority"
+            | "tracker_add"
+            | "tracker_remove"
+            | "tracker_replace"
+            | "tracker_list" => {}
             other => {
                 return Err(format!(
                     "torrent-set: {} is not supported by this version of btcore",
@@ -642,11 +651,102 @@ fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             let pos = pos.as_u64().ok_or("queue-position must be a number")?;
             d.set_queue_position(id, pos);
         }
+        if let Some(tiers) = tracker_edit(d, id, a)? {
+            d.set_trackers(id, tiers)?;
+        }
         if let Some(loc) = a.get("location").and_then(Value::as_str) {
             d.move_to(id, loc)?;
         }
     }
     Ok(Map::new())
+}
+
+/// The tracker list `torrent-set` asks for, if it asks for a change: `tracker_list`
+/// (rpc-version 17+: URLs one per line, a blank line between tiers), or the older
+/// `tracker_add` (URLs, each a tier of its own after the others), `tracker_remove`
+/// (tracker ids as `trackers` numbers them) and `tracker_replace` (id, URL pairs).
+fn tracker_edit(
+    d: &Daemon,
+    id: TorrentId,
+    a: &Map<String, Value>,
+) -> Result<Option<Vec<Vec<String>>>, Failure> {
+    if let Some(v) = a.get("tracker_list") {
+        let text = v.as_str().ok_or("tracker-list must be a string")?;
+        let mut tiers: Vec<Vec<String>> = vec![Vec::new()];
+        for line in text.lines().map(str::trim) {
+            match (line.is_empty(), tiers.last_mut()) {
+                (true, Some(t)) if !t.is_empty() => tiers.push(Vec::new()),
+                (false, Some(t)) => t.push(line.to_string()),
+                _ => {}
+            }
+        }
+        tiers.retain(|t| !t.is_empty());
+        return Ok(Some(tiers));
+    }
+    let (add, remove, replace) = (
+        a.get("tracker_add"),
+        a.get("tracker_remove"),
+        a.get("tracker_replace"),
+    );
+    if add.is_none() && remove.is_none() && replace.is_none() {
+        return Ok(None);
+    }
+    // (id as `trackers` lists it, tier, URL)
+    let mut list: Vec<(Option<usize>, u32, String)> = d
+        .client
+        .tracker_status(id)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (Some(i), t.tier, t.url))
+        .collect();
+    if let Some(r) = replace {
+        let r = r.as_array().ok_or("tracker-replace must be a list")?;
+        for pair in r.chunks(2) {
+            let (Some(i), Some(url)) = (
+                pair.first().and_then(Value::as_u64),
+                pair.get(1).and_then(Value::as_str),
+            ) else {
+                return Err("tracker-replace must list tracker ids and URLs in pairs".into());
+            };
+            let t = list
+                .iter_mut()
+                .find(|t| t.0 == Some(i as usize))
+                .ok_or_else(|| format!("no tracker {i}"))?;
+            t.2 = url.to_string();
+        }
+    }
+    if let Some(r) = remove {
+        let ids: Vec<u64> = r
+            .as_array()
+            .ok_or("tracker-remove must be a list")?
+            .iter()
+            .map(|v| v.as_u64().ok_or("tracker-remove must list tracker ids"))
+            .collect::<Result<_, _>>()?;
+        list.retain(|t| !t.0.is_some_and(|i| ids.contains(&(i as u64))));
+    }
+    if let Some(r) = add {
+        let urls = r.as_array().ok_or("tracker-add must be a list")?;
+        let mut tier = list.iter().map(|t| t.1 + 1).max().unwrap_or(0);
+        for u in urls {
+            let u = u.as_str().ok_or("tracker-add must list URLs")?;
+            list.push((None, tier, u.to_string()));
+            tier += 1;
+        }
+    }
+    let mut tiers: Vec<Vec<String>> = Vec::new();
+    let mut last = None;
+    list.sort_by_key(|t| t.1);
+    for (_, tier, url) in list {
+        if last != Some(tier) {
+            tiers.push(Vec::new());
+            last = Some(tier);
+        }
+        if let Some(t) = tiers.last_mut() {
+            t.push(url);
+        }
+    }
+    Ok(Some(tiers))
 }
 
 fn set_location(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {

@@ -207,7 +207,6 @@ pub struct Meta {
     pub files: Vec<(String, u64)>,
     pub piece_length: u32,
     pub total_size: u64,
-    pub tiers: Vec<Vec<String>>,
     pub comment: String,
     pub creator: String,
     pub date_created: i64,
@@ -240,17 +239,6 @@ impl Meta {
             files,
             piece_length: m.piece_length(),
             total_size: m.total_size(),
-            tiers: {
-                let mut tiers: Vec<Vec<String>> = m
-                    .announce_tiers()
-                    .map(|t| t.map(text).collect::<Vec<_>>())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-                if tiers.is_empty() {
-                    tiers.extend(m.announce().map(|a| vec![text(a)]));
-                }
-                tiers
-            },
             comment: m.comment().map(text).unwrap_or_default(),
             creator: m.created_by().map(text).unwrap_or_default(),
             date_created: m.creation_date().unwrap_or(0),
@@ -531,6 +519,11 @@ impl Daemon {
                 log::warn!("{}: file priorities: {err}", s.hash);
             }
         }
+        if let Some(tiers) = s.trackers.clone() {
+            if let Err(err) = self.client.set_trackers(id, tiers) {
+                log::warn!("{}: tracker list: {err}", s.hash);
+            }
+        }
         self.client.set_sequential(id, s.sequential);
         self.client.set_torrent_limits(
             id,
@@ -657,6 +650,19 @@ impl Daemon {
             }
             Err(err) => log::warn!("{}: moving to {}: {err}", self.name_of(id), to.display()),
         }
+    }
+
+    /// Replaces torrent `id`'s tracker list (kept across restarts).
+    pub fn set_trackers(&mut self, id: TorrentId, tiers: Vec<Vec<String>>) -> Result<(), String> {
+        self.client
+            .set_trackers(id, tiers.clone())
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = self.torrents.get_mut(&id) {
+            e.saved.trackers = Some(tiers);
+            e.last_active = Instant::now();
+        }
+        self.dirty = true;
+        Ok(())
     }
 
     /// Checks torrent `id`'s data on disk again.
@@ -887,6 +893,16 @@ impl Daemon {
         };
         let error_string = st.error.map(|e| format!("{e:?}")).unwrap_or_default();
         let checking = view.checking;
+        let trackers = if fields.iter().any(|f| {
+            matches!(
+                f.as_str(),
+                "trackers" | "tracker_stats" | "tracker_list" | "magnet_link"
+            )
+        }) {
+            self.client.tracker_status(id).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for f in fields {
             let v: Value = match f.as_str() {
                 "id" => id.0.into(),
@@ -1070,45 +1086,78 @@ impl Daemon {
                     )
                 }
                 "trackers" | "tracker_stats" => {
+                    let stats = f == "tracker_stats";
                     let mut list = Vec::new();
-                    let mut n = 0u32;
-                    for (tier, urls) in meta
-                        .map(|m| m.tiers.as_slice())
-                        .unwrap_or(&[])
-                        .iter()
-                        .enumerate()
-                    {
-                        for u in urls {
-                            let host = u
-                                .split("://")
-                                .nth(1)
-                                .and_then(|r| r.split('/').next())
-                                .unwrap_or("")
-                                .to_string();
-                            let scrape = u.replace("/announce", "/scrape");
-                            list.push(json!({
-                                "id": n,
-                                "tier": tier,
-                                "announce": u,
-                                "scrape": scrape,
-                                "sitename": host.split(':').next().unwrap_or(""),
+                    let mut last_tier = None;
+                    for (n, t) in trackers.iter().enumerate() {
+                        let host = t
+                            .url
+                            .split("://")
+                            .nth(1)
+                            .and_then(|r| r.split('/').next())
+                            .unwrap_or("")
+                            .to_string();
+                        let scrape = t.url.replace("/announce", "/scrape");
+                        let mut o = json!({
+                            "id": n,
+                            "tier": t.tier,
+                            "announce": t.url,
+                            "scrape": scrape,
+                            "sitename": host.split(':').next().unwrap_or(""),
+                        });
+                        if stats {
+                            // The first tracker of a tier is the one asked; the rest
+                            // are its backups.
+                            let backup = last_tier == Some(t.tier);
+                            let extra = json!({
                                 "host": host,
-                            }));
-                            n += 1;
+                                "is_backup": backup,
+                                "announce_state": if t.announcing { 3 } else if t.next_announce.is_some() && !backup { 1 } else { 0 },
+                                "has_announced": t.last_announce.is_some(),
+                                "last_announce_time": t.last_announce.unwrap_or(0),
+                                "last_announce_start_time": t.last_announce.unwrap_or(0),
+                                "last_announce_succeeded": t.last_announce_ok,
+                                "last_announce_timed_out": t.last_result.contains("no answer in time"),
+                                "last_announce_result": if t.last_announce_ok && t.last_result.is_empty() { "Success".to_string() } else { t.last_result.clone() },
+                                "last_announce_peer_count": t.last_peers,
+                                "next_announce_time": if backup { 0 } else { t.next_announce.unwrap_or(0) },
+                                "seeder_count": t.seeders.map_or(-1, i64::from),
+                                "leecher_count": t.leechers.map_or(-1, i64::from),
+                                "download_count": t.downloaded.map_or(-1, i64::from),
+                                "has_scraped": false,
+                                "scrape_state": 0,
+                                "last_scrape_time": 0,
+                                "last_scrape_start_time": 0,
+                                "last_scrape_succeeded": false,
+                                "last_scrape_timed_out": false,
+                                "last_scrape_result": "",
+                                "next_scrape_time": 0,
+                            });
+                            if let (Value::Object(o), Value::Object(x)) = (&mut o, extra) {
+                                o.extend(x);
+                            }
                         }
+                        last_tier = Some(t.tier);
+                        list.push(o);
                     }
                     Value::Array(list)
                 }
-                "tracker_list" => Value::String(
-                    meta.map(|m| {
-                        m.tiers
-                            .iter()
-                            .map(|t| t.join("\n"))
-                            .collect::<Vec<_>>()
-                            .join("\n\n")
-                    })
-                    .unwrap_or_default(),
-                ),
+                "tracker_list" => {
+                    let mut out = String::new();
+                    let mut last_tier = None;
+                    for t in &trackers {
+                        if last_tier.is_some() {
+                            out += if last_tier == Some(t.tier) {
+                                "\n"
+                            } else {
+                                "\n\n"
+                            };
+                        }
+                        out += &t.url;
+                        last_tier = Some(t.tier);
+                    }
+                    out.into()
+                }
                 "peers_from" => json!({
                     "from_cache": 0, "from_dht": 0, "from_incoming": 0, "from_lpd": 0,
                     "from_ltep": 0, "from_pex": 0, "from_tracker": st.peers,
@@ -1118,9 +1167,9 @@ impl Daemon {
                     let name = self.name_of_view(view, e);
                     m += "&dn=";
                     m += &percent_encode(&name);
-                    for t in meta.map(|m| m.tiers.concat()).unwrap_or_default() {
+                    for t in &trackers {
                         m += "&tr=";
-                        m += &percent_encode(&t);
+                        m += &percent_encode(&t.url);
                     }
                     m.into()
                 }

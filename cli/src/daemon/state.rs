@@ -22,6 +22,9 @@ pub struct Saved {
     pub paused: bool,
     /// Where its data goes.
     pub download_dir: PathBuf,
+    /// Its tracker list as edited over the RPC (tiers of URLs); `None`: the one its
+    /// `.torrent` or magnet link gave.
+    pub trackers: Option<Vec<Vec<String>>>,
     /// Where its data is while it downloads, when not `download_dir` (the
     /// incomplete folder): it moves to `download_dir` once done.
     pub data_dir: Option<PathBuf>,
@@ -58,6 +61,7 @@ impl Saved {
             "paused": self.paused,
             "download_dir": self.download_dir.to_string_lossy(),
             "data_dir": self.data_dir.as_ref().map(|d| d.to_string_lossy()),
+            "trackers": self.trackers,
             "added_date": self.added_date,
             "done_date": self.done_date,
             "labels": self.labels,
@@ -86,6 +90,18 @@ impl Saved {
             paused: o.get("paused").and_then(Value::as_bool).unwrap_or(false),
             download_dir: PathBuf::from(o.get("download_dir")?.as_str()?),
             data_dir: o.get("data_dir").and_then(Value::as_str).map(PathBuf::from),
+            trackers: o.get("trackers").and_then(Value::as_array).map(|tiers| {
+                tiers
+                    .iter()
+                    .filter_map(Value::as_array)
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .collect()
+            }),
             added_date: o.get("added_date").and_then(Value::as_i64).unwrap_or(0),
             done_date: o.get("done_date").and_then(Value::as_i64).unwrap_or(0),
             labels: o
