@@ -50,6 +50,7 @@ extern crate alloc;
 pub const PEER_ID_PREFIX: &[u8; 8] = b"-BQ0100-";
 
 pub mod bencode;
+pub mod alt_speed;
 #[cfg(feature = "alloc")]
 pub mod bitfield;
 #[cfg(feature = "alloc")]

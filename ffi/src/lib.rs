@@ -1064,6 +1064,8 @@ mod tests {
             banned: 0,
             private: false,
             paused: false,
+            queued: false,
+            queue_position: 0,
             error: None,
             wanted_size: 3,
             wanted_have: 1,
