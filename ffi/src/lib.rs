@@ -38,8 +38,8 @@
 #![allow(non_camel_case_types)]
 
 mod create;
-mod queue;
 mod error;
+mod queue;
 mod sansio;
 mod sansio_dht;
 mod sansio_files;
@@ -52,8 +52,8 @@ mod settings;
 mod torrent;
 
 pub use create::*;
-pub use queue::*;
 pub use error::*;
+pub use queue::*;
 pub use sansio::*;
 pub use sansio_dht::*;
 pub use sansio_files::*;

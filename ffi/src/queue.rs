@@ -261,9 +261,7 @@ pub unsafe extern "C" fn btcore_session_peer_limit(
         let out = non_null(out)?;
         // SAFETY: `session` is NULL or a handle that no free races with, as this
         // function's contract requires.
-        let n = unsafe {
-            on_torrent(session, id, |c, t| c.peer_limit(t).ok_or(BTCORE_NOT_FOUND))
-        }?;
+        let n = unsafe { on_torrent(session, id, |c, t| c.peer_limit(t).ok_or(BTCORE_NOT_FOUND)) }?;
         // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
         unsafe { out.write(u32::try_from(n).unwrap_or(u32::MAX)) };

@@ -257,8 +257,7 @@ pub(crate) unsafe fn client_options(s: &btcore_settings) -> Result<ClientOptions
     opts.alt_upload_limit = s.alt_upload_rate_limit;
     opts.alt_speed_enabled = flag(s.alt_speed_enabled)?;
     let day = 24 * 60;
-    if s.alt_speed_begin_minute >= day || s.alt_speed_end_minute >= day || s.alt_speed_days > 127
-    {
+    if s.alt_speed_begin_minute >= day || s.alt_speed_end_minute >= day || s.alt_speed_days > 127 {
         return Err(Failure::new(
             BTCORE_INVALID_PARAMETER,
             "alt_speed minutes past 1439 or days past 127",

@@ -94,6 +94,31 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The local day of the week (0 = Sunday, as `tm_wday`) and minute of the day (0 =
+/// 00:00), in the system's time zone; `None` when the C library cannot tell.
+pub fn local_weekday_minute() -> Option<(u8, u16)> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let t = libc::time_t::try_from(secs).ok()?;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: `t` and `tm` are valid for the call; `localtime_r` is the thread-safe
+    // form (it writes only into `tm`) and returns NULL on failure, checked before `tm`
+    // is read; `tm` was zeroed, so it is initialized whatever the call wrote.
+    let r = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
+    if r.is_null() {
+        return None;
+    }
+    // SAFETY: zero-initialized above and filled by a successful `localtime_r`.
+    let tm = unsafe { tm.assume_init() };
+    let weekday = u8::try_from(tm.tm_wday).ok().filter(|d| *d < 7)?;
+    let minute = u16::try_from(tm.tm_hour * 60 + tm.tm_min)
+        .ok()?
+        .min(24 * 60 - 1);
+    Some((weekday, minute))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,27 +146,4 @@ mod tests {
         assert!(!tmp_path(&missing).exists());
         let _ = fs::remove_dir_all(&dir);
     }
-}
-
-/// The local day of the week (0 = Sunday, as `tm_wday`) and minute of the day (0 =
-/// 00:00), in the system's time zone; `None` when the C library cannot tell.
-pub fn local_weekday_minute() -> Option<(u8, u16)> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    let t = libc::time_t::try_from(secs).ok()?;
-    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
-    // SAFETY: `t` and `tm` are valid for the call; `localtime_r` is the thread-safe
-    // form (it writes only into `tm`) and returns NULL on failure, checked before `tm`
-    // is read; `tm` was zeroed, so it is initialized whatever the call wrote.
-    let r = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
-    if r.is_null() {
-        return None;
-    }
-    // SAFETY: zero-initialized above and filled by a successful `localtime_r`.
-    let tm = unsafe { tm.assume_init() };
-    let weekday = u8::try_from(tm.tm_wday).ok().filter(|d| *d < 7)?;
-    let minute = u16::try_from(tm.tm_hour * 60 + tm.tm_min).ok()?.min(24 * 60 - 1);
-    Some((weekday, minute))
 }

@@ -4,10 +4,8 @@
 //! paused torrent frees its slot; a seed that uploads nothing for its idle limit
 //! stops; a lowered peer limit closes the connections over it.
 
-use btcore_core::session::{
-    CloseReason, Event, IdleLimit, QueueMove, TorrentId, TorrentStatus,
-};
 use btcore_core::peer::PeerError;
+use btcore_core::session::{CloseReason, Event, IdleLimit, QueueMove, TorrentId, TorrentStatus};
 use btcore_core::time::Duration;
 use btcore_tests::sim::{content, make_torrent, Behaviour, LinkSpec, Sim};
 
@@ -68,7 +66,11 @@ fn a_queue_of_one_runs_one_download_at_a_time() {
         }
         let st = status(&sim, l, b);
         assert!(st.queued, "started before the first finished: {st:?}");
-        assert_eq!(st.peers + st.connecting, 0, "a queued torrent connects: {st:?}");
+        assert_eq!(
+            st.peers + st.connecting,
+            0,
+            "a queued torrent connects: {st:?}"
+        );
     }
     // The first is a seed now: the download slot is free.
     sim.run_for(Duration::from_secs(2));
@@ -94,7 +96,10 @@ fn a_stalled_download_gives_its_slot_to_the_next() {
     sim.run_for(Duration::from_secs(5));
     assert!(status(&sim, l, b).queued && status(&sim, l, c).queued);
     sim.run_for(Duration::from_secs(7));
-    assert!(!status(&sim, l, a).queued, "a stalled torrent keeps running");
+    assert!(
+        !status(&sim, l, a).queued,
+        "a stalled torrent keeps running"
+    );
     assert!(!status(&sim, l, b).queued, "the next did not start");
     assert!(status(&sim, l, c).queued, "only one slot was freed");
     // The second stalls in turn.
@@ -133,7 +138,10 @@ fn start_now_passes_the_queue_and_paused_torrents_do_not_count() {
     assert_eq!(s.queue_position(c), Some(3));
     assert!(s.pause_torrent(now, a));
     sim.run_for(Duration::from_secs(2));
-    assert!(!status(&sim, l, d).queued, "the paused torrent kept its slot");
+    assert!(
+        !status(&sim, l, d).queued,
+        "the paused torrent kept its slot"
+    );
     assert!(status(&sim, l, b).queued);
     let st = status(&sim, l, a);
     assert!(st.paused && !st.queued, "{st:?}");
@@ -192,7 +200,11 @@ fn the_idle_limit_stops_a_seed_that_uploads_nothing() {
     });
     assert!(ok, "the idle seed never stopped");
     let at = sim.nodes[seed].idle_reached_at.expect("stopped");
-    assert!(at.since(done) <= Duration::from_secs(62), "{:?}", at.since(done));
+    assert!(
+        at.since(done) <= Duration::from_secs(62),
+        "{:?}",
+        at.since(done)
+    );
     assert!(status(&sim, seed, t).paused);
 
     // The session's default, and a torrent that opts out.
@@ -211,9 +223,15 @@ fn the_idle_limit_stops_a_seed_that_uploads_nothing() {
     sim.run_for(Duration::from_secs(119));
     assert!(sim.nodes[a].idle_reached_at.is_none());
     sim.run_for(Duration::from_secs(3));
-    assert!(sim.nodes[a].idle_reached_at.is_some(), "the default did not apply");
+    assert!(
+        sim.nodes[a].idle_reached_at.is_some(),
+        "the default did not apply"
+    );
     sim.run_for(Duration::from_secs(60));
-    assert!(sim.nodes[b].idle_reached_at.is_none(), "Unlimited was not kept");
+    assert!(
+        sim.nodes[b].idle_reached_at.is_none(),
+        "Unlimited was not kept"
+    );
 }
 
 /// A seed with six leechers connected: its peer limit lowered to two closes four of
@@ -257,7 +275,10 @@ fn a_lowered_peer_limit_closes_the_connections_over_it() {
     assert!(sim.nodes[seed].session.set_peer_limit(now, t, None));
     assert_eq!(sim.nodes[seed].session.peer_limit(t), Some(50));
     let ok = sim.run_until(Duration::from_secs(120), |s| {
-        let st = s.nodes[seed].session.torrent_status(t, s.now).expect("status");
+        let st = s.nodes[seed]
+            .session
+            .torrent_status(t, s.now)
+            .expect("status");
         st.peers >= 4
     });
     assert!(ok, "the lifted limit let no one back");

@@ -899,7 +899,7 @@ impl Session {
         let over = order.len().saturating_sub(self.config.max_connections);
         for k in order.into_iter().take(over) {
             self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
-        }        // New queue sizes.
+        } // New queue sizes.
         self.run_queue(now);
     }
 

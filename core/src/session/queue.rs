@@ -169,8 +169,7 @@ impl Session {
     /// queue has free slots, queues the running ones over its size.
     pub(super) fn run_queue(&mut self, now: Instant) {
         let any_queued = self.torrents.values().any(|t| t.queued);
-        if !any_queued && self.config.download_queue.is_none() && self.config.seed_queue.is_none()
-        {
+        if !any_queued && self.config.download_queue.is_none() && self.config.seed_queue.is_none() {
             return;
         }
         let stalled = self.config.queue_stalled_after;
@@ -355,9 +354,7 @@ fn queue_limit(config: &SessionConfig, seeds: bool) -> Option<u32> {
 /// Whether the queues hold torrent `t` (running or queued): not paused, not started
 /// past them, past its check and not stopped by an error.
 fn in_queue(t: &super::Torrent) -> bool {
-    !t.paused
-        && !t.force_start
-        && !matches!(t.state, TorrentState::Checking | TorrentState::Error)
+    !t.paused && !t.force_start && !matches!(t.state, TorrentState::Checking | TorrentState::Error)
 }
 
 /// Whether torrent `t` takes a slot of its queue: it runs, in the queue, and is not

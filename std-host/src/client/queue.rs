@@ -145,3 +145,50 @@ impl Client {
         self.up.set_rate(up);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Client, ClientOptions};
+    use btcore_core::alt_speed::{Schedule, ALL_DAYS};
+
+    fn opts() -> ClientOptions {
+        ClientOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            save_dir: std::env::temp_dir(),
+            use_trackers: false,
+            download_limit: 1000,
+            upload_limit: 2000,
+            alt_download_limit: 10,
+            alt_upload_limit: 20,
+            ..ClientOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_alternative_limits_follow_the_switch_and_the_schedule() {
+        let mut c = Client::new(opts()).expect("client");
+        assert_eq!(c.rate_limits(), (1000, 2000));
+        c.set_alt_speed(true);
+        assert!(c.alt_speed_enabled());
+        assert_eq!(c.rate_limits(), (10, 20));
+        // A schedule of the whole week (equal ends: whole days, every day) turns them
+        // on at once whatever the local time; a schedule of no day, off.
+        let mut o = opts();
+        o.alt_speed_schedule = Some(Schedule {
+            begin_minute: 0,
+            end_minute: 0,
+            days: ALL_DAYS,
+        });
+        c.apply_settings(&o).expect("apply");
+        assert!(crate::os::local_weekday_minute().is_some());
+        assert_eq!(c.rate_limits(), (10, 20));
+        o.alt_speed_schedule = Some(Schedule {
+            begin_minute: 0,
+            end_minute: 0,
+            days: 0,
+        });
+        c.apply_settings(&o).expect("apply");
+        assert!(!c.alt_speed_enabled());
+        assert_eq!(c.rate_limits(), (1000, 2000));
+    }
+}
