@@ -82,6 +82,33 @@
 #define BTCORE_PEER_HAS_PEER_ID 64
 
 /**
+ * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
+ */
+#define BTCORE_SUBJECT_NONE 0
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a file or directory path (bytes
+ * of the platform's path, usually UTF-8).
+ */
+#define BTCORE_SUBJECT_PATH 1
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a socket address
+ * (`"0.0.0.0:6881"`, `"[::1]:6881"`) or the address text given.
+ */
+#define BTCORE_SUBJECT_ADDRESS 2
+
+/**
+ * `btcore_error_detail.subject_kind`: the subject is a tracker URL.
+ */
+#define BTCORE_SUBJECT_URL 3
+
+/**
+ * `btcore_error_detail.offset` when no byte offset applies (not a parse error).
+ */
+#define BTCORE_NO_OFFSET 18446744073709551615ull
+
+/**
  * `btcore_session_queue_move`: to the first place.
  */
 #define BTCORE_QUEUE_MOVE_TOP 0
@@ -117,33 +144,6 @@
  * (`seedIdleMode` 2).
  */
 #define BTCORE_IDLE_LIMIT_UNLIMITED 2
-
-/**
- * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
- */
-#define BTCORE_SUBJECT_NONE 0
-
-/**
- * `btcore_error_detail.subject_kind`: the subject is a file or directory path (bytes
- * of the platform's path, usually UTF-8).
- */
-#define BTCORE_SUBJECT_PATH 1
-
-/**
- * `btcore_error_detail.subject_kind`: the subject is a socket address
- * (`"0.0.0.0:6881"`, `"[::1]:6881"`) or the address text given.
- */
-#define BTCORE_SUBJECT_ADDRESS 2
-
-/**
- * `btcore_error_detail.subject_kind`: the subject is a tracker URL.
- */
-#define BTCORE_SUBJECT_URL 3
-
-/**
- * `btcore_error_detail.offset` when no byte offset applies (not a parse error).
- */
-#define BTCORE_NO_OFFSET 18446744073709551615ull
 
 /**
  * `btcore_action.announce_event`: a regular announce.
@@ -1487,6 +1487,118 @@ btcore_result btcore_create_torrent_file(const char *path,
                                          const char *output);
 
 /**
+ * The detail of the last call that failed on the calling thread (any call: with a
+ * handle or without, e.g. `btcore_session_new`, `btcore_create_torrent`, a call given a
+ * NULL or freed handle). Fills `*out` (may be NULL) and copies the message into
+ * `message` and the path, address or URL involved into `subject`, each
+ * NUL-terminated and cut to fit their capacities (`out->message_len` and
+ * `out->subject_len` give the whole lengths); a buffer may be NULL when its capacity is
+ * 0. With no failure yet, `out->code` is `BTCORE_OK`. This call records nothing of its
+ * own.
+ *
+ * # Safety
+ *
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_last_error(struct btcore_error_detail *out,
+                                char *message,
+                                size_t message_cap,
+                                char *subject,
+                                size_t subject_cap);
+
+/**
+ * The detail of the last call on `session` that failed, from whichever thread made
+ * it; as `btcore_last_error` otherwise. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_session_last_error(const struct btcore_session *session,
+                                        struct btcore_error_detail *out,
+                                        char *message,
+                                        size_t message_cap,
+                                        char *subject,
+                                        size_t subject_cap);
+
+/**
+ * The detail of the last call on the sans-IO handle `h` that failed; as
+ * `btcore_session_last_error` otherwise. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_sansio_last_error(const struct btcore_sansio *h,
+                                       struct btcore_error_detail *out,
+                                       char *message,
+                                       size_t message_cap,
+                                       char *subject,
+                                       size_t subject_cap);
+
+/**
+ * The detail of an event drained from `session` whose `detail` field is not 0
+ * (`BTCORE_EVENT_FILE_ERROR`: the file and the OS error; `BTCORE_EVENT_TRACKER_ERROR`
+ * and `_WARNING`: the tracker's URL as the subject and its message). The session keeps
+ * the details of its last 256 such events: an older one gives `BTCORE_NOT_FOUND`.
+ * Buffers as in `btcore_last_error`. Thread-safe; records nothing of its own.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_session_event_detail(const struct btcore_session *session,
+                                          uint64_t detail,
+                                          struct btcore_error_detail *out,
+                                          char *message,
+                                          size_t message_cap,
+                                          char *subject,
+                                          size_t subject_cap);
+
+/**
+ * The detail of an event drained from the sans-IO handle `h` whose `detail` field is
+ * not 0 (`BTCORE_EVENT_TRACKER_ERROR` and `_WARNING`); as
+ * `btcore_session_event_detail` otherwise.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
+ *   before reading anything behind it.
+ * - `out` is NULL or valid for writing one `btcore_error_detail`.
+ * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
+ *   and so is `subject` of `subject_cap`.
+ */
+btcore_result btcore_sansio_event_detail(const struct btcore_sansio *h,
+                                         uint64_t detail,
+                                         struct btcore_error_detail *out,
+                                         char *message,
+                                         size_t message_cap,
+                                         char *subject,
+                                         size_t subject_cap);
+
+/**
  * Writes the place of torrent `id` in the queues (0 first; every torrent has one, a
  * new torrent the last) to `*out`. `BTCORE_NOT_FOUND` for an unknown id.
  *
@@ -1627,118 +1739,6 @@ btcore_result btcore_session_set_alt_speed(struct btcore_session *session, uint8
  * - `out` is NULL or valid for writing one `uint8_t`.
  */
 btcore_result btcore_session_alt_speed_enabled(const struct btcore_session *session, uint8_t *out);
-
-/**
- * The detail of the last call that failed on the calling thread (any call: with a
- * handle or without, e.g. `btcore_session_new`, `btcore_create_torrent`, a call given a
- * NULL or freed handle). Fills `*out` (may be NULL) and copies the message into
- * `message` and the path, address or URL involved into `subject`, each
- * NUL-terminated and cut to fit their capacities (`out->message_len` and
- * `out->subject_len` give the whole lengths); a buffer may be NULL when its capacity is
- * 0. With no failure yet, `out->code` is `BTCORE_OK`. This call records nothing of its
- * own.
- *
- * # Safety
- *
- * - `out` is NULL or valid for writing one `btcore_error_detail`.
- * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
- *   and so is `subject` of `subject_cap`.
- */
-btcore_result btcore_last_error(struct btcore_error_detail *out,
-                                char *message,
-                                size_t message_cap,
-                                char *subject,
-                                size_t subject_cap);
-
-/**
- * The detail of the last call on `session` that failed, from whichever thread made
- * it; as `btcore_last_error` otherwise. Thread-safe; records nothing of its own.
- *
- * # Safety
- *
- * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
- *   frees during the call. A freed handle, one of another type or any other pointer is a
- *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
- *   handles before reading anything behind it.
- * - `out` is NULL or valid for writing one `btcore_error_detail`.
- * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
- *   and so is `subject` of `subject_cap`.
- */
-btcore_result btcore_session_last_error(const struct btcore_session *session,
-                                        struct btcore_error_detail *out,
-                                        char *message,
-                                        size_t message_cap,
-                                        char *subject,
-                                        size_t subject_cap);
-
-/**
- * The detail of the last call on the sans-IO handle `h` that failed; as
- * `btcore_session_last_error` otherwise. Thread-safe; records nothing of its own.
- *
- * # Safety
- *
- * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
- *   during the call. A freed handle, one of another type or any other pointer is a checked
- *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
- *   before reading anything behind it.
- * - `out` is NULL or valid for writing one `btcore_error_detail`.
- * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
- *   and so is `subject` of `subject_cap`.
- */
-btcore_result btcore_sansio_last_error(const struct btcore_sansio *h,
-                                       struct btcore_error_detail *out,
-                                       char *message,
-                                       size_t message_cap,
-                                       char *subject,
-                                       size_t subject_cap);
-
-/**
- * The detail of an event drained from `session` whose `detail` field is not 0
- * (`BTCORE_EVENT_FILE_ERROR`: the file and the OS error; `BTCORE_EVENT_TRACKER_ERROR`
- * and `_WARNING`: the tracker's URL as the subject and its message). The session keeps
- * the details of its last 256 such events: an older one gives `BTCORE_NOT_FOUND`.
- * Buffers as in `btcore_last_error`. Thread-safe; records nothing of its own.
- *
- * # Safety
- *
- * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
- *   frees during the call. A freed handle, one of another type or any other pointer is a
- *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
- *   handles before reading anything behind it.
- * - `out` is NULL or valid for writing one `btcore_error_detail`.
- * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
- *   and so is `subject` of `subject_cap`.
- */
-btcore_result btcore_session_event_detail(const struct btcore_session *session,
-                                          uint64_t detail,
-                                          struct btcore_error_detail *out,
-                                          char *message,
-                                          size_t message_cap,
-                                          char *subject,
-                                          size_t subject_cap);
-
-/**
- * The detail of an event drained from the sans-IO handle `h` whose `detail` field is
- * not 0 (`BTCORE_EVENT_TRACKER_ERROR` and `_WARNING`); as
- * `btcore_session_event_detail` otherwise.
- *
- * # Safety
- *
- * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
- *   during the call. A freed handle, one of another type or any other pointer is a checked
- *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles
- *   before reading anything behind it.
- * - `out` is NULL or valid for writing one `btcore_error_detail`.
- * - `message` is valid for writes of `message_cap` bytes (NULL when `message_cap` is 0),
- *   and so is `subject` of `subject_cap`.
- */
-btcore_result btcore_sansio_event_detail(const struct btcore_sansio *h,
-                                         uint64_t detail,
-                                         struct btcore_error_detail *out,
-                                         char *message,
-                                         size_t message_cap,
-                                         char *subject,
-                                         size_t subject_cap);
 
 /**
  * Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
