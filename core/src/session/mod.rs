@@ -41,6 +41,16 @@
 //! [`Event::TorrentFinished`], however it got there: downloaded, or found by a check
 //! or in resume data); it seeds once it has every piece. See `control.rs`.
 //!
+//! # Queues and limits
+//!
+//! [`SessionConfig::download_queue`] and [`SessionConfig::seed_queue`] let at most N
+//! torrents download and M seed; the others wait [`TorrentStatus::queued`] (no
+//! connection, no announce) in the order of [`Session::set_queue_position`], and
+//! stalled torrents ([`SessionConfig::queue_stalled_after`]) give their slot away;
+//! [`Session::resume_now`] passes the queues. [`Session::set_idle_limit`] (and
+//! [`SessionConfig::seed_idle_minutes`]) stops a seed that uploads nothing;
+//! [`Session::set_peer_limit`] caps one torrent's connections. See `queue.rs`.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then
@@ -1305,7 +1315,8 @@ impl Session {
     }
 
     /// Pauses a torrent: closes its connections, announces `stopped`, refuses its peers
-    /// and dials nobody until [`Session::resume_torrent`]. What it has is kept.
+    /// and dials nobody until [`Session::resume_torrent`]. What it has is kept. A
+    /// queued torrent leaves its queue; a running one frees its slot.
     pub fn pause_torrent(&mut self, now: Instant, id: TorrentId) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
@@ -1334,7 +1345,9 @@ impl Session {
         true
     }
 
-    /// Resumes a paused torrent: announces `started` and dials its known peers again.
+    /// Resumes a paused torrent: announces `started` and dials its known peers again;
+    /// when its queue is full it waits queued instead ([`Session::resume_now`] does
+    /// not).
     pub fn resume_torrent(&mut self, now: Instant, id: TorrentId) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
