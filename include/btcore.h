@@ -109,6 +109,43 @@
 #define BTCORE_NO_OFFSET 18446744073709551615ull
 
 /**
+ * `btcore_session_queue_move`: to the first place.
+ */
+#define BTCORE_QUEUE_MOVE_TOP 0
+
+/**
+ * `btcore_session_queue_move`: one place earlier.
+ */
+#define BTCORE_QUEUE_MOVE_UP 1
+
+/**
+ * `btcore_session_queue_move`: one place later.
+ */
+#define BTCORE_QUEUE_MOVE_DOWN 2
+
+/**
+ * `btcore_session_queue_move`: to the last place.
+ */
+#define BTCORE_QUEUE_MOVE_BOTTOM 3
+
+/**
+ * `btcore_session_set_idle_limit`: the session's `seed_idle_minutes` (Transmission's
+ * `seedIdleMode` 0).
+ */
+#define BTCORE_IDLE_LIMIT_GLOBAL 0
+
+/**
+ * `btcore_session_set_idle_limit`: the torrent's own minutes (`seedIdleMode` 1).
+ */
+#define BTCORE_IDLE_LIMIT_SINGLE 1
+
+/**
+ * `btcore_session_set_idle_limit`: no idle limit, whatever the session says
+ * (`seedIdleMode` 2).
+ */
+#define BTCORE_IDLE_LIMIT_UNLIMITED 2
+
+/**
  * `btcore_action.announce_event`: a regular announce.
  */
 #define BTCORE_ANNOUNCE_NONE 0
@@ -980,6 +1017,67 @@ typedef struct btcore_settings {
    * from peers pauses at twice it until writes complete.
    */
   uint64_t disk_queue_bytes;
+  /**
+   * Most torrents downloading at a time; the others wait
+   * (`BTCORE_STATE_QUEUED_DOWNLOAD`) in queue order (`btcore_session_queue_move`)
+   * and start as slots free. Paused torrents, those started with
+   * `btcore_session_start_now` and stalled ones do not count. 0 (the default): no
+   * queue (Transmission's `download-queue-size`).
+   */
+  uint32_t download_queue_size;
+  /**
+   * The same for finished torrents (`BTCORE_STATE_QUEUED_SEED`; 0, the default:
+   * no queue; `seed-queue-size`).
+   */
+  uint32_t seed_queue_size;
+  /**
+   * A running torrent that moved no payload for this many minutes is stalled: it
+   * runs on but no longer counts in its queue (30, the default; 0: never;
+   * `queue-stalled-minutes`).
+   */
+  uint32_t queue_stalled_minutes;
+  /**
+   * A finished torrent that uploaded nothing for this many minutes is paused
+   * (`BTCORE_EVENT_IDLE_LIMIT_REACHED`), unless it has a limit of its own
+   * (`btcore_session_set_idle_limit`). 0 (the default): none
+   * (`idle-seeding-limit`).
+   */
+  uint32_t seed_idle_minutes;
+  /**
+   * Download rate limit in bytes/s while the alternative ("turtle") limits apply
+   * (0: none).
+   */
+  uint64_t alt_download_rate_limit;
+  /**
+   * Upload rate limit in bytes/s while the alternative limits apply (0: none).
+   */
+  uint64_t alt_upload_rate_limit;
+  /**
+   * The alternative limits on (1) or off (0, the default); with a schedule, it
+   * turns them on and off at its edges. Given again unchanged to
+   * `btcore_session_apply_settings`, what the schedule set stays.
+   */
+  uint8_t alt_speed_enabled;
+  /**
+   * The schedule on (1) or off (0, the default): the alternative limits apply from
+   * `alt_speed_begin_minute` to `alt_speed_end_minute` (local time) on the days of
+   * `alt_speed_days`.
+   */
+  uint8_t alt_speed_schedule;
+  /**
+   * The days the schedule's span begins on: Sunday 1, Monday 2, ... Saturday 64
+   * (Transmission's bits; 127, the default: every day).
+   */
+  uint8_t alt_speed_days;
+  /**
+   * The first minute of the span (0 = 00:00 ... 1439; the default 540, 09:00).
+   */
+  uint16_t alt_speed_begin_minute;
+  /**
+   * The minute the span ends, not included (at or before the beginning: the next
+   * day; equal: a whole day; the default 1020, 17:00).
+   */
+  uint16_t alt_speed_end_minute;
 } btcore_settings;
 
 /**
@@ -1227,6 +1325,19 @@ typedef struct btcore_tracker_status {
 #define BTCORE_STATE_CHECKING 6
 
 /**
+ * Waiting in the download queue (`btcore_settings.download_queue_size`): no
+ * connection, no announce; it starts by itself when a slot frees (Transmission's
+ * "queued to download").
+ */
+#define BTCORE_STATE_QUEUED_DOWNLOAD 7
+
+/**
+ * Finished and waiting in the seed queue (`btcore_settings.seed_queue_size`;
+ * Transmission's "queued to seed").
+ */
+#define BTCORE_STATE_QUEUED_SEED 8
+
+/**
  * A torrent was added (`torrent`).
  */
 #define BTCORE_EVENT_TORRENT_ADDED 1
@@ -1301,6 +1412,24 @@ typedef struct btcore_tracker_status {
  * paused: it stopped seeding.
  */
 #define BTCORE_EVENT_RATIO_REACHED 20
+
+/**
+ * The finished torrent uploaded nothing for its idle limit
+ * (`btcore_session_set_idle_limit`, `btcore_settings.seed_idle_minutes`) and was
+ * paused: it stopped seeding.
+ */
+#define BTCORE_EVENT_IDLE_LIMIT_REACHED 30
+
+/**
+ * The torrent waits in its queue (`BTCORE_STATE_QUEUED_DOWNLOAD` or
+ * `BTCORE_STATE_QUEUED_SEED`): its connections were closed.
+ */
+#define BTCORE_EVENT_TORRENT_QUEUED 31
+
+/**
+ * The torrent left its queue and runs.
+ */
+#define BTCORE_EVENT_TORRENT_DEQUEUED 32
 
 /**
  * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
@@ -1560,6 +1689,148 @@ btcore_result btcore_sansio_event_detail(const struct btcore_sansio *h,
                                          size_t message_cap,
                                          char *subject,
                                          size_t subject_cap);
+
+/**
+ * Writes the place of torrent `id` in the queues (0 first; every torrent has one, a
+ * new torrent the last) to `*out`. `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `uint32_t`.
+ */
+btcore_result btcore_session_queue_position(const struct btcore_session *session,
+                                            uint32_t id,
+                                            uint32_t *out);
+
+/**
+ * Moves torrent `id` to place `pos` of the queues (past the last place: the last);
+ * the torrents between shift by one. A queued torrent moved first starts when a slot
+ * frees; running torrents are not stopped for it. `BTCORE_NOT_FOUND` for an unknown
+ * id.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_queue_position(struct btcore_session *session,
+                                                uint32_t id,
+                                                uint32_t pos);
+
+/**
+ * Moves torrent `id` in the queues: `how` is one of `BTCORE_QUEUE_MOVE_*` (top, up
+ * one, down one, bottom; Transmission's `queue-move-*`). `BTCORE_NOT_FOUND` for an
+ * unknown id, `BTCORE_INVALID_PARAMETER` for another `how`.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_queue_move(struct btcore_session *session, uint32_t id, uint32_t how);
+
+/**
+ * Starts torrent `id` now, paused or queued, past the queues (Transmission's
+ * `torrent-start-now`): it never waits in a queue and does not count in one until it
+ * is paused. `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_start_now(struct btcore_session *session, uint32_t id);
+
+/**
+ * Sets the idle seeding limit of torrent `id`: `mode` is one of
+ * `BTCORE_IDLE_LIMIT_*` (the session's `seed_idle_minutes`, `minutes` of its own, or
+ * none). Once finished, a torrent that uploaded nothing for that long is paused
+ * (`BTCORE_STATE_PAUSED`) and `BTCORE_EVENT_IDLE_LIMIT_REACHED` is sent.
+ * `BTCORE_NOT_FOUND` for an unknown id, `BTCORE_INVALID_PARAMETER` for another mode
+ * or `BTCORE_IDLE_LIMIT_SINGLE` with 0 minutes.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_idle_limit(struct btcore_session *session,
+                                            uint32_t id,
+                                            uint32_t mode,
+                                            uint32_t minutes);
+
+/**
+ * Caps the connections of torrent `id` at `limit` (Transmission's `peer-limit`; 0:
+ * back to the session's `max_peers_per_torrent`). Lowered, the least useful
+ * connections over it are closed at once. `max_connections` still holds over all
+ * torrents. `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_peer_limit(struct btcore_session *session,
+                                            uint32_t id,
+                                            uint32_t limit);
+
+/**
+ * Writes the connection cap of torrent `id` in force (its own, or the session's) to
+ * `*out`. `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `uint32_t`.
+ */
+btcore_result btcore_session_peer_limit(const struct btcore_session *session,
+                                        uint32_t id,
+                                        uint32_t *out);
+
+/**
+ * Turns the alternative speed limits (`btcore_settings.alt_download_rate_limit`,
+ * `alt_upload_rate_limit`) on (`on` 1) or off (0) by hand; with a schedule, until its
+ * next edge. `BTCORE_INVALID_PARAMETER` for another value.
+ *
+ * # Safety
+ *
+ * `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ * frees during the call. A freed handle, one of another type or any other pointer is a
+ * checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ * handles before reading anything behind it.
+ */
+btcore_result btcore_session_set_alt_speed(struct btcore_session *session, uint8_t on);
+
+/**
+ * Writes 1 to `*out` while the alternative speed limits apply (set by hand or by
+ * their schedule), else 0.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing one `uint8_t`.
+ */
+btcore_result btcore_session_alt_speed_enabled(const struct btcore_session *session, uint8_t *out);
 
 /**
  * Fills `out` with the defaults: desktop profile, no listen port, seed 0 (set one).
@@ -2878,7 +3149,10 @@ btcore_result btcore_session_poll(struct btcore_session *session, uint32_t timeo
  * `btcore_session_poll` does): the rate limits (from the next read or write), the
  * connection caps (`max_peers_per_torrent`, `max_connections`: the least useful
  * connections over a lowered cap are closed at once), `disk_queue_bytes`,
- * `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the
+ * `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the queues
+ * (`download_queue_size`, `seed_queue_size`, `queue_stalled_minutes`: queued torrents
+ * start or running ones wait at once), `seed_idle_minutes`, the alternative limits,
+ * their switch and schedule (`alt_*`), the
  * `encryption` policy (for connections made from now on), and `listen_address` with
  * `listen_port` (a new listen socket is bound; when that fails, e.g. the port is in
  * use, `BTCORE_IO` is returned, the old socket keeps listening and nothing else

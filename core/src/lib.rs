@@ -49,6 +49,7 @@ extern crate alloc;
 /// version 0.1.0.0, `-`), so other clients can tell btcore from others.
 pub const PEER_ID_PREFIX: &[u8; 8] = b"-BQ0100-";
 
+pub mod alt_speed;
 pub mod bencode;
 #[cfg(feature = "alloc")]
 pub mod bitfield;

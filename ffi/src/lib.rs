@@ -39,6 +39,7 @@
 
 mod create;
 mod error;
+mod queue;
 mod sansio;
 mod sansio_dht;
 mod sansio_files;
@@ -53,6 +54,7 @@ mod trackers;
 
 pub use create::*;
 pub use error::*;
+pub use queue::*;
 pub use sansio::*;
 pub use sansio_dht::*;
 pub use sansio_files::*;
@@ -314,6 +316,13 @@ pub const BTCORE_STATE_PAUSED: btcore_torrent_state = 5;
 /// Its data on disk is being checked (off the loop); no peers until that ends.
 /// `progress_ppm` then says how far the check is.
 pub const BTCORE_STATE_CHECKING: btcore_torrent_state = 6;
+/// Waiting in the download queue (`btcore_settings.download_queue_size`): no
+/// connection, no announce; it starts by itself when a slot frees (Transmission's
+/// "queued to download").
+pub const BTCORE_STATE_QUEUED_DOWNLOAD: btcore_torrent_state = 7;
+/// Finished and waiting in the seed queue (`btcore_settings.seed_queue_size`;
+/// Transmission's "queued to seed").
+pub const BTCORE_STATE_QUEUED_SEED: btcore_torrent_state = 8;
 
 /// A torrent's status, filled by `btcore_session_torrent_status()` or
 /// `btcore_sansio_torrent_status()`.
@@ -381,6 +390,8 @@ pub(crate) fn torrent_status(
 ) -> btcore_torrent_status {
     let state = match s.state {
         _ if s.paused => BTCORE_STATE_PAUSED,
+        _ if s.queued && s.finished => BTCORE_STATE_QUEUED_SEED,
+        _ if s.queued => BTCORE_STATE_QUEUED_DOWNLOAD,
         TorrentState::Checking => BTCORE_STATE_CHECKING,
         TorrentState::FetchingMetadata => BTCORE_STATE_FETCHING_METADATA,
         TorrentState::Downloading => BTCORE_STATE_DOWNLOADING,
@@ -555,6 +566,15 @@ pub const BTCORE_EVENT_TRACKER_WARNING: btcore_event_kind = 12;
 /// The torrent reached its ratio limit (`btcore_session_set_ratio_limit`) and was
 /// paused: it stopped seeding.
 pub const BTCORE_EVENT_RATIO_REACHED: btcore_event_kind = 20;
+/// The finished torrent uploaded nothing for its idle limit
+/// (`btcore_session_set_idle_limit`, `btcore_settings.seed_idle_minutes`) and was
+/// paused: it stopped seeding.
+pub const BTCORE_EVENT_IDLE_LIMIT_REACHED: btcore_event_kind = 30;
+/// The torrent waits in its queue (`BTCORE_STATE_QUEUED_DOWNLOAD` or
+/// `BTCORE_STATE_QUEUED_SEED`): its connections were closed.
+pub const BTCORE_EVENT_TORRENT_QUEUED: btcore_event_kind = 31;
+/// The torrent left its queue and runs.
+pub const BTCORE_EVENT_TORRENT_DEQUEUED: btcore_event_kind = 32;
 
 /// One event, drained by `btcore_session_events()` or `btcore_sansio_events()`
 /// (libtorrent's alerts, as plain data). Fields not used by a kind are zero.
@@ -666,6 +686,9 @@ pub(crate) fn convert_event(e: &Event) -> Option<(btcore_event, Option<error::Fa
         },
         Event::MetadataReceived(t) => btcore_event::new(BTCORE_EVENT_METADATA_RECEIVED, t.0),
         Event::RatioReached(t) => btcore_event::new(BTCORE_EVENT_RATIO_REACHED, t.0),
+        Event::IdleLimitReached(t) => btcore_event::new(BTCORE_EVENT_IDLE_LIMIT_REACHED, t.0),
+        Event::TorrentQueued(t) => btcore_event::new(BTCORE_EVENT_TORRENT_QUEUED, t.0),
+        Event::TorrentDequeued(t) => btcore_event::new(BTCORE_EVENT_TORRENT_DEQUEUED, t.0),
         _ => return None,
     };
     Some((ev, None))
@@ -701,6 +724,7 @@ impl EventQueue {
                         | BTCORE_EVENT_FILE_ERROR
                         | BTCORE_EVENT_TORRENT_REMOVED
                         | BTCORE_EVENT_RATIO_REACHED
+                        | BTCORE_EVENT_IDLE_LIMIT_REACHED
                 )
             };
             let i = self.q.iter().position(|e| !state(e.kind)).unwrap_or(0);
@@ -1066,6 +1090,8 @@ mod tests {
             banned: 0,
             private: false,
             paused: false,
+            queued: false,
+            queue_position: 0,
             error: None,
             wanted_size: 3,
             wanted_have: 1,

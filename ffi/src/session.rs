@@ -77,6 +77,45 @@ pub struct btcore_settings {
     /// 1 MiB; 512 KiB with `low_memory`): no block is requested past it, and reading
     /// from peers pauses at twice it until writes complete.
     pub disk_queue_bytes: u64,
+    /// Most torrents downloading at a time; the others wait
+    /// (`BTCORE_STATE_QUEUED_DOWNLOAD`) in queue order (`btcore_session_queue_move`)
+    /// and start as slots free. Paused torrents, those started with
+    /// `btcore_session_start_now` and stalled ones do not count. 0 (the default): no
+    /// queue (Transmission's `download-queue-size`).
+    pub download_queue_size: u32,
+    /// The same for finished torrents (`BTCORE_STATE_QUEUED_SEED`; 0, the default:
+    /// no queue; `seed-queue-size`).
+    pub seed_queue_size: u32,
+    /// A running torrent that moved no payload for this many minutes is stalled: it
+    /// runs on but no longer counts in its queue (30, the default; 0: never;
+    /// `queue-stalled-minutes`).
+    pub queue_stalled_minutes: u32,
+    /// A finished torrent that uploaded nothing for this many minutes is paused
+    /// (`BTCORE_EVENT_IDLE_LIMIT_REACHED`), unless it has a limit of its own
+    /// (`btcore_session_set_idle_limit`). 0 (the default): none
+    /// (`idle-seeding-limit`).
+    pub seed_idle_minutes: u32,
+    /// Download rate limit in bytes/s while the alternative ("turtle") limits apply
+    /// (0: none).
+    pub alt_download_rate_limit: u64,
+    /// Upload rate limit in bytes/s while the alternative limits apply (0: none).
+    pub alt_upload_rate_limit: u64,
+    /// The alternative limits on (1) or off (0, the default); with a schedule, it
+    /// turns them on and off at its edges. Given again unchanged to
+    /// `btcore_session_apply_settings`, what the schedule set stays.
+    pub alt_speed_enabled: u8,
+    /// The schedule on (1) or off (0, the default): the alternative limits apply from
+    /// `alt_speed_begin_minute` to `alt_speed_end_minute` (local time) on the days of
+    /// `alt_speed_days`.
+    pub alt_speed_schedule: u8,
+    /// The days the schedule's span begins on: Sunday 1, Monday 2, ... Saturday 64
+    /// (Transmission's bits; 127, the default: every day).
+    pub alt_speed_days: u8,
+    /// The first minute of the span (0 = 00:00 ... 1439; the default 540, 09:00).
+    pub alt_speed_begin_minute: u16,
+    /// The minute the span ends, not included (at or before the beginning: the next
+    /// day; equal: a whole day; the default 1020, 17:00).
+    pub alt_speed_end_minute: u16,
 }
 
 /// Most nodes in `btcore_settings.dht_bootstrap`.
@@ -141,6 +180,17 @@ fn default_settings() -> btcore_settings {
         max_connections: 0,
         dht_bootstrap: std::ptr::null(),
         disk_queue_bytes: 0,
+        download_queue_size: 0,
+        seed_queue_size: 0,
+        queue_stalled_minutes: 30,
+        seed_idle_minutes: 0,
+        alt_download_rate_limit: 0,
+        alt_upload_rate_limit: 0,
+        alt_speed_enabled: 0,
+        alt_speed_schedule: 0,
+        alt_speed_days: btcore_core::alt_speed::ALL_DAYS,
+        alt_speed_begin_minute: 9 * 60,
+        alt_speed_end_minute: 17 * 60,
     }
 }
 
@@ -198,6 +248,27 @@ pub(crate) unsafe fn client_options(s: &btcore_settings) -> Result<ClientOptions
     };
     opts.pex = flag(s.enable_pex)?;
     opts.lsd = flag(s.enable_lsd)?;
+    let nonzero = |n: u32| Some(n).filter(|&n| n > 0);
+    opts.download_queue = nonzero(s.download_queue_size);
+    opts.seed_queue = nonzero(s.seed_queue_size);
+    opts.queue_stalled_minutes = nonzero(s.queue_stalled_minutes);
+    opts.seed_idle_minutes = nonzero(s.seed_idle_minutes);
+    opts.alt_download_limit = s.alt_download_rate_limit;
+    opts.alt_upload_limit = s.alt_upload_rate_limit;
+    opts.alt_speed_enabled = flag(s.alt_speed_enabled)?;
+    let day = 24 * 60;
+    if s.alt_speed_begin_minute >= day || s.alt_speed_end_minute >= day || s.alt_speed_days > 127 {
+        return Err(Failure::new(
+            BTCORE_INVALID_PARAMETER,
+            "alt_speed minutes past 1439 or days past 127",
+        ));
+    }
+    opts.alt_speed_schedule =
+        flag(s.alt_speed_schedule)?.then_some(btcore_core::alt_speed::Schedule {
+            begin_minute: s.alt_speed_begin_minute,
+            end_minute: s.alt_speed_end_minute,
+            days: s.alt_speed_days,
+        });
     // SAFETY: as above.
     let bootstrap = unsafe { bootstrap_nodes(s.dht_bootstrap) }?;
     opts.dht = flag(s.enable_dht)?.then(|| btcore_host::dht::DhtOptions {

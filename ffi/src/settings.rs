@@ -10,7 +10,10 @@ use crate::*;
 /// `btcore_session_poll` does): the rate limits (from the next read or write), the
 /// connection caps (`max_peers_per_torrent`, `max_connections`: the least useful
 /// connections over a lowered cap are closed at once), `disk_queue_bytes`,
-/// `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the
+/// `enable_dht`, `dht_port`, `dht_bootstrap`, `enable_lsd`, `enable_pex`, the queues
+/// (`download_queue_size`, `seed_queue_size`, `queue_stalled_minutes`: queued torrents
+/// start or running ones wait at once), `seed_idle_minutes`, the alternative limits,
+/// their switch and schedule (`alt_*`), the
 /// `encryption` policy (for connections made from now on), and `listen_address` with
 /// `listen_port` (a new listen socket is bound; when that fails, e.g. the port is in
 /// use, `BTCORE_IO` is returned, the old socket keeps listening and nothing else

@@ -80,7 +80,11 @@ fn rust() -> Layout {
              download_dir, state_dir, listen_address, listen_port, low_memory, use_trackers,
              max_peers_per_torrent, disk_threads, download_rate_limit, upload_rate_limit,
              random_seed, encryption, enable_dht, enable_lsd, enable_pex, dht_port,
-             max_connections, dht_bootstrap, disk_queue_bytes,
+             max_connections, dht_bootstrap, disk_queue_bytes, download_queue_size,
+             seed_queue_size, queue_stalled_minutes, seed_idle_minutes,
+             alt_download_rate_limit, alt_upload_rate_limit, alt_speed_enabled,
+             alt_speed_schedule, alt_speed_days, alt_speed_begin_minute,
+             alt_speed_end_minute,
         }
         btcore_file_info {
              size, done, priority, flags,

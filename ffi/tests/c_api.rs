@@ -1110,3 +1110,31 @@ fn c_torrent_trackers_status_reannounce_and_edits() {
         "the first announce and the reannounce"
     );
 }
+
+/// A download queue of 1 through the C API: of two torrents added together, the
+/// second waits (`BTCORE_STATE_QUEUED_DOWNLOAD`, no connection) until the first
+/// finishes, then downloads by itself; with the queue calls and limits along the way.
+#[test]
+fn c_download_queue_of_one_keeps_the_second_torrent_waiting() {
+    let dir = tmp("queue");
+    let seed = dir.join("seed");
+    let first = make_pack(&seed);
+    // A second folder with other bytes: another torrent.
+    let pack2 = seed.join("pack2");
+    std::fs::create_dir_all(&pack2).expect("pack2");
+    let second: Vec<u8> = first[1].iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(pack2.join("d.bin"), &second).expect("write");
+    let exe = dir.join("queue");
+    compile(&[root().join("ffi/tests/queue.c")], &exe, false, true);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("queue")
+            .arg(&seed)
+            .arg(dir.join("leech")),
+        Duration::from_secs(180),
+    );
+    assert!(out.contains("queue: ok"), "{out}");
+    let got = dir.join("leech");
+    assert_eq!(std::fs::read(got.join("pack/a.bin")).expect("a"), first[0]);
+    assert_eq!(std::fs::read(got.join("pack2/d.bin")).expect("d"), second);
+}

@@ -9,6 +9,8 @@
 //! - [`write_atomic`] replaces a file so that a crash or power cut at any moment leaves
 //!   either the old or the new contents, never a mix or an empty file: resume files,
 //!   the DHT routing table and the tracker server's state all go through it.
+//! - [`local_weekday_minute`] reads the local wall clock (`localtime_r`, with the
+//!   time zone of the system): the alternative speed schedule is in local time.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -90,6 +92,31 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
+}
+
+/// The local day of the week (0 = Sunday, as `tm_wday`) and minute of the day (0 =
+/// 00:00), in the system's time zone; `None` when the C library cannot tell.
+pub fn local_weekday_minute() -> Option<(u8, u16)> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let t = libc::time_t::try_from(secs).ok()?;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: `t` and `tm` are valid for the call; `localtime_r` is the thread-safe
+    // form (it writes only into `tm`) and returns NULL on failure, checked before `tm`
+    // is read; `tm` was zeroed, so it is initialized whatever the call wrote.
+    let r = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
+    if r.is_null() {
+        return None;
+    }
+    // SAFETY: zero-initialized above and filled by a successful `localtime_r`.
+    let tm = unsafe { tm.assume_init() };
+    let weekday = u8::try_from(tm.tm_wday).ok().filter(|d| *d < 7)?;
+    let minute = u16::try_from(tm.tm_hour * 60 + tm.tm_min)
+        .ok()?
+        .min(24 * 60 - 1);
+    Some((weekday, minute))
 }
 
 #[cfg(test)]

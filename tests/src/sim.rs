@@ -187,6 +187,11 @@ pub struct Node {
     pub pieces_received: BTreeSet<u32>,
     /// When its torrent reached its ratio limit and stopped seeding.
     pub ratio_reached_at: Option<Instant>,
+    /// When its torrent reached its idle seeding limit and stopped seeding.
+    pub idle_reached_at: Option<Instant>,
+    /// Its queue events ([`Event::TorrentQueued`], [`Event::TorrentDequeued`]), in
+    /// order.
+    pub queue_events: Vec<(Instant, Event)>,
 }
 
 #[derive(Debug)]
@@ -410,6 +415,8 @@ impl Sim {
             recv_paused: 0,
             pieces_received: BTreeSet::new(),
             ratio_reached_at: None,
+            idle_reached_at: None,
+            queue_events: Vec::new(),
         });
         i
     }
@@ -1035,6 +1042,10 @@ impl Sim {
         match e {
             Event::TorrentFinished(_) => self.nodes[i].finished_at = Some(now),
             Event::RatioReached(_) => self.nodes[i].ratio_reached_at = Some(now),
+            Event::IdleLimitReached(_) => self.nodes[i].idle_reached_at = Some(now),
+            Event::TorrentQueued(_) | Event::TorrentDequeued(_) => {
+                self.nodes[i].queue_events.push((now, e));
+            }
             Event::PieceVerified(_, p) => {
                 if !self.piece_correct(i, p.0) {
                     let msg = format!("piece {} reported verified with wrong data", p.0);

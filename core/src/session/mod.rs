@@ -41,6 +41,16 @@
 //! [`Event::TorrentFinished`], however it got there: downloaded, or found by a check
 //! or in resume data); it seeds once it has every piece. See `control.rs`.
 //!
+//! # Queues and limits
+//!
+//! [`SessionConfig::download_queue`] and [`SessionConfig::seed_queue`] let at most N
+//! torrents download and M seed; the others wait [`TorrentStatus::queued`] (no
+//! connection, no announce) in the order of [`Session::set_queue_position`], and
+//! stalled torrents ([`SessionConfig::queue_stalled_after`]) give their slot away;
+//! [`Session::resume_now`] passes the queues. [`Session::set_idle_limit`] (and
+//! [`SessionConfig::seed_idle_minutes`]) stops a seed that uploads nothing;
+//! [`Session::set_peer_limit`] caps one torrent's connections. See `queue.rs`.
+//!
 //! # Poll order
 //!
 //! After any `handle_*` call: drain [`Session::poll_action`], then
@@ -64,12 +74,14 @@ mod bans;
 mod control;
 mod dht_schedule;
 mod metadata;
+mod queue;
 mod smart_ban;
 mod torrent;
 
 pub use announce::{AnnounceCounts, AnnounceOutcome, TrackerListError, TrackerStatus};
 pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
+pub use queue::{IdleLimit, QueueMove};
 pub use torrent::{TorrentState, TorrentStatus};
 
 use crate::bitfield::Bitfield;
@@ -275,6 +287,24 @@ pub struct SessionConfig {
     /// ([`Action::CheckData`]) before anything is downloaded, as libtorrent does. A
     /// host that cannot check turns it off: the torrent then downloads at once.
     pub check_after_metadata: bool,
+    /// Most torrents downloading at a time (Transmission's `download-queue-size`):
+    /// the others wait, [`TorrentStatus::queued`], in queue order
+    /// ([`Session::set_queue_position`]), holding no connection and not announcing.
+    /// Paused torrents, those started with [`Session::resume_now`] and those stalled
+    /// ([`SessionConfig::queue_stalled_after`]) do not count. `None` (the default):
+    /// no queue.
+    pub download_queue: Option<u32>,
+    /// The same for finished torrents (seeding; Transmission's `seed-queue-size`).
+    pub seed_queue: Option<u32>,
+    /// A running torrent that moved no payload for this long is stalled: it keeps
+    /// running but no longer counts against its queue, so the next one starts
+    /// (Transmission's `queue-stalled-minutes`, 30 by default). `None`: never.
+    pub queue_stalled_after: Option<Duration>,
+    /// A finished torrent that uploaded nothing for this many minutes stops seeding:
+    /// it is paused and [`Event::IdleLimitReached`] says so (Transmission's
+    /// `idle-seeding-limit`); a torrent's own limit ([`Session::set_idle_limit`])
+    /// overrides it. `None` (the default): no limit.
+    pub seed_idle_minutes: Option<u32>,
 }
 
 impl SessionConfig {
@@ -335,6 +365,11 @@ impl SessionConfig {
             dht_lookups_per_minute: 60,
             max_dht_lookups_in_flight: 16,
             check_after_metadata: true,
+            download_queue: None,
+            seed_queue: None,
+            // Transmission's default.
+            queue_stalled_after: Some(Duration::from_secs(30 * 60)),
+            seed_idle_minutes: None,
         }
     }
 
@@ -635,6 +670,16 @@ pub enum Event {
     /// The torrent's upload ratio reached its limit ([`Session::set_ratio_limit`]):
     /// it was paused (it stops seeding).
     RatioReached(TorrentId),
+    /// The finished torrent uploaded nothing for its idle limit
+    /// ([`Session::set_idle_limit`], [`SessionConfig::seed_idle_minutes`]): it was
+    /// paused (it stops seeding).
+    IdleLimitReached(TorrentId),
+    /// The torrent waits in its queue ([`SessionConfig::download_queue`],
+    /// [`SessionConfig::seed_queue`]): its connections were closed and `stopped`
+    /// announced.
+    TorrentQueued(TorrentId),
+    /// The torrent left its queue and runs (announces `started`, dials its peers).
+    TorrentDequeued(TorrentId),
     /// A peer connection completed its handshake.
     PeerConnected(TorrentId, SocketAddr),
     /// A peer was banned for bad data: its IP address is refused from now on, on
@@ -794,6 +839,7 @@ impl Event {
                 | Event::TorrentFinished(_)
                 | Event::DiskFailed(..)
                 | Event::RatioReached(_)
+                | Event::IdleLimitReached(_)
         )
     }
 }
@@ -857,19 +903,14 @@ impl Session {
         self.config = config;
         let tids: Vec<TorrentId> = self.torrents.keys().copied().collect();
         for tid in tids {
-            let order = self.shedding_order(now, Some(tid));
-            let over = order
-                .len()
-                .saturating_sub(self.config.max_peers_per_torrent);
-            for k in order.into_iter().take(over) {
-                self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
-            }
+            self.shed_torrent(now, tid);
         }
         let order = self.shedding_order(now, None);
         let over = order.len().saturating_sub(self.config.max_connections);
         for k in order.into_iter().take(over) {
             self.close(k, CloseReason::Peer(PeerError::ConnectionLimit));
-        }
+        } // New queue sizes.
+        self.run_queue(now);
     }
 
     /// The connections of torrent `tid` (None: all), in the order a lowered cap
@@ -920,7 +961,9 @@ impl Session {
         let id = self.insert_torrent(torrent_file, have)?;
         // Resume data that has every piece: finished at once, as after a check.
         self.note_finished(id);
-        self.start_announcing(now, id);
+        if self.enter_queue(now, id) {
+            self.start_announcing(now, id);
+        }
         Ok(id)
     }
 
@@ -956,15 +999,20 @@ impl Session {
         if t.finished && !t.is_finished() {
             t.finished = false;
         }
+        // As libtorrent after a check: data found complete is a finished torrent
+        // (and so in the seed queue).
+        self.note_finished(id);
         // A magnet link's torrent announced while it fetched the metadata: its
         // schedule goes on (no second `started`).
-        if !t.paused && t.announcer.is_none() {
+        let idle = self
+            .torrents
+            .get(&id)
+            .is_some_and(|t| !t.paused && t.announcer.is_none());
+        if idle && self.enter_queue(now, id) {
             self.start_announcing(now, id);
         }
-        // As libtorrent after a check: data found complete is a finished torrent.
-        self.note_finished(id);
         self.checked_peers(now, id, have);
-        if self.torrents.get(&id).is_some_and(|t| !t.paused) {
+        if self.torrents.get(&id).is_some_and(|t| !t.is_stopped()) {
             self.connect_more(now);
         }
         true
@@ -1024,6 +1072,7 @@ impl Session {
         }
         let id = TorrentId(self.next_torrent);
         let mut t = Torrent::new(id, &m, have, &self.config).ok_or(AddError::BadResume)?;
+        t.queue_pos = self.torrents.len() as u32;
         // BEP 12: `announce` only when there is no `announce-list`.
         let has_list = m.announce_tiers().flatten().next().is_some();
         t.trackers = if has_list {
@@ -1047,6 +1096,8 @@ impl Session {
         let id = TorrentId(self.next_torrent);
         self.next_torrent += 1;
         let mut t = Torrent::new_magnet(id, ih, &self.config);
+        t.queue_pos = self.torrents.len() as u32;
+        t.active_since = now;
         // Each `tr` its own tier, as libtorrent does; a malformed escape drops it.
         t.trackers = self.trackers_of(m.trackers().iter().map(|raw| {
             crate::magnet::percent_decode(raw)
@@ -1065,8 +1116,10 @@ impl Session {
             t.add_known_peer(p, None, caps);
         }
         self.torrents.insert(id, t);
-        self.start_announcing(now, id);
-        self.connect_more(now);
+        if self.enter_queue(now, id) {
+            self.start_announcing(now, id);
+            self.connect_more(now);
+        }
         Ok(id)
     }
 
@@ -1258,20 +1311,30 @@ impl Session {
             self.close(c, CloseReason::TorrentStopped);
         }
         self.stop_announcing(id);
-        self.torrents.remove(&id);
+        if let Some(t) = self.torrents.remove(&id) {
+            self.close_queue_gap(t.queue_pos);
+        }
         self.run_announces(now);
+        self.run_queue(now);
     }
 
     /// Pauses a torrent: closes its connections, announces `stopped`, refuses its peers
-    /// and dials nobody until [`Session::resume_torrent`]. What it has is kept.
+    /// and dials nobody until [`Session::resume_torrent`]. What it has is kept. A
+    /// queued torrent leaves its queue; a running one frees its slot.
     pub fn pause_torrent(&mut self, now: Instant, id: TorrentId) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
         };
+        t.force_start = false;
+        let was_queued = core::mem::take(&mut t.queued);
         if t.paused {
             return true;
         }
         t.paused = true;
+        if !was_queued {
+            // Its slot goes to the next torrent in its queue.
+            self.run_queue(now);
+        }
         self.stop_announcing(id);
         self.run_announces(now);
         let conns: Vec<ConnId> = self
@@ -1286,7 +1349,9 @@ impl Session {
         true
     }
 
-    /// Resumes a paused torrent: announces `started` and dials its known peers again.
+    /// Resumes a paused torrent: announces `started` and dials its known peers again;
+    /// when its queue is full it waits queued instead ([`Session::resume_now`] does
+    /// not).
     pub fn resume_torrent(&mut self, now: Instant, id: TorrentId) -> bool {
         let Some(t) = self.torrents.get_mut(&id) else {
             return false;
@@ -1294,7 +1359,7 @@ impl Session {
         if t.paused {
             t.paused = false;
             // A torrent still checking starts when its check is done.
-            if t.state != TorrentState::Checking {
+            if t.state != TorrentState::Checking && self.enter_queue(now, id) {
                 self.start_announcing(now, id);
                 self.connect_more(now);
             }
@@ -1645,7 +1710,7 @@ impl Session {
     }
 
     fn is_short(&self, t: &Torrent, established: usize) -> bool {
-        !t.paused
+        !t.is_stopped()
             && !t.finished
             && !matches!(
                 t.state,
@@ -2000,10 +2065,12 @@ impl Session {
                 .into_iter()
                 .collect()
         } else {
-            let cap = self.config.max_peers_per_torrent;
             per_torrent
                 .iter()
-                .filter(|(_, n)| cap > 5 && **n * 100 >= cap * cutoff)
+                .filter(|(t, n)| {
+                    let cap = self.peer_cap(**t);
+                    cap > 5 && **n * 100 >= cap * cutoff
+                })
                 .map(|(t, _)| *t)
                 .collect()
         };
@@ -2111,7 +2178,7 @@ impl Session {
             .iter()
             .filter(|(k, o)| **k != conn && o.torrent == Some(tid))
             .count();
-        if attached >= self.config.max_peers_per_torrent {
+        if attached >= self.peer_cap(tid) {
             let quiet = self.config.turnover_min_age;
             match self.turnover_candidates(now, tid, quiet, true).first() {
                 Some(&victim) => self.close(victim, CloseReason::Peer(PeerError::ConnectionLimit)),
@@ -2275,6 +2342,7 @@ impl Session {
                     c.peer.send_block(now, block, data);
                     if let Some(t) = self.torrents.get_mut(&id) {
                         t.uploaded += u64::from(block.len);
+                        t.last_transfer = now;
                     }
                     self.flag_send(conn);
                 }
@@ -2479,7 +2547,7 @@ impl Session {
         let magnets: Vec<TorrentId> = self
             .torrents
             .iter()
-            .filter(|(_, t)| t.meta.is_none() && !t.paused)
+            .filter(|(_, t)| t.meta.is_none() && !t.is_stopped())
             .map(|(k, _)| *k)
             .collect();
         for id in magnets {
@@ -2506,6 +2574,8 @@ impl Session {
         }
         self.run_announces(now);
         self.check_ratios(now);
+        self.check_idle(now);
+        self.run_queue(now);
         self.run_dht(now);
         self.turnover(now);
         self.connect_more(now);
@@ -2751,8 +2821,7 @@ impl Session {
                 continue;
             }
             let mut room = self
-                .config
-                .max_peers_per_torrent
+                .peer_cap(id)
                 .saturating_sub(connected + connecting)
                 .min(self.config.max_connecting.saturating_sub(connecting));
             while room > 0 {

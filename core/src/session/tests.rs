@@ -71,6 +71,8 @@ fn status(
         banned: 0,
         private: false,
         paused: false,
+        queued: false,
+        queue_position: 0,
         error: None,
         wanted_size: total_size,
         wanted_have: bytes_have,

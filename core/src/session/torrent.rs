@@ -85,6 +85,14 @@ pub struct TorrentStatus {
     pub private: bool,
     /// Paused by the application: no connections, no announces.
     pub paused: bool,
+    /// Waiting in the download or seed queue ([`SessionConfig::download_queue`],
+    /// [`SessionConfig::seed_queue`]): like a paused torrent it holds no connection
+    /// and does not announce, and it starts by itself when its turn comes.
+    /// Transmission's "queued to download" (`finished` false) or "queued to seed".
+    pub queued: bool,
+    /// Its place in the queues (0 first; every torrent has one, see
+    /// [`Session::set_queue_position`](super::Session::set_queue_position)).
+    pub queue_position: u32,
     /// The disk error that stopped the torrent (the first one reported); `Some`
     /// exactly when [`TorrentState::Error`].
     pub error: Option<DiskError>,
@@ -126,7 +134,11 @@ impl TorrentStatus {
         if self.is_complete() {
             return Some(0);
         }
-        if self.state != TorrentState::Downloading || self.paused || self.download_rate == 0 {
+        if self.state != TorrentState::Downloading
+            || self.paused
+            || self.queued
+            || self.download_rate == 0
+        {
             return None;
         }
         let (have, size) = self.wanted();
@@ -327,6 +339,22 @@ pub(crate) struct Torrent {
     /// Stop seeding (pause) once uploaded bytes reach this many thousandths of the
     /// downloaded ones ([`Session::set_ratio_limit`]).
     pub(crate) ratio_limit: Option<u32>,
+    /// Waiting for its turn in a queue (see `queue.rs`).
+    pub(crate) queued: bool,
+    /// Started with [`Session::resume_now`]: never queued, not counted in the queues.
+    pub(crate) force_start: bool,
+    /// Its place in the queues: the torrents' places are 0..n, each once.
+    pub(crate) queue_pos: u32,
+    /// Its idle seeding limit ([`Session::set_idle_limit`]).
+    pub(crate) idle_limit: super::IdleLimit,
+    /// Its own connection cap ([`Session::set_peer_limit`]); `None`: the session's
+    /// [`SessionConfig::max_peers_per_torrent`].
+    pub(crate) max_peers: Option<usize>,
+    /// When payload last moved either way (a block received or sent).
+    pub(crate) last_transfer: Instant,
+    /// When it last started running (added, resumed, checked, left a queue): idle
+    /// and stalled time count from the later of this and `last_transfer`.
+    pub(crate) active_since: Instant,
 }
 
 impl Torrent {
@@ -375,7 +403,28 @@ impl Torrent {
             completed_unsent: false,
             finished: false,
             ratio_limit: None,
+            queued: false,
+            force_start: false,
+            queue_pos: 0,
+            idle_limit: super::IdleLimit::Session,
+            max_peers: None,
+            last_transfer: Instant::ZERO,
+            active_since: Instant::ZERO,
         }
+    }
+
+    /// Paused or queued: no connection, no announce.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.paused || self.queued
+    }
+
+    /// How long no payload moved while it ran.
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        now.since(if self.last_transfer > self.active_since {
+            self.last_transfer
+        } else {
+            self.active_since
+        })
     }
 
     /// The host's check of the data on disk found `have`: the torrent leaves
@@ -431,7 +480,7 @@ impl Torrent {
     /// and local service discovery may speak of it.
     pub(crate) fn is_public_and_running(&self) -> bool {
         !self.private
-            && !self.paused
+            && !self.is_stopped()
             && !matches!(self.state, TorrentState::Checking | TorrentState::Error)
     }
 
@@ -482,6 +531,8 @@ impl Torrent {
             banned: self.bans,
             private: self.private,
             paused: self.paused,
+            queued: self.queued,
+            queue_position: self.queue_pos,
             error: self.error,
             wanted_size,
             wanted_have,
@@ -655,7 +706,7 @@ impl Torrent {
         backoff: Duration,
         bans: &BanList,
     ) -> usize {
-        if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.paused {
+        if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.is_stopped() {
             return 0;
         }
         self.known
@@ -676,7 +727,7 @@ impl Torrent {
         bans: &BanList,
         full: &dyn Fn(&SocketAddr) -> bool,
     ) -> Option<SocketAddr> {
-        if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.paused {
+        if matches!(self.state, TorrentState::Error | TorrentState::Checking) || self.is_stopped() {
             return None;
         }
         // A seed dials too: a peer behind a firewall (or a client that will not dial
@@ -877,7 +928,7 @@ pub(super) fn on_peer_event(
             if banned {
                 return Err(CloseReason::Banned);
             }
-            if t.paused || t.state == TorrentState::Checking {
+            if t.is_stopped() || t.state == TorrentState::Checking {
                 return Err(CloseReason::TorrentStopped);
             }
             // Duplicates, and the caps per address and per torrent.
@@ -952,6 +1003,7 @@ pub(super) fn on_peer_event(
                 return Ok(());
             };
             t.downloaded += data.len() as u64;
+            t.last_transfer = now;
             if !r.duplicate {
                 let len = data.len();
                 actions.push_back(Action::Write {

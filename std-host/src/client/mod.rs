@@ -70,6 +70,7 @@ mod actions;
 mod control;
 mod discovery;
 mod net;
+mod queue;
 mod settings;
 mod state;
 mod torrents;
@@ -126,6 +127,28 @@ pub struct ClientOptions {
     pub encryption: Encryption,
     /// Peer exchange (BEP 11) with peers of public torrents.
     pub pex: bool,
+    /// Most torrents downloading at a time; the others wait queued (None: no queue;
+    /// Transmission's `download-queue-size`).
+    pub download_queue: Option<u32>,
+    /// Most finished torrents seeding at a time (None: no queue; `seed-queue-size`).
+    pub seed_queue: Option<u32>,
+    /// Minutes without payload after which a running torrent no longer counts in its
+    /// queue (None: never; `queue-stalled-minutes`, 30 by default).
+    pub queue_stalled_minutes: Option<u32>,
+    /// Minutes without upload after which a finished torrent stops seeding, for the
+    /// torrents without a limit of their own (None: none; `idle-seeding-limit`).
+    pub seed_idle_minutes: Option<u32>,
+    /// Download rate limit in bytes/s while the alternative ("turtle") limits apply
+    /// (0: none).
+    pub alt_download_limit: u64,
+    /// Upload rate limit in bytes/s while the alternative limits apply (0: none).
+    pub alt_upload_limit: u64,
+    /// The alternative limits on (Transmission's `alt-speed-enabled`); a schedule
+    /// turns them on and off on its edges.
+    pub alt_speed_enabled: bool,
+    /// When the alternative limits apply by themselves, in local time (None: only by
+    /// hand; `alt-speed-time-*`).
+    pub alt_speed_schedule: Option<btcore_core::alt_speed::Schedule>,
 }
 
 /// Socket reads of one connection in one turn of the loop: one peer that keeps its
@@ -165,6 +188,14 @@ impl Default for ClientOptions {
             lsd: false,
             encryption: Encryption::default(),
             pex: true,
+            download_queue: None,
+            seed_queue: None,
+            queue_stalled_minutes: Some(30),
+            seed_idle_minutes: None,
+            alt_download_limit: 0,
+            alt_upload_limit: 0,
+            alt_speed_enabled: false,
+            alt_speed_schedule: None,
         }
     }
 }
@@ -293,6 +324,10 @@ pub struct Client {
     lsd: Option<crate::lsd::LsdHost>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
+    /// The alternative speed limits' switch and schedule.
+    alt: btcore_core::alt_speed::AltSpeed,
+    /// When the local clock is next looked at for the schedule.
+    next_alt_check: std::time::Instant,
 }
 
 impl std::fmt::Debug for Client {
@@ -322,6 +357,12 @@ fn session_config(opts: &ClientOptions, peer_id: PeerId, port: u16) -> SessionCo
     // The session schedules DHT lookups only for a host that runs a node.
     config.dht = opts.dht.is_some();
     config.pex = opts.pex;
+    config.download_queue = opts.download_queue;
+    config.seed_queue = opts.seed_queue;
+    config.queue_stalled_after = opts
+        .queue_stalled_minutes
+        .map(|m| btcore_core::time::Duration::from_secs(u64::from(m) * 60));
+    config.seed_idle_minutes = opts.seed_idle_minutes;
     config
 }
 
@@ -432,7 +473,7 @@ impl Client {
         } else {
             None
         };
-        Ok(Self {
+        let mut client = Self {
             session,
             poll,
             waker,
@@ -481,8 +522,13 @@ impl Client {
             dht,
             lsd,
             keys: KeySource::new(),
+            alt: queue::alt_speed(&opts),
+            next_alt_check: std::time::Instant::now(),
             opts,
-        })
+        };
+        // The schedule decides at once.
+        client.service_alt_speed(true);
+        Ok(client)
     }
 
     /// The address peers reach us at.
@@ -655,6 +701,7 @@ impl Client {
             }
         }
         self.expire_handshakes();
+        self.service_alt_speed(false);
         let now = self.now();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);

@@ -5,7 +5,8 @@
 //! | changes at run time | kept from [`Client::new`] |
 //! | --- | --- |
 //! | `listen` (a new socket is bound first: on failure the old one stays) | `save_dir`, `state_dir` |
-//! | `download_limit`, `upload_limit` (from the next read or write) | `low_memory` |
+//! | `download_limit`, `upload_limit`, the `alt_*` limits, switch and schedule (from the next read or write) | `low_memory` |
+//! | `download_queue`, `seed_queue`, `queue_stalled_minutes`, `seed_idle_minutes` | |
 //! | `max_peers`, `max_connections` (what is over the new cap is closed at once) | `disk_threads` |
 //! | `max_disk_queue` | `seed` |
 //! | `dht` (on, off, or another port or bootstrap list), `lsd`, `pex` | `use_trackers` |
@@ -115,8 +116,6 @@ impl Client {
         if let Some(l) = self.lsd.as_mut() {
             l.set_port_to_announce(port);
         }
-        self.down.set_rate(new.download_limit);
-        self.up.set_rate(new.upload_limit);
         // What cannot change keeps its value.
         let kept = ClientOptions {
             save_dir: self.opts.save_dir.clone(),
@@ -130,7 +129,15 @@ impl Client {
         let mut config = session_config(&kept, self.session.config().peer_id, port);
         config.dht = self.dht.is_some();
         self.session.set_config(now, config);
+        // The switch as the schedule left it counts as unchanged.
+        let alt_enabled = if new.alt_speed_enabled != self.opts.alt_speed_enabled {
+            new.alt_speed_enabled
+        } else {
+            self.alt.enabled()
+        };
         self.opts = kept;
+        // The rate limits in force (the alternative ones while they apply).
+        self.apply_alt_settings(alt_enabled);
         // Connections closed for the new caps.
         self.pump();
         Ok(())
