@@ -221,7 +221,7 @@ fn dispatch(
                 match d.verify(id) {
                     Ok(()) => {}
                     Err(e) if e.contains("metadata") || e.contains("busy") => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
             Ok(Map::new())
@@ -727,11 +727,10 @@ fn tracker_edit(
     }
     if let Some(r) = add {
         let urls = r.as_array().ok_or("tracker-add must be a list")?;
-        let mut tier = list.iter().map(|t| t.1 + 1).max().unwrap_or(0);
-        for u in urls {
+        let first = list.iter().map(|t| t.1 + 1).max().unwrap_or(0);
+        for (tier, u) in (first..).zip(urls) {
             let u = u.as_str().ok_or("tracker-add must list URLs")?;
             list.push((None, tier, u.to_string()));
-            tier += 1;
         }
     }
     let mut tiers: Vec<Vec<String>> = Vec::new();
