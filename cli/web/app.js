@@ -461,13 +461,21 @@
         tiers.get(k).map((tr) => [
           [tr.announce || tr.host || ''],
           [stats ? BT.fmtRelative(tr.lastAnnounceTime, now) : '–'],
-          [stats ? (tr.lastAnnounceResult || (tr.hasAnnounced ? '' : 'not yet')) : 'not reported'],
+          [announceResult(tr, stats)],
           [num(tr.seederCount), 'num'], [num(tr.leecherCount), 'num'],
           [stats ? BT.fmtRelative(tr.nextAnnounceTime, now) : '–'],
         ])));
       out.push(box);
     });
     $('pane-trackers').replaceChildren(...out);
+  }
+
+  /** The last announce's result in words, or why there is none. */
+  function announceResult(tr, stats) {
+    if (!stats || (tr.lastAnnounceResult === undefined && tr.hasAnnounced === undefined)) return 'not reported by the daemon';
+    if (tr.hasAnnounced === false) return 'not yet';
+    if (tr.lastAnnounceSucceeded === false) return 'failed: ' + (tr.lastAnnounceResult || 'no reason given');
+    return tr.lastAnnounceResult || 'ok';
   }
 
   function renderPieces(t) {

@@ -330,10 +330,6 @@ fn torrent_add(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             if !std::path::Path::new(s).is_absolute() {
                 return Err("download-dir must be an absolute path".into());
             }
-            // A folder that cannot be made is refused here, not found out later.
-            if let Err(e) = std::fs::create_dir_all(s) {
-                return Err(format!("download-dir {s}: {e}"));
-            }
             Some(std::path::PathBuf::from(s))
         }
         _ => None,
