@@ -356,6 +356,8 @@ fn screenshots() -> PathBuf {
 /// The scene of a browser case: a tracker, a seeder of the payload, a daemon.
 struct Scene {
     torrent: PathBuf,
+    /// The seeder's copy of the payload.
+    src: PathBuf,
     rpc: u16,
 }
 
@@ -369,7 +371,7 @@ fn scene(case: &mut Case, daemon_args: &[&str]) -> Scene {
     case.spawn("btcore-seed", seeder, true);
     let rpc = free_port();
     daemon(case, rpc, daemon_args);
-    Scene { torrent, rpc }
+    Scene { torrent, src, rpc }
 }
 
 /// Runs `browser.py ARGS` to its end (killed past the case's deadline) and fails the
@@ -412,6 +414,8 @@ fn the_page_in_a_browser_downloads_from_a_seeder() {
         s.rpc.to_string(),
         "--torrent".into(),
         s.torrent.to_string_lossy().into(),
+        "--src".into(),
+        s.src.to_string_lossy().into(),
         "--bad-file".into(),
         bad_file.to_string_lossy().into(),
         "--dl".into(),

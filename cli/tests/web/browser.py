@@ -3,15 +3,17 @@
 python3-selenium), started by cli/tests/web.rs, which runs the daemon, a tracker and a
 seeder on 127.0.0.1 and gives their places as arguments.
 
-  browser.py btcore   --rpc PORT --torrent T --bad-file F --dl DIR --bad-dir DIR --shots DIR --js-tests FILE
+  browser.py btcore   --rpc PORT --torrent T --src DIR --bad-file F --dl DIR --bad-dir DIR --shots DIR --js-tests FILE
   browser.py transmission --rpc PORT --torrent T --dl DIR --shots DIR
 
 `btcore`: the built-in page. Bad input first (a file that is not a torrent, a bad
 magnet link, a folder that cannot be written: the daemon's error is shown and nothing
 is added), then a speed limit changed in the settings (session-get follows), a torrent
 added by upload with one file deselected, its peers, files, trackers, pieces and
-general tabs while it downloads from the seeder, the deselected file never on disk,
-then removed with its data. The page's JavaScript tests run in the page too.
+general tabs while it downloads from the seeder, the deselected file never on disk;
+then the file wanted again and given high priority in the tree (it arrives), stop
+and start, the keyboard path, the phone size, removal with data, and a .torrent
+dropped on the page. The page's JavaScript tests run in the page too.
 `transmission`: Transmission's own web client served with --web-root: add by upload,
 list, details, stop and start, remove.
 
@@ -130,6 +132,15 @@ class Page:
         log(f"screenshot {path}")
 
 
+def same(path, want):
+    """Whether `path` holds the bytes of `want`."""
+    try:
+        with open(path, "rb") as f, open(want, "rb") as g:
+            return f.read() == g.read()
+    except OSError:
+        return False
+
+
 def check(page, cond, msg):
     if not cond:
         page.fail(msg)
@@ -239,12 +250,29 @@ def builtin(a):
                lambda: "100%" in p.text("#list .row .status"), timeout=90)
         a_bin = os.path.join(a.dl, "payload", "a.bin")
         b_bin = os.path.join(a.dl, "payload", "sub", "b.bin")
-        p.wait("a.bin on disk, whole", lambda: os.path.exists(a_bin) and os.path.getsize(a_bin) == 3 << 20)
+        p.wait("a.bin on disk, the seeder's bytes", lambda: same(a_bin, os.path.join(a.src, "a.bin")))
         check(p, not os.path.exists(b_bin), "the deselected file is on disk")
         p.click("#tab-files")
         p.wait("the files tab at 100% for a.bin", lambda: "100%" in p.text("#pane-files"))
         p.shot("tab-files-done")
         p.shot("main")
+
+        # The tree's toggles take effect: b.bin wanted (it then arrives), high priority.
+        p.el('#pane-files input[data-path="payload/sub/b.bin"]').click()
+        p.wait("the daemon to want b.bin", lambda: rpc.call("torrent-get", {"fields": ["wanted"]})
+               ["arguments"]["torrents"][0]["wanted"] in ([1, 1], [True, True]))
+        prio = p.el('#pane-files select[aria-label="Priority of payload/sub/b.bin"]')
+        prio.find_element(By.CSS_SELECTOR, 'option[value="1"]').click()
+        p.wait("the daemon to give b.bin high priority", lambda: rpc.call("torrent-get", {"fields": ["priorities"]})
+               ["arguments"]["torrents"][0]["priorities"][1] == 1)
+        p.wait("b.bin on disk, the seeder's bytes", lambda: same(b_bin, os.path.join(a.src, "sub", "b.bin")), timeout=90)
+
+        # Stop and start the selection with the buttons.
+        p.click("#btn-stop")
+        p.wait("the daemon to stop it", lambda: rpc.torrents()[0]["status"] == 0)
+        p.wait("the list to say so", lambda: any(w in p.text("#list .row .status") for w in ("Paused", "Finished")))
+        p.click("#btn-start")
+        p.wait("the daemon to start it", lambda: rpc.torrents()[0]["status"] != 0)
 
         # Keyboard: the list is a tab stop, arrows and Enter open the detail.
         p.click("#detail-close")
@@ -269,6 +297,22 @@ def builtin(a):
         p.wait("the list to be empty", lambda: not p.els("#list .row"))
         p.wait("the data to be deleted", lambda: not os.path.exists(a_bin))
         check(p, rpc.torrents() == [], "the daemon still has the torrent")
+        check(p, not os.path.exists(b_bin), "b.bin was not deleted")
+
+        # A .torrent dropped on the page opens the add dialog with its files.
+        with open(a.torrent, "rb") as f:
+            b64 = base64.b64encode(f.read()).decode()
+        d.execute_script("""
+            const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], 'payload.torrent', { type: 'application/x-bittorrent' }));
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+              document.body.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
+            }""", b64)
+        p.wait("the add dialog with the dropped torrent's files",
+               lambda: p.el("#add-dialog").is_displayed() and len(p.els("#add-files input[data-index]")) == 2)
+        p.click("#add-cancel")
+        check(p, rpc.torrents() == [], "a dropped torrent was added without asking")
         errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and "409" not in e["message"]]
         check(p, not errors, f"console errors: {errors}")
         log("PASS")
@@ -328,6 +372,7 @@ def main():
     ap.add_argument("--rpc", type=int, required=True)
     ap.add_argument("--torrent", required=True)
     ap.add_argument("--bad-file")
+    ap.add_argument("--src", help="the seeder's copy of the payload")
     ap.add_argument("--dl", required=True)
     ap.add_argument("--bad-dir")
     ap.add_argument("--shots", required=True)
