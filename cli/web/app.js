@@ -128,6 +128,11 @@
 
   function updateRow(t) {
     const r = rowFor(t), e = r.els;
+    // Rows whose torrent and selection did not change are left alone (a list of
+    // thousands costs no DOM work on a quiet second).
+    const sig = JSON.stringify(t) + selected.has(t.id);
+    if (r.sig === sig) return;
+    r.sig = sig;
     const cls = BT.statusClass(t);
     const pct = t.status === 2 && typeof t.recheckProgress === 'number' ? t.recheckProgress : t.percentDone;
     e.name.textContent = t.name || '(fetching metadata)';
@@ -243,9 +248,16 @@
 
   async function refreshDetail() {
     if (detailId == null) return;
-    const a = await rpc('torrent-get', { ids: [detailId], fields: TAB_FIELDS[detailTab] });
+    // File names do not change once known: after the first answer, only their stats.
+    const known = detailTab === 'files' && detailData && detailData.id === detailId &&
+      Array.isArray(detailData.files) && detailData.files.length > 0;
+    const fields = known ? ['id', 'fileStats'] : TAB_FIELDS[detailTab];
+    const a = await rpc('torrent-get', { ids: [detailId], fields });
     const t = (a.torrents || [])[0];
     if (!t) { closeDetail(); return; }
+    if (known) {
+      t.files = detailData.files.map((f, i) => Object.assign({}, f, { bytesCompleted: ((t.fileStats || [])[i] || {}).bytesCompleted }));
+    }
     detailData = t;
     renderDetail();
   }
