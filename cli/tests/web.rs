@@ -407,6 +407,13 @@ fn the_page_in_a_browser_downloads_from_a_seeder() {
     // A folder that cannot be made: its parent is a file.
     std::fs::write(case.dir.join("afile"), "x").expect("afile");
     let bad_dir = case.dir.join("afile/sub");
+    // Names that are markup: shown as text, never run.
+    let markup = case
+        .path("markup")
+        .join("<img src=x onerror=window.pwned=1>");
+    std::fs::create_dir_all(&markup).expect("markup dir");
+    std::fs::write(markup.join("<svg onload=window.pwned=2>.txt"), "x").expect("markup file");
+    let markup_torrent = btcore_create(&case, &markup, None);
     let js_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/test/format_test.js");
     let args: Vec<String> = vec![
         "btcore".into(),
@@ -418,6 +425,8 @@ fn the_page_in_a_browser_downloads_from_a_seeder() {
         s.src.to_string_lossy().into(),
         "--bad-file".into(),
         bad_file.to_string_lossy().into(),
+        "--markup-torrent".into(),
+        markup_torrent.to_string_lossy().into(),
         "--dl".into(),
         case.dir.join("dl").to_string_lossy().into(),
         "--bad-dir".into(),

@@ -3,7 +3,7 @@
 python3-selenium), started by cli/tests/web.rs, which runs the daemon, a tracker and a
 seeder on 127.0.0.1 and gives their places as arguments.
 
-  browser.py btcore   --rpc PORT --torrent T --src DIR --bad-file F --dl DIR --bad-dir DIR --shots DIR --js-tests FILE
+  browser.py btcore   --rpc PORT --torrent T --src DIR --bad-file F --markup-torrent T --dl DIR --bad-dir DIR --shots DIR --js-tests FILE
   browser.py transmission --rpc PORT --torrent T --dl DIR --shots DIR
 
 `btcore`: the built-in page. Bad input first (a file that is not a torrent, a bad
@@ -12,8 +12,8 @@ is added), then a speed limit changed in the settings (session-get follows), a t
 added by upload with one file deselected, its peers, files, trackers, pieces and
 general tabs while it downloads from the seeder, the deselected file never on disk;
 then the file wanted again and given high priority in the tree (it arrives), stop
-and start, the keyboard path, the phone size, removal with data, and a .torrent
-dropped on the page. The page's JavaScript tests run in the page too.
+and start, the keyboard path, the phone size, removal with data, a torrent whose
+names hold HTML (shown as text, never run), and a .torrent dropped on the page. The page's JavaScript tests run in the page too.
 `transmission`: Transmission's own web client served with --web-root: add by upload,
 list, details, stop and start, remove.
 
@@ -299,6 +299,23 @@ def builtin(a):
         check(p, rpc.torrents() == [], "the daemon still has the torrent")
         check(p, not os.path.exists(b_bin), "b.bin was not deleted")
 
+        # A name with markup is shown as text, never run (the page writes no HTML).
+        p.click("#btn-add")
+        p.el("#add-file").send_keys(a.markup_torrent)
+        p.wait("the markup torrent's file list", lambda: p.els("#add-files input[data-index]"))
+        p.click("#add-start")
+        p.click("#add-ok")
+        row = p.wait("the markup torrent in the list", lambda: p.els("#list .row"))[0]
+        p.wait("its name as text", lambda: "<img src=x onerror=" in row.text)
+        row.click()
+        p.click("#tab-files")
+        p.wait("its file tree", lambda: "onerror" in p.text("#pane-files"))
+        check(p, d.execute_script("return window.pwned === undefined && !document.querySelector('main img')"),
+              "markup in a torrent name ran")
+        p.click("#btn-remove")
+        p.click("#remove-ok")
+        p.wait("the list to be empty again", lambda: not p.els("#list .row"))
+
         # A .torrent dropped on the page opens the add dialog with its files.
         with open(a.torrent, "rb") as f:
             b64 = base64.b64encode(f.read()).decode()
@@ -372,6 +389,7 @@ def main():
     ap.add_argument("--rpc", type=int, required=True)
     ap.add_argument("--torrent", required=True)
     ap.add_argument("--bad-file")
+    ap.add_argument("--markup-torrent", help="a torrent whose names hold HTML")
     ap.add_argument("--src", help="the seeder's copy of the payload")
     ap.add_argument("--dl", required=True)
     ap.add_argument("--bad-dir")
