@@ -74,6 +74,9 @@ pub struct HttpLimits {
     /// Request bodies being read over all connections. Default 32 MiB; 8 MiB in the
     /// low-memory profile. Past it a request is answered 503.
     pub max_body_total: usize,
+    /// Answers queued over all connections past which a file of `--web-root` is
+    /// answered 503 instead of read. Default 16 MiB; 4 MiB in the low-memory profile.
+    pub max_page_queued: usize,
 }
 
 impl Default for HttpLimits {
@@ -83,6 +86,7 @@ impl Default for HttpLimits {
             max_connections_per_ip: 8,
             max_body: 16 << 20,
             max_body_total: 32 << 20,
+            max_page_queued: 16 << 20,
         }
     }
 }
@@ -704,11 +708,17 @@ impl Server {
             c.authed = true;
         }
         if !is_rpc {
+            let queued: usize = self
+                .conns
+                .values()
+                .map(|c| c.out.len().saturating_sub(c.out_pos))
+                .sum();
             let r = self.web.respond(
                 head_only,
                 path,
                 header("accept-encoding"),
                 header("if-none-match"),
+                self.limits.max_page_queued.saturating_sub(queued),
             );
             return Verdict::Respond(r, close);
         }

@@ -1353,6 +1353,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<http::Job>();
     let limits = http::HttpLimits {
         max_body: if args.low_memory { 4 << 20 } else { 16 << 20 },
+        max_page_queued: if args.low_memory { 4 << 20 } else { 16 << 20 },
         ..http::HttpLimits::default()
     };
     let access = http::Access {

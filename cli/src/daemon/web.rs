@@ -10,7 +10,9 @@
 //! `--web-root` `/` redirects there. A folder's paths are percent-decoded, refused
 //! when a component is empty-dot, `..` or hidden (starts with `.`), resolved with
 //! symlinks and refused unless the result lies inside the folder; a file larger than
-//! [`MAX_FILE`] is refused.
+//! [`MAX_FILE`] is refused (403), and one that would take the answers queued over all
+//! connections past their budget (`HttpLimits::max_page_queued`) is answered 503, so
+//! many clients asking for big files at once cannot make the daemon hold them all.
 //!
 //! Caching: every answer has an ETag (built-in: a hash of the file; folder: its size
 //! and modification time) and `Cache-Control: no-cache`, so a browser revalidates and
@@ -69,13 +71,15 @@ impl Web {
     }
 
     /// The whole response to a GET or HEAD of `path`, given the request's
-    /// `Accept-Encoding` and `If-None-Match` headers.
+    /// `Accept-Encoding` and `If-None-Match` headers; a file from a folder larger
+    /// than `budget` bytes is answered 503.
     pub fn respond(
         &self,
         head_only: bool,
         path: &str,
         accept_encoding: Option<&[u8]>,
         if_none_match: Option<&[u8]>,
+        budget: usize,
     ) -> Vec<u8> {
         let rel = if path == TR_WEB {
             return redirect(&format!("{TR_WEB}/"));
@@ -89,7 +93,7 @@ impl Web {
         match self {
             Web::Off => error(404, "Not Found"),
             Web::Builtin => builtin(head_only, rel, if_none_match, accept_encoding),
-            Web::Dir(root) => from_dir(root, head_only, rel, if_none_match),
+            Web::Dir(root) => from_dir(root, head_only, rel, if_none_match, budget),
         }
     }
 }
@@ -146,7 +150,13 @@ const COMMON: [(&str, &str); 3] = [
     ("X-Frame-Options", "DENY"),
 ];
 
-fn from_dir(root: &Path, head_only: bool, rel: &str, etag_given: Option<&[u8]>) -> Vec<u8> {
+fn from_dir(
+    root: &Path,
+    head_only: bool,
+    rel: &str,
+    etag_given: Option<&[u8]>,
+    budget: usize,
+) -> Vec<u8> {
     let Some(file) = confine(root, rel) else {
         return error(404, "Not Found");
     };
@@ -156,6 +166,9 @@ fn from_dir(root: &Path, head_only: bool, rel: &str, etag_given: Option<&[u8]>) 
     };
     if meta.len() > MAX_FILE {
         return error(403, "Forbidden");
+    }
+    if !head_only && meta.len() > budget as u64 {
+        return error_with(503, "Service Unavailable", &[("Retry-After", "1")]);
     }
     let mtime = meta
         .modified()
@@ -327,16 +340,17 @@ fn redirect(to: &str) -> Vec<u8> {
 }
 
 fn error(code: u16, reason: &str) -> Vec<u8> {
+    error_with(code, reason, &[])
+}
+
+fn error_with(code: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let body = format!("{code} {reason}\n");
-    let mut r = head(
-        code,
-        reason,
-        &[
-            ("Content-Type", "text/plain; charset=UTF-8"),
-            ("X-Content-Type-Options", "nosniff"),
-        ],
-        body.len(),
-    );
+    let mut headers = vec![
+        ("Content-Type", "text/plain; charset=UTF-8"),
+        ("X-Content-Type-Options", "nosniff"),
+    ];
+    headers.extend_from_slice(extra);
+    let mut r = head(code, reason, &headers, body.len());
     r.extend_from_slice(body.as_bytes());
     r
 }
@@ -391,6 +405,12 @@ mod tests {
         ] {
             assert_eq!(confine(&root, bad), None, "{bad}");
         }
+        // Past the budget of queued answers: 503, and nothing read.
+        let r = from_dir(&root, false, "sub/a.js", None, 0);
+        assert!(r.starts_with(b"HTTP/1.1 503 "));
+        assert!(String::from_utf8_lossy(&r).contains("Retry-After: 1\r\n"));
+        let r = from_dir(&root, false, "sub/a.js", None, 1);
+        assert!(r.starts_with(b"HTTP/1.1 200 ") && r.ends_with(b"\r\n\r\na"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
