@@ -273,6 +273,7 @@ fn content_type(p: &Path) -> &'static str {
     }
 }
 
+#[cfg(feature = "web")]
 /// Whether an `Accept-Encoding` value allows gzip (`gzip`, `x-gzip` or `*`, with no
 /// `q=0`).
 fn accepts_gzip(v: &[u8]) -> bool {
@@ -316,6 +317,7 @@ fn head(code: u16, reason: &str, headers: &[(&str, &str)], len: usize) -> Vec<u8
     r.into_bytes()
 }
 
+#[cfg(feature = "web")]
 fn ok(headers: &[(&str, &str)], body: &[u8], head_only: bool) -> Vec<u8> {
     let mut r = head(200, "OK", headers, body.len());
     if !head_only {
@@ -359,6 +361,7 @@ fn error_with(code: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "web")]
     #[test]
     fn gzip_acceptance() {
         assert!(accepts_gzip(b"gzip, deflate, br"));
