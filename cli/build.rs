@@ -2,7 +2,7 @@
 //! `web/` that the page serves is compressed here with gzip at the highest level, so
 //! nothing is compressed (or fetched) at run time. The daemon keeps only the
 //! compressed bytes of each file; `$OUT_DIR/web_assets.rs` lists them with their
-//! content type, uncompressed length and an ETag (FNV-1a of the uncompressed bytes).
+//! content type and an ETag (FNV-1a of the uncompressed bytes).
 
 use std::io::Write;
 use std::path::Path;
@@ -20,10 +20,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_WEB");
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
-    let mut table = String::from(
-        "/// The page's files: (path, content type, ETag, uncompressed length, gzip bytes).\n",
-    );
-    table += "pub static ASSETS: &[(&str, &str, &str, usize, &[u8])] = &[\n";
+    let mut table = String::from("/// The page's files: (path, content type, ETag, gzip bytes).\n");
+    table += "pub static ASSETS: &[(&str, &str, &str, &[u8])] = &[\n";
     if std::env::var_os("CARGO_FEATURE_WEB").is_some() {
         let mut total = 0;
         for (name, ctype) in ASSETS {
@@ -41,8 +39,7 @@ fn main() {
                 h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
             }
             table += &format!(
-                "    ({name:?}, {ctype:?}, \"\\\"{h:016x}\\\"\", {}, include_bytes!({:?})),\n",
-                raw.len(),
+                "    ({name:?}, {ctype:?}, \"\\\"{h:016x}\\\"\", include_bytes!({:?})),\n",
                 gz_path.display().to_string()
             );
         }

@@ -8,7 +8,7 @@
 //! Paths: `/` is the page's `index.html`; `/transmission/web/` is the same root, the
 //! path Transmission's front-ends expect (they reach the RPC as `../rpc`), so with
 //! `--web-root` `/` redirects there. A folder's paths are percent-decoded, refused
-//! when a component is empty-dot, `..` or hidden (starts with `.`), resolved with
+//! when a component is `.`, `..` or hidden (starts with `.`), resolved with
 //! symlinks and refused unless the result lies inside the folder; a file larger than
 //! [`MAX_FILE`] is refused (403), and one that would take the answers queued over all
 //! connections past their budget (`HttpLimits::max_page_queued`) is answered 503, so
@@ -114,7 +114,7 @@ fn builtin(
     accept: Option<&[u8]>,
 ) -> Vec<u8> {
     let rel = if rel.is_empty() { "index.html" } else { rel };
-    let Some((_, ctype, etag, _, gz)) = assets::ASSETS.iter().find(|a| a.0 == rel) else {
+    let Some((_, ctype, etag, gz)) = assets::ASSETS.iter().find(|a| a.0 == rel) else {
         return error(404, "Not Found");
     };
     if etag_given.is_some_and(|g| etag_matches(g, etag)) {
