@@ -471,6 +471,29 @@ fn transmissions_web_client_drives_the_daemon_through_web_root() {
     case.finish();
 }
 
+#[test]
+fn the_page_behind_basic_auth_reaches_the_rpc() {
+    if !browser_ready() {
+        return;
+    }
+    let mut case = Case::new("auth", CONFIG);
+    let rpc = free_port();
+    daemon(&mut case, rpc, &["--rpc-auth", "user:secret"]);
+    let args: Vec<String> = vec![
+        "auth".into(),
+        "--rpc".into(),
+        rpc.to_string(),
+        "--torrent".into(),
+        "-".into(),
+        "--dl".into(),
+        case.dir.join("dl").to_string_lossy().into(),
+        "--shots".into(),
+        screenshots().to_string_lossy().into(),
+    ];
+    run_browser(&mut case, &args);
+    case.finish();
+}
+
 /// The page's JavaScript tests under node, where node is installed (the browser
 /// case runs the same tests in chromium).
 #[test]

@@ -7,7 +7,9 @@
 (function () {
   const BT = window.BT;
   const $ = (id) => document.getElementById(id);
-  const RPC = '/transmission/rpc';
+  // Absolute, from the origin: a page opened as http://user:pass@host/ has a base URL
+  // with credentials, which fetch refuses to resolve a relative URL against.
+  const RPC = location.origin + '/transmission/rpc';
   const TICK_MS = 1000;
   const MAX_TORRENT_FILE = 10 << 20;
 

@@ -5,6 +5,7 @@ seeder on 127.0.0.1 and gives their places as arguments.
 
   browser.py btcore   --rpc PORT --torrent T --src DIR --bad-file F --markup-torrent T --dl DIR --bad-dir DIR --shots DIR --js-tests FILE
   browser.py transmission --rpc PORT --torrent T --dl DIR --shots DIR
+  browser.py auth --rpc PORT --torrent T --dl DIR --shots DIR
 
 `btcore`: the built-in page. Bad input first (a file that is not a torrent, a bad
 magnet link, a folder that cannot be written: the daemon's error is shown and nothing
@@ -16,6 +17,7 @@ and start, the keyboard path, the phone size, removal with data, a torrent whose
 names hold HTML (shown as text, never run), and a .torrent dropped on the page. The page's JavaScript tests run in the page too.
 `transmission`: Transmission's own web client served with --web-root: add by upload,
 list, details, stop and start, remove.
+`auth`: the page behind --rpc-auth (credentials given once, in the address).
 
 Every wait has a deadline; any failure exits non-zero with what was on the page.
 """
@@ -383,9 +385,27 @@ def transmission(a):
         d.quit()
 
 
+# ---------------------------------------------------------------- behind basic auth
+
+def auth(a):
+    """The page behind --rpc-auth: the browser's credentials reach the RPC too."""
+    d = browser()
+    p = Page(d, a.shots)
+    try:
+        d.get(f"http://user:secret@127.0.0.1:{a.rpc}/")
+        p.wait("the page's first answer from the RPC", lambda: "torrents" in p.text("#totals"))
+        p.click("#btn-settings")
+        p.wait("session-get through the credentials", lambda: p.el("#settings-dialog").is_displayed())
+        check(p, p.el("#set-download-dir").get_attribute("value") == a.dl, "the settings show another folder")
+        check(p, p.text("#errors") == "", f"errors: {p.text('#errors')}")
+        log("PASS")
+    finally:
+        d.quit()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["btcore", "transmission"])
+    ap.add_argument("mode", choices=["btcore", "transmission", "auth"])
     ap.add_argument("--rpc", type=int, required=True)
     ap.add_argument("--torrent", required=True)
     ap.add_argument("--bad-file")
@@ -396,7 +416,7 @@ def main():
     ap.add_argument("--shots", required=True)
     ap.add_argument("--js-tests")
     a = ap.parse_args()
-    (builtin if a.mode == "btcore" else transmission)(a)
+    {"btcore": builtin, "transmission": transmission, "auth": auth}[a.mode](a)
 
 
 if __name__ == "__main__":
