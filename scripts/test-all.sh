@@ -15,8 +15,10 @@ export CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the tests use: real clients and a tracker for interop tests,
-# network namespaces, C compilers with sanitizers, valgrind.
-PKGS="transmission-cli aria2 opentracker python3-libtorrent iproute2 util-linux valgrind gcc g++ make pkg-config"
+# network namespaces, C compilers with sanitizers, valgrind; a browser and its driver
+# for the daemon's web page (with Transmission's web client from transmission-common,
+# and node for the page's JavaScript tests).
+PKGS="transmission-cli aria2 opentracker python3-libtorrent iproute2 util-linux valgrind gcc g++ make pkg-config chromium chromium-driver python3-selenium transmission-common nodejs"
 step "Debian packages"
 missing=""
 for p in $PKGS; do

@@ -12,6 +12,10 @@
 //! of its head, an idle keep-alive connection closed after 60 s; one request in
 //! flight per connection (pipelined bytes wait in the buffer, whose size is capped);
 //! failed logins limited per address (429 once past the limit for a minute).
+//!
+//! Every other path is the web page's ([`Web`]): a GET or HEAD passes the same host,
+//! login and credentials checks as the RPC (not the session id, which the page then
+//! asks for through the RPC like any client) and is answered on this thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::web::Web;
 
 /// Longest request head.
 const MAX_HEAD: usize = 16 * 1024;
@@ -68,6 +74,9 @@ pub struct HttpLimits {
     /// Request bodies being read over all connections. Default 32 MiB; 8 MiB in the
     /// low-memory profile. Past it a request is answered 503.
     pub max_body_total: usize,
+    /// Answers queued over all connections past which a file of `--web-root` is
+    /// answered 503 instead of read. Default 16 MiB; 4 MiB in the low-memory profile.
+    pub max_page_queued: usize,
 }
 
 impl Default for HttpLimits {
@@ -77,6 +86,7 @@ impl Default for HttpLimits {
             max_connections_per_ip: 8,
             max_body: 16 << 20,
             max_body_total: 32 << 20,
+            max_page_queued: 16 << 20,
         }
     }
 }
@@ -168,6 +178,8 @@ pub struct Server {
     again: Vec<usize>,
     /// Body bytes being read over all connections (the declared lengths).
     body_bytes: usize,
+    /// The page served beside the RPC.
+    web: Web,
 }
 
 /// What a head decided.
@@ -212,9 +224,17 @@ impl Server {
                 failed_order: VecDeque::new(),
                 again: Vec::new(),
                 body_bytes: 0,
+                web: Web::default_source(),
             },
             Replies { tx, waker },
         ))
+    }
+
+    /// Serves `web` beside the RPC (default: the built-in page, when the binary has
+    /// one).
+    pub fn with_web(mut self, web: Web) -> Self {
+        self.web = web;
+        self
     }
 
     /// The address it listens on.
@@ -224,6 +244,14 @@ impl Server {
 
     /// Serves until `stop` is set (checked at least once a second).
     pub fn run(mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        match &self.web {
+            Web::Off => {}
+            Web::Builtin => log::info!(
+                "web page at / ({} bytes, gzip)",
+                super::web::compressed_size()
+            ),
+            Web::Dir(d) => log::info!("web page at / from {}", d.display()),
+        }
         let mut events = Events::with_capacity(256);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let timeout = if self.again.is_empty() {
@@ -619,8 +647,16 @@ impl Server {
         let close = has_body;
         let path = req.path.unwrap_or("");
         let path = path.split('?').next().unwrap_or("");
-        if path != RPC_PATH && path != "/transmission/rpc/" {
+        let is_rpc = path == RPC_PATH || path == "/transmission/rpc/";
+        if !is_rpc && !self.web.serves(path) {
             return Verdict::Respond(simple(404, "Not Found", "not found\n", &[]), close);
+        }
+        let head_only = req.method == Some("HEAD");
+        if !is_rpc && req.method != Some("GET") && !head_only {
+            return Verdict::Respond(
+                simple(405, "Method Not Allowed", "", &[("Allow", "GET, HEAD")]),
+                close,
+            );
         }
         if let Some(list) = &self.access.host_whitelist {
             let host = header("host")
@@ -670,6 +706,21 @@ impl Server {
         }
         if let Some(c) = self.conns.get_mut(&t) {
             c.authed = true;
+        }
+        if !is_rpc {
+            let queued: usize = self
+                .conns
+                .values()
+                .map(|c| c.out.len().saturating_sub(c.out_pos))
+                .sum();
+            let r = self.web.respond(
+                head_only,
+                path,
+                header("accept-encoding"),
+                header("if-none-match"),
+                self.limits.max_page_queued.saturating_sub(queued),
+            );
+            return Verdict::Respond(r, close);
         }
         let sid = header("x-transmission-session-id");
         if sid != Some(self.session_id.as_bytes()) {

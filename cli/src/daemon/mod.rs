@@ -10,6 +10,7 @@ mod http;
 mod methods;
 mod names;
 mod state;
+mod web;
 
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::session::{Event, TorrentId, TorrentState};
@@ -102,6 +103,10 @@ pub struct DaemonArgs {
     /// Most connections over all torrents.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Serve the web page from this folder instead of the built-in one (another
+    /// front-end, such as Transmission's web client, whose files are at the top).
+    #[arg(long, value_name = "DIR")]
+    pub web_root: Option<PathBuf>,
 }
 
 /// Turns a `--config` file into command-line options placed before the real ones
@@ -1516,6 +1521,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<http::Job>();
     let limits = http::HttpLimits {
         max_body: if args.low_memory { 4 << 20 } else { 16 << 20 },
+        max_page_queued: if args.low_memory { 4 << 20 } else { 16 << 20 },
         ..http::HttpLimits::default()
     };
     let access = http::Access {
@@ -1536,6 +1542,13 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     ) {
         Ok(x) => x,
         Err(e) => return fail(format!("RPC on {}: {e}", args.rpc)),
+    };
+    let server = match &args.web_root {
+        Some(dir) => match web::Web::dir(dir) {
+            Ok(w) => server.with_web(w),
+            Err(e) => return fail(e),
+        },
+        None => server,
     };
     let rpc_addr = server.local_addr().unwrap_or(args.rpc);
     let mut d = Daemon {
