@@ -635,6 +635,48 @@ fn the_rpc_protocol_and_its_errors() {
         "method": "torrent-add", "arguments": {"filename": url("/missing.torrent")}
     }));
     assert!(a["result"].as_str().unwrap_or("").contains("404"), "{a}");
+    // A download queue of one: of the two torrents started, the second waits
+    // (status 3) until started past the queue (start-now).
+    let set = r.call(serde_json::json!({
+        "method": "session-set",
+        "arguments": {"download-queue-enabled": true, "download-queue-size": 1,
+                      "alt-speed-down": 20, "alt-speed-enabled": true}
+    }));
+    assert_eq!(set["result"], "success", "{set}");
+    let s = r.call(serde_json::json!({"method": "session-get", "arguments": {}}));
+    assert_eq!(s["arguments"]["download-queue-size"], 1, "{s}");
+    assert_eq!(s["arguments"]["alt-speed-enabled"], true, "{s}");
+    assert_eq!(s["arguments"]["alt-speed-down"], 20, "{s}");
+    let bad = r.call(serde_json::json!({
+        "method": "session-set", "arguments": {"alt-speed-time-begin": 5000}
+    }));
+    assert_ne!(bad["result"], "success", "{bad}");
+    r.call(serde_json::json!({"method": "torrent-start", "arguments": {}}));
+    let statuses = |r: &Rpc| {
+        let g = r.call(serde_json::json!({
+            "method": "torrent-get", "arguments": {"fields": ["id", "status", "queuePosition"]}
+        }));
+        let mut v: Vec<u64> = g["arguments"]["torrents"]
+            .as_array()
+            .expect("torrents")
+            .iter()
+            .map(|t| t["status"].as_u64().unwrap_or(99))
+            .collect();
+        v.sort();
+        v
+    };
+    case.wait_for("one running, one queued", |_| {
+        match statuses(&r).as_slice() {
+            [3, 4] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    r.call(serde_json::json!({"method": "torrent-start-now", "arguments": {}}));
+    case.wait_for("both running", |_| match statuses(&r).as_slice() {
+        [4, 4] => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    r.call(serde_json::json!({"method": "torrent-stop", "arguments": {}}));
     // Remove; it shows in recently-active's removed list.
     r.call(serde_json::json!({"method": "torrent-remove", "arguments": {"ids": [id]}}));
     let g = r.call(serde_json::json!({

@@ -181,8 +181,14 @@ fn dispatch(
         }
         "torrent_get" => torrent_get(d, &a, style),
         "torrent_add" => torrent_add(d, &a),
-        "torrent_start" | "torrent_start_now" => each(d, &a, |d, id| {
+        "torrent_start" => each(d, &a, |d, id| {
             d.set_paused(id, false);
+            Ok(())
+        }),
+        // Past the queue.
+        "torrent_start_now" => each(d, &a, |d, id| {
+            d.set_paused(id, false);
+            d.client.resume_now(id);
             Ok(())
         }),
         "torrent_stop" => each(d, &a, |d, id| {
@@ -571,6 +577,9 @@ fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             | "location"
             | "honors_session_limits"
             | "bandwidth_priority"
+            | "seed_idle_limit"
+            | "seed_idle_mode"
+            | "peer_limit"
             | "tracker_add"
             | "tracker_remove"
             | "tracker_replace"
@@ -642,6 +651,25 @@ fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
                 .as_u64()
                 .filter(|m| *m <= 2)
                 .ok_or("seed-ratio-mode must be 0, 1 or 2")? as u8;
+        }
+        if let Some(v) = a.get("seed_idle_limit") {
+            saved.idle_limit =
+                v.as_u64()
+                    .filter(|m| *m <= u64::from(u32::MAX))
+                    .ok_or("seed-idle-limit must be a number of minutes")? as u32;
+        }
+        if let Some(v) = a.get("seed_idle_mode") {
+            saved.idle_mode = v
+                .as_u64()
+                .filter(|m| *m <= 2)
+                .ok_or("seed-idle-mode must be 0, 1 or 2")? as u8;
+        }
+        if let Some(v) = a.get("peer_limit") {
+            let n = v
+                .as_u64()
+                .filter(|n| *n <= 100_000)
+                .ok_or("peer-limit must be a number up to 100000")?;
+            saved.peer_limit = (n > 0).then_some(n as u32);
         }
         e.saved = saved;
         e.last_active = std::time::Instant::now();
@@ -823,12 +851,44 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
                     .filter(|n| *n <= MAX_KIB_LIMIT)
                     .ok_or_else(|| format!("{} must be a number", k.replace('_', "-")))?;
             }
+            "download_queue_size"
+            | "seed_queue_size"
+            | "queue_stalled_minutes"
+            | "idle_seeding_limit" => {
+                v.as_u64().filter(|n| *n <= 100_000).ok_or_else(|| {
+                    format!("{} must be a number up to 100000", k.replace('_', "-"))
+                })?;
+            }
+            "alt_speed_down" | "alt_speed_up" => {
+                v.as_u64()
+                    .filter(|n| *n <= MAX_KIB_LIMIT)
+                    .ok_or_else(|| format!("{} must be a number", k.replace('_', "-")))?;
+            }
+            "alt_speed_time_begin" | "alt_speed_time_end" => {
+                v.as_u64().filter(|n| *n < 24 * 60).ok_or_else(|| {
+                    format!(
+                        "{} must be a minute of the day (0-1439)",
+                        k.replace('_', "-")
+                    )
+                })?;
+            }
+            "alt_speed_time_day" => {
+                v.as_u64()
+                    .filter(|n| *n <= 127)
+                    .ok_or("alt-speed-time-day must be a set of day bits (0-127)")?;
+            }
             "speed_limit_down_enabled"
             | "speed_limit_up_enabled"
             | "dht_enabled"
             | "pex_enabled"
             | "lpd_enabled"
-            | "seed_ratio_limited" => {
+            | "seed_ratio_limited"
+            | "download_queue_enabled"
+            | "seed_queue_enabled"
+            | "queue_stalled_enabled"
+            | "idle_seeding_limit_enabled"
+            | "alt_speed_enabled"
+            | "alt_speed_time_enabled" => {
                 v.as_bool()
                     .ok_or_else(|| format!("{} must be a boolean", k.replace('_', "-")))?;
             }
@@ -863,6 +923,11 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
     }
     let mut opts = d.opts.clone();
     settings_into_opts(&settings, &mut opts, &d.config_dir_path())?;
+    // The switch as it is now (the schedule may have flipped it) unless this
+    // request flips it.
+    if !a.contains_key("alt_speed_enabled") {
+        opts.alt_speed_enabled = d.client.alt_speed_enabled();
+    }
     d.opts = opts;
     d.apply_opts()?;
     if let Some(dir) = settings.get("download_dir").and_then(Value::as_str) {
@@ -881,6 +946,26 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
 }
 
 /// Sets the engine's options from the session settings changed over the RPC.
+/// Transmission's default for a session setting the daemon keeps in its settings
+/// (`Null` for the others).
+pub fn default_setting(key: &str) -> Value {
+    match key {
+        "download_queue_enabled" | "queue_stalled_enabled" => true.into(),
+        "seed_queue_enabled"
+        | "idle_seeding_limit_enabled"
+        | "alt_speed_enabled"
+        | "alt_speed_time_enabled" => false.into(),
+        "download_queue_size" => 5.into(),
+        "seed_queue_size" => 10.into(),
+        "queue_stalled_minutes" | "idle_seeding_limit" => 30.into(),
+        "alt_speed_down" | "alt_speed_up" => 50.into(),
+        "alt_speed_time_begin" => 540.into(),
+        "alt_speed_time_end" => 1020.into(),
+        "alt_speed_time_day" => 127.into(),
+        _ => Value::Null,
+    }
+}
+
 pub fn settings_into_opts(
     settings: &Map<String, Value>,
     opts: &mut btcore_host::client::ClientOptions,
@@ -944,6 +1029,26 @@ pub fn settings_into_opts(
             return Err("this build of btcore has no DHT".into());
         }
     }
+    // Queues, the idle seeding limit and the alternative speeds, with
+    // Transmission's defaults for what was never set.
+    let num_or = |k: &str| num(k).unwrap_or_else(|| default_setting(k).as_u64().unwrap_or(0));
+    let on_or = |k: &str| on(k).unwrap_or_else(|| default_setting(k).as_bool().unwrap_or(false));
+    let queue = |size: &str, enabled: &str| {
+        on_or(enabled).then(|| num_or(size).min(u64::from(u32::MAX)) as u32)
+    };
+    opts.download_queue = queue("download_queue_size", "download_queue_enabled");
+    opts.seed_queue = queue("seed_queue_size", "seed_queue_enabled");
+    opts.queue_stalled_minutes = queue("queue_stalled_minutes", "queue_stalled_enabled");
+    opts.seed_idle_minutes = queue("idle_seeding_limit", "idle_seeding_limit_enabled");
+    opts.alt_download_limit = num_or("alt_speed_down").saturating_mul(1024);
+    opts.alt_upload_limit = num_or("alt_speed_up").saturating_mul(1024);
+    opts.alt_speed_enabled = on_or("alt_speed_enabled");
+    opts.alt_speed_schedule =
+        on_or("alt_speed_time_enabled").then(|| btcore_core::alt_speed::Schedule {
+            begin_minute: num_or("alt_speed_time_begin").min(1439) as u16,
+            end_minute: num_or("alt_speed_time_end").min(1439) as u16,
+            days: num_or("alt_speed_time_day").min(127) as u8,
+        });
     if let Some(e) = settings.get("encryption").and_then(Value::as_str) {
         use btcore_host::encryption::Encryption;
         opts.encryption = match e {

@@ -387,11 +387,14 @@ impl Daemon {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// The queue in `order`: kept, and given to the engine (which starts and queues
+    /// torrents by it).
     fn renumber(&mut self, order: &[TorrentId]) {
         for (i, id) in order.iter().enumerate() {
             if let Some(e) = self.torrents.get_mut(id) {
                 e.saved.queue_position = i as u64;
             }
+            self.client.set_queue_position(*id, i as u32);
         }
         self.dirty = true;
     }
@@ -544,6 +547,17 @@ impl Daemon {
             id,
             ratio.map(|r| (r.max(0.0) * 1000.0).min(u32::MAX as f64) as u32),
         );
+        use btcore_core::session::IdleLimit;
+        self.client.set_idle_limit(
+            id,
+            match s.idle_mode {
+                1 => IdleLimit::Minutes(s.idle_limit),
+                2 => IdleLimit::Unlimited,
+                _ => IdleLimit::Session,
+            },
+        );
+        self.client
+            .set_peer_limit(id, s.peer_limit.map(|n| n as usize));
     }
 
     /// The session's seed ratio limit, when on.
@@ -725,6 +739,14 @@ impl Daemon {
     }
 
     /// The session's settings, snake_case.
+    /// A session setting as set over the RPC, else Transmission's default.
+    fn setting(&self, key: &str) -> Value {
+        self.settings
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| methods::default_setting(key))
+    }
+
     pub fn session_fields(&self) -> Map<String, Value> {
         let kib = |b: u64| b / 1024;
         let units = json!({
@@ -771,23 +793,23 @@ impl Daemon {
             "speed_limit_down_enabled": dl > 0,
             "speed_limit_up": ul,
             "speed_limit_up_enabled": ul > 0,
-            "alt_speed_enabled": false,
-            "alt_speed_down": 0,
-            "alt_speed_up": 0,
-            "alt_speed_time_enabled": false,
-            "alt_speed_time_begin": 0,
-            "alt_speed_time_end": 0,
-            "alt_speed_time_day": 127,
+            "alt_speed_enabled": self.client.alt_speed_enabled(),
+            "alt_speed_down": self.setting("alt_speed_down"),
+            "alt_speed_up": self.setting("alt_speed_up"),
+            "alt_speed_time_enabled": self.setting("alt_speed_time_enabled"),
+            "alt_speed_time_begin": self.setting("alt_speed_time_begin"),
+            "alt_speed_time_end": self.setting("alt_speed_time_end"),
+            "alt_speed_time_day": self.setting("alt_speed_time_day"),
             "seed_ratio_limit": self.settings.get("seed_ratio_limit").and_then(Value::as_f64).unwrap_or(2.0),
             "seed_ratio_limited": self.session_ratio().is_some(),
-            "idle_seeding_limit": 30,
-            "idle_seeding_limit_enabled": false,
-            "download_queue_enabled": false,
-            "download_queue_size": 5,
-            "seed_queue_enabled": false,
-            "seed_queue_size": 10,
-            "queue_stalled_enabled": false,
-            "queue_stalled_minutes": 30,
+            "idle_seeding_limit": self.setting("idle_seeding_limit"),
+            "idle_seeding_limit_enabled": self.setting("idle_seeding_limit_enabled"),
+            "download_queue_enabled": self.setting("download_queue_enabled"),
+            "download_queue_size": self.setting("download_queue_size"),
+            "seed_queue_enabled": self.setting("seed_queue_enabled"),
+            "seed_queue_size": self.setting("seed_queue_size"),
+            "queue_stalled_enabled": self.setting("queue_stalled_enabled"),
+            "queue_stalled_minutes": self.setting("queue_stalled_minutes"),
             "start_added_torrents": true,
             "trash_original_torrent_files": false,
             "rename_partial_files": false,
@@ -916,6 +938,16 @@ impl Daemon {
                 "status" => {
                     if checking.is_some() {
                         2.into()
+                    } else if st.queued {
+                        // Queued to download, or to seed.
+                        if st.finished { 5 } else { 3 }.into()
+                    } else if st.finished
+                        && st.state == TorrentState::Downloading
+                        && !(st.paused || e.saved.paused)
+                    {
+                        // Every wanted file done (some unwanted): seeding, as
+                        // Transmission says.
+                        6.into()
                     } else {
                         methods::status_code(st.state, st.paused || e.saved.paused).into()
                     }
@@ -974,11 +1006,9 @@ impl Daemon {
                     n.into()
                 }
                 "webseeds_sending_to_us" => 0.into(),
-                "max_connected_peers" | "peer_limit" => self
-                    .args
-                    .max_peers
-                    .unwrap_or(if self.args.low_memory { 20 } else { 50 })
-                    .into(),
+                "max_connected_peers" | "peer_limit" => {
+                    self.client.peer_limit(id).unwrap_or(0).into()
+                }
                 "added_date" => e.saved.added_date.into(),
                 "done_date" => e.saved.done_date.into(),
                 "activity_date" | "start_date" | "edit_date" => e.saved.added_date.into(),
@@ -1193,8 +1223,9 @@ impl Daemon {
                 }
                 .into(),
                 "seed_ratio_mode" => e.saved.ratio_mode.into(),
-                "seed_idle_mode" | "bandwidth_priority" => 0.into(),
-                "seed_idle_limit" => 30.into(),
+                "seed_idle_mode" => e.saved.idle_mode.into(),
+                "seed_idle_limit" => e.saved.idle_limit.into(),
+                "bandwidth_priority" => 0.into(),
                 "download_limit" => e.saved.download_limit.unwrap_or(0).into(),
                 "upload_limit" => e.saved.upload_limit.unwrap_or(0).into(),
                 "download_limited" => e.saved.download_limit.is_some().into(),
@@ -1231,7 +1262,7 @@ impl Daemon {
                     }
                     self.move_when_done(id);
                 }
-                Event::RatioReached(id) => {
+                Event::RatioReached(id) | Event::IdleLimitReached(id) => {
                     if let Some(e) = self.torrents.get_mut(&id) {
                         e.ratio_reached = true;
                         e.saved.paused = true;

@@ -51,6 +51,12 @@ pub struct Saved {
     /// and this torrent's ratio.
     pub ratio_mode: u8,
     pub ratio_limit: f64,
+    /// Idle seeding limit mode (Transmission's: 0 the session's, 1 this torrent's,
+    /// 2 none) and this torrent's minutes.
+    pub idle_mode: u8,
+    pub idle_limit: u32,
+    /// Its own connection cap (None: the session's).
+    pub peer_limit: Option<u32>,
 }
 
 impl Saved {
@@ -73,6 +79,9 @@ impl Saved {
             "download_limit": self.download_limit,
             "upload_limit": self.upload_limit,
             "ratio_mode": self.ratio_mode,
+            "idle_mode": self.idle_mode,
+            "idle_limit": self.idle_limit,
+            "peer_limit": self.peer_limit,
             "ratio_limit": self.ratio_limit,
         })
     }
@@ -134,6 +143,15 @@ impl Saved {
             upload_limit: o.get("upload_limit").and_then(Value::as_u64),
             ratio_mode: num("ratio_mode").min(2) as u8,
             ratio_limit: o.get("ratio_limit").and_then(Value::as_f64).unwrap_or(2.0),
+            idle_mode: num("idle_mode").min(2) as u8,
+            idle_limit: o
+                .get("idle_limit")
+                .and_then(Value::as_u64)
+                .map_or(30, |m| m.min(u64::from(u32::MAX)) as u32),
+            peer_limit: o
+                .get("peer_limit")
+                .and_then(Value::as_u64)
+                .map(|n| n.min(100_000) as u32),
         })
     }
 }
