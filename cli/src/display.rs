@@ -173,6 +173,8 @@ mod tests {
                 wanted_size: total_size,
                 wanted_have: bytes_have,
                 finished: false,
+                queued: false,
+                queue_position: 0,
             },
             checking: None,
         }

@@ -367,6 +367,11 @@ mod tests {
             upload_limit: None,
             ratio_mode: 1,
             ratio_limit: 1.5,
+            data_dir: Some("/data/incomplete".into()),
+            trackers: Some(vec![vec!["http://a/announce".into()], vec!["udp://b:1".into()]]),
+            idle_mode: 1,
+            idle_limit: 45,
+            peer_limit: Some(12),
         };
         let mut settings = Map::new();
         settings.insert("speed_limit_down".into(), json!(100));
