@@ -366,6 +366,27 @@ fn retransmission_timeout_backs_off_and_gives_up_after_the_configured_resends() 
 }
 
 #[test]
+fn write_is_bounded_by_the_send_buffer() {
+    let cfg = UtpConfig {
+        send_buffer: 8192,
+        ..UtpConfig::default()
+    };
+    let (mut a, mut b) = connected(&cfg);
+    let big = data(1 << 20, 14);
+    assert_eq!(a.write(&big), 8192);
+    assert_eq!(a.write(&big), 0, "full: backpressure, no growth");
+    assert_eq!(a.writable(), 0);
+    // Acknowledged bytes make room again.
+    let sent = drain(&mut a, at(3));
+    deliver(&mut b, at(4), &sent);
+    deliver(&mut a, at(5), &drain(&mut b, at(4)));
+    let acked: usize = sent.iter().map(|d| d.len() - 20).sum();
+    assert!(acked > 0);
+    assert_eq!(a.writable(), acked);
+    assert_eq!(a.write(&big), acked);
+}
+
+#[test]
 fn rto_follows_measured_rtt() {
     let cfg = UtpConfig::default();
     let (mut a, mut b) = connected(&cfg);
@@ -547,6 +568,11 @@ fn ledbat_keeps_the_bottleneck_queue_near_the_target_and_the_link_full() {
         false
     });
     let rate = (got - got_before) as u64 / 10_000;
+    eprintln!(
+        "ledbat: {rate} bytes/ms of 500, queue at most {} ms, cwnd {}",
+        link.max_queue_ms[0],
+        link.ends[0].cwnd()
+    );
     assert!(rate >= 450, "{rate} bytes/ms of 500");
     let q = link.max_queue_ms[0];
     assert!((60..=160).contains(&q), "the queue reached {q} ms");

@@ -230,13 +230,16 @@ impl<A: Ord + Clone> UtpSocket<A> {
         }
     }
 
-    /// Evicts the least useful connection: a closed one, or else (for incoming
-    /// SYNs only) the oldest incoming one never confirmed past its SYN.
+    /// Evicts the least useful connection: a closed one with nothing left to read, or
+    /// else (for incoming SYNs only) the oldest incoming one never confirmed past its
+    /// SYN.
     fn evict_one(&mut self, allow_half_open: bool) -> Option<ConnHandle> {
         let mut best: Option<(u8, Instant, usize)> = None;
         for (i, s) in self.slots.iter().enumerate() {
             let Some(e) = &s.entry else { continue };
-            let rank = if matches!(e.conn.state(), State::Closed(_)) {
+            // A closed connection whose bytes were all read is of no more use; one
+            // with bytes unread is left for the host to drain.
+            let rank = if matches!(e.conn.state(), State::Closed(_)) && e.conn.readable() == 0 {
                 0
             } else if allow_half_open && e.incoming && !e.conn.is_confirmed() {
                 1
