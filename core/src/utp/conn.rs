@@ -1,23 +1,4 @@
-//! One uTP connection: the BEP 29 state machine over datagrams, sans-IO.
-//!
-//! ```text
-//!  connect()                          accept (socket, on a SYN)
-//!     |                                   |
-//!  SynSent --STATE acking the SYN-->  Connected <-- (replies STATE at once)
-//!     |                                   |  close(): FIN after the queued data
-//!     |                                   v
-//!     |                                Closing --our FIN acked, peer's FIN in--> Closed(Normal)
-//!     +--- RESET / resends exhausted / idle timeout (any state) ---------------> Closed(reason)
-//! ```
-//!
-//! Poll order after each `handle_datagram`/`handle_timeout`/command: `poll_transmit`
-//! until `None`, then `poll_timeout` for the next wake-up. Reading and writing bytes
-//! (`read`, `write`) may happen at any time; `write` returns how much was accepted
-//! (the send buffer is the backpressure), `read` what was there.
-//!
-//! Memory: the send and receive buffers grow up to their configured caps and never
-//! beyond; the packets in flight and the reorder slots are bounded by configuration
-//! and reuse their storage, so the steady state allocates nothing per packet.
+//! One uTP connection (see [`Connection`]).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -92,7 +73,26 @@ struct Slot {
     data: Vec<u8>,
 }
 
-/// One uTP connection (see the module docs for the state diagram and poll order).
+/// One uTP connection: the BEP 29 state machine over datagrams, sans-IO.
+///
+/// ```text
+///  connect()                          accept (socket, on a SYN)
+///     |                                   |
+///  SynSent --STATE acking the SYN-->  Connected <-- (replies STATE at once)
+///     |                                   |  close(): FIN after the queued data
+///     |                                   v
+///     |                                Closing --our FIN acked, peer's FIN in--> Closed(Normal)
+///     +--- RESET / resends exhausted / idle timeout (any state) ---------------> Closed(reason)
+/// ```
+///
+/// Poll order after each `handle_packet`/`handle_timeout`/command: `poll_transmit`
+/// until `None`, then `poll_timeout` for the next wake-up. Reading and writing bytes
+/// (`read`, `write`) may happen at any time; `write` returns how much was accepted
+/// (the send buffer is the backpressure), `read` what was there.
+///
+/// Memory: the send and receive buffers grow up to their configured caps and never
+/// beyond; the packets in flight and the reorder slots are bounded by configuration
+/// and reuse their storage, so the steady state allocates nothing per packet.
 #[derive(Debug)]
 pub struct Connection {
     cfg: UtpConfig,
@@ -131,6 +131,10 @@ pub struct Connection {
     recv_buf: VecDeque<u8>,
     reorder: Vec<Slot>,
     ooo_bytes: u32,
+    /// Slots in use.
+    ooo_count: usize,
+    /// Some packet in flight may be marked for resend (saves a scan per poll).
+    resend_pending: bool,
     peer_fin: Option<u16>,
     eof: bool,
     ack_due: bool,
@@ -188,6 +192,8 @@ impl Connection {
             recv_buf: VecDeque::new(),
             reorder: Vec::new(),
             ooo_bytes: 0,
+            ooo_count: 0,
+            resend_pending: false,
             peer_fin: None,
             eof: false,
             ack_due: false,
@@ -216,6 +222,7 @@ impl Connection {
         });
         c.seq_nr = initial_seq.wrapping_add(1);
         c.confirmed = true;
+        c.resend_pending = true;
         c
     }
 
@@ -315,7 +322,7 @@ impl Connection {
     }
     /// Whether the connection holds an out-of-order packet (tests and audits).
     pub fn reorder_len(&self) -> usize {
-        self.reorder.iter().filter(|s| s.full).count()
+        self.ooo_count
     }
 
     // ---------------------------------------------------------------- commands
@@ -560,6 +567,7 @@ impl Connection {
             return;
         }
         e.need_resend = true;
+        self.resend_pending = true;
         e.fast_resent = true;
         let (seq, len) = (e.seq, e.len);
         self.flight_bytes = self.flight_bytes.saturating_sub(len);
@@ -620,6 +628,7 @@ impl Connection {
             if let Some(slot) = self.reorder.get_mut(usize::from(seq) % n) {
                 if slot.full && slot.seq == seq {
                     slot.full = false;
+                    self.ooo_count -= 1;
                     self.ooo_bytes = self.ooo_bytes.saturating_sub(slot.data.len() as u32);
                 }
             }
@@ -648,6 +657,7 @@ impl Connection {
         slot.data.clear();
         slot.data.extend_from_slice(payload);
         self.ooo_bytes += payload.len() as u32;
+        self.ooo_count += 1;
     }
 
     fn drain_reorder(&mut self) {
@@ -662,6 +672,7 @@ impl Connection {
                 break;
             }
             slot.full = false;
+            self.ooo_count -= 1;
             self.ooo_bytes = self.ooo_bytes.saturating_sub(slot.data.len() as u32);
             self.ack_nr = next;
             if slot.fin {
@@ -764,6 +775,7 @@ impl Connection {
         // from the oldest, with the window at its floor and the timeout doubled.
         for s in self.flight.iter_mut().filter(|s| !s.acked) {
             s.need_resend = true;
+            self.resend_pending = true;
             s.fast_resent = false;
         }
         self.flight_bytes = 0;
@@ -874,7 +886,13 @@ impl Connection {
     }
 
     fn transmit_flight(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let idx = self.flight.iter().position(|s| s.need_resend && !s.acked)?;
+        if !self.resend_pending {
+            return None;
+        }
+        let Some(idx) = self.flight.iter().position(|s| s.need_resend && !s.acked) else {
+            self.resend_pending = false;
+            return None;
+        };
         let s = self.flight[idx];
         // A fast retransmit goes at once (as TCP's); a resend of bytes the peer once
         // had room for may always go alone; other resends wait for the window.

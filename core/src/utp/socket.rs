@@ -74,10 +74,19 @@ struct Slot<A> {
     entry: Option<Entry<A>>,
 }
 
-/// The uTP endpoint of one UDP port, generic over the host's address type.
+/// The uTP endpoint of one UDP port, generic over the host's address type (anything
+/// ordered: a `SocketAddr`, an index).
+///
+/// Connection ids (BEP 29): the side that connects picks `recv_id` at random and
+/// sends its SYN with it, everything else with `send_id = recv_id + 1`; the side that
+/// accepts takes `recv_id = syn.conn_id + 1`, `send_id = syn.conn_id`. A packet's id
+/// is thus the receiver's `recv_id`, and connections are keyed by `(address,
+/// recv_id)`. A datagram whose first byte is `d` is the DHT's ([`Incoming::NotUtp`]).
 ///
 /// Poll order: after `handle_datagram`, `handle_timeout` or a command, call
-/// `poll_transmit` until `None`, then `poll_timeout`.
+/// `poll_transmit` until `None`, then `poll_timeout`. Connections stay, closed or not,
+/// until `remove`d (or evicted to make room: a closed one with nothing left to read
+/// first, then for a SYN the oldest incoming one never confirmed past its SYN).
 #[derive(Debug)]
 pub struct UtpSocket<A> {
     cfg: UtpConfig,
