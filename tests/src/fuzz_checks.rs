@@ -1679,8 +1679,9 @@ pub fn utp_connection(data: &[u8]) -> bool {
         match op & 7 {
             0 => {
                 let len = usize::from(next(&mut i));
-                let end = (i + len).min(data.len());
-                let d = &data[i..end];
+                let start = i.min(data.len());
+                let end = (start + len).min(data.len());
+                let d = &data[start..end];
                 i = end;
                 match s.handle_datagram(now, arg % 4, d) {
                     Incoming::Delivered(_) | Incoming::Accepted { .. } => accepted = true,

@@ -619,7 +619,8 @@ impl Connection {
                 self.eof = true;
                 return;
             }
-            if self.recv_buf.len() as u64 + len > u64::from(self.cfg.recv_buffer) {
+            let used = self.recv_buf.len() as u64 + u64::from(self.ooo_bytes);
+            if used + len > u64::from(self.cfg.recv_buffer) {
                 return; // beyond the window: the peer resends when it has room
             }
             self.recv_buf.extend(payload);
@@ -640,8 +641,13 @@ impl Connection {
         if d as usize >= slots {
             return;
         }
+        // Out-of-order bytes leave room for one in-order packet, so the packet that
+        // fills the hole always fits once the reader has drained what is in order:
+        // in-order plus out-of-order bytes never exceed the receive buffer, and a
+        // reordered stream never wedges it.
         let used = self.recv_buf.len() as u64 + u64::from(self.ooo_bytes);
-        if used + len > u64::from(self.cfg.recv_buffer) {
+        let reserve = u64::from(self.cfg.max_payload());
+        if used + len + reserve > u64::from(self.cfg.recv_buffer) {
             return;
         }
         if self.reorder.is_empty() {
