@@ -23,6 +23,9 @@
 //! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs, BEP 12 tiers and the tracker
 //!   server's logic.
 //! - [`dht`]: BEP 5: the KRPC codec, routing table, lookups and peer store.
+//! - [`utp`]: BEP 29 uTP with LEDBAT congestion control: the packet codec, the
+//!   delay-based window, and (with `alloc`) connections and the demultiplexer of a
+//!   UDP port.
 //! - `bitfield`, `peer` and `session` (with `alloc`): piece sets, one connection's
 //!   state, and the session that drives torrents, peers, picker and choker through the
 //!   `Action`/`handle_*`/`Event` contract (`ARCHITECTURE.md`).
@@ -74,6 +77,7 @@ pub mod rng;
 pub mod session;
 pub mod time;
 pub mod tracker;
+pub mod utp;
 pub mod wire;
 
 #[cfg(feature = "alloc")]

@@ -1590,3 +1590,199 @@ pub fn session(data: &[u8]) -> bool {
     }
     accepted
 }
+
+// ---------------------------------------------------------------------------------------
+// utp_packet
+// ---------------------------------------------------------------------------------------
+
+/// `utp_packet`: arbitrary bytes through the uTP codec. Never panics; whatever decodes
+/// encodes again (unknown extensions dropped, so never longer) and decodes to the same
+/// header, selective ACK and payload. Accepted: the input decoded.
+pub fn utp_packet(data: &[u8]) -> bool {
+    use btcore_core::utp::{classify, packet, DatagramKind};
+    let kind = classify(data);
+    let Ok(p) = packet::decode(data) else {
+        return false;
+    };
+    assert_eq!(
+        kind,
+        DatagramKind::Utp,
+        "a decodable packet is classified as uTP"
+    );
+    if let Some(s) = p.sack {
+        assert!(s.bytes().len() % 4 == 0 && !s.bytes().is_empty());
+        assert!(s.bytes().len() <= packet::MAX_SACK_BYTES);
+        let _ = (0..s.bits() + 8).filter(|&i| s.is_set(i)).count();
+    }
+    let mut buf = vec![0u8; data.len()];
+    let n = packet::encode(&p.header, p.sack.map(|s| s.bytes()), p.payload, &mut buf)
+        .expect("a decoded packet fits in as many bytes as it came in");
+    let q = packet::decode(&buf[..n]).expect("an encoded packet decodes");
+    assert_eq!(q, p);
+    // Too small a buffer is an error, not a panic.
+    if n > 0 {
+        assert_eq!(
+            packet::encode(
+                &p.header,
+                p.sack.map(|s| s.bytes()),
+                p.payload,
+                &mut buf[..n - 1]
+            ),
+            Err(packet::PacketError::BufferTooSmall)
+        );
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// utp_connection
+// ---------------------------------------------------------------------------------------
+
+/// `utp_connection`: a uTP socket with small bounds, one outgoing connection to
+/// address 0, fed a script of steps. Each step is a byte: low 3 bits the kind, high 5
+/// its argument. Kinds: a raw datagram from address `arg % 4` (a length byte, then the
+/// bytes); a packet built for the outgoing connection (its ids right, type, sequence
+/// and ack numbers near the live ones, optional selective ACK, payload) so the fuzzer
+/// reaches deep states; time passing; writing; reading; closing or aborting. After
+/// every step, everything the socket sends must decode, and the bounds hold: the
+/// connection cap, each connection's buffered bytes within the receive buffer, its
+/// reorder slots and unacknowledged bytes within theirs. Accepted: a packet reached a
+/// connection.
+pub fn utp_connection(data: &[u8]) -> bool {
+    use btcore_core::time::{Duration, Instant};
+    use btcore_core::utp::packet::{self, Header, PacketType};
+    use btcore_core::utp::{Incoming, UtpConfig, UtpSocket};
+
+    let cfg = UtpConfig {
+        send_buffer: 8192,
+        recv_buffer: 8192,
+        reorder_slots: 8,
+        max_packets_in_flight: 16,
+        max_connections: 4,
+        max_pending_resets: 4,
+        ..UtpConfig::default()
+    };
+    let mut s: UtpSocket<u8> = UtpSocket::new(cfg, 7);
+    let mut now = Instant::from_millis(1);
+    let out = s.connect(now, 0).ok();
+    let mut accepted = false;
+    let mut buf = [0u8; 2048];
+    let mut i = 0;
+    let next = |i: &mut usize| {
+        let b = data.get(*i).copied().unwrap_or(0);
+        *i += 1;
+        b
+    };
+    while i < data.len() {
+        let op = next(&mut i);
+        let arg = op >> 3;
+        match op & 7 {
+            0 => {
+                let len = usize::from(next(&mut i));
+                let start = i.min(data.len());
+                let end = (start + len).min(data.len());
+                let d = &data[start..end];
+                i = end;
+                match s.handle_datagram(now, arg % 4, d) {
+                    Incoming::Delivered(_) | Incoming::Accepted { .. } => accepted = true,
+                    _ => {}
+                }
+            }
+            1 => {
+                let Some(c) = out.and_then(|h| s.conn(h)) else {
+                    continue;
+                };
+                let ty = match arg % 5 {
+                    0 => PacketType::Data,
+                    1 => PacketType::Fin,
+                    2 => PacketType::State,
+                    3 => PacketType::Reset,
+                    _ => PacketType::Syn,
+                };
+                let seq_off = next(&mut i) as i8;
+                let ack_off = next(&mut i);
+                let wnd = u32::from(next(&mut i)) * 256;
+                let sack_len = usize::from(next(&mut i) % 3) * 4;
+                let payload_len = usize::from(next(&mut i)) * 8;
+                let h = Header {
+                    ty,
+                    conn_id: c.recv_id(),
+                    timestamp_us: now.as_millis() as u32 * 1000,
+                    timestamp_diff_us: u32::from(ack_off) * 1000,
+                    wnd_size: wnd,
+                    seq_nr: c.ack_nr().wrapping_add(1).wrapping_add(seq_off as u16),
+                    ack_nr: c
+                        .seq_nr()
+                        .wrapping_sub(1)
+                        .wrapping_sub(u16::from(ack_off % 32)),
+                };
+                let sack: Vec<u8> = (0..sack_len).map(|_| next(&mut i)).collect();
+                let payload = vec![arg; payload_len];
+                let mut d = vec![0u8; packet::encoded_len(sack_len, payload_len)];
+                let sack = (sack_len > 0).then_some(&sack[..]);
+                let n = packet::encode(&h, sack, &payload, &mut d).expect("sized");
+                if let Incoming::Delivered(_) = s.handle_datagram(now, 0, &d[..n]) {
+                    accepted = true;
+                }
+            }
+            2 => {
+                now = now + Duration::from_millis(u64::from(arg) * 97);
+                s.handle_timeout(now);
+            }
+            3 => {
+                if let Some(t) = s.poll_timeout() {
+                    now = now.max(t);
+                    s.handle_timeout(now);
+                }
+            }
+            4 | 5 => {
+                let handles: Vec<_> = s.handles().collect();
+                for h in handles {
+                    if let Some(c) = s.conn_mut(h) {
+                        if op & 7 == 4 {
+                            let _ = c.write(&vec![arg; usize::from(arg) * 300]);
+                        } else {
+                            let mut sink = vec![0u8; usize::from(arg) * 300];
+                            let _ = c.read(&mut sink);
+                        }
+                    }
+                }
+            }
+            6 => {
+                let nth = s.handles().nth(usize::from(arg % 4));
+                if let Some(h) = nth {
+                    if let Some(c) = s.conn_mut(h) {
+                        if arg & 4 == 0 {
+                            c.close();
+                        } else {
+                            c.abort();
+                        }
+                    }
+                }
+            }
+            _ => {
+                let nth = s.handles().nth(usize::from(arg % 4));
+                if let Some(h) = nth {
+                    s.remove(h);
+                }
+            }
+        }
+        for _ in 0..10_000 {
+            let Some((_, n)) = s.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            assert!(n <= usize::from(cfg.max_packet_size));
+            packet::decode(&buf[..n]).expect("the socket sends valid packets");
+        }
+        assert!(s.len() <= 4);
+        for h in s.handles() {
+            let c = s.conn(h).expect("a listed handle is live");
+            assert!(c.readable() + c.out_of_order_bytes() as usize <= 8192);
+            assert!(c.reorder_len() <= 8);
+            assert!(c.unacked() <= 8192);
+            assert!(c.bytes_in_flight() as usize <= c.unacked());
+            assert!(c.cwnd() >= u32::from(cfg.max_payload()));
+        }
+    }
+    accepted
+}

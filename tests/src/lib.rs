@@ -127,6 +127,7 @@ fn unescape(s: &str) -> String {
 pub mod fuzz_checks;
 pub mod scripted;
 pub mod sim;
+pub mod utp_link;
 
 /// A `.torrent` of one 16 KiB piece with `announce-list` `tiers`.
 pub fn torrent_with_tiers(tiers: &[&[&str]]) -> Vec<u8> {

@@ -24,6 +24,8 @@ const TARGETS: &[(&str, Check)] = &[
     ("dht_node", fuzz_checks::dht_node),
     ("tracker_server", fuzz_checks::tracker_server),
     ("session", fuzz_checks::session),
+    ("utp_packet", fuzz_checks::utp_packet),
+    ("utp_connection", fuzz_checks::utp_connection),
 ];
 
 fn corpus_dir() -> PathBuf {
