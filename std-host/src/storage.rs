@@ -19,9 +19,14 @@
 //! - Zero-length files are created (empty) by [`Storage::ensure_files`].
 //! - Skipped files ([`Storage::set_skipped`]) are not created by `ensure_files`. The
 //!   session never requests a piece lying only in skipped files, but a piece straddling
-//!   a wanted and a skipped file is written whole: the skipped file is then created,
-//!   sparse, holding just the bytes of that boundary piece (libtorrent keeps such bytes
-//!   in a separate "part file" instead; this storage does not).
+//!   a wanted and a skipped file is written whole. With a parts file
+//!   ([`StorageConfig::parts_file`], as libtorrent's "part file") the skipped file's
+//!   bytes of such a piece go there, at their offset in the torrent (a sparse file), and
+//!   no file of its own appears in the save directory; which (piece, file) pairs it
+//!   holds is kept beside it (`PARTS.idx`, written at each [`Storage::sync`]). Reads of
+//!   those bytes come from it; when the file is wanted again its bytes move into it.
+//!   Without a parts file the skipped file is created, sparse, holding just the bytes
+//!   of the boundary pieces.
 //!
 //! # Path safety
 //!
@@ -85,6 +90,10 @@ pub struct StorageConfig {
     /// the torrent may reach it (see the [module docs](self#the-state-directory)).
     /// Default `None`.
     pub state_dir: Option<PathBuf>,
+    /// Where the bytes of skipped files that share a piece with wanted ones go (see
+    /// the [module docs](self#what-lands-on-disk)); its index is this path with `.idx`
+    /// added. Default `None`: they go to the skipped file itself.
+    pub parts_file: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -92,7 +101,86 @@ impl Default for StorageConfig {
         Self {
             max_open_files: 64,
             state_dir: None,
+            parts_file: None,
         }
+    }
+}
+
+/// Largest parts index read back (a few entries per file in practice).
+const MAX_PARTS_INDEX: u64 = 16 << 20;
+
+/// The parts file of a [`Storage`]: the (piece, file) pairs whose bytes it holds.
+#[derive(Debug)]
+struct Parts {
+    path: PathBuf,
+    index: PathBuf,
+    state: Mutex<PartsState>,
+}
+
+#[derive(Debug, Default)]
+struct PartsState {
+    held: std::collections::BTreeSet<(u32, u32)>,
+    file: Option<Arc<File>>,
+    /// Written (data or index) since the last sync.
+    dirty: bool,
+}
+
+impl Parts {
+    /// Opens the index of `path` (missing: nothing held); entries out of range are
+    /// dropped.
+    fn open(path: PathBuf, pieces: u32, files: usize) -> Self {
+        let mut index = path.clone().into_os_string();
+        index.push(".idx");
+        let index = PathBuf::from(index);
+        let mut held = std::collections::BTreeSet::new();
+        let small = fs::metadata(&index).is_ok_and(|m| m.len() <= MAX_PARTS_INDEX);
+        if let Some(text) = small.then(|| fs::read_to_string(&index).ok()).flatten() {
+            for line in text.lines() {
+                let mut it = line.split(' ').map(str::parse::<u32>);
+                if let (Some(Ok(p)), Some(Ok(f)), None) = (it.next(), it.next(), it.next()) {
+                    if p < pieces && (f as usize) < files {
+                        held.insert((p, f));
+                    }
+                }
+            }
+        }
+        Self {
+            path,
+            index,
+            state: Mutex::new(PartsState {
+                held,
+                ..PartsState::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PartsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data file, opened (and created with `write`) on first use.
+    fn file(&self, write: bool) -> Result<Arc<File>, StorageError> {
+        let mut st = self.lock();
+        if let Some(f) = &st.file {
+            return Ok(f.clone());
+        }
+        let f = if write {
+            if let Some(parent) = self.path.parent() {
+                fs::create_dir_all(parent).map_err(|e| StorageError::io(&e, parent))?;
+            }
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+        } else {
+            OpenOptions::new().read(true).write(true).open(&self.path)
+        }
+        .map_err(|e| StorageError::io(&e, &self.path))?;
+        let f = Arc::new(f);
+        st.file = Some(f.clone());
+        Ok(f)
     }
 }
 
@@ -261,6 +349,7 @@ pub struct Storage {
     geometry: Geometry,
     max_open: usize,
     cache: Mutex<Cache>,
+    parts: Option<Parts>,
 }
 
 /// Checks one torrent path and splits it into components.
@@ -690,6 +779,9 @@ impl Storage {
                 geometry.total_len()
             )));
         }
+        let parts = config
+            .parts_file
+            .map(|p| Parts::open(p, geometry.num_pieces(), entries.len()));
         Ok(Storage {
             root: save_dir.to_path_buf(),
             files: entries,
@@ -697,6 +789,7 @@ impl Storage {
             geometry,
             max_open: config.max_open_files.max(1),
             cache: Mutex::new(Cache::default()),
+            parts,
         })
     }
 
@@ -728,8 +821,83 @@ impl Storage {
     /// Out-of-range indices are ignored.
     pub fn set_skipped(&self, index: u32, skipped: bool) {
         if let Some(e) = self.files.get(index as usize) {
-            e.skipped.store(skipped, Ordering::Relaxed);
+            let was = e.skipped.swap(skipped, Ordering::Relaxed);
+            if was && !skipped {
+                if let Err(err) = self.unpark(index) {
+                    log::warn!("{err}");
+                }
+            }
         }
+    }
+
+    /// The parts file, when there is one.
+    pub fn parts_file(&self) -> Option<&Path> {
+        self.parts.as_ref().map(|p| p.path.as_path())
+    }
+
+    /// Deletes the parts file and its index (the torrent is removed).
+    pub fn remove_parts(&self) {
+        if let Some(p) = &self.parts {
+            let mut st = p.lock();
+            st.file = None;
+            st.held.clear();
+            st.dirty = false;
+            let _ = fs::remove_file(&p.path);
+            let _ = fs::remove_file(&p.index);
+        }
+    }
+
+    /// The pieces the torrent bytes `off .. off + len` touch.
+    fn pieces_of(&self, off: u64, len: u64) -> std::ops::RangeInclusive<u32> {
+        let plen = u64::from(self.geometry.piece_len()).max(1);
+        let first = (off / plen) as u32;
+        let last = ((off + len.max(1) - 1) / plen) as u32;
+        first..=last
+    }
+
+    /// Whether the parts file holds file `k`'s bytes of `piece`.
+    fn parts_hold(&self, piece: u32, k: usize) -> bool {
+        self.parts
+            .as_ref()
+            .is_some_and(|p| p.lock().held.contains(&(piece, k as u32)))
+    }
+
+    /// File `index` is wanted again: its bytes held in the parts file move into it.
+    fn unpark(&self, index: u32) -> Result<(), StorageError> {
+        let Some(p) = &self.parts else {
+            return Ok(());
+        };
+        let pieces: Vec<u32> = p
+            .lock()
+            .held
+            .iter()
+            .filter(|(_, f)| *f == index)
+            .map(|(piece, _)| *piece)
+            .collect();
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let k = index as usize;
+        let spec = &self.files[k].spec;
+        let from = p.file(false)?;
+        let to = self.handle(k, true)?;
+        let mut buf = Vec::new();
+        for piece in pieces {
+            let (poff, plen) = self.piece_range(piece);
+            let lo = poff.max(spec.offset);
+            let hi = (poff + u64::from(plen)).min(spec.offset + spec.length);
+            if lo < hi {
+                buf.resize((hi - lo) as usize, 0);
+                read_exact_at(&from, &mut buf, lo).map_err(|e| StorageError::io(&e, &p.path))?;
+                write_all_vectored_at(&to, &[&buf], lo - spec.offset)
+                    .map_err(|e| StorageError::io(&e, &self.files[k].abs))?;
+            }
+            self.lock().dirty.insert(k);
+            let mut st = p.lock();
+            st.held.remove(&(piece, index));
+            st.dirty = true;
+        }
+        Ok(())
     }
 
     /// Whether file `index` is skipped.
@@ -898,6 +1066,24 @@ impl Storage {
                 let to = range.end.min(hi) - lo;
                 parts.push(&b[from..to]);
             }
+            let e = &self.files[k];
+            if let Some(p) = self
+                .parts
+                .as_ref()
+                .filter(|_| e.skipped.load(Ordering::Relaxed))
+            {
+                // A skipped file's bytes of a piece it shares: to the parts file.
+                let at = e.spec.offset + file_off;
+                let f = p.file(true)?;
+                write_all_vectored_at(&f, &parts, at)
+                    .map_err(|err| StorageError::io(&err, &p.path))?;
+                let mut st = p.lock();
+                for piece in self.pieces_of(at, (range.end - range.start) as u64) {
+                    st.held.insert((piece, k as u32));
+                }
+                st.dirty = true;
+                return Ok(());
+            }
             let f = self.handle(k, true)?;
             self.lock().dirty.insert(k);
             write_all_vectored_at(&f, &parts, file_off)
@@ -941,14 +1127,50 @@ impl Storage {
                 buf[range].fill(0);
                 return Ok(());
             }
-            let f = self.handle(k, false)?;
-            read_exact_at(&f, &mut buf[range], file_off).map_err(|err| {
-                if err.kind() == io::ErrorKind::UnexpectedEof {
-                    StorageError::new(StorageErrorKind::Missing, Some(&e.abs))
-                } else {
-                    StorageError::io(&err, &e.abs)
+            if let Some(p) = &self.parts {
+                // Piece by piece: those the parts file holds for this file come from it.
+                let at = e.spec.offset + file_off;
+                let held: Vec<u32> = {
+                    let st = p.lock();
+                    self.pieces_of(at, (range.end - range.start) as u64)
+                        .filter(|piece| st.held.contains(&(*piece, k as u32)))
+                        .collect()
+                };
+                if !held.is_empty() {
+                    let plen = u64::from(self.geometry.piece_len()).max(1);
+                    let mut pos = range.start;
+                    while pos < range.end {
+                        let t = at + (pos - range.start) as u64;
+                        let piece = (t / plen) as u32;
+                        let n = ((u64::from(piece) + 1) * plen - t).min((range.end - pos) as u64)
+                            as usize;
+                        let out = &mut buf[pos..pos + n];
+                        if held.contains(&piece) {
+                            let f = p.file(false)?;
+                            read_exact_at(&f, out, t)
+                                .map_err(|err| StorageError::io(&err, &p.path))?;
+                        } else {
+                            self.read_file(k, out, t - e.spec.offset)?;
+                        }
+                        pos += n;
+                    }
+                    return Ok(());
                 }
-            })
+            }
+            self.read_file(k, &mut buf[range], file_off)
+        })
+    }
+
+    /// Reads `buf.len()` bytes of file `k` at `file_off`.
+    fn read_file(&self, k: usize, buf: &mut [u8], file_off: u64) -> Result<(), StorageError> {
+        let e = &self.files[k];
+        let f = self.handle(k, false)?;
+        read_exact_at(&f, buf, file_off).map_err(|err| {
+            if err.kind() == io::ErrorKind::UnexpectedEof {
+                StorageError::new(StorageErrorKind::Missing, Some(&e.abs))
+            } else {
+                StorageError::io(&err, &e.abs)
+            }
         })
     }
 
@@ -1029,6 +1251,11 @@ impl Storage {
         let there = self
             .each_segment(off, len as usize, |k, file_off, range| {
                 let end = file_off + range.len() as u64;
+                if self.parts_hold(piece, k) {
+                    // In the parts file: read when the piece is hashed.
+                    data = true;
+                    return Ok(());
+                }
                 if present[k] < end {
                     return Err(StorageError::new(StorageErrorKind::Missing, None));
                 }
@@ -1150,6 +1377,35 @@ impl Storage {
     /// `fsync`s every file written since the last flush (reopening those whose handle
     /// was closed meanwhile). Files that fail stay due for the next flush.
     pub fn sync(&self) -> Result<(), StorageError> {
+        if let Some(p) = &self.parts {
+            let (file, text) = {
+                let mut st = p.lock();
+                if !st.dirty {
+                    (None, None)
+                } else {
+                    st.dirty = false;
+                    let text: String = st
+                        .held
+                        .iter()
+                        .map(|(piece, f)| format!("{piece} {f}\n"))
+                        .collect();
+                    (st.file.clone(), Some(text))
+                }
+            };
+            let res = file
+                .map_or(Ok(()), |f| {
+                    f.sync_data().map_err(|e| StorageError::io(&e, &p.path))
+                })
+                .and_then(|()| match text {
+                    Some(t) => crate::os::write_atomic(&p.index, t.as_bytes())
+                        .map_err(|e| StorageError::io(&e, &p.index)),
+                    None => Ok(()),
+                });
+            if let Err(e) = res {
+                p.lock().dirty = true;
+                return Err(e);
+            }
+        }
         let dirty: Vec<usize> = std::mem::take(&mut self.lock().dirty).into_iter().collect();
         for (i, &k) in dirty.iter().enumerate() {
             let res = self.handle(k, false).and_then(|f| {

@@ -352,3 +352,64 @@ fn a_recheck_finds_damage_and_set_location_finds_data() {
     }
     assert_eq!(l.pieces(id).expect("pieces").count(), 0);
 }
+
+/// With a state directory, the bytes a skipped file shares with a wanted one go to
+/// the torrent's parts file: the skipped file never appears in the save directory;
+/// wanted again, its bytes move into it and the rest is downloaded; the parts file
+/// goes with the torrent.
+#[test]
+fn a_skipped_files_shared_bytes_go_to_the_parts_file() {
+    let dir = scratch("parts");
+    let torrent = make_pack(&dir.join("seed"));
+    let (mut s, _, addr) = seed(&dir.join("seed"), &torrent);
+    let state_dir = dir.join("state");
+    let mut l = Client::new(ClientOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        save_dir: dir.join("leech"),
+        state_dir: Some(state_dir.clone()),
+        use_trackers: false,
+        seed: 0,
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let id = l.add_torrent_file(&torrent, None).expect("add");
+    l.set_file_priorities(id, &[4, 0, 4]).expect("priorities");
+    l.add_peer(id, addr);
+    let mut finished = false;
+    run(&mut s, &mut l, |_, l| {
+        finished |= l.take_events().contains(&Event::TorrentFinished(id));
+        finished
+    });
+    l.save_resume();
+    let root = dir.join("leech/pack");
+    let f = files();
+    assert_eq!(std::fs::read(root.join("a.bin")).expect("a"), f[0].1);
+    assert_eq!(std::fs::read(root.join("c.bin")).expect("c"), f[2].1);
+    assert!(
+        !root.join("b.bin").exists(),
+        "the skipped file was created in the save directory"
+    );
+    let hash = l.info_hash(id).expect("hash").to_string();
+    let parts = state_dir.join(format!("{hash}.parts"));
+    assert!(parts.exists(), "no parts file");
+    // The shared pieces verify from the parts file (a check reads them there).
+    l.recheck(id).expect("recheck");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&l, id) == TorrentState::Checking {
+        assert!(Instant::now() < deadline, "recheck");
+        l.run_once(Duration::from_millis(5)).expect("run");
+    }
+    let have = l.pieces(id).expect("pieces");
+    assert!(
+        have.get(5) && have.get(13),
+        "the shared pieces did not verify: {:?}",
+        (0..have.len()).map(|i| have.get(i)).collect::<Vec<_>>()
+    );
+    // Wanted again: it arrives whole.
+    l.set_file_priorities(id, &[4, 4, 4]).expect("priorities");
+    l.add_peer(id, addr);
+    run(&mut s, &mut l, |_, l| state(l, id) == TorrentState::Seeding);
+    assert_eq!(std::fs::read(root.join("b.bin")).expect("b"), f[1].1);
+    l.remove_torrent(id, false);
+    assert!(!parts.exists(), "the parts file outlived its torrent");
+}

@@ -368,7 +368,10 @@ mod tests {
             ratio_mode: 1,
             ratio_limit: 1.5,
             data_dir: Some("/data/incomplete".into()),
-            trackers: Some(vec![vec!["http://a/announce".into()], vec!["udp://b:1".into()]]),
+            trackers: Some(vec![
+                vec!["http://a/announce".into()],
+                vec!["udp://b:1".into()],
+            ]),
             idle_mode: 1,
             idle_limit: 45,
             peer_limit: Some(12),

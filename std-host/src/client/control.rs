@@ -261,6 +261,7 @@ impl Client {
             *old.geometry(),
             StorageConfig {
                 state_dir: self.opts.state_dir.clone(),
+                parts_file: old.parts_file().map(Path::to_path_buf),
                 ..StorageConfig::default()
             },
         )

@@ -39,6 +39,7 @@ impl Client {
                 m.geometry(),
                 StorageConfig {
                     state_dir: self.opts.state_dir.clone(),
+                    parts_file: self.parts_file(&m.info_hash()),
                     ..StorageConfig::default()
                 },
             )
@@ -108,6 +109,15 @@ impl Client {
         );
         self.pump();
         Ok(id)
+    }
+
+    /// Where a torrent keeps the bytes of skipped files that share a piece with wanted
+    /// ones: `STATE_DIR/<info-hash>.parts` (none without a state directory).
+    pub(super) fn parts_file(&self, hash: &InfoHash) -> Option<PathBuf> {
+        self.opts
+            .state_dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}.parts")))
     }
 
     /// Hashes every piece of `m` on disk off the loop; the result comes back as
@@ -241,11 +251,16 @@ impl Client {
         file.push(b'e');
         let mut tokens = Vec::new();
         let parsed = Metainfo::parse_vec(&file, &mut tokens, &Limits::default());
+        let parts_file = parsed
+            .as_ref()
+            .ok()
+            .and_then(|m| self.parts_file(&m.info_hash()));
         let storage = match (&parsed, self.torrents.get_mut(&id)) {
             (Ok(m), Some(t)) => {
                 t.name = String::from_utf8_lossy(m.name()).into_owned();
                 let config = StorageConfig {
                     state_dir: self.opts.state_dir.clone(),
+                    parts_file,
                     ..StorageConfig::default()
                 };
                 let made = m.layout().map_err(|e| e.to_string()).and_then(|layout| {
@@ -315,6 +330,10 @@ impl Client {
         }
         if let Some(dir) = &self.opts.state_dir {
             let _ = std::fs::remove_file(dir.join(ResumeData::file_name(&t.info_hash)));
+        }
+        // Its parts file goes with its resume data.
+        if let Some(s) = &t.storage {
+            s.remove_parts();
         }
         if delete_data {
             if let Some(s) = &t.storage {
