@@ -276,7 +276,14 @@ fn a_torrent_limit_bounds_its_download() {
     l.add_peer(id, addr);
     let start = Instant::now();
     let mut most_over = i64::MIN;
+    // The peer list shows the rate it sends at, the second in progress counted: so
+    // within the first second already.
+    let mut peer_rate = 0;
     run(&mut s, &mut l, |_, l| {
+        if start.elapsed() < Duration::from_millis(900) {
+            let max = l.peers(id).iter().map(|p| p.download_rate).max();
+            peer_rate = peer_rate.max(max.unwrap_or(0));
+        }
         let got = l.torrents()[0].status.downloaded;
         let allowed = RATE as f64 * start.elapsed().as_secs_f64() + RATE as f64 + 65_536.0;
         most_over = most_over.max(got as i64 - allowed as i64);
@@ -285,6 +292,10 @@ fn a_torrent_limit_bounds_its_download() {
     assert!(most_over <= 0, "{most_over} bytes over the torrent's limit");
     let got = l.torrents()[0].status.downloaded;
     assert!(got > 0, "nothing arrived");
+    assert!(
+        peer_rate > 0,
+        "the peer list showed no download rate in the first second"
+    );
 }
 
 /// A seed whose file was damaged on disk behind its back: a recheck finds the

@@ -2646,6 +2646,18 @@ impl Session {
             .collect()
     }
 
+    /// As [`Session::peers`], with each peer's rates at `now` (the second in progress
+    /// included, as [`Session::torrent_status`] counts them): what a display shows.
+    pub fn peers_at(&self, id: TorrentId, now: Instant) -> Vec<PeerStatus> {
+        let mut peers = self.peers(id);
+        for p in &mut peers {
+            if let Some(c) = self.conns.get(&p.conn) {
+                (p.download_rate, p.upload_rate) = c.peer.rates_at(now);
+            }
+        }
+        peers
+    }
+
     /// Whether `ip` is banned for bad data (a host may refuse it before accepting;
     /// [`Session::handle_incoming`] refuses it anyway).
     pub fn is_banned(&self, ip: IpAddr) -> bool {

@@ -214,7 +214,7 @@ impl Client {
 
     /// Per-peer status of a torrent.
     pub fn peers(&self, id: TorrentId) -> Vec<btcore_core::session::PeerStatus> {
-        self.session.peers(id)
+        self.session.peers_at(id, self.now())
     }
 
     /// A torrent's check is done: it starts with the pieces found.
