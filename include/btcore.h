@@ -2893,6 +2893,32 @@ btcore_result btcore_session_add_torrent_bytes(struct btcore_session *session,
                                                uint32_t *out_id);
 
 /**
+ * Adds the torrent whose `.torrent` is at `url` (`http://`, or `https://` in a build
+ * with TLS), saving into `save_dir` (NULL: the session's download directory); writes
+ * its id to `*out_id`. The file is downloaded on the calling thread, without holding
+ * the session (which runs on meanwhile): redirects followed (at most 5), the whole
+ * exchange within `timeout_ms` (0: 30 s), at most the 64 MiB a `.torrent` may have.
+ * `BTCORE_IO` with the detail when the download fails (a status other than 200, a
+ * timeout, a refused connection); then as `btcore_session_add_torrent_bytes`.
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `url` is NULL or points to a NUL-terminated string.
+ * - `save_dir` is NULL or points to a NUL-terminated string.
+ * - `out_id` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_session_add_torrent_url(struct btcore_session *session,
+                                             const char *url,
+                                             const char *save_dir,
+                                             uint32_t timeout_ms,
+                                             uint32_t *out_id);
+
+/**
  * Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
  * session's download directory); writes its id to `*out_id`. The call returns at
  * once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until

@@ -719,6 +719,65 @@ pub unsafe extern "C" fn btcore_session_add_torrent_bytes(
     })
 }
 
+/// Adds the torrent whose `.torrent` is at `url` (`http://`, or `https://` in a build
+/// with TLS), saving into `save_dir` (NULL: the session's download directory); writes
+/// its id to `*out_id`. The file is downloaded on the calling thread, without holding
+/// the session (which runs on meanwhile): redirects followed (at most 5), the whole
+/// exchange within `timeout_ms` (0: 30 s), at most the 64 MiB a `.torrent` may have.
+/// `BTCORE_IO` with the detail when the download fails (a status other than 200, a
+/// timeout, a refused connection); then as `btcore_session_add_torrent_bytes`.
+/// Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `url` is NULL or points to a NUL-terminated string.
+/// - `save_dir` is NULL or points to a NUL-terminated string.
+/// - `out_id` is NULL or valid for writing one `u32`.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_session_add_torrent_url(
+    session: *mut btcore_session,
+    url: *const c_char,
+    save_dir: *const c_char,
+    timeout_ms: u32,
+    out_id: *mut u32,
+) -> btcore_result {
+    guard_detail(|| {
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
+        // SAFETY: `url` is NULL or NUL-terminated, as this function's contract requires.
+        let url = unsafe { cstr(url) }?
+            .to_str()
+            .map_err(|_| Failure::new(BTCORE_INVALID_PARAMETER, "the URL is not UTF-8"))?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Failure::new(
+                BTCORE_INVALID_PARAMETER,
+                format_args!("{url}: not an http:// or https:// URL"),
+            ));
+        }
+        // SAFETY: `save_dir` is NULL or NUL-terminated, as this function's contract
+        // requires.
+        let save_dir = unsafe { opt_path(save_dir) }?;
+        let timeout = match timeout_ms {
+            0 => std::time::Duration::from_secs(30),
+            ms => std::time::Duration::from_millis(u64::from(ms)),
+        };
+        let data = btcore_host::tracker::fetch(url, btcore_host::MAX_TORRENT_FILE, timeout)
+            .map_err(|e| Failure::new(BTCORE_IO, format_args!("{url}: {e}")))?;
+        // SAFETY: `out_id` is NULL or valid for one write, as this function's contract
+        // requires.
+        unsafe {
+            add_with(b, out_id, |c| {
+                c.add_torrent_file(&data, save_dir.as_deref())
+            })
+        }
+    })
+}
+
 /// Adds a magnet link (`magnet:?xt=urn:btih:...`), saving into `save_dir` (NULL: the
 /// session's download directory); writes its id to `*out_id`. The call returns at
 /// once; the torrent is in `BTCORE_STATE_FETCHING_METADATA` until

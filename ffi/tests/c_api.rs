@@ -1138,3 +1138,34 @@ fn c_download_queue_of_one_keeps_the_second_torrent_waiting() {
     assert_eq!(std::fs::read(got.join("pack/a.bin")).expect("a"), first[0]);
     assert_eq!(std::fs::read(got.join("pack2/d.bin")).expect("d"), second);
 }
+
+/// A `.torrent` added by its URL through `btcore_session_add_torrent_url` (served on
+/// 127.0.0.1); a URL that cannot be downloaded gives `BTCORE_IO` with the URL in the
+/// detail.
+#[test]
+fn c_add_torrent_by_url() {
+    let dir = tmp("url");
+    make_pack(&dir.join("seed"));
+    let torrent = btcore_host::create::create_torrent(
+        &dir.join("seed/pack"),
+        &btcore_host::create::CreateOptions {
+            piece_length: Some(16384),
+            threads: 1,
+            ..btcore_host::create::CreateOptions::default()
+        },
+    )
+    .expect("create");
+    let (port, _) = scripted_tracker(Box::leak(torrent.into_boxed_slice()));
+    // Nothing listens there: the connection is refused.
+    let refused = free_port();
+    let exe = torrent_c(&dir);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg("url")
+            .arg(format!("http://127.0.0.1:{port}/pack.torrent"))
+            .arg(format!("http://127.0.0.1:{refused}/gone.torrent"))
+            .arg(dir.join("leech")),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("url: ok"), "{out}");
+}

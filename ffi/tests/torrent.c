@@ -8,6 +8,9 @@
  *   torrent magnet PACK_PARENT LEECH_DIR OUT.torrent
  *                                        a magnet link's metadata saved as a .torrent,
  *                                        added back: same info-hash
+ *   torrent url URL BAD_URL LEECH_DIR   a .torrent added by its URL (downloaded
+ *                                        by the library); one that cannot be
+ *                                        downloaded says why
  *   torrent recheck PACK_PARENT EMPTY_DIR
  *                                        a seed's data checked again (whole), then
  *                                        pointed at an empty folder (nothing found)
@@ -229,11 +232,31 @@ static int recheck(const char *parent, const char *empty) {
     return 0;
 }
 
+static int url(const char *good, const char *bad, const char *leech_dir) {
+    btcore_session *l = new_session(leech_dir);
+    uint32_t id = 0;
+    CHECK(btcore_session_add_torrent_url(l, good, NULL, 10000, &id));
+    btcore_torrent_status st;
+    CHECK(btcore_session_torrent_status(l, id, &st));
+    EXPECT(st.num_pieces > 0);
+    EXPECT(btcore_session_add_torrent_url(l, "ftp://x/y.torrent", NULL, 0, &id) ==
+           BTCORE_INVALID_PARAMETER);
+    EXPECT(btcore_session_add_torrent_url(l, bad, NULL, 5000, &id) == BTCORE_IO);
+    btcore_error_detail d;
+    char msg[512], subject[256];
+    CHECK(btcore_last_error(&d, msg, sizeof msg, subject, sizeof subject));
+    EXPECT(d.code == BTCORE_IO && strstr(msg, bad) != NULL);
+    btcore_session_free(l);
+    printf("url: ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "finished") == 0) return finished(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "skip") == 0) return skip(argv[2], argv[3]);
     if (argc >= 5 && strcmp(argv[1], "magnet") == 0) return magnet(argv[2], argv[3], argv[4]);
     if (argc >= 4 && strcmp(argv[1], "recheck") == 0) return recheck(argv[2], argv[3]);
-    fprintf(stderr, "usage: torrent finished|skip|magnet|recheck PACK_PARENT [LEECH_DIR [OUT]]\n");
+    if (argc >= 5 && strcmp(argv[1], "url") == 0) return url(argv[2], argv[3], argv[4]);
+    fprintf(stderr, "usage: torrent finished|skip|magnet|recheck|url ARGS [LEECH_DIR [OUT]]\n");
     return 2;
 }
