@@ -675,6 +675,10 @@ fn torrent_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
         e.last_active = std::time::Instant::now();
         d.dirty = true;
         d.apply_torrent(id);
+        if a.contains_key("peer_limit") {
+            let limit = d.torrents.get(&id).and_then(|e| e.saved.peer_limit);
+            d.client.set_peer_limit(id, limit.map(|n| n as usize));
+        }
         if let Some(pos) = a.get("queue_position") {
             let pos = pos.as_u64().ok_or("queue-position must be a number")?;
             d.set_queue_position(id, pos);

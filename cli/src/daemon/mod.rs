@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often the state file is written when only totals changed (a change of the
@@ -192,17 +192,26 @@ fn spawn_fetch(
     waker: Arc<mio::Waker>,
 ) {
     fetches.fetch_add(1, Ordering::Relaxed);
-    let (fetches, tx) = (fetches.clone(), tx.clone());
+    let (counter, sender) = (fetches.clone(), tx.clone());
+    // The request comes back if the thread cannot start: it is answered with why.
+    let slot = Arc::new(Mutex::new(Some((job, url))));
+    let taken = slot.clone();
     let spawned = std::thread::Builder::new()
         .name("btcore-fetch".into())
         .spawn(move || {
+            let Some((job, url)) = taken.lock().ok().and_then(|mut s| s.take()) else {
+                return;
+            };
             let result = btcore_host::tracker::fetch(&url, limit, FETCH_TIMEOUT);
-            fetches.fetch_sub(1, Ordering::Relaxed);
-            let _ = tx.send((job, url, result));
+            counter.fetch_sub(1, Ordering::Relaxed);
+            let _ = sender.send((job, url, result));
             let _ = waker.wake();
         });
     if let Err(e) = spawned {
-        log::warn!("cannot start a download: {e}");
+        fetches.fetch_sub(1, Ordering::Relaxed);
+        if let Some((job, url)) = slot.lock().ok().and_then(|mut s| s.take()) {
+            let _ = tx.send((job, url, Err(format!("cannot start a download: {e}"))));
+        }
     }
 }
 
@@ -394,8 +403,8 @@ impl Daemon {
             if let Some(e) = self.torrents.get_mut(id) {
                 e.saved.queue_position = i as u64;
             }
-            self.client.set_queue_position(*id, i as u32);
         }
+        self.client.set_queue_order(order);
         self.dirty = true;
     }
 
@@ -547,17 +556,21 @@ impl Daemon {
             id,
             ratio.map(|r| (r.max(0.0) * 1000.0).min(u32::MAX as f64) as u32),
         );
+        // Each call looks at every torrent: only when the value is not the one the
+        // engine has (a restart of many torrents stays linear).
         use btcore_core::session::IdleLimit;
-        self.client.set_idle_limit(
-            id,
-            match s.idle_mode {
-                1 => IdleLimit::Minutes(s.idle_limit),
-                2 => IdleLimit::Unlimited,
-                _ => IdleLimit::Session,
-            },
-        );
-        self.client
-            .set_peer_limit(id, s.peer_limit.map(|n| n as usize));
+        let idle = match s.idle_mode {
+            1 => IdleLimit::Minutes(s.idle_limit),
+            2 => IdleLimit::Unlimited,
+            _ => IdleLimit::Session,
+        };
+        if self.client.idle_limit(id) != Some(idle) {
+            self.client.set_idle_limit(id, idle);
+        }
+        let peers = s.peer_limit.map(|n| n as usize);
+        if peers.is_some() {
+            self.client.set_peer_limit(id, peers);
+        }
     }
 
     /// The session's seed ratio limit, when on.
@@ -674,10 +687,22 @@ impl Daemon {
     /// Replaces torrent `id`'s tracker list (kept across restarts).
     pub fn set_trackers(&mut self, id: TorrentId, tiers: Vec<Vec<String>>) -> Result<(), String> {
         self.client
-            .set_trackers(id, tiers.clone())
+            .set_trackers(id, tiers)
             .map_err(|e| e.to_string())?;
+        // What the engine kept (deduplicated, capped), in its tiers.
+        let mut kept: Vec<Vec<String>> = Vec::new();
+        let mut last = None;
+        for t in self.client.tracker_status(id).unwrap_or_default() {
+            if last != Some(t.tier) {
+                kept.push(Vec::new());
+                last = Some(t.tier);
+            }
+            if let Some(tier) = kept.last_mut() {
+                tier.push(t.url);
+            }
+        }
         if let Some(e) = self.torrents.get_mut(&id) {
-            e.saved.trackers = Some(tiers);
+            e.saved.trackers = Some(kept);
             e.last_active = Instant::now();
         }
         self.dirty = true;

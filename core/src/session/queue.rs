@@ -30,6 +30,7 @@
 use super::{CloseReason, ConnId, Event, Session, SessionConfig, TorrentId, TorrentState};
 use crate::peer::PeerError;
 use crate::time::{Duration, Instant};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// A torrent's idle seeding limit (Transmission's `seedIdleMode`: 0, 1, 2 are
@@ -89,6 +90,37 @@ impl Session {
         self.run_queue(now);
         self.flush_sends();
         true
+    }
+
+    /// Puts the queues in the order of `order` at once (one pass, one look at which
+    /// torrents run): the torrents it names take places 0, 1, ... in that order, the
+    /// others follow in their present order. Unknown ids and repeats are skipped.
+    pub fn set_queue_order(&mut self, now: Instant, order: &[TorrentId]) {
+        let mut rank: BTreeMap<TorrentId, u32> = BTreeMap::new();
+        for id in order {
+            if self.torrents.contains_key(id) && !rank.contains_key(id) {
+                let next = rank.len() as u32;
+                rank.insert(*id, next);
+            }
+        }
+        let mut rest: Vec<(u32, TorrentId)> = self
+            .torrents
+            .iter()
+            .filter(|(k, _)| !rank.contains_key(k))
+            .map(|(k, t)| (t.queue_pos, *k))
+            .collect();
+        rest.sort_unstable();
+        let named = rank.len() as u32;
+        for (i, (_, k)) in rest.into_iter().enumerate() {
+            rank.insert(k, named + i as u32);
+        }
+        for (k, t) in self.torrents.iter_mut() {
+            if let Some(p) = rank.get(k) {
+                t.queue_pos = *p;
+            }
+        }
+        self.run_queue(now);
+        self.flush_sends();
     }
 
     /// Moves torrent `id` in the queues: to the top, up one, down one, to the

@@ -252,3 +252,26 @@ fn a_small_torrent_holds_no_more_partial_slots_than_pieces() {
     assert_eq!(slots(small), 3);
     assert_eq!(slots(large), configured);
 }
+
+/// `set_queue_order` places the torrents it names first, in its order, the others
+/// after them in their present order; unknown ids and repeats are skipped.
+#[test]
+fn set_queue_order_places_the_named_torrents_first() {
+    use super::{Session, SessionConfig, TorrentId};
+    use crate::ids::PeerId;
+    use crate::time::Instant;
+    let now = Instant::from_millis(1000);
+    let mut s = Session::new(SessionConfig::new(PeerId::generate(4)), 4);
+    let ids: alloc::vec::Vec<TorrentId> = (1..=4u64)
+        .map(|i| {
+            s.add_torrent(now, &torrent_file(i * 16384, 16384), None)
+                .expect("add")
+        })
+        .collect();
+    s.set_queue_order(now, &[ids[3], TorrentId(999), ids[1], ids[3]]);
+    let pos: alloc::vec::Vec<u32> = ids
+        .iter()
+        .map(|id| s.queue_position(*id).expect("pos"))
+        .collect();
+    assert_eq!(pos, [2, 1, 3, 0]);
+}

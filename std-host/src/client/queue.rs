@@ -35,6 +35,14 @@ impl Client {
         ok
     }
 
+    /// Puts the queues in the order of `order` at once (the torrents it does not name
+    /// follow in their present order).
+    pub fn set_queue_order(&mut self, order: &[TorrentId]) {
+        let now = self.now();
+        self.session.set_queue_order(now, order);
+        self.pump();
+    }
+
     /// Moves torrent `id` to the top, up one, down one or to the bottom of the
     /// queues; false if unknown.
     pub fn move_in_queue(&mut self, id: TorrentId, to: QueueMove) -> bool {
