@@ -220,6 +220,22 @@ fn transmission_remote_drives_a_download() {
     case.wait_until("the data to be deleted", |_| {
         !moved.join("payload/a.bin").exists() && !moved.join("payload/sub/b.bin").exists()
     });
+    // Again by its magnet link: the metadata and the data come from the seeder the
+    // tracker names, and the peer list shows it.
+    // (The session's limit keeps the download going long enough to see the peer.)
+    remote_ok(&case, rpc, &["-d", "500"]);
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=payload&tr={announce}");
+    let added = remote_ok(&case, rpc, &["-a", &magnet]);
+    assert!(added.contains("success"), "{added}");
+    case.wait_for("the seeder in the peer list", |c| {
+        let p = remote_ok(c, rpc, &["-t", &hash, "-ip"]);
+        if p.contains("127.0.0.1") {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    });
+    case.wait_data(&src, &dl, Empties::Required);
     case.finish();
 }
 
