@@ -290,6 +290,8 @@ pub struct Client {
     trackers: Option<TrackerClient>,
     torrents: HashMap<TorrentId, HostTorrent>,
     epoch: std::time::Instant,
+    /// The wall clock's reading of the engine's clock, for times shown in Unix seconds.
+    wall: trackers::WallAnchor,
     peer_id: PeerId,
     stop: Arc<AtomicBool>,
     events_out: Vec<Event>,
@@ -484,6 +486,7 @@ impl Client {
             trackers,
             torrents: HashMap::new(),
             epoch: std::time::Instant::now(),
+            wall: trackers::WallAnchor::new(Instant::from_millis(1), std::time::SystemTime::now()),
             peer_id,
             stop: Arc::new(AtomicBool::new(false)),
             events_out: Vec::new(),

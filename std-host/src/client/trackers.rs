@@ -49,23 +49,52 @@ pub struct TrackerInfo {
     pub failures: u32,
 }
 
-/// The Unix time (seconds) of the engine's instant `at`, the engine's clock reading
-/// `now` at the wall-clock time `wall`.
-fn unix_secs(at: Instant, now: Instant, wall: SystemTime) -> u64 {
+/// The engine's clock against the wall clock: the Unix time in ms at engine instant 0.
+/// Read once and kept while the wall clock agrees within [`WallAnchor::SLACK_MS`], so
+/// one engine instant always shows as the same Unix second (reading both clocks at
+/// each call made a time flip between two seconds from one call to the next); moved
+/// when the wall clock is set (a router's clock set by NTP after boot).
+#[derive(Debug)]
+pub(crate) struct WallAnchor {
+    unix_ms_at_zero: std::sync::atomic::AtomicI64,
+}
+
+impl WallAnchor {
+    /// How far the wall clock may drift from the anchor before it moves.
+    const SLACK_MS: i64 = 2_000;
+
+    pub(crate) fn new(now: Instant, wall: SystemTime) -> Self {
+        Self {
+            unix_ms_at_zero: std::sync::atomic::AtomicI64::new(offset_ms(now, wall)),
+        }
+    }
+
+    /// The Unix time (seconds) of the engine's instant `at`, the engine's clock reading
+    /// `now` at the wall-clock time `wall`.
+    pub(crate) fn unix_secs(&self, at: Instant, now: Instant, wall: SystemTime) -> u64 {
+        use std::sync::atomic::Ordering;
+        let measured = offset_ms(now, wall);
+        let mut anchor = self.unix_ms_at_zero.load(Ordering::Relaxed);
+        if (measured - anchor).abs() > Self::SLACK_MS {
+            anchor = measured;
+            self.unix_ms_at_zero.store(anchor, Ordering::Relaxed);
+        }
+        let ms = anchor.saturating_add(i64::try_from(at.as_millis()).unwrap_or(i64::MAX));
+        u64::try_from(ms).unwrap_or(0) / 1000
+    }
+}
+
+/// Unix ms minus engine ms.
+fn offset_ms(now: Instant, wall: SystemTime) -> i64 {
     let wall = wall
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let ms = if at >= now {
-        wall.saturating_add(at.since(now).as_millis())
-    } else {
-        wall.saturating_sub(now.since(at).as_millis())
-    };
-    ms / 1000
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    wall.saturating_sub(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl TrackerInfo {
-    fn from_status(s: TrackerStatus, now: Instant, wall: SystemTime) -> Self {
-        let unix = |t: Option<Instant>| t.map(|t| unix_secs(t, now, wall));
+    fn from_status(s: TrackerStatus, now: Instant, wall: SystemTime, anchor: &WallAnchor) -> Self {
+        let unix = |t: Option<Instant>| t.map(|t| anchor.unix_secs(t, now, wall));
         Self {
             url: s.url,
             tier: s.tier,
@@ -96,7 +125,7 @@ impl Client {
             self.session
                 .tracker_status(id)?
                 .into_iter()
-                .map(|s| TrackerInfo::from_status(s, now, wall))
+                .map(|s| TrackerInfo::from_status(s, now, wall, &self.wall))
                 .collect(),
         )
     }
@@ -137,14 +166,39 @@ mod tests {
     fn engine_instants_become_unix_seconds() {
         let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let now = Instant::from_millis(50_000);
-        assert_eq!(unix_secs(now, now, wall), 1_700_000_000);
+        let a = WallAnchor::new(now, wall);
+        assert_eq!(a.unix_secs(now, now, wall), 1_700_000_000);
         assert_eq!(
-            unix_secs(Instant::from_millis(20_000), now, wall),
+            a.unix_secs(Instant::from_millis(20_000), now, wall),
             1_699_999_970
         );
         assert_eq!(
-            unix_secs(Instant::from_millis(1_850_000), now, wall),
+            a.unix_secs(Instant::from_millis(1_850_000), now, wall),
             1_700_001_800
         );
+    }
+
+    /// Read a few hundred microseconds apart, the two clocks of each call differ by a
+    /// little: one instant still shows as one second, until the wall clock is set.
+    #[test]
+    fn one_instant_shows_as_one_second_until_the_clock_is_set() {
+        let base = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        let at = Instant::from_millis(10_000);
+        let a = WallAnchor::new(Instant::from_millis(10_000), base);
+        let first = a.unix_secs(at, Instant::from_millis(10_000), base);
+        // The next call reads the engine's clock, then the wall clock 2 ms later.
+        let later = a.unix_secs(
+            at,
+            Instant::from_millis(20_000),
+            base + Duration::from_millis(10_002),
+        );
+        assert_eq!(first, later);
+        // The wall clock set an hour forward: times move with it.
+        let set = a.unix_secs(
+            at,
+            Instant::from_millis(30_000),
+            base + Duration::from_millis(20_000 + 3_600_000),
+        );
+        assert_eq!(set, first + 3600);
     }
 }
