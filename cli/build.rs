@@ -19,6 +19,58 @@ const ASSETS: &[(&str, &str)] = &[
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_WEB");
+    build_facts();
+    web_page();
+}
+
+/// What `btcore --version` says beside the version: the target, whether the C library
+/// is linked in (static), the optional parts built in, the memory allocator and the
+/// profile, as the `BTCORE_BUILD_*` variables.
+fn build_facts() {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let target = var("TARGET");
+    let env = var("CARGO_CFG_TARGET_ENV");
+    let statik = var("CARGO_CFG_TARGET_FEATURE")
+        .split(',')
+        .any(|f| f == "crt-static");
+    let features: Vec<&str> = ["https", "tracker-server", "dht", "lsd", "web"]
+        .into_iter()
+        .filter(|f| {
+            let key = format!("CARGO_FEATURE_{}", f.to_uppercase().replace('-', "_"));
+            std::env::var_os(key).is_some()
+        })
+        .collect();
+    let allocator = match env.as_str() {
+        "musl" => "the C library's (musl)",
+        "gnu" => "the C library's (glibc)",
+        _ => "the C library's",
+    };
+    // The profile is the last directory name of OUT_DIR's `<profile>/build/...`.
+    let out = var("OUT_DIR");
+    let profile = Path::new(&out)
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "build"))
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let link = if statik {
+        "static, needs no C library on the device"
+    } else {
+        "linked against the system's C library"
+    };
+    let features = if features.is_empty() {
+        "none".to_string()
+    } else {
+        features.join(" ")
+    };
+    println!("cargo:rustc-env=BTCORE_BUILD_TARGET={target} ({link})");
+    println!("cargo:rustc-env=BTCORE_BUILD_FEATURES={features}");
+    println!("cargo:rustc-env=BTCORE_BUILD_ALLOCATOR={allocator}");
+    println!("cargo:rustc-env=BTCORE_BUILD_PROFILE={profile}");
+}
+
+fn web_page() {
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
     let mut table = String::from("/// The page's files: (path, content type, ETag, gzip bytes).\n");
     table += "pub static ASSETS: &[(&str, &str, &str, &[u8])] = &[\n";

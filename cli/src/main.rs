@@ -33,9 +33,22 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `btcore --version`: the version, then what this build is (see build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ntarget: ",
+    env!("BTCORE_BUILD_TARGET"),
+    "\nfeatures: ",
+    env!("BTCORE_BUILD_FEATURES"),
+    "\nallocator: ",
+    env!("BTCORE_BUILD_ALLOCATOR"),
+    "\nprofile: ",
+    env!("BTCORE_BUILD_PROFILE"),
+);
+
 /// btcore: an embeddable BitTorrent engine.
 #[derive(Parser, Debug)]
-#[command(name = "btcore", version, about)]
+#[command(name = "btcore", version, long_version = LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

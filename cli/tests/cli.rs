@@ -65,6 +65,54 @@ fn info_json_agrees_with_libtorrent_on_the_whole_corpus() {
     assert!(agreed >= 90, "only {agreed} torrents compared");
 }
 
+/// `--version` says what the build is: the target it runs on, whether it needs the
+/// system's C library, the optional parts built in, the allocator and the profile;
+/// `-V` stays one line.
+#[test]
+fn version_names_target_features_and_allocator() {
+    let out = btcore(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        concat!("btcore ", env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+    let target = lines[1].strip_prefix("target: ").expect("a target line");
+    assert!(target.starts_with(std::env::consts::ARCH), "{text}");
+    assert!(target.contains(if cfg!(target_feature = "crt-static") {
+        "(static"
+    } else {
+        "system's C library"
+    }));
+    let features = lines[2]
+        .strip_prefix("features: ")
+        .expect("a features line");
+    let built: Vec<&str> = features.split(' ').collect();
+    for (name, on) in [
+        ("https", cfg!(feature = "https")),
+        ("tracker-server", cfg!(feature = "tracker-server")),
+        ("dht", cfg!(feature = "dht")),
+        ("lsd", cfg!(feature = "lsd")),
+        ("web", cfg!(feature = "web")),
+    ] {
+        assert_eq!(built.contains(&name), on, "{name}: {text}");
+    }
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "glibc"
+    };
+    assert!(
+        lines[3].starts_with("allocator: ") && lines[3].contains(env),
+        "{text}"
+    );
+    assert!(lines[4].starts_with("profile: "), "{text}");
+    let short = btcore(&["-V"]);
+    assert_eq!(String::from_utf8_lossy(&short.stdout).lines().count(), 1);
+}
+
 #[test]
 fn text_output_names_the_essentials() {
     let path = conformance_dir().join("with-content/numbers/numbers.torrent");
