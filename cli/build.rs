@@ -23,16 +23,11 @@ fn main() {
     web_page();
 }
 
-/// What `btcore --version` says beside the version: the target, whether the C library
-/// is linked in (static), the optional parts built in, the memory allocator and the
-/// profile, as the `BTCORE_BUILD_*` variables.
+/// What `btcore --version` says beside the version (with what main.rs knows from its
+/// own `cfg`: whether the C library is linked in, the allocator): the target, the
+/// optional parts built in and the profile, as the `BTCORE_BUILD_*` variables.
 fn build_facts() {
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let target = var("TARGET");
-    let env = var("CARGO_CFG_TARGET_ENV");
-    let statik = var("CARGO_CFG_TARGET_FEATURE")
-        .split(',')
-        .any(|f| f == "crt-static");
+    let target = std::env::var("TARGET").unwrap_or_default();
     let features: Vec<&str> = ["https", "tracker-server", "dht", "lsd", "web"]
         .into_iter()
         .filter(|f| {
@@ -40,13 +35,13 @@ fn build_facts() {
             std::env::var_os(key).is_some()
         })
         .collect();
-    let allocator = match env.as_str() {
-        "musl" => "the C library's (musl)",
-        "gnu" => "the C library's (glibc)",
-        _ => "the C library's",
+    let features = if features.is_empty() {
+        "none".to_string()
+    } else {
+        features.join(" ")
     };
-    // The profile is the last directory name of OUT_DIR's `<profile>/build/...`.
-    let out = var("OUT_DIR");
+    // The profile is the name of the directory above OUT_DIR's `build/`.
+    let out = std::env::var("OUT_DIR").unwrap_or_default();
     let profile = Path::new(&out)
         .ancestors()
         .find(|p| p.file_name().is_some_and(|n| n == "build"))
@@ -54,19 +49,8 @@ fn build_facts() {
         .and_then(Path::file_name)
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let link = if statik {
-        "static, needs no C library on the device"
-    } else {
-        "linked against the system's C library"
-    };
-    let features = if features.is_empty() {
-        "none".to_string()
-    } else {
-        features.join(" ")
-    };
-    println!("cargo:rustc-env=BTCORE_BUILD_TARGET={target} ({link})");
+    println!("cargo:rustc-env=BTCORE_BUILD_TARGET={target}");
     println!("cargo:rustc-env=BTCORE_BUILD_FEATURES={features}");
-    println!("cargo:rustc-env=BTCORE_BUILD_ALLOCATOR={allocator}");
     println!("cargo:rustc-env=BTCORE_BUILD_PROFILE={profile}");
 }
 

@@ -33,15 +33,50 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// How the C library is linked, for `--version`.
+#[cfg(target_feature = "crt-static")]
+macro_rules! linkage {
+    () => {
+        "static, needs no C library on the device"
+    };
+}
+#[cfg(not(target_feature = "crt-static"))]
+macro_rules! linkage {
+    () => {
+        "linked against the system's C library"
+    };
+}
+/// The memory allocator, for `--version`.
+#[cfg(target_env = "musl")]
+macro_rules! allocator {
+    () => {
+        "the C library's (musl)"
+    };
+}
+#[cfg(target_env = "gnu")]
+macro_rules! allocator {
+    () => {
+        "the C library's (glibc)"
+    };
+}
+#[cfg(not(any(target_env = "musl", target_env = "gnu")))]
+macro_rules! allocator {
+    () => {
+        "the C library's"
+    };
+}
+
 /// `btcore --version`: the version, then what this build is (see build.rs).
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ntarget: ",
     env!("BTCORE_BUILD_TARGET"),
-    "\nfeatures: ",
+    " (",
+    linkage!(),
+    ")\nfeatures: ",
     env!("BTCORE_BUILD_FEATURES"),
     "\nallocator: ",
-    env!("BTCORE_BUILD_ALLOCATOR"),
+    allocator!(),
     "\nprofile: ",
     env!("BTCORE_BUILD_PROFILE"),
 );

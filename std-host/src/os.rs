@@ -101,12 +101,14 @@ pub fn local_weekday_minute() -> Option<(u8, u16)> {
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs();
-    let t = libc::time_t::try_from(secs).ok()?;
+    // Of `time_t`'s own width (32 or 64 bits, by target and C library), inferred from
+    // the call: musl deprecates naming the alias.
+    let t = secs.try_into().ok()?;
     let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
     // SAFETY: `t` and `tm` are valid for the call; `localtime_r` is the thread-safe
     // form (it writes only into `tm`) and returns NULL on failure, checked before `tm`
     // is read; `tm` was zeroed, so it is initialized whatever the call wrote.
-    let r = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
+    let r = unsafe { libc::localtime_r(std::ptr::from_ref(&t), tm.as_mut_ptr()) };
     if r.is_null() {
         return None;
     }
