@@ -19,8 +19,11 @@
 #    `btcore seed`, the files compared with cmp;
 # 5. the init script's start_service, run with stand-ins for procd's and UCI's shell
 #    functions (this host has no procd) on the packaged /etc/config/btcore, gives a daemon
-#    command line; the packaged binary runs it: the RPC answers session-get (after the
-#    409 session-id handshake) and the web page is served at /.
+#    command line (an RPC password set: it must reach the daemon in a 0600 file, not on
+#    the command line); the packaged binary runs it: the RPC answers 401 without the
+#    password, session-get with it (after the 409 session-id handshake), the web page is
+#    served at /, and SIGTERM stops it. With the download folder's disk missing, the
+#    script starts nothing and makes no folder.
 # The native btcore: $BTCORE_NATIVE, else CARGO_TARGET_DIR (default target/)/debug/btcore,
 # built with cargo when missing. Every wait is bounded; every process started is killed by
 # its PID on exit.
@@ -353,6 +356,7 @@ UCI_main_rpc='127.0.0.1:$RPC_PORT'
 UCI_main_port='$PEER_PORT'
 UCI_main_dht='0'
 UCI_main_user='$(id -un)'
+UCI_main_rpc_auth='tester:pa"ss\\w rd'
 EOF
 # Stand-ins for what /etc/rc.common, /lib/functions.sh and /lib/functions/procd.sh give the
 # script on OpenWrt: config_* read the variables above, procd_* write the command line
@@ -390,9 +394,11 @@ procd_append_param() {
 }
 procd_close_instance() { echo closed >> "$HARNESS_PARAMS"; }
 . "$HARNESS_INIT"
+RUN_DIR=$HARNESS_RUN_DIR
 start_service
 EOF
-export HARNESS_UCI=$WORK/uci.sh HARNESS_CMD=$WORK/cmd HARNESS_PARAMS=$WORK/params HARNESS_INIT=$WORK/pkg/btcore.init
+export HARNESS_UCI=$WORK/uci.sh HARNESS_CMD=$WORK/cmd HARNESS_PARAMS=$WORK/params HARNESS_INIT=$WORK/pkg/btcore.init \
+    HARNESS_RUN_DIR=$WORK/run
 HSH=${SHELLS[0]}
 $HSH "$WORK/harness.sh" || fail "start_service failed under $HSH"
 grep -qx closed "$WORK/params" || fail "start_service opened no procd instance"
@@ -405,6 +411,9 @@ mapfile -t CMD < "$WORK/cmd"
 echo "   command: ${CMD[*]}"
 [ "${CMD[0]}" = /usr/bin/btcore ] && [ "${CMD[1]}" = daemon ] || fail "the command is not /usr/bin/btcore daemon"
 printf '%s\n' "${CMD[@]}" | grep -qx -- --low-memory || fail "the packaged config does not ask for --low-memory"
+! grep -q 'pa"ss' "$WORK/cmd" || fail "the RPC password is on the command line"
+[ "$(stat -c %a "$WORK/run/auth.json")" = 600 ] || fail "auth.json is readable by others"
+echo "   ok: the RPC password in $(stat -c %a "$WORK/run/auth.json") auth.json, not on the command line"
 # A disk that is not mounted: the service does not start, and makes no folder.
 sed "s|^UCI_main_download_dir=.*|UCI_main_download_dir='$WORK/nodisk/torrents'|" "$WORK/uci.sh" > "$WORK/uci-nodisk.sh"
 if HARNESS_UCI=$WORK/uci-nodisk.sh $HSH "$WORK/harness.sh" 2>/dev/null; then fail "started with the disk missing"; fi
@@ -414,14 +423,21 @@ echo "   ok: not started while the download folder's parent is missing"
 "${RUNNER[@]}" "$BIN" "${CMD[@]:1}" > "$WORK/daemon.out" 2> "$WORK/daemon.err" &
 DAEMON_PID=$!
 PIDS+=("$DAEMON_PID")
-python3 - "$RPC_PORT" "$DAEMON_PID" <<'PY' || { sed 's/^/   daemon: /' "$WORK/daemon.err" >&2; fail "the daemon did not answer as it should"; }
-import http.client, json, os, sys, time
+python3 - "$RPC_PORT" "$DAEMON_PID" 'tester:pa"ss\w rd' <<'PY' || { sed 's/^/   daemon: /' "$WORK/daemon.err" >&2; fail "the daemon did not answer as it should"; }
+import base64, http.client, json, os, sys, time
 port, pid = int(sys.argv[1]), int(sys.argv[2])
+auth = {"Authorization": "Basic " + base64.b64encode(sys.argv[3].encode()).decode()}
 deadline = time.time() + 60
 while True:
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         c.request("POST", "/transmission/rpc", body=json.dumps({"method": "session-get"}))
+        r = c.getresponse()
+        r.read()
+        assert r.status == 401, f"without the password: {r.status}, want 401"
+        print("   ok: 401 without the password")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("POST", "/transmission/rpc", body=json.dumps({"method": "session-get"}), headers=auth)
         r = c.getresponse()
         r.read()
         break
@@ -438,7 +454,7 @@ sid = r.getheader("X-Transmission-Session-Id")
 assert sid, "no X-Transmission-Session-Id"
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 c.request("POST", "/transmission/rpc", body=json.dumps({"method": "session-get"}),
-          headers={"X-Transmission-Session-Id": sid})
+          headers={"X-Transmission-Session-Id": sid, **auth})
 r = c.getresponse()
 body = json.loads(r.read())
 assert r.status == 200 and body.get("result") == "success", f"session-get: {r.status} {body}"
@@ -446,7 +462,7 @@ args = body["arguments"]
 dd = args.get("download-dir") or args.get("download_dir")
 print(f"   ok: session-get: 409, then success; version {args.get('version')}, download-dir {dd}")
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-c.request("GET", "/", headers={"Accept-Encoding": "gzip"})
+c.request("GET", "/", headers={"Accept-Encoding": "gzip", **auth})
 r = c.getresponse()
 page = r.read()
 if r.getheader("Content-Encoding") == "gzip":
