@@ -393,9 +393,12 @@ procd_append_param() {
 	fi
 }
 procd_close_instance() { echo closed >> "$HARNESS_PARAMS"; }
+procd_add_reload_trigger() { echo "reload-trigger $*" >> "$HARNESS_PARAMS"; }
+procd_add_restart_mount_trigger() { echo "mount-trigger $*" >> "$HARNESS_PARAMS"; }
 . "$HARNESS_INIT"
 RUN_DIR=$HARNESS_RUN_DIR
-start_service
+start_service || exit
+service_triggers
 EOF
 export HARNESS_UCI=$WORK/uci.sh HARNESS_CMD=$WORK/cmd HARNESS_PARAMS=$WORK/params HARNESS_INIT=$WORK/pkg/btcore.init \
     HARNESS_RUN_DIR=$WORK/run
@@ -405,6 +408,8 @@ grep -qx closed "$WORK/params" || fail "start_service opened no procd instance"
 grep -q '^stdout 1' "$WORK/params" && grep -q '^stderr 1' "$WORK/params" || fail "output not sent to logd"
 grep -q "^user $(id -un)\$" "$WORK/params" || fail "no procd user"
 grep -q '^respawn' "$WORK/params" || fail "no respawn"
+grep -qx 'reload-trigger btcore' "$WORK/params" || fail "no reload on uci commit btcore"
+grep -qx "mount-trigger $DL" "$WORK/params" || fail "no restart when the download disk is mounted"
 [ -d "$DL" ] || fail "start_service did not make the download folder"
 echo "   procd parameters: $(tr '\n' ' ' < "$WORK/params")"
 mapfile -t CMD < "$WORK/cmd"
