@@ -12,7 +12,8 @@
 #    postinst/prerm pass `sh -n` under busybox ash (OpenWrt's shell) and dash;
 # 2. usr/bin/btcore: an ELF for TARGET's machine (ARM 32-bit hard-float, AArch64 or
 #    x86-64), static (no PT_INTERP, no DT_NEEDED), mode 0755;
-# 3. the package script gives the same bytes twice from the same binary (reproducible);
+# 3. the package script gives the same bytes twice from the same binary (reproducible),
+#    and refuses a dynamically linked binary (the native one) and one for another target;
 # 4. the packaged binary runs, under qemu-arm / qemu-aarch64 with no sysroot (-L), or
 #    natively for x86_64: `btcore --version`; `btcore info` on a torrent made by the native
 #    btcore prints what the native one prints; a download on 127.0.0.1 from a native
@@ -274,7 +275,22 @@ fi
 [ -x "$NATIVE" ] || fail "no native btcore at $NATIVE"
 echo "   $NATIVE"
 
-run() { "${RUNNER[@]}" "$BIN" "$@"; }
+step "package-ipk.sh refuses what it must"
+if file -b "$NATIVE" | grep -q 'dynamically linked'; then
+    if bash scripts/package-ipk.sh x86_64-unknown-linux-musl "$NATIVE" "$WORK/refused" > "$WORK/refused.log" 2>&1; then
+        fail "package-ipk.sh packaged a dynamically linked binary"
+    fi
+    grep -q 'dynamically linked' "$WORK/refused.log" || fail "refused the dynamic binary without saying why"
+    echo "   ok: the native (dynamic) btcore is refused"
+fi
+OTHER=aarch64-unknown-linux-musl
+[ "$TARGET" != aarch64-unknown-linux-musl ] || OTHER=armv7-unknown-linux-musleabihf
+if bash scripts/package-ipk.sh "$OTHER" "$BIN" "$WORK/refused" > "$WORK/refused.log" 2>&1; then
+    fail "package-ipk.sh packaged the $TARGET binary for $OTHER"
+fi
+grep -q 'machine' "$WORK/refused.log" || fail "refused the binary for $OTHER without saying why"
+echo "   ok: the packaged binary is refused for $OTHER"
+[ ! -e "$WORK/refused" ] || [ -z "$(ls -A "$WORK/refused")" ] || fail "a refused binary left a package"
 
 step "packaged btcore --version"
 got=$(timeout 60 "${RUNNER[@]}" "$BIN" --version)
