@@ -152,8 +152,8 @@ for t in $TARGETS $MUSL_TARGETS; do
             skips+=(--skip "$k")
         done
     fi
-    cargo_for "$t" test "${pkgs[@]}" --lib --test storage --test create -- "${skips[@]}"
-    cargo_for "$t" test -p btcore-cli --test large_offsets -- "${skips[@]}"
+    cargo_for "$t" test --profile cross-test "${pkgs[@]}" --lib --test storage --test create -- "${skips[@]}"
+    cargo_for "$t" test --profile cross-test -p btcore-cli --test large_offsets -- "${skips[@]}"
 done
 
 PKG_OUT="$TARGET_DIR/packages"
