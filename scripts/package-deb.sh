@@ -57,7 +57,7 @@ if ! command -v cargo-deb >/dev/null; then
     echo "installing cargo-deb" >&2
     cargo install cargo-deb --locked
 fi
-echo "$(cargo deb --version)" >&2
+cargo deb --version >&2
 
 # cargo-deb takes the binary from <target dir>/TARGET/release/btcore (the asset
 # target/release/btcore of cli/Cargo.toml): a private target dir holds a copy of the

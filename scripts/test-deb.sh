@@ -25,7 +25,7 @@
 #   package is never installed here, and the container is stopped by its PID on exit.
 # - neither (or TEST_DEB_MODE=manual): no systemd to start the unit. The daemon is
 #   started exactly as the installed unit says: User=, Group= and ExecStart= read from
-#   /lib/systemd/system/btcore.service, run with setpriv (the unit's sandboxing options
+#   /usr/lib/systemd/system/btcore.service, run with setpriv (the unit's sandboxing options
 #   are not applied on this path). prerm cannot stop a daemon that no service manager
 #   started, so the test stops it by its PID before `dpkg -r`, and says so. The RPC port
 #   is moved off 9091 first (TEST_DEB_PORT, default 19091) through the settings file.
@@ -41,7 +41,7 @@ DEB=$(readlink -f "$1")
 export DEBIAN_FRONTEND=noninteractive
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
-UNIT=/lib/systemd/system/btcore.service
+UNIT=/usr/lib/systemd/system/btcore.service
 CONF=/etc/btcore/daemon.json
 PORT_DEFAULT=9091
 ALT_PORT=${TEST_DEB_PORT:-19091}
@@ -116,7 +116,7 @@ if [ "$mode" = container ]; then
     # The container's network is loopback only: a wait-online service of the image would
     # hold network-online.target (which the unit wants) for its whole timeout (2 min).
     for u in systemd-networkd-wait-online NetworkManager-wait-online ifupdown-wait-online; do
-        if [ -e "$W/root/lib/systemd/system/$u.service" ]; then
+        if [ -e "$W/root/usr/lib/systemd/system/$u.service" ] || [ -e "$W/root/lib/systemd/system/$u.service" ]; then
             ln -sf /dev/null "$W/root/etc/systemd/system/$u.service"
             echo "container: $u.service masked in the overlay (no network to wait for)"
         fi
@@ -234,6 +234,13 @@ wait_gone() { # wait_gone PID: up to 20 s
     for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
     return 1
 }
+installed_btcore_pids() { # processes running the package's binary (even once deleted);
+    # other btcore processes on this machine (tests run from a build tree) are not ours
+    local p
+    for p in $(pgrep -x btcore || true); do
+        case "$(readlink "/proc/$p/exe" 2>/dev/null)" in /usr/bin/btcore*) echo "$p" ;; esac
+    done
+}
 main_pid() { systemctl show -p MainPID --value btcore; }
 wait_active() { # up to 20 s for the unit to be active with a main PID
     local pid
@@ -252,7 +259,7 @@ check_daemon() { # check_daemon PORT PID: it answers, as btcore, from /usr/bin/b
     if wait_listen "$port" "$pid"; then ok "PID $pid listens on 127.0.0.1:$port"
     else bad "PID $pid does not listen on 127.0.0.1:$port"; return; fi
     out=$(timeout 20 transmission-remote "127.0.0.1:$port" -si 2>&1) || true
-    echo "$out" | sed 's/^/  transmission-remote -si: /'
+    grep -E "Daemon version|RPC version:|directory" <<<"$out" | sed 's/^ */  transmission-remote -si: /' || true
     if grep -q "RPC version" <<<"$out" && grep -q "Download directory: /var/lib/btcore/downloads" <<<"$out"; then
         ok "transmission-remote 127.0.0.1:$port -si: the daemon's session, its download folder from $CONF"
     else
@@ -316,7 +323,7 @@ done
 if command -v systemd-analyze >/dev/null; then
     step "systemd-analyze verify $UNIT"
     out=$(systemd-analyze verify "$UNIT" 2>&1) && rc=0 || rc=$?
-    [ -n "$out" ] && echo "$out" | sed 's/^/  /'
+    if [ -n "$out" ]; then printf '  %s\n' "${out//$'\n'/$'\n'  }"; fi
     if [ "$rc" != 0 ]; then bad "systemd-analyze verify exited $rc"
     elif grep -q "btcore.service" <<<"$out"; then bad "systemd-analyze verify complains about btcore.service"
     else ok "systemd-analyze verify: no fault in the unit"; fi
@@ -353,7 +360,7 @@ else
     g=$(sed -n 's/^Group=//p' "$UNIT" | tail -n 1)
     cmd=$(sed -n 's/^ExecStart=//p' "$UNIT" | tail -n 1)
     echo "  User=$u Group=$g ExecStart=$cmd"
-    [ -n "$u" ] && [ -n "$g" ] && [ -n "$cmd" ] || die "User/Group/ExecStart missing from $UNIT"
+    if [ -z "$u" ] || [ -z "$g" ] || [ -z "$cmd" ]; then die "User/Group/ExecStart missing from $UNIT"; fi
     echo "  the port moved to $ALT_PORT in $CONF, as a user would, so no daemon on 9091 collides"
     sed -i "s/127\.0\.0\.1:$PORT_DEFAULT/127.0.0.1:$ALT_PORT/" "$CONF"
     grep -q "127.0.0.1:$ALT_PORT" "$CONF" || die "could not set the port in $CONF"
@@ -384,8 +391,8 @@ if [ "$mode" = systemd ]; then
 fi
 left=$(pgrep -u btcore || true)
 check "no process of user btcore left${left:+ ($left)}" test -z "$left"
-left=$(pgrep -x btcore || true)
-check "no btcore process left${left:+ ($left)}" test -z "$left"
+left=$(installed_btcore_pids)
+check "no process of /usr/bin/btcore left${left:+ ($left)}" test -z "$left"
 check "/usr/bin/btcore removed" test ! -e /usr/bin/btcore
 check "$UNIT removed" test ! -e "$UNIT"
 check "$CONF kept, with the user's change" grep -q "127.0.0.1:$ALT_PORT" "$CONF"
