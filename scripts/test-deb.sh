@@ -21,14 +21,20 @@
 #   here if missing) whose root is an overlay of this machine's root over a tmpfs, in a
 #   mount namespace of its own, with a private network (loopback only). Its PID 1 is
 #   systemd, booted to basic.target; this script runs again inside it and takes the path
-#   above. Nothing the test does there reaches this machine's files or network: the
-#   package is never installed here, and the container is stopped by its PID on exit.
-# - neither (or TEST_DEB_MODE=manual): no systemd to start the unit. The daemon is
-#   started exactly as the installed unit says: User=, Group= and ExecStart= read from
-#   /usr/lib/systemd/system/btcore.service, run with setpriv (the unit's sandboxing options
-#   are not applied on this path). prerm cannot stop a daemon that no service manager
-#   started, so the test stops it by its PID before `dpkg -r`, and says so. The RPC port
-#   is moved off 9091 first (TEST_DEB_PORT, default 19091) through the settings file.
+#   above. In the overlay only, two things of this machine's image that a booted NAS does
+#   not have are taken away: /usr/sbin/policy-rc.d (it forbids starting services) and the
+#   wait-online services (with no network they hold network-online.target, which the
+#   unit wants, for 2 minutes). Nothing the test does there reaches this machine's files
+#   or network: the package is never installed here, and the container is stopped by its
+#   PID on exit.
+# - neither, or no container can be had here (nspawn, a mount namespace or an overlay
+#   refused: the script says which and falls back), or TEST_DEB_MODE=manual: no systemd
+#   to start the unit. The daemon is started exactly as the installed unit says: User=,
+#   Group= and ExecStart= read from /usr/lib/systemd/system/btcore.service, run with
+#   setpriv (the unit's sandboxing options are not applied on this path). prerm cannot
+#   stop a daemon that no service manager started, so the test stops it by its PID
+#   before `dpkg -r`, and says so. The RPC port is moved off 9091 first (TEST_DEB_PORT,
+#   default 19091) through the settings file, as a user would.
 # TEST_DEB_MODE=systemd|container|manual forces a path. Every wait is bounded; the daemon
 # and the container are stopped by PID, and the package purged, on any exit.
 set -euo pipefail
@@ -68,6 +74,7 @@ pid1_is_systemd() {
 }
 
 mode=${TEST_DEB_MODE:-}
+forced=${TEST_DEB_MODE:+1}
 if [ -z "$mode" ]; then
     if pid1_is_systemd; then
         mode=systemd
@@ -80,14 +87,22 @@ fi
 
 # ---------------------------------------------------------------- container path
 if [ "$mode" = container ]; then
+    no_container() { # the container cannot be had here: the manual path, unless forced
+        echo "no container: $*"
+        [ -z "$forced" ] || die "TEST_DEB_MODE=container, and no container could be started"
+        if declare -F stop_container >/dev/null; then stop_container; trap - EXIT; fi
+        echo "falling back to the manual path"
+        TEST_DEB_MODE=manual exec bash "$SELF" "$DEB"
+    }
     if [ "${TEST_DEB_IN_NS:-}" != 1 ]; then
-        need_pkg systemd-nspawn systemd-container
+        need_pkg systemd-nspawn systemd-container || no_container "systemd-container could not be installed"
         # The container has no network: what the test uses comes from this machine.
         need_pkg transmission-remote transmission-cli
         need_pkg curl curl
         need_pkg ss iproute2
         step "start path: systemd-nspawn container (PID 1 here is $(cat /proc/1/comm), not systemd)"
         # A mount namespace of its own: the overlay and every mount below vanish with it.
+        unshare --mount true 2>/dev/null || no_container "no mount namespace for the overlay"
         TEST_DEB_IN_NS=1 exec unshare --mount --propagation private -- bash "$SELF" "$DEB"
     fi
     W=$(mktemp -d /tmp/btcore-test-deb.XXXXXX)
@@ -108,9 +123,10 @@ if [ "$mode" = container ]; then
         rmdir "$W" 2>/dev/null || true
     }
     trap stop_container EXIT
-    mount -t tmpfs -o mode=0700 btcore-test-deb "$W"
+    mount -t tmpfs -o mode=0700 btcore-test-deb "$W" || no_container "cannot mount a tmpfs"
     mkdir "$W/upper" "$W/work" "$W/root"
-    mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$W/root"
+    mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$W/root" ||
+        no_container "cannot mount an overlay of /"
     # The host's machine id would make journald link journals across: a fresh one.
     rm -f "$W/root/etc/machine-id"
     # The container's network is loopback only: a wait-online service of the image would
@@ -141,7 +157,9 @@ if [ "$mode" = container ]; then
         kill -0 "$NSPAWN_PID" 2>/dev/null || break
         sleep 0.5
     done
-    [ -n "$leader" ] || { cat "$W.log"; rm -f "$W.log"; die "the container did not start"; }
+    if [ -z "$leader" ]; then
+        cat "$W.log"; rm -f "$W.log"; no_container "systemd-nspawn did not start systemd"
+    fi
     in_ct() { nsenter -t "$leader" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb "$@"; }
     state=""
     deadline=$((SECONDS + 120))
@@ -156,7 +174,7 @@ if [ "$mode" = container ]; then
     echo "container: PID 1 $(in_ct cat /proc/1/comm), system state: ${state:-unknown}"
     case "$state" in
         running | degraded) ;;
-        *) cat "$W.log"; rm -f "$W.log"; die "the container's systemd did not finish booting in 120 s" ;;
+        *) cat "$W.log"; rm -f "$W.log"; no_container "the container's systemd did not finish booting in 120 s" ;;
     esac
     rc=0
     timeout 600 nsenter -t "$leader" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
