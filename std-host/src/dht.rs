@@ -67,11 +67,40 @@ pub struct DhtHost {
     /// The session's lookups running (at most the node's `max_lookups`).
     running: Vec<Running>,
     buf: Vec<u8>,
+    /// The bootstrap names being resolved off the loop (a resolver that cannot reach
+    /// its DNS server takes tens of seconds: a NAS that boots before its network).
+    resolving: Option<std::sync::mpsc::Receiver<Vec<SocketAddr>>>,
+    /// The last `now` given to [`DhtHost::service`].
+    last_service: Instant,
+}
+
+/// Resolves `host:port` names to the addresses of one family (IPv4 when `v4`).
+type Resolver = fn(&[String], bool) -> Vec<SocketAddr>;
+
+fn resolve_names(names: &[String], v4: bool) -> Vec<SocketAddr> {
+    names
+        .iter()
+        .filter_map(|n| n.to_socket_addrs().ok())
+        .flatten()
+        .filter(|a| a.is_ipv4() == v4)
+        .collect()
 }
 
 impl DhtHost {
-    /// Binds the UDP socket and starts bootstrapping.
+    /// Binds the UDP socket and starts bootstrapping: from the nodes saved in the
+    /// state folder and the bootstrap nodes given as addresses at once, from those
+    /// given as names once a thread has resolved them (never on the caller's thread).
     pub fn new(bind: SocketAddr, opts: &DhtOptions, now: Instant, seed: u64) -> io::Result<Self> {
+        Self::with_resolver(bind, opts, now, seed, resolve_names)
+    }
+
+    fn with_resolver(
+        bind: SocketAddr,
+        opts: &DhtOptions,
+        now: Instant,
+        seed: u64,
+        resolve: Resolver,
+    ) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
         // Room for a burst to wait for the next turn of the loop (which handles
         // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
@@ -97,12 +126,30 @@ impl DhtHost {
         } else {
             opts.bootstrap.clone()
         };
-        cfg.bootstrap = names
+        // Addresses at once; names off this thread.
+        let (addrs, names): (Vec<&String>, Vec<&String>) =
+            names.iter().partition(|n| n.parse::<SocketAddr>().is_ok());
+        cfg.bootstrap = addrs
             .iter()
-            .filter_map(|n| n.to_socket_addrs().ok())
-            .flatten()
+            .filter_map(|n| n.parse::<SocketAddr>().ok())
             .filter(|a| a.is_ipv4() == bind.is_ipv4())
             .collect();
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let resolving = if names.is_empty() {
+            None
+        } else {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let v4 = bind.is_ipv4();
+            let spawned = std::thread::Builder::new()
+                .name("dht-resolve".into())
+                .spawn(move || {
+                    let _ = tx.send(resolve(&names, v4));
+                });
+            if let Err(e) = spawned {
+                log::warn!("dht: no thread to resolve the bootstrap nodes: {e}");
+            }
+            Some(rx)
+        };
         let mut dht = Dht::new(cfg, now, seed);
         let mut saved_count = 0;
         if let Some((_, nodes)) = saved {
@@ -118,6 +165,8 @@ impl DhtHost {
             last_save: None,
             running: Vec::new(),
             buf: vec![0u8; 2048],
+            resolving,
+            last_service: now,
         })
     }
 
@@ -156,6 +205,18 @@ impl DhtHost {
     /// Runs timers, sends what is queued, and returns the peers found and the
     /// session's lookups that ended since the last call.
     pub fn service(&mut self, now: Instant) -> DhtReport {
+        self.last_service = now;
+        if let Some(rx) = &self.resolving {
+            match rx.try_recv() {
+                Ok(addrs) => {
+                    log::debug!("dht: {} bootstrap addresses resolved", addrs.len());
+                    self.dht.add_bootstrap(now, &addrs);
+                    self.resolving = None;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.resolving = None,
+            }
+        }
         if self.dht.poll_timeout().is_some_and(|t| t <= now) {
             self.dht.handle_timeout(now);
         }
@@ -221,7 +282,13 @@ impl DhtHost {
 
     /// When the DHT next needs [`DhtHost::service`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.dht.poll_timeout()
+        let t = self.dht.poll_timeout();
+        if self.resolving.is_none() {
+            return t;
+        }
+        // The resolver's answer is looked for every 100 ms until it comes.
+        let soon = self.last_service + btcore_core::time::Duration::from_millis(100);
+        Some(t.map_or(soon, |t| t.min(soon)))
     }
 
     /// Performs lookup `seq` of `torrent` that the session asked for
@@ -399,6 +466,45 @@ mod tests {
         let later = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
         assert_eq!(a.stats(later).lookups_done, bootstrap_lookups + 2);
         assert_eq!(a.stats(later).lookups_running, 0);
+    }
+
+    /// Bootstrap names are resolved off the caller's thread: a resolver that takes
+    /// seconds (no DNS server reachable) holds up neither the start nor the loop, and
+    /// the node bootstraps through what it returns once it does.
+    #[test]
+    fn a_slow_resolver_holds_up_nothing() {
+        static PEER: std::sync::Mutex<Option<SocketAddr>> = std::sync::Mutex::new(None);
+        fn slow(names: &[String], _v4: bool) -> Vec<SocketAddr> {
+            assert_eq!(names, ["bootstrap.invalid:6881"]);
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            PEER.lock().expect("lock").iter().copied().collect()
+        }
+        let epoch = std::time::Instant::now();
+        let t0 = Instant::from_millis(1);
+        let nowhere: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let mut b = node(nowhere, 2, t0);
+        *PEER.lock().expect("lock") = Some(b.local_addr().expect("addr"));
+        let opts = DhtOptions {
+            bootstrap: vec!["bootstrap.invalid:6881".into()],
+            ..DhtOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let mut a =
+            DhtHost::with_resolver("127.0.0.1:0".parse().expect("addr"), &opts, t0, 1, slow)
+                .expect("bind");
+        let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        a.service(now);
+        assert!(a
+            .poll_timeout()
+            .is_some_and(|t| t <= now + btcore_core::time::Duration::from_millis(100)));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the start waited for the resolver: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(a.stats(now).nodes, 0);
+        run_until(&mut a, &mut b, epoch, |a, _, _| a.stats(t0).nodes > 0);
+        assert!(a.resolving.is_none());
     }
 
     #[test]

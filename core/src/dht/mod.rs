@@ -87,7 +87,7 @@ pub use krpc::{NodeId, NodeInfo};
 #[cfg(feature = "alloc")]
 pub use lookup::{LookupId, LookupKind};
 #[cfg(feature = "alloc")]
-pub use node::{Dht, DhtConfig, DhtEvent, DhtStats};
+pub use node::{Dht, DhtConfig, DhtEvent, DhtStats, MAX_BOOTSTRAP};
 #[cfg(feature = "alloc")]
 pub use store::{PeerStore, StoreLimits};
 #[cfg(feature = "alloc")]

@@ -18,6 +18,9 @@ use super::lookup::{Lookup, LookupId, LookupKind};
 use super::store::{PeerStore, StoreLimits, Tokens};
 use super::table::{self, Contact, Insert, RoutingTable, TableConfig};
 
+/// The most bootstrap nodes [`Dht::add_bootstrap`] keeps.
+pub const MAX_BOOTSTRAP: usize = 64;
+
 /// Settings of a [`Dht`]; [`DhtConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct DhtConfig {
@@ -354,6 +357,24 @@ impl Dht {
             if n.id != self.cfg.id {
                 self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
             }
+        }
+    }
+
+    /// Adds bootstrap nodes learnt after the node started (the host resolves their
+    /// names off its loop), at most [`MAX_BOOTSTRAP`] in all, repeats dropped; while
+    /// the table holds fewer than k nodes, bootstraps through them at once.
+    pub fn add_bootstrap(&mut self, now: Instant, nodes: &[SocketAddr]) {
+        let before = self.cfg.bootstrap.len();
+        for a in nodes {
+            if self.cfg.bootstrap.len() >= MAX_BOOTSTRAP {
+                break;
+            }
+            if !self.cfg.bootstrap.contains(a) {
+                self.cfg.bootstrap.push(*a);
+            }
+        }
+        if self.cfg.bootstrap.len() > before && self.table.len() < self.cfg.table.k {
+            self.bootstrap(now);
         }
     }
 
