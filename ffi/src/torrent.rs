@@ -55,7 +55,7 @@ fn control_error(e: &ControlError) -> btcore_result {
 ///
 /// # Safety
 /// `session` as [`with_client`] requires.
-unsafe fn on_torrent<R>(
+pub(crate) unsafe fn on_torrent<R>(
     session: *const btcore_session,
     id: u32,
     f: impl FnOnce(&mut Client, TorrentId) -> Result<R, btcore_result>,

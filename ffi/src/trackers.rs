@@ -6,9 +6,9 @@
 //! strings (URL, last result) NUL-terminated into one byte buffer that the records
 //! point into by offset and length, so nothing the library owns outlives the call.
 use crate::error::Failure;
-use crate::session::with_client;
+use crate::torrent::on_torrent;
 use crate::*;
-use btcore_core::session::{TorrentId, TrackerListError};
+use btcore_core::session::TrackerListError;
 use btcore_host::client::TrackerInfo;
 use std::ffi::c_char;
 
@@ -82,27 +82,6 @@ fn text_len(trackers: &[TrackerInfo]) -> usize {
         .iter()
         .map(|t| t.url.len() + 1 + t.last_result.len() + 1)
         .sum()
-}
-
-/// Runs `f` on torrent `id` of `session`: `BTCORE_NOT_FOUND` when there is none.
-///
-/// # Safety
-/// `session` as [`with_client`] requires.
-unsafe fn on_torrent<R>(
-    session: *const btcore_session,
-    id: u32,
-    f: impl FnOnce(&mut btcore_host::client::Client, TorrentId) -> Result<R, btcore_result>,
-) -> Result<R, btcore_result> {
-    // SAFETY: `session` is NULL or a handle that no free races with, as the caller's
-    // contract requires; anything else is refused before a read.
-    unsafe {
-        with_client(session, |c| {
-            if c.info_hash(TorrentId(id)).is_none() {
-                return Err(BTCORE_NOT_FOUND);
-            }
-            f(c, TorrentId(id))
-        })
-    }
 }
 
 /// Fills `buf` (room for `cap` records) with the trackers of torrent `id`, in announce
