@@ -132,19 +132,21 @@ done
 KNOWN_32BIT_FAILURES=(
 )
 # btcore-core is `no_std` and touches no C library: its tests run once per
-# architecture, on the first target of that architecture in this order (armv7: glibc,
-# aarch64: musl; x86-64 natively in the main run). btcore-host and the integration tests
+# architecture, on the first target of that architecture in the order above (armv7 and
+# aarch64: glibc; x86-64 natively in the main run). btcore-host and its integration tests
 # run on every target, glibc and musl.
 CORE_DONE=" x86_64 "
 for t in $TARGETS $MUSL_TARGETS; do
     arch=${t%%-*}
     pkgs=(-p btcore-host)
+    what="btcore-host"
     if [[ "$CORE_DONE" != *" $arch "* ]]; then
         pkgs+=(-p btcore-core)
+        what="btcore-core, $what"
         CORE_DONE="$CORE_DONE$arch "
     fi
     runner=$(qemu_of "$t" | cut -d' ' -f1)
-    step "tests for $t (${pkgs[*]//-p /}, storage, create, large_offsets)${runner:+ under $runner}"
+    step "tests for $t ($what; storage, create, large_offsets)${runner:+ under $runner}"
     skips=()
     if [[ "$t" == armv7* ]]; then
         for k in "${KNOWN_32BIT_FAILURES[@]+"${KNOWN_32BIT_FAILURES[@]}"}"; do
@@ -152,8 +154,8 @@ for t in $TARGETS $MUSL_TARGETS; do
             skips+=(--skip "$k")
         done
     fi
-    cargo_for "$t" test --profile cross-test "${pkgs[@]}" --lib --test storage --test create -- "${skips[@]}"
-    cargo_for "$t" test --profile cross-test -p btcore-cli --test large_offsets -- "${skips[@]}"
+    cargo_for "$t" test --profile cross-test "${pkgs[@]}" \
+        --lib --test storage --test create --test large_offsets -- "${skips[@]}"
 done
 
 PKG_OUT="$TARGET_DIR/packages"

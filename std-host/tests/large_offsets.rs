@@ -7,19 +7,34 @@
 //! torrent is built with `bencode::Encoder`; only those three pieces carry real hashes.
 //!
 //! Runs natively and on armv7 under qemu-user
-//! (`cargo test --target armv7-unknown-linux-gnueabihf -p btcore-cli --test large_offsets`),
+//! (`cargo test --target armv7-unknown-linux-gnueabihf -p btcore-host --test large_offsets`),
 //! where `usize` is 32 bits and any `as usize` / `as u32` truncation of an offset shows.
-
-mod common;
 
 use btcore_core::bencode::Encoder;
 use btcore_core::hash::sha1;
 use btcore_core::ids::{BlockRef, PieceIndex, BLOCK_LEN};
 use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_host::storage::{Storage, StorageConfig};
-use common::TempDir;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
+
+/// A scratch folder, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("btcore-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
 
 const GIB: u64 = 1 << 30;
 /// 3 MiB: 4 GiB is not a multiple of it, so a piece straddles the 4 GiB mark.
