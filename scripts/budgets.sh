@@ -13,7 +13,9 @@
 #        completes the handshake, has no piece and stays connected), --max-peers 50;
 # - bytes of state per peer and per piece (core::mem::size_of from a throw-away crate
 #   built under $CARGO_TARGET_DIR, plus the configured buffer caps).
-# Budgets checked: armv7 `btcore` < 2 MiB stripped; low-memory peak RSS < 8 MiB.
+# - the shipped router build: the static armv7 musl command (scripts/cross.sh's recipe:
+#   nightly -Zbuild-std with zig as the linker; measured when cargo-zigbuild is installed).
+# Budgets checked: the armv7 musl `btcore` < 2 MiB stripped; low-memory peak RSS < 8 MiB.
 # Needs: the cross toolchains of scripts/cross.sh (installed here too when root),
 # binutils-arm-none-eabi (for arm-none-eabi-size), python3, /usr/bin/time.
 # BUDGET_TARGETS overrides the cross targets; BUDGET_GIB the payload size (default 1).
@@ -78,6 +80,14 @@ for t in host $CROSS; do
         LIB[$t]="n/a (no build)"
     fi
 done
+
+MUSL7=armv7-unknown-linux-musleabihf
+if command -v cargo-zigbuild >/dev/null; then
+    step "build for $MUSL7: btcore (release-small, static)"
+    RUSTUP_TOOLCHAIN=nightly cargo-zigbuild zigbuild -Zbuild-std=std,panic_abort --locked \
+        --target "$MUSL7" --profile release-small -p btcore-cli >&2
+    CMD[musl7]=$(stripped_size "$TARGET_DIR/$MUSL7/release-small/btcore" armv7-unknown-linux-gnueabihf)
+fi
 
 step "bare metal: examples/embedded for thumbv7em-none-eabihf"
 (cd examples/embedded && cargo build --locked --release >&2)
@@ -226,8 +236,9 @@ A64=aarch64-unknown-linux-gnu
 echo
 echo "btcore budgets ($(rustc --version | cut -d' ' -f1-2), $(date -u +%Y-%m-%d), ${GIB} GiB payload)"
 printf '%-46s %-16s %-16s %-16s %s\n' "item" "x86-64" "aarch64" "armv7" "budget"
-printf '%-46s %-16s %-16s %-16s %s\n' "btcore, release-small, stripped" "$(cell host)" "$(cell $A64)" "$(cell $A7)" \
-    "armv7 < 2 MiB: $(ok "$([ "${CMD[$A7]:-99999999}" -lt 2097152 ] && echo 1)")"
+printf '%-46s %-16s %-16s %-16s\n' "btcore (glibc), release-small, stripped" "$(cell host)" "$(cell $A64)" "$(cell $A7)"
+printf '%-46s %-16s %-16s %-16s %s\n' "btcore (musl, static), release-small, stripped" "" "" "$(cell musl7)" \
+    "armv7 < 2 MiB: $(ok "$([ "${CMD[musl7]:-99999999}" -lt 2097152 ] && echo 1)")"
 printf '%-46s %-16s %-16s %-16s\n' "libbtcore.so, release, stripped" "${LIB[host]}" "${LIB[$A64]:--}" "${LIB[$A7]:--}"
 printf '%-46s %s\n' "thumbv7em example .text / .data / .bss" "$TEXT / $DATA / $BSS bytes (examples/embedded, $SIZE)"
 for k in "1 seeder, default" "1 seeder, --low-memory" "50 peers, default" "50 peers, --low-memory"; do

@@ -7,7 +7,8 @@
 # then the whole test suite, and last the C tests against the release library (a
 # test summary is the last thing printed).
 # FUZZ_SECONDS (default 20) sets the length of each fuzz run; SKIP_FUZZ=1 skips them;
-# SKIP_CROSS=1 skips the ARM builds and the tests under qemu (scripts/cross.sh).
+# SKIP_CROSS=1 skips the ARM and musl builds, the packages and the tests under qemu
+# (scripts/cross.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -65,7 +66,7 @@ step "core for thumbv7em-none-eabihf, with alloc"
 cargo build -p btcore-core --features alloc --target thumbv7em-none-eabihf --locked
 
 if [ "${SKIP_CROSS:-0}" != 1 ]; then
-    step "ARM cross builds, tests under qemu, bare metal on qemu"
+    step "static musl and ARM builds, their tests under qemu, the packages (installed when root), bare metal on qemu"
     bash scripts/cross.sh
 fi
 
