@@ -1511,6 +1511,13 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&args.download_dir) {
         return fail(format!("{}: {e}", args.download_dir.display()));
     }
+    // The incomplete and watch folders too (a service that starts the daemon as its own
+    // user leaves the folders inside the download folder to it).
+    for d in [&args.incomplete_dir, &args.watch].into_iter().flatten() {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            log::warn!("{}: {e}", d.display());
+        }
+    }
     let mut store = match Store::open(&state_dir) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", state_dir.display())),
