@@ -295,7 +295,10 @@ echo "   ok: the packaged binary is refused for $OTHER"
 step "packaged btcore --version"
 got=$(timeout 60 "${RUNNER[@]}" "$BIN" --version)
 echo "   $got"
-[ "$got" = "btcore ${VERSION%%-*}" ] || fail "--version says '$got', the package is ${VERSION%%-*}"
+[ "$(printf '%s\n' "$got" | head -1)" = "btcore ${VERSION%%-*}" ] || fail "--version says '$got', the package is ${VERSION%%-*}"
+# The build it says it is: the package's target, static.
+printf '%s\n' "$got" | grep -qx "target: $TARGET (static, needs no C library on the device)" ||
+    fail "--version does not name $TARGET as a static build: '$got'"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
