@@ -235,9 +235,11 @@ else
     echo "skipped for glibc: $T is not in CROSS_TARGETS"
 fi
 if [[ " $MUSL_TARGETS " == *" $ARMV7_MUSL "* ]]; then
+    # -lunwind: this archive's standard library was rebuilt (-Zbuild-std), and such a
+    # build does not bundle the unwinder; zig brings one.
     python3 -m ziglang cc -target arm-linux-musleabihf -static -std=c11 -O2 -Wall \
         -Iinclude examples/c/download.c "$TARGET_DIR/$ARMV7_MUSL/release/libbtcore.a" \
-        -o "$W/download-musl"
+        -lunwind -o "$W/download-musl"
     file -b "$W/download-musl" | grep -q "statically linked"
     c_download "musl, static" qemu-arm "$W/download-musl"
 else
