@@ -390,6 +390,7 @@ impl Inner {
                 conn,
                 torrent,
                 addr,
+                transport: _,
             } => {
                 self.link_dial(conn, torrent, addr);
                 btcore_action {

@@ -305,6 +305,39 @@ pub struct SessionConfig {
     /// `idle-seeding-limit`); a torrent's own limit ([`Session::set_idle_limit`])
     /// overrides it. `None` (the default): no limit.
     pub seed_idle_minutes: Option<u32>,
+    /// Which transports peers are dialed over. [`TransportPolicy::TcpOnly`] by default,
+    /// so a host without uTP is never asked for it; the std host sets
+    /// [`TransportPolicy::Both`] (uTP first, TCP when uTP gets no answer within
+    /// `utp_connect_timeout`).
+    pub transport: TransportPolicy,
+    /// How long a uTP dial may go unanswered before the peer is dialed over TCP
+    /// instead (under [`TransportPolicy::Both`]; libtorrent: 3 s). Checked on the
+    /// session's one-second tick.
+    pub utp_connect_timeout: Duration,
+}
+
+/// The transport of a peer connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A TCP connection.
+    #[default]
+    Tcp,
+    /// A uTP connection (BEP 29) over the UDP port ([`crate::utp`]).
+    Utp,
+}
+
+/// Which transports the session dials (incoming connections are taken over both
+/// whatever the policy, as the host accepts them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TransportPolicy {
+    /// uTP first, as libtorrent and Transmission dial; TCP when the uTP dial gets no
+    /// answer or is refused, and from then on for that peer.
+    Both,
+    /// uTP only.
+    UtpOnly,
+    /// TCP only (the default: a host that has no uTP).
+    #[default]
+    TcpOnly,
 }
 
 impl SessionConfig {
@@ -370,6 +403,8 @@ impl SessionConfig {
             // Transmission's default.
             queue_stalled_after: Some(Duration::from_secs(30 * 60)),
             seed_idle_minutes: None,
+            transport: TransportPolicy::TcpOnly,
+            utp_connect_timeout: Duration::from_secs(3),
         }
     }
 
@@ -550,7 +585,10 @@ impl fmt::Display for CloseReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// Open a TCP connection to `addr` for `torrent`, known from now on as `conn`.
+    /// Open a connection to `addr` over `transport` for `torrent`, known from now on
+    /// as `conn`. The same `conn` may be asked for again over TCP after a uTP dial
+    /// that failed ([`Session::handle_connect_failed`]) or went unanswered (then a
+    /// [`Action::Close`] of the uTP attempt comes first).
     Connect {
         /// The connection's id.
         conn: ConnId,
@@ -558,6 +596,8 @@ pub enum Action {
         torrent: TorrentId,
         /// Where to.
         addr: SocketAddr,
+        /// Over what.
+        transport: Transport,
     },
     /// `conn` has bytes to send: call [`Session::poll_transmit`].
     Send(ConnId),
@@ -738,6 +778,10 @@ pub(crate) struct Conn {
     pub(crate) addr: SocketAddr,
     pub(crate) outgoing: bool,
     pub(crate) connected: bool,
+    /// TCP or uTP.
+    pub(crate) transport: Transport,
+    /// When the current dial went out (outgoing connections).
+    pub(crate) dialed_at: Instant,
     pub(crate) peer: PeerConn,
     pub(crate) reads_in_flight: usize,
     pub(crate) send_flagged: bool,
@@ -763,12 +807,20 @@ pub(crate) struct Conn {
 impl Conn {
     /// A connection: an incoming one is connected at once, an outgoing one when the
     /// host says so.
-    fn new(torrent: Option<TorrentId>, addr: SocketAddr, outgoing: bool, peer: PeerConn) -> Self {
+    fn new(
+        torrent: Option<TorrentId>,
+        addr: SocketAddr,
+        outgoing: bool,
+        transport: Transport,
+        peer: PeerConn,
+    ) -> Self {
         Self {
             torrent,
             addr,
             outgoing,
             connected: !outgoing,
+            transport,
+            dialed_at: peer.created(),
             peer,
             reads_in_flight: 0,
             send_flagged: false,
@@ -1883,6 +1935,17 @@ impl Session {
     /// handshake arrives the connection holds its slot at most
     /// [`PeerConfig::incoming_handshake_timeout`](crate::peer::PeerConfig).
     pub fn handle_incoming(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
+        self.handle_incoming_over(now, addr, Transport::Tcp)
+    }
+
+    /// As [`Session::handle_incoming`], for a connection that came in over
+    /// `transport` (a uTP SYN accepted by the host's uTP socket).
+    pub fn handle_incoming_over(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         if self.bans.contains(addr.ip()) {
@@ -1925,7 +1988,8 @@ impl Session {
         }
         let peer =
             PeerConn::new_incoming(self.config.peer, now, self.config.peer_id, Self::reserved());
-        self.conns.insert(id, Conn::new(None, addr, false, peer));
+        self.conns
+            .insert(id, Conn::new(None, addr, false, transport, peer));
         id
     }
 
@@ -2245,11 +2309,71 @@ impl Session {
     }
 
     /// An outgoing connection could not be made.
+    /// A failed uTP dial under [`TransportPolicy::Both`] is made again over TCP under
+    /// the same id (and that peer is dialed over TCP from then on).
     pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        if self.fall_back_to_tcp(now, conn) {
+            return;
+        }
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(t) = c.torrent.and_then(|t| self.torrents.get_mut(&t)) {
                 t.connect_failed(now, c.addr);
             }
+        }
+    }
+
+    /// Dials `conn` again over TCP if it is an unconnected uTP dial and the policy
+    /// allows TCP; the peer is marked as one without uTP.
+    fn fall_back_to_tcp(&mut self, now: Instant, conn: ConnId) -> bool {
+        if self.config.transport != TransportPolicy::Both {
+            return false;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !c.outgoing || c.connected || c.transport != Transport::Utp {
+            return false;
+        }
+        let Some(torrent) = c.torrent else {
+            return false;
+        };
+        c.transport = Transport::Tcp;
+        c.dialed_at = now;
+        let addr = c.addr;
+        if let Some(t) = self.torrents.get_mut(&torrent) {
+            t.mark_no_utp(addr);
+        }
+        self.actions.push_back(Action::Connect {
+            conn,
+            torrent,
+            addr,
+            transport: Transport::Tcp,
+        });
+        true
+    }
+
+    /// uTP dials unanswered for [`SessionConfig::utp_connect_timeout`]: dialed over
+    /// TCP instead (the uTP attempt is closed first), or given up under
+    /// [`TransportPolicy::UtpOnly`].
+    fn expire_utp_dials(&mut self, now: Instant) {
+        let timeout = self.config.utp_connect_timeout;
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.outgoing
+                    && !c.connected
+                    && c.transport == Transport::Utp
+                    && now.since(c.dialed_at) >= timeout
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in late {
+            self.actions.push_back(Action::Close {
+                conn,
+                reason: CloseReason::Peer(PeerError::HandshakeTimeout),
+            });
+            self.handle_connect_failed(now, conn);
         }
     }
 
@@ -2530,6 +2654,7 @@ impl Session {
             return;
         }
         self.next_tick = now + Duration::from_secs(1);
+        self.expire_utp_dials(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for k in ids {
             let Some(c) = self.conns.get_mut(&k) else {
@@ -2633,6 +2758,7 @@ impl Session {
                 peer_id: c.peer.peer_id(),
                 established: c.peer.is_established(),
                 outgoing: c.outgoing,
+                transport: c.transport,
                 download_rate: c.peer.download_rate(),
                 upload_rate: c.peer.upload_rate(),
                 downloaded: c.peer.totals().0,
@@ -2884,6 +3010,12 @@ impl Session {
                     break;
                 };
                 let info_hash = t.info_hash;
+                let transport = match self.config.transport {
+                    TransportPolicy::TcpOnly => Transport::Tcp,
+                    TransportPolicy::UtpOnly => Transport::Utp,
+                    TransportPolicy::Both if t.no_utp(addr) => Transport::Tcp,
+                    TransportPolicy::Both => Transport::Utp,
+                };
                 if let Some(v) = victim {
                     self.close(v, CloseReason::Peer(PeerError::ConnectionLimit));
                 }
@@ -2897,11 +3029,12 @@ impl Session {
                     Self::reserved(),
                 );
                 self.conns
-                    .insert(conn, Conn::new(Some(id), addr, true, peer));
+                    .insert(conn, Conn::new(Some(id), addr, true, transport, peer));
                 self.actions.push_back(Action::Connect {
                     conn,
                     torrent: id,
                     addr,
+                    transport,
                 });
                 room -= 1;
             }
@@ -2934,6 +3067,8 @@ pub struct PeerStatus {
     pub established: bool,
     /// We dialed it.
     pub outgoing: bool,
+    /// TCP or uTP.
+    pub transport: Transport,
     /// Bytes/s from the peer.
     pub download_rate: u64,
     /// Bytes/s to the peer.

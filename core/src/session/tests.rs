@@ -275,3 +275,117 @@ fn set_queue_order_places_the_named_torrents_first() {
         .collect();
     assert_eq!(pos, [2, 1, 3, 0]);
 }
+
+/// The dials of a session under `policy` with one known peer: the actions after each
+/// step, as (conn, transport) for connects and conn for closes.
+#[cfg(test)]
+mod transports {
+    use super::super::{
+        Action, ConnId, PeerSource, Session, SessionConfig, Transport, TransportPolicy,
+    };
+    use crate::ids::PeerId;
+    use crate::time::Instant;
+    use alloc::vec::Vec;
+    use core::net::SocketAddr;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Step {
+        Connect(ConnId, Transport),
+        Close(ConnId),
+    }
+
+    fn steps(s: &mut Session) -> Vec<Step> {
+        let mut v = Vec::new();
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Connect {
+                    conn, transport, ..
+                } => v.push(Step::Connect(conn, transport)),
+                Action::Close { conn, .. } => v.push(Step::Close(conn)),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    fn session(policy: TransportPolicy) -> (Session, SocketAddr) {
+        let mut c = SessionConfig::new(PeerId::generate(5));
+        c.transport = policy;
+        let mut s = Session::new(c, 5);
+        let now = Instant::from_millis(1000);
+        let id = s
+            .add_torrent(now, &super::torrent_file(64 * 16384, 16384), None)
+            .expect("torrent");
+        let peer: SocketAddr = ([192, 0, 2, 9], 6881).into();
+        s.handle_peers(now, id, &[peer], PeerSource::User);
+        s.handle_timeout(now);
+        (s, peer)
+    }
+
+    /// Both: uTP first; a refused uTP dial is made again over TCP under the same id,
+    /// and that peer is dialed over TCP from then on.
+    #[test]
+    fn a_refused_utp_dial_falls_back_to_tcp_and_the_peer_stays_on_tcp() {
+        let (mut s, _) = session(TransportPolicy::Both);
+        let first = steps(&mut s);
+        let Some(Step::Connect(conn, Transport::Utp)) = first.first() else {
+            panic!("{first:?}");
+        };
+        let conn = *conn;
+        let now = Instant::from_millis(1500);
+        s.handle_connect_failed(now, conn);
+        assert_eq!(steps(&mut s), [Step::Connect(conn, Transport::Tcp)]);
+        // The TCP dial fails too: the next dial of that peer (after its backoff) is
+        // TCP straight away.
+        s.handle_connect_failed(now, conn);
+        assert!(steps(&mut s).is_empty());
+        let later = Instant::from_millis(600_000);
+        s.handle_timeout(later);
+        let again = steps(&mut s);
+        assert!(
+            matches!(again.first(), Some(Step::Connect(c, Transport::Tcp)) if *c != conn),
+            "{again:?}"
+        );
+    }
+
+    /// Both: a uTP dial unanswered for `utp_connect_timeout` is closed and dialed
+    /// over TCP.
+    #[test]
+    fn an_unanswered_utp_dial_is_closed_and_dialed_over_tcp() {
+        let (mut s, _) = session(TransportPolicy::Both);
+        let Some(Step::Connect(conn, Transport::Utp)) = steps(&mut s).pop() else {
+            panic!("no uTP dial");
+        };
+        s.handle_timeout(Instant::from_millis(3000));
+        assert!(steps(&mut s).is_empty(), "too early");
+        s.handle_timeout(Instant::from_millis(4100));
+        assert_eq!(
+            steps(&mut s),
+            [Step::Close(conn), Step::Connect(conn, Transport::Tcp)]
+        );
+    }
+
+    /// uTP only: a failed dial is a failed dial; TCP only: never uTP.
+    #[test]
+    fn single_transport_policies_never_use_the_other() {
+        let (mut s, _) = session(TransportPolicy::UtpOnly);
+        let Some(Step::Connect(conn, Transport::Utp)) = steps(&mut s).pop() else {
+            panic!("no uTP dial");
+        };
+        s.handle_connect_failed(Instant::from_millis(1500), conn);
+        assert!(steps(&mut s).is_empty());
+        s.handle_timeout(Instant::from_millis(600_000));
+        assert!(steps(&mut s)
+            .iter()
+            .all(|st| matches!(st, Step::Connect(_, Transport::Utp))));
+
+        let (mut s, _) = session(TransportPolicy::TcpOnly);
+        let first = steps(&mut s);
+        assert!(matches!(
+            first.first(),
+            Some(Step::Connect(_, Transport::Tcp))
+        ));
+        s.handle_timeout(Instant::from_millis(10_000));
+        assert!(steps(&mut s).iter().all(|st| !matches!(st, Step::Close(_))));
+    }
+}

@@ -175,6 +175,8 @@ struct KnownPeer {
     seq: u64,
     /// A connection we dialed to it completed its handshake.
     connected: bool,
+    /// A uTP dial to it got no answer: it is dialed over TCP.
+    no_utp: bool,
 }
 
 impl KnownPeer {
@@ -647,6 +649,7 @@ impl Torrent {
                 pex_from,
                 seq: self.known_seq,
                 connected: false,
+                no_utp: false,
             },
         );
         true
@@ -657,6 +660,18 @@ impl Torrent {
         if let Some(k) = self.known.get_mut(&addr) {
             k.connected = true;
         }
+    }
+
+    /// A uTP dial to `addr` got no answer: dial it over TCP from now on.
+    pub(crate) fn mark_no_utp(&mut self, addr: SocketAddr) {
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.no_utp = true;
+        }
+    }
+
+    /// Whether a uTP dial to `addr` got no answer before.
+    pub(crate) fn no_utp(&self, addr: SocketAddr) -> bool {
+        self.known.get(&addr).is_some_and(|k| k.no_utp)
     }
 
     pub(crate) fn connect_failed(&mut self, now: Instant, addr: SocketAddr) {

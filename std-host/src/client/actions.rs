@@ -39,6 +39,7 @@ impl Client {
                 conn,
                 torrent,
                 addr,
+                transport: _,
             } => {
                 let policy = self.opts.encryption;
                 let link = match self.torrents.get(&torrent) {
