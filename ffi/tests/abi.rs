@@ -39,7 +39,8 @@ fn rust() -> Layout {
         }
         btcore_sansio_settings {
              peer_id, random_seed, listen_port, low_memory, max_peers_per_torrent,
-             max_disk_bytes_in_flight, encryption, entropy, dht,
+             max_disk_bytes_in_flight, encryption, entropy, dht, transport,
+             utp_connect_timeout_ms,
         }
         btcore_addr {
              family, port, ip,
@@ -48,7 +49,7 @@ fn rust() -> Layout {
              kind, torrent, id, conn, piece, offset, length, torrent_offset, addr,
              expected_hash, error, announce_event, uploaded, downloaded, left, tracker,
              tracker_len, block_digests, redial, dht_announce, port, numwant, key, info_hash,
-             peer_id,
+             peer_id, transport,
         }
         btcore_event {
              kind, torrent, piece, error, peer, count, detail, os_error,
@@ -68,6 +69,17 @@ fn rust() -> Layout {
         }
         btcore_dht_event {
              kind, lookup, info_hash, num_peers, total_peers, nodes, announced,
+        }
+        btcore_utp_settings {
+             random_seed, send_buffer, recv_buffer, max_connections, max_packet_size,
+             reorder_slots, max_packets_in_flight, max_pending_resets, low_memory,
+        }
+        btcore_utp_incoming {
+             kind, invalid, conn, evicted,
+        }
+        btcore_utp_conn_status {
+             state, close_reason, readable, writable, unacked, addr, eof, outgoing,
+             reserved, rtt_ms,
         }
         btcore_sansio_file_info {
              offset, length, path_len, pad, executable,
