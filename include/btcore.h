@@ -1211,7 +1211,7 @@ typedef struct btcore_utp_incoming {
 } btcore_utp_incoming;
 
 /**
- * One connection, from `btcore_utp_conn_status`.
+ * One connection, from `btcore_utp_status`.
  */
 typedef struct btcore_utp_conn_status {
   /**
@@ -3192,7 +3192,9 @@ btcore_result btcore_utp_classify(const uint8_t *data, size_t len, uint32_t *out
 /**
  * A datagram of `len` bytes (at most 65,535) from `*from` arrived on the UDP socket;
  * `*out` says what became of it. Garbage is not an error: it comes back as
- * `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`.
+ * `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`,
+ * before any write: a connection just `ACCEPTED` must answer the SYN before it sends
+ * data (a dialer takes only that answer as the connection's start).
  *
  * # Safety
  *
@@ -3256,7 +3258,7 @@ btcore_result btcore_utp_handle_timeout(struct btcore_utp *h, uint64_t now_ms);
 /**
  * Opens a connection to `*addr` and writes its id to `*out_conn`; the SYN goes out on
  * the next `btcore_utp_poll_transmit`. Bytes may be written at once (they go out once
- * the peer answers). The dial is answered when `btcore_utp_conn_status` reads
+ * the peer answers). The dial is answered when `btcore_utp_status` reads
  * `CONNECTED`, or fails as `CLOSED` (`CLOSE_RESET`: refused; `CLOSE_TIMED_OUT`: no
  * answer after the SYN was sent 3 times, about 7 s). `BTCORE_WRONG_STATE` when
  * `max_connections` are held and none is closed with nothing left to read.
@@ -3275,7 +3277,7 @@ btcore_result btcore_utp_connect(struct btcore_utp *h,
 
 /**
  * Reads up to `cap` received bytes of `conn`, in order, into `buf` and writes how many
- * to `*out_len` (0: none now; at the end of the peer's stream `btcore_utp_conn_status`
+ * to `*out_len` (0: none now; at the end of the peer's stream `btcore_utp_status`
  * says `eof`). Reading reopens the window the peer may send into: then drain
  * `btcore_utp_poll_transmit`. `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
  *
@@ -3295,7 +3297,7 @@ btcore_result btcore_utp_read(struct btcore_utp *h,
 /**
  * Queues up to `len` bytes of `data` on `conn` and writes how many were taken to
  * `*out_written` (fewer, or 0, when the send buffer is full: write the rest once
- * `writable` in `btcore_utp_conn_status` grows, after acknowledgements come in). Then
+ * `writable` in `btcore_utp_status` grows, after acknowledgements come in). Then
  * drain `btcore_utp_poll_transmit`. `BTCORE_WRONG_STATE` once the connection is
  * closing or closed; `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
  *
@@ -3350,9 +3352,9 @@ btcore_result btcore_utp_remove(struct btcore_utp *h, uint64_t conn);
  *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
  * - `out` is NULL or valid for writing one `btcore_utp_conn_status`.
  */
-btcore_result btcore_utp_conn_status(const struct btcore_utp *h,
-                                     uint64_t conn,
-                                     struct btcore_utp_conn_status *out);
+btcore_result btcore_utp_status(const struct btcore_utp *h,
+                                uint64_t conn,
+                                struct btcore_utp_conn_status *out);
 
 /**
  * Fills `out` with the defaults: current directory, no state directory, listen on

@@ -152,7 +152,7 @@ pub const BTCORE_UTP_CLOSE_ABORTED: u32 = 5;
 /// `btcore_utp_conn_status.close_reason`: dropped to make room for a new connection.
 pub const BTCORE_UTP_CLOSE_EVICTED: u32 = 6;
 
-/// One connection, from `btcore_utp_conn_status`.
+/// One connection, from `btcore_utp_status`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct btcore_utp_conn_status {
@@ -499,7 +499,9 @@ pub unsafe extern "C" fn btcore_utp_classify(
 
 /// A datagram of `len` bytes (at most 65,535) from `*from` arrived on the UDP socket;
 /// `*out` says what became of it. Garbage is not an error: it comes back as
-/// `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`.
+/// `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`,
+/// before any write: a connection just `ACCEPTED` must answer the SYN before it sends
+/// data (a dialer takes only that answer as the connection's start).
 ///
 /// # Safety
 ///
@@ -670,7 +672,7 @@ pub unsafe extern "C" fn btcore_utp_handle_timeout(
 
 /// Opens a connection to `*addr` and writes its id to `*out_conn`; the SYN goes out on
 /// the next `btcore_utp_poll_transmit`. Bytes may be written at once (they go out once
-/// the peer answers). The dial is answered when `btcore_utp_conn_status` reads
+/// the peer answers). The dial is answered when `btcore_utp_status` reads
 /// `CONNECTED`, or fails as `CLOSED` (`CLOSE_RESET`: refused; `CLOSE_TIMED_OUT`: no
 /// answer after the SYN was sent 3 times, about 7 s). `BTCORE_WRONG_STATE` when
 /// `max_connections` are held and none is closed with nothing left to read.
@@ -713,7 +715,7 @@ pub unsafe extern "C" fn btcore_utp_connect(
 }
 
 /// Reads up to `cap` received bytes of `conn`, in order, into `buf` and writes how many
-/// to `*out_len` (0: none now; at the end of the peer's stream `btcore_utp_conn_status`
+/// to `*out_len` (0: none now; at the end of the peer's stream `btcore_utp_status`
 /// says `eof`). Reading reopens the window the peer may send into: then drain
 /// `btcore_utp_poll_transmit`. `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
 ///
@@ -747,7 +749,7 @@ pub unsafe extern "C" fn btcore_utp_read(
 
 /// Queues up to `len` bytes of `data` on `conn` and writes how many were taken to
 /// `*out_written` (fewer, or 0, when the send buffer is full: write the rest once
-/// `writable` in `btcore_utp_conn_status` grows, after acknowledgements come in). Then
+/// `writable` in `btcore_utp_status` grows, after acknowledgements come in). Then
 /// drain `btcore_utp_poll_transmit`. `BTCORE_WRONG_STATE` once the connection is
 /// closing or closed; `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
 ///
@@ -842,7 +844,7 @@ pub unsafe extern "C" fn btcore_utp_remove(h: *mut btcore_utp, conn: u64) -> btc
 ///   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
 /// - `out` is NULL or valid for writing one `btcore_utp_conn_status`.
 #[no_mangle]
-pub unsafe extern "C" fn btcore_utp_conn_status(
+pub unsafe extern "C" fn btcore_utp_status(
     h: *const btcore_utp,
     conn: u64,
     out: *mut btcore_utp_conn_status,

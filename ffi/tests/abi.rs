@@ -251,13 +251,14 @@ fn c_layouts_match_rust_under_short_enums() {
 }
 
 /// The C tests that exercise every struct crossing the boundary, built with
-/// `-fshort-enums` against the library and run: the misuse checks and the sans-IO
-/// entry points, whose structs (actions, events, statuses, files) the library fills.
+/// `-fshort-enums` against the library and run: the misuse checks, the sans-IO
+/// entry points and uTP, whose structs (actions, events, statuses, files, uTP
+/// results) the library fills.
 #[test]
 fn c_tests_built_with_short_enums_pass() {
     common::ensure_libs();
     let dir = Tmp::new("abi-short-enums-run");
-    for name in ["misuse", "sansio_extra"] {
+    for name in ["misuse", "sansio_extra", "utp"] {
         let exe = dir.join(name);
         common::run(
             Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
