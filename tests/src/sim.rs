@@ -272,6 +272,9 @@ pub struct Node {
     pub connects: Vec<(Instant, ConnId, SocketAddr, Transport)>,
     /// uTP connections its socket accepted (SYNs handed to the session).
     pub utp_accepted: u32,
+    /// Times bytes were left in a uTP connection's receive buffer because the session
+    /// did not want them ([`Session::wants_recv`]) or its disk was behind.
+    pub utp_reads_deferred: u64,
     /// Its uTP socket, if it has one.
     utp: Option<UtpHost>,
 }
@@ -557,6 +560,7 @@ impl Sim {
             udp: UdpSpec::default(),
             connects: Vec::new(),
             utp_accepted: 0,
+            utp_reads_deferred: 0,
             utp,
         });
         i
@@ -1702,6 +1706,9 @@ impl Sim {
                     *n.bytes_from.entry(c.peer).or_insert(0) += k as u64;
                     n.session.handle_recv(now, id, &buf[..k]);
                     progress = true;
+                }
+                if sc.readable() > 0 {
+                    n.utp_reads_deferred += 1;
                 }
                 if !c.pending.is_empty() || (c.blocked && sc.writable() >= wake) {
                     progress |= utp_pump(&mut n.session, sc, c, id, now, &mut buf);

@@ -308,3 +308,104 @@ fn mixed_swarm_falls_back_to_tcp_on_silence() {
 fn mixed_swarm_falls_back_to_tcp_on_reset() {
     mixed_swarm(true);
 }
+
+/// A disk far slower than the network under uTP: the leecher reads its connection only
+/// while the session wants bytes, so what waits for the disk stays within twice the
+/// cap (plus one read) and the rest waits in the uTP receive buffer, whose window
+/// holds the seed back.
+#[test]
+fn slow_disk_closes_the_utp_window() {
+    const CAP: usize = 128 << 10;
+    let mut sim = Sim::new(content(48 * PIECE as usize, 5), PIECE, 9);
+    let fast = LinkSpec {
+        up_bps: 40_000_000,
+        latency: Duration::from_millis(2),
+        send_buffer: 256 << 10,
+    };
+    sim.add_node(true, Behaviour::Honest, fast, |c| {
+        c.transport = TransportPolicy::UtpOnly;
+    });
+    let l = sim.add_node(false, Behaviour::Honest, fast, |c| {
+        c.transport = TransportPolicy::UtpOnly;
+        c.max_disk_bytes_in_flight = CAP;
+    });
+    // Each write takes 100 ms, at most twice the cap at once: about 2.6 MB/s of disk
+    // against 40 MB/s of network.
+    sim.nodes[l].write_latency = Some(Duration::from_millis(100));
+    let ok = sim.run_until(Duration::from_secs(120), |s| {
+        s.nodes[l].finished_at.is_some()
+    });
+    assert!(ok, "leecher did not finish by {:.1} s", secs(sim.now));
+    assert!(sim.has_correct_data(l));
+    assert_ground_truth(&sim);
+    let n = &sim.nodes[l];
+    assert!(
+        n.utp_reads_deferred > 0,
+        "the leecher never left bytes unread"
+    );
+    // One read (16 KiB) may land past twice the cap.
+    assert!(
+        n.peak_writes_pending <= (2 * CAP + (16 << 10)) as u64,
+        "{} bytes waited for the disk, cap {CAP}",
+        n.peak_writes_pending
+    );
+    assert_eq!(n.writes_pending, 0);
+    assert_eq!(sim.peak_links, 0);
+    println!(
+        "slow disk over uTP: done at {:.1} s, at most {} bytes waited for the disk (cap {CAP}), reads deferred {} times",
+        secs(sim.now),
+        n.peak_writes_pending,
+        n.utp_reads_deferred
+    );
+}
+
+/// A leecher vanishes mid-download (no FIN, no RESET: its datagrams just stop): the
+/// others notice over uTP, drop it, and complete from the rest.
+#[test]
+fn a_vanished_utp_peer_is_dropped_and_the_rest_complete() {
+    let mut sim = Sim::new(content(96 * PIECE as usize, 44), PIECE, 12);
+    let utp_only = |c: &mut SessionConfig| c.transport = TransportPolicy::UtpOnly;
+    sim.add_node(true, Behaviour::Honest, link(30), utp_only);
+    let leechers: Vec<usize> = [20, 40, 60, 80]
+        .into_iter()
+        .map(|ms| sim.add_node(false, Behaviour::Honest, link(ms), utp_only))
+        .collect();
+    for n in &mut sim.nodes {
+        n.udp = lossy();
+    }
+    sim.run_for(Duration::from_secs(3));
+    let gone = leechers[1];
+    let gone_addr = sim.nodes[gone].addr;
+    assert!(
+        sim.nodes.iter().any(|n| n.utp_conns() > 0),
+        "no uTP connection by 3 s"
+    );
+    sim.kill(gone);
+    let killed_at = sim.now;
+    let rest: Vec<usize> = leechers.iter().copied().filter(|&l| l != gone).collect();
+    let ok = sim.run_until(Duration::from_secs(120), |s| {
+        rest.iter().all(|&l| s.nodes[l].finished_at.is_some())
+    });
+    assert!(ok, "the others did not finish by {:.1} s", secs(sim.now));
+    for &l in &rest {
+        assert!(sim.has_correct_data(l), "leecher {l} data");
+    }
+    assert_ground_truth(&sim);
+    // Every live node lets go of the vanished one (uTP resends run out, or the
+    // session's own timeouts), within a bound.
+    let ok = sim.run_until(Duration::from_secs(300), |s| {
+        s.nodes.iter().filter(|n| n.alive).all(|n| {
+            n.torrent
+                .is_none_or(|t| n.session.peers(t).iter().all(|p| p.addr != gone_addr))
+        })
+    });
+    assert!(
+        ok,
+        "a node still holds the vanished peer {:.1} s after it left",
+        secs(sim.now) - secs(killed_at)
+    );
+    println!(
+        "vanished peer dropped by all within {:.1} s; done",
+        secs(sim.now) - secs(killed_at)
+    );
+}
