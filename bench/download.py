@@ -14,6 +14,7 @@ Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's pyth
         [--btcore-b PATH]   (A/B of two builds: --only btcore,btcore-b --cases lt-seed;
                             in the bt-seed case build B also seeds for its own leecher)
         [--attack]          (hostile peers beside the honest ones, bench/attack.py)
+        [--transport utp]   (every peer over uTP: libtorrent with TCP off, no aria2)
 
 With --attack, each leecher of the lt-seed case is also given a poisoning peer on
 127.0.0.2 that serves half its blocks wrong and dials it again from new ports with new
@@ -50,14 +51,26 @@ def free_port():
     return p
 
 
+def transport():
+    """The peer transport of this run (--transport; children inherit it)."""
+    return os.environ.get("BTCORE_BENCH_TRANSPORT", "tcp")
+
+
+def bt_transport():
+    """btcore's flags for the run's transport."""
+    return ["--transport", transport()]
+
+
 def lt_session(port):
     import libtorrent as lt
+    utp = transport() == "utp"
     return lt.session({
         "listen_interfaces": "127.0.0.1:%d" % port,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
         "enable_natpmp": False, "allow_multiple_connections_per_ip": True,
         "alert_mask": 0, "unchoke_slots_limit": 32,
-        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "enable_outgoing_utp": utp, "enable_incoming_utp": utp,
+        "enable_outgoing_tcp": not utp, "enable_incoming_tcp": not utp,
     })
 
 
@@ -147,7 +160,7 @@ def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work, peer
     marker = os.path.join(work, "done-%s-%d" % (kind, port))
     if kind in ("btcore", "btcore-b"):
         cmd = [btcore, "download", torrent, "-o", out_dir, "--port", str(port),
-               "--bind", "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"] + extra
+               "--bind", "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"] + extra + bt_transport()
     elif kind == "libtorrent":
         cmd = [sys.executable, __file__, "--role", "lt-leech", "--torrent", torrent, "--dir", out_dir,
                "--port", str(port), "--timeout", str(timeout)] + extra
@@ -168,7 +181,7 @@ def leech(kind, torrent, name, out_dir, seeder_port, btcore, timeout, work, peer
         import json
         with open(os.path.join(home, "settings.json"), "w") as f:
             json.dump({"dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
-                       "utp-enabled": False, "port-forwarding-enabled": False,
+                       "utp-enabled": transport() == "utp", "port-forwarding-enabled": False,
                        "rename-partial-files": False, "bind-address-ipv4": "127.0.0.1",
                        "peer-port": port, "peer-port-random-on-start": False,
                        "blocklist-enabled": False, "encryption": 0}, f)
@@ -239,10 +252,18 @@ def main():
     ap.add_argument("--btcore-b", dest="btcore_b",
                     help="a second btcore build, run as the leecher `btcore-b` (A/B runs: "
                          "--only btcore,btcore-b --cases lt-seed)")
+    ap.add_argument("--transport", choices=("tcp", "utp"),
+                    help="peer transport: tcp (the default) or utp (btcore --transport utp, "
+                         "libtorrent with TCP off; Transmission with uTP on; aria2, which has "
+                         "no uTP, left out)")
     args = ap.parse_args()
+    if args.transport:
+        os.environ["BTCORE_BENCH_TRANSPORT"] = args.transport
     if args.role:
         sys.exit(role_lt(args))
     clients = args.only.split(",")
+    if transport() == "utp":
+        clients = [c for c in clients if c != "aria2"]
     if "btcore-b" in clients and not args.btcore_b:
         raise SystemExit("--only btcore-b needs --btcore-b PATH")
     if not os.path.exists(args.btcore):
@@ -366,7 +387,7 @@ def main():
         # btcore as the seeder, dialing each leecher the same way.
         bt_seed = lambda port, peer: [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind",
                                       "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none",
-                                      "--peer", "127.0.0.1:%d" % peer]
+                                      "--peer", "127.0.0.1:%d" % peer] + bt_transport()
         cases = args.cases.split(",")
         if "lt-seed" in cases:
             run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)
@@ -380,7 +401,7 @@ def main():
             sp = free_port()
             ports = [free_port() for _ in range(args.swarm)]
             seeder = Proc([args.btcore, "seed", torrent, seed_dir, "--port", str(sp), "--bind", "127.0.0.1",
-                           "--no-trackers", "--no-dht", "--progress", "none"])
+                           "--no-trackers", "--no-dht", "--progress", "none"] + bt_transport())
             time.sleep(1.0)
             pms = []
             for i, port in enumerate(ports):
@@ -389,7 +410,7 @@ def main():
                 peers = ["127.0.0.1:%d" % sp] + ["127.0.0.1:%d" % q for q in ports[:i]]
                 if kind == "btcore":
                     cmd = [args.btcore, "download", torrent, "-o", out, "--port", str(port), "--bind",
-                           "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"]
+                           "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none"] + bt_transport()
                     for p in peers:
                         cmd += ["--peer", p]
                 else:

@@ -39,11 +39,11 @@ pub mod os;
 pub mod resume;
 pub mod storage;
 pub mod tracker;
-pub mod utp;
 #[cfg(feature = "tracker-server")]
 pub mod tracker_server;
 #[cfg(feature = "tracker-server")]
 mod udp_batch;
+pub mod utp;
 
 use std::path::Path;
 

@@ -10,9 +10,16 @@
 //! changed them: readable, writable, connected or closed), which the loop drains each
 //! turn. Datagrams leave in [`UtpHost::transmit`], up to the socket's send buffer;
 //! one that would block is kept and sent first next time.
+//!
+//! Spoofed SYNs: a SYN costs one STATE in reply (as a TCP SYN costs a SYN-ACK) and a
+//! slot of the socket, which the next SYN or dial may take back. The session hears of
+//! an incoming connection only once it is confirmed (the peer acked our STATE, whose
+//! random sequence number a sender at a forged address never saw); one not confirmed
+//! within [`CONFIRM_TIMEOUT`] is dropped. Connections the session let go close
+//! gracefully for at most [`LINGER`], then are aborted.
 
 use btcore_core::session::ConnId;
-use btcore_core::time::Instant;
+use btcore_core::time::{Duration, Instant};
 use btcore_core::utp::{ConnHandle, Incoming, State, UtpConfig, UtpSocket};
 use mio::net::UdpSocket;
 use std::collections::HashMap;
@@ -23,6 +30,13 @@ use std::net::SocketAddr;
 /// window cannot hold the loop (the rest go next turn).
 pub const SENDS_PER_TURN: usize = 1024;
 
+/// How long an incoming connection may stay unconfirmed past its SYN.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection the loop let go may take to close (its queued bytes and its
+/// FIN acknowledged, the peer's FIN in) before it is aborted and its slot freed.
+pub const LINGER: Duration = Duration::from_secs(10);
+
 /// The uTP side of a client.
 #[derive(Debug)]
 pub struct UtpHost {
@@ -32,11 +46,15 @@ pub struct UtpHost {
     /// The session's connection behind each uTP connection the loop holds.
     conns: HashMap<ConnHandle, ConnId>,
     touched: Vec<ConnHandle>,
+    /// Incoming connections not yet confirmed, with when their SYN came.
+    unconfirmed: Vec<(ConnHandle, SocketAddr, Instant)>,
     accepted: Vec<(ConnHandle, SocketAddr)>,
     evicted: Vec<ConnHandle>,
-    /// Connections the loop let go: closing (their FIN goes out) until closed, then
-    /// removed.
-    orphans: Vec<ConnHandle>,
+    /// Connections the loop let go: closing (their FIN goes out) until closed or
+    /// their deadline, then removed.
+    orphans: Vec<(ConnHandle, Instant)>,
+    /// The last transmit stopped at [`SENDS_PER_TURN`] with more to send.
+    more: bool,
     /// One datagram's worth, to encode into.
     out: Vec<u8>,
     /// A datagram that would have blocked: (to, length in `out`).
@@ -55,9 +73,11 @@ impl UtpHost {
             own,
             conns: HashMap::new(),
             touched: Vec::new(),
+            unconfirmed: Vec::new(),
             accepted: Vec::new(),
             evicted: Vec::new(),
             orphans: Vec::new(),
+            more: false,
             out: vec![0; size],
             pending: None,
             buf: vec![0; 2048],
@@ -86,16 +106,18 @@ impl UtpHost {
     /// A datagram from `from` that the first-byte check called uTP.
     pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         match self.socket.handle_datagram(now, from, datagram) {
-            Incoming::Delivered(h) => {
-                if self.conns.contains_key(&h) && !self.touched.contains(&h) {
-                    self.touched.push(h);
-                }
+            Incoming::Delivered(h) if self.conns.contains_key(&h) && !self.touched.contains(&h) => {
+                self.touched.push(h);
             }
             Incoming::Accepted { handle, evicted } => {
                 if let Some(e) = evicted {
-                    self.evicted.push(e);
+                    let before = self.unconfirmed.len();
+                    self.unconfirmed.retain(|(h, _, _)| *h != e);
+                    if self.unconfirmed.len() == before {
+                        self.evicted.push(e);
+                    }
                 }
-                self.accepted.push((handle, from));
+                self.unconfirmed.push((handle, from, now));
             }
             _ => {}
         }
@@ -130,14 +152,16 @@ impl UtpHost {
         Some(h)
     }
 
-    /// Takes an accepted connection for the session's `conn`.
+    /// Takes an accepted connection for the session's `conn` (what it already
+    /// received is read on the loop's next look at the touched connections).
     pub fn adopt(&mut self, h: ConnHandle, conn: ConnId) {
         self.conns.insert(h, conn);
+        self.touched.push(h);
     }
 
-    /// Lets a connection go: a graceful close (FIN after what is queued), then it is
-    /// removed once closed. `abort`: a RESET at once instead.
-    pub fn release(&mut self, h: ConnHandle, abort: bool) {
+    /// Lets a connection go at `now`: a graceful close (FIN after what is queued),
+    /// removed once closed or [`LINGER`] later; `abort`: a RESET at once instead.
+    pub fn release(&mut self, now: Instant, h: ConnHandle, abort: bool) {
         self.conns.remove(&h);
         if let Some(c) = self.socket.conn_mut(h) {
             if abort {
@@ -145,19 +169,43 @@ impl UtpHost {
             } else {
                 c.close();
             }
-            self.orphans.push(h);
+            self.orphans.push((h, now + LINGER));
         }
     }
 
-    /// Accepted connections since the last call, with their addresses.
+    /// Incoming connections confirmed since the last call, with their addresses
+    /// (take each with [`UtpHost::adopt`]).
     pub fn take_accepted(&mut self) -> Vec<(ConnHandle, SocketAddr)> {
         std::mem::take(&mut self.accepted)
+    }
+
+    /// Moves the incoming connections now confirmed to the accepted ones, and drops
+    /// those unconfirmed for [`CONFIRM_TIMEOUT`] (or gone).
+    fn sort_unconfirmed(&mut self, now: Instant) {
+        let socket = &mut self.socket;
+        let accepted = &mut self.accepted;
+        self.unconfirmed.retain(|&(h, from, at)| {
+            match socket.conn(h).map(|c| (c.is_confirmed(), c.state())) {
+                Some((true, State::Connected)) => {
+                    accepted.push((h, from));
+                    false
+                }
+                Some((false, State::Connected)) if now.since(at) < CONFIRM_TIMEOUT => true,
+                Some(_) => {
+                    socket.remove(h);
+                    false
+                }
+                None => false,
+            }
+        });
     }
 
     /// The session's connections whose uTP connection was evicted since the last call.
     pub fn take_evicted(&mut self) -> Vec<ConnId> {
         let ev = std::mem::take(&mut self.evicted);
-        ev.into_iter().filter_map(|h| self.conns.remove(&h)).collect()
+        ev.into_iter()
+            .filter_map(|h| self.conns.remove(&h))
+            .collect()
     }
 
     /// The session's connections a packet or a timer changed since the last call.
@@ -209,7 +257,7 @@ impl UtpHost {
     /// Whether a datagram waits for room in the socket's send buffer (the loop then
     /// comes back within a millisecond).
     pub fn blocked(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.more
     }
 
     /// Runs the connections' timers due at `now` (every connection the loop holds
@@ -221,14 +269,21 @@ impl UtpHost {
             self.touched.clear();
             self.touched.extend(self.conns.keys().copied());
         }
+        self.sort_unconfirmed(now);
         let socket = &mut self.socket;
-        self.orphans.retain(|&h| match socket.conn(h).map(|c| c.state()) {
-            Some(State::Closed(_)) | None => {
-                socket.remove(h);
-                false
-            }
-            _ => true,
-        });
+        self.orphans
+            .retain(|&(h, deadline)| match socket.conn(h).map(|c| c.state()) {
+                Some(State::Closed(_)) | None => {
+                    socket.remove(h);
+                    false
+                }
+                // Past its deadline: aborted (a RESET) and removed.
+                Some(_) if now >= deadline => {
+                    socket.remove(h);
+                    false
+                }
+                _ => true,
+            });
     }
 
     /// Sends what the connections have to send, on our own socket or else on
@@ -248,6 +303,7 @@ impl UtpHost {
     }
 
     fn transmit_on(&mut self, now: Instant, sock: &UdpSocket) {
+        self.more = false;
         if let Some((to, n)) = self.pending {
             match sock.send_to(&self.out[..n], to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -266,5 +322,93 @@ impl UtpHost {
                 }
             }
         }
+        self.more = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use btcore_core::utp::packet::{self, Header, PacketType};
+
+    fn datagram(ty: PacketType, conn_id: u16, seq_nr: u16, ack_nr: u16, payload: &[u8]) -> Vec<u8> {
+        let h = Header {
+            ty,
+            conn_id,
+            timestamp_us: 1,
+            timestamp_diff_us: 0,
+            wnd_size: 1 << 20,
+            seq_nr,
+            ack_nr,
+        };
+        let mut buf = vec![0u8; 1500];
+        let n = packet::encode(&h, None, payload, &mut buf).expect("encode");
+        buf.truncate(n);
+        buf
+    }
+
+    /// A SYN from a forged address, followed by data that guesses our sequence
+    /// numbers wrong, never reaches the session and is dropped after
+    /// CONFIRM_TIMEOUT; a peer that acks our STATE is reported as accepted.
+    #[test]
+    fn an_incoming_connection_reaches_the_session_only_once_confirmed() {
+        let mut u = UtpHost::new(UtpConfig::default(), 9, None);
+        let spoofed: SocketAddr = "192.0.2.7:6881".parse().expect("addr");
+        let t0 = Instant::from_millis(1000);
+        u.on_datagram(t0, spoofed, &datagram(PacketType::Syn, 100, 1, 0, &[]));
+        // Blind guesses at the ack: every other half of the sequence space.
+        for guess in [0u16, 0x4000, 0x8000, 0xc000] {
+            let d = datagram(PacketType::Data, 101, 2, guess, b"\x13BitTorrent protocol");
+            u.on_datagram(t0, spoofed, &d);
+        }
+        u.handle_timeout(t0);
+        assert!(u.take_accepted().is_empty(), "unconfirmed, yet accepted");
+        assert_eq!(u.len(), 1);
+        u.handle_timeout(t0 + CONFIRM_TIMEOUT);
+        assert!(u.take_accepted().is_empty());
+        assert!(
+            u.is_empty(),
+            "an unconfirmed connection outlived its timeout"
+        );
+
+        // A real peer: reads our STATE and acks it.
+        let peer: SocketAddr = "192.0.2.8:6881".parse().expect("addr");
+        u.on_datagram(t0, peer, &datagram(PacketType::Syn, 200, 1, 0, &[]));
+        let mut out = vec![0u8; 2048];
+        let n = loop {
+            // Earlier datagrams (the first one's STATE and RESET) go to the forged address.
+            let (to, n) = u.socket.poll_transmit(t0, &mut out).expect("our STATE");
+            if to == peer {
+                break n;
+            }
+        };
+        let state = packet::decode(&out[..n]).expect("decode").header;
+        assert_eq!(state.ty, PacketType::State);
+        let d = datagram(
+            PacketType::Data,
+            201,
+            2,
+            state.seq_nr.wrapping_sub(1),
+            b"hi",
+        );
+        u.on_datagram(t0, peer, &d);
+        u.handle_timeout(t0);
+        let accepted = u.take_accepted();
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(accepted[0].1, peer);
+    }
+
+    /// A connection let go that the peer never lets close is aborted after LINGER.
+    #[test]
+    fn a_released_connection_lingers_no_longer_than_its_deadline() {
+        let mut u = UtpHost::new(UtpConfig::default(), 9, None);
+        let peer: SocketAddr = "192.0.2.9:6881".parse().expect("addr");
+        let t0 = Instant::from_millis(1000);
+        let h = u.connect(t0, peer, ConnId(1)).expect("connect");
+        u.release(t0, h, false);
+        u.handle_timeout(t0 + Duration::from_millis(10));
+        assert_eq!(u.len(), 1, "gone before its deadline");
+        u.handle_timeout(t0 + LINGER);
+        assert!(u.is_empty(), "still held past LINGER");
     }
 }

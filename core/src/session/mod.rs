@@ -782,6 +782,9 @@ pub(crate) struct Conn {
     pub(crate) transport: Transport,
     /// When the current dial went out (outgoing connections).
     pub(crate) dialed_at: Instant,
+    /// The transport answered the dial (a uTP connection is up; the encryption
+    /// handshake may still run): no fallback to TCP from here.
+    pub(crate) transport_up: bool,
     pub(crate) peer: PeerConn,
     pub(crate) reads_in_flight: usize,
     pub(crate) send_flagged: bool,
@@ -821,6 +824,7 @@ impl Conn {
             connected: !outgoing,
             transport,
             dialed_at: peer.created(),
+            transport_up: false,
             peer,
             reads_in_flight: 0,
             send_flagged: false,
@@ -2363,6 +2367,7 @@ impl Session {
             .filter(|(_, c)| {
                 c.outgoing
                     && !c.connected
+                    && !c.transport_up
                     && c.transport == Transport::Utp
                     && now.since(c.dialed_at) >= timeout
             })
@@ -2374,6 +2379,16 @@ impl Session {
                 reason: CloseReason::Peer(PeerError::HandshakeTimeout),
             });
             self.handle_connect_failed(now, conn);
+        }
+    }
+
+    /// The transport of dialed `conn` is up (a uTP connection answered its SYN) while
+    /// an encryption handshake still runs: the uTP dial no longer falls back to TCP
+    /// for being slow ([`SessionConfig::utp_connect_timeout`]). Optional: a host
+    /// without encryption calls [`Session::handle_connected`] at once.
+    pub fn handle_transport_connected(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.transport_up = true;
         }
     }
 

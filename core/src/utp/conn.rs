@@ -78,7 +78,7 @@ struct Slot {
 /// ```text
 ///  connect()                          accept (socket, on a SYN)
 ///     |                                   |
-///  SynSent --STATE (or DATA) acking the SYN-->  Connected <-- (replies STATE at once)
+///  SynSent --STATE acking the SYN-->  Connected <-- (replies STATE at once)
 ///     |                                   |  close(): FIN after the queued data
 ///     |                                   v
 ///     |                                Closing --our FIN acked, peer's FIN in--> Closed(Normal)
@@ -412,12 +412,11 @@ impl Connection {
             return;
         }
         if self.state == State::SynSent {
-            // The STATE answering the SYN, or (when that was lost, or an acceptor
-            // that wrote at once sent data first) a DATA or FIN acking it: either
-            // carries the sequence number the peer starts from.
+            // Only the STATE answering the SYN carries the sequence number the peer
+            // starts from (a DATA may arrive reordered past another); the acceptor
+            // sends that STATE before any data.
             let syn_seq = self.seq_nr.wrapping_sub(1);
-            let answers = matches!(h.ty, PacketType::State | PacketType::Data | PacketType::Fin);
-            if !answers || h.ack_nr != syn_seq {
+            if h.ty != PacketType::State || h.ack_nr != syn_seq {
                 return;
             }
             self.state = if self.close_requested {
@@ -431,6 +430,11 @@ impl Connection {
         let newest_sent = self.seq_nr.wrapping_sub(1);
         if seq_diff(h.ack_nr, newest_sent) > 0 {
             // An ack for a packet never sent: not from this connection's peer.
+            return;
+        }
+        if !self.confirmed && seq_diff(h.ack_nr, self.initial_seq.wrapping_sub(1)) < 0 {
+            // An incoming connection is confirmed only by a packet acking our STATE
+            // (whose random sequence number a sender at a spoofed address never saw).
             return;
         }
         self.last_recv = now;
@@ -853,10 +857,15 @@ impl Connection {
             self.ack_due = false;
             return Some(n);
         }
-        if let Some(n) = self.transmit_flight(now, buf) {
-            return Some(n);
+        // An incoming connection answers the SYN with a STATE before any data (the
+        // host may write at once): the dialer takes its starting point from it.
+        let unanswered = !self.confirmed && self.ack_due && self.state == State::Connected;
+        if !unanswered {
+            if let Some(n) = self.transmit_flight(now, buf) {
+                return Some(n);
+            }
         }
-        if self.state != State::SynSent {
+        if self.state != State::SynSent && !unanswered {
             if let Some(n) = self.transmit_new_data(now, buf) {
                 return Some(n);
             }

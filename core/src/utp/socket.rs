@@ -167,7 +167,9 @@ impl<A: Ord + Clone> UtpSocket<A> {
 
     /// Opens a connection to `addr`; the SYN goes out on the next `poll_transmit`.
     pub fn connect(&mut self, now: Instant, addr: A) -> Result<ConnHandle, ConnectError> {
-        if self.live >= self.cfg.max_connections as usize && self.evict_one(false).is_none() {
+        // A dial may take the place of an incoming connection never confirmed past its
+        // SYN: a SYN flood does not keep us from dialing.
+        if self.live >= self.cfg.max_connections as usize && self.evict_one(true).is_none() {
             return Err(ConnectError::Full);
         }
         for _ in 0..16 {
@@ -240,8 +242,8 @@ impl<A: Ord + Clone> UtpSocket<A> {
     }
 
     /// Evicts the least useful connection: a closed one with nothing left to read, or
-    /// else (for incoming SYNs only) the oldest incoming one never confirmed past its
-    /// SYN.
+    /// else (`allow_half_open`: for incoming SYNs and dials) the oldest incoming one
+    /// never confirmed past its SYN.
     fn evict_one(&mut self, allow_half_open: bool) -> Option<ConnHandle> {
         let mut best: Option<(u8, Instant, usize)> = None;
         for (i, s) in self.slots.iter().enumerate() {

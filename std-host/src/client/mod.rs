@@ -413,7 +413,7 @@ fn start_utp(
     } else {
         btcore_core::utp::UtpConfig::default()
     };
-    Ok(Some(crate::utp::UtpHost::new(cfg, seed ^ 0x7574_70, own)))
+    Ok(Some(crate::utp::UtpHost::new(cfg, seed ^ 0x0075_7470, own)))
 }
 
 /// Where the DHT node of `opts` binds: the listen address, on its own port or the

@@ -92,8 +92,11 @@ impl Client {
                 return;
             }
             s.connecting = false;
-            if let Stream::Tcp(t) = &s.stream {
-                let _ = t.set_nodelay(true);
+            match &s.stream {
+                Stream::Tcp(t) => {
+                    let _ = t.set_nodelay(true);
+                }
+                Stream::Utp(_) => self.session.handle_transport_connected(conn),
             }
             // With an encryption handshake, the session learns of the connection
             // once it is done (`Up::Established`).
@@ -299,7 +302,7 @@ impl Client {
                     // A connection never established goes with a RESET; an open one
                     // sends what it holds, then its FIN.
                     let abort = !matches!(u.state(h), Some(State::Connected));
-                    u.release(h, abort);
+                    u.release(since(self.epoch), h, abort);
                 }
             }
             None => {}

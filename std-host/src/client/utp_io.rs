@@ -6,9 +6,9 @@
 //! encryption included.
 
 use super::net::Stream;
+use super::TransportPolicy;
 use super::{Client, DHT_READS_PER_TURN};
 use crate::encryption::Link;
-use super::TransportPolicy;
 use btcore_core::session::{ConnId, Transport};
 
 impl Client {
@@ -36,9 +36,7 @@ impl Client {
             self.conn_lost(conn);
         }
         for (h, addr) in accepted {
-            let conn = self
-                .session
-                .handle_incoming_over(now, addr, Transport::Utp);
+            let conn = self.session.handle_incoming_over(now, addr, Transport::Utp);
             if let Some(u) = self.utp.as_mut() {
                 u.adopt(h, conn);
             }
@@ -89,8 +87,7 @@ impl Client {
         let Some(u) = self.utp.as_mut() else {
             return;
         };
-        if u
-            .own
+        if u.own
             .as_ref()
             .is_some_and(|s| s.local_addr().is_ok_and(|a| a.port() == port))
         {
@@ -107,17 +104,7 @@ impl Client {
     /// the error is logged.
     pub(super) fn restart_utp(&mut self, new: &super::ClientOptions, port: u16) {
         if new.transport == TransportPolicy::TcpOnly {
-            if self.utp.take().is_some() {
-                let lost: Vec<ConnId> = self
-                    .socks
-                    .iter()
-                    .filter(|(_, s)| s.stream.transport() == Transport::Utp)
-                    .map(|(c, _)| *c)
-                    .collect();
-                for c in lost {
-                    self.conn_lost(c);
-                }
-            }
+            self.drop_utp();
             return;
         }
         let shared = self
@@ -135,7 +122,11 @@ impl Client {
         let Some(u) = self.utp.as_mut() else {
             return;
         };
-        let own_port = u.own.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.port());
+        let own_port = u
+            .own
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port());
         let right = if shared {
             own_port.is_none()
         } else {
@@ -156,7 +147,34 @@ impl Client {
                     .map(|_| s)
             }) {
                 Ok(s) => u.own = Some(s),
-                Err(e) => log::warn!("uTP: cannot bind {addr}: {e}"),
+                Err(e) => {
+                    // No socket to send on: no uTP (its peers lost, dials over TCP).
+                    log::warn!("uTP: cannot bind {addr}: {e}");
+                    self.drop_utp();
+                }
+            }
+        }
+    }
+
+    /// Turns uTP off: its peers are lost (a last transmit tells them), the socket
+    /// closed.
+    fn drop_utp(&mut self) {
+        if self.utp.is_none() {
+            return;
+        }
+        let lost: Vec<ConnId> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.stream.transport() == Transport::Utp)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in lost {
+            self.conn_lost(c);
+        }
+        self.transmit_utp();
+        if let Some(mut u) = self.utp.take() {
+            if let Some(mut s) = u.own.take() {
+                let _ = self.poll.registry().deregister(&mut s);
             }
         }
     }
