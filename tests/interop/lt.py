@@ -2,14 +2,18 @@
 """A python3-libtorrent driver for btcore's interoperability tests.
 
     lt.py create PATH OUT.torrent [--tracker URL] [--v1-only] [--piece-kib N]
-    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE]
-    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE]
+    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only]
+    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only]
 
 Everything listens on and talks to 127.0.0.1 only. `seed` checks the data in DIR and
 seeds until killed or the timeout; `download` exits 0 once the torrent is complete,
 1 on timeout. Status goes to stdout, one line a second; alerts worth seeing to stderr.
 --enc sets protocol encryption: "default" (libtorrent's: try it first, allow plain
 text), "rc4" (forced both ways, RC4 only) or "plain" (disabled both ways).
+--utp-only turns TCP off both ways (no TCP dial, incoming TCP refused) and uTP on; by
+default uTP is off and TCP on. Each status line counts the connected peers by transport
+and encryption (utp_peers, tcp_peers, rc4_peers, plain_peers), from libtorrent's own
+peer flags, so a test can tell what a connection really ran over.
 """
 
 import argparse
@@ -35,7 +39,24 @@ ENC = {
 }
 
 
-def make_session(port, enc="default"):
+TCP_ONLY = {
+    "enable_incoming_utp": False,
+    "enable_outgoing_utp": False,
+}
+
+UTP_ONLY = {
+    "enable_incoming_utp": True,
+    "enable_outgoing_utp": True,
+    "enable_incoming_tcp": False,
+    "enable_outgoing_tcp": False,
+}
+
+# peer_info's utp_socket flag (libtorrent 2.0's peer_flags_t bit 17): the bindings do
+# not name it.
+UTP_SOCKET = 1 << 17
+
+
+def make_session(port, enc="default", utp_only=False):
     settings = dict(
         {
             "listen_interfaces": "127.0.0.1:%d" % port,
@@ -45,8 +66,6 @@ def make_session(port, enc="default"):
             "enable_upnp": False,
             "enable_natpmp": False,
             "allow_multiple_connections_per_ip": True,
-            "enable_incoming_utp": False,
-            "enable_outgoing_utp": False,
             "alert_mask": lt.alert.category_t.error_notification
             | lt.alert.category_t.peer_notification
             | lt.alert.category_t.status_notification
@@ -54,7 +73,8 @@ def make_session(port, enc="default"):
             | lt.alert.category_t.connect_notification,
             "user_agent": "btcore-interop/libtorrent-" + lt.__version__,
         },
-        **ENC[enc]
+        **ENC[enc],
+        **(UTP_ONLY if utp_only else TCP_ONLY)
     )
     return lt.session(settings)
 
@@ -79,26 +99,48 @@ def connect(h, peers):
             print("connect_peer %d: %s" % (p, e), file=sys.stderr, flush=True)
 
 
-def status_line(st):
-    return "state=%s progress=%.4f peers=%d seeds=%d down=%d up=%d" % (
-        st.state,
-        st.progress,
-        st.num_peers,
-        st.num_seeds,
-        st.total_payload_download,
-        st.total_payload_upload,
+def status_line(h, st):
+    # Connected peers only (past the connecting stage), by transport and encryption.
+    utp = tcp = rc4 = plain = 0
+    for p in h.get_peer_info():
+        flags = int(p.flags)
+        if flags & int(lt.peer_info.connecting):
+            continue
+        if flags & UTP_SOCKET:
+            utp += 1
+        else:
+            tcp += 1
+        if flags & int(lt.peer_info.rc4_encrypted):
+            rc4 += 1
+        else:
+            plain += 1
+    return (
+        "state=%s progress=%.4f peers=%d seeds=%d down=%d up=%d "
+        "utp_peers=%d tcp_peers=%d rc4_peers=%d plain_peers=%d"
+        % (
+            st.state,
+            st.progress,
+            st.num_peers,
+            st.num_seeds,
+            st.total_payload_download,
+            st.total_payload_upload,
+            utp,
+            tcp,
+            rc4,
+            plain,
+        )
     )
 
 
 def run(args, want_complete):
-    s = make_session(args.port, args.enc)
+    s = make_session(args.port, args.enc, args.utp_only)
     h = add(s, args.torrent, args.dir)
     end = time.monotonic() + args.timeout
     last_connect = 0.0
     while time.monotonic() < end:
         st = h.status()
         log_alerts(s)
-        print(status_line(st), flush=True)
+        print(status_line(h, st), flush=True)
         if want_complete and st.is_seeding:
             print("complete", flush=True)
             s.pause()
@@ -149,6 +191,7 @@ def main():
         r.add_argument("--peer", type=int, action="append", default=[])
         r.add_argument("--timeout", type=float, default=120.0)
         r.add_argument("--enc", choices=sorted(ENC), default="default")
+        r.add_argument("--utp-only", action="store_true")
     args = p.parse_args()
     if args.cmd == "create":
         return create(args)
