@@ -11,9 +11,10 @@ seeds until killed or the timeout; `download` exits 0 once the torrent is comple
 --enc sets protocol encryption: "default" (libtorrent's: try it first, allow plain
 text), "rc4" (forced both ways, RC4 only) or "plain" (disabled both ways).
 --utp-only turns TCP off both ways (no TCP dial, incoming TCP refused) and uTP on; by
-default uTP is off and TCP on. Each status line counts the connected peers by transport
-and encryption (utp_peers, tcp_peers, rc4_peers, plain_peers), from libtorrent's own
-peer flags, so a test can tell what a connection really ran over.
+default uTP is off and TCP on. From libtorrent's own peer flags, each peer is printed
+once connected as "peer IP:PORT: uTP|TCP, rc4|plain", and each status line counts the
+connected peers so (utp_peers, tcp_peers, rc4_peers, plain_peers): a test can tell what
+a connection really ran over. The alerts name the transport of each connection too.
 """
 
 import argparse
@@ -99,21 +100,21 @@ def connect(h, peers):
             print("connect_peer %d: %s" % (p, e), file=sys.stderr, flush=True)
 
 
-def status_line(h, st):
-    # Connected peers only (past the connecting stage), by transport and encryption.
-    utp = tcp = rc4 = plain = 0
+def peer_kinds(h):
+    """(endpoint, transport, encryption) of each peer past the connecting stage."""
+    out = []
     for p in h.get_peer_info():
         flags = int(p.flags)
         if flags & int(lt.peer_info.connecting):
             continue
-        if flags & UTP_SOCKET:
-            utp += 1
-        else:
-            tcp += 1
-        if flags & int(lt.peer_info.rc4_encrypted):
-            rc4 += 1
-        else:
-            plain += 1
+        transport = "uTP" if flags & UTP_SOCKET else "TCP"
+        enc = "rc4" if flags & int(lt.peer_info.rc4_encrypted) else "plain"
+        out.append(("%s:%d" % tuple(p.ip), transport, enc))
+    return out
+
+
+def status_line(st, kinds):
+    count = lambda v: sum(1 for k in kinds if v in k)
     return (
         "state=%s progress=%.4f peers=%d seeds=%d down=%d up=%d "
         "utp_peers=%d tcp_peers=%d rc4_peers=%d plain_peers=%d"
@@ -124,10 +125,10 @@ def status_line(h, st):
             st.num_seeds,
             st.total_payload_download,
             st.total_payload_upload,
-            utp,
-            tcp,
-            rc4,
-            plain,
+            count("uTP"),
+            count("TCP"),
+            count("rc4"),
+            count("plain"),
         )
     )
 
@@ -137,10 +138,19 @@ def run(args, want_complete):
     h = add(s, args.torrent, args.dir)
     end = time.monotonic() + args.timeout
     last_connect = 0.0
+    last_status = 0.0
+    seen = set()
     while time.monotonic() < end:
         st = h.status()
         log_alerts(s)
-        print(status_line(h, st), flush=True)
+        kinds = peer_kinds(h)
+        for k in kinds:
+            if k not in seen:
+                seen.add(k)
+                print("peer %s: %s, %s" % k, flush=True)
+        if want_complete or time.monotonic() - last_status >= 1.0:
+            print(status_line(st, kinds), flush=True)
+            last_status = time.monotonic()
         if want_complete and st.is_seeding:
             print("complete", flush=True)
             s.pause()
@@ -155,7 +165,7 @@ def run(args, want_complete):
         if args.peer and not checking and st.num_peers == 0 and now - last_connect > 2:
             connect(h, args.peer)
             last_connect = now
-        time.sleep(0.25 if want_complete else 1.0)
+        time.sleep(0.25)
     print("timeout", flush=True)
     return 0 if not want_complete else 1
 
