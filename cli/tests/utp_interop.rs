@@ -198,6 +198,18 @@ fn assert_btcore_enc(case: &Case, i: usize, enc: Enc) {
     }
 }
 
+/// Fails unless btcore process `i` dialed over uTP and never over TCP (its debug log
+/// names the transport of each dial).
+fn assert_btcore_dialed_utp(case: &Case, i: usize) {
+    let p = &case.procs[i];
+    if !p.printed(" over Utp as ") {
+        case.fail(&format!("{} never dialed over uTP", p.name));
+    }
+    if p.printed(" over Tcp as ") {
+        case.fail(&format!("{} dialed over TCP", p.name));
+    }
+}
+
 /// Fails unless libtorrent process `i` had a peer over uTP with `enc`, and none over TCP.
 fn assert_lt_utp(case: &Case, i: usize, enc: Enc) {
     let p = &case.procs[i];
@@ -271,6 +283,7 @@ fn btcore_from_libtorrent(name: &'static str, p: Payload, enc: Enc) {
     // The seed prints its peers every 0.25 s: give it that long to print this one.
     std::thread::sleep(Duration::from_millis(300));
     assert_lt_utp(&case, l, enc);
+    assert_btcore_dialed_utp(&case, b);
     assert_btcore_enc(&case, b, enc);
     case.finish();
 }
@@ -399,6 +412,7 @@ fn btcore_from_transmission(name: &'static str, p: Payload, enc: Enc) {
     case.wait_success(b);
     case.check_data(&data, &dst, Empties::Required);
     assert_transmission_utp(&case, ti);
+    assert_btcore_dialed_utp(&case, b);
     assert_btcore_enc(&case, b, enc);
     case.finish();
 }
@@ -448,6 +462,7 @@ fn transmission_from_btcore(name: &'static str, p: Payload, enc: Enc) {
     // transmission 3.00 does not create the empty files of a torrent.
     case.wait_data(&data, &dst, Empties::Ignored);
     assert_transmission_utp(&case, ti);
+    assert_btcore_dialed_utp(&case, b);
     assert_btcore_enc(&case, b, enc);
     case.finish();
 }
@@ -604,6 +619,16 @@ fn transport_both_takes_utp_first_and_falls_back_to_tcp() {
         if !case.procs[l].printed(want) {
             case.fail(&format!(
                 "libtorrent (uTP only: {utp_only}) had no peer {want:?}"
+            ));
+        }
+        // uTP is dialed first either way; TCP only after it got no answer.
+        let (utp, tcp) = (
+            case.procs[b].printed(" over Utp as "),
+            case.procs[b].printed(" over Tcp as "),
+        );
+        if !utp || tcp == utp_only {
+            case.fail(&format!(
+                "btcore dialed over uTP: {utp}, over TCP: {tcp} (libtorrent uTP only: {utp_only})"
             ));
         }
         case.finish();
