@@ -82,6 +82,11 @@
 #define BTCORE_PEER_HAS_PEER_ID 64
 
 /**
+ * `btcore_peer_status.flags`: the connection runs over uTP (else TCP).
+ */
+#define BTCORE_PEER_UTP 128
+
+/**
  * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
  */
 #define BTCORE_SUBJECT_NONE 0
@@ -144,6 +149,35 @@
  * (`seedIdleMode` 2).
  */
 #define BTCORE_IDLE_LIMIT_UNLIMITED 2
+
+/**
+ * `btcore_action.transport`, `btcore_sansio_incoming_over`: a TCP connection.
+ */
+#define BTCORE_TRANSPORT_TCP 0
+
+/**
+ * `btcore_action.transport`, `btcore_sansio_incoming_over`: a uTP connection (BEP 29)
+ * over the host's UDP port (`btcore_utp`).
+ */
+#define BTCORE_TRANSPORT_UTP 1
+
+/**
+ * `btcore_sansio_settings.transport`: dial over TCP only (the default).
+ */
+#define BTCORE_TRANSPORT_POLICY_TCP_ONLY 0
+
+/**
+ * `btcore_sansio_settings.transport`: dial over uTP first, as libtorrent and
+ * Transmission do; over TCP when the uTP dial is refused (`btcore_sansio_connect_failed`)
+ * or unanswered for `utp_connect_timeout_ms` (a `CLOSE` of the uTP attempt, then a
+ * `CONNECT` over TCP for the same `conn`), and over TCP from then on for that peer.
+ */
+#define BTCORE_TRANSPORT_POLICY_BOTH 1
+
+/**
+ * `btcore_sansio_settings.transport`: dial over uTP only.
+ */
+#define BTCORE_TRANSPORT_POLICY_UTP_ONLY 2
 
 /**
  * `btcore_action.announce_event`: a regular announce.
@@ -219,6 +253,154 @@
  * `btcore_dht_event.kind`: a lookup is over.
  */
 #define BTCORE_DHT_EVENT_DONE 2
+
+/**
+ * `btcore_utp_classify`: neither a DHT message nor a uTP packet.
+ */
+#define BTCORE_DATAGRAM_OTHER 0
+
+/**
+ * `btcore_utp_classify`: a bencoded message (starts with `d`): the DHT's.
+ */
+#define BTCORE_DATAGRAM_DHT 1
+
+/**
+ * `btcore_utp_classify`: a uTP packet, by its first byte and length.
+ */
+#define BTCORE_DATAGRAM_UTP 2
+
+/**
+ * `btcore_utp_incoming.kind`: not uTP (a DHT message or other): give it to the DHT or
+ * drop it.
+ */
+#define BTCORE_UTP_NOT_UTP 0
+
+/**
+ * `btcore_utp_incoming.kind`: looked like uTP but did not decode (`invalid` says
+ * why); dropped.
+ */
+#define BTCORE_UTP_INVALID 1
+
+/**
+ * `btcore_utp_incoming.kind`: handed to connection `conn`.
+ */
+#define BTCORE_UTP_DELIVERED 2
+
+/**
+ * `btcore_utp_incoming.kind`: a SYN opened the new incoming connection `conn`;
+ * `evicted` (when not 0) was dropped to make room.
+ */
+#define BTCORE_UTP_ACCEPTED 3
+
+/**
+ * `btcore_utp_incoming.kind`: a SYN beyond `max_connections` with nothing to evict: a
+ * RESET answers it.
+ */
+#define BTCORE_UTP_REFUSED 4
+
+/**
+ * `btcore_utp_incoming.kind`: no connection has this id from this address: a RESET
+ * answers it (unless it was one).
+ */
+#define BTCORE_UTP_UNKNOWN 5
+
+/**
+ * `btcore_utp_incoming.invalid`: shorter than the 20-byte header.
+ */
+#define BTCORE_UTP_PACKET_TOO_SHORT 1
+
+/**
+ * `btcore_utp_incoming.invalid`: a version other than 1.
+ */
+#define BTCORE_UTP_PACKET_BAD_VERSION 2
+
+/**
+ * `btcore_utp_incoming.invalid`: a packet type above 4.
+ */
+#define BTCORE_UTP_PACKET_BAD_TYPE 3
+
+/**
+ * `btcore_utp_incoming.invalid`: an extension runs past the end of the datagram.
+ */
+#define BTCORE_UTP_PACKET_TRUNCATED_EXTENSION 4
+
+/**
+ * `btcore_utp_incoming.invalid`: a selective ACK of a bad length.
+ */
+#define BTCORE_UTP_PACKET_BAD_SACK 5
+
+/**
+ * `btcore_utp_incoming.invalid`: more than one selective ACK.
+ */
+#define BTCORE_UTP_PACKET_DUPLICATE_SACK 6
+
+/**
+ * `btcore_utp_incoming.invalid`: too many extensions.
+ */
+#define BTCORE_UTP_PACKET_TOO_MANY_EXTENSIONS 7
+
+/**
+ * `btcore_utp_incoming.invalid`: another decoding failure.
+ */
+#define BTCORE_UTP_PACKET_OTHER 8
+
+/**
+ * `btcore_utp_conn_status.state`: our SYN is out, no answer yet.
+ */
+#define BTCORE_UTP_STATE_CONNECTING 1
+
+/**
+ * `btcore_utp_conn_status.state`: open both ways.
+ */
+#define BTCORE_UTP_STATE_CONNECTED 2
+
+/**
+ * `btcore_utp_conn_status.state`: `btcore_utp_close` was called: the queued bytes,
+ * then a FIN, go out; reading goes on.
+ */
+#define BTCORE_UTP_STATE_CLOSING 3
+
+/**
+ * `btcore_utp_conn_status.state`: over (`close_reason` says why); bytes received before
+ * can still be read. Remove it with `btcore_utp_remove`.
+ */
+#define BTCORE_UTP_STATE_CLOSED 4
+
+/**
+ * `btcore_utp_conn_status.close_reason`: not closed.
+ */
+#define BTCORE_UTP_CLOSE_NONE 0
+
+/**
+ * `btcore_utp_conn_status.close_reason`: both FINs exchanged and acknowledged.
+ */
+#define BTCORE_UTP_CLOSE_NORMAL 1
+
+/**
+ * `btcore_utp_conn_status.close_reason`: the peer sent a RESET (or refused our SYN).
+ */
+#define BTCORE_UTP_CLOSE_RESET 2
+
+/**
+ * `btcore_utp_conn_status.close_reason`: a packet was resent too often unanswered
+ * (a dial nobody answers ends so).
+ */
+#define BTCORE_UTP_CLOSE_TIMED_OUT 3
+
+/**
+ * `btcore_utp_conn_status.close_reason`: nothing heard from the peer for 5 minutes.
+ */
+#define BTCORE_UTP_CLOSE_IDLE 4
+
+/**
+ * `btcore_utp_conn_status.close_reason`: aborted on our side (a RESET went out).
+ */
+#define BTCORE_UTP_CLOSE_ABORTED 5
+
+/**
+ * `btcore_utp_conn_status.close_reason`: dropped to make room for a new connection.
+ */
+#define BTCORE_UTP_CLOSE_EVICTED 6
 
 /**
  * Dial with an encryption handshake first (plain text or RC4 after it, as the peer
@@ -310,6 +492,14 @@ typedef struct btcore_sansio btcore_sansio;
  * Made by `btcore_session_new`, freed by `btcore_session_free`.
  */
 typedef struct btcore_session btcore_session;
+
+/**
+ * An opaque uTP endpoint: every uTP connection over one UDP socket of the host. Made
+ * by `btcore_utp_new`, freed by `btcore_utp_free`. Every call may come from any thread
+ * (calls on one handle are serialized on its lock; none does I/O); never free it while
+ * another call on it runs.
+ */
+typedef struct btcore_utp btcore_utp;
 
 /**
  * The result of every fallible call. `BTCORE_OK` is 0; errors start at 7000 so that
@@ -459,6 +649,20 @@ typedef struct btcore_sansio_settings {
    * actions, answered with `btcore_sansio_dht_done`); 0 (the default): no DHT.
    */
   uint8_t dht;
+  /**
+   * Which transports peers are dialed over: `BTCORE_TRANSPORT_POLICY_*`. 0, the
+   * default, is `TCP_ONLY`: every `CONNECT` asks for TCP, so a host without uTP is
+   * never asked for it. `BOTH` dials uTP first (a `btcore_utp` endpoint on the
+   * host's UDP port) and TCP when uTP is refused or unanswered; `UTP_ONLY` dials
+   * uTP alone. Connections the host accepts are taken over both whatever this says.
+   */
+  uint32_t transport;
+  /**
+   * Under `BTCORE_TRANSPORT_POLICY_BOTH`: how long a uTP dial may go unanswered
+   * before the peer is dialed over TCP instead, in milliseconds (0: the default,
+   * 3,000; checked once a second).
+   */
+  uint32_t utp_connect_timeout_ms;
 } btcore_sansio_settings;
 
 /**
@@ -598,6 +802,11 @@ typedef struct btcore_action {
    * Our peer id (`ANNOUNCE`).
    */
   uint8_t peer_id[20];
+  /**
+   * `CONNECT`: `BTCORE_TRANSPORT_TCP` or `BTCORE_TRANSPORT_UTP` (only when
+   * `settings.transport` is not `TCP_ONLY`). A redial keeps its dial's transport.
+   */
+  uint8_t transport;
 } btcore_action;
 
 /**
@@ -926,6 +1135,126 @@ typedef struct btcore_tracker_reply {
    */
   uint32_t failure_len;
 } btcore_tracker_reply;
+
+/**
+ * Settings of a uTP endpoint. Fill it with `btcore_utp_settings_default()` first; a
+ * bound left at 0 takes the profile's value (desktop, or the low-memory one).
+ */
+typedef struct btcore_utp_settings {
+  /**
+   * Seed for connection ids and initial sequence numbers: give a fresh random value
+   * per run (0 is replaced by a fixed constant: fine for tests only).
+   */
+  uint64_t random_seed;
+  /**
+   * Bytes written and not yet acknowledged, per connection: the backpressure of
+   * `btcore_utp_write` (256 KiB; 64 KiB low-memory). 4 KiB to 64 MiB.
+   */
+  uint32_t send_buffer;
+  /**
+   * Bytes received and not yet read, per connection: the window advertised to the
+   * peer (256 KiB; 64 KiB low-memory). 4 KiB to 64 MiB.
+   */
+  uint32_t recv_buffer;
+  /**
+   * Connections held at once, open or closed and not yet removed (200; 32
+   * low-memory). 1 to 65,536.
+   */
+  uint32_t max_connections;
+  /**
+   * The largest datagram sent, uTP header included (1,404). 150 to 65,507; give
+   * `btcore_utp_poll_transmit` a buffer of at least this.
+   */
+  uint16_t max_packet_size;
+  /**
+   * Out-of-order packets held per connection (128; 32 low-memory); rounded up to a
+   * power of two. 1 to 4,096.
+   */
+  uint16_t reorder_slots;
+  /**
+   * Packets in flight per connection (512; 128 low-memory). 1 to 16,384.
+   */
+  uint16_t max_packets_in_flight;
+  /**
+   * RESETs queued for unknown or refused peers (64; 16 low-memory); more are dropped.
+   */
+  uint16_t max_pending_resets;
+  /**
+   * 1: the low-memory profile's values for the bounds left at 0.
+   */
+  uint8_t low_memory;
+} btcore_utp_settings;
+
+/**
+ * What became of a datagram given to `btcore_utp_recv`.
+ */
+typedef struct btcore_utp_incoming {
+  /**
+   * `BTCORE_UTP_NOT_UTP`, `_INVALID`, `_DELIVERED`, `_ACCEPTED`, `_REFUSED` or
+   * `_UNKNOWN`.
+   */
+  uint32_t kind;
+  /**
+   * `INVALID`: why (`BTCORE_UTP_PACKET_*`); 0 otherwise.
+   */
+  uint32_t invalid;
+  /**
+   * `DELIVERED`, `ACCEPTED`: the connection; 0 otherwise.
+   */
+  uint64_t conn;
+  /**
+   * `ACCEPTED`: a connection dropped to make room (a closed one with nothing left to
+   * read, or the oldest incoming one never confirmed past its SYN); its id is gone
+   * from now on. 0: none.
+   */
+  uint64_t evicted;
+} btcore_utp_incoming;
+
+/**
+ * One connection, from `btcore_utp_status`.
+ */
+typedef struct btcore_utp_conn_status {
+  /**
+   * `BTCORE_UTP_STATE_*`.
+   */
+  uint32_t state;
+  /**
+   * `BTCORE_UTP_CLOSE_*` (`CLOSE_NONE` unless `state` is `CLOSED`).
+   */
+  uint32_t close_reason;
+  /**
+   * Bytes `btcore_utp_read` would give now.
+   */
+  uint64_t readable;
+  /**
+   * Bytes `btcore_utp_write` would take now.
+   */
+  uint64_t writable;
+  /**
+   * Bytes written and not yet acknowledged by the peer.
+   */
+  uint64_t unacked;
+  /**
+   * The peer's address.
+   */
+  struct btcore_addr addr;
+  /**
+   * 1: the peer ended its stream (its FIN) and every byte before it was read.
+   */
+  uint8_t eof;
+  /**
+   * 1: we dialed it (`btcore_utp_connect`); 0: it was accepted.
+   */
+  uint8_t outgoing;
+  /**
+   * Zero (room for later use).
+   */
+  uint16_t reserved;
+  /**
+   * The smoothed round-trip time in milliseconds (0 before a sample).
+   */
+  uint32_t rtt_ms;
+} btcore_utp_conn_status;
 
 /**
  * How a session runs. Fill it with `btcore_settings_default()` first, then change
@@ -1432,8 +1761,9 @@ typedef struct btcore_tracker_status {
 #define BTCORE_EVENT_TORRENT_DEQUEUED 32
 
 /**
- * Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
- * answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
+ * Open a connection to `addr` for `torrent` over `transport` (TCP, the default, or
+ * uTP when `settings.transport` allows it), known as `conn` from now on; answer with
+ * `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
  */
 #define BTCORE_ACTION_CONNECT 1
 
@@ -2041,11 +2371,12 @@ btcore_result btcore_sansio_dht_done(struct btcore_sansio *h,
 btcore_result btcore_sansio_reannounce(struct btcore_sansio *h, uint32_t id, uint64_t now_ms);
 
 /**
- * A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
- * (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
- * the encryption policy refuses gets a `CLOSE`.
+ * A peer connected to us from `*addr` over TCP; writes the connection's id to
+ * `*out_conn` (set `TCP_NODELAY` on the socket). Its first bytes tell plain from
+ * encrypted; one the encryption policy refuses gets a `CLOSE`.
  * A connection refused (the connection cap is reached, or the address is banned for
- * bad data) gets a `CLOSE` action at once.
+ * bad data) gets a `CLOSE` action at once. The same as `btcore_sansio_incoming_over`
+ * with `BTCORE_TRANSPORT_TCP`.
  *
  * # Safety
  *
@@ -2060,6 +2391,29 @@ btcore_result btcore_sansio_incoming(struct btcore_sansio *h,
                                      const struct btcore_addr *addr,
                                      uint64_t now_ms,
                                      uint32_t *out_conn);
+
+/**
+ * A peer connected to us from `*addr` over `transport`: `BTCORE_TRANSPORT_TCP` (an
+ * accepted socket) or `BTCORE_TRANSPORT_UTP` (a connection `btcore_utp_recv` reported
+ * as `BTCORE_UTP_ACCEPTED`); writes the connection's id to `*out_conn`. The rest is as
+ * `btcore_sansio_incoming`: the bytes read go to `btcore_sansio_recv`, those of
+ * `btcore_sansio_transmit` to the connection, whatever its transport. Taken whatever
+ * `settings.transport` says. `BTCORE_INVALID_PARAMETER` for another `transport`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `addr` is NULL or valid for reading one `btcore_addr`.
+ * - `out_conn` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_sansio_incoming_over(struct btcore_sansio *h,
+                                          const struct btcore_addr *addr,
+                                          uint8_t transport,
+                                          uint64_t now_ms,
+                                          uint32_t *out_conn);
 
 /**
  * The connection asked by a `CONNECT` action is open (set `TCP_NODELAY` on it). A
@@ -2787,6 +3141,220 @@ btcore_result btcore_tracker_udp_parse_announce(const uint8_t *data,
                                                 struct btcore_addr *peers,
                                                 size_t cap,
                                                 struct btcore_tracker_reply *out);
+
+/**
+ * Fills `out` with the defaults: every bound 0 (the profile's value), the desktop
+ * profile, seed 0 (set one). Thread-safe.
+ *
+ * # Safety
+ *
+ * `out` is NULL or valid for writing one `btcore_utp_settings`.
+ */
+btcore_result btcore_utp_settings_default(struct btcore_utp_settings *out);
+
+/**
+ * Creates a uTP endpoint from `settings` (NULL: the defaults) into `*out`; free it
+ * with `btcore_utp_free`. A bound outside its range is `BTCORE_INVALID_PARAMETER`
+ * (`btcore_last_error` names it). Thread-safe.
+ *
+ * # Safety
+ *
+ * - `settings` is NULL or valid for reading one `btcore_utp_settings`.
+ * - `out` is NULL or valid for writing one pointer.
+ */
+btcore_result btcore_utp_new(const struct btcore_utp_settings *settings, struct btcore_utp **out);
+
+/**
+ * Frees a uTP endpoint and every connection it holds (no packet goes out: the peers
+ * time out). NULL, or a handle already freed, is a no-op. No other call on this
+ * handle may run meanwhile.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_utp_new`; a pointer the library did not make, or
+ * one already freed, is refused by a look-up in the set of live handles without being
+ * read.
+ */
+void btcore_utp_free(struct btcore_utp *h);
+
+/**
+ * What a datagram on a UDP port shared by the DHT and uTP is, from its first bytes:
+ * writes `BTCORE_DATAGRAM_DHT`, `_UTP` or `_OTHER` to `*out_kind`. Takes no handle;
+ * thread-safe.
+ *
+ * # Safety
+ *
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out_kind` is NULL or valid for writing one `u32`.
+ */
+btcore_result btcore_utp_classify(const uint8_t *data, size_t len, uint32_t *out_kind);
+
+/**
+ * A datagram of `len` bytes (at most 65,535) from `*from` arrived on the UDP socket;
+ * `*out` says what became of it. Garbage is not an error: it comes back as
+ * `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`,
+ * before any write: a connection just `ACCEPTED` must answer the SYN before it sends
+ * data (a dialer takes only that answer as the connection's start).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `from` is NULL or valid for reading one `btcore_addr`.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out` is NULL or valid for writing one `btcore_utp_incoming`.
+ */
+btcore_result btcore_utp_recv(struct btcore_utp *h,
+                              const struct btcore_addr *from,
+                              const uint8_t *data,
+                              size_t len,
+                              uint64_t now_ms,
+                              struct btcore_utp_incoming *out);
+
+/**
+ * Copies the next datagram to send into `buf`, its length to `*out_len` and its
+ * destination to `*out_to`; `*out_len` 0: nothing to send. `cap` must hold
+ * `max_packet_size` (1,404 by default; 1,500 always suffices then): a smaller `cap` is
+ * `BTCORE_BUFFER_TOO_SMALL` with the size needed in `*out_len`. Call it until
+ * `*out_len` is 0 after every other call on the handle.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` and `out_to` are NULL or valid for one write each.
+ */
+btcore_result btcore_utp_poll_transmit(struct btcore_utp *h,
+                                       uint64_t now_ms,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       size_t *out_len,
+                                       struct btcore_addr *out_to);
+
+/**
+ * Writes when `btcore_utp_handle_timeout` is next due to `*out_ms` (`UINT64_MAX`:
+ * nothing scheduled). Ask again after every other call on the handle.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_ms` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_utp_next_timeout(const struct btcore_utp *h, uint64_t *out_ms);
+
+/**
+ * Runs the connections' timers due at `now_ms` (retransmissions, keep-alives, idle
+ * and connect timeouts); early is harmless. Then drain `btcore_utp_poll_transmit`.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ * the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+btcore_result btcore_utp_handle_timeout(struct btcore_utp *h, uint64_t now_ms);
+
+/**
+ * Opens a connection to `*addr` and writes its id to `*out_conn`; the SYN goes out on
+ * the next `btcore_utp_poll_transmit`. Bytes may be written at once (they go out once
+ * the peer answers). The dial is answered when `btcore_utp_status` reads
+ * `CONNECTED`, or fails as `CLOSED` (`CLOSE_RESET`: refused; `CLOSE_TIMED_OUT`: no
+ * answer after the SYN was sent 3 times, about 7 s). `BTCORE_WRONG_STATE` when
+ * `max_connections` are held and none is closed with nothing left to read.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `addr` is NULL or valid for reading one `btcore_addr`.
+ * - `out_conn` is NULL or valid for writing one `u64`.
+ */
+btcore_result btcore_utp_connect(struct btcore_utp *h,
+                                 const struct btcore_addr *addr,
+                                 uint64_t now_ms,
+                                 uint64_t *out_conn);
+
+/**
+ * Reads up to `cap` received bytes of `conn`, in order, into `buf` and writes how many
+ * to `*out_len` (0: none now; at the end of the peer's stream `btcore_utp_status`
+ * says `eof`). Reading reopens the window the peer may send into: then drain
+ * `btcore_utp_poll_transmit`. `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `buf` is valid for writes of `cap` bytes (it may be NULL when `cap` is 0).
+ * - `out_len` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_utp_read(struct btcore_utp *h,
+                              uint64_t conn,
+                              uint8_t *buf,
+                              size_t cap,
+                              size_t *out_len);
+
+/**
+ * Queues up to `len` bytes of `data` on `conn` and writes how many were taken to
+ * `*out_written` (fewer, or 0, when the send buffer is full: write the rest once
+ * `writable` in `btcore_utp_status` grows, after acknowledgements come in). Then
+ * drain `btcore_utp_poll_transmit`. `BTCORE_WRONG_STATE` once the connection is
+ * closing or closed; `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `data` is valid for reads of `len` bytes (it may be NULL when `len` is 0).
+ * - `out_written` is NULL or valid for writing one `usize`.
+ */
+btcore_result btcore_utp_write(struct btcore_utp *h,
+                               uint64_t conn,
+                               const uint8_t *data,
+                               size_t len,
+                               size_t *out_written);
+
+/**
+ * Closes the sending side of `conn`: the bytes queued go out, then a FIN; reading goes
+ * on until the peer's FIN. The connection reads `CLOSED` with `CLOSE_NORMAL` once both
+ * FINs are acknowledged. Closing a connection already closing or closed does nothing.
+ * `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ * the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+btcore_result btcore_utp_close(struct btcore_utp *h, uint64_t conn);
+
+/**
+ * Drops `conn` and its id; a connection not closed yet is ended with a RESET to the
+ * peer (drain `btcore_utp_poll_transmit`). Remove every connection once done with it:
+ * it holds its buffers and a slot of `max_connections` until then.
+ * `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ * the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+btcore_result btcore_utp_remove(struct btcore_utp *h, uint64_t conn);
+
+/**
+ * Writes the state of `conn` to `*out`: connecting, connected, closing or closed (with
+ * why), the bytes to read and the room to write, the peer's address. Check the
+ * connections after `btcore_utp_recv` and `btcore_utp_handle_timeout`.
+ * `BTCORE_NOT_FOUND` for an unknown or removed `conn`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out` is NULL or valid for writing one `btcore_utp_conn_status`.
+ */
+btcore_result btcore_utp_status(const struct btcore_utp *h,
+                                uint64_t conn,
+                                struct btcore_utp_conn_status *out);
 
 /**
  * Fills `out` with the defaults: current directory, no state directory, listen on

@@ -336,6 +336,11 @@ struct NetArgs {
     /// preferred (dial with it, fall back to plain) or required (RC4 only).
     #[arg(long, default_value = "preferred")]
     encryption: btcore_host::encryption::Encryption,
+    /// Peer transports: both (dial uTP first, TCP when it gets no answer; accept
+    /// both), utp (dial uTP only) or tcp (no uTP at all). uTP uses the UDP port of
+    /// the listen port's number, shared with the DHT.
+    #[arg(long, default_value = "both", value_parser = parse_transport)]
+    transport: btcore_host::client::TransportPolicy,
     #[cfg(feature = "dht")]
     /// DHT UDP port (default: the listen port).
     #[arg(long, default_value_t = 0)]
@@ -643,6 +648,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         #[cfg(not(feature = "lsd"))]
         lsd: false,
         encryption: n.encryption,
+        transport: n.transport,
         dht: dht_opts(n),
         state_dir: n.state_dir.clone(),
         timeout: n.timeout.map(std::time::Duration::from_secs),
@@ -664,4 +670,15 @@ fn dht_opts(n: &NetArgs) -> Option<btcore_host::dht::DhtOptions> {
 #[cfg(not(feature = "dht"))]
 fn dht_opts(_: &NetArgs) -> Option<btcore_host::dht::DhtOptions> {
     None
+}
+
+/// `--transport`: both, utp or tcp.
+pub(crate) fn parse_transport(s: &str) -> Result<btcore_host::client::TransportPolicy, String> {
+    use btcore_host::client::TransportPolicy;
+    match s {
+        "both" => Ok(TransportPolicy::Both),
+        "utp" => Ok(TransportPolicy::UtpOnly),
+        "tcp" => Ok(TransportPolicy::TcpOnly),
+        _ => Err(format!("{s:?}: expected both, utp or tcp")),
+    }
 }

@@ -36,6 +36,7 @@ pub struct Opts {
     pub dht: Option<btcore_host::dht::DhtOptions>,
     pub lsd: bool,
     pub encryption: btcore_host::encryption::Encryption,
+    pub transport: btcore_host::client::TransportPolicy,
 }
 
 fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
@@ -62,6 +63,7 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
         dht,
         lsd: o.lsd,
         encryption: o.encryption,
+        transport: o.transport,
         listen: o.listen,
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
@@ -629,6 +631,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         dht: cfg!(feature = "dht").then(btcore_host::dht::DhtOptions::default),
         lsd: false,
         encryption: btcore_host::encryption::Encryption::default(),
+        transport: btcore_host::client::TransportPolicy::Both,
     };
     seed(&out, &o)
 }

@@ -47,6 +47,7 @@ mod sansio_mse;
 #[cfg(test)]
 mod sansio_tests;
 mod sansio_tracker;
+mod sansio_utp;
 mod session;
 mod settings;
 mod torrent;
@@ -60,6 +61,7 @@ pub use sansio_dht::*;
 pub use sansio_files::*;
 pub use sansio_mse::*;
 pub use sansio_tracker::*;
+pub use sansio_utp::*;
 pub use session::*;
 pub use settings::*;
 pub use torrent::*;
@@ -448,6 +450,8 @@ pub const BTCORE_PEER_PEER_CHOKING: u32 = 16;
 pub const BTCORE_PEER_PEER_INTERESTED: u32 = 32;
 /// `btcore_peer_status.flags`: `peer_id` is valid (the handshake told it).
 pub const BTCORE_PEER_HAS_PEER_ID: u32 = 64;
+/// `btcore_peer_status.flags`: the connection runs over uTP (else TCP).
+pub const BTCORE_PEER_UTP: u32 = 128;
 
 /// One peer of a torrent, filled by `btcore_session_peers()` or `btcore_sansio_peers()`.
 #[repr(C)]
@@ -486,6 +490,10 @@ pub(crate) fn peer_status(p: &PeerStatus) -> btcore_peer_status {
         (p.peer_choking, BTCORE_PEER_PEER_CHOKING),
         (p.peer_interested, BTCORE_PEER_PEER_INTERESTED),
         (p.peer_id.is_some(), BTCORE_PEER_HAS_PEER_ID),
+        (
+            p.transport == btcore_core::session::Transport::Utp,
+            BTCORE_PEER_UTP,
+        ),
     ] {
         if on {
             flags |= f;
@@ -977,6 +985,7 @@ pub(crate) enum HandleKind {
     Session,
     Sansio,
     Dht,
+    Utp,
 }
 
 /// cbindgen:ignore

@@ -25,7 +25,7 @@ use btcore_core::mse::Encryption;
 use btcore_core::peer::PeerError;
 use btcore_core::session::{
     Action, AddError, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, DhtOutcome, DiskError,
-    Event, PeerSource, Session, SessionConfig, TorrentId, TorrentState,
+    Event, PeerSource, Session, SessionConfig, TorrentId, TorrentState, Transport, TransportPolicy,
 };
 use btcore_core::time::Instant;
 use btcore_core::InfoHash;
@@ -87,12 +87,39 @@ pub struct btcore_sansio_settings {
     /// 1: look torrents up in a DHT the host runs (`BTCORE_ACTION_DHT_LOOKUP`
     /// actions, answered with `btcore_sansio_dht_done`); 0 (the default): no DHT.
     pub dht: u8,
+    /// Which transports peers are dialed over: `BTCORE_TRANSPORT_POLICY_*`. 0, the
+    /// default, is `TCP_ONLY`: every `CONNECT` asks for TCP, so a host without uTP is
+    /// never asked for it. `BOTH` dials uTP first (a `btcore_utp` endpoint on the
+    /// host's UDP port) and TCP when uTP is refused or unanswered; `UTP_ONLY` dials
+    /// uTP alone. Connections the host accepts are taken over both whatever this says.
+    pub transport: u32,
+    /// Under `BTCORE_TRANSPORT_POLICY_BOTH`: how long a uTP dial may go unanswered
+    /// before the peer is dialed over TCP instead, in milliseconds (0: the default,
+    /// 3,000; checked once a second).
+    pub utp_connect_timeout_ms: u32,
 }
+
+/// `btcore_action.transport`, `btcore_sansio_incoming_over`: a TCP connection.
+pub const BTCORE_TRANSPORT_TCP: u8 = 0;
+/// `btcore_action.transport`, `btcore_sansio_incoming_over`: a uTP connection (BEP 29)
+/// over the host's UDP port (`btcore_utp`).
+pub const BTCORE_TRANSPORT_UTP: u8 = 1;
+
+/// `btcore_sansio_settings.transport`: dial over TCP only (the default).
+pub const BTCORE_TRANSPORT_POLICY_TCP_ONLY: u32 = 0;
+/// `btcore_sansio_settings.transport`: dial over uTP first, as libtorrent and
+/// Transmission do; over TCP when the uTP dial is refused (`btcore_sansio_connect_failed`)
+/// or unanswered for `utp_connect_timeout_ms` (a `CLOSE` of the uTP attempt, then a
+/// `CONNECT` over TCP for the same `conn`), and over TCP from then on for that peer.
+pub const BTCORE_TRANSPORT_POLICY_BOTH: u32 = 1;
+/// `btcore_sansio_settings.transport`: dial over uTP only.
+pub const BTCORE_TRANSPORT_POLICY_UTP_ONLY: u32 = 2;
 
 /// What the application is asked to do.
 pub type btcore_action_kind = u32;
-/// Open a TCP connection to `addr` for `torrent`, known as `conn` from now on;
-/// answer with `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
+/// Open a connection to `addr` for `torrent` over `transport` (TCP, the default, or
+/// uTP when `settings.transport` allows it), known as `conn` from now on; answer with
+/// `btcore_sansio_connected` or `btcore_sansio_connect_failed`.
 pub const BTCORE_ACTION_CONNECT: btcore_action_kind = 1;
 /// `conn` has bytes to send: call `btcore_sansio_transmit` until it gives 0 bytes
 /// (or the socket would block: then again when it is writable).
@@ -220,6 +247,9 @@ pub struct btcore_action {
     pub info_hash: [u8; 20],
     /// Our peer id (`ANNOUNCE`).
     pub peer_id: [u8; 20],
+    /// `CONNECT`: `BTCORE_TRANSPORT_TCP` or `BTCORE_TRANSPORT_UTP` (only when
+    /// `settings.transport` is not `TCP_ONLY`). A redial keeps its dial's transport.
+    pub transport: u8,
 }
 
 impl btcore_action {
@@ -250,6 +280,7 @@ impl btcore_action {
             key: 0,
             info_hash: [0; 20],
             peer_id: [0; 20],
+            transport: BTCORE_TRANSPORT_TCP,
         }
     }
 }
@@ -390,12 +421,13 @@ impl Inner {
                 conn,
                 torrent,
                 addr,
-                transport: _,
+                transport,
             } => {
-                self.link_dial(conn, torrent, addr);
+                self.link_dial(conn, torrent, addr, transport);
                 btcore_action {
                     conn: conn.0,
                     addr: btcore_addr::from_socket(addr),
+                    transport: transport_code(transport),
                     ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
                 }
             }
@@ -586,6 +618,16 @@ fn default_settings() -> btcore_sansio_settings {
         encryption: BTCORE_ENCRYPTION_PREFERRED,
         entropy: [0; 32],
         dht: 0,
+        transport: BTCORE_TRANSPORT_POLICY_TCP_ONLY,
+        utp_connect_timeout_ms: 0,
+    }
+}
+
+/// The C code of a transport.
+pub(crate) fn transport_code(t: Transport) -> u8 {
+    match t {
+        Transport::Utp => BTCORE_TRANSPORT_UTP,
+        _ => BTCORE_TRANSPORT_TCP,
     }
 }
 
@@ -630,6 +672,16 @@ pub unsafe extern "C" fn btcore_sansio_new(
         // downloads at once when its metadata arrives.
         config.check_after_metadata = false;
         config.dht = s.dht != 0;
+        config.transport = match s.transport {
+            BTCORE_TRANSPORT_POLICY_TCP_ONLY => TransportPolicy::TcpOnly,
+            BTCORE_TRANSPORT_POLICY_BOTH => TransportPolicy::Both,
+            BTCORE_TRANSPORT_POLICY_UTP_ONLY => TransportPolicy::UtpOnly,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        if s.utp_connect_timeout_ms != 0 {
+            config.utp_connect_timeout =
+                btcore_core::time::Duration::from_millis(u64::from(s.utp_connect_timeout_ms));
+        }
         let policy = policy(s.encryption).ok_or(BTCORE_INVALID_PARAMETER)?;
         let mut rng = btcore_core::rng::Rng::new(seed ^ 0x6b65_795f_616e_6e6f);
         if s.max_peers_per_torrent != 0 {
@@ -1125,11 +1177,12 @@ pub unsafe extern "C" fn btcore_sansio_reannounce(
     })
 }
 
-/// A peer connected to us from `*addr`; writes the connection's id to `*out_conn`
-/// (set `TCP_NODELAY` on the socket). Its first bytes tell plain from encrypted; one
-/// the encryption policy refuses gets a `CLOSE`.
+/// A peer connected to us from `*addr` over TCP; writes the connection's id to
+/// `*out_conn` (set `TCP_NODELAY` on the socket). Its first bytes tell plain from
+/// encrypted; one the encryption policy refuses gets a `CLOSE`.
 /// A connection refused (the connection cap is reached, or the address is banned for
-/// bad data) gets a `CLOSE` action at once.
+/// bad data) gets a `CLOSE` action at once. The same as `btcore_sansio_incoming_over`
+/// with `BTCORE_TRANSPORT_TCP`.
 ///
 /// # Safety
 ///
@@ -1143,6 +1196,34 @@ pub unsafe extern "C" fn btcore_sansio_reannounce(
 pub unsafe extern "C" fn btcore_sansio_incoming(
     h: *mut btcore_sansio,
     addr: *const btcore_addr,
+    now_ms: u64,
+    out_conn: *mut u32,
+) -> btcore_result {
+    // SAFETY: the pointers are as this function's contract requires, which is
+    // `btcore_sansio_incoming_over`'s.
+    unsafe { btcore_sansio_incoming_over(h, addr, BTCORE_TRANSPORT_TCP, now_ms, out_conn) }
+}
+
+/// A peer connected to us from `*addr` over `transport`: `BTCORE_TRANSPORT_TCP` (an
+/// accepted socket) or `BTCORE_TRANSPORT_UTP` (a connection `btcore_utp_recv` reported
+/// as `BTCORE_UTP_ACCEPTED`); writes the connection's id to `*out_conn`. The rest is as
+/// `btcore_sansio_incoming`: the bytes read go to `btcore_sansio_recv`, those of
+/// `btcore_sansio_transmit` to the connection, whatever its transport. Taken whatever
+/// `settings.transport` says. `BTCORE_INVALID_PARAMETER` for another `transport`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `addr` is NULL or valid for reading one `btcore_addr`.
+/// - `out_conn` is NULL or valid for writing one `u32`.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_sansio_incoming_over(
+    h: *mut btcore_sansio,
+    addr: *const btcore_addr,
+    transport: u8,
     now_ms: u64,
     out_conn: *mut u32,
 ) -> btcore_result {
@@ -1160,7 +1241,12 @@ pub unsafe extern "C" fn btcore_sansio_incoming(
             .to_socket()
             .ok_or(BTCORE_INVALID_PARAMETER)?;
         let out_conn = non_null(out_conn)?;
-        let c = s.session.handle_incoming(now(now_ms), a);
+        let transport = match transport {
+            BTCORE_TRANSPORT_TCP => Transport::Tcp,
+            BTCORE_TRANSPORT_UTP => Transport::Utp,
+            _ => return Err(BTCORE_INVALID_PARAMETER),
+        };
+        let c = s.session.handle_incoming_over(now(now_ms), a, transport);
         s.link_incoming(c);
         // SAFETY: `out_conn` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.

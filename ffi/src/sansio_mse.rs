@@ -24,7 +24,7 @@ use crate::*;
 use btcore_core::hash::sha1;
 use btcore_core::ids::InfoHash;
 use btcore_core::mse::{self, Close, Encryption, Handshake, Keys, StreamCrypto, Up};
-use btcore_core::session::{ConnId, TorrentId};
+use btcore_core::session::{ConnId, TorrentId, Transport};
 use btcore_core::time::Instant;
 use std::net::SocketAddr;
 
@@ -106,8 +106,8 @@ pub(crate) struct ConnLink {
     /// Handshake bytes handed up by the link, waiting for `btcore_sansio_transmit`
     /// (at most a handshake message or two: a few hundred bytes).
     pub(crate) out: Vec<u8>,
-    /// Dialed: the torrent and address, for a redial in plain text.
-    pub(crate) dial: Option<(TorrentId, SocketAddr)>,
+    /// Dialed: the torrent, address and transport, for a redial in plain text.
+    pub(crate) dial: Option<(TorrentId, SocketAddr, Transport)>,
 }
 
 impl Inner {
@@ -118,7 +118,13 @@ impl Inner {
 
     /// A `CONNECT` action is handed out: the connection gets its link (an encryption
     /// handshake first when the policy dials with one).
-    pub(crate) fn link_dial(&mut self, conn: ConnId, torrent: TorrentId, addr: SocketAddr) {
+    pub(crate) fn link_dial(
+        &mut self,
+        conn: ConnId,
+        torrent: TorrentId,
+        addr: SocketAddr,
+        transport: Transport,
+    ) {
         let link = match self.info.get(&torrent) {
             Some(t) if self.policy.provide().is_some() => {
                 let keys = self.keys.next();
@@ -131,7 +137,7 @@ impl Inner {
             ConnLink {
                 link,
                 out: Vec::new(),
-                dial: Some((torrent, addr)),
+                dial: Some((torrent, addr, transport)),
             },
         );
     }
@@ -184,22 +190,23 @@ impl Inner {
         now: Instant,
         conn: ConnId,
         verdict: Close,
-        dial: Option<(TorrentId, SocketAddr)>,
+        dial: Option<(TorrentId, SocketAddr, Transport)>,
     ) {
         match (verdict, dial) {
-            (Close::RedialPlain, Some((torrent, addr))) => {
+            (Close::RedialPlain, Some((torrent, addr, transport))) => {
                 self.links.insert(
                     conn,
                     ConnLink {
                         link: Link::outgoing_plain(self.policy),
                         out: Vec::new(),
-                        dial: Some((torrent, addr)),
+                        dial: Some((torrent, addr, transport)),
                     },
                 );
                 self.extra.push_back(btcore_action {
                     conn: conn.0,
                     addr: btcore_addr::from_socket(addr),
                     redial: 1,
+                    transport: crate::sansio::transport_code(transport),
                     ..btcore_action::new(BTCORE_ACTION_CONNECT, torrent.0)
                 });
             }

@@ -39,7 +39,8 @@ fn rust() -> Layout {
         }
         btcore_sansio_settings {
              peer_id, random_seed, listen_port, low_memory, max_peers_per_torrent,
-             max_disk_bytes_in_flight, encryption, entropy, dht,
+             max_disk_bytes_in_flight, encryption, entropy, dht, transport,
+             utp_connect_timeout_ms,
         }
         btcore_addr {
              family, port, ip,
@@ -48,7 +49,7 @@ fn rust() -> Layout {
              kind, torrent, id, conn, piece, offset, length, torrent_offset, addr,
              expected_hash, error, announce_event, uploaded, downloaded, left, tracker,
              tracker_len, block_digests, redial, dht_announce, port, numwant, key, info_hash,
-             peer_id,
+             peer_id, transport,
         }
         btcore_event {
              kind, torrent, piece, error, peer, count, detail, os_error,
@@ -68,6 +69,17 @@ fn rust() -> Layout {
         }
         btcore_dht_event {
              kind, lookup, info_hash, num_peers, total_peers, nodes, announced,
+        }
+        btcore_utp_settings {
+             random_seed, send_buffer, recv_buffer, max_connections, max_packet_size,
+             reorder_slots, max_packets_in_flight, max_pending_resets, low_memory,
+        }
+        btcore_utp_incoming {
+             kind, invalid, conn, evicted,
+        }
+        btcore_utp_conn_status {
+             state, close_reason, readable, writable, unacked, addr, eof, outgoing,
+             reserved, rtt_ms,
         }
         btcore_sansio_file_info {
              offset, length, path_len, pad, executable,
@@ -239,13 +251,14 @@ fn c_layouts_match_rust_under_short_enums() {
 }
 
 /// The C tests that exercise every struct crossing the boundary, built with
-/// `-fshort-enums` against the library and run: the misuse checks and the sans-IO
-/// entry points, whose structs (actions, events, statuses, files) the library fills.
+/// `-fshort-enums` against the library and run: the misuse checks, the sans-IO
+/// entry points and uTP, whose structs (actions, events, statuses, files, uTP
+/// results) the library fills.
 #[test]
 fn c_tests_built_with_short_enums_pass() {
     common::ensure_libs();
     let dir = Tmp::new("abi-short-enums-run");
-    for name in ["misuse", "sansio_extra"] {
+    for name in ["misuse", "sansio_extra", "utp"] {
         let exe = dir.join(name);
         common::run(
             Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))

@@ -665,6 +665,22 @@ fn sansio_extra_entry_points_refuse_misuse_and_dht_nodes_meet_over_udp() {
     assert!(out.contains("all checks passed"), "{out}");
 }
 
+/// uTP from C: two `btcore_utp` endpoints on real UDP sockets on 127.0.0.1 carry 4 MiB
+/// and 3 MiB at once, compared byte for byte, and close cleanly; garbage, truncated and
+/// crafted datagrams give typed results; the sans-IO session's `CONNECT` names the
+/// transport its dial policy picks.
+#[test]
+fn utp_endpoints_carry_mibs_over_udp_and_type_garbage() {
+    let dir = tmp("utp");
+    let exe = dir.join("utp");
+    compile(&[root().join("ffi/tests/utp.c")], &exe, false, true);
+    let out = run_bounded(
+        Command::new(&exe).current_dir(&dir),
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}
+
 // ---- errors that say what happened ----
 
 /// An HTTP tracker on 127.0.0.1 that answers every announce with a `failure reason`

@@ -190,9 +190,27 @@ impl DhtHost {
     /// possibly left: the caller reads again next turn (the socket's readiness is not
     /// reported again for them).
     pub fn read(&mut self, now: Instant, budget: usize) -> bool {
+        self.read_with(now, budget, |_, _| {})
+    }
+
+    /// As [`DhtHost::read`] on a port shared with uTP: a datagram that looks like uTP
+    /// ([`btcore_core::utp::classify`]) goes to `utp` instead of the node.
+    pub fn read_with(
+        &mut self,
+        now: Instant,
+        budget: usize,
+        mut utp: impl FnMut(SocketAddr, &[u8]),
+    ) -> bool {
         for _ in 0..budget {
             match self.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => self.dht.handle_datagram(now, from, &self.buf[..n]),
+                Ok((n, from)) => {
+                    let d = &self.buf[..n];
+                    if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
+                        utp(from, d);
+                    } else {
+                        self.dht.handle_datagram(now, from, d);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ICMP errors surface here on Linux; the query times out by itself.

@@ -10,6 +10,8 @@
 //! - `dht` (feature `dht`) and `lsd` (feature `lsd`): the DHT node's and Local Service
 //!   Discovery's sockets;
 //! - `tracker_server` (feature `tracker-server`): the tracker `btcore tracker` runs;
+//! - [`utp`]: uTP peers (BEP 29) over the UDP port, shared with the DHT when it binds
+//!   the same one;
 //! - [`create`]: making `.torrent` files; [`hash`]: the SHA-1 used for verification.
 //!
 //! The `btcore` command (argument parsing, progress display, subcommands) is the
@@ -37,6 +39,7 @@ pub mod os;
 pub mod resume;
 pub mod storage;
 pub mod tracker;
+pub mod utp;
 #[cfg(feature = "tracker-server")]
 pub mod tracker_server;
 #[cfg(feature = "tracker-server")]

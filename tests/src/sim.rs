@@ -16,6 +16,23 @@
 //! The other way, a node reads a connection only while its session says
 //! [`Session::wants_recv`]: what arrives meanwhile waits, in order.
 //!
+//! Nodes whose session dials over uTP ([`TransportPolicy::Both`] or
+//! [`TransportPolicy::UtpOnly`]) also get a uTP socket ([`UtpSocket`]) on their
+//! address: an [`Action::Connect`] over [`Transport::Utp`] opens a uTP connection
+//! there, a SYN that reaches the socket becomes [`Session::handle_incoming_over`], bytes
+//! read from the connection go to [`Session::handle_recv`] (only while the session
+//! [`Session::wants_recv`]: what it does not read stays in the uTP receive buffer and
+//! closes the window), what [`Session::poll_transmit`] gives is written into the
+//! connection within its [`Connection::writable`] room, and closes map both ways (a FIN
+//! read to its end is [`Session::handle_disconnected`], an [`Action::Close`] sends a
+//! FIN; a RESET, a timeout or an eviction ends it at once). The datagrams share the
+//! node's uplink with its TCP bytes (bandwidth, queue) and then take its latency plus
+//! the loss, duplication and jitter (reordering) of its [`UdpSpec`]. A node without a
+//! uTP socket drops uTP datagrams, or answers them with a RESET when
+//! [`Sim::refuse_utp_with_reset`] is set. The uTP timers run on the simulated clock.
+//! Hostile behaviours, [`Sim::cut_links`] and the link counters ([`Sim::open_links`],
+//! [`Sim::peak_links`]) concern the TCP connections only.
+//!
 //! The simulator also checks the session against the ground truth (the content):
 //! every verified piece must hold the right bytes, no write may change a verified
 //! piece, and the hash the session asks to check must be the torrent's.
@@ -28,9 +45,11 @@ use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
 use btcore_core::session::{
     Action, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, Event, Session, SessionConfig,
-    TorrentId,
+    TorrentId, Transport, TransportPolicy,
 };
 use btcore_core::time::{Duration, Instant};
+use btcore_core::utp::packet::{self, Header, PacketType};
+use btcore_core::utp::{ConnHandle, Connection, Incoming, State as UtpState, UtpConfig, UtpSocket};
 use btcore_core::wire::HANDSHAKE_LEN;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -87,6 +106,60 @@ impl Default for LinkSpec {
             send_buffer: 64 * 1024,
         }
     }
+}
+
+/// Datagram properties of a node's uplink, on top of its [`LinkSpec`] (which gives the
+/// bandwidth and the latency): applied to every uTP datagram it sends.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpSpec {
+    /// Loss probability, per million.
+    pub loss_ppm: u32,
+    /// Duplication probability, per million.
+    pub dup_ppm: u32,
+    /// Extra random delay of each datagram (and each copy), 0 to this: reorders.
+    pub jitter: Duration,
+    /// Bytes waiting on the uplink beyond which a datagram is dropped (tail drop); 0:
+    /// the link's `send_buffer`.
+    pub queue: u64,
+}
+
+/// Datagram counters of the whole simulation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpStats {
+    /// Datagrams sent by uTP sockets (and RESETs of nodes without one).
+    pub sent: u64,
+    /// Lost by the link model.
+    pub lost: u64,
+    /// Duplicated by the link model.
+    pub duplicated: u64,
+    /// Dropped because the sender's uplink queue was full.
+    pub queue_drops: u64,
+    /// Arrived at a node without a uTP socket.
+    pub no_socket: u64,
+    /// Addressed to no live node.
+    pub unreachable: u64,
+}
+
+/// One uTP connection of a node, known to its session as a [`ConnId`].
+#[derive(Debug)]
+struct UtpConn {
+    handle: ConnHandle,
+    peer: SocketAddr,
+    /// The session was told the outgoing connection is open (incoming: always).
+    reported: bool,
+    /// Bytes the session gave that the connection did not take yet.
+    pending: Vec<u8>,
+    /// The send buffer was full: pump again when it has room.
+    blocked: bool,
+}
+
+/// A node's uTP socket and the connections of its session on it.
+#[derive(Debug)]
+struct UtpHost {
+    socket: UtpSocket<SocketAddr>,
+    conns: BTreeMap<ConnId, UtpConn>,
+    /// Connections the session closed, finishing their FIN exchange.
+    closing: Vec<ConnHandle>,
 }
 
 /// One simulated node.
@@ -192,6 +265,18 @@ pub struct Node {
     /// Its queue events ([`Event::TorrentQueued`], [`Event::TorrentDequeued`]), in
     /// order.
     pub queue_events: Vec<(Instant, Event)>,
+    /// The datagram properties of its uplink (uTP).
+    pub udp: UdpSpec,
+    /// Every [`Action::Connect`] of its session: when, the connection, the address,
+    /// the transport.
+    pub connects: Vec<(Instant, ConnId, SocketAddr, Transport)>,
+    /// uTP connections its socket accepted (SYNs handed to the session).
+    pub utp_accepted: u32,
+    /// Times bytes were left in a uTP connection's receive buffer because the session
+    /// did not want them ([`Session::wants_recv`]) or its disk was behind.
+    pub utp_reads_deferred: u64,
+    /// Its uTP socket, if it has one.
+    utp: Option<UtpHost>,
 }
 
 #[derive(Debug)]
@@ -220,6 +305,11 @@ enum Ev {
     },
     HogTick {
         hog: usize,
+    },
+    Datagram {
+        to: usize,
+        from: SocketAddr,
+        data: Vec<u8>,
     },
 }
 
@@ -276,12 +366,52 @@ pub struct Sim {
     piece_len: u32,
     hashes: Vec<[u8; 20]>,
     scratch: Vec<u8>,
+    /// The configuration of the uTP sockets of nodes added from now on.
+    pub utp_config: UtpConfig,
+    /// Whether a node without a uTP socket answers uTP datagrams with a RESET (as a
+    /// uTP stack that refuses); otherwise it drops them (a closed UDP port, no answer).
+    pub refuse_utp_with_reset: bool,
+    /// Datagram counters.
+    pub udp: UdpStats,
 }
 
 impl Node {
     /// Connections it dialed.
     pub fn dials(&self) -> u32 {
         self.dials
+    }
+
+    /// Whether it has a uTP socket.
+    pub fn has_utp(&self) -> bool {
+        self.utp.is_some()
+    }
+
+    /// Its session's open uTP connections.
+    pub fn utp_conns(&self) -> usize {
+        self.utp.as_ref().map_or(0, |u| u.conns.len())
+    }
+
+    /// Its uTP socket, if it has one.
+    pub fn utp_socket(&self) -> Option<&UtpSocket<SocketAddr>> {
+        self.utp.as_ref().map(|u| &u.socket)
+    }
+
+    /// uTP dials of its session that it made again over TCP under the same connection
+    /// id (the fallback of [`TransportPolicy::Both`]), with the address.
+    pub fn fallbacks(&self) -> Vec<(ConnId, SocketAddr)> {
+        let mut out = Vec::new();
+        for (k, &(_, conn, addr, t)) in self.connects.iter().enumerate() {
+            if t == Transport::Tcp
+                && self.connects[..k]
+                    .iter()
+                    .rev()
+                    .find(|c| c.1 == conn)
+                    .is_some_and(|c| c.3 == Transport::Utp && c.2 == addr)
+            {
+                out.push((conn, addr));
+            }
+        }
+        out
     }
 }
 
@@ -311,6 +441,9 @@ impl Sim {
             piece_len,
             hashes,
             scratch: vec![0u8; 64 * 1024],
+            utp_config: UtpConfig::default(),
+            refuse_utp_with_reset: false,
+            udp: UdpStats::default(),
         }
     }
 
@@ -347,7 +480,14 @@ impl Sim {
         id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
         let mut cfg = SessionConfig::new(PeerId(id));
         config(&mut cfg);
+        let speaks_utp = cfg.transport != TransportPolicy::TcpOnly;
         let mut session = Session::new(cfg, self.rng.next_u64());
+        // Drawn only for a node with uTP, so the runs of TCP-only swarms stay as they were.
+        let utp = speaks_utp.then(|| UtpHost {
+            socket: UtpSocket::new(self.utp_config, self.rng.next_u64()),
+            conns: BTreeMap::new(),
+            closing: Vec::new(),
+        });
         let n = self.hashes.len() as u32;
         let claims_all = seed || behaviour == Behaviour::Silent;
         let have = if claims_all {
@@ -417,6 +557,11 @@ impl Sim {
             ratio_reached_at: None,
             idle_reached_at: None,
             queue_events: Vec::new(),
+            udp: UdpSpec::default(),
+            connects: Vec::new(),
+            utp_accepted: 0,
+            utp_reads_deferred: 0,
+            utp,
         });
         i
     }
@@ -643,11 +788,20 @@ impl Sim {
                 .queue
                 .peek()
                 .map(|Reverse((t, _, _))| Instant::from_millis(*t));
+            // A uTP timer due now ran already this round: its next turn is a tick on.
+            let soonest_utp = self.now + Duration::from_millis(1);
             let next_timer = self
                 .nodes
                 .iter()
                 .filter(|n| n.alive)
                 .filter_map(|n| n.session.poll_timeout())
+                .chain(
+                    self.nodes
+                        .iter()
+                        .filter(|n| n.alive)
+                        .filter_map(|n| n.utp.as_ref()?.socket.poll_timeout())
+                        .map(|t| t.max(soonest_utp)),
+                )
                 .min();
             let next = match (next_ev, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -674,6 +828,11 @@ impl Sim {
             for n in self.nodes.iter_mut().filter(|n| n.alive) {
                 if n.session.poll_timeout().is_some_and(|t| t <= now) {
                     n.session.handle_timeout(now);
+                }
+                if let Some(u) = n.utp.as_mut() {
+                    if u.socket.poll_timeout().is_some_and(|t| t <= now) {
+                        u.socket.handle_timeout(now);
+                    }
                 }
             }
         }
@@ -712,6 +871,7 @@ impl Sim {
                 self.recv(to, conn, &data);
             }
             Ev::HogTick { hog } => self.hog_tick(hog),
+            Ev::Datagram { to, from, data } => self.datagram_in(to, from, &data),
             Ev::Closed { to, conn } => {
                 if self.nodes[to].alive {
                     self.nodes[to].blocked.remove(&conn);
@@ -1016,6 +1176,9 @@ impl Sim {
                     self.on_event(i, e);
                 }
             }
+            for i in 0..self.nodes.len() {
+                any |= self.utp_service(i);
+            }
             if !any {
                 // What waited for `wants_recv` may be read now.
                 let held = |s: &Self| -> usize {
@@ -1081,7 +1244,17 @@ impl Sim {
     fn do_action(&mut self, i: usize, a: Action) {
         let now = self.now;
         match a {
-            Action::Connect { conn, addr, .. } => {
+            Action::Connect {
+                conn,
+                addr,
+                transport,
+                ..
+            } => {
+                self.nodes[i].connects.push((now, conn, addr, transport));
+                if transport == Transport::Utp {
+                    self.utp_connect(i, conn, addr);
+                    return;
+                }
                 let target = self.nodes.iter().position(|n| n.addr == addr && n.alive);
                 let latency = self.nodes[i].link.latency;
                 match target {
@@ -1113,7 +1286,11 @@ impl Sim {
                     ),
                 }
             }
+            Action::Send(conn) if self.is_utp(i, conn) => self.utp_send(i, conn),
             Action::Send(conn) => self.pump(i, conn),
+            Action::Close { conn, reason } if self.is_utp(i, conn) => {
+                self.utp_close(i, conn, reason);
+            }
             Action::Close { conn, reason } => {
                 self.nodes[i].blocked.remove(&conn);
                 self.nodes[i].sent.remove(&conn);
@@ -1176,7 +1353,7 @@ impl Sim {
                 ) {
                     data[0] ^= 0xff;
                 }
-                if let Some(&(j, _)) = self.links.get(&(i, conn)) {
+                if let Some(j) = self.peer_node(i, conn) {
                     let from = self.nodes[i].addr;
                     *self.nodes[j].received_from.entry(from).or_insert(0) += data.len() as u64;
                     self.nodes[j]
@@ -1292,6 +1469,290 @@ impl Sim {
         }
     }
 
+    /// Whether `conn` of node `i` is one of its uTP connections.
+    fn is_utp(&self, i: usize, conn: ConnId) -> bool {
+        self.nodes[i]
+            .utp
+            .as_ref()
+            .is_some_and(|u| u.conns.contains_key(&conn))
+    }
+
+    /// The node at the other end of `conn` of node `i` (TCP or uTP).
+    fn peer_node(&self, i: usize, conn: ConnId) -> Option<usize> {
+        if let Some(&(j, _)) = self.links.get(&(i, conn)) {
+            return Some(j);
+        }
+        let addr = self.nodes[i].utp.as_ref()?.conns.get(&conn)?.peer;
+        self.nodes.iter().position(|n| n.addr == addr && n.alive)
+    }
+
+    /// Opens a uTP connection for the session's dial `conn` to `addr`.
+    fn utp_connect(&mut self, i: usize, conn: ConnId, addr: SocketAddr) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        n.dials += 1;
+        let opened = n
+            .utp
+            .as_mut()
+            .and_then(|u| Some((u.socket.connect(now, addr).ok()?, u)));
+        match opened {
+            Some((handle, u)) => {
+                u.conns.insert(
+                    conn,
+                    UtpConn {
+                        handle,
+                        peer: addr,
+                        reported: false,
+                        pending: Vec::new(),
+                        blocked: false,
+                    },
+                );
+            }
+            // No socket, or it is full: the dial fails.
+            None => {
+                let at = now + n.link.latency;
+                self.schedule(
+                    at,
+                    Ev::Connected {
+                        node: i,
+                        conn,
+                        ok: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The session of node `i` has bytes for its uTP connection `conn`.
+    fn utp_send(&mut self, i: usize, conn: ConnId) {
+        let now = self.now;
+        let mut buf = std::mem::take(&mut self.scratch);
+        let n = &mut self.nodes[i];
+        if let Some(u) = n.utp.as_mut() {
+            if let Some(c) = u.conns.get_mut(&conn) {
+                if let Some(socket_conn) = u.socket.conn_mut(c.handle) {
+                    utp_pump(&mut n.session, socket_conn, c, conn, now, &mut buf);
+                }
+            }
+        }
+        self.scratch = buf;
+    }
+
+    /// The session of node `i` closed its uTP connection `conn`: an open one sends
+    /// its queued bytes and a FIN, one not open yet is dropped (a RESET tells the
+    /// peer).
+    fn utp_close(&mut self, i: usize, conn: ConnId, reason: CloseReason) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        let Some(u) = n.utp.as_mut() else { return };
+        let Some(c) = u.conns.remove(&conn) else {
+            return;
+        };
+        if c.reported {
+            n.closed.push((c.peer, reason));
+            n.closed_at.push(now);
+        }
+        match u.socket.conn_mut(c.handle) {
+            Some(sc) if sc.state() == UtpState::Connected => {
+                sc.close();
+                u.closing.push(c.handle);
+            }
+            Some(_) => {
+                u.socket.remove(c.handle);
+            }
+            None => {}
+        }
+    }
+
+    /// A datagram from `from` reaches node `to`.
+    fn datagram_in(&mut self, to: usize, from: SocketAddr, data: &[u8]) {
+        let now = self.now;
+        if !self.nodes[to].alive {
+            return;
+        }
+        let n = &mut self.nodes[to];
+        let Some(u) = n.utp.as_mut() else {
+            self.udp.no_socket += 1;
+            if self.refuse_utp_with_reset {
+                if let Some(reset) = reset_for(data) {
+                    self.send_datagram(to, from, reset);
+                }
+            }
+            return;
+        };
+        if let Incoming::Accepted { handle, .. } = u.socket.handle_datagram(now, from, data) {
+            // An evicted connection is found gone by `utp_service`.
+            let conn = n.session.handle_incoming_over(now, from, Transport::Utp);
+            n.utp_accepted += 1;
+            u.conns.insert(
+                conn,
+                UtpConn {
+                    handle,
+                    peer: from,
+                    reported: true,
+                    pending: Vec::new(),
+                    blocked: false,
+                },
+            );
+        }
+    }
+
+    /// Puts a datagram of node `from` on its uplink, through the link model.
+    fn send_datagram(&mut self, from: usize, to: SocketAddr, data: Vec<u8>) {
+        self.udp.sent += 1;
+        let Some(j) = self.nodes.iter().position(|n| n.addr == to && n.alive) else {
+            self.udp.unreachable += 1;
+            return;
+        };
+        let (spec, link, addr) = {
+            let n = &self.nodes[from];
+            (n.udp, n.link, n.addr)
+        };
+        if spec.loss_ppm > 0 && self.rng.below(1_000_000) < u64::from(spec.loss_ppm) {
+            self.udp.lost += 1;
+            return;
+        }
+        let cap = if spec.queue > 0 {
+            spec.queue
+        } else {
+            link.send_buffer.max(1)
+        };
+        if self.backlog(from) + data.len() as u64 > cap {
+            self.udp.queue_drops += 1;
+            return;
+        }
+        let now_us = self.now.as_millis() * 1000;
+        let start = self.nodes[from].busy_until_us.max(now_us);
+        let done = start + (data.len() as u64 * 1_000_000).div_ceil(link.up_bps.max(1));
+        self.nodes[from].busy_until_us = done;
+        let copies = if spec.dup_ppm > 0 && self.rng.below(1_000_000) < u64::from(spec.dup_ppm) {
+            self.udp.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = match spec.jitter.as_millis() {
+                0 => 0,
+                j => self.rng.below(j + 1),
+            };
+            let at = Instant::from_millis(done.div_ceil(1000))
+                + link.latency
+                + Duration::from_millis(jitter);
+            self.schedule(
+                at,
+                Ev::Datagram {
+                    to: j,
+                    from: addr,
+                    data: data.clone(),
+                },
+            );
+        }
+    }
+
+    /// Moves node `i`'s uTP connections along: reports dials that opened or failed,
+    /// reads what its session wants, pumps what it has to send where there is room,
+    /// reports closes, finishes the closes it asked for, and sends the socket's
+    /// datagrams. Returns whether the session was told anything.
+    fn utp_service(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let mut progress = false;
+        let mut buf = std::mem::take(&mut self.scratch);
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let n = &mut self.nodes[i];
+        if let (true, Some(u)) = (n.alive, n.utp.as_mut()) {
+            let wake = (u.socket.config().send_buffer as usize / 4).clamp(1, 16 * 1024);
+            let ids: Vec<ConnId> = u.conns.keys().copied().collect();
+            for id in ids {
+                let Some(c) = u.conns.get_mut(&id) else {
+                    continue;
+                };
+                let h = c.handle;
+                let Some(sc) = u.socket.conn_mut(h) else {
+                    // Evicted by the socket.
+                    let failed_dial = !c.reported;
+                    u.conns.remove(&id);
+                    if failed_dial {
+                        n.session.handle_connect_failed(now, id);
+                    } else {
+                        n.session.handle_disconnected(now, id);
+                    }
+                    progress = true;
+                    continue;
+                };
+                if !c.reported {
+                    match sc.state() {
+                        UtpState::SynSent => continue,
+                        UtpState::Closed(_) => {
+                            u.socket.remove(h);
+                            u.conns.remove(&id);
+                            n.session.handle_connect_failed(now, id);
+                            progress = true;
+                            continue;
+                        }
+                        UtpState::Connected | UtpState::Closing => {
+                            c.reported = true;
+                            n.session.handle_connected(now, id);
+                            progress = true;
+                        }
+                    }
+                }
+                // Read while the session wants to (and the disk keeps up).
+                while sc.readable() > 0
+                    && n.session.wants_recv(id)
+                    && !(n.write_latency.is_some() && n.session.disk_backlogged())
+                {
+                    let k = sc.read(&mut buf[..16 * 1024]);
+                    *n.bytes_from.entry(c.peer).or_insert(0) += k as u64;
+                    n.session.handle_recv(now, id, &buf[..k]);
+                    progress = true;
+                }
+                if sc.readable() > 0 {
+                    n.utp_reads_deferred += 1;
+                }
+                if !c.pending.is_empty() || (c.blocked && sc.writable() >= wake) {
+                    progress |= utp_pump(&mut n.session, sc, c, id, now, &mut buf);
+                }
+                // The peer closed (its FIN read to the end), or the connection ended.
+                match sc.state() {
+                    UtpState::Closed(_) => {
+                        u.socket.remove(h);
+                    }
+                    _ if sc.is_eof() => {
+                        sc.close();
+                        u.closing.push(h);
+                    }
+                    _ => continue,
+                }
+                u.conns.remove(&id);
+                n.session.handle_disconnected(now, id);
+                progress = true;
+            }
+            // Closes under way: what still arrives is read and dropped; a connection
+            // is removed once over.
+            let socket = &mut u.socket;
+            u.closing.retain(|&h| {
+                let Some(sc) = socket.conn_mut(h) else {
+                    return false;
+                };
+                while sc.read(&mut buf) > 0 {}
+                if matches!(sc.state(), UtpState::Closed(_)) {
+                    socket.remove(h);
+                    return false;
+                }
+                true
+            });
+            while let Some((to, k)) = u.socket.poll_transmit(now, &mut buf) {
+                out.push((to, buf[..k].to_vec()));
+            }
+        }
+        self.scratch = buf;
+        for (to, d) in out {
+            self.send_datagram(i, to, d);
+        }
+        progress
+    }
+
     /// Whether node `i` holds the exact content.
     pub fn has_correct_data(&self, i: usize) -> bool {
         self.nodes[i].storage == self.content
@@ -1317,6 +1778,67 @@ impl Sim {
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.hashes
     }
+}
+
+/// Moves bytes of the session's connection `id` into the uTP connection `sc` while it
+/// takes them; what it does not take waits in `c.pending`. Returns whether any moved.
+fn utp_pump(
+    session: &mut Session,
+    sc: &mut Connection,
+    c: &mut UtpConn,
+    id: ConnId,
+    now: Instant,
+    buf: &mut [u8],
+) -> bool {
+    let mut moved = false;
+    if !c.pending.is_empty() {
+        let k = sc.write(&c.pending);
+        c.pending.drain(..k);
+        moved |= k > 0;
+        if !c.pending.is_empty() {
+            c.blocked = true;
+            return moved;
+        }
+    }
+    loop {
+        let room = sc.writable().min(buf.len());
+        if room == 0 {
+            c.blocked = true;
+            return moved;
+        }
+        let k = session.poll_transmit(now, id, &mut buf[..room]);
+        if k == 0 {
+            c.blocked = false;
+            return moved;
+        }
+        moved = true;
+        let w = sc.write(&buf[..k]);
+        if w < k {
+            c.pending.extend_from_slice(&buf[w..k]);
+            c.blocked = true;
+            return moved;
+        }
+    }
+}
+
+/// The RESET a node without uTP answers a uTP packet with (none for a RESET).
+fn reset_for(datagram: &[u8]) -> Option<Vec<u8>> {
+    let p = packet::decode(datagram).ok()?;
+    if p.header.ty == PacketType::Reset {
+        return None;
+    }
+    let h = Header {
+        ty: PacketType::Reset,
+        conn_id: p.header.conn_id,
+        timestamp_us: 0,
+        timestamp_diff_us: 0,
+        wnd_size: 0,
+        seq_nr: 0,
+        ack_nr: p.header.seq_nr,
+    };
+    let mut buf = [0u8; 64];
+    let n = packet::encode(&h, None, &[], &mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }
 
 /// An extended message (BEP 10): length, id 20, the extended id, the payload.

@@ -786,3 +786,27 @@ fn in_order_and_out_of_order_bytes_together_stay_within_the_receive_buffer() {
     got += b.read(&mut sink);
     assert_eq!(got, 29 * 1384);
 }
+
+/// An acceptor that writes before its STATE went out sends DATA first: the dialer
+/// takes any packet that acks its SYN as the answer, and reads the data in order.
+#[test]
+fn a_dialer_takes_data_acking_its_syn_as_the_answer() {
+    let cfg = UtpConfig::default();
+    let (mut a, mut b) = conn_pair(&cfg, 100, 5000);
+    assert_eq!(b.write(b"hello from the acceptor"), 23);
+    let out = drain(&mut b, at(1));
+    assert!(
+        out.iter().any(|d| header(d).ty == PacketType::Data),
+        "the acceptor sent no DATA"
+    );
+    // Its STATE (if any) is lost: only the DATA arrives.
+    let data: Vec<Vec<u8>> = out
+        .into_iter()
+        .filter(|d| header(d).ty == PacketType::Data)
+        .collect();
+    deliver(&mut a, at(2), &data);
+    assert_eq!(a.state(), State::Connected);
+    let mut got = [0u8; 64];
+    let n = a.read(&mut got);
+    assert_eq!(&got[..n], b"hello from the acceptor");
+}

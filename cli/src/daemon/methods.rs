@@ -885,6 +885,7 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             | "speed_limit_up_enabled"
             | "dht_enabled"
             | "pex_enabled"
+            | "utp_enabled"
             | "lpd_enabled"
             | "seed_ratio_limited"
             | "download_queue_enabled"
@@ -1009,6 +1010,14 @@ pub fn settings_into_opts(
     }
     if let Some(v) = on("pex_enabled") {
         opts.pex = v;
+    }
+    if let Some(v) = on("utp_enabled") {
+        use btcore_host::client::TransportPolicy;
+        opts.transport = match (v, opts.transport) {
+            (false, _) => TransportPolicy::TcpOnly,
+            (true, TransportPolicy::TcpOnly) => TransportPolicy::Both,
+            (true, keep) => keep,
+        };
     }
     #[cfg(feature = "lsd")]
     if let Some(v) = on("lpd_enabled") {

@@ -91,6 +91,10 @@ pub struct DaemonArgs {
     /// Protocol encryption: disabled, allowed, preferred or required.
     #[arg(long, default_value = "preferred")]
     pub encryption: Encryption,
+    /// Peer transports: both (uTP first, TCP fallback), utp (dial uTP only) or tcp
+    /// (no uTP). `utp-enabled` of session-set turns uTP on (both) and off (tcp).
+    #[arg(long, default_value = "both", value_parser = crate::parse_transport)]
+    pub transport: btcore_host::client::TransportPolicy,
     /// Download limit in KiB/s (0: none).
     #[arg(long, default_value_t = 0)]
     pub download_limit: u64,
@@ -810,7 +814,7 @@ impl Daemon {
             "dht_enabled": self.opts.dht.is_some(),
             "pex_enabled": self.opts.pex,
             "lpd_enabled": self.opts.lsd,
-            "utp_enabled": false,
+            "utp_enabled": self.opts.transport != btcore_host::client::TransportPolicy::TcpOnly,
             "encryption": encryption,
             }),
             json!({
@@ -1123,6 +1127,10 @@ impl Daemon {
                                 if !p.outgoing {
                                     flags.push('I');
                                 }
+                                let utp = p.transport == btcore_core::session::Transport::Utp;
+                                if utp {
+                                    flags.push('T');
+                                }
                                 json!({
                                     "address": p.addr.ip().to_string(),
                                     "port": p.addr.port(),
@@ -1135,7 +1143,7 @@ impl Daemon {
                                     "is_uploading_to": p.upload_rate > 0,
                                     "is_encrypted": false,
                                     "is_incoming": !p.outgoing,
-                                    "is_utp": false,
+                                    "is_utp": utp,
                                     "client_is_choked": p.peer_choking,
                                     "client_is_interested": p.am_interested,
                                     "peer_is_choked": p.am_choking,
@@ -1548,6 +1556,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         download_limit: args.download_limit * 1024,
         upload_limit: args.upload_limit * 1024,
         encryption: args.encryption,
+        transport: args.transport,
         dht,
         ..ClientOptions::default()
     };

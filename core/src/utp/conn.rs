@@ -78,7 +78,7 @@ struct Slot {
 /// ```text
 ///  connect()                          accept (socket, on a SYN)
 ///     |                                   |
-///  SynSent --STATE acking the SYN-->  Connected <-- (replies STATE at once)
+///  SynSent --STATE (or DATA) acking the SYN-->  Connected <-- (replies STATE at once)
 ///     |                                   |  close(): FIN after the queued data
 ///     |                                   v
 ///     |                                Closing --our FIN acked, peer's FIN in--> Closed(Normal)
@@ -412,8 +412,12 @@ impl Connection {
             return;
         }
         if self.state == State::SynSent {
+            // The STATE answering the SYN, or (when that was lost, or an acceptor
+            // that wrote at once sent data first) a DATA or FIN acking it: either
+            // carries the sequence number the peer starts from.
             let syn_seq = self.seq_nr.wrapping_sub(1);
-            if h.ty != PacketType::State || h.ack_nr != syn_seq {
+            let answers = matches!(h.ty, PacketType::State | PacketType::Data | PacketType::Fin);
+            if !answers || h.ack_nr != syn_seq {
                 return;
             }
             self.state = if self.close_requested {

@@ -9,7 +9,6 @@ use crate::disk::DiskJob;
 use crate::encryption::Link;
 use crate::tracker::AnnounceJob;
 use btcore_core::session::{Action, AnnounceEvent, AnnounceOutcome, DhtOutcome, Event, TorrentId};
-use std::io::Write;
 
 impl Client {
     /// Carries out the session's actions and collects its events.
@@ -39,14 +38,14 @@ impl Client {
                 conn,
                 torrent,
                 addr,
-                transport: _,
+                transport,
             } => {
                 let policy = self.opts.encryption;
                 let link = match self.torrents.get(&torrent) {
                     Some(t) => Link::outgoing(policy, t.info_hash, self.keys.next(), now),
                     None => Link::outgoing_plain(policy),
                 };
-                if !self.dial(conn, addr, link) {
+                if !self.dial(conn, addr, transport, link) {
                     self.session.handle_connect_failed(now, conn);
                 }
             }
@@ -55,7 +54,7 @@ impl Client {
                 log::debug!("closing {conn:?}: {reason}");
                 if let Some(s) = self.socks.get_mut(&conn) {
                     // Best effort: what is queued goes out before the close.
-                    let _ = s.stream.write(&s.out[s.out_pos..]);
+                    let _ = s.stream.write(self.utp.as_mut(), &s.out[s.out_pos..]);
                 }
                 self.drop_sock(conn);
             }

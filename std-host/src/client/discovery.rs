@@ -75,7 +75,13 @@ impl Client {
     pub(super) fn read_dht(&mut self) {
         let now = self.now();
         if let Some(d) = self.dht.as_mut() {
-            self.dht_more = d.read(now, DHT_READS_PER_TURN);
+            // uTP's datagrams when it shares the port.
+            let mut utp = self.utp.as_mut();
+            self.dht_more = d.read_with(now, DHT_READS_PER_TURN, |from, datagram| {
+                if let Some(u) = utp.as_mut() {
+                    u.on_datagram(now, from, datagram);
+                }
+            });
         }
     }
 }

@@ -30,6 +30,8 @@
 //! loop itself ([`Client::run_once`]); each job of the loop has its own file:
 //!
 //! - `net`: peer sockets (accept, read, flush, dial, handshake expiry, rate limits);
+//! - `utp_io`: uTP peers (datagrams in, the uTP socket's news to the session, timers,
+//!   datagrams out at the end of each turn);
 //! - `actions`: carrying out the session's actions and events;
 //! - `torrents`: adding, checking, removing, pausing, resuming torrents; their views;
 //! - `workers`: disk completions and tracker results coming back from worker threads;
@@ -54,9 +56,10 @@ use crate::storage::Storage;
 use crate::tracker::{TrackerClient, TrackerConfig};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{InfoHash, PeerId};
+pub use btcore_core::session::TransportPolicy;
 use btcore_core::session::{ConnId, Event, Session, SessionConfig, TorrentId, TorrentStatus};
 use btcore_core::time::Instant;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::io;
@@ -75,6 +78,7 @@ mod settings;
 mod state;
 mod torrents;
 mod trackers;
+mod utp_io;
 mod workers;
 
 pub use control::{torrent_file, ControlError, FileView, MAX_NAME_LEN};
@@ -87,6 +91,8 @@ const DHT: Token = Token(2);
 const LSD: Token = Token(3);
 /// The tracker client's UDP sockets (IPv4, IPv6).
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
+/// The uTP socket, when it does not share the DHT's.
+const UTP: Token = Token(6);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -149,6 +155,12 @@ pub struct ClientOptions {
     /// When the alternative limits apply by themselves, in local time (None: only by
     /// hand; `alt-speed-time-*`).
     pub alt_speed_schedule: Option<btcore_core::alt_speed::Schedule>,
+    /// Peer transports: [`TransportPolicy::Both`] (the default, as libtorrent and
+    /// Transmission) dials uTP first and falls back to TCP; `UtpOnly` dials uTP only;
+    /// `TcpOnly` has no uTP at all (no UDP socket for it, no incoming uTP). Incoming
+    /// uTP is taken under `Both` and `UtpOnly`, on the UDP port of the listen port's
+    /// number (shared with the DHT when it binds the same).
+    pub transport: TransportPolicy,
 }
 
 /// Socket reads of one connection in one turn of the loop: one peer that keeps its
@@ -196,6 +208,7 @@ impl Default for ClientOptions {
             alt_upload_limit: 0,
             alt_speed_enabled: false,
             alt_speed_schedule: None,
+            transport: TransportPolicy::Both,
         }
     }
 }
@@ -230,7 +243,7 @@ impl From<io::Error> for ClientError {
 }
 
 struct Sock {
-    stream: TcpStream,
+    stream: net::Stream,
     connecting: bool,
     /// The encryption policy's view of the connection: plain, sniffing, in an
     /// encryption handshake, or encrypted; it decides, the loop moves bytes.
@@ -323,6 +336,10 @@ pub struct Client {
     /// datagrams left: read again next turn.
     dht_more: bool,
     dht: Option<crate::dht::DhtHost>,
+    /// uTP peers (None under [`TransportPolicy::TcpOnly`]).
+    utp: Option<crate::utp::UtpHost>,
+    /// The uTP socket of our own used its reads of a turn with datagrams left.
+    utp_more: bool,
     lsd: Option<crate::lsd::LsdHost>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
@@ -365,7 +382,38 @@ fn session_config(opts: &ClientOptions, peer_id: PeerId, port: u16) -> SessionCo
         .queue_stalled_minutes
         .map(|m| btcore_core::time::Duration::from_secs(u64::from(m) * 60));
     config.seed_idle_minutes = opts.seed_idle_minutes;
+    config.transport = opts.transport;
     config
+}
+
+/// The uTP endpoint for `opts` listening on port `port`: on the DHT's socket when
+/// `dht` binds the same address, else on a socket of its own (registered with
+/// `poll`). None under [`TransportPolicy::TcpOnly`].
+fn start_utp(
+    poll: &Poll,
+    opts: &ClientOptions,
+    port: u16,
+    dht: Option<&crate::dht::DhtHost>,
+    seed: u64,
+) -> io::Result<Option<crate::utp::UtpHost>> {
+    if opts.transport == TransportPolicy::TcpOnly {
+        return Ok(None);
+    }
+    let addr = SocketAddr::new(opts.listen.ip(), port);
+    let shared = dht.is_some_and(|d| d.local_addr().is_ok_and(|a| a.port() == port));
+    let own = if shared {
+        None
+    } else {
+        let mut s = crate::utp::UtpHost::bind(addr)?;
+        poll.registry().register(&mut s, UTP, Interest::READABLE)?;
+        Some(s)
+    };
+    let cfg = if opts.low_memory {
+        btcore_core::utp::UtpConfig::low_memory()
+    } else {
+        btcore_core::utp::UtpConfig::default()
+    };
+    Ok(Some(crate::utp::UtpHost::new(cfg, seed ^ 0x7574_70, own)))
 }
 
 /// Where the DHT node of `opts` binds: the listen address, on its own port or the
@@ -454,6 +502,7 @@ impl Client {
             )?),
             None => None,
         };
+        let utp = start_utp(&poll, &opts, local_addr.port(), dht.as_ref(), seed)?;
         let lsd = if opts.lsd {
             Some(start_lsd(&poll, local_addr.port())?)
         } else {
@@ -523,6 +572,8 @@ impl Client {
             accept_more: false,
             dht_more: false,
             dht,
+            utp,
+            utp_more: false,
             lsd,
             keys: KeySource::new(),
             alt: queue::alt_speed(&opts),
@@ -602,6 +653,16 @@ impl Client {
             )),
             None => wait,
         };
+        let wait = match self.utp.as_ref() {
+            Some(u) if u.blocked() => wait.min(Duration::from_millis(1)),
+            Some(u) => match u.poll_timeout() {
+                Some(t) => wait.min(Duration::from_millis(
+                    t.as_millis().saturating_sub(now.as_millis()),
+                )),
+                None => wait,
+            },
+            None => wait,
+        };
         let wait = match self.trackers.as_ref().and_then(TrackerClient::poll_timeout) {
             Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
             None => wait,
@@ -626,7 +687,8 @@ impl Client {
         let read_again = std::mem::take(&mut self.read_more);
         let accept_again = std::mem::take(&mut self.accept_more);
         let dht_again = std::mem::take(&mut self.dht_more);
-        let wait = if read_again.is_empty() && !accept_again && !dht_again {
+        let utp_again = std::mem::take(&mut self.utp_more);
+        let wait = if read_again.is_empty() && !accept_again && !dht_again && !utp_again {
             wait
         } else {
             Duration::ZERO
@@ -639,6 +701,7 @@ impl Client {
         }
         let mut accepted = false;
         let mut dht_read = false;
+        let mut utp_read = false;
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => {
@@ -649,6 +712,10 @@ impl Client {
                 DHT => {
                     dht_read = true;
                     self.read_dht();
+                }
+                UTP => {
+                    utp_read = true;
+                    self.read_utp();
                 }
                 LSD => self.read_lsd(),
                 t if TRACKER_UDP.contains(&t) => {
@@ -673,6 +740,10 @@ impl Client {
         if dht_again && !dht_read {
             self.read_dht();
         }
+        if utp_again && !utp_read {
+            self.read_utp();
+        }
+        self.service_utp();
         for conn in read_again {
             if !self.read_more.contains(&conn) {
                 self.read_conn(conn);
@@ -710,6 +781,7 @@ impl Client {
             self.session.handle_timeout(now);
         }
         self.pump();
+        self.transmit_utp();
         self.save_resume_if_due(false);
         Ok(())
     }

@@ -7,11 +7,46 @@
 
 use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
 use crate::encryption::{Close, Link, OurTorrents, Up};
-use btcore_core::session::ConnId;
+use crate::utp::UtpHost;
+use btcore_core::session::{ConnId, Transport};
+use btcore_core::utp::{ConnHandle, State};
 use mio::net::TcpStream;
 use mio::Interest;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+
+/// A peer connection's byte stream: a TCP socket, or a uTP connection of the
+/// client's [`UtpHost`].
+#[derive(Debug)]
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Utp(ConnHandle),
+}
+
+impl Stream {
+    pub(super) fn transport(&self) -> Transport {
+        match self {
+            Self::Tcp(_) => Transport::Tcp,
+            Self::Utp(_) => Transport::Utp,
+        }
+    }
+
+    fn read(&mut self, utp: Option<&mut UtpHost>, buf: &mut [u8]) -> io::Result<usize> {
+        match (self, utp) {
+            (Self::Tcp(s), _) => s.read(buf),
+            (Self::Utp(h), Some(u)) => u.read(*h, buf),
+            (Self::Utp(_), None) => Ok(0),
+        }
+    }
+
+    pub(super) fn write(&mut self, utp: Option<&mut UtpHost>, data: &[u8]) -> io::Result<usize> {
+        match (self, utp) {
+            (Self::Tcp(s), _) => s.write(data),
+            (Self::Utp(h), Some(u)) => u.write(*h, data),
+            (Self::Utp(_), None) => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+}
 
 impl Client {
     /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.
@@ -23,7 +58,7 @@ impl Client {
                     let now = self.now();
                     let conn = self.session.handle_incoming(now, addr);
                     let link = Link::incoming(self.opts.encryption, self.keys.next());
-                    self.add_sock(conn, stream, link, None, Vec::new());
+                    self.add_sock(conn, Stream::Tcp(stream), link, None, Vec::new());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -40,16 +75,26 @@ impl Client {
             return;
         };
         if s.connecting {
-            let failed = matches!(s.stream.take_error(), Ok(Some(_)) | Err(_))
-                || s.stream.peer_addr().is_err();
+            let failed = match &s.stream {
+                Stream::Tcp(t) => {
+                    matches!(t.take_error(), Ok(Some(_)) | Err(_)) || t.peer_addr().is_err()
+                }
+                Stream::Utp(h) => match self.utp.as_ref().and_then(|u| u.state(*h)) {
+                    Some(State::SynSent) => return,
+                    Some(State::Connected) => false,
+                    _ => true,
+                },
+            };
             if failed {
-                log::debug!("connect {conn:?} failed");
+                log::debug!("connect {conn:?} ({:?}) failed", s.stream.transport());
                 self.drop_sock(conn);
                 self.session.handle_connect_failed(now, conn);
                 return;
             }
             s.connecting = false;
-            let _ = s.stream.set_nodelay(true);
+            if let Stream::Tcp(t) = &s.stream {
+                let _ = t.set_nodelay(true);
+            }
             // With an encryption handshake, the session learns of the connection
             // once it is done (`Up::Established`).
             if s.link.handle_connected() {
@@ -106,7 +151,7 @@ impl Client {
                 }
                 return;
             }
-            match s.stream.read(&mut self.buf[..allowed]) {
+            match s.stream.read(self.utp.as_mut(), &mut self.buf[..allowed]) {
                 Ok(0) => {
                     self.conn_lost(conn);
                     return;
@@ -196,7 +241,9 @@ impl Client {
                 let written = if allowed == 0 {
                     0
                 } else {
-                    s.stream.write(&self.tx[..allowed]).unwrap_or(0)
+                    s.stream
+                        .write(self.utp.as_mut(), &self.tx[..allowed])
+                        .unwrap_or(0)
                 };
                 self.up.take(written);
                 if let Some(b) = own {
@@ -220,7 +267,10 @@ impl Client {
                 }
                 return;
             }
-            match s.stream.write(&s.out[s.out_pos..s.out_pos + allowed]) {
+            match s
+                .stream
+                .write(self.utp.as_mut(), &s.out[s.out_pos..s.out_pos + allowed])
+            {
                 Ok(0) => return,
                 Ok(n) => {
                     self.up.take(n);
@@ -240,8 +290,19 @@ impl Client {
     }
 
     pub(super) fn drop_sock(&mut self, conn: ConnId) {
-        if let Some(mut s) = self.socks.remove(&conn) {
-            let _ = self.poll.registry().deregister(&mut s.stream);
+        match self.socks.remove(&conn).map(|s| s.stream) {
+            Some(Stream::Tcp(mut t)) => {
+                let _ = self.poll.registry().deregister(&mut t);
+            }
+            Some(Stream::Utp(h)) => {
+                if let Some(u) = self.utp.as_mut() {
+                    // A connection never established goes with a RESET; an open one
+                    // sends what it holds, then its FIN.
+                    let abort = !matches!(u.state(h), Some(State::Connected));
+                    u.release(h, abort);
+                }
+            }
+            None => {}
         }
     }
 
@@ -261,12 +322,29 @@ impl Client {
         }
     }
 
-    /// Opens a connection to `addr` for `conn`; false when that failed at once.
-    pub(super) fn dial(&mut self, conn: ConnId, addr: SocketAddr, mut link: Link) -> bool {
-        let Ok(stream) = TcpStream::connect(addr) else {
-            return false;
+    /// Opens a connection to `addr` over `transport` for `conn`; false when that
+    /// failed at once (for uTP: no uTP socket, or its table is full).
+    pub(super) fn dial(
+        &mut self,
+        conn: ConnId,
+        addr: SocketAddr,
+        transport: Transport,
+        mut link: Link,
+    ) -> bool {
+        let stream = match transport {
+            Transport::Tcp => match TcpStream::connect(addr) {
+                Ok(s) => Stream::Tcp(s),
+                Err(_) => return false,
+            },
+            Transport::Utp => {
+                let now = self.now();
+                match self.utp.as_mut().and_then(|u| u.connect(now, addr, conn)) {
+                    Some(h) => Stream::Utp(h),
+                    None => return false,
+                }
+            }
         };
-        log::debug!("dialing {addr} as {conn:?} ({link:?})");
+        log::debug!("dialing {addr} over {transport:?} as {conn:?} ({link:?})");
         // The encryption handshake's opening, if any, goes out first.
         let mut out = Vec::new();
         let mut buf = [0u8; 1024];
@@ -285,19 +363,21 @@ impl Client {
     pub(super) fn add_sock(
         &mut self,
         conn: ConnId,
-        mut stream: TcpStream,
+        mut stream: Stream,
         link: Link,
         dialed: Option<SocketAddr>,
         out: Vec<u8>,
     ) -> bool {
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, token(conn), interest)
-            .is_err()
-        {
-            return false;
+        if let Stream::Tcp(t) = &mut stream {
+            if self
+                .poll
+                .registry()
+                .register(t, token(conn), interest)
+                .is_err()
+            {
+                return false;
+            }
         }
         let sock = Sock {
             stream,
@@ -318,16 +398,16 @@ impl Client {
     /// learnt of is a failed dial to it; any other is a disconnection.
     pub(super) fn conn_lost(&mut self, conn: ConnId) {
         let now = self.now();
-        let (verdict, dialed) = match self.socks.get_mut(&conn) {
-            Some(s) => (s.link.close(), s.dialed),
-            None => (Close::Disconnected, None),
+        let (verdict, dialed, transport) = match self.socks.get_mut(&conn) {
+            Some(s) => (s.link.close(), s.dialed, s.stream.transport()),
+            None => (Close::Disconnected, None, Transport::Tcp),
         };
         self.drop_sock(conn);
         match (verdict, dialed) {
             (Close::RedialPlain, Some(addr)) => {
                 log::debug!("{conn:?}: no encryption handshake from {addr}, dialing in plain text");
                 let link = Link::outgoing_plain(self.opts.encryption);
-                if !self.dial(conn, addr, link) {
+                if !self.dial(conn, addr, transport, link) {
                     self.session.handle_connect_failed(now, conn);
                 }
             }

@@ -11,12 +11,13 @@
 //! | `max_disk_queue` | `seed` |
 //! | `dht` (on, off, or another port or bootstrap list), `lsd`, `pex` | `use_trackers` |
 //! | `encryption` (for connections made from now on) | |
+//! | `transport` (uTP on or off, the dial policy; the uTP socket follows the listen port and the DHT's) | |
 //!
 //! Everything that can fail (binding the new listen socket, the new DHT socket, the
 //! LSD socket) is done before anything changes: an error leaves the client as it was.
 
-use super::{dht_bind, session_config, start_dht, start_lsd, Client, ClientError, ClientOptions};
-use super::{DHT, LISTENER};
+use super::{dht_bind, session_config, start_dht, start_lsd, Client, ClientError};
+use super::{ClientOptions, DHT, LISTENER};
 use btcore_core::session::DhtOutcome;
 use mio::net::TcpListener;
 use mio::Interest;
@@ -57,10 +58,14 @@ impl Client {
             (None, None) => false,
             _ => true,
         };
-        // Off first when the new node takes the old one's port.
+        // Off first when the new node takes the old one's port (uTP's own socket too:
+        // the new node shares it with uTP).
         let mut old_dht = None;
         if restart_dht {
             old_dht = self.stop_dht(now);
+            if let Some((_, want)) = &dht_wanted {
+                self.release_utp_port(want.port());
+            }
         }
         let dht = match dht_wanted.filter(|_| restart_dht) {
             Some((d, _)) => {
@@ -106,6 +111,7 @@ impl Client {
             self.dht = dht;
             self.dht_more = false;
         }
+        self.restart_utp(new, port);
         if !new.lsd {
             if let Some(mut l) = self.lsd.take() {
                 let _ = self.poll.registry().deregister(l.socket_mut());

@@ -143,6 +143,8 @@ impl Client {
         for c in conns {
             self.drop_sock(c);
         }
+        // uTP peers hear of the close (a FIN or a RESET each), best effort.
+        self.transmit_utp();
         let now = self.now();
         if let Some(d) = self.dht.as_mut() {
             d.maybe_save(now, true);

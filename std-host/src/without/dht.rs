@@ -61,6 +61,16 @@ impl DhtHost {
         match self.never {}
     }
 
+    /// Handles waiting datagrams, uTP ones to `utp`.
+    pub fn read_with(
+        &mut self,
+        _now: Instant,
+        _budget: usize,
+        _utp: impl FnMut(SocketAddr, &[u8]),
+    ) -> bool {
+        match self.never {}
+    }
+
     /// Runs timers; the peers found and the lookups done.
     pub fn service(&mut self, _now: Instant) -> DhtReport {
         match self.never {}

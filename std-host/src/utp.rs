@@ -1,0 +1,270 @@
+//! uTP peers on the host: the core's [`UtpSocket`] over one UDP port, the same port
+//! number as the TCP listener. That port is shared with the DHT when the node binds it
+//! (as libtorrent does: the DHT socket reads every datagram and hands the uTP ones
+//! here, [`btcore_core::utp::classify`] tells them apart by their first byte);
+//! otherwise this host binds its own socket there.
+//!
+//! The event loop sees a uTP connection as a byte stream like a TCP one
+//! ([`UtpHost::read`], [`UtpHost::write`]); this host turns what the socket did into
+//! the loop's news: connections accepted, evicted, and touched (a packet or a timer
+//! changed them: readable, writable, connected or closed), which the loop drains each
+//! turn. Datagrams leave in [`UtpHost::transmit`], up to the socket's send buffer;
+//! one that would block is kept and sent first next time.
+
+use btcore_core::session::ConnId;
+use btcore_core::time::Instant;
+use btcore_core::utp::{ConnHandle, Incoming, State, UtpConfig, UtpSocket};
+use mio::net::UdpSocket;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+
+/// Datagrams sent in one [`UtpHost::transmit`] at most: a burst of every connection's
+/// window cannot hold the loop (the rest go next turn).
+pub const SENDS_PER_TURN: usize = 1024;
+
+/// The uTP side of a client.
+#[derive(Debug)]
+pub struct UtpHost {
+    socket: UtpSocket<SocketAddr>,
+    /// A socket of our own, when the DHT does not share its own.
+    pub(crate) own: Option<UdpSocket>,
+    /// The session's connection behind each uTP connection the loop holds.
+    conns: HashMap<ConnHandle, ConnId>,
+    touched: Vec<ConnHandle>,
+    accepted: Vec<(ConnHandle, SocketAddr)>,
+    evicted: Vec<ConnHandle>,
+    /// Connections the loop let go: closing (their FIN goes out) until closed, then
+    /// removed.
+    orphans: Vec<ConnHandle>,
+    /// One datagram's worth, to encode into.
+    out: Vec<u8>,
+    /// A datagram that would have blocked: (to, length in `out`).
+    pending: Option<(SocketAddr, usize)>,
+    /// Datagrams read from our own socket land here.
+    buf: Vec<u8>,
+}
+
+impl UtpHost {
+    /// A uTP endpoint with `cfg`'s bounds; `own` is its socket unless it shares the
+    /// DHT's.
+    pub fn new(cfg: UtpConfig, seed: u64, own: Option<UdpSocket>) -> Self {
+        let size = usize::from(cfg.max_packet_size).max(64);
+        Self {
+            socket: UtpSocket::new(cfg, seed),
+            own,
+            conns: HashMap::new(),
+            touched: Vec::new(),
+            accepted: Vec::new(),
+            evicted: Vec::new(),
+            orphans: Vec::new(),
+            out: vec![0; size],
+            pending: None,
+            buf: vec![0; 2048],
+        }
+    }
+
+    /// Binds a UDP socket for uTP at `addr` (a large receive buffer: a burst waits for
+    /// the next turn of the loop rather than being dropped).
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+        let s = UdpSocket::bind(addr)?;
+        let _ = socket2::SockRef::from(&s).set_recv_buffer_size(2 << 20);
+        let _ = socket2::SockRef::from(&s).set_send_buffer_size(2 << 20);
+        Ok(s)
+    }
+
+    /// Connections held (the loop's and the orphans closing).
+    pub fn len(&self) -> usize {
+        self.socket.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.socket.is_empty()
+    }
+
+    /// A datagram from `from` that the first-byte check called uTP.
+    pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        match self.socket.handle_datagram(now, from, datagram) {
+            Incoming::Delivered(h) => {
+                if self.conns.contains_key(&h) && !self.touched.contains(&h) {
+                    self.touched.push(h);
+                }
+            }
+            Incoming::Accepted { handle, evicted } => {
+                if let Some(e) = evicted {
+                    self.evicted.push(e);
+                }
+                self.accepted.push((handle, from));
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads datagrams from our own socket, `budget` at most; true when the budget ran
+    /// out with datagrams possibly left.
+    pub fn read_own(&mut self, now: Instant, budget: usize) -> bool {
+        for _ in 0..budget {
+            let Some(s) = self.own.as_ref() else {
+                return false;
+            };
+            match s.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let d = std::mem::take(&mut self.buf);
+                    self.on_datagram(now, from, &d[..n]);
+                    self.buf = d;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP errors surface here on Linux; the connection times out.
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Opens a connection to `addr` for the session's `conn`.
+    pub fn connect(&mut self, now: Instant, addr: SocketAddr, conn: ConnId) -> Option<ConnHandle> {
+        let h = self.socket.connect(now, addr).ok()?;
+        self.conns.insert(h, conn);
+        Some(h)
+    }
+
+    /// Takes an accepted connection for the session's `conn`.
+    pub fn adopt(&mut self, h: ConnHandle, conn: ConnId) {
+        self.conns.insert(h, conn);
+    }
+
+    /// Lets a connection go: a graceful close (FIN after what is queued), then it is
+    /// removed once closed. `abort`: a RESET at once instead.
+    pub fn release(&mut self, h: ConnHandle, abort: bool) {
+        self.conns.remove(&h);
+        if let Some(c) = self.socket.conn_mut(h) {
+            if abort {
+                c.abort();
+            } else {
+                c.close();
+            }
+            self.orphans.push(h);
+        }
+    }
+
+    /// Accepted connections since the last call, with their addresses.
+    pub fn take_accepted(&mut self) -> Vec<(ConnHandle, SocketAddr)> {
+        std::mem::take(&mut self.accepted)
+    }
+
+    /// The session's connections whose uTP connection was evicted since the last call.
+    pub fn take_evicted(&mut self) -> Vec<ConnId> {
+        let ev = std::mem::take(&mut self.evicted);
+        ev.into_iter().filter_map(|h| self.conns.remove(&h)).collect()
+    }
+
+    /// The session's connections a packet or a timer changed since the last call.
+    pub fn take_touched(&mut self) -> Vec<ConnId> {
+        let t = std::mem::take(&mut self.touched);
+        t.into_iter()
+            .filter_map(|h| self.conns.get(&h).copied())
+            .collect()
+    }
+
+    /// Where a connection stands (None: gone).
+    pub fn state(&self, h: ConnHandle) -> Option<State> {
+        self.socket.conn(h).map(|c| c.state())
+    }
+
+    /// Reads in-order bytes: `Ok(0)` at the end of the stream or when the connection
+    /// is over, `WouldBlock` when nothing waits.
+    pub fn read(&mut self, h: ConnHandle, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(c) = self.socket.conn_mut(h) else {
+            return Ok(0);
+        };
+        let n = c.read(buf);
+        if n > 0 || c.is_eof() || matches!(c.state(), State::Closed(_)) {
+            return Ok(n);
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Queues bytes to send: how many the send buffer took, `WouldBlock` when none,
+    /// `BrokenPipe` when the connection is over.
+    pub fn write(&mut self, h: ConnHandle, data: &[u8]) -> io::Result<usize> {
+        let Some(c) = self.socket.conn_mut(h) else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        if matches!(c.state(), State::Closed(_) | State::Closing) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        match c.write(data) {
+            0 if !data.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    /// When [`UtpHost::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.socket.poll_timeout()
+    }
+
+    /// Whether a datagram waits for room in the socket's send buffer (the loop then
+    /// comes back within a millisecond).
+    pub fn blocked(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Runs the connections' timers due at `now` (every connection the loop holds
+    /// counts as touched: a timer may have closed it), and removes the orphans that
+    /// are over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.socket.poll_timeout().is_some_and(|t| t <= now) {
+            self.socket.handle_timeout(now);
+            self.touched.clear();
+            self.touched.extend(self.conns.keys().copied());
+        }
+        let socket = &mut self.socket;
+        self.orphans.retain(|&h| match socket.conn(h).map(|c| c.state()) {
+            Some(State::Closed(_)) | None => {
+                socket.remove(h);
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// Sends what the connections have to send, on our own socket or else on
+    /// `shared` (the DHT's), until it would block or [`SENDS_PER_TURN`] went out.
+    pub fn transmit(&mut self, now: Instant, shared: Option<&UdpSocket>) {
+        match self.own.take() {
+            Some(own) => {
+                self.transmit_on(now, &own);
+                self.own = Some(own);
+            }
+            None => {
+                if let Some(s) = shared {
+                    self.transmit_on(now, s);
+                }
+            }
+        }
+    }
+
+    fn transmit_on(&mut self, now: Instant, sock: &UdpSocket) {
+        if let Some((to, n)) = self.pending {
+            match sock.send_to(&self.out[..n], to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // Sent, or an error a retransmission will meet again.
+                _ => self.pending = None,
+            }
+        }
+        for _ in 0..SENDS_PER_TURN {
+            let Some((to, n)) = self.socket.poll_transmit(now, &mut self.out) else {
+                return;
+            };
+            if let Err(e) = sock.send_to(&self.out[..n], to) {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.pending = Some((to, n));
+                    return;
+                }
+            }
+        }
+    }
+}
