@@ -2,14 +2,20 @@
 """A python3-libtorrent driver for btcore's interoperability tests.
 
     lt.py create PATH OUT.torrent [--tracker URL] [--v1-only] [--piece-kib N]
-    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE]
-    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE]
+    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only]
+    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only]
 
 Everything listens on and talks to 127.0.0.1 only. `seed` checks the data in DIR and
 seeds until killed or the timeout; `download` exits 0 once the torrent is complete,
 1 on timeout. Status goes to stdout, one line a second; alerts worth seeing to stderr.
 --enc sets protocol encryption: "default" (libtorrent's: try it first, allow plain
 text), "rc4" (forced both ways, RC4 only) or "plain" (disabled both ways).
+--utp-only turns TCP off both ways (no TCP dial, incoming TCP refused) and uTP on; by
+default uTP is off and TCP on. From libtorrent's own peer flags (polled every 0.1 s),
+each peer is printed once connected as "peer IP:PORT: uTP|TCP, rc4|plain", and each status line counts the
+connected peers so (utp_peers, tcp_peers, rc4_peers, plain_peers): a test can tell what
+a connection really ran over. The alerts (on stderr) name the transport of every
+connection, however short: "incoming connection from IP:PORT (uTP)", "(TCP)".
 """
 
 import argparse
@@ -35,7 +41,24 @@ ENC = {
 }
 
 
-def make_session(port, enc="default"):
+TCP_ONLY = {
+    "enable_incoming_utp": False,
+    "enable_outgoing_utp": False,
+}
+
+UTP_ONLY = {
+    "enable_incoming_utp": True,
+    "enable_outgoing_utp": True,
+    "enable_incoming_tcp": False,
+    "enable_outgoing_tcp": False,
+}
+
+# peer_info's utp_socket flag (libtorrent 2.0's peer_flags_t bit 17): the bindings do
+# not name it.
+UTP_SOCKET = 1 << 17
+
+
+def make_session(port, enc="default", utp_only=False):
     settings = dict(
         {
             "listen_interfaces": "127.0.0.1:%d" % port,
@@ -45,8 +68,6 @@ def make_session(port, enc="default"):
             "enable_upnp": False,
             "enable_natpmp": False,
             "allow_multiple_connections_per_ip": True,
-            "enable_incoming_utp": False,
-            "enable_outgoing_utp": False,
             "alert_mask": lt.alert.category_t.error_notification
             | lt.alert.category_t.peer_notification
             | lt.alert.category_t.status_notification
@@ -54,7 +75,8 @@ def make_session(port, enc="default"):
             | lt.alert.category_t.connect_notification,
             "user_agent": "btcore-interop/libtorrent-" + lt.__version__,
         },
-        **ENC[enc]
+        **ENC[enc],
+        **(UTP_ONLY if utp_only else TCP_ONLY)
     )
     return lt.session(settings)
 
@@ -79,26 +101,57 @@ def connect(h, peers):
             print("connect_peer %d: %s" % (p, e), file=sys.stderr, flush=True)
 
 
-def status_line(st):
-    return "state=%s progress=%.4f peers=%d seeds=%d down=%d up=%d" % (
-        st.state,
-        st.progress,
-        st.num_peers,
-        st.num_seeds,
-        st.total_payload_download,
-        st.total_payload_upload,
+def peer_kinds(h):
+    """(endpoint, transport, encryption) of each peer past the connecting stage."""
+    out = []
+    for p in h.get_peer_info():
+        flags = int(p.flags)
+        if flags & int(lt.peer_info.connecting):
+            continue
+        transport = "uTP" if flags & UTP_SOCKET else "TCP"
+        enc = "rc4" if flags & int(lt.peer_info.rc4_encrypted) else "plain"
+        out.append(("%s:%d" % tuple(p.ip), transport, enc))
+    return out
+
+
+def status_line(st, kinds):
+    count = lambda v: sum(1 for k in kinds if v in k)
+    return (
+        "state=%s progress=%.4f peers=%d seeds=%d down=%d up=%d "
+        "utp_peers=%d tcp_peers=%d rc4_peers=%d plain_peers=%d"
+        % (
+            st.state,
+            st.progress,
+            st.num_peers,
+            st.num_seeds,
+            st.total_payload_download,
+            st.total_payload_upload,
+            count("uTP"),
+            count("TCP"),
+            count("rc4"),
+            count("plain"),
+        )
     )
 
 
 def run(args, want_complete):
-    s = make_session(args.port, args.enc)
+    s = make_session(args.port, args.enc, args.utp_only)
     h = add(s, args.torrent, args.dir)
     end = time.monotonic() + args.timeout
     last_connect = 0.0
+    last_status = 0.0
+    seen = set()
     while time.monotonic() < end:
         st = h.status()
         log_alerts(s)
-        print(status_line(st), flush=True)
+        kinds = peer_kinds(h)
+        for k in kinds:
+            if k not in seen:
+                seen.add(k)
+                print("peer %s: %s, %s" % k, flush=True)
+        if want_complete or time.monotonic() - last_status >= 1.0:
+            print(status_line(st, kinds), flush=True)
+            last_status = time.monotonic()
         if want_complete and st.is_seeding:
             print("complete", flush=True)
             s.pause()
@@ -113,7 +166,7 @@ def run(args, want_complete):
         if args.peer and not checking and st.num_peers == 0 and now - last_connect > 2:
             connect(h, args.peer)
             last_connect = now
-        time.sleep(0.25 if want_complete else 1.0)
+        time.sleep(0.1)
     print("timeout", flush=True)
     return 0 if not want_complete else 1
 
@@ -149,6 +202,7 @@ def main():
         r.add_argument("--peer", type=int, action="append", default=[])
         r.add_argument("--timeout", type=float, default=120.0)
         r.add_argument("--enc", choices=sorted(ENC), default="default")
+        r.add_argument("--utp-only", action="store_true")
     args = p.parse_args()
     if args.cmd == "create":
         return create(args)

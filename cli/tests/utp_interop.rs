@@ -1,0 +1,638 @@
+//! uTP (BEP 29) against real clients, both ways: libtorrent (python3-libtorrent through
+//! `tests/interop/lt.py --utp-only`, its TCP off both ways) and transmission-cli 3.00
+//! (uTP on), a single large file and the many-file torrent, in plain text and with RC4
+//! encryption, the data compared byte for byte. btcore runs with `--transport utp`.
+//!
+//! No case can pass over TCP by accident: libtorrent refuses TCP and prints the
+//! transport of each peer from its own peer flags (`peer IP:PORT: uTP, rc4`), and
+//! transmission's debug log names the socket of each peer (`socket (utp) is`); btcore
+//! dials over uTP only. The encryption each connection settled on is checked the same
+//! way (btcore's debug log, libtorrent's flags). A few cases check the policy's edges:
+//! `--transport utp` gets nothing from a peer without uTP, `--transport tcp` takes no
+//! uTP, and the default (`both`) takes uTP when there is and TCP when there is not.
+//!
+//! Gated like `interop.rs`: a client that is not installed skips its cases unless
+//! `BTCORE_INTEROP=1` is set. Every wait has a deadline, every process is killed by its
+//! own handle when a case ends. See `tests/interop/README.md`.
+
+use common::{
+    btcore_create, btcore_download, btcore_seed, free_port, libtorrent, require, transmission,
+    write_file, Case, Config, Deadline, Empties, Rng, Tool,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+/// The longest any one step may take (the transfers take a few seconds; transmission
+/// waits about 10 s before it says `interested`).
+const STEP: Duration = Duration::from_secs(45);
+/// Given to the clients that can stop themselves, a little past `STEP`.
+const CLIENT_TIMEOUT_SECS: u64 = 60;
+/// 16 MiB and a partial last piece.
+const SINGLE_SIZE: usize = 16 * 1024 * 1024 + 12_345;
+const INSTALL: &str = "apt-get install transmission-cli python3-libtorrent";
+/// btcore's log level: the connection layer at debug level (the encryption method).
+const LOG: &str = "info,btcore_host::client=debug";
+
+const CONFIG: Config = Config {
+    dir_prefix: "btcore-utp",
+    deadline: Deadline::Step(STEP),
+    poll: Duration::from_millis(200),
+    log_tail: 4000,
+    btcore_exit_hint: true,
+};
+
+// ------------------------------------------------------------------ payloads
+
+#[derive(Clone, Copy, Debug)]
+enum Payload {
+    /// One file of `SINGLE_SIZE` bytes.
+    Single,
+    /// A folder of 62 files (the layout of `interop.rs`).
+    Multi,
+}
+
+/// The payload under `DIR/src`, and a btcore-made torrent of it.
+fn make(case: &Case, p: Payload) -> (PathBuf, PathBuf) {
+    let src = case.path("src");
+    let data = match p {
+        Payload::Single => {
+            let path = src.join("big.bin");
+            write_file(&path, &Rng(0x0075_7470).bytes(SINGLE_SIZE));
+            path
+        }
+        Payload::Multi => make_multi(&src),
+    };
+    let torrent = btcore_create(case, &data, None);
+    (data, torrent)
+}
+
+/// `DIR/multi`: 62 files in nested folders, sizes around block and piece boundaries,
+/// three empty files (one alone in its folders), names with spaces and non-ASCII.
+fn make_multi(dir: &Path) -> PathBuf {
+    let root = dir.join("multi");
+    let mut r = Rng(0x3417_1f11e5);
+    let fixed: [usize; 8] = [1, 100, 16_383, 16_384, 16_385, 65_536, 262_145, 1_000_000];
+    for i in 0..57 {
+        let size = if i < fixed.len() {
+            fixed[i]
+        } else {
+            (r.next() % 150_000) as usize
+        };
+        let rel = match i % 5 {
+            0 => format!("file-{i:02}.dat"),
+            1 => format!("a/file-{i:02}.dat"),
+            2 => format!("a/b/file-{i:02}.dat"),
+            3 => format!("a/b/c/deep-{i:02}.bin"),
+            _ => format!("d{}/part {i:02}.txt", i % 3),
+        };
+        write_file(&root.join(rel), &r.bytes(size));
+    }
+    write_file(&root.join("name with spaces.txt"), &r.bytes(4_321));
+    write_file(&root.join("ünïcödé/ファイル.bin"), &r.bytes(54_321));
+    write_file(&root.join("empty-top"), b"");
+    write_file(&root.join("a/empty-in-a"), b"");
+    write_file(&root.join("only-empty/inner/empty"), b"");
+    root
+}
+
+fn parent(data: &Path) -> PathBuf {
+    data.parent().expect("src dir").to_path_buf()
+}
+
+// ------------------------------------------------------------------ encryption
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enc {
+    /// Encryption off on both sides.
+    Plain,
+    /// RC4 required on both sides.
+    Rc4,
+}
+
+impl Enc {
+    /// btcore's `--encryption`.
+    fn btcore(self) -> &'static str {
+        match self {
+            Self::Plain => "disabled",
+            Self::Rc4 => "required",
+        }
+    }
+
+    /// `lt.py --enc`.
+    fn libtorrent(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Rc4 => "rc4",
+        }
+    }
+
+    /// transmission's `encryption` setting: 0 tolerated (prefers plain text), 2 required.
+    fn transmission(self) -> u8 {
+        match self {
+            Self::Plain => 0,
+            Self::Rc4 => 2,
+        }
+    }
+}
+
+/// btcore with `--transport TRANSPORT --encryption ENC`, its connection layer logging at
+/// debug level (unless `BTCORE_INTEROP_LOG` says otherwise).
+fn btcore_with(mut c: Command, transport: &str, enc: Enc) -> Command {
+    c.args(["--transport", transport, "--encryption", enc.btcore()]);
+    if std::env::var_os("BTCORE_INTEROP_LOG").is_none() {
+        c.env("RUST_LOG", LOG);
+    }
+    c
+}
+
+/// `lt.py ... --enc ENC`, with `--utp-only` when `utp_only`.
+fn lt_with(mut c: Command, enc: Enc, utp_only: bool) -> Command {
+    c.args(["--enc", enc.libtorrent()]);
+    if utp_only {
+        c.arg("--utp-only");
+    }
+    c
+}
+
+/// transmission-cli as `common::transmission` makes it, with uTP on, encryption `enc`,
+/// and its debug log (which names each peer's socket, `socket (utp) is`) on its stdout.
+fn transmission_utp(
+    case: &Case,
+    tag: &str,
+    torrent: &Path,
+    dir: &Path,
+    port: u16,
+    enc: Enc,
+) -> Command {
+    let mut c = transmission(case, tag, torrent, dir, port);
+    let settings = case
+        .path(&format!("transmission-{tag}"))
+        .join("settings.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(&settings).expect("settings")).expect("json");
+    v["utp-enabled"] = true.into();
+    v["encryption"] = enc.transmission().into();
+    fs::write(&settings, v.to_string()).expect("settings");
+    c.env("TR_DEBUG_FD", "1");
+    c
+}
+
+// ------------------------------------------------------------------ what ran
+
+/// Fails unless btcore process `i`'s connections settled on `enc`: the debug log names
+/// the method of each encrypted handshake, and there is none in plain text.
+fn assert_btcore_enc(case: &Case, i: usize, enc: Enc) {
+    let p = &case.procs[i];
+    match enc {
+        Enc::Rc4 if !p.printed("encrypted handshake done, Rc4") => {
+            case.fail(&format!("{} never logged an RC4 handshake", p.name));
+        }
+        Enc::Plain if p.printed("encrypted handshake done") => {
+            case.fail(&format!("{} ran an encrypted handshake", p.name));
+        }
+        _ => {}
+    }
+}
+
+/// Fails unless btcore process `i` dialed over uTP and never over TCP (its debug log
+/// names the transport of each dial).
+fn assert_btcore_dialed_utp(case: &Case, i: usize) {
+    let p = &case.procs[i];
+    if !p.printed(" over Utp as ") {
+        case.fail(&format!("{} never dialed over uTP", p.name));
+    }
+    if p.printed(" over Tcp as ") {
+        case.fail(&format!("{} dialed over TCP", p.name));
+    }
+}
+
+/// Fails unless libtorrent process `i` had a peer over uTP with `enc`, and none over TCP.
+fn assert_lt_utp(case: &Case, i: usize, enc: Enc) {
+    let p = &case.procs[i];
+    let want = format!(": uTP, {}", enc.libtorrent());
+    if !p.printed(&want) {
+        case.fail(&format!("{} had no peer {want:?}", p.name));
+    }
+    if p.printed(": TCP, ") || p.printed("(TCP)") {
+        case.fail(&format!("{} had a peer over TCP", p.name));
+    }
+}
+
+/// Fails unless transmission process `i` had a peer over uTP and none over TCP.
+fn assert_transmission_utp(case: &Case, i: usize) {
+    let p = &case.procs[i];
+    if !p.printed("socket (utp) is") {
+        case.fail(&format!("{} had no peer over uTP", p.name));
+    }
+    if p.printed("socket (tcp) is") {
+        case.fail(&format!("{} had a peer over TCP", p.name));
+    }
+}
+
+// ------------------------------------------------------------------ libtorrent
+
+/// btcore (`--transport utp`) downloads from a libtorrent seed (TCP off) that it dials.
+fn btcore_from_libtorrent(name: &'static str, p: Payload, enc: Enc) {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let (data, torrent) = make(&case, p);
+    let (lport, bport) = (free_port(), free_port());
+    let l = case.spawn(
+        "libtorrent-seed",
+        lt_with(
+            libtorrent(
+                "seed",
+                &torrent,
+                &parent(&data),
+                lport,
+                &[],
+                CLIENT_TIMEOUT_SECS,
+            ),
+            enc,
+            true,
+        ),
+        true,
+    );
+    case.wait_output(l, "state=seeding");
+    let dst = case.path("dst");
+    let b = case.spawn(
+        "btcore-download",
+        btcore_with(
+            btcore_download(
+                &torrent,
+                &dst,
+                bport,
+                &[lport],
+                false,
+                CLIENT_TIMEOUT_SECS,
+                false,
+            ),
+            "utp",
+            enc,
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&data, &dst, Empties::Required);
+    // The seed polls its peers every 0.1 s: give it that long to print this one.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_lt_utp(&case, l, enc);
+    assert_btcore_dialed_utp(&case, b);
+    assert_btcore_enc(&case, b, enc);
+    case.finish();
+}
+
+#[test]
+fn btcore_downloads_single_from_libtorrent_over_utp() {
+    btcore_from_libtorrent("btcore-from-lt-single", Payload::Single, Enc::Plain);
+}
+
+#[test]
+fn btcore_downloads_single_from_libtorrent_over_utp_rc4() {
+    btcore_from_libtorrent("btcore-from-lt-single-rc4", Payload::Single, Enc::Rc4);
+}
+
+#[test]
+fn btcore_downloads_multi_from_libtorrent_over_utp() {
+    btcore_from_libtorrent("btcore-from-lt-multi", Payload::Multi, Enc::Plain);
+}
+
+#[test]
+fn btcore_downloads_multi_from_libtorrent_over_utp_rc4() {
+    btcore_from_libtorrent("btcore-from-lt-multi-rc4", Payload::Multi, Enc::Rc4);
+}
+
+/// libtorrent (TCP off) downloads from a `btcore seed --transport utp` that it dials:
+/// over uTP, its only way.
+fn libtorrent_from_btcore(name: &'static str, p: Payload, enc: Enc) {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let (data, torrent) = make(&case, p);
+    let (lport, bport) = (free_port(), free_port());
+    let b = case.spawn(
+        "btcore-seed",
+        btcore_with(
+            btcore_seed(&torrent, &parent(&data), bport, &[], false),
+            "utp",
+            enc,
+        ),
+        true,
+    );
+    case.wait_port(bport);
+    let dst = case.path("dst");
+    let l = case.spawn(
+        "libtorrent-leech",
+        lt_with(
+            libtorrent(
+                "download",
+                &torrent,
+                &dst,
+                lport,
+                &[bport],
+                CLIENT_TIMEOUT_SECS,
+            ),
+            enc,
+            true,
+        ),
+        false,
+    );
+    case.wait_success(l);
+    case.check_data(&data, &dst, Empties::Required);
+    assert_lt_utp(&case, l, enc);
+    assert_btcore_enc(&case, b, enc);
+    case.finish();
+}
+
+#[test]
+fn libtorrent_downloads_single_from_btcore_over_utp() {
+    libtorrent_from_btcore("lt-from-btcore-single", Payload::Single, Enc::Plain);
+}
+
+#[test]
+fn libtorrent_downloads_single_from_btcore_over_utp_rc4() {
+    libtorrent_from_btcore("lt-from-btcore-single-rc4", Payload::Single, Enc::Rc4);
+}
+
+#[test]
+fn libtorrent_downloads_multi_from_btcore_over_utp() {
+    libtorrent_from_btcore("lt-from-btcore-multi", Payload::Multi, Enc::Plain);
+}
+
+#[test]
+fn libtorrent_downloads_multi_from_btcore_over_utp_rc4() {
+    libtorrent_from_btcore("lt-from-btcore-multi-rc4", Payload::Multi, Enc::Rc4);
+}
+
+// ------------------------------------------------------------------ transmission
+
+/// Waits until transmission-cli `i` has checked its data and started the torrent (not
+/// by probing its port: see `interop.rs`).
+fn transmission_ready(case: &mut Case, i: usize) {
+    case.wait_output(i, "Verification is done");
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// btcore (`--transport utp`) downloads from a seeding transmission-cli that it dials.
+fn btcore_from_transmission(name: &'static str, p: Payload, enc: Enc) {
+    if !require(&[Tool::Transmission], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let (data, torrent) = make(&case, p);
+    let (tport, bport) = (free_port(), free_port());
+    let t = transmission_utp(&case, "seed", &torrent, &parent(&data), tport, enc);
+    let ti = case.spawn("transmission-seed", t, true);
+    transmission_ready(&mut case, ti);
+    let dst = case.path("dst");
+    let b = case.spawn(
+        "btcore-download",
+        btcore_with(
+            btcore_download(
+                &torrent,
+                &dst,
+                bport,
+                &[tport],
+                false,
+                CLIENT_TIMEOUT_SECS,
+                false,
+            ),
+            "utp",
+            enc,
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&data, &dst, Empties::Required);
+    assert_transmission_utp(&case, ti);
+    assert_btcore_dialed_utp(&case, b);
+    assert_btcore_enc(&case, b, enc);
+    case.finish();
+}
+
+#[test]
+fn btcore_downloads_single_from_transmission_over_utp() {
+    btcore_from_transmission("btcore-from-tr-single", Payload::Single, Enc::Plain);
+}
+
+#[test]
+fn btcore_downloads_single_from_transmission_over_utp_rc4() {
+    btcore_from_transmission("btcore-from-tr-single-rc4", Payload::Single, Enc::Rc4);
+}
+
+#[test]
+fn btcore_downloads_multi_from_transmission_over_utp() {
+    btcore_from_transmission("btcore-from-tr-multi", Payload::Multi, Enc::Plain);
+}
+
+#[test]
+fn btcore_downloads_multi_from_transmission_over_utp_rc4() {
+    btcore_from_transmission("btcore-from-tr-multi-rc4", Payload::Multi, Enc::Rc4);
+}
+
+/// transmission-cli downloads from a `btcore seed --transport utp` that dials it
+/// (transmission does not dial 127.x peers it hears of).
+fn transmission_from_btcore(name: &'static str, p: Payload, enc: Enc) {
+    if !require(&[Tool::Transmission], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let (data, torrent) = make(&case, p);
+    let (tport, bport) = (free_port(), free_port());
+    let dst = case.path("dst");
+    let t = transmission_utp(&case, "leech", &torrent, &dst, tport, enc);
+    let ti = case.spawn("transmission-leech", t, true);
+    transmission_ready(&mut case, ti);
+    let b = case.spawn(
+        "btcore-seed",
+        btcore_with(
+            btcore_seed(&torrent, &parent(&data), bport, &[tport], false),
+            "utp",
+            enc,
+        ),
+        true,
+    );
+    // transmission 3.00 does not create the empty files of a torrent.
+    case.wait_data(&data, &dst, Empties::Ignored);
+    assert_transmission_utp(&case, ti);
+    assert_btcore_dialed_utp(&case, b);
+    assert_btcore_enc(&case, b, enc);
+    case.finish();
+}
+
+#[test]
+fn transmission_downloads_single_from_btcore_over_utp() {
+    transmission_from_btcore("tr-from-btcore-single", Payload::Single, Enc::Plain);
+}
+
+#[test]
+fn transmission_downloads_single_from_btcore_over_utp_rc4() {
+    transmission_from_btcore("tr-from-btcore-single-rc4", Payload::Single, Enc::Rc4);
+}
+
+#[test]
+fn transmission_downloads_multi_from_btcore_over_utp() {
+    transmission_from_btcore("tr-from-btcore-multi", Payload::Multi, Enc::Plain);
+}
+
+#[test]
+fn transmission_downloads_multi_from_btcore_over_utp_rc4() {
+    transmission_from_btcore("tr-from-btcore-multi-rc4", Payload::Multi, Enc::Rc4);
+}
+
+// ------------------------------------------------------------------ the policy's edges
+
+/// `--transport utp` gets nothing from a libtorrent without uTP (its default here): it
+/// never falls back to TCP.
+#[test]
+fn transport_utp_never_falls_back_to_tcp() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("utp-no-fallback", CONFIG);
+    let (data, torrent) = make(&case, Payload::Multi);
+    let (lport, bport) = (free_port(), free_port());
+    let l = case.spawn(
+        "libtorrent-seed-tcp",
+        lt_with(
+            libtorrent(
+                "seed",
+                &torrent,
+                &parent(&data),
+                lport,
+                &[],
+                CLIENT_TIMEOUT_SECS,
+            ),
+            Enc::Plain,
+            false,
+        ),
+        true,
+    );
+    case.wait_output(l, "state=seeding");
+    let dst = case.path("dst");
+    let b = case.spawn(
+        "btcore-download",
+        btcore_with(
+            btcore_download(&torrent, &dst, bport, &[lport], false, 8, false),
+            "utp",
+            Enc::Plain,
+        ),
+        false,
+    );
+    case.wait_until("btcore to give up", |c| c.procs[b].poll().is_some());
+    if case.procs[b].status.is_some_and(|s| s.success()) {
+        case.fail("btcore --transport utp downloaded from a peer without uTP");
+    }
+    if case.procs[l].printed("peer 127.0.0.1") {
+        case.fail("libtorrent without uTP had a peer");
+    }
+    case.finish();
+}
+
+/// `--transport tcp` takes no uTP: a libtorrent with TCP off cannot reach it.
+#[test]
+fn transport_tcp_takes_no_utp() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new("tcp-no-utp", CONFIG);
+    let (data, torrent) = make(&case, Payload::Multi);
+    let (lport, bport) = (free_port(), free_port());
+    case.spawn(
+        "btcore-seed",
+        btcore_with(
+            btcore_seed(&torrent, &parent(&data), bport, &[], false),
+            "tcp",
+            Enc::Plain,
+        ),
+        true,
+    );
+    case.wait_port(bport);
+    let dst = case.path("dst");
+    let l = case.spawn(
+        "libtorrent-leech-utp",
+        lt_with(
+            libtorrent("download", &torrent, &dst, lport, &[bport], 8),
+            Enc::Plain,
+            true,
+        ),
+        false,
+    );
+    case.wait_until("libtorrent to give up", |c| c.procs[l].poll().is_some());
+    if case.procs[l].status.is_some_and(|s| s.success()) {
+        case.fail("a uTP-only libtorrent downloaded from btcore --transport tcp");
+    }
+    if case.procs[l].printed("peer 127.0.0.1") {
+        case.fail("a uTP-only libtorrent had a peer with btcore --transport tcp");
+    }
+    case.finish();
+}
+
+/// The default, `both`: uTP with a libtorrent that has only uTP, TCP (after the uTP
+/// dial goes unanswered) with one that has only TCP.
+#[test]
+fn transport_both_takes_utp_first_and_falls_back_to_tcp() {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    // libtorrent's alerts name the transport of every connection, however short (a TCP
+    // download can end between two polls of its peer list).
+    for (utp_only, want, not) in [(true, "(uTP)", "(TCP)"), (false, "(TCP)", "(uTP)")] {
+        let mut case = Case::new("both", CONFIG);
+        let (data, torrent) = make(&case, Payload::Multi);
+        let (lport, bport) = (free_port(), free_port());
+        let l = case.spawn(
+            "libtorrent-seed",
+            lt_with(
+                libtorrent(
+                    "seed",
+                    &torrent,
+                    &parent(&data),
+                    lport,
+                    &[],
+                    CLIENT_TIMEOUT_SECS,
+                ),
+                Enc::Plain,
+                utp_only,
+            ),
+            true,
+        );
+        case.wait_output(l, "state=seeding");
+        let dst = case.path("dst");
+        let b = case.spawn(
+            "btcore-download",
+            btcore_with(
+                btcore_download(&torrent, &dst, bport, &[lport], false, 40, false),
+                "both",
+                Enc::Plain,
+            ),
+            false,
+        );
+        case.wait_success(b);
+        case.check_data(&data, &dst, Empties::Required);
+        std::thread::sleep(Duration::from_millis(300));
+        if !case.procs[l].printed(want) || case.procs[l].printed(not) {
+            case.fail(&format!(
+                "libtorrent (uTP only: {utp_only}): want a connection {want}, none {not}"
+            ));
+        }
+        // uTP is dialed first either way; TCP only after it got no answer.
+        let (utp, tcp) = (
+            case.procs[b].printed(" over Utp as "),
+            case.procs[b].printed(" over Tcp as "),
+        );
+        if !utp || tcp == utp_only {
+            case.fail(&format!(
+                "btcore dialed over uTP: {utp}, over TCP: {tcp} (libtorrent uTP only: {utp_only})"
+            ));
+        }
+        case.finish();
+    }
+}
