@@ -35,7 +35,7 @@ const CLIENT_TIMEOUT_SECS: u64 = 60;
 const SINGLE_SIZE: usize = 16 * 1024 * 1024 + 12_345;
 const INSTALL: &str = "apt-get install transmission-cli python3-libtorrent";
 /// btcore's log level: the connection layer at debug level (the encryption method).
-const LOG: &str = "info,btcore_host::client=debug";
+const LOG: &str = "info,btcore_host::client=debug,btcore_host::utp=debug";
 
 const CONFIG: Config = Config {
     dir_prefix: "btcore-utp",

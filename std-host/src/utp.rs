@@ -119,6 +119,8 @@ impl UtpHost {
                 }
                 self.unconfirmed.push((handle, from, now));
             }
+            Incoming::Invalid(e) => log::debug!("uTP: invalid datagram from {from}: {e:?}"),
+            Incoming::Unknown => log::debug!("uTP: datagram for no connection from {from}"),
             _ => {}
         }
     }
@@ -214,6 +216,11 @@ impl UtpHost {
         t.into_iter()
             .filter_map(|h| self.conns.get(&h).copied())
             .collect()
+    }
+
+    /// A connection, to look at.
+    pub fn conn(&self, h: ConnHandle) -> Option<&btcore_core::utp::Connection> {
+        self.socket.conn(h)
     }
 
     /// Where a connection stands (None: gone).

@@ -316,6 +316,14 @@ impl Connection {
             _ => 0,
         }
     }
+    /// When the last valid packet from the peer came.
+    pub fn last_heard(&self) -> Instant {
+        self.last_recv
+    }
+    /// The receive window the peer last advertised.
+    pub fn peer_window(&self) -> u32 {
+        self.peer_wnd
+    }
     /// Bytes written and not yet acknowledged by the peer.
     pub fn unacked(&self) -> usize {
         self.send_buf.len()

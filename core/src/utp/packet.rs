@@ -74,7 +74,8 @@ pub enum PacketError {
     BadType(u8),
     /// An extension runs past the end of the datagram.
     TruncatedExtension,
-    /// A selective ACK whose length is zero, not a multiple of 4, or above the bound.
+    /// A selective ACK whose length is zero or above the bound (or, on encode, not a
+    /// multiple of 4).
     BadSackLength(usize),
     /// More than one selective ACK in a packet.
     DuplicateSack,
@@ -110,10 +111,12 @@ pub struct Header {
 pub struct Sack<'a>(&'a [u8]);
 
 impl<'a> Sack<'a> {
-    /// The bitmask if its length is valid (a non-zero multiple of 4, at most
-    /// [`MAX_SACK_BYTES`]).
+    /// The bitmask if its length is valid as received: 1 to [`MAX_SACK_BYTES`]
+    /// bytes. BEP 29 asks for a multiple of 4, but libtorrent sends any length (5
+    /// and 6 bytes are common): a decoder that refused them dropped every ack it
+    /// sent past a hole, and the connection timed out.
     pub fn new(bytes: &'a [u8]) -> Result<Self, PacketError> {
-        if bytes.is_empty() || bytes.len() % 4 != 0 || bytes.len() > MAX_SACK_BYTES {
+        if bytes.is_empty() || bytes.len() > MAX_SACK_BYTES {
             return Err(PacketError::BadSackLength(bytes.len()));
         }
         Ok(Self(bytes))
@@ -232,6 +235,8 @@ pub fn encode(
     out: &mut [u8],
 ) -> Result<usize, PacketError> {
     let sack = match sack {
+        // What we send keeps to BEP 29: a multiple of 4 bytes.
+        Some(s) if s.len() % 4 != 0 => return Err(PacketError::BadSackLength(s.len())),
         Some(s) => Some(Sack::new(s)?.bytes()),
         None => None,
     };
@@ -340,16 +345,20 @@ mod tests {
         d[0] = 0x21;
         d[1] = 1;
         d[20] = 0;
+        // Any length from 1 byte is taken (libtorrent sends 5 and 6).
         d[21] = 3;
-        assert_eq!(decode(&d), Err(PacketError::BadSackLength(3)));
+        assert_eq!(
+            decode(&d).map(|p| p.sack.map(|s| s.bytes().len())),
+            Ok(Some(3))
+        );
         d[21] = 0;
         assert_eq!(decode(&d), Err(PacketError::BadSackLength(0)));
         d[21] = 8;
         assert_eq!(decode(&d), Err(PacketError::TruncatedExtension));
         assert_eq!(decode(&d[..21]), Err(PacketError::TruncatedExtension));
         d[21] = 2;
-        d[20] = 1; // chain continues with another sack
-        assert_eq!(decode(&d), Err(PacketError::BadSackLength(2)));
+        d[20] = 1; // chain continues with another sack, of length 0
+        assert_eq!(decode(&d), Err(PacketError::BadSackLength(0)));
         // A chain of empty unknown extensions longer than the cap.
         let mut long = [0u8; 20 + 2 * 20].to_vec();
         long[0] = 0x21;

@@ -253,6 +253,11 @@ struct Sock {
     /// Bytes taken from the session and not yet written.
     out: Vec<u8>,
     out_pos: usize,
+    /// A dialed encrypted uTP connection whose BitTorrent handshake is still to go:
+    /// it leaves in a packet of its own (Transmission 3.00 reads only the handshake
+    /// from the packet that brings it, and the bitfield behind it waited for a packet
+    /// that a seed never sends).
+    handshake_alone: bool,
 }
 
 struct HostTorrent {

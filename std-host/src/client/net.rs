@@ -15,6 +15,9 @@ use mio::Interest;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
+/// The BitTorrent handshake's length (BEP 3).
+const HANDSHAKE_LEN: usize = 68;
+
 /// A peer connection's byte stream: a TCP socket, or a uTP connection of the
 /// client's [`UtpHost`].
 #[derive(Debug)]
@@ -171,6 +174,7 @@ impl Client {
                     let session = &mut self.session;
                     let out = &mut s.out;
                     let mut established = false;
+                    let mut alone = false;
                     let result = s.link.handle_recv(
                         &mut self.buf[..n],
                         &OurTorrents(&self.torrents, |t| t.info_hash),
@@ -182,11 +186,13 @@ impl Client {
                                 log::debug!("{conn:?}: encrypted handshake done, {method:?}");
                                 established = true;
                                 if outgoing {
+                                    alone = true;
                                     session.handle_connected(now, conn);
                                 }
                             }
                         },
                     );
+                    s.handshake_alone |= alone && matches!(s.stream, Stream::Utp(_));
                     // Handshake replies, and the session's first bytes once established.
                     let replies = s.out.len() > had_out || established;
                     if let Err(e) = result {
@@ -234,11 +240,15 @@ impl Client {
                 // kept for later.
                 let own = self.session.conn_torrent(conn);
                 let mut own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
-                let allowed = self
+                let mut allowed = self
                     .up
                     .available()
                     .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
                     .min(n);
+                let alone = s.handshake_alone && allowed > HANDSHAKE_LEN;
+                if alone {
+                    allowed = HANDSHAKE_LEN;
+                }
                 // An error leaves everything queued: the queue's write below meets it
                 // again and handles it.
                 let written = if allowed == 0 {
@@ -254,6 +264,11 @@ impl Client {
                 }
                 if written < n {
                     s.out.extend_from_slice(&self.tx[written..n]);
+                }
+                if alone && written == HANDSHAKE_LEN {
+                    s.handshake_alone = false;
+                    // The handshake goes out now, in its own packet.
+                    self.transmit_utp();
                 }
                 continue;
             }
@@ -389,6 +404,7 @@ impl Client {
             dialed,
             out,
             out_pos: 0,
+            handshake_alone: false,
         };
         self.socks.insert(conn, sock);
         true

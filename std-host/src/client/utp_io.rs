@@ -57,6 +57,22 @@ impl Client {
         let Some(s) = self.socks.get(&conn) else {
             return;
         };
+        if let (Stream::Utp(h), Some(u)) = (&s.stream, self.utp.as_ref()) {
+            if let Some(c) = u.conn(*h) {
+                if let btcore_core::utp::State::Closed(r) = c.state() {
+                    log::debug!(
+                        "{conn:?}: uTP closed ({r:?}): heard {} ms ago, cwnd {}, peer window {}, rto {:?}, unacked {}, in flight {}, readable {}",
+                        self.now().since(c.last_heard()).as_millis(),
+                        c.cwnd(),
+                        c.peer_window(),
+                        c.rto(),
+                        c.unacked(),
+                        c.bytes_in_flight(),
+                        c.readable()
+                    );
+                }
+            }
+        }
         // Connected (or failed): as a TCP socket that turned writable.
         if s.connecting {
             self.on_writable(conn);
