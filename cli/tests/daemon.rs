@@ -663,6 +663,16 @@ fn the_rpc_protocol_and_its_errors() {
     assert_eq!(s["arguments"]["download-queue-size"], 1, "{s}");
     assert_eq!(s["arguments"]["alt-speed-enabled"], true, "{s}");
     assert_eq!(s["arguments"]["alt-speed-down"], 20, "{s}");
+    // uTP: on by default, off and on again at run time.
+    assert_eq!(s["arguments"]["utp-enabled"], true, "{s}");
+    for on in [false, true] {
+        let set = r.call(serde_json::json!({
+            "method": "session-set", "arguments": {"utp-enabled": on}
+        }));
+        assert_eq!(set["result"], "success", "{set}");
+        let s = r.call(serde_json::json!({"method": "session-get", "arguments": {}}));
+        assert_eq!(s["arguments"]["utp-enabled"], on, "{s}");
+    }
     let bad = r.call(serde_json::json!({
         "method": "session-set", "arguments": {"alt-speed-time-begin": 5000}
     }));

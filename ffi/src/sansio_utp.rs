@@ -499,9 +499,9 @@ pub unsafe extern "C" fn btcore_utp_classify(
 
 /// A datagram of `len` bytes (at most 65,535) from `*from` arrived on the UDP socket;
 /// `*out` says what became of it. Garbage is not an error: it comes back as
-/// `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`,
-/// before any write: a connection just `ACCEPTED` must answer the SYN before it sends
-/// data (a dialer takes only that answer as the connection's start).
+/// `BTCORE_UTP_NOT_UTP` or `BTCORE_UTP_INVALID`. Then drain `btcore_utp_poll_transmit`.
+/// A connection just `ACCEPTED` may be written at once: its answer to the SYN leaves
+/// before its data (a dialer takes only that answer as the connection's start).
 ///
 /// # Safety
 ///

@@ -18,7 +18,8 @@
 //!
 //! All fields are big-endian. `extension` names the first extension of a chain; each
 //! extension is `next extension type (u8), length (u8), length bytes`. Type 1 is the
-//! selective ACK: a bitmask whose length is a non-zero multiple of 4, bit 0 of its
+//! selective ACK: a bitmask (BEP 29: a non-zero multiple of 4 bytes, as we send it;
+//! libtorrent sends any length, which is taken), bit 0 of its
 //! first byte standing for `ack_nr + 2`. Other types are skipped by their length.
 
 /// The length of the fixed header.
@@ -74,8 +75,8 @@ pub enum PacketError {
     BadType(u8),
     /// An extension runs past the end of the datagram.
     TruncatedExtension,
-    /// A selective ACK whose length is zero or above the bound (or, on encode, not a
-    /// multiple of 4).
+    /// A selective ACK whose length is zero or above the bound (what we build is a
+    /// multiple of 4, as BEP 29 asks).
     BadSackLength(usize),
     /// More than one selective ACK in a packet.
     DuplicateSack,
@@ -235,8 +236,6 @@ pub fn encode(
     out: &mut [u8],
 ) -> Result<usize, PacketError> {
     let sack = match sack {
-        // What we send keeps to BEP 29: a multiple of 4 bytes.
-        Some(s) if s.len() % 4 != 0 => return Err(PacketError::BadSackLength(s.len())),
         Some(s) => Some(Sack::new(s)?.bytes()),
         None => None,
     };
@@ -357,8 +356,8 @@ mod tests {
         assert_eq!(decode(&d), Err(PacketError::TruncatedExtension));
         assert_eq!(decode(&d[..21]), Err(PacketError::TruncatedExtension));
         d[21] = 2;
-        d[20] = 1; // chain continues with another sack, of length 0
-        assert_eq!(decode(&d), Err(PacketError::BadSackLength(0)));
+        d[20] = 1; // chain continues with another sack
+        assert_eq!(decode(&d), Err(PacketError::DuplicateSack));
         // A chain of empty unknown extensions longer than the cap.
         let mut long = [0u8; 20 + 2 * 20].to_vec();
         long[0] = 0x21;
@@ -386,8 +385,8 @@ mod tests {
             Err(PacketError::BufferTooSmall)
         );
         assert_eq!(
-            encode(&h, Some(&[1, 2]), &[], &mut [0u8; 64]),
-            Err(PacketError::BadSackLength(2))
+            encode(&h, Some(&[]), &[], &mut [0u8; 64]),
+            Err(PacketError::BadSackLength(0))
         );
     }
 
