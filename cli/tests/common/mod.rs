@@ -689,3 +689,32 @@ pub fn libtorrent(
     }
     c
 }
+
+/// `DIR/multi`: 62 files in nested folders, sizes around block and piece boundaries,
+/// three empty files (one alone in its folders), names with spaces and non-ASCII.
+pub fn make_multi(dir: &Path) -> PathBuf {
+    let root = dir.join("multi");
+    let mut r = Rng(0x3417_1f11e5);
+    let fixed: [usize; 8] = [1, 100, 16_383, 16_384, 16_385, 65_536, 262_145, 1_000_000];
+    for i in 0..57 {
+        let size = if i < fixed.len() {
+            fixed[i]
+        } else {
+            (r.next() % 150_000) as usize
+        };
+        let rel = match i % 5 {
+            0 => format!("file-{i:02}.dat"),
+            1 => format!("a/file-{i:02}.dat"),
+            2 => format!("a/b/file-{i:02}.dat"),
+            3 => format!("a/b/c/deep-{i:02}.bin"),
+            _ => format!("d{}/part {i:02}.txt", i % 3),
+        };
+        write_file(&root.join(rel), &r.bytes(size));
+    }
+    write_file(&root.join("name with spaces.txt"), &r.bytes(4_321));
+    write_file(&root.join("ünïcödé/ファイル.bin"), &r.bytes(54_321));
+    write_file(&root.join("empty-top"), b"");
+    write_file(&root.join("a/empty-in-a"), b"");
+    write_file(&root.join("only-empty/inner/empty"), b"");
+    root
+}

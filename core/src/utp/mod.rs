@@ -57,9 +57,9 @@
 //!
 //! Path MTU discovery (the size stays at the configured one); delayed ACKs (every data
 //! packet is acknowledged); the extension-bits extension (2) is skipped, not sent;
-//! clock drift is handled only by the base delay history aging out every two minutes;
-//! wiring into the session and the host (uTP peers, the shared port with the DHT,
-//! batched I/O) is outside this module.
+//! clock drift is handled only by the base delay history aging out every two minutes.
+//! The session decides which transport to dial ([`crate::session::TransportPolicy`]);
+//! the std host carries uTP peers over its UDP port, shared with the DHT.
 
 pub mod ledbat;
 pub mod packet;
