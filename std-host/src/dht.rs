@@ -201,6 +201,7 @@ impl DhtHost {
         budget: usize,
         mut utp: impl FnMut(SocketAddr, &[u8]),
     ) -> bool {
+        let mut errors = 0;
         for _ in 0..budget {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
@@ -212,9 +213,15 @@ impl DhtHost {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP errors surface here on Linux; the query times out by itself.
-                Err(_) => return false,
+                // ICMP errors (a node's port closed) surface here on Linux, one per
+                // error, ahead of the datagrams still queued: read on (the query times
+                // out by itself). A socket that keeps failing is left for this turn.
+                Err(_) => {
+                    errors += 1;
+                    if errors == 8 {
+                        return false;
+                    }
+                }
             }
         }
         true

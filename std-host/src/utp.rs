@@ -128,6 +128,7 @@ impl UtpHost {
     /// Reads datagrams from our own socket, `budget` at most; true when the budget ran
     /// out with datagrams possibly left.
     pub fn read_own(&mut self, now: Instant, budget: usize) -> bool {
+        let mut errors = 0;
         for _ in 0..budget {
             let Some(s) = self.own.as_ref() else {
                 return false;
@@ -139,9 +140,16 @@ impl UtpHost {
                     self.buf = d;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP errors surface here on Linux; the connection times out.
-                Err(_) => return false,
+                // ICMP errors (a peer's port closed) surface here on Linux, one per
+                // error, ahead of the datagrams still queued: read on (the affected
+                // connection times out by itself). A socket that keeps failing is left
+                // for this turn.
+                Err(_) => {
+                    errors += 1;
+                    if errors == 8 {
+                        return false;
+                    }
+                }
             }
         }
         true
