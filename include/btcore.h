@@ -288,7 +288,9 @@
 
 /**
  * `btcore_utp_incoming.kind`: a SYN opened the new incoming connection `conn`;
- * `evicted` (when not 0) was dropped to make room.
+ * `evicted` (when not 0) was dropped to make room. It is a peer only once
+ * `btcore_utp_poll_event` reports it `BTCORE_UTP_EVENT_ACCEPTED` (confirmed); one never
+ * confirmed within `confirm_timeout_ms` is dropped.
  */
 #define BTCORE_UTP_ACCEPTED 3
 
@@ -343,6 +345,31 @@
  * `btcore_utp_incoming.invalid`: another decoding failure.
  */
 #define BTCORE_UTP_PACKET_OTHER 8
+
+/**
+ * `btcore_utp_poll_event`: nothing to report.
+ */
+#define BTCORE_UTP_EVENT_NONE 0
+
+/**
+ * `btcore_utp_poll_event`: incoming connection `conn` is confirmed (the peer
+ * acknowledged our answer to its SYN, whose random sequence number a sender at a forged
+ * address never saw): a peer now; what it sent is readable.
+ */
+#define BTCORE_UTP_EVENT_ACCEPTED 1
+
+/**
+ * `btcore_utp_poll_event`: a packet or a timer changed `conn` (it may have become
+ * readable, writable, connected or closed: read its `btcore_utp_status`). Once per
+ * connection until polled.
+ */
+#define BTCORE_UTP_EVENT_CHANGED 2
+
+/**
+ * `btcore_utp_poll_event`: `conn` was dropped to make room for another connection (it
+ * was closed with nothing left to read); its id is gone.
+ */
+#define BTCORE_UTP_EVENT_DROPPED 3
 
 /**
  * `btcore_utp_conn_status.state`: our SYN is out, no answer yet.
@@ -1183,6 +1210,18 @@ typedef struct btcore_utp_settings {
    * 1: the low-memory profile's values for the bounds left at 0.
    */
   uint8_t low_memory;
+  /**
+   * An incoming connection not confirmed this many milliseconds after its SYN (the
+   * peer never acknowledged our answer: a SYN from a forged address) is dropped
+   * silently (5,000). 100 to 600,000.
+   */
+  uint32_t confirm_timeout_ms;
+  /**
+   * A connection given to `btcore_utp_release` may take this many milliseconds to
+   * close gracefully before it is dropped with a RESET (10,000). 0 to 600,000; 0
+   * keeps the default.
+   */
+  uint32_t linger_ms;
 } btcore_utp_settings;
 
 /**
@@ -3355,6 +3394,38 @@ btcore_result btcore_utp_remove(struct btcore_utp *h, uint64_t conn);
 btcore_result btcore_utp_status(const struct btcore_utp *h,
                                 uint64_t conn,
                                 struct btcore_utp_conn_status *out);
+
+/**
+ * Writes the next event to `*out_kind` (`BTCORE_UTP_EVENT_*`) and the connection it
+ * names to `*out_conn`; `BTCORE_UTP_EVENT_NONE` (and 0): none left. Drain it after
+ * `btcore_utp_recv` and `btcore_utp_handle_timeout`: it names only connections the
+ * caller knows (those it dialed, and incoming ones from their `ACCEPTED` event on), and
+ * none after `btcore_utp_release` or `btcore_utp_remove`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ *   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ * - `out_kind` and `out_conn` are NULL or valid for one write each.
+ */
+btcore_result btcore_utp_poll_event(struct btcore_utp *h, uint32_t *out_kind, uint64_t *out_conn);
+
+/**
+ * Lets `conn` go at `now_ms`: its id is gone at once; the connection closes
+ * gracefully (what is queued, then a FIN) and is dropped once closed or `linger_ms`
+ * later, with a RESET then. `abort` 1: a RESET and dropped at once. The way to end a
+ * peer without waiting for its FIN handshake. `BTCORE_NOT_FOUND` for an unknown or
+ * removed `conn`.
+ *
+ * # Safety
+ *
+ * `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+ * the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+ */
+btcore_result btcore_utp_release(struct btcore_utp *h,
+                                 uint64_t conn,
+                                 uint64_t now_ms,
+                                 uint8_t abort);
 
 /**
  * Fills `out` with the defaults: current directory, no state directory, listen on

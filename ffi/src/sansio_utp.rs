@@ -16,10 +16,10 @@
 //! map holds one entry per connection the socket holds (at most `max_connections`).
 use crate::error::Failure;
 use crate::*;
-use btcore_core::time::Instant;
+use btcore_core::time::{Duration, Instant};
 use btcore_core::utp::packet::PacketError;
 use btcore_core::utp::{
-    self, CloseReason, ConnHandle, ConnectError, DatagramKind, Incoming, State, UtpConfig,
+    self, CloseReason, ConnHandle, ConnectError, DatagramKind, Event, Incoming, State, UtpConfig,
     UtpSocket,
 };
 use std::collections::HashMap;
@@ -64,6 +64,14 @@ pub struct btcore_utp_settings {
     pub max_pending_resets: u16,
     /// 1: the low-memory profile's values for the bounds left at 0.
     pub low_memory: u8,
+    /// An incoming connection not confirmed this many milliseconds after its SYN (the
+    /// peer never acknowledged our answer: a SYN from a forged address) is dropped
+    /// silently (5,000). 100 to 600,000.
+    pub confirm_timeout_ms: u32,
+    /// A connection given to `btcore_utp_release` may take this many milliseconds to
+    /// close gracefully before it is dropped with a RESET (10,000). 0 to 600,000; 0
+    /// keeps the default.
+    pub linger_ms: u32,
 }
 
 /// `btcore_utp_classify`: neither a DHT message nor a uTP packet.
@@ -82,7 +90,9 @@ pub const BTCORE_UTP_INVALID: u32 = 1;
 /// `btcore_utp_incoming.kind`: handed to connection `conn`.
 pub const BTCORE_UTP_DELIVERED: u32 = 2;
 /// `btcore_utp_incoming.kind`: a SYN opened the new incoming connection `conn`;
-/// `evicted` (when not 0) was dropped to make room.
+/// `evicted` (when not 0) was dropped to make room. It is a peer only once
+/// `btcore_utp_poll_event` reports it `BTCORE_UTP_EVENT_ACCEPTED` (confirmed); one never
+/// confirmed within `confirm_timeout_ms` is dropped.
 pub const BTCORE_UTP_ACCEPTED: u32 = 3;
 /// `btcore_utp_incoming.kind`: a SYN beyond `max_connections` with nothing to evict: a
 /// RESET answers it.
@@ -124,6 +134,20 @@ pub struct btcore_utp_incoming {
     /// from now on. 0: none.
     pub evicted: u64,
 }
+
+/// `btcore_utp_poll_event`: nothing to report.
+pub const BTCORE_UTP_EVENT_NONE: u32 = 0;
+/// `btcore_utp_poll_event`: incoming connection `conn` is confirmed (the peer
+/// acknowledged our answer to its SYN, whose random sequence number a sender at a forged
+/// address never saw): a peer now; what it sent is readable.
+pub const BTCORE_UTP_EVENT_ACCEPTED: u32 = 1;
+/// `btcore_utp_poll_event`: a packet or a timer changed `conn` (it may have become
+/// readable, writable, connected or closed: read its `btcore_utp_status`). Once per
+/// connection until polled.
+pub const BTCORE_UTP_EVENT_CHANGED: u32 = 2;
+/// `btcore_utp_poll_event`: `conn` was dropped to make room for another connection (it
+/// was closed with nothing left to read); its id is gone.
+pub const BTCORE_UTP_EVENT_DROPPED: u32 = 3;
 
 /// `btcore_utp_conn_status.state`: our SYN is out, no answer yet.
 pub const BTCORE_UTP_STATE_CONNECTING: u32 = 1;
@@ -286,6 +310,8 @@ fn default_settings() -> btcore_utp_settings {
         max_packets_in_flight: 0,
         max_pending_resets: 0,
         low_memory: 0,
+        confirm_timeout_ms: 0,
+        linger_ms: 0,
     }
 }
 
@@ -365,6 +391,21 @@ fn config(s: &btcore_utp_settings) -> Result<UtpConfig, Failure> {
         u16::MAX,
         "max_pending_resets",
     )?;
+    let (mut confirm, mut linger) = (0u32, 0u32);
+    set(
+        &mut confirm,
+        s.confirm_timeout_ms,
+        100,
+        600_000,
+        "confirm_timeout_ms",
+    )?;
+    set(&mut linger, s.linger_ms, 1, 600_000, "linger_ms")?;
+    if confirm != 0 {
+        c.confirm_timeout = Duration::from_millis(u64::from(confirm));
+    }
+    if linger != 0 {
+        c.linger = Duration::from_millis(u64::from(linger));
+    }
     Ok(c)
 }
 
@@ -887,6 +928,82 @@ pub unsafe extern "C" fn btcore_utp_status(
         };
         // SAFETY: non-NULL (checked above) and valid for one write.
         unsafe { out.write(s) };
+        Ok(())
+    })
+}
+
+/// Writes the next event to `*out_kind` (`BTCORE_UTP_EVENT_*`) and the connection it
+/// names to `*out_conn`; `BTCORE_UTP_EVENT_NONE` (and 0): none left. Drain it after
+/// `btcore_utp_recv` and `btcore_utp_handle_timeout`: it names only connections the
+/// caller knows (those it dialed, and incoming ones from their `ACCEPTED` event on), and
+/// none after `btcore_utp_release` or `btcore_utp_remove`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+///   the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+/// - `out_kind` and `out_conn` are NULL or valid for one write each.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_utp_poll_event(
+    h: *mut btcore_utp,
+    out_kind: *mut u32,
+    out_conn: *mut u64,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: as this function's contract requires.
+        let mut e = unsafe { endpoint(h) }?;
+        let out_kind = non_null(out_kind)?;
+        let out_conn = non_null(out_conn)?;
+        let (kind, conn) = loop {
+            match e.socket.poll_event() {
+                None => break (BTCORE_UTP_EVENT_NONE, 0),
+                Some(Event::Accepted(c)) => break (BTCORE_UTP_EVENT_ACCEPTED, e.id_of(c, false)),
+                Some(Event::Changed(c)) => {
+                    if let Some(&id) = e.handles.get(&c) {
+                        break (BTCORE_UTP_EVENT_CHANGED, id);
+                    }
+                }
+                Some(Event::Dropped(c)) => {
+                    let id = e.forget(c);
+                    if id != 0 {
+                        break (BTCORE_UTP_EVENT_DROPPED, id);
+                    }
+                }
+                Some(_) => {}
+            }
+        };
+        // SAFETY: both are non-NULL (checked above) and valid for one write.
+        unsafe {
+            out_kind.write(kind);
+            out_conn.write(conn);
+        }
+        Ok(())
+    })
+}
+
+/// Lets `conn` go at `now_ms`: its id is gone at once; the connection closes
+/// gracefully (what is queued, then a FIN) and is dropped once closed or `linger_ms`
+/// later, with a RESET then. `abort` 1: a RESET and dropped at once. The way to end a
+/// peer without waiting for its FIN handshake. `BTCORE_NOT_FOUND` for an unknown or
+/// removed `conn`.
+///
+/// # Safety
+///
+/// `h` is NULL or a handle from `btcore_utp_new` that no `btcore_utp_free` frees during
+/// the call; any other pointer is refused (`BTCORE_WRONG_HANDLE`) before a read.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_utp_release(
+    h: *mut btcore_utp,
+    conn: u64,
+    now_ms: u64,
+    abort: u8,
+) -> btcore_result {
+    guard_detail(|| {
+        // SAFETY: as this function's contract requires.
+        let mut e = unsafe { endpoint(h) }?;
+        let (c, _) = e.handle(conn)?;
+        e.socket.release(now(now_ms), c, abort != 0);
+        e.forget(c);
         Ok(())
     })
 }

@@ -73,6 +73,7 @@ fn rust() -> Layout {
         btcore_utp_settings {
              random_seed, send_buffer, recv_buffer, max_connections, max_packet_size,
              reorder_slots, max_packets_in_flight, max_pending_resets, low_memory,
+             confirm_timeout_ms, linger_ms,
         }
         btcore_utp_incoming {
              kind, invalid, conn, evicted,

@@ -2,7 +2,8 @@
  * uTP from C (btcore_utp): two endpoints on real UDP sockets on 127.0.0.1 carry a few
  * MiB each way at once, compared byte for byte, and close cleanly (both FINs
  * acknowledged); garbage, truncated and crafted datagrams come back as typed results;
- * misuse gives error codes; the sans-IO session's CONNECT names its transport after
+ * misuse gives error codes; events name confirmed, changed and dropped connections, a
+ * forged SYN never confirmed is dropped, a released connection closes and goes; the sans-IO session's CONNECT names its transport after
  * settings.transport. Prints "all checks passed" on success.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -655,9 +656,110 @@ static void dial_policy(void) {
     btcore_sansio_free(h);
 }
 
+/* Every datagram queued by `from` (at address `fa`) handed to `to`; returns how many. */
+static int shuttle(btcore_utp *from, const btcore_addr *fa, btcore_utp *to, uint64_t t) {
+    unsigned char buf[1500];
+    size_t len = 0;
+    btcore_addr dst;
+    int n = 0;
+    while (btcore_utp_poll_transmit(from, t, buf, sizeof buf, &len, &dst) == BTCORE_OK && len) {
+        btcore_utp_incoming in;
+        if (to) EXPECT(btcore_utp_recv(to, fa, buf, len, t, &in), BTCORE_OK);
+        if (++n > 10000) break;
+    }
+    return n;
+}
+
+static uint32_t next_event(btcore_utp *u, uint64_t *conn) {
+    uint32_t kind = 99;
+    *conn = 99;
+    EXPECT(btcore_utp_poll_event(u, &kind, conn), BTCORE_OK);
+    return kind;
+}
+
+static void events(void) {
+    btcore_utp_settings s;
+    btcore_utp_settings_default(&s);
+    s.random_seed = 5;
+    s.confirm_timeout_ms = 2000;
+    s.linger_ms = 3000;
+    btcore_utp *a = NULL, *b = NULL;
+    EXPECT(btcore_utp_new(&s, &a), BTCORE_OK);
+    s.random_seed = 6;
+    EXPECT(btcore_utp_new(&s, &b), BTCORE_OK);
+    s.confirm_timeout_ms = 50; /* below 100 ms */
+    btcore_utp *bad = NULL;
+    EXPECT(btcore_utp_new(&s, &bad), BTCORE_INVALID_PARAMETER);
+    btcore_addr aa = v4(7100), ba = v4(7200), forged = v4(7300);
+    uint64_t t = 1000000, conn = 0, dial = 0, peer = 0;
+    EXPECT(btcore_utp_poll_event(a, NULL, &conn), BTCORE_NULL_PARAMETER);
+    CHECK(next_event(a, &conn) == BTCORE_UTP_EVENT_NONE && conn == 0);
+
+    /* a dials b: b's socket opens the connection, but no peer yet (not confirmed). */
+    EXPECT(btcore_utp_connect(a, &ba, t, &dial), BTCORE_OK);
+    CHECK(shuttle(a, &aa, b, t) == 1);
+    CHECK(next_event(b, &conn) == BTCORE_UTP_EVENT_NONE);
+    CHECK(shuttle(b, &ba, a, t) == 1); /* b's STATE */
+    CHECK(next_event(a, &conn) == BTCORE_UTP_EVENT_CHANGED && conn == dial);
+    CHECK(next_event(a, &conn) == BTCORE_UTP_EVENT_NONE);
+    btcore_utp_conn_status st;
+    EXPECT(btcore_utp_status(a, dial, &st), BTCORE_OK);
+    CHECK(st.state == BTCORE_UTP_STATE_CONNECTED);
+    size_t n = 0;
+    EXPECT(btcore_utp_write(a, dial, (const uint8_t *)"hello", 5, &n), BTCORE_OK);
+    CHECK(shuttle(a, &aa, b, t) >= 1);
+    /* Its first data acknowledges b's STATE: confirmed, a peer, "hello" readable. */
+    CHECK(next_event(b, &peer) == BTCORE_UTP_EVENT_ACCEPTED && peer != 0);
+    unsigned char buf[64];
+    EXPECT(btcore_utp_read(b, peer, buf, sizeof buf, &n), BTCORE_OK);
+    CHECK(n == 5 && memcmp(buf, "hello", 5) == 0);
+    CHECK(next_event(b, &conn) == BTCORE_UTP_EVENT_NONE);
+
+    /* A SYN from a forged address: opened, never confirmed, dropped after 2 s. */
+    unsigned char p[20];
+    header(p, 4, 0, 4242, 1);
+    btcore_utp_incoming in;
+    EXPECT(btcore_utp_recv(b, &forged, p, 20, t, &in), BTCORE_OK);
+    CHECK(in.kind == BTCORE_UTP_ACCEPTED);
+    uint64_t ghost = in.conn;
+    shuttle(b, &ba, NULL, t);
+    uint64_t due = 0;
+    EXPECT(btcore_utp_next_timeout(b, &due), BTCORE_OK);
+    CHECK(due <= t + 2000);
+    EXPECT(btcore_utp_handle_timeout(b, t + 1999), BTCORE_OK);
+    EXPECT(btcore_utp_status(b, ghost, &st), BTCORE_OK);
+    EXPECT(btcore_utp_handle_timeout(b, t + 2000), BTCORE_OK);
+    EXPECT(btcore_utp_status(b, ghost, &st), BTCORE_NOT_FOUND);
+    CHECK(next_event(b, &conn) == BTCORE_UTP_EVENT_NONE);
+    shuttle(b, &ba, NULL, t + 2000);
+
+    /* b releases its peer: a FIN goes out, the id is gone at once, no event names it;
+       a hears the end of the stream. */
+    EXPECT(btcore_utp_release(b, peer, t + 2000, 0), BTCORE_OK);
+    EXPECT(btcore_utp_status(b, peer, &st), BTCORE_NOT_FOUND);
+    EXPECT(btcore_utp_release(b, peer, t + 2000, 0), BTCORE_NOT_FOUND);
+    CHECK(shuttle(b, &ba, a, t + 2000) >= 1);
+    CHECK(next_event(a, &conn) == BTCORE_UTP_EVENT_CHANGED && conn == dial);
+    EXPECT(btcore_utp_read(a, dial, buf, sizeof buf, &n), BTCORE_OK);
+    EXPECT(btcore_utp_status(a, dial, &st), BTCORE_OK);
+    CHECK(st.eof == 1);
+    /* a never answers: b drops the released connection after its linger (3 s). */
+    EXPECT(btcore_utp_handle_timeout(b, t + 2000 + 2999), BTCORE_OK);
+    uint64_t held = 0;
+    EXPECT(btcore_utp_next_timeout(b, &held), BTCORE_OK);
+    CHECK(held != UINT64_MAX);
+    EXPECT(btcore_utp_handle_timeout(b, t + 2000 + 3000), BTCORE_OK);
+    EXPECT(btcore_utp_next_timeout(b, &held), BTCORE_OK);
+    CHECK(held == UINT64_MAX); /* nothing held any more */
+    CHECK(next_event(b, &conn) == BTCORE_UTP_EVENT_NONE);
+    btcore_utp_free(a);
+    btcore_utp_free(b);
+}
+
 int main(void) {
     misuse();
     garbage();
+    events();
     transfer(4u << 20, 3u << 20);
     dial_policy();
     if (failures) {

@@ -13,14 +13,15 @@
 //!
 //! Spoofed SYNs: a SYN costs one STATE in reply (as a TCP SYN costs a SYN-ACK) and a
 //! slot of the socket, which the next SYN or dial may take back. The session hears of
-//! an incoming connection only once it is confirmed (the peer acked our STATE, whose
-//! random sequence number a sender at a forged address never saw); one not confirmed
-//! within [`CONFIRM_TIMEOUT`] is dropped. Connections the session let go close
-//! gracefully for at most [`LINGER`], then are aborted.
+//! an incoming connection only once the core's socket reports it confirmed (the peer
+//! acked our STATE, whose random sequence number a sender at a forged address never
+//! saw); the socket drops one not confirmed within its `confirm_timeout`. Connections
+//! the session let go close gracefully for at most the socket's `linger`, then are
+//! aborted.
 
 use btcore_core::session::ConnId;
-use btcore_core::time::{Duration, Instant};
-use btcore_core::utp::{ConnHandle, Incoming, State, UtpConfig, UtpSocket};
+use btcore_core::time::Instant;
+use btcore_core::utp::{ConnHandle, Event, Incoming, State, UtpConfig, UtpSocket};
 use mio::net::UdpSocket;
 use std::collections::HashMap;
 use std::io;
@@ -29,13 +30,6 @@ use std::net::SocketAddr;
 /// Datagrams sent in one [`UtpHost::transmit`] at most: a burst of every connection's
 /// window cannot hold the loop (the rest go next turn).
 pub const SENDS_PER_TURN: usize = 1024;
-
-/// How long an incoming connection may stay unconfirmed past its SYN.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a connection the loop let go may take to close (its queued bytes and its
-/// FIN acknowledged, the peer's FIN in) before it is aborted and its slot freed.
-pub const LINGER: Duration = Duration::from_secs(10);
 
 /// The uTP side of a client.
 #[derive(Debug)]
@@ -46,13 +40,8 @@ pub struct UtpHost {
     /// The session's connection behind each uTP connection the loop holds.
     conns: HashMap<ConnHandle, ConnId>,
     touched: Vec<ConnHandle>,
-    /// Incoming connections not yet confirmed, with when their SYN came.
-    unconfirmed: Vec<(ConnHandle, SocketAddr, Instant)>,
     accepted: Vec<(ConnHandle, SocketAddr)>,
     evicted: Vec<ConnHandle>,
-    /// Connections the loop let go: closing (their FIN goes out) until closed or
-    /// their deadline, then removed.
-    orphans: Vec<(ConnHandle, Instant)>,
     /// The last transmit stopped at [`SENDS_PER_TURN`] with more to send.
     more: bool,
     /// One datagram's worth, to encode into.
@@ -73,10 +62,8 @@ impl UtpHost {
             own,
             conns: HashMap::new(),
             touched: Vec::new(),
-            unconfirmed: Vec::new(),
             accepted: Vec::new(),
             evicted: Vec::new(),
-            orphans: Vec::new(),
             more: false,
             out: vec![0; size],
             pending: None,
@@ -106,22 +93,25 @@ impl UtpHost {
     /// A datagram from `from` that the first-byte check called uTP.
     pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         match self.socket.handle_datagram(now, from, datagram) {
-            Incoming::Delivered(h) if self.conns.contains_key(&h) && !self.touched.contains(&h) => {
-                self.touched.push(h);
-            }
-            Incoming::Accepted { handle, evicted } => {
-                if let Some(e) = evicted {
-                    let before = self.unconfirmed.len();
-                    self.unconfirmed.retain(|(h, _, _)| *h != e);
-                    if self.unconfirmed.len() == before {
-                        self.evicted.push(e);
-                    }
-                }
-                self.unconfirmed.push((handle, from, now));
-            }
             Incoming::Invalid(e) => log::debug!("uTP: invalid datagram from {from}: {e:?}"),
             Incoming::Unknown => log::debug!("uTP: datagram for no connection from {from}"),
             _ => {}
+        }
+    }
+
+    /// Sorts the socket's news: accepted, changed (touched), dropped (evicted).
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.socket.poll_event() {
+            match ev {
+                Event::Accepted(h) => {
+                    if let Some(addr) = self.socket.addr(h) {
+                        self.accepted.push((h, *addr));
+                    }
+                }
+                Event::Changed(h) if self.conns.contains_key(&h) => self.touched.push(h),
+                Event::Dropped(h) => self.evicted.push(h),
+                _ => {}
+            }
         }
     }
 
@@ -170,48 +160,23 @@ impl UtpHost {
     }
 
     /// Lets a connection go at `now`: a graceful close (FIN after what is queued),
-    /// removed once closed or [`LINGER`] later; `abort`: a RESET at once instead.
+    /// removed once closed or the socket's `linger` later; `abort`: a RESET at once
+    /// instead.
     pub fn release(&mut self, now: Instant, h: ConnHandle, abort: bool) {
         self.conns.remove(&h);
-        if let Some(c) = self.socket.conn_mut(h) {
-            if abort {
-                c.abort();
-            } else {
-                c.close();
-            }
-            self.orphans.push((h, now + LINGER));
-        }
+        self.socket.release(now, h, abort);
     }
 
     /// Incoming connections confirmed since the last call, with their addresses
     /// (take each with [`UtpHost::adopt`]).
     pub fn take_accepted(&mut self) -> Vec<(ConnHandle, SocketAddr)> {
+        self.drain_events();
         std::mem::take(&mut self.accepted)
-    }
-
-    /// Moves the incoming connections now confirmed to the accepted ones, and drops
-    /// those unconfirmed for [`CONFIRM_TIMEOUT`] (or gone).
-    fn sort_unconfirmed(&mut self, now: Instant) {
-        let socket = &mut self.socket;
-        let accepted = &mut self.accepted;
-        self.unconfirmed.retain(|&(h, from, at)| {
-            match socket.conn(h).map(|c| (c.is_confirmed(), c.state())) {
-                Some((true, State::Connected)) => {
-                    accepted.push((h, from));
-                    false
-                }
-                Some((false, State::Connected)) if now.since(at) < CONFIRM_TIMEOUT => true,
-                Some(_) => {
-                    socket.remove(h);
-                    false
-                }
-                None => false,
-            }
-        });
     }
 
     /// The session's connections whose uTP connection was evicted since the last call.
     pub fn take_evicted(&mut self) -> Vec<ConnId> {
+        self.drain_events();
         let ev = std::mem::take(&mut self.evicted);
         ev.into_iter()
             .filter_map(|h| self.conns.remove(&h))
@@ -220,6 +185,7 @@ impl UtpHost {
 
     /// The session's connections a packet or a timer changed since the last call.
     pub fn take_touched(&mut self) -> Vec<ConnId> {
+        self.drain_events();
         let t = std::mem::take(&mut self.touched);
         t.into_iter()
             .filter_map(|h| self.conns.get(&h).copied())
@@ -275,30 +241,12 @@ impl UtpHost {
         self.pending.is_some() || self.more
     }
 
-    /// Runs the connections' timers due at `now` (every connection the loop holds
-    /// counts as touched: a timer may have closed it), and removes the orphans that
-    /// are over.
+    /// Runs the socket's timers due at `now` (retransmissions, keep-alives, the
+    /// unconfirmed and released connections' deadlines).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.socket.poll_timeout().is_some_and(|t| t <= now) {
             self.socket.handle_timeout(now);
-            self.touched.clear();
-            self.touched.extend(self.conns.keys().copied());
         }
-        self.sort_unconfirmed(now);
-        let socket = &mut self.socket;
-        self.orphans
-            .retain(|&(h, deadline)| match socket.conn(h).map(|c| c.state()) {
-                Some(State::Closed(_)) | None => {
-                    socket.remove(h);
-                    false
-                }
-                // Past its deadline: aborted (a RESET) and removed.
-                Some(_) if now >= deadline => {
-                    socket.remove(h);
-                    false
-                }
-                _ => true,
-            });
     }
 
     /// Sends what the connections have to send, on our own socket or else on
@@ -344,6 +292,7 @@ impl UtpHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use btcore_core::time::Duration;
     use btcore_core::utp::packet::{self, Header, PacketType};
 
     fn datagram(ty: PacketType, conn_id: u16, seq_nr: u16, ack_nr: u16, payload: &[u8]) -> Vec<u8> {
@@ -364,7 +313,7 @@ mod tests {
 
     /// A SYN from a forged address, followed by data that guesses our sequence
     /// numbers wrong, never reaches the session and is dropped after
-    /// CONFIRM_TIMEOUT; a peer that acks our STATE is reported as accepted.
+    /// the socket's confirm timeout; a peer that acks our STATE is reported as accepted.
     #[test]
     fn an_incoming_connection_reaches_the_session_only_once_confirmed() {
         let mut u = UtpHost::new(UtpConfig::default(), 9, None);
@@ -379,7 +328,7 @@ mod tests {
         u.handle_timeout(t0);
         assert!(u.take_accepted().is_empty(), "unconfirmed, yet accepted");
         assert_eq!(u.len(), 1);
-        u.handle_timeout(t0 + CONFIRM_TIMEOUT);
+        u.handle_timeout(t0 + UtpConfig::default().confirm_timeout);
         assert!(u.take_accepted().is_empty());
         assert!(
             u.is_empty(),
@@ -413,7 +362,7 @@ mod tests {
         assert_eq!(accepted[0].1, peer);
     }
 
-    /// A connection let go that the peer never lets close is aborted after LINGER.
+    /// A connection let go that the peer never lets close is aborted after the socket's linger.
     #[test]
     fn a_released_connection_lingers_no_longer_than_its_deadline() {
         let mut u = UtpHost::new(UtpConfig::default(), 9, None);
@@ -423,7 +372,7 @@ mod tests {
         u.release(t0, h, false);
         u.handle_timeout(t0 + Duration::from_millis(10));
         assert_eq!(u.len(), 1, "gone before its deadline");
-        u.handle_timeout(t0 + LINGER);
-        assert!(u.is_empty(), "still held past LINGER");
+        u.handle_timeout(t0 + UtpConfig::default().linger);
+        assert!(u.is_empty(), "still held past the linger");
     }
 }

@@ -72,7 +72,7 @@ mod socket;
 #[cfg(feature = "alloc")]
 pub use conn::{CloseReason, Connection, State};
 #[cfg(feature = "alloc")]
-pub use socket::{ConnHandle, ConnectError, Incoming, UtpSocket};
+pub use socket::{ConnHandle, ConnectError, Event, Incoming, UtpSocket};
 
 use crate::time::Duration;
 
@@ -142,6 +142,12 @@ pub struct UtpConfig {
     pub max_connections: u32,
     /// RESETs queued for unknown or refused peers per socket.
     pub max_pending_resets: u16,
+    /// An incoming connection not confirmed this long after its SYN is dropped: a SYN
+    /// from a forged address costs a slot for no longer (5 s).
+    pub confirm_timeout: Duration,
+    /// A connection the host released may take this long to close gracefully (what is
+    /// queued and its FIN acknowledged) before it is dropped (10 s).
+    pub linger: Duration,
 }
 
 impl Default for UtpConfig {
@@ -164,6 +170,8 @@ impl Default for UtpConfig {
             target_delay_us: 100_000,
             max_connections: 200,
             max_pending_resets: 64,
+            confirm_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(10),
         }
     }
 }

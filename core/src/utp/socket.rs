@@ -51,6 +51,25 @@ pub enum Incoming {
     Unknown,
 }
 
+/// What the socket tells its host, from [`UtpSocket::poll_event`]: only about
+/// connections the host knows (those it dialed, and incoming ones once
+/// [`Event::Accepted`]); none about a connection after [`UtpSocket::release`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An incoming connection is confirmed (the peer acknowledged our answer to its
+    /// SYN, whose random sequence number a sender at a forged address never saw): a
+    /// peer now. What it sent is readable already. An incoming connection never
+    /// confirmed within [`UtpConfig::confirm_timeout`] is dropped without a word.
+    Accepted(ConnHandle),
+    /// A packet or a timer changed the connection: it may have become readable,
+    /// writable, connected or closed. Once per connection until polled.
+    Changed(ConnHandle),
+    /// The socket dropped the connection to make room for another (it was closed with
+    /// nothing left to read): the handle is void.
+    Dropped(ConnHandle),
+}
+
 /// Why `connect` failed (the local caller's capacity, not the peer's fault).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectError {
@@ -66,6 +85,12 @@ struct Entry<A> {
     conn: Connection,
     created: Instant,
     incoming: bool,
+    /// The host knows it: dialed, or reported [`Event::Accepted`].
+    known: bool,
+    /// An [`Event::Changed`] for it waits in the queue.
+    changed: bool,
+    /// Let go by the host: removed once closed or at this instant.
+    released: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -96,6 +121,9 @@ pub struct UtpSocket<A> {
     resets: VecDeque<(A, Header)>,
     rng: Rng,
     cursor: usize,
+    /// At most one `Changed` and one `Accepted` per connection and one `Dropped` per
+    /// eviction of a connection the host knows.
+    events: VecDeque<Event>,
 }
 
 impl<A: Ord + Clone> UtpSocket<A> {
@@ -110,6 +138,7 @@ impl<A: Ord + Clone> UtpSocket<A> {
             resets: VecDeque::new(),
             rng: Rng::new(seed),
             cursor: 0,
+            events: VecDeque::new(),
         }
     }
 
@@ -179,7 +208,11 @@ impl<A: Ord + Clone> UtpSocket<A> {
             }
             let seq = self.rng.next_u32() as u16;
             let conn = Connection::connect(&self.cfg, now, id, seq);
-            return Ok(self.insert(now, addr, conn, false));
+            let h = self.insert(now, addr, conn, false);
+            if let Some(e) = self.slots[h.index as usize].entry.as_mut() {
+                e.known = true;
+            }
+            return Ok(h);
         }
         Err(ConnectError::NoFreeId)
     }
@@ -233,6 +266,9 @@ impl<A: Ord + Clone> UtpSocket<A> {
             conn,
             created: now,
             incoming,
+            known: false,
+            changed: false,
+            released: None,
         });
         self.live += 1;
         ConnHandle {
@@ -272,6 +308,9 @@ impl<A: Ord + Clone> UtpSocket<A> {
         self.live -= 1;
         self.by_id.remove(&(e.addr.clone(), e.conn.recv_id()));
         e.conn.evict();
+        if e.known && e.released.is_none() {
+            self.events.push_back(Event::Dropped(h));
+        }
         Some(h)
     }
 
@@ -330,6 +369,7 @@ impl<A: Ord + Clone> UtpSocket<A> {
                 index: i as u32,
                 generation: slot.generation,
             };
+            let mut drop_released = false;
             if let Some(e) = slot.entry.as_mut() {
                 // A closed connection answers with a RESET, except after a clean
                 // close (the peer may resend its FIN: the connection acks it again).
@@ -338,9 +378,24 @@ impl<A: Ord + Clone> UtpSocket<A> {
                     State::Closed(r) if r != CloseReason::Normal
                 );
                 e.conn.handle_packet(now, &p);
+                let closed = matches!(e.conn.state(), State::Closed(_));
+                if e.released.is_some() {
+                    drop_released = closed;
+                } else if e.known {
+                    if !e.changed {
+                        e.changed = true;
+                        self.events.push_back(Event::Changed(handle));
+                    }
+                } else if e.conn.is_confirmed() && e.conn.state() == State::Connected {
+                    e.known = true;
+                    self.events.push_back(Event::Accepted(handle));
+                }
                 if was_closed && !matches!(h.ty, PacketType::Reset | PacketType::State) {
                     self.reset_for(now, from, &h);
                 }
+            }
+            if drop_released {
+                self.remove(handle);
             }
             return Incoming::Delivered(handle);
         }
@@ -389,23 +444,116 @@ impl<A: Ord + Clone> UtpSocket<A> {
         None
     }
 
-    /// When `handle_timeout` wants to be called next.
+    /// When `handle_timeout` wants to be called next: a connection's timer, the end
+    /// of an unconfirmed one's [`UtpConfig::confirm_timeout`], a released one's
+    /// [`UtpConfig::linger`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.slots
             .iter()
-            .filter_map(|s| s.entry.as_ref()?.conn.poll_timeout())
+            .filter_map(|s| {
+                let e = s.entry.as_ref()?;
+                let t = e.conn.poll_timeout();
+                let deadline = self.deadline(e);
+                match (t, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
             .min()
     }
 
-    /// Runs every connection's timers due at `now`.
+    /// When the socket drops `e` unless something happens first.
+    fn deadline(&self, e: &Entry<A>) -> Option<Instant> {
+        if let Some(d) = e.released {
+            return Some(d);
+        }
+        (e.incoming && !e.known).then(|| e.created + self.cfg.confirm_timeout)
+    }
+
+    /// Runs every connection's timers due at `now` (an [`Event::Changed`] for each
+    /// connection a timer changed), drops incoming connections unconfirmed past
+    /// [`UtpConfig::confirm_timeout`] (a RESET tells them) and released ones that
+    /// closed or outlived [`UtpConfig::linger`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        for s in &mut self.slots {
-            if let Some(e) = s.entry.as_mut() {
-                if e.conn.poll_timeout().is_some_and(|t| t <= now) {
-                    e.conn.handle_timeout(now);
+        let mut gone: Vec<ConnHandle> = Vec::new();
+        for i in 0..self.slots.len() {
+            let deadline = match self.slots[i].entry.as_ref() {
+                Some(e) => self.deadline(e),
+                None => continue,
+            };
+            let s = &mut self.slots[i];
+            let handle = ConnHandle {
+                index: i as u32,
+                generation: s.generation,
+            };
+            let Some(e) = s.entry.as_mut() else { continue };
+            if e.conn.poll_timeout().is_some_and(|t| t <= now) {
+                e.conn.handle_timeout(now);
+                if e.known && e.released.is_none() && !e.changed {
+                    e.changed = true;
+                    self.events.push_back(Event::Changed(handle));
                 }
             }
+            let closed = matches!(e.conn.state(), State::Closed(_));
+            let unreported = e.released.is_some() || !e.known;
+            if deadline.is_some_and(|d| now >= d) || (unreported && closed) {
+                gone.push(handle);
+            }
         }
+        for h in gone {
+            self.remove(h);
+        }
+    }
+
+    /// The host lets a connection go at `now`: it closes gracefully (what is queued,
+    /// then a FIN) and is removed once closed or [`UtpConfig::linger`] later; `abort`:
+    /// a RESET and removed at once. No event names it from now on. Returns whether
+    /// the handle was valid.
+    pub fn release(&mut self, now: Instant, h: ConnHandle, abort: bool) -> bool {
+        let linger = self.cfg.linger;
+        let Some(slot) = self.slots.get_mut(h.index as usize) else {
+            return false;
+        };
+        if slot.generation != h.generation {
+            return false;
+        }
+        let Some(e) = slot.entry.as_mut() else {
+            return false;
+        };
+        if abort || matches!(e.conn.state(), State::Closed(_)) {
+            return self.remove(h);
+        }
+        e.conn.close();
+        e.released = Some(now + linger);
+        true
+    }
+
+    /// The next thing the host should hear of, oldest first. Poll it after
+    /// `handle_datagram` and `handle_timeout`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        while let Some(ev) = self.events.pop_front() {
+            match ev {
+                Event::Changed(h) | Event::Accepted(h) => {
+                    let Some(slot) = self.slots.get_mut(h.index as usize) else {
+                        continue;
+                    };
+                    if slot.generation != h.generation {
+                        continue;
+                    }
+                    match slot.entry.as_mut() {
+                        Some(e) if e.released.is_none() => {
+                            if matches!(ev, Event::Changed(_)) {
+                                e.changed = false;
+                            }
+                            return Some(ev);
+                        }
+                        _ => continue,
+                    }
+                }
+                _ => return Some(ev),
+            }
+        }
+        None
     }
 
     /// Why a connection closed, if it did.
