@@ -41,7 +41,6 @@ pub mod storage;
 pub mod tracker;
 #[cfg(feature = "tracker-server")]
 pub mod tracker_server;
-#[cfg(feature = "tracker-server")]
 mod udp_batch;
 pub mod utp;
 

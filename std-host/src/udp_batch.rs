@@ -2,7 +2,8 @@
 //! replies sent with one `sendmmsg(2)` on Linux, one `recv_from` / `send_to` each
 //! elsewhere. For the tracker's UDP socket, where two system calls per announce were
 //! most of the cost: a batch amortises them and lets the loop answer a burst without
-//! being rescheduled between datagrams.
+//! being rescheduled between datagrams. uTP reads its own socket the same way and sends
+//! through a [`SendBatch`] (every connection's packets to their peers).
 //!
 //! Buffers are allocated once ([`BATCH`] × [`DATAGRAM`] in, [`BATCH`] reply vectors
 //! out) and reused; a datagram longer than [`DATAGRAM`] is truncated, which no BEP 15
@@ -49,7 +50,8 @@ impl UdpBatch {
             bufs: vec![[0u8; DATAGRAM]; BATCH],
             lens: [0; BATCH],
             from: [None; BATCH],
-            replies: (0..BATCH).map(|_| Vec::with_capacity(1024)).collect(),
+            // Grown on first use: uTP only receives.
+            replies: (0..BATCH).map(|_| Vec::new()).collect(),
             answer: [false; BATCH],
             n: 0,
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -86,8 +88,16 @@ impl UdpBatch {
         Ok(n)
     }
 
+    /// The datagrams of the last [`UdpBatch::recv`] with their sources (those from
+    /// unreadable addresses left out).
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
+        (0..self.n)
+            .filter_map(|i| Some((&self.bufs[i][..self.lens[i].min(DATAGRAM)], self.from[i]?)))
+    }
+
     /// Hands each received datagram and an empty reply buffer to `f`, which returns
     /// whether the reply is to be sent. Datagrams from unreadable addresses are skipped.
+    #[cfg_attr(not(feature = "tracker-server"), allow(dead_code))]
     pub fn answer(&mut self, mut f: impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool) {
         for i in 0..self.n {
             self.replies[i].clear();
@@ -104,6 +114,7 @@ impl UdpBatch {
 
     /// Sends the replies [`UdpBatch::answer`] kept. A reply the socket cannot take now
     /// is dropped, as a lost datagram would be (the client retries).
+    #[cfg_attr(not(feature = "tracker-server"), allow(dead_code))]
     pub fn send(&mut self, sock: &UdpSocket) {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         sys::send(sock, &self.replies, &self.answer[..self.n], &mut self.sys);
@@ -113,6 +124,108 @@ impl UdpBatch {
                 let _ = sock.send_to(&self.replies[i], to);
             }
         }
+    }
+}
+
+/// Datagrams to many destinations, queued into buffers allocated once and sent with
+/// one `sendmmsg(2)` per [`BATCH`] on Linux (one `send_to` each elsewhere). What the
+/// socket cannot take now stays queued, in order, for the next [`SendBatch::flush`].
+pub struct SendBatch {
+    /// [`BATCH`] slots of `size` bytes.
+    bufs: Vec<u8>,
+    size: usize,
+    lens: [usize; BATCH],
+    to: [Option<SocketAddr>; BATCH],
+    /// Slots `sent..n` wait to be sent.
+    sent: usize,
+    n: usize,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("queued", &(self.n - self.sent))
+            .finish()
+    }
+}
+
+impl SendBatch {
+    /// Room for [`BATCH`] datagrams of at most `size` bytes.
+    pub fn new(size: usize) -> Self {
+        Self {
+            bufs: vec![0; size * BATCH],
+            size,
+            lens: [0; BATCH],
+            to: [None; BATCH],
+            sent: 0,
+            n: 0,
+        }
+    }
+
+    /// Datagrams queued and not sent yet.
+    pub fn queued(&self) -> usize {
+        self.n - self.sent
+    }
+
+    /// Whether every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.n == BATCH
+    }
+
+    /// The next free slot to encode a datagram into (`None`: full); then
+    /// [`SendBatch::commit`] it.
+    pub fn slot(&mut self) -> Option<&mut [u8]> {
+        if self.is_full() {
+            return None;
+        }
+        let at = self.n * self.size;
+        Some(&mut self.bufs[at..at + self.size])
+    }
+
+    /// Queues the `len` bytes written into the last [`SendBatch::slot`] for `to`.
+    pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        if self.n < BATCH {
+            self.lens[self.n] = len.min(self.size);
+            self.to[self.n] = Some(to);
+            self.n += 1;
+        }
+    }
+
+    /// Sends what is queued: true when all of it went (the slots are free again), false
+    /// when the socket would block (the rest stays queued). A datagram the kernel
+    /// refuses for its destination (unreachable, too big) is dropped, as a lost one.
+    pub fn flush(&mut self, sock: &UdpSocket) -> bool {
+        while self.sent < self.n {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            let r = sys::send_many(
+                sock,
+                &self.bufs,
+                self.size,
+                &self.lens[self.sent..self.n],
+                &self.to[self.sent..self.n],
+                self.sent,
+            );
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let r = {
+                let i = self.sent;
+                let at = i * self.size;
+                match self.to[i] {
+                    Some(to) => sock
+                        .send_to(&self.bufs[at..at + self.lens[i]], to)
+                        .map(|_| 1),
+                    None => Ok(1),
+                }
+            };
+            match r {
+                Ok(k) => self.sent += k.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.sent += 1,
+            }
+        }
+        self.sent = 0;
+        self.n = 0;
+        true
     }
 }
 
@@ -218,6 +331,81 @@ mod sys {
         Ok(r)
     }
 
+    /// `addr` as the kernel takes it.
+    fn sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_in is plain bytes; all zeros is a valid value.
+                let mut s: libc::sockaddr_in = unsafe { zeroed() };
+                s.sin_family = libc::AF_INET as libc::sa_family_t;
+                s.sin_port = a.port().to_be();
+                s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+                unsafe { ptr::write(ptr::from_mut(out).cast::<libc::sockaddr_in>(), s) };
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: as above.
+                let mut s: libc::sockaddr_in6 = unsafe { zeroed() };
+                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                s.sin6_port = a.port().to_be();
+                s.sin6_flowinfo = a.flowinfo().to_be();
+                s.sin6_addr.s6_addr = a.ip().octets();
+                s.sin6_scope_id = a.scope_id();
+                // SAFETY: as above, for a sockaddr_in6.
+                unsafe { ptr::write(ptr::from_mut(out).cast::<libc::sockaddr_in6>(), s) };
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+
+    /// One `sendmmsg` of datagrams `first..first + lens.len()` of `bufs` (slots of
+    /// `size` bytes) to `to`: how many the kernel took.
+    pub fn send_many(
+        sock: &UdpSocket,
+        bufs: &[u8],
+        size: usize,
+        lens: &[usize],
+        to: &[Option<SocketAddr>],
+        first: usize,
+    ) -> io::Result<usize> {
+        // SAFETY: plain C structs; zeroed is valid for each.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let n = lens.len().min(to.len()).min(BATCH);
+        for i in 0..n {
+            let at = (first + i) * size;
+            let Some(buf) = bufs.get(at..at + lens[i]) else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            iovs[i].iov_base = buf.as_ptr().cast_mut().cast();
+            iovs[i].iov_len = buf.len();
+            let Some(dst) = to[i] else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_namelen = sockaddr(dst, &mut names[i]);
+            h.msg_name = ptr::from_mut(&mut names[i]).cast();
+            h.msg_iov = ptr::from_mut(&mut iovs[i]);
+            h.msg_iovlen = 1;
+        }
+        // SAFETY: headers `0..n` point at the datagrams (read only by the kernel), their
+        // iovecs and addresses, all alive and unmoved during the call.
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT as _,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
     pub fn send(sock: &UdpSocket, replies: &[Vec<u8>], answer: &[bool], names: &mut Names) {
         // SAFETY: as in `recv`.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
@@ -305,6 +493,66 @@ mod tests {
         for i in (0..n as u8).filter(|i| i % 2 == 0) {
             let (len, _) = a.recv_from(&mut buf).expect("reply");
             assert_eq!(&buf[..len], &[i, 0xaa]);
+        }
+    }
+
+    /// Datagrams queued for two destinations (one over IPv6 when the host has it) leave
+    /// in order, each to its own address, whole; a full batch takes no more.
+    #[test]
+    fn a_send_batch_reaches_each_destination_in_order() {
+        let sender = UdpSocket::bind("0.0.0.0:0".parse().expect("addr")).expect("bind");
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut tx = SendBatch::new(1404);
+        let mut expect_a = Vec::new();
+        let mut expect_b = Vec::new();
+        for i in 0..BATCH {
+            let buf = tx.slot().expect("room");
+            assert_eq!(buf.len(), 1404);
+            let len = 10 + i * 40;
+            buf[..len].fill(i as u8);
+            let to = if i % 3 == 0 { &b } else { &a };
+            tx.commit(to.local_addr().expect("addr"), len);
+            if i % 3 == 0 {
+                &mut expect_b
+            } else {
+                &mut expect_a
+            }
+            .push((i as u8, len));
+        }
+        assert!(tx.is_full() && tx.slot().is_none());
+        assert_eq!(tx.queued(), BATCH);
+        assert!(tx.flush(&sender), "a small batch would block");
+        assert_eq!(tx.queued(), 0);
+        for (sock, expect) in [(&a, expect_a), (&b, expect_b)] {
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            for (byte, len) in expect {
+                let (n, from) = sock.recv_from(&mut buf).expect("a datagram");
+                assert_eq!(from.port(), sender.local_addr().expect("addr").port());
+                assert_eq!(n, len);
+                assert!(
+                    buf[..n].iter().all(|&x| x == byte),
+                    "datagram {byte} mangled"
+                );
+            }
+        }
+        // IPv6, where the host has it: the address conversion of the other family.
+        if let (Ok(s6), Ok(r6)) = (
+            UdpSocket::bind("[::1]:0".parse().expect("addr")),
+            std::net::UdpSocket::bind("[::1]:0"),
+        ) {
+            let buf = tx.slot().expect("room");
+            buf[..5].copy_from_slice(b"hello");
+            tx.commit(r6.local_addr().expect("addr"), 5);
+            assert!(tx.flush(&s6));
+            r6.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = [0u8; 16];
+            let (n, from) = r6.recv_from(&mut got).expect("a datagram over IPv6");
+            assert_eq!(&got[..n], b"hello");
+            assert_eq!(from, s6.local_addr().expect("addr"));
         }
     }
 }

@@ -8,8 +8,9 @@
 //! ([`UtpHost::read`], [`UtpHost::write`]); this host turns what the socket did into
 //! the loop's news: connections accepted, evicted, and touched (a packet or a timer
 //! changed them: readable, writable, connected or closed), which the loop drains each
-//! turn. Datagrams leave in [`UtpHost::transmit`], up to the socket's send buffer;
-//! one that would block is kept and sent first next time.
+//! turn. Datagrams leave in [`UtpHost::transmit`], up to the socket's send buffer, in
+//! batches of one `sendmmsg(2)` each; those that would block are kept and sent first
+//! next time. Our own socket is read in batches of one `recvmmsg(2)`.
 //!
 //! Spoofed SYNs: a SYN costs one STATE in reply (as a TCP SYN costs a SYN-ACK) and a
 //! slot of the socket, which the next SYN or dial may take back. The session hears of
@@ -19,6 +20,7 @@
 //! the session let go close gracefully for at most the socket's `linger`, then are
 //! aborted.
 
+use crate::udp_batch::{SendBatch, UdpBatch, BATCH};
 use btcore_core::session::ConnId;
 use btcore_core::time::Instant;
 use btcore_core::utp::{ConnHandle, Event, Incoming, State, UtpConfig, UtpSocket};
@@ -44,12 +46,11 @@ pub struct UtpHost {
     evicted: Vec<ConnHandle>,
     /// The last transmit stopped at [`SENDS_PER_TURN`] with more to send.
     more: bool,
-    /// One datagram's worth, to encode into.
-    out: Vec<u8>,
-    /// A datagram that would have blocked: (to, length in `out`).
-    pending: Option<(SocketAddr, usize)>,
-    /// Datagrams read from our own socket land here.
-    buf: Vec<u8>,
+    /// Datagrams encoded and not yet sent (those that would have blocked first).
+    tx: SendBatch,
+    /// Datagrams read from our own socket land here (allocated on first read: a
+    /// socket shared with the DHT is read by the DHT).
+    rx: Option<Box<UdpBatch>>,
 }
 
 impl UtpHost {
@@ -65,9 +66,8 @@ impl UtpHost {
             accepted: Vec::new(),
             evicted: Vec::new(),
             more: false,
-            out: vec![0; size],
-            pending: None,
-            buf: vec![0; 2048],
+            tx: SendBatch::new(size),
+            rx: None,
         }
     }
 
@@ -92,11 +92,7 @@ impl UtpHost {
 
     /// A datagram from `from` that the first-byte check called uTP.
     pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        match self.socket.handle_datagram(now, from, datagram) {
-            Incoming::Invalid(e) => log::debug!("uTP: invalid datagram from {from}: {e:?}"),
-            Incoming::Unknown => log::debug!("uTP: datagram for no connection from {from}"),
-            _ => {}
-        }
+        deliver(&mut self.socket, now, from, datagram);
     }
 
     /// Sorts the socket's news: accepted, changed (touched), dropped (evicted).
@@ -115,19 +111,26 @@ impl UtpHost {
         }
     }
 
-    /// Reads datagrams from our own socket, `budget` at most; true when the budget ran
-    /// out with datagrams possibly left.
+    /// Reads datagrams from our own socket, about `budget` at most, [`BATCH`] a
+    /// system call; true when the budget ran out with datagrams possibly left.
     pub fn read_own(&mut self, now: Instant, budget: usize) -> bool {
+        let Some(sock) = self.own.as_ref() else {
+            return false;
+        };
+        let rx = self.rx.get_or_insert_with(|| Box::new(UdpBatch::new()));
+        let mut left = budget;
         let mut errors = 0;
-        for _ in 0..budget {
-            let Some(s) = self.own.as_ref() else {
-                return false;
-            };
-            match s.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let d = std::mem::take(&mut self.buf);
-                    self.on_datagram(now, from, &d[..n]);
-                    self.buf = d;
+        while left > 0 {
+            match rx.recv(sock) {
+                Ok(n) => {
+                    for (d, from) in rx.datagrams() {
+                        deliver(&mut self.socket, now, from, d);
+                    }
+                    left = left.saturating_sub(n.max(1));
+                    // Fewer than asked: the queue ran dry (`recvmmsg` stops there).
+                    if n < BATCH {
+                        return false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // ICMP errors (a peer's port closed) surface here on Linux, one per
@@ -238,7 +241,7 @@ impl UtpHost {
     /// Whether a datagram waits for room in the socket's send buffer (the loop then
     /// comes back within a millisecond).
     pub fn blocked(&self) -> bool {
-        self.pending.is_some() || self.more
+        self.tx.queued() > 0 || self.more
     }
 
     /// Runs the socket's timers due at `now` (retransmissions, keep-alives, the
@@ -267,25 +270,34 @@ impl UtpHost {
 
     fn transmit_on(&mut self, now: Instant, sock: &UdpSocket) {
         self.more = false;
-        if let Some((to, n)) = self.pending {
-            match sock.send_to(&self.out[..n], to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // Sent, or an error a retransmission will meet again.
-                _ => self.pending = None,
-            }
+        // What would have blocked last time goes first.
+        if !self.tx.flush(sock) {
+            return;
         }
-        for _ in 0..SENDS_PER_TURN {
-            let Some((to, n)) = self.socket.poll_transmit(now, &mut self.out) else {
-                return;
-            };
-            if let Err(e) = sock.send_to(&self.out[..n], to) {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    self.pending = Some((to, n));
-                    return;
-                }
+        let mut sent = 0;
+        while sent < SENDS_PER_TURN {
+            while let Some(buf) = self.tx.slot() {
+                let Some((to, n)) = self.socket.poll_transmit(now, buf) else {
+                    break;
+                };
+                self.tx.commit(to, n);
             }
+            let (queued, full) = (self.tx.queued(), self.tx.is_full());
+            if queued == 0 || !self.tx.flush(sock) || !full {
+                return;
+            }
+            sent += queued;
         }
         self.more = true;
+    }
+}
+
+/// Hands a datagram to the socket (its news drained later), logging what it refused.
+fn deliver(socket: &mut UtpSocket<SocketAddr>, now: Instant, from: SocketAddr, d: &[u8]) {
+    match socket.handle_datagram(now, from, d) {
+        Incoming::Invalid(e) => log::debug!("uTP: invalid datagram from {from}: {e:?}"),
+        Incoming::Unknown => log::debug!("uTP: datagram for no connection from {from}"),
+        _ => {}
     }
 }
 
