@@ -10,9 +10,9 @@
 //! `tests/interop/README.md`.
 
 use common::{
-    aria2, btcore_create, btcore_download, btcore_seed, free_port, info_hash, interop_script,
-    libtorrent, make_multi, require, transmission, write_file, Aria2, Case, Config, Deadline,
-    Empties, Rng, Tool, PYTHON,
+    aria2, btcore, btcore_create, btcore_download, btcore_has_dht, btcore_seed, free_port,
+    info_hash, interop_script, libtorrent, make_multi, require, transmission, write_file, Aria2,
+    Case, Config, Deadline, Empties, Rng, Tool, PYTHON,
 };
 use std::fs;
 use std::io::{Read, Write};
@@ -441,6 +441,76 @@ fn libtorrent_from_btcore(name: &'static str, p: Payload) {
     case.wait_success(l);
     case.check_data(&data, &dst, Empties::Required);
     case.finish();
+}
+
+/// btcore on its default listen address (`0.0.0.0`, with its IPv6 twin `[::]`) and
+/// libtorrent on `::1` only: the other side dials over IPv6, either way round.
+fn over_ipv6(name: &'static str, btcore_seeds: bool) {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let data = make(&case, Payload::Single);
+    let torrent = btcore_create(&case, &data, None);
+    let (lport, bport) = (free_port(), free_port());
+    let src = data.parent().expect("src dir").to_path_buf();
+    let dst = case.path("dst");
+    let btcore_cmd = |mode: &str, dir: &Path, peers: &[u16]| {
+        let mut c = btcore(&[mode]);
+        c.arg(&torrent);
+        if mode == "download" {
+            c.arg("-o").arg(dir);
+            c.args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()]);
+        } else {
+            c.arg(dir);
+        }
+        c.args([
+            "--port",
+            &bport.to_string(),
+            "--no-trackers",
+            "--progress",
+            "plain",
+        ]);
+        if btcore_has_dht() {
+            c.arg("--no-dht");
+        }
+        for p in peers {
+            c.args(["--peer", &format!("[::1]:{p}")]);
+        }
+        c
+    };
+    let lt = |mode: &str, dir: &Path, peers: &[u16]| {
+        let mut c = libtorrent(mode, &torrent, dir, lport, peers, CLIENT_TIMEOUT_SECS);
+        c.arg("--ipv6");
+        c
+    };
+    if btcore_seeds {
+        case.spawn("btcore-seed", btcore_cmd("seed", &src, &[]), true);
+        case.wait_port(bport);
+        let l = case.spawn("libtorrent-leech", lt("download", &dst, &[bport]), false);
+        case.wait_success(l);
+    } else {
+        let l = case.spawn("libtorrent-seed", lt("seed", &src, &[]), true);
+        case.wait_output(l, "state=seeding");
+        let b = case.spawn(
+            "btcore-download",
+            btcore_cmd("download", &dst, &[lport]),
+            false,
+        );
+        case.wait_success(b);
+    }
+    case.check_data(&data, &dst, Empties::Required);
+    case.finish();
+}
+
+#[test]
+fn libtorrent_downloads_from_btcore_over_ipv6() {
+    over_ipv6("libtorrent-from-btcore-ipv6", true);
+}
+
+#[test]
+fn btcore_downloads_from_libtorrent_over_ipv6() {
+    over_ipv6("btcore-from-libtorrent-ipv6", false);
 }
 
 #[test]

@@ -2,10 +2,10 @@
 """A python3-libtorrent driver for btcore's interoperability tests.
 
     lt.py create PATH OUT.torrent [--tracker URL] [--v1-only] [--piece-kib N]
-    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only]
-    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only]
+    lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
+    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
 
-Everything listens on and talks to 127.0.0.1 only. `seed` checks the data in DIR and
+Everything listens on and talks to 127.0.0.1 only (--ipv6: ::1 only). `seed` checks the data in DIR and
 seeds until killed or the timeout; `download` exits 0 once the torrent is complete,
 1 on timeout. Status goes to stdout, one line a second; alerts worth seeing to stderr.
 --enc sets protocol encryption: "default" (libtorrent's: try it first, allow plain
@@ -58,11 +58,16 @@ UTP_ONLY = {
 UTP_SOCKET = 1 << 17
 
 
+# The loopback address the session listens on and dials (--ipv6: ::1).
+LOCAL = "127.0.0.1"
+
+
 def make_session(port, enc="default", utp_only=False):
+    listen = "[%s]:%d" % (LOCAL, port) if ":" in LOCAL else "%s:%d" % (LOCAL, port)
     settings = dict(
         {
-            "listen_interfaces": "127.0.0.1:%d" % port,
-            "outgoing_interfaces": "127.0.0.1",
+            "listen_interfaces": listen,
+            "outgoing_interfaces": LOCAL,
             "enable_dht": False,
             "enable_lsd": False,
             "enable_upnp": False,
@@ -96,7 +101,7 @@ def add(s, torrent, save_dir):
 def connect(h, peers):
     for p in peers:
         try:
-            h.connect_peer(("127.0.0.1", p))
+            h.connect_peer((LOCAL, p))
         except RuntimeError as e:  # the torrent may still be checking
             print("connect_peer %d: %s" % (p, e), file=sys.stderr, flush=True)
 
@@ -203,7 +208,11 @@ def main():
         r.add_argument("--timeout", type=float, default=120.0)
         r.add_argument("--enc", choices=sorted(ENC), default="default")
         r.add_argument("--utp-only", action="store_true")
+        r.add_argument("--ipv6", action="store_true", help="listen on and dial ::1 only")
     args = p.parse_args()
+    if getattr(args, "ipv6", False):
+        global LOCAL
+        LOCAL = "::1"
     if args.cmd == "create":
         return create(args)
     return run(args, want_complete=args.cmd == "download")

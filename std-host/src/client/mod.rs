@@ -93,6 +93,8 @@ const LSD: Token = Token(3);
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 /// The uTP socket, when it does not share the DHT's.
 const UTP: Token = Token(6);
+/// The IPv6 twin of a listener on `0.0.0.0` ([`bind_v6_twin`]).
+const LISTENER6: Token = Token(10);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -302,6 +304,9 @@ pub struct Client {
     poll: Poll,
     waker: Arc<Waker>,
     listener: TcpListener,
+    /// Listening on `[::]` at the same port when `listener` is on `0.0.0.0`: IPv6 peers
+    /// can dial us too.
+    listener6: Option<TcpListener>,
     local_addr: SocketAddr,
     socks: HashMap<ConnId, Sock>,
     disk: DiskPool,
@@ -391,6 +396,40 @@ fn session_config(opts: &ClientOptions, peer_id: PeerId, port: u16) -> SessionCo
     config
 }
 
+/// A listener on `[::]` at `local`'s port, IPv6 only, when `local` is `0.0.0.0` (the
+/// default): the IPv4 and IPv6 peers of a dual-stack host both reach us, each family on
+/// its own socket so addresses stay as they are. None (logged) where the host has no
+/// IPv6 or the port is taken there.
+pub(super) fn bind_v6_twin(poll: &Poll, local: SocketAddr) -> Option<TcpListener> {
+    if local.ip() != IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        return None;
+    }
+    let addr = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), local.port());
+    let bind = || -> io::Result<TcpListener> {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let mut l = TcpListener::from_std(s.into());
+        poll.registry()
+            .register(&mut l, LISTENER6, Interest::READABLE)?;
+        Ok(l)
+    };
+    match bind() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::debug!("no IPv6 listener on {addr}: {e}");
+            None
+        }
+    }
+}
+
 /// The uTP endpoint for `opts` listening on port `port`: on the DHT's socket when
 /// `dht` binds the same address, else on a socket of its own (registered with
 /// `poll`). None under [`TransportPolicy::TcpOnly`].
@@ -476,6 +515,7 @@ impl Client {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
+        let listener6 = bind_v6_twin(&poll, local_addr);
         let seed = if opts.seed != 0 {
             opts.seed
         } else {
@@ -534,6 +574,7 @@ impl Client {
             poll,
             waker,
             listener,
+            listener6,
             local_addr,
             socks: HashMap::new(),
             disk,
@@ -709,7 +750,7 @@ impl Client {
         let mut utp_read = false;
         for ev in events.iter() {
             match ev.token() {
-                LISTENER => {
+                LISTENER | LISTENER6 => {
                     accepted = true;
                     self.accept_all();
                 }

@@ -52,24 +52,41 @@ impl Stream {
 }
 
 impl Client {
-    /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most.
+    /// Accepts pending connections, [`ACCEPTS_PER_TURN`] at most on each listener.
     pub(super) fn accept_all(&mut self) {
+        let mut more = self.accept_from(false);
+        if self.listener6.is_some() {
+            more |= self.accept_from(true);
+        }
+        // More may wait in the backlog; readiness will not be reported again.
+        self.accept_more = more;
+    }
+
+    /// Accepts on one listener; true when its budget ran out first.
+    fn accept_from(&mut self, v6: bool) -> bool {
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.listener.accept() {
+            let l = match (v6, self.listener6.as_ref()) {
+                (false, _) => &self.listener,
+                (true, Some(l)) => l,
+                (true, None) => return false,
+            };
+            match l.accept() {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
+                    // A dual-stack listener (`[::]` given) names IPv4 peers as mapped
+                    // IPv6 addresses: the session sees them as IPv4.
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                     let now = self.now();
                     let conn = self.session.handle_incoming(now, addr);
                     let link = Link::incoming(self.opts.encryption, self.keys.next());
                     self.add_sock(conn, Stream::Tcp(stream), link, None, Vec::new());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
-        // More may wait in the backlog; readiness will not be reported again.
-        self.accept_more = true;
+        true
     }
 
     pub(super) fn on_writable(&mut self, conn: ConnId) {
@@ -354,6 +371,9 @@ impl Client {
                 Ok(s) => Stream::Tcp(s),
                 Err(_) => return false,
             },
+            // A uTP socket of the other address family cannot reach it: failed at once
+            // (TCP follows under `Both`), not after the SYN's timeouts.
+            Transport::Utp if !self.utp_reaches(addr) => return false,
             Transport::Utp => {
                 let now = self.now();
                 match self.utp.as_mut().and_then(|u| u.connect(now, addr, conn)) {
@@ -374,6 +394,18 @@ impl Client {
             out.extend_from_slice(&buf[..n]);
         }
         self.add_sock(conn, stream, link, Some(addr), out)
+    }
+
+    /// Whether the uTP socket (ours, or the DHT's it shares) is of `addr`'s family.
+    fn utp_reaches(&self, addr: SocketAddr) -> bool {
+        let Some(u) = self.utp.as_ref() else {
+            return false;
+        };
+        let local = match u.own.as_ref() {
+            Some(s) => s.local_addr().ok(),
+            None => self.dht.as_ref().and_then(|d| d.local_addr().ok()),
+        };
+        local.is_some_and(|l| l.is_ipv6() == addr.is_ipv6())
     }
 
     /// Registers `stream` for `conn` (dialed to `dialed`, or accepted) and keeps it,

@@ -102,8 +102,12 @@ impl Client {
         // 2. Nothing fails from here on.
         if let Some(l) = listener {
             let _ = self.poll.registry().deregister(&mut self.listener);
+            if let Some(mut old6) = self.listener6.take() {
+                let _ = self.poll.registry().deregister(&mut old6);
+            }
             self.local_addr = SocketAddr::new(new.listen.ip(), port);
             self.listener = l;
+            self.listener6 = super::bind_v6_twin(&self.poll, self.local_addr);
             self.accept_more = false;
         }
         drop(old_dht);
