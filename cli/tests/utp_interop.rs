@@ -11,6 +11,10 @@
 //! `--transport utp` gets nothing from a peer without uTP, `--transport tcp` takes no
 //! uTP, and the default (`both`) takes uTP when there is and TCP when there is not.
 //!
+//! transmission dials no 127.x peer it hears of, so the two cases where it dials btcore
+//! run in a network namespace of their own with 10.77.0.1 on its loopback (root needed),
+//! btcore's tracker introducing them.
+//!
 //! Gated like `interop.rs`: a client that is not installed skips its cases unless
 //! `BTCORE_INTEROP=1` is set. Every wait has a deadline, every process is killed by its
 //! own handle when a case ends. See `tests/interop/README.md`.
@@ -456,6 +460,163 @@ fn transmission_downloads_multi_from_btcore_over_utp() {
 #[test]
 fn transmission_downloads_multi_from_btcore_over_utp_rc4() {
     transmission_from_btcore("tr-from-btcore-multi-rc4", Payload::Multi, Enc::Rc4);
+}
+
+/// A private network namespace with its loopback up and `ADDR` on it: transmission
+/// dials no 127.x peer it hears of, so the case that has it dial btcore runs there.
+/// Removed on drop.
+struct Netns(String);
+
+/// The address on the namespace's loopback.
+const NS_ADDR: &str = "10.77.0.1";
+
+impl Netns {
+    /// None when namespaces cannot be made (not root).
+    fn new() -> Option<Self> {
+        let name = format!("btcore-utp-{}", std::process::id());
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ok(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns(name);
+        let up = ok(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])
+            && ok(&[
+                "netns",
+                "exec",
+                &ns.0,
+                "ip",
+                "addr",
+                "add",
+                &format!("{NS_ADDR}/32"),
+                "dev",
+                "lo",
+            ]);
+        up.then_some(ns)
+    }
+
+    /// `c`, run inside the namespace (`ip netns exec` execs it: the PID is its own).
+    fn wrap(&self, c: &Command) -> Command {
+        let mut w = Command::new("ip");
+        w.args(["netns", "exec", &self.0]).arg(c.get_program());
+        w.args(c.get_args());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        if let Some(d) = c.get_current_dir() {
+            w.current_dir(d);
+        }
+        w
+    }
+
+    /// Whether an HTTP GET of `url` inside the namespace answers with `needle` in it.
+    fn http_has(&self, url: &str, needle: &str) -> bool {
+        let script = format!(
+            "import sys,urllib.request\ntry:\n  b=urllib.request.urlopen({url:?},timeout=2).read()\nexcept Exception:\n  sys.exit(1)\nsys.exit(0 if {needle:?}.encode() in b else 1)"
+        );
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "python3", "-c", &script])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// transmission-cli dials a `btcore seed --transport utp` over uTP: both on a
+/// namespace's 10.77.0.1, btcore's tracker between them. btcore announces first and
+/// hears of no one (its next announce is half an hour away), so the connection can
+/// only be transmission's dial: btcore's log names it accepted over uTP and shows no
+/// dial at all.
+fn transmission_dials_btcore(name: &'static str, enc: Enc) {
+    if !require(&[Tool::Transmission], INSTALL) {
+        return;
+    }
+    let Some(ns) = Netns::new() else {
+        if std::env::var_os("BTCORE_INTEROP").is_some() {
+            panic!("{name}: cannot make a network namespace (root is needed)");
+        }
+        eprintln!("skipped: {name} needs root for a network namespace");
+        return;
+    };
+    let mut case = Case::new(name, CONFIG);
+    let (data, _) = make(&case, Payload::Single);
+    let (tport, bport, rport) = (free_port(), free_port(), free_port());
+    let mut tracker = common::btcore(&["tracker"]);
+    tracker
+        .args(["--http", &format!("{NS_ADDR}:{rport}"), "--no-udp"])
+        .arg("--state")
+        .arg(case.dir.join("tracker-state"));
+    case.spawn("btcore-tracker", ns.wrap(&tracker), true);
+    let base = format!("http://{NS_ADDR}:{rport}");
+    case.wait_until("the tracker to answer", |_| {
+        ns.http_has(&format!("{base}/scrape"), "d")
+    });
+    let torrent = btcore_create(&case, &data, Some(&format!("{base}/announce")));
+    // As `btcore_seed` makes it, on the namespace's address.
+    let mut seed = common::btcore(&["seed"]);
+    seed.arg(&torrent).arg(parent(&data));
+    seed.args([
+        "--port",
+        &bport.to_string(),
+        "--bind",
+        NS_ADDR,
+        "--progress",
+        "plain",
+    ]);
+    if common::btcore_has_dht() {
+        seed.arg("--no-dht");
+    }
+    let b = case.spawn("btcore-seed", ns.wrap(&btcore_with(seed, "utp", enc)), true);
+    let hash = common::info_hash(&torrent);
+    let escaped: String = (0..hash.len() / 2)
+        .map(|i| format!("%{}", &hash[2 * i..2 * i + 2]))
+        .collect();
+    case.wait_until("btcore's announce", |_| {
+        ns.http_has(
+            &format!("{base}/scrape?info_hash={escaped}"),
+            "8:completei1e",
+        )
+    });
+    let dst = case.path("dst");
+    let mut t = transmission_utp(&case, "leech", &torrent, &dst, tport, enc);
+    let settings = case.path("transmission-leech").join("settings.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(&settings).expect("settings")).expect("json");
+    v["bind-address-ipv4"] = NS_ADDR.into();
+    fs::write(&settings, v.to_string()).expect("settings");
+    t.env("TR_DEBUG_FD", "1");
+    let ti = case.spawn("transmission-leech", ns.wrap(&t), true);
+    case.wait_data(&data, &dst, Empties::Ignored);
+    assert_transmission_utp(&case, ti);
+    let p = &case.procs[b];
+    if !p.printed("over uTP as") || p.printed("dialing ") {
+        case.fail("btcore did not take transmission's uTP dial (or dialed itself)");
+    }
+    assert_btcore_enc(&case, b, enc);
+    case.finish();
+    drop(ns);
+}
+
+#[test]
+fn transmission_dials_btcore_over_utp() {
+    transmission_dials_btcore("tr-dials-btcore", Enc::Plain);
+}
+
+#[test]
+fn transmission_dials_btcore_over_utp_rc4() {
+    transmission_dials_btcore("tr-dials-btcore-rc4", Enc::Rc4);
 }
 
 // ------------------------------------------------------------------ the policy's edges

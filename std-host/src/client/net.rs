@@ -429,6 +429,10 @@ impl Client {
                 return false;
             }
         }
+        // Transmission 3.00 over uTP reads the handshake of a peer it dialed only from
+        // a packet of its own (what follows in the same packet is lost): an accepted
+        // uTP connection's handshake goes out alone.
+        let handshake_alone = dialed.is_none() && matches!(stream, Stream::Utp(_));
         let sock = Sock {
             stream,
             connecting: dialed.is_some(),
@@ -436,7 +440,7 @@ impl Client {
             dialed,
             out,
             out_pos: 0,
-            handshake_alone: false,
+            handshake_alone,
         };
         self.socks.insert(conn, sock);
         true

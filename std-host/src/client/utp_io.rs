@@ -37,6 +37,7 @@ impl Client {
         }
         for (h, addr) in accepted {
             let conn = self.session.handle_incoming_over(now, addr, Transport::Utp);
+            log::debug!("accepted {addr} over uTP as {conn:?}");
             if let Some(u) = self.utp.as_mut() {
                 u.adopt(h, conn);
             }
