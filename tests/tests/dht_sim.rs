@@ -5,7 +5,7 @@
 //! nodes, announced peers are found, churn heals, and a hostile sender changes nothing.
 
 use btcore_core::dht::krpc::{self, Body, Message, Method, Query, Want};
-use btcore_core::dht::{Dht, DhtConfig, DhtEvent, LookupId, NodeId};
+use btcore_core::dht::{bep42, Dht, DhtConfig, DhtEvent, LookupId, NodeId};
 use btcore_core::ids::InfoHash;
 use btcore_core::rng::Rng;
 use btcore_core::time::Instant;
@@ -553,12 +553,13 @@ fn krpc_query(id: NodeId, method: Method<'_>, tid: &[u8], read_only: bool) -> Ve
     out[..n].to_vec()
 }
 
-/// A bare response (`id` only) with transaction id `tid`.
-fn krpc_reply(id: NodeId, tid: &[u8]) -> Vec<u8> {
+/// A bare response (`id` only) with transaction id `tid`, telling the querier it is
+/// seen at `ip` (BEP 42) when given.
+fn krpc_reply_ip(id: NodeId, tid: &[u8], ip: Option<SocketAddr>) -> Vec<u8> {
     let m = Message {
         tid,
         version: None,
-        ip: None,
+        ip,
         body: Body::Response(krpc::Response {
             id,
             nodes: krpc::CompactNodes::default(),
@@ -638,6 +639,11 @@ impl Solo {
     /// Answers every query the node sent to an address of `nodes`, as that node
     /// (a bare response with its id); other datagrams are dropped. Returns how many.
     fn answer(&mut self, nodes: &HashMap<SocketAddr, NodeId>) -> usize {
+        self.answer_ip(nodes, None)
+    }
+
+    /// As [`Solo::answer`], each response saying the node is seen at `ip`.
+    fn answer_ip(&mut self, nodes: &HashMap<SocketAddr, NodeId>, ip: Option<SocketAddr>) -> usize {
         let mut answered = 0;
         for (to, bytes) in std::mem::take(&mut self.out) {
             let Some(&id) = nodes.get(&to) else { continue };
@@ -645,7 +651,7 @@ impl Solo {
                 matches!(m.body, Body::Query(_)).then(|| m.tid.to_vec())
             });
             if let Some(Some(tid)) = tid {
-                self.recv(to, &krpc_reply(id, &tid));
+                self.recv(to, &krpc_reply_ip(id, &tid, ip));
                 answered += 1;
             }
         }
@@ -717,13 +723,32 @@ fn id_in_bucket(own: NodeId, bit: usize, rng: &mut Rng) -> NodeId {
     NodeId(id)
 }
 
+/// An id valid for `addr` under BEP 42 (its first 21 bits from the address), the
+/// other bits random.
+fn bep42_id(addr: SocketAddr, rng: &mut Rng) -> NodeId {
+    btcore_core::dht::bep42::node_id(addr.ip(), random_id(rng))
+}
+
+/// An id for the attackers below: every other one valid for its address under
+/// BEP 42 (where it falls is up to the address), the rest of the attacker's choosing
+/// (spread over the node's nearest buckets), which BEP 42 refuses.
+fn attacker_id(addr: SocketAddr, own: NodeId, k: u16, rng: &mut Rng) -> NodeId {
+    if k % 2 == 0 {
+        bep42_id(addr, rng)
+    } else {
+        id_in_bucket(own, usize::from(k % 20), rng)
+    }
+}
+
 fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port))
 }
 
 /// One address with many ports and ids, answering every query of the node (so each
 /// of them looks alive), cannot take more than one routing-table entry; one /24 takes
-/// at most one per bucket; what the node hands out in `nodes` follows.
+/// at most one per bucket; what the node hands out in `nodes` follows. Half of the
+/// attackers' ids are valid for their address under BEP 42, the other half of their
+/// choosing near the node's id: those never enter at all.
 #[test]
 fn one_address_cannot_fill_the_routing_table() {
     let mut s = Solo::new(21);
@@ -745,7 +770,7 @@ fn one_address_cannot_fill_the_routing_table() {
     // 400 ports of 192.0.2.66, with ids spread over the node's 20 nearest buckets.
     for k in 0..400u16 {
         let addr = v4(192, 0, 2, 66, 20_000 + k);
-        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        let id = attacker_id(addr, own, k, &mut rng);
         attackers.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
@@ -787,7 +812,7 @@ fn one_address_cannot_fill_the_routing_table() {
     let mut subnet: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..200u16 {
         let addr = v4(198, 51, 100, 1 + k as u8, 6881);
-        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        let id = attacker_id(addr, own, k, &mut rng);
         subnet.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
@@ -808,7 +833,13 @@ fn one_address_cannot_fill_the_routing_table() {
     assert!(
         from_subnet <= buckets,
         "{from_subnet} entries from one /24 in {buckets} buckets"
-    );
+    ); // BEP 42: what got in has an id valid for its address; the ids the attackers
+       // chose (every other one) stayed out, buckets and replacement caches alike.
+    let entries = || s.dht.table().nodes().chain(s.dht.table().replacements());
+    let invalid = entries()
+        .filter(|n| !bep42::id_matches(&n.info.id, n.info.addr.ip()))
+        .count();
+    assert_eq!(invalid, 0, "entries whose id does not match their address");
 }
 
 /// Queriers that never answer a query of ours (spoofed sources, or nodes that cannot
@@ -943,6 +974,15 @@ fn v6(a: u16, b: u16, c: u16, d: u16, port: u16) -> SocketAddr {
     )
 }
 
+/// `[fd00:a::1]:port`: a unique local address (BEP 42 exempts it, as 10/8), each
+/// `a` in a /48 of its own.
+fn ula(a: u16, port: u16) -> SocketAddr {
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, a, 0, 0, 0, 0, 0, 1)),
+        port,
+    )
+}
+
 /// Whether `a` is in the IPv6 /64 of `b`.
 fn in_64(a: &SocketAddr, b: &SocketAddr) -> bool {
     match (a.ip(), b.ip()) {
@@ -1071,7 +1111,7 @@ fn one_ipv6_64_takes_one_routing_table_entry() {
     let mut rng = Rng::new(65);
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..60u16 {
-        let addr = v6(0x100 + k, 0, 0, 1, 6881);
+        let addr = ula(0x100 + k, 6881);
         let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
         honest.insert(addr, id);
         s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
@@ -1084,7 +1124,7 @@ fn one_ipv6_64_takes_one_routing_table_entry() {
     let mut attackers: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..200u16 {
         let addr = v6(0x66, 0, k, 1, 20_000 + k);
-        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        let id = attacker_id(addr, own, k, &mut rng);
         attackers.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
@@ -1160,7 +1200,7 @@ fn answers_follow_bep5_values_or_nodes() {
     // 30 IPv4 and 30 IPv6 nodes in the table.
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..30u16 {
-        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+        for addr in [v4(10, 4, k as u8, 1, 6881), ula(0x300 + k, 6881)] {
             let id = id_in_bucket(own, usize::from(k % 10), &mut rng);
             honest.insert(addr, id);
             s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
@@ -1271,7 +1311,7 @@ fn amplification(cfg: fn([u8; 20], [u8; 20]) -> DhtConfig) {
     let mut rng = Rng::new(75);
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..40u16 {
-        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+        for addr in [v4(10, 4, k as u8, 1, 6881), ula(0x300 + k, 6881)] {
             let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
             honest.insert(addr, id);
             s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
@@ -1417,4 +1457,74 @@ fn spoofed_queriers_cannot_starve_our_lookups() {
         .count();
     println!("300 spoofed queriers: {in_flight} queries in flight, a new lookup sent {asked}");
     assert!(asked >= 3, "a lookup during the flood sent {asked} queries");
+}
+
+// ---------------------------------------------------------------------------------------
+// BEP 42: our own id from our external address
+// ---------------------------------------------------------------------------------------
+
+/// The node learns its external address from the `ip` of answers to its queries,
+/// believes it once four subnets agree (one subnet repeating it, or three, are not
+/// enough), and then takes an id derived from it, keeping its routing table; an
+/// address the host sets is taken at once.
+#[test]
+fn our_id_follows_our_external_address() {
+    let mut s = Solo::new(81);
+    let first = s.dht.id();
+    let ours: SocketAddr = "198.51.100.7:6881".parse().expect("addr");
+    assert!(
+        !bep42::id_matches(&first, ours.ip()),
+        "a random id (seed 81) fails"
+    );
+    let mut rng = Rng::new(82);
+    // Nodes query us, we ping them back, they answer with `ip` = ours.
+    let mut voters = |s: &mut Solo, addrs: &[SocketAddr]| {
+        let nodes: HashMap<SocketAddr, NodeId> =
+            addrs.iter().map(|&a| (a, bep42_id(a, &mut rng))).collect();
+        for (&a, &id) in &nodes {
+            s.recv(a, &krpc_query(id, Method::Ping, b"v1", false));
+            s.advance(10);
+        }
+        while s.answer_ip(&nodes, Some(ours)) > 0 {}
+    };
+    // Ten addresses of one /24, then two more /24s: three subnets.
+    let one_24: Vec<SocketAddr> = (1..=10u8).map(|k| v4(203, 0, 113, k, 6881)).collect();
+    voters(&mut s, &one_24);
+    voters(&mut s, &[v4(192, 0, 2, 1, 6881), v4(100, 64, 0, 1, 6881)]);
+    assert_eq!(s.dht.id(), first, "three subnets do not move our id");
+    assert_eq!(s.dht.external_ip(false), None);
+    let before = s.dht.table().len();
+    assert!(before >= 3, "{before} voters in the table");
+    // A fourth subnet.
+    voters(&mut s, &[v4(100, 65, 0, 1, 6881)]);
+    let id = s.dht.id();
+    println!("external address voted by 4 subnets: id {first:?} -> {id:?}");
+    assert_eq!(s.dht.external_ip(false), Some(ours.ip()));
+    assert_ne!(id, first);
+    assert!(bep42::id_matches(&id, ours.ip()));
+    assert_eq!(s.dht.table().own_id(), id);
+    assert!(s.dht.table().len() >= before, "the table is kept");
+    // Our answers carry the new id.
+    let r = s
+        .ask(
+            v4(10, 9, 9, 9, 1),
+            &krpc_query(NodeId([1; 20]), Method::Ping, b"p", true),
+        )
+        .expect("answered");
+    let answered_id = parsed(&r, |m| match m.body {
+        Body::Response(r) => Some(r.id),
+        _ => None,
+    });
+    assert_eq!(answered_id, Some(Some(id)));
+    // The host knows better (its router told it): taken at once.
+    let new: std::net::IpAddr = "203.0.113.200".parse().expect("ip");
+    let now = s.t();
+    s.dht.set_external_ip(now, new);
+    assert_eq!(s.dht.external_ip(false), Some(new));
+    assert!(bep42::id_matches(&s.dht.id(), new));
+    // A local address needs no particular id: nothing changes.
+    let id = s.dht.id();
+    s.dht
+        .set_external_ip(now, "192.168.1.2".parse().expect("ip"));
+    assert_eq!(s.dht.id(), id);
 }

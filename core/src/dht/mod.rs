@@ -71,6 +71,8 @@
 
 #[cfg(feature = "alloc")]
 pub mod addr;
+#[cfg(feature = "alloc")]
+pub mod bep42;
 pub mod krpc;
 #[cfg(feature = "alloc")]
 mod limit;

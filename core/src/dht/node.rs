@@ -6,9 +6,10 @@ use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use super::addr;
+use super::bep42::{self, IpVoter};
 use super::krpc::{
     self, Body, CompactNodes, ErrorMsg, Message, Method, Query, Response, Values, Want,
 };
@@ -75,6 +76,11 @@ pub struct DhtConfig {
     pub maintenance_interval: Duration,
     /// A bucket unchanged this long is refreshed (BEP 5: 15 minutes).
     pub refresh_after: Duration,
+    /// BEP 42: how many voters, each from a subnet of its own (IPv4 /24, IPv6 /48),
+    /// must report the same external address of ours (the `ip` of their answers to
+    /// our queries) before we believe it and, if our id does not match it, take an
+    /// id derived from it. Default 4: one party, or a few, cannot move our id.
+    pub external_ip_votes: usize,
 }
 
 impl DhtConfig {
@@ -100,6 +106,7 @@ impl DhtConfig {
             store: StoreLimits::default(),
             maintenance_interval: Duration::from_secs(5),
             refresh_after: table::GOOD_FOR,
+            external_ip_votes: 4,
         }
     }
 
@@ -241,6 +248,8 @@ pub struct Dht {
     /// wait after that (doubling from [`THIN_RETRY_FIRST`] to [`THIN_RETRY_MAX`]).
     thin_retry: (Instant, Duration),
     stats: DhtStats,
+    /// BEP 42: our external address as answers report it, [IPv4, IPv6].
+    voters: [IpVoter; 2],
 }
 
 /// First wait before a table with fewer than k nodes looks up our id again.
@@ -293,6 +302,10 @@ impl Dht {
             next_maintenance: now + cfg.maintenance_interval,
             thin_retry: (now + THIN_RETRY_FIRST, THIN_RETRY_FIRST),
             stats: DhtStats::default(),
+            voters: [
+                IpVoter::new(cfg.external_ip_votes),
+                IpVoter::new(cfg.external_ip_votes),
+            ],
             cfg,
         }
     }
@@ -348,7 +361,41 @@ impl Dht {
         out
     }
 
+    /// Our external address of one family (IPv6 when `v6`), once believed: set by
+    /// the host ([`Dht::set_external_ip`]) or voted by the nodes that answer us.
+    pub fn external_ip(&self, v6: bool) -> Option<IpAddr> {
+        self.voters[usize::from(v6)].decided()
+    }
+
     // ---- commands ----
+
+    /// Our external address, from a source the host trusts (its router's answer to
+    /// a port mapping, a setting). BEP 42: if our id does not match it, the node
+    /// takes an id derived from it (see [`Dht::external_ip`]).
+    pub fn set_external_ip(&mut self, now: Instant, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        self.voters[usize::from(ip.is_ipv6())].set(ip);
+        self.adopt_external_ip(now, ip);
+        self.drive(now);
+    }
+
+    /// BEP 42: when `ip`, our external address, does not allow our id, takes an id
+    /// derived from it (random bits from the node's generator): the routing table
+    /// is rebuilt around it, and a lookup of the new id fills the buckets near it.
+    fn adopt_external_ip(&mut self, now: Instant, ip: IpAddr) {
+        if bep42::id_matches(&self.cfg.id, ip) {
+            return;
+        }
+        let mut random = [0u8; 20];
+        for c in random.chunks_mut(8) {
+            c.copy_from_slice(&self.rng.next_u64().to_be_bytes()[..c.len()]);
+        }
+        let id = bep42::node_id(ip, random);
+        self.cfg.id = id;
+        self.table = self.table.rebuilt(id, now);
+        self.thin_retry = (now + THIN_RETRY_FIRST, THIN_RETRY_FIRST);
+        let _ = self.bootstrap(now);
+    }
 
     /// Adds saved nodes as lookup seeds: they are pinged and enter the table when
     /// they answer.
@@ -458,7 +505,7 @@ impl Dht {
         };
         match msg.body {
             Body::Query(q) => self.on_query(now, from, msg.tid, &q, bytes.len()),
-            Body::Response(r) => self.on_response(now, from, msg.tid, &r),
+            Body::Response(r) => self.on_response(now, from, msg.tid, &r, msg.ip),
             Body::Error(e) => self.on_error(now, from, msg.tid, &e),
         }
         self.drive(now);
@@ -691,11 +738,29 @@ impl Dht {
         Some(self.outstanding.swap_remove(i))
     }
 
-    fn on_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: &Response<'_>) {
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &[u8],
+        r: &Response<'_>,
+        ip: Option<SocketAddr>,
+    ) {
         let Some(o) = self.take_outstanding(from, tid) else {
             self.stats.dropped += 1;
             return;
         };
+        // BEP 42: how the responder sees us, from the address we asked (so not a
+        // forged source), one vote per subnet; an address of the other family is
+        // not about this socket.
+        if let Some(ip) = ip.map(|a| a.ip().to_canonical()) {
+            let v6 = from.ip().to_canonical().is_ipv6();
+            if ip.is_ipv6() == v6 && !ip.is_unspecified() {
+                if let Some(ours) = self.voters[usize::from(v6)].vote(from.ip(), ip) {
+                    self.adopt_external_ip(now, ours);
+                }
+            }
+        }
         if o.id.is_some_and(|id| id != r.id) || r.id == self.cfg.id {
             // Someone else answers at that address: treat as a failure.
             self.query_failed(now, o);
