@@ -18,7 +18,10 @@ type InFlight = Reverse<(u64, u64, SocketAddr, SocketAddr, Vec<u8>)>;
 
 struct SimNode {
     dht: Dht,
+    /// Its first address (IPv4 unless it has none).
     addr: SocketAddr,
+    /// Its address of each family, [IPv4, IPv6]: a socket of each (BEP 32).
+    addrs: [Option<SocketAddr>; 2],
     alive: bool,
     events: Vec<DhtEvent>,
 }
@@ -46,6 +49,15 @@ fn ip_of(i: usize) -> SocketAddr {
         Ipv4Addr::from(0x0a00_0001 | (i << 8)),
         6881,
     ))
+}
+
+/// Node `i`'s IPv6 address: 2001:db8:x::1, each node in a /48 of its own.
+fn ip6_of(i: usize) -> SocketAddr {
+    let i = i as u16 + 1;
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 1)),
+        6881,
+    )
 }
 
 fn random_id(rng: &mut Rng) -> [u8; 20] {
@@ -80,20 +92,39 @@ impl Net {
 
     /// Adds a node and bootstraps it from `bootstrap`.
     fn join(&mut self, bootstrap: Vec<SocketAddr>) -> usize {
+        self.join_with(true, false, bootstrap)
+    }
+
+    /// Adds a node with an IPv4 address, an IPv6 address or both, bootstrapped from
+    /// the addresses of `bootstrap` of its families. Its IPv6 address is a public
+    /// one (2001:db8::/32, which BEP 42 does not exempt): its id is derived from it.
+    fn join_with(&mut self, v4: bool, v6: bool, bootstrap: Vec<SocketAddr>) -> usize {
         let i = self.nodes.len();
-        let addr = ip_of(i);
-        let mut cfg = DhtConfig::new(random_id(&mut self.rng), random_id(&mut self.rng));
-        cfg.bootstrap = bootstrap.into_iter().filter(|a| *a != addr).collect();
+        let addrs = [v4.then(|| ip_of(i)), v6.then(|| ip6_of(i))];
+        let mut id = random_id(&mut self.rng);
+        if let Some(a) = addrs[1] {
+            id = bep42::node_id(a.ip(), id).0;
+        }
+        let mut cfg = DhtConfig::new(id, random_id(&mut self.rng));
+        cfg.bootstrap = bootstrap
+            .into_iter()
+            .filter(|a| !addrs.contains(&Some(*a)))
+            .filter(|a| addrs[usize::from(a.is_ipv6())].is_some())
+            .collect();
         let seed = self.rng.next_u64();
         let mut dht = Dht::new(cfg, self.t(), seed);
         let _ = dht.bootstrap(self.t());
+        let addr = addrs.into_iter().flatten().next().expect("an address");
         self.nodes.push(SimNode {
             dht,
             addr,
+            addrs,
             alive: true,
             events: Vec::new(),
         });
-        self.by_addr.insert(addr, i);
+        for a in addrs.into_iter().flatten() {
+            self.by_addr.insert(a, i);
+        }
         self.flush(i);
         i
     }
@@ -134,12 +165,15 @@ impl Net {
         while let Some(ev) = node.dht.poll_event() {
             node.events.push(ev);
         }
-        let from = node.addr;
+        let addrs = node.addrs;
         if let Some(t) = node.dht.poll_timeout() {
             self.timers.push(Reverse((t.as_millis().max(self.now), i)));
         }
         for (to, bytes) in out {
-            self.send(from, to, bytes);
+            // No socket of that family: the datagram goes nowhere.
+            if let Some(from) = addrs[usize::from(to.is_ipv6())] {
+                self.send(from, to, bytes);
+            }
         }
     }
 
@@ -303,6 +337,162 @@ fn tables_converge_and_lookups_find_the_closest_nodes() {
     let recall = net.lookup_recall(40);
     println!("find_node recall of the true 8 closest over 40 random ids: {recall:.3}");
     assert!(recall >= 0.9, "recall {recall}");
+}
+
+/// BEP 32: IPv4 and IPv6 nodes form two DHTs. A quarter of the nodes have only
+/// IPv4, a quarter only IPv6 (a public address, its id derived from it as BEP 42
+/// asks), the rest both; they bootstrap from three dual-stack seeds, each family
+/// apart. Each table holds nodes of its own family only and fills; lookups in the
+/// IPv6 DHT find the true closest IPv6 nodes; the nodes learn their IPv6 address
+/// from the `ip` of answers; a peer announced in one DHT is found by the nodes in
+/// that DHT and not by the others.
+#[test]
+fn ipv6_nodes_form_a_dht_of_their_own() {
+    let mut net = Net::new(9);
+    let n = 160;
+    let seeds: Vec<SocketAddr> = (0..3).flat_map(|j| [ip_of(j), ip6_of(j)]).collect();
+    let kind = |i: usize| match i {
+        0..=2 => (true, true),
+        _ => match i % 4 {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        },
+    };
+    for i in 0..n {
+        let (v4, v6) = kind(i);
+        net.join_with(v4, v6, seeds.clone());
+        let until = net.now + 50;
+        net.run_until(until);
+    }
+    let until = net.now + 30_000;
+    net.run_until(until);
+    let mut sizes = [Vec::new(), Vec::new()];
+    let mut learnt = 0;
+    for i in 0..n {
+        let d = &net.nodes[i].dht;
+        let (v4, v6) = kind(i);
+        let t4: Vec<_> = d.table().nodes().map(|x| x.info).collect();
+        let t6: Vec<_> = d.table6().nodes().map(|x| x.info).collect();
+        assert!(
+            t4.iter().all(|x| x.addr.is_ipv4()),
+            "node {i}: IPv6 in the IPv4 table"
+        );
+        assert!(
+            t6.iter().all(|x| x.addr.is_ipv6()),
+            "node {i}: IPv4 in the IPv6 table"
+        );
+        assert!(
+            t6.iter().all(|x| bep42::id_matches(&x.id, x.addr.ip())),
+            "node {i}: an IPv6 node whose id does not match its address"
+        );
+        assert_eq!(
+            v4,
+            !t4.is_empty(),
+            "node {i} ({v4}, {v6}): {} IPv4 nodes",
+            t4.len()
+        );
+        assert_eq!(
+            v6,
+            !t6.is_empty(),
+            "node {i} ({v4}, {v6}): {} IPv6 nodes",
+            t6.len()
+        );
+        if v4 {
+            sizes[0].push(t4.len());
+        }
+        if v6 {
+            sizes[1].push(t6.len());
+            assert!(bep42::id_matches(&d.id_of(true), ip6_of(i).ip()));
+            if d.external_ip(true) == Some(ip6_of(i).ip()) {
+                learnt += 1;
+            }
+        }
+    }
+    let min = |v: &Vec<usize>| v.iter().copied().min().unwrap_or(0);
+    let mean = |v: &Vec<usize>| v.iter().sum::<usize>() as f64 / v.len() as f64;
+    let v6_nodes = sizes[1].len();
+    println!(
+        "{n} nodes, {} with IPv4, {v6_nodes} with IPv6: IPv4 tables min {} mean {:.1}, \
+         IPv6 tables min {} mean {:.1}; {learnt} learnt their IPv6 address by vote",
+        sizes[0].len(),
+        min(&sizes[0]),
+        mean(&sizes[0]),
+        min(&sizes[1]),
+        mean(&sizes[1]),
+    );
+    assert!(min(&sizes[0]) >= 8 && min(&sizes[1]) >= 8, "{sizes:?}");
+    assert!(
+        learnt * 10 >= v6_nodes * 9,
+        "{learnt} of {v6_nodes} learnt their address"
+    );
+
+    // Lookups in the IPv6 DHT, from IPv6-only and dual-stack nodes.
+    let with6: Vec<usize> = (0..n).filter(|&i| kind(i).1).collect();
+    let mut started = Vec::new();
+    for k in 0..30 {
+        let i = with6[(k * 7) % with6.len()];
+        let target = NodeId(random_id(&mut net.rng));
+        let now = net.t();
+        let l = net.nodes[i]
+            .dht
+            .find_node(now, target)
+            .expect("lookup slot");
+        net.flush(i);
+        started.push((i, target, l));
+    }
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let mut total = 0.0;
+    for (i, target, l) in started {
+        let Some(DhtEvent::LookupDone { closest, .. }) = net.take_done(i, l) else {
+            panic!("lookup {l:?} of node {i} did not finish");
+        };
+        let mut truth: Vec<NodeId> = with6
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| net.nodes[j].dht.id_of(true))
+            .collect();
+        truth.sort_by_key(|id| id.distance(&target));
+        truth.truncate(8);
+        let found: HashSet<NodeId> = closest
+            .iter()
+            .filter(|x| x.addr.is_ipv6())
+            .map(|x| x.id)
+            .collect();
+        let hits = truth.iter().filter(|id| found.contains(id)).count();
+        total += hits as f64 / 8.0;
+    }
+    let recall = total / 30.0;
+    println!("IPv6 find_node recall of the true 8 closest over 30 random ids: {recall:.3}");
+    assert!(recall >= 0.9, "recall {recall}");
+
+    // A peer announced in each DHT: by an IPv6-only node, and by an IPv4-only one.
+    let ih = InfoHash([0x46; 20]);
+    net.announce(5, ih, 6006);
+    net.announce(8, ih, 4004);
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let p6 = SocketAddr::new(ip6_of(5).ip(), 6006);
+    let p4 = SocketAddr::new(ip_of(8).ip(), 4004);
+    // Dual-stack nodes find both; IPv4-only ones the IPv4 peer; IPv6-only ones the
+    // IPv6 peer.
+    for (i, expected) in [
+        (6usize, vec![p4, p6]),
+        (10, vec![p4, p6]),
+        (12, vec![p4]),
+        (16, vec![p4]),
+        (9, vec![p6]),
+        (13, vec![p6]),
+    ] {
+        let found = net.find_peers(i, ih);
+        assert_eq!(
+            found,
+            expected.into_iter().collect::<HashSet<_>>(),
+            "node {i} {:?}",
+            kind(i)
+        );
+    }
 }
 
 #[test]
@@ -1107,7 +1297,7 @@ fn one_subnet_cannot_evict_a_torrents_honest_peers() {
 #[test]
 fn one_ipv6_64_takes_one_routing_table_entry() {
     let mut s = Solo::new(64);
-    let own = s.dht.id();
+    let own = s.dht.id_of(true);
     let mut rng = Rng::new(65);
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..60u16 {
@@ -1118,7 +1308,7 @@ fn one_ipv6_64_takes_one_routing_table_entry() {
         s.advance(10);
         while s.answer(&honest) > 0 {}
     }
-    let honest_in = s.dht.table().len();
+    let honest_in = s.dht.table6().len();
     assert!(honest_in >= 48, "{honest_in} honest nodes in the table");
     let evil = v6(0x66, 0, 0, 1, 6881);
     let mut attackers: HashMap<SocketAddr, NodeId> = HashMap::new();
@@ -1135,12 +1325,12 @@ fn one_ipv6_64_takes_one_routing_table_entry() {
         .dht
         .table()
         .nodes()
-        .chain(s.dht.table().replacements())
+        .chain(s.dht.table6().replacements())
         .filter(|n| in_64(&n.info.addr, &evil))
         .count();
     println!(
         "one /64, 200 addresses: {from_64} routing-table entries of {}",
-        s.dht.table().len()
+        s.dht.table6().len()
     );
     assert!(from_64 <= 1, "{from_64} entries from one /64");
     let handed: usize = (0..20)

@@ -340,6 +340,28 @@ impl RoutingTable {
                 .any(|n| n.status(now, self.cfg.bad_after) == Status::Bad)
     }
 
+    /// Whether a query from `info` now would have it pinged ([`Insert::Pending`]
+    /// naming it): a newcomer, or an unconfirmed replacement not pinged in the last
+    /// minute, whose bucket has room for it. Changes nothing.
+    pub(crate) fn would_ping(&self, info: &NodeInfo, now: Instant) -> bool {
+        if info.id == self.own
+            || (self.cfg.enforce_node_id && !bep42::id_matches(&info.id, info.addr.ip()))
+        {
+            return false;
+        }
+        match self.find_host(&info.addr) {
+            Some((bi, Slot::Replacement(i))) => {
+                let r = &self.buckets[bi].replacements[i];
+                r.info == *info
+                    && !r.confirmed()
+                    && r.last_ping.is_none_or(|p| now.since(p) >= RECHECK_AFTER)
+                    && self.has_room(bi, now)
+            }
+            Some(_) => false,
+            None => self.has_room(self.bucket_of(&info.id), now),
+        }
+    }
+
     /// Records that `info` answered us or queried us at `now`.
     pub(crate) fn heard_from(&mut self, info: NodeInfo, now: Instant, contact: Contact) -> Insert {
         if info.id == self.own
