@@ -1718,3 +1718,83 @@ fn our_id_follows_our_external_address() {
         .set_external_ip(now, "192.168.1.2".parse().expect("ip"));
     assert_eq!(s.dht.id(), id);
 }
+
+/// BEP 42 "Enforcement": a `get_peers` answer from a node whose id does not match
+/// its address counts as one without a token, so an announce goes to the closest
+/// nodes that gave a token and whose ids match; the node with a made-up id at a
+/// public address is still asked (it may know nodes), never announced to.
+#[test]
+fn announces_go_only_to_nodes_whose_id_matches_their_address() {
+    let mut s = Solo::new(91);
+    let mut rng = Rng::new(92);
+    let g = v4(192, 0, 2, 7, 6881);
+    let g_id = bep42_id(g, &mut rng);
+    let mut known = HashMap::from([(g, g_id)]);
+    s.recv(g, &krpc_query(g_id, Method::Ping, b"g1", false));
+    while s.answer(&known) > 0 {}
+    assert!(s.dht.table().get(&g_id).is_some(), "g in the table");
+    let bad = v4(198, 51, 100, 9, 6881);
+    let bad_id = NodeId([0x42; 20]);
+    assert!(!bep42::id_matches(&bad_id, bad.ip()));
+    let good = v4(203, 0, 113, 5, 6881);
+    let good_id = bep42_id(good, &mut rng);
+    known.insert(bad, bad_id);
+    known.insert(good, good_id);
+    let mut named = [0u8; 2 * krpc::NODE4_LEN];
+    let mut len = 0;
+    for (id, addr) in [(bad_id, bad), (good_id, good)] {
+        let n = btcore_core::dht::NodeInfo { id, addr };
+        len += n.write_compact(&mut named[len..]).expect("fits");
+    }
+    let ih = InfoHash([0x42; 20]);
+    let now = s.t();
+    s.dht.announce(now, ih, 7000, false).expect("lookup");
+    s.drain();
+    let mut asked = HashSet::new();
+    let mut announced = HashSet::new();
+    for _ in 0..10 {
+        for (to, bytes) in std::mem::take(&mut s.out) {
+            let q = parsed(&bytes, |m| match m.body {
+                Body::Query(q) => Some((
+                    m.tid.to_vec(),
+                    matches!(q.method, Method::GetPeers { .. }),
+                    matches!(q.method, Method::AnnouncePeer { .. }),
+                )),
+                _ => None,
+            })
+            .flatten();
+            let Some((tid, get_peers, announce)) = q else {
+                continue;
+            };
+            match (get_peers, announce) {
+                (true, _) => {
+                    asked.insert(to);
+                    let Some(&id) = known.get(&to) else { continue };
+                    let nodes = if to == g { &named[..len] } else { &[][..] };
+                    let m = Message {
+                        tid: &tid,
+                        version: None,
+                        ip: None,
+                        body: Body::Response(krpc::Response {
+                            id,
+                            nodes: krpc::CompactNodes::v4(nodes).expect("nodes"),
+                            nodes6: krpc::CompactNodes::default(),
+                            values: krpc::Values::None,
+                            token: Some(b"tk"),
+                        }),
+                    };
+                    let mut out = [0u8; krpc::MAX_DATAGRAM];
+                    let n = m.encode(&mut out).expect("fits");
+                    s.recv(to, &out[..n]);
+                }
+                (_, true) => {
+                    announced.insert(to);
+                }
+                _ => {}
+            }
+        }
+    }
+    println!("asked {asked:?}, announced to {announced:?}");
+    assert!(asked.contains(&bad), "the node with a made-up id is asked");
+    assert_eq!(announced, HashSet::from([g, good]));
+}

@@ -900,8 +900,11 @@ impl Dht {
                 l.add(n);
             }
         }
+        // BEP 42 "Enforcement": a node whose id does not match its address is not a
+        // storage target; its answer counts as one without a token.
         let token = match l.kind {
             LookupKind::FindNode => None,
+            _ if self.cfg.table.enforce_node_id && !bep42::id_matches(&r.id, from.ip()) => None,
             _ => r.token,
         };
         l.replied(info, token, seed);

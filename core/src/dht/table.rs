@@ -75,7 +75,8 @@ pub struct TableConfig {
     pub restrict_ips: bool,
     /// BEP 42: a node whose id does not match its address (see [`bep42`]) does not
     /// enter the table, neither a bucket nor a replacement cache (local network
-    /// addresses exempt). Its queries are still answered. Default on.
+    /// addresses exempt). Its queries are still answered; a lookup asks it but never
+    /// announces to it. Default on.
     pub enforce_node_id: bool,
 }
 
