@@ -717,10 +717,7 @@ pub fn dht(
         Ok(p) => p,
         Err(e) => return fail(EXIT_IO, format_args!("{e}")),
     };
-    if let Err(e) =
-        poll.registry()
-            .register(&mut node.socket, mio::Token(0), mio::Interest::READABLE)
-    {
+    if let Err(e) = node.register(poll.registry(), mio::Token(0), mio::Token(1)) {
         return fail(EXIT_IO, format_args!("{e}"));
     }
     let mut events = mio::Events::with_capacity(64);
@@ -746,8 +743,9 @@ pub fn dht(
         btcore_core::ids::InfoHash(node.dht().id().0)
     );
     outln!(
-        "nodes     {} ({} good, {} replacements) in {} buckets",
+        "nodes     {} ({} IPv6; {} good, {} replacements) in {} buckets",
         s.nodes,
+        s.nodes6,
         s.good_nodes,
         s.replacements,
         s.buckets

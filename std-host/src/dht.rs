@@ -1,5 +1,8 @@
-//! The Mainline DHT (BEP 5) on the host: one UDP socket on the client's event loop,
-//! the core's [`Dht`] state machine, and the routing table kept in the state directory.
+//! The Mainline DHT (BEP 5) on the host: a UDP socket on the client's event loop,
+//! and a second one for IPv6 when the node binds all IPv4 addresses and the system
+//! has IPv6 (BEP 32: the IPv4 and the IPv6 DHT, each bootstrapped from its own
+//! addresses), the core's [`Dht`] state machine, and the routing tables kept in the
+//! state directory.
 //!
 //! The host decides nothing about when torrents are looked up: the session asks for
 //! each lookup ([`Action::DhtLookup`](btcore_core::session::Action::DhtLookup), on its
@@ -60,6 +63,9 @@ pub use crate::dht_report::{DhtReport, Found};
 pub struct DhtHost {
     /// The socket (registered by the client).
     pub socket: UdpSocket,
+    /// The IPv6 socket beside an IPv4 one bound to all addresses, on the same port
+    /// (`[::]`, IPv6 only), when the system has IPv6 ([`DhtHost::register`]).
+    pub socket6: Option<UdpSocket>,
     dht: Dht,
     state_file: Option<PathBuf>,
     saved_count: usize,
@@ -102,6 +108,7 @@ impl DhtHost {
         resolve: Resolver,
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
+        let socket6 = bind_v6_beside(&socket, bind);
         // Room for a burst to wait for the next turn of the loop (which handles
         // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
         // it at its `rmem_max`.
@@ -129,21 +136,30 @@ impl DhtHost {
         // Addresses at once; names off this thread.
         let (addrs, names): (Vec<&String>, Vec<&String>) =
             names.iter().partition(|n| n.parse::<SocketAddr>().is_ok());
+        // The families we have a socket for.
+        let families = (bind.is_ipv4(), bind.is_ipv6() || socket6.is_some());
+        let usable = move |a: &SocketAddr| if a.is_ipv4() { families.0 } else { families.1 };
         cfg.bootstrap = addrs
             .iter()
             .filter_map(|n| n.parse::<SocketAddr>().ok())
-            .filter(|a| a.is_ipv4() == bind.is_ipv4())
+            .filter(usable)
             .collect();
         let names: Vec<String> = names.into_iter().cloned().collect();
         let resolving = if names.is_empty() {
             None
         } else {
             let (tx, rx) = std::sync::mpsc::channel();
-            let v4 = bind.is_ipv4();
             let spawned = std::thread::Builder::new()
                 .name("dht-resolve".into())
                 .spawn(move || {
-                    let _ = tx.send(resolve(&names, v4));
+                    let mut addrs = Vec::new();
+                    if families.0 {
+                        addrs.extend(resolve(&names, true));
+                    }
+                    if families.1 {
+                        addrs.extend(resolve(&names, false));
+                    }
+                    let _ = tx.send(addrs);
                 });
             if let Err(e) = spawned {
                 log::warn!("dht: no thread to resolve the bootstrap nodes: {e}");
@@ -159,6 +175,7 @@ impl DhtHost {
         dht.bootstrap(now);
         Ok(Self {
             socket,
+            socket6,
             dht,
             state_file,
             saved_count,
@@ -173,6 +190,48 @@ impl DhtHost {
     /// The UDP address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The IPv6 socket's address, when there is one beside an IPv4 socket.
+    pub fn local_addr6(&self) -> Option<SocketAddr> {
+        self.socket6.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// Registers the sockets with `registry`: the first under `token`, the IPv6 one
+    /// (if any) under `token6`.
+    pub fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        token6: mio::Token,
+    ) -> io::Result<()> {
+        registry.register(&mut self.socket, token, mio::Interest::READABLE)?;
+        if let Some(s) = self.socket6.as_mut() {
+            registry.register(s, token6, mio::Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the sockets out of `registry`.
+    pub fn deregister(&mut self, registry: &mio::Registry) {
+        let _ = registry.deregister(&mut self.socket);
+        if let Some(s) = self.socket6.as_mut() {
+            let _ = registry.deregister(s);
+        }
+    }
+
+    /// Our external address of one family as the node believes it (BEP 42: voted by
+    /// the nodes that answer it, or set with [`DhtHost::set_external_ip`]).
+    pub fn external_ip(&self, v6: bool) -> Option<std::net::IpAddr> {
+        self.dht.external_ip(v6)
+    }
+
+    /// Our external address, as the host learnt it (e.g. from the router that maps
+    /// our port): BEP 42, the node takes an id derived from it if its id does not
+    /// match it.
+    pub fn set_external_ip(&mut self, now: Instant, ip: std::net::IpAddr) {
+        self.dht.set_external_ip(now, ip);
+        self.transmit(now);
     }
 
     /// Counters for display.
@@ -190,7 +249,43 @@ impl DhtHost {
     /// possibly left: the caller reads again next turn (the socket's readiness is not
     /// reported again for them).
     pub fn read(&mut self, now: Instant, budget: usize) -> bool {
-        self.read_with(now, budget, |_, _| {})
+        let more = self.read_with(now, budget, |_, _| {});
+        let more6 = self.read6_with(now, budget, |_, _| {});
+        more || more6
+    }
+
+    /// As [`DhtHost::read_with`], on the IPv6 socket (nothing when there is none).
+    pub fn read6_with(
+        &mut self,
+        now: Instant,
+        budget: usize,
+        mut utp: impl FnMut(SocketAddr, &[u8]),
+    ) -> bool {
+        let Some(socket) = self.socket6.as_ref() else {
+            return false;
+        };
+        let mut errors = 0;
+        for _ in 0..budget {
+            match socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let d = &self.buf[..n];
+                    if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
+                        utp(from, d);
+                    } else {
+                        self.dht.handle_datagram(now, from, d);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // ICMP errors, as on the first socket.
+                Err(_) => {
+                    errors += 1;
+                    if errors == 8 {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// As [`DhtHost::read`] on a port shared with uTP: a datagram that looks like uTP
@@ -301,7 +396,11 @@ impl DhtHost {
         while let Some((to, n)) = self.dht.poll_transmit(now, &mut out) {
             // UDP: a datagram that does not fit the socket buffer is dropped, as on a
             // lossy network; the query times out and is retried elsewhere.
-            let _ = self.socket.send_to(&out[..n], to);
+            let socket = match &self.socket6 {
+                Some(s) if to.is_ipv6() => s,
+                _ => &self.socket,
+            };
+            let _ = socket.send_to(&out[..n], to);
         }
     }
 
@@ -379,6 +478,32 @@ impl DhtHost {
         }
         self.saved_count = n;
         self.last_save = Some(std::time::Instant::now());
+    }
+}
+
+/// An IPv6-only socket on `[::]` and the port of `socket`, when `bind` is the IPv4
+/// unspecified address (all addresses) and the system has IPv6; `None` otherwise.
+fn bind_v6_beside(socket: &UdpSocket, bind: SocketAddr) -> Option<UdpSocket> {
+    if bind.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+        return None;
+    }
+    let port = socket.local_addr().ok()?.port();
+    let addr = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+    let open = || -> io::Result<UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(true)?;
+        s.set_nonblocking(true)?;
+        let _ = s.set_recv_buffer_size(1 << 20);
+        s.bind(&addr.into())?;
+        Ok(UdpSocket::from_std(s.into()))
+    };
+    match open() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::info!("dht: no IPv6 socket on {addr}: {e}");
+            None
+        }
     }
 }
 
@@ -530,6 +655,60 @@ mod tests {
         assert_eq!(a.stats(now).nodes, 0);
         run_until(&mut a, &mut b, epoch, |a, _, _| a.stats(t0).nodes > 0);
         assert!(a.resolving.is_none());
+    }
+
+    /// BEP 32 on real sockets: a node bound to all IPv4 addresses has an IPv6 socket
+    /// on the same port; bootstrapped from an IPv6 address only, it fills its IPv6
+    /// table (its IPv4 one stays empty), and a lookup with an announce goes through
+    /// the IPv6 DHT to the other node's store.
+    #[test]
+    fn an_ipv6_socket_beside_the_ipv4_one() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped: this system has no IPv6 loopback");
+            return;
+        }
+        let epoch = std::time::Instant::now();
+        let t0 = Instant::from_millis(1);
+        let all: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        let opts = DhtOptions {
+            bootstrap: vec!["127.0.0.1:9".into()],
+            ..DhtOptions::default()
+        };
+        let mut b = DhtHost::new(all, &opts, t0, 2).expect("bind");
+        let port = b.local_addr().expect("addr").port();
+        let v6 = b.local_addr6().expect("an IPv6 socket beside the IPv4 one");
+        assert_eq!(v6.port(), port);
+        assert!(v6.is_ipv6());
+        let opts = DhtOptions {
+            bootstrap: vec![format!("[::1]:{port}")],
+            ..DhtOptions::default()
+        };
+        let mut a = DhtHost::new(all, &opts, t0, 1).expect("bind");
+        run_until(&mut a, &mut b, epoch, |a, b, _| {
+            !a.dht().table6().is_empty() && !b.dht().table6().is_empty()
+        });
+        assert!(
+            a.dht().table().is_empty(),
+            "IPv4 nodes from an IPv6 bootstrap"
+        );
+        assert!(a.stats(t0).nodes6 >= 1);
+        let ih = InfoHash([0x66; 20]);
+        let now = Instant::from_millis(epoch.elapsed().as_millis() as u64 + 1);
+        assert!(a.lookup(now, TorrentId(1), ih, Some(6881), 1));
+        let r = run_until(&mut a, &mut b, epoch, |_, b, r| {
+            !r.done.is_empty() && b.dht().store().hash_count() == 1
+        });
+        assert_eq!(r.done, vec![(TorrentId(1), 1, DhtOutcome::Reached)]);
+        let stored: Vec<SocketAddr> = b
+            .dht()
+            .store()
+            .iter()
+            .flat_map(|(_, peers)| peers.collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            stored,
+            vec!["[::1]:6881".parse::<SocketAddr>().expect("addr")]
+        );
     }
 
     #[test]

@@ -664,7 +664,7 @@ impl DhtHarness {
                 // Since time 0: the byte budget's three seconds of burst, then its
                 // rate; each source's second of burst, then its rate.
                 let ms = now.as_millis();
-                if !dht.table().is_confirmed(&src) {
+                if !dht.table_of(&src).is_confirmed(&src) {
                     self.unconfirmed_bytes += back as u64;
                     let budget = u64::from(cfg.unconfirmed_reply_bytes_per_sec);
                     assert!(
@@ -692,7 +692,8 @@ impl DhtHarness {
         while let Some(ev) = dht.poll_event() {
             match ev {
                 DhtEvent::Peers { peers, .. } => assert!(peers.len() <= krpc::MAX_VALUES),
-                DhtEvent::LookupDone { closest, .. } => assert!(closest.len() <= k),
+                // k of each DHT (IPv4, IPv6).
+                DhtEvent::LookupDone { closest, .. } => assert!(closest.len() <= 2 * k),
                 _ => {}
             }
         }
@@ -714,7 +715,8 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
     let cfg = dht.config();
     let tc = *dht.table().config();
     let s = dht.stats(now);
-    assert!(s.buckets >= 1 && s.buckets <= tc.max_buckets);
+    assert!(s.buckets >= 1 && s.buckets <= 2 * tc.max_buckets);
+    assert!(s.nodes6 <= s.nodes);
     assert!(s.nodes <= s.buckets * tc.k, "{s:?}");
     assert!(s.replacements <= s.buckets * tc.replacements, "{s:?}");
     assert!(s.lookups_running <= cfg.max_lookups);
@@ -753,11 +755,25 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
     assert_eq!(total, s.stored_peers);
     assert!(per_host.values().all(|&n| n <= limits.per_ip));
     assert!(per_subnet.values().all(|&n| n <= limits.per_subnet));
-    // The routing table: only confirmed nodes in buckets, one entry per host (IPv4
+    // The routing tables: only confirmed nodes in buckets, one entry per host (IPv4
     // address, IPv6 /64), one per subnet (IPv4 /24, IPv6 /48) per bucket, loopback
-    // exempt.
+    // exempt; nodes of the table's family only (BEP 32), their ids valid for their
+    // address (BEP 42), never ours.
     let mut hosts = HashSet::new();
-    for (nodes, replacements) in dht.table().buckets() {
+    for v6 in [false, true] {
+        let table = if v6 { dht.table6() } else { dht.table() };
+        assert_eq!(table.own_id(), dht.id_of(v6));
+        for n in table.nodes().chain(table.replacements()) {
+            let fam6 = n.info.addr.ip().to_canonical().is_ipv6();
+            assert_eq!(fam6, v6, "{:?} in the wrong table", n.info.addr);
+            assert!(btcore_core::dht::bep42::id_matches(
+                &n.info.id,
+                n.info.addr.ip()
+            ));
+            assert_ne!(n.info.id, dht.id_of(v6));
+        }
+    }
+    for (nodes, replacements) in dht.table().buckets().chain(dht.table6().buckets()) {
         assert!(nodes.len() <= tc.k && replacements.len() <= tc.replacements);
         assert!(
             nodes.iter().all(|n| n.confirmed()),
@@ -765,7 +781,6 @@ fn check_dht(dht: &btcore_core::dht::Dht, now: btcore_core::time::Instant) {
         );
         let mut subnets = HashSet::new();
         for n in nodes.iter().chain(replacements) {
-            assert_ne!(n.info.id, dht.id());
             let ip = n.info.addr.ip().to_canonical();
             if ip.is_loopback() {
                 let octets = match ip {
@@ -822,11 +837,13 @@ fn dht_id_near(own: [u8; 20], bit: u8, tail: [u8; 2]) -> [u8; 20] {
 /// - `0x60..=0x7f` `announce_peer` from source `op % 16` with the last token the node
 ///   gave it: info-hash byte, port (2 bytes; 0 = implied port);
 /// - `0x80..=0x9f` a query from source `op % 16`: method (ping, find_node, get_peers;
-///   bit 2 read-only, bits 3-4 `want`), id (bucket bit, 2 tail bytes);
+///   bit 2 read-only, bits 3-4 `want`, bit 5 an id valid for the source's address
+///   under BEP 42), id (bucket bit, 2 tail bytes);
 /// - `0xa0..=0xbf` `(op % 32 + 1) * 300` ms pass, timers run;
 /// - `0xc0..=0xcf` a command: bootstrap, find_node, get_peers, announce, load_nodes;
 /// - `0xd0..=0xff` an answer to the last query sent to source `op % 16`: flags (bit 0
-///   a token, bit 1 a wrong id, bit 2 `nodes6`, bits 4-7 values), node count, nodes
+///   a token, bit 1 a wrong id, bit 2 `nodes6`, bit 3 an `ip` naming our address,
+///   bits 4-7 values), node count, nodes
 ///   (26 or 38 bytes each), values (6 bytes each).
 ///
 /// Sources 0 to 7 are fixed (`dht_sources`); 8 to 15 are the addresses the node
@@ -908,7 +925,11 @@ pub fn dht_node(data: &[u8]) -> bool {
             }
             0x80..=0x9f => {
                 let a = r.take(4);
-                let id = dht_id_near(own, a[1], [a[2], a[3]]);
+                let mut id = dht_id_near(own, a[1], [a[2], a[3]]);
+                if a[0] & 32 != 0 {
+                    // BEP 42: an id valid for the source's address.
+                    id = btcore_core::dht::bep42::node_id(src.ip(), id).0;
+                }
                 h.remember_id(src, id);
                 let target = NodeId(dht_id_near(own, a[2], [a[3], a[1]]));
                 let method = match a[0] % 3 {
@@ -1002,10 +1023,16 @@ pub fn dht_node(data: &[u8]) -> bool {
                 for n in nodes.iter() {
                     h.remember_id(n.addr, n.id.0);
                 }
+                // BEP 42 `ip`: how the responder sees us (votes for our address).
+                let seen: std::net::SocketAddr = if src.is_ipv4() {
+                    ([198, 51, 100, 99], 6881).into()
+                } else {
+                    "[2001:db8:99::1]:6881".parse().expect("address")
+                };
                 let m = Message {
                     tid: &tid,
                     version: None,
-                    ip: None,
+                    ip: (flags & 8 != 0).then_some(seen),
                     body: Body::Response(Response {
                         id: NodeId(id),
                         nodes: if v6 { CompactNodes::default() } else { nodes },

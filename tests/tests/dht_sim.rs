@@ -5,7 +5,7 @@
 //! nodes, announced peers are found, churn heals, and a hostile sender changes nothing.
 
 use btcore_core::dht::krpc::{self, Body, Message, Method, Query, Want};
-use btcore_core::dht::{Dht, DhtConfig, DhtEvent, LookupId, NodeId};
+use btcore_core::dht::{bep42, Dht, DhtConfig, DhtEvent, LookupId, NodeId};
 use btcore_core::ids::InfoHash;
 use btcore_core::rng::Rng;
 use btcore_core::time::Instant;
@@ -18,7 +18,10 @@ type InFlight = Reverse<(u64, u64, SocketAddr, SocketAddr, Vec<u8>)>;
 
 struct SimNode {
     dht: Dht,
+    /// Its first address (IPv4 unless it has none).
     addr: SocketAddr,
+    /// Its address of each family, [IPv4, IPv6]: a socket of each (BEP 32).
+    addrs: [Option<SocketAddr>; 2],
     alive: bool,
     events: Vec<DhtEvent>,
 }
@@ -46,6 +49,15 @@ fn ip_of(i: usize) -> SocketAddr {
         Ipv4Addr::from(0x0a00_0001 | (i << 8)),
         6881,
     ))
+}
+
+/// Node `i`'s IPv6 address: 2001:db8:x::1, each node in a /48 of its own.
+fn ip6_of(i: usize) -> SocketAddr {
+    let i = i as u16 + 1;
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 1)),
+        6881,
+    )
 }
 
 fn random_id(rng: &mut Rng) -> [u8; 20] {
@@ -80,20 +92,39 @@ impl Net {
 
     /// Adds a node and bootstraps it from `bootstrap`.
     fn join(&mut self, bootstrap: Vec<SocketAddr>) -> usize {
+        self.join_with(true, false, bootstrap)
+    }
+
+    /// Adds a node with an IPv4 address, an IPv6 address or both, bootstrapped from
+    /// the addresses of `bootstrap` of its families. Its IPv6 address is a public
+    /// one (2001:db8::/32, which BEP 42 does not exempt): its id is derived from it.
+    fn join_with(&mut self, v4: bool, v6: bool, bootstrap: Vec<SocketAddr>) -> usize {
         let i = self.nodes.len();
-        let addr = ip_of(i);
-        let mut cfg = DhtConfig::new(random_id(&mut self.rng), random_id(&mut self.rng));
-        cfg.bootstrap = bootstrap.into_iter().filter(|a| *a != addr).collect();
+        let addrs = [v4.then(|| ip_of(i)), v6.then(|| ip6_of(i))];
+        let mut id = random_id(&mut self.rng);
+        if let Some(a) = addrs[1] {
+            id = bep42::node_id(a.ip(), id).0;
+        }
+        let mut cfg = DhtConfig::new(id, random_id(&mut self.rng));
+        cfg.bootstrap = bootstrap
+            .into_iter()
+            .filter(|a| !addrs.contains(&Some(*a)))
+            .filter(|a| addrs[usize::from(a.is_ipv6())].is_some())
+            .collect();
         let seed = self.rng.next_u64();
         let mut dht = Dht::new(cfg, self.t(), seed);
         let _ = dht.bootstrap(self.t());
+        let addr = addrs.into_iter().flatten().next().expect("an address");
         self.nodes.push(SimNode {
             dht,
             addr,
+            addrs,
             alive: true,
             events: Vec::new(),
         });
-        self.by_addr.insert(addr, i);
+        for a in addrs.into_iter().flatten() {
+            self.by_addr.insert(a, i);
+        }
         self.flush(i);
         i
     }
@@ -134,12 +165,15 @@ impl Net {
         while let Some(ev) = node.dht.poll_event() {
             node.events.push(ev);
         }
-        let from = node.addr;
+        let addrs = node.addrs;
         if let Some(t) = node.dht.poll_timeout() {
             self.timers.push(Reverse((t.as_millis().max(self.now), i)));
         }
         for (to, bytes) in out {
-            self.send(from, to, bytes);
+            // No socket of that family: the datagram goes nowhere.
+            if let Some(from) = addrs[usize::from(to.is_ipv6())] {
+                self.send(from, to, bytes);
+            }
         }
     }
 
@@ -303,6 +337,162 @@ fn tables_converge_and_lookups_find_the_closest_nodes() {
     let recall = net.lookup_recall(40);
     println!("find_node recall of the true 8 closest over 40 random ids: {recall:.3}");
     assert!(recall >= 0.9, "recall {recall}");
+}
+
+/// BEP 32: IPv4 and IPv6 nodes form two DHTs. A quarter of the nodes have only
+/// IPv4, a quarter only IPv6 (a public address, its id derived from it as BEP 42
+/// asks), the rest both; they bootstrap from three dual-stack seeds, each family
+/// apart. Each table holds nodes of its own family only and fills; lookups in the
+/// IPv6 DHT find the true closest IPv6 nodes; the nodes learn their IPv6 address
+/// from the `ip` of answers; a peer announced in one DHT is found by the nodes in
+/// that DHT and not by the others.
+#[test]
+fn ipv6_nodes_form_a_dht_of_their_own() {
+    let mut net = Net::new(9);
+    let n = 160;
+    let seeds: Vec<SocketAddr> = (0..3).flat_map(|j| [ip_of(j), ip6_of(j)]).collect();
+    let kind = |i: usize| match i {
+        0..=2 => (true, true),
+        _ => match i % 4 {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        },
+    };
+    for i in 0..n {
+        let (v4, v6) = kind(i);
+        net.join_with(v4, v6, seeds.clone());
+        let until = net.now + 50;
+        net.run_until(until);
+    }
+    let until = net.now + 30_000;
+    net.run_until(until);
+    let mut sizes = [Vec::new(), Vec::new()];
+    let mut learnt = 0;
+    for i in 0..n {
+        let d = &net.nodes[i].dht;
+        let (v4, v6) = kind(i);
+        let t4: Vec<_> = d.table().nodes().map(|x| x.info).collect();
+        let t6: Vec<_> = d.table6().nodes().map(|x| x.info).collect();
+        assert!(
+            t4.iter().all(|x| x.addr.is_ipv4()),
+            "node {i}: IPv6 in the IPv4 table"
+        );
+        assert!(
+            t6.iter().all(|x| x.addr.is_ipv6()),
+            "node {i}: IPv4 in the IPv6 table"
+        );
+        assert!(
+            t6.iter().all(|x| bep42::id_matches(&x.id, x.addr.ip())),
+            "node {i}: an IPv6 node whose id does not match its address"
+        );
+        assert_eq!(
+            v4,
+            !t4.is_empty(),
+            "node {i} ({v4}, {v6}): {} IPv4 nodes",
+            t4.len()
+        );
+        assert_eq!(
+            v6,
+            !t6.is_empty(),
+            "node {i} ({v4}, {v6}): {} IPv6 nodes",
+            t6.len()
+        );
+        if v4 {
+            sizes[0].push(t4.len());
+        }
+        if v6 {
+            sizes[1].push(t6.len());
+            assert!(bep42::id_matches(&d.id_of(true), ip6_of(i).ip()));
+            if d.external_ip(true) == Some(ip6_of(i).ip()) {
+                learnt += 1;
+            }
+        }
+    }
+    let min = |v: &Vec<usize>| v.iter().copied().min().unwrap_or(0);
+    let mean = |v: &Vec<usize>| v.iter().sum::<usize>() as f64 / v.len() as f64;
+    let v6_nodes = sizes[1].len();
+    println!(
+        "{n} nodes, {} with IPv4, {v6_nodes} with IPv6: IPv4 tables min {} mean {:.1}, \
+         IPv6 tables min {} mean {:.1}; {learnt} learnt their IPv6 address by vote",
+        sizes[0].len(),
+        min(&sizes[0]),
+        mean(&sizes[0]),
+        min(&sizes[1]),
+        mean(&sizes[1]),
+    );
+    assert!(min(&sizes[0]) >= 8 && min(&sizes[1]) >= 8, "{sizes:?}");
+    assert!(
+        learnt * 10 >= v6_nodes * 9,
+        "{learnt} of {v6_nodes} learnt their address"
+    );
+
+    // Lookups in the IPv6 DHT, from IPv6-only and dual-stack nodes.
+    let with6: Vec<usize> = (0..n).filter(|&i| kind(i).1).collect();
+    let mut started = Vec::new();
+    for k in 0..30 {
+        let i = with6[(k * 7) % with6.len()];
+        let target = NodeId(random_id(&mut net.rng));
+        let now = net.t();
+        let l = net.nodes[i]
+            .dht
+            .find_node(now, target)
+            .expect("lookup slot");
+        net.flush(i);
+        started.push((i, target, l));
+    }
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let mut total = 0.0;
+    for (i, target, l) in started {
+        let Some(DhtEvent::LookupDone { closest, .. }) = net.take_done(i, l) else {
+            panic!("lookup {l:?} of node {i} did not finish");
+        };
+        let mut truth: Vec<NodeId> = with6
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| net.nodes[j].dht.id_of(true))
+            .collect();
+        truth.sort_by_key(|id| id.distance(&target));
+        truth.truncate(8);
+        let found: HashSet<NodeId> = closest
+            .iter()
+            .filter(|x| x.addr.is_ipv6())
+            .map(|x| x.id)
+            .collect();
+        let hits = truth.iter().filter(|id| found.contains(id)).count();
+        total += hits as f64 / 8.0;
+    }
+    let recall = total / 30.0;
+    println!("IPv6 find_node recall of the true 8 closest over 30 random ids: {recall:.3}");
+    assert!(recall >= 0.9, "recall {recall}");
+
+    // A peer announced in each DHT: by an IPv6-only node, and by an IPv4-only one.
+    let ih = InfoHash([0x46; 20]);
+    net.announce(5, ih, 6006);
+    net.announce(8, ih, 4004);
+    let until = net.now + 20_000;
+    net.run_until(until);
+    let p6 = SocketAddr::new(ip6_of(5).ip(), 6006);
+    let p4 = SocketAddr::new(ip_of(8).ip(), 4004);
+    // Dual-stack nodes find both; IPv4-only ones the IPv4 peer; IPv6-only ones the
+    // IPv6 peer.
+    for (i, expected) in [
+        (6usize, vec![p4, p6]),
+        (10, vec![p4, p6]),
+        (12, vec![p4]),
+        (16, vec![p4]),
+        (9, vec![p6]),
+        (13, vec![p6]),
+    ] {
+        let found = net.find_peers(i, ih);
+        assert_eq!(
+            found,
+            expected.into_iter().collect::<HashSet<_>>(),
+            "node {i} {:?}",
+            kind(i)
+        );
+    }
 }
 
 #[test]
@@ -553,12 +743,13 @@ fn krpc_query(id: NodeId, method: Method<'_>, tid: &[u8], read_only: bool) -> Ve
     out[..n].to_vec()
 }
 
-/// A bare response (`id` only) with transaction id `tid`.
-fn krpc_reply(id: NodeId, tid: &[u8]) -> Vec<u8> {
+/// A bare response (`id` only) with transaction id `tid`, telling the querier it is
+/// seen at `ip` (BEP 42) when given.
+fn krpc_reply_ip(id: NodeId, tid: &[u8], ip: Option<SocketAddr>) -> Vec<u8> {
     let m = Message {
         tid,
         version: None,
-        ip: None,
+        ip,
         body: Body::Response(krpc::Response {
             id,
             nodes: krpc::CompactNodes::default(),
@@ -638,6 +829,11 @@ impl Solo {
     /// Answers every query the node sent to an address of `nodes`, as that node
     /// (a bare response with its id); other datagrams are dropped. Returns how many.
     fn answer(&mut self, nodes: &HashMap<SocketAddr, NodeId>) -> usize {
+        self.answer_ip(nodes, None)
+    }
+
+    /// As [`Solo::answer`], each response saying the node is seen at `ip`.
+    fn answer_ip(&mut self, nodes: &HashMap<SocketAddr, NodeId>, ip: Option<SocketAddr>) -> usize {
         let mut answered = 0;
         for (to, bytes) in std::mem::take(&mut self.out) {
             let Some(&id) = nodes.get(&to) else { continue };
@@ -645,7 +841,7 @@ impl Solo {
                 matches!(m.body, Body::Query(_)).then(|| m.tid.to_vec())
             });
             if let Some(Some(tid)) = tid {
-                self.recv(to, &krpc_reply(id, &tid));
+                self.recv(to, &krpc_reply_ip(id, &tid, ip));
                 answered += 1;
             }
         }
@@ -717,13 +913,32 @@ fn id_in_bucket(own: NodeId, bit: usize, rng: &mut Rng) -> NodeId {
     NodeId(id)
 }
 
+/// An id valid for `addr` under BEP 42 (its first 21 bits from the address), the
+/// other bits random.
+fn bep42_id(addr: SocketAddr, rng: &mut Rng) -> NodeId {
+    btcore_core::dht::bep42::node_id(addr.ip(), random_id(rng))
+}
+
+/// An id for the attackers below: every other one valid for its address under
+/// BEP 42 (where it falls is up to the address), the rest of the attacker's choosing
+/// (spread over the node's nearest buckets), which BEP 42 refuses.
+fn attacker_id(addr: SocketAddr, own: NodeId, k: u16, rng: &mut Rng) -> NodeId {
+    if k % 2 == 0 {
+        bep42_id(addr, rng)
+    } else {
+        id_in_bucket(own, usize::from(k % 20), rng)
+    }
+}
+
 fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port))
 }
 
 /// One address with many ports and ids, answering every query of the node (so each
 /// of them looks alive), cannot take more than one routing-table entry; one /24 takes
-/// at most one per bucket; what the node hands out in `nodes` follows.
+/// at most one per bucket; what the node hands out in `nodes` follows. Half of the
+/// attackers' ids are valid for their address under BEP 42, the other half of their
+/// choosing near the node's id: those never enter at all.
 #[test]
 fn one_address_cannot_fill_the_routing_table() {
     let mut s = Solo::new(21);
@@ -745,7 +960,7 @@ fn one_address_cannot_fill_the_routing_table() {
     // 400 ports of 192.0.2.66, with ids spread over the node's 20 nearest buckets.
     for k in 0..400u16 {
         let addr = v4(192, 0, 2, 66, 20_000 + k);
-        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        let id = attacker_id(addr, own, k, &mut rng);
         attackers.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
@@ -787,7 +1002,7 @@ fn one_address_cannot_fill_the_routing_table() {
     let mut subnet: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..200u16 {
         let addr = v4(198, 51, 100, 1 + k as u8, 6881);
-        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        let id = attacker_id(addr, own, k, &mut rng);
         subnet.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
@@ -808,7 +1023,13 @@ fn one_address_cannot_fill_the_routing_table() {
     assert!(
         from_subnet <= buckets,
         "{from_subnet} entries from one /24 in {buckets} buckets"
-    );
+    ); // BEP 42: what got in has an id valid for its address; the ids the attackers
+       // chose (every other one) stayed out, buckets and replacement caches alike.
+    let entries = || s.dht.table().nodes().chain(s.dht.table().replacements());
+    let invalid = entries()
+        .filter(|n| !bep42::id_matches(&n.info.id, n.info.addr.ip()))
+        .count();
+    assert_eq!(invalid, 0, "entries whose id does not match their address");
 }
 
 /// Queriers that never answer a query of ours (spoofed sources, or nodes that cannot
@@ -943,6 +1164,15 @@ fn v6(a: u16, b: u16, c: u16, d: u16, port: u16) -> SocketAddr {
     )
 }
 
+/// `[fd00:a::1]:port`: a unique local address (BEP 42 exempts it, as 10/8), each
+/// `a` in a /48 of its own.
+fn ula(a: u16, port: u16) -> SocketAddr {
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, a, 0, 0, 0, 0, 0, 1)),
+        port,
+    )
+}
+
 /// Whether `a` is in the IPv6 /64 of `b`.
 fn in_64(a: &SocketAddr, b: &SocketAddr) -> bool {
     match (a.ip(), b.ip()) {
@@ -1067,24 +1297,24 @@ fn one_subnet_cannot_evict_a_torrents_honest_peers() {
 #[test]
 fn one_ipv6_64_takes_one_routing_table_entry() {
     let mut s = Solo::new(64);
-    let own = s.dht.id();
+    let own = s.dht.id_of(true);
     let mut rng = Rng::new(65);
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..60u16 {
-        let addr = v6(0x100 + k, 0, 0, 1, 6881);
+        let addr = ula(0x100 + k, 6881);
         let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
         honest.insert(addr, id);
         s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
         s.advance(10);
         while s.answer(&honest) > 0 {}
     }
-    let honest_in = s.dht.table().len();
+    let honest_in = s.dht.table6().len();
     assert!(honest_in >= 48, "{honest_in} honest nodes in the table");
     let evil = v6(0x66, 0, 0, 1, 6881);
     let mut attackers: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..200u16 {
         let addr = v6(0x66, 0, k, 1, 20_000 + k);
-        let id = id_in_bucket(own, usize::from(k % 20), &mut rng);
+        let id = attacker_id(addr, own, k, &mut rng);
         attackers.insert(addr, id);
         let q = krpc_query(id, Method::FindNode { target: id }, &k.to_be_bytes(), false);
         s.recv(addr, &q);
@@ -1095,12 +1325,12 @@ fn one_ipv6_64_takes_one_routing_table_entry() {
         .dht
         .table()
         .nodes()
-        .chain(s.dht.table().replacements())
+        .chain(s.dht.table6().replacements())
         .filter(|n| in_64(&n.info.addr, &evil))
         .count();
     println!(
         "one /64, 200 addresses: {from_64} routing-table entries of {}",
-        s.dht.table().len()
+        s.dht.table6().len()
     );
     assert!(from_64 <= 1, "{from_64} entries from one /64");
     let handed: usize = (0..20)
@@ -1160,7 +1390,7 @@ fn answers_follow_bep5_values_or_nodes() {
     // 30 IPv4 and 30 IPv6 nodes in the table.
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..30u16 {
-        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+        for addr in [v4(10, 4, k as u8, 1, 6881), ula(0x300 + k, 6881)] {
             let id = id_in_bucket(own, usize::from(k % 10), &mut rng);
             honest.insert(addr, id);
             s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
@@ -1271,7 +1501,7 @@ fn amplification(cfg: fn([u8; 20], [u8; 20]) -> DhtConfig) {
     let mut rng = Rng::new(75);
     let mut honest: HashMap<SocketAddr, NodeId> = HashMap::new();
     for k in 0..40u16 {
-        for addr in [v4(10, 4, k as u8, 1, 6881), v6(0x300 + k, 0, 0, 1, 6881)] {
+        for addr in [v4(10, 4, k as u8, 1, 6881), ula(0x300 + k, 6881)] {
             let id = id_in_bucket(own, usize::from(k % 12), &mut rng);
             honest.insert(addr, id);
             s.recv(addr, &krpc_query(id, Method::Ping, b"h1", false));
@@ -1417,4 +1647,154 @@ fn spoofed_queriers_cannot_starve_our_lookups() {
         .count();
     println!("300 spoofed queriers: {in_flight} queries in flight, a new lookup sent {asked}");
     assert!(asked >= 3, "a lookup during the flood sent {asked} queries");
+}
+
+// ---------------------------------------------------------------------------------------
+// BEP 42: our own id from our external address
+// ---------------------------------------------------------------------------------------
+
+/// The node learns its external address from the `ip` of answers to its queries,
+/// believes it once four subnets agree (one subnet repeating it, or three, are not
+/// enough), and then takes an id derived from it, keeping its routing table; an
+/// address the host sets is taken at once.
+#[test]
+fn our_id_follows_our_external_address() {
+    let mut s = Solo::new(81);
+    let first = s.dht.id();
+    let ours: SocketAddr = "198.51.100.7:6881".parse().expect("addr");
+    assert!(
+        !bep42::id_matches(&first, ours.ip()),
+        "a random id (seed 81) fails"
+    );
+    let mut rng = Rng::new(82);
+    // Nodes query us, we ping them back, they answer with `ip` = ours.
+    let mut voters = |s: &mut Solo, addrs: &[SocketAddr]| {
+        let nodes: HashMap<SocketAddr, NodeId> =
+            addrs.iter().map(|&a| (a, bep42_id(a, &mut rng))).collect();
+        for (&a, &id) in &nodes {
+            s.recv(a, &krpc_query(id, Method::Ping, b"v1", false));
+            s.advance(10);
+        }
+        while s.answer_ip(&nodes, Some(ours)) > 0 {}
+    };
+    // Ten addresses of one /24, then two more /24s: three subnets.
+    let one_24: Vec<SocketAddr> = (1..=10u8).map(|k| v4(203, 0, 113, k, 6881)).collect();
+    voters(&mut s, &one_24);
+    voters(&mut s, &[v4(192, 0, 2, 1, 6881), v4(100, 64, 0, 1, 6881)]);
+    assert_eq!(s.dht.id(), first, "three subnets do not move our id");
+    assert_eq!(s.dht.external_ip(false), None);
+    let before = s.dht.table().len();
+    assert!(before >= 3, "{before} voters in the table");
+    // A fourth subnet.
+    voters(&mut s, &[v4(100, 65, 0, 1, 6881)]);
+    let id = s.dht.id();
+    println!("external address voted by 4 subnets: id {first:?} -> {id:?}");
+    assert_eq!(s.dht.external_ip(false), Some(ours.ip()));
+    assert_ne!(id, first);
+    assert!(bep42::id_matches(&id, ours.ip()));
+    assert_eq!(s.dht.table().own_id(), id);
+    assert!(s.dht.table().len() >= before, "the table is kept");
+    // Our answers carry the new id.
+    let r = s
+        .ask(
+            v4(10, 9, 9, 9, 1),
+            &krpc_query(NodeId([1; 20]), Method::Ping, b"p", true),
+        )
+        .expect("answered");
+    let answered_id = parsed(&r, |m| match m.body {
+        Body::Response(r) => Some(r.id),
+        _ => None,
+    });
+    assert_eq!(answered_id, Some(Some(id)));
+    // The host knows better (its router told it): taken at once.
+    let new: std::net::IpAddr = "203.0.113.200".parse().expect("ip");
+    let now = s.t();
+    s.dht.set_external_ip(now, new);
+    assert_eq!(s.dht.external_ip(false), Some(new));
+    assert!(bep42::id_matches(&s.dht.id(), new));
+    // A local address needs no particular id: nothing changes.
+    let id = s.dht.id();
+    s.dht
+        .set_external_ip(now, "192.168.1.2".parse().expect("ip"));
+    assert_eq!(s.dht.id(), id);
+}
+
+/// BEP 42 "Enforcement": a `get_peers` answer from a node whose id does not match
+/// its address counts as one without a token, so an announce goes to the closest
+/// nodes that gave a token and whose ids match; the node with a made-up id at a
+/// public address is still asked (it may know nodes), never announced to.
+#[test]
+fn announces_go_only_to_nodes_whose_id_matches_their_address() {
+    let mut s = Solo::new(91);
+    let mut rng = Rng::new(92);
+    let g = v4(192, 0, 2, 7, 6881);
+    let g_id = bep42_id(g, &mut rng);
+    let mut known = HashMap::from([(g, g_id)]);
+    s.recv(g, &krpc_query(g_id, Method::Ping, b"g1", false));
+    while s.answer(&known) > 0 {}
+    assert!(s.dht.table().get(&g_id).is_some(), "g in the table");
+    let bad = v4(198, 51, 100, 9, 6881);
+    let bad_id = NodeId([0x42; 20]);
+    assert!(!bep42::id_matches(&bad_id, bad.ip()));
+    let good = v4(203, 0, 113, 5, 6881);
+    let good_id = bep42_id(good, &mut rng);
+    known.insert(bad, bad_id);
+    known.insert(good, good_id);
+    let mut named = [0u8; 2 * krpc::NODE4_LEN];
+    let mut len = 0;
+    for (id, addr) in [(bad_id, bad), (good_id, good)] {
+        let n = btcore_core::dht::NodeInfo { id, addr };
+        len += n.write_compact(&mut named[len..]).expect("fits");
+    }
+    let ih = InfoHash([0x42; 20]);
+    let now = s.t();
+    s.dht.announce(now, ih, 7000, false).expect("lookup");
+    s.drain();
+    let mut asked = HashSet::new();
+    let mut announced = HashSet::new();
+    for _ in 0..10 {
+        for (to, bytes) in std::mem::take(&mut s.out) {
+            let q = parsed(&bytes, |m| match m.body {
+                Body::Query(q) => Some((
+                    m.tid.to_vec(),
+                    matches!(q.method, Method::GetPeers { .. }),
+                    matches!(q.method, Method::AnnouncePeer { .. }),
+                )),
+                _ => None,
+            })
+            .flatten();
+            let Some((tid, get_peers, announce)) = q else {
+                continue;
+            };
+            match (get_peers, announce) {
+                (true, _) => {
+                    asked.insert(to);
+                    let Some(&id) = known.get(&to) else { continue };
+                    let nodes = if to == g { &named[..len] } else { &[][..] };
+                    let m = Message {
+                        tid: &tid,
+                        version: None,
+                        ip: None,
+                        body: Body::Response(krpc::Response {
+                            id,
+                            nodes: krpc::CompactNodes::v4(nodes).expect("nodes"),
+                            nodes6: krpc::CompactNodes::default(),
+                            values: krpc::Values::None,
+                            token: Some(b"tk"),
+                        }),
+                    };
+                    let mut out = [0u8; krpc::MAX_DATAGRAM];
+                    let n = m.encode(&mut out).expect("fits");
+                    s.recv(to, &out[..n]);
+                }
+                (_, true) => {
+                    announced.insert(to);
+                }
+                _ => {}
+            }
+        }
+    }
+    println!("asked {asked:?}, announced to {announced:?}");
+    assert!(asked.contains(&bad), "the node with a made-up id is asked");
+    assert_eq!(announced, HashSet::from([g, good]));
 }

@@ -75,6 +75,8 @@ pub(crate) struct Lookup {
     pub(crate) queried: usize,
     /// Peers reported so far.
     pub(crate) peers: usize,
+    /// Whether it runs in the IPv6 DHT (BEP 32), else the IPv4 one.
+    pub(crate) v6: bool,
 }
 
 impl Lookup {
@@ -91,6 +93,7 @@ impl Lookup {
             inflight: 0,
             queried: 0,
             peers: 0,
+            v6: false,
         }
     }
 

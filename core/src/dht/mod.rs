@@ -1,7 +1,12 @@
-//! The Mainline DHT (BEP 5, with BEP 32 `nodes6`/`want`), sans-IO.
+//! The Mainline DHT (BEP 5, with BEP 32 IPv6 and BEP 42 ids), sans-IO.
 //!
 //! - [`krpc`]: the KRPC codec (no allocator).
-//! - [`table`]: the k-bucket routing table.
+//! - [`table`]: the k-bucket routing table; a node keeps two, one of IPv4 and one
+//!   of IPv6 nodes (BEP 32: two DHTs, each bootstrapped from its own addresses, a
+//!   lookup running in each the node takes part in).
+//! - [`bep42`]: node ids bound to IP addresses (BEP 42): the check that keeps
+//!   others' made-up ids out of the tables, and our own id derived from our
+//!   external address once voted.
 //! - [`lookup`]: iterative `find_node` / `get_peers` lookups.
 //! - [`store`]: announced peers and write tokens.
 //! - [`addr`]: who counts as one party (host, subnet) for the per-address limits.
@@ -65,12 +70,16 @@
 //!   write token is bound to the IP it was issued to;
 //! - nodes and peers at loopback addresses are believed only from a loopback
 //!   sender.
+//! - BEP 42: a node's id must match its address (8 prefixes of 21 bits per IPv4
+//!   address), or it stays out of the tables (local-network addresses exempt).
 //!
 //! Loopback addresses are exempt from the per-address limits: only this machine
 //! can send from them.
 
 #[cfg(feature = "alloc")]
 pub mod addr;
+#[cfg(feature = "alloc")]
+pub mod bep42;
 pub mod krpc;
 #[cfg(feature = "alloc")]
 mod limit;

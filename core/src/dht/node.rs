@@ -6,9 +6,10 @@ use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use super::addr;
+use super::bep42::{self, IpVoter};
 use super::krpc::{
     self, Body, CompactNodes, ErrorMsg, Message, Method, Query, Response, Values, Want,
 };
@@ -24,14 +25,16 @@ pub const MAX_BOOTSTRAP: usize = 64;
 /// Settings of a [`Dht`]; [`DhtConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct DhtConfig {
-    /// Our node id (from the host's randomness).
+    /// Our node id (from the host's randomness), in both DHTs (BEP 32) until BEP 42
+    /// derives one per family from our external address of that family.
     pub id: NodeId,
     /// Key for write tokens (from the host's randomness; never sent).
     pub token_key: [u8; 20],
     /// Addresses asked first, and again while the routing table holds fewer than k
     /// nodes (after 10 s, then backing off to every 2 minutes).
     pub bootstrap: Vec<SocketAddr>,
-    /// Routing table settings (k = 8, one entry per host: IPv4 address, IPv6 /64).
+    /// Routing table settings (k = 8, one entry per host: IPv4 address, IPv6 /64),
+    /// for each of the two tables (IPv4 and IPv6 nodes, BEP 32).
     pub table: TableConfig,
     /// One lookup candidate per subnet (IPv4 /24, IPv6 /48), loopback exempt
     /// (libtorrent's `dht_restrict_search_ips`). Default on.
@@ -40,7 +43,8 @@ pub struct DhtConfig {
     pub alpha: usize,
     /// How long a query waits for its answer. Default 2 s.
     pub query_timeout: Duration,
-    /// Lookups running at once; more are refused. Default 32.
+    /// Lookups running at once, a lookup in both DHTs (IPv4 and IPv6) counting
+    /// twice; more are refused. Default 32.
     pub max_lookups: usize,
     /// Queries in flight over all. Default 256.
     pub max_outstanding: usize,
@@ -75,6 +79,11 @@ pub struct DhtConfig {
     pub maintenance_interval: Duration,
     /// A bucket unchanged this long is refreshed (BEP 5: 15 minutes).
     pub refresh_after: Duration,
+    /// BEP 42: how many voters, each from a subnet of its own (IPv4 /24, IPv6 /48),
+    /// must report the same external address of ours (the `ip` of their answers to
+    /// our queries) before we believe it and, if our id does not match it, take an
+    /// id derived from it. Default 4: one party, or a few, cannot move our id.
+    pub external_ip_votes: usize,
 }
 
 impl DhtConfig {
@@ -100,6 +109,7 @@ impl DhtConfig {
             store: StoreLimits::default(),
             maintenance_interval: Duration::from_secs(5),
             refresh_after: table::GOOD_FOR,
+            external_ip_votes: 4,
         }
     }
 
@@ -142,7 +152,8 @@ pub enum DhtEvent {
         target: NodeId,
         /// What for.
         kind: LookupKind,
-        /// The closest nodes that answered, closest first (at most k).
+        /// The closest nodes that answered, closest first (at most k of each
+        /// family: a lookup runs in the IPv4 and the IPv6 DHT when the node has both).
         closest: Vec<NodeInfo>,
         /// Peers reported (with repeats).
         peers: usize,
@@ -154,13 +165,15 @@ pub enum DhtEvent {
 /// Counters for a `btcore dht` display.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DhtStats {
-    /// Nodes in the routing table.
+    /// Nodes in the routing tables (both families).
     pub nodes: usize,
+    /// Of which in the IPv6 table (BEP 32).
+    pub nodes6: usize,
     /// Of which good.
     pub good_nodes: usize,
     /// Replacement cache entries.
     pub replacements: usize,
-    /// Buckets.
+    /// Buckets of the IPv4 table, and of the IPv6 one when it holds nodes.
     pub buckets: usize,
     /// Lookups running.
     pub lookups_running: usize,
@@ -221,8 +234,14 @@ struct Outstanding {
 pub struct Dht {
     cfg: DhtConfig,
     rng: Rng,
-    table: RoutingTable,
+    /// Our ids, [IPv4 DHT, IPv6 DHT].
+    ids: [NodeId; 2],
+    /// The routing tables, [IPv4 nodes, IPv6 nodes] (BEP 32: two DHTs).
+    tables: [RoutingTable; 2],
     lookups: Vec<Lookup>,
+    /// What the first half of a lookup in both DHTs found, until the second ends:
+    /// (lookup, closest, peers, announced).
+    halves: Vec<(LookupId, Vec<NodeInfo>, usize, usize)>,
     outstanding: Vec<Outstanding>,
     next_tid: u16,
     next_lookup: u64,
@@ -239,8 +258,10 @@ pub struct Dht {
     next_maintenance: Instant,
     /// When a thin table (fewer than k nodes) is next looked up again, and the
     /// wait after that (doubling from [`THIN_RETRY_FIRST`] to [`THIN_RETRY_MAX`]).
-    thin_retry: (Instant, Duration),
+    thin_retry: [(Instant, Duration); 2],
     stats: DhtStats,
+    /// BEP 42: our external address as answers report it, [IPv4, IPv6].
+    voters: [IpVoter; 2],
 }
 
 /// First wait before a table with fewer than k nodes looks up our id again.
@@ -280,7 +301,12 @@ impl Dht {
             ),
             budget: ByteBudget::new(cfg.unconfirmed_reply_bytes_per_sec, now),
             ping_len,
-            table: RoutingTable::new(cfg.id, cfg.table, now),
+            ids: [cfg.id; 2],
+            tables: [
+                RoutingTable::new(cfg.id, cfg.table, now),
+                RoutingTable::new(cfg.id, cfg.table, now),
+            ],
+            halves: Vec::new(),
             store: PeerStore::new(cfg.store),
             tokens: Tokens::new(cfg.token_key, now),
             rng,
@@ -291,25 +317,40 @@ impl Dht {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             next_maintenance: now + cfg.maintenance_interval,
-            thin_retry: (now + THIN_RETRY_FIRST, THIN_RETRY_FIRST),
+            thin_retry: [(now + THIN_RETRY_FIRST, THIN_RETRY_FIRST); 2],
             stats: DhtStats::default(),
+            voters: [
+                IpVoter::new(cfg.external_ip_votes),
+                IpVoter::new(cfg.external_ip_votes),
+            ],
             cfg,
         }
     }
 
     // ---- getters ----
 
-    /// Our node id.
+    /// Our node id in the IPv4 DHT.
     pub fn id(&self) -> NodeId {
-        self.cfg.id
+        self.ids[0]
+    }
+    /// Our node id in the DHT of one family (IPv6 when `v6`).
+    pub fn id_of(&self, v6: bool) -> NodeId {
+        self.ids[usize::from(v6)]
     }
     /// Counters and table figures.
     pub fn stats(&self, now: Instant) -> DhtStats {
         DhtStats {
-            nodes: self.table.len(),
-            good_nodes: self.table.good_count(now),
-            replacements: self.table.replacement_count(),
-            buckets: self.table.bucket_count(),
+            nodes: self.tables.iter().map(RoutingTable::len).sum(),
+            nodes6: self.tables[1].len(),
+            good_nodes: self.tables.iter().map(|t| t.good_count(now)).sum(),
+            replacements: self.tables.iter().map(|t| t.replacement_count()).sum(),
+            // The IPv6 table's when it holds nodes.
+            buckets: self.tables[0].bucket_count()
+                + if self.tables[1].is_empty() {
+                    0
+                } else {
+                    self.tables[1].bucket_count()
+                },
             lookups_running: self.lookups.len(),
             lookup_candidates: self.lookups.iter().map(Lookup::candidates).sum(),
             stored_peers: self.store.len(),
@@ -320,9 +361,17 @@ impl Dht {
             ..self.stats
         }
     }
-    /// The routing table (read-only).
+    /// The routing table of IPv4 nodes (read-only).
     pub fn table(&self) -> &RoutingTable {
-        &self.table
+        &self.tables[0]
+    }
+    /// The routing table of IPv6 nodes (read-only; BEP 32).
+    pub fn table6(&self) -> &RoutingTable {
+        &self.tables[1]
+    }
+    /// The routing table of `addr`'s family (read-only).
+    pub fn table_of(&self, addr: &SocketAddr) -> &RoutingTable {
+        &self.tables[fam(addr.ip())]
     }
     /// The peers stored for others (read-only).
     pub fn store(&self) -> &PeerStore {
@@ -332,9 +381,11 @@ impl Dht {
     pub fn config(&self) -> &DhtConfig {
         &self.cfg
     }
-    /// Nodes worth saving for the next start: every non-bad node of the table.
+    /// Nodes worth saving for the next start: every non-bad node of both tables.
     pub fn save_nodes(&self, now: Instant) -> Vec<NodeInfo> {
-        self.table.closest(&self.cfg.id, usize::MAX, now, None)
+        let mut v = self.tables[0].closest(&self.ids[0], usize::MAX, now, None);
+        v.extend(self.tables[1].closest(&self.ids[1], usize::MAX, now, None));
+        v
     }
     /// Compact form of [`Dht::save_nodes`]: 26 bytes per IPv4 node, 38 per IPv6.
     pub fn save_nodes_compact(&self, now: Instant) -> Vec<u8> {
@@ -348,13 +399,48 @@ impl Dht {
         out
     }
 
+    /// Our external address of one family (IPv6 when `v6`), once believed: set by
+    /// the host ([`Dht::set_external_ip`]) or voted by the nodes that answer us.
+    pub fn external_ip(&self, v6: bool) -> Option<IpAddr> {
+        self.voters[usize::from(v6)].decided()
+    }
+
     // ---- commands ----
+
+    /// Our external address, from a source the host trusts (its router's answer to
+    /// a port mapping, a setting). BEP 42: if our id does not match it, the node
+    /// takes an id derived from it (see [`Dht::external_ip`]).
+    pub fn set_external_ip(&mut self, now: Instant, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        self.voters[usize::from(ip.is_ipv6())].set(ip);
+        self.adopt_external_ip(now, ip);
+        self.drive(now);
+    }
+
+    /// BEP 42: when `ip`, our external address, does not allow our id, takes an id
+    /// derived from it (random bits from the node's generator): the routing table
+    /// is rebuilt around it, and a lookup of the new id fills the buckets near it.
+    fn adopt_external_ip(&mut self, now: Instant, ip: IpAddr) {
+        let f = fam(ip);
+        if bep42::id_matches(&self.ids[f], ip) {
+            return;
+        }
+        let mut random = [0u8; 20];
+        for c in random.chunks_mut(8) {
+            c.copy_from_slice(&self.rng.next_u64().to_be_bytes()[..c.len()]);
+        }
+        let id = bep42::node_id(ip, random);
+        self.ids[f] = id;
+        self.tables[f] = self.tables[f].rebuilt(id, now);
+        self.thin_retry[f] = (now + THIN_RETRY_FIRST, THIN_RETRY_FIRST);
+        let _ = self.bootstrap_family(now, f);
+    }
 
     /// Adds saved nodes as lookup seeds: they are pinged and enter the table when
     /// they answer.
     pub fn load_nodes(&mut self, now: Instant, nodes: &[NodeInfo]) {
         for n in nodes.iter().take(self.cfg.table.k * 160) {
-            if n.id != self.cfg.id {
+            if !self.ids.contains(&n.id) {
                 self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
             }
         }
@@ -373,17 +459,48 @@ impl Dht {
                 self.cfg.bootstrap.push(*a);
             }
         }
-        if self.cfg.bootstrap.len() > before && self.table.len() < self.cfg.table.k {
+        let k = self.cfg.table.k;
+        if self.cfg.bootstrap.len() > before && self.tables.iter().any(|t| t.len() < k) {
             self.bootstrap(now);
         }
     }
 
     /// Looks up our own id from the bootstrap nodes and the table, which fills the
-    /// table (BEP 5 "Bootstrapping").
+    /// table (BEP 5 "Bootstrapping"): in each DHT (IPv4, IPv6; BEP 32) that has
+    /// nodes or bootstrap addresses, apart; the IPv4 one when neither has. Returns
+    /// the first lookup started.
     pub fn bootstrap(&mut self, now: Instant) -> Option<LookupId> {
-        let id = self.cfg.id;
-        let lid = self.start_lookup(now, id, LookupKind::FindNode)?;
-        let seeds = self.cfg.bootstrap.clone();
+        let active = [self.active(0), self.active(1)];
+        let mut first = None;
+        for f in 0..2 {
+            if active[f] || (f == 0 && !active[1]) {
+                let l = self.bootstrap_family(now, f);
+                first = first.or(l);
+            }
+        }
+        first
+    }
+
+    /// Whether the DHT of family `f` (1: IPv6) is in use: its table holds nodes, or
+    /// bootstrap addresses of that family are known.
+    fn active(&self, f: usize) -> bool {
+        !self.tables[f].is_empty() || self.cfg.bootstrap.iter().any(|a| fam(a.ip()) == f)
+    }
+
+    /// The bootstrap lookup of one DHT: our id there, from its bootstrap addresses
+    /// and its table.
+    fn bootstrap_family(&mut self, now: Instant, f: usize) -> Option<LookupId> {
+        let id = self.ids[f];
+        let mut targets = [None; 2];
+        targets[f] = Some(id);
+        let lid = self.start_lookup_in(now, targets, LookupKind::FindNode)?;
+        let seeds: Vec<SocketAddr> = self
+            .cfg
+            .bootstrap
+            .iter()
+            .filter(|a| fam(a.ip()) == f)
+            .copied()
+            .collect();
         for addr in seeds {
             let purpose = Purpose::Lookup {
                 lookup: lid,
@@ -429,19 +546,41 @@ impl Dht {
         Some(lid)
     }
 
+    /// A lookup of `target` in each DHT in use (the IPv4 one when neither is).
     fn start_lookup(&mut self, now: Instant, target: NodeId, kind: LookupKind) -> Option<LookupId> {
-        if self.lookups.len() >= self.cfg.max_lookups {
+        let active = [self.active(0), self.active(1)];
+        let targets = if active[1] {
+            [active[0].then_some(target), Some(target)]
+        } else {
+            [Some(target), None]
+        };
+        self.start_lookup_in(now, targets, kind)
+    }
+
+    /// A lookup under one id in the DHT of each family with a target, [IPv4, IPv6].
+    fn start_lookup_in(
+        &mut self,
+        now: Instant,
+        targets: [Option<NodeId>; 2],
+        kind: LookupKind,
+    ) -> Option<LookupId> {
+        let needed = targets.iter().flatten().count();
+        if self.lookups.len() + needed > self.cfg.max_lookups || needed == 0 {
             return None;
         }
         let lid = LookupId(self.next_lookup);
         self.next_lookup += 1;
         let k = self.cfg.table.k;
-        let mut l = Lookup::new(lid, target, kind, k, self.cfg.alpha)
-            .restrict_ips(self.cfg.restrict_search_ips);
-        for n in self.table.closest(&target, k * 2, now, None) {
-            l.add(n);
+        for (f, target) in targets.into_iter().enumerate() {
+            let Some(target) = target else { continue };
+            let mut l = Lookup::new(lid, target, kind, k, self.cfg.alpha)
+                .restrict_ips(self.cfg.restrict_search_ips);
+            l.v6 = f == 1;
+            for n in self.tables[f].closest(&target, k * 2, now, None) {
+                l.add(n);
+            }
+            self.lookups.push(l);
         }
-        self.lookups.push(l);
         Some(lid)
     }
 
@@ -458,7 +597,7 @@ impl Dht {
         };
         match msg.body {
             Body::Query(q) => self.on_query(now, from, msg.tid, &q, bytes.len()),
-            Body::Response(r) => self.on_response(now, from, msg.tid, &r),
+            Body::Response(r) => self.on_response(now, from, msg.tid, &r, msg.ip),
             Body::Error(e) => self.on_error(now, from, msg.tid, &e),
         }
         self.drive(now);
@@ -482,9 +621,26 @@ impl Dht {
         } else {
             len.saturating_mul(self.cfg.max_reply_ratio as usize)
         };
-        let confirmed = exempt || self.table.is_confirmed(&from);
+        let f = fam(from.ip());
+        let confirmed = exempt || self.tables[f].is_confirmed(&from);
+        // When the querier is to be pinged (a candidate for a bucket with room), the
+        // answer leaves room for the ping: an IPv6 answer of 8 nodes would take it
+        // all, and queriers would never be checked and enter the table.
+        let info = NodeInfo {
+            id: q.id,
+            addr: from,
+        };
+        let reserve = if !q.read_only
+            && self.outstanding.len() < self.cfg.max_outstanding / 2
+            && self.tables[f].would_ping(&info, now)
+        {
+            self.ping_len
+        } else {
+            0
+        };
         let mut buf = [0u8; krpc::MAX_DATAGRAM];
-        let Some(n) = self.answer(now, from, tid, q, allowance, &mut buf) else {
+        let room = allowance.saturating_sub(reserve);
+        let Some(n) = self.answer(now, from, tid, q, room, &mut buf) else {
             self.stats.dropped += 1;
             return;
         };
@@ -503,11 +659,7 @@ impl Dht {
         // pinged before it can enter a bucket (see the table's docs). Pings of
         // queriers take at most half of the queries in flight, so that a flood of
         // them cannot hold back our own lookups.
-        let info = NodeInfo {
-            id: q.id,
-            addr: from,
-        };
-        let ping = match self.table.heard_from(info, now, Contact::Queried) {
+        let ping = match self.tables[f].heard_from(info, now, Contact::Queried) {
             Insert::Full { ping: Some(p) } | Insert::Pending { ping: Some(p) } => p,
             _ => return,
         };
@@ -555,7 +707,7 @@ impl Dht {
         let mut n4 = [0u8; krpc::NODE4_LEN * 8];
         let mut n6 = [0u8; krpc::NODE6_LEN * 8];
         let mut resp = Response {
-            id: self.cfg.id,
+            id: self.ids[fam(from.ip())],
             nodes: CompactNodes::default(),
             nodes6: CompactNodes::default(),
             values: Values::None,
@@ -674,7 +826,7 @@ impl Dht {
             return (0, 0);
         }
         let mut len = 0;
-        for n in self.table.closest(target, most, now, Some(v6)) {
+        for n in self.tables[usize::from(v6)].closest(target, most, now, Some(v6)) {
             len += n.write_compact(&mut out[len..]).unwrap_or(0);
         }
         let used = if len == 0 { 0 } else { cost(len / entry) };
@@ -691,12 +843,31 @@ impl Dht {
         Some(self.outstanding.swap_remove(i))
     }
 
-    fn on_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: &Response<'_>) {
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &[u8],
+        r: &Response<'_>,
+        ip: Option<SocketAddr>,
+    ) {
         let Some(o) = self.take_outstanding(from, tid) else {
             self.stats.dropped += 1;
             return;
         };
-        if o.id.is_some_and(|id| id != r.id) || r.id == self.cfg.id {
+        // BEP 42: how the responder sees us, from the address we asked (so not a
+        // forged source), one vote per subnet; an address of the other family is
+        // not about this socket.
+        if let Some(ip) = ip.map(|a| a.ip().to_canonical()) {
+            let v6 = from.ip().to_canonical().is_ipv6();
+            if ip.is_ipv6() == v6 && !ip.is_unspecified() {
+                if let Some(ours) = self.voters[usize::from(v6)].vote(from.ip(), ip) {
+                    self.adopt_external_ip(now, ours);
+                }
+            }
+        }
+        let f = fam(from.ip());
+        if o.id.is_some_and(|id| id != r.id) || r.id == self.ids[f] {
             // Someone else answers at that address: treat as a failure.
             self.query_failed(now, o);
             return;
@@ -707,24 +878,33 @@ impl Dht {
             addr: from,
         };
         if let Insert::Full { ping: Some(p) } | Insert::Pending { ping: Some(p) } =
-            self.table.heard_from(info, now, Contact::Replied)
+            self.tables[f].heard_from(info, now, Contact::Replied)
         {
             self.ping(now, p);
         }
         let Purpose::Lookup { lookup, seed } = o.purpose else {
             return;
         };
-        let own = self.cfg.id;
-        let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) else {
+        let own = self.ids[f];
+        // The lookup of this id in the responder's DHT, with the nodes of that DHT.
+        let Some(l) = self
+            .lookups
+            .iter_mut()
+            .find(|l| l.id == lookup && usize::from(l.v6) == f)
+        else {
             return;
         };
-        for n in r.nodes.iter().chain(r.nodes6.iter()) {
+        let nodes = if l.v6 { r.nodes6 } else { r.nodes };
+        for n in nodes.iter() {
             if n.id != own && addr::plausible(&from, &n.addr) {
                 l.add(n);
             }
         }
+        // BEP 42 "Enforcement": a node whose id does not match its address is not a
+        // storage target; its answer counts as one without a token.
         let token = match l.kind {
             LookupKind::FindNode => None,
+            _ if self.cfg.table.enforce_node_id && !bep42::id_matches(&r.id, from.ip()) => None,
             _ => r.token,
         };
         l.replied(info, token, seed);
@@ -754,7 +934,12 @@ impl Dht {
         self.stats.responses_received += 1;
         // It is alive, but this query failed.
         if let Purpose::Lookup { lookup, .. } = o.purpose {
-            if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
+            let f = fam(from.ip());
+            if let Some(l) = self
+                .lookups
+                .iter_mut()
+                .find(|l| l.id == lookup && usize::from(l.v6) == f)
+            {
                 l.failed(&from);
             }
         }
@@ -762,11 +947,16 @@ impl Dht {
     }
 
     fn query_failed(&mut self, now: Instant, o: Outstanding) {
+        let f = fam(o.addr.ip());
         if let Some(id) = o.id {
-            self.table.failed(&id, now);
+            self.tables[f].failed(&id, now);
         }
         if let Purpose::Lookup { lookup, .. } = o.purpose {
-            if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
+            if let Some(l) = self
+                .lookups
+                .iter_mut()
+                .find(|l| l.id == lookup && usize::from(l.v6) == f)
+            {
                 l.failed(&o.addr);
             }
         }
@@ -806,26 +996,29 @@ impl Dht {
         // few others, or from routers that did not answer) looks up our id again
         // through the bootstrap nodes and what it has, backing off while it stays
         // thin (as libtorrent refreshes its own id while its table is shallow).
-        if self.table.len() >= self.cfg.table.k {
-            self.thin_retry = (now, THIN_RETRY_FIRST);
-        } else if now >= self.thin_retry.0
-            && !(self.table.is_empty() && self.cfg.bootstrap.is_empty())
-        {
-            let wait = self.thin_retry.1;
-            let next = Duration::from_millis(wait.as_millis().saturating_mul(2));
-            self.thin_retry = (now + wait, next.min(THIN_RETRY_MAX));
-            if self.bootstrap(now).is_some() {
-                return;
+        // Each DHT (IPv4, IPv6) in use on its own.
+        for f in 0..2 {
+            if self.tables[f].len() >= self.cfg.table.k {
+                self.thin_retry[f] = (now, THIN_RETRY_FIRST);
+            } else if now >= self.thin_retry[f].0 && self.active(f) {
+                let wait = self.thin_retry[f].1;
+                let next = Duration::from_millis(wait.as_millis().saturating_mul(2));
+                self.thin_retry[f] = (now + wait, next.min(THIN_RETRY_MAX));
+                let _ = self.bootstrap_family(now, f);
             }
         }
-        if self.lookups.len() < self.cfg.max_lookups / 2 {
-            let stale = self.cfg.refresh_after;
-            if let Some(target) = self.table.refresh_target(now, stale, &mut self.rng) {
-                let _ = self.start_lookup(now, target, LookupKind::FindNode);
+        for f in 0..2 {
+            if self.lookups.len() < self.cfg.max_lookups / 2 {
+                let stale = self.cfg.refresh_after;
+                if let Some(target) = self.tables[f].refresh_target(now, stale, &mut self.rng) {
+                    let mut targets = [None; 2];
+                    targets[f] = Some(target);
+                    let _ = self.start_lookup_in(now, targets, LookupKind::FindNode);
+                }
             }
-        }
-        for n in self.table.to_ping(now, Duration::from_secs(5 * 60), 4) {
-            self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
+            for n in self.tables[f].to_ping(now, Duration::from_secs(5 * 60), 4) {
+                self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
+            }
         }
     }
 
@@ -872,7 +1065,7 @@ impl Dht {
     }
 
     fn ping(&mut self, now: Instant, n: NodeInfo) {
-        self.table.pinged(&n.id, now);
+        self.tables[fam(n.addr.ip())].pinged(&n.id, now);
         self.send_query(now, n.addr, Some(n.id), Method::Ping, Purpose::Ping);
     }
 
@@ -898,7 +1091,7 @@ impl Dht {
             version: Some(krpc::VERSION),
             ip: None,
             body: Body::Query(Query {
-                id: self.cfg.id,
+                id: self.ids[fam(to.ip())],
                 method,
                 want: Want::default(),
                 read_only: false,
@@ -966,15 +1159,35 @@ impl Dht {
                 }
             }
         }
+        let mut closest = l.closest();
+        let mut peers = l.peers;
+        if self.lookups.iter().any(|o| o.id == l.id) {
+            // The same lookup runs on in the other DHT: report both at its end.
+            self.halves.push((l.id, closest, peers, announced));
+            return;
+        }
+        if let Some(i) = self.halves.iter().position(|h| h.0 == l.id) {
+            let (_, c, p, a) = self.halves.swap_remove(i);
+            closest.extend(c);
+            closest.sort_unstable_by_key(|n| n.id.distance(&l.target));
+            peers += p;
+            announced += a;
+        }
         self.push_event(DhtEvent::LookupDone {
             lookup: l.id,
             target: l.target,
             kind: l.kind,
-            closest: l.closest(),
-            peers: l.peers,
+            closest,
+            peers,
             announced,
         });
     }
+}
+
+/// The family of `ip`'s DHT, as an index of [IPv4, IPv6] (an IPv4-mapped IPv6
+/// address is IPv4).
+fn fam(ip: IpAddr) -> usize {
+    usize::from(ip.to_canonical().is_ipv6())
 }
 
 /// Decimal digits of `n` (as in a bencoded string's length).

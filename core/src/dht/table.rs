@@ -38,11 +38,15 @@
 //! subnet; otherwise the first one stays. Loopback addresses are exempt (one entry
 //! per address there).
 //!
+//! BEP 42 ([`TableConfig::enforce_node_id`]): a node whose id is not derived from
+//! its IP address is refused, so a party with few addresses cannot place nodes of
+//! its choosing next to a target (each IPv4 address allows 8 prefixes of 21 bits).
+//!
 //! Memory is bounded: at most [`TableConfig::max_buckets`] buckets of `k` nodes and
 //! [`TableConfig::replacements`] replacements; our own id is never stored.
 
-use super::addr;
 use super::krpc::{NodeId, NodeInfo};
+use super::{addr, bep42};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use alloc::vec::Vec;
@@ -69,6 +73,11 @@ pub struct TableConfig {
     /// subnet (IPv4 /24, IPv6 /48) in a bucket (loopback exempt); off, one entry per
     /// `IP:port`. Default on.
     pub restrict_ips: bool,
+    /// BEP 42: a node whose id does not match its address (see [`bep42`]) does not
+    /// enter the table, neither a bucket nor a replacement cache (local network
+    /// addresses exempt). Its queries are still answered; a lookup asks it but never
+    /// announces to it. Default on.
+    pub enforce_node_id: bool,
 }
 
 impl Default for TableConfig {
@@ -79,6 +88,7 @@ impl Default for TableConfig {
             replacements: 8,
             max_buckets: 160,
             restrict_ips: true,
+            enforce_node_id: true,
         }
     }
 }
@@ -185,7 +195,7 @@ pub(crate) enum Insert {
         /// The node to ping, if any.
         ping: Option<NodeInfo>,
     },
-    /// Refused: our own id, an address, subnet or id taken by another entry, or a
+    /// Refused: our own id, an id that fails BEP 42's check, an address, subnet or id taken by another entry, or a
     /// replacement cache full of confirmed nodes.
     Ignored,
 }
@@ -331,9 +341,33 @@ impl RoutingTable {
                 .any(|n| n.status(now, self.cfg.bad_after) == Status::Bad)
     }
 
+    /// Whether a query from `info` now would have it pinged ([`Insert::Pending`]
+    /// naming it): a newcomer, or an unconfirmed replacement not pinged in the last
+    /// minute, whose bucket has room for it. Changes nothing.
+    pub(crate) fn would_ping(&self, info: &NodeInfo, now: Instant) -> bool {
+        if info.id == self.own
+            || (self.cfg.enforce_node_id && !bep42::id_matches(&info.id, info.addr.ip()))
+        {
+            return false;
+        }
+        match self.find_host(&info.addr) {
+            Some((bi, Slot::Replacement(i))) => {
+                let r = &self.buckets[bi].replacements[i];
+                r.info == *info
+                    && !r.confirmed()
+                    && r.last_ping.is_none_or(|p| now.since(p) >= RECHECK_AFTER)
+                    && self.has_room(bi, now)
+            }
+            Some(_) => false,
+            None => self.has_room(self.bucket_of(&info.id), now),
+        }
+    }
+
     /// Records that `info` answered us or queried us at `now`.
     pub(crate) fn heard_from(&mut self, info: NodeInfo, now: Instant, contact: Contact) -> Insert {
-        if info.id == self.own {
+        if info.id == self.own
+            || (self.cfg.enforce_node_id && !bep42::id_matches(&info.id, info.addr.ip()))
+        {
             return Insert::Ignored;
         }
         let bad_after = self.cfg.bad_after;
@@ -571,6 +605,19 @@ impl RoutingTable {
             let r = b.replacements.remove(i);
             b.nodes.push(r);
         }
+    }
+
+    /// The table around a new id of ours (BEP 42: our external address changed),
+    /// holding what this one holds, each entry with its liveness; entries that no
+    /// longer fit (a full bucket of the new layout) are dropped.
+    pub(crate) fn rebuilt(&self, own: NodeId, now: Instant) -> Self {
+        let mut t = Self::new(own, self.cfg, now);
+        for n in self.nodes().chain(self.replacements()) {
+            if n.info.id != own {
+                t.insert(*n, now);
+            }
+        }
+        t
     }
 
     /// Records that we pinged `id` (a node or a replacement) to check it.
@@ -930,7 +977,12 @@ mod tests {
     #[test]
     fn one_entry_per_ip_and_one_per_subnet_in_a_bucket() {
         let own = NodeId([0u8; 20]);
-        let mut rt = RoutingTable::new(own, TableConfig::default(), t(0));
+        // The address rules alone (ids of our choosing; BEP 42 is tested below).
+        let cfg = TableConfig {
+            enforce_node_id: false,
+            ..TableConfig::default()
+        };
+        let mut rt = RoutingTable::new(own, cfg, t(0));
         let info = |first: u8, i: u8, addr: SocketAddr| NodeInfo {
             id: id_with_prefix(first, i),
             addr,
@@ -987,13 +1039,63 @@ mod tests {
         // Unrestricted: one entry per address.
         let cfg = TableConfig {
             restrict_ips: false,
-            ..TableConfig::default()
+            ..cfg
         };
         let mut rt = RoutingTable::new(own, cfg, t(0));
         for p in 0..8u8 {
             let n = info(0x80 + p, p, at([192, 0, 2, 66], 1000 + u16::from(p)));
             assert_eq!(rt.heard_from(n, t(0), Contact::Replied), Insert::Added);
         }
+    }
+
+    /// BEP 42: a node whose id does not match its IP stays out, buckets and
+    /// replacement caches alike, unless its address is local; one whose id matches
+    /// gets in.
+    #[test]
+    fn ids_must_match_their_address() {
+        let own = NodeId([0u8; 20]);
+        let mut rt = RoutingTable::new(own, TableConfig::default(), t(0));
+        let ip = at([192, 0, 2, 66], 1000);
+        let mut random = [0x80u8; 20];
+        random[19] = 3;
+        let good = bep42::node_id(ip.ip(), random);
+        let mut bad = good;
+        bad.0[1] ^= 0x10;
+        let node = |id, addr| NodeInfo { id, addr };
+        assert_eq!(
+            rt.heard_from(node(bad, ip), t(0), Contact::Replied),
+            Insert::Ignored
+        );
+        assert_eq!(
+            rt.heard_from(node(bad, ip), t(0), Contact::Queried),
+            Insert::Ignored
+        );
+        assert!(rt.is_empty() && rt.replacement_count() == 0);
+        assert_eq!(
+            rt.heard_from(node(good, ip), t(0), Contact::Replied),
+            Insert::Added
+        );
+        // A local address may have any id.
+        let lan = at([192, 168, 1, 5], 1000);
+        assert_eq!(
+            rt.heard_from(node(bad, lan), t(0), Contact::Replied),
+            Insert::Added
+        );
+        // Off: any id.
+        let cfg = TableConfig {
+            enforce_node_id: false,
+            ..TableConfig::default()
+        };
+        let mut rt = RoutingTable::new(own, cfg, t(0));
+        assert_eq!(
+            rt.heard_from(node(bad, ip), t(0), Contact::Replied),
+            Insert::Added
+        );
+        // A rebuilt table keeps its entries around the new id.
+        let other = NodeId([0x55; 20]);
+        let rebuilt = rt.rebuilt(other, t(1));
+        assert_eq!(rebuilt.own_id(), other);
+        assert!(rebuilt.get(&bad).is_some_and(Node::confirmed));
     }
 
     #[test]

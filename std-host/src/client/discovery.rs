@@ -82,6 +82,13 @@ impl Client {
                     u.on_datagram(now, from, datagram);
                 }
             });
+            // The IPv6 socket, if any (BEP 32), with a budget of its own.
+            let more6 = d.read6_with(now, DHT_READS_PER_TURN, |from, datagram| {
+                if let Some(u) = utp.as_mut() {
+                    u.on_datagram(now, from, datagram);
+                }
+            });
+            self.dht_more |= more6;
         }
     }
 }

@@ -93,6 +93,8 @@ const LSD: Token = Token(3);
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 /// The uTP socket, when it does not share the DHT's.
 const UTP: Token = Token(6);
+/// The DHT's IPv6 socket, beside its IPv4 one (BEP 32).
+const DHT6: Token = Token(7);
 /// The IPv6 twin of a listener on `0.0.0.0` ([`bind_v6_twin`]).
 const LISTENER6: Token = Token(10);
 const FIRST_CONN: usize = 16;
@@ -477,8 +479,7 @@ fn start_dht(
     seed: u64,
 ) -> io::Result<crate::dht::DhtHost> {
     let mut host = crate::dht::DhtHost::new(dht_bind(opts, d, tcp_port), d, now, seed)?;
-    poll.registry()
-        .register(&mut host.socket, DHT, Interest::READABLE)?;
+    host.register(poll.registry(), DHT, DHT6)?;
     Ok(host)
 }
 
@@ -755,9 +756,11 @@ impl Client {
                     self.accept_all();
                 }
                 WAKER => {}
-                DHT => {
-                    dht_read = true;
-                    self.read_dht();
+                DHT | DHT6 => {
+                    if !dht_read {
+                        dht_read = true;
+                        self.read_dht();
+                    }
                 }
                 UTP => {
                     utp_read = true;

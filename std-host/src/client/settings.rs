@@ -17,7 +17,7 @@
 //! LSD socket) is done before anything changes: an error leaves the client as it was.
 
 use super::{dht_bind, session_config, start_dht, start_lsd, Client, ClientError};
-use super::{ClientOptions, DHT, LISTENER};
+use super::{ClientOptions, DHT, DHT6, LISTENER};
 use btcore_core::session::DhtOutcome;
 use mio::net::TcpListener;
 use mio::Interest;
@@ -168,19 +168,14 @@ impl Client {
             self.session
                 .handle_dht_done(now, torrent, seq, DhtOutcome::Failed);
         }
-        let _ = self.poll.registry().deregister(&mut d.socket);
+        d.deregister(self.poll.registry());
         Some(d)
     }
 
     /// Puts back a node [`Client::stop_dht`] took out.
     fn restore_dht(&mut self, old: Option<crate::dht::DhtHost>) {
         if let Some(mut d) = old {
-            if self
-                .poll
-                .registry()
-                .register(&mut d.socket, DHT, Interest::READABLE)
-                .is_ok()
-            {
+            if d.register(self.poll.registry(), DHT, DHT6).is_ok() {
                 self.dht = Some(d);
             }
         }

@@ -61,6 +61,31 @@ impl DhtHost {
         match self.never {}
     }
 
+    /// Handles waiting datagrams of the IPv6 socket, uTP ones to `utp`.
+    pub fn read6_with(
+        &mut self,
+        _now: Instant,
+        _budget: usize,
+        _utp: impl FnMut(SocketAddr, &[u8]),
+    ) -> bool {
+        match self.never {}
+    }
+
+    /// Registers the sockets.
+    pub fn register(
+        &mut self,
+        _registry: &mio::Registry,
+        _token: mio::Token,
+        _token6: mio::Token,
+    ) -> io::Result<()> {
+        match self.never {}
+    }
+
+    /// Takes the sockets out of `registry`.
+    pub fn deregister(&mut self, _registry: &mio::Registry) {
+        match self.never {}
+    }
+
     /// Handles waiting datagrams, uTP ones to `utp`.
     pub fn read_with(
         &mut self,
