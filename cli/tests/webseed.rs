@@ -445,3 +445,29 @@ fn busy_web_seed_is_retried_after_retry_after() {
     assert_eq!(reported_bytes(&line), total_size(&data), "{line}");
     case.finish();
 }
+
+/// Web seed bytes count against the download limit: 2 MiB/s makes the download last
+/// its time.
+#[test]
+fn web_seed_bytes_count_against_the_download_limit() {
+    let mut case = Case::new("limit", CONFIG);
+    let src = case.path("src");
+    make_multi(&src);
+    let server = Server::start(&mut case, "http", &src, &[]);
+    let ws = server.url("");
+    let (data, t) = torrent(&case, std::slice::from_ref(&ws));
+    let dst = case.path("dst");
+    let mut c = btcore_download(&t, &dst, free_port(), &[], false, 50, false);
+    c.args(["--download-limit", "2048"]);
+    let start = std::time::Instant::now();
+    let i = case.spawn("leecher", c, false);
+    case.wait_success(i);
+    let took = start.elapsed().as_secs_f64();
+    case.check_data(&data, &dst, Empties::Required);
+    let total = total_size(&data) as f64;
+    let rate = total / took;
+    println!("{total} bytes in {took:.1} s: {rate:.0} B/s under a 2 MiB/s limit");
+    // The burst and the chunks in flight allow a little more than the limit.
+    assert!(rate < 2.0 * 1_048_576.0 * 1.15, "{rate:.0} B/s: the limit was not applied");
+    case.finish();
+}
