@@ -468,6 +468,9 @@ fn web_seed_bytes_count_against_the_download_limit() {
     let rate = total / took;
     println!("{total} bytes in {took:.1} s: {rate:.0} B/s under a 2 MiB/s limit");
     // The burst and the chunks in flight allow a little more than the limit.
-    assert!(rate < 2.0 * 1_048_576.0 * 1.15, "{rate:.0} B/s: the limit was not applied");
+    assert!(
+        rate < 2.0 * 1_048_576.0 * 1.15,
+        "{rate:.0} B/s: the limit was not applied"
+    );
     case.finish();
 }

@@ -6,7 +6,8 @@
 //! - **What a web seed gets.** Whole pieces, in runs: the start of the longest run of
 //!   pieces that are missing, wanted and that no one has started (BEP 19's "start at
 //!   the beginning of the biggest gap"), up to [`SessionConfig::web_seed_request_bytes`]
-//!   (one piece at least). Never rarest first, never a piece peers have in flight:
+//!   and an eighth of the picker's partial-piece slots (one piece at least), so that
+//!   peers keep room to start pieces of their own. Never rarest first, never a piece peers have in flight:
 //!   only when no such piece is left does a web seed take the blocks nobody asked for
 //!   of a piece in progress. The blocks are requested in the picker under the web
 //!   seed's own key, so peers leave them alone until the endgame, when they may
@@ -326,7 +327,7 @@ fn untouched(m: &Meta, i: u32) -> bool {
 
 /// Where a web seed's next request goes: the torrent's bytes `[start, end)`, on
 /// block boundaries. The start of the longest run of untouched pieces (at most
-/// `max_bytes`, one piece at least); else the blocks nobody asked for of a piece in
+/// `max_bytes` and an eighth of the partial-piece slots, one piece at least); else the blocks nobody asked for of a piece in
 /// progress; else nothing.
 pub(crate) fn pick_range(m: &Meta, max_bytes: u64) -> Option<(u64, u64)> {
     let geo = &m.geometry;
@@ -347,7 +348,10 @@ pub(crate) fn pick_range(m: &Meta, max_bytes: u64) -> Option<(u64, u64)> {
         }
     }
     if best_len > 0 {
-        let per = (max_bytes / u64::from(geo.piece_len())).max(1);
+        // An eighth of the picker's partial slots at most: the peers keep room to
+        // start pieces of their own.
+        let slots = (m.picker.partial_usage().1 / 8).max(1) as u64;
+        let per = (max_bytes / u64::from(geo.piece_len())).clamp(1, slots);
         let count = u64::from(best_len).min(per) as u32;
         let last = PieceIndex(best + count - 1);
         return Some((
@@ -764,7 +768,8 @@ impl Session {
     }
 }
 
-/// A request of `s` failed: it backs off.
+/// A request of `s` failed: it backs off (a second request failing during the wait
+/// only extends it by its `Retry-After`).
 fn fail_seed(
     s: &mut WebSeed,
     now: Instant,
@@ -773,9 +778,16 @@ fn fail_seed(
     base: Duration,
     max: Duration,
 ) {
-    s.failures = s.failures.saturating_add(1);
     s.last_error = Some(cap_text(error, MAX_ERROR_TEXT));
-    s.retry_at = Some(now + backoff(s.failures, retry_after, base, max));
+    let waiting = s.retry_at.filter(|&r| r > now);
+    if waiting.is_some() && retry_after.is_none() {
+        // Its other requests, started before the first failure, failing in turn:
+        // one failure, one wait.
+        return;
+    }
+    s.failures = s.failures.saturating_add(1);
+    let at = now + backoff(s.failures, retry_after, base, max);
+    s.retry_at = Some(waiting.map_or(at, |w| w.max(at)));
 }
 
 /// How long a web seed waits after its `failures`-th failure in a row: the server's
@@ -968,9 +980,10 @@ mod tests {
             .collect()
     }
 
-    /// The session asks a web seed for a run of whole pieces, cut at the file
-    /// boundary; the bytes become blocks written and checked; a piece that fails
-    /// with the web seed's data drops it for good and its blocks go back.
+    /// The session asks a web seed for whole pieces (one at a time here: this
+    /// torrent's picker has three partial slots), cut at the file boundary; the bytes
+    /// become blocks written and checked; a piece that fails with the web seed's data
+    /// drops it for good and its blocks go back.
     #[test]
     fn a_web_seed_downloads_runs_and_is_dropped_after_bad_data() {
         let mut s = session();
@@ -983,31 +996,39 @@ mod tests {
         let r = requests(&a);
         assert_eq!(r.len(), 1, "{a:?}");
         let (seed, req, ranges) = r[0].clone();
-        // Two pieces of 32 KiB (the 64 KiB asked), over both files.
+        assert_eq!(ranges, [range(Some("http://h/pub/t/a"), 0, 32_768)]);
+        // The bytes in odd-sized chunks: whole blocks come out.
+        let mut writes = Vec::new();
+        let feed = |s: &mut Session, req, writes: &mut Vec<BlockRef>| {
+            let data = alloc::vec![1u8; 32_768];
+            for chunk in data.chunks(10_000) {
+                assert!(s.handle_webseed_data(now, t, seed, req, chunk));
+                for a in actions(s) {
+                    if let Action::Write { block, data, .. } = a {
+                        assert_eq!(data.len(), block.len as usize);
+                        writes.push(block);
+                    }
+                }
+            }
+        };
+        feed(&mut s, req, &mut writes);
+        s.handle_webseed_done(now, t, seed, req);
+        // The next piece spans the two files.
+        let r = requests(&actions(&mut s));
+        assert_eq!(r.len(), 1);
+        let (_, req2, ranges) = r[0].clone();
         assert_eq!(
             ranges,
             [
-                range(Some("http://h/pub/t/a"), 0, 40_000),
+                range(Some("http://h/pub/t/a"), 32_768, 40_000 - 32_768),
                 range(Some("http://h/pub/t/b%20c"), 0, 65_536 - 40_000),
             ]
         );
-        // The bytes in odd-sized chunks: four whole blocks come out.
-        let data = alloc::vec![1u8; 65_536];
-        let mut writes = Vec::new();
-        for chunk in data.chunks(10_000) {
-            assert!(s.handle_webseed_data(now, t, seed, req, chunk));
-            for a in actions(&mut s) {
-                if let Action::Write { block, data, .. } = a {
-                    assert_eq!(data.len(), block.len as usize);
-                    writes.push(block);
-                }
-            }
-        }
+        feed(&mut s, req2, &mut writes);
         assert_eq!(writes.len(), 4);
         assert_eq!(s.web_seeds(t, now)[0].downloaded, 65_536);
         // More than asked is refused.
-        assert!(!s.handle_webseed_data(now, t, seed, req, &[0]));
-        s.handle_webseed_done(now, t, seed, req);
+        assert!(!s.handle_webseed_data(now, t, seed, req2, &[0]));
         let mut verify = Vec::new();
         for b in &writes {
             s.handle_write_done(now, t, *b, Ok(()));
@@ -1020,13 +1041,16 @@ mod tests {
         assert_eq!(verify, [PieceIndex(0), PieceIndex(1)]);
         s.handle_verified(now, t, PieceIndex(0), true);
         s.handle_verified(now, t, PieceIndex(1), false);
+        // What was asked before the failure is ended by it.
+        let _ = actions(&mut s);
         let st = &s.web_seeds(t, now)[0];
+        assert_eq!(st.requests, 0, "{st:?}");
         assert_eq!(st.state, WebSeedState::Dropped, "{st:?}");
         assert!(st
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("piece 1")));
-        // Never asked again, though piece 1 and 2 are missing.
+        // Never asked again, though pieces 1 and 2 are missing.
         let later = now + Duration::from_secs(1000);
         s.handle_timeout(later);
         assert!(requests(&actions(&mut s)).is_empty());
@@ -1054,19 +1078,19 @@ mod tests {
         let r = requests(&actions(&mut s));
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].0, other);
-        assert_eq!(r[0].2[0], range(Some("http://mirror/t/a"), 0, 40_000));
-        // After the wait the first is asked again, for what is left (piece 2).
+        assert_eq!(r[0].2, [range(Some("http://mirror/t/a"), 0, 32_768)]);
+        // Not before the wait is over.
+        s.handle_timeout(now + Duration::from_secs(6));
+        assert!(requests(&actions(&mut s)).iter().all(|r| r.0 != seed));
+        // After the wait the first is asked again, for the start of what is left
+        // (piece 1: piece 0 is the mirror's).
         s.handle_timeout(now + Duration::from_secs(8));
         let r = requests(&actions(&mut s));
         assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!(r[0].0, seed);
         assert_eq!(
-            r[0].2,
-            [range(
-                Some("http://h/pub/t/b%20c"),
-                65_536 - 40_000,
-                70_000 - 65_536
-            )]
+            r[0].2[0],
+            range(Some("http://h/pub/t/a"), 32_768, 40_000 - 32_768)
         );
     }
 }
