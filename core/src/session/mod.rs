@@ -327,6 +327,8 @@ pub struct SessionConfig {
     pub max_web_seeds: usize,
     /// Most requests in flight per web seed (its connections).
     pub web_seed_connections: usize,
+    /// Most web seed requests in flight over all torrents.
+    pub max_web_seed_requests: usize,
     /// Bytes one web seed request asks for at most (whole pieces, one at least).
     pub web_seed_request_bytes: u64,
     /// The first wait after a web seed failed, doubling with each failure in a row.
@@ -431,6 +433,7 @@ impl SessionConfig {
             // libtorrent opens one connection per web seed by default; two keep a
             // fast server busy while a request starts.
             web_seed_connections: 2,
+            max_web_seed_requests: 16,
             web_seed_request_bytes: 4 << 20,
             web_seed_retry: Duration::from_secs(3),
             web_seed_retry_max: Duration::from_secs(300),
@@ -463,6 +466,7 @@ impl SessionConfig {
             // The low-memory DHT node runs 8 lookups at most.
             dht_lookups_per_minute: 20,
             max_dht_lookups_in_flight: 4,
+            max_web_seed_requests: 4,
             ..Self::new(peer_id)
         }
     }

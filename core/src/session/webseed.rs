@@ -20,7 +20,9 @@
 //!   [`Session::handle_webseed_failed`]; the session cuts them into blocks that go
 //!   to the disk ([`Action::Write`]) and to the hash check like any peer's.
 //! - **Connections.** At most [`SessionConfig::web_seed_connections`] requests per
-//!   web seed at a time, none while the disk queue is full.
+//!   web seed at a time and [`SessionConfig::max_web_seed_requests`] over the session
+//!   (a host runs each on a thread or a connection), none while the disk queue is
+//!   full.
 //! - **Failures.** A failed request (refused, timed out, an HTTP error) puts the web
 //!   seed in backoff: [`SessionConfig::web_seed_retry`] doubling up to
 //!   [`SessionConfig::web_seed_retry_max`], or the server's `Retry-After` (at least a
@@ -699,6 +701,13 @@ impl Session {
         let (base, max) = (cfg.web_seed_retry, cfg.web_seed_retry_max);
         let on = cfg.web_seeds;
         let disk_cap = cfg.max_disk_bytes_in_flight;
+        let total_cap = cfg.max_web_seed_requests;
+        let mut total: usize = self
+            .torrents
+            .values()
+            .flat_map(|t| t.web.seeds.iter())
+            .map(|s| s.requests.len())
+            .sum();
         for t in self.torrents.values_mut() {
             if t.web.is_empty() {
                 continue;
@@ -736,7 +745,10 @@ impl Session {
                     continue;
                 }
                 s.rate.tick(now);
-                while web.seeds[si].requests.len() < conns && self.disk_in_flight < disk_cap {
+                while web.seeds[si].requests.len() < conns
+                    && total < total_cap
+                    && self.disk_in_flight < disk_cap
+                {
                     let Some((start, end)) = pick_range(m, bytes) else {
                         break;
                     };
@@ -746,6 +758,7 @@ impl Session {
                         break;
                     }
                     let ranges = web.ranges(&web.seeds[si].url, start, end);
+                    total += 1;
                     let req = self.next_web_req;
                     self.next_web_req += 1;
                     let s = &mut web.seeds[si];
@@ -1092,5 +1105,25 @@ mod tests {
             r[0].2[0],
             range(Some("http://h/pub/t/a"), 32_768, 40_000 - 32_768)
         );
+    }
+
+    /// The session's cap on requests holds over every web seed of every torrent.
+    #[test]
+    fn requests_are_capped_over_the_session() {
+        let mut c = super::super::SessionConfig::new(crate::ids::PeerId::generate(1));
+        c.web_seeds = true;
+        c.max_web_seed_requests = 1;
+        let mut s = Session::new(c, 1);
+        let now = Instant::from_millis(1000);
+        let t = s
+            .add_torrent(now, &two_files("http://h/pub"), None)
+            .expect("add");
+        s.add_web_seed(t, b"http://mirror/").expect("second");
+        s.handle_timeout(now);
+        let r = requests(&actions(&mut s));
+        assert_eq!(r.len(), 1, "{r:?}");
+        // When it ends, the next one goes out.
+        s.handle_webseed_failed(now, t, r[0].0, r[0].1, None, "refused");
+        assert_eq!(requests(&actions(&mut s)).len(), 1);
     }
 }
