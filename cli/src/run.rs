@@ -216,6 +216,7 @@ pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
         .torrents()
         .iter()
         .any(|t| t.status.state == TorrentState::Error);
+    report_web_seeds(&c);
     c.shutdown();
     if errors {
         return fail(
@@ -230,6 +231,25 @@ pub fn download(torrents: &[String], o: &Opts, keep_seeding: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_STOPPED)
+    }
+}
+
+/// What each web seed did (BEP 19): its URL, state, bytes and last error.
+fn report_web_seeds(c: &Client) {
+    for v in c.torrents() {
+        for w in c.web_seeds(v.id) {
+            let error = w
+                .last_error
+                .map_or_else(String::new, |e| format!(", last error: {e}"));
+            eprintln!(
+                "btcore: {}: web seed {}: {}, {} bytes, {} failures{error}",
+                v.name,
+                w.url,
+                w.state.as_str(),
+                w.downloaded,
+                w.failures
+            );
+        }
     }
 }
 

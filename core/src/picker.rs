@@ -617,6 +617,13 @@ impl<'s> Picker<'s> {
         Ok(set)
     }
 
+    /// Whether `piece` is in progress (a partial piece: some block requested or
+    /// received and the piece not verified yet).
+    pub fn in_progress(&self, piece: PieceIndex) -> bool {
+        self.check_piece(piece)
+            .is_ok_and(|i| self.pieces[i].flags & PARTIAL != 0)
+    }
+
     /// The peers that sent the blocks of `piece` received so far (being written or
     /// written), in block order, without duplicates (at most `PEER_SET_CAP`; see
     /// [`PeerSet::truncated`]). Empty for a piece that is not partial.

@@ -12,6 +12,7 @@
 //! - `tracker_server` (feature `tracker-server`): the tracker `btcore tracker` runs;
 //! - [`utp`]: uTP peers (BEP 29) over the UDP port, shared with the DHT when it binds
 //!   the same one;
+//! - [`webseed`]: the HTTP(S) requests of BEP 19 web seeds;
 //! - [`create`]: making `.torrent` files; [`hash`]: the SHA-1 used for verification.
 //!
 //! The `btcore` command (argument parsing, progress display, subcommands) is the
@@ -43,6 +44,7 @@ pub mod tracker;
 pub mod tracker_server;
 mod udp_batch;
 pub mod utp;
+pub mod webseed;
 
 use std::path::Path;
 

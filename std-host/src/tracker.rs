@@ -1554,7 +1554,7 @@ impl ureq::unversioned::transport::Connector<()> for GuardedConnector {
 }
 
 /// The host of an absolute URI, without the brackets of an IPv6 literal.
-fn uri_host(uri: &ureq::http::Uri) -> Option<&str> {
+pub(crate) fn uri_host(uri: &ureq::http::Uri) -> Option<&str> {
     let h = uri.host()?;
     Some(
         h.strip_prefix('[')
@@ -1749,7 +1749,7 @@ impl Http {
 
 /// Where a redirect from `base` to `location` leads (absolute, scheme-relative,
 /// absolute-path or relative reference), as an absolute `http(s)` URL.
-fn redirect_target(base: &ureq::http::Uri, location: &str) -> Result<String, String> {
+pub(crate) fn redirect_target(base: &ureq::http::Uri, location: &str) -> Result<String, String> {
     let scheme = base.scheme_str().unwrap_or("http");
     let authority = base.authority().map_or("", |a| a.as_str());
     let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();

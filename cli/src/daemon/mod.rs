@@ -1034,7 +1034,13 @@ impl Daemon {
                         .count();
                     n.into()
                 }
-                "webseeds_sending_to_us" => 0.into(),
+                "webseeds_sending_to_us" => self
+                    .client
+                    .web_seeds(id)
+                    .iter()
+                    .filter(|w| w.download_rate > 0)
+                    .count()
+                    .into(),
                 "max_connected_peers" | "peer_limit" => {
                     self.client.peer_limit(id).unwrap_or(0).into()
                 }
@@ -1266,7 +1272,13 @@ impl Daemon {
                 "honors_session_limits" => true.into(),
                 "sequential_download" => e.saved.sequential.into(),
                 "seconds_downloading" | "seconds_seeding" => 0.into(),
-                "webseeds" => json!([]),
+                "webseeds" => self
+                    .client
+                    .web_seeds(id)
+                    .into_iter()
+                    .map(|w| w.url)
+                    .collect::<Vec<_>>()
+                    .into(),
                 "group" | "primary_mime_type" => "".into(),
                 _ => continue,
             };

@@ -15,6 +15,7 @@
 //! | [`Action::Announce`] (one tracker) | [`Session::handle_peers`] with the peers it gave, and [`Session::handle_announced`] with how the exchange went |
 //! | [`Action::DhtLookup`] | [`Session::handle_peers`] with what the DHT found, then [`Session::handle_dht_done`] |
 //! | [`Action::CheckData`] | [`Session::handle_checked`] with the pieces found on disk |
+//! | [`Action::WebSeedRequest`] | [`Session::handle_webseed_data`] with the bytes as they come, then [`Session::handle_webseed_done`] or [`Session::handle_webseed_failed`] |
 //!
 //! Incoming connections start with [`Session::handle_incoming`]; bytes read go to
 //! [`Session::handle_recv`]; a closed socket to [`Session::handle_disconnected`].
@@ -77,12 +78,17 @@ mod metadata;
 mod queue;
 mod smart_ban;
 mod torrent;
+mod webseed;
 
 pub use announce::{AnnounceCounts, AnnounceOutcome, TrackerListError, TrackerStatus};
 pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
 pub use queue::{IdleLimit, QueueMove};
 pub use torrent::{TorrentState, TorrentStatus};
+pub use webseed::{
+    backoff as web_seed_backoff, WebSeedId, WebSeedRange, WebSeedState, WebSeedStatus,
+    MAX_RETRY_AFTER, MAX_WEB_SEED_URL_LEN,
+};
 
 use crate::bitfield::Bitfield;
 use crate::choker::ChokerConfig;
@@ -314,6 +320,23 @@ pub struct SessionConfig {
     /// instead (under [`TransportPolicy::Both`]; libtorrent: 3 s). Checked on the
     /// session's one-second tick.
     pub utp_connect_timeout: Duration,
+    /// The host downloads from web seeds (BEP 19, [`Action::WebSeedRequest`]): off by
+    /// default, so a host without an HTTP client is never asked.
+    pub web_seeds: bool,
+    /// Most web seeds kept per torrent (the first of its `url-list`).
+    pub max_web_seeds: usize,
+    /// Most requests in flight per web seed (its connections).
+    pub web_seed_connections: usize,
+    /// Most web seed requests in flight over all torrents.
+    pub max_web_seed_requests: usize,
+    /// Bytes one web seed request asks for at most (whole pieces, one at least).
+    pub web_seed_request_bytes: u64,
+    /// The first wait after a web seed failed, doubling with each failure in a row.
+    pub web_seed_retry: Duration,
+    /// The longest wait after failures (a server's `Retry-After` may ask longer).
+    pub web_seed_retry_max: Duration,
+    /// A web seed request that sends nothing for this long fails.
+    pub web_seed_timeout: Duration,
 }
 
 /// The transport of a peer connection.
@@ -405,6 +428,16 @@ impl SessionConfig {
             seed_idle_minutes: None,
             transport: TransportPolicy::TcpOnly,
             utp_connect_timeout: Duration::from_secs(3),
+            web_seeds: false,
+            max_web_seeds: 8,
+            // libtorrent opens one connection per web seed by default; two keep a
+            // fast server busy while a request starts.
+            web_seed_connections: 2,
+            max_web_seed_requests: 16,
+            web_seed_request_bytes: 4 << 20,
+            web_seed_retry: Duration::from_secs(3),
+            web_seed_retry_max: Duration::from_secs(300),
+            web_seed_timeout: Duration::from_secs(60),
         }
     }
 
@@ -433,6 +466,7 @@ impl SessionConfig {
             // The low-memory DHT node runs 8 lookups at most.
             dht_lookups_per_minute: 20,
             max_dht_lookups_in_flight: 4,
+            max_web_seed_requests: 4,
             ..Self::new(peer_id)
         }
     }
@@ -689,6 +723,21 @@ pub enum Action {
         /// The torrent.
         torrent: TorrentId,
     },
+    /// Download these bytes from web seed `seed` (BEP 19; only with
+    /// [`SessionConfig::web_seeds`]): each range in order, `Range` requests of the
+    /// files' URLs (a pad file's range is zeros). Hand the bytes on in order with
+    /// [`Session::handle_webseed_data`] (never more than the ranges add up to), then
+    /// report [`Session::handle_webseed_done`] or [`Session::handle_webseed_failed`].
+    WebSeedRequest {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The web seed.
+        seed: WebSeedId,
+        /// This request's number, for the `handle_webseed_*` calls.
+        req: u64,
+        /// The byte ranges, file by file.
+        ranges: Vec<WebSeedRange>,
+    },
 }
 
 /// What happened, for the application (a bounded queue it drains).
@@ -875,6 +924,9 @@ pub struct Session {
     next_turnover: Option<Instant>,
     /// When each public torrent is looked up on the DHT.
     dht: dht_schedule::DhtSchedule,
+    /// The id of the next web seed, and the number of the next web seed request.
+    next_web_seed: u32,
+    next_web_req: u64,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
@@ -934,6 +986,8 @@ impl Session {
             bans: BanList::new(config.max_banned_ips, config.max_bans_per_ipv6_48),
             next_turnover: None,
             dht: dht_schedule::DhtSchedule::default(),
+            next_web_seed: 0,
+            next_web_req: 1,
             config,
         }
     }
@@ -1136,6 +1190,11 @@ impl Session {
         } else {
             self.trackers_of(m.announce().map(|a| core::iter::once(a.to_vec())))
         };
+        let max = self.config.max_web_seeds;
+        for url in m.url_list() {
+            t.web.add(url, &mut self.next_web_seed, max);
+        }
+        t.web.set_layout(&m);
         self.next_torrent += 1;
         self.torrents.insert(id, t);
         Ok(id)
@@ -1170,6 +1229,13 @@ impl Session {
             .filter(|p| netaddr::plausible_from(remote, p) && !self.bans.contains(p.ip()))
         {
             t.add_known_peer(p, None, caps);
+        }
+        // BEP 19 web seeds (`ws`); their file layout comes with the info dictionary.
+        for raw in m.web_seeds() {
+            if let Ok(url) = crate::magnet::percent_decode(raw).collect::<Result<Vec<u8>, _>>() {
+                t.web
+                    .add(&url, &mut self.next_web_seed, self.config.max_web_seeds);
+            }
         }
         self.torrents.insert(id, t);
         if self.enter_queue(now, id) {
@@ -2592,13 +2658,24 @@ impl Session {
                     }
                 }
             }
-        } else if t.piece_failed(piece) {
-            t.smart.piece_failed(piece.0, &senders, digests, &mut ban);
-            self.push_event(Event::HashFailed(id, piece));
+        } else {
+            // A web seed that sent any of it is dropped for good (BEP 19).
+            let bad_web = t.web_senders(piece);
+            let failed = t.piece_failed(piece);
+            if failed {
+                t.smart.piece_failed(piece.0, &senders, digests, &mut ban);
+            }
+            for seed in bad_web {
+                t.drop_web_seed(seed, piece);
+            }
+            if failed {
+                self.push_event(Event::HashFailed(id, piece));
+            }
         }
         for (ip, reason) in ban {
             self.ban_ip(id, ip, reason);
         }
+        self.run_web_seeds(now);
         self.fill_all_requests(now);
         self.flush_sends();
     }
@@ -2719,6 +2796,7 @@ impl Session {
         self.run_dht(now);
         self.turnover(now);
         self.connect_more(now);
+        self.run_web_seeds(now);
         self.fill_all_requests(now);
         self.flush_sends();
     }
@@ -2741,6 +2819,7 @@ impl Session {
     pub fn torrent_status(&self, id: TorrentId, now: Instant) -> Option<TorrentStatus> {
         let t = self.torrents.get(&id)?;
         let mut s = t.status();
+        s.download_rate += t.web.rate_at(now);
         for c in self.conns.values().filter(|c| c.torrent == Some(id)) {
             if c.peer.is_established() {
                 s.peers += 1;

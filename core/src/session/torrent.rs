@@ -272,7 +272,7 @@ impl Meta {
         }
     }
 
-    fn wanted(&self, piece: u32) -> bool {
+    pub(crate) fn wanted(&self, piece: u32) -> bool {
         self.wanted_mask.as_ref().is_none_or(|w| w.get(piece))
     }
 
@@ -357,6 +357,8 @@ pub(crate) struct Torrent {
     /// When it last started running (added, resumed, checked, left a queue): idle
     /// and stalled time count from the later of this and `last_transfer`.
     pub(crate) active_since: Instant,
+    /// Its web seeds (BEP 19, see `webseed.rs`).
+    pub(crate) web: super::webseed::WebSeeds,
 }
 
 impl Torrent {
@@ -412,6 +414,7 @@ impl Torrent {
             max_peers: None,
             last_transfer: Instant::ZERO,
             active_since: Instant::ZERO,
+            web: super::webseed::WebSeeds::default(),
         }
     }
 
@@ -473,6 +476,7 @@ impl Torrent {
         };
         self.private = m.is_private();
         self.meta = Some(meta);
+        self.web.set_layout(&m);
         self.fetch = None;
         self.state = TorrentState::Downloading;
         true

@@ -132,6 +132,12 @@ impl Client {
                 }
             }
             Action::CheckData { torrent } => self.metadata_received(torrent),
+            Action::WebSeedRequest {
+                torrent,
+                seed,
+                req,
+                ranges,
+            } => self.start_webseed(torrent, seed, req, ranges),
             _ => {}
         }
     }

@@ -37,7 +37,9 @@
 //! - `workers`: disk completions and tracker results coming back from worker threads;
 //! - `settings`: settings changed while running ([`Client::apply_settings`]);
 //! - `state`: resume data and shutdown;
-//! - `discovery`: the DHT and local service discovery sockets.
+//! - `discovery`: the DHT and local service discovery sockets;
+//! - `webseed_io`: web seeds (BEP 19): requests started on their threads, their bytes
+//!   handed to the session within the disk queue and the rate limits.
 //! - `trackers`: a torrent's trackers as the application sees and edits them (their
 //!   status in wall-clock time, reannounce, a new list).
 //!
@@ -79,6 +81,7 @@ mod state;
 mod torrents;
 mod trackers;
 mod utp_io;
+mod webseed_io;
 mod workers;
 
 pub use control::{torrent_file, ControlError, FileView, MAX_NAME_LEN};
@@ -165,6 +168,9 @@ pub struct ClientOptions {
     /// uTP is taken under `Both` and `UtpOnly`, on the UDP port of the listen port's
     /// number (shared with the DHT when it binds the same).
     pub transport: TransportPolicy,
+    /// Download from the torrents' web seeds (BEP 19 `url-list`, a magnet link's
+    /// `ws`) over HTTP and HTTPS (on by default).
+    pub web_seeds: bool,
 }
 
 /// Socket reads of one connection in one turn of the loop: one peer that keeps its
@@ -213,6 +219,7 @@ impl Default for ClientOptions {
             alt_speed_enabled: false,
             alt_speed_schedule: None,
             transport: TransportPolicy::Both,
+            web_seeds: true,
         }
     }
 }
@@ -355,6 +362,8 @@ pub struct Client {
     lsd: Option<crate::lsd::LsdHost>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
+    /// Web seeds' HTTP requests and what they send back (`webseed_io`).
+    web: webseed_io::WebIo,
     /// The alternative speed limits' switch and schedule.
     alt: btcore_core::alt_speed::AltSpeed,
     /// When the local clock is next looked at for the schedule.
@@ -395,6 +404,7 @@ fn session_config(opts: &ClientOptions, peer_id: PeerId, port: u16) -> SessionCo
         .map(|m| btcore_core::time::Duration::from_secs(u64::from(m) * 60));
     config.seed_idle_minutes = opts.seed_idle_minutes;
     config.transport = opts.transport;
+    config.web_seeds = opts.web_seeds;
     config
 }
 
@@ -570,6 +580,7 @@ impl Client {
         } else {
             None
         };
+        let web = webseed_io::WebIo::new(waker.clone());
         let mut client = Self {
             session,
             poll,
@@ -623,6 +634,7 @@ impl Client {
             utp_more: false,
             lsd,
             keys: KeySource::new(),
+            web,
             alt: queue::alt_speed(&opts),
             next_alt_check: std::time::Instant::now(),
             opts,
@@ -714,7 +726,9 @@ impl Client {
             Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
             None => wait,
         };
-        let throttled = !self.throttled_read.is_empty() || !self.throttled_write.is_empty();
+        let throttled = !self.throttled_read.is_empty()
+            || !self.throttled_write.is_empty()
+            || self.web.throttled();
         let wait = if throttled {
             wait.min(Duration::from_millis(20))
         } else {
@@ -818,6 +832,7 @@ impl Client {
             }
         }
         self.collect_workers();
+        self.collect_webseeds();
         if !self.disk_blocked.is_empty() && !self.session.disk_backlogged() {
             for conn in std::mem::take(&mut self.disk_blocked) {
                 self.read_conn(conn);

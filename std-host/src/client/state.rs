@@ -86,6 +86,8 @@ impl Client {
                 t.resume.mark_dirty(std::time::Instant::now());
             }
         }
+        // Web seed requests stop (their threads end at their next chunk).
+        self.web.cancel_all();
         // A check in progress stops (the next start checks again).
         for c in self.torrents.values().filter_map(|t| t.check.as_ref()) {
             c.cancel.store(true, Ordering::Relaxed);
