@@ -38,6 +38,7 @@
 //! - `settings`: settings changed while running ([`Client::apply_settings`]);
 //! - `state`: resume data and shutdown;
 //! - `discovery`: the DHT and local service discovery sockets.
+//! - `mapping`: port mapping (PCP, NAT-PMP) on the default gateway.
 //! - `trackers`: a torrent's trackers as the application sees and edits them (their
 //!   status in wall-clock time, reannounce, a new list).
 //!
@@ -72,6 +73,7 @@ use std::time::Duration;
 mod actions;
 mod control;
 mod discovery;
+mod mapping;
 mod net;
 mod queue;
 mod settings;
@@ -93,6 +95,8 @@ const LSD: Token = Token(3);
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 /// The uTP socket, when it does not share the DHT's.
 const UTP: Token = Token(6);
+/// The port mapping socket (to the gateway).
+const PORTMAP: Token = Token(7);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -161,6 +165,10 @@ pub struct ClientOptions {
     /// uTP is taken under `Both` and `UtpOnly`, on the UDP port of the listen port's
     /// number (shared with the DHT when it binds the same).
     pub transport: TransportPolicy,
+    /// Ask the default gateway to forward the listen port (TCP) and the UDP port, with
+    /// PCP or NAT-PMP (None: off, the default of the library; the command turns it on).
+    /// Failures are status lines ([`Client::take_port_mapping_lines`]), never errors.
+    pub port_mapping: Option<crate::portmap::PortMapOptions>,
 }
 
 /// Socket reads of one connection in one turn of the loop: one peer that keeps its
@@ -209,6 +217,7 @@ impl Default for ClientOptions {
             alt_speed_enabled: false,
             alt_speed_schedule: None,
             transport: TransportPolicy::Both,
+            port_mapping: None,
         }
     }
 }
@@ -346,6 +355,10 @@ pub struct Client {
     /// The uTP socket of our own used its reads of a turn with datagrams left.
     utp_more: bool,
     lsd: Option<crate::lsd::LsdHost>,
+    portmap: Option<crate::portmap::PortMapHost>,
+    /// The port mapping socket used its reads of a turn.
+    portmap_more: bool,
+    portmap_lines: Vec<String>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
     /// The alternative speed limits' switch and schedule.
@@ -580,6 +593,9 @@ impl Client {
             utp,
             utp_more: false,
             lsd,
+            portmap: None,
+            portmap_more: false,
+            portmap_lines: Vec::new(),
             keys: KeySource::new(),
             alt: queue::alt_speed(&opts),
             next_alt_check: std::time::Instant::now(),
@@ -587,6 +603,7 @@ impl Client {
         };
         // The schedule decides at once.
         client.service_alt_speed(true);
+        client.start_port_mapping();
         Ok(client)
     }
 
@@ -672,6 +689,12 @@ impl Client {
             Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
             None => wait,
         };
+        let wait = match self.portmap.as_ref().and_then(|p| p.poll_timeout()) {
+            Some(t) => wait.min(Duration::from_millis(
+                t.as_millis().saturating_sub(now.as_millis()),
+            )),
+            None => wait,
+        };
         let throttled = !self.throttled_read.is_empty() || !self.throttled_write.is_empty();
         let wait = if throttled {
             wait.min(Duration::from_millis(20))
@@ -707,6 +730,7 @@ impl Client {
         let mut accepted = false;
         let mut dht_read = false;
         let mut utp_read = false;
+        let mut portmap_read = false;
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => {
@@ -723,6 +747,7 @@ impl Client {
                     self.read_utp();
                 }
                 LSD => self.read_lsd(),
+                PORTMAP => portmap_read = true,
                 t if TRACKER_UDP.contains(&t) => {
                     if let Some(tr) = self.trackers.as_mut() {
                         tr.on_udp_readable(std::time::Instant::now());
@@ -756,6 +781,7 @@ impl Client {
         }
         self.service_dht();
         self.service_lsd();
+        self.service_port_mapping(portmap_read);
         for conn in std::mem::take(&mut self.throttled_write) {
             self.flush(conn);
         }
