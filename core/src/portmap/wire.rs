@@ -525,13 +525,6 @@ fn decode_pcp(b: &[u8]) -> Result<Response, DecodeError> {
     }
 }
 
-/// For the fuzz target: decodes `data`; what decodes must be a coherent value (never
-/// panics either way).
-#[cfg(feature = "fuzzing")]
-pub fn fuzz_decode(data: &[u8]) -> Option<Response> {
-    decode_response(data).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
