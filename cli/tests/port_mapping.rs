@@ -271,6 +271,7 @@ fn port_mapping_through_miniupnpd() {
         c.args(["--peer", &peer, "--no-trackers", "--no-port-mapping"]);
         c.args(["--timeout", &timeout.to_string(), "--progress", "plain"]);
         c.args(["--port", &port.to_string()]);
+        c.env("RUST_LOG", "debug");
         if common::btcore_has_dht() {
             c.arg("--no-dht");
         }
@@ -287,6 +288,8 @@ fn port_mapping_through_miniupnpd() {
     let udp_mapped = format!("UDP port {PORT} mapped to {}:{PORT}", net.external_ip());
     case.wait_output(s, &udp_mapped);
     let t_mapped = Instant::now();
+    // Its data checked: a peer that comes while the torrent is checking is closed.
+    case.wait_output(s, "btcore: seeding ");
     let rule = format!("dnat ip to {}:{PORT}", net.inside_ip());
     let forwards = net.forwards(&nft);
     if !forwards.contains(&rule) {
@@ -354,6 +357,7 @@ fn port_mapping_through_miniupnpd() {
     if let Err(e) = reach {
         case.fail(&format!("the router cannot reach the unmapped seeder: {e}"));
     }
+    case.wait_output(s2, "btcore: seeding ");
     let out2 = case.path("out2");
     let d2 = case.spawn(
         "btcore-outside-unmapped",
