@@ -7,8 +7,9 @@
 //!   5351: the kernel then delivers only what the gateway sends from that port, and
 //!   its local address is the client address PCP names. (The gateway's multicast
 //!   announcements to port 5350 are not listened to: renewals learn a new address.)
-//! - Every outcome is a status line: logged (`info` for a grant, `warn` for a failure)
-//!   and kept for the application ([`PortMapHost::take_lines`]). Nothing here blocks
+//! - Every outcome is a status line: logged at `info` and kept for the application
+//!   ([`PortMapHost::take_lines`]), which shows them (the command prints each on
+//!   stderr). Nothing here blocks
 //!   the loop or fails the client: no gateway, a socket error or a refusal is a line.
 //! - [`PortMapHost::finish`] deletes the mappings at exit, waiting at most its deadline.
 
@@ -149,10 +150,9 @@ impl PortMapHost {
             lines: VecDeque::new(),
             buf: vec![0u8; btcore_core::portmap::wire::MAX_PCP_MESSAGE + 1],
         };
-        host.line(
-            false,
-            format!("port mapping: asking gateway {gateway} from {client} (PCP, then NAT-PMP)"),
-        );
+        host.line(format!(
+            "port mapping: asking gateway {gateway} from {client} (PCP, then NAT-PMP)"
+        ));
         Ok(host)
     }
 
@@ -161,12 +161,9 @@ impl PortMapHost {
         &mut self.socket
     }
 
-    fn line(&mut self, failure: bool, s: String) {
-        if failure {
-            log::warn!("{s}");
-        } else {
-            log::info!("{s}");
-        }
+    /// A status line: logged at `info` (the application shows it) and kept.
+    fn line(&mut self, s: String) {
+        log::info!("{s}");
         if self.lines.len() == MAX_LINES {
             self.lines.pop_front();
         }
@@ -239,7 +236,7 @@ impl PortMapHost {
             .map_or_else(|| "?".to_string(), |a| a.to_string());
         match e {
             PortMapEvent::ExternalAddress(a) => {
-                self.line(false, format!("port mapping: external address {a}"));
+                self.line(format!("port mapping: external address {a}"));
             }
             PortMapEvent::Mapped {
                 protocol,
@@ -258,7 +255,7 @@ impl PortMapHost {
                 if renewed {
                     log::debug!("{s}, renewed");
                 } else {
-                    self.line(false, s);
+                    self.line(s);
                 }
             }
             PortMapEvent::Failed {
@@ -267,22 +264,16 @@ impl PortMapHost {
                 retry_in,
             } => {
                 let what = protocol.map_or("the external address query", |p| p.name());
-                self.line(
-                    true,
-                    format!(
-                        "port mapping: {what} on gateway {}: {error}; trying again in {} s",
-                        self.gateway,
-                        retry_in.as_millis() / 1000
-                    ),
-                );
+                self.line(format!(
+                    "port mapping: {what} on gateway {}: {error}; trying again in {} s",
+                    self.gateway,
+                    retry_in.as_millis() / 1000
+                ));
             }
-            PortMapEvent::Lost { protocol } => self.line(
-                true,
-                format!(
-                    "port mapping: the {} mapping lapsed before it was renewed",
-                    protocol.name()
-                ),
-            ),
+            PortMapEvent::Lost { protocol } => self.line(format!(
+                "port mapping: the {} mapping lapsed before it was renewed",
+                protocol.name()
+            )),
             PortMapEvent::Deleted {
                 protocol,
                 confirmed,
@@ -295,24 +286,18 @@ impl PortMapHost {
                         protocol.name()
                     )
                 };
-                self.line(!confirmed, s);
+                self.line(s);
             }
-            PortMapEvent::FellBack { from, to } => self.line(
-                false,
-                format!(
-                    "port mapping: gateway {} does not speak {}; using {}",
-                    self.gateway,
-                    from.name(),
-                    to.name()
-                ),
-            ),
-            PortMapEvent::GatewayRestarted => self.line(
-                true,
-                format!(
-                    "port mapping: gateway {} restarted; mapping again",
-                    self.gateway
-                ),
-            ),
+            PortMapEvent::FellBack { from, to } => self.line(format!(
+                "port mapping: gateway {} does not speak {}; using {}",
+                self.gateway,
+                from.name(),
+                to.name()
+            )),
+            PortMapEvent::GatewayRestarted => self.line(format!(
+                "port mapping: gateway {} restarted; mapping again",
+                self.gateway
+            )),
         }
     }
 
@@ -336,10 +321,7 @@ impl PortMapHost {
             }
         }
         if waiting {
-            self.line(
-                true,
-                "port mapping: the gateway did not acknowledge the deletion in time".into(),
-            );
+            self.line("port mapping: the gateway did not acknowledge the deletion in time".into());
         }
     }
 }

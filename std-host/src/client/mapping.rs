@@ -51,7 +51,7 @@ impl Client {
     }
 
     fn portmap_line(&mut self, s: String) {
-        log::warn!("{s}");
+        log::info!("{s}");
         self.portmap_lines.push(s);
     }
 
