@@ -19,7 +19,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # network namespaces, C compilers with sanitizers, valgrind; a browser and its driver
 # for the daemon's web page (with Transmission's web client from transmission-common,
 # and node for the page's JavaScript tests).
-PKGS="transmission-cli aria2 opentracker python3-libtorrent iproute2 util-linux valgrind gcc g++ make pkg-config chromium chromium-driver python3-selenium transmission-common nodejs"
+PKGS="transmission-cli aria2 opentracker python3-libtorrent iproute2 util-linux miniupnpd-nftables nftables iptables valgrind gcc g++ make pkg-config chromium chromium-driver python3-selenium transmission-common nodejs"
 step "Debian packages"
 missing=""
 for p in $PKGS; do

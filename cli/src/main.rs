@@ -328,6 +328,9 @@ struct NetArgs {
     /// Do not use the DHT (private torrents never do; accepted by a build without it).
     #[arg(long)]
     no_dht: bool,
+    /// Do not ask the gateway to forward the ports (PCP, then NAT-PMP; on by default).
+    #[arg(long)]
+    no_port_mapping: bool,
     #[cfg(feature = "lsd")]
     /// Find peers on the local network (BEP 14 multicast; never for private torrents).
     #[arg(long)]
@@ -649,6 +652,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         lsd: false,
         encryption: n.encryption,
         transport: n.transport,
+        port_mapping: !n.no_port_mapping,
         dht: dht_opts(n),
         state_dir: n.state_dir.clone(),
         timeout: n.timeout.map(std::time::Duration::from_secs),

@@ -37,6 +37,8 @@ pub struct Opts {
     pub lsd: bool,
     pub encryption: btcore_host::encryption::Encryption,
     pub transport: btcore_host::client::TransportPolicy,
+    /// Ask the gateway to forward the ports (PCP, NAT-PMP).
+    pub port_mapping: bool,
 }
 
 fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
@@ -64,6 +66,9 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
         lsd: o.lsd,
         encryption: o.encryption,
         transport: o.transport,
+        port_mapping: o
+            .port_mapping
+            .then(btcore_host::portmap::PortMapOptions::default),
         listen: o.listen,
         save_dir: o.save_dir.clone(),
         state_dir: Some(state_dir),
@@ -105,6 +110,10 @@ fn watch(c: &mut Client, o: &Opts, mut done: impl FnMut(&[TorrentView]) -> bool)
         if changed || refreshed.elapsed() >= Duration::from_millis(250) {
             views = c.torrents();
             refreshed = Instant::now();
+        }
+        // Port mapping outcomes: what was mapped where, what failed (status lines).
+        for line in c.take_port_mapping_lines() {
+            eprintln!("btcore: {line}");
         }
         for e in events {
             match e {
@@ -652,6 +661,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         lsd: false,
         encryption: btcore_host::encryption::Encryption::default(),
         transport: btcore_host::client::TransportPolicy::Both,
+        port_mapping: false,
     };
     seed(&out, &o)
 }

@@ -19,6 +19,7 @@
 //! - [`mse`]: message stream encryption (MSE/PE): the DH + RC4 handshake and filter,
 //!   and the policy (`Encryption`, the per-connection `Link`): sniffing, fallback, redial.
 //! - [`pex`]: BEP 11 peer exchange messages; [`lsd`]: BEP 14 local service discovery.
+//! - [`portmap`]: NAT-PMP and PCP port mapping: the codecs and the client machine.
 //! - [`picker`]: which block to request next: availability, rarest-first, endgame.
 //! - [`tracker`]: HTTP and UDP (BEP 15) tracker codecs, BEP 12 tiers and the tracker
 //!   server's logic.
@@ -72,6 +73,7 @@ mod netaddr;
 pub mod peer;
 pub mod pex;
 pub mod picker;
+pub mod portmap;
 pub mod rng;
 #[cfg(feature = "alloc")]
 pub mod session;

@@ -10,6 +10,7 @@
 //! - `dht` (feature `dht`) and `lsd` (feature `lsd`): the DHT node's and Local Service
 //!   Discovery's sockets;
 //! - `tracker_server` (feature `tracker-server`): the tracker `btcore tracker` runs;
+//! - [`portmap`]: port mapping (PCP, NAT-PMP) of the client's ports on the gateway;
 //! - [`utp`]: uTP peers (BEP 29) over the UDP port, shared with the DHT when it binds
 //!   the same one;
 //! - [`webseed`]: the HTTP(S) requests of BEP 19 web seeds;
@@ -37,6 +38,7 @@ pub mod lsd;
 #[path = "without/lsd.rs"]
 pub mod lsd;
 pub mod os;
+pub mod portmap;
 pub mod resume;
 pub mod storage;
 pub mod tracker;

@@ -458,6 +458,73 @@ pub fn lsd(data: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// portmap
+// ---------------------------------------------------------------------------------------
+
+/// `portmap`: decodes arbitrary bytes as a NAT-PMP or PCP response from the gateway,
+/// then hands them to port mapping clients in both protocols, as an answer to their
+/// first requests and again after a grant. Must never panic; a client never takes a
+/// grant of port 0 or lifetime 0, and a shutdown sends one deletion per mapping.
+pub fn portmap(data: &[u8]) -> bool {
+    use btcore_core::portmap::wire::{decode_response, MAX_REQUEST, SERVER_PORT};
+    use btcore_core::portmap::{MapperConfig, PortMapper, Version};
+    use btcore_core::time::Instant;
+    use std::net::{Ipv4Addr, SocketAddr};
+    let ok = decode_response(data).is_ok();
+    let gw = Ipv4Addr::new(10, 0, 0, 1);
+    let from = SocketAddr::from((gw, SERVER_PORT));
+    for start_with in [Version::Pcp, Version::NatPmp] {
+        let mut m = PortMapper::new(
+            MapperConfig {
+                gateway: gw,
+                client: Ipv4Addr::new(10, 0, 0, 2),
+                tcp_port: Some(6881),
+                udp_port: Some(6881),
+                lifetime: 7200,
+                start_with,
+            },
+            1,
+        );
+        let mut buf = [0u8; MAX_REQUEST];
+        let now = Instant::from_millis(1);
+        // A PCP answer carries its request's nonce: put it in, so the fuzzer reaches
+        // the grants (the nonces of the TCP and UDP requests).
+        let mut nonces = Vec::new();
+        while let Some(n) = m.poll_transmit(now, &mut buf) {
+            if n == 60 {
+                nonces.push((buf[36], buf[24..36].to_vec()));
+            }
+        }
+        let mut data = data.to_vec();
+        if data.len() >= 60 && data[0] == 2 {
+            if let Some((_, nonce)) = nonces.iter().find(|(p, _)| *p == data[36]) {
+                data[24..36].copy_from_slice(nonce);
+            }
+        }
+        let data = &data[..];
+        m.handle_datagram(now, from, data);
+        // Split the input: the same bytes as a second answer, later.
+        let later = Instant::from_millis(5000);
+        while m.poll_transmit(later, &mut buf).is_some() {}
+        m.handle_datagram(later, from, data);
+        while m.poll_event().is_some() {}
+        for s in m.mappings() {
+            assert_ne!(s.external_port, Some(0));
+            if s.external_port.is_some() {
+                assert!(s.lifetime > 0 && s.expires.is_some());
+            }
+        }
+        m.shutdown(later);
+        let mut sends = 0;
+        while m.poll_transmit(later, &mut buf).is_some() {
+            sends += 1;
+            assert!(sends <= 3, "one deletion per mapping at most");
+        }
+    }
+    ok
+}
+
+// ---------------------------------------------------------------------------------------
 // mse
 // ---------------------------------------------------------------------------------------
 

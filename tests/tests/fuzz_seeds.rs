@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("krpc", fuzz_checks::krpc),
     ("pex", fuzz_checks::pex),
     ("lsd", fuzz_checks::lsd),
+    ("portmap", fuzz_checks::portmap),
     ("mse", fuzz_checks::mse),
     ("dht_node", fuzz_checks::dht_node),
     ("tracker_server", fuzz_checks::tracker_server),

@@ -887,6 +887,7 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
             | "pex_enabled"
             | "utp_enabled"
             | "lpd_enabled"
+            | "port_forwarding_enabled"
             | "seed_ratio_limited"
             | "download_queue_enabled"
             | "seed_queue_enabled"
@@ -1010,6 +1011,9 @@ pub fn settings_into_opts(
     }
     if let Some(v) = on("pex_enabled") {
         opts.pex = v;
+    }
+    if let Some(v) = on("port_forwarding_enabled") {
+        opts.port_mapping = v.then(|| opts.port_mapping.clone().unwrap_or_default());
     }
     if let Some(v) = on("utp_enabled") {
         use btcore_host::client::TransportPolicy;

@@ -88,6 +88,9 @@ pub struct DaemonArgs {
     /// Do not use the DHT.
     #[arg(long)]
     pub no_dht: bool,
+    /// Do not ask the gateway to forward the peer port (PCP, NAT-PMP).
+    #[arg(long)]
+    pub no_port_mapping: bool,
     /// Protocol encryption: disabled, allowed, preferred or required.
     #[arg(long, default_value = "preferred")]
     pub encryption: Encryption,
@@ -808,7 +811,7 @@ impl Daemon {
             "incomplete_dir_enabled": self.args.incomplete_dir.is_some(),
             "peer_port": self.client.local_addr().port(),
             "peer_port_random_on_start": false,
-            "port_forwarding_enabled": false,
+            "port_forwarding_enabled": self.opts.port_mapping.is_some(),
             "peer_limit_global": if self.opts.max_connections > 0 { self.opts.max_connections } else if self.opts.low_memory { 50 } else { 200 },
             "peer_limit_per_torrent": if self.opts.max_peers > 0 { self.opts.max_peers } else if self.opts.low_memory { 20 } else { 50 },
             "dht_enabled": self.opts.dht.is_some(),
@@ -1295,6 +1298,10 @@ impl Daemon {
 
     /// After a turn of the loop: events, totals, the state file.
     fn housekeeping(&mut self, force_save: bool, last_save: &mut Instant) {
+        // Port mapping outcomes, as status lines on stderr (the journal under systemd).
+        for line in self.client.take_port_mapping_lines() {
+            eprintln!("btcore: {line}");
+        }
         for ev in self.client.take_events() {
             match ev {
                 Event::TorrentFinished(id) => {
@@ -1570,6 +1577,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         encryption: args.encryption,
         transport: args.transport,
         dht,
+        port_mapping: (!args.no_port_mapping).then(btcore_host::portmap::PortMapOptions::default),
         ..ClientOptions::default()
     };
     // What session-set changed in an earlier run wins over the flags.

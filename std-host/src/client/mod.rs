@@ -39,7 +39,8 @@
 //! - `state`: resume data and shutdown;
 //! - `discovery`: the DHT and local service discovery sockets;
 //! - `webseed_io`: web seeds (BEP 19): requests started on their threads, their bytes
-//!   handed to the session within the disk queue and the rate limits.
+//!   handed to the session within the disk queue and the rate limits;
+//! - `mapping`: port mapping (PCP, NAT-PMP) on the default gateway.
 //! - `trackers`: a torrent's trackers as the application sees and edits them (their
 //!   status in wall-clock time, reannounce, a new list).
 //!
@@ -74,6 +75,7 @@ use std::time::Duration;
 mod actions;
 mod control;
 mod discovery;
+mod mapping;
 mod net;
 mod queue;
 mod settings;
@@ -100,6 +102,8 @@ const UTP: Token = Token(6);
 const DHT6: Token = Token(7);
 /// The IPv6 twin of a listener on `0.0.0.0` ([`bind_v6_twin`]).
 const LISTENER6: Token = Token(10);
+/// The port mapping socket (to the gateway).
+const PORTMAP: Token = Token(8);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -171,6 +175,10 @@ pub struct ClientOptions {
     /// Download from the torrents' web seeds (BEP 19 `url-list`, a magnet link's
     /// `ws`) over HTTP and HTTPS (on by default).
     pub web_seeds: bool,
+    /// Ask the default gateway to forward the listen port (TCP) and the UDP port, with
+    /// PCP or NAT-PMP (None: off, the default of the library; the command turns it on).
+    /// Failures are status lines ([`Client::take_port_mapping_lines`]), never errors.
+    pub port_mapping: Option<crate::portmap::PortMapOptions>,
 }
 
 /// Socket reads of one connection in one turn of the loop: one peer that keeps its
@@ -220,6 +228,7 @@ impl Default for ClientOptions {
             alt_speed_schedule: None,
             transport: TransportPolicy::Both,
             web_seeds: true,
+            port_mapping: None,
         }
     }
 }
@@ -360,6 +369,10 @@ pub struct Client {
     /// The uTP socket of our own used its reads of a turn with datagrams left.
     utp_more: bool,
     lsd: Option<crate::lsd::LsdHost>,
+    portmap: Option<crate::portmap::PortMapHost>,
+    /// The port mapping socket used its reads of a turn.
+    portmap_more: bool,
+    portmap_lines: Vec<String>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
     /// Web seeds' HTTP requests and what they send back (`webseed_io`).
@@ -633,6 +646,9 @@ impl Client {
             utp,
             utp_more: false,
             lsd,
+            portmap: None,
+            portmap_more: false,
+            portmap_lines: Vec::new(),
             keys: KeySource::new(),
             web,
             alt: queue::alt_speed(&opts),
@@ -641,6 +657,7 @@ impl Client {
         };
         // The schedule decides at once.
         client.service_alt_speed(true);
+        client.start_port_mapping();
         Ok(client)
     }
 
@@ -726,6 +743,12 @@ impl Client {
             Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
             None => wait,
         };
+        let wait = match self.portmap.as_ref().and_then(|p| p.poll_timeout()) {
+            Some(t) => wait.min(Duration::from_millis(
+                t.as_millis().saturating_sub(now.as_millis()),
+            )),
+            None => wait,
+        };
         let throttled = !self.throttled_read.is_empty()
             || !self.throttled_write.is_empty()
             || self.web.throttled();
@@ -763,6 +786,7 @@ impl Client {
         let mut accepted = false;
         let mut dht_read = false;
         let mut utp_read = false;
+        let mut portmap_read = false;
         for ev in events.iter() {
             match ev.token() {
                 LISTENER | LISTENER6 => {
@@ -781,6 +805,7 @@ impl Client {
                     self.read_utp();
                 }
                 LSD => self.read_lsd(),
+                PORTMAP => portmap_read = true,
                 t if TRACKER_UDP.contains(&t) => {
                     if let Some(tr) = self.trackers.as_mut() {
                         tr.on_udp_readable(std::time::Instant::now());
@@ -814,6 +839,7 @@ impl Client {
         }
         self.service_dht();
         self.service_lsd();
+        self.service_port_mapping(portmap_read);
         for conn in std::mem::take(&mut self.throttled_write) {
             self.flush(conn);
         }

@@ -11,6 +11,7 @@
 //! | `max_disk_queue` | `seed` |
 //! | `dht` (on, off, or another port or bootstrap list), `lsd`, `pex` | `use_trackers` |
 //! | `encryption` (for connections made from now on) | |
+//! | `port_mapping` (mapped again when it or the listen port changes) | |
 //! | `transport` (uTP on or off, the dial policy; the uTP socket follows the listen port and the DHT's) | |
 //!
 //! Everything that can fail (binding the new listen socket, the new DHT socket, the
@@ -33,6 +34,7 @@ impl Client {
     /// routing table goes through the state directory when there is one).
     pub fn apply_settings(&mut self, new: &ClientOptions) -> Result<(), ClientError> {
         let now = self.now();
+        let old_port = self.local_addr.port();
         // 1. What can fail, before anything changes.
         let listener = if new.listen != self.opts.listen && new.listen != self.local_addr {
             let mut l = TcpListener::bind(new.listen)?;
@@ -126,6 +128,7 @@ impl Client {
         if let Some(l) = self.lsd.as_mut() {
             l.set_port_to_announce(port);
         }
+        let old_mapping = self.opts.port_mapping.clone();
         // What cannot change keeps its value.
         let kept = ClientOptions {
             save_dir: self.opts.save_dir.clone(),
@@ -146,6 +149,7 @@ impl Client {
             self.alt.enabled()
         };
         self.opts = kept;
+        self.restart_port_mapping(&old_mapping, old_port);
         // The rate limits in force (the alternative ones while they apply).
         self.apply_alt_settings(alt_enabled);
         // Connections closed for the new caps.

@@ -147,6 +147,7 @@ impl Client {
         }
         // uTP peers hear of the close (a FIN or a RESET each), best effort.
         self.transmit_utp();
+        self.finish_port_mapping();
         let now = self.now();
         if let Some(d) = self.dht.as_mut() {
             d.maybe_save(now, true);
