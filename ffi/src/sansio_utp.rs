@@ -584,9 +584,11 @@ pub unsafe extern "C" fn btcore_utp_recv(
                 invalid: invalid_code(err),
                 ..Default::default()
             },
+            // Ids for the connections C knows of (an unconfirmed incoming one has its
+            // id from its SYN; a released one has none any more).
             Incoming::Delivered(c) => btcore_utp_incoming {
                 kind: BTCORE_UTP_DELIVERED,
-                conn: e.id_of(c, false),
+                conn: e.handles.get(&c).copied().unwrap_or(0),
                 ..Default::default()
             },
             Incoming::Accepted { handle, evicted } => {
@@ -747,7 +749,6 @@ pub unsafe extern "C" fn btcore_utp_connect(
             )
             .addr(to)
         })?;
-        e.prune();
         let id = e.id_of(c, true);
         // SAFETY: non-NULL (checked above) and valid for one write.
         unsafe { out_conn.write(id) };
@@ -956,7 +957,12 @@ pub unsafe extern "C" fn btcore_utp_poll_event(
         let out_conn = non_null(out_conn)?;
         let (kind, conn) = loop {
             match e.socket.poll_event() {
-                None => break (BTCORE_UTP_EVENT_NONE, 0),
+                // Every DROPPED told: now the ids of connections gone without a word
+                // (unconfirmed past their timeout, evicted half-open) can go too.
+                None => {
+                    e.prune();
+                    break (BTCORE_UTP_EVENT_NONE, 0);
+                }
                 Some(Event::Accepted(c)) => break (BTCORE_UTP_EVENT_ACCEPTED, e.id_of(c, false)),
                 Some(Event::Changed(c)) => {
                     if let Some(&id) = e.handles.get(&c) {

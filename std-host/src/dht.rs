@@ -14,6 +14,7 @@
 //! quarter since the last save, or it first reached k nodes), at most every five
 //! minutes, and on exit — never rewritten on a short timer, to spare a NAS box's flash.
 
+use crate::udp_batch::{UdpBatch, BATCH};
 use btcore_core::bencode::{decode_vec, Encoder, Limits};
 use btcore_core::dht::krpc::CompactNodes;
 use btcore_core::dht::{Dht, DhtConfig, DhtEvent, DhtStats, LookupId, NodeInfo};
@@ -72,7 +73,8 @@ pub struct DhtHost {
     last_save: Option<std::time::Instant>,
     /// The session's lookups running (at most the node's `max_lookups`).
     running: Vec<Running>,
-    buf: Vec<u8>,
+    /// Datagrams land here, [`BATCH`] a system call.
+    rx: Box<UdpBatch>,
     /// The bootstrap names being resolved off the loop (a resolver that cannot reach
     /// its DNS server takes tens of seconds: a NAS that boots before its network).
     resolving: Option<std::sync::mpsc::Receiver<Vec<SocketAddr>>>,
@@ -181,7 +183,7 @@ impl DhtHost {
             saved_count,
             last_save: None,
             running: Vec::new(),
-            buf: vec![0u8; 2048],
+            rx: Box::new(UdpBatch::new()),
             resolving,
             last_service: now,
         })
@@ -264,28 +266,7 @@ impl DhtHost {
         let Some(socket) = self.socket6.as_ref() else {
             return false;
         };
-        let mut errors = 0;
-        for _ in 0..budget {
-            match socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let d = &self.buf[..n];
-                    if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
-                        utp(from, d);
-                    } else {
-                        self.dht.handle_datagram(now, from, d);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // ICMP errors, as on the first socket.
-                Err(_) => {
-                    errors += 1;
-                    if errors == 8 {
-                        return false;
-                    }
-                }
-            }
-        }
-        true
+        read_batched(socket, &mut self.rx, &mut self.dht, now, budget, &mut utp)
     }
 
     /// As [`DhtHost::read`] on a port shared with uTP: a datagram that looks like uTP
@@ -296,30 +277,14 @@ impl DhtHost {
         budget: usize,
         mut utp: impl FnMut(SocketAddr, &[u8]),
     ) -> bool {
-        let mut errors = 0;
-        for _ in 0..budget {
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let d = &self.buf[..n];
-                    if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
-                        utp(from, d);
-                    } else {
-                        self.dht.handle_datagram(now, from, d);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // ICMP errors (a node's port closed) surface here on Linux, one per
-                // error, ahead of the datagrams still queued: read on (the query times
-                // out by itself). A socket that keeps failing is left for this turn.
-                Err(_) => {
-                    errors += 1;
-                    if errors == 8 {
-                        return false;
-                    }
-                }
-            }
-        }
-        true
+        read_batched(
+            &self.socket,
+            &mut self.rx,
+            &mut self.dht,
+            now,
+            budget,
+            &mut utp,
+        )
     }
 
     /// Runs timers, sends what is queued, and returns the peers found and the
@@ -546,6 +511,50 @@ fn load_state(bytes: &[u8]) -> Option<([u8; 20], Vec<NodeInfo>)> {
         nodes.extend(n.iter());
     }
     Some((id, nodes))
+}
+
+/// Reads `socket` in batches of one `recvmmsg(2)` ([`UdpBatch`]), about `budget`
+/// datagrams at most: uTP ones ([`btcore_core::utp::classify`]) to `utp`, the rest to
+/// the node. True when the budget ran out with datagrams possibly left.
+fn read_batched(
+    socket: &UdpSocket,
+    rx: &mut UdpBatch,
+    dht: &mut Dht,
+    now: Instant,
+    budget: usize,
+    utp: &mut impl FnMut(SocketAddr, &[u8]),
+) -> bool {
+    let mut left = budget;
+    let mut errors = 0;
+    while left > 0 {
+        match rx.recv(socket) {
+            Ok(n) => {
+                for (d, from) in rx.datagrams() {
+                    if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
+                        utp(from, d);
+                    } else {
+                        dht.handle_datagram(now, from, d);
+                    }
+                }
+                left = left.saturating_sub(n.max(1));
+                // Fewer than asked: the queue ran dry (`recvmmsg` stops there).
+                if n < BATCH {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            // ICMP errors (a node's port closed) surface here on Linux, one per error,
+            // ahead of the datagrams still queued: read on (the query times out by
+            // itself). A socket that keeps failing is left for this turn.
+            Err(_) => {
+                errors += 1;
+                if errors == 8 {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -285,7 +285,9 @@ impl Job {
                             offset + len - 1
                         )));
                     }
-                    let sent = end - start + 1;
+                    // `end >= start` (checked above); a lying `end` of u64::MAX
+                    // saturates instead of overflowing.
+                    let sent = (end - start).saturating_add(1);
                     let want = sent.min(len);
                     return self.body(resp.into_body().into_reader(), want, want == sent);
                 }

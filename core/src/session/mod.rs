@@ -2659,14 +2659,15 @@ impl Session {
                 }
             }
         } else {
-            // A web seed that sent any of it is dropped for good (BEP 19).
-            let bad_web = t.web_senders(piece);
+            // A web seed that sent it alone (with other web seeds) is dropped for good
+            // (BEP 19); one that shared it with peers at its second such failure.
+            let (bad_web, alone) = t.web_senders(piece);
             let failed = t.piece_failed(piece);
             if failed {
                 t.smart.piece_failed(piece.0, &senders, digests, &mut ban);
             }
             for seed in bad_web {
-                t.drop_web_seed(seed, piece);
+                t.blame_web_seed(seed, piece, alone);
             }
             if failed {
                 self.push_event(Event::HashFailed(id, piece));

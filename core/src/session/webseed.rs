@@ -60,6 +60,11 @@ const MAX_ERROR_TEXT: usize = 256;
 /// The longest web seed URL kept (longer ones are dropped).
 pub const MAX_WEB_SEED_URL_LEN: usize = 1024;
 
+/// Files one web seed request spans at most (past them it ends at the next block
+/// boundary): a torrent of many tiny files cannot make one request a million ranges,
+/// each its own URL and GET.
+pub const MAX_FILES_PER_REQUEST: usize = 64;
+
 /// One byte range of one file, of an [`Action::WebSeedRequest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebSeedRange {
@@ -140,6 +145,9 @@ pub(crate) struct WebSeed {
     failures: u32,
     retry_at: Option<Instant>,
     dropped: bool,
+    /// Pieces it shared with peers that failed their hash check: a second one drops it
+    /// (one bad peer block in a piece it also fed must not cost an honest web seed).
+    strikes: u8,
     downloaded: u64,
     last_error: Option<String>,
     rate: Rate,
@@ -226,6 +234,7 @@ impl WebSeeds {
             requests: Vec::new(),
             failures: 0,
             retry_at: None,
+            strikes: 0,
             dropped: false,
             downloaded: 0,
             last_error: None,
@@ -282,6 +291,34 @@ impl WebSeeds {
             });
         }
         out
+    }
+
+    /// `end`, or earlier so that `[start, end)` spans at most [`MAX_FILES_PER_REQUEST`]
+    /// files (then it ends at the block boundary after the last of them; a block of
+    /// many tiny files stays whole).
+    fn cap_files(&self, geo: &Geometry, start: u64, end: u64) -> u64 {
+        let first = self.files.partition_point(|f| f.offset + f.len <= start);
+        let Some(f) = self.files.get(first + MAX_FILES_PER_REQUEST - 1) else {
+            return end;
+        };
+        let file_end = f.offset.saturating_add(f.len);
+        if file_end >= end {
+            return end;
+        }
+        // The block holding the last byte of that file, from its start.
+        let last = file_end.saturating_sub(1).max(start);
+        let Ok(p) = u32::try_from(last / u64::from(geo.piece_len())) else {
+            return end;
+        };
+        let Some(piece) = geo.piece(p) else {
+            return end;
+        };
+        let piece_off = geo.piece_offset(piece);
+        let inner = (last - piece_off) / u64::from(BLOCK_LEN) * u64::from(BLOCK_LEN);
+        match block_at(geo, piece_off + inner) {
+            Some(b) => block_end(geo, &b).clamp(start.saturating_add(1), end),
+            None => end,
+        }
     }
 
     fn seed_mut(&mut self, id: WebSeedId) -> Option<&mut WebSeed> {
@@ -441,17 +478,34 @@ impl Torrent {
 
     /// The web seeds that sent blocks of `piece` (asked before its failure is
     /// recorded).
-    pub(crate) fn web_senders(&self, piece: PieceIndex) -> Vec<WebSeedId> {
+    pub(crate) fn web_senders(&self, piece: PieceIndex) -> (Vec<WebSeedId>, bool) {
         if self.web.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let Some(m) = self.meta.as_ref() else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         match m.picker.piece_senders(piece) {
-            Ok(set) => WebSeeds::seeds_of(set.as_slice()),
-            Err(_) => Vec::new(),
+            Ok(set) => {
+                let web = WebSeeds::seeds_of(set.as_slice());
+                let alone = web.len() == set.as_slice().len();
+                (web, alone)
+            }
+            Err(_) => (Vec::new(), false),
         }
+    }
+
+    /// Blames web seed `id` for the failed `piece`: dropped for good when web seeds
+    /// alone sent it (`alone`) or at its second shared failure.
+    pub(crate) fn blame_web_seed(&mut self, id: WebSeedId, piece: PieceIndex, alone: bool) {
+        let Some(s) = self.web.seed_mut(id) else {
+            return;
+        };
+        if !alone && s.strikes == 0 {
+            s.strikes = 1;
+            return;
+        }
+        self.drop_web_seed(id, piece);
     }
 
     /// Drops web seed `id` for good: its data failed the hash check of `piece`.
@@ -752,6 +806,7 @@ impl Session {
                     let Some((start, end)) = pick_range(m, bytes) else {
                         break;
                     };
+                    let end = web.cap_files(&m.geometry, start, end);
                     let id = web.seeds[si].id;
                     let end = claim(m, key(id), start, end);
                     if end <= start {
@@ -885,6 +940,35 @@ mod tests {
             w.ranges("http://h/", 120, 121),
             [range(Some("http://h/t/b"), 20, 1)]
         );
+    }
+
+    /// A request over many small files ends at the block boundary after its 64th file;
+    /// one over few files, or a block holding many, is left as it is.
+    #[test]
+    fn a_request_spans_at_most_64_files() {
+        let names: Vec<String> = (0..300).map(|i| alloc::format!("t/{i}")).collect();
+        let small: Vec<(&str, u64, bool)> =
+            names.iter().map(|n| (n.as_str(), 1000, false)).collect();
+        let w = layout(true, &small);
+        let geo = Geometry::new(300_000, 65_536).expect("geometry");
+        // Files 0..64 end at 64,000: the block boundary after it is 65,536.
+        let end = w.cap_files(&geo, 0, 262_144);
+        assert_eq!(end, 65_536);
+        assert!(w.ranges("http://h/", 0, end).len() <= MAX_FILES_PER_REQUEST + 2);
+        // From the middle of file 100: 64 files on is 164,000, then 180,224.
+        assert_eq!(w.cap_files(&geo, 100_500, 262_144), 180_224);
+        // Within the cap: unchanged.
+        assert_eq!(w.cap_files(&geo, 0, 16_384), 16_384);
+        let big = layout(true, &[("a", 1 << 30, false), ("b", 1 << 30, false)]);
+        let geo = Geometry::new(2 << 30, 1 << 20).expect("geometry");
+        assert_eq!(big.cap_files(&geo, 0, 4 << 20), 4 << 20);
+        // A block of 16,384 one-byte files stays one request (past the cap, never
+        // empty).
+        let names: Vec<String> = (0..20_000).map(|i| alloc::format!("t/{i}")).collect();
+        let tiny: Vec<(&str, u64, bool)> = names.iter().map(|n| (n.as_str(), 1, false)).collect();
+        let w = layout(true, &tiny);
+        let geo = Geometry::new(20_000, 16_384).expect("geometry");
+        assert_eq!(w.cap_files(&geo, 0, 20_000), 16_384);
     }
 
     /// A single file: the URL is the file, or a folder when it ends in a slash.

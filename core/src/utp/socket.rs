@@ -286,9 +286,14 @@ impl<A: Ord + Clone> UtpSocket<A> {
             let Some(e) = &s.entry else { continue };
             // A closed connection whose bytes were all read is of no more use; one
             // with bytes unread is left for the host to drain.
+            // Then, as much use: one the host released (lingering for its FIN, which a
+            // peer may never acknowledge to hold the slot), or (for SYNs and dials) an
+            // incoming one never confirmed.
             let rank = if matches!(e.conn.state(), State::Closed(_)) && e.conn.readable() == 0 {
                 0
-            } else if allow_half_open && e.incoming && !e.conn.is_confirmed() {
+            } else if e.released.is_some()
+                || (allow_half_open && e.incoming && !e.conn.is_confirmed())
+            {
                 1
             } else {
                 continue;
