@@ -53,6 +53,8 @@ pub const MAX_REDIRECTS: u32 = 5;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for the response's head, and for each read of its body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// A partly filled chunk waits at most this long before it is handed on.
+pub const HANDOFF: Duration = Duration::from_secs(1);
 /// The longest `Retry-After` taken (the session caps it too).
 const MAX_RETRY_AFTER_SECS: u64 = 3600;
 
@@ -315,6 +317,10 @@ impl Job {
         while got < want {
             let mut buf = vec![0u8; (want - got).min(CHUNK as u64) as usize];
             let mut n = 0;
+            // A chunk is handed on when full, or a second after it started: a server
+            // that trickles is seen by the session (its watchdog counts what arrives),
+            // so a request it gave up on is never one still running here.
+            let started = std::time::Instant::now();
             while n < buf.len() {
                 match reader.read(&mut buf[n..]) {
                     Ok(0) => break,
@@ -324,6 +330,9 @@ impl Job {
                 }
                 if self.cancel.load(Ordering::Relaxed) {
                     return Err(Stop::Cancelled);
+                }
+                if n > 0 && started.elapsed() >= HANDOFF {
+                    break;
                 }
             }
             if n == 0 {
