@@ -6,7 +6,7 @@
 # thumbv7em-none-eabihf (no allocator), doc tests, the API docs, short fuzz runs of every target,
 # then the whole test suite, and last the C tests against the release library (a
 # test summary is the last thing printed).
-# FUZZ_SECONDS (default 10) sets the length of each fuzz run; SKIP_FUZZ=1 skips them;
+# FUZZ_SECONDS (default 8) sets the length of each fuzz run; SKIP_FUZZ=1 skips them;
 # SKIP_CROSS=1 skips the ARM and musl builds, the packages and the tests under qemu
 # (scripts/cross.sh).
 set -euo pipefail
@@ -79,7 +79,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     # Short runs catch what breaks a target's first paths; fuzzing for real is done
     # by hand, for hours (fuzz/README.md).
-    export FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+    export FUZZ_SECONDS=${FUZZ_SECONDS:-8}
     step "fuzz smoke runs ($FUZZ_SECONDS s per target)"
     bash fuzz/smoke.sh
 fi

@@ -14,7 +14,7 @@
 //! quarter since the last save, or it first reached k nodes), at most every five
 //! minutes, and on exit — never rewritten on a short timer, to spare a NAS box's flash.
 
-use crate::udp_batch::{UdpBatch, BATCH};
+use crate::udp_batch::UdpBatch;
 use btcore_core::bencode::{decode_vec, Encoder, Limits};
 use btcore_core::dht::krpc::CompactNodes;
 use btcore_core::dht::{Dht, DhtConfig, DhtEvent, DhtStats, LookupId, NodeInfo};
@@ -73,7 +73,7 @@ pub struct DhtHost {
     last_save: Option<std::time::Instant>,
     /// The session's lookups running (at most the node's `max_lookups`).
     running: Vec<Running>,
-    /// Datagrams land here, [`BATCH`] a system call.
+    /// Datagrams land here, 32 a system call.
     rx: Box<UdpBatch>,
     /// The bootstrap names being resolved off the loop (a resolver that cannot reach
     /// its DNS server takes tens of seconds: a NAS that boots before its network).
@@ -513,9 +513,8 @@ fn load_state(bytes: &[u8]) -> Option<([u8; 20], Vec<NodeInfo>)> {
     Some((id, nodes))
 }
 
-/// Reads `socket` in batches of one `recvmmsg(2)` ([`UdpBatch`]), about `budget`
-/// datagrams at most: uTP ones ([`btcore_core::utp::classify`]) to `utp`, the rest to
-/// the node. True when the budget ran out with datagrams possibly left.
+/// Reads `socket` in batches of one `recvmmsg(2)` ([`UdpBatch::read_all`]): uTP
+/// datagrams ([`btcore_core::utp::classify`]) to `utp`, the rest to the node.
 fn read_batched(
     socket: &UdpSocket,
     rx: &mut UdpBatch,
@@ -524,37 +523,13 @@ fn read_batched(
     budget: usize,
     utp: &mut impl FnMut(SocketAddr, &[u8]),
 ) -> bool {
-    let mut left = budget;
-    let mut errors = 0;
-    while left > 0 {
-        match rx.recv(socket) {
-            Ok(n) => {
-                for (d, from) in rx.datagrams() {
-                    if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
-                        utp(from, d);
-                    } else {
-                        dht.handle_datagram(now, from, d);
-                    }
-                }
-                left = left.saturating_sub(n.max(1));
-                // Fewer than asked: the queue ran dry (`recvmmsg` stops there).
-                if n < BATCH {
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            // ICMP errors (a node's port closed) surface here on Linux, one per error,
-            // ahead of the datagrams still queued: read on (the query times out by
-            // itself). A socket that keeps failing is left for this turn.
-            Err(_) => {
-                errors += 1;
-                if errors == 8 {
-                    return false;
-                }
-            }
+    rx.read_all(socket, budget, |d, from| {
+        if btcore_core::utp::classify(d) == btcore_core::utp::DatagramKind::Utp {
+            utp(from, d);
+        } else {
+            dht.handle_datagram(now, from, d);
         }
-    }
-    true
+    })
 }
 
 #[cfg(test)]

@@ -89,6 +89,43 @@ impl UdpBatch {
         Ok(n)
     }
 
+    /// Reads `sock` in batches until it is empty or about `budget` datagrams were
+    /// read, handing each to `f`; true when the budget ran out with datagrams possibly
+    /// left. ICMP errors (a peer's port closed) surface on Linux as a failed read, one
+    /// per error, ahead of the datagrams still queued: reading goes on past them; a
+    /// socket that fails eight times is left for this turn.
+    pub fn read_all(
+        &mut self,
+        sock: &UdpSocket,
+        budget: usize,
+        mut f: impl FnMut(&[u8], SocketAddr),
+    ) -> bool {
+        let mut left = budget;
+        let mut errors = 0;
+        while left > 0 {
+            match self.recv(sock) {
+                Ok(n) => {
+                    for (d, from) in self.datagrams() {
+                        f(d, from);
+                    }
+                    left = left.saturating_sub(n.max(1));
+                    // Fewer than asked: the queue ran dry (`recvmmsg` stops there).
+                    if n < BATCH {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    errors += 1;
+                    if errors == 8 {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// The datagrams of the last [`UdpBatch::recv`] with their sources (those from
     /// unreadable addresses left out).
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {

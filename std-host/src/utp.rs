@@ -20,7 +20,7 @@
 //! the session let go close gracefully for at most the socket's `linger`, then are
 //! aborted.
 
-use crate::udp_batch::{SendBatch, UdpBatch, BATCH};
+use crate::udp_batch::{SendBatch, UdpBatch};
 use btcore_core::session::ConnId;
 use btcore_core::time::Instant;
 use btcore_core::utp::{ConnHandle, Event, Incoming, State, UtpConfig, UtpSocket};
@@ -111,41 +111,15 @@ impl UtpHost {
         }
     }
 
-    /// Reads datagrams from our own socket, about `budget` at most, [`BATCH`] a
+    /// Reads datagrams from our own socket, about `budget` at most, 32 a
     /// system call; true when the budget ran out with datagrams possibly left.
     pub fn read_own(&mut self, now: Instant, budget: usize) -> bool {
         let Some(sock) = self.own.as_ref() else {
             return false;
         };
         let rx = self.rx.get_or_insert_with(|| Box::new(UdpBatch::new()));
-        let mut left = budget;
-        let mut errors = 0;
-        while left > 0 {
-            match rx.recv(sock) {
-                Ok(n) => {
-                    for (d, from) in rx.datagrams() {
-                        deliver(&mut self.socket, now, from, d);
-                    }
-                    left = left.saturating_sub(n.max(1));
-                    // Fewer than asked: the queue ran dry (`recvmmsg` stops there).
-                    if n < BATCH {
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // ICMP errors (a peer's port closed) surface here on Linux, one per
-                // error, ahead of the datagrams still queued: read on (the affected
-                // connection times out by itself). A socket that keeps failing is left
-                // for this turn.
-                Err(_) => {
-                    errors += 1;
-                    if errors == 8 {
-                        return false;
-                    }
-                }
-            }
-        }
-        true
+        let socket = &mut self.socket;
+        rx.read_all(sock, budget, |d, from| deliver(socket, now, from, d))
     }
 
     /// Opens a connection to `addr` for the session's `conn`.

@@ -535,7 +535,7 @@ impl Session {
     /// Adds web seed `url` (BEP 19: `http://` or `https://`; a multi-file torrent's
     /// is a folder) to torrent `id`, as `url-list` and a magnet link's `ws` do when
     /// the torrent is added. `None` when the torrent is unknown, the URL unusable or
-    /// already there, or the torrent has [`SessionConfig::max_web_seeds`].
+    /// already there, or the torrent has [`SessionConfig::max_web_seeds`](super::SessionConfig::max_web_seeds).
     pub fn add_web_seed(&mut self, id: TorrentId, url: &[u8]) -> Option<WebSeedId> {
         let max = self.config.max_web_seeds;
         let t = self.torrents.get_mut(&id)?;
