@@ -20,8 +20,8 @@
 //! own handle when a case ends. See `tests/interop/README.md`.
 
 use common::{
-    btcore_create, btcore_download, btcore_seed, free_port, libtorrent, make_multi, require,
-    transmission, write_file, Case, Config, Deadline, Empties, Rng, Tool,
+    btcore, btcore_create, btcore_download, btcore_has_dht, btcore_seed, free_port, libtorrent,
+    make_multi, require, transmission, write_file, Case, Config, Deadline, Empties, Rng, Tool,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -344,6 +344,92 @@ fn libtorrent_downloads_multi_from_btcore_over_utp() {
 #[test]
 fn libtorrent_downloads_multi_from_btcore_over_utp_rc4() {
     libtorrent_from_btcore("lt-from-btcore-multi-rc4", Payload::Multi, Enc::Rc4);
+}
+
+// ------------------------------------------------------------------ IPv6
+
+/// uTP over IPv6, both ways, with libtorrent on `::1` only and its TCP off. The btcore
+/// seed runs its DHT (bootstrapping from nobody): uTP shares the node's IPv4 socket and
+/// its IPv6 twin. The btcore leecher runs without one: uTP binds a socket and an IPv6
+/// twin of its own.
+fn over_ipv6(name: &'static str, btcore_seeds: bool) {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let (data, torrent) = make(&case, Payload::Single);
+    let (lport, bport) = (free_port(), free_port());
+    let dst = case.path("dst");
+    let btcore_cmd = |mode: &str, dir: &Path, peers: &[u16]| {
+        let mut c = btcore(&[mode]);
+        c.arg(&torrent);
+        if mode == "download" {
+            c.arg("-o").arg(dir);
+            c.args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()]);
+        } else {
+            c.arg(dir);
+        }
+        c.args(["--port", &bport.to_string(), "--no-trackers"]);
+        c.args(["--progress", "plain"]);
+        if btcore_has_dht() {
+            if mode == "seed" {
+                // A node of our own, sharing its sockets with uTP: bootstrapped
+                // from a port where nobody answers.
+                c.args(["--bootstrap", &format!("127.0.0.1:{}", free_port())]);
+            } else {
+                c.arg("--no-dht");
+            }
+        }
+        for p in peers {
+            c.args(["--peer", &format!("[::1]:{p}")]);
+        }
+        btcore_with(c, "utp", Enc::Plain)
+    };
+    let lt = |mode: &str, dir: &Path, peers: &[u16]| {
+        let mut c = lt_with(
+            libtorrent(mode, &torrent, dir, lport, peers, CLIENT_TIMEOUT_SECS),
+            Enc::Plain,
+            true,
+        );
+        c.arg("--ipv6");
+        c
+    };
+    let (b, l) = if btcore_seeds {
+        let b = case.spawn("btcore-seed", btcore_cmd("seed", &parent(&data), &[]), true);
+        case.wait_port(bport);
+        let l = case.spawn("libtorrent-leech", lt("download", &dst, &[bport]), false);
+        case.wait_success(l);
+        (b, l)
+    } else {
+        let l = case.spawn("libtorrent-seed", lt("seed", &parent(&data), &[]), true);
+        case.wait_output(l, "state=seeding");
+        let b = case.spawn(
+            "btcore-download",
+            btcore_cmd("download", &dst, &[lport]),
+            false,
+        );
+        case.wait_success(b);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_btcore_dialed_utp(&case, b);
+        (b, l)
+    };
+    case.check_data(&data, &dst, Empties::Required);
+    assert_lt_utp(&case, l, Enc::Plain);
+    if !case.procs[l].printed("peer [::1]:") && !case.procs[l].printed("peer ::1") {
+        case.fail("libtorrent had no peer at ::1");
+    }
+    assert_btcore_enc(&case, b, Enc::Plain);
+    case.finish();
+}
+
+#[test]
+fn libtorrent_downloads_from_btcore_over_utp_ipv6() {
+    over_ipv6("lt-from-btcore-utp-ipv6", true);
+}
+
+#[test]
+fn btcore_downloads_from_libtorrent_over_utp_ipv6() {
+    over_ipv6("btcore-from-lt-utp-ipv6", false);
 }
 
 // ------------------------------------------------------------------ transmission

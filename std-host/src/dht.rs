@@ -67,6 +67,8 @@ pub struct DhtHost {
     /// The IPv6 socket beside an IPv4 one bound to all addresses, on the same port
     /// (`[::]`, IPv6 only), when the system has IPv6 ([`DhtHost::register`]).
     pub socket6: Option<UdpSocket>,
+    /// `socket` is an IPv6 one (dual stack, as bound to `[::]`).
+    socket_v6: bool,
     dht: Dht,
     state_file: Option<PathBuf>,
     saved_count: usize,
@@ -110,7 +112,7 @@ impl DhtHost {
         resolve: Resolver,
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
-        let socket6 = bind_v6_beside(&socket, bind);
+        let socket6 = bind_v6_beside(&socket, bind, "dht");
         // Room for a burst to wait for the next turn of the loop (which handles
         // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
         // it at its `rmem_max`.
@@ -178,6 +180,7 @@ impl DhtHost {
         Ok(Self {
             socket,
             socket6,
+            socket_v6: bind.is_ipv6(),
             dht,
             state_file,
             saved_count,
@@ -192,6 +195,15 @@ impl DhtHost {
     /// The UDP address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The sockets, for uTP to share (no system call).
+    pub fn sockets(&self) -> crate::utp::Sockets<'_> {
+        crate::utp::Sockets {
+            main: Some(&self.socket),
+            main_v6: self.socket_v6,
+            v6: self.socket6.as_ref(),
+        }
     }
 
     /// The IPv6 socket's address, when there is one beside an IPv4 socket.
@@ -447,8 +459,13 @@ impl DhtHost {
 }
 
 /// An IPv6-only socket on `[::]` and the port of `socket`, when `bind` is the IPv4
-/// unspecified address (all addresses) and the system has IPv6; `None` otherwise.
-fn bind_v6_beside(socket: &UdpSocket, bind: SocketAddr) -> Option<UdpSocket> {
+/// unspecified address (all addresses) and the system has IPv6; `None` otherwise
+/// (logged for `what`). The DHT's and uTP's IPv6 twins.
+pub(crate) fn bind_v6_beside(
+    socket: &UdpSocket,
+    bind: SocketAddr,
+    what: &str,
+) -> Option<UdpSocket> {
     if bind.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
         return None;
     }
@@ -466,7 +483,7 @@ fn bind_v6_beside(socket: &UdpSocket, bind: SocketAddr) -> Option<UdpSocket> {
     match open() {
         Ok(s) => Some(s),
         Err(e) => {
-            log::info!("dht: no IPv6 socket on {addr}: {e}");
+            log::info!("{what}: no IPv6 socket on {addr}: {e}");
             None
         }
     }

@@ -229,6 +229,23 @@ impl SendBatch {
         }
     }
 
+    /// Queues a copy of `data` for `to` (dropped when full or too long).
+    pub fn push(&mut self, to: SocketAddr, data: &[u8]) {
+        if data.len() > self.size {
+            return;
+        }
+        if let Some(slot) = self.slot() {
+            slot[..data.len()].copy_from_slice(data);
+            self.commit(to, data.len());
+        }
+    }
+
+    /// Drops what is queued.
+    pub fn clear(&mut self) {
+        self.sent = 0;
+        self.n = 0;
+    }
+
     /// Sends what is queued: true when all of it went (the slots are free again), false
     /// when the socket would block (the rest stays queued). A datagram the kernel
     /// refuses for its destination (unreachable, too big) is dropped, as a lost one.

@@ -2,7 +2,13 @@
 //! number as the TCP listener. That port is shared with the DHT when the node binds it
 //! (as libtorrent does: the DHT socket reads every datagram and hands the uTP ones
 //! here, [`btcore_core::utp::classify`] tells them apart by their first byte);
-//! otherwise this host binds its own socket there.
+//! otherwise this host binds its own socket there ([`OwnSockets`]).
+//!
+//! Both families: listening on `0.0.0.0`, the port is bound twice, an IPv4 socket and
+//! an IPv6-only twin on `[::]` (the DHT's pair when shared, BEP 32); on `[::]`, one
+//! dual-stack socket. Each datagram leaves on the socket of its destination's family
+//! ([`Sockets`]); a family with no socket is never dialed over uTP
+//! ([`UtpHost::reaches`]).
 //!
 //! The event loop sees a uTP connection as a byte stream like a TCP one
 //! ([`UtpHost::read`], [`UtpHost::write`]); this host turns what the socket did into
@@ -33,12 +39,104 @@ use std::net::SocketAddr;
 /// window cannot hold the loop (the rest go next turn).
 pub const SENDS_PER_TURN: usize = 1024;
 
+/// The UDP sockets datagrams leave on: `main` (an IPv6 one when `main_v6`, dual
+/// stack: it reaches IPv4 peers too) and an IPv6-only `v6` beside an IPv4 `main`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sockets<'a> {
+    /// The socket at the listen address.
+    pub main: Option<&'a UdpSocket>,
+    /// `main` is an IPv6 socket.
+    pub main_v6: bool,
+    /// The IPv6 twin of an IPv4 `main` bound to all addresses.
+    pub v6: Option<&'a UdpSocket>,
+}
+
+impl<'a> Sockets<'a> {
+    /// The socket that reaches peers of one family, if any.
+    pub fn for_family(&self, v6: bool) -> Option<&'a UdpSocket> {
+        match (v6, self.main_v6) {
+            (false, _) => self.main,
+            (true, true) => self.main,
+            (true, false) => self.v6,
+        }
+    }
+}
+
+/// uTP's own UDP sockets, when it does not share the DHT's: one at the listen address
+/// and, when that is `0.0.0.0`, an IPv6-only twin on `[::]` and the same port.
+#[derive(Debug)]
+pub struct OwnSockets {
+    main: UdpSocket,
+    main_v6: bool,
+    v6: Option<UdpSocket>,
+    port: u16,
+}
+
+impl OwnSockets {
+    /// Binds uTP's sockets at `addr` (large buffers: a burst waits for the next turn
+    /// of the loop rather than being dropped).
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let main = tune(UdpSocket::bind(addr)?);
+        let port = main.local_addr()?.port();
+        let v6 = crate::dht::bind_v6_beside(&main, addr, "uTP").map(tune);
+        Ok(Self {
+            main,
+            main_v6: addr.is_ipv6(),
+            v6,
+            port,
+        })
+    }
+
+    /// The port bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The sockets to send on.
+    pub fn sockets(&self) -> Sockets<'_> {
+        Sockets {
+            main: Some(&self.main),
+            main_v6: self.main_v6,
+            v6: self.v6.as_ref(),
+        }
+    }
+
+    /// Registers the sockets with `registry`: the first under `token`, the IPv6 twin
+    /// (if any) under `token6`.
+    pub fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        token6: mio::Token,
+    ) -> io::Result<()> {
+        registry.register(&mut self.main, token, mio::Interest::READABLE)?;
+        if let Some(s) = self.v6.as_mut() {
+            registry.register(s, token6, mio::Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the sockets out of `registry`.
+    pub fn deregister(&mut self, registry: &mio::Registry) {
+        let _ = registry.deregister(&mut self.main);
+        if let Some(s) = self.v6.as_mut() {
+            let _ = registry.deregister(s);
+        }
+    }
+}
+
+fn tune(s: UdpSocket) -> UdpSocket {
+    let _ = socket2::SockRef::from(&s).set_recv_buffer_size(2 << 20);
+    let _ = socket2::SockRef::from(&s).set_send_buffer_size(2 << 20);
+    s
+}
+
 /// The uTP side of a client.
 #[derive(Debug)]
 pub struct UtpHost {
     socket: UtpSocket<SocketAddr>,
-    /// A socket of our own, when the DHT does not share its own.
-    pub(crate) own: Option<UdpSocket>,
+    /// Sockets of our own, when the DHT does not share its own.
+    pub(crate) own: Option<OwnSockets>,
     /// The session's connection behind each uTP connection the loop holds.
     conns: HashMap<ConnHandle, ConnId>,
     touched: Vec<ConnHandle>,
@@ -46,17 +144,19 @@ pub struct UtpHost {
     evicted: Vec<ConnHandle>,
     /// The last transmit stopped at [`SENDS_PER_TURN`] with more to send.
     more: bool,
-    /// Datagrams encoded and not yet sent (those that would have blocked first).
+    /// Datagrams encoded and not yet sent (those that would have blocked first), to
+    /// peers reached through the main socket, and through the IPv6 twin.
     tx: SendBatch,
+    tx6: SendBatch,
     /// Datagrams read from our own socket land here (allocated on first read: a
     /// socket shared with the DHT is read by the DHT).
     rx: Option<Box<UdpBatch>>,
 }
 
 impl UtpHost {
-    /// A uTP endpoint with `cfg`'s bounds; `own` is its socket unless it shares the
+    /// A uTP endpoint with `cfg`'s bounds; `own` are its sockets unless it shares the
     /// DHT's.
-    pub fn new(cfg: UtpConfig, seed: u64, own: Option<UdpSocket>) -> Self {
+    pub fn new(cfg: UtpConfig, seed: u64, own: Option<OwnSockets>) -> Self {
         let size = usize::from(cfg.max_packet_size).max(64);
         Self {
             socket: UtpSocket::new(cfg, seed),
@@ -67,17 +167,22 @@ impl UtpHost {
             evicted: Vec::new(),
             more: false,
             tx: SendBatch::new(size),
+            tx6: SendBatch::new(size),
             rx: None,
         }
     }
 
-    /// Binds a UDP socket for uTP at `addr` (a large receive buffer: a burst waits for
-    /// the next turn of the loop rather than being dropped).
-    pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-        let s = UdpSocket::bind(addr)?;
-        let _ = socket2::SockRef::from(&s).set_recv_buffer_size(2 << 20);
-        let _ = socket2::SockRef::from(&s).set_send_buffer_size(2 << 20);
-        Ok(s)
+    /// Whether a peer of `addr`'s family can be dialed: a socket of that family is
+    /// ours, or the DHT's in `shared` when we have none.
+    pub fn reaches(&self, addr: SocketAddr, shared: Sockets<'_>) -> bool {
+        self.sockets(shared).for_family(addr.is_ipv6()).is_some()
+    }
+
+    fn sockets<'a>(&'a self, shared: Sockets<'a>) -> Sockets<'a> {
+        match &self.own {
+            Some(o) => o.sockets(),
+            None => shared,
+        }
     }
 
     /// Connections held (the loop's and the orphans closing).
@@ -111,10 +216,15 @@ impl UtpHost {
         }
     }
 
-    /// Reads datagrams from our own socket, about `budget` at most, 32 a
-    /// system call; true when the budget ran out with datagrams possibly left.
-    pub fn read_own(&mut self, now: Instant, budget: usize) -> bool {
-        let Some(sock) = self.own.as_ref() else {
+    /// Reads datagrams from our own socket (its IPv6 twin when `v6`), about `budget`
+    /// at most, 32 a system call; true when the budget ran out with datagrams
+    /// possibly left.
+    pub fn read_own(&mut self, now: Instant, budget: usize, v6: bool) -> bool {
+        let Some(own) = self.own.as_ref() else {
+            return false;
+        };
+        let sock = if v6 { own.v6.as_ref() } else { Some(&own.main) };
+        let Some(sock) = sock else {
             return false;
         };
         let rx = self.rx.get_or_insert_with(|| Box::new(UdpBatch::new()));
@@ -215,7 +325,7 @@ impl UtpHost {
     /// Whether a datagram waits for room in the socket's send buffer (the loop then
     /// comes back within a millisecond).
     pub fn blocked(&self) -> bool {
-        self.tx.queued() > 0 || self.more
+        self.tx.queued() > 0 || self.tx6.queued() > 0 || self.more
     }
 
     /// Runs the socket's timers due at `now` (retransmissions, keep-alives, the
@@ -226,44 +336,73 @@ impl UtpHost {
         }
     }
 
-    /// Sends what the connections have to send, on our own socket or else on
-    /// `shared` (the DHT's), until it would block or [`SENDS_PER_TURN`] went out.
-    pub fn transmit(&mut self, now: Instant, shared: Option<&UdpSocket>) {
-        match self.own.take() {
-            Some(own) => {
-                self.transmit_on(now, &own);
-                self.own = Some(own);
-            }
-            None => {
-                if let Some(s) = shared {
-                    self.transmit_on(now, s);
-                }
-            }
-        }
+    /// Sends what the connections have to send, on our own sockets or else on
+    /// `shared` (the DHT's), each on the socket of its destination's family, until one
+    /// would block or [`SENDS_PER_TURN`] went out. Datagrams to a family with no
+    /// socket are dropped (no such peer is dialed, none can have reached us).
+    pub fn transmit(&mut self, now: Instant, shared: Sockets<'_>) {
+        let own = self.own.take();
+        let sockets = match &own {
+            Some(o) => o.sockets(),
+            None => shared,
+        };
+        self.transmit_on(now, sockets.for_family(false), sockets.for_family(true));
+        self.own = own;
     }
 
-    fn transmit_on(&mut self, now: Instant, sock: &UdpSocket) {
+    fn transmit_on(&mut self, now: Instant, s4: Option<&UdpSocket>, s6: Option<&UdpSocket>) {
         self.more = false;
         // What would have blocked last time goes first.
-        if !self.tx.flush(sock) {
+        if !flush(&mut self.tx, s4) || !flush(&mut self.tx6, s6) {
             return;
         }
         let mut sent = 0;
         while sent < SENDS_PER_TURN {
-            while let Some(buf) = self.tx.slot() {
+            // Encoded into the main batch's next slot; moved to the twin's when the
+            // destination is IPv6 and the twin is another socket.
+            let split = !same(s4, s6);
+            while !self.tx6.is_full() {
+                let Some(buf) = self.tx.slot() else {
+                    break;
+                };
                 let Some((to, n)) = self.socket.poll_transmit(now, buf) else {
                     break;
                 };
-                self.tx.commit(to, n);
+                if to.is_ipv6() && split {
+                    // Without an IPv6 socket: dropped.
+                    if let (Some(buf), Some(_)) = (self.tx.slot(), s6) {
+                        self.tx6.push(to, &buf[..n]);
+                    }
+                } else {
+                    self.tx.commit(to, n);
+                }
             }
-            let (queued, full) = (self.tx.queued(), self.tx.is_full());
-            if queued == 0 || !self.tx.flush(sock) || !full {
+            let queued = self.tx.queued() + self.tx6.queued();
+            let full = self.tx.is_full() || self.tx6.is_full();
+            if queued == 0 || !flush(&mut self.tx, s4) || !flush(&mut self.tx6, s6) || !full {
                 return;
             }
             sent += queued;
         }
         self.more = true;
     }
+}
+
+/// Sends `batch` on `sock` (see [`SendBatch::flush`]); with no socket, its datagrams
+/// are dropped.
+fn flush(batch: &mut SendBatch, sock: Option<&UdpSocket>) -> bool {
+    match sock {
+        Some(s) => batch.flush(s),
+        None => {
+            batch.clear();
+            true
+        }
+    }
+}
+
+/// Whether both are the same socket (a dual-stack one serving both families).
+fn same(a: Option<&UdpSocket>, b: Option<&UdpSocket>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if std::ptr::eq(a, b))
 }
 
 /// Hands a datagram to the socket (its news drained later), logging what it refused.

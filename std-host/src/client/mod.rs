@@ -98,6 +98,8 @@ const LSD: Token = Token(3);
 const TRACKER_UDP: [Token; 2] = [Token(4), Token(5)];
 /// The uTP socket, when it does not share the DHT's.
 const UTP: Token = Token(6);
+/// Its IPv6 twin beside an IPv4 one on `0.0.0.0`.
+const UTP6: Token = Token(9);
 /// The DHT's IPv6 socket, beside its IPv4 one (BEP 32).
 const DHT6: Token = Token(7);
 /// The IPv6 twin of a listener on `0.0.0.0` ([`bind_v6_twin`]).
@@ -473,8 +475,8 @@ fn start_utp(
     let own = if shared {
         None
     } else {
-        let mut s = crate::utp::UtpHost::bind(addr)?;
-        poll.registry().register(&mut s, UTP, Interest::READABLE)?;
+        let mut s = crate::utp::OwnSockets::bind(addr)?;
+        s.register(poll.registry(), UTP, UTP6)?;
         Some(s)
     };
     let cfg = if opts.low_memory {
@@ -800,7 +802,7 @@ impl Client {
                         self.read_dht();
                     }
                 }
-                UTP => {
+                UTP | UTP6 => {
                     utp_read = true;
                     self.read_utp();
                 }

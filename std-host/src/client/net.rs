@@ -396,16 +396,10 @@ impl Client {
         self.add_sock(conn, stream, link, Some(addr), out)
     }
 
-    /// Whether the uTP socket (ours, or the DHT's it shares) is of `addr`'s family.
+    /// Whether a uTP socket (ours, or the DHT's it shares) reaches `addr`'s family.
     fn utp_reaches(&self, addr: SocketAddr) -> bool {
-        let Some(u) = self.utp.as_ref() else {
-            return false;
-        };
-        let local = match u.own.as_ref() {
-            Some(s) => s.local_addr().ok(),
-            None => self.dht.as_ref().and_then(|d| d.local_addr().ok()),
-        };
-        local.is_some_and(|l| l.is_ipv6() == addr.is_ipv6())
+        let shared = self.dht.as_ref().map(|d| d.sockets()).unwrap_or_default();
+        self.utp.as_ref().is_some_and(|u| u.reaches(addr, shared))
     }
 
     /// Registers `stream` for `conn` (dialed to `dialed`, or accepted) and keeps it,

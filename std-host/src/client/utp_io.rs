@@ -12,11 +12,13 @@ use crate::encryption::Link;
 use btcore_core::session::{ConnId, Transport};
 
 impl Client {
-    /// Datagrams on the uTP socket of our own, [`DHT_READS_PER_TURN`] at most.
+    /// Datagrams on the uTP sockets of our own, [`DHT_READS_PER_TURN`] at most on
+    /// each.
     pub(super) fn read_utp(&mut self) {
         let now = self.now();
         if let Some(u) = self.utp.as_mut() {
-            self.utp_more = u.read_own(now, DHT_READS_PER_TURN);
+            let more = u.read_own(now, DHT_READS_PER_TURN, false);
+            self.utp_more = u.read_own(now, DHT_READS_PER_TURN, true) || more;
         }
     }
 
@@ -92,7 +94,7 @@ impl Client {
         let Some(u) = self.utp.as_mut() else {
             return;
         };
-        let shared = self.dht.as_ref().map(|d| &d.socket);
+        let shared = self.dht.as_ref().map(|d| d.sockets()).unwrap_or_default();
         u.transmit(now, shared);
     }
 }
@@ -104,12 +106,9 @@ impl Client {
         let Some(u) = self.utp.as_mut() else {
             return;
         };
-        if u.own
-            .as_ref()
-            .is_some_and(|s| s.local_addr().is_ok_and(|a| a.port() == port))
-        {
+        if u.own.as_ref().is_some_and(|s| s.port() == port) {
             if let Some(mut s) = u.own.take() {
-                let _ = self.poll.registry().deregister(&mut s);
+                s.deregister(self.poll.registry());
             }
         }
     }
@@ -139,11 +138,7 @@ impl Client {
         let Some(u) = self.utp.as_mut() else {
             return;
         };
-        let own_port = u
-            .own
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| a.port());
+        let own_port = u.own.as_ref().map(|s| s.port());
         let right = if shared {
             own_port.is_none()
         } else {
@@ -153,14 +148,12 @@ impl Client {
             return;
         }
         if let Some(mut s) = u.own.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            s.deregister(self.poll.registry());
         }
         if !shared {
             let addr = std::net::SocketAddr::new(new.listen.ip(), port);
-            match crate::utp::UtpHost::bind(addr).and_then(|mut s| {
-                self.poll
-                    .registry()
-                    .register(&mut s, super::UTP, mio::Interest::READABLE)
+            match crate::utp::OwnSockets::bind(addr).and_then(|mut s| {
+                s.register(self.poll.registry(), super::UTP, super::UTP6)
                     .map(|_| s)
             }) {
                 Ok(s) => u.own = Some(s),
@@ -191,7 +184,7 @@ impl Client {
         self.transmit_utp();
         if let Some(mut u) = self.utp.take() {
             if let Some(mut s) = u.own.take() {
-                let _ = self.poll.registry().deregister(&mut s);
+                s.deregister(self.poll.registry());
             }
         }
     }
