@@ -490,6 +490,28 @@
 #define BTCORE_MAX_TRACKER_URLS 4096
 
 /**
+ * `btcore_web_seed_status.state`: no request in flight (nothing to ask of it, or the
+ * torrent does not download).
+ */
+#define BTCORE_WEB_SEED_IDLE 0
+
+/**
+ * `btcore_web_seed_status.state`: requests in flight.
+ */
+#define BTCORE_WEB_SEED_ACTIVE 1
+
+/**
+ * `btcore_web_seed_status.state`: waiting after a failure (`retry_in_ms`).
+ */
+#define BTCORE_WEB_SEED_BACKOFF 2
+
+/**
+ * `btcore_web_seed_status.state`: dropped for data that failed the hash check; never
+ * asked again.
+ */
+#define BTCORE_WEB_SEED_DROPPED 3
+
+/**
  * An opaque DHT node. Made by `btcore_dht_new`, freed by `btcore_dht_free`. Every call
  * may come from any thread (calls on one handle are serialized on its lock; none does
  * I/O); never free it while another call on it runs.
@@ -1554,6 +1576,56 @@ typedef struct btcore_tracker_status {
    */
   uint32_t reserved;
 } btcore_tracker_status;
+
+/**
+ * One web seed of a torrent, filled by `btcore_torrent_web_seeds()`.
+ */
+typedef struct btcore_web_seed_status {
+  /**
+   * Payload bytes it sent (handed on as blocks).
+   */
+  uint64_t downloaded;
+  /**
+   * Bytes per second it sends now.
+   */
+  uint64_t download_rate;
+  /**
+   * Milliseconds until it is asked again, while in backoff (0 otherwise).
+   */
+  uint64_t retry_in_ms;
+  /**
+   * Where its URL starts in the text buffer of the call.
+   */
+  uint32_t url_offset;
+  /**
+   * Its URL's length in bytes (a NUL follows it in the text buffer).
+   */
+  uint32_t url_len;
+  /**
+   * Where the text of its last error starts in the text buffer (empty: none).
+   */
+  uint32_t error_offset;
+  /**
+   * That text's length in bytes (a NUL follows it; at most 256).
+   */
+  uint32_t error_len;
+  /**
+   * `BTCORE_WEB_SEED_IDLE`, `_ACTIVE`, `_BACKOFF` or `_DROPPED`.
+   */
+  uint32_t state;
+  /**
+   * Requests in flight.
+   */
+  uint32_t requests;
+  /**
+   * Its failures in a row.
+   */
+  uint32_t failures;
+  /**
+   * Always 0.
+   */
+  uint32_t reserved;
+} btcore_web_seed_status;
 
 /**
  * Success.
@@ -4168,6 +4240,35 @@ btcore_result btcore_torrent_set_trackers(struct btcore_session *session,
                                           const char *const *urls,
                                           const uint32_t *tiers,
                                           size_t count);
+
+/**
+ * Fills `buf` (room for `cap` records) with the web seeds of torrent `id`, in the
+ * torrent's order, and their strings into `text` (room for `text_cap` bytes): each
+ * record's URL and last error are at its offsets there, NUL-terminated. Writes the
+ * number of web seeds to `*out_len` and the text bytes used to `*out_text_len`. When
+ * either buffer is too small, returns `BTCORE_BUFFER_TOO_SMALL` with both sizes needed
+ * written (and nothing else). A torrent keeps at most 8 web seeds (the first of its
+ * `url-list`), each error at most 256 bytes. `BTCORE_NOT_FOUND` for an unknown id.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `buf` is valid for writes of `cap` `btcore_web_seed_status`es (it may be NULL when
+ *   `cap` is 0); `text` is valid for writes of `text_cap` bytes (it may be NULL when
+ *   `text_cap` is 0).
+ * - `out_len` and `out_text_len` are NULL or each valid for writing one `size_t`.
+ */
+btcore_result btcore_torrent_web_seeds(const struct btcore_session *session,
+                                       uint32_t id,
+                                       struct btcore_web_seed_status *buf,
+                                       size_t cap,
+                                       char *text,
+                                       size_t text_cap,
+                                       size_t *out_len,
+                                       size_t *out_text_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -52,6 +52,7 @@ mod session;
 mod settings;
 mod torrent;
 mod trackers;
+mod webseeds;
 
 pub use create::*;
 pub use error::*;
@@ -66,6 +67,7 @@ pub use session::*;
 pub use settings::*;
 pub use torrent::*;
 pub use trackers::*;
+pub use webseeds::*;
 
 use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;

@@ -107,6 +107,10 @@ fn rust() -> Layout {
              tier, flags, seeders, leechers, downloaded, last_peers, interval, min_interval,
              failures, reserved,
         }
+        btcore_web_seed_status {
+             downloaded, download_rate, retry_in_ms, url_offset, url_len, error_offset,
+             error_len, state, requests, failures, reserved,
+        }
     }
 }
 

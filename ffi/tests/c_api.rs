@@ -1127,6 +1127,102 @@ fn c_torrent_trackers_status_reannounce_and_edits() {
     );
 }
 
+// ---- a torrent's web seeds (ffi/tests/webseeds.c) ----
+
+/// An HTTP server on 127.0.0.1 serving the files of `root` with `Range` (one request
+/// per connection), on a thread that lives as long as the test process; its port.
+fn range_server(root: PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind web seed");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req).into_owned();
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let name = path.trim_start_matches('/');
+            let Ok(data) = std::fs::read(root.join(name))
+                .map_err(|_| ())
+                .and_then(|d| {
+                    (!name.contains("..") && !name.is_empty())
+                        .then_some(d)
+                        .ok_or(())
+                })
+            else {
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let range = req.lines().find_map(|l| {
+                let v = l
+                    .strip_prefix("Range: bytes=")
+                    .or_else(|| l.strip_prefix("range: bytes="))?;
+                let (a, b) = v.trim().split_once('-')?;
+                Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+            });
+            let (a, b) = range.unwrap_or((0, data.len().saturating_sub(1)));
+            let b = b.min(data.len().saturating_sub(1));
+            if a > b {
+                let _ = s.write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            }
+            let body = &data[a..=b];
+            let _ = write!(
+                s,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len(),
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+/// A torrent's web seeds from C: a torrent whose only source is its web seed (an HTTP
+/// server with `Range` on 127.0.0.1) completes from it, and `btcore_torrent_web_seeds`
+/// shows what it sent, and the refused second web seed's failures and error.
+#[test]
+fn c_torrent_web_seeds_status() {
+    let dir = tmp("webseeds");
+    std::fs::create_dir_all(dir.join("src")).expect("src dir");
+    let data: Vec<u8> = (0..3 * 16384 + 1000u32)
+        .map(|i| (i * 29 % 251) as u8)
+        .collect();
+    std::fs::write(dir.join("src/data.bin"), &data).expect("payload");
+    let serving = range_server(dir.join("src"));
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let exe = dir.join("webseeds");
+    compile(&[root().join("ffi/tests/webseeds.c")], &exe, false, true);
+    let out = run_bounded(
+        Command::new(&exe)
+            .arg(&*dir)
+            .arg(serving.to_string())
+            .arg(refused.to_string())
+            .current_dir(&dir),
+        Duration::from_secs(90),
+    );
+    eprintln!("{out}");
+    assert!(out.contains("all checks passed"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.join("dst/data.bin")).expect("downloaded"),
+        data
+    );
+}
+
 /// A download queue of 1 through the C API: of two torrents added together, the
 /// second waits (`BTCORE_STATE_QUEUED_DOWNLOAD`, no connection) until the first
 /// finishes, then downloads by itself; with the queue calls and limits along the way.

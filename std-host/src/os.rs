@@ -9,6 +9,8 @@
 //! - [`write_atomic`] replaces a file so that a crash or power cut at any moment leaves
 //!   either the old or the new contents, never a mix or an empty file: resume files,
 //!   the DHT routing table and the tracker server's state all go through it.
+//! - [`boot_id`] tells this boot of the system from the others (resume data saved
+//!   without a data sync is trusted only within the boot that wrote it).
 //! - [`local_weekday_minute`] reads the local wall clock (`localtime_r`, with the
 //!   time zone of the system): the alternative speed schedule is in local time.
 
@@ -16,6 +18,18 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The system's boot id (Linux: `/proc/sys/kernel/random/boot_id`, a random UUID
+/// drawn at each boot), read once; `None` where there is none.
+pub fn boot_id() -> Option<&'static [u8]> {
+    static ID: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let s = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let s = s.trim();
+        (!s.is_empty() && s.len() <= 64).then(|| s.as_bytes().to_vec())
+    })
+    .as_deref()
+}
 
 /// Fills `buf` with random bytes from the OS.
 ///

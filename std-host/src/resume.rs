@@ -16,6 +16,8 @@
 //! | `num-pieces`    | number of pieces the bitfield covers (0 before metadata)  |
 //! | `pieces`        | the have-bitfield in wire layout                          |
 //! | `save-path`     | the save directory, as bytes                              |
+//! | `unsynced-boot-id` | optional: the system's boot id when the data was saved |
+//! |                 | without a sync (see below)                                |
 //! | `uploaded`      | payload bytes uploaded (integer)                          |
 //!
 //! [`ResumeData::decode`] is strict: a wrong version, a bitfield of the wrong length
@@ -29,6 +31,19 @@
 //! most one save per [`ResumeWriter::min_gap`] — never on a timer while nothing changed.
 //! Save resume data only after [`Storage::sync`](crate::storage::Storage::sync), so it
 //! never claims pieces the disk could lose.
+//!
+//! Durability without the writeback bill: a data sync makes the process that asks for
+//! it do the writeback of everything it wrote, so syncing every save charged a whole
+//! download's writeback to the client. Where the system has a boot id (Linux:
+//! `/proc/sys/kernel/random/boot_id`), most saves skip the sync and record the boot
+//! id as `unsynced-boot-id` instead: the data they claim is in the kernel's page cache,
+//! which outlives the process (a `kill -9` or a crash of the client loses nothing) but
+//! not the system. Such a claim is trusted only while the boot id is the same; after a
+//! restart of the system it is checked like a changed file. The data is synced (and
+//! the claim saved without the boot id) at quiet points: when a torrent completes,
+//! at shutdown, at removal, and at least every [`ResumeWriter::sync_gap`] while
+//! it downloads. So a power cut costs at most a recheck of the torrents that
+//! downloaded within that gap, never a wrong claim.
 //!
 //! On start, pieces the file claims are trusted without hashing ([`trusted`]) when every
 //! file's length and modification time are still those recorded in `file-stamps` (as
@@ -81,7 +96,13 @@ pub struct ResumeData {
     /// Each file's length and mtime when the data was synced, in file order (`None`
     /// in the list: the file was absent), when recorded.
     pub file_stamps: Option<Vec<Option<FileStamp>>>,
+    /// The system's boot id when the data was saved without a sync: the claim holds
+    /// only within that boot (`None`: synced).
+    pub unsynced_boot_id: Option<Vec<u8>>,
 }
+
+/// The longest `unsynced-boot-id` read.
+const MAX_BOOT_ID: usize = 64;
 
 /// Why resume data could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +187,7 @@ impl ResumeData {
             downloaded,
             info,
             file_stamps: None,
+            unsynced_boot_id: None,
         }
     }
 
@@ -216,6 +238,9 @@ impl ResumeData {
             e.key_int(b"num-pieces", i64::from(self.pieces.len()))?;
             e.key_bytes(b"pieces", self.pieces.as_bytes())?;
             e.key_bytes(b"save-path", &self.save_path)?;
+            if let Some(b) = &self.unsynced_boot_id {
+                e.key_bytes(b"unsynced-boot-id", b)?;
+            }
             e.key_int(b"uploaded", clamp(self.uploaded))?;
             e.end()
         })();
@@ -288,6 +313,15 @@ impl ResumeData {
                 )
             }
         };
+        let unsynced_boot_id = match d.get(b"unsynced-boot-id") {
+            None => None,
+            Some(v) => Some(
+                v.as_bytes()
+                    .filter(|b| !b.is_empty() && b.len() <= MAX_BOOT_ID)
+                    .ok_or(ResumeError::Invalid("unsynced-boot-id"))?
+                    .to_vec(),
+            ),
+        };
         Ok(ResumeData {
             info_hash,
             pieces,
@@ -296,6 +330,7 @@ impl ResumeData {
             downloaded,
             info,
             file_stamps,
+            unsynced_boot_id,
         })
     }
 }
@@ -364,11 +399,26 @@ pub fn load(dir: &Path, info_hash: &InfoHash) -> io::Result<Option<ResumeData>> 
 }
 
 /// Whether the pieces `data` claims can be taken as they are for the torrent stored in
-/// `storage` (see the [module docs](self)): its files' stamps are those recorded, and
-/// every claimed piece's files exist and are long enough to hold it.
+/// `storage` (see the [module docs](self)): saved after a sync or within this boot,
+/// its files' stamps are those recorded, and every claimed piece's files exist and
+/// are long enough to hold it.
 pub fn trusted(data: &ResumeData, storage: &Storage) -> bool {
+    trusted_in_boot(data, storage, crate::os::boot_id())
+}
+
+fn trusted_in_boot(data: &ResumeData, storage: &Storage, boot: Option<&[u8]>) -> bool {
     if data.num_pieces() != storage.geometry().num_pieces() {
         return false;
+    }
+    if let Some(saved) = &data.unsynced_boot_id {
+        if boot != Some(saved.as_slice()) {
+            log::info!(
+                "resume data for {} was saved before its data reached the disk, and the \
+                 system restarted since: checking",
+                data.info_hash
+            );
+            return false;
+        }
     }
     if data.file_stamps.as_ref() != Some(&storage.stamps()) {
         log::debug!("resume data not trusted: a file changed since it was saved");
@@ -395,9 +445,16 @@ pub fn trusted(data: &ResumeData, storage: &Storage) -> bool {
 #[derive(Clone, Debug)]
 pub struct ResumeWriter {
     min_gap: Duration,
+    sync_gap: Duration,
     dirty: bool,
     last_flush: Option<Instant>,
+    /// The last save that synced the data (None: none yet, or data written since).
+    last_sync: Option<Instant>,
 }
+
+/// The default [`ResumeWriter::sync_gap`]: the most downloading a power cut can send
+/// back to a recheck.
+pub const SYNC_GAP: Duration = Duration::from_secs(60);
 
 impl Default for ResumeWriter {
     fn default() -> Self {
@@ -410,14 +467,34 @@ impl ResumeWriter {
     pub fn new(min_gap: Duration) -> Self {
         Self {
             min_gap,
+            sync_gap: SYNC_GAP,
             dirty: false,
             last_flush: None,
+            last_sync: None,
         }
     }
 
     /// The shortest time between two saves.
     pub fn min_gap(&self) -> Duration {
         self.min_gap
+    }
+
+    /// The longest time between two syncs of the data while changes are saved.
+    pub fn sync_gap(&self) -> Duration {
+        self.sync_gap
+    }
+
+    /// Whether the save about to be made at `now` should sync the data first: the
+    /// first save, or [`ResumeWriter::sync_gap`] after the last synced one (quiet
+    /// points, completion and shutdown, sync whatever this says).
+    pub fn sync_due(&self, now: Instant) -> bool {
+        self.last_sync
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.sync_gap)
+    }
+
+    /// Records that the save made at `now` synced the data.
+    pub fn synced(&mut self, now: Instant) {
+        self.last_sync = Some(now);
     }
 
     /// Whether a change awaits saving.
@@ -494,6 +571,7 @@ mod tests {
                     }),
                 ]
             }),
+            unsynced_boot_id: info.then(|| b"8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a".to_vec()),
         }
     }
 
@@ -693,5 +771,39 @@ mod tests {
         assert!(w.should_flush(at(2_100)));
         w.flushed(at(2_100));
         assert!(!w.should_flush(at(10_000)), "clean again");
+    }
+
+    #[test]
+    fn writer_syncs_first_then_once_per_sync_gap() {
+        let t0 = Instant::now();
+        let mut w = ResumeWriter::default();
+        assert!(w.sync_due(t0), "the first save syncs");
+        w.synced(t0);
+        let gap = w.sync_gap();
+        assert!(!w.sync_due(t0 + Duration::from_secs(2)));
+        assert!(!w.sync_due(t0 + gap - Duration::from_millis(1)));
+        assert!(w.sync_due(t0 + gap));
+    }
+
+    #[test]
+    fn unsynced_boot_id_is_bounded() {
+        let enc = sample(13, true).encode();
+        let with = |v: &[u8]| -> Vec<u8> {
+            let from = b"16:unsynced-boot-id36:8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a";
+            let at = enc
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("key present");
+            let mut to = format!("16:unsynced-boot-id{}:", v.len()).into_bytes();
+            to.extend_from_slice(v);
+            [&enc[..at], &to[..], &enc[at + from.len()..]].concat()
+        };
+        assert!(ResumeData::decode(&with(&[b'a'; 64])).is_ok());
+        for bad in [&[][..], &[b'a'; 65][..]] {
+            assert_eq!(
+                ResumeData::decode(&with(bad)),
+                Err(ResumeError::Invalid("unsynced-boot-id"))
+            );
+        }
     }
 }

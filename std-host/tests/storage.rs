@@ -756,6 +756,61 @@ mod state_dir {
         c.shutdown();
     }
 
+    /// Resume data saved without a data sync (`unsynced-boot-id`) is trusted within the
+    /// boot that wrote it and checked after the system restarted: the files here hold
+    /// zeros where the claim says every piece is, so a trusted claim starts seeding
+    /// and a checked one finds nothing.
+    #[test]
+    fn an_unsynced_claim_holds_only_within_its_boot() {
+        let Some(boot) = btcore_host::os::boot_id() else {
+            eprintln!("no boot id on this system: every save syncs");
+            return;
+        };
+        for (saved_in, want) in [(boot.to_vec(), 4), (b"another-boot".to_vec(), 0)] {
+            let dir = Scratch::new("unsynced");
+            let src = dir.0.join("src");
+            let t = victim(&src);
+            let save = dir.0.join("save");
+            let state = dir.0.join("state");
+            fs::create_dir_all(&save).expect("save");
+            fs::create_dir_all(&state).expect("state");
+            fs::write(save.join("victim.bin"), vec![0u8; 64 * 1024]).expect("zeros");
+            let mut tokens = Vec::new();
+            let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+            let stamps = Storage::new(
+                &save,
+                m.layout().expect("layout"),
+                m.geometry(),
+                StorageConfig::default(),
+            )
+            .expect("storage")
+            .stamps();
+            let mut r = ResumeData::decode(&claim_all(&t, &save, stamps)).expect("resume");
+            r.unsynced_boot_id = Some(saved_in.clone());
+            fs::write(
+                state.join(ResumeData::file_name(&info_hash(&t))),
+                r.encode(),
+            )
+            .expect("resume");
+
+            let mut c = client(&save, Some(&state), 5);
+            c.add_torrent_file(&t, None).expect("add");
+            let end = Instant::now() + Duration::from_secs(30);
+            while view(&c).checking.is_some() {
+                assert!(Instant::now() < end, "the check did not end");
+                c.run_once(Duration::from_millis(10)).expect("loop");
+            }
+            let v = view(&c);
+            assert_eq!(
+                v.status.pieces_have,
+                want,
+                "claim saved in boot {:?}: {v:?}",
+                String::from_utf8_lossy(&saved_in)
+            );
+            c.shutdown();
+        }
+    }
+
     /// The state directory's name is reserved however a case-insensitive disk spells
     /// it, for a `--state-dir` deeper under the save directory too; when the state
     /// directory is the save directory, the names of its files are.

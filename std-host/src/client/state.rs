@@ -6,7 +6,7 @@
 use super::Client;
 use crate::disk::{DiskDone, DiskJob};
 use crate::resume::{self, ResumeData};
-use btcore_core::session::{Action, ConnId, TorrentId};
+use btcore_core::session::{Action, ConnId, TorrentId, TorrentState};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -38,6 +38,20 @@ impl Client {
                 continue;
             };
             t.resume.flushed(now);
+            // The data is synced at quiet points (shutdown, a torrent done, paused or
+            // stopped) and at least every sync gap; in between, the claim holds only
+            // within this boot (see `resume`'s docs).
+            let boot = crate::os::boot_id();
+            let quiet = force
+                || status.paused
+                || !matches!(
+                    status.state,
+                    TorrentState::Downloading | TorrentState::FetchingMetadata
+                );
+            let sync = boot.is_none() || quiet || t.resume.sync_due(now);
+            if sync {
+                t.resume.synced(now);
+            }
             let mut data = ResumeData::new(
                 status.info_hash,
                 &have,
@@ -52,7 +66,10 @@ impl Client {
                 // Data first, then the claim that it is there, with the files' stamps
                 // as they are once synced (a later write changes them).
                 if let Some(s) = storage {
-                    if s.sync().is_ok() {
+                    if !sync {
+                        data.unsynced_boot_id = boot.map(<[u8]>::to_vec);
+                        data.file_stamps = Some(s.stamps());
+                    } else if s.sync().is_ok() {
                         data.file_stamps = Some(s.stamps());
                     }
                 }
