@@ -112,7 +112,7 @@ impl DhtHost {
         resolve: Resolver,
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
-        let socket6 = bind_v6_beside(&socket, bind, "dht");
+        let socket6 = crate::os::bind_v6_beside(&socket, bind, "dht");
         // Room for a burst to wait for the next turn of the loop (which handles
         // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
         // it at its `rmem_max`.
@@ -455,37 +455,6 @@ impl DhtHost {
         }
         self.saved_count = n;
         self.last_save = Some(std::time::Instant::now());
-    }
-}
-
-/// An IPv6-only socket on `[::]` and the port of `socket`, when `bind` is the IPv4
-/// unspecified address (all addresses) and the system has IPv6; `None` otherwise
-/// (logged for `what`). The DHT's and uTP's IPv6 twins.
-pub(crate) fn bind_v6_beside(
-    socket: &UdpSocket,
-    bind: SocketAddr,
-    what: &str,
-) -> Option<UdpSocket> {
-    if bind.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
-        return None;
-    }
-    let port = socket.local_addr().ok()?.port();
-    let addr = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
-    let open = || -> io::Result<UdpSocket> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_only_v6(true)?;
-        s.set_nonblocking(true)?;
-        let _ = s.set_recv_buffer_size(1 << 20);
-        s.bind(&addr.into())?;
-        Ok(UdpSocket::from_std(s.into()))
-    };
-    match open() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::info!("{what}: no IPv6 socket on {addr}: {e}");
-            None
-        }
     }
 }
 

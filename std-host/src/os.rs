@@ -9,6 +9,8 @@
 //! - [`write_atomic`] replaces a file so that a crash or power cut at any moment leaves
 //!   either the old or the new contents, never a mix or an empty file: resume files,
 //!   the DHT routing table and the tracker server's state all go through it.
+//! - `bind_v6_beside` binds the IPv6-only twin of a UDP socket on `0.0.0.0` (the
+//!   DHT's and uTP's).
 //! - [`boot_id`] tells this boot of the system from the others (resume data saved
 //!   without a data sync is trusted only within the boot that wrote it).
 //! - [`local_weekday_minute`] reads the local wall clock (`localtime_r`, with the
@@ -29,6 +31,37 @@ pub fn boot_id() -> Option<&'static [u8]> {
         (!s.is_empty() && s.len() <= 64).then(|| s.as_bytes().to_vec())
     })
     .as_deref()
+}
+
+/// An IPv6-only socket on `[::]` and the port of `socket`, when `bind` is the IPv4
+/// unspecified address (all addresses) and the system has IPv6; `None` otherwise
+/// (logged for `what`). The DHT's and uTP's IPv6 twins.
+pub(crate) fn bind_v6_beside(
+    socket: &mio::net::UdpSocket,
+    bind: std::net::SocketAddr,
+    what: &str,
+) -> Option<mio::net::UdpSocket> {
+    if bind.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+        return None;
+    }
+    let port = socket.local_addr().ok()?.port();
+    let addr = std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+    let open = || -> io::Result<mio::net::UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(true)?;
+        s.set_nonblocking(true)?;
+        let _ = s.set_recv_buffer_size(1 << 20);
+        s.bind(&addr.into())?;
+        Ok(mio::net::UdpSocket::from_std(s.into()))
+    };
+    match open() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::info!("{what}: no IPv6 socket on {addr}: {e}");
+            None
+        }
+    }
 }
 
 /// Fills `buf` with random bytes from the OS.

@@ -1392,7 +1392,7 @@ struct Http {
 
 /// The checked addresses of one hop, for the resolver.
 #[derive(Clone, Debug)]
-struct Pin {
+pub(crate) struct Pin {
     host: String,
     port: u16,
     addrs: Vec<SocketAddr>,
@@ -1401,6 +1401,21 @@ struct Pin {
 }
 
 impl Pin {
+    /// The addresses checked for `host` and `port`; `public` when one of them is.
+    pub(crate) fn new(host: &str, port: u16, addrs: Vec<SocketAddr>, public: bool) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            addrs,
+            public,
+        }
+    }
+
+    /// Whether one of the addresses is public.
+    pub(crate) fn is_public(&self) -> bool {
+        self.public
+    }
+
     /// Whether `uri` names the host and port this pin was checked for.
     fn matches(&self, uri: &ureq::http::Uri) -> bool {
         uri_host(uri).is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
@@ -1412,6 +1427,25 @@ thread_local! {
     /// The addresses [`PinnedResolver`] and [`GuardedConnector`] use for the request
     /// this thread is making (set by [`http_get`] while the guard is on).
     static PINNED: std::cell::RefCell<Option<Pin>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `call` (one request of an agent built with [`pinned_agent`]) with `pin`'s
+/// addresses as the only ones its host resolves to, and no other host reachable.
+pub(crate) fn with_pin<R>(pin: &Pin, call: impl FnOnce() -> R) -> R {
+    PINNED.with(|cell| *cell.borrow_mut() = Some(pin.clone()));
+    let r = call();
+    PINNED.with(|cell| *cell.borrow_mut() = None);
+    r
+}
+
+/// A `ureq` agent whose requests made in [`with_pin`] reach the pinned addresses only
+/// (directly, or through an HTTP proxy's tunnel to one of them).
+pub(crate) fn pinned_agent(config: ureq::config::Config) -> ureq::Agent {
+    ureq::Agent::with_parts(
+        config,
+        GuardedConnector::default(),
+        PinnedResolver::default(),
+    )
 }
 
 /// The error of a connection the guard did not check.
@@ -1563,7 +1597,7 @@ pub(crate) fn uri_host(uri: &ureq::http::Uri) -> Option<&str> {
     )
 }
 
-fn uri_port(uri: &ureq::http::Uri) -> Option<u16> {
+pub(crate) fn uri_port(uri: &ureq::http::Uri) -> Option<u16> {
     uri.port_u16().or(match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
         Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
@@ -1629,7 +1663,7 @@ fn check_query(guard: &SsrfGuard, url: &str) -> Result<(), String> {
 /// resolver or proxy reads as an address what the guard took for a name. A host whose
 /// last label is a number but which is no valid IPv4 address (`1.2.3.256`, `08.1`) is
 /// an error, as the URL standard has it.
-fn host_literal(host: &str) -> Result<Option<IpAddr>, String> {
+pub(crate) fn host_literal(host: &str) -> Result<Option<IpAddr>, String> {
     if let Ok(v6) = host.parse::<Ipv6Addr>() {
         return Ok(Some(IpAddr::V6(v6)));
     }

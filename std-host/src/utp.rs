@@ -78,7 +78,7 @@ impl OwnSockets {
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
         let main = tune(UdpSocket::bind(addr)?);
         let port = main.local_addr()?.port();
-        let v6 = crate::dht::bind_v6_beside(&main, addr, "uTP").map(tune);
+        let v6 = crate::os::bind_v6_beside(&main, addr, "uTP").map(tune);
         Ok(Self {
             main,
             main_v6: addr.is_ipv6(),

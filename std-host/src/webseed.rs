@@ -33,11 +33,15 @@
 //! ([`crate::tracker::is_local_address`]), and a redirect from a public host to a
 //! local one is refused: a torrent cannot make btcore send a GET with parameters to a
 //! router's admin page. A path to a local web seed (the common case of a LAN mirror)
-//! is allowed.
+//! is allowed. The host is resolved once per hop, for the check, and the request
+//! connects to the addresses checked and no other (pinned, as trackers' are): a name
+//! that resolves to a public address for the check and to a local one a moment later
+//! (DNS rebinding) cannot send the request inside.
 
+use crate::tracker::Pin;
 use btcore_core::session::{TorrentId, WebSeedId, WebSeedRange};
 use std::io::Read;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -118,7 +122,7 @@ impl WebSeedClient {
             .build();
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
         Self {
-            agent: ureq::Agent::new_with_config(config),
+            agent: crate::tracker::pinned_agent(config),
             tx,
             rx,
             wake,
@@ -259,15 +263,13 @@ impl Job {
         let mut public = None;
         for _ in 0..=MAX_REDIRECTS {
             let uri: ureq::http::Uri = url.parse().map_err(|_| fail(format!("bad URL {url}")))?;
-            let local = check_url(&uri, public)?;
-            public = Some(!local);
+            let pin = check_url(&uri, public)?;
+            public = Some(pin.is_public());
             let range = format!("bytes={}-{}", offset, offset + len - 1);
-            let resp = self
-                .agent
-                .get(&url)
-                .header("Range", &range)
-                .call()
-                .map_err(|e| fail(e.to_string()))?;
+            let resp = crate::tracker::with_pin(&pin, || {
+                self.agent.get(&url).header("Range", &range).call()
+            })
+            .map_err(|e| fail(e.to_string()))?;
             let status = resp.status().as_u16();
             let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok());
             match status {
@@ -360,35 +362,44 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
-/// The SSRF rule (see the module docs): returns whether the host is local. `from`
-/// is whether the hop before was public (`None` for the first).
-fn check_url(uri: &ureq::http::Uri, from_public: Option<bool>) -> Result<bool, Stop> {
+/// The SSRF rule (see the module docs), the host resolved once: the addresses the
+/// request may connect to, pinned for it. `from_public` is whether the hop before was
+/// public (`None` for the first).
+fn check_url(uri: &ureq::http::Uri, from_public: Option<bool>) -> Result<Pin, Stop> {
     let fail = |e: &str| Stop::Failed(e.to_owned(), None);
     match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
         _ => return Err(fail("not an http:// or https:// URL")),
     }
     let host = crate::tracker::uri_host(uri).ok_or_else(|| fail("URL without a host"))?;
-    let local = match host.parse::<IpAddr>() {
-        Ok(ip) => crate::tracker::is_local_address(ip),
-        Err(_) if host.eq_ignore_ascii_case("localhost") => true,
-        Err(_) => {
-            let port = uri.port_u16().unwrap_or(80);
-            (host, port)
-                .to_socket_addrs()
-                .map(|mut a| a.any(|a| crate::tracker::is_local_address(a.ip())))
-                .unwrap_or(false)
-        }
+    let port = crate::tracker::uri_port(uri).ok_or_else(|| fail("URL without a port"))?;
+    let found: Vec<SocketAddr> = match crate::tracker::host_literal(host).map_err(|e| fail(&e))? {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => (host, port)
+            .to_socket_addrs()
+            .map_err(|e| fail(&format!("cannot resolve {host}: {e}")))?
+            .take(16)
+            .collect(),
     };
-    if local && uri.query().is_some() {
-        return Err(fail("a local web seed URL with a query string is refused"));
+    let local = |a: &SocketAddr| crate::tracker::is_local_address(a.ip());
+    let query = uri.query().is_some();
+    let strict = query || from_public == Some(true);
+    let addrs: Vec<SocketAddr> = found
+        .iter()
+        .filter(|a| !strict || !local(a))
+        .copied()
+        .collect();
+    if addrs.is_empty() {
+        return Err(fail(if found.is_empty() {
+            "the host resolves to no address"
+        } else if query {
+            "a local web seed URL with a query string is refused"
+        } else {
+            "a redirect from a public host to a local one is refused"
+        }));
     }
-    if local && from_public == Some(true) {
-        return Err(fail(
-            "a redirect from a public host to a local one is refused",
-        ));
-    }
-    Ok(local)
+    let public = addrs.iter().any(|a| !local(a));
+    Ok(Pin::new(host, port, addrs, public))
 }
 
 #[cfg(test)]
@@ -406,16 +417,40 @@ mod tests {
     #[test]
     fn ssrf_rule() {
         let u = |s: &str| s.parse::<ureq::http::Uri>().expect("uri");
-        assert!(matches!(
-            check_url(&u("http://127.0.0.1:8/a/b"), None),
-            Ok(true)
-        ));
+        assert!(check_url(&u("http://127.0.0.1:8/a/b"), None).is_ok_and(|p| !p.is_public()));
         assert!(check_url(&u("http://127.0.0.1:8/a?x=1"), None).is_err());
         assert!(check_url(&u("http://192.168.1.1/a"), Some(true)).is_err());
-        assert!(matches!(
-            check_url(&u("http://192.0.2.1/a?x=1"), None),
-            Ok(false)
-        ));
+        assert!(check_url(&u("http://192.0.2.1/a?x=1"), None).is_ok_and(|p| p.is_public()));
         assert!(check_url(&u("ftp://192.0.2.1/a"), None).is_err());
+        // A name that resolves to a local address (localhost) is checked as one.
+        assert!(check_url(&u("http://localhost:8/a?x=1"), None).is_err());
+        assert!(check_url(&u("http://localhost:8/a"), Some(true)).is_err());
+    }
+
+    /// The client's requests connect to the addresses checked for them and nowhere
+    /// else: a name is "resolved" to the pinned address (here a name no resolver knows),
+    /// and a host the pin is not for is refused, not looked up.
+    #[test]
+    fn requests_reach_the_pinned_addresses_only() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut buf = [0u8; 2048];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        });
+        let client = WebSeedClient::new(Arc::new(|| {}));
+        let pin = Pin::new("seed.invalid", addr.port(), vec![addr], false);
+        let url = format!("http://seed.invalid:{}/f", addr.port());
+        let resp = crate::tracker::with_pin(&pin, || client.agent.get(&url).call());
+        assert_eq!(resp.expect("pinned request").status().as_u16(), 200);
+        server.join().expect("server");
+        let other = format!("http://other.invalid:{}/f", addr.port());
+        let err = crate::tracker::with_pin(&pin, || client.agent.get(&other).call())
+            .expect_err("a host the pin is not for");
+        assert!(err.to_string().contains("not checked"), "{err}");
     }
 }

@@ -424,3 +424,115 @@ fn a_skipped_files_shared_bytes_go_to_the_parts_file() {
     l.remove_torrent(id, false);
     assert!(!parts.exists(), "the parts file outlived its torrent");
 }
+
+/// An HTTP server on 127.0.0.1 serving the files under `root` with `Range`, a
+/// connection per request, on a thread that lives as long as the test process.
+fn range_server(root: PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).into_owned();
+                let path = req.split_whitespace().nth(1).unwrap_or("/");
+                let name = path.trim_start_matches('/');
+                let data = match std::fs::read(root.join(name)) {
+                    Ok(d) if !name.contains("..") => d,
+                    _ => {
+                        let _ = s.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
+                    }
+                };
+                let (a, b) = req
+                    .lines()
+                    .find_map(|l| {
+                        let v = l.to_ascii_lowercase();
+                        let v = v.strip_prefix("range: bytes=")?.to_string();
+                        let (a, b) = v.trim().split_once('-')?;
+                        Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+                    })
+                    .unwrap_or((0, data.len() - 1));
+                let b = b.min(data.len() - 1);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    data.len(),
+                    b + 1 - a
+                );
+                let _ = s.write_all(&data[a..=b]);
+            });
+        }
+    });
+    port
+}
+
+/// Web seed bytes of a torrent held back by its own download limit do not hold back
+/// another torrent's: of two torrents served by one web seed, the one without a limit
+/// completes while the limited one has fetched less than half.
+#[test]
+fn a_torrent_held_by_its_own_limit_does_not_hold_web_seed_bytes_of_another() {
+    let dir = scratch("webseed-limits");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    let len = 1 << 20;
+    std::fs::write(src.join("slow.bin"), content(11, len)).expect("slow");
+    std::fs::write(src.join("fast.bin"), content(12, len)).expect("fast");
+    let port = range_server(src.clone());
+    let make = |name: &str| {
+        create_torrent(
+            &src.join(name),
+            &CreateOptions {
+                piece_length: Some(PIECE),
+                web_seeds: vec![format!("http://127.0.0.1:{port}/")],
+                creation_date: Some(1),
+                threads: 1,
+                ..CreateOptions::default()
+            },
+        )
+        .expect("create")
+    };
+    let mut c = client(&dir.join("leech"));
+    let slow = c.add_torrent_file(&make("slow.bin"), None).expect("slow");
+    assert!(c.set_torrent_limits(slow, 64 * 1024, 0));
+    let fast = c.add_torrent_file(&make("fast.bin"), None).expect("fast");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state(&c, fast) != TorrentState::Seeding {
+        assert!(
+            Instant::now() < deadline,
+            "the unlimited torrent did not complete"
+        );
+        c.run_once(Duration::from_millis(5)).expect("run");
+    }
+    let have = |id| {
+        c.torrents()
+            .iter()
+            .find(|t| t.id == id)
+            .expect("torrent")
+            .status
+            .bytes_have
+    };
+    assert!(
+        have(slow) < len as u64 / 2,
+        "the limited torrent had {} of {len} bytes when the other completed",
+        have(slow)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("leech/fast.bin")).expect("fast"),
+        content(12, len)
+    );
+}

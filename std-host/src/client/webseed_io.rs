@@ -6,9 +6,9 @@
 //! web seed was dropped) is cancelled when its next chunk comes.
 
 use super::Client;
-use crate::webseed::{WebMsg, WebSeedClient};
+use crate::webseed::{WebMsg, WebSeedClient, CHANNEL};
 use btcore_core::session::{TorrentId, WebSeedId, WebSeedRange, WebSeedStatus};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,8 +17,9 @@ pub(super) struct WebIo {
     client: WebSeedClient,
     /// The cancel flag of each request running, by request number.
     running: HashMap<u64, Arc<AtomicBool>>,
-    /// A chunk taken from the channel and held back by a rate limit or the disk.
-    held: Option<WebMsg>,
+    /// Chunks taken from the channel and held back by a rate limit or the disk, in
+    /// the order they came (at most [`CHANNEL`]).
+    held: VecDeque<WebMsg>,
 }
 
 impl WebIo {
@@ -28,13 +29,13 @@ impl WebIo {
                 let _ = waker.wake();
             })),
             running: HashMap::new(),
-            held: None,
+            held: VecDeque::new(),
         }
     }
 
     /// A chunk waits for a rate limit: the loop looks again soon.
     pub(super) fn throttled(&self) -> bool {
-        self.held.is_some()
+        !self.held.is_empty()
     }
 
     /// Stops every request (at shutdown).
@@ -60,77 +61,117 @@ impl Client {
     }
 
     /// Hands what the web seed threads sent to the session, within the disk queue and
-    /// the rate limits.
+    /// the rate limits. A chunk whose torrent's own limit has no room is held (with
+    /// whatever of the same request follows it, so each request's bytes stay in
+    /// order) while the other torrents' chunks go on; the client's limit or a disk
+    /// that is behind holds them all. At most [`CHANNEL`] chunks are held: beyond
+    /// that the channel, and then the threads, wait.
     pub(super) fn collect_webseeds(&mut self) {
-        loop {
-            let Some(msg) = self.web.held.take().or_else(|| self.web.client.try_recv()) else {
+        let mut stop = false;
+        let held = std::mem::take(&mut self.web.held);
+        for msg in held {
+            stop = self.offer_web(msg, stop);
+        }
+        while !stop && self.web.held.len() < CHANNEL {
+            let Some(msg) = self.web.client.try_recv() else {
                 return;
             };
-            let now = self.now();
-            match msg {
-                WebMsg::Data {
-                    torrent,
-                    seed,
-                    req,
-                    bytes,
-                } => {
-                    if !self.web.running.contains_key(&req) {
-                        continue;
-                    }
-                    let own = self.torrent_buckets.get_mut(&torrent);
-                    let room = self
-                        .down
-                        .available()
-                        .min(own.map_or(usize::MAX, |b| b.down.available()));
-                    if room == 0 || self.session.disk_backlogged() {
-                        self.web.held = Some(WebMsg::Data {
-                            torrent,
-                            seed,
-                            req,
-                            bytes,
-                        });
-                        return;
-                    }
-                    self.down.take(bytes.len());
-                    if let Some(b) = self.torrent_buckets.get_mut(&torrent) {
-                        b.down.take(bytes.len());
-                    }
-                    if !self
-                        .session
-                        .handle_webseed_data(now, torrent, seed, req, &bytes)
-                    {
-                        if let Some(c) = self.web.running.remove(&req) {
-                            c.store(true, Ordering::Relaxed);
-                        }
+            stop = self.offer_web(msg, stop);
+        }
+    }
+
+    /// Delivers `msg` or holds it (always when `stop`, or when an earlier message of
+    /// its request is held); true when nothing more can be delivered this turn.
+    fn offer_web(&mut self, msg: WebMsg, stop: bool) -> bool {
+        let req = req_of(&msg);
+        if stop || self.web.held.iter().any(|h| req_of(h) == req) {
+            self.web.held.push_back(msg);
+            return stop;
+        }
+        match self.deliver_web(msg) {
+            Ok(()) => false,
+            Err((msg, all)) => {
+                self.web.held.push_back(msg);
+                all
+            }
+        }
+    }
+
+    /// Hands one message to the session; `Err` with it back when a rate limit or the
+    /// disk says wait (`true`: for every torrent).
+    fn deliver_web(&mut self, msg: WebMsg) -> Result<(), (WebMsg, bool)> {
+        let now = self.now();
+        match msg {
+            WebMsg::Data {
+                torrent,
+                seed,
+                req,
+                bytes,
+            } => {
+                if !self.web.running.contains_key(&req) {
+                    return Ok(());
+                }
+                let all = self.down.available() == 0 || self.session.disk_backlogged();
+                let own = self
+                    .torrent_buckets
+                    .get_mut(&torrent)
+                    .is_some_and(|b| b.down.available() == 0);
+                if all || own {
+                    let msg = WebMsg::Data {
+                        torrent,
+                        seed,
+                        req,
+                        bytes,
+                    };
+                    return Err((msg, all));
+                }
+                self.down.take(bytes.len());
+                if let Some(b) = self.torrent_buckets.get_mut(&torrent) {
+                    b.down.take(bytes.len());
+                }
+                if !self
+                    .session
+                    .handle_webseed_data(now, torrent, seed, req, &bytes)
+                {
+                    if let Some(c) = self.web.running.remove(&req) {
+                        c.store(true, Ordering::Relaxed);
                     }
                 }
-                WebMsg::End {
-                    torrent,
-                    seed,
-                    req,
-                    result,
-                } => {
-                    if self.web.running.remove(&req).is_none() {
-                        continue;
-                    }
-                    match result {
-                        Ok(()) => self.session.handle_webseed_done(now, torrent, seed, req),
-                        Err((e, retry)) => {
-                            log::debug!("web seed {seed:?} of {torrent:?}: {e}");
-                            let retry = retry.map(|d| {
-                                btcore_core::time::Duration::from_millis(d.as_millis() as u64)
-                            });
-                            self.session
-                                .handle_webseed_failed(now, torrent, seed, req, retry, &e);
-                        }
+            }
+            WebMsg::End {
+                torrent,
+                seed,
+                req,
+                result,
+            } => {
+                if self.web.running.remove(&req).is_none() {
+                    return Ok(());
+                }
+                match result {
+                    Ok(()) => self.session.handle_webseed_done(now, torrent, seed, req),
+                    Err((e, retry)) => {
+                        log::debug!("web seed {seed:?} of {torrent:?}: {e}");
+                        let retry = retry.map(|d| {
+                            btcore_core::time::Duration::from_millis(d.as_millis() as u64)
+                        });
+                        self.session
+                            .handle_webseed_failed(now, torrent, seed, req, retry, &e);
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// A torrent's web seeds: URL, state, bytes sent, last error.
     pub fn web_seeds(&self, id: TorrentId) -> Vec<WebSeedStatus> {
         self.session.web_seeds(id, self.now())
+    }
+}
+
+/// The request a message belongs to.
+fn req_of(m: &WebMsg) -> u64 {
+    match m {
+        WebMsg::Data { req, .. } | WebMsg::End { req, .. } => *req,
     }
 }

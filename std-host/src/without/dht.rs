@@ -128,6 +128,11 @@ impl DhtHost {
         match self.never {}
     }
 
+    /// The sockets, for uTP to share.
+    pub fn sockets(&self) -> crate::utp::Sockets<'_> {
+        match self.never {}
+    }
+
     /// Saves the routing table.
     pub fn maybe_save(&mut self, _now: Instant, _force: bool) {
         match self.never {}
