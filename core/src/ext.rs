@@ -250,6 +250,10 @@ pub struct ExtHandshake<'a> {
     pub client: Option<&'a [u8]>,
     /// `yourip`: the address the peer sees us as.
     pub yourip: Option<IpAddr>,
+    /// `ipv4`: the peer's own IPv4 address, as it says (4 bytes).
+    pub ipv4: Option<Ipv4Addr>,
+    /// `ipv6`: the peer's own IPv6 address, as it says (16 bytes).
+    pub ipv6: Option<Ipv6Addr>,
     /// `reqq`: how many outstanding requests the peer accepts, when positive.
     pub reqq: Option<u32>,
     /// `upload_only` (BEP 21): the peer will not download (a seed or partial seed).
@@ -298,6 +302,14 @@ impl<'a> ExtHandshake<'a> {
             .filter(|&p| p != 0);
         hs.client = dict.get_bytes(b"v").map(|v| rebind(payload, v));
         hs.yourip = dict.get_bytes(b"yourip").and_then(ip_from_bytes);
+        hs.ipv4 = dict
+            .get_bytes(b"ipv4")
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from);
+        hs.ipv6 = dict
+            .get_bytes(b"ipv6")
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Ipv6Addr::from);
         hs.reqq = dict
             .get_int(b"reqq")
             .and_then(|n| u32::try_from(n).ok())
@@ -362,6 +374,10 @@ pub struct OurExtensions<'a> {
     pub reqq: Option<u32>,
     /// `yourip`: the address we see the peer at.
     pub yourip: Option<IpAddr>,
+    /// `ipv4`: our own (external) IPv4 address, when known.
+    pub ipv4: Option<Ipv4Addr>,
+    /// `ipv6`: our own (external) IPv6 address, when known.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// Writes our extension handshake payload (the bencoded dictionary, without the wire
@@ -370,6 +386,12 @@ pub struct OurExtensions<'a> {
 pub fn write_ext_handshake(out: &mut [u8], ours: &OurExtensions<'_>) -> Result<usize, ExtError> {
     encode_into(out, |e| {
         e.dict()?;
+        if let Some(a) = ours.ipv4 {
+            e.key_bytes(b"ipv4", &a.octets())?;
+        }
+        if let Some(a) = ours.ipv6 {
+            e.key_bytes(b"ipv6", &a.octets())?;
+        }
         e.bytes(b"m")?;
         e.dict()?;
         if let Some(id) = ours.ut_metadata {
@@ -947,6 +969,26 @@ mod tests {
         assert_eq!(hs.metadata_size, Some(16 << 20));
     }
 
+    /// Our own addresses (`ipv4`, `ipv6`) come first (sorted keys) and parse back;
+    /// values of another length are ignored.
+    #[test]
+    fn our_addresses_round_trip() {
+        let ours = OurExtensions {
+            ipv4: Some(Ipv4Addr::new(203, 0, 113, 7)),
+            ipv6: Some("2001:db8::7".parse().expect("v6")),
+            ..OurExtensions::default()
+        };
+        let mut out = [0u8; 128];
+        let n = write_ext_handshake(&mut out, &ours).expect("write");
+        assert!(out[..n].starts_with(b"d4:ipv44:\xcb\x00\x71\x074:ipv616:"));
+        let hs = ExtHandshake::parse(&out[..n], &ExtConfig::default()).expect("parse");
+        assert_eq!(hs.ipv4, ours.ipv4);
+        assert_eq!(hs.ipv6, ours.ipv6);
+        let odd = b"d4:ipv43:abc4:ipv44:abcde";
+        let hs = ExtHandshake::parse(odd, &ExtConfig::default()).expect("parse");
+        assert_eq!((hs.ipv4, hs.ipv6), (None, None));
+    }
+
     #[test]
     fn our_handshake_round_trips() {
         let ours = OurExtensions {
@@ -957,6 +999,7 @@ mod tests {
             client: b"btcore 0.1",
             reqq: Some(250),
             yourip: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            ..OurExtensions::default()
         };
         let mut out = [0u8; 256];
         let n = write_ext_handshake(&mut out, &ours).expect("write");

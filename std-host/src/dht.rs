@@ -67,8 +67,9 @@ pub struct DhtHost {
     /// The IPv6 socket beside an IPv4 one bound to all addresses, on the same port
     /// (`[::]`, IPv6 only), when the system has IPv6 ([`DhtHost::register`]).
     pub socket6: Option<UdpSocket>,
-    /// `socket` is an IPv6 one (dual stack, as bound to `[::]`).
+    /// `socket` is an IPv6 one, and whether it reaches IPv4 peers (dual stack).
     socket_v6: bool,
+    socket_dual: bool,
     dht: Dht,
     state_file: Option<PathBuf>,
     saved_count: usize,
@@ -113,6 +114,7 @@ impl DhtHost {
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
         let socket6 = crate::os::bind_v6_beside(&socket, bind, "dht");
+        let socket_dual = crate::utp::dual_stack(&socket, bind);
         // Room for a burst to wait for the next turn of the loop (which handles
         // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
         // it at its `rmem_max`.
@@ -181,6 +183,7 @@ impl DhtHost {
             socket,
             socket6,
             socket_v6: bind.is_ipv6(),
+            socket_dual,
             dht,
             state_file,
             saved_count,
@@ -202,6 +205,7 @@ impl DhtHost {
         crate::utp::Sockets {
             main: Some(&self.socket),
             main_v6: self.socket_v6,
+            main_dual: self.socket_dual,
             v6: self.socket6.as_ref(),
         }
     }

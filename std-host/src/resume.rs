@@ -18,6 +18,7 @@
 //! | `save-path`     | the save directory, as bytes                              |
 //! | `unsynced-boot-id` | optional: the system's boot id when the data was saved |
 //! |                 | without a sync (see below)                                |
+//! | `unsynced-file-stamps` | with `unsynced-boot-id`, instead of `file-stamps`   |
 //! | `uploaded`      | payload bytes uploaded (integer)                          |
 //!
 //! [`ResumeData::decode`] is strict: a wrong version, a bitfield of the wrong length
@@ -29,20 +30,23 @@
 //! `fsync`s the directory, so a crash at any moment leaves the old file or the new one,
 //! never a torn one. [`ResumeWriter`] decides when to save: on change, coalesced to at
 //! most one save per [`ResumeWriter::min_gap`] — never on a timer while nothing changed.
-//! Save resume data only after [`Storage::sync`](crate::storage::Storage::sync), so it
-//! never claims pieces the disk could lose.
+//! A save claims only pieces already written (the disk worker runs it after their
+//! writes); without [`Storage::sync`](crate::storage::Storage::sync) first it says so
+//! (below).
 //!
 //! Durability without the writeback bill: a data sync makes the process that asks for
 //! it do the writeback of everything it wrote, so syncing every save charged a whole
 //! download's writeback to the client. Where the system has a boot id (Linux:
 //! `/proc/sys/kernel/random/boot_id`), most saves skip the sync and record the boot
-//! id as `unsynced-boot-id` instead: the data they claim is in the kernel's page cache,
+//! id as `unsynced-boot-id` instead (and their stamps as `unsynced-file-stamps`, which
+//! a build that knows nothing of this does not read: it checks the data rather than
+//! trust it): the data they claim is in the kernel's page cache,
 //! which outlives the process (a `kill -9` or a crash of the client loses nothing) but
 //! not the system. Such a claim is trusted only while the boot id is the same; after a
 //! restart of the system it is checked like a changed file. The data is synced (and
-//! the claim saved without the boot id) at quiet points: when a torrent completes,
-//! at shutdown, at removal, and at least every [`ResumeWriter::sync_gap`] while
-//! it downloads. So a power cut costs at most a recheck of the torrents that
+//! the claim saved without the boot id) at quiet points: the save after a torrent
+//! completes or is paused, at shutdown, and at least every [`ResumeWriter::sync_gap`]
+//! while it downloads; a sync that fails makes every later save sync until one works. So a power cut costs at most a recheck of the torrents that
 //! downloaded within that gap, never a wrong claim.
 //!
 //! On start, pieces the file claims are trusted without hashing ([`trusted`]) when every
@@ -66,6 +70,8 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes per file in `file-stamps`.
@@ -222,14 +228,18 @@ impl ResumeData {
             e.dict()?;
             e.key_int(b"btcore-resume", RESUME_VERSION)?;
             e.key_int(b"downloaded", clamp(self.downloaded))?;
-            if let Some(stamps) = &self.file_stamps {
+            let packed = self.file_stamps.as_ref().map(|stamps| {
                 let mut packed = Vec::with_capacity(stamps.len() * STAMP_LEN);
                 for s in stamps {
                     let (len, t) = s.map_or((u64::MAX, 0), |s| (s.len, s.mtime_ns));
                     packed.extend_from_slice(&len.to_be_bytes());
                     packed.extend_from_slice(&t.to_be_bytes());
                 }
-                e.key_bytes(b"file-stamps", &packed)?;
+                packed
+            });
+            let unsynced = self.unsynced_boot_id.is_some();
+            if let (Some(p), false) = (&packed, unsynced) {
+                e.key_bytes(b"file-stamps", p)?;
             }
             if let Some(info) = &self.info {
                 e.key_bytes(b"info", info)?;
@@ -240,6 +250,9 @@ impl ResumeData {
             e.key_bytes(b"save-path", &self.save_path)?;
             if let Some(b) = &self.unsynced_boot_id {
                 e.key_bytes(b"unsynced-boot-id", b)?;
+                if let Some(p) = &packed {
+                    e.key_bytes(b"unsynced-file-stamps", p)?;
+                }
             }
             e.key_int(b"uploaded", clamp(self.uploaded))?;
             e.end()
@@ -294,7 +307,13 @@ impl ResumeData {
                 Some(raw.to_vec())
             }
         };
-        let file_stamps = match d.get(b"file-stamps") {
+        let unsynced = d.get(b"unsynced-boot-id").is_some();
+        let stamps_key: &[u8] = if unsynced {
+            b"unsynced-file-stamps"
+        } else {
+            b"file-stamps"
+        };
+        let file_stamps = match d.get(stamps_key) {
             None => None,
             Some(v) => {
                 let raw = v
@@ -448,8 +467,10 @@ pub struct ResumeWriter {
     sync_gap: Duration,
     dirty: bool,
     last_flush: Option<Instant>,
-    /// The last save that synced the data (None: none yet, or data written since).
+    /// The last save that synced the data (None: none yet).
     last_sync: Option<Instant>,
+    /// Set by a save whose sync failed, cleared by one whose sync worked.
+    sync_failed: Arc<AtomicBool>,
 }
 
 /// The default [`ResumeWriter::sync_gap`]: the most downloading a power cut can send
@@ -471,6 +492,7 @@ impl ResumeWriter {
             dirty: false,
             last_flush: None,
             last_sync: None,
+            sync_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -488,8 +510,16 @@ impl ResumeWriter {
     /// first save, or [`ResumeWriter::sync_gap`] after the last synced one (quiet
     /// points, completion and shutdown, sync whatever this says).
     pub fn sync_due(&self, now: Instant) -> bool {
-        self.last_sync
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.sync_gap)
+        self.sync_failed.load(Ordering::Relaxed)
+            || self
+                .last_sync
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.sync_gap)
+    }
+
+    /// The flag a save's sync reports to: true when it failed (every later save then
+    /// syncs until one works).
+    pub fn sync_outcome(&self) -> Arc<AtomicBool> {
+        self.sync_failed.clone()
     }
 
     /// Records that the save made at `now` synced the data.
@@ -571,7 +601,7 @@ mod tests {
                     }),
                 ]
             }),
-            unsynced_boot_id: info.then(|| b"8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a".to_vec()),
+            unsynced_boot_id: None,
         }
     }
 
@@ -785,9 +815,48 @@ mod tests {
         assert!(w.sync_due(t0 + gap));
     }
 
+    /// An unsynced save's stamps are under a key of their own: a reader that knows
+    /// nothing of the boot id finds no stamps (and checks the data).
+    #[test]
+    fn unsynced_stamps_are_hidden_from_readers_that_ignore_the_boot_id() {
+        let mut r = sample(13, true);
+        r.unsynced_boot_id = Some(b"8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a".to_vec());
+        let enc = r.encode();
+        assert!(!enc.windows(14).any(|w| w == b"11:file-stamps"));
+        assert!(enc.windows(23).any(|w| w == b"20:unsynced-file-stamps"));
+        assert_eq!(ResumeData::decode(&enc), Ok(r.clone()));
+        // Without the boot id, `unsynced-file-stamps` alone is not taken.
+        let plain = sample(13, true);
+        let mut no_boot = plain.clone();
+        no_boot.file_stamps = None;
+        let stripped = {
+            let from = b"16:unsynced-boot-id36:8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a";
+            let at = enc
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("key");
+            [&enc[..at], &enc[at + from.len()..]].concat()
+        };
+        assert_eq!(ResumeData::decode(&stripped), Ok(no_boot));
+    }
+
+    #[test]
+    fn writer_syncs_every_save_after_a_failed_sync() {
+        let t0 = Instant::now();
+        let mut w = ResumeWriter::default();
+        w.synced(t0);
+        assert!(!w.sync_due(t0 + Duration::from_secs(2)));
+        w.sync_outcome().store(true, Ordering::Relaxed);
+        assert!(w.sync_due(t0 + Duration::from_secs(2)));
+        w.sync_outcome().store(false, Ordering::Relaxed);
+        assert!(!w.sync_due(t0 + Duration::from_secs(2)));
+    }
+
     #[test]
     fn unsynced_boot_id_is_bounded() {
-        let enc = sample(13, true).encode();
+        let mut r = sample(13, true);
+        r.unsynced_boot_id = Some(b"8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a".to_vec());
+        let enc = r.encode();
         let with = |v: &[u8]| -> Vec<u8> {
             let from = b"16:unsynced-boot-id36:8e0e3a4c-5b1f-4d2e-9c3a-1f2e3d4c5b6a";
             let at = enc

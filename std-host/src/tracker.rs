@@ -1432,10 +1432,16 @@ thread_local! {
 /// Runs `call` (one request of an agent built with [`pinned_agent`]) with `pin`'s
 /// addresses as the only ones its host resolves to, and no other host reachable.
 pub(crate) fn with_pin<R>(pin: &Pin, call: impl FnOnce() -> R) -> R {
-    PINNED.with(|cell| *cell.borrow_mut() = Some(pin.clone()));
-    let r = call();
-    PINNED.with(|cell| *cell.borrow_mut() = None);
-    r
+    /// Puts back what was pinned before, also when `call` unwinds.
+    struct Restore(Option<Pin>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            PINNED.with(|cell| *cell.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(PINNED.with(|cell| cell.borrow_mut().replace(pin.clone())));
+    call()
 }
 
 /// A `ureq` agent whose requests made in [`with_pin`] reach the pinned addresses only
@@ -1555,7 +1561,8 @@ impl ureq::unversioned::transport::Connector<()> for GuardedConnector {
             ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
         ) {
             return Err(ureq::Error::ConnectProxyFailed(
-                "SSRF mitigation: trackers are reached through HTTP proxies only".into(),
+                "SSRF mitigation: trackers and web seeds are reached through HTTP proxies only"
+                    .into(),
             ));
         }
         let mut last = None;

@@ -39,14 +39,17 @@ use std::net::SocketAddr;
 /// window cannot hold the loop (the rest go next turn).
 pub const SENDS_PER_TURN: usize = 1024;
 
-/// The UDP sockets datagrams leave on: `main` (an IPv6 one when `main_v6`, dual
-/// stack: it reaches IPv4 peers too) and an IPv6-only `v6` beside an IPv4 `main`.
+/// The UDP sockets datagrams leave on: `main` (an IPv6 one when `main_v6`, reaching
+/// IPv4 peers too when `main_dual`) and an IPv6-only `v6` beside an IPv4 `main`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sockets<'a> {
     /// The socket at the listen address.
     pub main: Option<&'a UdpSocket>,
     /// `main` is an IPv6 socket.
     pub main_v6: bool,
+    /// `main` is an IPv6 socket that reaches IPv4 peers too (dual stack: bound to
+    /// `[::]` with `IPV6_V6ONLY` off).
+    pub main_dual: bool,
     /// The IPv6 twin of an IPv4 `main` bound to all addresses.
     pub v6: Option<&'a UdpSocket>,
 }
@@ -55,8 +58,8 @@ impl<'a> Sockets<'a> {
     /// The socket that reaches peers of one family, if any.
     pub fn for_family(&self, v6: bool) -> Option<&'a UdpSocket> {
         match (v6, self.main_v6) {
-            (false, _) => self.main,
-            (true, true) => self.main,
+            (false, false) | (true, true) => self.main,
+            (false, true) => self.main.filter(|_| self.main_dual),
             (true, false) => self.v6,
         }
     }
@@ -68,6 +71,7 @@ impl<'a> Sockets<'a> {
 pub struct OwnSockets {
     main: UdpSocket,
     main_v6: bool,
+    main_dual: bool,
     v6: Option<UdpSocket>,
     port: u16,
 }
@@ -80,6 +84,7 @@ impl OwnSockets {
         let port = main.local_addr()?.port();
         let v6 = crate::os::bind_v6_beside(&main, addr, "uTP").map(tune);
         Ok(Self {
+            main_dual: dual_stack(&main, addr),
             main,
             main_v6: addr.is_ipv6(),
             v6,
@@ -97,6 +102,7 @@ impl OwnSockets {
         Sockets {
             main: Some(&self.main),
             main_v6: self.main_v6,
+            main_dual: self.main_dual,
             v6: self.v6.as_ref(),
         }
     }
@@ -123,6 +129,14 @@ impl OwnSockets {
             let _ = registry.deregister(s);
         }
     }
+}
+
+/// Whether `s`, bound to `addr`, is an IPv6 socket that reaches IPv4 peers as well:
+/// bound to `[::]` with `IPV6_V6ONLY` off (the default on Linux, not everywhere).
+pub fn dual_stack(s: &UdpSocket, addr: SocketAddr) -> bool {
+    addr.is_ipv6()
+        && addr.ip().is_unspecified()
+        && socket2::SockRef::from(s).only_v6().is_ok_and(|only| !only)
 }
 
 fn tune(s: UdpSocket) -> UdpSocket {

@@ -94,6 +94,8 @@ pub enum WebMsg {
 /// connections alive) and the channel back to the loop.
 pub struct WebSeedClient {
     agent: ureq::Agent,
+    /// For hops the SSRF rule checks: no pooled connections.
+    strict: ureq::Agent,
     tx: SyncSender<WebMsg>,
     rx: Receiver<WebMsg>,
     wake: Arc<dyn Fn() + Send + Sync>,
@@ -121,7 +123,23 @@ impl WebSeedClient {
             .proxy(ureq::Proxy::try_from_env())
             .build();
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
+        // Hops the SSRF rule checks (a query string, or after a public hop) keep no
+        // connection and take none from the pool: a pooled connection to a name is
+        // reused whatever the name resolves to now, so it could carry a checked
+        // request to the local address an earlier, unchecked request reached.
+        let strict = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(READ_TIMEOUT))
+            .timeout_per_read(Some(READ_TIMEOUT))
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .user_agent(user_agent.as_str())
+            .proxy(ureq::Proxy::try_from_env())
+            .build();
         Self {
+            strict: crate::tracker::pinned_agent(strict),
             agent: crate::tracker::pinned_agent(config),
             tx,
             rx,
@@ -129,21 +147,22 @@ impl WebSeedClient {
         }
     }
 
-    /// Starts a request; `cancel` stops it between chunks (it then reports nothing
-    /// more).
+    /// Starts a request; its [`Switches`] stop it (it then reports nothing more) or
+    /// hold it between chunks.
     pub fn start(
         &self,
         torrent: TorrentId,
         seed: WebSeedId,
         req: u64,
         ranges: Vec<WebSeedRange>,
-        cancel: Arc<AtomicBool>,
+        switches: Arc<Switches>,
     ) {
         let job = Job {
             agent: self.agent.clone(),
+            strict: self.strict.clone(),
             tx: self.tx.clone(),
             wake: self.wake.clone(),
-            cancel,
+            switches,
             torrent,
             seed,
             req,
@@ -171,12 +190,23 @@ impl WebSeedClient {
 
 struct Job {
     agent: ureq::Agent,
+    strict: ureq::Agent,
     tx: SyncSender<WebMsg>,
     wake: Arc<dyn Fn() + Send + Sync>,
-    cancel: Arc<AtomicBool>,
+    switches: Arc<Switches>,
     torrent: TorrentId,
     seed: WebSeedId,
     req: u64,
+}
+
+/// A request's switches, shared by the loop and the request's thread.
+#[derive(Debug, Default)]
+pub struct Switches {
+    /// Stop: the session no longer wants the request.
+    pub cancel: AtomicBool,
+    /// Hold the next chunk back: the loop holds one of this request's, for its
+    /// torrent's download limit.
+    pub pause: AtomicBool,
 }
 
 /// Why a request stopped.
@@ -202,12 +232,16 @@ impl Job {
         let _ = self.send(end);
     }
 
-    /// Hands a message to the loop, waiting while the channel is full (the loop
-    /// throttles); false once cancelled.
+    /// Hands a message to the loop, waiting while the channel is full or the loop
+    /// holds the request (its torrent's limit); an error once cancelled.
     fn send(&self, mut msg: WebMsg) -> Result<(), Stop> {
         loop {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.switches.cancel.load(Ordering::Relaxed) {
                 return Err(Stop::Cancelled);
+            }
+            if self.switches.pause.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
             match self.tx.try_send(msg) {
                 Ok(()) => {
@@ -263,11 +297,13 @@ impl Job {
         let mut public = None;
         for _ in 0..=MAX_REDIRECTS {
             let uri: ureq::http::Uri = url.parse().map_err(|_| fail(format!("bad URL {url}")))?;
+            let checked = uri.query().is_some() || public == Some(true);
             let pin = check_url(&uri, public)?;
             public = Some(pin.is_public());
             let range = format!("bytes={}-{}", offset, offset + len - 1);
             let resp = crate::tracker::with_pin(&pin, || {
-                self.agent.get(&url).header("Range", &range).call()
+                let agent = if checked { &self.strict } else { &self.agent };
+                agent.get(&url).header("Range", &range).call()
             })
             .map_err(|e| fail(e.to_string()))?;
             let status = resp.status().as_u16();
@@ -330,7 +366,7 @@ impl Job {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Stop::Failed(e.to_string(), None)),
                 }
-                if self.cancel.load(Ordering::Relaxed) {
+                if self.switches.cancel.load(Ordering::Relaxed) {
                     return Err(Stop::Cancelled);
                 }
                 if n > 0 && started.elapsed() >= HANDOFF {

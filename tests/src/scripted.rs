@@ -296,7 +296,7 @@ pub mod frames {
             listen_port: None,
             client: b"scripted",
             reqq: Some(250),
-            yourip: None,
+            ..OurExtensions::default()
         };
         let mut buf = [0u8; 256];
         let n = write_ext_handshake(&mut buf, &ours).expect("fits");
@@ -304,6 +304,46 @@ pub mod frames {
             id: 0,
             payload: &buf[..n],
         })
+    }
+
+    /// A BEP 10 extension handshake saying the peer sees us at `yourip`.
+    pub fn ext_handshake_yourip(yourip: std::net::IpAddr) -> Vec<u8> {
+        let ours = OurExtensions {
+            client: b"scripted",
+            yourip: Some(yourip),
+            ..OurExtensions::default()
+        };
+        let mut buf = [0u8; 256];
+        let n = write_ext_handshake(&mut buf, &ours).expect("fits");
+        message(&Message::Extended {
+            id: 0,
+            payload: &buf[..n],
+        })
+    }
+
+    /// The extension handshake in `bytes`, what a session sent to a peer (after its
+    /// handshake when it starts with one), parsed with `f`.
+    pub fn sent_ext_handshake<R>(
+        bytes: &[u8],
+        f: impl FnOnce(&btcore_core::ext::ExtHandshake<'_>) -> R,
+    ) -> Option<R> {
+        use btcore_core::wire::{decode, Limits, Status};
+        let mut rest = bytes;
+        if rest.first() == Some(&19) && rest.len() >= HANDSHAKE_LEN {
+            rest = &rest[HANDSHAKE_LEN..];
+        }
+        while let Ok(Status::Complete((message, consumed))) = decode(rest, &Limits::default()) {
+            if let Message::Extended { id: 0, payload } = message {
+                let hs = btcore_core::ext::ExtHandshake::parse(
+                    payload,
+                    &btcore_core::ext::ExtConfig::default(),
+                )
+                .ok()?;
+                return Some(f(&hs));
+            }
+            rest = &rest[consumed..];
+        }
+        None
     }
 
     /// A BEP 9 request for metadata piece `piece`, sent with the session's id for

@@ -843,3 +843,66 @@ fn close_reasons_tell_a_normal_close_from_a_failure() {
     assert_eq!(why, Some(CloseReason::TorrentStopped));
     assert!(!why.is_some_and(|r| r.is_peer_fault()));
 }
+
+/// Our external address is what peers of four distinct /24 subnets see in their
+/// `yourip`: never what many peers of one subnet say, nor a private or loopback
+/// address; once known it goes out in our extension handshake (`ipv4`). The host's
+/// word (its router's) is taken at once.
+#[test]
+fn peers_vote_our_external_address_from_distinct_subnets_only() {
+    let (mut host, _t, ih) = leecher(SessionConfig::new(peer_id(999)));
+    let say = |host: &mut Host, from: SocketAddr, ip: IpAddr, id: u8| {
+        let c = host.incoming(from);
+        host.recv(c, &frames::handshake(ih, peer_id(u64::from(id))));
+        host.recv(c, &frames::ext_handshake_yourip(ip));
+        c
+    };
+    let liar = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66));
+    // Twelve peers of one subnet (198.51.70.0/24).
+    for i in 0..12 {
+        say(&mut host, addr(70, 10 + i, 6881), liar, 10 + i);
+    }
+    assert_eq!(
+        host.session.external_address(false),
+        None,
+        "one subnet decided"
+    );
+    // Private and loopback answers count for nothing, however many subnets say them.
+    for (i, ip) in ["10.0.0.7", "127.0.0.1", "192.168.1.2", "0.0.0.0"]
+        .iter()
+        .enumerate()
+    {
+        for j in 0..5u8 {
+            say(
+                &mut host,
+                addr(80 + j, i as u8 + 1, 6881),
+                ip.parse().expect("ip"),
+                30 + j,
+            );
+        }
+    }
+    assert_eq!(host.session.external_address(false), None);
+    // Three subnets agree: not yet; a fourth: taken.
+    let ours = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    for j in 0..3u8 {
+        say(&mut host, addr(90 + j, 1, 6881), ours, 50 + j);
+    }
+    assert_eq!(
+        host.session.external_address(false),
+        None,
+        "three subnets decided"
+    );
+    say(&mut host, addr(93, 1, 6881), ours, 60);
+    assert_eq!(host.session.external_address(false), Some(ours));
+    // The next peer hears it in our extension handshake.
+    let c = host.incoming(addr(94, 1, 6881));
+    host.recv(c, &frames::handshake(ih, peer_id(70)));
+    let sent = host.read_from(c, 1 << 20);
+    let ipv4 = frames::sent_ext_handshake(&sent, |hs| hs.ipv4).expect("an extension handshake");
+    assert_eq!(ipv4, Some(Ipv4Addr::new(203, 0, 113, 9)));
+    // The router's word moves it at once.
+    let routed = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+    host.session.set_external_address(routed);
+    assert_eq!(host.session.external_address(false), Some(routed));
+    assert_eq!(host.session.external_address(true), None);
+}

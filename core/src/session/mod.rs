@@ -771,6 +771,11 @@ pub enum Event {
     TorrentDequeued(TorrentId),
     /// A peer connection completed its handshake.
     PeerConnected(TorrentId, SocketAddr),
+    /// Our external address of one family is now this one: set by the host (its
+    /// router said so, [`Session::set_external_address`]) or seen by peers of
+    /// [`EXTERNAL_VOTERS`] distinct subnets in their `yourip`. The host hands it on to
+    /// the DHT (BEP 42: the node id derived from it).
+    ExternalAddress(IpAddr),
     /// A peer was banned for bad data: its IP address is refused from now on, on
     /// every torrent, whatever its port or peer id. The port is that of the
     /// connection it sent from (0 when none was open any more).
@@ -912,6 +917,8 @@ pub struct Session {
     conns: BTreeMap<ConnId, Conn>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// Our external address, IPv4 then IPv6: set by the host or voted by peers.
+    external: [crate::dht::bep42::IpVoter; 2],
     disk_in_flight: usize,
     next_tick: Instant,
     /// Addresses banned for bad data.
@@ -952,6 +959,33 @@ impl Event {
     }
 }
 
+/// Peers from this many distinct subnets (IPv4 /24, IPv6 /48) must agree on our
+/// `yourip` before it is taken as our external address (as the DHT's BEP 42 vote).
+pub const EXTERNAL_VOTERS: usize = 4;
+
+/// Whether `ip` can be an external address: not unspecified, loopback, multicast,
+/// link-local or private (a peer on the LAN sees our LAN address).
+fn external_candidate(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.is_link_local()
+                || a.is_private()
+                || a.is_broadcast())
+        }
+        IpAddr::V6(a) => {
+            let seg = a.segments()[0];
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || (seg & 0xffc0) == 0xfe80
+                || (seg & 0xfe00) == 0xfc00)
+        }
+    }
+}
+
 /// Queues `e`, keeping at most `cap` events: past it, the oldest event that is no
 /// state change goes (the oldest of all only when every one is).
 fn push_bounded(q: &mut VecDeque<Event>, e: Event, cap: usize) {
@@ -979,6 +1013,10 @@ impl Session {
             conns: BTreeMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            external: [
+                crate::dht::bep42::IpVoter::new(EXTERNAL_VOTERS),
+                crate::dht::bep42::IpVoter::new(EXTERNAL_VOTERS),
+            ],
             disk_in_flight: 0,
             next_tick: Instant::ZERO,
             announce_budget: AnnounceBudget::new(Instant::ZERO, config.announces_per_second),
@@ -2888,6 +2926,39 @@ impl Session {
     /// The verified pieces of a torrent (the host saves them as resume data).
     pub fn have(&self, id: TorrentId) -> Option<&Bitfield> {
         self.torrents.get(&id)?.meta.as_ref().map(|m| &m.have)
+    }
+
+    /// Our external address of one family (`v6`), when known: as the host set it or
+    /// as peers of [`EXTERNAL_VOTERS`] distinct subnets see us. Sent to peers in our
+    /// extension handshake (`ipv4`, `ipv6`).
+    pub fn external_address(&self, v6: bool) -> Option<IpAddr> {
+        self.external[usize::from(v6)].decided()
+    }
+
+    /// Sets our external address from a source the host trusts (its router's answer to
+    /// a port mapping): [`Event::ExternalAddress`] when it changed. Peers' votes can
+    /// move it again only by the same quorum.
+    pub fn set_external_address(&mut self, ip: IpAddr) {
+        let ip = netaddr::canonical(ip);
+        if !external_candidate(ip) {
+            return;
+        }
+        let v = &mut self.external[usize::from(ip.is_ipv6())];
+        if v.decided() != Some(ip) {
+            v.set(ip);
+            self.push_event(Event::ExternalAddress(ip));
+        }
+    }
+
+    /// A peer at `voter` says it sees us at `ip` (its `yourip`).
+    fn vote_external(&mut self, voter: IpAddr, ip: IpAddr) {
+        let ip = netaddr::canonical(ip);
+        if !external_candidate(ip) || ip.is_ipv6() != netaddr::canonical(voter).is_ipv6() {
+            return;
+        }
+        if let Some(ip) = self.external[usize::from(ip.is_ipv6())].vote(voter, ip) {
+            self.push_event(Event::ExternalAddress(ip));
+        }
     }
 
     // ---- internals ----

@@ -943,6 +943,14 @@ pub(super) fn on_peer_event(
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let banned = s.conn_banned(conn);
+            let ours4 = match s.external_address(false) {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            };
+            let ours6 = match s.external_address(true) {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            };
             let (_, t, _) = s.split(conn).ok_or(CloseReason::TorrentStopped)?;
             if banned {
                 return Err(CloseReason::Banned);
@@ -963,6 +971,8 @@ pub(super) fn on_peer_event(
                     client: CLIENT,
                     reqq: Some(reqq),
                     yourip: Some(c.addr.ip()),
+                    ipv4: ours4,
+                    ipv6: ours6,
                 };
                 let mut buf = [0u8; 256];
                 if let Ok(n) = write_ext_handshake(&mut buf, &ours) {
@@ -1070,6 +1080,7 @@ fn on_extended(
         let Ok(hs) = ExtHandshake::parse(payload, &ext_config) else {
             return Ok(());
         };
+        let vote = hs.yourip.map(|ip| (c.addr.ip(), ip));
         c.their_ut_metadata = hs.ut_metadata_id();
         c.their_ut_pex = hs.ut_pex_id().filter(|_| !t.private);
         c.listen_port = hs.listen_port;
@@ -1081,6 +1092,9 @@ fn on_extended(
             metadata::claims_changed(s, now, tid);
         }
         request_metadata(s, now, conn);
+        if let Some((voter, ip)) = vote {
+            s.vote_external(voter, ip);
+        }
         return Ok(());
     }
     if id == OUR_UT_PEX {

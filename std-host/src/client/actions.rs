@@ -191,6 +191,13 @@ impl Client {
                     t.resume.mark_dirty(std::time::Instant::now());
                 }
             }
+            Event::ExternalAddress(ip) => {
+                log::info!("external address: {ip}");
+                let now = self.now();
+                if let Some(d) = self.dht.as_mut() {
+                    d.set_external_ip(now, *ip);
+                }
+            }
             _ => {}
         }
         if self.events_out.len() < 10_000 {

@@ -65,12 +65,21 @@ impl Client {
             self.portmap_more = h.read(now);
         }
         h.service(now);
+        // The gateway's word on our external address goes to the session (our
+        // extension handshake) and from there to the DHT (BEP 42).
+        let external = h.external_address();
         let lines = h.take_lines();
         self.portmap_lines.extend(lines);
         // Bounded if the application never takes them.
         if self.portmap_lines.len() > 64 {
             let extra = self.portmap_lines.len() - 64;
             self.portmap_lines.drain(..extra);
+        }
+        if external.is_some() && external != self.portmap_external {
+            self.portmap_external = external;
+            if let Some(a) = external {
+                self.session.set_external_address(std::net::IpAddr::V4(a));
+            }
         }
     }
 

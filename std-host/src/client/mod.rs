@@ -375,6 +375,8 @@ pub struct Client {
     /// The port mapping socket used its reads of a turn.
     portmap_more: bool,
     portmap_lines: Vec<String>,
+    /// The external address the gateway last gave, as handed to the session.
+    portmap_external: Option<std::net::Ipv4Addr>,
     /// DH private keys for encryption handshakes.
     keys: KeySource,
     /// Web seeds' HTTP requests and what they send back (`webseed_io`).
@@ -651,6 +653,7 @@ impl Client {
             portmap: None,
             portmap_more: false,
             portmap_lines: Vec::new(),
+            portmap_external: None,
             keys: KeySource::new(),
             web,
             alt: queue::alt_speed(&opts),

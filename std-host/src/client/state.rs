@@ -52,6 +52,7 @@ impl Client {
             if sync {
                 t.resume.synced(now);
             }
+            let outcome = t.resume.sync_outcome();
             let mut data = ResumeData::new(
                 status.info_hash,
                 &have,
@@ -70,7 +71,11 @@ impl Client {
                         data.unsynced_boot_id = boot.map(<[u8]>::to_vec);
                         data.file_stamps = Some(s.stamps());
                     } else if s.sync().is_ok() {
+                        outcome.store(false, Ordering::Relaxed);
                         data.file_stamps = Some(s.stamps());
+                    } else {
+                        // No claim on stamps, and the next saves sync again.
+                        outcome.store(true, Ordering::Relaxed);
                     }
                 }
                 if let Err(e) = resume::save_atomic(&dir, &data) {

@@ -6,21 +6,25 @@
 //! web seed was dropped) is cancelled when its next chunk comes.
 
 use super::Client;
-use crate::webseed::{WebMsg, WebSeedClient, CHANNEL};
+use crate::webseed::{Switches, WebMsg, WebSeedClient, CHANNEL};
 use btcore_core::session::{TorrentId, WebSeedId, WebSeedRange, WebSeedStatus};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The loop's side of the web seeds.
 pub(super) struct WebIo {
     client: WebSeedClient,
-    /// The cancel flag of each request running, by request number.
-    running: HashMap<u64, Arc<AtomicBool>>,
+    /// The switches of each request running, by request number.
+    running: HashMap<u64, Arc<Switches>>,
     /// Chunks taken from the channel and held back by a rate limit or the disk, in
-    /// the order they came (at most [`CHANNEL`]).
+    /// the order they came (at most [`HOLD`]).
     held: VecDeque<WebMsg>,
 }
+
+/// The most chunks held back (2 MiB): a request with a chunk held for its torrent's
+/// limit is paused, so beyond the channel's worth such requests add one each.
+const HOLD: usize = 2 * CHANNEL;
 
 impl WebIo {
     pub(super) fn new(waker: Arc<mio::Waker>) -> Self {
@@ -41,7 +45,7 @@ impl WebIo {
     /// Stops every request (at shutdown).
     pub(super) fn cancel_all(&mut self) {
         for (_, c) in self.running.drain() {
-            c.store(true, Ordering::Relaxed);
+            c.cancel.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -55,28 +59,34 @@ impl Client {
         req: u64,
         ranges: Vec<WebSeedRange>,
     ) {
-        let cancel = Arc::new(AtomicBool::new(false));
-        self.web.running.insert(req, cancel.clone());
-        self.web.client.start(torrent, seed, req, ranges, cancel);
+        let switches = Arc::new(Switches::default());
+        self.web.running.insert(req, switches.clone());
+        self.web.client.start(torrent, seed, req, ranges, switches);
     }
 
     /// Hands what the web seed threads sent to the session, within the disk queue and
     /// the rate limits. A chunk whose torrent's own limit has no room is held (with
     /// whatever of the same request follows it, so each request's bytes stay in
-    /// order) while the other torrents' chunks go on; the client's limit or a disk
-    /// that is behind holds them all. At most [`CHANNEL`] chunks are held: beyond
-    /// that the channel, and then the threads, wait.
+    /// order) and its request paused, while the other torrents' chunks go on; the
+    /// client's limit or a disk that is behind holds them all. At most [`HOLD`]
+    /// chunks are held: beyond that the channel, and then the threads, wait.
     pub(super) fn collect_webseeds(&mut self) {
         let mut stop = false;
         let held = std::mem::take(&mut self.web.held);
         for msg in held {
             stop = self.offer_web(msg, stop);
         }
-        while !stop && self.web.held.len() < CHANNEL {
+        while !stop && self.web.held.len() < HOLD {
             let Some(msg) = self.web.client.try_recv() else {
-                return;
+                break;
             };
             stop = self.offer_web(msg, stop);
+        }
+        // A request with a chunk held sends no more until it is delivered.
+        let held = &self.web.held;
+        for (req, sw) in &self.web.running {
+            let hold = held.iter().any(|m| req_of(m) == *req);
+            sw.pause.store(hold, Ordering::Relaxed);
         }
     }
 
@@ -134,7 +144,7 @@ impl Client {
                     .handle_webseed_data(now, torrent, seed, req, &bytes)
                 {
                     if let Some(c) = self.web.running.remove(&req) {
-                        c.store(true, Ordering::Relaxed);
+                        c.cancel.store(true, Ordering::Relaxed);
                     }
                 }
             }

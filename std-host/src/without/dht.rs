@@ -128,6 +128,11 @@ impl DhtHost {
         match self.never {}
     }
 
+    /// Our external address, as the host learnt it.
+    pub fn set_external_ip(&mut self, _now: Instant, _ip: std::net::IpAddr) {
+        match self.never {}
+    }
+
     /// The sockets, for uTP to share.
     pub fn sockets(&self) -> crate::utp::Sockets<'_> {
         match self.never {}
