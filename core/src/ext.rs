@@ -984,7 +984,7 @@ mod tests {
         let hs = ExtHandshake::parse(&out[..n], &ExtConfig::default()).expect("parse");
         assert_eq!(hs.ipv4, ours.ipv4);
         assert_eq!(hs.ipv6, ours.ipv6);
-        let odd = b"d4:ipv43:abc4:ipv44:abcde";
+        let odd = b"d4:ipv43:abc4:ipv65:abcdee";
         let hs = ExtHandshake::parse(odd, &ExtConfig::default()).expect("parse");
         assert_eq!((hs.ipv4, hs.ipv6), (None, None));
     }
