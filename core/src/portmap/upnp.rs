@@ -376,6 +376,32 @@ pub fn parse_http_response(b: &mut [u8]) -> Result<(u16, core::ops::Range<usize>
     }
 }
 
+/// Whether `b` holds a whole response by its own framing (`Content-Length` bytes of
+/// body, or a chunked body through its last chunk): the host stops reading there
+/// instead of waiting for a server that keeps the connection open. A response framed
+/// by the close alone, or not yet parsable, is not whole until the server closes.
+pub fn http_response_complete(b: &[u8]) -> bool {
+    let Ok((end, _)) = split_head(b) else {
+        return false;
+    };
+    for h in headers(&b[..end]) {
+        let Ok((name, value)) = h else {
+            return false;
+        };
+        if name.eq_ignore_ascii_case(b"Content-Length") {
+            let n = core::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok());
+            return n.is_some_and(|n| b.len() - end >= n);
+        }
+        if name.eq_ignore_ascii_case(b"Transfer-Encoding") {
+            // The last chunk and the blank line after it (no trailers).
+            return b[end..].ends_with(b"\r\n0\r\n\r\n") || b[end..] == *b"0\r\n\r\n";
+        }
+    }
+    false
+}
+
 /// Joins a chunked body in place; returns its length. Chunk extensions are skipped,
 /// trailers ignored.
 fn dechunk(b: &mut [u8]) -> Result<usize> {
@@ -1199,6 +1225,12 @@ mod tests {
             parse_http_response(&mut nohead),
             Err(UpnpParseError::TooLong)
         );
+        assert!(http_response_complete(ADD));
+        assert!(!http_response_complete(&ADD[..ADD.len() - 1]));
+        assert!(!http_response_complete(b"HTTP/1.1 200 OK\r\n\r\nabc"));
+        assert!(http_response_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+        ));
         let mut huge = std::vec![b'a'; MAX_HTTP_RESPONSE + 1];
         assert_eq!(parse_http_response(&mut huge), Err(UpnpParseError::TooLong));
         // Every prefix of every captured answer: an error or a result, never a panic.
