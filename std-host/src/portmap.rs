@@ -560,10 +560,24 @@ impl PortMapHost {
             self.upnp = None;
             return;
         }
+        // PCP's grants so far (the one just reported among them).
+        let mut held: Vec<(Protocol, u16)> = self
+            .mapper
+            .as_ref()
+            .map(|m| {
+                m.mappings()
+                    .filter_map(|s| s.external_port.map(|p| (s.protocol, p)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        held.push((protocol, port));
         let same: Vec<Protocol> = u
             .mapper
             .mappings()
-            .filter(|m| m.protocol == protocol && m.external_port == Some(port))
+            .filter(|m| {
+                m.external_port
+                    .is_some_and(|p| held.contains(&(m.protocol, p)))
+            })
             .map(|m| m.protocol)
             .collect();
         for p in same {
