@@ -809,6 +809,57 @@ impl PortMapHost {
 mod tests {
     use super::*;
 
+    /// A one-connection HTTP server on loopback that reads the request, writes
+    /// `reply` and keeps the connection open until the client goes.
+    fn server(reply: Vec<u8>) -> SocketAddrV4 {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let SocketAddr::V4(addr) = l.local_addr().expect("addr") else {
+            unreachable!("an IPv4 listener")
+        };
+        std::thread::spawn(move || {
+            let Ok((mut c, _)) = l.accept() else { return };
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(&reply);
+            // Open until the client closes (a server that ignores Connection: close).
+            let _ = c.read(&mut buf);
+        });
+        addr
+    }
+
+    #[test]
+    fn http_stops_at_the_responses_own_end_and_at_the_cap() {
+        let body = b"<a/>";
+        let mut r =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        let start = std::time::Instant::now();
+        let got = http_exchange(server(r.clone()), b"GET / HTTP/1.1\r\n\r\n").expect("a response");
+        assert_eq!(got, r);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "not waiting for the close"
+        );
+        // Endless: cut at the cap.
+        let big = format!("HTTP/1.1 200 OK\r\n\r\n{}", "x".repeat(MAX_HTTP_RESPONSE)).into_bytes();
+        assert_eq!(
+            http_exchange(server(big), b"GET / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::TooLarge)
+        );
+        // Nothing listening.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let SocketAddr::V4(closed) = l.local_addr().expect("addr") else {
+            unreachable!("an IPv4 listener")
+        };
+        drop(l);
+        assert_eq!(
+            http_exchange(closed, b"GET / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Connect)
+        );
+    }
+
     #[test]
     fn the_default_route_with_the_lowest_metric() {
         let t =
