@@ -19,6 +19,13 @@
 //! 2. With `--no-port-mapping` the seeder listens (the router reaches it) but the
 //!    outside cannot download (a bounded wait: its `--timeout`).
 //!
+//! And, with a router of its own, UPnP alone (`port_mapping_with_upnp_alone`):
+//! miniupnpd with NAT-PMP and PCP off (`enable_natpmp=no` turns both off in this
+//! version) and UPnP on, listening (SSDP and HTTP) on its inside interface. btcore
+//! finds it by SSDP (the inside's default route carries the multicast search), maps
+//! both ports with `AddPortMapping`, the outside downloads through the external
+//! address, and after SIGTERM `DeletePortMapping` has removed the rule and the lease.
+//!
 //! Needs root, `ip netns`, `miniupnpd` (nftables backend), `nft` and `iptables`;
 //! without them the test prints "skipped" and passes, unless `BTCORE_INTEROP=1`.
 //! Every process is stopped by its PID, the namespaces are deleted at the end.
@@ -27,7 +34,7 @@ mod common;
 
 use common::{btcore, btcore_create, compare, Case, Config, Deadline, Empties, Rng};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -198,8 +205,8 @@ fn sigterm(case: &Case, i: usize) {
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
 }
 
-#[test]
-fn port_mapping_through_miniupnpd() {
+/// Tools and privilege, or None (the test is skipped unless `BTCORE_INTEROP=1`).
+fn tools() -> Option<(String, String, String)> {
     let tools = (sbin("miniupnpd"), sbin("nft"), sbin("iptables"));
     let root = run(&["id", "-u"]).is_ok_and(|u| u.trim() == "0");
     let netns = root && run(&["ip", "netns", "list"]).is_ok();
@@ -211,72 +218,99 @@ fn port_mapping_through_miniupnpd() {
              and iptables (apt-get install miniupnpd-nftables nftables iptables iproute2)"
         );
         println!("skipped: needs root, ip netns, miniupnpd, nft, iptables");
-        return;
+        return None;
     };
-    // Dropped last: processes first (the case), then the namespaces.
-    let net = Net::setup(&nft, &iptables).unwrap_or_else(|e| panic!("network setup: {e}"));
-    let mut case = Case::new("miniupnpd", CONFIG);
+    Some((miniupnpd, nft, iptables))
+}
 
+/// Starts miniupnpd in the router (NAT-PMP and PCP on or off, UPnP on, listening on
+/// the inside interface); returns its lease file.
+fn start_miniupnpd(case: &mut Case, net: &Net, miniupnpd: &str, natpmp: bool) -> PathBuf {
     let leases = case.dir.join("upnp.leases");
     let conf = case.dir.join("miniupnpd.conf");
+    let natpmp_flag = if natpmp { "yes" } else { "no" };
     fs::write(
         &conf,
         format!(
-            "ext_ifname=wan0\nlistening_ip=lan1\nport=0\nenable_natpmp=yes\nenable_upnp=yes\n\
-             min_lifetime=2\nmax_lifetime={LIFETIME}\nlease_file={}\nsecure_mode=yes\n\
-             system_uptime=yes\nuuid=7536a178-8ecd-424a-82fb-9164ebb31c79\n\
+            "ext_ifname=wan0\nlistening_ip=lan1\nport=0\nenable_natpmp={natpmp_flag}\n\
+             enable_upnp=yes\nmin_lifetime=2\nmax_lifetime={LIFETIME}\nlease_file={}\n\
+             secure_mode=yes\nsystem_uptime=yes\nuuid=7536a178-8ecd-424a-82fb-9164ebb31c79\n\
              allow 1024-65535 10.77.0.0/16 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
             leases.display()
         ),
     )
     .expect("config");
-    let mut mu = Command::new(&miniupnpd);
+    let mut mu = Command::new(miniupnpd);
     mu.arg("-f")
         .arg(&conf)
         .arg("-d")
         .arg("-P")
         .arg(case.dir.join("miniupnpd.pid"));
     let mu = case.spawn("miniupnpd", in_ns(net.router(), mu), true);
-    case.wait_output(mu, "Listening for NAT-PMP/PCP traffic");
+    if natpmp {
+        case.wait_output(mu, "Listening for NAT-PMP/PCP traffic");
+    } else {
+        case.wait_output(mu, "HTTP listening on port");
+    }
+    leases
+}
+
+/// `btcore seed` of `torrent` from `dir` on [`PORT`], port mapping on or off.
+fn seeder(torrent: &Path, dir: &Path, mapping: bool) -> Command {
+    let mut c = btcore(&["seed"]);
+    c.arg(torrent).arg(dir);
+    c.args([
+        "--port",
+        &PORT.to_string(),
+        "--no-trackers",
+        "--progress",
+        "plain",
+    ]);
+    if common::btcore_has_dht() {
+        c.arg("--no-dht");
+    }
+    if !mapping {
+        c.arg("--no-port-mapping");
+    }
+    c.env("RUST_LOG", "info,btcore_host::portmap=debug");
+    c
+}
+
+/// `btcore download` of `torrent` into `dir` from `peer`, from its own `port`.
+fn downloader(torrent: &Path, peer: &str, dir: &Path, port: u16, timeout: u64) -> Command {
+    let mut c = btcore(&["download"]);
+    c.arg(torrent).arg("-o").arg(dir);
+    c.args(["--peer", peer, "--no-trackers", "--no-port-mapping"]);
+    c.args(["--timeout", &timeout.to_string(), "--progress", "plain"]);
+    c.args(["--port", &port.to_string()]);
+    c.env("RUST_LOG", "debug");
+    if common::btcore_has_dht() {
+        c.arg("--no-dht");
+    }
+    c
+}
+
+#[test]
+fn port_mapping_through_miniupnpd() {
+    let Some((miniupnpd, nft, iptables)) = tools() else {
+        return;
+    };
+    // Dropped last: processes first (the case), then the namespaces.
+    let net = Net::setup(&nft, &iptables).unwrap_or_else(|e| panic!("network setup: {e}"));
+    let mut case = Case::new("miniupnpd", CONFIG);
+
+    let leases = start_miniupnpd(&mut case, &net, &miniupnpd, true);
 
     let src = case.path("src").join("payload.bin");
     common::write_file(&src, &Rng(21).bytes(3 << 20));
     let torrent = btcore_create(&case, &src, None);
     let seed_dir = src.parent().expect("dir").to_path_buf();
-    let seeder = |mapping: bool| {
-        let mut c = btcore(&["seed"]);
-        c.arg(&torrent).arg(&seed_dir);
-        c.args([
-            "--port",
-            &PORT.to_string(),
-            "--no-trackers",
-            "--progress",
-            "plain",
-        ]);
-        if common::btcore_has_dht() {
-            c.arg("--no-dht");
-        }
-        if !mapping {
-            c.arg("--no-port-mapping");
-        }
-        c.env("RUST_LOG", "info,btcore_host::portmap=debug");
-        c
-    };
+    let seeder = |mapping: bool| seeder(&torrent, &seed_dir, mapping);
     let peer = format!("{}:{PORT}", net.external_ip());
     // Each download from its own port: the router's connection tracking keeps the
     // translation of a flow (uTP's UDP one for minutes) after its rule is deleted.
-    let downloader = |dir: &Path, port: u16, timeout: u64| {
-        let mut c = btcore(&["download"]);
-        c.arg(&torrent).arg("-o").arg(dir);
-        c.args(["--peer", &peer, "--no-trackers", "--no-port-mapping"]);
-        c.args(["--timeout", &timeout.to_string(), "--progress", "plain"]);
-        c.args(["--port", &port.to_string()]);
-        c.env("RUST_LOG", "debug");
-        if common::btcore_has_dht() {
-            c.arg("--no-dht");
-        }
-        c
-    };
+    let downloader =
+        |dir: &Path, port: u16, timeout: u64| downloader(&torrent, &peer, dir, port, timeout);
 
     // 1. Mapped: the outside downloads through the router's external address.
     let s = case.spawn("btcore-seed", in_ns(net.inside(), seeder(true)), true);
@@ -383,6 +417,92 @@ fn port_mapping_through_miniupnpd() {
     sigterm(&case, s2);
     case.procs[s2].must_live = false;
     case.wait_success(s2);
+    case.finish();
+    drop(net);
+}
+
+#[test]
+fn port_mapping_with_upnp_alone() {
+    let Some((miniupnpd, nft, iptables)) = tools() else {
+        return;
+    };
+    let net = Net::setup(&nft, &iptables).unwrap_or_else(|e| panic!("network setup: {e}"));
+    let mut case = Case::new("miniupnpd-upnp", CONFIG);
+    let leases = start_miniupnpd(&mut case, &net, &miniupnpd, false);
+
+    let src = case.path("src").join("payload.bin");
+    common::write_file(&src, &Rng(22).bytes(1 << 20));
+    let torrent = btcore_create(&case, &src, None);
+    let seed_dir = src.parent().expect("dir").to_path_buf();
+    let peer = format!("{}:{PORT}", net.external_ip());
+
+    let s = case.spawn(
+        "btcore-seed",
+        in_ns(net.inside(), seeder(&torrent, &seed_dir, true)),
+        true,
+    );
+    let ext = net.external_ip();
+    case.wait_output(
+        s,
+        &format!("TCP port {PORT} mapped to {ext}:{PORT} (UPnP, "),
+    );
+    case.wait_output(
+        s,
+        &format!("UDP port {PORT} mapped to {ext}:{PORT} (UPnP, "),
+    );
+    if !case.procs[s].printed("port mapping: UPnP gateway found at ") {
+        case.fail("no line says where the UPnP gateway was found");
+    }
+    // miniupnpd would grant its max_lifetime to either.
+    let pcp = format!("(PCP, {LIFETIME} s)");
+    let natpmp = format!("(NAT-PMP, {LIFETIME} s)");
+    if case.procs[s].printed(&pcp) || case.procs[s].printed(&natpmp) {
+        case.fail("PCP or NAT-PMP mapped on a router that speaks neither");
+    }
+    case.wait_output(s, "btcore: seeding ");
+    let rule = format!("dnat ip to {}:{PORT}", net.inside_ip());
+    let forwards = net.forwards(&nft);
+    if !forwards.contains(&rule) {
+        case.fail(&format!("no forwarding rule on the router:\n{forwards}"));
+    }
+    let lease = fs::read_to_string(&leases).unwrap_or_default();
+    if !lease.contains(&format!("TCP:{PORT}:{}:{PORT}:", net.inside_ip()))
+        || !lease.contains("btcore")
+    {
+        case.fail(&format!(
+            "no UPnP lease for btcore on the router: {lease:?}"
+        ));
+    }
+    let out = case.path("out");
+    let d = case.spawn(
+        "btcore-outside",
+        in_ns(net.outside(), downloader(&torrent, &peer, &out, 7002, 20)),
+        false,
+    );
+    case.wait_success(d);
+    case.check_data(&src, &out, Empties::Required);
+
+    // Deleted at exit, with DeletePortMapping.
+    sigterm(&case, s);
+    case.procs[s].must_live = false;
+    case.wait_success(s);
+    if !case.procs[s].printed("TCP mapping deleted (UPnP)")
+        || !case.procs[s].printed("UDP mapping deleted (UPnP)")
+    {
+        case.fail("btcore did not report both UPnP deletions");
+    }
+    let forwards = net.forwards(&nft);
+    if forwards.contains(&rule) {
+        case.fail(&format!("the mapping outlived btcore:\n{forwards}"));
+    }
+    let lease = fs::read_to_string(&leases).unwrap_or_default();
+    if lease.contains(&format!(":{PORT}:")) {
+        case.fail(&format!("the lease outlived btcore: {lease}"));
+    }
+    println!(
+        "mapped with UPnP, downloaded and deleted at {:.1} s",
+        case.elapsed()
+    );
     case.finish();
     drop(net);
 }

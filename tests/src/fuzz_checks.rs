@@ -525,6 +525,126 @@ pub fn portmap(data: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// upnp
+// ---------------------------------------------------------------------------------------
+
+/// `upnp`: UPnP IGD's parsers and client with hostile bytes. The first byte picks
+/// where the rest goes: an SSDP answer; the HTTP response carrying the device
+/// description; the HTTP response to every SOAP action (after miniupnpd's real
+/// description); or, wrapped in a valid HTTP head so the fuzzer reaches the XML, the
+/// description's or the actions' body. Must never panic; what the client writes
+/// always fits [`btcore_core::portmap::igd::MAX_REQUEST`] and goes to the gateway; a
+/// mapping shown as granted has a non-zero port; a shutdown deletes each mapping at
+/// most once and finishes.
+pub fn upnp(data: &[u8]) -> bool {
+    use btcore_core::portmap::igd::{HttpError, MAX_REQUEST};
+    use btcore_core::portmap::upnp::{
+        http_response_complete, parse_description, parse_http_response, parse_soap, parse_ssdp,
+        Action,
+    };
+    use btcore_core::portmap::{Protocol, UpnpConfig, UpnpMapper, UpnpTransmit};
+    use btcore_core::time::Instant;
+    use std::net::{Ipv4Addr, SocketAddr};
+    const SSDP: &[u8] = include_bytes!("../../core/src/portmap/testdata/miniupnpd_ssdp1.http");
+    const DESC: &[u8] = include_bytes!("../../core/src/portmap/testdata/miniupnpd_desc.http");
+    let Some((&sel, rest)) = data.split_first() else {
+        return false;
+    };
+    // The parsers alone.
+    let mut ok = parse_ssdp(rest).is_ok();
+    let _ = http_response_complete(rest);
+    let mut b = rest.to_vec();
+    if let Ok((status, r)) = parse_http_response(&mut b) {
+        assert!(r.end <= b.len());
+        let body = &b[r];
+        ok |= parse_description(body).is_ok();
+        for a in [
+            Action::GetExternalIpAddress,
+            Action::DeletePortMapping {
+                protocol: Protocol::Udp,
+                external_port: 1,
+            },
+        ] {
+            ok |= parse_soap(status, body, &a).is_ok();
+        }
+    }
+    ok |= parse_description(rest).is_ok();
+    // The client.
+    let wrapped = {
+        let mut w = format!(
+            "HTTP/1.1 {} OK\r\nContent-Length: {}\r\n\r\n",
+            if sel & 4 == 0 { 200 } else { 500 },
+            rest.len()
+        )
+        .into_bytes();
+        w.extend_from_slice(rest);
+        w
+    };
+    let gw = Ipv4Addr::new(10, 78, 1, 1);
+    let mut m = UpnpMapper::new(
+        UpnpConfig {
+            gateway: gw,
+            client: Ipv4Addr::new(10, 78, 1, 2),
+            tcp_port: Some(6881),
+            udp_port: Some(6881),
+            lease: 120,
+        },
+        u64::from(sel),
+    );
+    let from = SocketAddr::from((gw, 1900));
+    let mut out = vec![0u8; MAX_REQUEST];
+    // The first HTTP request is the description's, the others SOAP actions'.
+    let mut requests = 0u32;
+    let mut drive = |m: &mut UpnpMapper, now: Instant| {
+        let mut n = 0;
+        while let Some(t) = m.poll_transmit(now, &mut out) {
+            n += 1;
+            assert!(n < 64, "a bounded number of sends per turn");
+            match t {
+                UpnpTransmit::Search { len } => assert!(len <= MAX_REQUEST),
+                UpnpTransmit::Http { id, to, len } => {
+                    assert!(len <= MAX_REQUEST);
+                    assert_eq!(*to.ip(), gw, "requests go to the gateway only");
+                    requests += 1;
+                    let first = requests == 1;
+                    let resp: &[u8] = match sel & 3 {
+                        0 | 2 if first => DESC,
+                        3 if first && sel & 16 == 0 => DESC,
+                        0..=2 => rest,
+                        _ => &wrapped,
+                    };
+                    if sel & 8 != 0 && !first {
+                        m.handle_http(now, id, Err(HttpError::Timeout));
+                    } else {
+                        let mut r = resp.to_vec();
+                        m.handle_http(now, id, Ok(&mut r));
+                    }
+                }
+            }
+        }
+    };
+    drive(&mut m, Instant::from_millis(0));
+    m.handle_ssdp(
+        Instant::from_millis(1),
+        from,
+        if sel & 3 == 0 { rest } else { SSDP },
+    );
+    for t in [1, 2, 3, 70_000, 140_000] {
+        drive(&mut m, Instant::from_millis(t));
+        while m.poll_event().is_some() {}
+        for s in m.mappings() {
+            assert_ne!(s.external_port, Some(0));
+        }
+    }
+    let end = Instant::from_millis(200_000);
+    m.shutdown(end);
+    drive(&mut m, end);
+    drive(&mut m, Instant::from_millis(210_000));
+    assert!(m.is_finished(), "a shutdown finishes");
+    ok
+}
+
+// ---------------------------------------------------------------------------------------
 // mse
 // ---------------------------------------------------------------------------------------
 

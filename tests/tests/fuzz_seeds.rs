@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("pex", fuzz_checks::pex),
     ("lsd", fuzz_checks::lsd),
     ("portmap", fuzz_checks::portmap),
+    ("upnp", fuzz_checks::upnp),
     ("mse", fuzz_checks::mse),
     ("dht_node", fuzz_checks::dht_node),
     ("tracker_server", fuzz_checks::tracker_server),

@@ -8,12 +8,24 @@
 //!   PCP; retransmissions bounded, renewal at half the lifetime, deletion at
 //!   shutdown, the external address learned.
 //!
+//! - [`upnp`]: UPnP IGD's messages: the SSDP search and its answer, HTTP responses,
+//!   a strict bounded XML scanner for the device description and SOAP replies, the
+//!   SOAP requests; no allocator.
+//! - [`igd`]: [`UpnpMapper`], the sans-IO machine for the same mappings over UPnP:
+//!   discovery, the description, `AddPortMapping` with renewal at half the lease,
+//!   error 718 and 725 handled, deletion at shutdown, the external address.
+//!
 //! The host finds the gateway, owns the UDP socket (sending to the gateway's port
 //! 5351 and reading only what comes back from there), feeds the machine `now` and
-//! datagrams, and sends what it returns.
+//! datagrams, and sends what it returns. For UPnP it also multicasts the searches and
+//! makes the HTTP requests [`UpnpMapper`] writes, off its loop, handing back the
+//! responses.
 
 pub mod client;
+pub mod igd;
+pub mod upnp;
 pub mod wire;
 
 pub use client::{MapError, MapState, MapperConfig, MappingStatus, PortMapEvent, PortMapper};
+pub use igd::{UpnpConfig, UpnpEvent, UpnpMapper, UpnpTransmit};
 pub use wire::{Protocol, ResultCode, Version};

@@ -1,14 +1,15 @@
-//! Port mapping (PCP, NAT-PMP) of the client's ports on the default gateway: started
+//! Port mapping (PCP, NAT-PMP, UPnP IGD) of the client's ports on the default gateway: started
 //! with the client when [`ClientOptions::port_mapping`](super::ClientOptions) says so,
 //! serviced each turn of the loop, the mappings deleted at shutdown. It never fails or
 //! stalls the client: every problem is a status line ([`crate::portmap`]).
 
-use super::{Client, PORTMAP};
+use super::{Client, PORTMAP, PORTMAP_UPNP};
 use crate::portmap::{PortMapHost, PortMapStatus};
 use mio::Interest;
 
-/// How long shutdown waits for the gateway to acknowledge the deletions.
-const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long shutdown waits for the gateway to acknowledge the deletions (UPnP's are
+/// HTTP requests, one after the other).
+const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Client {
     /// Starts mapping the listen port (TCP) and the UDP port of uTP (the same number)
@@ -32,13 +33,16 @@ impl Client {
                 .map(|a| a.port())
         };
         let seed = crate::os::random_u64();
-        match PortMapHost::new(&opts, Some(tcp), udp, seed) {
+        match PortMapHost::new(&opts, Some(tcp), udp, seed, self.waker.clone()) {
             Ok(mut h) => {
-                match self
-                    .poll
-                    .registry()
+                let registry = self.poll.registry();
+                let registered = registry
                     .register(h.socket_mut(), PORTMAP, Interest::READABLE)
-                {
+                    .and_then(|()| match h.upnp_socket_mut() {
+                        Some(s) => registry.register(s, PORTMAP_UPNP, Interest::READABLE),
+                        None => Ok(()),
+                    });
+                match registered {
                     Ok(()) => {
                         self.portmap_lines.extend(h.take_lines());
                         self.portmap = Some(h);
@@ -88,6 +92,9 @@ impl Client {
     pub(super) fn finish_port_mapping(&mut self) {
         if let Some(mut h) = self.portmap.take() {
             let _ = self.poll.registry().deregister(h.socket_mut());
+            if let Some(s) = h.upnp_socket_mut() {
+                let _ = self.poll.registry().deregister(s);
+            }
             let epoch = self.epoch;
             h.finish(|| super::since(epoch), FINISH_LIMIT);
             self.portmap_lines.extend(h.take_lines());

@@ -106,6 +106,8 @@ const DHT6: Token = Token(7);
 const LISTENER6: Token = Token(10);
 /// The port mapping socket (to the gateway).
 const PORTMAP: Token = Token(8);
+/// The UPnP search socket (answers from the gateway).
+const PORTMAP_UPNP: Token = Token(9);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -810,7 +812,7 @@ impl Client {
                     self.read_utp();
                 }
                 LSD => self.read_lsd(),
-                PORTMAP => portmap_read = true,
+                PORTMAP | PORTMAP_UPNP => portmap_read = true,
                 t if TRACKER_UDP.contains(&t) => {
                     if let Some(tr) = self.trackers.as_mut() {
                         tr.on_udp_readable(std::time::Instant::now());
