@@ -321,6 +321,8 @@ fn port_mapping_through_miniupnpd() {
     case.wait_output(s, &mapped);
     let udp_mapped = format!("UDP port {PORT} mapped to {}:{PORT}", net.external_ip());
     case.wait_output(s, &udp_mapped);
+    // The router's word on our external address reached the session (and the DHT).
+    case.wait_output(s, &format!("external address: {}", net.external_ip()));
     let t_mapped = Instant::now();
     // Its data checked: a peer that comes while the torrent is checking is closed.
     case.wait_output(s, "btcore: seeding ");
@@ -450,6 +452,7 @@ fn port_mapping_with_upnp_alone() {
         s,
         &format!("UDP port {PORT} mapped to {ext}:{PORT} (UPnP, "),
     );
+    case.wait_output(s, &format!("external address: {ext}"));
     if !case.procs[s].printed("port mapping: UPnP gateway found at ") {
         case.fail("no line says where the UPnP gateway was found");
     }

@@ -107,7 +107,7 @@ const LISTENER6: Token = Token(10);
 /// The port mapping socket (to the gateway).
 const PORTMAP: Token = Token(8);
 /// The UPnP search socket (answers from the gateway).
-const PORTMAP_UPNP: Token = Token(9);
+const PORTMAP_UPNP: Token = Token(11);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
