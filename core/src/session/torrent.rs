@@ -177,6 +177,9 @@ struct KnownPeer {
     connected: bool,
     /// A uTP dial to it got no answer: it is dialed over TCP.
     no_utp: bool,
+    /// The connection (its address) whose PEX message named it last, whatever
+    /// source ranks it: the peer asked to relay a rendezvous (BEP 55).
+    pex_via: Option<SocketAddr>,
 }
 
 impl KnownPeer {
@@ -654,9 +657,22 @@ impl Torrent {
                 seq: self.known_seq,
                 connected: false,
                 no_utp: false,
+                pex_via: None,
             },
         );
         true
+    }
+
+    /// The connection at `via` named `addr` in a PEX message (BEP 55: it may relay).
+    pub(crate) fn set_pex_via(&mut self, addr: SocketAddr, via: SocketAddr) {
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.pex_via = Some(via);
+        }
+    }
+
+    /// The connection whose PEX message named `addr` last.
+    pub(crate) fn pex_via(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        self.known.get(&addr).and_then(|k| k.pex_via)
     }
 
     /// A connection we dialed to `addr` completed its handshake.
@@ -940,6 +956,7 @@ pub(super) fn on_peer_event(
             };
             let listen_port = s.config().listen_port;
             let pex = s.config().pex;
+            let holepunch = s.holepunch_offered(false);
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let banned = s.conn_banned(conn);
@@ -958,6 +975,8 @@ pub(super) fn on_peer_event(
                     // BEP 27: a private torrent's metadata is not handed out.
                     ut_metadata: (!t.private).then_some(OUR_UT_METADATA),
                     ut_pex: (!t.private && pex).then_some(OUR_UT_PEX),
+                    ut_holepunch: (!t.private && holepunch)
+                        .then_some(super::holepunch::OUR_UT_HOLEPUNCH),
                     metadata_size: t.meta.as_ref().map(|m| m.info.len() as u32),
                     listen_port: Some(listen_port),
                     client: CLIENT,
@@ -1072,6 +1091,8 @@ fn on_extended(
         };
         c.their_ut_metadata = hs.ut_metadata_id();
         c.their_ut_pex = hs.ut_pex_id().filter(|_| !t.private);
+        c.holepunch.their_id = hs.ut_holepunch_id().filter(|_| !t.private);
+        c.holepunch.our_ip = hs.yourip;
         c.listen_port = hs.listen_port;
         c.peer.set_peer_reqq(hs.reqq);
         // Only a claim: which size to fetch is decided over every peer's.
@@ -1092,6 +1113,7 @@ fn on_extended(
                 // An address of this machine only from a peer on it; what one
                 // address's PEX holds of the known list is capped.
                 let from = c.addr.ip();
+                let via = c.addr;
                 let added: Vec<SocketAddr> = m
                     .added()
                     .filter(|a| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
@@ -1099,11 +1121,17 @@ fn on_extended(
                 let caps = s.known_caps();
                 if let Some((_, t, _)) = s.split(conn) {
                     for a in added {
-                        t.add_known_peer(a, Some(netaddr::group(from)), caps);
+                        if t.add_known_peer(a, Some(netaddr::group(from)), caps) {
+                            t.set_pex_via(a, via);
+                        }
                     }
                 }
             }
         }
+        return Ok(());
+    }
+    if id == super::holepunch::OUR_UT_HOLEPUNCH {
+        super::holepunch::on_message(s, now, conn, payload);
         return Ok(());
     }
     if id != OUR_UT_METADATA {

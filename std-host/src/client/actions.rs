@@ -191,6 +191,7 @@ impl Client {
                     t.resume.mark_dirty(std::time::Instant::now());
                 }
             }
+            Event::Holepunch(_, h) => log::info!("holepunch: {h}"),
             _ => {}
         }
         if self.events_out.len() < 10_000 {
