@@ -3,7 +3,7 @@
 //! ```text
 //!  a 10.77.1.2 ── rt-a (NAT 44.1.1.2) ──┐                ┌── rt-b (NAT 44.1.2.2) ── b 10.77.2.2
 //!  btcore seed                          44.1.1.1  out  44.1.2.1                  btcore download
-//!                                       btcore tracker, btcore relay (download, 1 KiB/s)
+//!                                       btcore tracker, btcore relay (download, 64 KiB/s)
 //! ```
 //!
 //! Each router masquerades its inside behind its outside address and drops what comes
@@ -12,11 +12,11 @@
 //! the next mapping of that port take another one. Nobody outside can dial `a` or
 //! `b`; each reaches the outside and its own router.
 //!
-//! `a` seeds, the relay downloads at 1 KiB/s (it never has much to give), `b` starts
+//! `a` seeds, the relay downloads at 64 KiB/s (it never has much to give), `b` starts
 //! empty three seconds after `a`, so only `b` hears of `a` (from the tracker and the
 //! relay's PEX). `b` dials `a` and fails, asks the relay for a rendezvous, the relay
 //! sends both a `connect`, both dial over uTP, the routers let each other's SYN in
-//! after their own went out, and `b` downloads the 4 MiB from `a`. Checked: `b` has
+//! after their own went out, and `b` downloads the 8 MiB from `a`. Checked: `b` has
 //! the data, and the logs of `b`, the relay and `a` show each step.
 //!
 //! Needs root, `ip netns` and `iptables`; without them the test prints "skipped" and
@@ -173,7 +173,7 @@ fn two_nated_peers_punch_through_a_relay() {
     let mut case = Case::new("holepunch", CONFIG);
 
     let src = case.path("src").join("payload.bin");
-    common::write_file(&src, &Rng(55).bytes(4 << 20));
+    common::write_file(&src, &Rng(55).bytes(8 << 20));
     let tracker_url = "http://44.1.1.1:6969/announce";
     let torrent = btcore_create(&case, &src, Some(tracker_url));
     let seed_dir = src.parent().expect("dir").to_path_buf();
@@ -183,11 +183,12 @@ fn two_nated_peers_punch_through_a_relay() {
     let tr = case.spawn("btcore-tracker", in_ns(net.ns(0), t), true);
     case.wait_output(tr, "tracker: http://");
 
-    // The relay: reachable, downloading at 1 KiB/s (it stays a leecher that has
-    // next to nothing to give).
+    // The relay: reachable, downloading at 64 KiB/s: in the 25 s `b` has, it gets
+    // 1.6 MiB at most of the 8 MiB, so `b` cannot finish without `a` (and the relay
+    // stays a leecher, connected to the seed).
     let mut r = peer("download", &torrent);
     r.arg("-o").arg(case.path("relay"));
-    r.args(["--download-limit", "1", "--timeout", "60"]);
+    r.args(["--download-limit", "64", "--timeout", "60"]);
     let relay = case.spawn("btcore-relay", in_ns(net.ns(0), r), true);
 
     // Both know the relay by hand too (the tracker may hear of it after them).
@@ -227,7 +228,7 @@ fn two_nated_peers_punch_through_a_relay() {
         }
     }
     println!(
-        "b downloaded 4 MiB through the punched connection at {:.1} s",
+        "b downloaded 8 MiB through the punched connection at {:.1} s",
         case.elapsed()
     );
     case.finish();
