@@ -290,6 +290,25 @@ mod scripted {
         // Once per address per five minutes, however often the dial fails.
         h.advance(Duration::from_secs(120));
         assert!(heard(&mut h, pr).is_empty());
+        // A peer named with BEP 11 flags that say it has no `ut_holepunch`: no use
+        // asking (the relay could only answer NoSupport).
+        let t3 = sa("203.0.113.9:51413");
+        let mut payload = Vec::new();
+        btcore_core::pex::write_pex_with_flags(
+            &mut payload,
+            &[t3],
+            &[btcore_core::pex::FLAG_UTP],
+            &[],
+        )
+        .expect("vec");
+        let msg = frames::message(&btcore_core::wire::Message::Extended {
+            id: 1,
+            payload: &payload,
+        });
+        h.recv(pr, &msg);
+        h.advance(Duration::from_secs(2));
+        assert!(h.dialed.contains(&t3));
+        assert!(heard(&mut h, pr).is_empty());
         // A peer learned from a tracker has nobody to ask.
         let t2 = sa("203.0.113.8:51413");
         let tid = h.session.torrents().next().expect("torrent");

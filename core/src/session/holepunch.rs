@@ -14,7 +14,9 @@
 //! - **Initiator.** When a dial of ours to an address that PEX named fails (a uTP
 //!   dial unanswered or refused, or the last transport), and the connection whose PEX
 //!   named it is established and offered `ut_holepunch`, it gets a `rendezvous` for
-//!   the address, at most once per address per [`SessionConfig::holepunch_retry`].
+//!   the address, at most once per address per [`SessionConfig::holepunch_retry`];
+//!   not when that message's BEP 11 flags say the address has no `ut_holepunch`.
+//!   Our own PEX messages carry those flags (uTP, `ut_holepunch`, reachable, seed).
 //! - **Target.** A `connect` from a relay starts a uTP dial to the address it names,
 //!   an outgoing connection of the relay's torrent, never falling back to TCP. Only
 //!   for a running torrent with room for a connection, never to a port below 1024,
@@ -380,9 +382,14 @@ pub(crate) fn dial_failed(s: &mut Session, now: Instant, conn: ConnId) {
     if !s.holepunch_offered(t.private) {
         return;
     }
-    let Some(via) = t.pex_via(target) else {
+    let Some((via, flags)) = t.pex_via(target) else {
         return;
     };
+    // BEP 11 flags that say the peer has no `ut_holepunch`: the relay could only
+    // answer `NoSupport`. (A message without flags says nothing either way.)
+    if flags != 0 && flags & crate::pex::FLAG_HOLEPUNCH == 0 {
+        return;
+    }
     let retry = s.config.holepunch_retry;
     s.holepunch.asked.retain(|_, at| now.since(*at) < retry);
     if s.holepunch.asked.contains_key(&target) || s.holepunch.asked.len() >= MAX_ASKED {

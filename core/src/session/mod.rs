@@ -765,6 +765,25 @@ pub enum Action {
     },
 }
 
+/// The BEP 11 `added.f` flags of a connection, for the PEX messages that name it.
+fn pex_flags(c: &Conn) -> u8 {
+    use crate::pex::{FLAG_HOLEPUNCH, FLAG_REACHABLE, FLAG_SEED, FLAG_UTP};
+    let mut f = 0;
+    if c.transport == Transport::Utp {
+        f |= FLAG_UTP;
+    }
+    if c.holepunch.their_id.is_some() {
+        f |= FLAG_HOLEPUNCH;
+    }
+    if c.outgoing {
+        f |= FLAG_REACHABLE;
+    }
+    if c.peer.is_seed() {
+        f |= FLAG_SEED;
+    }
+    f
+}
+
 /// What happened, for the application (a bounded queue it drains).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1397,12 +1416,14 @@ impl Session {
             if self.torrents.get(&tid).is_none_or(|t| t.private) {
                 continue;
             }
-            let swarm: Vec<SocketAddr> = self
+            // Each with its BEP 11 flags: uTP, `ut_holepunch` (BEP 55), reachable, seed.
+            let with_flags: Vec<(SocketAddr, u8)> = self
                 .conns
                 .iter()
                 .filter(|(o, oc)| **o != k && oc.torrent == Some(tid) && oc.peer.is_established())
-                .filter_map(|(_, oc)| oc.dialable())
+                .filter_map(|(_, oc)| Some((oc.dialable()?, pex_flags(oc))))
                 .collect();
+            let swarm: Vec<SocketAddr> = with_flags.iter().map(|(a, _)| *a).collect();
             let Some(c) = self.conns.get_mut(&k) else {
                 continue;
             };
@@ -1426,7 +1447,16 @@ impl Session {
             c.pex_sent.retain(|a| !dropped.contains(a));
             c.pex_sent.extend_from_slice(&added);
             let mut payload = Vec::new();
-            if crate::pex::write_pex(&mut payload, &added, &dropped).is_ok() {
+            let flags: Vec<u8> = added
+                .iter()
+                .map(|a| {
+                    with_flags
+                        .iter()
+                        .find(|(b, _)| b == a)
+                        .map_or(0, |(_, f)| *f)
+                })
+                .collect();
+            if crate::pex::write_pex_with_flags(&mut payload, &added, &flags, &dropped).is_ok() {
                 if let Some(id) = c.their_ut_pex {
                     c.peer.send_extended(id, &payload);
                 }

@@ -180,6 +180,8 @@ struct KnownPeer {
     /// The connection (its address) whose PEX message named it last, whatever
     /// source ranks it: the peer asked to relay a rendezvous (BEP 55).
     pex_via: Option<SocketAddr>,
+    /// The `added.f` flags that PEX message gave it (BEP 11; 0: none).
+    pex_flags: u8,
 }
 
 impl KnownPeer {
@@ -658,21 +660,25 @@ impl Torrent {
                 connected: false,
                 no_utp: false,
                 pex_via: None,
+                pex_flags: 0,
             },
         );
         true
     }
 
     /// The connection at `via` named `addr` in a PEX message (BEP 55: it may relay).
-    pub(crate) fn set_pex_via(&mut self, addr: SocketAddr, via: SocketAddr) {
+    pub(crate) fn set_pex_via(&mut self, addr: SocketAddr, via: SocketAddr, flags: u8) {
         if let Some(k) = self.known.get_mut(&addr) {
             k.pex_via = Some(via);
+            k.pex_flags = flags;
         }
     }
 
-    /// The connection whose PEX message named `addr` last.
-    pub(crate) fn pex_via(&self, addr: SocketAddr) -> Option<SocketAddr> {
-        self.known.get(&addr).and_then(|k| k.pex_via)
+    /// The connection whose PEX message named `addr` last, and the flags it gave.
+    pub(crate) fn pex_via(&self, addr: SocketAddr) -> Option<(SocketAddr, u8)> {
+        self.known
+            .get(&addr)
+            .and_then(|k| Some((k.pex_via?, k.pex_flags)))
     }
 
     /// A connection we dialed to `addr` completed its handshake.
@@ -1114,15 +1120,15 @@ fn on_extended(
                 // address's PEX holds of the known list is capped.
                 let from = c.addr.ip();
                 let via = c.addr;
-                let added: Vec<SocketAddr> = m
-                    .added()
-                    .filter(|a| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
+                let added: Vec<(SocketAddr, u8)> = m
+                    .added_with_flags()
+                    .filter(|(a, _)| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
                     .collect();
                 let caps = s.known_caps();
                 if let Some((_, t, _)) = s.split(conn) {
-                    for a in added {
+                    for (a, flags) in added {
                         if t.add_known_peer(a, Some(netaddr::group(from)), caps) {
-                            t.set_pex_via(a, via);
+                            t.set_pex_via(a, via, flags);
                         }
                     }
                 }
