@@ -1,9 +1,10 @@
 //! BEP 55 hole punching between two btcore peers behind NATs, in network namespaces:
 //!
 //! ```text
-//!  a 10.77.1.2 ── rt-a (NAT 44.1.1.2) ──┐                ┌── rt-b (NAT 44.1.2.2) ── b 10.77.2.2
-//!  btcore seed                          44.1.1.1  out  44.1.2.1                  btcore download
-//!                                       btcore tracker, btcore relay (download, 64 KiB/s)
+//!  a 10.77.1.2 ── rt-a (NAT 44.1.0.2) ──┐            ┌── rt-b (NAT 44.1.0.3) ── b 10.77.2.2
+//!  btcore seed                          bridge in `out`                       btcore download
+//!                                       44.1.0.1: btcore tracker, btcore relay
+//!                                       (download, 64 KiB/s)
 //! ```
 //!
 //! Each router masquerades its inside behind its outside address and drops what comes
@@ -84,19 +85,26 @@ impl Net {
             run(&["ip", "netns", "add", ns])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
+        // The outside is one network: a bridge in `out` (44.1.0.1, the relay and the
+        // tracker) with each router's outside port on it. (With a routed outside the
+        // relay's UDP answers to the far router would leave from the address of the
+        // other interface, and that router would drop them as unasked.)
         let o = net.ns(0).to_string();
-        let mut steps: Vec<String> = vec![format!(
-            "ip netns exec {o} sysctl -qw net.ipv4.ip_forward=1"
-        )];
+        let mut steps: Vec<String> = vec![
+            format!("ip -n {o} link add br0 type bridge"),
+            format!("ip -n {o} addr add 44.1.0.1/24 dev br0"),
+            format!("ip -n {o} link set br0 up"),
+        ];
         for (k, rt, inside) in [(1, net.ns(1), net.ns(3)), (2, net.ns(2), net.ns(4))] {
+            let ext = k + 1;
             steps.extend([
-                // The outside link: out 44.1.K.1, router 44.1.K.2.
+                // The outside port: router 44.1.0.(K+1) on the bridge.
                 format!("ip -n {rt} link add wan0 type veth peer name wan{k} netns {o}"),
-                format!("ip -n {o} addr add 44.1.{k}.1/24 dev wan{k}"),
+                format!("ip -n {o} link set wan{k} master br0"),
                 format!("ip -n {o} link set wan{k} up"),
-                format!("ip -n {rt} addr add 44.1.{k}.2/24 dev wan0"),
+                format!("ip -n {rt} addr add 44.1.0.{ext}/24 dev wan0"),
                 format!("ip -n {rt} link set wan0 up"),
-                format!("ip -n {rt} route add default via 44.1.{k}.1"),
+                format!("ip -n {rt} route add default via 44.1.0.1"),
                 // The inside: router 10.77.K.1, peer 10.77.K.2.
                 format!("ip -n {inside} link add lan0 type veth peer name lan1 netns {rt}"),
                 format!("ip -n {rt} addr add 10.77.{k}.1/24 dev lan1"),
@@ -174,7 +182,7 @@ fn two_nated_peers_punch_through_a_relay() {
 
     let src = case.path("src").join("payload.bin");
     common::write_file(&src, &Rng(55).bytes(8 << 20));
-    let tracker_url = "http://44.1.1.1:6969/announce";
+    let tracker_url = "http://44.1.0.1:6969/announce";
     let torrent = btcore_create(&case, &src, Some(tracker_url));
     let seed_dir = src.parent().expect("dir").to_path_buf();
 
@@ -193,7 +201,7 @@ fn two_nated_peers_punch_through_a_relay() {
 
     // Both know the relay by hand too (the tracker may hear of it after them).
     let mut a = peer("seed", &torrent);
-    a.arg(&seed_dir).args(["--peer", "44.1.1.1:6881"]);
+    a.arg(&seed_dir).args(["--peer", "44.1.0.1:6881"]);
     let seed = case.spawn("btcore-a-seed", in_ns(net.ns(3), a), true);
     case.wait_output(seed, "btcore: seeding ");
     // The relay's first PEX message to `a` (2 s after their handshake) goes out
@@ -203,7 +211,7 @@ fn two_nated_peers_punch_through_a_relay() {
     let out = case.path("out-b");
     let mut b = peer("download", &torrent);
     b.arg("-o").arg(&out);
-    b.args(["--timeout", "25", "--peer", "44.1.1.1:6881"]);
+    b.args(["--timeout", "25", "--peer", "44.1.0.1:6881"]);
     let down = case.spawn("btcore-b", in_ns(net.ns(4), b), false);
     case.wait_success(down);
     case.check_data(&src, &out, Empties::Required);
@@ -211,15 +219,15 @@ fn two_nated_peers_punch_through_a_relay() {
     let steps = [
         (
             down,
-            "holepunch: asked 44.1.1.1:6881 to introduce us to 44.1.1.2:6881",
+            "holepunch: asked 44.1.0.1:6881 to introduce us to 44.1.0.2:6881",
         ),
         (
             relay,
-            "holepunch: introduced 44.1.2.2:6881 and 44.1.1.2:6881",
+            "holepunch: introduced 44.1.0.3:6881 and 44.1.0.2:6881",
         ),
         (
             seed,
-            "holepunch: 44.1.1.1:6881 introduced us to 44.1.2.2:6881",
+            "holepunch: 44.1.0.1:6881 introduced us to 44.1.0.3:6881",
         ),
     ];
     for (i, needle) in steps {

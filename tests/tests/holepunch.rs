@@ -322,6 +322,9 @@ mod scripted {
         h.advance(Duration::from_secs(2));
         assert!(h.dialed.contains(&t2));
         assert!(heard(&mut h, pr).is_empty());
+        // Until a peer that can relay names it: then it is asked at once.
+        h.recv(pr, &frames::pex(1, &[t2]));
+        assert_eq!(heard(&mut h, pr), [HolepunchMsg::Rendezvous(t2)]);
     }
 }
 

@@ -12,7 +12,8 @@
 //!   message is dropped without an answer, so a hostile peer cannot make us send
 //!   others more than that.
 //! - **Initiator.** When a dial of ours to an address that PEX named fails (a uTP
-//!   dial unanswered or refused, or the last transport), and the connection whose PEX
+//!   dial unanswered or refused, or the last transport), or PEX names an address
+//!   whose dial failed before, and the connection whose PEX
 //!   named it is established and offered `ut_holepunch`, it gets a `rendezvous` for
 //!   the address, at most once per address per [`SessionConfig::holepunch_retry`];
 //!   not when that message's BEP 11 flags say the address has no `ut_holepunch`.
@@ -376,6 +377,32 @@ pub(crate) fn dial_failed(s: &mut Session, now: Instant, conn: ConnId) {
     let (target, Some(tid)) = (c.addr, c.torrent) else {
         return;
     };
+    ask(s, now, tid, target);
+}
+
+/// A PEX message from a relay named `targets`, addresses our dials to failed before
+/// (their uTP dial, or every one): ask it now rather than at the next failure.
+pub(crate) fn named_after_failure(
+    s: &mut Session,
+    now: Instant,
+    tid: super::TorrentId,
+    targets: &[SocketAddr],
+) {
+    for &t in targets {
+        ask(s, now, tid, t);
+    }
+}
+
+/// Sends the peer whose PEX named `target` a rendezvous for it, when it can relay
+/// and we did not ask lately.
+fn ask(s: &mut Session, now: Instant, tid: super::TorrentId, target: SocketAddr) {
+    // Already connected to it (the PEX message came after a dial that worked).
+    if s.conns
+        .values()
+        .any(|o| o.torrent == Some(tid) && o.connected && is_at(o, target))
+    {
+        return;
+    }
     let Some(t) = s.torrents.get(&tid) else {
         return;
     };

@@ -695,6 +695,13 @@ impl Torrent {
         }
     }
 
+    /// Whether a dial to `addr` failed before: its uTP dial, or every transport.
+    pub(crate) fn dial_failed_before(&self, addr: SocketAddr) -> bool {
+        self.known
+            .get(&addr)
+            .is_some_and(|k| k.no_utp || k.failures > 0)
+    }
+
     /// Whether a uTP dial to `addr` got no answer before.
     pub(crate) fn no_utp(&self, addr: SocketAddr) -> bool {
         self.known.get(&addr).is_some_and(|k| k.no_utp)
@@ -1125,12 +1132,19 @@ fn on_extended(
                     .filter(|(a, _)| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
                     .collect();
                 let caps = s.known_caps();
+                let mut failed = Vec::new();
                 if let Some((_, t, _)) = s.split(conn) {
                     for (a, flags) in added {
                         if t.add_known_peer(a, Some(netaddr::group(from)), caps) {
                             t.set_pex_via(a, via, flags);
+                            if t.dial_failed_before(a) {
+                                failed.push(a);
+                            }
                         }
                     }
+                    let tid = t.id;
+                    // BEP 55: the sender may introduce us to those we could not dial.
+                    super::holepunch::named_after_failure(s, now, tid, &failed);
                 }
             }
         }
