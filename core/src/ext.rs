@@ -22,6 +22,7 @@
 //!   and is followed by the piece's bytes. An unrecognized `msg_type` must be ignored
 //!   ([`ExtError::UnknownMsgType`] is therefore not a peer fault).
 //! - [BEP 11]: only the `ut_pex` name in `m` is recognized here.
+//! - [BEP 55]: only the `ut_holepunch` name in `m` (its messages: `crate::holepunch`).
 //! - [BEP 21]: the `upload_only` handshake key (a partial seed).
 //!
 //! # Leniency
@@ -36,6 +37,7 @@
 //! [BEP 9]: https://www.bittorrent.org/beps/bep_0009.html
 //! [BEP 10]: https://www.bittorrent.org/beps/bep_0010.html
 //! [BEP 11]: https://www.bittorrent.org/beps/bep_0011.html
+//! [BEP 55]: https://www.bittorrent.org/beps/bep_0055.html
 //! [BEP 21]: https://www.bittorrent.org/beps/bep_0021.html
 
 use core::fmt;
@@ -56,6 +58,7 @@ pub const EXT_HANDSHAKE_ID: u8 = 0;
 pub(crate) const UT_METADATA: &[u8] = b"ut_metadata";
 /// The `m` key of the peer exchange extension (BEP 11).
 pub(crate) const UT_PEX: &[u8] = b"ut_pex";
+use crate::holepunch::UT_HOLEPUNCH;
 /// Size of a metadata piece (BEP 9, section "metadata"): 16 KiB.
 pub const METADATA_PIECE_LEN: u32 = 16 * 1024;
 /// Default bound on an accepted `metadata_size`: 16 MiB.
@@ -239,6 +242,8 @@ pub struct ExtHandshake<'a> {
     pub ut_metadata: Option<u8>,
     /// The `ut_pex` id (BEP 11).
     pub ut_pex: Option<u8>,
+    /// The `ut_holepunch` id (BEP 55).
+    pub ut_holepunch: Option<u8>,
     /// Other entries of `m` (name, id), in payload order; at most
     /// [`MAX_OTHER_EXTENSIONS`], further ones are dropped.
     pub others: heapless::Vec<(&'a [u8], u8), MAX_OTHER_EXTENSIONS>,
@@ -286,6 +291,7 @@ impl<'a> ExtHandshake<'a> {
                 match name {
                     UT_METADATA => hs.ut_metadata = Some(id),
                     UT_PEX => hs.ut_pex = Some(id),
+                    UT_HOLEPUNCH => hs.ut_holepunch = Some(id),
                     _ => {
                         let _ = hs.others.push((rebind(payload, name), id));
                     }
@@ -328,13 +334,19 @@ impl<'a> ExtHandshake<'a> {
         self.ut_pex.filter(|&id| id != 0)
     }
 
+    /// The peer's `ut_holepunch` id, if it announced one and did not disable it.
+    pub fn ut_holepunch_id(&self) -> Option<u8> {
+        self.ut_holepunch.filter(|&id| id != 0)
+    }
+
     /// The id of an extension by name, as found in `m` (0: disabled), among
-    /// `ut_metadata`, `ut_pex` and the recorded others.
+    /// `ut_metadata`, `ut_pex`, `ut_holepunch` and the recorded others.
     #[cfg(test)]
     pub fn extension_id(&self, name: &[u8]) -> Option<u8> {
         match name {
             UT_METADATA => self.ut_metadata,
             UT_PEX => self.ut_pex,
+            UT_HOLEPUNCH => self.ut_holepunch,
             _ => self
                 .others
                 .iter()
@@ -364,6 +376,8 @@ pub struct OurExtensions<'a> {
     pub ut_metadata: Option<u8>,
     /// Our `ut_pex` id.
     pub ut_pex: Option<u8>,
+    /// Our `ut_holepunch` id (BEP 55).
+    pub ut_holepunch: Option<u8>,
     /// `metadata_size`: the size of the info dictionary, when we have it.
     pub metadata_size: Option<u32>,
     /// `p`: our TCP listen port.
@@ -394,6 +408,9 @@ pub fn write_ext_handshake(out: &mut [u8], ours: &OurExtensions<'_>) -> Result<u
         }
         e.bytes(b"m")?;
         e.dict()?;
+        if let Some(id) = ours.ut_holepunch {
+            e.key_int(UT_HOLEPUNCH, id.into())?;
+        }
         if let Some(id) = ours.ut_metadata {
             e.key_int(UT_METADATA, id.into())?;
         }
@@ -994,6 +1011,7 @@ mod tests {
         let ours = OurExtensions {
             ut_metadata: Some(2),
             ut_pex: Some(1),
+            ut_holepunch: Some(4),
             metadata_size: Some(31235),
             listen_port: Some(6881),
             client: b"btcore 0.1",
@@ -1005,7 +1023,7 @@ mod tests {
         let n = write_ext_handshake(&mut out, &ours).expect("write");
         let mut expected = std::vec::Vec::new();
         expected.extend_from_slice(
-            b"d1:md11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi250e1:v10:btcore 0.16:yourip16:",
+            b"d1:md12:ut_holepunchi4e11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi250e1:v10:btcore 0.16:yourip16:",
         );
         expected.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         expected.push(b'e');
@@ -1013,6 +1031,8 @@ mod tests {
         let hs = ExtHandshake::parse(&out[..n], &ExtConfig::default()).expect("parse");
         assert_eq!(hs.ut_metadata, Some(2));
         assert_eq!(hs.ut_pex, Some(1));
+        assert_eq!(hs.ut_holepunch_id(), Some(4));
+        assert_eq!(hs.extension_id(b"ut_holepunch"), Some(4));
         assert_eq!(hs.metadata_size, Some(31235));
         assert_eq!(hs.listen_port, Some(6881));
         assert_eq!(hs.client, Some(&b"btcore 0.1"[..]));

@@ -62,6 +62,7 @@ mod choker;
 pub mod dht;
 pub mod ext;
 pub mod hash;
+pub mod holepunch;
 pub mod ids;
 pub mod lsd;
 pub mod magnet;

@@ -408,6 +408,12 @@ pub fn krpc(data: &[u8]) -> bool {
 // pex
 // ---------------------------------------------------------------------------------------
 
+/// Parses a BEP 55 `ut_holepunch` payload; whatever parses must write back to a
+/// payload that parses to the same message (checked inside `fuzz_parse`).
+pub fn holepunch(data: &[u8]) -> bool {
+    btcore_core::holepunch::fuzz_parse(data) > 0
+}
+
 /// `pex`: parses a BEP 11 `ut_pex` payload. Never more than 50 addresses per list;
 /// whatever parses must re-encode to a payload that parses to the same addresses.
 pub fn pex(data: &[u8]) -> bool {

@@ -36,6 +36,8 @@ pub struct Host {
     pub dials: usize,
     /// The address of each dial, in order.
     pub dialed: Vec<SocketAddr>,
+    /// The transport of each dial, in order.
+    pub dialed_over: Vec<btcore_core::session::Transport>,
     /// Leave dials pending instead of failing them: they wait in [`Host::pending_dials`]
     /// (a TCP connect that has not completed yet).
     pub hold_dials: bool,
@@ -56,6 +58,7 @@ impl Host {
             closed: Vec::new(),
             dials: 0,
             dialed: Vec::new(),
+            dialed_over: Vec::new(),
             hold_dials: false,
             pending_dials: Vec::new(),
             verified: Vec::new(),
@@ -174,6 +177,17 @@ impl Host {
             .map(|(_, e)| *e)
     }
 
+    /// A peer connected from `addr` over `transport`.
+    pub fn incoming_over(
+        &mut self,
+        addr: SocketAddr,
+        transport: btcore_core::session::Transport,
+    ) -> ConnId {
+        let c = self.session.handle_incoming_over(self.now, addr, transport);
+        self.drain();
+        c
+    }
+
     /// Carries out every action the session asks for.
     pub fn drain(&mut self) {
         while let Some(a) = self.session.poll_action() {
@@ -185,9 +199,15 @@ impl Host {
     fn act(&mut self, a: Action) {
         let now = self.now;
         match a {
-            Action::Connect { conn, addr, .. } => {
+            Action::Connect {
+                conn,
+                addr,
+                transport,
+                ..
+            } => {
                 self.dials += 1;
                 self.dialed.push(addr);
+                self.dialed_over.push(transport);
                 if self.hold_dials {
                     self.pending_dials.push(conn);
                 } else {
@@ -292,6 +312,7 @@ pub mod frames {
         let ours = OurExtensions {
             ut_metadata: Some(ut_metadata),
             ut_pex: None,
+            ut_holepunch: None,
             metadata_size: None,
             listen_port: None,
             client: b"scripted",
@@ -373,6 +394,51 @@ pub mod frames {
             id: their_id,
             payload: &payload,
         })
+    }
+
+    /// The extension handshake of a peer that speaks BEP 55 (`ut_holepunch` as our
+    /// id `holepunch`) and listens on `port`.
+    pub fn holepunch_ext_handshake(holepunch: u8, port: u16) -> Vec<u8> {
+        let ours = OurExtensions {
+            ut_holepunch: Some(holepunch),
+            listen_port: Some(port),
+            client: b"scripted",
+            ..OurExtensions::default()
+        };
+        let mut buf = [0u8; 256];
+        let n = write_ext_handshake(&mut buf, &ours).expect("fits");
+        message(&Message::Extended {
+            id: 0,
+            payload: &buf[..n],
+        })
+    }
+
+    /// A BEP 55 message, sent with the session's id for `ut_holepunch` (btcore's is 3).
+    pub fn holepunch(their_id: u8, m: btcore_core::holepunch::HolepunchMsg) -> Vec<u8> {
+        let mut buf = [0u8; btcore_core::holepunch::MAX_MESSAGE_LEN];
+        let n = m.write(&mut buf).expect("fits");
+        message(&Message::Extended {
+            id: their_id,
+            payload: &buf[..n],
+        })
+    }
+
+    /// The extension messages (id, payload) in `bytes`, what a session sent to a
+    /// peer: whole messages, after the session's handshake when it starts with one.
+    pub fn extended(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        use btcore_core::wire::{decode, Limits, Status};
+        let mut rest = bytes;
+        if rest.first() == Some(&19) && rest.len() >= HANDSHAKE_LEN {
+            rest = &rest[HANDSHAKE_LEN..];
+        }
+        let mut out = Vec::new();
+        while let Ok(Status::Complete((m, n))) = decode(rest, &Limits::default()) {
+            if let Message::Extended { id, payload } = m {
+                out.push((id, payload.to_vec()));
+            }
+            rest = &rest[n..];
+        }
+        out
     }
 
     /// The blocks requested in `bytes`, what a session sent to a peer: whole

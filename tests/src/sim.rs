@@ -44,8 +44,8 @@ use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::peer::PeerError;
 use btcore_core::rng::Rng;
 use btcore_core::session::{
-    Action, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, Event, Session, SessionConfig,
-    TorrentId, Transport, TransportPolicy,
+    Action, AnnounceEvent, AnnounceOutcome, CloseReason, ConnId, Event, HolepunchEvent, Session,
+    SessionConfig, TorrentId, Transport, TransportPolicy,
 };
 use btcore_core::time::{Duration, Instant};
 use btcore_core::utp::packet::{self, Header, PacketType};
@@ -138,6 +138,8 @@ pub struct UdpStats {
     pub no_socket: u64,
     /// Addressed to no live node.
     pub unreachable: u64,
+    /// Dropped by the receiver's NAT (no mapping towards the sender).
+    pub nat_drops: u64,
 }
 
 /// One uTP connection of a node, known to its session as a [`ConnId`].
@@ -277,7 +279,21 @@ pub struct Node {
     pub utp_reads_deferred: u64,
     /// Its uTP socket, if it has one.
     utp: Option<UtpHost>,
+    /// Behind a NAT that filters what comes in (a home router): no TCP dial reaches
+    /// it, and a datagram from an address reaches it only within [`NAT_UDP_TIMEOUT`]
+    /// of a datagram it sent there (the router's UDP mapping, as Linux's connection
+    /// tracking keeps it). Addresses are not rewritten: the node's own address stands
+    /// for the router's mapping of it, as a router that keeps source ports does.
+    pub nat: bool,
+    /// Where it sent datagrams last (its NAT's open mappings), when `nat`.
+    nat_out: BTreeMap<SocketAddr, Instant>,
+    /// Its BEP 55 hole punching events ([`Event::Holepunch`]), with when.
+    pub holepunch: Vec<(Instant, HolepunchEvent)>,
 }
+
+/// How long a NAT keeps a UDP mapping that carries no traffic (Linux's
+/// `nf_conntrack_udp_timeout`).
+pub const NAT_UDP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 enum Ev {
@@ -562,6 +578,9 @@ impl Sim {
             utp_accepted: 0,
             utp_reads_deferred: 0,
             utp,
+            nat: false,
+            nat_out: BTreeMap::new(),
+            holepunch: Vec::new(),
         });
         i
     }
@@ -1223,6 +1242,7 @@ impl Sim {
                 self.nodes[i].banned_at.push(now);
             }
             Event::PeerConnected(_, a) => self.nodes[i].connected.push((now, a)),
+            Event::Holepunch(_, h) => self.nodes[i].holepunch.push((now, h)),
             Event::HashFailed(..) => self.nodes[i].hash_failures += 1,
             _ => {}
         }
@@ -1258,6 +1278,15 @@ impl Sim {
                 let target = self.nodes.iter().position(|n| n.addr == addr && n.alive);
                 let latency = self.nodes[i].link.latency;
                 match target {
+                    // A NAT drops the SYN: the dial times out.
+                    Some(j) if j != i && self.nodes[j].nat => self.schedule(
+                        now + Duration::from_secs(5),
+                        Ev::Connected {
+                            node: i,
+                            conn,
+                            ok: false,
+                        },
+                    ),
                     Some(j) if j != i => {
                         let mut from_addr = self.nodes[i].addr;
                         self.nodes[i].dials += 1;
@@ -1604,6 +1633,21 @@ impl Sim {
             self.udp.unreachable += 1;
             return;
         };
+        let now = self.now;
+        if self.nodes[from].nat {
+            self.nodes[from].nat_out.insert(to, now);
+        }
+        if self.nodes[j].nat {
+            let from_addr = self.nodes[from].addr;
+            let open = self.nodes[j]
+                .nat_out
+                .get(&from_addr)
+                .is_some_and(|&t| now.since(t) < NAT_UDP_TIMEOUT);
+            if !open {
+                self.udp.nat_drops += 1;
+                return;
+            }
+        }
         let (spec, link, addr) = {
             let n = &self.nodes[from];
             (n.udp, n.link, n.addr)

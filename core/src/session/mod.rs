@@ -74,6 +74,7 @@ mod announce;
 mod bans;
 mod control;
 mod dht_schedule;
+mod holepunch;
 mod metadata;
 mod queue;
 mod smart_ban;
@@ -83,6 +84,7 @@ mod webseed;
 pub use announce::{AnnounceCounts, AnnounceOutcome, TrackerListError, TrackerStatus};
 pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
+pub use holepunch::HolepunchEvent;
 pub use queue::{IdleLimit, QueueMove};
 pub use torrent::{TorrentState, TorrentStatus};
 pub use webseed::{
@@ -288,6 +290,23 @@ pub struct SessionConfig {
     /// Most DHT lookups of torrents running at a time (below the DHT node's own
     /// `max_lookups`, which its table refreshes share).
     pub max_dht_lookups_in_flight: usize,
+    /// BEP 55 hole punching (`ut_holepunch`): offered in the extension handshake of
+    /// public torrents when the session dials uTP ([`SessionConfig::transport`]); we
+    /// relay rendezvous between peers we are connected to, ask the peer whose PEX
+    /// named an address we could not dial to introduce us, and dial over uTP the
+    /// addresses a relay introduces us to (see `session/holepunch.rs` for what is
+    /// refused).
+    pub holepunch: bool,
+    /// Most rendezvous taken from one peer per minute (past it: dropped unanswered).
+    pub holepunch_relays_per_peer: u32,
+    /// Most rendezvous taken per minute over all peers.
+    pub holepunch_relays_per_minute: u32,
+    /// Most `connect` requests honoured from one relay per minute.
+    pub holepunch_connects_per_peer: u32,
+    /// Most `connect` requests honoured per minute over all relays.
+    pub holepunch_connects_per_minute: u32,
+    /// A rendezvous for one address goes out at most once per this long.
+    pub holepunch_retry: Duration,
     /// When a magnet link's info dictionary arrives, the torrent waits in
     /// [`TorrentState::Checking`] and the host checks what is already on disk
     /// ([`Action::CheckData`]) before anything is downloaded, as libtorrent does. A
@@ -420,6 +439,12 @@ impl SessionConfig {
             // libtorrent announces one torrent a second at most.
             dht_lookups_per_minute: 60,
             max_dht_lookups_in_flight: 16,
+            holepunch: true,
+            holepunch_relays_per_peer: 10,
+            holepunch_relays_per_minute: 60,
+            holepunch_connects_per_peer: 5,
+            holepunch_connects_per_minute: 20,
+            holepunch_retry: Duration::from_secs(300),
             check_after_metadata: true,
             download_queue: None,
             seed_queue: None,
@@ -740,6 +765,25 @@ pub enum Action {
     },
 }
 
+/// The BEP 11 `added.f` flags of a connection, for the PEX messages that name it.
+fn pex_flags(c: &Conn) -> u8 {
+    use crate::pex::{FLAG_HOLEPUNCH, FLAG_REACHABLE, FLAG_SEED, FLAG_UTP};
+    let mut f = 0;
+    if c.transport == Transport::Utp {
+        f |= FLAG_UTP;
+    }
+    if c.holepunch.their_id.is_some() {
+        f |= FLAG_HOLEPUNCH;
+    }
+    if c.outgoing {
+        f |= FLAG_REACHABLE;
+    }
+    if c.peer.is_seed() {
+        f |= FLAG_SEED;
+    }
+    f
+}
+
 /// What happened, for the application (a bounded queue it drains).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -810,6 +854,8 @@ pub enum Event {
         /// The tracker's text (lossy UTF-8).
         message: String,
     },
+    /// A step of BEP 55 hole punching ([`SessionConfig::holepunch`]), for the log.
+    Holepunch(TorrentId, HolepunchEvent),
 }
 
 /// `bytes` as text of at most `max` bytes (lossy UTF-8, cut at a character
@@ -859,6 +905,8 @@ pub(crate) struct Conn {
     pub(crate) last_pex: Option<Instant>,
     /// `ut_metadata` pieces it asked for that wait for room in its send queue.
     pub(crate) metadata_deferred: Vec<u32>,
+    /// BEP 55: the peer's id, rate windows, whether a relay asked for this dial.
+    pub(crate) holepunch: holepunch::ConnHolepunch,
 }
 
 impl Conn {
@@ -890,6 +938,7 @@ impl Conn {
             pex_sent: Vec::new(),
             last_pex: None,
             metadata_deferred: Vec::new(),
+            holepunch: holepunch::ConnHolepunch::default(),
         }
     }
 
@@ -934,6 +983,8 @@ pub struct Session {
     /// The id of the next web seed, and the number of the next web seed request.
     next_web_seed: u32,
     next_web_req: u64,
+    /// BEP 55 rate windows and the addresses we asked relays for.
+    holepunch: holepunch::HolepunchState,
 }
 
 /// Events kept before the oldest are dropped (the application drains them).
@@ -1026,6 +1077,7 @@ impl Session {
             dht: dht_schedule::DhtSchedule::default(),
             next_web_seed: 0,
             next_web_req: 1,
+            holepunch: holepunch::HolepunchState::default(),
             config,
         }
     }
@@ -1402,12 +1454,14 @@ impl Session {
             if self.torrents.get(&tid).is_none_or(|t| t.private) {
                 continue;
             }
-            let swarm: Vec<SocketAddr> = self
+            // Each with its BEP 11 flags: uTP, `ut_holepunch` (BEP 55), reachable, seed.
+            let with_flags: Vec<(SocketAddr, u8)> = self
                 .conns
                 .iter()
                 .filter(|(o, oc)| **o != k && oc.torrent == Some(tid) && oc.peer.is_established())
-                .filter_map(|(_, oc)| oc.dialable())
+                .filter_map(|(_, oc)| Some((oc.dialable()?, pex_flags(oc))))
                 .collect();
+            let swarm: Vec<SocketAddr> = with_flags.iter().map(|(a, _)| *a).collect();
             let Some(c) = self.conns.get_mut(&k) else {
                 continue;
             };
@@ -1431,7 +1485,16 @@ impl Session {
             c.pex_sent.retain(|a| !dropped.contains(a));
             c.pex_sent.extend_from_slice(&added);
             let mut payload = Vec::new();
-            if crate::pex::write_pex(&mut payload, &added, &dropped).is_ok() {
+            let flags: Vec<u8> = added
+                .iter()
+                .map(|a| {
+                    with_flags
+                        .iter()
+                        .find(|(b, _)| b == a)
+                        .map_or(0, |(_, f)| *f)
+                })
+                .collect();
+            if crate::pex::write_pex_with_flags(&mut payload, &added, &flags, &dropped).is_ok() {
                 if let Some(id) = c.their_ut_pex {
                     c.peer.send_extended(id, &payload);
                 }
@@ -2420,6 +2483,8 @@ impl Session {
     /// A failed uTP dial under [`TransportPolicy::Both`] is made again over TCP under
     /// the same id (and that peer is dialed over TCP from then on).
     pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        // BEP 55: the peer whose PEX named the address may introduce us.
+        holepunch::dial_failed(self, now, conn);
         if self.fall_back_to_tcp(now, conn) {
             return;
         }
@@ -2439,7 +2504,8 @@ impl Session {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if !c.outgoing || c.connected || c.transport != Transport::Utp {
+        // A dial a relay asked for (BEP 55) is uTP or nothing.
+        if !c.outgoing || c.connected || c.transport != Transport::Utp || c.holepunch.punched {
             return false;
         }
         let Some(torrent) = c.torrent else {

@@ -177,6 +177,11 @@ struct KnownPeer {
     connected: bool,
     /// A uTP dial to it got no answer: it is dialed over TCP.
     no_utp: bool,
+    /// The connection (its address) whose PEX message named it last, whatever
+    /// source ranks it: the peer asked to relay a rendezvous (BEP 55).
+    pex_via: Option<SocketAddr>,
+    /// The `added.f` flags that PEX message gave it (BEP 11; 0: none).
+    pex_flags: u8,
 }
 
 impl KnownPeer {
@@ -654,9 +659,26 @@ impl Torrent {
                 seq: self.known_seq,
                 connected: false,
                 no_utp: false,
+                pex_via: None,
+                pex_flags: 0,
             },
         );
         true
+    }
+
+    /// The connection at `via` named `addr` in a PEX message (BEP 55: it may relay).
+    pub(crate) fn set_pex_via(&mut self, addr: SocketAddr, via: SocketAddr, flags: u8) {
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.pex_via = Some(via);
+            k.pex_flags = flags;
+        }
+    }
+
+    /// The connection whose PEX message named `addr` last, and the flags it gave.
+    pub(crate) fn pex_via(&self, addr: SocketAddr) -> Option<(SocketAddr, u8)> {
+        self.known
+            .get(&addr)
+            .and_then(|k| Some((k.pex_via?, k.pex_flags)))
     }
 
     /// A connection we dialed to `addr` completed its handshake.
@@ -671,6 +693,13 @@ impl Torrent {
         if let Some(k) = self.known.get_mut(&addr) {
             k.no_utp = true;
         }
+    }
+
+    /// Whether a dial to `addr` failed before: its uTP dial, or every transport.
+    pub(crate) fn dial_failed_before(&self, addr: SocketAddr) -> bool {
+        self.known
+            .get(&addr)
+            .is_some_and(|k| k.no_utp || k.failures > 0)
     }
 
     /// Whether a uTP dial to `addr` got no answer before.
@@ -940,6 +969,7 @@ pub(super) fn on_peer_event(
             };
             let listen_port = s.config().listen_port;
             let pex = s.config().pex;
+            let holepunch = s.holepunch_offered(false);
             // `reqq`: how many requests from the peer we queue (BEP 10).
             let reqq = s.config().peer.max_peer_requests as u32;
             let banned = s.conn_banned(conn);
@@ -966,6 +996,8 @@ pub(super) fn on_peer_event(
                     // BEP 27: a private torrent's metadata is not handed out.
                     ut_metadata: (!t.private).then_some(OUR_UT_METADATA),
                     ut_pex: (!t.private && pex).then_some(OUR_UT_PEX),
+                    ut_holepunch: (!t.private && holepunch)
+                        .then_some(super::holepunch::OUR_UT_HOLEPUNCH),
                     metadata_size: t.meta.as_ref().map(|m| m.info.len() as u32),
                     listen_port: Some(listen_port),
                     client: CLIENT,
@@ -1083,6 +1115,8 @@ fn on_extended(
         let vote = hs.yourip.map(|ip| (c.addr.ip(), ip));
         c.their_ut_metadata = hs.ut_metadata_id();
         c.their_ut_pex = hs.ut_pex_id().filter(|_| !t.private);
+        c.holepunch.their_id = hs.ut_holepunch_id().filter(|_| !t.private);
+        c.holepunch.our_ip = hs.yourip;
         c.listen_port = hs.listen_port;
         c.peer.set_peer_reqq(hs.reqq);
         // Only a claim: which size to fetch is decided over every peer's.
@@ -1106,18 +1140,32 @@ fn on_extended(
                 // An address of this machine only from a peer on it; what one
                 // address's PEX holds of the known list is capped.
                 let from = c.addr.ip();
-                let added: Vec<SocketAddr> = m
-                    .added()
-                    .filter(|a| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
+                let via = c.addr;
+                let added: Vec<(SocketAddr, u8)> = m
+                    .added_with_flags()
+                    .filter(|(a, _)| netaddr::plausible_from(from, a) && !s.is_banned(a.ip()))
                     .collect();
                 let caps = s.known_caps();
+                let mut failed = Vec::new();
                 if let Some((_, t, _)) = s.split(conn) {
-                    for a in added {
-                        t.add_known_peer(a, Some(netaddr::group(from)), caps);
+                    for (a, flags) in added {
+                        if t.add_known_peer(a, Some(netaddr::group(from)), caps) {
+                            t.set_pex_via(a, via, flags);
+                            if t.dial_failed_before(a) {
+                                failed.push(a);
+                            }
+                        }
                     }
+                    let tid = t.id;
+                    // BEP 55: the sender may introduce us to those we could not dial.
+                    super::holepunch::named_after_failure(s, now, tid, &failed);
                 }
             }
         }
+        return Ok(());
+    }
+    if id == super::holepunch::OUR_UT_HOLEPUNCH {
+        super::holepunch::on_message(s, now, conn, payload);
         return Ok(());
     }
     if id != OUR_UT_METADATA {

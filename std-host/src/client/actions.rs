@@ -198,6 +198,7 @@ impl Client {
                     d.set_external_ip(now, *ip);
                 }
             }
+            Event::Holepunch(_, h) => log::info!("holepunch: {h}"),
             _ => {}
         }
         if self.events_out.len() < 10_000 {
