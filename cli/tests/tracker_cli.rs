@@ -30,17 +30,38 @@ fn scrape(torrent: &std::path::Path) -> String {
 
 #[test]
 fn share_download_scrape_through_our_tracker() {
-    share_download_scrape("http");
+    share_download_scrape("http", false);
 }
 
 #[test]
 fn share_download_scrape_through_our_udp_tracker() {
-    share_download_scrape("udp");
+    share_download_scrape("udp", false);
 }
 
-fn share_download_scrape(scheme: &str) {
+/// All of it over IPv6 (`::1`): the tracker hands the seeder out in `peers6` (HTTP)
+/// or in its IPv6 announce answer (UDP, BEP 15), and the leecher dials it there.
+#[test]
+fn share_download_scrape_through_our_tracker_over_ipv6() {
+    share_download_scrape("http", true);
+}
+
+#[test]
+fn share_download_scrape_through_our_udp_tracker_over_ipv6() {
+    share_download_scrape("udp", true);
+}
+
+fn share_download_scrape(scheme: &str, v6: bool) {
+    let host = if v6 { "::1" } else { "127.0.0.1" };
+    let at = |port: u16| {
+        if v6 {
+            format!("[::1]:{port}")
+        } else {
+            format!("127.0.0.1:{port}")
+        }
+    };
     let dir = std::env::temp_dir().join(format!(
-        "btcore-tracker-cli-{scheme}-{}",
+        "btcore-tracker-cli-{scheme}-{}-{}",
+        if v6 { "v6" } else { "v4" },
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
@@ -50,23 +71,17 @@ fn share_download_scrape(scheme: &str) {
         .collect();
     std::fs::write(dir.join("src/data.bin"), &data).expect("write");
     let tp = free_port();
-    let announce = format!("{scheme}://127.0.0.1:{tp}/announce");
+    let announce = format!("{scheme}://{}/announce", at(tp));
     let _tracker = Kill(
         btcore()
-            .args([
-                "tracker",
-                "--http",
-                &format!("127.0.0.1:{tp}"),
-                "--udp",
-                &format!("127.0.0.1:{tp}"),
-            ])
+            .args(["tracker", "--http", &at(tp), "--udp", &at(tp)])
             .stdout(Stdio::null())
             .spawn()
             .expect("tracker"),
     );
     // Up once its HTTP port accepts (its UDP socket is bound in the same start-up step).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", tp)).is_err() {
+    while std::net::TcpStream::connect((host, tp)).is_err() {
         assert!(
             Instant::now() < deadline,
             "the tracker never listened on {tp}"
@@ -83,7 +98,7 @@ fn share_download_scrape(scheme: &str) {
                 "-t",
                 &announce,
                 "--bind",
-                "127.0.0.1",
+                host,
                 "--progress",
                 "none",
             ])
@@ -118,7 +133,7 @@ fn share_download_scrape(scheme: &str) {
         ])
         .args([
             "--bind",
-            "127.0.0.1",
+            host,
             "--port",
             &free_port().to_string(),
             "--progress",
