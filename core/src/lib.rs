@@ -65,6 +65,7 @@ pub mod hash;
 pub mod ids;
 pub mod lsd;
 pub mod magnet;
+pub mod merkle;
 pub mod metainfo;
 pub mod mse;
 #[cfg(feature = "alloc")]
