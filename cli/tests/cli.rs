@@ -16,6 +16,11 @@ fn btcore(args: &[&str]) -> Output {
 fn info_json_agrees_with_libtorrent_on_the_whole_corpus() {
     let mut problems = Vec::new();
     let mut agreed = 0;
+    let mut v2_rows = 0;
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(conformance_dir().join("expected.json")).expect("expected.json"),
+    )
+    .expect("expected.json is JSON");
     for row in manifest() {
         let path = conformance_dir().join(&row.path);
         let out = btcore(&["info", "--json", path.to_str().expect("utf-8 path")]);
@@ -25,11 +30,17 @@ fn info_json_agrees_with_libtorrent_on_the_whole_corpus() {
             problems.push(format!("{}: panic: {stderr}", row.path));
             continue;
         }
-        if row.expect_ok && !row.is_v2_only && out.status.success() {
+        if row.expect_ok && out.status.success() {
             let v: serde_json::Value =
                 serde_json::from_slice(&out.stdout).expect("one JSON object");
+            if !row.v2_info_hash.is_empty() {
+                v2_rows += 1;
+                if let Err(e) = v2_fields_agree(&v, &row, &expected["torrents"][&row.path]) {
+                    problems.push(format!("{}: {e}", row.path));
+                }
+            }
             let got = (
-                v["info_hash"].as_str().unwrap_or_default().to_string(),
+                v["info_hash_v1"].as_str().unwrap_or_default().to_string(),
                 v["total_size"].as_u64(),
                 v["piece_length"].as_u64(),
                 v["num_pieces"].as_u64(),
@@ -62,7 +73,51 @@ fn info_json_agrees_with_libtorrent_on_the_whole_corpus() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(agreed >= 90, "only {agreed} torrents compared");
+    assert!(agreed >= 100, "only {agreed} torrents compared");
+    assert!(v2_rows >= 20, "only {v2_rows} v2 torrents compared");
+}
+
+/// The v2 fields of `info --json` against libtorrent's: meta version, the v2
+/// info-hash and its truncated form, and every file's `pieces root` in order.
+fn v2_fields_agree(
+    v: &serde_json::Value,
+    row: &btcore_tests::ManifestRow,
+    lt: &serde_json::Value,
+) -> Result<(), String> {
+    let got = (
+        v["meta_version"].as_u64(),
+        v["v2_only"].as_bool(),
+        v["info_hash_v2"].as_str().unwrap_or_default(),
+        v["info_hash_v2_truncated"].as_str().unwrap_or_default(),
+    );
+    let want = (
+        Some(2),
+        Some(row.is_v2_only),
+        row.v2_info_hash.as_str(),
+        &row.v2_info_hash[..40],
+    );
+    if got != want {
+        return Err(format!("{got:?} vs libtorrent {want:?}"));
+    }
+    let roots = |files: &serde_json::Value, pad: &dyn Fn(&serde_json::Value) -> bool| {
+        files
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter(|f| !pad(f))
+                    .map(|f| f["pieces_root"].as_str().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let ours = roots(&v["file_tree"], &|_| false);
+    let theirs = roots(&lt["libtorrent_2_0_8"]["files"], &|f| {
+        f["pad"].as_bool() == Some(true)
+    });
+    if ours != theirs || ours.is_empty() {
+        return Err(format!("pieces roots {ours:?} vs libtorrent {theirs:?}"));
+    }
+    Ok(())
 }
 
 /// `--version` says what the build is: the target it runs on, whether it needs the

@@ -169,8 +169,13 @@ fn refusals_name_the_cause_and_place() {
         ),
         (
             b"d4:infod9:file treed1:ad0:d6:lengthi1eeee12:meta versioni2e4:name1:a12:piece lengthi16eee",
-            ErrorKind::V2Only,
-            7,
+            ErrorKind::InvalidPieceLength,
+            83,
+        ),
+        (
+            b"d4:infod9:file treed1:ad0:d6:lengthi1eeee12:meta versioni2e4:name1:a12:piece lengthi16384eee",
+            ErrorKind::MissingPiecesRoot,
+            26,
         ),
         (b"d4:infod5:filesle4:name1:a12:piece lengthi16eee", ErrorKind::NoFiles, 15),
     ];

@@ -1173,6 +1173,12 @@ impl Session {
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(torrent_file, &mut tokens, &metainfo::Limits::default())
             .map_err(AddError::Metainfo)?;
+        if m.is_v2_only() {
+            return Err(AddError::Metainfo(metainfo::MetainfoError {
+                offset: 0,
+                kind: metainfo::ErrorKind::V2Only,
+            }));
+        }
         if let Some((&id, _)) = self
             .torrents
             .iter()
