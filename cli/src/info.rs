@@ -59,6 +59,17 @@ pub fn magnet_of(m: &Metainfo<'_>) -> String {
     let mut s = String::new();
     // Writing into a String cannot fail.
     let _ = btcore_core::magnet::write_magnet(&mut s, &m.info_hash(), Some(m.name()), m.trackers());
+    // BEP 52: the v2 info-hash as a SHA-256 multihash, in place of the v1 one for a
+    // v2-only torrent and beside it for a hybrid.
+    if let Some(h2) = m.info_hash_v2() {
+        let btih = format!("xt=urn:btih:{}", m.info_hash());
+        let btmh = format!("xt=urn:btmh:1220{}", hex(&h2));
+        s = if m.is_v2_only() {
+            s.replacen(&btih, &btmh, 1)
+        } else {
+            s.replacen(&btih, &format!("{btih}&{btmh}"), 1)
+        };
+    }
     s
 }
 
@@ -242,6 +253,8 @@ pub fn magnet_json(m: &Magnet<'_>) -> Value {
         "peers": m.peers().map(|p| p.to_string()).collect::<Vec<_>>(),
         "truncated": m.is_truncated(),
         "v2_hash_present": m.has_btmh(),
+        "info_hash_v1": m.info_hash_v1().map(|h| h.to_string()),
+        "info_hash_v2": m.info_hash_v2().map(|h| hex(&h)),
     })
 }
 

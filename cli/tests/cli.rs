@@ -99,6 +99,11 @@ fn v2_fields_agree(
     if got != want {
         return Err(format!("{got:?} vs libtorrent {want:?}"));
     }
+    let magnet = v["magnet"].as_str().unwrap_or_default();
+    let btmh = format!("xt=urn:btmh:1220{}", row.v2_info_hash);
+    if !magnet.contains(&btmh) || magnet.contains("urn:btih:") == row.is_v2_only {
+        return Err(format!("magnet {magnet}"));
+    }
     let roots = |files: &serde_json::Value, pad: &dyn Fn(&serde_json::Value) -> bool| {
         files
             .as_array()

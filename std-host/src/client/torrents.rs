@@ -97,6 +97,11 @@ impl Client {
     ) -> Result<TorrentId, ClientError> {
         let m = btcore_core::magnet::Magnet::parse_str(uri)
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Magnet(e)))?;
+        if m.info_hash_v1().is_none() {
+            return Err(ClientError::Add(btcore_core::session::AddError::Magnet(
+                btcore_core::magnet::MagnetError::V2Unsupported,
+            )));
+        }
         let name = m.info_hash().to_string();
         let info_hash = m.info_hash();
         let now = self.now();
