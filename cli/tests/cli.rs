@@ -77,6 +77,79 @@ fn info_json_agrees_with_libtorrent_on_the_whole_corpus() {
     assert!(v2_rows >= 20, "only {v2_rows} v2 torrents compared");
 }
 
+/// `info --json` on the v2-only and hybrid torrents libtorrent made
+/// (`v2-generated/make_v2.py`): the v2 fields agree with libtorrent's verdicts, and
+/// the torrent libtorrent refuses is refused.
+#[test]
+fn info_json_v2_fields_agree_with_libtorrent_on_generated_torrents() {
+    let dir = conformance_dir().join("v2-generated");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("EXPECTED.json")).expect("EXPECTED"))
+            .expect("JSON");
+    let mut problems = Vec::new();
+    let torrents = expected["torrents"].as_object().expect("torrents");
+    for (name, lt) in torrents {
+        let out = btcore(&["info", "--json", dir.join(name).to_str().expect("utf-8")]);
+        if lt["expected"] == "error" {
+            if out.status.code() != Some(3) {
+                problems.push(format!("{name}: not refused"));
+            }
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let v2 = s(&lt["v2_info_hash"]);
+        let got = (
+            v["meta_version"].as_u64(),
+            s(&v["info_hash_v1"]),
+            s(&v["info_hash_v2"]),
+            s(&v["info_hash_v2_truncated"]),
+            v["piece_layers"].as_u64(),
+        );
+        let want = (
+            Some(2),
+            s(&lt["v1_info_hash"]),
+            v2.clone(),
+            v2[..40].to_string(),
+            lt["piece_layers"].as_object().map(|l| l.len() as u64),
+        );
+        if got != want {
+            problems.push(format!("{name}: {got:?} vs libtorrent {want:?}"));
+        }
+        // Per file: length, pieces root, and the size of its piece layer.
+        let ours: Vec<(u64, String, u64)> = v["file_tree"]
+            .as_array()
+            .expect("file_tree")
+            .iter()
+            .map(|f| {
+                (
+                    f["length"].as_u64().unwrap_or_default(),
+                    s(&f["pieces_root"]),
+                    f["piece_layer_hashes"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let theirs: Vec<(u64, String, u64)> = lt["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter(|f| f["pad"] != true)
+            .map(|f| {
+                let root = s(&f["pieces_root"]);
+                let layer = lt["piece_layers"][&root]
+                    .as_str()
+                    .map_or(0, |l| l.len() / 64);
+                (f["size"].as_u64().unwrap_or_default(), root, layer as u64)
+            })
+            .collect();
+        if ours != theirs {
+            problems.push(format!("{name}: files {ours:?} vs libtorrent {theirs:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(torrents.len() >= 13);
+}
+
 /// The v2 fields of `info --json` against libtorrent's: meta version, the v2
 /// info-hash and its truncated form, and every file's `pieces root` in order.
 fn v2_fields_agree(

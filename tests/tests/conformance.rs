@@ -234,3 +234,106 @@ fn read_content(m: &Metainfo<'_>, save_path: &std::path::Path) -> Vec<u8> {
     }
     out
 }
+
+/// The v2-only and hybrid torrents made by libtorrent (`v2-generated/make_v2.py`):
+/// btcore refuses what libtorrent refuses and agrees on everything else: both
+/// info-hashes, sizes, piece and file counts (implicit v2 pads included), every file's
+/// offset and pieces root, and every piece layer.
+#[test]
+fn generated_v2_torrents_meet_libtorrent_verdicts() {
+    let dir = conformance_dir().join("v2-generated");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("EXPECTED.json")).expect("EXPECTED.json"))
+            .expect("JSON");
+    let torrents = expected["torrents"].as_object().expect("torrents");
+    assert!(torrents.len() >= 13);
+    let mut failures = Vec::new();
+    for (name, lt) in torrents {
+        let bytes = std::fs::read(dir.join(name)).expect("torrent");
+        let mut tokens = Vec::new();
+        let parsed = Metainfo::parse_vec(&bytes, &mut tokens, &Limits::default());
+        let m = match (lt["expected"].as_str(), parsed) {
+            (Some("error"), Err(_)) => continue,
+            (Some("error"), Ok(_)) => {
+                failures.push(format!("{name}: loaded, libtorrent: {}", lt["session_add"]));
+                continue;
+            }
+            (_, Err(e)) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+            (_, Ok(m)) => m,
+        };
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let got = (
+            m.info_hash_v1().map(|h| h.to_string()).unwrap_or_default(),
+            m.info_hash_v2().map(hex).unwrap_or_default(),
+            m.total_size(),
+            m.piece_length(),
+            m.num_pieces(),
+            m.num_files(),
+        );
+        let want = (
+            s(&lt["v1_info_hash"]),
+            s(&lt["v2_info_hash"]),
+            lt["total_size"].as_u64().unwrap_or_default(),
+            lt["piece_length"].as_u64().unwrap_or_default() as u32,
+            lt["num_pieces"].as_u64().unwrap_or_default() as u32,
+            lt["num_files"].as_u64().unwrap_or_default() as u32,
+        );
+        if got != want {
+            failures.push(format!("{name}: {got:?} vs libtorrent {want:?}"));
+        }
+        // Every file in libtorrent's order (pads included): offset, size, pad.
+        let ours: Vec<_> = m
+            .files()
+            .map(|f| (f.offset, f.length, f.attr.pad))
+            .collect();
+        let theirs: Vec<_> = lt["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| {
+                (
+                    f["offset"].as_u64().unwrap_or_default(),
+                    f["size"].as_u64().unwrap_or_default(),
+                    f["pad"] == true,
+                )
+            })
+            .collect();
+        if ours != theirs {
+            failures.push(format!("{name}: files {ours:?} vs {theirs:?}"));
+        }
+        // Pieces roots in order, and each layer byte for byte.
+        let tree = m.tree_files().expect("v2 metadata");
+        let roots: Vec<String> = tree
+            .filter(|f| !f.attr.pad)
+            .map(|f| f.pieces_root().map(hex).unwrap_or_default())
+            .collect();
+        let lt_roots: Vec<String> = lt["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter(|f| f["pad"] != true)
+            .map(|f| s(&f["pieces_root"]))
+            .collect();
+        if roots != lt_roots {
+            failures.push(format!("{name}: roots {roots:?} vs {lt_roots:?}"));
+        }
+        let layers = lt["piece_layers"].as_object().expect("layers");
+        if layers.len() != m.num_piece_layers() {
+            failures.push(format!("{name}: {} layers", m.num_piece_layers()));
+        }
+        for (root, layer) in layers {
+            let r: [u8; 32] = (0..32)
+                .map(|i| u8::from_str_radix(&root[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect::<Vec<_>>()
+                .try_into()
+                .expect("32 bytes");
+            if m.piece_layer(&r).map(hex) != layer.as_str().map(String::from) {
+                failures.push(format!("{name}: layer of {root}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
