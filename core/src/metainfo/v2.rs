@@ -254,6 +254,8 @@ pub(super) fn check_hybrid(m: &Metainfo<'_>, limits: &Limits) -> Result<(), Meta
     let single = !matches!(m.files, Files::Multi { .. });
     let mut path = PathStack::new();
     let inconsistent = |v: &Value<'_>| fail(Some(v), ErrorKind::InconsistentFiles);
+    // Where v2 puts the next file: after the previous one, padded to a piece.
+    let mut v2_offset = 0u64;
     walk(
         tree,
         &mut path,
@@ -272,8 +274,10 @@ pub(super) fn check_hybrid(m: &Metainfo<'_>, limits: &Limits) -> Result<(), Meta
             } else {
                 f.raw_path().skip(1).eq(p.iter().copied())
             };
-            // BEP 52: every non-empty file starts on a piece boundary (pad files before it).
-            let aligned = len == 0 || f.offset % piece_len == 0;
+            // BEP 52: every non-empty file starts on a piece boundary (pad files before
+            // it), the same one in v1 and v2, so that a piece is the same bytes in both.
+            let aligned = len == 0 || (f.offset % piece_len == 0 && f.offset == v2_offset);
+            v2_offset = v2_offset.saturating_add(len.div_ceil(piece_len) * piece_len);
             if !same_path || f.length != len || !aligned {
                 return inconsistent(at);
             }
