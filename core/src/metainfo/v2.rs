@@ -224,11 +224,16 @@ pub(super) fn check_tree<'a>(
             #[cfg(feature = "alloc")]
             {
                 let at = layered.partition_point(|(r, _)| r < key);
-                let mut owners = layered[at..].iter().take_while(|(r, _)| r == key);
-                let Some(&(_, len)) = owners.next() else {
-                    return bad();
-                };
-                if layer.len() as u64 != len.div_ceil(pl) * 32 {
+                // Every file that claims this root must have this many pieces.
+                let owners = layered[at..].iter().take_while(|(r, _)| r == key);
+                let mut any = false;
+                for &(_, len) in owners {
+                    any = true;
+                    if layer.len() as u64 != len.div_ceil(pl) * 32 {
+                        return bad();
+                    }
+                }
+                if !any {
                     return bad();
                 }
             }
