@@ -55,7 +55,7 @@ for target in "${TARGETS[@]}"; do
     mkdir -p "$scratch"
     args=(-max_total_time="$FUZZ_SECONDS" -rss_limit_mb="$RSS_LIMIT_MB" -timeout=10)
     case "$target" in
-        bencode_* | metainfo) dict="$FUZZ_DIR/dict/bencode.dict" ;;
+        bencode_* | metainfo*) dict="$FUZZ_DIR/dict/bencode.dict" ;;
         *) dict="$FUZZ_DIR/dict/$target.dict" ;;
     esac
     if [ -f "$dict" ]; then

@@ -59,6 +59,17 @@ pub fn magnet_of(m: &Metainfo<'_>) -> String {
     let mut s = String::new();
     // Writing into a String cannot fail.
     let _ = btcore_core::magnet::write_magnet(&mut s, &m.info_hash(), Some(m.name()), m.trackers());
+    // BEP 52: the v2 info-hash as a SHA-256 multihash, in place of the v1 one for a
+    // v2-only torrent and beside it for a hybrid.
+    if let Some(h2) = m.info_hash_v2() {
+        let btih = format!("xt=urn:btih:{}", m.info_hash());
+        let btmh = format!("xt=urn:btmh:1220{}", hex(&h2));
+        s = if m.is_v2_only() {
+            s.replacen(&btih, &btmh, 1)
+        } else {
+            s.replacen(&btih, &format!("{btih}&{btmh}"), 1)
+        };
+    }
     s
 }
 
@@ -89,7 +100,7 @@ pub fn torrent_json(m: &Metainfo<'_>) -> Result<Value, btcore_core::metainfo::Me
         .map(|t| t.map(text).collect::<Vec<_>>())
         .filter(|t| !t.is_empty())
         .collect();
-    Ok(json!({
+    let mut o = json!({
         "info_hash": m.info_hash().to_string(),
         "name": text(m.name()),
         "total_size": m.total_size(),
@@ -107,7 +118,52 @@ pub fn torrent_json(m: &Metainfo<'_>) -> Result<Value, btcore_core::metainfo::Me
         "created_by": m.created_by().map(text),
         "magnet": magnet_of(m),
         "files": files,
-    }))
+    });
+    add_v2_json(m, &mut o)?;
+    Ok(o)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// BEP 52 fields: the meta version, both info-hashes, and the v2 file tree with each
+/// file's `pieces root` and the number of hashes of its piece layer.
+fn add_v2_json(
+    m: &Metainfo<'_>,
+    o: &mut Value,
+) -> Result<(), btcore_core::metainfo::MetainfoError> {
+    o["meta_version"] = json!(if m.info_hash_v2().is_some() { 2 } else { 1 });
+    o["v2_only"] = json!(m.is_v2_only());
+    o["info_hash_v1"] = json!(m.info_hash_v1().map(|h| h.to_string()));
+    o["info_hash_v2"] = json!(m.info_hash_v2().map(|h| hex(&h)));
+    o["info_hash_v2_truncated"] = json!(m.info_hash_v2_truncated().map(|h| h.to_string()));
+    let Some(tree) = m.tree_files() else {
+        return Ok(());
+    };
+    let layout = m.layout()?;
+    let paths = layout
+        .iter()
+        .filter(|f| !f.attr.pad)
+        .map(|f| f.path.clone());
+    let files: Vec<Value> = tree
+        .filter(|f| !f.attr.pad)
+        .zip(paths)
+        .map(|(f, path)| {
+            let root = f.pieces_root();
+            let layer = root.and_then(|r| m.piece_layer(r)).map(|l| l.len() / 32);
+            json!({
+                "path": path,
+                "length": f.length,
+                "offset": f.offset,
+                "pieces_root": root.map(|r| hex(r)),
+                "piece_layer_hashes": layer,
+            })
+        })
+        .collect();
+    o["file_tree"] = json!(files);
+    o["piece_layers"] = json!(m.num_piece_layers());
+    Ok(())
 }
 
 /// The torrent for a person.
@@ -140,7 +196,15 @@ pub fn torrent_text(
     let privacy = if m.is_private() { "Private" } else { "Public" };
     let _ = writeln!(s, "  Privacy: {privacy} torrent");
     if m.is_hybrid() {
-        let _ = writeln!(s, "  Format: hybrid v1+v2 (used as v1)");
+        let _ = writeln!(s, "  Format: hybrid v1+v2 (downloaded as v1)");
+    } else if m.is_v2_only() {
+        let _ = writeln!(
+            s,
+            "  Format: v2 only (BEP 52; downloading v2 is not supported yet)"
+        );
+    }
+    if let Some(h) = m.info_hash_v2() {
+        let _ = writeln!(s, "  Hash v2: {}", hex(&h));
     }
     let _ = writeln!(s, "\nTRACKERS");
     let mut any = false;
@@ -189,6 +253,8 @@ pub fn magnet_json(m: &Magnet<'_>) -> Value {
         "peers": m.peers().map(|p| p.to_string()).collect::<Vec<_>>(),
         "truncated": m.is_truncated(),
         "v2_hash_present": m.has_btmh(),
+        "info_hash_v1": m.info_hash_v1().map(|h| h.to_string()),
+        "info_hash_v2": m.info_hash_v2().map(|h| hex(&h)),
     })
 }
 

@@ -142,6 +142,12 @@ enum Command {
         /// A comment.
         #[arg(long)]
         comment: Option<String>,
+        /// Write a BitTorrent v2-only torrent (BEP 52; clients without v2 cannot use it).
+        #[arg(long, conflicts_with = "hybrid")]
+        v2: bool,
+        /// Write a hybrid v1+v2 torrent (BEP 52, with BEP 47 pad files, as libtorrent).
+        #[arg(long)]
+        hybrid: bool,
     },
     /// A long-running session driven over Transmission's RPC (transmission-remote,
     /// web and phone front-ends), keeping its torrents across restarts.
@@ -530,9 +536,19 @@ fn main() -> ExitCode {
             private,
             piece_kib,
             comment,
-        } => run::create(
-            &path, trackers, web_seeds, &output, private, piece_kib, comment,
-        ),
+            v2,
+            hybrid,
+        } => {
+            use btcore_host::create::Format;
+            let format = match (v2, hybrid) {
+                (true, _) => Format::V2,
+                (_, true) => Format::Hybrid,
+                _ => Format::V1,
+            };
+            run::create(
+                &path, trackers, web_seeds, &output, private, piece_kib, comment, format,
+            )
+        }
         #[cfg(feature = "tracker-server")]
         Command::Tracker {
             http,

@@ -304,6 +304,7 @@ pub fn seed(torrent: &Path, o: &Opts) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 pub fn create(
     path: &Path,
     trackers: Vec<String>,
@@ -312,9 +313,11 @@ pub fn create(
     private: bool,
     piece_kib: Option<u32>,
     comment: Option<String>,
+    format: btcore_host::create::Format,
 ) -> ExitCode {
     use btcore_host::create::{create_torrent, CreateOptions};
     let opts = CreateOptions {
+        format,
         trackers: trackers.into_iter().map(|t| vec![t]).collect(),
         web_seeds,
         private,

@@ -51,6 +51,25 @@ pub fn sha1(data: &[u8]) -> Digest {
     SmolSha1::digest(data)
 }
 
+/// A SHA-256 digest (BEP 52 v2 info-hashes and merkle trees).
+pub type Digest256 = [u8; 32];
+
+/// SHA-256 of `data` (the `sha2` crate: portable, with the CPU's SHA extensions on
+/// x86-64 and aarch64 where it detects them at run time).
+pub fn sha256(data: &[u8]) -> Digest256 {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}
+
+/// SHA-256 of `a` then `b` (a merkle tree's inner node).
+pub fn sha256_pair(a: &Digest256, b: &Digest256) -> Digest256 {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(a);
+    h.update(b);
+    h.finalize().into()
+}
+
 /// SipHash-2-4 of `data` under the 128-bit `key` (little-endian halves, as in the
 /// reference implementation).
 pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {

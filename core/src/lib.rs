@@ -8,12 +8,15 @@
 //! - [`ids`], [`time`], [`rng`]: validated identifiers (info-hash, peer id, piece index)
 //!   and the one [`ids::Geometry`] type that knows piece and block lengths; the core's
 //!   own `Instant`/`Duration`; a seeded generator (the host seeds it).
-//! - [`hash`]: a small SHA-1 trait so that a host can plug in a faster implementation.
+//! - [`hash`]: a small SHA-1 trait so that a host can plug in a faster implementation;
+//!   SHA-256 for BitTorrent v2.
 //! - [`bencode`]: a `nom`-based decoder into a flat token table (no allocator), keeping
 //!   the raw byte span of every value, and an encoder into any `embedded_io::Write`.
 //! - [`metainfo`]: the view of a `.torrent` file over a decoded document: fields, piece
-//!   hashes in place, files with offsets, sanitized paths.
-//! - [`magnet`]: BEP 9 magnet URIs, bounded and allocation-free.
+//!   hashes in place, files with offsets, sanitized paths; v1, hybrid and v2 (BEP 52).
+//! - [`merkle`]: BEP 52 merkle trees (pieces roots, piece layers) without allocating.
+//! - [`magnet`]: BEP 9 magnet URIs (`urn:btih:` and `urn:btmh:`), bounded and
+//!   allocation-free.
 //! - [`wire`]: the BEP 3 / 6 / 10 peer wire protocol: handshake, messages, framing.
 //! - [`ext`]: BEP 10 extension handshake and BEP 9 metadata exchange.
 //! - [`mse`]: message stream encryption (MSE/PE): the DH + RC4 handshake and filter,
@@ -66,6 +69,7 @@ pub mod holepunch;
 pub mod ids;
 pub mod lsd;
 pub mod magnet;
+pub mod merkle;
 pub mod metainfo;
 pub mod mse;
 #[cfg(feature = "alloc")]

@@ -20,10 +20,13 @@
 //!   count toward [`MagnetLimits::max_params`]); so are empty `&&` segments.
 //! - **Info-hash.** `xt=urn:btih:` takes 40 hex digits or 32 base32 characters, in
 //!   either case; the value may itself be percent-encoded (`urn%3Abtih%3A...`). The
-//!   first `btih` wins; later ones must still be well formed. `xt=urn:btmh:` (BitTorrent
-//!   v2) is recognised but not used: a link with only a `btmh` fails with
-//!   [`MagnetError::V2Unsupported`], a hybrid link uses its `btih`. Other `xt` URNs are
-//!   ignored.
+//!   first `btih` wins; later ones must still be well formed. `xt=urn:btmh:1220<64 hex>`
+//!   (BEP 52: a SHA-256 multihash) is the v2 info-hash ([`Magnet::info_hash_v2`]); a
+//!   link may carry it alone or beside a `btih` (hybrid). A link with only a `btmh`
+//!   parses, and its [`Magnet::info_hash`] is the v2 hash truncated to 20 bytes; the
+//!   session refuses to download it with [`MagnetError::V2Unsupported`] until v2
+//!   downloads are supported. A `btmh` of another hash function or length fails with
+//!   [`MagnetError::BadInfoHash`]. Other `xt` URNs are ignored.
 //! - **Repeated parameters.** Trackers, web seeds and peers are stored in fixed-size
 //!   [`heapless::Vec`]s of `MAX_TRACKERS`, `MAX_WEB_SEEDS` and `MAX_PEERS`
 //!   entries, in link order. Like libtorrent, a link with more of them is *not*
@@ -109,7 +112,8 @@ pub enum MagnetError {
     MissingInfoHash,
     /// A `urn:btih:` value is not 40 hex digits or 32 base32 characters.
     BadInfoHash,
-    /// Only a v2 info-hash (`urn:btmh:`) is given; v2-only torrents are not supported.
+    /// Only a v2 info-hash (`urn:btmh:`) is given: the session cannot download v2-only
+    /// torrents yet.
     V2Unsupported,
     /// A malformed percent escape (`%zz`, or a `%` without two hex digits after it).
     BadEscape,
@@ -125,7 +129,9 @@ impl fmt::Display for MagnetError {
             Self::TooManyParams => "too many parameters in magnet URI",
             Self::MissingInfoHash => "magnet URI has no `xt=urn:btih:` info-hash",
             Self::BadInfoHash => "malformed info-hash in magnet URI",
-            Self::V2Unsupported => "v2-only magnet URI (`urn:btmh:`) is not supported",
+            Self::V2Unsupported => {
+                "v2-only magnet URI (`urn:btmh:`): downloading v2 is not supported yet"
+            }
             Self::BadEscape => "malformed percent escape in magnet URI",
             Self::BufferTooSmall => "buffer too small for decoded magnet value",
         })
@@ -294,7 +300,8 @@ impl Dropped {
 pub struct Magnet<'a> {
     raw: &'a [u8],
     info_hash: InfoHash,
-    has_btmh: bool,
+    has_btih: bool,
+    btmh: Option<[u8; 32]>,
     name: Option<&'a [u8]>,
     trackers: Vec<&'a [u8], MAX_TRACKERS>,
     web_seeds: Vec<&'a [u8], MAX_WEB_SEEDS>,
@@ -339,7 +346,7 @@ fn key(name: &[u8]) -> Key {
 /// What an `xt` value names.
 enum Xt {
     Btih(InfoHash),
-    Btmh,
+    Btmh([u8; 32]),
     Other,
 }
 
@@ -370,11 +377,32 @@ fn classify_xt(raw: &[u8]) -> Result<Xt, MagnetError> {
             b?;
         }
         if n == prefix.len() && prefix.eq_ignore_ascii_case(b"urn:btmh:") {
-            Ok(Xt::Btmh)
+            btmh(percent_decode(raw).skip(9))
         } else {
             Ok(Xt::Other)
         }
     }
+}
+
+/// A `btmh` value: the multihash `1220` (SHA-256, 32 bytes) and 64 hex digits.
+fn btmh(dec: impl Iterator<Item = Result<u8, MagnetError>>) -> Result<Xt, MagnetError> {
+    let mut buf = [0u8; 68];
+    let mut len = 0;
+    for b in dec {
+        *buf.get_mut(len).ok_or(MagnetError::BadInfoHash)? = b?;
+        len += 1;
+    }
+    if len != 68 || &buf[..4] != b"1220" {
+        return Err(MagnetError::BadInfoHash);
+    }
+    let mut h = [0u8; 32];
+    for (i, pair) in buf[4..].chunks_exact(2).enumerate() {
+        let (Some(hi), Some(lo)) = (hex_val(pair[0]), hex_val(pair[1])) else {
+            return Err(MagnetError::BadInfoHash);
+        };
+        h[i] = hi << 4 | lo;
+    }
+    Ok(Xt::Btmh(h))
 }
 
 fn push<'a, const N: usize>(
@@ -418,7 +446,7 @@ impl<'a> Magnet<'a> {
         let query = strip_scheme(uri).ok_or(MagnetError::NotMagnet)?;
 
         let mut info_hash = None;
-        let mut has_btmh = false;
+        let mut btmh = None;
         let mut name = None;
         let mut trackers = Vec::new();
         let mut web_seeds = Vec::new();
@@ -438,7 +466,9 @@ impl<'a> Magnet<'a> {
                     Xt::Btih(h) => {
                         info_hash.get_or_insert(h);
                     }
-                    Xt::Btmh => has_btmh = true,
+                    Xt::Btmh(h) => {
+                        btmh.get_or_insert(h);
+                    }
                     Xt::Other => {}
                 },
                 Key::Dn => {
@@ -454,15 +484,21 @@ impl<'a> Magnet<'a> {
             }
         }
 
-        let info_hash = match info_hash {
-            Some(h) => h,
-            None if has_btmh => return Err(MagnetError::V2Unsupported),
-            None => return Err(MagnetError::MissingInfoHash),
+        let has_btih = info_hash.is_some();
+        let info_hash = match (info_hash, &btmh) {
+            (Some(h), _) => h,
+            (None, Some(h2)) => {
+                let mut t = [0u8; 20];
+                t.copy_from_slice(&h2[..20]);
+                InfoHash(t)
+            }
+            (None, None) => return Err(MagnetError::MissingInfoHash),
         };
         Ok(Self {
             raw: uri,
             info_hash,
-            has_btmh,
+            has_btih,
+            btmh,
             name,
             trackers,
             web_seeds,
@@ -481,9 +517,23 @@ impl<'a> Magnet<'a> {
         self.info_hash
     }
 
-    /// Whether the link also carries a v2 info-hash (`xt=urn:btmh:`), which is ignored.
+    /// Whether the link carries a v2 info-hash (`xt=urn:btmh:`).
     pub const fn has_btmh(&self) -> bool {
-        self.has_btmh
+        self.btmh.is_some()
+    }
+
+    /// The v1 info-hash (`xt=urn:btih:`), if the link has one.
+    pub const fn info_hash_v1(&self) -> Option<InfoHash> {
+        if self.has_btih {
+            Some(self.info_hash)
+        } else {
+            None
+        }
+    }
+
+    /// The v2 info-hash (`xt=urn:btmh:1220...`), if the link has one.
+    pub const fn info_hash_v2(&self) -> Option<[u8; 32]> {
+        self.btmh
     }
 
     /// The raw (percent-encoded) display name `dn`, if any.
@@ -817,14 +867,38 @@ mod tests {
     #[test]
     fn v2_only_and_hybrid() {
         let btmh = "1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
-        assert_eq!(
-            parse(&std::format!("magnet:?xt=urn:btmh:{btmh}&dn=v2")).err(),
-            Some(MagnetError::V2Unsupported)
-        );
-        let s = std::format!("magnet:?xt=urn:btmh:{btmh}&xt=urn:btih:{HEX}");
-        let m = parse(&s).expect("hybrid");
-        assert_eq!(m.info_hash(), ih());
-        assert!(m.has_btmh());
+        let want: [u8; 32] = core::array::from_fn(|i| {
+            u8::from_str_radix(&btmh[4 + 2 * i..6 + 2 * i], 16).expect("hex")
+        });
+        let s = std::format!("magnet:?xt=urn:btmh:{btmh}&dn=v2");
+        let m = parse(&s).expect("v2 only");
+        assert_eq!(m.info_hash_v2(), Some(want));
+        assert_eq!(m.info_hash_v1(), None);
+        assert_eq!(m.info_hash().0[..], want[..20], "truncated v2 hash");
+        // Percent-encoded and upper case, beside a btih (either order).
+        let up = btmh.to_uppercase();
+        for s in [
+            std::format!("magnet:?xt=urn:btmh:{btmh}&xt=urn:btih:{HEX}"),
+            std::format!("magnet:?xt=urn:btih:{HEX}&xt=urn%3Abtmh%3A{up}"),
+        ] {
+            let m = parse(&s).expect("hybrid");
+            assert_eq!(m.info_hash(), ih());
+            assert_eq!(m.info_hash_v1(), Some(ih()));
+            assert_eq!(m.info_hash_v2(), Some(want));
+            assert!(m.has_btmh());
+        }
+        for bad in [
+            &btmh[..66],                         // short
+            &std::format!("{btmh}00")[..],       // long
+            &std::format!("1114{}", &btmh[4..]), // SHA-1 multihash code
+            &std::format!("1220{}x", &btmh[4..67]),
+        ] {
+            assert_eq!(
+                parse(&std::format!("magnet:?xt=urn:btmh:{bad}")).err(),
+                Some(MagnetError::BadInfoHash),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,8 @@ unsafe fn options(o: *const btcore_create_options) -> Result<CreateOptions, btco
         threads: o.threads as usize,
         // SAFETY: `o.name` is NULL or NUL-terminated, by this function's contract.
         name: unsafe { string(o.name) }?,
+        // The C API creates v1 torrents (v2 and hybrid are not in its options yet).
+        format: btcore_host::create::Format::V1,
     })
 }
 

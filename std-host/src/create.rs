@@ -26,9 +26,17 @@
 //! `announce-list` (only when there is more than one tracker in all), `comment`,
 //! `created by`, `creation date`, `info` and `url-list` (when there are web seeds).
 //!
-//! Pieces run contiguously across files, without BEP 47 pad files. Only v1 metadata is
-//! written: no BEP 52 v2 `file tree` or `piece layers` (a v1 torrent is what every client
-//! reads; hybrid creation can come with v2 support).
+//! By default ([`Format::V1`]) pieces run contiguously across files, without BEP 47 pad
+//! files, and only v1 metadata is written.
+//!
+//! [`Format::V2`] writes a BEP 52 v2-only torrent: `meta version` 2, the `file tree`
+//! (each file's `length` and, unless empty, its `pieces root`) and, at the top level,
+//! `piece layers` for every file larger than a piece. [`Format::Hybrid`] writes both, as
+//! libtorrent 2.0 does: the v1 `files` list gets a BEP 47 pad file
+//! (`attr` `p`, path `.pad/<length>`) after every non-empty file that does not end on a
+//! piece boundary, the last one included, so that every file starts a piece in both
+//! views; a single file needs no pad. A v2 or hybrid single-file torrent's `file tree`
+//! holds the one file under the torrent's name.
 //!
 //! # Hashing
 //!
@@ -65,6 +73,18 @@ pub const TARGET_PIECES: u64 = 1500;
 /// Largest read a hashing worker makes at once.
 pub const READ_BUFFER: usize = 4 << 20;
 
+/// Which metadata a created torrent carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// BEP 3 v1 only.
+    #[default]
+    V1,
+    /// BEP 52 v2 only (clients without v2 cannot use it).
+    V2,
+    /// v1 and v2 (BEP 52 hybrid, with BEP 47 pad files).
+    Hybrid,
+}
+
 /// How to create a torrent. `Default` gives a public torrent without trackers, with an
 /// automatic piece length, the current time and one hashing thread per CPU.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,6 +111,8 @@ pub struct CreateOptions {
     pub threads: usize,
     /// The torrent's name; `None` uses the file or directory name of the path.
     pub name: Option<String>,
+    /// v1, v2 or hybrid.
+    pub format: Format,
 }
 
 /// Why a torrent could not be created.
@@ -194,6 +216,8 @@ struct Source {
     /// Byte offset in the content.
     offset: u64,
     length: u64,
+    /// A BEP 47 pad file: zeros, read from nowhere.
+    pad: bool,
 }
 
 /// Checks an element as it will be written in a torrent.
@@ -231,6 +255,7 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Source>) -> Result<(
                 elems,
                 offset: 0,
                 length,
+                pad: false,
             });
             if out.len() > MAX_FILES {
                 return Err(CreateError::TooManyFiles(out.len()));
@@ -277,16 +302,22 @@ impl Reader<'_> {
             // The first file ending after `pos` (empty files never do).
             let i = self.files.partition_point(|f| f.offset + f.length <= pos);
             let src = &self.files[i];
-            if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
+            if !src.pad && self.open.as_ref().map(|(j, _)| *j) != Some(i) {
                 let f = File::open(&src.disk).map_err(io_err(&src.disk))?;
                 self.open = Some((i, f));
+            }
+            let in_file = pos - src.offset;
+            let n = (src.length - in_file).min(buf.len() as u64) as usize;
+            let (head, rest) = buf.split_at_mut(n);
+            if src.pad {
+                head.fill(0);
+                buf = rest;
+                pos += n as u64;
+                continue;
             }
             let Some((_, file)) = self.open.as_ref() else {
                 unreachable!("opened above")
             };
-            let in_file = pos - src.offset;
-            let n = (src.length - in_file).min(buf.len() as u64) as usize;
-            let (head, rest) = buf.split_at_mut(n);
             read_at(file, head, in_file).map_err(|e| {
                 let e = if e.kind() == io::ErrorKind::UnexpectedEof {
                     io::Error::new(e.kind(), "file shrank while hashing")
@@ -419,6 +450,96 @@ fn hash_pieces(
     Ok(pieces)
 }
 
+/// A file's v2 hashes.
+#[derive(Debug)]
+struct V2File {
+    length: u64,
+    root: Option<[u8; 32]>,
+    /// The piece layer (empty for a file of one piece or less).
+    layer: Vec<u8>,
+}
+
+/// Hashes every (non-pad) file into its merkle root and piece layer, one file after
+/// the other with a buffer of at most [`READ_BUFFER`] bytes.
+fn hash_v2(
+    files: &[Source],
+    piece_len: u32,
+    cb: Option<&(dyn Fn(u64, u64) + Sync)>,
+) -> Result<Vec<V2File>, CreateError> {
+    use btcore_core::merkle::FileHasher;
+    let total: u64 = files.iter().filter(|f| !f.pad).map(|f| f.length).sum();
+    let mut done = 0u64;
+    let mut buf = vec![0u8; READ_BUFFER.min(total as usize).max(1)];
+    let mut out = Vec::new();
+    for f in files.iter().filter(|f| !f.pad) {
+        let mut h = FileHasher::new(piece_len);
+        let mut layer = Vec::new();
+        let file = if f.length > 0 {
+            Some(File::open(&f.disk).map_err(io_err(&f.disk))?)
+        } else {
+            None
+        };
+        let mut pos = 0u64;
+        while pos < f.length {
+            let n = (f.length - pos).min(buf.len() as u64) as usize;
+            if let Some(file) = &file {
+                read_at(file, &mut buf[..n], pos).map_err(io_err(&f.disk))?;
+            }
+            h.update(&buf[..n], &mut |_, p| layer.extend_from_slice(&p));
+            pos += n as u64;
+            done += n as u64;
+            if let Some(cb) = cb {
+                cb(done, total);
+            }
+        }
+        let root = h.finish(&mut |_, p| layer.extend_from_slice(&p));
+        if f.length <= u64::from(piece_len) {
+            layer.clear();
+        }
+        out.push(V2File {
+            length: f.length,
+            root,
+            layer,
+        });
+    }
+    Ok(out)
+}
+
+/// `{"": {"length": N, "pieces root": R}}` (no root for an empty file).
+fn write_leaf(e: &mut Encoder<Vec<u8>>, f: &V2File) {
+    w(e.dict());
+    w(e.bytes(b""));
+    w(e.dict());
+    w(e.key_int(b"length", f.length as i64));
+    if let Some(r) = &f.root {
+        w(e.key_bytes(b"pieces root", r));
+    }
+    w(e.end());
+    w(e.end());
+}
+
+/// The files under one directory of the `file tree` (sorted by path, so each
+/// directory's files are neighbours and its keys come out in order).
+fn write_tree(e: &mut Encoder<Vec<u8>>, files: &[(&Source, &V2File)], depth: usize) {
+    w(e.dict());
+    let mut i = 0;
+    while i < files.len() {
+        let key = &files[i].0.elems[depth];
+        let mut j = i + 1;
+        while j < files.len() && files[j].0.elems.get(depth) == Some(key) {
+            j += 1;
+        }
+        w(e.bytes(key.as_bytes()));
+        if files[i].0.elems.len() == depth + 1 {
+            write_leaf(e, files[i].1);
+        } else {
+            write_tree(e, &files[i..j], depth + 1);
+        }
+        i = j;
+    }
+    w(e.end());
+}
+
 /// Writes a bencode token into a `Vec`, which cannot fail.
 fn w(r: Result<(), std::convert::Infallible>) {
     let Ok(()) = r;
@@ -473,12 +594,42 @@ pub fn create_torrent_with_progress(
             elems: Vec::new(),
             offset: 0,
             length: meta.len(),
+            pad: false,
         });
     } else {
         return Err(io_err(path)(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file or a directory",
         )));
+    }
+    let content: u64 = files.iter().map(|f| f.length).sum();
+    if content == 0 {
+        return Err(CreateError::Empty(path.to_path_buf()));
+    }
+    let piece_len = opts
+        .piece_length
+        .unwrap_or_else(|| auto_piece_length(content));
+    if opts.format == Format::Hybrid && multi {
+        // BEP 47 pads so that every file starts a piece (libtorrent 2.0's layout).
+        let pl = u64::from(piece_len);
+        let mut padded = Vec::with_capacity(files.len() * 2);
+        for f in files {
+            let pad = (pl - f.length % pl) % pl;
+            padded.push(f);
+            if pad > 0 {
+                padded.push(Source {
+                    disk: PathBuf::new(),
+                    elems: vec![".pad".to_owned(), pad.to_string()],
+                    offset: 0,
+                    length: pad,
+                    pad: true,
+                });
+            }
+        }
+        files = padded;
+        if files.len() > MAX_FILES {
+            return Err(CreateError::TooManyFiles(files.len()));
+        }
     }
     let mut total = 0u64;
     for f in &mut files {
@@ -491,13 +642,13 @@ pub fn create_torrent_with_progress(
                 piece_length: MAX_PIECE_LENGTH,
             })?;
     }
-    if total == 0 {
-        return Err(CreateError::Empty(path.to_path_buf()));
-    }
-    let piece_len = opts
-        .piece_length
-        .unwrap_or_else(|| auto_piece_length(total));
-    if total.div_ceil(u64::from(piece_len)) > MAX_PIECES {
+    // v2 pieces: every file padded to a piece boundary.
+    let v2_pieces: u64 = files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| f.length.div_ceil(u64::from(piece_len)))
+        .sum();
+    if total.div_ceil(u64::from(piece_len)).max(v2_pieces) > MAX_PIECES {
         return Err(CreateError::TooLarge {
             total,
             piece_length: piece_len,
@@ -508,7 +659,17 @@ pub fn create_torrent_with_progress(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let pieces = hash_pieces(&files, total, piece_len, threads, progress)?;
+    let (pieces, v2) = match opts.format {
+        Format::V1 => (
+            hash_pieces(&files, total, piece_len, threads, progress)?,
+            None,
+        ),
+        Format::Hybrid => {
+            let pieces = hash_pieces(&files, total, piece_len, threads, progress)?;
+            (pieces, Some(hash_v2(&files, piece_len, None)?))
+        }
+        Format::V2 => (Vec::new(), Some(hash_v2(&files, piece_len, progress)?)),
+    };
 
     let mut e = Encoder::new(Vec::with_capacity(pieces.len() + files.len() * 64 + 512));
     w(e.dict());
@@ -555,11 +716,26 @@ pub fn create_torrent_with_progress(
 
     w(e.bytes(b"info"));
     w(e.dict());
-    if multi {
+    if let Some(v2) = &v2 {
+        w(e.bytes(b"file tree"));
+        let real: Vec<(&Source, &V2File)> = files.iter().filter(|f| !f.pad).zip(v2).collect();
+        if multi {
+            write_tree(&mut e, &real, 0);
+        } else {
+            w(e.dict());
+            w(e.bytes(name.as_bytes()));
+            write_leaf(&mut e, real[0].1);
+            w(e.end());
+        }
+    }
+    if multi && opts.format != Format::V2 {
         w(e.bytes(b"files"));
         w(e.list());
         for f in &files {
             w(e.dict());
+            if f.pad {
+                w(e.key_bytes(b"attr", b"p"));
+            }
             w(e.key_int(b"length", f.length as i64));
             w(e.bytes(b"path"));
             w(e.list());
@@ -570,16 +746,37 @@ pub fn create_torrent_with_progress(
             w(e.end());
         }
         w(e.end());
-    } else {
+    } else if !multi && opts.format != Format::V2 {
         w(e.key_int(b"length", total as i64));
+    }
+    if v2.is_some() {
+        w(e.key_int(b"meta version", 2));
     }
     w(e.key_bytes(b"name", name.as_bytes()));
     w(e.key_int(b"piece length", i64::from(piece_len)));
-    w(e.key_bytes(b"pieces", &pieces));
+    if opts.format != Format::V2 {
+        w(e.key_bytes(b"pieces", &pieces));
+    }
     if opts.private {
         w(e.key_int(b"private", 1));
     }
     w(e.end());
+    if let Some(v2) = &v2 {
+        // One entry per distinct root of a file larger than a piece, keys sorted.
+        let mut layers: Vec<(&[u8; 32], &[u8])> = v2
+            .iter()
+            .filter_map(|f| Some((f.root.as_ref()?, &f.layer[..])))
+            .filter(|(_, l)| !l.is_empty())
+            .collect();
+        layers.sort_unstable_by_key(|(r, _)| *r);
+        layers.dedup_by_key(|(r, _)| *r);
+        w(e.bytes(b"piece layers"));
+        w(e.dict());
+        for (root, layer) in layers {
+            w(e.key_bytes(root, layer));
+        }
+        w(e.end());
+    }
 
     let seeds: Vec<&String> = opts.web_seeds.iter().filter(|u| !u.is_empty()).collect();
     if !seeds.is_empty() {

@@ -6,7 +6,7 @@
 //! accepted the input (rejection is fine).
 
 use btcore_core::bencode::{self, decode_vec, encode_value, Document, Encoder, Kind, Token, Value};
-use btcore_core::hash::sha1;
+use btcore_core::hash::{sha1, sha256};
 use btcore_core::ids::PieceIndex;
 use btcore_core::magnet::{decode_into, Magnet, MagnetLimits};
 use btcore_core::metainfo::{self, Metainfo};
@@ -187,7 +187,15 @@ pub fn metainfo(data: &[u8]) -> bool {
     let Ok(m) = Metainfo::parse_vec(data, &mut tokens, &metainfo::Limits::default()) else {
         return false;
     };
-    assert_eq!(m.info_hash().0, sha1(m.info_bytes()));
+    if m.is_v2_only() {
+        // The swarm knows a v2-only torrent by its truncated v2 info-hash.
+        assert_eq!(m.info_hash().0[..], sha256(m.info_bytes())[..20]);
+        assert!(m.piece_hash(PieceIndex(0)).is_none());
+    } else {
+        assert_eq!(m.info_hash().0, sha1(m.info_bytes()));
+        assert!(m.piece_hash(PieceIndex(0)).is_some());
+        assert!(m.piece_hash(PieceIndex(m.num_pieces() - 1)).is_some());
+    }
     let _ = (
         m.info().len(),
         m.root().len(),
@@ -203,8 +211,6 @@ pub fn metainfo(data: &[u8]) -> bool {
     let g = m.geometry();
     let n = m.num_pieces();
     assert!(n >= 1 && n == g.num_pieces() && m.piece_length() == g.piece_len());
-    assert!(m.piece_hash(PieceIndex(0)).is_some());
-    assert!(m.piece_hash(PieceIndex(n - 1)).is_some());
     assert!(m.piece_hash(PieceIndex(n)).is_none());
     assert!(m.piece_hash(PieceIndex(u32::MAX)).is_none());
     let last = g.piece(n - 1).expect("last piece");
@@ -228,7 +234,8 @@ pub fn metainfo(data: &[u8]) -> bool {
     }
     assert_eq!(count, m.num_files());
     assert_eq!(offset, m.total_size());
-    assert!(m.is_multi_file() || count == 1);
+    // A single file (in v2, followed by its implicit pad).
+    assert!(m.is_multi_file() || m.files().filter(|f| !f.attr.pad).count() == 1);
 
     let Ok(layout) = m.layout() else {
         return true;
@@ -253,6 +260,84 @@ pub fn metainfo(data: &[u8]) -> bool {
         assert!(files.insert(lower), "two files on {:?}", spec.path);
     }
     assert!(files.is_disjoint(&dirs), "a file on a directory's path");
+    true
+}
+
+/// `metainfo_v2`: what the v2 parser promises of a torrent it accepts. The v2
+/// info-hash is the SHA-256 of the info bytes; the file tree's files lie end to end,
+/// each non-empty one starting on a piece boundary, and add up to the total (v2-only)
+/// or sit where the v1 files are (hybrid); a `pieces root` is there exactly for a
+/// non-empty regular file; every piece layer has one hash per piece of its file and
+/// hashes up to its root. The `metainfo` checks run too.
+pub fn metainfo_v2(data: &[u8]) -> bool {
+    use btcore_core::merkle;
+    if !metainfo(data) {
+        return false;
+    }
+    let mut tokens = Vec::new();
+    let m = Metainfo::parse_vec(data, &mut tokens, &metainfo::Limits::default())
+        .expect("parsed by the metainfo check");
+    let Some(h2) = m.info_hash_v2() else {
+        assert!(m.tree_files().is_none() && !m.is_v2_only() && !m.is_hybrid());
+        return true;
+    };
+    assert_eq!(h2, sha256(m.info_bytes()));
+    assert_eq!(
+        m.info_hash_v2_truncated().map(|h| h.0[..] == h2[..20]),
+        Some(true)
+    );
+    assert!(m.is_v2_only() != m.is_hybrid());
+    let pl = u64::from(m.piece_length());
+    assert!(pl.is_power_of_two() && pl >= 16 * 1024);
+    let mut offset = 0u64;
+    let mut with_layer = 0usize;
+    let v1: Vec<_> = m
+        .files()
+        .filter(|f| !f.attr.pad)
+        .map(|f| (f.offset, f.length))
+        .collect();
+    let mut real = Vec::new();
+    for f in m.tree_files().expect("v2 files") {
+        assert_eq!(f.offset, offset);
+        offset += f.length;
+        if f.attr.pad {
+            assert!(f.length > 0 && f.length < pl && f.pieces_root().is_none());
+            continue;
+        }
+        real.push((f.offset, f.length));
+        assert_eq!(f.offset % pl, 0, "v2 files start on a piece boundary");
+        assert_eq!(
+            f.pieces_root().is_some(),
+            f.length > 0,
+            "a root exactly for non-empty files"
+        );
+        if let Some(root) = f.pieces_root() {
+            if let Some(layer) = m.piece_layer(root).filter(|_| f.length > pl) {
+                // (A file of one piece may claim the root of a larger one: a lie only
+                // its data can reveal. It has no layer of its own.)
+                assert!(merkle::verify_layer(
+                    layer,
+                    m.piece_length(),
+                    f.length,
+                    root
+                ));
+                with_layer += 1;
+            }
+        }
+    }
+    assert!(offset % pl == 0);
+    if m.is_v2_only() {
+        assert_eq!(offset, m.total_size());
+        assert_eq!(m.files().count(), m.tree_files().expect("v2").count());
+    } else {
+        // Empty files may sit anywhere in v1; every other file is where v2 puts it.
+        let nonempty = |v: &[(u64, u64)]| -> Vec<(u64, u64)> {
+            v.iter().copied().filter(|f| f.1 > 0).collect()
+        };
+        assert_eq!(nonempty(&v1), nonempty(&real));
+    }
+    // Every layer belongs to a file larger than a piece.
+    assert!(m.num_piece_layers() <= with_layer);
     true
 }
 

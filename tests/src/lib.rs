@@ -41,6 +41,8 @@ pub struct ManifestRow {
     pub libtorrent_error: String,
     /// Lowercase hex v1 info-hash (empty for v2-only).
     pub v1_info_hash: String,
+    /// Lowercase hex v2 info-hash (empty for v1-only).
+    pub v2_info_hash: String,
     /// libtorrent's (sanitized) name.
     pub name: String,
     /// Total size, pad files included.
@@ -94,6 +96,7 @@ pub fn manifest() -> Vec<ManifestRow> {
                 expect_ok: f[c_exp] == "ok",
                 libtorrent_error: f[c_err].to_string(),
                 v1_info_hash: f[c_hash].to_string(),
+                v2_info_hash: f[col("v2_info_hash")].to_string(),
                 name: unescape(f[c_name]),
                 total_size: num(c_size),
                 piece_length: num(c_plen),

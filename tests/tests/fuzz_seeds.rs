@@ -15,6 +15,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("bencode_decode", fuzz_checks::bencode_decode),
     ("bencode_roundtrip", fuzz_checks::bencode_roundtrip),
     ("metainfo", fuzz_checks::metainfo),
+    ("metainfo_v2", fuzz_checks::metainfo_v2),
     ("magnet", fuzz_checks::magnet),
     ("wire_framing", fuzz_checks::wire_framing),
     ("krpc", fuzz_checks::krpc),

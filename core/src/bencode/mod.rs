@@ -612,8 +612,13 @@ impl<'a> Value<'a> {
     fn token(&self) -> &'a Token {
         &self.tokens[self.idx]
     }
-    fn at(&self, idx: usize) -> Value<'a> {
+    /// The value at token `idx` of the same document.
+    pub(crate) fn at(&self, idx: usize) -> Value<'a> {
         Value { idx, ..*self }
+    }
+    /// This value's index in the token table.
+    pub(crate) fn index(&self) -> usize {
+        self.idx
     }
     /// The kind of this value.
     pub fn kind(&self) -> Kind {
@@ -802,6 +807,15 @@ impl<'a> IntoIterator for Dict<'a> {
 /// Iterator over a dictionary's pairs.
 #[derive(Clone, Debug)]
 pub struct DictIter<'a>(Children<'a>);
+
+impl<'a> DictIter<'a> {
+    /// The next pair with its key as a value (for its position in the token table).
+    pub(crate) fn next_entry(&mut self) -> Option<(Value<'a>, Value<'a>)> {
+        let k = self.0.next()?;
+        let v = self.0.next()?;
+        Some((k, v))
+    }
+}
 
 impl<'a> Iterator for DictIter<'a> {
     type Item = (&'a [u8], Value<'a>);

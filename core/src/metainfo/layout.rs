@@ -87,7 +87,7 @@ impl Metainfo<'_> {
             let path = if f.attr.pad {
                 String::new()
             } else {
-                joined(f.raw_path(), f.path.is_some())
+                joined(f.raw_path(), f.in_dir())
             };
             let symlink_target = f.symlink_target().map(|t| joined(t, false));
             out.push(FileSpec {

@@ -1,6 +1,6 @@
 //! The view of a `.torrent` file (BEP 3 metainfo; BEP 12 `announce-list`; BEP 19
 //! `url-list`; BEP 27 `private`; BEP 47 pad files and attributes; the v1 part of BEP 52
-//! hybrid torrents).
+//! hybrid torrents and v2-only torrents).
 //!
 //! [`Metainfo`] borrows a decoded [`Document`]: piece hashes are read in place and
 //! nothing is copied or allocated. The info-hash is the SHA-1 of the raw bytes of the
@@ -10,9 +10,14 @@
 //! land outside the download directory, and with the `alloc` feature
 //! [`Metainfo::layout`] also guarantees that no two files map to the same path.
 //!
-//! v2-only torrents (BEP 52 without a v1 `pieces`) are recognized and refused with
-//! [`ErrorKind::V2Only`] until v2 is supported. A hybrid torrent is used through its
-//! v1 part, after checking that its v2 file tree describes the same files.
+//! BEP 52 (v2): the `file tree`, each file's `pieces root` and the `piece layers` are
+//! checked (each layer hashes up to its root, see [`crate::merkle`]); the v2 info-hash
+//! is the SHA-256 of the same raw `info` bytes ([`Metainfo::info_hash_v2`]). A v2-only
+//! torrent (no v1 `pieces`) parses: its files come from the file tree, each starting on
+//! a piece boundary with an implicit pad file after it, as libtorrent lists them. The
+//! session cannot download v2-only torrents yet and refuses them with
+//! [`ErrorKind::V2Only`]. A hybrid torrent is used through its v1 part, after checking
+//! that its v2 file tree describes the same files.
 
 pub mod path;
 #[cfg(feature = "alloc")]
@@ -27,9 +32,10 @@ mod layout;
 pub use layout::{FileSpec, LayoutLimits};
 
 use crate::bencode::{self, Dict, Document, List, Token, Value};
-use crate::hash::sha1;
+use crate::hash::{sha1, sha256};
 use crate::ids::{Geometry, InfoHash, PieceIndex};
 use core::fmt;
+use v2::TreeSummary;
 
 /// Bounds applied to a torrent file. Defaults follow libtorrent's `load_torrent_limits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +114,16 @@ pub enum ErrorKind {
     InconsistentFiles,
     /// A malformed v2 `file tree`.
     InvalidFileTree,
-    /// A v2-only torrent: not supported yet.
+    /// A v2-only torrent: parsed, but the engine cannot download it yet (the session
+    /// refuses it with this error).
     V2Only,
+    /// A non-empty v2 file without a 32-byte, non-zero `pieces root`.
+    MissingPiecesRoot,
+    /// A `piece layers` entry that does not hash to its key, has the wrong number of
+    /// hashes for its file, or belongs to no file larger than a piece.
+    InvalidPieceLayer,
+    /// A v2 `file tree` entry with the pad attribute (v2 pads are implicit).
+    InvalidPadFile,
     /// Too many files with the same path to rename them all.
     TooManyDuplicateFilenames,
     /// The file paths add up to more than [`Limits::max_total_path_bytes`].
@@ -135,7 +149,10 @@ impl ErrorKind {
             Self::TooManyPieces => "too many pieces",
             Self::InconsistentFiles => "v1 and v2 file lists disagree",
             Self::InvalidFileTree => "invalid v2 'file tree'",
-            Self::V2Only => "v2-only torrent (BEP 52) is not supported yet",
+            Self::V2Only => "v2-only torrent (BEP 52): downloading it is not supported yet",
+            Self::MissingPiecesRoot => "a v2 file has no valid 'pieces root'",
+            Self::InvalidPieceLayer => "invalid v2 'piece layers' entry",
+            Self::InvalidPadFile => "a v2 file has the pad attribute",
             Self::TooManyDuplicateFilenames => "too many duplicate file names",
             Self::PathsTooLong => "file paths too long in all",
         }
@@ -205,6 +222,31 @@ pub struct FileEntry<'a> {
     /// `path` list for multi-file torrents, `None` for a single-file torrent.
     path: Option<List<'a>>,
     symlink: Option<List<'a>>,
+    tree: TreePath<'a>,
+    root: Option<&'a [u8; 32]>,
+}
+
+/// The path of a v2 file: the token indices of its keys in the `file tree`.
+#[derive(Clone, Copy, Debug)]
+struct TreePath<'a> {
+    base: Option<Value<'a>>,
+    keys: [u32; 64],
+    len: u8,
+}
+
+impl<'a> TreePath<'a> {
+    const NONE: Self = Self {
+        base: None,
+        keys: [0; 64],
+        len: 0,
+    };
+    fn elems(&self) -> impl Iterator<Item = &'a [u8]> + Clone + '_ {
+        let base = self.base;
+        self.keys[..usize::from(self.len)].iter().map(move |&i| {
+            base.and_then(|b| b.at(i as usize).as_bytes())
+                .unwrap_or_default()
+        })
+    }
 }
 
 impl<'a> FileEntry<'a> {
@@ -219,12 +261,25 @@ impl<'a> FileEntry<'a> {
         let rest = self
             .path
             .map_or_else(bencode::ListIter::empty, List::into_iter);
-        core::iter::once(self.name.bytes()).chain(rest.map(|v| v.as_bytes().unwrap_or_default()))
+        core::iter::once(self.name.bytes())
+            .chain(rest.map(|v| v.as_bytes().unwrap_or_default()))
+            .chain(self.tree.elems())
+    }
+
+    /// Whether the file lies under the torrent's directory (a multi-file torrent).
+    pub(crate) fn in_dir(&self) -> bool {
+        self.path.is_some() || self.tree.len > 0
     }
 
     /// Writes the sanitized relative path (elements joined with `/`) into `out`.
     pub fn write_path<'o>(&self, out: &'o mut [u8]) -> Result<&'o str, path::PathError> {
-        path::join_sanitized(self.raw_path(), self.path.is_some(), out)
+        path::join_sanitized(self.raw_path(), self.in_dir(), out)
+    }
+
+    /// The v2 `pieces root` of this file (files listed by [`Metainfo::tree_files`] or of
+    /// a v2-only torrent; `None` for empty files, symlinks and pad files).
+    pub fn pieces_root(&self) -> Option<&'a [u8; 32]> {
+        self.root
     }
 
     /// The raw target elements of a symlink (`symlink path`), if this is one.
@@ -252,8 +307,28 @@ impl<'a> NameRef<'a> {
 
 #[derive(Clone, Copy, Debug)]
 enum Files<'a> {
-    Single { length: u64 },
-    Multi { list: List<'a> },
+    Single {
+        length: u64,
+    },
+    Multi {
+        list: List<'a>,
+    },
+    /// A v2 `file tree` (files in stored key order, implicit pads after them).
+    Tree {
+        tree: Dict<'a>,
+        single: bool,
+    },
+}
+
+/// Which BEP 52 metadata a torrent carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaVersion {
+    /// v1 only (BEP 3).
+    V1,
+    /// v1 and v2 (a hybrid torrent).
+    Hybrid,
+    /// v2 only (BEP 52).
+    V2,
 }
 
 /// A parsed torrent file.
@@ -267,7 +342,9 @@ pub struct Metainfo<'a> {
     pieces: &'a [u8],
     files: Files<'a>,
     num_files: u32,
-    hybrid: bool,
+    version: MetaVersion,
+    info_hash_v2: Option<[u8; 32]>,
+    tree: Option<(Dict<'a>, TreeSummary)>,
 }
 
 impl<'a> Metainfo<'a> {
@@ -309,9 +386,7 @@ impl<'a> Metainfo<'a> {
 
         // BEP 52: a v2-only torrent has `meta version` 2 and no v1 `pieces`.
         let v2 = info.get_int(b"meta version") == Some(2) || info.get(b"file tree").is_some();
-        if v2 && info.get(b"pieces").is_none() {
-            return fail(Some(&infov), ErrorKind::V2Only);
-        }
+        let v2_only = v2 && info.get(b"pieces").is_none();
 
         let raw_name = info
             .get_bytes(b"name.utf-8")
@@ -324,6 +399,7 @@ impl<'a> Metainfo<'a> {
             Some(_) if info.get(b"files").is_some() => {
                 NameRef::Hex(InfoHash(sha1(infov.raw())).to_hex())
             }
+            Some(_) if v2_only => NameRef::Hex(truncated(&sha256(infov.raw())).to_hex()),
             _ => {
                 return fail(
                     at(b"name").as_ref().or(Some(&infov)),
@@ -341,6 +417,45 @@ impl<'a> Metainfo<'a> {
                 )
             }
         };
+
+        let tree = if v2 {
+            Some(v2::check_tree(
+                info,
+                root,
+                piece_length,
+                name.bytes().len(),
+                limits,
+            )?)
+        } else {
+            None
+        };
+        let info_hash_v2 = v2.then(|| sha256(infov.raw()));
+        if v2_only {
+            let Some((tree_dict, sum)) = tree else {
+                return fail(Some(&infov), ErrorKind::InvalidFileTree);
+            };
+            let geometry = match Geometry::new(sum.padded_total, piece_length) {
+                Ok(g) if g.num_pieces() <= limits.max_pieces => g,
+                _ => return fail(Some(&infov), ErrorKind::TooManyPieces),
+            };
+            let h2 = sha256(infov.raw());
+            return Ok(Self {
+                root,
+                info,
+                info_hash: truncated(&h2),
+                name,
+                geometry,
+                pieces: &[],
+                files: Files::Tree {
+                    tree: tree_dict,
+                    single: sum.single,
+                },
+                num_files: sum.files,
+                version: MetaVersion::V2,
+                info_hash_v2: Some(h2),
+                tree,
+            });
+        }
 
         let (files, total, num_files) = match info.get(b"files") {
             Some(fv) => {
@@ -387,7 +502,13 @@ impl<'a> Metainfo<'a> {
             pieces,
             files,
             num_files,
-            hybrid,
+            version: if hybrid {
+                MetaVersion::Hybrid
+            } else {
+                MetaVersion::V1
+            },
+            info_hash_v2,
+            tree,
         };
         if hybrid {
             v2::check_hybrid(&me, limits)?;
@@ -395,9 +516,60 @@ impl<'a> Metainfo<'a> {
         Ok(me)
     }
 
-    /// The v1 info-hash.
+    /// The info-hash the swarm knows the torrent by (peer handshakes, trackers, DHT):
+    /// the v1 info-hash, or for a v2-only torrent the v2 info-hash truncated to 20 bytes
+    /// (BEP 52).
     pub fn info_hash(&self) -> InfoHash {
         self.info_hash
+    }
+    /// The v1 info-hash (SHA-1 of the info bytes); `None` for a v2-only torrent.
+    pub fn info_hash_v1(&self) -> Option<InfoHash> {
+        (self.version != MetaVersion::V2).then_some(self.info_hash)
+    }
+    /// The v2 info-hash (SHA-256 of the info bytes) of a v2 or hybrid torrent.
+    pub fn info_hash_v2(&self) -> Option<[u8; 32]> {
+        self.info_hash_v2
+    }
+    /// The v2 info-hash truncated to 20 bytes (what v2 peers put in handshakes).
+    pub fn info_hash_v2_truncated(&self) -> Option<InfoHash> {
+        self.info_hash_v2.as_ref().map(truncated)
+    }
+    /// v1, hybrid or v2-only.
+    pub fn meta_version(&self) -> MetaVersion {
+        self.version
+    }
+    /// Whether this is a v2-only torrent (no v1 piece hashes: the engine cannot
+    /// download it yet).
+    pub fn is_v2_only(&self) -> bool {
+        self.version == MetaVersion::V2
+    }
+    /// The v2 `piece layers` entry of a file's `pieces root` (concatenated 32-byte
+    /// hashes, checked against the root), if the torrent carries it.
+    pub fn piece_layer(&self, root: &[u8; 32]) -> Option<&'a [u8]> {
+        self.root
+            .get_dict(b"piece layers")?
+            .iter()
+            .find(|(k, _)| *k == root)?
+            .1
+            .as_bytes()
+    }
+    /// Number of entries in `piece layers`.
+    pub fn num_piece_layers(&self) -> usize {
+        self.root.get_dict(b"piece layers").map_or(0, |d| d.len())
+    }
+    /// The files of the v2 `file tree` of a v2 or hybrid torrent, in stored key order,
+    /// each starting on a piece boundary with an implicit pad file after it (the
+    /// offsets are those of the v2 pieces; for a hybrid they equal the v1 ones).
+    pub fn tree_files(&self) -> Option<FileIter<'a>> {
+        let (tree, sum) = self.tree?;
+        Some(FileIter::new(
+            self.name,
+            Files::Tree {
+                tree,
+                single: sum.single,
+            },
+            self.geometry.piece_len(),
+        ))
     }
     /// The raw bytes of the `info` dictionary (what the info-hash is computed over, and
     /// what `ut_metadata` serves).
@@ -441,15 +613,19 @@ impl<'a> Metainfo<'a> {
     /// Whether this is a multi-file torrent (files live under a directory named
     /// [`Metainfo::name`]).
     pub fn is_multi_file(&self) -> bool {
-        matches!(self.files, Files::Multi { .. })
+        match self.files {
+            Files::Multi { .. } => true,
+            Files::Single { .. } => false,
+            Files::Tree { single, .. } => !single,
+        }
     }
     /// Number of files, pad files included.
     pub fn num_files(&self) -> u32 {
         self.num_files
     }
-    /// Whether the torrent also carries BEP 52 v2 metadata.
+    /// Whether the torrent carries both v1 and BEP 52 v2 metadata.
     pub fn is_hybrid(&self) -> bool {
-        self.hybrid
+        self.version == MetaVersion::Hybrid
     }
     /// BEP 27: a private torrent uses only its trackers (no DHT, PEX or LSD).
     pub fn is_private(&self) -> bool {
@@ -457,18 +633,7 @@ impl<'a> Metainfo<'a> {
     }
     /// The files in order, with their offsets.
     pub fn files(&self) -> FileIter<'a> {
-        FileIter {
-            name: self.name,
-            files: self.files,
-            // Fully initialised for a single file too (see `FileEntry::raw_path`).
-            list: match self.files {
-                Files::Multi { list } => list.into_iter(),
-                Files::Single { .. } => bencode::ListIter::empty(),
-            },
-            index: 0,
-            offset: 0,
-            done: false,
-        }
+        FileIter::new(self.name, self.files, self.geometry.piece_len())
     }
     /// `announce`: the main tracker.
     pub fn announce(&self) -> Option<&'a [u8]> {
@@ -602,6 +767,13 @@ fn check_files(
     Ok((total, list.len() as u32))
 }
 
+/// The v2 info-hash truncated to 20 bytes.
+fn truncated(h: &[u8; 32]) -> InfoHash {
+    let mut t = [0u8; 20];
+    t.copy_from_slice(&h[..20]);
+    InfoHash(t)
+}
+
 /// Iterator over a torrent's files.
 #[derive(Clone, Debug)]
 pub struct FileIter<'a> {
@@ -611,6 +783,102 @@ pub struct FileIter<'a> {
     index: u32,
     offset: u64,
     done: bool,
+    /// The v2 walk: the open directories (their key's token index and iterator).
+    stack: heapless::Vec<(u32, bencode::DictIter<'a>), 64>,
+    piece_len: u32,
+    /// The implicit pad after the last v2 file.
+    pad: u64,
+}
+
+impl<'a> FileIter<'a> {
+    fn new(name: NameRef<'a>, files: Files<'a>, piece_len: u32) -> Self {
+        let mut stack = heapless::Vec::new();
+        if let Files::Tree { tree, .. } = files {
+            let _ = stack.push((u32::MAX, tree.iter()));
+        }
+        Self {
+            name,
+            files,
+            // Fully initialised for a single file too (see `FileEntry::raw_path`).
+            list: match files {
+                Files::Multi { list } => list.into_iter(),
+                Files::Single { .. } | Files::Tree { .. } => bencode::ListIter::empty(),
+            },
+            index: 0,
+            offset: 0,
+            done: false,
+            stack,
+            piece_len,
+            pad: 0,
+        }
+    }
+
+    /// The next file of a v2 tree (checked by `v2::check_tree`).
+    fn next_tree(&mut self, single: bool) -> Option<FileEntry<'a>> {
+        let pad = core::mem::take(&mut self.pad);
+        if pad > 0 {
+            return Some(FileEntry {
+                index: self.index,
+                offset: self.offset,
+                length: pad,
+                attr: FileAttr {
+                    pad: true,
+                    ..FileAttr::default()
+                },
+                name: self.name,
+                path: None,
+                symlink: None,
+                tree: TreePath::NONE,
+                root: None,
+            });
+        }
+        loop {
+            let (_, it) = self.stack.last_mut()?;
+            let Some((k, node)) = it.next_entry() else {
+                self.stack.pop();
+                continue;
+            };
+            let node = node.as_dict()?;
+            match node.get(b"") {
+                Some(leaf) => {
+                    let d = leaf.as_dict()?;
+                    let l = v2::leaf(&d).ok()?;
+                    let mut tree = TreePath {
+                        base: Some(k),
+                        ..TreePath::NONE
+                    };
+                    let keys = self.stack.iter().skip(1).map(|e| e.0);
+                    for (slot, key) in tree.keys.iter_mut().zip(keys.chain([k.index() as u32])) {
+                        *slot = key;
+                        tree.len += 1;
+                    }
+                    if single {
+                        tree = TreePath::NONE;
+                    }
+                    let pl = u64::from(self.piece_len.max(1));
+                    self.pad = (pl - l.length % pl) % pl;
+                    return Some(FileEntry {
+                        index: self.index,
+                        offset: self.offset,
+                        length: l.length,
+                        attr: l.attr,
+                        name: self.name,
+                        path: None,
+                        symlink: if l.attr.symlink {
+                            d.get_list(b"symlink path")
+                        } else {
+                            None
+                        },
+                        tree,
+                        root: l.root,
+                    });
+                }
+                None => {
+                    self.stack.push((k.index() as u32, node.iter())).ok()?;
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Iterator for FileIter<'a> {
@@ -620,6 +888,7 @@ impl<'a> Iterator for FileIter<'a> {
             return None;
         }
         let entry = match self.files {
+            Files::Tree { single, .. } => self.next_tree(single)?,
             Files::Single { length } => {
                 self.done = true;
                 FileEntry {
@@ -630,6 +899,8 @@ impl<'a> Iterator for FileIter<'a> {
                     name: self.name,
                     path: None,
                     symlink: None,
+                    tree: TreePath::NONE,
+                    root: None,
                 }
             }
             Files::Multi { .. } => {
@@ -650,6 +921,8 @@ impl<'a> Iterator for FileIter<'a> {
                     } else {
                         None
                     },
+                    tree: TreePath::NONE,
+                    root: None,
                 }
             }
         };

@@ -169,8 +169,13 @@ fn refusals_name_the_cause_and_place() {
         ),
         (
             b"d4:infod9:file treed1:ad0:d6:lengthi1eeee12:meta versioni2e4:name1:a12:piece lengthi16eee",
-            ErrorKind::V2Only,
-            7,
+            ErrorKind::InvalidPieceLength,
+            83,
+        ),
+        (
+            b"d4:infod9:file treed1:ad0:d6:lengthi1eeee12:meta versioni2e4:name1:a12:piece lengthi16384eee",
+            ErrorKind::MissingPiecesRoot,
+            26,
         ),
         (b"d4:infod5:filesle4:name1:a12:piece lengthi16eee", ErrorKind::NoFiles, 15),
     ];
@@ -356,4 +361,203 @@ fn total_path_bytes_are_bounded_before_layout() {
         ..Limits::default()
     };
     assert!(Metainfo::parse_vec(&t, &mut toks, &enough).is_ok());
+}
+
+/// A v2-only torrent of `files` (path under the torrent's directory, content), in the
+/// order given (sorted unless a test wants otherwise); `layers` is written as given.
+fn v2_torrent(
+    files: &[(&[&[u8]], &[u8])],
+    piece_len: u32,
+    layers: &[([u8; 32], Vec<u8>)],
+    attr: Option<&[u8]>,
+) -> Vec<u8> {
+    fn node(
+        e: &mut Encoder<&mut Vec<u8>>,
+        files: &[(&[&[u8]], &[u8])],
+        depth: usize,
+        pl: u32,
+        attr: Option<&[u8]>,
+    ) {
+        e.dict().expect("vec");
+        let mut i = 0;
+        while i < files.len() {
+            let key = files[i].0[depth];
+            let mut j = i + 1;
+            while j < files.len() && files[j].0.get(depth) == Some(&key) {
+                j += 1;
+            }
+            e.bytes(key).expect("vec");
+            if files[i].0.len() == depth + 1 {
+                let data = files[i].1;
+                e.dict().expect("vec");
+                e.bytes(b"").expect("vec");
+                e.dict().expect("vec");
+                if let Some(a) = attr {
+                    e.key_bytes(b"attr", a).expect("vec");
+                }
+                e.key_int(b"length", data.len() as i64).expect("vec");
+                if let (Some(root), _) = crate::merkle::file_tree(data, pl) {
+                    e.key_bytes(b"pieces root", &root).expect("vec");
+                }
+                e.end().expect("vec");
+                e.end().expect("vec");
+            } else {
+                node(e, &files[i..j], depth + 1, pl, attr);
+            }
+            i = j;
+        }
+        e.end().expect("vec");
+    }
+    let mut out = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.dict().expect("vec");
+    e.bytes(b"info").expect("vec");
+    e.dict().expect("vec");
+    e.bytes(b"file tree").expect("vec");
+    node(&mut e, files, 0, piece_len, attr);
+    e.key_int(b"meta version", 2).expect("vec");
+    e.key_bytes(b"name", b"v2").expect("vec");
+    e.key_int(b"piece length", i64::from(piece_len))
+        .expect("vec");
+    e.end().expect("vec");
+    e.bytes(b"piece layers").expect("vec");
+    e.dict().expect("vec");
+    for (root, layer) in layers {
+        e.key_bytes(root, layer).expect("vec");
+    }
+    e.end().expect("vec");
+    e.end().expect("vec");
+    out
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+#[test]
+fn v2_only_torrents_parse_with_implicit_pads() {
+    let pl = 16_384;
+    let big = data(3 * 16_384 + 100, 1);
+    let small = data(700, 2);
+    let (root, layer) = crate::merkle::file_tree(&big, pl);
+    let root = root.expect("root");
+    let files: &[(&[&[u8]], &[u8])] = &[
+        (&[b"a", b"big.bin"], &big),
+        (&[b"a", b"empty"], b""),
+        (&[b"z.txt"], &small),
+    ];
+    let t = v2_torrent(files, pl, &[(root, layer.clone())], None);
+    let mut toks = Vec::new();
+    let m = Metainfo::parse_vec(&t, &mut toks, &Limits::default()).expect("loads");
+    assert!(m.is_v2_only() && !m.is_hybrid() && m.meta_version() == MetaVersion::V2);
+    assert_eq!(m.info_hash_v2(), Some(sha256(m.info_bytes())));
+    assert_eq!(m.info_hash_v1(), None);
+    assert_eq!(m.info_hash().0[..], sha256(m.info_bytes())[..20]);
+    assert_eq!(m.info_hash_v2_truncated(), Some(m.info_hash()));
+    // big (4 pieces, a pad), empty, small (1 piece, a pad): 5 pieces, 5 entries.
+    assert_eq!(
+        (m.num_pieces(), m.num_files(), m.total_size()),
+        (5, 5, 5 * 16_384)
+    );
+    let mut buf = [0u8; 64];
+    let listed: Vec<(u64, u64, bool, String)> = m
+        .files()
+        .map(|f| {
+            let p = if f.attr.pad {
+                String::new()
+            } else {
+                String::from(f.write_path(&mut buf).expect("fits"))
+            };
+            (f.offset, f.length, f.attr.pad, p)
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (0, big.len() as u64, false, "v2/a/big.bin".into()),
+            (
+                big.len() as u64,
+                4 * 16_384 - big.len() as u64,
+                true,
+                String::new()
+            ),
+            (4 * 16_384, 0, false, "v2/a/empty".into()),
+            (4 * 16_384, 700, false, "v2/z.txt".into()),
+            (4 * 16_384 + 700, 16_384 - 700, true, String::new()),
+        ]
+    );
+    let roots: Vec<_> = m.files().map(|f| f.pieces_root().copied()).collect();
+    assert_eq!(roots[0], Some(root));
+    assert_eq!(roots[2], None, "an empty file has no root");
+    assert_eq!(m.piece_layer(&root), Some(&layer[..]));
+    assert_eq!(m.num_piece_layers(), 1);
+    let layout: Vec<_> = m
+        .layout()
+        .expect("layout")
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(layout, ["v2/a/big.bin", "", "v2/a/empty", "v2/z.txt", ""]);
+    // A layer is optional (it can come from peers).
+    let t = v2_torrent(files, pl, &[], None);
+    assert!(Metainfo::parse_vec(&t, &mut Vec::new(), &Limits::default()).is_ok());
+}
+
+#[test]
+fn v2_refusals_name_the_cause() {
+    let pl = 16_384;
+    let big = data(2 * 16_384 + 1, 3);
+    let big2 = data(5 * 16_384, 4);
+    let (root, layer) = crate::merkle::file_tree(&big, pl);
+    let root = root.expect("root");
+    let one: &[(&[&[u8]], &[u8])] = &[(&[b"f"], &big)];
+    let kind = |t: Vec<u8>| {
+        Metainfo::parse_vec(&t, &mut Vec::new(), &Limits::default())
+            .map(|_| ())
+            .expect_err("refused")
+            .kind
+    };
+    let mut bad = layer.clone();
+    bad[40] ^= 1;
+    assert_eq!(
+        kind(v2_torrent(one, pl, &[(root, bad)], None)),
+        ErrorKind::InvalidPieceLayer
+    );
+    // A layer no file owns, even if it hashes up to its key.
+    let (root2, layer2) = crate::merkle::file_tree(&big2, pl);
+    let stray = [(root, layer.clone()), (root2.expect("root"), layer2)];
+    assert_eq!(
+        kind(v2_torrent(one, pl, &stray, None)),
+        ErrorKind::InvalidPieceLayer
+    );
+    // Unsorted keys in the file tree.
+    let unsorted: &[(&[&[u8]], &[u8])] = &[(&[b"b"], b"x"), (&[b"a"], b"y")];
+    assert_eq!(
+        kind(v2_torrent(unsorted, pl, &[], None)),
+        ErrorKind::InvalidFileTree
+    );
+    // Pad files are implicit in v2.
+    assert_eq!(
+        kind(v2_torrent(one, pl, &[], Some(b"p"))),
+        ErrorKind::InvalidPadFile
+    );
+    // Piece length: a power of two, at least 16 KiB.
+    assert_eq!(
+        kind(v2_torrent(one, 3 * 16_384, &[], None)),
+        ErrorKind::InvalidPieceLength
+    );
+    assert_eq!(
+        kind(v2_torrent(one, 8_192, &[], None)),
+        ErrorKind::InvalidPieceLength
+    );
+    // A non-empty file needs a non-zero root.
+    let t = v2_torrent(one, pl, &[], None);
+    let at = t
+        .windows(11)
+        .position(|w| w == b"pieces root")
+        .expect("root")
+        + 14;
+    let mut zero = t.clone();
+    zero[at..at + 32].fill(0);
+    assert_eq!(kind(zero), ErrorKind::MissingPiecesRoot);
 }

@@ -1263,6 +1263,12 @@ impl Session {
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(torrent_file, &mut tokens, &metainfo::Limits::default())
             .map_err(AddError::Metainfo)?;
+        if m.is_v2_only() {
+            return Err(AddError::Metainfo(metainfo::MetainfoError {
+                offset: 0,
+                kind: metainfo::ErrorKind::V2Only,
+            }));
+        }
         if let Some((&id, _)) = self
             .torrents
             .iter()
@@ -1294,6 +1300,9 @@ impl Session {
     /// peers that support `ut_metadata`; the link's `x.pe` peers are dialed.
     pub fn add_magnet(&mut self, now: Instant, uri: &[u8]) -> Result<TorrentId, AddError> {
         let m = crate::magnet::Magnet::parse(uri).map_err(AddError::Magnet)?;
+        if m.info_hash_v1().is_none() {
+            return Err(AddError::Magnet(crate::magnet::MagnetError::V2Unsupported));
+        }
         let ih = m.info_hash();
         if let Some((&id, _)) = self.torrents.iter().find(|(_, t)| t.info_hash == ih) {
             return Err(AddError::Duplicate(id));

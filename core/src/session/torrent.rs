@@ -473,7 +473,8 @@ impl Torrent {
         else {
             return false;
         };
-        if m.info_hash() != self.info_hash {
+        // A v2-only torrent cannot be downloaded yet.
+        if m.info_hash() != self.info_hash || m.is_v2_only() {
             return false;
         }
         let Some(meta) = Meta::new(&m, None, config) else {

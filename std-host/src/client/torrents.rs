@@ -30,6 +30,15 @@ impl Client {
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(torrent_file, &mut tokens, &Limits::default())
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Metainfo(e)))?;
+        if m.is_v2_only() {
+            // Refused before any file is created: the session cannot download v2 yet.
+            return Err(ClientError::Add(btcore_core::session::AddError::Metainfo(
+                btcore_core::metainfo::MetainfoError {
+                    offset: 0,
+                    kind: btcore_core::metainfo::ErrorKind::V2Only,
+                },
+            )));
+        }
         let save_dir = save_dir.unwrap_or(&self.opts.save_dir).to_path_buf();
         let storage = Arc::new(
             Storage::new(
@@ -88,6 +97,11 @@ impl Client {
     ) -> Result<TorrentId, ClientError> {
         let m = btcore_core::magnet::Magnet::parse_str(uri)
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Magnet(e)))?;
+        if m.info_hash_v1().is_none() {
+            return Err(ClientError::Add(btcore_core::session::AddError::Magnet(
+                btcore_core::magnet::MagnetError::V2Unsupported,
+            )));
+        }
         let name = m.info_hash().to_string();
         let info_hash = m.info_hash();
         let now = self.now();
