@@ -48,6 +48,12 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
 fi
 cargo --version
 
+step "lock files current (the workspace, fuzz/, examples/embedded/)"
+for d in . fuzz examples/embedded; do
+    (cd "$d" && cargo metadata --locked --format-version 1 >/dev/null) ||
+        { echo "$d/Cargo.lock is stale: run cargo update -w in $d and commit it"; exit 1; }
+done
+
 step "format"
 cargo fmt --all -- --check
 
