@@ -337,6 +337,9 @@ struct NetArgs {
     /// Do not ask the gateway to forward the ports (PCP, then NAT-PMP; on by default).
     #[arg(long)]
     no_port_mapping: bool,
+    /// Do not exchange peers with peers (BEP 11 PEX; never for private torrents).
+    #[arg(long)]
+    no_pex: bool,
     #[cfg(feature = "lsd")]
     /// Find peers on the local network (BEP 14 multicast; never for private torrents).
     #[arg(long)]
@@ -669,6 +672,7 @@ fn net_opts(n: &NetArgs) -> run::Opts {
         encryption: n.encryption,
         transport: n.transport,
         port_mapping: !n.no_port_mapping,
+        pex: !n.no_pex,
         dht: dht_opts(n),
         state_dir: n.state_dir.clone(),
         timeout: n.timeout.map(std::time::Duration::from_secs),

@@ -39,6 +39,8 @@ pub struct Opts {
     pub transport: btcore_host::client::TransportPolicy,
     /// Ask the gateway to forward the ports (PCP, NAT-PMP).
     pub port_mapping: bool,
+    /// Peer exchange (BEP 11) with peers of public torrents.
+    pub pex: bool,
 }
 
 fn fail(code: u8, msg: std::fmt::Arguments<'_>) -> ExitCode {
@@ -78,6 +80,7 @@ fn client(o: &Opts) -> Result<Client, ExitCode> {
         max_peers: o.max_peers,
         max_connections: o.max_connections,
         use_trackers: o.trackers,
+        pex: o.pex,
         download_limit: o.download_limit,
         upload_limit: o.upload_limit,
         ..ClientOptions::default()
@@ -665,6 +668,7 @@ pub fn share(a: ShareArgs) -> ExitCode {
         encryption: btcore_host::encryption::Encryption::default(),
         transport: btcore_host::client::TransportPolicy::Both,
         port_mapping: false,
+        pex: true,
     };
     seed(&out, &o)
 }

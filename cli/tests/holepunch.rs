@@ -33,7 +33,7 @@ use std::time::Duration;
 
 const CONFIG: Config = Config {
     dir_prefix: "btcore-holepunch",
-    deadline: Deadline::Case(Duration::from_secs(30)),
+    deadline: Deadline::Case(Duration::from_secs(75)),
     poll: Duration::from_millis(50),
     log_tail: 6000,
     btcore_exit_hint: true,
@@ -162,8 +162,48 @@ fn peer(sub: &str, torrent: &Path) -> Command {
     c
 }
 
-#[test]
-fn two_nated_peers_punch_through_a_relay() {
+/// Who plays a role: btcore, or libtorrent (`tests/interop/lt_nat.py`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Who {
+    Btcore,
+    Libtorrent,
+}
+
+/// The libtorrent peer of `tests/interop/lt_nat.py` on PORT of `ip`.
+fn lt_peer(mode: &str, torrent: &Path, dir: &Path, ip: &str) -> Command {
+    let mut c = Command::new(common::PYTHON);
+    c.arg(common::interop_script("lt_nat.py"))
+        .arg(mode)
+        .arg(torrent)
+        .arg(dir);
+    c.args(["--listen", &format!("{ip}:{PORT}")]);
+    c
+}
+
+/// Whether python3-libtorrent imports; without it a case with libtorrent prints
+/// "skipped" and passes, unless `BTCORE_INTEROP=1`.
+fn have_libtorrent() -> bool {
+    let ok = Command::new(common::PYTHON)
+        .args(["-c", "import libtorrent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("BTCORE_INTEROP").as_deref() != Ok("1"),
+            "BTCORE_INTEROP=1 but python3-libtorrent does not import \
+             (apt-get install python3-libtorrent)"
+        );
+        println!("skipped: needs python3-libtorrent");
+    }
+    ok
+}
+
+/// The network, the tracker, the relay, the seed `a` and the downloader `b`, each
+/// played by `relay_by`, `seed_by`, `down_by`; `b` must get the 8 MiB from `a`, and
+/// each role's log must show its step of the punch.
+fn punch(relay_by: Who, seed_by: Who, down_by: Who) {
     let tool = sbin("iptables");
     let root = run(&["id", "-u"]).is_ok_and(|u| u.trim() == "0");
     let netns = root && run(&["ip", "netns", "list"]).is_ok();
@@ -176,6 +216,10 @@ fn two_nated_peers_punch_through_a_relay() {
         println!("skipped: needs root, ip netns, iptables");
         return;
     };
+    let with_lt = [relay_by, seed_by, down_by].contains(&Who::Libtorrent);
+    if with_lt && !have_libtorrent() {
+        return;
+    }
     // Dropped last: processes first (the case), then the namespaces.
     let net = Net::setup(&iptables).unwrap_or_else(|e| panic!("network setup: {e}"));
     let mut case = Case::new("holepunch", CONFIG);
@@ -191,54 +235,145 @@ fn two_nated_peers_punch_through_a_relay() {
     let tr = case.spawn("btcore-tracker", in_ns(net.ns(0), t), true);
     case.wait_output(tr, "tracker: http://");
 
-    // The relay: reachable, downloading at 64 KiB/s: in the 25 s `b` has, it gets
-    // 1.6 MiB at most of the 8 MiB, so `b` cannot finish without `a` (and the relay
-    // stays a leecher, connected to the seed).
-    let mut r = peer("download", &torrent);
-    r.arg("-o").arg(case.path("relay"));
-    r.args(["--download-limit", "64", "--timeout", "60"]);
-    let relay = case.spawn("btcore-relay", in_ns(net.ns(0), r), true);
+    // The relay: reachable, downloading at 64 KiB/s: in the time `b` has, it gets
+    // a fraction of the 8 MiB, so `b` cannot finish without `a` (and the relay stays
+    // a leecher, connected to the seed).
+    let relay_dir = case.path("relay");
+    let r = match relay_by {
+        Who::Btcore => {
+            let mut r = peer("download", &torrent);
+            r.arg("-o").arg(&relay_dir);
+            r.args(["--download-limit", "64", "--timeout", "90"]);
+            r
+        }
+        Who::Libtorrent => {
+            let mut r = lt_peer("download", &torrent, &relay_dir, "44.1.0.1");
+            r.args(["--download-limit", "65536", "--timeout", "90"]);
+            r
+        }
+    };
+    let relay = case.spawn(&format!("{relay_by:?}-relay"), in_ns(net.ns(0), r), true);
+    if relay_by == Who::Libtorrent {
+        case.wait_output(relay, "state=");
+    }
 
     // Both know the relay by hand too (the tracker may hear of it after them).
-    let mut a = peer("seed", &torrent);
-    a.arg(&seed_dir).args(["--peer", "44.1.0.1:6881"]);
-    let seed = case.spawn("btcore-a-seed", in_ns(net.ns(3), a), true);
-    case.wait_output(seed, "btcore: seeding ");
-    // The relay's first PEX message to `a` (2 s after their handshake) goes out
-    // before `b` arrives: `a` does not hear of `b` for a minute.
+    let a = match seed_by {
+        Who::Btcore => {
+            let mut a = peer("seed", &torrent);
+            a.arg(&seed_dir).args(["--peer", "44.1.0.1:6881"]);
+            // libtorrent's first PEX message to `a` may name `b` while `b`'s own
+            // dial of `a` is still in the NATs' tables, and `a` would reach `b`
+            // without a rendezvous: without PEX, `a` hears of `b` only from the relay's
+            // `connect`.
+            if relay_by == Who::Libtorrent {
+                a.arg("--no-pex");
+            }
+            a
+        }
+        Who::Libtorrent => {
+            let mut a = lt_peer("seed", &torrent, &seed_dir, "0.0.0.0");
+            a.args(["--peer", "44.1.0.1:6881", "--timeout", "90"]);
+            a
+        }
+    };
+    let seed = case.spawn(&format!("{seed_by:?}-a-seed"), in_ns(net.ns(3), a), true);
+    match seed_by {
+        Who::Btcore => case.wait_output(seed, "btcore: seeding "),
+        Who::Libtorrent => case.wait_output(seed, "peer 44.1.0.1:6881"),
+    }
+    // The relay's first PEX message to `a` goes out before `b` arrives: `a` does not
+    // hear of `b` for a minute.
     std::thread::sleep(Duration::from_secs(3));
 
     let out = case.path("out-b");
-    let mut b = peer("download", &torrent);
-    b.arg("-o").arg(&out);
-    b.args(["--timeout", "25", "--peer", "44.1.0.1:6881"]);
-    let down = case.spawn("btcore-b", in_ns(net.ns(4), b), false);
+    let b = match down_by {
+        Who::Btcore => {
+            let mut b = peer("download", &torrent);
+            b.arg("-o").arg(&out);
+            b.args(["--timeout", "50", "--peer", "44.1.0.1:6881"]);
+            b
+        }
+        Who::Libtorrent => {
+            // libtorrent asks for a rendezvous only when its uTP dial fails to a peer
+            // that a connected peer's PEX named: from the tracker it would dial `a`
+            // (and fail) before the relay's PEX arrives.
+            let mut b = lt_peer("download", &torrent, &out, "0.0.0.0");
+            b.args([
+                "--peer",
+                "44.1.0.1:6881",
+                "--timeout",
+                "50",
+                "--no-trackers",
+            ]);
+            b
+        }
+    };
+    let down = case.spawn(&format!("{down_by:?}-b"), in_ns(net.ns(4), b), false);
     case.wait_success(down);
     case.check_data(&src, &out, Empties::Required);
 
-    let steps = [
-        (
+    // Each role's step, in its own log: btcore's holepunch lines; libtorrent's log of
+    // the ut_holepunch messages it sent and received (which of the two crossing uTP
+    // dials survives is libtorrent's choice, so its "holepunched" flag is not asked for).
+    let mut steps = Vec::new();
+    match down_by {
+        Who::Btcore => steps.push((
             down,
             "holepunch: asked 44.1.0.1:6881 to introduce us to 44.1.0.2:6881",
-        ),
-        (
+        )),
+        Who::Libtorrent => {
+            steps.push((down, "==> HOLEPUNCH [ msg: rendezvous to: 44.1.0.2 "));
+            steps.push((down, "<== HOLEPUNCH [ msg:connect to: 44.1.0.2 ]"));
+        }
+    }
+    match relay_by {
+        Who::Btcore => steps.push((
             relay,
             "holepunch: introduced 44.1.0.3:6881 and 44.1.0.2:6881",
-        ),
-        (
+        )),
+        Who::Libtorrent => {
+            steps.push((relay, "==> HOLEPUNCH [ msg: connect to: 44.1.0.2 "));
+            steps.push((relay, "==> HOLEPUNCH [ msg: connect to: 44.1.0.3 "));
+        }
+    }
+    match seed_by {
+        Who::Btcore => steps.push((
             seed,
             "holepunch: 44.1.0.1:6881 introduced us to 44.1.0.3:6881",
-        ),
-    ];
+        )),
+        Who::Libtorrent => steps.push((seed, "<== HOLEPUNCH [ msg:connect to: 44.1.0.3 ]")),
+    }
     for (i, needle) in steps {
         if !case.procs[i].printed(needle) {
             case.fail(&format!("{} never logged {needle:?}", case.procs[i].name));
         }
     }
     println!(
-        "b downloaded 8 MiB through the punched connection at {:.1} s",
+        "b ({down_by:?}) downloaded 8 MiB from a ({seed_by:?}) through a connection \
+         punched by the relay ({relay_by:?}) at {:.1} s",
         case.elapsed()
     );
     case.finish();
     drop(net);
+}
+
+#[test]
+fn two_nated_peers_punch_through_a_relay() {
+    punch(Who::Btcore, Who::Btcore, Who::Btcore);
+}
+
+#[test]
+fn libtorrent_relays_the_punch_between_two_nated_btcore_peers() {
+    punch(Who::Libtorrent, Who::Btcore, Who::Btcore);
+}
+
+#[test]
+fn a_nated_libtorrent_seed_answers_the_punch_of_a_nated_btcore() {
+    punch(Who::Btcore, Who::Libtorrent, Who::Btcore);
+}
+
+#[test]
+fn a_nated_libtorrent_asks_btcore_to_relay_and_downloads_from_a_nated_btcore() {
+    punch(Who::Btcore, Who::Btcore, Who::Libtorrent);
 }

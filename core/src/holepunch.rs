@@ -128,8 +128,10 @@ impl HolepunchMsg {
         }
     }
 
-    /// Parses a payload (after the extended id byte). Bytes after `err_code` are
-    /// ignored (room for a later revision); a message never reads past its 24 bytes.
+    /// Parses a payload (after the extended id byte). `err_code` may be left out of
+    /// `rendezvous` and `connect` (libtorrent sends them 8 or 20 bytes long), never
+    /// out of `error`. Bytes after `err_code` are ignored (room for a later
+    /// revision); a message never reads past its 24 bytes.
     pub fn parse(payload: &[u8]) -> Result<Self, HolepunchError> {
         let (&ty, rest) = payload.split_first().ok_or(HolepunchError::Truncated)?;
         if ty > 2 {
@@ -142,10 +144,9 @@ impl HolepunchMsg {
             t => return Err(HolepunchError::BadAddrType(t)),
         };
         let a = rest.get(..alen).ok_or(HolepunchError::Truncated)?;
-        let e: [u8; 4] = rest
-            .get(alen..alen + 4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(HolepunchError::Truncated)?;
+        // libtorrent writes `err_code` only in `error` messages (and reads it only
+        // there): in the others it is optional.
+        let e: Option<[u8; 4]> = rest.get(alen..alen + 4).and_then(|b| b.try_into().ok());
         let port = u16::from_be_bytes([a[alen - 2], a[alen - 1]]);
         let addr = if at == 0 {
             let ip: [u8; 4] = a[..4].try_into().map_err(|_| HolepunchError::Truncated)?;
@@ -154,14 +155,16 @@ impl HolepunchMsg {
             let ip: [u8; 16] = a[..16].try_into().map_err(|_| HolepunchError::Truncated)?;
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
         };
-        let code = u32::from_be_bytes(e);
         Ok(match ty {
             0 => Self::Rendezvous(addr),
             1 => Self::Connect(addr),
-            _ if code == 0 => return Err(HolepunchError::NoErrorCode),
-            _ => Self::Error {
-                addr,
-                code: ErrorCode::from_code(code),
+            _ => match e.map(u32::from_be_bytes) {
+                None => return Err(HolepunchError::Truncated),
+                Some(0) => return Err(HolepunchError::NoErrorCode),
+                Some(code) => Self::Error {
+                    addr,
+                    code: ErrorCode::from_code(code),
+                },
             },
         })
     }
@@ -262,10 +265,25 @@ mod tests {
         assert_eq!(HolepunchMsg::parse(b"\x00"), Err(Truncated));
         assert_eq!(HolepunchMsg::parse(b"\x03\x00"), Err(BadMsgType(3)));
         assert_eq!(HolepunchMsg::parse(b"\x00\x02"), Err(BadAddrType(2)));
-        // IPv4 without its error code.
+        // Without its error code: an `error` is cut short, a `rendezvous` or a
+        // `connect` is whole (as libtorrent writes them).
+        assert_eq!(
+            HolepunchMsg::parse(b"\x02\x00\x0a\x00\x00\x01\x1a\xe1\x00\x00\x01"),
+            Err(Truncated)
+        );
         assert_eq!(
             HolepunchMsg::parse(b"\x00\x00\x0a\x00\x00\x01\x1a\xe1"),
-            Err(Truncated)
+            Ok(HolepunchMsg::Rendezvous(sa("10.0.0.1:6881")))
+        );
+        let mut v6 = [0u8; 20];
+        v6[0] = 1;
+        v6[1] = 1;
+        v6[17] = 1;
+        v6[18..].copy_from_slice(&6881u16.to_be_bytes());
+        assert_eq!(HolepunchMsg::parse(&v6[..19]), Err(Truncated));
+        assert_eq!(
+            HolepunchMsg::parse(&v6),
+            Ok(HolepunchMsg::Connect(sa("[::1]:6881")))
         );
         // An IPv6 type with an IPv4-sized body.
         assert_eq!(
@@ -310,9 +328,17 @@ mod tests {
             let n = m.write(&mut buf).expect("room");
             prop_assert_eq!(n, if addr.is_ipv4() { 12 } else { 24 });
             prop_assert_eq!(HolepunchMsg::parse(&buf[..n]), Ok(m));
-            // Every cut short of the whole fails as truncated.
+            // Every cut into the address fails as truncated, and so does every cut
+            // into an error's code; a rendezvous or connect without its (zero) code,
+            // or with part of it, is whole.
+            let addr_end = n - 4;
             for cut in 2..n {
-                prop_assert_eq!(HolepunchMsg::parse(&buf[..cut]), Err(HolepunchError::Truncated));
+                let got = HolepunchMsg::parse(&buf[..cut]);
+                if cut >= addr_end && kind < 2 {
+                    prop_assert_eq!(got, Ok(m));
+                } else {
+                    prop_assert_eq!(got, Err(HolepunchError::Truncated));
+                }
             }
         }
 
