@@ -2830,6 +2830,25 @@ btcore_result btcore_sansio_torrent_status(const struct btcore_sansio *h,
                                            struct btcore_torrent_status *out);
 
 /**
+ * Writes the v2 info-hash of torrent `id` to `out` (32 bytes) and whether it has
+ * one to `*has_v2`, as `btcore_session_torrent_info_hash_v2`.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing 32 bytes.
+ * - `has_v2` is NULL or valid for writing one `bool`.
+ */
+btcore_result btcore_sansio_torrent_info_hash_v2(const struct btcore_sansio *h,
+                                                 uint32_t id,
+                                                 uint64_t now_ms,
+                                                 uint8_t *out,
+                                                 bool *has_v2);
+
+/**
  * Fills `buf` with the peers of torrent `id`, as `btcore_session_peers`.
  *
  * # Safety
@@ -3756,6 +3775,27 @@ btcore_result btcore_session_torrents(const struct btcore_session *session,
 btcore_result btcore_session_torrent_status(const struct btcore_session *session,
                                             uint32_t id,
                                             struct btcore_torrent_status *out);
+
+/**
+ * Writes the v2 info-hash of torrent `id` (BEP 52: the SHA-256 of its info
+ * dictionary, 32 bytes; its first 20 bytes are what v2 trackers and the DHT use) to
+ * `out` and `true` to `*has_v2` for a hybrid torrent; `false` to `*has_v2` (and
+ * nothing to `out`) for a v1 torrent, or a magnet link whose metadata has not arrived.
+ * The v1 info-hash is `btcore_torrent_status.info_hash`. Thread-safe.
+ *
+ * # Safety
+ *
+ * - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+ *   frees during the call. A freed handle, one of another type or any other pointer is a
+ *   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+ *   handles before reading anything behind it.
+ * - `out` is NULL or valid for writing 32 bytes.
+ * - `has_v2` is NULL or valid for writing one `bool`.
+ */
+btcore_result btcore_session_torrent_info_hash_v2(const struct btcore_session *session,
+                                                  uint32_t id,
+                                                  uint8_t *out,
+                                                  bool *has_v2);
 
 /**
  * Copies the name of torrent `id` (bytes from the torrent, usually UTF-8; the

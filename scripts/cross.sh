@@ -3,7 +3,7 @@
 #   bash scripts/cross.sh
 # 1. installs what it needs: Debian cross compilers, cross libc, qemu-user,
 #    qemu-system-arm (when root; otherwise names what is missing), the rustup targets,
-#    nightly's rust-src, and zig with cargo-zigbuild (from PyPI) for armv7 musl;
+#    nightly's rust-src, and zig with cargo-zigbuild (from PyPI), the C compiler and linker of every musl target;
 # 2. libbtcore (release) for the glibc targets aarch64-unknown-linux-gnu and
 #    armv7-unknown-linux-gnueabihf, for C programs linked against the system's glibc;
 # 3. the static musl builds, which need no C library on the device: the `btcore`
@@ -84,20 +84,27 @@ if [[ " $MUSL_TARGETS " == *" $ARMV7_MUSL "* ]]; then
     # rustc asks the linker to look in the target's library folder, which a
     # -Zbuild-std target does not have.
     mkdir -p "$(rustc +nightly --print sysroot)/lib/rustlib/$ARMV7_MUSL/lib"
+fi
+# Every musl target compiles its C (ring, under rustls) and links with zig: Debian has
+# no musl cross compilers, and cc-rs finds no `x86_64-linux-musl-gcc` on a fresh machine.
+if [ -n "$MUSL_TARGETS" ]; then
     command -v cargo-zigbuild >/dev/null && python3 -m ziglang version >/dev/null 2>&1 ||
         python3 -m pip install -q --disable-pip-version-check ziglang==0.17.1 cargo-zigbuild==0.24.1
     echo "zig $(python3 -m ziglang version), $(cargo-zigbuild --version)"
 fi
 
 # `cargo SUB ARGS` for target $1: armv7 musl through nightly's build-std with zig as
-# the linker, every other target with plain cargo.
+# the linker, the other musl targets with zig as C compiler and linker, the glibc
+# targets with plain cargo.
 cargo_for() {
     local t=$1 sub=$2
     shift 2
+    [ "$sub" = build ] && [[ "$t" == *-musl* ]] && sub=zigbuild
     if [ "$t" = "$ARMV7_MUSL" ]; then
-        [ "$sub" = build ] && sub=zigbuild
         RUSTUP_TOOLCHAIN=nightly cargo-zigbuild "$sub" -Zbuild-std=std,panic_abort \
             --locked --target "$t" "$@"
+    elif [[ "$t" == *-musl* ]]; then
+        cargo-zigbuild "$sub" --locked --target "$t" "$@"
     else
         cargo "$sub" --locked --target "$t" "$@"
     fi
@@ -130,6 +137,12 @@ for t in $MUSL_TARGETS; do
     ls -l "$TARGET_DIR/$t/release/libbtcore.a"
     # shellcheck disable=SC2046
     env -i $(qemu_of "$t") "$BIN" --version
+    # The static aarch64 build finds the ARMv8 SHA extensions at run time (the kernel's
+    # HWCAP, read through musl): qemu's Cortex-A72 has them.
+    if [ "$t" = aarch64-unknown-linux-musl ]; then
+        env -i qemu-aarch64 -cpu cortex-a72 "$BIN" --version | grep -qx "sha1: ARMv8 SHA extensions" ||
+            { echo "btcore for $t does not find the ARMv8 SHA extensions"; exit 1; }
+    fi
 done
 
 # Tests known to fail on 32-bit targets, skipped there until fixed (each line: the test,

@@ -4,8 +4,8 @@
 # TARGET is a Rust target triple; the package's architecture follows it
 # (x86_64-unknown-linux-musl -> amd64, aarch64-unknown-linux-musl -> arm64,
 # armv7-unknown-linux-musleabihf -> armhf). BINARY defaults to
-# target/TARGET/release/btcore, e.g. from
-#   cargo build --release --locked --target x86_64-unknown-linux-musl -p btcore-cli
+# target/TARGET/release/btcore, e.g. from (zig compiles the C of `ring` and links)
+#   cargo zigbuild --release --locked --target x86_64-unknown-linux-musl -p btcore-cli
 # The binary is packaged as it is (not rebuilt, not stripped): cargo-deb runs with
 # --no-build on a staging copy, so a binary built elsewhere (the release builds) is what
 # ships. It must be statically linked: the package depends on no C library.

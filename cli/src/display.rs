@@ -153,6 +153,7 @@ mod tests {
             name: "t".into(),
             status: TorrentStatus {
                 info_hash: InfoHash([0; 20]),
+                info_hash_v2: None,
                 state,
                 pieces_have: 0,
                 num_pieces: 1,

@@ -81,6 +81,25 @@ const LONG_VERSION: &str = concat!(
     env!("BTCORE_BUILD_PROFILE"),
 );
 
+/// Parses the command line; `--version` also says which SHA-1 code this processor
+/// runs (known only at run time).
+fn parse_cli<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let long: &'static str = Box::leak(
+        format!(
+            "{LONG_VERSION}\nsha1: {}",
+            btcore_host::hash::sha1_backend()
+        )
+        .into_boxed_str(),
+    );
+    let matches = Cli::command().long_version(long).get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// btcore: an embeddable BitTorrent engine.
 #[derive(Parser, Debug)]
 #[command(name = "btcore", version, long_version = LONG_VERSION, about)]
@@ -513,8 +532,8 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = match daemon_config_args() {
-        Ok(Some(args)) => Cli::parse_from(args),
-        Ok(None) => Cli::parse(),
+        Ok(Some(args)) => parse_cli(args),
+        Ok(None) => parse_cli(std::env::args_os()),
         Err(e) => return fail(EXIT_INVALID, format_args!("{e}")),
     };
     match cli.command {

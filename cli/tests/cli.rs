@@ -242,6 +242,20 @@ fn version_names_target_features_and_allocator() {
         "{text}"
     );
     assert!(lines[4].starts_with("profile: "), "{text}");
+    // The SHA-1 code this processor runs, tested as the `sha1` crate tests it.
+    let sha = lines[5].strip_prefix("sha1: ").expect("a sha1 line");
+    let hw = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+        std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+            c.lines()
+                .find(|l| l.starts_with("flags"))
+                .is_some_and(|l| l.split_whitespace().any(|f| f == "sha_ni"))
+        })
+    } else {
+        false
+    };
+    if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+        assert_eq!(sha, if hw { "SHA-NI" } else { "portable" }, "{text}");
+    }
     let short = btcore(&["-V"]);
     assert_eq!(String::from_utf8_lossy(&short.stdout).lines().count(), 1);
 }

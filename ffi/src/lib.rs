@@ -1085,6 +1085,7 @@ mod tests {
         use btcore_core::ids::InfoHash;
         let base = TorrentStatus {
             info_hash: InfoHash([1; 20]),
+            info_hash_v2: None,
             state: TorrentState::Downloading,
             pieces_have: 1,
             num_pieces: 3,

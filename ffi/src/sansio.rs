@@ -1872,6 +1872,42 @@ pub unsafe extern "C" fn btcore_sansio_torrent_status(
     })
 }
 
+/// Writes the v2 info-hash of torrent `id` to `out` (32 bytes) and whether it has
+/// one to `*has_v2`, as `btcore_session_torrent_info_hash_v2`.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `out` is NULL or valid for writing 32 bytes.
+/// - `has_v2` is NULL or valid for writing one `bool`.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_sansio_torrent_info_hash_v2(
+    h: *const btcore_sansio,
+    id: u32,
+    now_ms: u64,
+    out: *mut u8,
+    has_v2: *mut bool,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let s = unsafe { handle(h) }?;
+        let out = non_null(out)?;
+        let has_v2 = non_null(has_v2)?;
+        let st = s
+            .session
+            .torrent_status(TorrentId(id), now(now_ms))
+            .ok_or(BTCORE_NOT_FOUND)?;
+        // SAFETY: both are non-NULL (checked above) and valid for these writes, as this
+        // function's contract requires.
+        unsafe { crate::torrent::write_info_hash_v2(st.info_hash_v2, out, has_v2) };
+        Ok(())
+    })
+}
+
 /// Fills `buf` with the peers of torrent `id`, as `btcore_session_peers`.
 ///
 /// # Safety

@@ -836,3 +836,30 @@ fn sans_io_dht_nodes_find_the_peer_another_one_announced() {
         assert_eq!(btcore_dht_next_timeout(a.0, &mut ms), BTCORE_OK);
     }
 }
+
+/// The v2 info-hash of a hybrid torrent made by libtorrent, as libtorrent computed it
+/// (the corpus's `EXPECTED.json`); none for a v1 torrent.
+#[test]
+fn a_hybrid_torrent_names_its_v2_info_hash() {
+    let dir = btcore_tests::conformance_dir().join("v2-generated");
+    let t = std::fs::read(dir.join("single-hybrid.torrent")).expect("corpus");
+    let want = "0146b7f4855399f93824fefe9ef64852b3d9e4215fada174b7712c5daed0d9d9";
+    let h = new(BTCORE_ENCRYPTION_ALLOWED, 7301, 0);
+    let hybrid = add(&h, &t);
+    let v1 = add(&h, &torrent());
+    let mut out = [0u8; 32];
+    let mut has = false;
+    // SAFETY: valid out-pointers.
+    let r =
+        unsafe { btcore_sansio_torrent_info_hash_v2(h.0, hybrid, 0, out.as_mut_ptr(), &mut has) };
+    assert_eq!(r, BTCORE_OK);
+    assert!(has);
+    let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, want);
+    // SAFETY: valid out-pointers.
+    let r = unsafe { btcore_sansio_torrent_info_hash_v2(h.0, v1, 0, out.as_mut_ptr(), &mut has) };
+    assert_eq!((r, has), (BTCORE_OK, false));
+    // SAFETY: valid out-pointers; the id is unknown.
+    let r = unsafe { btcore_sansio_torrent_info_hash_v2(h.0, 99, 0, out.as_mut_ptr(), &mut has) };
+    assert_eq!(r, BTCORE_NOT_FOUND);
+}

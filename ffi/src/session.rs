@@ -1047,6 +1047,47 @@ pub unsafe extern "C" fn btcore_session_torrent_status(
     })
 }
 
+/// Writes the v2 info-hash of torrent `id` (BEP 52: the SHA-256 of its info
+/// dictionary, 32 bytes; its first 20 bytes are what v2 trackers and the DHT use) to
+/// `out` and `true` to `*has_v2` for a hybrid torrent; `false` to `*has_v2` (and
+/// nothing to `out`) for a v1 torrent, or a magnet link whose metadata has not arrived.
+/// The v1 info-hash is `btcore_torrent_status.info_hash`. Thread-safe.
+///
+/// # Safety
+///
+/// - `session` is NULL or a handle from `btcore_session_new` that no `btcore_session_free`
+///   frees during the call. A freed handle, one of another type or any other pointer is a
+///   checked error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live
+///   handles before reading anything behind it.
+/// - `out` is NULL or valid for writing 32 bytes.
+/// - `has_v2` is NULL or valid for writing one `bool`.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_session_torrent_info_hash_v2(
+    session: *const btcore_session,
+    id: u32,
+    out: *mut u8,
+    has_v2: *mut bool,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `session` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let b = unsafe { self::session(session) }?;
+        let out = non_null(out)?;
+        let has_v2 = non_null(has_v2)?;
+        let view = b
+            .shared
+            .client()?
+            .torrents()
+            .into_iter()
+            .find(|t| t.id.0 == id)
+            .ok_or(BTCORE_NOT_FOUND)?;
+        // SAFETY: both are non-NULL (checked above) and valid for these writes, as this
+        // function's contract requires.
+        unsafe { crate::torrent::write_info_hash_v2(view.status.info_hash_v2, out, has_v2) };
+        Ok(())
+    })
+}
+
 /// Copies the name of torrent `id` (bytes from the torrent, usually UTF-8; the
 /// info-hash in hex until a magnet link's metadata arrives) into `buf`, NUL-terminated,
 /// and its length without the NUL into `*out_len`. When `cap` is too small, returns

@@ -545,3 +545,17 @@ pub unsafe extern "C" fn btcore_session_set_location(
         }
     })
 }
+
+/// Writes a v2 info-hash (when there is one) and whether there is one.
+///
+/// # Safety
+///
+/// `out` is valid for writing 32 bytes and `has_v2` for one `bool`.
+pub(crate) unsafe fn write_info_hash_v2(h: Option<[u8; 32]>, out: *mut u8, has_v2: *mut bool) {
+    if let Some(h) = h {
+        // SAFETY: valid for 32 bytes, as this function's contract requires.
+        unsafe { core::ptr::copy_nonoverlapping(h.as_ptr(), out, 32) };
+    }
+    // SAFETY: valid for one write, as this function's contract requires.
+    unsafe { has_v2.write(h.is_some()) };
+}

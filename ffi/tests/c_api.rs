@@ -791,6 +791,36 @@ fn c_finished_event_after_adding_a_complete_download() {
     assert!(out.contains("finished: ok"), "{out}");
 }
 
+/// The v2 info-hash of hybrid torrents made by libtorrent, through the C API: both
+/// info-hashes as libtorrent computed them (the corpus's `EXPECTED.json`); a v1
+/// torrent has none.
+#[test]
+fn c_hybrid_torrents_name_their_v2_info_hash() {
+    let dir = tmp("v2hash");
+    make_pack(&dir);
+    let exe = torrent_c(&dir);
+    let corpus = btcore_tests::conformance_dir().join("v2-generated");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(corpus.join("EXPECTED.json")).expect("read"))
+            .expect("json");
+    for name in ["single-hybrid.torrent", "multi-hybrid.torrent"] {
+        let e = &expected["torrents"][name];
+        let (v1, v2) = (
+            e["v1_info_hash"].as_str().expect("v1"),
+            e["v2_info_hash"].as_str().expect("v2"),
+        );
+        let out = run_bounded(
+            Command::new(&exe)
+                .arg("v2hash")
+                .arg(corpus.join(name))
+                .args([v1, v2])
+                .arg(&*dir),
+            Duration::from_secs(60),
+        );
+        assert!(out.contains("v2hash: ok"), "{name}: {out}");
+    }
+}
+
 /// A multi-file download with its middle file skipped: the others arrive whole, the
 /// skipped file holds none of its own pieces (at most the bytes of the pieces it
 /// shares), and the torrent finishes without being a seed.

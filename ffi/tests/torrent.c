@@ -11,6 +11,9 @@
  *   torrent url URL BAD_URL LEECH_DIR   a .torrent added by its URL (downloaded
  *                                        by the library); one that cannot be
  *                                        downloaded says why
+ *   torrent v2hash TORRENT V1_HEX V2_HEX DIR
+ *                                        a hybrid torrent (BEP 52) added from its file
+ *                                        names both info-hashes; a v1 one has no v2
  *   torrent recheck PACK_PARENT EMPTY_DIR
  *                                        a seed's data checked again (whole), then
  *                                        pointed at an empty folder (nothing found)
@@ -251,10 +254,53 @@ static int url(const char *good, const char *bad, const char *leech_dir) {
     return 0;
 }
 
+static void hex(const uint8_t *b, size_t n, char *out) {
+    for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static int v2hash(const char *torrent, const char *v1_hex, const char *v2_hex,
+                  const char *dir) {
+    btcore_session *s = new_session(dir);
+    uint32_t id = 0;
+    CHECK(btcore_session_add_torrent_file(s, torrent, NULL, &id));
+    btcore_torrent_status st;
+    CHECK(btcore_session_torrent_status(s, id, &st));
+    char h1[41], h2[65];
+    hex(st.info_hash, 20, h1);
+    uint8_t v2[32];
+    bool has_v2 = false;
+    CHECK(btcore_session_torrent_info_hash_v2(s, id, v2, &has_v2));
+    EXPECT(has_v2);
+    hex(v2, 32, h2);
+    printf("v1 %s\nv2 %s\n", h1, h2);
+    EXPECT(strcmp(h1, v1_hex) == 0);
+    EXPECT(strcmp(h2, v2_hex) == 0);
+    /* Unknown ids and NULLs are refused. */
+    EXPECT(btcore_session_torrent_info_hash_v2(s, id + 100, v2, &has_v2) == BTCORE_NOT_FOUND);
+    EXPECT(btcore_session_torrent_info_hash_v2(s, id, NULL, &has_v2) == BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_session_torrent_info_hash_v2(s, id, v2, NULL) == BTCORE_NULL_PARAMETER);
+    btcore_session_free(s);
+    /* A v1 torrent has none. */
+    size_t len = 0;
+    unsigned char *t = make_torrent(dir, &len);
+    btcore_session *s1 = new_session(dir);
+    CHECK(btcore_session_add_torrent_bytes(s1, t, len, NULL, &id));
+    has_v2 = true;
+    memset(v2, 0xAB, sizeof v2);
+    CHECK(btcore_session_torrent_info_hash_v2(s1, id, v2, &has_v2));
+    EXPECT(!has_v2 && v2[0] == 0xAB && v2[31] == 0xAB);
+    btcore_session_free(s1);
+    free(t);
+    printf("v2hash: ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "finished") == 0) return finished(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "skip") == 0) return skip(argv[2], argv[3]);
     if (argc >= 5 && strcmp(argv[1], "magnet") == 0) return magnet(argv[2], argv[3], argv[4]);
+    if (argc >= 6 && strcmp(argv[1], "v2hash") == 0)
+        return v2hash(argv[2], argv[3], argv[4], argv[5]);
     if (argc >= 4 && strcmp(argv[1], "recheck") == 0) return recheck(argv[2], argv[3]);
     if (argc >= 5 && strcmp(argv[1], "url") == 0) return url(argv[2], argv[3], argv[4]);
     fprintf(stderr, "usage: torrent finished|skip|magnet|recheck|url ARGS [LEECH_DIR [OUT]]\n");

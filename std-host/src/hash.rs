@@ -23,6 +23,30 @@ impl Sha1 for FastSha1 {
     }
 }
 
+/// Which SHA-1 code [`FastSha1`] runs on this processor: the `sha1` crate's own
+/// run-time test, asked the same way (x86-64: SHA-NI with SSE2, SSSE3 and SSE4.1;
+/// aarch64: the ARMv8 SHA extensions, which Rust and Linux's `HWCAP` name `sha2`);
+/// elsewhere, and on armv7 (no such code in the crate), the portable one.
+pub fn sha1_backend() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("sha")
+            && std::arch::is_x86_feature_detected!("sse2")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+        {
+            return "SHA-NI";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("sha2") {
+            return "ARMv8 SHA extensions";
+        }
+    }
+    "portable"
+}
+
 /// The SHA-1 of each block of `piece` as stored (16 KiB blocks, the last one
 /// shorter), read back one block at a time.
 pub fn block_digests(

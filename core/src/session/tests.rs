@@ -55,6 +55,7 @@ fn status(
 ) -> super::TorrentStatus {
     super::TorrentStatus {
         info_hash: crate::ids::InfoHash([0; 20]),
+        info_hash_v2: None,
         state,
         pieces_have: 0,
         num_pieces: u32::from(total_size > 0),

@@ -53,6 +53,9 @@ pub enum TorrentState {
 pub struct TorrentStatus {
     /// The info-hash.
     pub info_hash: InfoHash,
+    /// BEP 52: the whole v2 info-hash (SHA-256) of a hybrid torrent; None for a v1
+    /// torrent, and for a magnet link until its metadata arrives.
+    pub info_hash_v2: Option<[u8; 32]>,
     /// State.
     pub state: TorrentState,
     /// Verified pieces.
@@ -200,6 +203,8 @@ pub(crate) struct Meta {
     pub(crate) picker: Picker<'static>,
     /// The raw info dictionary, served to others with `ut_metadata`.
     pub(crate) info: Vec<u8>,
+    /// BEP 52: the v2 info-hash of a hybrid torrent (SHA-256 of `info`).
+    pub(crate) info_hash_v2: Option<[u8; 32]>,
     /// Each file's (offset, length) in the torrent's bytes, in torrent order.
     pub(crate) files: Vec<(u64, u64)>,
     /// Pieces of priority 0 (no file of theirs wanted).
@@ -234,6 +239,7 @@ impl Meta {
             hashes,
             picker,
             info: m.info_bytes().to_vec(),
+            info_hash_v2: m.info_hash_v2(),
             files: m.files().map(|f| (f.offset, f.length)).collect(),
             skipped_pieces: 0,
             wanted_mask: None,
@@ -527,6 +533,7 @@ impl Torrent {
         let (wanted_size, wanted_have) = self.meta.as_ref().map_or((0, 0), Meta::wanted_bytes);
         TorrentStatus {
             info_hash: self.info_hash,
+            info_hash_v2: self.meta.as_ref().and_then(|m| m.info_hash_v2),
             state: self.state,
             pieces_have,
             num_pieces,
