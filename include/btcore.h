@@ -87,6 +87,12 @@
 #define BTCORE_PEER_UTP 128
 
 /**
+ * `btcore_peer_status.flags`: the connection is encrypted (RC4, after an MSE/PE
+ * handshake; not after one that settled on plain text).
+ */
+#define BTCORE_PEER_ENCRYPTED 256
+
+/**
  * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
  */
 #define BTCORE_SUBJECT_NONE 0

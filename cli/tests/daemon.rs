@@ -111,7 +111,9 @@ fn transmission_remote_drives_a_download() {
     assert!(files.contains("High") && files.contains("No"), "{files}");
 
     let seed_port = free_port();
-    let seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
+    let mut seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
+    // RC4 only: the peer list must say the connection is encrypted.
+    seeder.args(["--encryption", "required"]);
     case.spawn("btcore-seed", seeder, true);
     let dl = case.dir.join("dl");
     // Only the wanted file arrives (a.bin ends on a piece boundary: no piece is shared
@@ -227,9 +229,15 @@ fn transmission_remote_drives_a_download() {
     let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=payload&tr={announce}");
     let added = remote_ok(&case, rpc, &["-a", &magnet]);
     assert!(added.contains("success"), "{added}");
-    case.wait_for("the seeder in the peer list", |c| {
+    // transmission-remote's columns: address, flags, done, down, up, client; the
+    // seeder requires RC4, so its flags hold `E` (encrypted).
+    case.wait_for("the seeder in the peer list, encrypted", |c| {
         let p = remote_ok(c, rpc, &["-t", &hash, "-ip"]);
-        if p.contains("127.0.0.1") {
+        let flags = p
+            .lines()
+            .find(|l| l.starts_with("127.0.0.1"))
+            .and_then(|l| l.split_whitespace().nth(1));
+        if flags.is_some_and(|f| f.contains('E')) {
             Ok(())
         } else {
             Err(p)

@@ -454,6 +454,9 @@ pub const BTCORE_PEER_PEER_INTERESTED: u32 = 32;
 pub const BTCORE_PEER_HAS_PEER_ID: u32 = 64;
 /// `btcore_peer_status.flags`: the connection runs over uTP (else TCP).
 pub const BTCORE_PEER_UTP: u32 = 128;
+/// `btcore_peer_status.flags`: the connection is encrypted (RC4, after an MSE/PE
+/// handshake; not after one that settled on plain text).
+pub const BTCORE_PEER_ENCRYPTED: u32 = 256;
 
 /// One peer of a torrent, filled by `btcore_session_peers()` or `btcore_sansio_peers()`.
 #[repr(C)]
@@ -496,6 +499,7 @@ pub(crate) fn peer_status(p: &PeerStatus) -> btcore_peer_status {
             p.transport == btcore_core::session::Transport::Utp,
             BTCORE_PEER_UTP,
         ),
+        (p.encrypted, BTCORE_PEER_ENCRYPTED),
     ] {
         if on {
             flags |= f;

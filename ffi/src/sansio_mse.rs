@@ -241,7 +241,8 @@ impl Inner {
                 out.extend_from_slice(b);
                 wake = true;
             }
-            Up::Established { outgoing, .. } => {
+            Up::Established { outgoing, method } => {
+                session.set_encrypted(conn, method == btcore_core::mse::Method::Rc4);
                 if outgoing {
                     session.handle_connected(now, conn);
                 }

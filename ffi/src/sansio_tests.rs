@@ -221,6 +221,20 @@ fn required_encryption_on_both_sides_hides_the_handshake() {
     );
     // RC4 all along: not one plain BitTorrent handshake on the wire.
     assert!(!o.a_wire.windows(19).any(|w| w == b"BitTorrent protocol"));
+    // And both say so in their peer lists.
+    assert_ne!(peer_flags(&a) & BTCORE_PEER_ENCRYPTED, 0);
+    assert_ne!(peer_flags(&b) & BTCORE_PEER_ENCRYPTED, 0);
+}
+
+/// The flags of the first peer of torrent 1.
+fn peer_flags(h: &H) -> u32 {
+    let mut buf = [MaybeUninit::<btcore_peer_status>::uninit(); 4];
+    let mut n = 0;
+    // SAFETY: a live handle; `buf` holds 4 records.
+    let r = unsafe { btcore_sansio_peers(h.0, 1, buf[0].as_mut_ptr(), buf.len(), &mut n) };
+    assert_eq!((r, n), (BTCORE_OK, 1));
+    // SAFETY: the library wrote `n` records.
+    unsafe { buf[0].assume_init() }.flags
 }
 
 #[test]
@@ -256,6 +270,7 @@ fn preferred_redials_in_plain_text_once_when_the_peer_refuses_encryption() {
         o.a_closed,
         o.b_closed
     );
+    assert_eq!(peer_flags(&a) & BTCORE_PEER_ENCRYPTED, 0, "plain text");
     // The plain redial is the last: its failure is the session's.
     assert_eq!(
         // SAFETY: a live handle and valid pointers.

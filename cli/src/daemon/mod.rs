@@ -1133,6 +1133,9 @@ impl Daemon {
                                 } else if p.peer_interested && p.am_choking {
                                     flags.push('u');
                                 }
+                                if p.encrypted {
+                                    flags.push('E');
+                                }
                                 if !p.outgoing {
                                     flags.push('I');
                                 }
@@ -1150,7 +1153,7 @@ impl Daemon {
                                     "rate_to_peer": p.upload_rate,
                                     "is_downloading_from": p.download_rate > 0,
                                     "is_uploading_to": p.upload_rate > 0,
-                                    "is_encrypted": false,
+                                    "is_encrypted": p.encrypted,
                                     "is_incoming": !p.outgoing,
                                     "is_utp": utp,
                                     "client_is_choked": p.peer_choking,

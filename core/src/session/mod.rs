@@ -885,6 +885,8 @@ pub(crate) struct Conn {
     /// The transport answered the dial (a uTP connection is up; the encryption
     /// handshake may still run): no fallback to TCP from here.
     pub(crate) transport_up: bool,
+    /// The host's encryption handshake settled on RC4 ([`Session::set_encrypted`]).
+    pub(crate) encrypted: bool,
     pub(crate) peer: PeerConn,
     pub(crate) reads_in_flight: usize,
     pub(crate) send_flagged: bool,
@@ -927,6 +929,7 @@ impl Conn {
             transport,
             dialed_at: peer.created(),
             transport_up: false,
+            encrypted: false,
             peer,
             reads_in_flight: 0,
             send_flagged: false,
@@ -2561,6 +2564,15 @@ impl Session {
         }
     }
 
+    /// The host's encryption handshake (MSE/PE) of `conn` settled on RC4 (`true`) or
+    /// on plain text: shown in [`PeerStatus::encrypted`]. Unknown connections are
+    /// ignored.
+    pub fn set_encrypted(&mut self, conn: ConnId, encrypted: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.encrypted = encrypted;
+        }
+    }
+
     /// The transport of dialed `conn` is up (a uTP connection answered its SYN) while
     /// an encryption handshake still runs: the uTP dial no longer falls back to TCP
     /// for being slow ([`SessionConfig::utp_connect_timeout`]). Optional: a host
@@ -2976,6 +2988,7 @@ impl Session {
                 am_interested: c.peer.am_interested(),
                 peer_choking: c.peer.peer_choking(),
                 peer_interested: c.peer.peer_interested(),
+                encrypted: c.encrypted,
             })
             .collect()
     }
@@ -3328,6 +3341,10 @@ pub struct PeerStatus {
     pub peer_choking: bool,
     /// It wants our pieces.
     pub peer_interested: bool,
+    /// Its bytes are encrypted (RC4, as the host reported with
+    /// [`Session::set_encrypted`]); false in plain text, and after an encryption
+    /// handshake that settled on plain text.
+    pub encrypted: bool,
 }
 
 /// A [`InfoHash`] is what incoming handshakes are matched on.

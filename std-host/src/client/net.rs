@@ -8,6 +8,7 @@
 use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
 use crate::encryption::{Close, Link, OurTorrents, Up};
 use crate::utp::UtpHost;
+use btcore_core::mse::Method;
 use btcore_core::session::{ConnId, Transport};
 use btcore_core::utp::{ConnHandle, State};
 use mio::net::TcpStream;
@@ -201,6 +202,7 @@ impl Client {
                             Up::Data(b) => session.handle_recv(now, conn, b),
                             Up::Established { outgoing, method } => {
                                 log::debug!("{conn:?}: encrypted handshake done, {method:?}");
+                                session.set_encrypted(conn, method == Method::Rc4);
                                 established = true;
                                 if outgoing {
                                     alone = true;
