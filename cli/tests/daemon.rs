@@ -813,3 +813,52 @@ fn a_daemon_killed_mid_download_comes_back_and_finishes() {
     });
     case.finish();
 }
+
+/// Without `--rpc-auth` the RPC listens only on loopback: another address is refused
+/// at start, unless `--rpc-allow-unauthenticated` says so in so many words; with
+/// auth it serves, and asks for it.
+#[test]
+fn an_rpc_off_loopback_needs_auth_or_an_explicit_flag() {
+    let mut case = Case::new("rpc-open", CONFIG);
+    let cmd = |case: &Case, rpc: u16, extra: &[&str]| {
+        let mut c = btcore(&["daemon", "--rpc", &format!("0.0.0.0:{rpc}"), "--port", "0"]);
+        c.args(["--no-dht", "--no-port-mapping", "--download-dir"])
+            .arg(case.dir.join("dl"))
+            .arg("--state-dir")
+            .arg(case.dir.join("state"))
+            .args(extra);
+        c
+    };
+    let rpc = free_port();
+    let out = cmd(&case, rpc, &[]).output().expect("run btcore daemon");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!(
+            "refusing to serve the RPC on 0.0.0.0:{rpc} without --rpc-auth"
+        )),
+        "{err}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", rpc)).is_err(),
+        "it listened"
+    );
+    // With auth: it serves, and a request without the password gets 401.
+    let authed = free_port();
+    case.spawn(
+        "daemon-auth",
+        cmd(&case, authed, &["--rpc-auth", "u:p"]),
+        true,
+    );
+    case.wait_port(authed);
+    let (code, _, _) = http(authed, "POST", "/transmission/rpc", &[], b"{}");
+    assert_eq!(code, 401);
+    // Said in so many words: it serves without auth.
+    let open = free_port();
+    let c = cmd(&case, open, &["--rpc-allow-unauthenticated"]);
+    case.spawn("daemon-open", c, true);
+    case.wait_port(open);
+    let (code, _, _) = http(open, "POST", "/transmission/rpc", &[], b"{}");
+    assert_eq!(code, 409, "the session-id handshake, not auth");
+    case.finish();
+}
