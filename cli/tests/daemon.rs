@@ -862,3 +862,65 @@ fn an_rpc_off_loopback_needs_auth_or_an_explicit_flag() {
     assert_eq!(code, 409, "the session-id handshake, not auth");
     case.finish();
 }
+
+/// The watch folder: a `.torrent` dropped in is added and renamed `.added` (or deleted
+/// with `--trash-original-torrent-files`); one still being written is not read before
+/// it stops growing; a bad one is renamed `.invalid` and the daemon serves on.
+#[test]
+fn the_watch_folder_adds_settled_torrents_and_sets_bad_ones_aside() {
+    let mut case = Case::new("watch", CONFIG);
+    let src = payload(&case.path("src"));
+    let good = std::fs::read(btcore_create(&case, &src, None)).expect("torrent");
+    let other = std::fs::read(btcore_create(&case, &src.join("sub"), None)).expect("torrent");
+    let count = |rpc: u16| -> usize {
+        let r = Rpc::new(rpc, None);
+        let v = r.call(serde_json::json!({
+            "method": "torrent-get", "arguments": {"fields": ["id"]}
+        }));
+        v["arguments"]["torrents"].as_array().map_or(0, Vec::len)
+    };
+    for trash in [false, true] {
+        let watch = case.dir.join(format!("watch-{trash}"));
+        std::fs::create_dir_all(&watch).expect("mkdir");
+        let rpc = free_port();
+        let mut c = btcore(&["daemon", "--rpc", &local(rpc), "--port", "0", "--no-dht"]);
+        c.arg("--download-dir")
+            .arg(case.dir.join(format!("dl-{trash}")))
+            .arg("--state-dir")
+            .arg(case.dir.join(format!("state-{trash}")))
+            .arg("--watch")
+            .arg(&watch);
+        if trash {
+            c.arg("--trash-original-torrent-files");
+        }
+        case.spawn(&format!("daemon-{trash}"), c, true);
+        case.wait_port(rpc);
+        // Half a torrent now, the rest after 1 s: read early, it would be invalid.
+        let slow = watch.join("slow.torrent");
+        std::fs::write(&slow, &good[..good.len() / 2]).expect("write");
+        std::thread::sleep(Duration::from_secs(1));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&slow)
+            .expect("open");
+        f.write_all(&good[good.len() / 2..]).expect("append");
+        drop(f);
+        std::fs::write(watch.join("junk.torrent"), b"d4:infoi1ee").expect("write");
+        std::fs::write(watch.join("other.torrent"), &other).expect("write");
+        case.wait_until("the watch folder handled", |_| {
+            watch.join("junk.torrent.invalid").exists()
+                && !slow.exists()
+                && !watch.join("other.torrent").exists()
+        });
+        assert!(
+            !watch.join("slow.torrent.invalid").exists(),
+            "read while growing"
+        );
+        for name in ["slow", "other"] {
+            let added = watch.join(format!("{name}.torrent.added"));
+            assert_eq!(added.exists(), !trash, "{name}: {trash}");
+        }
+        assert_eq!(count(rpc), 2, "both good torrents added, the junk not");
+    }
+    case.finish();
+}

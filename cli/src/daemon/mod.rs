@@ -71,10 +71,14 @@ pub struct DaemonArgs {
     /// DOWNLOAD_DIR/.btcore).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// A folder whose `.torrent` files are added (then renamed `.added`; a bad one
-    /// `.invalid`).
+    /// A folder whose `.torrent` files are added (then renamed `.added`, or deleted
+    /// with --trash-original-torrent-files; a bad one is renamed `.invalid`).
     #[arg(long)]
     pub watch: Option<PathBuf>,
+    /// Delete a watch folder's `.torrent` once it is added, instead of renaming it
+    /// `.added` (Transmission's `trash-original-torrent-files`).
+    #[arg(long)]
+    pub trash_original_torrent_files: bool,
     /// Where torrents' data stays while they download; each moves to its download
     /// folder once done.
     #[arg(long, value_name = "DIR")]
@@ -843,7 +847,7 @@ impl Daemon {
             "queue_stalled_enabled": self.setting("queue_stalled_enabled"),
             "queue_stalled_minutes": self.setting("queue_stalled_minutes"),
             "start_added_torrents": true,
-            "trash_original_torrent_files": false,
+            "trash_original_torrent_files": self.args.trash_original_torrent_files,
             "rename_partial_files": false,
             "blocklist_enabled": false,
             "blocklist_size": 0,
@@ -1441,6 +1445,12 @@ impl Daemon {
                     .and_then(|b| self.add_torrent_bytes(&b, None, false, Vec::new()))
             };
             let suffix = match &result {
+                Ok(_) if self.args.trash_original_torrent_files => {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        log::warn!("watch: deleting {}: {e}", p.display());
+                    }
+                    continue;
+                }
                 Ok(_) => "added",
                 Err(e) => {
                     log::warn!("watch: {}: {e}", p.display());
