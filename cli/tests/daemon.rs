@@ -760,6 +760,29 @@ fn a_daemon_killed_mid_download_comes_back_and_finishes() {
     };
     assert_eq!(add(&torrent, false)["result"], "success");
     assert_eq!(add(&other, true)["result"], "success");
+    // The paused torrent's own settings, which the restart must keep.
+    let settings = serde_json::json!({
+        "priorities": [1],
+        "downloadLimit": 77,
+        "downloadLimited": true,
+        "uploadLimit": 33,
+        "uploadLimited": true,
+        "seedRatioLimit": 1.5,
+        "seedRatioMode": 1,
+        "seedIdleLimit": 9,
+        "seedIdleMode": 1,
+        "peer-limit": 13,
+    });
+    let mut set = settings.clone();
+    set["ids"] = serde_json::json!([2]);
+    set["priority-high"] = serde_json::json!([0]);
+    set.as_object_mut().expect("object").remove("priorities");
+    let s = r.call(serde_json::json!({"method": "torrent-set", "arguments": set}));
+    assert_eq!(s["result"], "success", "{s}");
+    let s = r.call(serde_json::json!({
+        "method": "torrent-set", "arguments": {"ids": [2], "sequential_download": true}
+    }));
+    assert_eq!(s["result"], "success", "{s}");
     let seed_port = free_port();
     let seeder = btcore_seed(&torrent, &case.dir.join("src"), seed_port, &[], true);
     case.spawn("btcore-seed", seeder, true);
@@ -805,6 +828,29 @@ fn a_daemon_killed_mid_download_comes_back_and_finishes() {
         .expect("the paused torrent");
     assert_eq!(paused["status"], 0, "{g}");
     assert!(ts.iter().all(|t| t["labels"][0] == "x"), "{g}");
+    // Its own settings too.
+    let mut fields: Vec<&str> = settings
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.push("name");
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": fields, "ids": [2]}
+    }));
+    let t = &g["arguments"]["torrents"][0];
+    for (k, v) in settings.as_object().expect("object") {
+        assert_eq!(&t[k], v, "{k} after the restart: {g}");
+    }
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": ["sequential_download"], "ids": [2]}
+    }));
+    // Asked with `torrent-get` (rpc 17's method name), answered in rpc 17's names.
+    assert_eq!(
+        g["arguments"]["torrents"][0]["sequentialDownload"], true,
+        "{g}"
+    );
     let dl = case.dir.join("dl");
     // Done: moved to the download folder.
     case.wait_data(&src, &dl, Empties::Required);
