@@ -647,8 +647,14 @@ impl TrackerClient {
         while let Ok(done) = self.pool.done.try_recv() {
             match done {
                 Done::Started { op, at } => {
+                    let stopping = self.shutdown.is_some();
                     if let Some(x) = self.http_exchange(op) {
-                        x.deadline = Some(at + x.timeout + WORKER_GRACE);
+                        let d = at + x.timeout + WORKER_GRACE;
+                        // At shutdown, never past the limit `shutdown` set.
+                        x.deadline = Some(match x.deadline {
+                            Some(old) if stopping => old.min(d),
+                            _ => d,
+                        });
                     }
                 }
                 Done::Http { op, answer } => {
@@ -704,6 +710,10 @@ impl TrackerClient {
     /// this client alone until those are done or `timeout` has passed, and stops the
     /// workers (one still busy at the deadline is left to finish on its own). Returns
     /// the results of the exchanges finished meanwhile (those not yet polled included).
+    /// An exchange running when a `stopped` for the same torrent waits behind it is
+    /// given half of `timeout` to finish first: sent at once, the `stopped` could reach
+    /// the tracker before it (a `completed` read after our `stopped` leaves a seeder
+    /// that has gone in the tracker's lists).
     pub fn shutdown(mut self, poll: &mut Poll, timeout: Duration) -> Vec<AnnounceResult> {
         let start = Instant::now();
         let deadline = start + timeout;
@@ -712,11 +722,18 @@ impl TrackerClient {
         for key in keys {
             if let Some(t) = self.torrents.get_mut(&key) {
                 t.queue.retain(|j| j.event == Some(Event::Stopped));
-                if t.running
-                    .as_ref()
-                    .is_some_and(|x| x.job.event != Some(Event::Stopped))
+                let stop_waits = !t.queue.is_empty();
+                if let Some(x) = t
+                    .running
+                    .as_mut()
+                    .filter(|x| x.job.event != Some(Event::Stopped))
                 {
-                    t.running = None;
+                    if stop_waits {
+                        let limit = start + timeout / 2;
+                        x.deadline = Some(x.deadline.map_or(limit, |d| d.min(limit)));
+                    } else {
+                        t.running = None;
+                    }
                 }
             }
             self.advance(key, start);

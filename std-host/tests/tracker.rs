@@ -827,8 +827,8 @@ fn shutdown_keeps_only_the_stopped_exchanges() {
     let mut c = client(Duration::from_secs(5));
     c.announce(10, &stub.url, 6881, Some(Event::Started));
     assert_eq!(answered_by(&c.result()), Some(stub.url.as_str()));
-    // A regular exchange still running (a silent tracker) is dropped at shutdown; the
-    // `stopped` queued behind it goes out.
+    // A regular exchange still running (a silent tracker) gets half the shutdown's
+    // time, then is given up; the `stopped` queued behind it goes out.
     c.announce(10, &silent.url, 6881, None);
     c.announce(10, &stub.url, 6881, Some(Event::Stopped));
     let Client {
@@ -837,12 +837,72 @@ fn shutdown_keeps_only_the_stopped_exchanges() {
     let start = Instant::now();
     let results = client.shutdown(&mut poll, Duration::from_secs(3));
     assert!(start.elapsed() < Duration::from_secs(5));
-    assert_eq!(results.len(), 1, "{results:?}");
-    let r = &results[0];
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0].event, None);
+    assert!(results[0].error.is_some(), "{results:?}");
+    let r = &results[1];
     assert_eq!(r.event, Some(Event::Stopped));
     assert_eq!(answered_by(r), Some(stub.url.as_str()));
     assert_eq!(stub.hits(), 2);
     assert!(stub.last_target().contains("event=stopped"));
+}
+
+/// A tracker that serves each request on its own thread and takes a `completed` in
+/// 300 ms, anything else at once: the order in which it takes them is the order in
+/// which they end, as in a tracker that serves many at a time.
+#[test]
+fn shutdown_sends_stopped_after_the_exchange_in_flight() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}/announce",
+        listener.local_addr().expect("addr").port()
+    );
+    let taken: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let taken = taken.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().take(4).flatten() {
+                let taken = taken.clone();
+                thread::spawn(move || {
+                    let _ = serve_http(
+                        stream,
+                        &move |target: &str| {
+                            if target.contains("event=completed") {
+                                thread::sleep(Duration::from_millis(300));
+                            }
+                            let event = ["completed", "stopped"]
+                                .into_iter()
+                                .find(|e| target.contains(&format!("event={e}")))
+                                .unwrap_or("none");
+                            lock(&taken).push(event.to_string());
+                            ok_body()
+                        },
+                        &|_| {},
+                    );
+                });
+            }
+        });
+    }
+    let mut c = client(Duration::from_secs(5));
+    // `completed` in flight when the torrent stops and the client shuts down.
+    c.announce(11, &url, 6881, Some(Event::Completed));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.client.poll_timeout().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+        c.client.handle_timeout(Instant::now());
+    }
+    thread::sleep(Duration::from_millis(50));
+    c.announce(11, &url, 6881, Some(Event::Stopped));
+    let Client {
+        client, mut poll, ..
+    } = c;
+    let results = client.shutdown(&mut poll, Duration::from_secs(3));
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(
+        *lock(&taken),
+        ["completed", "stopped"],
+        "the tracker took our `stopped` before our `completed`: it lists a seeder that left"
+    );
 }
 
 // ---------------------------------------------------------------- UDP on the loop
@@ -968,9 +1028,9 @@ fn shutdown_sends_stopped_to_the_udp_tracker() {
     let mut c = client(Duration::from_secs(5));
     c.announce(26, &stub.url, 6881, Some(Event::Started));
     assert_eq!(answered_by(&c.result()), Some(stub.url.as_str()));
-    // A regular announce still running is abandoned (its packet is out already: the
-    // cached connection id needs no connect); `stopped` goes out on the loop that
-    // `shutdown` runs.
+    // A regular announce still running (its packet is out already: the cached
+    // connection id needs no connect) is answered first; `stopped` goes out after it,
+    // on the loop that `shutdown` runs.
     c.announce(26, &stub.url, 6881, None);
     c.announce(26, &stub.url, 6881, Some(Event::Stopped));
     let Client {
@@ -984,10 +1044,11 @@ fn shutdown_sends_stopped_to_the_udp_tracker() {
         "shutdown ran to its deadline: {:?}",
         start.elapsed()
     );
-    assert_eq!(results.len(), 1, "{results:?}");
-    assert_eq!(results[0].event, Some(Event::Stopped));
-    assert_eq!(answered_by(&results[0]), Some(stub.url.as_str()));
-    assert!(results[0].error.is_none(), "{:?}", results[0].error);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0].event, None);
+    assert_eq!(results[1].event, Some(Event::Stopped));
+    assert_eq!(answered_by(&results[1]), Some(stub.url.as_str()));
+    assert!(results[1].error.is_none(), "{:?}", results[1].error);
     assert_eq!(stub.announces.load(Ordering::SeqCst), 3);
     assert_eq!(stub.connects.load(Ordering::SeqCst), 1);
     assert_eq!(be_u32(&lock(&stub.last_announce), 80), 3); // stopped
