@@ -1036,9 +1036,7 @@ pub unsafe extern "C" fn btcore_session_torrent_status(
         let view = b
             .shared
             .client()?
-            .torrents()
-            .into_iter()
-            .find(|t| t.id.0 == id)
+            .torrent(TorrentId(id))
             .ok_or(BTCORE_NOT_FOUND)?;
         // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
@@ -1077,9 +1075,7 @@ pub unsafe extern "C" fn btcore_session_torrent_info_hash_v2(
         let view = b
             .shared
             .client()?
-            .torrents()
-            .into_iter()
-            .find(|t| t.id.0 == id)
+            .torrent(TorrentId(id))
             .ok_or(BTCORE_NOT_FOUND)?;
         // SAFETY: both are non-NULL (checked above) and valid for these writes, as this
         // function's contract requires.
@@ -1121,9 +1117,7 @@ pub unsafe extern "C" fn btcore_session_torrent_name(
         let view = b
             .shared
             .client()?
-            .torrents()
-            .into_iter()
-            .find(|t| t.id.0 == id)
+            .torrent(TorrentId(id))
             .ok_or(BTCORE_NOT_FOUND)?;
         let name = view.name.as_bytes();
         let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];

@@ -203,27 +203,29 @@ impl Client {
 
     /// The torrents with their status.
     pub fn torrents(&self) -> Vec<TorrentView> {
-        let now = self.now();
         let mut v: Vec<TorrentView> = self
             .session
             .torrents()
-            .filter_map(|id| {
-                let status = self.session.torrent_status(id, now)?;
-                let t = self.torrents.get(&id);
-                let name = t.map(|t| t.name.clone()).unwrap_or_default();
-                let checking = t
-                    .and_then(|t| t.check.as_ref())
-                    .map(|c| (c.checked.load(Ordering::Relaxed).min(c.total), c.total));
-                Some(TorrentView {
-                    id,
-                    name,
-                    status,
-                    checking,
-                })
-            })
+            .filter_map(|id| self.torrent(id))
             .collect();
         v.sort_by_key(|t| t.id);
         v
+    }
+
+    /// The view of torrent `id` (None: no such torrent).
+    pub fn torrent(&self, id: TorrentId) -> Option<TorrentView> {
+        let status = self.session.torrent_status(id, self.now())?;
+        let t = self.torrents.get(&id);
+        let name = t.map(|t| t.name.clone()).unwrap_or_default();
+        let checking = t
+            .and_then(|t| t.check.as_ref())
+            .map(|c| (c.checked.load(Ordering::Relaxed).min(c.total), c.total));
+        Some(TorrentView {
+            id,
+            name,
+            status,
+            checking,
+        })
     }
 
     /// Per-peer status of a torrent.
