@@ -93,6 +93,32 @@
 #define BTCORE_PEER_ENCRYPTED 256
 
 /**
+ * `btcore_peer_status.flags`: we heard of the peer from a tracker. At most one
+ * `BTCORE_PEER_FROM_*` bit is set, none for a peer that dialed us.
+ */
+#define BTCORE_PEER_FROM_TRACKER 512
+
+/**
+ * `btcore_peer_status.flags`: we heard of the peer from the DHT.
+ */
+#define BTCORE_PEER_FROM_DHT 1024
+
+/**
+ * `btcore_peer_status.flags`: we heard of the peer from another peer (PEX).
+ */
+#define BTCORE_PEER_FROM_PEX 2048
+
+/**
+ * `btcore_peer_status.flags`: we heard of the peer from local service discovery.
+ */
+#define BTCORE_PEER_FROM_LSD 4096
+
+/**
+ * `btcore_peer_status.flags`: the application or a magnet link named the peer.
+ */
+#define BTCORE_PEER_FROM_USER 8192
+
+/**
  * `btcore_error_detail.subject_kind`: no file, address or URL is involved.
  */
 #define BTCORE_SUBJECT_NONE 0

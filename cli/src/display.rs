@@ -174,6 +174,7 @@ mod tests {
                 wanted_size: total_size,
                 wanted_have: bytes_have,
                 finished: false,
+                stalled: false,
                 queued: false,
                 queue_position: 0,
             },

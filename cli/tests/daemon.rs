@@ -243,6 +243,14 @@ fn transmission_remote_drives_a_download() {
             Err(p)
         }
     });
+    // Where that peer came from: the tracker.
+    let r = Rpc::new(rpc, None);
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": ["peersFrom"], "ids": [&hash]}
+    }));
+    let from = &g["arguments"]["torrents"][0]["peersFrom"];
+    assert_eq!(from["fromTracker"], 1, "{g}");
+    assert_eq!(from["fromIncoming"], 0, "{g}");
     case.wait_data(&src, &dl, Empties::Required);
     case.finish();
 }
@@ -614,6 +622,14 @@ fn the_rpc_protocol_and_its_errors() {
             Err(g.to_string())
         }
     });
+    // Its only tracker failing is the torrent's error (2, a tracker error), in its
+    // words.
+    let g = r.call(serde_json::json!({
+        "method": "torrent-get", "arguments": {"fields": ["error", "errorString"], "ids": [id]}
+    }));
+    let t = &g["arguments"]["torrents"][0];
+    assert_eq!(t["error"], 2, "{g}");
+    assert!(!t["errorString"].as_str().unwrap_or("").is_empty(), "{g}");
     let list =
         "http://127.0.0.1:1/announce\nhttp://127.0.0.1:3/announce\n\nudp://127.0.0.1:4/announce";
     let set = r.call(serde_json::json!({
@@ -968,5 +984,314 @@ fn the_watch_folder_adds_settled_torrents_and_sets_bad_ones_aside() {
         }
         assert_eq!(count(rpc), 2, "both good torrents added, the junk not");
     }
+    case.finish();
+}
+
+/// The methods that manage torrents in place: `torrent-set-location` without a move,
+/// `torrent-rename-path`, the `queue-move-*` family, `free-space`, `session-stats`,
+/// JSON-RPC batches, the honest refusals (`port-test`, `blocklist-update`), the
+/// status fields a front-end shows (`error`, `activityDate`, `secondsSeeding`,
+/// `isStalled`), and `session-close`, which ends the daemon.
+#[test]
+fn the_rpc_methods_that_manage_torrents_in_place() {
+    let mut case = Case::new("manage", CONFIG);
+    let src = payload(&case.path("src"));
+    let whole = btcore_create(&case, &src, None);
+    let a_only = btcore_create(&case, &src.join("a.bin"), None);
+    let b_only = btcore_create(&case, &src.join("sub/b.bin"), None);
+    let rpc = free_port();
+    let mut c = btcore(&["daemon", "--rpc", &local(rpc), "--port", "0", "--no-dht"]);
+    c.arg("--download-dir")
+        .arg(case.dir.join("dl"))
+        .arg("--state-dir")
+        .arg(case.dir.join("state"))
+        .env("TZ", "UTC");
+    // Not `must_live`: `session-close` ends it.
+    let d = case.spawn("btcore-daemon", c, false);
+    case.wait_port(rpc);
+    let r = Rpc::new(rpc, None);
+    let add = |t: &Path, dir: &Path| {
+        let a = r.call(serde_json::json!({
+            "method": "torrent-add",
+            "arguments": {"metainfo": b64(&std::fs::read(t).expect("torrent")),
+                          "download-dir": dir.to_string_lossy()}
+        }));
+        assert_eq!(a["result"], "success", "{a}");
+        a["arguments"]["torrent-added"]["id"].as_u64().expect("id")
+    };
+    // Its data is where it is added: it seeds after its check.
+    let data = case.dir.join("src");
+    let id = add(&whole, &data);
+    let get = |r: &Rpc, fields: serde_json::Value| {
+        let g = r.call(serde_json::json!({
+            "method": "torrent-get", "arguments": {"fields": fields, "ids": [id]}
+        }));
+        g["arguments"]["torrents"][0].clone()
+    };
+    let done = |r: &Rpc| get(r, serde_json::json!(["percentDone", "status"]));
+    case.wait_for("the data checked in place", |_| {
+        let t = done(&r);
+        (t["percentDone"] == 1.0 && t["status"] == 6)
+            .then_some(())
+            .ok_or(t.to_string())
+    });
+    // Nothing went wrong, nothing moved yet, it has seeded some seconds, and it is
+    // not stalled (it started less than the stalled minutes ago).
+    case.wait_for("a second of seeding counted", |_| {
+        let t = get(
+            &r,
+            serde_json::json!([
+                "error",
+                "errorString",
+                "secondsSeeding",
+                "secondsDownloading",
+                "isStalled",
+                "activityDate",
+                "startDate"
+            ]),
+        );
+        let ok = t["error"] == 0
+            && t["errorString"] == ""
+            && t["secondsSeeding"].as_u64() >= Some(1)
+            && t["secondsDownloading"] == 0
+            && t["isStalled"] == false
+            && t["activityDate"] == 0
+            && t["startDate"].as_i64() > Some(1_600_000_000);
+        ok.then_some(()).ok_or(t.to_string())
+    });
+
+    // set-location without `move`: the torrent looks for its data in the new folder
+    // (none there: 0%), and nothing is moved; back where the data is, 100% again.
+    let empty = case.path("empty");
+    let set = r.call(serde_json::json!({
+        "method": "torrent-set-location",
+        "arguments": {"ids": [id], "location": empty.to_string_lossy(), "move": false}
+    }));
+    assert_eq!(set["result"], "success", "{set}");
+    case.wait_for("0% in the empty folder", |_| {
+        let t = done(&r);
+        (t["percentDone"] == 0.0 && t["status"] != 2)
+            .then_some(())
+            .ok_or(t.to_string())
+    });
+    case.check_data(&src, &data, Empties::Required);
+    assert!(
+        !empty.join("payload").join("a.bin").exists(),
+        "data was moved"
+    );
+    let t = get(&r, serde_json::json!(["downloadDir"]));
+    assert_eq!(t["downloadDir"], empty.to_string_lossy().as_ref(), "{t}");
+    let set = r.call(serde_json::json!({
+        "method": "torrent-set-location",
+        "arguments": {"ids": [id], "location": data.to_string_lossy()}
+    }));
+    assert_eq!(set["result"], "success", "{set}");
+    case.wait_for("100% back with the data", |_| {
+        let t = done(&r);
+        (t["percentDone"] == 1.0).then_some(()).ok_or(t.to_string())
+    });
+    let bad = r.call(serde_json::json!({
+        "method": "torrent-set-location", "arguments": {"ids": [id], "location": "relative/dir"}
+    }));
+    assert_ne!(bad["result"], "success", "{bad}");
+
+    // rename-path: a file, on disk and in the list; then the top folder.
+    let ren = r.call(serde_json::json!({
+        "method": "torrent-rename-path",
+        "arguments": {"ids": [id], "path": "payload/a.bin", "name": "c.bin"}
+    }));
+    assert_eq!(ren["result"], "success", "{ren}");
+    assert_eq!(ren["arguments"]["name"], "c.bin", "{ren}");
+    assert_eq!(ren["arguments"]["id"], id, "{ren}");
+    assert!(data.join("payload/c.bin").is_file() && !data.join("payload/a.bin").exists());
+    let ren = r.call(serde_json::json!({
+        "method": "torrent-rename-path",
+        "arguments": {"ids": [id], "path": "payload", "name": "renamed"}
+    }));
+    assert_eq!(ren["result"], "success", "{ren}");
+    assert!(data.join("renamed/c.bin").is_file() && data.join("renamed/sub/b.bin").is_file());
+    let t = get(&r, serde_json::json!(["files", "name"]));
+    let names: Vec<&str> = t["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, ["renamed/c.bin", "renamed/sub/b.bin"], "{t}");
+    for (path, name) in [
+        ("no/such.bin", "x"),
+        ("renamed/c.bin", "../escape"),
+        ("renamed/c.bin", ""),
+    ] {
+        let bad = r.call(serde_json::json!({
+            "method": "torrent-rename-path", "arguments": {"ids": [id], "path": path, "name": name}
+        }));
+        assert_ne!(bad["result"], "success", "{path} -> {name}: {bad}");
+    }
+    assert!(!case.dir.join("src/escape").exists());
+    // And the data verifies under its new names.
+    r.call(serde_json::json!({"method": "torrent-verify", "arguments": {"ids": [id]}}));
+    case.wait_for("the renamed data verified", |_| {
+        let t = done(&r);
+        (t["percentDone"] == 1.0 && t["status"] != 2)
+            .then_some(())
+            .ok_or(t.to_string())
+    });
+
+    // The queue: three torrents, moved about.
+    let ida = add(&a_only, &case.path("qa"));
+    let idb = add(&b_only, &case.path("qb"));
+    let order = |r: &Rpc| {
+        let g = r.call(serde_json::json!({
+            "method": "torrent-get", "arguments": {"fields": ["id", "queuePosition"]}
+        }));
+        let mut v: Vec<(u64, u64)> = g["arguments"]["torrents"]
+            .as_array()
+            .expect("torrents")
+            .iter()
+            .map(|t| {
+                (
+                    t["queuePosition"].as_u64().unwrap_or(99),
+                    t["id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect::<Vec<u64>>()
+    };
+    assert_eq!(order(&r), [id, ida, idb]);
+    for (method, ids, want) in [
+        ("queue-move-bottom", [id], [ida, idb, id]),
+        ("queue-move-top", [idb], [idb, ida, id]),
+        ("queue-move-down", [idb], [ida, idb, id]),
+        ("queue-move-up", [id], [ida, id, idb]),
+        ("queue_move_up", [id], [id, ida, idb]),
+    ] {
+        let m = r.call(serde_json::json!({"method": method, "arguments": {"ids": ids}}));
+        assert_eq!(m["result"], "success", "{method}: {m}");
+        assert_eq!(order(&r), want, "after {method}");
+    }
+
+    // free-space, in both names; a folder that is not there is an error.
+    let f = r.call(serde_json::json!({
+        "method": "free-space", "arguments": {"path": case.dir.to_string_lossy()}
+    }));
+    let (free, total) = (
+        f["arguments"]["size-bytes"].as_u64().expect("size-bytes"),
+        f["arguments"]["total_size"].as_u64().expect("total_size"),
+    );
+    assert!(free > 0 && total >= free, "{f}");
+    let f = r.call(serde_json::json!({
+        "method": "free_space", "arguments": {"path": case.dir.to_string_lossy()}
+    }));
+    assert!(f["arguments"]["size_bytes"].as_u64().is_some(), "{f}");
+    let f = r.call(serde_json::json!({
+        "method": "free-space", "arguments": {"path": "/no/such/folder"}
+    }));
+    assert_ne!(f["result"], "success", "{f}");
+
+    // session-stats: the counts, this run's and all runs' totals.
+    let s = r.call(serde_json::json!({"method": "session-stats"}));
+    let a = &s["arguments"];
+    assert_eq!(a["torrentCount"], 3, "{s}");
+    assert_eq!(a["current-stats"]["filesAdded"], 3, "{s}");
+    assert_eq!(a["cumulative-stats"]["sessionCount"], 1, "{s}");
+    assert!(
+        a["downloadSpeed"].is_number() && a["pausedTorrentCount"].is_number(),
+        "{s}"
+    );
+
+    // A JSON-RPC batch: one answer per call with an id, in order; none for a
+    // notification.
+    let (code, _, body) = r.raw(
+        serde_json::json!([
+            {"jsonrpc": "2.0", "method": "session_get", "params": {"fields": ["version"]}, "id": "a"},
+            {"jsonrpc": "2.0", "method": "torrent_stop", "params": {"ids": [ida]}},
+            {"jsonrpc": "2.0", "method": "no_such_method", "id": 9},
+            {"jsonrpc": "2.0", "method": "torrent_get", "params": {"fields": ["id", "status"], "ids": [ida]}, "id": 10}
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let answers = v.as_array().expect("a batch answer");
+    assert_eq!(answers.len(), 3, "{v}");
+    assert_eq!(answers[0]["id"], "a", "{v}");
+    assert!(answers[0]["result"]["version"].is_string(), "{v}");
+    assert_eq!(answers[1]["error"]["code"], -32601, "{v}");
+    assert_eq!(
+        answers[2]["result"]["torrents"][0]["status"], 0,
+        "the notification ran: {v}"
+    );
+
+    // The turtle schedule (the daemon's clock in UTC): a window that holds this
+    // minute turns the alternative limits on, one that does not turns them off.
+    let minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 60
+        % 1440) as i64;
+    for (begin, end, on) in [
+        (minute - 60, minute + 60, true),
+        (minute + 120, minute + 180, false),
+    ] {
+        let set = r.call(serde_json::json!({
+            "method": "session-set",
+            "arguments": {"alt-speed-time-enabled": true, "alt-speed-time-day": 127,
+                          "alt-speed-time-begin": begin.rem_euclid(1440),
+                          "alt-speed-time-end": end.rem_euclid(1440)}
+        }));
+        assert_eq!(set["result"], "success", "{set}");
+        let s = r.call(serde_json::json!({
+            "method": "session-get", "arguments": {"fields": ["alt-speed-enabled"]}
+        }));
+        assert_eq!(
+            s["arguments"]["alt-speed-enabled"], on,
+            "{begin}..{end} at {minute}: {s}"
+        );
+    }
+
+    // What cannot be done here is said, not faked.
+    for m in ["port-test", "blocklist-update"] {
+        let x = r.call(serde_json::json!({"method": m}));
+        assert_ne!(x["result"], "success", "{m}: {x}");
+        assert!(!x["result"].as_str().unwrap_or("").is_empty(), "{m}: {x}");
+    }
+
+    // session-close: answered, then the daemon ends cleanly, and its state keeps
+    // the queue order for the next start.
+    let x = r.call(serde_json::json!({"method": "session-close"}));
+    assert_eq!(x["result"], "success", "{x}");
+    case.wait_success(d);
+    let mut c = btcore(&["daemon", "--rpc", &local(rpc), "--port", "0", "--no-dht"]);
+    c.arg("--download-dir")
+        .arg(case.dir.join("dl"))
+        .arg("--state-dir")
+        .arg(case.dir.join("state"));
+    case.spawn("btcore-daemon-again", c, true);
+    case.wait_port(rpc);
+    let r = Rpc::new(rpc, None);
+    let by_hash = |r: &Rpc| {
+        let g = r.call(serde_json::json!({
+            "method": "torrent-get", "arguments": {"fields": ["hashString", "queuePosition", "secondsSeeding"]}
+        }));
+        g["arguments"]["torrents"].clone()
+    };
+    let list = by_hash(&r);
+    let pos = |t: &Path| {
+        let h = common::info_hash(t);
+        list.as_array()
+            .expect("torrents")
+            .iter()
+            .find(|x| x["hashString"] == h.as_str())
+            .map(|x| x["queuePosition"].as_u64().unwrap_or(99))
+    };
+    assert_eq!(
+        (pos(&whole), pos(&a_only), pos(&b_only)),
+        (Some(0), Some(1), Some(2)),
+        "{list}"
+    );
     case.finish();
 }

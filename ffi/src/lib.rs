@@ -69,7 +69,7 @@ pub use torrent::*;
 pub use trackers::*;
 pub use webseeds::*;
 
-use btcore_core::session::{DiskError, Event, PeerStatus, TorrentState, TorrentStatus};
+use btcore_core::session::{DiskError, Event, PeerOrigin, PeerStatus, TorrentState, TorrentStatus};
 use std::collections::VecDeque;
 use std::ffi::{c_char, CStr};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -457,6 +457,17 @@ pub const BTCORE_PEER_UTP: u32 = 128;
 /// `btcore_peer_status.flags`: the connection is encrypted (RC4, after an MSE/PE
 /// handshake; not after one that settled on plain text).
 pub const BTCORE_PEER_ENCRYPTED: u32 = 256;
+/// `btcore_peer_status.flags`: we heard of the peer from a tracker. At most one
+/// `BTCORE_PEER_FROM_*` bit is set, none for a peer that dialed us.
+pub const BTCORE_PEER_FROM_TRACKER: u32 = 512;
+/// `btcore_peer_status.flags`: we heard of the peer from the DHT.
+pub const BTCORE_PEER_FROM_DHT: u32 = 1024;
+/// `btcore_peer_status.flags`: we heard of the peer from another peer (PEX).
+pub const BTCORE_PEER_FROM_PEX: u32 = 2048;
+/// `btcore_peer_status.flags`: we heard of the peer from local service discovery.
+pub const BTCORE_PEER_FROM_LSD: u32 = 4096;
+/// `btcore_peer_status.flags`: the application or a magnet link named the peer.
+pub const BTCORE_PEER_FROM_USER: u32 = 8192;
 
 /// One peer of a torrent, filled by `btcore_session_peers()` or `btcore_sansio_peers()`.
 #[repr(C)]
@@ -500,6 +511,11 @@ pub(crate) fn peer_status(p: &PeerStatus) -> btcore_peer_status {
             BTCORE_PEER_UTP,
         ),
         (p.encrypted, BTCORE_PEER_ENCRYPTED),
+        (p.origin == PeerOrigin::Tracker, BTCORE_PEER_FROM_TRACKER),
+        (p.origin == PeerOrigin::Dht, BTCORE_PEER_FROM_DHT),
+        (p.origin == PeerOrigin::Pex, BTCORE_PEER_FROM_PEX),
+        (p.origin == PeerOrigin::Lsd, BTCORE_PEER_FROM_LSD),
+        (p.origin == PeerOrigin::User, BTCORE_PEER_FROM_USER),
     ] {
         if on {
             flags |= f;
@@ -1112,6 +1128,7 @@ mod tests {
             wanted_size: 3,
             wanted_have: 1,
             finished: false,
+            stalled: false,
         };
         let c = torrent_status(7, &base, None);
         assert_eq!(

@@ -224,6 +224,15 @@ fn required_encryption_on_both_sides_hides_the_handshake() {
     // And both say so in their peer lists.
     assert_ne!(peer_flags(&a) & BTCORE_PEER_ENCRYPTED, 0);
     assert_ne!(peer_flags(&b) & BTCORE_PEER_ENCRYPTED, 0);
+    // Where each heard of the other: `a` was given `b` by the application; `b` was
+    // dialed (no origin bit).
+    let from = BTCORE_PEER_FROM_TRACKER
+        | BTCORE_PEER_FROM_DHT
+        | BTCORE_PEER_FROM_PEX
+        | BTCORE_PEER_FROM_LSD
+        | BTCORE_PEER_FROM_USER;
+    assert_eq!(peer_flags(&a) & from, BTCORE_PEER_FROM_USER);
+    assert_eq!(peer_flags(&b) & from, 0);
 }
 
 /// The flags of the first peer of torrent 1.

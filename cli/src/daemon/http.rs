@@ -290,6 +290,21 @@ impl Server {
             }
             self.expire();
         }
+        // Stopping: the answers the engine made before it stopped (`session-close`'s
+        // own) still go out, for a second at most.
+        while let Ok(a) = self.answers.try_recv() {
+            self.answered(a);
+        }
+        let end = Instant::now() + Duration::from_secs(1);
+        let mut left = std::mem::take(&mut self.again);
+        while !left.is_empty() && Instant::now() < end {
+            left.retain(|&t| {
+                !self.flush(t) && self.conns.get(&t).is_some_and(|c| c.out_pos < c.out.len())
+            });
+            if !left.is_empty() {
+                let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+            }
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -13,7 +13,7 @@ mod state;
 mod web;
 
 use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_core::session::{Event, TorrentId, TorrentState};
+use btcore_core::session::{Event, PeerOrigin, TorrentId, TorrentState};
 use btcore_host::client::{Client, ClientOptions, TorrentView};
 use btcore_host::encryption::Encryption;
 use serde_json::{json, Map, Value};
@@ -182,6 +182,8 @@ pub struct Entry {
     pub ratio_reached: bool,
     /// The byte totals its record holds on disk.
     pub written_totals: (u64, u64),
+    /// Unix seconds it was last started (0: not since the daemon started).
+    pub start_date: i64,
 }
 
 /// `.torrent` downloads for `torrent-add` by URL at once (more are refused).
@@ -281,6 +283,8 @@ pub struct Daemon {
     pub download_dir: PathBuf,
     pub settings: Map<String, Value>,
     pub started: Instant,
+    /// Up to when the torrents' seconds downloading and seeding are counted.
+    counted_to: Instant,
     pub dirty: bool,
     pub close_requested: bool,
     pub files_added: u64,
@@ -332,6 +336,9 @@ impl Daemon {
             if changed || e.saved.paused != paused {
                 e.saved.paused = paused;
                 e.last_active = Instant::now();
+                if !paused {
+                    e.start_date = methods::now_unix();
+                }
                 self.dirty = true;
             }
         }
@@ -520,6 +527,7 @@ impl Daemon {
         if saved.paused {
             self.client.pause(id);
         }
+        let start_date = if saved.paused { 0 } else { methods::now_unix() };
         self.torrents.insert(
             id,
             Entry {
@@ -529,6 +537,7 @@ impl Daemon {
                 seen: (0, 0),
                 ratio_reached: false,
                 written_totals: (saved_totals.0, saved_totals.1),
+                start_date,
             },
         );
         self.dirty = true;
@@ -885,7 +894,7 @@ impl Daemon {
         let peers = if fields.iter().any(|f| {
             matches!(
                 f.as_str(),
-                "peers" | "peers_sending_to_us" | "peers_getting_from_us"
+                "peers" | "peers_sending_to_us" | "peers_getting_from_us" | "peers_from"
             )
         }) {
             self.client.peers(id)
@@ -954,17 +963,35 @@ impl Daemon {
             None if st.state == TorrentState::Seeding => -1,
             None => -1,
         };
-        let error_string = st.error.map(|e| format!("{e:?}")).unwrap_or_default();
         let checking = view.checking;
         let trackers = if fields.iter().any(|f| {
             matches!(
                 f.as_str(),
-                "trackers" | "tracker_stats" | "tracker_list" | "magnet_link"
+                "trackers"
+                    | "tracker_stats"
+                    | "tracker_list"
+                    | "magnet_link"
+                    | "error"
+                    | "error_string"
             )
         }) {
             self.client.tracker_status(id).unwrap_or_default()
         } else {
             Vec::new()
+        };
+        let (error, error_string) = match st.error {
+            // A local error (3): the disk's, with the file and the OS's words.
+            Some(kind) => (
+                3,
+                match self.client.disk_error(id) {
+                    Some(e) => e.to_string(),
+                    None if kind == btcore_core::session::DiskError::NoSpace => {
+                        "no space left on device".to_string()
+                    }
+                    None => "disk error".to_string(),
+                },
+            ),
+            None => tracker_error(&trackers),
         };
         for f in fields {
             let v: Value = match f.as_str() {
@@ -988,7 +1015,7 @@ impl Daemon {
                         methods::status_code(st.state, st.paused || e.saved.paused).into()
                     }
                 }
-                "error" => if st.error.is_some() { 3 } else { 0 }.into(),
+                "error" => error.into(),
                 "error_string" => error_string.clone().into(),
                 "eta" => eta.into(),
                 "eta_idle" => (-1).into(),
@@ -1053,12 +1080,14 @@ impl Daemon {
                 }
                 "added_date" => e.saved.added_date.into(),
                 "done_date" => e.saved.done_date.into(),
-                "activity_date" | "start_date" | "edit_date" => e.saved.added_date.into(),
+                "activity_date" => e.saved.activity_date.into(),
+                "start_date" => e.start_date.into(),
+                "edit_date" => e.saved.added_date.into(),
                 "manual_announce_time" => (-1).into(),
                 "download_dir" => e.saved.download_dir.to_string_lossy().into(),
                 "is_finished" => e.ratio_reached.into(),
                 "is_private" => (st.private || meta.is_some_and(|m| m.private)).into(),
-                "is_stalled" => false.into(),
+                "is_stalled" => st.stalled.into(),
                 "queue_position" => e.saved.queue_position.into(),
                 "labels" => json!(e.saved.labels),
                 "piece_count" => st.num_pieces.into(),
@@ -1242,10 +1271,26 @@ impl Daemon {
                     }
                     out.into()
                 }
-                "peers_from" => json!({
-                    "from_cache": 0, "from_dht": 0, "from_incoming": 0, "from_lpd": 0,
-                    "from_ltep": 0, "from_pex": 0, "from_tracker": st.peers,
-                }),
+                "peers_from" => {
+                    // Connected peers by where we heard of them; a magnet link's
+                    // own peers count as remembered ones (Transmission has no
+                    // bucket for them).
+                    let mut n = [0u32; 6];
+                    for p in peers.iter().filter(|p| p.established) {
+                        n[match p.origin {
+                            PeerOrigin::Incoming => 0,
+                            PeerOrigin::Tracker => 1,
+                            PeerOrigin::Dht => 2,
+                            PeerOrigin::Pex => 3,
+                            PeerOrigin::Lsd => 4,
+                            _ => 5,
+                        }] += 1;
+                    }
+                    json!({
+                        "from_incoming": n[0], "from_tracker": n[1], "from_dht": n[2],
+                        "from_pex": n[3], "from_lpd": n[4], "from_cache": n[5], "from_ltep": 0,
+                    })
+                }
                 "magnet_link" => {
                     let mut m = format!("magnet:?xt=urn:btih:{}", e.saved.hash);
                     let name = self.name_of_view(view, e);
@@ -1281,7 +1326,8 @@ impl Daemon {
                 "upload_limited" => e.saved.upload_limit.is_some().into(),
                 "honors_session_limits" => true.into(),
                 "sequential_download" => e.saved.sequential.into(),
-                "seconds_downloading" | "seconds_seeding" => 0.into(),
+                "seconds_downloading" => e.saved.seconds_downloading.into(),
+                "seconds_seeding" => e.saved.seconds_seeding.into(),
                 "webseeds" => self
                     .client
                     .web_seeds(id)
@@ -1340,12 +1386,28 @@ impl Daemon {
                 _ => {}
             }
         }
+        // Whole seconds since the last count, credited to each running torrent as
+        // downloading or seeding time.
+        let secs = self.counted_to.elapsed().as_secs();
+        self.counted_to += Duration::from_secs(secs);
         for v in self.client.torrents() {
             if let Some(e) = self.torrents.get_mut(&v.id) {
-                let now = (v.status.uploaded, v.status.downloaded);
+                let st = &v.status;
+                let now = (st.uploaded, st.downloaded);
                 if now != e.seen {
                     e.seen = now;
                     e.last_active = Instant::now();
+                    e.saved.activity_date = methods::now_unix();
+                }
+                let runs = !(st.paused || st.queued || e.saved.paused) && v.checking.is_none();
+                match st.state {
+                    TorrentState::Downloading if runs && !st.finished => {
+                        e.saved.seconds_downloading += secs;
+                    }
+                    TorrentState::Downloading | TorrentState::Seeding if runs => {
+                        e.saved.seconds_seeding += secs;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -1470,6 +1532,24 @@ impl Daemon {
 
 fn free_bytes(dir: &Path) -> u64 {
     methods::statvfs(&dir.to_string_lossy()).map_or(0, |(free, _)| free)
+}
+
+/// Transmission's `error` and `errorString` from the trackers: a tracker error (2)
+/// when every tracker that was asked failed its last announce (its text is the
+/// latest failure's), a warning (1) when the latest answer carried a `warning
+/// message`; else none.
+fn tracker_error(trackers: &[btcore_host::client::TrackerInfo]) -> (u8, String) {
+    let asked = || trackers.iter().filter(|t| t.last_announce.is_some());
+    let Some(latest) = asked().max_by_key(|t| t.last_announce) else {
+        return (0, String::new());
+    };
+    if asked().all(|t| !t.last_announce_ok) {
+        (2, latest.last_result.clone())
+    } else if latest.last_announce_ok && !latest.last_result.is_empty() {
+        (1, latest.last_result.clone())
+    } else {
+        (0, String::new())
+    }
 }
 
 /// Transmission's priority (-1 low, 0 normal, 1 high) of an engine priority (1..7).
@@ -1664,6 +1744,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         download_dir,
         settings,
         started: Instant::now(),
+        counted_to: Instant::now(),
         dirty: false,
         close_requested: false,
         files_added: 0,

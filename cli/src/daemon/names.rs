@@ -86,6 +86,8 @@ pub fn legacy(place: Place, key: &str) -> String {
         },
         Place::Other => match key {
             "hash_string" => "hashString".into(),
+            // free-space's, as rpc-version 17 added it.
+            "total_size" => key.into(),
             _ => key.replace('_', "-"),
         },
     }

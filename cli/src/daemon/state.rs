@@ -57,6 +57,11 @@ pub struct Saved {
     pub idle_limit: u32,
     /// Its own connection cap (None: the session's).
     pub peer_limit: Option<u32>,
+    /// Unix seconds payload last moved (0: never).
+    pub activity_date: i64,
+    /// Seconds it has run downloading, and seeding (every run of the daemon).
+    pub seconds_downloading: u64,
+    pub seconds_seeding: u64,
 }
 
 impl Saved {
@@ -83,6 +88,9 @@ impl Saved {
             "idle_limit": self.idle_limit,
             "peer_limit": self.peer_limit,
             "ratio_limit": self.ratio_limit,
+            "activity_date": self.activity_date,
+            "seconds_downloading": self.seconds_downloading,
+            "seconds_seeding": self.seconds_seeding,
         })
     }
 
@@ -152,6 +160,9 @@ impl Saved {
                 .get("peer_limit")
                 .and_then(Value::as_u64)
                 .map(|n| n.min(100_000) as u32),
+            activity_date: o.get("activity_date").and_then(Value::as_i64).unwrap_or(0),
+            seconds_downloading: num("seconds_downloading"),
+            seconds_seeding: num("seconds_seeding"),
         })
     }
 }
@@ -375,6 +386,9 @@ mod tests {
             idle_mode: 1,
             idle_limit: 45,
             peer_limit: Some(12),
+            activity_date: 11,
+            seconds_downloading: 60,
+            seconds_seeding: 3600,
         };
         let mut settings = Map::new();
         settings.insert("speed_limit_down".into(), json!(100));

@@ -564,7 +564,36 @@ pub enum PeerSource {
     Lsd,
 }
 
+/// Where a connected peer was heard of first, for display (Transmission's
+/// `peersFrom`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerOrigin {
+    /// It dialed us.
+    Incoming,
+    /// A tracker's announce answer.
+    Tracker,
+    /// The DHT.
+    Dht,
+    /// Local service discovery.
+    Lsd,
+    /// A connected peer's PEX message.
+    Pex,
+    /// The user, the application or a magnet link.
+    User,
+}
+
 impl PeerSource {
+    /// The origin this source gives the peers it names.
+    fn origin(self) -> PeerOrigin {
+        match self {
+            Self::User => PeerOrigin::User,
+            Self::Tracker(_) => PeerOrigin::Tracker,
+            Self::Dht => PeerOrigin::Dht,
+            Self::Lsd => PeerOrigin::Lsd,
+        }
+    }
+
     /// Whether `addr` from this source may be dialed.
     fn believes(self, addr: &SocketAddr) -> bool {
         let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -1330,7 +1359,7 @@ impl Session {
             .peers()
             .filter(|p| netaddr::plausible_from(remote, p) && !self.bans.contains(p.ip()))
         {
-            t.add_known_peer(p, None, caps);
+            t.add_known_peer(p, None, PeerOrigin::User, caps);
         }
         // BEP 19 web seeds (`ws`); their file layout comes with the info dictionary.
         for raw in m.web_seeds() {
@@ -2094,7 +2123,7 @@ impl Session {
                 .iter()
                 .filter(|a| source.believes(a) && !self.bans.contains(a.ip()))
             {
-                t.add_known_peer(a, None, caps);
+                t.add_known_peer(a, None, source.origin(), caps);
             }
         }
         self.connect_more(now);
@@ -2945,6 +2974,7 @@ impl Session {
     pub fn torrent_status(&self, id: TorrentId, now: Instant) -> Option<TorrentStatus> {
         let t = self.torrents.get(&id)?;
         let mut s = t.status();
+        s.stalled = queue::is_stalled(t, now, self.config.queue_stalled_after);
         s.download_rate += t.web.rate_at(now);
         for c in self.conns.values().filter(|c| c.torrent == Some(id)) {
             if c.peer.is_established() {
@@ -2975,6 +3005,10 @@ impl Session {
             .map(|(k, c)| PeerStatus {
                 conn: *k,
                 addr: c.addr,
+                origin: match self.torrents.get(&id) {
+                    Some(t) if c.outgoing => t.origin_of(c.addr),
+                    _ => PeerOrigin::Incoming,
+                },
                 peer_id: c.peer.peer_id(),
                 established: c.peer.is_established(),
                 outgoing: c.outgoing,
@@ -3315,6 +3349,8 @@ pub struct PeerStatus {
     pub conn: ConnId,
     /// The peer's address.
     pub addr: SocketAddr,
+    /// Where we heard of it ([`PeerOrigin::Incoming`]: it dialed us).
+    pub origin: PeerOrigin,
     /// The peer's id, after the handshake.
     pub peer_id: Option<PeerId>,
     /// Handshake complete.

@@ -389,6 +389,11 @@ fn in_queue(t: &super::Torrent) -> bool {
     !t.paused && !t.force_start && !matches!(t.state, TorrentState::Checking | TorrentState::Error)
 }
 
+/// Whether torrent `t` runs but moved no payload for `stalled`.
+pub(super) fn is_stalled(t: &super::Torrent, now: Instant, stalled: Option<Duration>) -> bool {
+    in_queue(t) && !t.queued && stalled.is_some_and(|d| t.idle_for(now) >= d)
+}
+
 /// Whether torrent `t` takes a slot of its queue: it runs, in the queue, and is not
 /// stalled.
 fn counts(t: &super::Torrent, now: Instant, stalled: Option<Duration>) -> bool {

@@ -78,6 +78,7 @@ fn status(
         wanted_size: total_size,
         wanted_have: bytes_have,
         finished: false,
+        stalled: false,
     }
 }
 
@@ -389,4 +390,61 @@ mod transports {
         s.handle_timeout(Instant::from_millis(10_000));
         assert!(steps(&mut s).iter().all(|st| !matches!(st, Step::Close(_))));
     }
+}
+
+/// A dialed peer's status says where we heard of it, the first source kept.
+#[test]
+fn a_peer_status_names_where_the_peer_came_from() {
+    use super::{PeerOrigin, PeerSource, Session, SessionConfig};
+    use crate::ids::PeerId;
+    use crate::time::Instant;
+    use alloc::vec::Vec;
+    use core::net::{IpAddr, SocketAddr};
+    let mut s = Session::new(SessionConfig::new(PeerId::generate(5)), 5);
+    let now = Instant::from_millis(1000);
+    let id = s
+        .add_torrent(now, &torrent_file(64 * 16384, 16384), None)
+        .expect("torrent");
+    let tracker: SocketAddr = ([192, 0, 2, 9], 6881).into();
+    let dht: SocketAddr = ([192, 0, 2, 10], 6881).into();
+    let lsd: SocketAddr = ([192, 0, 2, 11], 6881).into();
+    let from = IpAddr::from([198, 51, 100, 1]);
+    s.handle_peers(now, id, &[tracker], PeerSource::Tracker(from));
+    s.handle_peers(now, id, &[dht, tracker], PeerSource::Dht);
+    s.handle_peers(now, id, &[lsd], PeerSource::Lsd);
+    s.handle_timeout(now);
+    while s.poll_action().is_some() {}
+    let mut got: Vec<(SocketAddr, PeerOrigin)> =
+        s.peers(id).iter().map(|p| (p.addr, p.origin)).collect();
+    got.sort_by_key(|(a, _)| *a);
+    assert_eq!(
+        got,
+        [
+            (tracker, PeerOrigin::Tracker),
+            (dht, PeerOrigin::Dht),
+            (lsd, PeerOrigin::Lsd)
+        ]
+    );
+}
+
+/// A running torrent that moves no payload for `queue_stalled_after` is stalled; a
+/// paused one never is.
+#[test]
+fn a_running_torrent_without_payload_is_stalled_after_the_setting() {
+    use super::{Session, SessionConfig};
+    use crate::ids::PeerId;
+    use crate::time::{Duration, Instant};
+    let mut c = SessionConfig::new(PeerId::generate(5));
+    c.queue_stalled_after = Some(Duration::from_secs(60));
+    let mut s = Session::new(c, 5);
+    let start = Instant::from_millis(1000);
+    let id = s
+        .add_torrent(start, &torrent_file(64 * 16384, 16384), None)
+        .expect("torrent");
+    let at = |ms: u64| Instant::from_millis(1000 + ms);
+    let stalled = |s: &Session, ms| s.torrent_status(id, at(ms)).expect("status").stalled;
+    assert!(!stalled(&s, 59_000));
+    assert!(stalled(&s, 61_000));
+    s.pause_torrent(at(61_000), id);
+    assert!(!stalled(&s, 61_000));
 }

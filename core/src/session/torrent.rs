@@ -7,8 +7,8 @@ use super::bans::{canonical, BanList};
 use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
 use super::{
-    Action, AnnounceEvent, CloseReason, Conn, ConnId, DiskError, Event, Session, SessionConfig,
-    TorrentId,
+    Action, AnnounceEvent, CloseReason, Conn, ConnId, DiskError, Event, PeerOrigin, Session,
+    SessionConfig, TorrentId,
 };
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
@@ -109,6 +109,10 @@ pub struct TorrentStatus {
     /// Every wanted piece is verified (libtorrent's "finished"): nothing more is
     /// requested until more files become wanted. A seed is finished too.
     pub finished: bool,
+    /// Running (not paused or queued) and no payload moved for
+    /// [`SessionConfig::queue_stalled_after`]: its queue slot is given away
+    /// (Transmission's `isStalled`). Only [`Session::torrent_status`](super::Session::torrent_status) sets it.
+    pub stalled: bool,
 }
 
 impl TorrentStatus {
@@ -174,6 +178,8 @@ struct KnownPeer {
     /// The address (IPv6: /64) whose PEX message named it; None for a tracker, the
     /// DHT, local service discovery, a magnet link or the user, which rank higher.
     pex_from: Option<IpAddr>,
+    /// Where we first heard of it (a better source than PEX replaces PEX).
+    origin: PeerOrigin,
     /// When it was added, in order (the oldest goes first).
     seq: u64,
     /// A connection we dialed to it completed its handshake.
@@ -556,6 +562,7 @@ impl Torrent {
             wanted_size,
             wanted_have,
             finished: self.is_finished(),
+            stalled: false,
         }
     }
 
@@ -602,6 +609,7 @@ impl Torrent {
         &mut self,
         addr: SocketAddr,
         pex_from: Option<IpAddr>,
+        origin: PeerOrigin,
         (cap, pex_cap): (usize, usize),
     ) -> bool {
         if addr.port() == 0 {
@@ -610,6 +618,9 @@ impl Torrent {
         if let Some(k) = self.known.get_mut(&addr) {
             // A better source vouches for it too.
             if pex_from.is_none() {
+                if k.pex_from.is_some() {
+                    k.origin = origin;
+                }
                 k.pex_from = None;
             }
             return true;
@@ -664,6 +675,7 @@ impl Torrent {
                 last_attempt: None,
                 failures: 0,
                 pex_from,
+                origin,
                 seq: self.known_seq,
                 connected: false,
                 no_utp: false,
@@ -687,6 +699,13 @@ impl Torrent {
         self.known
             .get(&addr)
             .and_then(|k| Some((k.pex_via?, k.pex_flags)))
+    }
+
+    /// Where we heard of `addr` ([`PeerOrigin::Incoming`] when we did not: it dialed us).
+    pub(crate) fn origin_of(&self, addr: SocketAddr) -> PeerOrigin {
+        self.known
+            .get(&addr)
+            .map_or(PeerOrigin::Incoming, |k| k.origin)
     }
 
     /// A connection we dialed to `addr` completed its handshake.
@@ -1157,7 +1176,7 @@ fn on_extended(
                 let mut failed = Vec::new();
                 if let Some((_, t, _)) = s.split(conn) {
                     for (a, flags) in added {
-                        if t.add_known_peer(a, Some(netaddr::group(from)), caps) {
+                        if t.add_known_peer(a, Some(netaddr::group(from)), PeerOrigin::Pex, caps) {
                             t.set_pex_via(a, via, flags);
                             if t.dial_failed_before(a) {
                                 failed.push(a);
