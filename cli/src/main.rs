@@ -96,8 +96,9 @@ where
         )
         .into_boxed_str(),
     );
-    let matches = Cli::command().long_version(long).get_matches_from(args);
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let mut cmd = Cli::command().long_version(long);
+    let matches = cmd.clone().get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
 }
 
 /// btcore: an embeddable BitTorrent engine.

@@ -710,7 +710,7 @@ impl TrackerClient {
     /// this client alone until those are done or `timeout` has passed, and stops the
     /// workers (one still busy at the deadline is left to finish on its own). Returns
     /// the results of the exchanges finished meanwhile (those not yet polled included).
-    /// An exchange running when a `stopped` for the same torrent waits behind it is
+    /// An exchange running when a `stopped` for the same torrent and tracker waits behind it is
     /// given half of `timeout` to finish first: sent at once, the `stopped` could reach
     /// the tracker before it (a `completed` read after our `stopped` leaves a seeder
     /// that has gone in the tracker's lists).
@@ -722,7 +722,11 @@ impl TrackerClient {
         for key in keys {
             if let Some(t) = self.torrents.get_mut(&key) {
                 t.queue.retain(|j| j.event == Some(Event::Stopped));
-                let stop_waits = !t.queue.is_empty();
+                // Only a `stopped` to the same tracker must come after it.
+                let stop_waits = t
+                    .running
+                    .as_ref()
+                    .is_some_and(|x| t.queue.iter().any(|j| j.tracker == x.job.tracker));
                 if let Some(x) = t
                     .running
                     .as_mut()

@@ -1502,7 +1502,7 @@ impl Daemon {
             let result = if len > MAX_WATCHED_FILE {
                 Err(format!("larger than {MAX_WATCHED_FILE} bytes"))
             } else {
-                std::fs::read(&p)
+                read_watched(&p)
                     .map_err(|e| e.to_string())
                     .and_then(|b| self.add_torrent_bytes(&b, None, false, Vec::new()))
             };
@@ -1528,6 +1528,29 @@ impl Daemon {
         }
         sizes.retain(|p, _| seen.contains(p));
     }
+}
+
+/// A watched file's bytes, read so that swapping it for something else after it was
+/// looked at gains nothing: a symlink is not followed, a FIFO or device is not
+/// waited on or read, and no more than [`MAX_WATCHED_FILE`] bytes are read.
+fn read_watched(p: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::new();
+    f.take(MAX_WATCHED_FILE + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_WATCHED_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_WATCHED_FILE} bytes"
+        )));
+    }
+    Ok(out)
 }
 
 fn free_bytes(dir: &Path) -> u64 {
@@ -1884,4 +1907,38 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     let _ = http_thread.join();
     eprintln!("btcore daemon: stopped");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_watched, MAX_WATCHED_FILE};
+
+    /// What a watched file may be swapped for is refused: a symlink (to a file or to
+    /// an endless device), a FIFO (never waited on), a file past the cap.
+    #[test]
+    fn a_watched_file_is_read_only_as_a_bounded_regular_file() {
+        let dir = std::env::temp_dir().join(format!("btcore-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let plain = dir.join("a.torrent");
+        std::fs::write(&plain, b"d4:infod4:name1:aee").expect("write");
+        assert_eq!(read_watched(&plain).expect("read"), b"d4:infod4:name1:aee");
+        let link = dir.join("zero.torrent");
+        std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+        assert!(read_watched(&link).is_err());
+        let to_file = dir.join("link.torrent");
+        std::os::unix::fs::symlink(&plain, &to_file).expect("symlink");
+        assert!(read_watched(&to_file).is_err());
+        let fifo = dir.join("fifo.torrent");
+        let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(read_watched(&fifo).is_err());
+        let big = dir.join("big.torrent");
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(MAX_WATCHED_FILE + 1))
+            .expect("sparse file");
+        assert!(read_watched(&big).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

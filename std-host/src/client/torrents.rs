@@ -203,10 +203,12 @@ impl Client {
 
     /// The torrents with their status.
     pub fn torrents(&self) -> Vec<TorrentView> {
+        // One clock reading for them all.
+        let now = self.now();
         let mut v: Vec<TorrentView> = self
             .session
             .torrents()
-            .filter_map(|id| self.torrent(id))
+            .filter_map(|id| self.view_at(id, now))
             .collect();
         v.sort_by_key(|t| t.id);
         v
@@ -214,7 +216,11 @@ impl Client {
 
     /// The view of torrent `id` (None: no such torrent).
     pub fn torrent(&self, id: TorrentId) -> Option<TorrentView> {
-        let status = self.session.torrent_status(id, self.now())?;
+        self.view_at(id, self.now())
+    }
+
+    fn view_at(&self, id: TorrentId, now: btcore_core::time::Instant) -> Option<TorrentView> {
+        let status = self.session.torrent_status(id, now)?;
         let t = self.torrents.get(&id);
         let name = t.map(|t| t.name.clone()).unwrap_or_default();
         let checking = t
