@@ -193,6 +193,9 @@ impl Inner {
         dial: Option<(TorrentId, SocketAddr, Transport)>,
     ) {
         match (verdict, dial) {
+            (Close::RedialPlain, Some(_)) if self.session.has_twin(conn) => {
+                self.session.handle_connect_failed(now, conn)
+            }
             (Close::RedialPlain, Some((torrent, addr, transport))) => {
                 self.links.insert(
                     conn,

@@ -291,6 +291,35 @@ fn preferred_redials_in_plain_text_once_when_the_peer_refuses_encryption() {
         .any(|x| x.kind == BTCORE_ACTION_CONNECT && x.redial == 1));
 }
 
+/// Crossing dials (a hole punch's): the peer dialed us from the address we dial, and
+/// closes our dial while our encryption handshake runs on it. That is a duplicate
+/// dropped, not encryption refused: no plain-text redial.
+#[test]
+fn a_dial_closed_beside_its_twin_is_not_redialed_in_plain_text() {
+    let (a, _b, dial) = pair(BTCORE_ENCRYPTION_PREFERRED, BTCORE_ENCRYPTION_PREFERRED);
+    let mut twin = 0;
+    // SAFETY: a live handle and valid pointers.
+    unsafe {
+        assert_eq!(
+            btcore_sansio_incoming(a.0, &addr(7002), 2, &mut twin),
+            BTCORE_OK
+        );
+        assert_eq!(btcore_sansio_connected(a.0, dial.conn, 2), BTCORE_OK);
+    }
+    let _ = transmit(&a, dial.conn, 3);
+    assert_eq!(
+        // SAFETY: a live handle.
+        unsafe { btcore_sansio_disconnected(a.0, dial.conn, 4) },
+        BTCORE_OK
+    );
+    assert!(
+        !actions(&a)
+            .iter()
+            .any(|x| x.kind == BTCORE_ACTION_CONNECT && x.redial == 1),
+        "redialed beside its twin"
+    );
+}
+
 #[test]
 fn a_silent_peer_fails_the_handshake_after_its_deadline() {
     for (policy, redials) in [

@@ -3039,6 +3039,21 @@ impl Session {
         peers
     }
 
+    /// Whether dialed connection `conn` has a twin: another connection with the same
+    /// peer, which dialed us from the very address we dialed (the crossing uTP dials
+    /// of a hole punch) or advertised it as its listen port. A peer that closes one of
+    /// two connections with us drops a duplicate; when that happens inside the host's
+    /// encryption handshake it is no refusal of encryption, and the host does not dial
+    /// again in plain text (a third connection would collide once more).
+    pub fn has_twin(&self, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get(&conn).filter(|c| c.outgoing) else {
+            return false;
+        };
+        self.conns.iter().any(|(k, o)| {
+            *k != conn && !o.outgoing && (o.addr == c.addr || o.dialable() == Some(c.addr))
+        })
+    }
+
     /// Whether `ip` is banned for bad data (a host may refuse it before accepting;
     /// [`Session::handle_incoming`] refuses it anyway).
     pub fn is_banned(&self, ip: IpAddr) -> bool {

@@ -448,3 +448,34 @@ fn a_running_torrent_without_payload_is_stalled_after_the_setting() {
     s.pause_torrent(at(61_000), id);
     assert!(!stalled(&s, 61_000));
 }
+
+/// A dial's twin is an incoming connection from the address it dials; another port of
+/// the same host (another peer behind the same address) is not.
+#[test]
+fn a_dial_has_a_twin_only_in_a_connection_from_its_own_address() {
+    use super::{Action, PeerSource, Session, SessionConfig};
+    use crate::ids::PeerId;
+    use crate::time::Instant;
+    use core::net::SocketAddr;
+    let mut s = Session::new(SessionConfig::new(PeerId::generate(5)), 5);
+    let now = Instant::from_millis(1000);
+    let id = s
+        .add_torrent(now, &torrent_file(64 * 16384, 16384), None)
+        .expect("torrent");
+    let peer: SocketAddr = ([192, 0, 2, 9], 6881).into();
+    s.handle_peers(now, id, &[peer], PeerSource::User);
+    s.handle_timeout(now);
+    let mut dial = None;
+    while let Some(a) = s.poll_action() {
+        if let Action::Connect { conn, .. } = a {
+            dial = Some(conn);
+        }
+    }
+    let dial = dial.expect("a dial");
+    assert!(!s.has_twin(dial));
+    let other = s.handle_incoming(now, ([192, 0, 2, 9], 50000).into());
+    assert!(!s.has_twin(dial), "another port of the same host");
+    assert!(!s.has_twin(other), "an incoming connection has no twin");
+    s.handle_incoming(now, peer);
+    assert!(s.has_twin(dial));
+}

@@ -445,7 +445,8 @@ impl Client {
     /// A connection ended (closed, failed, refused or timed out): its link's verdict
     /// says what follows. A dialed connection that failed inside our encryption
     /// handshake under the `preferred` policy is dialed again in plain text under the
-    /// same id (the session never learnt of the first attempt); one the session never
+    /// same id (the session never learnt of the first attempt), unless the peer has
+    /// another connection with us (`Session::has_twin`); one the session never
     /// learnt of is a failed dial to it; any other is a disconnection.
     pub(super) fn conn_lost(&mut self, conn: ConnId) {
         let now = self.now();
@@ -455,6 +456,10 @@ impl Client {
         };
         self.drop_sock(conn);
         match (verdict, dialed) {
+            (Close::RedialPlain, Some(addr)) if self.session.has_twin(conn) => {
+                log::debug!("{conn:?}: {addr} closed a duplicate of its own connection");
+                self.session.handle_connect_failed(now, conn);
+            }
             (Close::RedialPlain, Some(addr)) => {
                 log::debug!("{conn:?}: no encryption handshake from {addr}, dialing in plain text");
                 let link = Link::outgoing_plain(self.opts.encryption);
