@@ -1225,6 +1225,36 @@ fn the_rpc_methods_that_manage_torrents_in_place() {
         "the notification ran: {v}"
     );
 
+    // A speed limit's switch and value are two settings (as Transmission's
+    // preferences set them, one at a time): the value is kept while it is off.
+    for (args, want) in [
+        (
+            serde_json::json!({"speed-limit-down-enabled": true}),
+            (true, 100),
+        ),
+        (serde_json::json!({"speed-limit-down": 256}), (true, 256)),
+        (
+            serde_json::json!({"speed-limit-down-enabled": false}),
+            (false, 256),
+        ),
+        (serde_json::json!({"speed-limit-down": 300}), (false, 300)),
+        (
+            serde_json::json!({"speed-limit-down-enabled": true}),
+            (true, 300),
+        ),
+    ] {
+        let set = r.call(serde_json::json!({"method": "session-set", "arguments": args}));
+        assert_eq!(set["result"], "success", "{set}");
+        let s = r.call(serde_json::json!({"method": "session-get"}));
+        let got = (
+            s["arguments"]["speed-limit-down-enabled"]
+                .as_bool()
+                .unwrap_or(false),
+            s["arguments"]["speed-limit-down"].as_u64().unwrap_or(0),
+        );
+        assert_eq!(got, want, "after {args}");
+    }
+
     // The turtle schedule (the daemon's clock in UTC): a window that holds this
     // minute turns the alternative limits on, one that does not turns them off.
     let minute = (std::time::SystemTime::now()

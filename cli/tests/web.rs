@@ -462,6 +462,8 @@ fn transmissions_web_client_drives_the_daemon_through_web_root() {
         s.rpc.to_string(),
         "--torrent".into(),
         s.torrent.to_string_lossy().into(),
+        "--src".into(),
+        s.src.to_string_lossy().into(),
         "--dl".into(),
         case.dir.join("dl").to_string_lossy().into(),
         "--shots".into(),

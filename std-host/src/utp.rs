@@ -382,6 +382,7 @@ impl UtpHost {
                 let Some((to, n)) = self.socket.poll_transmit(now, buf) else {
                     break;
                 };
+                trace_packet("->", to, &buf[..n]);
                 if to.is_ipv6() && split {
                     // Without an IPv6 socket: dropped.
                     if let (Some(buf), Some(_)) = (self.tx.slot(), s6) {
@@ -419,8 +420,28 @@ fn same(a: Option<&UdpSocket>, b: Option<&UdpSocket>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if std::ptr::eq(a, b))
 }
 
+/// Each packet's header at trace level (`RUST_LOG=btcore_host::utp=trace`).
+fn trace_packet(dir: &str, addr: SocketAddr, d: &[u8]) {
+    if log::log_enabled!(log::Level::Trace) {
+        match btcore_core::utp::packet::decode(d) {
+            Ok(p) => log::trace!(
+                "uTP {dir} {addr} {:?} id={} seq={} ack={} wnd={} sack={} len={}",
+                p.header.ty,
+                p.header.conn_id,
+                p.header.seq_nr,
+                p.header.ack_nr,
+                p.header.wnd_size,
+                p.sack.map_or(0, |s| s.bits()),
+                p.payload.len()
+            ),
+            Err(e) => log::trace!("uTP {dir} {addr} undecodable ({e:?}, {} bytes)", d.len()),
+        }
+    }
+}
+
 /// Hands a datagram to the socket (its news drained later), logging what it refused.
 fn deliver(socket: &mut UtpSocket<SocketAddr>, now: Instant, from: SocketAddr, d: &[u8]) {
+    trace_packet("<-", from, d);
     match socket.handle_datagram(now, from, d) {
         Incoming::Invalid(e) => log::debug!("uTP: invalid datagram from {from}: {e:?}"),
         Incoming::Unknown => log::debug!("uTP: datagram for no connection from {from}"),

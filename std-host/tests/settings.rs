@@ -210,3 +210,101 @@ fn apply_settings_closes_connections_over_a_lowered_cap() {
     assert!(c.num_connections() <= 2, "{}", c.num_connections());
     drop(streams);
 }
+
+/// Under a download limit that a seeder's payload keeps saturated, a peer that
+/// connects still gets through its handshake at once: handshake bytes do not queue
+/// for tokens behind the payload (they waited past the handshake deadline).
+#[test]
+fn a_saturated_download_limit_does_not_starve_a_new_peers_handshake() {
+    use std::io::{Read, Write};
+    let dir = tmp("handshake");
+    let (mut seed, torrent) = seeder(&dir.0, 16 << 20);
+    let mut o = opts(&dir.0.join("dl"));
+    o.download_limit = 16 * 1024;
+    let mut dl = Client::new(o).expect("downloader");
+    let id = dl.add_torrent_file(&torrent, None).expect("add");
+    dl.add_peer(id, seed.local_addr());
+    let end = Instant::now() + Duration::from_secs(30);
+    while dl.torrents()[0].status.downloaded < 64 * 1024 {
+        assert!(Instant::now() < end, "the limited download did not start");
+        run_both(&mut seed, &mut dl, Duration::from_millis(5));
+    }
+    let info_hash = dl.torrents()[0].status.info_hash;
+    let mut peer = TcpStream::connect(dl.local_addr()).expect("connect");
+    peer.set_nonblocking(true).expect("nonblocking");
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0; 8]);
+    hs.extend_from_slice(&info_hash.0);
+    hs.extend_from_slice(b"-XX0001-handshakes00");
+    peer.write_all(&hs).expect("handshake");
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 68 {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "no handshake back in 2 s ({} bytes)",
+            got.len()
+        );
+        run_both(&mut seed, &mut dl, Duration::from_millis(5));
+        let mut buf = [0u8; 256];
+        match peer.read(&mut buf) {
+            Ok(0) => panic!("the downloader closed the connection"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(&got[1..20], b"BitTorrent protocol");
+    assert_eq!(&got[28..48], &info_hash.0);
+}
+
+/// Two seeders under one download limit share it: the connections the limit holds
+/// back take turns at its tokens (served in one order, the first took them all).
+#[test]
+fn a_download_limit_is_shared_between_peers() {
+    let dir = tmp("share");
+    let (mut seed_a, torrent) = seeder(&dir.0.join("a"), 16 << 20);
+    let (mut seed_b, _) = seeder(&dir.0.join("b"), 16 << 20);
+    let mut o = opts(&dir.0.join("dl"));
+    o.download_limit = 64 * 1024;
+    let mut dl = Client::new(o).expect("downloader");
+    let id = dl.add_torrent_file(&torrent, None).expect("add");
+    dl.add_peer(id, seed_a.local_addr());
+    dl.add_peer(id, seed_b.local_addr());
+    let step = |a: &mut Client, b: &mut Client, dl: &mut Client| {
+        a.run_once(Duration::from_millis(1)).expect("run");
+        b.run_once(Duration::from_millis(1)).expect("run");
+        dl.run_once(Duration::from_millis(1)).expect("run");
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while dl.peers(id).iter().filter(|p| p.downloaded > 0).count() < 2 {
+        assert!(Instant::now() < end, "not both peers sent");
+        step(&mut seed_a, &mut seed_b, &mut dl);
+    }
+    let totals = |dl: &Client| {
+        let mut v: Vec<(SocketAddr, u64)> = dl
+            .peers(id)
+            .iter()
+            .map(|p| (p.addr, p.downloaded))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = totals(&dl);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        step(&mut seed_a, &mut seed_b, &mut dl);
+    }
+    let got: Vec<u64> = totals(&dl)
+        .iter()
+        .zip(&before)
+        .map(|((_, n), (_, b))| n - b)
+        .collect();
+    let total: u64 = got.iter().sum();
+    assert!(total > 0, "{got:?}");
+    assert!(
+        got.iter().all(|&g| g * 4 >= total),
+        "one peer took the limit: {got:?}"
+    );
+}

@@ -951,7 +951,12 @@ fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Val
     Ok(Map::new())
 }
 
-/// Sets the engine's options from the session settings changed over the RPC.
+/// A speed limit's value in kB/s: the one set, else the one in force, else
+/// Transmission's default.
+pub fn limit_kib(set: Option<u64>, in_force: u64) -> u64 {
+    set.unwrap_or(if in_force > 0 { in_force / 1024 } else { 100 })
+}
+
 /// Transmission's default for a session setting the daemon keeps in its settings
 /// (`Null` for the others).
 pub fn default_setting(key: &str) -> Value {
@@ -972,6 +977,7 @@ pub fn default_setting(key: &str) -> Value {
     }
 }
 
+/// Sets the engine's options from the session settings changed over the RPC.
 pub fn settings_into_opts(
     settings: &Map<String, Value>,
     opts: &mut btcore_host::client::ClientOptions,
@@ -979,14 +985,14 @@ pub fn settings_into_opts(
 ) -> Result<(), Failure> {
     let num = |k: &str| settings.get(k).and_then(Value::as_u64);
     let on = |k: &str| settings.get(k).and_then(Value::as_bool);
+    // A limit's value and its switch are two settings, as in Transmission: the value
+    // is kept while the switch is off (Transmission's 100 kB/s until one is set), and
+    // a value set alone changes the limit only when it is on.
     let limit = |value: &str, enabled: &str, old: u64| -> u64 {
-        match on(enabled) {
-            Some(false) => 0,
-            Some(true) => num(value).unwrap_or(old / 1024).saturating_mul(1024),
-            None => match num(value) {
-                Some(v) if old > 0 => v.saturating_mul(1024),
-                _ => old,
-            },
+        if on(enabled).unwrap_or(old > 0) {
+            limit_kib(num(value), old).saturating_mul(1024)
+        } else {
+            0
         }
     };
     opts.download_limit = limit(

@@ -802,8 +802,11 @@ impl Daemon {
             "memory_units": ["KiB", "MiB", "GiB", "TiB"],
             "memory_bytes": 1024,
         });
-        let dl = self.opts.download_limit / 1024;
-        let ul = self.opts.upload_limit / 1024;
+        let value = |k: &str, in_force: u64| {
+            methods::limit_kib(self.settings.get(k).and_then(Value::as_u64), in_force)
+        };
+        let dl = value("speed_limit_down", self.opts.download_limit);
+        let ul = value("speed_limit_up", self.opts.upload_limit);
         let encryption = match self.opts.encryption {
             Encryption::Required => "required",
             Encryption::Preferred => "preferred",
@@ -835,9 +838,9 @@ impl Daemon {
             }),
             json!({
             "speed_limit_down": dl,
-            "speed_limit_down_enabled": dl > 0,
+            "speed_limit_down_enabled": self.opts.download_limit > 0,
             "speed_limit_up": ul,
-            "speed_limit_up_enabled": ul > 0,
+            "speed_limit_up_enabled": self.opts.upload_limit > 0,
             "alt_speed_enabled": self.client.alt_speed_enabled(),
             "alt_speed_down": self.setting("alt_speed_down"),
             "alt_speed_up": self.setting("alt_speed_up"),

@@ -4,7 +4,7 @@ python3-selenium), started by cli/tests/web.rs, which runs the daemon, a tracker
 seeder on 127.0.0.1 and gives their places as arguments.
 
   browser.py btcore   --rpc PORT --torrent T --src DIR --bad-file F --markup-torrent T --dl DIR --bad-dir DIR --shots DIR --js-tests FILE
-  browser.py transmission --rpc PORT --torrent T --dl DIR --shots DIR
+  browser.py transmission --rpc PORT --torrent T --src DIR --dl DIR --shots DIR
   browser.py auth --rpc PORT --torrent T --dl DIR --shots DIR
 
 `btcore`: the built-in page. Bad input first (a file that is not a torrent, a bad
@@ -15,8 +15,10 @@ general tabs while it downloads from the seeder, the deselected file never on di
 then the file wanted again and given high priority in the tree (it arrives), stop
 and start, the keyboard path, the phone size, removal with data, a torrent whose
 names hold HTML (shown as text, never run), and a .torrent dropped on the page. The page's JavaScript tests run in the page too.
-`transmission`: Transmission's own web client served with --web-root: add by upload,
-list, details, stop and start, remove.
+`transmission`: Transmission's own web client served with --web-root: a speed limit in
+its preferences, add by upload, b.bin deselected in the inspector's files tab before
+it starts, the peers and trackers tabs while it downloads, the deselected file never
+on disk, stop and start, removal with data from its context menu.
 `auth`: the page behind --rpc-auth (credentials given once, in the address).
 
 Every wait has a deadline; any failure exits non-zero with what was on the page.
@@ -342,6 +344,8 @@ def builtin(a):
 # ---------------------------------------------------------------- Transmission's client
 
 def transmission(a):
+    """The same path as the built-in page's, through Transmission 3.00's web client."""
+    from selenium.webdriver.common.action_chains import ActionChains
     rpc = Rpc(a.rpc)
     d = browser()
     p = Page(d, a.shots)
@@ -349,24 +353,81 @@ def transmission(a):
         d.get(f"http://127.0.0.1:{a.rpc}/")
         p.wait("Transmission's web client", lambda: p.els("#toolbar-open"))
         p.shot("transmission-main-empty")
+
+        # A speed limit in its preferences (Speed tab): session-get follows.
+        p.click("#prefs-button")
+        p.wait("its preferences", lambda: p.el("#prefs-dialog").is_displayed())
+        p.click("#prefs-tab-speed a")
+        p.wait("the speed tab", lambda: p.el("#speed-limit-down-enabled").is_displayed())
+        en = p.el("#speed-limit-down-enabled")
+        if not en.is_selected():
+            en.click()
+        box = p.wait("the limit's box enabled", lambda: p.el("#speed-limit-down").is_enabled()
+                     and p.el("#speed-limit-down"))
+        # (clear() leaves a number box as it was: select its text and type over it.)
+        box.click()
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("256")
+        box.send_keys(Keys.TAB)
+        p.shot("transmission-prefs-speed")
+        p.wait("session-get to follow the speed limit", lambda: (
+            lambda s: s.get("speed-limit-down") == 256 and s.get("speed-limit-down-enabled") is True
+        )(rpc.call("session-get")["arguments"]))
+        p.click("#prefs-button")
+
+        # Add by upload, not started, so that a file can be deselected first.
         p.click("#toolbar-open")
         p.wait("its upload dialog", lambda: p.el("#torrent_upload_file").is_enabled())
         p.el("#torrent_upload_file").send_keys(a.torrent)
         start = p.els("#torrent_auto_start")
-        if start and not start[0].is_selected():
+        if start and start[0].is_selected():
             start[0].click()
         p.click("#upload_confirm_button")
         p.wait("the torrent in its list", lambda: p.els(".torrent") and "payload" in p.text("#torrent_list"))
-        p.wait("the daemon to have it", lambda: len(rpc.torrents()) == 1)
-        p.wait("the download to complete", lambda: rpc.torrents()[0]["percentDone"] == 1, timeout=90)
-        p.wait("its list to show it seeding", lambda: "Seeding" in p.text("#torrent_list"))
-        p.shot("transmission-main")
-        # Details (the inspector).
+        p.wait("the daemon to have it, stopped", lambda: [t["status"] for t in rpc.torrents()] == [0])
+
+        # Details (the inspector): its files tab, b.bin deselected.
         p.click(".torrent")
         p.click("#toolbar-inspector")
         p.wait("the inspector", lambda: p.el("#torrent_inspector").is_displayed())
         p.wait("the inspector's name", lambda: "payload" in p.text("#torrent_inspector"))
         p.shot("transmission-inspector")
+        p.click("#inspector-tab-files")
+
+        def file_row(name):
+            for row in p.els("#inspector_file_list li"):
+                names = row.find_elements(By.CSS_SELECTOR, ".inspector_torrent_file_list_entry_name")
+                if names and names[0].text.strip() == name:
+                    return row
+            return None
+
+        row = p.wait("b.bin in the files tab", lambda: file_row("b.bin"))
+        row.find_element(By.CSS_SELECTOR, "input.file_wanted_control").click()
+        p.wait("the daemon to skip b.bin", lambda: rpc.call("torrent-get", {"fields": ["wanted"]})
+               ["arguments"]["torrents"][0]["wanted"] in ([1, 0], [True, False]))
+        p.shot("transmission-files")
+
+        # Started: it downloads from the seeder, which the peers tab shows (the limit
+        # keeps it going long enough), with the tracker in the trackers tab.
+        p.click(".torrent")
+        p.click("#toolbar-start")
+        p.wait("the daemon to start it", lambda: rpc.torrents()[0]["status"] != 0)
+        p.click("#inspector-tab-peers")
+        p.wait("the seeder in the peers tab", lambda: "127.0.0.1" in p.text("#inspector_peers_list"))
+        p.shot("transmission-peers")
+        p.click("#inspector-tab-trackers")
+        p.wait("the tracker in the trackers tab", lambda: "127.0.0.1" in p.text("#inspector_trackers_list"))
+        p.shot("transmission-trackers")
+        p.click("#inspector-tab-info")
+
+        a_bin = os.path.join(a.dl, "payload", "a.bin")
+        b_bin = os.path.join(a.dl, "payload", "sub", "b.bin")
+        p.wait("the wanted file to complete", lambda: rpc.torrents()[0]["percentDone"] == 1, timeout=90)
+        p.wait("a.bin on disk, the seeder's bytes", lambda: same(a_bin, os.path.join(a.src, "a.bin")))
+        check(p, not os.path.exists(b_bin), "the deselected file is on disk")
+        p.wait("its list to show it seeding", lambda: "Seeding" in p.text("#torrent_list"))
+        p.shot("transmission-main")
+
         # Stop and start.
         p.click(".torrent")
         p.click("#toolbar-pause")
@@ -374,12 +435,16 @@ def transmission(a):
         p.wait("its list to show it paused", lambda: "Paused" in p.text("#torrent_list"))
         p.click("#toolbar-start")
         p.wait("the daemon to start it", lambda: rpc.torrents()[0]["status"] != 0)
-        # Remove (Transmission asks only when data is deleted; its plain remove does not).
-        p.click("#toolbar-remove")
-        confirm = p.els("#dialog_confirm_button")
-        if confirm and confirm[0].is_displayed():
-            confirm[0].click()
+
+        # Remove with its data, from the context menu, asked first.
+        ActionChains(d).context_click(p.el(".torrent")).perform()
+        item = p.wait("the context menu", lambda: [
+            e for e in p.els('li[data-command="remove_data"]') if e.is_displayed()])
+        item[0].click()
+        p.wait("the confirmation", lambda: p.el("#dialog_confirm_button").is_displayed())
+        p.click("#dialog_confirm_button")
         p.wait("the daemon to remove it", lambda: rpc.torrents() == [])
+        p.wait("its data to be deleted", lambda: not os.path.exists(a_bin))
         log("PASS")
     finally:
         d.quit()

@@ -350,6 +350,8 @@ pub struct Client {
     torrent_buckets: HashMap<TorrentId, control::TorrentBuckets>,
     /// Connections left readable or writable because a rate limit ran out.
     throttled_read: Vec<ConnId>,
+    /// Where the next turn of `throttled_read` starts.
+    throttle_turn: usize,
     /// Connections left unread while the disk is behind ([`Session::disk_backlogged`]):
     /// read again once writes complete.
     disk_blocked: Vec<ConnId>,
@@ -642,6 +644,7 @@ impl Client {
             up: Bucket::new(opts.upload_limit),
             torrent_buckets: HashMap::new(),
             throttled_read: Vec::new(),
+            throttle_turn: 0,
             disk_blocked: Vec::new(),
             send_blocked: Vec::new(),
             throttled_write: Vec::new(),
@@ -850,7 +853,16 @@ impl Client {
         for conn in std::mem::take(&mut self.throttled_write) {
             self.flush(conn);
         }
-        for conn in std::mem::take(&mut self.throttled_read) {
+        // The connections a limit held back take turns at the tokens: the first one
+        // served takes what there is, so each turn starts one further along (served
+        // in the same order every time, the first peer throttled took the whole limit).
+        let mut throttled = std::mem::take(&mut self.throttled_read);
+        if throttled.len() > 1 {
+            let start = self.throttle_turn % throttled.len();
+            throttled.rotate_left(start);
+            self.throttle_turn = self.throttle_turn.wrapping_add(1);
+        }
+        for conn in throttled {
             self.read_conn(conn);
         }
         // Peers that read what was queued for them (their sockets were writable).

@@ -162,13 +162,23 @@ impl Client {
                 }
                 return;
             }
-            let own = self.session.conn_torrent(conn);
-            let own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
-            let allowed = self
-                .down
-                .available()
-                .min(own.map_or(usize::MAX, |b| b.down.available()))
-                .min(self.buf.len());
+            let torrent = self.session.conn_torrent(conn);
+            let own = torrent.and_then(|t| self.torrent_buckets.get_mut(&t));
+            // A connection in its handshakes (the encryption handshake, or an
+            // accepted one whose BitTorrent handshake has not named a torrent yet)
+            // reads without waiting for tokens, charged all the same: under a busy
+            // download limit the payload of the established peers took every token,
+            // and a newcomer's few hundred handshake bytes waited past its deadline.
+            // Both handshakes are bounded ([`HANDSHAKE_READ`] covers either).
+            let handshaking = s.link.negotiating() || torrent.is_none();
+            let allowed = if handshaking {
+                HANDSHAKE_READ.min(self.buf.len())
+            } else {
+                self.down
+                    .available()
+                    .min(own.map_or(usize::MAX, |b| b.down.available()))
+                    .min(self.buf.len())
+            };
             if allowed == 0 {
                 if !self.throttled_read.contains(&conn) {
                     self.throttled_read.push(conn);
@@ -474,6 +484,11 @@ impl Client {
         }
     }
 }
+
+/// The most a connection in its handshakes reads at a time past the rate limits: an
+/// MSE initiator's whole handshake (96-byte key, two pads of at most 512 bytes, the
+/// hashes, `VC`, lengths) with the BitTorrent handshake after it.
+const HANDSHAKE_READ: usize = 2048;
 
 /// The shortest burst a [`Bucket`] allows, whatever its rate: one 16 KiB block and
 /// its message header, so that a slow limit still moves whole blocks.
