@@ -18,6 +18,8 @@
 //!    rules and lease file.
 //! 2. With `--no-port-mapping` the seeder listens (the router reaches it) but the
 //!    outside cannot download (a bounded wait: its `--timeout`).
+//! 3. A DHT on a port of its own (`--dht-port`) is mapped beside the TCP and uTP port
+//!    (by a mapper of its own), and deleted with them.
 //!
 //! And, with a router of its own, UPnP alone (`port_mapping_with_upnp_alone`):
 //! miniupnpd with NAT-PMP and PCP off (`enable_natpmp=no` turns both off in this
@@ -419,6 +421,54 @@ fn port_mapping_through_miniupnpd() {
     sigterm(&case, s2);
     case.procs[s2].must_live = false;
     case.wait_success(s2);
+
+    // 3. A DHT on a port of its own is mapped beside the TCP and uTP port, and
+    //    deleted with them.
+    if common::btcore_has_dht() {
+        let dht_port = PORT + 1;
+        let mut c = btcore(&["seed"]);
+        c.arg(&torrent).arg(&seed_dir);
+        c.args([
+            "--port",
+            &PORT.to_string(),
+            "--no-trackers",
+            "--progress",
+            "plain",
+        ]);
+        c.args([
+            "--dht-port",
+            &dht_port.to_string(),
+            "--bootstrap",
+            "127.0.0.1:9",
+        ]);
+        c.env("RUST_LOG", "info,btcore_host::portmap=debug");
+        let s3 = case.spawn("btcore-seed-dht", in_ns(net.inside(), c), true);
+        let ext = net.external_ip();
+        case.wait_output(s3, &format!("TCP port {PORT} mapped to {ext}:{PORT}"));
+        case.wait_output(s3, &format!("UDP port {PORT} mapped to {ext}:{PORT}"));
+        case.wait_output(
+            s3,
+            &format!("(DHT port): UDP port {dht_port} mapped to {ext}:{dht_port}"),
+        );
+        let dht_rule = format!("dnat ip to {}:{dht_port}", net.inside_ip());
+        let forwards = net.forwards(&nft);
+        if !forwards.contains(&dht_rule) {
+            case.fail(&format!(
+                "no forwarding rule for the DHT's port:\n{forwards}"
+            ));
+        }
+        sigterm(&case, s3);
+        case.procs[s3].must_live = false;
+        case.wait_success(s3);
+        let forwards = net.forwards(&nft);
+        if forwards.contains(&dht_rule) || forwards.contains(&rule) {
+            case.fail(&format!("a mapping outlived btcore:\n{forwards}"));
+        }
+        println!(
+            "the DHT's own port mapped and deleted at {:.1} s",
+            case.elapsed()
+        );
+    }
     case.finish();
     drop(net);
 }

@@ -108,6 +108,9 @@ const LISTENER6: Token = Token(10);
 const PORTMAP: Token = Token(8);
 /// The UPnP search socket (answers from the gateway).
 const PORTMAP_UPNP: Token = Token(11);
+/// The port mapping and UPnP sockets of the mapper of a DHT on a port of its own.
+const PORTMAP_DHT: Token = Token(12);
+const PORTMAP_DHT_UPNP: Token = Token(13);
 const FIRST_CONN: usize = 16;
 
 /// How the client runs.
@@ -378,6 +381,9 @@ pub struct Client {
     portmap: Option<crate::portmap::PortMapHost>,
     /// The port mapping socket used its reads of a turn.
     portmap_more: bool,
+    /// The mapper of a DHT on a port of its own, and whether it has more to read.
+    portmap_dht: Option<crate::portmap::PortMapHost>,
+    portmap_dht_more: bool,
     portmap_lines: Vec<String>,
     /// The external address the gateway last gave, as handed to the session.
     portmap_external: Option<std::net::Ipv4Addr>,
@@ -657,6 +663,8 @@ impl Client {
             lsd,
             portmap: None,
             portmap_more: false,
+            portmap_dht: None,
+            portmap_dht_more: false,
             portmap_lines: Vec::new(),
             portmap_external: None,
             keys: KeySource::new(),
@@ -753,7 +761,8 @@ impl Client {
             Some(t) => wait.min(t.saturating_duration_since(std::time::Instant::now())),
             None => wait,
         };
-        let wait = match self.portmap.as_ref().and_then(|p| p.poll_timeout()) {
+        let mappers = self.portmap.iter().chain(self.portmap_dht.iter());
+        let wait = match mappers.filter_map(|p| p.poll_timeout()).min() {
             Some(t) => wait.min(Duration::from_millis(
                 t.as_millis().saturating_sub(now.as_millis()),
             )),
@@ -815,7 +824,7 @@ impl Client {
                     self.read_utp();
                 }
                 LSD => self.read_lsd(),
-                PORTMAP | PORTMAP_UPNP => portmap_read = true,
+                PORTMAP | PORTMAP_UPNP | PORTMAP_DHT | PORTMAP_DHT_UPNP => portmap_read = true,
                 t if TRACKER_UDP.contains(&t) => {
                     if let Some(tr) = self.trackers.as_mut() {
                         tr.on_udp_readable(std::time::Instant::now());

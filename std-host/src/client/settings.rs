@@ -51,6 +51,7 @@ impl Client {
         };
         let dht_wanted = new.dht.as_ref().map(|d| (d, dht_bind(new, d, port)));
         let dht_now = self.dht.as_ref().and_then(|d| d.local_addr().ok());
+        let old_dht_port = dht_now.map(|a| a.port());
         let bootstrap_changed = match (&self.opts.dht, &new.dht) {
             (Some(a), Some(b)) => a.bootstrap != b.bootstrap,
             _ => false,
@@ -149,7 +150,7 @@ impl Client {
             self.alt.enabled()
         };
         self.opts = kept;
-        self.restart_port_mapping(&old_mapping, old_port);
+        self.restart_port_mapping(&old_mapping, old_port, old_dht_port);
         // The rate limits in force (the alternative ones while they apply).
         self.apply_alt_settings(alt_enabled);
         // Connections closed for the new caps.
