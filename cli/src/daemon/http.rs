@@ -253,7 +253,7 @@ impl Server {
             Web::Dir(d) => log::info!("web page at / from {}", d.display()),
         }
         let mut events = Events::with_capacity(256);
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
             let timeout = if self.again.is_empty() {
                 self.next_deadline().map_or(Duration::from_secs(1), |d| {
                     d.saturating_duration_since(Instant::now())

@@ -838,6 +838,16 @@ fn session_get(d: &Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>,
 fn session_set(d: &mut Daemon, a: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
     // Checked on a copy first: nothing changes unless everything can.
     let mut settings = d.settings.clone();
+    // A limit in force that no request set (a flag's) is remembered as the limit's
+    // value, so that turning it off and on again keeps it.
+    for (key, in_force) in [
+        ("speed_limit_down", d.opts.download_limit),
+        ("speed_limit_up", d.opts.upload_limit),
+    ] {
+        if in_force > 0 && !settings.contains_key(key) {
+            settings.insert(key.into(), json!(in_force / 1024));
+        }
+    }
     for (k, v) in a {
         match k.as_str() {
             "download_dir" => {

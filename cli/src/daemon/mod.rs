@@ -182,6 +182,9 @@ pub struct Entry {
     pub ratio_reached: bool,
     /// The byte totals its record holds on disk.
     pub written_totals: (u64, u64),
+    /// Its activity date and seconds downloading and seeding as its record holds
+    /// them: like the byte totals they change all the time, and are written with them.
+    pub written_times: (i64, u64, u64),
     /// Unix seconds it was last started (0: not since the daemon started).
     pub start_date: i64,
 }
@@ -524,6 +527,11 @@ impl Daemon {
 
     fn insert(&mut self, id: TorrentId, saved: Saved, meta: Option<Meta>) {
         let saved_totals = (saved.uploaded, saved.downloaded);
+        let saved_times = (
+            saved.activity_date,
+            saved.seconds_downloading,
+            saved.seconds_seeding,
+        );
         if saved.paused {
             self.client.pause(id);
         }
@@ -537,6 +545,7 @@ impl Daemon {
                 seen: (0, 0),
                 ratio_reached: false,
                 written_totals: (saved_totals.0, saved_totals.1),
+                written_times: saved_times,
                 start_date,
             },
         );
@@ -1404,11 +1413,14 @@ impl Daemon {
                 }
                 let runs = !(st.paused || st.queued || e.saved.paused) && v.checking.is_none();
                 match st.state {
-                    TorrentState::Downloading if runs && !st.finished => {
-                        e.saved.seconds_downloading += secs;
+                    TorrentState::Downloading | TorrentState::FetchingMetadata
+                        if runs && !st.finished =>
+                    {
+                        e.saved.seconds_downloading =
+                            e.saved.seconds_downloading.saturating_add(secs);
                     }
                     TorrentState::Downloading | TorrentState::Seeding if runs => {
-                        e.saved.seconds_seeding += secs;
+                        e.saved.seconds_seeding = e.saved.seconds_seeding.saturating_add(secs);
                     }
                     _ => {}
                 }
@@ -1440,6 +1452,11 @@ impl Daemon {
         if totals {
             for e in self.torrents.values_mut() {
                 e.written_totals = (e.saved.uploaded + e.seen.0, e.saved.downloaded + e.seen.1);
+                e.written_times = (
+                    e.saved.activity_date,
+                    e.saved.seconds_downloading,
+                    e.saved.seconds_seeding,
+                );
             }
         }
         let list: Vec<Saved> = self
@@ -1448,6 +1465,7 @@ impl Daemon {
             .map(|e| {
                 let mut s = e.saved.clone();
                 (s.uploaded, s.downloaded) = e.written_totals;
+                (s.activity_date, s.seconds_downloading, s.seconds_seeding) = e.written_times;
                 s
             })
             .collect();
@@ -1904,7 +1922,9 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         }
     }
     d.housekeeping(true, &mut last_save);
-    srv_stop.store(true, Ordering::Relaxed);
+    // Release: the answers sent before (session-close's) are there when the HTTP
+    // thread sees the flag.
+    srv_stop.store(true, Ordering::Release);
     let _ = replies.waker.wake();
     d.client.shutdown();
     let _ = http_thread.join();

@@ -354,6 +354,8 @@ fn connect(
     );
     let mut c = Conn::new(Some(tid), target, true, Transport::Utp, peer);
     c.holepunch.punched = true;
+    // A relay named it: a peer's word, as PEX is.
+    c.origin = super::PeerOrigin::Pex;
     s.conns.insert(conn, c);
     s.actions.push_back(Action::Connect {
         conn,

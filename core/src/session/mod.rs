@@ -564,8 +564,8 @@ pub enum PeerSource {
     Lsd,
 }
 
-/// Where a connected peer was heard of first, for display (Transmission's
-/// `peersFrom`).
+/// Where a peer we dialed was heard of (a source better than PEX replaces PEX), for
+/// display (Transmission's `peersFrom`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PeerOrigin {
@@ -930,6 +930,9 @@ pub(crate) struct Conn {
     pub(crate) their_ut_pex: Option<u8>,
     /// The peer's listen port (`p` in its extension handshake).
     pub(crate) listen_port: Option<u16>,
+    /// Where we heard of the peer when we dialed it ([`PeerOrigin::Incoming`]: it
+    /// dialed us).
+    pub(crate) origin: PeerOrigin,
     /// What our PEX messages told this peer is in the swarm.
     pub(crate) pex_sent: Vec<SocketAddr>,
     /// When we last sent it a PEX message.
@@ -967,6 +970,11 @@ impl Conn {
             metadata_size: None,
             their_ut_pex: None,
             listen_port: None,
+            origin: if outgoing {
+                PeerOrigin::User
+            } else {
+                PeerOrigin::Incoming
+            },
             pex_sent: Vec::new(),
             last_pex: None,
             metadata_deferred: Vec::new(),
@@ -3005,10 +3013,7 @@ impl Session {
             .map(|(k, c)| PeerStatus {
                 conn: *k,
                 addr: c.addr,
-                origin: match self.torrents.get(&id) {
-                    Some(t) if c.outgoing => t.origin_of(c.addr),
-                    _ => PeerOrigin::Incoming,
-                },
+                origin: c.origin,
                 peer_id: c.peer.peer_id(),
                 established: c.peer.is_established(),
                 outgoing: c.outgoing,
@@ -3040,8 +3045,8 @@ impl Session {
     }
 
     /// Whether dialed connection `conn` has a twin: another connection with the same
-    /// peer, which dialed us from the very address we dialed (the crossing uTP dials
-    /// of a hole punch) or advertised it as its listen port. A peer that closes one of
+    /// peer for the same torrent (or none named yet), which dialed us from the very
+    /// address we dialed (the crossing uTP dials of a hole punch). A peer that closes one of
     /// two connections with us drops a duplicate; when that happens inside the host's
     /// encryption handshake it is no refusal of encryption, and the host does not dial
     /// again in plain text (a third connection would collide once more).
@@ -3050,7 +3055,10 @@ impl Session {
             return false;
         };
         self.conns.iter().any(|(k, o)| {
-            *k != conn && !o.outgoing && (o.addr == c.addr || o.dialable() == Some(c.addr))
+            *k != conn
+                && !o.outgoing
+                && o.addr == c.addr
+                && (o.torrent.is_none() || o.torrent == c.torrent)
         })
     }
 
@@ -3313,6 +3321,7 @@ impl Session {
                     break;
                 };
                 let info_hash = t.info_hash;
+                let origin = t.origin_of(addr).unwrap_or(PeerOrigin::User);
                 let transport = match self.config.transport {
                     TransportPolicy::TcpOnly => Transport::Tcp,
                     TransportPolicy::UtpOnly => Transport::Utp,
@@ -3331,8 +3340,9 @@ impl Session {
                     self.config.peer_id,
                     Self::reserved(),
                 );
-                self.conns
-                    .insert(conn, Conn::new(Some(id), addr, true, transport, peer));
+                let mut c = Conn::new(Some(id), addr, true, transport, peer);
+                c.origin = origin;
+                self.conns.insert(conn, c);
                 self.actions.push_back(Action::Connect {
                     conn,
                     torrent: id,

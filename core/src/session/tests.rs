@@ -392,7 +392,8 @@ mod transports {
     }
 }
 
-/// A dialed peer's status says where we heard of it, the first source kept.
+/// A dialed peer's status says where we heard of it; of two sources better than PEX,
+/// the first is kept.
 #[test]
 fn a_peer_status_names_where_the_peer_came_from() {
     use super::{PeerOrigin, PeerSource, Session, SessionConfig};

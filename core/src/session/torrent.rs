@@ -701,11 +701,9 @@ impl Torrent {
             .and_then(|k| Some((k.pex_via?, k.pex_flags)))
     }
 
-    /// Where we heard of `addr` ([`PeerOrigin::Incoming`] when we did not: it dialed us).
-    pub(crate) fn origin_of(&self, addr: SocketAddr) -> PeerOrigin {
-        self.known
-            .get(&addr)
-            .map_or(PeerOrigin::Incoming, |k| k.origin)
+    /// Where we heard of `addr` (None: it is not a known address).
+    pub(crate) fn origin_of(&self, addr: SocketAddr) -> Option<PeerOrigin> {
+        self.known.get(&addr).map(|k| k.origin)
     }
 
     /// A connection we dialed to `addr` completed its handshake.

@@ -867,6 +867,9 @@ impl Client {
         // in the same order every time, the first peer throttled took the whole limit).
         let mut throttled = std::mem::take(&mut self.throttled_read);
         if throttled.len() > 1 {
+            // In a fixed order (the list comes back in the order served), each
+            // turn one further along.
+            throttled.sort_unstable();
             let start = self.throttle_turn % throttled.len();
             throttled.rotate_left(start);
             self.throttle_turn = self.throttle_turn.wrapping_add(1);

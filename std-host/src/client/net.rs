@@ -170,7 +170,9 @@ impl Client {
             // download limit the payload of the established peers took every token,
             // and a newcomer's few hundred handshake bytes waited past its deadline.
             // Both handshakes are bounded ([`HANDSHAKE_READ`] covers either).
-            let handshaking = s.link.negotiating() || torrent.is_none();
+            // (Not one the session has closed: it no longer knows it.)
+            let handshaking = (s.link.negotiating() || torrent.is_none())
+                && self.session.conn_buffers(conn).is_some();
             let allowed = if handshaking {
                 HANDSHAKE_READ.min(self.buf.len())
             } else {
@@ -543,9 +545,12 @@ impl Bucket {
         }
         self.tokens.max(0.0) as usize
     }
+    /// Spends `n` bytes' tokens; what a read past them (a handshake's) leaves owing
+    /// is at most one burst, so newcomers churned in cannot starve the peers that
+    /// pay.
     pub(super) fn take(&mut self, n: usize) {
         if self.rate != 0 {
-            self.tokens -= n as f64;
+            self.tokens = (self.tokens - n as f64).max(-self.burst());
         }
     }
 }
