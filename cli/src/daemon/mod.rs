@@ -32,6 +32,9 @@ const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// How often the daemon looks at its torrents for what changed (dates, totals, the
 /// recently-active list) when nothing asked it to.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
+/// How often a torrent's seconds downloading or seeding reach its record when
+/// nothing else changes it (a `kill -9` loses at most this much of them).
+const TIMES_SAVE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the watch folder is scanned.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// A file in the watch folder is read once its size has not changed for this long
@@ -182,11 +185,46 @@ pub struct Entry {
     pub ratio_reached: bool,
     /// The byte totals its record holds on disk.
     pub written_totals: (u64, u64),
-    /// Its activity date and seconds downloading and seeding as its record holds
-    /// them: like the byte totals they change all the time, and are written with them.
-    pub written_times: (i64, u64, u64),
+    /// Its activity date as its record holds it: it changes with the byte totals and
+    /// is written with them.
+    pub written_activity: i64,
+    /// What it does now (0 nothing, 1 downloading, 2 seeding) and since when: that
+    /// time is added to its record's seconds when this changes and at exit, so that
+    /// the record is not rewritten every second.
+    pub phase: (u8, Instant),
     /// Unix seconds it was last started (0: not since the daemon started).
     pub start_date: i64,
+}
+
+impl Entry {
+    /// Its seconds downloading (`phase` 1) or seeding (2), this phase's included.
+    pub fn seconds_in(&self, phase: u8) -> u64 {
+        let base = if phase == 1 {
+            self.saved.seconds_downloading
+        } else {
+            self.saved.seconds_seeding
+        };
+        let now = if self.phase.0 == phase {
+            self.phase.1.elapsed().as_secs()
+        } else {
+            0
+        };
+        base.saturating_add(now)
+    }
+
+    /// Adds the time of the phase that ends now to its record.
+    fn close_phase(&mut self) {
+        let secs = self.phase.1.elapsed().as_secs();
+        match self.phase.0 {
+            1 => {
+                self.saved.seconds_downloading = self.saved.seconds_downloading.saturating_add(secs)
+            }
+            2 => self.saved.seconds_seeding = self.saved.seconds_seeding.saturating_add(secs),
+            _ => {}
+        }
+        // The part of a second not counted stays in the phase.
+        self.phase.1 += Duration::from_secs(secs);
+    }
 }
 
 /// `.torrent` downloads for `torrent-add` by URL at once (more are refused).
@@ -286,8 +324,6 @@ pub struct Daemon {
     pub download_dir: PathBuf,
     pub settings: Map<String, Value>,
     pub started: Instant,
-    /// Up to when the torrents' seconds downloading and seeding are counted.
-    counted_to: Instant,
     pub dirty: bool,
     pub close_requested: bool,
     pub files_added: u64,
@@ -527,11 +563,7 @@ impl Daemon {
 
     fn insert(&mut self, id: TorrentId, saved: Saved, meta: Option<Meta>) {
         let saved_totals = (saved.uploaded, saved.downloaded);
-        let saved_times = (
-            saved.activity_date,
-            saved.seconds_downloading,
-            saved.seconds_seeding,
-        );
+        let saved_activity = saved.activity_date;
         if saved.paused {
             self.client.pause(id);
         }
@@ -545,7 +577,8 @@ impl Daemon {
                 seen: (0, 0),
                 ratio_reached: false,
                 written_totals: (saved_totals.0, saved_totals.1),
-                written_times: saved_times,
+                written_activity: saved_activity,
+                phase: (0, Instant::now()),
                 start_date,
             },
         );
@@ -1338,8 +1371,8 @@ impl Daemon {
                 "upload_limited" => e.saved.upload_limit.is_some().into(),
                 "honors_session_limits" => true.into(),
                 "sequential_download" => e.saved.sequential.into(),
-                "seconds_downloading" => e.saved.seconds_downloading.into(),
-                "seconds_seeding" => e.saved.seconds_seeding.into(),
+                "seconds_downloading" => e.seconds_in(1).into(),
+                "seconds_seeding" => e.seconds_in(2).into(),
                 "webseeds" => self
                     .client
                     .web_seeds(id)
@@ -1398,10 +1431,6 @@ impl Daemon {
                 _ => {}
             }
         }
-        // Whole seconds since the last count, credited to each running torrent as
-        // downloading or seeding time.
-        let secs = self.counted_to.elapsed().as_secs();
-        self.counted_to += Duration::from_secs(secs);
         for v in self.client.torrents() {
             if let Some(e) = self.torrents.get_mut(&v.id) {
                 let st = &v.status;
@@ -1412,17 +1441,19 @@ impl Daemon {
                     e.saved.activity_date = methods::now_unix();
                 }
                 let runs = !(st.paused || st.queued || e.saved.paused) && v.checking.is_none();
-                match st.state {
+                let phase = match st.state {
                     TorrentState::Downloading | TorrentState::FetchingMetadata
                         if runs && !st.finished =>
                     {
-                        e.saved.seconds_downloading =
-                            e.saved.seconds_downloading.saturating_add(secs);
+                        1
                     }
-                    TorrentState::Downloading | TorrentState::Seeding if runs => {
-                        e.saved.seconds_seeding = e.saved.seconds_seeding.saturating_add(secs);
-                    }
-                    _ => {}
+                    TorrentState::Downloading | TorrentState::Seeding if runs => 2,
+                    _ => 0,
+                };
+                if phase != e.phase.0 || force_save || e.phase.1.elapsed() >= TIMES_SAVE_EVERY {
+                    e.close_phase();
+                    e.phase.0 = phase;
+                    self.dirty = true;
                 }
             }
         }
@@ -1452,11 +1483,7 @@ impl Daemon {
         if totals {
             for e in self.torrents.values_mut() {
                 e.written_totals = (e.saved.uploaded + e.seen.0, e.saved.downloaded + e.seen.1);
-                e.written_times = (
-                    e.saved.activity_date,
-                    e.saved.seconds_downloading,
-                    e.saved.seconds_seeding,
-                );
+                e.written_activity = e.saved.activity_date;
             }
         }
         let list: Vec<Saved> = self
@@ -1465,7 +1492,7 @@ impl Daemon {
             .map(|e| {
                 let mut s = e.saved.clone();
                 (s.uploaded, s.downloaded) = e.written_totals;
-                (s.activity_date, s.seconds_downloading, s.seconds_seeding) = e.written_times;
+                s.activity_date = e.written_activity;
                 s
             })
             .collect();
@@ -1788,7 +1815,6 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         download_dir,
         settings,
         started: Instant::now(),
-        counted_to: Instant::now(),
         dirty: false,
         close_requested: false,
         files_added: 0,
