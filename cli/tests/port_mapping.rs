@@ -202,9 +202,12 @@ fn in_ns(ns: &str, cmd: Command) -> Command {
     c
 }
 
-fn sigterm(case: &Case, i: usize) {
+/// SIGTERM to process `i`, which must then exit cleanly (deleting its mappings).
+fn stop(case: &mut Case, i: usize) {
     let pid = case.procs[i].child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    case.procs[i].must_live = false;
+    case.wait_success(i);
 }
 
 /// Tools and privilege, or None (the test is skipped unless `BTCORE_INTEROP=1`).
@@ -352,9 +355,7 @@ fn port_mapping_through_miniupnpd() {
         ));
     }
     // Deleted at exit.
-    sigterm(&case, s);
-    case.procs[s].must_live = false;
-    case.wait_success(s);
+    stop(&mut case, s);
     if !case.procs[s].printed("TCP mapping deleted")
         || !case.procs[s].printed("UDP mapping deleted")
     {
@@ -418,9 +419,7 @@ fn port_mapping_through_miniupnpd() {
             "a forwarding rule without port mapping:\n{forwards}"
         ));
     }
-    sigterm(&case, s2);
-    case.procs[s2].must_live = false;
-    case.wait_success(s2);
+    stop(&mut case, s2);
 
     // 3. A DHT on a port of its own is mapped beside the TCP and uTP port, and
     //    deleted with them.
@@ -457,9 +456,7 @@ fn port_mapping_through_miniupnpd() {
                 "no forwarding rule for the DHT's port:\n{forwards}"
             ));
         }
-        sigterm(&case, s3);
-        case.procs[s3].must_live = false;
-        case.wait_success(s3);
+        stop(&mut case, s3);
         let forwards = net.forwards(&nft);
         if forwards.contains(&dht_rule) || forwards.contains(&rule) {
             case.fail(&format!("a mapping outlived btcore:\n{forwards}"));
@@ -536,9 +533,7 @@ fn port_mapping_with_upnp_alone() {
     case.check_data(&src, &out, Empties::Required);
 
     // Deleted at exit, with DeletePortMapping.
-    sigterm(&case, s);
-    case.procs[s].must_live = false;
-    case.wait_success(s);
+    stop(&mut case, s);
     if !case.procs[s].printed("TCP mapping deleted (UPnP)")
         || !case.procs[s].printed("UDP mapping deleted (UPnP)")
     {

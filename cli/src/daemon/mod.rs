@@ -188,21 +188,29 @@ pub struct Entry {
     /// Its activity date as its record holds it: it changes with the byte totals and
     /// is written with them.
     pub written_activity: i64,
-    /// What it does now (0 nothing, 1 downloading, 2 seeding) and since when: that
-    /// time is added to its record's seconds when this changes and at exit, so that
-    /// the record is not rewritten every second.
-    pub phase: (u8, Instant),
+    /// What it does now and since when: that time is added to its record's seconds
+    /// when this changes and at exit, so that the record is not rewritten every
+    /// second.
+    pub phase: (Phase, Instant),
     /// Unix seconds it was last started (0: not since the daemon started).
     pub start_date: i64,
 }
 
+/// What a torrent is doing, for its seconds downloading and seeding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Downloading,
+    Seeding,
+}
+
 impl Entry {
-    /// Its seconds downloading (`phase` 1) or seeding (2), this phase's included.
-    pub fn seconds_in(&self, phase: u8) -> u64 {
-        let base = if phase == 1 {
-            self.saved.seconds_downloading
-        } else {
-            self.saved.seconds_seeding
+    /// Its seconds downloading or seeding, this phase's included.
+    pub fn seconds_in(&self, phase: Phase) -> u64 {
+        let base = match phase {
+            Phase::Downloading => self.saved.seconds_downloading,
+            Phase::Seeding => self.saved.seconds_seeding,
+            Phase::Idle => 0,
         };
         let now = if self.phase.0 == phase {
             self.phase.1.elapsed().as_secs()
@@ -216,11 +224,13 @@ impl Entry {
     fn close_phase(&mut self) {
         let secs = self.phase.1.elapsed().as_secs();
         match self.phase.0 {
-            1 => {
+            Phase::Downloading => {
                 self.saved.seconds_downloading = self.saved.seconds_downloading.saturating_add(secs)
             }
-            2 => self.saved.seconds_seeding = self.saved.seconds_seeding.saturating_add(secs),
-            _ => {}
+            Phase::Seeding => {
+                self.saved.seconds_seeding = self.saved.seconds_seeding.saturating_add(secs)
+            }
+            Phase::Idle => {}
         }
         // The part of a second not counted stays in the phase.
         self.phase.1 += Duration::from_secs(secs);
@@ -578,7 +588,7 @@ impl Daemon {
                 ratio_reached: false,
                 written_totals: (saved_totals.0, saved_totals.1),
                 written_activity: saved_activity,
-                phase: (0, Instant::now()),
+                phase: (Phase::Idle, Instant::now()),
                 start_date,
             },
         );
@@ -1371,8 +1381,8 @@ impl Daemon {
                 "upload_limited" => e.saved.upload_limit.is_some().into(),
                 "honors_session_limits" => true.into(),
                 "sequential_download" => e.saved.sequential.into(),
-                "seconds_downloading" => e.seconds_in(1).into(),
-                "seconds_seeding" => e.seconds_in(2).into(),
+                "seconds_downloading" => e.seconds_in(Phase::Downloading).into(),
+                "seconds_seeding" => e.seconds_in(Phase::Seeding).into(),
                 "webseeds" => self
                     .client
                     .web_seeds(id)
@@ -1445,10 +1455,10 @@ impl Daemon {
                     TorrentState::Downloading | TorrentState::FetchingMetadata
                         if runs && !st.finished =>
                     {
-                        1
+                        Phase::Downloading
                     }
-                    TorrentState::Downloading | TorrentState::Seeding if runs => 2,
-                    _ => 0,
+                    TorrentState::Downloading | TorrentState::Seeding if runs => Phase::Seeding,
+                    _ => Phase::Idle,
                 };
                 if phase != e.phase.0 || force_save || e.phase.1.elapsed() >= TIMES_SAVE_EVERY {
                     e.close_phase();

@@ -25,14 +25,10 @@ impl Client {
             return;
         }
         let tcp = self.local_addr.port();
-        let dht = self
-            .dht
-            .as_ref()
-            .and_then(|d| d.local_addr().ok())
-            .map(|a| a.port());
+        let dht = self.dht_port();
         let udp = if self.utp.is_some() { Some(tcp) } else { dht };
         let seed = crate::os::random_u64();
-        self.portmap = self.start_mapper(&opts, Some(tcp), udp, seed, [PORTMAP, PORTMAP_UPNP]);
+        self.portmap = self.start_mapper(&opts, Some(tcp), udp, seed, false);
         // A DHT on a port of its own (`--dht-port`) is mapped beside uTP's, by a
         // mapper of its own.
         if let Some(port) = dht.filter(|p| udp != Some(*p)) {
@@ -41,21 +37,27 @@ impl Client {
                 None,
                 Some(port),
                 seed.rotate_left(29) ^ 0x4448_5400,
-                [PORTMAP_DHT, PORTMAP_DHT_UPNP],
+                true,
             );
         }
     }
 
-    /// A mapper of `tcp` and `udp` with its sockets on the poll under `tokens`
-    /// (PCP/NAT-PMP, UPnP); None, with a status line, when it cannot start.
+    /// A mapper of `tcp` and `udp` with its sockets on the poll (the DHT port's own
+    /// mapper under tokens of its own); None, with a status line, when it cannot
+    /// start.
     fn start_mapper(
         &mut self,
         opts: &crate::portmap::PortMapOptions,
         tcp: Option<u16>,
         udp: Option<u16>,
         seed: u64,
-        tokens: [mio::Token; 2],
+        dht: bool,
     ) -> Option<PortMapHost> {
+        let tokens = if dht {
+            [PORTMAP_DHT, PORTMAP_DHT_UPNP]
+        } else {
+            [PORTMAP, PORTMAP_UPNP]
+        };
         match PortMapHost::new(opts, tcp, udp, seed, self.waker.clone()) {
             Ok(mut h) => {
                 let registry = self.poll.registry();
@@ -67,12 +69,7 @@ impl Client {
                     });
                 match registered {
                     Ok(()) => {
-                        let lines = h.take_lines();
-                        if tcp.is_some() {
-                            self.portmap_lines.extend(lines);
-                        } else {
-                            self.portmap_lines.extend(lines.into_iter().map(dht_line));
-                        }
+                        self.push_lines(h.take_lines(), dht);
                         Some(h)
                     }
                     Err(e) => {
@@ -102,7 +99,7 @@ impl Client {
             }
             h.service(now);
             let lines = h.take_lines();
-            self.portmap_lines.extend(lines.into_iter().map(dht_line));
+            self.push_lines(lines, true);
         }
         let Some(h) = self.portmap.as_mut() else {
             self.bound_portmap_lines();
@@ -123,6 +120,15 @@ impl Client {
             if let Some(a) = external {
                 self.session.set_external_address(std::net::IpAddr::V4(a));
             }
+        }
+    }
+
+    /// A mapper's status lines, those of the DHT port's own named as such.
+    fn push_lines(&mut self, lines: Vec<String>, dht: bool) {
+        if dht {
+            self.portmap_lines.extend(lines.into_iter().map(dht_line));
+        } else {
+            self.portmap_lines.extend(lines);
         }
     }
 
@@ -148,12 +154,7 @@ impl Client {
             }
             let epoch = self.epoch;
             h.finish(|| super::since(epoch), FINISH_LIMIT);
-            let lines = h.take_lines();
-            if dht {
-                self.portmap_lines.extend(lines.into_iter().map(dht_line));
-            } else {
-                self.portmap_lines.extend(lines);
-            }
+            self.push_lines(h.take_lines(), dht);
         }
     }
 
