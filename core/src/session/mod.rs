@@ -2544,8 +2544,8 @@ impl Session {
         }
     }
 
-    /// Dials `conn` again over TCP if it is an unconnected uTP dial and the policy
-    /// allows TCP; the peer is marked as one without uTP.
+    /// Dials `conn` again over TCP if it is a uTP dial that never came up and the
+    /// policy allows TCP; the peer is marked as one without uTP.
     fn fall_back_to_tcp(&mut self, now: Instant, conn: ConnId) -> bool {
         if self.config.transport != TransportPolicy::Both {
             return false;
@@ -2554,7 +2554,14 @@ impl Session {
             return false;
         };
         // A dial a relay asked for (BEP 55) is uTP or nothing.
-        if !c.outgoing || c.connected || c.transport != Transport::Utp || c.holepunch.punched {
+        // A uTP connection that came up and then died (in the host's encryption
+        // handshake: a duplicate the peer dropped, say) is no sign the peer lacks uTP.
+        if !c.outgoing
+            || c.connected
+            || c.transport_up
+            || c.transport != Transport::Utp
+            || c.holepunch.punched
+        {
             return false;
         }
         let Some(torrent) = c.torrent else {

@@ -367,6 +367,23 @@ mod transports {
         );
     }
 
+    /// A uTP dial that came up and then died (a duplicate closed in the host's
+    /// encryption handshake) is not dialed again over TCP.
+    #[test]
+    fn a_utp_dial_that_came_up_does_not_fall_back_to_tcp() {
+        let (mut s, _) = session(TransportPolicy::Both);
+        let Some(Step::Connect(conn, Transport::Utp)) = steps(&mut s).pop() else {
+            panic!("no uTP dial");
+        };
+        s.handle_transport_connected(conn);
+        s.handle_connect_failed(Instant::from_millis(1500), conn);
+        let after = steps(&mut s);
+        assert!(
+            !after.iter().any(|st| matches!(st, Step::Connect(_, Transport::Tcp))),
+            "{after:?}"
+        );
+    }
+
     /// uTP only: a failed dial is a failed dial; TCP only: never uTP.
     #[test]
     fn single_transport_policies_never_use_the_other() {
