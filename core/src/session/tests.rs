@@ -379,7 +379,9 @@ mod transports {
         s.handle_connect_failed(Instant::from_millis(1500), conn);
         let after = steps(&mut s);
         assert!(
-            !after.iter().any(|st| matches!(st, Step::Connect(_, Transport::Tcp))),
+            !after
+                .iter()
+                .any(|st| matches!(st, Step::Connect(_, Transport::Tcp))),
             "{after:?}"
         );
     }
