@@ -196,12 +196,9 @@ pub fn torrent_text(
     let privacy = if m.is_private() { "Private" } else { "Public" };
     let _ = writeln!(s, "  Privacy: {privacy} torrent");
     if m.is_hybrid() {
-        let _ = writeln!(s, "  Format: hybrid v1+v2 (downloaded as v1)");
+        let _ = writeln!(s, "  Format: hybrid v1+v2 (BEP 52)");
     } else if m.is_v2_only() {
-        let _ = writeln!(
-            s,
-            "  Format: v2 only (BEP 52; downloading v2 is not supported yet)"
-        );
+        let _ = writeln!(s, "  Format: v2 only (BEP 52)");
     }
     if let Some(h) = m.info_hash_v2() {
         let _ = writeln!(s, "  Hash v2: {}", hex(&h));

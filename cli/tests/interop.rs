@@ -10,9 +10,9 @@
 //! `tests/interop/README.md`.
 
 use common::{
-    aria2, btcore, btcore_create, btcore_download, btcore_has_dht, btcore_seed, free_port,
-    info_hash, interop_script, libtorrent, make_multi, require, transmission, write_file, Aria2,
-    Case, Config, Deadline, Empties, Rng, Tool, PYTHON,
+    aria2, btcore, btcore_create, btcore_create_with, btcore_download, btcore_has_dht, btcore_seed,
+    free_port, info_hash, interop_script, libtorrent, make_multi, require, transmission,
+    write_file, Aria2, Case, Config, Deadline, Empties, Rng, Tool, PYTHON,
 };
 use std::fs;
 use std::io::{Read, Write};
@@ -65,7 +65,9 @@ fn transmission_ready(case: &mut Case, i: usize) {
 }
 
 /// A torrent made by libtorrent's `create_torrent` (hybrid v1+v2, with pad files).
-fn libtorrent_create(case: &Case, src: &Path) -> PathBuf {
+/// A torrent made by libtorrent's `create_torrent` (by default hybrid v1+v2, with pad
+/// files; `--v2-only`, `--v1-only`).
+fn libtorrent_create_with(case: &Case, src: &Path, args: &[&str]) -> PathBuf {
     let out = case.dir.join(format!(
         "{}-lt.torrent",
         src.file_name().expect("name").to_string_lossy()
@@ -75,6 +77,7 @@ fn libtorrent_create(case: &Case, src: &Path) -> PathBuf {
         .arg("create")
         .arg(src)
         .arg(&out)
+        .args(args)
         .output()
         .expect("run lt.py create");
     if !o.status.success() {
@@ -248,16 +251,37 @@ fn btcore_downloads_multi_from_aria2() {
 /// btcore downloads from a seeding libtorrent that it dials; `lt_made`: the torrent
 /// comes from libtorrent's `create_torrent` (hybrid v1+v2 with pad files).
 fn btcore_from_libtorrent(name: &'static str, p: Payload, lt_made: bool) {
+    let made = if lt_made {
+        Made::Libtorrent(&[])
+    } else {
+        Made::Btcore(&[])
+    };
+    btcore_from_libtorrent_made(name, p, made);
+}
+
+/// Who makes a case's torrent, with which extra arguments.
+#[derive(Clone, Copy)]
+enum Made {
+    /// `btcore create` (`--v2`, `--hybrid`).
+    Btcore(&'static [&'static str]),
+    /// libtorrent's `create_torrent` through `lt.py create` (`--v2-only`).
+    Libtorrent(&'static [&'static str]),
+}
+
+fn made(case: &Case, data: &Path, how: Made) -> PathBuf {
+    match how {
+        Made::Btcore(args) => btcore_create_with(case, data, None, args),
+        Made::Libtorrent(args) => libtorrent_create_with(case, data, args),
+    }
+}
+
+fn btcore_from_libtorrent_made(name: &'static str, p: Payload, how: Made) {
     if !require(&[Tool::Libtorrent], INSTALL) {
         return;
     }
     let mut case = Case::new(name, CONFIG);
     let data = make(&case, p);
-    let torrent = if lt_made {
-        libtorrent_create(&case, &data)
-    } else {
-        btcore_create(&case, &data, None)
-    };
+    let torrent = made(&case, &data, how);
     let (lport, bport) = (free_port(), free_port());
     let src = data.parent().expect("src dir").to_path_buf();
     let l = case.spawn(
@@ -411,12 +435,16 @@ fn aria2_downloads_multi_from_btcore_via_opentracker() {
 
 /// libtorrent downloads from a `btcore seed`, dialing it (`connect_peer`).
 fn libtorrent_from_btcore(name: &'static str, p: Payload) {
+    libtorrent_from_btcore_made(name, p, Made::Btcore(&[]));
+}
+
+fn libtorrent_from_btcore_made(name: &'static str, p: Payload, how: Made) {
     if !require(&[Tool::Libtorrent], INSTALL) {
         return;
     }
     let mut case = Case::new(name, CONFIG);
     let data = make(&case, p);
-    let torrent = btcore_create(&case, &data, None);
+    let torrent = made(&case, &data, how);
     let (lport, bport) = (free_port(), free_port());
     let src = data.parent().expect("src dir").to_path_buf();
     case.spawn(
@@ -511,6 +539,46 @@ fn libtorrent_downloads_from_btcore_over_ipv6() {
 #[test]
 fn btcore_downloads_from_libtorrent_over_ipv6() {
     over_ipv6("btcore-from-libtorrent-ipv6", false);
+}
+
+// ------------------------------------------------------------------ 3: BitTorrent v2
+
+// BEP 52 torrents both ways: v2-only and hybrid, made by libtorrent and by btcore. A
+// v2-only torrent's swarm is its truncated SHA-256 info-hash and its pieces are checked
+// against the merkle trees alone; a hybrid's pieces against both kinds of hash.
+
+#[test]
+fn btcore_downloads_libtorrent_made_v2_only_multi_from_libtorrent() {
+    let how = Made::Libtorrent(&["--v2-only"]);
+    btcore_from_libtorrent_made("btcore-from-libtorrent-v2-multi", Payload::Multi, how);
+}
+
+#[test]
+fn btcore_downloads_libtorrent_made_v2_only_single_from_libtorrent() {
+    let how = Made::Libtorrent(&["--v2-only"]);
+    btcore_from_libtorrent_made("btcore-from-libtorrent-v2-single", Payload::Single, how);
+}
+
+#[test]
+fn libtorrent_downloads_btcore_made_v2_only_multi_from_btcore() {
+    let how = Made::Btcore(&["--v2"]);
+    libtorrent_from_btcore_made("libtorrent-from-btcore-v2-multi", Payload::Multi, how);
+}
+
+#[test]
+fn libtorrent_downloads_btcore_made_hybrid_multi_from_btcore() {
+    let how = Made::Btcore(&["--hybrid"]);
+    libtorrent_from_btcore_made("libtorrent-from-btcore-hybrid-multi", Payload::Multi, how);
+}
+
+#[test]
+fn btcore_downloads_btcore_made_v2_only_single_from_libtorrent() {
+    let how = Made::Btcore(&["--v2"]);
+    btcore_from_libtorrent_made(
+        "btcore-from-libtorrent-v2-btcore-made",
+        Payload::Single,
+        how,
+    );
 }
 
 #[test]

@@ -250,3 +250,90 @@ fn unread_answers_do_not_grow_the_tracker_process() {
     drop(tracker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hybrid torrent is in both swarms (BEP 52): its seeder announces its v1 info-hash
+/// and its truncated v2 info-hash, so a peer that asks the tracker for either finds it.
+#[test]
+fn a_hybrid_seeder_is_in_both_swarms_of_the_tracker() {
+    use btcore_core::metainfo::{Limits, Metainfo};
+    let dir = std::env::temp_dir().join(format!("btcore-tracker-hybrid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).expect("dir");
+    std::fs::write(dir.join("src/data.bin"), vec![7u8; 300_000]).expect("write");
+    let tp = free_port();
+    let addr = format!("127.0.0.1:{tp}");
+    let _tracker = Kill(
+        btcore()
+            .args(["tracker", "--http", &addr])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tracker"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the tracker never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let torrent = dir.join("data.torrent");
+    let made = btcore()
+        .args([
+            "create",
+            "--hybrid",
+            "-t",
+            &format!("http://{addr}/announce"),
+        ])
+        .arg(dir.join("src/data.bin"))
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .expect("create");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let bytes = std::fs::read(&torrent).expect("torrent");
+    let mut tokens = Vec::new();
+    let m = Metainfo::parse_vec(&bytes, &mut tokens, &Limits::default()).expect("parse");
+    let hashes = [m.info_hash(), m.info_hash_v2_truncated().expect("v2")];
+    let sp = free_port();
+    let _seed = Kill(
+        btcore()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(dir.join("src"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &sp.to_string(),
+                "--progress",
+                "none",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("seed"),
+    );
+    let seeder = [&[127u8, 0, 0, 1][..], &sp.to_be_bytes()[..]].concat();
+    for ih in hashes {
+        let escaped: String = ih.0.iter().map(|b| format!("%{b:02X}")).collect();
+        let target = format!(
+            "/announce?info_hash={escaped}&peer_id=-XX0000-abcdefghijkl&port=1&uploaded=0\
+             &downloaded=0&left=1&compact=1"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let answer = get(&addr, &target);
+            if answer.windows(6).any(|w| w == seeder.as_slice()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the seeder is not in the swarm of {ih}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

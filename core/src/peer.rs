@@ -108,6 +108,8 @@ impl PeerConfig {
             wire: wire::Limits {
                 max_extended_len: 64 * 1024,
                 max_block_len: BLOCK_LEN,
+                // BEP 52 answers of 512 hashes and their proof (an 18 KiB frame).
+                max_hashes: 512 + 64,
                 ..wire::Limits::default()
             },
             max_queue: 32,
@@ -1212,6 +1214,8 @@ impl From<&Message<'_>> for OwnedMsg {
             Message::Reject(b) => Self::Reject(b),
             Message::AllowedFast(i) => Self::AllowedFast(i),
             Message::Extended { id, payload } => Self::Extended(id, payload.to_vec()),
+            // BEP 52 hash messages (and any later variant): not handled yet, ignored.
+            _ => Self::KeepAlive,
         }
     }
 }

@@ -18,6 +18,15 @@
 //! - [BEP 10], section "Extension Protocol": the reserved bit (`reserved[5] & 0x10`) and
 //!   the `extended` message (20), decoded here only as an envelope
 //!   ([`Message::Extended`]): the extended id byte and the raw (bencoded) payload.
+//! - [BEP 52] (BitTorrent v2), its new peer messages: the merkle hash messages
+//!   `hash request` (21), `hashes` (22) and `hash reject` (23)
+//!   ([`Message::HashRequest`], [`Message::Hashes`], [`Message::HashReject`]). All three
+//!   start with the same 48-byte [`HashRequest`] (pieces root, base layer, index,
+//!   length, proof layers); `hashes` then carries whole 32-byte hashes, at most
+//!   [`Limits::max_hashes`] of them. The codec checks only the framing (a `hashes` body
+//!   that is not a whole number of hashes is [`WireError::BadLength`]); whether the
+//!   request makes sense for a file and whether the hashes prove out is
+//!   [`crate::merkle::verify_hashes`] / [`crate::merkle::hashes_answer`].
 //!
 //! # Framing
 //!
@@ -50,6 +59,7 @@
 //! [BEP 5]: https://www.bittorrent.org/beps/bep_0005.html
 //! [BEP 6]: https://www.bittorrent.org/beps/bep_0006.html
 //! [BEP 10]: https://www.bittorrent.org/beps/bep_0010.html
+//! [BEP 52]: https://www.bittorrent.org/beps/bep_0052.html
 
 use core::fmt;
 
@@ -193,6 +203,12 @@ pub enum EncodeError {
         /// The payload length.
         len: usize,
     },
+    /// The hashes of a [`Message::Hashes`] are not a whole number of 32-byte hashes
+    /// (the peer could not decode the frame).
+    BadHashesLen {
+        /// The length of `hashes` in bytes.
+        len: usize,
+    },
 }
 
 impl fmt::Display for EncodeError {
@@ -206,6 +222,9 @@ impl fmt::Display for EncodeError {
                     f,
                     "payload of {len} bytes does not fit a 32-bit length prefix"
                 )
+            }
+            Self::BadHashesLen { len } => {
+                write!(f, "{len} bytes of hashes are not a multiple of 32")
             }
         }
     }
@@ -448,6 +467,83 @@ pub(crate) mod msg_id {
     pub(crate) const ALLOWED_FAST: u8 = 0x11;
     /// BEP 10 `extended`.
     pub(crate) const EXTENDED: u8 = 20;
+    /// BEP 52 `hash request`.
+    pub(crate) const HASH_REQUEST: u8 = 21;
+    /// BEP 52 `hashes`.
+    pub(crate) const HASHES: u8 = 22;
+    /// BEP 52 `hash reject`.
+    pub(crate) const HASH_REJECT: u8 = 23;
+}
+
+/// The length of the [`HashRequest`] part of a BEP 52 message: pieces root and four
+/// 32-bit fields.
+pub const HASH_REQUEST_LEN: usize = 48;
+
+/// The size of one hash in a BEP 52 `hashes` message (SHA-256).
+pub const HASH_LEN: usize = 32;
+
+/// The payload of a BEP 52 `hash request` and `hash reject`, and the header of
+/// `hashes`: a range of one layer of a file's merkle tree, and how much proof to send.
+///
+/// The codec carries the fields as they are; their meaning (checked by
+/// [`crate::merkle`]):
+/// - `base`: the layer, counted in layers above the leaves (0: the 16 KiB block
+///   hashes; `log2(piece length / 16 KiB)`: the piece layer).
+/// - `index`: the first hash asked for, an offset in that layer; a multiple of `length`.
+/// - `length`: how many hashes; BEP 52 wants a power of two of at least 2 (unless cut
+///   by the end of the layer) and no more than 512.
+/// - `proof_layers`: how many ancestor layers of proof the answer should cover.
+///   The layers below the root of the subtree the `length` hashes span are counted
+///   but need no hash, so an answer carries [`HashRequest::proof_hashes`] uncle hashes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct HashRequest {
+    /// The file's `pieces root`.
+    pub root: [u8; 32],
+    /// The layer of the requested hashes, in layers above the leaves.
+    pub base: u32,
+    /// The offset of the first requested hash in that layer.
+    pub index: u32,
+    /// The number of requested hashes.
+    pub length: u32,
+    /// The number of ancestor layers to prove, counting the ones inside the subtree.
+    pub proof_layers: u32,
+}
+
+impl HashRequest {
+    /// The number of uncle hashes a `hashes` answer carries after its `length` base
+    /// hashes, as libtorrent counts them (`bt_peer_connection::on_hashes`):
+    /// `max(0, proof_layers - (log2(next_pow2(length)) - 1))`. The `length` hashes fill
+    /// a subtree of height `log2(length)`; its interior layers need no proof, so the
+    /// first uncle is the sibling of that subtree's root and the last one the closest
+    /// to the file's root.
+    ///
+    /// For `length` 0 or 1 this is `proof_layers + 1` (libtorrent's receiving side;
+    /// its sending side sends one fewer, so such requests are best avoided, and
+    /// [`crate::merkle`] rejects them).
+    #[must_use]
+    pub const fn proof_hashes(&self) -> u32 {
+        if self.length <= 1 {
+            return self.proof_layers.saturating_add(1);
+        }
+        // The height of the subtree: ceil(log2(length)), at least 1 here.
+        let height = u32::BITS - (self.length - 1).leading_zeros();
+        self.proof_layers.saturating_sub(height - 1)
+    }
+
+    /// The number of hashes in a `hashes` answer to this request: `length` plus
+    /// [`HashRequest::proof_hashes`].
+    #[must_use]
+    pub const fn answer_hashes(&self) -> u64 {
+        self.length as u64 + self.proof_hashes() as u64
+    }
+
+    fn write(&self, w: &mut Cursor<'_>) -> Result<(), EncodeError> {
+        w.put(&self.root)?;
+        w.u32(self.base)?;
+        w.u32(self.index)?;
+        w.u32(self.length)?;
+        w.u32(self.proof_layers)
+    }
 }
 
 /// The length of a `piece` message's header: length prefix, id, index, begin.
@@ -507,6 +603,21 @@ pub enum Message<'a> {
         /// The payload after the extended id, borrowed from the input.
         payload: &'a [u8],
     },
+    /// BEP 52 id 21: asks for a range of a file's merkle tree layer with its proof.
+    HashRequest(HashRequest),
+    /// BEP 52 id 22: the answer to a `hash request`: the request, then the `length`
+    /// base-layer hashes followed by the uncle hashes, the one closest to the root last
+    /// (see [`HashRequest::proof_hashes`]). `hashes` is a whole number of 32-byte
+    /// hashes, at most [`Limits::max_hashes`]; it is not checked against the request
+    /// here ([`crate::merkle::verify_hashes`] does).
+    Hashes {
+        /// The request this answers.
+        req: HashRequest,
+        /// The concatenated 32-byte hashes, borrowed from the input.
+        hashes: &'a [u8],
+    },
+    /// BEP 52 id 23: the sender will not answer this `hash request`.
+    HashReject(HashRequest),
 }
 
 /// Length-prefix bounds (`min`, `max`) of a message id, or `None` for unknown ids.
@@ -522,6 +633,11 @@ fn len_bounds(id: u8, limits: &Limits) -> Option<(u64, u64)> {
         BITFIELD => Some((1, 1 + u64::from(limits.max_pieces).div_ceil(8))),
         PIECE => Some((9, 9 + u64::from(limits.max_block_len))),
         EXTENDED => Some((2, 2 + u64::from(limits.max_extended_len))),
+        HASH_REQUEST | HASH_REJECT => fixed(1 + HASH_REQUEST_LEN as u64),
+        HASHES => Some((
+            1 + HASH_REQUEST_LEN as u64,
+            1 + HASH_REQUEST_LEN as u64 + HASH_LEN as u64 * u64::from(limits.max_hashes),
+        )),
         _ => None,
     }
 }
@@ -536,6 +652,9 @@ fn check_len(id: u8, len: u32, limits: &Limits) -> Result<(), WireError> {
         Err(WireError::BadLength { id, len })
     } else if l > max {
         Err(WireError::MessageTooLong { id, len })
+    } else if id == msg_id::HASHES && (l - min) % HASH_LEN as u64 != 0 {
+        // Not a whole number of hashes: decided from the prefix, like the caps.
+        Err(WireError::BadLength { id, len })
     } else {
         Ok(())
     }
@@ -560,6 +679,23 @@ fn block_ref(id: u8, len: u32, body: &[u8], limits: &Limits) -> Result<BlockRef,
         offset,
         len: block_len,
     })
+}
+
+/// Parses the 48-byte [`HashRequest`] at the start of a BEP 52 message body; returns
+/// it with the rest of the body.
+fn hash_request(body: &[u8]) -> Option<(HashRequest, &[u8])> {
+    let (root, rest) = body.split_first_chunk::<32>()?;
+    let (rest, (base, index, length, proof_layers)) = (u32_field, u32_field, u32_field, u32_field)
+        .parse(rest)
+        .ok()?;
+    let req = HashRequest {
+        root: *root,
+        base,
+        index,
+        length,
+        proof_layers,
+    };
+    Some((req, rest))
 }
 
 /// Parses the body (after the id byte) of a frame whose length was already checked.
@@ -600,6 +736,15 @@ fn parse_body<'a>(
         EXTENDED => {
             let (&ext, payload) = body.split_first().ok_or(bad)?;
             Message::Extended { id: ext, payload }
+        }
+        HASH_REQUEST => Message::HashRequest(hash_request(body).ok_or(bad)?.0),
+        HASH_REJECT => Message::HashReject(hash_request(body).ok_or(bad)?.0),
+        HASHES => {
+            let (req, hashes) = hash_request(body).ok_or(bad)?;
+            if hashes.len() % HASH_LEN != 0 {
+                return Err(bad);
+            }
+            Message::Hashes { req, hashes }
         }
         _ => return Err(WireError::UnknownMessage { id, len }),
     })
@@ -665,6 +810,9 @@ impl<'a> Message<'a> {
             Self::Reject(_) => REJECT,
             Self::AllowedFast(_) => ALLOWED_FAST,
             Self::Extended { .. } => EXTENDED,
+            Self::HashRequest(_) => HASH_REQUEST,
+            Self::Hashes { .. } => HASHES,
+            Self::HashReject(_) => HASH_REJECT,
         })
     }
 
@@ -699,6 +847,8 @@ impl<'a> Message<'a> {
             Self::Bitfield(b) => b.len().saturating_add(1),
             Self::Piece { data, .. } => data.len().saturating_add(9),
             Self::Extended { payload, .. } => payload.len().saturating_add(2),
+            Self::HashRequest(_) | Self::HashReject(_) => 1 + HASH_REQUEST_LEN,
+            Self::Hashes { hashes, .. } => hashes.len().saturating_add(1 + HASH_REQUEST_LEN),
         }
     }
 
@@ -709,8 +859,14 @@ impl<'a> Message<'a> {
     }
 
     /// Writes the framed message (length prefix, id, payload) into `out` and returns the
-    /// number of bytes written. Fails without writing when `out` is too short.
+    /// number of bytes written. Fails without writing when `out` is too short, or for
+    /// a [`Message::Hashes`] whose `hashes` is not a whole number of 32-byte hashes.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        if let Self::Hashes { hashes, .. } = *self {
+            if hashes.len() % HASH_LEN != 0 {
+                return Err(EncodeError::BadHashesLen { len: hashes.len() });
+            }
+        }
         let body_len = self.body_len();
         let prefix = u32::try_from(body_len).map_err(|_| EncodeError::PayloadTooLong {
             len: body_len.saturating_sub(1),
@@ -749,6 +905,11 @@ impl<'a> Message<'a> {
                 w.u8(id)?;
                 w.put(payload)?;
             }
+            Self::HashRequest(r) | Self::HashReject(r) => r.write(&mut w)?,
+            Self::Hashes { req, hashes } => {
+                req.write(&mut w)?;
+                w.put(hashes)?;
+            }
         }
         Ok(w.pos)
     }
@@ -781,9 +942,9 @@ pub fn encode_piece_header(block: &BlockRef, out: &mut [u8]) -> Result<usize, En
 /// The defaults ([`Limits::DEFAULT`]) follow libtorrent: up to 2^21 pieces, blocks up
 /// to 128 KiB (btcore itself requests [`BLOCK_LEN`] = 16 KiB blocks, but some clients
 /// request up to 128 KiB and most serve them), extended payloads up to 1 MiB (BEP 9
-/// metadata pieces are 16 KiB; PEX and the extension handshake are far smaller). A
-/// small device can lower them to bound its receive buffer: see
-/// [`Limits::max_frame_len`].
+/// metadata pieces are 16 KiB; PEX and the extension handshake are far smaller), and
+/// BEP 52 `hashes` messages of up to [`Limits::DEFAULT_MAX_HASHES`] hashes. A small
+/// device can lower them to bound its receive buffer: see [`Limits::max_frame_len`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Limits {
     /// The most pieces a torrent may have; bounds a `bitfield` to
@@ -795,6 +956,12 @@ pub struct Limits {
     /// The longest payload of an `extended` message (after its extended id byte).
     /// Default 1 MiB.
     pub max_extended_len: u32,
+    /// The most 32-byte hashes (requested ones and proof together) a BEP 52 `hashes`
+    /// message may carry: bounds it to `49 + 32 * max_hashes` bytes after the prefix.
+    /// Default [`Limits::DEFAULT_MAX_HASHES`] (a 264 KiB frame); a host that only asks
+    /// for piece-layer hashes 512 at a time can set 512 + 64 (an 18 KiB frame), and one
+    /// that never asks for hashes 0 (a `hashes` frame is then exactly 49 bytes).
+    pub max_hashes: u32,
 }
 
 impl Limits {
@@ -803,7 +970,15 @@ impl Limits {
         max_pieces: 1 << 21,
         max_block_len: 8 * BLOCK_LEN,
         max_extended_len: 1 << 20,
+        max_hashes: Self::DEFAULT_MAX_HASHES,
     };
+
+    /// The default [`Limits::max_hashes`]: 8192 requested hashes (the most libtorrent
+    /// asks for or serves, `validate_hash_request`: the blocks of a 128 MiB piece) plus
+    /// 64 proof hashes (more than the height of any file's tree). An answer to a
+    /// request for 512 piece-layer hashes, BEP 52's recommended most, with a full
+    /// proof is under 600 hashes (19 KiB).
+    pub const DEFAULT_MAX_HASHES: u32 = 8192 + 64;
 
     /// The longest frame (length prefix included) that [`decode`] accepts under these
     /// limits: the receive buffer a host needs.
@@ -902,10 +1077,11 @@ impl core::iter::FusedIterator for Frames<'_> {}
 
 /// Entry point for a fuzz target: decodes `data` as a handshake (if it starts like one)
 /// followed by a message stream, under both the default limits and tight ones, and
-/// checks that each decoded message re-encodes to exactly the bytes it came from.
+/// checks that each decoded message re-encodes to exactly the bytes it came from. BEP 52
+/// hash messages also go through [`crate::merkle::fuzz_hash_request`].
 ///
 /// Returns `false` if that invariant fails (a codec bug); a fuzz target asserts it.
-/// It must never panic. Uses only the stack (a 64-byte scratch buffer; longer
+/// It must never panic. Uses only the stack (a 128-byte scratch buffer; longer
 /// messages are checked by length only).
 #[cfg(any(test, feature = "fuzzing"))]
 #[must_use]
@@ -922,6 +1098,7 @@ pub fn fuzz_decode(data: &[u8]) -> bool {
         max_pieces: 64,
         max_block_len: 32,
         max_extended_len: 16,
+        max_hashes: 2,
     };
     for limits in [Limits::DEFAULT, tight] {
         let mut frames = Frames::new(stream, &limits);
@@ -934,9 +1111,19 @@ pub fn fuzz_decode(data: &[u8]) -> bool {
             if msg.encoded_len() != src.len() {
                 return false;
             }
-            let mut out = [0u8; 64];
+            let mut out = [0u8; 128];
             if let Some(dst) = out.get_mut(..src.len()) {
                 if msg.encode(dst) != Ok(src.len()) || dst != src {
+                    return false;
+                }
+            }
+            let bep52 = match msg {
+                Message::HashRequest(r) | Message::HashReject(r) => Some((r, &[][..])),
+                Message::Hashes { req, hashes } => Some((req, hashes)),
+                _ => None,
+            };
+            if let Some((req, hashes)) = bep52 {
+                if !crate::merkle::fuzz_hash_request(&req, hashes) {
                     return false;
                 }
             }
@@ -1248,7 +1435,31 @@ mod tests {
         );
         assert_eq!(decode(&head(1, EXTENDED), &L), bad(1, EXTENDED));
 
-        for id in [10u8, 11, 12, 0x12, 19, 21, 22, 23, 0xff] {
+        // BEP 52: `hash request` and `hash reject` are exactly 49, `hashes` 49 plus
+        // whole hashes up to its cap.
+        for id in [HASH_REQUEST, HASH_REJECT] {
+            assert!(decode(&head(49, id), &L).expect("ok").is_partial());
+            assert_eq!(decode(&head(48, id), &L), bad(48, id));
+            assert_eq!(decode(&head(50, id), &L), bad(50, id));
+            assert_eq!(decode(&head(81, id), &L), bad(81, id));
+            assert_eq!(decode(&head(u32::MAX, id), &L), bad(u32::MAX, id));
+        }
+        let hashes_max = 49 + 32 * Limits::DEFAULT_MAX_HASHES;
+        for ok in [49, 81, 49 + 32 * 512, hashes_max] {
+            assert!(decode(&head(ok, HASHES), &L).expect("ok").is_partial());
+        }
+        for not_whole in [50, 80, 82, 49 + 32 * 512 + 31, hashes_max - 1] {
+            assert_eq!(decode(&head(not_whole, HASHES), &L), bad(not_whole, HASHES));
+        }
+        assert_eq!(decode(&head(48, HASHES), &L), bad(48, HASHES));
+        assert_eq!(decode(&head(1, HASHES), &L), bad(1, HASHES));
+        assert_eq!(
+            decode(&head(hashes_max + 32, HASHES), &L),
+            long(hashes_max + 32, HASHES)
+        );
+        assert_eq!(decode(&head(u32::MAX, HASHES), &L), long(u32::MAX, HASHES));
+
+        for id in [10u8, 11, 12, 0x12, 19, 24, 0xff] {
             assert_eq!(
                 decode(&head(1, id), &L),
                 Err(WireError::UnknownMessage { id, len: 1 })
@@ -1266,6 +1477,7 @@ mod tests {
             max_pieces: 9,
             max_block_len: 16,
             max_extended_len: 4,
+            max_hashes: 1,
         };
         // ceil(9 / 8) = 2 bitfield bytes.
         assert!(decode(&[0, 0, 0, 3, 5, 0xff, 0x80], &lim)
@@ -1283,13 +1495,37 @@ mod tests {
             decode(&head(7, 20), &lim),
             Err(WireError::MessageTooLong { id: 20, len: 7 })
         );
-        assert_eq!(lim.max_frame_len(), 4 + 9 + 16);
+        // A `hashes` message of one hash is this limit's longest frame.
+        assert_eq!(lim.max_frame_len(), 4 + 49 + 32);
+        assert_eq!(
+            decode(&head(49 + 64, 22), &lim),
+            Err(WireError::MessageTooLong {
+                id: 22,
+                len: 49 + 64
+            })
+        );
+        assert!(decode(&head(49 + 32, 22), &lim).expect("ok").is_partial());
+        let no_hashes = Limits {
+            max_hashes: 0,
+            ..lim
+        };
+        // With no room for a hash, `hashes` has one size, like a fixed-size message.
+        assert_eq!(
+            decode(&head(49 + 32, 22), &no_hashes),
+            Err(WireError::BadLength {
+                id: 22,
+                len: 49 + 32
+            })
+        );
+        // The fixed 53-byte hash request frame sets the floor.
+        assert_eq!(no_hashes.max_frame_len(), 4 + 49);
         assert_eq!(L.max_frame_len(), 4 + 2 + (1 << 20));
         // Silly limits do not overflow.
         let huge = Limits {
             max_pieces: u32::MAX,
             max_block_len: u32::MAX,
             max_extended_len: u32::MAX,
+            max_hashes: u32::MAX,
         };
         assert_eq!(huge.max_frame_len(), 4 + u64::from(u32::MAX));
         assert!(decode(&[0xff, 0xff, 0xff, 0xff, 7], &huge)
@@ -1343,6 +1579,177 @@ mod tests {
                 Ok(Message::Unchoke),
                 Err(WireError::UnknownMessage { id: 99, len: 1 })
             ]
+        );
+    }
+
+    const HR: HashRequest = HashRequest {
+        root: [0xab; 32],
+        base: 2,
+        index: 512,
+        length: 512,
+        proof_layers: 10,
+    };
+
+    /// The 48-byte BEP 52 header of `HR`, written out field by field.
+    fn hr_bytes() -> Vec<u8> {
+        let mut v = vec![0xab; 32];
+        v.extend_from_slice(&[0, 0, 0, 2]);
+        v.extend_from_slice(&[0, 0, 2, 0]);
+        v.extend_from_slice(&[0, 0, 2, 0]);
+        v.extend_from_slice(&[0, 0, 0, 10]);
+        v
+    }
+
+    #[test]
+    fn bep52_messages_roundtrip() {
+        let mut hash_request = vec![0, 0, 0, 49, 21];
+        hash_request.extend(hr_bytes());
+        let mut hash_reject = vec![0, 0, 0, 49, 23];
+        hash_reject.extend(hr_bytes());
+        let data: Vec<u8> = (0..96).map(|i| i as u8).collect();
+        let mut hashes = vec![0, 0, 0, 49 + 96, 22];
+        hashes.extend(hr_bytes());
+        hashes.extend_from_slice(&data);
+        let mut no_hashes = vec![0, 0, 0, 49, 22];
+        no_hashes.extend(hr_bytes());
+        let cases = [
+            (Message::HashRequest(HR), hash_request),
+            (Message::HashReject(HR), hash_reject),
+            (
+                Message::Hashes {
+                    req: HR,
+                    hashes: &data,
+                },
+                hashes,
+            ),
+            (
+                Message::Hashes {
+                    req: HR,
+                    hashes: &[],
+                },
+                no_hashes,
+            ),
+        ];
+        for (m, bytes) in &cases {
+            assert_eq!(m.encoded_len(), bytes.len(), "{m:?}");
+            assert_eq!(&enc(m), bytes, "{m:?}");
+            assert_eq!(
+                decode(bytes, &L),
+                Ok(Status::Complete((*m, bytes.len()))),
+                "{m:?}"
+            );
+            for cut in 0..bytes.len() {
+                let Ok(Status::Partial { needed }) = decode(&bytes[..cut], &L) else {
+                    panic!("{m:?} not partial at {cut}");
+                };
+                assert!(needed >= 1 && cut + needed <= bytes.len());
+            }
+            assert!(fuzz_decode(bytes));
+        }
+        assert_eq!(Message::HashRequest(HR).id(), Some(21));
+        assert_eq!(
+            Message::Hashes {
+                req: HR,
+                hashes: &[]
+            }
+            .id(),
+            Some(22)
+        );
+        assert_eq!(Message::HashReject(HR).id(), Some(23));
+        // All three in one stream, after a handshake.
+        let mut stream = hs_bytes([0; 8]);
+        for (_, bytes) in &cases {
+            stream.extend_from_slice(bytes);
+        }
+        assert!(fuzz_decode(&stream));
+        let got: Vec<_> = Frames::new(&stream[68..], &L).collect();
+        let want: Vec<_> = cases.iter().map(|(m, _)| Ok(*m)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bep52_bad_lengths() {
+        // A `hashes` body that is not a whole number of hashes, whatever the cap.
+        let mut b = vec![0, 0, 0, 49 + 33, 22];
+        b.extend(hr_bytes());
+        b.extend_from_slice(&[7; 33]);
+        assert_eq!(
+            decode(&b, &L),
+            Err(WireError::BadLength { id: 22, len: 82 })
+        );
+        // Decided from the prefix alone.
+        assert_eq!(
+            decode(&b[..5], &L),
+            Err(WireError::BadLength { id: 22, len: 82 })
+        );
+        // Too many hashes for the limit.
+        let lim = Limits { max_hashes: 2, ..L };
+        let three = [9u8; 96];
+        let m = Message::Hashes {
+            req: HR,
+            hashes: &three,
+        };
+        let bytes = enc(&m);
+        assert_eq!(
+            decode(&bytes, &lim),
+            Err(WireError::MessageTooLong {
+                id: 22,
+                len: 49 + 96
+            })
+        );
+        assert_eq!(decode(&bytes, &L), Ok(Status::Complete((m, bytes.len()))));
+        // A hash request or reject of the wrong size.
+        for id in [21u8, 23] {
+            let mut b = vec![0, 0, 0, 48, id];
+            b.extend_from_slice(&hr_bytes()[..47]);
+            assert_eq!(decode(&b, &L), Err(WireError::BadLength { id, len: 48 }));
+            let mut b = vec![0, 0, 0, 81, id];
+            b.extend(hr_bytes());
+            b.extend_from_slice(&[0; 32]);
+            assert_eq!(decode(&b, &L), Err(WireError::BadLength { id, len: 81 }));
+        }
+        // The encoder refuses what the decoder would.
+        let odd = Message::Hashes {
+            req: HR,
+            hashes: &[1; 31],
+        };
+        let mut out = [0u8; 200];
+        assert_eq!(
+            odd.encode(&mut out),
+            Err(EncodeError::BadHashesLen { len: 31 })
+        );
+        assert_eq!(
+            Message::HashRequest(HR).encode(&mut out[..52]),
+            Err(EncodeError::BufferTooSmall { needed: 53 })
+        );
+    }
+
+    #[test]
+    fn bep52_proof_hash_count() {
+        let r = |length, proof_layers| HashRequest {
+            root: [0; 32],
+            base: 0,
+            index: 0,
+            length,
+            proof_layers,
+        };
+        // libtorrent: max(0, proof_layers - (log2(next_pow2(length)) - 1)).
+        assert_eq!(r(2, 0).proof_hashes(), 0);
+        assert_eq!(r(2, 1).proof_hashes(), 1);
+        assert_eq!(r(2, 5).proof_hashes(), 5);
+        assert_eq!(r(4, 1).proof_hashes(), 0);
+        assert_eq!(r(4, 2).proof_hashes(), 1);
+        assert_eq!(r(512, 8).proof_hashes(), 0);
+        assert_eq!(r(512, 9).proof_hashes(), 1);
+        assert_eq!(r(512, 20).proof_hashes(), 12);
+        assert_eq!(r(3, 2).proof_hashes(), 1);
+        assert_eq!(r(1, 0).proof_hashes(), 1);
+        assert_eq!(r(0, 0).proof_hashes(), 1);
+        assert_eq!(r(u32::MAX, u32::MAX).proof_hashes(), u32::MAX - 31);
+        assert_eq!(r(512, 20).answer_hashes(), 524);
+        assert_eq!(
+            r(u32::MAX, u32::MAX).answer_hashes(),
+            2 * u64::from(u32::MAX) - 31
         );
     }
 
@@ -1481,6 +1888,9 @@ mod tests {
         let mut s = std::string::String::new();
         write!(s, "{}", EncodeError::BufferTooSmall { needed: 3 }).expect("fmt");
         assert!(s.contains('3'));
+        let mut s = std::string::String::new();
+        write!(s, "{}", EncodeError::BadHashesLen { len: 33 }).expect("fmt");
+        assert!(s.contains("33"));
     }
 
     struct XorShift(u64);
@@ -1496,7 +1906,9 @@ mod tests {
         }
     }
 
-    const KNOWN: [u8; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 20, 21];
+    const KNOWN: [u8; 20] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24,
+    ];
 
     #[test]
     fn random_bytes_never_panic() {
@@ -1505,6 +1917,7 @@ mod tests {
             max_pieces: 16,
             max_block_len: 8,
             max_extended_len: 8,
+            max_hashes: 3,
         };
         let mut completed = 0usize;
         for round in 0..5000 {
@@ -1518,6 +1931,9 @@ mod tests {
                     let id = KNOWN[(rng.next() % KNOWN.len() as u64) as usize];
                     let l = match len_bounds(id, &tight) {
                         Some((min, max)) if min == max => min as u32,
+                        Some((min, _)) if id == msg_id::HASHES => {
+                            min as u32 + 32 * (rng.next() % 4) as u32
+                        }
                         Some((min, _)) => min as u32 + (rng.next() % 12) as u32,
                         None => 1,
                     };
@@ -1561,7 +1977,7 @@ mod tests {
 
     fn spec() -> impl Strategy<Value = Spec> {
         (
-            0u8..17,
+            0u8..20,
             any::<u32>(),
             any::<u32>(),
             0..=L.max_block_len,
@@ -1601,10 +2017,26 @@ mod tests {
             13 => Message::HaveNone,
             14 => Message::Reject(block),
             15 => Message::AllowedFast(PieceIndex(s.a)),
-            _ => Message::Extended {
+            16 => Message::Extended {
                 id: s.small,
                 payload: &s.data,
             },
+            17 => Message::HashRequest(hreq(s)),
+            18 => Message::HashReject(hreq(s)),
+            _ => Message::Hashes {
+                req: hreq(s),
+                hashes: &s.data[..s.data.len() / 32 * 32],
+            },
+        }
+    }
+
+    fn hreq(s: &Spec) -> HashRequest {
+        HashRequest {
+            root: core::array::from_fn(|i| s.small ^ i as u8),
+            base: s.a,
+            index: s.b,
+            length: s.c,
+            proof_layers: s.a ^ s.b,
         }
     }
 

@@ -309,6 +309,8 @@ enum Pending {
 #[derive(Debug)]
 pub(crate) struct TorrentInfo {
     pub(crate) info_hash: InfoHash,
+    /// A hybrid's truncated v2 info-hash (BEP 52: peers of the v2 swarm name it so).
+    pub(crate) info_hash_v2: Option<InfoHash>,
     /// The files, sanitized and unique, in torrent order (empty until a magnet link's
     /// metadata arrives).
     pub(crate) files: Vec<FileSpec>,
@@ -391,6 +393,7 @@ impl Inner {
                         self.geometry.insert(*id, m.geometry());
                         if let (Some(t), Ok(files)) = (self.info.get_mut(id), m.layout()) {
                             t.files = files;
+                            t.info_hash_v2 = m.info_hash_v2_truncated().filter(|_| m.is_hybrid());
                         }
                     }
                 }
@@ -502,6 +505,7 @@ impl Inner {
                 piece,
                 expected,
                 block_digests,
+                ..
             } => {
                 let id = id();
                 let g = self.geometry.get(&torrent);
@@ -518,7 +522,8 @@ impl Inner {
                     piece: piece.0,
                     length: g.map_or(0, |g| g.piece_size(piece)),
                     torrent_offset: self.torrent_offset(torrent, piece, 0),
-                    expected_hash: expected,
+                    // A C host checks the v1 SHA-1 alone (v2-only torrents are refused).
+                    expected_hash: expected.unwrap_or_default(),
                     block_digests,
                     ..btcore_action::new(BTCORE_ACTION_VERIFY, torrent.0)
                 }
@@ -531,6 +536,8 @@ impl Inner {
                 downloaded,
                 left,
                 seq,
+                // A C host announces the info-hash it is given, one swarm.
+                ..
             } => {
                 let info_hash = self
                     .info
@@ -895,6 +902,14 @@ unsafe fn add(
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(data, &mut tokens, &Limits::default())
         .map_err(|e| Failure::new(BTCORE_INVALID_TORRENT, e).at(e.offset))?;
+    if m.is_v2_only() {
+        // `VERIFY` gives the C host a SHA-1 to compare: a v2-only torrent has none.
+        let e = btcore_core::metainfo::MetainfoError {
+            offset: 0,
+            kind: btcore_core::metainfo::ErrorKind::V2Only,
+        };
+        return Err(Failure::new(BTCORE_INVALID_TORRENT, e));
+    }
     let files = m.layout().map_err(|_| BTCORE_INVALID_TORRENT)?;
     let id = insert(&mut s.session, m.num_pieces()).map_err(|e| match e {
         AddError::Duplicate(_) => Failure::new(BTCORE_DUPLICATE_TORRENT, e),
@@ -910,6 +925,7 @@ unsafe fn add(
         id,
         TorrentInfo {
             info_hash: m.info_hash(),
+            info_hash_v2: m.info_hash_v2_truncated().filter(|_| m.is_hybrid()),
             files,
         },
     );
@@ -970,6 +986,7 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
                 id,
                 TorrentInfo {
                     info_hash: st.info_hash,
+                    info_hash_v2: None,
                     files: Vec::new(),
                 },
             );

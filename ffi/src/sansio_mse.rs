@@ -113,7 +113,10 @@ pub(crate) struct ConnLink {
 impl Inner {
     /// The info-hashes a link accepts connections for.
     fn info_hashes(&self) -> Vec<InfoHash> {
-        self.info.values().map(|t| t.info_hash).collect()
+        self.info
+            .values()
+            .flat_map(|t| core::iter::once(t.info_hash).chain(t.info_hash_v2))
+            .collect()
     }
 
     /// A `CONNECT` action is handed out: the connection gets its link (an encryption

@@ -19,7 +19,7 @@
 //! block.
 
 use crate::hash::FastSha1;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Expected, Storage, StorageError, Verdict};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::Sha1;
 use btcore_core::ids::{BlockRef, PieceIndex};
@@ -198,8 +198,8 @@ pub enum DiskJob {
         storage: Arc<Storage>,
         /// The piece.
         piece: PieceIndex,
-        /// Its expected SHA-1.
-        expected: [u8; 20],
+        /// What it must hash to (v1, v2 or both).
+        expected: Expected,
         /// Give the block digests even when the piece matches.
         block_digests: bool,
     },
@@ -213,8 +213,8 @@ pub enum DiskJob {
         torrent: TorrentId,
         /// Storage of the torrent.
         storage: Arc<Storage>,
-        /// Every piece's expected SHA-1.
-        hashes: Vec<[u8; 20]>,
+        /// What every piece must hash to.
+        hashes: Vec<Expected>,
         /// Progress, and the flag that stops the check.
         progress: Arc<CheckProgress>,
     },
@@ -255,6 +255,8 @@ pub enum DiskDone {
         piece: PieceIndex,
         /// Whether it matched.
         ok: bool,
+        /// A hybrid piece that matched one of its hashes and not the other.
+        disagree: bool,
         /// The SHA-1 of each block as read, when the piece failed or they were asked
         /// for (empty otherwise, or if the read back failed).
         digests: Vec<[u8; 20]>,
@@ -704,14 +706,15 @@ impl Gather {
             } => {
                 self.flush(hashing, done);
                 let len = storage.geometry().piece_size(piece);
-                let digest = match hashing.take(torrent, piece, len) {
-                    Some(d) => Ok(d),
-                    None => {
-                        log::trace!("{torrent:?} piece {}: read back to be checked", piece.0);
-                        storage.hash_piece(piece.0)
-                    }
-                };
-                let ok = digest.is_ok_and(|h| h == expected);
+                // The SHA-1 of the bytes as written, when they were hashed on the way;
+                // a v2 root is over the piece read back (from the page cache).
+                let written = hashing.take(torrent, piece, len);
+                if written.is_none() || expected.merkle.is_some() {
+                    log::trace!("{torrent:?} piece {}: read back to be checked", piece.0);
+                }
+                let verdict = storage.verify_piece(piece.0, &expected, written);
+                let disagree = matches!(verdict, Ok(Verdict::Disagree));
+                let ok = verdict.is_ok_and(Verdict::ok);
                 // Rare (a failed piece, or one that failed before): read back.
                 let digests = if !ok || block_digests {
                     crate::hash::block_digests(&storage, piece).unwrap_or_default()
@@ -722,6 +725,7 @@ impl Gather {
                     torrent,
                     piece,
                     ok,
+                    disagree,
                     digests,
                 });
             }
@@ -976,7 +980,7 @@ mod tests {
                 torrent: T,
                 storage: storage.clone(),
                 piece: PieceIndex(p),
-                expected,
+                expected: Expected::sha1(expected),
                 block_digests: asked,
             });
             let (ok, digests) = loop {
@@ -1083,7 +1087,7 @@ mod tests {
                 torrent: T,
                 storage: storage.clone(),
                 piece: PieceIndex(p),
-                expected: sha1(&content[at..at + piece_len as usize]),
+                expected: Expected::sha1(sha1(&content[at..at + piece_len as usize])),
                 block_digests: false,
             });
             let start = std::time::Instant::now();

@@ -59,20 +59,27 @@ impl KeySource {
 }
 
 /// The torrents of a client, as a link looks them up: by `SHA1("req2", info_hash)`
-/// for an MSE handshake, by info-hash for a plain one.
+/// for an MSE handshake, by info-hash for a plain one. Each torrent gives its
+/// info-hash and, for a hybrid, its truncated v2 info-hash (BEP 52: both swarms).
 pub(crate) struct OurTorrents<'a, T>(
     pub(crate) &'a HashMap<TorrentId, T>,
-    pub(crate) fn(&T) -> InfoHash,
+    pub(crate) fn(&T) -> (InfoHash, Option<InfoHash>),
 );
+
+impl<T> OurTorrents<'_, T> {
+    fn hashes(&self) -> impl Iterator<Item = InfoHash> + '_ {
+        self.0.values().flat_map(|t| {
+            let (v1, v2) = (self.1)(t);
+            core::iter::once(v1).chain(v2)
+        })
+    }
+}
 
 impl<T> mse::Torrents for OurTorrents<'_, T> {
     fn find_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
-        self.0
-            .values()
-            .map(self.1)
-            .find(|ih| mse::req2_hash(ih) == *req2)
+        self.hashes().find(|ih| mse::req2_hash(ih) == *req2)
     }
     fn contains(&self, info_hash: &InfoHash) -> bool {
-        self.0.values().any(|t| (self.1)(t) == *info_hash)
+        self.hashes().any(|ih| ih == *info_hash)
     }
 }

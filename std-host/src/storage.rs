@@ -68,7 +68,7 @@ use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::Sha1;
 use btcore_core::ids::{BlockRef, Geometry, PieceIndex};
 use btcore_core::metainfo::FileSpec;
-use btcore_core::session::DiskError;
+use btcore_core::session::{DiskError, MerklePiece};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -575,6 +575,79 @@ fn next_data(_f: &File, _off: u64) -> Option<u64> {
 }
 
 /// The SHA-1 of `len` zero bytes.
+/// What a piece must hash to: its v1 SHA-1, its v2 merkle root (BEP 52), or both (a
+/// hybrid torrent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// The v1 SHA-1.
+    pub sha1: Option<[u8; 20]>,
+    /// The v2 merkle root.
+    pub merkle: Option<MerklePiece>,
+}
+
+impl Expected {
+    /// A v1 piece.
+    pub fn sha1(h: [u8; 20]) -> Self {
+        Self {
+            sha1: Some(h),
+            merkle: None,
+        }
+    }
+}
+
+/// What each piece of `m` must hash to: its v1 SHA-1, its v2 merkle root (when the
+/// piece layers are known), or both.
+pub fn expected_hashes(m: &btcore_core::metainfo::Metainfo<'_>) -> Vec<Expected> {
+    let merkle = btcore_core::session::merkle_pieces(m).unwrap_or_default();
+    (0..m.num_pieces())
+        .map(|i| Expected {
+            sha1: m.piece_hash(PieceIndex(i)).copied(),
+            merkle: merkle.get(i as usize).copied(),
+        })
+        .collect()
+}
+
+/// How a piece compared with its [`Expected`] hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every hash given matches.
+    Match,
+    /// No hash given matches (or none was given).
+    Mismatch,
+    /// A hybrid piece that matches one of its hashes and not the other.
+    Disagree,
+}
+
+impl Verdict {
+    fn of(sha1: Option<bool>, merkle: Option<bool>) -> Self {
+        match (sha1, merkle) {
+            (Some(a), Some(b)) if a != b => Self::Disagree,
+            (Some(true), _) | (None, Some(true)) => Self::Match,
+            _ => Self::Mismatch,
+        }
+    }
+
+    /// Whether the piece matched.
+    pub fn ok(self) -> bool {
+        self == Self::Match
+    }
+}
+
+/// The merkle root a piece of zeros has for `m` (its `len` bytes all zero).
+fn zeros_merkle(m: &MerklePiece) -> [u8; 32] {
+    let block = btcore_core::hash::sha256(&[0u8; 16 * 1024]);
+    let mut tree = btcore_core::merkle::MerkleBuilder::new(btcore_core::merkle::ZERO);
+    let len = u64::from(m.len);
+    let bs = u64::from(btcore_core::merkle::BLOCK_SIZE);
+    for _ in 0..len / bs {
+        tree.push(block);
+    }
+    if len % bs != 0 {
+        tree.push(btcore_core::hash::sha256(&vec![0u8; (len % bs) as usize]));
+    }
+    tree.finish(u64::from(m.width))
+}
+
 fn zeros_digest(len: usize) -> [u8; 20] {
     let block = [0u8; 16 * 1024];
     let mut h = FastSha1::default();
@@ -1223,6 +1296,44 @@ impl Storage {
         Ok(h.finish())
     }
 
+    /// Reads piece `piece` once and compares it with each hash `expected` gives
+    /// (`sha1` when given: the SHA-1 already computed from the bytes as written).
+    pub fn verify_piece(
+        &self,
+        piece: u32,
+        expected: &Expected,
+        sha1: Option<[u8; 20]>,
+    ) -> Result<Verdict, StorageError> {
+        let (off, len) = self.checked_piece(piece)?;
+        let want_sha1 = expected.sha1.is_some() && sha1.is_none();
+        let mut h1 = want_sha1.then(FastSha1::default);
+        let mut h2 = expected.merkle.as_ref().map(MerklePiece::hasher);
+        if h1.is_some() || h2.is_some() {
+            // Only the merkle tree: the bytes past the file's end are padding.
+            let len = match (&h1, &expected.merkle) {
+                (None, Some(m)) => len.min(m.len),
+                _ => len,
+            } as usize;
+            let mut buf = vec![0u8; len.min(HASH_CHUNK)];
+            let mut pos = 0;
+            while pos < len {
+                let n = (len - pos).min(HASH_CHUNK);
+                self.read(off + pos as u64, &mut buf[..n])?;
+                if let Some(h) = h1.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                if let Some(h) = h2.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                pos += n;
+            }
+        }
+        let sha1 = sha1.or_else(|| h1.map(FastSha1::finish));
+        let v1 = expected.sha1.map(|e| sha1 == Some(e));
+        let v2 = h2.map(btcore_core::session::MerklePieceHasher::matches);
+        Ok(Verdict::of(v1, v2))
+    }
+
     /// Bytes present of each regular file (0 when absent); `u64::MAX` for the others.
     fn present_lengths(&self) -> Vec<u64> {
         self.files
@@ -1241,7 +1352,7 @@ impl Storage {
         &self,
         piece: u32,
         present: &[u64],
-        hashes: &impl Fn(u32) -> [u8; 20],
+        hashes: &impl Fn(u32) -> Expected,
         zeros: &mut Vec<(u32, [u8; 20])>,
     ) -> bool {
         let Ok((off, len)) = self.checked_piece(piece) else {
@@ -1269,17 +1380,23 @@ impl Storage {
         if !data {
             // Holes all through (never written; or pad files): zeros. Only a piece of
             // zeros verifies, and that needs no read.
-            let zero = match zeros.iter().find(|(l, _)| *l == len) {
-                Some((_, h)) => *h,
-                None => {
-                    let h = zeros_digest(len as usize);
-                    zeros.push((len, h));
-                    h
-                }
-            };
-            return zero == hashes(piece);
+            let expected = hashes(piece);
+            let v1 = expected.sha1.map(|want| {
+                let zero = match zeros.iter().find(|(l, _)| *l == len) {
+                    Some((_, h)) => *h,
+                    None => {
+                        let h = zeros_digest(len as usize);
+                        zeros.push((len, h));
+                        h
+                    }
+                };
+                zero == want
+            });
+            let v2 = expected.merkle.map(|m| zeros_merkle(&m) == m.root);
+            return Verdict::of(v1, v2).ok();
         }
-        self.hash_piece(piece).is_ok_and(|h| h == hashes(piece))
+        self.verify_piece(piece, &hashes(piece), None)
+            .is_ok_and(Verdict::ok)
     }
 
     /// Whether bytes `file_off..file_off + len` of file `k` may hold data: false only
@@ -1305,14 +1422,14 @@ impl Storage {
 
     /// Hashes every piece whose data is all on disk and returns those matching
     /// `hashes(piece)`. Pieces with missing data, or whose read fails, are absent.
-    pub fn recheck(&self, hashes: impl Fn(u32) -> [u8; 20]) -> Bitfield {
+    pub fn recheck(&self, hashes: impl Fn(u32) -> Expected) -> Bitfield {
         self.check(None, hashes, || true)
             .unwrap_or_else(|| Bitfield::new(self.geometry.num_pieces()))
     }
 
     /// The pieces among `pieces` whose data is on disk and matches `hashes(piece)`,
     /// in the order given.
-    pub fn check_pieces(&self, pieces: &[u32], hashes: impl Fn(u32) -> [u8; 20]) -> Vec<u32> {
+    pub fn check_pieces(&self, pieces: &[u32], hashes: impl Fn(u32) -> Expected) -> Vec<u32> {
         self.check(Some(pieces), hashes, || true)
             .map(|b| pieces.iter().copied().filter(|&p| b.get(p)).collect())
             .unwrap_or_default()
@@ -1324,7 +1441,7 @@ impl Storage {
     pub fn check(
         &self,
         pieces: Option<&[u32]>,
-        hashes: impl Fn(u32) -> [u8; 20],
+        hashes: impl Fn(u32) -> Expected,
         mut on_piece: impl FnMut() -> bool,
     ) -> Option<Bitfield> {
         let n = self.geometry.num_pieces();
@@ -1534,6 +1651,100 @@ mod tests {
             laid_out(&elsewhere.0, "../state", "BTCORE~1"),
             ["BTCORE~1/f.bin"]
         );
+    }
+
+    /// A v2-only and a hybrid torrent of three files (one under a piece, one of
+    /// several pieces, one empty) are checked against their merkle trees: the data as
+    /// made verifies; one changed byte fails its piece and only it; a hybrid piece
+    /// whose SHA-1 in the torrent is wrong while its merkle root is right is a
+    /// disagreement, not a mismatch; a hole where a file is missing is no piece.
+    #[test]
+    fn v2_pieces_verify_against_their_merkle_roots() {
+        use btcore_core::metainfo::{Limits, Metainfo};
+        let dir = Scratch::new("v2-verify");
+        let src = dir.0.join("t");
+        fs::create_dir_all(&src).expect("src");
+        let mut rng = 0x1234_5678u64;
+        let mut bytes = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng as u8
+                })
+                .collect()
+        };
+        fs::write(src.join("a.bin"), bytes(20_000)).expect("a");
+        fs::write(src.join("b.bin"), bytes(200_000)).expect("b");
+        fs::write(src.join("c.bin"), b"").expect("c");
+        for format in [crate::create::Format::V2, crate::create::Format::Hybrid] {
+            let t = crate::create::create_torrent(
+                &src,
+                &crate::create::CreateOptions {
+                    piece_length: Some(32 * 1024),
+                    creation_date: Some(0),
+                    format,
+                    ..crate::create::CreateOptions::default()
+                },
+            )
+            .expect("torrent");
+            let mut tokens = Vec::new();
+            let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("torrent");
+            let expected = expected_hashes(&m);
+            assert!(expected.iter().all(|e| e.merkle.is_some()), "{format:?}");
+            assert_eq!(
+                expected.iter().all(|e| e.sha1.is_some()),
+                format == crate::create::Format::Hybrid
+            );
+            let s = Storage::new(
+                &dir.0,
+                m.layout().expect("layout"),
+                m.geometry(),
+                StorageConfig::default(),
+            )
+            .expect("storage");
+            let n = m.num_pieces();
+            let hashes = |p: u32| expected[p as usize];
+            assert!(s.recheck(hashes).is_full(), "{format:?}: as made");
+            // b.bin's second piece: pieces 0 (a.bin), 1.. (b.bin).
+            let b = src.join("b.bin");
+            let good = fs::read(&b).expect("b");
+            let mut bad = good.clone();
+            bad[40_000] ^= 1;
+            fs::write(&b, &bad).expect("b");
+            let have = s.recheck(hashes);
+            let missing: Vec<u32> = (0..n).filter(|&p| !have.get(p)).collect();
+            assert_eq!(missing, [2], "{format:?}: one changed byte");
+            assert_eq!(
+                s.verify_piece(2, &expected[2], None).expect("read"),
+                Verdict::Mismatch
+            );
+            fs::write(&b, &good).expect("b");
+            if format == crate::create::Format::Hybrid {
+                let mut wrong = expected[2];
+                if let Some(h) = wrong.sha1.as_mut() {
+                    h[0] ^= 1;
+                }
+                assert_eq!(
+                    s.verify_piece(2, &wrong, None).expect("read"),
+                    Verdict::Disagree
+                );
+                let sha1 = s.hash_piece(2).expect("hash");
+                assert_eq!(
+                    s.verify_piece(2, &expected[2], Some(sha1)).expect("read"),
+                    Verdict::Match
+                );
+            }
+            let a = fs::read(src.join("a.bin")).expect("a");
+            fs::remove_file(src.join("a.bin")).expect("a");
+            let have = s.recheck(hashes);
+            assert!(
+                !have.get(0) && have.count() == n - 1,
+                "{format:?}: a.bin gone"
+            );
+            fs::write(src.join("a.bin"), a).expect("a");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use btcore_core::hash::sha1;
 use btcore_core::ids::Geometry;
 use btcore_core::metainfo::{FileAttr, FileSpec};
-use btcore_host::storage::{Storage, StorageConfig, StorageErrorKind};
+use btcore_host::storage::{Expected, Storage, StorageConfig, StorageErrorKind};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -238,7 +238,7 @@ fn writes_and_reads_across_file_boundaries() {
         let n = s.read_piece(p, &mut buf).expect("read_piece");
         assert_eq!(sha1(&buf[..n]), hashes[p as usize]);
     }
-    assert!(s.recheck(|p| hashes[p as usize]).is_full());
+    assert!(s.recheck(|p| Expected::sha1(hashes[p as usize])).is_full());
     assert!(s.hash_piece(g.num_pieces()).is_err());
     s.sync().expect("sync");
 }
@@ -253,7 +253,7 @@ fn recheck_finds_exactly_the_written_pieces() {
 
     // Nothing on disk: nothing verifies, reads say "missing".
     assert!(!s.has_data());
-    assert_eq!(s.recheck(|p| hashes[p as usize]).count(), 0);
+    assert_eq!(s.recheck(|p| Expected::sha1(hashes[p as usize])).count(), 0);
     let mut buf = vec![0; 10];
     assert!(s.read(0, &mut buf).expect_err("missing").is_missing());
     assert!(s.hash_piece(0).expect_err("missing").is_missing());
@@ -262,13 +262,13 @@ fn recheck_finds_exactly_the_written_pieces() {
         write_piece(&s, &data, p);
     }
     assert!(s.has_data());
-    let have = s.recheck(|p| hashes[p as usize]);
+    let have = s.recheck(|p| Expected::sha1(hashes[p as usize]));
     assert_eq!(have.iter_set().collect::<Vec<_>>(), [1, 4, 6]);
     // A check told to stop after its third piece stops there, with no result.
     let mut calls = 0;
     let stopped = s.check(
         None,
-        |p| hashes[p as usize],
+        |p| Expected::sha1(hashes[p as usize]),
         || {
             calls += 1;
             calls < 3
@@ -279,13 +279,19 @@ fn recheck_finds_exactly_the_written_pieces() {
         "{calls} pieces, {stopped:?}"
     );
     // Of a list, only the pieces listed.
-    let some = s.check(Some(&[4, 5, 6]), |p| hashes[p as usize], || true);
+    let some = s.check(
+        Some(&[4, 5, 6]),
+        |p| Expected::sha1(hashes[p as usize]),
+        || true,
+    );
     assert_eq!(
         some.map(|b| b.iter_set().collect::<Vec<_>>()),
         Some(vec![4, 6])
     );
     assert_eq!(
-        s.check_pieces(&[0, 1, 2, 3, 4, 5, 6, 99], |p| hashes[p as usize]),
+        s.check_pieces(&[0, 1, 2, 3, 4, 5, 6, 99], |p| Expected::sha1(
+            hashes[p as usize]
+        )),
         [1, 4, 6]
     );
     // Piece 5 lies in a file that exists (written through piece 4 and 6) but was never
@@ -298,14 +304,14 @@ fn recheck_finds_exactly_the_written_pieces() {
         &[data[4 * PIECE as usize + 100] ^ 1],
     )
     .expect("corrupt");
-    let have = s.recheck(|p| hashes[p as usize]);
+    let have = s.recheck(|p| Expected::sha1(hashes[p as usize]));
     assert_eq!(have.iter_set().collect::<Vec<_>>(), [1, 6]);
 
     // After a close, a fresh storage on the same directory sees the same.
     s.close_all();
     let (files, g) = layout();
     let again = Storage::new(&dir.save(), files, g, StorageConfig::default()).expect("storage");
-    assert_eq!(again.recheck(|p| hashes[p as usize]), have);
+    assert_eq!(again.recheck(|p| Expected::sha1(hashes[p as usize])), have);
 }
 
 #[test]
@@ -508,16 +514,9 @@ fn file_larger_than_four_gib() {
     f.read_exact_at(&mut raw, 1 << 30).expect("raw read low");
     assert_eq!(raw, [0; 5]);
 
-    let have = s.check_pieces(
-        &[0, last],
-        |p| {
-            if p == last {
-                sha1(b"HELLO")
-            } else {
-                [0; 20]
-            }
-        },
-    );
+    let have = s.check_pieces(&[0, last], |p| {
+        Expected::sha1(if p == last { sha1(b"HELLO") } else { [0; 20] })
+    });
     assert_eq!(have, [last]);
 }
 
@@ -567,7 +566,7 @@ fn vectored_writes_match_plain_writes_across_files() {
     s.read(0, &mut all).expect("read all");
     assert!(all == data, "content differs");
     let hashes = piece_hashes(&g, &data);
-    assert!(s.recheck(|p| hashes[p as usize]).is_full());
+    assert!(s.recheck(|p| Expected::sha1(hashes[p as usize])).is_full());
     // Empty buffers are fine; past the end is refused.
     s.write_vectored(5, &[&[], &data[5..6], &[]])
         .expect("with empty buffers");

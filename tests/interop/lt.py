@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A python3-libtorrent driver for btcore's interoperability tests.
 
-    lt.py create PATH OUT.torrent [--tracker URL] [--v1-only] [--piece-kib N]
+    lt.py create PATH OUT.torrent [--tracker URL] [--v1-only|--v2-only] [--piece-kib N]
     lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
     lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
 
@@ -179,7 +179,11 @@ def run(args, want_complete):
 def create(args):
     fs = lt.file_storage()
     lt.add_files(fs, args.path)
-    flags = lt.create_torrent.v1_only if args.v1_only else 0
+    flags = 0
+    if args.v1_only:
+        flags = lt.create_torrent.v1_only
+    elif args.v2_only:
+        flags = lt.create_torrent.v2_only
     t = lt.create_torrent(fs, args.piece_kib * 1024, flags=flags)
     if args.tracker:
         t.add_tracker(args.tracker)
@@ -198,6 +202,7 @@ def main():
     c.add_argument("out")
     c.add_argument("--tracker")
     c.add_argument("--v1-only", action="store_true")
+    c.add_argument("--v2-only", action="store_true")
     c.add_argument("--piece-kib", type=int, default=0)
     for name in ("seed", "download"):
         r = sub.add_parser(name)

@@ -261,7 +261,7 @@ impl Host {
                     let end = (at + s.piece_len as usize).min(s.data.len());
                     s.data
                         .get(at..end)
-                        .is_some_and(|d| SmolSha1::digest(d) == expected)
+                        .is_some_and(|d| Some(SmolSha1::digest(d)) == expected)
                 });
                 self.verified.push((piece, ok));
                 self.session.handle_verified(now, torrent, piece, ok);

@@ -493,12 +493,22 @@ pub fn btcore_has_dht() -> bool {
 
 /// `btcore create PATH -o OUT [-t TRACKER]`.
 pub fn btcore_create(case: &Case, src: &Path, tracker: Option<&str>) -> PathBuf {
+    btcore_create_with(case, src, tracker, &[])
+}
+
+/// As [`btcore_create`], with more `btcore create` arguments (`--v2`, `--hybrid`).
+pub fn btcore_create_with(
+    case: &Case,
+    src: &Path,
+    tracker: Option<&str>,
+    args: &[&str],
+) -> PathBuf {
     let out = case.dir.join(format!(
         "{}.torrent",
         src.file_name().expect("name").to_string_lossy()
     ));
     let mut c = btcore(&["create"]);
-    c.arg(src).arg("-o").arg(&out);
+    c.arg(src).arg("-o").arg(&out).args(args);
     if let Some(t) = tracker {
         c.args(["-t", t]);
     }

@@ -114,9 +114,12 @@ pub enum ErrorKind {
     InconsistentFiles,
     /// A malformed v2 `file tree`.
     InvalidFileTree,
-    /// A v2-only torrent: parsed, but the engine cannot download it yet (the session
-    /// refuses it with this error).
+    /// A v2-only torrent where one is not supported (a C sans-IO host, which checks
+    /// pieces by their SHA-1 alone).
     V2Only,
+    /// A v2-only torrent file without the `piece layers` entry of a file larger than
+    /// a piece: its pieces cannot be checked.
+    MissingPieceLayer,
     /// A non-empty v2 file without a 32-byte, non-zero `pieces root`.
     MissingPiecesRoot,
     /// A `piece layers` entry that does not hash to its key, has the wrong number of
@@ -149,7 +152,8 @@ impl ErrorKind {
             Self::TooManyPieces => "too many pieces",
             Self::InconsistentFiles => "v1 and v2 file lists disagree",
             Self::InvalidFileTree => "invalid v2 'file tree'",
-            Self::V2Only => "v2-only torrent (BEP 52): downloading it is not supported yet",
+            Self::V2Only => "v2-only torrent (BEP 52): not supported by this host",
+            Self::MissingPieceLayer => "a v2 file larger than a piece has no 'piece layers' entry",
             Self::MissingPiecesRoot => "a v2 file has no valid 'pieces root'",
             Self::InvalidPieceLayer => "invalid v2 'piece layers' entry",
             Self::InvalidPadFile => "a v2 file has the pad attribute",

@@ -70,6 +70,9 @@ pub enum DhtOutcome {
 pub(crate) struct Eligible {
     pub(crate) id: TorrentId,
     pub(crate) info_hash: InfoHash,
+    /// A hybrid's truncated v2 info-hash (BEP 52): its lookups take turns with the
+    /// v1 one, twice as often, so each swarm is looked up at the interval.
+    pub(crate) info_hash_v2: Option<InfoHash>,
     pub(crate) short: bool,
 }
 
@@ -83,6 +86,8 @@ struct Entry {
     last_start: Option<Instant>,
     /// Consecutive failed lookups.
     failures: u32,
+    /// Lookups started (a hybrid's odd ones are of its v2 info-hash).
+    started: u32,
 }
 
 impl Entry {
@@ -162,10 +167,11 @@ impl DhtSchedule {
                 in_flight: None,
                 last_start: None,
                 failures: 0,
+                started: 0,
             });
         }
         let mut running = 0;
-        let mut due: Vec<(bool, Instant, TorrentId, InfoHash)> = Vec::new();
+        let mut due: Vec<(bool, Instant, TorrentId, InfoHash, bool)> = Vec::new();
         for e in eligible {
             let Some(entry) = self.entries.get_mut(&e.id) else {
                 continue;
@@ -180,12 +186,16 @@ impl DhtSchedule {
             }
             let at = entry.due_at(e.short, config.dht_short_of_peers_interval);
             if at <= now {
-                due.push((!e.short, at, e.id, e.info_hash));
+                let info_hash = match e.info_hash_v2 {
+                    Some(v2) if entry.started % 2 == 1 => v2,
+                    _ => e.info_hash,
+                };
+                due.push((!e.short, at, e.id, info_hash, e.info_hash_v2.is_some()));
             }
         }
         due.sort_unstable();
         let announce = config.listen_port != 0;
-        for (_, _, id, info_hash) in due {
+        for (_, _, id, info_hash, hybrid) in due {
             if running >= config.max_dht_lookups_in_flight
                 || !self.take(now, config.dht_lookups_per_minute)
             {
@@ -198,7 +208,12 @@ impl DhtSchedule {
             let seq = self.next_seq;
             entry.in_flight = Some((seq, now + LOOKUP_TIMEOUT));
             entry.last_start = Some(now);
-            entry.next = now + config.dht_announce_interval;
+            entry.started = entry.started.wrapping_add(1);
+            entry.next = if hybrid {
+                now + Duration::from_millis(config.dht_announce_interval.as_millis() / 2)
+            } else {
+                now + config.dht_announce_interval
+            };
             running += 1;
             actions.push_back(Action::DhtLookup {
                 torrent: id,
@@ -291,6 +306,7 @@ mod tests {
         let one = [Eligible {
             id: TorrentId(1),
             info_hash: InfoHash([1; 20]),
+            info_hash_v2: None,
             short: true,
         }];
         let t0 = Instant::from_millis(1_000);
@@ -346,6 +362,7 @@ mod tests {
             .map(|i| Eligible {
                 id: TorrentId(i),
                 info_hash: InfoHash([i as u8; 20]),
+                info_hash_v2: None,
                 short: false,
             })
             .collect();
@@ -358,5 +375,34 @@ mod tests {
             n += lookups(&mut q).len();
         }
         assert_eq!(n, 60, "one a second");
+    }
+
+    /// A hybrid is looked up in both swarms (BEP 52): its v1 and v2 info-hashes take
+    /// turns, each at the interval.
+    #[test]
+    fn a_hybrid_is_looked_up_in_both_swarms() {
+        let c = config();
+        let mut s = DhtSchedule::default();
+        let mut q = VecDeque::new();
+        let (v1, v2) = (InfoHash([1; 20]), InfoHash([2; 20]));
+        let one = [Eligible {
+            id: TorrentId(1),
+            info_hash: v1,
+            info_hash_v2: Some(v2),
+            short: false,
+        }];
+        let mut t = Instant::from_millis(1_000);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            s.run(t, &one, &c, &mut q);
+            while let Some(a) = q.pop_front() {
+                if let Action::DhtLookup { info_hash, seq, .. } = a {
+                    seen.push(info_hash);
+                    assert!(s.done(t, TorrentId(1), seq, DhtOutcome::Reached));
+                }
+            }
+            t = t + Duration::from_millis(c.dht_announce_interval.as_millis() / 2);
+        }
+        assert_eq!(seen, [v1, v2, v1, v2]);
     }
 }

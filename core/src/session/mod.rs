@@ -86,7 +86,7 @@ pub use control::{ControlError, DEFAULT_FILE_PRIORITY};
 pub use dht_schedule::{DhtOutcome, LOOKUP_TIMEOUT as DHT_LOOKUP_TIMEOUT};
 pub use holepunch::HolepunchEvent;
 pub use queue::{IdleLimit, QueueMove};
-pub use torrent::{TorrentState, TorrentStatus};
+pub use torrent::{merkle_pieces, TorrentState, TorrentStatus};
 pub use webseed::{
     backoff as web_seed_backoff, WebSeedId, WebSeedRange, WebSeedState, WebSeedStatus,
     MAX_RETRY_AFTER, MAX_WEB_SEED_URL_LEN,
@@ -505,6 +505,92 @@ pub enum DiskError {
     NoSpace,
     /// Any other I/O error.
     Io,
+    /// A hybrid torrent whose v1 and v2 hashes disagree on a piece (BEP 52: the
+    /// torrent is inconsistent; see [`Session::handle_hashes_disagree`]).
+    HashesDisagree,
+}
+
+/// BEP 52: what one piece of a v2 or hybrid torrent hashes to. Its first `len` bytes
+/// (the rest of the piece, if any, is padding) are cut into 16 KiB blocks; the SHA-256
+/// of each block is a leaf, the leaves are padded with zero hashes to `width` (a power
+/// of two), and the tree's root must be `root`. [`MerklePiece::matches`] does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MerklePiece {
+    /// The piece's node in its file's piece layer, or the file's `pieces root` when
+    /// the file is a piece or less.
+    pub root: [u8; 32],
+    /// The file's bytes in this piece.
+    pub len: u32,
+    /// The width of the piece's tree in leaves.
+    pub width: u32,
+}
+
+impl MerklePiece {
+    /// Whether `data` (the piece's first `len` bytes) hashes to `root`.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        let mut h = self.hasher();
+        h.update(data);
+        h.matches()
+    }
+
+    /// A hasher to feed the piece's bytes in parts, in order.
+    pub fn hasher(&self) -> MerklePieceHasher {
+        MerklePieceHasher {
+            piece: *self,
+            tree: crate::merkle::MerkleBuilder::new(crate::merkle::ZERO),
+            block: sha2::Sha256::default(),
+            in_block: 0,
+            total: 0,
+        }
+    }
+}
+
+/// Streams a piece's bytes into its [`MerklePiece`] tree (see [`MerklePiece::hasher`]).
+#[derive(Clone, Debug)]
+pub struct MerklePieceHasher {
+    piece: MerklePiece,
+    tree: crate::merkle::MerkleBuilder,
+    block: sha2::Sha256,
+    in_block: u32,
+    total: u64,
+}
+
+impl MerklePieceHasher {
+    /// Feeds the next bytes; bytes past the piece's `len` are ignored (padding).
+    pub fn update(&mut self, mut data: &[u8]) {
+        use sha2::Digest as _;
+        let left = u64::from(self.piece.len).saturating_sub(self.total);
+        if (data.len() as u64) > left {
+            data = &data[..left as usize];
+        }
+        self.total += data.len() as u64;
+        while !data.is_empty() {
+            let room = (crate::merkle::BLOCK_SIZE - self.in_block) as usize;
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.block.update(now);
+            self.in_block += now.len() as u32;
+            data = rest;
+            if self.in_block == crate::merkle::BLOCK_SIZE {
+                let leaf = core::mem::take(&mut self.block).finalize();
+                self.tree.push(leaf.into());
+                self.in_block = 0;
+            }
+        }
+    }
+
+    /// Whether the bytes fed were the piece's `len` bytes and hash to its root.
+    pub fn matches(mut self) -> bool {
+        use sha2::Digest as _;
+        if self.total != u64::from(self.piece.len) {
+            return false;
+        }
+        if self.in_block > 0 {
+            let leaf = core::mem::take(&mut self.block).finalize();
+            self.tree.push(leaf.into());
+        }
+        let width = u64::from(self.piece.width);
+        self.tree.count() <= width && self.tree.finish(width) == self.piece.root
+    }
 }
 
 /// Why a torrent could not be added.
@@ -714,17 +800,23 @@ pub enum Action {
         /// The block.
         block: BlockRef,
     },
-    /// Hash a piece on disk and compare it with `expected`; answer with
-    /// [`Session::handle_verified_blocks`]. When the piece does not match, also give
-    /// the SHA-1 of each of its blocks as read (they tell which peer sent the bad
-    /// data); when it matches, only if `block_digests` asks.
+    /// Hash a piece on disk and compare it with `expected` and `merkle` (each that is
+    /// given: a hybrid torrent gives both, and the piece passes when both match);
+    /// answer with [`Session::handle_verified_blocks`], or with
+    /// [`Session::handle_hashes_disagree`] when one matches and the other does not.
+    /// When the piece does not match, also give the SHA-1 of each of its blocks as
+    /// read (they tell which peer sent the bad data); when it matches, only if
+    /// `block_digests` asks.
     Verify {
         /// The torrent.
         torrent: TorrentId,
         /// The piece.
         piece: PieceIndex,
-        /// Its SHA-1 from the torrent.
-        expected: [u8; 20],
+        /// Its v1 SHA-1 from the torrent (`None` for a v2-only torrent).
+        expected: Option<[u8; 20]>,
+        /// BEP 52: its v2 merkle root (a v2-only or hybrid torrent; `None` for v1, and
+        /// for a hybrid whose piece layers are not known).
+        merkle: Option<MerklePiece>,
         /// The piece failed before: give its block digests even if it matches, to be
         /// compared with those of the bad data.
         block_digests: bool,
@@ -753,6 +845,11 @@ pub enum Action {
         /// which needs no report (it goes to each tracker that answered since the
         /// torrent started).
         seq: u64,
+        /// A hybrid's truncated v2 info-hash (BEP 52: the torrent is in both swarms):
+        /// make the same exchange with the tracker for it too. That second exchange is
+        /// not reported; its peers go to [`Session::handle_peers`] like the first's.
+        /// `None` for other torrents (and for hosts that join one swarm only).
+        info_hash_v2: Option<InfoHash>,
     },
     /// Look `info_hash` up on the DHT (BEP 5 `get_peers`) and, with `announce`, announce
     /// our listen port to the closest nodes that gave a token (`announce_peer`). Give
@@ -1303,10 +1400,11 @@ impl Session {
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(torrent_file, &mut tokens, &metainfo::Limits::default())
             .map_err(AddError::Metainfo)?;
-        if m.is_v2_only() {
+        // A v2-only torrent is checked against its piece layers alone.
+        if m.is_v2_only() && torrent::merkle_pieces(&m).is_none() {
             return Err(AddError::Metainfo(metainfo::MetainfoError {
                 offset: 0,
-                kind: metainfo::ErrorKind::V2Only,
+                kind: metainfo::ErrorKind::MissingPieceLayer,
             }));
         }
         if let Some((&id, _)) = self
@@ -1950,6 +2048,7 @@ impl Session {
             .map(|(id, t)| dht_schedule::Eligible {
                 id: *id,
                 info_hash: t.info_hash,
+                info_hash_v2: t.info_hash_v2_short(),
                 short: self.is_short(t, peers.get(id).copied().unwrap_or(0)),
             })
             .collect();
@@ -2740,6 +2839,23 @@ impl Session {
         self.flush_sends();
     }
 
+    /// A piece of a hybrid torrent asked with [`Action::Verify`] matched one of its
+    /// two hashes and not the other: the torrent's v1 and v2 parts describe different
+    /// data (BEP 52). The torrent stops with [`DiskError::HashesDisagree`]
+    /// ([`Event::DiskFailed`]); no peer is blamed.
+    pub fn handle_hashes_disagree(&mut self, now: Instant, id: TorrentId, piece: PieceIndex) {
+        let _ = piece;
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        if t.fail(DiskError::HashesDisagree) {
+            self.push_event(Event::DiskFailed(id, DiskError::HashesDisagree));
+            self.stop_announcing(id);
+        }
+        self.fill_all_requests(now);
+        self.flush_sends();
+    }
+
     /// A piece asked with [`Action::Verify`] was hashed: `ok` says whether it
     /// matched. The same as [`Session::handle_verified_blocks`] without block
     /// digests: the senders of a failed piece are then only put on parole (a piece
@@ -3417,10 +3533,12 @@ pub struct PeerStatus {
 
 /// A [`InfoHash`] is what incoming handshakes are matched on.
 impl Session {
+    /// The torrent an incoming handshake names: by its info-hash, or a hybrid's by its
+    /// truncated v2 info-hash too (BEP 52: it is in both swarms).
     pub(crate) fn torrent_by_hash(&self, ih: &InfoHash) -> Option<TorrentId> {
         self.torrents
             .iter()
-            .find(|(_, t)| t.info_hash == *ih)
+            .find(|(_, t)| t.info_hash == *ih || t.info_hash_v2_short() == Some(*ih))
             .map(|(k, _)| *k)
     }
     /// Whether the address of `conn` is banned.

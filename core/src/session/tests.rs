@@ -499,3 +499,184 @@ fn a_dial_has_a_twin_only_in_a_connection_from_its_own_address() {
     s.handle_incoming(now, peer);
     assert!(s.has_twin(dial));
 }
+
+/// BEP 52: each piece of a v2-only or hybrid torrent made by libtorrent gets the node
+/// of its file's piece layer (or the file's pieces root when the file is a piece or
+/// less), the file's bytes in it and its tree's width; a hybrid's pieces are the same
+/// as its v2-only twin's when the content is the same.
+#[test]
+fn merkle_pieces_follow_the_file_tree_and_piece_layers() {
+    use crate::metainfo::{Limits, Metainfo};
+    let cases: [(&str, &[u8]); 5] = [
+        (
+            "multi-v2",
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/conformance/v2-generated/multi-v2.torrent"
+            )),
+        ),
+        (
+            "multi-hybrid",
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/conformance/v2-generated/multi-hybrid.torrent"
+            )),
+        ),
+        (
+            "single-two-pieces-v2",
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/conformance/v2-generated/single-two-pieces-v2.torrent"
+            )),
+        ),
+        (
+            "single-tiny-v2",
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/conformance/v2-generated/single-tiny-v2.torrent"
+            )),
+        ),
+        (
+            "multi-64k-v2",
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/conformance/v2-generated/multi-64k-v2.torrent"
+            )),
+        ),
+    ];
+    for (name, file) in cases {
+        let mut tokens = alloc::vec::Vec::new();
+        let m = Metainfo::parse_vec(file, &mut tokens, &Limits::default()).expect(name);
+        let pieces = super::merkle_pieces(&m).expect(name);
+        let pl = m.piece_length();
+        assert_eq!(pieces.len(), m.num_pieces() as usize, "{name}");
+        let mut at = 0usize;
+        let mut data_bytes = 0u64;
+        for f in m.tree_files().expect(name) {
+            if f.attr.pad || f.length == 0 {
+                continue;
+            }
+            let root = *f.pieces_root().expect(name);
+            let count = f.length.div_ceil(u64::from(pl)) as usize;
+            for (k, p) in pieces[at..at + count].iter().enumerate() {
+                let start = k as u64 * u64::from(pl);
+                assert_eq!(
+                    u64::from(p.len),
+                    (f.length - start).min(u64::from(pl)),
+                    "{name}"
+                );
+                if count == 1 {
+                    assert_eq!(p.root, root, "{name}: a file of one piece");
+                    let blocks = f.length.div_ceil(16_384);
+                    assert_eq!(u64::from(p.width), blocks.next_power_of_two(), "{name}");
+                } else {
+                    let layer = m.piece_layer(&root).expect(name);
+                    assert_eq!(p.root[..], layer[k * 32..k * 32 + 32], "{name}");
+                    assert_eq!(p.width, pl / 16_384, "{name}");
+                }
+                data_bytes += u64::from(p.len);
+            }
+            at += count;
+        }
+        assert_eq!(at, pieces.len(), "{name}");
+        let pads: u64 = m.files().filter(|f| f.attr.pad).map(|f| f.length).sum();
+        assert_eq!(data_bytes + pads, m.total_size(), "{name}");
+    }
+    // A v1 torrent has none.
+    let v1 = torrent_file(3 * 16384, 16384);
+    let mut tokens = alloc::vec::Vec::new();
+    let m = Metainfo::parse_vec(&v1, &mut tokens, &Limits::default()).expect("v1");
+    assert!(super::merkle_pieces(&m).is_none());
+}
+
+/// The streaming hasher agrees with the merkle module's whole-piece functions (which
+/// the corpus ties to libtorrent's trees), whatever the parts the bytes come in, and
+/// refuses too few or too many bytes.
+#[test]
+fn merkle_piece_hasher_matches_the_merkle_module() {
+    use super::MerklePiece;
+    let mut rng = crate::rng::Rng::new(7);
+    for (len, piece_len) in [
+        (1usize, 16_384u32),
+        (16_384, 16_384),
+        (40_000, 65_536),
+        (65_536, 65_536),
+        (100_000, 262_144),
+    ] {
+        let data: alloc::vec::Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+        // A piece of a file larger than a piece: padded to the piece's width.
+        let p = MerklePiece {
+            root: crate::merkle::piece_hash(&data, piece_len),
+            len: len as u32,
+            width: piece_len / 16_384,
+        };
+        assert!(p.matches(&data), "{len}");
+        for cut in [1usize, 7, 16_384, 20_000] {
+            let mut h = p.hasher();
+            for part in data.chunks(cut) {
+                h.update(part);
+            }
+            assert!(h.matches(), "{len} in parts of {cut}");
+        }
+        // Padding past `len` is ignored; a short piece or a changed byte is not.
+        let mut padded = data.clone();
+        padded.extend_from_slice(&[0; 100]);
+        assert!(p.matches(&padded), "{len} padded");
+        assert!(!p.matches(&data[..len - 1]), "{len} short");
+        let mut bad = data.clone();
+        bad[len / 2] ^= 1;
+        assert!(!p.matches(&bad), "{len} changed");
+        // A whole small file: padded to the next power of two of its blocks.
+        if len <= piece_len as usize {
+            let small = MerklePiece {
+                root: crate::merkle::small_file_root(&data).expect("root"),
+                len: len as u32,
+                width: (len.div_ceil(16_384) as u32).next_power_of_two(),
+            };
+            assert!(small.matches(&data), "{len} small file");
+        }
+    }
+}
+
+/// A v2-only torrent is added (no v1 hash to give), and a hybrid piece whose two
+/// hashes disagree stops the torrent with `HashesDisagree`, once.
+#[test]
+fn v2_torrents_are_added_and_disagreeing_hashes_stop_a_hybrid() {
+    use super::{DiskError, Session, SessionConfig, TorrentState};
+    use crate::ids::{PeerId, PieceIndex};
+    use crate::time::Instant;
+    let now = Instant::from_millis(1000);
+    let mut s = Session::new(SessionConfig::new(PeerId::generate(1)), 1);
+    let v2 = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/conformance/v2-generated/multi-v2.torrent"
+    ));
+    let hybrid = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/conformance/v2-generated/multi-hybrid.torrent"
+    ));
+    let a = s.add_torrent(now, v2, None).expect("v2-only");
+    let b = s.add_torrent(now, hybrid, None).expect("hybrid");
+    assert_eq!(
+        s.torrent_status(a, now).expect("a").state,
+        TorrentState::Downloading
+    );
+    s.handle_hashes_disagree(now, b, PieceIndex(0));
+    s.handle_hashes_disagree(now, b, PieceIndex(1));
+    let st = s.torrent_status(b, now).expect("b");
+    assert_eq!(
+        (st.state, st.error),
+        (TorrentState::Error, Some(DiskError::HashesDisagree))
+    );
+    let failed: alloc::vec::Vec<_> = core::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, super::Event::DiskFailed(..)))
+        .collect();
+    assert_eq!(
+        failed,
+        [super::Event::DiskFailed(b, DiskError::HashesDisagree)]
+    );
+    assert_eq!(
+        s.torrent_status(a, now).expect("a").state,
+        TorrentState::Downloading
+    );
+}

@@ -7,8 +7,8 @@ use super::bans::{canonical, BanList};
 use super::metadata::{self, FetchState};
 use super::smart_ban::SmartBan;
 use super::{
-    Action, AnnounceEvent, CloseReason, Conn, ConnId, DiskError, Event, PeerOrigin, Session,
-    SessionConfig, TorrentId,
+    Action, AnnounceEvent, CloseReason, Conn, ConnId, DiskError, Event, MerklePiece, PeerOrigin,
+    Session, SessionConfig, TorrentId,
 };
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeCandidate, Choker};
@@ -205,7 +205,11 @@ impl KnownPeer {
 pub(crate) struct Meta {
     pub(crate) have: Bitfield,
     pub(crate) geometry: Geometry,
+    /// The v1 SHA-1 of each piece, end to end (empty for a v2-only torrent).
     hashes: Vec<u8>,
+    /// BEP 52: what each piece hashes to in the v2 merkle trees (a v2-only or hybrid
+    /// torrent whose piece layers are known; empty otherwise).
+    merkle: Vec<MerklePiece>,
     pub(crate) picker: Picker<'static>,
     /// The raw info dictionary, served to others with `ut_metadata`.
     pub(crate) info: Vec<u8>,
@@ -235,14 +239,25 @@ impl Meta {
         for i in have.iter_set() {
             picker.we_have(PieceIndex(i)).ok()?;
         }
-        let mut hashes = Vec::with_capacity(n as usize * 20);
-        for i in 0..n {
-            hashes.extend_from_slice(m.piece_hash(PieceIndex(i))?);
+        let mut hashes = Vec::new();
+        if !m.is_v2_only() {
+            hashes.reserve_exact(n as usize * 20);
+            for i in 0..n {
+                hashes.extend_from_slice(m.piece_hash(PieceIndex(i))?);
+            }
         }
+        let merkle = match merkle_pieces(m) {
+            Some(p) => p,
+            // Without piece layers (metadata from a magnet link) a hybrid is checked
+            // by its v1 hashes alone; a v2-only torrent cannot be checked at all.
+            None if m.is_v2_only() => return None,
+            None => Vec::new(),
+        };
         Some(Self {
             have,
             geometry,
             hashes,
+            merkle,
             picker,
             info: m.info_bytes().to_vec(),
             info_hash_v2: m.info_hash_v2(),
@@ -251,6 +266,12 @@ impl Meta {
             wanted_mask: None,
             file_prio: Vec::new(),
         })
+    }
+
+    /// The piece's v1 SHA-1 from the torrent (`None` for a v2-only torrent).
+    pub(crate) fn sha1(&self, piece: PieceIndex) -> Option<[u8; 20]> {
+        let i = piece.get().checked_mul(20)?;
+        self.hashes.get(i..i + 20)?.try_into().ok()
     }
 
     fn new_picker(geometry: Geometry, config: &SessionConfig) -> Option<Picker<'static>> {
@@ -485,7 +506,7 @@ impl Torrent {
         else {
             return false;
         };
-        // A v2-only torrent cannot be downloaded yet.
+        // A v2-only torrent needs its piece layers, which `ut_metadata` does not carry.
         if m.info_hash() != self.info_hash || m.is_v2_only() {
             return false;
         }
@@ -506,6 +527,16 @@ impl Torrent {
         !self.private
             && !self.is_stopped()
             && !matches!(self.state, TorrentState::Checking | TorrentState::Error)
+    }
+
+    /// A hybrid's v2 info-hash truncated to 20 bytes, its name in the v2 swarm (`None`
+    /// for a v1 torrent, a magnet link before its metadata, and a v2-only torrent,
+    /// whose `info_hash` it is).
+    pub(crate) fn info_hash_v2_short(&self) -> Option<InfoHash> {
+        let v2 = self.meta.as_ref()?.info_hash_v2?;
+        let mut short = [0u8; 20];
+        short.copy_from_slice(&v2[..20]);
+        Some(InfoHash(short)).filter(|h| *h != self.info_hash)
     }
 
     pub(crate) fn is_complete(&self) -> bool {
@@ -592,6 +623,7 @@ impl Torrent {
             downloaded: self.downloaded,
             left: self.left(),
             seq,
+            info_hash_v2: self.info_hash_v2_short(),
         });
     }
 
@@ -923,13 +955,11 @@ impl Torrent {
         let Some(m) = self.meta.as_mut() else { return };
         if let Ok(true) = m.picker.mark_written(&block) {
             if !m.have.get(block.piece.0) {
-                let i = block.piece.get() * 20;
-                let mut expected = [0u8; 20];
-                expected.copy_from_slice(&m.hashes[i..i + 20]);
                 out.push_back(Action::Verify {
                     torrent: self.id,
                     piece: block.piece,
-                    expected,
+                    expected: m.sha1(block.piece),
+                    merkle: m.merkle.get(block.piece.get()).copied(),
                     block_digests: self.smart.wants_digests(block.piece.0),
                 });
             }
@@ -1448,4 +1478,47 @@ pub(super) fn choke_round(
         .filter(|(c, u)| c.currently_unchoked != *u)
         .map(|(c, u)| (ConnId(c.key), u))
         .collect()
+}
+
+/// BEP 52: each piece's [`MerklePiece`], from the v2 `file tree` and `piece layers`;
+/// `None` for a v1 torrent, or when a file larger than a piece has no layer (metadata
+/// fetched with `ut_metadata`, which carries only the info dictionary).
+pub fn merkle_pieces(m: &Metainfo<'_>) -> Option<Vec<MerklePiece>> {
+    let files = m.tree_files()?;
+    let geometry = m.geometry();
+    let pl = geometry.piece_len();
+    let mut out = Vec::with_capacity(geometry.num_pieces() as usize);
+    for f in files {
+        if f.attr.pad || f.length == 0 {
+            continue;
+        }
+        let root = *f.pieces_root()?;
+        // v2 files start on piece boundaries, in order: the next piece is this file's.
+        if f.offset != out.len() as u64 * u64::from(pl) {
+            return None;
+        }
+        if f.length <= u64::from(pl) {
+            let blocks = f.length.div_ceil(u64::from(crate::merkle::BLOCK_SIZE));
+            out.push(MerklePiece {
+                root,
+                len: f.length as u32,
+                width: blocks.next_power_of_two() as u32,
+            });
+            continue;
+        }
+        let layer = m.piece_layer(&root)?;
+        let count = f.length.div_ceil(u64::from(pl));
+        if layer.len() as u64 != count * 32 {
+            return None;
+        }
+        for (k, h) in layer.chunks_exact(32).enumerate() {
+            let start = k as u64 * u64::from(pl);
+            out.push(MerklePiece {
+                root: h.try_into().ok()?,
+                len: (f.length - start).min(u64::from(pl)) as u32,
+                width: pl / crate::merkle::BLOCK_SIZE,
+            });
+        }
+    }
+    (out.len() == geometry.num_pieces() as usize).then_some(out)
 }

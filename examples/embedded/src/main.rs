@@ -55,6 +55,8 @@ const WIRE: wire::Limits = wire::Limits {
     max_pieces: NUM_PIECES as u32,
     max_block_len: BLOCK_LEN,
     max_extended_len: 256,
+    // No v2 torrent here: a hash message longer than its header is refused.
+    max_hashes: 0,
 };
 /// Receive buffer: one whole frame plus a chunk (`WIRE.max_frame_len()` is 16,397).
 const RX_CAP: usize = BLOCK_LEN as usize + 13 + CHUNK;

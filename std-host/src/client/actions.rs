@@ -94,6 +94,7 @@ impl Client {
                 torrent,
                 piece,
                 expected,
+                merkle,
                 block_digests,
             } => {
                 if let Some(storage) = self.storage(torrent) {
@@ -101,7 +102,10 @@ impl Client {
                         torrent,
                         storage,
                         piece,
-                        expected,
+                        expected: crate::storage::Expected {
+                            sha1: expected,
+                            merkle,
+                        },
                         block_digests,
                     });
                 }
@@ -114,7 +118,15 @@ impl Client {
                 downloaded,
                 left,
                 seq,
-            } => self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq),
+                info_hash_v2,
+            } => self.announce(
+                torrent,
+                tracker,
+                event,
+                [uploaded, downloaded, left],
+                seq,
+                info_hash_v2,
+            ),
             Action::DhtLookup {
                 torrent,
                 info_hash,
@@ -144,6 +156,7 @@ impl Client {
 
     /// Performs the one exchange the session asked: `tracker` of torrent `id`, with
     /// the `[uploaded, downloaded, left]` counts.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn announce(
         &mut self,
         id: TorrentId,
@@ -151,6 +164,7 @@ impl Client {
         event: Option<AnnounceEvent>,
         [uploaded, downloaded, left]: [u64; 3],
         seq: u64,
+        info_hash_v2: Option<btcore_core::ids::InfoHash>,
     ) {
         let Some(t) = self.torrents.get(&id) else {
             return;
@@ -181,7 +195,19 @@ impl Client {
             numwant: Some(50),
             seq,
         };
+        // A hybrid is in the v2 swarm too (BEP 52): the same exchange for its v2
+        // info-hash, after the first (a torrent's exchanges run in order), marked so
+        // that its result gives peers only.
+        let second = info_hash_v2.map(|h| AnnounceJob {
+            tracker: job.tracker.clone(),
+            info_hash: h,
+            seq: job.seq | V2_SWARM,
+            ..job
+        });
         client.announce(std::time::Instant::now(), job);
+        if let Some(j) = second {
+            client.announce(std::time::Instant::now(), j);
+        }
     }
 
     pub(super) fn on_event(&mut self, e: Event) {
@@ -206,3 +232,8 @@ impl Client {
         }
     }
 }
+
+/// The bit of an [`AnnounceJob`]'s `seq` that marks a hybrid's exchange for its v2
+/// info-hash: its peers are the session's, its outcome is not reported (the session's
+/// own numbers never reach it).
+pub(super) const V2_SWARM: u64 = 1 << 63;

@@ -290,6 +290,8 @@ struct Sock {
 struct HostTorrent {
     name: String,
     info_hash: InfoHash,
+    /// A hybrid's truncated v2 info-hash: encrypted handshakes find it by this too.
+    info_hash_v2: Option<InfoHash>,
     storage: Option<Arc<Storage>>,
     resume: ResumeWriter,
     save_dir: PathBuf,

@@ -207,7 +207,7 @@ impl Client {
                     let mut alone = false;
                     let result = s.link.handle_recv(
                         &mut self.buf[..n],
-                        &OurTorrents(&self.torrents, |t| t.info_hash),
+                        &OurTorrents(&self.torrents, |t| (t.info_hash, t.info_hash_v2)),
                         &mut |up| match up {
                             // Handshake replies leave before any session byte.
                             Up::Transmit(b) => out.extend_from_slice(b),

@@ -129,8 +129,15 @@ impl Client {
                 DiskDone::Verify {
                     torrent,
                     piece,
+                    disagree: true,
+                    ..
+                } => self.session.handle_hashes_disagree(now, torrent, piece),
+                DiskDone::Verify {
+                    torrent,
+                    piece,
                     ok,
                     digests,
+                    ..
                 } => self
                     .session
                     .handle_verified_blocks(now, torrent, piece, ok, &digests),
@@ -151,9 +158,17 @@ impl Client {
                 downloaded,
                 left,
                 seq,
+                info_hash_v2,
             } = a
             {
-                self.announce(torrent, tracker, event, [uploaded, downloaded, left], seq);
+                self.announce(
+                    torrent,
+                    tracker,
+                    event,
+                    [uploaded, downloaded, left],
+                    seq,
+                    info_hash_v2,
+                );
             }
         }
         if let Some(client) = self.trackers.take() {

@@ -30,12 +30,12 @@ impl Client {
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(torrent_file, &mut tokens, &Limits::default())
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Metainfo(e)))?;
-        if m.is_v2_only() {
-            // Refused before any file is created: the session cannot download v2 yet.
+        if m.is_v2_only() && btcore_core::session::merkle_pieces(&m).is_none() {
+            // Refused before any file is created: its pieces could not be checked.
             return Err(ClientError::Add(btcore_core::session::AddError::Metainfo(
                 btcore_core::metainfo::MetainfoError {
                     offset: 0,
-                    kind: btcore_core::metainfo::ErrorKind::V2Only,
+                    kind: btcore_core::metainfo::ErrorKind::MissingPieceLayer,
                 },
             )));
         }
@@ -78,6 +78,7 @@ impl Client {
             HostTorrent {
                 name: String::from_utf8_lossy(m.name()).into_owned(),
                 info_hash: m.info_hash(),
+                info_hash_v2: m.info_hash_v2_truncated().filter(|_| m.is_hybrid()),
                 storage: Some(storage),
                 resume: ResumeWriter::default(),
                 save_dir,
@@ -114,6 +115,7 @@ impl Client {
             HostTorrent {
                 name,
                 info_hash,
+                info_hash_v2: None,
                 storage: None,
                 resume: ResumeWriter::default(),
                 save_dir: save_dir.unwrap_or(&self.opts.save_dir).to_path_buf(),
@@ -152,13 +154,7 @@ impl Client {
         self.disk.submit(DiskJob::Check {
             torrent: id,
             storage: storage.clone(),
-            hashes: (0..n)
-                .map(|i| {
-                    m.piece_hash(btcore_core::ids::PieceIndex(i))
-                        .copied()
-                        .unwrap_or_default()
-                })
-                .collect(),
+            hashes: crate::storage::expected_hashes(m),
             progress: progress.clone(),
         });
         progress
@@ -280,6 +276,7 @@ impl Client {
         let storage = match (&parsed, self.torrents.get_mut(&id)) {
             (Ok(m), Some(t)) => {
                 t.name = String::from_utf8_lossy(m.name()).into_owned();
+                t.info_hash_v2 = m.info_hash_v2_truncated().filter(|_| m.is_hybrid());
                 let config = StorageConfig {
                     state_dir: self.opts.state_dir.clone(),
                     parts_file,

@@ -50,8 +50,15 @@ impl Client {
                 DiskDone::Verify {
                     torrent,
                     piece,
+                    disagree: true,
+                    ..
+                } => self.session.handle_hashes_disagree(now, torrent, piece),
+                DiskDone::Verify {
+                    torrent,
+                    piece,
                     ok,
                     digests,
+                    ..
                 } => self
                     .session
                     .handle_verified_blocks(now, torrent, piece, ok, &digests),
@@ -84,7 +91,9 @@ impl Client {
             // is reported on its own: the session picks the next tracker.
             // The tracker's words (its failure reason or the transport error; its
             // warning) become the session's tracker events.
-            if r.event != Some(btcore_core::tracker::Event::Stopped) {
+            if r.event != Some(btcore_core::tracker::Event::Stopped)
+                && r.seq & super::actions::V2_SWARM == 0
+            {
                 let (outcome, message) = match (r.answered(), r.interval) {
                     (true, Some(interval)) => (
                         AnnounceOutcome::Answered {
