@@ -571,6 +571,69 @@ fn libtorrent_downloads_btcore_made_hybrid_multi_from_btcore() {
     libtorrent_from_btcore_made("libtorrent-from-btcore-hybrid-multi", Payload::Multi, how);
 }
 
+/// The magnet link of a torrent, from `btcore info --json`.
+fn magnet_of(case: &Case, torrent: &Path) -> String {
+    let o = btcore(&["info", "--json"])
+        .arg(torrent)
+        .output()
+        .expect("run btcore info");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let Some(at) = text.find("\"magnet\":") else {
+        case.fail(&format!("no magnet in btcore info --json: {text}"));
+    };
+    let rest = &text[at + 9..];
+    let start = rest.find('"').expect("quote") + 1;
+    let end = start + rest[start..].find('"').expect("quote");
+    rest[start..end].replace("\\u0026", "&")
+}
+
+/// libtorrent joins from a magnet link alone: the info dictionary comes from btcore
+/// with `ut_metadata`, and for a v2 torrent the piece layers with BEP 52 hash
+/// requests, each range checked against its file's root by libtorrent.
+fn libtorrent_magnet_from_btcore(name: &'static str, args: &'static [&'static str]) {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let data = make(&case, Payload::Multi);
+    let torrent = btcore_create_with(&case, &data, None, args);
+    let magnet = magnet_of(&case, &torrent);
+    let (lport, bport) = (free_port(), free_port());
+    let src = data.parent().expect("src dir").to_path_buf();
+    case.spawn(
+        "btcore-seed",
+        btcore_seed(&torrent, &src, bport, &[], false),
+        true,
+    );
+    case.wait_port(bport);
+    let dst = case.path("dst");
+    let l = case.spawn(
+        "libtorrent-leech",
+        libtorrent(
+            "download",
+            Path::new(&magnet),
+            &dst,
+            lport,
+            &[bport],
+            CLIENT_TIMEOUT_SECS,
+        ),
+        false,
+    );
+    case.wait_success(l);
+    case.check_data(&data, &dst, Empties::Required);
+    case.finish();
+}
+
+#[test]
+fn libtorrent_downloads_a_v2_only_magnet_from_btcore() {
+    libtorrent_magnet_from_btcore("libtorrent-magnet-from-btcore-v2", &["--v2"]);
+}
+
+#[test]
+fn libtorrent_downloads_a_hybrid_magnet_from_btcore() {
+    libtorrent_magnet_from_btcore("libtorrent-magnet-from-btcore-hybrid", &["--hybrid"]);
+}
+
 #[test]
 fn btcore_downloads_btcore_made_v2_only_single_from_libtorrent() {
     let how = Made::Btcore(&["--v2"]);

@@ -25,7 +25,7 @@
 use crate::bitfield::Bitfield;
 use crate::ids::{BlockRef, Geometry, InfoHash, PeerId, PieceIndex, BLOCK_LEN};
 use crate::time::{Duration, Instant, Rate};
-use crate::wire::{self, Handshake, Message, Reserved, Status};
+use crate::wire::{self, Handshake, HashRequest, Message, Reserved, Status};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Ordering;
@@ -254,6 +254,17 @@ pub enum PeerEvent {
     },
     /// The peer's DHT port (BEP 5).
     DhtPort(u16),
+    /// BEP 52: the peer asks for a range of a file's merkle tree.
+    HashRequest(HashRequest),
+    /// BEP 52: the peer sends hashes (an answer to our request).
+    Hashes {
+        /// The request it answers.
+        req: HashRequest,
+        /// The hashes, 32 bytes each: the base layer's, then the proof.
+        hashes: Vec<u8>,
+    },
+    /// BEP 52: the peer will not answer our request.
+    HashReject(HashRequest),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -872,6 +883,11 @@ impl PeerConn {
                 self.events.push_back(PeerEvent::Extended { id, payload });
             }
             OwnedMsg::Port(p) => self.events.push_back(PeerEvent::DhtPort(p)),
+            OwnedMsg::HashRequest(r) => self.events.push_back(PeerEvent::HashRequest(r)),
+            OwnedMsg::Hashes(req, hashes) => {
+                self.events.push_back(PeerEvent::Hashes { req, hashes });
+            }
+            OwnedMsg::HashReject(r) => self.events.push_back(PeerEvent::HashReject(r)),
         }
         Ok(())
     }
@@ -1070,6 +1086,14 @@ impl PeerConn {
     pub(crate) fn send_extended(&mut self, id: u8, payload: &[u8]) {
         self.send(&Message::Extended { id, payload });
     }
+    /// BEP 52: answers a hash request.
+    pub(crate) fn send_hashes(&mut self, req: HashRequest, hashes: &[u8]) {
+        self.send(&Message::Hashes { req, hashes });
+    }
+    /// BEP 52: refuses a hash request.
+    pub(crate) fn send_hash_reject(&mut self, req: HashRequest) {
+        self.send(&Message::HashReject(req));
+    }
     /// Records the peer's `reqq` from its extension handshake.
     pub(crate) fn set_peer_reqq(&mut self, reqq: Option<u32>) {
         self.their_reqq = reqq;
@@ -1181,6 +1205,9 @@ enum OwnedMsg {
     Reject(BlockRef),
     AllowedFast(PieceIndex),
     Extended(u8, Vec<u8>),
+    HashRequest(HashRequest),
+    Hashes(HashRequest, Vec<u8>),
+    HashReject(HashRequest),
 }
 
 impl From<&Message<'_>> for OwnedMsg {
@@ -1214,8 +1241,9 @@ impl From<&Message<'_>> for OwnedMsg {
             Message::Reject(b) => Self::Reject(b),
             Message::AllowedFast(i) => Self::AllowedFast(i),
             Message::Extended { id, payload } => Self::Extended(id, payload.to_vec()),
-            // BEP 52 hash messages (and any later variant): not handled yet, ignored.
-            _ => Self::KeepAlive,
+            Message::HashRequest(r) => Self::HashRequest(r),
+            Message::Hashes { req, hashes } => Self::Hashes(req, hashes.to_vec()),
+            Message::HashReject(r) => Self::HashReject(r),
         }
     }
 }

@@ -322,6 +322,18 @@ impl Reserved {
         self.with_bit(7, 0x01, on)
     }
 
+    /// BEP 52: the peer supports BitTorrent v2 (`reserved[7] & 0x10`).
+    #[must_use]
+    pub const fn v2(&self) -> bool {
+        self.bit(7, 0x10)
+    }
+
+    /// This value with the BEP 52 v2 bit set or cleared.
+    #[must_use]
+    pub const fn with_v2(self, on: bool) -> Self {
+        self.with_bit(7, 0x10, on)
+    }
+
     /// BEP 6: the peer supports the fast extension (`reserved[7] & 0x04`).
     #[must_use]
     pub const fn fast(&self) -> bool {

@@ -3,7 +3,7 @@
 
     lt.py create PATH OUT.torrent [--tracker URL] [--v1-only|--v2-only] [--piece-kib N]
     lt.py seed TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
-    lt.py download TORRENT DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
+    lt.py download TORRENT|MAGNET DIR --port P [--peer PORT]... [--timeout S] [--enc MODE] [--utp-only] [--ipv6]
 
 Everything listens on and talks to 127.0.0.1 only (--ipv6: ::1 only). `seed` checks the data in DIR and
 seeds until killed or the timeout; `download` exits 0 once the torrent is complete,
@@ -92,8 +92,11 @@ def log_alerts(s):
 
 
 def add(s, torrent, save_dir):
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(torrent)
+    if torrent.startswith("magnet:"):
+        atp = lt.parse_magnet_uri(torrent)
+    else:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(torrent)
     atp.save_path = save_dir
     return s.add_torrent(atp)
 

@@ -61,3 +61,113 @@ fn a_hybrid_answers_in_both_swarms_and_a_v2_torrent_by_its_v2_hash() {
     host.recv(c, &handshake(&InfoHash([9; 20])));
     assert!(!host.is_open(c));
 }
+
+/// Encodes one peer message.
+fn encode(m: &btcore_core::wire::Message<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; m.encoded_len()];
+    let n = m.encode(&mut out).expect("encode");
+    out.truncate(n);
+    out
+}
+
+/// The hash messages among the bytes a peer read: (answered request, its hashes) or
+/// (rejected request, None).
+fn hash_answers(bytes: &[u8]) -> Vec<(btcore_core::wire::HashRequest, Option<Vec<u8>>)> {
+    use btcore_core::wire::{decode, Limits, Message, Status};
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Ok(Status::Complete((m, n))) = decode(&bytes[at..], &Limits::default()) {
+        match m {
+            Message::Hashes { req, hashes } => out.push((req, Some(hashes.to_vec()))),
+            Message::HashReject(req) => out.push((req, None)),
+            _ => {}
+        }
+        at += n;
+    }
+    out
+}
+
+/// A seed of a v2 torrent answers BEP 52 hash requests for its piece layers with
+/// hashes and a proof that check against the file's root (what a peer that joined from
+/// a magnet link needs), and rejects any other: an unknown root, a file of one piece,
+/// another layer, a misaligned range; past its per-connection budget it rejects all.
+#[test]
+fn a_v2_seed_answers_hash_requests_with_checked_proofs_and_bounds_them() {
+    use btcore_core::wire::{HashRequest, Message};
+    let v2 = corpus("multi-v2.torrent");
+    let mut tokens = Vec::new();
+    let m = Metainfo::parse_vec(&v2, &mut tokens, &Limits::default()).expect("v2");
+    let pl = m.piece_length();
+    let base = btcore_core::merkle::layer_height(pl);
+    let big = m
+        .tree_files()
+        .expect("tree")
+        .find(|f| f.length > 2 * u64::from(pl))
+        .expect("a file of several pieces");
+    let small = m
+        .tree_files()
+        .expect("tree")
+        .find(|f| !f.attr.pad && f.length > 0 && f.length <= u64::from(pl))
+        .expect("a file of one piece");
+    let (root, len) = (*big.pieces_root().expect("root"), big.length);
+    let pieces = len.div_ceil(u64::from(pl));
+    let width = pieces.next_power_of_two() as u32;
+    let full = HashRequest {
+        root,
+        base,
+        index: 0,
+        length: width,
+        proof_layers: width.trailing_zeros() - 1,
+    };
+
+    let mut host = Host::new(SessionConfig::new(btcore_core::ids::PeerId([7; 20])), 1);
+    host.add_torrent(&v2, &vec![0; m.total_size() as usize], pl, true);
+    let c = host.incoming(([192, 0, 2, 30], 6881).into());
+    host.recv(c, &handshake(&m.info_hash()));
+    let _ = host.read_from(c, 1 << 20);
+
+    host.recv(c, &encode(&Message::HashRequest(full)));
+    let got = hash_answers(&host.read_from(c, 1 << 20));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (req, hashes) = &got[0];
+    assert_eq!(*req, full);
+    let hashes = hashes.as_ref().expect("answered, not rejected");
+    let layer = btcore_core::merkle::verify_hashes(&root, len, pl, req, hashes)
+        .expect("the answer checks against the root");
+    assert_eq!(layer, m.piece_layer(&root).expect("layer"));
+
+    let refused = [
+        HashRequest {
+            root: [5; 32],
+            ..full
+        },
+        HashRequest {
+            root: *small.pieces_root().expect("root"),
+            ..full
+        },
+        HashRequest {
+            base: base + 1,
+            ..full
+        },
+        HashRequest {
+            index: 1,
+            length: 2,
+            ..full
+        },
+    ];
+    for r in refused {
+        host.recv(c, &encode(&Message::HashRequest(r)));
+        let got = hash_answers(&host.read_from(c, 1 << 20));
+        assert_eq!(got, [(r, None)], "{r:?}");
+    }
+    // The budget: at most a few dozen answers per connection, then rejects.
+    let mut answered = 1;
+    for _ in 0..200 {
+        host.recv(c, &encode(&Message::HashRequest(full)));
+        for (_, h) in hash_answers(&host.read_from(c, 1 << 20)) {
+            answered += usize::from(h.is_some());
+        }
+    }
+    assert!(host.is_open(c));
+    assert!((2..=64).contains(&answered), "{answered} answers");
+}

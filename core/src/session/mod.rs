@@ -75,6 +75,7 @@ mod bans;
 mod control;
 mod dht_schedule;
 mod holepunch;
+mod layers;
 mod metadata;
 mod queue;
 mod smart_ban;
@@ -1038,6 +1039,8 @@ pub(crate) struct Conn {
     pub(crate) metadata_deferred: Vec<u32>,
     /// BEP 55: the peer's id, rate windows, whether a relay asked for this dial.
     pub(crate) holepunch: holepunch::ConnHolepunch,
+    /// BEP 52 hash requests of the peer answered so far (capped, see `layers.rs`).
+    pub(crate) hash_answers: u32,
 }
 
 impl Conn {
@@ -1076,6 +1079,7 @@ impl Conn {
             last_pex: None,
             metadata_deferred: Vec::new(),
             holepunch: holepunch::ConnHolepunch::default(),
+            hash_answers: 0,
         }
     }
 
@@ -1283,7 +1287,10 @@ impl Session {
     }
 
     fn reserved() -> Reserved {
-        Reserved::NONE.with_fast(true).with_extension_protocol(true)
+        Reserved::NONE
+            .with_fast(true)
+            .with_extension_protocol(true)
+            .with_v2(true)
     }
 
     /// Adds a torrent from its file. `have` is resume data: pieces the host already

@@ -209,7 +209,10 @@ pub(crate) struct Meta {
     hashes: Vec<u8>,
     /// BEP 52: what each piece hashes to in the v2 merkle trees (a v2-only or hybrid
     /// torrent whose piece layers are known; empty otherwise).
-    merkle: Vec<MerklePiece>,
+    pub(crate) merkle: Vec<MerklePiece>,
+    /// BEP 52: the files larger than a piece (those with a piece layer), for the hash
+    /// requests of peers: their layer is the roots of their pieces in `merkle`.
+    pub(crate) layered: Vec<super::layers::LayeredFile>,
     pub(crate) picker: Picker<'static>,
     /// The raw info dictionary, served to others with `ut_metadata`.
     pub(crate) info: Vec<u8>,
@@ -253,11 +256,17 @@ impl Meta {
             None if m.is_v2_only() => return None,
             None => Vec::new(),
         };
+        let layered = if merkle.is_empty() {
+            Vec::new()
+        } else {
+            super::layers::layered_files(m)
+        };
         Some(Self {
             have,
             geometry,
             hashes,
             merkle,
+            layered,
             picker,
             info: m.info_bytes().to_vec(),
             info_hash_v2: m.info_hash_v2(),
@@ -1136,6 +1145,11 @@ pub(super) fn on_peer_event(
             }
         }
         PeerEvent::Extended { id, payload } => on_extended(s, now, conn, id, &payload)?,
+        PeerEvent::HashRequest(req) => super::layers::on_hash_request(s, conn, &req),
+        PeerEvent::Hashes { req, hashes } => {
+            super::layers::on_hashes(s, now, conn, &req, &hashes)?;
+        }
+        PeerEvent::HashReject(req) => super::layers::on_hash_reject(s, now, conn, &req),
         // A peer that becomes interested gets a free upload slot at once rather than
         // at the next choker round (libtorrent does the same).
         PeerEvent::Interest(true) => s.unchoke_if_room(conn),
