@@ -15,6 +15,7 @@ Usage (needs python3-libtorrent, transmission-cli, aria2; run with Debian's pyth
                             in the bt-seed case build B also seeds for its own leecher)
         [--attack]          (hostile peers beside the honest ones, bench/attack.py)
         [--transport utp]   (every peer over uTP: libtorrent with TCP off, no aria2)
+        [--formats v1,v2,hybrid]  (the same payload as several torrents, see below)
 
 With --attack, each leecher of the lt-seed case is also given a poisoning peer on
 127.0.0.2 that serves half its blocks wrong and dials it again from new ports with new
@@ -26,6 +27,21 @@ libtorrent leechers only: the others cannot be handed a peer).
 The leecher cases run every client --rounds times, taking turns, and print the median
 of each figure with the range of MB/s and CPU seconds: on a shared or virtual machine
 one run moves by 20-40%.
+
+With --formats (v1, v2, hybrid; comma-separated; without it: v1 alone, as always), the
+payload is also made into a BitTorrent v2-only torrent (`btcore create --v2`: SHA-256
+merkle trees of 16 KiB leaves) and a hybrid one (`btcore create --hybrid`: both SHA-1
+pieces and the merkle trees), the v1 one by plain `btcore create`, all with btcore's
+automatic piece length (the same for the three). The leecher cases then run every
+(client, format) in turn, formats interleaved within each round, and print one table
+with a row per client and format: MB/s, the leecher's CPU seconds and CPU seconds per
+GiB, and the seeder's CPU seconds during the transfer (from the moment it said it was
+ready to the leecher's end) and before it (process start and the check of the payload,
+which for libtorrent is hashing it: SHA-1, SHA-256 or both). aria2 1.36 and Transmission
+3.00 have no v2: they are left out of the v2-only rows (the output says so). The swarm
+case runs the first format listed; --attack runs v1 only. For the figure of the issue:
+    /usr/bin/python3 bench/download.py --cases lt-seed --only btcore,libtorrent \
+        --formats v1,v2,hybrid --rounds 3
 """
 import argparse
 import hashlib
@@ -230,6 +246,34 @@ def row(label, r):
 
 HEADER = "%-34s %10s %9s %12s %12s" % ("leecher", "MB/s", "CPU s", "anon RSS MiB", "peak RSS MiB")
 
+# --formats: the torrent each format is made into, and the clients that cannot use it.
+FORMATS = {"v1": [], "v2": ["--v2"], "hybrid": ["--hybrid"]}
+NO_V2 = ("aria2", "transmission")
+
+FHEADER = "%-12s %-7s %8s %7s %9s %10s %10s %9s" % (
+    "leecher", "format", "MB/s", "CPU s", "CPU s/GiB", "seeder CPU", "seed check", "anon MiB")
+
+
+def frow(kind, fmt, r, gib):
+    """A row of the --formats table: r is (MB/s, CPU, anon, rss, ok, wall, seeder CPU
+    during the transfer, seeder CPU before it)."""
+    mbps, cpu, anon, _, ok, _, scpu, scheck = r
+    if not ok:
+        return "%-12s %-7s %8s %7.2f %9s %10.2f %10.2f %9s" % (kind, fmt, "FAILED", cpu, "-", scpu, scheck, "-")
+    return "%-12s %-7s %8.1f %7.2f %9.2f %10.2f %10.2f %9.1f" % (
+        kind, fmt, mbps, cpu, cpu / gib, scpu, scheck, anon / 2**20)
+
+
+def piece_length(torrent):
+    """The piece length a .torrent states (bytes), or 0."""
+    with open(torrent, "rb") as f:
+        data = f.read()
+    at = data.find(b"12:piece lengthi")
+    if at < 0:
+        return 0
+    at += len(b"12:piece lengthi")
+    return int(data[at:data.index(b"e", at)])
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -252,6 +296,10 @@ def main():
     ap.add_argument("--btcore-b", dest="btcore_b",
                     help="a second btcore build, run as the leecher `btcore-b` (A/B runs: "
                          "--only btcore,btcore-b --cases lt-seed)")
+    ap.add_argument("--formats",
+                    help="comma-separated torrent formats of the payload: v1, v2 (v2-only), "
+                         "hybrid; each leecher downloads each, formats interleaved, one table "
+                         "row per client and format (default: v1 alone, the usual tables)")
     ap.add_argument("--transport", choices=("tcp", "utp"),
                     help="peer transport: tcp (the default) or utp (btcore --transport utp, "
                          "libtorrent with TCP off; Transmission with uTP on; aria2, which has "
@@ -266,6 +314,12 @@ def main():
         clients = [c for c in clients if c != "aria2"]
     if "btcore-b" in clients and not args.btcore_b:
         raise SystemExit("--only btcore-b needs --btcore-b PATH")
+    formats = args.formats.split(",") if args.formats else ["v1"]
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise SystemExit("unknown format %r (v1, v2, hybrid)" % fmt)
+    if args.attack and formats != ["v1"]:
+        raise SystemExit("--attack runs v1 torrents only")
     if not os.path.exists(args.btcore):
         subprocess.check_call(["cargo", "build", "--release", "-p", "btcore-cli"], cwd=ROOT)
     work = tempfile.mkdtemp(prefix="btcore-bench-")
@@ -282,7 +336,20 @@ def main():
                 left -= n
         digest = sha1_file(payload)
         torrent = os.path.join(work, "payload.torrent")
-        subprocess.check_call([args.btcore, "create", payload, "-o", torrent], stdout=subprocess.DEVNULL)
+        torrents = {}
+        for fmt in formats:
+            path = torrent if fmt == "v1" else os.path.join(work, "payload-%s.torrent" % fmt)
+            t0 = os.times()
+            subprocess.check_call([args.btcore, "create", payload, "-o", path] + FORMATS[fmt],
+                                  stdout=subprocess.DEVNULL)
+            t1 = os.times()
+            torrents[fmt] = path
+            if args.formats:
+                print("%-6s `btcore create %s`: piece length %d KiB, %.2f CPU s to hash the payload"
+                      % (fmt, " ".join(FORMATS[fmt] + ["PAYLOAD"]), piece_length(path) // 1024,
+                         t1.children_user + t1.children_system - t0.children_user - t0.children_system))
+        # The swarm case runs the first format listed.
+        torrent = torrents[formats[0]]
         # The payload's write-back would otherwise run during the first case and charge
         # its leecher for it.
         os.sync()
@@ -304,13 +371,15 @@ def main():
             """Each leecher listens first; the seeder then dials it (every client
             accepts incoming connections); the clock starts with the seeder. With
             --rounds N, the clients take turns N times and each figure is the median."""
+            if args.formats:
+                return run_formats(title, seeder_cmd, kinds)
             print("\n" + title + (" (median of %d rounds, clients in turn)" % args.rounds
                                   if args.rounds > 1 else ""))
             print(HEADER + ("   MB/s range   CPU s range" if args.rounds > 1 else ""))
             runs = {k: [] for k in kinds}
             for rnd in range(args.rounds):
                 for kind in kinds:
-                    runs[kind].append(run_one(kind, seeder_cmd))
+                    runs[kind].append(run_one(kind, seeder_cmd)[:6])
                     if args.rounds > 1:
                         print("  round %d %-12s %s" % (rnd + 1, kind, row("", runs[kind][-1]).strip()),
                               flush=True)
@@ -327,10 +396,51 @@ def main():
                         min(r[1] for r in rs), max(r[1] for r in rs))
                 print(line, flush=True)
 
+        def run_formats(title, seeder_cmd, kinds):
+            """run_case with --formats: every (client, format) in turn, the formats
+            interleaved within each round; one table row per client and format."""
+            gib = size / 2**30
+            pairs = [(k, f) for k in kinds for f in formats if not (f == "v2" and k in NO_V2)]
+            print("\n" + title + ", formats " + ",".join(formats)
+                  + (" (median of %d rounds, formats and clients in turn)" % args.rounds
+                     if args.rounds > 1 else ""))
+            left_out = [k for k in kinds if k in NO_V2]
+            if "v2" in formats and left_out:
+                print("(%s: no BitTorrent v2, left out of the v2 rows)" % ", ".join(left_out))
+            print("leecher CPU s/GiB = CPU s / %.3f GiB; seeder CPU: during the transfer; "
+                  "seed check: seeder start and check" % gib)
+            print(FHEADER + ("   MB/s range   CPU s/GiB range" if args.rounds > 1 else ""))
+            runs = {p: [] for p in pairs}
+            for rnd in range(args.rounds):
+                for fmt in formats:
+                    for kind in kinds:
+                        if (kind, fmt) not in runs:
+                            continue
+                        runs[(kind, fmt)].append(run_one(kind, seeder_cmd, fmt))
+                        if args.rounds > 1:
+                            print("  round %d %s" % (rnd + 1, frow(kind, fmt, runs[(kind, fmt)][-1], gib)),
+                                  flush=True)
+            for kind, fmt in pairs:
+                rs = runs[(kind, fmt)]
+                if not all(r[4] for r in rs):
+                    print(frow(kind, fmt, next(r for r in rs if not r[4]), gib), flush=True)
+                    continue
+                med = [statistics.median(r[i] for r in rs) for i in range(len(rs[0]))]
+                med[4] = True
+                line = frow(kind, fmt, med, gib)
+                if args.rounds > 1:
+                    line += "  %5.0f-%-5.0f  %5.2f-%-5.2f" % (
+                        min(r[0] for r in rs), max(r[0] for r in rs),
+                        min(r[1] for r in rs) / gib, max(r[1] for r in rs) / gib)
+                print(line, flush=True)
+
         attacker = os.path.join(HERE, "attack.py")
 
-        def run_one(kind, seeder_cmd):
-            """One leecher of `kind` against a fresh seeder: (MB/s, CPU, anon, rss, ok, wall)."""
+        def run_one(kind, seeder_cmd, fmt="v1"):
+            """One leecher of `kind` against a fresh seeder, for the torrent of `fmt`:
+            (MB/s, CPU, anon, rss, ok, wall, seeder CPU during the transfer, seeder CPU
+            before it)."""
+            torrent = torrents[fmt]
             out = os.path.join(work, "leech-%s" % kind)
             exe = args.btcore_b if kind == "btcore-b" else args.btcore
             attack = args.attack and kind in ("btcore", "btcore-b", "libtorrent")
@@ -347,7 +457,7 @@ def main():
             time.sleep(1.5)
             slog = os.path.join(work, "seeder-%s.log" % kind)
             seeder_port = free_port()
-            cmd = seeder_cmd(seeder_port, pm[2])
+            cmd = seeder_cmd(seeder_port, pm[2], torrent)
             if kind == "btcore-b" and seeder_cmd is bt_seed:
                 # A/B: build B seeds for its own leecher, so the seeder is compared too.
                 cmd[0] = args.btcore_b
@@ -360,6 +470,8 @@ def main():
                 if b"ready" in text or b"btcore: seeding" in text:
                     break
                 time.sleep(0.01)
+            seeder.sample()
+            seed_check = seeder.cpu
             if flood:
                 hostile = Proc([sys.executable, attacker, "flood", torrent, "127.0.0.1:%d" % seeder_port,
                                 "--source", "127.0.0.3"], log=os.path.join(work, "attack-%s.log" % kind))
@@ -380,14 +492,14 @@ def main():
             got = os.path.join(out, "payload.bin")
             ok = r[4] and os.path.exists(got) and sha1_file(got) == digest
             shutil.rmtree(out, ignore_errors=True)
-            return r[:4] + (ok,) + r[5:]
+            return r[:4] + (ok,) + r[5:] + (seeder.cpu - seed_check, seed_check)
 
-        lt_seed = lambda port, peer: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
-                                      "--dir", seed_dir, "--port", str(port), "--peer", "127.0.0.1:%d" % peer]
+        lt_seed = lambda port, peer, torrent: [sys.executable, __file__, "--role", "lt-seed", "--torrent", torrent,
+                                               "--dir", seed_dir, "--port", str(port), "--peer", "127.0.0.1:%d" % peer]
         # btcore as the seeder, dialing each leecher the same way.
-        bt_seed = lambda port, peer: [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind",
-                                      "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none",
-                                      "--peer", "127.0.0.1:%d" % peer] + bt_transport()
+        bt_seed = lambda port, peer, torrent: [args.btcore, "seed", torrent, seed_dir, "--port", str(port), "--bind",
+                                               "127.0.0.1", "--no-trackers", "--no-dht", "--progress", "none",
+                                               "--peer", "127.0.0.1:%d" % peer] + bt_transport()
         cases = args.cases.split(",")
         if "lt-seed" in cases:
             run_case("leechers downloading from a libtorrent seeder", lt_seed, clients)

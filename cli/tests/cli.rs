@@ -350,50 +350,32 @@ fn a_closed_stdout_ends_the_command_quietly() {
     }
 }
 
-/// A `btmh`-only magnet link parses (`magnet`) but is refused for download (its piece
-/// layers would have to come from peers, BEP 52 hash requests), with exit code 3, one
-/// clear line and no file of the torrent created. A v2-only torrent file is not refused.
+/// A v2-only torrent file and a `btmh`-only magnet link parse (`info`, `magnet`) and
+/// are taken for download: with nothing to download from they stop at their timeout
+/// (exit 5), not with the refusal's exit code 3 that they had before v2.
 #[test]
-fn v2_only_magnet_downloads_are_refused_clearly() {
-    let out_dir = std::env::temp_dir().join(format!("btcore-v2-refused-{}", std::process::id()));
+fn v2_only_torrents_and_magnet_links_are_taken() {
+    let out_dir = std::env::temp_dir().join(format!("btcore-v2-taken-{}", std::process::id()));
+    let torrent = conformance_dir().join("v2-generated/multi-v2.torrent");
     let magnet =
         "magnet:?xt=urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+    assert!(btcore(&["info", torrent.to_str().expect("utf-8")])
+        .status
+        .success());
     assert!(btcore(&["magnet", magnet]).status.success());
-    let o = btcore(&[
-        "download",
-        magnet,
-        "-o",
-        out_dir.to_str().expect("utf-8"),
-        "--no-trackers",
-        "--timeout",
-        "5",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("not supported yet"), "{stderr}");
-    // Only the state directory the command makes before it reads its inputs.
-    let written = std::fs::read_dir(&out_dir).map_or(0, |d| {
-        d.flatten().filter(|e| e.file_name() != ".btcore").count()
-    });
-    assert_eq!(written, 0, "nothing written");
-    // The v2-only torrent file is taken: it stops at its timeout with nothing to
-    // download from (exit 1 or 2, not the refusal's 3).
-    let torrent = conformance_dir().join("v2-generated/multi-v2.torrent");
-    let o = btcore(&[
-        "download",
-        torrent.to_str().expect("utf-8"),
-        "-o",
-        out_dir.to_str().expect("utf-8"),
-        "--no-trackers",
-        "--timeout",
-        "1",
-    ]);
-    assert_ne!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    for what in [torrent.to_str().expect("utf-8"), magnet] {
+        let o = btcore(&[
+            "download",
+            what,
+            "-o",
+            out_dir.to_str().expect("utf-8"),
+            "--no-trackers",
+            "--no-dht",
+            "--timeout",
+            "1",
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(5), "{what}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&out_dir);
 }

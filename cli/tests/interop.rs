@@ -624,6 +624,60 @@ fn libtorrent_magnet_from_btcore(name: &'static str, args: &'static [&'static st
     case.finish();
 }
 
+/// btcore joins from a magnet link alone, libtorrent seeding: the info dictionary
+/// with `ut_metadata`, then for a v2-only torrent the layer of each file larger than
+/// a piece with BEP 52 hash requests, each range checked against its file's root.
+fn btcore_magnet_from_libtorrent(name: &'static str, p: Payload, how: Made) {
+    if !require(&[Tool::Libtorrent], INSTALL) {
+        return;
+    }
+    let mut case = Case::new(name, CONFIG);
+    let data = make(&case, p);
+    let torrent = made(&case, &data, how);
+    let magnet = magnet_of(&case, &torrent);
+    let (lport, bport) = (free_port(), free_port());
+    let src = data.parent().expect("src dir").to_path_buf();
+    let l = case.spawn(
+        "libtorrent-seed",
+        libtorrent("seed", &torrent, &src, lport, &[], CLIENT_TIMEOUT_SECS),
+        true,
+    );
+    case.wait_output(l, "state=seeding");
+    let dst = case.path("dst");
+    let b = case.spawn(
+        "btcore-download",
+        btcore_download(
+            Path::new(&magnet),
+            &dst,
+            bport,
+            &[lport],
+            false,
+            CLIENT_TIMEOUT_SECS,
+            false,
+        ),
+        false,
+    );
+    case.wait_success(b);
+    case.check_data(&data, &dst, Empties::Required);
+    case.finish();
+}
+
+#[test]
+fn btcore_downloads_a_v2_only_magnet_from_libtorrent() {
+    let how = Made::Libtorrent(&["--v2-only"]);
+    btcore_magnet_from_libtorrent("btcore-magnet-from-libtorrent-v2", Payload::Single, how);
+}
+
+#[test]
+fn btcore_downloads_a_v2_only_multi_magnet_from_libtorrent() {
+    let how = Made::Libtorrent(&["--v2-only"]);
+    btcore_magnet_from_libtorrent(
+        "btcore-magnet-from-libtorrent-v2-multi",
+        Payload::Multi,
+        how,
+    );
+}
+
 #[test]
 fn libtorrent_downloads_a_v2_only_magnet_from_btcore() {
     libtorrent_magnet_from_btcore("libtorrent-magnet-from-btcore-v2", &["--v2"]);

@@ -878,7 +878,10 @@ impl MetadataAssembler {
         if self.have as usize != self.slots.len() {
             return Ok(None);
         }
-        if crate::hash::sha1(&self.buf) == self.info_hash.0 {
+        // v1: the SHA-1 of the info dictionary; v2 (BEP 52): its SHA-256, truncated.
+        if crate::hash::sha1(&self.buf) == self.info_hash.0
+            || crate::hash::sha256(&self.buf)[..20] == self.info_hash.0
+        {
             self.done = true;
             return Ok(Some(Done::Complete(core::mem::take(&mut self.buf))));
         }

@@ -23,9 +23,9 @@
 //!   first `btih` wins; later ones must still be well formed. `xt=urn:btmh:1220<64 hex>`
 //!   (BEP 52: a SHA-256 multihash) is the v2 info-hash ([`Magnet::info_hash_v2`]); a
 //!   link may carry it alone or beside a `btih` (hybrid). A link with only a `btmh`
-//!   parses, and its [`Magnet::info_hash`] is the v2 hash truncated to 20 bytes; the
-//!   session refuses to download it with [`MagnetError::V2Unsupported`] until v2
-//!   downloads are supported. A `btmh` of another hash function or length fails with
+//!   parses, and its [`Magnet::info_hash`] is the v2 hash truncated to 20 bytes (the
+//!   session joins the v2 swarm with it, fetches the info dictionary, then the piece
+//!   layers with BEP 52 hash requests). A `btmh` of another hash function or length fails with
 //!   [`MagnetError::BadInfoHash`]. Other `xt` URNs are ignored.
 //! - **Repeated parameters.** Trackers, web seeds and peers are stored in fixed-size
 //!   [`heapless::Vec`]s of `MAX_TRACKERS`, `MAX_WEB_SEEDS` and `MAX_PEERS`
@@ -112,8 +112,8 @@ pub enum MagnetError {
     MissingInfoHash,
     /// A `urn:btih:` value is not 40 hex digits or 32 base32 characters.
     BadInfoHash,
-    /// Only a v2 info-hash (`urn:btmh:`) is given: the session cannot download v2-only
-    /// torrents yet.
+    /// Only a v2 info-hash (`urn:btmh:`) is given where a host does not support v2
+    /// (the session takes such links; no parser returns this).
     V2Unsupported,
     /// A malformed percent escape (`%zz`, or a `%` without two hex digits after it).
     BadEscape,
@@ -129,9 +129,7 @@ impl fmt::Display for MagnetError {
             Self::TooManyParams => "too many parameters in magnet URI",
             Self::MissingInfoHash => "magnet URI has no `xt=urn:btih:` info-hash",
             Self::BadInfoHash => "malformed info-hash in magnet URI",
-            Self::V2Unsupported => {
-                "v2-only magnet URI (`urn:btmh:`): downloading v2 is not supported yet"
-            }
+            Self::V2Unsupported => "v2-only magnet URI (`urn:btmh:`): not supported by this host",
             Self::BadEscape => "malformed percent escape in magnet URI",
             Self::BufferTooSmall => "buffer too small for decoded magnet value",
         })

@@ -1086,6 +1086,10 @@ impl PeerConn {
     pub(crate) fn send_extended(&mut self, id: u8, payload: &[u8]) {
         self.send(&Message::Extended { id, payload });
     }
+    /// BEP 52: asks for a range of a file's merkle tree.
+    pub(crate) fn send_hash_request(&mut self, req: HashRequest) {
+        self.send(&Message::HashRequest(req));
+    }
     /// BEP 52: answers a hash request.
     pub(crate) fn send_hashes(&mut self, req: HashRequest, hashes: &[u8]) {
         self.send(&Message::Hashes { req, hashes });

@@ -974,6 +974,13 @@ pub unsafe extern "C" fn btcore_sansio_add_magnet(
         // SAFETY: `uri` is NULL or NUL-terminated, as this function's contract requires.
         let uri = unsafe { cstr(uri) }?;
         let out_id = non_null(out_id)?;
+        // A v2-only link's torrent has no SHA-1 for `VERIFY` (as for its torrent file).
+        if btcore_core::magnet::Magnet::parse(uri.to_bytes())
+            .is_ok_and(|m| m.info_hash_v1().is_none())
+        {
+            let e = btcore_core::magnet::MagnetError::V2Unsupported;
+            return Err(Failure::new(BTCORE_INVALID_MAGNET, e));
+        }
         let id = s
             .session
             .add_magnet(now(now_ms), uri.to_bytes())

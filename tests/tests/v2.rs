@@ -171,3 +171,142 @@ fn a_v2_seed_answers_hash_requests_with_checked_proofs_and_bounds_them() {
     assert!(host.is_open(c));
     assert!((2..=64).contains(&answered), "{answered} answers");
 }
+
+/// The extension handshake of a peer that serves the metadata (`ut_metadata` as its
+/// id 3) of `size` bytes.
+fn ext_handshake_with_metadata(size: usize) -> Vec<u8> {
+    let payload = format!("d1:md11:ut_metadatai3ee13:metadata_sizei{size}ee");
+    encode(&btcore_core::wire::Message::Extended {
+        id: 0,
+        payload: payload.as_bytes(),
+    })
+}
+
+/// btcore's local id for `ut_metadata`: what a peer puts in its messages.
+const OUR_UT_METADATA: u8 = 2;
+
+/// A v2-only magnet link: the info dictionary comes with `ut_metadata` (checked against
+/// the truncated SHA-256 info-hash), then each file's piece layer with BEP 52 hash
+/// requests. A peer whose answer does not prove out against the file's root is cut
+/// off and the range is asked of another; once every range checks, the torrent is
+/// whole, with the same piece layers as the torrent file.
+#[test]
+fn a_v2_magnet_fetches_its_piece_layers_and_drops_a_peer_with_bad_proofs() {
+    use btcore_core::session::TorrentState;
+    use btcore_core::wire::Message;
+    let v2 = corpus("multi-v2.torrent");
+    let mut tokens = Vec::new();
+    let m = Metainfo::parse_vec(&v2, &mut tokens, &Limits::default()).expect("v2");
+    let info = m.info_bytes().to_vec();
+    let ih = m.info_hash();
+    let pl = m.piece_length();
+    let mut host = Host::new(SessionConfig::new(btcore_core::ids::PeerId([7; 20])), 1);
+    let id = host.add_magnet(ih);
+
+    // Two peers; the metadata comes from the first.
+    let peers: Vec<_> = (0..2u8)
+        .map(|i| {
+            let c = host.incoming(([192, 0, 2, 40 + i], 6881).into());
+            host.recv(c, &handshake(&ih));
+            host.recv(c, &ext_handshake_with_metadata(info.len()));
+            let _ = host.read_from(c, 1 << 20);
+            c
+        })
+        .collect();
+    let header = format!("d8:msg_typei1e5:piecei0e10:total_sizei{}ee", info.len());
+    let mut data = header.into_bytes();
+    data.extend_from_slice(&info);
+    host.recv(
+        peers[0],
+        &encode(&Message::Extended {
+            id: OUR_UT_METADATA,
+            payload: &data,
+        }),
+    );
+    assert_eq!(
+        host.session
+            .torrent_status(id, host.now)
+            .expect("status")
+            .state,
+        TorrentState::FetchingMetadata,
+        "the piece layers are still missing"
+    );
+    host.advance(btcore_core::Duration::from_secs(1));
+
+    // Answer every hash request: the first peer with a flipped byte.
+    let mut answered = 0;
+    for round in 0..20 {
+        let mut any = false;
+        for (k, &c) in peers.iter().enumerate() {
+            if !host.is_open(c) {
+                continue;
+            }
+            let out = host.read_from(c, 1 << 20);
+            let mut at = 0;
+            let mut reqs = Vec::new();
+            while let Ok(btcore_core::wire::Status::Complete((msg, n))) =
+                btcore_core::wire::decode(&out[at..], &btcore_core::wire::Limits::default())
+            {
+                if let Message::HashRequest(r) = msg {
+                    reqs.push(r);
+                }
+                at += n;
+            }
+            for r in reqs {
+                any = true;
+                let f = m
+                    .tree_files()
+                    .expect("tree")
+                    .find(|f| f.pieces_root() == Some(&r.root))
+                    .expect("a file of the torrent");
+                let layer = m.piece_layer(&r.root).expect("layer");
+                let mut hashes = Vec::new();
+                btcore_core::merkle::hashes_answer(layer, f.length, pl, &r, &mut hashes)
+                    .expect("a request libtorrent would answer");
+                if k == 0 {
+                    hashes[5] ^= 1;
+                }
+                host.recv(
+                    c,
+                    &encode(&Message::Hashes {
+                        req: r,
+                        hashes: &hashes,
+                    }),
+                );
+                answered += 1;
+            }
+        }
+        if host
+            .session
+            .torrent_status(id, host.now)
+            .expect("status")
+            .state
+            != TorrentState::FetchingMetadata
+        {
+            break;
+        }
+        assert!(any || round < 19, "no hash request in round {round}");
+        host.advance(btcore_core::Duration::from_secs(1));
+    }
+    assert!(answered >= 2, "{answered} answers");
+    assert!(
+        !host.is_open(peers[0]),
+        "the peer with bad proofs is cut off"
+    );
+    assert!(host.is_open(peers[1]));
+    let st = host.session.torrent_status(id, host.now).expect("status");
+    assert_ne!(st.state, TorrentState::FetchingMetadata);
+    // The torrent as the session now knows it carries the same layers as the file.
+    let whole = host.session.metainfo_bytes(id).expect("metainfo");
+    let mut tokens = Vec::new();
+    let got = Metainfo::parse_vec(&whole, &mut tokens, &Limits::default()).expect("parses");
+    assert_eq!(got.info_hash(), ih);
+    for f in m
+        .tree_files()
+        .expect("tree")
+        .filter(|f| f.length > u64::from(pl))
+    {
+        let root = f.pieces_root().expect("root");
+        assert_eq!(got.piece_layer(root), m.piece_layer(root));
+    }
+}

@@ -115,7 +115,7 @@ fn choose(s: &mut Session, now: Instant, id: TorrentId, stalled: bool) {
     let Some(t) = s.torrents.get_mut(&id) else {
         return;
     };
-    if t.meta.is_some() {
+    if t.meta.is_some() || t.layers.is_some() {
         return;
     }
     let mut current = t.fetch.as_ref().map(MetadataAssembler::total_size);
@@ -167,6 +167,10 @@ pub(super) fn claims_changed(s: &mut Session, now: Instant, id: TorrentId) {
 /// Once a second for a torrent fetching its metadata: peers come and go, and an
 /// attempt may stall.
 pub(super) fn tick(s: &mut Session, now: Instant, id: TorrentId) {
+    if s.torrents.get(&id).is_some_and(|t| t.layers.is_some()) {
+        super::layers::request(s, now, id);
+        return;
+    }
     let timeout = Duration::from_millis(ext_config().request_timeout_ms);
     let stalled = s.torrents.get(&id).is_some_and(|t| {
         t.fetch.as_ref().is_some_and(|f| {

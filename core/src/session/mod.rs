@@ -1445,9 +1445,6 @@ impl Session {
     /// peers that support `ut_metadata`; the link's `x.pe` peers are dialed.
     pub fn add_magnet(&mut self, now: Instant, uri: &[u8]) -> Result<TorrentId, AddError> {
         let m = crate::magnet::Magnet::parse(uri).map_err(AddError::Magnet)?;
-        if m.info_hash_v1().is_none() {
-            return Err(AddError::Magnet(crate::magnet::MagnetError::V2Unsupported));
-        }
         let ih = m.info_hash();
         if let Some((&id, _)) = self.torrents.iter().find(|(_, t)| t.info_hash == ih) {
             return Err(AddError::Duplicate(id));
@@ -1534,6 +1531,29 @@ impl Session {
             .map(|m| m.info.as_slice())
     }
 
+    /// A torrent's metainfo once known, as a `.torrent` holds it without trackers: the
+    /// info dictionary, and for a v2 torrent its `piece layers` (those of a magnet
+    /// link came from peers). What a host parses to make the torrent's storage and
+    /// check its data, and saves as its `.torrent`.
+    pub fn metainfo_bytes(&self, id: TorrentId) -> Option<Vec<u8>> {
+        let m = self.torrents.get(&id)?.meta.as_ref()?;
+        let layer = |f: &layers::LayeredFile| {
+            let pieces = m
+                .merkle
+                .get(f.first as usize..(f.first + f.pieces) as usize)?;
+            let mut l = Vec::with_capacity(pieces.len() * 32);
+            for p in pieces {
+                l.extend_from_slice(&p.root);
+            }
+            Some((f.root, l))
+        };
+        let owned: Vec<([u8; 32], Vec<u8>)> = m.layered.iter().filter_map(layer).collect();
+        Some(layers::metainfo(
+            &m.info,
+            owned.iter().map(|(r, l)| (*r, l.as_slice())),
+        ))
+    }
+
     pub(crate) fn metadata_complete(
         &mut self,
         now: Instant,
@@ -1544,9 +1564,19 @@ impl Session {
         let Some(t) = self.torrents.get_mut(&id) else {
             return;
         };
-        if !t.metadata_received(info, config) {
-            return;
+        match t.metadata_received(info, config) {
+            torrent::MetaOutcome::Ready => self.metadata_ready(now, id, config),
+            torrent::MetaOutcome::NeedLayers => layers::request(self, now, id),
+            torrent::MetaOutcome::Bad => {}
         }
+    }
+
+    /// A magnet link's torrent is whole (info dictionary, and piece layers for v2):
+    /// its data is checked, then it downloads from the peers it has.
+    pub(crate) fn metadata_ready(&mut self, now: Instant, id: TorrentId, config: &SessionConfig) {
+        let Some(t) = self.torrents.get_mut(&id) else {
+            return;
+        };
         // What is on disk is checked before anything is downloaded: the torrent waits
         // in `Checking` (its connections stay, asking for nothing) until
         // `handle_checked`.

@@ -355,6 +355,8 @@ pub(crate) struct Torrent {
     pub(crate) meta: Option<Meta>,
     /// The metadata download of a magnet link: the size being assembled.
     pub(crate) fetch: Option<MetadataAssembler>,
+    /// BEP 52: a v2 magnet link's info dictionary, while its piece layers are fetched.
+    pub(crate) layers: Option<super::layers::LayerFetch>,
     /// What the metadata download learned across attempts.
     pub(crate) meta_fetch: FetchState,
     pub(crate) private: bool,
@@ -436,6 +438,7 @@ impl Torrent {
             state: TorrentState::FetchingMetadata,
             meta: None,
             fetch: None,
+            layers: None,
             meta_fetch: FetchState::default(),
             private: false,
             paused: false,
@@ -504,30 +507,49 @@ impl Torrent {
         true
     }
 
-    /// The info dictionary arrived (magnet link): becomes a normal torrent.
-    pub(crate) fn metadata_received(&mut self, info: &[u8], config: &SessionConfig) -> bool {
+    /// The info dictionary arrived (magnet link): becomes a normal torrent, or for a
+    /// v2-only torrent starts fetching its piece layers ([`MetaOutcome::NeedLayers`]).
+    pub(crate) fn metadata_received(&mut self, info: &[u8], config: &SessionConfig) -> MetaOutcome {
         let mut file = Vec::with_capacity(info.len() + 8);
         file.extend_from_slice(b"d4:info");
         file.extend_from_slice(info);
         file.push(b'e');
+        self.metainfo_received(&file, config)
+    }
+
+    /// As [`Torrent::metadata_received`], from a whole metainfo (the info dictionary
+    /// and, for a v2 torrent, the piece layers fetched from peers).
+    pub(crate) fn metainfo_received(&mut self, file: &[u8], config: &SessionConfig) -> MetaOutcome {
         let mut tokens = Vec::new();
-        let Ok(m) = Metainfo::parse_vec(&file, &mut tokens, &crate::metainfo::Limits::default())
+        let Ok(m) = Metainfo::parse_vec(file, &mut tokens, &crate::metainfo::Limits::default())
         else {
-            return false;
+            return MetaOutcome::Bad;
         };
-        // A v2-only torrent needs its piece layers, which `ut_metadata` does not carry.
-        if m.info_hash() != self.info_hash || m.is_v2_only() {
-            return false;
+        if m.info_hash() != self.info_hash && m.info_hash_v2_truncated() != Some(self.info_hash) {
+            return MetaOutcome::Bad;
+        }
+        // A v2-only torrent needs its piece layers, which `ut_metadata` does not carry:
+        // they come from peers (BEP 52 hash requests).
+        if m.is_v2_only() && merkle_pieces(&m).is_none() {
+            return match super::layers::LayerFetch::new(&m) {
+                Some(f) => {
+                    self.layers = Some(f);
+                    self.fetch = None;
+                    MetaOutcome::NeedLayers
+                }
+                None => MetaOutcome::Bad,
+            };
         }
         let Some(meta) = Meta::new(&m, None, config) else {
-            return false;
+            return MetaOutcome::Bad;
         };
+        self.layers = None;
         self.private = m.is_private();
         self.meta = Some(meta);
         self.web.set_layout(&m);
         self.fetch = None;
         self.state = TorrentState::Downloading;
-        true
+        MetaOutcome::Ready
     }
 
     /// Not private, not paused, past its check and not stopped by an error: the DHT
@@ -1492,6 +1514,17 @@ pub(super) fn choke_round(
         .filter(|(c, u)| c.currently_unchoked != *u)
         .map(|(c, u)| (ConnId(c.key), u))
         .collect()
+}
+
+/// What a magnet link's metadata came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MetaOutcome {
+    /// The torrent is whole: it downloads.
+    Ready,
+    /// A v2-only torrent: its piece layers are fetched first.
+    NeedLayers,
+    /// Not this torrent's metadata, or not usable.
+    Bad,
 }
 
 /// BEP 52: each piece's [`MerklePiece`], from the v2 `file tree` and `piece layers`;

@@ -395,13 +395,10 @@ impl Client {
             CoreError::Checking => ControlError::Busy,
             e => ControlError::Session(e),
         })?;
-        let info = self
+        let file = self
             .session
-            .info_bytes(id)
+            .metainfo_bytes(id)
             .ok_or(ControlError::NoMetadata)?;
-        let mut file = b"d4:info".to_vec();
-        file.extend_from_slice(info);
-        file.push(b'e');
         let mut tokens = Vec::new();
         let m = Metainfo::parse_vec(&file, &mut tokens, &Limits::default())
             .map_err(|_| ControlError::NoMetadata)?;
@@ -434,26 +431,28 @@ impl Client {
         if !self.torrents.contains_key(&id) {
             return Err(ControlError::UnknownTorrent);
         }
-        let info = self
+        let metainfo = self
             .session
-            .info_bytes(id)
+            .metainfo_bytes(id)
             .ok_or(ControlError::NoMetadata)?;
         let tiers = self.session.trackers(id).unwrap_or_default();
-        let file = torrent_file(info, &tiers);
+        let file = torrent_file(&metainfo, &tiers);
         crate::os::write_atomic(path, &file).map_err(|e| ControlError::Io(e, path.to_path_buf()))
     }
 }
 
-/// A `.torrent` file around the raw `info` dictionary (its bytes kept as they are, so
-/// the info-hash stays the same), with `announce` (the first tracker) and
-/// `announce-list` when there is more than one; keys in sorted order.
-pub fn torrent_file(info: &[u8], tiers: &[Vec<String>]) -> Vec<u8> {
+/// A `.torrent` file from a metainfo without trackers (`d4:info...e`, and a v2
+/// torrent's `piece layers`: [`btcore_core::session::Session::metainfo_bytes`]; the
+/// info dictionary's bytes kept as they are, so the info-hash stays the same), with
+/// `announce` (the first tracker) and `announce-list` when there is more than one;
+/// keys in sorted order.
+pub fn torrent_file(metainfo: &[u8], tiers: &[Vec<String>]) -> Vec<u8> {
     fn bytes(out: &mut Vec<u8>, b: &[u8]) {
         out.extend_from_slice(b.len().to_string().as_bytes());
         out.push(b':');
         out.extend_from_slice(b);
     }
-    let mut out = Vec::with_capacity(info.len() + 64);
+    let mut out = Vec::with_capacity(metainfo.len() + 64);
     out.push(b'd');
     let first = tiers.iter().flatten().next();
     if let Some(url) = first {
@@ -472,9 +471,8 @@ pub fn torrent_file(info: &[u8], tiers: &[Vec<String>]) -> Vec<u8> {
         }
         out.push(b'e');
     }
-    bytes(&mut out, b"info");
-    out.extend_from_slice(info);
-    out.push(b'e');
+    // `announce` and `announce-list` sort before `info`.
+    out.extend_from_slice(metainfo.get(1..).unwrap_or_default());
     out
 }
 

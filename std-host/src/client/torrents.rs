@@ -98,11 +98,6 @@ impl Client {
     ) -> Result<TorrentId, ClientError> {
         let m = btcore_core::magnet::Magnet::parse_str(uri)
             .map_err(|e| ClientError::Add(btcore_core::session::AddError::Magnet(e)))?;
-        if m.info_hash_v1().is_none() {
-            return Err(ClientError::Add(btcore_core::session::AddError::Magnet(
-                btcore_core::magnet::MagnetError::V2Unsupported,
-            )));
-        }
         let name = m.info_hash().to_string();
         let info_hash = m.info_hash();
         let now = self.now();
@@ -261,12 +256,9 @@ impl Client {
     /// data) before the session downloads what is missing.
     pub(super) fn metadata_received(&mut self, id: TorrentId) {
         let now = self.now();
-        let Some(info) = self.session.info_bytes(id).map(<[u8]>::to_vec) else {
+        let Some(file) = self.session.metainfo_bytes(id) else {
             return;
         };
-        let mut file = b"d4:info".to_vec();
-        file.extend_from_slice(&info);
-        file.push(b'e');
         let mut tokens = Vec::new();
         let parsed = Metainfo::parse_vec(&file, &mut tokens, &Limits::default());
         let parts_file = parsed
