@@ -748,8 +748,11 @@ impl Gather {
         };
         let bufs: Vec<&[u8]> = self.blocks.iter().map(|(_, d)| d.as_slice()).collect();
         let result = storage.write_vectored(start, &bufs);
+        let sha1 = storage.sha1_pieces();
         for (block, data) in self.blocks.drain(..) {
-            hashing.written(torrent, &block, data, result.is_ok());
+            if sha1 {
+                hashing.written(torrent, &block, data, result.is_ok());
+            }
             done.push(DiskDone::Write {
                 torrent,
                 block,

@@ -301,7 +301,10 @@ impl ResumeData {
             None => None,
             Some(v) => {
                 let raw = v.as_bytes().ok_or(ResumeError::Missing("info"))?;
-                if FastSha1::digest(raw) != info_hash.0 {
+                // v1: its SHA-1; v2 (BEP 52): its SHA-256, truncated.
+                if FastSha1::digest(raw) != info_hash.0
+                    && btcore_core::hash::sha256(raw)[..20] != info_hash.0
+                {
                     return Err(ResumeError::InfoHashMismatch);
                 }
                 Some(raw.to_vec())

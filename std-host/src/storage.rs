@@ -350,6 +350,9 @@ pub struct Storage {
     max_open: usize,
     cache: Mutex<Cache>,
     parts: Option<Parts>,
+    /// Whether the SHA-1 of pieces is computed as their blocks are written (false for
+    /// a v2-only torrent, whose pieces have none: see [`Storage::set_sha1_pieces`]).
+    sha1_pieces: AtomicBool,
 }
 
 /// Checks one torrent path and splits it into components.
@@ -863,7 +866,19 @@ impl Storage {
             max_open: config.max_open_files.max(1),
             cache: Mutex::new(Cache::default()),
             parts,
+            sha1_pieces: AtomicBool::new(true),
         })
+    }
+
+    /// Whether pieces have a SHA-1 to compute as their blocks are written: true but for
+    /// a v2-only torrent (BEP 52), whose pieces are checked by their merkle root alone.
+    pub fn set_sha1_pieces(&self, on: bool) {
+        self.sha1_pieces.store(on, Ordering::Relaxed);
+    }
+
+    /// See [`Storage::set_sha1_pieces`].
+    pub fn sha1_pieces(&self) -> bool {
+        self.sha1_pieces.load(Ordering::Relaxed)
     }
 
     /// The save directory.

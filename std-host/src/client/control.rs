@@ -269,6 +269,7 @@ impl Client {
         for i in 0..old.files().count() as u32 {
             s.set_skipped(i, old.is_skipped(i));
         }
+        s.set_sha1_pieces(old.sha1_pieces());
         Ok(s)
     }
 

@@ -54,6 +54,7 @@ impl Client {
             )
             .map_err(ClientError::Storage)?,
         );
+        storage.set_sha1_pieces(!m.is_v2_only());
         // Empty files have no piece to write them: create them now.
         storage.ensure_files().map_err(ClientError::Storage)?;
         let now = self.now();
@@ -280,6 +281,7 @@ impl Client {
                 });
                 match made {
                     Ok(s) => {
+                        s.set_sha1_pieces(!m.is_v2_only());
                         let s = Arc::new(s);
                         // Empty files have no piece to write them: create them now.
                         if let Err(e) = s.ensure_files() {
