@@ -660,6 +660,9 @@ pub(crate) struct MetadataAssembler {
     timeout_ms: u64,
     done: bool,
     single_source: bool,
+    /// The info-hash is a v2 one (BEP 52, a `btmh` link): the SHA-256 of the
+    /// dictionary, truncated, must match it (else its SHA-1 must).
+    v2: bool,
     owner: Option<u32>,
 }
 
@@ -698,8 +701,15 @@ impl MetadataAssembler {
             timeout_ms: config.request_timeout_ms,
             done: false,
             single_source: false,
+            v2: false,
             owner: None,
         })
+    }
+
+    /// The info-hash is a v2 one, truncated (BEP 52): the dictionary is checked by its
+    /// SHA-256 rather than its SHA-1.
+    pub(crate) fn set_v2(&mut self, on: bool) {
+        self.v2 = on;
     }
 
     /// Takes every piece from one peer (see the type's docs); any pieces already
@@ -879,9 +889,12 @@ impl MetadataAssembler {
             return Ok(None);
         }
         // v1: the SHA-1 of the info dictionary; v2 (BEP 52): its SHA-256, truncated.
-        if crate::hash::sha1(&self.buf) == self.info_hash.0
-            || crate::hash::sha256(&self.buf)[..20] == self.info_hash.0
-        {
+        let ok = if self.v2 {
+            crate::hash::sha256(&self.buf)[..20] == self.info_hash.0
+        } else {
+            crate::hash::sha1(&self.buf) == self.info_hash.0
+        };
+        if ok {
             self.done = true;
             return Ok(Some(Done::Complete(core::mem::take(&mut self.buf))));
         }

@@ -452,6 +452,100 @@ fn subtree_root(layer: &[u8], pieces: u64, start: u64, h: u32, base: u32) -> Dig
     b.finish(1u64 << h)
 }
 
+/// Whether [`hashes_answer`] would answer `req` for a file of `file_length` bytes (it
+/// checks the request only: cheap, no hashing).
+pub fn hash_request_ok(file_length: u64, piece_length: u32, req: &HashRequest) -> bool {
+    check_request(file_length, piece_length, req).is_ok()
+}
+
+/// Height above the piece layer of the lowest level [`UpperTree`] keeps: a subtree of
+/// [`MAX_HASH_REQUEST_LEN`] pieces.
+const UPPER_FROM: u32 = 9;
+
+/// The nodes of a file's tree from [`MAX_HASH_REQUEST_LEN`] pieces up (about one node
+/// per 256 pieces): with it an answer costs at most 512 hashes plus one lookup per
+/// proof layer, instead of hashing the whole layer for its uncles.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct UpperTree {
+    /// `levels[j]`: the nodes at height `UPPER_FROM + j` above the piece layer.
+    levels: alloc::vec::Vec<alloc::vec::Vec<Digest256>>,
+}
+
+#[cfg(feature = "alloc")]
+impl UpperTree {
+    /// Builds it from a file's piece layer (`pieces` hashes) whose height above the
+    /// leaves is `base`: `O(pieces)` SHA-256, once.
+    pub fn new(layer: &[u8], base: u32) -> Self {
+        let pieces = (layer.len() / 32) as u64;
+        let width_log = pieces.max(1).next_power_of_two().trailing_zeros();
+        let mut levels = alloc::vec::Vec::new();
+        if width_log <= UPPER_FROM {
+            return Self { levels };
+        }
+        let n = pieces.div_ceil(1 << UPPER_FROM);
+        let mut level: alloc::vec::Vec<Digest256> = (0..n)
+            .map(|j| subtree_root(layer, pieces, j << UPPER_FROM, UPPER_FROM, base))
+            .collect();
+        let mut h = UPPER_FROM;
+        while h < width_log {
+            let pad = pad_hash(base + h);
+            let up: alloc::vec::Vec<Digest256> = level
+                .chunks(2)
+                .map(|c| sha256_pair(&c[0], c.get(1).unwrap_or(&pad)))
+                .collect();
+            levels.push(level);
+            level = up;
+            h += 1;
+        }
+        Self { levels }
+    }
+
+    /// The node at height `h` (at least `UPPER_FROM`) covering pieces from `start`.
+    fn node(&self, h: u32, start: u64, base: u32) -> Option<Digest256> {
+        let level = self.levels.get(h.checked_sub(UPPER_FROM)? as usize)?;
+        Some(
+            level
+                .get((start >> h) as usize)
+                .copied()
+                .unwrap_or_else(|| pad_hash(base + h)),
+        )
+    }
+}
+
+/// As [`hashes_answer`], with the file's [`UpperTree`]: the uncles above 512 pieces
+/// come from it (the same bytes, at a fraction of the cost).
+#[cfg(feature = "alloc")]
+pub fn hashes_answer_cached(
+    layer: &[u8],
+    upper: &UpperTree,
+    file_length: u64,
+    piece_length: u32,
+    req: &HashRequest,
+    out: &mut alloc::vec::Vec<u8>,
+) -> Result<(), HashRequestError> {
+    let shape = check_request(file_length, piece_length, req)?;
+    if layer.len() as u64 != shape.pieces * 32 {
+        return Err(HashRequestError::LayerMismatch);
+    }
+    let pad = pad_hash(shape.base);
+    for i in shape.index..shape.index + shape.length {
+        match layer.get(i as usize * 32..i as usize * 32 + 32) {
+            Some(h) if i < shape.pieces => out.extend_from_slice(h),
+            _ => out.extend_from_slice(&pad),
+        }
+    }
+    for h in (shape.k..).take(shape.uncles as usize) {
+        let sibling = ((shape.index >> h) ^ 1) << h;
+        let node = match upper.node(h, sibling, shape.base) {
+            Some(n) => n,
+            None => subtree_root(layer, shape.pieces, sibling, h, shape.base),
+        };
+        out.extend_from_slice(&node);
+    }
+    Ok(())
+}
+
 /// Writes the `hashes` payload (after the 48-byte request header) answering `req` into
 /// `out`, from a file's piece layer (one 32-byte hash per piece, as in the torrent's
 /// `piece layers`); returns its length. See the module docs for the layout. Nothing is
@@ -1147,5 +1241,43 @@ mod tests {
             Err(HashRequestError::LayerMismatch)
         ));
         assert_eq!(verify_hashes(&root, huge, 16 * 1024, &r, &[0; 32]), None);
+    }
+
+    /// The cached answer is byte for byte the uncached one, for layers under and over
+    /// 512 pieces and every request shape (lengths, positions, proof depths).
+    #[test]
+    fn cached_answers_equal_the_uncached_ones() {
+        let pl = 16 * 1024;
+        for pieces in [2u64, 3, 511, 512, 513, 1100, 2100] {
+            let layer: alloc::vec::Vec<u8> = (0..pieces * 32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+                .collect();
+            let file_length = pieces * u64::from(pl) - 5;
+            let upper = UpperTree::new(&layer, 0);
+            let width_log = pieces.next_power_of_two().trailing_zeros();
+            let mut checked = 0;
+            for k in 1..=9u32 {
+                let length = 1u32 << k;
+                if u64::from(length) > pieces.next_power_of_two() {
+                    break;
+                }
+                let all: alloc::vec::Vec<u32> =
+                    (0..pieces as u32).step_by(length as usize).collect();
+                let ends = all.iter().take(4).chain(all.iter().rev().take(2));
+                for &index in ends {
+                    for proof in [0, width_log / 2, width_log - 1] {
+                        let r = req([1; 32], 0, index, length, proof);
+                        let mut a = alloc::vec::Vec::new();
+                        let mut b = alloc::vec::Vec::new();
+                        let x = hashes_answer(&layer, file_length, pl, &r, &mut a);
+                        let y = hashes_answer_cached(&layer, &upper, file_length, pl, &r, &mut b);
+                        assert_eq!(x.is_ok(), y.is_ok(), "{pieces} {r:?}");
+                        assert_eq!(a, b, "{pieces} {r:?}");
+                        checked += usize::from(x.is_ok());
+                    }
+                }
+            }
+            assert!(checked > 0, "{pieces}");
+        }
     }
 }

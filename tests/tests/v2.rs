@@ -182,6 +182,23 @@ fn ext_handshake_with_metadata(size: usize) -> Vec<u8> {
     })
 }
 
+/// Adds the `btmh`-only magnet link of `m` (a v2 torrent).
+fn add_btmh(host: &mut Host, m: &Metainfo<'_>) -> btcore_core::session::TorrentId {
+    let hex: String = m
+        .info_hash_v2()
+        .expect("v2")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let uri = format!("magnet:?xt=urn:btmh:1220{hex}");
+    let id = host
+        .session
+        .add_magnet(host.now, uri.as_bytes())
+        .expect("magnet added");
+    host.drain();
+    id
+}
+
 /// btcore's local id for `ut_metadata`: what a peer puts in its messages.
 const OUR_UT_METADATA: u8 = 2;
 
@@ -201,7 +218,7 @@ fn a_v2_magnet_fetches_its_piece_layers_and_drops_a_peer_with_bad_proofs() {
     let ih = m.info_hash();
     let pl = m.piece_length();
     let mut host = Host::new(SessionConfig::new(btcore_core::ids::PeerId([7; 20])), 1);
-    let id = host.add_magnet(ih);
+    let id = add_btmh(&mut host, &m);
 
     // Two peers; the metadata comes from the first.
     let peers: Vec<_> = (0..2u8)
@@ -309,4 +326,83 @@ fn a_v2_magnet_fetches_its_piece_layers_and_drops_a_peer_with_bad_proofs() {
         let root = f.pieces_root().expect("root");
         assert_eq!(got.piece_layer(root), m.piece_layer(root));
     }
+}
+
+/// A v2 torrent of two files with the same content (so the same pieces root and
+/// layer), from a `btmh` magnet link: the shared layer is fetched once and the torrent
+/// becomes whole (it asked for the second file's copy forever before).
+#[test]
+fn a_v2_magnet_with_two_identical_files_completes() {
+    use btcore_core::session::TorrentState;
+    use btcore_core::wire::Message;
+    let dir = std::env::temp_dir().join(format!("btcore-v2-twins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(dir.join("a.bin"), &data).expect("a");
+    std::fs::write(dir.join("b.bin"), &data).expect("b");
+    let t = btcore_host::create::create_torrent(
+        &dir,
+        &btcore_host::create::CreateOptions {
+            piece_length: Some(16 * 1024),
+            creation_date: Some(0),
+            format: btcore_host::create::Format::V2,
+            ..Default::default()
+        },
+    )
+    .expect("torrent");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut tokens = Vec::new();
+    let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("v2");
+    let (info, ih, pl) = (m.info_bytes().to_vec(), m.info_hash(), m.piece_length());
+    let mut host = Host::new(SessionConfig::new(btcore_core::ids::PeerId([7; 20])), 1);
+    let id = add_btmh(&mut host, &m);
+    let c = host.incoming(([192, 0, 2, 50], 6881).into());
+    host.recv(c, &handshake(&ih));
+    host.recv(c, &ext_handshake_with_metadata(info.len()));
+    let _ = host.read_from(c, 1 << 20);
+    let mut d = format!("d8:msg_typei1e5:piecei0e10:total_sizei{}ee", info.len()).into_bytes();
+    d.extend_from_slice(&info);
+    host.recv(
+        c,
+        &encode(&Message::Extended {
+            id: OUR_UT_METADATA,
+            payload: &d,
+        }),
+    );
+    for _ in 0..10 {
+        host.advance(btcore_core::Duration::from_secs(1));
+        let out = host.read_from(c, 1 << 20);
+        let mut at = 0;
+        let mut reqs = Vec::new();
+        while let Ok(btcore_core::wire::Status::Complete((msg, n))) =
+            btcore_core::wire::decode(&out[at..], &btcore_core::wire::Limits::default())
+        {
+            if let Message::HashRequest(r) = msg {
+                reqs.push(r);
+            }
+            at += n;
+        }
+        for r in reqs {
+            let f = m
+                .tree_files()
+                .expect("tree")
+                .find(|f| f.pieces_root() == Some(&r.root))
+                .expect("file");
+            let layer = m.piece_layer(&r.root).expect("layer");
+            let mut hashes = Vec::new();
+            btcore_core::merkle::hashes_answer(layer, f.length, pl, &r, &mut hashes)
+                .expect("answer");
+            host.recv(
+                c,
+                &encode(&Message::Hashes {
+                    req: r,
+                    hashes: &hashes,
+                }),
+            );
+        }
+    }
+    let st = host.session.torrent_status(id, host.now).expect("status");
+    assert_ne!(st.state, TorrentState::FetchingMetadata);
+    assert!(host.is_open(c));
 }

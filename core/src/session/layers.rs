@@ -4,10 +4,11 @@
 //! joined from a magnet link: `ut_metadata` carries only the info dictionary) asks for
 //! ranges of the layer with a proof up to the root. A torrent whose layers are known
 //! answers from them ([`crate::merkle::hashes_answer`]); anything else (another layer,
-//! a file it does not know, a malformed range) gets a `hash reject`. An answer costs
-//! `O(pieces of the file)` SHA-256 (the proof is rebuilt from the layer), so each
-//! connection gets at most [`answer_budget`] answers: twice what fetching every layer
-//! of the torrent takes, plus a few; past it every request is rejected.
+//! a file it does not know, a malformed range) gets a `hash reject`. A file's tree
+//! above 512 pieces is built once, at the first request for it, so an answer costs at
+//! most 512 SHA-256 plus a lookup per proof layer; each connection may make at most
+//! [`answer_budget`] requests, answered or not: twice what fetching every layer of the
+//! torrent takes, plus a few; past it every request is rejected.
 //!
 //! **Fetching** (see `fetch` below): a magnet link of a v2-only torrent gets its info
 //! dictionary, then the layer of each file larger than a piece, in ranges of at most
@@ -23,12 +24,16 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// A file with a piece layer: its root, its first piece and piece count, its length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct LayeredFile {
     pub(crate) root: [u8; 32],
     pub(crate) first: u32,
     pub(crate) pieces: u32,
     pub(crate) length: u64,
+    /// Built at the first request for it: the layer in one piece and the tree above
+    /// 512 pieces, so an answer costs at most 512 hashes (32 bytes a piece, plus
+    /// about one node per 256 pieces).
+    served: Option<(Vec<u8>, merkle::UpperTree)>,
 }
 
 /// The files of `m` larger than a piece, in order.
@@ -45,13 +50,14 @@ pub(crate) fn layered_files(m: &Metainfo<'_>) -> Vec<LayeredFile> {
                 first: u32::try_from(f.offset / pl).ok()?,
                 pieces: u32::try_from(f.length.div_ceil(pl)).ok()?,
                 length: f.length,
+                served: None,
             })
         })
         .collect()
 }
 
-/// The requests one connection may have answered: enough to fetch every layer of the
-/// torrent twice (ranges of 512 hashes), and 16 more.
+/// The hash requests one connection may make (answered or rejected): enough to fetch
+/// every layer of the torrent twice (ranges of 512 hashes), and 16 more.
 pub(crate) fn answer_budget(files: &[LayeredFile]) -> u32 {
     let ranges: u32 = files
         .iter()
@@ -61,37 +67,47 @@ pub(crate) fn answer_budget(files: &[LayeredFile]) -> u32 {
 }
 
 /// A peer's `hash request`: answered from the torrent's piece layers, or rejected.
+/// Every request counts against the connection's budget, answered or not.
 pub(crate) fn on_hash_request(s: &mut Session, conn: ConnId, req: &HashRequest) {
     let answer = answer(s, conn, req);
     let Some(c) = s.conns.get_mut(&conn) else {
         return;
     };
+    c.hash_answers = c.hash_answers.saturating_add(1);
     match answer {
-        Some(hashes) => {
-            c.hash_answers = c.hash_answers.saturating_add(1);
-            c.peer.send_hashes(*req, &hashes);
-        }
+        Some(hashes) => c.peer.send_hashes(*req, &hashes),
         None => c.peer.send_hash_reject(*req),
     }
     s.flag_send(conn);
 }
 
-fn answer(s: &Session, conn: ConnId, req: &HashRequest) -> Option<Vec<u8>> {
+fn answer(s: &mut Session, conn: ConnId, req: &HashRequest) -> Option<Vec<u8>> {
     let c = s.conns.get(&conn)?;
-    let m = s.torrents.get(&c.torrent?)?.meta.as_ref()?;
-    if c.hash_answers >= answer_budget(&m.layered) {
+    let used = c.hash_answers;
+    let m = s.torrents.get_mut(&c.torrent?)?.meta.as_mut()?;
+    if used >= answer_budget(&m.layered) {
         return None;
     }
-    let f = m.layered.iter().find(|f| f.root == req.root)?;
-    let pieces = m
-        .merkle
-        .get(f.first as usize..(f.first + f.pieces) as usize)?;
-    let mut layer = Vec::with_capacity(pieces.len() * 32);
-    for p in pieces {
-        layer.extend_from_slice(&p.root);
+    let piece_len = m.geometry.piece_len();
+    let f = m.layered.iter_mut().find(|f| f.root == req.root)?;
+    // A request to refuse costs nothing more.
+    if !merkle::hash_request_ok(f.length, piece_len, req) {
+        return None;
     }
+    if f.served.is_none() {
+        let pieces = m
+            .merkle
+            .get(f.first as usize..(f.first + f.pieces) as usize)?;
+        let mut layer = Vec::with_capacity(pieces.len() * 32);
+        for p in pieces {
+            layer.extend_from_slice(&p.root);
+        }
+        let upper = merkle::UpperTree::new(&layer, merkle::layer_height(piece_len));
+        f.served = Some((layer, upper));
+    }
+    let (layer, upper) = f.served.as_ref()?;
     let mut out = Vec::new();
-    merkle::hashes_answer(&layer, f.length, m.geometry.piece_len(), req, &mut out).ok()?;
+    merkle::hashes_answer_cached(layer, upper, f.length, piece_len, req, &mut out).ok()?;
     Some(out)
 }
 
@@ -140,7 +156,17 @@ impl LayerFetch {
         if piece_len < merkle::BLOCK_SIZE || !piece_len.is_power_of_two() {
             return None;
         }
-        let files: Vec<FileFetch> = layered_files(m)
+        let mut layered = layered_files(m);
+        // Files of the same content share a root, and so a layer: fetched once. The
+        // same root for files of different sizes cannot be right.
+        layered.sort_by_key(|f| f.root);
+        for w in layered.windows(2) {
+            if w[0].root == w[1].root && w[0].length != w[1].length {
+                return None;
+            }
+        }
+        layered.dedup_by(|a, b| a.root == b.root);
+        let files: Vec<FileFetch> = layered
             .into_iter()
             .map(|f| {
                 let width = f.pieces.next_power_of_two();
@@ -340,10 +366,12 @@ pub(crate) fn on_hashes(
         return Ok(());
     };
     let Some(real) = merkle::verify_hashes(&f.root, f.length, piece_len, req, hashes) else {
-        if r.refused.len() < MAX_REFUSERS {
-            r.refused.push(conn);
+        if r.asked.is_some_and(|(c, _)| c == conn) {
+            if r.refused.len() < MAX_REFUSERS {
+                r.refused.push(conn);
+            }
+            r.asked = None;
         }
-        r.asked = None;
         return Err(CloseReason::BadMetadata);
     };
     let at = r.index as usize * 32;

@@ -145,6 +145,7 @@ fn choose(s: &mut Session, now: Instant, id: TorrentId, stalled: bool) {
         .ok()
         .map(|mut a| {
             a.set_single_source(t.meta_fetch.failures(best) > 0);
+            a.set_v2(t.v2_link);
             a
         });
     t.meta_fetch.progress(now);

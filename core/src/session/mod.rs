@@ -1287,10 +1287,10 @@ impl Session {
     }
 
     fn reserved() -> Reserved {
-        Reserved::NONE
-            .with_fast(true)
-            .with_extension_protocol(true)
-            .with_v2(true)
+        // Not the BEP 52 v2 bit: libtorrent takes a handshake that sets it as one
+        // naming a truncated v2 info-hash, and refuses it for a v1 torrent ("invalid
+        // info-hash"); v2 peers are found by their info-hashes alone.
+        Reserved::NONE.with_fast(true).with_extension_protocol(true)
     }
 
     /// Adds a torrent from its file. `have` is resume data: pieces the host already
@@ -1452,6 +1452,7 @@ impl Session {
         let id = TorrentId(self.next_torrent);
         self.next_torrent += 1;
         let mut t = Torrent::new_magnet(id, ih, &self.config);
+        t.v2_link = m.info_hash_v1().is_none();
         t.queue_pos = self.torrents.len() as u32;
         t.active_since = now;
         // Each `tr` its own tier, as libtorrent does; a malformed escape drops it.

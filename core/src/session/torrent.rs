@@ -357,6 +357,8 @@ pub(crate) struct Torrent {
     pub(crate) fetch: Option<MetadataAssembler>,
     /// BEP 52: a v2 magnet link's info dictionary, while its piece layers are fetched.
     pub(crate) layers: Option<super::layers::LayerFetch>,
+    /// Added from a `btmh`-only magnet link: `info_hash` is the truncated v2 one.
+    pub(crate) v2_link: bool,
     /// What the metadata download learned across attempts.
     pub(crate) meta_fetch: FetchState,
     pub(crate) private: bool,
@@ -439,6 +441,7 @@ impl Torrent {
             meta: None,
             fetch: None,
             layers: None,
+            v2_link: false,
             meta_fetch: FetchState::default(),
             private: false,
             paused: false,
