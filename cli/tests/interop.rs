@@ -256,7 +256,7 @@ fn btcore_from_libtorrent(name: &'static str, p: Payload, lt_made: bool) {
     } else {
         Made::Btcore(&[])
     };
-    btcore_from_libtorrent_made(name, p, made);
+    btcore_from_libtorrent_made(name, p, made, false);
 }
 
 /// Who makes a case's torrent, with which extra arguments.
@@ -275,13 +275,18 @@ fn made(case: &Case, data: &Path, how: Made) -> PathBuf {
     }
 }
 
-fn btcore_from_libtorrent_made(name: &'static str, p: Payload, how: Made) {
+/// btcore downloads from a libtorrent seed, given the torrent file or (`by_magnet`)
+/// only its magnet link: the info dictionary then comes with `ut_metadata`, and for a
+/// v2-only torrent the layer of each file larger than a piece with BEP 52 hash
+/// requests, each range checked against its file's root.
+fn btcore_from_libtorrent_made(name: &'static str, p: Payload, how: Made, by_magnet: bool) {
     if !require(&[Tool::Libtorrent], INSTALL) {
         return;
     }
     let mut case = Case::new(name, CONFIG);
     let data = make(&case, p);
     let torrent = made(&case, &data, how);
+    let magnet = by_magnet.then(|| magnet_of(&case, &torrent));
     let (lport, bport) = (free_port(), free_port());
     let src = data.parent().expect("src dir").to_path_buf();
     let l = case.spawn(
@@ -294,7 +299,7 @@ fn btcore_from_libtorrent_made(name: &'static str, p: Payload, how: Made) {
     let b = case.spawn(
         "btcore-download",
         btcore_download(
-            &torrent,
+            magnet.as_deref().map_or(torrent.as_path(), Path::new),
             &dst,
             bport,
             &[lport],
@@ -435,16 +440,20 @@ fn aria2_downloads_multi_from_btcore_via_opentracker() {
 
 /// libtorrent downloads from a `btcore seed`, dialing it (`connect_peer`).
 fn libtorrent_from_btcore(name: &'static str, p: Payload) {
-    libtorrent_from_btcore_made(name, p, Made::Btcore(&[]));
+    libtorrent_from_btcore_made(name, p, Made::Btcore(&[]), false);
 }
 
-fn libtorrent_from_btcore_made(name: &'static str, p: Payload, how: Made) {
+/// libtorrent downloads from a btcore seed, given the torrent file or (`by_magnet`)
+/// only its magnet link: the info dictionary then comes from btcore with
+/// `ut_metadata`, and for a v2 torrent the piece layers with BEP 52 hash requests.
+fn libtorrent_from_btcore_made(name: &'static str, p: Payload, how: Made, by_magnet: bool) {
     if !require(&[Tool::Libtorrent], INSTALL) {
         return;
     }
     let mut case = Case::new(name, CONFIG);
     let data = make(&case, p);
     let torrent = made(&case, &data, how);
+    let magnet = by_magnet.then(|| magnet_of(&case, &torrent));
     let (lport, bport) = (free_port(), free_port());
     let src = data.parent().expect("src dir").to_path_buf();
     case.spawn(
@@ -458,7 +467,7 @@ fn libtorrent_from_btcore_made(name: &'static str, p: Payload, how: Made) {
         "libtorrent-leech",
         libtorrent(
             "download",
-            &torrent,
+            magnet.as_deref().map_or(torrent.as_path(), Path::new),
             &dst,
             lport,
             &[bport],
@@ -550,25 +559,41 @@ fn btcore_downloads_from_libtorrent_over_ipv6() {
 #[test]
 fn btcore_downloads_libtorrent_made_v2_only_multi_from_libtorrent() {
     let how = Made::Libtorrent(&["--v2-only"]);
-    btcore_from_libtorrent_made("btcore-from-libtorrent-v2-multi", Payload::Multi, how);
+    btcore_from_libtorrent_made(
+        "btcore-from-libtorrent-v2-multi",
+        Payload::Multi,
+        how,
+        false,
+    );
 }
 
 #[test]
 fn btcore_downloads_libtorrent_made_v2_only_single_from_libtorrent() {
     let how = Made::Libtorrent(&["--v2-only"]);
-    btcore_from_libtorrent_made("btcore-from-libtorrent-v2-single", Payload::Single, how);
+    btcore_from_libtorrent_made(
+        "btcore-from-libtorrent-v2-single",
+        Payload::Single,
+        how,
+        false,
+    );
 }
 
 #[test]
 fn libtorrent_downloads_btcore_made_v2_only_multi_from_btcore() {
     let how = Made::Btcore(&["--v2"]);
-    libtorrent_from_btcore_made("libtorrent-from-btcore-v2-multi", Payload::Multi, how);
+    libtorrent_from_btcore_made(
+        "libtorrent-from-btcore-v2-multi",
+        Payload::Multi,
+        how,
+        false,
+    );
 }
 
 #[test]
 fn libtorrent_downloads_btcore_made_hybrid_multi_from_btcore() {
     let how = Made::Btcore(&["--hybrid"]);
-    libtorrent_from_btcore_made("libtorrent-from-btcore-hybrid-multi", Payload::Multi, how);
+    let name = "libtorrent-from-btcore-hybrid-multi";
+    libtorrent_from_btcore_made(name, Payload::Multi, how, false);
 }
 
 /// The magnet link of a torrent, from `btcore info --json`.
@@ -587,115 +612,29 @@ fn magnet_of(case: &Case, torrent: &Path) -> String {
     rest[start..end].replace("\\u0026", "&")
 }
 
-/// libtorrent joins from a magnet link alone: the info dictionary comes from btcore
-/// with `ut_metadata`, and for a v2 torrent the piece layers with BEP 52 hash
-/// requests, each range checked against its file's root by libtorrent.
-fn libtorrent_magnet_from_btcore(name: &'static str, args: &'static [&'static str]) {
-    if !require(&[Tool::Libtorrent], INSTALL) {
-        return;
-    }
-    let mut case = Case::new(name, CONFIG);
-    let data = make(&case, Payload::Multi);
-    let torrent = btcore_create_with(&case, &data, None, args);
-    let magnet = magnet_of(&case, &torrent);
-    let (lport, bport) = (free_port(), free_port());
-    let src = data.parent().expect("src dir").to_path_buf();
-    case.spawn(
-        "btcore-seed",
-        btcore_seed(&torrent, &src, bport, &[], false),
-        true,
-    );
-    case.wait_port(bport);
-    let dst = case.path("dst");
-    let l = case.spawn(
-        "libtorrent-leech",
-        libtorrent(
-            "download",
-            Path::new(&magnet),
-            &dst,
-            lport,
-            &[bport],
-            CLIENT_TIMEOUT_SECS,
-        ),
-        false,
-    );
-    case.wait_success(l);
-    case.check_data(&data, &dst, Empties::Required);
-    case.finish();
-}
-
-/// btcore joins from a magnet link alone, libtorrent seeding: the info dictionary
-/// with `ut_metadata`, then for a v2-only torrent the layer of each file larger than
-/// a piece with BEP 52 hash requests, each range checked against its file's root.
-fn btcore_magnet_from_libtorrent(name: &'static str, p: Payload, how: Made) {
-    if !require(&[Tool::Libtorrent], INSTALL) {
-        return;
-    }
-    let mut case = Case::new(name, CONFIG);
-    let data = make(&case, p);
-    let torrent = made(&case, &data, how);
-    let magnet = magnet_of(&case, &torrent);
-    let (lport, bport) = (free_port(), free_port());
-    let src = data.parent().expect("src dir").to_path_buf();
-    let l = case.spawn(
-        "libtorrent-seed",
-        libtorrent("seed", &torrent, &src, lport, &[], CLIENT_TIMEOUT_SECS),
-        true,
-    );
-    case.wait_output(l, "state=seeding");
-    let dst = case.path("dst");
-    let b = case.spawn(
-        "btcore-download",
-        btcore_download(
-            Path::new(&magnet),
-            &dst,
-            bport,
-            &[lport],
-            false,
-            CLIENT_TIMEOUT_SECS,
-            false,
-        ),
-        false,
-    );
-    case.wait_success(b);
-    case.check_data(&data, &dst, Empties::Required);
-    case.finish();
-}
-
-#[test]
-fn btcore_downloads_a_v2_only_magnet_from_libtorrent() {
-    let how = Made::Libtorrent(&["--v2-only"]);
-    btcore_magnet_from_libtorrent("btcore-magnet-from-libtorrent-v2", Payload::Single, how);
-}
-
-#[test]
-fn btcore_downloads_a_v2_only_multi_magnet_from_libtorrent() {
-    let how = Made::Libtorrent(&["--v2-only"]);
-    btcore_magnet_from_libtorrent(
-        "btcore-magnet-from-libtorrent-v2-multi",
-        Payload::Multi,
-        how,
-    );
-}
-
 #[test]
 fn libtorrent_downloads_a_v2_only_magnet_from_btcore() {
-    libtorrent_magnet_from_btcore("libtorrent-magnet-from-btcore-v2", &["--v2"]);
+    let how = Made::Btcore(&["--v2"]);
+    libtorrent_from_btcore_made(
+        "libtorrent-magnet-from-btcore-v2",
+        Payload::Multi,
+        how,
+        true,
+    );
 }
 
 #[test]
 fn libtorrent_downloads_a_hybrid_magnet_from_btcore() {
-    libtorrent_magnet_from_btcore("libtorrent-magnet-from-btcore-hybrid", &["--hybrid"]);
+    let how = Made::Btcore(&["--hybrid"]);
+    let name = "libtorrent-magnet-from-btcore-hybrid";
+    libtorrent_from_btcore_made(name, Payload::Multi, how, true);
 }
 
 #[test]
 fn btcore_downloads_btcore_made_v2_only_single_from_libtorrent() {
     let how = Made::Btcore(&["--v2"]);
-    btcore_from_libtorrent_made(
-        "btcore-from-libtorrent-v2-btcore-made",
-        Payload::Single,
-        how,
-    );
+    let name = "btcore-from-libtorrent-v2-btcore-made";
+    btcore_from_libtorrent_made(name, Payload::Single, how, false);
 }
 
 #[test]

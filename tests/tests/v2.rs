@@ -199,6 +199,48 @@ fn add_btmh(host: &mut Host, m: &Metainfo<'_>) -> btcore_core::session::TorrentI
     id
 }
 
+/// Answers the hash requests the session sent on `c` from `m`'s layers (one byte
+/// flipped in each answer when `corrupt`); returns how many.
+fn answer_hash_requests(
+    host: &mut Host,
+    c: btcore_core::session::ConnId,
+    m: &Metainfo<'_>,
+    corrupt: bool,
+) -> usize {
+    use btcore_core::wire::{decode, Limits as WireLimits, Message, Status};
+    let out = host.read_from(c, 1 << 20);
+    let mut at = 0;
+    let mut reqs = Vec::new();
+    while let Ok(Status::Complete((msg, n))) = decode(&out[at..], &WireLimits::default()) {
+        if let Message::HashRequest(r) = msg {
+            reqs.push(r);
+        }
+        at += n;
+    }
+    for r in &reqs {
+        let f = m
+            .tree_files()
+            .expect("tree")
+            .find(|f| f.pieces_root() == Some(&r.root))
+            .expect("a file of the torrent");
+        let layer = m.piece_layer(&r.root).expect("layer");
+        let mut hashes = Vec::new();
+        btcore_core::merkle::hashes_answer(layer, f.length, m.piece_length(), r, &mut hashes)
+            .expect("a request libtorrent would answer");
+        if corrupt {
+            hashes[5] ^= 1;
+        }
+        host.recv(
+            c,
+            &encode(&Message::Hashes {
+                req: *r,
+                hashes: &hashes,
+            }),
+        );
+    }
+    reqs.len()
+}
+
 /// btcore's local id for `ut_metadata`: what a peer puts in its messages.
 const OUR_UT_METADATA: u8 = 2;
 
@@ -258,40 +300,9 @@ fn a_v2_magnet_fetches_its_piece_layers_and_drops_a_peer_with_bad_proofs() {
             if !host.is_open(c) {
                 continue;
             }
-            let out = host.read_from(c, 1 << 20);
-            let mut at = 0;
-            let mut reqs = Vec::new();
-            while let Ok(btcore_core::wire::Status::Complete((msg, n))) =
-                btcore_core::wire::decode(&out[at..], &btcore_core::wire::Limits::default())
-            {
-                if let Message::HashRequest(r) = msg {
-                    reqs.push(r);
-                }
-                at += n;
-            }
-            for r in reqs {
-                any = true;
-                let f = m
-                    .tree_files()
-                    .expect("tree")
-                    .find(|f| f.pieces_root() == Some(&r.root))
-                    .expect("a file of the torrent");
-                let layer = m.piece_layer(&r.root).expect("layer");
-                let mut hashes = Vec::new();
-                btcore_core::merkle::hashes_answer(layer, f.length, pl, &r, &mut hashes)
-                    .expect("a request libtorrent would answer");
-                if k == 0 {
-                    hashes[5] ^= 1;
-                }
-                host.recv(
-                    c,
-                    &encode(&Message::Hashes {
-                        req: r,
-                        hashes: &hashes,
-                    }),
-                );
-                answered += 1;
-            }
+            let n = answer_hash_requests(&mut host, c, &m, k == 0);
+            any |= n > 0;
+            answered += n;
         }
         if host
             .session
@@ -354,7 +365,7 @@ fn a_v2_magnet_with_two_identical_files_completes() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut tokens = Vec::new();
     let m = Metainfo::parse_vec(&t, &mut tokens, &Limits::default()).expect("v2");
-    let (info, ih, pl) = (m.info_bytes().to_vec(), m.info_hash(), m.piece_length());
+    let (info, ih) = (m.info_bytes().to_vec(), m.info_hash());
     let mut host = Host::new(SessionConfig::new(btcore_core::ids::PeerId([7; 20])), 1);
     let id = add_btmh(&mut host, &m);
     let c = host.incoming(([192, 0, 2, 50], 6881).into());
@@ -372,35 +383,7 @@ fn a_v2_magnet_with_two_identical_files_completes() {
     );
     for _ in 0..10 {
         host.advance(btcore_core::Duration::from_secs(1));
-        let out = host.read_from(c, 1 << 20);
-        let mut at = 0;
-        let mut reqs = Vec::new();
-        while let Ok(btcore_core::wire::Status::Complete((msg, n))) =
-            btcore_core::wire::decode(&out[at..], &btcore_core::wire::Limits::default())
-        {
-            if let Message::HashRequest(r) = msg {
-                reqs.push(r);
-            }
-            at += n;
-        }
-        for r in reqs {
-            let f = m
-                .tree_files()
-                .expect("tree")
-                .find(|f| f.pieces_root() == Some(&r.root))
-                .expect("file");
-            let layer = m.piece_layer(&r.root).expect("layer");
-            let mut hashes = Vec::new();
-            btcore_core::merkle::hashes_answer(layer, f.length, pl, &r, &mut hashes)
-                .expect("answer");
-            host.recv(
-                c,
-                &encode(&Message::Hashes {
-                    req: r,
-                    hashes: &hashes,
-                }),
-            );
-        }
+        answer_hash_requests(&mut host, c, &m, false);
     }
     let st = host.session.torrent_status(id, host.now).expect("status");
     assert_ne!(st.state, TorrentState::FetchingMetadata);
