@@ -613,6 +613,33 @@ fn magnet_of(case: &Case, torrent: &Path) -> String {
 }
 
 #[test]
+fn btcore_downloads_a_v2_only_magnet_from_libtorrent() {
+    let how = Made::Libtorrent(&["--v2-only"]);
+    btcore_from_libtorrent_made(
+        "btcore-magnet-from-libtorrent-v2",
+        Payload::Single,
+        how,
+        true,
+    );
+}
+
+#[test]
+fn btcore_downloads_a_v2_only_multi_magnet_from_libtorrent() {
+    let how = Made::Libtorrent(&["--v2-only"]);
+    let name = "btcore-magnet-from-libtorrent-v2-multi";
+    btcore_from_libtorrent_made(name, Payload::Multi, how, true);
+}
+
+/// A hybrid's magnet link names both info-hashes: btcore joins by the v1 one and checks
+/// the pieces by their SHA-1 (`ut_metadata` carries no piece layers).
+#[test]
+fn btcore_downloads_a_hybrid_magnet_from_libtorrent() {
+    let how = Made::Libtorrent(&[]);
+    let name = "btcore-magnet-from-libtorrent-hybrid";
+    btcore_from_libtorrent_made(name, Payload::Multi, how, true);
+}
+
+#[test]
 fn libtorrent_downloads_a_v2_only_magnet_from_btcore() {
     let how = Made::Btcore(&["--v2"]);
     libtorrent_from_btcore_made(
