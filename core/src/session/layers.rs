@@ -16,6 +16,7 @@
 
 use super::torrent::MetaOutcome;
 use super::{CloseReason, ConnId, Session, TorrentId};
+use crate::bencode::Encoder;
 use crate::merkle;
 use crate::metainfo::Metainfo;
 use crate::time::{Duration, Instant};
@@ -54,6 +55,13 @@ pub(crate) fn layered_files(m: &Metainfo<'_>) -> Vec<LayeredFile> {
             })
         })
         .collect()
+}
+
+/// The piece layer of the file whose `pieces` pieces start at `first`: their roots in
+/// `merkle`, end to end.
+pub(crate) fn layer_of(merkle: &[super::MerklePiece], first: u32, pieces: u32) -> Option<Vec<u8>> {
+    let roots = merkle.get(first as usize..first as usize + pieces as usize)?;
+    Some(roots.iter().flat_map(|p| p.root).collect())
 }
 
 /// The hash requests one connection may make (answered or rejected): enough to fetch
@@ -95,13 +103,7 @@ fn answer(s: &mut Session, conn: ConnId, req: &HashRequest) -> Option<Vec<u8>> {
         return None;
     }
     if f.served.is_none() {
-        let pieces = m
-            .merkle
-            .get(f.first as usize..(f.first + f.pieces) as usize)?;
-        let mut layer = Vec::with_capacity(pieces.len() * 32);
-        for p in pieces {
-            layer.extend_from_slice(&p.root);
-        }
+        let layer = layer_of(&m.merkle, f.first, f.pieces)?;
         let upper = merkle::UpperTree::new(&layer, merkle::layer_height(piece_len));
         f.served = Some((layer, upper));
     }
@@ -233,37 +235,21 @@ pub(crate) fn metainfo<'a>(
     let mut layers: Vec<([u8; 32], &[u8])> = layers.collect();
     layers.sort_by_key(|l| l.0);
     layers.dedup_by(|a, b| a.0 == b.0);
-    let mut out = Vec::with_capacity(info.len() + 32);
-    out.extend_from_slice(b"d4:info");
-    out.extend_from_slice(info);
+    let mut e = Encoder::new(Vec::with_capacity(info.len() + 32));
+    // Writing into a Vec cannot fail.
+    let _ = e
+        .dict()
+        .and_then(|()| e.bytes(b"info"))
+        .and_then(|()| e.raw(info));
     if !layers.is_empty() {
-        out.extend_from_slice(b"12:piece layersd");
+        let _ = e.bytes(b"piece layers").and_then(|()| e.dict());
         for (root, layer) in layers {
-            out.extend_from_slice(b"32:");
-            out.extend_from_slice(&root);
-            push_bytes(&mut out, layer);
+            let _ = e.bytes(&root).and_then(|()| e.bytes(layer));
         }
-        out.push(b'e');
+        let _ = e.end();
     }
-    out.push(b'e');
-    out
-}
-
-fn push_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let mut n = [0u8; 20];
-    let mut i = n.len();
-    let mut v = b.len();
-    loop {
-        i -= 1;
-        n[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&n[i..]);
-    out.push(b':');
-    out.extend_from_slice(b);
+    let _ = e.end();
+    e.into_inner()
 }
 
 /// Asks the torrent's established peers for the ranges still missing: each range of

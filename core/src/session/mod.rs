@@ -1538,17 +1538,11 @@ impl Session {
     /// check its data, and saves as its `.torrent`.
     pub fn metainfo_bytes(&self, id: TorrentId) -> Option<Vec<u8>> {
         let m = self.torrents.get(&id)?.meta.as_ref()?;
-        let layer = |f: &layers::LayeredFile| {
-            let pieces = m
-                .merkle
-                .get(f.first as usize..(f.first + f.pieces) as usize)?;
-            let mut l = Vec::with_capacity(pieces.len() * 32);
-            for p in pieces {
-                l.extend_from_slice(&p.root);
-            }
-            Some((f.root, l))
-        };
-        let owned: Vec<([u8; 32], Vec<u8>)> = m.layered.iter().filter_map(layer).collect();
+        let owned: Vec<([u8; 32], Vec<u8>)> = m
+            .layered
+            .iter()
+            .filter_map(|f| Some((f.root, layers::layer_of(&m.merkle, f.first, f.pieces)?)))
+            .collect();
         Some(layers::metainfo(
             &m.info,
             owned.iter().map(|(r, l)| (*r, l.as_slice())),
