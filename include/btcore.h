@@ -2660,6 +2660,26 @@ btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool 
 btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t conn, bool *out);
 
 /**
+ * Writes to `*out` how many bytes the host may let gather on `conn` before it reads
+ * it (0: read whatever arrives): half of what the peer owes on our requests, 64, 128
+ * or 256 KiB, and 0 while we upload to the peer or little is owed. A TCP host sets it
+ * as the socket's `SO_RCVLOWAT` after reading the socket to its end, so a download
+ * wakes it once per batch instead of once per segment. A host that does must also
+ * read the connection at least every `BTCORE_RECV_BATCH_MAX_WAIT_MS`: a choke or a
+ * reject is a few bytes, which never make the batch. 0 for a connection the library
+ * does not know.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out` is NULL or valid for writing one `size_t`.
+ */
+btcore_result btcore_sansio_recv_batch(const struct btcore_sansio *h, uint32_t conn, size_t *out);
+
+/**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes
  * how many to `*out_len`; 0 means nothing more to send now. The bytes are the
  * application's to send in order, as they are (encrypted already when the connection

@@ -596,6 +596,11 @@ impl PeerConn {
             .saturating_add(self.have_set_room);
         !self.overflow && self.send_queued() < limit
     }
+    /// Bytes of the blocks we asked of the peer and it has not sent, rejected or
+    /// had cancelled yet.
+    pub fn owed_bytes(&self) -> usize {
+        self.outstanding.iter().map(|o| o.block.len as usize).sum()
+    }
     /// Whether a message did not fit in the send queue (the connection must close
     /// with [`PeerError::SendOverflow`]).
     pub(crate) fn overflowed(&self) -> bool {

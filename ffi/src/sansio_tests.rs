@@ -916,3 +916,28 @@ fn a_hybrid_torrent_names_its_v2_info_hash() {
     let r = unsafe { btcore_sansio_torrent_info_hash_v2(h.0, 99, 0, out.as_mut_ptr(), &mut has) };
     assert_eq!(r, BTCORE_NOT_FOUND);
 }
+
+#[test]
+fn recv_batch_is_zero_for_a_fresh_or_unknown_connection_and_checks_its_arguments() {
+    let h = new(BTCORE_ENCRYPTION_PREFERRED, 3, 0);
+    let x = [1u8; 8];
+    let not_a_handle = x.as_ptr() as *mut btcore_sansio;
+    let mut batch = usize::MAX;
+    // SAFETY: the library checks handles and out-pointers before using them.
+    unsafe {
+        assert_eq!(btcore_sansio_recv_batch(h.0, 77, &mut batch), BTCORE_OK);
+        assert_eq!(batch, 0, "a connection the library does not know");
+        assert_eq!(
+            btcore_sansio_recv_batch(h.0, 77, null_mut()),
+            BTCORE_NULL_PARAMETER
+        );
+        assert_eq!(
+            btcore_sansio_recv_batch(null_mut(), 77, &mut batch),
+            BTCORE_NULL_PARAMETER
+        );
+        assert_eq!(
+            btcore_sansio_recv_batch(not_a_handle, 77, &mut batch),
+            BTCORE_WRONG_HANDLE
+        );
+    }
+}

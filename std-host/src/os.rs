@@ -13,6 +13,8 @@
 //!   DHT's and uTP's).
 //! - [`boot_id`] tells this boot of the system from the others (resume data saved
 //!   without a data sync is trusted only within the boot that wrote it).
+//! - [`set_recv_lowat`] sets how many bytes a TCP socket gathers before it is
+//!   reported readable (`SO_RCVLOWAT`): a download is read in batches.
 //! - [`local_weekday_minute`] reads the local wall clock (`localtime_r`, with the
 //!   time zone of the system): the alternative speed schedule is in local time.
 
@@ -166,6 +168,30 @@ pub fn local_weekday_minute() -> Option<(u8, u16)> {
         .ok()?
         .min(24 * 60 - 1);
     Some((weekday, minute))
+}
+
+/// Sets `SO_RCVLOWAT` of a socket: it is reported readable (by `epoll` and `poll`)
+/// only once `bytes` are waiting (1 and 0: any byte). A non-blocking read still
+/// returns whatever is there. Linux re-checks a socket whose mark is lowered, so
+/// bytes already waiting are reported at once.
+#[cfg(unix)]
+pub fn set_recv_lowat(sock: &impl std::os::fd::AsRawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid descriptor, a c_int option of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

@@ -1155,6 +1155,13 @@ impl Event {
 /// `yourip` before it is taken as our external address (as the DHT's BEP 42 vote).
 pub const EXTERNAL_VOTERS: usize = 4;
 
+/// The largest batch [`Session::recv_batch`] asks a host to wait for.
+pub const RECV_BATCH_MAX: usize = 256 * 1024;
+
+/// How long a host lets a batching connection ([`Session::recv_batch`]) go unread at
+/// most: the delay a choke or a reject can see while a download streams.
+pub const RECV_BATCH_MAX_WAIT_MS: u64 = 20;
+
 /// Whether `ip` can be an external address: not unspecified, loopback, multicast,
 /// link-local or private (a peer on the LAN sees our LAN address).
 fn external_candidate(ip: IpAddr) -> bool {
@@ -2624,6 +2631,37 @@ impl Session {
         self.conns
             .get(&conn)
             .is_none_or(|c| c.peer.wants_recv() && c.metadata_deferred.is_empty())
+    }
+
+    /// How many bytes a host may let gather on `conn` before it reads it, to read a
+    /// download in fewer, larger batches (one wake-up of the host's loop per 256 KiB
+    /// rather than per segment the peer's writes happen to make): half of what the
+    /// peer owes on our requests ([`PeerConn::owed_bytes`]), rounded down to 64, 128 or
+    /// 256 KiB, and 0 (read whatever arrives) below 128 KiB owed, for a connection the
+    /// session does not know, and while we upload to the peer (its requests are not
+    /// held back) or its requests wait on us. Half
+    /// leaves the peer the other half to send while the host waits, so the batch costs
+    /// no rate.
+    ///
+    /// A host that follows it (a TCP host sets the socket's `SO_RCVLOWAT`) must also
+    /// read such a connection at least every [`RECV_BATCH_MAX_WAIT_MS`]: a peer can
+    /// choke or reject instead of sending what it owes, and the few bytes that say so
+    /// would never make the batch.
+    pub fn recv_batch(&self, conn: ConnId) -> usize {
+        let Some(c) = self.conns.get(&conn) else {
+            return 0;
+        };
+        let uploading = !c.peer.am_choking() && c.peer.peer_interested();
+        if uploading || c.peer.peer_requests_queued() > 0 || !c.metadata_deferred.is_empty() {
+            return 0;
+        }
+        let half = c.peer.owed_bytes() / 2;
+        match half {
+            h if h >= RECV_BATCH_MAX => RECV_BATCH_MAX,
+            h if h >= RECV_BATCH_MAX / 2 => RECV_BATCH_MAX / 2,
+            h if h >= RECV_BATCH_MAX / 4 => RECV_BATCH_MAX / 4,
+            _ => 0,
+        }
     }
 
     /// The buffers of `conn`: what is queued to send and the cap it never passes,

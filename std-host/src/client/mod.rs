@@ -60,7 +60,9 @@ use crate::tracker::{TrackerClient, TrackerConfig};
 use btcore_core::bitfield::Bitfield;
 use btcore_core::ids::{InfoHash, PeerId};
 pub use btcore_core::session::TransportPolicy;
-use btcore_core::session::{ConnId, Event, Session, SessionConfig, TorrentId, TorrentStatus};
+use btcore_core::session::{
+    ConnId, Event, Session, SessionConfig, TorrentId, TorrentStatus, RECV_BATCH_MAX_WAIT_MS,
+};
 use btcore_core::time::Instant;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -285,6 +287,8 @@ struct Sock {
     /// from the packet that brings it, and the bitfield behind it waited for a packet
     /// that a seed never sends).
     handshake_alone: bool,
+    /// The socket's `SO_RCVLOWAT` as last set ([`Session::recv_batch`]; 0: never set).
+    batch: usize,
 }
 
 struct HostTorrent {
@@ -368,6 +372,12 @@ pub struct Client {
     /// Connections that used their reads of a turn ([`READS_PER_TURN`]) with bytes
     /// left: read again next turn, after the sockets that became ready.
     read_more: Vec<ConnId>,
+    /// Connections whose socket gathers a batch before it is reported readable
+    /// ([`Session::recv_batch`]): read at least every [`RECV_BATCH_MAX_WAIT_MS`]
+    /// anyway, or a choke or a reject of what the peer owes would wait for good.
+    batched: Vec<ConnId>,
+    /// When `batched` is read next.
+    batch_sweep: std::time::Instant,
     /// The listener used its accepts of a turn ([`ACCEPTS_PER_TURN`]) with
     /// connections left: accepted again next turn.
     accept_more: bool,
@@ -657,6 +667,8 @@ impl Client {
             send_blocked: Vec::new(),
             throttled_write: Vec::new(),
             read_more: Vec::new(),
+            batched: Vec::new(),
+            batch_sweep: std::time::Instant::now(),
             accept_more: false,
             dht_more: false,
             dht,
@@ -788,6 +800,15 @@ impl Client {
         } else {
             wait
         };
+        // Batching sockets are looked at every RECV_BATCH_MAX_WAIT_MS at least.
+        let wait = if self.batched.is_empty() {
+            wait
+        } else {
+            wait.min(
+                self.batch_sweep
+                    .saturating_duration_since(std::time::Instant::now()),
+            )
+        };
         // Work left from the last turn: look at the sockets without waiting.
         let read_again = std::mem::take(&mut self.read_more);
         let accept_again = std::mem::take(&mut self.accept_more);
@@ -856,6 +877,15 @@ impl Client {
         for conn in read_again {
             if !self.read_more.contains(&conn) {
                 self.read_conn(conn);
+            }
+        }
+        if !self.batched.is_empty() && std::time::Instant::now() >= self.batch_sweep {
+            self.batch_sweep =
+                std::time::Instant::now() + Duration::from_millis(RECV_BATCH_MAX_WAIT_MS);
+            for conn in self.batched.clone() {
+                if !self.read_more.contains(&conn) {
+                    self.read_conn(conn);
+                }
             }
         }
         self.service_dht();
