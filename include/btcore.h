@@ -277,6 +277,12 @@
 #define BTCORE_DHT_FAILED 1
 
 /**
+ * The most milliseconds a host that batches reads (`btcore_sansio_recv_batch`) may
+ * leave such a connection unread.
+ */
+#define BTCORE_RECV_BATCH_MAX_WAIT_MS 20
+
+/**
  * `btcore_dht_event.kind`: peers for a lookup (may come several times per lookup).
  */
 #define BTCORE_DHT_EVENT_PEERS 1
@@ -2661,7 +2667,7 @@ btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t c
 
 /**
  * Writes to `*out` how many bytes the host may let gather on `conn` before it reads
- * it (0: read whatever arrives): half of what the peer owes on our requests, 64, 128
+ * it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes on our requests, 64, 128
  * or 256 KiB, and 0 while we upload to the peer or little is owed. A TCP host sets it
  * as the socket's `SO_RCVLOWAT` after reading the socket to its end, so a download
  * wakes it once per batch instead of once per segment. A host that does must also
@@ -2677,7 +2683,9 @@ btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t c
  *   reading anything behind it.
  * - `out` is NULL or valid for writing one `size_t`.
  */
-btcore_result btcore_sansio_recv_batch(const struct btcore_sansio *h, uint32_t conn, size_t *out);
+btcore_result btcore_sansio_recv_batch(const struct btcore_sansio *h,
+                                       uint32_t conn,
+                                       size_t *out);
 
 /**
  * Copies bytes to send on `conn` into `buf` (room for `cap`, at least 1) and writes

@@ -1459,10 +1459,12 @@ pub unsafe extern "C" fn btcore_sansio_wants_recv(
 
 /// The most milliseconds a host that batches reads (`btcore_sansio_recv_batch`) may
 /// leave such a connection unread.
-pub const BTCORE_RECV_BATCH_MAX_WAIT_MS: u32 = btcore_core::session::RECV_BATCH_MAX_WAIT_MS as u32;
+pub const BTCORE_RECV_BATCH_MAX_WAIT_MS: u32 = 20;
+const _: () =
+    assert!(BTCORE_RECV_BATCH_MAX_WAIT_MS as u64 == btcore_core::session::RECV_BATCH_MAX_WAIT_MS);
 
 /// Writes to `*out` how many bytes the host may let gather on `conn` before it reads
-/// it (0: read whatever arrives): half of what the peer owes on our requests, 64, 128
+/// it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes on our requests, 64, 128
 /// or 256 KiB, and 0 while we upload to the peer or little is owed. A TCP host sets it
 /// as the socket's `SO_RCVLOWAT` after reading the socket to its end, so a download
 /// wakes it once per batch instead of once per segment. A host that does must also

@@ -882,10 +882,18 @@ impl Client {
         if !self.batched.is_empty() && std::time::Instant::now() >= self.batch_sweep {
             self.batch_sweep =
                 std::time::Instant::now() + Duration::from_millis(RECV_BATCH_MAX_WAIT_MS);
-            for conn in self.batched.clone() {
-                if !self.read_more.contains(&conn) {
-                    self.read_conn(conn);
-                }
+            // Not those another list reads this turn anyway (a rate limit's turns
+            // among the throttled ones stay fair), nor those left for the disk or
+            // for their peer to read.
+            let skip = |c: &ConnId| {
+                self.read_more.contains(c)
+                    || self.throttled_read.contains(c)
+                    || self.disk_blocked.contains(c)
+                    || self.send_blocked.contains(c)
+            };
+            let due: Vec<ConnId> = self.batched.iter().copied().filter(|c| !skip(c)).collect();
+            for conn in due {
+                self.read_conn(conn);
             }
         }
         self.service_dht();

@@ -9,7 +9,7 @@ use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
 use crate::encryption::{Close, Link, OurTorrents, Up};
 use crate::utp::UtpHost;
 use btcore_core::mse::Method;
-use btcore_core::session::{ConnId, Transport};
+use btcore_core::session::{ConnId, Transport, RECV_BATCH_MAX_WAIT_MS};
 use btcore_core::utp::{ConnHandle, State};
 use mio::net::TcpStream;
 use mio::Interest;
@@ -267,6 +267,10 @@ impl Client {
         }
         s.batch = want.max(1);
         if want > 1 {
+            if self.batched.is_empty() {
+                self.batch_sweep = std::time::Instant::now()
+                    + std::time::Duration::from_millis(RECV_BATCH_MAX_WAIT_MS);
+            }
             if !self.batched.contains(&conn) {
                 self.batched.push(conn);
             }
@@ -369,9 +373,7 @@ impl Client {
     }
 
     pub(super) fn drop_sock(&mut self, conn: ConnId) {
-        if self.socks.get(&conn).is_some_and(|s| s.batch > 1) {
-            self.batched.retain(|c| *c != conn);
-        }
+        self.batched.retain(|c| *c != conn);
         match self.socks.remove(&conn).map(|s| s.stream) {
             Some(Stream::Tcp(mut t)) => {
                 let _ = self.poll.registry().deregister(&mut t);
