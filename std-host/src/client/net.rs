@@ -252,13 +252,13 @@ impl Client {
     /// before it is reported readable again ([`Session::recv_batch`]): fewer wake-ups
     /// of the loop for the same bytes while a download streams.
     fn set_batch(&mut self, conn: ConnId) {
-        let want = self.session.recv_batch(conn);
         let Some(s) = self.socks.get_mut(&conn) else {
             return;
         };
         let Stream::Tcp(t) = &s.stream else {
             return;
         };
+        let want = self.session.recv_batch(conn);
         if want == s.batch || (want == 0 && s.batch <= 1) {
             return;
         }
