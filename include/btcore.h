@@ -2666,9 +2666,11 @@ btcore_result btcore_sansio_disk_backlogged(const struct btcore_sansio *h, bool 
 btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t conn, bool *out);
 
 /**
- * Writes to `*out` how many bytes the host may let gather on `conn` before it reads
- * it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes on our requests, 64, 128
- * or 256 KiB, and 0 while we upload to the peer or little is owed. A TCP host sets it
+ * Writes to `*out` how many bytes the host may let gather on `conn` at `now_ms`
+ * before it reads it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes
+ * on our requests and no more than it sends in `BTCORE_RECV_BATCH_MAX_WAIT_MS` at its
+ * rate, 64, 128 or 256 KiB, and 0 while we upload to the peer, or on a slow link or
+ * little owed. A TCP host sets it
  * as the socket's `SO_RCVLOWAT` after reading the socket to its end, so a download
  * wakes it once per batch instead of once per segment. A host that does must also
  * read the connection at least every `BTCORE_RECV_BATCH_MAX_WAIT_MS`: a choke or a
@@ -2685,6 +2687,7 @@ btcore_result btcore_sansio_wants_recv(const struct btcore_sansio *h, uint32_t c
  */
 btcore_result btcore_sansio_recv_batch(const struct btcore_sansio *h,
                                        uint32_t conn,
+                                       uint64_t now_ms,
                                        size_t *out);
 
 /**

@@ -1463,9 +1463,11 @@ pub const BTCORE_RECV_BATCH_MAX_WAIT_MS: u32 = 20;
 const _: () =
     assert!(BTCORE_RECV_BATCH_MAX_WAIT_MS as u64 == btcore_core::session::RECV_BATCH_MAX_WAIT_MS);
 
-/// Writes to `*out` how many bytes the host may let gather on `conn` before it reads
-/// it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes on our requests, 64, 128
-/// or 256 KiB, and 0 while we upload to the peer or little is owed. A TCP host sets it
+/// Writes to `*out` how many bytes the host may let gather on `conn` at `now_ms`
+/// before it reads it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes
+/// on our requests and no more than it sends in `BTCORE_RECV_BATCH_MAX_WAIT_MS` at its
+/// rate, 64, 128 or 256 KiB, and 0 while we upload to the peer, or on a slow link or
+/// little owed. A TCP host sets it
 /// as the socket's `SO_RCVLOWAT` after reading the socket to its end, so a download
 /// wakes it once per batch instead of once per segment. A host that does must also
 /// read the connection at least every `BTCORE_RECV_BATCH_MAX_WAIT_MS`: a choke or a
@@ -1483,6 +1485,7 @@ const _: () =
 pub unsafe extern "C" fn btcore_sansio_recv_batch(
     h: *const btcore_sansio,
     conn: u32,
+    now_ms: u64,
     out: *mut usize,
 ) -> btcore_result {
     guard(|| {
@@ -1492,7 +1495,7 @@ pub unsafe extern "C" fn btcore_sansio_recv_batch(
         let out = non_null(out)?;
         // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
         // function's contract requires.
-        unsafe { out.write(s.session.recv_batch(ConnId(conn))) };
+        unsafe { out.write(s.session.recv_batch(now(now_ms), ConnId(conn))) };
         Ok(())
     })
 }

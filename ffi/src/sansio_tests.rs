@@ -925,18 +925,21 @@ fn recv_batch_is_zero_for_a_fresh_or_unknown_connection_and_checks_its_arguments
     let mut batch = usize::MAX;
     // SAFETY: the library checks handles and out-pointers before using them.
     unsafe {
-        assert_eq!(btcore_sansio_recv_batch(h.0, 77, &mut batch), BTCORE_OK);
+        assert_eq!(
+            btcore_sansio_recv_batch(h.0, 77, 1_000, &mut batch),
+            BTCORE_OK
+        );
         assert_eq!(batch, 0, "a connection the library does not know");
         assert_eq!(
-            btcore_sansio_recv_batch(h.0, 77, null_mut()),
+            btcore_sansio_recv_batch(h.0, 77, 1_000, null_mut()),
             BTCORE_NULL_PARAMETER
         );
         assert_eq!(
-            btcore_sansio_recv_batch(null_mut(), 77, &mut batch),
+            btcore_sansio_recv_batch(null_mut(), 77, 1_000, &mut batch),
             BTCORE_NULL_PARAMETER
         );
         assert_eq!(
-            btcore_sansio_recv_batch(not_a_handle, 77, &mut batch),
+            btcore_sansio_recv_batch(not_a_handle, 77, 1_000, &mut batch),
             BTCORE_WRONG_HANDLE
         );
     }

@@ -1,13 +1,14 @@
 //! The std client reads a downloading TCP connection in batches (`SO_RCVLOWAT` set to
-//! `Session::recv_batch`: half of what the peer owes, up to 256 KiB), so it must also read
-//! such a connection every `RECV_BATCH_MAX_WAIT_MS` anyway: a peer that chokes instead
-//! of sending what it owes sends only a few bytes, which never make the batch.
+//! `Session::recv_batch`: half of what the peer owes and what it sends in 20 ms at its
+//! rate, up to 256 KiB), so it must also read such a connection every
+//! `RECV_BATCH_MAX_WAIT_MS` anyway: a peer that chokes instead of sending what it owes
+//! sends only a few bytes, which never make the batch.
 //!
 //! A scripted seed on a real TCP socket on 127.0.0.1 (plain BitTorrent frames, no
-//! fast extension: a choke drops every request) lets the client's pipeline grow past
-//! 32 requests (512 KiB owed), sends none of those blocks, chokes, unchokes 300 ms
-//! later and expects new requests within 3 s; then serves the whole torrent and the
-//! client's copy must match. Every wait is bounded.
+//! fast extension: a choke drops every request) streams at 10 MB/s for 2.5 s (the
+//! client measures rates over whole seconds), holds the requests then out (4 MB),
+//! chokes, unchokes 300 ms later and expects new requests within 3 s; then serves the
+//! whole torrent and the client's copy must match. Every wait is bounded.
 
 use btcore_core::ids::BlockRef;
 use btcore_core::session::{Event, TorrentState, TransportPolicy};
@@ -23,9 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// 64 pieces of 64 KiB (4 MiB, 256 blocks of 16 KiB).
-const PIECE: u32 = 64 * 1024;
-const PIECES: u32 = 64;
+/// 160 pieces of 256 KiB (40 MiB): more than STREAM at PACE and what is owed then.
+const PIECE: u32 = 256 * 1024;
+const PIECES: u32 = 160;
+const BLOCK: u32 = 16 * 1024;
+/// How fast the seed streams first, bytes/s: its rate lets the client batch 128 KiB
+/// (what comes in 20 ms).
+const PACE: u64 = 10_000_000;
+/// How long it streams: the client measures rates over whole seconds.
+const STREAM: Duration = Duration::from_millis(2500);
 /// Requests the client must have out (16 KiB each: 640 KiB owed, a batch of 256 KiB)
 /// before the seed stops sending.
 const HELD: usize = 40;
@@ -198,14 +205,17 @@ fn seed(
     }
     s.buf.drain(..HANDSHAKE_LEN);
 
-    // Grow the pipeline: serve everything asked for (whatever batch the client waits
-    // for, the whole of what it is owed comes) until it has HELD requests out.
-    let quiet = Duration::from_millis(100);
-    let until = Instant::now() + Duration::from_secs(5);
+    // Stream at about PACE for STREAM: the session batches no more than the peer
+    // sends in 20 ms at its rate, measured over whole seconds, so the rate must be
+    // known first. Whatever batch the client waits for, all it is owed comes.
+    let start = Instant::now();
     let mut held: Vec<BlockRef> = Vec::new();
-    let mut served = 0;
+    let mut served = 0u64;
     loop {
-        let msgs = s.until_quiet(quiet, until)?;
+        let msgs = s.until_quiet(
+            Duration::from_millis(2),
+            Instant::now() + Duration::from_millis(20),
+        )?;
         for m in &msgs {
             match m {
                 In::Request(b) => held.push(*b),
@@ -213,18 +223,20 @@ fn seed(
                 In::Other => {}
             }
         }
-        if held.len() >= HELD {
+        let elapsed = start.elapsed();
+        if elapsed >= STREAM && held.len() >= HELD {
             break;
         }
-        if Instant::now() >= until {
+        if elapsed >= STREAM + Duration::from_secs(5) {
             return Err(format!(
-                "the client's pipeline did not grow to {HELD} requests in 5 s \
+                "the client's pipeline did not grow to {HELD} requests \
                  ({} out after {served} blocks)",
                 held.len()
             ));
         }
-        for b in std::mem::take(&mut held) {
-            s.serve(b)?;
+        let allowed = (PACE as f64 * elapsed.as_secs_f64()) as u64;
+        while served * u64::from(BLOCK) < allowed && !held.is_empty() {
+            s.serve(held.remove(0))?;
             served += 1;
         }
     }

@@ -1,11 +1,12 @@
 //! The batches a session lets its host read a download in (`Session::recv_batch`),
 //! scripted frame by frame against one session: never more than half of what the
 //! peer owes on our requests (the other half keeps coming while the host waits), at
-//! most `RECV_BATCH_MAX`, and nothing while we upload to the peer or when little is
-//! owed.
+//! most `RECV_BATCH_MAX` and what the peer sends in `RECV_BATCH_MAX_WAIT_MS` at its
+//! rate (a slow link is read as its bytes come), and nothing while we upload to the
+//! peer or when little is owed.
 
 use btcore_core::ids::{BlockRef, InfoHash};
-use btcore_core::session::{ConnId, SessionConfig, RECV_BATCH_MAX};
+use btcore_core::session::{ConnId, SessionConfig, RECV_BATCH_MAX, RECV_BATCH_MAX_WAIT_MS};
 use btcore_core::time::Duration;
 use btcore_core::wire::{self, Limits, Message, Status};
 use btcore_tests::scripted::{frames, info_hash_of, peer_id, zero_torrent, Host};
@@ -37,6 +38,17 @@ fn seed(host: &mut Host, ih: InfoHash, last: u8) -> (ConnId, Vec<BlockRef>) {
     (c, asked)
 }
 
+/// The download rate from the peer of `c` with the second in progress, bytes/s.
+fn download_rate(host: &Host, c: ConnId) -> u64 {
+    let t = host.session.torrents().next().expect("a torrent");
+    host.session
+        .peers_at(t, host.now)
+        .iter()
+        .find(|p| p.conn == c)
+        .expect("a connection the session knows")
+        .download_rate
+}
+
 /// The ids of the messages in `bytes`.
 fn messages(bytes: &[u8]) -> Vec<Option<u8>> {
     let limits = Limits::default();
@@ -61,14 +73,14 @@ fn send_block(host: &mut Host, c: ConnId, b: BlockRef) {
     );
 }
 
-/// 100 ms of a fast seed: it sends half of what it owes, and the session asks for
+/// 50 ms of a fast seed: it sends half of what it owes, and the session asks for
 /// more.
 fn stream(host: &mut Host, c: ConnId, owed: &mut Vec<BlockRef>) {
     let n = owed.len().div_ceil(2);
     for b in owed.drain(..n) {
         send_block(host, c, b);
     }
-    host.advance(Duration::from_millis(100));
+    host.advance(Duration::from_millis(50));
     owed.extend(frames::requests(&host.read_from(c, usize::MAX)));
 }
 
@@ -76,14 +88,14 @@ fn stream(host: &mut Host, c: ConnId, owed: &mut Vec<BlockRef>) {
 /// the host can set, and always leaves the seed half of what it owes to send.
 #[test]
 fn the_batch_follows_what_the_peer_owes_and_never_passes_half() {
-    let (mut host, ih) = leecher(64);
+    let (mut host, ih) = leecher(256);
     let (c, first) = seed(&mut host, ih, 1);
     assert!(!first.is_empty(), "nothing asked of the seed");
     let mut owed: Vec<BlockRef> = first;
     let mut seen = Vec::new();
     for _ in 0..60 {
         let total: usize = owed.iter().map(|b| b.len as usize).sum();
-        let batch = host.session.recv_batch(c);
+        let batch = host.session.recv_batch(host.now, c);
         assert!(
             [0, RECV_BATCH_MAX / 4, RECV_BATCH_MAX / 2, RECV_BATCH_MAX].contains(&batch),
             "batch {batch} is not a step the host can set"
@@ -95,7 +107,17 @@ fn the_batch_follows_what_the_peer_owes_and_never_passes_half() {
         if total < 128 * 1024 {
             assert_eq!(batch, 0, "{total} bytes owed");
         }
+        // No more than the peer sends in the time the host may wait.
+        let rate = download_rate(&host, c);
+        let in_wait = rate * RECV_BATCH_MAX_WAIT_MS / 1000;
+        assert!(
+            batch as u64 <= in_wait,
+            "batch {batch} at {rate} B/s: more than arrives in {RECV_BATCH_MAX_WAIT_MS} ms"
+        );
         seen.push(batch);
+        if batch == RECV_BATCH_MAX {
+            break;
+        }
         stream(&mut host, c, &mut owed);
     }
     assert!(
@@ -112,15 +134,15 @@ fn the_batch_follows_what_the_peer_owes_and_never_passes_half() {
 /// and so is one the session does not know.
 #[test]
 fn no_batch_for_a_peer_we_upload_to_or_an_unknown_connection() {
-    let (mut host, ih) = leecher(64);
+    let (mut host, ih) = leecher(256);
     let (c, mut owed) = seed(&mut host, ih, 2);
     for _ in 0..60 {
-        if host.session.recv_batch(c) == RECV_BATCH_MAX {
+        if host.session.recv_batch(host.now, c) == RECV_BATCH_MAX {
             break;
         }
         stream(&mut host, c, &mut owed);
     }
-    assert_eq!(host.session.recv_batch(c), RECV_BATCH_MAX);
+    assert_eq!(host.session.recv_batch(host.now, c), RECV_BATCH_MAX);
     // The first piece verified: the peer (no longer a seed in this story) wants it.
     host.recv(c, &frames::message(&Message::Interested));
     let mut unchoked = false;
@@ -135,10 +157,10 @@ fn no_batch_for_a_peer_we_upload_to_or_an_unknown_connection() {
     }
     assert!(unchoked, "the session never unchoked the interested peer");
     assert_eq!(
-        host.session.recv_batch(c),
+        host.session.recv_batch(host.now, c),
         0,
         "an interested peer we unchoke"
     );
     host.disconnect(c);
-    assert_eq!(host.session.recv_batch(c), 0);
+    assert_eq!(host.session.recv_batch(host.now, c), 0);
 }

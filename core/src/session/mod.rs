@@ -2636,8 +2636,10 @@ impl Session {
     /// How many bytes a host may let gather on `conn` before it reads it, to read a
     /// download in fewer, larger batches (one wake-up of the host's loop per 256 KiB
     /// rather than per segment the peer's writes happen to make): half of what the
-    /// peer owes on our requests ([`PeerConn::owed_bytes`]), rounded down to 64, 128 or
-    /// 256 KiB, and 0 (read whatever arrives) below 128 KiB owed, for a connection the
+    /// peer owes on our requests ([`PeerConn::owed_bytes`]) and no more than it sends
+    /// in [`RECV_BATCH_MAX_WAIT_MS`] at its measured rate (so from 3.2 MB/s up),
+    /// rounded down to 64, 128 or 256 KiB, and 0 (read whatever arrives) below that,
+    /// for a connection the
     /// session does not know, and while we upload to the peer (its requests are not
     /// held back) or its requests wait on us. Half
     /// leaves the peer the other half to send while the host waits, so the batch costs
@@ -2647,7 +2649,7 @@ impl Session {
     /// read such a connection at least every [`RECV_BATCH_MAX_WAIT_MS`]: a peer can
     /// choke or reject instead of sending what it owes, and the few bytes that say so
     /// would never make the batch.
-    pub fn recv_batch(&self, conn: ConnId) -> usize {
+    pub fn recv_batch(&self, now: Instant, conn: ConnId) -> usize {
         let Some(c) = self.conns.get(&conn) else {
             return 0;
         };
@@ -2655,7 +2657,19 @@ impl Session {
         if uploading || c.peer.peer_requests_queued() > 0 || !c.metadata_deferred.is_empty() {
             return 0;
         }
-        let half = c.peer.owed_bytes() / 2;
+        // At most what the peer sends in RECV_BATCH_MAX_WAIT_MS: on a slow link a
+        // mark it takes longer to reach only delays the bytes (and makes the kernel
+        // acknowledge every segment while it waits, which on a 20 Mbit/s link took
+        // the bandwidth a competing TCP flow had). The rate with the second in
+        // progress: a fast download batches within its first second, when a 400 MB/s
+        // stream has moved 40% of a GiB.
+        let by_rate = c
+            .peer
+            .rates_at(now)
+            .0
+            .saturating_mul(RECV_BATCH_MAX_WAIT_MS)
+            / 1000;
+        let half = (c.peer.owed_bytes() / 2).min(usize::try_from(by_rate).unwrap_or(usize::MAX));
         match half {
             h if h >= RECV_BATCH_MAX => RECV_BATCH_MAX,
             h if h >= RECV_BATCH_MAX / 2 => RECV_BATCH_MAX / 2,

@@ -258,7 +258,8 @@ impl Client {
         let Stream::Tcp(t) = &s.stream else {
             return;
         };
-        let want = self.session.recv_batch(conn);
+        // `self.now()` would borrow all of `self` while `s` is held.
+        let want = self.session.recv_batch(since(self.epoch), conn);
         if want == s.batch || (want == 0 && s.batch <= 1) {
             return;
         }
