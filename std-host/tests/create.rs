@@ -10,6 +10,7 @@ use btcore_host::create::{
     create_torrent, create_torrent_with_progress, CreateError, CreateOptions,
 };
 use btcore_host::hash::FastSha1;
+use btcore_tests::xorshift_bytes;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -23,18 +24,6 @@ fn scratch(test: &str) -> PathBuf {
 }
 
 /// Deterministic pseudo-random content.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn write(path: &Path, data: &[u8]) {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).expect("parent dir");
@@ -153,7 +142,7 @@ fn single_files_of_edge_sizes() {
     const PL: u32 = 16 << 10;
     for (len, pieces) in [(1usize, 1u32), (PL as usize, 1), (PL as usize + 1, 2)] {
         let path = dir.join(format!("file-{len}.bin"));
-        write(&path, &content(len as u64, len));
+        write(&path, &xorshift_bytes(len as u64, len));
         let t = create_torrent(&path, &opts_with(PL, 0)).expect("created");
         let seen = verify(&t, &dir);
         assert!(!seen.multi);
@@ -163,7 +152,7 @@ fn single_files_of_edge_sizes() {
     }
     // Automatic piece length: a small file takes 16 KiB pieces.
     let path = dir.join("auto.bin");
-    write(&path, &content(9, 100_000));
+    write(&path, &xorshift_bytes(9, 100_000));
     let t = create_torrent(&path, &fixed()).expect("created");
     let seen = verify(&t, &dir);
     assert_eq!((seen.piece_length, seen.num_pieces), (16 << 10, 7));
@@ -184,7 +173,7 @@ fn make_tree(root: &Path) -> Vec<(String, u64)> {
         files.push((format!("many/f{i:03}"), (i * 37) % 300));
     }
     for (i, (p, len)) in files.iter().enumerate() {
-        write(&root.join(p), &content(i as u64 + 100, *len));
+        write(&root.join(p), &xorshift_bytes(i as u64 + 100, *len));
     }
     std::fs::create_dir_all(root.join("empty-dir/inner")).expect("dir");
     let name = root.file_name().and_then(|n| n.to_str()).expect("name");
@@ -286,7 +275,7 @@ fn thread_counts_agree() {
     let root = dir.join("t");
     // 13 pieces of 16 KiB and a short last one, spread over uneven files.
     for (i, len) in [70_000usize, 1, 0, 90_000, 50_000].iter().enumerate() {
-        write(&root.join(format!("f{i}")), &content(i as u64, *len));
+        write(&root.join(format!("f{i}")), &xorshift_bytes(i as u64, *len));
     }
     let one = create_torrent(&root, &opts_with(16 << 10, 1)).expect("created");
     verify(&one, &dir);
@@ -303,8 +292,8 @@ fn large_pieces_read_in_several_buffers() {
     // A piece larger than the read buffer is hashed across several reads.
     let dir = scratch("large");
     let root = dir.join("big");
-    write(&root.join("a"), &content(1, 3 << 20));
-    write(&root.join("b"), &content(2, (6 << 20) + 5));
+    write(&root.join("a"), &xorshift_bytes(1, 3 << 20));
+    write(&root.join("b"), &xorshift_bytes(2, (6 << 20) + 5));
     let t1 = create_torrent(&root, &opts_with(8 << 20, 1)).expect("created");
     let seen = verify(&t1, &dir);
     assert_eq!(seen.num_pieces, 2);
@@ -408,8 +397,8 @@ fn trackers_web_seeds_and_defaults() {
 fn progress_reaches_the_total() {
     let dir = scratch("progress");
     let root = dir.join("p");
-    write(&root.join("a"), &content(1, 300_000));
-    write(&root.join("b"), &content(2, 123_457));
+    write(&root.join("a"), &xorshift_bytes(1, 300_000));
+    write(&root.join("b"), &xorshift_bytes(2, 123_457));
     let calls = Mutex::new(Vec::new());
     let cb = |done: u64, total: u64| calls.lock().expect("lock").push((done, total));
     create_torrent_with_progress(&root, &opts_with(16 << 10, 3), Some(&cb)).expect("created");

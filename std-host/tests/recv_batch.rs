@@ -17,6 +17,7 @@ use btcore_host::client::{Client, ClientOptions};
 use btcore_host::create::{create_torrent, CreateOptions};
 use btcore_host::encryption::Encryption;
 use btcore_tests::scripted::{frames, info_hash_of, peer_id};
+use btcore_tests::xorshift_bytes;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -45,18 +46,6 @@ fn scratch(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// What the seed cares about among the client's messages.
@@ -326,7 +315,7 @@ fn a_choke_and_unchoke_are_read_while_a_batch_is_awaited() {
     let dir = scratch("choke");
     let src = dir.join("src");
     std::fs::create_dir_all(&src).expect("src dir");
-    let data = Arc::new(content(7, (PIECE * PIECES) as usize));
+    let data = Arc::new(xorshift_bytes(7, (PIECE * PIECES) as usize));
     let file = src.join("batch.bin");
     std::fs::write(&file, data.as_slice()).expect("write");
     let torrent = create_torrent(

@@ -7,6 +7,7 @@ use btcore_core::metainfo::{Limits, Metainfo};
 use btcore_core::session::{Event, TorrentId, TorrentState};
 use btcore_host::client::{Client, ClientOptions, ControlError};
 use btcore_host::create::{create_torrent, CreateOptions};
+use btcore_tests::xorshift_bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,25 +21,13 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Files of the test torrent `pack` under the folder of that name: `a.bin` (5 pieces
 /// and a bit), `b.bin` (8 pieces), `c.bin` (3 pieces and a bit).
 fn files() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("a.bin", content(1, 5 * PIECE as usize + 100)),
-        ("b.bin", content(2, 8 * PIECE as usize)),
-        ("c.bin", content(3, 3 * PIECE as usize + 7)),
+        ("a.bin", xorshift_bytes(1, 5 * PIECE as usize + 100)),
+        ("b.bin", xorshift_bytes(2, 8 * PIECE as usize)),
+        ("c.bin", xorshift_bytes(3, 3 * PIECE as usize + 7)),
     ]
 }
 
@@ -490,8 +479,8 @@ fn a_torrent_held_by_its_own_limit_does_not_hold_web_seed_bytes_of_another() {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).expect("src");
     let (len, slow_len) = (8 << 20, 16 << 20);
-    std::fs::write(src.join("slow.bin"), content(11, slow_len)).expect("slow");
-    std::fs::write(src.join("fast.bin"), content(12, len)).expect("fast");
+    std::fs::write(src.join("slow.bin"), xorshift_bytes(11, slow_len)).expect("slow");
+    std::fs::write(src.join("fast.bin"), xorshift_bytes(12, len)).expect("fast");
     let port = range_server(src.clone());
     let make = |name: &str| {
         create_torrent(
@@ -533,6 +522,6 @@ fn a_torrent_held_by_its_own_limit_does_not_hold_web_seed_bytes_of_another() {
     );
     assert_eq!(
         std::fs::read(dir.join("leech/fast.bin")).expect("fast"),
-        content(12, len)
+        xorshift_bytes(12, len)
     );
 }

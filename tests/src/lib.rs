@@ -6,6 +6,20 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+/// `len` bytes of a xorshift stream seeded by `seed`: test payloads that differ in every
+/// block, the same on every run.
+pub fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A port on 127.0.0.1 that nothing listens on, for TCP nor UDP, and that this process
 /// has not been given before (so two tests running at once never get the same one).
 pub fn free_port() -> u16 {
