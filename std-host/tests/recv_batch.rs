@@ -5,8 +5,8 @@
 //! sends only a few bytes, which never make the batch.
 //!
 //! A scripted seed on a real TCP socket on 127.0.0.1 (plain BitTorrent frames, no
-//! fast extension: a choke drops every request) streams at 10 MB/s for 2.5 s (the
-//! client measures rates over whole seconds), holds the requests then out (4 MB),
+//! fast extension: a choke drops every request) streams at 10 MB/s for 2.5 s (its
+//! pipeline grows with the rate it measures), holds the requests then out (4 MB),
 //! chokes, unchokes 300 ms later and expects new requests within 3 s; then serves the
 //! whole torrent and the client's copy must match. Every wait is bounded.
 
@@ -32,7 +32,7 @@ const BLOCK: u32 = 16 * 1024;
 /// How fast the seed streams first, bytes/s: its rate lets the client batch 128 KiB
 /// (what comes in 20 ms).
 const PACE: u64 = 10_000_000;
-/// How long it streams: the client measures rates over whole seconds.
+/// How long it streams: long enough for the client's pipeline to grow with its rate.
 const STREAM: Duration = Duration::from_millis(2500);
 /// Requests the client must have out (16 KiB each: 640 KiB owed, a batch of 256 KiB)
 /// before the seed stops sending.
@@ -195,8 +195,8 @@ fn seed(
     s.buf.drain(..HANDSHAKE_LEN);
 
     // Stream at about PACE for STREAM: the session batches no more than the peer
-    // sends in 20 ms at its rate, measured over whole seconds, so the rate must be
-    // known first. Whatever batch the client waits for, all it is owed comes.
+    // sends in 20 ms at its rate, and asks as deep as that rate goes, so the rate
+    // must be known first. Whatever batch the client waits for, all it is owed comes.
     let start = Instant::now();
     let mut held: Vec<BlockRef> = Vec::new();
     let mut served = 0u64;

@@ -2637,7 +2637,7 @@ impl Session {
     /// download in fewer, larger batches (one wake-up of the host's loop per 256 KiB
     /// rather than per segment the peer's writes happen to make): half of what the
     /// peer owes on our requests ([`PeerConn::owed_bytes`]) and no more than it sends
-    /// in [`RECV_BATCH_MAX_WAIT_MS`] at its measured rate (so from 3.2 MB/s up),
+    /// in [`RECV_BATCH_MAX_WAIT_MS`] at its measured rate (so from 3.3 MB/s up),
     /// rounded down to 64, 128 or 256 KiB, and 0 (read whatever arrives) below that,
     /// for a connection the
     /// session does not know, and while we upload to the peer (its requests are not
