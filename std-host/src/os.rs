@@ -14,7 +14,8 @@
 //! - [`boot_id`] tells this boot of the system from the others (resume data saved
 //!   without a data sync is trusted only within the boot that wrote it).
 //! - [`set_recv_lowat`] sets how many bytes a TCP socket gathers before it is
-//!   reported readable (`SO_RCVLOWAT`): a download is read in batches.
+//!   reported readable (`SO_RCVLOWAT`): a download is read in batches, no larger than
+//!   [`recv_buffer`] allows.
 //! - [`local_weekday_minute`] reads the local wall clock (`localtime_r`, with the
 //!   time zone of the system): the alternative speed schedule is in local time.
 
@@ -189,6 +190,29 @@ pub fn set_recv_lowat(sock: &impl std::os::fd::AsRawFd, bytes: usize) -> io::Res
     };
     if r == 0 {
         Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The size of a socket's receive buffer (`SO_RCVBUF`, as the kernel counts it: with
+/// its overhead, about twice the data it holds).
+#[cfg(unix)]
+pub fn recv_buffer(sock: &impl std::os::fd::AsRawFd) -> io::Result<usize> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid descriptor, a c_int to write of the size given.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_mut(&mut v).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(usize::try_from(v).unwrap_or(0))
     } else {
         Err(io::Error::last_os_error())
     }

@@ -9,7 +9,7 @@ use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
 use crate::encryption::{Close, Link, OurTorrents, Up};
 use crate::utp::UtpHost;
 use btcore_core::mse::Method;
-use btcore_core::session::{ConnId, Transport, RECV_BATCH_MAX_WAIT_MS};
+use btcore_core::session::{ConnId, Transport, RECV_BATCH_MAX, RECV_BATCH_MAX_WAIT_MS};
 use btcore_core::utp::{ConnHandle, State};
 use mio::net::TcpStream;
 use mio::Interest;
@@ -259,9 +259,15 @@ impl Client {
             return;
         };
         // `self.now()` would borrow all of `self` while `s` is held.
-        let want = self.session.recv_batch(since(self.epoch), conn);
+        let mut want = self.session.recv_batch(since(self.epoch), conn);
         if want == s.batch || (want == 0 && s.batch <= 1) {
             return;
+        }
+        if want > s.batch {
+            want = fit_batch(want, crate::os::recv_buffer(t).unwrap_or(0));
+            if want == s.batch || (want == 0 && s.batch <= 1) {
+                return;
+            }
         }
         if crate::os::set_recv_lowat(t, want).is_err() {
             return;
@@ -592,8 +598,39 @@ impl Bucket {
     }
 }
 
+/// The batch the session asks for (`want`), halved until it is at most a quarter of a
+/// socket buffer of `rcvbuf` bytes (as `SO_RCVBUF` reports it: the window offered is
+/// about half of it); 0 below the smallest batch. A mark the buffer cannot hold is
+/// never reached: kernels before 4.18 neither grow the buffer for it nor report a
+/// socket whose window closed, and the 20 ms sweep alone would pace the download.
+fn fit_batch(mut want: usize, rcvbuf: usize) -> usize {
+    let room = rcvbuf / 4;
+    while want > room && want >= RECV_BATCH_MAX / 4 {
+        want /= 2;
+    }
+    if want < RECV_BATCH_MAX / 4 {
+        0
+    } else {
+        want
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_batch_fits_a_quarter_of_the_socket_buffer() {
+        use super::fit_batch;
+        const K: usize = 1024;
+        assert_eq!(fit_batch(256 * K, 6 * 1024 * K), 256 * K);
+        assert_eq!(fit_batch(256 * K, 1024 * K), 256 * K);
+        assert_eq!(fit_batch(256 * K, 1023 * K), 128 * K);
+        assert_eq!(fit_batch(256 * K, 300 * K), 64 * K);
+        assert_eq!(fit_batch(256 * K, 255 * K), 0);
+        assert_eq!(fit_batch(128 * K, 87_380 * 2), 0);
+        assert_eq!(fit_batch(64 * K, 0), 0);
+        assert_eq!(fit_batch(0, 6 * 1024 * K), 0);
+    }
+
     use super::*;
 
     /// The burst after a quiet spell is a fifth of a second's worth; a new bucket
