@@ -1464,15 +1464,15 @@ const _: () =
     assert!(BTCORE_RECV_BATCH_MAX_WAIT_MS as u64 == btcore_core::session::RECV_BATCH_MAX_WAIT_MS);
 
 /// Writes to `*out` how many bytes the host may let gather on `conn` at `now_ms`
-/// before it reads it (0: read whatever arrives, a low-water mark of 1): half of what the peer owes
-/// on our requests and no more than it sends in `BTCORE_RECV_BATCH_MAX_WAIT_MS` at its
-/// rate, 64, 128 or 256 KiB, and 0 while we upload to the peer, or on a slow link or
-/// little owed. A TCP host sets it
-/// as the socket's `SO_RCVLOWAT` after reading the socket to its end, so a download
-/// wakes it once per batch instead of once per segment. A host that does must also
-/// read the connection at least every `BTCORE_RECV_BATCH_MAX_WAIT_MS`: a choke or a
-/// reject is a few bytes, which never make the batch. 0 for a connection the library
-/// does not know.
+/// before it reads it (0: read whatever arrives, a low-water mark of 1): half of what
+/// the peer owes on our requests and no more than it sends in
+/// `BTCORE_RECV_BATCH_MAX_WAIT_MS` at its rate, 64, 128 or 256 KiB; 0 while we upload
+/// to the peer, on a slow link, with little owed, and for a connection the library
+/// does not know. A TCP host sets it as the socket's `SO_RCVLOWAT` after reading the
+/// socket to its end, so a download wakes it once per batch instead of once per
+/// segment. A host that does must also read the connection at least every
+/// `BTCORE_RECV_BATCH_MAX_WAIT_MS`: a choke or a reject is a few bytes, which never
+/// make the batch.
 ///
 /// # Safety
 ///

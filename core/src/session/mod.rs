@@ -2638,12 +2638,10 @@ impl Session {
     /// rather than per segment the peer's writes happen to make): half of what the
     /// peer owes on our requests ([`PeerConn::owed_bytes`]) and no more than it sends
     /// in [`RECV_BATCH_MAX_WAIT_MS`] at its measured rate (so from 3.3 MB/s up),
-    /// rounded down to 64, 128 or 256 KiB, and 0 (read whatever arrives) below that,
-    /// for a connection the
-    /// session does not know, and while we upload to the peer (its requests are not
-    /// held back) or its requests wait on us. Half
-    /// leaves the peer the other half to send while the host waits, so the batch costs
-    /// no rate.
+    /// rounded down to 64, 128 or 256 KiB. 0 (read whatever arrives) below that, for a
+    /// connection the session does not know, and while we upload to the peer (its
+    /// requests are not held back) or its requests wait on us. Half leaves the peer
+    /// the other half to send while the host waits, so the batch costs no rate.
     ///
     /// A host that follows it (a TCP host sets the socket's `SO_RCVLOWAT`) must also
     /// read such a connection at least every [`RECV_BATCH_MAX_WAIT_MS`]: a peer can
@@ -2669,7 +2667,12 @@ impl Session {
             .0
             .saturating_mul(RECV_BATCH_MAX_WAIT_MS)
             / 1000;
-        let half = (c.peer.owed_bytes() / 2).min(usize::try_from(by_rate).unwrap_or(usize::MAX));
+        let by_rate = usize::try_from(by_rate).unwrap_or(usize::MAX);
+        if by_rate < RECV_BATCH_MAX / 4 {
+            // A slow link: no need to count what the peer owes.
+            return 0;
+        }
+        let half = (c.peer.owed_bytes() / 2).min(by_rate);
         match half {
             h if h >= RECV_BATCH_MAX => RECV_BATCH_MAX,
             h if h >= RECV_BATCH_MAX / 2 => RECV_BATCH_MAX / 2,
