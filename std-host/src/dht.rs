@@ -119,6 +119,12 @@ impl DhtHost {
         // `DHT_READS_PER_TURN` datagrams a turn) rather than be dropped; the kernel caps
         // it at its `rmem_max`.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
+        // uTP shares these sockets when it binds the same port: its bursts are read
+        // as runs (the coalescing batch below reads plain datagrams too).
+        crate::udp_batch::enable_gro(&socket);
+        if let Some(s) = socket6.as_ref() {
+            crate::udp_batch::enable_gro(s);
+        }
         let state_file = opts.state_dir.as_ref().map(|d| d.join("dht.state"));
         let saved = state_file
             .as_ref()
@@ -189,7 +195,7 @@ impl DhtHost {
             saved_count,
             last_save: None,
             running: Vec::new(),
-            rx: Box::new(UdpBatch::new()),
+            rx: Box::new(UdpBatch::coalescing()),
             resolving,
             last_service: now,
         })

@@ -9,6 +9,16 @@
 //! out) and reused; a datagram longer than [`DATAGRAM`] is dropped (on Linux; cut short
 //! elsewhere), which no BEP 15 request is (a scrape of 74 info-hashes is 1,496 bytes)
 //! and no uTP packet (1,404 bytes at most from libtorrent, Transmission and us).
+//!
+//! On Linux a burst to or from one peer also costs one pass through the network stack
+//! instead of one per datagram. A [`SendBatch`] sends consecutive datagrams of one
+//! size to one destination as one buffer the kernel cuts into datagrams (`UDP_SEGMENT`,
+//! Linux 4.18). A [`UdpBatch::coalescing`] batch reads sockets on which
+//! [`enable_gro`] (`UDP_GRO`, Linux 5.0) let the kernel hand such a run over as one
+//! buffer, and cuts it back into its datagrams. The two meet on loopback, where the
+//! sender's buffer reaches the receiver whole, and a network card's receive offload
+//! builds the same runs from the wire. Where the kernel lacks either, datagrams go one
+//! by one as before.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,11 +29,29 @@ use mio::net::UdpSocket;
 pub const BATCH: usize = 32;
 /// Receive buffer per datagram.
 pub const DATAGRAM: usize = 2048;
+/// Messages per system call of a [`UdpBatch::coalescing`] batch, as many as a datagram
+/// batch takes: each may be a run of datagrams up to [`RUN`] bytes.
+pub const RUN_BATCH: usize = BATCH;
+/// The longest run of datagrams the kernel hands over as one (a UDP payload's limit).
+pub const RUN: usize = 65_536;
+/// A coalescing batch's buffer per message: a run, and 33 cache lines more, so that
+/// datagrams landing at the starts of the buffers do not all fall into the same sets
+/// of the CPU's cache, as they would 64 KiB apart.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+const RUN_SLOT: usize = RUN + 33 * 64;
+/// Most bytes one send hands the kernel to cut into datagrams (its limit is 64 KiB
+/// with headers, and 64 datagrams).
+const SEGMENTED_MAX: usize = 60_000;
 
 /// Reusable buffers for one batch in and its replies out.
 pub struct UdpBatch {
-    bufs: Vec<[u8; DATAGRAM]>,
+    /// `slots` buffers of `slot` bytes.
+    bufs: Buffers,
+    slot: usize,
+    slots: usize,
     lens: [usize; BATCH],
+    /// The size of the datagrams a received run is cut into (0: one datagram).
+    segs: [usize; BATCH],
     from: [Option<SocketAddr>; BATCH],
     replies: Vec<Vec<u8>>,
     answer: [bool; BATCH],
@@ -45,11 +73,41 @@ impl Default for UdpBatch {
 }
 
 impl UdpBatch {
-    /// Empty buffers.
+    /// Empty buffers: [`BATCH`] datagrams of at most [`DATAGRAM`] bytes per call.
     pub fn new() -> Self {
+        Self::with_slots(BATCH, DATAGRAM)
+    }
+
+    /// Buffers for sockets [`enable_gro`] was called on (any other reads as well):
+    /// [`RUN_BATCH`] messages per call, each a datagram or a run of them. The buffers
+    /// (2 MiB of address space, mapped apart from the heap) take memory only as far
+    /// as datagrams reach into them: a page or two per message while none come in
+    /// runs (256 KiB at most), up to 64 KiB for each run one call has taken at a time.
+    pub fn coalescing() -> Self {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            if let Some(pages) = sys::Pages::new(RUN_BATCH * RUN_SLOT) {
+                return Self::with_buffers(Buffers::Mapped(pages), RUN_BATCH, RUN_SLOT);
+            }
+            // Runs still need their room (and their control messages: `recv` passes
+            // one for buffers longer than a datagram).
+            Self::with_slots(RUN_BATCH, RUN_SLOT)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Self::new()
+    }
+
+    fn with_slots(slots: usize, slot: usize) -> Self {
+        Self::with_buffers(Buffers::Heap(vec![0u8; slots * slot]), slots, slot)
+    }
+
+    fn with_buffers(bufs: Buffers, slots: usize, slot: usize) -> Self {
         Self {
-            bufs: vec![[0u8; DATAGRAM]; BATCH],
+            bufs,
+            slot,
+            slots,
             lens: [0; BATCH],
+            segs: [0; BATCH],
             from: [None; BATCH],
             // Grown on first use: uTP only receives.
             replies: (0..BATCH).map(|_| Vec::new()).collect(),
@@ -60,16 +118,30 @@ impl UdpBatch {
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams; returns how many (`WouldBlock` when none).
+    fn buf(&self, i: usize) -> &[u8] {
+        &self.bufs.get()[i * self.slot..(i + 1) * self.slot]
+    }
+
+    /// Receives up to [`BATCH`] messages (datagrams, or runs of them on a socket
+    /// [`enable_gro`] was called on); returns how many (`WouldBlock` when none).
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         self.n = 0;
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        let n = sys::recv(sock, &mut self.bufs, &mut self.lens, &mut self.sys)?;
+        let n = sys::recv(
+            sock,
+            self.bufs.get_mut(),
+            self.slot,
+            self.slots,
+            &mut self.lens,
+            &mut self.segs,
+            &mut self.sys,
+        )?;
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let n = {
             let mut n = 0;
-            while n < BATCH {
-                match sock.recv_from(&mut self.bufs[n]) {
+            while n < self.slots {
+                let at = n * self.slot;
+                match sock.recv_from(&mut self.bufs.get_mut()[at..at + self.slot]) {
                     Ok((len, from)) => {
                         self.lens[n] = len;
                         self.from[n] = Some(from);
@@ -105,12 +177,14 @@ impl UdpBatch {
         while left > 0 {
             match self.recv(sock) {
                 Ok(n) => {
+                    let mut read = 0;
                     for (d, from) in self.datagrams() {
                         f(d, from);
+                        read += 1;
                     }
-                    left = left.saturating_sub(n.max(1));
+                    left = left.saturating_sub(read.max(1));
                     // Fewer than asked: the queue ran dry (`recvmmsg` stops there).
-                    if n < BATCH {
+                    if n < self.slots {
                         return false;
                     }
                 }
@@ -126,11 +200,23 @@ impl UdpBatch {
         true
     }
 
-    /// The datagrams of the last [`UdpBatch::recv`] with their sources (those from
-    /// unreadable addresses left out).
+    /// The datagrams of the last [`UdpBatch::recv`] with their sources, runs cut into
+    /// their datagrams (those from unreadable addresses, and any longer than
+    /// [`DATAGRAM`] outside a run, left out).
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
-        (0..self.n)
-            .filter_map(|i| Some((&self.bufs[i][..self.lens[i].min(DATAGRAM)], self.from[i]?)))
+        (0..self.n).flat_map(move |i| {
+            let len = self.lens[i].min(self.slot);
+            let seg = if self.segs[i] == 0 { len } else { self.segs[i] };
+            // A datagram longer than [`DATAGRAM`] is dropped, alone or in a run.
+            let from = self.from[i].filter(|_| seg <= DATAGRAM);
+            let count = match from {
+                None => 0,
+                Some(_) if len == 0 => 1,
+                Some(_) => len.div_ceil(seg),
+            };
+            let data = &self.buf(i)[..len];
+            (0..count).filter_map(move |k| Some((&data[k * seg..len.min((k + 1) * seg)], from?)))
+        })
     }
 
     /// Hands each received datagram and an empty reply buffer to `f`, which returns
@@ -139,13 +225,14 @@ impl UdpBatch {
     pub fn answer(&mut self, mut f: impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool) {
         for i in 0..self.n {
             self.replies[i].clear();
+            let at = i * self.slot;
+            let d = &self.bufs.get()[at..at + self.lens[i].min(self.slot).min(DATAGRAM)];
+            // Only whole datagrams are answered (a run, or one longer than a datagram
+            // in a coalescing batch's buffers, is not).
+            let whole = self.segs[i] == 0 && self.lens[i] <= DATAGRAM;
             self.answer[i] = match self.from[i] {
-                Some(from) => f(
-                    &self.bufs[i][..self.lens[i].min(DATAGRAM)],
-                    from,
-                    &mut self.replies[i],
-                ),
-                None => false,
+                Some(from) if whole => f(d, from, &mut self.replies[i]),
+                _ => false,
             };
         }
     }
@@ -165,6 +252,33 @@ impl UdpBatch {
     }
 }
 
+/// Where a [`UdpBatch`]'s datagrams land.
+enum Buffers {
+    Heap(Vec<u8>),
+    /// Pages of their own, backed by memory only once written (a zeroed heap block
+    /// may be cleared, and so backed, whole).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Mapped(sys::Pages),
+}
+
+impl Buffers {
+    fn get(&self) -> &[u8] {
+        match self {
+            Self::Heap(v) => v,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Mapped(p) => p.get(),
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut [u8] {
+        match self {
+            Self::Heap(v) => v,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Mapped(p) => p.get_mut(),
+        }
+    }
+}
+
 /// Datagrams to many destinations, queued into buffers allocated once and sent with
 /// one `sendmmsg(2)` per [`BATCH`] on Linux (one `send_to` each elsewhere). What the
 /// socket cannot take now stays queued, in order, for the next [`SendBatch::flush`].
@@ -177,7 +291,15 @@ pub struct SendBatch {
     /// Slots `sent..n` wait to be sent.
     sent: usize,
     n: usize,
+    /// Runs to one destination go as one buffer the kernel cuts (`UDP_SEGMENT`).
+    gso: bool,
+    /// Flushes left that send datagram by datagram after the kernel refused a run.
+    pause: u16,
 }
+
+/// Flushes that send datagram by datagram after a run was refused (a route whose MTU
+/// is below the datagrams refuses every run: one failed call per flush otherwise).
+const REFUSED_PAUSE: u16 = 256;
 
 impl std::fmt::Debug for SendBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +319,11 @@ impl SendBatch {
             to: [None; BATCH],
             sent: 0,
             n: 0,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            gso: sys::gso(),
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            gso: false,
+            pause: 0,
         }
     }
 
@@ -249,7 +376,11 @@ impl SendBatch {
     /// Sends what is queued: true when all of it went (the slots are free again), false
     /// when the socket would block (the rest stays queued). A datagram the kernel
     /// refuses for its destination (unreachable, too big) is dropped, as a lost one.
+    /// A run the kernel refuses to cut (a route's MTU below the datagrams, a device
+    /// without checksum offload) goes again datagram by datagram, as do the next
+    /// [`REFUSED_PAUSE`] flushes' (every one after a refusal for the device).
     pub fn flush(&mut self, sock: &UdpSocket) -> bool {
+        self.pause = self.pause.saturating_sub(1);
         while self.sent < self.n {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             let r = sys::send_many(
@@ -259,6 +390,7 @@ impl SendBatch {
                 &self.lens[self.sent..self.n],
                 &self.to[self.sent..self.n],
                 self.sent,
+                self.gso && self.pause == 0,
             );
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             let r = {
@@ -267,14 +399,22 @@ impl SendBatch {
                 match self.to[i] {
                     Some(to) => sock
                         .send_to(&self.bufs[at..at + self.lens[i]], to)
-                        .map(|_| 1),
+                        .map(|_| 1)
+                        .map_err(|e| (e, 1)),
                     None => Ok(1),
                 }
             };
             match r {
                 Ok(k) => self.sent += k.max(1),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err((e, _)) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err((e, _)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err((e, run)) if run > 1 => {
+                    // EIO: the device cannot checksum what it cuts; it never will.
+                    if e.raw_os_error() == Some(libc::EIO) {
+                        self.gso = false;
+                    }
+                    self.pause = REFUSED_PAUSE;
+                }
                 Err(_) => self.sent += 1,
             }
         }
@@ -282,6 +422,46 @@ impl SendBatch {
         self.n = 0;
         true
     }
+}
+
+/// Marks `sock` to hand runs of datagrams from one sender over as one buffer
+/// (`UDP_GRO`); false where the kernel cannot. Read it with a
+/// [`UdpBatch::coalescing`] batch only: a datagram batch drops such runs as too long.
+pub fn enable_gro(sock: &UdpSocket) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return sys::enable_gro(sock);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = sock;
+        false
+    }
+}
+
+/// How many of the datagrams `lens` (to `to`) lead a run one send can carry: one
+/// destination, every datagram as long as the first but the last (which may be
+/// shorter), at most [`SEGMENTED_MAX`] bytes.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn run(lens: &[usize], to: &[Option<SocketAddr>]) -> usize {
+    let (Some(&seg), Some(&dst)) = (lens.first(), to.first()) else {
+        return 0;
+    };
+    if seg == 0 || dst.is_none() {
+        return 1;
+    }
+    let mut k = 1;
+    let mut total = seg;
+    while k < lens.len().min(to.len()) {
+        let len = lens[k];
+        if to[k] != dst || len > seg || len == 0 || total + len > SEGMENTED_MAX {
+            break;
+        }
+        total += len;
+        k += 1;
+        if len < seg {
+            break;
+        }
+    }
+    k
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -344,24 +524,146 @@ mod sys {
         }
     }
 
+    /// Anonymous private pages, unmapped on drop: zero until written, and backed by
+    /// memory only where written.
+    pub struct Pages {
+        ptr: ptr::NonNull<u8>,
+        len: usize,
+    }
+
+    // SAFETY: `Pages` owns its mapping outright (as a `Vec<u8>` owns its block); the
+    // accessors hand out borrows tied to `&self` / `&mut self`.
+    unsafe impl Send for Pages {}
+    // SAFETY: as above; shared access is read only.
+    unsafe impl Sync for Pages {}
+
+    impl Pages {
+        pub fn new(len: usize) -> Option<Self> {
+            // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            // Backed page by page: a transparent huge page would back 2 MiB for the
+            // first datagram. (Refused by kernels without them: nothing to do then.)
+            // SAFETY: advice on the mapping just made.
+            let _ = unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+            Some(Self {
+                ptr: ptr::NonNull::new(p.cast())?,
+                len,
+            })
+        }
+
+        pub fn get(&self) -> &[u8] {
+            // SAFETY: `len` bytes mapped readable and writable (zero-filled by the
+            // kernel, so initialized) for as long as `self` lives.
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        }
+
+        pub fn get_mut(&mut self) -> &mut [u8] {
+            // SAFETY: as in `get`, borrowed uniquely through `&mut self`.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        }
+
+        /// How many of the pages are backed by memory (`mincore(2)`).
+        #[cfg(test)]
+        pub fn resident(&self) -> usize {
+            // SAFETY: sysconf has no preconditions.
+            let page =
+                usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+            let mut vec = vec![0u8; self.len.div_ceil(page)];
+            // SAFETY: the mapping is page aligned and `len` long; `vec` has one byte per
+            // page of it.
+            let r = unsafe {
+                libc::mincore(self.ptr.as_ptr().cast(), self.len, vec.as_mut_ptr().cast())
+            };
+            assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+            vec.iter().filter(|&&b| b & 1 != 0).count()
+        }
+    }
+
+    impl Drop for Pages {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, unmapped once; no borrow outlives self.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+
+    /// `SOL_UDP` and its options (Linux's values on every architecture).
+    const SOL_UDP: libc::c_int = 17;
+    const UDP_SEGMENT: libc::c_int = 103;
+    const UDP_GRO: libc::c_int = 104;
+
+    /// Room for one `cmsghdr` and an `int` (with alignment, on 32 and 64 bits).
+    type Control = [u64; 4];
+
+    /// Whether this kernel takes `UDP_SEGMENT` (asked once, on a socket of its own).
+    pub fn gso() -> bool {
+        static GSO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *GSO.get_or_init(|| {
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .or_else(|_| {
+                    socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)
+                })
+                .is_ok_and(|s| set_int(s.as_raw_fd(), UDP_SEGMENT, 0))
+        })
+    }
+
+    pub fn enable_gro(sock: &UdpSocket) -> bool {
+        set_int(sock.as_raw_fd(), UDP_GRO, 1)
+    }
+
+    fn set_int(fd: libc::c_int, opt: libc::c_int, v: libc::c_int) -> bool {
+        // SAFETY: the option value is a live `int` of the stated size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                SOL_UDP,
+                opt,
+                ptr::from_ref(&v).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    }
+
     pub fn recv(
         sock: &UdpSocket,
-        bufs: &mut [[u8; DATAGRAM]],
+        bufs: &mut [u8],
+        slot: usize,
+        slots: usize,
         lens: &mut [usize; BATCH],
+        segs: &mut [usize; BATCH],
         names: &mut Names,
     ) -> io::Result<usize> {
-        // SAFETY: iovec and mmsghdr are plain C structs; zeroed is valid for both.
+        // SAFETY: iovec, mmsghdr and the control words are plain C data; zeroed is
+        // valid for each.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        let n = bufs.len().min(BATCH);
-        for i in 0..n {
-            iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
-            iovs[i].iov_len = DATAGRAM;
+        let mut control: [Control; BATCH] = unsafe { zeroed() };
+        // Only runs need their segment size: datagram batches pass no control buffer.
+        let runs = slot > DATAGRAM;
+        let n = slots.min(BATCH).min(bufs.len() / slot.max(1));
+        for (i, buf) in bufs.chunks_exact_mut(slot).take(n).enumerate() {
+            iovs[i].iov_base = buf.as_mut_ptr().cast();
+            iovs[i].iov_len = slot;
             let h = &mut hdrs[i].msg_hdr;
             h.msg_name = ptr::from_mut(&mut names.addrs[i]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = ptr::from_mut(&mut iovs[i]);
             h.msg_iovlen = 1;
+            if runs {
+                h.msg_control = control[i].as_mut_ptr().cast();
+                h.msg_controllen = size_of::<Control>() as _;
+            }
         }
         // SAFETY: every header points at a live buffer of the stated length (the
         // datagram buffer, its iovec, its sockaddr_storage), all borrowed mutably
@@ -382,13 +684,37 @@ mod sys {
         for i in 0..r {
             lens[i] = hdrs[i].msg_len as usize;
             names.lens[i] = hdrs[i].msg_hdr.msg_namelen;
+            segs[i] = if runs { segment(&hdrs[i].msg_hdr) } else { 0 };
             // Longer than the buffer: cut short, so skipped (no source address) rather
-            // than handed on (uTP has no checksum to notice).
-            if hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            // than handed on (uTP has no checksum to notice). Without room for its
+            // control message a run cannot be cut back into its datagrams: skipped too.
+            if hdrs[i].msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
                 names.lens[i] = 0;
             }
         }
         Ok(r)
+    }
+
+    /// The size of the datagrams a received run is made of (`UDP_GRO`'s control
+    /// message), 0 for a single datagram.
+    fn segment(h: &libc::msghdr) -> usize {
+        if h.msg_controllen == 0 {
+            return 0;
+        }
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into the
+        // buffer `h.msg_control` points at, which outlives this call; the CMSG macros
+        // stay within that length, and the data read is the `int` UDP_GRO carries.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let v = ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    return usize::try_from(v).unwrap_or(0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        0
     }
 
     /// `addr` as the kernel takes it.
@@ -420,7 +746,9 @@ mod sys {
     }
 
     /// One `sendmmsg` of datagrams `first..first + lens.len()` of `bufs` (slots of
-    /// `size` bytes) to `to`: how many the kernel took.
+    /// `size` bytes) to `to`, each run of [`super::run`] as one message the kernel cuts
+    /// into datagrams when `gso`: how many datagrams the kernel took, or the error with
+    /// how many datagrams the message it refused held.
     pub fn send_many(
         sock: &UdpSocket,
         bufs: &[u8],
@@ -428,42 +756,68 @@ mod sys {
         lens: &[usize],
         to: &[Option<SocketAddr>],
         first: usize,
-    ) -> io::Result<usize> {
-        // SAFETY: plain C structs; zeroed is valid for each.
+        gso: bool,
+    ) -> Result<usize, (io::Error, usize)> {
+        let invalid = || (io::Error::from(io::ErrorKind::InvalidInput), 1);
+        // SAFETY: plain C data; zeroed is valid for each.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let mut control: [Control; BATCH] = unsafe { zeroed() };
+        let mut runs = [0usize; BATCH];
         let n = lens.len().min(to.len()).min(BATCH);
-        for i in 0..n {
-            let at = (first + i) * size;
-            let Some(buf) = bufs.get(at..at + lens[i]) else {
-                return Err(io::ErrorKind::InvalidInput.into());
+        let (mut i, mut m) = (0, 0);
+        while i < n {
+            let k = if gso {
+                super::run(&lens[i..n], &to[i..n])
+            } else {
+                1
             };
-            iovs[i].iov_base = buf.as_ptr().cast_mut().cast();
-            iovs[i].iov_len = buf.len();
-            let Some(dst) = to[i] else {
-                return Err(io::ErrorKind::InvalidInput.into());
-            };
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_namelen = sockaddr(dst, &mut names[i]);
-            h.msg_name = ptr::from_mut(&mut names[i]).cast();
-            h.msg_iov = ptr::from_mut(&mut iovs[i]);
-            h.msg_iovlen = 1;
+            for j in i..i + k {
+                let at = (first + j) * size;
+                let buf = bufs.get(at..at + lens[j]).ok_or_else(invalid)?;
+                iovs[j].iov_base = buf.as_ptr().cast_mut().cast();
+                iovs[j].iov_len = buf.len();
+            }
+            let dst = to[i].ok_or_else(invalid)?;
+            let h = &mut hdrs[m].msg_hdr;
+            h.msg_namelen = sockaddr(dst, &mut names[m]);
+            h.msg_name = ptr::from_mut(&mut names[m]).cast();
+            // The run's `k` iovecs, from the array's own pointer.
+            h.msg_iov = iovs.as_mut_ptr().wrapping_add(i);
+            h.msg_iovlen = k as _;
+            if k > 1 {
+                h.msg_control = control[m].as_mut_ptr().cast();
+                h.msg_controllen = size_of::<Control>() as _;
+                // SAFETY: the control buffer is `Control`-sized and aligned, room for
+                // one header and the `u16` segment size (the macros stay inside it).
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as _) as _;
+                    ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), lens[i] as u16);
+                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as _) as _;
+                }
+            }
+            runs[m] = k;
+            i += k;
+            m += 1;
         }
-        // SAFETY: headers `0..n` point at the datagrams (read only by the kernel), their
-        // iovecs and addresses, all alive and unmoved during the call.
+        // SAFETY: headers `0..m` point at the datagrams (read only by the kernel), their
+        // iovecs, addresses and control messages, all alive and unmoved during the call.
         let r = unsafe {
             libc::sendmmsg(
                 sock.as_raw_fd(),
                 hdrs.as_mut_ptr(),
-                n as libc::c_uint,
+                m as libc::c_uint,
                 libc::MSG_DONTWAIT as _,
             )
         };
         if r < 0 {
-            return Err(io::Error::last_os_error());
+            return Err((io::Error::last_os_error(), runs[0]));
         }
-        Ok(r as usize)
+        Ok(runs[..r as usize].iter().sum())
     }
 
     pub fn send(sock: &UdpSocket, replies: &[Vec<u8>], answer: &[bool], names: &mut Names) {
@@ -554,6 +908,259 @@ mod tests {
             let (len, _) = a.recv_from(&mut buf).expect("reply");
             assert_eq!(&buf[..len], &[i, 0xaa]);
         }
+    }
+
+    #[test]
+    fn a_run_is_one_destination_and_one_size_but_its_last() {
+        let a = Some("127.0.0.1:1".parse().expect("addr"));
+        let b = Some("127.0.0.1:2".parse().expect("addr"));
+        assert_eq!(run(&[], &[]), 0);
+        assert_eq!(run(&[100, 100, 100, 100], &[a, a, a, b]), 3);
+        assert_eq!(
+            run(&[100, 100, 60, 100], &[a, a, a, a]),
+            3,
+            "the short one ends it"
+        );
+        assert_eq!(
+            run(&[100, 120, 100], &[a, a, a]),
+            1,
+            "a longer one starts anew"
+        );
+        assert_eq!(run(&[0, 0], &[a, a]), 1);
+        assert_eq!(run(&[100, 0], &[a, a]), 1);
+        assert_eq!(run(&[100, 100], &[None, None]), 1);
+        let lens = [2400; BATCH];
+        let k = run(&lens, &[a; BATCH]);
+        assert!(
+            k * 2400 <= SEGMENTED_MAX && (k + 1) * 2400 > SEGMENTED_MAX,
+            "{k}"
+        );
+    }
+
+    /// A burst to one peer: a reader whose socket takes runs gets every datagram
+    /// whole and in order, in fewer messages than datagrams where the kernel can
+    /// (Linux 5.0); a reader without gets them one by one, as sent.
+    #[test]
+    fn a_run_reaches_a_coalescing_reader_whole_and_a_plain_one_datagram_by_datagram() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let coalescing = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let runs = enable_gro(&coalescing);
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // First a run of datagrams too long for us: dropped, as they would be alone.
+        let mut big = SendBatch::new(3000);
+        for _ in 0..3 {
+            big.push(coalescing.local_addr().expect("addr"), &[0xee; 3000]);
+        }
+        assert!(big.flush(&sender));
+        let mut tx = SendBatch::new(1404);
+        let mut sent = Vec::new();
+        // 20 of 1404 bytes and a short last one, then 2 for the plain reader, twice.
+        for round in 0..2u8 {
+            for i in 0..23u8 {
+                let (to, len) = match i {
+                    0..20 => (coalescing.local_addr().expect("addr"), 1404),
+                    20 => (coalescing.local_addr().expect("addr"), 300),
+                    _ => (plain.local_addr().expect("addr"), 1404),
+                };
+                let buf = tx.slot().expect("room");
+                buf[..len].fill(round * 100 + i);
+                buf[0] = round;
+                buf[1] = i;
+                tx.commit(to, len);
+                sent.push((to, round, i, len));
+            }
+            assert!(tx.flush(&sender), "a small batch would block");
+        }
+        let mut batch = UdpBatch::coalescing();
+        let (mut got, mut messages) = (Vec::new(), 0);
+        let want: Vec<_> = sent
+            .iter()
+            .filter(|s| s.0 == coalescing.local_addr().expect("addr"))
+            .collect();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got.len() < want.len() {
+            assert!(
+                std::time::Instant::now() < end,
+                "{} of {}",
+                got.len(),
+                want.len()
+            );
+            match batch.recv(&coalescing) {
+                Ok(n) => messages += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            for (d, from) in batch.datagrams() {
+                assert_eq!(from, sender.local_addr().expect("addr"));
+                got.push(d.to_vec());
+            }
+        }
+        for (d, (_, round, i, len)) in got.iter().zip(&want) {
+            assert_eq!(
+                (d.len(), d[0], d[1]),
+                (*len, *round, *i),
+                "out of order or cut"
+            );
+            assert!(
+                d[2..].iter().all(|&x| x == round * 100 + i),
+                "datagram {i} mangled"
+            );
+        }
+        if runs && tx.gso {
+            assert!(
+                messages < got.len(),
+                "{} datagrams in {messages} messages: no run went as one",
+                got.len()
+            );
+        }
+        plain
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 65_536];
+        for (_, round, i, len) in sent
+            .iter()
+            .filter(|s| s.0 == plain.local_addr().expect("addr"))
+        {
+            let (n, _) = plain.recv_from(&mut buf).expect("a datagram");
+            assert_eq!((n, buf[0], buf[1]), (*len, *round, *i));
+        }
+    }
+
+    /// Reads `n` datagrams (or gives up after 3 s) from `sock` with `batch`.
+    fn read_n(batch: &mut UdpBatch, sock: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while got.len() < n && std::time::Instant::now() < end {
+            match batch.recv(sock) {
+                Ok(_) => got.extend(batch.datagrams().map(|(d, _)| d.to_vec())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    /// A run the kernel refuses to cut (here: a sender without UDP checksums, which
+    /// `UDP_SEGMENT` needs) still arrives, datagram by datagram and in order.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_refused_run_goes_datagram_by_datagram() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let one: libc::c_int = 1;
+        // SAFETY: SO_NO_CHECK takes an int, passed by a live reference of its size.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sender),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::from_ref(&one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+        let rx = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let mut tx = SendBatch::new(1000);
+        for round in 0..2u8 {
+            for i in 0..10u8 {
+                tx.push(to, &[round * 10 + i; 1000]);
+            }
+            assert!(tx.flush(&sender));
+        }
+        let got = read_n(&mut UdpBatch::new(), &rx, 20);
+        assert!(got.iter().all(|d| d.iter().all(|&x| x == d[0])), "mangled");
+        let got: Vec<(usize, u8)> = got.iter().map(|d| (d.len(), d[0])).collect();
+        let want: Vec<(usize, u8)> = (0..20u8).map(|i| (1000, i)).collect();
+        assert_eq!(got, want);
+        if sys::gso() {
+            assert!(
+                tx.pause > 0,
+                "the refusal was not seen (runs were not sent)"
+            );
+        }
+    }
+
+    /// A run that reaches a batch without room for its control message is dropped,
+    /// never handed on as one datagram: two 500-byte packets read as one would be a
+    /// uTP packet with another's header inside its payload.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_run_without_its_segment_size_is_dropped_not_merged() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let rx = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let runs = enable_gro(&rx);
+        let mut tx = SendBatch::new(500);
+        tx.push(to, &[1; 500]);
+        tx.push(to, &[2; 500]);
+        assert!(tx.flush(&sender));
+        // A lone datagram after it shows the run had its turn.
+        let lone = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        lone.send_to(&[3; 20], to).expect("send");
+        let mut batch = UdpBatch::new();
+        let mut got = Vec::new();
+        while got.last() != Some(&vec![3u8; 20]) {
+            let more = read_n(&mut batch, &rx, 1);
+            assert!(!more.is_empty(), "the lone datagram never came");
+            got.extend(more);
+        }
+        let got: Vec<(usize, u8)> = got.iter().map(|d| (d.len(), d[0])).collect();
+        if runs && tx.gso {
+            assert_eq!(got, [(20, 3)], "the run merged or its datagrams read");
+        } else {
+            assert_eq!(got, [(500, 1), (500, 2), (20, 3)]);
+        }
+    }
+
+    /// Plain datagrams read by a coalescing batch back two pages per message at most,
+    /// not the 2 MiB its runs may take.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_coalescing_batch_takes_memory_only_where_datagrams_land() {
+        let sock = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let to = sock.local_addr().expect("addr");
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut batch = UdpBatch::coalescing();
+        let Buffers::Mapped(pages) = &batch.bufs else {
+            panic!("a coalescing batch on Linux maps its buffers");
+        };
+        assert_eq!(pages.resident(), 0);
+        let mut read = 0;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for round in 0..4 {
+            for _ in 0..RUN_BATCH {
+                a.send_to(&[round; 1400], to).expect("send");
+            }
+            let mut got = 0;
+            while got < RUN_BATCH {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "datagrams lost on loopback"
+                );
+                match batch.recv(&sock) {
+                    Ok(_) => got += batch.datagrams().count(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            read += got;
+        }
+        assert_eq!(read, 4 * RUN_BATCH);
+        let Buffers::Mapped(pages) = &batch.bufs else {
+            unreachable!()
+        };
+        let resident = pages.resident();
+        assert!(
+            (1..=2 * RUN_BATCH).contains(&resident),
+            "{resident} pages backed after {read} datagrams of 1400 bytes"
+        );
     }
 
     /// Datagrams queued for two destinations (one over IPv6 when the host has it) leave

@@ -16,7 +16,11 @@
 //! changed them: readable, writable, connected or closed), which the loop drains each
 //! turn. Datagrams leave in [`UtpHost::transmit`], up to the socket's send buffer, in
 //! batches of one `sendmmsg(2)` each; those that would block are kept and sent first
-//! next time. Our own socket is read in batches of one `recvmmsg(2)`.
+//! next time. Our own socket is read in batches of one `recvmmsg(2)`. On Linux a
+//! connection's run of full packets leaves as one buffer the kernel cuts
+//! (`UDP_SEGMENT`), and a peer's runs arrive as one (`UDP_GRO`, on our sockets and the
+//! DHT's): the core's socket gives each connection's packets in a row
+//! ([`btcore_core::utp::TRANSMIT_BURST`]) so that runs form (`udp_batch`).
 //!
 //! Spoofed SYNs: a SYN costs one STATE in reply (as a TCP SYN costs a SYN-ACK) and a
 //! slot of the socket, which the next SYN or dial may take back. The session hears of
@@ -139,9 +143,12 @@ pub fn dual_stack(s: &UdpSocket, addr: SocketAddr) -> bool {
         && socket2::SockRef::from(s).only_v6().is_ok_and(|only| !only)
 }
 
+/// Large buffers, and runs of datagrams from one peer read as one
+/// ([`crate::udp_batch::enable_gro`]; the socket is read by a coalescing batch).
 fn tune(s: UdpSocket) -> UdpSocket {
     let _ = socket2::SockRef::from(&s).set_recv_buffer_size(2 << 20);
     let _ = socket2::SockRef::from(&s).set_send_buffer_size(2 << 20);
+    crate::udp_batch::enable_gro(&s);
     s
 }
 
@@ -241,7 +248,9 @@ impl UtpHost {
         let Some(sock) = sock else {
             return false;
         };
-        let rx = self.rx.get_or_insert_with(|| Box::new(UdpBatch::new()));
+        let rx = self
+            .rx
+            .get_or_insert_with(|| Box::new(UdpBatch::coalescing()));
         let socket = &mut self.socket;
         rx.read_all(sock, budget, |d, from| deliver(socket, now, from, d))
     }

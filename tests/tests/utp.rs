@@ -809,3 +809,115 @@ fn an_acceptor_that_writes_at_once_answers_the_syn_first() {
     let n = a.read(&mut got);
     assert_eq!(&got[..n], b"hello from the acceptor");
 }
+
+/// Connections with packets ready take turns in runs: each gives several packets in a
+/// row (a host sends a run to one peer as one buffer its kernel cuts), and none more
+/// than `TRANSMIT_BURST` while another waits.
+#[test]
+fn connections_take_turns_in_runs_of_at_most_a_burst() {
+    let mut s: UtpSocket<u32> = UtpSocket::new(UtpConfig::default(), 1);
+    let mut handles = Vec::new();
+    let mut next_seq = [0u16; 3];
+    for peer in [1u32, 2] {
+        let Incoming::Accepted { handle, .. } = s.handle_datagram(at(0), peer, &syn(100)) else {
+            panic!("accepted");
+        };
+        let out = drain_socket(&mut s, at(0));
+        let state = header(&out.iter().find(|(to, _)| *to == peer).expect("a STATE").1);
+        let d = Header {
+            ty: PacketType::Data,
+            conn_id: 101,
+            timestamp_us: 2,
+            timestamp_diff_us: 0,
+            wnd_size: 1 << 20,
+            seq_nr: 2,
+            ack_nr: state.seq_nr.wrapping_sub(1),
+        };
+        let mut b = vec![0u8; 25];
+        packet::encode(&d, None, b"hello", &mut b).expect("fits");
+        assert_eq!(
+            s.handle_datagram(at(1), peer, &b),
+            Incoming::Delivered(handle)
+        );
+        next_seq[peer as usize] = 3;
+        handles.push(handle);
+    }
+    let payload = data(4 << 20, 9);
+    let mut written = [0usize; 2];
+    let mut longest = 0;
+    // Until the windows hold more than a burst, and twice as long again.
+    let mut rounds_left = None;
+    for round in 0..400u64 {
+        let cwnd = s.conn(handles[0]).expect("live").cwnd() as usize;
+        if cwnd > (btcore_core::utp::TRANSMIT_BURST + 2) * 1404 && rounds_left.is_none() {
+            rounds_left = Some(round);
+        }
+        if rounds_left.is_some_and(|r| round >= 2 * r) {
+            break;
+        }
+        let now = at(10 + round * 10);
+        for (i, h) in handles.iter().enumerate() {
+            let c = s.conn_mut(*h).expect("live");
+            written[i] += c.write(&payload[written[i]..]);
+        }
+        let out = drain_socket(&mut s, now);
+        let data_to: Vec<u32> = out
+            .iter()
+            .filter(|(_, d)| header(d).ty == PacketType::Data)
+            .map(|(to, _)| *to)
+            .collect();
+        // Runs of one destination, while both had packets to give.
+        let both = data_to.contains(&1) && data_to.contains(&2);
+        let mut run = 0;
+        for (k, to) in data_to.iter().enumerate() {
+            run = if k > 0 && data_to[k - 1] == *to {
+                run + 1
+            } else {
+                1
+            };
+            let others_left = data_to[k..].iter().any(|t| t != to);
+            if others_left {
+                assert!(
+                    run <= btcore_core::utp::TRANSMIT_BURST,
+                    "round {round}: {run} packets in a row to {to} while the other waited"
+                );
+            }
+            if both {
+                longest = longest.max(run);
+            }
+        }
+        // Every packet acknowledged (a fresh delay sample: the windows grow).
+        for peer in [1u32, 2] {
+            let Some(last) = out
+                .iter()
+                .filter(|(to, d)| *to == peer && header(d).ty == PacketType::Data)
+                .map(|(_, d)| header(d).seq_nr)
+                .next_back()
+            else {
+                continue;
+            };
+            let a = Header {
+                ty: PacketType::State,
+                conn_id: 101,
+                timestamp_us: 2 + round as u32 * 10_000,
+                timestamp_diff_us: 1_000,
+                wnd_size: 1 << 20,
+                seq_nr: next_seq[peer as usize],
+                ack_nr: last,
+            };
+            let mut b = vec![0u8; 20];
+            packet::encode(&a, None, &[], &mut b).expect("fits");
+            let _ = s.handle_datagram(now + Duration::from_millis(5), peer, &b);
+        }
+    }
+    assert_eq!(
+        longest,
+        btcore_core::utp::TRANSMIT_BURST,
+        "the longest run of one connection's packets while the other had some"
+    );
+    let cwnd = s.conn(handles[0]).expect("live").cwnd() as usize;
+    assert!(
+        cwnd > btcore_core::utp::TRANSMIT_BURST * 1404,
+        "the window ({cwnd} bytes) never outgrew a burst: the cap went untested"
+    );
+}

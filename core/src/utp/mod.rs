@@ -72,7 +72,7 @@ mod socket;
 #[cfg(feature = "alloc")]
 pub use conn::{CloseReason, Connection, State};
 #[cfg(feature = "alloc")]
-pub use socket::{ConnHandle, ConnectError, Event, Incoming, UtpSocket};
+pub use socket::{ConnHandle, ConnectError, Event, Incoming, UtpSocket, TRANSMIT_BURST};
 
 use crate::time::Duration;
 

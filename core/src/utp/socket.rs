@@ -99,6 +99,10 @@ struct Slot<A> {
     entry: Option<Entry<A>>,
 }
 
+/// Most packets [`UtpSocket::poll_transmit`] takes from one connection in a row while
+/// another may have some (a host's send batch holds 32).
+pub const TRANSMIT_BURST: usize = 32;
+
 /// The uTP endpoint of one UDP port, generic over the host's address type (anything
 /// ordered: a `SocketAddr`, an index).
 ///
@@ -120,7 +124,10 @@ pub struct UtpSocket<A> {
     live: usize,
     resets: VecDeque<(A, Header)>,
     rng: Rng,
+    /// The connection [`UtpSocket::poll_transmit`] asks first, and how many packets
+    /// in a row it gave.
     cursor: usize,
+    burst: usize,
     /// At most one `Changed` and one `Accepted` per connection and one `Dropped` per
     /// eviction of a connection the host knows.
     events: VecDeque<Event>,
@@ -138,6 +145,7 @@ impl<A: Ord + Clone> UtpSocket<A> {
             resets: VecDeque::new(),
             rng: Rng::new(seed),
             cursor: 0,
+            burst: 0,
             events: VecDeque::new(),
         }
     }
@@ -428,7 +436,9 @@ impl<A: Ord + Clone> UtpSocket<A> {
     }
 
     /// The next datagram to send: its destination and length in `buf` (give it at
-    /// least `max_packet_size` bytes).
+    /// least `max_packet_size` bytes). Connections take turns, each giving up to
+    /// [`TRANSMIT_BURST`] packets in a row: a host can send a connection's run of
+    /// equal packets as one buffer its kernel cuts into datagrams.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(A, usize)> {
         while let Some((addr, h)) = self.resets.pop_front() {
             if let Ok(n) = packet::encode(&h, None, &[], buf) {
@@ -442,7 +452,13 @@ impl<A: Ord + Clone> UtpSocket<A> {
                 continue;
             };
             if let Some(len) = e.conn.poll_transmit(now, buf) {
-                self.cursor = (i + 1) % n;
+                self.burst = if k == 0 { self.burst + 1 } else { 1 };
+                if self.burst >= TRANSMIT_BURST {
+                    self.cursor = (i + 1) % n;
+                    self.burst = 0;
+                } else {
+                    self.cursor = i;
+                }
                 return Some((e.addr.clone(), len));
             }
         }
