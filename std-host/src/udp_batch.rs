@@ -1045,6 +1045,50 @@ mod tests {
         got
     }
 
+    /// A run over IPv6, where the host has it: cut and read back the same way.
+    #[test]
+    fn a_run_over_ipv6_arrives_whole_and_in_order() {
+        let (Ok(sender), Ok(rx)) = (
+            UdpSocket::bind("[::1]:0".parse().expect("addr")),
+            UdpSocket::bind("[::1]:0".parse().expect("addr")),
+        ) else {
+            eprintln!("no IPv6 loopback: skipped");
+            return;
+        };
+        let runs = enable_gro(&rx);
+        let to = rx.local_addr().expect("addr");
+        let len = |i: u8| if i == 11 { 700 } else { 1404 };
+        let mut tx = SendBatch::new(1404);
+        for i in 0..12u8 {
+            tx.push(to, &[i; 1404][..len(i)]);
+        }
+        assert!(tx.flush(&sender));
+        let mut batch = UdpBatch::coalescing();
+        let mut got = Vec::new();
+        let mut messages = 0;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 12 && std::time::Instant::now() < end {
+            match batch.recv(&rx) {
+                Ok(n) => messages += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            for (d, from) in batch.datagrams() {
+                assert_eq!(from, sender.local_addr().expect("addr"));
+                assert!(d.iter().all(|&x| x == d[0]), "mangled");
+                got.push((d.len(), d[0]));
+            }
+        }
+        let want: Vec<(usize, u8)> = (0..12u8).map(|i| (len(i), i)).collect();
+        assert_eq!(got, want);
+        if runs && tx.gso {
+            assert!(messages < 12, "12 datagrams in {messages} messages: no run");
+        }
+    }
+
     /// A run the kernel refuses to cut (here: a sender without UDP checksums, which
     /// `UDP_SEGMENT` needs) still arrives, datagram by datagram and in order.
     #[cfg(any(target_os = "linux", target_os = "android"))]
