@@ -971,33 +971,13 @@ mod tests {
             }
             assert!(tx.flush(&sender), "a small batch would block");
         }
-        let mut batch = UdpBatch::coalescing();
-        let (mut got, mut messages) = (Vec::new(), 0);
         let want: Vec<_> = sent
             .iter()
             .filter(|s| s.0 == coalescing.local_addr().expect("addr"))
             .collect();
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while got.len() < want.len() {
-            assert!(
-                std::time::Instant::now() < end,
-                "{} of {}",
-                got.len(),
-                want.len()
-            );
-            match batch.recv(&coalescing) {
-                Ok(n) => messages += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                }
-                Err(e) => panic!("{e}"),
-            }
-            for (d, from) in batch.datagrams() {
-                assert_eq!(from, sender.local_addr().expect("addr"));
-                got.push(d.to_vec());
-            }
-        }
+        let from = Some(sender.local_addr().expect("addr"));
+        let (got, messages) = read_n(&mut UdpBatch::coalescing(), &coalescing, want.len(), from);
+        assert_eq!(got.len(), want.len());
         for (d, (_, round, i, len)) in got.iter().zip(&want) {
             assert_eq!(
                 (d.len(), d[0], d[1]),
@@ -1029,20 +1009,31 @@ mod tests {
         }
     }
 
-    /// Reads `n` datagrams (or gives up after 3 s) from `sock` with `batch`.
-    fn read_n(batch: &mut UdpBatch, sock: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
-        let mut got = Vec::new();
+    /// Reads `n` datagrams from `sock` with `batch` (giving up after 3 s), each from
+    /// `from` when given: the datagrams and the messages they came in.
+    fn read_n(
+        batch: &mut UdpBatch,
+        sock: &UdpSocket,
+        n: usize,
+        from: Option<SocketAddr>,
+    ) -> (Vec<Vec<u8>>, usize) {
+        let (mut got, mut messages) = (Vec::new(), 0);
         let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
         while got.len() < n && std::time::Instant::now() < end {
             match batch.recv(sock) {
-                Ok(_) => got.extend(batch.datagrams().map(|(d, _)| d.to_vec())),
+                Ok(k) => messages += k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
                 }
                 Err(e) => panic!("{e}"),
             }
+            for (d, src) in batch.datagrams() {
+                assert!(from.is_none_or(|f| f == src), "from {src}");
+                got.push(d.to_vec());
+            }
         }
-        got
+        (got, messages)
     }
 
     /// A run over IPv6, where the host has it: cut and read back the same way.
@@ -1063,25 +1054,10 @@ mod tests {
             tx.push(to, &[i; 1404][..len(i)]);
         }
         assert!(tx.flush(&sender));
-        let mut batch = UdpBatch::coalescing();
-        let mut got = Vec::new();
-        let mut messages = 0;
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while got.len() < 12 && std::time::Instant::now() < end {
-            match batch.recv(&rx) {
-                Ok(n) => messages += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                }
-                Err(e) => panic!("{e}"),
-            }
-            for (d, from) in batch.datagrams() {
-                assert_eq!(from, sender.local_addr().expect("addr"));
-                assert!(d.iter().all(|&x| x == d[0]), "mangled");
-                got.push((d.len(), d[0]));
-            }
-        }
+        let from = Some(sender.local_addr().expect("addr"));
+        let (got, messages) = read_n(&mut UdpBatch::coalescing(), &rx, 12, from);
+        assert!(got.iter().all(|d| d.iter().all(|&x| x == d[0])), "mangled");
+        let got: Vec<(usize, u8)> = got.iter().map(|d| (d.len(), d[0])).collect();
         let want: Vec<(usize, u8)> = (0..12u8).map(|i| (len(i), i)).collect();
         assert_eq!(got, want);
         if runs && tx.gso {
@@ -1116,7 +1092,7 @@ mod tests {
             }
             assert!(tx.flush(&sender));
         }
-        let got = read_n(&mut UdpBatch::new(), &rx, 20);
+        let (got, _) = read_n(&mut UdpBatch::new(), &rx, 20, None);
         assert!(got.iter().all(|d| d.iter().all(|&x| x == d[0])), "mangled");
         let got: Vec<(usize, u8)> = got.iter().map(|d| (d.len(), d[0])).collect();
         let want: Vec<(usize, u8)> = (0..20u8).map(|i| (1000, i)).collect();
@@ -1149,7 +1125,7 @@ mod tests {
         let mut batch = UdpBatch::new();
         let mut got = Vec::new();
         while got.last() != Some(&vec![3u8; 20]) {
-            let more = read_n(&mut batch, &rx, 1);
+            let (more, _) = read_n(&mut batch, &rx, 1, None);
             assert!(!more.is_empty(), "the lone datagram never came");
             got.extend(more);
         }

@@ -606,6 +606,33 @@ fn drain_socket(s: &mut UtpSocket<u32>, now: Instant) -> Vec<(u32, Vec<u8>)> {
     out
 }
 
+/// Accepts `peer`'s SYN (connection id 100) on `s` and confirms the connection with a
+/// 5-byte DATA packet announcing a window of `wnd` bytes; its handle.
+fn accept_confirmed(s: &mut UtpSocket<u32>, peer: u32, wnd: u32) -> ConnHandle {
+    let Incoming::Accepted { handle, evicted } = s.handle_datagram(at(0), peer, &syn(100)) else {
+        panic!("accepted");
+    };
+    assert_eq!(evicted, None);
+    let out = drain_socket(s, at(0));
+    let state = header(&out.iter().find(|(to, _)| *to == peer).expect("a STATE").1);
+    let d = Header {
+        ty: PacketType::Data,
+        conn_id: 101,
+        timestamp_us: 2,
+        timestamp_diff_us: 0,
+        wnd_size: wnd,
+        seq_nr: 2,
+        ack_nr: state.seq_nr.wrapping_sub(1),
+    };
+    let mut b = vec![0u8; 25];
+    packet::encode(&d, None, b"hello", &mut b).expect("fits");
+    assert_eq!(
+        s.handle_datagram(at(1), peer, &b),
+        Incoming::Delivered(handle)
+    );
+    handle
+}
+
 #[test]
 fn the_first_byte_tells_dht_from_utp() {
     let mut s: UtpSocket<u32> = UtpSocket::new(UtpConfig::default(), 1);
@@ -630,28 +657,7 @@ fn a_syn_flood_evicts_half_open_connections_and_never_the_established_ones() {
     // Two real peers: SYN, then a data packet that confirms them.
     let mut real = Vec::new();
     for peer in [1u32, 2] {
-        let Incoming::Accepted { handle, evicted } = s.handle_datagram(at(0), peer, &syn(100))
-        else {
-            panic!("accepted");
-        };
-        assert_eq!(evicted, None);
-        let out = drain_socket(&mut s, at(0));
-        let state = header(&out.iter().find(|(to, _)| *to == peer).expect("a STATE").1);
-        let d = Header {
-            ty: PacketType::Data,
-            conn_id: 101,
-            timestamp_us: 2,
-            timestamp_diff_us: 0,
-            wnd_size: 65_536,
-            seq_nr: 2,
-            ack_nr: state.seq_nr.wrapping_sub(1),
-        };
-        let mut b = vec![0u8; 25];
-        packet::encode(&d, None, b"hello", &mut b).expect("fits");
-        assert_eq!(
-            s.handle_datagram(at(1), peer, &b),
-            Incoming::Delivered(handle)
-        );
+        let handle = accept_confirmed(&mut s, peer, 65_536);
         assert_eq!(s.conn(handle).expect("live").readable(), 5);
         assert!(s.conn(handle).expect("live").is_confirmed());
         real.push(handle);
@@ -819,26 +825,7 @@ fn connections_take_turns_in_runs_of_at_most_a_burst() {
     let mut handles = Vec::new();
     let mut next_seq = [0u16; 3];
     for peer in [1u32, 2] {
-        let Incoming::Accepted { handle, .. } = s.handle_datagram(at(0), peer, &syn(100)) else {
-            panic!("accepted");
-        };
-        let out = drain_socket(&mut s, at(0));
-        let state = header(&out.iter().find(|(to, _)| *to == peer).expect("a STATE").1);
-        let d = Header {
-            ty: PacketType::Data,
-            conn_id: 101,
-            timestamp_us: 2,
-            timestamp_diff_us: 0,
-            wnd_size: 1 << 20,
-            seq_nr: 2,
-            ack_nr: state.seq_nr.wrapping_sub(1),
-        };
-        let mut b = vec![0u8; 25];
-        packet::encode(&d, None, b"hello", &mut b).expect("fits");
-        assert_eq!(
-            s.handle_datagram(at(1), peer, &b),
-            Incoming::Delivered(handle)
-        );
+        let handle = accept_confirmed(&mut s, peer, 1 << 20);
         next_seq[peer as usize] = 3;
         handles.push(handle);
     }
