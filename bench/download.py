@@ -26,7 +26,8 @@ libtorrent leechers only: the others cannot be handed a peer).
 
 The leecher cases run every client --rounds times, taking turns, and print the median
 of each figure with the range of MB/s and CPU seconds: on a shared or virtual machine
-one run moves by 20-40%.
+one run moves by 20-40%. A row gives the leecher's MB/s, CPU seconds and CPU seconds
+per GiB, the seeder's CPU seconds (below), and the leecher's anonymous and peak RSS.
 
 With --formats (v1, v2, hybrid; comma-separated; without it: v1 alone, as always), the
 payload is also made into a BitTorrent v2-only torrent (`btcore create --v2`: SHA-256
@@ -239,32 +240,25 @@ def measure(procs_markers, size, deadline_s, seeder, dial=None):
     return results
 
 
-def row(label, r):
-    mbps, cpu, anon, rss, ok, wall = r
-    if not ok:
-        return "%-34s %10s %9s %12s %12s" % (label, "FAILED", "%.2f" % cpu, "-", "-")
-    return "%-34s %10.1f %9.2f %12.1f %12.1f" % (label, mbps, cpu, anon / 2**20, rss / 2**20)
-
-
-HEADER = "%-34s %10s %9s %12s %12s" % ("leecher", "MB/s", "CPU s", "anon RSS MiB", "peak RSS MiB")
-
 # --formats: the torrent each format is made into, and the clients that cannot use it
 # (no v2; a hybrid's seeder dials them with its v2 hash: see the module docs).
 FORMATS = {"v1": [], "v2": ["--v2"], "hybrid": ["--hybrid"]}
 NO_V2 = ("aria2", "transmission")
 
-FHEADER = "%-12s %-7s %8s %7s %9s %10s %10s %9s" % (
-    "leecher", "format", "MB/s", "CPU s", "CPU s/GiB", "seeder CPU", "seed check", "anon MiB")
+FHEADER = "%-12s %-7s %8s %7s %9s %10s %10s %9s %9s" % (
+    "leecher", "format", "MB/s", "CPU s", "CPU s/GiB", "seeder CPU", "seed check", "anon MiB",
+    "peak MiB")
 
 
 def frow(kind, fmt, r, gib):
-    """A row of the --formats table: r is (MB/s, CPU, anon, rss, ok, wall, seeder CPU
-    during the transfer, seeder CPU before it)."""
-    mbps, cpu, anon, _, ok, _, scpu, scheck = r
+    """A row of a leecher table: r is (MB/s, CPU, anon, rss, ok, wall, seeder CPU during
+    the transfer, seeder CPU before it)."""
+    mbps, cpu, anon, rss, ok, _, scpu, scheck = r
     if not ok:
-        return "%-12s %-7s %8s %7.2f %9s %10.2f %10.2f %9s" % (kind, fmt, "FAILED", cpu, "-", scpu, scheck, "-")
-    return "%-12s %-7s %8.1f %7.2f %9.2f %10.2f %10.2f %9.1f" % (
-        kind, fmt, mbps, cpu, cpu / gib, scpu, scheck, anon / 2**20)
+        return "%-12s %-7s %8s %7.2f %9s %10.2f %10.2f %9s %9s" % (
+            kind, fmt, "FAILED", cpu, "-", scpu, scheck, "-", "-")
+    return "%-12s %-7s %8.1f %7.2f %9.2f %10.2f %10.2f %9.1f %9.1f" % (
+        kind, fmt, mbps, cpu, cpu / gib, scpu, scheck, anon / 2**20, rss / 2**20)
 
 
 def piece_length(torrent):
@@ -374,33 +368,10 @@ def main():
             """Each leecher listens first; the seeder then dials it (every client
             accepts incoming connections); the clock starts with the seeder. With
             --rounds N, the clients take turns N times and each figure is the median."""
-            if args.formats:
-                return run_formats(title, seeder_cmd, kinds)
-            print("\n" + title + (" (median of %d rounds, clients in turn)" % args.rounds
-                                  if args.rounds > 1 else ""))
-            print(HEADER + ("   MB/s range   CPU s range" if args.rounds > 1 else ""))
-            runs = {k: [] for k in kinds}
-            for rnd in range(args.rounds):
-                for kind in kinds:
-                    runs[kind].append(run_one(kind, seeder_cmd)[:6])
-                    if args.rounds > 1:
-                        print("  round %d %-12s %s" % (rnd + 1, kind, row("", runs[kind][-1]).strip()),
-                              flush=True)
-            for kind in kinds:
-                rs = runs[kind]
-                if not all(r[4] for r in rs):
-                    print(row(kind, next(r for r in rs if not r[4])), flush=True)
-                    continue
-                med = tuple(statistics.median(r[i] for r in rs) for i in range(4))
-                line = row(kind, med + (True, 0))
-                if args.rounds > 1:
-                    line += "  %5.0f-%-5.0f  %5.2f-%-5.2f" % (
-                        min(r[0] for r in rs), max(r[0] for r in rs),
-                        min(r[1] for r in rs), max(r[1] for r in rs))
-                print(line, flush=True)
+            return run_formats(title, seeder_cmd, kinds)
 
         def run_formats(title, seeder_cmd, kinds):
-            """run_case with --formats: every (client, format) in turn, the formats
+            """Every (client, format) in turn (v1 alone without --formats), the formats
             interleaved within each round; one table row per client and format."""
             gib = size / 2**30
             pairs = [(k, f) for k in kinds for f in formats if f == "v1" or k not in NO_V2]
