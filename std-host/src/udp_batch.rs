@@ -376,9 +376,10 @@ impl SendBatch {
     /// Sends what is queued: true when all of it went (the slots are free again), false
     /// when the socket would block (the rest stays queued). A datagram the kernel
     /// refuses for its destination (unreachable, too big) is dropped, as a lost one.
-    /// A run the kernel refuses to cut (a route's MTU below the datagrams, a device
-    /// without checksum offload) goes again datagram by datagram, as do the next
-    /// [`REFUSED_PAUSE`] flushes' (every one after a refusal for the device).
+    /// A run the kernel refuses goes again datagram by datagram. When it refused to cut
+    /// it (a route's MTU below the datagrams), so do the next [`REFUSED_PAUSE`]
+    /// flushes; a device without checksum offload (`EIO`) gets no runs again; a run
+    /// refused for its destination costs only this flush its runs.
     pub fn flush(&mut self, sock: &UdpSocket) -> bool {
         self.pause = self.pause.saturating_sub(1);
         while self.sent < self.n {
@@ -408,13 +409,15 @@ impl SendBatch {
                 Ok(k) => self.sent += k.max(1),
                 Err((e, _)) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err((e, _)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err((e, run)) if run > 1 => {
-                    // EIO: the device cannot checksum what it cuts; it never will.
-                    if e.raw_os_error() == Some(libc::EIO) {
-                        self.gso = false;
-                    }
-                    self.pause = REFUSED_PAUSE;
-                }
+                Err((e, run)) if run > 1 => match e.raw_os_error() {
+                    // The device cannot checksum what it cuts; it never will.
+                    Some(libc::EIO) => self.gso = false,
+                    // The route or the socket cannot take runs: not for a while.
+                    Some(libc::EINVAL | libc::EMSGSIZE) => self.pause = REFUSED_PAUSE,
+                    // Refused for its destination (unreachable, a pending error of
+                    // another peer's): this flush alone goes datagram by datagram.
+                    _ => self.pause = self.pause.max(1),
+                },
                 Err(_) => self.sent += 1,
             }
         }
@@ -1101,6 +1104,44 @@ mod tests {
             assert!(
                 tx.pause > 0,
                 "the refusal was not seen (runs were not sent)"
+            );
+        }
+    }
+
+    /// A run refused for its destination (here an IPv6 peer of an IPv4 socket) costs
+    /// that run alone: the run after it in the same flush arrives, and the next flush
+    /// sends runs again. Pausing runs on such a refusal would let any departed or
+    /// unreachable peer turn them off for everyone.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_run_refused_for_its_destination_pauses_runs_for_that_flush_only() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let rx = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let runs = enable_gro(&rx);
+        let to = rx.local_addr().expect("addr");
+        let away: SocketAddr = "[::1]:9".parse().expect("addr");
+        let mut tx = SendBatch::new(1000);
+        for i in 0..10u8 {
+            tx.push(away, &[i; 1000]);
+        }
+        for i in 0..10u8 {
+            tx.push(to, &[10 + i; 1000]);
+        }
+        assert!(tx.flush(&sender));
+        assert!(tx.pause <= 1, "runs paused for {} flushes", tx.pause);
+        for i in 0..10u8 {
+            tx.push(to, &[20 + i; 1000]);
+        }
+        assert!(tx.flush(&sender));
+        let from = Some(sender.local_addr().expect("addr"));
+        let (first, _) = read_n(&mut UdpBatch::coalescing(), &rx, 10, from);
+        let (second, messages) = read_n(&mut UdpBatch::coalescing(), &rx, 10, from);
+        let got: Vec<u8> = first.iter().chain(&second).map(|d| d[0]).collect();
+        assert_eq!(got, (10..30u8).collect::<Vec<_>>());
+        if runs && tx.gso {
+            assert!(
+                messages < 10,
+                "the next flush sent no run ({messages} messages)"
             );
         }
     }
