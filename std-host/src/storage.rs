@@ -1179,6 +1179,40 @@ impl Storage {
         })
     }
 
+    /// Starts writing piece `piece`'s bytes to the disk, without waiting for them
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux; nothing elsewhere): the
+    /// writeback of a download spreads over it instead of piling up for the sync at its
+    /// end. Best effort: an error here leaves the bytes for the next [`Storage::sync`],
+    /// which is what makes them durable either way.
+    pub fn write_behind(&self, piece: u32) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::fd::AsRawFd;
+            let Ok((off, len)) = self.checked_piece(piece) else {
+                return;
+            };
+            let _ = self.each_segment(off, len as usize, |k, file_off, range| {
+                let e = &self.files[k];
+                if e.kind != Kind::Regular || e.skipped.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let f = self.handle(k, false)?;
+                // SAFETY: a valid descriptor, held open by `f` for the call.
+                unsafe {
+                    libc::sync_file_range(
+                        f.as_raw_fd(),
+                        file_off as libc::off64_t,
+                        range.len() as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    )
+                };
+                Ok(())
+            });
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = piece;
+    }
+
     /// Each file's length and modification time as the file system has them now, in
     /// file order: what resume data records after a sync, and compares on the next start
     /// to tell whether the files changed since. Files that are absent, pad files and
