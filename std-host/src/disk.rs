@@ -1017,7 +1017,7 @@ mod tests {
 
     /// Pages of `f` in `off..off + len` that are dirty (not yet on their way to the
     /// disk), from `cachestat` (Linux 6.5); None where the kernel lacks it.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(target_os = "linux")]
     fn dirty_pages(f: &std::fs::File, off: u64, len: u64) -> Option<u64> {
         use std::os::fd::AsRawFd;
         let range = [off, len];
@@ -1040,7 +1040,7 @@ mod tests {
     /// A piece that verifies starts on its way to the disk at once (write-behind), so
     /// the sync at the end of a download has little left to write. Without it its pages
     /// stay dirty for the kernel's 30 s expiry.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_verified_piece_is_written_behind() {
         let piece_len = 262_144u32;

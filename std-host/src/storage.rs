@@ -1185,7 +1185,7 @@ impl Storage {
     /// end. Best effort: an error here leaves the bytes for the next [`Storage::sync`],
     /// which is what makes them durable either way.
     pub fn write_behind(&self, piece: u32) {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
             let Ok((off, len)) = self.checked_piece(piece) else {
@@ -1201,15 +1201,15 @@ impl Storage {
                 unsafe {
                     libc::sync_file_range(
                         f.as_raw_fd(),
-                        file_off as libc::off64_t,
-                        range.len() as libc::off64_t,
+                        file_off as _,
+                        range.len() as _,
                         libc::SYNC_FILE_RANGE_WRITE,
                     )
                 };
                 Ok(())
             });
         }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        #[cfg(not(target_os = "linux"))]
         let _ = piece;
     }
 
