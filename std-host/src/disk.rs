@@ -1037,26 +1037,32 @@ mod tests {
         (r == 0).then_some(stat[1])
     }
 
-    /// A piece that verifies starts on its way to the disk at once (write-behind), so
-    /// the sync at the end of a download has little left to write. Without it its pages
-    /// stay dirty for the kernel's 30 s expiry.
+    /// Pieces that verify start on their way to the disk once 4 MiB of them gathered
+    /// (write-behind), so the sync at the end of a download has little left to write.
+    /// Without it their pages stay dirty for the kernel's 30 s expiry.
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_verified_piece_is_written_behind() {
-        let piece_len = 262_144u32;
-        let (dir, storage) = one_file("behind", u64::from(piece_len), piece_len);
-        let content = data(piece_len as usize, 3);
-        let mut pool = DiskPool::new(1, AHEAD_BYTES, Arc::new(|| {}));
-        pool.submit(DiskJob::Write {
-            torrent: T,
-            storage: storage.clone(),
-            block: block(0, 0, piece_len),
-            data: content.clone(),
-        });
-        let (_, result) = writes(&mut pool, 1).pop().expect("a write");
-        result.expect("written");
+    fn verified_pieces_are_written_behind() {
+        let piece_len = 1u32 << 20;
+        let pieces = 4u32;
+        let total = u64::from(piece_len * pieces);
+        let (dir, storage) = one_file("behind", total, piece_len);
+        let content = data(total as usize, 3);
+        let piece = |p: u32| &content[(p * piece_len) as usize..((p + 1) * piece_len) as usize];
+        let mut pool = DiskPool::new(2, AHEAD_BYTES, Arc::new(|| {}));
+        for p in 0..pieces {
+            pool.submit(DiskJob::Write {
+                torrent: T,
+                storage: storage.clone(),
+                block: block(p, 0, piece_len),
+                data: piece(p).to_vec(),
+            });
+        }
+        for (_, result) in writes(&mut pool, pieces as usize) {
+            result.expect("written");
+        }
         let file = std::fs::File::open(dir.join("f.bin")).expect("open");
-        let dirty = || dirty_pages(&file, 0, u64::from(piece_len));
+        let dirty = || dirty_pages(&file, 0, total);
         match dirty() {
             Some(n) if n > 0 => {}
             other => {
@@ -1065,32 +1071,34 @@ mod tests {
                 return;
             }
         }
-        pool.submit(DiskJob::Verify {
-            torrent: T,
-            storage: storage.clone(),
-            piece: PieceIndex(0),
-            expected: Expected::sha1(sha1(&content)),
-            block_digests: false,
-        });
         let start = std::time::Instant::now();
-        let ok = loop {
-            match pool.try_done() {
-                Some(DiskDone::Verify { ok, .. }) => break ok,
-                Some(other) => panic!("unexpected {other:?}"),
-                None if start.elapsed() > std::time::Duration::from_secs(10) => {
-                    panic!("no verdict")
+        for p in 0..pieces {
+            pool.submit(DiskJob::Verify {
+                torrent: T,
+                storage: storage.clone(),
+                piece: PieceIndex(p),
+                expected: Expected::sha1(sha1(piece(p))),
+                block_digests: false,
+            });
+            let ok = loop {
+                match pool.try_done() {
+                    Some(DiskDone::Verify { ok, .. }) => break ok,
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None if start.elapsed() > std::time::Duration::from_secs(10) => {
+                        panic!("no verdict")
+                    }
+                    None => std::thread::yield_now(),
                 }
-                None => std::thread::yield_now(),
-            }
-        };
-        assert!(ok, "the piece did not verify");
+            };
+            assert!(ok, "piece {p} did not verify");
+        }
         while dirty().is_some_and(|n| n > 0) && start.elapsed().as_secs() < 5 {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(
             dirty(),
             Some(0),
-            "the verified piece still waits for writeback"
+            "the verified pieces still wait for writeback"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

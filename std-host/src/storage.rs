@@ -337,7 +337,15 @@ struct Cache {
     tick: u64,
     /// Files written since the last [`Storage::sync`].
     dirty: HashSet<usize>,
+    /// Verified bytes not yet sent on their way to the disk, and their files
+    /// ([`Storage::write_behind`]).
+    behind: u64,
+    behind_files: HashSet<usize>,
 }
+
+/// Verified bytes gathered before their files' writeback is started: one call per file
+/// per 4 MiB, whatever the piece length (a torrent of 16 KiB pieces has 65,536 per GiB).
+const WRITE_BEHIND: u64 = 4 << 20;
 
 /// A torrent's files under a save directory. See the [module docs](self).
 #[derive(Debug)]
@@ -1179,38 +1187,48 @@ impl Storage {
         })
     }
 
-    /// Starts writing piece `piece`'s bytes to the disk, without waiting for them
-    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux; nothing elsewhere): the
+    /// Piece `piece` verified: its files' writeback starts once [`WRITE_BEHIND`] bytes
+    /// of verified pieces gathered (`sync_file_range(SYNC_FILE_RANGE_WRITE)` over each
+    /// such file on Linux, not waiting for the disk; nothing elsewhere), so the
     /// writeback of a download spreads over it instead of piling up for the sync at its
-    /// end. Best effort: an error here leaves the bytes for the next [`Storage::sync`],
-    /// which is what makes them durable either way.
+    /// end. Best effort: what this does not start waits for the next [`Storage::sync`],
+    /// which is what makes the bytes durable either way.
     pub fn write_behind(&self, piece: u32) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let Ok((off, len)) = self.checked_piece(piece) else {
+        let Ok((off, len)) = self.checked_piece(piece) else {
+            return;
+        };
+        let mut files = Vec::new();
+        let _ = self.each_segment(off, len as usize, |k, _, _| {
+            let e = &self.files[k];
+            if e.kind == Kind::Regular && !e.skipped.load(Ordering::Relaxed) {
+                files.push(k);
+            }
+            Ok(())
+        });
+        let due: Vec<usize> = {
+            let mut c = self.lock();
+            c.behind_files.extend(files);
+            c.behind += u64::from(len);
+            if c.behind < WRITE_BEHIND {
                 return;
-            };
-            let _ = self.each_segment(off, len as usize, |k, file_off, range| {
-                let e = &self.files[k];
-                if e.kind != Kind::Regular || e.skipped.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let f = self.handle(k, false)?;
-                // SAFETY: a valid descriptor, held open by `f` for the call.
-                unsafe {
-                    libc::sync_file_range(
-                        f.as_raw_fd(),
-                        file_off as _,
-                        range.len() as _,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    )
-                };
-                Ok(())
-            });
+            }
+            c.behind = 0;
+            c.behind_files.drain().collect()
+        };
+        #[cfg(target_os = "linux")]
+        for k in due {
+            use std::os::fd::AsRawFd;
+            // A file whose handle was closed meanwhile is left to the next sync: no
+            // open (nor eviction of another handle) for a hint.
+            let f = self.lock().open.get(&k).map(|h| Arc::clone(&h.file));
+            if let Some(f) = f {
+                // SAFETY: a valid descriptor, held open by `f` for the call; offset 0
+                // and length 0 mean the whole file.
+                unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+            }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = piece;
+        drop(due);
     }
 
     /// Each file's length and modification time as the file system has them now, in

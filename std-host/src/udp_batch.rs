@@ -293,13 +293,23 @@ pub struct SendBatch {
     n: usize,
     /// Runs to one destination go as one buffer the kernel cuts (`UDP_SEGMENT`).
     gso: bool,
-    /// Flushes left that send datagram by datagram after the kernel refused a run.
+    /// Flushes left that send every destination datagram by datagram, after runs to
+    /// more destinations than [`SOLO`] holds were refused.
     pause: u16,
+    /// Destinations whose runs the kernel refused lately (a route's MTU below the
+    /// datagrams, an ICMP "too big" from the peer, a tunnel that cannot cut), with the
+    /// flushes left that send to them datagram by datagram.
+    solo: [(Option<SocketAddr>, u16); SOLO],
 }
 
-/// Flushes that send datagram by datagram after a run was refused (a route whose MTU
-/// is below the datagrams refuses every run: one failed call per flush otherwise).
+/// Flushes that send a destination datagram by datagram after its run was refused (a
+/// route whose MTU is below the datagrams refuses every run: one failed call per flush
+/// otherwise).
 const REFUSED_PAUSE: u16 = 256;
+
+/// Destinations held apart at once; refusals for more turn runs off for everyone for
+/// [`REFUSED_PAUSE`] flushes (then it is the socket or the device, not a route).
+const SOLO: usize = 8;
 
 impl std::fmt::Debug for SendBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -324,6 +334,7 @@ impl SendBatch {
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             gso: false,
             pause: 0,
+            solo: [(None, 0); SOLO],
         }
     }
 
@@ -376,12 +387,17 @@ impl SendBatch {
     /// Sends what is queued: true when all of it went (the slots are free again), false
     /// when the socket would block (the rest stays queued). A datagram the kernel
     /// refuses for its destination (unreachable, too big) is dropped, as a lost one.
-    /// A run the kernel refuses goes again datagram by datagram. When it refused to cut
-    /// it (a route's MTU below the datagrams), so do the next [`REFUSED_PAUSE`]
-    /// flushes; a device without checksum offload (`EIO`) gets no runs again; a run
-    /// refused for its destination costs only this flush its runs.
+    /// A run the kernel refuses goes again datagram by datagram, and so does what goes
+    /// to its destination for the next [`REFUSED_PAUSE`] flushes: one peer's route
+    /// costs that peer its runs, not the others.
     pub fn flush(&mut self, sock: &UdpSocket) -> bool {
         self.pause = self.pause.saturating_sub(1);
+        for e in &mut self.solo {
+            e.1 = e.1.saturating_sub(1);
+            if e.1 == 0 {
+                e.0 = None;
+            }
+        }
         while self.sent < self.n {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             let r = sys::send_many(
@@ -391,7 +407,7 @@ impl SendBatch {
                 &self.lens[self.sent..self.n],
                 &self.to[self.sent..self.n],
                 self.sent,
-                self.gso && self.pause == 0,
+                (self.gso && self.pause == 0).then_some(&self.solo[..]),
             );
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             let r = {
@@ -409,21 +425,26 @@ impl SendBatch {
                 Ok(k) => self.sent += k.max(1),
                 Err((e, _)) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err((e, _)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err((e, run)) if run > 1 => match e.raw_os_error() {
-                    // The device cannot checksum what it cuts; it never will.
-                    Some(libc::EIO) => self.gso = false,
-                    // The route or the socket cannot take runs: not for a while.
-                    Some(libc::EINVAL | libc::EMSGSIZE) => self.pause = REFUSED_PAUSE,
-                    // Refused for its destination (unreachable, a pending error of
-                    // another peer's): this flush alone goes datagram by datagram.
-                    _ => self.pause = self.pause.max(1),
-                },
+                Err((_, run)) if run > 1 => self.refused(self.to[self.sent]),
                 Err(_) => self.sent += 1,
             }
         }
         self.sent = 0;
         self.n = 0;
         true
+    }
+
+    /// The kernel refused a run to `to`: its datagrams go one by one for a while, or
+    /// everyone's when too many destinations are held apart already.
+    fn refused(&mut self, to: Option<SocketAddr>) {
+        let free = self.solo.iter().position(|e| e.0.is_none() || e.0 == to);
+        match free {
+            Some(i) => self.solo[i] = (to, REFUSED_PAUSE),
+            None => self.pause = REFUSED_PAUSE,
+        }
+        if to.is_none() {
+            self.pause = REFUSED_PAUSE;
+        }
     }
 }
 
@@ -750,8 +771,9 @@ mod sys {
 
     /// One `sendmmsg` of datagrams `first..first + lens.len()` of `bufs` (slots of
     /// `size` bytes) to `to`, each run of [`super::run`] as one message the kernel cuts
-    /// into datagrams when `gso`: how many datagrams the kernel took, or the error with
-    /// how many datagrams the message it refused held.
+    /// into datagrams when `cut` is given, but for the destinations it holds apart:
+    /// how many datagrams the kernel took, or the error with how many datagrams the
+    /// message it refused held.
     pub fn send_many(
         sock: &UdpSocket,
         bufs: &[u8],
@@ -759,7 +781,7 @@ mod sys {
         lens: &[usize],
         to: &[Option<SocketAddr>],
         first: usize,
-        gso: bool,
+        cut: Option<&[(Option<SocketAddr>, u16)]>,
     ) -> Result<usize, (io::Error, usize)> {
         let invalid = || (io::Error::from(io::ErrorKind::InvalidInput), 1);
         // SAFETY: plain C data; zeroed is valid for each.
@@ -771,7 +793,7 @@ mod sys {
         let n = lens.len().min(to.len()).min(BATCH);
         let (mut i, mut m) = (0, 0);
         while i < n {
-            let k = if gso {
+            let k = if cut.is_some_and(|solo| !solo.iter().any(|e| e.0.is_some() && e.0 == to[i])) {
                 super::run(&lens[i..n], &to[i..n])
             } else {
                 1
@@ -1102,46 +1124,58 @@ mod tests {
         assert_eq!(got, want);
         if sys::gso() {
             assert!(
-                tx.pause > 0,
+                tx.solo.iter().any(|e| e.0 == Some(to)),
                 "the refusal was not seen (runs were not sent)"
             );
         }
     }
 
-    /// A run refused for its destination (here an IPv6 peer of an IPv4 socket) costs
-    /// that run alone: the run after it in the same flush arrives, and the next flush
-    /// sends runs again. Pausing runs on such a refusal would let any departed or
-    /// unreachable peer turn them off for everyone.
+    /// A run refused for its destination (here an IPv6 peer of an IPv4 socket; a
+    /// peer's route MTU, lowered by its ICMP "too big", is refused the same way) costs
+    /// that destination its runs, not the others: the run after it in the same flush,
+    /// and the next flush's, still go as runs. Held apart for more destinations than
+    /// [`SOLO`], runs stop for everyone for a while.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
-    fn a_run_refused_for_its_destination_pauses_runs_for_that_flush_only() {
+    fn a_run_refused_for_one_destination_keeps_runs_to_the_others() {
         let sender = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let rx = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let runs = enable_gro(&rx);
         let to = rx.local_addr().expect("addr");
         let away: SocketAddr = "[::1]:9".parse().expect("addr");
-        let mut tx = SendBatch::new(1000);
-        for i in 0..10u8 {
-            tx.push(away, &[i; 1000]);
-        }
-        for i in 0..10u8 {
-            tx.push(to, &[10 + i; 1000]);
-        }
-        assert!(tx.flush(&sender));
-        assert!(tx.pause <= 1, "runs paused for {} flushes", tx.pause);
-        for i in 0..10u8 {
-            tx.push(to, &[20 + i; 1000]);
-        }
-        assert!(tx.flush(&sender));
         let from = Some(sender.local_addr().expect("addr"));
-        let (first, _) = read_n(&mut UdpBatch::coalescing(), &rx, 10, from);
-        let (second, messages) = read_n(&mut UdpBatch::coalescing(), &rx, 10, from);
-        let got: Vec<u8> = first.iter().chain(&second).map(|d| d[0]).collect();
-        assert_eq!(got, (10..30u8).collect::<Vec<_>>());
-        if runs && tx.gso {
+        let mut tx = SendBatch::new(1000);
+        let mut got = Vec::new();
+        for round in 0..2u8 {
+            if round == 0 {
+                for i in 0..10u8 {
+                    tx.push(away, &[i; 1000]);
+                }
+            }
+            for i in 0..10u8 {
+                tx.push(to, &[10 * round + i; 1000]);
+            }
+            assert!(tx.flush(&sender));
+            let (d, messages) = read_n(&mut UdpBatch::coalescing(), &rx, 10, from);
+            got.extend(d.iter().map(|d| d[0]));
+            if runs && tx.gso {
+                assert!(messages < 10, "round {round}: no run ({messages} messages)");
+                assert!(tx.solo.iter().any(|e| e.0 == Some(away)), "not held apart");
+            }
+            assert_eq!(tx.pause, 0, "runs paused for everyone");
+        }
+        assert_eq!(got, (0..20u8).collect::<Vec<_>>());
+        if tx.gso {
+            for port in 0..=SOLO as u16 {
+                for i in 0..4u8 {
+                    tx.push(SocketAddr::new(away.ip(), 100 + port), &[i; 1000]);
+                }
+            }
+            assert!(tx.flush(&sender));
             assert!(
-                messages < 10,
-                "the next flush sent no run ({messages} messages)"
+                tx.pause > 0,
+                "{} destinations refused, runs still on",
+                SOLO + 1
             );
         }
     }
