@@ -1187,7 +1187,7 @@ impl Storage {
         })
     }
 
-    /// Piece `piece` verified: its files' writeback starts once [`WRITE_BEHIND`] bytes
+    /// Piece `piece` verified: its files' writeback starts once 4 MiB
     /// of verified pieces gathered (`sync_file_range(SYNC_FILE_RANGE_WRITE)` over each
     /// such file on Linux, not waiting for the disk; nothing elsewhere), so the
     /// writeback of a download spreads over it instead of piling up for the sync at its
