@@ -85,9 +85,10 @@
 //!   `for_each_sender`: O(P·B).
 //! - `pick`: O(7·P·B) for partial pieces plus, when new pieces are wanted, one scan of
 //!   the pieces per priority level in use that has pieces left to start, each scan
-//!   keeping the best 64 candidates in a fixed array. Those a call does not start are
-//!   held for the next calls (checked again when used; dropped when a piece turns free
-//!   again), so the O(n) scan is paid once per up to 64 new pieces, not per call: a
+//!   keeping the best 64 free pieces, whoever has them, in a fixed array, held for the
+//!   calls after it (each starts those its peer has; a peer needing more scans for its
+//!   own best; a piece turning free again drops them), so the O(n) scan is paid once
+//!   per up to 64 new pieces, not per call: a
 //!   download of 65,536 pieces picked one at a time would otherwise scan 65,536 times.
 //!   No per-peer state: the cost does not grow with the number of peers.
 //!
@@ -1072,11 +1073,13 @@ impl<'s> Picker<'s> {
 
     /// New pieces; `reserve`: for a peer on parole (see [`PickHint::Parole`]).
     ///
-    /// A scan of every piece keeps the best [`TOP_K`] candidates for this peer; those
-    /// this pick does not take are held for the next picks (of any peer: each is
-    /// checked again then), so a download of many small pieces, picked a piece or two
-    /// at a time, is not a scan of every piece per pick. Held candidates may be a few
-    /// picks stale in rarity; a piece turning free again drops them.
+    /// The best [`TOP_K`] free pieces of a priority, whoever has them, are held from
+    /// one scan of every piece for the picks after it: each pick starts those its peer
+    /// has, in order, so a download of many small pieces, picked a piece or two at a
+    /// time, is not a scan of every piece per pick. A peer that needs more than it
+    /// finds there scans for its own best, as every pick used to. Any free piece
+    /// better than the last held one is held (in rarity, up to the changes of
+    /// availability since the scan); a piece turning free again drops them.
     #[allow(clippy::too_many_arguments)]
     fn pick_new<H: HaveSet + ?Sized>(
         &mut self,
@@ -1099,77 +1102,120 @@ impl<'s> Picker<'s> {
         if self.free_by_prio[usize::from(prio)] == 0 {
             return;
         }
-        if self.ahead_order != order {
+        if self.ahead_order != order || self.ahead_prio != prio {
             self.ahead_len = 0;
         }
-        // Candidates held from an earlier scan of this priority first.
-        if self.ahead_prio == prio {
-            self.take_ahead(has, peer, prio, reserve, n, max, out);
-        }
-        let np = self.geo.num_pieces() as usize;
+        let room = |p: &Self, n: usize| n < max && p.partials_used < p.partials.len();
+        // Each turn either starts every held piece (a fresh list holds only free pieces
+        // of this priority), ends, or leaves for the peer's own scan.
         loop {
-            let free_slots = self.partials.len() - self.partials_used;
-            if *n >= max || free_slots == 0 || self.free_by_prio[usize::from(prio)] == 0 {
+            if !room(self, *n) {
                 return;
             }
-            // Best `TOP_K` candidates, sorted by key (lower is better).
-            let want = TOP_K;
-            let mut top = [(u64::MAX, 0u32); TOP_K];
-            let mut len = 0;
-            let mut more = false;
-            for (i, s) in self.pieces[..np].iter().enumerate() {
-                if !s.is_free() || s.prio != prio || !has.has_piece(PieceIndex(i as u32)) {
-                    continue;
+            if self.ahead_len == 0 {
+                let (top, len, _) = self.scan(None::<&H>, prio, order, TOP_K, rng);
+                if len == 0 {
+                    return;
                 }
-                let key = match order {
-                    Order::Sequential => {
-                        if len == want {
-                            more = true;
-                            break;
-                        }
-                        i as u64
-                    }
-                    Order::Random => u64::from(rng()),
-                    Order::Rarest => {
-                        let hi = u64::from(s.avail) << 32;
-                        if len == want && hi > top[len - 1].0 & !0xffff_ffff {
-                            more = true;
-                            continue;
-                        }
-                        hi | u64::from(rng())
-                    }
-                };
-                if len == want {
-                    more = true;
-                    if key >= top[len - 1].0 {
-                        continue;
-                    }
-                    len -= 1;
+                for (slot, &(_, piece)) in self.ahead.iter_mut().zip(&top[..len]) {
+                    *slot = piece;
                 }
-                let pos = top[..len].iter().position(|e| e.0 > key).unwrap_or(len);
-                top.copy_within(pos..len, pos + 1);
-                top[pos] = (key, i as u32);
-                len += 1;
+                self.ahead_len = len;
+                self.ahead_prio = prio;
+                self.ahead_order = order;
             }
-            if len == 0 {
-                return;
-            }
-            for (slot, &(_, piece)) in self.ahead.iter_mut().zip(&top[..len]) {
-                *slot = piece;
-            }
-            self.ahead_len = len;
-            self.ahead_prio = prio;
-            self.ahead_order = order;
-            // Every candidate is this peer's and free: the first takes blocks at least.
             self.take_ahead(has, peer, prio, reserve, n, max, out);
-            if !more && self.ahead_len == 0 {
+            if !room(self, *n) {
                 return;
             }
             if self.ahead_len > 0 {
-                // Room or requests ran out with candidates to spare.
+                // What is left held, this peer lacks.
+                break;
+            }
+        }
+        loop {
+            let free_slots = self.partials.len() - self.partials_used;
+            if *n >= max || free_slots == 0 {
+                return;
+            }
+            let want = (max - *n)
+                .div_ceil(self.bpp.max(1))
+                .min(TOP_K)
+                .min(free_slots);
+            let (top, len, more) = self.scan(Some(has), prio, order, want, rng);
+            if len == 0 {
+                return;
+            }
+            for &(_, piece) in &top[..len] {
+                if *n >= max {
+                    return;
+                }
+                let Ok(s) = self.alloc_slot(piece as usize) else {
+                    return;
+                };
+                self.partials[s].reserved = reserve;
+                self.take_free_blocks(s, peer, n, max, out);
+            }
+            if !more {
                 return;
             }
         }
+    }
+
+    /// The best `want` (at most [`TOP_K`]) free pieces of priority `prio` in `order`,
+    /// of those `has` holds when given, sorted by key (lower is better); and whether
+    /// more were left out.
+    fn scan<H: HaveSet + ?Sized>(
+        &self,
+        has: Option<&H>,
+        prio: u8,
+        order: Order,
+        want: usize,
+        rng: &mut impl FnMut() -> u32,
+    ) -> ([(u64, u32); TOP_K], usize, bool) {
+        let want = want.clamp(1, TOP_K);
+        let np = self.geo.num_pieces() as usize;
+        let mut top = [(u64::MAX, 0u32); TOP_K];
+        let mut len = 0;
+        let mut more = false;
+        for (i, s) in self.pieces[..np].iter().enumerate() {
+            if !s.is_free()
+                || s.prio != prio
+                || has.is_some_and(|h| !h.has_piece(PieceIndex(i as u32)))
+            {
+                continue;
+            }
+            let key = match order {
+                Order::Sequential => {
+                    if len == want {
+                        more = true;
+                        break;
+                    }
+                    i as u64
+                }
+                Order::Random => u64::from(rng()),
+                Order::Rarest => {
+                    let hi = u64::from(s.avail) << 32;
+                    if len == want && hi > top[len - 1].0 & !0xffff_ffff {
+                        more = true;
+                        continue;
+                    }
+                    hi | u64::from(rng())
+                }
+            };
+            if len == want {
+                more = true;
+                if key >= top[len - 1].0 {
+                    continue;
+                }
+                len -= 1;
+            }
+            let pos = top[..len].iter().position(|e| e.0 > key).unwrap_or(len);
+            top.copy_within(pos..len, pos + 1);
+            top[pos] = (key, i as u32);
+            len += 1;
+        }
+        (top, len, more)
     }
 
     /// New pieces from the candidates held ahead ([`Self::pick_new`]), best first:
@@ -2310,5 +2356,44 @@ mod tests {
         p.piece_failed(PieceIndex(0)).expect("failed");
         let next = pieces(&pick(&mut p, &all(8), ME, PickHint::Normal, 1, 1));
         assert_eq!(next, [0], "the failed piece waits behind those held ahead");
+    }
+
+    /// The candidates held after one peer's pick are the best of all, not of what that
+    /// peer has: in sequential order a peer that has the first pieces gets them even
+    /// after a peer lacking them picked.
+    #[test]
+    fn candidates_held_after_one_peer_are_the_best_for_the_next() {
+        let mut p = build(&"1".repeat(100), "", "", "", 1, cfg().with_sequential(true));
+        let lacks_first_ten = bits(&(" ".repeat(10) + &"*".repeat(90)));
+        assert_eq!(
+            pieces(&pick(
+                &mut p,
+                &lacks_first_ten,
+                OTHER,
+                PickHint::Normal,
+                1,
+                1
+            )),
+            [10]
+        );
+        assert_eq!(
+            pieces(&pick(&mut p, &all(100), ME, PickHint::Normal, 1, 1)),
+            [0]
+        );
+        assert_eq!(
+            pieces(&pick(
+                &mut p,
+                &lacks_first_ten,
+                OTHER,
+                PickHint::Normal,
+                1,
+                1
+            )),
+            [11]
+        );
+        assert_eq!(
+            pieces(&pick(&mut p, &all(100), ME, PickHint::Normal, 1, 1)),
+            [1]
+        );
     }
 }
