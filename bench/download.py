@@ -232,6 +232,12 @@ def measure(procs_markers, size, deadline_s, seeder, dial=None):
             dial()
         if seeder is not None:
             seeder.sample()
+            # A seeder that died (e.g. at `import libtorrent`) serves nobody: the
+            # leechers still waiting fail now instead of at the deadline.
+            if not seeder.alive():
+                print("  the seeder exited (%s): its leechers fail" % seeder.p.returncode,
+                      file=sys.stderr)
+                break
         time.sleep(0.02)
     for i, (p, _, _) in enumerate(procs_markers):
         if results[i] is None:
@@ -439,7 +445,7 @@ def main():
             seeder = Proc(cmd, log=slog)
             # The clock starts when the seeder has checked its data and dials.
             t_wait = time.time()
-            while time.time() - t_wait < 120:
+            while time.time() - t_wait < 120 and seeder.alive():
                 with open(slog, "rb") as f:
                     text = f.read()
                 if b"ready" in text or b"btcore: seeding" in text:

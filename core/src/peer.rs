@@ -307,6 +307,11 @@ pub struct PeerConn {
     rx: Vec<u8>,
     tx: Vec<u8>,
     tx_pos: usize,
+    /// Block payloads the host holds and sends itself ([`PeerConn::send_block_held`]),
+    /// each at its place in `tx`, in order.
+    tx_held: VecDeque<HeldPayload>,
+    /// Their bytes, counted in the send queue.
+    tx_held_bytes: usize,
     /// Room in the send queue beyond the configured caps for our have-set (sent once,
     /// as long as the torrent's bitfield).
     have_set_room: usize,
@@ -356,6 +361,8 @@ impl PeerConn {
             rx: Vec::new(),
             tx: Vec::new(),
             tx_pos: 0,
+            tx_held: VecDeque::new(),
+            tx_held_bytes: 0,
             have_set_room: 0,
             overflow: false,
             handshake_timeout: config.handshake_timeout,
@@ -565,7 +572,7 @@ impl PeerConn {
     }
     /// Bytes queued to send.
     pub fn send_queued(&self) -> usize {
-        self.tx.len() - self.tx_pos
+        self.tx.len() - self.tx_pos + self.tx_held_bytes
     }
     /// Room left in the send buffer for blocks.
     pub(crate) fn send_space(&self) -> usize {
@@ -952,27 +959,56 @@ impl PeerConn {
         self.events.pop_front()
     }
 
-    /// Copies queued bytes into `out`; returns how many (0: nothing to send).
+    /// Copies queued bytes into `out`; returns how many (0: nothing to send, or a
+    /// payload the host holds is next: [`PeerConn::poll_held`]).
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
-        let pending = &self.tx[self.tx_pos..];
+        let end = self.tx_held.front().map_or(self.tx.len(), |h| h.at);
+        let pending = &self.tx[self.tx_pos..end];
         let n = pending.len().min(out.len());
         out[..n].copy_from_slice(&pending[..n]);
         self.tx_pos += n;
         if self.tx_pos == self.tx.len() {
+            self.shift_tx(self.tx_pos);
             self.tx.clear();
-            self.tx_pos = 0;
             // An upload burst can leave a large buffer behind; an idle peer keeps little.
             if self.tx.capacity() > 64 * 1024 {
                 self.tx.shrink_to(16 * 1024);
             }
         } else if self.tx_pos > 64 * 1024 {
             self.tx.drain(..self.tx_pos);
-            self.tx_pos = 0;
+            self.shift_tx(self.tx_pos);
         }
         if n > 0 {
             self.last_send = now;
         }
         n
+    }
+
+    /// The bytes before `tx_pos` are gone from `tx`: the held payloads' places move.
+    fn shift_tx(&mut self, by: usize) {
+        for h in &mut self.tx_held {
+            h.at -= by;
+        }
+        self.tx_pos -= by;
+    }
+
+    /// Whether a payload the host holds is next in the send queue.
+    pub fn held_next(&self) -> bool {
+        self.tx_held.front().is_some_and(|h| h.at == self.tx_pos)
+    }
+
+    /// The payload the host holds that is next in the send queue, if one is: `(token,
+    /// length)`, the token as given to `send_block_held` (through
+    /// `Session::handle_read_held`). From now on the host sends it, before anything
+    /// [`PeerConn::poll_transmit`] gives next.
+    pub fn poll_held(&mut self, now: Instant) -> Option<(u64, u32)> {
+        if !self.held_next() {
+            return None;
+        }
+        let h = self.tx_held.pop_front()?;
+        self.tx_held_bytes -= h.len as usize;
+        self.last_send = now;
+        Some((h.token, h.len))
     }
 
     /// Whether `len` more bytes fit under [`PeerConn::send_cap`]; when not, the
@@ -1073,19 +1109,43 @@ impl PeerConn {
         self.peer_requests.len()
     }
     /// Sends a block the peer requested (read by the host).
-    pub(crate) fn send_block(&mut self, now: Instant, block: BlockRef, data: &[u8]) {
+    pub(crate) fn send_block(&mut self, now: Instant, block: BlockRef, data: &[u8]) -> bool {
         let mut hdr = [0u8; wire::PIECE_HEADER_LEN];
         if data.len() != block.len as usize || wire::encode_piece_header(&block, &mut hdr).is_err()
         {
-            return;
+            return false;
         }
         if !self.room_for(hdr.len() + data.len()) {
-            return;
+            return false;
         }
         self.tx.extend_from_slice(&hdr);
         self.tx.extend_from_slice(data);
         self.up.add(now, data.len() as u64);
         self.last_payload = now;
+        true
+    }
+    /// Queues a piece message whose payload the host holds (a block it read) and sends
+    /// itself: the header goes in the send queue, the payload's place after it
+    /// ([`PeerConn::poll_held`] gives `token` there). False when it is not queued (no
+    /// room: the connection is failing), and the host drops what it holds.
+    pub(crate) fn send_block_held(&mut self, now: Instant, block: BlockRef, token: u64) -> bool {
+        let mut hdr = [0u8; wire::PIECE_HEADER_LEN];
+        if wire::encode_piece_header(&block, &mut hdr).is_err() {
+            return false;
+        }
+        if !self.room_for(hdr.len() + block.len as usize) {
+            return false;
+        }
+        self.tx.extend_from_slice(&hdr);
+        self.tx_held.push_back(HeldPayload {
+            at: self.tx.len(),
+            len: block.len,
+            token,
+        });
+        self.tx_held_bytes += block.len as usize;
+        self.up.add(now, u64::from(block.len));
+        self.last_payload = now;
+        true
     }
     /// Sends a BEP 10 extension message with the peer's id for it.
     pub(crate) fn send_extended(&mut self, id: u8, payload: &[u8]) {
@@ -1107,6 +1167,15 @@ impl PeerConn {
     pub(crate) fn set_peer_reqq(&mut self, reqq: Option<u32>) {
         self.their_reqq = reqq;
     }
+}
+
+/// A block payload the host holds, at its place in the send queue.
+#[derive(Debug, Clone, Copy)]
+struct HeldPayload {
+    /// Where in `tx` it goes (after its piece header).
+    at: usize,
+    len: u32,
+    token: u64,
 }
 
 /// The peer's requests waiting for upload, in the order they came, with an index by

@@ -1197,35 +1197,34 @@ impl Storage {
         let Ok((off, len)) = self.checked_piece(piece) else {
             return;
         };
-        let mut files = Vec::new();
-        let _ = self.each_segment(off, len as usize, |k, _, _| {
-            let e = &self.files[k];
-            if e.kind == Kind::Regular && !e.skipped.load(Ordering::Relaxed) {
-                files.push(k);
-            }
-            Ok(())
-        });
-        let due: Vec<usize> = {
+        let due: Vec<Arc<File>> = {
             let mut c = self.lock();
-            c.behind_files.extend(files);
+            let _ = self.each_segment(off, len as usize, |k, _, _| {
+                let e = &self.files[k];
+                if e.kind == Kind::Regular && !e.skipped.load(Ordering::Relaxed) {
+                    c.behind_files.insert(k);
+                }
+                Ok(())
+            });
             c.behind += u64::from(len);
             if c.behind < WRITE_BEHIND {
                 return;
             }
             c.behind = 0;
-            c.behind_files.drain().collect()
+            let files = std::mem::take(&mut c.behind_files);
+            // A file whose handle was closed meanwhile is left to the next sync: no open
+            // (nor eviction of another handle) for a hint.
+            files
+                .into_iter()
+                .filter_map(|k| c.open.get(&k).map(|h| Arc::clone(&h.file)))
+                .collect()
         };
         #[cfg(target_os = "linux")]
-        for k in due {
+        for f in due {
             use std::os::fd::AsRawFd;
-            // A file whose handle was closed meanwhile is left to the next sync: no
-            // open (nor eviction of another handle) for a hint.
-            let f = self.lock().open.get(&k).map(|h| Arc::clone(&h.file));
-            if let Some(f) = f {
-                // SAFETY: a valid descriptor, held open by `f` for the call; offset 0
-                // and length 0 mean the whole file.
-                unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-            }
+            // SAFETY: a valid descriptor, held open by `f` for the call; offset 0 and
+            // length 0 mean the whole file.
+            unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
         #[cfg(not(target_os = "linux"))]
         drop(due);

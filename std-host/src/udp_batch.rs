@@ -437,13 +437,12 @@ impl SendBatch {
     /// The kernel refused a run to `to`: its datagrams go one by one for a while, or
     /// everyone's when too many destinations are held apart already.
     fn refused(&mut self, to: Option<SocketAddr>) {
+        // `run()` makes runs to one destination only, so `to` is always known; an
+        // unknown one pauses runs for everyone, like a full set.
         let free = self.solo.iter().position(|e| e.0.is_none() || e.0 == to);
         match free {
-            Some(i) => self.solo[i] = (to, REFUSED_PAUSE),
-            None => self.pause = REFUSED_PAUSE,
-        }
-        if to.is_none() {
-            self.pause = REFUSED_PAUSE;
+            Some(i) if to.is_some() => self.solo[i] = (to, REFUSED_PAUSE),
+            _ => self.pause = REFUSED_PAUSE,
         }
     }
 }

@@ -11,7 +11,9 @@ use btcore_core::bitfield::Bitfield;
 use btcore_core::hash::{Sha1, SmolSha1};
 use btcore_core::ids::{InfoHash, PeerId, PieceIndex};
 use btcore_core::metainfo::{Limits, Metainfo};
-use btcore_core::session::{Action, CloseReason, ConnId, Session, SessionConfig, TorrentId};
+use btcore_core::session::{
+    Action, CloseReason, ConnId, Session, SessionConfig, TorrentId, Transmit,
+};
 use btcore_core::time::{Duration, Instant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +47,13 @@ pub struct Host {
     pub pending_dials: Vec<ConnId>,
     /// Pieces the session asked to verify, and whether they were right.
     pub verified: Vec<(PieceIndex, bool)>,
+    /// Hold the blocks read for upload and send them by token
+    /// ([`Session::handle_read_held`]), as the std host does, instead of handing the
+    /// session their bytes; read them with [`Host::read_sent`].
+    pub hold_reads: bool,
+    /// Blocks held, by token.
+    pub held: BTreeMap<u64, Vec<u8>>,
+    next_token: u64,
     scratch: Vec<u8>,
 }
 
@@ -62,6 +71,9 @@ impl Host {
             hold_dials: false,
             pending_dials: Vec::new(),
             verified: Vec::new(),
+            hold_reads: false,
+            held: BTreeMap::new(),
+            next_token: 0,
             scratch: vec![0u8; 64 * 1024],
         }
     }
@@ -136,6 +148,30 @@ impl Host {
                 break;
             }
             out.extend_from_slice(&scratch[..n]);
+        }
+        self.scratch = scratch;
+        self.drain();
+        out
+    }
+
+    /// What a host holding payloads sends the peer of `conn`, up to `max` bytes
+    /// (a whole payload may pass it): the session's bytes and, at their places, the
+    /// payloads held ([`Session::poll_send`]). A payload given whose token is not held
+    /// panics.
+    pub fn read_sent(&mut self, conn: ConnId, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while out.len() < max {
+            let want = (max - out.len()).min(scratch.len());
+            match self.session.poll_send(self.now, conn, &mut scratch[..want]) {
+                Transmit::Idle => break,
+                Transmit::Bytes { len, .. } => out.extend_from_slice(&scratch[..len]),
+                Transmit::Held { token, len } => {
+                    let d = self.held.remove(&token).expect("a payload we hold");
+                    assert_eq!(d.len(), len as usize);
+                    out.extend_from_slice(&d);
+                }
+            }
         }
         self.scratch = scratch;
         self.drain();
@@ -238,6 +274,16 @@ impl Host {
                     s.data.get(at..at + block.len as usize).map(<[u8]>::to_vec)
                 });
                 match data {
+                    Some(d) if self.hold_reads => {
+                        self.next_token += 1;
+                        let token = self.next_token;
+                        if self
+                            .session
+                            .handle_read_held(now, torrent, conn, block, token)
+                        {
+                            self.held.insert(token, d);
+                        }
+                    }
                     Some(d) => self
                         .session
                         .handle_read_done(now, torrent, conn, block, Ok(&d)),

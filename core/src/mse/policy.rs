@@ -448,6 +448,12 @@ where
         verdict
     }
 
+    /// Whether the link is plain now: no encryption handshake under way or to come,
+    /// and nothing to encrypt (also an encrypted handshake that chose plaintext).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.state, State::Plain)
+    }
+
     /// Encrypts the session's bytes about to be sent, in place.
     pub fn encrypt(&mut self, buf: &mut [u8]) {
         if let State::Crypto(c) = &mut self.state {

@@ -430,3 +430,77 @@ fn request_and_cancel_cost_logarithmic_work() {
     let want: std::vec::Vec<u32> = (0..n / 2).map(|i| 2 * i + 1).chain(n..n + n / 2).collect();
     assert_eq!(served, want);
 }
+
+/// Block payloads the host holds take their place in the send queue: the bytes around
+/// them and the payloads, sent in order, make the stream a queue of copied blocks
+/// makes, through small reads and the queue's compaction past 64 KiB.
+#[test]
+fn held_payloads_keep_their_place_in_the_stream() {
+    let blk = |piece: u32, offset: u32, len: u32| BlockRef {
+        piece: PieceIndex(piece),
+        offset,
+        len,
+    };
+    let data = |b: &BlockRef| -> std::vec::Vec<u8> {
+        (0..b.len)
+            .map(|i| (i as u8) ^ (b.piece.0 as u8) ^ (b.offset >> 8) as u8)
+            .collect()
+    };
+    let plan = [
+        (blk(0, 0, 16_384), false),
+        (blk(0, 16_384, 16_384), false),
+        (blk(1, 0, 16_384), false),
+        (blk(1, 16_384, 16_384), false),
+        (blk(2, 0, 10), true),
+        (blk(0, 0, 16_384), true),
+        (blk(1, 0, 16_384), false),
+        (blk(0, 16_384, 16_384), true),
+    ];
+    let (_, mut copied) = pair(fast(), fast());
+    let (_, mut held) = pair(fast(), fast());
+    let mut want = std::vec::Vec::new();
+    let mut buf = [0u8; 4096];
+    while copied.poll_transmit(T0, &mut buf) > 0 {}
+    while held.poll_transmit(T0, &mut buf) > 0 {}
+    let mut tokens = std::vec::Vec::new();
+    for (i, (b, by_ref)) in plan.iter().enumerate() {
+        assert!(copied.send_block(T0, *b, &data(b)));
+        if *by_ref {
+            assert!(held.send_block_held(T0, *b, 100 + i as u64));
+            tokens.push((100 + i as u64, *b));
+        } else {
+            assert!(held.send_block(T0, *b, &data(b)));
+        }
+        if i == 5 {
+            copied.send_have(PieceIndex(2));
+            held.send_have(PieceIndex(2));
+        }
+    }
+    assert_eq!(held.send_queued(), copied.send_queued());
+    loop {
+        let n = copied.poll_transmit(T0, &mut buf);
+        if n == 0 {
+            break;
+        }
+        want.extend_from_slice(&buf[..n]);
+    }
+    let mut got = std::vec::Vec::new();
+    let mut next = tokens.iter();
+    loop {
+        let n = held.poll_transmit(T0, &mut buf);
+        got.extend_from_slice(&buf[..n]);
+        if n > 0 {
+            continue;
+        }
+        let Some((token, len)) = held.poll_held(T0) else {
+            break;
+        };
+        let &(t, b) = next.next().expect("a held payload we queued");
+        assert_eq!((token, len), (t, b.len));
+        got.extend_from_slice(&data(&b));
+    }
+    assert!(next.next().is_none(), "every held payload was given");
+    assert_eq!(held.send_queued(), 0);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the streams differ");
+}

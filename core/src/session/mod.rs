@@ -756,6 +756,35 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// What [`Session::poll_send`] gives for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// Nothing to send now.
+    Idle,
+    /// `len` bytes were copied into the buffer.
+    Bytes {
+        /// How many.
+        len: usize,
+        /// A held payload follows them at once (a host may send these bytes with
+        /// "more to come", e.g. `MSG_MORE`).
+        held_next: bool,
+    },
+    /// The host sends the block payload it holds under `token`
+    /// ([`Session::handle_read_held`]) now, `len` bytes, before anything else.
+    Held {
+        /// The token the host gave.
+        token: u64,
+        /// The payload's length.
+        len: u32,
+    },
+}
+
+/// A read block's bytes: given, or held by the host.
+enum ReadPayload<'a> {
+    Bytes(&'a [u8]),
+    Held(u64),
+}
+
 /// Work the session asks of the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -2834,27 +2863,51 @@ impl Session {
 
     /// Copies bytes to send on `conn` into `out`; returns how many (0: none).
     pub fn poll_transmit(&mut self, now: Instant, conn: ConnId, out: &mut [u8]) -> usize {
+        match self.send_next(now, conn, out, false) {
+            Transmit::Bytes { len, .. } => len,
+            Transmit::Held { .. } | Transmit::Idle => 0,
+        }
+    }
+
+    /// What to send next to `conn`: bytes copied into `out`, or a block payload the
+    /// host holds ([`Session::handle_read_held`]), or nothing. A host that holds
+    /// payloads reads its queue with this, not [`Session::poll_transmit`] (which stops
+    /// before a held payload).
+    pub fn poll_send(&mut self, now: Instant, conn: ConnId, out: &mut [u8]) -> Transmit {
+        self.send_next(now, conn, out, true)
+    }
+
+    /// [`Session::poll_send`]; with `held` false, never a held payload (the queue
+    /// waits before it).
+    fn send_next(&mut self, now: Instant, conn: ConnId, out: &mut [u8], held: bool) -> Transmit {
         let Some(c) = self.conns.get_mut(&conn) else {
-            return 0;
+            return Transmit::Idle;
         };
         let n = c.peer.poll_transmit(now, out);
-        if n == 0 {
+        let t = if n > 0 {
+            Transmit::Bytes {
+                len: n,
+                held_next: c.peer.held_next(),
+            }
+        } else if let Some((token, len)) = held.then(|| c.peer.poll_held(now)).flatten() {
+            Transmit::Held { token, len }
+        } else {
             c.send_flagged = false;
-        }
+            return Transmit::Idle;
+        };
         // Room in the send buffer may let waiting metadata pieces and queued uploads
         // go out.
-        if n > 0 && !c.metadata_deferred.is_empty() {
+        if !c.metadata_deferred.is_empty() {
             torrent::serve_metadata(self, conn);
         }
-        if n > 0
-            && self
-                .conns
-                .get(&conn)
-                .is_some_and(|c| c.peer.peer_requests_queued() > 0)
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.peer.peer_requests_queued() > 0)
         {
             self.serve_uploads(conn);
         }
-        n
+        t
     }
 
     // ---- disk ----
@@ -2895,14 +2948,48 @@ impl Session {
         block: BlockRef,
         result: Result<&[u8], DiskError>,
     ) {
+        self.read_done(now, id, conn, block, result.map(ReadPayload::Bytes));
+    }
+
+    /// A block asked with [`Action::Read`] is read, and the host holds its bytes to
+    /// send them itself (from its buffer, or from the file with `sendfile`): the
+    /// session queues the piece message's header and, at its place after it,
+    /// [`Transmit::Held`] with `token` ([`Session::poll_send`]). True when queued;
+    /// false when not (the peer choked meanwhile, left, or its queue is full), and
+    /// the host drops what it holds.
+    pub fn handle_read_held(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        conn: ConnId,
+        block: BlockRef,
+        token: u64,
+    ) -> bool {
+        self.read_done(now, id, conn, block, Ok(ReadPayload::Held(token)))
+    }
+
+    fn read_done(
+        &mut self,
+        now: Instant,
+        id: TorrentId,
+        conn: ConnId,
+        block: BlockRef,
+        result: Result<ReadPayload<'_>, DiskError>,
+    ) -> bool {
+        let mut queued = false;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.reads_in_flight = c.reads_in_flight.saturating_sub(1);
             match result {
                 Ok(data) if c.torrent == Some(id) && !c.peer.am_choking() => {
-                    c.peer.send_block(now, block, data);
-                    if let Some(t) = self.torrents.get_mut(&id) {
-                        t.uploaded += u64::from(block.len);
-                        t.last_transfer = now;
+                    queued = match data {
+                        ReadPayload::Bytes(data) => c.peer.send_block(now, block, data),
+                        ReadPayload::Held(token) => c.peer.send_block_held(now, block, token),
+                    };
+                    if queued {
+                        if let Some(t) = self.torrents.get_mut(&id) {
+                            t.uploaded += u64::from(block.len);
+                            t.last_transfer = now;
+                        }
                     }
                     self.flag_send(conn);
                 }
@@ -2924,6 +3011,7 @@ impl Session {
             self.check_ratios(now);
         }
         self.flush_sends();
+        queued
     }
 
     /// A piece of a hybrid torrent asked with [`Action::Verify`] matched one of its

@@ -54,7 +54,7 @@ impl Client {
                 log::debug!("closing {conn:?}: {reason}");
                 if let Some(s) = self.socks.get_mut(&conn) {
                     // Best effort: what is queued goes out before the close.
-                    let _ = s.stream.write(self.utp.as_mut(), &s.out[s.out_pos..]);
+                    let _ = s.write_queued(self.utp.as_mut());
                 }
                 self.drop_sock(conn);
             }

@@ -279,9 +279,16 @@ struct Sock {
     link: Link,
     /// Where we dialed (None: accepted).
     dialed: Option<SocketAddr>,
-    /// Bytes taken from the session and not yet written.
+    /// Bytes taken from the session and not yet written, from `out_pos` on.
     out: Vec<u8>,
     out_pos: usize,
+    /// What follows them: parts of a flush the socket did not take, in order.
+    later: std::collections::VecDeque<net::Pending>,
+    /// Block payloads read for this connection that the loop holds and sends itself
+    /// ([`Session::handle_read_held`]), by token, in the order the session queued them.
+    held: std::collections::VecDeque<(u64, net::Held)>,
+    /// The next payload's token.
+    next_token: u64,
     /// A dialed encrypted uTP connection whose BitTorrent handshake is still to go:
     /// it leaves in a packet of its own (Transmission 3.00 reads only the handshake
     /// from the packet that brings it, and the bitfield behind it waited for a packet
@@ -369,6 +376,8 @@ pub struct Client {
     /// took bytes).
     send_blocked: Vec<ConnId>,
     throttled_write: Vec<ConnId>,
+    /// The parts of one flush, kept to reuse their allocation.
+    segs: Vec<net::Seg>,
     /// Connections that used their reads of a turn ([`READS_PER_TURN`]) with bytes
     /// left: read again next turn, after the sockets that became ready.
     read_more: Vec<ConnId>,
@@ -666,6 +675,7 @@ impl Client {
             disk_blocked: Vec::new(),
             send_blocked: Vec::new(),
             throttled_write: Vec::new(),
+            segs: Vec::with_capacity(net::MAX_SEGS),
             read_more: Vec::new(),
             batched: Vec::new(),
             batch_sweep: std::time::Instant::now(),

@@ -9,12 +9,13 @@ use super::{since, token, Client, Sock, ACCEPTS_PER_TURN, READS_PER_TURN};
 use crate::encryption::{Close, Link, OurTorrents, Up};
 use crate::utp::UtpHost;
 use btcore_core::mse::Method;
-use btcore_core::session::{ConnId, Transport, RECV_BATCH_MAX, RECV_BATCH_MAX_WAIT_MS};
+use btcore_core::session::{ConnId, Transmit, Transport, RECV_BATCH_MAX, RECV_BATCH_MAX_WAIT_MS};
 use btcore_core::utp::{ConnHandle, State};
 use mio::net::TcpStream;
 use mio::Interest;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The BitTorrent handshake's length (BEP 3).
 const HANDSHAKE_LEN: usize = 68;
@@ -42,13 +43,177 @@ impl Stream {
             (Self::Utp(_), None) => Ok(0),
         }
     }
+}
 
-    pub(super) fn write(&mut self, utp: Option<&mut UtpHost>, data: &[u8]) -> io::Result<usize> {
-        match (self, utp) {
-            (Self::Tcp(s), _) => s.write(data),
-            (Self::Utp(h), Some(u)) => u.write(*h, data),
-            (Self::Utp(_), None) => Err(io::ErrorKind::BrokenPipe.into()),
+/// Most parts one flush gathers and writes with one call.
+pub(super) const MAX_SEGS: usize = 32;
+
+/// A block payload read from disk that the loop holds and sends itself: bytes
+/// `start..end` of a read's buffer (shared by the blocks of one read).
+#[derive(Debug)]
+pub(super) struct Held {
+    pub(super) buf: Arc<Vec<u8>>,
+    pub(super) start: usize,
+    pub(super) end: usize,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// One part of a flush: bytes in the loop's buffer, or a held payload.
+#[derive(Debug)]
+pub(super) enum Seg {
+    Tx(usize, usize),
+    Held(Held),
+}
+
+impl Seg {
+    fn len(&self) -> usize {
+        match self {
+            Self::Tx(a, b) => b - a,
+            Self::Held(h) => h.len(),
         }
+    }
+
+    fn bytes<'a>(&'a self, tx: &'a [u8]) -> &'a [u8] {
+        match self {
+            Self::Tx(a, b) => &tx[*a..*b],
+            Self::Held(h) => &h.buf[h.start..h.end],
+        }
+    }
+}
+
+/// What waits to be written after a connection's queued bytes ([`Sock::out`]), in
+/// order.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// Bytes (copied), from the index on.
+    Bytes(Vec<u8>, usize),
+    /// A held payload, from its `start` on.
+    Held(Held),
+}
+
+impl Pending {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Bytes(b, at) => &b[*at..],
+            Self::Held(h) => &h.buf[h.start..h.end],
+        }
+    }
+
+    /// Marks `n` more bytes written; true when all are.
+    fn advance(&mut self, n: usize) -> bool {
+        match self {
+            Self::Bytes(b, at) => {
+                *at += n;
+                *at == b.len()
+            }
+            Self::Held(h) => {
+                h.start += n;
+                h.start == h.end
+            }
+        }
+    }
+}
+
+impl Sock {
+    /// Bytes waiting to be written.
+    pub(super) fn queued_len(&self) -> usize {
+        self.out.len() - self.out_pos + self.later.iter().map(|p| p.bytes().len()).sum::<usize>()
+    }
+
+    /// Queues bytes after everything waiting.
+    fn queue_bytes(&mut self, b: &[u8]) {
+        match self.later.back_mut() {
+            None => self.out.extend_from_slice(b),
+            Some(Pending::Bytes(v, _)) => v.extend_from_slice(b),
+            Some(Pending::Held(_)) => self.later.push_back(Pending::Bytes(b.to_vec(), 0)),
+        }
+    }
+
+    /// Writes what is queued, once, as much as the socket takes (a connection about to
+    /// close: best effort).
+    pub(super) fn write_queued(&mut self, utp: Option<&mut UtpHost>) -> io::Result<usize> {
+        let parts =
+            std::iter::once(&self.out[self.out_pos..]).chain(self.later.iter().map(Pending::bytes));
+        write_parts(&mut self.stream, utp, parts, usize::MAX)
+    }
+
+    /// Marks `n` bytes of the queue written.
+    fn advance(&mut self, mut n: usize) {
+        let first = (self.out.len() - self.out_pos).min(n);
+        self.out_pos += first;
+        n -= first;
+        while n > 0 {
+            let Some(p) = self.later.front_mut() else {
+                return;
+            };
+            let left = p.bytes().len();
+            let k = left.min(n);
+            n -= k;
+            if p.advance(k) {
+                self.later.pop_front();
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            // Bytes queued behind a payload move to the front once it is written.
+            if let Some(Pending::Bytes(..)) = self.later.front() {
+                if let Some(Pending::Bytes(v, at)) = self.later.pop_front() {
+                    self.out = v;
+                    self.out_pos = at;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `parts` in order, at most `limit` bytes: one vectored write over TCP, one
+/// write per part over uTP (its stream copies into its own buffer) until one is short.
+fn write_parts<'a>(
+    stream: &mut Stream,
+    utp: Option<&mut UtpHost>,
+    parts: impl Iterator<Item = &'a [u8]>,
+    limit: usize,
+) -> io::Result<usize> {
+    let mut slices = [io::IoSlice::new(&[]); MAX_SEGS + 1];
+    let mut k = 0;
+    let mut left = limit;
+    for p in parts {
+        if left == 0 || k == slices.len() {
+            break;
+        }
+        if p.is_empty() {
+            continue;
+        }
+        let p = &p[..p.len().min(left)];
+        left -= p.len();
+        slices[k] = io::IoSlice::new(p);
+        k += 1;
+    }
+    match (stream, utp) {
+        (Stream::Tcp(s), _) => s.write_vectored(&slices[..k]),
+        (Stream::Utp(h), Some(u)) => {
+            let mut n = 0;
+            for p in &slices[..k] {
+                match u.write(*h, p) {
+                    Ok(w) => {
+                        n += w;
+                        if w < p.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if n == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            Ok(n)
+        }
+        (Stream::Utp(_), None) => Err(io::ErrorKind::BrokenPipe.into()),
     }
 }
 
@@ -296,27 +461,54 @@ impl Client {
             if s.connecting {
                 return;
             }
-            if s.out_pos == s.out.len() {
+            if s.out_pos == s.out.len() && s.later.is_empty() {
                 s.out.clear();
                 s.out_pos = 0;
                 // The session speaks once any encryption handshake is done.
                 if s.link.negotiating() {
                     return;
                 }
-                let n = self.session.poll_transmit(now, conn, &mut self.tx);
-                if n == 0 {
+                // What the session has, gathered: its bytes into `self.tx` (encrypted
+                // there when the link encrypts), the payloads this loop holds by
+                // reference; then one write, and only what the socket does not take
+                // now is kept for later.
+                let mut segs = std::mem::take(&mut self.segs);
+                let mut used = 0;
+                while segs.len() < MAX_SEGS && used < self.tx.len() {
+                    match self.session.poll_send(now, conn, &mut self.tx[used..]) {
+                        Transmit::Idle => break,
+                        Transmit::Bytes { len, .. } => {
+                            s.link.encrypt(&mut self.tx[used..used + len]);
+                            segs.push(Seg::Tx(used, used + len));
+                            used += len;
+                        }
+                        Transmit::Held { token, len } => match s.held.pop_front() {
+                            // Held only for plain links: nothing to encrypt.
+                            Some((t, h)) if t == token && h.len() == len as usize => {
+                                segs.push(Seg::Held(h));
+                            }
+                            _ => {
+                                log::warn!("{conn:?}: a held payload is out of order");
+                                segs.clear();
+                                self.segs = segs;
+                                self.conn_lost(conn);
+                                return;
+                            }
+                        },
+                    }
+                }
+                if segs.is_empty() {
+                    self.segs = segs;
                     return;
                 }
-                s.link.encrypt(&mut self.tx[..n]);
-                // Straight from the buffer; only what the socket does not take now is
-                // kept for later.
+                let total: usize = segs.iter().map(|g| g.len()).sum();
                 let own = self.session.conn_torrent(conn);
                 let mut own = own.and_then(|t| self.torrent_buckets.get_mut(&t));
                 let mut allowed = self
                     .up
                     .available()
                     .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
-                    .min(n);
+                    .min(total);
                 let alone = s.handshake_alone && allowed > HANDSHAKE_LEN;
                 if alone {
                     allowed = HANDSHAKE_LEN;
@@ -326,17 +518,32 @@ impl Client {
                 let written = if allowed == 0 {
                     0
                 } else {
-                    s.stream
-                        .write(self.utp.as_mut(), &self.tx[..allowed])
-                        .unwrap_or(0)
+                    let tx = &self.tx;
+                    let parts = segs.iter().map(|g| g.bytes(tx));
+                    write_parts(&mut s.stream, self.utp.as_mut(), parts, allowed).unwrap_or(0)
                 };
                 self.up.take(written);
                 if let Some(b) = own {
                     b.up.take(written);
                 }
-                if written < n {
-                    s.out.extend_from_slice(&self.tx[written..n]);
+                // The rest, in order: bytes copied, held payloads kept by reference.
+                let mut skip = written;
+                for g in segs.drain(..) {
+                    let len = g.len();
+                    if skip >= len {
+                        skip -= len;
+                        continue;
+                    }
+                    match g {
+                        Seg::Tx(a, b) => s.queue_bytes(&self.tx[a + skip..b]),
+                        Seg::Held(mut h) => {
+                            h.start += skip;
+                            s.later.push_back(Pending::Held(h));
+                        }
+                    }
+                    skip = 0;
                 }
+                self.segs = segs;
                 if alone && written == HANDSHAKE_LEN {
                     s.handshake_alone = false;
                     // The handshake goes out now, in its own packet.
@@ -350,24 +557,23 @@ impl Client {
                 .up
                 .available()
                 .min(own.as_mut().map_or(usize::MAX, |b| b.up.available()))
-                .min(s.out.len() - s.out_pos);
+                .min(s.queued_len());
             if allowed == 0 {
                 if !self.throttled_write.contains(&conn) {
                     self.throttled_write.push(conn);
                 }
                 return;
             }
-            match s
-                .stream
-                .write(self.utp.as_mut(), &s.out[s.out_pos..s.out_pos + allowed])
-            {
+            let parts =
+                std::iter::once(&s.out[s.out_pos..]).chain(s.later.iter().map(Pending::bytes));
+            match write_parts(&mut s.stream, self.utp.as_mut(), parts, allowed) {
                 Ok(0) => return,
                 Ok(n) => {
                     self.up.take(n);
                     if let Some(b) = own {
                         b.up.take(n);
                     }
-                    s.out_pos += n;
+                    s.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -490,6 +696,9 @@ impl Client {
             dialed,
             out,
             out_pos: 0,
+            later: std::collections::VecDeque::new(),
+            held: std::collections::VecDeque::new(),
+            next_token: 0,
             handshake_alone,
             batch: 0,
         };
@@ -632,6 +841,58 @@ mod tests {
     }
 
     use super::*;
+
+    /// What a flush leaves queued (bytes, payloads held by reference, bytes queued
+    /// behind them) goes out in order through writes the socket cuts short.
+    #[test]
+    fn queued_bytes_and_held_payloads_go_out_in_order() {
+        use crate::encryption::{Encryption, Link};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let a = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("dial");
+        let (mut b, _) = l.accept().expect("accept");
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut s = Sock {
+            stream: Stream::Tcp(TcpStream::from_std(a)),
+            connecting: false,
+            link: Link::outgoing_plain(Encryption::Disabled),
+            dialed: None,
+            out: b"A".to_vec(),
+            out_pos: 0,
+            later: std::collections::VecDeque::new(),
+            held: std::collections::VecDeque::new(),
+            next_token: 0,
+            handshake_alone: false,
+            batch: 0,
+        };
+        let buf = Arc::new(b"xxBBBBDDyy".to_vec());
+        let held = |start, end| Held {
+            buf: Arc::clone(&buf),
+            start,
+            end,
+        };
+        s.later.push_back(Pending::Held(held(2, 6)));
+        s.queue_bytes(b"CC");
+        s.later.push_back(Pending::Held(held(6, 8)));
+        s.queue_bytes(b"E");
+        s.queue_bytes(b"F");
+        s.later.push_back(Pending::Held(held(8, 10)));
+        let want = b"ABBBBCCDDEFyy";
+        assert_eq!(s.queued_len(), want.len());
+        let mut writes = 0;
+        while s.queued_len() > 0 {
+            let parts =
+                std::iter::once(&s.out[s.out_pos..]).chain(s.later.iter().map(Pending::bytes));
+            let n = write_parts(&mut s.stream, None, parts, 3).expect("write");
+            assert!(n > 0 && n <= 3);
+            s.advance(n);
+            writes += 1;
+        }
+        assert_eq!(writes, want.len().div_ceil(3));
+        assert_eq!(s.write_queued(None).expect("nothing left"), 0);
+        let mut got = vec![0u8; want.len()];
+        b.read_exact(&mut got).expect("read");
+        assert_eq!(&got, want);
+    }
 
     /// The burst after a quiet spell is a fifth of a second's worth; a new bucket
     /// holds nothing.

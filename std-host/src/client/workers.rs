@@ -2,16 +2,76 @@
 //! data-check progress) from [`crate::disk::DiskPool`] and finished HTTP exchanges and
 //! UDP timeouts from the [`crate::tracker::TrackerClient`], each handed to the session.
 
+use super::net::Held;
 use super::Client;
 use crate::disk::DiskDone;
 use crate::tracker::AnnounceResult;
-use btcore_core::session::{AnnounceCounts, AnnounceOutcome, PeerSource, TorrentId};
+use btcore_core::ids::BlockRef;
+use btcore_core::session::{AnnounceCounts, AnnounceOutcome, ConnId, PeerSource, TorrentId};
+use btcore_core::time::Instant;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// The shortest block the loop holds by reference: shorter ones are copied into the
+/// session's queue, whose cap counts their bytes. Held, a 1-byte block a peer asked
+/// for would cost a buffer, its `Arc` and two queue entries (some 200 bytes) for the
+/// byte the cap counts, and a part of a `writev` of its own.
+const HOLD_MIN: u32 = 4096;
 
 impl Client {
     pub(super) fn collect_workers(&mut self) {
         self.collect_disk();
         self.collect_trackers();
+    }
+
+    /// Whether the loop may hold a read's buffer and send its blocks from it: all of
+    /// them go to one plain connection (a read for several would keep the whole buffer
+    /// alive for the slowest; an encrypting link copies anyway), none is shorter than
+    /// [`HOLD_MIN`], and the buffer has them all.
+    fn may_hold(&self, reads: &[(ConnId, BlockRef)], len: usize) -> bool {
+        let Some(&(conn, _)) = reads.first() else {
+            return false;
+        };
+        reads.iter().all(|(c, b)| *c == conn && b.len >= HOLD_MIN)
+            && reads.iter().map(|(_, b)| b.len as usize).sum::<usize>() <= len
+            && self
+                .socks
+                .get(&conn)
+                .is_some_and(|s| s.link.is_plain() && !s.connecting)
+    }
+
+    /// Hands the session a read's blocks, held: the loop sends them from `buf`.
+    fn hold_reads(
+        &mut self,
+        now: Instant,
+        torrent: TorrentId,
+        reads: Vec<(ConnId, BlockRef)>,
+        buf: Vec<u8>,
+    ) {
+        let buf = Arc::new(buf);
+        let mut at = 0;
+        for (conn, block) in reads {
+            let len = block.len as usize;
+            // `may_hold` found its socket; the session drops none while it is told.
+            let token = self.socks.get_mut(&conn).map_or(0, |s| {
+                s.next_token += 1;
+                s.next_token
+            });
+            let held = Held {
+                buf: Arc::clone(&buf),
+                start: at,
+                end: at + len,
+            };
+            at += len;
+            if self
+                .session
+                .handle_read_held(now, torrent, conn, block, token)
+            {
+                if let Some(s) = self.socks.get_mut(&conn) {
+                    s.held.push_back((token, held));
+                }
+            }
+        }
     }
 
     /// Hands the disk completions to the session.
@@ -33,6 +93,13 @@ impl Client {
                     result,
                 } => {
                     let result = result.map_err(|e| self.disk_failed(torrent, e));
+                    let result = match result {
+                        Ok(buf) if self.may_hold(&reads, buf.len()) => {
+                            self.hold_reads(now, torrent, reads, buf);
+                            continue;
+                        }
+                        r => r,
+                    };
                     let mut at = 0;
                     for (conn, block) in reads {
                         let len = block.len as usize;
