@@ -764,7 +764,9 @@ fn raise_nofile() -> u64 {
         l.rlim_cur = l.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
     }
-    l.rlim_cur
+    // `rlim_t` is 32 bits on some targets (armv7 glibc).
+    #[allow(clippy::useless_conversion)]
+    u64::from(l.rlim_cur)
 }
 
 /// Every connection slot from one address, then from 140: an honest client from yet
