@@ -87,9 +87,9 @@
 //!   the pieces per priority level in use that has pieces left to start, each scan
 //!   keeping the best 64 free pieces, whoever has them, in a fixed array, held for the
 //!   calls after it (each starts those its peer has; a peer needing more scans for its
-//!   own best; a piece turning free again drops them), so the O(n) scan is paid once
-//!   per up to 64 new pieces, not per call: a
-//!   download of 65,536 pieces picked one at a time would otherwise scan 65,536 times.
+//!   own best; a piece turning free again joins them at its place, O(64)), so the
+//!   O(n) scan is paid once per up to 64 new pieces, not per call: a download of
+//!   65,536 pieces picked one at a time would otherwise scan 65,536 times.
 //!   No per-peer state: the cost does not grow with the number of peers.
 //!
 //! # Errors
@@ -489,8 +489,8 @@ pub struct Picker<'s> {
     /// Pieces neither had nor partial, per priority (index 0 unused).
     free_by_prio: [u32; 8],
     /// The best candidates of the last scan for new pieces not taken yet, best first,
-    /// for priority `ahead_prio` in order `ahead_order`: checked again when used, and
-    /// dropped when a piece turns free again or a free piece changes priority.
+    /// for priority `ahead_prio` in order `ahead_order`: checked again when used; a
+    /// piece turning free again joins them at its place (`hold_again`).
     ahead: [u32; TOP_K],
     ahead_len: usize,
     ahead_prio: u8,
@@ -1079,7 +1079,8 @@ impl<'s> Picker<'s> {
     /// time, is not a scan of every piece per pick. A peer that needs more than it
     /// finds there scans for its own best, as every pick used to. Any free piece
     /// better than the last held one is held (in rarity, up to the changes of
-    /// availability since the scan); a piece turning free again drops them.
+    /// availability since the scan); a piece turning free again joins them at its
+    /// place.
     #[allow(clippy::too_many_arguments)]
     fn pick_new<H: HaveSet + ?Sized>(
         &mut self,
@@ -1325,9 +1326,41 @@ impl<'s> Picker<'s> {
             self.free_by_prio[usize::from(after.prio)] += 1;
             // A piece back among the candidates may beat those held ahead.
             if !before.is_free() || before.prio != after.prio {
-                self.ahead_len = 0;
+                self.hold_again(i);
             }
         }
+    }
+
+    /// Piece `i` turned free (again: a failed hash, a request aborted), or a free piece
+    /// changed priority: it joins the candidates held ahead at its place (in rarest
+    /// order, first among those as rare) when it is no worse than the last of them. O(`TOP_K`): a pick aborted on every turn (a choked peer's
+    /// allowed-fast pieces) costs no scan of every piece. One after the last held, or
+    /// of another priority, waits for a later scan; in random order none is better.
+    fn hold_again(&mut self, i: usize) {
+        let len = self.ahead_len;
+        let st = self.pieces[i];
+        if len == 0 || st.prio != self.ahead_prio || self.ahead_order == Order::Random {
+            return;
+        }
+        let piece = i as u32;
+        let held = &self.ahead[..len];
+        if held.contains(&piece) {
+            return;
+        }
+        let pos = match self.ahead_order {
+            Order::Sequential => held.iter().position(|&p| p > piece),
+            _ => held
+                .iter()
+                .position(|&p| self.pieces[p as usize].avail >= st.avail),
+        };
+        let Some(pos) = pos else {
+            return;
+        };
+        // Full: the last held drops out (a later scan finds it again).
+        let end = len.min(TOP_K - 1);
+        self.ahead.copy_within(pos..end, pos + 1);
+        self.ahead[pos] = piece;
+        self.ahead_len = end + 1;
     }
 
     fn find_slot(&self, pi: usize) -> Option<usize> {
@@ -2356,6 +2389,28 @@ mod tests {
         p.piece_failed(PieceIndex(0)).expect("failed");
         let next = pieces(&pick(&mut p, &all(8), ME, PickHint::Normal, 1, 1));
         assert_eq!(next, [0], "the failed piece waits behind those held ahead");
+    }
+
+    /// A pick aborted on every turn (a choked peer's allowed-fast piece asked and given
+    /// back) keeps the candidates held ahead: the piece given back goes back among them
+    /// at its place, and the next pick takes it again without a scan of every piece.
+    #[test]
+    fn a_piece_given_back_rejoins_the_candidates_held_ahead() {
+        for sequential in [true, false] {
+            let c = cfg().with_sequential(sequential).with_initial_random(0);
+            let mut p = build(&"1".repeat(200), "", "", "", 1, c);
+            let first = pick(&mut p, &all(200), ME, PickHint::Normal, 1, 1);
+            let held = p.ahead_len;
+            assert!(held > 0, "a scan holds candidates");
+            for _ in 0..5 {
+                assert!(p.abort_request(&first[0], ME).expect("aborted"));
+                assert_eq!(p.ahead_len, held + 1, "the piece given back is held again");
+                assert_eq!(p.ahead[0], first[0].piece.0, "at its place, first");
+                let again = pick(&mut p, &all(200), ME, PickHint::Normal, 1, 1);
+                assert_eq!(again, first, "the same piece again");
+                assert_eq!(p.ahead_len, held);
+            }
+        }
     }
 
     /// The candidates held after one peer's pick are the best of all, not of what that
