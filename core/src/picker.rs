@@ -1333,9 +1333,10 @@ impl<'s> Picker<'s> {
 
     /// Piece `i` turned free (again: a failed hash, a request aborted), or a free piece
     /// changed priority: it joins the candidates held ahead at its place (in rarest
-    /// order, first among those as rare) when it is no worse than the last of them. O(`TOP_K`): a pick aborted on every turn (a choked peer's
-    /// allowed-fast pieces) costs no scan of every piece. One after the last held, or
-    /// of another priority, waits for a later scan; in random order none is better.
+    /// order, first among those as rare) when it is no worse than the last of them.
+    /// O(`TOP_K`): a pick aborted on every turn (a choked peer's allowed-fast pieces)
+    /// costs no scan of every piece. One after the last held, or of another priority,
+    /// waits for a later scan; in random order none is better.
     fn hold_again(&mut self, i: usize) {
         let len = self.ahead_len;
         let st = self.pieces[i];

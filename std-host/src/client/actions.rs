@@ -54,7 +54,7 @@ impl Client {
                 log::debug!("closing {conn:?}: {reason}");
                 if let Some(s) = self.socks.get_mut(&conn) {
                     // Best effort: what is queued goes out before the close.
-                    let _ = s.write_queued(self.utp.as_mut());
+                    let _ = s.write_queued(self.utp.as_mut(), usize::MAX);
                 }
                 self.drop_sock(conn);
             }

@@ -61,6 +61,10 @@ impl Held {
     fn len(&self) -> usize {
         self.end - self.start
     }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
 }
 
 /// One part of a flush: bytes in the loop's buffer, or a held payload.
@@ -81,7 +85,7 @@ impl Seg {
     fn bytes<'a>(&'a self, tx: &'a [u8]) -> &'a [u8] {
         match self {
             Self::Tx(a, b) => &tx[*a..*b],
-            Self::Held(h) => &h.buf[h.start..h.end],
+            Self::Held(h) => h.bytes(),
         }
     }
 }
@@ -100,7 +104,7 @@ impl Pending {
     fn bytes(&self) -> &[u8] {
         match self {
             Self::Bytes(b, at) => &b[*at..],
-            Self::Held(h) => &h.buf[h.start..h.end],
+            Self::Held(h) => h.bytes(),
         }
     }
 
@@ -134,12 +138,16 @@ impl Sock {
         }
     }
 
-    /// Writes what is queued, once, as much as the socket takes (a connection about to
-    /// close: best effort).
-    pub(super) fn write_queued(&mut self, utp: Option<&mut UtpHost>) -> io::Result<usize> {
+    /// Writes what is queued, in order, at most `limit` bytes (one call; see
+    /// [`write_parts`]).
+    pub(super) fn write_queued(
+        &mut self,
+        utp: Option<&mut UtpHost>,
+        limit: usize,
+    ) -> io::Result<usize> {
         let parts =
             std::iter::once(&self.out[self.out_pos..]).chain(self.later.iter().map(Pending::bytes));
-        write_parts(&mut self.stream, utp, parts, usize::MAX)
+        write_parts(&mut self.stream, utp, parts, limit)
     }
 
     /// Marks `n` bytes of the queue written.
@@ -564,9 +572,7 @@ impl Client {
                 }
                 return;
             }
-            let parts =
-                std::iter::once(&s.out[s.out_pos..]).chain(s.later.iter().map(Pending::bytes));
-            match write_parts(&mut s.stream, self.utp.as_mut(), parts, allowed) {
+            match s.write_queued(self.utp.as_mut(), allowed) {
                 Ok(0) => return,
                 Ok(n) => {
                     self.up.take(n);
@@ -880,15 +886,13 @@ mod tests {
         assert_eq!(s.queued_len(), want.len());
         let mut writes = 0;
         while s.queued_len() > 0 {
-            let parts =
-                std::iter::once(&s.out[s.out_pos..]).chain(s.later.iter().map(Pending::bytes));
-            let n = write_parts(&mut s.stream, None, parts, 3).expect("write");
+            let n = s.write_queued(None, 3).expect("write");
             assert!(n > 0 && n <= 3);
             s.advance(n);
             writes += 1;
         }
         assert_eq!(writes, want.len().div_ceil(3));
-        assert_eq!(s.write_queued(None).expect("nothing left"), 0);
+        assert_eq!(s.write_queued(None, usize::MAX).expect("nothing left"), 0);
         let mut got = vec![0u8; want.len()];
         b.read_exact(&mut got).expect("read");
         assert_eq!(&got, want);
