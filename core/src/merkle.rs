@@ -460,6 +460,7 @@ pub fn hash_request_ok(file_length: u64, piece_length: u32, req: &HashRequest) -
 
 /// Height above the piece layer of the lowest level [`UpperTree`] keeps: a subtree of
 /// [`MAX_HASH_REQUEST_LEN`] pieces.
+#[cfg(feature = "alloc")]
 const UPPER_FROM: u32 = 9;
 
 /// The nodes of a file's tree from [`MAX_HASH_REQUEST_LEN`] pieces up (about one node

@@ -1022,6 +1022,51 @@ impl<'s> Picker<'s> {
         n
     }
 
+    /// Chooses up to `min(max, out.len())` blocks for `peer` among `pieces` alone (a
+    /// choking peer's allowed-fast set, BEP 6), those of them `has` holds, each piece
+    /// looked at directly rather than found by a scan: the free blocks of one in
+    /// progress, or a free piece started, in the order given. `reserve`: a peer on
+    /// parole (see [`PickHint::Parole`]) starts new pieces only, reserved for it.
+    /// O(`pieces` · partial slots); marks the blocks requested like [`Picker::pick`].
+    pub fn pick_among<H: HaveSet + ?Sized>(
+        &mut self,
+        pieces: &[PieceIndex],
+        has: &H,
+        peer: PeerKey,
+        reserve: bool,
+        max: usize,
+        out: &mut [BlockRef],
+    ) -> usize {
+        let max = max.min(out.len());
+        let mut n = 0;
+        for &p in pieces {
+            if n >= max {
+                break;
+            }
+            let Ok(pi) = self.check_piece(p) else {
+                continue;
+            };
+            if !has.has_piece(p) {
+                continue;
+            }
+            let st = self.pieces[pi];
+            if st.is_free() {
+                if let Ok(s) = self.alloc_slot(pi) {
+                    self.partials[s].reserved = reserve;
+                    self.take_free_blocks(s, peer, &mut n, max, out);
+                }
+            } else if st.prio > 0 && !reserve {
+                if let Some(s) = self.find_slot(pi) {
+                    let pp = self.partials[s];
+                    if pp.none > 0 && !(pp.reserved && pp.requested > 0) {
+                        self.take_free_blocks(s, peer, &mut n, max, out);
+                    }
+                }
+            }
+        }
+        n
+    }
+
     /// Blocks of partial pieces: for each of `order` (`true`: pieces `peer` already
     /// works on, `false`: the others). `parole`: only pieces in which no other peer has
     /// a request; otherwise pieces reserved for a peer on parole that still has
@@ -2412,6 +2457,51 @@ mod tests {
                 assert_eq!(p.ahead_len, held);
             }
         }
+    }
+
+    /// A pick among a few named pieces (a choking peer's allowed-fast set) takes
+    /// only those: the free blocks of one in progress, a free one started, none of
+    /// one we have, one the peer lacks or one at priority 0; a peer on parole starts
+    /// new pieces only.
+    #[test]
+    fn a_pick_among_named_pieces_takes_only_those() {
+        // Pieces: 0 we have, 1 in progress (block 0 requested by OTHER), 2 free,
+        // 3 free but skipped (priority 0), 4 free but the peer lacks it, 5..9 free
+        // (better by rarity than any named one: a whole pick would take them).
+        let mut p = build("5555511111", "*", " r", "1110111111", 2, cfg());
+        let has = bits("**** *****");
+        let named: Vec<PieceIndex> = [0, 1, 2, 3, 4].map(PieceIndex).to_vec();
+        let mut out = [BlockRef {
+            piece: PieceIndex(0),
+            offset: 0,
+            len: 0,
+        }; 8];
+        let n = p.pick_among(&named, &has[..], ME, false, 8, &mut out);
+        let got: Vec<(u32, u32)> = out[..n]
+            .iter()
+            .map(|b| (b.piece.0, b.offset / BLOCK_LEN))
+            .collect();
+        assert_eq!(got, [(1, 1), (2, 0), (2, 1)]);
+        for b in &out[..n] {
+            assert_eq!(
+                p.block_status(b).expect("block"),
+                BlockStatus::Requested,
+                "marked requested"
+            );
+        }
+        // Nothing left among them: nothing more, whatever else is free.
+        assert_eq!(p.pick_among(&named, &has[..], ME, false, 8, &mut out), 0);
+        // At most `max`.
+        let more: Vec<PieceIndex> = [5, 6].map(PieceIndex).to_vec();
+        assert_eq!(p.pick_among(&more, &has[..], ME, false, 3, &mut out), 3);
+        // On parole: piece 6's second block (in progress) is left; 7 is started,
+        // reserved.
+        let rest: Vec<PieceIndex> = [6, 7].map(PieceIndex).to_vec();
+        let n = p.pick_among(&rest, &has[..], PeerKey(5), true, 8, &mut out);
+        assert_eq!(
+            out[..n].iter().map(|b| b.piece.0).collect::<Vec<_>>(),
+            [7, 7]
+        );
     }
 
     /// The candidates held after one peer's pick are the best of all, not of what that

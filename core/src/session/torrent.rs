@@ -1460,14 +1460,28 @@ pub(super) fn fill_requests(
         offset: 0,
         len: 0,
     }; 64];
-    let n = m.picker.pick(
-        c.peer.bitfield().as_bytes(),
-        PeerKey(conn.0),
-        hint,
-        slots,
-        &mut out,
-        &mut || rng.next_u32(),
-    );
+    let n = if c.peer.peer_choking() {
+        // Choked: only what it lets us have anyway (BEP 6 allowed fast), each of those
+        // few pieces looked at directly; a pick over its whole bitfield would rarely
+        // land on them.
+        m.picker.pick_among(
+            c.peer.allowed_fast(),
+            c.peer.bitfield().as_bytes(),
+            PeerKey(conn.0),
+            hint == PickHint::Parole,
+            slots,
+            &mut out,
+        )
+    } else {
+        m.picker.pick(
+            c.peer.bitfield().as_bytes(),
+            PeerKey(conn.0),
+            hint,
+            slots,
+            &mut out,
+            &mut || rng.next_u32(),
+        )
+    };
     for b in &out[..n] {
         if c.peer.can_request(b.piece) {
             c.peer.request(now, *b);
