@@ -103,18 +103,26 @@ class Page:
         sys.exit(1)
 
     def wait(self, what, cond, timeout=WAIT):
+        v, last = self.poll(cond, timeout)
+        if v:
+            log(f"ok: {what}")
+            return v
+        self.fail(f"timed out waiting for {what}" + (f" ({last})" if last else ""))
+
+    def poll(self, cond, timeout):
+        """`cond()` once true within `timeout` s (or a false value, and the last
+        WebDriver error)."""
         end = time.monotonic() + timeout
         last = None
         while time.monotonic() < end:
             try:
                 v = cond()
                 if v:
-                    log(f"ok: {what}")
-                    return v
+                    return v, None
             except WebDriverException as e:
                 last = e
             time.sleep(0.2)
-        self.fail(f"timed out waiting for {what}" + (f" ({last})" if last else ""))
+        return None, last
 
     def el(self, css):
         return self.d.find_element(By.CSS_SELECTOR, css)
@@ -365,14 +373,22 @@ def transmission(a):
         box = p.wait("the limit's box enabled", lambda: p.el("#speed-limit-down").is_enabled()
                      and p.el("#speed-limit-down"))
         # (clear() leaves a number box as it was: select its text and type over it.)
-        box.click()
-        box.send_keys(Keys.CONTROL, "a")
-        box.send_keys("256")
-        box.send_keys(Keys.TAB)
+        # On a loaded machine a keystroke may miss the box (the select-all before it
+        # has focus): typed again, three times at most, when the box does not read 256.
+        def follows():
+            s = rpc.call("session-get")["arguments"]
+            return s.get("speed-limit-down") == 256 and s.get("speed-limit-down-enabled") is True
+        for attempt in range(3):
+            box.click()
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys("256")
+            box.send_keys(Keys.TAB)
+            typed, _ = p.poll(lambda: box.get_attribute("value") == "256", 5)
+            if typed:
+                break
+            log(f"the limit's box reads {box.get_attribute('value')!r}: typed again")
         p.shot("transmission-prefs-speed")
-        p.wait("session-get to follow the speed limit", lambda: (
-            lambda s: s.get("speed-limit-down") == 256 and s.get("speed-limit-down-enabled") is True
-        )(rpc.call("session-get")["arguments"]))
+        p.wait("session-get to follow the speed limit", follows)
         p.click("#prefs-button")
 
         # Add by upload, not started, so that a file can be deselected first.
