@@ -1024,10 +1024,12 @@ impl<'s> Picker<'s> {
 
     /// Chooses up to `min(max, out.len())` blocks for `peer` among `pieces` alone (a
     /// choking peer's allowed-fast set, BEP 6), those of them `has` holds, each piece
-    /// looked at directly rather than found by a scan: the free blocks of one in
-    /// progress, or a free piece started, in the order given. `reserve`: a peer on
-    /// parole (see [`PickHint::Parole`]) starts new pieces only, reserved for it.
-    /// O(`pieces` · partial slots); marks the blocks requested like [`Picker::pick`].
+    /// looked at directly rather than found by a scan. As [`Picker::pick`] does: first
+    /// the free blocks of pieces in progress that `peer` works on, then of the others,
+    /// then free pieces started, each pass in the order given. `reserve`: a peer on
+    /// parole (see [`PickHint::Parole`]) joins only pieces in which no other peer has a
+    /// request, and the pieces it starts are reserved for it. O(`pieces` · (partial
+    /// slots + blocks per piece)); marks the blocks requested like [`Picker::pick`].
     pub fn pick_among<H: HaveSet + ?Sized>(
         &mut self,
         pieces: &[PieceIndex],
@@ -1039,28 +1041,45 @@ impl<'s> Picker<'s> {
     ) -> usize {
         let max = max.min(out.len());
         let mut n = 0;
-        for &p in pieces {
-            if n >= max {
-                break;
-            }
-            let Ok(pi) = self.check_piece(p) else {
-                continue;
-            };
-            if !has.has_piece(p) {
-                continue;
-            }
-            let st = self.pieces[pi];
-            if st.is_free() {
-                if let Ok(s) = self.alloc_slot(pi) {
-                    self.partials[s].reserved = reserve;
-                    self.take_free_blocks(s, peer, &mut n, max, out);
+        for pass in 0..3 {
+            for &p in pieces {
+                if n >= max {
+                    return n;
                 }
-            } else if st.prio > 0 && !reserve {
-                if let Some(s) = self.find_slot(pi) {
-                    let pp = self.partials[s];
-                    if pp.none > 0 && !(pp.reserved && pp.requested > 0) {
-                        self.take_free_blocks(s, peer, &mut n, max, out);
+                let Ok(pi) = self.check_piece(p) else {
+                    continue;
+                };
+                if !has.has_piece(p) {
+                    continue;
+                }
+                let st = self.pieces[pi];
+                if pass == 2 {
+                    if st.is_free() {
+                        if let Ok(s) = self.alloc_slot(pi) {
+                            self.partials[s].reserved = reserve;
+                            self.take_free_blocks(s, peer, &mut n, max, out);
+                        }
                     }
+                    continue;
+                }
+                if st.prio == 0 {
+                    continue;
+                }
+                let Some(s) = self.find_slot(pi) else {
+                    continue;
+                };
+                let pp = self.partials[s];
+                let blocks = &self.blocks[s * self.bpp..s * self.bpp + self.nblocks(pi)];
+                let mine = blocks.iter().any(|b| b.has_peer(peer));
+                let open = if reserve {
+                    !blocks.iter().any(|b| {
+                        b.status == BlockStatus::Requested && b.peers().iter().any(|&q| q != peer)
+                    })
+                } else {
+                    !(pp.reserved && pp.requested > 0)
+                };
+                if pp.none > 0 && open && mine == (pass == 0) {
+                    self.take_free_blocks(s, peer, &mut n, max, out);
                 }
             }
         }
@@ -2201,6 +2220,7 @@ mod tests {
         DropBlocks(usize),
         Fail(u32),
         Prio(u32, u8),
+        Among(usize, usize, bool, Vec<u32>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2215,6 +2235,13 @@ mod tests {
             (0..3usize).prop_map(Op::DropBlocks),
             (0..12u32).prop_map(Op::Fail),
             (0..12u32, 0..8u8).prop_map(|(a, b)| Op::Prio(a, b)),
+            (
+                0..3usize,
+                1..6usize,
+                any::<bool>(),
+                proptest::collection::vec(0..14u32, 0..6)
+            )
+                .prop_map(|(a, b, c, d)| Op::Among(a, b, c, d)),
         ]
     }
 
@@ -2299,6 +2326,27 @@ mod tests {
                         };
                         prop_assert!(n <= max);
                         for b in &out[..n] {
+                            prop_assert!(geo.is_valid_block(b, BLOCK_LEN));
+                            prop_assert!(seeds[pe] || peers[pe][..].has_piece(b.piece));
+                            prop_assert_eq!(p.have(b.piece), Ok(false));
+                            prop_assert!(p.piece_priority(b.piece).expect("prio") > 0);
+                            prop_assert_eq!(p.block_status(b), Ok(BlockStatus::Requested));
+                            prop_assert!(!outstanding.contains(&(*b, key)), "picked twice for one peer");
+                            outstanding.push((*b, key));
+                        }
+                    }
+                    Op::Among(pe, max, reserve, list) => {
+                        let key = PeerKey(pe as u32);
+                        let list: Vec<PieceIndex> = list.into_iter().map(PieceIndex).collect();
+                        let mut out = [BlockRef { piece: PieceIndex(0), offset: 0, len: 0 }; 8];
+                        let n = if seeds[pe] {
+                            p.pick_among(&list, &AllPieces, key, reserve, max, &mut out)
+                        } else {
+                            p.pick_among(&list, &peers[pe][..], key, reserve, max, &mut out)
+                        };
+                        prop_assert!(n <= max);
+                        for b in &out[..n] {
+                            prop_assert!(list.contains(&b.piece));
                             prop_assert!(geo.is_valid_block(b, BLOCK_LEN));
                             prop_assert!(seeds[pe] || peers[pe][..].has_piece(b.piece));
                             prop_assert_eq!(p.have(b.piece), Ok(false));
@@ -2457,6 +2505,83 @@ mod tests {
                 assert_eq!(p.ahead_len, held);
             }
         }
+    }
+
+    /// A peer on parole that keeps us choked goes on with the piece it started among
+    /// its allowed-fast pieces, as `pick(.., PickHint::Parole, ..)` does, rather than
+    /// start another (one more partial slot, and the first left for others to finish,
+    /// its senders mixed: what parole exists to prevent).
+    #[test]
+    fn a_parole_pick_among_continues_its_own_piece() {
+        const PAROLE: PeerKey = PeerKey(5);
+        let blk = |piece: u32, i: u32| BlockRef {
+            piece: PieceIndex(piece),
+            offset: i * BLOCK_LEN,
+            len: BLOCK_LEN,
+        };
+        // What pick(Parole) does with the same two pieces: piece 7's rest second.
+        let mut q = build("1111111111", "", "", "", 4, cfg());
+        let only = bits("       ** ");
+        let first = pick(&mut q, &only, PAROLE, PickHint::Parole, 2, 1);
+        let second = pick(&mut q, &only, PAROLE, PickHint::Parole, 2, 1);
+        assert_eq!(
+            pieces(&first),
+            pieces(&second),
+            "pick(Parole) continues its piece"
+        );
+
+        let mut p = build("1111111111", "", "", "", 4, cfg());
+        let has = all(10);
+        let allowed = [PieceIndex(7), PieceIndex(8)];
+        let mut out = [blk(0, 0); 8];
+        let n = p.pick_among(&allowed, &has[..], PAROLE, true, 2, &mut out);
+        assert_eq!(&out[..n], &[blk(7, 0), blk(7, 1)]);
+        let n = p.pick_among(&allowed, &has[..], PAROLE, true, 2, &mut out);
+        assert_eq!(
+            &out[..n],
+            &[blk(7, 2), blk(7, 3)],
+            "a parole peer continues its own reserved piece; partials used: {:?}",
+            p.partial_usage()
+        );
+    }
+
+    /// The parole peer's blocks of piece 7 arrive and it asks again, still choked: it
+    /// takes the rest of 7, so an ordinary peer finds nothing of 7 left and the piece
+    /// is the parole peer's alone.
+    #[test]
+    fn a_parole_peers_allowed_fast_piece_keeps_one_sender() {
+        const PAROLE: PeerKey = PeerKey(5);
+        let mut p = build("1111111111", "", "", "", 4, cfg());
+        let has = all(10);
+        let allowed = [PieceIndex(7), PieceIndex(8)];
+        let mut out = [BlockRef {
+            piece: PieceIndex(0),
+            offset: 0,
+            len: 0,
+        }; 8];
+        let n = p.pick_among(&allowed, &has[..], PAROLE, true, 2, &mut out);
+        for b in &out[..n] {
+            let _ = p.mark_received(b, PAROLE).expect("recv");
+            p.mark_written(b).expect("written");
+        }
+        // The parole peer asks again (still choked); what it gets, it sends.
+        let n = p.pick_among(&allowed, &has[..], PAROLE, true, 2, &mut out);
+        for b in &out[..n] {
+            let _ = p.mark_received(b, PAROLE).expect("recv");
+            p.mark_written(b).expect("written");
+        }
+        // An ordinary unchoked peer, which has only 7, takes whatever of 7 is left.
+        let got = pick(&mut p, &bits("       *  "), OTHER, PickHint::Normal, 4, 1);
+        for b in &got {
+            let _ = p.mark_received(b, OTHER).expect("recv");
+            p.mark_written(b).expect("written");
+        }
+        let senders = p.piece_senders(PieceIndex(7)).expect("senders");
+        assert_eq!(
+            senders.as_slice(),
+            &[PAROLE],
+            "a parole peer's piece is its own"
+        );
     }
 
     /// A pick among a few named pieces (a choking peer's allowed-fast set) takes
