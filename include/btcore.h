@@ -283,6 +283,12 @@
 #define BTCORE_RECV_BATCH_MAX_WAIT_MS 20
 
 /**
+ * Smallest block whose bytes the application may hold (`btcore_sansio_read_held`):
+ * tracking a held payload costs more than copying a smaller one.
+ */
+#define BTCORE_HOLD_MIN 4096
+
+/**
  * `btcore_dht_event.kind`: peers for a lookup (may come several times per lookup).
  */
 #define BTCORE_DHT_EVENT_PEERS 1
@@ -895,6 +901,26 @@ typedef struct btcore_action {
    */
   uint8_t transport;
 } btcore_action;
+
+/**
+ * What `btcore_sansio_transmit_held` gives: bytes copied into the caller's buffer,
+ * then, when `held_len` is not 0, the held payload `held_token` to send right after
+ * them, before anything else.
+ */
+typedef struct btcore_transmit {
+  /**
+   * Bytes copied into the buffer (0: none).
+   */
+  size_t len;
+  /**
+   * The token of the held payload to send after them (`btcore_sansio_read_held`).
+   */
+  uint64_t held_token;
+  /**
+   * Its length in bytes; 0: no held payload is next.
+   */
+  size_t held_len;
+} btcore_transmit;
 
 /**
  * What an event reports.
@@ -2788,6 +2814,60 @@ btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
                                       size_t len,
                                       uint32_t status,
                                       uint64_t now_ms);
+
+/**
+ * The `READ` action `action_id` is done and the application keeps the bytes it read
+ * instead of copying them in (`btcore_sansio_read_done`): the library queues the
+ * piece message's header with the payload's place, named `token` (any value the
+ * application chooses), and `btcore_sansio_transmit_held` says when to send those
+ * bytes. Writes to `*out_queued` whether the place was queued: if so, keep the bytes
+ * until `btcore_sansio_transmit_held` names `token` (or the connection closes); if not
+ * (the peer cancelled, or the connection is gone), free them now. Counted in the
+ * connection's send buffer like copied bytes.
+ *
+ * Only for a plain connection (no encryption, or an encryption handshake that chose
+ * plain text) and a block of at least `BTCORE_HOLD_MIN` bytes; otherwise
+ * `BTCORE_WRONG_STATE` and the action stays pending: complete it with
+ * `btcore_sansio_read_done`. A host that holds payloads reads what to send with
+ * `btcore_sansio_transmit_held` (`btcore_sansio_transmit` stops before a held payload).
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `out_queued` is NULL or valid for writing one `bool`.
+ */
+btcore_result btcore_sansio_read_held(struct btcore_sansio *h,
+                                      uint64_t action_id,
+                                      uint64_t token,
+                                      uint64_t now_ms,
+                                      bool *out_queued);
+
+/**
+ * `btcore_sansio_transmit` for an application that holds block payloads
+ * (`btcore_sansio_read_held`): copies up to `cap` bytes to send on `conn` into `buf`,
+ * and when a held payload comes next, names it in `*out` (`held_token`, `held_len`):
+ * send the copied bytes, then that payload's bytes, in order, then call again. The
+ * session counts a held payload sent once named: the application owns its sending
+ * from then on. Nothing to send: `len` and `held_len` are 0.
+ *
+ * # Safety
+ *
+ * - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+ *   during the call. A freed handle, one of another type or any other pointer is a checked
+ *   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+ *   reading anything behind it.
+ * - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+ * - `out` is NULL or valid for writing one `btcore_transmit`.
+ */
+btcore_result btcore_sansio_transmit_held(struct btcore_sansio *h,
+                                          uint32_t conn,
+                                          uint64_t now_ms,
+                                          uint8_t *buf,
+                                          size_t cap,
+                                          struct btcore_transmit *out);
 
 /**
  * The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1

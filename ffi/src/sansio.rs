@@ -1735,6 +1735,137 @@ pub unsafe extern "C" fn btcore_sansio_read_done(
     })
 }
 
+/// Smallest block whose bytes the application may hold (`btcore_sansio_read_held`):
+/// tracking a held payload costs more than copying a smaller one.
+pub const BTCORE_HOLD_MIN: u32 = 4096;
+
+/// The `READ` action `action_id` is done and the application keeps the bytes it read
+/// instead of copying them in (`btcore_sansio_read_done`): the library queues the
+/// piece message's header with the payload's place, named `token` (any value the
+/// application chooses), and `btcore_sansio_transmit_held` says when to send those
+/// bytes. Writes to `*out_queued` whether the place was queued: if so, keep the bytes
+/// until `btcore_sansio_transmit_held` names `token` (or the connection closes); if not
+/// (the peer cancelled, or the connection is gone), free them now. Counted in the
+/// connection's send buffer like copied bytes.
+///
+/// Only for a plain connection (no encryption, or an encryption handshake that chose
+/// plain text) and a block of at least `BTCORE_HOLD_MIN` bytes; otherwise
+/// `BTCORE_WRONG_STATE` and the action stays pending: complete it with
+/// `btcore_sansio_read_done`. A host that holds payloads reads what to send with
+/// `btcore_sansio_transmit_held` (`btcore_sansio_transmit` stops before a held payload).
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `out_queued` is NULL or valid for writing one `bool`.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_sansio_read_held(
+    h: *mut btcore_sansio,
+    action_id: u64,
+    token: u64,
+    now_ms: u64,
+    out_queued: *mut bool,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
+        let out_queued = non_null(out_queued)?;
+        let Some(&Pending::Read { conn, block, .. }) = s.pending.get(&action_id) else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        if block.len < BTCORE_HOLD_MIN || !s.link_plain(conn) {
+            return Err(BTCORE_WRONG_STATE);
+        }
+        let Some(Pending::Read {
+            torrent,
+            conn,
+            block,
+        }) = s.pending.remove(&action_id)
+        else {
+            return Err(BTCORE_NOT_FOUND);
+        };
+        let queued = s
+            .session
+            .handle_read_held(now(now_ms), torrent, conn, block, token);
+        s.pump_events();
+        // SAFETY: `out_queued` is non-NULL (checked above) and valid for one write, as
+        // this function's contract requires.
+        unsafe { out_queued.write(queued) };
+        Ok(())
+    })
+}
+
+/// What `btcore_sansio_transmit_held` gives: bytes copied into the caller's buffer,
+/// then, when `held_len` is not 0, the held payload `held_token` to send right after
+/// them, before anything else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct btcore_transmit {
+    /// Bytes copied into the buffer (0: none).
+    pub len: usize,
+    /// The token of the held payload to send after them (`btcore_sansio_read_held`).
+    pub held_token: u64,
+    /// Its length in bytes; 0: no held payload is next.
+    pub held_len: usize,
+}
+
+/// `btcore_sansio_transmit` for an application that holds block payloads
+/// (`btcore_sansio_read_held`): copies up to `cap` bytes to send on `conn` into `buf`,
+/// and when a held payload comes next, names it in `*out` (`held_token`, `held_len`):
+/// send the copied bytes, then that payload's bytes, in order, then call again. The
+/// session counts a held payload sent once named: the application owns its sending
+/// from then on. Nothing to send: `len` and `held_len` are 0.
+///
+/// # Safety
+///
+/// - `h` is NULL or a handle from `btcore_sansio_new` that no `btcore_sansio_free` frees
+///   during the call. A freed handle, one of another type or any other pointer is a checked
+///   error (`BTCORE_WRONG_HANDLE`): the library looks it up in its set of live handles before
+///   reading anything behind it.
+/// - `buf` is valid for writes of `cap` `u8`s (it may be NULL when `cap` is 0).
+/// - `out` is NULL or valid for writing one `btcore_transmit`.
+#[no_mangle]
+pub unsafe extern "C" fn btcore_sansio_transmit_held(
+    h: *mut btcore_sansio,
+    conn: u32,
+    now_ms: u64,
+    buf: *mut u8,
+    cap: usize,
+    out: *mut btcore_transmit,
+) -> btcore_result {
+    guard(|| {
+        // SAFETY: `h` is NULL or a handle that no free races with, as this function's
+        // contract requires; anything else is refused before a read.
+        let mut s = unsafe { handle(h) }?;
+        s.now = now(now_ms);
+        let out = non_null(out)?;
+        // SAFETY: `buf` is valid for writes of `cap` elements or `cap` is 0, as this
+        // function's contract requires.
+        let dst = unsafe { out_slice(buf, cap) }?;
+        if dst.is_empty() {
+            return Err(BTCORE_BUFFER_TOO_SMALL);
+        }
+        let (len, held) = s.link_send(now(now_ms), ConnId(conn), dst);
+        s.pump_events();
+        let (held_token, held_len) = held.map_or((0, 0), |(t, l)| (t, l as usize));
+        // SAFETY: `out` is non-NULL (checked above) and valid for one write, as this
+        // function's contract requires.
+        unsafe {
+            out.write(btcore_transmit {
+                len,
+                held_token,
+                held_len,
+            });
+        }
+        Ok(())
+    })
+}
+
 /// The `VERIFY` action `action_id` is done: `ok` says whether the piece's SHA-1
 /// matched. Without block digests, the peers that sent a failed piece are only put on
 /// parole (see `btcore_sansio_verified_blocks`).

@@ -24,7 +24,7 @@ use crate::*;
 use btcore_core::hash::sha1;
 use btcore_core::ids::InfoHash;
 use btcore_core::mse::{self, Close, Encryption, Handshake, Keys, StreamCrypto, Up};
-use btcore_core::session::{ConnId, TorrentId, Transport};
+use btcore_core::session::{ConnId, TorrentId, Transmit, Transport};
 use btcore_core::time::Instant;
 use std::net::SocketAddr;
 
@@ -291,6 +291,49 @@ impl Inner {
             n += m;
         }
         n
+    }
+
+    /// Whether `conn` sends in plain text from now on (no link, or one that ended
+    /// plain): the connections whose block payloads the application may hold.
+    pub(crate) fn link_plain(&self, conn: ConnId) -> bool {
+        self.links.get(&conn).is_none_or(|c| c.link.is_plain())
+    }
+
+    /// [`Self::link_transmit`] for an application that holds block payloads: the bytes
+    /// copied into `dst`, then the held payload to send right after them, if one is
+    /// next (`(token, length)`). Encrypted connections never hold one.
+    pub(crate) fn link_send(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        dst: &mut [u8],
+    ) -> (usize, Option<(u64, u32)>) {
+        let mut n = 0;
+        if let Some(c) = self.links.get_mut(&conn) {
+            if !c.link.is_plain() {
+                return (self.link_transmit(now, conn, dst), None);
+            }
+            // A plain link's own bytes (what its handshake left) go first.
+            n = c.out.len().min(dst.len());
+            dst[..n].copy_from_slice(&c.out[..n]);
+            c.out.drain(..n);
+            if !c.out.is_empty() {
+                return (n, None);
+            }
+            n += c.link.poll_transmit(&mut dst[n..]);
+        }
+        match self.session.poll_send(now, conn, &mut dst[n..]) {
+            Transmit::Bytes { len, held_next } => {
+                n += len;
+                let held = match held_next.then(|| self.session.poll_send(now, conn, &mut [])) {
+                    Some(Transmit::Held { token, len }) => Some((token, len)),
+                    _ => None,
+                };
+                (n, held)
+            }
+            Transmit::Held { token, len } => (n, Some((token, len))),
+            Transmit::Idle => (n, None),
+        }
     }
 
     /// The session closed `conn` (a `CLOSE` action): its link goes.

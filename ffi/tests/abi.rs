@@ -78,6 +78,9 @@ fn rust() -> Layout {
         btcore_utp_incoming {
              kind, invalid, conn, evicted,
         }
+        btcore_transmit {
+             len, held_token, held_len,
+        }
         btcore_utp_conn_status {
              state, close_reason, readable, writable, unacked, addr, eof, outgoing,
              reserved, rtt_ms,

@@ -534,6 +534,84 @@ fn sansio_example_downloads_from_a_btcore_seeder() {
     same_file(&payload, &out_file);
 }
 
+/// `examples/c/sansio_seed.c` seeds to a `btcore download` over plain TCP and then
+/// over MSE: the plain leecher gets every block of 4 KiB or more from the bytes the
+/// program read and held (`btcore_sansio_read_held`, `btcore_sansio_transmit_held`),
+/// the encrypted one gets them copied in (held payloads are refused on RC4 links);
+/// both downloads match the payload.
+#[test]
+fn sansio_seed_example_sends_held_blocks_to_a_plain_leecher_and_copies_for_an_encrypted_one() {
+    let dir = tmp("sansio_seed");
+    let (payload, torrent) = make_content(&dir, 1_200_000);
+    let exe = dir.join("sansio_seed");
+    compile(
+        &[root().join("examples/c/sansio_seed.c")],
+        &exe,
+        false,
+        true,
+    );
+    // 1,200,000 bytes: 73 whole blocks and a last one of 3,712 bytes (under 4 KiB).
+    for (encryption, held, copied) in [("allowed", 73, 1), ("required", 0, 74)] {
+        let port = free_port();
+        let mut seed = Proc(
+            Command::new(&exe)
+                .arg(&torrent)
+                .arg(&payload)
+                .arg(port.to_string())
+                .env("BTCORE_TIMEOUT_S", "90")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sansio_seed"),
+        );
+        wait_listening(port, Duration::from_secs(20));
+        let out_dir = dir.join(format!("out-{encryption}"));
+        run_bounded(
+            Command::new(btcore_bin())
+                .arg("download")
+                .arg(&torrent)
+                .args(["-o"])
+                .arg(&out_dir)
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--no-trackers",
+                    "--no-dht",
+                    "--progress",
+                    "none",
+                ])
+                .args(["--encryption", encryption])
+                .arg("--peer")
+                .arg(format!("127.0.0.1:{port}")),
+            Duration::from_secs(120),
+        );
+        same_file(&payload, &out_dir.join("payload.bin"));
+        // The seeder ends once its peer has gone; the probe of `wait_listening` came
+        // and went before.
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = seed.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the seeder still runs after its peer left"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        use std::io::Read;
+        if let Some(mut o) = seed.0.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        assert!(status.success(), "{status}\n{out}");
+        assert!(
+            out.contains(&format!("blocks sent: {held} held, {copied} copied")),
+            "{encryption}: {out}"
+        );
+    }
+}
+
 // ---- The sans-IO layer with encryption, a tracker and a multi-file torrent ----
 
 /// Random files under `dir/seed/multi/` (a nested one and an empty one) and their

@@ -134,6 +134,10 @@ int main(void) {
     EXPECT(btcore_sansio_verified_blocks(h, 42, false, NULL, 0, 0), BTCORE_NOT_FOUND);
     EXPECT(btcore_sansio_verified_blocks(NULL, 42, false, NULL, 0, 0), BTCORE_NULL_PARAMETER);
     EXPECT(btcore_sansio_read_done(h, 42, NULL, 0, BTCORE_DISK_IO_ERROR, 0), BTCORE_NOT_FOUND);
+    bool queued = true;
+    EXPECT(btcore_sansio_read_held(h, 42, 7, 0, &queued), BTCORE_NOT_FOUND);
+    EXPECT(btcore_sansio_read_held(h, 42, 7, 0, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_sansio_read_held(NULL, 42, 7, 0, &queued), BTCORE_NULL_PARAMETER);
     EXPECT(btcore_sansio_add_torrent(h, buf, sizeof buf, NULL, 0, 0, &id), BTCORE_INVALID_TORRENT);
     btcore_addr bad;
     memset(&bad, 0, sizeof bad);
@@ -144,6 +148,11 @@ int main(void) {
     EXPECT(btcore_sansio_add_peer(h, 1, &bad, 0), BTCORE_NOT_FOUND);
     EXPECT(btcore_sansio_transmit(h, 5, 0, buf, 0, &n), BTCORE_BUFFER_TOO_SMALL);
     EXPECT(btcore_sansio_transmit(h, 5, 0, buf, sizeof buf, &n), BTCORE_OK);
+    btcore_transmit t = {1, 2, 3};
+    EXPECT(btcore_sansio_transmit_held(h, 5, 0, buf, 0, &t), BTCORE_BUFFER_TOO_SMALL);
+    EXPECT(btcore_sansio_transmit_held(h, 5, 0, buf, sizeof buf, NULL), BTCORE_NULL_PARAMETER);
+    EXPECT(btcore_sansio_transmit_held(h, 5, 0, buf, sizeof buf, &t), BTCORE_OK); /* unknown conn: nothing */
+    if (t.len != 0 || t.held_len != 0) failures++;
     EXPECT(btcore_sansio_recv(h, 5, (const uint8_t *)"junk", 4, 0), BTCORE_OK); /* unknown conn: ignored */
     EXPECT(btcore_sansio_have(h, 1, buf, sizeof buf, &n), BTCORE_NOT_FOUND);
     uint64_t due = 0;
