@@ -2820,10 +2820,18 @@ btcore_result btcore_sansio_read_done(struct btcore_sansio *h,
  * instead of copying them in (`btcore_sansio_read_done`): the library queues the
  * piece message's header with the payload's place, named `token` (any value the
  * application chooses), and `btcore_sansio_transmit_held` says when to send those
- * bytes. Writes to `*out_queued` whether the place was queued: if so, keep the bytes
- * until `btcore_sansio_transmit_held` names `token` (or the connection closes); if not
- * (the peer cancelled, or the connection is gone), free them now. Counted in the
- * connection's send buffer like copied bytes.
+ * bytes. Writes to `*out_queued` whether the place was queued; if not (the connection
+ * is gone or closing, or we choke the peer now), free the bytes at once. Counted in
+ * the connection's send buffer like copied bytes until named.
+ *
+ * Who owns a queued payload's bytes: the application, always. Keep them while the
+ * library holds the place, and once `btcore_sansio_transmit_held` names `token`,
+ * until you have written them. Free every payload of a connection, named or not, when
+ * it ends: a `CLOSE` action (also what removing or pausing its torrent gives), your
+ * own `btcore_sansio_disconnected` or `btcore_sansio_connect_failed`, or
+ * `btcore_sansio_free`. The library does not list the tokens it drops, so keep a
+ * table per connection; it names them in the order they were queued on the
+ * connection, so a queue will do.
  *
  * Only for a plain connection (no encryption, or an encryption handshake that chose
  * plain text) and a block of at least `BTCORE_HOLD_MIN` bytes; otherwise
@@ -2847,11 +2855,13 @@ btcore_result btcore_sansio_read_held(struct btcore_sansio *h,
 
 /**
  * `btcore_sansio_transmit` for an application that holds block payloads
- * (`btcore_sansio_read_held`): copies up to `cap` bytes to send on `conn` into `buf`,
- * and when a held payload comes next, names it in `*out` (`held_token`, `held_len`):
- * send the copied bytes, then that payload's bytes, in order, then call again. The
- * session counts a held payload sent once named: the application owns its sending
- * from then on. Nothing to send: `len` and `held_len` are 0.
+ * (`btcore_sansio_read_held`): copies up to `cap` (at least 1) bytes to send on `conn`
+ * into `buf`, and when a held payload comes next, names it in `*out` (`held_token`,
+ * `held_len`): send the copied bytes, then that payload's bytes, in order, and call
+ * again only once they are written. A named payload leaves the connection's send
+ * buffer: the application owns its sending from then on, and a host that took more
+ * before writing what it has would hold more than the send cap. Nothing to send:
+ * `len` and `held_len` are 0. On an error `*out` is left as it was.
  *
  * # Safety
  *

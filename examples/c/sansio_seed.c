@@ -49,9 +49,12 @@ struct conn {
     uint32_t id;    /* the library's connection id */
     unsigned char out[OUT_CAP];
     size_t out_len, out_pos;  /* bytes taken from the library, not yet sent */
-    struct held *sending;     /* the held payload after them, if any */
+    struct held sending;      /* the held payload after them: ours once named */
+    int has_sending;
     size_t sending_pos;
-    struct held held[MAX_HELD]; /* payloads queued in the library, by token */
+    /* Payloads queued in the library, not named yet (it names them in the order
+     * they were queued on the connection: this list could be a queue). */
+    struct held held[MAX_HELD];
     size_t nheld;
 };
 
@@ -85,10 +88,12 @@ static void drop(struct conn *c, int tell) {
     if (tell) btcore_sansio_disconnected(h, c->id, now_ms());
     close(c->fd);
     c->fd = -1;
-    /* What the library still had queued for it is gone with it. */
+    /* What the library still had queued for it is gone with it, and so is what it
+     * named and this program was still writing. */
     for (size_t i = 0; i < c->nheld; i++) free(c->held[i].bytes);
     c->nheld = 0;
-    c->sending = NULL;
+    if (c->has_sending) free(c->sending.bytes);
+    c->has_sending = 0;
 }
 
 /* Takes the held payload `token` off the connection's list into `c->sending`. */
@@ -96,11 +101,9 @@ static int start_held(struct conn *c, uint64_t token, size_t len) {
     for (size_t i = 0; i < c->nheld; i++) {
         if (c->held[i].token != token) continue;
         if (c->held[i].len != len) return 0;
-        static struct held now_sending[MAX_CONNS];
-        struct held *s = &now_sending[c - conns];
-        *s = c->held[i];
+        c->sending = c->held[i];
         c->held[i] = c->held[--c->nheld];
-        c->sending = s;
+        c->has_sending = 1;
         c->sending_pos = 0;
         return 1;
     }
@@ -111,7 +114,7 @@ static int start_held(struct conn *c, uint64_t token, size_t len) {
  * library for more, until it has nothing or the socket would block. */
 static void flush(struct conn *c) {
     while (c->fd >= 0) {
-        if (c->out_pos == c->out_len && !c->sending) {
+        if (c->out_pos == c->out_len && !c->has_sending) {
             btcore_transmit t;
             if (btcore_sansio_transmit_held(h, c->id, now_ms(), c->out, OUT_CAP, &t) != BTCORE_OK)
                 return;
@@ -128,9 +131,9 @@ static void flush(struct conn *c) {
         int n = 0;
         if (c->out_pos < c->out_len)
             iov[n++] = (struct iovec){c->out + c->out_pos, c->out_len - c->out_pos};
-        if (c->sending)
-            iov[n++] = (struct iovec){c->sending->bytes + c->sending_pos,
-                                      c->sending->len - c->sending_pos};
+        if (c->has_sending)
+            iov[n++] = (struct iovec){c->sending.bytes + c->sending_pos,
+                                      c->sending.len - c->sending_pos};
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -140,11 +143,11 @@ static void flush(struct conn *c) {
         size_t take = left < mine ? left : mine;
         c->out_pos += take;
         left -= take;
-        if (c->sending) {
+        if (c->has_sending) {
             c->sending_pos += left;
-            if (c->sending_pos == c->sending->len) {
-                free(c->sending->bytes);
-                c->sending = NULL;
+            if (c->sending_pos == c->sending.len) {
+                free(c->sending.bytes);
+                c->has_sending = 0;
                 sent_held++;
             }
         }
@@ -175,7 +178,7 @@ static void do_read(const btcore_action *a) {
         /* BTCORE_WRONG_STATE: an encrypted connection or a small block. */
     }
     btcore_sansio_read_done(h, a->id, bytes, a->length, BTCORE_DISK_OK, now_ms());
-    sent_copied++;
+    if (c) sent_copied++;
     free(bytes);
 }
 
@@ -287,7 +290,7 @@ int main(int argc, char **argv) {
             struct conn *c = &conns[i];
             if (c->fd < 0) continue;
             pfds[nfds] = (struct pollfd){.fd = c->fd, .events = POLLIN};
-            if (c->out_pos < c->out_len || c->sending) pfds[nfds].events |= POLLOUT;
+            if (c->out_pos < c->out_len || c->has_sending) pfds[nfds].events |= POLLOUT;
             who[nfds++] = c;
         }
         uint64_t due = UINT64_MAX, now = now_ms();
@@ -310,7 +313,7 @@ int main(int argc, char **argv) {
                 c->fd = fd;
                 c->out_len = c->out_pos = 0;
                 c->nheld = 0;
-                c->sending = NULL;
+                c->has_sending = 0;
             } else if (fd >= 0) {
                 close(fd);
             }

@@ -321,6 +321,10 @@ impl Inner {
                 return (n, None);
             }
             n += c.link.poll_transmit(&mut dst[n..]);
+            if n == dst.len() {
+                // Full: the session's bytes (or a held payload) next time.
+                return (n, None);
+            }
         }
         match self.session.poll_send(now, conn, &mut dst[n..]) {
             Transmit::Bytes { len, held_next } => {
