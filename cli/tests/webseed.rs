@@ -372,8 +372,11 @@ fn web_seeds_that_are_down_are_retried_and_never_stall_the_peer() {
     let refused = format!("http://{}/", local(free_port()));
     let urls = [refused.clone(), missing.url("pub/"), busy.url("")];
     let (data, t) = torrent(&case, &urls);
-    // About 5 s of download from the peer alone.
-    let seed = seeder(&mut case, &t, &src, 1024);
+    // About 10 s of download from the peer alone: the 404 server's retry (3 s in) must
+    // find pieces the peer has not been asked for yet. At 1 MiB/s the peer's queue
+    // covered the rest by then in a loaded CI run, and the retry never came.
+    const KIB_S: u32 = 512;
+    let seed = seeder(&mut case, &t, &src, KIB_S);
     let start = std::time::Instant::now();
     let (i, dst) = download(&mut case, &t, &[seed]);
     case.wait_success(i);
@@ -381,9 +384,9 @@ fn web_seeds_that_are_down_are_retried_and_never_stall_the_peer() {
     case.check_data(&data, &dst, Empties::Required);
     let total = total_size(&data) as f64;
     println!("{total} bytes from the peer in {took:.1} s");
-    // At 1 MiB/s the peer needs total/1 MiB s; the web seeds cost it no more than 50%.
+    // The peer alone needs total / its rate; the web seeds cost it no more than 50%.
     assert!(
-        took < total / 1_048_576.0 * 1.5 + 2.0,
+        took < total / f64::from(KIB_S * 1024) * 1.5 + 2.0,
         "{took:.1} s: stalled"
     );
     let gaps = |h: &[Hit]| -> Vec<f64> { h.windows(2).map(|w| w[1].at - w[0].at).collect() };
