@@ -1070,7 +1070,10 @@ impl<'s> Picker<'s> {
                 };
                 let pp = self.partials[s];
                 let blocks = &self.blocks[s * self.bpp..s * self.bpp + self.nblocks(pi)];
-                let mine = blocks.iter().any(|b| b.has_peer(peer));
+                // Each pass takes its own pieces in progress: `peer`'s, then the others.
+                if pp.none == 0 || blocks.iter().any(|b| b.has_peer(peer)) != (pass == 0) {
+                    continue;
+                }
                 let open = if reserve {
                     !blocks.iter().any(|b| {
                         b.status == BlockStatus::Requested && b.peers().iter().any(|&q| q != peer)
@@ -1078,7 +1081,7 @@ impl<'s> Picker<'s> {
                 } else {
                     !(pp.reserved && pp.requested > 0)
                 };
-                if pp.none > 0 && open && mine == (pass == 0) {
+                if open {
                     self.take_free_blocks(s, peer, &mut n, max, out);
                 }
             }

@@ -1738,6 +1738,8 @@ pub unsafe extern "C" fn btcore_sansio_read_done(
 /// Smallest block whose bytes the application may hold (`btcore_sansio_read_held`):
 /// tracking a held payload costs more than copying a smaller one.
 pub const BTCORE_HOLD_MIN: u32 = 4096;
+// The core's (a literal above, for the header).
+const _: () = assert!(BTCORE_HOLD_MIN == btcore_core::session::HOLD_MIN);
 
 /// The `READ` action `action_id` is done and the application keeps the bytes it read
 /// instead of copying them in (`btcore_sansio_read_done`): the library queues the

@@ -110,6 +110,22 @@ pub(crate) struct ConnLink {
     pub(crate) dial: Option<(TorrentId, SocketAddr, Transport)>,
 }
 
+impl ConnLink {
+    /// The link's own bytes into `dst` (what its handshake left, then its handshake
+    /// messages): how many, and whether the session's bytes may follow them (all of
+    /// them out, and the handshake over).
+    fn own_bytes(&mut self, dst: &mut [u8]) -> (usize, bool) {
+        let n = self.out.len().min(dst.len());
+        dst[..n].copy_from_slice(&self.out[..n]);
+        self.out.drain(..n);
+        if !self.out.is_empty() {
+            return (n, false);
+        }
+        let n = n + self.link.poll_transmit(&mut dst[n..]);
+        (n, !self.link.negotiating())
+    }
+}
+
 impl Inner {
     /// The info-hashes a link accepts connections for.
     fn info_hashes(&self) -> Vec<InfoHash> {
@@ -278,14 +294,8 @@ impl Inner {
         let Some(c) = self.links.get_mut(&conn) else {
             return self.session.poll_transmit(now, conn, dst);
         };
-        let n = c.out.len().min(dst.len());
-        dst[..n].copy_from_slice(&c.out[..n]);
-        c.out.drain(..n);
-        if !c.out.is_empty() {
-            return n;
-        }
-        let mut n = n + c.link.poll_transmit(&mut dst[n..]);
-        if !c.link.negotiating() && n < dst.len() {
+        let (mut n, more) = c.own_bytes(dst);
+        if more && n < dst.len() {
             let m = self.session.poll_transmit(now, conn, &mut dst[n..]);
             c.link.encrypt(&mut dst[n..n + m]);
             n += m;
@@ -313,16 +323,11 @@ impl Inner {
             if !c.link.is_plain() {
                 return (self.link_transmit(now, conn, dst), None);
             }
-            // A plain link's own bytes (what its handshake left) go first.
-            n = c.out.len().min(dst.len());
-            dst[..n].copy_from_slice(&c.out[..n]);
-            c.out.drain(..n);
-            if !c.out.is_empty() {
-                return (n, None);
-            }
-            n += c.link.poll_transmit(&mut dst[n..]);
-            if n == dst.len() {
-                // Full: the session's bytes (or a held payload) next time.
+            // A plain link's own bytes (what its handshake left) go first; when they
+            // fill `dst`, the session's (or a held payload) next time.
+            let more;
+            (n, more) = c.own_bytes(dst);
+            if !more || n == dst.len() {
                 return (n, None);
             }
         }

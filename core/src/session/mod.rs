@@ -1183,6 +1183,11 @@ impl Event {
 /// Peers from this many distinct subnets (IPv4 /24, IPv6 /48) must agree on our
 /// `yourip` before it is taken as our external address (as the DHT's BEP 42 vote).
 pub const EXTERNAL_VOTERS: usize = 4;
+/// The shortest block a host holds by reference ([`Session::handle_read_held`]);
+/// shorter ones are copied in ([`Session::handle_read_done`]). Held, a 1-byte block a
+/// peer asked for would cost the host a buffer and queue entries (some 200 bytes) for
+/// the one byte the send cap counts.
+pub const HOLD_MIN: u32 = 4096;
 
 /// The largest batch [`Session::recv_batch`] asks a host to wait for.
 pub const RECV_BATCH_MAX: usize = 256 * 1024;

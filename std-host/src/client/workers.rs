@@ -12,11 +12,7 @@ use btcore_core::time::Instant;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-/// The shortest block the loop holds by reference: shorter ones are copied into the
-/// session's queue, whose cap counts their bytes. Held, a 1-byte block a peer asked
-/// for would cost a buffer, its `Arc` and two queue entries (some 200 bytes) for the
-/// byte the cap counts, and a part of a `writev` of its own.
-const HOLD_MIN: u32 = 4096;
+use btcore_core::session::HOLD_MIN;
 
 impl Client {
     pub(super) fn collect_workers(&mut self) {
